@@ -1,0 +1,29 @@
+# The two commands of the README: `make dev` runs the service, `make test` passes the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup dev test lint unit
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+	scripts/ensure-system-deps.sh
+
+dev: setup
+	$(BIN)/paygate dev
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+unit: setup
+	$(BIN)/pytest -m unit
+
+test: lint
+	scripts/with-test-services.sh $(BIN)/pytest

@@ -1,0 +1,1 @@
+"""The processing pipeline: Kafka runner, dead-letter routing and command handlers."""

@@ -1,0 +1,69 @@
+"""Routes messages that can never be processed to the dead-letter topic.
+
+The original bytes are kept as they were; headers say why and where they came from, so an
+operator can fix the cause and re-publish them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Final
+
+from domain.errors import PaygateError
+from paygate.metrics import Metrics
+from producer.kafka_producer import KafkaProducer
+
+log = logging.getLogger("paygate.dlq")
+
+HEADER_ERROR_CODE: Final = "paygate.error.code"
+HEADER_REASON: Final = "paygate.error.reason"
+HEADER_MESSAGE: Final = "paygate.error.message"
+HEADER_TOPIC: Final = "paygate.original.topic"
+HEADER_PARTITION: Final = "paygate.original.partition"
+HEADER_OFFSET: Final = "paygate.original.offset"
+HEADER_FIRST_SEEN: Final = "paygate.first.seen"
+
+
+class DeadLetterRouter:
+    def __init__(self, producer: KafkaProducer, topic: str, metrics: Metrics) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._metrics = metrics
+
+    async def route(
+        self,
+        *,
+        value: bytes | None,
+        key: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        error: PaygateError,
+        reason: str,
+    ) -> None:
+        headers = [
+            (HEADER_ERROR_CODE, error.code.value.encode()),
+            (HEADER_REASON, reason.encode()),
+            (HEADER_MESSAGE, error.message.encode()),
+            (HEADER_TOPIC, topic.encode()),
+            (HEADER_PARTITION, str(partition).encode()),
+            (HEADER_OFFSET, str(offset).encode()),
+            (HEADER_FIRST_SEEN, datetime.now(UTC).isoformat().encode()),
+        ]
+        await self._producer.client.send_and_wait(
+            self._topic, value or b"", key=key, headers=headers
+        )
+        self._metrics.dead_lettered.labels(error.code.value).inc()
+        self._metrics.commands_consumed.labels("dead_lettered").inc()
+        log.warning(
+            "message dead-lettered",
+            extra={
+                "code": error.code.value,
+                "reason": reason,
+                "error_message": error.message,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+            },
+        )

@@ -1,0 +1,170 @@
+"""Commands: what clients ask paygate to do, validated and independent of how they arrived.
+
+A REST body and an Avro message both end up as a :class:`CreatePayment` through
+:meth:`CreatePayment.create`, so both intakes apply exactly the same rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from domain.accounts import Account
+from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
+
+_IDENTIFIER: Final = re.compile(r"\A[A-Za-z0-9._:\-]{1,64}\Z")
+_IDEMPOTENCY_KEY: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
+_PAYMENT_ID: Final = re.compile(r"\Apay_[0-9a-f]{32}\Z")
+MAX_METADATA_KEYS: Final = 20
+MAX_METADATA_KEY_LENGTH: Final = 40
+MAX_METADATA_VALUE_LENGTH: Final = 500
+
+# Fixed forever: payment ids are derived from it, so changing it would split one payment
+# into two across a deploy.
+_PAYMENT_ID_NAMESPACE: Final = uuid.UUID("6f1b8f3e-3c55-4b8e-9a51-5d1f0a7f4c21")
+
+
+class PaymentMethod(StrEnum):
+    CARD = "card"
+    BANK_TRANSFER = "bank_transfer"
+    WALLET = "wallet"
+
+
+def payment_request_id_for(order_id: str, idempotency_key: str) -> str:
+    """The one payment id a (scope, idempotency key) pair maps to, on every intake.
+
+    Deterministic, so a redelivered or re-sent command lands on the same row. The scope is
+    the order for now; per-client scoping replaces it once API clients exist.
+    """
+    name = f"{order_id}\x1f{idempotency_key}"
+    return "pay_" + uuid.uuid5(_PAYMENT_ID_NAMESPACE, name).hex
+
+
+def is_payment_request_id(value: str) -> bool:
+    return bool(_PAYMENT_ID.match(value))
+
+
+def _identifier(value: object, param: str) -> str:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        raise PaygateError(
+            ErrorCode.INVALID_REQUEST,
+            f"{param} must be 1 to 64 letters, digits or . _ : -",
+            param=param,
+        )
+    return value
+
+
+def check_idempotency_key(value: object, param: str = "idempotencyKey") -> str:
+    if not isinstance(value, str) or not _IDEMPOTENCY_KEY.match(value):
+        raise PaygateError(
+            ErrorCode.INVALID_REQUEST,
+            "idempotency key must be 1 to 255 printable ASCII characters without spaces",
+            param=param,
+        )
+    return value
+
+
+def _metadata(value: Mapping[str, str]) -> dict[str, str]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise PaygateError(
+            ErrorCode.INVALID_REQUEST,
+            f"metadata may have at most {MAX_METADATA_KEYS} keys",
+            param="metadata",
+        )
+    for key, item in value.items():
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_METADATA_KEY_LENGTH:
+            raise PaygateError(
+                ErrorCode.INVALID_REQUEST,
+                f"metadata keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters",
+                param="metadata",
+            )
+        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE_LENGTH:
+            raise PaygateError(
+                ErrorCode.INVALID_REQUEST,
+                f"metadata values must be strings of at most {MAX_METADATA_VALUE_LENGTH} "
+                "characters",
+                param=f"metadata.{key}",
+            )
+    return dict(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePayment:
+    """Charge ``amount`` from ``payer`` to ``payee`` for ``order_id``."""
+
+    idempotency_key: str
+    user_id: str
+    order_id: str
+    amount: Money
+    payment_method: PaymentMethod
+    payer: Account
+    payee: Account
+    requested_at: datetime
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        idempotency_key: object,
+        user_id: object,
+        order_id: object,
+        amount: Money,
+        payment_method: object,
+        payer: Account,
+        payee: Account,
+        requested_at: datetime,
+        metadata: Mapping[str, str],
+    ) -> CreatePayment:
+        try:
+            method = PaymentMethod(str(payment_method))
+        except ValueError:
+            raise PaygateError(
+                ErrorCode.INVALID_REQUEST,
+                f"paymentMethod must be one of: {', '.join(m.value for m in PaymentMethod)}",
+                param="paymentMethod",
+            ) from None
+        if requested_at.tzinfo is None:
+            raise ValueError("requested_at must be timezone-aware")
+        return cls(
+            idempotency_key=check_idempotency_key(idempotency_key),
+            user_id=_identifier(user_id, "userId"),
+            order_id=_identifier(order_id, "orderId"),
+            amount=amount,
+            payment_method=method,
+            payer=payer,
+            payee=payee,
+            requested_at=requested_at,
+            metadata=_metadata(metadata),
+        )
+
+    @property
+    def payment_request_id(self) -> str:
+        return payment_request_id_for(self.order_id, self.idempotency_key)
+
+    def parameters_fingerprint(self, account_key: bytes) -> str:
+        """A hash of what the client asked for, to tell a replay from a conflicting reuse.
+
+        Account numbers enter only through their keyed fingerprints, so the hash can be
+        stored. ``requested_at`` is left out: a re-sent request is the same request.
+        """
+        canonical = {
+            "userId": self.user_id,
+            "orderId": self.order_id,
+            "amount": self.amount.minor_units,
+            "currency": self.amount.currency,
+            "paymentMethod": self.payment_method.value,
+            "payer": [self.payer.type.value, self.payer.ref(account_key).fingerprint],
+            "payee": [self.payee.type.value, self.payee.ref(account_key).fingerprint],
+            "metadata": dict(sorted(self.metadata.items())),
+        }
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()

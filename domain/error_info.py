@@ -1,0 +1,41 @@
+"""The error detail carried by REST error bodies, result events and stored outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.errors import CATALOGUE, ErrorCode, PaygateError
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: ErrorCode
+    message: str
+    param: str | None = None
+    decline_code: str | None = None
+
+    @classmethod
+    def from_error(cls, error: PaygateError) -> ErrorInfo:
+        return cls(error.code, error.message, error.param, error.decline_code)
+
+    @property
+    def category(self) -> str:
+        return CATALOGUE[self.code].category.value
+
+    @property
+    def retryable(self) -> bool:
+        return CATALOGUE[self.code].retryable
+
+    def to_dict(self) -> dict[str, object]:
+        """``{code, message, category, retryable, param?, decline_code?}``."""
+        body: dict[str, object] = {
+            "code": self.code.value,
+            "message": self.message,
+            "category": self.category,
+            "retryable": self.retryable,
+        }
+        if self.param is not None:
+            body["param"] = self.param
+        if self.decline_code is not None:
+            body["decline_code"] = self.decline_code
+        return body

@@ -1,0 +1,62 @@
+"""The composition root of the facade: one function, collaborators in, application out.
+
+Production passes the Kafka publisher, the SQL store's queries and the results-topic
+waiter; tests pass fakes. Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+from aiohttp import web
+
+from http_facade.access_log import access_log_middleware
+from http_facade.errors import error_middleware
+from http_facade.ops_routes import add_ops_routes
+from http_facade.payments_routes import add_payment_routes
+from http_facade.ports import CommandPublisher, PaymentQueries, ResultWaiter
+from http_facade.state import CLOCK, MAX_WAIT_S, METRICS, PUBLISHER, QUERIES, WAITER
+from paygate.metrics import Metrics
+
+# A create-payment body is well under 2 KiB; 64 KiB leaves room for metadata and refuses
+# anything that would only cost memory.
+MAX_BODY_BYTES: Final = 64 * 1024
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_app(
+    *,
+    publisher: CommandPublisher,
+    queries: PaymentQueries,
+    waiter: ResultWaiter,
+    metrics: Metrics,
+    max_wait_s: float = 30.0,
+    clock: Callable[[], datetime] = utc_now,
+) -> web.Application:
+    """The facade's aiohttp application, serving plain requests; TLS is added by the server.
+
+    ``max_wait_s`` caps ``Prefer: wait=N``. Prefer speaks in whole seconds, so the cap is
+    rounded down to one and must be at least 1.
+    """
+    if not (max_wait_s >= 1 and math.isfinite(max_wait_s)):  # also refuses NaN
+        raise ValueError(f"max_wait_s must be at least 1 second, got {max_wait_s!r}")
+    # Order matters: the access log is outermost so it records the status the error
+    # middleware settled on.
+    app = web.Application(
+        middlewares=[access_log_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
+    )
+    app[PUBLISHER] = publisher
+    app[QUERIES] = queries
+    app[WAITER] = waiter
+    app[METRICS] = metrics
+    app[MAX_WAIT_S] = math.floor(max_wait_s)
+    app[CLOCK] = clock
+    add_payment_routes(app)
+    add_ops_routes(app)
+    return app

@@ -1,0 +1,84 @@
+"""Every failure leaves the facade as the catalogue's error body, with the code's status.
+
+::
+
+    {"error": {"code", "message", "category", "retryable", "param"?, "decline_code"?}}
+
+Three kinds of failure reach the middleware:
+
+- :class:`PaygateError` from validation or the domain: its code says everything.
+- aiohttp's own ``HTTPException`` (no route, wrong method, body too large): mapped to
+  the nearest catalogue code, so clients never see aiohttp's plain-text pages.
+- anything else is a bug: ``internal_error`` with a generic message. The details go to
+  the log with the traceback, never to the client, since they may name internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from domain.error_info import ErrorInfo
+from domain.errors import CATALOGUE, ErrorCode, PaygateError
+from http_facade.state import REQUEST_ID
+
+_log = logging.getLogger("paygate.http")
+
+_FROM_HTTP_STATUS: Final[Mapping[int, tuple[ErrorCode, str]]] = MappingProxyType(
+    {
+        400: (ErrorCode.INVALID_REQUEST, "the request is malformed"),
+        401: (ErrorCode.AUTHENTICATION_FAILED, "authentication is required"),
+        404: (ErrorCode.NOT_FOUND, "no such resource"),
+        405: (ErrorCode.METHOD_NOT_ALLOWED, "this method is not allowed on this resource"),
+        413: (ErrorCode.REQUEST_TOO_LARGE, "the request body is too large"),
+        415: (ErrorCode.UNSUPPORTED_MEDIA_TYPE, "the request body's media type is not supported"),
+        429: (ErrorCode.RATE_LIMITED, "too many requests"),
+    }
+)
+_INTERNAL_MESSAGE: Final = (
+    "an unexpected error occurred; retry with the same Idempotency-Key, "
+    "it cannot cause a second payment"
+)
+
+# Headers of an aiohttp exception that still mean something on our body: Allow on 405.
+_KEPT_HEADERS: Final = ("Allow",)
+
+
+def error_response(info: ErrorInfo, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": info.to_dict()}, status=CATALOGUE[info.code].http_status, headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PaygateError as error:
+        return error_response(ErrorInfo.from_error(error))
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are answers, not failures
+            raise
+        return _from_http_exception(exc)
+    except Exception:
+        _log.exception(
+            "unhandled error in request handler",
+            extra={"request_id": request.get(REQUEST_ID), "method": request.method},
+        )
+        return error_response(ErrorInfo(ErrorCode.INTERNAL_ERROR, _INTERNAL_MESSAGE))
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    code, message = _FROM_HTTP_STATUS.get(
+        exc.status,
+        (ErrorCode.INVALID_REQUEST, "the request is malformed")
+        if exc.status < 500
+        else (ErrorCode.INTERNAL_ERROR, _INTERNAL_MESSAGE),
+    )
+    kept = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+    return error_response(ErrorInfo(code, message), headers=kept)

@@ -1,0 +1,114 @@
+"""``/v1/payments``: create a payment, read a payment.
+
+Creating only publishes a command; the consumer does the work. So the create answer is
+normally ``202 Accepted`` with the payment id, and the outcome is read later with GET,
+or awaited within the request with ``Prefer: wait=N``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+from aiohttp import web
+
+from domain.commands import check_idempotency_key, is_payment_request_id
+from domain.errors import ErrorCode, PaygateError
+from http_facade.prefer import requested_wait
+from http_facade.requests import parse_create_payment_body
+from http_facade.responses import accepted_body, payment_body
+from http_facade.state import (
+    CLOCK,
+    MAX_WAIT_S,
+    ORDER_ID,
+    PAYMENT_REQUEST_ID,
+    PUBLISHER,
+    QUERIES,
+    WAITER,
+)
+
+PAYMENTS_PATH: Final = "/v1/payments"
+PAYMENT_PATH: Final = "/v1/payments/{paymentRequestId}"
+IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
+PREFER_HEADER: Final = "Prefer"
+PREFERENCE_APPLIED_HEADER: Final = "Preference-Applied"
+_JSON: Final = "application/json"
+
+
+def add_payment_routes(app: web.Application) -> None:
+    app.router.add_post(PAYMENTS_PATH, create_payment)
+    app.router.add_get(PAYMENT_PATH, get_payment)
+
+
+async def create_payment(request: web.Request) -> web.Response:
+    """``POST /v1/payments``: publish a CreatePayment command.
+
+    Without ``Idempotency-Key`` a random key is used, so every such call is a new payment;
+    a client that may retry must send one. With ``Prefer: wait=N`` the answer waits up to N
+    seconds (capped) for the final result: 200 with the payment if it came, else the same
+    202 as without the header. Every check happens before publishing, so a refused request
+    changes nothing.
+    """
+    _require_json(request)
+    idempotency_key = _idempotency_key(request)
+    wait_s = requested_wait(request.headers.getall(PREFER_HEADER, []), request.app[MAX_WAIT_S])
+    body = parse_create_payment_body(await request.read())
+    command = body.to_command(idempotency_key=idempotency_key, requested_at=request.app[CLOCK]())
+    payment_request_id = command.payment_request_id
+    request[PAYMENT_REQUEST_ID] = payment_request_id
+    request[ORDER_ID] = command.order_id
+
+    await request.app[PUBLISHER].publish_create_payment(command)
+
+    headers: dict[str, str] = {"Location": f"{PAYMENTS_PATH}/{payment_request_id}"}
+    if wait_s is not None and await request.app[WAITER].wait_for_final(payment_request_id, wait_s):
+        # The result event can be seen a moment before the store is readable (another
+        # replica, a lagging read); then the client gets the 202 and polls like anyone.
+        view = await request.app[QUERIES].get_payment(payment_request_id)
+        if view is not None:
+            headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
+            return web.json_response(payment_body(view), status=200, headers=headers)
+    return web.json_response(accepted_body(payment_request_id), status=202, headers=headers)
+
+
+async def get_payment(request: web.Request) -> web.Response:
+    """``GET /v1/payments/{paymentRequestId}``: the payment as stored, accounts masked.
+
+    404 ``not_found`` for an id that does not exist or is not even shaped like one. A
+    payment just created can also be 404 for a short while: the command is still in Kafka
+    and the consumer has not written the row yet. Clients that got a 202 with the id should
+    poll until it appears, or create with ``Prefer: wait=N`` instead.
+    """
+    payment_request_id = request.match_info["paymentRequestId"]
+    # Checked before use so that whatever a client put in the path (perhaps an account
+    # number pasted in error) is neither queried for nor logged.
+    if not is_payment_request_id(payment_request_id):
+        raise _payment_not_found()
+    request[PAYMENT_REQUEST_ID] = payment_request_id
+    view = await request.app[QUERIES].get_payment(payment_request_id)
+    if view is None:
+        raise _payment_not_found()
+    request[ORDER_ID] = view.order_id
+    return web.json_response(payment_body(view))
+
+
+def _require_json(request: web.Request) -> None:
+    # JSON is UTF-8 by definition (RFC 8259); another declared charset is not JSON we read.
+    charset = request.charset
+    if request.content_type != _JSON or (charset is not None and charset.lower() != "utf-8"):
+        raise PaygateError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            "request body must be sent as Content-Type: application/json",
+            param="Content-Type",
+        )
+
+
+def _idempotency_key(request: web.Request) -> str:
+    offered = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if offered is None:
+        return uuid.uuid4().hex
+    return check_idempotency_key(offered, param=IDEMPOTENCY_KEY_HEADER)
+
+
+def _payment_not_found() -> PaygateError:
+    return PaygateError(ErrorCode.NOT_FOUND, "no payment with this paymentRequestId")

@@ -1,0 +1,148 @@
+"""Request bodies: JSON text -> strict pydantic models -> domain commands.
+
+Two layers check a body. The models here check its *shape* (which fields, of which JSON
+type), strictly: no coercion, so the JSON number ``0.1`` never becomes the string ``"0.1"``
+after a trip through a binary float. The domain (``money_from_text``, ``Account.parse``,
+``CreatePayment.create``) then checks the *values*, with the same rules the Kafka intake uses.
+
+Error messages are built from the error's kind and location only, never from the
+submitted value: that value may be an account number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Final, NoReturn
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
+
+from domain.accounts import Account
+from domain.commands import CreatePayment
+from domain.errors import ErrorCode, PaygateError
+from domain.money import money_from_text
+
+# A wrongly typed amount or currency is reported with the code the domain uses for any
+# bad value of that field, so clients see one code per field whatever went wrong with it.
+_TYPE_ERROR_CODES: Final[Mapping[str, ErrorCode]] = {
+    "amount": ErrorCode.INVALID_AMOUNT,
+    "currency": ErrorCode.UNSUPPORTED_CURRENCY,
+}
+
+# Messages for the error kinds a well-meaning client hits; anything rarer falls back to
+# pydantic's own ``msg``, which describes the rule, not the input.
+_MESSAGES: Final[Mapping[str, str]] = {
+    "missing": "is required",
+    "extra_forbidden": "is not a known field",
+    "string_type": "must be a string",
+    "model_type": "must be a JSON object",
+    "dict_type": "must be a JSON object",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class AccountBody(_Strict):
+    type: str
+    number: str = Field(repr=False)
+    holder_name: str | None = Field(default=None, alias="holderName")
+
+    def to_account(self, *, param: str) -> Account:
+        return Account.parse(self.type, self.number, self.holder_name, param=param)
+
+
+class CreatePaymentBody(_Strict):
+    """The body of ``POST /v1/payments``; field names are the JSON (camelCase) ones."""
+
+    user_id: str = Field(alias="userId")
+    order_id: str = Field(alias="orderId")
+    amount: str
+    currency: str
+    payment_method: str = Field(alias="paymentMethod")
+    payer_account: AccountBody = Field(alias="payerAccount")
+    payee_account: AccountBody = Field(alias="payeeAccount")
+    metadata: dict[str, str] | None = None
+
+    def to_command(self, *, idempotency_key: str, requested_at: datetime) -> CreatePayment:
+        """The domain command; raises :class:`PaygateError` for a value the domain refuses."""
+        return CreatePayment.create(
+            idempotency_key=idempotency_key,
+            user_id=self.user_id,
+            order_id=self.order_id,
+            amount=money_from_text(self.amount, self.currency),
+            payment_method=self.payment_method,
+            payer=self.payer_account.to_account(param="payerAccount"),
+            payee=self.payee_account.to_account(param="payeeAccount"),
+            requested_at=requested_at,
+            metadata=self.metadata or {},
+        )
+
+
+def parse_create_payment_body(raw: bytes) -> CreatePaymentBody:
+    """Decode and shape-check a create-payment body, or raise :class:`PaygateError`."""
+    document = _decode_json(raw)
+    if not isinstance(document, dict):
+        raise PaygateError(ErrorCode.INVALID_REQUEST, "request body must be a JSON object")
+    try:
+        return CreatePaymentBody.model_validate(document)
+    except ValidationError as exc:
+        _raise_first(exc)
+
+
+def _decode_json(raw: bytes) -> object:
+    """Parse JSON without ever producing a float, and refuse what JSON itself does not allow."""
+    try:
+        return json.loads(
+            raw.decode("utf-8"),
+            parse_float=Decimal,
+            parse_constant=_refuse_constant,
+            object_pairs_hook=_object_without_duplicate_keys,
+        )
+    # ValueError covers JSONDecodeError, bad UTF-8 and integers too long to convert;
+    # RecursionError a body of deeply nested arrays, which 64 KiB is enough to build.
+    except (ValueError, RecursionError):
+        raise PaygateError(
+            ErrorCode.INVALID_REQUEST,
+            "request body must be valid UTF-8 JSON, with no key repeated within an object",
+        ) from None
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    # Python's json accepts NaN and Infinity; JSON does not, and no amount is either.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # {"amount": "1", "amount": "1000"} means different things to different parsers (first
+    # wins or last wins); a payment must not depend on which one reads it.
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("duplicate key in JSON object")
+    return document
+
+
+def _raise_first(exc: ValidationError) -> NoReturn:
+    error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+    param = _dotted(error)
+    code = ErrorCode.INVALID_REQUEST
+    if error["type"].endswith("_type") and param in _TYPE_ERROR_CODES:
+        code = _TYPE_ERROR_CODES[param]
+    if code is ErrorCode.INVALID_AMOUNT:
+        message = (
+            'amount must be a string of decimal digits such as "10.50": a JSON number may '
+            "already have been rounded through a binary float"
+        )
+    elif error["type"] in _MESSAGES:
+        message = f"{param} {_MESSAGES[error['type']]}"
+    else:
+        message = f"{param}: {error['msg']}"
+    raise PaygateError(code, message, param=param or None) from None
+
+
+def _dotted(error: ErrorDetails) -> str:
+    return ".".join(str(part) for part in error["loc"])

@@ -1,0 +1,27 @@
+"""Typed keys for what the facade shares through the application and the request.
+
+Application keys hold the collaborators :func:`http_facade.app.build_app` was given;
+request keys carry what a handler learned (ids) to the access log written after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Final
+
+from aiohttp import web
+
+from http_facade.ports import CommandPublisher, PaymentQueries, ResultWaiter
+from paygate.metrics import Metrics
+
+PUBLISHER: Final = web.AppKey[CommandPublisher]("publisher")
+QUERIES: Final = web.AppKey[PaymentQueries]("queries")
+WAITER: Final = web.AppKey[ResultWaiter]("waiter")
+METRICS: Final = web.AppKey[Metrics]("metrics")
+MAX_WAIT_S: Final = web.AppKey[int]("max_wait_s")
+CLOCK: Final = web.AppKey[Callable[[], datetime]]("clock")
+
+REQUEST_ID: Final = web.RequestKey[str]("request_id")
+PAYMENT_REQUEST_ID: Final = web.RequestKey[str]("payment_request_id")
+ORDER_ID: Final = web.RequestKey[str]("order_id")

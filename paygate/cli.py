@@ -1,0 +1,108 @@
+"""The ``paygate`` command line: one entry point for every process of the service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from paygate.jsonlog import configure_logging
+from paygate.settings import Settings
+
+log = logging.getLogger("paygate")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _consumer(settings: Settings) -> None:
+    from paygate.consumer_service import ConsumerService
+    from paygate.metrics import Metrics
+    from paygate.ops_server import start_ops_server
+    from paygate.providers import build_provider
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    metrics = Metrics()
+    ops = await start_ops_server(metrics, settings.metrics_host, settings.metrics_port)
+    try:
+        await ConsumerService(settings, build_provider(settings), metrics).run(stop)
+    finally:
+        await ops.cleanup()
+
+
+async def _facade(settings: Settings) -> None:
+    from paygate.facade_service import FacadeService
+    from paygate.metrics import Metrics
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    ready.add_done_callback(lambda f: print(f"PAYGATE_URL={f.result()}", flush=True))
+    await FacadeService(settings, Metrics()).run(stop, ready)
+
+
+async def _acquirer(settings: Settings) -> None:
+    from paygate.acquirer_service import run_acquirer
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    ready.add_done_callback(lambda f: print(f"SANDBOX_URL={f.result()}", flush=True))
+    await run_acquirer(settings, stop, ready)
+
+
+async def _topics(settings: Settings) -> None:
+    from paygate.topics import ensure_topics
+
+    created = await ensure_topics(settings)
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+
+
+async def _dev(settings: Settings) -> None:
+    from paygate.dev import run_dev
+
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    await run_dev(settings, stop)
+
+
+_COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]] = {
+    "dev": ("run the whole stack locally (starts Kafka when none is configured)", _dev),
+    "consumer": ("run the command consumer", _consumer),
+    "facade": ("run the HTTPS REST facade", _facade),
+    "acquirer": ("run the sandbox acquirer as an HTTP service", _acquirer),
+    "topics": ("create the Kafka topics if missing", _topics),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="paygate", description="paygate payment gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, _) in _COMMANDS.items():
+        sub.add_parser(name, help=help_text)
+    sub.add_parser("kafka", help="run a local single-node Kafka broker in the foreground")
+    args = parser.parse_args(argv)
+    if args.command == "kafka":
+        from paygate.kafka.__main__ import main as kafka_main
+
+        return kafka_main([])
+    settings = Settings()
+    configure_logging(settings.log_level)
+    _, run = _COMMANDS[args.command]
+    try:
+        asyncio.run(run(settings))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Prometheus metrics, in one container so tests can pass a fresh registry.
+
+Names follow Prometheus conventions: ``<prefix>_<what>_<unit>``, counters end in ``_total``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None, prefix: str = "paygate") -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.commands_consumed = Counter(
+            f"{prefix}_commands_consumed_total",
+            "Commands taken from the command topic, by outcome "
+            "(succeeded, failed, pending, replayed, conflict, dead_lettered).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.provider_call_seconds = Histogram(
+            f"{prefix}_provider_call_seconds",
+            "Latency of calls to payment providers, by provider and outcome.",
+            ["provider", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.http_request_seconds = Histogram(
+            f"{prefix}_http_request_seconds",
+            "Latency of HTTP requests to the facade, by method, route and status.",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            f"{prefix}_dead_lettered_total",
+            "Messages sent to the dead-letter topic, by error code.",
+            ["code"],
+            registry=self.registry,
+        )
+        self.outbox_published = Counter(
+            f"{prefix}_outbox_published_total",
+            "Result events published from the outbox.",
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            f"{prefix}_outbox_backlog",
+            "Outbox rows not yet published, as last seen by the relay.",
+            registry=self.registry,
+        )
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text format body and its content type, for a /metrics endpoint."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

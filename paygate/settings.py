@@ -1,0 +1,111 @@
+"""Settings, read from the environment (``PAYGATE_*``; ``KAFKA_BOOTSTRAP_SERVERS`` as is).
+
+Every field has a description: the README's settings table is generated from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Only for local development: production must set PAYGATE_ACCOUNT_FINGERPRINT_KEY, or
+# fingerprints would be computable by anyone who reads this file.
+DEV_FINGERPRINT_KEY = "paygate-development-fingerprint-key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYGATE_", extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "PAYGATE_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka brokers, host:port[,host:port]. Unset: `paygate dev` starts a "
+        "local broker.",
+    )
+    commands_topic: str = Field("payments.commands", description="Topic of payment commands.")
+    results_topic: str = Field("payments.results", description="Topic of result events.")
+    dlq_topic: str = Field(
+        "payments.commands.dlq", description="Dead-letter topic for commands that never decode."
+    )
+    topic_partitions: int = Field(3, ge=1, description="Partitions of topics paygate creates.")
+    consumer_group: str = Field("paygate-consumer", description="Consumer group of the consumer.")
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///paygate.db",
+        description="SQLAlchemy async URL: a SQLite file by default; "
+        "postgresql+asyncpg://user:pass@host/db in production.",
+    )
+    account_fingerprint_key: SecretStr = Field(
+        SecretStr(DEV_FINGERPRINT_KEY),
+        description="Secret key of the account-number fingerprints (HMAC-SHA256). Set it in "
+        "production; the default is for development only.",
+    )
+
+    provider: str = Field(
+        "sandbox",
+        description="Payment provider: `sandbox` (the acquirer over HTTP) or `sandbox-inprocess`.",
+    )
+    sandbox_url: str = Field(
+        "http://127.0.0.1:8081", description="Base URL of the sandbox acquirer service."
+    )
+    provider_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds before a provider call counts as timed out (pending)."
+    )
+
+    http_host: str = Field("127.0.0.1", description="Address the HTTPS facade binds.")
+    http_port: int = Field(8443, ge=0, le=65535, description="Port of the HTTPS facade.")
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate (chain) of the facade. Unset: self-signed."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of the facade.")
+    tls_dir: Path = Field(
+        Path(".cache/tls"), description="Where the self-signed certificate is kept."
+    )
+    max_wait_s: float = Field(
+        30.0, ge=1, le=30.0, description="Upper bound of `Prefer: wait=N` on POST /v1/payments."
+    )
+
+    acquirer_host: str = Field("127.0.0.1", description="Address the sandbox acquirer binds.")
+    acquirer_port: int = Field(8081, ge=0, le=65535, description="Port of the sandbox acquirer.")
+    acquirer_ledger: Path = Field(
+        Path("sandbox-ledger.db"), description="SQLite file of the sandbox acquirer's ledger."
+    )
+
+    metrics_host: str = Field("127.0.0.1", description="Address of the consumer's /metrics.")
+    metrics_port: int = Field(
+        9102, ge=0, le=65535, description="Port of the consumer's /metrics and /healthz."
+    )
+    log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both PAYGATE_TLS_CERT_FILE and PAYGATE_TLS_KEY_FILE, or neither")
+        return self
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise SystemExit(
+                "KAFKA_BOOTSTRAP_SERVERS is not set (run `paygate dev` to start a local broker)"
+            )
+        return self.kafka_bootstrap_servers
+
+    @property
+    def account_key(self) -> bytes:
+        return self.account_fingerprint_key.get_secret_value().encode()
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table, for the README."""
+    lines = ["| environment variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias.choices[0] if isinstance(alias, AliasChoices) else f"PAYGATE_{name.upper()}"
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = "(development key)"
+        shown = "(unset)" if default is None else f"`{default}`"
+        lines.append(f"| `{env}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,295 @@
+"""The payment store: write-ahead attempts, outcomes with their outbox rows, and queries.
+
+Every method is one database transaction. The two that matter for exactly-once effects:
+
+* :meth:`PaymentStore.begin` records the payment and its provider attempt *before* the
+  provider is called, or tells the caller what already exists for that id.
+* :meth:`PaymentStore.finish` records the provider's answer and the result event in one
+  transaction, so a state change is never visible without its event, or the reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.accounts import AccountRef, AccountType
+from domain.commands import CreatePayment, PaymentMethod
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode
+from domain.money import Money
+from domain.payment import PaymentView
+from domain.status import PaymentStatus, check_transition
+from persistence.tables import outbox, payments, provider_attempts
+
+ATTEMPT_STARTED = "started"
+ATTEMPT_SUCCEEDED = "succeeded"
+ATTEMPT_DECLINED = "declined"
+ATTEMPT_FAILED = "failed"
+ATTEMPT_UNKNOWN = "unknown"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    event_id: str
+    topic: str
+    key: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOutboxRow:
+    id: int
+    topic: str
+    key: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """New payment: the attempt is committed; call the provider with ``attempt_key``."""
+
+    attempt_key: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """The id is already known. ``same_parameters`` tells a replay from a conflicting reuse;
+    ``open_attempt_key`` is set when the last attempt has no recorded outcome (in doubt)."""
+
+    payment: PaymentView
+    same_parameters: bool
+    open_attempt_key: str | None
+
+
+BeginResult = Started | Existing
+
+
+def attempt_key_for(payment_id: str, attempt_no: int) -> str:
+    """Deterministic, so the provider's idempotency key for an attempt can be re-derived."""
+    return f"{payment_id}-a{attempt_no}"
+
+
+class PaymentStore:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def begin(
+        self, command: CreatePayment, *, provider: str, account_key: bytes
+    ) -> BeginResult:
+        payment_id = command.payment_request_id
+        parameters_hash = command.parameters_fingerprint(account_key)
+        existing = await self._existing(payment_id, parameters_hash)
+        if existing is not None:
+            return existing
+        now = self._clock()
+        payer = command.payer.ref(account_key)
+        payee = command.payee.ref(account_key)
+        attempt_key = attempt_key_for(payment_id, 1)
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    insert(payments).values(
+                        id=payment_id,
+                        order_id=command.order_id,
+                        user_id=command.user_id,
+                        idempotency_key=command.idempotency_key,
+                        parameters_hash=parameters_hash,
+                        amount_minor=command.amount.minor_units,
+                        currency=command.amount.currency,
+                        payment_method=command.payment_method.value,
+                        payer_type=payer.type.value,
+                        payer_masked=payer.masked,
+                        payer_fingerprint=payer.fingerprint,
+                        payee_type=payee.type.value,
+                        payee_masked=payee.masked,
+                        payee_fingerprint=payee.fingerprint,
+                        metadata=dict(command.metadata),
+                        status=PaymentStatus.PROCESSING.value,
+                        provider=provider,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await conn.execute(
+                    insert(provider_attempts).values(
+                        attempt_key=attempt_key,
+                        payment_id=payment_id,
+                        attempt_no=1,
+                        provider=provider,
+                        status=ATTEMPT_STARTED,
+                        created_at=now,
+                    )
+                )
+        except IntegrityError:
+            # Another worker inserted the same id between our read and our insert.
+            raced = await self._existing(payment_id, parameters_hash)
+            if raced is None:
+                raise
+            return raced
+        return Started(attempt_key, now)
+
+    async def finish(
+        self,
+        payment_id: str,
+        attempt_key: str,
+        *,
+        status: PaymentStatus,
+        attempt_status: str,
+        provider_reference: str | None,
+        error: ErrorInfo | None,
+        event: OutboxMessage,
+    ) -> None:
+        """Record an attempt's outcome and its result event atomically."""
+        now = self._clock()
+        async with self._engine.begin() as conn:
+            current = await self._status_for_update(conn, payment_id)
+            check_transition(current, status)
+            await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_id)
+                .values(
+                    status=status.value,
+                    provider_reference=provider_reference,
+                    error_code=None if error is None else error.code.value,
+                    error_message=None if error is None else error.message,
+                    error_param=None if error is None else error.param,
+                    decline_code=None if error is None else error.decline_code,
+                    updated_at=now,
+                )
+            )
+            await conn.execute(
+                update(provider_attempts)
+                .where(provider_attempts.c.attempt_key == attempt_key)
+                # An attempt whose outcome is unknown stays open: it is in doubt until
+                # the provider is asked about it.
+                .values(
+                    status=attempt_status,
+                    finished_at=None if attempt_status == ATTEMPT_UNKNOWN else now,
+                )
+            )
+            await self._enqueue(conn, event, now)
+
+    async def enqueue(self, event: OutboxMessage) -> None:
+        """Queue an event on its own, e.g. to re-publish a replayed outcome."""
+        async with self._engine.begin() as conn:
+            await self._enqueue(conn, event, self._clock())
+
+    async def get_payment(self, payment_id: str) -> PaymentView | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(payments).where(payments.c.id == payment_id))
+            ).one_or_none()
+        return None if row is None else _payment_view(row._mapping)
+
+    async def unpublished(self, limit: int) -> list[PendingOutboxRow]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(outbox.c.id, outbox.c.topic, outbox.c.message_key, outbox.c.payload)
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            return [PendingOutboxRow(r.id, r.topic, r.message_key, r.payload) for r in rows]
+
+    async def mark_published(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(outbox).where(outbox.c.id.in_(ids)).values(published_at=self._clock())
+            )
+
+    async def _existing(self, payment_id: str, parameters_hash: str) -> Existing | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(payments).where(payments.c.id == payment_id))
+            ).one_or_none()
+            if row is None:
+                return None
+            open_attempt = (
+                await conn.execute(
+                    select(provider_attempts.c.attempt_key)
+                    .where(provider_attempts.c.payment_id == payment_id)
+                    .where(provider_attempts.c.finished_at.is_(None))
+                    .order_by(provider_attempts.c.attempt_no.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        return Existing(
+            payment=_payment_view(row._mapping),
+            same_parameters=row.parameters_hash == parameters_hash,
+            open_attempt_key=open_attempt,
+        )
+
+    async def _status_for_update(self, conn: AsyncConnection, payment_id: str) -> PaymentStatus:
+        # FOR UPDATE serialises concurrent finishers on PostgreSQL; SQLite ignores it and
+        # serialises writers by its database lock instead.
+        status = (
+            await conn.execute(
+                select(payments.c.status).where(payments.c.id == payment_id).with_for_update()
+            )
+        ).scalar_one()
+        return PaymentStatus(status)
+
+    @staticmethod
+    async def _enqueue(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
+        await conn.execute(
+            insert(outbox).values(
+                event_id=event.event_id,
+                topic=event.topic,
+                message_key=event.key,
+                payload=event.payload,
+                created_at=now,
+            )
+        )
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _payment_view(row: Any) -> PaymentView:
+    error = (
+        None
+        if row["error_code"] is None
+        else ErrorInfo(
+            code=ErrorCode(row["error_code"]),
+            message=row["error_message"] or "",
+            param=row["error_param"],
+            decline_code=row["decline_code"],
+        )
+    )
+    return PaymentView(
+        payment_request_id=row["id"],
+        order_id=row["order_id"],
+        user_id=row["user_id"],
+        idempotency_key=row["idempotency_key"],
+        status=PaymentStatus(row["status"]),
+        amount=Money(row["amount_minor"], row["currency"]),
+        payment_method=PaymentMethod(row["payment_method"]),
+        payer=AccountRef(
+            AccountType(row["payer_type"]), row["payer_masked"], row["payer_fingerprint"]
+        ),
+        payee=AccountRef(
+            AccountType(row["payee_type"]), row["payee_masked"], row["payee_fingerprint"]
+        ),
+        provider=row["provider"],
+        provider_reference=row["provider_reference"],
+        error=error,
+        created_at=_as_utc(row["created_at"]),
+        updated_at=_as_utc(row["updated_at"]),
+    )

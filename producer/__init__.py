@@ -1,0 +1,1 @@
+"""Kafka producing: the command publisher (facade side) and the outbox relay (consumer side)."""

@@ -1,0 +1,31 @@
+"""Publishes commands from the REST facade to the command topic."""
+
+from __future__ import annotations
+
+from aiokafka.errors import KafkaError
+
+from domain.commands import CreatePayment
+from domain.errors import ErrorCode, PaygateError
+from producer.kafka_producer import KafkaProducer
+from schemas.payments import PaymentMessages
+
+
+class KafkaCommandPublisher:
+    """Keyed by order id, so every command of one order lands on one partition, in order."""
+
+    def __init__(self, producer: KafkaProducer, messages: PaymentMessages, topic: str) -> None:
+        self._producer = producer
+        self._messages = messages
+        self._topic = topic
+
+    async def publish_create_payment(self, command: CreatePayment) -> None:
+        try:
+            await self._producer.send_and_wait(
+                self._topic, self._messages.encode_command(command), key=command.order_id
+            )
+        except KafkaError as exc:
+            raise PaygateError(
+                ErrorCode.SERVICE_UNAVAILABLE,
+                "the payment could not be handed to the processing queue; retry with the "
+                "same Idempotency-Key",
+            ) from exc

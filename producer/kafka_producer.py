@@ -1,0 +1,63 @@
+"""A started/stopped idempotent aiokafka producer, shared by everything in one process."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from aiokafka import AIOKafkaProducer
+
+
+class KafkaProducer:
+    """acks=all with idempotence: a retried send is written once per producer session."""
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str = "paygate") -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap_servers,
+            client_id=self._client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=30_000,
+        )
+        await producer.start()
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def __aenter__(self) -> KafkaProducer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def client(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("KafkaProducer.start() has not been called")
+        return self._producer
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: str,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        await self.client.send_and_wait(topic, value, key=key.encode(), headers=headers)

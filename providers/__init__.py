@@ -1,0 +1,1 @@
+"""Payment providers: the port every adapter implements, and one sub-package per provider."""

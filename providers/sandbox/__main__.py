@@ -1,0 +1,100 @@
+"""Run the sandbox acquirer as a standalone HTTP service.
+
+    python -m providers.sandbox --port 0 --ledger sandbox.db [--latency-ms 5] [--seed 1]
+
+Once listening it prints ``SANDBOX_URL=http://<host>:<port>`` as one line on stdout, so a
+parent process can start it on port 0 and read the port it got. SIGTERM or SIGINT stops it
+cleanly (exit code 0). Logs go to stderr, keeping stdout for that one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from providers.sandbox.acquirer import SandboxAcquirer
+from providers.sandbox.config import SandboxConfig
+from providers.sandbox.ledger import Ledger, MemoryLedger, SqliteLedger
+from providers.sandbox.service import build_sandbox_app
+
+log = logging.getLogger("providers.sandbox")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m providers.sandbox", description="The sandbox acquirer over HTTP."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--ledger", help="SQLite file for the ledger (default: in memory)")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--latency-jitter-ms", type=float, default=0.0)
+    parser.add_argument("--failure-rate", type=float, default=0.0)
+    parser.add_argument("--timeout-rate", type=float, default=0.0)
+    parser.add_argument("--slow-delay-s", type=float, default=2.0)
+    parser.add_argument("--hang-s", type=float, default=60.0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        default=2.0,
+        help="how long requests in flight (a hang, say) may finish after SIGTERM",
+    )
+    parser.add_argument("--log-level", default="WARNING")
+    return parser
+
+
+async def _serve(args: argparse.Namespace, config: SandboxConfig) -> None:
+    ledger: Ledger = SqliteLedger(args.ledger) if args.ledger else MemoryLedger()
+    app = build_sandbox_app(SandboxAcquirer(ledger, config))
+    runner = web.AppRunner(app, shutdown_timeout=args.shutdown_timeout_s)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, args.host, args.port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        # The runner's sockets hold the port the OS chose when --port is 0.
+        host, port = runner.addresses[0][:2]
+        url_host = f"[{host}]" if ":" in host else host
+        print(f"SANDBOX_URL=http://{url_host}:{port}", flush=True)
+        log.info("sandbox listening on %s:%s", host, port)
+        await stop.wait()
+        log.info("sandbox stopping")
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        config = SandboxConfig(
+            latency_ms=args.latency_ms,
+            latency_jitter_ms=args.latency_jitter_ms,
+            failure_rate=args.failure_rate,
+            timeout_rate=args.timeout_rate,
+            slow_delay_s=args.slow_delay_s,
+            hang_s=args.hang_s,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(_serve(args, config))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

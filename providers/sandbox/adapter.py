@@ -1,0 +1,200 @@
+"""The sandbox service over HTTP, as a :class:`providers.port.PaymentProvider`.
+
+Every aiohttp exception and HTTP status is translated here, most specific first, into what
+paygate can act on. Each mapping answers "could the sandbox have charged?":
+
+- could not connect (refused, DNS, TLS, connect timeout): ProviderUnavailableError, not sent;
+- 503: ProviderUnavailableError, the sandbox failed before processing;
+- 429: ProviderRateLimitedError with Retry-After;
+- no answer in time, connection lost after sending, another 5xx, or a 200 whose body cannot
+  be read: ProviderTimeoutError, outcome unknown;
+- 409: PaygateError(idempotency_conflict);
+- another 4xx: SandboxRequestRejectedError, not charged and not worth resending;
+- 200: a ChargeOutcome; a decline carries its catalogue error.
+
+Only 503 is the sandbox's documented "failed before processing". A 500, 502 or 504 may come
+from a crash or a proxy after the charge was recorded, so it is treated like a timeout:
+marking such a payment failed could hide a real charge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from typing import Final
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from domain.errors import ErrorCode, PaygateError
+from providers.errors import (
+    ProviderError,
+    ProviderRateLimitedError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from providers.port import ChargeOutcome, ChargeRequest
+from providers.sandbox.transformers import PROVIDER_NAME, charge_body, outcome_from_body
+
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+
+
+class SandboxRequestRejectedError(ProviderError):
+    """The sandbox refused the request as malformed (4xx): nothing charged, and sending the
+    same request again cannot succeed, so it is neither retriable nor in doubt."""
+
+    code = ErrorCode.INTERNAL_ERROR
+
+
+@contextlib.contextmanager
+def _translate_client_errors() -> Iterator[None]:
+    try:
+        yield
+    except (
+        aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake
+        aiohttp.ConnectionTimeoutError,
+        aiohttp.ServerFingerprintMismatch,
+        aiohttp.InvalidURL,
+        aiohttp.NonHttpUrlClientError,
+    ) as exc:
+        # Raised before a byte of the request left: certainly not charged.
+        raise ProviderUnavailableError(
+            PROVIDER_NAME, f"could not connect to the sandbox ({type(exc).__name__})"
+        ) from exc
+    except TimeoutError as exc:  # the total timeout, or aiohttp's socket read timeout
+        raise ProviderTimeoutError(
+            PROVIDER_NAME, "the sandbox did not answer in time; outcome unknown"
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise ProviderTimeoutError(
+            PROVIDER_NAME,
+            f"the connection failed after the request was sent ({type(exc).__name__}); "
+            "outcome unknown",
+        ) from exc
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    try:
+        seconds = float(headers.get("Retry-After", ""))
+    except ValueError:
+        return None  # absent, or an HTTP date, which the sandbox never sends
+    return seconds if seconds >= 0 else None
+
+
+def _error_detail(payload: object) -> Mapping[str, object]:
+    error = payload.get("error") if isinstance(payload, Mapping) else None
+    return error if isinstance(error, Mapping) else {}
+
+
+def _error_summary(payload: object) -> str:
+    """The sandbox's own error code and message; it never puts account numbers in them."""
+    error = _error_detail(payload)
+    if not error:
+        return "no error detail"
+    return f"{error.get('code')}: {error.get('message')}"
+
+
+def _decode(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:  # UnicodeDecodeError included
+        return None
+
+
+def _raise_for_status(status: int, headers: Mapping[str, str], payload: object) -> None:
+    """Raise for every status but 200; the order goes from most to least specific."""
+    if status == 200:
+        return
+    detail = f"HTTP {status} ({_error_summary(payload)})"
+    if status == 409:
+        raise PaygateError(
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            "the attempt key was already used with different parameters at the sandbox",
+        )
+    if status == 429:
+        raise ProviderRateLimitedError(PROVIDER_NAME, detail, retry_after=_retry_after(headers))
+    if status == 503:
+        raise ProviderUnavailableError(PROVIDER_NAME, detail)
+    if status >= 500:
+        raise ProviderTimeoutError(PROVIDER_NAME, f"{detail}; outcome unknown")
+    raise SandboxRequestRejectedError(PROVIDER_NAME, f"request rejected: {detail}")
+
+
+def _outcome(payload: object) -> ChargeOutcome:
+    try:
+        return outcome_from_body(payload)
+    except ValueError as exc:
+        # A 200 means the sandbox processed the charge; we just cannot read how it went.
+        raise ProviderTimeoutError(
+            PROVIDER_NAME, f"unreadable answer from the sandbox ({exc}); outcome unknown"
+        ) from exc
+
+
+class SandboxHttpProvider:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 10.0,
+        connect_timeout_s: float | None = None,
+    ) -> None:
+        self._base_url = URL(base_url)
+        # A connect timeout shorter than the total lets a slow connect be told apart (not
+        # sent, ProviderUnavailableError) from a slow answer (ProviderTimeoutError).
+        connect = connect_timeout_s if connect_timeout_s is not None else timeout_s / 2
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def name(self) -> str:
+        return PROVIDER_NAME
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False)
+
+    async def stop(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def __aenter__(self) -> SandboxHttpProvider:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        url = self._base_url.joinpath("v1", "charges")
+        headers = {IDEMPOTENCY_HEADER: request.attempt_key}
+        with _translate_client_errors():
+            async with self._client().post(
+                url, json=charge_body(request), headers=headers, allow_redirects=False
+            ) as resp:
+                payload = _decode(await resp.read())
+                status, resp_headers = resp.status, resp.headers
+        _raise_for_status(status, resp_headers, payload)
+        return _outcome(payload)
+
+    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+        # Quoted with safe="" so that a "/" in the key stays inside one path segment.
+        segment = quote(attempt_key, safe="")
+        url = self._base_url.joinpath("v1", "charges", segment, encoded=True)
+        with _translate_client_errors():
+            async with self._client().get(url, allow_redirects=False) as resp:
+                payload = _decode(await resp.read())
+                status, resp_headers = resp.status, resp.headers
+        # Only the sandbox's own "no such charge" means it never received the attempt; a bare
+        # 404 (a wrong base URL, a proxy) says nothing about the charge.
+        if status == 404 and _error_detail(payload).get("code") == ErrorCode.NOT_FOUND.value:
+            return None
+        _raise_for_status(status, resp_headers, payload)
+        return _outcome(payload)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("SandboxHttpProvider is not started: call start() first")
+        return self._session

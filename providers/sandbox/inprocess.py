@@ -1,0 +1,71 @@
+"""The sandbox as a :class:`providers.port.PaymentProvider` without a network in between.
+
+For unit tests and benchmarks that need the acquirer's behaviours but not HTTP. It answers
+exactly as :class:`providers.sandbox.adapter.SandboxHttpProvider` does for the same
+behaviour, a hang included: the call gives up after ``call_timeout_s`` with
+:class:`ProviderTimeoutError` while the charge stays in the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from domain.errors import ErrorCode, PaygateError
+from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.port import ChargeOutcome, ChargeRequest
+from providers.sandbox.acquirer import SandboxAcquirer
+from providers.sandbox.config import SandboxConfig
+from providers.sandbox.errors import SandboxIdempotencyConflictError, SandboxUnavailableError
+from providers.sandbox.ledger import MemoryLedger
+from providers.sandbox.transformers import PROVIDER_NAME, charge_params, outcome_from_record
+
+
+class InProcessSandboxProvider:
+    def __init__(
+        self,
+        acquirer: SandboxAcquirer | None = None,
+        *,
+        config: SandboxConfig | None = None,
+        call_timeout_s: float = 10.0,
+    ) -> None:
+        if acquirer is not None and config is not None:
+            raise ValueError("pass either an acquirer or a config, not both")
+        self.acquirer = (
+            acquirer if acquirer is not None else SandboxAcquirer(MemoryLedger(), config)
+        )
+        self._call_timeout_s = call_timeout_s
+
+    @property
+    def name(self) -> str:
+        return PROVIDER_NAME
+
+    async def start(self) -> None:
+        await self.acquirer.start()
+
+    async def stop(self) -> None:
+        await self.acquirer.stop()
+
+    async def __aenter__(self) -> InProcessSandboxProvider:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        try:
+            async with asyncio.timeout(self._call_timeout_s):
+                record = await self.acquirer.charge(request.attempt_key, charge_params(request))
+        except TimeoutError as exc:
+            raise ProviderTimeoutError(
+                PROVIDER_NAME, f"no answer within {self._call_timeout_s:g} s; outcome unknown"
+            ) from exc
+        except SandboxUnavailableError as exc:
+            raise ProviderUnavailableError(PROVIDER_NAME, str(exc)) from exc
+        except SandboxIdempotencyConflictError as exc:
+            raise PaygateError(ErrorCode.IDEMPOTENCY_CONFLICT, str(exc)) from exc
+        return outcome_from_record(record)
+
+    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+        record = await self.acquirer.status(attempt_key)
+        return None if record is None else outcome_from_record(record)

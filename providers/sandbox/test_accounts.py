@@ -1,0 +1,94 @@
+"""Test account numbers and what the sandbox does with each: the single source of truth.
+
+Like a card network's test cards, the payer's account number picks the behaviour, so a test
+or a benchmark chooses an outcome by choosing a number. ``docs/sandbox.md`` shows the same
+table; a unit test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
+
+from providers.sandbox.records import SandboxErrorCode
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    # Answered 5xx before processing: nothing is recorded, so nothing can have been charged.
+    UNAVAILABLE = "unavailable"
+
+
+class Timing(StrEnum):
+    IMMEDIATE = "immediate"
+    SLOW = "slow"  # answers after ``slow_delay_s``
+    # Records the outcome, then answers only after ``hang_s``: callers time out first and
+    # must find the outcome with a status query.
+    HANG = "hang"
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    summary: str
+    outcome: Outcome
+    timing: Timing = Timing.IMMEDIATE
+    error_code: SandboxErrorCode | None = None
+    decline_code: str | None = None
+
+    def __post_init__(self) -> None:
+        declined = self.outcome is Outcome.DECLINED
+        if declined != (self.error_code is not None) or declined != (self.decline_code is not None):
+            raise ValueError("exactly the declining behaviours carry an error and decline code")
+        if self.outcome is Outcome.UNAVAILABLE and self.timing is not Timing.IMMEDIATE:
+            raise ValueError("an unavailable answer is immediate: nothing was processed")
+
+
+DEFAULT_BEHAVIOUR: Final = Behaviour("succeeds", Outcome.SUCCEEDED)
+
+_DECLINED: Final = Outcome.DECLINED
+_CODE: Final = SandboxErrorCode
+
+TEST_ACCOUNTS: Final = MappingProxyType(
+    {
+        "4242424242424242": DEFAULT_BEHAVIOUR,
+        "4000000000000002": Behaviour(
+            "declined", _DECLINED, error_code=_CODE.CARD_DECLINED, decline_code="generic_decline"
+        ),
+        "4000000000009995": Behaviour(
+            "declined: insufficient funds",
+            _DECLINED,
+            error_code=_CODE.INSUFFICIENT_FUNDS,
+            decline_code="insufficient_funds",
+        ),
+        "4000000000000069": Behaviour(
+            "declined: invalid account",
+            _DECLINED,
+            error_code=_CODE.INVALID_ACCOUNT,
+            decline_code="invalid_account",
+        ),
+        "4100000000000019": Behaviour(
+            "declined: suspected fraud",
+            _DECLINED,
+            error_code=_CODE.SUSPECTED_FRAUD,
+            decline_code="fraudulent",
+        ),
+        "4000000000000119": Behaviour("provider error before processing", Outcome.UNAVAILABLE),
+        "4000000000000259": Behaviour("slow success", Outcome.SUCCEEDED, Timing.SLOW),
+        "4000000000000341": Behaviour("timeout, then succeeded", Outcome.SUCCEEDED, Timing.HANG),
+        "4000000000000200": Behaviour(
+            "timeout, then declined",
+            _DECLINED,
+            Timing.HANG,
+            error_code=_CODE.CARD_DECLINED,
+            decline_code="generic_decline",
+        ),
+    }
+)
+
+
+def behaviour_for(payer_number: str) -> Behaviour:
+    """The behaviour a payer account number selects; unlisted valid numbers succeed."""
+    return TEST_ACCOUNTS.get(payer_number, DEFAULT_BEHAVIOUR)

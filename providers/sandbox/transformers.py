@@ -1,0 +1,111 @@
+"""The sandbox's request and response shapes as paygate sends and reads them, and the map
+from the sandbox's error codes to paygate's catalogue.
+
+Used by both providers: the HTTP adapter builds and parses JSON, the in-process provider
+builds parameters and reads ledger records directly; both end at the same
+:class:`ChargeOutcome`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final
+
+from domain.errors import ErrorCode, PaygateError
+from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.sandbox.records import ChargeRecord, SandboxChargeParams, SandboxErrorCode
+
+PROVIDER_NAME: Final = "sandbox"
+
+# Exhaustive over SandboxErrorCode (a unit test checks): a new sandbox code must be mapped
+# here before it can reach paygate.
+ERROR_CODES: Final[Mapping[SandboxErrorCode, ErrorCode]] = MappingProxyType(
+    {
+        SandboxErrorCode.CARD_DECLINED: ErrorCode.PAYMENT_DECLINED,
+        SandboxErrorCode.INSUFFICIENT_FUNDS: ErrorCode.INSUFFICIENT_FUNDS,
+        SandboxErrorCode.INVALID_ACCOUNT: ErrorCode.INVALID_ACCOUNT,
+        SandboxErrorCode.SUSPECTED_FRAUD: ErrorCode.FRAUD_SUSPECTED,
+    }
+)
+
+# A code we do not know still arrived on a declined charge: the payment is certainly not
+# charged and retrying will not help, which is what a generic decline says.
+UNKNOWN_ERROR_CODE: Final = ErrorCode.PAYMENT_DECLINED
+
+_STATUSES: Final = MappingProxyType(
+    {"succeeded": ChargeStatus.SUCCEEDED, "declined": ChargeStatus.DECLINED}
+)
+_DEFAULT_DECLINE_MESSAGE: Final = "the sandbox declined the payment"
+
+
+def error_code_from_sandbox(code: str | None) -> ErrorCode:
+    try:
+        return ERROR_CODES[SandboxErrorCode(code or "")]
+    except ValueError:
+        return UNKNOWN_ERROR_CODE
+
+
+def charge_params(request: ChargeRequest) -> SandboxChargeParams:
+    return SandboxChargeParams(
+        amount=request.amount,
+        payment_reference=request.payment_request_id,
+        payment_method=request.payment_method,
+        payer=request.payer,
+        payee=request.payee,
+    )
+
+
+def charge_body(request: ChargeRequest) -> dict[str, object]:
+    """The JSON body of ``POST /v1/charges``. It holds clear numbers: never log it."""
+    return {
+        "amountMinor": request.amount.minor_units,
+        "currency": request.amount.currency,
+        "paymentReference": request.payment_request_id,
+        "paymentMethod": request.payment_method.value,
+        "payerAccount": {"type": request.payer.type.value, "number": request.payer.number},
+        "payeeAccount": {"type": request.payee.type.value, "number": request.payee.number},
+    }
+
+
+def _decline(code: str | None, message: str | None, decline_code: str | None) -> PaygateError:
+    return PaygateError(
+        error_code_from_sandbox(code),
+        message or _DEFAULT_DECLINE_MESSAGE,
+        decline_code=decline_code,
+    )
+
+
+def outcome_from_record(record: ChargeRecord) -> ChargeOutcome:
+    status = _STATUSES[record.status.value]
+    if status is ChargeStatus.SUCCEEDED:
+        return ChargeOutcome(status, record.charge_id)
+    code = None if record.error_code is None else record.error_code.value
+    return ChargeOutcome(
+        status, record.charge_id, _decline(code, record.message, record.decline_code)
+    )
+
+
+def _optional_str(body: Mapping[str, object], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string or null")
+    return value
+
+
+def outcome_from_body(body: object) -> ChargeOutcome:
+    """Parse a charge as the sandbox answers it; raises ValueError on an unexpected shape."""
+    if not isinstance(body, Mapping):
+        raise ValueError("the charge is not a JSON object")
+    charge_id = body.get("id")
+    if not isinstance(charge_id, str) or not charge_id:
+        raise ValueError("the charge has no id")
+    status = _STATUSES.get(str(body.get("status")))
+    if status is None:
+        raise ValueError("the charge has an unknown status")
+    code = _optional_str(body, "errorCode")
+    message = _optional_str(body, "message")
+    decline_code = _optional_str(body, "declineCode")
+    if status is ChargeStatus.SUCCEEDED:
+        return ChargeOutcome(status, charge_id)
+    return ChargeOutcome(status, charge_id, _decline(code, message, decline_code))

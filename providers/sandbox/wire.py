@@ -1,0 +1,122 @@
+"""The sandbox service's JSON: reading a charge request body, writing charges and errors.
+
+Validation errors name the offending field but never repeat its value, since the value may
+be a real account number sent to the sandbox by mistake.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Final
+
+from domain.accounts import Account
+from domain.commands import PaymentMethod
+from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
+from providers.sandbox.records import ChargeRecord, SandboxChargeParams
+
+_REFERENCE: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
+_FIELDS: Final = frozenset(
+    {
+        "amountMinor",
+        "currency",
+        "paymentReference",
+        "paymentMethod",
+        "payerAccount",
+        "payeeAccount",
+    }
+)
+
+
+def _invalid(message: str, param: str) -> PaygateError:
+    return PaygateError(ErrorCode.INVALID_REQUEST, message, param=param)
+
+
+def _account(body: Mapping[str, object], param: str) -> Account:
+    value = body.get(param)
+    if not isinstance(value, Mapping):
+        raise _invalid(f"{param} must be an object with type and number", param)
+    unknown = set(value) - {"type", "number"}
+    if unknown:
+        raise _invalid(f"{param} has unknown fields: {', '.join(sorted(unknown))}", param)
+    return Account.parse(value.get("type"), value.get("number"), param=param)
+
+
+def _amount(body: Mapping[str, object]) -> Money:
+    amount = body.get("amountMinor")
+    # bool is an int in Python, and true is not an amount.
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise _invalid("amountMinor must be an integer number of minor units", "amountMinor")
+    currency = body.get("currency")
+    if not isinstance(currency, str):
+        raise PaygateError(
+            ErrorCode.UNSUPPORTED_CURRENCY, "currency must be a string", param="currency"
+        )
+    try:
+        return Money(amount, currency)
+    except PaygateError as exc:
+        param = "amountMinor" if exc.param == "amount" else exc.param
+        raise PaygateError(exc.code, exc.message, param=param) from None
+
+
+def parse_charge_body(body: object) -> SandboxChargeParams:
+    """Validate a ``POST /v1/charges`` body; raises :class:`PaygateError` naming the field."""
+    if not isinstance(body, Mapping):
+        raise _invalid("the body must be a JSON object", "body")
+    unknown = set(body) - _FIELDS
+    if unknown:
+        raise _invalid(f"unknown fields: {', '.join(sorted(map(str, unknown)))}", "body")
+    reference = body.get("paymentReference")
+    if not isinstance(reference, str) or not _REFERENCE.match(reference):
+        raise _invalid(
+            "paymentReference must be 1 to 255 printable ASCII characters without spaces",
+            "paymentReference",
+        )
+    try:
+        method = PaymentMethod(str(body.get("paymentMethod")))
+    except ValueError:
+        raise _invalid(
+            f"paymentMethod must be one of: {', '.join(m.value for m in PaymentMethod)}",
+            "paymentMethod",
+        ) from None
+    return SandboxChargeParams(
+        amount=_amount(body),
+        payment_reference=reference,
+        payment_method=method,
+        payer=_account(body, "payerAccount"),
+        payee=_account(body, "payeeAccount"),
+    )
+
+
+def charge_json(record: ChargeRecord) -> dict[str, object]:
+    """A charge as ``POST /v1/charges`` and ``GET /v1/charges/{key}`` answer it."""
+    return {
+        "id": record.charge_id,
+        "status": record.status.value,
+        "errorCode": None if record.error_code is None else record.error_code.value,
+        "declineCode": record.decline_code,
+        "message": record.message,
+        "amountMinor": record.amount_minor,
+        "currency": record.currency,
+        "paymentReference": record.payment_reference,
+    }
+
+
+def admin_charge_json(record: ChargeRecord) -> dict[str, object]:
+    """A ledger row for ``GET /admin/charges``: the charge plus its key, masked payer, time."""
+    return {
+        **charge_json(record),
+        "idempotencyKey": record.idempotency_key,
+        "payerMasked": record.payer_masked,
+        "createdAt": record.created_at.isoformat(),
+    }
+
+
+def error_json(
+    code: ErrorCode | str, message: str, param: str | None = None
+) -> dict[str, dict[str, str]]:
+    error = {"code": str(code), "message": message}
+    if param is not None:
+        error["param"] = param
+    return {"error": error}

@@ -1,0 +1,1 @@
+"""Avro contracts and the Confluent wire-format codec. Only this package knows bytes."""

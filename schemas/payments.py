@@ -1,0 +1,134 @@
+"""Translation between Avro records and the domain's commands and events.
+
+Avro guarantees types; this module applies the domain's value rules, so a message that
+decodes but carries an invalid amount or currency raises the same
+:class:`domain.errors.PaygateError` a REST request would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.accounts import Account
+from domain.commands import CreatePayment
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.events import PaymentResult
+from domain.money import money_from_decimal
+from domain.status import PaymentStatus
+from schemas.codec import CREATE_PAYMENT, PAYMENT_RESULT, AvroCodec
+
+
+def _account(record: Mapping[str, Any], param: str) -> Account:
+    return Account.parse(record["type"], record["number"], record.get("holderName"), param=param)
+
+
+def create_payment_from_record(record: Mapping[str, Any]) -> CreatePayment:
+    requested_at = record["requestedAt"]
+    if not isinstance(requested_at, datetime):
+        raise PaygateError(ErrorCode.INVALID_REQUEST, "requestedAt is not a timestamp")
+    return CreatePayment.create(
+        idempotency_key=record["idempotencyKey"],
+        user_id=record["userId"],
+        order_id=record["orderId"],
+        amount=money_from_decimal(record["amount"], record["currency"]),
+        payment_method=record["paymentMethod"],
+        payer=_account(record["payerAccount"], "payerAccount"),
+        payee=_account(record["payeeAccount"], "payeeAccount"),
+        requested_at=requested_at,
+        metadata=record.get("metadata") or {},
+    )
+
+
+def _account_record(account: Account) -> dict[str, Any]:
+    return {"type": account.type.value, "number": account.number, "holderName": account.holder_name}
+
+
+def create_payment_to_record(command: CreatePayment) -> dict[str, Any]:
+    return {
+        "idempotencyKey": command.idempotency_key,
+        "userId": command.user_id,
+        "orderId": command.order_id,
+        "amount": command.amount.to_decimal(),
+        "currency": command.amount.currency,
+        "paymentMethod": command.payment_method.value,
+        "payerAccount": _account_record(command.payer),
+        "payeeAccount": _account_record(command.payee),
+        "metadata": dict(command.metadata),
+        "requestedAt": command.requested_at,
+    }
+
+
+def payment_result_to_record(event: PaymentResult) -> dict[str, Any]:
+    error = event.error
+    return {
+        "eventId": event.event_id,
+        "paymentRequestId": event.payment_request_id,
+        "orderId": event.order_id,
+        "userId": event.user_id,
+        "status": event.status.value,
+        "paymentResult": event.payment_result,
+        "amount": event.amount.to_decimal(),
+        "currency": event.amount.currency,
+        "provider": event.provider,
+        "providerReference": event.provider_reference,
+        "error": None
+        if error is None
+        else {
+            "code": error.code.value,
+            "message": error.message,
+            "category": error.category,
+            "retryable": error.retryable,
+            "param": error.param,
+            "declineCode": error.decline_code,
+        },
+        "createdAt": event.created_at,
+        "occurredAt": event.occurred_at,
+    }
+
+
+def payment_result_from_record(record: Mapping[str, Any]) -> PaymentResult:
+    error = record.get("error")
+    amount: Decimal = record["amount"]
+    return PaymentResult(
+        event_id=record["eventId"],
+        payment_request_id=record["paymentRequestId"],
+        order_id=record["orderId"],
+        user_id=record["userId"],
+        status=PaymentStatus(record["status"]),
+        amount=money_from_decimal(amount, record["currency"]),
+        provider=record.get("provider"),
+        provider_reference=record.get("providerReference"),
+        error=None
+        if error is None
+        else ErrorInfo(
+            code=ErrorCode(error["code"]),
+            message=error["message"],
+            param=error.get("param"),
+            decline_code=error.get("declineCode"),
+        ),
+        created_at=record["createdAt"],
+        occurred_at=record["occurredAt"],
+    )
+
+
+class PaymentMessages:
+    """Bytes <-> domain objects for the payment topics. The only place both meet."""
+
+    def __init__(self, codec: AvroCodec) -> None:
+        self._codec = codec
+
+    def encode_command(self, command: CreatePayment) -> bytes:
+        return self._codec.encode(CREATE_PAYMENT, create_payment_to_record(command))
+
+    def decode_command(self, data: bytes) -> CreatePayment:
+        return create_payment_from_record(self._codec.decode(data, CREATE_PAYMENT))
+
+    def encode_result(self, event: PaymentResult) -> bytes:
+        return self._codec.encode(PAYMENT_RESULT, payment_result_to_record(event))
+
+    def decode_result(self, data: bytes) -> PaymentResult:
+        return payment_result_from_record(self._codec.decode(data, PAYMENT_RESULT))

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Makes sure the tools outside Python that paygate's dev stack and tests use are present:
+# Java 17+ and Maven (the local Kafka broker is built from Apache Kafka's jars) and
+# PostgreSQL (the store's production database, used by the tests). Installs Debian's
+# packages when one is missing and we are root; otherwise says what to install.
+set -euo pipefail
+
+missing=()
+java_ok() {
+  command -v java >/dev/null || return 1
+  local major
+  major="$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)"
+  [ -n "$major" ] && [ "$major" -ge 17 ]
+}
+java_ok || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+
+[ "${#missing[@]}" -eq 0 ] && exit 0
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "installing system packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq "${missing[@]}" >&2
+else
+  echo "missing system packages: ${missing[*]} (install them, e.g. with apt-get, then run again)" >&2
+  exit 1
+fi

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from paygate.settings import Settings
+from paygate.topics import ensure_topics
+from persistence.engine import create_engine, create_schema
+from tests.support.services import POSTGRES_URL_ENV, kafka_broker, service_missing
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """One real broker for the whole session."""
+    with kafka_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def topic_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings with topics and a consumer group of their own, so tests never share offsets."""
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        commands_topic=f"payments.commands.{suffix}",
+        results_topic=f"payments.results.{suffix}",
+        dlq_topic=f"payments.commands.dlq.{suffix}",
+        consumer_group=f"paygate-consumer-{suffix}",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'paygate.db'}",
+    )
+
+
+@pytest.fixture
+async def topics(topic_settings: Settings) -> Settings:
+    await ensure_topics(topic_settings)
+    return topic_settings
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        service_missing(f"{POSTGRES_URL_ENV} is not set: no PostgreSQL to test against")
+    assert url is not None
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A database of its own for this session, dropped afterwards."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    admin = make_url(postgres_admin_url)
+    name = f"paygate_test_{uuid.uuid4().hex[:10]}"
+    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    except OSError as exc:
+        service_missing(f"PostgreSQL at {admin.host}:{admin.port} is unreachable: {exc}")
+    yield admin.set(database=name).render_as_string(hide_password=False)
+    asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'paygate.db'}"
+    url: str = request.getfixturevalue("postgres_database_url")
+    return url
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    await create_schema(engine)
+    yield engine
+    await engine.dispose()

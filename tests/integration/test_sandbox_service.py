@@ -1,0 +1,391 @@
+"""The sandbox as a real HTTP service on loopback with a SQLite ledger, driven by the adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from domain.accounts import Account, AccountType
+from domain.commands import PaymentMethod
+from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
+from providers.errors import (
+    ProviderRateLimitedError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from providers.port import ChargeRequest, ChargeStatus
+from providers.sandbox import (
+    SandboxAcquirer,
+    SandboxConfig,
+    SandboxHttpProvider,
+    SandboxRequestRejectedError,
+    SqliteLedger,
+    build_sandbox_app,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SUCCESS = "4242424242424242"
+PAYEE = "DE0012345678"
+STARTUP_TIMEOUT_S = 30.0
+
+
+def charge_request(
+    payer: str = SUCCESS, *, key: str | None = None, amount: int = 1050
+) -> ChargeRequest:
+    return ChargeRequest(
+        attempt_key=key or f"att-{uuid.uuid4().hex}",
+        payment_request_id=f"pay_{uuid.uuid4().hex}",
+        amount=Money(amount, "EUR"),
+        payment_method=PaymentMethod.CARD,
+        payer=Account(AccountType.CARD, payer),
+        payee=Account(AccountType.BANK_ACCOUNT, PAYEE),
+    )
+
+
+@dataclass
+class Sandbox:
+    url: str
+    acquirer: SandboxAcquirer
+
+    async def get(self, path: str) -> tuple[int, object]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(self.url + path) as resp,
+        ):
+            return resp.status, await resp.json()
+
+    async def stats(self) -> dict[str, int]:
+        status, body = await self.get("/admin/stats")
+        assert status == 200
+        assert isinstance(body, dict)
+        return body
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    acquirer = SandboxAcquirer(
+        SqliteLedger(str(tmp_path / "ledger.db")),
+        SandboxConfig(slow_delay_s=0.05, hang_s=0.5),
+    )
+    async with serve(build_sandbox_app(acquirer)) as url:
+        yield Sandbox(url, acquirer)
+
+
+@pytest.fixture
+async def provider(sandbox: Sandbox) -> AsyncIterator[SandboxHttpProvider]:
+    async with SandboxHttpProvider(sandbox.url, timeout_s=5.0) as http:
+        yield http
+
+
+async def test_success(provider: SandboxHttpProvider, sandbox: Sandbox):
+    request = charge_request()
+    outcome = await provider.charge(request)
+    assert outcome.status is ChargeStatus.SUCCEEDED
+    assert outcome.error is None
+    assert outcome.provider_reference is not None
+    assert outcome.provider_reference.startswith("ch_")
+    known = await provider.charge_status(request.attempt_key)
+    assert known is not None
+    assert known.provider_reference == outcome.provider_reference
+
+
+@pytest.mark.parametrize(
+    ("number", "code", "decline_code"),
+    [
+        ("4000000000000002", ErrorCode.PAYMENT_DECLINED, "generic_decline"),
+        ("4000000000009995", ErrorCode.INSUFFICIENT_FUNDS, "insufficient_funds"),
+        ("4000000000000069", ErrorCode.INVALID_ACCOUNT, "invalid_account"),
+        ("4100000000000019", ErrorCode.FRAUD_SUSPECTED, "fraudulent"),
+    ],
+)
+async def test_declines(
+    provider: SandboxHttpProvider, sandbox: Sandbox, number, code, decline_code
+):
+    outcome = await provider.charge(charge_request(number))
+    assert outcome.status is ChargeStatus.DECLINED
+    assert outcome.error is not None
+    assert (outcome.error.code, outcome.error.decline_code) == (code, decline_code)
+    stats = await sandbox.stats()
+    assert (stats["charges"], stats["declined"], stats["succeeded"]) == (1, 1, 0)
+
+
+async def test_provider_error_charges_nothing(provider: SandboxHttpProvider, sandbox: Sandbox):
+    request = charge_request("4000000000000119")
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await provider.charge(request)
+    assert not caught.value.outcome_unknown
+    assert "provider_unavailable" in caught.value.message
+    assert (await sandbox.stats())["charges"] == 0
+    assert await provider.charge_status(request.attempt_key) is None
+
+
+async def test_timeout_then_status_finds_the_charge(sandbox: Sandbox):
+    request = charge_request("4000000000000341")
+    async with SandboxHttpProvider(sandbox.url, timeout_s=0.2) as impatient:
+        with pytest.raises(ProviderTimeoutError) as caught:
+            await impatient.charge(request)
+        assert caught.value.outcome_unknown
+        known = await impatient.charge_status(request.attempt_key)
+    assert known is not None
+    assert known.status is ChargeStatus.SUCCEEDED
+    assert (await sandbox.stats())["succeeded"] == 1
+
+
+async def test_timeout_then_declined(sandbox: Sandbox):
+    request = charge_request("4000000000000200")
+    async with SandboxHttpProvider(sandbox.url, timeout_s=0.2) as impatient:
+        with pytest.raises(ProviderTimeoutError):
+            await impatient.charge(request)
+        known = await impatient.charge_status(request.attempt_key)
+    assert known is not None
+    assert known.status is ChargeStatus.DECLINED
+    assert known.error is not None
+    assert known.error.decline_code == "generic_decline"
+
+
+async def test_slow_success_within_the_timeout(provider: SandboxHttpProvider):
+    outcome = await provider.charge(charge_request("4000000000000259"))
+    assert outcome.status is ChargeStatus.SUCCEEDED
+
+
+async def test_replay_with_the_same_key_charges_once(
+    provider: SandboxHttpProvider, sandbox: Sandbox
+):
+    request = charge_request()
+    first = await provider.charge(request)
+    second = await provider.charge(request)
+    assert second.provider_reference == first.provider_reference
+    stats = await sandbox.stats()
+    assert stats["charges"] == 1
+    assert stats["maxChargesPerReference"] == 1
+    assert stats["duplicateKeys"] == 0
+
+
+async def test_same_key_other_parameters_is_a_conflict(
+    provider: SandboxHttpProvider, sandbox: Sandbox
+):
+    request = charge_request()
+    await provider.charge(request)
+    other = ChargeRequest(
+        attempt_key=request.attempt_key,
+        payment_request_id=request.payment_request_id,
+        amount=Money(1, "EUR"),
+        payment_method=request.payment_method,
+        payer=request.payer,
+        payee=request.payee,
+    )
+    with pytest.raises(PaygateError) as caught:
+        await provider.charge(other)
+    assert caught.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
+    assert (await sandbox.stats())["charges"] == 1
+
+
+async def test_concurrent_same_key_charges_once(provider: SandboxHttpProvider, sandbox: Sandbox):
+    request = charge_request()
+    outcomes = await asyncio.gather(*(provider.charge(request) for _ in range(10)))
+    assert len({outcome.provider_reference for outcome in outcomes}) == 1
+    stats = await sandbox.stats()
+    assert (stats["charges"], stats["maxChargesPerReference"]) == (1, 1)
+
+
+async def test_concurrent_distinct_keys_all_charge(provider: SandboxHttpProvider, sandbox: Sandbox):
+    outcomes = await asyncio.gather(*(provider.charge(charge_request()) for _ in range(20)))
+    assert {outcome.status for outcome in outcomes} == {ChargeStatus.SUCCEEDED}
+    assert (await sandbox.stats())["succeeded"] == 20
+
+
+async def test_keys_with_url_characters_round_trip(provider: SandboxHttpProvider):
+    request = charge_request(key=f"order/1?x=#%2F{uuid.uuid4().hex}")
+    outcome = await provider.charge(request)
+    known = await provider.charge_status(request.attempt_key)
+    assert known is not None
+    assert known.provider_reference == outcome.provider_reference
+
+
+async def test_unknown_key_status_is_none(provider: SandboxHttpProvider):
+    assert await provider.charge_status(f"never-{uuid.uuid4().hex}") is None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_connection_refused_is_unavailable():
+    async with SandboxHttpProvider(f"http://127.0.0.1:{_free_port()}", timeout_s=2.0) as http:
+        with pytest.raises(ProviderUnavailableError) as caught:
+            await http.charge(charge_request())
+        assert not caught.value.outcome_unknown
+        with pytest.raises(ProviderUnavailableError):
+            await http.charge_status("any")
+
+
+async def test_admin_charges_mask_the_payer(provider: SandboxHttpProvider, sandbox: Sandbox):
+    await provider.charge(charge_request())
+    await provider.charge(charge_request("4000000000009995"))
+    status, body = await sandbox.get("/admin/charges")
+    assert status == 200
+    assert isinstance(body, dict)
+    rows = body["charges"]
+    assert [row["payerMasked"] for row in rows] == ["****4242", "****9995"]
+    text = str(body)
+    assert SUCCESS not in text
+    assert "4000000000009995" not in text
+    assert PAYEE not in text
+
+
+def _read_ledger_files(directory: Path) -> bytes:
+    return b"".join(path.read_bytes() for path in sorted(directory.glob("ledger.db*")))
+
+
+async def test_ledger_file_holds_no_clear_number(
+    provider: SandboxHttpProvider, sandbox: Sandbox, tmp_path: Path
+):
+    await provider.charge(charge_request())
+    await sandbox.acquirer.stop()  # checkpoint and close, so every byte is in the files
+    stored = await asyncio.to_thread(_read_ledger_files, tmp_path)
+    assert b"****4242" in stored
+    assert SUCCESS.encode() not in stored
+    assert PAYEE.encode() not in stored
+
+
+async def test_bad_requests_are_400_without_echoing_the_number(sandbox: Sandbox):
+    bad_number = "4242 4242 4242 4242"
+    body = {
+        "amountMinor": 100,
+        "currency": "EUR",
+        "paymentReference": "pay_1",
+        "paymentMethod": "card",
+        "payerAccount": {"type": "card", "number": bad_number},
+        "payeeAccount": {"type": "card", "number": SUCCESS},
+    }
+    async with aiohttp.ClientSession() as session:
+        url = sandbox.url + "/v1/charges"
+        async with session.post(url, json=body, headers={"Idempotency-Key": "k1"}) as resp:
+            assert resp.status == 400
+            text = await resp.text()
+        assert bad_number not in text
+        assert "payerAccount.number" in text
+        async with session.post(url, json=body) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["param"] == "Idempotency-Key"
+        headers = {"Idempotency-Key": "k2"}
+        async with session.post(url, data=b"{not json", headers=headers) as resp:
+            assert resp.status == 400
+    assert (await sandbox.stats())["charges"] == 0
+
+
+async def test_healthz(sandbox: Sandbox):
+    assert await sandbox.get("/healthz") == (200, {"status": "ok"})
+
+
+# -- the adapter against answers the sandbox never gives, from a stub --------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "expected"),
+    [
+        (429, {"Retry-After": "2"}, b"{}", ProviderRateLimitedError),
+        (500, {}, b"oops", ProviderTimeoutError),
+        (502, {}, b"<html>bad gateway</html>", ProviderTimeoutError),
+        (504, {}, b"", ProviderTimeoutError),
+        (400, {}, b'{"error": {"code": "invalid_request"}}', SandboxRequestRejectedError),
+        (200, {}, b"\xff\xfe not json", ProviderTimeoutError),
+    ],
+)
+async def test_adapter_translates_unusual_answers(status, headers, body, expected):
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(status=status, body=body, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/v1/charges", answer)
+    async with serve(app) as url, SandboxHttpProvider(url, timeout_s=2.0) as http:
+        with pytest.raises(expected) as caught:
+            await http.charge(charge_request())
+    if expected is ProviderRateLimitedError:
+        assert caught.value.retry_after == 2.0
+
+
+async def test_a_bare_404_is_not_taken_for_an_unknown_charge():
+    # Nothing routed at all: aiohttp answers its own 404, which says nothing about charges.
+    async with serve(web.Application()) as url, SandboxHttpProvider(url) as http:
+        with pytest.raises(SandboxRequestRejectedError):
+            await http.charge_status("att-1")
+
+
+async def test_server_closing_the_connection_is_outcome_unknown():
+    async def close(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        request.transport.close()
+        await asyncio.sleep(0.5)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/charges", close)
+    async with serve(app) as url, SandboxHttpProvider(url, timeout_s=2.0) as http:
+        with pytest.raises(ProviderTimeoutError) as caught:
+            await http.charge(charge_request())
+    assert caught.value.outcome_unknown
+
+
+# -- the standalone process ----------------------------------------------------------------------
+
+
+async def test_standalone_process(tmp_path: Path):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "providers.sandbox",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--ledger",
+        str(tmp_path / "process.db"),
+        "--seed",
+        "1",
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), STARTUP_TIMEOUT_S)
+        name, _, url = line.decode().strip().partition("=")
+        assert name == "SANDBOX_URL", line
+        assert url.startswith("http://127.0.0.1:")
+        async with SandboxHttpProvider(url, timeout_s=5.0) as http:
+            outcome = await http.charge(charge_request())
+        assert outcome.status is ChargeStatus.SUCCEEDED
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15.0) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

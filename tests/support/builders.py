@@ -1,0 +1,60 @@
+"""Builders for valid commands and messages; tests change only what they are about."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from domain.accounts import Account, AccountType
+from domain.commands import CreatePayment, PaymentMethod
+from domain.money import Money
+
+SUCCESS_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"
+INSUFFICIENT_FUNDS_CARD = "4000000000009995"
+PAYEE_IBAN = "DE89370400440532013000"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def create_payment(
+    *,
+    payer_number: str = SUCCESS_CARD,
+    amount: Money | None = None,
+    order_id: str | None = None,
+    idempotency_key: str | None = None,
+    user_id: str = "user-1",
+) -> CreatePayment:
+    return CreatePayment.create(
+        idempotency_key=idempotency_key or unique("key"),
+        user_id=user_id,
+        order_id=order_id or unique("order"),
+        amount=amount or Money(1050, "EUR"),
+        payment_method=PaymentMethod.CARD,
+        payer=Account(AccountType.CARD, payer_number),
+        payee=Account(AccountType.IBAN, PAYEE_IBAN),
+        requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        metadata={"source": "test"},
+    )
+
+
+def create_payment_record(**overrides: Any) -> dict[str, Any]:
+    """A valid CreatePayment Avro record (as plain aiokafka producers would send it)."""
+    record: dict[str, Any] = {
+        "idempotencyKey": unique("key"),
+        "userId": "user-1",
+        "orderId": unique("order"),
+        "amount": Decimal("10.50"),
+        "currency": "EUR",
+        "paymentMethod": "card",
+        "payerAccount": {"type": "card", "number": SUCCESS_CARD, "holderName": None},
+        "payeeAccount": {"type": "iban", "number": PAYEE_IBAN, "holderName": None},
+        "metadata": {},
+        "requestedAt": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    }
+    record.update(overrides)
+    return record

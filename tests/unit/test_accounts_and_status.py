@@ -1,0 +1,88 @@
+import pytest
+
+from domain.accounts import Account, AccountType, fingerprint_account_number, mask_account_number
+from domain.errors import ErrorCode, PaygateError
+from domain.status import (
+    ALLOWED_TRANSITIONS,
+    InvalidTransitionError,
+    PaymentStatus,
+    check_transition,
+)
+from paygate.jsonlog import scrub
+
+pytestmark = pytest.mark.unit
+
+CARD = "4242424242424242"
+
+
+def test_masking_keeps_only_the_last_four():
+    assert mask_account_number(CARD) == "****4242"
+    assert mask_account_number("1234") == "****"
+    assert mask_account_number("DE89370400440532013000") == "****3000"
+
+
+def test_account_repr_and_str_never_show_the_number():
+    account = Account.parse("card", CARD, param="payerAccount")
+    assert CARD not in repr(account)
+    assert CARD not in str(account)
+    assert str(account) == "card ****4242"
+
+
+def test_account_ref_is_masked_and_fingerprinted_with_a_key():
+    ref = Account(AccountType.CARD, CARD).ref(b"key-1")
+    assert ref.masked == "****4242"
+    assert ref.fingerprint == fingerprint_account_number(CARD, b"key-1")
+    assert ref.fingerprint != fingerprint_account_number(CARD, b"key-2")
+    assert CARD not in ref.fingerprint
+
+
+@pytest.mark.parametrize(
+    ("type_", "number", "param"),
+    [
+        ("cash", CARD, "payerAccount.type"),
+        ("card", "12", "payerAccount.number"),
+        ("card", "4242 4242 4242 4242", "payerAccount.number"),
+        ("card", 4242424242424242, "payerAccount.number"),
+    ],
+)
+def test_invalid_accounts_are_refused_without_echoing_the_number(type_, number, param):
+    with pytest.raises(PaygateError) as caught:
+        Account.parse(type_, number, param="payerAccount")
+    assert caught.value.code is ErrorCode.INVALID_REQUEST
+    assert caught.value.param == param
+    assert "4242" not in caught.value.message
+
+
+def test_log_scrubber_masks_long_digit_runs():
+    assert scrub(f"payer {CARD} paid") == "payer ****4242 paid"
+    assert scrub("order-12345678 ok") == "order-****5678 ok"
+    assert scrub("amount 1050 cents") == "amount 1050 cents"
+    assert scrub("pay_0f3a12345678901234") == "pay_0f3a12345678901234"
+
+
+@pytest.mark.parametrize(
+    ("current", "target"),
+    [
+        (PaymentStatus.PENDING, PaymentStatus.PROCESSING),
+        (PaymentStatus.PROCESSING, PaymentStatus.SUCCEEDED),
+        (PaymentStatus.PROCESSING, PaymentStatus.FAILED),
+        (PaymentStatus.PROCESSING, PaymentStatus.PENDING),
+        (PaymentStatus.PENDING, PaymentStatus.SUCCEEDED),
+        (PaymentStatus.PENDING, PaymentStatus.FAILED),
+    ],
+)
+def test_allowed_transitions(current, target):
+    assert check_transition(current, target) is target
+
+
+@pytest.mark.parametrize("final", [PaymentStatus.SUCCEEDED, PaymentStatus.FAILED])
+@pytest.mark.parametrize("target", list(PaymentStatus))
+def test_final_statuses_never_change(final, target):
+    with pytest.raises(InvalidTransitionError):
+        check_transition(final, target)
+
+
+def test_every_status_has_a_transition_entry_and_finality_matches():
+    assert set(ALLOWED_TRANSITIONS) == set(PaymentStatus)
+    for status, targets in ALLOWED_TRANSITIONS.items():
+        assert status.is_final == (not targets)

@@ -1,0 +1,163 @@
+import io
+import json
+import struct
+from datetime import UTC, datetime
+from decimal import Decimal
+from importlib import resources
+
+import fastavro
+import pytest
+
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.events import PaymentResult, result_event_id
+from domain.money import Money
+from domain.status import PaymentStatus
+from schemas.codec import CREATE_PAYMENT, AvroCodec, CodecError
+from schemas.payments import PaymentMessages
+from schemas.registry import FileSchemaRegistry
+from tests.support.builders import SUCCESS_CARD, create_payment, create_payment_record
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def codec() -> AvroCodec:
+    return AvroCodec(FileSchemaRegistry.bundled())
+
+
+@pytest.fixture(scope="module")
+def messages(codec) -> PaymentMessages:
+    return PaymentMessages(codec)
+
+
+def test_command_round_trip_keeps_every_field(messages):
+    command = create_payment(amount=Money(123456, "BHD"))
+    data = messages.encode_command(command)
+    assert data[0] == 0
+    assert struct.unpack(">I", data[1:5])[0] == 1
+    assert messages.decode_command(data) == command
+
+
+def test_result_round_trip(messages):
+    now = datetime(2026, 11, 26, 12, 0, 0, 123000, tzinfo=UTC)
+    event = PaymentResult(
+        event_id=result_event_id("pay_" + "0" * 32, PaymentStatus.FAILED),
+        payment_request_id="pay_" + "0" * 32,
+        order_id="order-1",
+        user_id="user-1",
+        status=PaymentStatus.FAILED,
+        amount=Money(1050, "EUR"),
+        provider="sandbox",
+        provider_reference="ch_1",
+        error=ErrorInfo(
+            ErrorCode.INSUFFICIENT_FUNDS, "no funds", decline_code="insufficient_funds"
+        ),
+        created_at=now,
+        occurred_at=now,
+    )
+    decoded = messages.decode_result(messages.encode_result(event))
+    assert decoded == event
+    assert decoded.payment_result is False
+
+
+def test_event_ids_are_stable_per_payment_and_status():
+    first = result_event_id("pay_1", PaymentStatus.SUCCEEDED)
+    assert first == result_event_id("pay_1", PaymentStatus.SUCCEEDED)
+    assert first != result_event_id("pay_1", PaymentStatus.PENDING)
+    assert first != result_event_id("pay_2", PaymentStatus.SUCCEEDED)
+
+
+def _valid_bytes(codec) -> bytes:
+    return codec.encode(CREATE_PAYMENT, create_payment_record())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "code", "reason"),
+    [
+        (lambda b: b"", ErrorCode.MALFORMED_MESSAGE, "truncated_header"),
+        (lambda b: b[:3], ErrorCode.MALFORMED_MESSAGE, "truncated_header"),
+        (lambda b: b"\x01" + b[1:], ErrorCode.MALFORMED_MESSAGE, "bad_magic_byte"),
+        (lambda b: b'{"json": true}', ErrorCode.MALFORMED_MESSAGE, "bad_magic_byte"),
+        (lambda b: b[:5] + b[5:20], ErrorCode.MALFORMED_MESSAGE, "truncated_body"),
+        (lambda b: b[:5], ErrorCode.MALFORMED_MESSAGE, "truncated_body"),
+        (lambda b: b + b"\x00\x01", ErrorCode.MALFORMED_MESSAGE, "trailing_bytes"),
+        (
+            lambda b: b"\x00" + struct.pack(">I", 999) + b[5:],
+            ErrorCode.UNKNOWN_SCHEMA,
+            "unknown_id",
+        ),
+        (
+            lambda b: b"\x00" + struct.pack(">I", 2) + b[5:],
+            ErrorCode.UNKNOWN_SCHEMA,
+            "unexpected_record",
+        ),
+    ],
+    ids=[
+        "empty",
+        "short-header",
+        "bad-magic",
+        "json",
+        "truncated-body",
+        "header-only",
+        "trailing-bytes",
+        "unknown-schema-id",
+        "wrong-record-type",
+    ],
+)
+def test_malformed_messages_raise_codec_errors(codec, mutate, code, reason):
+    with pytest.raises(CodecError) as caught:
+        codec.decode(mutate(_valid_bytes(codec)), CREATE_PAYMENT)
+    assert caught.value.code is code
+    assert caught.value.reason == reason
+
+
+def test_garbage_body_is_malformed(codec):
+    data = b"\x00" + struct.pack(">I", 1) + b"\xff" * 40
+    with pytest.raises(CodecError) as caught:
+        codec.decode(data, CREATE_PAYMENT)
+    assert caught.value.code is ErrorCode.MALFORMED_MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code", "param"),
+    [
+        ({"amount": Decimal("-1.00")}, ErrorCode.INVALID_AMOUNT, "amount"),
+        ({"amount": Decimal("0")}, ErrorCode.INVALID_AMOUNT, "amount"),
+        ({"amount": Decimal("10.001")}, ErrorCode.INVALID_AMOUNT, "amount"),
+        ({"currency": "XYZ"}, ErrorCode.UNSUPPORTED_CURRENCY, "currency"),
+        ({"orderId": ""}, ErrorCode.INVALID_REQUEST, "orderId"),
+        ({"idempotencyKey": "x" * 256}, ErrorCode.INVALID_REQUEST, "idempotencyKey"),
+        ({"paymentMethod": "cash"}, ErrorCode.INVALID_REQUEST, "paymentMethod"),
+        (
+            {"payerAccount": {"type": "card", "number": "1", "holderName": None}},
+            ErrorCode.INVALID_REQUEST,
+            "payerAccount.number",
+        ),
+    ],
+)
+def test_decodable_but_invalid_values_raise_domain_errors(codec, messages, overrides, code, param):
+    data = codec.encode(CREATE_PAYMENT, create_payment_record(**overrides))
+    with pytest.raises(PaygateError) as caught:
+        messages.decode_command(data)
+    assert not isinstance(caught.value, CodecError)
+    assert caught.value.code is code
+    assert caught.value.param == param
+    assert SUCCESS_CARD not in caught.value.message
+
+
+def test_a_newer_reader_schema_reads_messages_of_an_older_writer():
+    # BACKWARD compatibility: a field added with a default is filled in for old messages.
+    current = json.loads(
+        resources.files("schemas").joinpath("avro", "create_payment.v1.avsc").read_text()
+    )
+    older = dict(current, fields=[f for f in current["fields"] if f["name"] != "metadata"])
+    codec = AvroCodec(FileSchemaRegistry({1: older, 5: current}))
+    record = create_payment_record()
+    del record["metadata"]
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", 1))
+    fastavro.schemaless_writer(out, fastavro.parse_schema(older), record)
+    decoded = codec.decode(out.getvalue(), CREATE_PAYMENT)
+    assert decoded["metadata"] == {}
+    assert decoded["orderId"] == record["orderId"]

@@ -1,0 +1,711 @@
+"""The facade's HTTP behaviour against hand-written fakes of its three ports.
+
+Plain HTTP through aiohttp's test server: what is tested here is the application (validation,
+status codes, bodies, headers, metrics, logs), not TLS, which the integration tests cover.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from multidict import CIMultiDictProxy
+from prometheus_client import CollectorRegistry
+
+from domain.accounts import AccountRef, AccountType
+from domain.commands import CreatePayment, PaymentMethod, payment_request_id_for
+from domain.error_info import ErrorInfo
+from domain.errors import CATALOGUE, ErrorCode
+from domain.money import Money
+from domain.payment import PaymentView
+from domain.status import PaymentStatus
+from http_facade.app import build_app
+from paygate.metrics import Metrics
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+CARD = "4242424242424242"
+PAYEE = "acct_merchant_0001"
+ERROR_KEYS = {"code", "message", "category", "retryable"}
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[CreatePayment] = []
+
+    async def publish_create_payment(self, command: CreatePayment) -> None:
+        self.published.append(command)
+
+
+class FailingPublisher(FakePublisher):
+    async def publish_create_payment(self, command: CreatePayment) -> None:
+        raise RuntimeError(f"broker said no to {command.payer.number} at /internal/path")
+
+
+class FakeQueries:
+    def __init__(self) -> None:
+        self.payments: dict[str, PaymentView] = {}
+        self.asked: list[str] = []
+
+    async def get_payment(self, payment_request_id: str) -> PaymentView | None:
+        self.asked.append(payment_request_id)
+        return self.payments.get(payment_request_id)
+
+
+class FakeWaiter:
+    def __init__(self, final: bool = True) -> None:
+        self.final = final
+        self.calls: list[tuple[str, float]] = []
+
+    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+        self.calls.append((payment_request_id, timeout_s))
+        return self.final
+
+
+class Facade:
+    """The app under test, its fakes, and a client talking to it."""
+
+    def __init__(self, client: TestClient[Any, Any], **fakes: Any) -> None:
+        self.client = client
+        self.publisher: FakePublisher = fakes["publisher"]
+        self.queries: FakeQueries = fakes["queries"]
+        self.waiter: FakeWaiter = fakes["waiter"]
+        self.metrics: Metrics = fakes["metrics"]
+
+
+MakeFacade = Callable[..., Awaitable[Facade]]
+
+
+@pytest.fixture
+async def make_facade() -> AsyncIterator[MakeFacade]:
+    clients: list[TestClient[Any, Any]] = []
+
+    async def make(
+        *,
+        publisher: FakePublisher | None = None,
+        waiter: FakeWaiter | None = None,
+        max_wait_s: float = 30.0,
+    ) -> Facade:
+        fakes: dict[str, Any] = {
+            "publisher": publisher or FakePublisher(),
+            "queries": FakeQueries(),
+            "waiter": waiter or FakeWaiter(),
+            "metrics": Metrics(CollectorRegistry()),
+        }
+        app = build_app(**fakes, max_wait_s=max_wait_s, clock=lambda: NOW)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return Facade(client, **fakes)
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def facade(make_facade: MakeFacade) -> Facade:
+    return await make_facade()
+
+
+def valid_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "userId": "user-1",
+        "orderId": "order-1",
+        "amount": "10.50",
+        "currency": "USD",
+        "paymentMethod": "card",
+        "payerAccount": {"type": "card", "number": CARD, "holderName": "Ada Lovelace"},
+        "payeeAccount": {"type": "bank_account", "number": PAYEE},
+        "metadata": {"cart": "42"},
+    }
+    body.update(changes)
+    return body
+
+
+def stored_view(payment_request_id: str, **changes: Any) -> PaymentView:
+    fields: dict[str, Any] = {
+        "payment_request_id": payment_request_id,
+        "order_id": "order-1",
+        "user_id": "user-1",
+        "idempotency_key": "key-1",
+        "status": PaymentStatus.SUCCEEDED,
+        "amount": Money(1050, "USD"),
+        "payment_method": PaymentMethod.CARD,
+        "payer": AccountRef(AccountType.CARD, "****4242", "f" * 64),
+        "payee": AccountRef(AccountType.BANK_ACCOUNT, "****0001", "e" * 64),
+        "provider": "sandbox",
+        "provider_reference": "sb_123",
+        "error": None,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    fields.update(changes)
+    return PaymentView(**fields)
+
+
+async def post_payment(
+    facade: Facade, body: Any = None, *, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], CIMultiDictProxy[str]]:
+    data = json.dumps(valid_body() if body is None else body)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    response = await facade.client.post("/v1/payments", data=data, headers=sent)
+    return response.status, await response.json(), response.headers
+
+
+async def post_raw(
+    facade: Facade, data: bytes | str, content_type: str = "application/json"
+) -> tuple[int, dict[str, Any]]:
+    response = await facade.client.post(
+        "/v1/payments", data=data, headers={"Content-Type": content_type}
+    )
+    return response.status, await response.json()
+
+
+def assert_error(
+    status: int, body: dict[str, Any], code: ErrorCode, param: str | None = None
+) -> dict[str, Any]:
+    """The catalogue body, with the code's own HTTP status, category and retryable."""
+    spec = CATALOGUE[code]
+    assert status == spec.http_status, body
+    error: dict[str, Any] = body["error"]
+    assert set(body) == {"error"}
+    assert ERROR_KEYS <= set(error) <= ERROR_KEYS | {"param", "decline_code"}
+    assert error["code"] == code.value
+    assert error["category"] == spec.category.value
+    assert error["retryable"] is spec.retryable
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert error.get("param") == param
+    assert CARD not in json.dumps(body)
+    return error
+
+
+# --- bad input: a catalogue error, and nothing published ---------------------------------
+
+
+async def test_malformed_json_is_invalid_request(facade: Facade) -> None:
+    status, body = await post_raw(facade, b'{"userId": "user-1",')
+    assert_error(status, body, ErrorCode.INVALID_REQUEST, param=None)
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"\xff\xfe{}", id="not-utf8"),
+        pytest.param(b'{"amount": NaN}', id="nan"),
+        pytest.param(b"[" * 20000 + b"]" * 20000, id="deeply-nested"),
+        pytest.param(b"", id="empty"),
+    ],
+)
+async def test_unreadable_bodies_are_invalid_request(facade: Facade, raw: bytes) -> None:
+    status, body = await post_raw(facade, raw)
+    assert_error(status, body, ErrorCode.INVALID_REQUEST, param=None)
+    assert facade.publisher.published == []
+
+
+async def test_duplicate_keys_are_refused(facade: Facade) -> None:
+    text = json.dumps(valid_body())[:-1] + ', "amount": "1000.00"}'
+    status, body = await post_raw(facade, text)
+    assert_error(status, body, ErrorCode.INVALID_REQUEST, param=None)
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize("document", [[], "a string", 42, None, True])
+async def test_body_that_is_not_an_object_is_invalid_request(facade: Facade, document: Any) -> None:
+    status, body = await post_raw(facade, json.dumps(document))
+    error = assert_error(status, body, ErrorCode.INVALID_REQUEST, param=None)
+    assert "object" in error["message"]
+    assert facade.publisher.published == []
+
+
+def _without(path: str) -> dict[str, Any]:
+    body = valid_body()
+    *parents, leaf = path.split(".")
+    target = body
+    for name in parents:
+        target = target[name]
+    del target[leaf]
+    return body
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "userId",
+        "orderId",
+        "amount",
+        "currency",
+        "paymentMethod",
+        "payerAccount",
+        "payeeAccount",
+        "payerAccount.number",
+        "payeeAccount.type",
+    ],
+)
+async def test_missing_field_names_its_path(facade: Facade, missing: str) -> None:
+    status, body, _ = await post_payment(facade, _without(missing))
+    assert_error(status, body, ErrorCode.INVALID_REQUEST, param=missing)
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (valid_body(extra="x"), "extra"),
+        (valid_body(user_id="user-1"), "user_id"),
+        (
+            valid_body(payerAccount={"type": "card", "number": CARD, "cvc": "123"}),
+            "payerAccount.cvc",
+        ),
+    ],
+)
+async def test_unknown_field_is_refused(facade: Facade, body: dict[str, Any], param: str) -> None:
+    status, answer, _ = await post_payment(facade, body)
+    assert_error(status, answer, ErrorCode.INVALID_REQUEST, param=param)
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (valid_body(userId=7), "userId"),
+        (valid_body(paymentMethod=["card"]), "paymentMethod"),
+        (
+            valid_body(payerAccount={"type": "card", "number": 4242424242424242}),
+            "payerAccount.number",
+        ),
+        (valid_body(payeeAccount="acct_merchant_0001"), "payeeAccount"),
+        (valid_body(metadata={"cart": 42}), "metadata.cart"),
+        (valid_body(metadata=["cart"]), "metadata"),
+    ],
+)
+async def test_ill_typed_field_is_refused(facade: Facade, body: dict[str, Any], param: str) -> None:
+    status, answer, _ = await post_payment(facade, body)
+    error = assert_error(status, answer, ErrorCode.INVALID_REQUEST, param=param)
+    assert "4242424242424242" not in error["message"]
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (valid_body(userId="user 1"), "userId"),
+        (valid_body(paymentMethod="cash"), "paymentMethod"),
+        (valid_body(payerAccount={"type": "card", "number": "42"}), "payerAccount.number"),
+        (valid_body(payerAccount={"type": "cheque", "number": CARD}), "payerAccount.type"),
+    ],
+)
+async def test_values_the_domain_refuses(facade: Facade, body: dict[str, Any], param: str) -> None:
+    status, answer, _ = await post_payment(facade, body)
+    assert_error(status, answer, ErrorCode.INVALID_REQUEST, param=param)
+    assert facade.publisher.published == []
+
+
+async def test_invalid_account_number_is_not_echoed(facade: Facade) -> None:
+    secret = "4000-0000-0000-0002"  # refused (dashes), and must not come back
+    body = valid_body(payerAccount={"type": "card", "number": secret})
+    status, answer, _ = await post_payment(facade, body)
+    error = assert_error(status, answer, ErrorCode.INVALID_REQUEST, param="payerAccount.number")
+    assert secret not in json.dumps(answer)
+    assert "0002" not in error["message"]
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        ("0", "USD"),
+        ("0.00", "USD"),
+        ("-1.00", "USD"),
+        ("10.001", "USD"),
+        ("1.5", "JPY"),
+        ("1.2345", "BHD"),
+        ("1e2", "USD"),
+        ("", "USD"),
+        (" 10.50", "USD"),
+        ("10,50", "USD"),
+    ],
+)
+async def test_bad_amount_text_is_invalid_amount(
+    facade: Facade, amount: str, currency: str
+) -> None:
+    status, body, _ = await post_payment(facade, valid_body(amount=amount, currency=currency))
+    assert_error(status, body, ErrorCode.INVALID_AMOUNT, param="amount")
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize("number", ["0.1", "1e2", "19.999999999999999", "1050", "10.50"])
+async def test_amount_as_json_number_is_invalid_amount(facade: Facade, number: str) -> None:
+    # Written into the JSON text by hand: a number must be refused however exact it looks.
+    text = json.dumps(valid_body(amount="PLACEHOLDER")).replace('"PLACEHOLDER"', number)
+    status, body = await post_raw(facade, text)
+    assert_error(status, body, ErrorCode.INVALID_AMOUNT, param="amount")
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize("currency", ["XYZ", "usd", "US", "XAU", ""])
+async def test_unknown_currency_is_unsupported_currency(facade: Facade, currency: str) -> None:
+    status, body, _ = await post_payment(facade, valid_body(currency=currency))
+    assert_error(status, body, ErrorCode.UNSUPPORTED_CURRENCY, param="currency")
+    assert facade.publisher.published == []
+
+
+async def test_currency_as_number_is_unsupported_currency(facade: Facade) -> None:
+    status, body, _ = await post_payment(facade, valid_body(currency=840))
+    assert_error(status, body, ErrorCode.UNSUPPORTED_CURRENCY, param="currency")
+    assert facade.publisher.published == []
+
+
+async def test_body_over_64_kib_is_request_too_large(facade: Facade) -> None:
+    body = valid_body(metadata={"filler": "x" * (64 * 1024)})
+    status, answer, _ = await post_payment(facade, body)
+    assert_error(status, answer, ErrorCode.REQUEST_TOO_LARGE, param=None)
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"],
+)
+async def test_wrong_content_type_is_unsupported_media_type(
+    facade: Facade, content_type: str
+) -> None:
+    status, body = await post_raw(facade, json.dumps(valid_body()), content_type=content_type)
+    assert_error(status, body, ErrorCode.UNSUPPORTED_MEDIA_TYPE, param="Content-Type")
+    assert facade.publisher.published == []
+
+
+async def test_missing_content_type_is_unsupported_media_type(facade: Facade) -> None:
+    response = await facade.client.post("/v1/payments", data=json.dumps(valid_body()).encode())
+    assert_error(
+        response.status, await response.json(), ErrorCode.UNSUPPORTED_MEDIA_TYPE, "Content-Type"
+    )
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize("key", ["has space", "x" * 256, "caf\u00e9"])
+async def test_bad_idempotency_key_is_refused(facade: Facade, key: str) -> None:
+    response = await facade.client.post(
+        "/v1/payments",
+        data=json.dumps(valid_body()),
+        headers={"Content-Type": "application/json", "Idempotency-Key": key},
+    )
+    assert_error(
+        response.status, await response.json(), ErrorCode.INVALID_REQUEST, "Idempotency-Key"
+    )
+    assert facade.publisher.published == []
+
+
+@pytest.mark.parametrize("prefer", ["wait=abc", "wait=0", "wait=-1", "wait=1.5", "wait"])
+async def test_malformed_prefer_wait_is_refused(facade: Facade, prefer: str) -> None:
+    status, body, _ = await post_payment(facade, headers={"Prefer": prefer})
+    assert_error(status, body, ErrorCode.INVALID_REQUEST, param="Prefer")
+    assert facade.publisher.published == []
+    assert facade.waiter.calls == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/payments/pay_00000000000000000000000000000000",
+        "/v1/payments/not-an-id",
+        f"/v1/payments/{CARD}",
+    ],
+)
+async def test_unknown_payment_is_not_found(facade: Facade, path: str) -> None:
+    response = await facade.client.get(path)
+    assert_error(response.status, await response.json(), ErrorCode.NOT_FOUND)
+
+
+async def test_malformed_id_is_not_even_queried(facade: Facade) -> None:
+    await facade.client.get(f"/v1/payments/{CARD}")
+    assert facade.queries.asked == []
+
+
+async def test_unknown_route_is_not_found(facade: Facade) -> None:
+    response = await facade.client.get("/v2/nothing")
+    assert_error(response.status, await response.json(), ErrorCode.NOT_FOUND)
+
+
+async def test_wrong_method_is_method_not_allowed(facade: Facade) -> None:
+    response = await facade.client.delete("/v1/payments")
+    assert_error(response.status, await response.json(), ErrorCode.METHOD_NOT_ALLOWED)
+    assert response.headers["Allow"] == "POST"
+
+
+async def test_unexpected_failure_is_a_generic_internal_error(
+    make_facade: MakeFacade, caplog: pytest.LogCaptureFixture
+) -> None:
+    facade = await make_facade(publisher=FailingPublisher())
+    with caplog.at_level(logging.INFO, logger="paygate.http"):
+        status, body, _ = await post_payment(facade)
+    error = assert_error(status, body, ErrorCode.INTERNAL_ERROR)
+    assert "broker" not in error["message"]
+    assert "/internal/path" not in json.dumps(body)
+    logged = [r for r in caplog.records if r.exc_info is not None]
+    assert len(logged) == 1
+    assert isinstance(logged[0].exc_info[1], RuntimeError)  # type: ignore[index]
+
+
+# --- happy paths -------------------------------------------------------------------------
+
+
+async def test_create_answers_202_with_the_deterministic_id(facade: Facade) -> None:
+    status, body, headers = await post_payment(facade, headers={"Idempotency-Key": "key-1"})
+    expected_id = payment_request_id_for("order-1", "key-1")
+    assert status == 202
+    assert body == {
+        "paymentRequestId": expected_id,
+        "status": "pending",
+        "paymentResult": False,
+        "error": None,
+    }
+    assert headers["Location"] == f"/v1/payments/{expected_id}"
+    assert "Preference-Applied" not in headers
+    assert facade.waiter.calls == []
+    [command] = facade.publisher.published
+    assert command.payment_request_id == expected_id
+    assert command.idempotency_key == "key-1"
+    assert command.user_id == "user-1"
+    assert command.order_id == "order-1"
+    assert command.payer.number == CARD
+    assert command.payer.holder_name == "Ada Lovelace"
+    assert command.payee.type is AccountType.BANK_ACCOUNT
+    assert command.payment_method is PaymentMethod.CARD
+    assert command.requested_at == NOW
+    assert dict(command.metadata) == {"cart": "42"}
+
+
+async def test_same_key_gives_the_same_id(facade: Facade) -> None:
+    first = await post_payment(facade, headers={"Idempotency-Key": "key-1"})
+    second = await post_payment(facade, headers={"Idempotency-Key": "key-1"})
+    assert first[1]["paymentRequestId"] == second[1]["paymentRequestId"]
+
+
+async def test_without_idempotency_key_every_call_is_a_new_payment(facade: Facade) -> None:
+    first = await post_payment(facade)
+    second = await post_payment(facade)
+    assert first[0] == second[0] == 202
+    assert first[1]["paymentRequestId"] != second[1]["paymentRequestId"]
+    keys = {command.idempotency_key for command in facade.publisher.published}
+    assert len(keys) == 2
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "minor_units"),
+    [
+        ("10.50", "USD", 1050),
+        ("10.5", "USD", 1050),
+        ("0.01", "EUR", 1),
+        ("1000", "JPY", 1000),
+        ("1.234", "BHD", 1234),
+        ("19.99", "GBP", 1999),
+    ],
+)
+async def test_command_carries_exact_minor_units(
+    facade: Facade, amount: str, currency: str, minor_units: int
+) -> None:
+    status, _, _ = await post_payment(facade, valid_body(amount=amount, currency=currency))
+    assert status == 202
+    [command] = facade.publisher.published
+    assert command.amount == Money(minor_units, currency)
+
+
+async def test_metadata_is_optional(facade: Facade) -> None:
+    body = valid_body()
+    del body["metadata"]
+    del body["payerAccount"]["holderName"]
+    status, _, _ = await post_payment(facade, body)
+    assert status == 202
+    assert dict(facade.publisher.published[0].metadata) == {}
+
+
+async def test_content_type_with_utf8_charset_is_accepted(facade: Facade) -> None:
+    status, _ = await post_raw(
+        facade, json.dumps(valid_body()), content_type="application/json; charset=utf-8"
+    )
+    assert status == 202
+
+
+async def test_prefer_wait_returns_the_final_payment(make_facade: MakeFacade) -> None:
+    facade = await make_facade(waiter=FakeWaiter(final=True))
+    payment_id = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[payment_id] = stored_view(payment_id)
+    status, body, headers = await post_payment(
+        facade, headers={"Idempotency-Key": "key-1", "Prefer": "wait=5"}
+    )
+    assert status == 200
+    assert body["paymentRequestId"] == payment_id
+    assert body["status"] == "succeeded"
+    assert body["paymentResult"] is True
+    assert headers["Preference-Applied"] == "wait=5"
+    assert headers["Location"] == f"/v1/payments/{payment_id}"
+    assert facade.waiter.calls == [(payment_id, 5)]
+    assert len(facade.publisher.published) == 1
+
+
+async def test_prefer_wait_times_out_into_202(make_facade: MakeFacade) -> None:
+    facade = await make_facade(waiter=FakeWaiter(final=False))
+    status, body, headers = await post_payment(
+        facade, headers={"Idempotency-Key": "key-1", "Prefer": "respond-async, wait=3"}
+    )
+    assert status == 202
+    assert body["status"] == "pending"
+    assert "Preference-Applied" not in headers
+    assert facade.waiter.calls == [(payment_request_id_for("order-1", "key-1"), 3)]
+
+
+async def test_final_result_not_yet_readable_falls_back_to_202(make_facade: MakeFacade) -> None:
+    facade = await make_facade(waiter=FakeWaiter(final=True))
+    status, body, _ = await post_payment(facade, headers={"Prefer": "wait=2"})
+    assert status == 202
+    assert body["status"] == "pending"
+
+
+async def test_prefer_wait_is_clamped_to_max_wait(make_facade: MakeFacade) -> None:
+    facade = await make_facade(waiter=FakeWaiter(final=True), max_wait_s=4.0)
+    payment_id = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[payment_id] = stored_view(payment_id)
+    status, _, headers = await post_payment(
+        facade, headers={"Idempotency-Key": "key-1", "Prefer": "wait=600"}
+    )
+    assert status == 200
+    assert facade.waiter.calls == [(payment_id, 4)]
+    assert headers["Preference-Applied"] == "wait=4"
+
+
+def test_max_wait_below_one_second_is_refused() -> None:
+    fakes: dict[str, Any] = {
+        "publisher": FakePublisher(),
+        "queries": FakeQueries(),
+        "waiter": FakeWaiter(),
+        "metrics": Metrics(CollectorRegistry()),
+    }
+    with pytest.raises(ValueError, match="max_wait_s"):
+        build_app(**fakes, max_wait_s=0.5)
+
+
+async def test_get_known_payment_masks_accounts(facade: Facade) -> None:
+    payment_id = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[payment_id] = stored_view(payment_id)
+    response = await facade.client.get(f"/v1/payments/{payment_id}")
+    assert response.status == 200
+    body = await response.json()
+    assert body == {
+        "paymentRequestId": payment_id,
+        "orderId": "order-1",
+        "userId": "user-1",
+        "status": "succeeded",
+        "paymentResult": True,
+        "amount": "10.50",
+        "currency": "USD",
+        "paymentMethod": "card",
+        "payerAccount": {"type": "card", "number": "****4242"},
+        "payeeAccount": {"type": "bank_account", "number": "****0001"},
+        "provider": "sandbox",
+        "providerReference": "sb_123",
+        "error": None,
+        "createdAt": "2026-03-01T12:00:00Z",
+        "updatedAt": "2026-03-01T12:00:00Z",
+    }
+    assert CARD not in await response.text()
+
+
+@pytest.mark.parametrize(
+    ("money", "text"),
+    [
+        (Money(1000, "JPY"), "1000"),
+        (Money(1234, "BHD"), "1.234"),
+        (Money(10**15, "USD"), "10000000000000.00"),
+    ],
+)
+async def test_amount_is_shown_with_the_currency_decimals(
+    facade: Facade, money: Money, text: str
+) -> None:
+    payment_id = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[payment_id] = stored_view(payment_id, amount=money)
+    body = await (await facade.client.get(f"/v1/payments/{payment_id}")).json()
+    assert body["amount"] == text
+    assert body["currency"] == money.currency
+
+
+async def test_failed_payment_carries_its_error(facade: Facade) -> None:
+    payment_id = payment_request_id_for("order-1", "key-1")
+    error = ErrorInfo(ErrorCode.INSUFFICIENT_FUNDS, "insufficient funds", decline_code="nsf")
+    facade.queries.payments[payment_id] = stored_view(
+        payment_id,
+        status=PaymentStatus.FAILED,
+        error=error,
+        updated_at=datetime(2026, 3, 1, 12, 0, 1, 500000),  # naive, as SQLite returns it
+    )
+    body = await (await facade.client.get(f"/v1/payments/{payment_id}")).json()
+    assert body["status"] == "failed"
+    assert body["paymentResult"] is False
+    assert body["error"] == error.to_dict()
+    assert body["updatedAt"] == "2026-03-01T12:00:01.500000Z"
+
+
+async def test_healthz(facade: Facade) -> None:
+    response = await facade.client.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_metrics_label_routes_by_template(facade: Facade) -> None:
+    payment_id = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[payment_id] = stored_view(payment_id)
+    await post_payment(facade, headers={"Idempotency-Key": "key-1"})
+    await facade.client.get(f"/v1/payments/{payment_id}")
+    await facade.client.get("/v2/nothing")
+    response = await facade.client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = await response.text()
+    assert "paygate_http_request_seconds_bucket" in text
+    assert 'method="POST",route="/v1/payments",status="202"' in text
+    assert 'method="GET",route="/v1/payments/{paymentRequestId}",status="200"' in text
+    assert 'route="unmatched",status="404"' in text
+    assert payment_id not in text
+    assert "/v2/nothing" not in text
+
+
+async def test_access_log_line_has_the_fields_and_no_account_number(
+    facade: Facade, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="paygate.http"):
+        status, body, headers = await post_payment(
+            facade, headers={"Idempotency-Key": "key-1", "X-Request-Id": "req-123"}
+        )
+    assert status == 202
+    assert headers["X-Request-Id"] == "req-123"
+    [line] = [r for r in caplog.records if r.name == "paygate.http"]
+    fields = vars(line)
+    assert fields["method"] == "POST"
+    assert fields["route"] == "/v1/payments"
+    assert fields["status"] == 202
+    assert fields["duration_ms"] >= 0
+    assert fields["request_id"] == "req-123"
+    assert fields["payment_request_id"] == body["paymentRequestId"]
+    assert fields["order_id"] == "order-1"
+    assert CARD not in json.dumps(fields, default=str)
+
+
+async def test_access_log_records_errors_with_a_generated_request_id(
+    facade: Facade, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="paygate.http"):
+        response = await facade.client.get(f"/v1/payments/{CARD}")
+    [line] = [r for r in caplog.records if r.name == "paygate.http"]
+    assert vars(line)["status"] == 404
+    assert vars(line)["route"] == "/v1/payments/{paymentRequestId}"
+    assert "payment_request_id" not in vars(line)
+    assert response.headers["X-Request-Id"] == vars(line)["request_id"]
+    assert CARD not in caplog.text
