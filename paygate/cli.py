@@ -66,6 +66,12 @@ async def _topics(settings: Settings) -> None:
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
 
 
+async def _reconcile(settings: Settings) -> None:
+    from paygate.reconcile_command import print_reconcile
+
+    await print_reconcile(settings)
+
+
 async def _dev(settings: Settings) -> None:
     from paygate.dev import run_dev
 
@@ -80,17 +86,29 @@ _COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]
     "facade": ("run the HTTPS REST facade", _facade),
     "acquirer": ("run the sandbox acquirer as an HTTP service", _acquirer),
     "topics": ("create the Kafka topics if missing", _topics),
+    "reconcile": ("resolve in-doubt payments by asking the provider, once", _reconcile),
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+KAFKA_COMMAND = "kafka"
+
+
+def subcommands() -> list[str]:
+    return [*_COMMANDS, KAFKA_COMMAND]
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate", description="paygate payment gateway")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, _) in _COMMANDS.items():
         sub.add_parser(name, help=help_text)
-    sub.add_parser("kafka", help="run a local single-node Kafka broker in the foreground")
-    args = parser.parse_args(argv)
-    if args.command == "kafka":
+    sub.add_parser(KAFKA_COMMAND, help="run a local single-node Kafka broker in the foreground")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == KAFKA_COMMAND:
         from paygate.kafka.__main__ import main as kafka_main
 
         return kafka_main([])
