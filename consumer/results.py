@@ -1,16 +1,49 @@
-"""Builds result events for the outbox from commands and stored payments."""
+"""Builds result events for the outbox."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.events import PaymentResult, result_event_id
+from domain.money import Money
 from domain.payment import PaymentView
 from domain.status import PaymentStatus
 from persistence.payment_store import OutboxMessage
 from schemas.payments import PaymentMessages
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFacts:
+    """What every event of a payment repeats, whichever path produced the event."""
+
+    payment_request_id: str
+    order_id: str
+    user_id: str
+    amount: Money
+    created_at: datetime
+
+    @classmethod
+    def of_command(cls, command: CreatePayment, created_at: datetime) -> PaymentFacts:
+        return cls(
+            command.payment_request_id,
+            command.order_id,
+            command.user_id,
+            command.amount,
+            created_at,
+        )
+
+    @classmethod
+    def of_stored(cls, payment: PaymentView) -> PaymentFacts:
+        return cls(
+            payment.payment_request_id,
+            payment.order_id,
+            payment.user_id,
+            payment.amount,
+            payment.created_at,
+        )
 
 
 class ResultEvents:
@@ -18,57 +51,44 @@ class ResultEvents:
         self._messages = messages
         self._topic = topic
 
-    def for_command(
+    def event(
         self,
-        command: CreatePayment,
+        facts: PaymentFacts,
         *,
         status: PaymentStatus,
         provider: str | None,
         provider_reference: str | None,
         error: ErrorInfo | None,
-        created_at: datetime,
         occurred_at: datetime,
         event_id: str | None = None,
     ) -> OutboxMessage:
-        payment_id = command.payment_request_id
-        return self._message(
-            PaymentResult(
-                event_id=event_id or result_event_id(payment_id, status),
-                payment_request_id=payment_id,
-                order_id=command.order_id,
-                user_id=command.user_id,
-                status=status,
-                amount=command.amount,
-                provider=provider,
-                provider_reference=provider_reference,
-                error=error,
-                created_at=created_at,
-                occurred_at=occurred_at,
-            )
+        result = PaymentResult(
+            event_id=event_id or result_event_id(facts.payment_request_id, status),
+            payment_request_id=facts.payment_request_id,
+            order_id=facts.order_id,
+            user_id=facts.user_id,
+            status=status,
+            amount=facts.amount,
+            provider=provider,
+            provider_reference=provider_reference,
+            error=error,
+            created_at=facts.created_at,
+            occurred_at=occurred_at,
+        )
+        return OutboxMessage(
+            event_id=result.event_id,
+            topic=self._topic,
+            key=result.order_id,
+            payload=self._messages.encode_result(result),
         )
 
     def for_stored(self, payment: PaymentView) -> OutboxMessage:
         """The event of a stored payment's current state, with the same id as the first time."""
-        return self._message(
-            PaymentResult(
-                event_id=result_event_id(payment.payment_request_id, payment.status),
-                payment_request_id=payment.payment_request_id,
-                order_id=payment.order_id,
-                user_id=payment.user_id,
-                status=payment.status,
-                amount=payment.amount,
-                provider=payment.provider,
-                provider_reference=payment.provider_reference,
-                error=payment.error,
-                created_at=payment.created_at,
-                occurred_at=payment.updated_at,
-            )
-        )
-
-    def _message(self, event: PaymentResult) -> OutboxMessage:
-        return OutboxMessage(
-            event_id=event.event_id,
-            topic=self._topic,
-            key=event.order_id,
-            payload=self._messages.encode_result(event),
+        return self.event(
+            PaymentFacts.of_stored(payment),
+            status=payment.status,
+            provider=payment.provider,
+            provider_reference=payment.provider_reference,
+            error=payment.error,
+            occurred_at=payment.updated_at,
         )

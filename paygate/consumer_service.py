@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer
 
 from consumer.dead_letters import DeadLetterRouter
 from consumer.payment_handler import PaymentCommandHandler
+from consumer.reconciler import Reconciler
 from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
 from paygate.metrics import Metrics
@@ -52,12 +54,22 @@ class ConsumerService:
             isolation_level="read_committed",
         )
         relay = OutboxRelay(store, producer, self.metrics)
+        events = ResultEvents(messages, settings.results_topic)
         handler = PaymentCommandHandler(
             store=store,
             provider=self.provider,
-            events=ResultEvents(messages, settings.results_topic),
+            events=events,
             account_key=settings.account_key,
             metrics=self.metrics,
+            resend_window=timedelta(seconds=settings.abandon_after_s / 2),
+        )
+        reconciler = Reconciler(
+            store=store,
+            provider=self.provider,
+            events=events,
+            metrics=self.metrics,
+            min_age=timedelta(seconds=settings.reconcile_min_age_s),
+            abandon_after=timedelta(seconds=settings.abandon_after_s),
         )
         runner = CommandRunner(
             consumer=consumer,
@@ -67,11 +79,15 @@ class ConsumerService:
             after_batch=relay.notify,
         )
         relay_task: asyncio.Task[None] | None = None
+        reconciler_task: asyncio.Task[None] | None = None
         try:
             await self.provider.start()
             await producer.start()
             await consumer.start()
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+            reconciler_task = asyncio.create_task(
+                reconciler.run(stop, settings.reconcile_interval_s), name="reconciler"
+            )
             runner_task = asyncio.create_task(runner.run(), name="command-runner")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
             log.info("consumer started", extra={"topic": settings.commands_topic})
@@ -80,6 +96,10 @@ class ConsumerService:
             await runner_task  # finishes its batch and commits; re-raises a crash
             stop_task.cancel()
         finally:
+            if reconciler_task is not None:
+                reconciler_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reconciler_task
             if relay_task is not None:
                 relay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

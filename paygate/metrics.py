@@ -52,6 +52,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.reconciled = Counter(
+            f"{prefix}_reconciled_total",
+            "In-doubt payments examined by the reconciler, by result "
+            "(resolved, already_final, abandoned, still_pending).",
+            ["result"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -54,6 +54,21 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds before a provider call counts as timed out (pending)."
     )
 
+    reconcile_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between the consumer's reconciliation passes."
+    )
+    reconcile_min_age_s: float = Field(
+        30.0,
+        gt=0,
+        description="In-doubt attempts younger than this are left alone (they may still be "
+        "in flight); keep it above the provider timeout.",
+    )
+    abandon_after_s: float = Field(
+        3600.0,
+        gt=0,
+        description="An attempt the provider never received is failed after this long.",
+    )
+
     http_host: str = Field("127.0.0.1", description="Address the HTTPS facade binds.")
     http_port: int = Field(8443, ge=0, le=65535, description="Port of the HTTPS facade.")
     tls_cert_file: Path | None = Field(
@@ -78,6 +93,16 @@ class Settings(BaseSettings):
         9102, ge=0, le=65535, description="Port of the consumer's /metrics and /healthz."
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
+
+    @model_validator(mode="after")
+    def _reconcile_windows(self) -> Settings:
+        if self.reconcile_min_age_s <= self.provider_timeout_s:
+            raise ValueError("PAYGATE_RECONCILE_MIN_AGE_S must exceed PAYGATE_PROVIDER_TIMEOUT_S")
+        if self.abandon_after_s <= 2 * self.reconcile_min_age_s:
+            raise ValueError(
+                "PAYGATE_ABANDON_AFTER_S must exceed twice PAYGATE_RECONCILE_MIN_AGE_S"
+            )
+        return self
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> Settings:

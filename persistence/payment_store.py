@@ -71,6 +71,16 @@ class Existing:
     payment: PaymentView
     same_parameters: bool
     open_attempt_key: str | None
+    open_attempt_started_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InDoubt:
+    """A payment whose latest provider attempt has no known outcome."""
+
+    payment: PaymentView
+    attempt_key: str
+    attempt_started_at: datetime
 
 
 BeginResult = Started | Existing
@@ -151,11 +161,19 @@ class PaymentStore:
         provider_reference: str | None,
         error: ErrorInfo | None,
         event: OutboxMessage,
-    ) -> None:
-        """Record an attempt's outcome and its result event atomically."""
+    ) -> bool:
+        """Record an attempt's outcome and its result event atomically.
+
+        Returns False, changing nothing, when the payment already has ``status``: two
+        resolvers of one in-doubt attempt (a redelivery and the reconciler, say) learn the
+        same answer from the provider, and only the first records it. Any other move out of
+        a final status raises :class:`domain.status.InvalidTransitionError`.
+        """
         now = self._clock()
         async with self._engine.begin() as conn:
             current = await self._status_for_update(conn, payment_id)
+            if current is status:
+                return False
             check_transition(current, status)
             await conn.execute(
                 update(payments)
@@ -181,6 +199,7 @@ class PaymentStore:
                 )
             )
             await self._enqueue(conn, event, now)
+        return True
 
     async def enqueue(self, event: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
@@ -221,18 +240,49 @@ class PaymentStore:
                 return None
             open_attempt = (
                 await conn.execute(
-                    select(provider_attempts.c.attempt_key)
+                    select(provider_attempts.c.attempt_key, provider_attempts.c.created_at)
                     .where(provider_attempts.c.payment_id == payment_id)
                     .where(provider_attempts.c.finished_at.is_(None))
                     .order_by(provider_attempts.c.attempt_no.desc())
                     .limit(1)
                 )
-            ).scalar_one_or_none()
+            ).one_or_none()
         return Existing(
             payment=_payment_view(row._mapping),
             same_parameters=row.parameters_hash == parameters_hash,
-            open_attempt_key=open_attempt,
+            open_attempt_key=None if open_attempt is None else open_attempt.attempt_key,
+            open_attempt_started_at=None
+            if open_attempt is None
+            else _as_utc(open_attempt.created_at),
         )
+
+    async def in_doubt(self, started_before: datetime, limit: int) -> list[InDoubt]:
+        """Payments whose open attempt started before ``started_before``, oldest first."""
+        query = (
+            select(
+                payments,
+                provider_attempts.c.attempt_key,
+                provider_attempts.c.created_at.label("attempt_started_at"),
+            )
+            .join(provider_attempts, provider_attempts.c.payment_id == payments.c.id)
+            .where(provider_attempts.c.finished_at.is_(None))
+            .where(provider_attempts.c.created_at < started_before)
+            .where(
+                payments.c.status.in_([PaymentStatus.PENDING.value, PaymentStatus.PROCESSING.value])
+            )
+            .order_by(provider_attempts.c.created_at)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            InDoubt(
+                payment=_payment_view(row._mapping),
+                attempt_key=row.attempt_key,
+                attempt_started_at=_as_utc(row.attempt_started_at),
+            )
+            for row in rows
+        ]
 
     async def _status_for_update(self, conn: AsyncConnection, payment_id: str) -> PaymentStatus:
         # FOR UPDATE serialises concurrent finishers on PostgreSQL; SQLite ignores it and

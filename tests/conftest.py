@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -52,12 +53,12 @@ def postgres_admin_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
-    """A database of its own for this session, dropped afterwards."""
+@contextlib.contextmanager
+def _fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """A database of its own, dropped afterwards, so tests never see each other's rows."""
     import asyncpg  # type: ignore[import-untyped]
 
-    admin = make_url(postgres_admin_url)
+    admin = make_url(admin_url)
     name = f"paygate_test_{uuid.uuid4().hex[:10]}"
     dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -76,12 +77,19 @@ def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
     asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
+    with _fresh_postgres_database(postgres_admin_url) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'paygate.db'}"
-    url: str = request.getfixturevalue("postgres_database_url")
-    return url
+        yield f"sqlite+aiosqlite:///{tmp_path / 'paygate.db'}"
+        return
+    with _fresh_postgres_database(request.getfixturevalue("postgres_admin_url")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,127 @@
+"""Turns a provider's answer (or silence) into a stored status plus its result event.
+
+Shared by the command handler and the reconciler, so both map answers the same way:
+
+| provider answer                      | payment   | attempt   |
+| ------------------------------------ | --------- | --------- |
+| charge succeeded                     | succeeded | succeeded |
+| charge declined                      | failed    | declined  |
+| certainly not charged (unavailable)  | failed    | failed    |
+| no answer in time (outcome unknown)  | pending   | unknown (stays open, in doubt) |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from enum import StrEnum
+
+from consumer.results import PaymentFacts, ResultEvents
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.status import PaymentStatus
+from persistence.payment_store import (
+    ATTEMPT_DECLINED,
+    ATTEMPT_FAILED,
+    ATTEMPT_SUCCEEDED,
+    ATTEMPT_UNKNOWN,
+    PaymentStore,
+)
+from providers.errors import ProviderError
+from providers.port import ChargeOutcome, ChargeStatus
+
+
+class Outcome(StrEnum):
+    """What handling a command did; also the label of the commands-consumed metric."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PENDING = "pending"
+    REPLAYED = "replayed"
+    CONFLICT = "conflict"
+
+
+class OutcomeRecorder:
+    def __init__(
+        self,
+        store: PaymentStore,
+        events: ResultEvents,
+        provider_name: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._provider_name = provider_name
+        self._clock = clock
+
+    async def charged(
+        self, facts: PaymentFacts, attempt_key: str, charged: ChargeOutcome
+    ) -> Outcome:
+        if charged.status is ChargeStatus.SUCCEEDED:
+            return await self._finish(
+                facts,
+                attempt_key,
+                PaymentStatus.SUCCEEDED,
+                ATTEMPT_SUCCEEDED,
+                charged.provider_reference,
+                None,
+            )
+        error = charged.error or PaygateError(
+            ErrorCode.PAYMENT_DECLINED, "the provider declined the payment"
+        )
+        return await self._finish(
+            facts,
+            attempt_key,
+            PaymentStatus.FAILED,
+            ATTEMPT_DECLINED,
+            charged.provider_reference,
+            ErrorInfo.from_error(error),
+        )
+
+    async def provider_error(
+        self, facts: PaymentFacts, attempt_key: str, exc: ProviderError
+    ) -> Outcome:
+        if exc.outcome_unknown:
+            error = ErrorInfo(
+                ErrorCode.PROVIDER_TIMEOUT,
+                "the provider did not answer in time; the payment stays pending until the "
+                "provider confirms its outcome",
+            )
+            return await self._finish(
+                facts, attempt_key, PaymentStatus.PENDING, ATTEMPT_UNKNOWN, None, error
+            )
+        error = ErrorInfo(exc.code, f"the provider could not process the payment: {exc.message}")
+        return await self.failed(facts, attempt_key, error)
+
+    async def failed(self, facts: PaymentFacts, attempt_key: str, error: ErrorInfo) -> Outcome:
+        return await self._finish(
+            facts, attempt_key, PaymentStatus.FAILED, ATTEMPT_FAILED, None, error
+        )
+
+    async def _finish(
+        self,
+        facts: PaymentFacts,
+        attempt_key: str,
+        status: PaymentStatus,
+        attempt_status: str,
+        provider_reference: str | None,
+        error: ErrorInfo | None,
+    ) -> Outcome:
+        event = self._events.event(
+            facts,
+            status=status,
+            provider=self._provider_name,
+            provider_reference=provider_reference,
+            error=error,
+            occurred_at=self._clock(),
+        )
+        applied = await self._store.finish(
+            facts.payment_request_id,
+            attempt_key,
+            status=status,
+            attempt_status=attempt_status,
+            provider_reference=provider_reference,
+            error=error,
+            event=event,
+        )
+        return Outcome(status.value) if applied else Outcome.REPLAYED

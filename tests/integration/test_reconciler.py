@@ -1,0 +1,184 @@
+"""In-doubt payments are resolved by asking the provider, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from consumer.payment_handler import Outcome, PaymentCommandHandler
+from consumer.reconciler import Reconciler
+from consumer.results import ResultEvents
+from domain.errors import ErrorCode
+from domain.status import PaymentStatus
+from paygate.metrics import Metrics
+from persistence.payment_store import PaymentStore
+from persistence.tables import outbox
+from providers.errors import ProviderUnavailableError
+from providers.sandbox import InProcessSandboxProvider, SandboxConfig
+from schemas.codec import AvroCodec
+from schemas.payments import PaymentMessages
+from schemas.registry import FileSchemaRegistry
+from tests.support.builders import create_payment
+
+pytestmark = pytest.mark.integration
+
+ACCOUNT_KEY = b"test-fingerprint-key"
+TIMEOUT_CARD = "4000000000000341"
+TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
+MESSAGES = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
+EVENTS = ResultEvents(MESSAGES, "payments.results")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def provider():
+    provider = InProcessSandboxProvider(config=SandboxConfig(hang_s=0.3), call_timeout_s=0.05)
+    await provider.start()
+    yield provider
+    await provider.stop()
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def store(engine, clock):
+    return PaymentStore(engine, clock)
+
+
+@pytest.fixture
+def handler(store, provider, clock):
+    return PaymentCommandHandler(
+        store=store,
+        provider=provider,
+        events=EVENTS,
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        clock=clock,
+    )
+
+
+def reconciler_for(store, provider, clock, metrics=None):
+    return Reconciler(
+        store=store,
+        provider=provider,
+        events=EVENTS,
+        metrics=metrics or Metrics(),
+        min_age=timedelta(seconds=30),
+        abandon_after=timedelta(hours=1),
+        clock=clock,
+    )
+
+
+async def _statuses_published(engine, payment_id):
+    async with engine.connect() as conn:
+        payloads = (await conn.execute(select(outbox.c.payload))).scalars().all()
+    return [
+        e.status
+        for e in map(MESSAGES.decode_result, payloads)
+        if e.payment_request_id == payment_id
+    ]
+
+
+@pytest.mark.parametrize(
+    ("card", "final", "code"),
+    [
+        (TIMEOUT_CARD, PaymentStatus.SUCCEEDED, None),
+        (TIMEOUT_THEN_DECLINE_CARD, PaymentStatus.FAILED, ErrorCode.PAYMENT_DECLINED),
+    ],
+    ids=["to-success", "to-failure"],
+)
+async def test_timeout_is_reconciled_from_the_providers_answer(
+    handler, store, engine, provider, clock, card, final, code
+):
+    command = create_payment(payer_number=card)
+    assert await handler.handle(command) is Outcome.PENDING
+    reconciler = reconciler_for(store, provider, clock)
+
+    young = await reconciler.run_once()
+    assert young.checked == 0  # still within min_age: it may be in flight
+
+    clock.now += timedelta(seconds=31)
+    report = await reconciler.run_once()
+    assert (report.checked, report.resolved) == (1, 1)
+    payment = await store.get_payment(command.payment_request_id)
+    assert payment.status is final
+    assert (payment.error.code if payment.error else None) is code
+    assert await _statuses_published(engine, command.payment_request_id) == [
+        PaymentStatus.PENDING,
+        final,
+    ]
+    assert len(await provider.acquirer.charges()) == 1  # asked, never charged again
+
+    clock.now += timedelta(seconds=31)
+    assert (await reconciler.run_once()).checked == 0  # nothing left in doubt
+
+
+async def test_an_attempt_the_provider_never_saw_is_abandoned_only_when_old(
+    store, engine, provider, clock
+):
+    command = create_payment()
+    # The consumer died after the write-ahead commit, before the provider call.
+    await store.begin(command, provider="sandbox", account_key=ACCOUNT_KEY)
+    reconciler = reconciler_for(store, provider, clock)
+
+    clock.now += timedelta(minutes=5)
+    report = await reconciler.run_once()
+    assert (report.checked, report.still_pending) == (1, 1)
+    assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.PROCESSING
+
+    clock.now += timedelta(hours=1)
+    report = await reconciler.run_once()
+    assert report.abandoned == 1
+    payment = await store.get_payment(command.payment_request_id)
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.error.code is ErrorCode.PROVIDER_UNAVAILABLE
+    assert await provider.acquirer.charges() == []
+
+
+async def test_an_old_unseen_attempt_is_not_resent_by_a_late_redelivery(
+    store, handler, provider, clock
+):
+    command = create_payment()
+    await store.begin(command, provider="sandbox", account_key=ACCOUNT_KEY)
+    clock.now += timedelta(minutes=45)  # past the handler's re-send window
+    assert await handler.handle(command) is Outcome.PENDING
+    assert await provider.acquirer.charges() == []
+
+
+async def test_an_unreachable_provider_leaves_payments_pending(store, handler, provider, clock):
+    command = create_payment(payer_number=TIMEOUT_CARD)
+    await handler.handle(command)
+
+    async def unreachable(_key):
+        raise ProviderUnavailableError("sandbox", "connection refused")
+
+    provider.charge_status = unreachable
+    clock.now += timedelta(hours=2)
+    report = await reconciler_for(store, provider, clock).run_once()
+    assert (report.checked, report.still_pending) == (1, 1)
+    assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.PENDING
+
+
+async def test_redelivery_and_reconciler_resolving_together_record_once(
+    store, handler, engine, provider, clock
+):
+    command = create_payment(payer_number=TIMEOUT_CARD)
+    await handler.handle(command)
+    clock.now += timedelta(seconds=31)
+    assert await handler.handle(command) is Outcome.SUCCEEDED  # the redelivery wins
+    report = await reconciler_for(store, provider, clock).run_once()
+    assert report.checked == 0
+    statuses = await _statuses_published(engine, command.payment_request_id)
+    assert statuses.count(PaymentStatus.SUCCEEDED) == 1
