@@ -1,26 +1,36 @@
-"""The Kafka side of the consumer: fetch, decode, dispatch, commit.
+"""The Kafka side of the consumer: fetch, dispatch by key, commit what is finished.
 
-Offsets are committed only after every message below them has been durably handled: its
-outcome committed to the store, or the message itself written to the dead-letter topic.
-A crash anywhere replays from the last commit; the handler makes replays harmless.
-
-Messages of one partition are handled in order. When handling fails for a reason that is
-not the message's fault (database or broker down), the partition is rewound to that
-message and retried after a back-off, without committing past it.
+* Within a partition, messages with different keys (order ids) run concurrently, up to
+  ``max_in_flight`` in all; messages with the same key run strictly in offset order.
+* The committed offset of a partition is the lowest offset still in flight (or one past
+  the last seen): it never passes a message that is not durably handled, i.e. whose
+  outcome is not committed to the store or that is not written to the dead-letter topic.
+* A message whose handling fails for a reason that is not its own (database or broker
+  down) is retried in place with a back-off; its key waits behind it, and the offset does
+  not move past it.
+* At capacity the runner pauses its partitions but keeps polling, so slow processing never
+  exceeds ``max.poll.interval.ms`` and never makes the consumer leave its group.
+* When partitions are revoked (or on shutdown) it stops taking their messages, lets work in
+  flight finish within ``drain_timeout_s``, abandons the rest (to be redelivered to the
+  next owner, where the store makes the replay harmless) and commits what is done.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from consumer.dead_letters import DeadLetterRouter
+from consumer.key_ordering import KeyedWork
+from consumer.offsets import PartitionOffsets
 from consumer.payment_handler import PaymentCommandHandler
 from domain.errors import ErrorCode, PaygateError
+from paygate.metrics import Metrics
 from schemas.codec import CodecError
 from schemas.payments import PaymentMessages
 
@@ -32,61 +42,103 @@ class CommandRunner:
         self,
         *,
         consumer: AIOKafkaConsumer,
+        topic: str,
         messages: PaymentMessages,
         handler: PaymentCommandHandler,
         dead_letters: DeadLetterRouter,
-        after_batch: Callable[[], None] = lambda: None,
-        batch_size: int = 500,
-        retry_backoff_s: float = 1.0,
+        metrics: Metrics,
+        after_work: Callable[[], None] = lambda: None,
+        max_in_flight: int = 100,
+        commit_interval_s: float = 0.2,
+        drain_timeout_s: float = 10.0,
+        max_retry_backoff_s: float = 5.0,
     ) -> None:
         self._consumer = consumer
+        self._topic = topic
         self._messages = messages
         self._handler = handler
         self._dead_letters = dead_letters
-        self._after_batch = after_batch
-        self._batch_size = batch_size
-        self._retry_backoff_s = retry_backoff_s
+        self._metrics = metrics
+        self._after_work = after_work
+        self._work = KeyedWork(max_in_flight)
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._commit_interval_s = commit_interval_s
+        self._drain_timeout_s = drain_timeout_s
+        self._max_retry_backoff_s = max_retry_backoff_s
         self._stopping = asyncio.Event()
 
+    @property
+    def in_flight(self) -> int:
+        return self._work.in_flight
+
     def stop(self) -> None:
-        """Finish the batch in hand, commit it and return from :meth:`run`."""
+        """Stop fetching; :meth:`run` then drains, commits and returns."""
         self._stopping.set()
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=self._batch_size)
-            if not batches:
-                continue
-            done: dict[TopicPartition, int] = {}
-            failed = False
-            for tp, records in batches.items():
-                next_offset, ok = await self._handle_partition(tp, records)
-                if next_offset is not None:
-                    done[tp] = next_offset
-                failed = failed or not ok
-            if done:
-                await self._consumer.commit(done)
-            self._after_batch()
-            if failed:
-                await self._sleep_unless_stopping(self._retry_backoff_s)
+        self._consumer.subscribe([self._topic], listener=_Rebalance(self))
+        last_commit = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                self._apply_backpressure()
+                batches = await self._consumer.getmany(
+                    timeout_ms=100, max_records=max(self._work.free, 1)
+                )
+                for tp, records in batches.items():
+                    for record in records:
+                        self._start(tp, record)
+                if time.monotonic() - last_commit >= self._commit_interval_s:
+                    await self._commit(list(self._offsets))
+                    last_commit = time.monotonic()
+        finally:
+            await self._release(list(self._offsets), self._drain_timeout_s)
 
-    async def _handle_partition(
-        self, tp: TopicPartition, records: list[ConsumerRecord]
-    ) -> tuple[int | None, bool]:
-        """Handle records in order; return (offset to commit, whether all succeeded)."""
-        next_offset: int | None = None
-        for record in records:
+    def _apply_backpressure(self) -> None:
+        # Pausing (rather than not polling) keeps the group membership alive.
+        if self._work.free == 0:
+            self._consumer.pause(*self._consumer.assignment())
+        elif self._consumer.paused():
+            self._consumer.resume(*self._consumer.paused())
+
+    def _start(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        offsets = self._offsets.setdefault(tp, PartitionOffsets())
+        offsets.started(record.offset)
+        self._metrics.in_flight.inc()
+        # Messages without a key have no order to keep: each is its own key.
+        key = (tp, record.key if record.key is not None else f"offset:{record.offset}")
+        self._work.submit(tp, key, lambda: self._process(tp, record))
+
+    async def _process(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        try:
+            await self._handle_until_done(record)
+        finally:
+            self._metrics.in_flight.dec()
+        # Not reached when cancelled: an abandoned message must stay uncommitted.
+        offsets = self._offsets.get(tp)
+        if offsets is not None:
+            offsets.finished(record.offset)
+        self._after_work()
+
+    async def _handle_until_done(self, record: ConsumerRecord) -> None:
+        backoff = 0.1
+        while True:
             try:
                 await self._handle_record(record)
+                return
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception(
-                    "handling failed; will retry from this offset",
-                    extra={"topic": tp.topic, "partition": tp.partition, "offset": record.offset},
+                    "handling failed; retrying in %.1fs",
+                    backoff,
+                    extra={
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                    },
                 )
-                self._consumer.seek(tp, record.offset)
-                return next_offset, False
-            next_offset = record.offset + 1
-        return next_offset, True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_retry_backoff_s)
 
     async def _handle_record(self, record: ConsumerRecord) -> None:
         try:
@@ -118,6 +170,54 @@ class CommandRunner:
             reason=reason,
         )
 
-    async def _sleep_unless_stopping(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def _commit(self, partitions: list[TopicPartition]) -> None:
+        offsets: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            tracker = self._offsets.get(tp)
+            committable = None if tracker is None else tracker.committable()
+            if committable is not None:
+                offsets[tp] = committable
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance or a broker restart: the next commit (or the next owner's
+            # redelivery, which the store makes harmless) covers it.
+            log.warning("offset commit failed: %s", exc)
+            return
+        for tp, offset in offsets.items():
+            self._offsets[tp].committed(offset)
+
+    async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._metrics.partitions_revoked.inc(len(revoked))
+        await self._release(list(revoked), self._drain_timeout_s)
+
+    def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        # Fresh trackers start from the first message the new assignment delivers.
+        for tp in assigned:
+            self._offsets.pop(tp, None)
+
+    async def _release(self, partitions: list[TopicPartition], timeout_s: float) -> None:
+        """Finish or abandon the partitions' work, commit what is done, forget them."""
+        abandoned = await self._work.drain(list(partitions), timeout_s)
+        if abandoned:
+            self._metrics.abandoned.inc(abandoned)
+            log.warning(
+                "abandoned in-flight messages; they will be redelivered",
+                extra={"abandoned": abandoned, "partitions": [str(tp) for tp in partitions]},
+            )
+        await self._commit(partitions)
+        for tp in partitions:
+            self._offsets.pop(tp, None)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, runner: CommandRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._runner.partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._runner.partitions_assigned(assigned)

@@ -45,13 +45,17 @@ class ConsumerService:
         messages = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-consumer")
         consumer = AIOKafkaConsumer(
-            settings.commands_topic,
             bootstrap_servers=settings.require_kafka(),
             group_id=settings.consumer_group,
             client_id="paygate-consumer",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            # Heartbeats run in the background; a small session timeout makes a killed
+            # consumer's partitions move to the survivors quickly.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
         )
         relay = OutboxRelay(store, producer, self.metrics)
         events = ResultEvents(messages, settings.results_topic)
@@ -73,10 +77,14 @@ class ConsumerService:
         )
         runner = CommandRunner(
             consumer=consumer,
+            topic=settings.commands_topic,
             messages=messages,
             handler=handler,
             dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
-            after_batch=relay.notify,
+            metrics=self.metrics,
+            after_work=relay.notify,
+            max_in_flight=settings.max_in_flight,
+            drain_timeout_s=settings.drain_timeout_s,
         )
         relay_task: asyncio.Task[None] | None = None
         reconciler_task: asyncio.Task[None] | None = None

@@ -60,6 +60,22 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.in_flight = Gauge(
+            f"{prefix}_commands_in_flight",
+            "Commands taken from Kafka and not yet finished.",
+            registry=self.registry,
+        )
+        self.partitions_revoked = Counter(
+            f"{prefix}_partitions_revoked_total",
+            "Partitions taken away from this consumer by rebalances.",
+            registry=self.registry,
+        )
+        self.abandoned = Counter(
+            f"{prefix}_commands_abandoned_total",
+            "In-flight commands given up at revocation or shutdown (redelivered later).",
+            registry=self.registry,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -31,6 +31,24 @@ class Settings(BaseSettings):
     )
     topic_partitions: int = Field(3, ge=1, description="Partitions of topics paygate creates.")
     consumer_group: str = Field("paygate-consumer", description="Consumer group of the consumer.")
+    max_in_flight: int = Field(
+        100,
+        ge=1,
+        description="Commands processed at once per consumer; one order's commands always "
+        "run one after another.",
+    )
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=1000,
+        description="Kafka's max.poll.interval.ms for the consumer. The runner keeps polling "
+        "while work is in flight, so slow providers do not trigger rebalances.",
+    )
+    drain_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="On shutdown or partition revocation, how long work in flight may finish "
+        "before it is abandoned (and redelivered to the next owner).",
+    )
 
     database_url: str = Field(
         "sqlite+aiosqlite:///paygate.db",

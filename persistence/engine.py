@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from persistence.tables import metadata
 
@@ -18,14 +20,30 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+WRITE_OPTION = "paygate_write"
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # A deferred transaction that reads and then writes can fail with SQLITE_BUSY when two
+    # of them overlap (neither waits for the other); taking the write lock up front makes
+    # writers queue behind each other instead. Reads stay deferred so they never queue.
+    if conn.get_execution_options().get(WRITE_OPTION):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the facade read while the consumer writes; NORMAL is durable across
     # process crashes (only an OS crash can lose the last transactions); foreign keys
     # are off by default in SQLite.
+    # Let SQLAlchemy's "begin" event emit BEGIN, instead of the driver's own deferred one.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -49,3 +67,12 @@ async def create_schema(engine: AsyncEngine, attempts: int = 5) -> None:
             if attempt == attempts:
                 raise
             await asyncio.sleep(0.2 * attempt)
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that will write: on SQLite it takes the write lock at BEGIN."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{WRITE_OPTION: True})
+        async with conn.begin():
+            yield conn

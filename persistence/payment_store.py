@@ -26,6 +26,7 @@ from domain.errors import ErrorCode
 from domain.money import Money
 from domain.payment import PaymentView
 from domain.status import PaymentStatus, check_transition
+from persistence.engine import write_transaction
 from persistence.tables import outbox, payments, provider_attempts
 
 ATTEMPT_STARTED = "started"
@@ -109,7 +110,7 @@ class PaymentStore:
         payee = command.payee.ref(account_key)
         attempt_key = attempt_key_for(payment_id, 1)
         try:
-            async with self._engine.begin() as conn:
+            async with write_transaction(self._engine) as conn:
                 await conn.execute(
                     insert(payments).values(
                         id=payment_id,
@@ -170,7 +171,7 @@ class PaymentStore:
         a final status raises :class:`domain.status.InvalidTransitionError`.
         """
         now = self._clock()
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             current = await self._status_for_update(conn, payment_id)
             if current is status:
                 return False
@@ -203,7 +204,7 @@ class PaymentStore:
 
     async def enqueue(self, event: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await self._enqueue(conn, event, self._clock())
 
     async def get_payment(self, payment_id: str) -> PaymentView | None:
@@ -226,7 +227,7 @@ class PaymentStore:
     async def mark_published(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        async with self._engine.begin() as conn:
+        async with write_transaction(self._engine) as conn:
             await conn.execute(
                 update(outbox).where(outbox.c.id.in_(ids)).values(published_at=self._clock())
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import select, text
 
@@ -207,3 +209,15 @@ async def test_no_clear_account_number_reaches_the_database(handler, engine):
             dump = repr(rows)
             for number in (SUCCESS_CARD, DECLINED_CARD, INSUFFICIENT_FUNDS_CARD, PAYEE_IBAN):
                 assert number not in dump
+
+
+async def test_many_payments_handled_at_once_all_land_exactly_once(handler, store, provider):
+    # The consumer runs up to max_in_flight commands at once; the store must take that
+    # without lock errors (SQLite) or lost updates (PostgreSQL).
+    commands = [create_payment() for _ in range(60)]
+    outcomes = await asyncio.gather(*(handler.handle(c) for c in commands))
+    assert set(outcomes) == {Outcome.SUCCEEDED}
+    for command in commands:
+        payment = await store.get_payment(command.payment_request_id)
+        assert payment.status is PaymentStatus.SUCCEEDED
+    assert len(await provider.acquirer.charges()) == 60

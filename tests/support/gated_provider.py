@@ -1,0 +1,65 @@
+"""A provider whose calls wait for the test to let them through, to hold work in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+
+
+class GatedProvider:
+    """Charges succeed once ``gate`` is open (or after ``delay_s``); counts charges per key."""
+
+    def __init__(
+        self, *, delay_s: float = 0.0, open_gate: bool = True, hold_marked_only: bool = False
+    ) -> None:
+        self.hold_marked_only = hold_marked_only
+        self.gate = asyncio.Event()
+        if open_gate:
+            self.gate.set()
+        self.delay_s = delay_s
+        self.started: list[str] = []
+        self.charges: dict[str, int] = {}
+        self.outcomes: dict[str, ChargeOutcome] = {}
+        self.running = 0
+        self.max_running = 0
+
+    @property
+    def name(self) -> str:
+        return "gated"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            return await self._charge(request)
+        finally:
+            self.running -= 1
+
+    async def _charge(self, request: ChargeRequest) -> ChargeOutcome:
+        self.started.append(request.payment_request_id)
+        # Only commands marked {"hold": ...} wait for the gate when hold_marked_only is set.
+        if not self.hold_marked_only or "hold" in request.metadata:
+            await self.gate.wait()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        # Idempotent by attempt key, as real providers are.
+        known = self.outcomes.get(request.attempt_key)
+        if known is not None:
+            return known
+        outcome = ChargeOutcome(ChargeStatus.SUCCEEDED, f"ch_{uuid.uuid4().hex[:12]}")
+        self.outcomes[request.attempt_key] = outcome
+        self.charges[request.payment_request_id] = (
+            self.charges.get(request.payment_request_id, 0) + 1
+        )
+        return outcome
+
+    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+        return self.outcomes.get(attempt_key)
