@@ -39,6 +39,7 @@ class Outcome(StrEnum):
     PENDING = "pending"
     REPLAYED = "replayed"
     CONFLICT = "conflict"
+    REFUSED = "refused"
 
 
 class OutcomeRecorder:

@@ -24,7 +24,7 @@ from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
-from persistence.payment_store import Existing, PaymentStore, Started
+from persistence.payment_store import Existing, PaymentStore, Refused, Started
 from providers.errors import ProviderError
 from providers.port import ChargeRequest, PaymentProvider
 
@@ -60,11 +60,23 @@ class PaymentCommandHandler:
 
     async def handle(self, command: CreatePayment) -> Outcome:
         begun = await self._store.begin(
-            command, provider=self._provider.name, account_key=self._account_key
+            command,
+            provider=self._provider.name,
+            account_key=self._account_key,
+            refusal_event=lambda error, created_at: self._events.event(
+                PaymentFacts.of_command(command, created_at),
+                status=PaymentStatus.FAILED,
+                provider=None,
+                provider_reference=None,
+                error=ErrorInfo.from_error(error),
+                occurred_at=created_at,
+            ),
         )
         if isinstance(begun, Started):
             facts = PaymentFacts.of_command(command, begun.created_at)
             outcome = await self._charge(command, facts, begun.attempt_key)
+        elif isinstance(begun, Refused):
+            outcome = Outcome.REFUSED
         else:
             outcome = await self._handle_existing(command, begun)
         self._metrics.commands_consumed.labels(outcome.value).inc()

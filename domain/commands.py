@@ -109,6 +109,8 @@ class CreatePayment:
     payee: Account
     requested_at: datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Says the client knows an earlier payment of this order failed and wants to try again.
+    new_attempt: bool = False
 
     @classmethod
     def create(
@@ -123,6 +125,7 @@ class CreatePayment:
         payee: Account,
         requested_at: datetime,
         metadata: Mapping[str, str],
+        new_attempt: bool = False,
     ) -> CreatePayment:
         try:
             method = PaymentMethod(str(payment_method))
@@ -144,6 +147,7 @@ class CreatePayment:
             payee=payee,
             requested_at=requested_at,
             metadata=_metadata(metadata),
+            new_attempt=new_attempt,
         )
 
     @property
@@ -165,6 +169,7 @@ class CreatePayment:
             "payer": [self.payer.type.value, self.payer.ref(account_key).fingerprint],
             "payee": [self.payee.type.value, self.payee.ref(account_key).fingerprint],
             "metadata": dict(sorted(self.metadata.items())),
+            "newAttempt": self.new_attempt,
         }
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     ORDER_ALREADY_PAID = "order_already_paid"
+    NEW_ATTEMPT_REQUIRED = "new_attempt_required"
     PAYMENT_DECLINED = "payment_declined"
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INVALID_ACCOUNT = "invalid_account"
@@ -163,6 +164,15 @@ CATALOGUE: Final = MappingProxyType(
                 409,
                 "The order already has a succeeded payment.",
                 "Do not charge the order again; refund it if needed.",
+            ),
+            _spec(
+                _E.NEW_ATTEMPT_REQUIRED,
+                _C.CONFLICT,
+                False,
+                409,
+                "The order already has a failed payment, and this request did not say it is a "
+                "new attempt.",
+                "To charge the order again, send newAttempt: true with a new idempotency key.",
             ),
             _spec(
                 _E.PAYMENT_DECLINED,

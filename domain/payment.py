@@ -28,6 +28,9 @@ class PaymentView:
     error: ErrorInfo | None
     created_at: datetime
     updated_at: datetime
+    # Hash of what the client asked for (see CreatePayment.parameters_fingerprint): tells an
+    # idempotent retry from a conflicting reuse of its key.
+    parameters_hash: str | None = None
 
     @property
     def payment_result(self) -> bool:

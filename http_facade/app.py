@@ -18,7 +18,7 @@ from http_facade.errors import error_middleware
 from http_facade.ops_routes import add_ops_routes
 from http_facade.payments_routes import add_payment_routes
 from http_facade.ports import CommandPublisher, PaymentQueries, ResultWaiter
-from http_facade.state import CLOCK, MAX_WAIT_S, METRICS, PUBLISHER, QUERIES, WAITER
+from http_facade.state import ACCOUNT_KEY, CLOCK, MAX_WAIT_S, METRICS, PUBLISHER, QUERIES, WAITER
 from paygate.metrics import Metrics
 
 # A create-payment body is well under 2 KiB; 64 KiB leaves room for metadata and refuses
@@ -36,6 +36,7 @@ def build_app(
     queries: PaymentQueries,
     waiter: ResultWaiter,
     metrics: Metrics,
+    account_key: bytes,
     max_wait_s: float = 30.0,
     clock: Callable[[], datetime] = utc_now,
 ) -> web.Application:
@@ -57,6 +58,7 @@ def build_app(
     app[METRICS] = metrics
     app[MAX_WAIT_S] = math.floor(max_wait_s)
     app[CLOCK] = clock
+    app[ACCOUNT_KEY] = account_key
     add_payment_routes(app)
     add_ops_routes(app)
     return app

@@ -14,10 +14,12 @@ from aiohttp import web
 
 from domain.commands import check_idempotency_key, is_payment_request_id
 from domain.errors import ErrorCode, PaygateError
+from domain.order_protection import refusal_for_new_payment
 from http_facade.prefer import requested_wait
 from http_facade.requests import parse_create_payment_body
 from http_facade.responses import accepted_body, payment_body
 from http_facade.state import (
+    ACCOUNT_KEY,
     CLOCK,
     MAX_WAIT_S,
     ORDER_ID,
@@ -32,6 +34,7 @@ PAYMENT_PATH: Final = "/v1/payments/{paymentRequestId}"
 IDEMPOTENCY_KEY_HEADER: Final = "Idempotency-Key"
 PREFER_HEADER: Final = "Prefer"
 PREFERENCE_APPLIED_HEADER: Final = "Preference-Applied"
+REPLAYED_HEADER: Final = "Idempotent-Replayed"
 _JSON: Final = "application/json"
 
 
@@ -48,6 +51,13 @@ async def create_payment(request: web.Request) -> web.Response:
     seconds (capped) for the final result: 200 with the payment if it came, else the same
     202 as without the header. Every check happens before publishing, so a refused request
     changes nothing.
+
+    A key already used for this order replays: with the same parameters the stored payment
+    is answered (``Idempotent-Replayed: true``) and nothing is published again; with other
+    parameters the answer is 409 ``idempotency_conflict``. A new payment for an order that
+    is paid (or whose payment is unresolved) is 409 ``order_already_paid``; one for an
+    order whose payments failed needs ``newAttempt: true``. The consumer enforces the same
+    rules again, inside its database transaction, for requests that cross in flight.
     """
     _require_json(request)
     idempotency_key = _idempotency_key(request)
@@ -57,14 +67,32 @@ async def create_payment(request: web.Request) -> web.Response:
     payment_request_id = command.payment_request_id
     request[PAYMENT_REQUEST_ID] = payment_request_id
     request[ORDER_ID] = command.order_id
-
-    await request.app[PUBLISHER].publish_create_payment(command)
+    queries = request.app[QUERIES]
 
     headers: dict[str, str] = {"Location": f"{PAYMENTS_PATH}/{payment_request_id}"}
+    stored = await queries.get_payment(payment_request_id)
+    if stored is not None:
+        if stored.parameters_hash != command.parameters_fingerprint(request.app[ACCOUNT_KEY]):
+            raise PaygateError(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "this Idempotency-Key was already used for this order with other parameters",
+                param=IDEMPOTENCY_KEY_HEADER,
+            )
+        headers[REPLAYED_HEADER] = "true"
+        if stored.status.is_final:
+            return web.json_response(payment_body(stored), status=200, headers=headers)
+    else:
+        refusal = refusal_for_new_payment(
+            await queries.order_statuses(command.order_id), new_attempt=command.new_attempt
+        )
+        if refusal is not None:
+            raise refusal
+        await request.app[PUBLISHER].publish_create_payment(command)
+
     if wait_s is not None and await request.app[WAITER].wait_for_final(payment_request_id, wait_s):
         # The result event can be seen a moment before the store is readable (another
         # replica, a lagging read); then the client gets the 202 and polls like anyone.
-        view = await request.app[QUERIES].get_payment(payment_request_id)
+        view = await queries.get_payment(payment_request_id)
         if view is not None:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
             return web.json_response(payment_body(view), status=200, headers=headers)

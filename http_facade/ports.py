@@ -10,6 +10,7 @@ from typing import Protocol
 
 from domain.commands import CreatePayment
 from domain.payment import PaymentView
+from domain.status import PaymentStatus
 
 
 class CommandPublisher(Protocol):
@@ -20,6 +21,10 @@ class CommandPublisher(Protocol):
 
 class PaymentQueries(Protocol):
     async def get_payment(self, payment_request_id: str) -> PaymentView | None: ...
+
+    async def order_statuses(self, order_id: str) -> list[PaymentStatus]:
+        """The statuses of the order's payments, for order protection before publishing."""
+        ...
 
 
 class ResultWaiter(Protocol):

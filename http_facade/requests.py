@@ -67,6 +67,7 @@ class CreatePaymentBody(_Strict):
     payer_account: AccountBody = Field(alias="payerAccount")
     payee_account: AccountBody = Field(alias="payeeAccount")
     metadata: dict[str, str] | None = None
+    new_attempt: bool = Field(default=False, alias="newAttempt")
 
     def to_command(self, *, idempotency_key: str, requested_at: datetime) -> CreatePayment:
         """The domain command; raises :class:`PaygateError` for a value the domain refuses."""
@@ -80,6 +81,7 @@ class CreatePaymentBody(_Strict):
             payee=self.payee_account.to_account(param="payeeAccount"),
             requested_at=requested_at,
             metadata=self.metadata or {},
+            new_attempt=self.new_attempt,
         )
 
 

@@ -21,6 +21,7 @@ WAITER: Final = web.AppKey[ResultWaiter]("waiter")
 METRICS: Final = web.AppKey[Metrics]("metrics")
 MAX_WAIT_S: Final = web.AppKey[int]("max_wait_s")
 CLOCK: Final = web.AppKey[Callable[[], datetime]]("clock")
+ACCOUNT_KEY: Final = web.AppKey[bytes]("account_key")
 
 REQUEST_ID: Final = web.RequestKey[str]("request_id")
 PAYMENT_REQUEST_ID: Final = web.RequestKey[str]("payment_request_id")

@@ -55,6 +55,7 @@ class FacadeService:
                 queries=store,
                 waiter=listener,
                 metrics=self.metrics,
+                account_key=settings.account_key,
                 max_wait_s=settings.max_wait_s,
             )
             runner = await run_facade(

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.accounts import AccountRef, AccountType
 from domain.commands import CreatePayment, PaymentMethod
 from domain.error_info import ErrorInfo
-from domain.errors import ErrorCode
+from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.order_protection import refusal_for_new_payment
 from domain.payment import PaymentView
 from domain.status import PaymentStatus, check_transition
 from persistence.engine import write_transaction
@@ -84,7 +85,15 @@ class InDoubt:
     attempt_started_at: datetime
 
 
-BeginResult = Started | Existing
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Order protection refused the payment; it is stored as failed with ``error``."""
+
+    error: PaygateError
+    created_at: datetime
+
+
+BeginResult = Started | Existing | Refused
 
 
 def attempt_key_for(payment_id: str, attempt_no: int) -> str:
@@ -98,41 +107,49 @@ class PaymentStore:
         self._clock = clock
 
     async def begin(
-        self, command: CreatePayment, *, provider: str, account_key: bytes
+        self,
+        command: CreatePayment,
+        *,
+        provider: str,
+        account_key: bytes,
+        refusal_event: Callable[[PaygateError, datetime], OutboxMessage],
     ) -> BeginResult:
+        """Record a new payment and its first attempt, refuse it, or report what exists.
+
+        Order protection is decided inside the write transaction, with the order locked
+        (PostgreSQL: an advisory lock; SQLite: the database write lock), so two payments of
+        one order cannot both see "not paid yet". A refused payment is stored as failed,
+        with its result event from ``refusal_event``, so the client can query why.
+        """
         payment_id = command.payment_request_id
         parameters_hash = command.parameters_fingerprint(account_key)
         existing = await self._existing(payment_id, parameters_hash)
         if existing is not None:
             return existing
         now = self._clock()
-        payer = command.payer.ref(account_key)
-        payee = command.payee.ref(account_key)
         attempt_key = attempt_key_for(payment_id, 1)
         try:
             async with write_transaction(self._engine) as conn:
-                await conn.execute(
-                    insert(payments).values(
-                        id=payment_id,
-                        order_id=command.order_id,
-                        user_id=command.user_id,
-                        idempotency_key=command.idempotency_key,
-                        parameters_hash=parameters_hash,
-                        amount_minor=command.amount.minor_units,
-                        currency=command.amount.currency,
-                        payment_method=command.payment_method.value,
-                        payer_type=payer.type.value,
-                        payer_masked=payer.masked,
-                        payer_fingerprint=payer.fingerprint,
-                        payee_type=payee.type.value,
-                        payee_masked=payee.masked,
-                        payee_fingerprint=payee.fingerprint,
-                        metadata=dict(command.metadata),
-                        status=PaymentStatus.PROCESSING.value,
-                        provider=provider,
-                        created_at=now,
-                        updated_at=now,
+                await _lock_order(conn, command.order_id)
+                statuses = (
+                    await conn.execute(
+                        select(payments.c.status).where(payments.c.order_id == command.order_id)
                     )
+                ).scalars()
+                refusal = refusal_for_new_payment(
+                    (PaymentStatus(s) for s in statuses), new_attempt=command.new_attempt
+                )
+                row = _new_payment_row(command, parameters_hash, account_key, provider, now)
+                if refusal is not None:
+                    await conn.execute(
+                        insert(payments).values(
+                            **row, status=PaymentStatus.FAILED.value, **_error_columns(refusal)
+                        )
+                    )
+                    await self._enqueue(conn, refusal_event(refusal, now), now)
+                    return Refused(refusal, now)
+                await conn.execute(
+                    insert(payments).values(**row, status=PaymentStatus.PROCESSING.value)
                 )
                 await conn.execute(
                     insert(provider_attempts).values(
@@ -182,11 +199,8 @@ class PaymentStore:
                 .values(
                     status=status.value,
                     provider_reference=provider_reference,
-                    error_code=None if error is None else error.code.value,
-                    error_message=None if error is None else error.message,
-                    error_param=None if error is None else error.param,
-                    decline_code=None if error is None else error.decline_code,
                     updated_at=now,
+                    **_error_columns(error),
                 )
             )
             await conn.execute(
@@ -213,6 +227,13 @@ class PaymentStore:
                 await conn.execute(select(payments).where(payments.c.id == payment_id))
             ).one_or_none()
         return None if row is None else _payment_view(row._mapping)
+
+    async def order_statuses(self, order_id: str) -> list[PaymentStatus]:
+        async with self._engine.connect() as conn:
+            statuses = await conn.execute(
+                select(payments.c.status).where(payments.c.order_id == order_id)
+            )
+            return [PaymentStatus(status) for status in statuses.scalars()]
 
     async def unpublished(self, limit: int) -> list[PendingOutboxRow]:
         async with self._engine.connect() as conn:
@@ -343,4 +364,52 @@ def _payment_view(row: Any) -> PaymentView:
         error=error,
         created_at=_as_utc(row["created_at"]),
         updated_at=_as_utc(row["updated_at"]),
+        parameters_hash=row["parameters_hash"],
     )
+
+
+async def _lock_order(conn: AsyncConnection, order_id: str) -> None:
+    if conn.dialect.name == "postgresql":
+        # Held until the transaction ends; rows that do not exist yet cannot be locked.
+        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(order_id, 0))))
+    # SQLite: write transactions already hold the database write lock from BEGIN.
+
+
+def _new_payment_row(
+    command: CreatePayment,
+    parameters_hash: str,
+    account_key: bytes,
+    provider: str,
+    now: datetime,
+) -> dict[str, Any]:
+    payer = command.payer.ref(account_key)
+    payee = command.payee.ref(account_key)
+    return {
+        "id": command.payment_request_id,
+        "order_id": command.order_id,
+        "user_id": command.user_id,
+        "idempotency_key": command.idempotency_key,
+        "parameters_hash": parameters_hash,
+        "amount_minor": command.amount.minor_units,
+        "currency": command.amount.currency,
+        "payment_method": command.payment_method.value,
+        "payer_type": payer.type.value,
+        "payer_masked": payer.masked,
+        "payer_fingerprint": payer.fingerprint,
+        "payee_type": payee.type.value,
+        "payee_masked": payee.masked,
+        "payee_fingerprint": payee.fingerprint,
+        "metadata": dict(command.metadata),
+        "provider": provider,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _error_columns(error: PaygateError | ErrorInfo | None) -> dict[str, Any]:
+    return {
+        "error_code": None if error is None else error.code.value,
+        "error_message": None if error is None else error.message,
+        "error_param": None if error is None else error.param,
+        "decline_code": None if error is None else error.decline_code,
+    }

@@ -40,6 +40,7 @@ def create_payment_from_record(record: Mapping[str, Any]) -> CreatePayment:
         payee=_account(record["payeeAccount"], "payeeAccount"),
         requested_at=requested_at,
         metadata=record.get("metadata") or {},
+        new_attempt=bool(record.get("newAttempt", False)),
     )
 
 
@@ -59,6 +60,7 @@ def create_payment_to_record(command: CreatePayment) -> dict[str, Any]:
         "payeeAccount": _account_record(command.payee),
         "metadata": dict(command.metadata),
         "requestedAt": command.requested_at,
+        "newAttempt": command.new_attempt,
     }
 
 

@@ -36,14 +36,21 @@ CASES = [
 
 
 class Stack:
-    def __init__(self, url: str, cert: Path, processes: list[ServiceProcess]) -> None:
+    """The running processes; two facades stand for instances behind a load balancer."""
+
+    def __init__(
+        self, url: str, cert: Path, processes: list[ServiceProcess], *, second_url: str
+    ) -> None:
         self.url = url
+        self.second_url = second_url
         self.cert = cert
         self.processes = processes
 
-    def session(self) -> aiohttp.ClientSession:
+    def session(self, url: str | None = None) -> aiohttp.ClientSession:
         context = ssl.create_default_context(cafile=str(self.cert))
-        return aiohttp.ClientSession(base_url=self.url, connector=aiohttp.TCPConnector(ssl=context))
+        return aiohttp.ClientSession(
+            base_url=url or self.url, connector=aiohttp.TCPConnector(ssl=context)
+        )
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -80,11 +87,17 @@ def stack(
         processes.append(acquirer)
         env["PAYGATE_SANDBOX_URL"] = acquirer.announced
         processes.append(start_service("consumer", ["consumer"], env=env, log_dir=work))
-        facade = start_service(
-            "facade", ["facade"], env=env, log_dir=work, announce_prefix="PAYGATE_URL="
+        facades = [
+            start_service(name, ["facade"], env=env, log_dir=work, announce_prefix="PAYGATE_URL=")
+            for name in ("facade", "facade-2")
+        ]
+        processes.extend(facades)
+        yield Stack(
+            facades[0].announced,
+            work / "tls" / "localhost.crt",
+            processes,
+            second_url=facades[1].announced,
         )
-        processes.append(facade)
-        yield Stack(facade.announced, work / "tls" / "localhost.crt", processes)
     finally:
         for process in reversed(processes):
             process.stop()
@@ -169,7 +182,47 @@ async def test_a_retried_request_with_the_same_key_is_the_same_payment(stack: St
         async with session.post("/v1/payments", json=body, headers=headers) as response:
             first = await response.json()
         async with session.post("/v1/payments", json=body, headers=headers) as response:
+            assert response.status == 200
+            assert response.headers["Idempotent-Replayed"] == "true"
             second = await response.json()
     assert first["paymentRequestId"] == second["paymentRequestId"]
     assert first["status"] == second["status"] == "succeeded"
     assert first["providerReference"] == second["providerReference"]
+
+
+async def test_key_reuse_with_other_parameters_and_a_second_payment_are_refused(
+    stack: Stack,
+) -> None:
+    body = _body(SUCCESS_CARD)
+    key = f"reuse-{uuid.uuid4().hex}"
+    async with stack.session() as session:
+        async with session.post(
+            "/v1/payments", json=body, headers={"Idempotency-Key": key, "Prefer": "wait=20"}
+        ) as response:
+            assert (await response.json())["status"] == "succeeded"
+        changed = {**body, "amount": "26.00"}
+        async with session.post(
+            "/v1/payments", json=changed, headers={"Idempotency-Key": key}
+        ) as response:
+            assert response.status == 409
+            assert (await response.json())["error"]["code"] == "idempotency_conflict"
+        async with session.post(
+            "/v1/payments", json=body, headers={"Idempotency-Key": f"{key}-again"}
+        ) as response:
+            assert response.status == 409
+            assert (await response.json())["error"]["code"] == "order_already_paid"
+
+
+async def test_any_facade_instance_sees_every_result(stack: Stack) -> None:
+    # Created and awaited on the second instance, queried on the first.
+    async with (
+        stack.session(stack.second_url) as second,
+        second.post(
+            "/v1/payments", json=_body(SUCCESS_CARD), headers={"Prefer": "wait=20"}
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+        created = await response.json()
+    path = f"/v1/payments/{created['paymentRequestId']}"
+    async with stack.session() as first, first.get(path) as response:
+        assert (await response.json())["status"] == "succeeded"

@@ -77,6 +77,9 @@ class RecordingStore:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
 
+    async def order_statuses(self, order_id: str) -> list[PaymentStatus]:
+        return [p.status for p in self.payments.values() if p.order_id == order_id]
+
 
 class NeverFinal:
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
@@ -103,7 +106,11 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     cert, key = ensure_self_signed_certificate(tmp_path / "tls")
     store = RecordingStore()
     app = build_app(
-        publisher=store, queries=store, waiter=NeverFinal(), metrics=Metrics(CollectorRegistry())
+        publisher=store,
+        queries=store,
+        waiter=NeverFinal(),
+        metrics=Metrics(CollectorRegistry()),
+        account_key=b"facade-test-key",
     )
     runner = await run_facade(app, "127.0.0.1", 0, server_ssl_context(cert, key))
     try:

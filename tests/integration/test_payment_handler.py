@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from sqlalchemy import select, text
@@ -24,6 +25,7 @@ from tests.support.builders import (
     PAYEE_IBAN,
     SUCCESS_CARD,
     create_payment,
+    unexpected_refusal,
 )
 
 pytestmark = pytest.mark.integration
@@ -188,9 +190,13 @@ async def test_crash_after_write_ahead_is_resolved_by_the_provider_not_by_guessi
 ):
     command = create_payment()
     # A consumer that died right after the write-ahead commit, before calling the provider.
-    started = await store.begin(command, provider="sandbox", account_key=ACCOUNT_KEY)
+    started = await store.begin(
+        command, provider="sandbox", account_key=ACCOUNT_KEY, refusal_event=unexpected_refusal
+    )
     assert isinstance(started, Started)
-    existing = await store.begin(command, provider="sandbox", account_key=ACCOUNT_KEY)
+    existing = await store.begin(
+        command, provider="sandbox", account_key=ACCOUNT_KEY, refusal_event=unexpected_refusal
+    )
     assert isinstance(existing, Existing)
     assert existing.open_attempt_key == started.attempt_key
     assert existing.payment.status is PaymentStatus.PROCESSING
@@ -221,3 +227,62 @@ async def test_many_payments_handled_at_once_all_land_exactly_once(handler, stor
         payment = await store.get_payment(command.payment_request_id)
         assert payment.status is PaymentStatus.SUCCEEDED
     assert len(await provider.acquirer.charges()) == 60
+
+
+async def _stored_error(store, command):
+    payment = await store.get_payment(command.payment_request_id)
+    return payment.status, payment.error.code if payment.error else None
+
+
+async def test_a_paid_order_is_not_charged_by_a_second_payment(handler, store, engine, provider):
+    first = create_payment()
+    assert await handler.handle(first) is Outcome.SUCCEEDED
+    second = create_payment(order_id=first.order_id)  # a new idempotency key
+    assert await handler.handle(second) is Outcome.REFUSED
+    assert await _stored_error(store, second) == (
+        PaymentStatus.FAILED,
+        ErrorCode.ORDER_ALREADY_PAID,
+    )
+    (event,) = await _events(engine, second.payment_request_id)
+    assert event.error.code is ErrorCode.ORDER_ALREADY_PAID
+    assert len(await provider.acquirer.charges()) == 1
+    # Re-sent, the refusal replays; it does not turn into a charge.
+    assert await handler.handle(second) is Outcome.REPLAYED
+    assert len(await provider.acquirer.charges()) == 1
+
+
+async def test_after_a_failure_only_an_explicit_new_attempt_charges(handler, store, provider):
+    declined = create_payment(payer_number=DECLINED_CARD)
+    assert await handler.handle(declined) is Outcome.FAILED
+    retry = create_payment(order_id=declined.order_id)
+    assert await handler.handle(retry) is Outcome.REFUSED
+    assert await _stored_error(store, retry) == (
+        PaymentStatus.FAILED,
+        ErrorCode.NEW_ATTEMPT_REQUIRED,
+    )
+    explicit = dataclasses.replace(create_payment(order_id=declined.order_id), new_attempt=True)
+    assert await handler.handle(explicit) is Outcome.SUCCEEDED
+    charges = await provider.acquirer.charges()
+    assert [c.status.value for c in charges] == ["declined", "succeeded"]
+
+
+async def test_an_order_with_an_unresolved_payment_is_not_charged_again(handler, store):
+    pending = create_payment(payer_number=TIMEOUT_CARD)
+    assert await handler.handle(pending) is Outcome.PENDING
+    again = dataclasses.replace(create_payment(order_id=pending.order_id), new_attempt=True)
+    assert await handler.handle(again) is Outcome.REFUSED
+    assert await _stored_error(store, again) == (
+        PaymentStatus.FAILED,
+        ErrorCode.ORDER_ALREADY_PAID,
+    )
+
+
+async def test_concurrent_payments_of_one_order_charge_it_once(handler, store, provider):
+    # Key ordering keeps one order's commands apart in a consumer; this bypasses it, as a
+    # zombie consumer after a rebalance could, and relies on the database alone.
+    order = create_payment().order_id
+    commands = [create_payment(order_id=order) for _ in range(20)]
+    outcomes = await asyncio.gather(*(handler.handle(c) for c in commands))
+    assert outcomes.count(Outcome.SUCCEEDED) == 1
+    assert outcomes.count(Outcome.REFUSED) == 19
+    assert len(await provider.acquirer.charges()) == 1

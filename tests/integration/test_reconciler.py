@@ -20,7 +20,7 @@ from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
 from schemas.registry import FileSchemaRegistry
-from tests.support.builders import create_payment
+from tests.support.builders import create_payment, unexpected_refusal
 
 pytestmark = pytest.mark.integration
 
@@ -130,7 +130,9 @@ async def test_an_attempt_the_provider_never_saw_is_abandoned_only_when_old(
 ):
     command = create_payment()
     # The consumer died after the write-ahead commit, before the provider call.
-    await store.begin(command, provider="sandbox", account_key=ACCOUNT_KEY)
+    await store.begin(
+        command, provider="sandbox", account_key=ACCOUNT_KEY, refusal_event=unexpected_refusal
+    )
     reconciler = reconciler_for(store, provider, clock)
 
     clock.now += timedelta(minutes=5)
@@ -151,7 +153,9 @@ async def test_an_old_unseen_attempt_is_not_resent_by_a_late_redelivery(
     store, handler, provider, clock
 ):
     command = create_payment()
-    await store.begin(command, provider="sandbox", account_key=ACCOUNT_KEY)
+    await store.begin(
+        command, provider="sandbox", account_key=ACCOUNT_KEY, refusal_event=unexpected_refusal
+    )
     clock.now += timedelta(minutes=45)  # past the handler's re-send window
     assert await handler.handle(command) is Outcome.PENDING
     assert await provider.acquirer.charges() == []

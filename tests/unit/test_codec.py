@@ -1,4 +1,5 @@
 import io
+import itertools
 import json
 import struct
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ def test_command_round_trip_keeps_every_field(messages):
     command = create_payment(amount=Money(123456, "BHD"))
     data = messages.encode_command(command)
     assert data[0] == 0
-    assert struct.unpack(">I", data[1:5])[0] == 1
+    assert struct.unpack(">I", data[1:5])[0] == 3  # the newest CreatePayment schema
     assert messages.decode_command(data) == command
 
 
@@ -161,3 +162,46 @@ def test_a_newer_reader_schema_reads_messages_of_an_older_writer():
     decoded = codec.decode(out.getvalue(), CREATE_PAYMENT)
     assert decoded["metadata"] == {}
     assert decoded["orderId"] == record["orderId"]
+
+
+def _raw_schema(file_name: str) -> dict:
+    return json.loads(resources.files("schemas").joinpath("avro", file_name).read_text())
+
+
+def test_messages_written_with_create_payment_v1_still_decode():
+    # Upstream producers built before v2 keep sending schema id 1, without newAttempt.
+    record = create_payment_record()
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", 1))
+    fastavro.schemaless_writer(
+        out, fastavro.parse_schema(_raw_schema("create_payment.v1.avsc")), record
+    )
+    command = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled())).decode_command(
+        out.getvalue()
+    )
+    assert command.new_attempt is False
+    assert command.order_id == record["orderId"]
+
+
+def test_new_commands_are_written_with_the_newest_schema(messages):
+    data = messages.encode_command(create_payment())
+    assert struct.unpack(">I", data[1:5])[0] == 3
+
+
+def test_each_schema_version_is_backward_compatible_with_the_one_before():
+    """BACKWARD: a reader on version n reads data of version n-1. Fields may be added only
+    with a default; no field may change its type; removed fields need nothing."""
+    index = json.loads(resources.files("schemas").joinpath("schema_ids.json").read_text())
+    by_name: dict[str, list[dict]] = {}
+    for schema_id in sorted(index["schemas"], key=int):
+        raw = _raw_schema(index["schemas"][schema_id])
+        by_name.setdefault(f"{raw['namespace']}.{raw['name']}", []).append(raw)
+    assert by_name
+    for versions in by_name.values():
+        for older, newer in itertools.pairwise(versions):
+            old_fields = {f["name"]: f for f in older["fields"]}
+            for field in newer["fields"]:
+                if field["name"] in old_fields:
+                    assert field["type"] == old_fields[field["name"]]["type"], field["name"]
+                else:
+                    assert "default" in field, f"{field['name']} was added without a default"

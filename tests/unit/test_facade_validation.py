@@ -25,6 +25,7 @@ from domain.money import Money
 from domain.payment import PaymentView
 from domain.status import PaymentStatus
 from http_facade.app import build_app
+from http_facade.requests import parse_create_payment_body
 from paygate.metrics import Metrics
 
 pytestmark = pytest.mark.unit
@@ -33,14 +34,23 @@ NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 CARD = "4242424242424242"
 PAYEE = "acct_merchant_0001"
 ERROR_KEYS = {"code", "message", "category", "retryable"}
+ACCOUNT_KEY = b"facade-test-key"
 
 
 class FakePublisher:
+    """Records commands; with ``completes`` set, the payment appears there as succeeded,
+    the way the real pipeline would make it appear a moment later."""
+
     def __init__(self) -> None:
         self.published: list[CreatePayment] = []
+        self.completes: FakeQueries | None = None
 
     async def publish_create_payment(self, command: CreatePayment) -> None:
         self.published.append(command)
+        if self.completes is not None:
+            self.completes.payments[command.payment_request_id] = stored_view(
+                command.payment_request_id, order_id=command.order_id
+            )
 
 
 class FailingPublisher(FakePublisher):
@@ -56,6 +66,9 @@ class FakeQueries:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         self.asked.append(payment_request_id)
         return self.payments.get(payment_request_id)
+
+    async def order_statuses(self, order_id: str) -> list[PaymentStatus]:
+        return [p.status for p in self.payments.values() if p.order_id == order_id]
 
 
 class FakeWaiter:
@@ -98,7 +111,7 @@ async def make_facade() -> AsyncIterator[MakeFacade]:
             "waiter": waiter or FakeWaiter(),
             "metrics": Metrics(CollectorRegistry()),
         }
-        app = build_app(**fakes, max_wait_s=max_wait_s, clock=lambda: NOW)
+        app = build_app(**fakes, account_key=ACCOUNT_KEY, max_wait_s=max_wait_s, clock=lambda: NOW)
         client = TestClient(TestServer(app))
         await client.start_server()
         clients.append(client)
@@ -538,7 +551,7 @@ async def test_content_type_with_utf8_charset_is_accepted(facade: Facade) -> Non
 async def test_prefer_wait_returns_the_final_payment(make_facade: MakeFacade) -> None:
     facade = await make_facade(waiter=FakeWaiter(final=True))
     payment_id = payment_request_id_for("order-1", "key-1")
-    facade.queries.payments[payment_id] = stored_view(payment_id)
+    facade.publisher.completes = facade.queries
     status, body, headers = await post_payment(
         facade, headers={"Idempotency-Key": "key-1", "Prefer": "wait=5"}
     )
@@ -573,7 +586,7 @@ async def test_final_result_not_yet_readable_falls_back_to_202(make_facade: Make
 async def test_prefer_wait_is_clamped_to_max_wait(make_facade: MakeFacade) -> None:
     facade = await make_facade(waiter=FakeWaiter(final=True), max_wait_s=4.0)
     payment_id = payment_request_id_for("order-1", "key-1")
-    facade.queries.payments[payment_id] = stored_view(payment_id)
+    facade.publisher.completes = facade.queries
     status, _, headers = await post_payment(
         facade, headers={"Idempotency-Key": "key-1", "Prefer": "wait=600"}
     )
@@ -590,7 +603,7 @@ def test_max_wait_below_one_second_is_refused() -> None:
         "metrics": Metrics(CollectorRegistry()),
     }
     with pytest.raises(ValueError, match="max_wait_s"):
-        build_app(**fakes, max_wait_s=0.5)
+        build_app(**fakes, account_key=ACCOUNT_KEY, max_wait_s=0.5)
 
 
 async def test_get_known_payment_masks_accounts(facade: Facade) -> None:
@@ -661,7 +674,7 @@ async def test_healthz(facade: Facade) -> None:
 
 async def test_metrics_label_routes_by_template(facade: Facade) -> None:
     payment_id = payment_request_id_for("order-1", "key-1")
-    facade.queries.payments[payment_id] = stored_view(payment_id)
+    facade.publisher.completes = facade.queries
     await post_payment(facade, headers={"Idempotency-Key": "key-1"})
     await facade.client.get(f"/v1/payments/{payment_id}")
     await facade.client.get("/v2/nothing")
@@ -709,3 +722,83 @@ async def test_access_log_records_errors_with_a_generated_request_id(
     assert "payment_request_id" not in vars(line)
     assert response.headers["X-Request-Id"] == vars(line)["request_id"]
     assert CARD not in caplog.text
+
+
+# --- idempotent replays and order protection, before anything is published ---------------
+
+
+def _fingerprint(body: dict[str, Any], key: str) -> str:
+    command = parse_create_payment_body(json.dumps(body).encode()).to_command(
+        idempotency_key=key, requested_at=NOW
+    )
+    return command.parameters_fingerprint(ACCOUNT_KEY)
+
+
+async def test_a_retry_of_a_finished_payment_replays_it_without_publishing(facade: Facade) -> None:
+    payment_id = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[payment_id] = stored_view(
+        payment_id, parameters_hash=_fingerprint(valid_body(), "key-1")
+    )
+    status, body, headers = await post_payment(facade, headers={"Idempotency-Key": "key-1"})
+    assert status == 200
+    assert body["paymentRequestId"] == payment_id
+    assert body["status"] == "succeeded"
+    assert headers["Idempotent-Replayed"] == "true"
+    assert facade.publisher.published == []
+
+
+async def test_a_retry_of_an_unfinished_payment_is_202_without_publishing(facade: Facade) -> None:
+    payment_id = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[payment_id] = stored_view(
+        payment_id,
+        status=PaymentStatus.PENDING,
+        parameters_hash=_fingerprint(valid_body(), "key-1"),
+    )
+    status, body, headers = await post_payment(facade, headers={"Idempotency-Key": "key-1"})
+    assert status == 202
+    assert body["paymentRequestId"] == payment_id
+    assert headers["Idempotent-Replayed"] == "true"
+    assert facade.publisher.published == []
+
+
+async def test_a_key_reused_with_other_parameters_is_a_conflict(facade: Facade) -> None:
+    payment_id = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[payment_id] = stored_view(
+        payment_id, parameters_hash=_fingerprint(valid_body(), "key-1")
+    )
+    status, body, _ = await post_payment(
+        facade, valid_body(amount="99.00"), headers={"Idempotency-Key": "key-1"}
+    )
+    assert_error(status, body, ErrorCode.IDEMPOTENCY_CONFLICT, param="Idempotency-Key")
+    assert facade.publisher.published == []
+
+
+async def test_a_paid_order_refuses_a_new_payment(facade: Facade) -> None:
+    paid = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[paid] = stored_view(paid)
+    status, body, _ = await post_payment(facade, headers={"Idempotency-Key": "key-2"})
+    assert_error(status, body, ErrorCode.ORDER_ALREADY_PAID)
+    assert facade.publisher.published == []
+
+
+async def test_after_a_failed_payment_a_new_one_must_say_it_is_a_new_attempt(
+    facade: Facade,
+) -> None:
+    failed = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[failed] = stored_view(failed, status=PaymentStatus.FAILED)
+    status, body, _ = await post_payment(facade, headers={"Idempotency-Key": "key-2"})
+    assert_error(status, body, ErrorCode.NEW_ATTEMPT_REQUIRED, param="newAttempt")
+    assert facade.publisher.published == []
+
+    status, body, _ = await post_payment(
+        facade, valid_body(newAttempt=True), headers={"Idempotency-Key": "key-2"}
+    )
+    assert status == 202
+    (command,) = facade.publisher.published
+    assert command.new_attempt is True
+
+
+async def test_new_attempt_must_be_a_boolean(facade: Facade) -> None:
+    status, body, _ = await post_payment(facade, valid_body(newAttempt="yes"))
+    assert_error(status, body, ErrorCode.INVALID_REQUEST, param="newAttempt")
+    assert facade.publisher.published == []
