@@ -28,6 +28,7 @@ from domain.order_protection import refusal_for_new_payment
 from domain.payment import PaymentView
 from domain.status import PaymentStatus, check_transition
 from persistence.engine import write_transaction
+from persistence.group_commit import GroupCommit
 from persistence.tables import outbox, payments, provider_attempts
 
 ATTEMPT_STARTED = "started"
@@ -105,6 +106,8 @@ class PaymentStore:
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = _utc_now) -> None:
         self._engine = engine
         self._clock = clock
+        # Payment writes of concurrent handlers share transactions (see group_commit).
+        self._writes = GroupCommit(engine)
 
     async def begin(
         self,
@@ -128,46 +131,49 @@ class PaymentStore:
             return existing
         now = self._clock()
         attempt_key = attempt_key_for(payment_id, 1)
+        row = _new_payment_row(command, parameters_hash, account_key, provider, now)
+
+        async def record(conn: AsyncConnection) -> BeginResult:
+            await _lock_order(conn, command.order_id)
+            statuses = (
+                await conn.execute(
+                    select(payments.c.status).where(payments.c.order_id == command.order_id)
+                )
+            ).scalars()
+            refusal = refusal_for_new_payment(
+                (PaymentStatus(s) for s in statuses), new_attempt=command.new_attempt
+            )
+            if refusal is not None:
+                await conn.execute(
+                    insert(payments).values(
+                        **row, status=PaymentStatus.FAILED.value, **_error_columns(refusal)
+                    )
+                )
+                await self._enqueue(conn, refusal_event(refusal, now), now)
+                return Refused(refusal, now)
+            await conn.execute(
+                insert(payments).values(**row, status=PaymentStatus.PROCESSING.value)
+            )
+            await conn.execute(
+                insert(provider_attempts).values(
+                    attempt_key=attempt_key,
+                    payment_id=payment_id,
+                    attempt_no=1,
+                    provider=provider,
+                    status=ATTEMPT_STARTED,
+                    created_at=now,
+                )
+            )
+            return Started(attempt_key, now)
+
         try:
-            async with write_transaction(self._engine) as conn:
-                await _lock_order(conn, command.order_id)
-                statuses = (
-                    await conn.execute(
-                        select(payments.c.status).where(payments.c.order_id == command.order_id)
-                    )
-                ).scalars()
-                refusal = refusal_for_new_payment(
-                    (PaymentStatus(s) for s in statuses), new_attempt=command.new_attempt
-                )
-                row = _new_payment_row(command, parameters_hash, account_key, provider, now)
-                if refusal is not None:
-                    await conn.execute(
-                        insert(payments).values(
-                            **row, status=PaymentStatus.FAILED.value, **_error_columns(refusal)
-                        )
-                    )
-                    await self._enqueue(conn, refusal_event(refusal, now), now)
-                    return Refused(refusal, now)
-                await conn.execute(
-                    insert(payments).values(**row, status=PaymentStatus.PROCESSING.value)
-                )
-                await conn.execute(
-                    insert(provider_attempts).values(
-                        attempt_key=attempt_key,
-                        payment_id=payment_id,
-                        attempt_no=1,
-                        provider=provider,
-                        status=ATTEMPT_STARTED,
-                        created_at=now,
-                    )
-                )
+            return await self._writes.run(record)
         except IntegrityError:
             # Another worker inserted the same id between our read and our insert.
             raced = await self._existing(payment_id, parameters_hash)
             if raced is None:
                 raise
             return raced
-        return Started(attempt_key, now)
 
     async def finish(
         self,
@@ -188,7 +194,8 @@ class PaymentStore:
         a final status raises :class:`domain.status.InvalidTransitionError`.
         """
         now = self._clock()
-        async with write_transaction(self._engine) as conn:
+
+        async def record(conn: AsyncConnection) -> bool:
             current = await self._status_for_update(conn, payment_id)
             if current is status:
                 return False
@@ -214,12 +221,18 @@ class PaymentStore:
                 )
             )
             await self._enqueue(conn, event, now)
-        return True
+            return True
+
+        return await self._writes.run(record)
 
     async def enqueue(self, event: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        async with write_transaction(self._engine) as conn:
-            await self._enqueue(conn, event, self._clock())
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> None:
+            await self._enqueue(conn, event, now)
+
+        await self._writes.run(record)
 
     async def get_payment(self, payment_id: str) -> PaymentView | None:
         async with self._engine.connect() as conn:
