@@ -126,14 +126,16 @@ class PaymentStore:
         """
         payment_id = command.payment_request_id
         parameters_hash = command.parameters_fingerprint(account_key)
-        existing = await self._existing(payment_id, parameters_hash)
-        if existing is not None:
-            return existing
         now = self._clock()
         attempt_key = attempt_key_for(payment_id, 1)
         row = _new_payment_row(command, parameters_hash, account_key, provider, now)
 
         async def record(conn: AsyncConnection) -> BeginResult:
+            # Looked up inside the write transaction: one round trip fewer than a read
+            # before it, and nothing can change between the look-up and the insert.
+            existing = await _existing_in(conn, payment_id, parameters_hash)
+            if existing is not None:
+                return existing
             await _lock_order(conn, command.order_id)
             statuses = (
                 await conn.execute(
@@ -268,28 +270,7 @@ class PaymentStore:
 
     async def _existing(self, payment_id: str, parameters_hash: str) -> Existing | None:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(payments).where(payments.c.id == payment_id))
-            ).one_or_none()
-            if row is None:
-                return None
-            open_attempt = (
-                await conn.execute(
-                    select(provider_attempts.c.attempt_key, provider_attempts.c.created_at)
-                    .where(provider_attempts.c.payment_id == payment_id)
-                    .where(provider_attempts.c.finished_at.is_(None))
-                    .order_by(provider_attempts.c.attempt_no.desc())
-                    .limit(1)
-                )
-            ).one_or_none()
-        return Existing(
-            payment=_payment_view(row._mapping),
-            same_parameters=row.parameters_hash == parameters_hash,
-            open_attempt_key=None if open_attempt is None else open_attempt.attempt_key,
-            open_attempt_started_at=None
-            if open_attempt is None
-            else _as_utc(open_attempt.created_at),
-        )
+            return await _existing_in(conn, payment_id, parameters_hash)
 
     async def in_doubt(self, started_before: datetime, limit: int) -> list[InDoubt]:
         """Payments whose open attempt started before ``started_before``, oldest first."""
@@ -426,3 +407,26 @@ def _error_columns(error: PaygateError | ErrorInfo | None) -> dict[str, Any]:
         "error_param": None if error is None else error.param,
         "decline_code": None if error is None else error.decline_code,
     }
+
+
+async def _existing_in(
+    conn: AsyncConnection, payment_id: str, parameters_hash: str
+) -> Existing | None:
+    row = (await conn.execute(select(payments).where(payments.c.id == payment_id))).one_or_none()
+    if row is None:
+        return None
+    open_attempt = (
+        await conn.execute(
+            select(provider_attempts.c.attempt_key, provider_attempts.c.created_at)
+            .where(provider_attempts.c.payment_id == payment_id)
+            .where(provider_attempts.c.finished_at.is_(None))
+            .order_by(provider_attempts.c.attempt_no.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+    return Existing(
+        payment=_payment_view(row._mapping),
+        same_parameters=row.parameters_hash == parameters_hash,
+        open_attempt_key=None if open_attempt is None else open_attempt.attempt_key,
+        open_attempt_started_at=None if open_attempt is None else _as_utc(open_attempt.created_at),
+    )
