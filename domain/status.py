@@ -46,10 +46,3 @@ class InvalidTransitionError(Exception):
         super().__init__(f"a {current.value} payment cannot become {target.value}")
         self.current = current
         self.target = target
-
-
-def check_transition(current: PaymentStatus, target: PaymentStatus) -> PaymentStatus:
-    """Return ``target`` if a payment in ``current`` may move there, else raise."""
-    if target not in ALLOWED_TRANSITIONS[current]:
-        raise InvalidTransitionError(current, target)
-    return target

@@ -7,10 +7,10 @@ operations that arrive while a transaction is being written wait for the next on
 then all commit together. Every caller still returns only after *its* operation is
 durably committed: the semantics of one transaction per operation, at the cost of a few.
 
-Each operation runs inside a savepoint, so one that fails (a unique violation, a refused
-transition) is rolled back alone and its caller gets the exception; the others commit.
-If the commit itself fails, every caller of that batch gets the error and none of their
-operations took effect.
+If an operation fails (a unique violation, a refused transition), the batch is rolled back
+and its operations are run again one transaction each, so the failure reaches only the
+caller whose operation caused it. If the commit itself fails, every caller of that batch
+gets the error and none of their operations took effect.
 """
 
 from __future__ import annotations
@@ -56,29 +56,55 @@ class GroupCommit:
                 await self._flush(batch)
 
     async def _flush(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> None:
-        outcomes: list[tuple[asyncio.Future[Any], Any, Exception | None]] = []
         try:
-            async with write_transaction(self._engine) as conn:
-                for operation, future in batch:
-                    try:
-                        async with conn.begin_nested():
-                            outcomes.append((future, await operation(conn), None))
-                    except Exception as exc:
-                        outcomes.append((future, None, exc))
+            results = await self._run_together(batch)
+        except _OperationFailed as failed:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=failed.error)
+                return
+            # Nothing of the batch was committed. Run each operation alone, so that the
+            # failure stays with the operation that caused it.
+            for item in batch:
+                await self._flush([item])
+            return
         except BaseException as exc:
             # The commit (or the transaction as a whole) failed: nothing of this batch
             # took effect, and every caller hears so.
             failure = exc if isinstance(exc, Exception) else RuntimeError("commit interrupted")
             for _, future in batch:
-                if not future.done():
-                    future.set_exception(failure)
+                _settle(future, error=failure)
             if not isinstance(exc, Exception):
                 raise
             return
-        for future, result, error in outcomes:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result=result)
+
+    async def _run_together(self, batch: list[tuple[Operation, asyncio.Future[Any]]]) -> list[Any]:
+        # No savepoint per operation: each would cost two more round trips, and failures
+        # are rare (a lost insert race, a refused transition); they are handled by re-running
+        # the batch one operation at a time.
+        results: list[Any] = []
+        async with write_transaction(self._engine) as conn:
+            for operation, _ in batch:
+                try:
+                    results.append(await operation(conn))
+                except Exception as exc:
+                    raise _OperationFailed(exc) from exc
+        return results
+
+
+class _OperationFailed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _settle(
+    future: asyncio.Future[Any], *, result: Any = None, error: Exception | None = None
+) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)

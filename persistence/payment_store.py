@@ -26,8 +26,7 @@ from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from domain.order_protection import refusal_for_new_payment
 from domain.payment import PaymentView
-from domain.status import PaymentStatus, check_transition
-from persistence.engine import write_transaction
+from domain.status import ALLOWED_TRANSITIONS, InvalidTransitionError, PaymentStatus
 from persistence.group_commit import GroupCommit
 from persistence.tables import outbox, payments, provider_attempts
 
@@ -36,6 +35,13 @@ ATTEMPT_SUCCEEDED = "succeeded"
 ATTEMPT_DECLINED = "declined"
 ATTEMPT_FAILED = "failed"
 ATTEMPT_UNKNOWN = "unknown"
+
+
+# For each status, the statuses a payment may move to it from.
+_MAY_BECOME = {
+    target: [source for source, targets in ALLOWED_TRANSITIONS.items() if target in targets]
+    for target in PaymentStatus
+}
 
 
 def _utc_now() -> datetime:
@@ -131,19 +137,22 @@ class PaymentStore:
         row = _new_payment_row(command, parameters_hash, account_key, provider, now)
 
         async def record(conn: AsyncConnection) -> BeginResult:
-            # Looked up inside the write transaction: one round trip fewer than a read
-            # before it, and nothing can change between the look-up and the insert.
-            existing = await _existing_in(conn, payment_id, parameters_hash)
-            if existing is not None:
-                return existing
             await _lock_order(conn, command.order_id)
-            statuses = (
+            # The payment id is derived from the order, so one query of the order's rows
+            # answers both "does this payment exist?" and "is the order paid?".
+            rows = (
                 await conn.execute(
-                    select(payments.c.status).where(payments.c.order_id == command.order_id)
+                    select(payments.c.id, payments.c.status).where(
+                        payments.c.order_id == command.order_id
+                    )
                 )
-            ).scalars()
+            ).all()
+            if any(row.id == payment_id for row in rows):
+                existing = await _existing_in(conn, payment_id, parameters_hash)
+                assert existing is not None
+                return existing
             refusal = refusal_for_new_payment(
-                (PaymentStatus(s) for s in statuses), new_attempt=command.new_attempt
+                (PaymentStatus(row.status) for row in rows), new_attempt=command.new_attempt
             )
             if refusal is not None:
                 await conn.execute(
@@ -198,13 +207,12 @@ class PaymentStore:
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> bool:
-            current = await self._status_for_update(conn, payment_id)
-            if current is status:
-                return False
-            check_transition(current, status)
-            await conn.execute(
+            # A conditional update: it moves the payment only from a status that may become
+            # ``status``, and takes the row lock on PostgreSQL as it does so.
+            moved = await conn.execute(
                 update(payments)
                 .where(payments.c.id == payment_id)
+                .where(payments.c.status.in_([s.value for s in _MAY_BECOME[status]]))
                 .values(
                     status=status.value,
                     provider_reference=provider_reference,
@@ -212,6 +220,11 @@ class PaymentStore:
                     **_error_columns(error),
                 )
             )
+            if moved.rowcount != 1:
+                current = await self._status_of(conn, payment_id)
+                if current is status:
+                    return False
+                raise InvalidTransitionError(current, status)
             await conn.execute(
                 update(provider_attempts)
                 .where(provider_attempts.c.attempt_key == attempt_key)
@@ -263,10 +276,14 @@ class PaymentStore:
     async def mark_published(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        async with write_transaction(self._engine) as conn:
-            await conn.execute(
-                update(outbox).where(outbox.c.id.in_(ids)).values(published_at=self._clock())
-            )
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=now))
+
+        # Through the same queue as the payment writes: on SQLite a second writer would
+        # wait in SQLite's sleeping busy handler instead of queueing here.
+        await self._writes.run(record)
 
     async def _existing(self, payment_id: str, parameters_hash: str) -> Existing | None:
         async with self._engine.connect() as conn:
@@ -300,13 +317,9 @@ class PaymentStore:
             for row in rows
         ]
 
-    async def _status_for_update(self, conn: AsyncConnection, payment_id: str) -> PaymentStatus:
-        # FOR UPDATE serialises concurrent finishers on PostgreSQL; SQLite ignores it and
-        # serialises writers by its database lock instead.
+    async def _status_of(self, conn: AsyncConnection, payment_id: str) -> PaymentStatus:
         status = (
-            await conn.execute(
-                select(payments.c.status).where(payments.c.id == payment_id).with_for_update()
-            )
+            await conn.execute(select(payments.c.status).where(payments.c.id == payment_id))
         ).scalar_one()
         return PaymentStatus(status)
 
