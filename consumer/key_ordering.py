@@ -14,10 +14,13 @@ from collections.abc import Awaitable, Callable, Hashable
 
 
 class KeyedWork:
-    def __init__(self, max_in_flight: int) -> None:
+    def __init__(
+        self, max_in_flight: int, on_slot_freed: Callable[[], None] = lambda: None
+    ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self._max_in_flight = max_in_flight
+        self._on_slot_freed = on_slot_freed
         self._tails: dict[Hashable, asyncio.Task[None]] = {}
         self._groups: defaultdict[Hashable, set[asyncio.Task[None]]] = defaultdict(set)
         self._in_flight = 0
@@ -66,6 +69,7 @@ class KeyedWork:
 
     def _forget(self, group: Hashable, key: Hashable, task: asyncio.Task[None]) -> None:
         self._in_flight -= 1
+        self._on_slot_freed()
         members = self._groups.get(group)
         if members is not None:
             members.discard(task)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -60,7 +61,8 @@ class CommandRunner:
         self._dead_letters = dead_letters
         self._metrics = metrics
         self._after_work = after_work
-        self._work = KeyedWork(max_in_flight)
+        self._slot_freed = asyncio.Event()
+        self._work = KeyedWork(max_in_flight, on_slot_freed=self._slot_freed.set)
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._commit_interval_s = commit_interval_s
         self._drain_timeout_s = drain_timeout_s
@@ -81,8 +83,16 @@ class CommandRunner:
         try:
             while not self._stopping.is_set():
                 self._apply_backpressure()
+                if self._work.free == 0:
+                    # Wake as soon as a slot frees, not at the next poll; polling still
+                    # happens at least every 100 ms (below, with nothing to wait for).
+                    self._slot_freed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._slot_freed.wait(), 0.1)
+                    self._apply_backpressure()
                 batches = await self._consumer.getmany(
-                    timeout_ms=100, max_records=max(self._work.free, 1)
+                    timeout_ms=100 if self._work.free else 0,
+                    max_records=max(self._work.free, 1),
                 )
                 for tp, records in batches.items():
                     for record in records:

@@ -97,3 +97,21 @@ async def test_drain_cancels_what_outlives_the_timeout_and_only_that_group():
 def test_limit_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         KeyedWork(0)
+
+
+async def test_a_finished_job_reports_its_freed_slot_after_counting_it_free():
+    seen: list[int] = []
+    work: KeyedWork
+
+    def on_freed() -> None:
+        seen.append(work.free)
+
+    work = KeyedWork(max_in_flight=1, on_slot_freed=on_freed)
+
+    async def job():
+        return None
+
+    work.submit("p0", "k", job)
+    assert work.free == 0
+    await work.drain(["p0"], timeout_s=5)
+    assert seen == [1]

@@ -1,0 +1,3 @@
+from paygate.bench.main import main
+
+raise SystemExit(main())

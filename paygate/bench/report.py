@@ -1,0 +1,85 @@
+"""Rates, ratios and targets, printed as lines a person and a test can both read.
+
+The lines ``rate X: <n> payments/s``, ``ratio b/a: <n>`` and ``ratio c/bound: <n>`` keep
+this exact shape: ``tests/integration/test_bench_smoke.py`` and readers' scripts parse them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# The targets of the issue the benchmark was written for.
+TARGET_B_OVER_A = 0.5
+TARGET_C_RATE = 2000.0
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    case: str
+    title: str
+    payments: int
+    elapsed_s: float
+    details: tuple[str, ...] = ()
+
+    @property
+    def rate(self) -> float:
+        return self.payments / self.elapsed_s
+
+
+@dataclass(frozen=True, slots=True)
+class ConcurrencyBound:
+    """The most case c can do: ``in_flight`` provider calls of ``delay_s`` at a time."""
+
+    in_flight: int
+    delay_s: float
+    reason: str
+
+    @property
+    def rate(self) -> float:
+        return self.in_flight / self.delay_s
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def case_lines(result: CaseResult) -> list[str]:
+    return [
+        f"case {result.case}: {result.title}",
+        f"  {result.payments} payments in {result.elapsed_s:.3f} s = {result.rate:.1f} payments/s",
+        *(f"  {detail}" for detail in result.details),
+    ]
+
+
+def summary_lines(results: Mapping[str, CaseResult], bound: ConcurrencyBound | None) -> list[str]:
+    a, b, c = results.get("a"), results.get("b"), results.get("c")
+    lines = ["", "summary"]
+    lines += [f"rate {r.case}: {r.rate:.1f} payments/s" for r in (a, b, c) if r is not None]
+    if a is not None and b is not None:
+        ratio = b.rate / a.rate
+        lines.append(f"ratio b/a: {ratio:.4f}")
+    else:
+        ratio = None
+        lines.append("ratio b/a: n/a (needs cases a and b)")
+    if c is not None and bound is not None:
+        lines.append(
+            f"concurrency bound of c: {bound.in_flight} in flight / {bound.delay_s:g} s = "
+            f"{bound.rate:.1f} payments/s ({bound.reason})"
+        )
+        lines.append(f"ratio c/bound: {c.rate / bound.rate:.4f}")
+    lines += ["", "targets (from the issue; reported, never asserted)"]
+    if ratio is not None:
+        lines.append(
+            f"  b/a >= {TARGET_B_OVER_A:g}: {_met(ratio >= TARGET_B_OVER_A)} (measured {ratio:.4f})"
+        )
+    else:
+        lines.append(f"  b/a >= {TARGET_B_OVER_A:g}: not measured")
+    if c is not None:
+        lines.append(
+            f"  c >= {TARGET_C_RATE:g} payments/s: {_met(c.rate >= TARGET_C_RATE)} "
+            f"(measured {c.rate:.1f} payments/s)"
+        )
+    else:
+        lines.append(f"  c >= {TARGET_C_RATE:g} payments/s: not measured")
+    return lines

@@ -1,0 +1,61 @@
+"""``python -m paygate.bench`` runs end to end with tiny numbers and reports its figures.
+
+Only that it completes and prints positive rates and ratios is checked: the figures of
+so small a run mean nothing, and timing is never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 300
+
+RATE = re.compile(r"^rate ([abc]): ([0-9.]+) payments/s$", re.MULTILINE)
+RATIO = re.compile(r"^ratio (b/a|c/bound): ([0-9.]+)$", re.MULTILINE)
+
+
+def test_the_bench_measures_all_three_cases_and_prints_rates_and_ratios(kafka_bootstrap):
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "paygate.bench",
+            "--payments",
+            "200",
+            "--slow-payments",
+            "50",
+            "--stall-timeout",
+            "60",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    output = proc.stdout
+    assert proc.returncode == 0, f"bench failed:\n{output}\n{proc.stderr}"
+
+    rates = dict(RATE.findall(output))
+    assert set(rates) == {"a", "b", "c"}, output
+    assert all(float(rate) > 0 for rate in rates.values()), rates
+
+    ratios = dict(RATIO.findall(output))
+    assert set(ratios) == {"b/a", "c/bound"}, output
+    assert all(float(ratio) > 0 for ratio in ratios.values()), ratios
+
+    assert "command: python -m paygate.bench --payments 200 --slow-payments 50" in output
+    assert re.search(r"^machine: \d+ cores", output, re.MULTILINE), output
+    assert re.search(r"b/a >= 0\.5: (met|NOT met)", output), output
+    assert re.search(r"c >= 2000 payments/s: (met|NOT met)", output), output
