@@ -24,6 +24,7 @@ class GatedProvider:
         self.outcomes: dict[str, ChargeOutcome] = {}
         self.running = 0
         self.max_running = 0
+        self.timeline: list[tuple[str, str]] = []  # ("start" | "end", payment id)
 
     @property
     def name(self) -> str:
@@ -38,10 +39,12 @@ class GatedProvider:
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         self.running += 1
         self.max_running = max(self.max_running, self.running)
+        self.timeline.append(("start", request.payment_request_id))
         try:
             return await self._charge(request)
         finally:
             self.running -= 1
+            self.timeline.append(("end", request.payment_request_id))
 
     async def _charge(self, request: ChargeRequest) -> ChargeOutcome:
         self.started.append(request.payment_request_id)
