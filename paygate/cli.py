@@ -91,10 +91,11 @@ _COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]
 
 
 KAFKA_COMMAND = "kafka"
+CHAOS_COMMAND = "chaos"
 
 
 def subcommands() -> list[str]:
-    return [*_COMMANDS, KAFKA_COMMAND]
+    return [*_COMMANDS, KAFKA_COMMAND, CHAOS_COMMAND]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,11 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, _) in _COMMANDS.items():
         sub.add_parser(name, help=help_text)
     sub.add_parser(KAFKA_COMMAND, help="run a local single-node Kafka broker in the foreground")
+    sub.add_parser(
+        CHAOS_COMMAND, help="chaos run: SIGKILL consumers, restart Kafka, check the effects"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == [CHAOS_COMMAND]:
+        # The chaos run has options of its own; paygate.chaos parses them.
+        from paygate.chaos import main as chaos_main
+
+        return chaos_main(arguments[1:])
+    args = build_parser().parse_args(arguments)
     if args.command == KAFKA_COMMAND:
         from paygate.kafka.__main__ import main as kafka_main
 

@@ -1,0 +1,131 @@
+"""The chaos run's command line, parsed into one frozen :class:`ChaosOptions`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+PROG = "paygate chaos"
+KILL_SCHEDULES = ("busy", "fixed")
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosOptions:
+    payments: int = 5000
+    kills: int = 10
+    seed: int = 1
+    duplicate_rate: float = 0.05
+    feed_s: float = 30.0
+    consumers: int = 2
+    drain_timeout_s: float = 180.0
+    failure_rate: float = 0.02
+    timeout_rate: float = 0.02
+    hang_s: float = 3.0
+    database_url: str | None = None
+    work_dir: Path | None = None
+    own_broker: bool = False
+    keep_work_dir: bool = False
+    kill_schedule: str = "busy"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = ChaosOptions()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Feed payments while SIGKILLing consumers and restarting the broker, then "
+        "check that every payment took effect exactly once.",
+    )
+    add = parser.add_argument
+    add("--payments", type=int, default=defaults.payments, help="payments to feed (unique ids)")
+    add("--kills", type=int, default=defaults.kills, help="minimum consumer SIGKILLs")
+    add("--seed", type=int, default=defaults.seed, help="seeds the feed, faults and acquirer")
+    add(
+        "--duplicate-rate",
+        type=float,
+        default=defaults.duplicate_rate,
+        help="share of payments re-sent later with the same idempotency key",
+    )
+    add(
+        "--kill-schedule",
+        choices=KILL_SCHEDULES,
+        default=defaults.kill_schedule,
+        help="busy: each kill 1-3 s after the consumers resumed work since the last one; "
+        "fixed: a kill every 1-3 s, whatever the consumers are doing",
+    )
+    add("--feed-s", type=float, default=defaults.feed_s, help="seconds the feed is spread over")
+    add("--consumers", type=int, default=defaults.consumers, help="consumer processes at once")
+    add(
+        "--drain-timeout-s",
+        type=float,
+        default=defaults.drain_timeout_s,
+        help="bound on waiting for every payment to reach a final state",
+    )
+    add("--failure-rate", type=float, default=defaults.failure_rate, help="acquirer 503 share")
+    add("--timeout-rate", type=float, default=defaults.timeout_rate, help="acquirer hang share")
+    add("--hang-s", type=float, default=defaults.hang_s, help="how long an injected hang lasts")
+    add("--database-url", help="SQLAlchemy URL of the store (default: a fresh SQLite file)")
+    add("--work-dir", type=Path, help="where logs, ledger and store go (default: a temp dir)")
+    add(
+        "--own-broker",
+        action="store_true",
+        help="start a local broker even when KAFKA_BOOTSTRAP_SERVERS is set",
+    )
+    add(
+        "--keep-work-dir",
+        action="store_true",
+        help="keep the temp work dir even when the run passes (it is always kept on failure)",
+    )
+    return parser
+
+
+def parse_options(argv: Sequence[str]) -> ChaosOptions:
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    options = ChaosOptions(
+        payments=args.payments,
+        kills=args.kills,
+        seed=args.seed,
+        duplicate_rate=args.duplicate_rate,
+        feed_s=args.feed_s,
+        consumers=args.consumers,
+        drain_timeout_s=args.drain_timeout_s,
+        failure_rate=args.failure_rate,
+        timeout_rate=args.timeout_rate,
+        hang_s=args.hang_s,
+        database_url=args.database_url,
+        work_dir=args.work_dir,
+        own_broker=args.own_broker,
+        keep_work_dir=args.keep_work_dir,
+        kill_schedule=args.kill_schedule,
+    )
+    problem = _problem(options)
+    if problem is not None:
+        parser.error(problem)  # exits with code 2, like any argparse error
+    return options
+
+
+def _problem(options: ChaosOptions) -> str | None:
+    if options.payments < 1:
+        return "--payments must be at least 1"
+    if options.kills < 0:
+        return "--kills must not be negative"
+    if options.consumers < 1:
+        return "--consumers must be at least 1"
+    for name, value in (
+        ("--duplicate-rate", options.duplicate_rate),
+        ("--failure-rate", options.failure_rate),
+        ("--timeout-rate", options.timeout_rate),
+    ):
+        if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            return f"{name} must be between 0 and 1"
+    for name, value in (
+        ("--feed-s", options.feed_s),
+        ("--drain-timeout-s", options.drain_timeout_s),
+        ("--hang-s", options.hang_s),
+    ):
+        if not (math.isfinite(value) and value >= 0.0):
+            return f"{name} must be a number >= 0"
+    return None
