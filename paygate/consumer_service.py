@@ -17,6 +17,7 @@ from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
 from paygate.metrics import Metrics
 from paygate.settings import Settings
+from paygate.startup import start_with_retry
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
 from producer.kafka_producer import KafkaProducer
@@ -90,8 +91,8 @@ class ConsumerService:
         reconciler_task: asyncio.Task[None] | None = None
         try:
             await self.provider.start()
-            await producer.start()
-            await consumer.start()
+            await start_with_retry(producer.start, "Kafka (producer)")
+            await start_with_retry(consumer.start, "Kafka (consumer)")
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
             reconciler_task = asyncio.create_task(
                 reconciler.run(stop, settings.reconcile_interval_s), name="reconciler"

@@ -201,7 +201,8 @@ class PaymentStore:
 
         Returns False, changing nothing, when the payment already has ``status``: two
         resolvers of one in-doubt attempt (a redelivery and the reconciler, say) learn the
-        same answer from the provider, and only the first records it. Any other move out of
+        same answer from the provider, and only the first records it. Likewise for
+        ``pending`` (outcome unknown) arriving once the payment is final. Any other move out of
         a final status raises :class:`domain.status.InvalidTransitionError`.
         """
         now = self._clock()
@@ -222,7 +223,9 @@ class PaymentStore:
             )
             if moved.rowcount != 1:
                 current = await self._status_of(conn, payment_id)
-                if current is status:
+                # Already there, or "outcome unknown" arriving after the outcome became
+                # known (a timed-out call whose answer the reconciler already recorded).
+                if current is status or (status is PaymentStatus.PENDING and current.is_final):
                     return False
                 raise InvalidTransitionError(current, status)
             await conn.execute(

@@ -26,7 +26,12 @@ class KafkaProducer:
             linger_ms=5,
             request_timeout_ms=30_000,
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            # A failed start leaves the client's connections half-open otherwise.
+            await producer.stop()
+            raise
         self._producer = producer
 
     async def stop(self) -> None:

@@ -7,15 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from consumer.outcome_recorder import OutcomeRecorder
 from consumer.payment_handler import Outcome, PaymentCommandHandler
 from consumer.reconciler import Reconciler
-from consumer.results import ResultEvents
+from consumer.results import PaymentFacts, ResultEvents
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
 from persistence.tables import outbox
-from providers.errors import ProviderUnavailableError
+from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
@@ -186,3 +187,22 @@ async def test_redelivery_and_reconciler_resolving_together_record_once(
     assert report.checked == 0
     statuses = await _statuses_published(engine, command.payment_request_id)
     assert statuses.count(PaymentStatus.SUCCEEDED) == 1
+
+
+async def test_a_late_timeout_does_not_undo_an_outcome_the_reconciler_recorded(
+    store, handler, engine, provider, clock
+):
+    command = create_payment(payer_number=TIMEOUT_CARD)
+    await handler.handle(command)  # pending, attempt open
+    clock.now += timedelta(seconds=31)
+    assert (await reconciler_for(store, provider, clock).run_once()).resolved == 1
+    # The slow call's "no answer in time" is recorded after the reconciler's answer.
+    payment = await store.get_payment(command.payment_request_id)
+    recorder = OutcomeRecorder(store, EVENTS, "sandbox", clock)
+    late = await recorder.provider_error(
+        PaymentFacts.of_stored(payment),
+        f"{command.payment_request_id}-a1",
+        ProviderTimeoutError("sandbox", "no answer"),
+    )
+    assert late is Outcome.REPLAYED
+    assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.SUCCEEDED
