@@ -11,6 +11,7 @@ an in-doubt one is resolved by asking the provider, never by charging blindly.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -63,8 +64,8 @@ class PaymentCommandHandler:
             command,
             provider=self._provider.name,
             account_key=self._account_key,
-            refusal_event=lambda error, created_at: self._events.event(
-                PaymentFacts.of_command(command, created_at),
+            refusal_event=lambda refused, error, created_at: self._events.event(
+                PaymentFacts.of_command(refused, created_at),
                 status=PaymentStatus.FAILED,
                 provider=None,
                 provider_reference=None,
@@ -73,9 +74,12 @@ class PaymentCommandHandler:
             ),
         )
         if isinstance(begun, Started):
+            # A key used again after it expired makes a payment of a later generation.
+            command = dataclasses.replace(command, generation=begun.generation)
             facts = PaymentFacts.of_command(command, begun.created_at)
             outcome = await self._charge(command, facts, begun.attempt_key)
         elif isinstance(begun, Refused):
+            command = dataclasses.replace(command, generation=begun.generation)
             outcome = Outcome.REFUSED
         else:
             outcome = await self._handle_existing(command, begun)
@@ -94,7 +98,7 @@ class PaymentCommandHandler:
     async def _handle_existing(self, command: CreatePayment, existing: Existing) -> Outcome:
         payment = existing.payment
         if not existing.same_parameters:
-            await self._refuse_conflict(command)
+            await self._refuse_conflict(command, payment.payment_request_id)
             return Outcome.CONFLICT
         facts = PaymentFacts.of_stored(payment)
         if existing.open_attempt_key is not None:
@@ -105,13 +109,16 @@ class PaymentCommandHandler:
         await self._store.enqueue(self._events.for_stored(payment))
         return Outcome.REPLAYED
 
-    async def _refuse_conflict(self, command: CreatePayment) -> None:
+    async def _refuse_conflict(self, command: CreatePayment, payment_id: str) -> None:
         # The stored payment is untouched; the event tells the sender its command was
-        # refused, under an id of its own.
+        # refused, under an event id of its own.
         now = self._clock()
+        facts = dataclasses.replace(
+            PaymentFacts.of_command(command, now), payment_request_id=payment_id
+        )
         await self._store.enqueue(
             self._events.event(
-                PaymentFacts.of_command(command, now),
+                facts,
                 status=PaymentStatus.FAILED,
                 provider=None,
                 provider_reference=None,
@@ -121,7 +128,7 @@ class PaymentCommandHandler:
                 ),
                 occurred_at=now,
                 event_id=conflict_event_id(
-                    command.payment_request_id, command.parameters_fingerprint(self._account_key)
+                    payment_id, command.parameters_fingerprint(self._account_key)
                 ),
             )
         )

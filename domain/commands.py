@@ -38,13 +38,17 @@ class PaymentMethod(StrEnum):
     WALLET = "wallet"
 
 
-def payment_request_id_for(order_id: str, idempotency_key: str) -> str:
+def payment_request_id_for(order_id: str, idempotency_key: str, generation: int = 0) -> str:
     """The one payment id a (scope, idempotency key) pair maps to, on every intake.
 
     Deterministic, so a redelivered or re-sent command lands on the same row. The scope is
-    the order for now; per-client scoping replaces it once API clients exist.
+    the order for now; per-client scoping replaces it once API clients exist. Keys expire
+    (see domain.idempotency): a key used again after its payment's key expired starts a
+    new generation, and so a new payment.
     """
     name = f"{order_id}\x1f{idempotency_key}"
+    if generation:
+        name += f"\x1f{generation}"
     return "pay_" + uuid.uuid5(_PAYMENT_ID_NAMESPACE, name).hex
 
 
@@ -111,6 +115,9 @@ class CreatePayment:
     metadata: Mapping[str, str] = field(default_factory=dict)
     # Says the client knows an earlier payment of this order failed and wants to try again.
     new_attempt: bool = False
+    # How many earlier payments used this key and saw it expire; set by the store, which
+    # alone knows (see domain.idempotency). Not a client parameter.
+    generation: int = 0
 
     @classmethod
     def create(
@@ -152,7 +159,7 @@ class CreatePayment:
 
     @property
     def payment_request_id(self) -> str:
-        return payment_request_id_for(self.order_id, self.idempotency_key)
+        return payment_request_id_for(self.order_id, self.idempotency_key, self.generation)
 
     def parameters_fingerprint(self, account_key: bytes) -> str:
         """A hash of what the client asked for, to tell a replay from a conflicting reuse.

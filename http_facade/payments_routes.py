@@ -7,6 +7,7 @@ or awaited within the request with ``Prefer: wait=N``.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Final
 
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from domain.commands import check_idempotency_key, is_payment_request_id
 from domain.errors import ErrorCode, PaygateError
+from domain.idempotency import resolve_key
 from domain.order_protection import refusal_for_new_payment
 from http_facade.prefer import requested_wait
 from http_facade.requests import parse_create_payment_body
@@ -64,26 +66,37 @@ async def create_payment(request: web.Request) -> web.Response:
     wait_s = requested_wait(request.headers.getall(PREFER_HEADER, []), request.app[MAX_WAIT_S])
     body = parse_create_payment_body(await request.read())
     command = body.to_command(idempotency_key=idempotency_key, requested_at=request.app[CLOCK]())
-    payment_request_id = command.payment_request_id
-    request[PAYMENT_REQUEST_ID] = payment_request_id
     request[ORDER_ID] = command.order_id
     queries = request.app[QUERIES]
 
-    headers: dict[str, str] = {"Location": f"{PAYMENTS_PATH}/{payment_request_id}"}
-    stored = await queries.get_payment(payment_request_id)
-    if stored is not None:
-        if stored.parameters_hash != command.parameters_fingerprint(request.app[ACCOUNT_KEY]):
+    order = await queries.order_payments(command.order_id)
+    key = resolve_key(order, idempotency_key)
+    headers: dict[str, str] = {}
+    if key.live_payment_id is not None:
+        payment_request_id = key.live_payment_id
+        request[PAYMENT_REQUEST_ID] = payment_request_id
+        headers["Location"] = f"{PAYMENTS_PATH}/{payment_request_id}"
+        stored = await queries.get_payment(payment_request_id)
+        if stored is not None and stored.parameters_hash != command.parameters_fingerprint(
+            request.app[ACCOUNT_KEY]
+        ):
             raise PaygateError(
                 ErrorCode.IDEMPOTENCY_CONFLICT,
                 "this Idempotency-Key was already used for this order with other parameters",
                 param=IDEMPOTENCY_KEY_HEADER,
             )
         headers[REPLAYED_HEADER] = "true"
-        if stored.status.is_final:
+        if stored is not None and stored.status.is_final:
             return web.json_response(payment_body(stored), status=200, headers=headers)
     else:
+        # A key never used for this order, or used and expired: a new payment, whose id the
+        # consumer derives the same way from the same order.
+        command = dataclasses.replace(command, generation=key.next_generation)
+        payment_request_id = command.payment_request_id
+        request[PAYMENT_REQUEST_ID] = payment_request_id
+        headers["Location"] = f"{PAYMENTS_PATH}/{payment_request_id}"
         refusal = refusal_for_new_payment(
-            await queries.order_statuses(command.order_id), new_attempt=command.new_attempt
+            (p.status for p in order), new_attempt=command.new_attempt
         )
         if refusal is not None:
             raise refusal

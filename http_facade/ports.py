@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from domain.commands import CreatePayment
+from domain.idempotency import OrderPayment
 from domain.payment import PaymentView
-from domain.status import PaymentStatus
 
 
 class CommandPublisher(Protocol):
@@ -22,8 +22,8 @@ class CommandPublisher(Protocol):
 class PaymentQueries(Protocol):
     async def get_payment(self, payment_request_id: str) -> PaymentView | None: ...
 
-    async def order_statuses(self, order_id: str) -> list[PaymentStatus]:
-        """The statuses of the order's payments, for order protection before publishing."""
+    async def order_payments(self, order_id: str) -> list[OrderPayment]:
+        """The order's payments, for key resolution and order protection before publishing."""
         ...
 
 

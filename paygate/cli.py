@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -72,6 +73,23 @@ async def _reconcile(settings: Settings) -> None:
     await print_reconcile(settings)
 
 
+async def _expire_keys(settings: Settings) -> None:
+    from datetime import timedelta
+
+    from consumer.key_expiry import KeyExpiry
+    from persistence.engine import create_engine, create_schema
+    from persistence.payment_store import PaymentStore
+
+    engine = create_engine(settings.database_url)
+    try:
+        await create_schema(engine)
+        retention = timedelta(days=settings.idempotency_key_retention_days)
+        expired = await KeyExpiry(PaymentStore(engine), retention).run_once()
+        print(json.dumps({"expired": expired}))
+    finally:
+        await engine.dispose()
+
+
 async def _dev(settings: Settings) -> None:
     from paygate.dev import run_dev
 
@@ -87,6 +105,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]
     "acquirer": ("run the sandbox acquirer as an HTTP service", _acquirer),
     "topics": ("create the Kafka topics if missing", _topics),
     "reconcile": ("resolve in-doubt payments by asking the provider, once", _reconcile),
+    "expire-keys": ("expire idempotency keys older than the retention, once", _expire_keys),
 }
 
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from aiokafka import AIOKafkaConsumer
 
 from consumer.dead_letters import DeadLetterRouter
+from consumer.key_expiry import KeyExpiry
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.reconciler import Reconciler
 from consumer.results import ResultEvents
@@ -89,6 +90,8 @@ class ConsumerService:
         )
         relay_task: asyncio.Task[None] | None = None
         reconciler_task: asyncio.Task[None] | None = None
+        expiry_task: asyncio.Task[None] | None = None
+        key_expiry = KeyExpiry(store, timedelta(days=settings.idempotency_key_retention_days))
         try:
             await self.provider.start()
             await start_with_retry(producer.start, "Kafka (producer)")
@@ -96,6 +99,9 @@ class ConsumerService:
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
             reconciler_task = asyncio.create_task(
                 reconciler.run(stop, settings.reconcile_interval_s), name="reconciler"
+            )
+            expiry_task = asyncio.create_task(
+                key_expiry.run(stop, settings.key_expiry_interval_s), name="key-expiry"
             )
             runner_task = asyncio.create_task(runner.run(), name="command-runner")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -105,10 +111,11 @@ class ConsumerService:
             await runner_task  # finishes its batch and commits; re-raises a crash
             stop_task.cancel()
         finally:
-            if reconciler_task is not None:
-                reconciler_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reconciler_task
+            for task in (reconciler_task, expiry_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if relay_task is not None:
                 relay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

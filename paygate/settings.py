@@ -87,6 +87,16 @@ class Settings(BaseSettings):
         description="An attempt the provider never received is failed after this long.",
     )
 
+    idempotency_key_retention_days: float = Field(
+        7.0,
+        ge=7.0,
+        description="How long an idempotency key stands for its payment (at least 7 days); "
+        "after that the key may be used for a new payment.",
+    )
+    key_expiry_interval_s: float = Field(
+        3600.0, gt=0, description="Seconds between runs of the idempotency key expiry job."
+    )
+
     http_host: str = Field("127.0.0.1", description="Address the HTTPS facade binds.")
     http_port: int = Field(8443, ge=0, le=65535, description="Port of the HTTPS facade.")
     tls_cert_file: Path | None = Field(

@@ -10,6 +10,7 @@ Every method is one database transaction. The two that matter for exactly-once e
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from domain.accounts import AccountRef, AccountType
 from domain.commands import CreatePayment, PaymentMethod
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
+from domain.idempotency import OrderPayment, resolve_key
 from domain.money import Money
 from domain.order_protection import refusal_for_new_payment
 from domain.payment import PaymentView
@@ -70,6 +72,7 @@ class Started:
 
     attempt_key: str
     created_at: datetime
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,7 @@ class Refused:
 
     error: PaygateError
     created_at: datetime
+    generation: int = 0
 
 
 BeginResult = Started | Existing | Refused
@@ -121,7 +125,7 @@ class PaymentStore:
         *,
         provider: str,
         account_key: bytes,
-        refusal_event: Callable[[PaygateError, datetime], OutboxMessage],
+        refusal_event: Callable[[CreatePayment, PaygateError, datetime], OutboxMessage],
     ) -> BeginResult:
         """Record a new payment and its first attempt, refuse it, or report what exists.
 
@@ -130,29 +134,25 @@ class PaymentStore:
         one order cannot both see "not paid yet". A refused payment is stored as failed,
         with its result event from ``refusal_event``, so the client can query why.
         """
-        payment_id = command.payment_request_id
         parameters_hash = command.parameters_fingerprint(account_key)
         now = self._clock()
-        attempt_key = attempt_key_for(payment_id, 1)
-        row = _new_payment_row(command, parameters_hash, account_key, provider, now)
 
         async def record(conn: AsyncConnection) -> BeginResult:
             await _lock_order(conn, command.order_id)
-            # The payment id is derived from the order, so one query of the order's rows
-            # answers both "does this payment exist?" and "is the order paid?".
-            rows = (
-                await conn.execute(
-                    select(payments.c.id, payments.c.status).where(
-                        payments.c.order_id == command.order_id
-                    )
-                )
-            ).all()
-            if any(row.id == payment_id for row in rows):
-                existing = await _existing_in(conn, payment_id, parameters_hash)
+            # One query of the order's payments answers both "does this key stand for a
+            # payment?" and "is the order paid?".
+            order = await _order_payments(conn, command.order_id)
+            key = resolve_key(order, command.idempotency_key)
+            if key.live_payment_id is not None:
+                existing = await _existing_in(conn, key.live_payment_id, parameters_hash)
                 assert existing is not None
                 return existing
+            resolved = dataclasses.replace(command, generation=key.next_generation)
+            payment_id = resolved.payment_request_id
+            attempt_key = attempt_key_for(payment_id, 1)
+            row = _new_payment_row(resolved, parameters_hash, account_key, provider, now)
             refusal = refusal_for_new_payment(
-                (PaymentStatus(row.status) for row in rows), new_attempt=command.new_attempt
+                (p.status for p in order), new_attempt=command.new_attempt
             )
             if refusal is not None:
                 await conn.execute(
@@ -160,8 +160,8 @@ class PaymentStore:
                         **row, status=PaymentStatus.FAILED.value, **_error_columns(refusal)
                     )
                 )
-                await self._enqueue(conn, refusal_event(refusal, now), now)
-                return Refused(refusal, now)
+                await self._enqueue(conn, refusal_event(resolved, refusal, now), now)
+                return Refused(refusal, now, key.next_generation)
             await conn.execute(
                 insert(payments).values(**row, status=PaymentStatus.PROCESSING.value)
             )
@@ -175,13 +175,14 @@ class PaymentStore:
                     created_at=now,
                 )
             )
-            return Started(attempt_key, now)
+            return Started(attempt_key, now, key.next_generation)
 
         try:
             return await self._writes.run(record)
         except IntegrityError:
-            # Another worker inserted the same id between our read and our insert.
-            raced = await self._existing(payment_id, parameters_hash)
+            # Another process inserted the same id between our read and our insert (the
+            # advisory lock makes this rare on PostgreSQL; SQLite cannot get here).
+            raced = await self._existing(command.payment_request_id, parameters_hash)
             if raced is None:
                 raise
             return raced
@@ -259,12 +260,23 @@ class PaymentStore:
             ).one_or_none()
         return None if row is None else _payment_view(row._mapping)
 
-    async def order_statuses(self, order_id: str) -> list[PaymentStatus]:
+    async def order_payments(self, order_id: str) -> list[OrderPayment]:
         async with self._engine.connect() as conn:
-            statuses = await conn.execute(
-                select(payments.c.status).where(payments.c.order_id == order_id)
+            return await _order_payments(conn, order_id)
+
+    async def expire_idempotency_keys(self, created_before: datetime) -> int:
+        """Mark the keys of payments created before ``created_before`` expired."""
+
+        async def record(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                update(payments)
+                .where(payments.c.key_expired.is_(False))
+                .where(payments.c.created_at < created_before)
+                .values(key_expired=True)
             )
-            return [PaymentStatus(status) for status in statuses.scalars()]
+            return int(result.rowcount)
+
+        return await self._writes.run(record)
 
     async def unpublished(self, limit: int) -> list[PendingOutboxRow]:
         async with self._engine.connect() as conn:
@@ -399,6 +411,8 @@ def _new_payment_row(
         "order_id": command.order_id,
         "user_id": command.user_id,
         "idempotency_key": command.idempotency_key,
+        "key_generation": command.generation,
+        "key_expired": False,
         "parameters_hash": parameters_hash,
         "amount_minor": command.amount.minor_units,
         "currency": command.amount.currency,
@@ -446,3 +460,15 @@ async def _existing_in(
         open_attempt_key=None if open_attempt is None else open_attempt.attempt_key,
         open_attempt_started_at=None if open_attempt is None else _as_utc(open_attempt.created_at),
     )
+
+
+async def _order_payments(conn: AsyncConnection, order_id: str) -> list[OrderPayment]:
+    rows = await conn.execute(
+        select(
+            payments.c.id, payments.c.idempotency_key, payments.c.status, payments.c.key_expired
+        ).where(payments.c.order_id == order_id)
+    )
+    return [
+        OrderPayment(row.id, row.idempotency_key, PaymentStatus(row.status), row.key_expired)
+        for row in rows
+    ]

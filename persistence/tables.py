@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -26,6 +27,9 @@ payments = Table(
     Column("order_id", String(64), nullable=False, index=True),
     Column("user_id", String(64), nullable=False),
     Column("idempotency_key", String(255), nullable=False),
+    # The key's generation (see domain.idempotency) and whether the key has expired.
+    Column("key_generation", Integer, nullable=False, default=0),
+    Column("key_expired", Boolean, nullable=False, default=False),
     # Hash of the request's parameters: same key + other parameters is a conflict.
     Column("parameters_hash", String(64), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
@@ -47,6 +51,7 @@ payments = Table(
     Column("decline_code", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_payments_live_keys", "key_expired", "created_at"),
 )
 
 # Written (and committed) before each provider call, so a crash during the call leaves an

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from domain.accounts import AccountRef
 from domain.commands import CreatePayment, payment_request_id_for
+from domain.idempotency import OrderPayment
 from domain.money import Money
 from domain.payment import PaymentView
 from domain.status import PaymentStatus
@@ -77,8 +78,12 @@ class RecordingStore:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
 
-    async def order_statuses(self, order_id: str) -> list[PaymentStatus]:
-        return [p.status for p in self.payments.values() if p.order_id == order_id]
+    async def order_payments(self, order_id: str) -> list[OrderPayment]:
+        return [
+            OrderPayment(p.payment_request_id, p.idempotency_key, p.status, key_expired=False)
+            for p in self.payments.values()
+            if p.order_id == order_id
+        ]
 
 
 class NeverFinal:

@@ -1,16 +1,19 @@
-"""In-doubt payments are resolved by asking the provider, on SQLite and PostgreSQL."""
+"""In-doubt payments and idempotency key expiry, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
 
+from consumer.key_expiry import KeyExpiry
 from consumer.outcome_recorder import OutcomeRecorder
 from consumer.payment_handler import Outcome, PaymentCommandHandler
 from consumer.reconciler import Reconciler
 from consumer.results import PaymentFacts, ResultEvents
+from domain.commands import payment_request_id_for
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
@@ -206,3 +209,38 @@ async def test_a_late_timeout_does_not_undo_an_outcome_the_reconciler_recorded(
     )
     assert late is Outcome.REPLAYED
     assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.SUCCEEDED
+
+
+async def test_a_key_replays_within_retention_and_makes_a_new_payment_after_expiry(
+    store, handler, provider, clock
+):
+    declined = create_payment(payer_number="4000000000000002")
+    assert await handler.handle(declined) is Outcome.FAILED
+    expiry = KeyExpiry(store, timedelta(days=7), clock)
+
+    clock.now += timedelta(days=6)
+    assert await expiry.run_once() == 0
+    again = dataclasses.replace(declined, new_attempt=True, payer=declined.payee)
+    # Within retention the key still stands for the first payment: other parameters are a
+    # conflict, the same ones a replay.
+    assert await handler.handle(again) is Outcome.CONFLICT
+    assert await handler.handle(declined) is Outcome.REPLAYED
+
+    clock.now += timedelta(days=2)
+    assert await expiry.run_once() == 1
+    retry = dataclasses.replace(
+        create_payment(order_id=declined.order_id, idempotency_key=declined.idempotency_key),
+        new_attempt=True,
+    )
+    assert await handler.handle(retry) is Outcome.SUCCEEDED
+    first = await store.get_payment(declined.payment_request_id)
+    assert first.status is PaymentStatus.FAILED  # untouched
+    second_id = payment_request_id_for(declined.order_id, declined.idempotency_key, 1)
+    second = await store.get_payment(second_id)
+    assert second.status is PaymentStatus.SUCCEEDED
+    assert len(await provider.acquirer.charges()) == 2
+
+
+async def test_keys_are_kept_at_least_seven_days(store):
+    with pytest.raises(ValueError, match="at least 7 days"):
+        KeyExpiry(store, timedelta(days=6))

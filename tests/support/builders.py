@@ -60,6 +60,6 @@ def create_payment_record(**overrides: Any) -> dict[str, Any]:
     return record
 
 
-def unexpected_refusal(error: object, _created_at: object) -> Any:
+def unexpected_refusal(_command: object, error: object, _created_at: object) -> Any:
     """A ``refusal_event`` for store tests that never expect order protection to refuse."""
     raise AssertionError(f"order protection refused unexpectedly: {error!r}")

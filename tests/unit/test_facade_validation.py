@@ -21,6 +21,7 @@ from domain.accounts import AccountRef, AccountType
 from domain.commands import CreatePayment, PaymentMethod, payment_request_id_for
 from domain.error_info import ErrorInfo
 from domain.errors import CATALOGUE, ErrorCode
+from domain.idempotency import OrderPayment
 from domain.money import Money
 from domain.payment import PaymentView
 from domain.status import PaymentStatus
@@ -49,7 +50,9 @@ class FakePublisher:
         self.published.append(command)
         if self.completes is not None:
             self.completes.payments[command.payment_request_id] = stored_view(
-                command.payment_request_id, order_id=command.order_id
+                command.payment_request_id,
+                order_id=command.order_id,
+                idempotency_key=command.idempotency_key,
             )
 
 
@@ -61,14 +64,24 @@ class FailingPublisher(FakePublisher):
 class FakeQueries:
     def __init__(self) -> None:
         self.payments: dict[str, PaymentView] = {}
+        self.expired_keys: set[str] = set()  # payment ids whose idempotency key expired
         self.asked: list[str] = []
 
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         self.asked.append(payment_request_id)
         return self.payments.get(payment_request_id)
 
-    async def order_statuses(self, order_id: str) -> list[PaymentStatus]:
-        return [p.status for p in self.payments.values() if p.order_id == order_id]
+    async def order_payments(self, order_id: str) -> list[OrderPayment]:
+        return [
+            OrderPayment(
+                p.payment_request_id,
+                p.idempotency_key,
+                p.status,
+                key_expired=p.payment_request_id in self.expired_keys,
+            )
+            for p in self.payments.values()
+            if p.order_id == order_id
+        ]
 
 
 class FakeWaiter:
@@ -802,3 +815,16 @@ async def test_new_attempt_must_be_a_boolean(facade: Facade) -> None:
     status, body, _ = await post_payment(facade, valid_body(newAttempt="yes"))
     assert_error(status, body, ErrorCode.INVALID_REQUEST, param="newAttempt")
     assert facade.publisher.published == []
+
+
+async def test_an_expired_key_makes_a_new_payment_of_the_next_generation(facade: Facade) -> None:
+    old = payment_request_id_for("order-1", "key-1")
+    facade.queries.payments[old] = stored_view(old, status=PaymentStatus.FAILED)
+    facade.queries.expired_keys.add(old)
+    status, body, _ = await post_payment(
+        facade, valid_body(newAttempt=True), headers={"Idempotency-Key": "key-1"}
+    )
+    assert status == 202
+    assert body["paymentRequestId"] == payment_request_id_for("order-1", "key-1", 1)
+    (command,) = facade.publisher.published
+    assert command.generation == 1

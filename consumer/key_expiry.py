@@ -1,0 +1,53 @@
+"""The expiry job for idempotency keys (see domain.idempotency).
+
+Keys are kept for ``retention`` (at least 7 days), then marked expired, so that a client
+may use them again for a new payment. Payments themselves are never deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from persistence.payment_store import PaymentStore
+
+log = logging.getLogger("paygate.keys")
+
+MIN_RETENTION: Final = timedelta(days=7)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyExpiry:
+    def __init__(
+        self,
+        store: PaymentStore,
+        retention: timedelta,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if retention < MIN_RETENTION:
+            raise ValueError(f"idempotency keys must be kept at least {MIN_RETENTION.days} days")
+        self._store = store
+        self._retention = retention
+        self._clock = clock
+
+    async def run_once(self) -> int:
+        """Expire the keys older than the retention; return how many."""
+        return await self._store.expire_idempotency_keys(self._clock() - self._retention)
+
+    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
+        while not stop.is_set():
+            try:
+                expired = await self.run_once()
+                if expired:
+                    log.info("idempotency keys expired", extra={"expired": expired})
+            except Exception:
+                log.exception("idempotency key expiry failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)

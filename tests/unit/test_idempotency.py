@@ -1,0 +1,40 @@
+import pytest
+
+from domain.commands import payment_request_id_for
+from domain.idempotency import OrderPayment, resolve_key
+from domain.status import PaymentStatus
+
+pytestmark = pytest.mark.unit
+
+
+def _payment(key: str, generation: int, *, expired: bool) -> OrderPayment:
+    return OrderPayment(
+        payment_request_id_for("order-1", key, generation),
+        key,
+        PaymentStatus.FAILED,
+        key_expired=expired,
+    )
+
+
+def test_an_unused_key_starts_generation_zero():
+    resolution = resolve_key([_payment("other", 0, expired=False)], "key-1")
+    assert resolution.live_payment_id is None
+    assert resolution.next_generation == 0
+
+
+def test_a_live_key_stands_for_its_payment():
+    resolution = resolve_key([_payment("key-1", 0, expired=False)], "key-1")
+    assert resolution.live_payment_id == payment_request_id_for("order-1", "key-1")
+
+
+def test_an_expired_key_makes_a_new_generation():
+    payments = [_payment("key-1", 0, expired=True), _payment("key-1", 1, expired=True)]
+    resolution = resolve_key(payments, "key-1")
+    assert resolution.live_payment_id is None
+    assert resolution.next_generation == 2
+
+
+def test_generation_zero_ids_are_the_ids_of_before_and_others_differ():
+    first = payment_request_id_for("order-1", "key-1")
+    assert payment_request_id_for("order-1", "key-1", 0) == first
+    assert payment_request_id_for("order-1", "key-1", 1) != first
