@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
@@ -20,9 +17,6 @@ from consumer.dead_letters import (
     HEADER_TOPIC,
 )
 from domain.status import PaymentStatus
-from paygate.consumer_service import ConsumerService
-from paygate.metrics import Metrics
-from paygate.settings import Settings
 from persistence.engine import create_engine
 from persistence.payment_store import PaymentStore
 from providers.sandbox import InProcessSandboxProvider
@@ -34,6 +28,7 @@ from tests.support.builders import (
     SUCCESS_CARD,
     create_payment_record,
 )
+from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import committed_total, produce, read_until
 
 pytestmark = pytest.mark.integration
@@ -45,20 +40,6 @@ MESSAGES = PaymentMessages(CODEC)
 def _command(**overrides) -> tuple[bytes, bytes, dict]:
     record = create_payment_record(**overrides)
     return record["orderId"].encode(), CODEC.encode(CREATE_PAYMENT, record), record
-
-
-@asynccontextmanager
-async def running_consumer(
-    settings: Settings, provider: InProcessSandboxProvider
-) -> AsyncIterator[Metrics]:
-    metrics = Metrics()
-    stop = asyncio.Event()
-    task = asyncio.create_task(ConsumerService(settings, provider, metrics).run(stop))
-    try:
-        yield metrics
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
 
 
 def _results(records):

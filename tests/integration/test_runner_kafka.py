@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from domain.commands import payment_request_id_for
 from domain.status import PaymentStatus
-from paygate.consumer_service import ConsumerService
-from paygate.metrics import Metrics
 from paygate.settings import Settings
 from persistence.engine import create_engine
 from persistence.payment_store import PaymentStore
@@ -20,6 +16,7 @@ from schemas.codec import CREATE_PAYMENT, AvroCodec
 from schemas.payments import PaymentMessages
 from schemas.registry import FileSchemaRegistry
 from tests.support.builders import create_payment_record
+from tests.support.consumer_run import running_consumer
 from tests.support.gated_provider import GatedProvider
 from tests.support.kafka_io import committed_total, read_until, wait_for
 
@@ -48,18 +45,6 @@ async def _produce(
         await producer.stop()
 
 
-@asynccontextmanager
-async def consumer(settings: Settings, provider: GatedProvider) -> AsyncIterator[Metrics]:
-    metrics = Metrics()
-    stop = asyncio.Event()
-    task = asyncio.create_task(ConsumerService(settings, provider, metrics).run(stop))
-    try:
-        yield metrics
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
-
-
 async def _final_statuses(settings: Settings, records: list[dict]) -> dict[str, PaymentStatus]:
     engine = create_engine(settings.database_url)
     try:
@@ -81,7 +66,7 @@ async def test_the_committed_offset_waits_for_the_slowest_message_of_the_partiti
     fast = [create_payment_record() for _ in range(9)]
     await _produce(topics, [slow, *fast], partition=0)
     bootstrap, group = topics.kafka_bootstrap_servers, topics.consumer_group
-    async with consumer(topics, provider) as metrics:
+    async with running_consumer(topics, provider) as metrics:
         # The nine later messages (other keys) finish while the first is held...
         await read_until(bootstrap, topics.results_topic, lambda rs: len(rs) >= 9)
         await asyncio.sleep(0.5)  # several commit intervals pass
@@ -112,7 +97,7 @@ async def test_one_keys_commands_run_in_order_others_overlap(topics):
     others = [create_payment_record() for _ in range(10)]
     await _produce(topics, same_key, partition=0, key=b"one-key")
     await _produce(topics, others, partition=0)
-    async with consumer(topics, provider):
+    async with running_consumer(topics, provider):
         records = await read_until(
             topics.kafka_bootstrap_servers, topics.results_topic, lambda rs: len(rs) >= 13
         )
@@ -133,10 +118,10 @@ async def test_revocation_mid_flight_loses_nothing_and_charges_once(topics):
     settings = topics.model_copy(update={"drain_timeout_s": 1.0})
     records = [create_payment_record() for _ in range(30)]
     await _produce(settings, records)
-    async with consumer(settings, provider) as first:
+    async with running_consumer(settings, provider) as first:
         await wait_for(lambda: len(provider.started) >= 20)
         # A second consumer joins: partitions move while their work is held at the provider.
-        async with consumer(settings, provider):
+        async with running_consumer(settings, provider):
             # The first consumer gives up the held work of the partitions it loses, after
             # drain_timeout_s, uncommitted: the new owner gets it redelivered.
             await wait_for(lambda: first.abandoned._value.get() >= 1, timeout_s=60)
@@ -158,7 +143,7 @@ async def test_graceful_shutdown_finishes_work_in_flight_and_commits_it(topics):
     provider = GatedProvider(delay_s=1.0)
     records = [create_payment_record() for _ in range(20)]
     await _produce(topics, records)
-    async with consumer(topics, provider) as metrics:
+    async with running_consumer(topics, provider) as metrics:
         await wait_for(lambda: len(provider.started) >= 5)
     # run() returned: everything it started was finished (not abandoned) and committed.
     assert metrics.abandoned._value.get() == 0
@@ -172,7 +157,7 @@ async def test_graceful_shutdown_finishes_work_in_flight_and_commits_it(topics):
     )
     assert committed == done
     # The rest is picked up by the next run; nothing is charged twice.
-    async with consumer(topics, provider) as metrics:
+    async with running_consumer(topics, provider) as metrics:
         await read_until(
             topics.kafka_bootstrap_servers,
             topics.results_topic,
@@ -190,7 +175,7 @@ async def test_work_slower_than_max_poll_interval_causes_no_rebalance(topics):
     provider = GatedProvider(delay_s=2.5)
     records = [create_payment_record() for _ in range(6)]
     await _produce(settings, records)
-    async with consumer(settings, provider) as metrics:
+    async with running_consumer(settings, provider) as metrics:
         await read_until(
             settings.kafka_bootstrap_servers,
             settings.results_topic,
