@@ -7,6 +7,7 @@ operator can fix the cause and re-publish them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -23,6 +24,7 @@ HEADER_TOPIC: Final = "paygate.original.topic"
 HEADER_PARTITION: Final = "paygate.original.partition"
 HEADER_OFFSET: Final = "paygate.original.offset"
 HEADER_FIRST_SEEN: Final = "paygate.first.seen"
+REPUBLISHED_PREFIX: Final = "paygate.republished."
 
 
 class DeadLetterRouter:
@@ -41,7 +43,12 @@ class DeadLetterRouter:
         offset: int,
         error: PaygateError,
         reason: str,
+        incoming_headers: Sequence[tuple[str, bytes]] = (),
     ) -> None:
+        carried = dict(incoming_headers)
+        # A message re-published from the dead-letter topic that fails again keeps the
+        # time it was first seen failing, and the trail of where it was re-published from.
+        first_seen = carried.get(HEADER_FIRST_SEEN) or datetime.now(UTC).isoformat().encode()
         headers = [
             (HEADER_ERROR_CODE, error.code.value.encode()),
             (HEADER_REASON, reason.encode()),
@@ -49,7 +56,8 @@ class DeadLetterRouter:
             (HEADER_TOPIC, topic.encode()),
             (HEADER_PARTITION, str(partition).encode()),
             (HEADER_OFFSET, str(offset).encode()),
-            (HEADER_FIRST_SEEN, datetime.now(UTC).isoformat().encode()),
+            (HEADER_FIRST_SEEN, first_seen),
+            *((k, v) for k, v in incoming_headers if k.startswith(REPUBLISHED_PREFIX)),
         ]
         await self._producer.client.send_and_wait(
             self._topic, value or b"", key=key, headers=headers

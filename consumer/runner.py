@@ -178,6 +178,7 @@ class CommandRunner:
             offset=record.offset,
             error=error,
             reason=reason,
+            incoming_headers=record.headers or (),
         )
 
     async def _commit(self, partitions: list[TopicPartition]) -> None:

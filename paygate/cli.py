@@ -111,10 +111,11 @@ _COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]
 
 KAFKA_COMMAND = "kafka"
 CHAOS_COMMAND = "chaos"
+DLQ_COMMAND = "dlq"
 
 
 def subcommands() -> list[str]:
-    return [*_COMMANDS, KAFKA_COMMAND, CHAOS_COMMAND]
+    return [*_COMMANDS, KAFKA_COMMAND, CHAOS_COMMAND, DLQ_COMMAND]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         CHAOS_COMMAND, help="chaos run: SIGKILL consumers, restart Kafka, check the effects"
     )
+    sub.add_parser(DLQ_COMMAND, help="list dead letters and re-publish selected ones")
     return parser
 
 
@@ -136,6 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from paygate.chaos import main as chaos_main
 
         return chaos_main(arguments[1:])
+    if arguments[:1] == [DLQ_COMMAND]:
+        # `paygate dlq list|republish` has options of its own; paygate.dlq parses them.
+        from paygate.dlq import main as dlq_main
+
+        return dlq_main(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command == KAFKA_COMMAND:
         from paygate.kafka.__main__ import main as kafka_main
