@@ -180,12 +180,9 @@ class PaymentStore:
         try:
             return await self._writes.run(record)
         except IntegrityError:
-            # Another process inserted the same id between our read and our insert (the
-            # advisory lock makes this rare on PostgreSQL; SQLite cannot get here).
-            raced = await self._existing(command.payment_request_id, parameters_hash)
-            if raced is None:
-                raise
-            return raced
+            # Another writer inserted the same payment between our read and our insert
+            # (the order lock makes this all but impossible); a second pass reads it.
+            return await self._writes.run(record)
 
     async def finish(
         self,
@@ -299,10 +296,6 @@ class PaymentStore:
         # Through the same queue as the payment writes: on SQLite a second writer would
         # wait in SQLite's sleeping busy handler instead of queueing here.
         await self._writes.run(record)
-
-    async def _existing(self, payment_id: str, parameters_hash: str) -> Existing | None:
-        async with self._engine.connect() as conn:
-            return await _existing_in(conn, payment_id, parameters_hash)
 
     async def in_doubt(self, started_before: datetime, limit: int) -> list[InDoubt]:
         """Payments whose open attempt started before ``started_before``, oldest first."""
