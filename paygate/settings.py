@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     sandbox_url: str = Field(
         "http://127.0.0.1:8081", description="Base URL of the sandbox acquirer service."
     )
+    stripe_api_key: SecretStr | None = Field(
+        default=None,
+        description="Stripe secret API key (sk_test_... or sk_live_...); required when "
+        "PAYGATE_PROVIDER=stripe.",
+    )
+    stripe_api_base: str | None = Field(
+        default=None,
+        description="Base URL of Stripe's API; unset: Stripe's own. Tests point it at stripe-mock.",
+    )
     provider_timeout_s: float = Field(
         10.0, gt=0, description="Seconds before a provider call counts as timed out (pending)."
     )
@@ -129,6 +138,18 @@ class Settings(BaseSettings):
         if self.abandon_after_s <= 2 * self.reconcile_min_age_s:
             raise ValueError(
                 "PAYGATE_ABANDON_AFTER_S must exceed twice PAYGATE_RECONCILE_MIN_AGE_S"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _stripe_windows(self) -> Settings:
+        # Stripe's search (used to find an attempt by its key) can lag by up to an hour,
+        # and Stripe keeps idempotency keys 24 hours while the handler resends attempts
+        # younger than half of abandon_after: see docs/providers.md.
+        if self.provider == "stripe" and not 4 * 3600 <= self.abandon_after_s <= 48 * 3600:
+            raise ValueError(
+                "with PAYGATE_PROVIDER=stripe, PAYGATE_ABANDON_AFTER_S must be between 14400 "
+                "(4 h) and 172800 (48 h)"
             )
         return self
 

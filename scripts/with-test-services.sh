@@ -3,7 +3,9 @@
 #   - PostgreSQL: a throwaway server on a free loopback port (Debian's postgresql package,
 #     installed here when missing and we are root), unless PAYGATE_TEST_POSTGRES_URL is set;
 #   - Kafka: the jars are fetched up front; the suite starts its own broker unless
-#     KAFKA_BOOTSTRAP_SERVERS is set.
+#     KAFKA_BOOTSTRAP_SERVERS is set;
+#   - stripe-mock: installed up front with `go install` (the suite starts it on free
+#     ports), unless STRIPE_MOCK_BIN points at one.
 # Usage: scripts/with-test-services.sh <command> [args...]
 set -euo pipefail
 
@@ -76,6 +78,16 @@ fi
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   echo "fetching Apache Kafka jars (cached after the first run) ..." >&2
   "$python" -m paygate.kafka --fetch-only >&2
+fi
+stripe_mock_cache="$HOME/.cache/paygate/go/bin"
+if [ -z "${STRIPE_MOCK_BIN:-}" ] && [ ! -x "$stripe_mock_cache/stripe-mock" ] \
+    && ! command -v stripe-mock >/dev/null; then
+  if command -v go >/dev/null; then
+    echo "installing stripe-mock with go install (cached after the first run) ..." >&2
+    GOBIN="$stripe_mock_cache" go install github.com/stripe/stripe-mock@v0.203.0 >&2
+  else
+    echo "Go is not installed: the Stripe adapter's tests need stripe-mock (go install)" >&2
+  fi
 fi
 
 "$@"
