@@ -18,6 +18,7 @@ from http_facade.errors import error_middleware
 from http_facade.ops_routes import add_ops_routes
 from http_facade.payments_routes import add_payment_routes
 from http_facade.ports import CommandPublisher, PaymentQueries, ResultWaiter
+from http_facade.security_headers import security_headers_middleware
 from http_facade.state import ACCOUNT_KEY, CLOCK, MAX_WAIT_S, METRICS, PUBLISHER, QUERIES, WAITER
 from paygate.metrics import Metrics
 
@@ -50,7 +51,8 @@ def build_app(
     # Order matters: the access log is outermost so it records the status the error
     # middleware settled on.
     app = web.Application(
-        middlewares=[access_log_middleware, error_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[access_log_middleware, security_headers_middleware, error_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[PUBLISHER] = publisher
     app[QUERIES] = queries

@@ -27,6 +27,7 @@ from domain.payment import PaymentView
 from domain.status import PaymentStatus
 from http_facade.app import build_app
 from http_facade.requests import parse_create_payment_body
+from http_facade.security_headers import SECURITY_HEADERS
 from paygate.metrics import Metrics
 
 pytestmark = pytest.mark.unit
@@ -828,3 +829,10 @@ async def test_an_expired_key_makes_a_new_payment_of_the_next_generation(facade:
     assert body["paymentRequestId"] == payment_request_id_for("order-1", "key-1", 1)
     (command,) = facade.publisher.published
     assert command.generation == 1
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/v1/payments/pay_unknown", "/nowhere"])
+async def test_every_response_carries_the_security_headers(facade: Facade, path: str) -> None:
+    response = await facade.client.get(path)
+    for name, value in SECURITY_HEADERS.items():
+        assert response.headers[name] == value
