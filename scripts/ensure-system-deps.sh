@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the tools outside Python that paygate's dev stack and tests use are present:
-# Java 17+ and Maven (the local Kafka broker is built from Apache Kafka's jars) and
-# PostgreSQL (the store's production database, used by the tests). Installs Debian's
+# Java 17+ and Maven (the local Kafka broker is built from Apache Kafka's jars),
+# PostgreSQL (the store's production database, used by the tests) and Go (stripe-mock, the
+# official Stripe mock the Stripe adapter is tested against, is installed with go install;
+# an older Debian Go fetches the toolchain stripe-mock needs through the module proxy). Installs Debian's
 # packages when one is missing and we are root; otherwise says what to install.
 set -euo pipefail
 
@@ -15,6 +17,7 @@ java_ok() {
 java_ok || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v go >/dev/null || missing+=(golang-go)
 
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
