@@ -8,6 +8,9 @@ Shared by the command handler and the reconciler, so both map answers the same w
 | charge declined                      | failed    | declined  |
 | certainly not charged (unavailable)  | failed    | failed    |
 | no answer in time (outcome unknown)  | pending   | unknown (stays open, in doubt) |
+
+Every method takes ``provider``: the provider of the attempt (its ``provider`` column),
+which the result event names.
 """
 
 from __future__ import annotations
@@ -47,16 +50,14 @@ class OutcomeRecorder:
         self,
         store: PaymentStore,
         events: ResultEvents,
-        provider_name: str,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._events = events
-        self._provider_name = provider_name
         self._clock = clock
 
     async def charged(
-        self, facts: PaymentFacts, attempt_key: str, charged: ChargeOutcome
+        self, facts: PaymentFacts, attempt_key: str, charged: ChargeOutcome, *, provider: str
     ) -> Outcome:
         if charged.status is ChargeStatus.SUCCEEDED:
             return await self._finish(
@@ -66,6 +67,7 @@ class OutcomeRecorder:
                 ATTEMPT_SUCCEEDED,
                 charged.provider_reference,
                 None,
+                provider,
             )
         error = charged.error or PaygateError(
             ErrorCode.PAYMENT_DECLINED, "the provider declined the payment"
@@ -77,10 +79,11 @@ class OutcomeRecorder:
             ATTEMPT_DECLINED,
             charged.provider_reference,
             ErrorInfo.from_error(error),
+            provider,
         )
 
     async def provider_error(
-        self, facts: PaymentFacts, attempt_key: str, exc: ProviderError
+        self, facts: PaymentFacts, attempt_key: str, exc: ProviderError, *, provider: str
     ) -> Outcome:
         if exc.outcome_unknown:
             error = ErrorInfo(
@@ -89,14 +92,16 @@ class OutcomeRecorder:
                 "provider confirms its outcome",
             )
             return await self._finish(
-                facts, attempt_key, PaymentStatus.PENDING, ATTEMPT_UNKNOWN, None, error
+                facts, attempt_key, PaymentStatus.PENDING, ATTEMPT_UNKNOWN, None, error, provider
             )
         error = ErrorInfo(exc.code, f"the provider could not process the payment: {exc.message}")
-        return await self.failed(facts, attempt_key, error)
+        return await self.failed(facts, attempt_key, error, provider=provider)
 
-    async def failed(self, facts: PaymentFacts, attempt_key: str, error: ErrorInfo) -> Outcome:
+    async def failed(
+        self, facts: PaymentFacts, attempt_key: str, error: ErrorInfo, *, provider: str
+    ) -> Outcome:
         return await self._finish(
-            facts, attempt_key, PaymentStatus.FAILED, ATTEMPT_FAILED, None, error
+            facts, attempt_key, PaymentStatus.FAILED, ATTEMPT_FAILED, None, error, provider
         )
 
     async def _finish(
@@ -107,11 +112,12 @@ class OutcomeRecorder:
         attempt_status: str,
         provider_reference: str | None,
         error: ErrorInfo | None,
+        provider: str,
     ) -> Outcome:
         event = self._events.event(
             facts,
             status=status,
-            provider=self._provider_name,
+            provider=provider,
             provider_reference=provider_reference,
             error=error,
             occurred_at=self._clock(),

@@ -7,6 +7,14 @@
 
 A redelivered command finds the payment: a final one is re-published (same event id),
 an in-doubt one is resolved by asking the provider, never by charging blindly.
+
+Routing and failover: the router names the providers of a payment, in order; attempt 1
+goes to the first. Only when a call *certainly did not charge* (a ``retriable`` error that
+is not ``outcome_unknown``: connection refused, unavailable before processing) and another
+provider follows does :meth:`PaymentStore.next_attempt` close that attempt as failed and
+open the next one (write-ahead), which is then sent to the next provider. Never after a
+timeout or any other unknown outcome: that payment stays pending for its own provider to
+answer. An in-doubt attempt is only ever asked of the provider it was sent to.
 """
 
 from __future__ import annotations
@@ -27,7 +35,9 @@ from domain.status import PaymentStatus
 from paygate.metrics import Metrics
 from persistence.payment_store import Existing, PaymentStore, Refused, Started
 from providers.errors import ProviderError
-from providers.port import ChargeRequest, PaymentProvider
+from providers.port import ChargeRequest
+from providers.registry import Providers, UnknownProviderError
+from providers.routing import Router
 
 log = logging.getLogger("paygate.consumer")
 
@@ -43,7 +53,8 @@ class PaymentCommandHandler:
         self,
         *,
         store: PaymentStore,
-        provider: PaymentProvider,
+        providers: Providers,
+        router: Router,
         events: ResultEvents,
         account_key: bytes,
         metrics: Metrics,
@@ -51,18 +62,22 @@ class PaymentCommandHandler:
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._store = store
-        self._provider = provider
+        self._providers = providers
+        self._router = router
+        for name in router.provider_names():
+            providers.get(name)  # every routed provider must exist: fail at start, not later
         self._events = events
         self._account_key = account_key
         self._metrics = metrics
         self._resend_window = resend_window
         self._clock = clock
-        self._recorder = OutcomeRecorder(store, events, provider.name, clock)
+        self._recorder = OutcomeRecorder(store, events, clock)
 
     async def handle(self, command: CreatePayment) -> Outcome:
+        route = self._router.route(command.payment_method.value, command.amount.currency)
         begun = await self._store.begin(
             command,
-            provider=self._provider.name,
+            provider=route[0],
             account_key=self._account_key,
             refusal_event=lambda refused, error, created_at: self._events.event(
                 PaymentFacts.of_command(refused, created_at),
@@ -77,7 +92,7 @@ class PaymentCommandHandler:
             # A key used again after it expired makes a payment of a later generation.
             command = dataclasses.replace(command, generation=begun.generation)
             facts = PaymentFacts.of_command(command, begun.created_at)
-            outcome = await self._charge(command, facts, begun.attempt_key)
+            outcome = await self._charge(command, facts, begun.attempt_key, route)
         elif isinstance(begun, Refused):
             command = dataclasses.replace(command, generation=begun.generation)
             outcome = Outcome.REFUSED
@@ -103,8 +118,9 @@ class PaymentCommandHandler:
         facts = PaymentFacts.of_stored(payment)
         if existing.open_attempt_key is not None:
             started_at = existing.open_attempt_started_at or payment.created_at
+            provider = existing.open_attempt_provider or payment.provider or ""
             return await self._resolve_in_doubt(
-                command, facts, existing.open_attempt_key, started_at
+                command, facts, existing.open_attempt_key, provider, started_at
             )
         await self._store.enqueue(self._events.for_stored(payment))
         return Outcome.REPLAYED
@@ -138,10 +154,19 @@ class PaymentCommandHandler:
         command: CreatePayment,
         facts: PaymentFacts,
         attempt_key: str,
+        provider_name: str,
         attempt_started_at: datetime,
     ) -> Outcome:
         try:
-            known = await self._provider.charge_status(attempt_key)
+            known = await self._providers.get(provider_name).charge_status(attempt_key)
+        except UnknownProviderError as exc:
+            # Only the attempt's own provider can tell; never guess, never send it elsewhere.
+            log.error(
+                "in-doubt payment not resolved: %s",
+                exc,
+                extra={"payment_request_id": command.payment_request_id},
+            )
+            return Outcome.PENDING
         except ProviderError as exc:
             # Still cannot tell: leave it for a later redelivery or the reconciler.
             log.warning(
@@ -156,13 +181,51 @@ class PaymentCommandHandler:
                 # rather than race it (see consumer/reconciler.py).
                 return Outcome.PENDING
             # The provider never received the attempt, so sending it now (same key) cannot
-            # charge twice.
-            return await self._charge(command, facts, attempt_key)
-        return await self._recorder.charged(facts, attempt_key, known)
+            # charge twice. Failover may go on to the providers after it in today's route.
+            route = self._router.route(command.payment_method.value, command.amount.currency)
+            rest = route[route.index(provider_name) + 1 :] if provider_name in route else []
+            return await self._charge(command, facts, attempt_key, [provider_name, *rest])
+        return await self._recorder.charged(facts, attempt_key, known, provider=provider_name)
 
     async def _charge(
-        self, command: CreatePayment, facts: PaymentFacts, attempt_key: str
+        self, command: CreatePayment, facts: PaymentFacts, attempt_key: str, route: list[str]
     ) -> Outcome:
+        """Send the open attempt to ``route[0]``; fail over along ``route`` while allowed."""
+        provider_name, *rest = route
+        while True:
+            outcome = await self._charge_one(command, facts, attempt_key, provider_name)
+            if isinstance(outcome, Outcome):
+                return outcome
+            error = outcome
+            next_key = None
+            if rest:
+                next_key = await self._store.next_attempt(
+                    command.payment_request_id, attempt_key, rest[0]
+                )
+            if next_key is None:
+                # No provider left (or the payment moved on meanwhile): as without routing.
+                return await self._recorder.provider_error(
+                    facts, attempt_key, error, provider=provider_name
+                )
+            log.warning(
+                "provider certainly did not charge; failing over: %s",
+                error.message,
+                extra={
+                    "payment_request_id": command.payment_request_id,
+                    "from_provider": provider_name,
+                    "to_provider": rest[0],
+                },
+            )
+            self._metrics.provider_failovers.labels(provider_name, rest[0]).inc()
+            attempt_key = next_key
+            provider_name, *rest = rest
+
+    async def _charge_one(
+        self, command: CreatePayment, facts: PaymentFacts, attempt_key: str, provider_name: str
+    ) -> Outcome | ProviderError:
+        """Charge one provider and record the outcome; a certainly-not-charged error is
+        returned, unrecorded, for the caller to fail over or record."""
+        provider = self._providers.get(provider_name)
         request = ChargeRequest(
             attempt_key=attempt_key,
             payment_request_id=command.payment_request_id,
@@ -174,17 +237,23 @@ class PaymentCommandHandler:
         )
         started = time.perf_counter()
         try:
-            charged = await self._provider.charge(request)
+            charged = await provider.charge(request)
         except ProviderError as exc:
-            self._observe(started, "unknown" if exc.outcome_unknown else "error")
-            return await self._recorder.provider_error(facts, attempt_key, exc)
+            self._observe(provider_name, started, "unknown" if exc.outcome_unknown else "error")
+            if exc.retriable and not exc.outcome_unknown:
+                return exc  # certainly not charged: the caller may fail over
+            return await self._recorder.provider_error(
+                facts, attempt_key, exc, provider=provider_name
+            )
         except PaygateError as exc:
-            self._observe(started, "error")
-            return await self._recorder.failed(facts, attempt_key, ErrorInfo.from_error(exc))
-        self._observe(started, charged.status.value)
-        return await self._recorder.charged(facts, attempt_key, charged)
+            self._observe(provider_name, started, "error")
+            return await self._recorder.failed(
+                facts, attempt_key, ErrorInfo.from_error(exc), provider=provider_name
+            )
+        self._observe(provider_name, started, charged.status.value)
+        return await self._recorder.charged(facts, attempt_key, charged, provider=provider_name)
 
-    def _observe(self, started: float, outcome: str) -> None:
-        self._metrics.provider_call_seconds.labels(self._provider.name, outcome).observe(
+    def _observe(self, provider_name: str, started: float, outcome: str) -> None:
+        self._metrics.provider_call_seconds.labels(provider_name, outcome).observe(
             time.perf_counter() - started
         )

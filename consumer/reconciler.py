@@ -2,12 +2,14 @@
 
 An attempt is in doubt when its outcome was never recorded: the provider timed out, or the
 consumer died between the write-ahead commit and the provider's answer. The reconciler
-asks the provider for the attempt (by its idempotency key):
+asks the provider the attempt was sent to (its ``provider`` column; with routing, not
+necessarily the payment's first provider) for the attempt, by its idempotency key:
 
 * the provider knows it: record its answer (succeeded or declined);
 * the provider has never seen it, and the attempt is older than ``abandon_after``: it
   certainly did not charge, so the payment fails with ``provider_unavailable``;
-* otherwise (the provider cannot be reached, or the attempt is young): leave it pending.
+* otherwise (the provider cannot be reached, is not configured any more, or the attempt
+  is young): leave it pending.
 
 Windows keep the reconciler and the command handler apart: the handler re-sends an unseen
 attempt only while it is younger than half of ``abandon_after``, and the reconciler
@@ -30,7 +32,7 @@ from domain.errors import ErrorCode
 from paygate.metrics import Metrics
 from persistence.payment_store import InDoubt, PaymentStore
 from providers.errors import ProviderError
-from providers.port import PaymentProvider
+from providers.registry import Providers, UnknownProviderError
 
 log = logging.getLogger("paygate.reconciler")
 
@@ -54,7 +56,7 @@ class Reconciler:
         self,
         *,
         store: PaymentStore,
-        provider: PaymentProvider,
+        providers: Providers,
         events: ResultEvents,
         metrics: Metrics,
         min_age: timedelta,
@@ -64,12 +66,12 @@ class Reconciler:
         if abandon_after <= min_age:
             raise ValueError("abandon_after must be longer than min_age")
         self._store = store
-        self._provider = provider
+        self._providers = providers
         self._metrics = metrics
         self._min_age = min_age
         self._abandon_after = abandon_after
         self._clock = clock
-        self._recorder = OutcomeRecorder(store, events, provider.name, clock)
+        self._recorder = OutcomeRecorder(store, events, clock)
 
     async def run_once(self, limit: int = PAGE_SIZE) -> ReconcileReport:
         report = ReconcileReport()
@@ -100,8 +102,17 @@ class Reconciler:
 
     async def _reconcile(self, item: InDoubt, now: datetime) -> str | None:
         facts = PaymentFacts.of_stored(item.payment)
+        provider = item.attempt_provider
         try:
-            known = await self._provider.charge_status(item.attempt_key)
+            known = await self._providers.get(provider).charge_status(item.attempt_key)
+        except UnknownProviderError as exc:
+            # Only the attempt's own provider can tell: never guess, never ask another.
+            log.error(
+                "in-doubt payment not reconciled: %s",
+                exc,
+                extra={"payment_request_id": facts.payment_request_id},
+            )
+            return None
         except ProviderError as exc:
             log.warning(
                 "provider unreachable during reconciliation: %s",
@@ -110,7 +121,9 @@ class Reconciler:
             )
             return None
         if known is not None:
-            outcome = await self._recorder.charged(facts, item.attempt_key, known)
+            outcome = await self._recorder.charged(
+                facts, item.attempt_key, known, provider=provider
+            )
             return "resolved" if outcome is not Outcome.REPLAYED else "already_final"
         if now - item.attempt_started_at < self._abandon_after:
             return None
@@ -121,5 +134,6 @@ class Reconciler:
                 ErrorCode.PROVIDER_UNAVAILABLE,
                 "the provider never received the payment; nothing was charged",
             ),
+            provider=provider,
         )
         return "abandoned"

@@ -27,14 +27,14 @@ async def _consumer(settings: Settings) -> None:
     from paygate.consumer_service import ConsumerService
     from paygate.metrics import Metrics
     from paygate.ops_server import start_ops_server
-    from paygate.providers import build_provider
+    from paygate.providers import build_providers
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
     metrics = Metrics()
     ops = await start_ops_server(metrics, settings.metrics_host, settings.metrics_port)
     try:
-        await ConsumerService(settings, build_provider(settings), metrics).run(stop)
+        await ConsumerService(settings, build_providers(settings), metrics).run(stop)
     finally:
         await ops.cleanup()
 

@@ -1,4 +1,4 @@
-"""Wires and runs the consumer process: runner, handler, store, provider, relay, metrics."""
+"""Wires and runs the consumer process: runner, handler, store, providers, relay, metrics."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from consumer.reconciler import Reconciler
 from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
 from paygate.metrics import Metrics
+from paygate.providers import build_router
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
 from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
-from providers.port import PaymentProvider
+from providers.registry import Providers
+from providers.routing import Router
 from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
 from schemas.registry import FileSchemaRegistry
@@ -33,14 +35,20 @@ log = logging.getLogger("paygate.consumer")
 
 @dataclass
 class ConsumerService:
-    """Everything the consumer process runs, started and stopped as one."""
+    """Everything the consumer process runs, started and stopped as one.
+
+    ``router`` names, per payment, the providers of ``providers`` to try in order; unset, it
+    is built from the settings' routes (see :func:`paygate.providers.build_router`).
+    """
 
     settings: Settings
-    provider: PaymentProvider
+    providers: Providers
     metrics: Metrics
+    router: Router | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
+        router = self.router or build_router(settings, self.providers)
         engine = create_engine(settings.database_url)
         await create_schema(engine)
         store = PaymentStore(engine)
@@ -63,7 +71,8 @@ class ConsumerService:
         events = ResultEvents(messages, settings.results_topic)
         handler = PaymentCommandHandler(
             store=store,
-            provider=self.provider,
+            providers=self.providers,
+            router=router,
             events=events,
             account_key=settings.account_key,
             metrics=self.metrics,
@@ -71,7 +80,7 @@ class ConsumerService:
         )
         reconciler = Reconciler(
             store=store,
-            provider=self.provider,
+            providers=self.providers,
             events=events,
             metrics=self.metrics,
             min_age=timedelta(seconds=settings.reconcile_min_age_s),
@@ -93,7 +102,7 @@ class ConsumerService:
         expiry_task: asyncio.Task[None] | None = None
         key_expiry = KeyExpiry(store, timedelta(days=settings.idempotency_key_retention_days))
         try:
-            await self.provider.start()
+            await self.providers.start_all()
             await start_with_retry(producer.start, "Kafka (producer)")
             await start_with_retry(consumer.start, "Kafka (consumer)")
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
@@ -124,6 +133,6 @@ class ConsumerService:
                     await relay.drain()
             await consumer.stop()
             await producer.stop()
-            await self.provider.stop()
+            await self.providers.stop_all()
             await engine.dispose()
             log.info("consumer stopped")

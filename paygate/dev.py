@@ -18,7 +18,7 @@ from paygate.facade_service import FacadeService
 from paygate.kafka import LocalKafka
 from paygate.metrics import Metrics
 from paygate.ops_server import start_ops_server
-from paygate.providers import build_provider
+from paygate.providers import build_providers
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
 
@@ -40,9 +40,11 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         acquirer_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks.append(asyncio.create_task(run_acquirer(settings, stop, acquirer_ready)))
         sandbox_url = await _started(acquirer_ready, tasks)
-        settings = settings.model_copy(update={"sandbox_url": sandbox_url, "provider": "sandbox"})
+        settings = settings.model_copy(
+            update={"sandbox_url": sandbox_url, "provider": "sandbox", "routes": {}}
+        )
 
-        consumer = ConsumerService(settings, build_provider(settings), metrics)
+        consumer = ConsumerService(settings, build_providers(settings), metrics)
         tasks.append(asyncio.create_task(consumer.run(stop)))
         facade_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks.append(asyncio.create_task(FacadeService(settings, metrics).run(stop, facade_ready)))

@@ -28,6 +28,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.provider_failovers = Counter(
+            f"{prefix}_provider_failovers_total",
+            "Payments moved to the next provider of their route after a call that certainly "
+            "did not charge, by the provider failed over from and to.",
+            ["from", "to"],
+            registry=self.registry,
+        )
         self.http_request_seconds = Histogram(
             f"{prefix}_http_request_seconds",
             "Latency of HTTP requests to the facade, by method, route and status.",

@@ -1,26 +1,62 @@
-"""Builds the configured payment provider by name."""
+"""Builds the configured payment providers, and the router over them, from the settings.
+
+Route names are provider kinds (``sandbox``, ``sandbox-inprocess``, ``stripe``) or extra
+sandbox acquirers named in ``PAYGATE_SANDBOX_URLS`` (``sandbox-<suffix>``). The in-process
+sandbox answers to ``sandbox``, as it always has, so attempts record ``sandbox`` for it.
+"""
 
 from __future__ import annotations
 
 from paygate.settings import Settings
 from providers.port import PaymentProvider
+from providers.registry import Providers
+from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxHttpProvider
 from providers.stripe import StripeProvider
 
+_KNOWN = "sandbox, sandbox-inprocess, stripe, or a name from PAYGATE_SANDBOX_URLS"
 
-def build_provider(settings: Settings) -> PaymentProvider:
-    if settings.provider == "sandbox":
-        return SandboxHttpProvider(settings.sandbox_url, timeout_s=settings.provider_timeout_s)
-    if settings.provider == "sandbox-inprocess":
+
+def build_provider(settings: Settings, name: str | None = None) -> PaymentProvider:
+    """The provider a route name stands for (default: ``PAYGATE_PROVIDER``)."""
+    name = settings.provider if name is None else name
+    if name == "sandbox" or name in settings.sandbox_urls:
+        url = settings.sandbox_urls.get(name, settings.sandbox_url)
+        return SandboxHttpProvider(url, timeout_s=settings.provider_timeout_s, name=name)
+    if name == "sandbox-inprocess":
         return InProcessSandboxProvider(call_timeout_s=settings.provider_timeout_s)
-    if settings.provider == "stripe":
+    if name == "stripe":
         if settings.stripe_api_key is None:
-            raise SystemExit("PAYGATE_PROVIDER=stripe needs PAYGATE_STRIPE_API_KEY")
+            raise SystemExit("the stripe provider needs PAYGATE_STRIPE_API_KEY")
         return StripeProvider(
             settings.stripe_api_key,
             api_base=settings.stripe_api_base,
             timeout_s=settings.provider_timeout_s,
         )
-    raise SystemExit(
-        f"unknown provider {settings.provider!r}; known: sandbox, sandbox-inprocess, stripe"
+    raise SystemExit(f"unknown provider {name!r}; known: {_KNOWN}")
+
+
+def build_providers(settings: Settings) -> Providers:
+    """Every provider the routes name (``PAYGATE_ROUTES``, else ``PAYGATE_PROVIDER``)."""
+    try:
+        return Providers(build_provider(settings, name) for name in settings.provider_names)
+    except ValueError as exc:  # e.g. sandbox and sandbox-inprocess both answer to "sandbox"
+        raise SystemExit(f"providers: {exc}") from exc
+
+
+def build_router(settings: Settings, providers: Providers) -> Router:
+    """The router of the settings' routes, over the names ``providers`` answer to."""
+    names = dict(_answer_names(settings, providers))
+    return Router(
+        {key: [names[n] for n in route] for key, route in settings.effective_routes.items()}
     )
+
+
+def _answer_names(settings: Settings, providers: Providers) -> list[tuple[str, str]]:
+    pairs = []
+    for name in settings.provider_names:
+        answers_to = "sandbox" if name == "sandbox-inprocess" else name
+        if answers_to not in providers:
+            raise SystemExit(f"route names provider {name!r}, which is not configured")
+        pairs.append((name, answers_to))
+    return pairs

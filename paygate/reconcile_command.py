@@ -12,7 +12,7 @@ from datetime import timedelta
 from consumer.reconciler import PAGE_SIZE, Reconciler
 from consumer.results import ResultEvents
 from paygate.metrics import Metrics
-from paygate.providers import build_provider
+from paygate.providers import build_providers
 from paygate.settings import Settings
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
@@ -23,13 +23,13 @@ from schemas.registry import FileSchemaRegistry
 
 async def reconcile_once(settings: Settings) -> dict[str, int]:
     engine = create_engine(settings.database_url)
-    provider = build_provider(settings)
+    providers = build_providers(settings)
     try:
         await create_schema(engine)
-        await provider.start()
+        await providers.start_all()
         reconciler = Reconciler(
             store=PaymentStore(engine),
-            provider=provider,
+            providers=providers,
             events=ResultEvents(
                 PaymentMessages(AvroCodec(FileSchemaRegistry.bundled())), settings.results_topic
             ),
@@ -46,7 +46,7 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
             if report["checked"] < PAGE_SIZE or report["resolved"] + report["abandoned"] == 0:
                 return total
     finally:
-        await provider.stop()
+        await providers.stop_all()
         await engine.dispose()
 
 

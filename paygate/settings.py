@@ -5,14 +5,20 @@ Every field has a description: the README's settings table is generated from the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from providers.routing import DEFAULT_ROUTE, Router
+
 # Only for local development: production must set PAYGATE_ACCOUNT_FINGERPRINT_KEY, or
 # fingerprints would be computable by anyone who reads this file.
 DEV_FINGERPRINT_KEY = "paygate-development-fingerprint-key"
+
+# Extra sandbox acquirers (PAYGATE_SANDBOX_URLS) are named sandbox-<suffix>.
+_SANDBOX_NAME = re.compile(r"sandbox-[a-z0-9][a-z0-9-]{0,23}")
 
 
 class Settings(BaseSettings):
@@ -63,15 +69,28 @@ class Settings(BaseSettings):
 
     provider: str = Field(
         "sandbox",
-        description="Payment provider: `sandbox` (the acquirer over HTTP) or `sandbox-inprocess`.",
+        description="Payment provider: `sandbox` (the acquirer over HTTP), `sandbox-inprocess` "
+        "or `stripe`; the default route when `PAYGATE_ROUTES` has no `*` key.",
+    )
+    routes: dict[str, list[str]] = Field(
+        default={},
+        description='JSON: payment routes, e.g. `{"card:EUR": ["stripe", "sandbox"], '
+        '"*": ["sandbox"]}`; a key is `method:CUR`, `method` or `*` (most specific wins), a '
+        "value the providers to try in order. Failover to the next one only when a call "
+        "certainly did not charge. Empty: every payment to `PAYGATE_PROVIDER`.",
     )
     sandbox_url: str = Field(
         "http://127.0.0.1:8081", description="Base URL of the sandbox acquirer service."
     )
+    sandbox_urls: dict[str, str] = Field(
+        default={},
+        description='JSON: more sandbox acquirers by provider name, e.g. `{"sandbox-2": '
+        '"http://127.0.0.1:8082"}`; names are `sandbox-<suffix>`, usable in `PAYGATE_ROUTES`.',
+    )
     stripe_api_key: SecretStr | None = Field(
         default=None,
         description="Stripe secret API key (sk_test_... or sk_live_...); required when "
-        "PAYGATE_PROVIDER=stripe.",
+        "`stripe` is a provider (PAYGATE_PROVIDER or PAYGATE_ROUTES).",
     )
     stripe_api_base: str | None = Field(
         default=None,
@@ -146,11 +165,21 @@ class Settings(BaseSettings):
         # Stripe's search (used to find an attempt by its key) can lag by up to an hour,
         # and Stripe keeps idempotency keys 24 hours while the handler resends attempts
         # younger than half of abandon_after: see docs/providers.md.
-        if self.provider == "stripe" and not 4 * 3600 <= self.abandon_after_s <= 48 * 3600:
+        if "stripe" in self.provider_names and not 4 * 3600 <= self.abandon_after_s <= 48 * 3600:
             raise ValueError(
-                "with PAYGATE_PROVIDER=stripe, PAYGATE_ABANDON_AFTER_S must be between 14400 "
+                "with stripe as a provider, PAYGATE_ABANDON_AFTER_S must be between 14400 "
                 "(4 h) and 172800 (48 h)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _routes_well_formed(self) -> Settings:
+        Router(self.effective_routes)  # raises RoutingError (a ValueError) when malformed
+        for name in self.sandbox_urls:
+            if not _SANDBOX_NAME.fullmatch(name) or name == "sandbox-inprocess":
+                raise ValueError(
+                    f"PAYGATE_SANDBOX_URLS: {name!r} is not a sandbox name (sandbox-<suffix>)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -165,6 +194,16 @@ class Settings(BaseSettings):
                 "KAFKA_BOOTSTRAP_SERVERS is not set (run `paygate dev` to start a local broker)"
             )
         return self.kafka_bootstrap_servers
+
+    @property
+    def effective_routes(self) -> dict[str, list[str]]:
+        """``routes``, with ``provider`` as the default route unless ``routes`` has one."""
+        return {DEFAULT_ROUTE: [self.provider], **self.routes}
+
+    @property
+    def provider_names(self) -> list[str]:
+        """Every provider the routes name."""
+        return list(dict.fromkeys(n for names in self.effective_routes.values() for n in names))
 
     @property
     def account_key(self) -> bytes:

@@ -78,12 +78,14 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class Existing:
     """The id is already known. ``same_parameters`` tells a replay from a conflicting reuse;
-    ``open_attempt_key`` is set when the last attempt has no recorded outcome (in doubt)."""
+    ``open_attempt_key`` is set when the last attempt has no recorded outcome (in doubt);
+    ``open_attempt_provider`` is the provider it was sent to, the only one to ask about it."""
 
     payment: PaymentView
     same_parameters: bool
     open_attempt_key: str | None
     open_attempt_started_at: datetime | None = None
+    open_attempt_provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class InDoubt:
     payment: PaymentView
     attempt_key: str
     attempt_started_at: datetime
+    attempt_provider: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +244,74 @@ class PaymentStore:
 
         return await self._writes.run(record)
 
+    async def next_attempt(
+        self, payment_id: str, failed_attempt_key: str, provider: str
+    ) -> str | None:
+        """Failover, write-ahead: close a failed attempt and open the next one, atomically.
+
+        In one transaction: the open attempt ``failed_attempt_key`` (it must be the payment's
+        latest) is finished as ``failed``, attempt n+1 is inserted for ``provider``, and the
+        payment's ``provider`` becomes ``provider``. Only while the payment is still
+        ``processing``; otherwise (or if that attempt is no longer the open, latest one)
+        nothing changes and None is returned. Returns the new attempt's key: call the
+        provider with it only after this returned.
+        """
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> str | None:
+            # The row lock (PostgreSQL) serialises this with finish(), which updates the
+            # payment row first as well; SQLite holds the database write lock.
+            status = (
+                await conn.execute(
+                    select(payments.c.status).where(payments.c.id == payment_id).with_for_update()
+                )
+            ).scalar_one_or_none()
+            if status != PaymentStatus.PROCESSING.value:
+                return None
+            latest = (
+                await conn.execute(
+                    select(
+                        provider_attempts.c.attempt_key,
+                        provider_attempts.c.attempt_no,
+                        provider_attempts.c.finished_at,
+                    )
+                    .where(provider_attempts.c.payment_id == payment_id)
+                    .order_by(provider_attempts.c.attempt_no.desc())
+                    .limit(1)
+                )
+            ).one_or_none()
+            if (
+                latest is None
+                or latest.attempt_key != failed_attempt_key
+                or latest.finished_at is not None
+            ):
+                return None
+            await conn.execute(
+                update(provider_attempts)
+                .where(provider_attempts.c.attempt_key == failed_attempt_key)
+                .values(status=ATTEMPT_FAILED, finished_at=now)
+            )
+            attempt_no = latest.attempt_no + 1
+            attempt_key = attempt_key_for(payment_id, attempt_no)
+            await conn.execute(
+                insert(provider_attempts).values(
+                    attempt_key=attempt_key,
+                    payment_id=payment_id,
+                    attempt_no=attempt_no,
+                    provider=provider,
+                    status=ATTEMPT_STARTED,
+                    created_at=now,
+                )
+            )
+            await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_id)
+                .values(provider=provider, updated_at=now)
+            )
+            return attempt_key
+
+        return await self._writes.run(record)
+
     async def enqueue(self, event: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
         now = self._clock()
@@ -304,6 +375,7 @@ class PaymentStore:
                 payments,
                 provider_attempts.c.attempt_key,
                 provider_attempts.c.created_at.label("attempt_started_at"),
+                provider_attempts.c.provider.label("attempt_provider"),
             )
             .join(provider_attempts, provider_attempts.c.payment_id == payments.c.id)
             .where(provider_attempts.c.finished_at.is_(None))
@@ -321,6 +393,7 @@ class PaymentStore:
                 payment=_payment_view(row._mapping),
                 attempt_key=row.attempt_key,
                 attempt_started_at=_as_utc(row.attempt_started_at),
+                attempt_provider=row.attempt_provider,
             )
             for row in rows
         ]
@@ -440,7 +513,11 @@ async def _existing_in(
         return None
     open_attempt = (
         await conn.execute(
-            select(provider_attempts.c.attempt_key, provider_attempts.c.created_at)
+            select(
+                provider_attempts.c.attempt_key,
+                provider_attempts.c.created_at,
+                provider_attempts.c.provider,
+            )
             .where(provider_attempts.c.payment_id == payment_id)
             .where(provider_attempts.c.finished_at.is_(None))
             .order_by(provider_attempts.c.attempt_no.desc())
@@ -452,6 +529,7 @@ async def _existing_in(
         same_parameters=row.parameters_hash == parameters_hash,
         open_attempt_key=None if open_attempt is None else open_attempt.attempt_key,
         open_attempt_started_at=None if open_attempt is None else _as_utc(open_attempt.created_at),
+        open_attempt_provider=None if open_attempt is None else open_attempt.provider,
     )
 
 

@@ -14,6 +14,8 @@ from paygate.bench.result_counter import ResultCounter
 from paygate.consumer_service import ConsumerService
 from paygate.metrics import Metrics
 from paygate.settings import Settings
+from providers.registry import Providers
+from providers.routing import Router
 
 log = logging.getLogger("paygate.bench")
 
@@ -58,7 +60,10 @@ async def run_pipeline(
     stop = asyncio.Event()
     service_started = time.perf_counter()
     service = asyncio.create_task(
-        ConsumerService(settings, provider, metrics).run(stop), name=f"bench-{case}-consumer"
+        ConsumerService(
+            settings, Providers.of(provider), metrics, Router.catch_all(provider.name)
+        ).run(stop),
+        name=f"bench-{case}-consumer",
     )
     try:
         done_at = await counter.wait_for(

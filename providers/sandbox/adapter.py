@@ -139,7 +139,10 @@ class SandboxHttpProvider:
         *,
         timeout_s: float = 10.0,
         connect_timeout_s: float | None = None,
+        name: str = PROVIDER_NAME,
     ) -> None:
+        # Another name (sandbox-2, ...) tells a second acquirer apart in routes and attempts.
+        self._name = name
         self._base_url = URL(base_url)
         # A connect timeout shorter than the total lets a slow connect be told apart (not
         # sent, ProviderUnavailableError) from a slow answer (ProviderTimeoutError).
@@ -149,7 +152,7 @@ class SandboxHttpProvider:
 
     @property
     def name(self) -> str:
-        return PROVIDER_NAME
+        return self._name
 
     async def start(self) -> None:
         if self._session is None:

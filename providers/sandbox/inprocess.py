@@ -27,7 +27,10 @@ class InProcessSandboxProvider:
         *,
         config: SandboxConfig | None = None,
         call_timeout_s: float = 10.0,
+        name: str = PROVIDER_NAME,
     ) -> None:
+        # Another name (sandbox-2, ...) tells a second acquirer apart in routes and attempts.
+        self._name = name
         if acquirer is not None and config is not None:
             raise ValueError("pass either an acquirer or a config, not both")
         self.acquirer = (
@@ -37,7 +40,7 @@ class InProcessSandboxProvider:
 
     @property
     def name(self) -> str:
-        return PROVIDER_NAME
+        return self._name
 
     async def start(self) -> None:
         await self.acquirer.start()

@@ -27,6 +27,8 @@ from paygate.dlq import HEADER_REPUBLISHED_AT, HEADER_REPUBLISHED_FROM, main
 from paygate.dlq.entries import read_dead_letters
 from paygate.metrics import Metrics
 from paygate.settings import Settings
+from providers.registry import Providers
+from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
 from schemas.codec import CREATE_PAYMENT, AvroCodec
 from schemas.payments import PaymentMessages
@@ -55,7 +57,11 @@ async def running_consumer(
 ) -> AsyncIterator[Metrics]:
     metrics = Metrics()
     stop = asyncio.Event()
-    task = asyncio.create_task(ConsumerService(settings, provider, metrics).run(stop))
+    task = asyncio.create_task(
+        ConsumerService(
+            settings, Providers.of(provider), metrics, Router.catch_all(provider.name)
+        ).run(stop)
+    )
     try:
         yield metrics
     finally:

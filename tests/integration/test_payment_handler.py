@@ -15,6 +15,8 @@ from domain.status import PaymentStatus
 from paygate.metrics import Metrics
 from persistence.payment_store import Existing, PaymentStore, Started
 from persistence.tables import outbox, provider_attempts
+from providers.registry import Providers
+from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
@@ -61,7 +63,8 @@ def store(engine):
 def handler(store, provider, metrics):
     return PaymentCommandHandler(
         store=store,
-        provider=provider,
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
         events=ResultEvents(MESSAGES, "payments.results"),
         account_key=ACCOUNT_KEY,
         metrics=metrics,

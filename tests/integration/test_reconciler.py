@@ -20,6 +20,8 @@ from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
 from persistence.tables import outbox
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.registry import Providers
+from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
@@ -65,7 +67,8 @@ def store(engine, clock):
 def handler(store, provider, clock):
     return PaymentCommandHandler(
         store=store,
-        provider=provider,
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
         events=EVENTS,
         account_key=ACCOUNT_KEY,
         metrics=Metrics(),
@@ -76,7 +79,7 @@ def handler(store, provider, clock):
 def reconciler_for(store, provider, clock, metrics=None):
     return Reconciler(
         store=store,
-        provider=provider,
+        providers=Providers.of(provider),
         events=EVENTS,
         metrics=metrics or Metrics(),
         min_age=timedelta(seconds=30),
@@ -201,11 +204,12 @@ async def test_a_late_timeout_does_not_undo_an_outcome_the_reconciler_recorded(
     assert (await reconciler_for(store, provider, clock).run_once()).resolved == 1
     # The slow call's "no answer in time" is recorded after the reconciler's answer.
     payment = await store.get_payment(command.payment_request_id)
-    recorder = OutcomeRecorder(store, EVENTS, "sandbox", clock)
+    recorder = OutcomeRecorder(store, EVENTS, clock)
     late = await recorder.provider_error(
         PaymentFacts.of_stored(payment),
         f"{command.payment_request_id}-a1",
         ProviderTimeoutError("sandbox", "no answer"),
+        provider="sandbox",
     )
     assert late is Outcome.REPLAYED
     assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.SUCCEEDED

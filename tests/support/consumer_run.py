@@ -10,6 +10,8 @@ from paygate.consumer_service import ConsumerService
 from paygate.metrics import Metrics
 from paygate.settings import Settings
 from providers.port import PaymentProvider
+from providers.registry import Providers
+from providers.routing import Router
 
 
 @asynccontextmanager
@@ -17,7 +19,11 @@ async def running_consumer(settings: Settings, provider: PaymentProvider) -> Asy
     """Yield the running consumer's metrics; on exit stop it as SIGTERM would, and wait."""
     metrics = Metrics()
     stop = asyncio.Event()
-    task = asyncio.create_task(ConsumerService(settings, provider, metrics).run(stop))
+    task = asyncio.create_task(
+        ConsumerService(
+            settings, Providers.of(provider), metrics, Router.catch_all(provider.name)
+        ).run(stop)
+    )
     try:
         yield metrics
     finally:
