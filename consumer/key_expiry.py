@@ -6,16 +6,11 @@ may use them again for a new payment. Payments themselves are never deleted.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from persistence.payment_store import PaymentStore
-
-log = logging.getLogger("paygate.keys")
 
 MIN_RETENTION: Final = timedelta(days=7)
 
@@ -40,14 +35,3 @@ class KeyExpiry:
     async def run_once(self) -> int:
         """Expire the keys older than the retention; return how many."""
         return await self._store.expire_idempotency_keys(self._clock() - self._retention)
-
-    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
-        while not stop.is_set():
-            try:
-                expired = await self.run_once()
-                if expired:
-                    log.info("idempotency keys expired", extra={"expired": expired})
-            except Exception:
-                log.exception("idempotency key expiry failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval_s)

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 
 from consumer.dead_letters import DeadLetterRouter
 from consumer.key_expiry import KeyExpiry
 from consumer.payment_handler import PaymentCommandHandler
+from consumer.periodic import run_periodically
 from consumer.reconciler import Reconciler
 from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
@@ -101,6 +102,13 @@ class ConsumerService:
         reconciler_task: asyncio.Task[None] | None = None
         expiry_task: asyncio.Task[None] | None = None
         key_expiry = KeyExpiry(store, timedelta(days=settings.idempotency_key_retention_days))
+        outbox_retention = timedelta(days=settings.outbox_retention_days)
+
+        async def housekeeping() -> int:
+            expired = await key_expiry.run_once()
+            pruned = await store.prune_outbox(datetime.now(UTC) - outbox_retention)
+            return expired + pruned
+
         try:
             await self.providers.start_all()
             await start_with_retry(producer.start, "Kafka (producer)")
@@ -110,7 +118,13 @@ class ConsumerService:
                 reconciler.run(stop, settings.reconcile_interval_s), name="reconciler"
             )
             expiry_task = asyncio.create_task(
-                key_expiry.run(stop, settings.key_expiry_interval_s), name="key-expiry"
+                run_periodically(
+                    stop,
+                    settings.key_expiry_interval_s,
+                    housekeeping,
+                    "idempotency keys expired and outbox rows pruned",
+                ),
+                name="housekeeping",
             )
             runner_task = asyncio.create_task(runner.run(), name="command-runner")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")

@@ -122,7 +122,16 @@ class Settings(BaseSettings):
         "after that the key may be used for a new payment.",
     )
     key_expiry_interval_s: float = Field(
-        3600.0, gt=0, description="Seconds between runs of the idempotency key expiry job."
+        3600.0,
+        gt=0,
+        description="Seconds between runs of the housekeeping jobs (idempotency key expiry, "
+        "outbox pruning).",
+    )
+    outbox_retention_days: float = Field(
+        7.0,
+        gt=0,
+        description="Published outbox rows older than this are deleted (the events are in "
+        "Kafka by then).",
     )
 
     http_host: str = Field("127.0.0.1", description="Address the HTTPS facade binds.")

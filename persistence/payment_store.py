@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -341,6 +341,19 @@ class PaymentStore:
                 .where(payments.c.key_expired.is_(False))
                 .where(payments.c.created_at < created_before)
                 .values(key_expired=True)
+            )
+            return int(result.rowcount)
+
+        return await self._writes.run(record)
+
+    async def prune_outbox(self, published_before: datetime) -> int:
+        """Delete outbox rows published before ``published_before``; return how many."""
+
+        async def record(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                delete(outbox)
+                .where(outbox.c.published_at.is_not(None))
+                .where(outbox.c.published_at < published_before)
             )
             return int(result.rowcount)
 
