@@ -6,8 +6,6 @@ import asyncio
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
 
 import pytest
@@ -22,18 +20,15 @@ from consumer.dead_letters import (
     HEADER_TOPIC,
 )
 from domain.status import PaymentStatus
-from paygate.consumer_service import ConsumerService
 from paygate.dlq import HEADER_REPUBLISHED_AT, HEADER_REPUBLISHED_FROM, main
 from paygate.dlq.entries import read_dead_letters
-from paygate.metrics import Metrics
 from paygate.settings import Settings
-from providers.registry import Providers
-from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
 from schemas.codec import CREATE_PAYMENT, AvroCodec
 from schemas.payments import PaymentMessages
 from schemas.registry import FileSchemaRegistry
 from tests.support.builders import SUCCESS_CARD, create_payment_record
+from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import produce, read_until
 
 pytestmark = pytest.mark.integration
@@ -49,24 +44,6 @@ def _command(**overrides) -> tuple[bytes, bytes, dict]:
 
 def _unknown_schema(value: bytes) -> bytes:
     return b"\x00" + struct.pack(">I", 4242) + value[5:]
-
-
-@asynccontextmanager
-async def running_consumer(
-    settings: Settings, provider: InProcessSandboxProvider
-) -> AsyncIterator[Metrics]:
-    metrics = Metrics()
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        ConsumerService(
-            settings, Providers.of(provider), metrics, Router.catch_all(provider.name)
-        ).run(stop)
-    )
-    try:
-        yield metrics
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
 
 
 @pytest.fixture
