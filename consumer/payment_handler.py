@@ -19,6 +19,7 @@ answer. An in-doubt attempt is only ever asked of the provider it was sent to.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -31,10 +32,11 @@ from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
+from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
-from persistence.payment_store import Existing, PaymentStore, Refused, Started
-from providers.errors import ProviderError
+from persistence.payment_store import Existing, PaymentStore, Refused, Started, attempt_number
+from providers.errors import ProviderError, ProviderRateLimitedError
 from providers.port import ChargeRequest
 from providers.registry import Providers, UnknownProviderError
 from providers.routing import Router
@@ -58,6 +60,7 @@ class PaymentCommandHandler:
         events: ResultEvents,
         account_key: bytes,
         metrics: Metrics,
+        retry_policy: RetryPolicy | None = None,
         resend_window: timedelta = timedelta(minutes=30),
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
@@ -70,6 +73,7 @@ class PaymentCommandHandler:
         self._account_key = account_key
         self._metrics = metrics
         self._resend_window = resend_window
+        self._retry_policy = retry_policy or RetryPolicy()
         self._clock = clock
         self._recorder = OutcomeRecorder(store, events, clock)
 
@@ -120,7 +124,12 @@ class PaymentCommandHandler:
             started_at = existing.open_attempt_started_at or payment.created_at
             provider = existing.open_attempt_provider or payment.provider or ""
             return await self._resolve_in_doubt(
-                command, facts, existing.open_attempt_key, provider, started_at
+                command,
+                facts,
+                existing.open_attempt_key,
+                provider,
+                started_at,
+                payment.next_retry_at,
             )
         await self._store.enqueue(self._events.for_stored(payment))
         return Outcome.REPLAYED
@@ -156,6 +165,7 @@ class PaymentCommandHandler:
         attempt_key: str,
         provider_name: str,
         attempt_started_at: datetime,
+        retry_at: datetime | None = None,
     ) -> Outcome:
         try:
             known = await self._providers.get(provider_name).charge_status(attempt_key)
@@ -180,6 +190,9 @@ class PaymentCommandHandler:
                 # Old enough for the reconciler to abandon it: leave it to the reconciler
                 # rather than race it (see consumer/reconciler.py).
                 return Outcome.PENDING
+            if retry_at is not None and retry_at > self._clock():
+                # A retry was scheduled before the consumer stopped: keep to its back-off.
+                await asyncio.sleep((retry_at - self._clock()).total_seconds())
             # The provider never received the attempt, so sending it now (same key) cannot
             # charge twice. Failover may go on to the providers after it in today's route.
             route = self._router.route(command.payment_method.value, command.amount.currency)
@@ -202,8 +215,14 @@ class PaymentCommandHandler:
                 next_key = await self._store.next_attempt(
                     command.payment_request_id, attempt_key, rest[0]
                 )
+            if next_key is None and not rest:
+                retry = await self._retry_later(command, attempt_key, error, route)
+                if retry is not None:
+                    attempt_key = retry
+                    provider_name, *rest = route
+                    continue
             if next_key is None:
-                # No provider left (or the payment moved on meanwhile): as without routing.
+                # No provider or retry left (or the payment moved on meanwhile).
                 return await self._recorder.provider_error(
                     facts, attempt_key, error, provider=provider_name
                 )
@@ -219,6 +238,33 @@ class PaymentCommandHandler:
             self._metrics.provider_failovers.labels(provider_name, rest[0]).inc()
             attempt_key = next_key
             provider_name, *rest = rest
+
+    async def _retry_later(
+        self, command: CreatePayment, attempt_key: str, error: ProviderError, route: list[str]
+    ) -> str | None:
+        """Wait out the back-off, then open the next attempt at the route's first provider.
+
+        The schedule is written to the store first, so a consumer that dies while waiting
+        leaves it for the redelivery to honour. Returns the new attempt's key, or None when
+        the attempts are used up or the payment moved on meanwhile.
+        """
+        attempt_no = attempt_number(attempt_key)
+        if not self._retry_policy.may_retry_after(attempt_no):
+            return None
+        retry_after = error.retry_after if isinstance(error, ProviderRateLimitedError) else None
+        delay = self._retry_policy.delay_s(attempt_no, retry_after)
+        at = self._clock() + timedelta(seconds=delay)
+        if not await self._store.schedule_retry(command.payment_request_id, at):
+            return None
+        log.warning(
+            "provider certainly did not charge; retrying in %.2fs: %s",
+            delay,
+            error.message,
+            extra={"payment_request_id": command.payment_request_id, "attempt": attempt_no},
+        )
+        self._metrics.provider_retries.labels(route[0]).inc()
+        await asyncio.sleep(delay)
+        return await self._store.next_attempt(command.payment_request_id, attempt_key, route[0])
 
     async def _charge_one(
         self, command: CreatePayment, facts: PaymentFacts, attempt_key: str, provider_name: str

@@ -31,6 +31,8 @@ class PaymentView:
     # Hash of what the client asked for (see CreatePayment.parameters_fingerprint): tells an
     # idempotent retry from a conflicting reuse of its key.
     parameters_hash: str | None = None
+    # Set while a retry is scheduled after a provider certainly did not charge.
+    next_retry_at: datetime | None = None
 
     @property
     def payment_result(self) -> bool:

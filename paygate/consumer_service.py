@@ -17,6 +17,7 @@ from consumer.periodic import run_periodically
 from consumer.reconciler import Reconciler
 from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
+from domain.retry import RetryPolicy
 from paygate.metrics import Metrics
 from paygate.providers import build_router
 from paygate.settings import Settings
@@ -78,6 +79,11 @@ class ConsumerService:
             account_key=settings.account_key,
             metrics=self.metrics,
             resend_window=timedelta(seconds=settings.abandon_after_s / 2),
+            retry_policy=RetryPolicy(
+                max_attempts=settings.provider_max_attempts,
+                base_delay_s=settings.retry_base_delay_s,
+                max_delay_s=max(settings.retry_max_delay_s, settings.retry_base_delay_s),
+            ),
         )
         reconciler = Reconciler(
             store=store,

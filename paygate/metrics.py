@@ -83,6 +83,13 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.provider_retries = Counter(
+            f"{prefix}_provider_retries_total",
+            "Provider calls retried after the provider certainly did not charge, by provider.",
+            ["provider"],
+            registry=self.registry,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -100,6 +100,16 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds before a provider call counts as timed out (pending)."
     )
 
+    provider_max_attempts: int = Field(
+        4,
+        ge=1,
+        description="Provider calls per payment when providers certainly did not charge "
+        "(5xx, refused, 429), failovers included; then the payment fails.",
+    )
+    retry_base_delay_s: float = Field(
+        0.5, gt=0, description="First back-off before retrying a provider (doubles, jittered)."
+    )
+    retry_max_delay_s: float = Field(30.0, gt=0, description="Longest back-off between retries.")
     reconcile_interval_s: float = Field(
         10.0, gt=0, description="Seconds between the consumer's reconciliation passes."
     )

@@ -115,6 +115,11 @@ def attempt_key_for(payment_id: str, attempt_no: int) -> str:
     return f"{payment_id}-a{attempt_no}"
 
 
+def attempt_number(attempt_key: str) -> int:
+    """The n of an attempt key made by :func:`attempt_key_for`."""
+    return int(attempt_key.rsplit("-a", 1)[1])
+
+
 class PaymentStore:
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = _utc_now) -> None:
         self._engine = engine
@@ -219,6 +224,7 @@ class PaymentStore:
                     status=status.value,
                     provider_reference=provider_reference,
                     updated_at=now,
+                    next_retry_at=None,
                     **_error_columns(error),
                 )
             )
@@ -241,6 +247,20 @@ class PaymentStore:
             )
             await self._enqueue(conn, event, now)
             return True
+
+        return await self._writes.run(record)
+
+    async def schedule_retry(self, payment_id: str, at: datetime) -> bool:
+        """Record when the payment's provider is to be tried again (only while processing)."""
+
+        async def record(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_id)
+                .where(payments.c.status == PaymentStatus.PROCESSING.value)
+                .values(next_retry_at=at)
+            )
+            return bool(result.rowcount)
 
         return await self._writes.run(record)
 
@@ -306,7 +326,7 @@ class PaymentStore:
             await conn.execute(
                 update(payments)
                 .where(payments.c.id == payment_id)
-                .values(provider=provider, updated_at=now)
+                .values(provider=provider, updated_at=now, next_retry_at=None)
             )
             return attempt_key
 
@@ -466,6 +486,7 @@ def _payment_view(row: Any) -> PaymentView:
         created_at=_as_utc(row["created_at"]),
         updated_at=_as_utc(row["updated_at"]),
         parameters_hash=row["parameters_hash"],
+        next_retry_at=None if row["next_retry_at"] is None else _as_utc(row["next_retry_at"]),
     )
 
 

@@ -51,6 +51,9 @@ payments = Table(
     Column("decline_code", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # When a provider that certainly did not charge is to be tried again: kept here so the
+    # schedule survives a restart of the consumer.
+    Column("next_retry_at", DateTime(timezone=True)),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
 )
 
