@@ -28,9 +28,7 @@ from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
 from providers.registry import Providers
 from providers.routing import Router
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 
 log = logging.getLogger("paygate.consumer")
 
@@ -54,7 +52,7 @@ class ConsumerService:
         engine = create_engine(settings.database_url)
         await create_schema(engine)
         store = PaymentStore(engine)
-        messages = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
+        messages = PaymentMessages.bundled()
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-consumer")
         consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.require_kafka(),

@@ -16,9 +16,7 @@ from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 
 log = logging.getLogger("paygate.http")
 
@@ -38,7 +36,7 @@ class FacadeService:
         engine = create_engine(settings.database_url)
         await create_schema(engine)
         store = PaymentStore(engine)
-        messages = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
+        messages = PaymentMessages.bundled()
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-facade")
         listener = KafkaResultListener(
             bootstrap_servers=settings.require_kafka(),

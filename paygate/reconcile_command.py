@@ -16,9 +16,7 @@ from paygate.providers import build_providers
 from paygate.settings import Settings
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 
 
 async def reconcile_once(settings: Settings) -> dict[str, int]:
@@ -30,9 +28,7 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
         reconciler = Reconciler(
             store=PaymentStore(engine),
             providers=providers,
-            events=ResultEvents(
-                PaymentMessages(AvroCodec(FileSchemaRegistry.bundled())), settings.results_topic
-            ),
+            events=ResultEvents(PaymentMessages.bundled(), settings.results_topic),
             metrics=Metrics(),
             min_age=timedelta(seconds=settings.reconcile_min_age_s),
             abandon_after=timedelta(seconds=settings.abandon_after_s),

@@ -20,6 +20,7 @@ from domain.events import PaymentResult
 from domain.money import money_from_decimal
 from domain.status import PaymentStatus
 from schemas.codec import CREATE_PAYMENT, PAYMENT_RESULT, AvroCodec
+from schemas.registry import FileSchemaRegistry
 
 
 def _account(record: Mapping[str, Any], param: str) -> Account:
@@ -122,6 +123,11 @@ class PaymentMessages:
 
     def __init__(self, codec: AvroCodec) -> None:
         self._codec = codec
+
+    @classmethod
+    def bundled(cls) -> PaymentMessages:
+        """Messages with the schemas and ids shipped in this package."""
+        return cls(AvroCodec(FileSchemaRegistry.bundled()))
 
     def encode_command(self, command: CreatePayment) -> bytes:
         return self._codec.encode(CREATE_PAYMENT, create_payment_to_record(command))

@@ -17,9 +17,7 @@ from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 
 log = logging.getLogger("paygate.bench")
 
@@ -103,7 +101,7 @@ def _command(order_id: str) -> CreatePayment:
 async def produce_commands(bootstrap: str, topic: str, count: int, order_prefix: str) -> None:
     """Produce ``count`` Avro commands keyed by unique order ids, in batches, and wait
     until the broker acknowledged all of them."""
-    messages = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
+    messages = PaymentMessages.bundled()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
     )

@@ -18,9 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from persistence.tables import outbox, payments
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 
 _IN_CHUNK = 500  # ids per IN (...) query: far below SQLite's bound on parameters
 FINAL_STATUSES = frozenset({"succeeded", "failed"})
@@ -109,7 +107,7 @@ async def read_results(
     bootstrap_servers: str, topic: str, partitions: int, *, timeout_s: float = 120.0
 ) -> ResultsEvidence:
     """Read ``topic`` from its beginning to its current end and decode every event."""
-    messages = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
+    messages = PaymentMessages.bundled()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap_servers,
         group_id=None,

@@ -32,9 +32,7 @@ from paygate.kafka import LocalKafka
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
 from persistence.engine import create_engine
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 
 log = logging.getLogger("paygate.chaos")
 
@@ -223,7 +221,7 @@ def _plan(options: ChaosOptions, run_id: str) -> FeedPlan:
         feed_s=options.feed_s,
         run_id=run_id,
         rng=random.Random(f"{options.seed}:feed"),
-        messages=PaymentMessages(AvroCodec(FileSchemaRegistry.bundled())),
+        messages=PaymentMessages.bundled(),
     )
 
 

@@ -18,9 +18,7 @@ from persistence.tables import outbox, provider_attempts
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 from tests.support.builders import (
     DECLINED_CARD,
     INSUFFICIENT_FUNDS_CARD,
@@ -36,7 +34,7 @@ ACCOUNT_KEY = b"test-fingerprint-key"
 TIMEOUT_CARD = "4000000000000341"
 TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
 UNAVAILABLE_CARD = "4000000000000119"
-MESSAGES = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
+MESSAGES = PaymentMessages.bundled()
 
 
 @pytest.fixture

@@ -23,9 +23,7 @@ from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 from tests.support.builders import create_payment, unexpected_refusal
 
 pytestmark = pytest.mark.integration
@@ -33,7 +31,7 @@ pytestmark = pytest.mark.integration
 ACCOUNT_KEY = b"test-fingerprint-key"
 TIMEOUT_CARD = "4000000000000341"
 TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
-MESSAGES = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
+MESSAGES = PaymentMessages.bundled()
 EVENTS = ResultEvents(MESSAGES, "payments.results")
 
 

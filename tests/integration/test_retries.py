@@ -18,15 +18,13 @@ from persistence.payment_store import PaymentStore
 from persistence.tables import provider_attempts
 from providers.registry import Providers
 from providers.routing import Router
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 from tests.support.builders import create_payment
 from tests.support.flaky_provider import FlakyProvider
 
 pytestmark = pytest.mark.integration
 
-EVENTS = ResultEvents(PaymentMessages(AvroCodec(FileSchemaRegistry.bundled())), "results")
+EVENTS = ResultEvents(PaymentMessages.bundled(), "results")
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.02)
 
 

@@ -23,9 +23,7 @@ from persistence.tables import outbox, payments, provider_attempts
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig, SandboxHttpProvider
-from schemas.codec import AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 from tests.support.builders import DECLINED_CARD, create_payment, unexpected_refusal
 
 pytestmark = pytest.mark.integration
@@ -33,7 +31,7 @@ pytestmark = pytest.mark.integration
 ACCOUNT_KEY = b"test-fingerprint-key"
 TIMEOUT_CARD = "4000000000000341"
 UNAVAILABLE_CARD = "4000000000000119"
-MESSAGES = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled()))
+MESSAGES = PaymentMessages.bundled()
 EVENTS = ResultEvents(MESSAGES, "payments.results")
 PRIMARY, SECONDARY = "sandbox", "sandbox-2"
 

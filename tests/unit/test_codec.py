@@ -176,9 +176,7 @@ def test_messages_written_with_create_payment_v1_still_decode():
     fastavro.schemaless_writer(
         out, fastavro.parse_schema(_raw_schema("create_payment.v1.avsc")), record
     )
-    command = PaymentMessages(AvroCodec(FileSchemaRegistry.bundled())).decode_command(
-        out.getvalue()
-    )
+    command = PaymentMessages.bundled().decode_command(out.getvalue())
     assert command.new_attempt is False
     assert command.order_id == record["orderId"]
 
