@@ -24,22 +24,14 @@ from paygate.dlq import HEADER_REPUBLISHED_AT, HEADER_REPUBLISHED_FROM, main
 from paygate.dlq.entries import read_dead_letters
 from paygate.settings import Settings
 from providers.sandbox import InProcessSandboxProvider
-from schemas.codec import CREATE_PAYMENT, AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
-from tests.support.builders import SUCCESS_CARD, create_payment_record
+from tests.support.builders import SUCCESS_CARD, encoded_command
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import produce, read_until
 
 pytestmark = pytest.mark.integration
 
-CODEC = AvroCodec(FileSchemaRegistry.bundled())
-MESSAGES = PaymentMessages(CODEC)
-
-
-def _command(**overrides) -> tuple[bytes, bytes, dict]:
-    record = create_payment_record(**overrides)
-    return record["orderId"].encode(), CODEC.encode(CREATE_PAYMENT, record), record
+MESSAGES = PaymentMessages.bundled()
 
 
 def _unknown_schema(value: bytes) -> bytes:
@@ -108,8 +100,8 @@ async def _produce_with_headers(
 
 async def test_list_shows_each_dead_letter_with_its_code_and_never_the_value(dlq_env, capsys):
     key = b"order-dlq-list"
-    _, valid, _ = _command()
-    _, negative, _ = _command(amount=Decimal("-5.00"))  # holds the card number in its value
+    _, valid, _ = encoded_command()
+    _, negative, _ = encoded_command(amount=Decimal("-5.00"))  # holds the card number in its value
     assert SUCCESS_CARD.encode() in negative
     poison = [(key, _unknown_schema(valid)), (key, negative), (key, b'{"orderId": "o-1"}')]
     dead = await dead_letter_through_consumer(dlq_env, poison)
@@ -160,7 +152,7 @@ async def test_list_shows_each_dead_letter_with_its_code_and_never_the_value(dlq
 async def test_a_republished_poison_message_goes_to_the_dlq_again(dlq_env, capsys):
     bootstrap = dlq_env.kafka_bootstrap_servers
     key = b"order-dlq-again"
-    _, valid, _ = _command()
+    _, valid, _ = encoded_command()
     poison = _unknown_schema(valid)
     await dead_letter_through_consumer(dlq_env, [(key, poison)])
     [entry] = await listed(capsys)
@@ -209,7 +201,7 @@ async def test_a_republished_poison_message_goes_to_the_dlq_again(dlq_env, capsy
 async def test_a_fixed_command_republished_from_the_dlq_is_processed_once(dlq_env, capsys):
     bootstrap = dlq_env.kafka_bootstrap_servers
     assert bootstrap
-    key, value, record = _command()
+    key, value, record = encoded_command()
     # As if dead-lettered for an unknown schema that has since been registered.
     await _produce_with_headers(
         bootstrap,
@@ -248,7 +240,7 @@ async def test_a_fixed_command_republished_from_the_dlq_is_processed_once(dlq_en
 async def test_unknown_offsets_and_bad_arguments_exit_2_and_send_nothing(dlq_env, capsys):
     bootstrap = dlq_env.kafka_bootstrap_servers
     assert bootstrap
-    key, value, _ = _command()
+    key, value, _ = encoded_command()
     await _produce_with_headers(
         bootstrap,
         dlq_env.dlq_topic,

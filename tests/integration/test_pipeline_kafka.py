@@ -20,26 +20,18 @@ from domain.status import PaymentStatus
 from persistence.engine import create_engine
 from persistence.payment_store import PaymentStore
 from providers.sandbox import InProcessSandboxProvider
-from schemas.codec import CREATE_PAYMENT, AvroCodec
 from schemas.payments import PaymentMessages
-from schemas.registry import FileSchemaRegistry
 from tests.support.builders import (
     DECLINED_CARD,
     SUCCESS_CARD,
-    create_payment_record,
+    encoded_command,
 )
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import committed_total, produce, read_until
 
 pytestmark = pytest.mark.integration
 
-CODEC = AvroCodec(FileSchemaRegistry.bundled())
-MESSAGES = PaymentMessages(CODEC)
-
-
-def _command(**overrides) -> tuple[bytes, bytes, dict]:
-    record = create_payment_record(**overrides)
-    return record["orderId"].encode(), CODEC.encode(CREATE_PAYMENT, record), record
+MESSAGES = PaymentMessages.bundled()
 
 
 def _results(records):
@@ -47,8 +39,8 @@ def _results(records):
 
 
 async def test_a_command_from_plain_aiokafka_comes_out_as_a_result_event(topics):
-    key, value, record = _command()
-    declined_key, declined_value, declined = _command(
+    key, value, record = encoded_command()
+    declined_key, declined_value, declined = encoded_command(
         payerAccount={"type": "card", "number": DECLINED_CARD, "holderName": None}
     )
     await produce(
@@ -78,8 +70,8 @@ async def test_a_command_from_plain_aiokafka_comes_out_as_a_result_event(topics)
 async def test_a_restarted_consumer_resumes_from_its_committed_offset(topics):
     bootstrap = topics.kafka_bootstrap_servers
     provider = InProcessSandboxProvider()
-    first = [_command() for _ in range(10)]
-    second = [_command() for _ in range(10)]
+    first = [encoded_command() for _ in range(10)]
+    second = [encoded_command() for _ in range(10)]
 
     await produce(bootstrap, topics.commands_topic, [(k, v) for k, v, _ in first])
     async with running_consumer(topics, provider) as metrics:
@@ -115,10 +107,10 @@ async def test_a_restarted_consumer_resumes_from_its_committed_offset(topics):
 
 def _poison() -> dict[str, tuple[bytes, str, str]]:
     """name -> (message bytes, expected error code, expected reason)."""
-    _, valid, _ = _command()
-    _, negative, _ = _command(amount=Decimal("-5.00"))
-    _, unknown_currency, _ = _command(currency="XYZ")
-    _, too_precise, _ = _command(amount=Decimal("1.001"))
+    _, valid, _ = encoded_command()
+    _, negative, _ = encoded_command(amount=Decimal("-5.00"))
+    _, unknown_currency, _ = encoded_command(currency="XYZ")
+    _, too_precise, _ = encoded_command(amount=Decimal("1.001"))
     return {
         "not-wire-format": (b'{"orderId": "o-1"}', "malformed_message", "bad_magic_byte"),
         "empty": (b"", "malformed_message", "truncated_header"),
@@ -137,7 +129,7 @@ def _poison() -> dict[str, tuple[bytes, str, str]]:
 async def test_each_poison_kind_goes_to_the_dlq_and_the_consumer_keeps_going(topics):
     bootstrap = topics.kafka_bootstrap_servers
     poison = _poison()
-    _good_key, good_value, good = _command(
+    _good_key, good_value, good = encoded_command(
         payerAccount={"type": "card", "number": SUCCESS_CARD, "holderName": None}
     )
     # One key for all, so they share a partition and the good one comes after the poison.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
 from tests.support.builders import create_payment, unexpected_refusal
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -33,14 +34,6 @@ TIMEOUT_CARD = "4000000000000341"
 TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
 MESSAGES = PaymentMessages.bundled()
 EVENTS = ResultEvents(MESSAGES, "payments.results")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

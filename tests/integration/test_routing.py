@@ -5,7 +5,7 @@ ever asked of its own provider."""
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -25,6 +25,7 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig, SandboxHttpProvider
 from schemas.payments import PaymentMessages
 from tests.support.builders import DECLINED_CARD, create_payment, unexpected_refusal
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -34,14 +35,6 @@ UNAVAILABLE_CARD = "4000000000000119"
 MESSAGES = PaymentMessages.bundled()
 EVENTS = ResultEvents(MESSAGES, "payments.results")
 PRIMARY, SECONDARY = "sandbox", "sandbox-2"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def _closed_loopback_port() -> int:

@@ -10,6 +10,10 @@ from typing import Any
 from domain.accounts import Account, AccountType
 from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
+from schemas.codec import CREATE_PAYMENT, AvroCodec
+from schemas.registry import FileSchemaRegistry
+
+_CODEC = AvroCodec(FileSchemaRegistry.bundled())
 
 SUCCESS_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
@@ -63,3 +67,9 @@ def create_payment_record(**overrides: Any) -> dict[str, Any]:
 def unexpected_refusal(_command: object, error: object, _created_at: object) -> Any:
     """A ``refusal_event`` for store tests that never expect order protection to refuse."""
     raise AssertionError(f"order protection refused unexpectedly: {error!r}")
+
+
+def encoded_command(**overrides: Any) -> tuple[bytes, bytes, dict[str, Any]]:
+    """(Kafka key, wire-format bytes, record) of a valid CreatePayment, keyed by order id."""
+    record = create_payment_record(**overrides)
+    return record["orderId"].encode(), _CODEC.encode(CREATE_PAYMENT, record), record
