@@ -75,24 +75,17 @@ def describe_machine() -> str:
 
 def describe_revision() -> str:
     """The git commit measured, and whether the work tree differed from it."""
-    here = Path(__file__).parent  # the checkout this code runs from, whatever the cwd
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=here,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown (not a git checkout)"
     return f"{head} with uncommitted changes" if dirty else head
+
+
+def _git(*args: str) -> str:
+    here = Path(__file__).parent  # the checkout this code runs from, whatever the cwd
+    result = subprocess.run(
+        ["git", *args], cwd=here, capture_output=True, text=True, timeout=10, check=True
+    )
+    return result.stdout.strip()
