@@ -10,9 +10,16 @@ from aiokafka import AIOKafkaProducer
 class KafkaProducer:
     """acks=all with idempotence: a retried send is written once per producer session."""
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str = "paygate") -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "paygate",
+        request_timeout_ms: int = 30_000,
+    ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
+        self._request_timeout_ms = request_timeout_ms
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -24,7 +31,7 @@ class KafkaProducer:
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
-            request_timeout_ms=30_000,
+            request_timeout_ms=self._request_timeout_ms,
         )
         try:
             await producer.start()

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from domain.accounts import Account, AccountType
 from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
+from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
 
 log = logging.getLogger("paygate.chaos")
@@ -115,7 +116,7 @@ class Feeder:
     batch_timeout_s: float = 180.0
     sent: int = 0  # messages acknowledged, duplicates included
     resent_batches: int = 0
-    _producer: AIOKafkaProducer | None = field(default=None, repr=False)
+    _producer: KafkaProducer | None = field(default=None, repr=False)
     _fed: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -170,23 +171,16 @@ class Feeder:
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
+            producer = KafkaProducer(
+                self.bootstrap_servers,
                 client_id="paygate-chaos-feeder",
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
                 # Short, so that a send to a stopped broker fails and is retried here,
                 # where it is counted, rather than waiting inside the client.
                 request_timeout_ms=10_000,
             )
-            try:
-                await producer.start()
-            except BaseException:
-                await producer.stop()
-                raise
+            await producer.start()
             self._producer = producer
-        return self._producer
+        return self._producer.client
 
     async def _close(self) -> None:
         producer, self._producer = self._producer, None
