@@ -69,10 +69,6 @@ class CommandRunner:
         self._max_retry_backoff_s = max_retry_backoff_s
         self._stopping = asyncio.Event()
 
-    @property
-    def in_flight(self) -> int:
-        return self._work.in_flight
-
     def stop(self) -> None:
         """Stop fetching; :meth:`run` then drains, commits and returns."""
         self._stopping.set()
