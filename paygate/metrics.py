@@ -17,7 +17,7 @@ class Metrics:
         self.commands_consumed = Counter(
             f"{prefix}_commands_consumed_total",
             "Commands taken from the command topic, by outcome "
-            "(succeeded, failed, pending, replayed, conflict, dead_lettered).",
+            "(succeeded, failed, pending, replayed, conflict, refused, dead_lettered).",
             ["outcome"],
             registry=self.registry,
         )
@@ -93,3 +93,25 @@ class Metrics:
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def metrics_page() -> str:
+    """docs/metrics.md, generated from the container so the list cannot drift."""
+    lines = [
+        "# Metrics",
+        "",
+        "Served as Prometheus text at `/metrics`: by the facade (HTTPS) and by the consumer",
+        "(`PAYGATE_METRICS_HOST`:`PAYGATE_METRICS_PORT`, plain HTTP for scrapers). Generated",
+        "from `paygate/metrics.py` by `python -m paygate.metrics`.",
+        "",
+        "| metric | type | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for family in Metrics().registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        lines.append(f"| `{family.name}{suffix}` | {family.type} | {family.documentation} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(metrics_page(), end="")

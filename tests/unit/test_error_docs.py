@@ -38,3 +38,10 @@ def test_readme_settings_table_is_generated_from_the_settings():
     start = readme.index("<!-- settings:begin -->") + len("<!-- settings:begin -->")
     end = readme.index("<!-- settings:end -->")
     assert readme[start:end].strip() == settings_table().strip()
+
+
+def test_docs_metrics_page_is_generated_from_the_metrics_container():
+    from paygate.metrics import metrics_page
+
+    committed = (ROOT / "docs" / "metrics.md").read_text()
+    assert committed == metrics_page(), "regenerate: python -m paygate.metrics > docs/metrics.md"
