@@ -16,11 +16,16 @@ from domain.accounts import Account
 from domain.commands import PaymentMethod
 from domain.errors import PaygateError
 from domain.money import Money
+from domain.refunds import RefundReason
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeRequest:
-    """One attempt to charge. ``attempt_key`` is sent as the provider's idempotency key."""
+    """One attempt to charge. ``attempt_key`` is sent as the provider's idempotency key.
+
+    ``capture=False`` only authorizes: the money is held, and :meth:`PaymentProvider.capture`
+    takes it later.
+    """
 
     attempt_key: str
     payment_request_id: str
@@ -29,11 +34,53 @@ class ChargeRequest:
     payer: Account
     payee: Account
     metadata: Mapping[str, str] = field(default_factory=dict)
+    capture: bool = True
 
 
 class ChargeStatus(StrEnum):
     SUCCEEDED = "succeeded"
+    # Authorized, not captured yet: only answered to a request with ``capture=False``.
+    AUTHORIZED = "authorized"
     DECLINED = "declined"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRequest:
+    """Capture an authorized charge; ``amount`` may be less than what was authorized."""
+
+    capture_key: str
+    payment_request_id: str
+    charge_reference: str
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """Return ``amount`` of the charge ``charge_reference`` (the charge's provider
+    reference). ``refund_key`` is sent as the provider's idempotency key."""
+
+    refund_key: str
+    refund_id: str
+    payment_request_id: str
+    charge_reference: str
+    amount: Money
+    reason: RefundReason | None = None
+
+
+class ProviderRefundStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    # Accepted; the provider settles it later. Ask again with refund_status.
+    PENDING = "pending"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOutcome:
+    """The provider's answer to a refund. A failed refund carries a catalogue error."""
+
+    status: ProviderRefundStatus
+    provider_reference: str | None
+    error: PaygateError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,4 +108,20 @@ class PaymentProvider(Protocol):
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         """The outcome of an earlier charge, or None if the provider never received it."""
+        ...
+
+    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        """The charge the provider knows as ``provider_reference``, or None if unknown."""
+        ...
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        """Capture an authorized charge once per capture key."""
+        ...
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        """Refund once per refund key; raises :class:`providers.errors.ProviderError`."""
+        ...
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        """The outcome of an earlier refund, or None if the provider never received it."""
         ...

@@ -15,17 +15,25 @@ from providers.sandbox.config import SandboxConfig
 from providers.sandbox.errors import (
     SandboxError,
     SandboxIdempotencyConflictError,
+    SandboxRefusedError,
     SandboxUnavailableError,
 )
 from providers.sandbox.inprocess import InProcessSandboxProvider
-from providers.sandbox.ledger import Ledger, MemoryLedger, SqliteLedger
+from providers.sandbox.ledger import Ledger, MemoryLedger
 from providers.sandbox.records import (
     ChargeRecord,
     SandboxChargeParams,
     SandboxErrorCode,
     SandboxStatus,
 )
+from providers.sandbox.refund_records import (
+    RefundBehaviour,
+    RefundRecord,
+    SandboxRefundErrorCode,
+    SandboxRefundStatus,
+)
 from providers.sandbox.service import build_sandbox_app
+from providers.sandbox.sqlite_ledger import SqliteLedger
 from providers.sandbox.stats import SandboxStats
 from providers.sandbox.test_accounts import (
     DEFAULT_BEHAVIOUR,
@@ -45,6 +53,8 @@ __all__ = [
     "Ledger",
     "MemoryLedger",
     "Outcome",
+    "RefundBehaviour",
+    "RefundRecord",
     "SandboxAcquirer",
     "SandboxChargeParams",
     "SandboxConfig",
@@ -52,6 +62,9 @@ __all__ = [
     "SandboxErrorCode",
     "SandboxHttpProvider",
     "SandboxIdempotencyConflictError",
+    "SandboxRefundErrorCode",
+    "SandboxRefundStatus",
+    "SandboxRefusedError",
     "SandboxRequestRejectedError",
     "SandboxStats",
     "SandboxStatus",

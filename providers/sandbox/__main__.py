@@ -20,8 +20,9 @@ from aiohttp import web
 
 from providers.sandbox.acquirer import SandboxAcquirer
 from providers.sandbox.config import SandboxConfig
-from providers.sandbox.ledger import Ledger, MemoryLedger, SqliteLedger
+from providers.sandbox.ledger import Ledger, MemoryLedger
 from providers.sandbox.service import build_sandbox_app
+from providers.sandbox.sqlite_ledger import SqliteLedger
 
 log = logging.getLogger("providers.sandbox")
 
@@ -39,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-rate", type=float, default=0.0)
     parser.add_argument("--slow-delay-s", type=float, default=2.0)
     parser.add_argument("--hang-s", type=float, default=60.0)
+    parser.add_argument(
+        "--refund-settle-s",
+        type=float,
+        default=1.0,
+        help="how long refunds of the 'refunds pending' test number stay pending",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--shutdown-timeout-s",
@@ -87,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_rate=args.timeout_rate,
             slow_delay_s=args.slow_delay_s,
             hang_s=args.hang_s,
+            refund_settle_s=args.refund_settle_s,
             seed=args.seed,
         )
     except ValueError as exc:

@@ -13,6 +13,12 @@ A charge call, in order:
 
 Recording before the delay is the point of the hang: the caller times out, yet a status
 query finds the charge, exactly the in-doubt case paygate must reconcile.
+
+A charge asked with ``capture=False`` is recorded ``authorized``; :meth:`capture` makes it
+``succeeded`` once, per capture key. Refunds (:meth:`refund`) are rows of their own, keyed
+by the refund key, checked against what remains of the charge atomically with the insert;
+how they go was decided when the charge was made (``ChargeRecord.refunds``). Refunds and
+captures wait the base latency but see no injected faults.
 """
 
 from __future__ import annotations
@@ -22,12 +28,25 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from domain.errors import ErrorCode
 from providers.sandbox.config import SandboxConfig
-from providers.sandbox.errors import SandboxIdempotencyConflictError, SandboxUnavailableError
+from providers.sandbox.errors import (
+    SandboxIdempotencyConflictError,
+    SandboxRefusedError,
+    SandboxUnavailableError,
+)
 from providers.sandbox.ledger import Ledger
 from providers.sandbox.records import ChargeRecord, SandboxChargeParams, SandboxStatus
+from providers.sandbox.refund_records import (
+    RefundBehaviour,
+    RefundRecord,
+    SandboxCaptureParams,
+    SandboxRefundErrorCode,
+    SandboxRefundParams,
+    SandboxRefundStatus,
+)
 from providers.sandbox.stats import SandboxStats, summarize
 from providers.sandbox.test_accounts import Behaviour, Outcome, Timing, behaviour_for
 
@@ -50,6 +69,9 @@ class SandboxAcquirer:
         self.config = config if config is not None else SandboxConfig()
         self._clock = clock
         self._random = random.Random(self.config.seed)
+        # Payment references that already had their one failure (``unavailable_first``).
+        # In memory on purpose: a restarted sandbox fails each reference's first call again.
+        self._failed_once: set[str] = set()
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -72,6 +94,11 @@ class SandboxAcquirer:
 
         behaviour = behaviour_for(params.payer.number)
         if behaviour.outcome is Outcome.UNAVAILABLE or fail_roll < self.config.failure_rate:
+            raise SandboxUnavailableError("the sandbox failed before processing the charge")
+        if behaviour.unavailable_first and params.payment_reference not in self._failed_once:
+            # Keyed by payment reference, not idempotency key: paygate's retry of a payment
+            # comes with a new attempt key and must get through.
+            self._failed_once.add(params.payment_reference)
             raise SandboxUnavailableError("the sandbox failed before processing the charge")
         timing = Timing.HANG if timeout_roll < self.config.timeout_rate else behaviour.timing
 
@@ -96,8 +123,117 @@ class SandboxAcquirer:
     async def status(self, idempotency_key: str) -> ChargeRecord | None:
         return await self.ledger.get(idempotency_key)
 
+    async def charge_by_id(self, charge_id: str) -> ChargeRecord | None:
+        return await self.ledger.get_by_charge_id(charge_id)
+
     async def charges(self) -> list[ChargeRecord]:
         return await self.ledger.all()
+
+    async def capture(self, capture_key: str, params: SandboxCaptureParams) -> ChargeRecord:
+        """Capture an authorized charge once per key; a smaller amount releases the rest."""
+        await self._base_latency()
+        charge = await self.ledger.get_by_charge_id(params.charge_id)
+        if charge is None:
+            raise SandboxRefusedError(ErrorCode.NOT_FOUND, "no charge with this id", "chargeId")
+        if charge.capture_key != capture_key:
+            _check_capturable(charge, params)
+            stored = await self.ledger.capture(
+                params.charge_id, capture_key, params.amount.minor_units
+            )
+            assert stored is not None  # rows are never deleted
+            charge = stored
+        if charge.capture_key != capture_key:
+            # Another capture key won the race for the same authorization.
+            _check_capturable(charge, params)
+        if (charge.captured_minor, charge.currency) != (
+            params.amount.minor_units,
+            params.amount.currency,
+        ):
+            raise SandboxIdempotencyConflictError(
+                "the capture key was already used with a different amount"
+            )
+        return charge
+
+    async def refund(self, refund_key: str, params: SandboxRefundParams) -> RefundRecord:
+        """Refund once per key, within what remains of a captured charge."""
+        await self._base_latency()
+        request_hash = params.request_hash()
+        existing = await self.ledger.get_refund(refund_key)
+        if existing is not None:
+            return await self._settled(_replay_refund(existing, request_hash))
+        charge = await self.ledger.get_by_charge_id(params.charge_id)
+        _check_refundable(charge, params)
+        assert charge is not None  # checked just above
+        record = self._refund_record(refund_key, request_hash, params, charge.refunds)
+        stored = await self.ledger.insert_refund_if_absent(record, charge.captured_minor)
+        if stored is None:
+            raise SandboxRefusedError(
+                ErrorCode.REFUND_EXCEEDS_CAPTURED,
+                "the refund is above what remains of the charge",
+                "amountMinor",
+            )
+        if stored.refund_id != record.refund_id:
+            return await self._settled(_replay_refund(stored, request_hash))
+        log.debug(
+            "sandbox refund %s %s of %s", stored.refund_id, stored.status.value, stored.charge_id
+        )
+        return stored
+
+    async def refund_status(self, refund_key: str) -> RefundRecord | None:
+        stored = await self.ledger.get_refund(refund_key)
+        return None if stored is None else await self._settled(stored)
+
+    async def refunds(self) -> list[RefundRecord]:
+        return [await self._settled(row) for row in await self.ledger.refunds()]
+
+    async def _settled(self, refund: RefundRecord) -> RefundRecord:
+        """The refund as it is now: a pending refund whose time has come has succeeded."""
+        due = refund.settles_at is not None and refund.settles_at <= self._clock()
+        if refund.status is SandboxRefundStatus.PENDING and due:
+            settled = await self.ledger.settle_refund(refund.idempotency_key)
+            assert settled is not None  # rows are never deleted
+            return settled
+        return refund
+
+    def _refund_record(
+        self,
+        refund_key: str,
+        request_hash: str,
+        params: SandboxRefundParams,
+        behaviour: RefundBehaviour,
+    ) -> RefundRecord:
+        now = self._clock()
+        status, settles_at, error = {
+            RefundBehaviour.SUCCEED: (SandboxRefundStatus.SUCCEEDED, None, None),
+            RefundBehaviour.SETTLE_LATER: (
+                SandboxRefundStatus.PENDING,
+                now + timedelta(seconds=self.config.refund_settle_s),
+                None,
+            ),
+            RefundBehaviour.FAIL: (
+                SandboxRefundStatus.FAILED,
+                None,
+                SandboxRefundErrorCode.REFUND_DECLINED,
+            ),
+        }[behaviour]
+        return RefundRecord(
+            idempotency_key=refund_key,
+            refund_id="re_" + uuid.uuid4().hex,
+            request_hash=request_hash,
+            charge_id=params.charge_id,
+            refund_reference=params.refund_reference,
+            payment_reference=params.payment_reference,
+            amount_minor=params.amount.minor_units,
+            currency=params.amount.currency,
+            reason=params.reason,
+            status=status,
+            error_code=error,
+            created_at=now,
+            settles_at=settles_at,
+        )
+
+    async def _base_latency(self) -> None:
+        await _sleep(self.config.latency_ms / 1000.0)
 
     async def stats(self) -> SandboxStats:
         return summarize(await self.ledger.all())
@@ -109,7 +245,11 @@ class SandboxAcquirer:
         params: SandboxChargeParams,
         behaviour: Behaviour,
     ) -> ChargeRecord:
-        declined = behaviour.outcome is Outcome.DECLINED
+        if behaviour.outcome is Outcome.DECLINED:
+            status = SandboxStatus.DECLINED
+        else:
+            status = SandboxStatus.SUCCEEDED if params.capture else SandboxStatus.AUTHORIZED
+        captured = params.amount.minor_units if status is SandboxStatus.SUCCEEDED else 0
         return ChargeRecord(
             idempotency_key=idempotency_key,
             charge_id="ch_" + uuid.uuid4().hex,
@@ -118,10 +258,12 @@ class SandboxAcquirer:
             amount_minor=params.amount.minor_units,
             currency=params.amount.currency,
             payer_masked=params.payer.masked,
-            status=SandboxStatus.DECLINED if declined else SandboxStatus.SUCCEEDED,
+            status=status,
             error_code=behaviour.error_code,
             decline_code=behaviour.decline_code,
             created_at=self._clock(),
+            refunds=behaviour.refunds,
+            captured_minor=captured,
         )
 
 
@@ -131,6 +273,48 @@ def _replay(stored: ChargeRecord, request_hash: str) -> ChargeRecord:
             "the idempotency key was already used with different parameters"
         )
     return stored
+
+
+def _replay_refund(stored: RefundRecord, request_hash: str) -> RefundRecord:
+    if stored.request_hash != request_hash:
+        raise SandboxIdempotencyConflictError(
+            "the refund key was already used with different parameters"
+        )
+    return stored
+
+
+def _check_capturable(charge: ChargeRecord, params: SandboxCaptureParams) -> None:
+    if params.amount.currency != charge.currency:
+        raise SandboxRefusedError(
+            ErrorCode.CURRENCY_MISMATCH, "the capture's currency is not the charge's", "currency"
+        )
+    if charge.status is not SandboxStatus.AUTHORIZED:
+        raise SandboxRefusedError(
+            ErrorCode.INVALID_REQUEST,
+            f"the charge is {charge.status.value}, not authorized: nothing to capture",
+            "chargeId",
+        )
+    if params.amount.minor_units > charge.amount_minor:
+        raise SandboxRefusedError(
+            ErrorCode.INVALID_AMOUNT, "the capture is above the authorized amount", "amountMinor"
+        )
+
+
+def _check_refundable(charge: ChargeRecord | None, params: SandboxRefundParams) -> None:
+    if charge is None:
+        raise SandboxRefusedError(
+            ErrorCode.PAYMENT_NOT_REFUNDABLE, "no charge with this id", "chargeId"
+        )
+    if charge.status is not SandboxStatus.SUCCEEDED:
+        raise SandboxRefusedError(
+            ErrorCode.PAYMENT_NOT_REFUNDABLE,
+            f"the charge is {charge.status.value}: nothing captured to refund",
+            "chargeId",
+        )
+    if params.amount.currency != charge.currency:
+        raise SandboxRefusedError(
+            ErrorCode.CURRENCY_MISMATCH, "the refund's currency is not the charge's", "currency"
+        )
 
 
 async def _sleep(seconds: float) -> None:

@@ -9,8 +9,12 @@ paygate can act on. Each mapping answers "could the sandbox have charged?":
 - no answer in time, connection lost after sending, another 5xx, or a 200 whose body cannot
   be read: ProviderTimeoutError, outcome unknown;
 - 409: PaygateError(idempotency_conflict);
+- 422 (a refund or capture the charge does not allow): PaygateError with the sandbox's
+  catalogue code (refund_exceeds_captured, currency_mismatch, payment_not_refundable, ...);
+  nothing was refunded or captured;
 - another 4xx: SandboxRequestRejectedError, not charged and not worth resending;
-- 200: a ChargeOutcome; a decline carries its catalogue error.
+- 200: a ChargeOutcome or RefundOutcome; a decline or failed refund carries its catalogue
+  error.
 
 Only 503 is the sandbox's documented "failed before processing". A 500, 502 or 504 may come
 from a crash or a proxy after the charge was recorded, so it is treated like a timeout:
@@ -21,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
-from typing import Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -35,10 +39,25 @@ from providers.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from providers.port import ChargeOutcome, ChargeRequest
-from providers.sandbox.transformers import PROVIDER_NAME, charge_body, outcome_from_body
+from providers.port import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    RefundOutcome,
+    RefundRequest,
+)
+from providers.sandbox.transformers import (
+    PROVIDER_NAME,
+    capture_body,
+    charge_body,
+    outcome_from_body,
+    refund_body,
+    refund_outcome_from_body,
+)
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+
+_T = TypeVar("_T")
 
 
 class SandboxRequestRejectedError(ProviderError):
@@ -111,8 +130,10 @@ def _raise_for_status(status: int, headers: Mapping[str, str], payload: object) 
     if status == 409:
         raise PaygateError(
             ErrorCode.IDEMPOTENCY_CONFLICT,
-            "the attempt key was already used with different parameters at the sandbox",
+            "the idempotency key was already used with different parameters at the sandbox",
         )
+    if status == 422:
+        _raise_refusal(detail, payload)
     if status == 429:
         raise ProviderRateLimitedError(PROVIDER_NAME, detail, retry_after=_retry_after(headers))
     if status == 503:
@@ -122,14 +143,36 @@ def _raise_for_status(status: int, headers: Mapping[str, str], payload: object) 
     raise SandboxRequestRejectedError(PROVIDER_NAME, f"request rejected: {detail}")
 
 
-def _outcome(payload: object) -> ChargeOutcome:
+def _raise_refusal(detail: str, payload: object) -> None:
+    """422: the sandbox refused a refund or capture before doing anything, with a catalogue
+    code. Its message is the sandbox's own and never holds account data."""
+    error = _error_detail(payload)
     try:
-        return outcome_from_body(payload)
+        code = ErrorCode(str(error.get("code")))
+    except ValueError:
+        raise SandboxRequestRejectedError(PROVIDER_NAME, f"request rejected: {detail}") from None
+    param = error.get("param")
+    raise PaygateError(
+        code,
+        str(error.get("message") or "the sandbox refused the request"),
+        param=param if isinstance(param, str) else None,
+    )
+
+
+def _parsed(parse: Callable[[object], _T], payload: object) -> _T:
+    try:
+        return parse(payload)
     except ValueError as exc:
-        # A 200 means the sandbox processed the charge; we just cannot read how it went.
+        # A 200 means the sandbox processed the call; we just cannot read how it went.
         raise ProviderTimeoutError(
             PROVIDER_NAME, f"unreadable answer from the sandbox ({exc}); outcome unknown"
         ) from exc
+
+
+def _is_unknown(status: int, payload: object) -> bool:
+    """Only the sandbox's own "not found" says it never received the thing; a bare 404 (a
+    wrong base URL, a proxy) says nothing about it."""
+    return status == 404 and _error_detail(payload).get("code") == ErrorCode.NOT_FOUND.value
 
 
 class SandboxHttpProvider:
@@ -171,31 +214,69 @@ class SandboxHttpProvider:
         await self.stop()
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        url = self._base_url.joinpath("v1", "charges")
-        headers = {IDEMPOTENCY_HEADER: request.attempt_key}
-        with _translate_client_errors():
-            async with self._client().post(
-                url, json=charge_body(request), headers=headers, allow_redirects=False
-            ) as resp:
-                payload = _decode(await resp.read())
-                status, resp_headers = resp.status, resp.headers
-        _raise_for_status(status, resp_headers, payload)
-        return _outcome(payload)
+        status, headers, payload = await self._send(
+            "POST", ("v1", "charges"), body=charge_body(request), key=request.attempt_key
+        )
+        _raise_for_status(status, headers, payload)
+        return _parsed(outcome_from_body, payload)
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
-        # Quoted with safe="" so that a "/" in the key stays inside one path segment.
-        segment = quote(attempt_key, safe="")
-        url = self._base_url.joinpath("v1", "charges", segment, encoded=True)
-        with _translate_client_errors():
-            async with self._client().get(url, allow_redirects=False) as resp:
-                payload = _decode(await resp.read())
-                status, resp_headers = resp.status, resp.headers
-        # Only the sandbox's own "no such charge" means it never received the attempt; a bare
-        # 404 (a wrong base URL, a proxy) says nothing about the charge.
-        if status == 404 and _error_detail(payload).get("code") == ErrorCode.NOT_FOUND.value:
+        status, headers, payload = await self._send("GET", ("v1", "charges", attempt_key))
+        if _is_unknown(status, payload):
             return None
-        _raise_for_status(status, resp_headers, payload)
-        return _outcome(payload)
+        _raise_for_status(status, headers, payload)
+        return _parsed(outcome_from_body, payload)
+
+    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        path = ("v1", "charges", "by-id", provider_reference)
+        status, headers, payload = await self._send("GET", path)
+        if _is_unknown(status, payload):
+            return None
+        _raise_for_status(status, headers, payload)
+        return _parsed(outcome_from_body, payload)
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        path = ("v1", "charges", request.charge_reference, "capture")
+        status, headers, payload = await self._send(
+            "POST", path, body=capture_body(request), key=request.capture_key
+        )
+        _raise_for_status(status, headers, payload)
+        return _parsed(outcome_from_body, payload)
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        status, headers, payload = await self._send(
+            "POST", ("v1", "refunds"), body=refund_body(request), key=request.refund_key
+        )
+        _raise_for_status(status, headers, payload)
+        return _parsed(refund_outcome_from_body, payload)
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        # The sandbox finds a refund by its key alone; charge_reference is for providers
+        # that list refunds per charge (Stripe).
+        status, headers, payload = await self._send("GET", ("v1", "refunds", refund_key))
+        if _is_unknown(status, payload):
+            return None
+        _raise_for_status(status, headers, payload)
+        return _parsed(refund_outcome_from_body, payload)
+
+    async def _send(
+        self,
+        method: str,
+        segments: tuple[str, ...],
+        *,
+        body: dict[str, object] | None = None,
+        key: str | None = None,
+    ) -> tuple[int, Mapping[str, str], object]:
+        # Each segment is quoted with safe="" so that a "/" in a key or id stays inside it.
+        path = "/".join(quote(segment, safe="") for segment in segments)
+        url = self._base_url.joinpath(path, encoded=True)
+        headers = {} if key is None else {IDEMPOTENCY_HEADER: key}
+        with _translate_client_errors():
+            async with self._client().request(
+                method, url, json=body, headers=headers, allow_redirects=False
+            ) as resp:
+                payload = _decode(await resp.read())
+                return resp.status, resp.headers, payload
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:

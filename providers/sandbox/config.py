@@ -20,6 +20,8 @@ class SandboxConfig:
     timeout_rate: float = 0.0  # share of calls that charge, then hang for hang_s
     slow_delay_s: float = 2.0
     hang_s: float = 60.0
+    # How long a refund of a "refunds pending" charge stays pending before it succeeds.
+    refund_settle_s: float = 1.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -27,7 +29,13 @@ class SandboxConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-        for name in ("latency_ms", "latency_jitter_ms", "slow_delay_s", "hang_s"):
+        for name in (
+            "latency_ms",
+            "latency_jitter_ms",
+            "slow_delay_s",
+            "hang_s",
+            "refund_settle_s",
+        ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

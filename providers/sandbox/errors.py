@@ -4,14 +4,19 @@ Exception tree::
 
     SandboxError
     ├── SandboxUnavailableError        5xx before processing: nothing recorded or charged
-    └── SandboxIdempotencyConflictError  the key was used with other parameters (409)
+    ├── SandboxIdempotencyConflictError  the key was used with other parameters (409)
+    └── SandboxRefusedError            a refund or capture the charge does not allow (422):
+                                       nothing recorded; carries a paygate catalogue code
 
-The HTTP service answers 503 and 409; the in-process provider raises
-:class:`providers.errors.ProviderUnavailableError` and an ``idempotency_conflict``
-:class:`domain.errors.PaygateError`, exactly as the HTTP adapter does.
+The HTTP service answers 503, 409 and 422; the in-process provider raises
+:class:`providers.errors.ProviderUnavailableError`, an ``idempotency_conflict``
+:class:`domain.errors.PaygateError` and a PaygateError with the refusal's code, exactly as
+the HTTP adapter does.
 """
 
 from __future__ import annotations
+
+from domain.errors import ErrorCode
 
 
 class SandboxError(Exception):
@@ -24,3 +29,14 @@ class SandboxUnavailableError(SandboxError):
 
 class SandboxIdempotencyConflictError(SandboxError):
     pass
+
+
+class SandboxRefusedError(SandboxError):
+    """The charge does not allow this refund or capture: unknown, declined, not captured,
+    too little left, another currency. ``code`` is the paygate catalogue code it maps to."""
+
+    def __init__(self, code: ErrorCode, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param

@@ -3,21 +3,41 @@
 For unit tests and benchmarks that need the acquirer's behaviours but not HTTP. It answers
 exactly as :class:`providers.sandbox.adapter.SandboxHttpProvider` does for the same
 behaviour, a hang included: the call gives up after ``call_timeout_s`` with
-:class:`ProviderTimeoutError` while the charge stays in the ledger.
+:class:`ProviderTimeoutError` while the charge stays in the ledger. Refunds, captures and
+status queries answer as the HTTP adapter does too, refusals as the same PaygateErrors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from domain.errors import ErrorCode, PaygateError
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
-from providers.port import ChargeOutcome, ChargeRequest
+from providers.port import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    RefundOutcome,
+    RefundRequest,
+)
 from providers.sandbox.acquirer import SandboxAcquirer
 from providers.sandbox.config import SandboxConfig
-from providers.sandbox.errors import SandboxIdempotencyConflictError, SandboxUnavailableError
+from providers.sandbox.errors import (
+    SandboxIdempotencyConflictError,
+    SandboxRefusedError,
+    SandboxUnavailableError,
+)
 from providers.sandbox.ledger import MemoryLedger
-from providers.sandbox.transformers import PROVIDER_NAME, charge_params, outcome_from_record
+from providers.sandbox.transformers import (
+    PROVIDER_NAME,
+    capture_params,
+    charge_params,
+    outcome_from_record,
+    refund_outcome_from_record,
+    refund_params,
+)
 
 
 class InProcessSandboxProvider:
@@ -56,9 +76,39 @@ class InProcessSandboxProvider:
         await self.stop()
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        async with self._translated():
+            record = await self.acquirer.charge(request.attempt_key, charge_params(request))
+        return outcome_from_record(record)
+
+    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+        record = await self.acquirer.status(attempt_key)
+        return None if record is None else outcome_from_record(record)
+
+    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        record = await self.acquirer.charge_by_id(provider_reference)
+        return None if record is None else outcome_from_record(record)
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        async with self._translated():
+            record = await self.acquirer.capture(request.capture_key, capture_params(request))
+        return outcome_from_record(record)
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        async with self._translated():
+            record = await self.acquirer.refund(request.refund_key, refund_params(request))
+        return refund_outcome_from_record(record)
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        # Found by key alone, as the HTTP service does.
+        record = await self.acquirer.refund_status(refund_key)
+        return None if record is None else refund_outcome_from_record(record)
+
+    @contextlib.asynccontextmanager
+    async def _translated(self) -> AsyncIterator[None]:
+        """The call under ``call_timeout_s``, the acquirer's errors as the adapter's."""
         try:
             async with asyncio.timeout(self._call_timeout_s):
-                record = await self.acquirer.charge(request.attempt_key, charge_params(request))
+                yield
         except TimeoutError as exc:
             raise ProviderTimeoutError(
                 PROVIDER_NAME, f"no answer within {self._call_timeout_s:g} s; outcome unknown"
@@ -67,8 +117,5 @@ class InProcessSandboxProvider:
             raise ProviderUnavailableError(PROVIDER_NAME, str(exc)) from exc
         except SandboxIdempotencyConflictError as exc:
             raise PaygateError(ErrorCode.IDEMPOTENCY_CONFLICT, str(exc)) from exc
-        return outcome_from_record(record)
-
-    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
-        record = await self.acquirer.status(attempt_key)
-        return None if record is None else outcome_from_record(record)
+        except SandboxRefusedError as exc:
+            raise PaygateError(exc.code, exc.message, param=exc.param) from exc

@@ -1,23 +1,21 @@
-"""The sandbox's ledger: every charge it made or declined, one row per idempotency key.
+"""The sandbox's ledger: every charge it made, authorized or declined, one row per
+idempotency key, and every refund, one row per refund key.
 
 The ledger is what chaos runs count, so inserting is atomic with the key check: the first
-row stored under a key wins and every other writer gets that row back to replay.
-:class:`MemoryLedger` serves in-process use; :class:`SqliteLedger` survives restarts and can
-be shared by several processes (WAL, busy timeout).
+row stored under a key wins and every other writer gets that row back to replay. A refund's
+insert is atomic with the check of what remains of its charge too, so concurrent refunds
+cannot return more than was captured. :class:`MemoryLedger` serves in-process use;
+:class:`providers.sandbox.sqlite_ledger.SqliteLedger` survives restarts and can be shared
+by several processes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-import threading
-from collections.abc import Callable
-from datetime import datetime
-from typing import Final, Protocol, TypeVar
+import dataclasses
+from typing import Protocol
 
-from providers.sandbox.records import ChargeRecord, SandboxErrorCode, SandboxStatus
-
-_T = TypeVar("_T")
+from providers.sandbox.records import ChargeRecord, SandboxStatus
+from providers.sandbox.refund_records import RefundRecord, SandboxRefundStatus
 
 
 class Ledger(Protocol):
@@ -29,6 +27,8 @@ class Ledger(Protocol):
 
     async def get(self, idempotency_key: str) -> ChargeRecord | None: ...
 
+    async def get_by_charge_id(self, charge_id: str) -> ChargeRecord | None: ...
+
     async def insert_if_absent(self, record: ChargeRecord) -> ChargeRecord:
         """Store ``record`` unless its key is taken; return the row now stored under the key.
 
@@ -38,15 +38,50 @@ class Ledger(Protocol):
         ...
 
     async def all(self) -> list[ChargeRecord]:
-        """Every row, oldest first."""
+        """Every charge row, oldest first."""
+        ...
+
+    async def capture(
+        self, charge_id: str, capture_key: str, amount_minor: int
+    ) -> ChargeRecord | None:
+        """Capture the charge if it is still authorized; return its row as it now is (None
+        if unknown). The caller reads ``capture_key`` on the row to know whether it won."""
+        ...
+
+    async def get_refund(self, idempotency_key: str) -> RefundRecord | None: ...
+
+    async def insert_refund_if_absent(
+        self, record: RefundRecord, limit_minor: int
+    ) -> RefundRecord | None:
+        """Store ``record`` unless its key is taken, and only if it and the charge's refunds
+        that hold money stay within ``limit_minor``; return the row stored under the key,
+        or None when the new row would exceed the limit (nothing stored)."""
+        ...
+
+    async def settle_refund(self, idempotency_key: str) -> RefundRecord | None:
+        """Turn a pending refund succeeded; return the row as it now is."""
+        ...
+
+    async def refunds(self) -> list[RefundRecord]:
+        """Every refund row, oldest first."""
         ...
 
 
+def refunded_minor(refunds: list[RefundRecord], charge_id: str) -> int:
+    """What the charge's refunds return or still may (succeeded and pending)."""
+    return sum(
+        row.amount_minor for row in refunds if row.charge_id == charge_id and row.status.holds_money
+    )
+
+
 class MemoryLedger:
-    """A dict. Check and insert run without an ``await`` between them, hence atomically."""
+    """Dicts. Every check and its write run without an ``await`` between them, hence
+    atomically on the event loop."""
 
     def __init__(self) -> None:
         self._rows: dict[str, ChargeRecord] = {}
+        self._key_by_charge_id: dict[str, str] = {}
+        self._refunds: dict[str, RefundRecord] = {}
 
     async def start(self) -> None:
         return None
@@ -57,150 +92,56 @@ class MemoryLedger:
     async def get(self, idempotency_key: str) -> ChargeRecord | None:
         return self._rows.get(idempotency_key)
 
+    async def get_by_charge_id(self, charge_id: str) -> ChargeRecord | None:
+        key = self._key_by_charge_id.get(charge_id)
+        return None if key is None else self._rows[key]
+
     async def insert_if_absent(self, record: ChargeRecord) -> ChargeRecord:
-        return self._rows.setdefault(record.idempotency_key, record)
+        stored = self._rows.setdefault(record.idempotency_key, record)
+        self._key_by_charge_id.setdefault(stored.charge_id, stored.idempotency_key)
+        return stored
 
     async def all(self) -> list[ChargeRecord]:
         return list(self._rows.values())
 
+    async def capture(
+        self, charge_id: str, capture_key: str, amount_minor: int
+    ) -> ChargeRecord | None:
+        key = self._key_by_charge_id.get(charge_id)
+        if key is None:
+            return None
+        row = self._rows[key]
+        if row.status is SandboxStatus.AUTHORIZED:
+            row = dataclasses.replace(
+                row,
+                status=SandboxStatus.SUCCEEDED,
+                captured_minor=amount_minor,
+                capture_key=capture_key,
+            )
+            self._rows[key] = row
+        return row
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS charges (
-    idempotency_key   TEXT PRIMARY KEY,
-    charge_id         TEXT NOT NULL UNIQUE,
-    request_hash      TEXT NOT NULL,
-    payment_reference TEXT NOT NULL,
-    amount_minor      INTEGER NOT NULL,
-    currency          TEXT NOT NULL,
-    payer_masked      TEXT NOT NULL,
-    status            TEXT NOT NULL,
-    error_code        TEXT,
-    decline_code      TEXT,
-    created_at        TEXT NOT NULL
-)
-"""
+    async def get_refund(self, idempotency_key: str) -> RefundRecord | None:
+        return self._refunds.get(idempotency_key)
 
-# Statements are constants and every value goes through a placeholder. ON CONFLICT names
-# the key, so any other constraint failure still raises instead of passing for a replay.
-_INSERT: Final = """
-INSERT INTO charges (idempotency_key, charge_id, request_hash, payment_reference,
-                     amount_minor, currency, payer_masked, status, error_code,
-                     decline_code, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT(idempotency_key) DO NOTHING
-"""
-
-_SELECT: Final = """
-SELECT idempotency_key, charge_id, request_hash, payment_reference, amount_minor, currency,
-       payer_masked, status, error_code, decline_code, created_at
-FROM charges
-"""
-_SELECT_ONE: Final = _SELECT + "WHERE idempotency_key = ?"
-_SELECT_ALL: Final = _SELECT + "ORDER BY rowid"
-
-_Row = tuple[str, str, str, str, int, str, str, str, str | None, str | None, str]
-
-
-def _to_row(record: ChargeRecord) -> _Row:
-    return (
-        record.idempotency_key,
-        record.charge_id,
-        record.request_hash,
-        record.payment_reference,
-        record.amount_minor,
-        record.currency,
-        record.payer_masked,
-        record.status.value,
-        None if record.error_code is None else record.error_code.value,
-        record.decline_code,
-        record.created_at.isoformat(),
-    )
-
-
-def _from_row(row: _Row) -> ChargeRecord:
-    key, charge_id, request_hash, reference, amount, currency, masked, status, error = row[:9]
-    decline, created = row[9:]
-    return ChargeRecord(
-        idempotency_key=key,
-        charge_id=charge_id,
-        request_hash=request_hash,
-        payment_reference=reference,
-        amount_minor=amount,
-        currency=currency,
-        payer_masked=masked,
-        status=SandboxStatus(status),
-        error_code=None if error is None else SandboxErrorCode(error),
-        decline_code=decline,
-        created_at=datetime.fromisoformat(created),
-    )
-
-
-class SqliteLedger:
-    """The ledger in a SQLite file, through the stdlib driver on worker threads.
-
-    One connection serves every call; a lock serialises its use because calls arrive on
-    whichever thread ``asyncio.to_thread`` picks.
-    """
-
-    def __init__(self, path: str, *, busy_timeout_ms: int = 5000) -> None:
-        self._path = path
-        self._busy_timeout_ms = busy_timeout_ms
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self._open)
-
-    async def stop(self) -> None:
-        await asyncio.to_thread(self._close)
-
-    async def get(self, idempotency_key: str) -> ChargeRecord | None:
-        return await self._run(lambda db: self._get(db, idempotency_key))
-
-    async def insert_if_absent(self, record: ChargeRecord) -> ChargeRecord:
-        def insert(db: sqlite3.Connection) -> ChargeRecord:
-            db.execute(_INSERT, _to_row(record))
-            stored = self._get(db, record.idempotency_key)
-            # Rows are never deleted, so the key's row exists once the insert has run.
-            assert stored is not None
+    async def insert_refund_if_absent(
+        self, record: RefundRecord, limit_minor: int
+    ) -> RefundRecord | None:
+        stored = self._refunds.get(record.idempotency_key)
+        if stored is not None:
             return stored
+        taken = refunded_minor(list(self._refunds.values()), record.charge_id)
+        if taken + record.amount_minor > limit_minor:
+            return None
+        self._refunds[record.idempotency_key] = record
+        return record
 
-        return await self._run(insert)
+    async def settle_refund(self, idempotency_key: str) -> RefundRecord | None:
+        row = self._refunds.get(idempotency_key)
+        if row is not None and row.status is SandboxRefundStatus.PENDING:
+            row = dataclasses.replace(row, status=SandboxRefundStatus.SUCCEEDED)
+            self._refunds[idempotency_key] = row
+        return row
 
-    async def all(self) -> list[ChargeRecord]:
-        return await self._run(lambda db: [_from_row(row) for row in db.execute(_SELECT_ALL)])
-
-    @staticmethod
-    def _get(db: sqlite3.Connection, idempotency_key: str) -> ChargeRecord | None:
-        row = db.execute(_SELECT_ONE, (idempotency_key,)).fetchone()
-        return None if row is None else _from_row(row)
-
-    def _open(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                return
-            # isolation_level=None: autocommit, so each INSERT is its own atomic transaction.
-            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-            try:
-                db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-                db.execute("PRAGMA journal_mode = WAL")
-                db.execute(_SCHEMA)
-            except BaseException:
-                db.close()
-                raise
-            self._connection = db
-
-    def _close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        def locked() -> _T:
-            with self._lock:
-                if self._connection is None:
-                    raise RuntimeError("SqliteLedger is not started")
-                return work(self._connection)
-
-        return await asyncio.to_thread(locked)
+    async def refunds(self) -> list[RefundRecord]:
+        return list(self._refunds.values())

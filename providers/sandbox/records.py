@@ -19,12 +19,15 @@ from typing import Final
 from domain.accounts import Account
 from domain.commands import PaymentMethod
 from domain.money import Money
+from providers.sandbox.refund_records import RefundBehaviour
 
 
 class SandboxStatus(StrEnum):
-    """The final status of a charge, as the sandbox's API spells it."""
+    """The status of a charge, as the sandbox's API spells it. Only ``authorized`` changes:
+    a capture makes it ``succeeded``."""
 
     SUCCEEDED = "succeeded"
+    AUTHORIZED = "authorized"
     DECLINED = "declined"
 
 
@@ -57,6 +60,7 @@ class SandboxChargeParams:
     payment_method: PaymentMethod
     payer: Account
     payee: Account
+    capture: bool = True  # False: authorize only
 
     def request_hash(self) -> str:
         """A hash that tells a replay from a conflicting reuse of an idempotency key.
@@ -65,7 +69,7 @@ class SandboxChargeParams:
         16-digit card number could be reversed by brute force. The price is that a reuse
         changing only digits before the last four replays instead of conflicting.
         """
-        canonical = {
+        canonical: dict[str, object] = {
             "amountMinor": self.amount.minor_units,
             "currency": self.amount.currency,
             "paymentReference": self.payment_reference,
@@ -73,13 +77,18 @@ class SandboxChargeParams:
             "payer": [self.payer.type.value, self.payer.masked],
             "payee": [self.payee.type.value, self.payee.masked],
         }
+        if not self.capture:
+            # Only when set, so that rows stored before authorize-only existed keep their hash.
+            canonical["capture"] = False
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class ChargeRecord:
-    """One ledger row: a charge that succeeded or was declined, never a clear number."""
+    """One ledger row: a charge that succeeded, is authorized or was declined, never a clear
+    number. ``captured_minor`` is what refunds may return: the whole amount of a charge
+    captured at once, 0 while authorized, the captured amount after a capture."""
 
     idempotency_key: str
     charge_id: str
@@ -92,6 +101,9 @@ class ChargeRecord:
     error_code: SandboxErrorCode | None
     decline_code: str | None
     created_at: datetime
+    refunds: RefundBehaviour
+    captured_minor: int
+    capture_key: str | None = None
 
     @property
     def message(self) -> str | None:

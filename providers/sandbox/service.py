@@ -4,7 +4,13 @@ Endpoints::
 
     POST /v1/charges            Idempotency-Key header, JSON body -> 200 charge | 400 | 409 | 503
     GET  /v1/charges/{key}      -> 200 charge | 404
+    GET  /v1/charges/by-id/{chargeId}          -> 200 charge | 404
+    POST /v1/charges/{chargeId}/capture        Idempotency-Key header -> 200 charge | 400 |
+                                               409 | 422
+    POST /v1/refunds            Idempotency-Key header -> 200 refund | 400 | 409 | 422
+    GET  /v1/refunds/{key}      -> 200 refund | 404
     GET  /admin/charges         -> {"charges": [...]}, payer numbers masked
+    GET  /admin/refunds         -> {"refunds": [...]}
     GET  /admin/stats           -> counts for chaos assertions
     GET  /healthz               -> {"status": "ok"}
 
@@ -22,7 +28,17 @@ from aiohttp import web
 from domain.commands import check_idempotency_key
 from domain.errors import ErrorCode, PaygateError
 from providers.sandbox.acquirer import SandboxAcquirer
-from providers.sandbox.errors import SandboxIdempotencyConflictError, SandboxUnavailableError
+from providers.sandbox.errors import (
+    SandboxIdempotencyConflictError,
+    SandboxRefusedError,
+    SandboxUnavailableError,
+)
+from providers.sandbox.refund_wire import (
+    admin_refund_json,
+    parse_capture_body,
+    parse_refund_body,
+    refund_json,
+)
 from providers.sandbox.wire import admin_charge_json, charge_json, error_json, parse_charge_body
 
 ACQUIRER: web.AppKey[SandboxAcquirer] = web.AppKey("sandbox_acquirer", SandboxAcquirer)
@@ -40,18 +56,40 @@ def _bad_request(error: PaygateError) -> web.Response:
     return _error(400, error.code, error.message, error.param)
 
 
-async def _create_charge(request: web.Request) -> web.Response:
-    acquirer = request.app[ACQUIRER]
+def _refused(error: SandboxRefusedError) -> web.Response:
+    return _error(422, error.code, error.message, error.param)
+
+
+def _conflict(error: SandboxIdempotencyConflictError) -> web.Response:
+    return _error(409, ErrorCode.IDEMPOTENCY_CONFLICT, str(error), IDEMPOTENCY_HEADER)
+
+
+class _BadRequest(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+async def _key_and_body(request: web.Request) -> tuple[str, object]:
+    """The Idempotency-Key header and the JSON body, or _BadRequest carrying the 400."""
     try:
         key = check_idempotency_key(request.headers.get(IDEMPOTENCY_HEADER), IDEMPOTENCY_HEADER)
     except PaygateError as exc:
-        return _bad_request(exc)
+        raise _BadRequest(_bad_request(exc)) from None
     try:
-        body = json.loads(await request.read())
+        return key, json.loads(await request.read())
     except (ValueError, UnicodeDecodeError):
-        return _error(400, ErrorCode.INVALID_REQUEST, "the body is not valid JSON", "body")
+        raise _BadRequest(
+            _error(400, ErrorCode.INVALID_REQUEST, "the body is not valid JSON", "body")
+        ) from None
+
+
+async def _create_charge(request: web.Request) -> web.Response:
+    acquirer = request.app[ACQUIRER]
     try:
+        key, body = await _key_and_body(request)
         params = parse_charge_body(body)
+    except _BadRequest as exc:
+        return exc.response
     except PaygateError as exc:
         return _bad_request(exc)
     try:
@@ -59,8 +97,61 @@ async def _create_charge(request: web.Request) -> web.Response:
     except SandboxUnavailableError as exc:
         return _error(503, ErrorCode.PROVIDER_UNAVAILABLE, str(exc))
     except SandboxIdempotencyConflictError as exc:
-        return _error(409, ErrorCode.IDEMPOTENCY_CONFLICT, str(exc), IDEMPOTENCY_HEADER)
+        return _conflict(exc)
     return web.json_response(charge_json(record))
+
+
+async def _get_charge_by_id(request: web.Request) -> web.Response:
+    record = await request.app[ACQUIRER].charge_by_id(request.match_info["charge_id"])
+    if record is None:
+        return _error(404, ErrorCode.NOT_FOUND, "no charge with this id")
+    return web.json_response(charge_json(record))
+
+
+async def _capture_charge(request: web.Request) -> web.Response:
+    try:
+        key, body = await _key_and_body(request)
+        params = parse_capture_body(request.match_info["charge_id"], body)
+    except _BadRequest as exc:
+        return exc.response
+    except PaygateError as exc:
+        return _bad_request(exc)
+    try:
+        record = await request.app[ACQUIRER].capture(key, params)
+    except SandboxRefusedError as exc:
+        return _refused(exc)
+    except SandboxIdempotencyConflictError as exc:
+        return _conflict(exc)
+    return web.json_response(charge_json(record))
+
+
+async def _create_refund(request: web.Request) -> web.Response:
+    try:
+        key, body = await _key_and_body(request)
+        params = parse_refund_body(body)
+    except _BadRequest as exc:
+        return exc.response
+    except PaygateError as exc:
+        return _bad_request(exc)
+    try:
+        record = await request.app[ACQUIRER].refund(key, params)
+    except SandboxRefusedError as exc:
+        return _refused(exc)
+    except SandboxIdempotencyConflictError as exc:
+        return _conflict(exc)
+    return web.json_response(refund_json(record))
+
+
+async def _get_refund(request: web.Request) -> web.Response:
+    record = await request.app[ACQUIRER].refund_status(request.match_info["key"])
+    if record is None:
+        return _error(404, ErrorCode.NOT_FOUND, "no refund with this idempotency key")
+    return web.json_response(refund_json(record))
+
+
+async def _list_refunds(request: web.Request) -> web.Response:
+    records = await request.app[ACQUIRER].refunds()
+    return web.json_response({"refunds": [admin_refund_json(record) for record in records]})
 
 
 async def _get_charge(request: web.Request) -> web.Response:
@@ -96,7 +187,12 @@ def build_sandbox_app(acquirer: SandboxAcquirer) -> web.Application:
     app.cleanup_ctx.append(ledger_lifecycle)
     app.router.add_post("/v1/charges", _create_charge)
     app.router.add_get("/v1/charges/{key}", _get_charge)
+    app.router.add_get("/v1/charges/by-id/{charge_id}", _get_charge_by_id)
+    app.router.add_post("/v1/charges/{charge_id}/capture", _capture_charge)
+    app.router.add_post("/v1/refunds", _create_refund)
+    app.router.add_get("/v1/refunds/{key}", _get_refund)
     app.router.add_get("/admin/charges", _list_charges)
+    app.router.add_get("/admin/refunds", _list_refunds)
     app.router.add_get("/admin/stats", _stats)
     app.router.add_get("/healthz", _healthz)
     return app

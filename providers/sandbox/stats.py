@@ -11,14 +11,16 @@ from providers.sandbox.records import ChargeRecord, SandboxStatus
 
 @dataclass(frozen=True, slots=True)
 class SandboxStats:
-    charges: int  # rows: succeeded plus declined
+    charges: int  # rows: succeeded, authorized and declined
     succeeded: int
     declined: int
+    authorized: int  # authorized, not captured yet
     # Keys stored more than once. The primary key makes it 0; reported so that an
     # assertion states the invariant rather than assuming it.
     duplicate_keys: int
-    # Succeeded charges of the payment reference charged most often: above 1 is a double
-    # charge. Declines do not count: a retry after a decline may rightly succeed.
+    # Succeeded or authorized charges of the payment reference charged most often: above 1
+    # is a double charge (or a double hold). Declines do not count: a retry after a decline
+    # may rightly succeed.
     max_charges_per_reference: int
     double_charged_references: int
 
@@ -27,6 +29,7 @@ class SandboxStats:
             "charges": self.charges,
             "succeeded": self.succeeded,
             "declined": self.declined,
+            "authorized": self.authorized,
             "duplicateKeys": self.duplicate_keys,
             "maxChargesPerReference": self.max_charges_per_reference,
             "doubleChargedReferences": self.double_charged_references,
@@ -36,14 +39,15 @@ class SandboxStats:
 def summarize(records: Iterable[ChargeRecord]) -> SandboxStats:
     rows = list(records)
     per_key = Counter(row.idempotency_key for row in rows)
+    per_status = Counter(row.status for row in rows)
     per_reference = Counter(
-        row.payment_reference for row in rows if row.status is SandboxStatus.SUCCEEDED
+        row.payment_reference for row in rows if row.status is not SandboxStatus.DECLINED
     )
-    succeeded = sum(per_reference.values())
     return SandboxStats(
         charges=len(rows),
-        succeeded=succeeded,
-        declined=len(rows) - succeeded,
+        succeeded=per_status[SandboxStatus.SUCCEEDED],
+        declined=per_status[SandboxStatus.DECLINED],
+        authorized=per_status[SandboxStatus.AUTHORIZED],
         duplicate_keys=sum(1 for count in per_key.values() if count > 1),
         max_charges_per_reference=max(per_reference.values(), default=0),
         double_charged_references=sum(1 for count in per_reference.values() if count > 1),

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Final
 
 from providers.sandbox.records import SandboxErrorCode
+from providers.sandbox.refund_records import RefundBehaviour
 
 
 class Outcome(StrEnum):
@@ -37,6 +38,11 @@ class Behaviour:
     timing: Timing = Timing.IMMEDIATE
     error_code: SandboxErrorCode | None = None
     decline_code: str | None = None
+    # The first charge call of each payment reference answers 5xx before processing; later
+    # calls for that reference (a new attempt key included) take ``outcome``.
+    unavailable_first: bool = False
+    # Kept on the charge's row, since the ledger cannot tell the number later.
+    refunds: RefundBehaviour = RefundBehaviour.SUCCEED
 
     def __post_init__(self) -> None:
         declined = self.outcome is Outcome.DECLINED
@@ -44,6 +50,10 @@ class Behaviour:
             raise ValueError("exactly the declining behaviours carry an error and decline code")
         if self.outcome is Outcome.UNAVAILABLE and self.timing is not Timing.IMMEDIATE:
             raise ValueError("an unavailable answer is immediate: nothing was processed")
+        if self.unavailable_first and self.outcome is not Outcome.SUCCEEDED:
+            raise ValueError("only a succeeding behaviour fails first, then succeeds")
+        if self.refunds is not RefundBehaviour.SUCCEED and self.outcome is not Outcome.SUCCEEDED:
+            raise ValueError("only a succeeding charge has refunds to behave differently")
 
 
 DEFAULT_BEHAVIOUR: Final = Behaviour("succeeds", Outcome.SUCCEEDED)
@@ -76,6 +86,19 @@ TEST_ACCOUNTS: Final = MappingProxyType(
             decline_code="fraudulent",
         ),
         "4000000000000119": Behaviour("provider error before processing", Outcome.UNAVAILABLE),
+        "4000000000000127": Behaviour(
+            "provider error before processing once, then succeeds",
+            Outcome.SUCCEEDED,
+            unavailable_first=True,
+        ),
+        "4000000000007726": Behaviour(
+            "succeeds; refunds pending, then succeeded",
+            Outcome.SUCCEEDED,
+            refunds=RefundBehaviour.SETTLE_LATER,
+        ),
+        "4000000000005126": Behaviour(
+            "succeeds; refunds fail", Outcome.SUCCEEDED, refunds=RefundBehaviour.FAIL
+        ),
         "4000000000000259": Behaviour("slow success", Outcome.SUCCEEDED, Timing.SLOW),
         "4000000000000341": Behaviour("timeout, then succeeded", Outcome.SUCCEEDED, Timing.HANG),
         "4000000000000200": Behaviour(

@@ -13,8 +13,23 @@ from types import MappingProxyType
 from typing import Final
 
 from domain.errors import ErrorCode, PaygateError
-from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.port import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    ProviderRefundStatus,
+    RefundOutcome,
+    RefundRequest,
+)
 from providers.sandbox.records import ChargeRecord, SandboxChargeParams, SandboxErrorCode
+from providers.sandbox.refund_records import (
+    RefundRecord,
+    SandboxCaptureParams,
+    SandboxRefundErrorCode,
+    SandboxRefundParams,
+    SandboxRefundStatus,
+)
 
 PROVIDER_NAME: Final = "sandbox"
 
@@ -34,8 +49,30 @@ ERROR_CODES: Final[Mapping[SandboxErrorCode, ErrorCode]] = MappingProxyType(
 UNKNOWN_ERROR_CODE: Final = ErrorCode.PAYMENT_DECLINED
 
 _STATUSES: Final = MappingProxyType(
-    {"succeeded": ChargeStatus.SUCCEEDED, "declined": ChargeStatus.DECLINED}
+    {
+        "succeeded": ChargeStatus.SUCCEEDED,
+        "authorized": ChargeStatus.AUTHORIZED,
+        "declined": ChargeStatus.DECLINED,
+    }
 )
+
+# Exhaustive over SandboxRefundStatus (a unit test checks).
+REFUND_STATUSES: Final[Mapping[SandboxRefundStatus, ProviderRefundStatus]] = MappingProxyType(
+    {
+        SandboxRefundStatus.SUCCEEDED: ProviderRefundStatus.SUCCEEDED,
+        SandboxRefundStatus.PENDING: ProviderRefundStatus.PENDING,
+        SandboxRefundStatus.FAILED: ProviderRefundStatus.FAILED,
+    }
+)
+
+# Exhaustive over SandboxRefundErrorCode. Every reason is a refund_failed for paygate; the
+# sandbox's own reason travels as the error's decline_code.
+REFUND_ERROR_CODES: Final[Mapping[SandboxRefundErrorCode, ErrorCode]] = MappingProxyType(
+    {SandboxRefundErrorCode.REFUND_DECLINED: ErrorCode.REFUND_FAILED}
+)
+# A reason we do not know still came on a failed refund: nothing was returned.
+UNKNOWN_REFUND_ERROR_CODE: Final = ErrorCode.REFUND_FAILED
+_DEFAULT_REFUND_FAILURE_MESSAGE: Final = "the sandbox failed the refund"
 _DEFAULT_DECLINE_MESSAGE: Final = "the sandbox declined the payment"
 
 
@@ -46,6 +83,13 @@ def error_code_from_sandbox(code: str | None) -> ErrorCode:
         return UNKNOWN_ERROR_CODE
 
 
+def refund_error_code_from_sandbox(code: str | None) -> ErrorCode:
+    try:
+        return REFUND_ERROR_CODES[SandboxRefundErrorCode(code or "")]
+    except ValueError:
+        return UNKNOWN_REFUND_ERROR_CODE
+
+
 def charge_params(request: ChargeRequest) -> SandboxChargeParams:
     return SandboxChargeParams(
         amount=request.amount,
@@ -53,12 +97,44 @@ def charge_params(request: ChargeRequest) -> SandboxChargeParams:
         payment_method=request.payment_method,
         payer=request.payer,
         payee=request.payee,
+        capture=request.capture,
     )
+
+
+def capture_params(request: CaptureRequest) -> SandboxCaptureParams:
+    return SandboxCaptureParams(charge_id=request.charge_reference, amount=request.amount)
+
+
+def capture_body(request: CaptureRequest) -> dict[str, object]:
+    """The JSON body of ``POST /v1/charges/{chargeId}/capture``."""
+    return {"amountMinor": request.amount.minor_units, "currency": request.amount.currency}
+
+
+def refund_params(request: RefundRequest) -> SandboxRefundParams:
+    return SandboxRefundParams(
+        charge_id=request.charge_reference,
+        amount=request.amount,
+        refund_reference=request.refund_id,
+        payment_reference=request.payment_request_id,
+        reason=request.reason,
+    )
+
+
+def refund_body(request: RefundRequest) -> dict[str, object]:
+    """The JSON body of ``POST /v1/refunds``."""
+    return {
+        "chargeId": request.charge_reference,
+        "amountMinor": request.amount.minor_units,
+        "currency": request.amount.currency,
+        "refundReference": request.refund_id,
+        "paymentReference": request.payment_request_id,
+        "reason": None if request.reason is None else request.reason.value,
+    }
 
 
 def charge_body(request: ChargeRequest) -> dict[str, object]:
     """The JSON body of ``POST /v1/charges``. It holds clear numbers: never log it."""
-    return {
+    body: dict[str, object] = {
         "amountMinor": request.amount.minor_units,
         "currency": request.amount.currency,
         "paymentReference": request.payment_request_id,
@@ -66,6 +142,9 @@ def charge_body(request: ChargeRequest) -> dict[str, object]:
         "payerAccount": {"type": request.payer.type.value, "number": request.payer.number},
         "payeeAccount": {"type": request.payee.type.value, "number": request.payee.number},
     }
+    if not request.capture:
+        body["capture"] = False
+    return body
 
 
 def _decline(code: str | None, message: str | None, decline_code: str | None) -> PaygateError:
@@ -78,7 +157,7 @@ def _decline(code: str | None, message: str | None, decline_code: str | None) ->
 
 def outcome_from_record(record: ChargeRecord) -> ChargeOutcome:
     status = _STATUSES[record.status.value]
-    if status is ChargeStatus.SUCCEEDED:
+    if status is not ChargeStatus.DECLINED:
         return ChargeOutcome(status, record.charge_id)
     code = None if record.error_code is None else record.error_code.value
     return ChargeOutcome(
@@ -106,6 +185,40 @@ def outcome_from_body(body: object) -> ChargeOutcome:
     code = _optional_str(body, "errorCode")
     message = _optional_str(body, "message")
     decline_code = _optional_str(body, "declineCode")
-    if status is ChargeStatus.SUCCEEDED:
+    if status is not ChargeStatus.DECLINED:
         return ChargeOutcome(status, charge_id)
     return ChargeOutcome(status, charge_id, _decline(code, message, decline_code))
+
+
+def _refund_failure(code: str | None, message: str | None) -> PaygateError:
+    return PaygateError(
+        refund_error_code_from_sandbox(code),
+        message or _DEFAULT_REFUND_FAILURE_MESSAGE,
+        decline_code=code,
+    )
+
+
+def refund_outcome_from_record(record: RefundRecord) -> RefundOutcome:
+    status = REFUND_STATUSES[record.status]
+    if status is not ProviderRefundStatus.FAILED:
+        return RefundOutcome(status, record.refund_id)
+    code = None if record.error_code is None else record.error_code.value
+    return RefundOutcome(status, record.refund_id, _refund_failure(code, record.message))
+
+
+def refund_outcome_from_body(body: object) -> RefundOutcome:
+    """Parse a refund as the sandbox answers it; raises ValueError on an unexpected shape."""
+    if not isinstance(body, Mapping):
+        raise ValueError("the refund is not a JSON object")
+    refund_id = body.get("id")
+    if not isinstance(refund_id, str) or not refund_id:
+        raise ValueError("the refund has no id")
+    try:
+        status = REFUND_STATUSES[SandboxRefundStatus(str(body.get("status")))]
+    except ValueError:
+        raise ValueError("the refund has an unknown status") from None
+    code = _optional_str(body, "errorCode")
+    message = _optional_str(body, "message")
+    if status is not ProviderRefundStatus.FAILED:
+        return RefundOutcome(status, refund_id)
+    return RefundOutcome(status, refund_id, _refund_failure(code, message))

@@ -16,7 +16,7 @@ from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from providers.sandbox.records import ChargeRecord, SandboxChargeParams
 
-_REFERENCE: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
+REFERENCE: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
 _FIELDS: Final = frozenset(
     {
         "amountMinor",
@@ -25,29 +25,31 @@ _FIELDS: Final = frozenset(
         "paymentMethod",
         "payerAccount",
         "payeeAccount",
+        "capture",
     }
 )
 
 
-def _invalid(message: str, param: str) -> PaygateError:
+def invalid(message: str, param: str) -> PaygateError:
     return PaygateError(ErrorCode.INVALID_REQUEST, message, param=param)
 
 
 def _account(body: Mapping[str, object], param: str) -> Account:
     value = body.get(param)
     if not isinstance(value, Mapping):
-        raise _invalid(f"{param} must be an object with type and number", param)
+        raise invalid(f"{param} must be an object with type and number", param)
     unknown = set(value) - {"type", "number"}
     if unknown:
-        raise _invalid(f"{param} has unknown fields: {', '.join(sorted(unknown))}", param)
+        raise invalid(f"{param} has unknown fields: {', '.join(sorted(unknown))}", param)
     return Account.parse(value.get("type"), value.get("number"), param=param)
 
 
-def _amount(body: Mapping[str, object]) -> Money:
+def amount_from(body: Mapping[str, object]) -> Money:
+    """``amountMinor`` and ``currency`` of a body, as Money; raises PaygateError naming them."""
     amount = body.get("amountMinor")
     # bool is an int in Python, and true is not an amount.
     if not isinstance(amount, int) or isinstance(amount, bool):
-        raise _invalid("amountMinor must be an integer number of minor units", "amountMinor")
+        raise invalid("amountMinor must be an integer number of minor units", "amountMinor")
     currency = body.get("currency")
     if not isinstance(currency, str):
         raise PaygateError(
@@ -63,29 +65,33 @@ def _amount(body: Mapping[str, object]) -> Money:
 def parse_charge_body(body: object) -> SandboxChargeParams:
     """Validate a ``POST /v1/charges`` body; raises :class:`PaygateError` naming the field."""
     if not isinstance(body, Mapping):
-        raise _invalid("the body must be a JSON object", "body")
+        raise invalid("the body must be a JSON object", "body")
     unknown = set(body) - _FIELDS
     if unknown:
-        raise _invalid(f"unknown fields: {', '.join(sorted(map(str, unknown)))}", "body")
+        raise invalid(f"unknown fields: {', '.join(sorted(map(str, unknown)))}", "body")
     reference = body.get("paymentReference")
-    if not isinstance(reference, str) or not _REFERENCE.match(reference):
-        raise _invalid(
+    if not isinstance(reference, str) or not REFERENCE.match(reference):
+        raise invalid(
             "paymentReference must be 1 to 255 printable ASCII characters without spaces",
             "paymentReference",
         )
     try:
         method = PaymentMethod(str(body.get("paymentMethod")))
     except ValueError:
-        raise _invalid(
+        raise invalid(
             f"paymentMethod must be one of: {', '.join(m.value for m in PaymentMethod)}",
             "paymentMethod",
         ) from None
+    capture = body.get("capture", True)
+    if not isinstance(capture, bool):
+        raise invalid("capture must be true or false", "capture")
     return SandboxChargeParams(
-        amount=_amount(body),
+        amount=amount_from(body),
         payment_reference=reference,
         payment_method=method,
         payer=_account(body, "payerAccount"),
         payee=_account(body, "payeeAccount"),
+        capture=capture,
     )
 
 
@@ -100,6 +106,7 @@ def charge_json(record: ChargeRecord) -> dict[str, object]:
         "amountMinor": record.amount_minor,
         "currency": record.currency,
         "paymentReference": record.payment_reference,
+        "capturedMinor": record.captured_minor,
     }
 
 
@@ -110,6 +117,8 @@ def admin_charge_json(record: ChargeRecord) -> dict[str, object]:
         "idempotencyKey": record.idempotency_key,
         "payerMasked": record.payer_masked,
         "createdAt": record.created_at.isoformat(),
+        "refundBehaviour": record.refunds.value,
+        "captureKey": record.capture_key,
     }
 
 

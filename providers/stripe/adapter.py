@@ -18,21 +18,43 @@ command handler, which then resends under the same idempotency key (Stripe answe
 the first result); the reconciler abandons an unseen attempt only after
 ``PAYGATE_ABANDON_AFTER_S``, which must therefore stay well above that lag (see
 docs/providers.md). Search is not offered to Stripe accounts in India.
+
+Refunds are Stripe Refunds of the charge's PaymentIntent, created with the refund key as
+idempotency key and in the metadata; :meth:`StripeProvider.refund_status` lists the
+PaymentIntent's refunds and matches that metadata (a list, not a search: no index lag).
+Authorize-only charges use ``capture_method=manual``; :meth:`StripeProvider.capture`
+captures them with the capture key as idempotency key.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import stripe
 from pydantic import SecretStr
 
-from providers.errors import ProviderTimeoutError
-from providers.port import ChargeOutcome, ChargeRequest
+from domain.errors import PaygateError
+from providers.errors import ProviderError, ProviderTimeoutError
+from providers.port import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    RefundOutcome,
+    RefundRequest,
+)
+from providers.stripe.refund_transformers import (
+    capture_params,
+    find_refund,
+    outcome_from_refund,
+    refund_error_from_stripe,
+    refund_params,
+)
 from providers.stripe.transformers import (
     PROVIDER_NAME,
+    StripePaymentPendingError,
     charge_params,
     error_from_stripe,
     outcome_from_card_error,
@@ -41,13 +63,18 @@ from providers.stripe.transformers import (
     search_query_for,
 )
 
+# A PaymentIntent that Stripe does not know (retrieve of an unknown id).
+_RESOURCE_MISSING = "resource_missing"
+
 
 @contextlib.contextmanager
-def _translate_stripe_errors() -> Iterator[None]:
+def _translate_stripe_errors(
+    translate: Callable[[stripe.StripeError], ProviderError | PaygateError] = error_from_stripe,
+) -> Iterator[None]:
     try:
         yield
     except stripe.StripeError as exc:
-        raise error_from_stripe(exc) from exc
+        raise translate(exc) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The SDK wraps errors of sending the request, not of reading the answer's body:
         # those come through raw, after Stripe has received the request.
@@ -122,7 +149,17 @@ class StripeProvider:
                 )
             except stripe.CardError as exc:
                 return outcome_from_card_error(exc)
-            return outcome_from_intent(intent)
+            outcome = outcome_from_intent(intent)
+        if request.capture and outcome.status is ChargeStatus.AUTHORIZED:
+            # Asked to capture at once, yet only authorized (an account setting): the money
+            # is not taken, so this is not final for the charge asked for.
+            raise StripePaymentPendingError(
+                PROVIDER_NAME,
+                f"PaymentIntent {outcome.provider_reference} waits for a capture; outcome unknown",
+                intent_id=outcome.provider_reference or "",
+                status="requires_capture",
+            )
+        return outcome
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         """The PaymentIntent created under ``attempt_key``, found by its metadata; None when
@@ -132,6 +169,43 @@ class StripeProvider:
                 params={"query": search_query_for(attempt_key), "limit": 10}
             )
             return outcome_from_search(found.data)
+
+    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        with _translate_stripe_errors():
+            try:
+                intent = await self._stripe().v1.payment_intents.retrieve_async(provider_reference)
+            except stripe.InvalidRequestError as exc:
+                if exc.code == _RESOURCE_MISSING:
+                    return None
+                raise
+            return outcome_from_intent(intent)
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        with _translate_stripe_errors():
+            intent = await self._stripe().v1.payment_intents.capture_async(
+                request.charge_reference,
+                params=capture_params(request),
+                options={"idempotency_key": request.capture_key},
+            )
+            return outcome_from_intent(intent)
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        with _translate_stripe_errors(refund_error_from_stripe):
+            refund = await self._stripe().v1.refunds.create_async(
+                params=refund_params(request), options={"idempotency_key": request.refund_key}
+            )
+            return outcome_from_refund(refund)
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        """The refund created under ``refund_key``, found among the PaymentIntent's refunds
+        by its metadata; None if Stripe has none (it never received the refund)."""
+        with _translate_stripe_errors():
+            page = await self._stripe().v1.refunds.list_async(
+                params={"payment_intent": charge_reference, "limit": 100}
+            )
+            refunds = [refund async for refund in page.auto_paging_iter()]
+            found = find_refund(refunds, refund_key)
+            return None if found is None else outcome_from_refund(found)
 
     def _stripe(self) -> stripe.StripeClient:
         if self._client is None:

@@ -10,9 +10,10 @@ PaymentIntent status -> what paygate records::
     succeeded                                   SUCCEEDED
     requires_payment_method + last_payment_error DECLINED, code from the error
     canceled                                    DECLINED (fraudulent -> fraud_suspected)
+    requires_capture                            AUTHORIZED (asked with capture=False)
     requires_payment_method without an error,   outcome unknown (StripePaymentPendingError):
     processing, requires_action,                 not final, so never recorded as failed;
-    requires_confirmation, requires_capture,     the payment stays pending until a later
+    requires_confirmation,                       the payment stays pending until a later
     any status Stripe adds later                 status lookup sees a final one
 """
 
@@ -230,7 +231,7 @@ def charge_params(request: ChargeRequest) -> PaymentIntentCreateParams:
             f"with type {AccountType.TOKEN.value!r} and a payment method id such as pm_...",
             param="payerAccount.type",
         )
-    return {
+    params: PaymentIntentCreateParams = {
         "amount": request.amount.minor_units,
         "currency": request.amount.currency.lower(),
         "payment_method": request.payer.number,
@@ -243,6 +244,11 @@ def charge_params(request: ChargeRequest) -> PaymentIntentCreateParams:
             ATTEMPT_KEY_METADATA_KEY: request.attempt_key,
         },
     }
+    if not request.capture:
+        # Only when asked: a captured charge's request stays what it was, so resending an
+        # older attempt under its key is not an idempotency conflict.
+        params["capture_method"] = "manual"
+    return params
 
 
 def search_query_for(attempt_key: str) -> str:
@@ -256,6 +262,7 @@ def search_query_for(attempt_key: str) -> str:
 
 class _Kind(Enum):
     SUCCEEDED = "succeeded"
+    AUTHORIZED = "authorized"
     CANCELED = "canceled"
     NEEDS_PAYMENT_METHOD = "needs_payment_method"
     NOT_FINAL = "not_final"
@@ -270,9 +277,9 @@ PAYMENT_INTENT_STATUSES: Final[Mapping[str, _Kind]] = MappingProxyType(
         "processing": _Kind.NOT_FINAL,
         "requires_action": _Kind.NOT_FINAL,
         "requires_confirmation": _Kind.NOT_FINAL,
-        # paygate never asks for manual capture; if an account setting did, the money is
-        # only authorised, and that is not a succeeded payment.
-        "requires_capture": _Kind.NOT_FINAL,
+        # Authorized, waiting for a capture: what a charge with capture=False asks for. The
+        # adapter treats it as not final when the charge asked to capture at once.
+        "requires_capture": _Kind.AUTHORIZED,
     }
 )
 
@@ -296,6 +303,8 @@ def outcome_from_intent(intent: stripe.PaymentIntent) -> ChargeOutcome:
     kind = PAYMENT_INTENT_STATUSES.get(status, _Kind.NOT_FINAL)
     if kind is _Kind.SUCCEEDED:
         return ChargeOutcome(ChargeStatus.SUCCEEDED, intent_id)
+    if kind is _Kind.AUTHORIZED:
+        return ChargeOutcome(ChargeStatus.AUTHORIZED, intent_id)
     if kind is _Kind.CANCELED:
         reason = _field(intent, "cancellation_reason")
         code = CANCELLATION_REASONS.get(reason or "", UNKNOWN_DECLINE_CODE)

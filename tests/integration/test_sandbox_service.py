@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import socket
 import sys
@@ -20,12 +21,19 @@ from domain.accounts import Account, AccountType
 from domain.commands import PaymentMethod
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.refunds import RefundReason
 from providers.errors import (
     ProviderRateLimitedError,
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from providers.port import ChargeRequest, ChargeStatus
+from providers.port import (
+    CaptureRequest,
+    ChargeRequest,
+    ChargeStatus,
+    ProviderRefundStatus,
+    RefundRequest,
+)
 from providers.sandbox import (
     SandboxAcquirer,
     SandboxConfig,
@@ -389,3 +397,139 @@ async def test_standalone_process(tmp_path: Path):
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# -- refunds, authorize/capture, charge by reference over HTTP ---------------------------------
+
+
+def refund_request(charge_reference: str, amount: int = 400, *, key: str | None = None):
+    return RefundRequest(
+        refund_key=key or f"rk/{uuid.uuid4().hex}",  # a "/" must stay inside its segment
+        refund_id=f"ref_{uuid.uuid4().hex}",
+        payment_request_id="pay_1",
+        charge_reference=charge_reference,
+        amount=Money(amount, "EUR"),
+        reason=RefundReason.DUPLICATE,
+    )
+
+
+async def _charged(provider: SandboxHttpProvider, payer: str = SUCCESS) -> str:
+    outcome = await provider.charge(charge_request(payer, amount=1000))
+    assert outcome.provider_reference is not None
+    return outcome.provider_reference
+
+
+async def test_refund_over_http_replays_and_lists(provider: SandboxHttpProvider, sandbox: Sandbox):
+    charge = await _charged(provider)
+    request = refund_request(charge, 600)
+    outcome = await provider.refund(request)
+    assert outcome.status is ProviderRefundStatus.SUCCEEDED
+    assert outcome.provider_reference is not None
+    again = await provider.refund(request)
+    assert again.provider_reference == outcome.provider_reference
+    known = await provider.refund_status(request.refund_key, charge)
+    assert known is not None
+    assert known.provider_reference == outcome.provider_reference
+    assert await provider.refund_status("rk-never", charge) is None
+    status, body = await sandbox.get("/admin/refunds")
+    assert status == 200
+    assert isinstance(body, dict)
+    [row] = body["refunds"]
+    assert (row["idempotencyKey"], row["chargeId"], row["amountMinor"], row["reason"]) == (
+        request.refund_key,
+        charge,
+        600,
+        "duplicate",
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "code"),
+    [
+        ({"amount": Money(1001, "EUR")}, ErrorCode.REFUND_EXCEEDS_CAPTURED),
+        ({"amount": Money(100, "USD")}, ErrorCode.CURRENCY_MISMATCH),
+        ({"charge_reference": "ch_unknown"}, ErrorCode.PAYMENT_NOT_REFUNDABLE),
+    ],
+)
+async def test_refused_refunds_over_http_are_catalogue_errors(
+    provider: SandboxHttpProvider, changes, code
+):
+    request = dataclasses.replace(refund_request(await _charged(provider)), **changes)
+    with pytest.raises(PaygateError) as caught:
+        await provider.refund(request)
+    assert caught.value.code is code
+
+
+async def test_refund_key_reused_with_other_parameters_over_http(provider: SandboxHttpProvider):
+    charge = await _charged(provider)
+    await provider.refund(refund_request(charge, 100, key="rk-1"))
+    with pytest.raises(PaygateError) as caught:
+        await provider.refund(refund_request(charge, 200, key="rk-1"))
+    assert caught.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+async def test_pending_and_failing_refund_numbers_over_http(tmp_path: Path):
+    acquirer = SandboxAcquirer(
+        SqliteLedger(str(tmp_path / "l.db")), SandboxConfig(refund_settle_s=0.2)
+    )
+    async with (
+        serve(build_sandbox_app(acquirer)) as url,
+        SandboxHttpProvider(url, timeout_s=5.0) as provider,
+    ):
+        pending = refund_request(await _charged(provider, "4000000000007726"))
+        assert (await provider.refund(pending)).status is ProviderRefundStatus.PENDING
+        deadline = asyncio.get_running_loop().time() + 5.0
+        while True:
+            known = await provider.refund_status(pending.refund_key, pending.charge_reference)
+            assert known is not None
+            if known.status is ProviderRefundStatus.SUCCEEDED:
+                break
+            assert known.status is ProviderRefundStatus.PENDING
+            assert asyncio.get_running_loop().time() < deadline, "the refund never settled"
+            await asyncio.sleep(0.05)
+        failed = await provider.refund(refund_request(await _charged(provider, "4000000000005126")))
+        assert failed.status is ProviderRefundStatus.FAILED
+        assert failed.error is not None
+        assert (failed.error.code, failed.error.decline_code) == (
+            ErrorCode.REFUND_FAILED,
+            "refund_declined",
+        )
+
+
+async def test_authorize_capture_and_charge_by_reference_over_http(
+    provider: SandboxHttpProvider, sandbox: Sandbox
+):
+    request = dataclasses.replace(charge_request(amount=1000), capture=False)
+    authorized = await provider.charge(request)
+    assert authorized.status is ChargeStatus.AUTHORIZED
+    charge = authorized.provider_reference
+    assert charge is not None
+    found = await provider.charge_by_reference(charge)
+    assert found is not None
+    assert found.status is ChargeStatus.AUTHORIZED
+    assert await provider.charge_by_reference("ch_unknown") is None
+    capture = CaptureRequest("cap-1", request.payment_request_id, charge, Money(800, "EUR"))
+    assert (await provider.capture(capture)).status is ChargeStatus.SUCCEEDED
+    assert (await provider.capture(capture)).status is ChargeStatus.SUCCEEDED  # a replay
+    with pytest.raises(PaygateError) as conflict:
+        await provider.capture(dataclasses.replace(capture, amount=Money(700, "EUR")))
+    assert conflict.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
+    with pytest.raises(PaygateError) as again:
+        await provider.capture(dataclasses.replace(capture, capture_key="cap-2"))
+    assert again.value.code is ErrorCode.INVALID_REQUEST
+    with pytest.raises(PaygateError) as above:
+        await provider.refund(refund_request(charge, 801))
+    assert above.value.code is ErrorCode.REFUND_EXCEEDS_CAPTURED
+    status, body = await sandbox.get("/admin/charges")
+    assert status == 200
+    assert isinstance(body, dict)
+    [row] = body["charges"]
+    assert (row["status"], row["capturedMinor"], row["captureKey"]) == ("succeeded", 800, "cap-1")
+
+
+async def test_fails_first_number_over_http(provider: SandboxHttpProvider):
+    first = charge_request("4000000000000127")
+    with pytest.raises(ProviderUnavailableError):
+        await provider.charge(first)
+    retry = dataclasses.replace(first, attempt_key=first.attempt_key + "-a2")
+    assert (await provider.charge(retry)).status is ChargeStatus.SUCCEEDED

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import uuid
 
-from providers.errors import ProviderRateLimitedError, ProviderUnavailableError
-from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.errors import (
+    ProviderRateLimitedError,
+    ProviderUnavailableError,
+    UnsupportedOperationError,
+)
+from providers.port import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    RefundOutcome,
+    RefundRequest,
+)
 
 
 class FlakyProvider:
@@ -44,3 +55,18 @@ class FlakyProvider:
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         return self.outcomes.get(attempt_key)
+
+    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        return next(
+            (o for o in self.outcomes.values() if o.provider_reference == provider_reference), None
+        )
+
+    # This fake only charges: the tests that use it are about charge retries.
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        raise UnsupportedOperationError(self.name, "capture is not supported")
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        raise UnsupportedOperationError(self.name, "refunds are not supported")
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        raise UnsupportedOperationError(self.name, "refunds are not supported")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.errors import UnsupportedOperationError
+from providers.port import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    RefundOutcome,
+    RefundRequest,
+)
 
 
 class GatedProvider:
@@ -66,3 +74,18 @@ class GatedProvider:
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         return self.outcomes.get(attempt_key)
+
+    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        return next(
+            (o for o in self.outcomes.values() if o.provider_reference == provider_reference), None
+        )
+
+    # This fake only charges: the tests that use it hold charges in flight.
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        raise UnsupportedOperationError(self.name, "capture is not supported")
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        raise UnsupportedOperationError(self.name, "refunds are not supported")
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        raise UnsupportedOperationError(self.name, "refunds are not supported")

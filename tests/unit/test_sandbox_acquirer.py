@@ -30,6 +30,7 @@ from providers.sandbox import (
     InProcessSandboxProvider,
     MemoryLedger,
     Outcome,
+    RefundBehaviour,
     SandboxAcquirer,
     SandboxConfig,
     SandboxErrorCode,
@@ -73,9 +74,20 @@ SPEC = {
     ),
     "4100000000000019": ("declined", ErrorCode.FRAUD_SUSPECTED, "fraudulent", Timing.IMMEDIATE),
     "4000000000000119": (None, None, None, Timing.IMMEDIATE),
+    "4000000000000127": ("succeeded", None, None, Timing.IMMEDIATE),
+    "4000000000007726": ("succeeded", None, None, Timing.IMMEDIATE),
+    "4000000000005126": ("succeeded", None, None, Timing.IMMEDIATE),
     "4000000000000259": ("succeeded", None, None, Timing.SLOW),
     "4000000000000341": ("succeeded", None, None, Timing.HANG),
     "4000000000000200": ("declined", ErrorCode.PAYMENT_DECLINED, "generic_decline", Timing.HANG),
+}
+
+# Numbers whose first call per payment reference fails before processing.
+FAILS_FIRST = {"4000000000000127"}
+# Numbers whose refunds do not simply succeed at once.
+REFUNDS = {
+    "4000000000007726": RefundBehaviour.SETTLE_LATER,
+    "4000000000005126": RefundBehaviour.FAIL,
 }
 
 FAST = SandboxConfig(slow_delay_s=0.05, hang_s=0.5)
@@ -116,6 +128,8 @@ def record(status: SandboxStatus = SandboxStatus.SUCCEEDED, **changes: object) -
         "error_code": SandboxErrorCode.INSUFFICIENT_FUNDS if declined else None,
         "decline_code": "insufficient_funds" if declined else None,
         "created_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "refunds": RefundBehaviour.SUCCEED,
+        "captured_minor": 1050 if status is SandboxStatus.SUCCEEDED else 0,
     }
     fields.update(changes)
     return ChargeRecord(**fields)  # type: ignore[arg-type]
@@ -130,6 +144,8 @@ def test_code_table_matches_the_specification():
         behaviour = TEST_ACCOUNTS[number]
         expected_outcome = Outcome.UNAVAILABLE if status is None else Outcome(status)
         assert behaviour.outcome is expected_outcome, number
+        assert behaviour.unavailable_first is (number in FAILS_FIRST), number
+        assert behaviour.refunds is REFUNDS.get(number, RefundBehaviour.SUCCEED), number
         assert behaviour.timing is timing, number
         assert behaviour.decline_code == decline_code, number
         mapped = (
@@ -151,6 +167,16 @@ def test_unlisted_numbers_succeed():
         {"outcome": Outcome.DECLINED, "error_code": SandboxErrorCode.CARD_DECLINED},
         {"outcome": Outcome.SUCCEEDED, "decline_code": "generic_decline"},
         {"outcome": Outcome.UNAVAILABLE, "timing": Timing.HANG},
+        {
+            "outcome": Outcome.DECLINED,
+            "error_code": SandboxErrorCode.CARD_DECLINED,
+            "decline_code": "generic_decline",
+            "unavailable_first": True,
+        },
+        {
+            "outcome": Outcome.UNAVAILABLE,
+            "refunds": RefundBehaviour.FAIL,
+        },
     ],
 )
 def test_inconsistent_behaviours_are_refused(kwargs):
@@ -162,7 +188,12 @@ def test_inconsistent_behaviours_are_refused(kwargs):
 
 
 @pytest.mark.parametrize(
-    "number", [n for n, spec in SPEC.items() if spec[0] and spec[3] is not Timing.HANG]
+    "number",
+    [
+        n
+        for n, spec in SPEC.items()
+        if spec[0] and spec[3] is not Timing.HANG and n not in FAILS_FIRST
+    ],
 )
 async def test_answered_behaviours(number):
     status, code, decline_code, _timing = SPEC[number]
@@ -204,6 +235,36 @@ async def test_provider_error_number_charges_nothing():
     assert not caught.value.outcome_unknown
     assert await sandbox.acquirer.charges() == []
     assert await sandbox.charge_status(request.attempt_key) is None
+
+
+async def test_fails_first_number_fails_once_per_payment_then_succeeds():
+    sandbox = provider()
+    first = charge_request("4000000000000127", key="pay_x-a1", reference="pay_x")
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await sandbox.charge(first)
+    assert caught.value.retriable
+    assert not caught.value.outcome_unknown
+    assert await sandbox.acquirer.charges() == []
+    assert await sandbox.charge_status(first.attempt_key) is None
+    # paygate's retry: same payment reference, a new attempt key.
+    retry = charge_request("4000000000000127", key="pay_x-a2", reference="pay_x")
+    outcome = await sandbox.charge(retry)
+    assert outcome.status is ChargeStatus.SUCCEEDED
+    # Another payment with the same number gets its own first failure.
+    with pytest.raises(ProviderUnavailableError):
+        await sandbox.charge(charge_request("4000000000000127", reference="pay_y"))
+    rows = await sandbox.acquirer.charges()
+    assert [(row.idempotency_key, row.status) for row in rows] == [
+        ("pay_x-a2", SandboxStatus.SUCCEEDED)
+    ]
+
+
+async def test_fails_first_number_resending_the_same_key_succeeds_too():
+    sandbox = provider()
+    request = charge_request("4000000000000127")
+    with pytest.raises(ProviderUnavailableError):
+        await sandbox.charge(request)
+    assert (await sandbox.charge(request)).status is ChargeStatus.SUCCEEDED
 
 
 @pytest.mark.parametrize(
@@ -369,7 +430,11 @@ def test_config_accepts_the_bounds():
 
 async def test_ledger_rows_hold_the_payer_masked_only():
     sandbox = provider()
-    numbers = [n for n, spec in SPEC.items() if spec[0] and spec[3] is Timing.IMMEDIATE]
+    numbers = [
+        n
+        for n, spec in SPEC.items()
+        if spec[0] and spec[3] is Timing.IMMEDIATE and n not in FAILS_FIRST
+    ]
     for number in numbers:
         await sandbox.charge(charge_request(number))
     rows = await sandbox.acquirer.charges()
@@ -417,6 +482,7 @@ def test_stats_count_double_charges_per_reference_but_not_declines():
         "charges": 5,
         "succeeded": 3,
         "declined": 2,
+        "authorized": 0,
         "duplicateKeys": 0,
         "maxChargesPerReference": 2,
         "doubleChargedReferences": 1,
@@ -475,7 +541,7 @@ def test_response_round_trips_to_the_same_outcome_as_the_record(status):
         from_record.status,
         from_record.provider_reference,
     )
-    if status is SandboxStatus.SUCCEEDED:
+    if status is not SandboxStatus.DECLINED:
         assert from_http.error is None
         assert from_record.error is None
     else:
@@ -635,6 +701,9 @@ def _expected_cells(behaviour: Behaviour) -> list[str]:
     }[behaviour.timing]
     if behaviour.outcome is Outcome.UNAVAILABLE:
         answer = "HTTP 503 at once"
+    if behaviour.unavailable_first:
+        ledger = f"nothing, then {ledger}"
+        answer = f"HTTP 503 on a payment's first call, then {answer}"
     code = (
         "-"
         if behaviour.error_code is None
@@ -642,6 +711,42 @@ def _expected_cells(behaviour: Behaviour) -> list[str]:
     )
     decline = "-" if behaviour.decline_code is None else f"`{behaviour.decline_code}`"
     return [behaviour.summary, ledger, answer, code, decline]
+
+
+def _doc_table(header: str) -> dict[str, list[str]]:
+    lines = DOC.read_text(encoding="utf-8").splitlines()
+    start = lines.index(header)
+    rows: dict[str, list[str]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+_REFUND_CELLS = {
+    RefundBehaviour.SUCCEED: ["succeeded", "succeeded", "-", "-"],
+    RefundBehaviour.SETTLE_LATER: [
+        "pending",
+        "succeeded after `refund_settle_s`",
+        "-",
+        "-",
+    ],
+    RefundBehaviour.FAIL: ["failed", "failed", "`refund_failed`", "`refund_declined`"],
+}
+
+
+def test_docs_refund_table_matches_the_code_table():
+    rows = _doc_table(
+        "| payer number | refund answer | status query | paygate error code | decline code |"
+    )
+    assert set(_REFUND_CELLS) == set(RefundBehaviour)
+    assert rows.pop("any other number") == _REFUND_CELLS[RefundBehaviour.SUCCEED]
+    listed = {n for n, b in TEST_ACCOUNTS.items() if b.refunds is not RefundBehaviour.SUCCEED}
+    assert set(rows) == listed
+    for number, cells in rows.items():
+        assert cells == _REFUND_CELLS[TEST_ACCOUNTS[number].refunds], number
 
 
 def test_docs_table_matches_the_code_table():

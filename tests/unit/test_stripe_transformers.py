@@ -53,7 +53,7 @@ from providers.stripe.transformers import (
 
 pytestmark = pytest.mark.unit
 
-NOT_FINAL_STATUSES = ["processing", "requires_action", "requires_confirmation", "requires_capture"]
+NOT_FINAL_STATUSES = ["processing", "requires_action", "requires_confirmation"]
 
 
 def charge_request(
@@ -227,8 +227,19 @@ def test_a_status_that_is_not_final_is_an_unknown_outcome_never_a_failure(status
     assert caught.value.status == status
 
 
+def test_requires_capture_is_authorized() -> None:
+    outcome = outcome_from_intent(intent(status="requires_capture"))
+    assert outcome == ChargeOutcome(ChargeStatus.AUTHORIZED, "pi_123")
+
+
 def test_every_sdk_status_has_a_tested_meaning() -> None:
-    tested = {"succeeded", "canceled", "requires_payment_method", *NOT_FINAL_STATUSES}
+    tested = {
+        "succeeded",
+        "canceled",
+        "requires_payment_method",
+        "requires_capture",
+        *NOT_FINAL_STATUSES,
+    }
     assert tested == set(PAYMENT_INTENT_STATUSES)
 
 
@@ -534,6 +545,13 @@ async def test_a_charge_still_processing_is_an_unknown_outcome() -> None:
     provider, _ = await provider_answering((200, intent_body(status="processing")))
     with pytest.raises(StripePaymentPendingError):
         await provider.charge(charge_request())
+
+
+async def test_a_charge_asked_to_capture_but_only_authorized_is_an_unknown_outcome() -> None:
+    provider, _ = await provider_answering((200, intent_body(status="requires_capture")))
+    with pytest.raises(StripePaymentPendingError) as caught:
+        await provider.charge(charge_request())
+    assert caught.value.status == "requires_capture"
 
 
 async def test_an_answer_without_a_status_is_an_unknown_outcome() -> None:
