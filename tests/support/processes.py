@@ -66,15 +66,18 @@ def start_service(
     log_dir: Path,
     announce_prefix: str | None = None,
     timeout_s: float = 60.0,
+    module: str = "paygate.cli",
 ) -> ServiceProcess:
     """Start ``paygate <args>``; with ``announce_prefix``, wait for that stdout line.
 
+    ``module`` runs another entry point instead (``python -m <module> <args>``), such as
+    ``providers.sandbox``, whose options ``paygate acquirer`` does not take (``--hang-s``).
     stderr (the JSON logs) goes to a file, so tests can read everything a process logged.
     """
     log_path = log_dir / f"{name}.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "paygate.cli", *args],
+        [sys.executable, "-m", module, *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=log_file,
