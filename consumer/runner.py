@@ -27,9 +27,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from consumer.dead_letters import DeadLetterRouter
+from consumer.dispatch import CommandDispatcher
 from consumer.key_ordering import KeyedWork
 from consumer.offsets import PartitionOffsets
-from consumer.payment_handler import PaymentCommandHandler
 from domain.errors import ErrorCode, PaygateError
 from paygate.metrics import Metrics
 from schemas.codec import CodecError
@@ -45,7 +45,7 @@ class CommandRunner:
         consumer: AIOKafkaConsumer,
         topic: str,
         messages: PaymentMessages,
-        handler: PaymentCommandHandler,
+        handler: CommandDispatcher,
         dead_letters: DeadLetterRouter,
         metrics: Metrics,
         after_work: Callable[[], None] = lambda: None,
@@ -148,7 +148,7 @@ class CommandRunner:
 
     async def _handle_record(self, record: ConsumerRecord) -> None:
         try:
-            command = self._messages.decode_command(record.value or b"")
+            command = self._messages.decode_any_command(record.value or b"")
         except CodecError as exc:
             await self._dead_letter(record, exc, exc.reason)
             return

@@ -38,17 +38,22 @@ class PaymentMethod(StrEnum):
     WALLET = "wallet"
 
 
-def payment_request_id_for(order_id: str, idempotency_key: str, generation: int = 0) -> str:
+def payment_request_id_for(
+    order_id: str, idempotency_key: str, generation: int = 0, client_id: str | None = None
+) -> str:
     """The one payment id a (scope, idempotency key) pair maps to, on every intake.
 
     Deterministic, so a redelivered or re-sent command lands on the same row. The scope is
-    the order for now; per-client scoping replaces it once API clients exist. Keys expire
-    (see domain.idempotency): a key used again after its payment's key expired starts a
-    new generation, and so a new payment.
+    the client's order: the API client that sent it (None for commands that upstream
+    services put on Kafka themselves) and its order id, so two clients' keys and order ids
+    never meet. Keys expire (see domain.idempotency): a key used again after its payment's
+    key expired starts a new generation, and so a new payment.
     """
     name = f"{order_id}\x1f{idempotency_key}"
     if generation:
         name += f"\x1f{generation}"
+    if client_id is not None:
+        name = f"client:{client_id}\x1f{name}"
     return "pay_" + uuid.uuid5(_PAYMENT_ID_NAMESPACE, name).hex
 
 
@@ -118,6 +123,8 @@ class CreatePayment:
     # How many earlier payments used this key and saw it expire; set by the store, which
     # alone knows (see domain.idempotency). Not a client parameter.
     generation: int = 0
+    # The API client that sent the command through the facade; None from upstream services.
+    client_id: str | None = None
 
     @classmethod
     def create(
@@ -133,6 +140,7 @@ class CreatePayment:
         requested_at: datetime,
         metadata: Mapping[str, str],
         new_attempt: bool = False,
+        client_id: str | None = None,
     ) -> CreatePayment:
         try:
             method = PaymentMethod(str(payment_method))
@@ -155,11 +163,14 @@ class CreatePayment:
             requested_at=requested_at,
             metadata=_metadata(metadata),
             new_attempt=new_attempt,
+            client_id=None if client_id is None else _identifier(client_id, "clientId"),
         )
 
     @property
     def payment_request_id(self) -> str:
-        return payment_request_id_for(self.order_id, self.idempotency_key, self.generation)
+        return payment_request_id_for(
+            self.order_id, self.idempotency_key, self.generation, self.client_id
+        )
 
     def parameters_fingerprint(self, account_key: bytes) -> str:
         """A hash of what the client asked for, to tell a replay from a conflicting reuse.

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     INVALID_AMOUNT = "invalid_amount"
     UNSUPPORTED_CURRENCY = "unsupported_currency"
     REQUEST_TOO_LARGE = "request_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     AUTHENTICATION_FAILED = "authentication_failed"
     NOT_FOUND = "not_found"
@@ -45,7 +46,10 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     INVALID_ACCOUNT = "invalid_account"
     FRAUD_SUSPECTED = "fraud_suspected"
+    PAYMENT_NOT_REFUNDABLE = "payment_not_refundable"
     REFUND_EXCEEDS_CAPTURED = "refund_exceeds_captured"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    REFUND_FAILED = "refund_failed"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     PROVIDER_TIMEOUT = "provider_timeout"
     RATE_LIMITED = "rate_limited"
@@ -116,6 +120,14 @@ CATALOGUE: Final = MappingProxyType(
                 413,
                 "The request body is larger than 64 KiB.",
                 "Send a smaller body; metadata is the usual culprit.",
+            ),
+            _spec(
+                _E.REQUEST_TIMEOUT,
+                _C.INVALID_REQUEST,
+                True,
+                408,
+                "The request body did not arrive in time; the connection is closed.",
+                "Send the whole body promptly; retrying with the same Idempotency-Key is safe.",
             ),
             _spec(
                 _E.UNSUPPORTED_MEDIA_TYPE,
@@ -207,12 +219,36 @@ CATALOGUE: Final = MappingProxyType(
                 "Do not retry; handle through your fraud process.",
             ),
             _spec(
+                _E.PAYMENT_NOT_REFUNDABLE,
+                _C.CONFLICT,
+                False,
+                409,
+                "The payment has not succeeded, so there is nothing to refund.",
+                "Refund only payments whose status is succeeded or partially_refunded.",
+            ),
+            _spec(
                 _E.REFUND_EXCEEDS_CAPTURED,
                 _C.CONFLICT,
                 False,
                 409,
                 "The refund would take refunds above the captured amount.",
                 "Refund at most the remaining amount.",
+            ),
+            _spec(
+                _E.CURRENCY_MISMATCH,
+                _C.INVALID_REQUEST,
+                False,
+                400,
+                "The refund's currency is not the payment's currency.",
+                "Refund in the currency the payment was made in.",
+            ),
+            _spec(
+                _E.REFUND_FAILED,
+                _C.PROVIDER,
+                False,
+                402,
+                "The provider refused the refund; no money was returned.",
+                "Contact support; the payment's refundable amount is unchanged.",
             ),
             _spec(
                 _E.PROVIDER_UNAVAILABLE,

@@ -9,6 +9,7 @@ from typing import Final
 
 from domain.error_info import ErrorInfo
 from domain.money import Money
+from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("0c7c4a3e-8f0e-4d0b-b2a4-2f5e4f8e9a17")
@@ -42,4 +43,34 @@ class PaymentResult:
     @property
     def payment_result(self) -> bool:
         """The seed's boolean: true only for a payment that certainly succeeded."""
-        return self.status is PaymentStatus.SUCCEEDED
+        return self.status.charge_outcome is PaymentStatus.SUCCEEDED
+
+
+def refund_event_id(refund_id: str, status: RefundStatus) -> str:
+    """Stable per (refund, status), like :func:`result_event_id`."""
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{refund_id}:{status.value}"))
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """A refund changed state. Also says where its payment stands after it."""
+
+    event_id: str
+    refund_id: str
+    payment_request_id: str
+    order_id: str
+    status: RefundStatus
+    # Amounts in minor units of ``currency``. All three are None for a refund of a payment
+    # that does not exist (nothing is known), and ``amount_minor`` is None for a refused
+    # "refund what remains" request when nothing remained.
+    currency: str | None
+    amount_minor: int | None
+    reason: str | None
+    # The payment's status and refunded total after this change (None: no such payment).
+    payment_status: PaymentStatus | None
+    payment_refunded_minor: int | None
+    provider: str | None
+    provider_reference: str | None
+    error: ErrorInfo | None
+    created_at: datetime
+    occurred_at: datetime

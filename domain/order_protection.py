@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from domain.errors import ErrorCode, PaygateError
-from domain.status import PaymentStatus
+from domain.status import CAPTURED, PaymentStatus
 
 
 def refusal_for_new_payment(
@@ -22,7 +22,8 @@ def refusal_for_new_payment(
 ) -> PaygateError | None:
     """Why a new payment for an order with these payments must be refused, or None."""
     statuses = set(existing)
-    if PaymentStatus.SUCCEEDED in statuses:
+    if statuses & CAPTURED:
+        # A refunded payment still paid the order once: charging it again is a new order.
         return PaygateError(
             ErrorCode.ORDER_ALREADY_PAID, "the order already has a succeeded payment"
         )

@@ -33,7 +33,19 @@ class PaymentView:
     parameters_hash: str | None = None
     # Set while a retry is scheduled after a provider certainly did not charge.
     next_retry_at: datetime | None = None
+    # The API client that created it (None: an upstream service, through Kafka).
+    client_id: str | None = None
+    # Minor units refunded by succeeded refunds, and reserved by refunds not final yet.
+    refunded_minor: int = 0
+    refund_reserved_minor: int = 0
+
+    @property
+    def refundable_minor(self) -> int:
+        """What a new refund may still return (0 unless the charge succeeded)."""
+        if self.status.charge_outcome is not PaymentStatus.SUCCEEDED:
+            return 0
+        return self.amount.minor_units - self.refunded_minor - self.refund_reserved_minor
 
     @property
     def payment_result(self) -> bool:
-        return self.status is PaymentStatus.SUCCEEDED
+        return self.status.charge_outcome is PaymentStatus.SUCCEEDED

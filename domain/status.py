@@ -2,13 +2,14 @@
 
 ::
 
-    pending ──► processing ──► succeeded
-       ▲            │    └───► failed
+    pending ──► processing ──► succeeded ──► partially_refunded ──► refunded
+       ▲            │    └───► failed   └─────────────────────────────►┘
        └────────────┘  (provider outcome unknown: back to pending until reconciled)
 
 ``pending`` means "accepted, outcome not known yet": a command not yet processed, or a
 provider call that timed out. It is never turned into ``failed`` by guessing; only an answer
-from the provider makes a payment final.
+from the provider makes a payment final. The refund statuses are reached only through
+succeeded refunds (see domain.refunds); the charge behind them stays succeeded.
 """
 
 from __future__ import annotations
@@ -23,20 +24,34 @@ class PaymentStatus(StrEnum):
     PROCESSING = "processing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
 
     @property
     def is_final(self) -> bool:
-        return self in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED)
+        """The charge's outcome is known (refunds may still change the status)."""
+        return self not in (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
+
+    @property
+    def charge_outcome(self) -> PaymentStatus:
+        """What the charge itself came to: a refunded payment's charge succeeded."""
+        return PaymentStatus.SUCCEEDED if self in CAPTURED else self
 
 
 _P = PaymentStatus
+
+# Statuses of a payment whose money was taken: the ones a refund may start from (with
+# something left to refund) and that make an order paid.
+CAPTURED: Final = frozenset({_P.SUCCEEDED, _P.PARTIALLY_REFUNDED, _P.REFUNDED})
 
 ALLOWED_TRANSITIONS: Final = MappingProxyType(
     {
         _P.PENDING: frozenset({_P.PROCESSING, _P.SUCCEEDED, _P.FAILED}),
         _P.PROCESSING: frozenset({_P.PENDING, _P.SUCCEEDED, _P.FAILED}),
-        _P.SUCCEEDED: frozenset[PaymentStatus](),
+        _P.SUCCEEDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),
         _P.FAILED: frozenset[PaymentStatus](),
+        _P.PARTIALLY_REFUNDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),
+        _P.REFUNDED: frozenset[PaymentStatus](),
     }
 )
 

@@ -11,10 +11,14 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaConsumer
 
 from consumer.dead_letters import DeadLetterRouter
+from consumer.dispatch import CommandDispatcher
 from consumer.key_expiry import KeyExpiry
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.periodic import run_periodically
 from consumer.reconciler import Reconciler
+from consumer.refund_handler import RefundCommandHandler
+from consumer.refund_reconciler import RefundReconciler
+from consumer.refund_results import RefundEvents
 from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
 from domain.retry import RetryPolicy
@@ -24,6 +28,7 @@ from paygate.settings import Settings
 from paygate.startup import start_with_retry
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
+from persistence.refund_store import RefundStore
 from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
 from providers.registry import Providers
@@ -69,6 +74,14 @@ class ConsumerService:
         )
         relay = OutboxRelay(store, producer, self.metrics)
         events = ResultEvents(messages, settings.results_topic)
+        retry_policy = RetryPolicy(
+            max_attempts=settings.provider_max_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=max(settings.retry_max_delay_s, settings.retry_base_delay_s),
+        )
+        resend_window = timedelta(seconds=settings.abandon_after_s / 2)
+        min_age = timedelta(seconds=settings.reconcile_min_age_s)
+        abandon_after = timedelta(seconds=settings.abandon_after_s)
         handler = PaymentCommandHandler(
             store=store,
             providers=self.providers,
@@ -76,26 +89,40 @@ class ConsumerService:
             events=events,
             account_key=settings.account_key,
             metrics=self.metrics,
-            resend_window=timedelta(seconds=settings.abandon_after_s / 2),
-            retry_policy=RetryPolicy(
-                max_attempts=settings.provider_max_attempts,
-                base_delay_s=settings.retry_base_delay_s,
-                max_delay_s=max(settings.retry_max_delay_s, settings.retry_base_delay_s),
-            ),
+            resend_window=resend_window,
+            retry_policy=retry_policy,
+        )
+        refund_store = RefundStore(engine, store.writes)
+        refund_events = RefundEvents(messages, settings.results_topic)
+        refund_handler = RefundCommandHandler(
+            store=refund_store,
+            providers=self.providers,
+            events=refund_events,
+            metrics=self.metrics,
+            retry_policy=retry_policy,
+            resend_window=resend_window,
         )
         reconciler = Reconciler(
             store=store,
             providers=self.providers,
             events=events,
             metrics=self.metrics,
-            min_age=timedelta(seconds=settings.reconcile_min_age_s),
-            abandon_after=timedelta(seconds=settings.abandon_after_s),
+            min_age=min_age,
+            abandon_after=abandon_after,
+        )
+        refund_reconciler = RefundReconciler(
+            store=refund_store,
+            providers=self.providers,
+            events=refund_events,
+            metrics=self.metrics,
+            min_age=min_age,
+            abandon_after=abandon_after,
         )
         runner = CommandRunner(
             consumer=consumer,
             topic=settings.commands_topic,
             messages=messages,
-            handler=handler,
+            handler=CommandDispatcher(handler, refund_handler),
             dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
             metrics=self.metrics,
             after_work=relay.notify,
@@ -104,6 +131,7 @@ class ConsumerService:
         )
         relay_task: asyncio.Task[None] | None = None
         reconciler_task: asyncio.Task[None] | None = None
+        refund_reconciler_task: asyncio.Task[None] | None = None
         expiry_task: asyncio.Task[None] | None = None
         key_expiry = KeyExpiry(store, timedelta(days=settings.idempotency_key_retention_days))
         outbox_retention = timedelta(days=settings.outbox_retention_days)
@@ -120,6 +148,10 @@ class ConsumerService:
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
             reconciler_task = asyncio.create_task(
                 reconciler.run(stop, settings.reconcile_interval_s), name="reconciler"
+            )
+            refund_reconciler_task = asyncio.create_task(
+                refund_reconciler.run(stop, settings.reconcile_interval_s),
+                name="refund-reconciler",
             )
             expiry_task = asyncio.create_task(
                 run_periodically(
@@ -138,7 +170,7 @@ class ConsumerService:
             await runner_task  # finishes its batch and commits; re-raises a crash
             stop_task.cancel()
         finally:
-            for task in (reconciler_task, expiry_task):
+            for task in (reconciler_task, refund_reconciler_task, expiry_task):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

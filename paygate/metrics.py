@@ -83,6 +83,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.refund_commands_consumed = Counter(
+            f"{prefix}_refund_commands_consumed_total",
+            "Refund commands taken from the command topic, by outcome "
+            "(succeeded, failed, pending, replayed, conflict, refused).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.refunds_reconciled = Counter(
+            f"{prefix}_refunds_reconciled_total",
+            "Refunds without a final answer examined by the reconciler, by result "
+            "(resolved, already_final, abandoned, still_pending).",
+            ["result"],
+            registry=self.registry,
+        )
+
         self.provider_retries = Counter(
             f"{prefix}_provider_retries_total",
             "Provider calls retried after the provider certainly did not charge, by provider.",

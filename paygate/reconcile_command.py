@@ -1,4 +1,4 @@
-"""``paygate reconcile``: one reconciliation pass on demand, printed as JSON.
+"""``paygate reconcile``: one reconciliation pass on demand, payments then refunds, as JSON.
 
 Outcomes it records go to the outbox; a running consumer's relay publishes them.
 """
@@ -10,12 +10,15 @@ from dataclasses import asdict
 from datetime import timedelta
 
 from consumer.reconciler import PAGE_SIZE, Reconciler
+from consumer.refund_reconciler import RefundReconciler
+from consumer.refund_results import RefundEvents
 from consumer.results import ResultEvents
 from paygate.metrics import Metrics
 from paygate.providers import build_providers
 from paygate.settings import Settings
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
+from persistence.refund_store import RefundStore
 from schemas.payments import PaymentMessages
 
 
@@ -25,13 +28,17 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
     try:
         await create_schema(engine)
         await providers.start_all()
+        store = PaymentStore(engine)
+        messages = PaymentMessages.bundled()
+        min_age = timedelta(seconds=settings.reconcile_min_age_s)
+        abandon_after = timedelta(seconds=settings.abandon_after_s)
         reconciler = Reconciler(
-            store=PaymentStore(engine),
+            store=store,
             providers=providers,
-            events=ResultEvents(PaymentMessages.bundled(), settings.results_topic),
+            events=ResultEvents(messages, settings.results_topic),
             metrics=Metrics(),
-            min_age=timedelta(seconds=settings.reconcile_min_age_s),
-            abandon_after=timedelta(seconds=settings.abandon_after_s),
+            min_age=min_age,
+            abandon_after=abandon_after,
         )
         total: dict[str, int] = {"checked": 0, "resolved": 0, "abandoned": 0, "still_pending": 0}
         while True:
@@ -40,7 +47,17 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
                 total[key] += report[key]
             # A full page may have more behind it; a page with nothing resolved would loop.
             if report["checked"] < PAGE_SIZE or report["resolved"] + report["abandoned"] == 0:
-                return total
+                break
+        refunds = RefundReconciler(
+            store=RefundStore(engine, store.writes),
+            providers=providers,
+            events=RefundEvents(messages, settings.results_topic),
+            metrics=Metrics(),
+            min_age=min_age,
+            abandon_after=abandon_after,
+        )
+        total["refunds_examined"] = await refunds.run_once()
+        return total
     finally:
         await providers.stop_all()
         await engine.dispose()

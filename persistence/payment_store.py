@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -127,6 +127,11 @@ class PaymentStore:
         # Payment writes of concurrent handlers share transactions (see group_commit).
         self._writes = GroupCommit(engine)
 
+    @property
+    def writes(self) -> GroupCommit:
+        """The one writer queue of this database, for stores that write next to this one."""
+        return self._writes
+
     async def begin(
         self,
         command: CreatePayment,
@@ -146,10 +151,10 @@ class PaymentStore:
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> BeginResult:
-            await _lock_order(conn, command.order_id)
+            await _lock_order(conn, command.order_id, command.client_id)
             # One query of the order's payments answers both "does this key stand for a
             # payment?" and "is the order paid?".
-            order = await _order_payments(conn, command.order_id)
+            order = await _order_payments(conn, command.order_id, command.client_id)
             key = resolve_key(order, command.idempotency_key)
             if key.live_payment_id is not None:
                 existing = await _existing_in(conn, key.live_payment_id, parameters_hash)
@@ -232,7 +237,10 @@ class PaymentStore:
                 current = await self._status_of(conn, payment_id)
                 # Already there, or "outcome unknown" arriving after the outcome became
                 # known (a timed-out call whose answer the reconciler already recorded).
-                if current is status or (status is PaymentStatus.PENDING and current.is_final):
+                # A charge that succeeded and was refunded since counts as "already there".
+                if current.charge_outcome is status or (
+                    status is PaymentStatus.PENDING and current.is_final
+                ):
                     return False
                 raise InvalidTransitionError(current, status)
             await conn.execute(
@@ -348,9 +356,40 @@ class PaymentStore:
             ).one_or_none()
         return None if row is None else _payment_view(row._mapping)
 
-    async def order_payments(self, order_id: str) -> list[OrderPayment]:
+    async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
+        """The payments of ``client_id``'s order ``order_id`` (None: upstream services')."""
         async with self._engine.connect() as conn:
-            return await _order_payments(conn, order_id)
+            return await _order_payments(conn, order_id, client_id)
+
+    async def client_order_page(
+        self, client_id: str, order_id: str, *, limit: int, starting_after: str | None
+    ) -> list[PaymentView]:
+        """Up to ``limit`` of the client's payments of the order, oldest first, after the
+        payment ``starting_after`` (a cursor from the previous page)."""
+        query = (
+            select(payments)
+            .where(payments.c.client_id == client_id)
+            .where(payments.c.order_id == order_id)
+            .order_by(payments.c.created_at, payments.c.id)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            if starting_after is not None:
+                cursor = (
+                    await conn.execute(
+                        select(payments.c.created_at, payments.c.id)
+                        .where(payments.c.id == starting_after)
+                        .where(payments.c.client_id == client_id)
+                    )
+                ).one_or_none()
+                if cursor is None:
+                    return []
+                query = query.where(
+                    tuple_(payments.c.created_at, payments.c.id)
+                    > tuple_(cursor.created_at, cursor.id)
+                )
+            rows = (await conn.execute(query)).all()
+        return [_payment_view(row._mapping) for row in rows]
 
     async def expire_idempotency_keys(self, created_before: datetime) -> int:
         """Mark the keys of payments created before ``created_before`` expired."""
@@ -439,15 +478,20 @@ class PaymentStore:
 
     @staticmethod
     async def _enqueue(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
-        await conn.execute(
-            insert(outbox).values(
-                event_id=event.event_id,
-                topic=event.topic,
-                message_key=event.key,
-                payload=event.payload,
-                created_at=now,
-            )
+        await enqueue_outbox(conn, event, now)
+
+
+async def enqueue_outbox(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
+    """Queue ``event`` in the caller's transaction, so it commits with the state it reports."""
+    await conn.execute(
+        insert(outbox).values(
+            event_id=event.event_id,
+            topic=event.topic,
+            message_key=event.key,
+            payload=event.payload,
+            created_at=now,
         )
+    )
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -487,13 +531,17 @@ def _payment_view(row: Any) -> PaymentView:
         updated_at=_as_utc(row["updated_at"]),
         parameters_hash=row["parameters_hash"],
         next_retry_at=None if row["next_retry_at"] is None else _as_utc(row["next_retry_at"]),
+        client_id=row["client_id"],
+        refunded_minor=row["refunded_minor"],
+        refund_reserved_minor=row["refund_reserved_minor"],
     )
 
 
-async def _lock_order(conn: AsyncConnection, order_id: str) -> None:
+async def _lock_order(conn: AsyncConnection, order_id: str, client_id: str | None) -> None:
     if conn.dialect.name == "postgresql":
         # Held until the transaction ends; rows that do not exist yet cannot be locked.
-        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(order_id, 0))))
+        scope = order_id if client_id is None else f"{client_id}\x1f{order_id}"
+        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(scope, 0))))
     # SQLite: write transactions already hold the database write lock from BEGIN.
 
 
@@ -509,6 +557,7 @@ def _new_payment_row(
     return {
         "id": command.payment_request_id,
         "order_id": command.order_id,
+        "client_id": command.client_id,
         "user_id": command.user_id,
         "idempotency_key": command.idempotency_key,
         "key_generation": command.generation,
@@ -567,11 +616,16 @@ async def _existing_in(
     )
 
 
-async def _order_payments(conn: AsyncConnection, order_id: str) -> list[OrderPayment]:
+async def _order_payments(
+    conn: AsyncConnection, order_id: str, client_id: str | None
+) -> list[OrderPayment]:
+    same_client = (
+        payments.c.client_id.is_(None) if client_id is None else payments.c.client_id == client_id
+    )
     rows = await conn.execute(
-        select(
-            payments.c.id, payments.c.idempotency_key, payments.c.status, payments.c.key_expired
-        ).where(payments.c.order_id == order_id)
+        select(payments.c.id, payments.c.idempotency_key, payments.c.status, payments.c.key_expired)
+        .where(payments.c.order_id == order_id)
+        .where(same_client)
     )
     return [
         OrderPayment(row.id, row.idempotency_key, PaymentStatus(row.status), row.key_expired)

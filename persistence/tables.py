@@ -25,6 +25,10 @@ payments = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("order_id", String(64), nullable=False, index=True),
+    # The API client that created it through the facade (null: an upstream service, on
+    # Kafka). Orders and idempotency keys are scoped by it; the facade shows a payment only
+    # to its client.
+    Column("client_id", String(64)),
     Column("user_id", String(64), nullable=False),
     Column("idempotency_key", String(255), nullable=False),
     # The key's generation (see domain.idempotency) and whether the key has expired.
@@ -42,7 +46,7 @@ payments = Table(
     Column("payee_masked", String(16), nullable=False),
     Column("payee_fingerprint", String(64), nullable=False),
     Column("metadata", JSON, nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("status", String(24), nullable=False),
     Column("provider", String(32)),
     Column("provider_reference", String(255)),
     Column("error_code", String(64)),
@@ -54,7 +58,37 @@ payments = Table(
     # When a provider that certainly did not charge is to be tried again: kept here so the
     # schedule survives a restart of the consumer.
     Column("next_retry_at", DateTime(timezone=True)),
+    # Refund totals in minor units: succeeded, and reserved by refunds not final yet. The
+    # store moves them with conditional updates that keep refunded + reserved <= amount.
+    Column("refunded_minor", BigInteger, nullable=False, default=0),
+    Column("refund_reserved_minor", BigInteger, nullable=False, default=0),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
+    Index("ix_payments_client_order", "client_id", "order_id", "created_at"),
+)
+
+# One row per refund, written (with its amount reserved on the payment) before the provider
+# is called. The id derives from (payment, idempotency key), so a re-sent command finds it.
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("payment_id", ForeignKey("payments.id"), nullable=False, index=True),
+    Column("order_id", String(64), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("parameters_hash", String(64), nullable=False),
+    # Null only for a refused "refund what remains" when nothing remained.
+    Column("amount_minor", BigInteger),
+    Column("currency", String(3)),
+    Column("reason", String(32)),
+    Column("status", String(16), nullable=False),
+    Column("provider", String(32)),
+    Column("provider_reference", String(255)),
+    Column("error_code", String(64)),
+    Column("error_message", Text),
+    Column("decline_code", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_refunds_open", "status", "updated_at"),
 )
 
 # Written (and committed) before each provider call, so a crash during the call leaves an

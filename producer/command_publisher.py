@@ -6,6 +6,7 @@ from aiokafka.errors import KafkaError
 
 from domain.commands import CreatePayment
 from domain.errors import ErrorCode, PaygateError
+from domain.refunds import RefundPayment
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
 
@@ -19,13 +20,17 @@ class KafkaCommandPublisher:
         self._topic = topic
 
     async def publish_create_payment(self, command: CreatePayment) -> None:
+        await self._send(self._messages.encode_command(command), command.order_id, "payment")
+
+    async def publish_refund(self, command: RefundPayment) -> None:
+        await self._send(self._messages.encode_refund(command), command.order_id, "refund")
+
+    async def _send(self, value: bytes, order_id: str, what: str) -> None:
         try:
-            await self._producer.send_and_wait(
-                self._topic, self._messages.encode_command(command), key=command.order_id
-            )
+            await self._producer.send_and_wait(self._topic, value, key=order_id)
         except KafkaError as exc:
             raise PaygateError(
                 ErrorCode.SERVICE_UNAVAILABLE,
-                "the payment could not be handed to the processing queue; retry with the "
+                f"the {what} could not be handed to the processing queue; retry with the "
                 "same Idempotency-Key",
             ) from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 import fastavro
@@ -22,6 +22,8 @@ _HEADER: Final = struct.Struct(">bI")
 
 CREATE_PAYMENT: Final = "paygate.payments.v1.CreatePayment"
 PAYMENT_RESULT: Final = "paygate.payments.v1.PaymentResult"
+REFUND_PAYMENT: Final = "paygate.payments.v1.RefundPayment"
+REFUND_RESULT: Final = "paygate.payments.v1.RefundResult"
 
 
 class CodecError(PaygateError):
@@ -48,6 +50,14 @@ class AvroCodec:
 
     def decode(self, data: bytes, full_name: str) -> dict[str, Any]:
         """Decode a ``full_name`` record; raise :class:`CodecError` for anything else."""
+        return self.decode_one_of(data, (full_name,))[1]
+
+    def decode_one_of(self, data: bytes, full_names: Collection[str]) -> tuple[str, dict[str, Any]]:
+        """Decode a record of one of ``full_names``; return its name and the record.
+
+        A topic that carries several record types (commands: payments and refunds) is read
+        this way: the writer's schema id says which record it is.
+        """
         if len(data) < _HEADER.size:
             raise CodecError(
                 ErrorCode.MALFORMED_MESSAGE,
@@ -67,13 +77,13 @@ class AvroCodec:
             raise CodecError(
                 ErrorCode.UNKNOWN_SCHEMA, f"schema id {schema_id} is not known", reason="unknown_id"
             )
-        if writer_name != full_name:
+        if writer_name not in full_names:
             raise CodecError(
                 ErrorCode.UNKNOWN_SCHEMA,
-                f"schema id {schema_id} is {writer_name}, not {full_name}",
+                f"schema id {schema_id} is {writer_name}, not {' or '.join(full_names)}",
                 reason="unexpected_record",
             )
-        reader = self._registry.schema(self._registry.latest_id(full_name))
+        reader = self._registry.schema(self._registry.latest_id(writer_name))
         body = io.BytesIO(data)
         body.seek(_HEADER.size)
         try:
@@ -100,4 +110,4 @@ class AvroCodec:
             raise CodecError(
                 ErrorCode.MALFORMED_MESSAGE, "Avro body is not a record", reason="not_a_record"
             )
-        return record
+        return writer_name, record

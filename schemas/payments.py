@@ -16,11 +16,27 @@ from domain.accounts import Account
 from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
-from domain.events import PaymentResult
+from domain.events import PaymentResult, RefundResult
 from domain.money import money_from_decimal
+from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
-from schemas.codec import CREATE_PAYMENT, PAYMENT_RESULT, AvroCodec
+from schemas.codec import (
+    CREATE_PAYMENT,
+    PAYMENT_RESULT,
+    REFUND_PAYMENT,
+    REFUND_RESULT,
+    AvroCodec,
+)
+from schemas.refunds import (
+    refund_payment_from_record,
+    refund_payment_to_record,
+    refund_result_from_record,
+    refund_result_to_record,
+)
 from schemas.registry import FileSchemaRegistry
+
+Command = CreatePayment | RefundPayment
+ResultEvent = PaymentResult | RefundResult
 
 
 def _account(record: Mapping[str, Any], param: str) -> Account:
@@ -42,6 +58,7 @@ def create_payment_from_record(record: Mapping[str, Any]) -> CreatePayment:
         requested_at=requested_at,
         metadata=record.get("metadata") or {},
         new_attempt=bool(record.get("newAttempt", False)),
+        client_id=record.get("clientId"),
     )
 
 
@@ -62,6 +79,7 @@ def create_payment_to_record(command: CreatePayment) -> dict[str, Any]:
         "metadata": dict(command.metadata),
         "requestedAt": command.requested_at,
         "newAttempt": command.new_attempt,
+        "clientId": command.client_id,
     }
 
 
@@ -134,6 +152,26 @@ class PaymentMessages:
 
     def decode_command(self, data: bytes) -> CreatePayment:
         return create_payment_from_record(self._codec.decode(data, CREATE_PAYMENT))
+
+    def encode_refund(self, command: RefundPayment) -> bytes:
+        return self._codec.encode(REFUND_PAYMENT, refund_payment_to_record(command))
+
+    def decode_any_command(self, data: bytes) -> Command:
+        """A command of either kind: the writer's schema id says which."""
+        name, record = self._codec.decode_one_of(data, (CREATE_PAYMENT, REFUND_PAYMENT))
+        if name == REFUND_PAYMENT:
+            return refund_payment_from_record(record)
+        return create_payment_from_record(record)
+
+    def encode_refund_result(self, event: RefundResult) -> bytes:
+        return self._codec.encode(REFUND_RESULT, refund_result_to_record(event))
+
+    def decode_any_result(self, data: bytes) -> ResultEvent:
+        """A result event of either kind, as the results topic carries both."""
+        name, record = self._codec.decode_one_of(data, (PAYMENT_RESULT, REFUND_RESULT))
+        if name == REFUND_RESULT:
+            return refund_result_from_record(record)
+        return payment_result_from_record(record)
 
     def encode_result(self, event: PaymentResult) -> bytes:
         return self._codec.encode(PAYMENT_RESULT, payment_result_to_record(event))

@@ -73,13 +73,21 @@ def test_allowed_transitions(current, target):
     assert target in ALLOWED_TRANSITIONS[current]
 
 
-@pytest.mark.parametrize("final", [PaymentStatus.SUCCEEDED, PaymentStatus.FAILED])
-@pytest.mark.parametrize("target", list(PaymentStatus))
-def test_final_statuses_never_change(final, target):
-    assert target not in ALLOWED_TRANSITIONS[final]
+@pytest.mark.parametrize("final", [s for s in PaymentStatus if s.is_final])
+def test_a_known_charge_outcome_never_changes(final):
+    """Only refunds move a final payment, and never to another charge outcome."""
+    for target in ALLOWED_TRANSITIONS[final]:
+        assert target.charge_outcome is final.charge_outcome is PaymentStatus.SUCCEEDED
+        assert target in (PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
 
 
 def test_every_status_has_a_transition_entry_and_finality_matches():
     assert set(ALLOWED_TRANSITIONS) == set(PaymentStatus)
-    for status, targets in ALLOWED_TRANSITIONS.items():
-        assert status.is_final == (not targets)
+    assert {s for s in PaymentStatus if not s.is_final} == {
+        PaymentStatus.PENDING,
+        PaymentStatus.PROCESSING,
+    }
+    assert {s for s, targets in ALLOWED_TRANSITIONS.items() if not targets} == {
+        PaymentStatus.FAILED,
+        PaymentStatus.REFUNDED,
+    }

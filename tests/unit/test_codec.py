@@ -36,7 +36,7 @@ def test_command_round_trip_keeps_every_field(messages):
     command = create_payment(amount=Money(123456, "BHD"))
     data = messages.encode_command(command)
     assert data[0] == 0
-    assert struct.unpack(">I", data[1:5])[0] == 3  # the newest CreatePayment schema
+    assert struct.unpack(">I", data[1:5])[0] == 6  # the newest CreatePayment schema
     assert messages.decode_command(data) == command
 
 
@@ -183,7 +183,7 @@ def test_messages_written_with_create_payment_v1_still_decode():
 
 def test_new_commands_are_written_with_the_newest_schema(messages):
     data = messages.encode_command(create_payment())
-    assert struct.unpack(">I", data[1:5])[0] == 3
+    assert struct.unpack(">I", data[1:5])[0] == 6
 
 
 def test_each_schema_version_is_backward_compatible_with_the_one_before():

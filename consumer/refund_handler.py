@@ -1,0 +1,185 @@
+"""Handles one RefundPayment command, exactly once in effect.
+
+1. :meth:`RefundStore.begin` reserves the amount and commits the refund before any provider
+   call (write-ahead), refuses it, or reports what already exists for the refund id.
+2. The payment's own provider is called with the refund id as its idempotency key. There is
+   no failover: only the provider that charged can refund.
+3. The answer and its result event are committed together by :meth:`RefundStore.finish`.
+
+A provider that certainly did not process the call (unavailable, rate limited) is asked
+again, with back-off and the same key, up to the retry policy's attempts; then the refund
+fails with ``provider_unavailable`` and its reservation is released. A timeout leaves the
+refund ``pending``: only the provider's answer, found by the refund reconciler or a
+redelivery, settles it. A redelivered command finds its refund: a final one is re-published,
+an open one is resolved by asking the provider, never by refunding blindly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from consumer.outcome_recorder import Outcome
+from consumer.refund_outcomes import RefundOutcomes
+from consumer.refund_results import RefundEvents
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.events import conflict_event_id
+from domain.refund import RefundView
+from domain.refunds import RefundPayment, RefundStatus
+from domain.retry import RetryPolicy
+from paygate.metrics import Metrics
+from persistence.refund_store import (
+    RefundExisting,
+    RefundRefused,
+    RefundStarted,
+    RefundStore,
+)
+from providers.errors import ProviderError, ProviderRateLimitedError
+from providers.port import RefundRequest
+from providers.registry import Providers, UnknownProviderError
+
+log = logging.getLogger("paygate.consumer")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RefundCommandHandler:
+    def __init__(
+        self,
+        *,
+        store: RefundStore,
+        providers: Providers,
+        events: RefundEvents,
+        metrics: Metrics,
+        retry_policy: RetryPolicy | None = None,
+        resend_window: timedelta = timedelta(minutes=30),
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._store = store
+        self._resend_window = resend_window
+        self._providers = providers
+        self._events = events
+        self._metrics = metrics
+        self._retry_policy = retry_policy or RetryPolicy()
+        self._clock = clock
+        self._outcomes = RefundOutcomes(store, events, clock)
+
+    async def handle(self, command: RefundPayment) -> Outcome:
+        begun = await self._store.begin(command, self._events.at(self._clock()))
+        if isinstance(begun, RefundStarted):
+            outcome = await self.send(begun.refund, begun.charge_reference)
+        elif isinstance(begun, RefundRefused):
+            outcome = Outcome.REFUSED
+        else:
+            outcome = await self._handle_existing(command, begun)
+        self._metrics.refund_commands_consumed.labels(outcome.value).inc()
+        log.info(
+            "refund command handled",
+            extra={
+                "refund_id": command.refund_id,
+                "payment_request_id": command.payment_request_id,
+                "order_id": command.order_id,
+                "outcome": outcome.value,
+            },
+        )
+        return outcome
+
+    async def _handle_existing(self, command: RefundPayment, existing: RefundExisting) -> Outcome:
+        refund = existing.refund
+        if not existing.same_parameters:
+            await self._refuse_conflict(command, refund)
+            return Outcome.CONFLICT
+        if refund.status.is_final or existing.charge_reference is None:
+            standing = await self._store.standing(refund.payment_request_id)
+            await self._store.enqueue(self._events.event(refund, standing, refund.updated_at))
+            return Outcome.REPLAYED
+        return await self.resolve(refund, existing.charge_reference)
+
+    async def _refuse_conflict(self, command: RefundPayment, refund: RefundView) -> None:
+        # The stored refund is untouched; the event, under an id of its own, tells the
+        # sender its command was refused.
+        now = self._clock()
+        refused = RefundView(
+            refund_id=refund.refund_id,
+            payment_request_id=command.payment_request_id,
+            order_id=command.order_id,
+            idempotency_key=command.idempotency_key,
+            amount=command.amount,
+            reason=command.reason,
+            status=RefundStatus.FAILED,
+            provider=None,
+            provider_reference=None,
+            error=ErrorInfo(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "this idempotency key was already used for a refund of this payment with "
+                "other parameters",
+            ),
+            created_at=now,
+            updated_at=now,
+            parameters_hash=command.parameters_fingerprint(),
+        )
+        event_id = conflict_event_id(refund.refund_id, command.parameters_fingerprint())
+        await self._store.enqueue(self._events.event(refused, None, now, event_id))
+
+    async def resolve(self, refund: RefundView, charge_reference: str) -> Outcome:
+        """Settle an open refund by asking its provider; send it if it never arrived."""
+        try:
+            provider = self._providers.get(refund.provider or "")
+            known = await provider.refund_status(refund.refund_id, charge_reference)
+        except (UnknownProviderError, ProviderError) as exc:
+            # Cannot tell now: a redelivery or the reconciler asks again later.
+            log.warning("open refund not resolved: %s", exc, extra={"refund_id": refund.refund_id})
+            return Outcome.PENDING
+        if known is not None:
+            return await self._outcomes.answered(refund, known)
+        if (
+            refund.status is RefundStatus.PENDING
+            or self._clock() - refund.created_at > self._resend_window
+        ):
+            # Pending after a timeout with no record at the provider, or old enough for the
+            # reconciler to abandon: the reconciler decides, so the two never race.
+            return Outcome.PENDING
+        # Reserved, then the consumer stopped before the call arrived: send it now. The
+        # same key makes a call that did arrive after all a replay, not a second refund.
+        return await self.send(refund, charge_reference)
+
+    async def send(self, refund: RefundView, charge_reference: str) -> Outcome:
+        """Call the refund's provider, retrying what certainly did not arrive."""
+        assert refund.amount is not None, "a refund in processing has an amount"
+        request = RefundRequest(
+            refund_key=refund.refund_id,
+            refund_id=refund.refund_id,
+            payment_request_id=refund.payment_request_id,
+            charge_reference=charge_reference,
+            amount=refund.amount,
+            reason=refund.reason,
+        )
+        attempt = 1
+        while True:
+            try:
+                provider = self._providers.get(refund.provider or "")
+                answer = await provider.refund(request)
+            except UnknownProviderError as exc:
+                log.error("refund not sent: %s", exc, extra={"refund_id": refund.refund_id})
+                return Outcome.PENDING
+            except ProviderError as exc:
+                if exc.outcome_unknown:
+                    return await self._outcomes.unknown(refund)
+                if exc.retriable and self._retry_policy.may_retry_after(attempt):
+                    await asyncio.sleep(self._delay_s(attempt, exc))
+                    attempt += 1
+                    continue
+                message = f"the provider could not process the refund: {exc.message}"
+                return await self._outcomes.failed(refund, ErrorInfo(exc.code, message))
+            except PaygateError as exc:
+                return await self._outcomes.failed(refund, ErrorInfo.from_error(exc))
+            return await self._outcomes.answered(refund, answer)
+
+    def _delay_s(self, attempt: int, error: ProviderError) -> float:
+        retry_after = error.retry_after if isinstance(error, ProviderRateLimitedError) else None
+        return self._retry_policy.delay_s(attempt, retry_after)

@@ -1,0 +1,80 @@
+"""Turns a provider's answer to a refund (or its silence) into a stored refund status.
+
+Shared by the refund handler and the refund reconciler, so both map answers the same way:
+
+| provider answer                          | refund    | payment totals            |
+| ---------------------------------------- | --------- | ------------------------- |
+| refund succeeded                         | succeeded | reservation → refunded    |
+| refund failed                            | failed    | reservation released      |
+| accepted, settles later                  | pending   | reservation kept          |
+| no answer in time (outcome unknown)      | pending   | reservation kept          |
+| certainly not processed, retries used up | failed    | reservation released      |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from consumer.outcome_recorder import Outcome
+from consumer.refund_results import RefundEvents
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.refund import RefundView
+from domain.refunds import RefundStatus
+from persistence.refund_store import RefundStore
+from providers.port import ProviderRefundStatus, RefundOutcome
+
+_STATUS = {
+    ProviderRefundStatus.SUCCEEDED: RefundStatus.SUCCEEDED,
+    ProviderRefundStatus.PENDING: RefundStatus.PENDING,
+    ProviderRefundStatus.FAILED: RefundStatus.FAILED,
+}
+
+
+class RefundOutcomes:
+    def __init__(
+        self, store: RefundStore, events: RefundEvents, clock: Callable[[], datetime]
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._clock = clock
+
+    async def answered(self, refund: RefundView, answer: RefundOutcome) -> Outcome:
+        status = _STATUS[answer.status]
+        error = None
+        if status is RefundStatus.FAILED:
+            error = ErrorInfo.from_error(
+                answer.error
+                or PaygateError(ErrorCode.REFUND_FAILED, "the provider refused the refund")
+            )
+        return await self._finish(refund, status, answer.provider_reference, error)
+
+    async def unknown(self, refund: RefundView) -> Outcome:
+        error = ErrorInfo(
+            ErrorCode.PROVIDER_TIMEOUT,
+            "the provider did not answer in time; the refund stays pending until the provider "
+            "confirms its outcome",
+        )
+        return await self._finish(refund, RefundStatus.PENDING, None, error)
+
+    async def failed(self, refund: RefundView, error: ErrorInfo) -> Outcome:
+        return await self._finish(refund, RefundStatus.FAILED, None, error)
+
+    async def _finish(
+        self,
+        refund: RefundView,
+        status: RefundStatus,
+        provider_reference: str | None,
+        error: ErrorInfo | None,
+    ) -> Outcome:
+        applied = await self._store.finish(
+            refund.refund_id,
+            status=status,
+            provider_reference=provider_reference or refund.provider_reference,
+            error=error,
+            event=self._events.at(self._clock()),
+        )
+        if not applied and status is not RefundStatus.PENDING:
+            return Outcome.REPLAYED
+        return Outcome(status.value)

@@ -1,0 +1,56 @@
+"""Builds refund result events for the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.events import RefundResult, refund_event_id
+from domain.refund import RefundView
+from persistence.payment_store import OutboxMessage
+from persistence.refund_store import PaymentRefunds, RefundEventBuilder
+from schemas.payments import PaymentMessages
+
+
+class RefundEvents:
+    def __init__(self, messages: PaymentMessages, topic: str) -> None:
+        self._messages = messages
+        self._topic = topic
+
+    def at(self, occurred_at: datetime, event_id: str | None = None) -> RefundEventBuilder:
+        """A builder for the store, which supplies the refund and its payment's standing."""
+
+        def build(refund: RefundView, standing: PaymentRefunds | None) -> OutboxMessage:
+            return self.event(refund, standing, occurred_at, event_id)
+
+        return build
+
+    def event(
+        self,
+        refund: RefundView,
+        standing: PaymentRefunds | None,
+        occurred_at: datetime,
+        event_id: str | None = None,
+    ) -> OutboxMessage:
+        result = RefundResult(
+            event_id=event_id or refund_event_id(refund.refund_id, refund.status),
+            refund_id=refund.refund_id,
+            payment_request_id=refund.payment_request_id,
+            order_id=refund.order_id,
+            status=refund.status,
+            currency=None if refund.amount is None else refund.amount.currency,
+            amount_minor=None if refund.amount is None else refund.amount.minor_units,
+            reason=None if refund.reason is None else refund.reason.value,
+            payment_status=None if standing is None else standing.status,
+            payment_refunded_minor=None if standing is None else standing.refunded_minor,
+            provider=refund.provider,
+            provider_reference=refund.provider_reference,
+            error=refund.error,
+            created_at=refund.created_at,
+            occurred_at=occurred_at,
+        )
+        return OutboxMessage(
+            event_id=result.event_id,
+            topic=self._topic,
+            key=result.order_id,
+            payload=self._messages.encode_refund_result(result),
+        )

@@ -1,0 +1,435 @@
+"""The refund store: reservations against the captured amount, outcomes, queries.
+
+The invariant: for every payment, succeeded refunds plus refunds not final yet never exceed
+the captured amount. It is kept inside the database, by conditional updates of the payment's
+two totals (``refunded_minor``, ``refund_reserved_minor``):
+
+* :meth:`RefundStore.begin` reserves a refund's amount with
+  ``UPDATE payments SET refund_reserved_minor = refund_reserved_minor + :amount
+  WHERE amount_minor - refunded_minor - refund_reserved_minor >= :amount`` in the same
+  transaction that inserts the refund; the payment row is locked first (``FOR UPDATE`` on
+  PostgreSQL; SQLite's write transactions hold the database lock), so concurrent refunds of
+  one payment queue on the row and each sees the others' reservations.
+* :meth:`RefundStore.finish` moves the reservation into ``refunded_minor`` (succeeded) or
+  releases it (failed), and records the refund's result event, in one transaction.
+
+Nothing is checked before the transaction and trusted inside it: a check that passed in the
+REST facade is made again here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, insert, select, update
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
+from domain.refund import RefundView
+from domain.refund_rules import refusal_for_refund
+from domain.refunds import RefundPayment, RefundReason, RefundStatus
+from domain.status import CAPTURED, PaymentStatus
+from persistence.group_commit import GroupCommit
+from persistence.payment_store import OutboxMessage, enqueue_outbox
+from persistence.tables import payments, refunds
+
+_OPEN = (RefundStatus.PROCESSING.value, RefundStatus.PENDING.value)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRefunds:
+    """Where a payment stands with its refunds, as a refund event reports it."""
+
+    status: PaymentStatus
+    refunded_minor: int
+
+
+# Builds the event of a refund's new state; the store supplies the payment's standing
+# (None when the payment does not exist), known only inside the transaction.
+RefundEventBuilder = Callable[[RefundView, PaymentRefunds | None], OutboxMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class RefundStarted:
+    """The amount is reserved and the refund committed: call ``provider`` with it."""
+
+    refund: RefundView
+    charge_reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundExisting:
+    """The refund id is known: a replay (``same_parameters``) or a conflicting reuse."""
+
+    refund: RefundView
+    same_parameters: bool
+    charge_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRefused:
+    """Refused with ``error``; stored as failed (``refund``) unless the payment is unknown."""
+
+    error: PaygateError
+    refund: RefundView | None
+
+
+RefundBegin = RefundStarted | RefundExisting | RefundRefused
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRefund:
+    """A refund without a final answer, for the reconciler."""
+
+    refund: RefundView
+    charge_reference: str
+
+
+class RefundStore:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writes: GroupCommit,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        """``writes`` is the payment store's group commit: one writer queue per database."""
+        self._engine = engine
+        self._writes = writes
+        self._clock = clock
+
+    async def begin(self, command: RefundPayment, event: RefundEventBuilder) -> RefundBegin:
+        """Reserve and record a new refund, refuse it, or report the existing one."""
+        parameters_hash = command.parameters_fingerprint()
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> RefundBegin:
+            existing = await _refund_row(conn, command.refund_id)
+            if existing is not None:
+                return RefundExisting(
+                    _refund_view(existing),
+                    existing.parameters_hash == parameters_hash,
+                    await _charge_reference(conn, existing.payment_id),
+                )
+            payment = (
+                await conn.execute(
+                    select(payments)
+                    .where(payments.c.id == command.payment_request_id)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if payment is None or payment.order_id != command.order_id:
+                unknown = PaygateError(
+                    ErrorCode.NOT_FOUND,
+                    "no payment with this paymentRequestId in this order",
+                    param="paymentRequestId",
+                )
+                view = _refused_view(command, parameters_hash, None, unknown, now)
+                await enqueue_outbox(conn, event(view, None), now)
+                return RefundRefused(unknown, None)
+            standing = PaymentRefunds(PaymentStatus(payment.status), payment.refunded_minor)
+            reserved = payment.refunded_minor + payment.refund_reserved_minor
+            remaining = payment.amount_minor - reserved
+            error = refusal_for_refund(
+                status=standing.status,
+                payment_currency=payment.currency,
+                remaining_minor=remaining,
+                requested=command.amount,
+            )
+            if error is None and payment.provider_reference is None:
+                error = PaygateError(
+                    ErrorCode.PAYMENT_NOT_REFUNDABLE,
+                    "the provider gave no reference for this payment, so it cannot be refunded",
+                )
+            amount = command.amount or (
+                Money(remaining, payment.currency) if remaining > 0 else None
+            )
+            if error is None:
+                assert amount is not None
+                if not await _reserve(conn, command.payment_request_id, amount.minor_units):
+                    # Cannot happen with the row locked and the rule above; if it ever does,
+                    # the guard wins over the rule.
+                    error = PaygateError(
+                        ErrorCode.REFUND_EXCEEDS_CAPTURED,
+                        "the refund is above what remains refundable",
+                        param="amount",
+                    )
+            if error is not None:
+                view = _refused_view(command, parameters_hash, amount, error, now)
+                await conn.execute(insert(refunds).values(**_row(view, payment.provider)))
+                await enqueue_outbox(conn, event(view, standing), now)
+                return RefundRefused(error, view)
+            view = RefundView(
+                refund_id=command.refund_id,
+                payment_request_id=command.payment_request_id,
+                order_id=command.order_id,
+                idempotency_key=command.idempotency_key,
+                amount=amount,
+                reason=command.reason,
+                status=RefundStatus.PROCESSING,
+                provider=payment.provider,
+                provider_reference=None,
+                error=None,
+                created_at=now,
+                updated_at=now,
+                parameters_hash=parameters_hash,
+            )
+            await conn.execute(insert(refunds).values(**_row(view, payment.provider)))
+            return RefundStarted(view, payment.provider_reference)
+
+        try:
+            return await self._writes.run(record)
+        except IntegrityError:
+            # The same refund inserted by another writer between our read and our insert:
+            # a second pass finds it.
+            return await self._writes.run(record)
+
+    async def finish(
+        self,
+        refund_id: str,
+        *,
+        status: RefundStatus,
+        provider_reference: str | None,
+        error: ErrorInfo | None,
+        event: RefundEventBuilder,
+    ) -> bool:
+        """Record the provider's answer, move the payment's totals, queue the event.
+
+        ``pending`` keeps the reservation (the provider settles later). Returns False,
+        changing nothing, when the refund is already final, or already pending and asked
+        to stay pending: a second resolver of one refund records nothing twice.
+        """
+        if status is RefundStatus.PROCESSING:
+            raise ValueError("processing is not an outcome")
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> bool:
+            from_statuses = (
+                [RefundStatus.PROCESSING.value] if status is RefundStatus.PENDING else _OPEN
+            )
+            # Conditional: of two resolvers, only the first moves the refund (the row lock
+            # on PostgreSQL makes the second wait, then find nothing to move).
+            moved = await conn.execute(
+                update(refunds)
+                .where(refunds.c.id == refund_id)
+                .where(refunds.c.status.in_(from_statuses))
+                .values(
+                    status=status.value,
+                    provider_reference=provider_reference,
+                    updated_at=now,
+                    **_error_columns(error),
+                )
+            )
+            if moved.rowcount != 1:
+                return False
+            row = await _refund_row(conn, refund_id)
+            assert row is not None
+            if status is RefundStatus.SUCCEEDED:
+                await _settle(conn, row.payment_id, row.amount_minor)
+            elif status is RefundStatus.FAILED:
+                await _release(conn, row.payment_id, row.amount_minor)
+            standing = await _standing(conn, row.payment_id)
+            await enqueue_outbox(conn, event(_refund_view(row), standing), now)
+            return True
+
+        return await self._writes.run(record)
+
+    async def enqueue(self, message: OutboxMessage) -> None:
+        """Queue an event on its own, e.g. to re-publish a replayed outcome."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> None:
+            await enqueue_outbox(conn, message, now)
+
+        await self._writes.run(record)
+
+    async def get(self, refund_id: str) -> RefundView | None:
+        async with self._engine.connect() as conn:
+            row = await _refund_row(conn, refund_id)
+        return None if row is None else _refund_view(row)
+
+    async def of_payment(self, payment_request_id: str) -> list[RefundView]:
+        """The payment's refunds, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(refunds)
+                .where(refunds.c.payment_id == payment_request_id)
+                .order_by(refunds.c.created_at, refunds.c.id)
+            )
+            return [_refund_view(row) for row in rows]
+
+    async def standing(self, payment_request_id: str) -> PaymentRefunds | None:
+        async with self._engine.connect() as conn:
+            return await _standing(conn, payment_request_id)
+
+    async def open_refunds(self, updated_before: datetime, limit: int) -> list[OpenRefund]:
+        """Refunds still processing or pending, last touched before ``updated_before``."""
+        query = (
+            select(refunds, payments.c.provider_reference.label("charge_reference"))
+            .join(payments, payments.c.id == refunds.c.payment_id)
+            .where(refunds.c.status.in_(_OPEN))
+            .where(refunds.c.updated_at < updated_before)
+            .order_by(refunds.c.updated_at)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [OpenRefund(_refund_view(row), row.charge_reference) for row in rows]
+
+
+async def _reserve(conn: AsyncConnection, payment_id: str, amount_minor: int) -> bool:
+    """The invariant's guard: reserve only what remains, only on a captured payment."""
+    moved = await conn.execute(
+        update(payments)
+        .where(payments.c.id == payment_id)
+        .where(payments.c.status.in_([s.value for s in CAPTURED]))
+        .where(
+            payments.c.amount_minor - payments.c.refunded_minor - payments.c.refund_reserved_minor
+            >= amount_minor
+        )
+        .values(refund_reserved_minor=payments.c.refund_reserved_minor + amount_minor)
+    )
+    return moved.rowcount == 1
+
+
+async def _settle(conn: AsyncConnection, payment_id: str, amount_minor: int) -> None:
+    refunded = payments.c.refunded_minor + amount_minor
+    moved = await conn.execute(
+        update(payments)
+        .where(payments.c.id == payment_id)
+        .where(payments.c.refund_reserved_minor >= amount_minor)
+        .values(
+            refunded_minor=refunded,
+            refund_reserved_minor=payments.c.refund_reserved_minor - amount_minor,
+            status=case(
+                (refunded >= payments.c.amount_minor, PaymentStatus.REFUNDED.value),
+                else_=PaymentStatus.PARTIALLY_REFUNDED.value,
+            ),
+        )
+    )
+    if moved.rowcount != 1:
+        # Only begin() reserves and only finish() of an open refund settles: a missing
+        # reservation means the totals were edited by hand. Roll back, do not guess.
+        raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
+
+
+async def _release(conn: AsyncConnection, payment_id: str, amount_minor: int) -> None:
+    moved = await conn.execute(
+        update(payments)
+        .where(payments.c.id == payment_id)
+        .where(payments.c.refund_reserved_minor >= amount_minor)
+        .values(refund_reserved_minor=payments.c.refund_reserved_minor - amount_minor)
+    )
+    if moved.rowcount != 1:
+        raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
+
+
+async def _standing(conn: AsyncConnection, payment_id: str) -> PaymentRefunds | None:
+    row = (
+        await conn.execute(
+            select(payments.c.status, payments.c.refunded_minor).where(payments.c.id == payment_id)
+        )
+    ).one_or_none()
+    return None if row is None else PaymentRefunds(PaymentStatus(row.status), row.refunded_minor)
+
+
+async def _refund_row(conn: AsyncConnection, refund_id: str) -> Row[Any] | None:
+    return (await conn.execute(select(refunds).where(refunds.c.id == refund_id))).one_or_none()
+
+
+async def _charge_reference(conn: AsyncConnection, payment_id: str) -> str | None:
+    reference: str | None = (
+        await conn.execute(select(payments.c.provider_reference).where(payments.c.id == payment_id))
+    ).scalar_one_or_none()
+    return reference
+
+
+def _refused_view(
+    command: RefundPayment,
+    parameters_hash: str,
+    amount: Money | None,
+    error: PaygateError,
+    now: datetime,
+) -> RefundView:
+    return RefundView(
+        refund_id=command.refund_id,
+        payment_request_id=command.payment_request_id,
+        order_id=command.order_id,
+        idempotency_key=command.idempotency_key,
+        amount=amount,
+        reason=command.reason,
+        status=RefundStatus.FAILED,
+        provider=None,
+        provider_reference=None,
+        error=ErrorInfo.from_error(error),
+        created_at=now,
+        updated_at=now,
+        parameters_hash=parameters_hash,
+    )
+
+
+def _row(view: RefundView, provider: str | None) -> dict[str, Any]:
+    return {
+        "id": view.refund_id,
+        "payment_id": view.payment_request_id,
+        "order_id": view.order_id,
+        "idempotency_key": view.idempotency_key,
+        "parameters_hash": view.parameters_hash,
+        "amount_minor": None if view.amount is None else view.amount.minor_units,
+        "currency": None if view.amount is None else view.amount.currency,
+        "reason": None if view.reason is None else view.reason.value,
+        "status": view.status.value,
+        "provider": provider,
+        "provider_reference": view.provider_reference,
+        "created_at": view.created_at,
+        "updated_at": view.updated_at,
+        **_error_columns(view.error),
+    }
+
+
+def _error_columns(error: ErrorInfo | None) -> dict[str, Any]:
+    return {
+        "error_code": None if error is None else error.code.value,
+        "error_message": None if error is None else error.message,
+        "decline_code": None if error is None else error.decline_code,
+    }
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _refund_view(row: Any) -> RefundView:
+    amount = None if row.amount_minor is None else Money(row.amount_minor, row.currency)
+    return RefundView(
+        refund_id=row.id,
+        payment_request_id=row.payment_id,
+        order_id=row.order_id,
+        idempotency_key=row.idempotency_key,
+        amount=amount,
+        reason=None if row.reason is None else RefundReason(row.reason),
+        status=RefundStatus(row.status),
+        provider=row.provider,
+        provider_reference=row.provider_reference,
+        error=None
+        if row.error_code is None
+        else ErrorInfo(
+            code=ErrorCode(row.error_code),
+            message=row.error_message or "",
+            decline_code=row.decline_code,
+        ),
+        created_at=_as_utc(row.created_at),
+        updated_at=_as_utc(row.updated_at),
+        parameters_hash=row.parameters_hash,
+    )
