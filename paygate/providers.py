@@ -1,12 +1,14 @@
 """Builds the configured payment providers, and the router over them, from the settings.
 
-Route names are provider kinds (``sandbox``, ``sandbox-inprocess``, ``stripe``) or extra
-sandbox acquirers named in ``PAYGATE_SANDBOX_URLS`` (``sandbox-<suffix>``). The in-process
+Route names are provider kinds (``sandbox``, ``sandbox-inprocess``, ``stripe``), extra
+sandbox acquirers named in ``PAYGATE_SANDBOX_URLS`` (``sandbox-<suffix>``), or providers of
+installed plugins (see :mod:`paygate.provider_plugins`). The in-process
 sandbox answers to ``sandbox``, as it always has, so attempts record ``sandbox`` for it.
 """
 
 from __future__ import annotations
 
+from paygate.provider_plugins import plugin_names, plugin_provider
 from paygate.settings import Settings
 from providers.port import PaymentProvider
 from providers.registry import Providers
@@ -33,7 +35,11 @@ def build_provider(settings: Settings, name: str | None = None) -> PaymentProvid
             api_base=settings.stripe_api_base,
             timeout_s=settings.provider_timeout_s,
         )
-    raise SystemExit(f"unknown provider {name!r}; known: {_KNOWN}")
+    plugin = plugin_provider(settings, name)
+    if plugin is not None:
+        return plugin
+    plugins = ", ".join(plugin_names()) or "none installed"
+    raise SystemExit(f"unknown provider {name!r}; known: {_KNOWN}; plugins: {plugins}")
 
 
 def build_providers(settings: Settings) -> Providers:

@@ -1,0 +1,47 @@
+"""Providers from other packages, found by name through the ``paygate.providers`` entry points.
+
+A package that ships an adapter declares, in its ``pyproject.toml``::
+
+    [project.entry-points."paygate.providers"]
+    acme = "acme_paygate:build"
+
+where ``build(settings, name)`` returns a :class:`providers.port.PaymentProvider`. Then
+``PAYGATE_PROVIDER=acme`` or ``PAYGATE_ROUTES={"*": ["acme"]}`` uses it; nothing in paygate
+changes. Built-in names win over a plugin of the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Final
+
+from paygate.settings import Settings
+from providers.port import PaymentProvider
+
+GROUP: Final = "paygate.providers"
+
+ProviderFactory = Callable[[Settings, str], PaymentProvider]
+
+
+def plugin_names() -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
+def plugin_provider(settings: Settings, name: str) -> PaymentProvider | None:
+    """The provider the installed plugin ``name`` builds, or None if no plugin has that name."""
+    found = entry_points(group=GROUP, name=name)
+    if not found:
+        return None
+    # Two distributions claiming one name would make the choice depend on sys.path order.
+    if len(found) > 1:
+        raise SystemExit(f"provider {name!r} is declared by more than one installed package")
+    (entry,) = found
+    factory: ProviderFactory = entry.load()
+    provider = factory(settings, name)
+    if provider.name != name:
+        raise SystemExit(
+            f"the {name!r} provider plugin built a provider named {provider.name!r}; routes "
+            "and stored attempts need the two to match"
+        )
+    return provider
