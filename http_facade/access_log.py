@@ -1,4 +1,4 @@
-"""One JSON log line and one histogram observation per request.
+"""One JSON log line and one histogram observation per request, with the client id.
 
 It runs outside the error middleware, so it sees the status the client really got. Routes
 are labelled by their template ("/v1/payments/{paymentRequestId}"), never by the raw path:
@@ -18,7 +18,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from http_facade.state import METRICS, ORDER_ID, PAYMENT_REQUEST_ID, REQUEST_ID
+from http_facade.state import CLIENT_ID, METRICS, ORDER_ID, PAYMENT_REQUEST_ID, REQUEST_ID
 
 _log = logging.getLogger("paygate.http")
 
@@ -76,6 +76,9 @@ def _record(request: web.Request, status: int, duration_s: float) -> None:
         "duration_ms": round(duration_s * 1000, 3),
         "request_id": request[REQUEST_ID],
     }
+    # Absent on public routes and on 401s; the API key itself is never logged.
+    if CLIENT_ID in request:
+        fields["client_id"] = request[CLIENT_ID]
     if PAYMENT_REQUEST_ID in request:
         fields["payment_request_id"] = request[PAYMENT_REQUEST_ID]
     if ORDER_ID in request:

@@ -1,7 +1,8 @@
 """The composition root of the facade: one function, collaborators in, application out.
 
-Production passes the Kafka publisher, the SQL store's queries and the results-topic
-waiter; tests pass fakes. Nothing is created at import time.
+Production passes the Kafka publisher, the SQL store's queries, the results-topic waiter
+and the API-key store (behind a short cache); tests pass fakes. Nothing is created at
+import time.
 """
 
 from __future__ import annotations
@@ -14,17 +15,33 @@ from typing import Final
 from aiohttp import web
 
 from http_facade.access_log import access_log_middleware
+from http_facade.auth import Authenticator, auth_middleware
+from http_facade.body_deadline import body_deadline_middleware
 from http_facade.errors import error_middleware
+from http_facade.openapi_routes import add_openapi_routes
 from http_facade.ops_routes import add_ops_routes
 from http_facade.payments_routes import add_payment_routes
-from http_facade.ports import CommandPublisher, PaymentQueries, ResultWaiter
+from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
+from http_facade.rate_limit import TokenBuckets, rate_limit_middleware
+from http_facade.refunds_routes import add_refund_routes
 from http_facade.security_headers import security_headers_middleware
-from http_facade.state import ACCOUNT_KEY, CLOCK, MAX_WAIT_S, METRICS, PUBLISHER, QUERIES, WAITER
+from http_facade.state import (
+    ACCOUNT_KEY,
+    CLOCK,
+    MAX_WAIT_S,
+    METRICS,
+    PUBLISHER,
+    QUERIES,
+    REFUNDS,
+    WAITER,
+)
 from paygate.metrics import Metrics
 
 # A create-payment body is well under 2 KiB; 64 KiB leaves room for metadata and refuses
 # anything that would only cost memory.
 MAX_BODY_BYTES: Final = 64 * 1024
+# Seconds a client has to send a request body once its headers arrived.
+DEFAULT_BODY_TIMEOUT_S: Final = 15.0
 
 
 def utc_now() -> datetime:
@@ -35,32 +52,50 @@ def build_app(
     *,
     publisher: CommandPublisher,
     queries: PaymentQueries,
+    refunds: RefundQueries,
     waiter: ResultWaiter,
     metrics: Metrics,
     account_key: bytes,
+    authenticator: Authenticator,
+    rate_limiter: TokenBuckets,
     max_wait_s: float = 30.0,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     clock: Callable[[], datetime] = utc_now,
 ) -> web.Application:
     """The facade's aiohttp application, serving plain requests; TLS is added by the server.
 
     ``max_wait_s`` caps ``Prefer: wait=N``. Prefer speaks in whole seconds, so the cap is
-    rounded down to one and must be at least 1.
+    rounded down to one and must be at least 1. Every route but the public ones
+    (:data:`http_facade.auth.PUBLIC_ROUTES`) needs an API key that ``authenticator``
+    knows, and is limited per client by ``rate_limiter``.
     """
     if not (max_wait_s >= 1 and math.isfinite(max_wait_s)):  # also refuses NaN
         raise ValueError(f"max_wait_s must be at least 1 second, got {max_wait_s!r}")
     # Order matters: the access log is outermost so it records the status the error
-    # middleware settled on.
+    # middleware settled on, and the client id auth found. Auth comes before the rate
+    # limit (which is per client) and both before the body is read, so a client without
+    # a key, or over its limit, costs no more than its headers.
     app = web.Application(
-        middlewares=[access_log_middleware, security_headers_middleware, error_middleware],
+        middlewares=[
+            access_log_middleware,
+            security_headers_middleware,
+            error_middleware,
+            auth_middleware(authenticator),
+            rate_limit_middleware(rate_limiter),
+            body_deadline_middleware(body_timeout_s),
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[PUBLISHER] = publisher
     app[QUERIES] = queries
+    app[REFUNDS] = refunds
     app[WAITER] = waiter
     app[METRICS] = metrics
     app[MAX_WAIT_S] = math.floor(max_wait_s)
     app[CLOCK] = clock
     app[ACCOUNT_KEY] = account_key
     add_payment_routes(app)
+    add_refund_routes(app)
     add_ops_routes(app)
+    add_openapi_routes(app)
     return app

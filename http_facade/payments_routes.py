@@ -17,17 +17,21 @@ from domain.commands import check_idempotency_key, is_payment_request_id
 from domain.errors import ErrorCode, PaygateError
 from domain.idempotency import resolve_key
 from domain.order_protection import refusal_for_new_payment
+from domain.payment import PaymentView
+from http_facade.list_query import parse_list_query
 from http_facade.prefer import requested_wait
 from http_facade.requests import parse_create_payment_body
 from http_facade.responses import accepted_body, payment_body
 from http_facade.state import (
     ACCOUNT_KEY,
+    CLIENT_ID,
     CLOCK,
     MAX_WAIT_S,
     ORDER_ID,
     PAYMENT_REQUEST_ID,
     PUBLISHER,
     QUERIES,
+    REFUNDS,
     WAITER,
 )
 
@@ -42,6 +46,7 @@ _JSON: Final = "application/json"
 
 def add_payment_routes(app: web.Application) -> None:
     app.router.add_post(PAYMENTS_PATH, create_payment)
+    app.router.add_get(PAYMENTS_PATH, list_payments)
     app.router.add_get(PAYMENT_PATH, get_payment)
 
 
@@ -61,15 +66,19 @@ async def create_payment(request: web.Request) -> web.Response:
     order whose payments failed needs ``newAttempt: true``. The consumer enforces the same
     rules again, inside its database transaction, for requests that cross in flight.
     """
-    _require_json(request)
-    idempotency_key = _idempotency_key(request)
+    require_json(request)
+    idempotency_key = read_idempotency_key(request)
     wait_s = requested_wait(request.headers.getall(PREFER_HEADER, []), request.app[MAX_WAIT_S])
     body = parse_create_payment_body(await request.read())
-    command = body.to_command(idempotency_key=idempotency_key, requested_at=request.app[CLOCK]())
+    command = body.to_command(
+        idempotency_key=idempotency_key,
+        requested_at=request.app[CLOCK](),
+        client_id=request[CLIENT_ID],
+    )
     request[ORDER_ID] = command.order_id
     queries = request.app[QUERIES]
 
-    order = await queries.order_payments(command.order_id)
+    order = await queries.order_payments(command.order_id, command.client_id)
     key = resolve_key(order, idempotency_key)
     headers: dict[str, str] = {}
     if key.live_payment_id is not None:
@@ -87,7 +96,7 @@ async def create_payment(request: web.Request) -> web.Response:
             )
         headers[REPLAYED_HEADER] = "true"
         if stored is not None and stored.status.is_final:
-            return web.json_response(payment_body(stored), status=200, headers=headers)
+            return web.json_response(await _with_refunds(request, stored), headers=headers)
     else:
         # A key never used for this order, or used and expired: a new payment, whose id the
         # consumer derives the same way from the same order.
@@ -108,7 +117,7 @@ async def create_payment(request: web.Request) -> web.Response:
         view = await queries.get_payment(payment_request_id)
         if view is not None:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
-            return web.json_response(payment_body(view), status=200, headers=headers)
+            return web.json_response(await _with_refunds(request, view), headers=headers)
     return web.json_response(accepted_body(payment_request_id), status=202, headers=headers)
 
 
@@ -126,14 +135,50 @@ async def get_payment(request: web.Request) -> web.Response:
     if not is_payment_request_id(payment_request_id):
         raise _payment_not_found()
     request[PAYMENT_REQUEST_ID] = payment_request_id
-    view = await request.app[QUERIES].get_payment(payment_request_id)
-    if view is None:
-        raise _payment_not_found()
+    view = await client_payment(request, payment_request_id)
     request[ORDER_ID] = view.order_id
-    return web.json_response(payment_body(view))
+    return web.json_response(await _with_refunds(request, view))
 
 
-def _require_json(request: web.Request) -> None:
+async def client_payment(request: web.Request, payment_request_id: str) -> PaymentView:
+    """The payment, if it exists and the request's client created it; else 404.
+
+    Another client's payment is ``not_found``, exactly like a missing one (not 403), so
+    ids cannot be probed for existence.
+    """
+    view = await request.app[QUERIES].get_payment(payment_request_id)
+    if view is None or view.client_id != request[CLIENT_ID]:
+        raise _payment_not_found()
+    return view
+
+
+async def list_payments(request: web.Request) -> web.Response:
+    """``GET /v1/payments?orderId=...``: the client's payments of an order, oldest first.
+
+    Paginated: ``limit`` (1 to 100, default 20) per page; the answer's
+    ``nextStartingAfter``, passed as ``startingAfter``, fetches the next page.
+    """
+    query = parse_list_query(request.query)
+    request[ORDER_ID] = query.order_id
+    # One more than asked tells whether another page follows.
+    page = await request.app[QUERIES].client_order_page(
+        request[CLIENT_ID],
+        query.order_id,
+        limit=query.limit + 1,
+        starting_after=query.starting_after,
+    )
+    has_more = len(page) > query.limit
+    page = page[: query.limit]
+    return web.json_response(
+        {
+            "data": [await _with_refunds(request, view) for view in page],
+            "hasMore": has_more,
+            "nextStartingAfter": page[-1].payment_request_id if has_more else None,
+        }
+    )
+
+
+def require_json(request: web.Request) -> None:
     # JSON is UTF-8 by definition (RFC 8259); another declared charset is not JSON we read.
     charset = request.charset
     if request.content_type != _JSON or (charset is not None and charset.lower() != "utf-8"):
@@ -144,11 +189,15 @@ def _require_json(request: web.Request) -> None:
         )
 
 
-def _idempotency_key(request: web.Request) -> str:
+def read_idempotency_key(request: web.Request) -> str:
     offered = request.headers.get(IDEMPOTENCY_KEY_HEADER)
     if offered is None:
         return uuid.uuid4().hex
     return check_idempotency_key(offered, param=IDEMPOTENCY_KEY_HEADER)
+
+
+async def _with_refunds(request: web.Request, view: PaymentView) -> dict[str, object]:
+    return payment_body(view, await request.app[REFUNDS].of_payment(view.payment_request_id))
 
 
 def _payment_not_found() -> PaygateError:

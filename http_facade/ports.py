@@ -11,6 +11,8 @@ from typing import Protocol
 from domain.commands import CreatePayment
 from domain.idempotency import OrderPayment
 from domain.payment import PaymentView
+from domain.refund import RefundView
+from domain.refunds import RefundPayment
 
 
 class CommandPublisher(Protocol):
@@ -18,16 +20,37 @@ class CommandPublisher(Protocol):
         """Durably hand the command to Kafka (acks=all), keyed by order id."""
         ...
 
+    async def publish_refund(self, command: RefundPayment) -> None:
+        """Likewise, keyed by the payment's order id: it is processed after the payment."""
+        ...
+
 
 class PaymentQueries(Protocol):
     async def get_payment(self, payment_request_id: str) -> PaymentView | None: ...
 
-    async def order_payments(self, order_id: str) -> list[OrderPayment]:
-        """The order's payments, for key resolution and order protection before publishing."""
+    async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
+        """The client's order's payments, for key resolution and order protection before
+        publishing."""
+        ...
+
+    async def client_order_page(
+        self, client_id: str, order_id: str, *, limit: int, starting_after: str | None
+    ) -> list[PaymentView]:
+        """Up to ``limit`` of the client's payments of the order, oldest first, after the
+        payment ``starting_after``."""
+        ...
+
+
+class RefundQueries(Protocol):
+    async def get(self, refund_id: str) -> RefundView | None: ...
+
+    async def of_payment(self, payment_request_id: str) -> list[RefundView]:
+        """The payment's refunds, oldest first."""
         ...
 
 
 class ResultWaiter(Protocol):
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
-        """Wait until a final result for the payment is seen; True if one was seen in time."""
+        """Wait until a final result for the payment (or refund, by its ``ref_`` id) is
+        seen; True if one was seen in time."""
         ...

@@ -43,11 +43,11 @@ _MESSAGES: Final[Mapping[str, str]] = {
 }
 
 
-class _Strict(BaseModel):
+class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class AccountBody(_Strict):
+class AccountBody(StrictBody):
     type: str
     number: str = Field(repr=False)
     holder_name: str | None = Field(default=None, alias="holderName")
@@ -56,7 +56,7 @@ class AccountBody(_Strict):
         return Account.parse(self.type, self.number, self.holder_name, param=param)
 
 
-class CreatePaymentBody(_Strict):
+class CreatePaymentBody(StrictBody):
     """The body of ``POST /v1/payments``; field names are the JSON (camelCase) ones."""
 
     user_id: str = Field(alias="userId")
@@ -69,7 +69,9 @@ class CreatePaymentBody(_Strict):
     metadata: dict[str, str] | None = None
     new_attempt: bool = Field(default=False, alias="newAttempt")
 
-    def to_command(self, *, idempotency_key: str, requested_at: datetime) -> CreatePayment:
+    def to_command(
+        self, *, idempotency_key: str, requested_at: datetime, client_id: str | None
+    ) -> CreatePayment:
         """The domain command; raises :class:`PaygateError` for a value the domain refuses."""
         return CreatePayment.create(
             idempotency_key=idempotency_key,
@@ -82,21 +84,22 @@ class CreatePaymentBody(_Strict):
             requested_at=requested_at,
             metadata=self.metadata or {},
             new_attempt=self.new_attempt,
+            client_id=client_id,
         )
 
 
 def parse_create_payment_body(raw: bytes) -> CreatePaymentBody:
     """Decode and shape-check a create-payment body, or raise :class:`PaygateError`."""
-    document = _decode_json(raw)
+    document = decode_json(raw)
     if not isinstance(document, dict):
         raise PaygateError(ErrorCode.INVALID_REQUEST, "request body must be a JSON object")
     try:
         return CreatePaymentBody.model_validate(document)
     except ValidationError as exc:
-        _raise_first(exc)
+        raise_first(exc)
 
 
-def _decode_json(raw: bytes) -> object:
+def decode_json(raw: bytes) -> object:
     """Parse JSON without ever producing a float, and refuse what JSON itself does not allow."""
     try:
         return json.loads(
@@ -128,7 +131,7 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str,
     return document
 
 
-def _raise_first(exc: ValidationError) -> NoReturn:
+def raise_first(exc: ValidationError) -> NoReturn:
     error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
     param = _dotted(error)
     code = ErrorCode.INVALID_REQUEST

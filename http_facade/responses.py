@@ -6,10 +6,15 @@ nothing here could put one back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from domain.accounts import AccountRef
+from domain.money import Money
 from domain.payment import PaymentView
+from domain.refund import RefundView
+from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 
 
@@ -23,17 +28,18 @@ def accepted_body(payment_request_id: str) -> dict[str, object]:
     }
 
 
-def payment_body(view: PaymentView) -> dict[str, object]:
+def payment_body(view: PaymentView, refunds: Sequence[RefundView]) -> dict[str, object]:
+    """The payment with its refunds (oldest first) and what remains refundable."""
     return {
         "paymentRequestId": view.payment_request_id,
         "orderId": view.order_id,
         "userId": view.user_id,
         "status": view.status.value,
         "paymentResult": view.payment_result,
-        # Fixed-point text with exactly the currency's decimals ("10.50", "1000", "1.234"):
-        # format "f" never switches to an exponent, which str(Decimal) may.
-        "amount": format(view.amount.to_decimal(), "f"),
+        "amount": _amount_text(view.amount.minor_units, view.amount),
         "currency": view.amount.currency,
+        "refundedAmount": _amount_text(view.refunded_minor, view.amount),
+        "refundableAmount": _amount_text(view.refundable_minor, view.amount),
         "paymentMethod": view.payment_method.value,
         "payerAccount": _account(view.payer),
         "payeeAccount": _account(view.payee),
@@ -42,7 +48,42 @@ def payment_body(view: PaymentView) -> dict[str, object]:
         "error": view.error.to_dict() if view.error is not None else None,
         "createdAt": _utc_text(view.created_at),
         "updatedAt": _utc_text(view.updated_at),
+        "refunds": [refund_body(refund) for refund in refunds],
     }
+
+
+def refund_accepted_body(refund_id: str, payment_request_id: str) -> dict[str, object]:
+    """What a 202 for a refund says: on its way, outcome not known yet."""
+    return {
+        "refundId": refund_id,
+        "paymentRequestId": payment_request_id,
+        "status": RefundStatus.PROCESSING.value,
+        "error": None,
+    }
+
+
+def refund_body(view: RefundView) -> dict[str, object]:
+    amount = view.amount
+    return {
+        "refundId": view.refund_id,
+        "paymentRequestId": view.payment_request_id,
+        "orderId": view.order_id,
+        "status": view.status.value,
+        "amount": None if amount is None else _amount_text(amount.minor_units, amount),
+        "currency": None if amount is None else amount.currency,
+        "reason": None if view.reason is None else view.reason.value,
+        "providerReference": view.provider_reference,
+        "error": view.error.to_dict() if view.error is not None else None,
+        "createdAt": _utc_text(view.created_at),
+        "updatedAt": _utc_text(view.updated_at),
+    }
+
+
+def _amount_text(minor_units: int, like: Money) -> str:
+    # Fixed-point text with exactly the currency's decimals ("10.50", "1000", "1.234"):
+    # format "f" never switches to an exponent, which str(Decimal) may. Zero is allowed
+    # here (nothing refunded yet), which Money itself refuses.
+    return format(Decimal(minor_units).scaleb(-like.exponent), "f")
 
 
 def _account(ref: AccountRef) -> dict[str, object]:

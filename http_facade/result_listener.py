@@ -16,7 +16,9 @@ from collections import defaultdict
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from http_facade.ports import PaymentQueries
+from domain.events import PaymentResult
+from domain.refunds import is_refund_id
+from http_facade.ports import PaymentQueries, RefundQueries
 from schemas.codec import CodecError
 from schemas.payments import PaymentMessages
 
@@ -31,11 +33,13 @@ class KafkaResultListener:
         topic: str,
         messages: PaymentMessages,
         queries: PaymentQueries,
+        refunds: RefundQueries,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._topic = topic
         self._messages = messages
         self._queries = queries
+        self._refunds = refunds
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -71,14 +75,14 @@ class KafkaResultListener:
             await consumer.stop()
 
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+        """Also waits for a refund, given its ``ref_`` id."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._waiters[payment_request_id].add(future)
         try:
             # Registered first, then checked: a result that lands between the two is seen
             # by one or the other.
-            stored = await self._queries.get_payment(payment_request_id)
-            if stored is not None and stored.status.is_final:
+            if await self._is_final_in_store(payment_request_id):
                 return True
             await asyncio.wait_for(future, timeout_s)
             return True
@@ -105,15 +109,25 @@ class KafkaResultListener:
                 for record in records:
                     self._on_record(record.value or b"")
 
+    async def _is_final_in_store(self, waited_id: str) -> bool:
+        if is_refund_id(waited_id):
+            refund = await self._refunds.get(waited_id)
+            return refund is not None and refund.status.is_final
+        payment = await self._queries.get_payment(waited_id)
+        return payment is not None and payment.status.is_final
+
     def _on_record(self, value: bytes) -> None:
         try:
-            event = self._messages.decode_result(value)
+            event = self._messages.decode_any_result(value)
         except (CodecError, ValueError, KeyError) as exc:
             log.warning("undecodable result event ignored: %s", exc)
             return
         if not event.status.is_final:
             return
-        for future in self._waiters.get(event.payment_request_id, ()):
+        waited_id = (
+            event.payment_request_id if isinstance(event, PaymentResult) else event.refund_id
+        )
+        for future in self._waiters.get(waited_id, ()):
             if not future.done():
                 future.set_result(None)
 

@@ -12,11 +12,12 @@ from typing import Final
 
 from aiohttp import web
 
-from http_facade.ports import CommandPublisher, PaymentQueries, ResultWaiter
+from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
 from paygate.metrics import Metrics
 
 PUBLISHER: Final = web.AppKey[CommandPublisher]("publisher")
 QUERIES: Final = web.AppKey[PaymentQueries]("queries")
+REFUNDS: Final = web.AppKey[RefundQueries]("refunds")
 WAITER: Final = web.AppKey[ResultWaiter]("waiter")
 METRICS: Final = web.AppKey[Metrics]("metrics")
 MAX_WAIT_S: Final = web.AppKey[int]("max_wait_s")
@@ -26,3 +27,5 @@ ACCOUNT_KEY: Final = web.AppKey[bytes]("account_key")
 REQUEST_ID: Final = web.RequestKey[str]("request_id")
 PAYMENT_REQUEST_ID: Final = web.RequestKey[str]("payment_request_id")
 ORDER_ID: Final = web.RequestKey[str]("order_id")
+# The authenticated client: set by the auth middleware on every non-public request.
+CLIENT_ID: Final = web.RequestKey[str]("client_id")

@@ -112,10 +112,12 @@ _COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]
 KAFKA_COMMAND = "kafka"
 CHAOS_COMMAND = "chaos"
 DLQ_COMMAND = "dlq"
+APIKEY_COMMAND = "apikey"
+DB_COMMAND = "db"
 
 
 def subcommands() -> list[str]:
-    return [*_COMMANDS, KAFKA_COMMAND, CHAOS_COMMAND, DLQ_COMMAND]
+    return [*_COMMANDS, KAFKA_COMMAND, CHAOS_COMMAND, DLQ_COMMAND, APIKEY_COMMAND, DB_COMMAND]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         CHAOS_COMMAND, help="chaos run: SIGKILL consumers, restart Kafka, check the effects"
     )
     sub.add_parser(DLQ_COMMAND, help="list dead letters and re-publish selected ones")
+    sub.add_parser(APIKEY_COMMAND, help="create, revoke and list the facade's API keys")
+    sub.add_parser(DB_COMMAND, help="upgrade the database schema, or show its revision")
     return parser
 
 
@@ -143,6 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from paygate.dlq import main as dlq_main
 
         return dlq_main(arguments[1:])
+    if arguments[:1] == [APIKEY_COMMAND]:
+        # `paygate apikey create|revoke|list` has options of its own.
+        from paygate.apikey_command import main as apikey_main
+
+        return apikey_main(arguments[1:])
+    if arguments[:1] == [DB_COMMAND]:
+        # `paygate db upgrade|current` has subcommands of its own.
+        from paygate.db_command import main as db_main
+
+        return db_main(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command == KAFKA_COMMAND:
         from paygate.kafka.__main__ import main as kafka_main

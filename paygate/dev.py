@@ -1,7 +1,8 @@
 """``paygate dev``: the whole service on one machine, for trying it out.
 
 Starts a local Kafka broker when ``KAFKA_BOOTSTRAP_SERVERS`` is unset, creates the topics,
-then runs the sandbox acquirer, the consumer and the HTTPS facade in this process.
+then runs the sandbox acquirer, the consumer and the HTTPS facade in this process, and
+prints a development API key (kept in ``.cache/dev-api-key``) for the curl lines.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shlex
 from pathlib import Path
 
 from paygate.acquirer_service import run_acquirer
+from paygate.apikey_dev import DEV_KEY_FILE, ensure_dev_api_key
 from paygate.consumer_service import ConsumerService
 from paygate.facade_service import FacadeService
 from paygate.kafka import LocalKafka
@@ -49,7 +51,8 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         facade_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks.append(asyncio.create_task(FacadeService(settings, metrics).run(stop, facade_ready)))
         url = await _started(facade_ready, tasks)
-        _print_welcome(settings, url)
+        api_key = await ensure_dev_api_key(settings)
+        _print_welcome(settings, url, api_key)
         # Any part ending (a crash, or all of them after Ctrl-C) ends the whole stack.
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
@@ -76,7 +79,7 @@ async def _started(ready: asyncio.Future[str], tasks: list[asyncio.Task[None]]) 
     raise RuntimeError("a part of the stack stopped before it was ready")
 
 
-def _print_welcome(settings: Settings, url: str) -> None:
+def _print_welcome(settings: Settings, url: str, api_key: str) -> None:
     cert = settings.tls_cert_file or settings.tls_dir / "localhost.crt"
     cacert = shlex.quote(str(cert))
     body = (
@@ -90,13 +93,17 @@ paygate is running.
   facade   {url}   (TLS; self-signed certificate at {cert})
   metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics
   kafka    {settings.kafka_bootstrap_servers}
+  api key  {api_key}   (client "dev"; also in {DEV_KEY_FILE})
 
 Create a payment and wait up to 10 s for its result:
-  curl --cacert {cacert} -H 'Content-Type: application/json' -H 'Prefer: wait=10' \\
+  export PAYGATE_API_KEY=$(cat {shlex.quote(str(DEV_KEY_FILE))})
+  curl --cacert {cacert} -H "Authorization: Bearer $PAYGATE_API_KEY" \\
+       -H 'Content-Type: application/json' -H 'Prefer: wait=10' \\
        -H 'Idempotency-Key: demo-1' -d '{body}' {url}/v1/payments
 
 Query it (use the paymentRequestId from the answer):
-  curl --cacert {cacert} {url}/v1/payments/<paymentRequestId>
+  curl --cacert {cacert} -H "Authorization: Bearer $PAYGATE_API_KEY" \\
+       {url}/v1/payments/<paymentRequestId>
 
 Press Ctrl-C to stop.
 """,

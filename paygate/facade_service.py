@@ -7,13 +7,18 @@ import logging
 from dataclasses import dataclass
 
 from http_facade.app import build_app
+from http_facade.auth_cache import CachedAuthenticator
+from http_facade.rate_limit import TokenBuckets
 from http_facade.result_listener import KafkaResultListener
 from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
+from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from paygate.metrics import Metrics
 from paygate.settings import Settings
+from persistence.api_key_store import ApiKeyStore
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
+from persistence.refund_store import RefundStore
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
@@ -33,9 +38,16 @@ class FacadeService:
             cert, key = settings.tls_cert_file, settings.tls_key_file
         else:
             cert, key = ensure_self_signed_certificate(settings.tls_dir)
+        ssl_context = server_ssl_context(cert, key)
+        # Watches the files and loads a renewed pair into this same context, the one the
+        # listener uses: new handshakes get it, open connections keep theirs.
+        reloader = CertificateReloader(
+            ssl_context, cert, key, interval_s=settings.tls_reload_interval_s
+        )
         engine = create_engine(settings.database_url)
         await create_schema(engine)
         store = PaymentStore(engine)
+        refunds = RefundStore(engine, store.writes)
         messages = PaymentMessages.bundled()
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-facade")
         listener = KafkaResultListener(
@@ -43,7 +55,9 @@ class FacadeService:
             topic=settings.results_topic,
             messages=messages,
             queries=store,
+            refunds=refunds,
         )
+        undo_sighup = reload_on_sighup(reloader)
         runner = None
         try:
             await producer.start()
@@ -51,13 +65,26 @@ class FacadeService:
             app = build_app(
                 publisher=KafkaCommandPublisher(producer, messages, settings.commands_topic),
                 queries=store,
+                refunds=refunds,
                 waiter=listener,
                 metrics=self.metrics,
                 account_key=settings.account_key,
+                authenticator=CachedAuthenticator(
+                    ApiKeyStore(engine), ttl_s=settings.api_key_cache_s
+                ),
+                rate_limiter=TokenBuckets(
+                    rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+                ),
                 max_wait_s=settings.max_wait_s,
+                body_timeout_s=settings.http_body_timeout_s,
             )
+            await reloader.start()
             runner = await run_facade(
-                app, settings.http_host, settings.http_port, server_ssl_context(cert, key)
+                app,
+                settings.http_host,
+                settings.http_port,
+                ssl_context,
+                idle_timeout_s=settings.http_idle_timeout_s,
             )
             port = runner.addresses[0][1]
             url = f"https://{settings.http_host}:{port}"
@@ -68,6 +95,8 @@ class FacadeService:
         finally:
             if runner is not None:
                 await runner.cleanup()
+            undo_sighup()
+            await reloader.stop()
             await listener.stop()
             await producer.stop()
             await engine.dispose()

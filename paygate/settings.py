@@ -153,8 +153,43 @@ class Settings(BaseSettings):
     tls_dir: Path = Field(
         Path(".cache/tls"), description="Where the self-signed certificate is kept."
     )
+    tls_reload_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds between checks of the certificate files; a changed, valid pair "
+        "is served to new connections without a restart (SIGHUP checks at once).",
+    )
     max_wait_s: float = Field(
         30.0, ge=1, le=30.0, description="Upper bound of `Prefer: wait=N` on POST /v1/payments."
+    )
+    http_idle_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds an HTTPS connection may stay idle, or take to send a request's "
+        "headers, before the facade closes it. A proxy in front should drop idle upstream "
+        "connections sooner.",
+    )
+    http_body_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a client has to send a request body once its headers arrived; "
+        "then 408 and the connection is closed.",
+    )
+    api_key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="Seconds a facade instance caches a successful API-key lookup, so a "
+        "revoked key keeps working at most this long; 0: look up every request.",
+    )
+    rate_limit_per_s: float = Field(
+        25.0,
+        gt=0,
+        description="Requests per second each client may make, per facade instance "
+        "(token bucket refill rate).",
+    )
+    rate_limit_burst: int = Field(
+        50, ge=1, description="Requests a client may make at once before the rate applies."
     )
 
     acquirer_host: str = Field("127.0.0.1", description="Address the sandbox acquirer binds.")

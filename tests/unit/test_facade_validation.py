@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 
@@ -24,11 +24,15 @@ from domain.errors import CATALOGUE, ErrorCode
 from domain.idempotency import OrderPayment
 from domain.money import Money
 from domain.payment import PaymentView
+from domain.refund import RefundView
+from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from http_facade.app import build_app
+from http_facade.rate_limit import TokenBuckets
 from http_facade.requests import parse_create_payment_body
 from http_facade.security_headers import SECURITY_HEADERS
 from paygate.metrics import Metrics
+from tests.support.app_client import started_client
 
 pytestmark = pytest.mark.unit
 
@@ -37,6 +41,20 @@ CARD = "4242424242424242"
 PAYEE = "acct_merchant_0001"
 ERROR_KEYS = {"code", "message", "category", "retryable"}
 ACCOUNT_KEY = b"facade-test-key"
+API_KEY = "pgk_0123456789abcdef_" + "a" * 64
+CLIENT = "client-1"
+
+
+class FakeAuthenticator:
+    """Knows one key; the real store is tested against SQLite and PostgreSQL."""
+
+    async def authenticate(self, api_key: str) -> str | None:
+        return CLIENT if api_key == API_KEY else None
+
+
+def no_rate_limit() -> TokenBuckets:
+    # These tests are about validation; a burst no test reaches keeps the limit out of it.
+    return TokenBuckets(rate_per_s=1000.0, burst=1_000_000)
 
 
 class FakePublisher:
@@ -45,7 +63,11 @@ class FakePublisher:
 
     def __init__(self) -> None:
         self.published: list[CreatePayment] = []
+        self.refunds_published: list[RefundPayment] = []
         self.completes: FakeQueries | None = None
+
+    async def publish_refund(self, command: RefundPayment) -> None:
+        self.refunds_published.append(command)
 
     async def publish_create_payment(self, command: CreatePayment) -> None:
         self.published.append(command)
@@ -72,7 +94,20 @@ class FakeQueries:
         self.asked.append(payment_request_id)
         return self.payments.get(payment_request_id)
 
-    async def order_payments(self, order_id: str) -> list[OrderPayment]:
+    async def client_order_page(
+        self, client_id: str, order_id: str, *, limit: int, starting_after: str | None
+    ) -> list[PaymentView]:
+        mine = [
+            p for p in self.payments.values() if p.client_id == client_id and p.order_id == order_id
+        ]
+        ids = [p.payment_request_id for p in mine]
+        start = ids.index(starting_after) + 1 if starting_after in ids else 0
+        return mine[start : start + limit]
+
+    async def order_payments(
+        self, order_id: str, client_id: str | None = None
+    ) -> list[OrderPayment]:
+        # Per-client scoping is the store's; these fakes hold one client's payments.
         return [
             OrderPayment(
                 p.payment_request_id,
@@ -83,6 +118,16 @@ class FakeQueries:
             for p in self.payments.values()
             if p.order_id == order_id
         ]
+
+
+class FakeRefunds:
+    """No refunds: these tests are about payments."""
+
+    async def get(self, refund_id: str) -> RefundView | None:
+        return None
+
+    async def of_payment(self, payment_request_id: str) -> list[RefundView]:
+        return []
 
 
 class FakeWaiter:
@@ -125,9 +170,17 @@ async def make_facade() -> AsyncIterator[MakeFacade]:
             "waiter": waiter or FakeWaiter(),
             "metrics": Metrics(CollectorRegistry()),
         }
-        app = build_app(**fakes, account_key=ACCOUNT_KEY, max_wait_s=max_wait_s, clock=lambda: NOW)
-        client = TestClient(TestServer(app))
-        await client.start_server()
+        app = build_app(
+            **fakes,
+            refunds=FakeRefunds(),
+            account_key=ACCOUNT_KEY,
+            authenticator=FakeAuthenticator(),
+            rate_limiter=no_rate_limit(),
+            max_wait_s=max_wait_s,
+            clock=lambda: NOW,
+        )
+        # Every request of these tests carries the key, as a real client's would.
+        client = await started_client(app, {"Authorization": f"Bearer {API_KEY}"})
         clients.append(client)
         return Facade(client, **fakes)
 
@@ -172,6 +225,7 @@ def stored_view(payment_request_id: str, **changes: Any) -> PaymentView:
         "error": None,
         "created_at": NOW,
         "updated_at": NOW,
+        "client_id": CLIENT,
     }
     fields.update(changes)
     return PaymentView(**fields)
@@ -465,7 +519,7 @@ async def test_unknown_route_is_not_found(facade: Facade) -> None:
 async def test_wrong_method_is_method_not_allowed(facade: Facade) -> None:
     response = await facade.client.delete("/v1/payments")
     assert_error(response.status, await response.json(), ErrorCode.METHOD_NOT_ALLOWED)
-    assert response.headers["Allow"] == "POST"
+    assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
 
 
 async def test_unexpected_failure_is_a_generic_internal_error(
@@ -487,7 +541,7 @@ async def test_unexpected_failure_is_a_generic_internal_error(
 
 async def test_create_answers_202_with_the_deterministic_id(facade: Facade) -> None:
     status, body, headers = await post_payment(facade, headers={"Idempotency-Key": "key-1"})
-    expected_id = payment_request_id_for("order-1", "key-1")
+    expected_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     assert status == 202
     assert body == {
         "paymentRequestId": expected_id,
@@ -564,7 +618,7 @@ async def test_content_type_with_utf8_charset_is_accepted(facade: Facade) -> Non
 
 async def test_prefer_wait_returns_the_final_payment(make_facade: MakeFacade) -> None:
     facade = await make_facade(waiter=FakeWaiter(final=True))
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.publisher.completes = facade.queries
     status, body, headers = await post_payment(
         facade, headers={"Idempotency-Key": "key-1", "Prefer": "wait=5"}
@@ -587,7 +641,8 @@ async def test_prefer_wait_times_out_into_202(make_facade: MakeFacade) -> None:
     assert status == 202
     assert body["status"] == "pending"
     assert "Preference-Applied" not in headers
-    assert facade.waiter.calls == [(payment_request_id_for("order-1", "key-1"), 3)]
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
+    assert facade.waiter.calls == [(payment_id, 3)]
 
 
 async def test_final_result_not_yet_readable_falls_back_to_202(make_facade: MakeFacade) -> None:
@@ -599,7 +654,7 @@ async def test_final_result_not_yet_readable_falls_back_to_202(make_facade: Make
 
 async def test_prefer_wait_is_clamped_to_max_wait(make_facade: MakeFacade) -> None:
     facade = await make_facade(waiter=FakeWaiter(final=True), max_wait_s=4.0)
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.publisher.completes = facade.queries
     status, _, headers = await post_payment(
         facade, headers={"Idempotency-Key": "key-1", "Prefer": "wait=600"}
@@ -617,11 +672,18 @@ def test_max_wait_below_one_second_is_refused() -> None:
         "metrics": Metrics(CollectorRegistry()),
     }
     with pytest.raises(ValueError, match="max_wait_s"):
-        build_app(**fakes, account_key=ACCOUNT_KEY, max_wait_s=0.5)
+        build_app(
+            **fakes,
+            refunds=FakeRefunds(),
+            account_key=ACCOUNT_KEY,
+            authenticator=FakeAuthenticator(),
+            rate_limiter=no_rate_limit(),
+            max_wait_s=0.5,
+        )
 
 
 async def test_get_known_payment_masks_accounts(facade: Facade) -> None:
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.queries.payments[payment_id] = stored_view(payment_id)
     response = await facade.client.get(f"/v1/payments/{payment_id}")
     assert response.status == 200
@@ -642,6 +704,9 @@ async def test_get_known_payment_masks_accounts(facade: Facade) -> None:
         "error": None,
         "createdAt": "2026-03-01T12:00:00Z",
         "updatedAt": "2026-03-01T12:00:00Z",
+        "refundedAmount": "0.00",
+        "refundableAmount": "10.50",
+        "refunds": [],
     }
     assert CARD not in await response.text()
 
@@ -657,7 +722,7 @@ async def test_get_known_payment_masks_accounts(facade: Facade) -> None:
 async def test_amount_is_shown_with_the_currency_decimals(
     facade: Facade, money: Money, text: str
 ) -> None:
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.queries.payments[payment_id] = stored_view(payment_id, amount=money)
     body = await (await facade.client.get(f"/v1/payments/{payment_id}")).json()
     assert body["amount"] == text
@@ -665,7 +730,7 @@ async def test_amount_is_shown_with_the_currency_decimals(
 
 
 async def test_failed_payment_carries_its_error(facade: Facade) -> None:
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     error = ErrorInfo(ErrorCode.INSUFFICIENT_FUNDS, "insufficient funds", decline_code="nsf")
     facade.queries.payments[payment_id] = stored_view(
         payment_id,
@@ -687,7 +752,7 @@ async def test_healthz(facade: Facade) -> None:
 
 
 async def test_metrics_label_routes_by_template(facade: Facade) -> None:
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.publisher.completes = facade.queries
     await post_payment(facade, headers={"Idempotency-Key": "key-1"})
     await facade.client.get(f"/v1/payments/{payment_id}")
@@ -722,7 +787,9 @@ async def test_access_log_line_has_the_fields_and_no_account_number(
     assert fields["request_id"] == "req-123"
     assert fields["payment_request_id"] == body["paymentRequestId"]
     assert fields["order_id"] == "order-1"
+    assert fields["client_id"] == CLIENT
     assert CARD not in json.dumps(fields, default=str)
+    assert API_KEY not in caplog.text
 
 
 async def test_access_log_records_errors_with_a_generated_request_id(
@@ -743,13 +810,13 @@ async def test_access_log_records_errors_with_a_generated_request_id(
 
 def _fingerprint(body: dict[str, Any], key: str) -> str:
     command = parse_create_payment_body(json.dumps(body).encode()).to_command(
-        idempotency_key=key, requested_at=NOW
+        idempotency_key=key, requested_at=NOW, client_id=CLIENT
     )
     return command.parameters_fingerprint(ACCOUNT_KEY)
 
 
 async def test_a_retry_of_a_finished_payment_replays_it_without_publishing(facade: Facade) -> None:
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.queries.payments[payment_id] = stored_view(
         payment_id, parameters_hash=_fingerprint(valid_body(), "key-1")
     )
@@ -762,7 +829,7 @@ async def test_a_retry_of_a_finished_payment_replays_it_without_publishing(facad
 
 
 async def test_a_retry_of_an_unfinished_payment_is_202_without_publishing(facade: Facade) -> None:
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.queries.payments[payment_id] = stored_view(
         payment_id,
         status=PaymentStatus.PENDING,
@@ -776,7 +843,7 @@ async def test_a_retry_of_an_unfinished_payment_is_202_without_publishing(facade
 
 
 async def test_a_key_reused_with_other_parameters_is_a_conflict(facade: Facade) -> None:
-    payment_id = payment_request_id_for("order-1", "key-1")
+    payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.queries.payments[payment_id] = stored_view(
         payment_id, parameters_hash=_fingerprint(valid_body(), "key-1")
     )
@@ -788,7 +855,7 @@ async def test_a_key_reused_with_other_parameters_is_a_conflict(facade: Facade) 
 
 
 async def test_a_paid_order_refuses_a_new_payment(facade: Facade) -> None:
-    paid = payment_request_id_for("order-1", "key-1")
+    paid = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.queries.payments[paid] = stored_view(paid)
     status, body, _ = await post_payment(facade, headers={"Idempotency-Key": "key-2"})
     assert_error(status, body, ErrorCode.ORDER_ALREADY_PAID)
@@ -798,7 +865,7 @@ async def test_a_paid_order_refuses_a_new_payment(facade: Facade) -> None:
 async def test_after_a_failed_payment_a_new_one_must_say_it_is_a_new_attempt(
     facade: Facade,
 ) -> None:
-    failed = payment_request_id_for("order-1", "key-1")
+    failed = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.queries.payments[failed] = stored_view(failed, status=PaymentStatus.FAILED)
     status, body, _ = await post_payment(facade, headers={"Idempotency-Key": "key-2"})
     assert_error(status, body, ErrorCode.NEW_ATTEMPT_REQUIRED, param="newAttempt")
@@ -819,14 +886,14 @@ async def test_new_attempt_must_be_a_boolean(facade: Facade) -> None:
 
 
 async def test_an_expired_key_makes_a_new_payment_of_the_next_generation(facade: Facade) -> None:
-    old = payment_request_id_for("order-1", "key-1")
+    old = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.queries.payments[old] = stored_view(old, status=PaymentStatus.FAILED)
     facade.queries.expired_keys.add(old)
     status, body, _ = await post_payment(
         facade, valid_body(newAttempt=True), headers={"Idempotency-Key": "key-1"}
     )
     assert status == 202
-    assert body["paymentRequestId"] == payment_request_id_for("order-1", "key-1", 1)
+    assert body["paymentRequestId"] == payment_request_id_for("order-1", "key-1", 1, CLIENT)
     (command,) = facade.publisher.published
     assert command.generation == 1
 

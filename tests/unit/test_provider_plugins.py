@@ -37,7 +37,7 @@ def install(tmp_path: Path) -> Iterator[object]:
 
 
 def test_a_plugin_provider_is_found_by_name_and_routed(install):
-    install("acme_paygate", '[paygate.providers]\nacme = tests.support.plugin_provider:build\n')
+    install("acme_paygate", "[paygate.providers]\nacme = tests.support.plugin_provider:build\n")
     settings = Settings(routes={"card": ["acme"], "*": ["sandbox-inprocess"]})
     assert build_provider(settings, "acme").name == "acme"
     providers = build_providers(settings)
@@ -46,7 +46,7 @@ def test_a_plugin_provider_is_found_by_name_and_routed(install):
 
 
 def test_an_unknown_name_lists_the_installed_plugins(install):
-    install("acme_paygate", '[paygate.providers]\nacme = tests.support.plugin_provider:build\n')
+    install("acme_paygate", "[paygate.providers]\nacme = tests.support.plugin_provider:build\n")
     with pytest.raises(SystemExit, match=r"unknown provider 'adyen'.*plugins: acme"):
         build_provider(Settings(provider="adyen"))
 
@@ -54,14 +54,14 @@ def test_an_unknown_name_lists_the_installed_plugins(install):
 def test_a_plugin_must_build_a_provider_of_its_own_name(install):
     install(
         "odd_paygate",
-        '[paygate.providers]\nodd = tests.support.plugin_provider:build_misnamed\n',
+        "[paygate.providers]\nodd = tests.support.plugin_provider:build_misnamed\n",
     )
     with pytest.raises(SystemExit, match="named 'not-odd'"):
         build_provider(Settings(provider="odd"))
 
 
 def test_two_packages_claiming_one_name_are_refused(install):
-    line = '[paygate.providers]\ntwin = tests.support.plugin_provider:build\n'
+    line = "[paygate.providers]\ntwin = tests.support.plugin_provider:build\n"
     install("twin_one", line)
     install("twin_two", line)
     with pytest.raises(SystemExit, match="more than one installed package"):
@@ -69,6 +69,6 @@ def test_two_packages_claiming_one_name_are_refused(install):
 
 
 def test_built_in_names_win_over_plugins(install):
-    install("shadow", '[paygate.providers]\nstripe = tests.support.plugin_provider:build\n')
+    install("shadow", "[paygate.providers]\nstripe = tests.support.plugin_provider:build\n")
     with pytest.raises(SystemExit, match="PAYGATE_STRIPE_API_KEY"):
         build_provider(Settings(provider="stripe", abandon_after_s=6 * 3600))

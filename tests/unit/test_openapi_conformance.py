@@ -1,0 +1,641 @@
+"""The OpenAPI document tells the truth: real responses of the real app, validated against it.
+
+The application is ``build_app`` itself, behind aiohttp's test server, with an in-memory
+world behind its ports (a published payment or refund is stored as succeeded, the way the
+pipeline would store it a moment later). Every operation is driven through its answers,
+success and failure, and every response is checked against the document: its status is
+listed for the operation, its body matches the schema for its content type (JSON Schema
+2020-12, formats checked), and its headers are the documented ones, required ones present.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator, FormatChecker
+from prometheus_client import CollectorRegistry
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from domain.commands import CreatePayment
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.idempotency import OrderPayment
+from domain.payment import PaymentView
+from domain.refund import RefundView
+from domain.refunds import RefundPayment, RefundStatus
+from domain.status import PaymentStatus
+from http_facade.app import build_app
+from http_facade.openapi_routes import openapi_document
+from http_facade.rate_limit import TokenBuckets
+from paygate.metrics import Metrics
+from tests.support.app_client import started_client
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+ACCOUNT_KEY = b"openapi-test-key"
+KEYS = {
+    "pgk_0123456789abcdef_" + "a" * 64: "client-1",
+    "pgk_fedcba9876543210_" + "b" * 64: "client-2",
+}
+KEY_1, KEY_2 = KEYS
+_DOCUMENT_URI = "urn:paygate:openapi"
+_PAYMENT_ID = "pay_" + "0" * 32
+_REFUND_ID = "ref_" + "0" * 32
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+# --- the validator --------------------------------------------------------------------------
+
+
+class ResponseValidator:
+    """Checks responses against the document and remembers which (operation, status) it saw."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        resource = Resource.from_contents(document, default_specification=DRAFT202012)
+        self.registry: Registry[Any] = Registry().with_resource(_DOCUMENT_URI, resource)
+        self.seen: set[tuple[str, str, int]] = set()
+
+    async def check(self, method: str, template: str, response: ClientResponse) -> Any:
+        """Validate ``response`` as an answer of ``method template``; return its body."""
+        raw = await response.read()
+        status = str(response.status)
+        responses = ["paths", template, method.lower(), "responses"]
+        listed = self._node(responses)
+        assert status in listed, (
+            f"{method} {template} answered {status}, which the document does not list: "
+            f"{raw[:300]!r}"
+        )
+        where = self._follow([*responses, status])
+        documented = self._node(where)
+        for name, header_pointer in self._headers(where).items():
+            header = self._node(header_pointer)
+            if name in response.headers:
+                self._validate(response.headers[name], [*header_pointer, "schema"], name)
+            else:
+                assert not header.get("required"), f"{method} {template} {status}: no {name}"
+        media_type = response.content_type
+        assert media_type in documented.get("content", {}), (
+            f"{method} {template} {status}: undocumented content type {media_type}"
+        )
+        body: Any = json.loads(raw) if media_type == "application/json" else raw.decode()
+        self._validate(body, [*where, "content", media_type, "schema"], f"{method} {template}")
+        self.seen.add((method.upper(), template, response.status))
+        return body
+
+    def _headers(self, where: list[str]) -> dict[str, list[str]]:
+        documented = self._node(where).get("headers", {})
+        return {name: self._follow([*where, "headers", name]) for name in documented}
+
+    def _validate(self, instance: object, pointer: list[str], what: str) -> None:
+        escaped = "/".join(p.replace("~", "~0").replace("/", "~1") for p in pointer)
+        validator = Draft202012Validator(
+            {"$ref": f"{_DOCUMENT_URI}#/{escaped}"},
+            registry=self.registry,
+            format_checker=FormatChecker(),
+        )
+        errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
+        assert not errors, f"{what} does not match the document:\n" + "\n".join(
+            f"  at /{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
+        )
+
+    def _follow(self, pointer: list[str]) -> list[str]:
+        """The pointer, with a ``$ref`` at its end followed to what it names."""
+        node = self._node(pointer)
+        while "$ref" in node:
+            pointer = node["$ref"].removeprefix("#/").split("/")
+            node = self._node(pointer)
+        return pointer
+
+    def _node(self, pointer: list[str]) -> Any:
+        node: Any = self.document
+        for part in pointer:
+            node = node[part]
+        return node
+
+
+# --- an in-memory world behind the facade's ports ---------------------------------------------
+
+
+@dataclass
+class World:
+    """Publisher, queries, refunds and waiter in one: published commands become stored,
+    final payments and refunds, as the pipeline would make them."""
+
+    payments: dict[str, PaymentView] = field(default_factory=dict)
+    refunds: dict[str, RefundView] = field(default_factory=dict)
+    outcome: PaymentStatus = PaymentStatus.SUCCEEDED
+    publish_error: Exception | None = None
+    final_within_wait: bool = False
+
+    async def publish_create_payment(self, command: CreatePayment) -> None:
+        if self.publish_error is not None:
+            raise self.publish_error
+        failed = self.outcome is PaymentStatus.FAILED
+        self.payments[command.payment_request_id] = PaymentView(
+            payment_request_id=command.payment_request_id,
+            order_id=command.order_id,
+            user_id=command.user_id,
+            idempotency_key=command.idempotency_key,
+            status=self.outcome,
+            amount=command.amount,
+            payment_method=command.payment_method,
+            payer=command.payer.ref(ACCOUNT_KEY),
+            payee=command.payee.ref(ACCOUNT_KEY),
+            provider="sandbox",
+            provider_reference=None if failed else "ch_1",
+            error=None if not failed else _declined(),
+            created_at=NOW,
+            updated_at=NOW,
+            parameters_hash=command.parameters_fingerprint(ACCOUNT_KEY),
+            client_id=command.client_id,
+        )
+
+    async def publish_refund(self, command: RefundPayment) -> None:
+        if self.publish_error is not None:
+            raise self.publish_error
+        payment = self.payments[command.payment_request_id]
+        amount = command.amount or replace(payment.amount, minor_units=payment.refundable_minor)
+        refunded = payment.refunded_minor + amount.minor_units
+        self.payments[payment.payment_request_id] = replace(
+            payment,
+            refunded_minor=refunded,
+            status=PaymentStatus.REFUNDED
+            if refunded == payment.amount.minor_units
+            else PaymentStatus.PARTIALLY_REFUNDED,
+        )
+        self.refunds[command.refund_id] = RefundView(
+            refund_id=command.refund_id,
+            payment_request_id=command.payment_request_id,
+            order_id=command.order_id,
+            idempotency_key=command.idempotency_key,
+            amount=amount,
+            reason=command.reason,
+            status=RefundStatus.SUCCEEDED,
+            provider="sandbox",
+            provider_reference="re_1",
+            error=None,
+            created_at=NOW,
+            updated_at=NOW,
+            parameters_hash=command.parameters_fingerprint(),
+        )
+
+    async def get_payment(self, payment_request_id: str) -> PaymentView | None:
+        return self.payments.get(payment_request_id)
+
+    async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
+        return [
+            OrderPayment(p.payment_request_id, p.idempotency_key, p.status, key_expired=False)
+            for p in self._of(client_id, order_id)
+        ]
+
+    async def client_order_page(
+        self, client_id: str, order_id: str, *, limit: int, starting_after: str | None
+    ) -> list[PaymentView]:
+        page = list(self._of(client_id, order_id))
+        if starting_after is not None:
+            ids = [p.payment_request_id for p in page]
+            page = page[ids.index(starting_after) + 1 :] if starting_after in ids else []
+        return page[:limit]
+
+    def _of(self, client_id: str | None, order_id: str) -> Iterator[PaymentView]:
+        for payment in self.payments.values():
+            if payment.order_id == order_id and payment.client_id == client_id:
+                yield payment
+
+    async def get(self, refund_id: str) -> RefundView | None:
+        return self.refunds.get(refund_id)
+
+    async def of_payment(self, payment_request_id: str) -> list[RefundView]:
+        return [r for r in self.refunds.values() if r.payment_request_id == payment_request_id]
+
+    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+        return self.final_within_wait
+
+
+def _declined() -> ErrorInfo:
+    return ErrorInfo(ErrorCode.PAYMENT_DECLINED, "declined", decline_code="generic_decline")
+
+
+class KeyAuthenticator:
+    async def authenticate(self, api_key: str) -> str | None:
+        return KEYS.get(api_key)
+
+
+@dataclass
+class Facade:
+    client: TestClient[Any, Any]
+    world: World
+    validator: ResponseValidator
+
+    async def call(
+        self,
+        method: str,
+        template: str,
+        path: str | None = None,
+        *,
+        key: str | None = KEY_1,
+        **kwargs: Any,
+    ) -> tuple[int, Any, ClientResponse]:
+        headers = dict(kwargs.pop("headers", {}))
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        async with self.client.request(
+            method, path or template, headers=headers, **kwargs
+        ) as response:
+            body = await self.validator.check(method, template, response)
+            return response.status, body, response
+
+
+MakeFacade = Callable[..., Awaitable[Facade]]
+
+
+@pytest.fixture(scope="module")
+def validator() -> ResponseValidator:
+    return ResponseValidator(openapi_document())
+
+
+@pytest.fixture
+async def make_facade(validator: ResponseValidator) -> AsyncIterator[MakeFacade]:
+    clients: list[TestClient[Any, Any]] = []
+
+    async def make(*, rate_limiter: TokenBuckets | None = None, body_timeout_s: float = 15.0):
+        world = World()
+        app = build_app(
+            publisher=world,
+            queries=world,
+            refunds=world,
+            waiter=world,
+            metrics=Metrics(CollectorRegistry()),
+            account_key=ACCOUNT_KEY,
+            authenticator=KeyAuthenticator(),
+            rate_limiter=rate_limiter or TokenBuckets(rate_per_s=1000.0, burst=1_000_000),
+            body_timeout_s=body_timeout_s,
+            clock=lambda: NOW,
+        )
+        client = await started_client(app)
+        clients.append(client)
+        return Facade(client, world, validator)
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def facade(make_facade: MakeFacade) -> Facade:
+    return await make_facade()
+
+
+def payment_body(order_id: str = "order-1", **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "userId": "user-1",
+        "orderId": order_id,
+        "amount": "10.50",
+        "currency": "EUR",
+        "paymentMethod": "card",
+        "payerAccount": {"type": "card", "number": "4242424242424242", "holderName": "Ada"},
+        "payeeAccount": {"type": "iban", "number": "DE89370400440532013000"},
+        "metadata": {"cart": "42"},
+    }
+    body.update(changes)
+    return body
+
+
+PAYMENTS = "/v1/payments"
+PAYMENT = "/v1/payments/{paymentRequestId}"
+REFUNDS = "/v1/payments/{paymentRequestId}/refunds"
+REFUND = "/v1/refunds/{refundId}"
+
+
+async def _create(facade: Facade, order_id: str, key: str, **headers: str) -> dict[str, Any]:
+    status, body, _ = await facade.call(
+        "POST",
+        PAYMENTS,
+        json=payment_body(order_id),
+        headers={"Idempotency-Key": key, **headers},
+    )
+    assert status in (200, 202)
+    result: dict[str, Any] = body
+    return result
+
+
+# --- payments -------------------------------------------------------------------------------
+
+
+async def test_create_read_replay_and_wait(facade: Facade) -> None:
+    status, accepted, response = await facade.call(
+        "POST", PAYMENTS, json=payment_body(), headers={"Idempotency-Key": "k-1"}
+    )
+    assert status == 202
+    payment_id = accepted["paymentRequestId"]
+    assert response.headers["Location"] == f"/v1/payments/{payment_id}"
+
+    status, payment, _ = await facade.call("GET", PAYMENT, f"/v1/payments/{payment_id}")
+    assert (status, payment["status"]) == (200, "succeeded")
+
+    # The same key and parameters again: the stored, final payment, replayed.
+    status, replayed, response = await facade.call(
+        "POST", PAYMENTS, json=payment_body(), headers={"Idempotency-Key": "k-1"}
+    )
+    assert status == 200
+    assert response.headers["Idempotent-Replayed"] == "true"
+    assert replayed == payment
+
+    # Prefer: wait=N on a new order, with the outcome in time: 200 with Preference-Applied.
+    facade.world.final_within_wait = True
+    status, waited, response = await facade.call(
+        "POST",
+        PAYMENTS,
+        json=payment_body("order-wait"),
+        headers={"Prefer": "wait=5", "X-Request-Id": "req-1"},
+    )
+    assert status == 200
+    assert response.headers["Preference-Applied"] == "wait=5"
+    assert response.headers["X-Request-Id"] == "req-1"
+    assert waited["status"] == "succeeded"
+
+
+async def test_a_failed_payment_with_its_error_matches_the_schema(facade: Facade) -> None:
+    facade.world.outcome = PaymentStatus.FAILED
+    created = await _create(facade, "order-failed", "k-f")
+    status, payment, _ = await facade.call(
+        "GET", PAYMENT, f"/v1/payments/{created['paymentRequestId']}"
+    )
+    assert status == 200
+    assert payment["error"]["decline_code"] == "generic_decline"
+
+    facade.world.outcome = PaymentStatus.SUCCEEDED
+    status, body, _ = await facade.call(
+        "POST", PAYMENTS, json=payment_body("order-failed"), headers={"Idempotency-Key": "k-f2"}
+    )
+    assert (status, body["error"]["code"]) == (409, "new_attempt_required")
+
+
+async def test_list_pages_through_an_order(facade: Facade) -> None:
+    facade.world.outcome = PaymentStatus.FAILED
+    for attempt in range(3):
+        await facade.call(
+            "POST",
+            PAYMENTS,
+            json=payment_body("order-list", newAttempt=attempt > 0),
+            headers={"Idempotency-Key": f"k-list-{attempt}"},
+        )
+    status, first, _ = await facade.call(
+        "GET", PAYMENTS, params={"orderId": "order-list", "limit": "2"}
+    )
+    assert (status, len(first["data"]), first["hasMore"]) == (200, 2, True)
+    status, rest, _ = await facade.call(
+        "GET",
+        PAYMENTS,
+        params={"orderId": "order-list", "startingAfter": first["nextStartingAfter"]},
+    )
+    assert (status, len(rest["data"]), rest["hasMore"], rest["nextStartingAfter"]) == (
+        200,
+        1,
+        False,
+        None,
+    )
+    # Another client sees none of them.
+    status, other, _ = await facade.call(
+        "GET", PAYMENTS, params={"orderId": "order-list"}, key=KEY_2
+    )
+    assert (status, other["data"]) == (200, [])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        pytest.param({}, id="no-orderId"),
+        pytest.param({"orderId": "order 1"}, id="bad-orderId"),
+        pytest.param({"orderId": "o", "limit": "0"}, id="limit-0"),
+        pytest.param({"orderId": "o", "limit": "101"}, id="limit-101"),
+        pytest.param({"orderId": "o", "startingAfter": "x"}, id="bad-cursor"),
+        pytest.param({"orderId": "o", "page": "2"}, id="unknown-parameter"),
+    ],
+)
+async def test_list_refuses_a_bad_query(facade: Facade, params: dict[str, str]) -> None:
+    status, body, _ = await facade.call("GET", PAYMENTS, params=params)
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "code"),
+    [
+        pytest.param({"json": payment_body(amount=0.1)}, 400, "invalid_amount", id="amount"),
+        pytest.param({"json": payment_body(currency="XAU")}, 400, "unsupported_currency", id="ccy"),
+        pytest.param({"json": payment_body(extra=1)}, 400, "invalid_request", id="extra-field"),
+        pytest.param({"data": b"{", "headers": JSON_HEADERS}, 400,
+                     "invalid_request", id="bad-json"),
+        pytest.param({"data": b"[]", "headers": JSON_HEADERS}, 400,
+                     "invalid_request", id="not-object"),
+        pytest.param({"json": payment_body(), "headers": {"Prefer": "wait=0"}}, 400,
+                     "invalid_request", id="prefer"),
+        pytest.param({"json": payment_body(), "headers": {"Idempotency-Key": "a b"}}, 400,
+                     "invalid_request", id="key"),
+        pytest.param({"data": b"userId=1"}, 415, "unsupported_media_type", id="form"),
+        pytest.param({"data": b'"' + b"x" * 70_000 + b'"', "headers": JSON_HEADERS}, 413,
+                     "request_too_large", id="too-large"),
+    ],
+)  # fmt: skip
+async def test_create_refusals(
+    facade: Facade, request_kwargs: dict[str, Any], status: int, code: str
+) -> None:
+    answered, body, _ = await facade.call("POST", PAYMENTS, **request_kwargs)
+    assert (answered, body["error"]["code"]) == (status, code)
+    assert facade.world.payments == {}
+
+
+async def test_create_conflicts(facade: Facade) -> None:
+    await _create(facade, "order-c", "k-c")
+    status, body, _ = await facade.call(
+        "POST",
+        PAYMENTS,
+        json=payment_body("order-c", amount="11.00"),
+        headers={"Idempotency-Key": "k-c"},
+    )
+    assert (status, body["error"]["code"]) == (409, "idempotency_conflict")
+    status, body, _ = await facade.call(
+        "POST", PAYMENTS, json=payment_body("order-c"), headers={"Idempotency-Key": "k-c2"}
+    )
+    assert (status, body["error"]["code"]) == (409, "order_already_paid")
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        pytest.param(
+            PaygateError(ErrorCode.SERVICE_UNAVAILABLE, "Kafka said no"),
+            503,
+            "service_unavailable",
+            id="kafka-down",
+        ),
+        pytest.param(RuntimeError("a bug"), 500, "internal_error", id="bug"),
+    ],
+)
+async def test_create_when_publishing_fails(
+    facade: Facade, error: Exception, status: int, code: str
+) -> None:
+    facade.world.publish_error = error
+    answered, body, _ = await facade.call("POST", PAYMENTS, json=payment_body())
+    assert (answered, body["error"]["code"]) == (status, code)
+
+
+async def test_a_body_that_never_arrives_is_408(make_facade: MakeFacade) -> None:
+    facade = await make_facade(body_timeout_s=0.2)
+    never = asyncio.Event()
+
+    async def stalled_body() -> AsyncIterator[bytes]:
+        yield b'{"userId": '
+        await never.wait()
+
+    status, body, _ = await facade.call(
+        "POST", PAYMENTS, data=stalled_body(), headers={"Content-Type": "application/json"}
+    )
+    assert (status, body["error"]["code"]) == (408, "request_timeout")
+
+
+async def test_read_refusals(facade: Facade) -> None:
+    created = await _create(facade, "order-r", "k-r")
+    path = f"/v1/payments/{created['paymentRequestId']}"
+    for template, target, key in [
+        (PAYMENT, "/v1/payments/not-an-id", KEY_1),
+        (PAYMENT, f"/v1/payments/{_PAYMENT_ID}", KEY_1),
+        (PAYMENT, path, KEY_2),  # another client's payment
+        (REFUND, f"/v1/refunds/{_REFUND_ID}", KEY_1),
+        (REFUND, "/v1/refunds/nope", KEY_1),
+    ]:
+        status, body, _ = await facade.call("GET", template, target, key=key)
+        assert (status, body["error"]["code"]) == (404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "path"),
+    [
+        ("POST", PAYMENTS, None),
+        ("GET", PAYMENTS, "/v1/payments?orderId=o"),
+        ("GET", PAYMENT, f"/v1/payments/{_PAYMENT_ID}"),
+        ("POST", REFUNDS, f"/v1/payments/{_PAYMENT_ID}/refunds"),
+        ("GET", REFUND, f"/v1/refunds/{_REFUND_ID}"),
+    ],
+)
+@pytest.mark.parametrize("key", [None, "pgk_0123456789abcdef_" + "f" * 64])
+async def test_every_private_operation_is_401_without_a_good_key(
+    facade: Facade, method: str, template: str, path: str | None, key: str | None
+) -> None:
+    status, body, response = await facade.call(method, template, path, key=key, json={})
+    assert (status, body["error"]["code"]) == (401, "authentication_failed")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+async def test_over_the_rate_limit_is_429(make_facade: MakeFacade) -> None:
+    facade = await make_facade(rate_limiter=TokenBuckets(rate_per_s=1 / 60, burst=1))
+    target = f"/v1/payments/{_PAYMENT_ID}"
+    status, _, _ = await facade.call("GET", PAYMENT, target)
+    assert status == 404
+    status, body, response = await facade.call("GET", PAYMENT, target)
+    assert (status, body["error"]["code"]) == (429, "rate_limited")
+    assert int(response.headers["Retry-After"]) >= 1
+
+
+# --- refunds --------------------------------------------------------------------------------
+
+
+async def test_refund_create_read_and_replay(facade: Facade) -> None:
+    payment = await _create(facade, "order-refund", "k-p")
+    payment_id = payment["paymentRequestId"]
+    refunds = f"/v1/payments/{payment_id}/refunds"
+    refund_body = {"amount": "4.00", "currency": "EUR", "reason": "requested_by_customer"}
+
+    status, accepted, response = await facade.call(
+        "POST", REFUNDS, refunds, json=refund_body, headers={"Idempotency-Key": "r-1"}
+    )
+    assert status == 202
+    refund_id = accepted["refundId"]
+    assert response.headers["Location"] == f"/v1/refunds/{refund_id}"
+
+    status, refund, _ = await facade.call("GET", REFUND, f"/v1/refunds/{refund_id}")
+    assert (status, refund["status"], refund["amount"]) == (200, "succeeded", "4.00")
+
+    status, replayed, response = await facade.call(
+        "POST", REFUNDS, refunds, json=refund_body, headers={"Idempotency-Key": "r-1"}
+    )
+    assert (status, response.headers["Idempotent-Replayed"]) == (200, "true")
+    assert replayed == refund
+
+    status, read, _ = await facade.call("GET", PAYMENT, f"/v1/payments/{payment_id}")
+    assert (status, read["status"], read["refundedAmount"]) == (200, "partially_refunded", "4.00")
+    assert read["refunds"] == [refund]
+
+    # The rest, awaited, without a body at all.
+    facade.world.final_within_wait = True
+    status, rest, response = await facade.call(
+        "POST",
+        REFUNDS,
+        refunds,
+        headers={"Prefer": "wait=3", "Content-Type": "application/json"},
+    )
+    assert (status, rest["amount"], response.headers["Preference-Applied"]) == (
+        200,
+        "6.50",
+        "wait=3",
+    )
+
+
+async def test_refund_refusals(facade: Facade) -> None:
+    paid = await _create(facade, "order-rr", "k-rr")
+    refunds = f"/v1/payments/{paid['paymentRequestId']}/refunds"
+    facade.world.outcome = PaymentStatus.FAILED
+    failed = await _create(facade, "order-rf", "k-rf")
+    failed_refunds = f"/v1/payments/{failed['paymentRequestId']}/refunds"
+    cases: list[tuple[str, dict[str, Any], int, str]] = [
+        (refunds, {"json": {"amount": "1.00", "currency": "USD"}}, 400, "currency_mismatch"),
+        (refunds, {"json": {"amount": "1.00"}}, 400, "invalid_request"),
+        (refunds, {"json": {"amount": 1, "currency": "EUR"}}, 400, "invalid_amount"),
+        (refunds, {"json": {"reason": "bored"}}, 400, "invalid_request"),
+        (refunds, {"data": b"[1]", "headers": JSON_HEADERS}, 400, "invalid_request"),
+        (refunds, {"data": b"{}"}, 415, "unsupported_media_type"),
+        (refunds, {"json": {"amount": "99.00", "currency": "EUR"}}, 409, "refund_exceeds_captured"),
+        (failed_refunds, {"json": {}}, 409, "payment_not_refundable"),
+        (f"/v1/payments/{_PAYMENT_ID}/refunds", {"json": {}}, 404, "not_found"),
+        ("/v1/payments/nope/refunds", {"json": {}}, 404, "not_found"),
+    ]
+    for path, kwargs, status, code in cases:
+        answered, body, _ = await facade.call("POST", REFUNDS, path, **kwargs)
+        assert (answered, body["error"]["code"]) == (status, code), path
+    assert facade.world.refunds == {}
+
+    await facade.call("POST", REFUNDS, refunds, json={}, headers={"Idempotency-Key": "r"})
+    status, body, _ = await facade.call(
+        "POST", REFUNDS, refunds, json={"reason": "other"}, headers={"Idempotency-Key": "r"}
+    )
+    assert (status, body["error"]["code"]) == (409, "idempotency_conflict")
+
+
+# --- public routes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("template", "media_type"),
+    [
+        ("/healthz", "application/json"),
+        ("/metrics", "text/plain"),
+        ("/openapi.json", "application/json"),
+        ("/docs", "text/html"),
+    ],
+)
+async def test_public_routes_answer_without_a_key(
+    facade: Facade, template: str, media_type: str
+) -> None:
+    status, _, response = await facade.call("GET", template, key=None)
+    assert (status, response.content_type) == (200, media_type)
