@@ -9,10 +9,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-
-from persistence.tables import metadata
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -53,17 +51,21 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 async def create_schema(engine: AsyncEngine, attempts: int = 5) -> None:
-    """Create the tables if they do not exist (idempotent; safe from several processes).
+    """Bring the schema to the newest migration (see :mod:`persistence.migrate`).
 
-    Two processes starting together can both see a table missing and race to create it;
-    the loser's "already exists" error is retried, and the retry then finds the table.
+    Safe from several processes at once: the upgrade runs under a lock, and a database made
+    by ``create_all`` before migrations existed is recognised and upgraded in place. Only a
+    database that stays busy or unreachable (``OperationalError``) is tried again, up to
+    ``attempts`` times; a failing migration is not.
     """
+    # Imported here because persistence.migrate imports this module.
+    from persistence.migrate import upgrade_to_head
+
     for attempt in range(1, attempts + 1):
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all, checkfirst=True)
+            await upgrade_to_head(engine)
             return
-        except (OperationalError, ProgrammingError, IntegrityError):
+        except OperationalError:
             if attempt == attempts:
                 raise
             await asyncio.sleep(0.2 * attempt)

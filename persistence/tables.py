@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 metadata = MetaData()
@@ -60,8 +61,10 @@ payments = Table(
     Column("next_retry_at", DateTime(timezone=True)),
     # Refund totals in minor units: succeeded, and reserved by refunds not final yet. The
     # store moves them with conditional updates that keep refunded + reserved <= amount.
-    Column("refunded_minor", BigInteger, nullable=False, default=0),
-    Column("refund_reserved_minor", BigInteger, nullable=False, default=0),
+    Column("refunded_minor", BigInteger, nullable=False, default=0, server_default=text("0")),
+    Column(
+        "refund_reserved_minor", BigInteger, nullable=False, default=0, server_default=text("0")
+    ),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
     Index("ix_payments_client_order", "client_id", "order_id", "created_at"),
 )

@@ -1,0 +1,177 @@
+"""Schema versions: the Alembic revisions in ``persistence/migrations``, run on async engines.
+
+Every process calls :func:`upgrade_to_head` at start (through
+``persistence.engine.create_schema``), and operators can run it ahead of a rollout with
+``paygate db upgrade``. It is safe when several processes start at once: the whole upgrade
+is one transaction that first takes a lock, a PostgreSQL advisory lock or SQLite's write
+lock, so the others wait and then find the schema at head.
+
+A database made by ``metadata.create_all`` before migrations existed has the tables but no
+``alembic_version`` table. It is compared with the schemas it can have been made with (the
+frozen baseline of revision 0001, or the current tables) and stamped with that revision, so
+the upgrade continues from there instead of creating tables that exist. A schema that
+matches neither is refused with the differences listed, never altered by guesswork.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData, inspect, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Imported for its side effect: it adds the api_keys table to ``metadata``.
+import persistence.api_key_tables  # noqa: F401
+from persistence.engine import WRITE_OPTION
+from persistence.migrations import baseline_tables
+from persistence.tables import metadata
+
+log = logging.getLogger(__name__)
+
+SCRIPT_LOCATION = "persistence:migrations"
+BASELINE_REVISION = "0001"
+# pg_advisory_xact_lock key of the upgrade: "paygate" in ASCII, as a 64-bit integer.
+ADVISORY_LOCK_KEY = int.from_bytes(b"paygate", "big")
+
+
+class UnrecognisedSchemaError(RuntimeError):
+    """The database has paygate tables but no version, and they match no known schema."""
+
+
+def head_metadata() -> MetaData:
+    """The tables the code expects: what the newest revision must produce."""
+    return metadata
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, made in code: no alembic.ini is needed at runtime.
+
+    ``env.py`` runs the migrations on ``connection`` (inside the caller's transaction).
+    """
+    config = Config()
+    config.set_main_option("script_location", SCRIPT_LOCATION)
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None, "persistence/migrations/versions has no revision"
+    return head
+
+
+async def upgrade_to_head(engine: AsyncEngine) -> None:
+    """Bring the database to the newest revision (a no-op when it is there already)."""
+    async with engine.connect() as conn:
+        # On SQLite, BEGIN then takes the write lock at once: a second process waits there.
+        await conn.execution_options(**{WRITE_OPTION: True})
+        await conn.run_sync(_upgrade)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The database's revision; None for an empty or never-stamped database."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current_revision)
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade(connection: Connection) -> None:
+    with _sqlite_foreign_keys_off(connection), connection.begin():
+        if connection.dialect.name == "postgresql":
+            # Held until commit: a second process waits here, then sees the new version.
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
+            )
+        before = _stamp_if_created_without_migrations(connection)
+        command.upgrade(alembic_config(connection), "head")
+        if before != head_revision():
+            _check_foreign_keys(connection)
+
+
+def _stamp_if_created_without_migrations(connection: Connection) -> str | None:
+    """Stamp a database made by ``create_all``; return the revision the upgrade starts at."""
+    context = MigrationContext.configure(connection)
+    current = context.get_current_revision()
+    if current is not None:
+        return current
+    known = set(baseline_tables.metadata.tables) | set(head_metadata().tables)
+    if not known & set(inspect(connection).get_table_names()):
+        return None  # an empty database: the revisions build it from the start
+    candidates = ((BASELINE_REVISION, baseline_tables.metadata), (head_revision(), head_metadata()))
+    differences: dict[str, list[Any]] = {}
+    for revision, tables in candidates:
+        differences[revision] = schema_differences(connection, tables)
+        if not differences[revision]:
+            log.info("schema made before migrations; stamping revision %s", revision)
+            context.stamp(ScriptDirectory.from_config(alembic_config()), revision)
+            return revision
+    raise UnrecognisedSchemaError(
+        "the database has paygate tables but no alembic_version, and they match no known "
+        f"schema; differences from each: {differences}"
+    )
+
+
+def schema_differences(connection: Connection, tables: MetaData) -> list[Any]:
+    """What Alembic's autogenerate would change to make the database match ``tables``.
+
+    Tables that ``tables`` does not define are left out (another application's, or
+    alembic_version). Server defaults are not compared: revision 0002 gives the refund
+    totals a server default of 0 that ``persistence/tables.py`` does not declare.
+    """
+    names = set(tables.tables)
+
+    def include_name(name: str | None, type_: str, _parent: Any) -> bool:
+        return type_ != "table" or name in names
+
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "include_name": include_name}
+    )
+    differences: list[Any] = compare_metadata(context, tables)
+    return differences
+
+
+@contextlib.contextmanager
+def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
+    """SQLite: foreign keys off while batch mode rebuilds a table others refer to.
+
+    With them on, dropping the old copy of ``payments`` would check (and fail on) the
+    provider attempts that refer to it. The pragma is ignored inside a transaction, so it is
+    set on the driver's connection before BEGIN; :func:`_check_foreign_keys` checks the
+    result before commit, when a revision ran (it reads every table).
+    """
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+def _sqlite_pragma(connection: Connection, statement: str) -> None:
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement)
+    finally:
+        cursor.close()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    if connection.dialect.name != "sqlite":
+        return
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise RuntimeError(f"the migration left rows with dangling foreign keys: {broken}")
