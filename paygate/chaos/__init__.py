@@ -1,9 +1,10 @@
 """``paygate chaos``: a reproducible chaos run proving exactly-once effects.
 
-Feeds thousands of payments while consumers are SIGKILLed and the broker restarts, then
-checks the acquirer's ledger, the store and the results topic against each other: no
-payment charged twice, none lost, none left pending, every one announced. See
-``docs/reliability.md``.
+Feeds thousands of payments, and refunds right behind a share of them, while consumers
+are SIGKILLed and the broker restarts, then checks the acquirer's ledger, the store and the
+results topic against each other: no payment charged twice, none lost, none left pending,
+every one announced; no refund made twice or above what was captured, none lost, every
+outcome announced and explained. See ``docs/reliability.md``.
 
     python -m paygate.chaos --payments 5000 --kills 10 --seed 1
 

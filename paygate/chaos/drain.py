@@ -1,6 +1,7 @@
-"""After the feed: wait, bounded, until every payment is final and every event is published.
+"""After the feed: wait, bounded, until every payment and refund is final and every event is
+published.
 
-Payments left in doubt (a hang, a kill between the write-ahead commit and the provider's
+Payments and refunds left in doubt (a hang, a kill between the write-ahead commit and the provider's
 answer) are resolved the way an operator would: ``paygate reconcile`` passes, which ask the
 acquirer and never charge. The consumers' own reconcilers run too; both record the same
 answer and the store keeps the first.
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paygate.chaos.evidence import FINAL_STATUSES, read_statuses, unpublished_outbox_rows
+from paygate.chaos.refund_evidence import FINAL_REFUND_STATUSES, read_refund_statuses
 from paygate.reconcile_command import reconcile_once
 from paygate.settings import Settings
 from persistence.engine import create_engine
@@ -37,7 +39,12 @@ class DrainReport:
     outbox_left: int = 0
 
 
-async def drain(settings: Settings, payment_ids: Sequence[str], timeout_s: float) -> DrainReport:
+async def drain(
+    settings: Settings,
+    payment_ids: Sequence[str],
+    timeout_s: float,
+    refund_ids: Sequence[str] = (),
+) -> DrainReport:
     report = DrainReport()
     started = time.monotonic()
     deadline = started + timeout_s
@@ -46,22 +53,26 @@ async def drain(settings: Settings, payment_ids: Sequence[str], timeout_s: float
         last_logged = started
         while True:
             statuses = await read_statuses(engine, payment_ids)
+            refunds = await read_refund_statuses(engine, refund_ids)
             unsettled = [pid for pid in payment_ids if statuses.get(pid) not in FINAL_STATUSES]
+            unsettled += [
+                rid for rid in refund_ids if refunds.get(rid) not in FINAL_REFUND_STATUSES
+            ]
             if not unsettled:
                 break
+            stored = statuses.keys() | refunds.keys()
+            left = len(unsettled)
             if time.monotonic() > deadline:
                 report.timed_out = True
-                log.error(
-                    "drain: %d payments still not final after %.0f s", len(unsettled), timeout_s
-                )
+                log.error("drain: %d commands still not final after %.0f s", left, timeout_s)
                 break
-            if any(pid in statuses for pid in unsettled):
+            if any(cid in stored for cid in unsettled):
                 # Some are in the store but not final: in doubt. Ask the acquirer.
                 await _reconcile(settings, report)
             if time.monotonic() - last_logged >= 10:
                 last_logged = time.monotonic()
-                missing = sum(1 for pid in unsettled if pid not in statuses)
-                log.info("drain: %d not final yet (%d not in the store)", len(unsettled), missing)
+                missing = sum(1 for cid in unsettled if cid not in stored)
+                log.info("drain: %d not final yet (%d not in the store)", left, missing)
             await asyncio.sleep(_POLL_S)
         report.outbox_left = await _wait_outbox_empty(engine, settings.results_topic)
     finally:

@@ -1,5 +1,7 @@
 """What the three witnesses say after a run: the acquirer's ledger, the store, the results topic.
 
+Payments here; the refunds' side of the store in :mod:`paygate.chaos.refund_evidence`.
+
 Each is read independently of the consumer's code paths (HTTP admin endpoints, plain SQL,
 a plain Kafka reader), so a bug in the consumer cannot also hide itself from the checks.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -17,11 +19,33 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.events import PaymentResult
+from domain.status import PaymentStatus
 from persistence.tables import outbox, payments
 from schemas.payments import PaymentMessages
 
 _IN_CHUNK = 500  # ids per IN (...) query: far below SQLite's bound on parameters
+# Final outcomes of a charge. A refunded payment's charge succeeded: the store's
+# partially_refunded and refunded count as succeeded here (PaymentStatus.charge_outcome).
 FINAL_STATUSES = frozenset({"succeeded", "failed"})
+_FINAL_PAYMENT_STATUSES = sorted(s.value for s in PaymentStatus if s.is_final)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRefund:
+    """One refund row of the acquirer's ledger (``GET /admin/refunds``)."""
+
+    key: str  # the idempotency key the acquirer was called with
+    reference: str  # paygate's refund id
+    charge_id: str
+    payment_reference: str
+    amount_minor: int
+    status: str  # succeeded, pending or failed
+
+    @property
+    def holds_money(self) -> bool:
+        """Returned, or still to be: counts against what the charge captured."""
+        return self.status != "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +54,8 @@ class LedgerEvidence:
     double_charged_references: int
     succeeded_charges: Counter[str]  # payment reference (= payment id) -> succeeded charges
     declined: frozenset[str]  # references with a declined charge
+    refunds: tuple[LedgerRefund, ...] = ()
+    captured: dict[str, int] = field(default_factory=dict)  # charge id -> captured minor
 
 
 async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvidence:
@@ -41,12 +67,17 @@ async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvi
         async with session.get("/admin/charges") as response:
             response.raise_for_status()
             charges: list[dict[str, Any]] = (await response.json())["charges"]
+        async with session.get("/admin/refunds") as response:
+            response.raise_for_status()
+            refunds: list[dict[str, Any]] = (await response.json())["refunds"]
     succeeded: Counter[str] = Counter()
     declined: set[str] = set()
+    captured: dict[str, int] = {}
     for charge in charges:
         reference = str(charge["paymentReference"])
         if charge["status"] == "succeeded":
             succeeded[reference] += 1
+            captured[str(charge["id"])] = int(charge["capturedMinor"] or 0)
         else:
             declined.add(reference)
     return LedgerEvidence(
@@ -54,18 +85,35 @@ async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvi
         double_charged_references=int(stats["doubleChargedReferences"]),
         succeeded_charges=succeeded,
         declined=frozenset(declined),
+        refunds=tuple(
+            LedgerRefund(
+                key=str(row["idempotencyKey"]),
+                reference=str(row["refundReference"]),
+                charge_id=str(row["chargeId"]),
+                payment_reference=str(row["paymentReference"]),
+                amount_minor=int(row["amountMinor"]),
+                status=str(row["status"]),
+            )
+            for row in refunds
+        ),
+        captured=captured,
     )
 
 
 async def read_statuses(engine: AsyncEngine, payment_ids: Sequence[str]) -> dict[str, str]:
-    """Status of each payment the store has, by id; ids it lacks are absent."""
+    """The charge outcome of each payment the store has, by id; ids it lacks are absent.
+
+    ``succeeded`` for a payment refunded since (see :data:`FINAL_STATUSES`).
+    """
     statuses: dict[str, str] = {}
     async with engine.connect() as conn:
-        for chunk in _chunks(payment_ids):
+        for chunk in in_chunks(payment_ids):
             rows = await conn.execute(
                 select(payments.c.id, payments.c.status).where(payments.c.id.in_(chunk))
             )
-            statuses.update({row.id: row.status for row in rows})
+            statuses.update(
+                {row.id: PaymentStatus(row.status).charge_outcome.value for row in rows}
+            )
     return statuses
 
 
@@ -76,7 +124,7 @@ async def count_final(engine: AsyncEngine, order_prefix: str) -> int:
             select(func.count())
             .select_from(payments)
             .where(payments.c.order_id.startswith(order_prefix, autoescape=True))
-            .where(payments.c.status.in_(sorted(FINAL_STATUSES)))
+            .where(payments.c.status.in_(_FINAL_PAYMENT_STATUSES))
         )
     return int(count or 0)
 
@@ -94,6 +142,16 @@ async def unpublished_outbox_rows(engine: AsyncEngine, topic: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundEventSeen:
+    """What one RefundResult event said, in the order the topic holds them."""
+
+    status: str
+    amount_minor: int | None
+    error_code: str | None
+    payment_status: str | None  # the payment's status when the event was made
+
+
+@dataclass(frozen=True, slots=True)
 class ResultsEvidence:
     events: int
     # Extra copies: an eventId seen three times counts 2. Expected now and then (the relay
@@ -101,6 +159,9 @@ class ResultsEvidence:
     duplicate_events: int
     final_statuses: dict[str, frozenset[str]]  # payment id -> final statuses announced
     undecodable: int
+    # refund id -> its events, duplicates included, in topic order (one order's events
+    # share a key, hence a partition, hence an order)
+    refund_events: dict[str, list[RefundEventSeen]] = field(default_factory=dict)
 
 
 async def read_results(
@@ -129,7 +190,7 @@ async def read_results(
                 values.extend(r.value for r in records if r.value is not None)
     finally:
         await consumer.stop()
-    return _summarize(values, messages)
+    return summarize_results(values, messages)
 
 
 async def _at_end(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
@@ -139,27 +200,41 @@ async def _at_end(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) ->
     return True
 
 
-def _summarize(values: Iterable[bytes], messages: PaymentMessages) -> ResultsEvidence:
+def summarize_results(values: Iterable[bytes], messages: PaymentMessages) -> ResultsEvidence:
+    """Decode every event of either kind; what does not decode is counted, not skipped."""
     event_ids: Counter[str] = Counter()
     finals: defaultdict[str, set[str]] = defaultdict(set)
+    refund_events: defaultdict[str, list[RefundEventSeen]] = defaultdict(list)
     undecodable = 0
     for value in values:
         try:
-            event = messages.decode_result(value)
+            event = messages.decode_any_result(value)
         except Exception:  # any undecodable event is itself a finding, counted below
             undecodable += 1
             continue
         event_ids[event.event_id] += 1
-        if event.status.value in FINAL_STATUSES:
-            finals[event.payment_request_id].add(event.status.value)
+        if isinstance(event, PaymentResult):
+            if event.status.value in FINAL_STATUSES:
+                finals[event.payment_request_id].add(event.status.value)
+            continue
+        refund_events[event.refund_id].append(
+            RefundEventSeen(
+                status=event.status.value,
+                amount_minor=event.amount_minor,
+                error_code=None if event.error is None else event.error.code.value,
+                payment_status=None if event.payment_status is None else event.payment_status.value,
+            )
+        )
     return ResultsEvidence(
         events=sum(event_ids.values()),
         duplicate_events=sum(count - 1 for count in event_ids.values()),
         final_statuses={pid: frozenset(s) for pid, s in finals.items()},
         undecodable=undecodable,
+        refund_events=dict(refund_events),
     )
 
 
-def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+def in_chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    """``items`` in slices small enough for one ``IN (...)`` each."""
     for start in range(0, len(items), _IN_CHUNK):
         yield items[start : start + _IN_CHUNK]

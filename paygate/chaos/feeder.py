@@ -1,9 +1,12 @@
-"""The chaos run's load: a seeded plan of CreatePayment commands, sent in paced batches.
+"""The chaos run's load: a seeded plan of CreatePayment commands, and RefundPayment commands
+right behind a share of them (:mod:`paygate.chaos.refund_plan`), sent in paced batches.
 
 Commands go straight to the command topic as Avro, keyed by order id, as an upstream
-service would send them. A broker that is down (the planned restart) must not lose a
-command: a batch that fails is sent again, whole, with a fresh producer. What was already
-written the first time arrives twice, which the consumer must treat as a replay.
+service would send them: a payment's refunds follow it in the same batch, on the same key,
+so the consumer must process them after it. A broker that is down (the planned restart)
+must not lose a command: a batch that fails is sent again, whole, with a fresh producer.
+What was already written the first time arrives twice, which the consumer must treat as a
+replay.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aiokafka.errors import KafkaError
 from domain.accounts import Account, AccountType
 from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
+from paygate.chaos.refund_plan import PlannedRefund, plan_refunds
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
 
@@ -30,9 +34,19 @@ log = logging.getLogger("paygate.chaos")
 SUCCESS_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
 INSUFFICIENT_FUNDS_CARD = "4000000000009995"
+# Charges succeed; their refunds are answered pending and settle later (the refund
+# reconciler's path), or are declined by the acquirer (the reservation is released).
+REFUNDS_SETTLE_LATER_CARD = "4000000000007726"
+REFUNDS_FAIL_CARD = "4000000000005126"
 PAYEE_IBAN = "DE89370400440532013000"
 # Mostly successes, as in real traffic; declines exercise the failed path under chaos.
-PAYER_MIX = ((SUCCESS_CARD, 0.8), (DECLINED_CARD, 0.1), (INSUFFICIENT_FUNDS_CARD, 0.1))
+PAYER_MIX = (
+    (SUCCESS_CARD, 0.7),
+    (REFUNDS_SETTLE_LATER_CARD, 0.05),
+    (REFUNDS_FAIL_CARD, 0.05),
+    (DECLINED_CARD, 0.1),
+    (INSUFFICIENT_FUNDS_CARD, 0.1),
+)
 
 BATCH_INTERVAL_S = 0.5
 # A duplicate goes out this many batches after its original (a client retrying late).
@@ -56,14 +70,18 @@ class PlannedPayment:
     payload: bytes
 
 
+PlannedCommand = PlannedPayment | PlannedRefund
+
+
 @dataclass(frozen=True, slots=True)
 class FeedPlan:
     payments: list[PlannedPayment]  # each payment once, in first-send order
-    batches: list[list[PlannedPayment]]  # what goes out together; duplicates included
+    batches: list[list[PlannedCommand]]  # what goes out together; duplicates included
+    refunds: list[PlannedRefund] = field(default_factory=list)  # each once, in send order
 
     @property
     def duplicates(self) -> int:
-        return sum(map(len, self.batches)) - len(self.payments)
+        return sum(map(len, self.batches)) - len(self.payments) - len(self.refunds)
 
 
 def build_plan(
@@ -74,12 +92,27 @@ def build_plan(
     run_id: str,
     rng: random.Random,
     messages: PaymentMessages,
+    refund_share: float = 0.0,
+    refund_rng: random.Random | None = None,
 ) -> FeedPlan:
-    """``payments`` unique commands over ``feed_s / 0.5 s`` batches; a seeded share is
-    planned a second time, identical, a few batches later."""
+    """``payments`` unique commands over ``feed_s / 0.5 s`` batches, a seeded
+    ``refund_share`` of them followed by refunds; a seeded share of every kind of command
+    is planned a second time, identical, a few batches later.
+
+    Refunds draw from ``refund_rng`` only, so a seed feeds the same payments whatever the
+    refund share."""
     count = max(1, min(payments, round(feed_s / BATCH_INTERVAL_S)))
-    batches: list[list[PlannedPayment]] = [[] for _ in range(count)]
+    batches: list[list[PlannedCommand]] = [[] for _ in range(count)]
     planned: list[PlannedPayment] = []
+    refunds: list[PlannedRefund] = []
+    refund_rng = refund_rng or random.Random(0)
+
+    def send(command: PlannedCommand, batch: int, duplicates: random.Random) -> None:
+        batches[batch].append(command)
+        if duplicates.random() < duplicate_rate:
+            later = batch + duplicates.randint(*_DUPLICATE_DELAY_BATCHES)
+            batches[min(later, count - 1)].append(command)
+
     cards = [card for card, _ in PAYER_MIX]
     weights = [weight for _, weight in PAYER_MIX]
     requested_at = datetime.now(UTC)
@@ -99,12 +132,21 @@ def build_plan(
             command.payment_request_id, command.order_id, messages.encode_command(command)
         )
         batch = number * count // payments
-        batches[batch].append(payment)
         planned.append(payment)
-        if rng.random() < duplicate_rate:
-            later = batch + rng.randint(*_DUPLICATE_DELAY_BATCHES)
-            batches[min(later, count - 1)].append(payment)
-    return FeedPlan(planned, batches)
+        send(payment, batch, rng)
+        if refund_rng.random() < refund_share:
+            for refund in plan_refunds(
+                payment_id=payment.payment_id,
+                order_id=payment.order_id,
+                amount_minor=command.amount.minor_units,
+                key_prefix=command.idempotency_key,
+                requested_at=requested_at,
+                rng=refund_rng,
+                messages=messages,
+            ):
+                refunds.append(refund)
+                send(refund, batch, refund_rng)
+    return FeedPlan(planned, batches, refunds)
 
 
 @dataclass
@@ -141,7 +183,7 @@ class Feeder:
         finally:
             await self._close()
 
-    async def _send(self, batch: list[PlannedPayment]) -> None:
+    async def _send(self, batch: list[PlannedCommand]) -> None:
         deadline = time.monotonic() + self.batch_timeout_s
         backoff = _RETRY_BACKOFF_S[0]
         while True:
@@ -153,7 +195,7 @@ class Feeder:
                 ]
                 await asyncio.gather(*futures)
                 self.sent += len(batch)
-                self._fed.update(p.payment_id for p in batch)
+                self._fed.update(p.payment_id for p in batch if isinstance(p, PlannedPayment))
                 return
             except (KafkaError, OSError) as exc:
                 if time.monotonic() + backoff > deadline:

@@ -18,6 +18,7 @@ class ChaosOptions:
     kills: int = 10
     seed: int = 1
     duplicate_rate: float = 0.05
+    refund_share: float = 0.2
     feed_s: float = 30.0
     consumers: int = 2
     drain_timeout_s: float = 180.0
@@ -46,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--duplicate-rate",
         type=float,
         default=defaults.duplicate_rate,
-        help="share of payments re-sent later with the same idempotency key",
+        help="share of payments (and of refunds) re-sent later with the same idempotency key",
+    )
+    add(
+        "--refund-share",
+        type=float,
+        default=defaults.refund_share,
+        help="share of orders whose payment is followed by refunds (partial, rest, excess)",
     )
     add(
         "--kill-schedule",
@@ -89,6 +96,7 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         kills=args.kills,
         seed=args.seed,
         duplicate_rate=args.duplicate_rate,
+        refund_share=args.refund_share,
         feed_s=args.feed_s,
         consumers=args.consumers,
         drain_timeout_s=args.drain_timeout_s,
@@ -116,6 +124,7 @@ def _problem(options: ChaosOptions) -> str | None:
         return "--consumers must be at least 1"
     for name, value in (
         ("--duplicate-rate", options.duplicate_rate),
+        ("--refund-share", options.refund_share),
         ("--failure-rate", options.failure_rate),
         ("--timeout-rate", options.timeout_rate),
     ):

@@ -27,6 +27,8 @@ from paygate.chaos.feeder import Feeder, FeedPlan, build_plan, order_prefix
 from paygate.chaos.group_probe import GroupProbe
 from paygate.chaos.harness import child_environment, start_acquirer
 from paygate.chaos.options import ChaosOptions
+from paygate.chaos.refund_evidence import read_store_refunds
+from paygate.chaos.refund_verdict import RefundFacts
 from paygate.chaos.verdict import RunFacts, Verdict, judge
 from paygate.kafka import LocalKafka
 from paygate.settings import Settings
@@ -125,28 +127,34 @@ async def _run(
         cleanup.push_async_callback(_stop_task, supervisor, stop_supervising)
 
         plan = _plan(options, run_id)
-        log.info("feeding %d payments (+%d duplicates)", len(plan.payments), plan.duplicates)
+        log.info(
+            "feeding %d payments and %d refunds (+%d duplicates)",
+            len(plan.payments),
+            len(plan.refunds),
+            plan.duplicates,
+        )
         final_at_calm = await _chaos_phase(
             options, settings, plan, pool, broker, order_prefix(run_id)
         )
         ids = [payment.payment_id for payment in plan.payments]
-        _log_drain(await drain(settings, ids, options.drain_timeout_s))
+        refund_ids = [refund.refund_id for refund in plan.refunds]
+        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids))
         await _stop_task(supervisor, stop_supervising)
         exit_codes = await pool.stop_all()
 
         engine = create_engine(settings.database_url)
         try:
             statuses = await read_statuses(engine, ids)
+            store_refunds = await read_store_refunds(engine, ids)
         finally:
             await engine.dispose()
+        results = await read_results(bootstrap, settings.results_topic, settings.topic_partitions)
         facts = RunFacts(
             payment_ids=ids,
             min_kills=options.kills,
             ledger=await read_ledger(sandbox_url),
             statuses=statuses,
-            results=await read_results(
-                bootstrap, settings.results_topic, settings.topic_partitions
-            ),
+            results=results,
             kills=pool.kills,
             restarts=pool.restarts,
             broker_restarts=None if broker is None else broker.restarts,
@@ -154,6 +162,7 @@ async def _run(
             consumer_exit_codes=exit_codes,
             crashes=[str(crash) for crash in pool.crashes],
             final_when_faults_stopped=final_at_calm,
+            refunds=RefundFacts(plan.refunds, store_refunds, results.refund_events),
         )
         return judge(facts)
     finally:
@@ -222,6 +231,8 @@ def _plan(options: ChaosOptions, run_id: str) -> FeedPlan:
         run_id=run_id,
         rng=random.Random(f"{options.seed}:feed"),
         messages=PaymentMessages.bundled(),
+        refund_share=options.refund_share,
+        refund_rng=random.Random(f"{options.seed}:refunds"),
     )
 
 

@@ -8,11 +8,13 @@ the ledger can be searched for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from paygate.chaos.evidence import FINAL_STATUSES, LedgerEvidence, ResultsEvidence
+from paygate.chaos.refund_verdict import RefundFacts, judge_refunds
+from paygate.chaos.report import SHOWN_IDS, Verdict, Violation
 
-SHOWN_IDS = 20
+__all__ = ["RunFacts", "Verdict", "Violation", "judge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,45 +33,7 @@ class RunFacts:
     # violation by itself, but worth reading: a consumer should ride out a broker restart.
     crashes: Sequence[str] = ()
     final_when_faults_stopped: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    check: str
-    ids: list[str]
-
-    def render(self) -> str:
-        shown = ", ".join(self.ids[:SHOWN_IDS])
-        more = f" (and {len(self.ids) - SHOWN_IDS} more)" if len(self.ids) > SHOWN_IDS else ""
-        return f"- {self.check}: {len(self.ids)}: {shown}{more}"
-
-
-@dataclass
-class Verdict:
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
-    violations: list[Violation] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.violations
-
-    def check(self, failed_ids: Sequence[str], what: str) -> None:
-        if failed_ids:
-            self.violations.append(Violation(what, sorted(failed_ids)))
-
-    def render(self) -> str:
-        lines = ["| figure | value | required |", "| --- | --- | --- |"]
-        lines += [f"| {figure} | {value} | {required} |" for figure, value, required in self.rows]
-        lines.append("")
-        if self.passed:
-            lines.append("result: PASS (no violations)")
-        else:
-            lines.append(f"result: FAIL ({len(self.violations)} violated checks)")
-            lines += [violation.render() for violation in self.violations]
-        if self.notes:
-            lines += ["", "notes:", *self.notes]
-        return "\n".join(lines)
+    refunds: RefundFacts | None = None  # None: a run without refunds
 
 
 def judge(facts: RunFacts) -> Verdict:
@@ -111,6 +75,10 @@ def judge(facts: RunFacts) -> Verdict:
             str(results.duplicate_events),
             "printed",
         ),
+    ]
+    if facts.refunds is not None:
+        judge_refunds(verdict, facts.refunds, ledger, ids)
+    verdict.rows += [
         (
             "consumer kills (SIGKILL) / restarts",
             f"{facts.kills} / {facts.restarts}",
