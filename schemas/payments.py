@@ -14,7 +14,6 @@ from typing import Any
 
 from domain.accounts import Account
 from domain.commands import CreatePayment
-from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, RefundResult
 from domain.money import money_from_decimal
@@ -27,6 +26,7 @@ from schemas.codec import (
     REFUND_RESULT,
     AvroCodec,
 )
+from schemas.error_records import error_from_record, error_to_record
 from schemas.refunds import (
     refund_payment_from_record,
     refund_payment_to_record,
@@ -84,7 +84,6 @@ def create_payment_to_record(command: CreatePayment) -> dict[str, Any]:
 
 
 def payment_result_to_record(event: PaymentResult) -> dict[str, Any]:
-    error = event.error
     return {
         "eventId": event.event_id,
         "paymentRequestId": event.payment_request_id,
@@ -96,23 +95,13 @@ def payment_result_to_record(event: PaymentResult) -> dict[str, Any]:
         "currency": event.amount.currency,
         "provider": event.provider,
         "providerReference": event.provider_reference,
-        "error": None
-        if error is None
-        else {
-            "code": error.code.value,
-            "message": error.message,
-            "category": error.category,
-            "retryable": error.retryable,
-            "param": error.param,
-            "declineCode": error.decline_code,
-        },
+        "error": error_to_record(event.error),
         "createdAt": event.created_at,
         "occurredAt": event.occurred_at,
     }
 
 
 def payment_result_from_record(record: Mapping[str, Any]) -> PaymentResult:
-    error = record.get("error")
     amount: Decimal = record["amount"]
     return PaymentResult(
         event_id=record["eventId"],
@@ -123,14 +112,7 @@ def payment_result_from_record(record: Mapping[str, Any]) -> PaymentResult:
         amount=money_from_decimal(amount, record["currency"]),
         provider=record.get("provider"),
         provider_reference=record.get("providerReference"),
-        error=None
-        if error is None
-        else ErrorInfo(
-            code=ErrorCode(error["code"]),
-            message=error["message"],
-            param=error.get("param"),
-            decline_code=error.get("declineCode"),
-        ),
+        error=error_from_record(record.get("error")),
         created_at=record["createdAt"],
         occurred_at=record["occurredAt"],
     )

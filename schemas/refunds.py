@@ -8,12 +8,12 @@ from decimal import Decimal
 from typing import Any
 
 from domain.currencies import minor_unit_exponent
-from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import RefundResult
 from domain.money import money_from_decimal
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
+from schemas.error_records import error_from_record, error_to_record
 
 
 def refund_payment_from_record(record: Mapping[str, Any]) -> RefundPayment:
@@ -69,7 +69,6 @@ def _minor(amount: Decimal | None, currency: str | None) -> int | None:
 
 
 def refund_result_to_record(event: RefundResult) -> dict[str, Any]:
-    error = event.error
     return {
         "eventId": event.event_id,
         "refundId": event.refund_id,
@@ -83,23 +82,13 @@ def refund_result_to_record(event: RefundResult) -> dict[str, Any]:
         "paymentRefundedAmount": _major(event.payment_refunded_minor, event.currency),
         "provider": event.provider,
         "providerReference": event.provider_reference,
-        "error": None
-        if error is None
-        else {
-            "code": error.code.value,
-            "message": error.message,
-            "category": error.category,
-            "retryable": error.retryable,
-            "param": error.param,
-            "declineCode": error.decline_code,
-        },
+        "error": error_to_record(event.error),
         "createdAt": event.created_at,
         "occurredAt": event.occurred_at,
     }
 
 
 def refund_result_from_record(record: Mapping[str, Any]) -> RefundResult:
-    error = record.get("error")
     currency = record.get("currency")
     payment_status = record.get("paymentStatus")
     return RefundResult(
@@ -115,14 +104,7 @@ def refund_result_from_record(record: Mapping[str, Any]) -> RefundResult:
         payment_refunded_minor=_minor(record.get("paymentRefundedAmount"), currency),
         provider=record.get("provider"),
         provider_reference=record.get("providerReference"),
-        error=None
-        if error is None
-        else ErrorInfo(
-            code=ErrorCode(error["code"]),
-            message=error["message"],
-            param=error.get("param"),
-            decline_code=error.get("declineCode"),
-        ),
+        error=error_from_record(record.get("error")),
         created_at=record["createdAt"],
         occurred_at=record["occurredAt"],
     )

@@ -12,16 +12,14 @@ the store and the sandbox ledger are searched for the full account numbers the t
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from paygate.settings import Settings
 from paygate.topics import ensure_topics
 from tests.support.clear_numbers import numbers_in, scan_postgres, scan_sqlite
 from tests.support.processes import ServiceProcess, environment_of, start_service
-from tests.support.stack import Stack, create_api_key
+from tests.support.stack import Stack, create_api_key, isolated_settings
 
 
 @pytest.fixture(scope="package", params=["sqlite", "postgresql"])
@@ -33,21 +31,7 @@ def stack(
         database_url = f"sqlite+aiosqlite:///{work / 'paygate.db'}"
     else:
         database_url = request.getfixturevalue("postgres_database_url")
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        commands_topic=f"e2e.commands.{suffix}",
-        results_topic=f"e2e.results.{suffix}",
-        dlq_topic=f"e2e.dlq.{suffix}",
-        consumer_group=f"e2e-{suffix}",
-        database_url=database_url,
-        tls_dir=work / "tls",
-        http_port=0,
-        acquirer_port=0,
-        acquirer_ledger=work / "ledger.db",
-        metrics_port=0,
-        provider_timeout_s=5,
-    )
+    settings = isolated_settings(kafka_bootstrap, work, database_url, "e2e")
     asyncio.run(ensure_topics(settings))
     env = environment_of(settings)
     api_key = create_api_key(env, "e2e")

@@ -15,7 +15,6 @@ back-offs of tens of milliseconds, a reconciliation pass every half second.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from tests.support.acquirer_tap import AcquirerTap
 from tests.support.builders import DECLINED_CARD, PAYEE_IBAN, create_payment
 from tests.support.kafka_io import produce, read_until
 from tests.support.processes import ServiceProcess, environment_of, start_service
+from tests.support.stack import isolated_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -81,16 +81,11 @@ def stack(
         database_url = f"sqlite+aiosqlite:///{work / 'paygate.db'}"
     else:
         database_url = request.getfixturevalue("postgres_database_url")
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        commands_topic=f"payments.commands.{suffix}",
-        results_topic=f"payments.results.{suffix}",
-        dlq_topic=f"payments.commands.dlq.{suffix}",
-        consumer_group=f"paygate-consumer-{suffix}",
-        database_url=database_url,
-        tls_dir=work / "tls",
-        metrics_port=0,
+    settings = isolated_settings(
+        kafka_bootstrap,
+        work,
+        database_url,
+        "payments",
         provider="sandbox",
         provider_timeout_s=PROVIDER_TIMEOUT_S,
         provider_max_attempts=MAX_ATTEMPTS,

@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ import pytest
 
 import http_facade
 from http_facade.openapi_routes import openapi_document
-from paygate.settings import Settings
 from paygate.topics import ensure_topics
 from tests.support.processes import ServiceProcess, environment_of, start_service
+from tests.support.stack import create_api_key, isolated_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -63,38 +62,16 @@ class Facade:
     processes: list[ServiceProcess]
 
 
-def _create_api_key(env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "paygate.cli", "apikey", "create", "--client", "schemathesis"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    api_key: str = json.loads(done.stdout)["apiKey"]
-    return api_key
-
-
 @pytest.fixture(scope="module")
 def facade(
     kafka_bootstrap: str, postgres_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Facade]:
     work = tmp_path_factory.mktemp("schemathesis-stack")
-    suffix = uuid.uuid4().hex[:8]
-    settings = Settings(
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        commands_topic=f"st.commands.{suffix}",
-        results_topic=f"st.results.{suffix}",
-        dlq_topic=f"st.dlq.{suffix}",
-        consumer_group=f"st-{suffix}",
-        database_url=postgres_database_url,
-        tls_dir=work / "tls",
-        http_port=0,
-        acquirer_port=0,
-        acquirer_ledger=work / "ledger.db",
-        metrics_port=0,
-        provider_timeout_s=5,
+    settings = isolated_settings(
+        kafka_bootstrap,
+        work,
+        postgres_database_url,
+        "st",
         # Generated requests come fast and from one client: no 429s in this run.
         rate_limit_per_s=100_000.0,
         rate_limit_burst=1_000_000,
@@ -103,7 +80,7 @@ def facade(
     )
     asyncio.run(ensure_topics(settings))
     env = environment_of(settings)
-    api_key = _create_api_key(env)
+    api_key = create_api_key(env, "schemathesis")
     processes: list[ServiceProcess] = []
     try:
         acquirer = start_service(

@@ -11,9 +11,11 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
+from paygate.settings import Settings
 from tests.support.builders import PAYEE_IBAN
 from tests.support.processes import ServiceProcess
 
@@ -48,6 +50,30 @@ class Stack:
         return aiohttp.ClientSession(
             base_url=url or self.url, connector=aiohttp.TCPConnector(ssl=context), headers=headers
         )
+
+
+def isolated_settings(
+    kafka_bootstrap: str, work: Path, database_url: str, prefix: str, **overrides: Any
+) -> Settings:
+    """Settings for one stack of processes: its own topics and group on the shared broker,
+    its own certificate, ledger and ports (0: any free port), plus ``overrides``."""
+    suffix = uuid.uuid4().hex[:8]
+    fields: dict[str, Any] = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "commands_topic": f"{prefix}.commands.{suffix}",
+        "results_topic": f"{prefix}.results.{suffix}",
+        "dlq_topic": f"{prefix}.dlq.{suffix}",
+        "consumer_group": f"{prefix}-{suffix}",
+        "database_url": database_url,
+        "tls_dir": work / "tls",
+        "http_port": 0,
+        "acquirer_port": 0,
+        "acquirer_ledger": work / "ledger.db",
+        "metrics_port": 0,
+        "provider_timeout_s": 5,
+    }
+    fields.update(overrides)
+    return Settings(**fields)
 
 
 def create_api_key(env: dict[str, str], client: str) -> str:
