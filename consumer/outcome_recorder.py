@@ -5,6 +5,7 @@ Shared by the command handler and the reconciler, so both map answers the same w
 | provider answer                      | payment   | attempt   |
 | ------------------------------------ | --------- | --------- |
 | charge succeeded                     | succeeded | succeeded |
+| authorized (asked not to capture)    | authorized | succeeded |
 | charge declined                      | failed    | declined  |
 | certainly not charged (unavailable)  | failed    | failed    |
 | no answer in time (outcome unknown)  | pending   | unknown (stays open, in doubt) |
@@ -33,6 +34,11 @@ from persistence.payment_store import (
 from providers.errors import ProviderError
 from providers.port import ChargeOutcome, ChargeStatus
 
+_CHARGED = {
+    ChargeStatus.SUCCEEDED: PaymentStatus.SUCCEEDED,
+    ChargeStatus.AUTHORIZED: PaymentStatus.AUTHORIZED,
+}
+
 
 class Outcome(StrEnum):
     """What handling a command did; also the label of the commands-consumed metric."""
@@ -43,6 +49,7 @@ class Outcome(StrEnum):
     REPLAYED = "replayed"
     CONFLICT = "conflict"
     REFUSED = "refused"
+    AUTHORIZED = "authorized"
 
 
 class OutcomeRecorder:
@@ -59,11 +66,11 @@ class OutcomeRecorder:
     async def charged(
         self, facts: PaymentFacts, attempt_key: str, charged: ChargeOutcome, *, provider: str
     ) -> Outcome:
-        if charged.status is ChargeStatus.SUCCEEDED:
+        if charged.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED):
             return await self._finish(
                 facts,
                 attempt_key,
-                PaymentStatus.SUCCEEDED,
+                _CHARGED[charged.status],
                 ATTEMPT_SUCCEEDED,
                 charged.provider_reference,
                 None,

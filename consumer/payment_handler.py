@@ -280,6 +280,7 @@ class PaymentCommandHandler:
             payer=command.payer,
             payee=command.payee,
             metadata=command.metadata,
+            capture=command.capture,
         )
         started = time.perf_counter()
         try:

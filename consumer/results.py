@@ -84,11 +84,24 @@ class ResultEvents:
 
     def for_stored(self, payment: PaymentView) -> OutboxMessage:
         """The event of a stored payment's current state, with the same id as the first time."""
+        return self.event_of(payment)
+
+    def event_of(
+        self,
+        payment: PaymentView,
+        *,
+        error: ErrorInfo | None = None,
+        occurred_at: datetime | None = None,
+        event_id: str | None = None,
+    ) -> OutboxMessage:
+        """The event of a stored payment's state; ``error`` (default: the stored one),
+        ``occurred_at`` (default: its last update) and ``event_id`` may be given."""
         return self.event(
             PaymentFacts.of_stored(payment),
             status=payment.status,
             provider=payment.provider,
             provider_reference=payment.provider_reference,
-            error=payment.error,
-            occurred_at=payment.updated_at,
+            error=payment.error if error is None else error,
+            occurred_at=payment.updated_at if occurred_at is None else occurred_at,
+            event_id=event_id,
         )

@@ -125,6 +125,8 @@ class CreatePayment:
     generation: int = 0
     # The API client that sent the command through the facade; None from upstream services.
     client_id: str | None = None
+    # False: authorize only; the money is taken later by a CapturePayment command.
+    capture: bool = True
 
     @classmethod
     def create(
@@ -141,6 +143,7 @@ class CreatePayment:
         metadata: Mapping[str, str],
         new_attempt: bool = False,
         client_id: str | None = None,
+        capture: bool = True,
     ) -> CreatePayment:
         try:
             method = PaymentMethod(str(payment_method))
@@ -164,6 +167,7 @@ class CreatePayment:
             metadata=_metadata(metadata),
             new_attempt=new_attempt,
             client_id=None if client_id is None else _identifier(client_id, "clientId"),
+            capture=capture,
         )
 
     @property
@@ -189,5 +193,8 @@ class CreatePayment:
             "metadata": dict(sorted(self.metadata.items())),
             "newAttempt": self.new_attempt,
         }
+        if not self.capture:
+            # Only when set, so fingerprints stored before the flag existed stay valid.
+            canonical["capture"] = False
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     INVALID_ACCOUNT = "invalid_account"
     FRAUD_SUSPECTED = "fraud_suspected"
     PAYMENT_NOT_REFUNDABLE = "payment_not_refundable"
+    PAYMENT_NOT_CAPTURABLE = "payment_not_capturable"
     REFUND_EXCEEDS_CAPTURED = "refund_exceeds_captured"
     CURRENCY_MISMATCH = "currency_mismatch"
     REFUND_FAILED = "refund_failed"
@@ -225,6 +226,14 @@ CATALOGUE: Final = MappingProxyType(
                 409,
                 "The payment has not succeeded, so there is nothing to refund.",
                 "Refund only payments whose status is succeeded or partially_refunded.",
+            ),
+            _spec(
+                _E.PAYMENT_NOT_CAPTURABLE,
+                _C.CONFLICT,
+                False,
+                409,
+                "The payment is not authorized-only, so there is nothing to capture.",
+                "Capture only payments created with capture: false whose status is authorized.",
             ),
             _spec(
                 _E.REFUND_EXCEEDS_CAPTURED,

@@ -20,6 +20,14 @@ def result_event_id(payment_request_id: str, status: PaymentStatus) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{payment_request_id}:{status.value}"))
 
 
+def capture_event_id(payment_request_id: str, what: str, occurred_at: datetime) -> str:
+    """For events of a capture that did not take the money (refused, or undone): each such
+    occurrence is news of its own, which the per-status id would merge with the payment's
+    first ``authorized`` event."""
+    name = f"{payment_request_id}:capture:{what}:{occurred_at.isoformat()}"
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
+
+
 def conflict_event_id(payment_request_id: str, parameters_fingerprint: str) -> str:
     """Stable per refused reuse of a key: the same conflicting command re-sent keeps its id."""
     name = f"{payment_request_id}:conflict:{parameters_fingerprint}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from domain.errors import ErrorCode, PaygateError
-from domain.status import CAPTURED, PaymentStatus
+from domain.status import CAPTURED, HELD, PaymentStatus
 
 
 def refusal_for_new_payment(
@@ -26,6 +26,11 @@ def refusal_for_new_payment(
         # A refunded payment still paid the order once: charging it again is a new order.
         return PaygateError(
             ErrorCode.ORDER_ALREADY_PAID, "the order already has a succeeded payment"
+        )
+    if statuses & HELD:
+        return PaygateError(
+            ErrorCode.ORDER_ALREADY_PAID,
+            "the order has an authorized payment; capture it instead of charging again",
         )
     if statuses & {PaymentStatus.PROCESSING, PaymentStatus.PENDING}:
         return PaygateError(

@@ -3,8 +3,11 @@
 ::
 
     pending ──► processing ──► succeeded ──► partially_refunded ──► refunded
-       ▲            │    └───► failed   └─────────────────────────────►┘
-       └────────────┘  (provider outcome unknown: back to pending until reconciled)
+       ▲            │    │ └──► failed   └────────────────────────────►┘
+       └────────────┘    └──► authorized ──► capturing ──► succeeded
+                                   ▲              │
+     (provider outcome unknown:    └──────────────┘ (capture certainly not made)
+      back to pending until reconciled)
 
 ``pending`` means "accepted, outcome not known yet": a command not yet processed, or a
 provider call that timed out. It is never turned into ``failed`` by guessing; only an answer
@@ -26,16 +29,28 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
+    AUTHORIZED = "authorized"
+    CAPTURING = "capturing"
 
     @property
-    def is_final(self) -> bool:
-        """The charge's outcome is known (refunds may still change the status)."""
+    def charge_known(self) -> bool:
+        """The provider has answered the charge (a capture or refunds may follow)."""
         return self not in (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
 
     @property
+    def is_final(self) -> bool:
+        """Nothing is in flight: the charge is answered and no capture is under way."""
+        return self.charge_known and self is not PaymentStatus.CAPTURING
+
+    @property
     def charge_outcome(self) -> PaymentStatus:
-        """What the charge itself came to: a refunded payment's charge succeeded."""
-        return PaymentStatus.SUCCEEDED if self in CAPTURED else self
+        """What the charge itself came to: a refunded payment's charge succeeded, a payment
+        being captured is (still) authorized."""
+        if self in CAPTURED:
+            return PaymentStatus.SUCCEEDED
+        if self is PaymentStatus.CAPTURING:
+            return PaymentStatus.AUTHORIZED
+        return self
 
 
 _P = PaymentStatus
@@ -43,11 +58,15 @@ _P = PaymentStatus
 # Statuses of a payment whose money was taken: the ones a refund may start from (with
 # something left to refund) and that make an order paid.
 CAPTURED: Final = frozenset({_P.SUCCEEDED, _P.PARTIALLY_REFUNDED, _P.REFUNDED})
+# Statuses of a payment whose money is held, not taken: only a capture may follow.
+HELD: Final = frozenset({_P.AUTHORIZED, _P.CAPTURING})
 
 ALLOWED_TRANSITIONS: Final = MappingProxyType(
     {
-        _P.PENDING: frozenset({_P.PROCESSING, _P.SUCCEEDED, _P.FAILED}),
-        _P.PROCESSING: frozenset({_P.PENDING, _P.SUCCEEDED, _P.FAILED}),
+        _P.PENDING: frozenset({_P.PROCESSING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED}),
+        _P.PROCESSING: frozenset({_P.PENDING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED}),
+        _P.AUTHORIZED: frozenset({_P.CAPTURING}),
+        _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED}),
         _P.SUCCEEDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),
         _P.FAILED: frozenset[PaymentStatus](),
         _P.PARTIALLY_REFUNDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),

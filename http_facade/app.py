@@ -17,6 +17,7 @@ from aiohttp import web
 from http_facade.access_log import access_log_middleware
 from http_facade.auth import Authenticator, auth_middleware
 from http_facade.body_deadline import body_deadline_middleware
+from http_facade.capture_routes import add_capture_routes
 from http_facade.errors import error_middleware
 from http_facade.openapi_routes import add_openapi_routes
 from http_facade.ops_routes import add_ops_routes
@@ -96,6 +97,7 @@ def build_app(
     app[ACCOUNT_KEY] = account_key
     add_payment_routes(app)
     add_refund_routes(app)
+    add_capture_routes(app)
     add_ops_routes(app)
     add_openapi_routes(app)
     return app

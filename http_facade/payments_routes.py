@@ -96,7 +96,7 @@ async def create_payment(request: web.Request) -> web.Response:
             )
         headers[REPLAYED_HEADER] = "true"
         if stored is not None and stored.status.is_final:
-            return web.json_response(await _with_refunds(request, stored), headers=headers)
+            return web.json_response(await payment_json(request, stored), headers=headers)
     else:
         # A key never used for this order, or used and expired: a new payment, whose id the
         # consumer derives the same way from the same order.
@@ -117,7 +117,7 @@ async def create_payment(request: web.Request) -> web.Response:
         view = await queries.get_payment(payment_request_id)
         if view is not None:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
-            return web.json_response(await _with_refunds(request, view), headers=headers)
+            return web.json_response(await payment_json(request, view), headers=headers)
     return web.json_response(accepted_body(payment_request_id), status=202, headers=headers)
 
 
@@ -137,7 +137,7 @@ async def get_payment(request: web.Request) -> web.Response:
     request[PAYMENT_REQUEST_ID] = payment_request_id
     view = await client_payment(request, payment_request_id)
     request[ORDER_ID] = view.order_id
-    return web.json_response(await _with_refunds(request, view))
+    return web.json_response(await payment_json(request, view))
 
 
 async def client_payment(request: web.Request, payment_request_id: str) -> PaymentView:
@@ -171,7 +171,7 @@ async def list_payments(request: web.Request) -> web.Response:
     page = page[: query.limit]
     return web.json_response(
         {
-            "data": [await _with_refunds(request, view) for view in page],
+            "data": [await payment_json(request, view) for view in page],
             "hasMore": has_more,
             "nextStartingAfter": page[-1].payment_request_id if has_more else None,
         }
@@ -196,7 +196,8 @@ def read_idempotency_key(request: web.Request) -> str:
     return check_idempotency_key(offered, param=IDEMPOTENCY_KEY_HEADER)
 
 
-async def _with_refunds(request: web.Request, view: PaymentView) -> dict[str, object]:
+async def payment_json(request: web.Request, view: PaymentView) -> dict[str, object]:
+    """The payment's body, with its refunds."""
     return payment_body(view, await request.app[REFUNDS].of_payment(view.payment_request_id))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from domain.captures import CapturePayment
 from domain.commands import CreatePayment
 from domain.idempotency import OrderPayment
 from domain.payment import PaymentView
@@ -22,6 +23,10 @@ class CommandPublisher(Protocol):
 
     async def publish_refund(self, command: RefundPayment) -> None:
         """Likewise, keyed by the payment's order id: it is processed after the payment."""
+        ...
+
+    async def publish_capture(self, command: CapturePayment) -> None:
+        """Likewise, keyed by the payment's order id."""
         ...
 
 

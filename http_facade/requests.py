@@ -68,6 +68,7 @@ class CreatePaymentBody(StrictBody):
     payee_account: AccountBody = Field(alias="payeeAccount")
     metadata: dict[str, str] | None = None
     new_attempt: bool = Field(default=False, alias="newAttempt")
+    capture: bool = True
 
     def to_command(
         self, *, idempotency_key: str, requested_at: datetime, client_id: str | None
@@ -85,6 +86,7 @@ class CreatePaymentBody(StrictBody):
             metadata=self.metadata or {},
             new_attempt=self.new_attempt,
             client_id=client_id,
+            capture=self.capture,
         )
 
 

@@ -90,6 +90,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.capture_commands_consumed = Counter(
+            f"{prefix}_capture_commands_consumed_total",
+            "Capture commands taken from the command topic, by outcome "
+            "(succeeded, authorized, pending, replayed, refused).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.refunds_reconciled = Counter(
             f"{prefix}_refunds_reconciled_total",
             "Refunds without a final answer examined by the reconciler, by result "

@@ -170,7 +170,7 @@ class PaymentStore:
             if refusal is not None:
                 await conn.execute(
                     insert(payments).values(
-                        **row, status=PaymentStatus.FAILED.value, **_error_columns(refusal)
+                        **row, status=PaymentStatus.FAILED.value, **error_columns(refusal)
                     )
                 )
                 await self._enqueue(conn, refusal_event(resolved, refusal, now), now)
@@ -230,7 +230,7 @@ class PaymentStore:
                     provider_reference=provider_reference,
                     updated_at=now,
                     next_retry_at=None,
-                    **_error_columns(error),
+                    **error_columns(error),
                 )
             )
             if moved.rowcount != 1:
@@ -238,8 +238,8 @@ class PaymentStore:
                 # Already there, or "outcome unknown" arriving after the outcome became
                 # known (a timed-out call whose answer the reconciler already recorded).
                 # A charge that succeeded and was refunded since counts as "already there".
-                if current.charge_outcome is status or (
-                    status is PaymentStatus.PENDING and current.is_final
+                if current.charge_outcome is status.charge_outcome or (
+                    status is PaymentStatus.PENDING and current.charge_known
                 ):
                     return False
                 raise InvalidTransitionError(current, status)
@@ -354,7 +354,7 @@ class PaymentStore:
             row = (
                 await conn.execute(select(payments).where(payments.c.id == payment_id))
             ).one_or_none()
-        return None if row is None else _payment_view(row._mapping)
+        return None if row is None else payment_view_of(row._mapping)
 
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         """The payments of ``client_id``'s order ``order_id`` (None: upstream services')."""
@@ -389,7 +389,7 @@ class PaymentStore:
                     > tuple_(cursor.created_at, cursor.id)
                 )
             rows = (await conn.execute(query)).all()
-        return [_payment_view(row._mapping) for row in rows]
+        return [payment_view_of(row._mapping) for row in rows]
 
     async def expire_idempotency_keys(self, created_before: datetime) -> int:
         """Mark the keys of payments created before ``created_before`` expired."""
@@ -462,7 +462,7 @@ class PaymentStore:
             rows = (await conn.execute(query)).all()
         return [
             InDoubt(
-                payment=_payment_view(row._mapping),
+                payment=payment_view_of(row._mapping),
                 attempt_key=row.attempt_key,
                 attempt_started_at=_as_utc(row.attempt_started_at),
                 attempt_provider=row.attempt_provider,
@@ -499,7 +499,7 @@ def _as_utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _payment_view(row: Any) -> PaymentView:
+def payment_view_of(row: Any) -> PaymentView:
     error = (
         None
         if row["error_code"] is None
@@ -579,7 +579,7 @@ def _new_payment_row(
     }
 
 
-def _error_columns(error: PaygateError | ErrorInfo | None) -> dict[str, Any]:
+def error_columns(error: PaygateError | ErrorInfo | None) -> dict[str, Any]:
     return {
         "error_code": None if error is None else error.code.value,
         "error_message": None if error is None else error.message,
@@ -608,7 +608,7 @@ async def _existing_in(
         )
     ).one_or_none()
     return Existing(
-        payment=_payment_view(row._mapping),
+        payment=payment_view_of(row._mapping),
         same_parameters=row.parameters_hash == parameters_hash,
         open_attempt_key=None if open_attempt is None else open_attempt.attempt_key,
         open_attempt_started_at=None if open_attempt is None else _as_utc(open_attempt.created_at),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiokafka.errors import KafkaError
 
+from domain.captures import CapturePayment
 from domain.commands import CreatePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.refunds import RefundPayment
@@ -24,6 +25,9 @@ class KafkaCommandPublisher:
 
     async def publish_refund(self, command: RefundPayment) -> None:
         await self._send(self._messages.encode_refund(command), command.order_id, "refund")
+
+    async def publish_capture(self, command: CapturePayment) -> None:
+        await self._send(self._messages.encode_capture(command), command.order_id, "capture")
 
     async def _send(self, value: bytes, order_id: str, what: str) -> None:
         try:

@@ -24,6 +24,7 @@ CREATE_PAYMENT: Final = "paygate.payments.v1.CreatePayment"
 PAYMENT_RESULT: Final = "paygate.payments.v1.PaymentResult"
 REFUND_PAYMENT: Final = "paygate.payments.v1.RefundPayment"
 REFUND_RESULT: Final = "paygate.payments.v1.RefundResult"
+CAPTURE_PAYMENT: Final = "paygate.payments.v1.CapturePayment"
 
 
 class CodecError(PaygateError):

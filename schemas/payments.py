@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.accounts import Account
+from domain.captures import CapturePayment
 from domain.commands import CreatePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, RefundResult
@@ -20,6 +21,7 @@ from domain.money import money_from_decimal
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from schemas.codec import (
+    CAPTURE_PAYMENT,
     CREATE_PAYMENT,
     PAYMENT_RESULT,
     REFUND_PAYMENT,
@@ -35,7 +37,7 @@ from schemas.refunds import (
 )
 from schemas.registry import FileSchemaRegistry
 
-Command = CreatePayment | RefundPayment
+Command = CreatePayment | RefundPayment | CapturePayment
 ResultEvent = PaymentResult | RefundResult
 
 
@@ -59,6 +61,7 @@ def create_payment_from_record(record: Mapping[str, Any]) -> CreatePayment:
         metadata=record.get("metadata") or {},
         new_attempt=bool(record.get("newAttempt", False)),
         client_id=record.get("clientId"),
+        capture=bool(record.get("capture", True)),
     )
 
 
@@ -80,6 +83,7 @@ def create_payment_to_record(command: CreatePayment) -> dict[str, Any]:
         "requestedAt": command.requested_at,
         "newAttempt": command.new_attempt,
         "clientId": command.client_id,
+        "capture": command.capture,
     }
 
 
@@ -138,11 +142,32 @@ class PaymentMessages:
     def encode_refund(self, command: RefundPayment) -> bytes:
         return self._codec.encode(REFUND_PAYMENT, refund_payment_to_record(command))
 
+    def encode_capture(self, command: CapturePayment) -> bytes:
+        return self._codec.encode(
+            CAPTURE_PAYMENT,
+            {
+                "paymentRequestId": command.payment_request_id,
+                "orderId": command.order_id,
+                "requestedAt": command.requested_at,
+            },
+        )
+
     def decode_any_command(self, data: bytes) -> Command:
-        """A command of either kind: the writer's schema id says which."""
-        name, record = self._codec.decode_one_of(data, (CREATE_PAYMENT, REFUND_PAYMENT))
+        """A command of any kind: the writer's schema id says which."""
+        name, record = self._codec.decode_one_of(
+            data, (CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT)
+        )
         if name == REFUND_PAYMENT:
             return refund_payment_from_record(record)
+        if name == CAPTURE_PAYMENT:
+            requested_at = record["requestedAt"]
+            if not isinstance(requested_at, datetime):
+                raise PaygateError(ErrorCode.INVALID_REQUEST, "requestedAt is not a timestamp")
+            return CapturePayment.create(
+                payment_request_id=record["paymentRequestId"],
+                order_id=record["orderId"],
+                requested_at=requested_at,
+            )
         return create_payment_from_record(record)
 
     def encode_refund_result(self, event: RefundResult) -> bytes:

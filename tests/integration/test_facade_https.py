@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from prometheus_client import CollectorRegistry
 
 from domain.accounts import AccountRef
+from domain.captures import CapturePayment
 from domain.commands import CreatePayment, payment_request_id_for
 from domain.idempotency import OrderPayment
 from domain.money import Money
@@ -93,6 +94,9 @@ class RecordingStore:
 
     async def publish_refund(self, command: RefundPayment) -> None:
         raise AssertionError("these tests make no refunds")
+
+    async def publish_capture(self, command: CapturePayment) -> None:
+        raise AssertionError("these tests make no captures")
 
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)

@@ -73,12 +73,21 @@ def test_allowed_transitions(current, target):
     assert target in ALLOWED_TRANSITIONS[current]
 
 
-@pytest.mark.parametrize("final", [s for s in PaymentStatus if s.is_final])
-def test_a_known_charge_outcome_never_changes(final):
-    """Only refunds move a final payment, and never to another charge outcome."""
+@pytest.mark.parametrize("final", [s for s in PaymentStatus if s.charge_known])
+def test_a_known_charge_outcome_only_moves_forward(final):
+    """A captured payment moves only by refunds, an authorized one only by its capture;
+    nothing returns to an unknown outcome or turns into another charge outcome."""
     for target in ALLOWED_TRANSITIONS[final]:
-        assert target.charge_outcome is final.charge_outcome is PaymentStatus.SUCCEEDED
-        assert target in (PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
+        assert target.charge_known
+        if final.charge_outcome is PaymentStatus.SUCCEEDED:
+            assert target in (PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED)
+        else:
+            assert final.charge_outcome is PaymentStatus.AUTHORIZED
+            assert {final, target} <= {
+                PaymentStatus.AUTHORIZED,
+                PaymentStatus.CAPTURING,
+                PaymentStatus.SUCCEEDED,
+            }
 
 
 def test_every_status_has_a_transition_entry_and_finality_matches():
@@ -86,6 +95,7 @@ def test_every_status_has_a_transition_entry_and_finality_matches():
     assert {s for s in PaymentStatus if not s.is_final} == {
         PaymentStatus.PENDING,
         PaymentStatus.PROCESSING,
+        PaymentStatus.CAPTURING,
     }
     assert {s for s, targets in ALLOWED_TRANSITIONS.items() if not targets} == {
         PaymentStatus.FAILED,

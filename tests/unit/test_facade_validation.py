@@ -18,6 +18,7 @@ from multidict import CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 
 from domain.accounts import AccountRef, AccountType
+from domain.captures import CapturePayment
 from domain.commands import CreatePayment, PaymentMethod, payment_request_id_for
 from domain.error_info import ErrorInfo
 from domain.errors import CATALOGUE, ErrorCode
@@ -64,10 +65,14 @@ class FakePublisher:
     def __init__(self) -> None:
         self.published: list[CreatePayment] = []
         self.refunds_published: list[RefundPayment] = []
+        self.captures_published: list[CapturePayment] = []
         self.completes: FakeQueries | None = None
 
     async def publish_refund(self, command: RefundPayment) -> None:
         self.refunds_published.append(command)
+
+    async def publish_capture(self, command: CapturePayment) -> None:
+        self.captures_published.append(command)
 
     async def publish_create_payment(self, command: CreatePayment) -> None:
         self.published.append(command)

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from domain.captures import CapturePayment
 from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -190,6 +191,12 @@ class World:
             parameters_hash=command.parameters_fingerprint(),
         )
 
+    async def publish_capture(self, command: CapturePayment) -> None:
+        if self.publish_error is not None:
+            raise self.publish_error
+        payment = self.payments[command.payment_request_id]
+        self.payments[payment.payment_request_id] = replace(payment, status=PaymentStatus.SUCCEEDED)
+
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
 
@@ -316,6 +323,7 @@ PAYMENTS = "/v1/payments"
 PAYMENT = "/v1/payments/{paymentRequestId}"
 REFUNDS = "/v1/payments/{paymentRequestId}/refunds"
 REFUND = "/v1/refunds/{refundId}"
+CAPTURE = "/v1/payments/{paymentRequestId}/capture"
 
 
 async def _create(facade: Facade, order_id: str, key: str, **headers: str) -> dict[str, Any]:
@@ -623,6 +631,41 @@ async def test_refund_refusals(facade: Facade) -> None:
 
 
 # --- public routes --------------------------------------------------------------------------
+
+
+async def test_authorize_then_capture(facade: Facade) -> None:
+    facade.world.outcome = PaymentStatus.AUTHORIZED
+    status, created, _ = await facade.call(
+        "POST",
+        PAYMENTS,
+        json={**payment_body("order-capture"), "capture": False},
+        headers={"Idempotency-Key": "k-c"},
+    )
+    assert status == 202
+    payment_id = created["paymentRequestId"]
+    status, read, _ = await facade.call("GET", PAYMENT, f"/v1/payments/{payment_id}")
+    assert (status, read["status"], read["paymentResult"]) == (200, "authorized", False)
+
+    capture = f"/v1/payments/{payment_id}/capture"
+    status, accepted, response = await facade.call("POST", CAPTURE, capture)
+    assert (status, accepted["status"]) == (202, "capturing")
+    assert response.headers["Location"] == f"/v1/payments/{payment_id}"
+    # Captured now (the fake pipeline is instant): capturing again answers the payment.
+    status, captured, _ = await facade.call("POST", CAPTURE, capture)
+    assert (status, captured["status"], captured["paymentResult"]) == (200, "succeeded", True)
+
+
+async def test_capture_refusals(facade: Facade) -> None:
+    facade.world.outcome = PaymentStatus.FAILED
+    failed = await _create(facade, "order-cf", "k-cf")
+    cases = [
+        (f"/v1/payments/{failed['paymentRequestId']}/capture", 409, "payment_not_capturable"),
+        (f"/v1/payments/{_PAYMENT_ID}/capture", 404, "not_found"),
+        ("/v1/payments/nope/capture", 404, "not_found"),
+    ]
+    for path, status, code in cases:
+        answered, body, _ = await facade.call("POST", CAPTURE, path)
+        assert (answered, body["error"]["code"]) == (status, code), path
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,47 @@
+"""Settles captures left ``capturing`` (a timeout, or a crash after the write-ahead move).
+
+Every pass takes the payments ``capturing`` since before ``min_age`` and lets the capture
+handler resolve each: the provider says the charge is captured (record it), or it is not
+(send the capture again under the payment's one capture key, which cannot capture twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from consumer.capture_handler import CaptureCommandHandler
+from consumer.periodic import run_periodically
+from persistence.capture_store import CaptureStore
+
+PAGE_SIZE = 500
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CaptureReconciler:
+    def __init__(
+        self,
+        *,
+        store: CaptureStore,
+        handler: CaptureCommandHandler,
+        min_age: timedelta,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._store = store
+        self._handler = handler
+        self._min_age = min_age
+        self._clock = clock
+
+    async def run_once(self, limit: int = PAGE_SIZE) -> int:
+        """One pass; returns how many captures were examined."""
+        examined = await self._store.capturing(self._clock() - self._min_age, limit)
+        for payment in examined:
+            await self._handler.resolve(payment)
+        return len(examined)
+
+    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
+        await run_periodically(stop, interval_s, self.run_once, "unsettled captures examined")

@@ -1,0 +1,48 @@
+"""Capture: taking the money an authorize-only payment holds.
+
+A payment created with ``capture: false`` ends ``authorized``. A :class:`CapturePayment`
+command then takes the whole authorized amount: ``authorized`` → ``capturing`` (write-ahead,
+before the provider is asked) → ``succeeded``. A capture the provider certainly did not
+make returns the payment to ``authorized``; one whose outcome is unknown stays
+``capturing`` until reconciliation asks the provider. Capturing a captured payment again is
+a replay: the provider is called with one capture key per payment, so it captures once.
+Partial captures exist at the provider port (``CaptureRequest.amount``), not yet here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from domain.commands import is_payment_request_id
+from domain.errors import ErrorCode, PaygateError
+
+
+def capture_key_for(payment_request_id: str) -> str:
+    """The provider's idempotency key for the payment's capture: one capture per payment."""
+    return f"{payment_request_id}-capture"
+
+
+@dataclass(frozen=True, slots=True)
+class CapturePayment:
+    payment_request_id: str
+    order_id: str
+    requested_at: datetime
+
+    @classmethod
+    def create(
+        cls, *, payment_request_id: object, order_id: object, requested_at: datetime
+    ) -> CapturePayment:
+        if not isinstance(payment_request_id, str) or not is_payment_request_id(payment_request_id):
+            raise PaygateError(
+                ErrorCode.NOT_FOUND,
+                "no payment with this paymentRequestId",
+                param="paymentRequestId",
+            )
+        if not isinstance(order_id, str) or not 0 < len(order_id) <= 64:
+            raise PaygateError(
+                ErrorCode.INVALID_REQUEST, "orderId must be 1 to 64 characters", param="orderId"
+            )
+        if requested_at.tzinfo is None:
+            raise ValueError("requested_at must be timezone-aware")
+        return cls(payment_request_id, order_id, requested_at)

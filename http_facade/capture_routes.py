@@ -1,0 +1,69 @@
+"""``POST /v1/payments/{paymentRequestId}/capture``: take the money an authorization holds.
+
+A payment created with ``"capture": false`` ends ``authorized``; this publishes a
+CapturePayment command (keyed by the payment's order) and answers ``202`` with status
+``capturing``. The consumer asks the provider and the payment becomes ``succeeded`` (or
+goes back to ``authorized`` with an error, if the provider refused). Capturing a payment
+that is captured already answers ``200`` with it: a capture is idempotent per payment.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+
+from domain.captures import CapturePayment
+from domain.commands import is_payment_request_id
+from domain.errors import ErrorCode, PaygateError
+from domain.status import CAPTURED, PaymentStatus
+from http_facade.payments_routes import client_payment, payment_json
+from http_facade.state import CLOCK, ORDER_ID, PAYMENT_REQUEST_ID, PUBLISHER
+
+CAPTURE_PATH: Final = "/v1/payments/{paymentRequestId}/capture"
+
+
+def add_capture_routes(app: web.Application) -> None:
+    app.router.add_post(CAPTURE_PATH, capture_payment)
+
+
+async def capture_payment(request: web.Request) -> web.Response:
+    """Capture the whole authorized amount. No body.
+
+    404 ``not_found`` for an unknown payment (or another client's); 409
+    ``payment_not_capturable`` unless the payment is ``authorized`` (or captured already).
+    """
+    payment_request_id = request.match_info["paymentRequestId"]
+    if not is_payment_request_id(payment_request_id):
+        raise PaygateError(
+            ErrorCode.NOT_FOUND, "no payment with this paymentRequestId", param="paymentRequestId"
+        )
+    payment = await client_payment(request, payment_request_id)
+    request[PAYMENT_REQUEST_ID] = payment_request_id
+    request[ORDER_ID] = payment.order_id
+    location = {"Location": f"/v1/payments/{payment_request_id}"}
+    if payment.status in CAPTURED:
+        return web.json_response(await payment_json(request, payment), headers=location)
+    if payment.status is PaymentStatus.CAPTURING:
+        return web.json_response(_capturing(payment_request_id), status=202, headers=location)
+    if payment.status is not PaymentStatus.AUTHORIZED:
+        raise PaygateError(
+            ErrorCode.PAYMENT_NOT_CAPTURABLE,
+            f"the payment is {payment.status.value}; only an authorized payment can be captured",
+        )
+    await request.app[PUBLISHER].publish_capture(
+        CapturePayment.create(
+            payment_request_id=payment_request_id,
+            order_id=payment.order_id,
+            requested_at=request.app[CLOCK](),
+        )
+    )
+    return web.json_response(_capturing(payment_request_id), status=202, headers=location)
+
+
+def _capturing(payment_request_id: str) -> dict[str, object]:
+    return {
+        "paymentRequestId": payment_request_id,
+        "status": PaymentStatus.CAPTURING.value,
+        "error": None,
+    }

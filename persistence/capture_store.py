@@ -1,0 +1,168 @@
+"""The capture store: the write-ahead move to ``capturing``, and the capture's outcome.
+
+:meth:`CaptureStore.begin` moves an ``authorized`` payment to ``capturing`` with one
+conditional update, before the provider is asked, so a crash leaves a payment that says a
+capture may be under way (and the reconciler asks the provider), never a silent one. Of two
+captures of one payment crossing, only one finds it ``authorized``. :meth:`CaptureStore.finish`
+records the answer and its result event in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.captures import CapturePayment
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.payment import PaymentView
+from domain.status import CAPTURED, PaymentStatus
+from persistence.group_commit import GroupCommit
+from persistence.payment_store import (
+    OutboxMessage,
+    enqueue_outbox,
+    error_columns,
+    payment_view_of,
+)
+from persistence.tables import payments
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureStarted:
+    """The payment is ``capturing``: ask its provider to capture it."""
+
+    payment: PaymentView
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureExisting:
+    """A capture is under way (``capturing``) or done (captured): resolve or replay it."""
+
+    payment: PaymentView
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRefused:
+    """Not capturable; ``payment`` is None when there is no such payment in the order."""
+
+    error: PaygateError
+    payment: PaymentView | None
+
+
+CaptureBegin = CaptureStarted | CaptureExisting | CaptureRefused
+PaymentEventBuilder = Callable[[PaymentView], OutboxMessage]
+
+
+class CaptureStore:
+    def __init__(
+        self, engine: AsyncEngine, writes: GroupCommit, clock: Callable[[], datetime] = _utc_now
+    ) -> None:
+        """``writes`` is the payment store's group commit: one writer queue per database."""
+        self._engine = engine
+        self._writes = writes
+        self._clock = clock
+
+    async def begin(
+        self,
+        command: CapturePayment,
+        refusal_event: Callable[[PaymentView, PaygateError], OutboxMessage],
+    ) -> CaptureBegin:
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> CaptureBegin:
+            moved = await conn.execute(
+                update(payments)
+                .where(payments.c.id == command.payment_request_id)
+                .where(payments.c.order_id == command.order_id)
+                .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
+                .values(status=PaymentStatus.CAPTURING.value, updated_at=now)
+            )
+            payment = await _payment(conn, command.payment_request_id)
+            if moved.rowcount == 1:
+                assert payment is not None
+                return CaptureStarted(payment)
+            if payment is None or payment.order_id != command.order_id:
+                unknown = PaygateError(
+                    ErrorCode.NOT_FOUND,
+                    "no payment with this paymentRequestId in this order",
+                    param="paymentRequestId",
+                )
+                return CaptureRefused(unknown, None)
+            if payment.status is PaymentStatus.CAPTURING or payment.status in CAPTURED:
+                return CaptureExisting(payment)
+            error = PaygateError(
+                ErrorCode.PAYMENT_NOT_CAPTURABLE,
+                f"the payment is {payment.status.value}; only an authorized payment can be "
+                "captured",
+            )
+            await enqueue_outbox(conn, refusal_event(payment, error), now)
+            return CaptureRefused(error, payment)
+
+        return await self._writes.run(record)
+
+    async def finish(
+        self,
+        payment_request_id: str,
+        *,
+        captured: bool,
+        error: ErrorInfo | None,
+        event: PaymentEventBuilder,
+    ) -> bool:
+        """``succeeded`` when ``captured``, else back to ``authorized`` with ``error``.
+
+        Only from ``capturing``: returns False, changing nothing, when another resolver of
+        the same capture recorded its outcome first."""
+        now = self._clock()
+        status = PaymentStatus.SUCCEEDED if captured else PaymentStatus.AUTHORIZED
+
+        async def record(conn: AsyncConnection) -> bool:
+            moved = await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_request_id)
+                .where(payments.c.status == PaymentStatus.CAPTURING.value)
+                .values(status=status.value, updated_at=now, **error_columns(error))
+            )
+            if moved.rowcount != 1:
+                return False
+            payment = await _payment(conn, payment_request_id)
+            assert payment is not None
+            await enqueue_outbox(conn, event(payment), now)
+            return True
+
+        return await self._writes.run(record)
+
+    async def enqueue(self, message: OutboxMessage) -> None:
+        """Queue an event on its own, e.g. to re-publish a replayed outcome."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> None:
+            await enqueue_outbox(conn, message, now)
+
+        await self._writes.run(record)
+
+    async def capturing(self, updated_before: datetime, limit: int) -> list[PaymentView]:
+        """Payments whose capture has had no answer since before ``updated_before``."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(payments)
+                .where(payments.c.status == PaymentStatus.CAPTURING.value)
+                .where(payments.c.updated_at < updated_before)
+                .order_by(payments.c.updated_at)
+                .limit(limit)
+            )
+            return [payment_view_of(row._mapping) for row in rows]
+
+
+async def _payment(conn: AsyncConnection, payment_request_id: str) -> PaymentView | None:
+    row = (
+        await conn.execute(select(payments).where(payments.c.id == payment_request_id))
+    ).one_or_none()
+    return None if row is None else payment_view_of(row._mapping)
