@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 
+from consumer.capture_handler import CaptureCommandHandler
+from consumer.capture_reconciler import CaptureReconciler
 from consumer.dead_letters import DeadLetterRouter
 from consumer.dispatch import CommandDispatcher
 from consumer.key_expiry import KeyExpiry
@@ -26,7 +28,9 @@ from paygate.metrics import Metrics
 from paygate.providers import build_router
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
+from persistence.capture_store import CaptureStore
 from persistence.engine import create_engine, create_schema
+from persistence.outbox_lease import OutboxLease
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
 from producer.kafka_producer import KafkaProducer
@@ -72,7 +76,11 @@ class ConsumerService:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
-        relay = OutboxRelay(store, producer, self.metrics)
+        # Every consumer process runs a relay; the lease lets one of them publish at a time.
+        lease = OutboxLease(store.writes, duration=timedelta(seconds=settings.outbox_lease_s))
+        relay = OutboxRelay(
+            store, producer, self.metrics, lease, renew_interval_s=settings.outbox_lease_renew_s
+        )
         events = ResultEvents(messages, settings.results_topic)
         retry_policy = RetryPolicy(
             max_attempts=settings.provider_max_attempts,
@@ -102,6 +110,16 @@ class ConsumerService:
             retry_policy=retry_policy,
             resend_window=resend_window,
         )
+        capture_handler = CaptureCommandHandler(
+            store=CaptureStore(engine, store.writes),
+            providers=self.providers,
+            events=events,
+            metrics=self.metrics,
+            retry_policy=retry_policy,
+        )
+        capture_reconciler = CaptureReconciler(
+            store=CaptureStore(engine, store.writes), handler=capture_handler, min_age=min_age
+        )
         reconciler = Reconciler(
             store=store,
             providers=self.providers,
@@ -122,7 +140,7 @@ class ConsumerService:
             consumer=consumer,
             topic=settings.commands_topic,
             messages=messages,
-            handler=CommandDispatcher(handler, refund_handler),
+            handler=CommandDispatcher(handler, refund_handler, capture_handler),
             dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
             metrics=self.metrics,
             after_work=relay.notify,
@@ -132,6 +150,7 @@ class ConsumerService:
         relay_task: asyncio.Task[None] | None = None
         reconciler_task: asyncio.Task[None] | None = None
         refund_reconciler_task: asyncio.Task[None] | None = None
+        capture_reconciler_task: asyncio.Task[None] | None = None
         expiry_task: asyncio.Task[None] | None = None
         key_expiry = KeyExpiry(store, timedelta(days=settings.idempotency_key_retention_days))
         outbox_retention = timedelta(days=settings.outbox_retention_days)
@@ -153,6 +172,10 @@ class ConsumerService:
                 refund_reconciler.run(stop, settings.reconcile_interval_s),
                 name="refund-reconciler",
             )
+            capture_reconciler_task = asyncio.create_task(
+                capture_reconciler.run(stop, settings.reconcile_interval_s),
+                name="capture-reconciler",
+            )
             expiry_task = asyncio.create_task(
                 run_periodically(
                     stop,
@@ -170,7 +193,8 @@ class ConsumerService:
             await runner_task  # finishes its batch and commits; re-raises a crash
             stop_task.cancel()
         finally:
-            for task in (reconciler_task, refund_reconciler_task, expiry_task):
+            tasks = (reconciler_task, refund_reconciler_task, capture_reconciler_task, expiry_task)
+            for task in tasks:
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -180,7 +204,7 @@ class ConsumerService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await relay_task
                 with contextlib.suppress(Exception):
-                    await relay.drain()
+                    await relay.stop()  # drains, then releases the lease
             await consumer.stop()
             await producer.stop()
             await self.providers.stop_all()

@@ -143,6 +143,21 @@ class Settings(BaseSettings):
         description="Published outbox rows older than this are deleted (the events are in "
         "Kafka by then).",
     )
+    outbox_lease_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds an outbox relay's lease lasts: only its holder publishes result "
+        "events, and renews it before every batch. After a crash of the holder another "
+        "consumer's relay takes over within this (plus the renewal interval); keep it well "
+        "above the time a batch of 500 events takes to publish.",
+    )
+    outbox_lease_renew_s: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between lease attempts: a relay without the lease tries to take "
+        "it this often (so it takes over this soon after the holder stopped), the holder "
+        "renews it at least this often; at most a third of `PAYGATE_OUTBOX_LEASE_S`.",
+    )
 
     http_host: str = Field("127.0.0.1", description="Address the HTTPS facade binds.")
     http_port: int = Field(8443, ge=0, le=65535, description="Port of the HTTPS facade.")
@@ -211,6 +226,16 @@ class Settings(BaseSettings):
         if self.abandon_after_s <= 2 * self.reconcile_min_age_s:
             raise ValueError(
                 "PAYGATE_ABANDON_AFTER_S must exceed twice PAYGATE_RECONCILE_MIN_AGE_S"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _outbox_lease_renewed_in_time(self) -> Settings:
+        # A holder needs half the lease left to publish a batch (persistence.outbox_lease):
+        # renewals must come well inside it.
+        if self.outbox_lease_renew_s * 3 > self.outbox_lease_s:
+            raise ValueError(
+                "PAYGATE_OUTBOX_LEASE_RENEW_S must be at most a third of PAYGATE_OUTBOX_LEASE_S"
             )
         return self
 

@@ -28,8 +28,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-# Imported for its side effect: it adds the api_keys table to ``metadata``.
-import persistence.api_key_tables  # noqa: F401
+# Imported for their side effect: they add the api_keys and outbox_lease tables to
+# ``metadata``.
+import persistence.api_key_tables
+import persistence.outbox_lease_tables  # noqa: F401
 from persistence.engine import WRITE_OPTION
 from persistence.migrations import baseline_tables
 from persistence.tables import metadata

@@ -1,8 +1,14 @@
-"""Publishes outbox rows to Kafka and marks them published.
+"""Publishes outbox rows to Kafka and marks them published, while it holds the relay lease.
+
+Every consumer process runs a relay over the shared store; only the one holding the lease
+(:mod:`persistence.outbox_lease`) reads and publishes, so two relays never publish the same
+rows. The holder renews the lease before every batch and publishes only if it is still
+its own; the others try to take it every ``renew_interval_s``. On stop the holder
+releases it, so another relay takes over at its next try.
 
 Rows are published in id order, in batches, with an idempotent producer; a row is marked
-only after Kafka acknowledged it. A crash between the two publishes the row again on
-restart: result events carry a stable event id, so readers drop the repeat.
+only after Kafka acknowledged it. A crash between the two publishes the row again when the
+next holder takes over: result events carry a stable event id, so readers drop the repeat.
 """
 
 from __future__ import annotations
@@ -25,29 +31,57 @@ class OutboxSource(Protocol):
     async def mark_published(self, ids: list[int]) -> None: ...
 
 
+class RelayLease(Protocol):
+    holder: str
+
+    async def acquire(self) -> bool:
+        """Take or renew the lease; True if this relay holds it now."""
+        ...
+
+    async def release(self) -> None: ...
+
+
 class OutboxRelay:
     def __init__(
         self,
         source: OutboxSource,
         producer: KafkaProducer,
         metrics: Metrics,
+        lease: RelayLease,
         *,
         batch_size: int = 500,
         idle_poll_s: float = 0.5,
+        renew_interval_s: float = 1.0,
     ) -> None:
         self._source = source
         self._producer = producer
         self._metrics = metrics
+        self._lease = lease
         self._batch_size = batch_size
-        self._idle_poll_s = idle_poll_s
+        # The holder polls for rows other processes committed (their notify never reaches
+        # it), and renews the lease at each poll: at least every renew_interval_s.
+        self._idle_poll_s = min(idle_poll_s, renew_interval_s)
+        self._renew_interval_s = renew_interval_s
+        self._holding = False
         self._wakeup = asyncio.Event()
+
+    @property
+    def holding(self) -> bool:
+        """Whether the last lease attempt found this relay the holder."""
+        return self._holding
 
     def notify(self) -> None:
         """Tell the relay new rows were committed, so it does not wait for its next poll."""
         self._wakeup.set()
 
     async def publish_once(self) -> int:
-        """Publish one batch; return how many rows were published."""
+        """Publish one batch if this relay holds the lease; return how many rows it published.
+
+        The lease is renewed first, and the rows read after, so a relay that lost the lease
+        while it was paused publishes nothing, not even rows it read before.
+        """
+        if not await self._hold_lease():
+            return 0
         rows = await self._source.unpublished(self._batch_size)
         self._metrics.outbox_backlog.set(len(rows))
         if not rows:
@@ -77,11 +111,41 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if published < self._batch_size:
+            if not self._holding:
+                # A standby: new rows are the holder's business, so notify does not wake it.
+                await asyncio.sleep(self._renew_interval_s)
+            elif published < self._batch_size:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), self._idle_poll_s)
 
     async def drain(self) -> None:
-        """Publish everything committed so far (used at shutdown)."""
+        """Publish everything committed so far, if this relay holds (or gets) the lease."""
         while await self.publish_once() == self._batch_size:
             pass
+
+    async def stop(self) -> None:
+        """Drain, then release the lease so another relay takes over at once.
+
+        Call after cancelling :meth:`run`; safe to call twice.
+        """
+        try:
+            await self.drain()
+        finally:
+            self._holding = False
+            await self._lease.release()
+
+    async def _hold_lease(self) -> bool:
+        held = await self._lease.acquire()
+        if held != self._holding:
+            if held:
+                log.info("outbox relay holds the lease", extra={"holder": self._lease.holder})
+            else:
+                log.warning(
+                    "outbox relay lost the lease; another relay publishes",
+                    extra={"holder": self._lease.holder},
+                )
+        self._holding = held
+        if not held:
+            # The holder reports the backlog; a standby's last figure would be stale.
+            self._metrics.outbox_backlog.set(0)
+        return held

@@ -1,0 +1,116 @@
+"""A lease in the database that lets exactly one outbox relay publish at a time.
+
+Every consumer process runs a relay over the shared store. Without a lease, two relays read
+the same unpublished rows and both publish them. With it, a relay reads and publishes only
+while it holds the lease, and renews it before every batch:
+
+* :meth:`OutboxLease.acquire` is one conditional statement, atomic on SQLite and PostgreSQL
+  alike: insert the lease row if there is none, else take it over only where it has
+  expired or is this holder's already (a renewal). ``INSERT ... ON CONFLICT (name) DO
+  UPDATE ... WHERE``: PostgreSQL re-checks the ``WHERE`` on the newest row version after
+  waiting for a concurrent writer's commit; SQLite runs writers one at a time.
+* :meth:`OutboxLease.release` deletes the row if this holder has it, so another relay can
+  take over at its next try instead of waiting for the lease to run out.
+
+A holder that was paused past its lease (a stopped process, a long GC, a database that
+did not answer) finds at its next renewal that another relay took the lease, and does not
+publish. Expiry is judged by the relays' clocks (injectable for tests): the hosts' clocks
+must agree to well within the lease's duration.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, or_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from persistence.group_commit import GroupCommit
+from persistence.outbox_lease_tables import outbox_lease
+
+RELAY_LEASE = "outbox-relay"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_holder_id() -> str:
+    """Unique per relay; host and process id first, so people can tell who holds it."""
+    return f"{socket.gethostname()[:64]}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+
+
+class OutboxLease:
+    """The relay lease as seen by one holder.
+
+    ``writes`` is the store's writer queue (``PaymentStore.writes``): on SQLite a second
+    writer would otherwise wait in SQLite's busy handler instead of queueing behind the
+    payment writes.
+    """
+
+    def __init__(
+        self,
+        writes: GroupCommit,
+        *,
+        duration: timedelta,
+        holder: str | None = None,
+        name: str = RELAY_LEASE,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if duration <= timedelta(0):
+            raise ValueError("a lease needs a positive duration")
+        self._writes = writes
+        self._duration = duration
+        self._name = name
+        self._clock = clock
+        self.holder = holder or new_holder_id()
+
+    @property
+    def duration(self) -> timedelta:
+        return self._duration
+
+    async def acquire(self) -> bool:
+        """Take the lease, or renew it if it is ours; True if we hold it now.
+
+        True only with at least half the duration left after the statement committed: a
+        renewal that took longer than that (a database that stalled) is not trusted for a
+        batch, and the caller tries again.
+        """
+        expires_at = await self._writes.run(self._take)
+        if expires_at is None:
+            return False
+        return self._clock() < expires_at - self._duration / 2
+
+    async def release(self) -> None:
+        """Give the lease up if we hold it (a no-op otherwise, and when called twice)."""
+
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(
+                delete(outbox_lease)
+                .where(outbox_lease.c.name == self._name)
+                .where(outbox_lease.c.holder == self.holder)
+            )
+
+        await self._writes.run(record)
+
+    async def _take(self, conn: AsyncConnection) -> datetime | None:
+        """The one conditional statement; the new expiry if the row is ours now, else None."""
+        # Read the clock here, when the statement runs, not when it was queued.
+        now = self._clock()
+        expires_at = now + self._duration
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(outbox_lease).values(
+            name=self._name, holder=self.holder, expires_at=expires_at
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[outbox_lease.c.name],
+            set_={"holder": statement.excluded.holder, "expires_at": statement.excluded.expires_at},
+            where=or_(outbox_lease.c.holder == self.holder, outbox_lease.c.expires_at <= now),
+        )
+        result = await conn.execute(statement)
+        return expires_at if result.rowcount == 1 else None
