@@ -927,3 +927,30 @@ async def test_a_malformed_authorization_line_keeps_the_key_out_of_the_logs(
     assert [r.getMessage() for r in refused] == ["malformed HTTP request refused: BadHttpMessage"]
     assert secret not in caplog.text
     assert all(r.exc_info is None for r in refused)
+
+
+async def _oversize_chunks() -> AsyncIterator[bytes]:
+    # No Content-Length: the cap must hold for a body whose size is only known as it comes.
+    for _ in range(17):
+        yield b" " * 4096
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
+async def test_an_oversize_body_is_413_and_publishes_nothing(
+    served: Served, streamed: bool
+) -> None:
+    body: bytes | AsyncIterator[bytes] = (
+        _oversize_chunks() if streamed else json.dumps({**BODY, "pad": "x" * 70_000}).encode()
+    )
+    async with (
+        served.session() as session,
+        session.post(
+            f"{served.base}/v1/payments",
+            data=body,
+            headers={"Content-Type": "application/json", "Idempotency-Key": "k-big"},
+        ) as response,
+    ):
+        assert response.status == 413
+        error = (await response.json())["error"]
+    assert (error["code"], error["category"]) == ("request_too_large", "invalid_request")
+    assert served.store.published == []
