@@ -50,3 +50,6 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # aiokafka is chatty at INFO about every rebalance step; its warnings still show.
     logging.getLogger("aiokafka").setLevel(max(root.level, logging.WARNING))
+    # Alembic lists its plugins at INFO when first imported; the revisions it runs are
+    # logged by persistence.migrate's filtered logger.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(root.level, logging.WARNING))

@@ -38,6 +38,17 @@ from persistence.tables import metadata
 
 log = logging.getLogger(__name__)
 
+
+class _OnlyUpgrades(logging.Filter):
+    """Alembic says at INFO which dialect it drives, every time any process starts; only
+    the revisions it runs are news worth a log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage().startswith("Running ")
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_OnlyUpgrades())
+
 SCRIPT_LOCATION = "persistence:migrations"
 BASELINE_REVISION = "0001"
 # pg_advisory_xact_lock key of the upgrade: "paygate" in ASCII, as a 64-bit integer.
