@@ -6,17 +6,26 @@ Every method is one database transaction. The two that matter for exactly-once e
   provider is called, or tells the caller what already exists for that id.
 * :meth:`PaymentStore.finish` records the provider's answer and the result event in one
   transaction, so a state change is never visible without its event, or the reverse.
+
+Both run in bulk when concurrent handlers call them together (see
+:mod:`persistence.group_commit`): a batch of begins locks its orders, reads all their
+payments in one query and inserts the new rows with one statement per table; a batch of
+finishes reads and locks its payments in one query and updates them with one executemany
+statement per table. Anything unusual in a batch (two operations on one order or payment, a
+replay of a known payment) runs the one-operation code, in the same transaction.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, tuple_, update
+from sqlalchemy import Text, bindparam, delete, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -29,7 +38,7 @@ from domain.money import Money
 from domain.order_protection import refusal_for_new_payment
 from domain.payment import PaymentView
 from domain.status import ALLOWED_TRANSITIONS, InvalidTransitionError, PaymentStatus
-from persistence.group_commit import GroupCommit
+from persistence.group_commit import Bulk, GroupCommit
 from persistence.tables import outbox, payments, provider_attempts
 
 ATTEMPT_STARTED = "started"
@@ -147,55 +156,25 @@ class PaymentStore:
         one order cannot both see "not paid yet". A refused payment is stored as failed,
         with its result event from ``refusal_event``, so the client can query why.
         """
-        parameters_hash = command.parameters_fingerprint(account_key)
-        now = self._clock()
+        request = _BeginRequest(
+            command=command,
+            parameters_hash=command.parameters_fingerprint(account_key),
+            provider=provider,
+            account_key=account_key,
+            refusal_event=refusal_event,
+            now=self._clock(),
+        )
 
         async def record(conn: AsyncConnection) -> BeginResult:
-            await _lock_order(conn, command.order_id, command.client_id)
-            # One query of the order's payments answers both "does this key stand for a
-            # payment?" and "is the order paid?".
-            order = await _order_payments(conn, command.order_id, command.client_id)
-            key = resolve_key(order, command.idempotency_key)
-            if key.live_payment_id is not None:
-                existing = await _existing_in(conn, key.live_payment_id, parameters_hash)
-                assert existing is not None
-                return existing
-            resolved = dataclasses.replace(command, generation=key.next_generation)
-            payment_id = resolved.payment_request_id
-            attempt_key = attempt_key_for(payment_id, 1)
-            row = _new_payment_row(resolved, parameters_hash, account_key, provider, now)
-            refusal = refusal_for_new_payment(
-                (p.status for p in order), new_attempt=command.new_attempt
-            )
-            if refusal is not None:
-                await conn.execute(
-                    insert(payments).values(
-                        **row, status=PaymentStatus.FAILED.value, **error_columns(refusal)
-                    )
-                )
-                await self._enqueue(conn, refusal_event(resolved, refusal, now), now)
-                return Refused(refusal, now, key.next_generation)
-            await conn.execute(
-                insert(payments).values(**row, status=PaymentStatus.PROCESSING.value)
-            )
-            await conn.execute(
-                insert(provider_attempts).values(
-                    attempt_key=attempt_key,
-                    payment_id=payment_id,
-                    attempt_no=1,
-                    provider=provider,
-                    status=ATTEMPT_STARTED,
-                    created_at=now,
-                )
-            )
-            return Started(attempt_key, now, key.next_generation)
+            return await _begin_one(conn, request)
 
+        bulk = Bulk(_begin_many, request)
         try:
-            return await self._writes.run(record)
+            return await self._writes.run(record, bulk)
         except IntegrityError:
             # Another writer inserted the same payment between our read and our insert
             # (the order lock makes this all but impossible); a second pass reads it.
-            return await self._writes.run(record)
+            return await self._writes.run(record, bulk)
 
     async def finish(
         self,
@@ -216,47 +195,21 @@ class PaymentStore:
         ``pending`` (outcome unknown) arriving once the payment is final. Any other move out of
         a final status raises :class:`domain.status.InvalidTransitionError`.
         """
-        now = self._clock()
+        request = _FinishRequest(
+            payment_id=payment_id,
+            attempt_key=attempt_key,
+            status=status,
+            attempt_status=attempt_status,
+            provider_reference=provider_reference,
+            error=error,
+            event=event,
+            now=self._clock(),
+        )
 
         async def record(conn: AsyncConnection) -> bool:
-            # A conditional update: it moves the payment only from a status that may become
-            # ``status``, and takes the row lock on PostgreSQL as it does so.
-            moved = await conn.execute(
-                update(payments)
-                .where(payments.c.id == payment_id)
-                .where(payments.c.status.in_([s.value for s in _MAY_BECOME[status]]))
-                .values(
-                    status=status.value,
-                    provider_reference=provider_reference,
-                    updated_at=now,
-                    next_retry_at=None,
-                    **error_columns(error),
-                )
-            )
-            if moved.rowcount != 1:
-                current = await self._status_of(conn, payment_id)
-                # Already there, or "outcome unknown" arriving after the outcome became
-                # known (a timed-out call whose answer the reconciler already recorded).
-                # A charge that succeeded and was refunded since counts as "already there".
-                if current.charge_outcome is status.charge_outcome or (
-                    status is PaymentStatus.PENDING and current.charge_known
-                ):
-                    return False
-                raise InvalidTransitionError(current, status)
-            await conn.execute(
-                update(provider_attempts)
-                .where(provider_attempts.c.attempt_key == attempt_key)
-                # An attempt whose outcome is unknown stays open: it is in doubt until
-                # the provider is asked about it.
-                .values(
-                    status=attempt_status,
-                    finished_at=None if attempt_status == ATTEMPT_UNKNOWN else now,
-                )
-            )
-            await self._enqueue(conn, event, now)
-            return True
+            return await _finish_one(conn, request)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, Bulk(_finish_many, request))
 
     async def schedule_retry(self, payment_id: str, at: datetime) -> bool:
         """Record when the payment's provider is to be tried again (only while processing)."""
@@ -470,12 +423,6 @@ class PaymentStore:
             for row in rows
         ]
 
-    async def _status_of(self, conn: AsyncConnection, payment_id: str) -> PaymentStatus:
-        status = (
-            await conn.execute(select(payments.c.status).where(payments.c.id == payment_id))
-        ).scalar_one()
-        return PaymentStatus(status)
-
     @staticmethod
     async def _enqueue(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
         await enqueue_outbox(conn, event, now)
@@ -483,15 +430,318 @@ class PaymentStore:
 
 async def enqueue_outbox(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
     """Queue ``event`` in the caller's transaction, so it commits with the state it reports."""
-    await conn.execute(
-        insert(outbox).values(
-            event_id=event.event_id,
-            topic=event.topic,
-            message_key=event.key,
-            payload=event.payload,
-            created_at=now,
+    await conn.execute(insert(outbox).values(**_outbox_row(event, now)))
+
+
+def _outbox_row(event: OutboxMessage, now: datetime) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "topic": event.topic,
+        "message_key": event.key,
+        "payload": event.payload,
+        "created_at": now,
+    }
+
+
+# --- begin: one operation, or a batch of them --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _BeginRequest:
+    command: CreatePayment
+    parameters_hash: str
+    provider: str
+    account_key: bytes
+    refusal_event: Callable[[CreatePayment, PaygateError, datetime], OutboxMessage]
+    now: datetime
+
+    @property
+    def order(self) -> tuple[str | None, str]:
+        return (self.command.client_id, self.command.order_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewPayment:
+    """The rows a begin that makes a new payment inserts, and what it answers."""
+
+    result: Started | Refused
+    payment: dict[str, Any]
+    attempt: dict[str, Any] | None
+    event: dict[str, Any] | None
+
+
+def _new_payment(request: _BeginRequest, order: list[OrderPayment], generation: int) -> _NewPayment:
+    """Decide (order protection included) what a begin inserts for a new payment."""
+    resolved = dataclasses.replace(request.command, generation=generation)
+    payment_id = resolved.payment_request_id
+    now = request.now
+    row = _new_payment_row(
+        resolved, request.parameters_hash, request.account_key, request.provider, now
+    )
+    refusal = refusal_for_new_payment(
+        (p.status for p in order), new_attempt=request.command.new_attempt
+    )
+    if refusal is not None:
+        return _NewPayment(
+            Refused(refusal, now, generation),
+            {**row, "status": PaymentStatus.FAILED.value, **error_columns(refusal)},
+            None,
+            _outbox_row(request.refusal_event(resolved, refusal, now), now),
+        )
+    return _NewPayment(
+        Started(attempt_key_for(payment_id, 1), now, generation),
+        # The error columns too, so that every row of a multi-row insert has the same keys.
+        {**row, "status": PaymentStatus.PROCESSING.value, **error_columns(None)},
+        {
+            "attempt_key": attempt_key_for(payment_id, 1),
+            "payment_id": payment_id,
+            "attempt_no": 1,
+            "provider": request.provider,
+            "status": ATTEMPT_STARTED,
+            "created_at": now,
+        },
+        None,
+    )
+
+
+async def _begin_one(conn: AsyncConnection, request: _BeginRequest) -> BeginResult:
+    command = request.command
+    await _lock_order(conn, command.order_id, command.client_id)
+    # One query of the order's payments answers both "does this key stand for a
+    # payment?" and "is the order paid?".
+    order = await _order_payments(conn, command.order_id, command.client_id)
+    key = resolve_key(order, command.idempotency_key)
+    if key.live_payment_id is not None:
+        existing = await _existing_in(conn, key.live_payment_id, request.parameters_hash)
+        assert existing is not None
+        return existing
+    new = _new_payment(request, order, key.next_generation)
+    await conn.execute(insert(payments).values(**new.payment))
+    if new.attempt is not None:
+        await conn.execute(insert(provider_attempts).values(**new.attempt))
+    if new.event is not None:
+        await conn.execute(insert(outbox).values(**new.event))
+    return new.result
+
+
+async def _begin_many(
+    conn: AsyncConnection, requests: Sequence[_BeginRequest]
+) -> list[BeginResult]:
+    """Many begins in one transaction: the same decisions as :func:`_begin_one`, made from
+    one read of all their orders, with one insert per table.
+
+    Only a new payment of an order nobody else in the batch touches is decided here; a
+    known key (a replay) or two begins of one order run :func:`_begin_one` after the bulk
+    inserts, under the same locks, so each sees what the others wrote.
+    """
+    await _lock_orders(conn, [request.order for request in requests])
+    orders = await _payments_of_orders(conn, {request.command.order_id for request in requests})
+    per_order = Counter(request.order for request in requests)
+    results: list[BeginResult | None] = [None] * len(requests)
+    alone: list[int] = []
+    new: list[_NewPayment] = []
+    for index, request in enumerate(requests):
+        order = orders.get(request.order, [])
+        key = resolve_key(order, request.command.idempotency_key)
+        if per_order[request.order] > 1 or key.live_payment_id is not None:
+            alone.append(index)
+            continue
+        planned = _new_payment(request, order, key.next_generation)
+        new.append(planned)
+        results[index] = planned.result
+    await _insert_rows(conn, payments, [n.payment for n in new])
+    await _insert_rows(conn, provider_attempts, [n.attempt for n in new if n.attempt is not None])
+    await _insert_rows(conn, outbox, [n.event for n in new if n.event is not None])
+    for index in alone:
+        results[index] = await _begin_one(conn, requests[index])
+    return [_answered(result) for result in results]
+
+
+async def _insert_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]]) -> None:
+    # A list of parameter sets is one executemany: one hop to the driver (aiosqlite's
+    # thread; asyncpg pipelines the rows), whatever the number of rows.
+    if rows:
+        await conn.execute(insert(table), rows)
+
+
+def _answered(result: BeginResult | None) -> BeginResult:
+    assert result is not None, "every begin of a batch is answered"
+    return result
+
+
+async def _lock_orders(conn: AsyncConnection, orders: Sequence[tuple[str | None, str]]) -> None:
+    """:func:`_lock_order` for many orders, in one statement.
+
+    The locks are taken in the order of their keys, so two transactions locking
+    overlapping sets (two consumer processes during a rebalance) queue instead of
+    deadlocking.
+    """
+    if conn.dialect.name != "postgresql":
+        return  # SQLite: write transactions already hold the database write lock from BEGIN.
+    scopes = sorted({_order_scope(order_id, client_id) for client_id, order_id in orders})
+    await conn.execute(_LOCK_ORDERS, {"scopes": scopes})
+
+
+_LOCK_ORDERS = text(
+    "SELECT pg_advisory_xact_lock(h) FROM ("
+    " SELECT DISTINCT hashtextextended(s, 0) AS h FROM unnest(CAST(:scopes AS text[])) AS s"
+    " ORDER BY h) AS ordered"
+).bindparams(bindparam("scopes", type_=ARRAY(Text)))
+
+
+async def _payments_of_orders(
+    conn: AsyncConnection, order_ids: set[str]
+) -> dict[tuple[str | None, str], list[OrderPayment]]:
+    """:func:`_order_payments` for many orders: the payments of each (client, order)."""
+    rows = await conn.execute(
+        select(
+            payments.c.id,
+            payments.c.idempotency_key,
+            payments.c.status,
+            payments.c.key_expired,
+            payments.c.order_id,
+            payments.c.client_id,
+        ).where(payments.c.order_id.in_(sorted(order_ids)))
+    )
+    orders: dict[tuple[str | None, str], list[OrderPayment]] = {}
+    for row in rows:
+        orders.setdefault((row.client_id, row.order_id), []).append(
+            OrderPayment(row.id, row.idempotency_key, PaymentStatus(row.status), row.key_expired)
+        )
+    return orders
+
+
+# --- finish: one operation, or a batch of them -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _FinishRequest:
+    payment_id: str
+    attempt_key: str
+    status: PaymentStatus
+    attempt_status: str
+    provider_reference: str | None
+    error: ErrorInfo | None
+    event: OutboxMessage
+    now: datetime
+
+
+def _already_there(current: PaymentStatus, target: PaymentStatus) -> bool:
+    """Whether a payment in ``current`` that may not become ``target`` already is it."""
+    # Already there, or "outcome unknown" arriving after the outcome became known (a
+    # timed-out call whose answer the reconciler already recorded). A charge that succeeded
+    # and was refunded since counts as "already there".
+    return current.charge_outcome is target.charge_outcome or (
+        target is PaymentStatus.PENDING and current.charge_known
+    )
+
+
+def _attempt_finished_at(request: _FinishRequest) -> datetime | None:
+    # An attempt whose outcome is unknown stays open: it is in doubt until the provider is
+    # asked about it.
+    return None if request.attempt_status == ATTEMPT_UNKNOWN else request.now
+
+
+async def _finish_one(conn: AsyncConnection, request: _FinishRequest) -> bool:
+    status = request.status
+    # A conditional update: it moves the payment only from a status that may become
+    # ``status``, and takes the row lock on PostgreSQL as it does so.
+    moved = await conn.execute(
+        update(payments)
+        .where(payments.c.id == request.payment_id)
+        .where(payments.c.status.in_([s.value for s in _MAY_BECOME[status]]))
+        .values(
+            status=status.value,
+            provider_reference=request.provider_reference,
+            updated_at=request.now,
+            next_retry_at=None,
+            **error_columns(request.error),
         )
     )
+    if moved.rowcount != 1:
+        current = PaymentStatus(
+            (
+                await conn.execute(
+                    select(payments.c.status).where(payments.c.id == request.payment_id)
+                )
+            ).scalar_one()
+        )
+        if _already_there(current, status):
+            return False
+        raise InvalidTransitionError(current, status)
+    await conn.execute(
+        update(provider_attempts)
+        .where(provider_attempts.c.attempt_key == request.attempt_key)
+        .values(status=request.attempt_status, finished_at=_attempt_finished_at(request))
+    )
+    await enqueue_outbox(conn, request.event, request.now)
+    return True
+
+
+async def _finish_many(conn: AsyncConnection, requests: Sequence[_FinishRequest]) -> list[bool]:
+    """Many finishes in one transaction, with :func:`_finish_one`'s semantics.
+
+    The payments are read, and locked (``FOR UPDATE`` on PostgreSQL, in id order; SQLite
+    holds the write lock), in one query; which may move is decided here from the status
+    read; the moves are one executemany UPDATE that re-checks that status per row. A
+    refused transition raises, so that the batch is run again one operation at a time and
+    only its caller hears of it. Two finishes of one payment, or one of a payment not
+    found, run :func:`_finish_one` after the bulk statements.
+    """
+    per_payment = Counter(request.payment_id for request in requests)
+    rows = await conn.execute(
+        select(payments.c.id, payments.c.status)
+        .where(payments.c.id.in_(sorted(per_payment)))
+        .order_by(payments.c.id)
+        .with_for_update()
+    )
+    seen = {row.id: PaymentStatus(row.status) for row in rows}
+    results: list[bool] = [False] * len(requests)
+    alone: list[int] = []
+    moves: list[_FinishRequest] = []
+    for index, request in enumerate(requests):
+        current = seen.get(request.payment_id)
+        if current is None or per_payment[request.payment_id] > 1:
+            alone.append(index)
+        elif current in _MAY_BECOME[request.status]:
+            moves.append(request)
+            results[index] = True
+        elif not _already_there(current, request.status):
+            raise InvalidTransitionError(current, request.status)
+    if moves:
+        moved = await conn.execute(
+            _MOVE_PAYMENT,
+            [
+                {
+                    "b_id": request.payment_id,
+                    "b_seen": seen[request.payment_id].value,
+                    "b_status": request.status.value,
+                    "b_provider_reference": request.provider_reference,
+                    "b_now": request.now,
+                    **{f"b_{name}": value for name, value in error_columns(request.error).items()},
+                }
+                for request in moves
+            ],
+        )
+        # The rows are locked since they were read, so every one moves; checked where the
+        # driver can count an executemany (SQLite), as a guard on that reasoning.
+        if conn.dialect.supports_sane_multi_rowcount and moved.rowcount != len(moves):
+            raise RuntimeError(f"bulk finish moved {moved.rowcount} of {len(moves)} payments")
+        await conn.execute(
+            _FINISH_ATTEMPT,
+            [
+                {
+                    "b_attempt_key": request.attempt_key,
+                    "b_status": request.attempt_status,
+                    "b_finished_at": _attempt_finished_at(request),
+                }
+                for request in moves
+            ],
+        )
+        await _insert_rows(conn, outbox, [_outbox_row(r.event, r.now) for r in moves])
+    for index in alone:
+        results[index] = await _finish_one(conn, requests[index])
+    return results
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -540,9 +790,13 @@ def payment_view_of(row: Any) -> PaymentView:
 async def _lock_order(conn: AsyncConnection, order_id: str, client_id: str | None) -> None:
     if conn.dialect.name == "postgresql":
         # Held until the transaction ends; rows that do not exist yet cannot be locked.
-        scope = order_id if client_id is None else f"{client_id}\x1f{order_id}"
+        scope = _order_scope(order_id, client_id)
         await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(scope, 0))))
     # SQLite: write transactions already hold the database write lock from BEGIN.
+
+
+def _order_scope(order_id: str, client_id: str | None) -> str:
+    return order_id if client_id is None else f"{client_id}\x1f{order_id}"
 
 
 def _new_payment_row(
@@ -631,3 +885,24 @@ async def _order_payments(
         OrderPayment(row.id, row.idempotency_key, PaymentStatus(row.status), row.key_expired)
         for row in rows
     ]
+
+
+# Bind names differ from column names: SQLAlchemy reserves those for the SET clause.
+_MOVE_PAYMENT = (
+    update(payments)
+    .where(payments.c.id == bindparam("b_id"))
+    .where(payments.c.status == bindparam("b_seen"))
+    .values(
+        status=bindparam("b_status"),
+        provider_reference=bindparam("b_provider_reference"),
+        updated_at=bindparam("b_now"),
+        next_retry_at=None,
+        **{name: bindparam(f"b_{name}") for name in error_columns(None)},
+    )
+)
+
+_FINISH_ATTEMPT = (
+    update(provider_attempts)
+    .where(provider_attempts.c.attempt_key == bindparam("b_attempt_key"))
+    .values(status=bindparam("b_status"), finished_at=bindparam("b_finished_at"))
+)

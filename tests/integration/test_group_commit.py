@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from persistence.group_commit import GroupCommit
+from persistence.group_commit import Bulk, GroupCommit
 from persistence.tables import outbox
 
 pytestmark = pytest.mark.integration
@@ -102,3 +102,58 @@ async def test_a_cancelled_caller_whose_operation_has_not_started_is_skipped(eng
         await second
     await writes.run(after)  # the queue has moved past the cancelled one
     assert await _event_ids(engine) == ["after", "first"]
+
+
+class _Inserts:
+    """A bulk kind: outbox inserts, one statement for many; records how each ran."""
+
+    def __init__(self, fail_bulk: bool = False) -> None:
+        self.bulk_runs: list[list[str]] = []
+        self.alone: list[str] = []
+        self._fail_bulk = fail_bulk
+
+    async def run_many(self, conn, event_ids):
+        self.bulk_runs.append(list(event_ids))
+        await conn.execute(insert(outbox), [_row(e) for e in event_ids])
+        if self._fail_bulk:
+            raise IntegrityError("INSERT", {}, Exception("one of them is refused"))
+        return [f"bulk:{e}" for e in event_ids]
+
+    def operation(self, event_id: str):
+        async def run(conn):
+            self.alone.append(event_id)
+            await conn.execute(insert(outbox).values(**_row(event_id)))
+            return f"alone:{event_id}"
+
+        return run
+
+    def run(self, writes: GroupCommit, event_id: str):
+        return writes.run(self.operation(event_id), Bulk(self.run_many, event_id))
+
+
+async def test_operations_of_one_kind_in_a_batch_run_in_bulk(engine):
+    writes = GroupCommit(engine)
+    inserts = _Inserts()
+
+    async def plain(conn):
+        await conn.execute(insert(outbox).values(**_row("plain")))
+        return "plain"
+
+    results = await asyncio.gather(
+        inserts.run(writes, "b1"), writes.run(plain), inserts.run(writes, "b2")
+    )
+    assert list(results) == ["bulk:b1", "plain", "bulk:b2"]
+    assert inserts.bulk_runs == [["b1", "b2"]]
+    assert await _event_ids(engine) == ["b1", "b2", "plain"]
+    # Alone in its batch, an operation runs its own function.
+    assert await inserts.run(writes, "b3") == "alone:b3"
+    assert inserts.bulk_runs == [["b1", "b2"]]
+
+
+async def test_a_failing_bulk_run_is_run_again_one_operation_at_a_time(engine):
+    writes = GroupCommit(engine)
+    inserts = _Inserts(fail_bulk=True)
+    results = await asyncio.gather(*(inserts.run(writes, f"e{n}") for n in range(3)))
+    assert results == ["alone:e0", "alone:e1", "alone:e2"]
+    assert inserts.bulk_runs == [["e0", "e1", "e2"]]  # rolled back, then one by one
+    assert await _event_ids(engine) == ["e0", "e1", "e2"]
