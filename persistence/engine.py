@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +26,7 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 WRITE_OPTION = "paygate_write"
+_WAL_ATTEMPTS = 100
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -43,11 +46,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event emit BEGIN, instead of the driver's own deferred one.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    _use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    # WAL is a property of the file, kept once set, so only a fresh file needs the switch.
+    # The switch needs the file to itself, and SQLite may answer "database is locked" at
+    # once rather than wait (busy handler or not) while another connection - another
+    # process starting on the same fresh file - is in the middle of it; so try again.
+    for attempt in range(_WAL_ATTEMPTS):
+        cursor.execute("PRAGMA journal_mode")
+        if str(cursor.fetchone()[0]).lower() == "wal":
+            return
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if attempt == _WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05)
 
 
 async def create_schema(engine: AsyncEngine, attempts: int = 5) -> None:
