@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 def _passes(message: str) -> bool:
     logger = logging.getLogger("alembic.runtime.migration")
     record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, message, (), None)
-    return all(f.filter(record) for f in logger.filters)
+    return bool(logger.filter(record))
 
 
 def test_only_the_revisions_run_are_logged():
