@@ -11,21 +11,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from providers.errors import UnsupportedOperationError
-from providers.port import (
-    CaptureRequest,
-    ChargeOutcome,
-    ChargeRequest,
-    ChargeStatus,
-    RefundOutcome,
-    RefundRequest,
-)
+from providers.charge_only import ChargeOnlyProvider
+from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 
 
-class BenchProvider:
+class BenchProvider(ChargeOnlyProvider):
+    """Only charges: the bench measures the charge pipeline."""
+
     def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__()
         self._delay_s = delay_s
-        self._outcomes: dict[str, ChargeOutcome] = {}
         self.calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -35,12 +30,6 @@ class BenchProvider:
     @property
     def name(self) -> str:
         return "bench"
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         now = time.perf_counter()
@@ -55,27 +44,9 @@ class BenchProvider:
         finally:
             self.in_flight -= 1
         # Idempotent per attempt key, as the port requires.
-        outcome = self._outcomes.setdefault(
+        outcome = self.outcomes.setdefault(
             request.attempt_key,
-            ChargeOutcome(ChargeStatus.SUCCEEDED, f"bench-{len(self._outcomes) + 1}"),
+            ChargeOutcome(ChargeStatus.SUCCEEDED, f"bench-{len(self.outcomes) + 1}"),
         )
         self.last_return_at = time.perf_counter()
         return outcome
-
-    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
-        return self._outcomes.get(attempt_key)
-
-    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
-        return next(
-            (o for o in self._outcomes.values() if o.provider_reference == provider_reference), None
-        )
-
-    # This fake only charges: the bench measures the charge pipeline.
-    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
-        raise UnsupportedOperationError(self.name, "capture is not supported")
-
-    async def refund(self, request: RefundRequest) -> RefundOutcome:
-        raise UnsupportedOperationError(self.name, "refunds are not supported")
-
-    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
-        raise UnsupportedOperationError(self.name, "refunds are not supported")

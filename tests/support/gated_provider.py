@@ -5,23 +5,18 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from providers.errors import UnsupportedOperationError
-from providers.port import (
-    CaptureRequest,
-    ChargeOutcome,
-    ChargeRequest,
-    ChargeStatus,
-    RefundOutcome,
-    RefundRequest,
-)
+from providers.charge_only import ChargeOnlyProvider
+from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 
 
-class GatedProvider:
-    """Charges succeed once ``gate`` is open (or after ``delay_s``); counts charges per key."""
+class GatedProvider(ChargeOnlyProvider):
+    """Charges succeed once ``gate`` is open (or after ``delay_s``); counts charges per key.
+    Only charges: the tests that use it hold charges in flight."""
 
     def __init__(
         self, *, delay_s: float = 0.0, open_gate: bool = True, hold_marked_only: bool = False
     ) -> None:
+        super().__init__()
         self.hold_marked_only = hold_marked_only
         self.gate = asyncio.Event()
         if open_gate:
@@ -29,7 +24,6 @@ class GatedProvider:
         self.delay_s = delay_s
         self.started: list[str] = []
         self.charges: dict[str, int] = {}
-        self.outcomes: dict[str, ChargeOutcome] = {}
         self.running = 0
         self.max_running = 0
         self.timeline: list[tuple[str, str]] = []  # ("start" | "end", payment id)
@@ -37,12 +31,6 @@ class GatedProvider:
     @property
     def name(self) -> str:
         return "gated"
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         self.running += 1
@@ -71,21 +59,3 @@ class GatedProvider:
             self.charges.get(request.payment_request_id, 0) + 1
         )
         return outcome
-
-    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
-        return self.outcomes.get(attempt_key)
-
-    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
-        return next(
-            (o for o in self.outcomes.values() if o.provider_reference == provider_reference), None
-        )
-
-    # This fake only charges: the tests that use it hold charges in flight.
-    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
-        raise UnsupportedOperationError(self.name, "capture is not supported")
-
-    async def refund(self, request: RefundRequest) -> RefundOutcome:
-        raise UnsupportedOperationError(self.name, "refunds are not supported")
-
-    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
-        raise UnsupportedOperationError(self.name, "refunds are not supported")

@@ -3,7 +3,7 @@ from pydantic import ValidationError
 
 from paygate.providers import build_providers, build_router
 from paygate.settings import Settings
-from providers.errors import UnsupportedOperationError
+from providers.charge_only import ChargeOnlyProvider
 from providers.registry import Providers, UnknownProviderError
 from providers.routing import Router, RoutingError
 
@@ -41,8 +41,11 @@ def test_malformed_routes_are_refused(routes, message):
         Router(routes)
 
 
-class FakeProvider:
+class FakeProvider(ChargeOnlyProvider):
+    """The registry tests never move money."""
+
     def __init__(self, name, fail_start=False):
+        super().__init__()
         self._name = name
         self.fail_start = fail_start
         self.started = 0
@@ -62,22 +65,6 @@ class FakeProvider:
 
     async def charge(self, request):
         raise NotImplementedError
-
-    async def charge_status(self, attempt_key):
-        return None
-
-    async def charge_by_reference(self, provider_reference):
-        return None
-
-    # The registry tests never move money.
-    async def capture(self, request):
-        raise UnsupportedOperationError(self._name, "capture is not supported")
-
-    async def refund(self, request):
-        raise UnsupportedOperationError(self._name, "refunds are not supported")
-
-    async def refund_status(self, refund_key, charge_reference):
-        raise UnsupportedOperationError(self._name, "refunds are not supported")
 
 
 def test_the_registry_finds_providers_by_name_and_refuses_unknown_ones():

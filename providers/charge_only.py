@@ -1,0 +1,44 @@
+"""A base for providers that only charge: test doubles and the bench's provider.
+
+It keeps the outcome of every attempt, so status by attempt key and by provider reference
+answer from what was charged, as the port requires; capture and refunds raise
+:class:`providers.errors.UnsupportedOperationError`. A subclass implements ``name`` and
+``charge``, and records each outcome in ``outcomes``.
+"""
+
+from __future__ import annotations
+
+from providers.errors import UnsupportedOperationError
+from providers.port import CaptureRequest, ChargeOutcome, RefundOutcome, RefundRequest
+
+
+class ChargeOnlyProvider:
+    def __init__(self) -> None:
+        self.outcomes: dict[str, ChargeOutcome] = {}  # by attempt key
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+        return self.outcomes.get(attempt_key)
+
+    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        return next(
+            (o for o in self.outcomes.values() if o.provider_reference == provider_reference), None
+        )
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        raise UnsupportedOperationError(self.name, "capture is not supported")
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        raise UnsupportedOperationError(self.name, "refunds are not supported")
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        raise UnsupportedOperationError(self.name, "refunds are not supported")
