@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from consumer.outcome_recorder import Outcome
 from consumer.results import ResultEvents
 from domain.captures import CapturePayment, capture_key_for
+from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import capture_event_id
@@ -39,10 +40,6 @@ from providers.registry import Providers, UnknownProviderError
 log = logging.getLogger("paygate.consumer")
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class CaptureCommandHandler:
     def __init__(
         self,
@@ -52,7 +49,7 @@ class CaptureCommandHandler:
         events: ResultEvents,
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
         self._providers = providers

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.periodic import run_periodically
+from domain.clock import utc_now
 from persistence.capture_store import CaptureStore
 
 PAGE_SIZE = 500
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class CaptureReconciler:
@@ -29,7 +26,7 @@ class CaptureReconciler:
         store: CaptureStore,
         handler: CaptureCommandHandler,
         min_age: timedelta,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
         self._handler = handler

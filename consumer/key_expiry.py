@@ -7,16 +7,13 @@ may use them again for a new payment. Payments themselves are never deleted.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
+from domain.clock import utc_now
 from persistence.payment_store import PaymentStore
 
 MIN_RETENTION: Final = timedelta(days=7)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class KeyExpiry:
@@ -24,7 +21,7 @@ class KeyExpiry:
         self,
         store: PaymentStore,
         retention: timedelta,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if retention < MIN_RETENTION:
             raise ValueError(f"idempotency keys must be kept at least {MIN_RETENTION.days} days")

@@ -24,10 +24,11 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from consumer.outcome_recorder import Outcome, OutcomeRecorder
 from consumer.results import PaymentFacts, ResultEvents
+from domain.clock import utc_now
 from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -46,10 +47,6 @@ log = logging.getLogger("paygate.consumer")
 __all__ = ["Outcome", "PaymentCommandHandler"]
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class PaymentCommandHandler:
     def __init__(
         self,
@@ -62,7 +59,7 @@ class PaymentCommandHandler:
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
         resend_window: timedelta = timedelta(minutes=30),
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
         self._providers = providers

@@ -22,11 +22,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from consumer.outcome_recorder import Outcome, OutcomeRecorder
 from consumer.periodic import run_periodically
 from consumer.results import PaymentFacts, ResultEvents
+from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode
 from paygate.metrics import Metrics
@@ -37,10 +38,6 @@ from providers.registry import Providers, UnknownProviderError
 log = logging.getLogger("paygate.reconciler")
 
 PAGE_SIZE = 500
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -61,7 +58,7 @@ class Reconciler:
         metrics: Metrics,
         min_age: timedelta,
         abandon_after: timedelta,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if abandon_after <= min_age:
             raise ValueError("abandon_after must be longer than min_age")

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from consumer.outcome_recorder import Outcome
 from consumer.refund_outcomes import RefundOutcomes
 from consumer.refund_results import RefundEvents
+from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
@@ -44,10 +45,6 @@ from providers.registry import Providers, UnknownProviderError
 log = logging.getLogger("paygate.consumer")
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class RefundCommandHandler:
     def __init__(
         self,
@@ -58,7 +55,7 @@ class RefundCommandHandler:
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
         resend_window: timedelta = timedelta(minutes=30),
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
         self._resend_window = resend_window

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from consumer.outcome_recorder import Outcome
 from consumer.periodic import run_periodically
 from consumer.refund_outcomes import RefundOutcomes
 from consumer.refund_results import RefundEvents
+from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode
 from paygate.metrics import Metrics
@@ -35,10 +36,6 @@ log = logging.getLogger("paygate.reconciler")
 PAGE_SIZE = 500
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class RefundReconciler:
     def __init__(
         self,
@@ -49,7 +46,7 @@ class RefundReconciler:
         metrics: Metrics,
         min_age: timedelta,
         abandon_after: timedelta,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if abandon_after <= min_age:
             raise ValueError("abandon_after must be longer than min_age")

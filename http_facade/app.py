@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from aiohttp import web
 
+from domain.clock import utc_now
 from http_facade.access_log import access_log_middleware
 from http_facade.auth import Authenticator, auth_middleware
 from http_facade.body_deadline import body_deadline_middleware
@@ -43,10 +44,6 @@ from paygate.metrics import Metrics
 MAX_BODY_BYTES: Final = 64 * 1024
 # Seconds a client has to send a request body once its headers arrived.
 DEFAULT_BODY_TIMEOUT_S: Final = 15.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def build_app(

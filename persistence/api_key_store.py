@@ -14,24 +14,21 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.clock import utc_now
 from persistence.api_key_tables import api_keys
-from persistence.engine import write_transaction
+from persistence.engine import as_utc, write_transaction
 
 KEY_PREFIX: Final = "pgk"
 _KEY: Final = re.compile(r"\Apgk_([0-9a-f]{16})_([0-9a-f]{64})\Z")
 # Client ids are logged with every request, so they are kept short and plain.
 _CLIENT_ID: Final = re.compile(r"\A[A-Za-z0-9._:\-]{1,64}\Z")
 _LABEL_MAX: Final = 128
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +68,7 @@ def _secret_digest(secret: str) -> str:
 class ApiKeyStore:
     """The ``api_keys`` table. Every method is one short transaction."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
         self._clock = clock
 
@@ -104,7 +101,7 @@ class ApiKeyStore:
             revoked_at: datetime | None = await conn.scalar(
                 select(api_keys.c.revoked_at).where(api_keys.c.key_id == key_id)
             )
-        return _aware(revoked_at) if revoked_at is not None else None
+        return as_utc(revoked_at) if revoked_at is not None else None
 
     async def list_keys(self, client_id: str | None = None) -> list[ApiKeyInfo]:
         """Keys, oldest first, optionally of one client; secrets are never part of it."""
@@ -124,8 +121,8 @@ class ApiKeyStore:
                 key_id=row.key_id,
                 client_id=row.client_id,
                 label=row.label,
-                created_at=_aware(row.created_at),
-                revoked_at=_aware(row.revoked_at) if row.revoked_at is not None else None,
+                created_at=as_utc(row.created_at),
+                revoked_at=as_utc(row.revoked_at) if row.revoked_at is not None else None,
             )
             for row in rows
         ]
@@ -152,8 +149,3 @@ class ApiKeyStore:
             return None
         client_id: str = row.client_id
         return client_id
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns; they were UTC.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

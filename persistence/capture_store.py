@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.captures import CapturePayment
+from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.payment import PaymentView
@@ -29,10 +30,6 @@ from persistence.payment_store import (
     payment_view_of,
 )
 from persistence.tables import payments
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +60,7 @@ PaymentEventBuilder = Callable[[PaymentView], OutboxMessage]
 
 class CaptureStore:
     def __init__(
-        self, engine: AsyncEngine, writes: GroupCommit, clock: Callable[[], datetime] = _utc_now
+        self, engine: AsyncEngine, writes: GroupCommit, clock: Callable[[], datetime] = utc_now
     ) -> None:
         """``writes`` is the payment store's group commit: one writer queue per database."""
         self._engine = engine

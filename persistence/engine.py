@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import event
@@ -23,6 +24,12 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A datetime read from the store, timezone-aware. SQLite hands back naive datetimes
+    even for timezone-aware columns; paygate stores UTC only, so a naive one is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 WRITE_OPTION = "paygate_write"

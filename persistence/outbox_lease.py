@@ -24,20 +24,17 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.clock import utc_now
 from persistence.group_commit import GroupCommit
 from persistence.outbox_lease_tables import outbox_lease
 
 RELAY_LEASE = "outbox-relay"
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_holder_id() -> str:
@@ -60,7 +57,7 @@ class OutboxLease:
         duration: timedelta,
         holder: str | None = None,
         name: str = RELAY_LEASE,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if duration <= timedelta(0):
             raise ValueError("a lease needs a positive duration")

@@ -21,7 +21,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Text, bindparam, delete, func, insert, select, text, tuple_, update
@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.accounts import AccountRef, AccountType
+from domain.clock import utc_now
 from domain.commands import CreatePayment, PaymentMethod
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -38,6 +39,7 @@ from domain.money import Money
 from domain.order_protection import refusal_for_new_payment
 from domain.payment import PaymentView
 from domain.status import ALLOWED_TRANSITIONS, InvalidTransitionError, PaymentStatus
+from persistence.engine import as_utc
 from persistence.group_commit import Bulk, GroupCommit
 from persistence.tables import outbox, payments, provider_attempts
 
@@ -53,10 +55,6 @@ _MAY_BECOME = {
     target: [source for source, targets in ALLOWED_TRANSITIONS.items() if target in targets]
     for target in PaymentStatus
 }
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +128,7 @@ def attempt_number(attempt_key: str) -> int:
 
 
 class PaymentStore:
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
         self._clock = clock
         # Payment writes of concurrent handlers share transactions (see group_commit).
@@ -417,7 +415,7 @@ class PaymentStore:
             InDoubt(
                 payment=payment_view_of(row._mapping),
                 attempt_key=row.attempt_key,
-                attempt_started_at=_as_utc(row.attempt_started_at),
+                attempt_started_at=as_utc(row.attempt_started_at),
                 attempt_provider=row.attempt_provider,
             )
             for row in rows
@@ -744,11 +742,6 @@ async def _finish_many(conn: AsyncConnection, requests: Sequence[_FinishRequest]
     return results
 
 
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def payment_view_of(row: Any) -> PaymentView:
     error = (
         None
@@ -777,10 +770,10 @@ def payment_view_of(row: Any) -> PaymentView:
         provider=row["provider"],
         provider_reference=row["provider_reference"],
         error=error,
-        created_at=_as_utc(row["created_at"]),
-        updated_at=_as_utc(row["updated_at"]),
+        created_at=as_utc(row["created_at"]),
+        updated_at=as_utc(row["updated_at"]),
         parameters_hash=row["parameters_hash"],
-        next_retry_at=None if row["next_retry_at"] is None else _as_utc(row["next_retry_at"]),
+        next_retry_at=None if row["next_retry_at"] is None else as_utc(row["next_retry_at"]),
         client_id=row["client_id"],
         refunded_minor=row["refunded_minor"],
         refund_reserved_minor=row["refund_reserved_minor"],
@@ -865,7 +858,7 @@ async def _existing_in(
         payment=payment_view_of(row._mapping),
         same_parameters=row.parameters_hash == parameters_hash,
         open_attempt_key=None if open_attempt is None else open_attempt.attempt_key,
-        open_attempt_started_at=None if open_attempt is None else _as_utc(open_attempt.created_at),
+        open_attempt_started_at=None if open_attempt is None else as_utc(open_attempt.created_at),
         open_attempt_provider=None if open_attempt is None else open_attempt.provider,
     )
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import case, insert, select, update
@@ -29,6 +29,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
@@ -36,15 +37,12 @@ from domain.refund import RefundView
 from domain.refund_rules import refusal_for_refund
 from domain.refunds import RefundPayment, RefundReason, RefundStatus
 from domain.status import CAPTURED, PaymentStatus
+from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
 from persistence.payment_store import OutboxMessage, enqueue_outbox
 from persistence.tables import payments, refunds
 
 _OPEN = (RefundStatus.PROCESSING.value, RefundStatus.PENDING.value)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +99,7 @@ class RefundStore:
         self,
         engine: AsyncEngine,
         writes: GroupCommit,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         """``writes`` is the payment store's group commit: one writer queue per database."""
         self._engine = engine
@@ -405,11 +403,6 @@ def _error_columns(error: ErrorInfo | None) -> dict[str, Any]:
     }
 
 
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _refund_view(row: Any) -> RefundView:
     amount = None if row.amount_minor is None else Money(row.amount_minor, row.currency)
     return RefundView(
@@ -429,7 +422,7 @@ def _refund_view(row: Any) -> RefundView:
             message=row.error_message or "",
             decline_code=row.decline_code,
         ),
-        created_at=_as_utc(row.created_at),
-        updated_at=_as_utc(row.updated_at),
+        created_at=as_utc(row.created_at),
+        updated_at=as_utc(row.updated_at),
         parameters_hash=row.parameters_hash,
     )

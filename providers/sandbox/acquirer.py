@@ -28,8 +28,9 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from domain.clock import utc_now
 from domain.errors import ErrorCode
 from providers.sandbox.config import SandboxConfig
 from providers.sandbox.errors import (
@@ -53,17 +54,13 @@ from providers.sandbox.test_accounts import Behaviour, Outcome, Timing, behaviou
 log = logging.getLogger(__name__)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class SandboxAcquirer:
     def __init__(
         self,
         ledger: Ledger,
         config: SandboxConfig | None = None,
         *,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.ledger = ledger
         self.config = config if config is not None else SandboxConfig()
