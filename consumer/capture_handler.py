@@ -33,7 +33,7 @@ from domain.status import PaymentStatus
 from paygate.metrics import Metrics
 from persistence.capture_store import CaptureExisting, CaptureRefused, CaptureStarted, CaptureStore
 from persistence.payment_store import OutboxMessage
-from providers.errors import ProviderError, ProviderRateLimitedError
+from providers.errors import ProviderError
 from providers.port import CaptureRequest, ChargeStatus
 from providers.registry import Providers, UnknownProviderError
 
@@ -133,10 +133,7 @@ class CaptureCommandHandler:
                 if exc.outcome_unknown:
                     return Outcome.PENDING  # stays capturing; resolve() settles it
                 if exc.retriable and self._retry_policy.may_retry_after(attempt):
-                    retry_after = (
-                        exc.retry_after if isinstance(exc, ProviderRateLimitedError) else None
-                    )
-                    await asyncio.sleep(self._retry_policy.delay_s(attempt, retry_after))
+                    await asyncio.sleep(self._retry_policy.delay_s(attempt, exc.retry_after))
                     attempt += 1
                     continue
                 message = f"the provider could not capture the payment: {exc.message}"

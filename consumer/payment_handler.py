@@ -37,7 +37,7 @@ from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
 from persistence.payment_store import Existing, PaymentStore, Refused, Started, attempt_number
-from providers.errors import ProviderError, ProviderRateLimitedError
+from providers.errors import ProviderError
 from providers.port import ChargeRequest
 from providers.registry import Providers, UnknownProviderError
 from providers.routing import Router
@@ -248,8 +248,7 @@ class PaymentCommandHandler:
         attempt_no = attempt_number(attempt_key)
         if not self._retry_policy.may_retry_after(attempt_no):
             return None
-        retry_after = error.retry_after if isinstance(error, ProviderRateLimitedError) else None
-        delay = self._retry_policy.delay_s(attempt_no, retry_after)
+        delay = self._retry_policy.delay_s(attempt_no, error.retry_after)
         at = self._clock() + timedelta(seconds=delay)
         if not await self._store.schedule_retry(command.payment_request_id, at):
             return None

@@ -38,7 +38,7 @@ from persistence.refund_store import (
     RefundStarted,
     RefundStore,
 )
-from providers.errors import ProviderError, ProviderRateLimitedError
+from providers.errors import ProviderError
 from providers.port import RefundRequest
 from providers.registry import Providers, UnknownProviderError
 
@@ -168,7 +168,7 @@ class RefundCommandHandler:
                 if exc.outcome_unknown:
                     return await self._outcomes.unknown(refund)
                 if exc.retriable and self._retry_policy.may_retry_after(attempt):
-                    await asyncio.sleep(self._delay_s(attempt, exc))
+                    await asyncio.sleep(self._retry_policy.delay_s(attempt, exc.retry_after))
                     attempt += 1
                     continue
                 message = f"the provider could not process the refund: {exc.message}"
@@ -176,7 +176,3 @@ class RefundCommandHandler:
             except PaygateError as exc:
                 return await self._outcomes.failed(refund, ErrorInfo.from_error(exc))
             return await self._outcomes.answered(refund, answer)
-
-    def _delay_s(self, attempt: int, error: ProviderError) -> float:
-        retry_after = error.retry_after if isinstance(error, ProviderRateLimitedError) else None
-        return self._retry_policy.delay_s(attempt, retry_after)

@@ -10,8 +10,9 @@ Exception tree::
     │                                                    blindly)
     └── UnsupportedOperationError      no          no
 
-Callers branch on the class attributes ``retriable`` and ``outcome_unknown``, not on the
-concrete class, so a new adapter-specific subclass needs no change above the adapter.
+Callers branch on the class attributes ``retriable`` and ``outcome_unknown``, and read
+``retry_after`` (None unless a rate limit gave one), never on the concrete class, so a new
+adapter-specific subclass needs no change above the adapter.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class ProviderError(Exception):
     retriable: ClassVar[bool] = False
     outcome_unknown: ClassVar[bool] = False
     code: ClassVar[ErrorCode] = ErrorCode.PROVIDER_UNAVAILABLE
+    # Seconds the provider asked to wait before the next call; only a rate limit says.
+    retry_after: float | None = None
 
     def __init__(self, provider: str, message: str) -> None:
         super().__init__(f"{provider}: {message}")
