@@ -89,7 +89,7 @@ class CaptureCommandHandler:
         if payment.status is PaymentStatus.CAPTURING:
             return await self.resolve(payment)
         # Captured already: capturing again changes nothing; say so again, same event id.
-        await self._store_event(self._events.for_stored(payment))
+        await self._store.enqueue(self._events.for_stored(payment))
         return Outcome.REPLAYED
 
     async def resolve(self, payment: PaymentView) -> Outcome:
@@ -178,6 +178,3 @@ class CaptureCommandHandler:
             occurred_at=now,
             event_id=capture_event_id(payment.payment_request_id, "refused", now),
         )
-
-    async def _store_event(self, message: OutboxMessage) -> None:
-        await self._store.enqueue(message)

@@ -110,15 +110,16 @@ class ConsumerService:
             retry_policy=retry_policy,
             resend_window=resend_window,
         )
+        capture_store = CaptureStore(engine, store.writes)
         capture_handler = CaptureCommandHandler(
-            store=CaptureStore(engine, store.writes),
+            store=capture_store,
             providers=self.providers,
             events=events,
             metrics=self.metrics,
             retry_policy=retry_policy,
         )
         capture_reconciler = CaptureReconciler(
-            store=CaptureStore(engine, store.writes), handler=capture_handler, min_age=min_age
+            store=capture_store, handler=capture_handler, min_age=min_age
         )
         reconciler = Reconciler(
             store=store,

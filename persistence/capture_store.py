@@ -25,6 +25,7 @@ from domain.status import CAPTURED, PaymentStatus
 from persistence.group_commit import GroupCommit
 from persistence.payment_store import (
     OutboxMessage,
+    enqueue_alone,
     enqueue_outbox,
     error_columns,
     payment_view_of,
@@ -138,12 +139,7 @@ class CaptureStore:
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        now = self._clock()
-
-        async def record(conn: AsyncConnection) -> None:
-            await enqueue_outbox(conn, message, now)
-
-        await self._writes.run(record)
+        await enqueue_alone(self._writes, message, self._clock())
 
     async def capturing(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """Payments whose capture has had no answer since before ``updated_before``."""

@@ -293,12 +293,7 @@ class PaymentStore:
 
     async def enqueue(self, event: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        now = self._clock()
-
-        async def record(conn: AsyncConnection) -> None:
-            await self._enqueue(conn, event, now)
-
-        await self._writes.run(record)
+        await enqueue_alone(self._writes, event, self._clock())
 
     async def get_payment(self, payment_id: str) -> PaymentView | None:
         async with self._engine.connect() as conn:
@@ -421,14 +416,19 @@ class PaymentStore:
             for row in rows
         ]
 
-    @staticmethod
-    async def _enqueue(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
-        await enqueue_outbox(conn, event, now)
-
 
 async def enqueue_outbox(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
     """Queue ``event`` in the caller's transaction, so it commits with the state it reports."""
     await conn.execute(insert(outbox).values(**_outbox_row(event, now)))
+
+
+async def enqueue_alone(writes: GroupCommit, event: OutboxMessage, now: datetime) -> None:
+    """Queue ``event`` in a write transaction of its own (through the store's queue)."""
+
+    async def record(conn: AsyncConnection) -> None:
+        await enqueue_outbox(conn, event, now)
+
+    await writes.run(record)
 
 
 def _outbox_row(event: OutboxMessage, now: datetime) -> dict[str, Any]:

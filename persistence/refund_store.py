@@ -39,7 +39,7 @@ from domain.refunds import RefundPayment, RefundReason, RefundStatus
 from domain.status import CAPTURED, PaymentStatus
 from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
-from persistence.payment_store import OutboxMessage, enqueue_outbox
+from persistence.payment_store import OutboxMessage, enqueue_alone, enqueue_outbox
 from persistence.tables import payments, refunds
 
 _OPEN = (RefundStatus.PROCESSING.value, RefundStatus.PENDING.value)
@@ -244,12 +244,7 @@ class RefundStore:
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        now = self._clock()
-
-        async def record(conn: AsyncConnection) -> None:
-            await enqueue_outbox(conn, message, now)
-
-        await self._writes.run(record)
+        await enqueue_alone(self._writes, message, self._clock())
 
     async def get(self, refund_id: str) -> RefundView | None:
         async with self._engine.connect() as conn:
