@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.commands import is_payment_request_id
-from domain.errors import ErrorCode, PaygateError
+from domain.commands import check_follow_up
 
 
 def capture_key_for(payment_request_id: str) -> str:
@@ -33,16 +32,4 @@ class CapturePayment:
     def create(
         cls, *, payment_request_id: object, order_id: object, requested_at: datetime
     ) -> CapturePayment:
-        if not isinstance(payment_request_id, str) or not is_payment_request_id(payment_request_id):
-            raise PaygateError(
-                ErrorCode.NOT_FOUND,
-                "no payment with this paymentRequestId",
-                param="paymentRequestId",
-            )
-        if not isinstance(order_id, str) or not 0 < len(order_id) <= 64:
-            raise PaygateError(
-                ErrorCode.INVALID_REQUEST, "orderId must be 1 to 64 characters", param="orderId"
-            )
-        if requested_at.tzinfo is None:
-            raise ValueError("requested_at must be timezone-aware")
-        return cls(payment_request_id, order_id, requested_at)
+        return cls(*check_follow_up(payment_request_id, order_id, requested_at), requested_at)

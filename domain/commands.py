@@ -61,6 +61,29 @@ def is_payment_request_id(value: str) -> bool:
     return bool(_PAYMENT_ID.match(value))
 
 
+def check_follow_up(
+    payment_request_id: object, order_id: object, requested_at: datetime
+) -> tuple[str, str]:
+    """The (payment id, order id) a command that follows a payment (a refund, a capture)
+    names, checked; its order id is also its Kafka key, so it queues behind the payment.
+
+    An id not even shaped like a payment id is ``not_found``, as the REST paths answer it.
+    """
+    if not isinstance(payment_request_id, str) or not is_payment_request_id(payment_request_id):
+        raise PaygateError(
+            ErrorCode.NOT_FOUND,
+            "no payment with this paymentRequestId",
+            param="paymentRequestId",
+        )
+    if not isinstance(order_id, str) or not 0 < len(order_id) <= 64:
+        raise PaygateError(
+            ErrorCode.INVALID_REQUEST, "orderId must be 1 to 64 characters", param="orderId"
+        )
+    if requested_at.tzinfo is None:
+        raise ValueError("requested_at must be timezone-aware")
+    return payment_request_id, order_id
+
+
 def _identifier(value: object, param: str) -> str:
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise PaygateError(

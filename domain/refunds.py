@@ -27,7 +27,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from domain.commands import check_idempotency_key, is_payment_request_id
+from domain.commands import check_follow_up, check_idempotency_key
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 
@@ -99,22 +99,11 @@ class RefundPayment:
         reason: object,
         requested_at: datetime,
     ) -> RefundPayment:
-        if not isinstance(payment_request_id, str) or not is_payment_request_id(payment_request_id):
-            raise PaygateError(
-                ErrorCode.NOT_FOUND,
-                "no payment with this paymentRequestId",
-                param="paymentRequestId",
-            )
-        if not isinstance(order_id, str) or not 0 < len(order_id) <= 64:
-            raise PaygateError(
-                ErrorCode.INVALID_REQUEST, "orderId must be 1 to 64 characters", param="orderId"
-            )
-        if requested_at.tzinfo is None:
-            raise ValueError("requested_at must be timezone-aware")
+        payment, order = check_follow_up(payment_request_id, order_id, requested_at)
         return cls(
             idempotency_key=check_idempotency_key(idempotency_key),
-            payment_request_id=payment_request_id,
-            order_id=order_id,
+            payment_request_id=payment,
+            order_id=order,
             amount=amount,
             reason=refund_reason(reason),
             requested_at=requested_at,

@@ -8,18 +8,17 @@ decodes but carries an invalid amount or currency raises the same
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from domain.accounts import Account
 from domain.captures import CapturePayment
 from domain.commands import CreatePayment
-from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, RefundResult
 from domain.money import money_from_decimal
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
+from schemas.captures import capture_payment_from_record, capture_payment_to_record
 from schemas.codec import (
     CAPTURE_PAYMENT,
     CREATE_PAYMENT,
@@ -29,6 +28,7 @@ from schemas.codec import (
     AvroCodec,
 )
 from schemas.error_records import error_from_record, error_to_record
+from schemas.fields import requested_at_of
 from schemas.refunds import (
     refund_payment_from_record,
     refund_payment_to_record,
@@ -46,9 +46,6 @@ def _account(record: Mapping[str, Any], param: str) -> Account:
 
 
 def create_payment_from_record(record: Mapping[str, Any]) -> CreatePayment:
-    requested_at = record["requestedAt"]
-    if not isinstance(requested_at, datetime):
-        raise PaygateError(ErrorCode.INVALID_REQUEST, "requestedAt is not a timestamp")
     return CreatePayment.create(
         idempotency_key=record["idempotencyKey"],
         user_id=record["userId"],
@@ -57,7 +54,7 @@ def create_payment_from_record(record: Mapping[str, Any]) -> CreatePayment:
         payment_method=record["paymentMethod"],
         payer=_account(record["payerAccount"], "payerAccount"),
         payee=_account(record["payeeAccount"], "payeeAccount"),
-        requested_at=requested_at,
+        requested_at=requested_at_of(record),
         metadata=record.get("metadata") or {},
         new_attempt=bool(record.get("newAttempt", False)),
         client_id=record.get("clientId"),
@@ -143,14 +140,7 @@ class PaymentMessages:
         return self._codec.encode(REFUND_PAYMENT, refund_payment_to_record(command))
 
     def encode_capture(self, command: CapturePayment) -> bytes:
-        return self._codec.encode(
-            CAPTURE_PAYMENT,
-            {
-                "paymentRequestId": command.payment_request_id,
-                "orderId": command.order_id,
-                "requestedAt": command.requested_at,
-            },
-        )
+        return self._codec.encode(CAPTURE_PAYMENT, capture_payment_to_record(command))
 
     def decode_any_command(self, data: bytes) -> Command:
         """A command of any kind: the writer's schema id says which."""
@@ -160,14 +150,7 @@ class PaymentMessages:
         if name == REFUND_PAYMENT:
             return refund_payment_from_record(record)
         if name == CAPTURE_PAYMENT:
-            requested_at = record["requestedAt"]
-            if not isinstance(requested_at, datetime):
-                raise PaygateError(ErrorCode.INVALID_REQUEST, "requestedAt is not a timestamp")
-            return CapturePayment.create(
-                payment_request_id=record["paymentRequestId"],
-                order_id=record["orderId"],
-                requested_at=requested_at,
-            )
+            return capture_payment_from_record(record)
         return create_payment_from_record(record)
 
     def encode_refund_result(self, event: RefundResult) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -14,12 +13,10 @@ from domain.money import money_from_decimal
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
 from schemas.error_records import error_from_record, error_to_record
+from schemas.fields import requested_at_of
 
 
 def refund_payment_from_record(record: Mapping[str, Any]) -> RefundPayment:
-    requested_at = record["requestedAt"]
-    if not isinstance(requested_at, datetime):
-        raise PaygateError(ErrorCode.INVALID_REQUEST, "requestedAt is not a timestamp")
     amount = record.get("amount")
     currency = record.get("currency")
     money = None
@@ -35,7 +32,7 @@ def refund_payment_from_record(record: Mapping[str, Any]) -> RefundPayment:
         order_id=record["orderId"],
         amount=money,
         reason=record.get("reason"),
-        requested_at=requested_at,
+        requested_at=requested_at_of(record),
     )
 
 

@@ -9,6 +9,7 @@ from importlib import resources
 import fastavro
 import pytest
 
+from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, result_event_id
@@ -203,3 +204,14 @@ def test_each_schema_version_is_backward_compatible_with_the_one_before():
                     assert field["type"] == old_fields[field["name"]]["type"], field["name"]
                 else:
                     assert "default" in field, f"{field['name']} was added without a default"
+
+
+def test_capture_command_round_trip(messages):
+    command = CapturePayment.create(
+        payment_request_id="pay_" + "3" * 32,
+        order_id="order-1",
+        requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    )
+    data = messages.encode_capture(command)
+    assert struct.unpack(">I", data[1:5])[0] == 7
+    assert messages.decode_any_command(data) == command
