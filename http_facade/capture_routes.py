@@ -14,11 +14,11 @@ from typing import Final
 from aiohttp import web
 
 from domain.captures import CapturePayment
-from domain.commands import is_payment_request_id
 from domain.errors import ErrorCode, PaygateError
 from domain.status import CAPTURED, PaymentStatus
-from http_facade.payments_routes import client_payment, payment_json
-from http_facade.state import CLOCK, ORDER_ID, PAYMENT_REQUEST_ID, PUBLISHER
+from http_facade.payments_routes import client_payment, payment_id_in_path, payment_json
+from http_facade.responses import capture_accepted_body
+from http_facade.state import CLOCK, ORDER_ID, PUBLISHER
 
 CAPTURE_PATH: Final = "/v1/payments/{paymentRequestId}/capture"
 
@@ -33,19 +33,16 @@ async def capture_payment(request: web.Request) -> web.Response:
     404 ``not_found`` for an unknown payment (or another client's); 409
     ``payment_not_capturable`` unless the payment is ``authorized`` (or captured already).
     """
-    payment_request_id = request.match_info["paymentRequestId"]
-    if not is_payment_request_id(payment_request_id):
-        raise PaygateError(
-            ErrorCode.NOT_FOUND, "no payment with this paymentRequestId", param="paymentRequestId"
-        )
+    payment_request_id = payment_id_in_path(request)
     payment = await client_payment(request, payment_request_id)
-    request[PAYMENT_REQUEST_ID] = payment_request_id
     request[ORDER_ID] = payment.order_id
     location = {"Location": f"/v1/payments/{payment_request_id}"}
     if payment.status in CAPTURED:
         return web.json_response(await payment_json(request, payment), headers=location)
     if payment.status is PaymentStatus.CAPTURING:
-        return web.json_response(_capturing(payment_request_id), status=202, headers=location)
+        return web.json_response(
+            capture_accepted_body(payment_request_id), status=202, headers=location
+        )
     if payment.status is not PaymentStatus.AUTHORIZED:
         raise PaygateError(
             ErrorCode.PAYMENT_NOT_CAPTURABLE,
@@ -58,12 +55,6 @@ async def capture_payment(request: web.Request) -> web.Response:
             requested_at=request.app[CLOCK](),
         )
     )
-    return web.json_response(_capturing(payment_request_id), status=202, headers=location)
-
-
-def _capturing(payment_request_id: str) -> dict[str, object]:
-    return {
-        "paymentRequestId": payment_request_id,
-        "status": PaymentStatus.CAPTURING.value,
-        "error": None,
-    }
+    return web.json_response(
+        capture_accepted_body(payment_request_id), status=202, headers=location
+    )

@@ -129,15 +129,24 @@ async def get_payment(request: web.Request) -> web.Response:
     and the consumer has not written the row yet. Clients that got a 202 with the id should
     poll until it appears, or create with ``Prefer: wait=N`` instead.
     """
-    payment_request_id = request.match_info["paymentRequestId"]
-    # Checked before use so that whatever a client put in the path (perhaps an account
-    # number pasted in error) is neither queried for nor logged.
-    if not is_payment_request_id(payment_request_id):
-        raise _payment_not_found()
-    request[PAYMENT_REQUEST_ID] = payment_request_id
+    payment_request_id = payment_id_in_path(request)
     view = await client_payment(request, payment_request_id)
     request[ORDER_ID] = view.order_id
     return web.json_response(await payment_json(request, view))
+
+
+def payment_id_in_path(request: web.Request) -> str:
+    """The ``{paymentRequestId}`` of the path, for the access log too; 404 unless it is
+    shaped like a payment id.
+
+    Checked before use so that whatever a client put in the path (perhaps an account
+    number pasted in error) is neither queried for nor logged.
+    """
+    payment_request_id = request.match_info["paymentRequestId"]
+    if not is_payment_request_id(payment_request_id):
+        raise _payment_not_found()
+    request[PAYMENT_REQUEST_ID] = payment_request_id
+    return payment_request_id
 
 
 async def client_payment(request: web.Request, payment_request_id: str) -> PaymentView:

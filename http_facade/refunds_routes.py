@@ -12,7 +12,6 @@ from typing import Final
 
 from aiohttp import web
 
-from domain.commands import is_payment_request_id
 from domain.errors import ErrorCode, PaygateError
 from domain.refund_rules import refusal_for_refund
 from domain.refunds import is_refund_id, refund_id_for
@@ -22,6 +21,7 @@ from http_facade.payments_routes import (
     PREFERENCE_APPLIED_HEADER,
     REPLAYED_HEADER,
     client_payment,
+    payment_id_in_path,
     read_idempotency_key,
     require_json,
 )
@@ -68,12 +68,9 @@ async def create_refund(request: web.Request) -> web.Response:
         require_json(request)
     key = read_idempotency_key(request)
     wait_s = requested_wait(request.headers.getall(PREFER_HEADER, []), request.app[MAX_WAIT_S])
-    payment_request_id = request.match_info["paymentRequestId"]
-    if not is_payment_request_id(payment_request_id):
-        raise _not_found("payment", "paymentRequestId")
+    payment_request_id = payment_id_in_path(request)
     body = parse_refund_body(await request.read())
     payment = await client_payment(request, payment_request_id)
-    request[PAYMENT_REQUEST_ID] = payment_request_id
     request[ORDER_ID] = payment.order_id
     command = body.to_command(
         idempotency_key=key,

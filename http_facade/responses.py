@@ -52,6 +52,15 @@ def payment_body(view: PaymentView, refunds: Sequence[RefundView]) -> dict[str, 
     }
 
 
+def capture_accepted_body(payment_request_id: str) -> dict[str, object]:
+    """What a 202 for a capture says: the payment is being captured."""
+    return {
+        "paymentRequestId": payment_request_id,
+        "status": PaymentStatus.CAPTURING.value,
+        "error": None,
+    }
+
+
 def refund_accepted_body(refund_id: str, payment_request_id: str) -> dict[str, object]:
     """What a 202 for a refund says: on its way, outcome not known yet."""
     return {
