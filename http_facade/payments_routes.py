@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Sequence
 from typing import Final
 
 from aiohttp import web
@@ -180,7 +181,7 @@ async def list_payments(request: web.Request) -> web.Response:
     page = page[: query.limit]
     return web.json_response(
         {
-            "data": [await payment_json(request, view) for view in page],
+            "data": await payments_json(request, page),
             "hasMore": has_more,
             "nextStartingAfter": page[-1].payment_request_id if has_more else None,
         }
@@ -207,7 +208,15 @@ def read_idempotency_key(request: web.Request) -> str:
 
 async def payment_json(request: web.Request, view: PaymentView) -> dict[str, object]:
     """The payment's body, with its refunds."""
-    return payment_body(view, await request.app[REFUNDS].of_payment(view.payment_request_id))
+    return (await payments_json(request, [view]))[0]
+
+
+async def payments_json(
+    request: web.Request, views: Sequence[PaymentView]
+) -> list[dict[str, object]]:
+    """The payments' bodies, with their refunds, read in one query."""
+    refunds = await request.app[REFUNDS].of_payments([v.payment_request_id for v in views])
+    return [payment_body(view, refunds[view.payment_request_id]) for view in views]
 
 
 def _payment_not_found() -> PaygateError:

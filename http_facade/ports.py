@@ -6,6 +6,7 @@ listener); unit tests pass fakes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from domain.captures import CapturePayment
@@ -49,8 +50,8 @@ class PaymentQueries(Protocol):
 class RefundQueries(Protocol):
     async def get(self, refund_id: str) -> RefundView | None: ...
 
-    async def of_payment(self, payment_request_id: str) -> list[RefundView]:
-        """The payment's refunds, oldest first."""
+    async def of_payments(self, payment_request_ids: Sequence[str]) -> dict[str, list[RefundView]]:
+        """Each payment's refunds, oldest first; every id is a key."""
         ...
 
 

@@ -19,7 +19,7 @@ REST facade is made again here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -253,13 +253,23 @@ class RefundStore:
 
     async def of_payment(self, payment_request_id: str) -> list[RefundView]:
         """The payment's refunds, oldest first."""
+        return (await self.of_payments([payment_request_id]))[payment_request_id]
+
+    async def of_payments(self, payment_request_ids: Sequence[str]) -> dict[str, list[RefundView]]:
+        """Each payment's refunds, oldest first, in one query (a page of payments lists
+        theirs). Every id is a key, with an empty list when it has no refunds."""
+        found: dict[str, list[RefundView]] = {pid: [] for pid in payment_request_ids}
+        if not found:
+            return found
         async with self._engine.connect() as conn:
             rows = await conn.execute(
                 select(refunds)
-                .where(refunds.c.payment_id == payment_request_id)
+                .where(refunds.c.payment_id.in_(list(found)))
                 .order_by(refunds.c.created_at, refunds.c.id)
             )
-            return [_refund_view(row) for row in rows]
+            for row in rows:
+                found[row.payment_id].append(_refund_view(row))
+        return found
 
     async def standing(self, payment_request_id: str) -> PaymentRefunds | None:
         async with self._engine.connect() as conn:

@@ -19,7 +19,7 @@ import signal
 import ssl
 import stat
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,8 +120,8 @@ class NoRefunds:
     async def get(self, refund_id: str) -> RefundView | None:
         return None
 
-    async def of_payment(self, payment_request_id: str) -> list[RefundView]:
-        return []
+    async def of_payments(self, payment_request_ids: Sequence[str]) -> dict[str, list[RefundView]]:
+        return {pid: [] for pid in payment_request_ids}
 
 
 class NeverFinal:

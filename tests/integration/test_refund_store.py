@@ -311,3 +311,16 @@ async def test_twenty_concurrent_refunds_never_exceed_the_captured_amount(databa
         if r.amount is not None and r.status is RefundStatus.SUCCEEDED
     )
     assert succeeded == row.refunded_minor <= row.amount_minor
+
+
+async def test_refunds_of_many_payments_come_in_one_answer(store, refunds):
+    first, second = await succeeded_payment(store), await succeeded_payment(store)
+    begun = await refunds.begin(refund_of(first, Money(100, "EUR")), _event)
+    assert isinstance(begun, RefundStarted)
+    found = await refunds.of_payments(
+        [first.payment_request_id, second.payment_request_id, "pay_" + "0" * 32]
+    )
+    assert [r.refund_id for r in found[first.payment_request_id]] == [begun.refund.refund_id]
+    assert found[second.payment_request_id] == []
+    assert found["pay_" + "0" * 32] == []
+    assert await refunds.of_payments([]) == {}

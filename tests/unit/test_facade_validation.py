@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -131,8 +131,8 @@ class FakeRefunds:
     async def get(self, refund_id: str) -> RefundView | None:
         return None
 
-    async def of_payment(self, payment_request_id: str) -> list[RefundView]:
-        return []
+    async def of_payments(self, payment_request_ids: Sequence[str]) -> dict[str, list[RefundView]]:
+        return {pid: [] for pid in payment_request_ids}
 
 
 class FakeWaiter:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -223,8 +223,11 @@ class World:
     async def get(self, refund_id: str) -> RefundView | None:
         return self.refunds.get(refund_id)
 
-    async def of_payment(self, payment_request_id: str) -> list[RefundView]:
-        return [r for r in self.refunds.values() if r.payment_request_id == payment_request_id]
+    async def of_payments(self, payment_request_ids: Sequence[str]) -> dict[str, list[RefundView]]:
+        return {
+            pid: [r for r in self.refunds.values() if r.payment_request_id == pid]
+            for pid in payment_request_ids
+        }
 
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
         return self.final_within_wait
