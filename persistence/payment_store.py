@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import Text, bindparam, delete, insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -504,7 +504,7 @@ def _new_payment(request: _BeginRequest, order: list[OrderPayment], generation: 
 
 async def _begin_one(conn: AsyncConnection, request: _BeginRequest) -> BeginResult:
     command = request.command
-    await _lock_order(conn, command.order_id, command.client_id)
+    await _lock_orders(conn, [(command.client_id, command.order_id)])
     # One query of the order's payments answers both "does this key stand for a
     # payment?" and "is the order paid?".
     order = await _order_payments(conn, command.order_id, command.client_id)
@@ -568,7 +568,8 @@ def _answered(result: BeginResult | None) -> BeginResult:
 
 
 async def _lock_orders(conn: AsyncConnection, orders: Sequence[tuple[str | None, str]]) -> None:
-    """:func:`_lock_order` for many orders, in one statement.
+    """Lock the orders (a PostgreSQL advisory lock per (client, order), held until the
+    transaction ends: rows that do not exist yet cannot be locked), in one statement.
 
     The locks are taken in the order of their keys, so two transactions locking
     overlapping sets (two consumer processes during a rebalance) queue instead of
@@ -590,7 +591,8 @@ _LOCK_ORDERS = text(
 async def _payments_of_orders(
     conn: AsyncConnection, order_ids: set[str]
 ) -> dict[tuple[str | None, str], list[OrderPayment]]:
-    """:func:`_order_payments` for many orders: the payments of each (client, order)."""
+    """The payments of each (client, order) of these order ids, for key resolution and
+    order protection."""
     rows = await conn.execute(
         select(
             payments.c.id,
@@ -780,14 +782,6 @@ def payment_view_of(row: Any) -> PaymentView:
     )
 
 
-async def _lock_order(conn: AsyncConnection, order_id: str, client_id: str | None) -> None:
-    if conn.dialect.name == "postgresql":
-        # Held until the transaction ends; rows that do not exist yet cannot be locked.
-        scope = _order_scope(order_id, client_id)
-        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(scope, 0))))
-    # SQLite: write transactions already hold the database write lock from BEGIN.
-
-
 def _order_scope(order_id: str, client_id: str | None) -> str:
     return order_id if client_id is None else f"{client_id}\x1f{order_id}"
 
@@ -866,18 +860,7 @@ async def _existing_in(
 async def _order_payments(
     conn: AsyncConnection, order_id: str, client_id: str | None
 ) -> list[OrderPayment]:
-    same_client = (
-        payments.c.client_id.is_(None) if client_id is None else payments.c.client_id == client_id
-    )
-    rows = await conn.execute(
-        select(payments.c.id, payments.c.idempotency_key, payments.c.status, payments.c.key_expired)
-        .where(payments.c.order_id == order_id)
-        .where(same_client)
-    )
-    return [
-        OrderPayment(row.id, row.idempotency_key, PaymentStatus(row.status), row.key_expired)
-        for row in rows
-    ]
+    return (await _payments_of_orders(conn, {order_id})).get((client_id, order_id), [])
 
 
 # Bind names differ from column names: SQLAlchemy reserves those for the SET clause.
