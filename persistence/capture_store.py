@@ -28,6 +28,7 @@ from persistence.payment_store import (
     enqueue_alone,
     enqueue_outbox,
     error_columns,
+    payment_in,
     payment_view_of,
 )
 from persistence.tables import payments
@@ -83,7 +84,7 @@ class CaptureStore:
                 .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
                 .values(status=PaymentStatus.CAPTURING.value, updated_at=now)
             )
-            payment = await _payment(conn, command.payment_request_id)
+            payment = await payment_in(conn, command.payment_request_id)
             if moved.rowcount == 1:
                 assert payment is not None
                 return CaptureStarted(payment)
@@ -130,7 +131,7 @@ class CaptureStore:
             )
             if moved.rowcount != 1:
                 return False
-            payment = await _payment(conn, payment_request_id)
+            payment = await payment_in(conn, payment_request_id)
             assert payment is not None
             await enqueue_outbox(conn, event(payment), now)
             return True
@@ -152,10 +153,3 @@ class CaptureStore:
                 .limit(limit)
             )
             return [payment_view_of(row._mapping) for row in rows]
-
-
-async def _payment(conn: AsyncConnection, payment_request_id: str) -> PaymentView | None:
-    row = (
-        await conn.execute(select(payments).where(payments.c.id == payment_request_id))
-    ).one_or_none()
-    return None if row is None else payment_view_of(row._mapping)

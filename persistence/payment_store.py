@@ -297,10 +297,7 @@ class PaymentStore:
 
     async def get_payment(self, payment_id: str) -> PaymentView | None:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(select(payments).where(payments.c.id == payment_id))
-            ).one_or_none()
-        return None if row is None else payment_view_of(row._mapping)
+            return await payment_in(conn, payment_id)
 
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         """The payments of ``client_id``'s order ``order_id`` (None: upstream services')."""
@@ -742,6 +739,12 @@ async def _finish_many(conn: AsyncConnection, requests: Sequence[_FinishRequest]
     for index in alone:
         results[index] = await _finish_one(conn, requests[index])
     return results
+
+
+async def payment_in(conn: AsyncConnection, payment_id: str) -> PaymentView | None:
+    """The payment as ``conn`` sees it (in its transaction, if it has one)."""
+    row = (await conn.execute(select(payments).where(payments.c.id == payment_id))).one_or_none()
+    return None if row is None else payment_view_of(row._mapping)
 
 
 def payment_view_of(row: Any) -> PaymentView:
