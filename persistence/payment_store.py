@@ -835,8 +835,8 @@ def error_columns(error: PaygateError | ErrorInfo | None) -> dict[str, Any]:
 async def _existing_in(
     conn: AsyncConnection, payment_id: str, parameters_hash: str
 ) -> Existing | None:
-    row = (await conn.execute(select(payments).where(payments.c.id == payment_id))).one_or_none()
-    if row is None:
+    payment = await payment_in(conn, payment_id)
+    if payment is None:
         return None
     open_attempt = (
         await conn.execute(
@@ -852,8 +852,8 @@ async def _existing_in(
         )
     ).one_or_none()
     return Existing(
-        payment=payment_view_of(row._mapping),
-        same_parameters=row.parameters_hash == parameters_hash,
+        payment=payment,
+        same_parameters=payment.parameters_hash == parameters_hash,
         open_attempt_key=None if open_attempt is None else open_attempt.attempt_key,
         open_attempt_started_at=None if open_attempt is None else as_utc(open_attempt.created_at),
         open_attempt_provider=None if open_attempt is None else open_attempt.provider,
