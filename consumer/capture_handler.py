@@ -11,13 +11,17 @@ back-off, up to the retry policy's attempts; then, like a refusal by the provide
 payment goes back to ``authorized`` with the error, and may be captured again later. A
 timeout leaves it ``capturing`` for :meth:`resolve` (a redelivery, or the capture
 reconciler) to settle by asking the provider about the charge.
+
+One owner per capture (see persistence.claims): only the holder of the payment's claim asks
+the provider, sends the capture or records its answer; a duplicate that cannot take the
+claim does nothing (``owned_elsewhere``), and the holder renews it before every re-send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from consumer.outcome_recorder import Outcome
@@ -61,7 +65,11 @@ class CaptureCommandHandler:
     async def handle(self, command: CapturePayment) -> Outcome:
         begun = await self._store.begin(command, self._refusal_event)
         if isinstance(begun, CaptureStarted):
-            outcome = await self.send(begun.payment)
+            outcome = await self._as_owner(
+                begun.payment.payment_request_id,
+                begun.claim.token,
+                self._send(begun.payment, begun.claim.token),
+            )
         elif isinstance(begun, CaptureRefused):
             outcome = Outcome.REFUSED
             if begun.payment is None:
@@ -87,13 +95,22 @@ class CaptureCommandHandler:
     async def _handle_existing(self, existing: CaptureExisting) -> Outcome:
         payment = existing.payment
         if payment.status is PaymentStatus.CAPTURING:
-            return await self.resolve(payment)
+            claim = await self._store.claim(payment.payment_request_id)
+            if claim is not None:
+                return await self.resolve(payment, claim.token)
+            return Outcome.OWNED_ELSEWHERE  # another worker holds the capture
         # Captured already: capturing again changes nothing; say so again, same event id.
         await self._store.enqueue(self._events.for_stored(payment))
         return Outcome.REPLAYED
 
-    async def resolve(self, payment: PaymentView) -> Outcome:
-        """Settle a payment left ``capturing``: ask the provider what the charge is now."""
+    async def resolve(self, payment: PaymentView, claim: str) -> Outcome:
+        """Settle a payment left ``capturing`` whose claim the caller holds: ask the provider
+        what the charge is now."""
+        return await self._as_owner(
+            payment.payment_request_id, claim, self._resolve(payment, claim)
+        )
+
+    async def _resolve(self, payment: PaymentView, claim: str) -> Outcome:
         try:
             provider = self._providers.get(payment.provider or "")
             known = await provider.charge_by_reference(payment.provider_reference or "")
@@ -103,14 +120,26 @@ class CaptureCommandHandler:
                 exc,
                 extra={"payment_request_id": payment.payment_request_id},
             )
+            await self._store.release(payment.payment_request_id, claim)
             return Outcome.PENDING
         if known is not None and known.status is ChargeStatus.SUCCEEDED:
-            return await self._captured(payment)
+            return await self._captured(payment, claim)
         # Still only authorized (or unknown to the provider): the capture did not happen.
         # Sending it again under the same key cannot capture twice.
-        return await self.send(payment)
+        return await self._send(payment, claim)
 
-    async def send(self, payment: PaymentView) -> Outcome:
+    async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
+        """Run ``work`` holding ``claim``; a worker stopped meanwhile gives the claim up."""
+        try:
+            return await work
+        except BaseException:
+            try:
+                await asyncio.shield(self._store.release(payment_id, claim))
+            except Exception:  # the database may be what failed: the claim then expires
+                log.warning("claim not released; it expires on its own")
+            raise
+
+    async def _send(self, payment: PaymentView, claim: str) -> Outcome:
         request = CaptureRequest(
             capture_key=capture_key_for(payment.payment_request_id),
             payment_request_id=payment.payment_request_id,
@@ -128,35 +157,41 @@ class CaptureCommandHandler:
                     exc,
                     extra={"payment_request_id": payment.payment_request_id},
                 )
+                await self._store.release(payment.payment_request_id, claim)
                 return Outcome.PENDING
             except ProviderError as exc:
                 if exc.outcome_unknown:
-                    return Outcome.PENDING  # stays capturing; resolve() settles it
+                    # Stays capturing; resolve() settles it, under a claim of its own.
+                    await self._store.release(payment.payment_request_id, claim)
+                    return Outcome.PENDING
                 if exc.retriable and self._retry_policy.may_retry_after(attempt):
                     await asyncio.sleep(self._retry_policy.delay_s(attempt, exc.retry_after))
+                    if not await self._store.renew(payment.payment_request_id, claim):
+                        return Outcome.OWNED_ELSEWHERE
                     attempt += 1
                     continue
                 message = f"the provider could not capture the payment: {exc.message}"
-                return await self._not_captured(payment, ErrorInfo(exc.code, message))
+                return await self._not_captured(payment, ErrorInfo(exc.code, message), claim)
             except PaygateError as exc:
-                return await self._not_captured(payment, ErrorInfo.from_error(exc))
+                return await self._not_captured(payment, ErrorInfo.from_error(exc), claim)
             if answer.status is ChargeStatus.SUCCEEDED:
-                return await self._captured(payment)
+                return await self._captured(payment, claim)
             error = answer.error or PaygateError(
                 ErrorCode.PAYMENT_NOT_CAPTURABLE, "the provider did not capture the payment"
             )
-            return await self._not_captured(payment, ErrorInfo.from_error(error))
+            return await self._not_captured(payment, ErrorInfo.from_error(error), claim)
 
-    async def _captured(self, payment: PaymentView) -> Outcome:
+    async def _captured(self, payment: PaymentView, claim: str) -> Outcome:
         applied = await self._store.finish(
             payment.payment_request_id,
+            claim=claim,
             captured=True,
             error=None,
             event=self._events.for_stored,
         )
         return Outcome.SUCCEEDED if applied else Outcome.REPLAYED
 
-    async def _not_captured(self, payment: PaymentView, error: ErrorInfo) -> Outcome:
+    async def _not_captured(self, payment: PaymentView, error: ErrorInfo, claim: str) -> Outcome:
         def event(stored: PaymentView) -> OutboxMessage:
             return self._events.event_of(
                 stored,
@@ -166,7 +201,7 @@ class CaptureCommandHandler:
             )
 
         applied = await self._store.finish(
-            payment.payment_request_id, captured=False, error=error, event=event
+            payment.payment_request_id, claim=claim, captured=False, error=error, event=event
         )
         return Outcome.AUTHORIZED if applied else Outcome.REPLAYED
 

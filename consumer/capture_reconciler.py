@@ -1,7 +1,8 @@
 """Settles captures left ``capturing`` (a timeout, or a crash after the write-ahead move).
 
-Every pass takes the payments ``capturing`` since before ``min_age`` and lets the capture
-handler resolve each: the provider says the charge is captured (record it), or it is not
+Every pass takes the payments ``capturing`` since before ``min_age`` that nobody holds the
+claim on, takes the claim of each (see persistence.claims) and lets the capture handler
+resolve it: the provider says the charge is captured (record it), or it is not
 (send the capture again under the payment's one capture key, which cannot capture twice).
 """
 
@@ -37,7 +38,10 @@ class CaptureReconciler:
         """One pass; returns how many captures were examined."""
         examined = await self._store.capturing(self._clock() - self._min_age, limit)
         for payment in examined:
-            await self._handler.resolve(payment)
+            # A capture whose worker is alive is its worker's; of two reconcilers, one wins.
+            claim = await self._store.claim(payment.payment_request_id)
+            if claim is not None:
+                await self._handler.resolve(payment, claim.token)
         return len(examined)
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:

@@ -11,7 +11,8 @@ Shared by the command handler and the reconciler, so both map answers the same w
 | no answer in time (outcome unknown)  | pending   | unknown (stays open, in doubt) |
 
 Every method takes ``provider``: the provider of the attempt (its ``provider`` column),
-which the result event names.
+which the result event names, and ``claim``: the caller's claim token on the payment, without
+which nothing is recorded (see persistence.claims).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Outcome(StrEnum):
     CONFLICT = "conflict"
     REFUSED = "refused"
     AUTHORIZED = "authorized"
+    # Another worker holds the claim on the payment's provider work: this one did nothing.
+    OWNED_ELSEWHERE = "owned_elsewhere"
 
 
 class OutcomeRecorder:
@@ -64,7 +67,13 @@ class OutcomeRecorder:
         self._clock = clock
 
     async def charged(
-        self, facts: PaymentFacts, attempt_key: str, charged: ChargeOutcome, *, provider: str
+        self,
+        facts: PaymentFacts,
+        attempt_key: str,
+        charged: ChargeOutcome,
+        *,
+        provider: str,
+        claim: str,
     ) -> Outcome:
         if charged.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED):
             return await self._finish(
@@ -75,6 +84,7 @@ class OutcomeRecorder:
                 charged.provider_reference,
                 None,
                 provider,
+                claim,
             )
         error = charged.error or PaygateError(
             ErrorCode.PAYMENT_DECLINED, "the provider declined the payment"
@@ -87,10 +97,17 @@ class OutcomeRecorder:
             charged.provider_reference,
             ErrorInfo.from_error(error),
             provider,
+            claim,
         )
 
     async def provider_error(
-        self, facts: PaymentFacts, attempt_key: str, exc: ProviderError, *, provider: str
+        self,
+        facts: PaymentFacts,
+        attempt_key: str,
+        exc: ProviderError,
+        *,
+        provider: str,
+        claim: str,
     ) -> Outcome:
         if exc.outcome_unknown:
             error = ErrorInfo(
@@ -99,16 +116,29 @@ class OutcomeRecorder:
                 "provider confirms its outcome",
             )
             return await self._finish(
-                facts, attempt_key, PaymentStatus.PENDING, ATTEMPT_UNKNOWN, None, error, provider
+                facts,
+                attempt_key,
+                PaymentStatus.PENDING,
+                ATTEMPT_UNKNOWN,
+                None,
+                error,
+                provider,
+                claim,
             )
         error = ErrorInfo(exc.code, f"the provider could not process the payment: {exc.message}")
-        return await self.failed(facts, attempt_key, error, provider=provider)
+        return await self.failed(facts, attempt_key, error, provider=provider, claim=claim)
 
     async def failed(
-        self, facts: PaymentFacts, attempt_key: str, error: ErrorInfo, *, provider: str
+        self,
+        facts: PaymentFacts,
+        attempt_key: str,
+        error: ErrorInfo,
+        *,
+        provider: str,
+        claim: str,
     ) -> Outcome:
         return await self._finish(
-            facts, attempt_key, PaymentStatus.FAILED, ATTEMPT_FAILED, None, error, provider
+            facts, attempt_key, PaymentStatus.FAILED, ATTEMPT_FAILED, None, error, provider, claim
         )
 
     async def _finish(
@@ -120,6 +150,7 @@ class OutcomeRecorder:
         provider_reference: str | None,
         error: ErrorInfo | None,
         provider: str,
+        claim: str,
     ) -> Outcome:
         event = self._events.event(
             facts,
@@ -132,6 +163,7 @@ class OutcomeRecorder:
         applied = await self._store.finish(
             facts.payment_request_id,
             attempt_key,
+            claim=claim,
             status=status,
             attempt_status=attempt_status,
             provider_reference=provider_reference,

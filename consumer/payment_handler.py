@@ -8,6 +8,16 @@
 A redelivered command finds the payment: a final one is re-published (same event id),
 an in-doubt one is resolved by asking the provider, never by charging blindly.
 
+One owner per attempt (see persistence.claims): a worker calls the provider for a payment
+only while it holds the payment's claim. A new payment is claimed by the insert that makes
+it; a redelivered or duplicated command, or the reconciler, must *take* the claim, and a
+worker that cannot (another is working on the payment) leaves it alone: outcome
+``owned_elsewhere``, no provider call. Every later write (the outcome, the next attempt, a
+retry's schedule) applies only while the claim is still the writer's, so a worker that lost
+it -- a zombie resumed after its group moved on -- changes nothing, and a charge it learns
+of under an attempt closed meanwhile is recorded as a stray charge, for the sweep to
+reverse, never dropped.
+
 Routing and failover: the router names the providers of a payment, in order; attempt 1
 goes to the first. Only when a call *certainly did not charge* (a ``retriable`` error that
 is not ``outcome_unknown``: connection refused, unavailable before processing) and another
@@ -23,20 +33,28 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from consumer.outcome_recorder import Outcome, OutcomeRecorder
 from consumer.results import PaymentFacts, ResultEvents
+from consumer.sealing import CommandSealer
 from domain.clock import utc_now
 from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
+from domain.payment import PaymentView
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
-from persistence.payment_store import Existing, PaymentStore, Refused, Started, attempt_number
+from persistence.payment_store import (
+    ClaimedAttempt,
+    Existing,
+    PaymentStore,
+    Refused,
+    Started,
+)
 from providers.errors import ProviderError
 from providers.port import ChargeRequest
 from providers.registry import Providers, UnknownProviderError
@@ -58,7 +76,7 @@ class PaymentCommandHandler:
         account_key: bytes,
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
-        resend_window: timedelta = timedelta(minutes=30),
+        abandon_after: timedelta = timedelta(hours=1),
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
@@ -69,10 +87,11 @@ class PaymentCommandHandler:
         self._events = events
         self._account_key = account_key
         self._metrics = metrics
-        self._resend_window = resend_window
+        self._abandon_after = abandon_after
         self._retry_policy = retry_policy or RetryPolicy()
         self._clock = clock
         self._recorder = OutcomeRecorder(store, events, clock)
+        self._sealer = CommandSealer(account_key)
 
     async def handle(self, command: CreatePayment) -> Outcome:
         route = self._router.route(command.payment_method.value, command.amount.currency)
@@ -88,12 +107,17 @@ class PaymentCommandHandler:
                 error=ErrorInfo.from_error(error),
                 occurred_at=created_at,
             ),
+            seal=self._sealer.seal,
         )
         if isinstance(begun, Started):
             # A key used again after it expired makes a payment of a later generation.
             command = dataclasses.replace(command, generation=begun.generation)
             facts = PaymentFacts.of_command(command, begun.created_at)
-            outcome = await self._charge(command, facts, begun.attempt_key, route)
+            outcome = await self._as_owner(
+                command.payment_request_id,
+                begun.claim.token,
+                self._charge(command, facts, begun.attempt_key, route, begun.claim.token),
+            )
         elif isinstance(begun, Refused):
             command = dataclasses.replace(command, generation=begun.generation)
             outcome = Outcome.REFUSED
@@ -116,18 +140,20 @@ class PaymentCommandHandler:
         if not existing.same_parameters:
             await self._refuse_conflict(command, payment.payment_request_id)
             return Outcome.CONFLICT
-        facts = PaymentFacts.of_stored(payment)
         if existing.open_attempt_key is not None:
-            started_at = existing.open_attempt_started_at or payment.created_at
-            provider = existing.open_attempt_provider or payment.provider or ""
-            return await self._resolve_in_doubt(
-                command,
-                facts,
-                existing.open_attempt_key,
-                provider,
-                started_at,
-                payment.next_retry_at,
-            )
+            claimed = await self._store.claim(payment.payment_request_id)
+            if claimed is not None:
+                return await self.resolve(payment, claimed, command)
+            current = await self._store.get_payment(payment.payment_request_id)
+            if current is None or not current.status.is_final:
+                # Another worker holds the claim: the payment is its to finish (or, if it
+                # dies, the reconciler's). Calling the provider here could charge twice.
+                log.info(
+                    "payment in another worker's hands; left to it",
+                    extra={"payment_request_id": payment.payment_request_id},
+                )
+                return Outcome.OWNED_ELSEWHERE
+            payment = current  # finished meanwhile: say so again
         await self._store.enqueue(self._events.for_stored(payment))
         return Outcome.REPLAYED
 
@@ -155,115 +181,197 @@ class PaymentCommandHandler:
             )
         )
 
-    async def _resolve_in_doubt(
+    async def resolve(
+        self, payment: PaymentView, claimed: ClaimedAttempt, command: CreatePayment | None = None
+    ) -> Outcome:
+        """Settle the open attempt the caller has just claimed, by asking its provider.
+
+        The decision table (the reconciler's too):
+
+        | provider says          | what happens                                            |
+        | ---------------------- | ------------------------------------------------------- |
+        | charged / authorized   | recorded: succeeded / authorized                        |
+        | declined               | recorded: failed                                        |
+        | no record of the key   | re-sent with the same key (it never arrived, so this    |
+        |                        | cannot charge twice); failed as never received only if  |
+        |                        | it cannot be re-sent and is older than abandon_after    |
+        | error / not configured | claim released; left pending for a later pass           |
+
+        ``command`` is the command as redelivered; without it (the reconciler) the command
+        sealed into the attempt is used.
+        """
+        return await self._as_owner(
+            payment.payment_request_id,
+            claimed.claim.token,
+            self._resolve(payment, claimed, command),
+        )
+
+    async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
+        """Run ``work`` holding ``claim``. A worker stopped meanwhile (a drain, a shutdown, an
+        error) gives the claim up, so the next owner need not wait for it to expire; one that
+        dies keeps it until then. Either way the next owner re-sends the same key."""
+        try:
+            return await work
+        except BaseException:
+            try:
+                await asyncio.shield(self._store.release(payment_id, claim))
+            except Exception:  # the database may be what failed: the claim then expires
+                log.warning(
+                    "claim not released; it expires on its own",
+                    extra={"payment_request_id": payment_id},
+                )
+            raise
+
+    async def _resolve(
+        self, payment: PaymentView, claimed: ClaimedAttempt, command: CreatePayment | None
+    ) -> Outcome:
+        token = claimed.claim.token
+        provider_name = claimed.provider
+        facts = PaymentFacts.of_stored(payment)
+        try:
+            known = await self._providers.get(provider_name).charge_status(claimed.attempt_key)
+        except (UnknownProviderError, ProviderError) as exc:
+            # Only the attempt's own provider can tell; never guess, never send it elsewhere.
+            log.warning(
+                "in-doubt payment not resolved: %s",
+                exc,
+                extra={"payment_request_id": payment.payment_request_id},
+            )
+            await self._store.release(payment.payment_request_id, token)
+            return Outcome.PENDING
+        if known is not None:
+            return await self._recorder.charged(
+                facts, claimed.attempt_key, known, provider=provider_name, claim=token
+            )
+        if command is None and claimed.sealed_request is not None:
+            command = self._sealer.unseal(claimed.sealed_request, payment.payment_request_id)
+        if command is None:
+            return await self._unsendable(payment, facts, claimed)
+        if payment.next_retry_at is not None and payment.next_retry_at > self._clock():
+            # A retry was scheduled before its worker stopped: keep to its back-off.
+            await asyncio.sleep((payment.next_retry_at - self._clock()).total_seconds())
+            if not await self._store.renew(payment.payment_request_id, token):
+                return Outcome.OWNED_ELSEWHERE
+        # The provider never received the attempt, so sending it now (same key) cannot
+        # charge twice. Failover may go on to the providers after it in today's route.
+        command = dataclasses.replace(command, generation=claimed.generation)
+        route = self._router.route(command.payment_method.value, command.amount.currency)
+        rest = route[route.index(provider_name) + 1 :] if provider_name in route else []
+        return await self._charge(
+            command, facts, claimed.attempt_key, [provider_name, *rest], token
+        )
+
+    async def _unsendable(
+        self, payment: PaymentView, facts: PaymentFacts, claimed: ClaimedAttempt
+    ) -> Outcome:
+        """An attempt the provider never received, with no command to re-send it from (it
+        was begun before attempts carried their sealed command)."""
+        token = claimed.claim.token
+        if self._clock() - claimed.started_at < self._abandon_after:
+            await self._store.release(payment.payment_request_id, token)
+            return Outcome.PENDING
+        return await self._recorder.failed(
+            facts,
+            claimed.attempt_key,
+            ErrorInfo(
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                "the provider never received the payment; nothing was charged",
+            ),
+            provider=claimed.provider,
+            claim=token,
+        )
+
+    async def _charge(
         self,
         command: CreatePayment,
         facts: PaymentFacts,
         attempt_key: str,
-        provider_name: str,
-        attempt_started_at: datetime,
-        retry_at: datetime | None = None,
+        route: list[str],
+        claim: str,
     ) -> Outcome:
-        try:
-            known = await self._providers.get(provider_name).charge_status(attempt_key)
-        except UnknownProviderError as exc:
-            # Only the attempt's own provider can tell; never guess, never send it elsewhere.
-            log.error(
-                "in-doubt payment not resolved: %s",
-                exc,
-                extra={"payment_request_id": command.payment_request_id},
-            )
-            return Outcome.PENDING
-        except ProviderError as exc:
-            # Still cannot tell: leave it for a later redelivery or the reconciler.
-            log.warning(
-                "in-doubt payment not resolved: %s",
-                exc.message,
-                extra={"payment_request_id": command.payment_request_id},
-            )
-            return Outcome.PENDING
-        if known is None:
-            if self._clock() - attempt_started_at > self._resend_window:
-                # Old enough for the reconciler to abandon it: leave it to the reconciler
-                # rather than race it (see consumer/reconciler.py).
-                return Outcome.PENDING
-            if retry_at is not None and retry_at > self._clock():
-                # A retry was scheduled before the consumer stopped: keep to its back-off.
-                await asyncio.sleep((retry_at - self._clock()).total_seconds())
-            # The provider never received the attempt, so sending it now (same key) cannot
-            # charge twice. Failover may go on to the providers after it in today's route.
-            route = self._router.route(command.payment_method.value, command.amount.currency)
-            rest = route[route.index(provider_name) + 1 :] if provider_name in route else []
-            return await self._charge(command, facts, attempt_key, [provider_name, *rest])
-        return await self._recorder.charged(facts, attempt_key, known, provider=provider_name)
+        """Send the open attempt to ``route[0]``; fail over along ``route`` while allowed,
+        then retry the last provider with the same key, with back-off, while the policy
+        allows.
 
-    async def _charge(
-        self, command: CreatePayment, facts: PaymentFacts, attempt_key: str, route: list[str]
-    ) -> Outcome:
-        """Send the open attempt to ``route[0]``; fail over along ``route`` while allowed."""
+        Retries at one provider never change the key: the provider's idempotency then
+        makes every copy of the call one charge, whoever sends it, whenever it arrives
+        (a former owner's call still in flight included). Only failover opens a new key,
+        and only for an attempt opened under the caller's own claim (see
+        :meth:`PaymentStore.next_attempt`). The caller holds ``claim`` and has just written
+        it (begin, claim or renew); every later call follows a write that checks it.
+        """
         provider_name, *rest = route
+        calls = 1
         while True:
-            outcome = await self._charge_one(command, facts, attempt_key, provider_name)
+            outcome = await self._charge_one(command, facts, attempt_key, provider_name, claim)
             if isinstance(outcome, Outcome):
                 return outcome
             error = outcome
             next_key = None
             if rest:
                 next_key = await self._store.next_attempt(
-                    command.payment_request_id, attempt_key, rest[0]
+                    command.payment_request_id, attempt_key, rest[0], claim=claim
                 )
-            if next_key is None and not rest:
-                retry = await self._retry_later(command, attempt_key, error, route)
-                if retry is not None:
-                    attempt_key = retry
-                    provider_name, *rest = route
-                    continue
-            if next_key is None:
-                # No provider or retry left (or the payment moved on meanwhile).
+            if next_key is not None:
+                log.warning(
+                    "provider certainly did not charge; failing over: %s",
+                    error.message,
+                    extra={
+                        "payment_request_id": command.payment_request_id,
+                        "from_provider": provider_name,
+                        "to_provider": rest[0],
+                    },
+                )
+                self._metrics.provider_failovers.labels(provider_name, rest[0]).inc()
+                attempt_key = next_key
+                provider_name, *rest = rest
+            elif await self._wait_to_retry(command, provider_name, error, calls, claim):
+                rest = []  # failover is over: from now on only this key, at this provider
+            else:
+                # No retry left (or the claim was lost meanwhile: then this records
+                # nothing).
                 return await self._recorder.provider_error(
-                    facts, attempt_key, error, provider=provider_name
+                    facts, attempt_key, error, provider=provider_name, claim=claim
                 )
-            log.warning(
-                "provider certainly did not charge; failing over: %s",
-                error.message,
-                extra={
-                    "payment_request_id": command.payment_request_id,
-                    "from_provider": provider_name,
-                    "to_provider": rest[0],
-                },
-            )
-            self._metrics.provider_failovers.labels(provider_name, rest[0]).inc()
-            attempt_key = next_key
-            provider_name, *rest = rest
+            calls += 1
 
-    async def _retry_later(
-        self, command: CreatePayment, attempt_key: str, error: ProviderError, route: list[str]
-    ) -> str | None:
-        """Wait out the back-off, then open the next attempt at the route's first provider.
+    async def _wait_to_retry(
+        self,
+        command: CreatePayment,
+        provider_name: str,
+        error: ProviderError,
+        calls: int,
+        claim: str,
+    ) -> bool:
+        """Wait out the back-off before calling ``provider_name`` again with the same key.
 
-        The schedule is written to the store first, so a consumer that dies while waiting
-        leaves it for the redelivery to honour. Returns the new attempt's key, or None when
-        the attempts are used up or the payment moved on meanwhile.
+        The schedule is written to the store first (checking the claim), so a worker that
+        dies while waiting leaves it for the next owner to honour. False when the retries
+        are used up, the payment moved on or the claim was lost meanwhile.
         """
-        attempt_no = attempt_number(attempt_key)
-        if not self._retry_policy.may_retry_after(attempt_no):
-            return None
-        delay = self._retry_policy.delay_s(attempt_no, error.retry_after)
+        if not self._retry_policy.may_retry_after(calls):
+            return False
+        delay = self._retry_policy.delay_s(calls, error.retry_after)
         at = self._clock() + timedelta(seconds=delay)
-        if not await self._store.schedule_retry(command.payment_request_id, at):
-            return None
+        if not await self._store.schedule_retry(command.payment_request_id, at, claim=claim):
+            return False
         log.warning(
             "provider certainly did not charge; retrying in %.2fs: %s",
             delay,
             error.message,
-            extra={"payment_request_id": command.payment_request_id, "attempt": attempt_no},
+            extra={"payment_request_id": command.payment_request_id, "attempt": calls},
         )
-        self._metrics.provider_retries.labels(route[0]).inc()
+        self._metrics.provider_retries.labels(provider_name).inc()
         await asyncio.sleep(delay)
-        return await self._store.next_attempt(command.payment_request_id, attempt_key, route[0])
+        return await self._store.renew(command.payment_request_id, claim)
 
     async def _charge_one(
-        self, command: CreatePayment, facts: PaymentFacts, attempt_key: str, provider_name: str
+        self,
+        command: CreatePayment,
+        facts: PaymentFacts,
+        attempt_key: str,
+        provider_name: str,
+        claim: str,
     ) -> Outcome | ProviderError:
         """Charge one provider and record the outcome; a certainly-not-charged error is
         returned, unrecorded, for the caller to fail over or record."""
@@ -286,15 +394,17 @@ class PaymentCommandHandler:
             if exc.retriable and not exc.outcome_unknown:
                 return exc  # certainly not charged: the caller may fail over
             return await self._recorder.provider_error(
-                facts, attempt_key, exc, provider=provider_name
+                facts, attempt_key, exc, provider=provider_name, claim=claim
             )
         except PaygateError as exc:
             self._observe(provider_name, started, "error")
             return await self._recorder.failed(
-                facts, attempt_key, ErrorInfo.from_error(exc), provider=provider_name
+                facts, attempt_key, ErrorInfo.from_error(exc), provider=provider_name, claim=claim
             )
         self._observe(provider_name, started, charged.status.value)
-        return await self._recorder.charged(facts, attempt_key, charged, provider=provider_name)
+        return await self._recorder.charged(
+            facts, attempt_key, charged, provider=provider_name, claim=claim
+        )
 
     def _observe(self, provider_name: str, started: float, outcome: str) -> None:
         self._metrics.provider_call_seconds.labels(provider_name, outcome).observe(

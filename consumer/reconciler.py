@@ -1,19 +1,24 @@
-"""Resolves in-doubt payments by asking the provider, never by charging again.
+"""Settles in-doubt payments whose owner is gone, by asking the provider, never by charging
+again.
+
+After the in-doubt payments, each pass runs the stray-charge sweep (consumer.stray_charges).
 
 An attempt is in doubt when its outcome was never recorded: the provider timed out, or the
-consumer died between the write-ahead commit and the provider's answer. The reconciler
-asks the provider the attempt was sent to (its ``provider`` column; with routing, not
-necessarily the payment's first provider) for the attempt, by its idempotency key:
+worker died between the write-ahead commit and the provider's answer. The reconciler looks
+at in-doubt attempts older than ``min_age`` whose payment nobody holds the claim on (see
+persistence.claims): a live owner's payment is its owner's. It takes the claim -- if
+another worker takes it first, it leaves the payment -- and settles the attempt with the
+command handler's own :meth:`PaymentCommandHandler.resolve`, so a redelivery and the
+reconciler follow one decision table:
 
-* the provider knows it: record its answer (succeeded or declined);
-* the provider has never seen it, and the attempt is older than ``abandon_after``: it
-  certainly did not charge, so the payment fails with ``provider_unavailable``;
-* otherwise (the provider cannot be reached, is not configured any more, or the attempt
-  is young): leave it pending.
-
-Windows keep the reconciler and the command handler apart: the handler re-sends an unseen
-attempt only while it is younger than half of ``abandon_after``, and the reconciler
-abandons only older ones, so they never act on the same attempt at once.
+| provider says          | what happens                                               |
+| ---------------------- | ---------------------------------------------------------- |
+| charged / authorized   | recorded: succeeded / authorized                           |
+| declined               | recorded: failed                                           |
+| no record of the key   | re-sent with the same key, from the command sealed into    |
+|                        | the attempt; failed as never received only if there is no  |
+|                        | sealed command and the attempt is older than abandon_after |
+| error / not configured | claim released; still pending, asked again next pass       |
 """
 
 from __future__ import annotations
@@ -24,16 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from consumer.outcome_recorder import Outcome, OutcomeRecorder
+from consumer.outcome_recorder import Outcome
+from consumer.payment_handler import PaymentCommandHandler
 from consumer.periodic import run_periodically
-from consumer.results import PaymentFacts, ResultEvents
+from consumer.stray_charges import StraySweep, SweepReport
 from domain.clock import utc_now
-from domain.error_info import ErrorInfo
-from domain.errors import ErrorCode
 from paygate.metrics import Metrics
-from persistence.payment_store import InDoubt, PaymentStore
-from providers.errors import ProviderError
-from providers.registry import Providers, UnknownProviderError
+from persistence.payment_store import PaymentStore
 
 log = logging.getLogger("paygate.reconciler")
 
@@ -44,8 +46,10 @@ PAGE_SIZE = 500
 class ReconcileReport:
     checked: int = 0
     resolved: int = 0
-    abandoned: int = 0
+    already_final: int = 0
+    owned_elsewhere: int = 0
     still_pending: int = 0
+    strays: SweepReport | None = None
 
 
 class Reconciler:
@@ -53,82 +57,52 @@ class Reconciler:
         self,
         *,
         store: PaymentStore,
-        providers: Providers,
-        events: ResultEvents,
+        handler: PaymentCommandHandler,
         metrics: Metrics,
         min_age: timedelta,
-        abandon_after: timedelta,
+        sweep: StraySweep | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        if abandon_after <= min_age:
-            raise ValueError("abandon_after must be longer than min_age")
         self._store = store
-        self._providers = providers
+        self._sweep = sweep
+        self._handler = handler
         self._metrics = metrics
         self._min_age = min_age
-        self._abandon_after = abandon_after
         self._clock = clock
-        self._recorder = OutcomeRecorder(store, events, clock)
 
     async def run_once(self, limit: int = PAGE_SIZE) -> ReconcileReport:
         report = ReconcileReport()
-        now = self._clock()
-        for item in await self._store.in_doubt(now - self._min_age, limit):
+        for item in await self._store.in_doubt(self._clock() - self._min_age, limit):
             report.checked += 1
-            outcome = await self._reconcile(item, now)
-            if outcome is None:
-                report.still_pending += 1
-            elif outcome == "abandoned":
-                report.abandoned += 1
-            else:
-                report.resolved += 1
-            self._metrics.reconciled.labels(outcome or "still_pending").inc()
+            result = await self._reconcile(item.payment.payment_request_id)
+            setattr(report, result, getattr(report, result) + 1)
+            self._metrics.reconciled.labels(result).inc()
+        if self._sweep is not None:
+            report.strays = await self._sweep.run_once()
         return report
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
         """Reconcile every ``interval_s`` until ``stop`` is set; errors are logged, not fatal.
 
-        The outcome of each examined payment is counted in ``paygate_reconciled_total``."""
+        The result for each examined payment is counted in ``paygate_reconciled_total``."""
 
         async def checked() -> int:
             return (await self.run_once()).checked
 
         await run_periodically(stop, interval_s, checked, "in-doubt payments examined")
 
-    async def _reconcile(self, item: InDoubt, now: datetime) -> str | None:
-        facts = PaymentFacts.of_stored(item.payment)
-        provider = item.attempt_provider
-        try:
-            known = await self._providers.get(provider).charge_status(item.attempt_key)
-        except UnknownProviderError as exc:
-            # Only the attempt's own provider can tell: never guess, never ask another.
-            log.error(
-                "in-doubt payment not reconciled: %s",
-                exc,
-                extra={"payment_request_id": facts.payment_request_id},
-            )
-            return None
-        except ProviderError as exc:
-            log.warning(
-                "provider unreachable during reconciliation: %s",
-                exc.message,
-                extra={"payment_request_id": facts.payment_request_id},
-            )
-            return None
-        if known is not None:
-            outcome = await self._recorder.charged(
-                facts, item.attempt_key, known, provider=provider
-            )
-            return "resolved" if outcome is not Outcome.REPLAYED else "already_final"
-        if now - item.attempt_started_at < self._abandon_after:
-            return None
-        await self._recorder.failed(
-            facts,
-            item.attempt_key,
-            ErrorInfo(
-                ErrorCode.PROVIDER_UNAVAILABLE,
-                "the provider never received the payment; nothing was charged",
-            ),
-            provider=provider,
-        )
-        return "abandoned"
+    async def _reconcile(self, payment_id: str) -> str:
+        claimed = await self._store.claim(payment_id)
+        if claimed is None:
+            # Taken by a worker since the query, or finished: either way not ours.
+            return "owned_elsewhere"
+        payment = await self._store.get_payment(payment_id)
+        assert payment is not None, "a claimed payment exists"
+        outcome = await self._handler.resolve(payment, claimed)
+        if outcome is Outcome.PENDING:
+            return "still_pending"
+        if outcome is Outcome.REPLAYED:
+            return "already_final"
+        if outcome is Outcome.OWNED_ELSEWHERE:
+            return "owned_elsewhere"
+        return "resolved"

@@ -12,14 +12,19 @@ fails with ``provider_unavailable`` and its reservation is released. A timeout l
 refund ``pending``: only the provider's answer, found by the refund reconciler or a
 redelivery, settles it. A redelivered command finds its refund: a final one is re-published,
 an open one is resolved by asking the provider, never by refunding blindly.
+
+One owner per refund (see persistence.claims): only the holder of the refund's claim asks
+the provider about it, sends it or records its answer; a duplicate that cannot take the
+claim does nothing (``owned_elsewhere``), and the holder renews the claim before every
+re-send, so no other worker can have released the reservation meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from consumer.outcome_recorder import Outcome
 from consumer.refund_outcomes import RefundOutcomes
@@ -54,11 +59,9 @@ class RefundCommandHandler:
         events: RefundEvents,
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
-        resend_window: timedelta = timedelta(minutes=30),
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
-        self._resend_window = resend_window
         self._providers = providers
         self._events = events
         self._metrics = metrics
@@ -69,7 +72,11 @@ class RefundCommandHandler:
     async def handle(self, command: RefundPayment) -> Outcome:
         begun = await self._store.begin(command, self._events.at(self._clock()))
         if isinstance(begun, RefundStarted):
-            outcome = await self.send(begun.refund, begun.charge_reference)
+            outcome = await self._as_owner(
+                begun.refund.refund_id,
+                begun.claim.token,
+                self._send(begun.refund, begun.charge_reference, begun.claim.token),
+            )
         elif isinstance(begun, RefundRefused):
             outcome = Outcome.REFUSED
         else:
@@ -91,11 +98,17 @@ class RefundCommandHandler:
         if not existing.same_parameters:
             await self._refuse_conflict(command, refund)
             return Outcome.CONFLICT
-        if refund.status.is_final or existing.charge_reference is None:
-            standing = await self._store.standing(refund.payment_request_id)
-            await self._store.enqueue(self._events.event(refund, standing, refund.updated_at))
-            return Outcome.REPLAYED
-        return await self.resolve(refund, existing.charge_reference)
+        if not refund.status.is_final and existing.charge_reference is not None:
+            claim = await self._store.claim(refund.refund_id)
+            if claim is not None:
+                return await self.resolve(refund, existing.charge_reference, claim.token)
+            current = await self._store.get(refund.refund_id)
+            if current is None or not current.status.is_final:
+                return Outcome.OWNED_ELSEWHERE  # another worker holds it: never send twice
+            refund = current
+        standing = await self._store.standing(refund.payment_request_id)
+        await self._store.enqueue(self._events.event(refund, standing, refund.updated_at))
+        return Outcome.REPLAYED
 
     async def _refuse_conflict(self, command: RefundPayment, refund: RefundView) -> None:
         # The stored refund is untouched; the event, under an id of its own, tells the
@@ -123,29 +136,47 @@ class RefundCommandHandler:
         event_id = conflict_event_id(refund.refund_id, command.parameters_fingerprint())
         await self._store.enqueue(self._events.event(refused, None, now, event_id))
 
-    async def resolve(self, refund: RefundView, charge_reference: str) -> Outcome:
-        """Settle an open refund by asking its provider; send it if it never arrived."""
+    async def resolve(self, refund: RefundView, charge_reference: str, claim: str) -> Outcome:
+        """Settle an open refund whose claim the caller holds, by asking its provider; send
+        it (same key) if the provider has no record of it.
+
+        | provider says        | what happens                                         |
+        | -------------------- | ---------------------------------------------------- |
+        | succeeded / failed   | recorded; the reservation settles or is released     |
+        | pending              | stays pending (the provider settles it later)        |
+        | no record of the key | sent again with the same key: it never arrived, so   |
+        |                      | this cannot refund twice                             |
+        | error                | claim released; left for a later pass                |
+        """
+        return await self._as_owner(
+            refund.refund_id, claim, self._resolve(refund, charge_reference, claim)
+        )
+
+    async def _resolve(self, refund: RefundView, charge_reference: str, claim: str) -> Outcome:
         try:
             provider = self._providers.get(refund.provider or "")
             known = await provider.refund_status(refund.refund_id, charge_reference)
         except (UnknownProviderError, ProviderError) as exc:
             # Cannot tell now: a redelivery or the reconciler asks again later.
             log.warning("open refund not resolved: %s", exc, extra={"refund_id": refund.refund_id})
+            await self._store.release(refund.refund_id, claim)
             return Outcome.PENDING
         if known is not None:
-            return await self._outcomes.answered(refund, known)
-        if (
-            refund.status is RefundStatus.PENDING
-            or self._clock() - refund.created_at > self._resend_window
-        ):
-            # Pending after a timeout with no record at the provider, or old enough for the
-            # reconciler to abandon: the reconciler decides, so the two never race.
-            return Outcome.PENDING
-        # Reserved, then the consumer stopped before the call arrived: send it now. The
-        # same key makes a call that did arrive after all a replay, not a second refund.
-        return await self.send(refund, charge_reference)
+            return await self._outcomes.answered(refund, known, claim=claim)
+        return await self._send(refund, charge_reference, claim)
 
-    async def send(self, refund: RefundView, charge_reference: str) -> Outcome:
+    async def _as_owner(self, refund_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
+        """Run ``work`` holding ``claim``; a worker stopped meanwhile gives the claim up."""
+        try:
+            return await work
+        except BaseException:
+            try:
+                await asyncio.shield(self._store.release(refund_id, claim))
+            except Exception:  # the database may be what failed: the claim then expires
+                log.warning("claim not released; it expires on its own")
+            raise
+
+    async def _send(self, refund: RefundView, charge_reference: str, claim: str) -> Outcome:
         """Call the refund's provider, retrying what certainly did not arrive."""
         assert refund.amount is not None, "a refund in processing has an amount"
         request = RefundRequest(
@@ -163,16 +194,22 @@ class RefundCommandHandler:
                 answer = await provider.refund(request)
             except UnknownProviderError as exc:
                 log.error("refund not sent: %s", exc, extra={"refund_id": refund.refund_id})
+                await self._store.release(refund.refund_id, claim)
                 return Outcome.PENDING
             except ProviderError as exc:
                 if exc.outcome_unknown:
-                    return await self._outcomes.unknown(refund)
+                    return await self._outcomes.unknown(refund, claim=claim)
                 if exc.retriable and self._retry_policy.may_retry_after(attempt):
                     await asyncio.sleep(self._retry_policy.delay_s(attempt, exc.retry_after))
+                    # Still the owner? If not, another worker has the refund now.
+                    if not await self._store.renew(refund.refund_id, claim):
+                        return Outcome.OWNED_ELSEWHERE
                     attempt += 1
                     continue
                 message = f"the provider could not process the refund: {exc.message}"
-                return await self._outcomes.failed(refund, ErrorInfo(exc.code, message))
+                return await self._outcomes.failed(
+                    refund, ErrorInfo(exc.code, message), claim=claim
+                )
             except PaygateError as exc:
-                return await self._outcomes.failed(refund, ErrorInfo.from_error(exc))
-            return await self._outcomes.answered(refund, answer)
+                return await self._outcomes.failed(refund, ErrorInfo.from_error(exc), claim=claim)
+            return await self._outcomes.answered(refund, answer, claim=claim)

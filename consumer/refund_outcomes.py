@@ -40,7 +40,7 @@ class RefundOutcomes:
         self._events = events
         self._clock = clock
 
-    async def answered(self, refund: RefundView, answer: RefundOutcome) -> Outcome:
+    async def answered(self, refund: RefundView, answer: RefundOutcome, *, claim: str) -> Outcome:
         status = _STATUS[answer.status]
         error = None
         if status is RefundStatus.FAILED:
@@ -48,18 +48,18 @@ class RefundOutcomes:
                 answer.error
                 or PaygateError(ErrorCode.REFUND_FAILED, "the provider refused the refund")
             )
-        return await self._finish(refund, status, answer.provider_reference, error)
+        return await self._finish(refund, status, answer.provider_reference, error, claim)
 
-    async def unknown(self, refund: RefundView) -> Outcome:
+    async def unknown(self, refund: RefundView, *, claim: str) -> Outcome:
         error = ErrorInfo(
             ErrorCode.PROVIDER_TIMEOUT,
             "the provider did not answer in time; the refund stays pending until the provider "
             "confirms its outcome",
         )
-        return await self._finish(refund, RefundStatus.PENDING, None, error)
+        return await self._finish(refund, RefundStatus.PENDING, None, error, claim)
 
-    async def failed(self, refund: RefundView, error: ErrorInfo) -> Outcome:
-        return await self._finish(refund, RefundStatus.FAILED, None, error)
+    async def failed(self, refund: RefundView, error: ErrorInfo, *, claim: str) -> Outcome:
+        return await self._finish(refund, RefundStatus.FAILED, None, error, claim)
 
     async def _finish(
         self,
@@ -67,9 +67,11 @@ class RefundOutcomes:
         status: RefundStatus,
         provider_reference: str | None,
         error: ErrorInfo | None,
+        claim: str,
     ) -> Outcome:
         applied = await self._store.finish(
             refund.refund_id,
+            claim=claim,
             status=status,
             provider_reference=provider_reference or refund.provider_reference,
             error=error,

@@ -1,37 +1,26 @@
-"""Settles refunds that have no final answer by asking their provider.
+"""Settles refunds that have no final answer, with the refund handler's own decision table.
 
 A refund stays open (``processing`` or ``pending``) when its provider answers later
-(asynchronous refunds), timed out, or the consumer died after reserving it. Every pass asks
-the provider about each open refund older than ``min_age``, by the refund's idempotency key:
-
-* the provider knows it: record its answer (a refund still pending at the provider stays
-  pending and is asked about again next pass);
-* the provider has never seen it, and the refund is older than ``abandon_after``: nothing
-  was refunded, so the refund fails with ``provider_unavailable`` and its reservation is
-  released;
-* otherwise (the provider cannot be reached, or the refund is young): leave it.
+(asynchronous refunds), timed out, or its worker died after reserving it. Every pass takes
+the open refunds last touched before ``min_age`` that nobody holds the claim on (see
+persistence.claims), takes the claim of each -- if another worker takes it first, it leaves
+the refund -- and lets :meth:`RefundCommandHandler.resolve` settle it: the provider's answer
+is recorded, a refund the provider never received is sent again with the same key (it cannot
+refund twice), and an unreachable provider leaves it for the next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from consumer.outcome_recorder import Outcome
 from consumer.periodic import run_periodically
-from consumer.refund_outcomes import RefundOutcomes
-from consumer.refund_results import RefundEvents
+from consumer.refund_handler import RefundCommandHandler
 from domain.clock import utc_now
-from domain.error_info import ErrorInfo
-from domain.errors import ErrorCode
 from paygate.metrics import Metrics
-from persistence.refund_store import OpenRefund, RefundStore
-from providers.errors import ProviderError
-from providers.registry import Providers, UnknownProviderError
-
-log = logging.getLogger("paygate.reconciler")
+from persistence.refund_store import RefundStore
 
 PAGE_SIZE = 500
 
@@ -41,57 +30,39 @@ class RefundReconciler:
         self,
         *,
         store: RefundStore,
-        providers: Providers,
-        events: RefundEvents,
+        handler: RefundCommandHandler,
         metrics: Metrics,
         min_age: timedelta,
-        abandon_after: timedelta,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        if abandon_after <= min_age:
-            raise ValueError("abandon_after must be longer than min_age")
         self._store = store
-        self._providers = providers
+        self._handler = handler
         self._metrics = metrics
         self._min_age = min_age
-        self._abandon_after = abandon_after
         self._clock = clock
-        self._outcomes = RefundOutcomes(store, events, clock)
 
     async def run_once(self, limit: int = PAGE_SIZE) -> int:
         """One pass; returns how many open refunds were examined."""
-        now = self._clock()
-        examined = await self._store.open_refunds(now - self._min_age, limit)
+        examined = await self._store.open_refunds(self._clock() - self._min_age, limit)
         for item in examined:
-            result = await self._reconcile(item, now)
+            result = await self._reconcile(item.refund.refund_id, item.charge_reference)
             self._metrics.refunds_reconciled.labels(result).inc()
         return len(examined)
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
         await run_periodically(stop, interval_s, self.run_once, "open refunds examined")
 
-    async def _reconcile(self, item: OpenRefund, now: datetime) -> str:
-        refund = item.refund
-        try:
-            provider = self._providers.get(refund.provider or "")
-            known = await provider.refund_status(refund.refund_id, item.charge_reference)
-        except (UnknownProviderError, ProviderError) as exc:
-            log.warning(
-                "open refund not reconciled: %s", exc, extra={"refund_id": refund.refund_id}
-            )
+    async def _reconcile(self, refund_id: str, charge_reference: str) -> str:
+        claim = await self._store.claim(refund_id)
+        if claim is None:
+            return "owned_elsewhere"
+        refund = await self._store.get(refund_id)
+        assert refund is not None, "a claimed refund exists"
+        outcome = await self._handler.resolve(refund, charge_reference, claim.token)
+        if outcome is Outcome.PENDING:
             return "still_pending"
-        if known is not None:
-            outcome = await self._outcomes.answered(refund, known)
-            if outcome is Outcome.PENDING:
-                return "still_pending"
-            return "resolved" if outcome is not Outcome.REPLAYED else "already_final"
-        if now - refund.created_at < self._abandon_after:
-            return "still_pending"
-        await self._outcomes.failed(
-            refund,
-            ErrorInfo(
-                ErrorCode.PROVIDER_UNAVAILABLE,
-                "the provider never received the refund; nothing was refunded",
-            ),
-        )
-        return "abandoned"
+        if outcome is Outcome.REPLAYED:
+            return "already_final"
+        if outcome is Outcome.OWNED_ELSEWHERE:
+            return "owned_elsewhere"
+        return "resolved"

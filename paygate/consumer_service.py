@@ -10,29 +10,19 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 
-from consumer.capture_handler import CaptureCommandHandler
-from consumer.capture_reconciler import CaptureReconciler
 from consumer.dead_letters import DeadLetterRouter
 from consumer.dispatch import CommandDispatcher
 from consumer.key_expiry import KeyExpiry
-from consumer.payment_handler import PaymentCommandHandler
 from consumer.periodic import run_periodically
-from consumer.reconciler import Reconciler
-from consumer.refund_handler import RefundCommandHandler
-from consumer.refund_reconciler import RefundReconciler
-from consumer.refund_results import RefundEvents
-from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
-from domain.retry import RetryPolicy
+from paygate.handlers import handlers_of
 from paygate.metrics import Metrics
 from paygate.providers import build_router
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
-from persistence.capture_store import CaptureStore
 from persistence.engine import create_engine, create_schema
 from persistence.outbox_lease import OutboxLease
 from persistence.payment_store import PaymentStore
-from persistence.refund_store import RefundStore
 from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
 from providers.registry import Providers
@@ -60,7 +50,7 @@ class ConsumerService:
         router = self.router or build_router(settings, self.providers)
         engine = create_engine(settings.database_url)
         await create_schema(engine)
-        store = PaymentStore(engine)
+        store = PaymentStore(engine, claim_lease=timedelta(seconds=settings.claim_lease_s))
         messages = PaymentMessages.bundled()
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-consumer")
         consumer = AIOKafkaConsumer(
@@ -81,67 +71,19 @@ class ConsumerService:
         relay = OutboxRelay(
             store, producer, self.metrics, lease, renew_interval_s=settings.outbox_lease_renew_s
         )
-        events = ResultEvents(messages, settings.results_topic)
-        retry_policy = RetryPolicy(
-            max_attempts=settings.provider_max_attempts,
-            base_delay_s=settings.retry_base_delay_s,
-            max_delay_s=max(settings.retry_max_delay_s, settings.retry_base_delay_s),
-        )
-        resend_window = timedelta(seconds=settings.abandon_after_s / 2)
-        min_age = timedelta(seconds=settings.reconcile_min_age_s)
-        abandon_after = timedelta(seconds=settings.abandon_after_s)
-        handler = PaymentCommandHandler(
+        handlers = handlers_of(
+            settings,
             store=store,
             providers=self.providers,
             router=router,
-            events=events,
-            account_key=settings.account_key,
+            messages=messages,
             metrics=self.metrics,
-            resend_window=resend_window,
-            retry_policy=retry_policy,
-        )
-        refund_store = RefundStore(engine, store.writes)
-        refund_events = RefundEvents(messages, settings.results_topic)
-        refund_handler = RefundCommandHandler(
-            store=refund_store,
-            providers=self.providers,
-            events=refund_events,
-            metrics=self.metrics,
-            retry_policy=retry_policy,
-            resend_window=resend_window,
-        )
-        capture_store = CaptureStore(engine, store.writes)
-        capture_handler = CaptureCommandHandler(
-            store=capture_store,
-            providers=self.providers,
-            events=events,
-            metrics=self.metrics,
-            retry_policy=retry_policy,
-        )
-        capture_reconciler = CaptureReconciler(
-            store=capture_store, handler=capture_handler, min_age=min_age
-        )
-        reconciler = Reconciler(
-            store=store,
-            providers=self.providers,
-            events=events,
-            metrics=self.metrics,
-            min_age=min_age,
-            abandon_after=abandon_after,
-        )
-        refund_reconciler = RefundReconciler(
-            store=refund_store,
-            providers=self.providers,
-            events=refund_events,
-            metrics=self.metrics,
-            min_age=min_age,
-            abandon_after=abandon_after,
         )
         runner = CommandRunner(
             consumer=consumer,
             topic=settings.commands_topic,
             messages=messages,
-            handler=CommandDispatcher(handler, refund_handler, capture_handler),
+            handler=CommandDispatcher(handlers.payments, handlers.refunds, handlers.captures),
             dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
             metrics=self.metrics,
             after_work=relay.notify,
@@ -167,14 +109,15 @@ class ConsumerService:
             await start_with_retry(consumer.start, "Kafka (consumer)")
             relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
             reconciler_task = asyncio.create_task(
-                reconciler.run(stop, settings.reconcile_interval_s), name="reconciler"
+                handlers.payment_reconciler.run(stop, settings.reconcile_interval_s),
+                name="reconciler",
             )
             refund_reconciler_task = asyncio.create_task(
-                refund_reconciler.run(stop, settings.reconcile_interval_s),
+                handlers.refund_reconciler.run(stop, settings.reconcile_interval_s),
                 name="refund-reconciler",
             )
             capture_reconciler_task = asyncio.create_task(
-                capture_reconciler.run(stop, settings.reconcile_interval_s),
+                handlers.capture_reconciler.run(stop, settings.reconcile_interval_s),
                 name="capture-reconciler",
             )
             expiry_task = asyncio.create_task(

@@ -62,8 +62,16 @@ class Metrics:
         self.reconciled = Counter(
             f"{prefix}_reconciled_total",
             "In-doubt payments examined by the reconciler, by result "
-            "(resolved, already_final, abandoned, still_pending).",
+            "(resolved, already_final, owned_elsewhere, still_pending).",
             ["result"],
+            registry=self.registry,
+        )
+        self.stray_charges = Counter(
+            f"{prefix}_stray_charges_total",
+            "Charges found under attempt keys the payment does not stand on, by provider and "
+            "result (found, reversed, reversal_failed). Any `found` is a bug or a provider "
+            "fault: it alerts.",
+            ["provider", "result"],
             registry=self.registry,
         )
 
@@ -100,7 +108,7 @@ class Metrics:
         self.refunds_reconciled = Counter(
             f"{prefix}_refunds_reconciled_total",
             "Refunds without a final answer examined by the reconciler, by result "
-            "(resolved, already_final, abandoned, still_pending).",
+            "(resolved, already_final, owned_elsewhere, still_pending).",
             ["result"],
             registry=self.registry,
         )

@@ -1,4 +1,5 @@
-"""``paygate reconcile``: one reconciliation pass on demand, payments then refunds, as JSON.
+"""``paygate reconcile``: one reconciliation pass on demand -- payments (with the stray-charge
+sweep), refunds, captures -- as JSON.
 
 Outcomes it records go to the outbox; a running consumer's relay publishes them.
 """
@@ -9,16 +10,13 @@ import json
 from dataclasses import asdict
 from datetime import timedelta
 
-from consumer.reconciler import PAGE_SIZE, Reconciler
-from consumer.refund_reconciler import RefundReconciler
-from consumer.refund_results import RefundEvents
-from consumer.results import ResultEvents
+from consumer.reconciler import PAGE_SIZE
+from paygate.handlers import handlers_of
 from paygate.metrics import Metrics
-from paygate.providers import build_providers
+from paygate.providers import build_providers, build_router
 from paygate.settings import Settings
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
-from persistence.refund_store import RefundStore
 from schemas.payments import PaymentMessages
 
 
@@ -28,35 +26,27 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
     try:
         await create_schema(engine)
         await providers.start_all()
-        store = PaymentStore(engine)
-        messages = PaymentMessages.bundled()
-        min_age = timedelta(seconds=settings.reconcile_min_age_s)
-        abandon_after = timedelta(seconds=settings.abandon_after_s)
-        reconciler = Reconciler(
+        store = PaymentStore(engine, claim_lease=timedelta(seconds=settings.claim_lease_s))
+        metrics = Metrics()
+        handlers = handlers_of(
+            settings,
             store=store,
             providers=providers,
-            events=ResultEvents(messages, settings.results_topic),
-            metrics=Metrics(),
-            min_age=min_age,
-            abandon_after=abandon_after,
+            router=build_router(settings, providers),
+            messages=PaymentMessages.bundled(),
+            metrics=metrics,
         )
-        total: dict[str, int] = {"checked": 0, "resolved": 0, "abandoned": 0, "still_pending": 0}
+        total: dict[str, int] = {}
         while True:
-            report = asdict(await reconciler.run_once())
-            for key in total:
-                total[key] += report[key]
+            report = asdict(await handlers.payment_reconciler.run_once())
+            strays = report.pop("strays") or {}
+            for key, count in [*report.items(), *((f"strays_{k}", v) for k, v in strays.items())]:
+                total[key] = total.get(key, 0) + count
             # A full page may have more behind it; a page with nothing resolved would loop.
-            if report["checked"] < PAGE_SIZE or report["resolved"] + report["abandoned"] == 0:
+            if report["checked"] < PAGE_SIZE or report["resolved"] == 0:
                 break
-        refunds = RefundReconciler(
-            store=RefundStore(engine, store.writes),
-            providers=providers,
-            events=RefundEvents(messages, settings.results_topic),
-            metrics=Metrics(),
-            min_age=min_age,
-            abandon_after=abandon_after,
-        )
-        total["refunds_examined"] = await refunds.run_once()
+        total["refunds_examined"] = await handlers.refund_reconciler.run_once()
+        total["captures_examined"] = await handlers.capture_reconciler.run_once()
         return total
     finally:
         await providers.stop_all()

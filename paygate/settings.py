@@ -122,7 +122,24 @@ class Settings(BaseSettings):
     abandon_after_s: float = Field(
         3600.0,
         gt=0,
-        description="An attempt the provider never received is failed after this long.",
+        description="An attempt the provider never received, and that cannot be re-sent (it "
+        "carries no sealed command: begun before attempts carried one), is failed after this "
+        "long.",
+    )
+    stray_settle_s: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds after an attempt was closed as not charged before the "
+        "stray-charge sweep asks its provider to confirm it holds no charge (a call of it "
+        "still in flight has arrived by then).",
+    )
+    claim_lease_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a worker's claim on a payment or refund lasts before another "
+        "worker (or the reconciler) may take the work over; renewed before every provider "
+        "call. Keep it above the provider timeout. Safety never depends on it, only how soon "
+        "a dead worker's payments move on.",
     )
 
     idempotency_key_retention_days: float = Field(

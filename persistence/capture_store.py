@@ -5,13 +5,18 @@ conditional update, before the provider is asked, so a crash leaves a payment th
 capture may be under way (and the reconciler asks the provider), never a silent one. Of two
 captures of one payment crossing, only one finds it ``authorized``. :meth:`CaptureStore.finish`
 records the answer and its result event in one transaction.
+
+One owner per capture (see persistence.claims): the move to ``capturing`` claims the payment
+for the worker that made it; anyone else (a redelivery, the capture reconciler) must take
+the claim before asking the provider, and :meth:`CaptureStore.finish` applies only with the
+holder's token.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -22,6 +27,8 @@ from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.payment import PaymentView
 from domain.status import CAPTURED, PaymentStatus
+from persistence.claims import Claim, claim_columns, claimable, is_claimable, new_claim
+from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
 from persistence.payment_store import (
     OutboxMessage,
@@ -36,9 +43,11 @@ from persistence.tables import payments
 
 @dataclass(frozen=True, slots=True)
 class CaptureStarted:
-    """The payment is ``capturing``: ask its provider to capture it."""
+    """The payment is ``capturing`` and claimed for the caller: ask its provider to capture
+    it, and pass ``claim.token`` to every later write."""
 
     payment: PaymentView
+    claim: Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +71,18 @@ PaymentEventBuilder = Callable[[PaymentView], OutboxMessage]
 
 class CaptureStore:
     def __init__(
-        self, engine: AsyncEngine, writes: GroupCommit, clock: Callable[[], datetime] = utc_now
+        self,
+        engine: AsyncEngine,
+        writes: GroupCommit,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        claim_lease: timedelta = timedelta(seconds=30),
     ) -> None:
         """``writes`` is the payment store's group commit: one writer queue per database."""
         self._engine = engine
         self._writes = writes
         self._clock = clock
+        self._lease = claim_lease
 
     async def begin(
         self,
@@ -75,6 +90,7 @@ class CaptureStore:
         refusal_event: Callable[[PaymentView, PaygateError], OutboxMessage],
     ) -> CaptureBegin:
         now = self._clock()
+        claim = new_claim(now, self._lease)
 
         async def record(conn: AsyncConnection) -> CaptureBegin:
             moved = await conn.execute(
@@ -82,12 +98,14 @@ class CaptureStore:
                 .where(payments.c.id == command.payment_request_id)
                 .where(payments.c.order_id == command.order_id)
                 .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
-                .values(status=PaymentStatus.CAPTURING.value, updated_at=now)
+                .values(
+                    status=PaymentStatus.CAPTURING.value, updated_at=now, **claim_columns(claim)
+                )
             )
             payment = await payment_in(conn, command.payment_request_id)
             if moved.rowcount == 1:
                 assert payment is not None
-                return CaptureStarted(payment)
+                return CaptureStarted(payment, claim)
             if payment is None or payment.order_id != command.order_id:
                 unknown = PaygateError(
                     ErrorCode.NOT_FOUND,
@@ -107,18 +125,78 @@ class CaptureStore:
 
         return await self._writes.run(record)
 
+    async def claim(self, payment_request_id: str) -> Claim | None:
+        """Take the claim on a capture under way, or None: it is settled, or another worker
+        holds it. Decided with the payment row locked, so of two takers only one wins."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> Claim | None:
+            row = (
+                await conn.execute(
+                    select(payments.c.status, payments.c.claim_token, payments.c.claim_expires_at)
+                    .where(payments.c.id == payment_request_id)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if (
+                row is None
+                or row.status != PaymentStatus.CAPTURING.value
+                or not is_claimable(
+                    row.claim_token,
+                    None if row.claim_expires_at is None else as_utc(row.claim_expires_at),
+                    now,
+                )
+            ):
+                return None
+            claim = new_claim(now, self._lease)
+            await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_request_id)
+                .values(**claim_columns(claim))
+            )
+            return claim
+
+        return await self._writes.run(record)
+
+    async def renew(self, payment_request_id: str, claim: str) -> bool:
+        expires_at = self._clock() + self._lease
+
+        async def record(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_request_id)
+                .where(payments.c.claim_token == claim)
+                .values(claim_expires_at=expires_at)
+            )
+            return bool(result.rowcount)
+
+        return await self._writes.run(record)
+
+    async def release(self, payment_request_id: str, claim: str) -> None:
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_request_id)
+                .where(payments.c.claim_token == claim)
+                .values(**claim_columns(None))
+            )
+
+        await self._writes.run(record)
+
     async def finish(
         self,
         payment_request_id: str,
         *,
+        claim: str,
         captured: bool,
         error: ErrorInfo | None,
         event: PaymentEventBuilder,
     ) -> bool:
-        """``succeeded`` when ``captured``, else back to ``authorized`` with ``error``.
+        """``succeeded`` when ``captured``, else back to ``authorized`` with ``error``; the
+        claim is released.
 
-        Only from ``capturing``: returns False, changing nothing, when another resolver of
-        the same capture recorded its outcome first."""
+        Only from ``capturing`` and only for the claim's holder: returns False, changing
+        nothing, otherwise."""
         now = self._clock()
         status = PaymentStatus.SUCCEEDED if captured else PaymentStatus.AUTHORIZED
 
@@ -127,7 +205,13 @@ class CaptureStore:
                 update(payments)
                 .where(payments.c.id == payment_request_id)
                 .where(payments.c.status == PaymentStatus.CAPTURING.value)
-                .values(status=status.value, updated_at=now, **error_columns(error))
+                .where(payments.c.claim_token == claim)
+                .values(
+                    status=status.value,
+                    updated_at=now,
+                    **error_columns(error),
+                    **claim_columns(None),
+                )
             )
             if moved.rowcount != 1:
                 return False
@@ -149,6 +233,7 @@ class CaptureStore:
                 select(payments)
                 .where(payments.c.status == PaymentStatus.CAPTURING.value)
                 .where(payments.c.updated_at < updated_before)
+                .where(claimable(payments, self._clock()))
                 .order_by(payments.c.updated_at)
                 .limit(limit)
             )

@@ -21,10 +21,22 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, bindparam, delete, insert, select, text, tuple_, update
+from sqlalchemy import (
+    Boolean,
+    Text,
+    bindparam,
+    case,
+    delete,
+    insert,
+    null,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,9 +51,14 @@ from domain.money import Money
 from domain.order_protection import refusal_for_new_payment
 from domain.payment import PaymentView
 from domain.status import ALLOWED_TRANSITIONS, InvalidTransitionError, PaymentStatus
+from persistence.claims import Claim, claim_columns, claimable, is_claimable, new_claim
 from persistence.engine import as_utc
 from persistence.group_commit import Bulk, GroupCommit
 from persistence.tables import outbox, payments, provider_attempts
+
+# How long a claim on a payment lasts before another worker may take it over (see
+# persistence.claims): longer than a provider call, so a live owner is not replaced mid-call.
+DEFAULT_CLAIM_LEASE = timedelta(seconds=30)
 
 ATTEMPT_STARTED = "started"
 ATTEMPT_SUCCEEDED = "succeeded"
@@ -75,10 +92,12 @@ class PendingOutboxRow:
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    """New payment: the attempt is committed; call the provider with ``attempt_key``."""
+    """New payment: the attempt is committed and claimed for the caller; call the provider
+    with ``attempt_key``, and pass ``claim.token`` to every later write."""
 
     attempt_key: str
     created_at: datetime
+    claim: Claim
     generation: int = 0
 
 
@@ -106,6 +125,18 @@ class InDoubt:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimedAttempt:
+    """The caller now owns the payment's open attempt: only it may call the provider."""
+
+    claim: Claim
+    attempt_key: str
+    provider: str
+    started_at: datetime
+    sealed_request: bytes | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     """Order protection refused the payment; it is stored as failed with ``error``."""
 
@@ -128,11 +159,22 @@ def attempt_number(attempt_key: str) -> int:
 
 
 class PaymentStore:
-    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._lease = claim_lease
         # Payment writes of concurrent handlers share transactions (see group_commit).
         self._writes = GroupCommit(engine)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     @property
     def writes(self) -> GroupCommit:
@@ -146,6 +188,7 @@ class PaymentStore:
         provider: str,
         account_key: bytes,
         refusal_event: Callable[[CreatePayment, PaygateError, datetime], OutboxMessage],
+        seal: Callable[[CreatePayment], bytes] | None = None,
     ) -> BeginResult:
         """Record a new payment and its first attempt, refuse it, or report what exists.
 
@@ -153,14 +196,22 @@ class PaymentStore:
         (PostgreSQL: an advisory lock; SQLite: the database write lock), so two payments of
         one order cannot both see "not paid yet". A refused payment is stored as failed,
         with its result event from ``refusal_event``, so the client can query why.
+
+        A new payment is claimed for the caller (``Started.claim``) in the transaction that
+        inserts it: the insert itself is the conditional write only one worker can win.
+        ``seal`` seals the command (with its resolved generation) into the attempt, so a
+        later owner of the attempt can re-send it.
         """
+        now = self._clock()
         request = _BeginRequest(
             command=command,
             parameters_hash=command.parameters_fingerprint(account_key),
             provider=provider,
             account_key=account_key,
             refusal_event=refusal_event,
-            now=self._clock(),
+            now=now,
+            claim=new_claim(now, self._lease),
+            seal=seal,
         )
 
         async def record(conn: AsyncConnection) -> BeginResult:
@@ -179,23 +230,27 @@ class PaymentStore:
         payment_id: str,
         attempt_key: str,
         *,
+        claim: str,
         status: PaymentStatus,
         attempt_status: str,
         provider_reference: str | None,
         error: ErrorInfo | None,
         event: OutboxMessage,
     ) -> bool:
-        """Record an attempt's outcome and its result event atomically.
+        """Record an attempt's outcome and its result event atomically, and release the claim.
 
-        Returns False, changing nothing, when the payment already has ``status``: two
-        resolvers of one in-doubt attempt (a redelivery and the reconciler, say) learn the
-        same answer from the provider, and only the first records it. Likewise for
-        ``pending`` (outcome unknown) arriving once the payment is final. Any other move out of
-        a final status raises :class:`domain.status.InvalidTransitionError`.
+        Applies only while ``claim`` is still the payment's claim token. Returns False,
+        changing the payment in no way, when it is not (another worker took the payment
+        over: its owner records the outcome) or when the payment already has ``status``.
+        A charge reported under an attempt that was meanwhile closed as not charged is
+        recorded on that attempt as a stray charge (see consumer.stray_charges), never
+        dropped. A move out of a final status by the claim's holder raises
+        :class:`domain.status.InvalidTransitionError`.
         """
         request = _FinishRequest(
             payment_id=payment_id,
             attempt_key=attempt_key,
+            claim=claim,
             status=status,
             attempt_status=attempt_status,
             provider_reference=provider_reference,
@@ -209,43 +264,129 @@ class PaymentStore:
 
         return await self._writes.run(record, Bulk(_finish_many, request))
 
-    async def schedule_retry(self, payment_id: str, at: datetime) -> bool:
-        """Record when the payment's provider is to be tried again (only while processing)."""
+    async def schedule_retry(self, payment_id: str, at: datetime, *, claim: str) -> bool:
+        """Record when the payment's provider is to be tried again (only while processing
+        and only by the claim's holder, whose claim now lasts until a lease after ``at``)."""
+        expires_at = max(at, self._clock()) + self._lease
 
         async def record(conn: AsyncConnection) -> bool:
             result = await conn.execute(
                 update(payments)
                 .where(payments.c.id == payment_id)
                 .where(payments.c.status == PaymentStatus.PROCESSING.value)
-                .values(next_retry_at=at)
+                .where(payments.c.claim_token == claim)
+                .values(next_retry_at=at, claim_expires_at=expires_at)
             )
             return bool(result.rowcount)
 
         return await self._writes.run(record)
 
+    async def claim(self, payment_id: str) -> ClaimedAttempt | None:
+        """Take the claim on the payment's open attempt, or None if it cannot be taken.
+
+        It can be taken when the payment waits on a provider (``pending`` or ``processing``),
+        its latest attempt is open, and nobody holds the claim (or the holder's lease has
+        expired). Decided with the payment row locked, so of two takers only one wins.
+        """
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> ClaimedAttempt | None:
+            row = (
+                await conn.execute(
+                    select(
+                        payments.c.status,
+                        payments.c.claim_token,
+                        payments.c.claim_expires_at,
+                        payments.c.key_generation,
+                    )
+                    .where(payments.c.id == payment_id)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if (
+                row is None
+                or PaymentStatus(row.status).charge_known
+                or not is_claimable(row.claim_token, _utc_or_none(row.claim_expires_at), now)
+            ):
+                return None
+            latest = await _latest_attempt(conn, payment_id)
+            if latest is None or latest.finished_at is not None:
+                return None
+            claim = new_claim(now, self._lease)
+            await conn.execute(
+                update(payments).where(payments.c.id == payment_id).values(**claim_columns(claim))
+            )
+            return ClaimedAttempt(
+                claim,
+                latest.attempt_key,
+                latest.provider,
+                as_utc(latest.created_at),
+                latest.sealed_request,
+                row.key_generation,
+            )
+
+        return await self._writes.run(record)
+
+    async def renew(self, payment_id: str, claim: str) -> bool:
+        """Extend the holder's claim by a lease; False if ``claim`` is no longer the
+        payment's (then the caller must not call the provider)."""
+        expires_at = self._clock() + self._lease
+
+        async def record(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_id)
+                .where(payments.c.claim_token == claim)
+                .values(claim_expires_at=expires_at)
+            )
+            return bool(result.rowcount)
+
+        return await self._writes.run(record)
+
+    async def release(self, payment_id: str, claim: str) -> None:
+        """Give the claim up (the holder cannot go on now), so another may take it at once."""
+
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_id)
+                .where(payments.c.claim_token == claim)
+                .values(**claim_columns(None))
+            )
+
+        await self._writes.run(record)
+
     async def next_attempt(
-        self, payment_id: str, failed_attempt_key: str, provider: str
+        self, payment_id: str, failed_attempt_key: str, provider: str, *, claim: str
     ) -> str | None:
         """Failover, write-ahead: close a failed attempt and open the next one, atomically.
 
         In one transaction: the open attempt ``failed_attempt_key`` (it must be the payment's
         latest) is finished as ``failed``, attempt n+1 is inserted for ``provider``, and the
         payment's ``provider`` becomes ``provider``. Only while the payment is still
-        ``processing``; otherwise (or if that attempt is no longer the open, latest one)
-        nothing changes and None is returned. Returns the new attempt's key: call the
-        provider with it only after this returned.
+        ``processing``, ``claim`` is still its claim, and the attempt was opened under that
+        same claim (never taken over: nobody else can have a call with its key in flight);
+        otherwise (or if that attempt is no longer the open, latest one) nothing changes and
+        None is returned. Returns the new attempt's key: call the provider with it only
+        after this returned. The claim is renewed by the same write.
         """
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> str | None:
             # The row lock (PostgreSQL) serialises this with finish(), which updates the
             # payment row first as well; SQLite holds the database write lock.
-            status = (
+            row = (
                 await conn.execute(
-                    select(payments.c.status).where(payments.c.id == payment_id).with_for_update()
+                    select(payments.c.status, payments.c.claim_token)
+                    .where(payments.c.id == payment_id)
+                    .with_for_update()
                 )
-            ).scalar_one_or_none()
-            if status != PaymentStatus.PROCESSING.value:
+            ).one_or_none()
+            if (
+                row is None
+                or row.status != PaymentStatus.PROCESSING.value
+                or row.claim_token != claim
+            ):
                 return None
             latest = (
                 await conn.execute(
@@ -253,6 +394,8 @@ class PaymentStore:
                         provider_attempts.c.attempt_key,
                         provider_attempts.c.attempt_no,
                         provider_attempts.c.finished_at,
+                        provider_attempts.c.sealed_request,
+                        provider_attempts.c.opened_by,
                     )
                     .where(provider_attempts.c.payment_id == payment_id)
                     .order_by(provider_attempts.c.attempt_no.desc())
@@ -263,12 +406,16 @@ class PaymentStore:
                 latest is None
                 or latest.attempt_key != failed_attempt_key
                 or latest.finished_at is not None
+                # Taken over since it was opened: its first owner may still have the call in
+                # flight, so "not charged" is not certain for this key; only the same key may
+                # be sent again (see PaymentCommandHandler._charge).
+                or latest.opened_by != claim
             ):
                 return None
             await conn.execute(
                 update(provider_attempts)
                 .where(provider_attempts.c.attempt_key == failed_attempt_key)
-                .values(status=ATTEMPT_FAILED, finished_at=now)
+                .values(status=ATTEMPT_FAILED, finished_at=now, sealed_request=None)
             )
             attempt_no = latest.attempt_no + 1
             attempt_key = attempt_key_for(payment_id, attempt_no)
@@ -280,12 +427,19 @@ class PaymentStore:
                     provider=provider,
                     status=ATTEMPT_STARTED,
                     created_at=now,
+                    sealed_request=latest.sealed_request,
+                    opened_by=claim,
                 )
             )
             await conn.execute(
                 update(payments)
                 .where(payments.c.id == payment_id)
-                .values(provider=provider, updated_at=now, next_retry_at=None)
+                .values(
+                    provider=provider,
+                    updated_at=now,
+                    next_retry_at=None,
+                    claim_expires_at=now + self._lease,
+                )
             )
             return attempt_key
 
@@ -398,6 +552,8 @@ class PaymentStore:
             .where(
                 payments.c.status.in_([PaymentStatus.PENDING.value, PaymentStatus.PROCESSING.value])
             )
+            # A payment whose owner is alive is its owner's; the caller claims the others.
+            .where(claimable(payments, self._clock()))
             .order_by(provider_attempts.c.created_at)
             .limit(limit)
         )
@@ -449,6 +605,8 @@ class _BeginRequest:
     account_key: bytes
     refusal_event: Callable[[CreatePayment, PaygateError, datetime], OutboxMessage]
     now: datetime
+    claim: Claim
+    seal: Callable[[CreatePayment], bytes] | None
 
     @property
     def order(self) -> tuple[str | None, str]:
@@ -479,14 +637,24 @@ def _new_payment(request: _BeginRequest, order: list[OrderPayment], generation: 
     if refusal is not None:
         return _NewPayment(
             Refused(refusal, now, generation),
-            {**row, "status": PaymentStatus.FAILED.value, **error_columns(refusal)},
+            {
+                **row,
+                "status": PaymentStatus.FAILED.value,
+                **error_columns(refusal),
+                **claim_columns(None),
+            },
             None,
             _outbox_row(request.refusal_event(resolved, refusal, now), now),
         )
     return _NewPayment(
-        Started(attempt_key_for(payment_id, 1), now, generation),
+        Started(attempt_key_for(payment_id, 1), now, request.claim, generation),
         # The error columns too, so that every row of a multi-row insert has the same keys.
-        {**row, "status": PaymentStatus.PROCESSING.value, **error_columns(None)},
+        {
+            **row,
+            "status": PaymentStatus.PROCESSING.value,
+            **error_columns(None),
+            **claim_columns(request.claim),
+        },
         {
             "attempt_key": attempt_key_for(payment_id, 1),
             "payment_id": payment_id,
@@ -494,6 +662,8 @@ def _new_payment(request: _BeginRequest, order: list[OrderPayment], generation: 
             "provider": request.provider,
             "status": ATTEMPT_STARTED,
             "created_at": now,
+            "sealed_request": None if request.seal is None else request.seal(resolved),
+            "opened_by": request.claim.token,
         },
         None,
     )
@@ -615,6 +785,7 @@ async def _payments_of_orders(
 class _FinishRequest:
     payment_id: str
     attempt_key: str
+    claim: str
     status: PaymentStatus
     attempt_status: str
     provider_reference: str | None
@@ -642,37 +813,70 @@ def _attempt_finished_at(request: _FinishRequest) -> datetime | None:
 async def _finish_one(conn: AsyncConnection, request: _FinishRequest) -> bool:
     status = request.status
     # A conditional update: it moves the payment only from a status that may become
-    # ``status``, and takes the row lock on PostgreSQL as it does so.
+    # ``status`` and only for the claim's holder, and takes the row lock on PostgreSQL as it
+    # does so.
     moved = await conn.execute(
         update(payments)
         .where(payments.c.id == request.payment_id)
         .where(payments.c.status.in_([s.value for s in _MAY_BECOME[status]]))
+        .where(payments.c.claim_token == request.claim)
         .values(
             status=status.value,
             provider_reference=request.provider_reference,
             updated_at=request.now,
             next_retry_at=None,
             **error_columns(request.error),
+            **claim_columns(None),
         )
     )
     if moved.rowcount != 1:
-        current = PaymentStatus(
-            (
-                await conn.execute(
-                    select(payments.c.status).where(payments.c.id == request.payment_id)
+        current = (
+            await conn.execute(
+                select(payments.c.status, payments.c.claim_token).where(
+                    payments.c.id == request.payment_id
                 )
-            ).scalar_one()
-        )
-        if _already_there(current, status):
+            )
+        ).one()
+        if current.claim_token != request.claim or _already_there(
+            PaymentStatus(current.status), status
+        ):
+            await _note_stray_charge(conn, request)
             return False
-        raise InvalidTransitionError(current, status)
-    await conn.execute(
-        update(provider_attempts)
-        .where(provider_attempts.c.attempt_key == request.attempt_key)
-        .values(status=request.attempt_status, finished_at=_attempt_finished_at(request))
-    )
+        raise InvalidTransitionError(PaymentStatus(current.status), status)
+    finished = await conn.execute(_FINISH_ATTEMPT, [_finish_attempt_params(request)])
+    if finished.rowcount != 1:
+        # The claim's holder finishes the attempt it opened, which only it can close: if it
+        # is not open, the store was changed behind the claims' back. Roll back.
+        raise RuntimeError(f"attempt {request.attempt_key} is not open")
     await enqueue_outbox(conn, request.event, request.now)
     return True
+
+
+async def _note_stray_charge(conn: AsyncConnection, request: _FinishRequest) -> None:
+    """A worker that lost its claim learned that the provider charged under its attempt.
+
+    If that attempt is still the payment's open one, its owner will learn the same from
+    the provider (same key): nothing to do. If it was closed meanwhile (as certainly not
+    charged, or the payment moved on), this charge is not the payment's: it is recorded on
+    the attempt, where the stray-charge sweep finds and reverses it.
+    """
+    if request.attempt_status != ATTEMPT_SUCCEEDED:
+        return
+    await conn.execute(
+        _NOTE_STRAY_CHARGE,
+        [{"b_attempt_key": request.attempt_key, "b_ref": request.provider_reference}],
+    )
+
+
+# A charge under an attempt already closed otherwise: recorded on that attempt, where the
+# stray-charge sweep finds it. An open attempt is its owner's to finish.
+_NOTE_STRAY_CHARGE = (
+    update(provider_attempts)
+    .where(provider_attempts.c.attempt_key == bindparam("b_attempt_key"))
+    .where(provider_attempts.c.finished_at.is_not(None))
+    .where(provider_attempts.c.status != ATTEMPT_SUCCEEDED)
+    .values(status=ATTEMPT_SUCCEEDED, provider_reference=bindparam("b_ref"))
+)
 
 
 async def _finish_many(conn: AsyncConnection, requests: Sequence[_FinishRequest]) -> list[bool]:
@@ -686,25 +890,32 @@ async def _finish_many(conn: AsyncConnection, requests: Sequence[_FinishRequest]
     found, run :func:`_finish_one` after the bulk statements.
     """
     per_payment = Counter(request.payment_id for request in requests)
-    rows = await conn.execute(
-        select(payments.c.id, payments.c.status)
-        .where(payments.c.id.in_(sorted(per_payment)))
-        .order_by(payments.c.id)
-        .with_for_update()
-    )
+    rows = (
+        await conn.execute(
+            select(payments.c.id, payments.c.status, payments.c.claim_token)
+            .where(payments.c.id.in_(sorted(per_payment)))
+            .order_by(payments.c.id)
+            .with_for_update()
+        )
+    ).all()
     seen = {row.id: PaymentStatus(row.status) for row in rows}
+    claims = {row.id: row.claim_token for row in rows}
     results: list[bool] = [False] * len(requests)
     alone: list[int] = []
     moves: list[_FinishRequest] = []
+    strays: list[_FinishRequest] = []
     for index, request in enumerate(requests):
         current = seen.get(request.payment_id)
+        owner = claims.get(request.payment_id) == request.claim
         if current is None or per_payment[request.payment_id] > 1:
-            alone.append(index)
-        elif current in _MAY_BECOME[request.status]:
+            alone.append(index)  # unusual: decided one at a time
+        elif owner and current in _MAY_BECOME[request.status]:
             moves.append(request)
             results[index] = True
-        elif not _already_there(current, request.status):
+        elif owner and not _already_there(current, request.status):
             raise InvalidTransitionError(current, request.status)
+        elif request.attempt_status == ATTEMPT_SUCCEEDED:
+            strays.append(request)  # not applied; a charge is never dropped (see below)
     if moves:
         moved = await conn.execute(
             _MOVE_PAYMENT,
@@ -712,6 +923,7 @@ async def _finish_many(conn: AsyncConnection, requests: Sequence[_FinishRequest]
                 {
                     "b_id": request.payment_id,
                     "b_seen": seen[request.payment_id].value,
+                    "b_claim": request.claim,
                     "b_status": request.status.value,
                     "b_provider_reference": request.provider_reference,
                     "b_now": request.now,
@@ -724,18 +936,17 @@ async def _finish_many(conn: AsyncConnection, requests: Sequence[_FinishRequest]
         # driver can count an executemany (SQLite), as a guard on that reasoning.
         if conn.dialect.supports_sane_multi_rowcount and moved.rowcount != len(moves):
             raise RuntimeError(f"bulk finish moved {moved.rowcount} of {len(moves)} payments")
-        await conn.execute(
-            _FINISH_ATTEMPT,
-            [
-                {
-                    "b_attempt_key": request.attempt_key,
-                    "b_status": request.attempt_status,
-                    "b_finished_at": _attempt_finished_at(request),
-                }
-                for request in moves
-            ],
+        finished = await conn.execute(
+            _FINISH_ATTEMPT, [_finish_attempt_params(request) for request in moves]
         )
+        if conn.dialect.supports_sane_multi_rowcount and finished.rowcount != len(moves):
+            raise RuntimeError(f"bulk finish closed {finished.rowcount} of {len(moves)} attempts")
         await _insert_rows(conn, outbox, [_outbox_row(r.event, r.now) for r in moves])
+    if strays:
+        await conn.execute(
+            _NOTE_STRAY_CHARGE,
+            [{"b_attempt_key": r.attempt_key, "b_ref": r.provider_reference} for r in strays],
+        )
     for index in alone:
         results[index] = await _finish_one(conn, requests[index])
     return results
@@ -871,17 +1082,63 @@ _MOVE_PAYMENT = (
     update(payments)
     .where(payments.c.id == bindparam("b_id"))
     .where(payments.c.status == bindparam("b_seen"))
+    .where(payments.c.claim_token == bindparam("b_claim"))
     .values(
         status=bindparam("b_status"),
         provider_reference=bindparam("b_provider_reference"),
         updated_at=bindparam("b_now"),
         next_retry_at=None,
+        claim_token=None,
+        claim_expires_at=None,
         **{name: bindparam(f"b_{name}") for name in error_columns(None)},
     )
 )
 
+# Only an open attempt finishes; the sealed request goes once the attempt is closed (one
+# whose outcome is unknown stays open, and keeps it for whoever re-sends it).
 _FINISH_ATTEMPT = (
     update(provider_attempts)
     .where(provider_attempts.c.attempt_key == bindparam("b_attempt_key"))
-    .values(status=bindparam("b_status"), finished_at=bindparam("b_finished_at"))
+    .where(provider_attempts.c.finished_at.is_(None))
+    .values(
+        status=bindparam("b_status"),
+        finished_at=bindparam("b_finished_at"),
+        provider_reference=bindparam("b_provider_reference"),
+        sealed_request=case(
+            (bindparam("b_keep_sealed", type_=Boolean), provider_attempts.c.sealed_request),
+            else_=null(),
+        ),
+    )
 )
+
+
+def _finish_attempt_params(request: _FinishRequest) -> dict[str, Any]:
+    finished_at = _attempt_finished_at(request)
+    return {
+        "b_attempt_key": request.attempt_key,
+        "b_status": request.attempt_status,
+        "b_finished_at": finished_at,
+        "b_provider_reference": request.provider_reference,
+        "b_keep_sealed": finished_at is None,
+    }
+
+
+async def _latest_attempt(conn: AsyncConnection, payment_id: str) -> Any:
+    return (
+        await conn.execute(
+            select(
+                provider_attempts.c.attempt_key,
+                provider_attempts.c.provider,
+                provider_attempts.c.created_at,
+                provider_attempts.c.finished_at,
+                provider_attempts.c.sealed_request,
+            )
+            .where(provider_attempts.c.payment_id == payment_id)
+            .order_by(provider_attempts.c.attempt_no.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)

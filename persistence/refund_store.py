@@ -15,13 +15,19 @@ two totals (``refunded_minor``, ``refund_reserved_minor``):
 
 Nothing is checked before the transaction and trusted inside it: a check that passed in the
 REST facade is made again here.
+
+One owner per refund (see persistence.claims): a new refund is claimed by the insert that
+makes it; anyone else must take the claim (:meth:`RefundStore.claim`) before asking the
+provider about it or sending it, and :meth:`RefundStore.finish` applies only with the
+holder's token. So the reconciler can never release a reservation while a worker is sending
+the refund, and a worker that lost the refund to another changes nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, insert, select, update
@@ -37,6 +43,7 @@ from domain.refund import RefundView
 from domain.refund_rules import refusal_for_refund
 from domain.refunds import RefundPayment, RefundReason, RefundStatus
 from domain.status import CAPTURED, PaymentStatus
+from persistence.claims import Claim, claim_columns, claimable, is_claimable, new_claim
 from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
 from persistence.payment_store import OutboxMessage, enqueue_alone, enqueue_outbox
@@ -60,10 +67,12 @@ RefundEventBuilder = Callable[[RefundView, PaymentRefunds | None], OutboxMessage
 
 @dataclass(frozen=True, slots=True)
 class RefundStarted:
-    """The amount is reserved and the refund committed: call ``provider`` with it."""
+    """The amount is reserved and the refund committed and claimed for the caller: call
+    ``provider`` with it, and pass ``claim.token`` to every later write."""
 
     refund: RefundView
     charge_reference: str
+    claim: Claim
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +109,14 @@ class RefundStore:
         engine: AsyncEngine,
         writes: GroupCommit,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        claim_lease: timedelta = timedelta(seconds=30),
     ) -> None:
         """``writes`` is the payment store's group commit: one writer queue per database."""
         self._engine = engine
         self._writes = writes
         self._clock = clock
+        self._lease = claim_lease
 
     async def begin(self, command: RefundPayment, event: RefundEventBuilder) -> RefundBegin:
         """Reserve and record a new refund, refuse it, or report the existing one."""
@@ -182,8 +194,11 @@ class RefundStore:
                 updated_at=now,
                 parameters_hash=parameters_hash,
             )
-            await conn.execute(insert(refunds).values(**_row(view, payment.provider)))
-            return RefundStarted(view, payment.provider_reference)
+            claim = new_claim(now, self._lease)
+            await conn.execute(
+                insert(refunds).values(**_row(view, payment.provider), **claim_columns(claim))
+            )
+            return RefundStarted(view, payment.provider_reference, claim)
 
         try:
             return await self._writes.run(record)
@@ -192,10 +207,69 @@ class RefundStore:
             # a second pass finds it.
             return await self._writes.run(record)
 
+    async def claim(self, refund_id: str) -> Claim | None:
+        """Take the claim on an open refund, or None: it is final, or another worker holds
+        it. Decided with the refund row locked, so of two takers only one wins."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> Claim | None:
+            row = (
+                await conn.execute(
+                    select(refunds.c.status, refunds.c.claim_token, refunds.c.claim_expires_at)
+                    .where(refunds.c.id == refund_id)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if (
+                row is None
+                or row.status not in _OPEN
+                or not is_claimable(
+                    row.claim_token,
+                    None if row.claim_expires_at is None else as_utc(row.claim_expires_at),
+                    now,
+                )
+            ):
+                return None
+            claim = new_claim(now, self._lease)
+            await conn.execute(
+                update(refunds).where(refunds.c.id == refund_id).values(**claim_columns(claim))
+            )
+            return claim
+
+        return await self._writes.run(record)
+
+    async def renew(self, refund_id: str, claim: str) -> bool:
+        """Extend the holder's claim; False if it is no longer the holder's (then it must
+        not call the provider)."""
+        expires_at = self._clock() + self._lease
+
+        async def record(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(refunds)
+                .where(refunds.c.id == refund_id)
+                .where(refunds.c.claim_token == claim)
+                .values(claim_expires_at=expires_at)
+            )
+            return bool(result.rowcount)
+
+        return await self._writes.run(record)
+
+    async def release(self, refund_id: str, claim: str) -> None:
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(refunds)
+                .where(refunds.c.id == refund_id)
+                .where(refunds.c.claim_token == claim)
+                .values(**claim_columns(None))
+            )
+
+        await self._writes.run(record)
+
     async def finish(
         self,
         refund_id: str,
         *,
+        claim: str,
         status: RefundStatus,
         provider_reference: str | None,
         error: ErrorInfo | None,
@@ -203,9 +277,10 @@ class RefundStore:
     ) -> bool:
         """Record the provider's answer, move the payment's totals, queue the event.
 
-        ``pending`` keeps the reservation (the provider settles later). Returns False,
-        changing nothing, when the refund is already final, or already pending and asked
-        to stay pending: a second resolver of one refund records nothing twice.
+        ``pending`` keeps the reservation (the provider settles later). Applies only while
+        ``claim`` is the refund's claim, and releases it. Returns False, changing nothing,
+        when it is not, when the refund is already final, or already pending and asked to
+        stay pending.
         """
         if status is RefundStatus.PROCESSING:
             raise ValueError("processing is not an outcome")
@@ -221,14 +296,24 @@ class RefundStore:
                 update(refunds)
                 .where(refunds.c.id == refund_id)
                 .where(refunds.c.status.in_(from_statuses))
+                .where(refunds.c.claim_token == claim)
                 .values(
                     status=status.value,
                     provider_reference=provider_reference,
                     updated_at=now,
                     **_error_columns(error),
+                    **claim_columns(None),
                 )
             )
             if moved.rowcount != 1:
+                # Nothing to record (already final, or pending and still pending): the
+                # caller's work on the refund is over all the same, so its claim goes.
+                await conn.execute(
+                    update(refunds)
+                    .where(refunds.c.id == refund_id)
+                    .where(refunds.c.claim_token == claim)
+                    .values(**claim_columns(None))
+                )
                 return False
             row = await _refund_row(conn, refund_id)
             assert row is not None
@@ -282,6 +367,8 @@ class RefundStore:
             .join(payments, payments.c.id == refunds.c.payment_id)
             .where(refunds.c.status.in_(_OPEN))
             .where(refunds.c.updated_at < updated_before)
+            # A live owner's refund is its owner's; the caller claims the others.
+            .where(claimable(refunds, self._clock()))
             .order_by(refunds.c.updated_at)
             .limit(limit)
         )

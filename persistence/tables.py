@@ -65,6 +65,11 @@ payments = Table(
     Column(
         "refund_reserved_minor", BigInteger, nullable=False, default=0, server_default=text("0")
     ),
+    # The claim on the payment's provider work (its attempts, or its capture): only the
+    # worker holding ``claim_token`` may call the provider for it or record what it did;
+    # another may take the claim only after ``claim_expires_at`` (see persistence.claims).
+    Column("claim_token", String(36)),
+    Column("claim_expires_at", DateTime(timezone=True)),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
     Index("ix_payments_client_order", "client_id", "order_id", "created_at"),
 )
@@ -91,6 +96,9 @@ refunds = Table(
     Column("decline_code", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The claim on the refund's provider work, as on payments.
+    Column("claim_token", String(36)),
+    Column("claim_expires_at", DateTime(timezone=True)),
     Index("ix_refunds_open", "status", "updated_at"),
 )
 
@@ -106,6 +114,37 @@ provider_attempts = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+    # The claim token of the worker that opened the attempt. Only while that worker still
+    # holds the payment may the attempt be closed as "certainly not charged" and another
+    # provider tried: after a takeover, the first owner may still have the call in flight.
+    Column("opened_by", String(36)),
+    # What the provider charged under this key, when it did.
+    Column("provider_reference", String(255)),
+    # The payer and payee accounts sealed (AES-GCM) for as long as the attempt is open, so
+    # whoever owns it next can re-send it with the same key; cleared when it finishes.
+    Column("sealed_request", LargeBinary),
+    # When the provider confirmed that an attempt closed as "certainly not charged" holds
+    # no charge (see consumer.stray_charges): every key ever sent is checked once.
+    Column("verified_at", DateTime(timezone=True)),
+)
+
+# Charges the provider made under a key that is not the payment's charge: found by the
+# stray-charge sweep, reversed through the provider under a key of their own.
+stray_charges = Table(
+    "stray_charges",
+    metadata,
+    Column("attempt_key", String(64), primary_key=True),
+    Column("payment_id", ForeignKey("payments.id"), nullable=False, index=True),
+    Column("provider", String(32), nullable=False),
+    Column("provider_reference", String(255)),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    # reversing (the reversal is being sent or is in doubt), reversed, or failed.
+    Column("status", String(16), nullable=False),
+    Column("reversal_reference", String(255)),
+    Column("error_message", Text),
+    Column("found_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
 # Result events, written in the same transaction as the state change they report; the

@@ -241,11 +241,12 @@ async def test_an_acquirer_unavailable_until_retries_run_out_fails_as_provider_u
     assert payment.next_retry_at is None  # no retry left scheduled
     assert payment.provider_reference is None
 
-    # Called exactly the configured number of times, each a new attempt, each refused
+    # Called exactly the configured number of times, always with the one attempt key (a
+    # retry at one provider never opens a new key: see docs/reliability.md), each refused
     # before processing: nothing in the ledger, so nothing charged.
     charges = stack.tap.charges(payment_id)
     assert [call.status for call in charges] == [503] * MAX_ATTEMPTS
-    assert len({call.attempt_key for call in charges}) == MAX_ATTEMPTS
+    assert {call.attempt_key for call in charges} == {f"{payment_id}-a1"}
     assert await ledger_rows(stack, payment_id) == []
 
 
@@ -313,8 +314,8 @@ async def test_an_acquirer_unavailable_once_is_retried_and_charged_once(stack: S
     assert payment.error is None
     assert payment.provider_reference == event.provider_reference == row["id"]
 
-    # Refused once before processing, then retried as a new attempt that charged.
+    # Refused once before processing, then retried with the same key, which charged.
     charges = stack.tap.charges(payment_id)
     assert [call.status for call in charges] == [503, 200]
-    assert len({call.attempt_key for call in charges}) == 2
+    assert {call.attempt_key for call in charges} == {f"{payment_id}-a1"}
     assert row["idempotencyKey"] == charges[-1].attempt_key

@@ -33,6 +33,7 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
 from tests.support.builders import DECLINED_CARD, create_payment
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +56,13 @@ def store(engine):
 
 
 @pytest.fixture
-def captures(engine, store):
-    return CaptureStore(engine, store.writes)
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def captures(engine, store, clock):
+    return CaptureStore(engine, store.writes, clock)
 
 
 @pytest.fixture
@@ -168,7 +174,7 @@ async def test_only_an_authorized_payment_can_be_captured(payments, capture_hand
 
 
 async def test_a_capture_left_capturing_by_a_crash_is_settled_by_the_reconciler(
-    payments, capture_handler, captures, store, provider
+    payments, capture_handler, captures, store, provider, clock
 ):
     command, _ = await authorized(payments)
     # The consumer moved it to capturing, then died before asking the provider.
@@ -179,8 +185,10 @@ async def test_a_capture_left_capturing_by_a_crash_is_settled_by_the_reconciler(
         store=captures,
         handler=capture_handler,
         min_age=timedelta(0),
-        clock=lambda: datetime.now(UTC) + timedelta(seconds=1),
+        clock=lambda: clock.now + timedelta(seconds=1),
     )
+    assert await reconciler.run_once() == 0  # the dead consumer's claim still stands
+    clock.now += timedelta(seconds=31)
     assert await reconciler.run_once() == 1
     assert (await store.get_payment(command.payment_request_id)).status is (PaymentStatus.SUCCEEDED)
     (charge,) = await provider.acquirer.charges()
@@ -189,7 +197,7 @@ async def test_a_capture_left_capturing_by_a_crash_is_settled_by_the_reconciler(
 
 
 async def test_a_capture_the_provider_made_before_a_crash_is_found_not_made_again(
-    payments, capture_handler, captures, store, provider
+    payments, capture_handler, captures, store, provider, clock
 ):
     command, _ = await authorized(payments)
     begun = await captures.begin(capture_of(command), lambda p, e: EVENTS.for_stored(p))
@@ -204,6 +212,8 @@ async def test_a_capture_the_provider_made_before_a_crash_is_found_not_made_agai
             amount=payment.amount,
         )
     )
+    assert await capture_handler.handle(capture_of(command)) is Outcome.OWNED_ELSEWHERE
+    clock.now += timedelta(seconds=31)  # the dead consumer's claim has expired
     assert await capture_handler.handle(capture_of(command)) is Outcome.SUCCEEDED
     (charge,) = await provider.acquirer.charges()
     assert charge.captured_minor == command.amount.minor_units

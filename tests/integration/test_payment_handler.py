@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select, text
@@ -27,6 +28,7 @@ from tests.support.builders import (
     create_payment,
     unexpected_refusal,
 )
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -53,12 +55,17 @@ def metrics():
 
 
 @pytest.fixture
-def store(engine):
-    return PaymentStore(engine)
+def clock():
+    return Clock()
 
 
 @pytest.fixture
-def handler(store, provider, metrics):
+def store(engine, clock):
+    return PaymentStore(engine, clock)
+
+
+@pytest.fixture
+def handler(store, provider, metrics, clock):
     return PaymentCommandHandler(
         store=store,
         providers=Providers.of(provider),
@@ -66,6 +73,7 @@ def handler(store, provider, metrics):
         events=ResultEvents(MESSAGES, "payments.results"),
         account_key=ACCOUNT_KEY,
         metrics=metrics,
+        clock=clock,
     )
 
 
@@ -187,7 +195,7 @@ async def test_timeout_leaves_it_pending_and_redelivery_asks_the_provider(
 
 
 async def test_crash_after_write_ahead_is_resolved_by_the_provider_not_by_guessing(
-    store, handler, provider
+    store, handler, provider, clock
 ):
     command = create_payment()
     # A consumer that died right after the write-ahead commit, before calling the provider.
@@ -202,6 +210,10 @@ async def test_crash_after_write_ahead_is_resolved_by_the_provider_not_by_guessi
     assert existing.open_attempt_key == started.attempt_key
     assert existing.payment.status is PaymentStatus.PROCESSING
 
+    # The dead consumer's claim holds until it expires; then the redelivery takes it over.
+    assert await handler.handle(command) is Outcome.OWNED_ELSEWHERE
+    assert await provider.acquirer.charges() == []
+    clock.now += timedelta(seconds=31)
     assert await handler.handle(command) is Outcome.SUCCEEDED
     (charge,) = await provider.acquirer.charges()
     assert charge.idempotency_key == started.attempt_key

@@ -13,12 +13,13 @@ from consumer.outcome_recorder import OutcomeRecorder
 from consumer.payment_handler import Outcome, PaymentCommandHandler
 from consumer.reconciler import Reconciler
 from consumer.results import PaymentFacts, ResultEvents
+from consumer.sealing import CommandSealer
 from domain.commands import payment_request_id_for
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
-from persistence.tables import outbox
+from persistence.tables import outbox, provider_attempts
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from providers.registry import Providers
 from providers.routing import Router
@@ -67,14 +68,24 @@ def handler(store, provider, clock):
     )
 
 
+def handler_for(store, provider, clock):
+    return PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
+        events=EVENTS,
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        clock=clock,
+    )
+
+
 def reconciler_for(store, provider, clock, metrics=None):
     return Reconciler(
         store=store,
-        providers=Providers.of(provider),
-        events=EVENTS,
+        handler=handler_for(store, provider, clock),
         metrics=metrics or Metrics(),
         min_age=timedelta(seconds=30),
-        abandon_after=timedelta(hours=1),
         clock=clock,
     )
 
@@ -123,11 +134,51 @@ async def test_timeout_is_reconciled_from_the_providers_answer(
     assert (await reconciler.run_once()).checked == 0  # nothing left in doubt
 
 
-async def test_an_attempt_the_provider_never_saw_is_abandoned_only_when_old(
+async def test_an_attempt_the_provider_never_saw_is_resent_by_the_reconciler(
     store, engine, provider, clock
 ):
     command = create_payment()
-    # The consumer died after the write-ahead commit, before the provider call.
+    # The consumer died after the write-ahead commit (with the command sealed into the
+    # attempt, as the handler writes it), before the provider call.
+    await store.begin(
+        command,
+        provider="sandbox",
+        account_key=ACCOUNT_KEY,
+        refusal_event=unexpected_refusal,
+        seal=CommandSealer(ACCOUNT_KEY).seal,
+    )
+    reconciler = reconciler_for(store, provider, clock)
+    clock.now += timedelta(seconds=20)
+    assert (await reconciler.run_once()).checked == 0  # its owner's claim still stands
+
+    clock.now += timedelta(seconds=20)
+    report = await reconciler.run_once()
+    assert (report.checked, report.resolved) == (1, 1)
+    payment = await store.get_payment(command.payment_request_id)
+    assert payment.status is PaymentStatus.SUCCEEDED
+    (charge,) = await provider.acquirer.charges()
+    assert charge.idempotency_key == f"{command.payment_request_id}-a1"
+    assert await _sealed_requests(engine, command.payment_request_id) == [None]
+
+
+async def _sealed_requests(engine, payment_id):
+    async with engine.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    select(provider_attempts.c.sealed_request).where(
+                        provider_attempts.c.payment_id == payment_id
+                    )
+                )
+            ).scalars()
+        )
+
+
+async def test_an_unseen_attempt_without_a_sealed_command_is_abandoned_only_when_old(
+    store, engine, provider, clock
+):
+    command = create_payment()
+    # Begun without a sealed command (as by a release before attempts carried one).
     await store.begin(
         command, provider="sandbox", account_key=ACCOUNT_KEY, refusal_event=unexpected_refusal
     )
@@ -140,23 +191,26 @@ async def test_an_attempt_the_provider_never_saw_is_abandoned_only_when_old(
 
     clock.now += timedelta(hours=1)
     report = await reconciler.run_once()
-    assert report.abandoned == 1
+    assert report.resolved == 1
     payment = await store.get_payment(command.payment_request_id)
     assert payment.status is PaymentStatus.FAILED
     assert payment.error.code is ErrorCode.PROVIDER_UNAVAILABLE
     assert await provider.acquirer.charges() == []
 
 
-async def test_an_old_unseen_attempt_is_not_resent_by_a_late_redelivery(
+async def test_an_unseen_attempt_is_resent_by_a_redelivery_once_its_owner_is_gone(
     store, handler, provider, clock
 ):
     command = create_payment()
     await store.begin(
         command, provider="sandbox", account_key=ACCOUNT_KEY, refusal_event=unexpected_refusal
     )
-    clock.now += timedelta(minutes=45)  # past the handler's re-send window
-    assert await handler.handle(command) is Outcome.PENDING
+    clock.now += timedelta(seconds=10)  # the first owner's claim still stands
+    assert await handler.handle(command) is Outcome.OWNED_ELSEWHERE
     assert await provider.acquirer.charges() == []
+    clock.now += timedelta(minutes=45)
+    assert await handler.handle(command) is Outcome.SUCCEEDED
+    assert len(await provider.acquirer.charges()) == 1
 
 
 async def test_an_unreachable_provider_leaves_payments_pending(store, handler, provider, clock):
@@ -201,6 +255,7 @@ async def test_a_late_timeout_does_not_undo_an_outcome_the_reconciler_recorded(
         f"{command.payment_request_id}-a1",
         ProviderTimeoutError("sandbox", "no answer"),
         provider="sandbox",
+        claim="the-slow-workers-claim",
     )
     assert late is Outcome.REPLAYED
     assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.SUCCEEDED

@@ -29,6 +29,7 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
 from tests.support.builders import DECLINED_CARD, SUCCESS_CARD, create_payment, unique
+from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +60,13 @@ def store(engine):
 
 
 @pytest.fixture
-def refund_store(engine, store):
-    return RefundStore(engine, store.writes)
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def refund_store(engine, store, clock):
+    return RefundStore(engine, store.writes, clock)
 
 
 @pytest.fixture
@@ -109,7 +115,9 @@ async def refund_events(engine, refund_id) -> list[RefundResult]:
     return [e for e in events if isinstance(e, RefundResult) and e.refund_id == refund_id]
 
 
-async def test_partial_multiple_and_full_refunds(payments, refunds, store, refund_store, provider):
+async def test_partial_multiple_and_full_refunds(
+    payments, refunds, store, refund_store, provider, clock
+):
     payment = await paid(payments)
     first, second, rest = (
         refund_of(payment, Money(3_000, "EUR")),
@@ -119,7 +127,9 @@ async def test_partial_multiple_and_full_refunds(payments, refunds, store, refun
     assert await refunds.handle(first) is Outcome.SUCCEEDED
     view = await store.get_payment(payment.payment_request_id)
     assert (view.status, view.refunded_minor) == (PaymentStatus.PARTIALLY_REFUNDED, 3_000)
+    clock.now += timedelta(seconds=1)
     assert await refunds.handle(second) is Outcome.SUCCEEDED
+    clock.now += timedelta(seconds=1)
     assert await refunds.handle(rest) is Outcome.SUCCEEDED
     view = await store.get_payment(payment.payment_request_id)
     assert (view.status, view.refunded_minor, view.refundable_minor) == (
@@ -206,11 +216,9 @@ async def test_an_asynchronous_refund_stays_pending_until_reconciled(
 
     reconciler = RefundReconciler(
         store=refund_store,
-        providers=Providers.of(provider),
-        events=RefundEvents(MESSAGES, "payments.results"),
+        handler=refunds,
         metrics=metrics,
         min_age=timedelta(0),
-        abandon_after=timedelta(hours=1),
         clock=lambda: datetime.now(UTC) + timedelta(seconds=1),
     )
     for _ in range(50):
@@ -230,7 +238,7 @@ async def test_an_asynchronous_refund_stays_pending_until_reconciled(
 
 
 async def test_a_refund_reserved_before_a_crash_is_sent_once_on_redelivery(
-    payments, refunds, refund_store, provider
+    payments, refunds, refund_store, provider, clock
 ):
     payment = await paid(payments)
     command = refund_of(payment, Money(2_500, "EUR"))
@@ -238,13 +246,17 @@ async def test_a_refund_reserved_before_a_crash_is_sent_once_on_redelivery(
     begun = await refund_store.begin(command, RefundEvents(MESSAGES, "r").at(datetime.now(UTC)))
     assert isinstance(begun, RefundStarted)
     assert await provider.acquirer.refunds() == []
+    # Its claim stands until it expires: until then a duplicate leaves the refund alone.
+    assert await refunds.handle(command) is Outcome.OWNED_ELSEWHERE
+    assert await provider.acquirer.refunds() == []
+    clock.now += timedelta(seconds=31)
     assert await refunds.handle(command) is Outcome.SUCCEEDED
     assert await refunds.handle(command) is Outcome.REPLAYED
     assert [r.amount_minor for r in await provider.acquirer.refunds()] == [2_500]
 
 
 async def test_a_refund_sent_before_a_crash_is_found_not_sent_again(
-    payments, refunds, refund_store, provider
+    payments, refunds, refund_store, provider, clock
 ):
     payment = await paid(payments)
     command = refund_of(payment, Money(2_500, "EUR"))
@@ -252,6 +264,7 @@ async def test_a_refund_sent_before_a_crash_is_found_not_sent_again(
     assert isinstance(begun, RefundStarted)
     # The call reached the provider; the consumer died before recording the answer.
     await provider.refund(_request_for(begun))
+    clock.now += timedelta(seconds=31)  # the dead consumer's claim has expired
     assert await refunds.handle(command) is Outcome.SUCCEEDED
     assert [r.amount_minor for r in await provider.acquirer.refunds()] == [2_500]
 

@@ -49,6 +49,7 @@ async def succeeded_payment(store: PaymentStore, amount: Money = CAPTURED):
     await store.finish(
         command.payment_request_id,
         begun.attempt_key,
+        claim=begun.claim.token,
         status=PaymentStatus.SUCCEEDED,
         attempt_status=ATTEMPT_SUCCEEDED,
         provider_reference="ch_test",
@@ -100,6 +101,7 @@ async def test_partial_then_full_refund_moves_the_payment_and_reports_it(store, 
 
     assert await refunds.finish(
         first.refund.refund_id,
+        claim=first.claim.token,
         status=RefundStatus.SUCCEEDED,
         provider_reference="re_1",
         error=None,
@@ -119,6 +121,7 @@ async def test_partial_then_full_refund_moves_the_payment_and_reports_it(store, 
     assert rest.refund.amount == Money(7_000, "EUR")
     await refunds.finish(
         rest.refund.refund_id,
+        claim=rest.claim.token,
         status=RefundStatus.SUCCEEDED,
         provider_reference="re_2",
         error=None,
@@ -139,6 +142,7 @@ async def test_a_failed_refund_releases_its_reservation(store, refunds):
     assert isinstance(begun, RefundStarted)
     assert await refunds.finish(
         begun.refund.refund_id,
+        claim=begun.claim.token,
         status=RefundStatus.FAILED,
         provider_reference=None,
         error=None,
@@ -147,9 +151,11 @@ async def test_a_failed_refund_releases_its_reservation(store, refunds):
     view = await store.get_payment(payment.payment_request_id)
     assert view.status is PaymentStatus.SUCCEEDED
     assert (view.refunded_minor, view.refund_reserved_minor) == (0, 0)
-    # Finishing again changes nothing.
+    # Finishing again changes nothing, whoever tries.
+    assert await refunds.claim(begun.refund.refund_id) is None  # final: nothing to claim
     assert not await refunds.finish(
         begun.refund.refund_id,
+        claim=begun.claim.token,
         status=RefundStatus.SUCCEEDED,
         provider_reference=None,
         error=None,
@@ -162,19 +168,35 @@ async def test_a_pending_refund_keeps_its_reservation_until_settled(store, refun
     payment = await succeeded_payment(store)
     begun = await refunds.begin(refund_of(payment, Money(2_500, "EUR")), _event)
     refund_id = begun.refund.refund_id
+    token = begun.claim.token
     assert await refunds.finish(
-        refund_id, status=RefundStatus.PENDING, provider_reference="re_p", error=None, event=_event
+        refund_id,
+        claim=token,
+        status=RefundStatus.PENDING,
+        provider_reference="re_p",
+        error=None,
+        event=_event,
     )
+    # Pending released the claim: its former holder records nothing more.
     assert not await refunds.finish(
-        refund_id, status=RefundStatus.PENDING, provider_reference="re_p", error=None, event=_event
+        refund_id,
+        claim=token,
+        status=RefundStatus.PENDING,
+        provider_reference="re_p",
+        error=None,
+        event=_event,
     )
     view = await store.get_payment(payment.payment_request_id)
     assert (view.status, view.refund_reserved_minor) == (PaymentStatus.SUCCEEDED, 2_500)
     (open_refund,) = await refunds.open_refunds(datetime.now(UTC).replace(year=2100), 10)
     assert open_refund.refund.refund_id == refund_id
     assert open_refund.charge_reference == "ch_test"
+    settler = await refunds.claim(refund_id)
+    assert settler is not None
+    assert await refunds.claim(refund_id) is None  # one holder at a time
     assert await refunds.finish(
         refund_id,
+        claim=settler.token,
         status=RefundStatus.SUCCEEDED,
         provider_reference="re_p",
         error=None,
@@ -235,6 +257,7 @@ async def test_nothing_left_to_refund_is_refused(store, refunds):
     full = await refunds.begin(refund_of(payment, None), _event)
     await refunds.finish(
         full.refund.refund_id,
+        claim=full.claim.token,
         status=RefundStatus.SUCCEEDED,
         provider_reference="re",
         error=None,
@@ -286,6 +309,7 @@ async def test_twenty_concurrent_refunds_never_exceed_the_captured_amount(databa
             *(
                 stores[i % len(stores)].finish(
                     b.refund.refund_id,
+                    claim=b.claim.token,
                     status=RefundStatus.SUCCEEDED if i % 2 else RefundStatus.FAILED,
                     provider_reference=None,
                     error=None,

@@ -106,11 +106,9 @@ def handler_for(store, first, second, metrics, clock):
 def reconciler_for(store, first, second, clock):
     return Reconciler(
         store=store,
-        providers=Providers.of(first, second),
-        events=EVENTS,
+        handler=handler_for(store, first, second, Metrics(), clock),
         metrics=Metrics(),
         min_age=timedelta(seconds=30),
-        abandon_after=timedelta(hours=1),
         clock=clock,
     )
 
@@ -260,11 +258,17 @@ async def test_a_crash_after_the_failover_write_ahead_resumes_with_the_secondary
         command, provider=PRIMARY, account_key=ACCOUNT_KEY, refusal_event=unexpected_refusal
     )
     assert isinstance(started, Started)
-    a2 = await store.next_attempt(command.payment_request_id, started.attempt_key, SECONDARY)
+    a2 = await store.next_attempt(
+        command.payment_request_id, started.attempt_key, SECONDARY, claim=started.claim.token
+    )
     assert a2 == f"{command.payment_request_id}-a2"
     assert (await store.get_payment(command.payment_request_id)).provider == SECONDARY
 
     handler = handler_for(store, down_primary, secondary, metrics, clock)
+    # While the dead consumer's claim lasts, the payment is still its own.
+    assert await handler.handle(command) is Outcome.OWNED_ELSEWHERE
+    assert await secondary.acquirer.charges() == []
+    clock.now += timedelta(seconds=31)
     assert await handler.handle(command) is Outcome.SUCCEEDED
     (charge,) = await secondary.acquirer.charges()
     assert charge.idempotency_key == a2
@@ -282,9 +286,12 @@ async def test_next_attempt_is_refused_unless_the_attempt_is_the_open_latest_one
         command, provider=PRIMARY, account_key=ACCOUNT_KEY, refusal_event=unexpected_refusal
     )
     pid = command.payment_request_id
-    assert await store.next_attempt(pid, started.attempt_key, SECONDARY) == f"{pid}-a2"
+    token = started.claim.token
+    # Only the claim's holder may open the next attempt.
+    assert await store.next_attempt(pid, started.attempt_key, SECONDARY, claim="other") is None
+    assert await store.next_attempt(pid, started.attempt_key, SECONDARY, claim=token) == f"{pid}-a2"
     # a1 is closed now: a second failover from it (a duplicate handler) changes nothing.
-    assert await store.next_attempt(pid, started.attempt_key, SECONDARY) is None
+    assert await store.next_attempt(pid, started.attempt_key, SECONDARY, claim=token) is None
     assert len(await _attempts(engine, command)) == 2
 
     # Once the payment is no longer processing, no attempt may be opened.
@@ -298,5 +305,10 @@ async def test_next_attempt_is_refused_unless_the_attempt_is_the_open_latest_one
             .where(payments.c.id == other.payment_request_id)
             .values(status=PaymentStatus.PENDING.value)
         )
-    assert await store.next_attempt(other.payment_request_id, begun.attempt_key, SECONDARY) is None
+    assert (
+        await store.next_attempt(
+            other.payment_request_id, begun.attempt_key, SECONDARY, claim=begun.claim.token
+        )
+        is None
+    )
     assert [a[1:] for a in await _attempts(engine, other)] == [(PRIMARY, "started", False)]

@@ -1,0 +1,173 @@
+"""The stray-charge sweep: no charge paygate does not know about stays in place.
+
+Claims make a second charge of one payment impossible for paygate's own workers (see
+docs/reliability.md, "One owner per provider attempt"). This sweep is the defence in depth
+behind that argument: it asks the provider about every attempt key that might hold money
+the payment does not stand on (see persistence.stray_store for which), and
+
+* no charge under the key: the attempt is marked verified and never asked about again;
+* the payment's own charge (its reference): verified likewise;
+* any other charge: a **stray charge**. It is recorded, logged at error level, counted in
+  ``paygate_stray_charges_total{result="found"}`` (an alert fires on it), and reversed
+  through the provider with a refund under a key of its own (``<attempt key>-reversal``),
+  so a reversal sent twice refunds once. The reversal's answer is recorded and counted
+  (``reversed`` or ``reversal_failed``); an unknown answer is asked again next pass.
+
+The sweep runs in every reconciliation pass (the consumer's and ``paygate reconcile``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from domain.clock import utc_now
+from domain.errors import PaygateError
+from domain.refunds import RefundReason
+from domain.status import CAPTURED, HELD
+from paygate.metrics import Metrics
+from persistence.stray_store import (
+    STRAY_FAILED,
+    STRAY_REVERSED,
+    StrayCandidate,
+    StrayStore,
+)
+from providers.errors import ProviderError
+from providers.port import ChargeStatus, ProviderRefundStatus, RefundRequest
+from providers.registry import Providers, UnknownProviderError
+
+log = logging.getLogger("paygate.reconciler")
+
+PAGE_SIZE = 200
+
+
+@dataclass
+class SweepReport:
+    checked: int = 0
+    verified: int = 0
+    found: int = 0
+    reversed: int = 0
+    reversal_failed: int = 0
+    unanswered: int = 0
+
+
+class StraySweep:
+    def __init__(
+        self,
+        *,
+        store: StrayStore,
+        providers: Providers,
+        metrics: Metrics,
+        settle_after: timedelta,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._metrics = metrics
+        self._settle_after = settle_after
+        self._clock = clock
+
+    async def run_once(self, limit: int = PAGE_SIZE) -> SweepReport:
+        report = SweepReport()
+        for candidate in await self._store.candidates(self._clock() - self._settle_after, limit):
+            report.checked += 1
+            result = await self._examine(candidate)
+            setattr(report, result, getattr(report, result) + 1)
+        return report
+
+    async def _examine(self, candidate: StrayCandidate) -> str:
+        if candidate.stray_reference is not None:
+            return await self._reverse(candidate, candidate.stray_reference)
+        try:
+            known = await self._providers.get(candidate.provider).charge_status(
+                candidate.attempt_key
+            )
+        except (UnknownProviderError, ProviderError) as exc:
+            log.warning(
+                "attempt not verified at its provider: %s",
+                exc,
+                extra={"attempt_key": candidate.attempt_key},
+            )
+            return "unanswered"
+        charged = known is not None and known.status in (
+            ChargeStatus.SUCCEEDED,
+            ChargeStatus.AUTHORIZED,
+        )
+        if (
+            known is None
+            or not charged
+            or self._is_the_payments_own(candidate, known.provider_reference)
+        ):
+            await self._store.mark_verified(candidate.attempt_key)
+            return "verified"
+        reference = known.provider_reference or ""
+        log.error(
+            "stray charge: the provider charged a key the payment does not stand on; reversing it",
+            extra={
+                "payment_request_id": candidate.payment_id,
+                "attempt_key": candidate.attempt_key,
+                "provider": candidate.provider,
+                "provider_reference": reference,
+            },
+        )
+        self._metrics.stray_charges.labels(candidate.provider, "found").inc()
+        if not await self._store.record_found(candidate, reference):
+            return "verified"  # another sweeper recorded it first and reverses it
+        return await self._reverse(candidate, reference)
+
+    @staticmethod
+    def _is_the_payments_own(candidate: StrayCandidate, reference: str | None) -> bool:
+        stands_on_a_charge = candidate.payment_status in CAPTURED | HELD
+        return (
+            stands_on_a_charge
+            and reference is not None
+            and reference == (candidate.payment_reference)
+        )
+
+    async def _reverse(self, candidate: StrayCandidate, reference: str) -> str:
+        key = f"{candidate.attempt_key}-reversal"
+        request = RefundRequest(
+            refund_key=key,
+            refund_id=key,
+            payment_request_id=candidate.payment_id,
+            charge_reference=reference,
+            amount=candidate.amount,
+            reason=RefundReason.DUPLICATE,
+        )
+        try:
+            answer = await self._providers.get(candidate.provider).refund(request)
+        except ProviderError as exc:
+            if exc.retriable or exc.outcome_unknown:
+                return "unanswered"  # the same key next pass: a refund sent twice refunds once
+            return await self._reversal_failed(candidate, str(exc.message))
+        except (UnknownProviderError, PaygateError) as exc:
+            return await self._reversal_failed(candidate, str(exc))
+        if answer.status is ProviderRefundStatus.SUCCEEDED:
+            await self._store.record_reversal(
+                candidate.attempt_key, STRAY_REVERSED, answer.provider_reference, None
+            )
+            self._metrics.stray_charges.labels(candidate.provider, "reversed").inc()
+            log.error(
+                "stray charge reversed",
+                extra={"payment_request_id": candidate.payment_id, "attempt_key": key},
+            )
+            return "reversed"
+        if answer.status is ProviderRefundStatus.PENDING:
+            return "unanswered"
+        message = answer.error.message if answer.error is not None else "refused"
+        return await self._reversal_failed(candidate, message)
+
+    async def _reversal_failed(self, candidate: StrayCandidate, message: str) -> str:
+        await self._store.record_reversal(candidate.attempt_key, STRAY_FAILED, None, message)
+        self._metrics.stray_charges.labels(candidate.provider, "reversal_failed").inc()
+        log.error(
+            "stray charge NOT reversed: an operator must refund it: %s",
+            message,
+            extra={
+                "payment_request_id": candidate.payment_id,
+                "attempt_key": candidate.attempt_key,
+            },
+        )
+        return "reversal_failed"

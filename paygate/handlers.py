@@ -1,0 +1,108 @@
+"""The command handlers and their reconcilers as the settings make them: one definition for
+the consumer and for ``paygate reconcile``, so the two settle payments, refunds and captures
+the same way, and neither can leave one out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from consumer.capture_handler import CaptureCommandHandler
+from consumer.capture_reconciler import CaptureReconciler
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.reconciler import Reconciler
+from consumer.refund_handler import RefundCommandHandler
+from consumer.refund_reconciler import RefundReconciler
+from consumer.refund_results import RefundEvents
+from consumer.results import ResultEvents
+from consumer.stray_charges import StraySweep
+from domain.retry import RetryPolicy
+from paygate.metrics import Metrics
+from paygate.settings import Settings
+from persistence.capture_store import CaptureStore
+from persistence.payment_store import PaymentStore
+from persistence.refund_store import RefundStore
+from persistence.stray_store import StrayStore
+from providers.registry import Providers
+from providers.routing import Router
+from schemas.payments import PaymentMessages
+
+
+def retry_policy_of(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.provider_max_attempts,
+        base_delay_s=settings.retry_base_delay_s,
+        max_delay_s=max(settings.retry_max_delay_s, settings.retry_base_delay_s),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Handlers:
+    payments: PaymentCommandHandler
+    refunds: RefundCommandHandler
+    captures: CaptureCommandHandler
+    payment_reconciler: Reconciler
+    refund_reconciler: RefundReconciler
+    capture_reconciler: CaptureReconciler
+
+
+def handlers_of(
+    settings: Settings,
+    *,
+    store: PaymentStore,
+    providers: Providers,
+    router: Router,
+    messages: PaymentMessages,
+    metrics: Metrics,
+) -> Handlers:
+    """Every handler and reconciler of the consumer, over ``store``'s database."""
+    lease = timedelta(seconds=settings.claim_lease_s)
+    min_age = timedelta(seconds=settings.reconcile_min_age_s)
+    retry_policy = retry_policy_of(settings)
+    events = ResultEvents(messages, settings.results_topic)
+    payments = PaymentCommandHandler(
+        store=store,
+        providers=providers,
+        router=router,
+        events=events,
+        account_key=settings.account_key,
+        metrics=metrics,
+        abandon_after=timedelta(seconds=settings.abandon_after_s),
+        retry_policy=retry_policy,
+    )
+    refund_store = RefundStore(store.engine, store.writes, claim_lease=lease)
+    refunds = RefundCommandHandler(
+        store=refund_store,
+        providers=providers,
+        events=RefundEvents(messages, settings.results_topic),
+        metrics=metrics,
+        retry_policy=retry_policy,
+    )
+    capture_store = CaptureStore(store.engine, store.writes, claim_lease=lease)
+    captures = CaptureCommandHandler(
+        store=capture_store,
+        providers=providers,
+        events=events,
+        metrics=metrics,
+        retry_policy=retry_policy,
+    )
+    sweep = StraySweep(
+        store=StrayStore(store.engine, store.writes),
+        providers=providers,
+        metrics=metrics,
+        settle_after=timedelta(seconds=settings.stray_settle_s),
+    )
+    return Handlers(
+        payments=payments,
+        refunds=refunds,
+        captures=captures,
+        payment_reconciler=Reconciler(
+            store=store, handler=payments, metrics=metrics, min_age=min_age, sweep=sweep
+        ),
+        refund_reconciler=RefundReconciler(
+            store=refund_store, handler=refunds, metrics=metrics, min_age=min_age
+        ),
+        capture_reconciler=CaptureReconciler(
+            store=capture_store, handler=captures, min_age=min_age
+        ),
+    )

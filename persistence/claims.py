@@ -1,0 +1,75 @@
+"""Claims: one owner at a time for a row's provider work, enforced by conditional writes.
+
+A claim is a ``(claim_token, claim_expires_at)`` pair on the row whose provider work it
+guards: a payment (its attempts and its capture) or a refund. The invariant:
+
+    Only the worker holding a row's current token calls the provider for it, and a write
+    about that work changes the row only while the writer's token is still the row's.
+
+How the database enforces it, without relying on timing:
+
+* **Taking** a claim is a conditional write on the row, made with the row locked
+  (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction holds the database lock): it
+  succeeds only if the row has no token or its token has expired, and it writes a fresh,
+  random token. Of two workers taking one claim, the second finds the first's token and
+  loses. A worker that loses does not call the provider.
+* **Every later write** of the owner (finish an attempt, open the next one, schedule a
+  retry, renew) carries ``claim_token = :token`` in its ``WHERE``. Once another worker has
+  taken the claim, the former owner's writes match nothing: it learns it lost the claim and
+  stops, whatever it was doing.
+* **Renewing** before every provider call is such a write, so a call is only ever made
+  right after the database confirmed the caller is the owner.
+
+Expiry decides only when a claim may be *taken over* (its owner died or hangs). An owner
+whose lease ran out but whom nobody replaced still writes: nobody else acted meanwhile.
+Clocks matter only for liveness (how soon a dead owner is replaced), never for safety: two
+workers that both believe they own a row cannot both write, because the token decides.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, or_
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The right to do a row's provider work: ``token`` is checked by every write."""
+
+    token: str
+    expires_at: datetime
+
+
+def new_claim(now: datetime, lease: timedelta) -> Claim:
+    return Claim(uuid.uuid4().hex, now + lease)
+
+
+def claim_columns(claim: Claim | None) -> dict[str, Any]:
+    """The row's claim columns set to ``claim`` (None: released)."""
+    return {
+        "claim_token": None if claim is None else claim.token,
+        "claim_expires_at": None if claim is None else claim.expires_at,
+    }
+
+
+def is_claimable(token: str | None, expires_at: datetime | None, now: datetime) -> bool:
+    """Whether a row whose claim reads (token, expires_at) may be taken at ``now``."""
+    return token is None or expires_at is None or expires_at <= now
+
+
+def claimable(table: Table, now: datetime) -> ColumnElement[bool]:
+    """SQL: the row's claim may be taken at ``now``."""
+    return or_(
+        table.c.claim_token.is_(None),
+        table.c.claim_expires_at.is_(None),
+        table.c.claim_expires_at <= now,
+    )
+
+
+def held_by(table: Table, token: str) -> ColumnElement[bool]:
+    """SQL: the row's claim is ``token``'s."""
+    return table.c.claim_token == token

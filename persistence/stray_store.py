@@ -1,0 +1,224 @@
+"""Where the stray-charge sweep finds its work and records what it found.
+
+A *stray charge* is money the provider took under an attempt key that is not the payment's
+charge. Claims (see persistence.claims) keep every schedule of paygate's own workers from
+making one; this is the defence in depth behind them, for a bug or a provider that charges a
+key late. The candidates, each examined once:
+
+* an attempt still open on a payment that is final (nothing may be in flight there);
+* an attempt whose recorded outcome is a charge the payment does not stand on: the payment
+  failed, or a later attempt follows it;
+* an attempt closed as "certainly not charged" (failover, retries used up) that the provider
+  has not yet confirmed holds no charge (``verified_at`` unset), once it is ``settle_after``
+  old, so that a call of it still in flight has arrived;
+* a stray charge whose reversal has not been answered yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.clock import utc_now
+from domain.money import Money
+from domain.status import CAPTURED, HELD, PaymentStatus
+from persistence.engine import as_utc
+from persistence.group_commit import GroupCommit
+from persistence.payment_store import ATTEMPT_SUCCEEDED
+from persistence.tables import payments, provider_attempts, stray_charges
+
+STRAY_REVERSING = "reversing"
+STRAY_REVERSED = "reversed"
+STRAY_FAILED = "failed"
+
+_FINAL = [s.value for s in PaymentStatus if s.is_final]
+_STANDS_ON_A_CHARGE = [s.value for s in (*CAPTURED, *HELD)]
+
+
+@dataclass(frozen=True, slots=True)
+class StrayCandidate:
+    attempt_key: str
+    payment_id: str
+    provider: str
+    amount: Money
+    payment_status: PaymentStatus
+    payment_reference: str | None
+    # Set when the attempt is already a recorded stray charge awaiting its reversal.
+    stray_reference: str | None = None
+
+
+class StrayStore:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writes: GroupCommit,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._engine = engine
+        self._writes = writes
+        self._clock = clock
+
+    async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
+        attempt = provider_attempts
+        later = provider_attempts.alias("later")
+        has_later = exists().where(
+            and_(
+                later.c.payment_id == attempt.c.payment_id,
+                later.c.attempt_no > attempt.c.attempt_no,
+            )
+        )
+        recorded = exists().where(stray_charges.c.attempt_key == attempt.c.attempt_key)
+        query = (
+            select(
+                attempt.c.attempt_key,
+                attempt.c.payment_id,
+                attempt.c.provider,
+                payments.c.amount_minor,
+                payments.c.currency,
+                payments.c.status,
+                payments.c.provider_reference,
+            )
+            .join(payments, payments.c.id == attempt.c.payment_id)
+            .where(~recorded)
+            .where(attempt.c.verified_at.is_(None))
+            .where(
+                or_(
+                    and_(attempt.c.finished_at.is_(None), payments.c.status.in_(_FINAL)),
+                    and_(
+                        attempt.c.status == ATTEMPT_SUCCEEDED,
+                        or_(~payments.c.status.in_(_STANDS_ON_A_CHARGE), has_later),
+                    ),
+                    and_(
+                        attempt.c.finished_at.is_not(None),
+                        attempt.c.finished_at < settled_before,
+                        attempt.c.status != ATTEMPT_SUCCEEDED,
+                        payments.c.status.in_(_FINAL),
+                    ),
+                )
+            )
+            .order_by(attempt.c.created_at)
+            .limit(limit)
+        )
+        reversing = (
+            select(
+                stray_charges.c.attempt_key,
+                stray_charges.c.payment_id,
+                stray_charges.c.provider,
+                stray_charges.c.amount_minor,
+                stray_charges.c.currency,
+                payments.c.status,
+                payments.c.provider_reference,
+                stray_charges.c.provider_reference.label("stray_reference"),
+            )
+            .join(payments, payments.c.id == stray_charges.c.payment_id)
+            .where(stray_charges.c.status == STRAY_REVERSING)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            found = [
+                StrayCandidate(
+                    r.attempt_key,
+                    r.payment_id,
+                    r.provider,
+                    Money(r.amount_minor, r.currency),
+                    PaymentStatus(r.status),
+                    r.provider_reference,
+                )
+                for r in await conn.execute(query)
+            ]
+            found += [
+                StrayCandidate(
+                    r.attempt_key,
+                    r.payment_id,
+                    r.provider,
+                    Money(r.amount_minor, r.currency),
+                    PaymentStatus(r.status),
+                    r.provider_reference,
+                    r.stray_reference,
+                )
+                for r in await conn.execute(reversing)
+            ]
+        return found
+
+    async def mark_verified(self, attempt_key: str) -> None:
+        """The provider holds no charge under this key but the payment's own: it need not
+        be asked again. An attempt left open on a final payment is closed."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(provider_attempts)
+                .where(provider_attempts.c.attempt_key == attempt_key)
+                .values(
+                    verified_at=now,
+                    finished_at=func.coalesce(provider_attempts.c.finished_at, now),
+                    sealed_request=None,
+                )
+            )
+
+        await self._writes.run(record)
+
+    async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool:
+        """Record a stray charge (reversal under way); False if another sweeper did."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(
+                insert(stray_charges).values(
+                    attempt_key=candidate.attempt_key,
+                    payment_id=candidate.payment_id,
+                    provider=candidate.provider,
+                    provider_reference=provider_reference,
+                    amount_minor=candidate.amount.minor_units,
+                    currency=candidate.amount.currency,
+                    status=STRAY_REVERSING,
+                    found_at=now,
+                    updated_at=now,
+                )
+            )
+            # The attempt says what the provider did under its key.
+            await conn.execute(
+                update(provider_attempts)
+                .where(provider_attempts.c.attempt_key == candidate.attempt_key)
+                .values(
+                    status=ATTEMPT_SUCCEEDED,
+                    provider_reference=provider_reference,
+                    finished_at=now,
+                    verified_at=now,
+                    sealed_request=None,
+                )
+            )
+
+        try:
+            await self._writes.run(record)
+        except IntegrityError:
+            return False
+        return True
+
+    async def record_reversal(
+        self, attempt_key: str, status: str, reference: str | None, error: str | None
+    ) -> None:
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(stray_charges)
+                .where(stray_charges.c.attempt_key == attempt_key)
+                .where(stray_charges.c.status == STRAY_REVERSING)
+                .values(
+                    status=status, reversal_reference=reference, error_message=error, updated_at=now
+                )
+            )
+
+        await self._writes.run(record)
+
+    async def all(self) -> list[dict[str, object]]:
+        """Every stray charge recorded, oldest first (for operators and tests)."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(stray_charges).order_by(stray_charges.c.found_at))
+            return [{**row._mapping, "found_at": as_utc(row.found_at)} for row in rows]

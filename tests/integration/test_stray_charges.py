@@ -1,0 +1,190 @@
+"""The stray-charge sweep, with the situation forced in the store and at the sandbox
+acquirer (its real ledger), on SQLite and PostgreSQL.
+
+A stray charge cannot be made by paygate's workers (test_payment_ownership.py shows it for
+every schedule); these tests make one by hand, as a bug or a provider fault would, and check
+the sweep finds it, reverses it through the provider under its own key, records it, counts
+it and says so at error level.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from consumer.payment_handler import Outcome, PaymentCommandHandler
+from consumer.results import ResultEvents
+from consumer.stray_charges import StraySweep
+from domain.retry import RetryPolicy
+from domain.status import PaymentStatus
+from paygate.metrics import Metrics
+from persistence.payment_store import PaymentStore
+from persistence.stray_store import StrayStore
+from persistence.tables import provider_attempts
+from providers.port import ChargeRequest
+from providers.registry import Providers
+from providers.routing import Router
+from providers.sandbox import InProcessSandboxProvider
+from schemas.payments import PaymentMessages
+from tests.support.builders import create_payment
+from tests.support.clock import Clock
+
+pytestmark = pytest.mark.integration
+
+ACCOUNT_KEY = b"test-fingerprint-key"
+EVENTS = ResultEvents(PaymentMessages.bundled(), "payments.results")
+UNAVAILABLE_CARD = "4000000000000119"
+
+
+@pytest.fixture
+async def provider():
+    async with InProcessSandboxProvider() as provider:
+        yield provider
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def metrics():
+    return Metrics()
+
+
+@pytest.fixture
+def store(engine, clock):
+    return PaymentStore(engine, clock)
+
+
+@pytest.fixture
+def handler(store, provider, clock):
+    return PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
+        events=EVENTS,
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        retry_policy=RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001),
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def sweep(store, provider, metrics, clock):
+    return StraySweep(
+        store=StrayStore(store.engine, store.writes, clock),
+        providers=Providers.of(provider),
+        metrics=metrics,
+        settle_after=timedelta(minutes=5),
+        clock=clock,
+    )
+
+
+async def _charge_under(provider, command, attempt_key):
+    """The provider charges ``attempt_key`` (as a late or a buggy call would)."""
+    return await provider.charge(
+        ChargeRequest(
+            attempt_key=attempt_key,
+            payment_request_id=command.payment_request_id,
+            amount=command.amount,
+            payment_method=command.payment_method,
+            payer=command.payer,
+            payee=command.payee,
+        )
+    )
+
+
+def _stray_count(metrics, result):
+    value = metrics.registry.get_sample_value(
+        "paygate_stray_charges_total", {"provider": "sandbox", "result": result}
+    )
+    return value or 0.0
+
+
+async def test_a_charge_under_a_failed_payments_key_is_found_and_reversed(
+    handler, store, provider, sweep, metrics, clock, caplog
+):
+    command = create_payment(payer_number=UNAVAILABLE_CARD)
+    assert await handler.handle(command) is Outcome.FAILED
+    attempt_key = f"{command.payment_request_id}-a1"
+    # A call of that key, in flight all along, charges after all (a test card the sandbox
+    # charges: the sandbox decides by card, so the late call uses a charging one).
+    late = create_payment(order_id=command.order_id, idempotency_key=command.idempotency_key)
+    charged = await _charge_under(provider, late, attempt_key)
+
+    assert (await sweep.run_once()).checked == 0  # not settled yet: a call may be in flight
+    clock.now += timedelta(minutes=6)
+    with caplog.at_level(logging.ERROR, logger="paygate.reconciler"):
+        report = await sweep.run_once()
+    assert (report.checked, report.reversed) == (1, 1)
+    assert "stray charge" in caplog.text
+
+    (refund,) = await provider.acquirer.refunds()
+    assert refund.charge_id == charged.provider_reference
+    assert refund.amount_minor == command.amount.minor_units
+    (stray,) = await StrayStore(store.engine, store.writes).all()
+    assert (stray["attempt_key"], stray["status"]) == (attempt_key, "reversed")
+    assert (_stray_count(metrics, "found"), _stray_count(metrics, "reversed")) == (1, 1)
+    # The payment still says what it is; the attempt says what the provider did.
+    assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.FAILED
+    assert (await sweep.run_once()).checked == 0  # once found, never again
+
+
+async def test_an_attempt_left_open_on_a_final_payment_is_examined(
+    handler, store, provider, sweep, engine, clock
+):
+    command = create_payment()
+    assert await handler.handle(command) is Outcome.SUCCEEDED
+    pid = command.payment_request_id
+    # A bug leaves a second attempt open, and the provider charged it.
+    async with engine.begin() as conn:
+        await conn.execute(
+            provider_attempts.insert().values(
+                attempt_key=f"{pid}-a2",
+                payment_id=pid,
+                attempt_no=2,
+                provider="sandbox",
+                status="started",
+                created_at=clock.now,
+            )
+        )
+    await _charge_under(provider, command, f"{pid}-a2")
+    report = await sweep.run_once()
+    # a2 is a stray charge; a1 (a later attempt follows it now) is the payment's own.
+    assert (report.checked, report.reversed, report.verified) == (2, 1, 1)
+    assert len(await provider.acquirer.refunds()) == 1
+    async with engine.connect() as conn:
+        open_attempts = (
+            await conn.execute(
+                select(provider_attempts.c.attempt_key)
+                .where(provider_attempts.c.payment_id == pid)
+                .where(provider_attempts.c.finished_at.is_(None))
+            )
+        ).all()
+    assert open_attempts == []
+
+
+async def test_the_payments_own_charge_and_uncharged_keys_are_verified_not_reversed(
+    handler, store, provider, sweep, engine, clock
+):
+    charged = create_payment()
+    assert await handler.handle(charged) is Outcome.SUCCEEDED
+    failed = create_payment(payer_number=UNAVAILABLE_CARD)
+    assert await handler.handle(failed) is Outcome.FAILED
+    # The paid attempt reopened by a bug: its charge is the payment's own.
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(provider_attempts)
+            .where(provider_attempts.c.attempt_key == f"{charged.payment_request_id}-a1")
+            .values(finished_at=None)
+        )
+    clock.now += timedelta(minutes=6)
+    report = await sweep.run_once()
+    assert (report.checked, report.verified, report.found) == (2, 2, 0)
+    assert await provider.acquirer.refunds() == []
+    assert (await sweep.run_once()).checked == 0  # each key is asked about once

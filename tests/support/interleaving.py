@@ -1,0 +1,97 @@
+"""Deterministic interleavings of concurrent workers, for concurrency tests without sleeps.
+
+Each worker runs in a task of its own and stops at *checkpoints* (the await points that
+matter: before every store write, when a provider call is sent, when its answer is back).
+Only one worker runs at a time: it runs until its next checkpoint (or its end), then the
+schedule names the worker to resume next. A schedule is a sequence of worker indexes; the
+same schedule always gives the same interleaving, so a failure names the schedule that
+produced it.
+
+:func:`bounded_schedules` enumerates every schedule with at most ``switches`` preemptions
+(the CHESS approach: most concurrency bugs need only one or two badly placed switches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+_worker: contextvars.ContextVar[int | None] = contextvars.ContextVar("worker", default=None)
+
+
+class Interleaving:
+    def __init__(self, schedule: Sequence[int], on_step: Callable[[], None] | None = None) -> None:
+        self._schedule = list(schedule)
+        self._on_step = on_step
+        self._parked: dict[int, asyncio.Future[None]] = {}
+        self._changed = asyncio.Event()
+        self.trace: list[tuple[int, str]] = []
+
+    async def checkpoint(self, label: str) -> None:
+        """Park the calling worker until the schedule resumes it (no-op outside a worker)."""
+        worker = _worker.get()
+        if worker is None:
+            return
+        parked = asyncio.get_running_loop().create_future()
+        self._parked[worker] = parked
+        self.trace.append((worker, label))
+        self._changed.set()
+        await parked
+
+    async def run(self, workers: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
+        """Run the workers under the schedule; return their results (or exceptions)."""
+        tasks = []
+        for index, work in enumerate(workers):
+            context = contextvars.copy_context()
+            context.run(_worker.set, index)
+            task = asyncio.get_running_loop().create_task(_call(work), context=context)
+            task.add_done_callback(lambda _t: self._changed.set())
+            tasks.append(task)
+        decisions = iter(self._schedule)
+        while True:
+            await self._quiet(tasks)
+            if not self._parked:
+                break
+            wanted = next(decisions, None)
+            order = sorted(self._parked)
+            # The named worker if it is parked; else the next parked one after it.
+            chosen = (
+                order[0] if wanted is None else next((w for w in order if w >= wanted), order[0])
+            )
+            if self._on_step is not None:
+                self._on_step()
+            self._parked.pop(chosen).set_result(None)
+        return [task.result() for task in tasks]
+
+    async def _quiet(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Wait until every worker is parked at a checkpoint or done."""
+        while not all(t.done() or i in self._parked for i, t in enumerate(tasks)):
+            self._changed.clear()
+            await self._changed.wait()
+
+
+async def _call(work: Callable[[], Awaitable[Any]]) -> Any:
+    try:
+        return await work()
+    except Exception as exc:  # reported to the test, which asserts no worker raised
+        return exc
+
+
+def bounded_schedules(workers: int, length: int, switches: int) -> Iterator[tuple[int, ...]]:
+    """Every schedule of ``length`` decisions over ``workers`` with at most ``switches``
+    changes of worker, each once."""
+    for count in range(switches + 1):
+        for points in itertools.combinations(range(1, length), count):
+            for first in range(workers):
+                for others in itertools.product(range(workers), repeat=count):
+                    seq = [first, *others]
+                    if any(a == b for a, b in itertools.pairwise(seq)):
+                        continue
+                    schedule: list[int] = []
+                    bounds = [0, *points, length]
+                    for worker, (start, end) in zip(seq, itertools.pairwise(bounds), strict=True):
+                        schedule.extend([worker] * (end - start))
+                    yield tuple(schedule)
