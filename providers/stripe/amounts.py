@@ -14,7 +14,9 @@ documentation page "Supported currencies" (sections "Specify amounts in API requ
     HUF, TWD (special cases)      100                    1             10.45 HUF -> 1045
     BHD JOD KWD OMR TND           1000                   10            5.120 KWD -> 5120
 
-- "Currencies are two-decimal currencies unless otherwise specified."
+- "Currencies are two-decimal currencies unless otherwise specified." That includes ISO
+  currencies Stripe names no rule for, whatever their ISO exponent (IQD 3, CLF 4, UYI 0);
+  whether Stripe takes them at all is Stripe's to answer, with nothing charged if not.
 - Zero-decimal list: BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF, where
   "the charge and the amount are the same, without requiring multiplication". MGA is the one
   whose ISO 4217 exponent (2) differs: Stripe has no fractions of an ariary, so an MGA amount
