@@ -24,6 +24,13 @@ idempotency key and in the metadata; :meth:`StripeProvider.refund_status` lists 
 PaymentIntent's refunds and matches that metadata (a list, not a search: no index lag).
 Authorize-only charges use ``capture_method=manual``; :meth:`StripeProvider.capture`
 captures them with the capture key as idempotency key.
+
+Amounts go to Stripe in Stripe's own scale, not ISO 4217's (:mod:`providers.stripe.amounts`);
+one Stripe cannot take exactly is refused before any call. The PaymentIntent or Refund that
+Stripe answers with must restate the amount asked (its ``amount``, read back through the
+same rules); an answer for another amount is read as an unknown outcome, never as the
+answer to this request. A capture's answer has no such field (``amount_received`` counts
+what the PaymentIntent collected in all), so only its status is read.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from providers.port import (
     RefundOutcome,
     RefundRequest,
 )
+from providers.stripe.amounts import check_answered_amount
 from providers.stripe.refund_transformers import (
     capture_params,
     find_refund,
@@ -67,6 +75,11 @@ from providers.stripe.transformers import (
 _RESOURCE_MISSING = "resource_missing"
 
 
+def _field(obj: object, name: str) -> object:
+    """A field of an SDK object, None when absent (the SDK raises AttributeError)."""
+    return getattr(obj, name, None)
+
+
 @contextlib.contextmanager
 def _translate_stripe_errors(
     translate: Callable[[stripe.StripeError], ProviderError | PaygateError] = error_from_stripe,
@@ -82,7 +95,7 @@ def _translate_stripe_errors(
             PROVIDER_NAME,
             f"reading Stripe's answer failed ({type(exc).__name__}); outcome unknown",
         ) from exc
-    except ValueError as exc:  # from the transformers: an answer without id or status
+    except ValueError as exc:  # from the transformers: an answer without id, status or amount
         raise ProviderTimeoutError(
             PROVIDER_NAME, f"unreadable answer from Stripe ({exc}); outcome unknown"
         ) from exc
@@ -149,6 +162,9 @@ class StripeProvider:
                 )
             except stripe.CardError as exc:
                 return outcome_from_card_error(exc)
+            check_answered_amount(
+                request.amount, _field(intent, "amount"), _field(intent, "currency")
+            )
             outcome = outcome_from_intent(intent)
         if request.capture and outcome.status is ChargeStatus.AUTHORIZED:
             # Asked to capture at once, yet only authorized (an account setting): the money
@@ -181,18 +197,23 @@ class StripeProvider:
             return outcome_from_intent(intent)
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        params = capture_params(request)  # raises PaygateError before any call
         with _translate_stripe_errors():
             intent = await self._stripe().v1.payment_intents.capture_async(
                 request.charge_reference,
-                params=capture_params(request),
+                params=params,
                 options={"idempotency_key": request.capture_key},
             )
             return outcome_from_intent(intent)
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
+        params = refund_params(request)  # raises PaygateError before any call
         with _translate_stripe_errors(refund_error_from_stripe):
             refund = await self._stripe().v1.refunds.create_async(
-                params=refund_params(request), options={"idempotency_key": request.refund_key}
+                params=params, options={"idempotency_key": request.refund_key}
+            )
+            check_answered_amount(
+                request.amount, _field(refund, "amount"), _field(refund, "currency")
             )
             return outcome_from_refund(refund)
 

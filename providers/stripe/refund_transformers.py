@@ -22,6 +22,7 @@ from domain.errors import ErrorCode, PaygateError
 from domain.refunds import RefundReason
 from providers.errors import ProviderError
 from providers.port import CaptureRequest, ProviderRefundStatus, RefundOutcome, RefundRequest
+from providers.stripe.amounts import to_stripe_amount
 from providers.stripe.transformers import PAYMENT_REQUEST_ID_KEY, error_from_stripe
 
 # Metadata on every Refund paygate creates; refund_status matches the refund key.
@@ -66,9 +67,10 @@ REFUND_REQUEST_ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
 
 
 def refund_params(request: RefundRequest) -> RefundCreateParams:
+    """Raises StripeAmountError (``invalid_amount``) for an amount Stripe cannot take."""
     params: RefundCreateParams = {
         "payment_intent": request.charge_reference,
-        "amount": request.amount.minor_units,
+        "amount": to_stripe_amount(request.amount),
         "metadata": {
             REFUND_KEY_METADATA_KEY: request.refund_key,
             REFUND_ID_METADATA_KEY: request.refund_id,
@@ -82,7 +84,8 @@ def refund_params(request: RefundRequest) -> RefundCreateParams:
 
 
 def capture_params(request: CaptureRequest) -> PaymentIntentCaptureParams:
-    return {"amount_to_capture": request.amount.minor_units}
+    """Raises StripeAmountError (``invalid_amount``) for an amount Stripe cannot take."""
+    return {"amount_to_capture": to_stripe_amount(request.amount)}
 
 
 def _field(obj: object, name: str) -> Any:

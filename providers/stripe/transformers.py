@@ -37,6 +37,7 @@ from providers.errors import (
     ProviderUnavailableError,
 )
 from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.stripe.amounts import to_stripe_amount
 
 PROVIDER_NAME: Final = "stripe"
 
@@ -223,6 +224,8 @@ def charge_params(request: ChargeRequest) -> PaymentIntentCreateParams:
     card numbers must never reach paygate's Stripe account, and bank accounts or IBANs need
     flows (mandates) this adapter does not implement. Anything else is the payer's account
     that Stripe cannot use: ``invalid_account``, raised before any call, so never charged.
+    Likewise an amount Stripe cannot take exactly (:mod:`providers.stripe.amounts`):
+    ``invalid_amount``.
     """
     if request.payer.type is not AccountType.TOKEN:
         raise PaygateError(
@@ -232,7 +235,7 @@ def charge_params(request: ChargeRequest) -> PaymentIntentCreateParams:
             param="payerAccount.type",
         )
     params: PaymentIntentCreateParams = {
-        "amount": request.amount.minor_units,
+        "amount": to_stripe_amount(request.amount),
         "currency": request.amount.currency.lower(),
         "payment_method": request.payer.number,
         "confirm": True,

@@ -197,7 +197,15 @@ async def answering(*answers: tuple[int, Mapping[str, Any]]) -> tuple[StripeProv
 
 
 def refund_body(**fields: Any) -> dict[str, Any]:
-    return {"id": "re_fake", "object": "refund", "status": "succeeded", **fields}
+    """A Refund of the amount refund_request asks by default, as Stripe restates it."""
+    return {
+        "id": "re_fake",
+        "object": "refund",
+        "status": "succeeded",
+        "amount": 500,
+        "currency": "eur",
+        **fields,
+    }
 
 
 def error_body(code: str, status_type: str = "invalid_request_error") -> dict[str, Any]:

@@ -466,7 +466,15 @@ async def provider_answering(
 
 
 def intent_body(**fields: Any) -> dict[str, Any]:
-    return {"id": "pi_fake", "object": "payment_intent", "created": 1, **fields}
+    """A PaymentIntent for the amount charge_request asks by default, as Stripe restates it."""
+    return {
+        "id": "pi_fake",
+        "object": "payment_intent",
+        "created": 1,
+        "amount": 1050,
+        "currency": "eur",
+        **fields,
+    }
 
 
 async def test_charge_sends_the_attempt_key_as_idempotency_key() -> None:
