@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
 from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
 from http_facade.rate_limit import TokenBuckets
-from http_facade.result_listener import KafkaResultListener
+from http_facade.result_feed import KafkaResultFeed
+from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
@@ -50,12 +52,14 @@ class FacadeService:
         refunds = RefundStore(engine, store.writes)
         messages = PaymentMessages.bundled()
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-facade")
-        listener = KafkaResultListener(
-            bootstrap_servers=settings.require_kafka(),
-            topic=settings.results_topic,
-            messages=messages,
+        listener = ResultListener(
+            open_feed=functools.partial(
+                KafkaResultFeed.open, settings.require_kafka(), settings.results_topic
+            ),
+            decoder=messages,
             queries=store,
             refunds=refunds,
+            metrics=self.metrics,
         )
         undo_sighup = reload_on_sighup(reloader)
         runner = None
