@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
 from http_facade.rate_limit import TokenBuckets
+from http_facade.readiness import Readiness
 from http_facade.result_feed import KafkaResultFeed
 from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
@@ -61,6 +62,8 @@ class FacadeService:
             refunds=refunds,
             metrics=self.metrics,
         )
+        readiness = Readiness()
+        readiness.add("result_listener", listener.is_ready)
         undo_sighup = reload_on_sighup(reloader)
         runner = None
         try:
@@ -72,6 +75,7 @@ class FacadeService:
                 refunds=refunds,
                 waiter=listener,
                 metrics=self.metrics,
+                readiness=readiness,
                 account_key=settings.account_key,
                 authenticator=CachedAuthenticator(
                     ApiKeyStore(engine), ttl_s=settings.api_key_cache_s
