@@ -25,6 +25,7 @@ from http_facade.ops_routes import add_ops_routes
 from http_facade.payments_routes import add_payment_routes
 from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
 from http_facade.rate_limit import TokenBuckets, rate_limit_middleware
+from http_facade.readiness import Readiness
 from http_facade.refunds_routes import add_refund_routes
 from http_facade.security_headers import security_headers_middleware
 from http_facade.state import (
@@ -34,6 +35,7 @@ from http_facade.state import (
     METRICS,
     PUBLISHER,
     QUERIES,
+    READINESS,
     REFUNDS,
     WAITER,
 )
@@ -56,6 +58,7 @@ def build_app(
     account_key: bytes,
     authenticator: Authenticator,
     rate_limiter: TokenBuckets,
+    readiness: Readiness | None = None,
     max_wait_s: float = 30.0,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     clock: Callable[[], datetime] = utc_now,
@@ -65,7 +68,8 @@ def build_app(
     ``max_wait_s`` caps ``Prefer: wait=N``. Prefer speaks in whole seconds, so the cap is
     rounded down to one and must be at least 1. Every route but the public ones
     (:data:`http_facade.auth.PUBLIC_ROUTES`) needs an API key that ``authenticator``
-    knows, and is limited per client by ``rate_limiter``.
+    knows, and is limited per client by ``rate_limiter``. ``GET /readyz`` runs the checks
+    of ``readiness``; without it there are none, and the facade is always ready.
     """
     if not (max_wait_s >= 1 and math.isfinite(max_wait_s)):  # also refuses NaN
         raise ValueError(f"max_wait_s must be at least 1 second, got {max_wait_s!r}")
@@ -89,6 +93,7 @@ def build_app(
     app[REFUNDS] = refunds
     app[WAITER] = waiter
     app[METRICS] = metrics
+    app[READINESS] = readiness if readiness is not None else Readiness()
     app[MAX_WAIT_S] = math.floor(max_wait_s)
     app[CLOCK] = clock
     app[ACCOUNT_KEY] = account_key

@@ -22,7 +22,7 @@ from http_facade.state import CLIENT_ID
 # Routes anyone may call: probes and scrapers carry no key, and the API description
 # and its docs page are public by design. Listed by route template, so a path that only
 # resembles one of them (``/healthz/x``) is not public.
-PUBLIC_ROUTES: Final = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs"})
+PUBLIC_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 
 # Far longer than any key we issue; anything longer is refused without a lookup.
 _MAX_KEY_LENGTH: Final = 256

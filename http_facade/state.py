@@ -13,6 +13,7 @@ from typing import Final
 from aiohttp import web
 
 from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
+from http_facade.readiness import Readiness
 from paygate.metrics import Metrics
 
 PUBLISHER: Final = web.AppKey[CommandPublisher]("publisher")
@@ -20,6 +21,7 @@ QUERIES: Final = web.AppKey[PaymentQueries]("queries")
 REFUNDS: Final = web.AppKey[RefundQueries]("refunds")
 WAITER: Final = web.AppKey[ResultWaiter]("waiter")
 METRICS: Final = web.AppKey[Metrics]("metrics")
+READINESS: Final = web.AppKey[Readiness]("readiness")
 MAX_WAIT_S: Final = web.AppKey[int]("max_wait_s")
 CLOCK: Final = web.AppKey[Callable[[], datetime]]("clock")
 ACCOUNT_KEY: Final = web.AppKey[bytes]("account_key")

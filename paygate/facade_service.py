@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
 from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
 from http_facade.rate_limit import TokenBuckets
-from http_facade.result_listener import KafkaResultListener
+from http_facade.readiness import Readiness
+from http_facade.result_feed import KafkaResultFeed
+from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
@@ -50,13 +53,17 @@ class FacadeService:
         refunds = RefundStore(engine, store.writes)
         messages = PaymentMessages.bundled()
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-facade")
-        listener = KafkaResultListener(
-            bootstrap_servers=settings.require_kafka(),
-            topic=settings.results_topic,
-            messages=messages,
+        listener = ResultListener(
+            open_feed=functools.partial(
+                KafkaResultFeed.open, settings.require_kafka(), settings.results_topic
+            ),
+            decoder=messages,
             queries=store,
             refunds=refunds,
+            metrics=self.metrics,
         )
+        readiness = Readiness()
+        readiness.add("result_listener", listener.is_ready)
         undo_sighup = reload_on_sighup(reloader)
         runner = None
         try:
@@ -68,6 +75,7 @@ class FacadeService:
                 refunds=refunds,
                 waiter=listener,
                 metrics=self.metrics,
+                readiness=readiness,
                 account_key=settings.account_key,
                 authenticator=CachedAuthenticator(
                     ApiKeyStore(engine), ttl_s=settings.api_key_cache_s

@@ -120,6 +120,19 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.result_listener_errors = Counter(
+            f"{prefix}_result_listener_errors_total",
+            "Events of the results topic the facade's result listener skipped, by reason "
+            "(undecodable, invalid, unexpected).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.result_listener_restarts = Counter(
+            f"{prefix}_result_listener_restarts_total",
+            "Restarts of the facade's result listener after it stopped on an error.",
+            registry=self.registry,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

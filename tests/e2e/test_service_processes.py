@@ -123,3 +123,16 @@ async def test_a_request_without_a_key_is_refused(stack: Stack) -> None:
         assert response.status == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
         assert (await response.json())["error"]["code"] == "authentication_failed"
+
+
+async def test_every_facade_is_ready_with_its_result_listener_running(stack: Stack) -> None:
+    for url in (None, stack.second_url):
+        async with (
+            stack.session(url, with_key=False) as session,
+            session.get("/readyz") as response,
+        ):
+            assert response.status == 200, await response.text()
+            assert await response.json() == {
+                "status": "ready",
+                "checks": {"result_listener": "ok"},
+            }

@@ -37,6 +37,7 @@ from domain.status import PaymentStatus
 from http_facade.app import build_app
 from http_facade.openapi_routes import openapi_document
 from http_facade.rate_limit import TokenBuckets
+from http_facade.readiness import Readiness
 from paygate.metrics import Metrics
 from tests.support.app_client import started_client
 
@@ -279,7 +280,12 @@ def validator() -> ResponseValidator:
 async def make_facade(validator: ResponseValidator) -> AsyncIterator[MakeFacade]:
     clients: list[TestClient[Any, Any]] = []
 
-    async def make(*, rate_limiter: TokenBuckets | None = None, body_timeout_s: float = 15.0):
+    async def make(
+        *,
+        rate_limiter: TokenBuckets | None = None,
+        body_timeout_s: float = 15.0,
+        readiness: Readiness | None = None,
+    ):
         world = World()
         app = build_app(
             publisher=world,
@@ -291,6 +297,7 @@ async def make_facade(validator: ResponseValidator) -> AsyncIterator[MakeFacade]
             authenticator=KeyAuthenticator(),
             rate_limiter=rate_limiter or TokenBuckets(rate_per_s=1000.0, burst=1_000_000),
             body_timeout_s=body_timeout_s,
+            readiness=readiness,
             clock=lambda: NOW,
         )
         client = await started_client(app)
@@ -675,6 +682,7 @@ async def test_capture_refusals(facade: Facade) -> None:
     ("template", "media_type"),
     [
         ("/healthz", "application/json"),
+        ("/readyz", "application/json"),
         ("/metrics", "text/plain"),
         ("/openapi.json", "application/json"),
         ("/docs", "text/html"),
@@ -685,3 +693,22 @@ async def test_public_routes_answer_without_a_key(
 ) -> None:
     status, _, response = await facade.call("GET", template, key=None)
     assert (status, response.content_type) == (200, media_type)
+
+
+async def test_readyz_ready_and_not_ready(make_facade: MakeFacade) -> None:
+    listener_up = True
+
+    async def result_listener() -> bool:
+        return listener_up
+
+    readiness = Readiness()
+    readiness.add("result_listener", result_listener)
+    facade = await make_facade(readiness=readiness)
+    status, body, _ = await facade.call("GET", "/readyz", key=None)
+    assert (status, body["checks"]) == (200, {"result_listener": "ok"})
+    listener_up = False
+    status, body, _ = await facade.call("GET", "/readyz", key=None)
+    assert (status, body) == (
+        503,
+        {"status": "not_ready", "checks": {"result_listener": "failing"}},
+    )
