@@ -29,13 +29,10 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumer.dead_letters import DeadLetterRouter
-from consumer.dispatch import CommandDispatcher
 from consumer.key_ordering import KeyedWork
 from consumer.offsets import PartitionOffsets
-from consumer.record_handling import RecordHandling
+from consumer.record_handling import CommandDecoder, CommandHandler, DeadLetters, RecordHandling
 from paygate.metrics import Metrics
-from schemas.payments import PaymentMessages
 
 log = logging.getLogger("paygate.consumer")
 
@@ -46,9 +43,9 @@ class CommandRunner:
         *,
         consumer: AIOKafkaConsumer,
         topic: str,
-        messages: PaymentMessages,
-        handler: CommandDispatcher,
-        dead_letters: DeadLetterRouter,
+        messages: CommandDecoder,
+        handler: CommandHandler,
+        dead_letters: DeadLetters,
         metrics: Metrics,
         after_work: Callable[[], None] = lambda: None,
         max_in_flight: int = 100,
