@@ -122,6 +122,11 @@ def _poison_kinds() -> list[Poison]:
             "invalid_value:idempotencyKey",
         ),
         "bad-order-id": (invalid(orderId=""), "invalid_request", "invalid_value:orderId"),
+        "control-character": (
+            invalid(metadata={"note": "nul\x00"}),
+            "invalid_text",
+            "invalid_value:metadata.note",
+        ),
     }
     return [
         Poison(f"poison-{name}".encode(), value, code, reason)
