@@ -52,6 +52,7 @@ REASON_RETRIES_EXHAUSTED: Final = "retries_exhausted"
 # every message alike, so it must stall the consumer, not empty the topic).
 _TRANSIENT_SQLSTATE_CLASSES: Final = frozenset({"08", "40", "53", "55", "57", "58", "42"})
 _DATA_EXCEPTION_CLASS: Final = "22"
+_MAX_CHAIN: Final = 16
 
 
 class FailureKind(Enum):
@@ -87,21 +88,22 @@ def classify(error: BaseException) -> Failure:
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:
+    """The error and every exception behind it, outermost first (a bounded walk)."""
     seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
+    pending: list[BaseException] = [error]
+    while pending and len(seen) < _MAX_CHAIN:
+        link = pending.pop(0)
+        if id(link) in seen:
+            continue
         seen.add(id(link))
         yield link
         orig = getattr(link, "orig", None)
-        if isinstance(orig, BaseException) and id(orig) not in seen:
-            yield orig
-            seen.add(id(orig))
+        if isinstance(orig, BaseException):
+            pending.append(orig)
         if link.__cause__ is not None:
-            link = link.__cause__
-        elif not link.__suppress_context__:
-            link = link.__context__
-        else:
-            link = None
+            pending.append(link.__cause__)
+        elif link.__context__ is not None and not link.__suppress_context__:
+            pending.append(link.__context__)
 
 
 def _sqlstate(link: BaseException) -> str | None:
@@ -151,7 +153,6 @@ def _transient(link: BaseException) -> bool:
             # SQLite's "database is locked" and "no such table" are OperationalErrors too.
             sa.OperationalError,
             sa.InterfaceError,
-            sa.ProgrammingError,
             sa.DisconnectionError,
             sa.TimeoutError,  # the connection pool's
             asyncpg.exceptions.PostgresConnectionError,

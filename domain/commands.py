@@ -22,9 +22,9 @@ from domain.money import Money
 from domain.text import check_characters, check_text
 
 _IDENTIFIER: Final = re.compile(r"\A[A-Za-z0-9._:\-]{1,64}\Z")
-MAX_ORDER_ID_LENGTH: Final = 64
 _IDEMPOTENCY_KEY: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
 _PAYMENT_ID: Final = re.compile(r"\Apay_[0-9a-f]{32}\Z")
+MAX_ORDER_ID_LENGTH: Final = 64
 MAX_METADATA_KEYS: Final = 20
 MAX_METADATA_KEY_LENGTH: Final = 40
 MAX_METADATA_VALUE_LENGTH: Final = 500

@@ -273,6 +273,9 @@ async def test_real_database_errors_get_their_verdicts(engine: AsyncEngine, tmp_
         long = classify(await _error_of(engine, insert, v="o" * 65))
         assert (long.kind, long.reason) == (FailureKind.PERMANENT, "database_refused")
         assert "SQLSTATE 22001" in long.message
+        # asyncpg refuses to encode it before sending: no SQLSTATE, its own DataError.
+        wrong_type = classify(await _error_of(engine, insert, v=5))
+        assert (wrong_type.kind, wrong_type.reason) == (FailureKind.PERMANENT, "database_refused")
         unreachable = engine.url.set(host="127.0.0.1", port=1)
     else:
         unreachable = make_url(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'x.db'}")

@@ -113,10 +113,20 @@ def _nul_refused() -> Exception:
     return _wrapped(sa.DBAPIError, asyncpg.exceptions.CharacterNotInRepertoireError("0x00"))
 
 
-def _wrapped(kind: type[sa.DBAPIError], orig: BaseException) -> sa.DBAPIError:
-    """As SQLAlchemy raises a driver's error: the driver's error is ``orig`` and the cause."""
-    error = kind("INSERT INTO payments ...", {}, orig)
-    error.__cause__ = orig
+class _Adapted(Exception):
+    """SQLAlchemy's asyncpg adapter error: the SQLSTATE copied, the driver's error its cause."""
+
+    def __init__(self, driver_error: BaseException) -> None:
+        super().__init__(str(driver_error))
+        self.sqlstate = getattr(driver_error, "sqlstate", None)
+        self.__cause__ = driver_error
+
+
+def _wrapped(kind: type[sa.DBAPIError], driver_error: BaseException) -> sa.DBAPIError:
+    """As SQLAlchemy raises an asyncpg error: wrapped by the adapter, then by SQLAlchemy."""
+    adapted = _Adapted(driver_error)
+    error = kind("INSERT INTO payments ...", {}, adapted)
+    error.__cause__ = adapted
     return error
 
 
