@@ -51,8 +51,8 @@ class DeadLetterRouter:
         first_seen = carried.get(HEADER_FIRST_SEEN) or datetime.now(UTC).isoformat().encode()
         headers = [
             (HEADER_ERROR_CODE, error.code.value.encode()),
-            (HEADER_REASON, reason.encode()),
-            (HEADER_MESSAGE, error.message.encode()),
+            (HEADER_REASON, _utf8(reason)),
+            (HEADER_MESSAGE, _utf8(error.message)),
             (HEADER_TOPIC, topic.encode()),
             (HEADER_PARTITION, str(partition).encode()),
             (HEADER_OFFSET, str(offset).encode()),
@@ -62,7 +62,7 @@ class DeadLetterRouter:
         await self._producer.client.send_and_wait(
             self._topic, value or b"", key=key, headers=headers
         )
-        self._metrics.dead_lettered.labels(error.code.value).inc()
+        self._metrics.dead_lettered.labels(error.code.value, reason_kind(reason)).inc()
         self._metrics.commands_consumed.labels("dead_lettered").inc()
         log.warning(
             "message dead-lettered",
@@ -75,3 +75,17 @@ class DeadLetterRouter:
                 "offset": offset,
             },
         )
+
+
+def reason_kind(reason: str) -> str:
+    """The reason without its detail (``invalid_value:orderId`` -> ``invalid_value``).
+
+    A metric label must come from a small fixed set; the detail can name a metadata key.
+    """
+    return reason.partition(":")[0]
+
+
+def _utf8(text: str) -> bytes:
+    # A text that cannot be encoded (a lone surrogate) must not make the dead letter
+    # unwritable, and so the message stuck: it is written escaped instead.
+    return text.encode("utf-8", "backslashreplace")

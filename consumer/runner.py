@@ -5,9 +5,12 @@
 * The committed offset of a partition is the lowest offset still in flight (or one past
   the last seen): it never passes a message that is not durably handled, i.e. whose
   outcome is not committed to the store or that is not written to the dead-letter topic.
-* A message whose handling fails for a reason that is not its own (database or broker
-  down) is retried in place with a back-off; its key waits behind it, and the offset does
-  not move past it.
+* A message whose handling fails is retried in place with a back-off; its key waits behind
+  it, and the offset does not move past it. Retries are bounded for failures that may be
+  the message's own (consumer.record_handling): after ``max_handling_attempts`` tries, or
+  at once for a value the database refuses, it goes to the dead-letter topic and the
+  offset moves on. Only failures that are not its own (database or broker down) are
+  retried without limit.
 * At capacity the runner pauses its partitions but keeps polling, so slow processing never
   exceeds ``max.poll.interval.ms`` and never makes the consumer leave its group.
 * When partitions are revoked (or on shutdown) it stops taking their messages, lets work in
@@ -26,14 +29,10 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumer.dead_letters import DeadLetterRouter
-from consumer.dispatch import CommandDispatcher
 from consumer.key_ordering import KeyedWork
 from consumer.offsets import PartitionOffsets
-from domain.errors import ErrorCode, PaygateError
+from consumer.record_handling import CommandDecoder, CommandHandler, DeadLetters, RecordHandling
 from paygate.metrics import Metrics
-from schemas.codec import CodecError
-from schemas.payments import PaymentMessages
 
 log = logging.getLogger("paygate.consumer")
 
@@ -44,21 +43,26 @@ class CommandRunner:
         *,
         consumer: AIOKafkaConsumer,
         topic: str,
-        messages: PaymentMessages,
-        handler: CommandDispatcher,
-        dead_letters: DeadLetterRouter,
+        messages: CommandDecoder,
+        handler: CommandHandler,
+        dead_letters: DeadLetters,
         metrics: Metrics,
         after_work: Callable[[], None] = lambda: None,
         max_in_flight: int = 100,
         commit_interval_s: float = 0.2,
         drain_timeout_s: float = 10.0,
         max_retry_backoff_s: float = 5.0,
+        max_handling_attempts: int = 8,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
-        self._messages = messages
-        self._handler = handler
-        self._dead_letters = dead_letters
+        self._handling = RecordHandling(
+            messages=messages,
+            handler=handler,
+            dead_letters=dead_letters,
+            max_attempts=max_handling_attempts,
+            max_backoff_s=max_retry_backoff_s,
+        )
         self._metrics = metrics
         self._after_work = after_work
         self._slot_freed = asyncio.Event()
@@ -66,7 +70,6 @@ class CommandRunner:
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
         self._commit_interval_s = commit_interval_s
         self._drain_timeout_s = drain_timeout_s
-        self._max_retry_backoff_s = max_retry_backoff_s
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -116,7 +119,7 @@ class CommandRunner:
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         try:
-            await self._handle_until_done(record)
+            await self._handling.handle(record)
         finally:
             self._metrics.in_flight.dec()
         # Not reached when cancelled: an abandoned message must stay uncommitted.
@@ -124,58 +127,6 @@ class CommandRunner:
         if offsets is not None:
             offsets.finished(record.offset)
         self._after_work()
-
-    async def _handle_until_done(self, record: ConsumerRecord) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                await self._handle_record(record)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(
-                    "handling failed; retrying in %.1fs",
-                    backoff,
-                    extra={
-                        "topic": record.topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                    },
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self._max_retry_backoff_s)
-
-    async def _handle_record(self, record: ConsumerRecord) -> None:
-        try:
-            command = self._messages.decode_any_command(record.value or b"")
-        except CodecError as exc:
-            await self._dead_letter(record, exc, exc.reason)
-            return
-        except PaygateError as exc:
-            await self._dead_letter(record, exc, f"invalid_value:{exc.param or 'unknown'}")
-            return
-        except (KeyError, TypeError, ValueError) as exc:
-            # Defensive: the schema should make these impossible, but a poison message
-            # must never stop the partition.
-            error = PaygateError(
-                ErrorCode.INVALID_REQUEST, f"invalid command: {type(exc).__name__}"
-            )
-            await self._dead_letter(record, error, "invalid_value")
-            return
-        await self._handler.handle(command)
-
-    async def _dead_letter(self, record: ConsumerRecord, error: PaygateError, reason: str) -> None:
-        await self._dead_letters.route(
-            value=record.value,
-            key=record.key,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            error=error,
-            reason=reason,
-            incoming_headers=record.headers or (),
-        )
 
     async def _commit(self, partitions: list[TopicPartition]) -> None:
         offsets: dict[TopicPartition, int] = {}

@@ -15,8 +15,10 @@ from enum import StrEnum
 from typing import Final
 
 from domain.errors import ErrorCode, PaygateError
+from domain.text import check_characters, check_text
 
 _NUMBER: Final = re.compile(r"\A[A-Za-z0-9_]{4,64}\Z")
+MAX_HOLDER_NAME_LENGTH: Final = 140
 
 
 class AccountType(StrEnum):
@@ -59,6 +61,7 @@ class Account:
     def parse(
         cls, type_: object, number: object, holder_name: object = None, *, param: str
     ) -> Account:
+        check_characters(type_, f"{param}.type")
         try:
             account_type = AccountType(str(type_))
         except ValueError:
@@ -67,6 +70,8 @@ class Account:
                 f"account type must be one of: {', '.join(t.value for t in AccountType)}",
                 param=f"{param}.type",
             ) from None
+        # The message names a code point and a position only, never the number.
+        check_characters(number, f"{param}.number")
         if not isinstance(number, str) or not _NUMBER.match(number):
             # Never echo the number back: it may be a real one.
             raise PaygateError(
@@ -74,13 +79,16 @@ class Account:
                 "account number must be 4 to 64 letters, digits or underscores",
                 param=f"{param}.number",
             )
-        if holder_name is not None and (not isinstance(holder_name, str) or len(holder_name) > 140):
-            raise PaygateError(
-                ErrorCode.INVALID_REQUEST,
-                "holderName must be a string of at most 140 characters",
+        holder = None
+        if holder_name is not None:
+            holder = check_text(
+                holder_name,
                 param=f"{param}.holderName",
+                name="holderName",
+                min_length=0,
+                max_length=MAX_HOLDER_NAME_LENGTH,
             )
-        return cls(account_type, number, holder_name)
+        return cls(account_type, number, holder)
 
     @property
     def masked(self) -> str:

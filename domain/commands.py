@@ -19,10 +19,12 @@ from typing import Final
 from domain.accounts import Account
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.text import check_characters, check_text
 
 _IDENTIFIER: Final = re.compile(r"\A[A-Za-z0-9._:\-]{1,64}\Z")
 _IDEMPOTENCY_KEY: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
 _PAYMENT_ID: Final = re.compile(r"\Apay_[0-9a-f]{32}\Z")
+MAX_ORDER_ID_LENGTH: Final = 64
 MAX_METADATA_KEYS: Final = 20
 MAX_METADATA_KEY_LENGTH: Final = 40
 MAX_METADATA_VALUE_LENGTH: Final = 500
@@ -69,22 +71,23 @@ def check_follow_up(
 
     An id not even shaped like a payment id is ``not_found``, as the REST paths answer it.
     """
+    check_characters(payment_request_id, "paymentRequestId")
     if not isinstance(payment_request_id, str) or not is_payment_request_id(payment_request_id):
         raise PaygateError(
             ErrorCode.NOT_FOUND,
             "no payment with this paymentRequestId",
             param="paymentRequestId",
         )
-    if not isinstance(order_id, str) or not 0 < len(order_id) <= 64:
-        raise PaygateError(
-            ErrorCode.INVALID_REQUEST, "orderId must be 1 to 64 characters", param="orderId"
-        )
+    # Only the text rule, not the identifier pattern: the payment's own order id was checked
+    # when it was created, and one that is not it simply names no payment of the order.
+    order = check_text(order_id, param="orderId", max_length=MAX_ORDER_ID_LENGTH)
     if requested_at.tzinfo is None:
         raise ValueError("requested_at must be timezone-aware")
-    return payment_request_id, order_id
+    return payment_request_id, order
 
 
 def _identifier(value: object, param: str) -> str:
+    check_characters(value, param)
     if not isinstance(value, str) or not _IDENTIFIER.match(value):
         raise PaygateError(
             ErrorCode.INVALID_REQUEST,
@@ -95,6 +98,7 @@ def _identifier(value: object, param: str) -> str:
 
 
 def check_idempotency_key(value: object, param: str = "idempotencyKey") -> str:
+    check_characters(value, param)
     if not isinstance(value, str) or not _IDEMPOTENCY_KEY.match(value):
         raise PaygateError(
             ErrorCode.INVALID_REQUEST,
@@ -112,19 +116,15 @@ def _metadata(value: Mapping[str, str]) -> dict[str, str]:
             param="metadata",
         )
     for key, item in value.items():
-        if not isinstance(key, str) or not 0 < len(key) <= MAX_METADATA_KEY_LENGTH:
-            raise PaygateError(
-                ErrorCode.INVALID_REQUEST,
-                f"metadata keys must be 1 to {MAX_METADATA_KEY_LENGTH} characters",
-                param="metadata",
-            )
-        if not isinstance(item, str) or len(item) > MAX_METADATA_VALUE_LENGTH:
-            raise PaygateError(
-                ErrorCode.INVALID_REQUEST,
-                f"metadata values must be strings of at most {MAX_METADATA_VALUE_LENGTH} "
-                "characters",
-                param=f"metadata.{key}",
-            )
+        # The key is checked first: only a checked key may appear in the value's param.
+        check_text(key, param="metadata", name="metadata keys", max_length=MAX_METADATA_KEY_LENGTH)
+        check_text(
+            item,
+            param=f"metadata.{key}",
+            name="metadata values",
+            min_length=0,
+            max_length=MAX_METADATA_VALUE_LENGTH,
+        )
     return dict(value)
 
 
@@ -168,6 +168,7 @@ class CreatePayment:
         client_id: str | None = None,
         capture: bool = True,
     ) -> CreatePayment:
+        check_characters(payment_method, "paymentMethod")
         try:
             method = PaymentMethod(str(payment_method))
         except ValueError:

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     INVALID_AMOUNT = "invalid_amount"
     UNSUPPORTED_CURRENCY = "unsupported_currency"
+    INVALID_TEXT = "invalid_text"
     REQUEST_TOO_LARGE = "request_too_large"
     REQUEST_TIMEOUT = "request_timeout"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
@@ -113,6 +114,17 @@ CATALOGUE: Final = MappingProxyType(
                 400,
                 "The currency is not an ISO 4217 code with minor units.",
                 'Send an upper-case ISO 4217 code such as "EUR".',
+            ),
+            _spec(
+                _E.INVALID_TEXT,
+                _C.INVALID_REQUEST,
+                False,
+                400,
+                "A text field holds a character no text may hold: a control character "
+                "(U+0000 to U+001F, U+007F to U+009F), an unpaired surrogate or a Unicode "
+                "non-character.",
+                "Remove the character (the message gives its position) from the field named "
+                "in `param` and send again.",
             ),
             _spec(
                 _E.REQUEST_TOO_LARGE,

@@ -30,6 +30,7 @@ from typing import Final
 from domain.commands import check_follow_up, check_idempotency_key
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.text import check_characters
 
 # Fixed forever, like the payment id namespace: refund ids are derived from it.
 _REFUND_ID_NAMESPACE: Final = uuid.UUID("b5d0a1c4-7f7e-4c1e-8d0f-2a9b6c3e1f58")
@@ -67,6 +68,7 @@ def is_refund_id(value: str) -> bool:
 def refund_reason(value: object) -> RefundReason | None:
     if value is None:
         return None
+    check_characters(value, "reason")
     try:
         return RefundReason(str(value))
     except ValueError:

@@ -3,7 +3,9 @@
 Two layers check a body. The models here check its *shape* (which fields, of which JSON
 type), strictly: no coercion, so the JSON number ``0.1`` never becomes the string ``"0.1"``
 after a trip through a binary float. The domain (``money_from_text``, ``Account.parse``,
-``CreatePayment.create``) then checks the *values*, with the same rules the Kafka intake uses.
+``CreatePayment.create``) then checks the *values*, with the same rules the Kafka intake uses,
+the text rule of ``domain.text`` included: a control character in any text field is
+``400 invalid_text`` here and a dead letter with that code there.
 
 Error messages are built from the error's kind and location only, never from the
 submitted value: that value may be an account number.
@@ -24,6 +26,7 @@ from domain.accounts import Account
 from domain.commands import CreatePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.money import money_from_text
+from domain.text import forbidden_character
 
 # A wrongly typed amount or currency is reported with the code the domain uses for any
 # bad value of that field, so clients see one code per field whatever went wrong with it.
@@ -152,4 +155,11 @@ def raise_first(exc: ValidationError) -> NoReturn:
 
 
 def _dotted(error: ErrorDetails) -> str:
-    return ".".join(str(part) for part in error["loc"])
+    # A location part can be a submitted metadata key: the path stops before one the text
+    # rule refuses, so an error never echoes a control character or a lone surrogate.
+    parts: list[str] = []
+    for part in error["loc"]:
+        if isinstance(part, str) and forbidden_character(part) is not None:
+            break
+        parts.append(str(part))
+    return ".".join(parts)

@@ -89,6 +89,7 @@ class ConsumerService:
             after_work=relay.notify,
             max_in_flight=settings.max_in_flight,
             drain_timeout_s=settings.drain_timeout_s,
+            max_handling_attempts=settings.max_handling_attempts,
         )
         relay_task: asyncio.Task[None] | None = None
         reconciler_task: asyncio.Task[None] | None = None

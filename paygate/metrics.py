@@ -44,8 +44,10 @@ class Metrics:
         )
         self.dead_lettered = Counter(
             f"{prefix}_dead_lettered_total",
-            "Messages sent to the dead-letter topic, by error code.",
-            ["code"],
+            "Messages sent to the dead-letter topic, by error code and reason (the "
+            "`paygate.error.reason` header without its detail: invalid_value, "
+            "database_refused, rule_violation, retries_exhausted, bad_magic_byte, ...).",
+            ["code", "reason"],
             registry=self.registry,
         )
         self.outbox_published = Counter(

@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     commands_topic: str = Field("payments.commands", description="Topic of payment commands.")
     results_topic: str = Field("payments.results", description="Topic of result events.")
     dlq_topic: str = Field(
-        "payments.commands.dlq", description="Dead-letter topic for commands that never decode."
+        "payments.commands.dlq",
+        description="Dead-letter topic for commands that can never be processed.",
     )
     topic_partitions: int = Field(3, ge=1, description="Partitions of topics paygate creates.")
     consumer_group: str = Field("paygate-consumer", description="Consumer group of the consumer.")
@@ -54,6 +55,14 @@ class Settings(BaseSettings):
         gt=0,
         description="On shutdown or partition revocation, how long work in flight may finish "
         "before it is abandoned (and redelivered to the next owner).",
+    )
+    max_handling_attempts: int = Field(
+        8,
+        ge=1,
+        description="Tries a command gets when handling it fails for an unexpected reason; "
+        "after the last (about 11 s of back-off with the default) it goes to the dead-letter "
+        "topic as `retries_exhausted`. A value the database refuses or a broken rule is "
+        "dead-lettered at once; an unreachable database or broker is retried without limit.",
     )
 
     database_url: str = Field(

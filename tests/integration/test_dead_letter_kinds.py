@@ -41,6 +41,7 @@ from schemas.registry import FileSchemaRegistry
 from tests.support.builders import SUCCESS_CARD, encoded_command
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import produce, read_until
+from tests.support.metric_samples import dead_lettered
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +122,11 @@ def _poison_kinds() -> list[Poison]:
             "invalid_value:idempotencyKey",
         ),
         "bad-order-id": (invalid(orderId=""), "invalid_request", "invalid_value:orderId"),
+        "control-character": (
+            invalid(metadata={"note": "nul\x00"}),
+            "invalid_text",
+            "invalid_value:metadata.note",
+        ),
     }
     return [
         Poison(f"poison-{name}".encode(), value, code, reason)
@@ -198,9 +204,7 @@ async def test_every_poison_kind_is_dead_lettered_with_its_headers_and_comes_bac
         assert SUCCESS_CARD not in "".join(headers.values())
         first_seen[record.key] = headers[HEADER_FIRST_SEEN]
     for code in {p.code for p in poison}:
-        assert metrics.dead_lettered.labels(code)._value.get() == sum(
-            1 for p in poison if p.code == code
-        ), code
+        assert dead_lettered(metrics, code=code) == sum(1 for p in poison if p.code == code), code
 
     # `paygate dlq list` shows each of them with its code, reason and origin.
     listed = await asyncio.to_thread(_paygate, topics, "dlq", "list", "--json")

@@ -28,6 +28,7 @@ from tests.support.builders import (
 )
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import committed_total, produce, read_until
+from tests.support.metric_samples import dead_lettered
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +157,7 @@ async def test_each_poison_kind_goes_to_the_dlq_and_the_consumer_keeps_going(top
         assert headers[HEADER_FIRST_SEEN]
         assert SUCCESS_CARD not in "".join(headers.values())
     assert sum(
-        metrics.dead_lettered.labels(code)._value.get()
+        dead_lettered(metrics, code=code)
         for code in {
             "malformed_message",
             "unknown_schema",

@@ -10,7 +10,7 @@ from typing import Any
 from domain.accounts import Account, AccountType
 from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
-from schemas.codec import CREATE_PAYMENT, AvroCodec
+from schemas.codec import CAPTURE_PAYMENT, CREATE_PAYMENT, REFUND_PAYMENT, AvroCodec
 from schemas.registry import FileSchemaRegistry
 
 _CODEC = AvroCodec(FileSchemaRegistry.bundled())
@@ -73,3 +73,39 @@ def encoded_command(**overrides: Any) -> tuple[bytes, bytes, dict[str, Any]]:
     """(Kafka key, wire-format bytes, record) of a valid CreatePayment, keyed by order id."""
     record = create_payment_record(**overrides)
     return record["orderId"].encode(), _CODEC.encode(CREATE_PAYMENT, record), record
+
+
+def refund_payment_record(**overrides: Any) -> dict[str, Any]:
+    """A valid RefundPayment Avro record, for all that remains of a payment."""
+    record: dict[str, Any] = {
+        "idempotencyKey": unique("refund"),
+        "paymentRequestId": "pay_" + uuid.uuid4().hex,
+        "orderId": unique("order"),
+        "amount": None,
+        "currency": None,
+        "reason": "requested_by_customer",
+        "requestedAt": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    }
+    record.update(overrides)
+    return record
+
+
+def capture_payment_record(**overrides: Any) -> dict[str, Any]:
+    """A valid CapturePayment Avro record."""
+    record: dict[str, Any] = {
+        "paymentRequestId": "pay_" + uuid.uuid4().hex,
+        "orderId": unique("order"),
+        "requestedAt": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    }
+    record.update(overrides)
+    return record
+
+
+def encoded_refund(**overrides: Any) -> bytes:
+    """Wire-format bytes of :func:`refund_payment_record`."""
+    return _CODEC.encode(REFUND_PAYMENT, refund_payment_record(**overrides))
+
+
+def encoded_capture(**overrides: Any) -> bytes:
+    """Wire-format bytes of :func:`capture_payment_record`."""
+    return _CODEC.encode(CAPTURE_PAYMENT, capture_payment_record(**overrides))

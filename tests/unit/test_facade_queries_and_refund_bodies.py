@@ -73,6 +73,10 @@ def test_a_partial_refund_body():
         (b'{"amount": "0", "currency": "EUR"}', ErrorCode.INVALID_AMOUNT, "amount"),
         (b'{"amount": "1", "currency": "XXX"}', ErrorCode.UNSUPPORTED_CURRENCY, "currency"),
         (b'{"reason": "bored"}', ErrorCode.INVALID_REQUEST, "reason"),
+        (b'{"reason": "other\\u0000"}', ErrorCode.INVALID_TEXT, "reason"),
+        (b'{"reason": "\\ud800"}', ErrorCode.INVALID_TEXT, "reason"),
+        (b'{"amount": "1", "currency": "EU\\u0000"}', ErrorCode.UNSUPPORTED_CURRENCY, "currency"),
+        (b'{"amount": "1\\u0000", "currency": "EUR"}', ErrorCode.INVALID_AMOUNT, "amount"),
         (b'{"note": "x"}', ErrorCode.INVALID_REQUEST, "note"),
         (b"[]", ErrorCode.INVALID_REQUEST, None),
         (b'{"amount": "1", "amount": "2", "currency": "EUR"}', ErrorCode.INVALID_REQUEST, None),
@@ -82,3 +86,15 @@ def test_bad_refund_bodies_are_refused_with_their_code(raw, code, param):
     with pytest.raises(PaygateError) as refused:
         _command(raw)
     assert (refused.value.code, refused.value.param) == (code, param)
+
+
+@pytest.mark.parametrize(
+    ("order_id", "code"),
+    [("order\x00", ErrorCode.INVALID_TEXT), ("o" * 65, ErrorCode.INVALID_REQUEST)],
+)
+def test_a_refunds_order_id_obeys_the_text_rule(order_id, code):
+    with pytest.raises(PaygateError) as refused:
+        parse_refund_body(b"{}").to_command(
+            idempotency_key="k", payment_request_id=PAYMENT_ID, order_id=order_id, requested_at=NOW
+        )
+    assert (refused.value.code, refused.value.param) == (code, "orderId")

@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from domain.accounts import AccountRef, AccountType
 from domain.captures import CapturePayment
 from domain.commands import CreatePayment, PaymentMethod, payment_request_id_for
 from domain.error_info import ErrorInfo
-from domain.errors import CATALOGUE, ErrorCode
+from domain.errors import CATALOGUE, ErrorCode, PaygateError
 from domain.idempotency import OrderPayment
 from domain.money import Money
 from domain.payment import PaymentView
@@ -33,7 +34,11 @@ from http_facade.rate_limit import TokenBuckets
 from http_facade.requests import parse_create_payment_body
 from http_facade.security_headers import SECURITY_HEADERS
 from paygate.metrics import Metrics
+from schemas.codec import CREATE_PAYMENT, AvroCodec
+from schemas.payments import PaymentMessages
+from schemas.registry import FileSchemaRegistry
 from tests.support.app_client import started_client
+from tests.support.builders import create_payment_record
 
 pytestmark = pytest.mark.unit
 
@@ -44,6 +49,7 @@ ERROR_KEYS = {"code", "message", "category", "retryable"}
 ACCOUNT_KEY = b"facade-test-key"
 API_KEY = "pgk_0123456789abcdef_" + "a" * 64
 CLIENT = "client-1"
+AVRO = AvroCodec(FileSchemaRegistry.bundled())
 
 
 class FakeAuthenticator:
@@ -393,6 +399,100 @@ async def test_values_the_domain_refuses(facade: Facade, body: dict[str, Any], p
     status, answer, _ = await post_payment(facade, body)
     assert_error(status, answer, ErrorCode.INVALID_REQUEST, param=param)
     assert facade.publisher.published == []
+
+
+# The same text, refused on both intakes with the same code: the REST body here, the Avro
+# record built from it by the codec (the consumer dead-letters it with that code).
+BAD_TEXT: dict[str, tuple[dict[str, Any], ErrorCode, str]] = {
+    "user-id-nul": (valid_body(userId="user\x001"), ErrorCode.INVALID_TEXT, "userId"),
+    "order-id-nul": (valid_body(orderId="order\x00"), ErrorCode.INVALID_TEXT, "orderId"),
+    # Amount and currency keep one code per field, whatever is wrong with them.
+    "currency-nul": (valid_body(currency="US\x00"), ErrorCode.UNSUPPORTED_CURRENCY, "currency"),
+    "method-c1": (valid_body(paymentMethod="card\x9b"), ErrorCode.INVALID_TEXT, "paymentMethod"),
+    "number-nul": (
+        valid_body(payerAccount={"type": "card", "number": CARD + "\x00"}),
+        ErrorCode.INVALID_TEXT,
+        "payerAccount.number",
+    ),
+    "holder-name-newline": (
+        valid_body(payerAccount={"type": "card", "number": CARD, "holderName": "Ada\r\nL"}),
+        ErrorCode.INVALID_TEXT,
+        "payerAccount.holderName",
+    ),
+    "metadata-value-nul": (
+        valid_body(metadata={"cart": "4\x002"}),
+        ErrorCode.INVALID_TEXT,
+        "metadata.cart",
+    ),
+    "metadata-value-noncharacter": (
+        valid_body(metadata={"cart": "\ufdd0"}),
+        ErrorCode.INVALID_TEXT,
+        "metadata.cart",
+    ),
+    "metadata-key-tab": (
+        valid_body(metadata={"ca\trt": "42"}),
+        ErrorCode.INVALID_TEXT,
+        "metadata",
+    ),
+    "metadata-value-too-long": (
+        valid_body(metadata={"cart": "x" * 501}),
+        ErrorCode.INVALID_REQUEST,
+        "metadata.cart",
+    ),
+    "holder-name-too-long": (
+        valid_body(payerAccount={"type": "card", "number": CARD, "holderName": "A" * 141}),
+        ErrorCode.INVALID_REQUEST,
+        "payerAccount.holderName",
+    ),
+}
+
+
+def _avro_refusal(body: dict[str, Any]) -> PaygateError:
+    """What the Kafka intake says of the same values as an Avro CreatePayment."""
+    record = create_payment_record(
+        **{k: v for k, v in body.items() if k not in ("amount", "payerAccount", "payeeAccount")},
+        amount=Decimal(body["amount"]),
+        payerAccount={"holderName": None, **body["payerAccount"]},
+        payeeAccount={"holderName": None, **body["payeeAccount"]},
+    )
+    with pytest.raises(PaygateError) as refused:
+        PaymentMessages.bundled().decode_any_command(AVRO.encode(CREATE_PAYMENT, record))
+    return refused.value
+
+
+@pytest.mark.parametrize(("body", "code", "param"), BAD_TEXT.values(), ids=BAD_TEXT)
+async def test_bad_text_is_refused_as_the_kafka_intake_refuses_it(
+    facade: Facade, body: dict[str, Any], code: ErrorCode, param: str
+) -> None:
+    status, answer, _ = await post_payment(facade, body)
+    error = assert_error(status, answer, code, param=param)
+    assert facade.publisher.published == []
+    kafka = _avro_refusal(body)
+    assert (kafka.code, kafka.param) == (code, param)
+    assert kafka.message == error["message"]
+
+
+@pytest.mark.parametrize(
+    ("text", "param"),
+    [
+        ('"cart": "\\ud800"', "metadata.cart"),  # a lone surrogate, as JSON can escape one
+        ('"cart": "\\udc00x"', "metadata.cart"),
+        ('"\\ud800": "42"', "metadata"),
+    ],
+)
+async def test_a_lone_surrogate_is_invalid_text_and_never_reaches_the_publisher(
+    facade: Facade, text: str, param: str
+) -> None:
+    raw = json.dumps(valid_body(metadata={"PLACE": "HOLDER"})).replace('"PLACE": "HOLDER"', text)
+    status, body = await post_raw(facade, raw)
+    assert_error(status, body, ErrorCode.INVALID_TEXT, param=param)
+    assert facade.publisher.published == []
+
+
+async def test_an_ill_typed_value_under_a_bad_key_does_not_echo_the_key(facade: Facade) -> None:
+    status, body, _ = await post_payment(facade, valid_body(metadata={"ca\x00rt": 42}))
+    assert_error(status, body, ErrorCode.INVALID_REQUEST, param="metadata")
+    assert "\x00" not in json.dumps(body, ensure_ascii=False)
 
 
 async def test_invalid_account_number_is_not_echoed(facade: Facade) -> None:

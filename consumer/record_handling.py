@@ -1,0 +1,177 @@
+"""One command message, from fetched to done: decoded, handled within bounded tries, or
+dead-lettered.
+
+Invariant: :meth:`RecordHandling.handle` returns only once the message is durably done, its
+outcome committed by the handler or its bytes written to the dead-letter topic; only then
+may the runner's committed offset pass it. Only cancellation (revocation, shutdown) ends it
+sooner, and leaves the message to be redelivered.
+
+How often a failing message is tried depends on why it fails (see consumer.failures):
+
+* it does not decode, or a value breaks a rule (the text rule, an amount, ...): it is
+  dead-lettered at once with the codec's or the domain's reason;
+* handling fails PERMANENTLY (a value the database refuses, a rule the domain says is
+  broken): dead-lettered at once, reason ``database_refused`` or ``rule_violation``;
+* handling fails for an UNKNOWN reason: tried ``max_attempts`` times in all, then
+  dead-lettered with reason ``retries_exhausted``;
+* handling fails TRANSIENTLY (database or broker unreachable): retried with back-off for as
+  long as it lasts; these tries do not count, so a good message is never dead-lettered
+  because the system around it is down.
+
+So no message holds its key (and the partition's committed offset) for ever. The count is
+kept in memory: a restart or a rebalance starts it again. Trying again is always safe, as
+handlers are idempotent (the store turns a replay into the stored outcome). A command
+dead-lettered after its write-ahead leaves its payment in doubt, where reconciliation finds
+it as it would after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from aiokafka import ConsumerRecord
+
+from consumer.failures import Failure, FailureKind, classify
+from domain.errors import ErrorCode, PaygateError
+from schemas.codec import CodecError
+from schemas.payments import Command
+
+log = logging.getLogger("paygate.consumer")
+
+_FIRST_BACKOFF_S = 0.1
+
+
+class CommandDecoder(Protocol):
+    def decode_any_command(self, data: bytes) -> Command: ...
+
+
+class CommandHandler(Protocol):
+    async def handle(self, command: Command) -> object: ...
+
+
+class DeadLetters(Protocol):
+    async def route(
+        self,
+        *,
+        value: bytes | None,
+        key: bytes | None,
+        topic: str,
+        partition: int,
+        offset: int,
+        error: PaygateError,
+        reason: str,
+        incoming_headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None: ...
+
+
+class RecordHandling:
+    def __init__(
+        self,
+        *,
+        messages: CommandDecoder,
+        handler: CommandHandler,
+        dead_letters: DeadLetters,
+        max_attempts: int,
+        max_backoff_s: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._messages = messages
+        self._handler = handler
+        self._dead_letters = dead_letters
+        self._max_attempts = max_attempts
+        self._max_backoff_s = max_backoff_s
+        self._sleep = sleep
+
+    async def handle(self, record: ConsumerRecord) -> None:
+        """Return once ``record`` is handled or dead-lettered (see the module docstring)."""
+        command = await self._decoded(record)
+        if command is None:
+            return
+        failed = 0
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            try:
+                await self._handler.handle(command)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failure = classify(exc)
+                if failure.kind is FailureKind.UNKNOWN:
+                    failed += 1
+                give_up = failure.kind is FailureKind.PERMANENT or failed >= self._max_attempts
+                _log_failure(record, failure, failed, None if give_up else backoff)
+                if give_up:
+                    await self._dead_letter(record, *_dead_letter_of(failure, failed))
+                    return
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff_s)
+
+    async def _decoded(self, record: ConsumerRecord) -> Command | None:
+        """The command, or None once a message that can never decode is dead-lettered."""
+        try:
+            return self._messages.decode_any_command(record.value or b"")
+        except CodecError as exc:
+            await self._dead_letter(record, exc, exc.reason)
+        except PaygateError as exc:
+            await self._dead_letter(record, exc, f"invalid_value:{exc.param or 'unknown'}")
+        except Exception as exc:
+            # Decoding is pure: whatever it raises, the same bytes raise again. The schema
+            # should make this impossible, but a poison message must never stop the partition.
+            error = PaygateError(
+                ErrorCode.INVALID_REQUEST, f"invalid command: {type(exc).__name__}"
+            )
+            await self._dead_letter(record, error, "invalid_value")
+        return None
+
+    async def _dead_letter(self, record: ConsumerRecord, error: PaygateError, reason: str) -> None:
+        """Write the dead letter, retrying until it is written: a broker that is down is
+        never a reason to let the offset pass a message that is nowhere."""
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            try:
+                await self._dead_letters.route(
+                    value=record.value,
+                    key=record.key,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error=error,
+                    reason=reason,
+                    incoming_headers=record.headers or (),
+                )
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "dead-lettering failed; retrying in %.1fs", backoff, extra=_where(record)
+                )
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff_s)
+
+
+def _dead_letter_of(failure: Failure, failed: int) -> tuple[PaygateError, str]:
+    message = failure.message
+    if failure.kind is FailureKind.UNKNOWN:
+        message = f"handling failed {failed} times; the last time with {message}"
+    return PaygateError(failure.code, message), failure.reason
+
+
+def _log_failure(
+    record: ConsumerRecord, failure: Failure, failed: int, retry_in: float | None
+) -> None:
+    extra = {**_where(record), "failure": failure.kind.value, "failed_tries": failed}
+    if retry_in is None:
+        log.exception("handling failed; dead-lettering the message", extra=extra)
+    else:
+        log.exception("handling failed; retrying in %.1fs", retry_in, extra=extra)
+
+
+def _where(record: ConsumerRecord) -> dict[str, object]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

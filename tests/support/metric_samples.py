@@ -1,0 +1,20 @@
+"""Reading counters back in tests, summed over the labels a test does not care about."""
+
+from __future__ import annotations
+
+from paygate.metrics import Metrics
+
+
+def dead_lettered(metrics: Metrics, *, code: str | None = None, reason: str | None = None) -> float:
+    """``paygate_dead_lettered_total`` summed over every label not given."""
+    total = 0.0
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name != "paygate_dead_lettered_total":
+                continue
+            if code is not None and sample.labels.get("code") != code:
+                continue
+            if reason is not None and sample.labels.get("reason") != reason:
+                continue
+            total += sample.value
+    return total
