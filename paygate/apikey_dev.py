@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from typing import Final
 
+from paygate.database import engine_for
 from paygate.settings import Settings
 from persistence.api_key_store import ApiKeyStore
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_schema
 
 DEV_KEY_FILE: Final = Path(".cache/dev-api-key")
 DEV_CLIENT_ID: Final = "dev"
@@ -23,7 +24,7 @@ DEV_CLIENT_ID: Final = "dev"
 
 async def ensure_dev_api_key(settings: Settings, path: Path = DEV_KEY_FILE) -> str:
     """A key that authenticates as :data:`DEV_CLIENT_ID` against the configured store."""
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     try:
         await create_schema(engine)
         store = ApiKeyStore(engine)

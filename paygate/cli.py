@@ -77,10 +77,11 @@ async def _expire_keys(settings: Settings) -> None:
     from datetime import timedelta
 
     from consumer.key_expiry import KeyExpiry
-    from persistence.engine import create_engine, create_schema
+    from paygate.database import engine_for
+    from persistence.engine import create_schema
     from persistence.payment_store import PaymentStore
 
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     try:
         await create_schema(engine)
         retention = timedelta(days=settings.idempotency_key_retention_days)

@@ -24,12 +24,13 @@ from consumer.refund_results import RefundEvents
 from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
 from domain.retry import RetryPolicy
+from paygate.database import engine_for
 from paygate.metrics import Metrics
 from paygate.providers import build_router
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
 from persistence.capture_store import CaptureStore
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_schema
 from persistence.outbox_lease import OutboxLease
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
@@ -58,7 +59,7 @@ class ConsumerService:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         router = self.router or build_router(settings, self.providers)
-        engine = create_engine(settings.database_url)
+        engine = engine_for(settings)
         await create_schema(engine)
         store = PaymentStore(engine)
         messages = PaymentMessages.bundled()

@@ -13,17 +13,18 @@ from consumer.reconciler import PAGE_SIZE, Reconciler
 from consumer.refund_reconciler import RefundReconciler
 from consumer.refund_results import RefundEvents
 from consumer.results import ResultEvents
+from paygate.database import engine_for
 from paygate.metrics import Metrics
 from paygate.providers import build_providers
 from paygate.settings import Settings
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_schema
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
 from schemas.payments import PaymentMessages
 
 
 async def reconcile_once(settings: Settings) -> dict[str, int]:
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     providers = build_providers(settings)
     try:
         await create_schema(engine)

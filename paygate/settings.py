@@ -8,9 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from persistence.engine import SqliteSynchronous
 from providers.routing import DEFAULT_ROUTE, Router
 
 # Only for local development: production must set PAYGATE_ACCOUNT_FINGERPRINT_KEY, or
@@ -60,6 +61,15 @@ class Settings(BaseSettings):
         "sqlite+aiosqlite:///paygate.db",
         description="SQLAlchemy async URL: a SQLite file by default; "
         "postgresql+asyncpg://user:pass@host/db in production.",
+    )
+    sqlite_synchronous: SqliteSynchronous = Field(
+        SqliteSynchronous.FULL,
+        description="SQLite only (PostgreSQL ignores it): `full` syncs every commit to disk. "
+        "`normal` is an opt-in, faster (docs/performance.md has the figures) but an OS crash "
+        "or power loss can undo the last commits, among them a payment's outcome whose "
+        "Kafka offset was already committed: Kafka does not redeliver that command, so the "
+        "outcome is lost. Choose `normal` only where that is acceptable (tests, benchmarks, "
+        "a disk with power-loss protection).",
     )
     account_fingerprint_key: SecretStr = Field(
         SecretStr(DEV_FINGERPRINT_KEY),
@@ -218,6 +228,12 @@ class Settings(BaseSettings):
         9102, ge=0, le=65535, description="Port of the consumer's /metrics and /healthz."
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _synchronous_in_any_case(cls, value: object) -> object:
+        # `FULL` and `NORMAL` are how SQLite's documentation spells them.
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _reconcile_windows(self) -> Settings:
