@@ -4,6 +4,11 @@ Like payments, creating a refund only publishes a command (keyed by the payment'
 it is processed after the payment); the consumer reserves the amount and calls the
 provider. The answer is ``202 Accepted`` with the refund id, or the final refund with
 ``Prefer: wait=N``.
+
+Unlike a payment, a refund must carry an ``Idempotency-Key``: a payment is also guarded by
+its order (a second payment of a paid order is ``409 order_already_paid``), a refund has
+nothing but its key to recognise a retry by, so a retried request without one (after a
+timeout or a ``503``) would refund the payment a second time. See docs/refunds.md.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Final
 
 from aiohttp import web
 
+from domain.commands import check_idempotency_key
 from domain.errors import ErrorCode, PaygateError
 from domain.refund_rules import refusal_for_refund
 from domain.refunds import is_refund_id, refund_id_for
@@ -22,7 +28,6 @@ from http_facade.payments_routes import (
     REPLAYED_HEADER,
     client_payment,
     payment_id_in_path,
-    read_idempotency_key,
     require_json,
 )
 from http_facade.prefer import requested_wait
@@ -59,14 +64,15 @@ async def create_refund(request: web.Request) -> web.Response:
     within the captured amount when refunds cross in flight; a refund refused there ends
     ``failed`` with the same code.
 
-    An ``Idempotency-Key`` already used for a refund of this payment replays it (same
-    parameters: the stored refund, ``Idempotent-Replayed: true``) or is 409
+    The ``Idempotency-Key`` header is required: without it, 400 ``invalid_request`` (checked
+    first, so nothing else is looked at). A key already used for a refund of this payment replays it
+    (same parameters: the stored refund, ``Idempotent-Replayed: true``) or is 409
     ``idempotency_conflict``.
     """
+    key = required_idempotency_key(request)
     if request.body_exists:
         # The body is optional ({} refunds what remains); a body sent must be JSON.
         require_json(request)
-    key = read_idempotency_key(request)
     wait_s = requested_wait(request.headers.getall(PREFER_HEADER, []), request.app[MAX_WAIT_S])
     payment_request_id = payment_id_in_path(request)
     body = parse_refund_body(await request.read())
@@ -112,6 +118,24 @@ async def create_refund(request: web.Request) -> web.Response:
     return web.json_response(
         refund_accepted_body(refund_id, payment_request_id), status=202, headers=headers
     )
+
+
+def required_idempotency_key(request: web.Request) -> str:
+    """The refund's ``Idempotency-Key``, checked; a request without one is refused.
+
+    Never made up here (as a payment's is): a random key would make every retry of the
+    same refund a new refund.
+    """
+    offered = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+    if offered is None:
+        raise PaygateError(
+            ErrorCode.INVALID_REQUEST,
+            "the Idempotency-Key header is required on a refund: send a key of your own "
+            "(a UUID, say) and the same key again when you retry, so a retry never refunds "
+            "twice",
+            param=IDEMPOTENCY_KEY_HEADER,
+        )
+    return check_idempotency_key(offered, param=IDEMPOTENCY_KEY_HEADER)
 
 
 async def get_refund(request: web.Request) -> web.Response:

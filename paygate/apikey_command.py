@@ -17,9 +17,10 @@ import json
 import sys
 from collections.abc import Sequence
 
+from paygate.database import engine_for
 from paygate.settings import Settings
 from persistence.api_key_store import ApiKeyInfo, ApiKeyStore, check_client_id
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_schema
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -59,7 +60,7 @@ def _info_json(info: ApiKeyInfo) -> str:
 
 
 async def run_apikey_command(settings: Settings, args: argparse.Namespace) -> int:
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     try:
         await create_schema(engine)
         store = ApiKeyStore(engine)

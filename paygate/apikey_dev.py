@@ -13,17 +13,26 @@ import os
 from pathlib import Path
 from typing import Final
 
-from paygate.settings import Settings
+from paygate.database import engine_for
+from paygate.settings import Environment, Settings
 from persistence.api_key_store import ApiKeyStore
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_schema
 
 DEV_KEY_FILE: Final = Path(".cache/dev-api-key")
 DEV_CLIENT_ID: Final = "dev"
 
 
 async def ensure_dev_api_key(settings: Settings, path: Path = DEV_KEY_FILE) -> str:
-    """A key that authenticates as :data:`DEV_CLIENT_ID` against the configured store."""
-    engine = create_engine(settings.database_url)
+    """A key that authenticates as :data:`DEV_CLIENT_ID` against the configured store.
+
+    Only in development mode: in production it would leave a working credential in a file.
+    """
+    if settings.env is not Environment.DEVELOPMENT:
+        raise RuntimeError(
+            "the development API key is made only with PAYGATE_ENV=development (paygate dev); "
+            "issue production keys with `paygate apikey create`"
+        )
+    engine = engine_for(settings)
     try:
         await create_schema(engine)
         store = ApiKeyStore(engine)

@@ -9,9 +9,11 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from paygate.jsonlog import configure_logging
+from paygate.production_checks import Uses, refuse_unsafe_settings
 from paygate.settings import Settings
 
 log = logging.getLogger("paygate")
@@ -77,10 +79,11 @@ async def _expire_keys(settings: Settings) -> None:
     from datetime import timedelta
 
     from consumer.key_expiry import KeyExpiry
-    from persistence.engine import create_engine, create_schema
+    from paygate.database import engine_for
+    from persistence.engine import create_schema
     from persistence.payment_store import PaymentStore
 
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     try:
         await create_schema(engine)
         retention = timedelta(days=settings.idempotency_key_retention_days)
@@ -98,15 +101,36 @@ async def _dev(settings: Settings) -> None:
     await run_dev(settings, stop)
 
 
-_COMMANDS: dict[str, tuple[str, Callable[[Settings], Coroutine[Any, Any, None]]]] = {
-    "dev": ("run the whole stack locally (starts Kafka when none is configured)", _dev),
-    "consumer": ("run the command consumer", _consumer),
-    "facade": ("run the HTTPS REST facade", _facade),
-    "acquirer": ("run the sandbox acquirer as an HTTP service", _acquirer),
-    "topics": ("create the Kafka topics if missing", _topics),
-    "reconcile": ("resolve in-doubt payments by asking the provider, once", _reconcile),
-    "expire-keys": ("expire idempotency keys older than the retention, once", _expire_keys),
+@dataclass(frozen=True, slots=True)
+class _Command:
+    help: str
+    run: Callable[[Settings], Coroutine[Any, Any, None]]
+    # What production checks it for (paygate.production_checks) before it starts.
+    uses: Uses = Uses.NOTHING
+
+
+_COMMANDS: dict[str, _Command] = {
+    # Development by definition: run_dev switches to PAYGATE_ENV=development itself.
+    "dev": _Command("run the whole stack locally (starts Kafka when none is configured)", _dev),
+    "consumer": _Command(
+        "run the command consumer", _consumer, Uses.FINGERPRINT_KEY | Uses.PROVIDERS
+    ),
+    "facade": _Command("run the HTTPS REST facade", _facade, Uses.FINGERPRINT_KEY | Uses.TLS),
+    "acquirer": _Command(
+        "run the sandbox acquirer as an HTTP service", _acquirer, Uses.SANDBOX_ACQUIRER
+    ),
+    "topics": _Command("create the Kafka topics if missing", _topics),
+    "reconcile": _Command(
+        "resolve in-doubt payments by asking the provider, once", _reconcile, Uses.PROVIDERS
+    ),
+    "expire-keys": _Command("expire idempotency keys older than the retention, once", _expire_keys),
 }
+
+
+def production_uses(command: str) -> Uses:
+    """What production checks ``command`` for before it starts; nothing for the others."""
+    known = _COMMANDS.get(command)
+    return known.uses if known is not None else Uses.NOTHING
 
 
 KAFKA_COMMAND = "kafka"
@@ -123,8 +147,8 @@ def subcommands() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate", description="paygate payment gateway")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, _) in _COMMANDS.items():
-        sub.add_parser(name, help=help_text)
+    for name, command in _COMMANDS.items():
+        sub.add_parser(name, help=command.help)
     sub.add_parser(KAFKA_COMMAND, help="run a local single-node Kafka broker in the foreground")
     sub.add_parser(
         CHAOS_COMMAND, help="chaos run: SIGKILL consumers, restart Kafka, check the effects"
@@ -163,10 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return kafka_main([])
     settings = Settings()
+    command = _COMMANDS[args.command]
+    # Before anything is logged or started: the refusal is the only output.
+    refuse_unsafe_settings(f"paygate {args.command}", settings, command.uses)
     configure_logging(settings.log_level)
-    _, run = _COMMANDS[args.command]
     try:
-        asyncio.run(run(settings))
+        asyncio.run(command.run(settings))
     except KeyboardInterrupt:
         return 130
     return 0

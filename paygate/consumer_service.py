@@ -15,12 +15,13 @@ from consumer.dispatch import CommandDispatcher
 from consumer.key_expiry import KeyExpiry
 from consumer.periodic import run_periodically
 from consumer.runner import CommandRunner
+from paygate.database import engine_for
 from paygate.handlers import handlers_of
 from paygate.metrics import Metrics
 from paygate.providers import build_router
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_schema
 from persistence.outbox_lease import OutboxLease
 from persistence.payment_store import PaymentStore
 from producer.kafka_producer import KafkaProducer
@@ -48,7 +49,7 @@ class ConsumerService:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         router = self.router or build_router(settings, self.providers)
-        engine = create_engine(settings.database_url)
+        engine = engine_for(settings)
         await create_schema(engine)
         store = PaymentStore(engine, claim_lease=timedelta(seconds=settings.claim_lease_s))
         messages = PaymentMessages.bundled()

@@ -18,9 +18,9 @@ import json
 import sys
 from collections.abc import Sequence
 
+from paygate.database import engine_for
 from paygate.jsonlog import configure_logging
 from paygate.settings import Settings
-from persistence.engine import create_engine
 from persistence.migrate import (
     UnrecognisedSchemaError,
     current_revision,
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_db_command(settings: Settings, args: argparse.Namespace) -> int:
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     try:
         before = await current_revision(engine)
         if args.action == "upgrade":

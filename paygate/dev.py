@@ -2,7 +2,8 @@
 
 Starts a local Kafka broker when ``KAFKA_BOOTSTRAP_SERVERS`` is unset, creates the topics,
 then runs the sandbox acquirer, the consumer and the HTTPS facade in this process, and
-prints a development API key (kept in ``.cache/dev-api-key``) for the curl lines.
+prints a development API key (kept in ``.cache/dev-api-key``) for the curl lines. It always
+runs with ``PAYGATE_ENV=development``: nothing in it is fit for production.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from paygate.kafka import LocalKafka
 from paygate.metrics import Metrics
 from paygate.ops_server import start_ops_server
 from paygate.providers import build_providers
-from paygate.settings import Settings
+from paygate.settings import Environment, Settings
 from paygate.topics import ensure_topics
 
 log = logging.getLogger("paygate.dev")
 
 
 async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
+    # The whole point of `paygate dev` is the development defaults (the sandbox, a
+    # self-signed certificate, the development fingerprint and API keys).
+    settings = settings.model_copy(update={"env": Environment.DEVELOPMENT})
     kafka: LocalKafka | None = None
     if not settings.kafka_bootstrap_servers:
         print("KAFKA_BOOTSTRAP_SERVERS is unset: starting a local Kafka broker ...", flush=True)

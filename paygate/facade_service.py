@@ -16,10 +16,11 @@ from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
+from paygate.database import engine_for
 from paygate.metrics import Metrics
 from paygate.settings import Settings
 from persistence.api_key_store import ApiKeyStore
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_schema
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
 from producer.command_publisher import KafkaCommandPublisher
@@ -47,7 +48,7 @@ class FacadeService:
         reloader = CertificateReloader(
             ssl_context, cert, key, interval_s=settings.tls_reload_interval_s
         )
-        engine = create_engine(settings.database_url)
+        engine = engine_for(settings)
         await create_schema(engine)
         store = PaymentStore(engine)
         refunds = RefundStore(engine, store.writes)

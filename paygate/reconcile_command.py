@@ -11,17 +11,18 @@ from dataclasses import asdict
 from datetime import timedelta
 
 from consumer.reconciler import PAGE_SIZE
+from paygate.database import engine_for
 from paygate.handlers import handlers_of
 from paygate.metrics import Metrics
 from paygate.providers import build_providers, build_router
 from paygate.settings import Settings
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_schema
 from persistence.payment_store import PaymentStore
 from schemas.payments import PaymentMessages
 
 
 async def reconcile_once(settings: Settings) -> dict[str, int]:
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     providers = build_providers(settings)
     try:
         await create_schema(engine)

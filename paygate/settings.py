@@ -6,16 +6,27 @@ Every field has a description: the README's settings table is generated from the
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from persistence.engine import SqliteSynchronous
 from providers.routing import DEFAULT_ROUTE, Router
 
 # Only for local development: production must set PAYGATE_ACCOUNT_FINGERPRINT_KEY, or
-# fingerprints would be computable by anyone who reads this file.
+# fingerprints would be computable by anyone who reads this file. Production refuses it
+# (paygate.production_checks).
 DEV_FINGERPRINT_KEY = "paygate-development-fingerprint-key"
+
+
+class Environment(StrEnum):
+    """Where paygate runs: production refuses development secrets and settings."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
 
 # Extra sandbox acquirers (PAYGATE_SANDBOX_URLS) are named sandbox-<suffix>.
 _SANDBOX_NAME = re.compile(r"sandbox-[a-z0-9][a-z0-9-]{0,23}")
@@ -23,6 +34,15 @@ _SANDBOX_NAME = re.compile(r"sandbox-[a-z0-9][a-z0-9-]{0,23}")
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYGATE_", extra="ignore", frozen=True)
+
+    env: Environment = Field(
+        Environment.PRODUCTION,
+        description="`production`: the consumer, facade, reconcile and acquirer refuse to start "
+        "while a setting they use has a development value (the development fingerprint key, "
+        "a placeholder or a key under 32 bytes, no TLS certificate files, the sandbox as "
+        "provider) and list each one. `development`: allowed; `paygate dev` and the tests "
+        "run so.",
+    )
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -70,16 +90,27 @@ class Settings(BaseSettings):
         description="SQLAlchemy async URL: a SQLite file by default; "
         "postgresql+asyncpg://user:pass@host/db in production.",
     )
+    sqlite_synchronous: SqliteSynchronous = Field(
+        SqliteSynchronous.FULL,
+        description="SQLite only (PostgreSQL ignores it): `full` syncs every commit to disk. "
+        "`normal` is an opt-in, faster (docs/performance.md has the figures) but an OS crash "
+        "or power loss can undo the last commits, among them a payment's outcome whose "
+        "Kafka offset was already committed: Kafka does not redeliver that command, so the "
+        "outcome is lost. Choose `normal` only where that is acceptable (tests, benchmarks, "
+        "a disk with power-loss protection).",
+    )
     account_fingerprint_key: SecretStr = Field(
         SecretStr(DEV_FINGERPRINT_KEY),
-        description="Secret key of the account-number fingerprints (HMAC-SHA256). Set it in "
-        "production; the default is for development only.",
+        description="Secret key of the account-number fingerprints (HMAC-SHA256): in "
+        "production a random secret of at least 32 bytes (`openssl rand -hex 32`); the "
+        "default is for development only and refused in production.",
     )
 
     provider: str = Field(
         "sandbox",
         description="Payment provider: `sandbox` (the acquirer over HTTP), `sandbox-inprocess` "
-        "or `stripe`; the default route when `PAYGATE_ROUTES` has no `*` key.",
+        "or `stripe`; the default route when `PAYGATE_ROUTES` has no `*` key. The sandboxes "
+        "move no money: production refuses them.",
     )
     routes: dict[str, list[str]] = Field(
         default={},
@@ -188,7 +219,9 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="Address the HTTPS facade binds.")
     http_port: int = Field(8443, ge=0, le=65535, description="Port of the HTTPS facade.")
     tls_cert_file: Path | None = Field(
-        None, description="PEM certificate (chain) of the facade. Unset: self-signed."
+        None,
+        description="PEM certificate (chain) of the facade. Unset: a self-signed one "
+        "(development only; production refuses to start without it).",
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of the facade.")
     tls_dir: Path = Field(
@@ -244,6 +277,13 @@ class Settings(BaseSettings):
         9102, ge=0, le=65535, description="Port of the consumer's /metrics and /healthz."
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
+
+    @field_validator("env", "sqlite_synchronous", mode="before")
+    @classmethod
+    def _choice_in_any_case(cls, value: object) -> object:
+        # `FULL` and `NORMAL` are how SQLite's documentation spells them; `Production` is
+        # no less clear than `production`.
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _reconcile_windows(self) -> Settings:

@@ -8,6 +8,8 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
@@ -16,11 +18,30 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
-def create_engine(url: str) -> AsyncEngine:
+class SqliteSynchronous(StrEnum):
+    """SQLite's ``PRAGMA synchronous`` on paygate's connections (always in WAL mode).
+
+    ``FULL`` syncs the write-ahead log at every commit: a committed transaction survives a
+    crash of the process, of the OS and a power loss. ``NORMAL`` syncs it only at
+    checkpoints: a commit survives a crash of the process, but an OS crash or a power loss
+    can take the last commits back. The consumer commits a payment's outcome and then the
+    command's Kafka offset, so under ``NORMAL`` such a crash can lose an outcome whose
+    command Kafka will never redeliver. Hence ``FULL`` unless explicitly chosen otherwise.
+    """
+
+    FULL = "full"
+    NORMAL = "normal"
+
+
+def create_engine(
+    url: str, *, sqlite_synchronous: SqliteSynchronous = SqliteSynchronous.FULL
+) -> AsyncEngine:
+    """An engine for ``url``; on SQLite, connections use WAL and ``sqlite_synchronous``."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        pragmas = partial(_sqlite_pragmas, synchronous=SqliteSynchronous(sqlite_synchronous))
+        event.listen(engine.sync_engine, "connect", pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
@@ -46,16 +67,16 @@ def _sqlite_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # WAL lets the facade read while the consumer writes; NORMAL is durable across
-    # process crashes (only an OS crash can lose the last transactions); foreign keys
-    # are off by default in SQLite.
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, synchronous: SqliteSynchronous) -> None:
+    # WAL lets the facade read while the consumer writes; `synchronous` is the durability
+    # chosen (see SqliteSynchronous); foreign keys are off by default in SQLite.
     # Let SQLAlchemy's "begin" event emit BEGIN, instead of the driver's own deferred one.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout=30000")
     _use_wal(cursor)
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # Interpolated from the enum's two values only: PRAGMA takes no bound parameters.
+    cursor.execute(f"PRAGMA synchronous={synchronous.value.upper()}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

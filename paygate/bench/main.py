@@ -24,9 +24,10 @@ from paygate.bench.environment import (
 from paygate.bench.options import BenchOptions, parse_options
 from paygate.bench.pipeline import concurrency_bound, run_pipeline
 from paygate.bench.provider import BenchProvider
-from paygate.bench.report import CaseResult, case_lines, summary_lines
+from paygate.bench.report import B_NORMAL, CaseResult, case_lines, summary_lines
 from paygate.bench.workload import CaseTopics, created_topics, produce_commands
 from paygate.settings import Settings
+from persistence.engine import SqliteSynchronous
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,17 +70,41 @@ async def run_bench(options: BenchOptions, command: str) -> None:
         f"(provider delay {options.provider_delay_s:g} s)",
         f"partitions: {options.partitions} per topic",
         f"database: {describe_database(options.database_url)}",
+        *(
+            ["sqlite synchronous: case b with FULL, then case b-normal with NORMAL"]
+            if options.compare_sqlite_synchronous
+            else []
+        ),
     )
     async with broker(base.kafka_bootstrap_servers) as kafka:
         _say(f"broker: {kafka.description}", "")
         settings = base.model_copy(update={"kafka_bootstrap_servers": kafka.bootstrap_servers})
         run_id = uuid.uuid4().hex[:8]
         results: dict[str, CaseResult] = {}
-        for case in options.cases:
+        for case in _run_order(options):
             results[case] = await _run_case(case, settings, options, run_id)
             _say(*case_lines(results[case]), "")
         bound = concurrency_bound(settings, options.provider_delay_s) if "c" in results else None
         _say(*summary_lines(results, bound))
+
+
+def _run_order(options: BenchOptions) -> list[str]:
+    """The cases in order; b-normal right after b, so the two run on the same warm broker."""
+    order: list[str] = []
+    for case in options.cases:
+        order.append(case)
+        if case == "b" and options.compare_sqlite_synchronous:
+            order.append(B_NORMAL)
+    return order
+
+
+def _synchronous(case: str, settings: Settings, options: BenchOptions) -> SqliteSynchronous:
+    """What case b (or b-normal) runs with: as configured, unless it is a comparison."""
+    if case == B_NORMAL:
+        return SqliteSynchronous.NORMAL
+    if options.compare_sqlite_synchronous:
+        return SqliteSynchronous.FULL
+    return settings.sqlite_synchronous
 
 
 async def _run_case(
@@ -100,14 +125,19 @@ async def _run_case(
             return await run_bare_loop(bootstrap, topics, payments, options.stall_timeout_s)
         slow = case == "c"
         provider = BenchProvider(delay_s=options.provider_delay_s if slow else 0.0)
+        synchronous = _synchronous(case, settings, options)
         title = (
             f"pipeline, provider sleeping {options.provider_delay_s:g} s per call"
             if slow
             else "pipeline (ConsumerService), provider answering at once"
         )
         with case_database(options.database_url, case) as database_url:
+            if database_url.startswith("sqlite"):
+                title += f", SQLite synchronous={synchronous.value.upper()}"
             return await run_pipeline(
-                case_settings.model_copy(update={"database_url": database_url}),
+                case_settings.model_copy(
+                    update={"database_url": database_url, "sqlite_synchronous": synchronous}
+                ),
                 case=case,
                 title=title,
                 payments=payments,

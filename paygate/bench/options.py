@@ -18,6 +18,7 @@ class BenchOptions:
     cases: tuple[str, ...]
     provider_delay_s: float
     stall_timeout_s: float
+    compare_sqlite_synchronous: bool = False
 
 
 def _positive_int(text: str) -> int:
@@ -89,7 +90,18 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         default=60.0,
         help="give up on a case when no message made progress for this long (default 60 s)",
     )
+    parser.add_argument(
+        "--compare-sqlite-synchronous",
+        action="store_true",
+        help="run case b twice, with PAYGATE_SQLITE_SYNCHRONOUS=full (b) and =normal "
+        "(b-normal), and print their ratio; SQLite only",
+    )
     args = parser.parse_args(list(argv))
+    if args.compare_sqlite_synchronous:
+        if "b" not in args.cases:
+            parser.error("--compare-sqlite-synchronous needs case b")
+        if args.database_url is not None and not args.database_url.startswith("sqlite"):
+            parser.error("--compare-sqlite-synchronous needs SQLite (leave out --database-url)")
     return BenchOptions(
         payments=args.payments,
         slow_payments=args.slow_payments,
@@ -98,4 +110,5 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         cases=args.cases,
         provider_delay_s=args.provider_delay,
         stall_timeout_s=args.stall_timeout,
+        compare_sqlite_synchronous=args.compare_sqlite_synchronous,
     )

@@ -1,13 +1,17 @@
 """Rates, ratios and targets, printed as lines a person and a test can both read.
 
-The lines ``rate X: <n> payments/s``, ``ratio b/a: <n>`` and ``ratio c/bound: <n>`` keep
-this exact shape: ``tests/integration/test_bench_smoke.py`` and readers' scripts parse them.
+The lines ``rate X: <n> payments/s``, ``ratio b/a: <n>``, ``ratio c/bound: <n>`` and
+``ratio b/b-normal: <n>`` keep this exact shape: ``tests/integration/test_bench_smoke.py`` and
+readers' scripts parse them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+# Case b again, on SQLite with synchronous=NORMAL (--compare-sqlite-synchronous).
+B_NORMAL = "b-normal"
 
 # The targets of the issue the benchmark was written for.
 TARGET_B_OVER_A = 0.5
@@ -54,8 +58,11 @@ def case_lines(result: CaseResult) -> list[str]:
 
 def summary_lines(results: Mapping[str, CaseResult], bound: ConcurrencyBound | None) -> list[str]:
     a, b, c = results.get("a"), results.get("b"), results.get("c")
+    b_normal = results.get(B_NORMAL)
     lines = ["", "summary"]
-    lines += [f"rate {r.case}: {r.rate:.1f} payments/s" for r in (a, b, c) if r is not None]
+    lines += [
+        f"rate {r.case}: {r.rate:.1f} payments/s" for r in (a, b, b_normal, c) if r is not None
+    ]
     if a is not None and b is not None:
         ratio = b.rate / a.rate
         lines.append(f"ratio b/a: {ratio:.4f}")
@@ -68,6 +75,9 @@ def summary_lines(results: Mapping[str, CaseResult], bound: ConcurrencyBound | N
             f"{bound.rate:.1f} payments/s ({bound.reason})"
         )
         lines.append(f"ratio c/bound: {c.rate / bound.rate:.4f}")
+    if b is not None and b_normal is not None:
+        # FULL's rate over NORMAL's: the share of throughput that durability keeps.
+        lines.append(f"ratio b/b-normal: {b.rate / b_normal.rate:.4f}")
     lines += ["", "targets (from the issue; reported, never asserted)"]
     if ratio is not None:
         lines.append(

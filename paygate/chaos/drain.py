@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paygate.chaos.evidence import FINAL_STATUSES, read_statuses, unpublished_outbox_rows
 from paygate.chaos.refund_evidence import FINAL_REFUND_STATUSES, read_refund_statuses
+from paygate.database import engine_for
 from paygate.reconcile_command import reconcile_once
 from paygate.settings import Settings
-from persistence.engine import create_engine
 
 log = logging.getLogger("paygate.chaos")
 
@@ -48,7 +48,7 @@ async def drain(
     report = DrainReport()
     started = time.monotonic()
     deadline = started + timeout_s
-    engine = create_engine(settings.database_url)
+    engine = engine_for(settings)
     try:
         last_logged = started
         while True:

@@ -47,6 +47,8 @@ def chaos_settings(
     The validators' rules hold: min age 2 s > provider timeout 1 s, abandon 30 s > 2 x 2 s.
     """
     updates = {
+        # A test bench of its own: the sandbox acquirer, throwaway topics and store.
+        "env": "development",
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "commands_topic": f"chaos.{run_id}.commands",
         "results_topic": f"chaos.{run_id}.results",

@@ -36,7 +36,8 @@ async def test_authorize_then_capture_then_refund(stack: Stack) -> None:
         payment_id = authorized["paymentRequestId"]
 
         # Held, not taken: nothing to refund yet, and the order is not open to a second charge.
-        async with session.post(f"/v1/payments/{payment_id}/refunds", json={}) as r:
+        refunds = f"/v1/payments/{payment_id}/refunds"
+        async with session.post(refunds, json={}, headers={"Idempotency-Key": "early"}) as r:
             assert (r.status, (await r.json())["error"]["code"]) == (
                 409,
                 "payment_not_refundable",
@@ -53,7 +54,7 @@ async def test_authorize_then_capture_then_refund(stack: Stack) -> None:
         async with session.post(f"/v1/payments/{payment_id}/capture") as r:
             assert (r.status, (await r.json())["status"]) == (200, "succeeded")
         async with session.post(
-            f"/v1/payments/{payment_id}/refunds", json={}, headers={"Prefer": "wait=20"}
+            refunds, json={}, headers={"Prefer": "wait=20", "Idempotency-Key": "all"}
         ) as r:
             assert (r.status, (await r.json())["status"]) == (200, "succeeded")
         refunded = await _status_becomes(session, payment_id, "refunded")

@@ -105,6 +105,14 @@ async def test_every_refund_error_has_its_code(stack: Stack) -> None:
         assert (status, _code(body)) == (400, "invalid_request")
         status, body, _ = await _refund(session, pid, {"reason": "bored"})
         assert (status, _code(body), body["error"]["param"]) == (400, "invalid_request", "reason")
+        # Without an Idempotency-Key a retry could not be told from a second refund.
+        async with session.post(f"/v1/payments/{pid}/refunds", json={}, headers=WAIT) as r:
+            body = await r.json()
+            assert (r.status, _code(body), body["error"]["param"]) == (
+                400,
+                "invalid_request",
+                "Idempotency-Key",
+            )
 
         key = f"refund-{uuid.uuid4().hex}"
         status, body, _ = await _refund(

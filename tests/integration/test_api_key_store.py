@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paygate.apikey_command import main as apikey_main
 from paygate.apikey_dev import DEV_CLIENT_ID, ensure_dev_api_key
-from paygate.settings import Settings
+from paygate.settings import Environment, Settings
 from persistence.api_key_store import ApiKeyStore
 from persistence.api_key_tables import api_keys
 from persistence.engine import create_engine
@@ -128,7 +128,9 @@ def test_the_cli_creates_lists_and_revokes(
 async def test_the_dev_key_is_made_once_and_replaced_when_it_stops_working(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'dev.db'}")
+    settings = Settings(
+        env=Environment.DEVELOPMENT, database_url=f"sqlite+aiosqlite:///{tmp_path / 'dev.db'}"
+    )
     key_file = tmp_path / "cache" / "dev-api-key"
     first = await ensure_dev_api_key(settings, key_file)
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -145,3 +147,15 @@ async def test_the_dev_key_is_made_once_and_replaced_when_it_stops_working(
         assert await store.authenticate(second) == DEV_CLIENT_ID
     finally:
         await engine.dispose()
+
+
+async def test_no_dev_key_is_made_in_production(tmp_path: Path) -> None:
+    """A working credential left in a file is for a developer's machine only."""
+    settings = Settings(
+        env=Environment.PRODUCTION, database_url=f"sqlite+aiosqlite:///{tmp_path / 'dev.db'}"
+    )
+    key_file = tmp_path / "cache" / "dev-api-key"
+    with pytest.raises(RuntimeError, match="PAYGATE_ENV=development"):
+        await ensure_dev_api_key(settings, key_file)
+    assert not key_file.exists()
+    assert not (tmp_path / "dev.db").exists()

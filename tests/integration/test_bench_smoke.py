@@ -19,11 +19,11 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 300
 
-RATE = re.compile(r"^rate ([abc]): ([0-9.]+) payments/s$", re.MULTILINE)
-RATIO = re.compile(r"^ratio (b/a|c/bound): ([0-9.]+)$", re.MULTILINE)
+RATE = re.compile(r"^rate ([abc]|b-normal): ([0-9.]+) payments/s$", re.MULTILINE)
+RATIO = re.compile(r"^ratio (b/a|c/bound|b/b-normal): ([0-9.]+)$", re.MULTILINE)
 
 
-def test_the_bench_measures_all_three_cases_and_prints_rates_and_ratios(kafka_bootstrap):
+def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstrap):
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     proc = subprocess.run(
         [
@@ -36,6 +36,7 @@ def test_the_bench_measures_all_three_cases_and_prints_rates_and_ratios(kafka_bo
             "50",
             "--stall-timeout",
             "60",
+            "--compare-sqlite-synchronous",
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -48,14 +49,17 @@ def test_the_bench_measures_all_three_cases_and_prints_rates_and_ratios(kafka_bo
     assert proc.returncode == 0, f"bench failed:\n{output}\n{proc.stderr}"
 
     rates = dict(RATE.findall(output))
-    assert set(rates) == {"a", "b", "c"}, output
+    assert set(rates) == {"a", "b", "b-normal", "c"}, output
     assert all(float(rate) > 0 for rate in rates.values()), rates
 
     ratios = dict(RATIO.findall(output))
-    assert set(ratios) == {"b/a", "c/bound"}, output
+    assert set(ratios) == {"b/a", "c/bound", "b/b-normal"}, output
     assert all(float(ratio) > 0 for ratio in ratios.values()), ratios
 
     assert "command: python -m paygate.bench --payments 200 --slow-payments 50" in output
     assert re.search(r"^machine: \d+ cores", output, re.MULTILINE), output
+    # The comparison: case b on the durable default, then the same on the opt-in.
+    assert re.search(r"^case b: .*, SQLite synchronous=FULL$", output, re.MULTILINE), output
+    assert re.search(r"^case b-normal: .*, SQLite synchronous=NORMAL$", output, re.MULTILINE)
     assert re.search(r"b/a >= 0\.5: (met|NOT met)", output), output
     assert re.search(r"c >= 2000 payments/s: (met|NOT met)", output), output

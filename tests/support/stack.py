@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from paygate.settings import Settings
+from paygate.settings import Environment, Settings
 from tests.support.builders import PAYEE_IBAN
 from tests.support.processes import ServiceProcess
 
@@ -56,9 +56,14 @@ def isolated_settings(
     kafka_bootstrap: str, work: Path, database_url: str, prefix: str, **overrides: Any
 ) -> Settings:
     """Settings for one stack of processes: its own topics and group on the shared broker,
-    its own certificate, ledger and ports (0: any free port), plus ``overrides``."""
+    its own certificate, ledger and ports (0: any free port), plus ``overrides``.
+
+    In development mode: the processes run on the sandbox, a self-signed certificate and
+    the development fingerprint key, which production refuses to start with.
+    """
     suffix = uuid.uuid4().hex[:8]
     fields: dict[str, Any] = {
+        "env": Environment.DEVELOPMENT,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "commands_topic": f"{prefix}.commands.{suffix}",
         "results_topic": f"{prefix}.results.{suffix}",

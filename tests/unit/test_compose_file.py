@@ -24,7 +24,8 @@ import yaml
 from pydantic import AliasChoices, AliasPath
 
 from paygate import cli
-from paygate.settings import Settings
+from paygate.production_checks import Uses, unsafe_settings
+from paygate.settings import Environment, Settings
 from persistence.engine import create_engine
 
 pytestmark = pytest.mark.unit
@@ -386,6 +387,34 @@ def test_fingerprint_key_is_set_from_the_environment(paygate_services):
         assert str(raw).startswith("${PAYGATE_ACCOUNT_FINGERPRINT_KEY"), (
             f"{name}: the fingerprint key must come from the operator's environment"
         )
+
+
+def test_the_stack_is_explicitly_a_development_stack(paygate_services, settings_for):
+    """Production (the default) refuses the sandbox, the self-signed certificate and the
+    development key, so every service that production checks says development itself."""
+    checked = {
+        name: service
+        for name, service in paygate_services.items()
+        if cli.production_uses(_command(service)[0]) != Uses.NOTHING
+    }
+    assert {"acquirer", "consumer", "facade"} <= set(checked)
+    for name, service in checked.items():
+        assert _environment(service).get("PAYGATE_ENV") == "development", name
+        settings = settings_for(service)
+        assert settings.env is Environment.DEVELOPMENT
+        assert unsafe_settings(settings, cli.production_uses(_command(service)[0])) == [], name
+
+
+def test_the_stack_would_not_pass_for_production(paygate_services, settings_for):
+    """Switched to production as it stands, each checked service refuses to start: the
+    compose file is no production template, and its default key is the development one."""
+    for name in ("acquirer", "consumer", "facade"):
+        service = paygate_services[name]
+        settings = settings_for(service).model_copy(update={"env": Environment.PRODUCTION})
+        unsafe = unsafe_settings(settings, cli.production_uses(_command(service)[0]))
+        assert unsafe, name
+        if name != "acquirer":
+            assert "PAYGATE_ACCOUNT_FINGERPRINT_KEY" in {item.setting for item in unsafe}
 
 
 # ---- compose: the processes -----------------------------------------------------------------

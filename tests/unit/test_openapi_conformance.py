@@ -601,7 +601,7 @@ async def test_refund_create_read_and_replay(facade: Facade) -> None:
         "POST",
         REFUNDS,
         refunds,
-        headers={"Prefer": "wait=3", "Content-Type": "application/json"},
+        headers={"Prefer": "wait=3", "Content-Type": "application/json", "Idempotency-Key": "r-2"},
     )
     assert (status, rest["amount"], response.headers["Preference-Applied"]) == (
         200,
@@ -628,8 +628,9 @@ async def test_refund_refusals(facade: Facade) -> None:
         (f"/v1/payments/{_PAYMENT_ID}/refunds", {"json": {}}, 404, "not_found"),
         ("/v1/payments/nope/refunds", {"json": {}}, 404, "not_found"),
     ]
-    for path, kwargs, status, code in cases:
-        answered, body, _ = await facade.call("POST", REFUNDS, path, **kwargs)
+    for number, (path, kwargs, status, code) in enumerate(cases):
+        headers = {"Idempotency-Key": f"r-refused-{number}", **kwargs.pop("headers", {})}
+        answered, body, _ = await facade.call("POST", REFUNDS, path, headers=headers, **kwargs)
         assert (answered, body["error"]["code"]) == (status, code), path
     assert facade.world.refunds == {}
 
@@ -638,6 +639,33 @@ async def test_refund_refusals(facade: Facade) -> None:
         "POST", REFUNDS, refunds, json={"reason": "other"}, headers={"Idempotency-Key": "r"}
     )
     assert (status, body["error"]["code"]) == (409, "idempotency_conflict")
+
+
+async def test_a_refund_without_an_idempotency_key_is_refused_and_changes_nothing(
+    facade: Facade,
+) -> None:
+    """A retry of a keyless refund could not be told from a new one: no key, no refund."""
+    paid = await _create(facade, "order-nokey", "k-nokey")
+    refunds = f"/v1/payments/{paid['paymentRequestId']}/refunds"
+    kwargs: dict[str, Any]
+    for kwargs in ({"json": {}}, {"json": {"amount": "1.00", "currency": "EUR"}}, {}):
+        status, body, _ = await facade.call("POST", REFUNDS, refunds, **kwargs)
+        assert (status, body["error"]["code"], body["error"]["param"]) == (
+            400,
+            "invalid_request",
+            "Idempotency-Key",
+        )
+        assert "Idempotency-Key" in body["error"]["message"]
+    # Checked first: even an unknown payment's refund is refused for the missing header.
+    status, body, _ = await facade.call(
+        "POST", REFUNDS, f"/v1/payments/{_PAYMENT_ID}/refunds", json={}
+    )
+    assert (status, body["error"]["param"]) == (400, "Idempotency-Key")
+    assert facade.world.refunds == {}
+    status, payment, _ = await facade.call(
+        "GET", PAYMENT, f"/v1/payments/{paid['paymentRequestId']}"
+    )
+    assert (status, payment["refundedAmount"], payment["refunds"]) == (200, "0.00", [])
 
 
 # --- public routes --------------------------------------------------------------------------

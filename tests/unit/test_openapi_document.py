@@ -24,7 +24,8 @@ from pydantic import BaseModel
 from domain.accounts import AccountType
 from domain.commands import PaymentMethod
 from domain.currencies import CURRENCY_EXPONENTS
-from domain.errors import CATALOGUE, ErrorCategory, ErrorCode
+from domain.errors import CATALOGUE, ErrorCategory, ErrorCode, PaygateError
+from domain.money import money_from_text
 from domain.refunds import RefundReason, RefundStatus
 from domain.status import PaymentStatus
 from http_facade.app import build_app
@@ -174,23 +175,66 @@ def test_request_schemas_are_the_request_models(schema: str, model: type[BaseMod
     assert set(documented.get("required", [])) == required
 
 
+# A currency with three decimals, so every example below with at most three decimals is
+# judged by its value, not refused for its decimal places.
+_THREE_DECIMALS = "BHD"
+
+
+def _api_accepts(text: str) -> bool:
+    try:
+        money_from_text(text, _THREE_DECIMALS)
+    except PaygateError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize(
     ("text", "accepted"),
     [
         ("10.50", True),
         ("1000", True),
+        ("1", True),
+        ("1.0", True),
+        ("100.000", True),
+        ("0.5", True),
+        ("0.01", True),
+        ("0.10", True),
         ("0.001", True),
+        ("999999999999", True),
+        # Zero, however written: the API answers invalid_amount, so the schema refuses it.
+        ("0", False),
+        ("0.0", False),
+        ("0.00", False),
+        ("0.000", False),
+        ("0.0000000000", False),
+        ("000", False),
+        ("00", False),
+        ("00.10", False),
+        # Not plain positional decimal text.
         ("1e2", False),
         ("-1", False),
+        ("+1", False),
         ("01", False),
         ("1.", False),
+        (".5", False),
         (" 1", False),
+        ("1,00", False),
+        ("", False),
     ],
 )
-def test_amounts_are_decimal_strings(text: str, accepted: bool) -> None:
+def test_amounts_are_positive_decimal_strings_as_the_api_accepts(text: str, accepted: bool) -> None:
+    """The request pattern agrees with the API's own parser on every example."""
     pattern = SCHEMAS["AmountText"]["pattern"]
     assert SCHEMAS["AmountText"]["type"] == "string"
     assert bool(re.search(pattern, text)) is accepted
+    assert _api_accepts(text) is accepted
+
+
+def test_payments_and_refunds_take_their_amount_as_amount_text() -> None:
+    payment = SCHEMAS["CreatePaymentRequest"]["properties"]["amount"]
+    assert payment == {"$ref": "#/components/schemas/AmountText"}
+    refund_amount = SCHEMAS["CreateRefundRequest"]["properties"]["amount"]
+    assert {"$ref": "#/components/schemas/AmountText"} in refund_amount["anyOf"]
 
 
 async def test_openapi_json_serves_the_packaged_document(client: TestClient[Any, Any]) -> None:

@@ -1,0 +1,165 @@
+"""Production refuses development settings: the one list of what is unsafe, and why.
+
+Every default that makes ``paygate dev`` work out of the box (a fingerprint key written in
+this repository, a self-signed certificate, the sandbox acquirer as the payment provider)
+would be a hole in production. Under ``PAYGATE_ENV=production``, the default, a process
+refuses to start while a setting it uses has such a value, and names every one of them
+with the setting to change, at once: fixing them one restart at a time is how operators
+end up "temporarily" on ``PAYGATE_ENV=development``. ``paygate dev`` and the tests run in
+development mode, where nothing here is checked.
+
+Each process is checked only for what it uses (:class:`Uses`): the consumer needs no
+certificate, the facade calls no provider.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Flag, auto
+from typing import Final
+
+from paygate.settings import DEV_FINGERPRINT_KEY, Environment, Settings
+from providers.routing import DEFAULT_ROUTE
+
+# HMAC-SHA256's key is as strong as its randomness; 32 bytes is the hash's own size.
+MIN_FINGERPRINT_KEY_BYTES: Final = 32
+
+# Keys that say they are not keys, looked for with case and punctuation ignored, so that
+# "CHANGE_ME" and "change-me-in-production" (docker-compose.yml's old default) both match.
+# Eight letters or more each: a random key contains one by chance practically never.
+_PLACEHOLDERS: Final = (
+    "changeme",
+    "replaceme",
+    "placeholder",
+    "yoursecret",
+    "notasecret",
+    "development",
+)
+_NOT_ALPHANUMERIC: Final = re.compile(r"[^a-z0-9]")
+_SANDBOX_NAME: Final = re.compile(r"sandbox(-.*)?")
+
+_RANDOM_KEY_HINT: Final = (
+    f"set it to a random secret of at least {MIN_FINGERPRINT_KEY_BYTES} bytes "
+    "(e.g. `openssl rand -hex 32`)"
+)
+
+
+class Uses(Flag):
+    """What a process does with its settings, so it is checked for that and no more."""
+
+    NOTHING = 0
+    FINGERPRINT_KEY = auto()  # fingerprints account numbers (consumer, facade)
+    TLS = auto()  # serves HTTPS (facade)
+    PROVIDERS = auto()  # calls payment providers (consumer, reconcile)
+    SANDBOX_ACQUIRER = auto()  # is the sandbox acquirer (`paygate acquirer`)
+
+
+@dataclass(frozen=True, slots=True)
+class UnsafeSetting:
+    """One unsafe value: the setting to change and what to change it to."""
+
+    setting: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.setting} {self.problem}"
+
+
+class UnsafeSettingsError(SystemExit):
+    """Raised instead of starting: exits non-zero with the message alone, no traceback."""
+
+    def __init__(self, command: str, unsafe: list[UnsafeSetting]) -> None:
+        self.unsafe = unsafe
+        super().__init__(refusal_message(command, unsafe))
+
+
+def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
+    """Every development-only value among what ``uses`` reads; empty in development mode."""
+    if settings.env is Environment.DEVELOPMENT:
+        return []
+    found: list[UnsafeSetting] = []
+    if Uses.FINGERPRINT_KEY in uses:
+        found += _fingerprint_key(settings)
+    if Uses.TLS in uses:
+        found += _tls(settings)
+    if Uses.PROVIDERS in uses:
+        found += _providers(settings)
+    if Uses.SANDBOX_ACQUIRER in uses:
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_ENV",
+                "is production: `paygate acquirer` is the sandbox acquirer, a test double "
+                "that moves no money; run it only with PAYGATE_ENV=development",
+            )
+        )
+    return found
+
+
+def refuse_unsafe_settings(command: str, settings: Settings, uses: Uses) -> None:
+    """Raise :class:`UnsafeSettingsError` if ``settings`` are unsafe for what ``uses`` reads."""
+    unsafe = unsafe_settings(settings, uses)
+    if unsafe:
+        raise UnsafeSettingsError(command, unsafe)
+
+
+def refusal_message(command: str, unsafe: list[UnsafeSetting]) -> str:
+    which = (
+        "this setting has a development value"
+        if len(unsafe) == 1
+        else "these settings have development values"
+    )
+    lines = [
+        f"{command} refuses to start: PAYGATE_ENV is production (the default) and {which}:",
+        *(f"  - {item}" for item in unsafe),
+        "To try paygate out locally, run `paygate dev` or set PAYGATE_ENV=development.",
+    ]
+    return "\n".join(lines)
+
+
+def _fingerprint_key(settings: Settings) -> list[UnsafeSetting]:
+    key = settings.account_key
+    setting = "PAYGATE_ACCOUNT_FINGERPRINT_KEY"
+    if key == DEV_FINGERPRINT_KEY.encode():
+        return [UnsafeSetting(setting, f"is the development default; {_RANDOM_KEY_HINT}")]
+    normalised = _NOT_ALPHANUMERIC.sub("", key.decode(errors="replace").lower())
+    if any(placeholder in normalised for placeholder in _PLACEHOLDERS):
+        return [UnsafeSetting(setting, f"is a placeholder; {_RANDOM_KEY_HINT}")]
+    if len(key) < MIN_FINGERPRINT_KEY_BYTES:
+        return [UnsafeSetting(setting, f"is too short ({len(key)} bytes); {_RANDOM_KEY_HINT}")]
+    return []
+
+
+def _tls(settings: Settings) -> list[UnsafeSetting]:
+    if settings.tls_cert_file is not None:
+        return []  # the validator makes sure the key file comes with it
+    return [
+        UnsafeSetting(
+            "PAYGATE_TLS_CERT_FILE",
+            "is unset, so the facade would serve a self-signed development certificate that "
+            "clients cannot verify; set it and PAYGATE_TLS_KEY_FILE to your certificate "
+            "(chain) and private key, PEM files",
+        )
+    ]
+
+
+def _providers(settings: Settings) -> list[UnsafeSetting]:
+    found: list[UnsafeSetting] = []
+    routed = [n for names in settings.routes.values() for n in names if _is_sandbox(n)]
+    if routed:
+        found.append(UnsafeSetting("PAYGATE_ROUTES", _sends_to_sandbox(routed)))
+    if DEFAULT_ROUTE not in settings.routes and _is_sandbox(settings.provider):
+        found.append(UnsafeSetting("PAYGATE_PROVIDER", _sends_to_sandbox([settings.provider])))
+    return found
+
+
+def _is_sandbox(provider: str) -> bool:
+    return _SANDBOX_NAME.fullmatch(provider) is not None
+
+
+def _sends_to_sandbox(names: list[str]) -> str:
+    named = ", ".join(f"`{name}`" for name in dict.fromkeys(names))
+    return (
+        f"sends payments to {named}, the sandbox acquirer: a test double that moves no "
+        "money; name a real provider (e.g. `stripe`)"
+    )

@@ -1,0 +1,188 @@
+"""Production refuses development secrets and settings; development mode allows them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from paygate import cli
+from paygate.production_checks import (
+    UnsafeSettingsError,
+    Uses,
+    refuse_unsafe_settings,
+    unsafe_settings,
+)
+from paygate.settings import DEV_FINGERPRINT_KEY, Environment, Settings
+
+pytestmark = pytest.mark.unit
+
+GOOD_KEY = "3f1c9a7e5b2d4f608e1a3c5b7d9f0e2a4c6b8d0f1e3a5c7b9d2f4e6a8c0b1d3e"
+EVERYTHING = Uses.FINGERPRINT_KEY | Uses.TLS | Uses.PROVIDERS | Uses.SANDBOX_ACQUIRER
+
+
+def production(**fields: Any) -> Settings:
+    """Settings a production deployment could run with, changed by ``fields``."""
+    safe: dict[str, Any] = {
+        "env": Environment.PRODUCTION,
+        "account_fingerprint_key": GOOD_KEY,
+        "tls_cert_file": Path("/etc/paygate/tls.crt"),
+        "tls_key_file": Path("/etc/paygate/tls.key"),
+        "provider": "stripe",
+        "stripe_api_key": "sk_live_123",
+        "abandon_after_s": 6 * 3600,
+    }
+    return Settings(**{**safe, **fields})
+
+
+def settings_named(settings: Settings, uses: Uses) -> list[str]:
+    return [item.setting for item in unsafe_settings(settings, uses)]
+
+
+def test_production_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PAYGATE_ENV", raising=False)
+    assert Settings().env is Environment.PRODUCTION
+
+
+@pytest.mark.parametrize(
+    ("text", "chosen"),
+    [("development", Environment.DEVELOPMENT), ("Production", Environment.PRODUCTION)],
+)
+def test_the_environment_is_read_in_any_case(
+    monkeypatch: pytest.MonkeyPatch, text: str, chosen: Environment
+) -> None:
+    monkeypatch.setenv("PAYGATE_ENV", text)
+    assert Settings().env is chosen
+
+
+def test_an_unknown_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYGATE_ENV", "prod")
+    with pytest.raises(ValidationError, match="env"):
+        Settings()
+
+
+def test_a_production_configuration_passes_every_check() -> None:
+    assert unsafe_settings(production(), EVERYTHING & ~Uses.SANDBOX_ACQUIRER) == []
+
+
+def test_the_defaults_are_refused_in_production_all_at_once() -> None:
+    defaults = Settings(env=Environment.PRODUCTION)
+    assert settings_named(defaults, EVERYTHING) == [
+        "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
+        "PAYGATE_TLS_CERT_FILE",
+        "PAYGATE_PROVIDER",
+        "PAYGATE_ENV",
+    ]
+
+
+def test_development_mode_allows_every_development_value() -> None:
+    assert unsafe_settings(Settings(env=Environment.DEVELOPMENT), EVERYTHING) == []
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        (DEV_FINGERPRINT_KEY, "is the development default"),
+        ("change-me-in-production", "is a placeholder"),
+        ("CHANGE_ME_" + "0" * 40, "is a placeholder"),
+        ("replace-me-with-a-long-random-secret-please", "is a placeholder"),
+        ("paygate-development-fingerprint-key-2", "is a placeholder"),
+        ("a" * 31, "is too short (31 bytes)"),
+        ("s3cr3t", "is too short (6 bytes)"),
+    ],
+)
+def test_unsafe_fingerprint_keys_are_named_with_what_to_do(key: str, problem: str) -> None:
+    [unsafe] = unsafe_settings(production(account_fingerprint_key=key), Uses.FINGERPRINT_KEY)
+    assert unsafe.setting == "PAYGATE_ACCOUNT_FINGERPRINT_KEY"
+    assert unsafe.problem.startswith(problem)
+    assert unsafe.problem.endswith(
+        "set it to a random secret of at least 32 bytes (e.g. `openssl rand -hex 32`)"
+    )
+
+
+def test_the_message_for_the_development_key_reads_as_asked() -> None:
+    [unsafe] = unsafe_settings(
+        production(account_fingerprint_key=DEV_FINGERPRINT_KEY), Uses.FINGERPRINT_KEY
+    )
+    assert str(unsafe) == (
+        "PAYGATE_ACCOUNT_FINGERPRINT_KEY is the development default; set it to a random "
+        "secret of at least 32 bytes (e.g. `openssl rand -hex 32`)"
+    )
+
+
+def test_a_32_byte_random_key_is_enough() -> None:
+    assert unsafe_settings(production(account_fingerprint_key="k" * 32), Uses.FINGERPRINT_KEY) == []
+
+
+def test_a_facade_without_certificate_files_is_refused() -> None:
+    settings = production(tls_cert_file=None, tls_key_file=None)
+    assert settings_named(settings, Uses.TLS) == ["PAYGATE_TLS_CERT_FILE"]
+    assert "self-signed" in str(unsafe_settings(settings, Uses.TLS)[0])
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"provider": "sandbox"}, ["PAYGATE_PROVIDER"]),
+        ({"provider": "sandbox-inprocess"}, ["PAYGATE_PROVIDER"]),
+        ({"routes": {"card": ["stripe", "sandbox"], "*": ["stripe"]}}, ["PAYGATE_ROUTES"]),
+        # No "*" route: PAYGATE_PROVIDER is the default route, and it is the sandbox.
+        ({"provider": "sandbox", "routes": {"card": ["stripe"]}}, ["PAYGATE_PROVIDER"]),
+        ({"provider": "sandbox", "routes": {"*": ["stripe"]}}, []),
+        (
+            {
+                "routes": {"card": ["sandbox-2"], "*": ["stripe"]},
+                "sandbox_urls": {"sandbox-2": "http://127.0.0.1:8082"},
+            },
+            ["PAYGATE_ROUTES"],
+        ),
+    ],
+)
+def test_the_sandbox_as_a_provider_is_refused(fields: dict[str, Any], named: list[str]) -> None:
+    assert settings_named(production(**fields), Uses.PROVIDERS) == named
+
+
+def test_each_process_is_checked_for_what_it_uses_only() -> None:
+    # The consumer serves no HTTPS: it needs no certificate. The facade calls no provider.
+    consumer_only = production(tls_cert_file=None, tls_key_file=None)
+    assert unsafe_settings(consumer_only, cli.production_uses("consumer")) == []
+    facade_only = production(provider="sandbox")
+    assert unsafe_settings(facade_only, cli.production_uses("facade")) == []
+    defaults = Settings(env=Environment.PRODUCTION)
+    assert settings_named(defaults, cli.production_uses("consumer")) == [
+        "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
+        "PAYGATE_PROVIDER",
+    ]
+    assert settings_named(defaults, cli.production_uses("facade")) == [
+        "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
+        "PAYGATE_TLS_CERT_FILE",
+    ]
+    assert settings_named(defaults, cli.production_uses("reconcile")) == ["PAYGATE_PROVIDER"]
+    assert settings_named(defaults, cli.production_uses("acquirer")) == ["PAYGATE_ENV"]
+    for command in ("dev", "topics", "expire-keys"):
+        assert unsafe_settings(defaults, cli.production_uses(command)) == []
+
+
+def test_the_refusal_is_a_clean_exit_listing_every_setting() -> None:
+    with pytest.raises(UnsafeSettingsError) as refused:
+        refuse_unsafe_settings(
+            "paygate facade", Settings(env=Environment.PRODUCTION), cli.production_uses("facade")
+        )
+    # SystemExit with a message: Python prints it alone and exits 1, without a traceback.
+    assert isinstance(refused.value, SystemExit)
+    assert refused.value.code == (
+        "paygate facade refuses to start: PAYGATE_ENV is production (the default) and these "
+        "settings have development values:\n"
+        "  - PAYGATE_ACCOUNT_FINGERPRINT_KEY is the development default; set it to a random "
+        "secret of at least 32 bytes (e.g. `openssl rand -hex 32`)\n"
+        "  - PAYGATE_TLS_CERT_FILE is unset, so the facade would serve a self-signed "
+        "development certificate that clients cannot verify; set it and PAYGATE_TLS_KEY_FILE "
+        "to your certificate (chain) and private key, PEM files\n"
+        "To try paygate out locally, run `paygate dev` or set PAYGATE_ENV=development."
+    )
+
+
+def test_safe_settings_start() -> None:
+    refuse_unsafe_settings("paygate consumer", production(), cli.production_uses("consumer"))
