@@ -23,7 +23,6 @@ from consumer.refund_reconciler import RefundReconciler
 from consumer.refund_results import RefundEvents
 from consumer.results import ResultEvents
 from consumer.runner import CommandRunner
-from domain.retry import RetryPolicy
 from paygate.metrics import Metrics
 from paygate.providers import build_router
 from paygate.settings import Settings
@@ -82,11 +81,7 @@ class ConsumerService:
             store, producer, self.metrics, lease, renew_interval_s=settings.outbox_lease_renew_s
         )
         events = ResultEvents(messages, settings.results_topic)
-        retry_policy = RetryPolicy(
-            max_attempts=settings.provider_max_attempts,
-            base_delay_s=settings.retry_base_delay_s,
-            max_delay_s=max(settings.retry_max_delay_s, settings.retry_base_delay_s),
-        )
+        retry_policy = settings.retry_policy()
         resend_window = timedelta(seconds=settings.abandon_after_s / 2)
         min_age = timedelta(seconds=settings.reconcile_min_age_s)
         abandon_after = timedelta(seconds=settings.abandon_after_s)
