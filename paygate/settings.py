@@ -138,6 +138,20 @@ class Settings(BaseSettings):
         "infinite ones are cut to it, unreadable ones (NaN, negative, garbage) ignored; at "
         f"most {MAX_RETRY_AFTER_S:g}.",
     )
+    circuit_failure_threshold: int = Field(
+        5,
+        ge=0,
+        description="Consecutive calls to one provider that certainly did not charge (refused, "
+        "503, 429) that open its circuit: while open, charges, captures and refunds to it "
+        "fail fast without calling it. Timeouts do not count. 0: no circuit breaker.",
+    )
+    circuit_open_s: float = Field(
+        5.0,
+        gt=0,
+        le=MAX_RETRY_AFTER_S,
+        description="Seconds a provider's circuit stays open; then one probe call is let "
+        "through, and its success closes the circuit.",
+    )
     reconcile_interval_s: float = Field(
         10.0, gt=0, description="Seconds between the consumer's reconciliation passes."
     )
