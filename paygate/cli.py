@@ -36,7 +36,7 @@ async def _consumer(settings: Settings) -> None:
     metrics = Metrics()
     ops = await start_ops_server(metrics, settings.metrics_host, settings.metrics_port)
     try:
-        await ConsumerService(settings, build_providers(settings), metrics).run(stop)
+        await ConsumerService(settings, build_providers(settings, metrics), metrics).run(stop)
     finally:
         await ops.cleanup()
 

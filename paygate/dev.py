@@ -50,7 +50,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
             update={"sandbox_url": sandbox_url, "provider": "sandbox", "routes": {}}
         )
 
-        consumer = ConsumerService(settings, build_providers(settings), metrics)
+        consumer = ConsumerService(settings, build_providers(settings, metrics), metrics)
         tasks.append(asyncio.create_task(consumer.run(stop)))
         facade_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks.append(asyncio.create_task(FacadeService(settings, metrics).run(stop, facade_ready)))

@@ -16,7 +16,6 @@ from consumer.refund_reconciler import RefundReconciler
 from consumer.refund_results import RefundEvents
 from consumer.results import ResultEvents
 from consumer.stray_charges import StraySweep
-from domain.retry import RetryPolicy
 from paygate.metrics import Metrics
 from paygate.settings import Settings
 from persistence.capture_store import CaptureStore
@@ -26,14 +25,6 @@ from persistence.stray_store import StrayStore
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
-
-
-def retry_policy_of(settings: Settings) -> RetryPolicy:
-    return RetryPolicy(
-        max_attempts=settings.provider_max_attempts,
-        base_delay_s=settings.retry_base_delay_s,
-        max_delay_s=max(settings.retry_max_delay_s, settings.retry_base_delay_s),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +49,7 @@ def handlers_of(
     """Every handler and reconciler of the consumer, over ``store``'s database."""
     lease = timedelta(seconds=settings.claim_lease_s)
     min_age = timedelta(seconds=settings.reconcile_min_age_s)
-    retry_policy = retry_policy_of(settings)
+    retry_policy = settings.retry_policy()
     events = ResultEvents(messages, settings.results_topic)
     payments = PaymentCommandHandler(
         store=store,

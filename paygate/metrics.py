@@ -8,6 +8,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from providers.circuit_breaker import CircuitState
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -134,6 +136,29 @@ class Metrics:
             "Restarts of the facade's result listener after it stopped on an error.",
             registry=self.registry,
         )
+
+        self.provider_circuit_state = Gauge(
+            f"{prefix}_provider_circuit_state",
+            "Circuit breaker of each provider: 0 closed (calls go through), 1 half-open (one "
+            "probe call goes through), 2 open (charges, captures and refunds fail fast).",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.provider_circuit_transitions = Counter(
+            f"{prefix}_provider_circuit_transitions_total",
+            "Changes of a provider's circuit breaker state, by provider and the states "
+            "changed from and to (closed, half_open, open).",
+            ["provider", "from", "to"],
+            registry=self.registry,
+        )
+
+    def circuit_changed(
+        self, provider: str, before: CircuitState | None, after: CircuitState
+    ) -> None:
+        """A :class:`providers.circuit_breaker.CircuitObserver`: the breakers report here."""
+        self.provider_circuit_state.labels(provider).set(after.value)
+        if before is not None:
+            self.provider_circuit_transitions.labels(provider, before.label, after.label).inc()
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""

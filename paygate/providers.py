@@ -4,12 +4,15 @@ Route names are provider kinds (``sandbox``, ``sandbox-inprocess``, ``stripe``),
 sandbox acquirers named in ``PAYGATE_SANDBOX_URLS`` (``sandbox-<suffix>``), or providers of
 installed plugins (see :mod:`paygate.provider_plugins`). The in-process
 sandbox answers to ``sandbox``, as it always has, so attempts record ``sandbox`` for it.
+Each provider of :func:`build_providers` is wrapped in a
+:class:`providers.circuit_breaker.CircuitBreakerProvider`, which keeps its name.
 """
 
 from __future__ import annotations
 
 from paygate.provider_plugins import plugin_names, plugin_provider
 from paygate.settings import Settings
+from providers.circuit_breaker import CircuitBreakerProvider, CircuitObserver
 from providers.port import PaymentProvider
 from providers.registry import Providers
 from providers.routing import Router
@@ -42,12 +45,31 @@ def build_provider(settings: Settings, name: str | None = None) -> PaymentProvid
     raise SystemExit(f"unknown provider {name!r}; known: {_KNOWN}; plugins: {plugins}")
 
 
-def build_providers(settings: Settings) -> Providers:
-    """Every provider the routes name (``PAYGATE_ROUTES``, else ``PAYGATE_PROVIDER``)."""
+def build_providers(settings: Settings, observer: CircuitObserver | None = None) -> Providers:
+    """Every provider the routes name (``PAYGATE_ROUTES``, else ``PAYGATE_PROVIDER``), each
+    behind its own circuit breaker, which reports its state to ``observer`` (the metrics)."""
     try:
-        return Providers(build_provider(settings, name) for name in settings.provider_names)
+        return Providers(
+            with_circuit_breaker(settings, build_provider(settings, name), observer)
+            for name in settings.provider_names
+        )
     except ValueError as exc:  # e.g. sandbox and sandbox-inprocess both answer to "sandbox"
         raise SystemExit(f"providers: {exc}") from exc
+
+
+def with_circuit_breaker(
+    settings: Settings, provider: PaymentProvider, observer: CircuitObserver | None = None
+) -> PaymentProvider:
+    """``provider`` behind a circuit breaker (``PAYGATE_CIRCUIT_*``); as it is when the
+    threshold is 0. Built-in and plugin providers alike."""
+    if settings.circuit_failure_threshold == 0:
+        return provider
+    return CircuitBreakerProvider(
+        provider,
+        failure_threshold=settings.circuit_failure_threshold,
+        open_s=settings.circuit_open_s,
+        observer=observer,
+    )
 
 
 def build_router(settings: Settings, providers: Providers) -> Router:

@@ -12,7 +12,9 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.retry import RetryPolicy
 from persistence.engine import SqliteSynchronous
+from providers.retry_after import MAX_RETRY_AFTER_S
 from providers.routing import DEFAULT_ROUTE, Router
 
 # Only for local development: production must set PAYGATE_ACCOUNT_FINGERPRINT_KEY, or
@@ -140,16 +142,56 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Seconds before a provider call counts as timed out (pending)."
     )
 
-    provider_max_attempts: int = Field(
-        4,
+    provider_max_attempts: int | None = Field(
+        None,
         ge=1,
-        description="Provider calls per payment when providers certainly did not charge "
-        "(5xx, refused, 429), failovers included; then the payment fails.",
+        description="Most provider calls per payment when providers certainly did not charge "
+        "(5xx, refused, 429), failovers included; then the payment fails. Unset: as many as "
+        "`PAYGATE_PROVIDER_RETRY_BUDGET_S` allows. Both limits apply when both are set.",
+    )
+    provider_retry_budget_s: float = Field(
+        90.0,
+        ge=0,
+        le=3600,
+        description="Seconds of back-off a payment waits, at least, for providers that "
+        "certainly did not charge before it fails `provider_unavailable`: an outage this long "
+        "is ridden out. The payment holds an in-flight slot meanwhile; see "
+        "docs/reliability.md for the upper bound. 0: no retries.",
     )
     retry_base_delay_s: float = Field(
-        0.5, gt=0, description="First back-off before retrying a provider (doubles, jittered)."
+        0.5,
+        gt=0,
+        description="First back-off before retrying a provider (doubles, jittered over the "
+        "upper half of each step).",
     )
-    retry_max_delay_s: float = Field(30.0, gt=0, description="Longest back-off between retries.")
+    retry_max_delay_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest back-off between retries: also the longest a payment waits, "
+        "after a provider came back, for its next try.",
+    )
+    provider_max_retry_after_s: float = Field(
+        30.0,
+        ge=0,
+        le=MAX_RETRY_AFTER_S,
+        description="Longest wait a provider's `Retry-After` is honoured with: longer or "
+        "infinite ones are cut to it, unreadable ones (NaN, negative, garbage) ignored; at "
+        f"most {MAX_RETRY_AFTER_S:g}.",
+    )
+    circuit_failure_threshold: int = Field(
+        5,
+        ge=0,
+        description="Consecutive calls to one provider that certainly did not charge (refused, "
+        "503, 429) that open its circuit: while open, charges, captures and refunds to it "
+        "fail fast without calling it. Timeouts do not count. 0: no circuit breaker.",
+    )
+    circuit_open_s: float = Field(
+        5.0,
+        gt=0,
+        le=MAX_RETRY_AFTER_S,
+        description="Seconds a provider's circuit stays open; then one probe call is let "
+        "through, and its success closes the circuit.",
+    )
     reconcile_interval_s: float = Field(
         10.0, gt=0, description="Seconds between the consumer's reconciliation passes."
     )
@@ -353,6 +395,16 @@ class Settings(BaseSettings):
     @property
     def account_key(self) -> bytes:
         return self.account_fingerprint_key.get_secret_value().encode()
+
+    def retry_policy(self) -> RetryPolicy:
+        """The back-off and retry budget for providers that certainly did not charge."""
+        return RetryPolicy(
+            max_attempts=self.provider_max_attempts,
+            base_delay_s=self.retry_base_delay_s,
+            max_delay_s=max(self.retry_max_delay_s, self.retry_base_delay_s),
+            budget_s=self.provider_retry_budget_s,
+            max_retry_after_s=self.provider_max_retry_after_s,
+        )
 
 
 def settings_table() -> str:

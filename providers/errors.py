@@ -11,8 +11,12 @@ Exception tree::
     └── UnsupportedOperationError      no          no
 
 Callers branch on the class attributes ``retriable`` and ``outcome_unknown``, and read
-``retry_after`` (None unless a rate limit gave one), never on the concrete class, so a new
-adapter-specific subclass needs no change above the adapter.
+``retry_after`` (None unless the provider, or a circuit breaker, gave one), never on the
+concrete class, so a new adapter-specific subclass needs no change above the adapter.
+
+``retry_after`` is bounded whenever it is set, by the constructor or later
+(:func:`providers.retry_after.bounded_retry_after`): None or finite, in
+``[0, MAX_RETRY_AFTER_S]``, whatever number the provider sent.
 """
 
 from __future__ import annotations
@@ -20,19 +24,30 @@ from __future__ import annotations
 from typing import ClassVar
 
 from domain.errors import ErrorCode
+from providers.retry_after import bounded_retry_after
 
 
 class ProviderError(Exception):
     retriable: ClassVar[bool] = False
     outcome_unknown: ClassVar[bool] = False
     code: ClassVar[ErrorCode] = ErrorCode.PROVIDER_UNAVAILABLE
-    # Seconds the provider asked to wait before the next call; only a rate limit says.
-    retry_after: float | None = None
+    _retry_after: float | None = None
 
-    def __init__(self, provider: str, message: str) -> None:
+    def __init__(self, provider: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
         self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds to wait before the next call, as the provider asked (bounded), or None."""
+        return self._retry_after
+
+    @retry_after.setter
+    def retry_after(self, seconds: float | None) -> None:
+        # Bounded here, where every provider wait enters, so no caller can be handed inf.
+        self._retry_after = bounded_retry_after(seconds)
 
 
 class ProviderUnavailableError(ProviderError):
@@ -41,8 +56,7 @@ class ProviderUnavailableError(ProviderError):
 
 class ProviderRateLimitedError(ProviderUnavailableError):
     def __init__(self, provider: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(provider, message)
-        self.retry_after = retry_after
+        super().__init__(provider, message, retry_after=retry_after)
 
 
 class ProviderTimeoutError(ProviderError):

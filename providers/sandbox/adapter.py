@@ -5,7 +5,8 @@ paygate can act on. Each mapping answers "could the sandbox have charged?":
 
 - could not connect (refused, DNS, TLS, connect timeout): ProviderUnavailableError, not sent;
 - 503: ProviderUnavailableError, the sandbox failed before processing;
-- 429: ProviderRateLimitedError with Retry-After;
+- 429: ProviderRateLimitedError with Retry-After (seconds or an HTTP-date, bounded: see
+  :mod:`providers.retry_after`);
 - no answer in time, connection lost after sending, another 5xx, or a 200 whose body cannot
   be read: ProviderTimeoutError, outcome unknown;
 - 409: PaygateError(idempotency_conflict);
@@ -46,6 +47,7 @@ from providers.port import (
     RefundOutcome,
     RefundRequest,
 )
+from providers.retry_after import parse_retry_after
 from providers.sandbox.transformers import (
     PROVIDER_NAME,
     capture_body,
@@ -94,14 +96,6 @@ def _translate_client_errors() -> Iterator[None]:
         ) from exc
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    try:
-        seconds = float(headers.get("Retry-After", ""))
-    except ValueError:
-        return None  # absent, or an HTTP date, which the sandbox never sends
-    return seconds if seconds >= 0 else None
-
-
 def _error_detail(payload: object) -> Mapping[str, object]:
     error = payload.get("error") if isinstance(payload, Mapping) else None
     return error if isinstance(error, Mapping) else {}
@@ -135,7 +129,9 @@ def _raise_for_status(status: int, headers: Mapping[str, str], payload: object) 
     if status == 422:
         _raise_refusal(detail, payload)
     if status == 429:
-        raise ProviderRateLimitedError(PROVIDER_NAME, detail, retry_after=_retry_after(headers))
+        raise ProviderRateLimitedError(
+            PROVIDER_NAME, detail, retry_after=parse_retry_after(headers.get("Retry-After"))
+        )
     if status == 503:
         raise ProviderUnavailableError(PROVIDER_NAME, detail)
     if status >= 500:

@@ -37,6 +37,7 @@ from providers.errors import (
     ProviderUnavailableError,
 )
 from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.retry_after import parse_retry_after
 from providers.stripe.amounts import to_stripe_amount
 
 PROVIDER_NAME: Final = "stripe"
@@ -366,11 +367,8 @@ _NOT_SENT: Final = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError
 
 
 def _retry_after(exc: stripe.StripeError) -> float | None:
-    try:
-        seconds = float((exc.headers or {}).get("retry-after", ""))
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+    # Bounded and parsed like every provider's wait: see providers.retry_after.
+    return parse_retry_after((exc.headers or {}).get("retry-after"))
 
 
 def _summary(exc: stripe.StripeError) -> str:

@@ -53,7 +53,7 @@ CARDS = (
     TIMEOUT_THEN_DECLINED_CARD,
 )
 
-MAX_ATTEMPTS = 3  # not the default (4), so the count below is the setting's doing
+MAX_ATTEMPTS = 3  # unset by default (the 90 s budget decides): the count is the setting's doing
 PROVIDER_TIMEOUT_S = 1.5
 HANG_S = 30.0  # far beyond the provider timeout: paygate always gives up first
 RESULT_TIMEOUT_S = 60.0  # a bound so that a lost result fails instead of hanging

@@ -634,8 +634,11 @@ def test_adapter_status_translation():
     with pytest.raises(ProviderRateLimitedError) as limited:
         adapter._raise_for_status(429, {"Retry-After": "3"}, None)
     assert limited.value.retry_after == 3.0
-    with pytest.raises(ProviderRateLimitedError) as no_hint:
+    with pytest.raises(ProviderRateLimitedError) as past:
         adapter._raise_for_status(429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None)
+    assert past.value.retry_after == 0.0  # a date gone by: no wait
+    with pytest.raises(ProviderRateLimitedError) as no_hint:
+        adapter._raise_for_status(429, {"Retry-After": "soon"}, None)
     assert no_hint.value.retry_after is None
     unavailable = {"error": {"code": "provider_unavailable", "message": "down"}}
     with pytest.raises(ProviderUnavailableError, match="provider_unavailable: down"):
