@@ -335,6 +335,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PAYGATE_ABANDON_AFTER_S must exceed twice PAYGATE_RECONCILE_MIN_AGE_S"
             )
+        if self.claim_lease_s <= self.provider_timeout_s:
+            # Not for safety (the claim's token decides who writes), but a lease shorter than
+            # a call would hand live owners' payments over mid-call, every call.
+            raise ValueError("PAYGATE_CLAIM_LEASE_S must exceed PAYGATE_PROVIDER_TIMEOUT_S")
         return self
 
     @model_validator(mode="after")

@@ -44,7 +44,8 @@ def chaos_settings(
 ) -> Settings:
     """The consumers' settings: short windows, so in-doubt payments resolve within the run.
 
-    The validators' rules hold: min age 2 s > provider timeout 1 s, abandon 30 s > 2 x 2 s.
+    The validators' rules hold: min age 2 s > provider timeout 1 s, abandon 30 s > 2 x 2 s,
+    claim lease 3 s > provider timeout 1 s.
     """
     updates = {
         # A test bench of its own: the sandbox acquirer, throwaway topics and store.
@@ -61,6 +62,10 @@ def chaos_settings(
         "reconcile_min_age_s": 2.0,
         "reconcile_interval_s": 1.0,
         "abandon_after_s": 30.0,
+        # A killed consumer's claims must expire within the run (above the provider timeout,
+        # so a live owner is not replaced mid-call), and closed keys verified by its end.
+        "claim_lease_s": 3.0,
+        "stray_settle_s": 5.0,
         "metrics_port": 0,
     }
     fields = base.model_dump(exclude={"kafka_bootstrap_servers"})
