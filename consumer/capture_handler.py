@@ -36,7 +36,7 @@ from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
 from persistence.capture_store import CaptureExisting, CaptureRefused, CaptureStarted, CaptureStore
-from persistence.payment_store import OutboxMessage
+from persistence.outbox import OutboxMessage
 from providers.errors import ProviderError
 from providers.port import CaptureRequest, ChargeStatus
 from providers.registry import Providers, UnknownProviderError

@@ -25,13 +25,13 @@ from consumer.results import PaymentFacts, ResultEvents
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.status import PaymentStatus
-from persistence.payment_store import (
+from persistence.attempts import (
     ATTEMPT_DECLINED,
     ATTEMPT_FAILED,
     ATTEMPT_SUCCEEDED,
     ATTEMPT_UNKNOWN,
-    PaymentStore,
 )
+from persistence.payment_store import PaymentStore
 from providers.errors import ProviderError
 from providers.port import ChargeOutcome, ChargeStatus
 

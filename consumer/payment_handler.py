@@ -48,13 +48,9 @@ from domain.payment import PaymentView
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
-from persistence.payment_store import (
-    ClaimedAttempt,
-    Existing,
-    PaymentStore,
-    Refused,
-    Started,
-)
+from persistence.payment_begin import Existing, Refused, Started
+from persistence.payment_claims import ClaimedAttempt
+from persistence.payment_store import PaymentStore
 from providers.errors import ProviderError
 from providers.port import ChargeRequest
 from providers.registry import Providers, UnknownProviderError

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from domain.events import RefundResult, refund_event_id
 from domain.refund import RefundView
-from persistence.payment_store import OutboxMessage
+from persistence.outbox import OutboxMessage
 from persistence.refund_store import PaymentRefunds, RefundEventBuilder
 from schemas.payments import PaymentMessages
 

@@ -11,7 +11,7 @@ from domain.events import PaymentResult, result_event_id
 from domain.money import Money
 from domain.payment import PaymentView
 from domain.status import PaymentStatus
-from persistence.payment_store import OutboxMessage
+from persistence.outbox import OutboxMessage
 from schemas.payments import PaymentMessages
 
 

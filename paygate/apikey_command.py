@@ -17,10 +17,9 @@ import json
 import sys
 from collections.abc import Sequence
 
-from paygate.database import engine_for
+from paygate.database import open_database
 from paygate.settings import Settings
-from persistence.api_key_store import ApiKeyInfo, ApiKeyStore, check_client_id
-from persistence.engine import create_schema
+from persistence.api_key_store import ApiKeyInfo, check_client_id
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -60,10 +59,9 @@ def _info_json(info: ApiKeyInfo) -> str:
 
 
 async def run_apikey_command(settings: Settings, args: argparse.Namespace) -> int:
-    engine = engine_for(settings)
+    db = await open_database(settings)
     try:
-        await create_schema(engine)
-        store = ApiKeyStore(engine)
+        store = db.api_keys
         if args.action == "create":
             issued = await store.create(args.client, args.label)
             print(
@@ -83,7 +81,7 @@ async def run_apikey_command(settings: Settings, args: argparse.Namespace) -> in
             for info in await store.list_keys(args.client):
                 print(_info_json(info))
     finally:
-        await engine.dispose()
+        await db.close()
     return EXIT_OK
 
 

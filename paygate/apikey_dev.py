@@ -13,10 +13,8 @@ import os
 from pathlib import Path
 from typing import Final
 
-from paygate.database import engine_for
+from paygate.database import open_database
 from paygate.settings import Environment, Settings
-from persistence.api_key_store import ApiKeyStore
-from persistence.engine import create_schema
 
 DEV_KEY_FILE: Final = Path(".cache/dev-api-key")
 DEV_CLIENT_ID: Final = "dev"
@@ -32,16 +30,15 @@ async def ensure_dev_api_key(settings: Settings, path: Path = DEV_KEY_FILE) -> s
             "the development API key is made only with PAYGATE_ENV=development (paygate dev); "
             "issue production keys with `paygate apikey create`"
         )
-    engine = engine_for(settings)
+    db = await open_database(settings)
     try:
-        await create_schema(engine)
-        store = ApiKeyStore(engine)
+        store = db.api_keys
         existing = await asyncio.to_thread(_read_key, path)
         if existing and await store.authenticate(existing) is not None:
             return existing
         issued = await store.create(DEV_CLIENT_ID, "paygate dev")
     finally:
-        await engine.dispose()
+        await db.close()
     await asyncio.to_thread(_write_key, path, issued.api_key)
     return issued.api_key
 

@@ -79,18 +79,15 @@ async def _expire_keys(settings: Settings) -> None:
     from datetime import timedelta
 
     from consumer.key_expiry import KeyExpiry
-    from paygate.database import engine_for
-    from persistence.engine import create_schema
-    from persistence.payment_store import PaymentStore
+    from paygate.database import open_database
 
-    engine = engine_for(settings)
+    db = await open_database(settings)
     try:
-        await create_schema(engine)
         retention = timedelta(days=settings.idempotency_key_retention_days)
-        expired = await KeyExpiry(PaymentStore(engine), retention).run_once()
+        expired = await KeyExpiry(db.payments, retention).run_once()
         print(json.dumps({"expired": expired}))
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def _dev(settings: Settings) -> None:

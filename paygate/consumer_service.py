@@ -15,15 +15,13 @@ from consumer.dispatch import CommandDispatcher
 from consumer.key_expiry import KeyExpiry
 from consumer.periodic import run_periodically
 from consumer.runner import CommandRunner
-from paygate.database import engine_for
+from paygate.database import open_database
 from paygate.handlers import handlers_of
 from paygate.metrics import Metrics
 from paygate.providers import build_router
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
-from persistence.engine import create_schema
 from persistence.outbox_lease import OutboxLease
-from persistence.payment_store import PaymentStore
 from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
 from providers.registry import Providers
@@ -49,9 +47,6 @@ class ConsumerService:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         router = self.router or build_router(settings, self.providers)
-        engine = engine_for(settings)
-        await create_schema(engine)
-        store = PaymentStore(engine, claim_lease=timedelta(seconds=settings.claim_lease_s))
         messages = PaymentMessages.bundled()
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-consumer")
         consumer = AIOKafkaConsumer(
@@ -67,92 +62,88 @@ class ConsumerService:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
         )
-        # Every consumer process runs a relay; the lease lets one of them publish at a time.
-        lease = OutboxLease(store.writes, duration=timedelta(seconds=settings.outbox_lease_s))
-        relay = OutboxRelay(
-            store, producer, self.metrics, lease, renew_interval_s=settings.outbox_lease_renew_s
-        )
-        handlers = handlers_of(
-            settings,
-            store=store,
-            providers=self.providers,
-            router=router,
-            messages=messages,
-            metrics=self.metrics,
-        )
-        runner = CommandRunner(
-            consumer=consumer,
-            topic=settings.commands_topic,
-            messages=messages,
-            handler=CommandDispatcher(handlers.payments, handlers.refunds, handlers.captures),
-            dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
-            metrics=self.metrics,
-            after_work=relay.notify,
-            max_in_flight=settings.max_in_flight,
-            drain_timeout_s=settings.drain_timeout_s,
-            max_handling_attempts=settings.max_handling_attempts,
-        )
-        relay_task: asyncio.Task[None] | None = None
-        reconciler_task: asyncio.Task[None] | None = None
-        refund_reconciler_task: asyncio.Task[None] | None = None
-        capture_reconciler_task: asyncio.Task[None] | None = None
-        expiry_task: asyncio.Task[None] | None = None
-        key_expiry = KeyExpiry(store, timedelta(days=settings.idempotency_key_retention_days))
-        outbox_retention = timedelta(days=settings.outbox_retention_days)
+        # Everything started is stopped in reverse order, whatever stops the consumer.
+        async with contextlib.AsyncExitStack() as started:
+            db = await open_database(settings)
+            started.push_async_callback(db.close)
+            # Every consumer process runs a relay; the lease lets one of them publish at a
+            # time.
+            lease = OutboxLease(db.writes, duration=timedelta(seconds=settings.outbox_lease_s))
+            relay = OutboxRelay(
+                db.outbox,
+                producer,
+                self.metrics,
+                lease,
+                renew_interval_s=settings.outbox_lease_renew_s,
+            )
+            handlers = handlers_of(
+                settings,
+                db=db,
+                providers=self.providers,
+                router=router,
+                messages=messages,
+                metrics=self.metrics,
+            )
+            runner = CommandRunner(
+                consumer=consumer,
+                topic=settings.commands_topic,
+                messages=messages,
+                handler=CommandDispatcher(handlers.payments, handlers.refunds, handlers.captures),
+                dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
+                metrics=self.metrics,
+                after_work=relay.notify,
+                max_in_flight=settings.max_in_flight,
+                drain_timeout_s=settings.drain_timeout_s,
+                max_handling_attempts=settings.max_handling_attempts,
+            )
+            key_expiry = KeyExpiry(
+                db.payments, timedelta(days=settings.idempotency_key_retention_days)
+            )
+            outbox_retention = timedelta(days=settings.outbox_retention_days)
 
-        async def housekeeping() -> int:
-            expired = await key_expiry.run_once()
-            pruned = await store.prune_outbox(datetime.now(UTC) - outbox_retention)
-            return expired + pruned
+            async def housekeeping() -> int:
+                expired = await key_expiry.run_once()
+                pruned = await db.outbox.prune(datetime.now(UTC) - outbox_retention)
+                return expired + pruned
 
-        try:
             await self.providers.start_all()
+            started.push_async_callback(self.providers.stop_all)
             await start_with_retry(producer.start, "Kafka (producer)")
+            started.push_async_callback(producer.stop)
             await start_with_retry(consumer.start, "Kafka (consumer)")
-            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
-            reconciler_task = asyncio.create_task(
-                handlers.payment_reconciler.run(stop, settings.reconcile_interval_s),
-                name="reconciler",
-            )
-            refund_reconciler_task = asyncio.create_task(
-                handlers.refund_reconciler.run(stop, settings.reconcile_interval_s),
-                name="refund-reconciler",
-            )
-            capture_reconciler_task = asyncio.create_task(
-                handlers.capture_reconciler.run(stop, settings.reconcile_interval_s),
-                name="capture-reconciler",
-            )
-            expiry_task = asyncio.create_task(
-                run_periodically(
-                    stop,
-                    settings.key_expiry_interval_s,
-                    housekeeping,
-                    "idempotency keys expired and outbox rows pruned",
+            started.push_async_callback(consumer.stop)
+
+            started.push_async_callback(relay.stop)  # drains, then releases the lease
+            interval = settings.reconcile_interval_s
+            for work, name in (
+                (relay.run(), "outbox-relay"),
+                (handlers.payment_reconciler.run(stop, interval), "reconciler"),
+                (handlers.refund_reconciler.run(stop, interval), "refund-reconciler"),
+                (handlers.capture_reconciler.run(stop, interval), "capture-reconciler"),
+                (
+                    run_periodically(
+                        stop,
+                        settings.key_expiry_interval_s,
+                        housekeeping,
+                        "idempotency keys expired and outbox rows pruned",
+                    ),
+                    "housekeeping",
                 ),
-                name="housekeeping",
-            )
+            ):
+                started.push_async_callback(_cancel, asyncio.create_task(work, name=name))
+
             runner_task = asyncio.create_task(runner.run(), name="command-runner")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+            started.push_async_callback(_cancel, stop_task)
             log.info("consumer started", extra={"topic": settings.commands_topic})
             await asyncio.wait({runner_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
             runner.stop()
             await runner_task  # finishes its batch and commits; re-raises a crash
-            stop_task.cancel()
-        finally:
-            tasks = (reconciler_task, refund_reconciler_task, capture_reconciler_task, expiry_task)
-            for task in tasks:
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if relay_task is not None:
-                relay_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await relay_task
-                with contextlib.suppress(Exception):
-                    await relay.stop()  # drains, then releases the lease
-            await consumer.stop()
-            await producer.stop()
-            await self.providers.stop_all()
-            await engine.dispose()
-            log.info("consumer stopped")
+        log.info("consumer stopped")
+
+
+async def _cancel(task: asyncio.Task[None] | asyncio.Task[bool]) -> None:
+    """Cancel a background task and wait for it to end."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

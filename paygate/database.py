@@ -1,10 +1,13 @@
-"""The store's engine, as the settings configure it."""
+"""The store, as the settings configure it: one line for every process that opens it."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paygate.settings import Settings
+from persistence.database import Database
 from persistence.engine import create_engine
 
 
@@ -15,3 +18,10 @@ def engine_for(settings: Settings) -> AsyncEngine:
     another durability than the one configured.
     """
     return create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+
+
+async def open_database(settings: Settings) -> Database:
+    """The database of the settings, its schema upgraded; close it when done."""
+    return await Database.open(
+        engine_for(settings), claim_lease=timedelta(seconds=settings.claim_lease_s)
+    )

@@ -16,13 +16,9 @@ from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
-from paygate.database import engine_for
+from paygate.database import open_database
 from paygate.metrics import Metrics
 from paygate.settings import Settings
-from persistence.api_key_store import ApiKeyStore
-from persistence.engine import create_schema
-from persistence.payment_store import PaymentStore
-from persistence.refund_store import RefundStore
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
@@ -48,10 +44,8 @@ class FacadeService:
         reloader = CertificateReloader(
             ssl_context, cert, key, interval_s=settings.tls_reload_interval_s
         )
-        engine = engine_for(settings)
-        await create_schema(engine)
-        store = PaymentStore(engine)
-        refunds = RefundStore(engine, store.writes)
+        db = await open_database(settings)
+        store, refunds = db.payments, db.refunds
         messages = PaymentMessages.bundled()
         producer = KafkaProducer(settings.require_kafka(), client_id="paygate-facade")
         listener = ResultListener(
@@ -78,9 +72,7 @@ class FacadeService:
                 metrics=self.metrics,
                 readiness=readiness,
                 account_key=settings.account_key,
-                authenticator=CachedAuthenticator(
-                    ApiKeyStore(engine), ttl_s=settings.api_key_cache_s
-                ),
+                authenticator=CachedAuthenticator(db.api_keys, ttl_s=settings.api_key_cache_s),
                 rate_limiter=TokenBuckets(
                     rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
                 ),
@@ -108,4 +100,4 @@ class FacadeService:
             await reloader.stop()
             await listener.stop()
             await producer.stop()
-            await engine.dispose()
+            await db.close()

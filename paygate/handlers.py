@@ -18,10 +18,7 @@ from consumer.results import ResultEvents
 from consumer.stray_charges import StraySweep
 from paygate.metrics import Metrics
 from paygate.settings import Settings
-from persistence.capture_store import CaptureStore
-from persistence.payment_store import PaymentStore
-from persistence.refund_store import RefundStore
-from persistence.stray_store import StrayStore
+from persistence.database import Database
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
@@ -40,14 +37,14 @@ class Handlers:
 def handlers_of(
     settings: Settings,
     *,
-    store: PaymentStore,
+    db: Database,
     providers: Providers,
     router: Router,
     messages: PaymentMessages,
     metrics: Metrics,
 ) -> Handlers:
-    """Every handler and reconciler of the consumer, over ``store``'s database."""
-    lease = timedelta(seconds=settings.claim_lease_s)
+    """Every handler and reconciler of the consumer, over ``db``."""
+    store = db.payments
     min_age = timedelta(seconds=settings.reconcile_min_age_s)
     retry_policy = settings.retry_policy()
     events = ResultEvents(messages, settings.results_topic)
@@ -61,7 +58,7 @@ def handlers_of(
         abandon_after=timedelta(seconds=settings.abandon_after_s),
         retry_policy=retry_policy,
     )
-    refund_store = RefundStore(store.engine, store.writes, claim_lease=lease)
+    refund_store = db.refunds
     refunds = RefundCommandHandler(
         store=refund_store,
         providers=providers,
@@ -69,7 +66,7 @@ def handlers_of(
         metrics=metrics,
         retry_policy=retry_policy,
     )
-    capture_store = CaptureStore(store.engine, store.writes, claim_lease=lease)
+    capture_store = db.captures
     captures = CaptureCommandHandler(
         store=capture_store,
         providers=providers,
@@ -78,7 +75,7 @@ def handlers_of(
         retry_policy=retry_policy,
     )
     sweep = StraySweep(
-        store=StrayStore(store.engine, store.writes),
+        store=db.strays,
         providers=providers,
         metrics=metrics,
         settle_after=timedelta(seconds=settings.stray_settle_s),

@@ -8,30 +8,25 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import timedelta
 
 from consumer.reconciler import PAGE_SIZE
-from paygate.database import engine_for
+from paygate.database import open_database
 from paygate.handlers import handlers_of
 from paygate.metrics import Metrics
 from paygate.providers import build_providers, build_router
 from paygate.settings import Settings
-from persistence.engine import create_schema
-from persistence.payment_store import PaymentStore
 from schemas.payments import PaymentMessages
 
 
 async def reconcile_once(settings: Settings) -> dict[str, int]:
-    engine = engine_for(settings)
     providers = build_providers(settings)
+    db = await open_database(settings)
     try:
-        await create_schema(engine)
         await providers.start_all()
-        store = PaymentStore(engine, claim_lease=timedelta(seconds=settings.claim_lease_s))
         metrics = Metrics()
         handlers = handlers_of(
             settings,
-            store=store,
+            db=db,
             providers=providers,
             router=build_router(settings, providers),
             messages=PaymentMessages.bundled(),
@@ -51,7 +46,7 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
         return total
     finally:
         await providers.stop_all()
-        await engine.dispose()
+        await db.close()
 
 
 async def print_reconcile(settings: Settings) -> None:

@@ -27,17 +27,18 @@ from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.payment import PaymentView
 from domain.status import CAPTURED, PaymentStatus
-from persistence.claims import Claim, claim_columns, claimable, is_claimable, new_claim
-from persistence.engine import as_utc
-from persistence.group_commit import GroupCommit
-from persistence.payment_store import (
-    OutboxMessage,
-    enqueue_alone,
-    enqueue_outbox,
-    error_columns,
-    payment_in,
-    payment_view_of,
+from persistence.claims import (
+    Claim,
+    claim_columns,
+    claimable,
+    new_claim,
+    release_claim,
+    renew_claim,
+    take_claim,
 )
+from persistence.group_commit import GroupCommit
+from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
+from persistence.payment_rows import error_columns, payment_in, payment_view_of
 from persistence.tables import payments
 
 
@@ -83,6 +84,7 @@ class CaptureStore:
         self._writes = writes
         self._clock = clock
         self._lease = claim_lease
+        self._outbox = Outbox(engine, writes, clock)
 
     async def begin(
         self,
@@ -131,30 +133,14 @@ class CaptureStore:
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> Claim | None:
-            row = (
-                await conn.execute(
-                    select(payments.c.status, payments.c.claim_token, payments.c.claim_expires_at)
-                    .where(payments.c.id == payment_request_id)
-                    .with_for_update()
-                )
-            ).one_or_none()
-            if (
-                row is None
-                or row.status != PaymentStatus.CAPTURING.value
-                or not is_claimable(
-                    row.claim_token,
-                    None if row.claim_expires_at is None else as_utc(row.claim_expires_at),
-                    now,
-                )
-            ):
-                return None
-            claim = new_claim(now, self._lease)
-            await conn.execute(
-                update(payments)
-                .where(payments.c.id == payment_request_id)
-                .values(**claim_columns(claim))
+            return await take_claim(
+                conn,
+                payments,
+                payment_request_id,
+                statuses=(PaymentStatus.CAPTURING.value,),
+                now=now,
+                lease=self._lease,
             )
-            return claim
 
         return await self._writes.run(record)
 
@@ -162,24 +148,13 @@ class CaptureStore:
         expires_at = self._clock() + self._lease
 
         async def record(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
-                update(payments)
-                .where(payments.c.id == payment_request_id)
-                .where(payments.c.claim_token == claim)
-                .values(claim_expires_at=expires_at)
-            )
-            return bool(result.rowcount)
+            return await renew_claim(conn, payments, payment_request_id, claim, expires_at)
 
         return await self._writes.run(record)
 
     async def release(self, payment_request_id: str, claim: str) -> None:
         async def record(conn: AsyncConnection) -> None:
-            await conn.execute(
-                update(payments)
-                .where(payments.c.id == payment_request_id)
-                .where(payments.c.claim_token == claim)
-                .values(**claim_columns(None))
-            )
+            await release_claim(conn, payments, payment_request_id, claim)
 
         await self._writes.run(record)
 
@@ -224,7 +199,7 @@ class CaptureStore:
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        await enqueue_alone(self._writes, message, self._clock())
+        await self._outbox.enqueue(message)
 
     async def capturing(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """Payments whose capture has had no answer since before ``updated_before``."""

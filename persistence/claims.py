@@ -29,11 +29,15 @@ workers that both believe they own a row cannot both write, because the token de
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, or_
+from sqlalchemy import ColumnElement, Table, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from persistence.engine import as_utc_or_none
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +77,64 @@ def claimable(table: Table, now: datetime) -> ColumnElement[bool]:
 def held_by(table: Table, token: str) -> ColumnElement[bool]:
     """SQL: the row's claim is ``token``'s."""
     return table.c.claim_token == token
+
+
+async def take_claim(
+    conn: AsyncConnection,
+    table: Table,
+    row_id: str,
+    *,
+    statuses: Collection[str],
+    now: datetime,
+    lease: timedelta,
+    also: Callable[[AsyncConnection], Awaitable[bool]] | None = None,
+) -> Claim | None:
+    """Take the claim on ``table``'s row ``row_id``: the conditional write of the module
+    docstring. None (nothing written) unless the row's status is one of ``statuses``, the
+    claim is free or expired, and ``also`` (a further check, read under the same lock) holds.
+
+    The row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction holds
+    the database lock), so the checks and the write see no other writer in between.
+    """
+    row = (
+        await conn.execute(
+            select(table.c.status, table.c.claim_token, table.c.claim_expires_at)
+            .where(table.c.id == row_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if (
+        row is None
+        or row.status not in statuses
+        or not is_claimable(row.claim_token, as_utc_or_none(row.claim_expires_at), now)
+    ):
+        return None
+    if also is not None and not await also(conn):
+        return None
+    claim = new_claim(now, lease)
+    await conn.execute(update(table).where(table.c.id == row_id).values(**claim_columns(claim)))
+    return claim
+
+
+async def renew_claim(
+    conn: AsyncConnection, table: Table, row_id: str, token: str, expires_at: datetime
+) -> bool:
+    """Extend the holder's claim; False if ``token`` is no longer the row's (then the caller
+    must not call the provider)."""
+    result = await conn.execute(
+        update(table)
+        .where(table.c.id == row_id)
+        .where(table.c.claim_token == token)
+        .values(claim_expires_at=expires_at)
+    )
+    return bool(result.rowcount)
+
+
+async def release_claim(conn: AsyncConnection, table: Table, row_id: str, token: str) -> None:
+    """Give the claim up, so another may take it at once (a no-op if it is not ``token``)."""
+    await conn.execute(
+        update(table)
+        .where(table.c.id == row_id)
+        .where(table.c.claim_token == token)
+        .values(**claim_columns(None))
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import time
@@ -14,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
@@ -51,6 +49,10 @@ def as_utc(value: datetime) -> datetime:
     """A datetime read from the store, timezone-aware. SQLite hands back naive datetimes
     even for timezone-aware columns; paygate stores UTC only, so a naive one is UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def as_utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
 
 
 WRITE_OPTION = "paygate_write"
@@ -96,27 +98,6 @@ def _use_wal(cursor: Any) -> None:
             if attempt == _WAL_ATTEMPTS - 1:
                 raise
             time.sleep(0.05)
-
-
-async def create_schema(engine: AsyncEngine, attempts: int = 5) -> None:
-    """Bring the schema to the newest migration (see :mod:`persistence.migrate`).
-
-    Safe from several processes at once: the upgrade runs under a lock, and a database made
-    by ``create_all`` before migrations existed is recognised and upgraded in place. Only a
-    database that stays busy or unreachable (``OperationalError``) is tried again, up to
-    ``attempts`` times; a failing migration is not.
-    """
-    # Imported here because persistence.migrate imports this module.
-    from persistence.migrate import upgrade_to_head
-
-    for attempt in range(1, attempts + 1):
-        try:
-            await upgrade_to_head(engine)
-            return
-        except OperationalError:
-            if attempt == attempts:
-                raise
-            await asyncio.sleep(0.2 * attempt)
 
 
 @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ matches neither is refused with the differences listed, never altered by guesswo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, inspect, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 # Imported for their side effect: they add the api_keys and outbox_lease tables to
@@ -188,3 +190,21 @@ def _check_foreign_keys(connection: Connection) -> None:
     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
     if broken:
         raise RuntimeError(f"the migration left rows with dangling foreign keys: {broken}")
+
+
+async def create_schema(engine: AsyncEngine, attempts: int = 5) -> None:
+    """Bring the schema to the newest migration (see :mod:`persistence.migrate`).
+
+    Safe from several processes at once: the upgrade runs under a lock, and a database made
+    by ``create_all`` before migrations existed is recognised and upgraded in place. Only a
+    database that stays busy or unreachable (``OperationalError``) is tried again, up to
+    ``attempts`` times; a failing migration is not.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            await upgrade_to_head(engine)
+            return
+        except OperationalError:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(0.2 * attempt)

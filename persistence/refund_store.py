@@ -43,10 +43,18 @@ from domain.refund import RefundView
 from domain.refund_rules import refusal_for_refund
 from domain.refunds import RefundPayment, RefundReason, RefundStatus
 from domain.status import CAPTURED, PaymentStatus
-from persistence.claims import Claim, claim_columns, claimable, is_claimable, new_claim
+from persistence.claims import (
+    Claim,
+    claim_columns,
+    claimable,
+    new_claim,
+    release_claim,
+    renew_claim,
+    take_claim,
+)
 from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
-from persistence.payment_store import OutboxMessage, enqueue_alone, enqueue_outbox
+from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
 from persistence.tables import payments, refunds
 
 _OPEN = (RefundStatus.PROCESSING.value, RefundStatus.PENDING.value)
@@ -117,6 +125,7 @@ class RefundStore:
         self._writes = writes
         self._clock = clock
         self._lease = claim_lease
+        self._outbox = Outbox(engine, writes, clock)
 
     async def begin(self, command: RefundPayment, event: RefundEventBuilder) -> RefundBegin:
         """Reserve and record a new refund, refuse it, or report the existing one."""
@@ -213,28 +222,9 @@ class RefundStore:
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> Claim | None:
-            row = (
-                await conn.execute(
-                    select(refunds.c.status, refunds.c.claim_token, refunds.c.claim_expires_at)
-                    .where(refunds.c.id == refund_id)
-                    .with_for_update()
-                )
-            ).one_or_none()
-            if (
-                row is None
-                or row.status not in _OPEN
-                or not is_claimable(
-                    row.claim_token,
-                    None if row.claim_expires_at is None else as_utc(row.claim_expires_at),
-                    now,
-                )
-            ):
-                return None
-            claim = new_claim(now, self._lease)
-            await conn.execute(
-                update(refunds).where(refunds.c.id == refund_id).values(**claim_columns(claim))
+            return await take_claim(
+                conn, refunds, refund_id, statuses=_OPEN, now=now, lease=self._lease
             )
-            return claim
 
         return await self._writes.run(record)
 
@@ -244,24 +234,13 @@ class RefundStore:
         expires_at = self._clock() + self._lease
 
         async def record(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
-                update(refunds)
-                .where(refunds.c.id == refund_id)
-                .where(refunds.c.claim_token == claim)
-                .values(claim_expires_at=expires_at)
-            )
-            return bool(result.rowcount)
+            return await renew_claim(conn, refunds, refund_id, claim, expires_at)
 
         return await self._writes.run(record)
 
     async def release(self, refund_id: str, claim: str) -> None:
         async def record(conn: AsyncConnection) -> None:
-            await conn.execute(
-                update(refunds)
-                .where(refunds.c.id == refund_id)
-                .where(refunds.c.claim_token == claim)
-                .values(**claim_columns(None))
-            )
+            await release_claim(conn, refunds, refund_id, claim)
 
         await self._writes.run(record)
 
@@ -308,12 +287,7 @@ class RefundStore:
             if moved.rowcount != 1:
                 # Nothing to record (already final, or pending and still pending): the
                 # caller's work on the refund is over all the same, so its claim goes.
-                await conn.execute(
-                    update(refunds)
-                    .where(refunds.c.id == refund_id)
-                    .where(refunds.c.claim_token == claim)
-                    .values(**claim_columns(None))
-                )
+                await release_claim(conn, refunds, refund_id, claim)
                 return False
             row = await _refund_row(conn, refund_id)
             assert row is not None
@@ -329,7 +303,7 @@ class RefundStore:
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        await enqueue_alone(self._writes, message, self._clock())
+        await self._outbox.enqueue(message)
 
     async def get(self, refund_id: str) -> RefundView | None:
         async with self._engine.connect() as conn:

@@ -27,9 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.clock import utc_now
 from domain.money import Money
 from domain.status import CAPTURED, HELD, PaymentStatus
+from persistence.attempts import ATTEMPT_SUCCEEDED
 from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
-from persistence.payment_store import ATTEMPT_SUCCEEDED
 from persistence.tables import payments, provider_attempts, stray_charges
 
 STRAY_REVERSING = "reversing"

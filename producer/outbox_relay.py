@@ -19,7 +19,7 @@ import logging
 from typing import Protocol
 
 from paygate.metrics import Metrics
-from persistence.payment_store import PendingOutboxRow
+from persistence.outbox import PendingOutboxRow
 from producer.kafka_producer import KafkaProducer
 
 log = logging.getLogger("paygate.outbox")

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_engine
+from persistence.migrate import create_schema
 from tests.support.services import POSTGRES_URL_ENV, kafka_broker, service_missing
 
 

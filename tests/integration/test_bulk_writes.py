@@ -17,16 +17,10 @@ from sqlalchemy import event, func, select
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.status import InvalidTransitionError, PaymentStatus
-from persistence.payment_store import (
-    ATTEMPT_DECLINED,
-    ATTEMPT_SUCCEEDED,
-    ATTEMPT_UNKNOWN,
-    Existing,
-    OutboxMessage,
-    PaymentStore,
-    Refused,
-    Started,
-)
+from persistence.attempts import ATTEMPT_DECLINED, ATTEMPT_SUCCEEDED, ATTEMPT_UNKNOWN
+from persistence.outbox import OutboxMessage
+from persistence.payment_begin import Existing, Refused, Started
+from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, payments, provider_attempts
 from tests.support.builders import create_payment, unexpected_refusal, unique
 

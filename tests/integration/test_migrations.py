@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.status import PaymentStatus
 from paygate.db_command import EXIT_BEHIND, EXIT_OK
 from paygate.db_command import main as db_main
-from persistence.engine import create_engine, create_schema
+from persistence.engine import create_engine
 from persistence.migrate import (
     BASELINE_REVISION,
     UnrecognisedSchemaError,
     alembic_config,
+    create_schema,
     current_revision,
     head_metadata,
     head_revision,

@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paygate.metrics import Metrics
 from paygate.settings import Settings
+from persistence.database import Database
 from persistence.group_commit import GroupCommit
+from persistence.outbox import OutboxMessage, enqueue_outbox
 from persistence.outbox_lease import OutboxLease
 from persistence.outbox_lease_tables import outbox_lease
-from persistence.payment_store import OutboxMessage, PaymentStore, enqueue_outbox
 from persistence.tables import outbox
 from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
@@ -50,12 +51,12 @@ async def relays(
     made: list[Relay] = []
 
     async def make(clock: Clock, batch_size: int = 500) -> Relay:
-        store = PaymentStore(engine, clock=clock)
-        lease = OutboxLease(store.writes, duration=LEASE, clock=clock)
+        db = Database(engine, clock=clock)
+        lease = OutboxLease(db.writes, duration=LEASE, clock=clock)
         producer = KafkaProducer(topics.require_kafka(), client_id="paygate-lease-test")
         await producer.start()
         relay = OutboxRelay(
-            store, producer, Metrics(), lease, batch_size=batch_size, renew_interval_s=0.05
+            db.outbox, producer, Metrics(), lease, batch_size=batch_size, renew_interval_s=0.05
         )
         made.append(Relay(relay, lease, producer))
         return made[-1]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select
 
-from persistence.payment_store import PaymentStore
+from persistence.database import Database
 from persistence.tables import outbox
 
 pytestmark = pytest.mark.integration
@@ -33,8 +33,7 @@ async def test_only_old_published_rows_are_pruned(engine):
                     published_at=published_at,
                 )
             )
-    store = PaymentStore(engine)
-    assert await store.prune_outbox(NOW - timedelta(days=7)) == 1
+    assert await Database(engine).outbox.prune(NOW - timedelta(days=7)) == 1
     async with engine.connect() as conn:
         left = set((await conn.execute(select(outbox.c.event_id))).scalars())
     assert left == {"new-published", "old-unpublished"}

@@ -14,7 +14,8 @@ from consumer.results import ResultEvents
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
-from persistence.payment_store import Existing, PaymentStore, Started
+from persistence.payment_begin import Existing, Started
+from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, provider_attempts
 from providers.registry import Providers
 from providers.routing import Router

@@ -28,7 +28,8 @@ from consumer.results import ResultEvents
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
-from persistence.payment_store import PaymentStore, Started
+from persistence.payment_begin import Started
+from persistence.payment_store import PaymentStore
 from persistence.tables import payments, provider_attempts
 from providers.charge_only import ChargeOnlyProvider
 from providers.errors import ProviderUnavailableError

@@ -14,13 +14,11 @@ from domain.errors import ErrorCode
 from domain.money import Money
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
+from persistence.attempts import ATTEMPT_SUCCEEDED
 from persistence.engine import create_engine
-from persistence.payment_store import (
-    ATTEMPT_SUCCEEDED,
-    OutboxMessage,
-    PaymentStore,
-    Started,
-)
+from persistence.outbox import OutboxMessage
+from persistence.payment_begin import Started
+from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundExisting, RefundRefused, RefundStarted, RefundStore
 from persistence.tables import outbox, payments
 from schemas.payments import PaymentMessages

@@ -54,7 +54,9 @@ async def test_transient_failures_then_success_charge_once(engine):
     store, provider, metrics = PaymentStore(engine), FlakyProvider(failures=2), Metrics()
     command = create_payment()
     assert await handler_for(store, provider, metrics).handle(command) is Outcome.SUCCEEDED
-    assert await _attempt_statuses(engine, command) == ["failed", "failed", "succeeded"]
+    # One attempt, retried with its own key: the provider's idempotency fences every copy.
+    assert await _attempt_statuses(engine, command) == ["succeeded"]
+    assert provider.calls == [f"{command.payment_request_id}-a1"] * 3
     assert provider.charges == 1
     assert metrics.provider_retries.labels("sandbox")._value.get() == 2
     payment = await store.get_payment(command.payment_request_id)
@@ -70,7 +72,8 @@ async def test_retries_exhausted_fail_the_payment_as_provider_unavailable(engine
     assert payment is not None
     assert payment.error is not None
     assert payment.error.code is ErrorCode.PROVIDER_UNAVAILABLE
-    assert await _attempt_statuses(engine, command) == ["failed"] * 4
+    assert await _attempt_statuses(engine, command) == ["failed"]
+    assert provider.calls == [f"{command.payment_request_id}-a1"] * 4
     assert provider.charges == 0
 
 

@@ -18,7 +18,8 @@ from domain.money import Money
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
-from persistence.payment_store import PaymentStore, Started
+from persistence.payment_begin import Started
+from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, payments, provider_attempts
 from providers.registry import Providers
 from providers.routing import Router

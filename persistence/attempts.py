@@ -1,0 +1,44 @@
+"""Provider attempts: their keys, their statuses, and the latest one of a payment.
+
+An attempt is one provider (and one idempotency key) for a payment, written before the call
+(write-ahead). Retries at that provider reuse its key; only failover to another provider
+opens the next attempt (see persistence.payment_claims.open_next_attempt).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from persistence.tables import provider_attempts
+
+ATTEMPT_STARTED = "started"
+ATTEMPT_SUCCEEDED = "succeeded"
+ATTEMPT_DECLINED = "declined"
+ATTEMPT_FAILED = "failed"
+ATTEMPT_UNKNOWN = "unknown"
+
+
+def attempt_key_for(payment_id: str, attempt_no: int) -> str:
+    """Deterministic, so the provider's idempotency key for an attempt can be re-derived."""
+    return f"{payment_id}-a{attempt_no}"
+
+
+def attempt_number(attempt_key: str) -> int:
+    """The n of an attempt key made by :func:`attempt_key_for`."""
+    return int(attempt_key.rsplit("-a", 1)[1])
+
+
+async def latest_attempt(conn: AsyncConnection, payment_id: str) -> Any:
+    """The payment's latest attempt row (None if it has none): the only one that may be
+    open."""
+    return (
+        await conn.execute(
+            select(provider_attempts)
+            .where(provider_attempts.c.payment_id == payment_id)
+            .order_by(provider_attempts.c.attempt_no.desc())
+            .limit(1)
+        )
+    ).one_or_none()

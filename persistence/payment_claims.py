@@ -1,0 +1,151 @@
+"""Claims on a payment's provider attempts: taking one, renewing it, giving it up, and the
+two writes only its holder may make (a retry's schedule, failover to the next attempt).
+
+The mechanism and its argument are in persistence.claims; this module applies it to
+payments, whose claim covers the open attempt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.payment import PaymentView
+from domain.status import PaymentStatus
+from persistence.attempts import ATTEMPT_FAILED, ATTEMPT_STARTED, attempt_key_for, latest_attempt
+from persistence.claims import Claim, take_claim
+from persistence.engine import as_utc
+from persistence.tables import payments, provider_attempts
+
+# A payment's attempts can be claimed while it waits on a provider.
+_WAITING = (PaymentStatus.PENDING.value, PaymentStatus.PROCESSING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class InDoubt:
+    """A payment whose latest provider attempt has no known outcome."""
+
+    payment: PaymentView
+    attempt_key: str
+    attempt_started_at: datetime
+    attempt_provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedAttempt:
+    """The caller now owns the payment's open attempt: only it may call the provider."""
+
+    claim: Claim
+    attempt_key: str
+    provider: str
+    started_at: datetime
+    sealed_request: bytes | None
+    generation: int
+
+
+async def claim_open_attempt(
+    conn: AsyncConnection, payment_id: str, now: datetime, lease: timedelta
+) -> ClaimedAttempt | None:
+    """Take the claim on the payment's open attempt (see PaymentStore.claim)."""
+    found: list[tuple[Any, int]] = []
+
+    async def latest_is_open(conn: AsyncConnection) -> bool:
+        # Read under the payment's lock: a former owner's failover cannot slip in between.
+        latest = await latest_attempt(conn, payment_id)
+        generation = (
+            await conn.execute(select(payments.c.key_generation).where(payments.c.id == payment_id))
+        ).scalar_one()
+        found.append((latest, generation))
+        return latest is not None and latest.finished_at is None
+
+    claim = await take_claim(
+        conn, payments, payment_id, statuses=_WAITING, now=now, lease=lease, also=latest_is_open
+    )
+    if claim is None:
+        return None
+    latest, generation = found[0]
+    assert latest is not None
+    return ClaimedAttempt(
+        claim,
+        latest.attempt_key,
+        latest.provider,
+        as_utc(latest.created_at),
+        latest.sealed_request,
+        generation,
+    )
+
+
+async def schedule_retry(
+    conn: AsyncConnection, payment_id: str, at: datetime, claim: str, expires_at: datetime
+) -> bool:
+    result = await conn.execute(
+        update(payments)
+        .where(payments.c.id == payment_id)
+        .where(payments.c.status == PaymentStatus.PROCESSING.value)
+        .where(payments.c.claim_token == claim)
+        .values(next_retry_at=at, claim_expires_at=expires_at)
+    )
+    return bool(result.rowcount)
+
+
+async def open_next_attempt(
+    conn: AsyncConnection,
+    payment_id: str,
+    failed_attempt_key: str,
+    provider: str,
+    claim: str,
+    now: datetime,
+    lease: timedelta,
+) -> str | None:
+    """Failover, write-ahead (see PaymentStore.next_attempt)."""
+    # The row lock (PostgreSQL) serialises this with finish(), which updates the payment
+    # row first as well; SQLite holds the database write lock.
+    row = (
+        await conn.execute(
+            select(payments.c.status, payments.c.claim_token)
+            .where(payments.c.id == payment_id)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if row is None or row.status != PaymentStatus.PROCESSING.value or row.claim_token != claim:
+        return None
+    latest = await latest_attempt(conn, payment_id)
+    if (
+        latest is None
+        or latest.attempt_key != failed_attempt_key
+        or latest.finished_at is not None
+        # Taken over since it was opened: its first owner may still have the call in
+        # flight, so "not charged" is not certain for this key; only the same key may be
+        # sent again (see PaymentCommandHandler._charge).
+        or latest.opened_by != claim
+    ):
+        return None
+    await conn.execute(
+        update(provider_attempts)
+        .where(provider_attempts.c.attempt_key == failed_attempt_key)
+        .values(status=ATTEMPT_FAILED, finished_at=now, sealed_request=None)
+    )
+    attempt_no = latest.attempt_no + 1
+    attempt_key = attempt_key_for(payment_id, attempt_no)
+    await conn.execute(
+        insert(provider_attempts).values(
+            attempt_key=attempt_key,
+            payment_id=payment_id,
+            attempt_no=attempt_no,
+            provider=provider,
+            status=ATTEMPT_STARTED,
+            created_at=now,
+            sealed_request=latest.sealed_request,
+            opened_by=claim,
+        )
+    )
+    await conn.execute(
+        update(payments)
+        .where(payments.c.id == payment_id)
+        .values(provider=provider, updated_at=now, next_retry_at=None, claim_expires_at=now + lease)
+    )
+    return attempt_key

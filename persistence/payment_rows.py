@@ -1,0 +1,113 @@
+"""Payment rows: how a payment is written and read back, shared by the payment writes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.accounts import AccountRef, AccountType
+from domain.commands import CreatePayment, PaymentMethod
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
+from domain.payment import PaymentView
+from domain.status import PaymentStatus
+from persistence.engine import as_utc
+from persistence.tables import payments
+
+
+async def payment_in(conn: AsyncConnection, payment_id: str) -> PaymentView | None:
+    """The payment as ``conn`` sees it (in its transaction, if it has one)."""
+    row = (await conn.execute(select(payments).where(payments.c.id == payment_id))).one_or_none()
+    return None if row is None else payment_view_of(row._mapping)
+
+
+def payment_view_of(row: Any) -> PaymentView:
+    error = (
+        None
+        if row["error_code"] is None
+        else ErrorInfo(
+            code=ErrorCode(row["error_code"]),
+            message=row["error_message"] or "",
+            param=row["error_param"],
+            decline_code=row["decline_code"],
+        )
+    )
+    return PaymentView(
+        payment_request_id=row["id"],
+        order_id=row["order_id"],
+        user_id=row["user_id"],
+        idempotency_key=row["idempotency_key"],
+        status=PaymentStatus(row["status"]),
+        amount=Money(row["amount_minor"], row["currency"]),
+        payment_method=PaymentMethod(row["payment_method"]),
+        payer=AccountRef(
+            AccountType(row["payer_type"]), row["payer_masked"], row["payer_fingerprint"]
+        ),
+        payee=AccountRef(
+            AccountType(row["payee_type"]), row["payee_masked"], row["payee_fingerprint"]
+        ),
+        provider=row["provider"],
+        provider_reference=row["provider_reference"],
+        error=error,
+        created_at=as_utc(row["created_at"]),
+        updated_at=as_utc(row["updated_at"]),
+        parameters_hash=row["parameters_hash"],
+        next_retry_at=None if row["next_retry_at"] is None else as_utc(row["next_retry_at"]),
+        client_id=row["client_id"],
+        refunded_minor=row["refunded_minor"],
+        refund_reserved_minor=row["refund_reserved_minor"],
+    )
+
+
+def new_payment_row(
+    command: CreatePayment,
+    parameters_hash: str,
+    account_key: bytes,
+    provider: str,
+    now: datetime,
+) -> dict[str, Any]:
+    payer = command.payer.ref(account_key)
+    payee = command.payee.ref(account_key)
+    return {
+        "id": command.payment_request_id,
+        "order_id": command.order_id,
+        "client_id": command.client_id,
+        "user_id": command.user_id,
+        "idempotency_key": command.idempotency_key,
+        "key_generation": command.generation,
+        "key_expired": False,
+        "parameters_hash": parameters_hash,
+        "amount_minor": command.amount.minor_units,
+        "currency": command.amount.currency,
+        "payment_method": command.payment_method.value,
+        "payer_type": payer.type.value,
+        "payer_masked": payer.masked,
+        "payer_fingerprint": payer.fingerprint,
+        "payee_type": payee.type.value,
+        "payee_masked": payee.masked,
+        "payee_fingerprint": payee.fingerprint,
+        "metadata": dict(command.metadata),
+        "provider": provider,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def error_columns(error: PaygateError | ErrorInfo | None) -> dict[str, Any]:
+    return {
+        "error_code": None if error is None else error.code.value,
+        "error_message": None if error is None else error.message,
+        "error_param": None if error is None else error.param,
+        "decline_code": None if error is None else error.decline_code,
+    }
+
+
+async def insert_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]]) -> None:
+    # A list of parameter sets is one executemany: one hop to the driver (aiosqlite's
+    # thread; asyncpg pipelines the rows), whatever the number of rows.
+    if rows:
+        await conn.execute(insert(table), rows)
