@@ -126,7 +126,7 @@ class CaptureCommandHandler:
             return await self._captured(payment, claim)
         # Still only authorized (or unknown to the provider): the capture did not happen.
         # Sending it again under the same key cannot capture twice.
-        return await self._send(payment, claim)
+        return await self._send(payment, claim, in_doubt=True)
 
     async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
         """Run ``work`` holding ``claim``; a worker stopped meanwhile gives the claim up."""
@@ -139,7 +139,12 @@ class CaptureCommandHandler:
                 log.warning("claim not released; it expires on its own")
             raise
 
-    async def _send(self, payment: PaymentView, claim: str) -> Outcome:
+    async def _send(self, payment: PaymentView, claim: str, *, in_doubt: bool = False) -> Outcome:
+        """Ask the provider to capture, retrying what certainly did not arrive.
+
+        ``in_doubt``: the capture was sent before; an earlier call may still reach the
+        provider, so when the retries run out the payment stays ``capturing`` for the
+        reconciler, never back to ``authorized`` on a guess."""
         request = CaptureRequest(
             capture_key=capture_key_for(payment.payment_request_id),
             payment_request_id=payment.payment_request_id,
@@ -170,6 +175,9 @@ class CaptureCommandHandler:
                         return Outcome.OWNED_ELSEWHERE
                     attempt += 1
                     continue
+                if in_doubt:
+                    await self._store.release(payment.payment_request_id, claim)
+                    return Outcome.PENDING
                 message = f"the provider could not capture the payment: {exc.message}"
                 return await self._not_captured(payment, ErrorInfo(exc.code, message), claim)
             except PaygateError as exc:

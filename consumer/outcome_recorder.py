@@ -128,6 +128,20 @@ class OutcomeRecorder:
         error = ErrorInfo(exc.code, f"the provider could not process the payment: {exc.message}")
         return await self.failed(facts, attempt_key, error, provider=provider, claim=claim)
 
+    async def still_in_doubt(
+        self, facts: PaymentFacts, attempt_key: str, *, provider: str, claim: str
+    ) -> Outcome:
+        """The provider refused this worker's re-sends, but an earlier call with the key may
+        still arrive: pending, for the reconciler to settle from the provider's answer."""
+        error = ErrorInfo(
+            ErrorCode.PROVIDER_UNAVAILABLE,
+            "the provider could not be reached to settle an earlier call of this payment; it "
+            "stays pending until the provider confirms its outcome",
+        )
+        return await self._finish(
+            facts, attempt_key, PaymentStatus.PENDING, ATTEMPT_UNKNOWN, None, error, provider, claim
+        )
+
     async def failed(
         self,
         facts: PaymentFacts,
@@ -170,4 +184,7 @@ class OutcomeRecorder:
             error=error,
             event=event,
         )
-        return Outcome(status.value) if applied else Outcome.REPLAYED
+        if applied:
+            return Outcome(status.value)
+        # Still not known (a second timeout): pending, not a replay of an outcome.
+        return Outcome.PENDING if status is PaymentStatus.PENDING else Outcome.REPLAYED

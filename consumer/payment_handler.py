@@ -254,7 +254,7 @@ class PaymentCommandHandler:
         route = self._router.route(command.payment_method.value, command.amount.currency)
         rest = route[route.index(provider_name) + 1 :] if provider_name in route else []
         return await self._charge(
-            command, facts, claimed.attempt_key, [provider_name, *rest], token
+            command, facts, claimed.attempt_key, [provider_name, *rest], token, in_doubt=True
         )
 
     async def _unsendable(
@@ -284,10 +284,17 @@ class PaymentCommandHandler:
         attempt_key: str,
         route: list[str],
         claim: str,
+        *,
+        in_doubt: bool = False,
     ) -> Outcome:
         """Send the open attempt to ``route[0]``; fail over along ``route`` while allowed,
         then retry the last provider with the same key, with back-off, while the policy
         allows.
+
+        ``in_doubt``: the attempt was sent before, by this or another worker (a re-send
+        after a timeout, a crash or a takeover). An earlier call of its key may still reach
+        the provider, so refusals of this worker's own calls prove nothing: when the
+        retries run out, the payment stays pending for the reconciler, never failed.
 
         Retries at one provider never change the key: the provider's idempotency then
         makes every copy of the call one charge, whoever sends it, whenever it arrives
@@ -323,6 +330,10 @@ class PaymentCommandHandler:
                 provider_name, *rest = rest
             elif await self._wait_to_retry(command, provider_name, error, calls, claim):
                 rest = []  # failover is over: from now on only this key, at this provider
+            elif in_doubt:
+                return await self._recorder.still_in_doubt(
+                    facts, attempt_key, provider=provider_name, claim=claim
+                )
             else:
                 # No retry left (or the claim was lost meanwhile: then this records
                 # nothing).

@@ -163,7 +163,7 @@ class RefundCommandHandler:
             return Outcome.PENDING
         if known is not None:
             return await self._outcomes.answered(refund, known, claim=claim)
-        return await self._send(refund, charge_reference, claim)
+        return await self._send(refund, charge_reference, claim, in_doubt=True)
 
     async def _as_owner(self, refund_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
         """Run ``work`` holding ``claim``; a worker stopped meanwhile gives the claim up."""
@@ -176,8 +176,15 @@ class RefundCommandHandler:
                 log.warning("claim not released; it expires on its own")
             raise
 
-    async def _send(self, refund: RefundView, charge_reference: str, claim: str) -> Outcome:
-        """Call the refund's provider, retrying what certainly did not arrive."""
+    async def _send(
+        self, refund: RefundView, charge_reference: str, claim: str, *, in_doubt: bool = False
+    ) -> Outcome:
+        """Call the refund's provider, retrying what certainly did not arrive.
+
+        ``in_doubt``: the refund was sent before (a re-send after a timeout, a crash or a
+        takeover); an earlier call may still reach the provider, so when the retries run out
+        it stays pending, its amount reserved, until the provider answers. Never failed on a
+        guess: that would release money the provider may refund after all."""
         assert refund.amount is not None, "a refund in processing has an amount"
         request = RefundRequest(
             refund_key=refund.refund_id,
@@ -206,6 +213,8 @@ class RefundCommandHandler:
                         return Outcome.OWNED_ELSEWHERE
                     attempt += 1
                     continue
+                if in_doubt:
+                    return await self._outcomes.unknown(refund, claim=claim)
                 message = f"the provider could not process the refund: {exc.message}"
                 return await self._outcomes.failed(
                     refund, ErrorInfo(exc.code, message), claim=claim

@@ -31,6 +31,7 @@ from persistence.claims import (
     Claim,
     claim_columns,
     claimable,
+    least_recently_examined,
     new_claim,
     release_claim,
     renew_claim,
@@ -209,7 +210,7 @@ class CaptureStore:
                 .where(payments.c.status == PaymentStatus.CAPTURING.value)
                 .where(payments.c.updated_at < updated_before)
                 .where(claimable(payments, self._clock()))
-                .order_by(payments.c.updated_at)
+                .order_by(*least_recently_examined(payments), payments.c.updated_at)
                 .limit(limit)
             )
             return [payment_view_of(row._mapping) for row in rows]

@@ -74,6 +74,12 @@ def claimable(table: Table, now: datetime) -> ColumnElement[bool]:
     )
 
 
+def least_recently_examined(table: Table) -> tuple[ColumnElement[Any], ...]:
+    """ORDER BY for reconcilers: never examined first, then the longest ago, so a page of
+    rows that cannot be settled yet moves to the back instead of starving the others."""
+    return (table.c.examined_at.is_not(None), table.c.examined_at)
+
+
 def held_by(table: Table, token: str) -> ColumnElement[bool]:
     """SQL: the row's claim is ``token``'s."""
     return table.c.claim_token == token
@@ -112,7 +118,9 @@ async def take_claim(
     if also is not None and not await also(conn):
         return None
     claim = new_claim(now, lease)
-    await conn.execute(update(table).where(table.c.id == row_id).values(**claim_columns(claim)))
+    await conn.execute(
+        update(table).where(table.c.id == row_id).values(**claim_columns(claim), examined_at=now)
+    )
     return claim
 
 

@@ -82,10 +82,11 @@ async def claim_open_attempt(
 async def schedule_retry(
     conn: AsyncConnection, payment_id: str, at: datetime, claim: str, expires_at: datetime
 ) -> bool:
+    # Pending too: a payment re-sent after a timeout retries like any other.
     result = await conn.execute(
         update(payments)
         .where(payments.c.id == payment_id)
-        .where(payments.c.status == PaymentStatus.PROCESSING.value)
+        .where(payments.c.status.in_(_WAITING))
         .where(payments.c.claim_token == claim)
         .values(next_retry_at=at, claim_expires_at=expires_at)
     )

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, bindparam, case, null, select, update
+from sqlalchemy import Boolean, bindparam, case, func, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.error_info import ErrorInfo
 from domain.status import ALLOWED_TRANSITIONS, InvalidTransitionError, PaymentStatus
 from persistence.attempts import ATTEMPT_SUCCEEDED, ATTEMPT_UNKNOWN
-from persistence.claims import claim_columns
+from persistence.claims import claim_columns, release_claim
 from persistence.outbox import OutboxMessage, enqueue_outbox, outbox_row
 from persistence.payment_rows import error_columns, insert_rows
 from persistence.tables import outbox, payments, provider_attempts
@@ -92,6 +92,9 @@ async def finish_one(conn: AsyncConnection, request: FinishRequest) -> bool:
             PaymentStatus(current.status), status
         ):
             await _note_stray_charge(conn, request)
+            # Nothing to record; the caller's work is over all the same (a second timeout of
+            # a pending payment, say), so its claim, if it still holds it, goes.
+            await release_claim(conn, payments, request.payment_id, request.claim)
             return False
         raise InvalidTransitionError(PaymentStatus(current.status), status)
     finished = await conn.execute(_FINISH_ATTEMPT, [_finish_attempt_params(request)])
@@ -106,10 +109,11 @@ async def finish_one(conn: AsyncConnection, request: FinishRequest) -> bool:
 async def _note_stray_charge(conn: AsyncConnection, request: FinishRequest) -> None:
     """A worker that lost its claim learned that the provider charged under its attempt.
 
-    If that attempt is still the payment's open one, its owner will learn the same from
-    the provider (same key): nothing to do. If it was closed meanwhile (as certainly not
-    charged, or the payment moved on), this charge is not the payment's: it is recorded on
-    the attempt, where the stray-charge sweep finds and reverses it.
+    The charge is recorded on the attempt, never dropped. If the attempt was closed
+    meanwhile (as certainly not charged, or the payment moved on), it now says succeeded, and
+    the stray-charge sweep finds and reverses the charge. If it is still open, its reference
+    is kept: the owner may already hold a 503 for its own call and close it as failed, and
+    :data:`_FINISH_ATTEMPT` then keeps it succeeded, for the sweep all the same.
     """
     if request.attempt_status != ATTEMPT_SUCCEEDED:
         return
@@ -119,14 +123,20 @@ async def _note_stray_charge(conn: AsyncConnection, request: FinishRequest) -> N
     )
 
 
-# A charge under an attempt already closed otherwise: recorded on that attempt, where the
-# stray-charge sweep finds it. An open attempt is its owner's to finish.
+# A charge reported by a worker that lost its claim: a closed attempt says succeeded; an
+# open one keeps its status (its owner finishes it) and the reference.
 _NOTE_STRAY_CHARGE = (
     update(provider_attempts)
     .where(provider_attempts.c.attempt_key == bindparam("b_attempt_key"))
-    .where(provider_attempts.c.finished_at.is_not(None))
     .where(provider_attempts.c.status != ATTEMPT_SUCCEEDED)
-    .values(status=ATTEMPT_SUCCEEDED, provider_reference=bindparam("b_ref"))
+    .where(provider_attempts.c.provider_reference.is_(None))
+    .values(
+        status=case(
+            (provider_attempts.c.finished_at.is_(None), provider_attempts.c.status),
+            else_=ATTEMPT_SUCCEEDED,
+        ),
+        provider_reference=bindparam("b_ref"),
+    )
 )
 
 
@@ -155,6 +165,7 @@ async def finish_many(conn: AsyncConnection, requests: Sequence[FinishRequest]) 
     alone: list[int] = []
     moves: list[FinishRequest] = []
     strays: list[FinishRequest] = []
+    releases: list[FinishRequest] = []
     for index, request in enumerate(requests):
         current = seen.get(request.payment_id)
         owner = claims.get(request.payment_id) == request.claim
@@ -165,8 +176,13 @@ async def finish_many(conn: AsyncConnection, requests: Sequence[FinishRequest]) 
             results[index] = True
         elif owner and not _already_there(current, request.status):
             raise InvalidTransitionError(current, request.status)
-        elif request.attempt_status == ATTEMPT_SUCCEEDED:
-            strays.append(request)  # not applied; a charge is never dropped (see below)
+        else:
+            # Not applied. A charge is never dropped (see _note_stray_charge); an owner's
+            # claim goes all the same.
+            if request.attempt_status == ATTEMPT_SUCCEEDED:
+                strays.append(request)
+            if owner:
+                releases.append(request)
     if moves:
         moved = await conn.execute(
             _MOVE_PAYMENT,
@@ -198,6 +214,8 @@ async def finish_many(conn: AsyncConnection, requests: Sequence[FinishRequest]) 
             _NOTE_STRAY_CHARGE,
             [{"b_attempt_key": r.attempt_key, "b_ref": r.provider_reference} for r in strays],
         )
+    for request in releases:
+        await release_claim(conn, payments, request.payment_id, request.claim)
     for index in alone:
         results[index] = await finish_one(conn, requests[index])
     return results
@@ -221,15 +239,22 @@ _MOVE_PAYMENT = (
 )
 
 # Only an open attempt finishes; the sealed request goes once the attempt is closed (one
-# whose outcome is unknown stays open, and keeps it for whoever re-sends it).
+# whose outcome is unknown stays open, and keeps it for whoever re-sends it). A charge a
+# former owner reported on it meanwhile (its reference is set) stays recorded as succeeded,
+# whatever the owner's own call met.
 _FINISH_ATTEMPT = (
     update(provider_attempts)
     .where(provider_attempts.c.attempt_key == bindparam("b_attempt_key"))
     .where(provider_attempts.c.finished_at.is_(None))
     .values(
-        status=bindparam("b_status"),
+        status=case(
+            (provider_attempts.c.provider_reference.is_not(None), ATTEMPT_SUCCEEDED),
+            else_=bindparam("b_status"),
+        ),
         finished_at=bindparam("b_finished_at"),
-        provider_reference=bindparam("b_provider_reference"),
+        provider_reference=func.coalesce(
+            bindparam("b_provider_reference"), provider_attempts.c.provider_reference
+        ),
         sealed_request=case(
             (bindparam("b_keep_sealed", type_=Boolean), provider_attempts.c.sealed_request),
             else_=null(),

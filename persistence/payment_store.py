@@ -32,7 +32,13 @@ from domain.errors import PaygateError
 from domain.idempotency import OrderPayment
 from domain.payment import PaymentView
 from domain.status import PaymentStatus
-from persistence.claims import claimable, new_claim, release_claim, renew_claim
+from persistence.claims import (
+    claimable,
+    least_recently_examined,
+    new_claim,
+    release_claim,
+    renew_claim,
+)
 from persistence.engine import as_utc
 from persistence.group_commit import Bulk, GroupCommit
 from persistence.outbox import Outbox, OutboxMessage
@@ -309,7 +315,7 @@ class PaymentStore:
             )
             # A payment whose owner is alive is its owner's; the caller claims the others.
             .where(claimable(payments, self._clock()))
-            .order_by(provider_attempts.c.created_at)
+            .order_by(*least_recently_examined(payments), provider_attempts.c.created_at)
             .limit(limit)
         )
         async with self._engine.connect() as conn:

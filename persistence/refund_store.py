@@ -47,6 +47,7 @@ from persistence.claims import (
     Claim,
     claim_columns,
     claimable,
+    least_recently_examined,
     new_claim,
     release_claim,
     renew_claim,
@@ -343,7 +344,7 @@ class RefundStore:
             .where(refunds.c.updated_at < updated_before)
             # A live owner's refund is its owner's; the caller claims the others.
             .where(claimable(refunds, self._clock()))
-            .order_by(refunds.c.updated_at)
+            .order_by(*least_recently_examined(refunds), refunds.c.updated_at)
             .limit(limit)
         )
         async with self._engine.connect() as conn:

@@ -70,6 +70,9 @@ payments = Table(
     # another may take the claim only after ``claim_expires_at`` (see persistence.claims).
     Column("claim_token", String(36)),
     Column("claim_expires_at", DateTime(timezone=True)),
+    # When a claim was last taken on it: reconcilers look at the least recently examined
+    # first, so rows they cannot settle yet never keep the others waiting.
+    Column("examined_at", DateTime(timezone=True)),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
     Index("ix_payments_client_order", "client_id", "order_id", "created_at"),
 )
@@ -99,6 +102,7 @@ refunds = Table(
     # The claim on the refund's provider work, as on payments.
     Column("claim_token", String(36)),
     Column("claim_expires_at", DateTime(timezone=True)),
+    Column("examined_at", DateTime(timezone=True)),
     Index("ix_refunds_open", "status", "updated_at"),
 )
 

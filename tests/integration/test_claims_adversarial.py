@@ -1,10 +1,12 @@
 """Adversarial review of "one owner per provider attempt, refund and capture", on SQLite and
 PostgreSQL.
 
-Each test is an attack on the claims. The ones marked ``xfail(strict=True)`` broke an
-invariant: their assertions state what must hold once the hole is fixed (the reason names
-the hole), so they start passing, and then fail strictly, when it is. The others are
-attacks the claims withstood; they document the defence.
+Each test is an attack on the claims. Those under "holes" broke an invariant when they were
+written (a refund or capture failed on a guess while its first call could still land, a
+pending payment re-sent without retries, a late charge recorded nowhere, reconcilers starved
+by rows they cannot settle, a claim kept after a second timeout); they state what must hold
+and pass since the fixes. The others are attacks the claims withstood; they document the
+defence.
 
 The provider double (:class:`Acquirer`) is idempotent by key like real providers, refuses a
 refund above what is left of the charge (as Stripe does), and can hold a call "in flight":
@@ -44,7 +46,8 @@ from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.metrics import Metrics
 from persistence.capture_store import CaptureStarted, CaptureStore
-from persistence.payment_store import PaymentStore, Started
+from persistence.payment_begin import Started
+from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundRefused, RefundStarted, RefundStore
 from persistence.stray_store import StrayStore
 from persistence.tables import payments, provider_attempts
@@ -317,11 +320,6 @@ async def finish(store: PaymentStore, pid: str, key: str, claim: str, status, at
 # --- holes ----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a refund that timed out and is then re-sent into a 503 is failed and its "
-    "reservation released, although the first request may still land; nothing re-checks it",
-)
 async def test_a_timed_out_refund_is_never_failed_while_it_may_still_land(engine):
     clock = Clock()
     store = PaymentStore(engine, clock)
@@ -368,11 +366,6 @@ async def test_a_timed_out_refund_is_never_failed_while_it_may_still_land(engine
     assert payment.refunded_minor + payment.refund_reserved_minor >= acquirer.refunded[reference]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a capture that timed out and is then re-sent into a 503 goes back to "
-    "authorized, although the first capture may still land; nothing re-checks it",
-)
 async def test_a_timed_out_capture_is_never_reverted_while_it_may_still_land(engine):
     clock = Clock()
     store = PaymentStore(engine, clock)
@@ -403,12 +396,6 @@ async def test_a_timed_out_capture_is_never_reverted_while_it_may_still_land(eng
     assert await status_of(store, pid) in (PaymentStatus.SUCCEEDED, PaymentStatus.CAPTURING)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a pending payment (timed out) that is re-sent gets no retry: "
-    "schedule_retry only applies to processing payments, so the first 503 fails it, "
-    "while the timed-out call may still charge",
-)
 async def test_a_pending_payment_resent_into_a_503_is_retried_like_any_other(engine):
     clock = Clock()
     acquirer = Acquirer(charge=("timeout", "unavailable", "ok"))
@@ -426,12 +413,6 @@ async def test_a_pending_payment_resent_into_a_503_is_retried_like_any_other(eng
     assert await status_of(store, pid) is PaymentStatus.SUCCEEDED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: a former owner's charge reported while the attempt is still open is "
-    "dropped (_note_stray_charge skips open attempts); the owner then closes it as failed "
-    "and the charge is recorded nowhere",
-)
 async def test_a_late_charge_reported_before_the_owner_fails_the_attempt_is_kept(engine):
     clock = Clock()
     store = PaymentStore(engine, clock, claim_lease=LEASE)
@@ -453,11 +434,6 @@ async def test_a_late_charge_reported_before_the_owner_fails_the_attempt_is_kept
     assert (attempt.status, attempt.provider_reference) == ("succeeded", "ch_late")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: the reconciler pages in-doubt payments oldest first and never past the ones "
-    "it cannot settle (their provider cannot answer): with a page of them, newer ones starve",
-)
 async def test_payments_the_reconciler_cannot_settle_do_not_starve_the_others(engine):
     clock = Clock()
     store = PaymentStore(engine, clock)
@@ -478,12 +454,6 @@ async def test_payments_the_reconciler_cannot_settle_do_not_starve_the_others(en
     assert await status_of(store, newer.payment_request_id) is PaymentStatus.SUCCEEDED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: an owner whose re-sent call times out again on a pending payment records "
-    "nothing (pending -> pending is 'already there'), keeps its claim for a whole lease and "
-    "reports 'replayed'",
-)
 async def test_an_owner_that_times_out_again_gives_the_payment_back(engine):
     clock = Clock()
     acquirer = Acquirer(charge=("timeout", "timeout"))
@@ -498,11 +468,6 @@ async def test_an_owner_that_times_out_again_gives_the_payment_back(engine):
     assert await claim_of(engine, pid) is None  # the reconciler may take it at once
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole: the refund reconciler pages open refunds by updated_at, which asking the "
-    "provider never moves: a page of refunds the provider keeps pending starves newer ones",
-)
 async def test_refunds_the_provider_keeps_pending_do_not_starve_the_others(engine):
     clock = Clock()
     store = PaymentStore(engine, clock)

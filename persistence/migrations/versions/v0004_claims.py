@@ -25,6 +25,7 @@ def upgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.add_column(sa.Column("claim_token", sa.String(36)))
             batch.add_column(sa.Column("claim_expires_at", sa.DateTime(timezone=True)))
+            batch.add_column(sa.Column("examined_at", sa.DateTime(timezone=True)))
     with op.batch_alter_table("provider_attempts") as batch:
         batch.add_column(sa.Column("opened_by", sa.String(36)))
         batch.add_column(sa.Column("provider_reference", sa.String(255)))
@@ -57,5 +58,6 @@ def downgrade() -> None:
         batch.drop_column("opened_by")
     for table in ("refunds", "payments"):
         with op.batch_alter_table(table) as batch:
+            batch.drop_column("examined_at")
             batch.drop_column("claim_expires_at")
             batch.drop_column("claim_token")
