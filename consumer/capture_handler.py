@@ -34,12 +34,12 @@ from domain.events import capture_event_id
 from domain.payment import PaymentView
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.capture_store import CaptureExisting, CaptureRefused, CaptureStarted, CaptureStore
 from persistence.outbox import OutboxMessage
 from providers.errors import ProviderError
 from providers.port import CaptureRequest, ChargeStatus
 from providers.registry import Providers, UnknownProviderError
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.consumer")
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Final
 
 from domain.errors import PaygateError
-from paygate.metrics import Metrics
 from producer.kafka_producer import KafkaProducer
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.dlq")
 

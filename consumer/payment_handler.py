@@ -47,7 +47,6 @@ from domain.events import conflict_event_id
 from domain.payment import PaymentView
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.payment_begin import Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt
 from persistence.payment_store import PaymentStore
@@ -55,6 +54,7 @@ from providers.errors import ProviderError
 from providers.port import ChargeRequest
 from providers.registry import Providers, UnknownProviderError
 from providers.routing import Router
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.consumer")
 

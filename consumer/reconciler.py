@@ -34,8 +34,8 @@ from consumer.payment_handler import PaymentCommandHandler
 from consumer.periodic import run_periodically
 from consumer.stray_charges import StraySweep, SweepReport
 from domain.clock import utc_now
-from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.reconciler")
 

@@ -36,7 +36,6 @@ from domain.events import conflict_event_id
 from domain.refund import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.retry import RetryPolicy
-from paygate.metrics import Metrics
 from persistence.refund_store import (
     RefundExisting,
     RefundRefused,
@@ -46,6 +45,7 @@ from persistence.refund_store import (
 from providers.errors import ProviderError
 from providers.port import RefundRequest
 from providers.registry import Providers, UnknownProviderError
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.consumer")
 

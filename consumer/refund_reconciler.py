@@ -19,8 +19,8 @@ from consumer.outcome_recorder import Outcome
 from consumer.periodic import run_periodically
 from consumer.refund_handler import RefundCommandHandler
 from domain.clock import utc_now
-from paygate.metrics import Metrics
 from persistence.refund_store import RefundStore
+from telemetry.metrics import Metrics
 
 PAGE_SIZE = 500
 

@@ -32,7 +32,7 @@ from aiokafka.errors import KafkaError
 from consumer.key_ordering import KeyedWork
 from consumer.offsets import PartitionOffsets
 from consumer.record_handling import CommandDecoder, CommandHandler, DeadLetters, RecordHandling
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.consumer")
 

@@ -27,7 +27,6 @@ from domain.clock import utc_now
 from domain.errors import PaygateError
 from domain.refunds import RefundReason
 from domain.status import CAPTURED, HELD
-from paygate.metrics import Metrics
 from persistence.stray_store import (
     STRAY_FAILED,
     STRAY_REVERSED,
@@ -37,6 +36,7 @@ from persistence.stray_store import (
 from providers.errors import ProviderError
 from providers.port import ChargeStatus, ProviderRefundStatus, RefundRequest
 from providers.registry import Providers, UnknownProviderError
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.reconciler")
 

@@ -39,7 +39,7 @@ from http_facade.state import (
     REFUNDS,
     WAITER,
 )
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 
 # A create-payment body is well under 2 KiB; 64 KiB leaves room for metadata and refuses
 # anything that would only cost memory.

@@ -18,9 +18,9 @@ from typing import Protocol
 
 from domain.errors import PaygateError
 from domain.events import PaymentResult
-from paygate.metrics import Metrics
 from schemas.codec import CodecError
 from schemas.payments import ResultEvent
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.http.results")
 

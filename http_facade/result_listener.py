@@ -28,7 +28,7 @@ from http_facade.result_events import ResultDecoder, ResultEvents
 from http_facade.result_feed import ResultFeed
 from http_facade.result_waiters import PaymentLookup, RefundLookup, ResultWaiters
 from http_facade.task_supervisor import TaskSupervisor
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 
 OpenFeed = Callable[[], Awaitable[ResultFeed]]
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
 from http_facade.readiness import Readiness
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 
 PUBLISHER: Final = web.AppKey[CommandPublisher]("publisher")
 QUERIES: Final = web.AppKey[PaymentQueries]("queries")

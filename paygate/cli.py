@@ -27,9 +27,9 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def _consumer(settings: Settings) -> None:
     from paygate.consumer_service import ConsumerService
-    from paygate.metrics import Metrics
     from paygate.ops_server import start_ops_server
     from paygate.providers import build_providers
+    from telemetry.metrics import Metrics
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -43,7 +43,7 @@ async def _consumer(settings: Settings) -> None:
 
 async def _facade(settings: Settings) -> None:
     from paygate.facade_service import FacadeService
-    from paygate.metrics import Metrics
+    from telemetry.metrics import Metrics
 
     stop = asyncio.Event()
     _stop_on_signals(stop)

@@ -17,7 +17,6 @@ from consumer.periodic import run_periodically
 from consumer.runner import CommandRunner
 from paygate.database import open_database
 from paygate.handlers import handlers_of
-from paygate.metrics import Metrics
 from paygate.providers import build_router
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
@@ -27,6 +26,7 @@ from producer.outbox_relay import OutboxRelay
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.consumer")
 

@@ -19,11 +19,11 @@ from paygate.apikey_dev import DEV_KEY_FILE, ensure_dev_api_key
 from paygate.consumer_service import ConsumerService
 from paygate.facade_service import FacadeService
 from paygate.kafka import LocalKafka
-from paygate.metrics import Metrics
 from paygate.ops_server import start_ops_server
 from paygate.providers import build_providers
 from paygate.settings import Environment, Settings
 from paygate.topics import ensure_topics
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.dev")
 

@@ -17,11 +17,11 @@ from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from paygate.database import open_database
-from paygate.metrics import Metrics
 from paygate.settings import Settings
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.http")
 

@@ -16,12 +16,12 @@ from consumer.refund_reconciler import RefundReconciler
 from consumer.refund_results import RefundEvents
 from consumer.results import ResultEvents
 from consumer.stray_charges import StraySweep
-from paygate.metrics import Metrics
 from paygate.settings import Settings
 from persistence.database import Database
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)

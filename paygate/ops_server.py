@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 
 
 def build_ops_app(metrics: Metrics) -> web.Application:

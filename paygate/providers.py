@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from paygate.provider_plugins import plugin_names, plugin_provider
 from paygate.settings import Settings
-from providers.circuit_breaker import CircuitBreakerProvider, CircuitObserver
+from providers.circuit_breaker import CircuitBreakerProvider, CircuitObserver, CircuitState
 from providers.port import PaymentProvider
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxHttpProvider
 from providers.stripe import StripeProvider
+from telemetry.metrics import Metrics
 
 _KNOWN = "sandbox, sandbox-inprocess, stripe, or a name from PAYGATE_SANDBOX_URLS"
 
@@ -45,9 +46,26 @@ def build_provider(settings: Settings, name: str | None = None) -> PaymentProvid
     raise SystemExit(f"unknown provider {name!r}; known: {_KNOWN}; plugins: {plugins}")
 
 
-def build_providers(settings: Settings, observer: CircuitObserver | None = None) -> Providers:
+class CircuitMetrics:
+    """The breakers' :class:`CircuitObserver`: their state and transitions as metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def circuit_changed(
+        self, provider: str, before: CircuitState | None, after: CircuitState
+    ) -> None:
+        self._metrics.provider_circuit_state.labels(provider).set(after.value)
+        if before is not None:
+            self._metrics.provider_circuit_transitions.labels(
+                provider, before.label, after.label
+            ).inc()
+
+
+def build_providers(settings: Settings, metrics: Metrics | None = None) -> Providers:
     """Every provider the routes name (``PAYGATE_ROUTES``, else ``PAYGATE_PROVIDER``), each
-    behind its own circuit breaker, which reports its state to ``observer`` (the metrics)."""
+    behind its own circuit breaker, which reports its state to ``metrics``."""
+    observer = None if metrics is None else CircuitMetrics(metrics)
     try:
         return Providers(
             with_circuit_breaker(settings, build_provider(settings, name), observer)

@@ -12,10 +12,10 @@ from dataclasses import asdict
 from consumer.reconciler import PAGE_SIZE
 from paygate.database import open_database
 from paygate.handlers import handlers_of
-from paygate.metrics import Metrics
 from paygate.providers import build_providers, build_router
 from paygate.settings import Settings
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 
 
 async def reconcile_once(settings: Settings) -> dict[str, int]:

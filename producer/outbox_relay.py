@@ -18,9 +18,9 @@ import contextlib
 import logging
 from typing import Protocol
 
-from paygate.metrics import Metrics
 from persistence.outbox import PendingOutboxRow
 from producer.kafka_producer import KafkaProducer
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.outbox")
 

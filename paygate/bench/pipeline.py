@@ -12,10 +12,10 @@ from paygate.bench.provider import BenchProvider
 from paygate.bench.report import CaseResult, ConcurrencyBound
 from paygate.bench.result_counter import ResultCounter
 from paygate.consumer_service import ConsumerService
-from paygate.metrics import Metrics
 from paygate.settings import Settings
 from providers.registry import Providers
 from providers.routing import Router
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.bench")
 

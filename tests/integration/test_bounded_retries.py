@@ -31,13 +31,13 @@ from consumer.failures import FailureKind, classify
 from consumer.runner import CommandRunner
 from domain.commands import CreatePayment, payment_request_id_for
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from paygate.settings import Settings
 from persistence.engine import create_engine
 from persistence.payment_store import PaymentStore
 from producer.kafka_producer import KafkaProducer
 from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import (
     SUCCESS_CARD,
     encoded_capture,

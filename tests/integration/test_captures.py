@@ -22,7 +22,6 @@ from domain.events import PaymentResult
 from domain.money import Money
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.capture_store import CaptureStarted, CaptureStore
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
@@ -32,6 +31,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import DECLINED_CARD, create_payment
 from tests.support.clock import Clock
 

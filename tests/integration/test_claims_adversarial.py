@@ -44,7 +44,6 @@ from domain.money import Money
 from domain.refunds import RefundPayment, RefundStatus
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.capture_store import CaptureStarted, CaptureStore
 from persistence.payment_begin import Started
 from persistence.payment_store import PaymentStore
@@ -64,6 +63,7 @@ from providers.port import (
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import create_payment, unexpected_refusal, unique
 from tests.support.clock import Clock
 from tests.support.interleaving import Interleaving, bounded_schedules

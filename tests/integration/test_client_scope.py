@@ -9,12 +9,12 @@ import pytest
 from consumer.payment_handler import Outcome, PaymentCommandHandler
 from consumer.results import ResultEvents
 from domain.errors import ErrorCode
-from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import DECLINED_CARD, create_payment
 
 pytestmark = pytest.mark.integration

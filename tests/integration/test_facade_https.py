@@ -46,10 +46,10 @@ from http_facade.rate_limit import TokenBuckets
 from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, ReloadOutcome, reload_on_sighup
-from paygate.metrics import Metrics
 from persistence.api_key_store import ApiKeyStore
 from persistence.engine import create_engine
 from persistence.migrate import create_schema
+from telemetry.metrics import Metrics
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from paygate.metrics import Metrics
 from paygate.settings import Settings
 from persistence.database import Database
 from persistence.group_commit import GroupCommit
@@ -28,6 +27,7 @@ from persistence.outbox_lease_tables import outbox_lease
 from persistence.tables import outbox
 from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
+from telemetry.metrics import Metrics
 from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration

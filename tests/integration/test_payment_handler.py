@@ -13,7 +13,6 @@ from consumer.payment_handler import Outcome, PaymentCommandHandler
 from consumer.results import ResultEvents
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.payment_begin import Existing, Started
 from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, provider_attempts
@@ -21,6 +20,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import (
     DECLINED_CARD,
     INSUFFICIENT_FUNDS_CARD,

@@ -27,7 +27,6 @@ from consumer.reconciler import Reconciler
 from consumer.results import ResultEvents
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.payment_begin import Started
 from persistence.payment_store import PaymentStore
 from persistence.tables import payments, provider_attempts
@@ -37,6 +36,7 @@ from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
 from tests.support.clock import Clock
 from tests.support.interleaving import Interleaving, bounded_schedules

@@ -17,7 +17,6 @@ from consumer.sealing import CommandSealer
 from domain.commands import payment_request_id_for
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, provider_attempts
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
@@ -25,6 +24,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import create_payment, unexpected_refusal
 from tests.support.clock import Clock
 

@@ -19,7 +19,6 @@ from domain.events import RefundResult
 from domain.money import Money
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStarted, RefundStore
 from persistence.tables import outbox
@@ -28,6 +27,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import DECLINED_CARD, SUCCESS_CARD, create_payment, unique
 from tests.support.clock import Clock
 

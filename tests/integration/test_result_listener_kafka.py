@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from http_facade.result_feed import KafkaResultFeed
 from http_facade.result_listener import ResultListener
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 from tests.support.kafka_io import produce
 from tests.support.result_events import MESSAGES, encoded_payment_result, payment_result
 

@@ -13,12 +13,12 @@ from consumer.results import ResultEvents
 from domain.errors import ErrorCode
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
 from persistence.tables import provider_attempts
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
 from tests.support.flaky_provider import FlakyProvider
 

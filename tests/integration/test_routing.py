@@ -17,7 +17,6 @@ from domain.errors import ErrorCode
 from domain.money import Money
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.payment_begin import Started
 from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, payments, provider_attempts
@@ -25,6 +24,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig, SandboxHttpProvider
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import DECLINED_CARD, create_payment, unexpected_refusal
 from tests.support.clock import Clock
 

@@ -20,7 +20,6 @@ from consumer.results import ResultEvents
 from consumer.stray_charges import StraySweep
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from paygate.metrics import Metrics
 from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayStore
 from persistence.tables import provider_attempts
@@ -29,6 +28,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
 from tests.support.clock import Clock
 

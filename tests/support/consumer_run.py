@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from paygate.consumer_service import ConsumerService
-from paygate.metrics import Metrics
 from paygate.settings import Settings
 from providers.port import PaymentProvider
 from providers.registry import Providers
 from providers.routing import Router
+from telemetry.metrics import Metrics
 
 
 @asynccontextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 
 
 def dead_lettered(metrics: Metrics, *, code: str | None = None, reason: str | None = None) -> float:

@@ -12,8 +12,7 @@ from domain.accounts import Account, AccountType
 from domain.commands import PaymentMethod
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
-from paygate.metrics import Metrics
-from paygate.providers import build_providers
+from paygate.providers import CircuitMetrics, build_providers
 from paygate.settings import Settings
 from providers.circuit_breaker import CircuitBreakerProvider, CircuitOpenError, CircuitState
 from providers.errors import (
@@ -32,6 +31,7 @@ from providers.port import (
     RefundOutcome,
     RefundRequest,
 )
+from telemetry.metrics import Metrics
 
 pytestmark = pytest.mark.unit
 
@@ -132,7 +132,11 @@ def breaker(
     provider: ScriptedProvider, clock: FakeClock, metrics: Metrics | None = None
 ) -> CircuitBreakerProvider:
     return CircuitBreakerProvider(
-        provider, failure_threshold=THRESHOLD, open_s=OPEN_S, clock=clock, observer=metrics
+        provider,
+        failure_threshold=THRESHOLD,
+        open_s=OPEN_S,
+        clock=clock,
+        observer=None if metrics is None else CircuitMetrics(metrics),
     )
 
 

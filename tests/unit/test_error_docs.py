@@ -41,7 +41,7 @@ def test_readme_settings_table_is_generated_from_the_settings():
 
 
 def test_docs_metrics_page_is_generated_from_the_metrics_container():
-    from paygate.metrics import metrics_page
+    from telemetry.metrics import metrics_page
 
     committed = (ROOT / "docs" / "metrics.md").read_text()
-    assert committed == metrics_page(), "regenerate: python -m paygate.metrics > docs/metrics.md"
+    assert committed == metrics_page(), "regenerate: python -m telemetry.metrics > docs/metrics.md"

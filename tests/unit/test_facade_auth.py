@@ -18,7 +18,7 @@ from domain.errors import CATALOGUE, ErrorCode
 from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
 from http_facade.rate_limit import TokenBuckets
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 from tests.unit.test_facade_validation import (
     ACCOUNT_KEY,

@@ -33,10 +33,10 @@ from http_facade.app import build_app
 from http_facade.rate_limit import TokenBuckets
 from http_facade.requests import parse_create_payment_body
 from http_facade.security_headers import SECURITY_HEADERS
-from paygate.metrics import Metrics
 from schemas.codec import CREATE_PAYMENT, AvroCodec
 from schemas.payments import PaymentMessages
 from schemas.registry import FileSchemaRegistry
+from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 from tests.support.builders import create_payment_record
 

@@ -38,7 +38,7 @@ from http_facade.app import build_app
 from http_facade.openapi_routes import openapi_document
 from http_facade.rate_limit import TokenBuckets
 from http_facade.readiness import Readiness
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 
 pytestmark = pytest.mark.unit

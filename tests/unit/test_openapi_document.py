@@ -38,7 +38,7 @@ from http_facade.openapi_routes import (
 from http_facade.rate_limit import TokenBuckets
 from http_facade.refund_requests import RefundBody
 from http_facade.requests import AccountBody, CreatePaymentBody
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 
 pytestmark = pytest.mark.unit
 

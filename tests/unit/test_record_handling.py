@@ -25,9 +25,9 @@ from consumer.failures import FailureKind, classify
 from consumer.record_handling import RecordHandling
 from domain.errors import ErrorCode, PaygateError
 from domain.status import InvalidTransitionError, PaymentStatus
-from paygate.metrics import Metrics
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from schemas.codec import CodecError
+from telemetry.metrics import Metrics
 from tests.support.metric_samples import dead_lettered
 
 pytestmark = pytest.mark.unit

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 from http_facade.result_events import ResultEvents, ResultRecord, SkipReason
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 from tests.support.result_events import (
     MESSAGES,
     command_bytes,

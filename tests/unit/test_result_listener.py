@@ -14,7 +14,7 @@ from domain.status import PaymentStatus
 from http_facade.readiness import Readiness
 from http_facade.result_events import ResultRecord
 from http_facade.result_listener import ResultListener
-from paygate.metrics import Metrics
+from telemetry.metrics import Metrics
 from tests.support.result_events import (
     MESSAGES,
     encoded_payment_result,

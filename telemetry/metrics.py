@@ -8,8 +8,6 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from providers.circuit_breaker import CircuitState
-
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -152,14 +150,6 @@ class Metrics:
             registry=self.registry,
         )
 
-    def circuit_changed(
-        self, provider: str, before: CircuitState | None, after: CircuitState
-    ) -> None:
-        """A :class:`providers.circuit_breaker.CircuitObserver`: the breakers report here."""
-        self.provider_circuit_state.labels(provider).set(after.value)
-        if before is not None:
-            self.provider_circuit_transitions.labels(provider, before.label, after.label).inc()
-
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -172,7 +162,7 @@ def metrics_page() -> str:
         "",
         "Served as Prometheus text at `/metrics`: by the facade (HTTPS) and by the consumer",
         "(`PAYGATE_METRICS_HOST`:`PAYGATE_METRICS_PORT`, plain HTTP for scrapers). Generated",
-        "from `paygate/metrics.py` by `python -m paygate.metrics`.",
+        "from `telemetry/metrics.py` by `python -m telemetry.metrics`.",
         "",
         "| metric | type | meaning |",
         "| --- | --- | --- |",
