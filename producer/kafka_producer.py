@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 
 from aiokafka import AIOKafkaProducer
@@ -73,3 +74,25 @@ class KafkaProducer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         await self.client.send_and_wait(topic, value, key=key.encode(), headers=headers)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: str,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
+        """Queue the record and return the future of its acknowledgement.
+
+        Cancelling this call before it returns queues nothing. Once it has returned, the
+        record is in the producer's buffer and will be sent whatever becomes of the
+        future: aiokafka retries it until the broker acknowledges it (or the producer
+        stops), and never expires a batch whose partition leader is known, however long
+        that leader stays unreachable. A caller that stops waiting must be able to live
+        with the record arriving later.
+        """
+        delivery: asyncio.Future[object] = await self.client.send(
+            topic, value, key=key.encode(), headers=headers
+        )
+        return delivery
