@@ -6,8 +6,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
+from http_facade.ports import CommandPublisher, ResultWaiter
 from http_facade.rate_limit import TokenBuckets
 from http_facade.result_listener import KafkaResultListener
 from http_facade.server import run_facade
@@ -16,6 +20,7 @@ from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from paygate.metrics import Metrics
 from paygate.settings import Settings
 from persistence.api_key_store import ApiKeyStore
+from persistence.availability import is_database_unavailable
 from persistence.engine import create_engine, create_schema
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
@@ -62,21 +67,19 @@ class FacadeService:
         try:
             await producer.start()
             await listener.start()
-            app = build_app(
-                publisher=KafkaCommandPublisher(producer, messages, settings.commands_topic),
-                queries=store,
+            app = facade_app(
+                settings,
+                self.metrics,
+                engine=engine,
+                store=store,
                 refunds=refunds,
+                publisher=KafkaCommandPublisher(
+                    producer,
+                    messages,
+                    settings.commands_topic,
+                    timeout_s=settings.publish_timeout_s,
+                ),
                 waiter=listener,
-                metrics=self.metrics,
-                account_key=settings.account_key,
-                authenticator=CachedAuthenticator(
-                    ApiKeyStore(engine), ttl_s=settings.api_key_cache_s
-                ),
-                rate_limiter=TokenBuckets(
-                    rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
-                ),
-                max_wait_s=settings.max_wait_s,
-                body_timeout_s=settings.http_body_timeout_s,
             )
             await reloader.start()
             runner = await run_facade(
@@ -100,3 +103,33 @@ class FacadeService:
             await listener.stop()
             await producer.stop()
             await engine.dispose()
+
+
+def facade_app(
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    engine: AsyncEngine,
+    store: PaymentStore,
+    refunds: RefundStore,
+    publisher: CommandPublisher,
+    waiter: ResultWaiter,
+) -> web.Application:
+    """The facade's application as the service wires it: the SQL stores behind its ports,
+    API keys from the store behind a short cache, and database outages recognised by
+    :func:`persistence.availability.is_database_unavailable`."""
+    return build_app(
+        publisher=publisher,
+        queries=store,
+        refunds=refunds,
+        waiter=waiter,
+        metrics=metrics,
+        account_key=settings.account_key,
+        authenticator=CachedAuthenticator(ApiKeyStore(engine), ttl_s=settings.api_key_cache_s),
+        rate_limiter=TokenBuckets(
+            rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+        ),
+        max_wait_s=settings.max_wait_s,
+        body_timeout_s=settings.http_body_timeout_s,
+        is_database_outage=is_database_unavailable,
+    )
