@@ -28,6 +28,7 @@ from domain.refund import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
 from http_facade.app import build_app
+from http_facade.auth import Authenticator
 from http_facade.ports import CommandPublisher
 from http_facade.rate_limit import TokenBuckets
 from paygate.metrics import Metrics
@@ -75,6 +76,7 @@ class World:
     # What happens while a request waits for a result (the consumer settling it, say);
     # the wait then sees a final result.
     while_waiting: Callable[[World], None] | None = None
+    failed_queries: int = 0  # calls that found the database down
 
     # --- the publisher ------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class World:
 
     def _database(self) -> None:
         if self.database_down:
+            self.failed_queries += 1
             raise database_refused()
 
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
@@ -216,6 +219,7 @@ async def world_client(
     world: World,
     *,
     publisher: CommandPublisher | None = None,
+    authenticator: Authenticator | None = None,
     rate_limiter: TokenBuckets | None = None,
     **options: Any,
 ) -> TestClient[Any, Any]:
@@ -228,7 +232,7 @@ async def world_client(
         waiter=world,
         metrics=Metrics(CollectorRegistry()),
         account_key=ACCOUNT_KEY,
-        authenticator=world,
+        authenticator=authenticator or world,
         rate_limiter=rate_limiter or TokenBuckets(rate_per_s=1000.0, burst=1_000_000),
         clock=lambda: NOW,
         is_database_outage=is_database_unavailable,

@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from domain.commands import CreatePayment
 from domain.status import PaymentStatus
+from http_facade.auth_cache import CachedAuthenticator
 from tests.support.facade_world import KEY_1, World, payment_body, world_client
 
 pytestmark = pytest.mark.unit
@@ -29,7 +30,9 @@ async def world() -> World:
 
 @pytest.fixture
 async def client(world: World) -> AsyncIterator[TestClient[Any, Any]]:
-    client = await world_client(world)
+    # As in production, a successful key lookup is cached: a request whose key was seen
+    # before reaches its route's queries, one whose key was not fails at the lookup.
+    client = await world_client(world, authenticator=CachedAuthenticator(world, ttl_s=60))
     yield client
     await client.close()
 
@@ -79,6 +82,8 @@ async def test_every_operation_is_503_with_retry_after_and_one_line_per_outage(
     [started] = [r for r in caplog.records if r.getMessage() == "database unreachable"]
     assert started.error_type == "ConnectionRefusedError"  # type: ignore[attr-defined]
     assert [r for r in caplog.records if r.exc_info] == []  # no traceback, for any request
+    # Each failed at its own first query: the key lookups came from the cache.
+    assert world.failed_queries == 3 * len(requests(payment))
     assert world.published[1:] == []  # nothing was published while it was down
 
     caplog.clear()
@@ -96,7 +101,7 @@ async def test_the_api_key_lookup_is_503_too(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     world.database_down = True
-    async with client.get("/v1/payments?orderId=o", headers=AUTH) as response:
+    async with client.get("/v1/payments?orderId=o", headers=AUTH) as response:  # not cached
         assert response.status == 503
         assert "Retry-After" in response.headers
     # Public routes need no database and stay up.
