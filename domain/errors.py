@@ -96,7 +96,8 @@ CATALOGUE: Final = MappingProxyType(
                 False,
                 400,
                 "The request is malformed: bad JSON, a missing, unknown or ill-typed field.",
-                "Fix the field named in `param` and send again.",
+                "Fix the field named in `param` and send again; the same request again gets "
+                "the same answer.",
             ),
             _spec(
                 _E.INVALID_AMOUNT,
@@ -164,7 +165,9 @@ CATALOGUE: Final = MappingProxyType(
                 False,
                 404,
                 "No such resource is visible to this client.",
-                "Check the id; it may belong to another client.",
+                "Check the id and the API key: another client's ids are not found. A payment "
+                "or refund just accepted (202) is not found until it is processed: poll, or "
+                "create it with `Prefer: wait=N`.",
             ),
             _spec(
                 _E.METHOD_NOT_ALLOWED,
@@ -179,16 +182,23 @@ CATALOGUE: Final = MappingProxyType(
                 _C.CONFLICT,
                 False,
                 409,
-                "The idempotency key was already used with different parameters.",
-                "Use a new idempotency key for a new request.",
+                "The idempotency key was already used for this order (or, on a refund, this "
+                "payment) with different parameters.",
+                "To learn that request's outcome, send the parameters first used with this "
+                "key. A different request needs a new Idempotency-Key (order protection "
+                "still applies).",
             ),
             _spec(
                 _E.ORDER_ALREADY_PAID,
                 _C.CONFLICT,
                 False,
                 409,
-                "The order already has a succeeded payment.",
-                "Do not charge the order again; refund it if needed.",
+                "The order already has a payment that succeeded, is authorized, or whose "
+                "outcome is not known yet.",
+                "Do not charge the order again: list its payments (`GET "
+                "/v1/payments?orderId=...`). Refund a succeeded one if needed, capture an "
+                "authorized one; a pending one becomes final by itself, and only if it fails "
+                "may a new attempt follow.",
             ),
             _spec(
                 _E.NEW_ATTEMPT_REQUIRED,
@@ -205,7 +215,9 @@ CATALOGUE: Final = MappingProxyType(
                 False,
                 402,
                 "The provider declined the payment.",
-                "Ask the payer for another payment method; see `decline_code`.",
+                "The same Idempotency-Key replays the decline. Ask the payer for another "
+                "payment method (see `decline_code`), then send a new attempt: "
+                "`newAttempt: true` with a new Idempotency-Key.",
             ),
             _spec(
                 _E.INSUFFICIENT_FUNDS,
@@ -213,7 +225,9 @@ CATALOGUE: Final = MappingProxyType(
                 False,
                 402,
                 "The payer's account has insufficient funds.",
-                "Ask the payer for another payment method.",
+                "The same Idempotency-Key replays the decline. Ask the payer for another "
+                "payment method, then send a new attempt: `newAttempt: true` with a new "
+                "Idempotency-Key.",
             ),
             _spec(
                 _E.INVALID_ACCOUNT,
@@ -221,7 +235,9 @@ CATALOGUE: Final = MappingProxyType(
                 False,
                 402,
                 "The provider does not know the payer's account.",
-                "Ask the payer to check the account details.",
+                "The same Idempotency-Key replays the decline. Ask the payer to check the "
+                "account details, then send a new attempt: `newAttempt: true` with a new "
+                "Idempotency-Key.",
             ),
             _spec(
                 _E.FRAUD_SUSPECTED,
@@ -229,14 +245,16 @@ CATALOGUE: Final = MappingProxyType(
                 False,
                 402,
                 "The provider declined the payment as suspected fraud.",
-                "Do not retry; handle through your fraud process.",
+                "Do not retry (the same Idempotency-Key replays the decline); handle it "
+                "through your fraud process.",
             ),
             _spec(
                 _E.PAYMENT_NOT_REFUNDABLE,
                 _C.CONFLICT,
                 False,
                 409,
-                "The payment has not succeeded, so there is nothing to refund.",
+                "The payment has not succeeded (or is only authorized), so there is nothing "
+                "to refund.",
                 "Refund only payments whose status is succeeded or partially_refunded.",
             ),
             _spec(
@@ -253,7 +271,8 @@ CATALOGUE: Final = MappingProxyType(
                 False,
                 409,
                 "The refund would take refunds above the captured amount.",
-                "Refund at most the remaining amount.",
+                "Refund at most the payment's `refundableAmount` (see `GET "
+                "/v1/payments/{paymentRequestId}`).",
             ),
             _spec(
                 _E.CURRENCY_MISMATCH,
@@ -269,23 +288,31 @@ CATALOGUE: Final = MappingProxyType(
                 False,
                 402,
                 "The provider refused the refund; no money was returned.",
-                "Contact support; the payment's refundable amount is unchanged.",
+                "The same Idempotency-Key replays this failure; the payment's refundable "
+                "amount is unchanged. Find out why (contact support) before refunding again "
+                "with a new Idempotency-Key.",
             ),
             _spec(
                 _E.PROVIDER_UNAVAILABLE,
                 _C.PROVIDER,
                 True,
                 503,
-                "The provider could not process the request and did not charge.",
-                "Retry later with the same idempotency key.",
+                "The provider could not be reached or could not process the request, also "
+                "after paygate's own retries; nothing was charged or refunded.",
+                "The same Idempotency-Key replays this failure. Try again later as a new "
+                "request: a payment as a new attempt (`newAttempt: true` with a new "
+                "Idempotency-Key), a refund with a new Idempotency-Key.",
             ),
             _spec(
                 _E.PROVIDER_TIMEOUT,
                 _C.PROVIDER,
                 True,
                 504,
-                "The provider did not answer in time; the outcome is not yet known.",
-                "Query the payment later; it stays pending until reconciled.",
+                "The provider did not answer in time; the outcome is not known yet, so the "
+                "payment (or refund) stays pending.",
+                "Do not send a new attempt: it may have been charged. Read it later (`GET`), "
+                "or send the same request with the same Idempotency-Key and "
+                "`Prefer: wait=N`; it becomes final once the provider confirms.",
             ),
             _spec(
                 _E.RATE_LIMITED,
@@ -317,18 +344,22 @@ CATALOGUE: Final = MappingProxyType(
                 _C.INTERNAL,
                 True,
                 503,
-                "paygate could not hand the request to Kafka; it may or may not have been "
-                "accepted.",
-                "Retry with the same Idempotency-Key: a request that did get through is not "
-                "charged twice.",
+                "paygate could not reach Kafka or its database in time; the request may or "
+                "may not have been accepted.",
+                "Wait `Retry-After` seconds, then retry with the same Idempotency-Key: it is "
+                "the same payment (or refund), never a second one, and the retry answers "
+                "it.",
             ),
             _spec(
                 _E.INTERNAL_ERROR,
                 _C.INTERNAL,
                 True,
                 500,
-                "An unexpected error inside paygate.",
-                "Retry with the same idempotency key; report it if it persists.",
+                "An unexpected error inside paygate, or a request the provider refused as "
+                "invalid (nothing was charged).",
+                "Answered 500: retry with the same Idempotency-Key, it cannot cause a second "
+                "payment. A payment or refund that failed with it replays with that key: "
+                "send a new one (new key; `newAttempt: true` for a payment) and report it.",
             ),
         ]
     )

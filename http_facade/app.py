@@ -7,6 +7,7 @@ import time.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -19,6 +20,15 @@ from http_facade.access_log import access_log_middleware
 from http_facade.auth import Authenticator, auth_middleware
 from http_facade.body_deadline import body_deadline_middleware
 from http_facade.capture_routes import add_capture_routes
+from http_facade.database_guard import (
+    DatabaseGuard,
+    GuardedAuthenticator,
+    GuardedQueries,
+    GuardedRefunds,
+    GuardedWaiter,
+    IsOutage,
+    never,
+)
 from http_facade.errors import error_middleware
 from http_facade.openapi_routes import add_openapi_routes
 from http_facade.ops_routes import add_ops_routes
@@ -40,6 +50,9 @@ from http_facade.state import (
     WAITER,
 )
 from telemetry.metrics import Metrics
+from telemetry.outage_log import OutageLog
+
+_log = logging.getLogger("paygate.http")
 
 # A create-payment body is well under 2 KiB; 64 KiB leaves room for metadata and refuses
 # anything that would only cost memory.
@@ -62,6 +75,7 @@ def build_app(
     max_wait_s: float = 30.0,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     clock: Callable[[], datetime] = utc_now,
+    is_database_outage: IsOutage = never,
 ) -> web.Application:
     """The facade's aiohttp application, serving plain requests; TLS is added by the server.
 
@@ -70,9 +84,16 @@ def build_app(
     (:data:`http_facade.auth.PUBLIC_ROUTES`) needs an API key that ``authenticator``
     knows, and is limited per client by ``rate_limiter``. ``GET /readyz`` runs the checks
     of ``readiness``; without it there are none, and the facade is always ready.
+
+    ``queries, ``refunds``, ``waiter`` and ``authenticator`` read the database; an
+    exception of theirs that ``is_database_outage`` says means the database is
+    unreachable is answered 503 ``service_unavailable`` and logged once per outage
+    (:mod:`http_facade.database_guard`). The facade knows no database driver: the
+    composition root passes the judgement (``persistence.availability``).
     """
     if not (max_wait_s >= 1 and math.isfinite(max_wait_s)):  # also refuses NaN
         raise ValueError(f"max_wait_s must be at least 1 second, got {max_wait_s!r}")
+    guard = DatabaseGuard(is_database_outage, OutageLog("database", _log))
     # Order matters: the access log is outermost so it records the status the error
     # middleware settled on, and the client id auth found. Auth comes before the rate
     # limit (which is per client) and both before the body is read, so a client without
@@ -82,16 +103,16 @@ def build_app(
             access_log_middleware,
             security_headers_middleware,
             error_middleware,
-            auth_middleware(authenticator),
+            auth_middleware(GuardedAuthenticator(authenticator, guard)),
             rate_limit_middleware(rate_limiter),
             body_deadline_middleware(body_timeout_s),
         ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[PUBLISHER] = publisher
-    app[QUERIES] = queries
-    app[REFUNDS] = refunds
-    app[WAITER] = waiter
+    app[QUERIES] = GuardedQueries(queries, guard)
+    app[REFUNDS] = GuardedRefunds(refunds, guard)
+    app[WAITER] = GuardedWaiter(waiter, guard)
     app[METRICS] = metrics
     app[READINESS] = readiness if readiness is not None else Readiness()
     app[MAX_WAIT_S] = math.floor(max_wait_s)

@@ -6,7 +6,8 @@
 
 Three kinds of failure reach the middleware:
 
-- :class:`PaygateError` from validation or the domain: its code says everything.
+- :class:`PaygateError` from validation, the domain or a dependency that is down: its code
+  says everything. A 503 (``service_unavailable``) also carries ``Retry-After``.
 - aiohttp's own ``HTTPException`` (no route, wrong method, body too large): mapped to
   the nearest catalogue code, so clients never see aiohttp's plain-text pages.
 - anything else is a bug: ``internal_error`` with a generic message. The details go to
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from domain.error_info import ErrorInfo
@@ -45,14 +46,21 @@ _INTERNAL_MESSAGE: Final = (
     "it cannot cause a second payment"
 )
 
+# Seconds a client is asked to wait after a 503 (Kafka or the database unreachable). Most
+# outages that are over by themselves (a leader election, a database failover) take a few
+# seconds; a client that keeps getting 503 should back off further on its own.
+UNAVAILABLE_RETRY_AFTER_S: Final = 2
+
 # Headers of an aiohttp exception that still mean something on our body: Allow on 405.
 _KEPT_HEADERS: Final = ("Allow",)
 
 
 def error_response(info: ErrorInfo, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        {"error": info.to_dict()}, status=CATALOGUE[info.code].http_status, headers=headers
-    )
+    """The error body with the code's status; a 503 always says when to come back."""
+    status = CATALOGUE[info.code].http_status
+    if status == 503 and (headers is None or hdrs.RETRY_AFTER not in headers):
+        headers = {**(headers or {}), hdrs.RETRY_AFTER: str(UNAVAILABLE_RETRY_AFTER_S)}
+    return web.json_response({"error": info.to_dict()}, status=status, headers=headers)
 
 
 @web.middleware

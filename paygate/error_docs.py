@@ -37,6 +37,12 @@ def errors_page() -> str:
         "`param` names the input field at fault, where there is one; `decline_code` carries the "
         "provider's own reason for a decline. Branch on `code` (or on `retryable`), never on "
         "`message`, which is for people and may be reworded.\n\n"
+        "`retryable` says whether trying again can succeed; *how* to try again is in the last "
+        "column, and it matters: the same `Idempotency-Key` always names the same payment (or "
+        "refund), so it replays a final outcome, failures included. A payment that failed can "
+        "only be tried again as a new attempt, `newAttempt: true` with a new key. A `503` "
+        "always carries `Retry-After`. Each code's advice is followed, and its result checked, "
+        "by `tests/unit/test_error_advice.py`.\n\n"
         "This page is generated from `domain/errors.py` by `python -m paygate.error_docs`.\n\n"
         + error_table()
     )

@@ -7,8 +7,11 @@ import functools
 import logging
 from dataclasses import dataclass
 
+from aiohttp import web
+
 from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
+from http_facade.ports import CommandPublisher, ResultWaiter
 from http_facade.rate_limit import TokenBuckets
 from http_facade.readiness import Readiness
 from http_facade.result_feed import KafkaResultFeed
@@ -18,6 +21,8 @@ from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from paygate.database import open_database
 from paygate.settings import Settings
+from persistence.availability import is_database_unavailable
+from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
@@ -64,20 +69,18 @@ class FacadeService:
         try:
             await producer.start()
             await listener.start()
-            app = build_app(
-                publisher=KafkaCommandPublisher(producer, messages, settings.commands_topic),
-                queries=store,
-                refunds=refunds,
-                waiter=listener,
-                metrics=self.metrics,
+            app = facade_app(
+                settings,
+                self.metrics,
+                db=db,
                 readiness=readiness,
-                account_key=settings.account_key,
-                authenticator=CachedAuthenticator(db.api_keys, ttl_s=settings.api_key_cache_s),
-                rate_limiter=TokenBuckets(
-                    rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+                publisher=KafkaCommandPublisher(
+                    producer,
+                    messages,
+                    settings.commands_topic,
+                    timeout_s=settings.publish_timeout_s,
                 ),
-                max_wait_s=settings.max_wait_s,
-                body_timeout_s=settings.http_body_timeout_s,
+                waiter=listener,
             )
             await reloader.start()
             runner = await run_facade(
@@ -101,3 +104,33 @@ class FacadeService:
             await listener.stop()
             await producer.stop()
             await db.close()
+
+
+def facade_app(
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    db: Database,
+    publisher: CommandPublisher,
+    waiter: ResultWaiter,
+    readiness: Readiness | None = None,
+) -> web.Application:
+    """The facade's application as the service wires it: the SQL stores behind its ports,
+    API keys from the store behind a short cache, and database outages recognised by
+    :func:`persistence.availability.is_database_unavailable`."""
+    return build_app(
+        publisher=publisher,
+        queries=db.payments,
+        refunds=db.refunds,
+        waiter=waiter,
+        metrics=metrics,
+        readiness=readiness,
+        account_key=settings.account_key,
+        authenticator=CachedAuthenticator(db.api_keys, ttl_s=settings.api_key_cache_s),
+        rate_limiter=TokenBuckets(
+            rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+        ),
+        max_wait_s=settings.max_wait_s,
+        body_timeout_s=settings.http_body_timeout_s,
+        is_database_outage=is_database_unavailable,
+    )

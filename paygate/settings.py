@@ -278,6 +278,15 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(
         30.0, ge=1, le=30.0, description="Upper bound of `Prefer: wait=N` on POST /v1/payments."
     )
+    publish_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Seconds a facade request may take to hand its command to Kafka (acks from "
+        "all in-sync replicas); then it is answered `503 service_unavailable` with "
+        "`Retry-After`. The command may still reach Kafka later: a retry with the same "
+        "Idempotency-Key is the same payment.",
+    )
     http_idle_timeout_s: float = Field(
         15.0,
         gt=0,

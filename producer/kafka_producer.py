@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from types import TracebackType
+from typing import Final
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
+
+log = logging.getLogger("paygate.kafka.producer")
+
+# How long stop() waits for queued records to be acknowledged before it drops them.
+DEFAULT_STOP_TIMEOUT_S: Final = 10.0
 
 
 class KafkaProducer:
@@ -16,10 +25,12 @@ class KafkaProducer:
         *,
         client_id: str = "paygate",
         request_timeout_ms: int = 30_000,
+        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._client_id = client_id
         self._request_timeout_ms = request_timeout_ms
+        self._stop_timeout_s = stop_timeout_s
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -42,9 +53,30 @@ class KafkaProducer:
         self._producer = producer
 
     async def stop(self) -> None:
+        """Flush, then close; bounded by ``stop_timeout_s`` even when Kafka is down.
+
+        aiokafka's own stop waits until every queued record is acknowledged, which never
+        happens while the broker is unreachable. Past the deadline the records still
+        queued are failed instead (their senders see ``KafkaTimeoutError``). Nothing
+        counts on an unacknowledged record: the facade answered its request 503 or is
+        shutting it down, the outbox relay marks a row published only once acknowledged,
+        and the consumer commits past a dead letter only once it is written.
+        """
         producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.flush(), self._stop_timeout_s)
+        except TimeoutError:
+            log.warning(
+                "records not acknowledged within %g s are dropped at stop", self._stop_timeout_s
+            )
+            # aiokafka has no public way to give up on queued records; failing their
+            # batches is what lets its stop() finish.
+            producer._message_accumulator.fail_all(
+                KafkaTimeoutError("the producer stopped before Kafka acknowledged the record")
+            )
+        await producer.stop()
 
     async def __aenter__(self) -> KafkaProducer:
         await self.start()
@@ -73,3 +105,25 @@ class KafkaProducer:
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         await self.client.send_and_wait(topic, value, key=key.encode(), headers=headers)
+
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: str,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[object]:
+        """Queue the record and return the future of its acknowledgement.
+
+        Cancelling this call before it returns queues nothing. Once it has returned, the
+        record is in the producer's buffer and will be sent whatever becomes of the
+        future: aiokafka retries it until the broker acknowledges it (or the producer
+        stops), and never expires a batch whose partition leader is known, however long
+        that leader stays unreachable. A caller that stops waiting must be able to live
+        with the record arriving later.
+        """
+        delivery: asyncio.Future[object] = await self.client.send(
+            topic, value, key=key.encode(), headers=headers
+        )
+        return delivery

@@ -38,6 +38,7 @@ from http_facade.app import build_app
 from http_facade.openapi_routes import openapi_document
 from http_facade.rate_limit import TokenBuckets
 from http_facade.readiness import Readiness
+from persistence.availability import is_database_unavailable
 from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 
@@ -285,6 +286,7 @@ async def make_facade(validator: ResponseValidator) -> AsyncIterator[MakeFacade]
         rate_limiter: TokenBuckets | None = None,
         body_timeout_s: float = 15.0,
         readiness: Readiness | None = None,
+        authenticator: Any = None,
     ):
         world = World()
         app = build_app(
@@ -294,7 +296,8 @@ async def make_facade(validator: ResponseValidator) -> AsyncIterator[MakeFacade]
             waiter=world,
             metrics=Metrics(CollectorRegistry()),
             account_key=ACCOUNT_KEY,
-            authenticator=KeyAuthenticator(),
+            authenticator=authenticator or KeyAuthenticator(),
+            is_database_outage=is_database_unavailable,
             rate_limiter=rate_limiter or TokenBuckets(rate_per_s=1000.0, burst=1_000_000),
             body_timeout_s=body_timeout_s,
             readiness=readiness,
@@ -554,6 +557,31 @@ async def test_every_private_operation_is_401_without_a_good_key(
     status, body, response = await facade.call(method, template, path, key=key, json={})
     assert (status, body["error"]["code"]) == (401, "authentication_failed")
     assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+
+
+class UnreachableKeyStore:
+    async def authenticate(self, api_key: str) -> str | None:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "path"),
+    [
+        ("POST", PAYMENTS, None),
+        ("GET", PAYMENTS, "/v1/payments?orderId=o"),
+        ("GET", PAYMENT, f"/v1/payments/{_PAYMENT_ID}"),
+        ("POST", REFUNDS, f"/v1/payments/{_PAYMENT_ID}/refunds"),
+        ("POST", CAPTURE, f"/v1/payments/{_PAYMENT_ID}/capture"),
+        ("GET", REFUND, f"/v1/refunds/{_REFUND_ID}"),
+    ],
+)
+async def test_every_private_operation_is_503_while_the_database_is_down(
+    make_facade: MakeFacade, method: str, template: str, path: str | None
+) -> None:
+    facade = await make_facade(authenticator=UnreachableKeyStore())
+    status, body, response = await facade.call(method, template, path, json={})
+    assert (status, body["error"]["code"]) == (503, "service_unavailable")
+    assert int(response.headers["Retry-After"]) >= 1
 
 
 async def test_over_the_rate_limit_is_429(make_facade: MakeFacade) -> None:

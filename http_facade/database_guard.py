@@ -1,0 +1,123 @@
+"""The facade's one translation point for database outages.
+
+Every port that reads the database (payment queries, refund queries, the API-key lookup,
+and the result waiter, which looks in the store first) is wrapped here by
+:func:`http_facade.app.build_app`. A call that fails because the database cannot be
+reached, as the composition root's ``is_outage`` judges it (the facade knows no
+database driver), becomes ``service_unavailable``: 503 with ``Retry-After``, no
+traceback. The outage itself is logged by an :class:`~telemetry.outage_log.OutageLog`:
+once when it starts, a summary at most every minute, once when a call works again.
+
+Every other exception passes through untouched: a bug stays a 500 with its traceback.
+Nothing was written when the database could not be reached, except that a create may
+have published its command before its wait for the result failed; hence the answer's
+advice, the same as for Kafka: retry with the same ``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from domain.errors import ErrorCode, PaygateError
+from domain.idempotency import OrderPayment
+from domain.payment import PaymentView
+from domain.refund import RefundView
+from http_facade.auth import Authenticator
+from http_facade.ports import PaymentQueries, RefundQueries, ResultWaiter
+from telemetry.outage_log import OutageLog
+
+_T = TypeVar("_T")
+
+IsOutage = Callable[[BaseException], bool]
+
+UNAVAILABLE_MESSAGE = (
+    "paygate cannot reach its database just now; retry after Retry-After seconds with the "
+    "same Idempotency-Key"
+)
+
+
+def never(exc: BaseException) -> bool:
+    """The judgement of a facade built without a database (tests with fakes)."""
+    return False
+
+
+class DatabaseGuard:
+    def __init__(self, is_outage: IsOutage, outages: OutageLog) -> None:
+        self._is_outage = is_outage
+        self._outages = outages
+
+    async def call(self, pending: Awaitable[_T], *, proves_reachable: bool = True) -> _T:
+        """``pending``'s result; an outage raised as ``service_unavailable``.
+
+        ``proves_reachable``: whether a call that worked certainly reached the database,
+        so that it may end an outage.
+        """
+        try:
+            result = await pending
+        except PaygateError:
+            raise
+        except Exception as exc:
+            if not self._is_outage(exc):
+                raise
+            self._outages.failed(exc)
+            raise PaygateError(ErrorCode.SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE) from exc
+        if proves_reachable:
+            self._outages.succeeded()
+        return result
+
+
+class GuardedQueries:
+    def __init__(self, inner: PaymentQueries, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def get_payment(self, payment_request_id: str) -> PaymentView | None:
+        return await self._guard.call(self._inner.get_payment(payment_request_id))
+
+    async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
+        return await self._guard.call(self._inner.order_payments(order_id, client_id))
+
+    async def client_order_page(
+        self, client_id: str, order_id: str, *, limit: int, starting_after: str | None
+    ) -> list[PaymentView]:
+        return await self._guard.call(
+            self._inner.client_order_page(
+                client_id, order_id, limit=limit, starting_after=starting_after
+            )
+        )
+
+
+class GuardedRefunds:
+    def __init__(self, inner: RefundQueries, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def get(self, refund_id: str) -> RefundView | None:
+        return await self._guard.call(self._inner.get(refund_id))
+
+    async def of_payments(self, payment_request_ids: Sequence[str]) -> dict[str, list[RefundView]]:
+        return await self._guard.call(self._inner.of_payments(payment_request_ids))
+
+
+class GuardedAuthenticator:
+    def __init__(self, inner: Authenticator, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def authenticate(self, api_key: str) -> str | None:
+        # A cache in front answers some lookups without the database, so a lookup that
+        # worked does not prove it reachable.
+        return await self._guard.call(self._inner.authenticate(api_key), proves_reachable=False)
+
+
+class GuardedWaiter:
+    def __init__(self, inner: ResultWaiter, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+        # A waiter need not read the store at all, so its success proves nothing.
+        return await self._guard.call(
+            self._inner.wait_for_final(payment_request_id, timeout_s), proves_reachable=False
+        )
