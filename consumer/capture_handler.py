@@ -26,6 +26,7 @@ from datetime import datetime
 
 from consumer.outcome_recorder import Outcome
 from consumer.results import ResultEvents
+from consumer.retrying import ClaimLost, GaveUp, call_with_retries
 from domain.captures import CapturePayment, capture_key_for
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
@@ -81,7 +82,7 @@ class CaptureCommandHandler:
                 )
         else:
             outcome = await self._handle_existing(begun)
-        self._metrics.capture_commands_consumed.labels(outcome.value).inc()
+        self._metrics.commands_consumed.labels("capture", outcome.value).inc()
         log.info(
             "capture command handled",
             extra={
@@ -151,43 +152,43 @@ class CaptureCommandHandler:
             charge_reference=payment.provider_reference or "",
             amount=payment.amount,
         )
-        attempt = 1
-        while True:
-            try:
-                provider = self._providers.get(payment.provider or "")
-                answer = await provider.capture(request)
-            except UnknownProviderError as exc:
-                log.error(
-                    "capture not sent: %s",
-                    exc,
-                    extra={"payment_request_id": payment.payment_request_id},
-                )
-                await self._store.release(payment.payment_request_id, claim)
-                return Outcome.PENDING
-            except ProviderError as exc:
-                if exc.outcome_unknown:
-                    # Stays capturing; resolve() settles it, under a claim of its own.
-                    await self._store.release(payment.payment_request_id, claim)
-                    return Outcome.PENDING
-                if exc.retriable and self._retry_policy.may_retry_after(attempt):
-                    await asyncio.sleep(self._retry_policy.delay_s(attempt, exc.retry_after))
-                    if not await self._store.renew(payment.payment_request_id, claim):
-                        return Outcome.OWNED_ELSEWHERE
-                    attempt += 1
-                    continue
-                if in_doubt:
-                    await self._store.release(payment.payment_request_id, claim)
-                    return Outcome.PENDING
-                message = f"the provider could not capture the payment: {exc.message}"
-                return await self._not_captured(payment, ErrorInfo(exc.code, message), claim)
-            except PaygateError as exc:
-                return await self._not_captured(payment, ErrorInfo.from_error(exc), claim)
-            if answer.status is ChargeStatus.SUCCEEDED:
-                return await self._captured(payment, claim)
-            error = answer.error or PaygateError(
-                ErrorCode.PAYMENT_NOT_CAPTURABLE, "the provider did not capture the payment"
+        pid = payment.payment_request_id
+        try:
+            provider = self._providers.get(payment.provider or "")
+            answer = await call_with_retries(
+                lambda: provider.capture(request),
+                policy=self._retry_policy,
+                still_owner=lambda: self._store.renew(pid, claim),
             )
-            return await self._not_captured(payment, ErrorInfo.from_error(error), claim)
+        except UnknownProviderError as exc:
+            log.error("capture not sent: %s", exc, extra={"payment_request_id": pid})
+            await self._store.release(pid, claim)
+            return Outcome.PENDING
+        except ProviderError as exc:
+            if exc.outcome_unknown:
+                # Stays capturing; resolve() settles it, under a claim of its own.
+                await self._store.release(pid, claim)
+                return Outcome.PENDING
+            return await self._refused(payment, exc, claim)
+        except PaygateError as exc:
+            return await self._not_captured(payment, ErrorInfo.from_error(exc), claim)
+        if isinstance(answer, ClaimLost):
+            return Outcome.OWNED_ELSEWHERE  # another worker has the capture now
+        if isinstance(answer, GaveUp):
+            if in_doubt:
+                await self._store.release(pid, claim)
+                return Outcome.PENDING
+            return await self._refused(payment, answer.error, claim)
+        if answer.status is ChargeStatus.SUCCEEDED:
+            return await self._captured(payment, claim)
+        error = answer.error or PaygateError(
+            ErrorCode.PAYMENT_NOT_CAPTURABLE, "the provider did not capture the payment"
+        )
+        return await self._not_captured(payment, ErrorInfo.from_error(error), claim)
+
+    async def _refused(self, payment: PaymentView, exc: ProviderError, claim: str) -> Outcome:
+        message = f"the provider could not capture the payment: {exc.message}"
+        return await self._not_captured(payment, ErrorInfo(exc.code, message), claim)
 
     async def _captured(self, payment: PaymentView, claim: str) -> Outcome:
         applied = await self._store.finish(

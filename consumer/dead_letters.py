@@ -63,7 +63,7 @@ class DeadLetterRouter:
             self._topic, value or b"", key=key, headers=headers
         )
         self._metrics.dead_lettered.labels(error.code.value, reason_kind(reason)).inc()
-        self._metrics.commands_consumed.labels("dead_lettered").inc()
+        self._metrics.commands_consumed.labels("unknown", "dead_lettered").inc()
         log.warning(
             "message dead-lettered",
             extra={

@@ -119,7 +119,7 @@ class PaymentCommandHandler:
             outcome = Outcome.REFUSED
         else:
             outcome = await self._handle_existing(command, begun)
-        self._metrics.commands_consumed.labels(outcome.value).inc()
+        self._metrics.commands_consumed.labels("payment", outcome.value).inc()
         log.info(
             "payment command handled",
             extra={

@@ -29,6 +29,7 @@ from datetime import datetime
 from consumer.outcome_recorder import Outcome
 from consumer.refund_outcomes import RefundOutcomes
 from consumer.refund_results import RefundEvents
+from consumer.retrying import ClaimLost, GaveUp, call_with_retries
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -81,7 +82,7 @@ class RefundCommandHandler:
             outcome = Outcome.REFUSED
         else:
             outcome = await self._handle_existing(command, begun)
-        self._metrics.refund_commands_consumed.labels(outcome.value).inc()
+        self._metrics.commands_consumed.labels("refund", outcome.value).inc()
         log.info(
             "refund command handled",
             extra={
@@ -194,31 +195,31 @@ class RefundCommandHandler:
             amount=refund.amount,
             reason=refund.reason,
         )
-        attempt = 1
-        while True:
-            try:
-                provider = self._providers.get(refund.provider or "")
-                answer = await provider.refund(request)
-            except UnknownProviderError as exc:
-                log.error("refund not sent: %s", exc, extra={"refund_id": refund.refund_id})
-                await self._store.release(refund.refund_id, claim)
-                return Outcome.PENDING
-            except ProviderError as exc:
-                if exc.outcome_unknown:
-                    return await self._outcomes.unknown(refund, claim=claim)
-                if exc.retriable and self._retry_policy.may_retry_after(attempt):
-                    await asyncio.sleep(self._retry_policy.delay_s(attempt, exc.retry_after))
-                    # Still the owner? If not, another worker has the refund now.
-                    if not await self._store.renew(refund.refund_id, claim):
-                        return Outcome.OWNED_ELSEWHERE
-                    attempt += 1
-                    continue
-                if in_doubt:
-                    return await self._outcomes.unknown(refund, claim=claim)
-                message = f"the provider could not process the refund: {exc.message}"
-                return await self._outcomes.failed(
-                    refund, ErrorInfo(exc.code, message), claim=claim
-                )
-            except PaygateError as exc:
-                return await self._outcomes.failed(refund, ErrorInfo.from_error(exc), claim=claim)
-            return await self._outcomes.answered(refund, answer, claim=claim)
+        try:
+            provider = self._providers.get(refund.provider or "")
+            answer = await call_with_retries(
+                lambda: provider.refund(request),
+                policy=self._retry_policy,
+                still_owner=lambda: self._store.renew(refund.refund_id, claim),
+            )
+        except UnknownProviderError as exc:
+            log.error("refund not sent: %s", exc, extra={"refund_id": refund.refund_id})
+            await self._store.release(refund.refund_id, claim)
+            return Outcome.PENDING
+        except ProviderError as exc:
+            if exc.outcome_unknown:
+                return await self._outcomes.unknown(refund, claim=claim)
+            return await self._failed(refund, exc, claim)
+        except PaygateError as exc:
+            return await self._outcomes.failed(refund, ErrorInfo.from_error(exc), claim=claim)
+        if isinstance(answer, ClaimLost):
+            return Outcome.OWNED_ELSEWHERE  # another worker has the refund now
+        if isinstance(answer, GaveUp):
+            if in_doubt:
+                return await self._outcomes.unknown(refund, claim=claim)
+            return await self._failed(refund, answer.error, claim)
+        return await self._outcomes.answered(refund, answer, claim=claim)
+
+    async def _failed(self, refund: RefundView, exc: ProviderError, claim: str) -> Outcome:
+        message = f"the provider could not process the refund: {exc.message}"
+        return await self._outcomes.failed(refund, ErrorInfo(exc.code, message), claim=claim)

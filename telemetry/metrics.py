@@ -16,9 +16,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.commands_consumed = Counter(
             f"{prefix}_commands_consumed_total",
-            "Commands taken from the command topic, by outcome "
-            "(succeeded, failed, pending, replayed, conflict, refused, dead_lettered).",
-            ["outcome"],
+            "Commands taken from the command topic, by kind (payment, refund, capture; unknown "
+            "for a dead letter, which may not decode) and outcome (succeeded, failed, pending, "
+            "authorized, replayed, conflict, refused, owned_elsewhere, dead_lettered).",
+            ["kind", "outcome"],
             registry=self.registry,
         )
         self.provider_call_seconds = Histogram(
@@ -93,20 +94,6 @@ class Metrics:
             registry=self.registry,
         )
 
-        self.refund_commands_consumed = Counter(
-            f"{prefix}_refund_commands_consumed_total",
-            "Refund commands taken from the command topic, by outcome "
-            "(succeeded, failed, pending, replayed, conflict, refused).",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.capture_commands_consumed = Counter(
-            f"{prefix}_capture_commands_consumed_total",
-            "Capture commands taken from the command topic, by outcome "
-            "(succeeded, authorized, pending, replayed, refused).",
-            ["outcome"],
-            registry=self.registry,
-        )
         self.refunds_reconciled = Counter(
             f"{prefix}_refunds_reconciled_total",
             "Refunds without a final answer examined by the reconciler, by result "

@@ -231,8 +231,8 @@ async def test_a_fixed_command_republished_from_the_dlq_is_processed_once(dlq_en
     assert {e.status for e in events} == {PaymentStatus.SUCCEEDED}
     assert len({e.payment_request_id for e in events}) == 1
     assert len(await provider.acquirer.charges()) == 1
-    assert metrics.commands_consumed.labels("succeeded")._value.get() == 1
-    assert metrics.commands_consumed.labels("replayed")._value.get() == 1
+    assert metrics.commands_consumed.labels("payment", "succeeded")._value.get() == 1
+    assert metrics.commands_consumed.labels("payment", "replayed")._value.get() == 1
     # The DLQ keeps its entry: Kafka cannot delete single messages.
     assert len(await listed(capsys)) == 1
 

@@ -144,7 +144,7 @@ async def test_redelivery_replays_the_first_outcome_without_a_second_charge(
     assert len(events) == 2
     assert events[0].event_id == events[1].event_id
     assert len(await provider.acquirer.charges()) == 1
-    assert metrics.commands_consumed.labels("replayed")._value.get() == 1
+    assert metrics.commands_consumed.labels("payment", "replayed")._value.get() == 1
 
 
 async def test_same_key_other_parameters_is_a_conflict_and_changes_nothing(

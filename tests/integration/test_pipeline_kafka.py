@@ -77,15 +77,15 @@ async def test_a_restarted_consumer_resumes_from_its_committed_offset(topics):
     await produce(bootstrap, topics.commands_topic, [(k, v) for k, v, _ in first])
     async with running_consumer(topics, provider) as metrics:
         await read_until(bootstrap, topics.results_topic, lambda rs: len(rs) >= 10)
-    assert metrics.commands_consumed.labels("succeeded")._value.get() == 10
+    assert metrics.commands_consumed.labels("payment", "succeeded")._value.get() == 10
     assert await committed_total(bootstrap, topics.consumer_group, topics.commands_topic) == 10
 
     # Produced while no consumer runs: must be picked up, and nothing handled twice.
     await produce(bootstrap, topics.commands_topic, [(k, v) for k, v, _ in second])
     async with running_consumer(topics, provider) as metrics:
         records = await read_until(bootstrap, topics.results_topic, lambda rs: len(rs) >= 20)
-    assert metrics.commands_consumed.labels("succeeded")._value.get() == 10
-    assert metrics.commands_consumed.labels("replayed")._value.get() == 0
+    assert metrics.commands_consumed.labels("payment", "succeeded")._value.get() == 10
+    assert metrics.commands_consumed.labels("payment", "replayed")._value.get() == 0
     assert await committed_total(bootstrap, topics.consumer_group, topics.commands_topic) == 20
 
     orders = Counter(e.order_id for e in _results(records))

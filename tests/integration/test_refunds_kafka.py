@@ -81,8 +81,8 @@ async def test_payment_then_refunds_of_one_order_flow_in_order(topics):
     assert refused.error is not None
     assert refused.error.code.value == "refund_exceeds_captured"
     assert sorted(r.amount_minor for r in await provider.acquirer.refunds()) == [2_000, 3_000]
-    assert metrics.refund_commands_consumed.labels("succeeded")._value.get() == 2
-    assert metrics.refund_commands_consumed.labels("refused")._value.get() == 1
+    assert metrics.commands_consumed.labels("refund", "succeeded")._value.get() == 2
+    assert metrics.commands_consumed.labels("refund", "refused")._value.get() == 1
 
 
 async def test_an_invalid_refund_command_is_dead_lettered(topics):

@@ -163,7 +163,7 @@ async def test_graceful_shutdown_finishes_work_in_flight_and_commits_it(topics):
             topics.results_topic,
             lambda rs: len({r.key for r in rs}) >= 20,
         )
-    assert metrics.commands_consumed.labels("replayed")._value.get() == 0
+    assert metrics.commands_consumed.labels("payment", "replayed")._value.get() == 0
     assert set(provider.charges.values()) == {1}
     assert len(provider.charges) == 20
 
