@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from consumer.outcome_recorder import Outcome
+from consumer.ports import CaptureWrites
 from consumer.results import ResultEvents
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
 from domain.captures import CapturePayment, capture_key_for
@@ -35,7 +36,7 @@ from domain.events import capture_event_id
 from domain.payment import PaymentView
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from persistence.capture_store import CaptureExisting, CaptureRefused, CaptureStarted, CaptureStore
+from persistence.capture_store import CaptureExisting, CaptureRefused, CaptureStarted
 from persistence.outbox import OutboxMessage
 from providers.errors import ProviderError
 from providers.port import CaptureRequest, ChargeStatus
@@ -49,7 +50,7 @@ class CaptureCommandHandler:
     def __init__(
         self,
         *,
-        store: CaptureStore,
+        store: CaptureWrites,
         providers: Providers,
         events: ResultEvents,
         metrics: Metrics,

@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.periodic import run_periodically
+from consumer.ports import CaptureWrites
 from domain.clock import utc_now
-from persistence.capture_store import CaptureStore
 
 PAGE_SIZE = 500
 
@@ -24,7 +24,7 @@ class CaptureReconciler:
     def __init__(
         self,
         *,
-        store: CaptureStore,
+        store: CaptureWrites,
         handler: CaptureCommandHandler,
         min_age: timedelta,
         clock: Callable[[], datetime] = utc_now,

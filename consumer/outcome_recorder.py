@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
+from consumer.ports import PaymentWrites
 from consumer.results import PaymentFacts, ResultEvents
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -31,7 +32,6 @@ from persistence.attempts import (
     ATTEMPT_SUCCEEDED,
     ATTEMPT_UNKNOWN,
 )
-from persistence.payment_store import PaymentStore
 from providers.errors import ProviderError
 from providers.port import ChargeOutcome, ChargeStatus
 
@@ -58,7 +58,7 @@ class Outcome(StrEnum):
 class OutcomeRecorder:
     def __init__(
         self,
-        store: PaymentStore,
+        store: PaymentWrites,
         events: ResultEvents,
         clock: Callable[[], datetime],
     ) -> None:

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from consumer.outcome_recorder import Outcome, OutcomeRecorder
+from consumer.ports import PaymentWrites
 from consumer.results import PaymentFacts, ResultEvents
 from consumer.sealing import CommandSealer
 from domain.clock import utc_now
@@ -49,7 +50,6 @@ from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.payment_begin import Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt
-from persistence.payment_store import PaymentStore
 from providers.errors import ProviderError
 from providers.port import ChargeRequest
 from providers.registry import Providers, UnknownProviderError
@@ -65,7 +65,7 @@ class PaymentCommandHandler:
     def __init__(
         self,
         *,
-        store: PaymentStore,
+        store: PaymentWrites,
         providers: Providers,
         router: Router,
         events: ResultEvents,

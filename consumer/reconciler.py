@@ -32,9 +32,9 @@ from datetime import datetime, timedelta
 from consumer.outcome_recorder import Outcome
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.periodic import run_periodically
+from consumer.ports import PaymentWrites
 from consumer.stray_charges import StraySweep, SweepReport
 from domain.clock import utc_now
-from persistence.payment_store import PaymentStore
 from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.reconciler")
@@ -56,7 +56,7 @@ class Reconciler:
     def __init__(
         self,
         *,
-        store: PaymentStore,
+        store: PaymentWrites,
         handler: PaymentCommandHandler,
         metrics: Metrics,
         min_age: timedelta,

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from consumer.outcome_recorder import Outcome
+from consumer.ports import RefundWrites
 from consumer.refund_outcomes import RefundOutcomes
 from consumer.refund_results import RefundEvents
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
@@ -41,7 +42,6 @@ from persistence.refund_store import (
     RefundExisting,
     RefundRefused,
     RefundStarted,
-    RefundStore,
 )
 from providers.errors import ProviderError
 from providers.port import RefundRequest
@@ -55,7 +55,7 @@ class RefundCommandHandler:
     def __init__(
         self,
         *,
-        store: RefundStore,
+        store: RefundWrites,
         providers: Providers,
         events: RefundEvents,
         metrics: Metrics,

@@ -17,12 +17,12 @@ from collections.abc import Callable
 from datetime import datetime
 
 from consumer.outcome_recorder import Outcome
+from consumer.ports import RefundWrites
 from consumer.refund_results import RefundEvents
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.refund import RefundView
 from domain.refunds import RefundStatus
-from persistence.refund_store import RefundStore
 from providers.port import ProviderRefundStatus, RefundOutcome
 
 _STATUS = {
@@ -34,7 +34,7 @@ _STATUS = {
 
 class RefundOutcomes:
     def __init__(
-        self, store: RefundStore, events: RefundEvents, clock: Callable[[], datetime]
+        self, store: RefundWrites, events: RefundEvents, clock: Callable[[], datetime]
     ) -> None:
         self._store = store
         self._events = events

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 from consumer.outcome_recorder import Outcome
 from consumer.periodic import run_periodically
+from consumer.ports import RefundWrites
 from consumer.refund_handler import RefundCommandHandler
 from domain.clock import utc_now
-from persistence.refund_store import RefundStore
 from telemetry.metrics import Metrics
 
 PAGE_SIZE = 500
@@ -29,7 +29,7 @@ class RefundReconciler:
     def __init__(
         self,
         *,
-        store: RefundStore,
+        store: RefundWrites,
         handler: RefundCommandHandler,
         metrics: Metrics,
         min_age: timedelta,

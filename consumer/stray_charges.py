@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from consumer.ports import StrayRecords
 from domain.clock import utc_now
 from domain.errors import PaygateError
 from domain.refunds import RefundReason
@@ -31,7 +32,6 @@ from persistence.stray_store import (
     STRAY_FAILED,
     STRAY_REVERSED,
     StrayCandidate,
-    StrayStore,
 )
 from providers.errors import ProviderError
 from providers.port import ChargeStatus, ProviderRefundStatus, RefundRequest
@@ -57,7 +57,7 @@ class StraySweep:
     def __init__(
         self,
         *,
-        store: StrayStore,
+        store: StrayRecords,
         providers: Providers,
         metrics: Metrics,
         settle_after: timedelta,

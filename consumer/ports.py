@@ -1,0 +1,148 @@
+"""What the consumer's handlers and reconcilers need from the store, as Protocols.
+
+The SQL stores of persistence implement them; unit tests pass fakes, as the facade's tests
+do with http_facade/ports.py. The value types they exchange (what a begin answers, a claimed
+attempt, an open refund) are the persistence layer's, which sits below this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from domain.captures import CapturePayment
+from domain.commands import CreatePayment
+from domain.error_info import ErrorInfo
+from domain.errors import PaygateError
+from domain.payment import PaymentView
+from domain.refund import RefundView
+from domain.refunds import RefundPayment, RefundStatus
+from domain.status import PaymentStatus
+from persistence.capture_store import CaptureBegin, PaymentEventBuilder
+from persistence.claims import Claim
+from persistence.outbox import OutboxMessage
+from persistence.payment_begin import BeginResult
+from persistence.payment_claims import ClaimedAttempt, InDoubt
+from persistence.refund_store import OpenRefund, PaymentRefunds, RefundBegin, RefundEventBuilder
+from persistence.stray_store import StrayCandidate
+
+
+class PaymentWrites(Protocol):
+    """Payments: write-ahead, claims, outcomes (persistence.payment_store.PaymentStore)."""
+
+    async def begin(
+        self,
+        command: CreatePayment,
+        *,
+        provider: str,
+        account_key: bytes,
+        refusal_event: Callable[[CreatePayment, PaygateError, datetime], OutboxMessage],
+        seal: Callable[[CreatePayment], bytes] | None = None,
+    ) -> BeginResult: ...
+
+    async def finish(
+        self,
+        payment_id: str,
+        attempt_key: str,
+        *,
+        claim: str,
+        status: PaymentStatus,
+        attempt_status: str,
+        provider_reference: str | None,
+        error: ErrorInfo | None,
+        event: OutboxMessage,
+    ) -> bool: ...
+
+    async def claim(self, payment_id: str) -> ClaimedAttempt | None: ...
+
+    async def renew(self, payment_id: str, claim: str) -> bool: ...
+
+    async def release(self, payment_id: str, claim: str) -> None: ...
+
+    async def schedule_retry(self, payment_id: str, at: datetime, *, claim: str) -> bool: ...
+
+    async def next_attempt(
+        self, payment_id: str, failed_attempt_key: str, provider: str, *, claim: str
+    ) -> str | None: ...
+
+    async def enqueue(self, event: OutboxMessage) -> None: ...
+
+    async def get_payment(self, payment_id: str) -> PaymentView | None: ...
+
+    async def in_doubt(self, started_before: datetime, limit: int) -> list[InDoubt]: ...
+
+
+class RefundWrites(Protocol):
+    """Refunds: reservations, claims, outcomes (persistence.refund_store.RefundStore)."""
+
+    async def begin(self, command: RefundPayment, event: RefundEventBuilder) -> RefundBegin: ...
+
+    async def claim(self, refund_id: str) -> Claim | None: ...
+
+    async def renew(self, refund_id: str, claim: str) -> bool: ...
+
+    async def release(self, refund_id: str, claim: str) -> None: ...
+
+    async def finish(
+        self,
+        refund_id: str,
+        *,
+        claim: str,
+        status: RefundStatus,
+        provider_reference: str | None,
+        error: ErrorInfo | None,
+        event: RefundEventBuilder,
+    ) -> bool: ...
+
+    async def enqueue(self, message: OutboxMessage) -> None: ...
+
+    async def get(self, refund_id: str) -> RefundView | None: ...
+
+    async def standing(self, payment_request_id: str) -> PaymentRefunds | None: ...
+
+    async def open_refunds(self, updated_before: datetime, limit: int) -> list[OpenRefund]: ...
+
+
+class CaptureWrites(Protocol):
+    """Captures: the move to capturing, claims, outcomes (persistence.capture_store)."""
+
+    async def begin(
+        self,
+        command: CapturePayment,
+        refusal_event: Callable[[PaymentView, PaygateError], OutboxMessage],
+    ) -> CaptureBegin: ...
+
+    async def claim(self, payment_request_id: str) -> Claim | None: ...
+
+    async def renew(self, payment_request_id: str, claim: str) -> bool: ...
+
+    async def release(self, payment_request_id: str, claim: str) -> None: ...
+
+    async def finish(
+        self,
+        payment_request_id: str,
+        *,
+        claim: str,
+        captured: bool,
+        error: ErrorInfo | None,
+        event: PaymentEventBuilder,
+    ) -> bool: ...
+
+    async def enqueue(self, message: OutboxMessage) -> None: ...
+
+    async def capturing(self, updated_before: datetime, limit: int) -> list[PaymentView]: ...
+
+
+class StrayRecords(Protocol):
+    """What the stray-charge sweep reads and records (persistence.stray_store)."""
+
+    async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]: ...
+
+    async def mark_verified(self, attempt_key: str) -> None: ...
+
+    async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool: ...
+
+    async def record_reversal(
+        self, attempt_key: str, status: str, reference: str | None, error: str | None
+    ) -> None: ...
