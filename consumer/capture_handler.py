@@ -24,16 +24,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
 from consumer.ports import CaptureWrites
-from consumer.results import ResultEvents
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
 from domain.captures import CapturePayment, capture_key_for
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import capture_event_id
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.capture_store import CaptureExisting, CaptureRefused, CaptureStarted
@@ -52,7 +52,7 @@ class CaptureCommandHandler:
         *,
         store: CaptureWrites,
         providers: Providers,
-        events: ResultEvents,
+        events: PaymentEvents,
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
@@ -102,7 +102,7 @@ class CaptureCommandHandler:
                 return await self.resolve(payment, claim.token)
             return Outcome.OWNED_ELSEWHERE  # another worker holds the capture
         # Captured already: capturing again changes nothing; say so again, same event id.
-        await self._store.enqueue(self._events.for_stored(payment))
+        await self._store.enqueue(self._events.of_payment(payment))
         return Outcome.REPLAYED
 
     async def resolve(self, payment: PaymentView, claim: str) -> Outcome:
@@ -197,13 +197,13 @@ class CaptureCommandHandler:
             claim=claim,
             captured=True,
             error=None,
-            event=self._events.for_stored,
+            event=self._events.of_payment,
         )
         return Outcome.SUCCEEDED if applied else Outcome.REPLAYED
 
     async def _not_captured(self, payment: PaymentView, error: ErrorInfo, claim: str) -> Outcome:
         def event(stored: PaymentView) -> OutboxMessage:
-            return self._events.event_of(
+            return self._events.of_payment(
                 stored,
                 event_id=capture_event_id(
                     stored.payment_request_id, "not_captured", stored.updated_at
@@ -217,7 +217,7 @@ class CaptureCommandHandler:
 
     def _refusal_event(self, payment: PaymentView, error: PaygateError) -> OutboxMessage:
         now = self._clock()
-        return self._events.event_of(
+        return self._events.of_payment(
             payment,
             error=ErrorInfo.from_error(error),
             occurred_at=now,

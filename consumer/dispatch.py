@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from consumer.capture_handler import CaptureCommandHandler
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.refund_handler import RefundCommandHandler
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment
+from domain.payments import CreatePayment
 from domain.refunds import RefundPayment
 from schemas.payments import Command
 

@@ -3,7 +3,7 @@
 1. :meth:`PaymentStore.begin` commits the payment and its attempt before any provider
    call (write-ahead), or reports what already exists for the payment id.
 2. The provider is called with the attempt key as its idempotency key.
-3. The outcome and its result event are committed together (:class:`OutcomeRecorder`).
+3. The outcome and its result event are committed together (:class:`PaymentOutcomes`).
 
 A redelivered command finds the payment: a final one is re-published (same event id),
 an in-doubt one is resolved by asking the provider, never by charging blindly.
@@ -36,16 +36,17 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from consumer.outcome_recorder import Outcome, OutcomeRecorder
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents, PaymentFacts
+from consumer.payment_outcomes import PaymentOutcomes
 from consumer.ports import PaymentWrites
-from consumer.results import PaymentFacts, ResultEvents
 from consumer.sealing import CommandSealer
 from domain.clock import utc_now
-from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.payment_begin import Existing, Refused, Started
@@ -58,8 +59,6 @@ from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.consumer")
 
-__all__ = ["Outcome", "PaymentCommandHandler"]
-
 
 class PaymentCommandHandler:
     def __init__(
@@ -68,7 +67,7 @@ class PaymentCommandHandler:
         store: PaymentWrites,
         providers: Providers,
         router: Router,
-        events: ResultEvents,
+        events: PaymentEvents,
         account_key: bytes,
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
@@ -86,7 +85,7 @@ class PaymentCommandHandler:
         self._abandon_after = abandon_after
         self._retry_policy = retry_policy or RetryPolicy()
         self._clock = clock
-        self._recorder = OutcomeRecorder(store, events, clock)
+        self._recorder = PaymentOutcomes(store, events, clock)
         self._sealer = CommandSealer(account_key)
 
     async def handle(self, command: CreatePayment) -> Outcome:
@@ -95,7 +94,7 @@ class PaymentCommandHandler:
             command,
             provider=route[0],
             account_key=self._account_key,
-            refusal_event=lambda refused, error, created_at: self._events.event(
+            refusal_event=lambda refused, error, created_at: self._events.of_facts(
                 PaymentFacts.of_command(refused, created_at),
                 status=PaymentStatus.FAILED,
                 provider=None,
@@ -150,7 +149,7 @@ class PaymentCommandHandler:
                 )
                 return Outcome.OWNED_ELSEWHERE
             payment = current  # finished meanwhile: say so again
-        await self._store.enqueue(self._events.for_stored(payment))
+        await self._store.enqueue(self._events.of_payment(payment))
         return Outcome.REPLAYED
 
     async def _refuse_conflict(self, command: CreatePayment, payment_id: str) -> None:
@@ -161,7 +160,7 @@ class PaymentCommandHandler:
             PaymentFacts.of_command(command, now), payment_request_id=payment_id
         )
         await self._store.enqueue(
-            self._events.event(
+            self._events.of_facts(
                 facts,
                 status=PaymentStatus.FAILED,
                 provider=None,

@@ -12,11 +12,11 @@ from datetime import datetime
 from typing import Protocol
 
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import PaygateError
-from domain.payment import PaymentView
-from domain.refund import RefundView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
+from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
 from persistence.capture_store import CaptureBegin, PaymentEventBuilder

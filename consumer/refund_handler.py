@@ -26,16 +26,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
 from consumer.ports import RefundWrites
+from consumer.refund_events import RefundEvents
 from consumer.refund_outcomes import RefundOutcomes
-from consumer.refund_results import RefundEvents
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
-from domain.refund import RefundView
+from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.retry import RetryPolicy
 from persistence.refund_store import (

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
 from consumer.ports import RefundWrites
-from consumer.refund_results import RefundEvents
+from consumer.refund_events import RefundEvents
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
-from domain.refund import RefundView
+from domain.refund_view import RefundView
 from domain.refunds import RefundStatus
 from providers.port import ProviderRefundStatus, RefundOutcome
 

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
 from consumer.periodic import run_periodically
 from consumer.ports import RefundWrites
 from consumer.refund_handler import RefundCommandHandler

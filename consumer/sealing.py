@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from domain.accounts import Account, AccountType
-from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
+from domain.payments import CreatePayment, PaymentMethod
 
 log = logging.getLogger("paygate.consumer")
 

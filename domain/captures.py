@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.commands import check_follow_up
+from domain.payments import check_follow_up
 
 
 def capture_key_for(payment_request_id: str) -> str:

@@ -27,9 +27,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from domain.commands import check_follow_up, check_idempotency_key
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.payments import check_follow_up, check_idempotency_key
 from domain.text import check_characters
 
 # Fixed forever, like the payment id namespace: refund ids are derived from it.

@@ -21,8 +21,8 @@ from typing import TypeVar
 
 from domain.errors import ErrorCode, PaygateError
 from domain.idempotency import OrderPayment
-from domain.payment import PaymentView
-from domain.refund import RefundView
+from domain.payment_view import PaymentView
+from domain.refund_view import RefundView
 from http_facade.auth import Authenticator
 from http_facade.ports import PaymentQueries, RefundQueries, ResultWaiter
 from telemetry.outage_log import OutageLog

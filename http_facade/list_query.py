@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from domain.commands import is_payment_request_id
 from domain.errors import ErrorCode, PaygateError
+from domain.payments import is_payment_request_id
 
 DEFAULT_LIMIT: Final = 20
 MAX_LIMIT: Final = 100

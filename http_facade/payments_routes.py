@@ -14,11 +14,11 @@ from typing import Final
 
 from aiohttp import web
 
-from domain.commands import check_idempotency_key, is_payment_request_id
 from domain.errors import ErrorCode, PaygateError
 from domain.idempotency import resolve_key
 from domain.order_protection import refusal_for_new_payment
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
+from domain.payments import check_idempotency_key, is_payment_request_id
 from http_facade.list_query import parse_list_query
 from http_facade.prefer import requested_wait
 from http_facade.requests import parse_create_payment_body

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment
 from domain.idempotency import OrderPayment
-from domain.payment import PaymentView
-from domain.refund import RefundView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
+from domain.refund_view import RefundView
 from domain.refunds import RefundPayment
 
 

@@ -17,8 +17,8 @@ from typing import Final
 
 from aiohttp import web
 
-from domain.commands import check_idempotency_key
 from domain.errors import ErrorCode, PaygateError
+from domain.payments import check_idempotency_key
 from domain.refund_rules import refusal_for_refund
 from domain.refunds import is_refund_id, refund_id_for
 from http_facade.payments_routes import (

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 from domain.accounts import Account
-from domain.commands import CreatePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.money import money_from_text
+from domain.payments import CreatePayment
 from domain.text import forbidden_character
 
 # A wrongly typed amount or currency is reported with the code the domain uses for any

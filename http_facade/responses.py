@@ -12,8 +12,8 @@ from decimal import Decimal
 
 from domain.accounts import AccountRef
 from domain.money import Money
-from domain.payment import PaymentView
-from domain.refund import RefundView
+from domain.payment_view import PaymentView
+from domain.refund_view import RefundView
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 

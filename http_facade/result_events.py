@@ -1,6 +1,6 @@
 """What one record of the results topic means to waiting requests, whatever the record holds.
 
-Invariant: :meth:`ResultEvents.handle` never raises an ``Exception``. A record that is
+Invariant: :meth:`PaymentEvents.handle` never raises an ``Exception``. A record that is
 not a usable result event is skipped: counted once in
 ``paygate_result_listener_errors_total`` under one :class:`SkipReason` and logged once,
 at warning level, with its position and error code but no stack trace, and no message
@@ -51,7 +51,7 @@ class ResultRecord:
     offset: int
 
 
-class ResultEvents:
+class PaymentEvents:
     def __init__(
         self, *, decoder: ResultDecoder, on_final: Callable[[str], None], metrics: Metrics
     ) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from http_facade.result_events import ResultDecoder, ResultEvents
+from http_facade.result_events import PaymentEvents, ResultDecoder
 from http_facade.result_feed import ResultFeed
 from http_facade.result_waiters import PaymentLookup, RefundLookup, ResultWaiters
 from http_facade.task_supervisor import TaskSupervisor
@@ -47,7 +47,7 @@ class ResultListener:
     ) -> None:
         self._open_feed = open_feed
         self._waiters = ResultWaiters(queries=queries, refunds=refunds)
-        self._events = ResultEvents(
+        self._events = PaymentEvents(
             decoder=decoder, on_final=self._waiters.final_seen, metrics=metrics
         )
         self._supervisor = TaskSupervisor(

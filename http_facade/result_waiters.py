@@ -14,8 +14,8 @@ import logging
 from collections import defaultdict
 from typing import Protocol
 
-from domain.payment import PaymentView
-from domain.refund import RefundView
+from domain.payment_view import PaymentView
+from domain.refund_view import RefundView
 from domain.refunds import is_refund_id
 
 log = logging.getLogger("paygate.http.results")

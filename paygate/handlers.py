@@ -9,12 +9,12 @@ from datetime import timedelta
 
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.capture_reconciler import CaptureReconciler
+from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
-from consumer.reconciler import Reconciler
+from consumer.payment_reconciler import PaymentReconciler
+from consumer.refund_events import RefundEvents
 from consumer.refund_handler import RefundCommandHandler
 from consumer.refund_reconciler import RefundReconciler
-from consumer.refund_results import RefundEvents
-from consumer.results import ResultEvents
 from consumer.stray_charges import StraySweep
 from paygate.settings import Settings
 from persistence.database import Database
@@ -29,7 +29,7 @@ class Handlers:
     payments: PaymentCommandHandler
     refunds: RefundCommandHandler
     captures: CaptureCommandHandler
-    payment_reconciler: Reconciler
+    payment_reconciler: PaymentReconciler
     refund_reconciler: RefundReconciler
     capture_reconciler: CaptureReconciler
 
@@ -47,7 +47,7 @@ def handlers_of(
     store = db.payments
     min_age = timedelta(seconds=settings.reconcile_min_age_s)
     retry_policy = settings.retry_policy()
-    events = ResultEvents(messages, settings.results_topic)
+    events = PaymentEvents(messages, settings.results_topic)
     payments = PaymentCommandHandler(
         store=store,
         providers=providers,
@@ -84,7 +84,7 @@ def handlers_of(
         payments=payments,
         refunds=refunds,
         captures=captures,
-        payment_reconciler=Reconciler(
+        payment_reconciler=PaymentReconciler(
             store=store, handler=payments, metrics=metrics, min_age=min_age, sweep=sweep
         ),
         refund_reconciler=RefundReconciler(

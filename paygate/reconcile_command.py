@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from consumer.reconciler import PAGE_SIZE
+from consumer.payment_reconciler import PAGE_SIZE
 from paygate.database import open_database
 from paygate.handlers import handlers_of
 from paygate.providers import build_providers, build_router

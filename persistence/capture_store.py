@@ -25,7 +25,7 @@ from domain.captures import CapturePayment
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
 from domain.status import CAPTURED, PaymentStatus
 from persistence.claims import (
     Claim,

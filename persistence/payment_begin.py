@@ -19,11 +19,11 @@ from sqlalchemy import Text, bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.commands import CreatePayment
 from domain.errors import PaygateError
 from domain.idempotency import OrderPayment, resolve_key
 from domain.order_protection import refusal_for_new_payment
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_STARTED, attempt_key_for
 from persistence.claims import Claim, claim_columns

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_FAILED, ATTEMPT_STARTED, attempt_key_for, latest_attempt
 from persistence.claims import Claim, take_claim

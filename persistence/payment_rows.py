@@ -9,11 +9,11 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.accounts import AccountRef, AccountType
-from domain.commands import CreatePayment, PaymentMethod
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment, PaymentMethod
 from domain.status import PaymentStatus
 from persistence.engine import as_utc
 from persistence.tables import payments

@@ -26,11 +26,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.clock import utc_now
-from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import PaygateError
 from domain.idempotency import OrderPayment
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.claims import (
     claimable,

@@ -39,8 +39,8 @@ from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
-from domain.refund import RefundView
 from domain.refund_rules import refusal_for_refund
+from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundReason, RefundStatus
 from domain.status import CAPTURED, PaymentStatus
 from persistence.claims import (

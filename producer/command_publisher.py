@@ -33,8 +33,8 @@ import logging
 from aiokafka.errors import KafkaError
 
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment
 from domain.errors import ErrorCode, PaygateError
+from domain.payments import CreatePayment
 from domain.refunds import RefundPayment
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages

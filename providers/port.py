@@ -13,9 +13,9 @@ from enum import StrEnum
 from typing import Protocol
 
 from domain.accounts import Account
-from domain.commands import PaymentMethod
 from domain.errors import PaygateError
 from domain.money import Money
+from domain.payments import PaymentMethod
 from domain.refunds import RefundReason
 
 

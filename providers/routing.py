@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from domain.commands import PaymentMethod
+from domain.payments import PaymentMethod
 
 DEFAULT_ROUTE = "*"
 _CURRENCY = re.compile(r"[A-Z]{3}")

@@ -13,9 +13,9 @@ from typing import Any
 
 from domain.accounts import Account
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment
 from domain.events import PaymentResult, RefundResult
 from domain.money import money_from_decimal
+from domain.payments import CreatePayment
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from schemas.captures import capture_payment_from_record, capture_payment_to_record

@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from domain.accounts import Account, AccountType
-from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
+from domain.payments import CreatePayment, PaymentMethod
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
 from schemas.payments import PaymentMessages

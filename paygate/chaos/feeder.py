@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from domain.accounts import Account, AccountType
-from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
+from domain.payments import CreatePayment, PaymentMethod
 from paygate.chaos.refund_plan import PlannedRefund, plan_refunds
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages

@@ -22,7 +22,7 @@ from domain.status import PaymentStatus
 from paygate.chaos.evidence import count_final, in_chunks
 from persistence.tables import payments
 
-# The reconciler's words (consumer/reconciler.py) for an in-doubt attempt the provider never
+# The reconciler's words (consumer/payment_reconciler.py) for an in-doubt attempt the provider never
 # received: a call cut by the acquirer's SIGKILL before it recorded anything. Such a payment
 # failed because its call was in flight at the kill, not because the retry budget ran out.
 NEVER_RECEIVED = "the provider never received the payment; nothing was charged"

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from domain.accounts import Account, AccountType
-from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
+from domain.payments import CreatePayment, PaymentMethod
 from paygate.chaos.feeder import PAYEE_IBAN, SUCCESS_CARD, PlannedPayment
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages

@@ -17,8 +17,8 @@ from types import MappingProxyType
 from typing import Final
 
 from domain.accounts import Account
-from domain.commands import PaymentMethod
 from domain.money import Money
+from domain.payments import PaymentMethod
 from providers.sandbox.refund_records import RefundBehaviour
 
 

@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from domain.commands import check_idempotency_key
 from domain.errors import ErrorCode, PaygateError
+from domain.payments import check_idempotency_key
 from providers.sandbox.acquirer import SandboxAcquirer
 from providers.sandbox.errors import (
     SandboxIdempotencyConflictError,

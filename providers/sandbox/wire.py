@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Final
 
 from domain.accounts import Account
-from domain.commands import PaymentMethod
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.payments import PaymentMethod
 from providers.sandbox.records import ChargeRecord, SandboxChargeParams
 
 REFERENCE: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")

@@ -22,10 +22,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from domain.commands import CreatePayment
 from domain.errors import ErrorCode
 from domain.events import PaymentResult
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from paygate.settings import Settings
 from paygate.topics import ensure_topics

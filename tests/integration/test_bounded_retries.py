@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from consumer.dead_letters import HEADER_ERROR_CODE, HEADER_OFFSET, HEADER_REASON, DeadLetterRouter
 from consumer.failures import FailureKind, classify
 from consumer.runner import CommandRunner
-from domain.commands import CreatePayment, payment_request_id_for
+from domain.payments import CreatePayment, payment_request_id_for
 from domain.status import PaymentStatus
 from paygate.settings import Settings
 from persistence.engine import create_engine

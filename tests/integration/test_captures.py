@@ -11,11 +11,11 @@ from sqlalchemy import select
 
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.capture_reconciler import CaptureReconciler
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
+from consumer.refund_events import RefundEvents
 from consumer.refund_handler import RefundCommandHandler
-from consumer.refund_results import RefundEvents
-from consumer.results import ResultEvents
 from domain.captures import CapturePayment, capture_key_for
 from domain.errors import ErrorCode
 from domain.events import PaymentResult
@@ -38,7 +38,7 @@ from tests.support.clock import Clock
 pytestmark = pytest.mark.integration
 
 MESSAGES = PaymentMessages.bundled()
-EVENTS = ResultEvents(MESSAGES, "payments.results")
+EVENTS = PaymentEvents(MESSAGES, "payments.results")
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
@@ -178,7 +178,7 @@ async def test_a_capture_left_capturing_by_a_crash_is_settled_by_the_reconciler(
 ):
     command, _ = await authorized(payments)
     # The consumer moved it to capturing, then died before asking the provider.
-    begun = await captures.begin(capture_of(command), lambda p, e: EVENTS.for_stored(p))
+    begun = await captures.begin(capture_of(command), lambda p, e: EVENTS.of_payment(p))
     assert isinstance(begun, CaptureStarted)
     assert (await store.get_payment(command.payment_request_id)).status is (PaymentStatus.CAPTURING)
     reconciler = CaptureReconciler(
@@ -200,7 +200,7 @@ async def test_a_capture_the_provider_made_before_a_crash_is_found_not_made_agai
     payments, capture_handler, captures, store, provider, clock
 ):
     command, _ = await authorized(payments)
-    begun = await captures.begin(capture_of(command), lambda p, e: EVENTS.for_stored(p))
+    begun = await captures.begin(capture_of(command), lambda p, e: EVENTS.of_payment(p))
     assert isinstance(begun, CaptureStarted)
     payment = begun.payment
     # The capture reached the provider; the answer was lost with the consumer.

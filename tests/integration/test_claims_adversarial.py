@@ -29,13 +29,13 @@ from sqlalchemy import select
 
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.capture_reconciler import CaptureReconciler
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
-from consumer.reconciler import Reconciler
+from consumer.payment_reconciler import PaymentReconciler
+from consumer.refund_events import RefundEvents
 from consumer.refund_handler import RefundCommandHandler
 from consumer.refund_reconciler import RefundReconciler
-from consumer.refund_results import RefundEvents
-from consumer.results import ResultEvents
 from consumer.sealing import CommandSealer
 from consumer.stray_charges import StraySweep
 from domain.captures import CapturePayment
@@ -72,7 +72,7 @@ pytestmark = pytest.mark.integration
 
 ACCOUNT_KEY = b"test-fingerprint-key"
 MESSAGES = PaymentMessages.bundled()
-EVENTS = ResultEvents(MESSAGES, "payments.results")
+EVENTS = PaymentEvents(MESSAGES, "payments.results")
 REFUND_EVENTS = RefundEvents(MESSAGES, "payments.results")
 LEASE = timedelta(seconds=30)
 # Tiny back-offs: the handlers really sleep them (asyncio.sleep), never as synchronisation.
@@ -313,7 +313,7 @@ async def finish(store: PaymentStore, pid: str, key: str, claim: str, status, at
         attempt_status=attempt,
         provider_reference=ref,
         error=None,
-        event=EVENTS.event_of(payment),
+        event=EVENTS.of_payment(payment),
     )
 
 
@@ -445,7 +445,7 @@ async def test_payments_the_reconciler_cannot_settle_do_not_starve_the_others(en
         await store.release(command.payment_request_id, started.claim.token)  # its worker died
         clock.now += timedelta(seconds=1)
     handler = payment_handler(store, clock, down, up, route=["up"])
-    reconciler = Reconciler(
+    reconciler = PaymentReconciler(
         store=store, handler=handler, metrics=Metrics(), min_age=timedelta(0), clock=clock
     )
     for _ in range(3):  # a page of one stands for a page of PAGE_SIZE unanswerable payments
@@ -609,7 +609,7 @@ async def test_a_stale_charge_owner_cannot_touch_a_capture_under_way(engine):
     assert await status_of(store, pid) is PaymentStatus.CAPTURING
     assert await claim_of(engine, pid) == capture.claim.token
     assert await captures.finish(
-        pid, claim=capture.claim.token, captured=True, error=None, event=EVENTS.for_stored
+        pid, claim=capture.claim.token, captured=True, error=None, event=EVENTS.of_payment
     )
     assert await status_of(store, pid) is PaymentStatus.SUCCEEDED
 
@@ -732,7 +732,7 @@ async def test_no_sealed_command_outlives_its_attempt_nor_opens_without_the_key(
     # The reconciler re-sends a2 from its sealed command; once final, nothing sealed stays.
     clock.now += timedelta(seconds=1)
     store = PaymentStore(engine, clock)
-    reconciler = Reconciler(
+    reconciler = PaymentReconciler(
         store=store,
         handler=payment_handler(store, clock, p1, p2, route=route),
         metrics=Metrics(),

@@ -6,8 +6,9 @@ import dataclasses
 
 import pytest
 
-from consumer.payment_handler import Outcome, PaymentCommandHandler
-from consumer.results import ResultEvents
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
 from domain.errors import ErrorCode
 from persistence.payment_store import PaymentStore
 from providers.registry import Providers
@@ -28,7 +29,7 @@ async def handler(engine):
         store=PaymentStore(engine),
         providers=Providers.of(provider),
         router=Router.catch_all(provider.name),
-        events=ResultEvents(PaymentMessages.bundled(), "payments.results"),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
         account_key=b"k",
         metrics=Metrics(),
     )

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment, payment_request_id_for
+from domain.payments import CreatePayment, payment_request_id_for
 from domain.refunds import RefundPayment
 from paygate.facade_service import facade_app
 from paygate.kafka import KafkaLaunchError, LocalKafka

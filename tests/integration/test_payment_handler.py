@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, text
 
-from consumer.payment_handler import Outcome, PaymentCommandHandler
-from consumer.results import ResultEvents
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
 from persistence.payment_begin import Existing, Started
@@ -71,7 +72,7 @@ def handler(store, provider, metrics, clock):
         store=store,
         providers=Providers.of(provider),
         router=Router.catch_all(provider.name),
-        events=ResultEvents(MESSAGES, "payments.results"),
+        events=PaymentEvents(MESSAGES, "payments.results"),
         account_key=ACCOUNT_KEY,
         metrics=metrics,
         clock=clock,

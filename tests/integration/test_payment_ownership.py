@@ -22,9 +22,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from consumer.payment_handler import Outcome, PaymentCommandHandler
-from consumer.reconciler import Reconciler
-from consumer.results import ResultEvents
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.payment_reconciler import PaymentReconciler
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.payment_begin import Started
@@ -44,7 +45,7 @@ from tests.support.interleaving import Interleaving, bounded_schedules
 pytestmark = pytest.mark.integration
 
 ACCOUNT_KEY = b"test-fingerprint-key"
-EVENTS = ResultEvents(PaymentMessages.bundled(), "payments.results")
+EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
 LEASE = timedelta(seconds=30)
 SCHEDULE_LENGTH = 12
 
@@ -144,7 +145,7 @@ async def run_schedule(engine, schedule, *, script, workers, tick_s=0.0, reconci
     work = [(lambda h=h: h.handle(command)) for h in handlers]
     if reconciler:
         store = CheckpointedStore(engine, clock, interleaving)
-        rec = Reconciler(
+        rec = PaymentReconciler(
             store=store, handler=handler(store), metrics=Metrics(), min_age=timedelta(0)
         )
         work.append(rec.run_once)
@@ -265,7 +266,7 @@ async def test_a_worker_that_lost_its_claim_records_its_charge_as_stray(engine):
         attempt_status="failed",
         provider_reference=None,
         error=None,
-        event=EVENTS.event_of(payment),
+        event=EVENTS.of_payment(payment),
     )
     # The former owner learns that a1 was charged after all: not applied, but recorded.
     applied = await store.finish(
@@ -276,7 +277,7 @@ async def test_a_worker_that_lost_its_claim_records_its_charge_as_stray(engine):
         attempt_status="succeeded",
         provider_reference="ch_late",
         error=None,
-        event=EVENTS.event_of(await _payment(store, pid)),
+        event=EVENTS.of_payment(await _payment(store, pid)),
     )
     assert applied is False
     async with engine.connect() as conn:

@@ -9,13 +9,14 @@ import pytest
 from sqlalchemy import select
 
 from consumer.key_expiry import KeyExpiry
-from consumer.outcome_recorder import OutcomeRecorder
-from consumer.payment_handler import Outcome, PaymentCommandHandler
-from consumer.reconciler import Reconciler
-from consumer.results import PaymentFacts, ResultEvents
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents, PaymentFacts
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.payment_outcomes import PaymentOutcomes
+from consumer.payment_reconciler import PaymentReconciler
 from consumer.sealing import CommandSealer
-from domain.commands import payment_request_id_for
 from domain.errors import ErrorCode
+from domain.payments import payment_request_id_for
 from domain.status import PaymentStatus
 from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, provider_attempts
@@ -34,7 +35,7 @@ ACCOUNT_KEY = b"test-fingerprint-key"
 TIMEOUT_CARD = "4000000000000341"
 TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
 MESSAGES = PaymentMessages.bundled()
-EVENTS = ResultEvents(MESSAGES, "payments.results")
+EVENTS = PaymentEvents(MESSAGES, "payments.results")
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def handler_for(store, provider, clock):
 
 
 def reconciler_for(store, provider, clock, metrics=None):
-    return Reconciler(
+    return PaymentReconciler(
         store=store,
         handler=handler_for(store, provider, clock),
         metrics=metrics or Metrics(),
@@ -249,7 +250,7 @@ async def test_a_late_timeout_does_not_undo_an_outcome_the_reconciler_recorded(
     assert (await reconciler_for(store, provider, clock).run_once()).resolved == 1
     # The slow call's "no answer in time" is recorded after the reconciler's answer.
     payment = await store.get_payment(command.payment_request_id)
-    recorder = OutcomeRecorder(store, EVENTS, clock)
+    recorder = PaymentOutcomes(store, EVENTS, clock)
     late = await recorder.provider_error(
         PaymentFacts.of_stored(payment),
         f"{command.payment_request_id}-a1",

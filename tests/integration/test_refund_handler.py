@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
+from consumer.refund_events import RefundEvents
 from consumer.refund_handler import RefundCommandHandler
 from consumer.refund_reconciler import RefundReconciler
-from consumer.refund_results import RefundEvents
-from consumer.results import ResultEvents
 from domain.errors import ErrorCode
 from domain.events import RefundResult
 from domain.money import Money
@@ -75,7 +75,7 @@ def payments(store, provider, metrics):
         store=store,
         providers=Providers.of(provider),
         router=Router.catch_all(provider.name),
-        events=ResultEvents(MESSAGES, "payments.results"),
+        events=PaymentEvents(MESSAGES, "payments.results"),
         account_key=b"k",
         metrics=metrics,
     )

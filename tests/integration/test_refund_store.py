@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from consumer.refund_results import RefundEvents
+from consumer.refund_events import RefundEvents
 from domain.errors import ErrorCode
 from domain.money import Money
 from domain.refunds import RefundPayment, RefundStatus

@@ -8,8 +8,8 @@ from decimal import Decimal
 import pytest
 
 from consumer.dead_letters import HEADER_ERROR_CODE, HEADER_REASON
-from domain.commands import payment_request_id_for
 from domain.events import PaymentResult, RefundResult
+from domain.payments import payment_request_id_for
 from domain.refunds import RefundStatus, refund_id_for
 from domain.status import PaymentStatus
 from providers.sandbox import InProcessSandboxProvider

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from consumer.payment_handler import Outcome, PaymentCommandHandler
-from consumer.results import ResultEvents
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
 from domain.errors import ErrorCode
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
@@ -24,7 +25,7 @@ from tests.support.flaky_provider import FlakyProvider
 
 pytestmark = pytest.mark.integration
 
-EVENTS = ResultEvents(PaymentMessages.bundled(), "results")
+EVENTS = PaymentEvents(PaymentMessages.bundled(), "results")
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.02)
 
 

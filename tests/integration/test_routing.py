@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from consumer.payment_handler import Outcome, PaymentCommandHandler
-from consumer.reconciler import Reconciler
-from consumer.results import ResultEvents
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.payment_reconciler import PaymentReconciler
 from domain.errors import ErrorCode
 from domain.money import Money
 from domain.retry import RetryPolicy
@@ -34,7 +35,7 @@ ACCOUNT_KEY = b"test-fingerprint-key"
 TIMEOUT_CARD = "4000000000000341"
 UNAVAILABLE_CARD = "4000000000000119"
 MESSAGES = PaymentMessages.bundled()
-EVENTS = ResultEvents(MESSAGES, "payments.results")
+EVENTS = PaymentEvents(MESSAGES, "payments.results")
 PRIMARY, SECONDARY = "sandbox", "sandbox-2"
 
 
@@ -105,7 +106,7 @@ def handler_for(store, first, second, metrics, clock):
 
 
 def reconciler_for(store, first, second, clock):
-    return Reconciler(
+    return PaymentReconciler(
         store=store,
         handler=handler_for(store, first, second, Metrics(), clock),
         metrics=Metrics(),

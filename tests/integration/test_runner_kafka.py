@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from domain.commands import payment_request_id_for
+from domain.payments import payment_request_id_for
 from domain.status import PaymentStatus
 from paygate.settings import Settings
 from persistence.engine import create_engine

@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 
 from domain.accounts import Account, AccountType
-from domain.commands import PaymentMethod
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.payments import PaymentMethod
 from domain.refunds import RefundReason
 from providers.errors import (
     ProviderRateLimitedError,

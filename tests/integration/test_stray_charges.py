@@ -15,8 +15,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from consumer.payment_handler import Outcome, PaymentCommandHandler
-from consumer.results import ResultEvents
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
 from consumer.stray_charges import StraySweep
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
@@ -35,7 +36,7 @@ from tests.support.clock import Clock
 pytestmark = pytest.mark.integration
 
 ACCOUNT_KEY = b"test-fingerprint-key"
-EVENTS = ResultEvents(PaymentMessages.bundled(), "payments.results")
+EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
 UNAVAILABLE_CARD = "4000000000000119"
 
 

@@ -18,8 +18,8 @@ import pytest
 import stripe
 
 from domain.accounts import Account, AccountType
-from domain.commands import PaymentMethod
 from domain.money import Money
+from domain.payments import PaymentMethod
 from domain.refunds import RefundReason
 from providers.errors import ProviderUnavailableError
 from providers.port import (

@@ -8,8 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from domain.accounts import Account, AccountType
-from domain.commands import CreatePayment, PaymentMethod
 from domain.money import Money
+from domain.payments import CreatePayment, PaymentMethod
 from schemas.codec import CAPTURE_PAYMENT, CREATE_PAYMENT, REFUND_PAYMENT, AvroCodec
 from schemas.registry import FileSchemaRegistry
 

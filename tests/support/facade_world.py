@@ -18,13 +18,13 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode
 from domain.idempotency import OrderPayment
 from domain.money import Money
-from domain.payment import PaymentView
-from domain.refund import RefundView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
+from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
 from http_facade.app import build_app

@@ -9,9 +9,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from domain.accounts import Account, AccountType
-from domain.commands import PaymentMethod
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.payments import PaymentMethod
 from paygate.providers import CircuitMetrics, build_providers
 from paygate.settings import Settings
 from providers.circuit_breaker import CircuitBreakerProvider, CircuitOpenError, CircuitState

@@ -28,8 +28,8 @@ from multidict import CIMultiDictProxy
 
 from consumer.record_handling import RecordHandling
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment, payment_request_id_for
 from domain.errors import CATALOGUE, ErrorCode
+from domain.payments import CreatePayment, payment_request_id_for
 from domain.refunds import RefundPayment, RefundStatus, refund_id_for
 from domain.status import PaymentStatus
 from http_facade.rate_limit import TokenBuckets

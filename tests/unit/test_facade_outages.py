@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from domain.commands import CreatePayment
+from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from http_facade.auth_cache import CachedAuthenticator
 from tests.support.facade_world import KEY_1, World, payment_body, world_client

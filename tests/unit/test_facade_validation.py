@@ -20,13 +20,13 @@ from prometheus_client import CollectorRegistry
 
 from domain.accounts import AccountRef, AccountType
 from domain.captures import CapturePayment
-from domain.commands import CreatePayment, PaymentMethod, payment_request_id_for
 from domain.error_info import ErrorInfo
 from domain.errors import CATALOGUE, ErrorCode, PaygateError
 from domain.idempotency import OrderPayment
 from domain.money import Money
-from domain.payment import PaymentView
-from domain.refund import RefundView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment, PaymentMethod, payment_request_id_for
+from domain.refund_view import RefundView
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from http_facade.app import build_app

@@ -1,7 +1,7 @@
 import pytest
 
-from domain.commands import payment_request_id_for
 from domain.idempotency import OrderPayment, resolve_key
+from domain.payments import payment_request_id_for
 from domain.status import PaymentStatus
 
 pytestmark = pytest.mark.unit

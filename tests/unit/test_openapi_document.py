@@ -22,10 +22,10 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from domain.accounts import AccountType
-from domain.commands import PaymentMethod
 from domain.currencies import CURRENCY_EXPONENTS
 from domain.errors import CATALOGUE, ErrorCategory, ErrorCode, PaygateError
 from domain.money import money_from_text
+from domain.payments import PaymentMethod
 from domain.refunds import RefundReason, RefundStatus
 from domain.status import PaymentStatus
 from http_facade.app import build_app

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
-from http_facade.result_events import ResultEvents, ResultRecord, SkipReason
+from http_facade.result_events import PaymentEvents, ResultRecord, SkipReason
 from telemetry.metrics import Metrics
 from tests.support.result_events import (
     MESSAGES,
@@ -44,10 +44,10 @@ class RaisingDecoder:
         raise self.error
 
 
-def _events(decoder=MESSAGES, on_final=None) -> tuple[ResultEvents, Metrics, Recorder]:
+def _events(decoder=MESSAGES, on_final=None) -> tuple[PaymentEvents, Metrics, Recorder]:
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder()
-    events = ResultEvents(decoder=decoder, on_final=on_final or recorder, metrics=metrics)
+    events = PaymentEvents(decoder=decoder, on_final=on_final or recorder, metrics=metrics)
     return events, metrics, recorder
 
 

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from domain.accounts import Account, AccountType
-from domain.commands import PaymentMethod
 from domain.errors import CATALOGUE, ErrorCategory, ErrorCode, PaygateError
 from domain.money import Money
+from domain.payments import PaymentMethod
 from providers.errors import (
     ProviderRateLimitedError,
     ProviderTimeoutError,

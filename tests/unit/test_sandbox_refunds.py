@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain.accounts import Account, AccountType
-from domain.commands import PaymentMethod
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.payments import PaymentMethod
 from domain.refunds import RefundReason
 from providers.errors import ProviderTimeoutError
 from providers.port import (

@@ -14,10 +14,10 @@ import pytest
 import stripe
 
 from domain.accounts import Account, AccountType
-from domain.commands import PaymentMethod
 from domain.currencies import CURRENCY_EXPONENTS
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money, money_from_text
+from domain.payments import PaymentMethod
 from providers.errors import ProviderTimeoutError
 from providers.port import (
     CaptureRequest,

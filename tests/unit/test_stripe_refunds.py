@@ -12,9 +12,9 @@ import pytest
 import stripe
 
 from domain.accounts import Account, AccountType
-from domain.commands import PaymentMethod
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.payments import PaymentMethod
 from domain.refunds import RefundReason
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from providers.port import (

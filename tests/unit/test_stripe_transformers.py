@@ -18,9 +18,9 @@ import stripe
 from aiohttp.client_reqrep import ConnectionKey
 
 from domain.accounts import Account, AccountType
-from domain.commands import PaymentMethod
 from domain.errors import CATALOGUE, ErrorCategory, ErrorCode, PaygateError
 from domain.money import Money
+from domain.payments import PaymentMethod
 from providers.errors import (
     ProviderError,
     ProviderRateLimitedError,

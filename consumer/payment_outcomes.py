@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from enum import StrEnum
 
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.ports import PaymentWrites
-from consumer.results import PaymentFacts, ResultEvents
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.status import PaymentStatus
@@ -41,25 +41,11 @@ _CHARGED = {
 }
 
 
-class Outcome(StrEnum):
-    """What handling a command did; also the label of the commands-consumed metric."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    PENDING = "pending"
-    REPLAYED = "replayed"
-    CONFLICT = "conflict"
-    REFUSED = "refused"
-    AUTHORIZED = "authorized"
-    # Another worker holds the claim on the payment's provider work: this one did nothing.
-    OWNED_ELSEWHERE = "owned_elsewhere"
-
-
-class OutcomeRecorder:
+class PaymentOutcomes:
     def __init__(
         self,
         store: PaymentWrites,
-        events: ResultEvents,
+        events: PaymentEvents,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
@@ -166,7 +152,7 @@ class OutcomeRecorder:
         provider: str,
         claim: str,
     ) -> Outcome:
-        event = self._events.event(
+        event = self._events.of_facts(
             facts,
             status=status,
             provider=provider,

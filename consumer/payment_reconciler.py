@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from consumer.outcome_recorder import Outcome
+from consumer.outcome import Outcome
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.periodic import run_periodically
 from consumer.ports import PaymentWrites
@@ -52,7 +52,7 @@ class ReconcileReport:
     strays: SweepReport | None = None
 
 
-class Reconciler:
+class PaymentReconciler:
     def __init__(
         self,
         *,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.accounts import AccountRef
-from domain.commands import PaymentMethod
 from domain.error_info import ErrorInfo
 from domain.money import Money
+from domain.payments import PaymentMethod
 from domain.status import PaymentStatus
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.commands import CreatePayment
 from domain.error_info import ErrorInfo
 from domain.events import PaymentResult, result_event_id
 from domain.money import Money
-from domain.payment import PaymentView
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.outbox import OutboxMessage
 from schemas.payments import PaymentMessages
@@ -46,12 +46,12 @@ class PaymentFacts:
         )
 
 
-class ResultEvents:
+class PaymentEvents:
     def __init__(self, messages: PaymentMessages, topic: str) -> None:
         self._messages = messages
         self._topic = topic
 
-    def event(
+    def of_facts(
         self,
         facts: PaymentFacts,
         *,
@@ -82,11 +82,7 @@ class ResultEvents:
             payload=self._messages.encode_result(result),
         )
 
-    def for_stored(self, payment: PaymentView) -> OutboxMessage:
-        """The event of a stored payment's current state, with the same id as the first time."""
-        return self.event_of(payment)
-
-    def event_of(
+    def of_payment(
         self,
         payment: PaymentView,
         *,
@@ -96,7 +92,7 @@ class ResultEvents:
     ) -> OutboxMessage:
         """The event of a stored payment's state; ``error`` (default: the stored one),
         ``occurred_at`` (default: its last update) and ``event_id`` may be given."""
-        return self.event(
+        return self.of_facts(
             PaymentFacts.of_stored(payment),
             status=payment.status,
             provider=payment.provider,

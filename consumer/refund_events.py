@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from domain.events import RefundResult, refund_event_id
-from domain.refund import RefundView
+from domain.refund_view import RefundView
 from persistence.outbox import OutboxMessage
 from persistence.refund_store import PaymentRefunds, RefundEventBuilder
 from schemas.payments import PaymentMessages

@@ -1,0 +1,20 @@
+"""What handling a command did: one vocabulary for payments, refunds and captures, and the
+``outcome`` label of ``paygate_commands_consumed_total``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """What handling a command did; also the label of the commands-consumed metric."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PENDING = "pending"
+    REPLAYED = "replayed"
+    CONFLICT = "conflict"
+    REFUSED = "refused"
+    AUTHORIZED = "authorized"
+    # Another worker holds the claim on the payment's provider work: this one did nothing.
+    OWNED_ELSEWHERE = "owned_elsewhere"
