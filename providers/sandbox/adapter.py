@@ -4,7 +4,8 @@ Every aiohttp exception and HTTP status is translated here, most specific first,
 paygate can act on. Each mapping answers "could the sandbox have charged?":
 
 - could not connect (refused, DNS, TLS, connect timeout): ProviderUnavailableError, not sent;
-- 503: ProviderUnavailableError, the sandbox failed before processing;
+- 503: ProviderUnavailableError, the sandbox failed before processing, with its
+  Retry-After (if any) as ``retry_after``, unbounded: the caller bounds its waits;
 - 429: ProviderRateLimitedError with Retry-After;
 - no answer in time, connection lost after sending, another 5xx, or a 200 whose body cannot
   be read: ProviderTimeoutError, outcome unknown;
@@ -53,6 +54,7 @@ from providers.sandbox.transformers import (
     outcome_from_body,
     refund_body,
     refund_outcome_from_body,
+    retry_after_seconds,
 )
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -94,14 +96,6 @@ def _translate_client_errors() -> Iterator[None]:
         ) from exc
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    try:
-        seconds = float(headers.get("Retry-After", ""))
-    except ValueError:
-        return None  # absent, or an HTTP date, which the sandbox never sends
-    return seconds if seconds >= 0 else None
-
-
 def _error_detail(payload: object) -> Mapping[str, object]:
     error = payload.get("error") if isinstance(payload, Mapping) else None
     return error if isinstance(error, Mapping) else {}
@@ -134,10 +128,13 @@ def _raise_for_status(status: int, headers: Mapping[str, str], payload: object) 
         )
     if status == 422:
         _raise_refusal(detail, payload)
+    retry_after = retry_after_seconds(headers.get("Retry-After"))
     if status == 429:
-        raise ProviderRateLimitedError(PROVIDER_NAME, detail, retry_after=_retry_after(headers))
+        raise ProviderRateLimitedError(PROVIDER_NAME, detail, retry_after=retry_after)
     if status == 503:
-        raise ProviderUnavailableError(PROVIDER_NAME, detail)
+        unavailable = ProviderUnavailableError(PROVIDER_NAME, detail)
+        unavailable.retry_after = retry_after  # RFC 9110 lets a 503 say when to come back
+        raise unavailable
     if status >= 500:
         raise ProviderTimeoutError(PROVIDER_NAME, f"{detail}; outcome unknown")
     raise SandboxRequestRejectedError(PROVIDER_NAME, f"request rejected: {detail}")

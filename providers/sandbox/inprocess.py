@@ -37,6 +37,7 @@ from providers.sandbox.transformers import (
     outcome_from_record,
     refund_outcome_from_record,
     refund_params,
+    retry_after_seconds,
 )
 
 
@@ -114,7 +115,9 @@ class InProcessSandboxProvider:
                 PROVIDER_NAME, f"no answer within {self._call_timeout_s:g} s; outcome unknown"
             ) from exc
         except SandboxUnavailableError as exc:
-            raise ProviderUnavailableError(PROVIDER_NAME, str(exc)) from exc
+            unavailable = ProviderUnavailableError(PROVIDER_NAME, str(exc))
+            unavailable.retry_after = retry_after_seconds(exc.retry_after)
+            raise unavailable from exc
         except SandboxIdempotencyConflictError as exc:
             raise PaygateError(ErrorCode.IDEMPOTENCY_CONFLICT, str(exc)) from exc
         except SandboxRefusedError as exc:

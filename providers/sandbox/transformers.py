@@ -76,6 +76,16 @@ _DEFAULT_REFUND_FAILURE_MESSAGE: Final = "the sandbox failed the refund"
 _DEFAULT_DECLINE_MESSAGE: Final = "the sandbox declined the payment"
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` value in seconds, as the sandbox gave it: not bounded here (the
+    caller owns its waits), only unreadable, negative or NaN values are dropped."""
+    try:
+        seconds = float(value or "")
+    except ValueError:
+        return None  # absent, or an HTTP date, which the sandbox never sends
+    return seconds if seconds >= 0 else None  # NaN compares false too
+
+
 def error_code_from_sandbox(code: str | None) -> ErrorCode:
     try:
         return ERROR_CODES[SandboxErrorCode(code or "")]
