@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -47,6 +48,7 @@ from paygate.chaos.refund_plan import PlannedRefund, RefundIntent
 from paygate.chaos.refund_verdict import RefundFacts
 from paygate.chaos.run import chaos_settings
 from paygate.chaos.stall_evidence import StalledPartition
+from paygate.chaos.store_lock import sqlite_lock_probe, write_locked
 from paygate.chaos.verdict import RunFacts, judge
 from paygate.chaos.zombie import BackoffWatch, ZombieEpisode, parse_backoff
 from paygate.kafka.jars import KafkaLaunchError, find_java
@@ -631,3 +633,19 @@ def test_options_keep_a_hang_longer_than_the_provider_timeout() -> None:
     )
     assert (settings.reconcile_min_age_s, settings.abandon_after_s) == (5.0, 60.0)
     assert settings.retry_max_delay_s == 5.0
+
+
+async def test_the_lock_probe_tells_a_held_sqlite_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    probe = sqlite_lock_probe(f"sqlite+aiosqlite:///{path}")
+    assert probe is not None
+    assert not await probe()
+    holder.execute("BEGIN IMMEDIATE")  # as a consumer frozen inside a write transaction
+    assert await write_locked(str(path), wait_s=0.05)
+    holder.execute("ROLLBACK")
+    assert not await write_locked(str(path), wait_s=0.05)
+    holder.close()
+    assert sqlite_lock_probe("postgresql+asyncpg://u@127.0.0.1/chaos") is None
+    assert sqlite_lock_probe("sqlite+aiosqlite:///:memory:") is None
