@@ -87,7 +87,10 @@ def test_a_small_chaos_run_charges_and_refunds_each_payment_at_most_once(tmp_pat
     key or keyed by their own id, with acquirer latency and 503-once payers in the mix.
     Those put two workers on one payment at once. Until the store makes a worker own the
     attempt it calls the acquirer with, the run double-charges and the first assertion
-    (exit code 0) fails; its report then lists the double charges by attempt key.
+    (exit code 0) fails; its report then lists the double charges by attempt key. The mix
+    also has payers whose 503 asks ``Retry-After: 86400``: until the consumer bounds that
+    wait, a handler sleeps out the day and the stall check fails too (in some runs: a
+    rebalance after the reconciler gave the payment up clears it).
     """
     try:
         find_java()
