@@ -167,11 +167,6 @@ class Zombies:
     _watch: BackoffWatch = field(default_factory=BackoffWatch)
     _session: aiohttp.ClientSession | None = None
 
-    @property
-    def caught(self) -> set[str]:
-        """Every payment some zombie froze in its retry back-off."""
-        return {pid for episode in self.episodes for pid in episode.in_backoff}
-
     async def episode(self, rng: random.Random) -> None:
         """One episode (see the module docstring); nothing if no consumer is running."""
         async with self.alone:
