@@ -1,7 +1,9 @@
 """The consumers of a chaos run: a fixed number of processes in one consumer group.
 
 Kills replace a consumer at once; a consumer that exits by itself (a crash) is replaced
-after a short delay, as a supervisor (systemd, Kubernetes) would, and recorded.
+after a short delay, as a supervisor (systemd, Kubernetes) would, and recorded. A consumer
+can also be frozen (SIGSTOP) and thawed (SIGCONT): it is not replaced meanwhile, since a
+supervisor sees a frozen process as alive.
 """
 
 from __future__ import annotations
@@ -95,6 +97,29 @@ class ConsumerPool:
             slot.child = await self._spawn()
             self.restarts += 1
             log.info("%s %s; started %s", what, victim, slot.child)
+
+    def running(self) -> list[Child]:
+        """The consumers alive and not frozen."""
+        return [
+            slot.child
+            for slot in self._slots
+            if slot.child.returncode is None and not slot.child.paused
+        ]
+
+    async def freeze(self, victim: Child) -> bool:
+        """SIGSTOP ``victim`` if it still runs; False if it does not (or the pool stopped)."""
+        async with self._lock:
+            if self._stopped or all(victim is not child for child in self.running()):
+                return False
+            victim.pause()
+            log.info("SIGSTOPped %s", victim)
+            return True
+
+    async def thaw(self, victim: Child) -> None:
+        """SIGCONT a frozen ``victim``."""
+        async with self._lock:
+            victim.resume()
+            log.info("SIGCONTed %s", victim)
 
     async def revive_crashed(self) -> None:
         """Replace consumers that exited on their own, after a short delay."""

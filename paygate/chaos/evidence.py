@@ -28,7 +28,7 @@ _IN_CHUNK = 500  # ids per IN (...) query: far below SQLite's bound on parameter
 # Final outcomes of a charge. A refunded payment's charge succeeded: the store's
 # partially_refunded and refunded count as succeeded here (PaymentStatus.charge_outcome).
 FINAL_STATUSES = frozenset({"succeeded", "failed"})
-_FINAL_PAYMENT_STATUSES = sorted(s.value for s in PaymentStatus if s.is_final)
+FINAL_PAYMENT_STATUSES = sorted(s.value for s in PaymentStatus if s.is_final)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,10 @@ class LedgerEvidence:
     declined: frozenset[str]  # references with a declined charge
     refunds: tuple[LedgerRefund, ...] = ()
     captured: dict[str, int] = field(default_factory=dict)  # charge id -> captured minor
+    # payment reference -> the idempotency (attempt) keys of its succeeded charges
+    charged_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # succeeded charge id -> its payment reference
+    charge_references: dict[str, str] = field(default_factory=dict)
 
 
 async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvidence:
@@ -73,11 +77,15 @@ async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvi
     succeeded: Counter[str] = Counter()
     declined: set[str] = set()
     captured: dict[str, int] = {}
+    keys: defaultdict[str, list[str]] = defaultdict(list)
+    references: dict[str, str] = {}
     for charge in charges:
         reference = str(charge["paymentReference"])
         if charge["status"] == "succeeded":
             succeeded[reference] += 1
             captured[str(charge["id"])] = int(charge["capturedMinor"] or 0)
+            keys[reference].append(str(charge["idempotencyKey"]))
+            references[str(charge["id"])] = reference
         else:
             declined.add(reference)
     return LedgerEvidence(
@@ -97,6 +105,8 @@ async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvi
             for row in refunds
         ),
         captured=captured,
+        charged_keys={reference: tuple(sorted(k)) for reference, k in keys.items()},
+        charge_references=references,
     )
 
 
@@ -124,7 +134,7 @@ async def count_final(engine: AsyncEngine, order_prefix: str) -> int:
             select(func.count())
             .select_from(payments)
             .where(payments.c.order_id.startswith(order_prefix, autoescape=True))
-            .where(payments.c.status.in_(_FINAL_PAYMENT_STATUSES))
+            .where(payments.c.status.in_(FINAL_PAYMENT_STATUSES))
         )
     return int(count or 0)
 

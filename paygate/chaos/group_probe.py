@@ -5,6 +5,9 @@ group stops while it waits: every member gives up its partitions and rejoins. Ki
 bare 1-3 s timer therefore land on a group that is rebalancing, with nothing in flight
 (measured: after the first kill no payment finished until the kills stopped). The probe
 tells when the rebalance a kill caused is over, so the next kill hits work in progress.
+
+It also tells when a frozen (SIGSTOPped) member has been dropped: the group is ``Stable``
+again with one member fewer, so the others own its partitions (:meth:`wait_members`).
 """
 
 from __future__ import annotations
@@ -48,13 +51,15 @@ class GroupProbe:
         """Wait until the group is ``Stable`` with ``size`` live members (bounded).
 
         Right after a kill the group still looks stable, dead member included, until the
-        replacement joins; so after a kill a rebalance must be seen first.
+        replacement joins; so after a kill a rebalance must be seen first: a state other
+        than ``Stable``, or a member count other than ``size`` (after a thawed zombie, the
+        group is stable without it until it rejoins).
         """
         rebalanced = not after_kill
         deadline = time.monotonic() + _SETTLE_TIMEOUT_S
         while time.monotonic() < deadline:
             state, members = await self._describe()
-            if state is not None and state != _STABLE:
+            if state is not None and (state != _STABLE or members != self._size):
                 rebalanced = True
             elif rebalanced and state == _STABLE and members == self._size:
                 return
@@ -62,6 +67,20 @@ class GroupProbe:
                 return
             await asyncio.sleep(_POLL_S)
         log.info("the group did not settle within %.0f s; killing anyway", _SETTLE_TIMEOUT_S)
+
+    async def wait_members(self, count: int, timeout_s: float) -> bool:
+        """Wait (bounded) until the group is ``Stable`` with exactly ``count`` members;
+        False if it was not within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if await self._describe() == (_STABLE, count):
+                return True
+            await asyncio.sleep(_POLL_S)
+        return False
+
+    async def idle(self) -> bool:
+        """Whether everything fed so far is processed (nothing in flight to hit)."""
+        return await self._idle()
 
     async def close(self) -> None:
         admin, self._admin = self._admin, None

@@ -59,6 +59,7 @@ class Child:
     process: asyncio.subprocess.Process
     log_path: Path
     killed: bool = False  # SIGKILLed by the harness, on purpose
+    paused: bool = False  # SIGSTOPped by the harness and not SIGCONTed yet
 
     @property
     def pid(self) -> int:
@@ -75,8 +76,23 @@ class Child:
             self.process.send_signal(signal.SIGKILL)
         await self.process.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes where it is, connections open and timers running
+        out, as a long GC pause, a frozen VM or a throttled container leaves a process."""
+        self.paused = True
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: it carries on from where it froze, unaware of the time gone by."""
+        if self.paused:
+            self.paused = False
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGCONT)
+
     async def terminate(self, timeout_s: float = _STOP_TIMEOUT_S) -> int:
         """SIGTERM and wait (bounded); SIGKILL if it does not stop. Safe to call twice."""
+        self.resume()  # a stopped process would keep SIGTERM pending until the bound
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
@@ -136,6 +152,8 @@ async def start_acquirer(
         str(options.timeout_rate),
         "--hang-s",
         str(options.hang_s),
+        "--account-latency-s",
+        str(options.account_latency_s),
         "--seed",
         str(options.seed),
     ]

@@ -10,6 +10,10 @@ from pathlib import Path
 
 PROG = "paygate chaos"
 KILL_SCHEDULES = ("busy", "fixed")
+# The consumers' provider timeout is this much above the acquirer's account latency, so a
+# latency number answers in time (its 503 then starts a retry back-off) while an injected
+# hang (longer still) leaves the payment in doubt.
+_TIMEOUT_ABOVE_LATENCY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,18 +22,26 @@ class ChaosOptions:
     kills: int = 10
     seed: int = 1
     duplicate_rate: float = 0.05
+    unkeyed_duplicate_rate: float = 0.05
     refund_share: float = 0.2
     feed_s: float = 30.0
     consumers: int = 2
     drain_timeout_s: float = 180.0
     failure_rate: float = 0.02
     timeout_rate: float = 0.02
-    hang_s: float = 3.0
+    hang_s: float = 6.0
+    account_latency_s: float = 2.0
+    zombies: int = 3
     database_url: str | None = None
     work_dir: Path | None = None
     own_broker: bool = False
     keep_work_dir: bool = False
     kill_schedule: str = "busy"
+
+    @property
+    def provider_timeout_s(self) -> float:
+        """The consumers' provider timeout."""
+        return self.account_latency_s + _TIMEOUT_ABOVE_LATENCY_S
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,12 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--payments", type=int, default=defaults.payments, help="payments to feed (unique ids)")
     add("--kills", type=int, default=defaults.kills, help="minimum consumer SIGKILLs")
+    add(
+        "--zombies",
+        type=int,
+        default=defaults.zombies,
+        help="minimum zombie episodes: a consumer SIGSTOPped (in a retry back-off when one "
+        "is in flight) until the group rebalanced without it, then SIGCONTed while another "
+        "consumer handles its payments",
+    )
     add("--seed", type=int, default=defaults.seed, help="seeds the feed, faults and acquirer")
     add(
         "--duplicate-rate",
         type=float,
         default=defaults.duplicate_rate,
         help="share of payments (and of refunds) re-sent later with the same idempotency key",
+    )
+    add(
+        "--unkeyed-duplicate-rate",
+        type=float,
+        default=defaults.unkeyed_duplicate_rate,
+        help="share of payments (and of refunds) sent again 0.05-2 s after the original, "
+        "without a Kafka key or keyed by their own id instead of the order id",
     )
     add(
         "--refund-share",
@@ -73,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     add("--failure-rate", type=float, default=defaults.failure_rate, help="acquirer 503 share")
     add("--timeout-rate", type=float, default=defaults.timeout_rate, help="acquirer hang share")
     add("--hang-s", type=float, default=defaults.hang_s, help="how long an injected hang lasts")
+    add(
+        "--account-latency-s",
+        type=float,
+        default=defaults.account_latency_s,
+        help="how long the acquirer's latency test numbers wait before deciding; the "
+        "consumers' provider timeout is 2 s more",
+    )
     add("--database-url", help="SQLAlchemy URL of the store (default: a fresh SQLite file)")
     add("--work-dir", type=Path, help="where logs, ledger and store go (default: a temp dir)")
     add(
@@ -96,6 +130,7 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         kills=args.kills,
         seed=args.seed,
         duplicate_rate=args.duplicate_rate,
+        unkeyed_duplicate_rate=args.unkeyed_duplicate_rate,
         refund_share=args.refund_share,
         feed_s=args.feed_s,
         consumers=args.consumers,
@@ -103,6 +138,8 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         failure_rate=args.failure_rate,
         timeout_rate=args.timeout_rate,
         hang_s=args.hang_s,
+        account_latency_s=args.account_latency_s,
+        zombies=args.zombies,
         database_url=args.database_url,
         work_dir=args.work_dir,
         own_broker=args.own_broker,
@@ -120,10 +157,13 @@ def _problem(options: ChaosOptions) -> str | None:
         return "--payments must be at least 1"
     if options.kills < 0:
         return "--kills must not be negative"
+    if options.zombies < 0:
+        return "--zombies must not be negative"
     if options.consumers < 1:
         return "--consumers must be at least 1"
     for name, value in (
         ("--duplicate-rate", options.duplicate_rate),
+        ("--unkeyed-duplicate-rate", options.unkeyed_duplicate_rate),
         ("--refund-share", options.refund_share),
         ("--failure-rate", options.failure_rate),
         ("--timeout-rate", options.timeout_rate),
@@ -134,7 +174,14 @@ def _problem(options: ChaosOptions) -> str | None:
         ("--feed-s", options.feed_s),
         ("--drain-timeout-s", options.drain_timeout_s),
         ("--hang-s", options.hang_s),
+        ("--account-latency-s", options.account_latency_s),
     ):
         if not (math.isfinite(value) and value >= 0.0):
             return f"{name} must be a number >= 0"
+    if options.hang_s <= options.provider_timeout_s:
+        return (
+            f"--hang-s must exceed the consumers' provider timeout "
+            f"({options.provider_timeout_s:g} s: --account-latency-s + 2 s), or an injected "
+            "hang never leaves a payment in doubt"
+        )
     return None

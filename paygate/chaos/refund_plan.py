@@ -51,6 +51,10 @@ class PlannedRefund:
     intent: RefundIntent
     payload: bytes
 
+    @property
+    def command_id(self) -> str:
+        return self.refund_id
+
 
 def plan_refunds(
     *,

@@ -5,6 +5,13 @@ Three witnesses again: the acquirer's refund rows (``GET /admin/refunds``, keyed
 refund id paygate sends as idempotency key), the store's ``refunds`` rows and payment
 totals, and the RefundResult events on the results topic. A violation names the refunds
 (or payments, or charges) concerned, with what each witness said.
+
+A refund also sent without its order's key (``RefundFacts.echoed``) breaks the promise the
+order's key makes: its copy may be processed before the refunds planned ahead of it, or
+before its payment exists (refused ``not_found``, which stores nothing and only publishes
+an event). Its order is then judged without an order (:mod:`paygate.chaos.refund_replay`), and that
+``not_found`` event is not held against the stored outcome; the bounds on money (never a
+refund twice, never above the capture, the store and the ledger alike) hold all the same.
 """
 
 from __future__ import annotations
@@ -23,16 +30,13 @@ from paygate.chaos.refund_evidence import (
     StoreRefunds,
 )
 from paygate.chaos.refund_plan import PlannedRefund, RefundIntent
+from paygate.chaos.refund_replay import replay_orders
 from paygate.chaos.report import Verdict
 
 _CAPTURED = frozenset(status.value for status in CAPTURED)
 _EXCEEDS = ErrorCode.REFUND_EXCEEDS_CAPTURED.value
 _NOT_REFUNDABLE = ErrorCode.PAYMENT_NOT_REFUNDABLE.value
-# Failures of a refund that had been reserved: the acquirer declined it, or it never
-# reached the acquirer (retries used up, or abandoned by the reconciler).
-_FAILED_AFTER_RESERVING = frozenset(
-    {ErrorCode.REFUND_FAILED.value, ErrorCode.PROVIDER_UNAVAILABLE.value}
-)
+_NOT_FOUND = ErrorCode.NOT_FOUND.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,8 @@ class RefundFacts:
     planned: Sequence[PlannedRefund]  # each fed refund once, in sending order
     store: StoreRefunds  # the run's payments: their refunds and totals
     events: dict[str, list[RefundEventSeen]]  # refund id -> its RefundResult events
+    # refund ids also sent without their order's key (or under another key)
+    echoed: frozenset[str] = frozenset()
 
 
 def judge_refunds(
@@ -58,7 +64,8 @@ def judge_refunds(
     rows_per_reference = Counter(row.reference for row in ledger.refunds)
     without_event = [r.refund_id for r in planned if not facts.events.get(r.refund_id)]
     over_captured = _charges_refunded_above_capture(ledger)
-    unexplained, outcomes = _replay_orders(planned, facts.store, facts.events)
+    unordered = {r.payment_id for r in planned if r.refund_id in facts.echoed}
+    unexplained, outcomes = replay_orders(planned, facts.store, facts.events, unordered)
     excess = [r for r in planned if r.intent is RefundIntent.EXCESS]
     excess_refused = sum(
         1
@@ -143,7 +150,7 @@ def judge_refunds(
     )
     verdict.check(without_event, "refunds without a result event")
     verdict.check(
-        _events_against_store(planned, stored, facts.events),
+        _events_against_store(planned, stored, facts.events, facts.echoed),
         "refund events that contradict the store (the last final one, or each other)",
     )
     verdict.check(unexplained, "refund outcomes the order's earlier refunds cannot explain")
@@ -241,11 +248,18 @@ def _events_against_store(
     planned: Sequence[PlannedRefund],
     stored: dict[str, StoredRefund],
     events: dict[str, list[RefundEventSeen]],
+    echoed: frozenset[str],
 ) -> list[str]:
     wrong: list[str] = []
     for refund in planned:
         ours = stored.get(refund.refund_id)
-        finals = [e for e in events.get(refund.refund_id, []) if e.status in FINAL_REFUND_STATUSES]
+        finals = [
+            e
+            for e in events.get(refund.refund_id, [])
+            if e.status in FINAL_REFUND_STATUSES
+            # A copy that came before its payment existed: refused, nothing stored.
+            and not (refund.refund_id in echoed and e.error_code == _NOT_FOUND)
+        ]
         if ours is None or ours.status not in FINAL_REFUND_STATUSES:
             continue  # lost or open: reported on their own
         if not finals:
@@ -257,89 +271,3 @@ def _events_against_store(
         if said != kept or {e.status for e in finals} != {ours.status}:
             wrong.append(f"{refund.refund_id} (last event {said}, store {kept})")
     return wrong
-
-
-def _replay_orders(
-    planned: Sequence[PlannedRefund],
-    store: StoreRefunds,
-    events: dict[str, list[RefundEventSeen]],
-) -> tuple[list[str], Counter[str]]:
-    """Walk each order's refunds in the order they were processed (their key's order) and
-    check that every stored outcome follows from the payment and the refunds before it.
-
-    Returns the refunds whose outcome does not follow, and a count of the outcomes.
-    """
-    by_payment: defaultdict[str, list[PlannedRefund]] = defaultdict(list)
-    for refund in planned:
-        by_payment[refund.payment_id].append(refund)
-    unexplained: list[str] = []
-    outcomes: Counter[str] = Counter()
-    for payment_id, refunds in by_payment.items():
-        payment = store.payments.get(payment_id)
-        if payment is None:
-            continue  # a lost payment: reported by the payment checks
-        order = _OrderReplay(payment)
-        for refund in refunds:
-            ours = store.refunds.get(refund.refund_id)
-            if ours is None or ours.status not in FINAL_REFUND_STATUSES:
-                continue  # lost or open: reported on their own
-            outcomes[ours.error_code or ours.status] += 1
-            problem = order.apply(refund, ours, events.get(refund.refund_id, []))
-            if problem is not None:
-                unexplained.append(f"{refund.refund_id} ({refund.intent.value}: {problem})")
-    return unexplained, outcomes
-
-
-class _OrderReplay:
-    """What one order's refunds may come to, given the payment and the earlier outcomes.
-
-    Earlier refunds that failed after being reserved may still have held their amount
-    when a later one came, so what remained then lies between two bounds.
-    """
-
-    def __init__(self, payment: StoredPayment) -> None:
-        self._captured = payment.amount_minor if payment.status in _CAPTURED else None
-        self._succeeded = 0  # earlier refunds that succeeded
-        self._held = 0  # earlier refunds reserved, then failed
-        self._reserved_any = False
-
-    def apply(
-        self, refund: PlannedRefund, ours: StoredRefund, events: list[RefundEventSeen]
-    ) -> str | None:
-        """None when the stored outcome follows; else why not."""
-        outcome = f"{ours.status} {ours.error_code or ''}".strip()
-        if self._captured is None:
-            if ours.error_code == _NOT_REFUNDABLE:
-                return None
-            return f"{outcome}, but the payment was never captured"
-        most = self._captured - self._succeeded  # what remained at most
-        least = most - self._held  # and at least
-        wanted = refund.amount_minor
-        if ours.status == "succeeded":
-            amount = ours.amount_minor or 0
-            self._succeeded += amount
-            self._reserved_any = True
-            if wanted is not None and amount != wanted:
-                return f"succeeded with {amount}, {wanted} asked"
-            if not 0 < amount <= most:
-                return f"succeeded with {amount}, at most {most} remained"
-            return None
-        if ours.error_code == _EXCEEDS:
-            if (wanted is None and least <= 0) or (wanted is not None and wanted > least):
-                return None
-            return f"refused as exceeding, yet {wanted or 'all'} of at least {least} fit"
-        if ours.error_code == _NOT_REFUNDABLE:
-            if self._reserved_any:
-                return "refused as not refundable after an earlier refund of it was made"
-            # Allowed only if the payment was not captured yet when it came (its charge
-            # in doubt): the refusal's event tells the payment's status at that moment.
-            if any(e.payment_status not in _CAPTURED for e in events if e.status == "failed"):
-                return None
-            return "refused as not refundable, yet its events show the payment captured"
-        if ours.error_code in _FAILED_AFTER_RESERVING:
-            self._reserved_any = True
-            self._held += ours.amount_minor or 0
-            if wanted is not None and wanted > most:
-                return f"reserved {wanted} when at most {most} remained"
-            return None
-        return f"{outcome}: not an outcome this feed can lead to"

@@ -1,8 +1,10 @@
 """One chaos run, start to verdict. The order of the phases is the point:
 
 1. broker (ours, unless ``KAFKA_BOOTSTRAP_SERVERS`` names one), topics, acquirer, consumers;
-2. feed, while consumers are SIGKILLed and replaced, and the broker restarts once;
-3. drain: no more faults; every payment final (reconciling the in-doubt), outbox empty;
+2. feed (copies without their order's key included), while consumers are SIGKILLed and
+   replaced or frozen into zombies and thawed, and the broker restarts once;
+3. drain: no more faults; every payment final (reconciling the in-doubt), outbox empty,
+   and (bounded) the command topic committed to its end;
 4. SIGTERM the consumers (they must exit 0), then read the evidence and judge it;
 5. stop the acquirer and the broker, whatever happened before.
 """
@@ -19,17 +21,32 @@ import time
 import uuid
 from pathlib import Path
 
+from paygate.chaos.attempt_evidence import read_store_attempts
 from paygate.chaos.consumer_pool import ConsumerPool
 from paygate.chaos.drain import DrainReport, drain
 from paygate.chaos.evidence import count_final, read_ledger, read_results, read_statuses
-from paygate.chaos.faults import BrokerControl, kill_consumers, supervise
-from paygate.chaos.feeder import Feeder, FeedPlan, build_plan, order_prefix
+from paygate.chaos.fault_verdict import FaultFacts
+from paygate.chaos.faults import BrokerControl, inject_faults, supervise
+from paygate.chaos.feed_plan import (
+    Echo,
+    EchoKey,
+    FeedPlan,
+    PlannedPayment,
+    build_plan,
+    order_prefix,
+)
+from paygate.chaos.feeder import Feeder
 from paygate.chaos.group_probe import GroupProbe
 from paygate.chaos.harness import child_environment, start_acquirer
 from paygate.chaos.options import ChaosOptions
+from paygate.chaos.payers import fails_first, has_latency
 from paygate.chaos.refund_evidence import read_store_refunds
+from paygate.chaos.refund_plan import PlannedRefund
 from paygate.chaos.refund_verdict import RefundFacts
+from paygate.chaos.stall_evidence import read_stalls
+from paygate.chaos.store_lock import sqlite_lock_probe
 from paygate.chaos.verdict import RunFacts, Verdict, judge
+from paygate.chaos.zombie import Zombies
 from paygate.kafka import LocalKafka
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
@@ -40,13 +57,27 @@ log = logging.getLogger("paygate.chaos")
 
 
 def chaos_settings(
-    base: Settings, *, bootstrap: str, run_id: str, database_url: str, sandbox_url: str
+    base: Settings,
+    *,
+    bootstrap: str,
+    run_id: str,
+    database_url: str,
+    sandbox_url: str,
+    provider_timeout_s: float = 1.0,
 ) -> Settings:
     """The consumers' settings: short windows, so in-doubt payments resolve within the run.
 
-    The validators' rules hold: min age 2 s > provider timeout 1 s, abandon 30 s > 2 x 2 s,
-    claim lease 3 s > provider timeout 1 s.
+    The validators' rules hold: min age (timeout + 1 s) > provider timeout, abandon
+    (at least 60 s) > 2 x min age. Abandoning after 60 s gives a redelivered in-doubt
+    attempt 30 s in which the handler still re-sends it (half of it): a zombie's payments
+    reach their new owner after the session timeout and a rebalance, and must find it
+    willing to call the acquirer. Back-offs are capped at 5 s, so a consumer that caps a
+    provider's ``Retry-After`` at its longest back-off retries within the run. A claim
+    lasts 2 s longer than a provider call, so a killed consumer's payments move on within
+    the run and a live owner is not replaced mid-call; closed keys are verified at the
+    acquirer (the stray-charge sweep) a little after a call could still land.
     """
+    min_age_s = provider_timeout_s + 1.0
     updates = {
         # A test bench of its own: the sandbox acquirer, throwaway topics and store.
         "env": "development",
@@ -58,14 +89,13 @@ def chaos_settings(
         "database_url": database_url,
         "provider": "sandbox",
         "sandbox_url": sandbox_url,
-        "provider_timeout_s": 1.0,
-        "reconcile_min_age_s": 2.0,
+        "provider_timeout_s": provider_timeout_s,
+        "reconcile_min_age_s": min_age_s,
         "reconcile_interval_s": 1.0,
-        "abandon_after_s": 30.0,
-        # A killed consumer's claims must expire within the run (above the provider timeout,
-        # so a live owner is not replaced mid-call), and closed keys verified by its end.
-        "claim_lease_s": 3.0,
-        "stray_settle_s": 5.0,
+        "abandon_after_s": max(60.0, 2 * min_age_s + 10.0),
+        "retry_max_delay_s": 5.0,
+        "claim_lease_s": provider_timeout_s + 2.0,
+        "stray_settle_s": 2 * provider_timeout_s + 1.0,
         "metrics_port": 0,
     }
     fields = base.model_dump(exclude={"kafka_bootstrap_servers"})
@@ -119,6 +149,7 @@ async def _run(
             run_id=run_id,
             database_url=options.database_url or f"sqlite+aiosqlite:///{work_dir / 'paygate.db'}",
             sandbox_url=sandbox_url,
+            provider_timeout_s=options.provider_timeout_s,
         )
         await ensure_topics(settings)
         print(f"topics: {settings.commands_topic}, {settings.results_topic}", flush=True)
@@ -135,17 +166,21 @@ async def _run(
 
         plan = _plan(options, run_id)
         log.info(
-            "feeding %d payments and %d refunds (+%d duplicates)",
+            "feeding %d payments and %d refunds (+%d duplicates, +%d copies under another key)",
             len(plan.payments),
             len(plan.refunds),
             plan.duplicates,
+            len(plan.echoes),
         )
-        final_at_calm = await _chaos_phase(
-            options, settings, plan, pool, broker, order_prefix(run_id)
+        final_at_calm, zombies = await _chaos_phase(
+            options, settings, plan, pool, broker, order_prefix(run_id), sandbox_url
         )
         ids = [payment.payment_id for payment in plan.payments]
         refund_ids = [refund.refund_id for refund in plan.refunds]
         _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids))
+        stalls = await read_stalls(
+            bootstrap, settings.consumer_group, settings.commands_topic, settings.topic_partitions
+        )
         await _stop_task(supervisor, stop_supervising)
         exit_codes = await pool.stop_all()
 
@@ -153,6 +188,7 @@ async def _run(
         try:
             statuses = await read_statuses(engine, ids)
             store_refunds = await read_store_refunds(engine, ids)
+            attempts = await read_store_attempts(engine, ids)
         finally:
             await engine.dispose()
         results = await read_results(bootstrap, settings.results_topic, settings.topic_partitions)
@@ -169,7 +205,22 @@ async def _run(
             consumer_exit_codes=exit_codes,
             crashes=[str(crash) for crash in pool.crashes],
             final_when_faults_stopped=final_at_calm,
-            refunds=RefundFacts(plan.refunds, store_refunds, results.refund_events),
+            refunds=RefundFacts(
+                plan.refunds,
+                store_refunds,
+                results.refund_events,
+                echoed=frozenset(e.command.command_id for e in plan.echoes if _is_refund(e)),
+            ),
+            faults=FaultFacts(
+                echoed_payments=_echoed(plan, PlannedPayment),
+                echoed_refunds=_echoed(plan, PlannedRefund),
+                zombie_episodes=zombies.episodes if zombies else [],
+                lock_holders=zombies.lock_holders if zombies else 0,
+                min_zombies=options.zombies,
+                payers={payment.payment_id: payment.payer for payment in plan.payments},
+                attempts=attempts,
+                stalls=stalls,
+            ),
         )
         return judge(facts)
     finally:
@@ -183,11 +234,14 @@ async def _chaos_phase(
     pool: ConsumerPool,
     broker: BrokerControl | None,
     prefix: str,
-) -> int:
-    """Feed while killing consumers; restart the broker once half the feed is out.
+    sandbox_url: str,
+) -> tuple[int, Zombies | None]:
+    """Feed while killing consumers and making zombies of them; restart the broker once
+    half the feed is out.
 
-    Returns how many payments were final when the faults stopped: the rest were processed
-    without faults, so the share says how much of the run the faults really covered.
+    Returns how many payments were final when the faults stopped (the rest were processed
+    without faults, so the share says how much of the run the faults really covered), and
+    the zombie maker with its episodes (None when the run makes no zombies).
     """
     feed_done = asyncio.Event()
     halfway = asyncio.Event()
@@ -201,25 +255,55 @@ async def _chaos_phase(
         return await finished() >= feeder.fed
 
     probe = None
-    if options.kill_schedule == "busy":
+    if options.kill_schedule == "busy" or options.zombies:
         probe = GroupProbe(settings.require_kafka(), settings.consumer_group, pool.size, idle)
+    zombies = None
+    if options.zombies and probe is not None:
+        # Aim at back-offs whose next call is slow: the other consumer's call for the same
+        # payment then lasts long enough for the thawed zombie to cross it.
+        slow = {
+            p.payment_id for p in plan.payments if has_latency(p.payer) and fails_first(p.payer)
+        }
+        zombies = Zombies(
+            pool,
+            probe,
+            sandbox_url,
+            slow,
+            store_locked=sqlite_lock_probe(settings.database_url),
+        )
     rng = random.Random(f"{options.seed}:faults")
-    kills = kill_consumers(pool, rng, feed_done=feed_done, min_kills=options.kills, probe=probe)
-    faults = [asyncio.create_task(kills, name="kills")]
+    injected = inject_faults(
+        pool,
+        rng,
+        feed_done=feed_done,
+        min_kills=options.kills,
+        probe=probe if options.kill_schedule == "busy" else None,
+        zombies=zombies,
+        min_zombies=options.zombies,
+    )
+    faults = [asyncio.create_task(injected, name="faults")]
     if broker is not None:
-        faults.append(asyncio.create_task(broker.restart_when(halfway), name="broker-restart"))
+        alone = None if zombies is None else zombies.alone
+        faults.append(
+            asyncio.create_task(broker.restart_when(halfway, alone), name="broker-restart")
+        )
     try:
         await feeder.run()
         feed_done.set()
         log.info(
-            "feed done: %d messages sent, %d batches resent", feeder.sent, feeder.resent_batches
+            "feed done: %d messages sent (%d copies under another key), %d batches resent",
+            feeder.sent,
+            feeder.echoed,
+            feeder.resent_batches,
         )
         await asyncio.gather(*faults)
-        return await finished()
+        return await finished(), zombies
     finally:
         for task in faults:
             task.cancel()
         await asyncio.gather(*faults, return_exceptions=True)
+        if zombies is not None:
+            await zombies.close()
         if probe is not None:
             await probe.close()
         await engine.dispose()
@@ -240,7 +324,19 @@ def _plan(options: ChaosOptions, run_id: str) -> FeedPlan:
         messages=PaymentMessages.bundled(),
         refund_share=options.refund_share,
         refund_rng=random.Random(f"{options.seed}:refunds"),
+        echo_rate=options.unkeyed_duplicate_rate,
+        echo_rng=random.Random(f"{options.seed}:echoes"),
     )
+
+
+def _is_refund(echo: Echo) -> bool:
+    return isinstance(echo.command, PlannedRefund)
+
+
+def _echoed(
+    plan: FeedPlan, kind: type[PlannedPayment] | type[PlannedRefund]
+) -> dict[EchoKey, frozenset[str]]:
+    return {key: frozenset(plan.echoed(kind, key)) for key in EchoKey}
 
 
 def _log_drain(report: DrainReport) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from paygate.chaos.evidence import FINAL_STATUSES, LedgerEvidence, ResultsEvidence
+from paygate.chaos.fault_verdict import FaultFacts, judge_faults
 from paygate.chaos.refund_verdict import RefundFacts, judge_refunds
 from paygate.chaos.report import SHOWN_IDS, Verdict, Violation
 
@@ -34,6 +35,7 @@ class RunFacts:
     crashes: Sequence[str] = ()
     final_when_faults_stopped: int | None = None
     refunds: RefundFacts | None = None  # None: a run without refunds
+    faults: FaultFacts | None = None  # None: judged without the copies, zombies and stalls
 
 
 def judge(facts: RunFacts) -> Verdict:
@@ -42,7 +44,11 @@ def judge(facts: RunFacts) -> Verdict:
     total = len(ids)
     ledger, statuses, results = facts.ledger, facts.statuses, facts.results
 
-    double_charged = [ref for ref, n in ledger.succeeded_charges.items() if n > 1]
+    double_charged = [
+        f"{ref} ({', '.join(ledger.charged_keys.get(ref, ())) or f'{n} charges'})"
+        for ref, n in ledger.succeeded_charges.items()
+        if n > 1
+    ]
     lost = [pid for pid in ids if pid not in statuses]
     pending = [pid for pid in ids if pid in statuses and statuses[pid] not in FINAL_STATUSES]
     without_event = [pid for pid in ids if not results.final_statuses.get(pid)]
@@ -78,6 +84,8 @@ def judge(facts: RunFacts) -> Verdict:
     ]
     if facts.refunds is not None:
         judge_refunds(verdict, facts.refunds, ledger, ids)
+    if facts.faults is not None:
+        judge_faults(verdict, facts.faults, ledger, statuses, ids)
     verdict.rows += [
         (
             "consumer kills (SIGKILL) / restarts",
@@ -89,8 +97,12 @@ def judge(facts: RunFacts) -> Verdict:
     ]
 
     if ledger.max_charges_per_reference > 1 or ledger.double_charged_references:
-        # The ids come from the charges list; the counts above from /admin/stats.
-        verdict.check(double_charged or ["(see /admin/stats)"], "double charges in the ledger")
+        # The ids come from the charges list, each with the attempt keys charged; the
+        # counts above from /admin/stats.
+        verdict.check(
+            double_charged or ["(see /admin/stats)"],
+            "double charges in the ledger (payments charged under more than one attempt key)",
+        )
     verdict.check(lost, "lost payments (fed, but not in the store)")
     verdict.check(pending, "payments still pending after reconciliation")
     verdict.check(without_event, "payments without a final result event")

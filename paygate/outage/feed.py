@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from domain.accounts import Account, AccountType
 from domain.money import Money
 from domain.payments import CreatePayment, PaymentMethod
-from paygate.chaos.feeder import PAYEE_IBAN, SUCCESS_CARD, PlannedPayment
+from paygate.chaos.feed_plan import PlannedPayment
+from paygate.chaos.payers import PAYEE_IBAN, SUCCESS_CARD
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
 
@@ -45,7 +46,10 @@ def steady_plan(*, count: int, run_id: str, messages: PaymentMessages) -> list[P
         )
         planned.append(
             PlannedPayment(
-                command.payment_request_id, command.order_id, messages.encode_command(command)
+                command.payment_request_id,
+                command.order_id,
+                messages.encode_command(command),
+                SUCCESS_CARD,
             )
         )
     return planned

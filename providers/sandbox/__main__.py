@@ -1,6 +1,7 @@
 """Run the sandbox acquirer as a standalone HTTP service.
 
     python -m providers.sandbox --port 0 --ledger sandbox.db [--latency-ms 5] [--seed 1]
+        [--account-latency-s 2]
 
 Once listening it prints ``SANDBOX_URL=http://<host>:<port>`` as one line on stdout, so a
 parent process can start it on port 0 and read the port it got. SIGTERM or SIGINT stops it
@@ -40,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-rate", type=float, default=0.0)
     parser.add_argument("--slow-delay-s", type=float, default=2.0)
     parser.add_argument("--hang-s", type=float, default=60.0)
+    parser.add_argument(
+        "--account-latency-s",
+        type=float,
+        default=2.0,
+        help="how long the latency test numbers wait before deciding",
+    )
     parser.add_argument(
         "--refund-settle-s",
         type=float,
@@ -94,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_rate=args.timeout_rate,
             slow_delay_s=args.slow_delay_s,
             hang_s=args.hang_s,
+            account_latency_s=args.account_latency_s,
             refund_settle_s=args.refund_settle_s,
             seed=args.seed,
         )

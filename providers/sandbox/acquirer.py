@@ -5,14 +5,18 @@ A charge call, in order:
 1. waits the configured base latency (plus jitter), as a network and an acquirer would;
 2. replays the stored row if the idempotency key is known with the same parameters, or
    refuses the call if the parameters differ;
-3. decides: the payer's test number picks a :class:`Behaviour`, then injected faults may
-   turn the call into a 5xx (nothing recorded) or a hang (recorded, answered late);
+3. decides: the payer's test number picks a :class:`Behaviour` (a latency number first
+   waits ``account_latency_s``, recording nothing), then injected faults may turn the call
+   into a 5xx (nothing recorded) or a hang (recorded, answered late);
 4. records the outcome, atomically with the key check, so concurrent calls with one key
    charge once;
 5. answers, after the slow or hang delay if the behaviour asks for one.
 
 Recording before the delay is the point of the hang: the caller times out, yet a status
 query finds the charge, exactly the in-doubt case paygate must reconcile.
+
+Charge calls not answered yet are listed by :meth:`SandboxAcquirer.in_flight` (key and
+payment reference), so a chaos run can tell when some consumer is calling for a payment.
 
 A charge asked with ``capture=False`` is recorded ``authorized``; :meth:`capture` makes it
 ``succeeded`` once, per capture key. Refunds (:meth:`refund`) are rows of their own, keyed
@@ -27,6 +31,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -53,6 +58,8 @@ from providers.sandbox.test_accounts import Behaviour, Outcome, Timing, behaviou
 
 log = logging.getLogger(__name__)
 
+_FAILED_BEFORE = "the sandbox failed before processing the charge"
+
 
 class SandboxAcquirer:
     def __init__(
@@ -69,6 +76,7 @@ class SandboxAcquirer:
         # Payment references that already had their one failure (``unavailable_first``).
         # In memory on purpose: a restarted sandbox fails each reference's first call again.
         self._failed_once: set[str] = set()
+        self._in_flight: Counter[tuple[str, str]] = Counter()  # (key, reference) -> calls
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -78,6 +86,20 @@ class SandboxAcquirer:
 
     async def charge(self, idempotency_key: str, params: SandboxChargeParams) -> ChargeRecord:
         """Charge once per key; raises the errors of :mod:`providers.sandbox.errors`."""
+        call = (idempotency_key, params.payment_reference)
+        self._in_flight[call] += 1
+        try:
+            return await self._charge(idempotency_key, params)
+        finally:
+            self._in_flight[call] -= 1
+            if not self._in_flight[call]:
+                del self._in_flight[call]
+
+    def in_flight(self) -> list[tuple[str, str]]:
+        """(idempotency key, payment reference) of every charge call not answered yet."""
+        return sorted(self._in_flight)
+
+    async def _charge(self, idempotency_key: str, params: SandboxChargeParams) -> ChargeRecord:
         # Both draws happen on every call so that, with a seed, one rate does not shift
         # the other's sequence.
         fail_roll, timeout_roll = self._random.random(), self._random.random()
@@ -90,13 +112,18 @@ class SandboxAcquirer:
             return _replay(existing, request_hash)
 
         behaviour = behaviour_for(params.payer.number)
-        if behaviour.outcome is Outcome.UNAVAILABLE or fail_roll < self.config.failure_rate:
-            raise SandboxUnavailableError("the sandbox failed before processing the charge")
+        if behaviour.latency:
+            await _sleep(self.config.account_latency_s)
+        if fail_roll < self.config.failure_rate:
+            raise SandboxUnavailableError(_FAILED_BEFORE)
+        if behaviour.outcome is Outcome.UNAVAILABLE:
+            raise SandboxUnavailableError(_FAILED_BEFORE, behaviour.retry_after)
         if behaviour.unavailable_first and params.payment_reference not in self._failed_once:
             # Keyed by payment reference, not idempotency key: paygate's retry of a payment
-            # comes with a new attempt key and must get through.
+            # comes with a new attempt key and must get through. Decided after the latency
+            # wait, so of two calls waiting at once the first to finish it takes the failure.
             self._failed_once.add(params.payment_reference)
-            raise SandboxUnavailableError("the sandbox failed before processing the charge")
+            raise SandboxUnavailableError(_FAILED_BEFORE, behaviour.retry_after)
         timing = Timing.HANG if timeout_roll < self.config.timeout_rate else behaviour.timing
 
         record = self._record(idempotency_key, request_hash, params, behaviour)

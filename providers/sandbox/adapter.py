@@ -4,9 +4,10 @@ Every aiohttp exception and HTTP status is translated here, most specific first,
 paygate can act on. Each mapping answers "could the sandbox have charged?":
 
 - could not connect (refused, DNS, TLS, connect timeout): ProviderUnavailableError, not sent;
-- 503: ProviderUnavailableError, the sandbox failed before processing;
-- 429: ProviderRateLimitedError with Retry-After (seconds or an HTTP-date, bounded: see
-  :mod:`providers.retry_after`);
+- 503: ProviderUnavailableError, the sandbox failed before processing, with its
+  Retry-After (if any) as ``retry_after``;
+- 429: ProviderRateLimitedError with Retry-After (both seconds or an HTTP-date, bounded:
+  see :mod:`providers.retry_after`);
 - no answer in time, connection lost after sending, another 5xx, or a 200 whose body cannot
   be read: ProviderTimeoutError, outcome unknown;
 - 409: PaygateError(idempotency_conflict);
@@ -128,12 +129,13 @@ def _raise_for_status(status: int, headers: Mapping[str, str], payload: object) 
         )
     if status == 422:
         _raise_refusal(detail, payload)
+    retry_after = parse_retry_after(headers.get("Retry-After"))
     if status == 429:
-        raise ProviderRateLimitedError(
-            PROVIDER_NAME, detail, retry_after=parse_retry_after(headers.get("Retry-After"))
-        )
+        raise ProviderRateLimitedError(PROVIDER_NAME, detail, retry_after=retry_after)
     if status == 503:
-        raise ProviderUnavailableError(PROVIDER_NAME, detail)
+        unavailable = ProviderUnavailableError(PROVIDER_NAME, detail)
+        unavailable.retry_after = retry_after  # RFC 9110 lets a 503 say when to come back
+        raise unavailable
     if status >= 500:
         raise ProviderTimeoutError(PROVIDER_NAME, f"{detail}; outcome unknown")
     raise SandboxRequestRejectedError(PROVIDER_NAME, f"request rejected: {detail}")

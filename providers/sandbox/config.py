@@ -20,6 +20,8 @@ class SandboxConfig:
     timeout_rate: float = 0.0  # share of calls that charge, then hang for hang_s
     slow_delay_s: float = 2.0
     hang_s: float = 60.0
+    # The wait of the latency test numbers, before they decide anything.
+    account_latency_s: float = 2.0
     # How long a refund of a "refunds pending" charge stays pending before it succeeds.
     refund_settle_s: float = 1.0
     seed: int | None = None
@@ -34,6 +36,7 @@ class SandboxConfig:
             "latency_jitter_ms",
             "slow_delay_s",
             "hang_s",
+            "account_latency_s",
             "refund_settle_s",
         ):
             value = getattr(self, name)

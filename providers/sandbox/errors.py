@@ -24,7 +24,12 @@ class SandboxError(Exception):
 
 
 class SandboxUnavailableError(SandboxError):
-    pass
+    """5xx before processing. ``retry_after`` is the ``Retry-After`` value to answer with,
+    as text and unchecked (None: no header)."""
+
+    def __init__(self, message: str, retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class SandboxIdempotencyConflictError(SandboxError):

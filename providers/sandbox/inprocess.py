@@ -22,6 +22,7 @@ from providers.port import (
     RefundOutcome,
     RefundRequest,
 )
+from providers.retry_after import parse_retry_after
 from providers.sandbox.acquirer import SandboxAcquirer
 from providers.sandbox.config import SandboxConfig
 from providers.sandbox.errors import (
@@ -114,7 +115,9 @@ class InProcessSandboxProvider:
                 PROVIDER_NAME, f"no answer within {self._call_timeout_s:g} s; outcome unknown"
             ) from exc
         except SandboxUnavailableError as exc:
-            raise ProviderUnavailableError(PROVIDER_NAME, str(exc)) from exc
+            unavailable = ProviderUnavailableError(PROVIDER_NAME, str(exc))
+            unavailable.retry_after = parse_retry_after(exc.retry_after)
+            raise unavailable from exc
         except SandboxIdempotencyConflictError as exc:
             raise PaygateError(ErrorCode.IDEMPOTENCY_CONFLICT, str(exc)) from exc
         except SandboxRefusedError as exc:

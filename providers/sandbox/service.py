@@ -2,7 +2,8 @@
 
 Endpoints::
 
-    POST /v1/charges            Idempotency-Key header, JSON body -> 200 charge | 400 | 409 | 503
+    POST /v1/charges            Idempotency-Key header, JSON body -> 200 charge | 400 | 409 |
+                                503 (with Retry-After when the test number asks for one)
     GET  /v1/charges/{key}      -> 200 charge | 404
     GET  /v1/charges/by-id/{chargeId}          -> 200 charge | 404
     POST /v1/charges/{chargeId}/capture        Idempotency-Key header -> 200 charge | 400 |
@@ -12,6 +13,7 @@ Endpoints::
     GET  /admin/charges         -> {"charges": [...]}, payer numbers masked
     GET  /admin/refunds         -> {"refunds": [...]}
     GET  /admin/stats           -> counts for chaos assertions
+    GET  /admin/in-flight       -> {"charges": [...]}: charge calls not answered yet
     GET  /healthz               -> {"status": "ok"}
 
 The acquirer decides; this module only parses, calls and renders. The ledger is opened
@@ -44,6 +46,7 @@ from providers.sandbox.wire import admin_charge_json, charge_json, error_json, p
 ACQUIRER: web.AppKey[SandboxAcquirer] = web.AppKey("sandbox_acquirer", SandboxAcquirer)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+RETRY_AFTER_HEADER = "Retry-After"
 
 
 def _error(
@@ -95,7 +98,10 @@ async def _create_charge(request: web.Request) -> web.Response:
     try:
         record = await acquirer.charge(key, params)
     except SandboxUnavailableError as exc:
-        return _error(503, ErrorCode.PROVIDER_UNAVAILABLE, str(exc))
+        unavailable = _error(503, ErrorCode.PROVIDER_UNAVAILABLE, str(exc))
+        if exc.retry_after is not None:
+            unavailable.headers[RETRY_AFTER_HEADER] = exc.retry_after
+        return unavailable
     except SandboxIdempotencyConflictError as exc:
         return _conflict(exc)
     return web.json_response(charge_json(record))
@@ -171,6 +177,13 @@ async def _stats(request: web.Request) -> web.Response:
     return web.json_response(stats.to_json())
 
 
+async def _in_flight(request: web.Request) -> web.Response:
+    calls = request.app[ACQUIRER].in_flight()
+    return web.json_response(
+        {"charges": [{"idempotencyKey": key, "paymentReference": ref} for key, ref in calls]}
+    )
+
+
 async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -194,5 +207,6 @@ def build_sandbox_app(acquirer: SandboxAcquirer) -> web.Application:
     app.router.add_get("/admin/charges", _list_charges)
     app.router.add_get("/admin/refunds", _list_refunds)
     app.router.add_get("/admin/stats", _stats)
+    app.router.add_get("/admin/in-flight", _in_flight)
     app.router.add_get("/healthz", _healthz)
     return app

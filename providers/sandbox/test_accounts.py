@@ -7,6 +7,7 @@ table; a unit test keeps the two in step.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -31,6 +32,9 @@ class Timing(StrEnum):
     HANG = "hang"
 
 
+_HEADER_TOKEN: Final = re.compile(r"\A[\x21-\x7e]{1,64}\Z")
+
+
 @dataclass(frozen=True, slots=True)
 class Behaviour:
     summary: str
@@ -43,6 +47,13 @@ class Behaviour:
     unavailable_first: bool = False
     # Kept on the charge's row, since the ledger cannot tell the number later.
     refunds: RefundBehaviour = RefundBehaviour.SUCCEED
+    # Waits ``account_latency_s`` before deciding anything, as a slow acquirer does: nothing
+    # is recorded meanwhile, so a status query during the wait finds nothing yet, and a
+    # 503 of ``unavailable_first`` comes only after the wait.
+    latency: bool = False
+    # The ``Retry-After`` header the 503 answers carry, sent as written: the absurd values
+    # ("inf", "1e12", "86400") are the point, a caller must bound its own waits.
+    retry_after: str | None = None
 
     def __post_init__(self) -> None:
         declined = self.outcome is Outcome.DECLINED
@@ -54,6 +65,15 @@ class Behaviour:
             raise ValueError("only a succeeding behaviour fails first, then succeeds")
         if self.refunds is not RefundBehaviour.SUCCEED and self.outcome is not Outcome.SUCCEEDED:
             raise ValueError("only a succeeding charge has refunds to behave differently")
+        if self.latency and (
+            self.timing is not Timing.IMMEDIATE or self.outcome is Outcome.UNAVAILABLE
+        ):
+            raise ValueError("a latency number answers right after its wait, and not always 503")
+        if self.retry_after is not None:
+            if not (self.outcome is Outcome.UNAVAILABLE or self.unavailable_first):
+                raise ValueError("only a behaviour that answers 503 carries a Retry-After")
+            if not _HEADER_TOKEN.match(self.retry_after):
+                raise ValueError("a Retry-After value is printable ASCII without spaces")
 
 
 DEFAULT_BEHAVIOUR: Final = Behaviour("succeeds", Outcome.SUCCEEDED)
@@ -91,6 +111,30 @@ TEST_ACCOUNTS: Final = MappingProxyType(
             Outcome.SUCCEEDED,
             unavailable_first=True,
         ),
+        "4000000000000457": Behaviour(
+            "latency, then provider error before processing once, then succeeds",
+            Outcome.SUCCEEDED,
+            unavailable_first=True,
+            latency=True,
+        ),
+        "4000000000000531": Behaviour(
+            "provider error before processing once, asking Retry-After: inf, then succeeds",
+            Outcome.SUCCEEDED,
+            unavailable_first=True,
+            retry_after="inf",
+        ),
+        "4000000000000549": Behaviour(
+            "provider error before processing once, asking Retry-After: 1e12, then succeeds",
+            Outcome.SUCCEEDED,
+            unavailable_first=True,
+            retry_after="1e12",
+        ),
+        "4000000000000556": Behaviour(
+            "provider error before processing once, asking Retry-After: 86400, then succeeds",
+            Outcome.SUCCEEDED,
+            unavailable_first=True,
+            retry_after="86400",
+        ),
         "4000000000007726": Behaviour(
             "succeeds; refunds pending, then succeeded",
             Outcome.SUCCEEDED,
@@ -100,6 +144,7 @@ TEST_ACCOUNTS: Final = MappingProxyType(
             "succeeds; refunds fail", Outcome.SUCCEEDED, refunds=RefundBehaviour.FAIL
         ),
         "4000000000000259": Behaviour("slow success", Outcome.SUCCEEDED, Timing.SLOW),
+        "4000000000000440": Behaviour("latency, then succeeds", Outcome.SUCCEEDED, latency=True),
         "4000000000000341": Behaviour("timeout, then succeeded", Outcome.SUCCEEDED, Timing.HANG),
         "4000000000000200": Behaviour(
             "timeout, then declined",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from domain.accounts import Account, AccountType
 from domain.errors import CATALOGUE, ErrorCategory, ErrorCode, PaygateError
@@ -22,6 +23,7 @@ from providers.errors import (
     ProviderUnavailableError,
 )
 from providers.port import ChargeRequest, ChargeStatus
+from providers.retry_after import MAX_RETRY_AFTER_S
 from providers.sandbox import (
     DEFAULT_BEHAVIOUR,
     TEST_ACCOUNTS,
@@ -39,6 +41,7 @@ from providers.sandbox import (
     Timing,
     adapter,
     behaviour_for,
+    build_sandbox_app,
     transformers,
     wire,
 )
@@ -49,6 +52,9 @@ pytestmark = pytest.mark.unit
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sandbox.md"
 SUCCESS = "4242424242424242"
 PAYEE = "DE0012345678"
+
+# Numbers whose 503 asks an absurd Retry-After, as the header says it.
+RETRY_AFTER = {"4000000000000531": "inf", "4000000000000549": "1e12", "4000000000000556": "86400"}
 
 # The brief's table, written out independently of the code's: (status, paygate code,
 # decline code, timing). None as status means "5xx before processing".
@@ -75,22 +81,29 @@ SPEC = {
     "4100000000000019": ("declined", ErrorCode.FRAUD_SUSPECTED, "fraudulent", Timing.IMMEDIATE),
     "4000000000000119": (None, None, None, Timing.IMMEDIATE),
     "4000000000000127": ("succeeded", None, None, Timing.IMMEDIATE),
+    "4000000000000457": ("succeeded", None, None, Timing.IMMEDIATE),
+    "4000000000000531": ("succeeded", None, None, Timing.IMMEDIATE),
+    "4000000000000549": ("succeeded", None, None, Timing.IMMEDIATE),
+    "4000000000000556": ("succeeded", None, None, Timing.IMMEDIATE),
     "4000000000007726": ("succeeded", None, None, Timing.IMMEDIATE),
     "4000000000005126": ("succeeded", None, None, Timing.IMMEDIATE),
     "4000000000000259": ("succeeded", None, None, Timing.SLOW),
+    "4000000000000440": ("succeeded", None, None, Timing.IMMEDIATE),
     "4000000000000341": ("succeeded", None, None, Timing.HANG),
     "4000000000000200": ("declined", ErrorCode.PAYMENT_DECLINED, "generic_decline", Timing.HANG),
 }
 
 # Numbers whose first call per payment reference fails before processing.
-FAILS_FIRST = {"4000000000000127"}
+FAILS_FIRST = {"4000000000000127", "4000000000000457", *RETRY_AFTER}
+# Numbers that wait account_latency_s before deciding.
+LATENCY = {"4000000000000440", "4000000000000457"}
 # Numbers whose refunds do not simply succeed at once.
 REFUNDS = {
     "4000000000007726": RefundBehaviour.SETTLE_LATER,
     "4000000000005126": RefundBehaviour.FAIL,
 }
 
-FAST = SandboxConfig(slow_delay_s=0.05, hang_s=0.5)
+FAST = SandboxConfig(slow_delay_s=0.05, hang_s=0.5, account_latency_s=0.05)
 
 
 def charge_request(
@@ -147,6 +160,8 @@ def test_code_table_matches_the_specification():
         assert behaviour.unavailable_first is (number in FAILS_FIRST), number
         assert behaviour.refunds is REFUNDS.get(number, RefundBehaviour.SUCCEED), number
         assert behaviour.timing is timing, number
+        assert behaviour.latency is (number in LATENCY), number
+        assert behaviour.retry_after == RETRY_AFTER.get(number), number
         assert behaviour.decline_code == decline_code, number
         mapped = (
             None if behaviour.error_code is None else transformers.ERROR_CODES[behaviour.error_code]
@@ -177,6 +192,11 @@ def test_unlisted_numbers_succeed():
             "outcome": Outcome.UNAVAILABLE,
             "refunds": RefundBehaviour.FAIL,
         },
+        {"outcome": Outcome.SUCCEEDED, "timing": Timing.HANG, "latency": True},
+        {"outcome": Outcome.UNAVAILABLE, "latency": True},
+        {"outcome": Outcome.SUCCEEDED, "retry_after": "inf"},
+        {"outcome": Outcome.UNAVAILABLE, "retry_after": "in 5 minutes"},
+        {"outcome": Outcome.UNAVAILABLE, "retry_after": ""},
     ],
 )
 def test_inconsistent_behaviours_are_refused(kwargs):
@@ -265,6 +285,53 @@ async def test_fails_first_number_resending_the_same_key_succeeds_too():
     with pytest.raises(ProviderUnavailableError):
         await sandbox.charge(request)
     assert (await sandbox.charge(request)).status is ChargeStatus.SUCCEEDED
+
+
+async def test_latency_number_records_nothing_while_it_waits():
+    sandbox = provider(SandboxConfig(account_latency_s=0.3), call_timeout_s=2.0)
+    request = charge_request("4000000000000440")
+    call = asyncio.create_task(sandbox.charge(request))
+    await asyncio.sleep(0)  # one step: the call runs to its latency wait
+    assert sandbox.acquirer.in_flight() == [(request.attempt_key, request.payment_request_id)]
+    assert await sandbox.charge_status(request.attempt_key) is None  # not decided yet
+    assert (await call).status is ChargeStatus.SUCCEEDED
+    assert sandbox.acquirer.in_flight() == []
+    assert len(await sandbox.acquirer.charges()) == 1
+
+
+async def test_latency_then_fails_once_fails_the_first_call_to_finish_its_wait():
+    # Two attempts of one payment in flight at once (a duplicate without a key, a zombie
+    # consumer): the one that started first fails, the other charges.
+    sandbox = provider(SandboxConfig(account_latency_s=0.2), call_timeout_s=2.0)
+    first = charge_request("4000000000000457", key="pay_z-a1", reference="pay_z")
+    second = charge_request("4000000000000457", key="pay_z-a2", reference="pay_z")
+    calls = asyncio.gather(sandbox.charge(first), sandbox.charge(second), return_exceptions=True)
+    failed, charged = await calls
+    assert isinstance(failed, ProviderUnavailableError)
+    assert not isinstance(charged, BaseException)
+    assert charged.status is ChargeStatus.SUCCEEDED
+    rows = await sandbox.acquirer.charges()
+    assert [row.idempotency_key for row in rows] == ["pay_z-a2"]
+
+
+@pytest.mark.parametrize(("number", "header"), sorted(RETRY_AFTER.items()))
+async def test_absurd_retry_after_numbers_fail_once_asking_it(number, header):
+    sandbox = provider()
+    first = charge_request(number, key="pay_r-a1", reference="pay_r")
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await sandbox.charge(first)
+    # Bounded where it enters paygate (providers.retry_after): asked, but never absurd.
+    assert caught.value.retry_after == min(float(header), MAX_RETRY_AFTER_S)
+    assert await sandbox.acquirer.charges() == []
+    retry = charge_request(number, key="pay_r-a2", reference="pay_r")
+    assert (await sandbox.charge(retry)).status is ChargeStatus.SUCCEEDED
+
+
+async def test_an_injected_failure_asks_no_retry_after():
+    sandbox = provider(SandboxConfig(failure_rate=1.0))
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await sandbox.charge(charge_request("4000000000000531"))
+    assert caught.value.retry_after is None
 
 
 @pytest.mark.parametrize(
@@ -413,6 +480,8 @@ async def test_latency_is_added_to_every_call():
         {"latency_jitter_ms": math.inf},
         {"slow_delay_s": -0.1},
         {"hang_s": math.nan},
+        {"account_latency_s": -1.0},
+        {"account_latency_s": math.inf},
     ],
 )
 def test_config_refuses_out_of_range_values(kwargs):
@@ -641,8 +710,12 @@ def test_adapter_status_translation():
         adapter._raise_for_status(429, {"Retry-After": "soon"}, None)
     assert no_hint.value.retry_after is None
     unavailable = {"error": {"code": "provider_unavailable", "message": "down"}}
-    with pytest.raises(ProviderUnavailableError, match="provider_unavailable: down"):
+    with pytest.raises(ProviderUnavailableError, match="provider_unavailable: down") as down:
         adapter._raise_for_status(503, {}, unavailable)
+    assert down.value.retry_after is None
+    with pytest.raises(ProviderUnavailableError) as asked:
+        adapter._raise_for_status(503, {"Retry-After": "inf"}, unavailable)
+    assert asked.value.retry_after == MAX_RETRY_AFTER_S  # bounded where it enters
     for status in (500, 502, 504):
         with pytest.raises(ProviderTimeoutError):
             adapter._raise_for_status(status, {}, None)
@@ -666,6 +739,45 @@ def test_adapter_transport_translation(exc, expected):
     with pytest.raises(expected) as caught, adapter._translate_client_errors():
         raise exc
     assert caught.value.__cause__ is exc
+
+
+class _LookedUpLedger(MemoryLedger):
+    """Tells when a charge call got as far as looking its key up (it is in flight then)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.looked_up = asyncio.Event()
+
+    async def get(self, idempotency_key: str) -> ChargeRecord | None:
+        self.looked_up.set()
+        return await super().get(idempotency_key)
+
+
+async def test_service_sends_the_retry_after_and_lists_calls_in_flight():
+    ledger = _LookedUpLedger()
+    acquirer = SandboxAcquirer(ledger, SandboxConfig(account_latency_s=1.0))
+    async with TestClient(TestServer(build_sandbox_app(acquirer))) as client:
+        base = str(client.make_url("/"))
+        async with adapter.SandboxHttpProvider(base, timeout_s=5.0) as http:
+            with pytest.raises(ProviderUnavailableError) as caught:
+                await http.charge(charge_request("4000000000000549", reference="pay_h"))
+            assert caught.value.retry_after == MAX_RETRY_AFTER_S  # 1e12 asked, bounded
+            slow = charge_request("4000000000000440", key="pay_l-a1", reference="pay_l")
+            ledger.looked_up.clear()
+            call = asyncio.create_task(http.charge(slow))
+            await asyncio.wait_for(ledger.looked_up.wait(), 5.0)
+            listed = await client.get("/admin/in-flight")
+            assert await listed.json() == {
+                "charges": [{"idempotencyKey": "pay_l-a1", "paymentReference": "pay_l"}]
+            }
+            assert (await call).status is ChargeStatus.SUCCEEDED
+        assert await (await client.get("/admin/in-flight")).json() == {"charges": []}
+        raw = await client.post(
+            "/v1/charges",
+            json=transformers.charge_body(charge_request("4000000000000556")),
+            headers={"Idempotency-Key": "pay_raw-a1"},
+        )
+        assert (raw.status, raw.headers["Retry-After"]) == (503, "86400")
 
 
 async def test_http_provider_needs_start_and_stops_twice():
@@ -698,15 +810,17 @@ def _doc_rows() -> dict[str, list[str]]:
 def _expected_cells(behaviour: Behaviour) -> list[str]:
     ledger = {Outcome.UNAVAILABLE: "nothing"}.get(behaviour.outcome, behaviour.outcome.value)
     answer = {
-        Timing.IMMEDIATE: "at once",
+        Timing.IMMEDIATE: "after `account_latency_s`" if behaviour.latency else "at once",
         Timing.SLOW: "after `slow_delay_s`",
         Timing.HANG: "after `hang_s`",
     }[behaviour.timing]
+    asked = "" if behaviour.retry_after is None else f" with `Retry-After: {behaviour.retry_after}`"
     if behaviour.outcome is Outcome.UNAVAILABLE:
-        answer = "HTTP 503 at once"
+        answer = f"HTTP 503{asked} at once"
     if behaviour.unavailable_first:
         ledger = f"nothing, then {ledger}"
-        answer = f"HTTP 503 on a payment's first call, then {answer}"
+        first = "after `account_latency_s`, " if behaviour.latency else ""
+        answer = f"{first}HTTP 503{asked} on a payment's first call, then {answer}"
     code = (
         "-"
         if behaviour.error_code is None
