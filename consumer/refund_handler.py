@@ -8,7 +8,11 @@
 
 A provider that certainly did not process the call (unavailable, rate limited) is asked
 again, with back-off and the same key, up to the retry policy's attempts; then the refund
-fails with ``provider_unavailable`` and its reservation is released. A timeout leaves the
+fails with ``provider_unavailable`` and its reservation is released -- but only for the
+worker that created the refund and kept its claim throughout, the only one that ever sent
+it. A worker that took the refund over cannot know whether a former owner's call with the
+same key is still on its way (and would refund): for it the refund stays ``pending``, its
+reservation kept, until the provider's own answer settles it. A timeout leaves the
 refund ``pending``: only the provider's answer, found by the refund reconciler or a
 redelivery, settles it. A redelivered command finds its refund: a final one is re-published,
 an open one is resolved by asking the provider, never by refunding blindly.
@@ -75,7 +79,9 @@ class RefundCommandHandler:
             outcome = await self._as_owner(
                 begun.refund.refund_id,
                 begun.claim.token,
-                self._send(begun.refund, begun.charge_reference, begun.claim.token),
+                self._send(
+                    begun.refund, begun.charge_reference, begun.claim.token, sole_sender=True
+                ),
             )
         elif isinstance(begun, RefundRefused):
             outcome = Outcome.REFUSED
@@ -145,7 +151,8 @@ class RefundCommandHandler:
         | succeeded / failed   | recorded; the reservation settles or is released     |
         | pending              | stays pending (the provider settles it later)        |
         | no record of the key | sent again with the same key: it never arrived, so   |
-        |                      | this cannot refund twice                             |
+        |                      | this cannot refund twice; if the provider stays      |
+        |                      | unavailable, the refund stays pending (see _send)    |
         | error                | claim released; left for a later pass                |
         """
         return await self._as_owner(
@@ -176,8 +183,15 @@ class RefundCommandHandler:
                 log.warning("claim not released; it expires on its own")
             raise
 
-    async def _send(self, refund: RefundView, charge_reference: str, claim: str) -> Outcome:
-        """Call the refund's provider, retrying what certainly did not arrive."""
+    async def _send(
+        self, refund: RefundView, charge_reference: str, claim: str, *, sole_sender: bool = False
+    ) -> Outcome:
+        """Call the refund's provider, retrying what certainly did not arrive.
+
+        ``sole_sender``: ``claim`` is the one the refund was created under, never taken
+        over, so no other worker ever sent this refund. Only then do "certainly not
+        processed" answers, once the retries are used up, prove the refund did not happen.
+        """
         assert refund.amount is not None, "a refund in processing has an amount"
         request = RefundRequest(
             refund_key=refund.refund_id,
@@ -206,6 +220,16 @@ class RefundCommandHandler:
                         return Outcome.OWNED_ELSEWHERE
                     attempt += 1
                     continue
+                if exc.retriable and not sole_sender:
+                    # A former owner's call with this key may still arrive and refund; our
+                    # answers say nothing of it. Failing would release the reservation
+                    # under a refund the provider may yet make: wait for its answer.
+                    error = ErrorInfo(
+                        exc.code,
+                        "the provider was unavailable; the refund stays pending until the "
+                        "provider confirms its outcome",
+                    )
+                    return await self._outcomes.unknown(refund, claim=claim, error=error)
                 message = f"the provider could not process the refund: {exc.message}"
                 return await self._outcomes.failed(
                     refund, ErrorInfo(exc.code, message), claim=claim
