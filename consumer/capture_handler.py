@@ -8,9 +8,13 @@
 
 A provider that certainly did not capture (unavailable, rate limited) is asked again with
 back-off, up to the retry policy's attempts; then, like a refusal by the provider, the
-payment goes back to ``authorized`` with the error, and may be captured again later. A
-timeout leaves it ``capturing`` for :meth:`resolve` (a redelivery, or the capture
-reconciler) to settle by asking the provider about the charge.
+payment goes back to ``authorized`` with the error, and may be captured again later -- but
+only for the worker that began the capture and kept its claim throughout, the only one that
+ever sent it. A worker that took the capture over cannot know whether a former owner's call
+with the capture key is still on its way (and would capture): for it the payment stays
+``capturing`` until the provider's own answer settles it. A timeout leaves it
+``capturing`` too, for :meth:`resolve` (a redelivery, or the capture reconciler) to settle
+by asking the provider about the charge.
 
 One owner per capture (see persistence.claims): only the holder of the payment's claim asks
 the provider, sends the capture or records its answer; a duplicate that cannot take the
@@ -68,7 +72,7 @@ class CaptureCommandHandler:
             outcome = await self._as_owner(
                 begun.payment.payment_request_id,
                 begun.claim.token,
-                self._send(begun.payment, begun.claim.token),
+                self._send(begun.payment, begun.claim.token, sole_sender=True),
             )
         elif isinstance(begun, CaptureRefused):
             outcome = Outcome.REFUSED
@@ -139,7 +143,15 @@ class CaptureCommandHandler:
                 log.warning("claim not released; it expires on its own")
             raise
 
-    async def _send(self, payment: PaymentView, claim: str) -> Outcome:
+    async def _send(
+        self, payment: PaymentView, claim: str, *, sole_sender: bool = False
+    ) -> Outcome:
+        """Ask the provider to capture, retrying what certainly did not arrive.
+
+        ``sole_sender``: ``claim`` is the one the capture began under, never taken over, so
+        no other worker ever sent this capture. Only then do "certainly not captured"
+        answers, once the retries are used up, prove the capture did not happen.
+        """
         request = CaptureRequest(
             capture_key=capture_key_for(payment.payment_request_id),
             payment_request_id=payment.payment_request_id,
@@ -170,6 +182,12 @@ class CaptureCommandHandler:
                         return Outcome.OWNED_ELSEWHERE
                     attempt += 1
                     continue
+                if exc.retriable and not sole_sender:
+                    # A former owner's call with the capture key may still arrive and
+                    # capture; our answers say nothing of it. Stays capturing, as after a
+                    # timeout, for the provider's own answer.
+                    await self._store.release(payment.payment_request_id, claim)
+                    return Outcome.PENDING
                 message = f"the provider could not capture the payment: {exc.message}"
                 return await self._not_captured(payment, ErrorInfo(exc.code, message), claim)
             except PaygateError as exc:
