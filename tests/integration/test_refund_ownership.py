@@ -426,9 +426,10 @@ def _counts(items: list[str]) -> dict[str, int]:
 
 
 def _schedules(workers: int, database: str, every: int = 1):
-    """Every schedule with up to two preemptions (``every``: a spread sample of them, for
-    variations whose full enumeration runs elsewhere). PostgreSQL runs a spread sample: the
-    same code paths, against the other database's locking."""
+    """Every ``every``-th schedule with up to two preemptions: a spread sample, so that the
+    file stays fast (the schedules found failing are run as regression tests besides).
+    PostgreSQL runs a sparser sample: the same code paths, against the other database's
+    locking."""
     schedules = list(bounded_schedules(workers, SCHEDULE_LENGTH, switches=2))
     return schedules[:: every if database == "sqlite" else every * 6]
 
