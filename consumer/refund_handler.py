@@ -216,7 +216,13 @@ class RefundCommandHandler:
             return Outcome.OWNED_ELSEWHERE  # another worker has the refund now
         if isinstance(answer, GaveUp):
             if in_doubt:
-                return await self._outcomes.unknown(refund, claim=claim)
+                # An earlier call of this key may still land: not a failure, not yet known.
+                unreachable = ErrorInfo(
+                    ErrorCode.PROVIDER_UNAVAILABLE,
+                    "the provider could not be reached to settle an earlier call of this "
+                    "refund; it stays pending until the provider confirms its outcome",
+                )
+                return await self._outcomes.unknown(refund, claim=claim, error=unreachable)
             return await self._failed(refund, answer.error, claim)
         return await self._outcomes.answered(refund, answer, claim=claim)
 

@@ -9,6 +9,7 @@ Shared by the refund handler and the refund reconciler, so both map answers the 
 | accepted, settles later                  | pending   | reservation kept          |
 | no answer in time (outcome unknown)      | pending   | reservation kept          |
 | certainly not processed, retries used up | failed    | reservation released      |
+| the same, by a worker that took it over  | pending   | reservation kept          |
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ class RefundOutcomes:
             )
         return await self._finish(refund, status, answer.provider_reference, error, claim)
 
-    async def unknown(self, refund: RefundView, *, claim: str) -> Outcome:
-        error = ErrorInfo(
+    async def unknown(
+        self, refund: RefundView, *, claim: str, error: ErrorInfo | None = None
+    ) -> Outcome:
+        """Pending: whether the provider refunded is not known yet (a timeout, unless
+        ``error`` says otherwise)."""
+        error = error or ErrorInfo(
             ErrorCode.PROVIDER_TIMEOUT,
             "the provider did not answer in time; the refund stays pending until the provider "
             "confirms its outcome",

@@ -146,9 +146,20 @@ async def run_schedule(engine, schedule, *, script, workers, tick_s=0.0, reconci
     if reconciler:
         store = CheckpointedStore(engine, clock, interleaving)
         rec = PaymentReconciler(
-            store=store, handler=handler(store), metrics=Metrics(), min_age=timedelta(0)
+            store=store,
+            handler=handler(store),
+            metrics=Metrics(),
+            min_age=timedelta(0),
+            clock=clock,
         )
-        work.append(rec.run_once)
+
+        async def reconcile() -> object:
+            # When the pass starts decides what it finds in doubt (its cut-off is read
+            # then): a checkpoint, so schedules put it anywhere among the handler's steps.
+            await interleaving.checkpoint("reconciler.pass")
+            return await rec.run_once()
+
+        work.append(reconcile)
     results = await interleaving.run(work)
     # What no worker may leave behind: the payment is finished by whoever held it last.
     # (A worker that found it owned elsewhere left it to that owner.)
@@ -226,6 +237,7 @@ async def test_three_handlers_of_one_payment_charge_it_once(engine, tick_s):
 
 
 async def test_a_handler_and_the_reconciler_charge_once(engine):
+    examined = 0
     for schedule in _schedules(2, _database(engine), every=2):
         outcome = await run_schedule(
             engine, schedule, script=["unavailable"], workers=1, tick_s=20.0, reconciler=True
@@ -235,6 +247,9 @@ async def test_a_handler_and_the_reconciler_charge_once(engine):
         # whichever way, the invariants hold once both are done.
         await assert_one_owner_held(engine, *outcome)
         assert results[0] in set(Outcome), interleaving.trace
+        examined += results[1].checked
+    # Some schedules must have given the reconciler something to take over.
+    assert examined > 0
 
 
 async def test_a_worker_that_lost_its_claim_records_its_charge_as_stray(engine):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
@@ -23,9 +24,19 @@ _worker: contextvars.ContextVar[int | None] = contextvars.ContextVar("worker", d
 
 
 class Interleaving:
-    def __init__(self, schedule: Sequence[int], on_step: Callable[[], None] | None = None) -> None:
+    """``on_step`` is called before every resumption (e.g. to move a fake clock);
+    ``observe`` is awaited at every quiet point, all workers parked or done and none inside
+    a store write, e.g. to check an invariant of the shared state between any two steps."""
+
+    def __init__(
+        self,
+        schedule: Sequence[int],
+        on_step: Callable[[], None] | None = None,
+        observe: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._schedule = list(schedule)
         self._on_step = on_step
+        self._observe = observe
         self._parked: dict[int, asyncio.Future[None]] = {}
         self._changed = asyncio.Event()
         self.trace: list[tuple[int, str]] = []
@@ -50,11 +61,22 @@ class Interleaving:
             task = asyncio.get_running_loop().create_task(_call(work), context=context)
             task.add_done_callback(lambda _t: self._changed.set())
             tasks.append(task)
+        try:
+            await self._follow(tasks)
+        finally:
+            # Only if an observer raised: no worker is left parked forever.
+            for task in tasks:
+                task.cancel()
+        return [task.result() for task in tasks]
+
+    async def _follow(self, tasks: list[asyncio.Task[Any]]) -> None:
         decisions = iter(self._schedule)
         while True:
             await self._quiet(tasks)
+            if self._observe is not None:
+                await self._observe()
             if not self._parked:
-                break
+                return
             wanted = next(decisions, None)
             order = sorted(self._parked)
             # The named worker if it is parked; else the next parked one after it.
@@ -64,7 +86,6 @@ class Interleaving:
             if self._on_step is not None:
                 self._on_step()
             self._parked.pop(chosen).set_result(None)
-        return [task.result() for task in tasks]
 
     async def _quiet(self, tasks: list[asyncio.Task[Any]]) -> None:
         """Wait until every worker is parked at a checkpoint or done."""
@@ -95,3 +116,13 @@ def bounded_schedules(workers: int, length: int, switches: int) -> Iterator[tupl
                     for worker, (start, end) in zip(seq, itertools.pairwise(bounds), strict=True):
                         schedule.extend([worker] * (end - start))
                     yield tuple(schedule)
+
+
+def random_schedules(
+    workers: int, length: int, count: int, *, seed: int
+) -> Iterator[tuple[int, ...]]:
+    """``count`` schedules of ``length`` decisions drawn at random, from ``seed`` so that a
+    failure names a reproducible schedule (for more workers than enumeration affords)."""
+    rng = random.Random(seed)
+    for _ in range(count):
+        yield tuple(rng.randrange(workers) for _ in range(length))
