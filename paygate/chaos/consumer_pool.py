@@ -9,6 +9,7 @@ supervisor sees a frozen process as alive.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -147,6 +148,13 @@ class ConsumerPool:
             if not self._stopped:
                 self._stopped = True
                 running = [s.child for s in self._slots if s.child.returncode is None]
+                # A consumer started by a late kill may still be importing: SIGTERM then
+                # ends it before it can handle the signal, which says nothing about its
+                # shutdown. The check is about running consumers: let each reach "started".
+                deadline = time.monotonic() + _STOP_READY_TIMEOUT_S
+                for child in running:
+                    with contextlib.suppress(ChaosSetupError):
+                        await _wait_ready(child, deadline)
                 codes = await asyncio.gather(*(child.terminate() for child in running))
                 self.exit_codes = {c.name: code for c, code in zip(running, codes, strict=True)}
             return self.exit_codes
@@ -164,6 +172,10 @@ class ConsumerPool:
             env=self.env,
             log_path=self.log_dir / f"{name}.log",
         )
+
+
+# How long stop_all waits for a consumer still starting to be ready before it stops it.
+_STOP_READY_TIMEOUT_S = 60.0
 
 
 async def _wait_ready(child: Child, deadline: float) -> None:
