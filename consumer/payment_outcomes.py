@@ -172,5 +172,10 @@ class PaymentOutcomes:
         )
         if applied:
             return Outcome(status.value)
-        # Still not known (a second timeout): pending, not a replay of an outcome.
-        return Outcome.PENDING if status is PaymentStatus.PENDING else Outcome.REPLAYED
+        if status is PaymentStatus.PENDING:
+            # Not known yet (a second timeout) is pending; a late timeout of a payment whose
+            # outcome was recorded meanwhile is a replay of that outcome.
+            current = await self._store.get_payment(facts.payment_request_id)
+            if current is not None and not current.status.charge_known:
+                return Outcome.PENDING
+        return Outcome.REPLAYED

@@ -65,6 +65,8 @@ def outage_settings(
     that is only waiting for its next try.
     """
     updates = {
+        # A test bench of its own, against the sandbox acquirer: development mode.
+        "env": "development",
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "commands_topic": f"outage.{run_id}.commands",
         "results_topic": f"outage.{run_id}.results",
@@ -78,6 +80,8 @@ def outage_settings(
         "reconcile_min_age_s": 3.0,
         "reconcile_interval_s": 1.0,
         "abandon_after_s": 30.0,
+        # A killed call's payment moves on within the run (above the 2 s call timeout).
+        "claim_lease_s": 4.0,
         "metrics_host": "127.0.0.1",
         "metrics_port": metrics_port,
     }
