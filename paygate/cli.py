@@ -91,7 +91,7 @@ async def _expire_keys(settings: Settings) -> None:
 
 
 async def _dev(settings: Settings) -> None:
-    from paygate.dev import run_dev
+    from devtools.dev import run_dev
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -159,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == [CHAOS_COMMAND]:
-        # The chaos run has options of its own; paygate.chaos parses them.
-        from paygate.chaos import main as chaos_main
+        # The chaos run has options of its own; devtools.chaos parses them.
+        from devtools.chaos import main as chaos_main
 
         return chaos_main(arguments[1:])
     if arguments[:1] == [DLQ_COMMAND]:
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return db_main(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command == KAFKA_COMMAND:
-        from paygate.kafka.__main__ import main as kafka_main
+        from devtools.kafka.__main__ import main as kafka_main
 
         return kafka_main([])
     settings = Settings()

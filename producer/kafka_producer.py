@@ -10,7 +10,7 @@ from typing import Final
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaTimeoutError
 
-log = logging.getLogger("paygate.kafka.producer")
+log = logging.getLogger("devtools.kafka.producer")
 
 # How long stop() waits for queued records to be acknowledged before it drops them.
 DEFAULT_STOP_TIMEOUT_S: Final = 10.0

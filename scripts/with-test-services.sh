@@ -77,7 +77,7 @@ if [ -z "${PAYGATE_TEST_POSTGRES_URL:-}" ]; then
 fi
 if [ -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]; then
   echo "fetching Apache Kafka jars (cached after the first run) ..." >&2
-  "$python" -m paygate.kafka --fetch-only >&2
+  "$python" -m devtools.kafka --fetch-only >&2
 fi
 stripe_mock_cache="$HOME/.cache/paygate/go/bin"
 if [ -z "${STRIPE_MOCK_BIN:-}" ] && [ ! -x "$stripe_mock_cache/stripe-mock" ] \

@@ -21,37 +21,37 @@ from pathlib import Path
 
 import pytest
 
-from domain.events import RefundResult
-from domain.refunds import RefundStatus
-from domain.status import PaymentStatus
-from paygate.chaos.attempt_evidence import StoreAttempts
-from paygate.chaos.evidence import (
+from devtools.chaos.attempt_evidence import StoreAttempts
+from devtools.chaos.evidence import (
     LedgerEvidence,
     LedgerRefund,
     RefundEventSeen,
     ResultsEvidence,
     summarize_results,
 )
-from paygate.chaos.fault_verdict import FaultFacts
-from paygate.chaos.feed_plan import (
+from devtools.chaos.fault_verdict import FaultFacts
+from devtools.chaos.feed_plan import (
     ECHO_DELAY_S,
     EchoKey,
     FeedPlan,
     PlannedPayment,
     build_plan,
 )
-from paygate.chaos.harness import Child
-from paygate.chaos.options import parse_options
-from paygate.chaos.payers import DECLINED_CARD, FAILS_ONCE_CARD, LATENCY_FAILS_ONCE_CARD
-from paygate.chaos.refund_evidence import StoredPayment, StoredRefund, StoreRefunds
-from paygate.chaos.refund_plan import PlannedRefund, RefundIntent
-from paygate.chaos.refund_verdict import RefundFacts
-from paygate.chaos.run import chaos_settings
-from paygate.chaos.stall_evidence import StalledPartition
-from paygate.chaos.store_lock import sqlite_lock_probe, write_locked
-from paygate.chaos.verdict import RunFacts, judge
-from paygate.chaos.zombie import BackoffWatch, ZombieEpisode, parse_backoff
-from paygate.kafka.jars import KafkaLaunchError, find_java
+from devtools.chaos.harness import Child
+from devtools.chaos.options import parse_options
+from devtools.chaos.payers import DECLINED_CARD, FAILS_ONCE_CARD, LATENCY_FAILS_ONCE_CARD
+from devtools.chaos.refund_evidence import StoredPayment, StoredRefund, StoreRefunds
+from devtools.chaos.refund_plan import PlannedRefund, RefundIntent
+from devtools.chaos.refund_verdict import RefundFacts
+from devtools.chaos.run import chaos_settings
+from devtools.chaos.stall_evidence import StalledPartition
+from devtools.chaos.store_lock import sqlite_lock_probe, write_locked
+from devtools.chaos.verdict import RunFacts, judge
+from devtools.chaos.zombie import BackoffWatch, ZombieEpisode, parse_backoff
+from devtools.kafka.jars import KafkaLaunchError, find_java
+from domain.events import RefundResult
+from domain.refunds import RefundStatus
+from domain.status import PaymentStatus
 from paygate.settings import Settings
 from schemas.payments import PaymentMessages
 from tests.support.services import service_missing
@@ -99,7 +99,7 @@ def test_a_small_chaos_run_charges_and_refunds_each_payment_at_most_once(tmp_pat
     command = [
         sys.executable,
         "-m",
-        "paygate.chaos",
+        "devtools.chaos",
         "--payments",
         "500",
         "--kills",

@@ -1,4 +1,4 @@
-"""An acquirer outage, end to end, through the real entry point (``python -m paygate.outage``).
+"""An acquirer outage, end to end, through the real entry point (``python -m devtools.outage``).
 
 A ``paygate consumer`` process with the settings as shipped charges the sandbox acquirer,
 itself a process, while payments arrive on Kafka at a steady rate; the acquirer is
@@ -42,7 +42,7 @@ def test_payments_ride_out_an_acquirer_outage_without_failing_or_double_charging
     command = [
         sys.executable,
         "-m",
-        "paygate.outage",
+        "devtools.outage",
         "--outage-s",
         "8",
         "--rate",

@@ -1,4 +1,4 @@
-"""``python -m paygate.bench`` runs end to end with tiny numbers and reports its figures.
+"""``python -m devtools.bench`` runs end to end with tiny numbers and reports its figures.
 
 Only that it completes and prints positive rates and ratios is checked: the figures of
 so small a run mean nothing, and timing is never asserted.
@@ -29,7 +29,7 @@ def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstra
         [
             sys.executable,
             "-m",
-            "paygate.bench",
+            "devtools.bench",
             "--payments",
             "200",
             "--slow-payments",
@@ -56,7 +56,7 @@ def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstra
     assert set(ratios) == {"b/a", "c/bound", "b/b-normal"}, output
     assert all(float(ratio) > 0 for ratio in ratios.values()), ratios
 
-    assert "command: python -m paygate.bench --payments 200 --slow-payments 50" in output
+    assert "command: python -m devtools.bench --payments 200 --slow-payments 50" in output
     assert re.search(r"^machine: \d+ cores", output, re.MULTILINE), output
     # The comparison: case b on the durable default, then the same on the opt-in.
     assert re.search(r"^case b: .*, SQLite synchronous=FULL$", output, re.MULTILINE), output

@@ -28,11 +28,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
+from devtools.kafka import KafkaLaunchError, LocalKafka
 from domain.captures import CapturePayment
 from domain.payments import CreatePayment, payment_request_id_for
 from domain.refunds import RefundPayment
 from paygate.facade_service import facade_app
-from paygate.kafka import KafkaLaunchError, LocalKafka
 from paygate.settings import Settings
 from persistence.api_key_store import ApiKeyStore
 from persistence.database import Database

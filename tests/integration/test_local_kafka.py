@@ -1,4 +1,4 @@
-"""paygate.kafka.LocalKafka against a real broker, checked with aiokafka.
+"""devtools.kafka.LocalKafka against a real broker, checked with aiokafka.
 
 One broker is started for the whole module (each start costs 5-20 s on a 2-core
 machine). The last two tests change its lifecycle: the restart test brings it back on
@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from paygate.kafka import KafkaLaunchError, LocalKafka
+from devtools.kafka import KafkaLaunchError, LocalKafka
 
 pytestmark = pytest.mark.integration
 

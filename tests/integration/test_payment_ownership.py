@@ -14,9 +14,10 @@ succeeded exactly when a charge exists, no attempt left open, and no worker rais
 
 from __future__ import annotations
 
+import functools
 import random
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 
 import pytest
@@ -142,7 +143,9 @@ async def run_schedule(engine, schedule, *, script, workers, tick_s=0.0, reconci
 
     # A store each, as separate consumer processes have.
     handlers = [handler(CheckpointedStore(engine, clock, interleaving)) for _ in range(workers)]
-    work = [(lambda h=h: h.handle(command)) for h in handlers]
+    work: list[Callable[[], Awaitable[object]]] = [
+        functools.partial(h.handle, command) for h in handlers
+    ]
     if reconciler:
         store = CheckpointedStore(engine, clock, interleaving)
         rec = PaymentReconciler(

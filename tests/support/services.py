@@ -71,7 +71,7 @@ def kafka_broker() -> Iterator[str]:
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
             yield container.get_bootstrap_server()
     else:
-        from paygate.kafka import LocalKafka
+        from devtools.kafka import LocalKafka
 
         with LocalKafka() as kafka:
             yield kafka.bootstrap_servers

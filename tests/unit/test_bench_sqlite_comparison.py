@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from paygate.bench.options import parse_options
-from paygate.bench.report import B_NORMAL, CaseResult, summary_lines
+from devtools.bench.options import parse_options
+from devtools.bench.report import B_NORMAL, CaseResult, summary_lines
 
 pytestmark = pytest.mark.unit
 

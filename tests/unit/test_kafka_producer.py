@@ -46,7 +46,7 @@ async def test_stop_fails_what_kafka_did_not_acknowledge_in_time(
     producer = KafkaProducer("127.0.0.1:1", stop_timeout_s=0.05)
     inner = UnreachableBrokerProducer()
     producer._producer = inner
-    caplog.set_level(logging.WARNING, logger="paygate.kafka.producer")
+    caplog.set_level(logging.WARNING, logger="devtools.kafka.producer")
 
     await producer.stop()
 
@@ -65,7 +65,7 @@ async def test_stop_with_everything_acknowledged_just_stops(
     inner = UnreachableBrokerProducer()
     inner._message_accumulator.drained.set()
     producer._producer = inner
-    caplog.set_level(logging.WARNING, logger="paygate.kafka.producer")
+    caplog.set_level(logging.WARNING, logger="devtools.kafka.producer")
 
     await producer.stop()
 

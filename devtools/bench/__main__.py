@@ -1,0 +1,3 @@
+from devtools.bench.main import main
+
+raise SystemExit(main())

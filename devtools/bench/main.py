@@ -1,0 +1,146 @@
+"""Runs the chosen cases one after another on one broker and prints the report."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+
+from aiokafka.errors import KafkaError
+
+from devtools.bench.bare_loop import run_bare_loop
+from devtools.bench.environment import (
+    BenchError,
+    broker,
+    case_database,
+    describe_database,
+    describe_machine,
+    describe_revision,
+)
+from devtools.bench.options import BenchOptions, parse_options
+from devtools.bench.pipeline import concurrency_bound, run_pipeline
+from devtools.bench.provider import BenchProvider
+from devtools.bench.report import B_NORMAL, CaseResult, case_lines, summary_lines
+from devtools.bench.workload import CaseTopics, created_topics, produce_commands
+from paygate.settings import Settings
+from persistence.engine import SqliteSynchronous
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    options = parse_options(args)
+    # Warnings and errors only: the pipeline logs a line per payment at INFO, which would
+    # drown the report (and is not what is being measured).
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    command = shlex.join(["python", "-m", "devtools.bench", *args])
+    try:
+        asyncio.run(run_bench(options, command))
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KafkaError as exc:
+        # Typically an unreachable broker: say so without a traceback through aiokafka.
+        print(f"bench failed: Kafka error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("bench interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+def _say(*lines: str) -> None:
+    print("\n".join(lines), flush=True)
+
+
+async def run_bench(options: BenchOptions, command: str) -> None:
+    base = Settings()
+    _say(
+        f"command: {command}",
+        f"machine: {describe_machine()}",
+        f"interpreter: {sys.executable}",
+        f"revision: {describe_revision()}",
+        f"cases: {','.join(options.cases)}",
+        f"payments: {options.payments} for cases a and b, {options.slow_payments} for case c "
+        f"(provider delay {options.provider_delay_s:g} s)",
+        f"partitions: {options.partitions} per topic",
+        f"database: {describe_database(options.database_url)}",
+        *(
+            ["sqlite synchronous: case b with FULL, then case b-normal with NORMAL"]
+            if options.compare_sqlite_synchronous
+            else []
+        ),
+    )
+    async with broker(base.kafka_bootstrap_servers) as kafka:
+        _say(f"broker: {kafka.description}", "")
+        settings = base.model_copy(update={"kafka_bootstrap_servers": kafka.bootstrap_servers})
+        run_id = uuid.uuid4().hex[:8]
+        results: dict[str, CaseResult] = {}
+        for case in _run_order(options):
+            results[case] = await _run_case(case, settings, options, run_id)
+            _say(*case_lines(results[case]), "")
+        bound = concurrency_bound(settings, options.provider_delay_s) if "c" in results else None
+        _say(*summary_lines(results, bound))
+
+
+def _run_order(options: BenchOptions) -> list[str]:
+    """The cases in order; b-normal right after b, so the two run on the same warm broker."""
+    order: list[str] = []
+    for case in options.cases:
+        order.append(case)
+        if case == "b" and options.compare_sqlite_synchronous:
+            order.append(B_NORMAL)
+    return order
+
+
+def _synchronous(case: str, settings: Settings, options: BenchOptions) -> SqliteSynchronous:
+    """What case b (or b-normal) runs with: as configured, unless it is a comparison."""
+    if case == B_NORMAL:
+        return SqliteSynchronous.NORMAL
+    if options.compare_sqlite_synchronous:
+        return SqliteSynchronous.FULL
+    return settings.sqlite_synchronous
+
+
+async def _run_case(
+    case: str, settings: Settings, options: BenchOptions, run_id: str
+) -> CaseResult:
+    payments = options.slow_payments if case == "c" else options.payments
+    topics = CaseTopics.fresh(run_id, case)
+    case_settings = topics.settings(settings, options.partitions)
+    bootstrap = case_settings.require_kafka()
+    async with created_topics(case_settings):
+        produce_started = time.perf_counter()
+        await produce_commands(bootstrap, topics.commands, payments, f"bench-{run_id}-{case}")
+        _say(
+            f"case {case}: {payments} commands pre-produced to {topics.commands} in "
+            f"{time.perf_counter() - produce_started:.1f} s (not timed); running ..."
+        )
+        if case == "a":
+            return await run_bare_loop(bootstrap, topics, payments, options.stall_timeout_s)
+        slow = case == "c"
+        provider = BenchProvider(delay_s=options.provider_delay_s if slow else 0.0)
+        synchronous = _synchronous(case, settings, options)
+        title = (
+            f"pipeline, provider sleeping {options.provider_delay_s:g} s per call"
+            if slow
+            else "pipeline (ConsumerService), provider answering at once"
+        )
+        with case_database(options.database_url, case) as database_url:
+            if database_url.startswith("sqlite"):
+                title += f", SQLite synchronous={synchronous.value.upper()}"
+            return await run_pipeline(
+                case_settings.model_copy(
+                    update={"database_url": database_url, "sqlite_synchronous": synchronous}
+                ),
+                case=case,
+                title=title,
+                payments=payments,
+                provider=provider,
+                stall_timeout_s=options.stall_timeout_s,
+            )

@@ -1,0 +1,120 @@
+"""Fresh topics per case and the commands pre-produced into them before the clock starts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from domain.accounts import Account, AccountType
+from domain.money import Money
+from domain.payments import CreatePayment, PaymentMethod
+from paygate.settings import Settings
+from paygate.topics import ensure_topics
+from schemas.payments import PaymentMessages
+
+log = logging.getLogger("devtools.bench")
+
+# Sends awaited together: large enough for full producer batches, small enough that a
+# broker problem surfaces within one request timeout rather than after all N sends.
+_PRODUCE_CHUNK = 2_000
+_SUCCESS_CARD = "4242424242424242"
+_PAYEE_IBAN = "DE89370400440532013000"
+_REQUESTED_AT = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseTopics:
+    """The topics and consumer group of one case; nothing is shared between cases."""
+
+    commands: str
+    results: str
+    dlq: str
+    group: str
+
+    @classmethod
+    def fresh(cls, run_id: str, case: str) -> CaseTopics:
+        prefix = f"bench.{run_id}.{case}"
+        return cls(
+            commands=f"{prefix}.commands",
+            results=f"{prefix}.results",
+            dlq=f"{prefix}.commands.dlq",
+            group=f"paygate-bench-{run_id}-{case}",
+        )
+
+    def settings(self, base: Settings, partitions: int) -> Settings:
+        return base.model_copy(
+            update={
+                "commands_topic": self.commands,
+                "results_topic": self.results,
+                "dlq_topic": self.dlq,
+                "consumer_group": self.group,
+                "topic_partitions": partitions,
+            }
+        )
+
+
+@contextlib.asynccontextmanager
+async def created_topics(settings: Settings) -> AsyncIterator[None]:
+    """Create the case's topics; delete them afterwards (a shared broker stays tidy)."""
+    await ensure_topics(settings)
+    try:
+        yield
+    finally:
+        await _delete_topics(
+            settings.require_kafka(),
+            [settings.commands_topic, settings.results_topic, settings.dlq_topic],
+        )
+
+
+async def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        await admin.delete_topics(names, timeout_ms=10_000)
+    except Exception as exc:  # best effort: a leftover topic does not spoil the figures
+        log.warning("could not delete bench topics %s: %s", names, exc)
+    finally:
+        await admin.close()
+
+
+def _command(order_id: str) -> CreatePayment:
+    return CreatePayment.create(
+        idempotency_key=f"key-{order_id}",
+        user_id="bench-user",
+        order_id=order_id,
+        amount=Money(1050, "EUR"),
+        payment_method=PaymentMethod.CARD,
+        payer=Account(AccountType.CARD, _SUCCESS_CARD),
+        payee=Account(AccountType.IBAN, _PAYEE_IBAN),
+        requested_at=_REQUESTED_AT,
+        metadata={"source": "bench"},
+    )
+
+
+async def produce_commands(bootstrap: str, topic: str, count: int, order_prefix: str) -> None:
+    """Produce ``count`` Avro commands keyed by unique order ids, in batches, and wait
+    until the broker acknowledged all of them."""
+    messages = PaymentMessages.bundled()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        pending: list[asyncio.Future[object]] = []
+        for i in range(count):
+            order_id = f"{order_prefix}-{i:07d}"
+            value = messages.encode_command(_command(order_id))
+            pending.append(await producer.send(topic, value, key=order_id.encode()))
+            if len(pending) >= _PRODUCE_CHUNK:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()

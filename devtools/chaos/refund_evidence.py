@@ -1,0 +1,88 @@
+"""What the store says about a run's refunds: each refund row, and each payment's totals.
+
+Plain SQL over the ``refunds`` and ``payments`` tables, as :mod:`devtools.chaos.evidence`
+reads payments: nothing of the consumer's code stands between the rows and the checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from devtools.chaos.evidence import in_chunks
+from persistence.tables import payments, refunds
+
+FINAL_REFUND_STATUSES = frozenset({"succeeded", "failed"})
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRefund:
+    refund_id: str
+    payment_id: str
+    status: str
+    amount_minor: int | None
+    error_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPayment:
+    """A payment's status and refund totals as the store has them at the end."""
+
+    status: str
+    amount_minor: int
+    refunded_minor: int
+    refund_reserved_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRefunds:
+    refunds: dict[str, StoredRefund]  # every refund of the given payments, by refund id
+    payments: dict[str, StoredPayment]  # the given payments the store has
+
+
+async def read_refund_statuses(engine: AsyncEngine, refund_ids: Sequence[str]) -> dict[str, str]:
+    """Status of each refund the store has, by id; cheap enough to poll while draining."""
+    statuses: dict[str, str] = {}
+    async with engine.connect() as conn:
+        for chunk in in_chunks(refund_ids):
+            rows = await conn.execute(
+                select(refunds.c.id, refunds.c.status).where(refunds.c.id.in_(chunk))
+            )
+            statuses.update({row.id: row.status for row in rows})
+    return statuses
+
+
+async def read_store_refunds(engine: AsyncEngine, payment_ids: Sequence[str]) -> StoreRefunds:
+    """Every refund row of ``payment_ids`` (fed or not), and those payments' totals."""
+    found: dict[str, StoredRefund] = {}
+    totals: dict[str, StoredPayment] = {}
+    async with engine.connect() as conn:
+        for chunk in in_chunks(payment_ids):
+            for row in await conn.execute(
+                select(
+                    refunds.c.id,
+                    refunds.c.payment_id,
+                    refunds.c.status,
+                    refunds.c.amount_minor,
+                    refunds.c.error_code,
+                ).where(refunds.c.payment_id.in_(chunk))
+            ):
+                found[row.id] = StoredRefund(
+                    row.id, row.payment_id, row.status, row.amount_minor, row.error_code
+                )
+            for row in await conn.execute(
+                select(
+                    payments.c.id,
+                    payments.c.status,
+                    payments.c.amount_minor,
+                    payments.c.refunded_minor,
+                    payments.c.refund_reserved_minor,
+                ).where(payments.c.id.in_(chunk))
+            ):
+                totals[row.id] = StoredPayment(
+                    row.status, row.amount_minor, row.refunded_minor, row.refund_reserved_minor
+                )
+    return StoreRefunds(found, totals)

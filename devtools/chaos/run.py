@@ -1,0 +1,354 @@
+"""One chaos run, start to verdict. The order of the phases is the point:
+
+1. broker (ours, unless ``KAFKA_BOOTSTRAP_SERVERS`` names one), topics, acquirer, consumers;
+2. feed (copies without their order's key included), while consumers are SIGKILLed and
+   replaced or frozen into zombies and thawed, and the broker restarts once;
+3. drain: no more faults; every payment final (reconciling the in-doubt), outbox empty,
+   and (bounded) the command topic committed to its end;
+4. SIGTERM the consumers (they must exit 0), then read the evidence and judge it;
+5. stop the acquirer and the broker, whatever happened before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from devtools.chaos.attempt_evidence import read_store_attempts
+from devtools.chaos.consumer_pool import ConsumerPool
+from devtools.chaos.drain import DrainReport, drain
+from devtools.chaos.evidence import count_final, read_ledger, read_results, read_statuses
+from devtools.chaos.fault_verdict import FaultFacts
+from devtools.chaos.faults import BrokerControl, inject_faults, supervise
+from devtools.chaos.feed_plan import (
+    Echo,
+    EchoKey,
+    FeedPlan,
+    PlannedPayment,
+    build_plan,
+    order_prefix,
+)
+from devtools.chaos.feeder import Feeder
+from devtools.chaos.group_probe import GroupProbe
+from devtools.chaos.harness import child_environment, start_acquirer
+from devtools.chaos.options import ChaosOptions
+from devtools.chaos.payers import fails_first, has_latency
+from devtools.chaos.refund_evidence import read_store_refunds
+from devtools.chaos.refund_plan import PlannedRefund
+from devtools.chaos.refund_verdict import RefundFacts
+from devtools.chaos.stall_evidence import read_stalls
+from devtools.chaos.store_lock import sqlite_lock_probe
+from devtools.chaos.verdict import RunFacts, Verdict, judge
+from devtools.chaos.zombie import Zombies
+from devtools.kafka import LocalKafka
+from paygate.settings import Settings
+from paygate.topics import ensure_topics
+from persistence.engine import create_engine
+from schemas.payments import PaymentMessages
+
+log = logging.getLogger("devtools.chaos")
+
+
+def chaos_settings(
+    base: Settings,
+    *,
+    bootstrap: str,
+    run_id: str,
+    database_url: str,
+    sandbox_url: str,
+    provider_timeout_s: float = 1.0,
+) -> Settings:
+    """The consumers' settings: short windows, so in-doubt payments resolve within the run.
+
+    The validators' rules hold: min age (timeout + 1 s) > provider timeout, abandon
+    (at least 60 s) > 2 x min age. Abandoning after 60 s gives a redelivered in-doubt
+    attempt 30 s in which the handler still re-sends it (half of it): a zombie's payments
+    reach their new owner after the session timeout and a rebalance, and must find it
+    willing to call the acquirer. Back-offs are capped at 5 s, so a consumer that caps a
+    provider's ``Retry-After`` at its longest back-off retries within the run. A claim
+    lasts 2 s longer than a provider call, so a killed consumer's payments move on within
+    the run and a live owner is not replaced mid-call; closed keys are verified at the
+    acquirer (the stray-charge sweep) a little after a call could still land.
+    """
+    min_age_s = provider_timeout_s + 1.0
+    updates = {
+        # A test bench of its own: the sandbox acquirer, throwaway topics and store.
+        "env": "development",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "commands_topic": f"chaos.{run_id}.commands",
+        "results_topic": f"chaos.{run_id}.results",
+        "dlq_topic": f"chaos.{run_id}.commands.dlq",
+        "consumer_group": f"chaos-{run_id}",
+        "database_url": database_url,
+        "provider": "sandbox",
+        "sandbox_url": sandbox_url,
+        "provider_timeout_s": provider_timeout_s,
+        "reconcile_min_age_s": min_age_s,
+        "reconcile_interval_s": 1.0,
+        "abandon_after_s": max(60.0, 2 * min_age_s + 10.0),
+        "retry_max_delay_s": 5.0,
+        "claim_lease_s": provider_timeout_s + 2.0,
+        "stray_settle_s": 2 * provider_timeout_s + 1.0,
+        "metrics_port": 0,
+    }
+    fields = base.model_dump(exclude={"kafka_bootstrap_servers"})
+    # Validated again, so a bad base setting (or a bad window above) fails here, loudly.
+    return Settings.model_validate({**fields, **updates})
+
+
+async def run_chaos(options: ChaosOptions, base: Settings, command_line: str) -> int:
+    """The whole run; prints the table and returns 0 (pass) or 1 (a check failed)."""
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex[:10]  # unique names; the seed fixes everything else
+    work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="paygate-chaos-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    print(f"command: {command_line}", flush=True)
+    print(f"options: {_describe(options)}", flush=True)
+    print(f"work dir: {work_dir}", flush=True)
+    verdict: Verdict | None = None
+    try:
+        verdict = await _run(options, base, run_id, work_dir, started)
+    finally:
+        temporary = options.work_dir is None and not options.keep_work_dir
+        if verdict is not None and verdict.passed and temporary:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        else:
+            print(f"logs kept in {work_dir}", flush=True)
+    print(flush=True)
+    print(verdict.render(), flush=True)
+    return 0 if verdict.passed else 1
+
+
+async def _run(
+    options: ChaosOptions, base: Settings, run_id: str, work_dir: Path, started: float
+) -> Verdict:
+    cleanup = contextlib.AsyncExitStack()  # unwound in reverse: consumers, acquirer, broker
+    try:
+        broker: BrokerControl | None = None
+        external = None if options.own_broker else base.kafka_bootstrap_servers
+        if external:
+            bootstrap = external
+            log.info("using the broker at %s; the broker restart is skipped", bootstrap)
+        else:
+            broker = BrokerControl(LocalKafka(work_dir=work_dir / "kafka"))
+            cleanup.push_async_callback(broker.stop)
+            log.info("starting a local Kafka broker")
+            bootstrap = await broker.start()
+        acquirer, sandbox_url = await start_acquirer(options, work_dir)
+        cleanup.push_async_callback(acquirer.terminate)
+        settings = chaos_settings(
+            base,
+            bootstrap=bootstrap,
+            run_id=run_id,
+            database_url=options.database_url or f"sqlite+aiosqlite:///{work_dir / 'paygate.db'}",
+            sandbox_url=sandbox_url,
+            provider_timeout_s=options.provider_timeout_s,
+        )
+        await ensure_topics(settings)
+        print(f"topics: {settings.commands_topic}, {settings.results_topic}", flush=True)
+
+        pool = ConsumerPool(child_environment(settings), work_dir, options.consumers)
+        cleanup.push_async_callback(pool.stop_all)
+        await pool.start()
+        log.info("consumers ready: %s", ", ".join(pool.names))
+        # Crashed consumers are replaced through the feed and the drain, as a supervisor
+        # (systemd, Kubernetes) would; the kills stop with the feed.
+        stop_supervising = asyncio.Event()
+        supervisor = asyncio.create_task(supervise(pool, stop_supervising), name="supervise")
+        cleanup.push_async_callback(_stop_task, supervisor, stop_supervising)
+
+        plan = _plan(options, run_id)
+        log.info(
+            "feeding %d payments and %d refunds (+%d duplicates, +%d copies under another key)",
+            len(plan.payments),
+            len(plan.refunds),
+            plan.duplicates,
+            len(plan.echoes),
+        )
+        final_at_calm, zombies = await _chaos_phase(
+            options, settings, plan, pool, broker, order_prefix(run_id), sandbox_url
+        )
+        ids = [payment.payment_id for payment in plan.payments]
+        refund_ids = [refund.refund_id for refund in plan.refunds]
+        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids))
+        stalls = await read_stalls(
+            bootstrap, settings.consumer_group, settings.commands_topic, settings.topic_partitions
+        )
+        await _stop_task(supervisor, stop_supervising)
+        exit_codes = await pool.stop_all()
+
+        engine = create_engine(settings.database_url)
+        try:
+            statuses = await read_statuses(engine, ids)
+            store_refunds = await read_store_refunds(engine, ids)
+            attempts = await read_store_attempts(engine, ids)
+        finally:
+            await engine.dispose()
+        results = await read_results(bootstrap, settings.results_topic, settings.topic_partitions)
+        facts = RunFacts(
+            payment_ids=ids,
+            min_kills=options.kills,
+            ledger=await read_ledger(sandbox_url),
+            statuses=statuses,
+            results=results,
+            kills=pool.kills,
+            restarts=pool.restarts,
+            broker_restarts=None if broker is None else broker.restarts,
+            wall_s=time.monotonic() - started,
+            consumer_exit_codes=exit_codes,
+            crashes=[str(crash) for crash in pool.crashes],
+            final_when_faults_stopped=final_at_calm,
+            refunds=RefundFacts(
+                plan.refunds,
+                store_refunds,
+                results.refund_events,
+                echoed=frozenset(e.command.command_id for e in plan.echoes if _is_refund(e)),
+            ),
+            faults=FaultFacts(
+                echoed_payments=_echoed(plan, PlannedPayment),
+                echoed_refunds=_echoed(plan, PlannedRefund),
+                zombie_episodes=zombies.episodes if zombies else [],
+                lock_holders=zombies.lock_holders if zombies else 0,
+                min_zombies=options.zombies,
+                payers={payment.payment_id: payment.payer for payment in plan.payments},
+                attempts=attempts,
+                stalls=stalls,
+            ),
+        )
+        return judge(facts)
+    finally:
+        await cleanup.aclose()
+
+
+async def _chaos_phase(
+    options: ChaosOptions,
+    settings: Settings,
+    plan: FeedPlan,
+    pool: ConsumerPool,
+    broker: BrokerControl | None,
+    prefix: str,
+    sandbox_url: str,
+) -> tuple[int, Zombies | None]:
+    """Feed while killing consumers and making zombies of them; restart the broker once
+    half the feed is out.
+
+    Returns how many payments were final when the faults stopped (the rest were processed
+    without faults, so the share says how much of the run the faults really covered), and
+    the zombie maker with its episodes (None when the run makes no zombies).
+    """
+    feed_done = asyncio.Event()
+    halfway = asyncio.Event()
+    feeder = Feeder(settings.require_kafka(), settings.commands_topic, plan, halfway)
+    engine = create_engine(settings.database_url)
+
+    async def finished() -> int:
+        return await count_final(engine, prefix)
+
+    async def idle() -> bool:
+        return await finished() >= feeder.fed
+
+    probe = None
+    if options.kill_schedule == "busy" or options.zombies:
+        probe = GroupProbe(settings.require_kafka(), settings.consumer_group, pool.size, idle)
+    zombies = None
+    if options.zombies and probe is not None:
+        # Aim at back-offs whose next call is slow: the other consumer's call for the same
+        # payment then lasts long enough for the thawed zombie to cross it.
+        slow = {
+            p.payment_id for p in plan.payments if has_latency(p.payer) and fails_first(p.payer)
+        }
+        zombies = Zombies(
+            pool,
+            probe,
+            sandbox_url,
+            slow,
+            store_locked=sqlite_lock_probe(settings.database_url),
+        )
+    rng = random.Random(f"{options.seed}:faults")
+    injected = inject_faults(
+        pool,
+        rng,
+        feed_done=feed_done,
+        min_kills=options.kills,
+        probe=probe if options.kill_schedule == "busy" else None,
+        zombies=zombies,
+        min_zombies=options.zombies,
+    )
+    faults = [asyncio.create_task(injected, name="faults")]
+    if broker is not None:
+        alone = None if zombies is None else zombies.alone
+        faults.append(
+            asyncio.create_task(broker.restart_when(halfway, alone), name="broker-restart")
+        )
+    try:
+        await feeder.run()
+        feed_done.set()
+        log.info(
+            "feed done: %d messages sent (%d copies under another key), %d batches resent",
+            feeder.sent,
+            feeder.echoed,
+            feeder.resent_batches,
+        )
+        await asyncio.gather(*faults)
+        return await finished(), zombies
+    finally:
+        for task in faults:
+            task.cancel()
+        await asyncio.gather(*faults, return_exceptions=True)
+        if zombies is not None:
+            await zombies.close()
+        if probe is not None:
+            await probe.close()
+        await engine.dispose()
+
+
+async def _stop_task(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    await task
+
+
+def _plan(options: ChaosOptions, run_id: str) -> FeedPlan:
+    return build_plan(
+        payments=options.payments,
+        duplicate_rate=options.duplicate_rate,
+        feed_s=options.feed_s,
+        run_id=run_id,
+        rng=random.Random(f"{options.seed}:feed"),
+        messages=PaymentMessages.bundled(),
+        refund_share=options.refund_share,
+        refund_rng=random.Random(f"{options.seed}:refunds"),
+        echo_rate=options.unkeyed_duplicate_rate,
+        echo_rng=random.Random(f"{options.seed}:echoes"),
+    )
+
+
+def _is_refund(echo: Echo) -> bool:
+    return isinstance(echo.command, PlannedRefund)
+
+
+def _echoed(
+    plan: FeedPlan, kind: type[PlannedPayment] | type[PlannedRefund]
+) -> dict[EchoKey, frozenset[str]]:
+    return {key: frozenset(plan.echoed(kind, key)) for key in EchoKey}
+
+
+def _log_drain(report: DrainReport) -> None:
+    log.info(
+        "drain: %.1f s, %d reconcile passes %s, %d outbox rows left%s",
+        report.seconds,
+        report.reconcile_passes,
+        dict(report.reconciled),
+        report.outbox_left,
+        " (timed out)" if report.timed_out else "",
+    )
+
+
+def _describe(options: ChaosOptions) -> str:
+    return " ".join(f"{name}={getattr(options, name)}" for name in options.__slots__)

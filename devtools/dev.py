@@ -1,0 +1,115 @@
+"""``paygate dev``: the whole service on one machine, for trying it out.
+
+Starts a local Kafka broker when ``KAFKA_BOOTSTRAP_SERVERS`` is unset, creates the topics,
+then runs the sandbox acquirer, the consumer and the HTTPS facade in this process, and
+prints a development API key (kept in ``.cache/dev-api-key``) for the curl lines. It always
+runs with ``PAYGATE_ENV=development``: nothing in it is fit for production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shlex
+from pathlib import Path
+
+from devtools.kafka import LocalKafka
+from paygate.acquirer_service import run_acquirer
+from paygate.apikey_dev import DEV_KEY_FILE, ensure_dev_api_key
+from paygate.consumer_service import ConsumerService
+from paygate.facade_service import FacadeService
+from paygate.ops_server import start_ops_server
+from paygate.providers import build_providers
+from paygate.settings import Environment, Settings
+from paygate.topics import ensure_topics
+from telemetry.metrics import Metrics
+
+log = logging.getLogger("devtools.dev")
+
+
+async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
+    # The whole point of `paygate dev` is the development defaults (the sandbox, a
+    # self-signed certificate, the development fingerprint and API keys).
+    settings = settings.model_copy(update={"env": Environment.DEVELOPMENT})
+    kafka: LocalKafka | None = None
+    if not settings.kafka_bootstrap_servers:
+        print("KAFKA_BOOTSTRAP_SERVERS is unset: starting a local Kafka broker ...", flush=True)
+        kafka = LocalKafka(work_dir=Path(".cache/kafka-dev"))
+        bootstrap = await asyncio.to_thread(kafka.start)
+        settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await ensure_topics(settings)
+        metrics = Metrics()
+        ops = await start_ops_server(metrics, settings.metrics_host, settings.metrics_port)
+        acquirer_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        tasks.append(asyncio.create_task(run_acquirer(settings, stop, acquirer_ready)))
+        sandbox_url = await _started(acquirer_ready, tasks)
+        settings = settings.model_copy(
+            update={"sandbox_url": sandbox_url, "provider": "sandbox", "routes": {}}
+        )
+
+        consumer = ConsumerService(settings, build_providers(settings, metrics), metrics)
+        tasks.append(asyncio.create_task(consumer.run(stop)))
+        facade_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        tasks.append(asyncio.create_task(FacadeService(settings, metrics).run(stop, facade_ready)))
+        url = await _started(facade_ready, tasks)
+        api_key = await ensure_dev_api_key(settings)
+        _print_welcome(settings, url, api_key)
+        # Any part ending (a crash, or all of them after Ctrl-C) ends the whole stack.
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        await asyncio.gather(*tasks)
+        await ops.cleanup()
+    finally:
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)
+        if kafka is not None:
+            await asyncio.to_thread(kafka.stop)
+
+
+async def _started(ready: asyncio.Future[str], tasks: list[asyncio.Task[None]]) -> str:
+    """Wait for ``ready``; if a task ends first, raise what ended it instead of hanging."""
+    waitables: list[asyncio.Future[object]] = [ready, *tasks]  # type: ignore[list-item]
+    await asyncio.wait(waitables, return_when=asyncio.FIRST_COMPLETED)
+    if ready.done():
+        return ready.result()
+    for task in tasks:
+        if task.done():
+            task.result()  # re-raises the failure
+    raise RuntimeError("a part of the stack stopped before it was ready")
+
+
+def _print_welcome(settings: Settings, url: str, api_key: str) -> None:
+    cert = settings.tls_cert_file or settings.tls_dir / "localhost.crt"
+    cacert = shlex.quote(str(cert))
+    body = (
+        '{"userId":"user-1","orderId":"order-1","amount":"10.50","currency":"EUR",'
+        '"paymentMethod":"card","payerAccount":{"type":"card","number":"4242424242424242"},'
+        '"payeeAccount":{"type":"iban","number":"DE89370400440532013000"}}'
+    )
+    print(
+        f"""
+paygate is running.
+  facade   {url}   (TLS; self-signed certificate at {cert})
+  metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics
+  kafka    {settings.kafka_bootstrap_servers}
+  api key  {api_key}   (client "dev"; also in {DEV_KEY_FILE})
+
+Create a payment and wait up to 10 s for its result:
+  export PAYGATE_API_KEY=$(cat {shlex.quote(str(DEV_KEY_FILE))})
+  curl --cacert {cacert} -H "Authorization: Bearer $PAYGATE_API_KEY" \\
+       -H 'Content-Type: application/json' -H 'Prefer: wait=10' \\
+       -H 'Idempotency-Key: demo-1' -d '{body}' {url}/v1/payments
+
+Query it (use the paymentRequestId from the answer):
+  curl --cacert {cacert} -H "Authorization: Bearer $PAYGATE_API_KEY" \\
+       {url}/v1/payments/<paymentRequestId>
+
+Press Ctrl-C to stop.
+""",
+        flush=True,
+    )

@@ -1,3 +1,0 @@
-from paygate.bench.main import main
-
-raise SystemExit(main())
