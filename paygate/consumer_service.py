@@ -17,6 +17,8 @@ from consumer.periodic import run_periodically
 from consumer.runner import CommandRunner
 from paygate.database import open_database
 from paygate.handlers import handlers_of
+from paygate.kafka_login import check_kafka_login
+from paygate.kafka_security import kafka_client_options
 from paygate.providers import build_router
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
@@ -48,9 +50,12 @@ class ConsumerService:
         settings = self.settings
         router = self.router or build_router(settings, self.providers)
         messages = PaymentMessages.bundled()
-        producer = KafkaProducer(settings.require_kafka(), client_id="paygate-consumer")
+        kafka = kafka_client_options(settings)
+        # A refused login or certificate ends the process here, before anything starts.
+        await check_kafka_login(kafka)
+        producer = KafkaProducer(kafka, client_id="paygate-consumer")
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.require_kafka(),
+            **kafka,
             group_id=settings.consumer_group,
             client_id="paygate-consumer",
             enable_auto_commit=False,

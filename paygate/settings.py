@@ -34,6 +34,23 @@ class Environment(StrEnum):
 _SANDBOX_NAME = re.compile(r"sandbox-[a-z0-9][a-z0-9-]{0,23}")
 
 
+class KafkaSecurityProtocol(StrEnum):
+    """Kafka's ``security.protocol``: TLS or not, SASL login or not."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSaslMechanism(StrEnum):
+    """The SASL mechanisms paygate supports (Kerberos and OAuth are not wired)."""
+
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYGATE_", extra="ignore", frozen=True)
 
@@ -51,6 +68,47 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "PAYGATE_KAFKA_BOOTSTRAP_SERVERS"),
         description="Kafka brokers, host:port[,host:port]. Unset: `paygate dev` starts a "
         "local broker.",
+    )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        KafkaSecurityProtocol.PLAINTEXT,
+        description="How every Kafka client paygate makes connects: `PLAINTEXT`, `SSL`, "
+        "`SASL_PLAINTEXT` or `SASL_SSL` (a company cluster: TLS and a login). See "
+        "docs/kafka.md.",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        None,
+        description="SASL mechanism with `SASL_*` protocols: `PLAIN`, `SCRAM-SHA-256` or "
+        "`SCRAM-SHA-512`.",
+    )
+    kafka_sasl_username: str | None = Field(
+        None, description="SASL user name (with `SASL_*` protocols)."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None,
+        description="SASL password; prefer `PAYGATE_KAFKA_SASL_PASSWORD_FILE`. Never logged.",
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        None,
+        description="File holding the SASL password (a mounted secret; one trailing newline "
+        "is ignored), read at start; exclusive with `PAYGATE_KAFKA_SASL_PASSWORD`.",
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CAs that sign the brokers' certificates (`SSL`, "
+        "`SASL_SSL`). Unset: the system's trust store.",
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        None,
+        description="PEM client certificate (chain) for mutual TLS; set with "
+        "`PAYGATE_KAFKA_SSL_KEY_FILE`.",
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        None, description="PEM private key of `PAYGATE_KAFKA_SSL_CERT_FILE` (unencrypted)."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True,
+        description="Whether a broker's certificate must name the host it was reached by. "
+        "The certificate is verified against the CAs either way.",
     )
     commands_topic: str = Field("payments.commands", description="Topic of payment commands.")
     results_topic: str = Field("payments.results", description="Topic of result events.")
@@ -328,6 +386,12 @@ class Settings(BaseSettings):
         9102, ge=0, le=65535, description="Port of the consumer's /metrics and /healthz."
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _kafka_choice_in_any_case(cls, value: object) -> object:
+        # Kafka's documentation spells them in capitals; `sasl_ssl` means the same.
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("env", "sqlite_synchronous", mode="before")
     @classmethod

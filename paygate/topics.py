@@ -8,6 +8,8 @@ from typing import Final
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from paygate.kafka_login import check_kafka_login
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 
 _NO_ERROR: Final = 0
@@ -25,7 +27,9 @@ async def ensure_topics(
 
     Safe to run from several processes at once: "already exists" counts as success.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.require_kafka())
+    kafka = kafka_client_options(settings)
+    await check_kafka_login(kafka)
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         wanted = [settings.commands_topic, settings.results_topic, settings.dlq_topic]

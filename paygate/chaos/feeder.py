@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -151,7 +152,7 @@ def build_plan(
 
 @dataclass
 class Feeder:
-    bootstrap_servers: str
+    kafka: Mapping[str, object]
     topic: str
     plan: FeedPlan
     halfway: asyncio.Event  # set once half the batches are out: the broker restart cue
@@ -214,7 +215,7 @@ class Feeder:
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = KafkaProducer(
-                self.bootstrap_servers,
+                self.kafka,
                 client_id="paygate-chaos-feeder",
                 # Short, so that a send to a stopped broker fails and is retried here,
                 # where it is counted, rather than waiting inside the client.

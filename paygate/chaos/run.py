@@ -31,6 +31,7 @@ from paygate.chaos.refund_evidence import read_store_refunds
 from paygate.chaos.refund_verdict import RefundFacts
 from paygate.chaos.verdict import RunFacts, Verdict, judge
 from paygate.kafka import LocalKafka
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
 from persistence.engine import create_engine
@@ -155,7 +156,9 @@ async def _run(
             store_refunds = await read_store_refunds(engine, ids)
         finally:
             await engine.dispose()
-        results = await read_results(bootstrap, settings.results_topic, settings.topic_partitions)
+        results = await read_results(
+            kafka_client_options(settings), settings.results_topic, settings.topic_partitions
+        )
         facts = RunFacts(
             payment_ids=ids,
             min_kills=options.kills,
@@ -191,7 +194,7 @@ async def _chaos_phase(
     """
     feed_done = asyncio.Event()
     halfway = asyncio.Event()
-    feeder = Feeder(settings.require_kafka(), settings.commands_topic, plan, halfway)
+    feeder = Feeder(kafka_client_options(settings), settings.commands_topic, plan, halfway)
     engine = create_engine(settings.database_url)
 
     async def finished() -> int:
@@ -202,7 +205,7 @@ async def _chaos_phase(
 
     probe = None
     if options.kill_schedule == "busy":
-        probe = GroupProbe(settings.require_kafka(), settings.consumer_group, pool.size, idle)
+        probe = GroupProbe(kafka_client_options(settings), settings.consumer_group, pool.size, idle)
     rng = random.Random(f"{options.seed}:faults")
     kills = kill_consumers(pool, rng, feed_done=feed_done, min_kills=options.kills, probe=probe)
     faults = [asyncio.create_task(kills, name="kills")]

@@ -29,6 +29,7 @@ from paygate.chaos.evidence import count_final, read_ledger, read_statuses
 from paygate.chaos.harness import child_environment
 from paygate.chaos.report import Verdict
 from paygate.kafka import LocalKafka
+from paygate.kafka_security import kafka_client_options
 from paygate.outage.acquirer import Acquirer
 from paygate.outage.evidence import (
     ConsumerCounts,
@@ -145,7 +146,9 @@ async def _run(
         )
         ids = [payment.payment_id for payment in plan]
         prefix = order_prefix(run_id)
-        feeder = SteadyFeeder(bootstrap, settings.commands_topic, plan, options.rate)
+        feeder = SteadyFeeder(
+            kafka_client_options(settings), settings.commands_topic, plan, options.rate
+        )
         log.info("feeding %d payments over %.0f s", len(ids), options.feed_s)
         feed = asyncio.create_task(feeder.run(), name="feed")
         cleanup.push_async_callback(_cancel, feed)
