@@ -58,7 +58,11 @@ async def check_kafka_login(options: Mapping[str, object]) -> None:
             raise KafkaLoginError(_refused(options, address, exc)) from None
         except ssl.SSLError as exc:
             raise KafkaLoginError(_untrusted(address, exc)) from None
-        except (OSError, TimeoutError, KafkaError):
+        except (OSError, TimeoutError, KafkaError) as exc:
+            # With TLS 1.3 a broker refuses a client certificate after the handshake: the
+            # alert surfaces as the cause of a closed connection.
+            if isinstance(exc.__cause__, ssl.SSLError):
+                raise KafkaLoginError(_untrusted(address, exc.__cause__)) from None
             continue  # unreachable, or no verdict on our credentials: try the next one
         conn.close()
         return

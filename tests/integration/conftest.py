@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from paygate.kafka import LocalKafka
+from paygate.kafka.certificates import LocalPki, make_local_pki
+from paygate.kafka.secure_listeners import ScramUser, SecureListeners
+from tests.support.services import service_missing
 from tests.support.stripe_mock import run_stripe_mock
 
 
@@ -14,3 +19,35 @@ def stripe_mock_url() -> Iterator[str]:
     """One stripe-mock for the session, its PaymentIntents answering ``succeeded``."""
     with run_stripe_mock() as url:
         yield url
+
+
+@dataclass(frozen=True)
+class SecureKafka:
+    """The session's secured broker: its listeners, CA and SCRAM user."""
+
+    broker: LocalKafka
+    pki: LocalPki
+    user: ScramUser
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """A second broker, started once and only for the tests that ask for it: a SASL_SSL
+    listener with a SCRAM-SHA-512 user and a mutual-TLS listener, on a CA made here.
+
+    Always the project's own launcher: a company-like listener set-up is not something a
+    broker given by KAFKA_BOOTSTRAP_SERVERS or a plain container has.
+    """
+    from paygate.kafka.jars import KafkaLaunchError
+
+    pki = make_local_pki(tmp_path_factory.mktemp("kafka-pki"), client_name="paygate-mtls")
+    user = ScramUser("paygate-consumer", "a-scram-secret-for-tests", "SCRAM-SHA-512")
+    broker = LocalKafka(secure=SecureListeners(pki, (user,)))
+    try:
+        broker.start()
+    except KafkaLaunchError as exc:
+        service_missing(f"the secured local Kafka broker did not start: {exc}")
+    try:
+        yield SecureKafka(broker, pki, user)
+    finally:
+        broker.stop()
