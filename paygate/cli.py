@@ -63,9 +63,13 @@ async def _acquirer(settings: Settings) -> None:
 
 
 async def _topics(settings: Settings) -> None:
-    from paygate.topics import ensure_topics
+    from paygate.topics import TopicMismatchError, ensure_topics
 
-    created = await ensure_topics(settings)
+    try:
+        created = await ensure_topics(settings)
+    except TopicMismatchError as exc:
+        # Exit 1 with the differences: an operator decides, paygate changes nothing.
+        raise SystemExit(f"paygate topics: {exc}") from None
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
 
 
@@ -116,7 +120,9 @@ _COMMANDS: dict[str, _Command] = {
     "acquirer": _Command(
         "run the sandbox acquirer as an HTTP service", _acquirer, Uses.SANDBOX_ACQUIRER
     ),
-    "topics": _Command("create the Kafka topics if missing", _topics),
+    "topics": _Command(
+        "create the Kafka topics if missing; report existing ones that differ", _topics
+    ),
     "reconcile": _Command(
         "resolve in-doubt payments by asking the provider, once", _reconcile, Uses.PROVIDERS
     ),

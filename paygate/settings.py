@@ -116,7 +116,37 @@ class Settings(BaseSettings):
         "payments.commands.dlq",
         description="Dead-letter topic for commands that can never be processed.",
     )
-    topic_partitions: int = Field(3, ge=1, description="Partitions of topics paygate creates.")
+    topic_partitions: int = Field(
+        3,
+        ge=1,
+        description="Partitions of the topics `paygate topics` creates (the most consumer "
+        "processes that share the work).",
+    )
+    topic_replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Replicas of each topic `paygate topics` creates: 1 for a one-broker "
+        "development cluster; 3 in production (docs/kafka.md).",
+    )
+    topic_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="`min.insync.replicas` of those topics: how many replicas must hold a "
+        "record before an acks=all write succeeds. 1 in development; 2 in production, so "
+        "one broker can be lost without losing an acknowledged command or result.",
+    )
+    topic_retention_ms: int = Field(
+        604_800_000,
+        ge=3_600_000,
+        description="`retention.ms` of the command and result topics (7 days): how long a "
+        "stopped consumer or a new facade can catch up.",
+    )
+    dlq_retention_ms: int = Field(
+        2_592_000_000,
+        ge=3_600_000,
+        description="`retention.ms` of the dead-letter topic (30 days): dead letters wait "
+        "for a person (`paygate dlq`).",
+    )
     consumer_group: str = Field("paygate-consumer", description="Consumer group of the consumer.")
     max_in_flight: int = Field(
         100,
@@ -444,6 +474,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"PAYGATE_SANDBOX_URLS: {name!r} is not a sandbox name (sandbox-<suffix>)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            # Every acks=all write would fail with NOT_ENOUGH_REPLICAS.
+            raise ValueError(
+                "PAYGATE_TOPIC_MIN_INSYNC_REPLICAS must not exceed PAYGATE_TOPIC_REPLICATION_FACTOR"
+            )
         return self
 
     @model_validator(mode="after")
