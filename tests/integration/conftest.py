@@ -51,3 +51,20 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
         yield SecureKafka(broker, pki, user)
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[str]:
+    """A real Confluent-API-compatible registry (Apicurio 3.x) for the session, started only
+    when a test asks for it; yields the base URL of its Confluent API."""
+    from paygate.schema_registry import LocalSchemaRegistry, RegistryLaunchError
+
+    registry = LocalSchemaRegistry()
+    try:
+        registry.start()
+    except RegistryLaunchError as exc:
+        service_missing(f"the local Schema Registry did not start: {exc}")
+    try:
+        yield registry.confluent_url
+    finally:
+        registry.stop()
