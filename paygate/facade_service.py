@@ -22,12 +22,12 @@ from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from paygate.database import open_database
 from paygate.kafka_login import check_kafka_login
 from paygate.kafka_security import kafka_client_options
+from paygate.schema_source import payment_messages
 from paygate.settings import Settings
 from persistence.availability import is_database_unavailable
 from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
-from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.http")
@@ -48,6 +48,7 @@ class FacadeService:
         kafka = kafka_client_options(settings)
         # A refused login or certificate ends the process here, before anything starts.
         await check_kafka_login(kafka)
+        messages = await payment_messages(settings)
         ssl_context = server_ssl_context(cert, key)
         # Watches the files and loads a renewed pair into this same context, the one the
         # listener uses: new handshakes get it, open connections keep theirs.
@@ -56,7 +57,6 @@ class FacadeService:
         )
         db = await open_database(settings)
         store, refunds = db.payments, db.refunds
-        messages = PaymentMessages.bundled()
         producer = KafkaProducer(kafka, client_id="paygate-facade")
         listener = ResultListener(
             open_feed=functools.partial(KafkaResultFeed.open, kafka, settings.results_topic),

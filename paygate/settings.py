@@ -116,6 +116,20 @@ class Settings(BaseSettings):
         "payments.commands.dlq",
         description="Dead-letter topic for commands that can never be processed.",
     )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Base URL of a Confluent-API Schema Registry (Apicurio: "
+        "`http://host:8080/apis/ccompat/v7`). Set: paygate registers its schemas there at "
+        "start and reads any writer id the registry knows. Unset: the ids of "
+        "`schemas/schema_ids.json` (no registry needed). See docs/kafka.md.",
+    )
+    schema_registry_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Seconds one Schema Registry request may take (registration at start, "
+        "the fetch of a writer schema first seen in a message).",
+    )
     topic_partitions: int = Field(
         3,
         ge=1,
