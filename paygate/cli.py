@@ -141,10 +141,19 @@ CHAOS_COMMAND = "chaos"
 DLQ_COMMAND = "dlq"
 APIKEY_COMMAND = "apikey"
 DB_COMMAND = "db"
+SCHEMAS_COMMAND = "schemas"
 
 
 def subcommands() -> list[str]:
-    return [*_COMMANDS, KAFKA_COMMAND, CHAOS_COMMAND, DLQ_COMMAND, APIKEY_COMMAND, DB_COMMAND]
+    return [
+        *_COMMANDS,
+        KAFKA_COMMAND,
+        CHAOS_COMMAND,
+        DLQ_COMMAND,
+        APIKEY_COMMAND,
+        DB_COMMAND,
+        SCHEMAS_COMMAND,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(DLQ_COMMAND, help="list dead letters and re-publish selected ones")
     sub.add_parser(APIKEY_COMMAND, help="create, revoke and list the facade's API keys")
     sub.add_parser(DB_COMMAND, help="upgrade the database schema, or show its revision")
+    sub.add_parser(SCHEMAS_COMMAND, help="register the Avro schemas with the Schema Registry")
     return parser
 
 
@@ -184,6 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from paygate.db_command import main as db_main
 
         return db_main(arguments[1:])
+    if arguments[:1] == [SCHEMAS_COMMAND]:
+        # `paygate schemas register` has a subcommand of its own.
+        from paygate.schemas_command import main as schemas_main
+
+        return schemas_main(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command == KAFKA_COMMAND:
         from paygate.kafka.__main__ import main as kafka_main

@@ -48,13 +48,27 @@ def subjects(settings: Settings) -> dict[str, str]:
 
 async def payment_messages(settings: Settings) -> PaymentMessages:
     """The process's codec, with schema ids from the source the settings select."""
-    url = settings.schema_registry_url
-    if url is None:
+    if settings.schema_registry_url is None:
         return PaymentMessages.bundled()
+    source, _ids = await _registered(settings, settings.schema_registry_url)
+    return PaymentMessages(AvroCodec(source))
+
+
+async def registered_ids(settings: Settings) -> dict[str, int]:
+    """Register paygate's schemas; record full name -> the id it is written with."""
+    if settings.schema_registry_url is None:
+        raise SchemaRegistrySetupError("PAYGATE_SCHEMA_REGISTRY_URL is not set")
+    _source, ids = await _registered(settings, settings.schema_registry_url)
+    return ids
+
+
+async def _registered(settings: Settings, url: str) -> tuple[RegistrySchemas, dict[str, int]]:
     client = AsyncSchemaRegistryClient({"url": url, "timeout": settings.schema_registry_timeout_s})
     source = RegistrySchemas(client, fetch_timeout_s=settings.schema_registry_timeout_s)
     try:
-        await source.register_bundled(FileSchemaRegistry.bundled_schemas(), subjects(settings))
+        ids = await source.register_bundled(
+            FileSchemaRegistry.bundled_schemas(), subjects(settings)
+        )
     except SchemaSourceUnavailable as exc:
         raise SchemaRegistrySetupError(
             f"the Schema Registry at PAYGATE_SCHEMA_REGISTRY_URL={url} cannot be reached: {exc}"
@@ -65,4 +79,4 @@ async def payment_messages(settings: Settings) -> PaymentMessages:
             f"schemas (HTTP {exc.http_status_code}: {exc.error_message}); an incompatible "
             "schema change, or a subject with a stricter rule?"
         ) from None
-    return PaymentMessages(AvroCodec(source))
+    return source, ids

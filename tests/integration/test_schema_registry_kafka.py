@@ -78,3 +78,36 @@ async def test_a_foreign_serializer_payment_is_processed_and_its_result_read_by_
         f"{settings.results_topic}-paygate.payments.v1.PaymentResult"
     )
     assert _schema_id(result.value) == registered.schema_id
+
+
+def test_paygate_schemas_register_prints_the_ids_the_registry_assigned(
+    schema_registry: str, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    topic = f"reg.{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "PAYGATE_SCHEMA_REGISTRY_URL": schema_registry,
+        "PAYGATE_COMMANDS_TOPIC": f"{topic}.commands",
+        "PAYGATE_RESULTS_TOPIC": f"{topic}.results",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "paygate.cli", "schemas", "register"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    ids = json.loads(done.stdout)
+    client = SchemaRegistryClient({"url": schema_registry})
+    for name, schema_id in ids.items():
+        on = "results" if name.endswith("Result") else "commands"
+        latest = client.get_latest_version(f"{topic}.{on}-{name}")
+        assert latest.schema_id == schema_id
+    assert len(ids) == 5
