@@ -91,6 +91,28 @@ def kafka_client_options(settings: Settings) -> KafkaClientOptions:
     return options
 
 
+_SECURITY_FIELDS: Final = (
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_sasl_password_file",
+    "kafka_ssl_ca_file",
+    "kafka_ssl_cert_file",
+    "kafka_ssl_key_file",
+)
+
+
+def on_local_broker(settings: Settings, bootstrap_servers: str) -> Settings:
+    """``settings`` pointed at a plaintext broker a developer tool started itself: the
+    company cluster's TLS and login settings do not apply to it."""
+    update: dict[str, object] = dict.fromkeys(_SECURITY_FIELDS)
+    update |= {
+        "kafka_bootstrap_servers": bootstrap_servers,
+        "kafka_security_protocol": KafkaSecurityProtocol.PLAINTEXT,
+    }
+    return settings.model_copy(update=update)
+
+
 def _env(field: str) -> str:
     return f"PAYGATE_{field.upper()}"
 

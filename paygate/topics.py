@@ -95,7 +95,14 @@ async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, O
     for response in responses:
         # (error_code, error_message, resource_type, resource_name, config_entries)
         for resource in response.resources:
-            configs[resource[3]] = {entry[0]: entry[1] for entry in resource[4]}
+            error_code, error_message, name = resource[0], resource[1], resource[3]
+            if error_code != _NO_ERROR:
+                # Reporting every setting as "(unknown)" would look like drift; it is not.
+                raise TopicSetupError(
+                    f"cannot read the configuration of topic {name} (error code {error_code}: "
+                    f"{error_message}); the principal needs DescribeConfigs on it"
+                )
+            configs[name] = {entry[0]: entry[1] for entry in resource[4]}
     observed = {}
     for entry in described:
         partitions = entry["partitions"]

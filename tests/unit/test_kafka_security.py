@@ -211,3 +211,19 @@ async def test_the_login_check_gives_no_verdict_on_an_unreachable_broker():
 
     # Nobody listens on port 1: waiting for the broker is start_with_retry's business.
     await check_kafka_login({"bootstrap_servers": "127.0.0.1:1", "security_protocol": "PLAINTEXT"})
+
+
+def test_a_broker_a_developer_tool_started_itself_is_reached_in_plaintext(pki: LocalPki):
+    from paygate.kafka_security import on_local_broker
+
+    company = settings(
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="u",
+        kafka_sasl_password="p",
+        kafka_ssl_ca_file=pki.ca_file,
+    )
+    assert kafka_client_options(on_local_broker(company, "127.0.0.1:9092")) == {
+        "bootstrap_servers": "127.0.0.1:9092",
+        "security_protocol": "PLAINTEXT",
+    }
