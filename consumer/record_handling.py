@@ -8,6 +8,8 @@ sooner, and leaves the message to be redelivered.
 
 How often a failing message is tried depends on why it fails (see consumer.failures):
 
+* its writer schema is not known yet and the schema registry cannot be asked now: retried
+  with back-off until it can (a registry outage never dead-letters a message);
 * it does not decode, or a value breaks a rule (the text rule, an amount, ...): it is
   dead-lettered at once with the codec's or the domain's reason;
 * handling fails PERMANENTLY (a value the database refuses, a rule the domain says is
@@ -38,6 +40,7 @@ from consumer.failures import Failure, FailureKind, classify
 from domain.errors import ErrorCode, PaygateError
 from schemas.codec import CodecError
 from schemas.payments import Command
+from schemas.registry_schemas import SchemaSourceUnavailable
 
 log = logging.getLogger("paygate.consumer")
 
@@ -77,10 +80,14 @@ class RecordHandling:
         max_attempts: int,
         max_backoff_s: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        learn_writer: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
+        """``learn_writer`` is awaited with each message's bytes before it is decoded (a
+        registry-backed schema source fetches an unknown writer schema there)."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._messages = messages
+        self._learn_writer = learn_writer
         self._handler = handler
         self._dead_letters = dead_letters
         self._max_attempts = max_attempts
@@ -112,8 +119,28 @@ class RecordHandling:
             await self._sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff_s)
 
+    async def _writer_known(self, record: ConsumerRecord) -> None:
+        """Fetch the writer schema if needed, retrying for as long as the registry is
+        unreachable: not knowing yet is no reason to dead-letter."""
+        if self._learn_writer is None:
+            return
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            try:
+                await self._learn_writer(record.value or b"")
+                return
+            except SchemaSourceUnavailable as exc:
+                log.warning(
+                    "schema registry unavailable; retrying in %.1fs",
+                    backoff,
+                    extra={**_where(record), "error": str(exc)},
+                )
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff_s)
+
     async def _decoded(self, record: ConsumerRecord) -> Command | None:
         """The command, or None once a message that can never decode is dead-lettered."""
+        await self._writer_known(record)
         try:
             return self._messages.decode_any_command(record.value or b"")
         except CodecError as exc:

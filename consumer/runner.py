@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -53,6 +53,7 @@ class CommandRunner:
         drain_timeout_s: float = 10.0,
         max_retry_backoff_s: float = 5.0,
         max_handling_attempts: int = 8,
+        learn_writer: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
         self._consumer = consumer
         self._topic = topic
@@ -62,6 +63,7 @@ class CommandRunner:
             dead_letters=dead_letters,
             max_attempts=max_handling_attempts,
             max_backoff_s=max_retry_backoff_s,
+            learn_writer=learn_writer,
         )
         self._metrics = metrics
         self._after_work = after_work

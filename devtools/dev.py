@@ -19,6 +19,7 @@ from paygate.acquirer_service import run_acquirer
 from paygate.apikey_dev import DEV_KEY_FILE, ensure_dev_api_key
 from paygate.consumer_service import ConsumerService
 from paygate.facade_service import FacadeService
+from paygate.kafka_security import on_local_broker
 from paygate.ops_server import start_ops_server
 from paygate.providers import build_providers
 from paygate.settings import Environment, Settings
@@ -37,7 +38,7 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         print("KAFKA_BOOTSTRAP_SERVERS is unset: starting a local Kafka broker ...", flush=True)
         kafka = LocalKafka(work_dir=Path(".cache/kafka-dev"))
         bootstrap = await asyncio.to_thread(kafka.start)
-        settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
+        settings = on_local_broker(settings, bootstrap)
     tasks: list[asyncio.Task[None]] = []
     try:
         await ensure_topics(settings)

@@ -8,7 +8,7 @@ partition: older results are in the store already, where a waiter looks first.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -30,13 +30,17 @@ class KafkaResultFeed:
         self._consumer = consumer
 
     @classmethod
-    async def open(cls, bootstrap_servers: str, topic: str) -> KafkaResultFeed:
-        """A feed positioned at the current end of every partition of ``topic``."""
-        partitions = await _partition_ids(bootstrap_servers, topic)
+    async def open(cls, connection: Mapping[str, object], topic: str) -> KafkaResultFeed:
+        """A feed positioned at the current end of every partition of ``topic``.
+
+        ``connection``: aiokafka's keyword arguments for the cluster (``bootstrap_servers``
+        and, for a secured one, TLS and SASL options).
+        """
+        partitions = await _partition_ids(connection, topic)
         if not partitions:
             raise RuntimeError(f"topic {topic} does not exist; run `paygate topics create`")
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
+            **connection,
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -69,10 +73,10 @@ class KafkaResultFeed:
             await self._consumer.stop()
 
 
-async def _partition_ids(bootstrap_servers: str, topic: str) -> list[int]:
+async def _partition_ids(connection: Mapping[str, object], topic: str) -> list[int]:
     # A consumer without a subscription has no metadata for the topic; the admin client
     # asks for it explicitly.
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    admin = AIOKafkaAdminClient(**connection)
     await admin.start()
     try:
         described = await admin.describe_topics([topic])

@@ -63,9 +63,13 @@ async def _acquirer(settings: Settings) -> None:
 
 
 async def _topics(settings: Settings) -> None:
-    from paygate.topics import ensure_topics
+    from paygate.topics import TopicMismatchError, ensure_topics
 
-    created = await ensure_topics(settings)
+    try:
+        created = await ensure_topics(settings)
+    except TopicMismatchError as exc:
+        # Exit 1 with the differences: an operator decides, paygate changes nothing.
+        raise SystemExit(f"paygate topics: {exc}") from None
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
 
 
@@ -116,7 +120,9 @@ _COMMANDS: dict[str, _Command] = {
     "acquirer": _Command(
         "run the sandbox acquirer as an HTTP service", _acquirer, Uses.SANDBOX_ACQUIRER
     ),
-    "topics": _Command("create the Kafka topics if missing", _topics),
+    "topics": _Command(
+        "create the Kafka topics if missing; report existing ones that differ", _topics
+    ),
     "reconcile": _Command(
         "resolve in-doubt payments by asking the provider, once", _reconcile, Uses.PROVIDERS
     ),
@@ -135,10 +141,19 @@ CHAOS_COMMAND = "chaos"
 DLQ_COMMAND = "dlq"
 APIKEY_COMMAND = "apikey"
 DB_COMMAND = "db"
+SCHEMAS_COMMAND = "schemas"
 
 
 def subcommands() -> list[str]:
-    return [*_COMMANDS, KAFKA_COMMAND, CHAOS_COMMAND, DLQ_COMMAND, APIKEY_COMMAND, DB_COMMAND]
+    return [
+        *_COMMANDS,
+        KAFKA_COMMAND,
+        CHAOS_COMMAND,
+        DLQ_COMMAND,
+        APIKEY_COMMAND,
+        DB_COMMAND,
+        SCHEMAS_COMMAND,
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(DLQ_COMMAND, help="list dead letters and re-publish selected ones")
     sub.add_parser(APIKEY_COMMAND, help="create, revoke and list the facade's API keys")
     sub.add_parser(DB_COMMAND, help="upgrade the database schema, or show its revision")
+    sub.add_parser(SCHEMAS_COMMAND, help="register the Avro schemas with the Schema Registry")
     return parser
 
 
@@ -178,6 +194,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from paygate.db_command import main as db_main
 
         return db_main(arguments[1:])
+    if arguments[:1] == [SCHEMAS_COMMAND]:
+        # `paygate schemas register` has a subcommand of its own.
+        from paygate.schemas_command import main as schemas_main
+
+        return schemas_main(arguments[1:])
     args = build_parser().parse_args(arguments)
     if args.command == KAFKA_COMMAND:
         from devtools.kafka.__main__ import main as kafka_main

@@ -17,7 +17,10 @@ from consumer.periodic import run_periodically
 from consumer.runner import CommandRunner
 from paygate.database import open_database
 from paygate.handlers import handlers_of
+from paygate.kafka_login import check_kafka_login
+from paygate.kafka_security import kafka_client_options
 from paygate.providers import build_router
+from paygate.schema_source import payment_messages
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
 from persistence.outbox_lease import OutboxLease
@@ -25,7 +28,6 @@ from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
 from providers.registry import Providers
 from providers.routing import Router
-from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.consumer")
@@ -47,10 +49,13 @@ class ConsumerService:
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
         router = self.router or build_router(settings, self.providers)
-        messages = PaymentMessages.bundled()
-        producer = KafkaProducer(settings.require_kafka(), client_id="paygate-consumer")
+        kafka = kafka_client_options(settings)
+        # A refused login or certificate ends the process here, before anything starts.
+        await check_kafka_login(kafka)
+        messages = await payment_messages(settings)
+        producer = KafkaProducer(kafka, client_id="paygate-consumer")
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.require_kafka(),
+            **kafka,
             group_id=settings.consumer_group,
             client_id="paygate-consumer",
             enable_auto_commit=False,
@@ -95,6 +100,7 @@ class ConsumerService:
                 max_in_flight=settings.max_in_flight,
                 drain_timeout_s=settings.drain_timeout_s,
                 max_handling_attempts=settings.max_handling_attempts,
+                learn_writer=messages.learn_writer,
             )
             key_expiry = KeyExpiry(
                 db.payments, timedelta(days=settings.idempotency_key_retention_days)

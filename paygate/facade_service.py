@@ -20,12 +20,14 @@ from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from paygate.database import open_database
+from paygate.kafka_login import check_kafka_login
+from paygate.kafka_security import kafka_client_options
+from paygate.schema_source import payment_messages
 from paygate.settings import Settings
 from persistence.availability import is_database_unavailable
 from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
-from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.http")
@@ -43,6 +45,10 @@ class FacadeService:
             cert, key = settings.tls_cert_file, settings.tls_key_file
         else:
             cert, key = ensure_self_signed_certificate(settings.tls_dir)
+        kafka = kafka_client_options(settings)
+        # A refused login or certificate ends the process here, before anything starts.
+        await check_kafka_login(kafka)
+        messages = await payment_messages(settings)
         ssl_context = server_ssl_context(cert, key)
         # Watches the files and loads a renewed pair into this same context, the one the
         # listener uses: new handshakes get it, open connections keep theirs.
@@ -51,12 +57,9 @@ class FacadeService:
         )
         db = await open_database(settings)
         store, refunds = db.payments, db.refunds
-        messages = PaymentMessages.bundled()
-        producer = KafkaProducer(settings.require_kafka(), client_id="paygate-facade")
+        producer = KafkaProducer(kafka, client_id="paygate-facade")
         listener = ResultListener(
-            open_feed=functools.partial(
-                KafkaResultFeed.open, settings.require_kafka(), settings.results_topic
-            ),
+            open_feed=functools.partial(KafkaResultFeed.open, kafka, settings.results_topic),
             decoder=messages,
             queries=store,
             refunds=refunds,

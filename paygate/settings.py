@@ -34,6 +34,23 @@ class Environment(StrEnum):
 _SANDBOX_NAME = re.compile(r"sandbox-[a-z0-9][a-z0-9-]{0,23}")
 
 
+class KafkaSecurityProtocol(StrEnum):
+    """Kafka's ``security.protocol``: TLS or not, SASL login or not."""
+
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class KafkaSaslMechanism(StrEnum):
+    """The SASL mechanisms paygate supports (Kerberos and OAuth are not wired)."""
+
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PAYGATE_", extra="ignore", frozen=True)
 
@@ -52,13 +69,98 @@ class Settings(BaseSettings):
         description="Kafka brokers, host:port[,host:port]. Unset: `paygate dev` starts a "
         "local broker.",
     )
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        KafkaSecurityProtocol.PLAINTEXT,
+        description="How every Kafka client paygate makes connects: `PLAINTEXT`, `SSL`, "
+        "`SASL_PLAINTEXT` or `SASL_SSL` (a company cluster: TLS and a login). See "
+        "docs/kafka.md.",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        None,
+        description="SASL mechanism with `SASL_*` protocols: `PLAIN`, `SCRAM-SHA-256` or "
+        "`SCRAM-SHA-512`.",
+    )
+    kafka_sasl_username: str | None = Field(
+        None, description="SASL user name (with `SASL_*` protocols)."
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        None,
+        description="SASL password; prefer `PAYGATE_KAFKA_SASL_PASSWORD_FILE`. Never logged.",
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        None,
+        description="File holding the SASL password (a mounted secret; one trailing newline "
+        "is ignored), read at start; exclusive with `PAYGATE_KAFKA_SASL_PASSWORD`.",
+    )
+    kafka_ssl_ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CAs that sign the brokers' certificates (`SSL`, "
+        "`SASL_SSL`). Unset: the system's trust store.",
+    )
+    kafka_ssl_cert_file: Path | None = Field(
+        None,
+        description="PEM client certificate (chain) for mutual TLS; set with "
+        "`PAYGATE_KAFKA_SSL_KEY_FILE`.",
+    )
+    kafka_ssl_key_file: Path | None = Field(
+        None, description="PEM private key of `PAYGATE_KAFKA_SSL_CERT_FILE` (unencrypted)."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        True,
+        description="Whether a broker's certificate must name the host it was reached by. "
+        "The certificate is verified against the CAs either way.",
+    )
     commands_topic: str = Field("payments.commands", description="Topic of payment commands.")
     results_topic: str = Field("payments.results", description="Topic of result events.")
     dlq_topic: str = Field(
         "payments.commands.dlq",
         description="Dead-letter topic for commands that can never be processed.",
     )
-    topic_partitions: int = Field(3, ge=1, description="Partitions of topics paygate creates.")
+    schema_registry_url: str | None = Field(
+        None,
+        description="Base URL of a Confluent-API Schema Registry (Apicurio: "
+        "`http://host:8080/apis/ccompat/v7`). Set: paygate registers its schemas there at "
+        "start and reads any writer id the registry knows. Unset: the ids of "
+        "`schemas/schema_ids.json` (no registry needed). See docs/kafka.md.",
+    )
+    schema_registry_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="Seconds one Schema Registry request may take (registration at start, "
+        "the fetch of a writer schema first seen in a message).",
+    )
+    topic_partitions: int = Field(
+        3,
+        ge=1,
+        description="Partitions of the topics `paygate topics` creates (the most consumer "
+        "processes that share the work).",
+    )
+    topic_replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Replicas of each topic `paygate topics` creates: 1 for a one-broker "
+        "development cluster; 3 in production (docs/kafka.md).",
+    )
+    topic_min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="`min.insync.replicas` of those topics: how many replicas must hold a "
+        "record before an acks=all write succeeds. 1 in development; 2 in production, so "
+        "one broker can be lost without losing an acknowledged command or result.",
+    )
+    topic_retention_ms: int = Field(
+        604_800_000,
+        ge=3_600_000,
+        description="`retention.ms` of the command and result topics (7 days): how long a "
+        "stopped consumer or a new facade can catch up.",
+    )
+    dlq_retention_ms: int = Field(
+        2_592_000_000,
+        ge=3_600_000,
+        description="`retention.ms` of the dead-letter topic (30 days): dead letters wait "
+        "for a person (`paygate dlq`).",
+    )
     consumer_group: str = Field("paygate-consumer", description="Consumer group of the consumer.")
     max_in_flight: int = Field(
         100,
@@ -329,6 +431,12 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _kafka_choice_in_any_case(cls, value: object) -> object:
+        # Kafka's documentation spells them in capitals; `sasl_ssl` means the same.
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("env", "sqlite_synchronous", mode="before")
     @classmethod
     def _choice_in_any_case(cls, value: object) -> object:
@@ -380,6 +488,15 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"PAYGATE_SANDBOX_URLS: {name!r} is not a sandbox name (sandbox-<suffix>)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _insync_within_replicas(self) -> Settings:
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            # Every acks=all write would fail with NOT_ENOUGH_REPLICAS.
+            raise ValueError(
+                "PAYGATE_TOPIC_MIN_INSYNC_REPLICAS must not exceed PAYGATE_TOPIC_REPLICATION_FACTOR"
+            )
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Final
 
@@ -17,17 +18,23 @@ DEFAULT_STOP_TIMEOUT_S: Final = 10.0
 
 
 class KafkaProducer:
-    """acks=all with idempotence: a retried send is written once per producer session."""
+    """acks=all with idempotence: a retried send is written once per producer session.
+
+    ``connection`` holds aiokafka's keyword arguments naming the cluster and how to reach
+    it (``bootstrap_servers``, and for a secured cluster ``security_protocol``,
+    ``ssl_context``, ``sasl_*``): the process's wiring makes them, this module only passes
+    them on.
+    """
 
     def __init__(
         self,
-        bootstrap_servers: str,
+        connection: Mapping[str, object],
         *,
         client_id: str = "paygate",
         request_timeout_ms: int = 30_000,
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
     ) -> None:
-        self._bootstrap_servers = bootstrap_servers
+        self._connection = dict(connection)
         self._client_id = client_id
         self._request_timeout_ms = request_timeout_ms
         self._stop_timeout_s = stop_timeout_s
@@ -37,7 +44,7 @@ class KafkaProducer:
         if self._producer is not None:
             return
         producer = AIOKafkaProducer(
-            bootstrap_servers=self._bootstrap_servers,
+            **self._connection,
             client_id=self._client_id,
             enable_idempotence=True,
             acks="all",

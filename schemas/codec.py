@@ -49,6 +49,15 @@ class AvroCodec:
         fastavro.schemaless_writer(out, schema, dict(record))
         return out.getvalue()
 
+    async def learn_writer(self, data: bytes) -> None:
+        """Ask the schema source about the writer id of ``data`` (when it has a wire-format
+        header) so that decoding answers from memory; see :mod:`schemas.registry_schemas`.
+        May raise ``SchemaSourceUnavailable``: retry later, the message is not at fault."""
+        if len(data) >= _HEADER.size:
+            magic, schema_id = _HEADER.unpack_from(data)
+            if magic == MAGIC_BYTE:
+                await self._registry.learn(schema_id)
+
     def decode(self, data: bytes, full_name: str) -> dict[str, Any]:
         """Decode a ``full_name`` record; raise :class:`CodecError` for anything else."""
         return self.decode_one_of(data, (full_name,))[1]

@@ -130,6 +130,10 @@ class PaymentMessages:
         """Messages with the schemas and ids shipped in this package."""
         return cls(AvroCodec(FileSchemaRegistry.bundled()))
 
+    async def learn_writer(self, data: bytes) -> None:
+        """Before decoding ``data``: let a registry-backed source fetch its writer schema."""
+        await self._codec.learn_writer(data)
+
     def encode_command(self, command: CreatePayment) -> bytes:
         return self._codec.encode(CREATE_PAYMENT, create_payment_to_record(command))
 

@@ -33,6 +33,11 @@ class SchemaRegistry(Protocol):
 
     def full_name(self, schema_id: int) -> str | None: ...
 
+    async def learn(self, schema_id: int) -> None:
+        """Make ``schema_id`` known if it can be (may ask a registry; see
+        :mod:`schemas.registry_schemas`); a no-op for ids already known."""
+        ...
+
 
 class FileSchemaRegistry:
     """Schemas from ``.avsc`` files, with ids from a JSON file (``{"schemas": {id: file}}``)."""
@@ -44,7 +49,7 @@ class FileSchemaRegistry:
         latest: dict[str, int] = {}
         self._names: dict[int, str] = {}
         for schema_id, raw in ids.items():
-            name = _full_name(raw)
+            name = full_name_of(raw)
             self._names[schema_id] = name
             latest[name] = max(schema_id, latest.get(name, schema_id))
         self._latest = MappingProxyType(latest)
@@ -69,8 +74,22 @@ class FileSchemaRegistry:
     def full_name(self, schema_id: int) -> str | None:
         return self._names.get(schema_id)
 
+    async def learn(self, schema_id: int) -> None:
+        """Every id this source will ever know is in its file: nothing to learn."""
 
-def _full_name(raw: Mapping[str, Any]) -> str:
+    @staticmethod
+    def bundled_schemas() -> list[dict[str, Any]]:
+        """The shipped ``.avsc`` schemas, oldest first (in id order)."""
+        root = resources.files("schemas")
+        index = json.loads(root.joinpath("schema_ids.json").read_text())["schemas"]
+        return [
+            json.loads(root.joinpath("avro", index[key]).read_text())
+            for key in sorted(index, key=int)
+        ]
+
+
+def full_name_of(raw: Mapping[str, Any]) -> str:
+    """A record schema's full name (``namespace.Name``), parsed or raw."""
     name = str(raw["name"])
     # Parsed schemas carry the full name already; raw .avsc files split it.
     return name if "." in name or "namespace" not in raw else f"{raw['namespace']}.{name}"

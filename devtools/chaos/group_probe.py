@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -34,14 +34,14 @@ _STABLE = "Stable"
 class GroupProbe:
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: Mapping[str, object],
         group: str,
         size: int,
         idle: Callable[[], Awaitable[bool]],
     ) -> None:
         """``idle`` tells whether anything fed is still unprocessed: an idle group need
         not be waited for."""
-        self._bootstrap_servers = bootstrap_servers
+        self._kafka = kafka
         self._group = group
         self._size = size
         self._idle = idle
@@ -92,7 +92,7 @@ class GroupProbe:
         """(state, member count); (None, 0) while the broker cannot tell."""
         try:
             if self._admin is None:
-                admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap_servers)
+                admin = AIOKafkaAdminClient(**self._kafka)
                 await admin.start()
                 self._admin = admin
             responses = await self._admin.describe_consumer_groups([self._group])

@@ -48,6 +48,7 @@ from devtools.chaos.store_lock import sqlite_lock_probe
 from devtools.chaos.verdict import RunFacts, Verdict, judge
 from devtools.chaos.zombie import Zombies
 from devtools.kafka import LocalKafka
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
 from persistence.engine import create_engine
@@ -179,7 +180,10 @@ async def _run(
         refund_ids = [refund.refund_id for refund in plan.refunds]
         _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids))
         stalls = await read_stalls(
-            bootstrap, settings.consumer_group, settings.commands_topic, settings.topic_partitions
+            kafka_client_options(settings),
+            settings.consumer_group,
+            settings.commands_topic,
+            settings.topic_partitions,
         )
         await _stop_task(supervisor, stop_supervising)
         exit_codes = await pool.stop_all()
@@ -191,7 +195,9 @@ async def _run(
             attempts = await read_store_attempts(engine, ids)
         finally:
             await engine.dispose()
-        results = await read_results(bootstrap, settings.results_topic, settings.topic_partitions)
+        results = await read_results(
+            kafka_client_options(settings), settings.results_topic, settings.topic_partitions
+        )
         facts = RunFacts(
             payment_ids=ids,
             min_kills=options.kills,
@@ -245,7 +251,7 @@ async def _chaos_phase(
     """
     feed_done = asyncio.Event()
     halfway = asyncio.Event()
-    feeder = Feeder(settings.require_kafka(), settings.commands_topic, plan, halfway)
+    feeder = Feeder(kafka_client_options(settings), settings.commands_topic, plan, halfway)
     engine = create_engine(settings.database_url)
 
     async def finished() -> int:
@@ -256,7 +262,7 @@ async def _chaos_phase(
 
     probe = None
     if options.kill_schedule == "busy" or options.zombies:
-        probe = GroupProbe(settings.require_kafka(), settings.consumer_group, pool.size, idle)
+        probe = GroupProbe(kafka_client_options(settings), settings.consumer_group, pool.size, idle)
     zombies = None
     if options.zombies and probe is not None:
         # Aim at back-offs whose next call is slow: the other consumer's call for the same

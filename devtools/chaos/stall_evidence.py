@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -45,15 +47,18 @@ class StalledPartition:
 
 
 async def read_stalls(
-    bootstrap_servers: str, group: str, topic: str, partitions: int, *, timeout_s: float = 30.0
+    kafka: Mapping[str, Any],
+    group: str,
+    topic: str,
+    partitions: int,
+    *,
+    timeout_s: float = 30.0,
 ) -> list[StalledPartition]:
     """Wait (bounded) until ``group`` has committed ``topic`` to its end; the partitions
     still behind when the bound passes (none if it got there)."""
     tps = [TopicPartition(topic, p) for p in range(partitions)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    reader = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
-    )
+    admin = AIOKafkaAdminClient(**kafka)
+    reader = AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False)
     await admin.start()
     await reader.start()
     try:

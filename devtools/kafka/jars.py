@@ -29,6 +29,7 @@ __all__ = [
     "KafkaLaunchError",
     "default_cache_dir",
     "find_java",
+    "java_major_version",
     "resolve_classpath",
 ]
 
@@ -87,6 +88,11 @@ def find_java() -> str:
             f"{java} is Java {major}; Kafka {KAFKA_VERSION} needs Java {MIN_JAVA_MAJOR} or newer."
         )
     return java
+
+
+def java_major_version(java: str) -> int | None:
+    """The major version of the ``java`` executable (None: an unknown version format)."""
+    return _java_major_version(java)
 
 
 @functools.lru_cache(maxsize=8)

@@ -38,7 +38,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from devtools.kafka import secure_listeners
 from devtools.kafka.jars import KafkaLaunchError, find_java, resolve_classpath, tail
+from devtools.kafka.secure_listeners import SecureListeners
 
 __all__ = ["KafkaLaunchError", "LocalKafka"]
 
@@ -84,6 +86,7 @@ class LocalKafka:
         heap_mb: int = 512,
         startup_timeout_s: float = 180.0,
         port: int | None = None,
+        secure: SecureListeners | None = None,
     ) -> None:
         """Configure, but do not start, a broker.
 
@@ -96,6 +99,9 @@ class LocalKafka:
             heap_mb: JVM heap (``-Xms``/``-Xmx``) in MiB.
             startup_timeout_s: bound on one launch attempt, from JVM start to ready.
             port: the PLAINTEXT port to listen on; a free one is picked when omitted.
+            secure: also serve a ``SASL_SSL`` (SCRAM) and a mutual-TLS listener, on free
+                ports (see :mod:`devtools.kafka.secure_listeners`); its SCRAM users are
+                created when the storage is formatted.
         """
         if heap_mb < 128:
             raise ValueError(f"heap_mb={heap_mb} is too small for a Kafka broker (min 128)")
@@ -106,6 +112,8 @@ class LocalKafka:
         self._heap_mb = heap_mb
         self._startup_timeout_s = startup_timeout_s
         self._fixed_port = port
+        self._secure = secure
+        self._secure_ports: tuple[int, int] | None = None
         self._work_dir: Path | None = None
         self._owns_work_dir = False
         self._port: int | None = None
@@ -123,6 +131,23 @@ class LocalKafka:
         if self._port is None:
             raise KafkaLaunchError("LocalKafka is not started; call start() first")
         return f"{_HOST}:{self._port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """``"127.0.0.1:<port>"`` of the ``SASL_SSL`` listener (needs ``secure``)."""
+        return f"{_HOST}:{self._secure_port(0)}"
+
+    @property
+    def mtls_bootstrap_servers(self) -> str:
+        """``"127.0.0.1:<port>"`` of the mutual-TLS listener (needs ``secure``)."""
+        return f"{_HOST}:{self._secure_port(1)}"
+
+    def _secure_port(self, index: int) -> int:
+        if self._secure is None:
+            raise KafkaLaunchError("this LocalKafka was made without secure listeners")
+        if self._secure_ports is None:
+            raise KafkaLaunchError("LocalKafka is not started; call start() first")
+        return self._secure_ports[index]
 
     @property
     def port(self) -> int | None:
@@ -185,6 +210,7 @@ class LocalKafka:
             self._work_dir = None
             self._owns_work_dir = False
         self._port = self._controller_port = None
+        self._secure_ports = None
 
     def kill(self) -> None:
         """SIGKILL the broker at once, as a crash would. Data and ports are kept, so
@@ -223,7 +249,9 @@ class LocalKafka:
         last_error: KafkaLaunchError | None = None
         for _attempt in range(_LAUNCH_ATTEMPTS):
             if self._port is None or self._controller_port is None:
-                self._port, self._controller_port = _pick_ports(self._fixed_port)
+                extra = 0 if self._secure is None else 2
+                self._port, self._controller_port, *more = _pick_ports(self._fixed_port, extra)
+                self._secure_ports = (more[0], more[1]) if more else None
             if self._port == self._fixed_port and not _can_bind(self._port):
                 # Retrying cannot help with a port the caller chose: fail fast and clearly.
                 raise KafkaLaunchError(f"port {_HOST}:{self._port} is already in use")
@@ -235,7 +263,7 @@ class LocalKafka:
                 last_error = exc
                 # Pick other ports and retry. Storage this attempt formatted is wiped so
                 # it is formatted again: `--standalone` records the controller endpoint.
-                self._port = self._controller_port = None
+                self._port = self._controller_port = self._secure_ports = None
                 if fresh:
                     shutil.rmtree(self._data_dir(), ignore_errors=True)
         raise KafkaLaunchError(
@@ -355,6 +383,8 @@ class LocalKafka:
             "-c",
             str(config),
         ]
+        if self._secure is not None:
+            cmd += secure_listeners.scram_format_arguments(self._secure)
         try:
             proc = subprocess.run(
                 cmd,
@@ -383,15 +413,22 @@ class LocalKafka:
 
     def _server_properties(self) -> str:
         port, cport = self._ports()
+        listeners = [f"PLAINTEXT://{_HOST}:{port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        more: dict[str, str] = {}
+        if self._secure is not None and self._secure_ports is not None:
+            listeners += secure_listeners.listeners(_HOST, *self._secure_ports)
+            protocols += secure_listeners.protocol_map()
+            more = secure_listeners.listener_properties(self._secure)
         props = {
             # One JVM is the whole cluster: broker and its own single KRaft controller.
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.bootstrap.servers": f"{_HOST}:{cport}",
-            "listeners": f"PLAINTEXT://{_HOST}:{port},CONTROLLER://{_HOST}:{cport}",
-            "advertised.listeners": f"PLAINTEXT://{_HOST}:{port}",
+            "listeners": ",".join([*listeners, f"CONTROLLER://{_HOST}:{cport}"]),
+            "advertised.listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self._data_dir()),
             "num.partitions": "3",
@@ -412,6 +449,7 @@ class LocalKafka:
             # that session times out: 9 s by default, shortened for quick chaos restarts.
             "broker.heartbeat.interval.ms": "1000",
             "broker.session.timeout.ms": "4000",
+            **more,
         }
         lines = ["# Written by devtools.kafka.LocalKafka on every start; edits are lost."]
         lines += [f"{key}={value}" for key, value in props.items()]
@@ -442,23 +480,23 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         os.killpg(proc.pid, sig)
 
 
-def _pick_ports(fixed_port: int | None) -> tuple[int, int]:
-    """A PLAINTEXT port (``fixed_port`` or a free one) and a different free controller port.
+def _pick_ports(fixed_port: int | None, extra: int = 0) -> list[int]:
+    """A PLAINTEXT port (``fixed_port`` or a free one), a different free controller port,
+    then ``extra`` more free ports, all different.
 
-    Both sockets are held open together so the two picks differ; they are closed before
+    The sockets are held open together so the picks differ; they are closed before
     Kafka binds, so another process may grab one in between (handled by a retry).
     """
+    wanted = (1 if fixed_port is not None else 2) + extra
     with contextlib.ExitStack() as stack:
         picked: list[int] = []
-        while len(picked) < (1 if fixed_port is not None else 2):
+        while len(picked) < wanted:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((_HOST, 0))
             port = int(sock.getsockname()[1])
             if port != fixed_port:
                 picked.append(port)
-    if fixed_port is not None:
-        return fixed_port, picked[0]
-    return picked[0], picked[1]
+    return [fixed_port, *picked] if fixed_port is not None else picked
 
 
 def _can_bind(port: int) -> bool:

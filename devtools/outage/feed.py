@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -60,7 +60,7 @@ class SteadyFeeder:
     """Sends payment ``n`` at ``start + n / rate``; ``sent`` counts those handed to the
     producer, in order, so ``plan[:sent]`` are the ones fed so far."""
 
-    bootstrap_servers: str
+    kafka: Mapping[str, object]
     topic: str
     plan: Sequence[PlannedPayment]
     rate: float
@@ -68,7 +68,7 @@ class SteadyFeeder:
     _acks: list[asyncio.Future[object]] = field(default_factory=list, repr=False)
 
     async def run(self) -> None:
-        producer = KafkaProducer(self.bootstrap_servers, client_id="paygate-outage-feeder")
+        producer = KafkaProducer(self.kafka, client_id="paygate-outage-feeder")
         await producer.start()
         try:
             started = time.monotonic()

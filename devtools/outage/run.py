@@ -40,6 +40,7 @@ from devtools.outage.evidence import (
 from devtools.outage.feed import SteadyFeeder, order_prefix, steady_plan
 from devtools.outage.options import OutageOptions
 from devtools.outage.verdict import OutageFacts, judge
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
 from persistence.engine import create_engine
@@ -149,7 +150,9 @@ async def _run(
         )
         ids = [payment.payment_id for payment in plan]
         prefix = order_prefix(run_id)
-        feeder = SteadyFeeder(bootstrap, settings.commands_topic, plan, options.rate)
+        feeder = SteadyFeeder(
+            kafka_client_options(settings), settings.commands_topic, plan, options.rate
+        )
         log.info("feeding %d payments over %.0f s", len(ids), options.feed_s)
         feed = asyncio.create_task(feeder.run(), name="feed")
         cleanup.push_async_callback(_cancel, feed)

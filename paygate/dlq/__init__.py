@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
@@ -32,6 +32,8 @@ from paygate.dlq.republish import (
     check_targets,
     republish,
 )
+from paygate.kafka_login import check_kafka_login
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 
 __all__ = [
@@ -61,19 +63,24 @@ async def run_dlq_command(settings: Settings, options: Options) -> int:
     if not bootstrap:
         return _error("KAFKA_BOOTSTRAP_SERVERS is not set")
     try:
+        kafka = kafka_client_options(settings)
+        await check_kafka_login(kafka)
+    except SystemExit as exc:  # KafkaSettingsError, KafkaLoginError: the message says it all
+        return _error(str(exc))
+    try:
         if isinstance(options, ListOptions):
-            return await _list(bootstrap, settings.dlq_topic, options)
-        return await _republish(bootstrap, settings, options)
+            return await _list(kafka, settings.dlq_topic, options)
+        return await _republish(kafka, settings, options)
     except DlqError as exc:
         return _error(str(exc))
     except (KafkaError, OSError) as exc:
         return _error(f"Kafka at {bootstrap} failed: {exc}")
 
 
-async def _list(bootstrap: str, topic: str, options: ListOptions) -> int:
+async def _list(kafka: Mapping[str, object], topic: str, options: ListOptions) -> int:
     code = options.code
     entries = await read_dead_letters(
-        bootstrap,
+        kafka,
         topic,
         keep=lambda e: code is None or e.error_code == code,
         limit=options.limit,
@@ -84,7 +91,9 @@ async def _list(bootstrap: str, topic: str, options: ListOptions) -> int:
     return EXIT_OK
 
 
-async def _republish(bootstrap: str, settings: Settings, options: RepublishOptions) -> int:
+async def _republish(
+    kafka: Mapping[str, object], settings: Settings, options: RepublishOptions
+) -> int:
     topic = settings.dlq_topic
     wanted = set(options.handles) if options.handles is not None else None
 
@@ -93,7 +102,7 @@ async def _republish(bootstrap: str, settings: Settings, options: RepublishOptio
             return entry.handle in wanted
         return options.every or entry.error_code == options.code
 
-    entries = await read_dead_letters(bootstrap, topic, keep=selected)
+    entries = await read_dead_letters(kafka, topic, keep=selected)
     if wanted is not None:
         missing = sorted(wanted - {e.handle for e in entries})
         if missing:
@@ -113,7 +122,7 @@ async def _republish(bootstrap: str, settings: Settings, options: RepublishOptio
             print(f"would republish {entry_line(entry)} -> {targets[entry.handle]}")
         return EXIT_OK
     count = 0
-    async for done in republish(bootstrap, topic, entries, targets):
+    async for done in republish(kafka, topic, entries, targets):
         count += 1
         print(republished_json(done) if options.as_json else republished_line(done), flush=True)
     print(

@@ -8,7 +8,7 @@ Nothing is committed: listing the DLQ leaves no trace on the broker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -106,7 +106,7 @@ def _int(text: str | None) -> int | None:
 
 
 async def read_dead_letters(
-    bootstrap: str,
+    kafka: Mapping[str, object],
     topic: str,
     *,
     keep: Callable[[DeadLetter], bool] = lambda _entry: True,
@@ -119,7 +119,7 @@ async def read_dead_letters(
     ``limit`` keeps the first N kept entries in handle order.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka,
         group_id=None,
         client_id="paygate-dlq",
         enable_auto_commit=False,

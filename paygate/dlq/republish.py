@@ -8,7 +8,7 @@ consumer makes harmless (same idempotency key, same payment; see docs/dead-lette
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -52,13 +52,13 @@ def check_targets(
 
 
 async def republish(
-    bootstrap: str,
+    kafka: Mapping[str, object],
     dlq_topic: str,
     entries: Sequence[DeadLetter],
     targets: dict[Handle, str],
 ) -> AsyncIterator[Republished]:
     """Send each entry in order, yielding each once the broker has acknowledged it."""
-    async with KafkaProducer(bootstrap, client_id="paygate-dlq") as producer:
+    async with KafkaProducer(kafka, client_id="paygate-dlq") as producer:
         for entry in entries:
             source = f"{dlq_topic}:{entry.handle}"
             at = datetime.now(UTC).isoformat()

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from devtools.kafka import LocalKafka
+from devtools.kafka.certificates import LocalPki, make_local_pki
+from devtools.kafka.secure_listeners import ScramUser, SecureListeners
+from tests.support.services import service_missing
 from tests.support.stripe_mock import run_stripe_mock
 
 
@@ -14,3 +19,52 @@ def stripe_mock_url() -> Iterator[str]:
     """One stripe-mock for the session, its PaymentIntents answering ``succeeded``."""
     with run_stripe_mock() as url:
         yield url
+
+
+@dataclass(frozen=True)
+class SecureKafka:
+    """The session's secured broker: its listeners, CA and SCRAM user."""
+
+    broker: LocalKafka
+    pki: LocalPki
+    user: ScramUser
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKafka]:
+    """A second broker, started once and only for the tests that ask for it: a SASL_SSL
+    listener with a SCRAM-SHA-512 user and a mutual-TLS listener, on a CA made here.
+
+    Always the project's own launcher: a company-like listener set-up is not something a
+    broker given by KAFKA_BOOTSTRAP_SERVERS or a plain container has.
+    """
+    from devtools.kafka.jars import KafkaLaunchError
+
+    pki = make_local_pki(tmp_path_factory.mktemp("kafka-pki"), client_name="paygate-mtls")
+    user = ScramUser("paygate-consumer", "a-scram-secret-for-tests", "SCRAM-SHA-512")
+    broker = LocalKafka(secure=SecureListeners(pki, (user,)))
+    try:
+        broker.start()
+    except KafkaLaunchError as exc:
+        service_missing(f"the secured local Kafka broker did not start: {exc}")
+    try:
+        yield SecureKafka(broker, pki, user)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[str]:
+    """A real Confluent-API-compatible registry (Apicurio 3.x) for the session, started only
+    when a test asks for it; yields the base URL of its Confluent API."""
+    from devtools.schema_registry import LocalSchemaRegistry, RegistryLaunchError
+
+    registry = LocalSchemaRegistry()
+    try:
+        registry.start()
+    except RegistryLaunchError as exc:
+        service_missing(f"the local Schema Registry did not start: {exc}")
+    try:
+        yield registry.confluent_url
+    finally:
+        registry.stop()

@@ -188,7 +188,7 @@ async def _running_runner(
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
-    async with KafkaProducer(bootstrap) as producer:
+    async with KafkaProducer({"bootstrap_servers": bootstrap}) as producer:
         await consumer.start()
         runner = CommandRunner(
             consumer=consumer,

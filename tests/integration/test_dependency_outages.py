@@ -126,7 +126,9 @@ async def test_a_create_while_kafka_is_down_is_503_and_its_retry_is_the_same_pay
     await create_schema(engine)
     issued = await ApiKeyStore(engine).create("client-kafka-outage")
     messages = PaymentMessages.bundled()
-    producer = KafkaProducer(bootstrap, client_id="paygate-facade-outage-test", stop_timeout_s=5.0)
+    producer = KafkaProducer(
+        {"bootstrap_servers": bootstrap}, client_id="paygate-facade-outage-test", stop_timeout_s=5.0
+    )
     await producer.start()
     app = facade_app(
         settings,

@@ -272,7 +272,7 @@ async def test_unknown_offsets_and_bad_arguments_exit_2_and_send_nothing(dlq_env
     assert code == 0, err
     assert out.startswith(f"would republish {entry['handle']} ")
     # Nothing reached the command topic (read up to its end offsets, like `list` does).
-    assert await read_dead_letters(bootstrap, dlq_env.commands_topic) == []
+    assert await read_dead_letters({"bootstrap_servers": bootstrap}, dlq_env.commands_topic) == []
 
 
 async def test_no_kafka_or_no_topic_exits_2(dlq_env, capsys, monkeypatch):

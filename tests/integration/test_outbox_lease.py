@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from persistence.database import Database
 from persistence.group_commit import GroupCommit
@@ -53,7 +54,7 @@ async def relays(
     async def make(clock: Clock, batch_size: int = 500) -> Relay:
         db = Database(engine, clock=clock)
         lease = OutboxLease(db.writes, duration=LEASE, clock=clock)
-        producer = KafkaProducer(topics.require_kafka(), client_id="paygate-lease-test")
+        producer = KafkaProducer(kafka_client_options(topics), client_id="paygate-lease-test")
         await producer.start()
         relay = OutboxRelay(
             db.outbox, producer, Metrics(), lease, batch_size=batch_size, renew_interval_s=0.05

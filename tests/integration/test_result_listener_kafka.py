@@ -38,7 +38,7 @@ async def test_bad_events_before_a_good_one_do_not_stop_its_delivery(topics) -> 
     store = NothingFinalYet()
     metrics = Metrics(CollectorRegistry())
     listener = ResultListener(
-        open_feed=functools.partial(KafkaResultFeed.open, bootstrap, topic),
+        open_feed=functools.partial(KafkaResultFeed.open, {"bootstrap_servers": bootstrap}, topic),
         decoder=MESSAGES,
         queries=store,
         refunds=store,

@@ -12,7 +12,7 @@ class HeldProducer(KafkaProducer):
     """Queues records and acknowledges them only when the test says so."""
 
     def __init__(self) -> None:
-        super().__init__("127.0.0.1:1")
+        super().__init__({"bootstrap_servers": "127.0.0.1:1"})
         self.queued: list[tuple[bytes, asyncio.Future[object]]] = []
         self.enqueue_blocks = False
         self.enqueue_error: Exception | None = None

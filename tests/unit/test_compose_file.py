@@ -341,6 +341,20 @@ def test_paygate_services_reach_kafka_on_its_advertised_listener(
             assert server.split(":", 1)[0] in services, f"{name}: {server} is no service"
 
 
+def test_consumer_and_facade_use_the_registry_service_once_it_answers(
+    services, paygate_services, settings_for
+):
+    for name in ("consumer", "facade"):
+        url = settings_for(paygate_services[name]).schema_registry_url
+        assert url is not None, f"{name} has no PAYGATE_SCHEMA_REGISTRY_URL"
+        parts = urlsplit(url)
+        assert parts.path == "/apis/ccompat/v7", f"{name}: not the Confluent-compatible API"
+        assert parts.hostname in services, f"{name}: {parts.hostname} is no service"
+        assert "healthcheck" in services[parts.hostname]
+        depends = paygate_services[name]["depends_on"][parts.hostname]
+        assert depends == {"condition": "service_healthy"}
+
+
 # ---- compose: PostgreSQL and the shared configuration ---------------------------------------
 
 

@@ -43,7 +43,7 @@ class UnreachableBrokerProducer:
 async def test_stop_fails_what_kafka_did_not_acknowledge_in_time(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    producer = KafkaProducer("127.0.0.1:1", stop_timeout_s=0.05)
+    producer = KafkaProducer({"bootstrap_servers": "127.0.0.1:1"}, stop_timeout_s=0.05)
     inner = UnreachableBrokerProducer()
     producer._producer = inner
     caplog.set_level(logging.WARNING, logger="devtools.kafka.producer")
@@ -61,7 +61,7 @@ async def test_stop_fails_what_kafka_did_not_acknowledge_in_time(
 async def test_stop_with_everything_acknowledged_just_stops(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    producer = KafkaProducer("127.0.0.1:1", stop_timeout_s=0.05)
+    producer = KafkaProducer({"bootstrap_servers": "127.0.0.1:1"}, stop_timeout_s=0.05)
     inner = UnreachableBrokerProducer()
     inner._message_accumulator.drained.set()
     producer._producer = inner
