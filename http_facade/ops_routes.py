@@ -26,11 +26,7 @@ async def readyz(request: web.Request) -> web.Response:
     catalogue's body, so a probe or an operator sees which check failed.
     """
     report = await request.app[READINESS].report()
-    body = {
-        "status": "ready" if report.ready else "not_ready",
-        "checks": {name: "ok" if ok else "failing" for name, ok in report.checks.items()},
-    }
-    return web.json_response(body, status=200 if report.ready else 503)
+    return web.json_response(report.body(), status=report.http_status)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -27,16 +27,21 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def _consumer(settings: Settings) -> None:
     from paygate.consumer_service import ConsumerService
-    from paygate.ops_server import start_ops_server
+    from paygate.ops_server import ops_url, start_ops_server
     from paygate.providers import build_providers
     from telemetry.metrics import Metrics
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
     metrics = Metrics()
-    ops = await start_ops_server(metrics, settings.metrics_host, settings.metrics_port)
+    # Built first: its readiness checks are registered (failing) before /readyz answers.
+    service = ConsumerService(settings, build_providers(settings, metrics), metrics)
+    ops = await start_ops_server(
+        metrics, service.readiness, settings.metrics_host, settings.metrics_port
+    )
+    print(f"PAYGATE_OPS_URL={ops_url(ops)}", flush=True)
     try:
-        await ConsumerService(settings, build_providers(settings, metrics), metrics).run(stop)
+        await service.run(stop)
     finally:
         await ops.cleanup()
 

@@ -42,7 +42,6 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await ensure_topics(settings)
         metrics = Metrics()
-        ops = await start_ops_server(metrics, settings.metrics_host, settings.metrics_port)
         acquirer_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks.append(asyncio.create_task(run_acquirer(settings, stop, acquirer_ready)))
         sandbox_url = await _started(acquirer_ready, tasks)
@@ -51,6 +50,9 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         )
 
         consumer = ConsumerService(settings, build_providers(settings, metrics), metrics)
+        ops = await start_ops_server(
+            metrics, consumer.readiness, settings.metrics_host, settings.metrics_port
+        )
         tasks.append(asyncio.create_task(consumer.run(stop)))
         facade_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks.append(asyncio.create_task(FacadeService(settings, metrics).run(stop, facade_ready)))

@@ -13,7 +13,6 @@ from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
 from http_facade.ports import CommandPublisher, ResultWaiter
 from http_facade.rate_limit import TokenBuckets
-from http_facade.readiness import Readiness
 from http_facade.result_feed import KafkaResultFeed
 from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
@@ -27,6 +26,7 @@ from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
+from telemetry.readiness import Readiness
 
 log = logging.getLogger("paygate.http")
 

@@ -323,9 +323,42 @@ class Settings(BaseSettings):
         Path("sandbox-ledger.db"), description="SQLite file of the sandbox acquirer's ledger."
     )
 
-    metrics_host: str = Field("127.0.0.1", description="Address of the consumer's /metrics.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the consumer's ops listener (plain HTTP `/metrics`, `/healthz`, "
+        "`/readyz`): for scrapers and probes on a private network.",
+    )
     metrics_port: int = Field(
-        9102, ge=0, le=65535, description="Port of the consumer's /metrics and /healthz."
+        9102, ge=0, le=65535, description="Port of the consumer's ops listener."
+    )
+    facade_ops_host: str = Field(
+        "127.0.0.1",
+        description="Address of the facade's ops listener (plain HTTP `/metrics`, `/healthz`, "
+        "`/readyz`): for scrapers and probes on a private network. The public HTTPS port "
+        "serves no `/metrics`.",
+    )
+    facade_ops_port: int = Field(
+        9103, ge=0, le=65535, description="Port of the facade's ops listener."
+    )
+    ops_sample_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between the consumer's samples of its lag (asked of the broker) "
+        "and of the store's backlogs (outbox, in-doubt attempts) for `/metrics`.",
+    )
+    assignment_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a consumer may hold no partition (starting, rebalancing) before "
+        "its `/readyz` fails `consumer_assignment`. Run no more consumers than the command "
+        "topic has partitions: the extra ones hold none.",
+    )
+    outbox_stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds without a finished pass of the consumer's outbox relay (a lease "
+        "attempt, and as holder a published batch) before its `/readyz` fails "
+        "`outbox_relay`; above `PAYGATE_OUTBOX_LEASE_S`.",
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
 
@@ -358,6 +391,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PAYGATE_OUTBOX_LEASE_RENEW_S must be at most a third of PAYGATE_OUTBOX_LEASE_S"
             )
+        # A healthy batch takes well under the lease (see outbox_lease_s); a relay that has
+        # not finished a pass for longer than that is stuck, not busy.
+        if self.outbox_stall_s <= self.outbox_lease_s:
+            raise ValueError("PAYGATE_OUTBOX_STALL_S must exceed PAYGATE_OUTBOX_LEASE_S")
         return self
 
     @model_validator(mode="after")

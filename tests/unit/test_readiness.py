@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from http_facade.app import build_app
 from http_facade.rate_limit import TokenBuckets
-from http_facade.readiness import Readiness
 from telemetry.metrics import Metrics
+from telemetry.readiness import Readiness
 from tests.support.app_client import started_client
 
 pytestmark = pytest.mark.unit
@@ -57,7 +57,7 @@ async def test_a_check_that_raises_or_hangs_fails_and_is_logged(caplog) -> None:
     readiness = Readiness(timeout_s=0.0)
     readiness.add("raises", _raises)
     readiness.add("hangs", _hangs)
-    with caplog.at_level(logging.WARNING, logger="paygate.http.readiness"):
+    with caplog.at_level(logging.WARNING, logger="paygate.readiness"):
         report = await readiness.report()
     assert dict(report.checks) == {"raises": False, "hangs": False}
     assert {r.check for r in caplog.records} == {"raises", "hangs"}
