@@ -54,7 +54,9 @@ async def _facade(settings: Settings) -> None:
     _stop_on_signals(stop)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     ready.add_done_callback(lambda f: print(f"PAYGATE_URL={f.result()}", flush=True))
-    await FacadeService(settings, Metrics()).run(stop, ready)
+    ops_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    ops_ready.add_done_callback(lambda f: print(f"PAYGATE_OPS_URL={f.result()}", flush=True))
+    await FacadeService(settings, Metrics()).run(stop, ready, ops_ready)
 
 
 async def _acquirer(settings: Settings) -> None:

@@ -739,7 +739,6 @@ async def test_capture_refusals(facade: Facade) -> None:
     [
         ("/healthz", "application/json"),
         ("/readyz", "application/json"),
-        ("/metrics", "text/plain"),
         ("/openapi.json", "application/json"),
         ("/docs", "text/html"),
     ],
