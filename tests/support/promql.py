@@ -47,9 +47,17 @@ def promtool() -> str:
     return found
 
 
-def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def run_promtool(
+    *args: str | Path, input_text: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``promtool <args>``, with ``input_text`` on its standard input."""
     return subprocess.run(
-        [promtool(), *map(str, args)], capture_output=True, text=True, timeout=60, check=False
+        [promtool(), *map(str, args)],
+        input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
