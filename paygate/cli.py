@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _COMMANDS[args.command]
     # Before anything is logged or started: the refusal is the only output.
     refuse_unsafe_settings(f"paygate {args.command}", settings, command.uses)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_account_fields)
     try:
         asyncio.run(command.run(settings))
     except KeyboardInterrupt:

@@ -13,6 +13,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.retry import RetryPolicy
+from paygate.jsonlog import DEFAULT_ACCOUNT_FIELDS
 from persistence.engine import SqliteSynchronous
 from providers.retry_after import MAX_RETRY_AFTER_S
 from providers.routing import DEFAULT_ROUTE, Router
@@ -361,6 +362,13 @@ class Settings(BaseSettings):
         "`outbox_relay`; above `PAYGATE_OUTBOX_LEASE_S`.",
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
+    log_account_fields: list[str] = Field(
+        default=sorted(DEFAULT_ACCOUNT_FIELDS),
+        description="JSON: log fields whose string values are account numbers, masked to "
+        "their last four characters whatever they look like. Beside them, the logs mask "
+        "every Luhn-valid card number and valid IBAN in any text, and leave other numbers "
+        "(order ids, offsets) searchable.",
+    )
 
     @field_validator("env", "sqlite_synchronous", mode="before")
     @classmethod
