@@ -97,7 +97,8 @@ def _print_welcome(settings: Settings, url: str, api_key: str) -> None:
         f"""
 paygate is running.
   facade   {url}   (TLS; self-signed certificate at {cert})
-  metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics
+  metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics   (consumer)
+           http://{settings.facade_ops_host}:{settings.facade_ops_port}/metrics   (facade)
   kafka    {settings.kafka_bootstrap_servers}
   api key  {api_key}   (client "dev"; also in {DEV_KEY_FILE})
 
