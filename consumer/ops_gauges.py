@@ -53,7 +53,7 @@ class OpsGauges:
         self._lag = lag
         self._metrics = metrics
         self._clock = clock
-        self._outage = OutageLog("operations gauges' sources", log)
+        self._outage = OutageLog("lag and backlog sources", log)
 
     async def sample(self) -> None:
         """One pass; raises what the broker or the store raised."""

@@ -230,3 +230,13 @@ async def test_the_relay_is_ready_only_while_its_passes_finish_in_time() -> None
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert not await relay.is_ready()
+
+
+def test_the_relay_stall_threshold_must_exceed_the_relay_lease() -> None:
+    from pydantic import ValidationError
+
+    from paygate.settings import Settings
+
+    with pytest.raises(ValidationError, match="PAYGATE_OUTBOX_STALL_S"):
+        Settings(outbox_lease_s=15.0, outbox_stall_s=15.0)
+    assert Settings(outbox_lease_s=15.0, outbox_stall_s=16.0).outbox_stall_s == 16.0
