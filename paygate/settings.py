@@ -1,16 +1,27 @@
 """Settings, read from the environment (``PAYGATE_*``; ``KAFKA_BOOTSTRAP_SERVERS`` as is).
 
 Every field has a description: the README's settings table is generated from them.
+
+Secrets may come from files instead: when ``PAYGATE_SECRETS_DIR`` names a directory, a
+file there named like a setting's variable (``PAYGATE_DATABASE_URL``, any case) holds its
+value, as a Kubernetes Secret mounted as a volume lays them out. The environment wins over
+a file.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from domain.retry import RetryPolicy
 from paygate.jsonlog import DEFAULT_ACCOUNT_FIELDS
@@ -30,6 +41,9 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
 
+
+# A directory of files named like settings' variables, each holding that setting's value.
+SECRETS_DIR_ENV = "PAYGATE_SECRETS_DIR"
 
 # Extra sandbox acquirers (PAYGATE_SANDBOX_URLS) are named sandbox-<suffix>.
 _SANDBOX_NAME = re.compile(r"sandbox-[a-z0-9][a-z0-9-]{0,23}")
@@ -369,6 +383,20 @@ class Settings(BaseSettings):
         "every Luhn-valid card number and valid IBAN in any text, and leave other numbers "
         "(order ids, offsets) searchable.",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Read at every instantiation, so the directory can be set like any other setting.
+        secrets_dir = os.environ.get(SECRETS_DIR_ENV) or None
+        files = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return init_settings, env_settings, dotenv_settings, files
 
     @field_validator("env", "sqlite_synchronous", mode="before")
     @classmethod
