@@ -10,6 +10,7 @@ a file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from enum import StrEnum
@@ -502,6 +503,8 @@ def settings_table() -> str:
         default = field.default
         if isinstance(default, SecretStr):
             default = "(development key)"
+        elif isinstance(default, dict | list):
+            default = json.dumps(default)  # as the variable is written
         shown = "(unset)" if default is None else f"`{default}`"
         lines.append(f"| `{env}` | {shown} | {field.description} |")
     return "\n".join(lines) + "\n"
