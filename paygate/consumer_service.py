@@ -121,7 +121,8 @@ class ConsumerService:
             db = await open_database(settings)
             started.push_async_callback(db.close)
             self._started.db = db
-            # Runs last: whatever start-up reached, nothing is left for the checks to see.
+            # Runs at exit, just before the database closes: whatever start-up reached,
+            # nothing is left for the checks to see.
             started.callback(self._started.clear)
             # Every consumer process runs a relay; the lease lets one of them publish at a
             # time.
@@ -207,7 +208,7 @@ class ConsumerService:
                 started.push_async_callback(_cancel, asyncio.create_task(work, name=name))
 
             self._started.relay, self._started.assignment = relay, assignment
-            # Runs first: a consumer shutting down is not ready.
+            # Runs first at exit: a consumer shutting down is not ready.
             started.callback(self._started.clear)
             runner_task = asyncio.create_task(runner.run(), name="command-runner")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
