@@ -16,6 +16,9 @@
 * When partitions are revoked (or on shutdown) it stops taking their messages, lets work in
   flight finish within ``drain_timeout_s``, abandons the rest (to be redelivered to the
   next owner, where the store makes the replay harmless) and commits what is done.
+* For operators it reports, at every scrape, the age of the oldest message in its hands,
+  and per message the time from its Kafka timestamp to its durable outcome; after every
+  rebalance it tells ``on_assignment`` which partitions it holds now.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class CommandRunner:
         dead_letters: DeadLetters,
         metrics: Metrics,
         after_work: Callable[[], None] = lambda: None,
+        on_assignment: Callable[[frozenset[TopicPartition]], None] = lambda _: None,
         max_in_flight: int = 100,
         commit_interval_s: float = 0.2,
         drain_timeout_s: float = 10.0,
@@ -67,6 +71,11 @@ class CommandRunner:
         )
         self._metrics = metrics
         self._after_work = after_work
+        self._on_assignment = on_assignment
+        # Monotonic start time of every message in flight, in the order they started: the
+        # first entry is the oldest (a dict keeps insertion order through deletions).
+        self._started_at: dict[tuple[TopicPartition, int], float] = {}
+        metrics.oldest_in_flight_age.set_function(self._oldest_in_flight_age)
         self._slot_freed = asyncio.Event()
         self._work = KeyedWork(max_in_flight, on_slot_freed=self._slot_freed.set)
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -115,6 +124,7 @@ class CommandRunner:
         offsets = self._offsets.setdefault(tp, PartitionOffsets())
         offsets.started(record.offset)
         self._metrics.in_flight.inc()
+        self._started_at[(tp, record.offset)] = time.monotonic()
         # Messages without a key have no order to keep: each is its own key.
         key = (tp, record.key if record.key is not None else f"offset:{record.offset}")
         self._work.submit(tp, key, lambda: self._process(tp, record))
@@ -124,11 +134,17 @@ class CommandRunner:
             await self._handling.handle(record)
         finally:
             self._metrics.in_flight.dec()
+            self._started_at.pop((tp, record.offset), None)
         # Not reached when cancelled: an abandoned message must stay uncommitted.
+        self._metrics.command_seconds.observe(max(0.0, time.time() - record.timestamp / 1000))
         offsets = self._offsets.get(tp)
         if offsets is not None:
             offsets.finished(record.offset)
         self._after_work()
+
+    def _oldest_in_flight_age(self) -> float:
+        oldest = next(iter(self._started_at.values()), None)
+        return 0.0 if oldest is None else time.monotonic() - oldest
 
     async def _commit(self, partitions: list[TopicPartition]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -151,12 +167,15 @@ class CommandRunner:
 
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._metrics.partitions_revoked.inc(len(revoked))
+        self._on_assignment(frozenset(self._consumer.assignment()) - frozenset(revoked))
         await self._release(list(revoked), self._drain_timeout_s)
 
     def partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         # Fresh trackers start from the first message the new assignment delivers.
         for tp in assigned:
             self._offsets.pop(tp, None)
+        # aiokafka's rebalances are eager: ``assigned`` is the whole new assignment.
+        self._on_assignment(frozenset(assigned))
 
     async def _release(self, partitions: list[TopicPartition], timeout_s: float) -> None:
         """Finish or abandon the partitions' work, commit what is done, forget them."""

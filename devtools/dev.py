@@ -43,7 +43,6 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await ensure_topics(settings)
         metrics = Metrics()
-        ops = await start_ops_server(metrics, settings.metrics_host, settings.metrics_port)
         acquirer_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks.append(asyncio.create_task(run_acquirer(settings, stop, acquirer_ready)))
         sandbox_url = await _started(acquirer_ready, tasks)
@@ -52,6 +51,9 @@ async def run_dev(settings: Settings, stop: asyncio.Event) -> None:
         )
 
         consumer = ConsumerService(settings, build_providers(settings, metrics), metrics)
+        ops = await start_ops_server(
+            metrics, consumer.readiness, settings.metrics_host, settings.metrics_port
+        )
         tasks.append(asyncio.create_task(consumer.run(stop)))
         facade_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks.append(asyncio.create_task(FacadeService(settings, metrics).run(stop, facade_ready)))
@@ -96,7 +98,8 @@ def _print_welcome(settings: Settings, url: str, api_key: str) -> None:
         f"""
 paygate is running.
   facade   {url}   (TLS; self-signed certificate at {cert})
-  metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics
+  metrics  http://{settings.metrics_host}:{settings.metrics_port}/metrics   (consumer)
+           http://{settings.facade_ops_host}:{settings.facade_ops_port}/metrics   (facade)
   kafka    {settings.kafka_bootstrap_servers}
   api key  {api_key}   (client "dev"; also in {DEV_KEY_FILE})
 

@@ -18,6 +18,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from http_facade.errors import CLIENT_CLOSED_REQUEST
 from http_facade.state import CLIENT_ID, METRICS, ORDER_ID, PAYMENT_REQUEST_ID, REQUEST_ID
 
 _log = logging.getLogger("paygate.http")
@@ -29,7 +30,7 @@ _CALLER_REQUEST_ID: Final = re.compile(r"\A[A-Za-z0-9._:\-]{1,64}\Z")
 _KNOWN_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _UNMATCHED_ROUTE: Final = "unmatched"
 # nginx's "client closed request": the handler was cancelled, nobody got an answer.
-_CLIENT_GONE: Final = 499
+_CLIENT_GONE: Final = CLIENT_CLOSED_REQUEST
 
 
 @web.middleware

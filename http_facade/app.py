@@ -35,7 +35,6 @@ from http_facade.ops_routes import add_ops_routes
 from http_facade.payments_routes import add_payment_routes
 from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
 from http_facade.rate_limit import TokenBuckets, rate_limit_middleware
-from http_facade.readiness import Readiness
 from http_facade.refunds_routes import add_refund_routes
 from http_facade.security_headers import security_headers_middleware
 from http_facade.state import (
@@ -51,6 +50,7 @@ from http_facade.state import (
 )
 from telemetry.metrics import Metrics
 from telemetry.outage_log import OutageLog
+from telemetry.readiness import Readiness
 
 _log = logging.getLogger("paygate.http")
 

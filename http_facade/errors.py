@@ -12,6 +12,12 @@ Three kinds of failure reach the middleware:
   the nearest catalogue code, so clients never see aiohttp's plain-text pages.
 - anything else is a bug: ``internal_error`` with a generic message. The details go to
   the log with the traceback, never to the client, since they may name internals.
+
+A client that goes away mid-request (aiohttp fails the body read with
+``ConnectionResetError``) is no bug of ours: it is logged as one ``info`` line, without a
+traceback, and answered 499 (nginx's "client closed request"), which nobody receives but
+the access log records. Under overload, clients that time out are many; an error with a
+traceback for each would bury the errors that matter.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ UNAVAILABLE_RETRY_AFTER_S: Final = 2
 
 # Headers of an aiohttp exception that still mean something on our body: Allow on 405.
 _KEPT_HEADERS: Final = ("Allow",)
+# nginx's "client closed request": the client left before its answer.
+CLIENT_CLOSED_REQUEST: Final = 499
 
 
 def error_response(info: ErrorInfo, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -73,12 +81,32 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:  # redirects and the like are answers, not failures
             raise
         return _from_http_exception(exc)
-    except Exception:
-        _log.exception(
-            "unhandled error in request handler",
+    except ConnectionResetError:
+        if not _client_gone(request):
+            _log_bug(request)
+            return error_response(ErrorInfo(ErrorCode.INTERNAL_ERROR, _INTERNAL_MESSAGE))
+        _log.info(
+            "client went away before its answer",
             extra={"request_id": request.get(REQUEST_ID), "method": request.method},
         )
+        return web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
+    except Exception:
+        _log_bug(request)
         return error_response(ErrorInfo(ErrorCode.INTERNAL_ERROR, _INTERNAL_MESSAGE))
+
+
+def _client_gone(request: web.Request) -> bool:
+    """The connection to the client is closed (not some other connection reset)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _log_bug(request: web.Request) -> None:
+    """Called inside an ``except`` block: the traceback is logged with it."""
+    _log.exception(
+        "unhandled error in request handler",
+        extra={"request_id": request.get(REQUEST_ID), "method": request.method},
+    )
 
 
 def _from_http_exception(exc: web.HTTPException) -> web.Response:

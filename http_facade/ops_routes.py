@@ -1,17 +1,19 @@
-"""Operational endpoints: ``/healthz`` for liveness, ``/readyz`` for readiness, ``/metrics``
-for Prometheus."""
+"""Probe endpoints on the public port: ``/healthz`` for liveness, ``/readyz`` for readiness.
+
+``/metrics`` is not here: it is served by the facade's ops listener only
+(paygate.ops_server), never on the internet-facing port.
+"""
 
 from __future__ import annotations
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
-from http_facade.state import METRICS, READINESS
+from http_facade.state import READINESS
 
 
 def add_ops_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -26,15 +28,4 @@ async def readyz(request: web.Request) -> web.Response:
     catalogue's body, so a probe or an operator sees which check failed.
     """
     report = await request.app[READINESS].report()
-    body = {
-        "status": "ready" if report.ready else "not_ready",
-        "checks": {name: "ok" if ok else "failing" for name, ok in report.checks.items()},
-    }
-    return web.json_response(body, status=200 if report.ready else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body, content_type = request.app[METRICS].exposition()
-    # Set as a header: the exposition type carries parameters (version, charset) that
-    # aiohttp's content_type argument does not accept.
-    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+    return web.json_response(report.body(), status=report.http_status)

@@ -13,8 +13,8 @@ from typing import Final
 from aiohttp import web
 
 from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
-from http_facade.readiness import Readiness
 from telemetry.metrics import Metrics
+from telemetry.readiness import Readiness
 
 PUBLISHER: Final = web.AppKey[CommandPublisher]("publisher")
 QUERIES: Final = web.AppKey[PaymentQueries]("queries")

@@ -27,16 +27,21 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 async def _consumer(settings: Settings) -> None:
     from paygate.consumer_service import ConsumerService
-    from paygate.ops_server import start_ops_server
+    from paygate.ops_server import ops_url, start_ops_server
     from paygate.providers import build_providers
     from telemetry.metrics import Metrics
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
     metrics = Metrics()
-    ops = await start_ops_server(metrics, settings.metrics_host, settings.metrics_port)
+    # Built first: its readiness checks are registered (failing) before /readyz answers.
+    service = ConsumerService(settings, build_providers(settings, metrics), metrics)
+    ops = await start_ops_server(
+        metrics, service.readiness, settings.metrics_host, settings.metrics_port
+    )
+    print(f"PAYGATE_OPS_URL={ops_url(ops)}", flush=True)
     try:
-        await ConsumerService(settings, build_providers(settings, metrics), metrics).run(stop)
+        await service.run(stop)
     finally:
         await ops.cleanup()
 
@@ -49,7 +54,9 @@ async def _facade(settings: Settings) -> None:
     _stop_on_signals(stop)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     ready.add_done_callback(lambda f: print(f"PAYGATE_URL={f.result()}", flush=True))
-    await FacadeService(settings, Metrics()).run(stop, ready)
+    ops_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    ops_ready.add_done_callback(lambda f: print(f"PAYGATE_OPS_URL={f.result()}", flush=True))
+    await FacadeService(settings, Metrics()).run(stop, ready, ops_ready)
 
 
 async def _acquirer(settings: Settings) -> None:
@@ -208,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _COMMANDS[args.command]
     # Before anything is logged or started: the refusal is the only output.
     refuse_unsafe_settings(f"paygate {args.command}", settings, command.uses)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_account_fields)
     try:
         asyncio.run(command.run(settings))
     except KeyboardInterrupt:

@@ -1,18 +1,22 @@
-"""Wires and runs the consumer process: runner, handler, store, providers, relay, metrics."""
+"""Wires and runs the consumer process: runner, handler, store, providers, relay, metrics,
+and the readiness checks its ops listener answers ``/readyz`` with."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 
+from consumer.assignment import AssignmentWatch
 from consumer.dead_letters import DeadLetterRouter
 from consumer.dispatch import CommandDispatcher
 from consumer.key_expiry import KeyExpiry
+from consumer.lag import ConsumerLag
+from consumer.ops_gauges import OpsGauges
 from consumer.periodic import run_periodically
 from consumer.runner import CommandRunner
 from paygate.database import open_database
@@ -23,14 +27,32 @@ from paygate.providers import build_router
 from paygate.schema_source import payment_messages
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
+from persistence.database import Database
 from persistence.outbox_lease import OutboxLease
 from producer.kafka_producer import KafkaProducer
 from producer.outbox_relay import OutboxRelay
 from providers.registry import Providers
 from providers.routing import Router
 from telemetry.metrics import Metrics
+from telemetry.readiness import Readiness
 
 log = logging.getLogger("paygate.consumer")
+
+
+@dataclass
+class _Started:
+    """The parts the readiness checks look at, set as :meth:`ConsumerService.run` starts
+    them and cleared as it stops them: a check of a part not started fails."""
+
+    db: Database | None = None
+    producer: KafkaProducer | None = None
+    consumer_started: bool = False
+    assignment: AssignmentWatch | None = None
+    relay: OutboxRelay | None = None
+
+    def clear(self) -> None:
+        self.db = self.producer = self.assignment = self.relay = None
+        self.consumer_started = False
 
 
 @dataclass
@@ -39,12 +61,44 @@ class ConsumerService:
 
     ``router`` names, per payment, the providers of ``providers`` to try in order; unset, it
     is built from the settings' routes (see :func:`paygate.providers.build_router`).
+    ``readiness`` receives the consumer's checks at construction (``database``, ``kafka``,
+    ``consumer_assignment``, ``outbox_relay``), each failing until its part has started:
+    serve it on the ops listener (paygate.ops_server).
     """
 
     settings: Settings
     providers: Providers
     metrics: Metrics
     router: Router | None = None
+    readiness: Readiness = field(default_factory=Readiness)
+    _started: _Started = field(default_factory=_Started, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        started = self._started
+
+        async def database() -> bool:
+            if started.db is None:
+                return False
+            await started.db.backlogs.ping()
+            return True
+
+        async def kafka() -> bool:
+            return (
+                started.consumer_started
+                and started.producer is not None
+                and await started.producer.reachable()
+            )
+
+        async def consumer_assignment() -> bool:
+            return started.assignment is not None and await started.assignment.is_ready()
+
+        async def outbox_relay() -> bool:
+            return started.relay is not None and await started.relay.is_ready()
+
+        self.readiness.add("database", database)
+        self.readiness.add("kafka", kafka)
+        self.readiness.add("consumer_assignment", consumer_assignment)
+        self.readiness.add("outbox_relay", outbox_relay)
 
     async def run(self, stop: asyncio.Event) -> None:
         settings = self.settings
@@ -71,6 +125,10 @@ class ConsumerService:
         async with contextlib.AsyncExitStack() as started:
             db = await open_database(settings)
             started.push_async_callback(db.close)
+            self._started.db = db
+            # Runs at exit, just before the database closes: whatever start-up reached,
+            # nothing is left for the checks to see.
+            started.callback(self._started.clear)
             # Every consumer process runs a relay; the lease lets one of them publish at a
             # time.
             lease = OutboxLease(db.writes, duration=timedelta(seconds=settings.outbox_lease_s))
@@ -80,6 +138,7 @@ class ConsumerService:
                 self.metrics,
                 lease,
                 renew_interval_s=settings.outbox_lease_renew_s,
+                stall_after_s=settings.outbox_stall_s,
             )
             handlers = handlers_of(
                 settings,
@@ -89,6 +148,7 @@ class ConsumerService:
                 messages=messages,
                 metrics=self.metrics,
             )
+            assignment = AssignmentWatch(settings.assignment_grace_s)
             runner = CommandRunner(
                 consumer=consumer,
                 topic=settings.commands_topic,
@@ -97,6 +157,7 @@ class ConsumerService:
                 dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
                 metrics=self.metrics,
                 after_work=relay.notify,
+                on_assignment=assignment.changed,
                 max_in_flight=settings.max_in_flight,
                 drain_timeout_s=settings.drain_timeout_s,
                 max_handling_attempts=settings.max_handling_attempts,
@@ -116,13 +177,27 @@ class ConsumerService:
             started.push_async_callback(self.providers.stop_all)
             await start_with_retry(producer.start, "Kafka (producer)")
             started.push_async_callback(producer.stop)
+            self._started.producer = producer
             await start_with_retry(consumer.start, "Kafka (consumer)")
             started.push_async_callback(consumer.stop)
+            self._started.consumer_started = True
+            gauges = OpsGauges(
+                backlogs=db.backlogs, lag=ConsumerLag(consumer, self.metrics), metrics=self.metrics
+            )
+            self.metrics.reconcile_window.set(
+                settings.reconcile_min_age_s + 2 * settings.reconcile_interval_s
+            )
+            for provider in self.providers:
+                # A counter's series exists from its first increment; one born at 1 shows no
+                # increase() to the alert on stray charges, so it is born at 0 here.
+                for result in ("found", "reversed", "reversal_failed"):
+                    self.metrics.stray_charges.labels(provider, result)
 
             started.push_async_callback(relay.stop)  # drains, then releases the lease
             interval = settings.reconcile_interval_s
             for work, name in (
                 (relay.run(), "outbox-relay"),
+                (gauges.run(stop, settings.ops_sample_interval_s), "ops-gauges"),
                 (handlers.payment_reconciler.run(stop, interval), "reconciler"),
                 (handlers.refund_reconciler.run(stop, interval), "refund-reconciler"),
                 (handlers.capture_reconciler.run(stop, interval), "capture-reconciler"),
@@ -138,6 +213,9 @@ class ConsumerService:
             ):
                 started.push_async_callback(_cancel, asyncio.create_task(work, name=name))
 
+            self._started.relay, self._started.assignment = relay, assignment
+            # Runs first at exit: a consumer shutting down is not ready.
+            started.callback(self._started.clear)
             runner_task = asyncio.create_task(runner.run(), name="command-runner")
             stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
             started.push_async_callback(_cancel, stop_task)

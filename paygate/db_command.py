@@ -60,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     settings = Settings()
     # The steps of an upgrade (a stamp, each revision applied) are logged on stderr.
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_account_fields)
     try:
         return asyncio.run(run_db_command(settings, args))
     except UnrecognisedSchemaError as exc:

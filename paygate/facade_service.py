@@ -1,11 +1,12 @@
-"""Wires and runs the HTTPS facade process."""
+"""Wires and runs the HTTPS facade process, and its plain-HTTP ops listener (``/metrics``,
+``/healthz``, ``/readyz``) on ``PAYGATE_FACADE_OPS_HOST``:``PAYGATE_FACADE_OPS_PORT``."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -13,7 +14,6 @@ from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
 from http_facade.ports import CommandPublisher, ResultWaiter
 from http_facade.rate_limit import TokenBuckets
-from http_facade.readiness import Readiness
 from http_facade.result_feed import KafkaResultFeed
 from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
@@ -22,6 +22,7 @@ from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from paygate.database import open_database
 from paygate.kafka_login import check_kafka_login
 from paygate.kafka_security import kafka_client_options
+from paygate.ops_server import ops_url, start_ops_server
 from paygate.schema_source import payment_messages
 from paygate.settings import Settings
 from persistence.availability import is_database_unavailable
@@ -29,17 +30,71 @@ from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
 from telemetry.metrics import Metrics
+from telemetry.readiness import Readiness
 
 log = logging.getLogger("paygate.http")
 
 
 @dataclass
+class _Started:
+    """What the readiness checks look at, set as :meth:`FacadeService.run` starts it."""
+
+    db: Database | None = None
+    producer: KafkaProducer | None = None
+    listener: ResultListener | None = None
+
+
+@dataclass
 class FacadeService:
+    """The facade process. ``readiness`` holds its checks from construction on
+    (``database``, ``kafka``, ``result_listener``), each failing until its part started;
+    both the HTTPS port and the ops listener answer ``/readyz`` from it."""
+
     settings: Settings
     metrics: Metrics
+    readiness: Readiness = field(default_factory=Readiness)
+    _started: _Started = field(default_factory=_Started, init=False, repr=False)
 
-    async def run(self, stop: asyncio.Event, ready: asyncio.Future[str] | None = None) -> None:
-        """Serve until ``stop`` is set; ``ready`` receives the base URL once listening."""
+    def __post_init__(self) -> None:
+        started = self._started
+
+        async def database() -> bool:
+            if started.db is None:
+                return False
+            await started.db.backlogs.ping()
+            return True
+
+        async def kafka() -> bool:
+            return started.producer is not None and await started.producer.reachable()
+
+        async def result_listener() -> bool:
+            return started.listener is not None and await started.listener.is_ready()
+
+        self.readiness.add("database", database)
+        self.readiness.add("kafka", kafka)
+        self.readiness.add("result_listener", result_listener)
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        ready: asyncio.Future[str] | None = None,
+        ops_ready: asyncio.Future[str] | None = None,
+    ) -> None:
+        """Serve until ``stop`` is set; ``ready`` receives the base URL once listening,
+        ``ops_ready`` the ops listener's (which listens from the start, so probes see the
+        facade not ready rather than not there)."""
+        settings = self.settings
+        ops = await start_ops_server(
+            self.metrics, self.readiness, settings.facade_ops_host, settings.facade_ops_port
+        )
+        if ops_ready is not None and not ops_ready.done():
+            ops_ready.set_result(ops_url(ops))
+        try:
+            await self._serve(stop, ready)
+        finally:
+            await ops.cleanup()
+
+    async def _serve(self, stop: asyncio.Event, ready: asyncio.Future[str] | None) -> None:
         settings = self.settings
         if settings.tls_cert_file is not None and settings.tls_key_file is not None:
             cert, key = settings.tls_cert_file, settings.tls_key_file
@@ -65,18 +120,19 @@ class FacadeService:
             refunds=refunds,
             metrics=self.metrics,
         )
-        readiness = Readiness()
-        readiness.add("result_listener", listener.is_ready)
         undo_sighup = reload_on_sighup(reloader)
         runner = None
+        self._started.db = db
         try:
             await producer.start()
+            self._started.producer = producer
             await listener.start()
+            self._started.listener = listener
             app = facade_app(
                 settings,
                 self.metrics,
                 db=db,
-                readiness=readiness,
+                readiness=self.readiness,
                 publisher=KafkaCommandPublisher(
                     producer,
                     messages,
@@ -100,6 +156,7 @@ class FacadeService:
                 ready.set_result(url)
             await stop.wait()
         finally:
+            self._started.db = self._started.producer = self._started.listener = None
             if runner is not None:
                 await runner.cleanup()
             undo_sighup()

@@ -1,18 +1,31 @@
 """Settings, read from the environment (``PAYGATE_*``; ``KAFKA_BOOTSTRAP_SERVERS`` as is).
 
 Every field has a description: the README's settings table is generated from them.
+
+Secrets may come from files instead: when ``PAYGATE_SECRETS_DIR`` names a directory, a
+file there named like a setting's variable (``PAYGATE_DATABASE_URL``, any case) holds its
+value, as a Kubernetes Secret mounted as a volume lays them out. The environment wins over
+a file.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 from domain.retry import RetryPolicy
+from paygate.jsonlog import DEFAULT_ACCOUNT_FIELDS
 from persistence.engine import SqliteSynchronous
 from providers.retry_after import MAX_RETRY_AFTER_S
 from providers.routing import DEFAULT_ROUTE, Router
@@ -29,6 +42,9 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     PRODUCTION = "production"
 
+
+# A directory of files named like settings' variables, each holding that setting's value.
+SECRETS_DIR_ENV = "PAYGATE_SECRETS_DIR"
 
 # Extra sandbox acquirers (PAYGATE_SANDBOX_URLS) are named sandbox-<suffix>.
 _SANDBOX_NAME = re.compile(r"sandbox-[a-z0-9][a-z0-9-]{0,23}")
@@ -425,11 +441,65 @@ class Settings(BaseSettings):
         Path("sandbox-ledger.db"), description="SQLite file of the sandbox acquirer's ledger."
     )
 
-    metrics_host: str = Field("127.0.0.1", description="Address of the consumer's /metrics.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the consumer's ops listener (plain HTTP `/metrics`, `/healthz`, "
+        "`/readyz`): for scrapers and probes on a private network.",
+    )
     metrics_port: int = Field(
-        9102, ge=0, le=65535, description="Port of the consumer's /metrics and /healthz."
+        9102, ge=0, le=65535, description="Port of the consumer's ops listener."
+    )
+    facade_ops_host: str = Field(
+        "127.0.0.1",
+        description="Address of the facade's ops listener (plain HTTP `/metrics`, `/healthz`, "
+        "`/readyz`): for scrapers and probes on a private network. The public HTTPS port "
+        "serves no `/metrics`.",
+    )
+    facade_ops_port: int = Field(
+        9103, ge=0, le=65535, description="Port of the facade's ops listener."
+    )
+    ops_sample_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between the consumer's samples of its lag (asked of the broker) "
+        "and of the store's backlogs (outbox, in-doubt attempts) for `/metrics`.",
+    )
+    assignment_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a consumer may hold no partition (starting, rebalancing) before "
+        "its `/readyz` fails `consumer_assignment`. Run no more consumers than the command "
+        "topic has partitions: the extra ones hold none.",
+    )
+    outbox_stall_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds without a finished pass of the consumer's outbox relay (a lease "
+        "attempt, and as holder a published batch) before its `/readyz` fails "
+        "`outbox_relay`; above `PAYGATE_OUTBOX_LEASE_S`.",
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
+    log_account_fields: list[str] = Field(
+        default=sorted(DEFAULT_ACCOUNT_FIELDS),
+        description="JSON: log fields whose string values are account numbers, masked to "
+        "their last four characters whatever they look like. Beside them, the logs mask "
+        "every Luhn-valid card number and valid IBAN in any text, and leave other numbers "
+        "(order ids, offsets) searchable.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Read at every instantiation, so the directory can be set like any other setting.
+        secrets_dir = os.environ.get(SECRETS_DIR_ENV) or None
+        files = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return init_settings, env_settings, dotenv_settings, files
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
@@ -466,6 +536,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PAYGATE_OUTBOX_LEASE_RENEW_S must be at most a third of PAYGATE_OUTBOX_LEASE_S"
             )
+        # A healthy batch takes well under the lease (see outbox_lease_s); a relay that has
+        # not finished a pass for longer than that is stuck, not busy.
+        if self.outbox_stall_s <= self.outbox_lease_s:
+            raise ValueError("PAYGATE_OUTBOX_STALL_S must exceed PAYGATE_OUTBOX_LEASE_S")
         return self
 
     @model_validator(mode="after")
@@ -546,6 +620,8 @@ def settings_table() -> str:
         default = field.default
         if isinstance(default, SecretStr):
             default = "(development key)"
+        elif isinstance(default, dict | list):
+            default = json.dumps(default)  # as the variable is written
         shown = "(unset)" if default is None else f"`{default}`"
         lines.append(f"| `{env}` | {shown} | {field.description} |")
     return "\n".join(lines) + "\n"

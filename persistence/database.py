@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.clock import utc_now
 from persistence.api_key_store import ApiKeyStore
+from persistence.backlogs import Backlogs
 from persistence.capture_store import CaptureStore
 from persistence.group_commit import GroupCommit
 from persistence.migrate import create_schema
@@ -42,6 +43,7 @@ class Database:
         self.outbox = Outbox(engine, self.writes, clock)
         self.strays = StrayStore(engine, self.writes, clock)
         self.api_keys = ApiKeyStore(engine, clock=clock)
+        self.backlogs = Backlogs(engine)
 
     @classmethod
     async def open(

@@ -97,6 +97,14 @@ class KafkaProducer:
     ) -> None:
         await self.stop()
 
+    async def reachable(self) -> bool:
+        """Started, and a broker answers a metadata request now (raises KafkaError when
+        none does): the ``kafka`` readiness check."""
+        if self._producer is None:
+            return False
+        await self._producer.client.fetch_all_metadata()
+        return True
+
     @property
     def client(self) -> AIOKafkaProducer:
         if self._producer is None:

@@ -9,6 +9,11 @@ releases it, so another relay takes over at its next try.
 Rows are published in id order, in batches, with an idempotent producer; a row is marked
 only after Kafka acknowledged it. A crash between the two publishes the row again when the
 next holder takes over: result events carry a stable event id, so readers drop the repeat.
+
+:meth:`OutboxRelay.is_ready` (the consumer's ``outbox_relay`` readiness check) is true
+only while :meth:`OutboxRelay.run` runs and has finished a pass (a lease attempt, and as
+holder a batch) within ``stall_after_s``: a relay stuck on an unreachable broker or
+database, or failing pass after pass, stops being ready.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from persistence.outbox import PendingOutboxRow
@@ -52,6 +59,8 @@ class OutboxRelay:
         batch_size: int = 500,
         idle_poll_s: float = 0.5,
         renew_interval_s: float = 1.0,
+        stall_after_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._source = source
         self._producer = producer
@@ -64,11 +73,20 @@ class OutboxRelay:
         self._renew_interval_s = renew_interval_s
         self._holding = False
         self._wakeup = asyncio.Event()
+        self._stall_after_s = stall_after_s
+        self._clock = clock
+        # When run()'s last pass finished; None while run() is not running.
+        self._last_pass: float | None = None
 
     @property
     def holding(self) -> bool:
         """Whether the last lease attempt found this relay the holder."""
         return self._holding
+
+    async def is_ready(self) -> bool:
+        """Running, and a pass finished within ``stall_after_s``."""
+        last = self._last_pass
+        return last is not None and self._clock() - last < self._stall_after_s
 
     def notify(self) -> None:
         """Tell the relay new rows were committed, so it does not wait for its next poll."""
@@ -83,7 +101,6 @@ class OutboxRelay:
         if not await self._hold_lease():
             return 0
         rows = await self._source.unpublished(self._batch_size)
-        self._metrics.outbox_backlog.set(len(rows))
         if not rows:
             return 0
         sends = [
@@ -97,6 +114,13 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Publish until cancelled; errors are logged and retried with a back-off."""
+        self._last_pass = self._clock()
+        try:
+            await self._run()
+        finally:
+            self._last_pass = None
+
+    async def _run(self) -> None:
         backoff = 0.1
         while True:
             # Cleared before reading, so a notify that lands while we publish is kept.
@@ -111,6 +135,7 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            self._last_pass = self._clock()
             if not self._holding:
                 # A standby: new rows are the holder's business, so notify does not wake it.
                 await asyncio.sleep(self._renew_interval_s)
@@ -145,7 +170,4 @@ class OutboxRelay:
                     extra={"holder": self._lease.holder},
                 )
         self._holding = held
-        if not held:
-            # The holder reports the backlog; a standby's last figure would be stale.
-            self._metrics.outbox_backlog.set(0)
         return held

@@ -4,8 +4,10 @@
 # for the local Schema Registry,
 # PostgreSQL (the store's production database, used by the tests) and Go (stripe-mock, the
 # official Stripe mock the Stripe adapter is tested against, is installed with go install;
-# an older Debian Go fetches the toolchain stripe-mock needs through the module proxy). Installs Debian's
-# packages when one is missing and we are root; otherwise says what to install.
+# an older Debian Go fetches the toolchain stripe-mock needs through the module proxy), and
+# Prometheus (promtool checks and unit-tests the alert rules and dashboard queries; the
+# server scrapes real processes in an integration test). Installs Debian's packages when
+# one is missing and we are root; otherwise says what to install.
 set -euo pipefail
 
 missing=()
@@ -36,15 +38,19 @@ fi
 command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v go >/dev/null || missing+=(golang-go)
+# Installed on its own, without recommends: they would bring node-exporter and friends.
+lean=()
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || lean+=(prometheus)
 
-[ "${#missing[@]}" -eq 0 ] && exit 0
+[ "${#missing[@]}" -eq 0 ] && [ "${#lean[@]}" -eq 0 ] && exit 0
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  echo "installing system packages: ${missing[*]}" >&2
+  echo "installing system packages: ${missing[*]} ${lean[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq "${missing[@]}" >&2
+  [ "${#missing[@]}" -eq 0 ] || apt-get install -y -qq "${missing[@]}" >&2
+  [ "${#lean[@]}" -eq 0 ] || apt-get install -y -qq --no-install-recommends "${lean[@]}" >&2
 else
-  echo "missing system packages: ${missing[*]} (install them, e.g. with apt-get, then run again)" >&2
+  echo "missing system packages: ${missing[*]} ${lean[*]} (install them, e.g. with apt-get, then run again)" >&2
   exit 1
 fi

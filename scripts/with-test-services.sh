@@ -5,7 +5,9 @@
 #   - Kafka: the jars are fetched up front; the suite starts its own broker unless
 #     KAFKA_BOOTSTRAP_SERVERS is set;
 #   - stripe-mock: installed up front with `go install` (the suite starts it on free
-#     ports), unless STRIPE_MOCK_BIN points at one.
+#     ports), unless STRIPE_MOCK_BIN points at one;
+#   - helm: installed up front with `go install` (the Helm chart's tests run `helm lint`
+#     and `helm template`), unless HELM_BIN points at one or helm is on PATH.
 # Usage: scripts/with-test-services.sh <command> [args...]
 set -euo pipefail
 
@@ -87,6 +89,15 @@ if [ -z "${STRIPE_MOCK_BIN:-}" ] && [ ! -x "$stripe_mock_cache/stripe-mock" ] \
     GOBIN="$stripe_mock_cache" go install github.com/stripe/stripe-mock@v0.203.0 >&2
   else
     echo "Go is not installed: the Stripe adapter's tests need stripe-mock (go install)" >&2
+  fi
+fi
+
+if [ -z "${HELM_BIN:-}" ] && [ ! -x "$stripe_mock_cache/helm" ] && ! command -v helm >/dev/null; then
+  if command -v go >/dev/null; then
+    echo "installing helm with go install (cached after the first run; a few minutes) ..." >&2
+    GOBIN="$stripe_mock_cache" go install helm.sh/helm/v3/cmd/helm@v3.16.2 >&2
+  else
+    echo "Go is not installed: the Helm chart's tests need helm (go install)" >&2
   fi
 fi
 

@@ -9,6 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# A command's way from producer to durable outcome includes provider retries (up to the
+# retry budget, 90 s by default), so its buckets reach further.
+_COMMAND_BUCKETS = (*_LATENCY_BUCKETS, 60.0, 120.0, 300.0)
 
 
 class Metrics:
@@ -58,7 +61,8 @@ class Metrics:
         )
         self.outbox_backlog = Gauge(
             f"{prefix}_outbox_backlog",
-            "Outbox rows not yet published, as last seen by the relay.",
+            "Outbox rows not yet published, read from the store by every consumer (sampled "
+            "every `PAYGATE_OPS_SAMPLE_INTERVAL_S`): take the max over them.",
             registry=self.registry,
         )
 
@@ -137,6 +141,62 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.command_seconds = Histogram(
+            f"{prefix}_command_seconds",
+            "Seconds from a command's Kafka timestamp (set when it was produced) to its "
+            "outcome being durable in the consumer: stored with its result event in the outbox, "
+            "or written to the dead-letter topic. Includes time waiting in the topic and "
+            "provider retries; clocks of producer and consumer hosts must agree.",
+            buckets=_COMMAND_BUCKETS,
+            registry=self.registry,
+        )
+        self.oldest_in_flight_age = Gauge(
+            f"{prefix}_commands_in_flight_oldest_age_seconds",
+            "Seconds the oldest command this consumer is working on has been in its hands "
+            "(0 when none is).",
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            f"{prefix}_consumer_lag",
+            "Commands of a partition assigned to this consumer that are not committed yet: the "
+            "partition's last stable offset minus the group's committed offset (sampled every "
+            "`PAYGATE_OPS_SAMPLE_INTERVAL_S`), by topic and partition. Includes the commands "
+            "in flight.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.assigned_partitions = Gauge(
+            f"{prefix}_consumer_assigned_partitions",
+            "Partitions of the command topic assigned to this consumer; summed over the "
+            "consumers, 0 means no one processes commands.",
+            registry=self.registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            f"{prefix}_outbox_oldest_age_seconds",
+            "Seconds since the oldest unpublished outbox row was written (0 when none is), "
+            "read from the store by every consumer: take the max over them.",
+            registry=self.registry,
+        )
+        self.in_doubt_attempts = Gauge(
+            f"{prefix}_in_doubt_attempts",
+            "Provider attempts opened and not finished, on payments still pending or "
+            "processing: calls in flight now, or in doubt until the reconciler asks the "
+            "provider. Read from the store by every consumer: take the max over them.",
+            registry=self.registry,
+        )
+        self.in_doubt_oldest_age = Gauge(
+            f"{prefix}_in_doubt_oldest_age_seconds",
+            "Seconds since the oldest of those attempts was opened (0 when there is none).",
+            registry=self.registry,
+        )
+        self.reconcile_window = Gauge(
+            f"{prefix}_reconcile_window_seconds",
+            "How old an in-doubt attempt may get before the reconciler has had its chance at "
+            "it: `PAYGATE_RECONCILE_MIN_AGE_S` plus two `PAYGATE_RECONCILE_INTERVAL_S`. An "
+            "older one is stuck (alert PaygateInDoubtAttemptsStuck).",
+            registry=self.registry,
+        )
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -147,9 +207,13 @@ def metrics_page() -> str:
     lines = [
         "# Metrics",
         "",
-        "Served as Prometheus text at `/metrics`: by the facade (HTTPS) and by the consumer",
-        "(`PAYGATE_METRICS_HOST`:`PAYGATE_METRICS_PORT`, plain HTTP for scrapers). Generated",
-        "from `telemetry/metrics.py` by `python -m telemetry.metrics`.",
+        "Served as Prometheus text at `/metrics` on each process's ops listener (plain HTTP,",
+        "for scrapers on a private network): the consumer's on",
+        "`PAYGATE_METRICS_HOST`:`PAYGATE_METRICS_PORT`, the facade's on",
+        "`PAYGATE_FACADE_OPS_HOST`:`PAYGATE_FACADE_OPS_PORT` (never on its public HTTPS port).",
+        "Series the store is read for (outbox, in-doubt attempts) are reported by every",
+        "consumer: aggregate them with `max`. Generated from `telemetry/metrics.py` by",
+        "`python -m telemetry.metrics`.",
         "",
         "| metric | type | meaning |",
         "| --- | --- | --- |",

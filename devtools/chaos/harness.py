@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -45,7 +46,12 @@ def child_environment(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
-        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, dict | list):
+            text = json.dumps(value)  # how pydantic-settings reads complex values
+        else:
+            text = str(value)
         if name == "kafka_bootstrap_servers":
             env["KAFKA_BOOTSTRAP_SERVERS"] = text
         else:

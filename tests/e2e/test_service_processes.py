@@ -125,7 +125,9 @@ async def test_a_request_without_a_key_is_refused(stack: Stack) -> None:
         assert (await response.json())["error"]["code"] == "authentication_failed"
 
 
-async def test_every_facade_is_ready_with_its_result_listener_running(stack: Stack) -> None:
+async def test_every_facade_is_ready_with_its_database_kafka_and_result_listener(
+    stack: Stack,
+) -> None:
     for url in (None, stack.second_url):
         async with (
             stack.session(url, with_key=False) as session,
@@ -134,5 +136,5 @@ async def test_every_facade_is_ready_with_its_result_listener_running(stack: Sta
             assert response.status == 200, await response.text()
             assert await response.json() == {
                 "status": "ready",
-                "checks": {"result_listener": "ok"},
+                "checks": {"database": "ok", "kafka": "ok", "result_listener": "ok"},
             }

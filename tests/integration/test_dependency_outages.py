@@ -10,6 +10,9 @@
   (open connections reset, new ones refused) and restores. Every request is 503 with
   ``Retry-After``, the API-key lookup included; the outage is logged once when it starts,
   without a traceback, and once when it ends.
+- Readiness: a facade and a consumer, run as the service runs them, answer ``/readyz`` on
+  their ops listeners 503 naming ``database`` while PostgreSQL is cut and ``kafka`` while
+  the broker is dead, 200 again when each is back; ``/healthz`` stays 200 throughout.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from domain.captures import CapturePayment
 from domain.payments import CreatePayment, payment_request_id_for
 from domain.refunds import RefundPayment
 from paygate.facade_service import facade_app
-from paygate.settings import Settings
+from paygate.settings import Environment, Settings
+from paygate.topics import ensure_topics
 from persistence.api_key_store import ApiKeyStore
 from persistence.database import Database
 from persistence.engine import create_engine
@@ -44,8 +48,11 @@ from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 from tests.support.facade_world import payment_body
+from tests.support.gated_provider import GatedProvider
 from tests.support.kafka_io import read_until
+from tests.support.ops_probe import until_readyz
 from tests.support.services import service_missing
+from tests.support.services_in_process import running_services
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -258,3 +265,56 @@ async def test_a_database_outage_is_503_and_logged_once_when_it_starts_and_once_
     finally:
         await client.close()
         await engine.dispose()
+
+
+# --- Readiness of running services -------------------------------------------------------------
+
+
+async def test_readyz_names_the_dependency_that_is_down_on_the_facade_and_the_consumer(
+    own_broker: LocalKafka, postgres_database_url: str, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    via_proxy = (
+        make_url(postgres_database_url)
+        .set(host="127.0.0.1", port=proxy.port)
+        .render_as_string(hide_password=False)
+    )
+    settings = Settings(
+        env=Environment.DEVELOPMENT,
+        KAFKA_BOOTSTRAP_SERVERS=own_broker.bootstrap_servers,
+        commands_topic=f"payments.commands.ready-{suffix}",
+        results_topic=f"payments.results.ready-{suffix}",
+        dlq_topic=f"payments.commands.dlq.ready-{suffix}",
+        consumer_group=f"paygate-ready-{suffix}",
+        database_url=via_proxy,
+        tls_dir=tmp_path / "tls",
+        http_port=0,
+        facade_ops_port=0,
+        metrics_port=0,
+    )
+    await ensure_topics(settings)
+    async with running_services(settings, GatedProvider()) as services:
+        processes = (services.facade_ops_url, services.consumer_ops_url)
+        for url in processes:
+            await until_readyz(url, 200)
+
+        await proxy.cut()
+        for url in processes:
+            body = await until_readyz(url, 503, {"database"})
+            assert body["status"] == "not_ready"
+        async with aiohttp.ClientSession() as session:
+            for url in processes:
+                async with session.get(f"{url}/healthz") as live:
+                    assert live.status == 200  # liveness is not readiness
+        await proxy.start()
+        for url in processes:
+            await until_readyz(url, 200)
+
+        own_broker.kill()
+        for url in processes:
+            await until_readyz(url, 503, {"kafka"} if url == services.consumer_ops_url else None)
+        facade_report = await until_readyz(services.facade_ops_url, 503)
+        assert facade_report["checks"]["kafka"] == "failing"
+        await asyncio.to_thread(own_broker.restart)
+        for url in processes:
+            await until_readyz(url, 200, timeout_s=90)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
@@ -225,7 +226,26 @@ async def world_client(
 ) -> TestClient[Any, Any]:
     """The facade as the service wires it (database outages recognised as in production),
     with ``world`` behind every port; the caller closes the client."""
-    app = build_app(
+    app = world_app(
+        world,
+        publisher=publisher,
+        authenticator=authenticator,
+        rate_limiter=rate_limiter,
+        **options,
+    )
+    return await started_client(app)
+
+
+def world_app(
+    world: World,
+    *,
+    publisher: CommandPublisher | None = None,
+    authenticator: Authenticator | None = None,
+    rate_limiter: TokenBuckets | None = None,
+    **options: Any,
+) -> web.Application:
+    """The application :func:`world_client` serves, for a test that serves it itself."""
+    return build_app(
         publisher=publisher or world,
         queries=world,
         refunds=world,
@@ -238,4 +258,3 @@ async def world_client(
         is_database_outage=is_database_unavailable,
         **options,
     )
-    return await started_client(app)

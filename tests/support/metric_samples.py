@@ -18,3 +18,13 @@ def dead_lettered(metrics: Metrics, *, code: str | None = None, reason: str | No
                 continue
             total += sample.value
     return total
+
+
+def sample_sum(metrics: Metrics, name: str, **labels: str) -> float:
+    """The samples named ``name`` (e.g. ``paygate_consumer_lag``) with ``labels``, summed."""
+    return sum(
+        sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )

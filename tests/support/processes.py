@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
@@ -49,6 +50,8 @@ def environment_of(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
+        elif isinstance(value, dict | list):
+            value = json.dumps(value)  # how pydantic-settings reads complex values
         key = (
             "KAFKA_BOOTSTRAP_SERVERS"
             if name == "kafka_bootstrap_servers"

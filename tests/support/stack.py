@@ -75,6 +75,8 @@ def isolated_settings(
         "acquirer_port": 0,
         "acquirer_ledger": work / "ledger.db",
         "metrics_port": 0,
+        # Two facades run side by side: each ops listener on a port of its own.
+        "facade_ops_port": 0,
         "provider_timeout_s": 5,
     }
     fields.update(overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import re
 import shlex
@@ -491,6 +492,109 @@ def test_named_volumes_are_declared(compose, services):
         for source in _volume_mounts(service).values():
             if source and not source.startswith((".", "/", "~", "$")):
                 assert source in declared, f"{name}: volume {source} is not declared"
+
+
+# ---- compose: monitoring --------------------------------------------------------------------
+
+MONITORING = ROOT / "monitoring"
+
+
+def _mounted(service: Mapping[str, Any], container_path: str) -> Path:
+    """The file or folder of this repository mounted at ``container_path``."""
+    source = _volume_mounts(service).get(container_path)
+    assert source, f"nothing is mounted at {container_path}"
+    return (ROOT / source).resolve()
+
+
+def _ops_listener(service: Mapping[str, Any], settings: Settings) -> tuple[str, int] | None:
+    """``(host, port)`` of the ops listener of a paygate service, None if it has none."""
+    command = _command(service)[0]
+    if command == "consumer":
+        return settings.metrics_host, settings.metrics_port
+    if command == "facade":
+        return settings.facade_ops_host, settings.facade_ops_port
+    return None
+
+
+def _prometheus_config(services: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    config = yaml.safe_load(
+        _mounted(services["prometheus"], "/etc/prometheus/prometheus.yml").read_text()
+    )
+    assert isinstance(config, dict)
+    return config
+
+
+def test_prometheus_scrapes_every_paygate_process_on_its_ops_listener(
+    services, paygate_services, settings_for
+):
+    scraped = {
+        target: job["job_name"]
+        for job in _prometheus_config(services)["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    expected: dict[str, str] = {}
+    for name, service in paygate_services.items():
+        listener = _ops_listener(service, settings_for(service))
+        if listener is None:
+            continue
+        host, port = listener
+        assert host == ALL_INTERFACES, f"{name}: its ops listener must be reachable"
+        assert str(port) in {str(p) for p in service.get("expose") or []}, name
+        expected[f"{name}:{port}"] = f"paygate-{_command(service)[0]}"
+    assert set(expected) == {"consumer:9102", "facade:9103"}
+    assert expected.items() <= scraped.items()
+    # The alert on unreachable targets matches these job names.
+    alerts = (MONITORING / "alerts.yml").read_text()
+    assert 'up{job=~"paygate-.*"}' in alerts
+
+
+def test_prometheus_evaluates_the_alert_rules(services):
+    prometheus = services["prometheus"]
+    rule_files = _prometheus_config(services)["rule_files"]
+    assert {_mounted(prometheus, path) for path in rule_files} == {MONITORING / "alerts.yml"}
+
+
+def test_the_prometheus_config_passes_promtool(services, tmp_path):
+    from tests.support.promql import run_promtool
+
+    config = _prometheus_config(services)
+    config["rule_files"] = [str(MONITORING / "alerts.yml")]  # the host path of the mount
+    checked = tmp_path / "prometheus.yml"
+    checked.write_text(yaml.safe_dump(config))
+    done = run_promtool("check", "config", checked)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_grafana_is_provisioned_with_the_dashboard_and_the_prometheus_data_source(services):
+    grafana = services["grafana"]
+    provisioning = _mounted(grafana, "/etc/grafana/provisioning")
+    assert provisioning == MONITORING / "grafana" / "provisioning"
+
+    providers = yaml.safe_load((provisioning / "dashboards" / "paygate.yml").read_text())
+    folder = providers["providers"][0]["options"]["path"]
+    mounted = {
+        target: _mounted(grafana, target)
+        for target in _volume_mounts(grafana)
+        if target.startswith(folder + "/")
+    }
+    assert set(mounted.values()) == {MONITORING / "grafana" / "paygate.json"}
+
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
+    [source] = sources["datasources"]
+    url = urlsplit(source["url"])
+    assert (url.hostname, url.port) == ("prometheus", 9090)
+    assert source["type"] == "prometheus"
+    dashboard = json.loads((MONITORING / "grafana" / "paygate.json").read_text())
+    [variable] = dashboard["templating"]["list"]
+    assert variable["current"]["value"] == source["uid"]
+    assert _depends_on(grafana).get("prometheus") == "service_started"
+
+
+def test_monitoring_ui_ports_are_published_on_loopback_only(services):
+    for name, port in (("prometheus", 9090), ("grafana", 3000)):
+        entries = [str(e) for e in services[name].get("ports") or []]
+        assert entries == [f"127.0.0.1:{port}:{port}"], name
 
 
 # ---- the Dockerfile -------------------------------------------------------------------------

@@ -144,11 +144,20 @@ async def test_an_unknown_route_needs_a_key_too(make_client: MakeClient) -> None
     await assert_unauthorized(await client.get("/v2/secret"), challenge_error=False)
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/metrics"])
-async def test_ops_routes_are_public(make_client: MakeClient, path: str) -> None:
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+async def test_probe_routes_are_public(make_client: MakeClient, path: str) -> None:
     client = await make_client()
     response = await client.get(path)
     assert response.status == 200
+
+
+async def test_metrics_are_not_served_on_the_public_port(make_client: MakeClient) -> None:
+    # They are on the ops listener only; here /metrics is an unknown path like any other.
+    client = await make_client()
+    await assert_unauthorized(await client.get("/metrics"), challenge_error=False)
+    response = await client.get("/metrics", headers=bearer(KEY_A))
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
 
 
 async def test_access_log_names_the_client_and_never_the_key(

@@ -37,9 +37,9 @@ from domain.status import PaymentStatus
 from http_facade.app import build_app
 from http_facade.openapi_routes import openapi_document
 from http_facade.rate_limit import TokenBuckets
-from http_facade.readiness import Readiness
 from persistence.availability import is_database_unavailable
 from telemetry.metrics import Metrics
+from telemetry.readiness import Readiness
 from tests.support.app_client import started_client
 
 pytestmark = pytest.mark.unit
@@ -739,7 +739,6 @@ async def test_capture_refusals(facade: Facade) -> None:
     [
         ("/healthz", "application/json"),
         ("/readyz", "application/json"),
-        ("/metrics", "text/plain"),
         ("/openapi.json", "application/json"),
         ("/docs", "text/html"),
     ],

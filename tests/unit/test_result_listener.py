@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from domain.status import PaymentStatus
-from http_facade.readiness import Readiness
 from http_facade.result_events import ResultRecord
 from http_facade.result_listener import ResultListener
 from telemetry.metrics import Metrics
+from telemetry.readiness import Readiness
 from tests.support.result_events import (
     MESSAGES,
     encoded_payment_result,

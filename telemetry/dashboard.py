@@ -1,0 +1,349 @@
+"""The Grafana dashboard ``monitoring/grafana/paygate.json``, generated so it cannot drift.
+
+Regenerate with ``python -m telemetry.dashboard > monitoring/grafana/paygate.json``;
+tests/unit/test_monitoring_dashboard.py checks the committed file is this output, that
+every panel's query is valid PromQL (``promtool check rules`` on a rule file made of them)
+and that it names only metrics :class:`telemetry.metrics.Metrics` exports, and
+tests/integration/test_prometheus_scrape.py that the key panels return data from a real
+Prometheus scraping a running consumer and facade.
+
+Queries aggregate across instances: per-process series (rates, lag) with ``sum``, series
+every consumer reads from the store (outbox, in-doubt attempts) with ``max``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+DATASOURCE: Final = {"type": "prometheus", "uid": "${datasource}"}
+RATE: Final = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    description: str
+    queries: tuple[Query, ...]
+    unit: str = "short"
+    width: int = 12
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _quantiles(metric: str, by: str = "") -> tuple[Query, ...]:
+    labels = f"le, {by}" if by else "le"
+    prefix = "{{" + by + "}} " if by else ""
+    return tuple(
+        Query(
+            f"histogram_quantile({q}, sum by ({labels}) (rate({metric}_bucket[{RATE}])))",
+            f"{prefix}p{int(q * 100)}",
+        )
+        for q in (0.5, 0.95, 0.99)
+    )
+
+
+ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
+    (
+        "Payments",
+        (
+            Panel(
+                "Payment rate by status",
+                "Payment commands finished per second, by outcome (succeeded, failed, "
+                "pending, replayed, ...).",
+                (
+                    Query(
+                        "sum by (outcome) (rate(paygate_commands_consumed_total"
+                        f'{{kind="payment"}}[{RATE}]))',
+                        "{{outcome}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+            Panel(
+                "Command to result latency",
+                "From a command's Kafka timestamp to its durable outcome (stored with its "
+                "result event, or dead-lettered).",
+                _quantiles("paygate_command_seconds"),
+                unit="s",
+            ),
+            Panel(
+                "Refunds and captures",
+                "Refund and capture commands finished per second, by kind and outcome.",
+                (
+                    Query(
+                        "sum by (kind, outcome) (rate(paygate_commands_consumed_total"
+                        f'{{kind=~"refund|capture"}}[{RATE}]))',
+                        "{{kind}} {{outcome}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+            Panel(
+                "Dead letters",
+                "Commands sent to the dead-letter topic per second, by error code and reason "
+                "(`paygate dlq list` shows them).",
+                (
+                    Query(
+                        f"sum by (code, reason) (rate(paygate_dead_lettered_total[{RATE}]))",
+                        "{{code}} {{reason}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+        ),
+    ),
+    (
+        "Providers",
+        (
+            Panel(
+                "Provider latency",
+                "Latency of provider calls by provider.",
+                _quantiles("paygate_provider_call_seconds", "provider"),
+                unit="s",
+            ),
+            Panel(
+                "Provider errors",
+                "Provider calls per second that failed (error) or timed out (unknown), by "
+                "provider; retries and failovers.",
+                (
+                    Query(
+                        "sum by (provider, outcome) (rate(paygate_provider_call_seconds_count"
+                        f'{{outcome=~"error|unknown"}}[{RATE}]))',
+                        "{{provider}} {{outcome}}",
+                    ),
+                    Query(
+                        f"sum by (provider) (rate(paygate_provider_retries_total[{RATE}]))",
+                        "{{provider}} retries",
+                    ),
+                    Query(
+                        f"sum by (from, to) (rate(paygate_provider_failovers_total[{RATE}]))",
+                        "failover {{from}} to {{to}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+            Panel(
+                "Provider circuit breakers",
+                "0 closed, 1 half-open, 2 open (calls fail fast).",
+                (
+                    Query(
+                        "max by (provider) (paygate_provider_circuit_state)",
+                        "{{provider}}",
+                    ),
+                ),
+            ),
+            Panel(
+                "Reconciliations",
+                "Payments and refunds without a final answer examined by the reconcilers, by "
+                "result; stray charges found and reversed.",
+                (
+                    Query(
+                        f"sum by (result) (rate(paygate_reconciled_total[{RATE}]))",
+                        "payments {{result}}",
+                    ),
+                    Query(
+                        f"sum by (result) (rate(paygate_refunds_reconciled_total[{RATE}]))",
+                        "refunds {{result}}",
+                    ),
+                    Query(
+                        "sum by (provider, result) "
+                        f"(increase(paygate_stray_charges_total[{RATE}]))",
+                        "stray {{provider}} {{result}}",
+                    ),
+                ),
+                unit="ops",
+            ),
+        ),
+    ),
+    (
+        "Backlogs",
+        (
+            Panel(
+                "Consumer lag",
+                "Commands not committed yet, by partition (last stable offset minus committed "
+                "offset); and the partitions held by consumers.",
+                (
+                    Query(
+                        "sum by (topic, partition) (paygate_consumer_lag)",
+                        "{{topic}}/{{partition}}",
+                    ),
+                    Query("sum(paygate_consumer_assigned_partitions)", "partitions held"),
+                ),
+            ),
+            Panel(
+                "Commands in flight",
+                "Commands taken and not finished, and the age of the oldest one.",
+                (
+                    Query("sum(paygate_commands_in_flight)", "in flight"),
+                    Query(
+                        "max(paygate_commands_in_flight_oldest_age_seconds)",
+                        "oldest (s)",
+                    ),
+                ),
+            ),
+            Panel(
+                "Outbox backlog",
+                "Result events waiting to be published, the age of the oldest, and the "
+                "publish rate.",
+                (
+                    Query("max(paygate_outbox_backlog)", "unpublished"),
+                    Query("max(paygate_outbox_oldest_age_seconds)", "oldest (s)"),
+                    Query(
+                        f"sum(rate(paygate_outbox_published_total[{RATE}]))",
+                        "published/s",
+                    ),
+                ),
+            ),
+            Panel(
+                "In-doubt attempts",
+                "Provider attempts opened and not finished, the age of the oldest, and the "
+                "reconcile window it should stay under.",
+                (
+                    Query("max(paygate_in_doubt_attempts)", "open attempts"),
+                    Query("max(paygate_in_doubt_oldest_age_seconds)", "oldest (s)"),
+                    Query("max(paygate_reconcile_window_seconds)", "reconcile window (s)"),
+                ),
+            ),
+        ),
+    ),
+    (
+        "REST facade",
+        (
+            Panel(
+                "HTTP requests by route",
+                "Requests per second by route template and status (probes aside).",
+                (
+                    Query(
+                        "sum by (route, status) (rate(paygate_http_request_seconds_count"
+                        f'{{route!~"/healthz|/readyz"}}[{RATE}]))',
+                        "{{route}} {{status}}",
+                    ),
+                ),
+                unit="reqps",
+            ),
+            Panel(
+                "HTTP errors",
+                "Requests answered 5xx per second by route and status (503: Kafka or the "
+                "database unreachable).",
+                (
+                    Query(
+                        "sum by (route, status) (rate(paygate_http_request_seconds_count"
+                        f'{{status=~"5..", route!="/readyz"}}[{RATE}]))',
+                        "{{route}} {{status}}",
+                    ),
+                ),
+                unit="reqps",
+            ),
+            Panel(
+                "HTTP latency",
+                "p99 latency by route (a create with Prefer: wait=N may take up to N s).",
+                (
+                    Query(
+                        "histogram_quantile(0.99, sum by (le, route) "
+                        f"(rate(paygate_http_request_seconds_bucket[{RATE}])))",
+                        "{{route}} p99",
+                    ),
+                ),
+                unit="s",
+            ),
+            Panel(
+                "Rate-limited requests",
+                "Requests refused 429 per second, by route.",
+                (
+                    Query(
+                        "sum by (route) (rate(paygate_http_request_seconds_count"
+                        f'{{status="429"}}[{RATE}]))',
+                        "{{route}}",
+                    ),
+                ),
+                unit="reqps",
+            ),
+        ),
+    ),
+)
+
+
+def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
+    return {
+        "id": panel_id,
+        "type": "timeseries",
+        "title": panel.title,
+        "description": panel.description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 8, "w": panel.width, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
+        "targets": [
+            {
+                "datasource": DATASOURCE,
+                "expr": query.expr,
+                "legendFormat": query.legend,
+                "refId": chr(ord("A") + index),
+            }
+            for index, query in enumerate(panel.queries)
+        ],
+    }
+
+
+def dashboard() -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    panel_id, y = 1, 0
+    for row_title, row_panels in ROWS:
+        panels.append(
+            {
+                "id": panel_id,
+                "type": "row",
+                "title": row_title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        panel_id, y, x = panel_id + 1, y + 1, 0
+        for panel in row_panels:
+            if x + panel.width > 24:
+                x, y = 0, y + 8
+            panels.append(_panel(panel, panel_id, x, y))
+            panel_id, x = panel_id + 1, x + panel.width
+        y += 8
+    return {
+        "uid": "paygate",
+        "title": "paygate",
+        "description": "Payments, providers, backlogs, REST facade (telemetry/dashboard.py).",
+        "tags": ["paygate"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {"text": "Prometheus", "value": "prometheus"},
+                    "hide": 0,
+                }
+            ]
+        },
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+def dashboard_json() -> str:
+    return json.dumps(dashboard(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    print(dashboard_json(), end="")

@@ -1,0 +1,88 @@
+"""The log scrubber, both ways: what looks like an account number is masked, identifiers
+an operator searches for are not."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from paygate.jsonlog import JsonFormatter, iban_valid, luhn_valid, scrub
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("card 4242424242424242 ok", "card ****4242 ok"),
+        ("card 4242 4242 4242 4242 ok", "card ****4242 ok"),
+        ("card 4242-4242-4242-4242 ok", "card ****4242 ok"),
+        ("amex 378282246310005", "amex ****0005"),
+        ("amex 3782 822463 10005", "amex ****0005"),
+        ("12 digits 401288888886", "12 digits ****8886"),
+        ("19 digits 6011000990139424009", "19 digits ****4009"),
+        ("iban DE89370400440532013000.", "iban ****3000."),
+        ("iban DE89 3704 0044 0532 0130 00 paid", "iban ****3000 paid"),
+        ("iban GB82WEST12345698765432", "iban ****5432"),
+        ('{"number":"4000000000000002"}', '{"number":"****0002"}'),
+        ("pay_4242424242424242", "pay_****4242"),
+    ],
+)
+def test_account_numbers_are_masked_to_their_last_four(text: str, scrubbed: str) -> None:
+    assert scrub(text) == scrubbed
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "order 1796538959715 accepted",  # the order id of issue 14: 13 digits, not Luhn-valid
+        "order-1796538959715",
+        "offset 12345678 committed",
+        "order 4242424242424241 is no card",  # 16 digits, Luhn fails by one
+        "amount 1050 cents",
+        "at 1767268800000 ms",  # a timestamp: 13 digits, not Luhn-valid
+        "pay_0f3a12345678901234",
+        "attempt pay_6e4b0c2a9f1d4e3b8a7c6d5e4f3a2b1c-a1",
+        "DE89370400440532013001 is no IBAN",  # check digits wrong
+        "a run of 20 digits 42424242424242424242 is no card",
+        "ORDER2024XY00000000000",  # letters and digits, not an IBAN
+    ],
+)
+def test_identifiers_stay_searchable(text: str) -> None:
+    assert scrub(text) == text
+
+
+def test_the_checks() -> None:
+    assert luhn_valid("4242424242424242")
+    assert not luhn_valid("1796538959715")
+    assert iban_valid("DE89370400440532013000")
+    assert not iban_valid("DE89370400440532013001")
+
+
+def _line(formatter: JsonFormatter, message: str, **extra: object) -> dict[str, object]:
+    record = logging.LogRecord("paygate.test", logging.INFO, __file__, 1, message, None, None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    parsed: dict[str, object] = json.loads(formatter.format(record))
+    return parsed
+
+
+def test_a_log_line_masks_accounts_in_its_message_and_fields_and_keeps_ids() -> None:
+    line = _line(
+        JsonFormatter(),
+        "echo of payer 4242 4242 4242 4242 for order 1796538959715",
+        order_id="1796538959715",
+        request={"payee": {"iban": "NL12 3456", "number": "DE89370400440532013000"}},
+    )
+    assert line["msg"] == "echo of payer ****4242 for order 1796538959715"
+    assert line["order_id"] == "1796538959715"
+    # "iban" is an account field: masked whatever it looks like; the IBAN by its check.
+    assert line["request"] == {"payee": {"iban": "****3456", "number": "****3000"}}
+
+
+def test_account_fields_are_configurable() -> None:
+    formatter = JsonFormatter(account_fields=["Bank_Account"])
+    line = _line(formatter, "refund", bank_account="12345678", iban="NL12 3456")
+    assert (line["bank_account"], line["iban"]) == ("****5678", "NL12 3456")
