@@ -32,7 +32,7 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import DECLINED_CARD, create_payment
+from tests.support.builders import DECLINED_CARD, SUCCESS_CARD, create_payment
 from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
@@ -92,7 +92,7 @@ def capture_of(payment) -> CapturePayment:
     )
 
 
-async def authorized(payments, card: str = "4242424242424242"):
+async def authorized(payments, card: str = SUCCESS_CARD):
     command = dataclasses.replace(create_payment(payer_number=card), capture=False)
     outcome = await payments.handle(command)
     return command, outcome

@@ -26,6 +26,9 @@ from tests.support.builders import (
     INSUFFICIENT_FUNDS_CARD,
     PAYEE_IBAN,
     SUCCESS_CARD,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
+    UNAVAILABLE_CARD,
     create_payment,
     unexpected_refusal,
 )
@@ -34,9 +37,6 @@ from tests.support.clock import Clock
 pytestmark = pytest.mark.integration
 
 ACCOUNT_KEY = b"test-fingerprint-key"
-TIMEOUT_CARD = "4000000000000341"
-TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
-UNAVAILABLE_CARD = "4000000000000119"
 MESSAGES = PaymentMessages.bundled()
 
 

@@ -25,14 +25,18 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import create_payment, unexpected_refusal
+from tests.support.builders import (
+    DECLINED_CARD,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
+    create_payment,
+    unexpected_refusal,
+)
 from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT_KEY = b"test-fingerprint-key"
-TIMEOUT_CARD = "4000000000000341"
-TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
 MESSAGES = PaymentMessages.bundled()
 EVENTS = ResultEvents(MESSAGES, "payments.results")
 
@@ -264,7 +268,7 @@ async def test_a_late_timeout_does_not_undo_an_outcome_the_reconciler_recorded(
 async def test_a_key_replays_within_retention_and_makes_a_new_payment_after_expiry(
     store, handler, provider, clock
 ):
-    declined = create_payment(payer_number="4000000000000002")
+    declined = create_payment(payer_number=DECLINED_CARD)
     assert await handler.handle(declined) is Outcome.FAILED
     expiry = KeyExpiry(store, timedelta(days=7), clock)
 

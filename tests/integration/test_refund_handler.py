@@ -28,14 +28,19 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import DECLINED_CARD, SUCCESS_CARD, create_payment, unique
+from tests.support.builders import (
+    DECLINED_CARD,
+    REFUNDS_FAIL_CARD,
+    REFUNDS_PENDING_CARD,
+    SUCCESS_CARD,
+    create_payment,
+    unique,
+)
 from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = PaymentMessages.bundled()
-REFUNDS_PENDING_CARD = "4000000000007726"
-REFUNDS_FAIL_CARD = "4000000000005126"
 EUR_100 = Money(10_000, "EUR")
 
 

@@ -25,14 +25,18 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig, SandboxHttpProvider
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import DECLINED_CARD, create_payment, unexpected_refusal
+from tests.support.builders import (
+    DECLINED_CARD,
+    TIMEOUT_CARD,
+    UNAVAILABLE_CARD,
+    create_payment,
+    unexpected_refusal,
+)
 from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT_KEY = b"test-fingerprint-key"
-TIMEOUT_CARD = "4000000000000341"
-UNAVAILABLE_CARD = "4000000000000119"
 MESSAGES = PaymentMessages.bundled()
 EVENTS = ResultEvents(MESSAGES, "payments.results")
 PRIMARY, SECONDARY = "sandbox", "sandbox-2"

@@ -29,14 +29,13 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import create_payment
+from tests.support.builders import UNAVAILABLE_CARD, create_payment
 from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT_KEY = b"test-fingerprint-key"
 EVENTS = ResultEvents(PaymentMessages.bundled(), "payments.results")
-UNAVAILABLE_CARD = "4000000000000119"
 
 
 @pytest.fixture
