@@ -17,7 +17,6 @@ from consumer.sealing import CommandSealer
 from domain.commands import payment_request_id_for
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
-from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, provider_attempts
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from providers.registry import Providers
@@ -26,50 +25,27 @@ from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import (
+    ACCOUNT_KEY,
     DECLINED_CARD,
     TIMEOUT_CARD,
     TIMEOUT_THEN_DECLINE_CARD,
     create_payment,
     unexpected_refusal,
 )
-from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT_KEY = b"test-fingerprint-key"
 MESSAGES = PaymentMessages.bundled()
 EVENTS = ResultEvents(MESSAGES, "payments.results")
 
 
 @pytest.fixture
 async def provider():
+    """Times out fast: every test here starts from a timed-out payment."""
     provider = InProcessSandboxProvider(config=SandboxConfig(hang_s=0.3), call_timeout_s=0.05)
     await provider.start()
     yield provider
     await provider.stop()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(engine, clock):
-    return PaymentStore(engine, clock)
-
-
-@pytest.fixture
-def handler(store, provider, clock):
-    return PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=EVENTS,
-        account_key=ACCOUNT_KEY,
-        metrics=Metrics(),
-        clock=clock,
-    )
 
 
 def handler_for(store, provider, clock):

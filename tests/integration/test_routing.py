@@ -18,7 +18,6 @@ from domain.money import Money
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.payment_begin import Started
-from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, payments, provider_attempts
 from providers.registry import Providers
 from providers.routing import Router
@@ -26,17 +25,16 @@ from providers.sandbox import InProcessSandboxProvider, SandboxConfig, SandboxHt
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import (
+    ACCOUNT_KEY,
     DECLINED_CARD,
     TIMEOUT_CARD,
     UNAVAILABLE_CARD,
     create_payment,
     unexpected_refusal,
 )
-from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT_KEY = b"test-fingerprint-key"
 MESSAGES = PaymentMessages.bundled()
 EVENTS = ResultEvents(MESSAGES, "payments.results")
 PRIMARY, SECONDARY = "sandbox", "sandbox-2"
@@ -46,21 +44,6 @@ def _closed_loopback_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(engine, clock):
-    return PaymentStore(engine, clock)
-
-
-@pytest.fixture
-def metrics():
-    return Metrics()
 
 
 @pytest.fixture

@@ -119,6 +119,7 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
 
 @pytest.fixture
 async def provider(sandbox: Sandbox) -> AsyncIterator[SandboxHttpProvider]:
+    """The sandbox over HTTP, not in process: this file tests its service and adapter."""
     async with SandboxHttpProvider(sandbox.url, timeout_s=5.0) as http:
         yield http
 

@@ -75,6 +75,7 @@ def unused_loopback_port() -> int:
 
 @pytest.fixture
 async def provider(stripe_mock_url: str) -> AsyncIterator[StripeProvider]:
+    """Stripe against stripe-mock, not the sandbox: this file tests the Stripe adapter."""
     async with StripeProvider(TEST_API_KEY, api_base=stripe_mock_url, timeout_s=5) as started:
         yield started
 

@@ -33,7 +33,12 @@ from tests.support.sandbox_accounts import (
 
 _CODEC = AvroCodec(FileSchemaRegistry.bundled())
 
+# The key the tests' stores and handlers fingerprint account numbers with: a test that
+# begins a payment itself must use the handler's key for a redelivery to be the same payment.
+ACCOUNT_KEY = b"test-fingerprint-key"
+
 __all__ = [
+    "ACCOUNT_KEY",
     "DECLINED_CARD",
     "FRAUD_CARD",
     "INSUFFICIENT_FUNDS_CARD",
