@@ -27,7 +27,7 @@ unit: setup
 
 # What is measured is in pyproject.toml ([tool.coverage.*]). The floor is the full suite's
 # measure rounded down: raise it when coverage rises, never lower it to let a change in.
-COVERAGE_FLOOR := 79
+COVERAGE_FLOOR := 90
 
 test: lint
 	scripts/with-test-services.sh $(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
