@@ -33,7 +33,15 @@ from persistence.engine import create_engine
 from persistence.payment_store import PaymentStore
 from schemas.payments import PaymentMessages
 from tests.support.acquirer_tap import AcquirerTap
-from tests.support.builders import DECLINED_CARD, PAYEE_IBAN, create_payment
+from tests.support.builders import (
+    DECLINED_CARD,
+    PAYEE_IBAN,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
+    UNAVAILABLE_CARD,
+    UNAVAILABLE_ONCE_CARD,
+    create_payment,
+)
 from tests.support.kafka_io import produce, read_until
 from tests.support.processes import ServiceProcess, environment_of, start_service
 from tests.support.stack import isolated_settings
@@ -41,16 +49,12 @@ from tests.support.stack import isolated_settings
 pytestmark = pytest.mark.e2e
 
 # Sandbox test accounts (providers/sandbox/test_accounts.py, docs/sandbox.md).
-UNAVAILABLE_ONCE_CARD = "4000000000000127"  # 503 before processing once, then succeeds
-UNAVAILABLE_CARD = "4000000000000119"  # always 503 before processing
-TIMEOUT_THEN_SUCCEEDED_CARD = "4000000000000341"  # records a success, then hangs
-TIMEOUT_THEN_DECLINED_CARD = "4000000000000200"  # records a decline, then hangs
 CARDS = (
     DECLINED_CARD,
     UNAVAILABLE_ONCE_CARD,
     UNAVAILABLE_CARD,
-    TIMEOUT_THEN_SUCCEEDED_CARD,
-    TIMEOUT_THEN_DECLINED_CARD,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
 )
 
 MAX_ATTEMPTS = 3  # unset by default (the 90 s budget decides): the count is the setting's doing
@@ -253,8 +257,8 @@ async def test_an_acquirer_unavailable_until_retries_run_out_fails_as_provider_u
 @pytest.mark.parametrize(
     ("card", "final", "code"),
     [
-        (TIMEOUT_THEN_SUCCEEDED_CARD, PaymentStatus.SUCCEEDED, None),
-        (TIMEOUT_THEN_DECLINED_CARD, PaymentStatus.FAILED, ErrorCode.PAYMENT_DECLINED),
+        (TIMEOUT_CARD, PaymentStatus.SUCCEEDED, None),
+        (TIMEOUT_THEN_DECLINE_CARD, PaymentStatus.FAILED, ErrorCode.PAYMENT_DECLINED),
     ],
     ids=["to-success", "to-failure"],
 )

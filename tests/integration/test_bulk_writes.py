@@ -20,18 +20,10 @@ from domain.status import InvalidTransitionError, PaymentStatus
 from persistence.attempts import ATTEMPT_DECLINED, ATTEMPT_SUCCEEDED, ATTEMPT_UNKNOWN
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import Existing, Refused, Started
-from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, payments, provider_attempts
-from tests.support.builders import create_payment, unexpected_refusal, unique
+from tests.support.builders import ACCOUNT_KEY, create_payment, unexpected_refusal, unique
 
 pytestmark = pytest.mark.integration
-
-ACCOUNT_KEY = b"test-fingerprint-key"
-
-
-@pytest.fixture
-def store(engine):
-    return PaymentStore(engine)
 
 
 def _counting(engine) -> dict[str, int]:

@@ -23,41 +23,20 @@ from domain.money import Money
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from persistence.capture_store import CaptureStarted, CaptureStore
-from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
 from persistence.tables import outbox
 from providers.port import CaptureRequest
 from providers.registry import Providers
 from providers.routing import Router
-from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import DECLINED_CARD, create_payment
-from tests.support.clock import Clock
+from tests.support.builders import DECLINED_CARD, SUCCESS_CARD, create_payment
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = PaymentMessages.bundled()
 EVENTS = PaymentEvents(MESSAGES, "payments.results")
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def provider():
-    provider = InProcessSandboxProvider()
-    await provider.start()
-    yield provider
-    await provider.stop()
-
-
-@pytest.fixture
-def store(engine):
-    return PaymentStore(engine)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
@@ -92,7 +71,7 @@ def capture_of(payment) -> CapturePayment:
     )
 
 
-async def authorized(payments, card: str = "4242424242424242"):
+async def authorized(payments, card: str = SUCCESS_CARD):
     command = dataclasses.replace(create_payment(payer_number=card), capture=False)
     outcome = await payments.handle(command)
     return command, outcome

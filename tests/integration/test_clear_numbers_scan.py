@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD, TIMEOUT_CARD
 from tests.support.clear_numbers import CLEAR_ACCOUNT_NUMBERS, numbers_in, scan_sqlite
 
 pytestmark = pytest.mark.integration
@@ -22,7 +22,7 @@ def _database(path: Path, *rows: tuple[str, bytes | None]) -> None:
 
 
 def test_the_numbers_include_the_builders_and_every_sandbox_account() -> None:
-    assert {SUCCESS_CARD, PAYEE_IBAN, "4000000000000341"} <= set(CLEAR_ACCOUNT_NUMBERS)
+    assert {SUCCESS_CARD, PAYEE_IBAN, TIMEOUT_CARD} <= set(CLEAR_ACCOUNT_NUMBERS)
 
 
 def test_masked_numbers_are_clean(tmp_path: Path) -> None:

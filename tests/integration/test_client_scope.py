@@ -23,6 +23,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def handler(engine):
+    """On the real clock, not the shared standing one: pages list payments in the order they
+    were created, which equal timestamps would leave to their ids."""
     provider = InProcessSandboxProvider()
     await provider.start()
     yield PaymentCommandHandler(

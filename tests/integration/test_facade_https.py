@@ -50,17 +50,17 @@ from persistence.api_key_store import ApiKeyStore
 from persistence.engine import create_engine
 from persistence.migrate import create_schema
 from telemetry.metrics import Metrics
+from tests.support.builders import SUCCESS_CARD
 
 pytestmark = pytest.mark.integration
 
-CARD = "4242424242424242"
 BODY = {
     "userId": "user-1",
     "orderId": "order-https-1",
     "amount": "25.00",
     "currency": "EUR",
     "paymentMethod": "card",
-    "payerAccount": {"type": "card", "number": CARD},
+    "payerAccount": {"type": "card", "number": SUCCESS_CARD},
     "payeeAccount": {"type": "bank_account", "number": "acct_merchant_0001"},
 }
 
@@ -232,7 +232,7 @@ async def test_post_then_get_over_https(served: Served) -> None:
             text = json.dumps(payment)
     assert payment["amount"] == "25.00"
     assert payment["payerAccount"] == {"type": "card", "number": "****4242"}
-    assert CARD not in text
+    assert SUCCESS_CARD not in text
     assert [c.amount for c in served.store.published] == [Money(2500, "EUR")]
 
 

@@ -10,73 +10,39 @@ import pytest
 from sqlalchemy import select, text
 
 from consumer.outcome import Outcome
-from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from domain.errors import ErrorCode
 from domain.status import PaymentStatus
 from persistence.payment_begin import Existing, Started
-from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, provider_attempts
-from providers.registry import Providers
-from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
-from telemetry.metrics import Metrics
 from tests.support.builders import (
+    ACCOUNT_KEY,
     DECLINED_CARD,
     INSUFFICIENT_FUNDS_CARD,
     PAYEE_IBAN,
     SUCCESS_CARD,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
+    UNAVAILABLE_CARD,
     create_payment,
     unexpected_refusal,
 )
-from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT_KEY = b"test-fingerprint-key"
-TIMEOUT_CARD = "4000000000000341"
-TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
-UNAVAILABLE_CARD = "4000000000000119"
 MESSAGES = PaymentMessages.bundled()
 
 
 @pytest.fixture
 async def provider():
+    """Times out fast (and answers slow numbers fast): these tests drive timeouts."""
     provider = InProcessSandboxProvider(
         config=SandboxConfig(hang_s=0.5, slow_delay_s=0.01), call_timeout_s=0.1
     )
     await provider.start()
     yield provider
     await provider.stop()
-
-
-@pytest.fixture
-def metrics():
-    return Metrics()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(engine, clock):
-    return PaymentStore(engine, clock)
-
-
-@pytest.fixture
-def handler(store, provider, metrics, clock):
-    return PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=PaymentEvents(MESSAGES, "payments.results"),
-        account_key=ACCOUNT_KEY,
-        metrics=metrics,
-        clock=clock,
-    )
 
 
 def _attempt_of(command):

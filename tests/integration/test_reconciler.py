@@ -18,7 +18,6 @@ from consumer.sealing import CommandSealer
 from domain.errors import ErrorCode
 from domain.payments import payment_request_id_for
 from domain.status import PaymentStatus
-from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, provider_attempts
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from providers.registry import Providers
@@ -26,47 +25,28 @@ from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import create_payment, unexpected_refusal
-from tests.support.clock import Clock
+from tests.support.builders import (
+    ACCOUNT_KEY,
+    DECLINED_CARD,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
+    create_payment,
+    unexpected_refusal,
+)
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT_KEY = b"test-fingerprint-key"
-TIMEOUT_CARD = "4000000000000341"
-TIMEOUT_THEN_DECLINE_CARD = "4000000000000200"
 MESSAGES = PaymentMessages.bundled()
 EVENTS = PaymentEvents(MESSAGES, "payments.results")
 
 
 @pytest.fixture
 async def provider():
+    """Times out fast: every test here starts from a timed-out payment."""
     provider = InProcessSandboxProvider(config=SandboxConfig(hang_s=0.3), call_timeout_s=0.05)
     await provider.start()
     yield provider
     await provider.stop()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(engine, clock):
-    return PaymentStore(engine, clock)
-
-
-@pytest.fixture
-def handler(store, provider, clock):
-    return PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=EVENTS,
-        account_key=ACCOUNT_KEY,
-        metrics=Metrics(),
-        clock=clock,
-    )
 
 
 def handler_for(store, provider, clock):
@@ -265,7 +245,7 @@ async def test_a_late_timeout_does_not_undo_an_outcome_the_reconciler_recorded(
 async def test_a_key_replays_within_retention_and_makes_a_new_payment_after_expiry(
     store, handler, provider, clock
 ):
-    declined = create_payment(payer_number="4000000000000002")
+    declined = create_payment(payer_number=DECLINED_CARD)
     assert await handler.handle(declined) is Outcome.FAILED
     expiry = KeyExpiry(store, timedelta(days=7), clock)
 

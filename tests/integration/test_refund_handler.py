@@ -19,7 +19,6 @@ from domain.events import RefundResult
 from domain.money import Money
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
-from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStarted, RefundStore
 from persistence.tables import outbox
 from providers.port import RefundRequest
@@ -27,41 +26,30 @@ from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig
 from schemas.payments import PaymentMessages
-from telemetry.metrics import Metrics
-from tests.support.builders import DECLINED_CARD, SUCCESS_CARD, create_payment, unique
-from tests.support.clock import Clock
+from tests.support.builders import (
+    DECLINED_CARD,
+    REFUNDS_FAIL_CARD,
+    REFUNDS_PENDING_CARD,
+    SUCCESS_CARD,
+    create_payment,
+    unique,
+)
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = PaymentMessages.bundled()
-REFUNDS_PENDING_CARD = "4000000000007726"
-REFUNDS_FAIL_CARD = "4000000000005126"
 EUR_100 = Money(10_000, "EUR")
 
 
 @pytest.fixture
 async def provider():
+    """Times out fast, and settles pending refunds within a test: these tests drive both."""
     provider = InProcessSandboxProvider(
         config=SandboxConfig(hang_s=0.5, refund_settle_s=0.2), call_timeout_s=0.2
     )
     await provider.start()
     yield provider
     await provider.stop()
-
-
-@pytest.fixture
-def metrics():
-    return Metrics()
-
-
-@pytest.fixture
-def store(engine):
-    return PaymentStore(engine)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture

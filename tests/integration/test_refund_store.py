@@ -71,11 +71,6 @@ def refund_of(payment, amount: Money | None, key: str | None = None, **overrides
 
 
 @pytest.fixture
-def store(engine):
-    return PaymentStore(engine)
-
-
-@pytest.fixture
 def refunds(engine, store):
     return RefundStore(engine, store.writes)
 

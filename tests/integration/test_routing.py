@@ -19,21 +19,23 @@ from domain.money import Money
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.payment_begin import Started
-from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, payments, provider_attempts
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider, SandboxConfig, SandboxHttpProvider
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import DECLINED_CARD, create_payment, unexpected_refusal
-from tests.support.clock import Clock
+from tests.support.builders import (
+    ACCOUNT_KEY,
+    DECLINED_CARD,
+    TIMEOUT_CARD,
+    UNAVAILABLE_CARD,
+    create_payment,
+    unexpected_refusal,
+)
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT_KEY = b"test-fingerprint-key"
-TIMEOUT_CARD = "4000000000000341"
-UNAVAILABLE_CARD = "4000000000000119"
 MESSAGES = PaymentMessages.bundled()
 EVENTS = PaymentEvents(MESSAGES, "payments.results")
 PRIMARY, SECONDARY = "sandbox", "sandbox-2"
@@ -43,21 +45,6 @@ def _closed_loopback_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(engine, clock):
-    return PaymentStore(engine, clock)
-
-
-@pytest.fixture
-def metrics():
-    return Metrics()
 
 
 @pytest.fixture

@@ -42,17 +42,30 @@ from providers.sandbox import (
     SqliteLedger,
     build_sandbox_app,
 )
+from tests.support.builders import (
+    DECLINED_CARD,
+    FRAUD_CARD,
+    INSUFFICIENT_FUNDS_CARD,
+    INVALID_ACCOUNT_CARD,
+    REFUNDS_FAIL_CARD,
+    REFUNDS_PENDING_CARD,
+    SLOW_CARD,
+    SUCCESS_CARD,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
+    UNAVAILABLE_CARD,
+    UNAVAILABLE_ONCE_CARD,
+)
 
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SUCCESS = "4242424242424242"
 PAYEE = "DE0012345678"
 STARTUP_TIMEOUT_S = 30.0
 
 
 def charge_request(
-    payer: str = SUCCESS, *, key: str | None = None, amount: int = 1050
+    payer: str = SUCCESS_CARD, *, key: str | None = None, amount: int = 1050
 ) -> ChargeRequest:
     return ChargeRequest(
         attempt_key=key or f"att-{uuid.uuid4().hex}",
@@ -106,6 +119,7 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
 
 @pytest.fixture
 async def provider(sandbox: Sandbox) -> AsyncIterator[SandboxHttpProvider]:
+    """The sandbox over HTTP, not in process: this file tests its service and adapter."""
     async with SandboxHttpProvider(sandbox.url, timeout_s=5.0) as http:
         yield http
 
@@ -125,10 +139,10 @@ async def test_success(provider: SandboxHttpProvider, sandbox: Sandbox):
 @pytest.mark.parametrize(
     ("number", "code", "decline_code"),
     [
-        ("4000000000000002", ErrorCode.PAYMENT_DECLINED, "generic_decline"),
-        ("4000000000009995", ErrorCode.INSUFFICIENT_FUNDS, "insufficient_funds"),
-        ("4000000000000069", ErrorCode.INVALID_ACCOUNT, "invalid_account"),
-        ("4100000000000019", ErrorCode.FRAUD_SUSPECTED, "fraudulent"),
+        (DECLINED_CARD, ErrorCode.PAYMENT_DECLINED, "generic_decline"),
+        (INSUFFICIENT_FUNDS_CARD, ErrorCode.INSUFFICIENT_FUNDS, "insufficient_funds"),
+        (INVALID_ACCOUNT_CARD, ErrorCode.INVALID_ACCOUNT, "invalid_account"),
+        (FRAUD_CARD, ErrorCode.FRAUD_SUSPECTED, "fraudulent"),
     ],
 )
 async def test_declines(
@@ -143,7 +157,7 @@ async def test_declines(
 
 
 async def test_provider_error_charges_nothing(provider: SandboxHttpProvider, sandbox: Sandbox):
-    request = charge_request("4000000000000119")
+    request = charge_request(UNAVAILABLE_CARD)
     with pytest.raises(ProviderUnavailableError) as caught:
         await provider.charge(request)
     assert not caught.value.outcome_unknown
@@ -153,7 +167,7 @@ async def test_provider_error_charges_nothing(provider: SandboxHttpProvider, san
 
 
 async def test_timeout_then_status_finds_the_charge(sandbox: Sandbox):
-    request = charge_request("4000000000000341")
+    request = charge_request(TIMEOUT_CARD)
     async with SandboxHttpProvider(sandbox.url, timeout_s=0.2) as impatient:
         with pytest.raises(ProviderTimeoutError) as caught:
             await impatient.charge(request)
@@ -165,7 +179,7 @@ async def test_timeout_then_status_finds_the_charge(sandbox: Sandbox):
 
 
 async def test_timeout_then_declined(sandbox: Sandbox):
-    request = charge_request("4000000000000200")
+    request = charge_request(TIMEOUT_THEN_DECLINE_CARD)
     async with SandboxHttpProvider(sandbox.url, timeout_s=0.2) as impatient:
         with pytest.raises(ProviderTimeoutError):
             await impatient.charge(request)
@@ -177,7 +191,7 @@ async def test_timeout_then_declined(sandbox: Sandbox):
 
 
 async def test_slow_success_within_the_timeout(provider: SandboxHttpProvider):
-    outcome = await provider.charge(charge_request("4000000000000259"))
+    outcome = await provider.charge(charge_request(SLOW_CARD))
     assert outcome.status is ChargeStatus.SUCCEEDED
 
 
@@ -256,15 +270,15 @@ async def test_connection_refused_is_unavailable():
 
 async def test_admin_charges_mask_the_payer(provider: SandboxHttpProvider, sandbox: Sandbox):
     await provider.charge(charge_request())
-    await provider.charge(charge_request("4000000000009995"))
+    await provider.charge(charge_request(INSUFFICIENT_FUNDS_CARD))
     status, body = await sandbox.get("/admin/charges")
     assert status == 200
     assert isinstance(body, dict)
     rows = body["charges"]
     assert [row["payerMasked"] for row in rows] == ["****4242", "****9995"]
     text = str(body)
-    assert SUCCESS not in text
-    assert "4000000000009995" not in text
+    assert SUCCESS_CARD not in text
+    assert INSUFFICIENT_FUNDS_CARD not in text
     assert PAYEE not in text
 
 
@@ -279,7 +293,7 @@ async def test_ledger_file_holds_no_clear_number(
     await sandbox.acquirer.stop()  # checkpoint and close, so every byte is in the files
     stored = await asyncio.to_thread(_read_ledger_files, tmp_path)
     assert b"****4242" in stored
-    assert SUCCESS.encode() not in stored
+    assert SUCCESS_CARD.encode() not in stored
     assert PAYEE.encode() not in stored
 
 
@@ -291,7 +305,7 @@ async def test_bad_requests_are_400_without_echoing_the_number(sandbox: Sandbox)
         "paymentReference": "pay_1",
         "paymentMethod": "card",
         "payerAccount": {"type": "card", "number": bad_number},
-        "payeeAccount": {"type": "card", "number": SUCCESS},
+        "payeeAccount": {"type": "card", "number": SUCCESS_CARD},
     }
     async with aiohttp.ClientSession() as session:
         url = sandbox.url + "/v1/charges"
@@ -413,7 +427,7 @@ def refund_request(charge_reference: str, amount: int = 400, *, key: str | None 
     )
 
 
-async def _charged(provider: SandboxHttpProvider, payer: str = SUCCESS) -> str:
+async def _charged(provider: SandboxHttpProvider, payer: str = SUCCESS_CARD) -> str:
     outcome = await provider.charge(charge_request(payer, amount=1000))
     assert outcome.provider_reference is not None
     return outcome.provider_reference
@@ -476,7 +490,7 @@ async def test_pending_and_failing_refund_numbers_over_http(tmp_path: Path):
         serve(build_sandbox_app(acquirer)) as url,
         SandboxHttpProvider(url, timeout_s=5.0) as provider,
     ):
-        pending = refund_request(await _charged(provider, "4000000000007726"))
+        pending = refund_request(await _charged(provider, REFUNDS_PENDING_CARD))
         assert (await provider.refund(pending)).status is ProviderRefundStatus.PENDING
         deadline = asyncio.get_running_loop().time() + 5.0
         while True:
@@ -487,7 +501,7 @@ async def test_pending_and_failing_refund_numbers_over_http(tmp_path: Path):
             assert known.status is ProviderRefundStatus.PENDING
             assert asyncio.get_running_loop().time() < deadline, "the refund never settled"
             await asyncio.sleep(0.05)
-        failed = await provider.refund(refund_request(await _charged(provider, "4000000000005126")))
+        failed = await provider.refund(refund_request(await _charged(provider, REFUNDS_FAIL_CARD)))
         assert failed.status is ProviderRefundStatus.FAILED
         assert failed.error is not None
         assert (failed.error.code, failed.error.decline_code) == (
@@ -528,7 +542,7 @@ async def test_authorize_capture_and_charge_by_reference_over_http(
 
 
 async def test_fails_first_number_over_http(provider: SandboxHttpProvider):
-    first = charge_request("4000000000000127")
+    first = charge_request(UNAVAILABLE_ONCE_CARD)
     with pytest.raises(ProviderUnavailableError):
         await provider.charge(first)
     retry = dataclasses.replace(first, attempt_key=first.attempt_key + "-a2")

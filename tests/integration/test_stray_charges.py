@@ -21,48 +21,23 @@ from consumer.payment_handler import PaymentCommandHandler
 from consumer.stray_charges import StraySweep
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayStore
 from persistence.tables import provider_attempts
 from providers.port import ChargeRequest
 from providers.registry import Providers
 from providers.routing import Router
-from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import create_payment
-from tests.support.clock import Clock
+from tests.support.builders import ACCOUNT_KEY, UNAVAILABLE_CARD, create_payment
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT_KEY = b"test-fingerprint-key"
 EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
-UNAVAILABLE_CARD = "4000000000000119"
-
-
-@pytest.fixture
-async def provider():
-    async with InProcessSandboxProvider() as provider:
-        yield provider
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def metrics():
-    return Metrics()
-
-
-@pytest.fixture
-def store(engine, clock):
-    return PaymentStore(engine, clock)
 
 
 @pytest.fixture
 def handler(store, provider, clock):
+    """Gives up after two calls: these tests run a payment's retries to the end."""
     return PaymentCommandHandler(
         store=store,
         providers=Providers.of(provider),

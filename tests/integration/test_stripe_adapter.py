@@ -30,6 +30,7 @@ from providers.port import (
     RefundRequest,
 )
 from providers.stripe import StripeProvider
+from tests.support.builders import PAYEE_IBAN
 from tests.support.stripe_mock import SUCCEEDED_FIXTURES, TEST_API_KEY, run_stripe_mock
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ def charge_request(attempt_key: str | None = None) -> ChargeRequest:
         amount=Money(1050, "EUR"),
         payment_method=PaymentMethod.CARD,
         payer=Account(AccountType.TOKEN, "pm_card_visa"),
-        payee=Account(AccountType.IBAN, "DE89370400440532013000"),
+        payee=Account(AccountType.IBAN, PAYEE_IBAN),
     )
 
 
@@ -74,6 +75,7 @@ def unused_loopback_port() -> int:
 
 @pytest.fixture
 async def provider(stripe_mock_url: str) -> AsyncIterator[StripeProvider]:
+    """Stripe against stripe-mock, not the sandbox: this file tests the Stripe adapter."""
     async with StripeProvider(TEST_API_KEY, api_base=stripe_mock_url, timeout_s=5) as started:
         yield started
 

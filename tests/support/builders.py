@@ -13,12 +13,55 @@ from domain.payments import CreatePayment, PaymentMethod
 from schemas.codec import CAPTURE_PAYMENT, CREATE_PAYMENT, REFUND_PAYMENT, AvroCodec
 from schemas.registry import FileSchemaRegistry
 
+# Re-exported: tests take sandbox account numbers from here (their source is
+# providers/sandbox/test_accounts.py, see tests.support.sandbox_accounts).
+from tests.support.sandbox_accounts import (
+    DECLINED_CARD,
+    FRAUD_CARD,
+    INSUFFICIENT_FUNDS_CARD,
+    INVALID_ACCOUNT_CARD,
+    PAYEE_IBAN,
+    REFUNDS_FAIL_CARD,
+    REFUNDS_PENDING_CARD,
+    SLOW_CARD,
+    SUCCESS_CARD,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
+    UNAVAILABLE_CARD,
+    UNAVAILABLE_ONCE_CARD,
+)
+
 _CODEC = AvroCodec(FileSchemaRegistry.bundled())
 
-SUCCESS_CARD = "4242424242424242"
-DECLINED_CARD = "4000000000000002"
-INSUFFICIENT_FUNDS_CARD = "4000000000009995"
-PAYEE_IBAN = "DE89370400440532013000"
+# The key the tests' stores and handlers fingerprint account numbers with: a test that
+# begins a payment itself must use the handler's key for a redelivery to be the same payment.
+ACCOUNT_KEY = b"test-fingerprint-key"
+
+__all__ = [
+    "ACCOUNT_KEY",
+    "DECLINED_CARD",
+    "FRAUD_CARD",
+    "INSUFFICIENT_FUNDS_CARD",
+    "INVALID_ACCOUNT_CARD",
+    "PAYEE_IBAN",
+    "REFUNDS_FAIL_CARD",
+    "REFUNDS_PENDING_CARD",
+    "SLOW_CARD",
+    "SUCCESS_CARD",
+    "TIMEOUT_CARD",
+    "TIMEOUT_THEN_DECLINE_CARD",
+    "UNAVAILABLE_CARD",
+    "UNAVAILABLE_ONCE_CARD",
+    "capture_payment_record",
+    "create_payment",
+    "create_payment_record",
+    "encoded_capture",
+    "encoded_command",
+    "encoded_refund",
+    "refund_payment_record",
+    "unexpected_refusal",
+    "unique",
+]
 
 
 def unique(prefix: str) -> str:

@@ -35,6 +35,7 @@ from http_facade.rate_limit import TokenBuckets
 from persistence.availability import is_database_unavailable
 from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ACCOUNT_KEY = b"facade-world-key"
@@ -54,8 +55,8 @@ def payment_body(order_id: str = "order-1", **changes: Any) -> dict[str, Any]:
         "amount": "10.50",
         "currency": "EUR",
         "paymentMethod": "card",
-        "payerAccount": {"type": "card", "number": "4242424242424242"},
-        "payeeAccount": {"type": "iban", "number": "DE89370400440532013000"},
+        "payerAccount": {"type": "card", "number": SUCCESS_CARD},
+        "payeeAccount": {"type": "iban", "number": PAYEE_IBAN},
     }
     body.update(changes)
     return body

@@ -7,40 +7,39 @@ from domain.status import (
     PaymentStatus,
 )
 from paygate.jsonlog import scrub
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 
 pytestmark = pytest.mark.unit
 
-CARD = "4242424242424242"
-
 
 def test_masking_keeps_only_the_last_four():
-    assert mask_account_number(CARD) == "****4242"
+    assert mask_account_number(SUCCESS_CARD) == "****4242"
     assert mask_account_number("1234") == "****"
-    assert mask_account_number("DE89370400440532013000") == "****3000"
+    assert mask_account_number(PAYEE_IBAN) == "****3000"
 
 
 def test_account_repr_and_str_never_show_the_number():
-    account = Account.parse("card", CARD, param="payerAccount")
-    assert CARD not in repr(account)
-    assert CARD not in str(account)
+    account = Account.parse("card", SUCCESS_CARD, param="payerAccount")
+    assert SUCCESS_CARD not in repr(account)
+    assert SUCCESS_CARD not in str(account)
     assert str(account) == "card ****4242"
 
 
 def test_account_ref_is_masked_and_fingerprinted_with_a_key():
-    ref = Account(AccountType.CARD, CARD).ref(b"key-1")
+    ref = Account(AccountType.CARD, SUCCESS_CARD).ref(b"key-1")
     assert ref.masked == "****4242"
-    assert ref.fingerprint == fingerprint_account_number(CARD, b"key-1")
-    assert ref.fingerprint != fingerprint_account_number(CARD, b"key-2")
-    assert CARD not in ref.fingerprint
+    assert ref.fingerprint == fingerprint_account_number(SUCCESS_CARD, b"key-1")
+    assert ref.fingerprint != fingerprint_account_number(SUCCESS_CARD, b"key-2")
+    assert SUCCESS_CARD not in ref.fingerprint
 
 
 @pytest.mark.parametrize(
     ("type_", "number", "param"),
     [
-        ("cash", CARD, "payerAccount.type"),
+        ("cash", SUCCESS_CARD, "payerAccount.type"),
         ("card", "12", "payerAccount.number"),
         ("card", "4242 4242 4242 4242", "payerAccount.number"),
-        ("card", 4242424242424242, "payerAccount.number"),
+        ("card", int(SUCCESS_CARD), "payerAccount.number"),
     ],
 )
 def test_invalid_accounts_are_refused_without_echoing_the_number(type_, number, param):
@@ -53,7 +52,7 @@ def test_invalid_accounts_are_refused_without_echoing_the_number(type_, number, 
 
 def test_log_scrubber_masks_card_numbers_and_leaves_other_numbers():
     # More cases, both ways: tests/unit/test_log_scrubbing.py.
-    assert scrub(f"payer {CARD} paid") == "payer ****4242 paid"
+    assert scrub(f"payer {SUCCESS_CARD} paid") == "payer ****4242 paid"
     assert scrub("order-12345678 ok") == "order-12345678 ok"
     assert scrub("amount 1050 cents") == "amount 1050 cents"
     assert scrub("pay_0f3a12345678901234") == "pay_0f3a12345678901234"

@@ -32,6 +32,7 @@ from providers.port import (
     RefundRequest,
 )
 from telemetry.metrics import Metrics
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 
 pytestmark = pytest.mark.unit
 
@@ -123,8 +124,8 @@ REQUEST = ChargeRequest(
     payment_request_id="pay-1",
     amount=Money(1000, "EUR"),
     payment_method=PaymentMethod.CARD,
-    payer=Account(AccountType.CARD, "4242424242424242"),
-    payee=Account(AccountType.IBAN, "DE89370400440532013000"),
+    payer=Account(AccountType.CARD, SUCCESS_CARD),
+    payee=Account(AccountType.IBAN, PAYEE_IBAN),
 )
 
 

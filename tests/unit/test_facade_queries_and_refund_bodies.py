@@ -11,6 +11,7 @@ from domain.money import Money
 from domain.refunds import RefundReason
 from http_facade.list_query import DEFAULT_LIMIT, parse_list_query
 from http_facade.refund_requests import parse_refund_body
+from tests.support.builders import SUCCESS_CARD
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +36,7 @@ def test_list_query_defaults_and_cursor():
         ({"orderId": "o", "limit": "101"}, "limit"),
         ({"orderId": "o", "limit": "-1"}, "limit"),
         ({"orderId": "o", "limit": "1e2"}, "limit"),
-        ({"orderId": "o", "startingAfter": "4242424242424242"}, "startingAfter"),
+        ({"orderId": "o", "startingAfter": SUCCESS_CARD}, "startingAfter"),
         ({"orderId": "o", "offset": "5"}, "offset"),
     ],
 )
@@ -43,7 +44,7 @@ def test_bad_list_queries_name_their_parameter(query, param):
     with pytest.raises(PaygateError) as refused:
         parse_list_query(query)
     assert (refused.value.code, refused.value.param) == (ErrorCode.INVALID_REQUEST, param)
-    assert "4242424242424242" not in refused.value.message
+    assert SUCCESS_CARD not in refused.value.message
 
 
 def _command(raw: bytes):

@@ -38,12 +38,11 @@ from schemas.payments import PaymentMessages
 from schemas.registry import FileSchemaRegistry
 from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
-from tests.support.builders import create_payment_record
+from tests.support.builders import SUCCESS_CARD, create_payment_record
 
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-CARD = "4242424242424242"
 PAYEE = "acct_merchant_0001"
 ERROR_KEYS = {"code", "message", "category", "retryable"}
 ACCOUNT_KEY = b"facade-test-key"
@@ -212,7 +211,7 @@ def valid_body(**changes: Any) -> dict[str, Any]:
         "amount": "10.50",
         "currency": "USD",
         "paymentMethod": "card",
-        "payerAccount": {"type": "card", "number": CARD, "holderName": "Ada Lovelace"},
+        "payerAccount": {"type": "card", "number": SUCCESS_CARD, "holderName": "Ada Lovelace"},
         "payeeAccount": {"type": "bank_account", "number": PAYEE},
         "metadata": {"cart": "42"},
     }
@@ -275,7 +274,7 @@ def assert_error(
     assert isinstance(error["message"], str)
     assert error["message"]
     assert error.get("param") == param
-    assert CARD not in json.dumps(body)
+    assert SUCCESS_CARD not in json.dumps(body)
     return error
 
 
@@ -354,7 +353,7 @@ async def test_missing_field_names_its_path(facade: Facade, missing: str) -> Non
         (valid_body(extra="x"), "extra"),
         (valid_body(user_id="user-1"), "user_id"),
         (
-            valid_body(payerAccount={"type": "card", "number": CARD, "cvc": "123"}),
+            valid_body(payerAccount={"type": "card", "number": SUCCESS_CARD, "cvc": "123"}),
             "payerAccount.cvc",
         ),
     ],
@@ -371,7 +370,7 @@ async def test_unknown_field_is_refused(facade: Facade, body: dict[str, Any], pa
         (valid_body(userId=7), "userId"),
         (valid_body(paymentMethod=["card"]), "paymentMethod"),
         (
-            valid_body(payerAccount={"type": "card", "number": 4242424242424242}),
+            valid_body(payerAccount={"type": "card", "number": int(SUCCESS_CARD)}),
             "payerAccount.number",
         ),
         (valid_body(payeeAccount="acct_merchant_0001"), "payeeAccount"),
@@ -382,7 +381,7 @@ async def test_unknown_field_is_refused(facade: Facade, body: dict[str, Any], pa
 async def test_ill_typed_field_is_refused(facade: Facade, body: dict[str, Any], param: str) -> None:
     status, answer, _ = await post_payment(facade, body)
     error = assert_error(status, answer, ErrorCode.INVALID_REQUEST, param=param)
-    assert "4242424242424242" not in error["message"]
+    assert SUCCESS_CARD not in error["message"]
     assert facade.publisher.published == []
 
 
@@ -392,7 +391,7 @@ async def test_ill_typed_field_is_refused(facade: Facade, body: dict[str, Any], 
         (valid_body(userId="user 1"), "userId"),
         (valid_body(paymentMethod="cash"), "paymentMethod"),
         (valid_body(payerAccount={"type": "card", "number": "42"}), "payerAccount.number"),
-        (valid_body(payerAccount={"type": "cheque", "number": CARD}), "payerAccount.type"),
+        (valid_body(payerAccount={"type": "cheque", "number": SUCCESS_CARD}), "payerAccount.type"),
     ],
 )
 async def test_values_the_domain_refuses(facade: Facade, body: dict[str, Any], param: str) -> None:
@@ -410,12 +409,12 @@ BAD_TEXT: dict[str, tuple[dict[str, Any], ErrorCode, str]] = {
     "currency-nul": (valid_body(currency="US\x00"), ErrorCode.UNSUPPORTED_CURRENCY, "currency"),
     "method-c1": (valid_body(paymentMethod="card\x9b"), ErrorCode.INVALID_TEXT, "paymentMethod"),
     "number-nul": (
-        valid_body(payerAccount={"type": "card", "number": CARD + "\x00"}),
+        valid_body(payerAccount={"type": "card", "number": SUCCESS_CARD + "\x00"}),
         ErrorCode.INVALID_TEXT,
         "payerAccount.number",
     ),
     "holder-name-newline": (
-        valid_body(payerAccount={"type": "card", "number": CARD, "holderName": "Ada\r\nL"}),
+        valid_body(payerAccount={"type": "card", "number": SUCCESS_CARD, "holderName": "Ada\r\nL"}),
         ErrorCode.INVALID_TEXT,
         "payerAccount.holderName",
     ),
@@ -440,7 +439,7 @@ BAD_TEXT: dict[str, tuple[dict[str, Any], ErrorCode, str]] = {
         "metadata.cart",
     ),
     "holder-name-too-long": (
-        valid_body(payerAccount={"type": "card", "number": CARD, "holderName": "A" * 141}),
+        valid_body(payerAccount={"type": "card", "number": SUCCESS_CARD, "holderName": "A" * 141}),
         ErrorCode.INVALID_REQUEST,
         "payerAccount.holderName",
     ),
@@ -603,7 +602,7 @@ async def test_malformed_prefer_wait_is_refused(facade: Facade, prefer: str) -> 
     [
         "/v1/payments/pay_00000000000000000000000000000000",
         "/v1/payments/not-an-id",
-        f"/v1/payments/{CARD}",
+        f"/v1/payments/{SUCCESS_CARD}",
     ],
 )
 async def test_unknown_payment_is_not_found(facade: Facade, path: str) -> None:
@@ -612,7 +611,7 @@ async def test_unknown_payment_is_not_found(facade: Facade, path: str) -> None:
 
 
 async def test_malformed_id_is_not_even_queried(facade: Facade) -> None:
-    await facade.client.get(f"/v1/payments/{CARD}")
+    await facade.client.get(f"/v1/payments/{SUCCESS_CARD}")
     assert facade.queries.asked == []
 
 
@@ -662,7 +661,7 @@ async def test_create_answers_202_with_the_deterministic_id(facade: Facade) -> N
     assert command.idempotency_key == "key-1"
     assert command.user_id == "user-1"
     assert command.order_id == "order-1"
-    assert command.payer.number == CARD
+    assert command.payer.number == SUCCESS_CARD
     assert command.payer.holder_name == "Ada Lovelace"
     assert command.payee.type is AccountType.BANK_ACCOUNT
     assert command.payment_method is PaymentMethod.CARD
@@ -813,7 +812,7 @@ async def test_get_known_payment_masks_accounts(facade: Facade) -> None:
         "refundableAmount": "10.50",
         "refunds": [],
     }
-    assert CARD not in await response.text()
+    assert SUCCESS_CARD not in await response.text()
 
 
 @pytest.mark.parametrize(
@@ -893,7 +892,7 @@ async def test_access_log_line_has_the_fields_and_no_account_number(
     assert fields["payment_request_id"] == body["paymentRequestId"]
     assert fields["order_id"] == "order-1"
     assert fields["client_id"] == CLIENT
-    assert CARD not in json.dumps(fields, default=str)
+    assert SUCCESS_CARD not in json.dumps(fields, default=str)
     assert API_KEY not in caplog.text
 
 
@@ -901,13 +900,13 @@ async def test_access_log_records_errors_with_a_generated_request_id(
     facade: Facade, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.INFO, logger="paygate.http"):
-        response = await facade.client.get(f"/v1/payments/{CARD}")
+        response = await facade.client.get(f"/v1/payments/{SUCCESS_CARD}")
     [line] = [r for r in caplog.records if r.name == "paygate.http"]
     assert vars(line)["status"] == 404
     assert vars(line)["route"] == "/v1/payments/{paymentRequestId}"
     assert "payment_request_id" not in vars(line)
     assert response.headers["X-Request-Id"] == vars(line)["request_id"]
-    assert CARD not in caplog.text
+    assert SUCCESS_CARD not in caplog.text
 
 
 # --- idempotent replays and order protection, before anything is published ---------------

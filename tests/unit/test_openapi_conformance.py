@@ -41,6 +41,7 @@ from persistence.availability import is_database_unavailable
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 from tests.support.app_client import started_client
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 
 pytestmark = pytest.mark.unit
 
@@ -324,8 +325,8 @@ def payment_body(order_id: str = "order-1", **changes: Any) -> dict[str, Any]:
         "amount": "10.50",
         "currency": "EUR",
         "paymentMethod": "card",
-        "payerAccount": {"type": "card", "number": "4242424242424242", "holderName": "Ada"},
-        "payeeAccount": {"type": "iban", "number": "DE89370400440532013000"},
+        "payerAccount": {"type": "card", "number": SUCCESS_CARD, "holderName": "Ada"},
+        "payeeAccount": {"type": "iban", "number": PAYEE_IBAN},
         "metadata": {"cart": "42"},
     }
     body.update(changes)

@@ -46,18 +46,30 @@ from providers.sandbox import (
     wire,
 )
 from providers.sandbox.stats import summarize
+from tests.support.builders import (
+    DECLINED_CARD,
+    INSUFFICIENT_FUNDS_CARD,
+    INVALID_ACCOUNT_CARD,
+    SLOW_CARD,
+    SUCCESS_CARD,
+    TIMEOUT_CARD,
+    TIMEOUT_THEN_DECLINE_CARD,
+    UNAVAILABLE_CARD,
+    UNAVAILABLE_ONCE_CARD,
+)
 
 pytestmark = pytest.mark.unit
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "sandbox.md"
-SUCCESS = "4242424242424242"
 PAYEE = "DE0012345678"
 
 # Numbers whose 503 asks an absurd Retry-After, as the header says it.
 RETRY_AFTER = {"4000000000000531": "inf", "4000000000000549": "1e12", "4000000000000556": "86400"}
 
 # The brief's table, written out independently of the code's: (status, paygate code,
-# decline code, timing). None as status means "5xx before processing".
+# decline code, timing). None as status means "5xx before processing". The only place tests
+# type the numbers: everywhere else they come from tests.support.builders, derived from the
+# code's table, which this one checks.
 SPEC = {
     "4242424242424242": ("succeeded", None, None, Timing.IMMEDIATE),
     "4000000000000002": (
@@ -107,7 +119,7 @@ FAST = SandboxConfig(slow_delay_s=0.05, hang_s=0.5, account_latency_s=0.05)
 
 
 def charge_request(
-    payer: str = SUCCESS,
+    payer: str = SUCCESS_CARD,
     *,
     key: str | None = None,
     amount: int = 1050,
@@ -240,7 +252,7 @@ async def test_any_other_valid_number_succeeds():
 
 async def test_slow_number_answers_after_the_slow_delay():
     started = time.monotonic()
-    outcome = await provider(call_timeout_s=2.0).charge(charge_request("4000000000000259"))
+    outcome = await provider(call_timeout_s=2.0).charge(charge_request(SLOW_CARD))
     assert outcome.status is ChargeStatus.SUCCEEDED
     # A little slack: the event loop may wake a timer up to its clock resolution early.
     assert time.monotonic() - started >= FAST.slow_delay_s * 0.9
@@ -248,7 +260,7 @@ async def test_slow_number_answers_after_the_slow_delay():
 
 async def test_provider_error_number_charges_nothing():
     sandbox = provider()
-    request = charge_request("4000000000000119")
+    request = charge_request(UNAVAILABLE_CARD)
     with pytest.raises(ProviderUnavailableError) as caught:
         await sandbox.charge(request)
     assert caught.value.retriable
@@ -259,7 +271,7 @@ async def test_provider_error_number_charges_nothing():
 
 async def test_fails_first_number_fails_once_per_payment_then_succeeds():
     sandbox = provider()
-    first = charge_request("4000000000000127", key="pay_x-a1", reference="pay_x")
+    first = charge_request(UNAVAILABLE_ONCE_CARD, key="pay_x-a1", reference="pay_x")
     with pytest.raises(ProviderUnavailableError) as caught:
         await sandbox.charge(first)
     assert caught.value.retriable
@@ -267,12 +279,12 @@ async def test_fails_first_number_fails_once_per_payment_then_succeeds():
     assert await sandbox.acquirer.charges() == []
     assert await sandbox.charge_status(first.attempt_key) is None
     # paygate's retry: same payment reference, a new attempt key.
-    retry = charge_request("4000000000000127", key="pay_x-a2", reference="pay_x")
+    retry = charge_request(UNAVAILABLE_ONCE_CARD, key="pay_x-a2", reference="pay_x")
     outcome = await sandbox.charge(retry)
     assert outcome.status is ChargeStatus.SUCCEEDED
     # Another payment with the same number gets its own first failure.
     with pytest.raises(ProviderUnavailableError):
-        await sandbox.charge(charge_request("4000000000000127", reference="pay_y"))
+        await sandbox.charge(charge_request(UNAVAILABLE_ONCE_CARD, reference="pay_y"))
     rows = await sandbox.acquirer.charges()
     assert [(row.idempotency_key, row.status) for row in rows] == [
         ("pay_x-a2", SandboxStatus.SUCCEEDED)
@@ -281,7 +293,7 @@ async def test_fails_first_number_fails_once_per_payment_then_succeeds():
 
 async def test_fails_first_number_resending_the_same_key_succeeds_too():
     sandbox = provider()
-    request = charge_request("4000000000000127")
+    request = charge_request(UNAVAILABLE_ONCE_CARD)
     with pytest.raises(ProviderUnavailableError):
         await sandbox.charge(request)
     assert (await sandbox.charge(request)).status is ChargeStatus.SUCCEEDED
@@ -337,8 +349,8 @@ async def test_an_injected_failure_asks_no_retry_after():
 @pytest.mark.parametrize(
     ("number", "status", "code"),
     [
-        ("4000000000000341", ChargeStatus.SUCCEEDED, None),
-        ("4000000000000200", ChargeStatus.DECLINED, ErrorCode.PAYMENT_DECLINED),
+        (TIMEOUT_CARD, ChargeStatus.SUCCEEDED, None),
+        (TIMEOUT_THEN_DECLINE_CARD, ChargeStatus.DECLINED, ErrorCode.PAYMENT_DECLINED),
     ],
 )
 async def test_hanging_numbers_time_out_but_are_recorded(number, status, code):
@@ -372,7 +384,7 @@ async def test_same_key_same_parameters_replays_without_charging_again():
 
 async def test_a_replayed_decline_is_the_same_decline():
     sandbox = provider()
-    request = charge_request("4000000000009995")
+    request = charge_request(INSUFFICIENT_FUNDS_CARD)
     first = await sandbox.charge(request)
     second = await sandbox.charge(request)
     assert second.provider_reference == first.provider_reference
@@ -382,7 +394,7 @@ async def test_a_replayed_decline_is_the_same_decline():
 
 @pytest.mark.parametrize(
     "changes",
-    [{"amount": 999}, {"reference": "pay_other"}, {"payer": "4000000000000002"}],
+    [{"amount": 999}, {"reference": "pay_other"}, {"payer": DECLINED_CARD}],
 )
 async def test_same_key_other_parameters_is_a_conflict(changes):
     sandbox = provider()
@@ -423,7 +435,7 @@ async def test_rates_zero_never_inject():
 
 async def test_timeout_rate_one_records_then_hangs():
     sandbox = provider(SandboxConfig(timeout_rate=1.0, hang_s=0.5, seed=1))
-    request = charge_request("4000000000000002")
+    request = charge_request(DECLINED_CARD)
     with pytest.raises(ProviderTimeoutError):
         await sandbox.charge(request)
     known = await sandbox.charge_status(request.attempt_key)
@@ -434,7 +446,7 @@ async def test_timeout_rate_one_records_then_hangs():
 async def test_injected_failure_wins_over_a_declining_number():
     sandbox = provider(SandboxConfig(failure_rate=1.0))
     with pytest.raises(ProviderUnavailableError):
-        await sandbox.charge(charge_request("4000000000000002"))
+        await sandbox.charge(charge_request(DECLINED_CARD))
 
 
 async def _failure_pattern(seed: int) -> list[bool]:
@@ -518,12 +530,13 @@ async def test_ledger_rows_hold_the_payer_masked_only():
 def test_request_hash_depends_on_masked_numbers_only():
     base = transformers.charge_params(charge_request(reference="pay_1", amount=100))
     same_last_four = transformers.charge_params(
+        # Not a test account: any number with the same last four.
         charge_request("4000000000004242", reference="pay_1", amount=100)
     )
     other_amount = transformers.charge_params(charge_request(reference="pay_1", amount=101))
     assert base.request_hash() == same_last_four.request_hash()
     assert base.request_hash() != other_amount.request_hash()
-    assert SUCCESS not in repr(base)
+    assert SUCCESS_CARD not in repr(base)
 
 
 async def test_acquirer_stamps_rows_with_its_clock():
@@ -594,7 +607,7 @@ def test_every_sandbox_status_maps(status):
     assert transformers.outcome_from_record(record(status)).status.value == status.value
 
 
-@pytest.mark.parametrize("number", [SUCCESS, "4000000000000069"])
+@pytest.mark.parametrize("number", [SUCCESS_CARD, INVALID_ACCOUNT_CARD])
 def test_request_body_round_trips_through_the_service_parser(number):
     request = charge_request(number)
     parsed = wire.parse_charge_body(transformers.charge_body(request))
@@ -673,12 +686,12 @@ def _body(**changes: object) -> dict[str, object]:
             "payerAccount.number",
         ),
         (
-            _body(payerAccount={"type": "cheque", "number": SUCCESS}),
+            _body(payerAccount={"type": "cheque", "number": SUCCESS_CARD}),
             ErrorCode.INVALID_REQUEST,
             "payerAccount.type",
         ),
         (
-            _body(payeeAccount={"type": "card", "number": SUCCESS, "cvc": "123"}),
+            _body(payeeAccount={"type": "card", "number": SUCCESS_CARD, "cvc": "123"}),
             ErrorCode.INVALID_REQUEST,
             "payeeAccount",
         ),
@@ -688,7 +701,7 @@ def test_bad_bodies_name_the_field_and_never_echo_a_number(body, code, param):
     with pytest.raises(PaygateError) as caught:
         wire.parse_charge_body(body)
     assert (caught.value.code, caught.value.param) == (code, param)
-    for secret in (SUCCESS, "4242 4242 4242 4242", PAYEE):
+    for secret in (SUCCESS_CARD, "4242 4242 4242 4242", PAYEE):
         assert secret not in caught.value.message
 
 

@@ -36,13 +36,14 @@ from providers.sandbox import (
     transformers,
 )
 from providers.sandbox.refund_wire import parse_capture_body, parse_refund_body, refund_json
+from tests.support.builders import (
+    DECLINED_CARD,
+    REFUNDS_FAIL_CARD,
+    REFUNDS_PENDING_CARD,
+    SUCCESS_CARD,
+)
 
 pytestmark = pytest.mark.unit
-
-SUCCESS = "4242424242424242"
-REFUNDS_PENDING = "4000000000007726"
-REFUNDS_FAIL = "4000000000005126"
-DECLINED = "4000000000000002"
 
 
 class Clock:
@@ -53,7 +54,7 @@ class Clock:
         return self.now
 
 
-def charge_request(payer: str = SUCCESS, *, amount: int = 1000, capture: bool = True):
+def charge_request(payer: str = SUCCESS_CARD, *, amount: int = 1000, capture: bool = True):
     return ChargeRequest(
         attempt_key=f"att-{uuid.uuid4().hex}",
         payment_request_id=f"pay_{uuid.uuid4().hex}",
@@ -114,7 +115,7 @@ def summary(outcome):
     )
 
 
-async def charged(sandbox, payer: str = SUCCESS, amount: int = 1000) -> str:
+async def charged(sandbox, payer: str = SUCCESS_CARD, amount: int = 1000) -> str:
     outcome = await sandbox.charge(charge_request(payer, amount=amount))
     assert outcome.provider_reference is not None
     return outcome.provider_reference
@@ -199,7 +200,7 @@ async def test_a_refund_in_another_currency_is_refused(sandbox):
 
 
 async def test_unknown_declined_and_uncaptured_charges_are_not_refundable(sandbox):
-    declined = await charged(sandbox, DECLINED)
+    declined = await charged(sandbox, DECLINED_CARD)
     authorized = (await sandbox.charge(charge_request(capture=False))).provider_reference
     for charge in ("ch_unknown", declined, authorized):
         with pytest.raises(PaygateError) as caught:
@@ -219,7 +220,7 @@ async def test_a_refused_refund_records_nothing_so_its_key_can_be_used_later(san
 
 
 async def test_refunds_of_the_pending_number_settle_after_refund_settle_s(sandbox):
-    charge = await charged(sandbox, REFUNDS_PENDING)
+    charge = await charged(sandbox, REFUNDS_PENDING_CARD)
     request = refund_request(charge, 1000)
     first = await sandbox.refund(request)
     assert first.status is ProviderRefundStatus.PENDING
@@ -243,7 +244,7 @@ async def test_refunds_of_the_pending_number_settle_after_refund_settle_s(sandbo
 
 
 async def test_refunds_of_the_failing_number_fail_with_a_reason(sandbox):
-    charge = await charged(sandbox, REFUNDS_FAIL)
+    charge = await charged(sandbox, REFUNDS_FAIL_CARD)
     request = refund_request(charge, 1000)
     outcome = await sandbox.refund(request)
     assert outcome.status is ProviderRefundStatus.FAILED
@@ -326,7 +327,7 @@ async def test_captures_above_the_authorization_or_in_another_currency_are_refus
 
 async def test_captured_declined_and_unknown_charges_cannot_be_captured(sandbox):
     captured = await charged(sandbox)
-    declined = await charged(sandbox, DECLINED)
+    declined = await charged(sandbox, DECLINED_CARD)
     for charge, code in (
         (captured, ErrorCode.INVALID_REQUEST),
         (declined, ErrorCode.INVALID_REQUEST),
@@ -350,7 +351,7 @@ async def test_an_authorize_only_request_is_not_a_replay_of_a_captured_one(sandb
 
 
 async def test_charge_by_reference(sandbox):
-    outcome = await sandbox.charge(charge_request(DECLINED))
+    outcome = await sandbox.charge(charge_request(DECLINED_CARD))
     found = await sandbox.charge_by_reference(outcome.provider_reference)
     assert summary(found) == summary(outcome)
     assert found.error.code is ErrorCode.PAYMENT_DECLINED
@@ -430,7 +431,7 @@ def test_bad_refund_bodies_name_the_field(changes, code, param):
 
 
 async def test_refund_answers_round_trip_to_the_same_outcome(sandbox):
-    for payer in (SUCCESS, REFUNDS_PENDING, REFUNDS_FAIL):
+    for payer in (SUCCESS_CARD, REFUNDS_PENDING_CARD, REFUNDS_FAIL_CARD):
         charge = await charged(sandbox, payer)
         await sandbox.refund(refund_request(charge, 100))
     for row in await sandbox.acquirer.refunds():

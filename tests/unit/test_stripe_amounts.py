@@ -42,6 +42,7 @@ from providers.stripe.amounts import (
 )
 from providers.stripe.refund_transformers import capture_params, refund_params
 from providers.stripe.transformers import charge_params
+from tests.support.builders import PAYEE_IBAN
 
 pytestmark = pytest.mark.unit
 
@@ -86,7 +87,7 @@ def charge_request(amount: Money) -> ChargeRequest:
         amount=amount,
         payment_method=PaymentMethod.CARD,
         payer=Account(AccountType.TOKEN, "pm_card_visa"),
-        payee=Account(AccountType.IBAN, "DE89370400440532013000"),
+        payee=Account(AccountType.IBAN, PAYEE_IBAN),
     )
 
 

@@ -37,6 +37,7 @@ from providers.stripe.refund_transformers import (
     refund_params,
 )
 from providers.stripe.transformers import charge_params
+from tests.support.builders import PAYEE_IBAN
 
 pytestmark = pytest.mark.unit
 
@@ -162,7 +163,7 @@ def test_authorize_only_asks_for_manual_capture_and_capture_leaves_the_request_a
             amount=Money(1050, "EUR"),
             payment_method=PaymentMethod.CARD,
             payer=Account(AccountType.TOKEN, "pm_card_visa"),
-            payee=Account(AccountType.IBAN, "DE89370400440532013000"),
+            payee=Account(AccountType.IBAN, PAYEE_IBAN),
             capture=capture,
         )
 

@@ -50,6 +50,7 @@ from providers.stripe.transformers import (
     outcome_from_search,
     search_query_for,
 )
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 
 pytestmark = pytest.mark.unit
 
@@ -65,7 +66,7 @@ def charge_request(
         amount=amount or Money(1050, "EUR"),
         payment_method=PaymentMethod.CARD,
         payer=payer or Account(AccountType.TOKEN, "pm_card_visa"),
-        payee=Account(AccountType.IBAN, "DE89370400440532013000"),
+        payee=Account(AccountType.IBAN, PAYEE_IBAN),
     )
 
 
@@ -286,7 +287,7 @@ def test_charge_params_create_and_confirm_one_payment_intent() -> None:
 @pytest.mark.parametrize("account_type", [t for t in AccountType if t is not AccountType.TOKEN])
 def test_only_stripe_payment_methods_can_be_charged(account_type: AccountType) -> None:
     with pytest.raises(PaygateError) as caught:
-        charge_params(charge_request(payer=Account(account_type, "4242424242424242")))
+        charge_params(charge_request(payer=Account(account_type, SUCCESS_CARD)))
     assert caught.value.code is ErrorCode.INVALID_ACCOUNT
     assert caught.value.param == "payerAccount.type"
     assert "4242" not in caught.value.message
@@ -571,7 +572,7 @@ async def test_an_answer_without_a_status_is_an_unknown_outcome() -> None:
 async def test_a_payer_that_is_not_a_stripe_payment_method_is_refused_before_any_call() -> None:
     provider, http = await provider_answering()
     with pytest.raises(PaygateError) as caught:
-        await provider.charge(charge_request(payer=Account(AccountType.CARD, "4242424242424242")))
+        await provider.charge(charge_request(payer=Account(AccountType.CARD, SUCCESS_CARD)))
     assert caught.value.code is ErrorCode.INVALID_ACCOUNT
     assert http.requests == []
 

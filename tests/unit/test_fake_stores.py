@@ -1,0 +1,107 @@
+"""The fakes the handler tests stand on: they implement the consumer's ports, and they keep
+the claim rules of persistence.claims (a fake that let a former owner write would make
+every ownership test pass for nothing)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from consumer.ports import CaptureWrites, PaymentWrites, RefundWrites, StrayRecords
+from domain.status import PaymentStatus
+from persistence.attempts import ATTEMPT_SUCCEEDED
+from persistence.outbox import OutboxMessage
+from persistence.payment_begin import Started
+from tests.support.builders import create_payment, unexpected_refusal
+from tests.support.clock import Clock
+from tests.support.fake_claims import ClaimSlot
+from tests.support.fake_stores import (
+    LEASE,
+    FakeCaptureStore,
+    FakeDatabase,
+    FakePaymentStore,
+    FakeRefundStore,
+    FakeStrayRecords,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_each_fake_implements_its_port(db: FakeDatabase) -> None:
+    # Typed, so mypy checks each fake against its Protocol; the loop checks the same names
+    # at run time.
+    fakes: tuple[PaymentWrites, RefundWrites, CaptureWrites, StrayRecords] = (
+        FakePaymentStore(db),
+        FakeRefundStore(db),
+        FakeCaptureStore(db),
+        FakeStrayRecords(db),
+    )
+    ports = (PaymentWrites, RefundWrites, CaptureWrites, StrayRecords)
+    for fake, port in zip(fakes, ports, strict=True):
+        methods = [name for name in vars(port) if not name.startswith("_")]
+        assert methods
+        assert all(callable(getattr(fake, name, None)) for name in methods), port.__name__
+
+
+def test_a_claim_is_taken_only_when_free_or_expired_and_always_with_a_fresh_token(
+    clock: Clock,
+) -> None:
+    slot = ClaimSlot()
+    first = slot.take(clock.now, LEASE)
+    assert first is not None
+    assert slot.take(clock.now + LEASE - timedelta(microseconds=1), LEASE) is None
+    second = slot.take(clock.now + LEASE, LEASE)  # expired: its owner may be dead
+    assert second is not None
+    assert second.token != first.token
+    assert not slot.renew(first.token, clock.now + 2 * LEASE)
+    slot.release(first.token)  # not the holder's: a no-op
+    assert slot.held_by(second.token)
+
+
+async def started(store: FakePaymentStore) -> tuple[str, Started]:
+    command = create_payment()
+    begun = await store.begin(
+        command, provider="p", account_key=b"k", refusal_event=unexpected_refusal
+    )
+    assert isinstance(begun, Started)
+    return command.payment_request_id, begun
+
+
+async def test_after_a_takeover_the_former_owners_writes_change_nothing(db: FakeDatabase) -> None:
+    store = FakePaymentStore(db)
+    pid, begun = await started(store)
+    token = begun.claim.token
+    holder = store.take_over(pid)
+
+    assert not await store.renew(pid, token)
+    assert not await store.schedule_retry(pid, db.clock(), claim=token)
+    assert await store.next_attempt(pid, begun.attempt_key, "q", claim=token) is None
+    await store.release(pid, token)
+    assert not await store.finish(
+        pid,
+        begun.attempt_key,
+        claim=token,
+        status=PaymentStatus.SUCCEEDED,
+        attempt_status=ATTEMPT_SUCCEEDED,
+        provider_reference="ch_late",
+        error=None,
+        event=OutboxMessage("e", "t", "k", b""),
+    )
+
+    row = store.row(pid)
+    assert (row.view.status, row.claim.token, db.outbox) == (PaymentStatus.PROCESSING, holder, [])
+    # A charge the former owner learned of is kept on its attempt, never dropped.
+    assert row.attempts[0].provider_reference == "ch_late"
+
+
+async def test_an_open_attempt_is_claimed_by_one_taker_only(db: FakeDatabase) -> None:
+    store = FakePaymentStore(db)
+    pid, begun = await started(store)
+    await store.release(pid, begun.claim.token)
+
+    first, second = await store.claim(pid), await store.claim(pid)
+
+    assert first is not None
+    assert second is None
+    assert first.attempt_key == begun.attempt_key

@@ -1,0 +1,203 @@
+"""The stray-charge sweep (consumer/stray_charges.py) against a fake of its records.
+
+Which attempts are candidates is the SQL store's query (tests/integration/test_stray_charges.py);
+here each case lists its candidates and checks what the sweep asks the provider, records and
+counts: verified, found and reversed (under its own key), reversal failed, or asked again next
+pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from consumer.stray_charges import StraySweep
+from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
+from domain.refunds import RefundReason
+from domain.status import PaymentStatus
+from persistence.stray_store import STRAY_FAILED, STRAY_REVERSED, StrayCandidate
+from providers.errors import (
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    UnsupportedOperationError,
+)
+from providers.registry import Providers
+from tests.support.fake_stores import FakeStrayRecords, Reversal
+from tests.support.scripted_provider import (
+    authorized,
+    charged,
+    declined,
+    refund_failed,
+    refund_pending,
+    refunded,
+)
+
+pytestmark = pytest.mark.unit
+
+SETTLE_AFTER = timedelta(minutes=5)
+AMOUNT = Money(1_050, "EUR")
+
+
+@pytest.fixture
+def records(db):
+    return FakeStrayRecords(db)
+
+
+@pytest.fixture
+def sweep(records, provider, metrics, clock):
+    return StraySweep(
+        store=records,
+        providers=Providers.of(provider),
+        metrics=metrics,
+        settle_after=SETTLE_AFTER,
+        clock=clock,
+    )
+
+
+def candidate(
+    status: PaymentStatus = PaymentStatus.FAILED, reference: str | None = None, **changes
+) -> StrayCandidate:
+    listed = StrayCandidate("pay_1-a1", "pay_1", "scripted", AMOUNT, status, reference)
+    return dataclasses.replace(listed, **changes)
+
+
+def strays(metrics, result: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "paygate_stray_charges_total", {"provider": "scripted", "result": result}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize(
+    ("listed", "answer"),
+    [
+        (candidate(), None),  # no charge under the key
+        (candidate(), declined()),  # a decline holds no money
+        (candidate(PaymentStatus.SUCCEEDED, "ch_own"), charged("ch_own")),  # the payment's own
+        (candidate(PaymentStatus.AUTHORIZED, "ch_own"), authorized("ch_own")),
+    ],
+    ids=["no-charge", "declined", "own-charge", "own-authorization"],
+)
+async def test_an_attempt_holding_no_money_but_the_payments_own_is_verified_once(
+    sweep, records, provider, metrics, listed, answer
+):
+    records.unexamined.append(listed)
+    provider.script("charge_status", answer)
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.verified) == (1, 1)
+    assert records.verified == [listed.attempt_key]
+    assert provider.called("refund") == []
+    assert (await sweep.run_once()).checked == 0  # never asked about again
+    assert strays(metrics, "found") == 0
+
+
+async def test_a_charge_the_payment_does_not_stand_on_is_recorded_and_reversed(
+    sweep, records, provider, metrics
+):
+    # The payment succeeded as ch_own; its first attempt's key charged as well.
+    listed = candidate(PaymentStatus.SUCCEEDED, "ch_own")
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("refund", refunded("re_reversal"))
+
+    report = await sweep.run_once()
+
+    assert (report.found, report.reversed) == (0, 1)
+    assert records.found[listed.attempt_key].stray_reference == "ch_stray"
+    (request,) = provider.requests
+    # A key of its own, so a reversal sent twice refunds once.
+    assert (request.refund_key, request.charge_reference, request.amount, request.reason) == (
+        "pay_1-a1-reversal",
+        "ch_stray",
+        AMOUNT,
+        RefundReason.DUPLICATE,
+    )
+    assert records.reversals == {listed.attempt_key: Reversal(STRAY_REVERSED, "re_reversal", None)}
+    assert (strays(metrics, "found"), strays(metrics, "reversed")) == (1, 1)
+
+
+async def test_a_charge_another_sweeper_recorded_first_is_left_to_it(sweep, records, provider):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    records.before("record_found", lambda: records.found.setdefault(listed.attempt_key, listed))
+
+    report = await sweep.run_once()
+
+    assert report.verified == 1
+    assert provider.called("refund") == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "result", "reversal"),
+    [
+        (refund_pending(), "unanswered", None),
+        (ProviderUnavailableError("scripted", "503"), "unanswered", None),
+        (ProviderTimeoutError("scripted", "no answer"), "unanswered", None),
+        (
+            refund_failed(PaygateError(ErrorCode.REFUND_FAILED, "too old")),
+            "reversal_failed",
+            Reversal(STRAY_FAILED, None, "too old"),
+        ),
+        (refund_failed(), "reversal_failed", Reversal(STRAY_FAILED, None, "refused")),
+        (
+            UnsupportedOperationError("scripted", "no refunds"),
+            "reversal_failed",
+            Reversal(STRAY_FAILED, None, "no refunds"),
+        ),
+        (
+            PaygateError(ErrorCode.REFUND_FAILED, "adapter refused"),
+            "reversal_failed",
+            Reversal(STRAY_FAILED, None, "adapter refused"),
+        ),
+    ],
+    ids=["pending", "unavailable", "timeout", "failed", "failed-no-error", "unsupported", "error"],
+)
+async def test_a_reversal_not_made_is_asked_again_or_recorded_for_an_operator(
+    sweep, records, provider, metrics, answer, result, reversal
+):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("refund", answer)
+
+    report = await sweep.run_once()
+
+    assert getattr(report, result) == 1
+    assert records.reversals.get(listed.attempt_key) == reversal
+    assert strays(metrics, "reversal_failed") == (1 if reversal else 0)
+
+
+async def test_a_stray_charge_whose_reversal_was_unanswered_is_reversed_next_pass(
+    sweep, records, provider
+):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("refund", ProviderUnavailableError("scripted", "503"), refunded())
+    assert (await sweep.run_once()).unanswered == 1
+
+    report = await sweep.run_once()
+
+    # Not asked about its charge again: the reversal goes straight out, same key.
+    assert (report.checked, report.reversed) == (1, 1)
+    assert provider.called("charge_status") == [listed.attempt_key]
+    assert provider.called("refund") == ["pay_1-a1-reversal"] * 2
+
+
+async def test_an_attempt_its_provider_cannot_answer_about_is_asked_again_next_pass(
+    sweep, records, provider
+):
+    records.unexamined.append(candidate(provider="retired"))
+    records.unexamined.append(candidate(attempt_key="pay_1-a2"))
+    provider.script("charge_status", ProviderUnavailableError("scripted", "503"))
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.unanswered) == (2, 2)
+    assert records.verified == []
