@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from providers.sandbox.test_accounts import behaviour_for
+from providers.sandbox.accounts import behaviour_for
 
 SUCCESS_CARD: Final = "4242424242424242"
 DECLINED_CARD: Final = "4000000000000002"

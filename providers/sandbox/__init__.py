@@ -9,6 +9,14 @@ Two ways to use it, one decision core (:class:`SandboxAcquirer`):
 ``docs/sandbox.md`` lists the test account numbers (``TEST_ACCOUNTS``) and the endpoints.
 """
 
+from providers.sandbox.accounts import (
+    DEFAULT_BEHAVIOUR,
+    TEST_ACCOUNTS,
+    AccountOutcome,
+    Behaviour,
+    Timing,
+    behaviour_for,
+)
 from providers.sandbox.acquirer import SandboxAcquirer
 from providers.sandbox.adapter import SandboxHttpProvider, SandboxRequestRejectedError
 from providers.sandbox.config import SandboxConfig
@@ -35,24 +43,16 @@ from providers.sandbox.refund_records import (
 from providers.sandbox.service import build_sandbox_app
 from providers.sandbox.sqlite_ledger import SqliteLedger
 from providers.sandbox.stats import SandboxStats
-from providers.sandbox.test_accounts import (
-    DEFAULT_BEHAVIOUR,
-    TEST_ACCOUNTS,
-    Behaviour,
-    Outcome,
-    Timing,
-    behaviour_for,
-)
 
 __all__ = [
     "DEFAULT_BEHAVIOUR",
     "TEST_ACCOUNTS",
+    "AccountOutcome",
     "Behaviour",
     "ChargeRecord",
     "InProcessSandboxProvider",
     "Ledger",
     "MemoryLedger",
-    "Outcome",
     "RefundBehaviour",
     "RefundRecord",
     "SandboxAcquirer",

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 
 from domain.clock import utc_now
 from domain.errors import ErrorCode
+from providers.sandbox.accounts import AccountOutcome, Behaviour, Timing, behaviour_for
 from providers.sandbox.config import SandboxConfig
 from providers.sandbox.errors import (
     SandboxIdempotencyConflictError,
@@ -54,7 +55,6 @@ from providers.sandbox.refund_records import (
     SandboxRefundStatus,
 )
 from providers.sandbox.stats import SandboxStats, summarize
-from providers.sandbox.test_accounts import Behaviour, Outcome, Timing, behaviour_for
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class SandboxAcquirer:
             await _sleep(self.config.account_latency_s)
         if fail_roll < self.config.failure_rate:
             raise SandboxUnavailableError(_FAILED_BEFORE)
-        if behaviour.outcome is Outcome.UNAVAILABLE:
+        if behaviour.outcome is AccountOutcome.UNAVAILABLE:
             raise SandboxUnavailableError(_FAILED_BEFORE, behaviour.retry_after)
         if behaviour.unavailable_first and params.payment_reference not in self._failed_once:
             # Keyed by payment reference, not idempotency key: paygate's retry of a payment
@@ -269,7 +269,7 @@ class SandboxAcquirer:
         params: SandboxChargeParams,
         behaviour: Behaviour,
     ) -> ChargeRecord:
-        if behaviour.outcome is Outcome.DECLINED:
+        if behaviour.outcome is AccountOutcome.DECLINED:
             status = SandboxStatus.DECLINED
         else:
             status = SandboxStatus.SUCCEEDED if params.capture else SandboxStatus.AUTHORIZED

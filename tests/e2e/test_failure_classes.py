@@ -48,7 +48,7 @@ from tests.support.stack import isolated_settings
 
 pytestmark = pytest.mark.e2e
 
-# Sandbox test accounts (providers/sandbox/test_accounts.py, docs/sandbox.md).
+# Sandbox test accounts (providers/sandbox/accounts.py, docs/sandbox.md).
 CARDS = (
     DECLINED_CARD,
     UNAVAILABLE_ONCE_CARD,

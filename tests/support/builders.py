@@ -14,7 +14,7 @@ from schemas.codec import CAPTURE_PAYMENT, CREATE_PAYMENT, REFUND_PAYMENT, AvroC
 from schemas.registry import FileSchemaRegistry
 
 # Re-exported: tests take sandbox account numbers from here (their source is
-# providers/sandbox/test_accounts.py, see tests.support.sandbox_accounts).
+# providers/sandbox/accounts.py, see tests.support.sandbox_accounts).
 from tests.support.sandbox_accounts import (
     DECLINED_CARD,
     FRAUD_CARD,

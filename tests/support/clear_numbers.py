@@ -16,7 +16,7 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from providers.sandbox.test_accounts import TEST_ACCOUNTS
+from providers.sandbox.accounts import TEST_ACCOUNTS
 from tests.support.builders import (
     DECLINED_CARD,
     INSUFFICIENT_FUNDS_CARD,

@@ -1,5 +1,5 @@
 """The sandbox's test account numbers by what they do, taken from their single source,
-providers/sandbox/test_accounts.py (tests import them through tests.support.builders).
+providers/sandbox/accounts.py (tests import them through tests.support.builders).
 
 Each name is looked up by its behaviour, not typed again: a number changed there changes
 here, and a behaviour dropped or listed twice fails at import, naming it. Only
@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from providers.sandbox.records import SandboxErrorCode
-from providers.sandbox.refund_records import RefundBehaviour
-from providers.sandbox.test_accounts import (
+from providers.sandbox.accounts import (
     DEFAULT_BEHAVIOUR,
     TEST_ACCOUNTS,
+    AccountOutcome,
     Behaviour,
-    Outcome,
     Timing,
 )
+from providers.sandbox.records import SandboxErrorCode
+from providers.sandbox.refund_records import RefundBehaviour
 
 
 def _number(what: str, test: Callable[[Behaviour], bool]) -> str:
@@ -46,7 +46,7 @@ FRAUD_CARD: Final = _number(
     "declined: suspected fraud", _declines(SandboxErrorCode.SUSPECTED_FRAUD)
 )
 UNAVAILABLE_CARD: Final = _number(
-    "unavailable before processing", lambda b: b.outcome is Outcome.UNAVAILABLE
+    "unavailable before processing", lambda b: b.outcome is AccountOutcome.UNAVAILABLE
 )
 UNAVAILABLE_ONCE_CARD: Final = _number(
     "unavailable once, at once, with no Retry-After",
@@ -59,7 +59,7 @@ REFUNDS_FAIL_CARD: Final = _number("refunds fail", lambda b: b.refunds is Refund
 SLOW_CARD: Final = _number("slow success", lambda b: b.timing is Timing.SLOW)
 TIMEOUT_CARD: Final = _number(
     "timeout, then succeeded",
-    lambda b: b.timing is Timing.HANG and b.outcome is Outcome.SUCCEEDED,
+    lambda b: b.timing is Timing.HANG and b.outcome is AccountOutcome.SUCCEEDED,
 )
 TIMEOUT_THEN_DECLINE_CARD: Final = _number(
     "timeout, then declined", _declines(SandboxErrorCode.CARD_DECLINED, Timing.HANG)

@@ -27,11 +27,11 @@ from providers.retry_after import MAX_RETRY_AFTER_S
 from providers.sandbox import (
     DEFAULT_BEHAVIOUR,
     TEST_ACCOUNTS,
+    AccountOutcome,
     Behaviour,
     ChargeRecord,
     InProcessSandboxProvider,
     MemoryLedger,
-    Outcome,
     RefundBehaviour,
     SandboxAcquirer,
     SandboxConfig,
@@ -167,7 +167,7 @@ def test_code_table_matches_the_specification():
     assert set(TEST_ACCOUNTS) == set(SPEC)
     for number, (status, code, decline_code, timing) in SPEC.items():
         behaviour = TEST_ACCOUNTS[number]
-        expected_outcome = Outcome.UNAVAILABLE if status is None else Outcome(status)
+        expected_outcome = AccountOutcome.UNAVAILABLE if status is None else AccountOutcome(status)
         assert behaviour.outcome is expected_outcome, number
         assert behaviour.unavailable_first is (number in FAILS_FIRST), number
         assert behaviour.refunds is REFUNDS.get(number, RefundBehaviour.SUCCEED), number
@@ -183,32 +183,32 @@ def test_code_table_matches_the_specification():
 
 def test_unlisted_numbers_succeed():
     assert behaviour_for("5555555555554444") is DEFAULT_BEHAVIOUR
-    assert DEFAULT_BEHAVIOUR.outcome is Outcome.SUCCEEDED
+    assert DEFAULT_BEHAVIOUR.outcome is AccountOutcome.SUCCEEDED
     assert DEFAULT_BEHAVIOUR.timing is Timing.IMMEDIATE
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"outcome": Outcome.DECLINED},
-        {"outcome": Outcome.DECLINED, "error_code": SandboxErrorCode.CARD_DECLINED},
-        {"outcome": Outcome.SUCCEEDED, "decline_code": "generic_decline"},
-        {"outcome": Outcome.UNAVAILABLE, "timing": Timing.HANG},
+        {"outcome": AccountOutcome.DECLINED},
+        {"outcome": AccountOutcome.DECLINED, "error_code": SandboxErrorCode.CARD_DECLINED},
+        {"outcome": AccountOutcome.SUCCEEDED, "decline_code": "generic_decline"},
+        {"outcome": AccountOutcome.UNAVAILABLE, "timing": Timing.HANG},
         {
-            "outcome": Outcome.DECLINED,
+            "outcome": AccountOutcome.DECLINED,
             "error_code": SandboxErrorCode.CARD_DECLINED,
             "decline_code": "generic_decline",
             "unavailable_first": True,
         },
         {
-            "outcome": Outcome.UNAVAILABLE,
+            "outcome": AccountOutcome.UNAVAILABLE,
             "refunds": RefundBehaviour.FAIL,
         },
-        {"outcome": Outcome.SUCCEEDED, "timing": Timing.HANG, "latency": True},
-        {"outcome": Outcome.UNAVAILABLE, "latency": True},
-        {"outcome": Outcome.SUCCEEDED, "retry_after": "inf"},
-        {"outcome": Outcome.UNAVAILABLE, "retry_after": "in 5 minutes"},
-        {"outcome": Outcome.UNAVAILABLE, "retry_after": ""},
+        {"outcome": AccountOutcome.SUCCEEDED, "timing": Timing.HANG, "latency": True},
+        {"outcome": AccountOutcome.UNAVAILABLE, "latency": True},
+        {"outcome": AccountOutcome.SUCCEEDED, "retry_after": "inf"},
+        {"outcome": AccountOutcome.UNAVAILABLE, "retry_after": "in 5 minutes"},
+        {"outcome": AccountOutcome.UNAVAILABLE, "retry_after": ""},
     ],
 )
 def test_inconsistent_behaviours_are_refused(kwargs):
@@ -821,14 +821,14 @@ def _doc_rows() -> dict[str, list[str]]:
 
 
 def _expected_cells(behaviour: Behaviour) -> list[str]:
-    ledger = {Outcome.UNAVAILABLE: "nothing"}.get(behaviour.outcome, behaviour.outcome.value)
+    ledger = {AccountOutcome.UNAVAILABLE: "nothing"}.get(behaviour.outcome, behaviour.outcome.value)
     answer = {
         Timing.IMMEDIATE: "after `account_latency_s`" if behaviour.latency else "at once",
         Timing.SLOW: "after `slow_delay_s`",
         Timing.HANG: "after `hang_s`",
     }[behaviour.timing]
     asked = "" if behaviour.retry_after is None else f" with `Retry-After: {behaviour.retry_after}`"
-    if behaviour.outcome is Outcome.UNAVAILABLE:
+    if behaviour.outcome is AccountOutcome.UNAVAILABLE:
         answer = f"HTTP 503{asked} at once"
     if behaviour.unavailable_first:
         ledger = f"nothing, then {ledger}"

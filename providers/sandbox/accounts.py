@@ -17,7 +17,7 @@ from providers.sandbox.records import SandboxErrorCode
 from providers.sandbox.refund_records import RefundBehaviour
 
 
-class Outcome(StrEnum):
+class AccountOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     DECLINED = "declined"
     # Answered 5xx before processing: nothing is recorded, so nothing can have been charged.
@@ -38,7 +38,7 @@ _HEADER_TOKEN: Final = re.compile(r"\A[\x21-\x7e]{1,64}\Z")
 @dataclass(frozen=True, slots=True)
 class Behaviour:
     summary: str
-    outcome: Outcome
+    outcome: AccountOutcome
     timing: Timing = Timing.IMMEDIATE
     error_code: SandboxErrorCode | None = None
     decline_code: str | None = None
@@ -56,29 +56,32 @@ class Behaviour:
     retry_after: str | None = None
 
     def __post_init__(self) -> None:
-        declined = self.outcome is Outcome.DECLINED
+        declined = self.outcome is AccountOutcome.DECLINED
         if declined != (self.error_code is not None) or declined != (self.decline_code is not None):
             raise ValueError("exactly the declining behaviours carry an error and decline code")
-        if self.outcome is Outcome.UNAVAILABLE and self.timing is not Timing.IMMEDIATE:
+        if self.outcome is AccountOutcome.UNAVAILABLE and self.timing is not Timing.IMMEDIATE:
             raise ValueError("an unavailable answer is immediate: nothing was processed")
-        if self.unavailable_first and self.outcome is not Outcome.SUCCEEDED:
+        if self.unavailable_first and self.outcome is not AccountOutcome.SUCCEEDED:
             raise ValueError("only a succeeding behaviour fails first, then succeeds")
-        if self.refunds is not RefundBehaviour.SUCCEED and self.outcome is not Outcome.SUCCEEDED:
+        if (
+            self.refunds is not RefundBehaviour.SUCCEED
+            and self.outcome is not AccountOutcome.SUCCEEDED
+        ):
             raise ValueError("only a succeeding charge has refunds to behave differently")
         if self.latency and (
-            self.timing is not Timing.IMMEDIATE or self.outcome is Outcome.UNAVAILABLE
+            self.timing is not Timing.IMMEDIATE or self.outcome is AccountOutcome.UNAVAILABLE
         ):
             raise ValueError("a latency number answers right after its wait, and not always 503")
         if self.retry_after is not None:
-            if not (self.outcome is Outcome.UNAVAILABLE or self.unavailable_first):
+            if not (self.outcome is AccountOutcome.UNAVAILABLE or self.unavailable_first):
                 raise ValueError("only a behaviour that answers 503 carries a Retry-After")
             if not _HEADER_TOKEN.match(self.retry_after):
                 raise ValueError("a Retry-After value is printable ASCII without spaces")
 
 
-DEFAULT_BEHAVIOUR: Final = Behaviour("succeeds", Outcome.SUCCEEDED)
+DEFAULT_BEHAVIOUR: Final = Behaviour("succeeds", AccountOutcome.SUCCEEDED)
 
-_DECLINED: Final = Outcome.DECLINED
+_DECLINED: Final = AccountOutcome.DECLINED
 _CODE: Final = SandboxErrorCode
 
 TEST_ACCOUNTS: Final = MappingProxyType(
@@ -105,47 +108,53 @@ TEST_ACCOUNTS: Final = MappingProxyType(
             error_code=_CODE.SUSPECTED_FRAUD,
             decline_code="fraudulent",
         ),
-        "4000000000000119": Behaviour("provider error before processing", Outcome.UNAVAILABLE),
+        "4000000000000119": Behaviour(
+            "provider error before processing", AccountOutcome.UNAVAILABLE
+        ),
         "4000000000000127": Behaviour(
             "provider error before processing once, then succeeds",
-            Outcome.SUCCEEDED,
+            AccountOutcome.SUCCEEDED,
             unavailable_first=True,
         ),
         "4000000000000457": Behaviour(
             "latency, then provider error before processing once, then succeeds",
-            Outcome.SUCCEEDED,
+            AccountOutcome.SUCCEEDED,
             unavailable_first=True,
             latency=True,
         ),
         "4000000000000531": Behaviour(
             "provider error before processing once, asking Retry-After: inf, then succeeds",
-            Outcome.SUCCEEDED,
+            AccountOutcome.SUCCEEDED,
             unavailable_first=True,
             retry_after="inf",
         ),
         "4000000000000549": Behaviour(
             "provider error before processing once, asking Retry-After: 1e12, then succeeds",
-            Outcome.SUCCEEDED,
+            AccountOutcome.SUCCEEDED,
             unavailable_first=True,
             retry_after="1e12",
         ),
         "4000000000000556": Behaviour(
             "provider error before processing once, asking Retry-After: 86400, then succeeds",
-            Outcome.SUCCEEDED,
+            AccountOutcome.SUCCEEDED,
             unavailable_first=True,
             retry_after="86400",
         ),
         "4000000000007726": Behaviour(
             "succeeds; refunds pending, then succeeded",
-            Outcome.SUCCEEDED,
+            AccountOutcome.SUCCEEDED,
             refunds=RefundBehaviour.SETTLE_LATER,
         ),
         "4000000000005126": Behaviour(
-            "succeeds; refunds fail", Outcome.SUCCEEDED, refunds=RefundBehaviour.FAIL
+            "succeeds; refunds fail", AccountOutcome.SUCCEEDED, refunds=RefundBehaviour.FAIL
         ),
-        "4000000000000259": Behaviour("slow success", Outcome.SUCCEEDED, Timing.SLOW),
-        "4000000000000440": Behaviour("latency, then succeeds", Outcome.SUCCEEDED, latency=True),
-        "4000000000000341": Behaviour("timeout, then succeeded", Outcome.SUCCEEDED, Timing.HANG),
+        "4000000000000259": Behaviour("slow success", AccountOutcome.SUCCEEDED, Timing.SLOW),
+        "4000000000000440": Behaviour(
+            "latency, then succeeds", AccountOutcome.SUCCEEDED, latency=True
+        ),
+        "4000000000000341": Behaviour(
+            "timeout, then succeeded", AccountOutcome.SUCCEEDED, Timing.HANG
+        ),
         "4000000000000200": Behaviour(
             "timeout, then declined",
             _DECLINED,
