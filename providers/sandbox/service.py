@@ -23,7 +23,7 @@ and closed with the app (``cleanup_ctx``), never at import time.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -86,24 +86,31 @@ async def _key_and_body(request: web.Request) -> tuple[str, object]:
         ) from None
 
 
-async def _create_charge(request: web.Request) -> web.Response:
-    acquirer = request.app[ACQUIRER]
+@web.middleware
+async def _answer_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every handler's errors answered in one place, as the acquirer's API says."""
     try:
-        key, body = await _key_and_body(request)
-        params = parse_charge_body(body)
+        return await handler(request)
     except _BadRequest as exc:
         return exc.response
-    except PaygateError as exc:
+    except PaygateError as exc:  # a body or header the request parsers refused
         return _bad_request(exc)
-    try:
-        record = await acquirer.charge(key, params)
     except SandboxUnavailableError as exc:
         unavailable = _error(503, ErrorCode.PROVIDER_UNAVAILABLE, str(exc))
         if exc.retry_after is not None:
             unavailable.headers[RETRY_AFTER_HEADER] = exc.retry_after
         return unavailable
+    except SandboxRefusedError as exc:
+        return _refused(exc)
     except SandboxIdempotencyConflictError as exc:
         return _conflict(exc)
+
+
+async def _create_charge(request: web.Request) -> web.Response:
+    key, body = await _key_and_body(request)
+    record = await request.app[ACQUIRER].charge(key, parse_charge_body(body))
     return web.json_response(charge_json(record))
 
 
@@ -115,36 +122,15 @@ async def _get_charge_by_id(request: web.Request) -> web.Response:
 
 
 async def _capture_charge(request: web.Request) -> web.Response:
-    try:
-        key, body = await _key_and_body(request)
-        params = parse_capture_body(request.match_info["charge_id"], body)
-    except _BadRequest as exc:
-        return exc.response
-    except PaygateError as exc:
-        return _bad_request(exc)
-    try:
-        record = await request.app[ACQUIRER].capture(key, params)
-    except SandboxRefusedError as exc:
-        return _refused(exc)
-    except SandboxIdempotencyConflictError as exc:
-        return _conflict(exc)
+    key, body = await _key_and_body(request)
+    params = parse_capture_body(request.match_info["charge_id"], body)
+    record = await request.app[ACQUIRER].capture(key, params)
     return web.json_response(charge_json(record))
 
 
 async def _create_refund(request: web.Request) -> web.Response:
-    try:
-        key, body = await _key_and_body(request)
-        params = parse_refund_body(body)
-    except _BadRequest as exc:
-        return exc.response
-    except PaygateError as exc:
-        return _bad_request(exc)
-    try:
-        record = await request.app[ACQUIRER].refund(key, params)
-    except SandboxRefusedError as exc:
-        return _refused(exc)
-    except SandboxIdempotencyConflictError as exc:
-        return _conflict(exc)
+    key, body = await _key_and_body(request)
+    record = await request.app[ACQUIRER].refund(key, parse_refund_body(body))
     return web.json_response(refund_json(record))
 
 
@@ -189,7 +175,7 @@ async def _healthz(_request: web.Request) -> web.Response:
 
 
 def build_sandbox_app(acquirer: SandboxAcquirer) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_answer_errors])
     app[ACQUIRER] = acquirer
 
     async def ledger_lifecycle(app: web.Application) -> AsyncIterator[None]:
