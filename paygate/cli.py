@@ -151,16 +151,56 @@ DB_COMMAND = "db"
 SCHEMAS_COMMAND = "schemas"
 
 
+def _chaos(arguments: list[str]) -> int:
+    from devtools.chaos import main as chaos_main
+
+    return chaos_main(arguments)
+
+
+def _kafka(arguments: list[str]) -> int:
+    from devtools.kafka.__main__ import main as kafka_main
+
+    return kafka_main(arguments)
+
+
+def _dlq(arguments: list[str]) -> int:
+    from paygate.dlq import main as dlq_main
+
+    return dlq_main(arguments)
+
+
+def _apikey(arguments: list[str]) -> int:
+    from paygate.apikey_command import main as apikey_main
+
+    return apikey_main(arguments)
+
+
+def _db(arguments: list[str]) -> int:
+    from paygate.db_command import main as db_main
+
+    return db_main(arguments)
+
+
+def _schemas(arguments: list[str]) -> int:
+    from paygate.schemas_command import main as schemas_main
+
+    return schemas_main(arguments)
+
+
+# Commands with options or subcommands of their own: they parse the rest of the command line
+# themselves (and are imported only when run).
+_TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    KAFKA_COMMAND: ("run a local single-node Kafka broker in the foreground", _kafka),
+    CHAOS_COMMAND: ("chaos run: SIGKILL consumers, restart Kafka, check the effects", _chaos),
+    DLQ_COMMAND: ("list dead letters and re-publish selected ones", _dlq),
+    APIKEY_COMMAND: ("create, revoke and list the facade's API keys", _apikey),
+    DB_COMMAND: ("upgrade the database schema, or show its revision", _db),
+    SCHEMAS_COMMAND: ("register the Avro schemas with the Schema Registry", _schemas),
+}
+
+
 def subcommands() -> list[str]:
-    return [
-        *_COMMANDS,
-        KAFKA_COMMAND,
-        CHAOS_COMMAND,
-        DLQ_COMMAND,
-        APIKEY_COMMAND,
-        DB_COMMAND,
-        SCHEMAS_COMMAND,
-    ]
+    return [*_COMMANDS, *_TOOLS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,49 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in _COMMANDS.items():
         sub.add_parser(name, help=command.help)
-    sub.add_parser(KAFKA_COMMAND, help="run a local single-node Kafka broker in the foreground")
-    sub.add_parser(
-        CHAOS_COMMAND, help="chaos run: SIGKILL consumers, restart Kafka, check the effects"
-    )
-    sub.add_parser(DLQ_COMMAND, help="list dead letters and re-publish selected ones")
-    sub.add_parser(APIKEY_COMMAND, help="create, revoke and list the facade's API keys")
-    sub.add_parser(DB_COMMAND, help="upgrade the database schema, or show its revision")
-    sub.add_parser(SCHEMAS_COMMAND, help="register the Avro schemas with the Schema Registry")
+    for name, (help_text, _run) in _TOOLS.items():
+        # Listed for --help; main() hands the command line to the tool before parsing.
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments[:1] == [CHAOS_COMMAND]:
-        # The chaos run has options of its own; devtools.chaos parses them.
-        from devtools.chaos import main as chaos_main
-
-        return chaos_main(arguments[1:])
-    if arguments[:1] == [DLQ_COMMAND]:
-        # `paygate dlq list|republish` has options of its own; paygate.dlq parses them.
-        from paygate.dlq import main as dlq_main
-
-        return dlq_main(arguments[1:])
-    if arguments[:1] == [APIKEY_COMMAND]:
-        # `paygate apikey create|revoke|list` has options of its own.
-        from paygate.apikey_command import main as apikey_main
-
-        return apikey_main(arguments[1:])
-    if arguments[:1] == [DB_COMMAND]:
-        # `paygate db upgrade|current` has subcommands of its own.
-        from paygate.db_command import main as db_main
-
-        return db_main(arguments[1:])
-    if arguments[:1] == [SCHEMAS_COMMAND]:
-        # `paygate schemas register` has a subcommand of its own.
-        from paygate.schemas_command import main as schemas_main
-
-        return schemas_main(arguments[1:])
+    if arguments and arguments[0] in _TOOLS:
+        # The tool parses everything after its name itself, ``--help`` included.
+        _help, run_tool = _TOOLS[arguments[0]]
+        return run_tool(arguments[1:])
     args = build_parser().parse_args(arguments)
-    if args.command == KAFKA_COMMAND:
-        from devtools.kafka.__main__ import main as kafka_main
-
-        return kafka_main([])
     settings = Settings()
     command = _COMMANDS[args.command]
     # Before anything is logged or started: the refusal is the only output.
