@@ -126,3 +126,16 @@ def random_schedules(
     rng = random.Random(seed)
     for _ in range(count):
         yield tuple(rng.randrange(workers) for _ in range(length))
+
+
+class Gate:
+    """Where long-lived collaborators (stores, a provider) stop: at the checkpoints of the
+    interleaving under way, if there is one. Between interleaved runs, and in workers that
+    are not interleaved, a checkpoint does nothing."""
+
+    def __init__(self) -> None:
+        self.interleaving: Interleaving | None = None
+
+    async def checkpoint(self, label: str) -> None:
+        if self.interleaving is not None:
+            await self.interleaving.checkpoint(label)

@@ -1,0 +1,437 @@
+"""A model-based test of the payment, refund and capture state machines (hypothesis stateful
+testing), on SQLite and PostgreSQL.
+
+The system under test is the real thing: the stores on a real database, the command
+handlers and the reconcilers (the stray-charge sweep included), two providers in one route
+(so a payment may fail over). Only the providers are fakes (tests.support.model_scripted_provider):
+idempotent by key like real ones, answering each call as the step's drawn script says
+(charged, declined, 503, timeout after or before processing; refunds succeeded, failed,
+pending then settling, 503, timeout; captures succeeded, 503, timeout), and keeping the
+ledger that is the ground truth.
+
+Hypothesis draws the steps: new payments (some authorize-only), refunds (any amount, more
+than remains included), captures, redeliveries of any earlier command, reconciler passes,
+and clock jumps that let claims expire and reconcilers act. A delivery runs alone, twice at
+once in one process (``asyncio.gather``: the stores' group commit batches them), or against
+a second process -- another copy, or the reconciler -- under a drawn interleaving
+(tests.support.interleaving) whose steps may each move the clock 20 s, so that a worker
+resumes after another took its claim over (a zombie).
+
+After every step the reference model (tests.support.payment_model) must hold, and every
+handler must have returned an Outcome without raising. At the end, with the clock a day
+ahead and the providers healthy, the reconcilers run until everything is final, and the
+store must match the providers' ledger exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.outcome import Outcome
+from domain.accounts import Account, AccountType
+from domain.captures import CapturePayment
+from domain.money import Money
+from domain.payments import CreatePayment, PaymentMethod
+from domain.refunds import RefundPayment
+from persistence.engine import SqliteSynchronous, create_engine
+from persistence.migrate import create_schema
+from providers.registry import Providers
+from providers.routing import Router
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
+from tests.support.clock import Clock
+from tests.support.interleaving import Gate, Interleaving
+from tests.support.model_database import install_status_log, reset, snapshot
+from tests.support.model_scripted_provider import (
+    CaptureAnswer,
+    ChargeAnswer,
+    ProviderLedger,
+    QueryAnswer,
+    RefundAnswer,
+    Script,
+    ScriptedProvider,
+)
+from tests.support.model_workers import Worker, build_worker
+from tests.support.payment_model import ReferenceModel, describe
+
+pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
+A = TypeVar("A", ChargeAnswer, RefundAnswer, CaptureAnswer)
+START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+CURRENCY = "EUR"
+# Fewer examples on PostgreSQL: the same code paths, against the other database's locking.
+EXAMPLES = {"sqlite": 40, "postgresql": 10}
+# A longer search, by hand: PAYGATE_MODEL_EXAMPLES=2000 runs that many random (not the fixed,
+# derandomized) examples.
+SEARCH_ENV = "PAYGATE_MODEL_EXAMPLES"
+STEPS = 25
+# A safety net, not a timing assertion: a deadlock fails the example instead of the run.
+WATCHDOG_S = 120.0
+SETTLING_ROUNDS = 3
+# More checkpoints than any worker passes in one delivery.
+UNTIL_DONE = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """How a command is delivered: ``alone``; twice at once in one process (``gather``); or
+    against a second process (``interleaved``: another copy; ``with_reconciler``: the
+    reconciler of its kind), interleaved at their checkpoints: worker ``first`` runs through
+    ``runs[0]`` checkpoints, then the other through ``runs[1]``, and so on, then the next one
+    runs to its end (preemption-bounded, as in tests.support.interleaving). The clock moves
+    ``tick_s`` at every checkpoint passed, so claims expire while a worker is stopped."""
+
+    kind: Literal["alone", "gather", "interleaved", "with_reconciler"]
+    first: int = 0
+    runs: tuple[int, ...] = ()
+    tick_s: float = 0.0
+
+    def schedule(self) -> list[int]:
+        schedule: list[int] = []
+        worker = self.first
+        for length in self.runs:
+            schedule += [worker] * length
+            worker = 1 - worker
+        return schedule + [worker] * UNTIL_DONE
+
+
+def _weather(answers: type[A], down: A) -> st.SearchStrategy[list[A]]:
+    """A provider's answers to the calls of one kind within a step: healthy, any answers,
+    or down for the next few calls (503s; as many as the retries, or more), then healthy."""
+    return st.one_of(
+        st.just([]),
+        st.lists(st.sampled_from(answers), max_size=4),
+        st.integers(1, 4).map(lambda calls: [down] * calls),
+    )
+
+
+scripts = st.builds(
+    Script,
+    charge=_weather(ChargeAnswer, ChargeAnswer.UNAVAILABLE),
+    refund=_weather(RefundAnswer, RefundAnswer.UNAVAILABLE),
+    capture=_weather(CaptureAnswer, CaptureAnswer.UNAVAILABLE),
+    query=st.lists(st.sampled_from(QueryAnswer), max_size=2),
+)
+deliveries = st.one_of(
+    st.just(Delivery("alone")),
+    st.just(Delivery("gather")),
+    st.builds(
+        Delivery,
+        kind=st.sampled_from(["interleaved", "with_reconciler"]),
+        first=st.integers(0, 1),
+        runs=st.lists(st.integers(1, 8), max_size=3).map(tuple),
+        tick_s=st.sampled_from([0.0, 20.0]),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    """The loop every step runs on, and the engine (bound to that loop) of one database."""
+
+    runner: asyncio.Runner
+    engine: AsyncEngine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        return self.runner.run(asyncio.wait_for(work, WATCHDOG_S))
+
+
+@dataclass
+class Counters:
+    payments: int = 0
+    refunds: int = 0
+
+
+class PaymentsMachine(RuleBasedStateMachine):
+    payments = Bundle("payments")
+    refunds = Bundle("refunds")
+    captures = Bundle("captures")
+
+    def __init__(self, database: Database) -> None:
+        super().__init__()
+        self.db = database
+        self.clock = Clock()
+        self.clock.now = START
+        self.gate = Gate()
+        self.ledger = ProviderLedger(self.clock)
+        providers = Providers.of(
+            ScriptedProvider("alpha", self.ledger, self.gate),
+            ScriptedProvider("beta", self.ledger, self.gate),
+        )
+        router = Router({"*": ["alpha", "beta"]})
+        # Two consumer processes (stores of their own, so writer queues of their own).
+        self.workers = [
+            build_worker(database.engine, self.clock, providers, router, self.gate)
+            for _ in range(2)
+        ]
+        self.model = ReferenceModel()
+        self.counters = Counters()
+        # The end-of-run check runs only after steps that all held (see teardown).
+        self.consistent = True
+        self.db.run(reset(database.engine))
+
+    # --- commands ------------------------------------------------------------------------
+
+    @rule(
+        target=payments,
+        capture=st.booleans(),
+        amount=st.sampled_from([1000, 2500]),
+        script=scripts,
+        delivery=deliveries,
+    )
+    def create_payment(
+        self, capture: bool, amount: int, script: Script, delivery: Delivery
+    ) -> CreatePayment:
+        self.counters.payments += 1
+        n = self.counters.payments
+        command = CreatePayment.create(
+            idempotency_key=f"key-{n}",
+            user_id="user-1",
+            order_id=f"order-{n}",
+            amount=Money(amount, CURRENCY),
+            payment_method=PaymentMethod.CARD,
+            payer=Account(AccountType.CARD, SUCCESS_CARD),
+            payee=Account(AccountType.IBAN, PAYEE_IBAN),
+            requested_at=START,
+            metadata={},
+            capture=capture,
+        )
+        self._deliver_payment(command, script, delivery)
+        return command
+
+    @rule(command=payments, script=scripts, delivery=deliveries)
+    def redeliver_payment(self, command: CreatePayment, script: Script, delivery: Delivery) -> None:
+        self._deliver_payment(command, script, delivery)
+
+    @rule(
+        target=refunds,
+        payment=payments,
+        amount=st.sampled_from([None, 300, 700, 1000, 2600]),  # None: all that remains
+        script=scripts,
+        delivery=deliveries,
+    )
+    def refund(
+        self, payment: CreatePayment, amount: int | None, script: Script, delivery: Delivery
+    ) -> RefundPayment:
+        self.counters.refunds += 1
+        command = RefundPayment.create(
+            idempotency_key=f"refund-{self.counters.refunds}",
+            payment_request_id=payment.payment_request_id,
+            order_id=payment.order_id,
+            amount=None if amount is None else Money(amount, CURRENCY),
+            reason=None,
+            requested_at=START,
+        )
+        self._deliver_refund(command, script, delivery)
+        return command
+
+    @rule(command=refunds, script=scripts, delivery=deliveries)
+    def redeliver_refund(self, command: RefundPayment, script: Script, delivery: Delivery) -> None:
+        self._deliver_refund(command, script, delivery)
+
+    @rule(target=captures, payment=payments, script=scripts, delivery=deliveries)
+    def capture(self, payment: CreatePayment, script: Script, delivery: Delivery) -> CapturePayment:
+        command = CapturePayment.create(
+            payment_request_id=payment.payment_request_id,
+            order_id=payment.order_id,
+            requested_at=START,
+        )
+        self._deliver_capture(command, script, delivery)
+        return command
+
+    @rule(command=captures, script=scripts, delivery=deliveries)
+    def redeliver_capture(
+        self, command: CapturePayment, script: Script, delivery: Delivery
+    ) -> None:
+        self._deliver_capture(command, script, delivery)
+
+    # --- time and reconciliation ---------------------------------------------------------
+
+    @rule(seconds=st.sampled_from([11, 31, 61, 121, 3600]))
+    def advance_clock(self, seconds: int) -> None:
+        self.clock.now += timedelta(seconds=seconds)
+
+    @rule(
+        which=st.sampled_from(["payments", "refunds", "captures"]),
+        script=scripts,
+        delivery=deliveries,
+    )
+    def reconcile(self, which: str, script: Script, delivery: Delivery) -> None:
+        def run(worker: Worker) -> Awaitable[object]:
+            if which == "payments":
+                return worker.payment_reconciler.run_once()
+            if which == "refunds":
+                return worker.refund_reconciler.run_once()
+            return worker.capture_reconciler.run_once()
+
+        # Two reconcilers at once (two consumers, or `paygate reconcile` beside one).
+        self._deliver(script, delivery, run, run, handler=False)
+
+    # --- the model -----------------------------------------------------------------------
+
+    @invariant()
+    def model_holds(self) -> None:
+        self.consistent = False
+        self.ledger.settle_due()
+        violations = self.model.after_step(self.db.run(snapshot(self.db.engine)), self.ledger)
+        assert not violations, "the model does not hold:\n" + describe(violations)
+        self.consistent = True
+
+    def teardown(self) -> None:
+        if not self.consistent:
+            return  # a step already failed: that is the failure to report
+        self.ledger.script = Script()  # the providers are healthy from now on
+        main = self.workers[0]
+        for _ in range(SETTLING_ROUNDS):
+            self.clock.now += timedelta(days=1)
+            self.db.run(main.payment_reconciler.run_once())
+            self.db.run(main.refund_reconciler.run_once())
+            self.db.run(main.capture_reconciler.run_once())
+        self.ledger.settle_due()
+        violations = self.model.at_rest(self.db.run(snapshot(self.db.engine)), self.ledger)
+        assert not violations, "at rest, the store does not match the providers:\n" + describe(
+            violations
+        )
+
+    # --- deliveries ----------------------------------------------------------------------
+
+    def _deliver_payment(self, command: CreatePayment, script: Script, delivery: Delivery) -> None:
+        self._deliver(
+            script,
+            delivery,
+            lambda w: w.payments.handle(command),
+            lambda w: w.payment_reconciler.run_once(),
+        )
+
+    def _deliver_refund(self, command: RefundPayment, script: Script, delivery: Delivery) -> None:
+        self._deliver(
+            script,
+            delivery,
+            lambda w: w.refunds.handle(command),
+            lambda w: w.refund_reconciler.run_once(),
+        )
+
+    def _deliver_capture(self, command: CapturePayment, script: Script, delivery: Delivery) -> None:
+        self._deliver(
+            script,
+            delivery,
+            lambda w: w.captures.handle(command),
+            lambda w: w.capture_reconciler.run_once(),
+        )
+
+    def _deliver(
+        self,
+        script: Script,
+        delivery: Delivery,
+        work: Callable[[Worker], Awaitable[object]],
+        reconcile: Callable[[Worker], Awaitable[object]],
+        *,
+        handler: bool = True,
+    ) -> None:
+        """Run ``work`` as ``delivery`` says; every handler must return an Outcome (never
+        ``conflict``: a copy is never a conflicting reuse of its key) and nothing may raise."""
+        self.ledger.script = _copy(script)
+        main, other = self.workers
+        results = self.db.run(self._run(delivery, work, reconcile, main, other))
+        handled = results if delivery.kind != "with_reconciler" else results[:1]
+        for result in results:
+            assert not isinstance(result, BaseException), f"a worker raised {result!r}"
+        if handler:
+            for result in handled:
+                assert isinstance(result, Outcome), f"a handler returned {result!r}"
+                assert result is not Outcome.CONFLICT, "a copy of a command was a conflict"
+
+    async def _run(
+        self,
+        delivery: Delivery,
+        work: Callable[[Worker], Awaitable[object]],
+        reconcile: Callable[[Worker], Awaitable[object]],
+        main: Worker,
+        other: Worker,
+    ) -> list[object]:
+        if delivery.kind == "alone":
+            return [await _caught(work(main))]
+        if delivery.kind == "gather":
+            return list(await asyncio.gather(work(main), work(main), return_exceptions=True))
+        rival = work if delivery.kind == "interleaved" else reconcile
+
+        def tick() -> None:
+            self.clock.now += timedelta(seconds=delivery.tick_s)
+
+        interleaving = Interleaving(delivery.schedule(), on_step=tick)
+        self.gate.interleaving = interleaving
+        try:
+            return await interleaving.run([lambda: work(main), lambda: rival(other)])
+        finally:
+            self.gate.interleaving = None
+
+
+async def _caught(work: Awaitable[object]) -> object:
+    try:
+        return await work
+    except Exception as exc:  # reported by the caller, which asserts nothing raised
+        return exc
+
+
+def _copy(script: Script) -> Script:
+    """The step's own lists: the providers consume them."""
+    return Script(
+        list(script.charge), list(script.refund), list(script.capture), list(script.query)
+    )
+
+
+@contextlib.contextmanager
+def model_database(url: str) -> Iterator[Database]:
+    """The database at ``url`` with the schema and the status log, and the loop its engine
+    is bound to (hypothesis drives the steps synchronously; each runs on this loop)."""
+    with asyncio.Runner() as runner:
+        engine = create_engine(url, sqlite_synchronous=SqliteSynchronous.NORMAL)
+        database = Database(runner, engine)
+        try:
+            database.run(create_schema(engine))
+            database.run(install_status_log(engine))
+            yield database
+        finally:
+            runner.run(engine.dispose())
+
+
+def test_payments_refunds_and_captures_follow_the_model(database_url: str) -> None:
+    with model_database(database_url) as database:
+
+        class OnThisDatabase(PaymentsMachine):
+            def __init__(self) -> None:
+                super().__init__(database)
+
+        run_state_machine_as_test(
+            OnThisDatabase,
+            settings=settings(
+                max_examples=int(os.environ.get(SEARCH_ENV, EXAMPLES[database.dialect])),
+                stateful_step_count=STEPS,
+                deadline=None,
+                derandomize=SEARCH_ENV not in os.environ,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )

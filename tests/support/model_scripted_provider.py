@@ -1,0 +1,370 @@
+"""Providers whose every answer a test decides, and the ledger that is the ground truth.
+
+A test hands the providers a :class:`Script`: the answers of the next charge, refund,
+capture and status calls, in the order the calls arrive (at whichever provider); once a
+list is used up, calls go through (charged, refunded, captured, answered). Whatever a call is
+told to answer, the ledger behaves as a real provider's does:
+
+* **Idempotent by key.** A charge, refund or capture key processed once is never processed
+  again: a later call with it gets the stored result. A key sent again with other
+  parameters is refused by real providers; here it is recorded in ``misuse`` for the test
+  to fail on.
+* **"Unavailable" (a 503) and "timeout before" are not processed**; "timeout after" is
+  processed and then its answer is lost: the caller sees a timeout, the ledger has the
+  charge (the in-doubt case).
+* **A refund may be accepted pending** and settle (succeed or fail) a minute later on the
+  providers' clock, the test's clock.
+* **Permissive where paygate must be strict**: a refund above what remains of the charge
+  is accepted, so that the test, not the provider, notices paygate asking for it.
+
+Every call stops at a checkpoint when it is sent and when its answer is back (see
+tests.support.interleaving), so an interleaving can hold a call in flight while other
+workers go on: the call is processed only when its worker is resumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from domain.errors import ErrorCode, PaygateError
+from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.port import (
+    CaptureRequest,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    ProviderRefundStatus,
+    RefundOutcome,
+    RefundRequest,
+)
+from tests.support.interleaving import Gate
+
+# How long a refund accepted as pending takes to settle, on the test's clock.
+SETTLE_AFTER = timedelta(seconds=60)
+
+
+class ChargeAnswer(StrEnum):
+    SUCCEEDED = "succeeded"  # charged (authorized, when asked not to capture)
+    DECLINED = "declined"
+    UNAVAILABLE = "unavailable"  # a 503: certainly not charged
+    TIMEOUT_AFTER = "timeout_after"  # charged, but the answer never came back
+    TIMEOUT_BEFORE = "timeout_before"  # never arrived, but the caller cannot know that
+
+
+class RefundAnswer(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PENDING_THEN_SUCCEEDS = "pending_then_succeeds"
+    PENDING_THEN_FAILS = "pending_then_fails"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT_AFTER = "timeout_after"
+
+
+class CaptureAnswer(StrEnum):
+    SUCCEEDED = "succeeded"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT_AFTER = "timeout_after"
+    TIMEOUT_BEFORE = "timeout_before"
+
+
+class QueryAnswer(StrEnum):
+    """For status queries (charge_status, charge_by_reference, refund_status)."""
+
+    ANSWERED = "answered"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass
+class Script:
+    """The answers of the next calls of each kind, first first."""
+
+    charge: list[ChargeAnswer] = field(default_factory=list)
+    refund: list[RefundAnswer] = field(default_factory=list)
+    capture: list[CaptureAnswer] = field(default_factory=list)
+    query: list[QueryAnswer] = field(default_factory=list)
+
+
+@dataclass
+class LedgerCharge:
+    provider: str
+    key: str
+    payment_id: str
+    amount_minor: int
+    currency: str
+    capture_asked: bool
+    reference: str
+    status: ChargeStatus  # succeeded means captured
+    capture_key: str | None = None
+
+    @property
+    def charged(self) -> bool:
+        """Money taken or held under this key."""
+        return self.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED)
+
+    def outcome(self) -> ChargeOutcome:
+        error = None
+        if self.status is ChargeStatus.DECLINED:
+            error = PaygateError(ErrorCode.PAYMENT_DECLINED, "declined by the scripted provider")
+        return ChargeOutcome(self.status, self.reference, error)
+
+
+@dataclass
+class LedgerRefund:
+    provider: str
+    key: str
+    charge_reference: str
+    amount_minor: int
+    reference: str
+    status: ProviderRefundStatus
+    settles_at: datetime | None = None
+    settles_to: ProviderRefundStatus | None = None
+    error_code: ErrorCode | None = None
+
+    def outcome(self) -> RefundOutcome:
+        error = None if self.error_code is None else PaygateError(self.error_code, "refused")
+        return RefundOutcome(self.status, self.reference, error)
+
+
+class ProviderLedger:
+    """What the providers did, by (provider, key): the ground truth a model test checks the
+    store against. Also holds the script the providers answer from."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self.script = Script()
+        self.charges: dict[tuple[str, str], LedgerCharge] = {}
+        self.refunds: dict[tuple[str, str], LedgerRefund] = {}
+        self.misuse: list[str] = []
+        self._references = 0
+
+    def settle_due(self) -> None:
+        """Pending refunds whose time has come settle (as the providers' clock moves)."""
+        now = self._clock()
+        for refund in self.refunds.values():
+            due = refund.settles_at is not None and refund.settles_at <= now
+            if refund.status is ProviderRefundStatus.PENDING and due and refund.settles_to:
+                refund.status = refund.settles_to
+                if refund.status is ProviderRefundStatus.FAILED:
+                    refund.error_code = ErrorCode.REFUND_FAILED
+
+    def charge_by_reference(self, provider: str, reference: str) -> LedgerCharge | None:
+        return next(
+            (
+                c
+                for c in self.charges.values()
+                if c.provider == provider and c.reference == reference
+            ),
+            None,
+        )
+
+    def next_reference(self, prefix: str) -> str:
+        # Counted, not random: the same example makes the same references when replayed.
+        self._references += 1
+        return f"{prefix}_{self._references:05d}"
+
+    def charge(self, provider: str, request: ChargeRequest, *, declined: bool) -> ChargeOutcome:
+        found = self.charges.get((provider, request.attempt_key))
+        asked = (
+            request.payment_request_id,
+            request.amount.minor_units,
+            request.amount.currency,
+            request.capture,
+        )
+        if found is not None:
+            stored = (found.payment_id, found.amount_minor, found.currency, found.capture_asked)
+            if stored != asked:
+                self.misuse.append(f"charge key {request.attempt_key} re-sent as {asked}")
+            return found.outcome()
+        if declined:
+            status = ChargeStatus.DECLINED
+        else:
+            status = ChargeStatus.SUCCEEDED if request.capture else ChargeStatus.AUTHORIZED
+        charge = LedgerCharge(
+            provider=provider,
+            key=request.attempt_key,
+            payment_id=request.payment_request_id,
+            amount_minor=request.amount.minor_units,
+            currency=request.amount.currency,
+            capture_asked=request.capture,
+            reference=self.next_reference(f"ch_{provider}"),
+            status=status,
+        )
+        self.charges[(provider, request.attempt_key)] = charge
+        return charge.outcome()
+
+    def capture(self, provider: str, request: CaptureRequest) -> ChargeOutcome:
+        charge = self.charge_by_reference(provider, request.charge_reference)
+        if charge is None:
+            return ChargeOutcome(
+                ChargeStatus.DECLINED,
+                None,
+                PaygateError(ErrorCode.NOT_FOUND, "no such charge"),
+            )
+        if charge.capture_key == request.capture_key:
+            return charge.outcome()  # the same capture again: captured once
+        if charge.capture_key is not None:
+            self.misuse.append(
+                f"charge {charge.reference} captured under {charge.capture_key} "
+                f"and again under {request.capture_key}"
+            )
+        if charge.status is not ChargeStatus.AUTHORIZED:
+            return ChargeOutcome(
+                ChargeStatus.DECLINED,
+                charge.reference,
+                PaygateError(ErrorCode.PAYMENT_NOT_CAPTURABLE, f"the charge is {charge.status}"),
+            )
+        if request.amount.minor_units > charge.amount_minor:
+            self.misuse.append(f"capture {request.capture_key} above the authorized amount")
+        charge.status = ChargeStatus.SUCCEEDED
+        charge.capture_key = request.capture_key
+        return charge.outcome()
+
+    def refund(self, provider: str, request: RefundRequest, answer: RefundAnswer) -> RefundOutcome:
+        self.settle_due()
+        found = self.refunds.get((provider, request.refund_key))
+        if found is not None:
+            if (found.charge_reference, found.amount_minor) != (
+                request.charge_reference,
+                request.amount.minor_units,
+            ):
+                self.misuse.append(f"refund key {request.refund_key} re-sent with other params")
+            return found.outcome()
+        charge = self.charge_by_reference(provider, request.charge_reference)
+        refund = LedgerRefund(
+            provider=provider,
+            key=request.refund_key,
+            charge_reference=request.charge_reference,
+            amount_minor=request.amount.minor_units,
+            reference=self.next_reference(f"re_{provider}"),
+            status=ProviderRefundStatus.SUCCEEDED,
+        )
+        if charge is None or charge.status is not ChargeStatus.SUCCEEDED:
+            # Nothing captured to refund (a real provider refuses; the sandbox does too).
+            refund.status = ProviderRefundStatus.FAILED
+            refund.error_code = ErrorCode.PAYMENT_NOT_REFUNDABLE
+        elif answer is RefundAnswer.FAILED:
+            refund.status = ProviderRefundStatus.FAILED
+            refund.error_code = ErrorCode.REFUND_FAILED
+        elif answer in (RefundAnswer.PENDING_THEN_SUCCEEDS, RefundAnswer.PENDING_THEN_FAILS):
+            refund.status = ProviderRefundStatus.PENDING
+            refund.settles_at = self._clock() + SETTLE_AFTER
+            refund.settles_to = (
+                ProviderRefundStatus.SUCCEEDED
+                if answer is RefundAnswer.PENDING_THEN_SUCCEEDS
+                else ProviderRefundStatus.FAILED
+            )
+        self.refunds[(provider, request.refund_key)] = refund
+        return refund.outcome()
+
+    def refund_status(self, provider: str, refund_key: str) -> RefundOutcome | None:
+        self.settle_due()
+        found = self.refunds.get((provider, refund_key))
+        return None if found is None else found.outcome()
+
+    def next_charge_answer(self) -> ChargeAnswer:
+        return self.script.charge.pop(0) if self.script.charge else ChargeAnswer.SUCCEEDED
+
+    def next_refund_answer(self) -> RefundAnswer:
+        return self.script.refund.pop(0) if self.script.refund else RefundAnswer.SUCCEEDED
+
+    def next_capture_answer(self) -> CaptureAnswer:
+        return self.script.capture.pop(0) if self.script.capture else CaptureAnswer.SUCCEEDED
+
+    def next_query_answer(self) -> QueryAnswer:
+        return self.script.query.pop(0) if self.script.query else QueryAnswer.ANSWERED
+
+
+class ScriptedProvider:
+    """One provider (``name``) answering from ``ledger``'s script, recording in its ledger."""
+
+    def __init__(self, name: str, ledger: ProviderLedger, gate: Gate) -> None:
+        self._name = name
+        self._ledger = ledger
+        self._gate = gate
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        await self._gate.checkpoint(f"{self._name}.charge sent")
+        answer = self._ledger.next_charge_answer()
+        outcome = None
+        if answer not in (ChargeAnswer.UNAVAILABLE, ChargeAnswer.TIMEOUT_BEFORE):
+            outcome = self._ledger.charge(
+                self._name, request, declined=answer is ChargeAnswer.DECLINED
+            )
+        await self._gate.checkpoint(f"{self._name}.charge answered")
+        self._raise_for(answer)
+        assert outcome is not None
+        return outcome
+
+    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+        await self._query("charge_status")
+        found = self._ledger.charges.get((self._name, attempt_key))
+        return None if found is None else found.outcome()
+
+    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        await self._query("charge_by_reference")
+        found = self._ledger.charge_by_reference(self._name, provider_reference)
+        return None if found is None else found.outcome()
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        await self._gate.checkpoint(f"{self._name}.capture sent")
+        answer = self._ledger.next_capture_answer()
+        outcome = None
+        if answer not in (CaptureAnswer.UNAVAILABLE, CaptureAnswer.TIMEOUT_BEFORE):
+            outcome = self._ledger.capture(self._name, request)
+        await self._gate.checkpoint(f"{self._name}.capture answered")
+        self._raise_for(answer)
+        assert outcome is not None
+        return outcome
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        await self._gate.checkpoint(f"{self._name}.refund sent")
+        answer = self._ledger.next_refund_answer()
+        outcome = None
+        if answer is not RefundAnswer.UNAVAILABLE:
+            outcome = self._ledger.refund(self._name, request, answer)
+        await self._gate.checkpoint(f"{self._name}.refund answered")
+        self._raise_for(answer)
+        assert outcome is not None
+        return outcome
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        await self._query("refund_status")
+        return self._ledger.refund_status(self._name, refund_key)
+
+    async def _query(self, what: str) -> None:
+        await self._gate.checkpoint(f"{self._name}.{what}")
+        if self._ledger.next_query_answer() is QueryAnswer.UNAVAILABLE:
+            raise ProviderUnavailableError(self._name, f"503 to {what}")
+
+    def _raise_for(self, answer: ChargeAnswer | RefundAnswer | CaptureAnswer) -> None:
+        if answer in _UNAVAILABLE:
+            raise ProviderUnavailableError(self._name, "503 before processing")
+        if answer in _TIMEOUT:
+            raise ProviderTimeoutError(self._name, "no answer in time")
+
+
+_UNAVAILABLE = frozenset(
+    {ChargeAnswer.UNAVAILABLE, RefundAnswer.UNAVAILABLE, CaptureAnswer.UNAVAILABLE}
+)
+_TIMEOUT = frozenset(
+    {
+        ChargeAnswer.TIMEOUT_AFTER,
+        ChargeAnswer.TIMEOUT_BEFORE,
+        RefundAnswer.TIMEOUT_AFTER,
+        CaptureAnswer.TIMEOUT_AFTER,
+        CaptureAnswer.TIMEOUT_BEFORE,
+    }
+)

@@ -1,0 +1,146 @@
+"""Workers for a model-based test: the real handlers and reconcilers over the real stores,
+built as one consumer process builds them, with a test clock and every store write made a
+checkpoint of the interleaving under way (see tests.support.interleaving)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.capture_handler import CaptureCommandHandler
+from consumer.capture_reconciler import CaptureReconciler
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.payment_reconciler import PaymentReconciler
+from consumer.refund_events import RefundEvents
+from consumer.refund_handler import RefundCommandHandler
+from consumer.refund_reconciler import RefundReconciler
+from consumer.stray_charges import StraySweep
+from domain.retry import RetryPolicy
+from persistence.capture_store import CaptureStore
+from persistence.payment_store import PaymentStore
+from persistence.refund_store import RefundStore
+from persistence.stray_store import StrayStore
+from providers.registry import Providers
+from providers.routing import Router
+from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
+from tests.support.interleaving import Gate
+
+ACCOUNT_KEY = b"model-test-fingerprint-key"
+LEASE = timedelta(seconds=30)
+MIN_AGE = timedelta(seconds=10)  # reconcilers leave younger work alone
+STRAY_SETTLE = timedelta(seconds=120)  # the sweep asks about closed attempts once this old
+RETRIES = RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001)
+
+_MESSAGES = PaymentMessages.bundled()
+_EVENTS = PaymentEvents(_MESSAGES, "payments.results")
+_REFUND_EVENTS = RefundEvents(_MESSAGES, "payments.results")
+
+_WRITES = ("begin", "claim", "renew", "release", "finish", "next_attempt", "schedule_retry")
+_STRAY_WRITES = ("mark_verified", "record_found", "record_reversal")
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    """What one consumer process runs; its stores share one writer queue, as there."""
+
+    payments: PaymentCommandHandler
+    refunds: RefundCommandHandler
+    captures: CaptureCommandHandler
+    payment_reconciler: PaymentReconciler  # with the stray-charge sweep
+    refund_reconciler: RefundReconciler
+    capture_reconciler: CaptureReconciler
+
+
+def build_worker(
+    engine: AsyncEngine,
+    clock: Callable[[], datetime],
+    providers: Providers,
+    router: Router,
+    gate: Gate,
+) -> Worker:
+    metrics = Metrics()
+    store = _stop_before_writes(PaymentStore(engine, clock, claim_lease=LEASE), gate)
+    refund_store = _stop_before_writes(
+        RefundStore(engine, store.writes, clock, claim_lease=LEASE), gate
+    )
+    capture_store = _stop_before_writes(
+        CaptureStore(engine, store.writes, clock, claim_lease=LEASE), gate
+    )
+    stray_store = _stop_before_writes(StrayStore(engine, store.writes, clock), gate, _STRAY_WRITES)
+    payments = PaymentCommandHandler(
+        store=store,
+        providers=providers,
+        router=router,
+        events=_EVENTS,
+        account_key=ACCOUNT_KEY,
+        metrics=metrics,
+        retry_policy=RETRIES,
+        clock=clock,
+    )
+    refunds = RefundCommandHandler(
+        store=refund_store,
+        providers=providers,
+        events=_REFUND_EVENTS,
+        metrics=metrics,
+        retry_policy=RETRIES,
+        clock=clock,
+    )
+    captures = CaptureCommandHandler(
+        store=capture_store,
+        providers=providers,
+        events=_EVENTS,
+        metrics=metrics,
+        retry_policy=RETRIES,
+        clock=clock,
+    )
+    sweep = StraySweep(
+        store=stray_store,
+        providers=providers,
+        metrics=metrics,
+        settle_after=STRAY_SETTLE,
+        clock=clock,
+    )
+    return Worker(
+        payments=payments,
+        refunds=refunds,
+        captures=captures,
+        payment_reconciler=PaymentReconciler(
+            store=store,
+            handler=payments,
+            metrics=metrics,
+            min_age=MIN_AGE,
+            sweep=sweep,
+            clock=clock,
+        ),
+        refund_reconciler=RefundReconciler(
+            store=refund_store, handler=refunds, metrics=metrics, min_age=MIN_AGE, clock=clock
+        ),
+        capture_reconciler=CaptureReconciler(
+            store=capture_store, handler=captures, min_age=MIN_AGE, clock=clock
+        ),
+    )
+
+
+def _stop_before_writes(store: S, gate: Gate, names: tuple[str, ...] = _WRITES) -> S:
+    """``store`` with each write method (of ``names``, where it has one) stopping at a
+    checkpoint first; the store's own code runs unchanged."""
+    for name in names:
+        method = getattr(store, name, None)
+        if method is None:
+            continue
+        label = f"{type(store).__name__}.{name}"
+
+        async def stopped(*args: Any, _method: Any = method, _label: str = label, **kw: Any) -> Any:
+            await gate.checkpoint(_label)
+            return await _method(*args, **kw)
+
+        setattr(store, name, stopped)
+    return store

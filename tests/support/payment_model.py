@@ -1,0 +1,356 @@
+"""The reference model of a model-based test: what must be true of the store, given what
+the providers actually did (tests.support.model_scripted_provider's ledger, the ground truth).
+
+Pure: it reads a :class:`Snapshot` of the store and the ledger and returns violations, as
+sentences; an empty list means the model holds.
+
+After every step (every worker finished):
+
+* at most one key of a payment is charged at the providers (no double charge);
+* a payment stored ``succeeded``, ``partially_refunded`` or ``refunded`` stands on a captured
+  charge, one stored ``authorized`` on a charge held and not captured, and its reference is
+  the charge's; one stored ``failed`` has no charge, or each of its charges is still to be
+  found by the stray-charge sweep (attempt not verified yet) or is a recorded stray charge;
+* every attempt recorded as charged or declined was charged or declined under its key;
+* a refund stored ``succeeded`` succeeded at the provider, for the same amount; one stored
+  ``failed`` neither succeeded nor is pending there; the provider refunded no key the store
+  does not know, and no charge beyond its amount;
+* a payment's ``refunded_minor`` is the sum of its succeeded refunds, its
+  ``refund_reserved_minor`` that of its open ones, and together they never exceed its
+  amount; its status says whether it is partly or wholly refunded;
+* every status change the database saw follows domain.status.ALLOWED_TRANSITIONS (refunds:
+  the diagram of domain.refunds), and the log of changes ends at the status stored;
+* no final payment or refund still carries a claim;
+* no provider saw a key re-used with other parameters.
+
+At rest (reconcilers run with the clock far ahead and the providers healthy), besides:
+everything is final, no claim and no open attempt remain, and the store matches the ledger
+exactly: every charge of a failed payment was found and reversed (or its reversal refused
+by the provider, for an operator), and ``refunded_minor`` is what the provider refunded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from domain.refunds import RefundStatus
+from domain.status import ALLOWED_TRANSITIONS, CAPTURED, PaymentStatus
+from providers.port import ChargeStatus, ProviderRefundStatus
+from tests.support.model_scripted_provider import LedgerCharge, LedgerRefund, ProviderLedger
+
+# consumer.stray_charges reverses a stray charge under "<attempt key>-reversal".
+REVERSAL_SUFFIX = "-reversal"
+STRAY_REVERSED = "reversed"
+STRAY_FAILED = "failed"
+
+_P = PaymentStatus
+_R = RefundStatus
+_PAYMENT_MOVES: dict[str | None, frozenset[str]] = {
+    None: frozenset({_P.PROCESSING, _P.FAILED}),  # begin: write-ahead, or refused
+    **{source.value: frozenset(t.value for t in ts) for source, ts in ALLOWED_TRANSITIONS.items()},
+}
+# domain.refunds: processing -> succeeded | failed | pending; pending -> succeeded | failed.
+_REFUND_MOVES: dict[str | None, frozenset[str]] = {
+    None: frozenset({_R.PROCESSING, _R.FAILED}),  # begin: reserved, or refused
+    _R.PROCESSING: frozenset({_R.PENDING, _R.SUCCEEDED, _R.FAILED}),
+    _R.PENDING: frozenset({_R.SUCCEEDED, _R.FAILED}),
+    _R.SUCCEEDED: frozenset(),
+    _R.FAILED: frozenset(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPayment:
+    id: str
+    status: PaymentStatus
+    amount_minor: int
+    refunded_minor: int
+    reserved_minor: int
+    provider: str | None
+    provider_reference: str | None
+    claim_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRefund:
+    id: str
+    payment_id: str
+    status: RefundStatus
+    amount_minor: int | None
+    provider: str | None
+    claim_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAttempt:
+    key: str
+    payment_id: str
+    provider: str
+    status: str
+    open: bool
+    verified: bool
+    provider_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStray:
+    attempt_key: str
+    payment_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """One row of the database's log of status changes (written by a trigger)."""
+
+    seq: int
+    table: str  # "payments" or "refunds"
+    row_id: str
+    old: str | None
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    payments: dict[str, StoredPayment]
+    refunds: dict[str, StoredRefund]
+    attempts: dict[str, StoredAttempt]
+    strays: dict[str, StoredStray]
+    changes: list[StatusChange]
+
+
+@dataclass
+class ReferenceModel:
+    """Checks snapshots against the ledger; remembers the statuses it last saw, so that every
+    status change is checked once, in order, and the log is seen to be complete."""
+
+    _statuses: dict[tuple[str, str], str] = field(default_factory=dict)
+    _seen: int = 0
+
+    def after_step(self, snapshot: Snapshot, ledger: ProviderLedger) -> list[str]:
+        return self._transitions(snapshot) + step_violations(snapshot, ledger)
+
+    def at_rest(self, snapshot: Snapshot, ledger: ProviderLedger) -> list[str]:
+        return self.after_step(snapshot, ledger) + rest_violations(snapshot, ledger)
+
+    def _transitions(self, snapshot: Snapshot) -> list[str]:
+        found: list[str] = []
+        for change in snapshot.changes:
+            if change.seq <= self._seen:
+                continue
+            self._seen = change.seq
+            row = (change.table, change.row_id)
+            before = self._statuses.get(row)
+            moves = _PAYMENT_MOVES if change.table == "payments" else _REFUND_MOVES
+            if change.old != before:
+                found.append(f"{row}: changed from {change.old} but was {before}")
+            if change.new not in moves.get(change.old, frozenset()):
+                found.append(f"{row}: {change.old} -> {change.new} is not an allowed transition")
+            self._statuses[row] = change.new
+        stored = [(("payments", p.id), p.status.value) for p in snapshot.payments.values()]
+        stored += [(("refunds", r.id), r.status.value) for r in snapshot.refunds.values()]
+        for row, status in stored:
+            if self._statuses.get(row) != status:
+                found.append(f"{row}: stored {status}, the log says {self._statuses.get(row)}")
+        return found
+
+
+def step_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
+    found = [f"provider saw a key re-used: {m}" for m in ledger.misuse]
+    charged: dict[str, list[LedgerCharge]] = defaultdict(list)
+    for charge in ledger.charges.values():
+        if charge.payment_id not in s.payments:
+            found.append(f"charge {charge.key} of a payment the store does not know")
+        if charge.charged:
+            charged[charge.payment_id].append(charge)
+    for payment in s.payments.values():
+        found += _payment(payment, charged[payment.id], s, ledger)
+        found += _totals(payment, [r for r in s.refunds.values() if r.payment_id == payment.id])
+    found += _attempts(s, ledger)
+    found += _refunds(s, ledger)
+    found += _provider_refunds(s, ledger)
+    found += _claims_on_final_rows(s)
+    return found
+
+
+def rest_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
+    found = [
+        f"payment {p.id} left {p.status}" for p in s.payments.values() if not p.status.is_final
+    ]
+    found += [f"refund {r.id} left {r.status}" for r in s.refunds.values() if not r.status.is_final]
+    found += [f"payment {p.id} keeps a claim" for p in s.payments.values() if p.claim_token]
+    found += [f"refund {r.id} keeps a claim" for r in s.refunds.values() if r.claim_token]
+    found += [f"attempt {a.key} left open" for a in s.attempts.values() if a.open]
+    for charge in ledger.charges.values():
+        payment = s.payments.get(charge.payment_id)
+        if charge.charged and payment is not None and payment.status is _P.FAILED:
+            stray = s.strays.get(charge.key)
+            if stray is None or stray.status not in (STRAY_REVERSED, STRAY_FAILED):
+                found.append(f"failed payment {payment.id} keeps charge {charge.key} unreversed")
+    for payment in s.payments.values():
+        refunded = sum(
+            pr.amount_minor
+            for r in s.refunds.values()
+            if r.payment_id == payment.id
+            and (pr := _ledger_refund(ledger, r.id)) is not None
+            and pr.status is ProviderRefundStatus.SUCCEEDED
+        )
+        if refunded != payment.refunded_minor:
+            found.append(
+                f"payment {payment.id}: refunded_minor {payment.refunded_minor}, "
+                f"the provider refunded {refunded}"
+            )
+    return found
+
+
+def _payment(
+    p: StoredPayment, charges: list[LedgerCharge], s: Snapshot, ledger: ProviderLedger
+) -> list[str]:
+    if len(charges) > 1:
+        return [f"payment {p.id} charged under {len(charges)} keys: {[c.key for c in charges]}"]
+    charge = charges[0] if charges else None
+    wanted = {
+        _P.AUTHORIZED: ChargeStatus.AUTHORIZED,
+        **dict.fromkeys(CAPTURED, ChargeStatus.SUCCEEDED),
+    }.get(p.status)
+    if wanted is not None or p.status is _P.CAPTURING:
+        if charge is None:
+            return [f"payment {p.id} stored {p.status} but nothing is charged"]
+        if wanted is not None and charge.status is not wanted:
+            return [f"payment {p.id} stored {p.status} but its charge is {charge.status}"]
+        if charge.reference != p.provider_reference:
+            return [f"payment {p.id} stands on {p.provider_reference}, charged {charge.reference}"]
+    if p.status is _P.FAILED and charge is not None:
+        return _charge_of_failed_payment(p, charge, s, ledger)
+    return []
+
+
+def _charge_of_failed_payment(
+    p: StoredPayment, charge: LedgerCharge, s: Snapshot, ledger: ProviderLedger
+) -> list[str]:
+    """A failed payment's charge is a stray charge: found by the sweep later (its attempt
+    not verified yet), or found already and reversed as the provider said."""
+    attempt = s.attempts.get(charge.key)
+    stray = s.strays.get(charge.key)
+    if attempt is None:
+        return [f"failed payment {p.id} charged under {charge.key}, which it has no attempt of"]
+    if stray is None:
+        if attempt.verified:
+            return [f"failed payment {p.id}: charge {charge.key} verified away, not reversed"]
+        return []
+    reversal = ledger.refunds.get((charge.provider, charge.key + REVERSAL_SUFFIX))
+    answered = None if reversal is None else reversal.status
+    expected = {STRAY_REVERSED: ProviderRefundStatus.SUCCEEDED, STRAY_FAILED: None}
+    if stray.status == STRAY_REVERSED and (
+        reversal is None
+        or answered is not expected[STRAY_REVERSED]
+        or reversal.amount_minor != charge.amount_minor
+    ):
+        return [f"stray charge {charge.key} stored reversed; the provider says {answered}"]
+    if stray.status == STRAY_FAILED and answered is not ProviderRefundStatus.FAILED:
+        return [f"stray charge {charge.key} stored not reversed; the provider says {answered}"]
+    return []
+
+
+def _totals(p: StoredPayment, refunds: list[StoredRefund]) -> list[str]:
+    found = []
+    succeeded = sum(r.amount_minor or 0 for r in refunds if r.status is _R.SUCCEEDED)
+    reserved = sum(r.amount_minor or 0 for r in refunds if not r.status.is_final)
+    if (p.refunded_minor, p.reserved_minor) != (succeeded, reserved):
+        found.append(
+            f"payment {p.id}: refunded/reserved {p.refunded_minor}/{p.reserved_minor}, "
+            f"its refunds say {succeeded}/{reserved}"
+        )
+    if p.refunded_minor + p.reserved_minor > p.amount_minor:
+        found.append(f"payment {p.id}: refunds above its amount {p.amount_minor}")
+    if p.status in CAPTURED:
+        expected = (
+            _P.SUCCEEDED
+            if p.refunded_minor == 0
+            else _P.REFUNDED
+            if p.refunded_minor >= p.amount_minor
+            else _P.PARTIALLY_REFUNDED
+        )
+        if p.status is not expected:
+            found.append(f"payment {p.id} is {p.status} with {p.refunded_minor} refunded")
+    elif p.refunded_minor or p.reserved_minor:
+        found.append(f"payment {p.id} is {p.status} yet has refunds")
+    return found
+
+
+def _attempts(s: Snapshot, ledger: ProviderLedger) -> list[str]:
+    found = []
+    open_per_payment: dict[str, int] = defaultdict(int)
+    for a in s.attempts.values():
+        open_per_payment[a.payment_id] += a.open
+        charge = ledger.charges.get((a.provider, a.key))
+        if a.status == "succeeded" and (
+            charge is None or not charge.charged or charge.reference != a.provider_reference
+        ):
+            found.append(f"attempt {a.key} recorded as charged; the provider says otherwise")
+        declined = charge is not None and charge.status is ChargeStatus.DECLINED
+        if a.status == "declined" and not declined:
+            found.append(f"attempt {a.key} recorded as declined; the provider says otherwise")
+    found += [
+        f"payment {pid} has {n} open attempts" for pid, n in open_per_payment.items() if n > 1
+    ]
+    return found
+
+
+def _refunds(s: Snapshot, ledger: ProviderLedger) -> list[str]:
+    found = []
+    for r in s.refunds.values():
+        pr = _ledger_refund(ledger, r.id)
+        if pr is not None and (pr.provider != r.provider or pr.amount_minor != r.amount_minor):
+            found.append(f"refund {r.id} sent as {pr.amount_minor} to {pr.provider}")
+        answered = None if pr is None else pr.status
+        if r.status is _R.SUCCEEDED and answered is not ProviderRefundStatus.SUCCEEDED:
+            found.append(f"refund {r.id} stored succeeded; the provider says {answered}")
+        if r.status is _R.FAILED and answered not in (None, ProviderRefundStatus.FAILED):
+            found.append(f"refund {r.id} stored failed; the provider says {answered}")
+    return found
+
+
+def _provider_refunds(s: Snapshot, ledger: ProviderLedger) -> list[str]:
+    """Every refund the providers made is one the store knows, and no charge is refunded
+    beyond its amount (counting refunds still pending there)."""
+    found = []
+    per_charge: dict[str, int] = defaultdict(int)
+    for (provider, key), pr in ledger.refunds.items():
+        stored = s.refunds.get(key)
+        reversed_key = key.removesuffix(REVERSAL_SUFFIX)
+        if stored is None and not (key.endswith(REVERSAL_SUFFIX) and reversed_key in s.strays):
+            found.append(f"{provider} refunded {key}, which the store does not know")
+        if pr.status is not ProviderRefundStatus.FAILED:
+            per_charge[pr.charge_reference] += pr.amount_minor
+    for charge in ledger.charges.values():
+        if per_charge[charge.reference] > charge.amount_minor:
+            found.append(
+                f"charge {charge.key} ({charge.amount_minor}) refunded "
+                f"{per_charge[charge.reference]}"
+            )
+    return found
+
+
+def _claims_on_final_rows(s: Snapshot) -> list[str]:
+    found = [
+        f"final payment {p.id} ({p.status}) keeps a claim"
+        for p in s.payments.values()
+        if p.status.is_final and p.claim_token is not None
+    ]
+    found += [
+        f"final refund {r.id} ({r.status}) keeps a claim"
+        for r in s.refunds.values()
+        if r.status.is_final and r.claim_token is not None
+    ]
+    return found
+
+
+def _ledger_refund(ledger: ProviderLedger, key: str) -> LedgerRefund | None:
+    return next((pr for (_, k), pr in ledger.refunds.items() if k == key), None)
+
+
+def describe(violations: Iterable[str]) -> str:
+    return "\n".join(f"  - {v}" for v in violations)
