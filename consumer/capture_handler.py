@@ -19,11 +19,11 @@ claim does nothing (``owned_elsewhere``), and the holder renews it before every 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from consumer.claim_holding import holding_claim
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
 from consumer.ports import CaptureWrites
@@ -131,15 +131,8 @@ class CaptureCommandHandler:
         return await self._send(payment, claim, in_doubt=True)
 
     async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
-        """Run ``work`` holding ``claim``; a worker stopped meanwhile gives the claim up."""
-        try:
-            return await work
-        except BaseException:
-            try:
-                await asyncio.shield(self._store.release(payment_id, claim))
-            except Exception:  # the database may be what failed: the claim then expires
-                log.warning("claim not released; it expires on its own")
-            raise
+        """Run ``work`` holding ``claim`` (see consumer.claim_holding)."""
+        return await holding_claim(work, lambda: self._store.release(payment_id, claim))
 
     async def _send(self, payment: PaymentView, claim: str, *, in_doubt: bool = False) -> Outcome:
         """Ask the provider to capture, retrying what certainly did not arrive.

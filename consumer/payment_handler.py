@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from consumer.claim_holding import holding_claim
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
@@ -202,20 +203,8 @@ class PaymentCommandHandler:
         )
 
     async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
-        """Run ``work`` holding ``claim``. A worker stopped meanwhile (a drain, a shutdown, an
-        error) gives the claim up, so the next owner need not wait for it to expire; one that
-        dies keeps it until then. Either way the next owner re-sends the same key."""
-        try:
-            return await work
-        except BaseException:
-            try:
-                await asyncio.shield(self._store.release(payment_id, claim))
-            except Exception:  # the database may be what failed: the claim then expires
-                log.warning(
-                    "claim not released; it expires on its own",
-                    extra={"payment_request_id": payment_id},
-                )
-            raise
+        """Run ``work`` holding ``claim`` (see consumer.claim_holding)."""
+        return await holding_claim(work, lambda: self._store.release(payment_id, claim))
 
     async def _resolve(
         self, payment: PaymentView, claimed: ClaimedAttempt, command: CreatePayment | None

@@ -21,11 +21,11 @@ re-send, so no other worker can have released the reservation meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from consumer.claim_holding import holding_claim
 from consumer.outcome import Outcome
 from consumer.ports import RefundWrites
 from consumer.refund_events import RefundEvents
@@ -167,15 +167,8 @@ class RefundCommandHandler:
         return await self._send(refund, charge_reference, claim, in_doubt=True)
 
     async def _as_owner(self, refund_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
-        """Run ``work`` holding ``claim``; a worker stopped meanwhile gives the claim up."""
-        try:
-            return await work
-        except BaseException:
-            try:
-                await asyncio.shield(self._store.release(refund_id, claim))
-            except Exception:  # the database may be what failed: the claim then expires
-                log.warning("claim not released; it expires on its own")
-            raise
+        """Run ``work`` holding ``claim`` (see consumer.claim_holding)."""
+        return await holding_claim(work, lambda: self._store.release(refund_id, claim))
 
     async def _send(
         self, refund: RefundView, charge_reference: str, claim: str, *, in_doubt: bool = False
