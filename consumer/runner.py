@@ -36,6 +36,7 @@ from consumer.key_ordering import KeyedWork
 from consumer.offsets import PartitionOffsets
 from consumer.record_handling import CommandDecoder, CommandHandler, DeadLetters, RecordHandling
 from telemetry.metrics import Metrics
+from telemetry.trace_context import processing
 
 log = logging.getLogger("paygate.consumer")
 
@@ -131,7 +132,9 @@ class CommandRunner:
 
     async def _process(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         try:
-            await self._handling.handle(record)
+            # The span's parent is the traceparent in the record's headers (when tracing).
+            with processing(record.topic, record.partition, record.offset, record.headers):
+                await self._handling.handle(record)
         finally:
             self._metrics.in_flight.dec()
             self._started_at.pop((tp, record.offset), None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -25,7 +26,21 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+def _tracing(settings: Settings, service_name: str) -> contextlib.AbstractContextManager[object]:
+    """Tracing for a long-running process, when configured (before it builds anything the
+    instrumentations patch: applications, HTTP sessions, Kafka clients, engines)."""
+    from telemetry.tracing import TracingConfig, process_tracing
+
+    config = TracingConfig.of(settings.otlp_endpoint, settings.trace_sample_ratio)
+    return process_tracing(config, service_name)
+
+
 async def _consumer(settings: Settings) -> None:
+    with _tracing(settings, "paygate-consumer"):
+        await _run_consumer(settings)
+
+
+async def _run_consumer(settings: Settings) -> None:
     from paygate.consumer_service import ConsumerService
     from paygate.ops_server import ops_url, start_ops_server
     from paygate.providers import build_providers
@@ -56,7 +71,8 @@ async def _facade(settings: Settings) -> None:
     ready.add_done_callback(lambda f: print(f"PAYGATE_URL={f.result()}", flush=True))
     ops_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     ops_ready.add_done_callback(lambda f: print(f"PAYGATE_OPS_URL={f.result()}", flush=True))
-    await FacadeService(settings, Metrics()).run(stop, ready, ops_ready)
+    with _tracing(settings, "paygate-facade"):
+        await FacadeService(settings, Metrics()).run(stop, ready, ops_ready)
 
 
 async def _acquirer(settings: Settings) -> None:
@@ -66,7 +82,8 @@ async def _acquirer(settings: Settings) -> None:
     _stop_on_signals(stop)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     ready.add_done_callback(lambda f: print(f"SANDBOX_URL={f.result()}", flush=True))
-    await run_acquirer(settings, stop, ready)
+    with _tracing(settings, "paygate-acquirer"):
+        await run_acquirer(settings, stop, ready)
 
 
 async def _topics(settings: Settings) -> None:

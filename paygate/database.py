@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from paygate.settings import Settings
 from persistence.database import Database
 from persistence.engine import create_engine
+from telemetry.tracing import trace_engine
 
 
 def engine_for(settings: Settings) -> AsyncEngine:
@@ -17,7 +18,9 @@ def engine_for(settings: Settings) -> AsyncEngine:
     Every process that writes to the store opens it here, so none of them can run with
     another durability than the one configured.
     """
-    return create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    engine = create_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    trace_engine(engine)  # a no-op unless this process traces
+    return engine
 
 
 async def open_database(settings: Settings) -> Database:

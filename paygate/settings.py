@@ -486,6 +486,21 @@ class Settings(BaseSettings):
         "every Luhn-valid card number and valid IBAN in any text, and leave other numbers "
         "(order ids, offsets) searchable.",
     )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="Where to export traces over OTLP/HTTP (protobuf), e.g. "
+        "`http://otel-collector:4318/v1/traces`. Unset, tracing is off (nothing is "
+        "instrumented) unless the standard `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or "
+        "`OTEL_EXPORTER_OTLP_ENDPOINT` is set; `OTEL_SDK_DISABLED=true` turns it off whatever "
+        "is set. See docs/operations.md#traces.",
+    )
+    trace_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of traces kept that start here (a REST request, a command without "
+        "a `traceparent`); a command that arrives with one follows its sampling decision.",
+    )
 
     @classmethod
     def settings_customise_sources(

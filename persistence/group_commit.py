@@ -31,9 +31,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from opentelemetry.context import Context
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from persistence.engine import write_transaction
+from telemetry.trace_context import captured, restored
 
 T = TypeVar("T")
 Operation = Callable[[AsyncConnection], Awaitable[Any]]
@@ -60,6 +62,9 @@ class _Pending:
     operation: Operation
     bulk: Bulk | None
     future: asyncio.Future[Any]
+    # The caller's trace context (None when tracing is off): its statements run in the
+    # flusher's task, and are traced under the caller's span all the same.
+    trace: Context | None
 
 
 class GroupCommit:
@@ -78,7 +83,7 @@ class GroupCommit:
         with other operations of its kind in the same batch.
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(operation, bulk, future))
+        self._pending.append(_Pending(operation, bulk, future, captured()))
         if self._flusher is None or self._flusher.done():
             # The flusher exits when the queue is empty, so an idle store leaves no task.
             self._flusher = asyncio.create_task(self._flush_all(), name="group-commit")
@@ -128,17 +133,22 @@ class GroupCommit:
             if pending.bulk is not None:
                 kinds.setdefault(pending.bulk.run_many, []).append(index)
         results: list[Any] = [None] * len(batch)
-        async with write_transaction(self._engine) as conn:
-            for index, pending in enumerate(batch):
-                members = None if pending.bulk is None else kinds[pending.bulk.run_many]
-                try:
-                    if members is None or len(members) == 1:
-                        results[index] = await pending.operation(conn)
-                    elif members[0] == index:
-                        await self._run_bulk(conn, batch, members, results)
-                    # else: run with the first of its kind
-                except Exception as exc:
-                    raise _OperationFailed(exc) from exc
+        # The transaction's own statements (BEGIN on SQLite) are traced under the first
+        # caller's span, not under whoever's span started the flusher task.
+        with restored(batch[0].trace):
+            async with write_transaction(self._engine) as conn:
+                for index, pending in enumerate(batch):
+                    members = None if pending.bulk is None else kinds[pending.bulk.run_many]
+                    try:
+                        # A bulk run is traced under its first member's span.
+                        with restored(pending.trace):
+                            if members is None or len(members) == 1:
+                                results[index] = await pending.operation(conn)
+                            elif members[0] == index:
+                                await self._run_bulk(conn, batch, members, results)
+                        # else: run with the first of its kind
+                    except Exception as exc:
+                        raise _OperationFailed(exc) from exc
         return results
 
     @staticmethod

@@ -9,7 +9,7 @@ prunes what was published long ago. This module is all the relay depends on.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -19,14 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.clock import utc_now
 from persistence.group_commit import GroupCommit
 from persistence.tables import outbox
+from telemetry.trace_context import current_traceparent
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
+    """A result event to publish. ``traceparent`` is the trace context it was made in (taken
+    when it is made, in the handler's task: the group commit may write it from another),
+    None when tracing is off."""
+
     event_id: str
     topic: str
     key: str
     payload: bytes
+    traceparent: str | None = field(default_factory=current_traceparent, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,7 @@ class PendingOutboxRow:
     topic: str
     key: str
     payload: bytes
+    traceparent: str | None = None
 
 
 async def enqueue_outbox(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
@@ -49,6 +56,7 @@ def outbox_row(event: OutboxMessage, now: datetime) -> dict[str, Any]:
         "message_key": event.key,
         "payload": event.payload,
         "created_at": now,
+        "trace_parent": event.traceparent,
     }
 
 
@@ -74,12 +82,21 @@ class Outbox:
     async def unpublished(self, limit: int) -> list[PendingOutboxRow]:
         async with self._engine.connect() as conn:
             rows = await conn.execute(
-                select(outbox.c.id, outbox.c.topic, outbox.c.message_key, outbox.c.payload)
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.message_key,
+                    outbox.c.payload,
+                    outbox.c.trace_parent,
+                )
                 .where(outbox.c.published_at.is_(None))
                 .order_by(outbox.c.id)
                 .limit(limit)
             )
-            return [PendingOutboxRow(r.id, r.topic, r.message_key, r.payload) for r in rows]
+            return [
+                PendingOutboxRow(r.id, r.topic, r.message_key, r.payload, r.trace_parent)
+                for r in rows
+            ]
 
     async def mark_published(self, ids: Sequence[int]) -> None:
         if not ids:

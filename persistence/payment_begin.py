@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from persistence.payment_rows import (
     payment_in,
 )
 from persistence.tables import outbox, payments, provider_attempts
+from telemetry.trace_context import current_traceparent
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,9 @@ class BeginRequest:
     now: datetime
     claim: Claim
     seal: Callable[[CreatePayment], bytes] | None
+    # The caller's trace context, taken here in its task: a refusal event is made in the
+    # group commit's, with many begins together (telemetry.trace_context).
+    traceparent: str | None = field(default_factory=current_traceparent)
 
     @property
     def order(self) -> tuple[str | None, str]:
@@ -121,7 +125,12 @@ def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: i
                 **claim_columns(None),
             },
             None,
-            outbox_row(request.refusal_event(resolved, refusal, now), now),
+            outbox_row(
+                dataclasses.replace(
+                    request.refusal_event(resolved, refusal, now), traceparent=request.traceparent
+                ),
+                now,
+            ),
         )
     return _NewPayment(
         Started(attempt_key_for(payment_id, 1), now, request.claim, generation),

@@ -165,5 +165,8 @@ outbox = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("published_at", DateTime(timezone=True)),
+    # The W3C traceparent of the span that wrote the row (null when tracing is off): the
+    # relay's send continues that trace (telemetry.trace_context).
+    Column("trace_parent", String(55)),
     Index("ix_outbox_unpublished", "published_at", "id"),
 )

@@ -28,6 +28,7 @@ from typing import Protocol
 from persistence.outbox import PendingOutboxRow
 from producer.kafka_producer import KafkaProducer
 from telemetry.metrics import Metrics
+from telemetry.trace_context import publishing
 
 log = logging.getLogger("paygate.outbox")
 
@@ -103,10 +104,13 @@ class OutboxRelay:
         rows = await self._source.unpublished(self._batch_size)
         if not rows:
             return 0
-        sends = [
-            await self._producer.client.send(row.topic, row.payload, key=row.key.encode())
-            for row in rows
-        ]
+        sends = []
+        for row in rows:
+            # The send (and its traceparent header) continues the trace that wrote the row.
+            with publishing(row.traceparent):
+                sends.append(
+                    await self._producer.client.send(row.topic, row.payload, key=row.key.encode())
+                )
         await asyncio.gather(*sends)
         await self._source.mark_published([row.id for row in rows])
         self._metrics.outbox_published.inc(len(rows))
