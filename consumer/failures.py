@@ -87,6 +87,23 @@ def classify(error: BaseException) -> Failure:
     )
 
 
+def outage_of(error: BaseException) -> str | None:
+    """What ``error`` says is down, to name its outage in the logs (``kafka``, ``provider``,
+    ``database``), or None when it is not TRANSIENT."""
+    if classify(error).kind is not FailureKind.TRANSIENT:
+        return None
+    # The drivers' socket errors reach here unwrapped: what is neither Kafka's nor a
+    # provider's is the database's.
+    for link in _chain(error):
+        if isinstance(link, KafkaError):
+            return "kafka"
+        if isinstance(link, ProviderError):
+            return "provider"
+        if isinstance(link, PaygateError):
+            return "provider" if link.code.value.startswith("provider_") else "a dependency"
+    return "database"
+
+
 def _chain(error: BaseException) -> Iterator[BaseException]:
     """The error and every exception behind it, outermost first (a bounded walk)."""
     seen: set[int] = set()

@@ -31,16 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from aiokafka import ConsumerRecord
 
-from consumer.failures import Failure, FailureKind, classify
+from consumer.failures import Failure, FailureKind, classify, outage_of
 from domain.errors import ErrorCode, PaygateError
 from schemas.codec import CodecError
 from schemas.payments import Command
 from schemas.registry_schemas import SchemaSourceUnavailable
+from telemetry.outage_log import DependencyOutages
 
 log = logging.getLogger("paygate.consumer")
 
@@ -81,9 +83,17 @@ class RecordHandling:
         max_backoff_s: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         learn_writer: Callable[[bytes], Awaitable[None]] | None = None,
+        outages: DependencyOutages | None = None,
     ) -> None:
         """``learn_writer`` is awaited with each message's bytes before it is decoded (a
-        registry-backed schema source fetches an unknown writer schema there)."""
+        registry-backed schema source fetches an unknown writer schema there).
+
+        ``outages`` logs the TRANSIENT failures, the dead letters that could not be written
+        and the registry's unavailability: while a dependency is down, every message in
+        flight fails at every back-off step, so they are logged once when the outage starts,
+        with a summary now and then, and once when a message is handled again, never one
+        line (let alone a traceback) per message and try. Failures of other kinds are
+        bounded per message and keep their traceback."""
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._messages = messages
@@ -93,6 +103,7 @@ class RecordHandling:
         self._max_attempts = max_attempts
         self._max_backoff_s = max_backoff_s
         self._sleep = sleep
+        self._outages = outages if outages is not None else consumer_outages()
 
     async def handle(self, record: ConsumerRecord) -> None:
         """Return once ``record`` is handled or dead-lettered (see the module docstring)."""
@@ -104,6 +115,7 @@ class RecordHandling:
         while True:
             try:
                 await self._handler.handle(command)
+                self._outages.succeeded()
                 return
             except asyncio.CancelledError:
                 raise
@@ -112,7 +124,10 @@ class RecordHandling:
                 if failure.kind is FailureKind.UNKNOWN:
                     failed += 1
                 give_up = failure.kind is FailureKind.PERMANENT or failed >= self._max_attempts
-                _log_failure(record, failure, failed, None if give_up else backoff)
+                if failure.kind is FailureKind.TRANSIENT:
+                    self._outages.failed(exc)
+                else:
+                    _log_failure(record, failure, failed, None if give_up else backoff)
                 if give_up:
                     await self._dead_letter(record, *_dead_letter_of(failure, failed))
                     return
@@ -130,11 +145,7 @@ class RecordHandling:
                 await self._learn_writer(record.value or b"")
                 return
             except SchemaSourceUnavailable as exc:
-                log.warning(
-                    "schema registry unavailable; retrying in %.1fs",
-                    backoff,
-                    extra={**_where(record), "error": str(exc)},
-                )
+                self._outages.failed(exc)
             await self._sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff_s)
 
@@ -175,12 +186,25 @@ class RecordHandling:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception(
-                    "dead-lettering failed; retrying in %.1fs", backoff, extra=_where(record)
-                )
+            except Exception as exc:
+                # Kafka is down (or the write fails for a reason not known yet: then its
+                # first line carries the traceback); retried until it is written.
+                self._outages.failed(exc)
             await self._sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff_s)
+
+
+def consumer_outages(clock: Callable[[], float] = time.monotonic) -> DependencyOutages:
+    """The outage log of command handling, naming what is down."""
+    return DependencyOutages(
+        log, _unreachable, fallback="a dependency of dead-lettering", clock=clock
+    )
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    if isinstance(exc, SchemaSourceUnavailable):
+        return "schema registry"
+    return outage_of(exc)
 
 
 def _dead_letter_of(failure: Failure, failed: int) -> tuple[PaygateError, str]:

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from consumer.assignment import AssignmentWatch
 from consumer.dead_letters import DeadLetterRouter
 from consumer.dispatch import CommandDispatcher
+from consumer.failures import outage_of
 from consumer.key_expiry import KeyExpiry
 from consumer.lag import ConsumerLag
 from consumer.ops_gauges import OpsGauges
@@ -139,6 +140,7 @@ class ConsumerService:
                 lease,
                 renew_interval_s=settings.outbox_lease_renew_s,
                 stall_after_s=settings.outbox_stall_s,
+                unreachable=outage_of,
             )
             handlers = handlers_of(
                 settings,

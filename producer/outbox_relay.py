@@ -22,12 +22,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from persistence.outbox import PendingOutboxRow
 from producer.kafka_producer import KafkaProducer
 from telemetry.metrics import Metrics
+from telemetry.outage_log import DEFAULT_SUMMARY_EVERY_S, DependencyOutages
 from telemetry.trace_context import publishing
 
 log = logging.getLogger("paygate.outbox")
@@ -62,7 +63,13 @@ class OutboxRelay:
         renew_interval_s: float = 1.0,
         stall_after_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        unreachable: Callable[[BaseException], str | None] = lambda _exc: None,
+        outage_summary_every_s: float = DEFAULT_SUMMARY_EVERY_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """``unreachable`` names the dependency (``database``, ``kafka``) a failed pass
+        says is down, or None when the failure is not known to be an outage; the
+        composition root knows the drivers' errors, this module does not."""
         self._source = source
         self._producer = producer
         self._metrics = metrics
@@ -76,8 +83,18 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._stall_after_s = stall_after_s
         self._clock = clock
+        self._sleep = sleep
         # When run()'s last pass finished; None while run() is not running.
         self._last_pass: float | None = None
+        # A relay retries a failed pass every few seconds for as long as a dependency is
+        # down: logged when the outage starts and ends, with a summary between, not per try.
+        self._outages = DependencyOutages(
+            log,
+            unreachable,
+            fallback="a dependency of the outbox relay",
+            summary_every_s=outage_summary_every_s,
+            clock=clock,
+        )
 
     @property
     def holding(self) -> bool:
@@ -134,11 +151,12 @@ class OutboxRelay:
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("outbox relay failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
+            except Exception as exc:
+                self._outages.failed(exc)
+                await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            self._outages.succeeded()
             self._last_pass = self._clock()
             if not self._holding:
                 # A standby: new rows are the holder's business, so notify does not wake it.

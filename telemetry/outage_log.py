@@ -52,8 +52,12 @@ class OutageLog:
     def is_down(self) -> bool:
         return self._down_since is not None
 
-    def failed(self, exc: BaseException) -> None:
-        """A call to the dependency failed because it is unreachable."""
+    def failed(self, exc: BaseException, *, with_traceback: bool = False) -> None:
+        """A call to the dependency failed because it is unreachable.
+
+        ``with_traceback`` puts the traceback on the first line of the outage (for a
+        failure nobody knows the cause of yet); the later lines never carry one.
+        """
         now = self._clock()
         self._failures += 1
         if self._down_since is None:
@@ -62,6 +66,7 @@ class OutageLog:
             self._log.error(
                 "%s unreachable",
                 self._dependency,
+                exc_info=exc if with_traceback else None,
                 extra={"dependency": self._dependency, "error_type": error_types(exc)},
             )
             return
@@ -98,6 +103,54 @@ class OutageLog:
         )
         self._down_since = None
         self._failures = 0
+
+
+class DependencyOutages:
+    """An :class:`OutageLog` per dependency, for a loop whose calls reach several.
+
+    ``name_of`` names the dependency an error says is unreachable; None means the error is
+    not known to be an outage, and it is logged under ``fallback``, its first line with its
+    traceback. A call that works ends every outage this instance has open: the loops that
+    use it (the consumer's handling, the outbox relay) need all their dependencies for a
+    call to work.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        name_of: Callable[[BaseException], str | None],
+        *,
+        fallback: str,
+        summary_every_s: float = DEFAULT_SUMMARY_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._name_of = name_of
+        self._fallback = fallback
+        self._summary_every_s = summary_every_s
+        self._clock = clock
+        self._outages: dict[str, OutageLog] = {}
+
+    def failed(self, exc: BaseException) -> None:
+        name = self._name_of(exc)
+        self._of(name or self._fallback).failed(exc, with_traceback=name is None)
+
+    def succeeded(self) -> None:
+        for outage in self._outages.values():
+            outage.succeeded()
+
+    @property
+    def down(self) -> list[str]:
+        """The dependencies whose outage is open."""
+        return [name for name, outage in self._outages.items() if outage.is_down]
+
+    def _of(self, name: str) -> OutageLog:
+        outage = self._outages.get(name)
+        if outage is None:
+            outage = self._outages[name] = OutageLog(
+                name, self._log, summary_every_s=self._summary_every_s, clock=self._clock
+            )
+        return outage
 
 
 def error_types(exc: BaseException) -> str:
