@@ -54,18 +54,31 @@ def current_traceparent() -> str | None:
     return carrier.get(TRACEPARENT)
 
 
-@contextlib.contextmanager
+# What the helpers return while tracing is off: reusable, and cheaper than a generator.
+_NOTHING: Final[contextlib.AbstractContextManager[None]] = contextlib.nullcontext()
+
+
 def processing(
     topic: str,
     partition: int,
     offset: int,
     headers: Sequence[tuple[str, bytes]] | None,
-) -> Iterator[None]:
+) -> contextlib.AbstractContextManager[None]:
     """A ``<topic> process`` span around handling one record, child of its producer's."""
     tracer = _tracer
     if tracer is None:
-        yield
-        return
+        return _NOTHING
+    return _processing(tracer, topic, partition, offset, headers)
+
+
+@contextlib.contextmanager
+def _processing(
+    tracer: Tracer,
+    topic: str,
+    partition: int,
+    offset: int,
+    headers: Sequence[tuple[str, bytes]] | None,
+) -> Iterator[None]:
     parent = propagate.extract(_headers_carrier(headers))
     with tracer.start_as_current_span(
         f"{topic} process",
@@ -82,17 +95,11 @@ def processing(
         yield
 
 
-@contextlib.contextmanager
-def publishing(traceparent: str | None) -> Iterator[None]:
+def publishing(traceparent: str | None) -> contextlib.AbstractContextManager[None]:
     """Make the stored ``traceparent`` the active context (the parent of a send)."""
     if _tracer is None or traceparent is None:
-        yield
-        return
-    token = otel_context.attach(propagate.extract({TRACEPARENT: traceparent}))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+        return _NOTHING
+    return _attached(propagate.extract({TRACEPARENT: traceparent}))
 
 
 def captured() -> Context | None:
@@ -102,11 +109,15 @@ def captured() -> Context | None:
     return otel_context.get_current()
 
 
-@contextlib.contextmanager
-def restored(context: Context | None) -> Iterator[None]:
+def restored(context: Context | None) -> contextlib.AbstractContextManager[None]:
+    """Make a :func:`captured` context the active one for the block."""
     if context is None:
-        yield
-        return
+        return _NOTHING
+    return _attached(context)
+
+
+@contextlib.contextmanager
+def _attached(context: Context) -> Iterator[None]:
     token = otel_context.attach(context)
     try:
         yield
