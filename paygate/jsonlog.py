@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from telemetry.log_throttle import RepeatThrottle
+
 _CARD: Final = re.compile(
     r"(?<![A-Za-z0-9])"
     r"(?:\d{12,19}"  # contiguous
@@ -126,6 +128,9 @@ def configure_logging(
     ``account_fields`` are masked wherever they appear in a line's fields."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(account_fields))
+    # While a broker is down aiokafka logs each reconnection attempt at error level, some
+    # 70 lines a second: one line per template a minute, with how many were dropped.
+    handler.addFilter(RepeatThrottle("aiokafka"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
