@@ -1,14 +1,14 @@
 """One trace per payment, from the REST call to the result event, on a real broker.
 
 The facade and the consumer run in this event loop as the service wires them
-(``running_services``), the provider is the sandbox acquirer's HTTP service, also
-in-process, and tracing is started as ``paygate consumer`` starts it, with an in-memory
-exporter instead of OTLP. The spans must form one tree:
+(``running_services``), on SQLite and on PostgreSQL; the provider is the sandbox
+acquirer's HTTP service, also in-process; and tracing is started as ``paygate consumer``
+starts it, with an in-memory exporter instead of OTLP. The spans must form one tree:
 
     POST (the test's client) > POST /v1/payments (facade) > <commands> send
       > <commands> process (consumer) > POST (provider call) > POST /v1/charges (acquirer)
                                       > the store's statements
-      > (through the outbox row) <results> send
+      > (through the outbox row) <results> send > <results> receive (the facade's listener)
 
 and the result event's ``traceparent`` header must name the results send. A command an
 upstream service produced with its own ``traceparent`` continues that service's trace.
@@ -135,9 +135,9 @@ def _hex_span(span: ReadableSpan) -> str:
 
 
 async def test_a_rest_payment_is_one_trace_from_the_request_to_the_result_event(
-    topics: Settings, tmp_path: Path, exporter: InMemorySpanExporter
+    topics: Settings, database_url: str, tmp_path: Path, exporter: InMemorySpanExporter
 ) -> None:
-    settings = _development(topics, tmp_path)
+    settings = _development(topics, tmp_path).model_copy(update={"database_url": database_url})
     engine = create_engine(settings.database_url)
     await create_schema(engine)
     issued = await ApiKeyStore(engine).create("client-tracing")
@@ -196,6 +196,9 @@ async def test_a_rest_payment_is_one_trace_from_the_request_to_the_result_event(
     result_send = tree.one(f"{settings.results_topic} send", SpanKind.PRODUCER)
     assert tree.descends(result_send, process)
     assert _traceparent(result.headers) == (trace_id, _hex_span(result_send))
+    # The facade's result listener reads it on: its receive span continues the trace too.
+    receives = tree.named(f"{settings.results_topic} receive", SpanKind.CONSUMER)
+    assert any(tree.parent_of(span) is result_send for span in receives)
     # And all of it is one trace, the REST call's.
     for span in (command_send, process, provider_call, charge, *statements, result_send):
         assert _hex_trace(span) == trace_id, span.name
