@@ -18,6 +18,9 @@ class TcpProxy:
         self._port = 0
         self._writers: set[asyncio.StreamWriter] = set()
         self._pumps: set[asyncio.Task[None]] = set()
+        self._resetting = False
+        # Connections reset at once since reset_all() (how often clients tried).
+        self.resets = 0
 
     @property
     def port(self) -> int:
@@ -41,9 +44,25 @@ class TcpProxy:
         if server is not None:
             await server.wait_closed()
 
+    async def reset_all(self) -> None:
+        """Cut, but keep listening and reset every new connection at once (a server that
+        is down behind a load balancer), counting them in ``resets``; :meth:`restore`
+        ends it."""
+        await self.cut()
+        self.resets = 0
+        self._resetting = True
+        await self.start()
+
+    async def restore(self) -> None:
+        self._resetting = False
+
     async def _forward(
         self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
     ) -> None:
+        if self._resetting:
+            self.resets += 1
+            client.transport.abort()
+            return
         try:
             target_reader, target = await asyncio.open_connection(*self._target)
         except OSError:
