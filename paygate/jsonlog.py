@@ -131,6 +131,8 @@ def configure_logging(
     # While a broker is down aiokafka logs each reconnection attempt at error level, some
     # 70 lines a second: one line per template a minute, with how many were dropped.
     handler.addFilter(RepeatThrottle("aiokafka"))
+    # Likewise the OTLP exporter while its collector is away (a retry line per batch).
+    handler.addFilter(RepeatThrottle("opentelemetry"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

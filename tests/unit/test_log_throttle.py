@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from paygate.jsonlog import JsonFormatter
+from paygate.jsonlog import JsonFormatter, configure_logging
 from telemetry.log_throttle import RepeatThrottle
 
 pytestmark = pytest.mark.unit
@@ -75,3 +75,16 @@ def test_paygates_own_lines_and_other_templates_pass(captured) -> None:
         "Unable connect to node with id 1: refused",
         "another thing",
     ]
+
+
+def test_the_service_logs_throttle_the_kafka_client_and_the_trace_exporter() -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure_logging()
+        [handler] = root.handlers
+        throttled = {f._prefix for f in handler.filters if isinstance(f, RepeatThrottle)}
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert throttled == {"aiokafka", "opentelemetry"}
