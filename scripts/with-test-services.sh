@@ -103,7 +103,7 @@ if [ -z "${HELM_BIN:-}" ] && [ ! -x "$stripe_mock_cache/helm" ] && ! command -v 
   fi
 fi
 
-# 4.1.1: the newest @asyncapi/cli whose engines accept the Node of Debian 12 (5.x wants 24).
+# 4.1.1: the newest @asyncapi/cli that accepts a Node older than 24 (5.x and 6.x require 24).
 # --ignore-scripts: validating needs no install script, and some would fetch a browser.
 asyncapi_cache="$HOME/.cache/paygate/npm"
 if [ -z "${ASYNCAPI_BIN:-}" ] && [ ! -x "$asyncapi_cache/node_modules/.bin/asyncapi" ] \
