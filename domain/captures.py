@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.payments import check_follow_up
+from domain.payments import check_client_id, check_follow_up
 
 
 def capture_key_for(payment_request_id: str) -> str:
@@ -24,12 +24,22 @@ def capture_key_for(payment_request_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CapturePayment:
+    """Capture payment ``payment_request_id``, which must be of client scope ``client_id``
+    (None: an upstream service's; see :mod:`domain.client_scope`)."""
+
     payment_request_id: str
     order_id: str
     requested_at: datetime
+    client_id: str | None = None
 
     @classmethod
     def create(
-        cls, *, payment_request_id: object, order_id: object, requested_at: datetime
+        cls,
+        *,
+        payment_request_id: object,
+        order_id: object,
+        requested_at: datetime,
+        client_id: object = None,
     ) -> CapturePayment:
-        return cls(*check_follow_up(payment_request_id, order_id, requested_at), requested_at)
+        payment, order = check_follow_up(payment_request_id, order_id, requested_at)
+        return cls(payment, order, requested_at, check_client_id(client_id))

@@ -153,10 +153,12 @@ _SPECS: Final = (
         category=_C.NOT_FOUND,
         retryable=False,
         http_status=404,
-        meaning="No such resource is visible to this client.",
+        meaning="No such resource is visible to this client (on Kafka: no such payment in "
+        "the command's order and client scope).",
         action="Check the id and the API key: another client's ids are not found. A payment "
         "or refund just accepted (202) is not found until it is processed: poll, or "
-        "create it with `Prefer: wait=N`.",
+        "create it with `Prefer: wait=N`. A Kafka refund or capture must carry its "
+        "payment's `clientId` (null for an upstream service's payment).",
     ),
     ErrorSpec(
         code=_E.METHOD_NOT_ALLOWED,

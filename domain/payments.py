@@ -97,6 +97,11 @@ def _identifier(value: object, param: str) -> str:
     return value
 
 
+def check_client_id(value: object) -> str | None:
+    """A command's client scope: None (an upstream service's) or an API client's id."""
+    return None if value is None else _identifier(value, "clientId")
+
+
 def check_idempotency_key(value: object, param: str = "idempotencyKey") -> str:
     check_characters(value, param)
     if not isinstance(value, str) or not _IDEMPOTENCY_KEY.match(value):
@@ -190,7 +195,7 @@ class CreatePayment:
             requested_at=requested_at,
             metadata=_metadata(metadata),
             new_attempt=new_attempt,
-            client_id=None if client_id is None else _identifier(client_id, "clientId"),
+            client_id=check_client_id(client_id),
             capture=capture,
         )
 

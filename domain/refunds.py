@@ -29,7 +29,7 @@ from typing import Final
 
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
-from domain.payments import check_follow_up, check_idempotency_key
+from domain.payments import check_client_id, check_follow_up, check_idempotency_key
 from domain.text import check_characters
 
 # Fixed forever, like the payment id namespace: refund ids are derived from it.
@@ -81,7 +81,13 @@ def refund_reason(value: object) -> RefundReason | None:
 
 @dataclass(frozen=True, slots=True)
 class RefundPayment:
-    """Return ``amount`` of payment ``payment_request_id``; all that remains when None."""
+    """Return ``amount`` of payment ``payment_request_id``; all that remains when None.
+
+    The payment must be of client scope ``client_id`` (None: an upstream service's; see
+    :mod:`domain.client_scope`). The scope is not part of the refund id nor of the
+    parameters' fingerprint: payment ids are scoped already, and a refund's id must not
+    change with who asks about it.
+    """
 
     idempotency_key: str
     payment_request_id: str
@@ -89,6 +95,7 @@ class RefundPayment:
     amount: Money | None
     reason: RefundReason | None
     requested_at: datetime
+    client_id: str | None = None
 
     @classmethod
     def create(
@@ -100,6 +107,7 @@ class RefundPayment:
         amount: Money | None,
         reason: object,
         requested_at: datetime,
+        client_id: object = None,
     ) -> RefundPayment:
         payment, order = check_follow_up(payment_request_id, order_id, requested_at)
         return cls(
@@ -109,6 +117,7 @@ class RefundPayment:
             amount=amount,
             reason=refund_reason(reason),
             requested_at=requested_at,
+            client_id=check_client_id(client_id),
         )
 
     @property

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from domain.clock import utc_now
 from http_facade.access_log import access_log_middleware
+from http_facade.asyncapi_routes import add_asyncapi_routes
 from http_facade.auth import Authenticator, auth_middleware
 from http_facade.body_deadline import body_deadline_middleware
 from http_facade.capture_routes import add_capture_routes
@@ -123,4 +124,5 @@ def build_app(
     add_capture_routes(app)
     add_ops_routes(app)
     add_openapi_routes(app)
+    add_asyncapi_routes(app)
     return app

@@ -18,7 +18,7 @@ from domain.errors import ErrorCode, PaygateError
 from domain.status import CAPTURED, PaymentStatus
 from http_facade.payments_routes import client_payment, payment_id_in_path, payment_json
 from http_facade.responses import capture_accepted_body
-from http_facade.state import CLOCK, ORDER_ID, PUBLISHER
+from http_facade.state import CLIENT_ID, CLOCK, ORDER_ID, PUBLISHER
 
 CAPTURE_PATH: Final = "/v1/payments/{paymentRequestId}/capture"
 
@@ -53,6 +53,8 @@ async def capture_payment(request: web.Request) -> web.Response:
             payment_request_id=payment_request_id,
             order_id=payment.order_id,
             requested_at=request.app[CLOCK](),
+            # The consumer refuses a capture whose scope is not its payment's (not_found).
+            client_id=request[CLIENT_ID],
         )
     )
     return web.json_response(

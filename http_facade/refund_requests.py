@@ -26,6 +26,7 @@ class RefundBody(StrictBody):
         payment_request_id: str,
         order_id: str,
         requested_at: datetime,
+        client_id: str,
     ) -> RefundPayment:
         amount = None
         if self.amount is not None:
@@ -48,6 +49,7 @@ class RefundBody(StrictBody):
             amount=amount,
             reason=self.reason,
             requested_at=requested_at,
+            client_id=client_id,
         )
 
 

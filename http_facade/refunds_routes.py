@@ -34,6 +34,7 @@ from http_facade.prefer import requested_wait
 from http_facade.refund_requests import parse_refund_body
 from http_facade.responses import refund_accepted_body, refund_body
 from http_facade.state import (
+    CLIENT_ID,
     CLOCK,
     MAX_WAIT_S,
     ORDER_ID,
@@ -83,6 +84,8 @@ async def create_refund(request: web.Request) -> web.Response:
         payment_request_id=payment_request_id,
         order_id=payment.order_id,
         requested_at=request.app[CLOCK](),
+        # The consumer refuses a refund whose scope is not its payment's (not_found).
+        client_id=request[CLIENT_ID],
     )
     refund_id = refund_id_for(payment_request_id, key)
     headers = {"Location": f"/v1/refunds/{refund_id}"}

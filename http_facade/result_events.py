@@ -39,6 +39,12 @@ class SkipReason(StrEnum):
 
 
 class ResultDecoder(Protocol):
+    async def learn_writer(self, data: bytes) -> None:
+        """Make the writer schema of ``data`` known before decoding (a registry-backed
+        source fetches an id it has not seen, once, bounded in time, and keeps it); raises
+        ``SchemaSourceUnavailable`` when the registry cannot answer now."""
+        ...
+
     def decode_any_result(self, data: bytes) -> ResultEvent: ...
 
 

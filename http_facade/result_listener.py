@@ -16,19 +16,30 @@ Invariants:
   result published while nobody listened is found.
 * :meth:`ResultListener.is_ready` is true only while a feed is open and read: not before
   start, after stop, nor during a back-off or a reconnect.
+* A writer schema id the process has not seen (a newer paygate registered a new version in
+  the Schema Registry) is fetched before the record is decoded, once: the source keeps it
+  (:mod:`schemas.registry_schemas`). Ids already known never need the registry, so an
+  outage after start-up changes nothing for them. While the registry cannot answer, a
+  record with a new id is skipped like any undecodable one, the rest of its batch is not
+  made to wait on the registry again, and the waiting requests re-check the store, where
+  that result is: a request waits no longer for an outage than for a reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from http_facade.result_events import PaymentEvents, ResultDecoder
+from http_facade.result_events import PaymentEvents, ResultDecoder, ResultRecord
 from http_facade.result_feed import ResultFeed
 from http_facade.result_waiters import PaymentLookup, RefundLookup, ResultWaiters
 from http_facade.task_supervisor import TaskSupervisor
+from schemas.registry_schemas import SchemaSourceUnavailable
 from telemetry.metrics import Metrics
+
+log = logging.getLogger("paygate.http.results")
 
 OpenFeed = Callable[[], Awaitable[ResultFeed]]
 
@@ -57,6 +68,7 @@ class ResultListener:
             sleep=sleep,
             clock=clock,
         )
+        self._decoder = decoder
         self._feed: ResultFeed | None = None
 
     async def start(self) -> None:
@@ -88,8 +100,26 @@ class ResultListener:
             if reopened:
                 await self._waiters.recheck_store()
             while True:
+                registry_down = False
                 for record in await feed.next_batch():
+                    if not registry_down:
+                        registry_down = not await self._learn_writer(record)
                     self._events.handle(record)
+                if registry_down:
+                    await self._waiters.recheck_store()
         finally:
             self._feed = None
             await feed.close()
+
+    async def _learn_writer(self, record: ResultRecord) -> bool:
+        """False when the schema registry could not be asked about the record's writer id."""
+        try:
+            await self._decoder.learn_writer(record.value or b"")
+        except SchemaSourceUnavailable as exc:
+            log.warning(
+                "schema registry unavailable; waiting requests re-check the store: %s",
+                type(exc).__name__,
+                extra={"partition": record.partition, "offset": record.offset},
+            )
+            return False
+        return True

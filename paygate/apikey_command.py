@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from paygate.database import open_database
 from paygate.settings import Settings
+from paygate.settings_errors import load_settings
 from persistence.api_key_store import ApiKeyInfo, check_client_id
 
 EXIT_OK = 0
@@ -87,7 +88,7 @@ async def run_apikey_command(settings: Settings, args: argparse.Namespace) -> in
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    settings = Settings()
+    settings = load_settings("paygate apikey")
     try:
         return asyncio.run(run_apikey_command(settings, args))
     except ValueError as exc:  # a label the store refuses

@@ -16,6 +16,7 @@ from typing import Any
 from paygate.jsonlog import configure_logging
 from paygate.production_checks import Uses, refuse_unsafe_settings
 from paygate.settings import Settings
+from paygate.settings_errors import load_settings
 
 log = logging.getLogger("paygate")
 
@@ -238,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _help, run_tool = _TOOLS[arguments[0]]
         return run_tool(arguments[1:])
     args = build_parser().parse_args(arguments)
-    settings = Settings()
+    settings = load_settings(f"paygate {args.command}")
     command = _COMMANDS[args.command]
     # Before anything is logged or started: the refusal is the only output.
     refuse_unsafe_settings(f"paygate {args.command}", settings, command.uses)

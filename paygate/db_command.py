@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from paygate.database import engine_for
 from paygate.jsonlog import configure_logging
 from paygate.settings import Settings
+from paygate.settings_errors import load_settings
 from persistence.migrate import (
     UnrecognisedSchemaError,
     current_revision,
@@ -58,7 +59,7 @@ async def run_db_command(settings: Settings, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    settings = Settings()
+    settings = load_settings("paygate db")
     # The steps of an upgrade (a stamp, each revision applied) are logged on stderr.
     configure_logging(settings.log_level, settings.log_account_fields)
     try:

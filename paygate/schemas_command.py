@@ -13,7 +13,7 @@ import asyncio
 import json
 import sys
 
-from paygate.settings import Settings
+from paygate.settings_errors import load_settings
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -24,7 +24,7 @@ def main(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("register", help="register the schemas; print record name -> id")
     parser.parse_args(argv)
-    settings = Settings()
+    settings = load_settings("paygate schemas")
     if settings.schema_registry_url is None:
         print(
             "paygate schemas: PAYGATE_SCHEMA_REGISTRY_URL is not set (without a registry the "

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.captures import CapturePayment
+from domain.client_scope import in_scope, no_payment_in_scope
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -100,6 +101,7 @@ class CaptureStore:
                 update(payments)
                 .where(payments.c.id == command.payment_request_id)
                 .where(payments.c.order_id == command.order_id)
+                .where(_same_scope(command.client_id))
                 .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
                 .values(
                     status=PaymentStatus.CAPTURING.value, updated_at=now, **claim_columns(claim)
@@ -110,12 +112,14 @@ class CaptureStore:
                 assert payment is not None
                 return CaptureStarted(payment, claim)
             if payment is None or payment.order_id != command.order_id:
-                unknown = PaygateError(
-                    ErrorCode.NOT_FOUND,
-                    "no payment with this paymentRequestId in this order",
-                    param="paymentRequestId",
-                )
-                return CaptureRefused(unknown, None)
+                return CaptureRefused(no_payment_in_scope(), None)
+            if not in_scope(payment.client_id, command.client_id):
+                # The code and message of an unknown payment. Unlike one, the payment
+                # exists, so its result event says the capture was refused (unchanged
+                # payment, error not_found): results readers see all payments anyway.
+                unknown = no_payment_in_scope()
+                await enqueue_outbox(conn, refusal_event(payment, unknown), now)
+                return CaptureRefused(unknown, payment)
             if payment.status is PaymentStatus.CAPTURING or payment.status in CAPTURED:
                 return CaptureExisting(payment)
             error = PaygateError(
@@ -214,3 +218,10 @@ class CaptureStore:
                 .limit(limit)
             )
             return [payment_view_of(row._mapping) for row in rows]
+
+
+def _same_scope(client_id: str | None) -> ColumnElement[bool]:
+    # SQL's NULL = NULL is not true: the upstream scope (None) is matched with IS NULL.
+    if client_id is None:
+        return payments.c.client_id.is_(None)
+    return payments.c.client_id == client_id

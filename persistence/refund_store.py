@@ -35,6 +35,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from domain.client_scope import in_scope, no_payment_in_scope
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -133,9 +134,20 @@ class RefundStore:
         parameters_hash = command.parameters_fingerprint()
         now = self._clock()
 
+        async def refuse_unknown(conn: AsyncConnection) -> RefundRefused:
+            # Nothing stored: a failed refund of another client's payment would show in
+            # that client's refunds. The event is the one an unknown payment gets.
+            unknown = no_payment_in_scope()
+            view = _refused_view(command, parameters_hash, None, unknown, now)
+            await enqueue_outbox(conn, event(view, None), now)
+            return RefundRefused(unknown, None)
+
         async def record(conn: AsyncConnection) -> RefundBegin:
             existing = await _refund_row(conn, command.refund_id)
             if existing is not None:
+                # Checked before replaying: a replay would show another scope the refund.
+                if not await _in_scope(conn, command):
+                    return await refuse_unknown(conn)
                 return RefundExisting(
                     _refund_view(existing),
                     existing.parameters_hash == parameters_hash,
@@ -148,15 +160,12 @@ class RefundStore:
                     .with_for_update()
                 )
             ).one_or_none()
-            if payment is None or payment.order_id != command.order_id:
-                unknown = PaygateError(
-                    ErrorCode.NOT_FOUND,
-                    "no payment with this paymentRequestId in this order",
-                    param="paymentRequestId",
-                )
-                view = _refused_view(command, parameters_hash, None, unknown, now)
-                await enqueue_outbox(conn, event(view, None), now)
-                return RefundRefused(unknown, None)
+            if (
+                payment is None
+                or payment.order_id != command.order_id
+                or not in_scope(payment.client_id, command.client_id)
+            ):
+                return await refuse_unknown(conn)
             standing = PaymentRefunds(PaymentStatus(payment.status), payment.refunded_minor)
             reserved = payment.refunded_minor + payment.refund_reserved_minor
             remaining = payment.amount_minor - reserved
@@ -406,6 +415,16 @@ async def _standing(conn: AsyncConnection, payment_id: str) -> PaymentRefunds | 
         )
     ).one_or_none()
     return None if row is None else PaymentRefunds(PaymentStatus(row.status), row.refunded_minor)
+
+
+async def _in_scope(conn: AsyncConnection, command: RefundPayment) -> bool:
+    """Whether the command's payment is of the command's client scope."""
+    payment = (
+        await conn.execute(
+            select(payments.c.client_id).where(payments.c.id == command.payment_request_id)
+        )
+    ).one_or_none()
+    return payment is not None and in_scope(payment.client_id, command.client_id)
 
 
 async def _refund_row(conn: AsyncConnection, refund_id: str) -> Row[Any] | None:

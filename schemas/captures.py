@@ -14,6 +14,8 @@ def capture_payment_from_record(record: Mapping[str, Any]) -> CapturePayment:
         payment_request_id=record["paymentRequestId"],
         order_id=record["orderId"],
         requested_at=requested_at_of(record),
+        # Absent from v1 records: the resolver fills the default, null (upstream scope).
+        client_id=record.get("clientId"),
     )
 
 
@@ -22,4 +24,5 @@ def capture_payment_to_record(command: CapturePayment) -> dict[str, Any]:
         "paymentRequestId": command.payment_request_id,
         "orderId": command.order_id,
         "requestedAt": command.requested_at,
+        "clientId": command.client_id,
     }

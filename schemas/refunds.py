@@ -33,6 +33,8 @@ def refund_payment_from_record(record: Mapping[str, Any]) -> RefundPayment:
         amount=money,
         reason=record.get("reason"),
         requested_at=requested_at_of(record),
+        # Absent from v1 records: the resolver fills the default, null (upstream scope).
+        client_id=record.get("clientId"),
     )
 
 
@@ -45,6 +47,7 @@ def refund_payment_to_record(command: RefundPayment) -> dict[str, Any]:
         "currency": None if command.amount is None else command.amount.currency,
         "reason": None if command.reason is None else command.reason.value,
         "requestedAt": command.requested_at,
+        "clientId": command.client_id,
     }
 
 

@@ -6,7 +6,8 @@
 # official Stripe mock the Stripe adapter is tested against, is installed with go install;
 # an older Debian Go fetches the toolchain stripe-mock needs through the module proxy), and
 # Prometheus (promtool checks and unit-tests the alert rules and dashboard queries; the
-# server scrapes real processes in an integration test). Installs Debian's packages when
+# server scrapes real processes in an integration test), and npm (the AsyncAPI CLI that
+# validates the topics' AsyncAPI document is installed with it). Installs Debian's packages when
 # one is missing and we are root; otherwise says what to install.
 set -euo pipefail
 
@@ -38,6 +39,7 @@ fi
 command -v mvn >/dev/null || missing+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v go >/dev/null || missing+=(golang-go)
+command -v npm >/dev/null || missing+=(npm)
 # Installed on its own, without recommends: they would bring node-exporter and friends.
 lean=()
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || lean+=(prometheus)

@@ -7,7 +7,9 @@
 #   - stripe-mock: installed up front with `go install` (the suite starts it on free
 #     ports), unless STRIPE_MOCK_BIN points at one;
 #   - helm: installed up front with `go install` (the Helm chart's tests run `helm lint`
-#     and `helm template`), unless HELM_BIN points at one or helm is on PATH.
+#     and `helm template`), unless HELM_BIN points at one or helm is on PATH;
+#   - the AsyncAPI CLI: installed up front with npm (a test validates the AsyncAPI
+#     document with it), unless ASYNCAPI_BIN points at one or asyncapi is on PATH.
 # Usage: scripts/with-test-services.sh <command> [args...]
 set -euo pipefail
 
@@ -98,6 +100,20 @@ if [ -z "${HELM_BIN:-}" ] && [ ! -x "$stripe_mock_cache/helm" ] && ! command -v 
     GOBIN="$stripe_mock_cache" go install helm.sh/helm/v3/cmd/helm@v3.16.2 >&2
   else
     echo "Go is not installed: the Helm chart's tests need helm (go install)" >&2
+  fi
+fi
+
+# 4.1.1: the newest @asyncapi/cli that accepts a Node older than 24 (5.x and 6.x require 24).
+# --ignore-scripts: validating needs no install script, and some would fetch a browser.
+asyncapi_cache="$HOME/.cache/paygate/npm"
+if [ -z "${ASYNCAPI_BIN:-}" ] && [ ! -x "$asyncapi_cache/node_modules/.bin/asyncapi" ] \
+    && ! command -v asyncapi >/dev/null; then
+  if command -v npm >/dev/null; then
+    echo "installing the AsyncAPI CLI with npm (cached after the first run; a few minutes) ..." >&2
+    npm install --prefix "$asyncapi_cache" --no-audit --no-fund --ignore-scripts \
+      --loglevel=error @asyncapi/cli@4.1.1 >&2
+  else
+    echo "npm is not installed: the AsyncAPI document's test needs the AsyncAPI CLI" >&2
   fi
 fi
 

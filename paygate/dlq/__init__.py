@@ -35,6 +35,7 @@ from paygate.dlq.republish import (
 from paygate.kafka_login import check_kafka_login
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
+from paygate.settings_errors import describe
 
 __all__ = [
     "EXIT_ERROR",
@@ -141,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        return _error(f"invalid settings: {exc}")
+        print(describe("paygate dlq", exc), file=sys.stderr)
+        return EXIT_ERROR
     _quiet_client_logs()
     try:
         return asyncio.run(run_dlq_command(settings, options))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ from tests.support.kafka_io import produce, read_until
 
 pytestmark = pytest.mark.integration
 
-FILE_IDS = set(range(1, 8))
+FILE_INDEX = resources.files("schemas").joinpath("schema_ids.json")
+FILE_IDS = {int(i) for i in json.loads(FILE_INDEX.read_text())["schemas"]}
 
 
 def _foreign_writer_schema() -> str:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from domain.captures import CapturePayment
+from domain.client_scope import in_scope, no_payment_in_scope
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.payment_view import PaymentView
@@ -41,12 +42,11 @@ class FakeCaptureStore(FakeStore):
         await self._enter("begin", command.payment_request_id)
         row = self.db.payments.get(command.payment_request_id)
         if row is None or row.view.order_id != command.order_id:
-            unknown = PaygateError(
-                ErrorCode.NOT_FOUND,
-                "no payment with this paymentRequestId in this order",
-                param="paymentRequestId",
-            )
-            return CaptureRefused(unknown, None)
+            return CaptureRefused(no_payment_in_scope(), None)
+        if not in_scope(row.view.client_id, command.client_id):
+            unknown = no_payment_in_scope()
+            self.db.outbox.append(refusal_event(row.view, unknown))
+            return CaptureRefused(unknown, row.view)
         status = row.view.status
         if status is PaymentStatus.AUTHORIZED:
             claim = new_claim(self._now(), self.db.lease)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
+from domain.client_scope import in_scope, no_payment_in_scope
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
@@ -42,20 +43,17 @@ class FakeRefundStore(FakeStore):
         now = self._now()
         parameters_hash = command.parameters_fingerprint()
         known = self.db.refunds.get(command.refund_id)
-        if known is not None:
+        row = self.db.payments.get(command.payment_request_id)
+        foreign = row is not None and not in_scope(row.view.client_id, command.client_id)
+        if known is not None and not foreign:
             charged = self.db.payments.get(known.view.payment_request_id)
             return RefundExisting(
                 known.view,
                 known.view.parameters_hash == parameters_hash,
                 None if charged is None else charged.view.provider_reference,
             )
-        row = self.db.payments.get(command.payment_request_id)
-        if row is None or row.view.order_id != command.order_id:
-            unknown = PaygateError(
-                ErrorCode.NOT_FOUND,
-                "no payment with this paymentRequestId in this order",
-                param="paymentRequestId",
-            )
+        if row is None or foreign or row.view.order_id != command.order_id:
+            unknown = no_payment_in_scope()
             self.db.outbox.append(event(_refused(command, None, unknown, now), None))
             return RefundRefused(unknown, None)
         payment = row.view

@@ -327,3 +327,19 @@ async def test_a_worker_stopped_mid_call_gives_the_claim_up(handler, store, prov
 
     row = store.row(payment.payment_request_id)
     assert (row.view.status, row.claim.token) == (PaymentStatus.CAPTURING, None)
+
+
+async def test_a_capture_from_another_client_scope_is_refused_not_found_and_told(
+    handler, store, provider, payment, metrics
+):
+    foreign = dataclasses.replace(capture_of(payment), client_id="mallory")
+
+    assert await handler.handle(foreign) is Outcome.REFUSED
+
+    assert provider.calls == []
+    (event,) = events(store)
+    assert event.status is PaymentStatus.AUTHORIZED  # unchanged
+    assert event.error is not None
+    assert event.error.code is ErrorCode.NOT_FOUND
+    assert store.row(payment.payment_request_id).view.status is PaymentStatus.AUTHORIZED
+    assert consumed(metrics, "refused") == 1

@@ -14,11 +14,18 @@ from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, result_event_id
 from domain.money import Money
+from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
-from schemas.codec import CREATE_PAYMENT, AvroCodec, CodecError
+from schemas.codec import CAPTURE_PAYMENT, CREATE_PAYMENT, AvroCodec, CodecError
 from schemas.payments import PaymentMessages
 from schemas.registry import FileSchemaRegistry
-from tests.support.builders import SUCCESS_CARD, create_payment, create_payment_record
+from tests.support.builders import (
+    SUCCESS_CARD,
+    capture_payment_record,
+    create_payment,
+    create_payment_record,
+    refund_payment_record,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -206,12 +213,56 @@ def test_each_schema_version_is_backward_compatible_with_the_one_before():
                     assert "default" in field, f"{field['name']} was added without a default"
 
 
-def test_capture_command_round_trip(messages):
+@pytest.mark.parametrize("client_id", ["client-1", None])
+def test_capture_command_round_trip_with_its_client_scope(messages, client_id):
     command = CapturePayment.create(
         payment_request_id="pay_" + "3" * 32,
         order_id="order-1",
         requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        client_id=client_id,
     )
     data = messages.encode_capture(command)
-    assert struct.unpack(">I", data[1:5])[0] == 7
+    assert struct.unpack(">I", data[1:5])[0] == 9  # capture_payment.v2: with clientId
     assert messages.decode_any_command(data) == command
+
+
+@pytest.mark.parametrize("client_id", ["client-1", None])
+def test_refund_command_round_trip_with_its_client_scope(messages, client_id):
+    command = RefundPayment.create(
+        idempotency_key="refund-1",
+        payment_request_id="pay_" + "3" * 32,
+        order_id="order-1",
+        amount=Money(1_050, "EUR"),
+        reason="duplicate",
+        requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        client_id=client_id,
+    )
+    data = messages.encode_refund(command)
+    assert struct.unpack(">I", data[1:5])[0] == 8  # refund_payment.v2: with clientId
+    assert messages.decode_any_command(data) == command
+
+
+@pytest.mark.parametrize(
+    ("schema_id", "file_name", "record"),
+    [
+        (4, "refund_payment.v1.avsc", refund_payment_record()),
+        (7, "capture_payment.v1.avsc", capture_payment_record()),
+    ],
+)
+def test_a_follow_up_written_before_client_scopes_reads_as_the_upstream_scope(
+    schema_id, file_name, record
+):
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", schema_id))
+    fastavro.schemaless_writer(out, fastavro.parse_schema(_raw_schema(file_name)), record)
+    command = PaymentMessages.bundled().decode_any_command(out.getvalue())
+    assert command.client_id is None
+    assert command.payment_request_id == record["paymentRequestId"]
+
+
+def test_a_follow_ups_client_id_obeys_the_identifier_rule(messages):
+    record = {**capture_payment_record(), "clientId": "not an id"}
+    data = AvroCodec(FileSchemaRegistry.bundled()).encode(CAPTURE_PAYMENT, record)
+    with pytest.raises(PaygateError) as refused:
+        messages.decode_any_command(data)
+    assert (refused.value.code, refused.value.param) == (ErrorCode.INVALID_REQUEST, "clientId")

@@ -49,7 +49,11 @@ def test_bad_list_queries_name_their_parameter(query, param):
 
 def _command(raw: bytes):
     return parse_refund_body(raw).to_command(
-        idempotency_key="k", payment_request_id=PAYMENT_ID, order_id="o", requested_at=NOW
+        idempotency_key="k",
+        payment_request_id=PAYMENT_ID,
+        order_id="o",
+        requested_at=NOW,
+        client_id="client-1",
     )
 
 
@@ -96,6 +100,10 @@ def test_bad_refund_bodies_are_refused_with_their_code(raw, code, param):
 def test_a_refunds_order_id_obeys_the_text_rule(order_id, code):
     with pytest.raises(PaygateError) as refused:
         parse_refund_body(b"{}").to_command(
-            idempotency_key="k", payment_request_id=PAYMENT_ID, order_id=order_id, requested_at=NOW
+            idempotency_key="k",
+            payment_request_id=PAYMENT_ID,
+            order_id=order_id,
+            requested_at=NOW,
+            client_id="client-1",
         )
     assert (refused.value.code, refused.value.param) == (code, "orderId")

@@ -742,6 +742,7 @@ async def test_capture_refusals(facade: Facade) -> None:
         ("/readyz", "application/json"),
         ("/openapi.json", "application/json"),
         ("/docs", "text/html"),
+        ("/asyncapi.json", "application/json"),
     ],
 )
 async def test_public_routes_answer_without_a_key(
@@ -749,6 +750,19 @@ async def test_public_routes_answer_without_a_key(
 ) -> None:
     status, _, response = await facade.call("GET", template, key=None)
     assert (status, response.content_type) == (200, media_type)
+
+
+@pytest.mark.parametrize(
+    ("file", "status"),
+    [("refund_payment.v2.avsc", 200), ("create_payment.v1.avsc", 200), ("nope.v1.avsc", 404)],
+)
+async def test_the_avro_schema_files_answer_as_documented(
+    facade: Facade, file: str, status: int
+) -> None:
+    answered, _, _ = await facade.call(
+        "GET", "/schemas/avro/{file}", f"/schemas/avro/{file}", key=None
+    )
+    assert answered == status
 
 
 async def test_readyz_ready_and_not_ready(make_facade: MakeFacade) -> None:

@@ -8,6 +8,7 @@ behaviour on real databases is in tests/integration/test_refund_handler.py.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -414,3 +415,21 @@ async def test_a_worker_stopped_mid_call_gives_the_claim_up(handler, store, prov
         await handler.handle(command)
 
     assert store.row(command.refund_id).claim.token is None
+
+
+async def test_a_refund_from_another_client_scope_is_refused_like_an_unknown_payment(
+    handler, store, db, provider, payment, metrics
+):
+    foreign = dataclasses.replace(refund_of(payment), client_id="mallory")
+
+    assert await handler.handle(foreign) is Outcome.REFUSED
+
+    assert provider.calls == []
+    (event,) = events(store)
+    assert event.status is RefundStatus.FAILED
+    assert event.error is not None
+    assert event.error.code is ErrorCode.NOT_FOUND
+    assert (event.payment_status, event.payment_refunded_minor) == (None, None)
+    assert foreign.refund_id not in db.refunds
+    assert totals(db, payment) == (PaymentStatus.SUCCEEDED, 0, 0)
+    assert consumed(metrics, "refused") == 1

@@ -4,15 +4,25 @@ feed is replaced after a back-off, and readiness follows. No I/O, no real sleeps
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import struct
 from collections.abc import Sequence
 from types import SimpleNamespace
+from typing import Any
 
+import fastavro
 import pytest
+from confluent_kafka.schema_registry import Schema
 from prometheus_client import CollectorRegistry
 
 from domain.status import PaymentStatus
 from http_facade.result_events import ResultRecord
 from http_facade.result_listener import ResultListener
+from schemas.codec import AvroCodec
+from schemas.payments import PaymentMessages, payment_result_to_record
+from schemas.registry import FileSchemaRegistry, full_name_of
+from schemas.registry_schemas import RegistrySchemas
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 from tests.support.result_events import (
@@ -123,14 +133,14 @@ class GatedSleep:
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, decoder: Any = MESSAGES) -> None:
         self.feeds = FakeFeeds()
         self.store = FakeStore()
         self.sleep = GatedSleep()
         self.metrics = Metrics(CollectorRegistry())
         self.listener = ResultListener(
             open_feed=self.feeds,
-            decoder=MESSAGES,
+            decoder=decoder,
             queries=self.store,
             refunds=self.store,
             metrics=self.metrics,
@@ -241,3 +251,106 @@ async def test_start_fails_when_the_first_feed_cannot_be_opened() -> None:
         await harness.listener.start()
     assert not await harness.listener.is_ready()
     await harness.listener.stop()
+
+
+class FakeSchemaRegistry:
+    """The Confluent API client's two calls; ids from 501 on; ``down`` refuses every call."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[int, str] = {}
+        self.fetches: list[int] = []
+        self.down = False
+
+    async def register_schema(self, subject_name: str, schema: Schema) -> int:
+        if self.down:
+            raise ConnectionRefusedError("registry down")
+        text = schema.schema_str or ""
+        known = [i for i, s in self.schemas.items() if s == text]
+        schema_id = known[0] if known else 501 + len(self.schemas)
+        self.schemas[schema_id] = text
+        return schema_id
+
+    async def get_schema(self, schema_id: int) -> Schema:
+        self.fetches.append(schema_id)
+        if self.down:
+            raise ConnectionRefusedError("registry down")
+        return Schema(self.schemas[schema_id], "AVRO")
+
+
+async def _registry_harness() -> tuple[Harness, FakeSchemaRegistry, RegistrySchemas]:
+    registry = FakeSchemaRegistry()
+    source = RegistrySchemas(registry)
+    subjects = {full_name_of(raw): "s-" + full_name_of(raw) for raw in BUNDLED}
+    await source.register_bundled(BUNDLED, subjects)
+    harness = Harness(decoder=PaymentMessages(AvroCodec(source)))
+    await harness.listener.start()
+    return harness, registry, source
+
+
+BUNDLED = FileSchemaRegistry.bundled_schemas()
+
+
+async def _newer_paygates_result(registry: FakeSchemaRegistry, payment_id: str) -> bytes:
+    """A result written by a newer paygate, whose PaymentResult gained a field: its schema
+    is registered under a new id this facade has never seen."""
+    newest = [raw for raw in BUNDLED if raw["name"] == "PaymentResult"][-1]
+    extra = {"name": "region", "type": ["null", "string"], "default": None}
+    newer = {**newest, "fields": [*newest["fields"], extra]}
+    schema_id = await registry.register_schema("s", Schema(json.dumps(newer), "AVRO"))
+    record = payment_result_to_record(payment_result(payment_id))
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, schema_id))
+    fastavro.schemaless_writer(out, fastavro.parse_schema(newer), {**record, "region": "eu"})
+    return out.getvalue()
+
+
+async def test_a_result_with_a_new_registry_id_is_fetched_once_and_wakes_its_waiter() -> None:
+    harness, registry, _ = await _registry_harness()
+    try:
+        first, second = "pay_" + "1" * 32, "pay_" + "2" * 32
+        data = await _newer_paygates_result(registry, first)
+        again = await _newer_paygates_result(registry, second)
+        waiter = await harness.waiting(first)
+        harness.feeds.opened[0].put(data)
+        assert await waiter is True
+        waiter = await harness.waiting(second)
+        harness.feeds.opened[0].put(again)
+        assert await waiter is True
+        assert registry.fetches == [int.from_bytes(data[1:5], "big")]  # once, then cached
+        assert harness.sample("paygate_result_listener_errors_total", reason="undecodable") == 0
+    finally:
+        await harness.listener.stop()
+
+
+async def test_a_registry_outage_after_start_changes_nothing_for_known_ids() -> None:
+    harness, registry, source = await _registry_harness()
+    try:
+        registry.down = True
+        known = PaymentMessages(AvroCodec(source)).encode_result(payment_result(PAYMENT_ID))
+        waiter = await harness.waiting()
+        harness.feeds.opened[0].put(known)
+        assert await waiter is True
+        assert registry.fetches == []  # never asked
+    finally:
+        await harness.listener.stop()
+
+
+async def test_while_the_registry_is_down_new_ids_are_asked_once_a_batch_and_waiters_recheck() -> (
+    None
+):
+    harness, registry, _ = await _registry_harness()
+    try:
+        unseen = [await _newer_paygates_result(registry, "pay_" + c * 32) for c in "345"]
+        registry.down = True
+        waiter = await harness.waiting()
+        # The result's event is one of those the facade cannot read now; it is in the store.
+        harness.store.final.add(PAYMENT_ID)
+        harness.feeds.opened[0].put(*unseen)
+        assert await waiter is True
+        assert len(registry.fetches) == 1  # one bounded try for the batch, not one a record
+        registry.down = False
+        waiter = await harness.waiting("pay_" + "6" * 32)
+        harness.feeds.opened[0].put(await _newer_paygates_result(registry, "pay_" + "6" * 32))
+        assert await waiter is True  # back: the id is fetched
+    finally:
+        await harness.listener.stop()

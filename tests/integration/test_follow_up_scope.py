@@ -1,0 +1,205 @@
+"""Client scope at the store, on SQLite and PostgreSQL: a refund or capture must name its
+payment's client scope, else it is refused ``not_found`` as if the payment did not exist,
+with a result event, and nothing changes."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import func, select
+
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.refund_events import RefundEvents
+from domain.captures import CapturePayment
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.events import PaymentResult, RefundResult
+from domain.money import Money
+from domain.payments import CreatePayment
+from domain.refunds import RefundPayment, RefundStatus
+from domain.status import PaymentStatus
+from persistence.capture_store import CaptureRefused, CaptureStarted, CaptureStore
+from persistence.payment_store import PaymentStore
+from persistence.refund_store import RefundExisting, RefundRefused, RefundStarted, RefundStore
+from persistence.tables import outbox, refunds
+from providers.registry import Providers
+from providers.routing import Router
+from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
+from tests.support.builders import create_payment, unique
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = PaymentMessages.bundled()
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+REFUND_EVENTS = RefundEvents(MESSAGES, "payments.results")
+PAYMENT_EVENTS = PaymentEvents(MESSAGES, "payments.results")
+
+# Every scope against every other: two API clients and the upstream services (None).
+SCOPES = ["alice", "bob", None]
+MISMATCHES = [(a, b) for a in SCOPES for b in SCOPES if a != b]
+
+
+def _refund_event(view, standing):
+    return REFUND_EVENTS.at(NOW)(view, standing)
+
+
+def _capture_refusal(payment, error: PaygateError):
+    return PAYMENT_EVENTS.of_payment(
+        payment, error=ErrorInfo.from_error(error), occurred_at=NOW, event_id=unique("evt")
+    )
+
+
+@pytest.fixture
+def payment_handler(store: PaymentStore, provider):
+    return PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
+        events=PAYMENT_EVENTS,
+        account_key=b"k",
+        metrics=Metrics(),
+    )
+
+
+async def _paid(handler, client_id: str | None, *, capture: bool = True) -> CreatePayment:
+    command = dataclasses.replace(create_payment(), client_id=client_id, capture=capture)
+    await handler.handle(command)
+    return command
+
+
+def _refund(payment: CreatePayment, client_id: str | None, key: str = "r-1") -> RefundPayment:
+    return RefundPayment.create(
+        idempotency_key=key,
+        payment_request_id=payment.payment_request_id,
+        order_id=payment.order_id,
+        amount=Money(1_000, payment.amount.currency),
+        reason=None,
+        requested_at=NOW,
+        client_id=client_id,
+    )
+
+
+def _capture(payment: CreatePayment, client_id: str | None) -> CapturePayment:
+    return CapturePayment.create(
+        payment_request_id=payment.payment_request_id,
+        order_id=payment.order_id,
+        requested_at=NOW,
+        client_id=client_id,
+    )
+
+
+async def _results(engine) -> list[PaymentResult | RefundResult]:
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(outbox.c.payload).order_by(outbox.c.id))).all()
+    return [MESSAGES.decode_any_result(r.payload) for r in rows]
+
+
+async def _refund_rows(engine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(refunds))).scalar_one())
+
+
+@pytest.mark.parametrize(("owner", "asker"), MISMATCHES)
+async def test_a_refund_from_another_scope_is_refused_like_an_unknown_payment(
+    payment_handler, store, engine, owner, asker
+):
+    refund_store = RefundStore(engine, store.writes)
+    payment = await _paid(payment_handler, owner)
+    unknown = dataclasses.replace(
+        _refund(payment, asker), payment_request_id="pay_" + "0" * 32, idempotency_key="r-0"
+    )
+    as_unknown = await refund_store.begin(unknown, _refund_event)
+    before = await _results(engine)
+
+    begun = await refund_store.begin(_refund(payment, asker), _refund_event)
+
+    assert isinstance(begun, RefundRefused)
+    assert isinstance(as_unknown, RefundRefused)
+    assert begun.refund is None  # nothing stored under the other client's payment
+    assert (begun.error.code, begun.error.message, begun.error.param) == (
+        as_unknown.error.code,
+        as_unknown.error.message,
+        as_unknown.error.param,
+    )
+    assert begun.error.code is ErrorCode.NOT_FOUND
+    (event,) = (await _results(engine))[len(before) :]
+    assert isinstance(event, RefundResult)
+    assert event.status is RefundStatus.FAILED
+    assert event.error is not None
+    assert event.error.code is ErrorCode.NOT_FOUND
+    # The same event an unknown payment's refund gets: no status or totals of the payment.
+    assert (event.payment_status, event.payment_refunded_minor, event.provider) == (
+        None,
+        None,
+        None,
+    )
+    assert await _refund_rows(engine) == 0
+    view = await store.get_payment(payment.payment_request_id)
+    assert view is not None
+    assert (view.status, view.refund_reserved_minor) == (PaymentStatus.SUCCEEDED, 0)
+
+
+async def test_a_replayed_refund_key_from_another_scope_does_not_replay_the_refund(
+    payment_handler, store, engine
+):
+    refund_store = RefundStore(engine, store.writes)
+    payment = await _paid(payment_handler, "alice")
+    assert isinstance(
+        await refund_store.begin(_refund(payment, "alice"), _refund_event), RefundStarted
+    )
+
+    again = await refund_store.begin(_refund(payment, "bob"), _refund_event)
+
+    assert isinstance(again, RefundRefused)
+    assert again.error.code is ErrorCode.NOT_FOUND
+    assert isinstance(
+        await refund_store.begin(_refund(payment, "alice"), _refund_event), RefundExisting
+    )
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+async def test_a_refund_in_its_payments_scope_goes_ahead(payment_handler, store, engine, scope):
+    refund_store = RefundStore(engine, store.writes)
+    payment = await _paid(payment_handler, scope)
+    assert isinstance(
+        await refund_store.begin(_refund(payment, scope), _refund_event), RefundStarted
+    )
+
+
+@pytest.mark.parametrize(("owner", "asker"), MISMATCHES)
+async def test_a_capture_from_another_scope_is_refused_not_found_and_changes_nothing(
+    payment_handler, store, engine, clock, owner, asker
+):
+    captures = CaptureStore(engine, store.writes, clock)
+    payment = await _paid(payment_handler, owner, capture=False)
+    unknown = dataclasses.replace(_capture(payment, asker), payment_request_id="pay_" + "0" * 32)
+    as_unknown = await captures.begin(unknown, _capture_refusal)
+    before = await _results(engine)
+    begun = await captures.begin(_capture(payment, asker), _capture_refusal)
+
+    assert isinstance(begun, CaptureRefused)
+    assert isinstance(as_unknown, CaptureRefused)
+    assert (begun.error.code, begun.error.message, begun.error.param) == (
+        as_unknown.error.code,
+        as_unknown.error.message,
+        as_unknown.error.param,
+    )
+    assert begun.error.code is ErrorCode.NOT_FOUND
+    (event,) = (await _results(engine))[len(before) :]
+    assert isinstance(event, PaymentResult)
+    assert event.payment_request_id == payment.payment_request_id
+    assert event.status is PaymentStatus.AUTHORIZED
+    assert event.error is not None
+    assert event.error.code is ErrorCode.NOT_FOUND
+    view = await store.get_payment(payment.payment_request_id)
+    assert view is not None
+    assert view.status is PaymentStatus.AUTHORIZED
+
+    # The payment's own scope can still capture it.
+    assert isinstance(
+        await captures.begin(_capture(payment, owner), _capture_refusal), CaptureStarted
+    )
