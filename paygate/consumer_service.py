@@ -27,6 +27,7 @@ from paygate.providers import build_router
 from paygate.schema_source import payment_messages
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
+from paygate.webhook_dispatch import webhook_dispatcher, webhook_sender
 from persistence.database import Database
 from persistence.outbox_lease import OutboxLease
 from producer.kafka_producer import KafkaProducer
@@ -194,6 +195,16 @@ class ConsumerService:
                     self.metrics.stray_charges.labels(provider, result)
 
             started.push_async_callback(relay.stop)  # drains, then releases the lease
+            if settings.webhooks_dispatch:
+                # Deliveries are queued with the results (persistence.webhook_fanout); the
+                # dispatcher sends them beside the pipeline, never in its way.
+                sender = webhook_sender(settings)
+                await sender.start()
+                started.push_async_callback(sender.stop)
+                dispatcher = webhook_dispatcher(settings, db.webhooks, sender, self.metrics)
+                started.push_async_callback(
+                    _cancel, asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
+                )
             interval = settings.reconcile_interval_s
             for work, name in (
                 (relay.run(), "outbox-relay"),
