@@ -10,6 +10,10 @@ goes to the results topic. Invariants:
 * The **id** is derived from the result event's id, which is stable per (payment, status),
   so a re-published result produces the same webhook id and receivers dedupe on it
   (Standard Webhooks' ``webhook-id``).
+* A **reply to a refused command** (``idempotency_conflict``: the key was reused with other
+  parameters) is not a change of the payment or refund it names, which may well have
+  succeeded: it is no webhook (:func:`payment_webhook` and :func:`refund_webhook` answer
+  None). Kafka readers still get it on the results topic, as the reply to their command.
 * The **body** follows Standard Webhooks' payload structure ``{type, timestamp, data}`` and
   is serialised once, when the event is written: every attempt, and every re-send, signs
   and sends the same bytes.
@@ -24,6 +28,8 @@ from decimal import Decimal
 from typing import Final
 
 from domain.currencies import minor_unit_exponent
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode
 from domain.events import PaymentResult, RefundResult
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
@@ -62,7 +68,9 @@ def subscribed(enabled_events: list[str], event_type: str) -> bool:
     return ALL_EVENTS in enabled_events or event_type in enabled_events
 
 
-def payment_webhook(result: PaymentResult) -> WebhookEvent:
+def payment_webhook(result: PaymentResult) -> WebhookEvent | None:
+    if _refused_command(result.error):
+        return None
     amount = result.amount
     data: dict[str, object] = {
         "object": "payment",
@@ -87,7 +95,9 @@ def payment_webhook(result: PaymentResult) -> WebhookEvent:
     )
 
 
-def refund_webhook(result: RefundResult) -> WebhookEvent:
+def refund_webhook(result: RefundResult) -> WebhookEvent | None:
+    if _refused_command(result.error):
+        return None
     # None for a refund of a payment that does not exist: nothing is known of its amount.
     exponent = None if result.currency is None else minor_unit_exponent(result.currency)
     amount = (
@@ -122,6 +132,10 @@ def refund_webhook(result: RefundResult) -> WebhookEvent:
         result.occurred_at,
         data,
     )
+
+
+def _refused_command(error: ErrorInfo | None) -> bool:
+    return error is not None and error.code is ErrorCode.IDEMPOTENCY_CONFLICT
 
 
 def _event(

@@ -9,6 +9,7 @@ library.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.refund_events import RefundEvents
 from consumer.refund_handler import RefundCommandHandler
+from domain.errors import ErrorCode
 from domain.events import result_event_id
 from domain.money import Money
 from domain.payments import CreatePayment
@@ -161,6 +163,27 @@ async def test_a_result_is_queued_with_its_outbox_row_and_delivered_signed(
     assert delivery.next_attempt_at is None
     assert sample(metrics, "paygate_webhook_attempts_total", result="delivered") == 1
     assert await dispatcher.dispatch_once() == 0
+
+
+async def test_a_reused_key_with_other_parameters_sends_nothing(
+    db: Database,
+    engine: AsyncEngine,
+    payments: PaymentCommandHandler,
+    receiver: WebhookReceiver,
+    dispatcher: WebhookDispatcher,
+) -> None:
+    """The conflict's result event (failed, idempotency_conflict) answers the command on
+    Kafka; the payment it names succeeded, and its endpoint hears nothing else."""
+    await endpoint_for(db, receiver, ["*"])
+    command = paid_by(CLIENT)
+    await payments.handle(command)
+    conflicting = dataclasses.replace(command, amount=Money(999, "EUR"))
+    await payments.handle(conflicting)
+    async with engine.connect() as conn:
+        events = [MESSAGES.decode_result(p) for p in await conn.scalars(select(outbox.c.payload))]
+    assert [e.error.code for e in events if e.error is not None] == [ErrorCode.IDEMPOTENCY_CONFLICT]
+    assert await dispatcher.dispatch_once() == 1
+    assert [r.body["type"] for r in receiver.received] == ["payment.succeeded"]
 
 
 async def test_only_the_subscribed_types_are_queued(

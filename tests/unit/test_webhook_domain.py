@@ -14,10 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.events import result_event_id
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode
+from domain.events import PaymentResult, RefundResult, result_event_id
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 from domain.webhook_events import (
+    WebhookEvent,
     event_types,
     payment_webhook,
     refund_webhook,
@@ -41,9 +44,31 @@ T0 = datetime(2026, 12, 1, tzinfo=UTC)
 # --- events ----------------------------------------------------------------------------------
 
 
+def _payment_event(result: PaymentResult) -> WebhookEvent:
+    event = payment_webhook(result)
+    assert event is not None
+    return event
+
+
+def _refund_event(result: RefundResult) -> WebhookEvent:
+    event = refund_webhook(result)
+    assert event is not None
+    return event
+
+
+def test_a_reply_to_a_refused_command_is_no_webhook() -> None:
+    """A key reused with other parameters says nothing of the payment it names."""
+    conflict = ErrorInfo(ErrorCode.IDEMPOTENCY_CONFLICT, "reused")
+    assert payment_webhook(replace(payment_result(PAYMENT_ID), error=conflict)) is None
+    assert refund_webhook(replace(refund_result("ref_1"), error=conflict)) is None
+    declined = ErrorInfo(ErrorCode.PAYMENT_DECLINED, "declined")
+    failed = replace(payment_result(PAYMENT_ID, PaymentStatus.FAILED), error=declined)
+    assert payment_webhook(failed) is not None
+
+
 @pytest.mark.parametrize("status", list(PaymentStatus))
 def test_every_payment_status_is_a_type_named_after_it(status: PaymentStatus) -> None:
-    event = payment_webhook(payment_result(PAYMENT_ID, status))
+    event = _payment_event(payment_result(PAYMENT_ID, status))
     assert event.type == f"payment.{status.value}"
     assert event.type in event_types()
     body = json.loads(event.body)
@@ -56,7 +81,7 @@ def test_every_payment_status_is_a_type_named_after_it(status: PaymentStatus) ->
 
 @pytest.mark.parametrize("status", list(RefundStatus))
 def test_every_refund_status_is_a_type_named_after_it(status: RefundStatus) -> None:
-    event = refund_webhook(refund_result("ref_" + "b" * 32, status))
+    event = _refund_event(refund_result("ref_" + "b" * 32, status))
     assert event.type == f"refund.{status.value}"
     assert event.type in event_types()
     data = json.loads(event.body)["data"]
@@ -68,18 +93,18 @@ def test_every_refund_status_is_a_type_named_after_it(status: RefundStatus) -> N
 
 
 def test_the_event_id_is_the_result_events_so_a_republished_result_keeps_it() -> None:
-    first = payment_webhook(payment_result(PAYMENT_ID))
-    again = payment_webhook(payment_result(PAYMENT_ID))
+    first = _payment_event(payment_result(PAYMENT_ID))
+    again = _payment_event(payment_result(PAYMENT_ID))
     assert first == again
     expected = webhook_event_id(result_event_id(PAYMENT_ID, PaymentStatus.SUCCEEDED))
     assert first.event_id == expected
     assert first.event_id.startswith("evt_")
-    failed = payment_webhook(payment_result(PAYMENT_ID, PaymentStatus.FAILED))
+    failed = _payment_event(payment_result(PAYMENT_ID, PaymentStatus.FAILED))
     assert failed.event_id != first.event_id
 
 
 def test_the_body_follows_the_standard_webhooks_payload_structure() -> None:
-    body = json.loads(payment_webhook(payment_result(PAYMENT_ID)).body)
+    body = json.loads(_payment_event(payment_result(PAYMENT_ID)).body)
     assert set(body) == {"type", "timestamp", "data"}
     assert body["timestamp"] == "2026-11-26T12:00:00Z"
     assert (body["data"]["amount"], body["data"]["paymentResult"]) == ("10.50", True)
