@@ -168,11 +168,13 @@ class ConsumerService:
                 db.payments, timedelta(days=settings.idempotency_key_retention_days)
             )
             outbox_retention = timedelta(days=settings.outbox_retention_days)
+            webhook_retention = timedelta(days=settings.webhooks_retention_days)
 
             async def housekeeping() -> int:
                 expired = await key_expiry.run_once()
                 pruned = await db.outbox.prune(datetime.now(UTC) - outbox_retention)
-                return expired + pruned
+                deliveries = await db.webhooks.prune(datetime.now(UTC) - webhook_retention)
+                return expired + pruned + deliveries
 
             await self.providers.start_all()
             started.push_async_callback(self.providers.stop_all)
@@ -217,7 +219,7 @@ class ConsumerService:
                         stop,
                         settings.key_expiry_interval_s,
                         housekeeping,
-                        "idempotency keys expired and outbox rows pruned",
+                        "idempotency keys expired, outbox rows and webhook deliveries pruned",
                     ),
                     "housekeeping",
                 ),

@@ -500,6 +500,12 @@ class Settings(BaseSettings):
         description="Of those, at most this many to one endpoint, so a slow endpoint never "
         "holds up the deliveries to others.",
     )
+    webhooks_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Delivered and failed webhook deliveries older than this are deleted "
+        "(pending ones never are).",
+    )
     webhooks_retry_window_h: float = Field(
         24.0,
         ge=24,

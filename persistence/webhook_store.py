@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.clock import utc_now
@@ -356,6 +356,20 @@ class WebhookStore:
                 .values(**values)
             )
             return bool(result.rowcount)
+
+        return await self._writes.run(record)
+
+    async def prune(self, finished_before: datetime) -> int:
+        """Delete delivered and failed deliveries last changed before ``finished_before``;
+        return how many. Pending ones are never pruned: they are still owed."""
+
+        async def record(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                delete(webhook_deliveries)
+                .where(webhook_deliveries.c.status != DELIVERY_PENDING)
+                .where(webhook_deliveries.c.updated_at < finished_before)
+            )
+            return int(result.rowcount)
 
         return await self._writes.run(record)
 

@@ -472,3 +472,22 @@ async def test_deleting_an_endpoint_fails_its_pending_deliveries(
     await payments.handle(paid_by(CLIENT))
     assert len(await db.webhooks.deliveries(client_id=CLIENT)) == 1
     assert receiver.received == []
+
+
+async def test_finished_deliveries_are_pruned_after_the_retention_and_pending_ones_never(
+    db: Database,
+    payments: PaymentCommandHandler,
+    receiver: WebhookReceiver,
+    dispatcher: WebhookDispatcher,
+    clock: Clock,
+) -> None:
+    endpoint_id = await endpoint_for(db, receiver, ["*"])
+    await payments.handle(paid_by(CLIENT))
+    assert await dispatcher.dispatch_once() == 1
+    receiver.answers = [500]
+    await payments.handle(paid_by(CLIENT, payer_number=DECLINED_CARD))
+    assert await dispatcher.dispatch_once() == 1
+    clock.now += timedelta(days=31)
+    assert await db.webhooks.prune(clock() - timedelta(days=30)) == 1
+    [left] = await db.webhooks.deliveries(client_id=CLIENT, endpoint_id=endpoint_id)
+    assert (left.status, left.event_type) == ("pending", "payment.failed")
