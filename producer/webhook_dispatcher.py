@@ -94,6 +94,10 @@ class WebhookDispatcher:
         self._clock = clock
         self._uniform = uniform
         self._in_flight: dict[asyncio.Task[None], str] = {}
+        # A counter's series exists from its first increment; one born at 1 shows no
+        # increase() to the alert on deliveries that gave up, so each is born at 0 here.
+        for result in ("delivered", "failed", "refused_address", "gave_up"):
+            metrics.webhook_attempts.labels(result)
         self._wakeup = asyncio.Event()
 
     def notify(self) -> None:
