@@ -21,6 +21,10 @@ from domain.webhook_urls import (
 )
 from http_facade.ports import HostResolver
 
+# A registration waits at most this long for DNS: a resolver that hangs must not hold the
+# request (and its connection) for the system resolver's own timeouts.
+RESOLVE_TIMEOUT_S = 5.0
+
 
 async def resolve_host(host: str, port: int) -> list[str]:
     """The system resolver's answer for ``host`` (every address family)."""
@@ -44,11 +48,13 @@ class EndpointUrlCheck:
             addresses = [literal]
         else:
             try:
-                answers = await self._resolver(target.host, target.port)
-            except OSError:
+                answers = await asyncio.wait_for(
+                    self._resolver(target.host, target.port), RESOLVE_TIMEOUT_S
+                )
+            except (OSError, TimeoutError):
                 answers = []
             if not answers:
-                raise _refused(f"the host {target.host} does not resolve")
+                raise _refused(f"the host {target.host} does not resolve (in time)")
             addresses = [a for a in map(literal_address, answers) if a is not None]
         for address in addresses:
             reason = address_refusal(address, development=self._development)
