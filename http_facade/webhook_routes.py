@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import Field, ValidationError
 
 from domain.errors import ErrorCode, PaygateError
+from domain.text import check_characters
 from domain.webhook_events import ALL_EVENTS, event_types
 from domain.webhook_views import DeliveryInfo, EndpointInfo
 from http_facade.payments_routes import require_json
@@ -57,11 +58,15 @@ async def create_endpoint(request: web.Request) -> web.Response:
     to. Nothing is stored when either is refused."""
     require_json(request)
     body = _parse_body(await request.read())
+    # The one text rule (domain.text): what PostgreSQL or UTF-8 cannot carry never reaches
+    # the resolver or the store.
+    check_characters(body.url, "url")
+    check_characters(body.description, "description")
     unknown = sorted(set(body.enabled_events) - event_types() - {ALL_EVENTS})
     if unknown:
         raise PaygateError(
             ErrorCode.INVALID_REQUEST,
-            f"unknown event type {unknown[0]!r}; see GET /openapi.json or docs/webhooks.md",
+            f"unknown event type {unknown[0][:64]!r}; see GET /openapi.json or docs/webhooks.md",
             param="enabledEvents",
         )
     url = await request.app[WEBHOOK_URL_CHECK].check(body.url)

@@ -51,7 +51,8 @@ class EndpointUrlCheck:
                 answers = await asyncio.wait_for(
                     self._resolver(target.host, target.port), RESOLVE_TIMEOUT_S
                 )
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError, ValueError):
+                # ValueError: a host IDNA cannot encode, or one the resolver refuses to ask.
                 answers = []
             if not answers:
                 raise _refused(f"the host {target.host} does not resolve (in time)")

@@ -852,6 +852,8 @@ async def test_every_event_type_and_all_are_accepted(facade: Facade) -> None:
         ("https://127.0.0.1/in", False),  # loopback, outside development
         ("https://localhost/in", False),
         ("https://unknown.shop.example/in", False),  # does not resolve
+        ("https://xn--a.example/in", False),  # unknown to the resolver
+        ("https://[::1/in", False),  # malformed
         ("ftp://hooks.shop.example/in", True),
         ("https://10.0.0.1/in", True),  # development allows loopback only
         ("https://metadata.shop.example/in", True),
@@ -889,15 +891,18 @@ async def test_development_allows_loopback_for_local_receivers(
         ({"url": HOOK_URL}, "enabledEvents"),
         ({"enabledEvents": ["*"]}, "url"),
         ({"url": HOOK_URL, "enabledEvents": ["*"], "secret": "whsec_x"}, "secret"),
+        ({"url": "https://hooks.shop.example/\u0000", "enabledEvents": ["*"]}, "url"),
+        ({"url": HOOK_URL, "enabledEvents": ["*"], "description": "a\u0007b"}, "description"),
     ],
 )
 async def test_a_bad_endpoint_body_is_refused(
     facade: Facade, body: dict[str, Any], param: str
 ) -> None:
     status, answer, _ = await facade.call("POST", ENDPOINTS, json=body)
+    text_rule = param in ("url", "description") and "url" in body
     assert (status, answer["error"]["code"], answer["error"]["param"]) == (
         400,
-        "invalid_request",
+        "invalid_text" if text_rule else "invalid_request",
         param,
     )
     assert facade.world.webhooks.endpoints_by_id == {}
