@@ -266,17 +266,22 @@ class WebhookStore:
             .limit(limit + sum(in_flight.values()))
         )
 
-        async def record(conn: AsyncConnection) -> list[DueDelivery]:
-            room = {key: per_endpoint - count for key, count in in_flight.items()}
-            chosen: list[str] = []
-            for row in await conn.execute(candidates):
+        # Read first, outside the writer queue: an idle dispatcher polls every second, and
+        # must not take the database's write lock (SQLite) or a place in the payments'
+        # write batches to learn that nothing is due.
+        room = {key: per_endpoint - count for key, count in in_flight.items()}
+        chosen: list[str] = []
+        async with self._engine.connect() as reading:
+            for row in await reading.execute(candidates):
                 if len(chosen) == limit:
                     break
                 if room.get(row.endpoint_id, per_endpoint) > 0:
                     room[row.endpoint_id] = room.get(row.endpoint_id, per_endpoint) - 1
                     chosen.append(row.id)
-            if not chosen:
-                return []
+        if not chosen:
+            return []
+
+        async def record(conn: AsyncConnection) -> list[DueDelivery]:
             # Re-checked by the UPDATE itself: a row another dispatcher claimed since the
             # read (PostgreSQL re-evaluates the WHERE on the locked row) is left alone.
             await conn.execute(

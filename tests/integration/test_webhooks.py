@@ -44,7 +44,7 @@ from telemetry.metrics import Metrics
 from tests.support.builders import ACCOUNT_KEY, DECLINED_CARD, SUCCESS_CARD, create_payment
 from tests.support.clock import Clock
 from tests.support.metric_samples import sample_sum as sample
-from tests.support.webhook_receiver import WebhookReceiver, free_port
+from tests.support.webhook_receiver import WebhookReceiver, bound_socket
 
 pytestmark = pytest.mark.integration
 
@@ -302,7 +302,7 @@ async def test_a_receiver_down_for_a_while_gets_the_event_when_it_is_back(
     dispatcher: WebhookDispatcher,
     clock: Clock,
 ) -> None:
-    receiver = WebhookReceiver(port=free_port())
+    receiver = WebhookReceiver(sock=bound_socket())
     endpoint_id = await endpoint_for(db, receiver, ["*"])
     await payments.handle(paid_by(CLIENT))
     for _down in range(4):
@@ -313,7 +313,7 @@ async def test_a_receiver_down_for_a_while_gets_the_event_when_it_is_back(
         assert "connection failed" in down.last_error
         assert down.next_attempt_at is not None
         clock.now = down.next_attempt_at
-    await receiver.start()  # on the same port: the receiver is back
+    await receiver.start()  # it listens on its port now: the receiver is back
     try:
         assert await dispatcher.dispatch_once() == 1
     finally:

@@ -26,9 +26,13 @@ class Received:
 
 
 class WebhookReceiver:
-    def __init__(self, secret: str | None = None, port: int = 0) -> None:
+    def __init__(self, secret: str | None = None, sock: socket.socket | None = None) -> None:
+        """``sock``: a socket bound (see :func:`bound_socket`) but not listening yet, which
+        the receiver starts to serve on: until then, connections to its port are refused,
+        as to a receiver that is down, and no other process can take the port."""
         self.secret = secret
-        self.port = port
+        self._sock = sock
+        self.port: int = 0 if sock is None else sock.getsockname()[1]
         self.received: list[Received] = []
         self.refused: list[str] = []
         self.answers: list[int] = []
@@ -46,11 +50,9 @@ class WebhookReceiver:
         app.router.add_post("/hooks", self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        await site.start()
-        if self.port == 0:
-            sockets = site._server.sockets  # type: ignore[union-attr]
-            self.port = sockets[0].getsockname()[1]
+        sock = self._sock if self._sock is not None else bound_socket()
+        await web.SockSite(self._runner, sock).start()
+        self.port = sock.getsockname()[1]
         return self
 
     async def stop(self) -> None:
@@ -90,9 +92,8 @@ class WebhookReceiver:
         return web.Response(status=status)
 
 
-def free_port() -> int:
-    """A port nothing listens on (a receiver that is down)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def bound_socket() -> socket.socket:
+    """A TCP socket bound to a free loopback port, not listening: connecting is refused."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
