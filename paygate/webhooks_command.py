@@ -7,8 +7,9 @@
 
 Against ``PAYGATE_DATABASE_URL``. ``list`` prints one JSON object per delivery (newest
 first), ``retry`` the delivery, pending again and due now (the next dispatcher pass sends
-it, with the same ``webhook-id``). ``run`` delivers webhooks until SIGTERM or SIGINT: for
-an estate that sets ``PAYGATE_WEBHOOKS_DISPATCH=false`` on its consumers (docs/webhooks.md).
+it, with the same ``webhook-id``). ``run`` delivers webhooks until SIGTERM or SIGINT, its
+metrics on the ops listener (``PAYGATE_METRICS_HOST``/``PORT``): for an estate that sets
+``PAYGATE_WEBHOOKS_DISPATCH=false`` on its consumers (docs/webhooks.md).
 Exit codes: 0 done; 2 bad arguments or an unknown delivery id.
 """
 
@@ -24,9 +25,11 @@ from collections.abc import Sequence
 from domain.webhook_views import DeliveryInfo
 from paygate.database import open_database
 from paygate.jsonlog import configure_logging
+from paygate.ops_server import ops_url, start_ops_server
 from paygate.settings import Settings
 from paygate.webhook_dispatch import run_dispatcher
 from telemetry.metrics import Metrics
+from telemetry.readiness import Readiness
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -93,7 +96,16 @@ async def run_webhooks_command(settings: Settings, args: argparse.Namespace) -> 
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            await run_dispatcher(settings, store, Metrics(), stop)
+            # Its metrics (and /healthz) on the ops listener, as the consumer's.
+            metrics = Metrics()
+            ops = await start_ops_server(
+                metrics, Readiness(), settings.metrics_host, settings.metrics_port
+            )
+            print(f"PAYGATE_OPS_URL={ops_url(ops)}", flush=True)
+            try:
+                await run_dispatcher(settings, store, metrics, stop)
+            finally:
+                await ops.cleanup()
     finally:
         await db.close()
     return EXIT_OK

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, update
@@ -15,6 +16,8 @@ from persistence.database import Database
 from persistence.engine import create_engine
 from persistence.webhook_fanout import delivery_row
 from persistence.webhook_tables import webhook_deliveries
+from tests.support.processes import start_service
+from tests.support.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -65,3 +68,41 @@ def test_the_cli_lists_failed_deliveries_and_sends_one_again(
 
     assert webhooks_main(["retry", "whd_unknown"]) == 2
     assert webhooks_main(["list", "--limit", "0"]) == 2
+
+
+async def test_paygate_webhooks_run_delivers_on_its_own(tmp_path: Path) -> None:
+    """The dispatcher as its own process (consumers with PAYGATE_WEBHOOKS_DISPATCH=false)."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'paygate.db'}"
+    receiver = await WebhookReceiver().start()
+    engine = create_engine(database_url)
+    try:
+        db = await Database.open(engine)
+        created = await db.webhooks.create_endpoint("acme", receiver.url, ["*"], None)
+        receiver.secret = created.secret
+        event = WebhookEvent("evt_2", "payment.succeeded", "pay_2", '{"type":"payment.succeeded"}')
+        async with engine.begin() as conn:
+            row = delivery_row(created.endpoint.id, event, datetime.now(UTC))
+            await conn.execute(insert(webhook_deliveries).values(**row))
+        env = {
+            "PAYGATE_ENV": "development",
+            "PAYGATE_DATABASE_URL": database_url,
+            "PAYGATE_METRICS_PORT": "0",
+        }
+        process = await asyncio.to_thread(
+            start_service,
+            "webhooks",
+            ["webhooks", "run"],
+            env=env,
+            log_dir=tmp_path,
+            announce_prefix="PAYGATE_OPS_URL=",
+        )
+        try:
+            await receiver.wait_for(1)
+        finally:
+            assert await asyncio.to_thread(process.stop) == 0, process.log()[-2000:]
+        assert receiver.verified_ids() == ["evt_2"]
+        [delivered] = await db.webhooks.deliveries(client_id="acme")
+        assert (delivered.status, delivered.attempts) == ("delivered", 1)
+    finally:
+        await engine.dispose()
+        await receiver.stop()
