@@ -11,6 +11,7 @@ from domain.money import Money
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.status import PaymentStatus
+from domain.webhook_events import payment_webhook
 from persistence.outbox import OutboxMessage
 from schemas.payments import PaymentMessages
 
@@ -80,6 +81,7 @@ class PaymentEvents:
             topic=self._topic,
             key=result.order_id,
             payload=self._messages.encode_result(result),
+            webhook=payment_webhook(result),
         )
 
     def of_payment(

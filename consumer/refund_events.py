@@ -6,6 +6,7 @@ from datetime import datetime
 
 from domain.events import RefundResult, refund_event_id
 from domain.refund_view import RefundView
+from domain.webhook_events import refund_webhook
 from persistence.outbox import OutboxMessage
 from persistence.refund_store import PaymentRefunds, RefundEventBuilder
 from schemas.payments import PaymentMessages
@@ -53,4 +54,5 @@ class RefundEvents:
             topic=self._topic,
             key=result.order_id,
             payload=self._messages.encode_refund_result(result),
+            webhook=refund_webhook(result),
         )

@@ -59,6 +59,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_SCHEMA = "unknown_schema"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+    WEBHOOK_URL_REFUSED = "webhook_url_refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +352,16 @@ _SPECS: Final = (
         action="Answered 500: retry with the same Idempotency-Key, it cannot cause a second "
         "payment. A payment or refund that failed with it replays with that key: "
         "send a new one (new key; `newAttempt: true` for a payment) and report it.",
+    ),
+    ErrorSpec(
+        code=_E.WEBHOOK_URL_REFUSED,
+        category=_C.INVALID_REQUEST,
+        retryable=False,
+        http_status=400,
+        meaning="A webhook endpoint URL is not `https`, carries credentials, or its host is "
+        "(or resolves to) a private, loopback, link-local or otherwise non-public address; "
+        "nothing was registered.",
+        action="Register a public `https` URL whose host resolves only to public addresses.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

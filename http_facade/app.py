@@ -27,6 +27,7 @@ from http_facade.database_guard import (
     GuardedQueries,
     GuardedRefunds,
     GuardedWaiter,
+    GuardedWebhooks,
     IsOutage,
     never,
 )
@@ -34,7 +35,13 @@ from http_facade.errors import error_middleware
 from http_facade.openapi_routes import add_openapi_routes
 from http_facade.ops_routes import add_ops_routes
 from http_facade.payments_routes import add_payment_routes
-from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
+from http_facade.ports import (
+    CommandPublisher,
+    PaymentQueries,
+    RefundQueries,
+    ResultWaiter,
+    WebhookEndpoints,
+)
 from http_facade.rate_limit import TokenBuckets, rate_limit_middleware
 from http_facade.refunds_routes import add_refund_routes
 from http_facade.security_headers import security_headers_middleware
@@ -48,7 +55,11 @@ from http_facade.state import (
     READINESS,
     REFUNDS,
     WAITER,
+    WEBHOOK_URL_CHECK,
+    WEBHOOKS,
 )
+from http_facade.webhook_routes import add_webhook_routes
+from http_facade.webhook_url_check import EndpointUrlCheck
 from telemetry.metrics import Metrics
 from telemetry.outage_log import OutageLog
 from telemetry.readiness import Readiness
@@ -77,6 +88,8 @@ def build_app(
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     clock: Callable[[], datetime] = utc_now,
     is_database_outage: IsOutage = never,
+    webhooks: WebhookEndpoints | None = None,
+    webhook_url_check: EndpointUrlCheck | None = None,
 ) -> web.Application:
     """The facade's aiohttp application, serving plain requests; TLS is added by the server.
 
@@ -91,6 +104,10 @@ def build_app(
     unreachable is answered 503 ``service_unavailable`` and logged once per outage
     (:mod:`http_facade.database_guard`). The facade knows no database driver: the
     composition root passes the judgement (``persistence.availability``).
+
+    ``webhooks`` serves ``/v1/webhook_endpoints`` (without it, those routes are not
+    there); ``webhook_url_check`` judges the URLs registered, by default as in
+    production (https, public addresses only).
     """
     if not (max_wait_s >= 1 and math.isfinite(max_wait_s)):  # also refuses NaN
         raise ValueError(f"max_wait_s must be at least 1 second, got {max_wait_s!r}")
@@ -122,6 +139,10 @@ def build_app(
     add_payment_routes(app)
     add_refund_routes(app)
     add_capture_routes(app)
+    if webhooks is not None:
+        app[WEBHOOKS] = GuardedWebhooks(webhooks, guard)
+        app[WEBHOOK_URL_CHECK] = webhook_url_check or EndpointUrlCheck(development=False)
+        add_webhook_routes(app)
     add_ops_routes(app)
     add_openapi_routes(app)
     add_asyncapi_routes(app)

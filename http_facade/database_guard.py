@@ -23,8 +23,9 @@ from domain.errors import ErrorCode, PaygateError
 from domain.idempotency import OrderPayment
 from domain.payment_view import PaymentView
 from domain.refund_view import RefundView
+from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
 from http_facade.auth import Authenticator
-from http_facade.ports import PaymentQueries, RefundQueries, ResultWaiter
+from http_facade.ports import PaymentQueries, RefundQueries, ResultWaiter, WebhookEndpoints
 from telemetry.outage_log import OutageLog
 
 _T = TypeVar("_T")
@@ -120,4 +121,47 @@ class GuardedWaiter:
         # A waiter need not read the store at all, so its success proves nothing.
         return await self._guard.call(
             self._inner.wait_for_final(payment_request_id, timeout_s), proves_reachable=False
+        )
+
+
+class GuardedWebhooks:
+    def __init__(self, inner: WebhookEndpoints, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def create_endpoint(
+        self, client_id: str, url: str, enabled_events: Sequence[str], description: str | None
+    ) -> CreatedEndpoint:
+        return await self._guard.call(
+            self._inner.create_endpoint(client_id, url, enabled_events, description)
+        )
+
+    async def endpoints(self, client_id: str) -> list[EndpointInfo]:
+        return await self._guard.call(self._inner.endpoints(client_id))
+
+    async def endpoint(self, client_id: str, endpoint_id: str) -> EndpointInfo | None:
+        return await self._guard.call(self._inner.endpoint(client_id, endpoint_id))
+
+    async def delete_endpoint(self, client_id: str, endpoint_id: str) -> bool:
+        return await self._guard.call(self._inner.delete_endpoint(client_id, endpoint_id))
+
+    async def deliveries(
+        self,
+        *,
+        client_id: str | None,
+        endpoint_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[DeliveryInfo]:
+        return await self._guard.call(
+            self._inner.deliveries(
+                client_id=client_id, endpoint_id=endpoint_id, status=status, limit=limit
+            )
+        )
+
+    async def retry(
+        self, delivery_id: str, *, client_id: str | None, endpoint_id: str | None = None
+    ) -> DeliveryInfo | None:
+        return await self._guard.call(
+            self._inner.retry(delivery_id, client_id=client_id, endpoint_id=endpoint_id)
         )

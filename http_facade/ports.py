@@ -15,6 +15,7 @@ from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment
+from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
 
 
 class CommandPublisher(Protocol):
@@ -59,4 +60,38 @@ class ResultWaiter(Protocol):
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
         """Wait until a final result for the payment (or refund, by its ``ref_`` id) is
         seen; True if one was seen in time."""
+        ...
+
+
+class WebhookEndpoints(Protocol):
+    """A client's webhook endpoints and their deliveries; every method sees only the given
+    client's (another client's ids are not found)."""
+
+    async def create_endpoint(
+        self, client_id: str, url: str, enabled_events: Sequence[str], description: str | None
+    ) -> CreatedEndpoint: ...
+
+    async def endpoints(self, client_id: str) -> list[EndpointInfo]: ...
+
+    async def endpoint(self, client_id: str, endpoint_id: str) -> EndpointInfo | None: ...
+
+    async def delete_endpoint(self, client_id: str, endpoint_id: str) -> bool: ...
+
+    async def deliveries(
+        self,
+        *,
+        client_id: str | None,
+        endpoint_id: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[DeliveryInfo]: ...
+
+    async def retry(
+        self, delivery_id: str, *, client_id: str | None, endpoint_id: str | None = None
+    ) -> DeliveryInfo | None: ...
+
+
+class HostResolver(Protocol):
+    async def __call__(self, host: str, port: int) -> list[str]:
+        """The addresses ``host`` resolves to (empty, or OSError, if it does not)."""
         ...

@@ -12,7 +12,14 @@ from typing import Final
 
 from aiohttp import web
 
-from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
+from http_facade.ports import (
+    CommandPublisher,
+    PaymentQueries,
+    RefundQueries,
+    ResultWaiter,
+    WebhookEndpoints,
+)
+from http_facade.webhook_url_check import EndpointUrlCheck
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 
@@ -25,6 +32,8 @@ READINESS: Final = web.AppKey[Readiness]("readiness")
 MAX_WAIT_S: Final = web.AppKey[int]("max_wait_s")
 CLOCK: Final = web.AppKey[Callable[[], datetime]]("clock")
 ACCOUNT_KEY: Final = web.AppKey[bytes]("account_key")
+WEBHOOKS: Final = web.AppKey[WebhookEndpoints]("webhooks")
+WEBHOOK_URL_CHECK: Final = web.AppKey[EndpointUrlCheck]("webhook_url_check")
 
 REQUEST_ID: Final = web.RequestKey[str]("request_id")
 PAYMENT_REQUEST_ID: Final = web.RequestKey[str]("payment_request_id")

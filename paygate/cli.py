@@ -167,6 +167,7 @@ DLQ_COMMAND = "dlq"
 APIKEY_COMMAND = "apikey"
 DB_COMMAND = "db"
 SCHEMAS_COMMAND = "schemas"
+WEBHOOKS_COMMAND = "webhooks"
 
 
 def _chaos(arguments: list[str]) -> int:
@@ -205,6 +206,12 @@ def _schemas(arguments: list[str]) -> int:
     return schemas_main(arguments)
 
 
+def _webhooks(arguments: list[str]) -> int:
+    from paygate.webhooks_command import main as webhooks_main
+
+    return webhooks_main(arguments)
+
+
 # Commands with options or subcommands of their own: they parse the rest of the command line
 # themselves (and are imported only when run).
 _TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
@@ -214,6 +221,7 @@ _TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     APIKEY_COMMAND: ("create, revoke and list the facade's API keys", _apikey),
     DB_COMMAND: ("upgrade the database schema, or show its revision", _db),
     SCHEMAS_COMMAND: ("register the Avro schemas with the Schema Registry", _schemas),
+    WEBHOOKS_COMMAND: ("list webhook deliveries, send them again, or run a dispatcher", _webhooks),
 }
 
 

@@ -28,6 +28,7 @@ from paygate.providers import build_router
 from paygate.schema_source import payment_messages
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
+from paygate.webhook_dispatch import webhook_dispatcher, webhook_sender
 from persistence.database import Database
 from persistence.outbox_lease import OutboxLease
 from producer.kafka_producer import KafkaProducer
@@ -169,11 +170,13 @@ class ConsumerService:
                 db.payments, timedelta(days=settings.idempotency_key_retention_days)
             )
             outbox_retention = timedelta(days=settings.outbox_retention_days)
+            webhook_retention = timedelta(days=settings.webhooks_retention_days)
 
             async def housekeeping() -> int:
                 expired = await key_expiry.run_once()
                 pruned = await db.outbox.prune(datetime.now(UTC) - outbox_retention)
-                return expired + pruned
+                deliveries = await db.webhooks.prune(datetime.now(UTC) - webhook_retention)
+                return expired + pruned + deliveries
 
             await self.providers.start_all()
             started.push_async_callback(self.providers.stop_all)
@@ -196,6 +199,16 @@ class ConsumerService:
                     self.metrics.stray_charges.labels(provider, result)
 
             started.push_async_callback(relay.stop)  # drains, then releases the lease
+            if settings.webhooks_dispatch:
+                # Deliveries are queued with the results (persistence.webhook_fanout); the
+                # dispatcher sends them beside the pipeline, never in its way.
+                sender = webhook_sender(settings)
+                await sender.start()
+                started.push_async_callback(sender.stop)
+                dispatcher = webhook_dispatcher(settings, db.webhooks, sender, self.metrics)
+                started.push_async_callback(
+                    _cancel, asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
+                )
             interval = settings.reconcile_interval_s
             for work, name in (
                 (relay.run(), "outbox-relay"),
@@ -208,7 +221,7 @@ class ConsumerService:
                         stop,
                         settings.key_expiry_interval_s,
                         housekeeping,
-                        "idempotency keys expired and outbox rows pruned",
+                        "idempotency keys expired, outbox rows and webhook deliveries pruned",
                     ),
                     "housekeeping",
                 ),

@@ -19,12 +19,13 @@ from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
+from http_facade.webhook_url_check import EndpointUrlCheck
 from paygate.database import open_database
 from paygate.kafka_login import check_kafka_login
 from paygate.kafka_security import kafka_client_options
 from paygate.ops_server import ops_url, start_ops_server
 from paygate.schema_source import payment_messages
-from paygate.settings import Settings
+from paygate.settings import Environment, Settings
 from persistence.availability import is_database_unavailable
 from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
@@ -193,4 +194,6 @@ def facade_app(
         max_wait_s=settings.max_wait_s,
         body_timeout_s=settings.http_body_timeout_s,
         is_database_outage=is_database_unavailable,
+        webhooks=db.webhooks,
+        webhook_url_check=EndpointUrlCheck(development=settings.env is Environment.DEVELOPMENT),
     )

@@ -478,6 +478,41 @@ class Settings(BaseSettings):
         "attempt, and as holder a published batch) before its `/readyz` fails "
         "`outbox_relay`; above `PAYGATE_OUTBOX_LEASE_S`.",
     )
+    webhooks_dispatch: bool = Field(
+        True,
+        description="Whether the consumer process delivers webhooks (docs/webhooks.md). Off: "
+        "run `paygate webhooks run` instead; several dispatchers may run, each delivery "
+        "attempt is claimed by one.",
+    )
+    webhooks_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=60,
+        description="Seconds a webhook delivery attempt may take (connect and answer); a "
+        "slower endpoint's attempt fails and is tried again later.",
+    )
+    webhooks_max_in_flight: int = Field(
+        32, ge=1, description="Webhook delivery attempts one dispatcher makes at once."
+    )
+    webhooks_per_endpoint: int = Field(
+        4,
+        ge=1,
+        description="Of those, at most this many to one endpoint, so a slow endpoint never "
+        "holds up the deliveries to others.",
+    )
+    webhooks_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Delivered and failed webhook deliveries older than this are deleted "
+        "(pending ones never are).",
+    )
+    webhooks_retry_window_h: float = Field(
+        24.0,
+        ge=24,
+        description="Hours a webhook delivery is retried for (exponential back-off with "
+        "jitter) before it is marked failed.",
+    )
+
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_account_fields: list[str] = Field(
         default=sorted(DEFAULT_ACCOUNT_FIELDS),

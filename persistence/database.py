@@ -25,6 +25,7 @@ from persistence.outbox import Outbox
 from persistence.payment_store import DEFAULT_CLAIM_LEASE, PaymentStore
 from persistence.refund_store import RefundStore
 from persistence.stray_store import StrayStore
+from persistence.webhook_store import WebhookStore
 
 
 class Database:
@@ -44,6 +45,7 @@ class Database:
         self.strays = StrayStore(engine, self.writes, clock)
         self.api_keys = ApiKeyStore(engine, clock=clock)
         self.backlogs = Backlogs(engine)
+        self.webhooks = WebhookStore(engine, self.writes, clock)
 
     @classmethod
     async def open(

@@ -8,7 +8,7 @@ prunes what was published long ago. This module is all the relay depends on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,8 +17,10 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.clock import utc_now
+from domain.webhook_events import WebhookEvent
 from persistence.group_commit import GroupCommit
 from persistence.tables import outbox
+from persistence.webhook_fanout import enqueue_webhooks
 from telemetry.trace_context import current_traceparent
 
 
@@ -33,6 +35,8 @@ class OutboxMessage:
     key: str
     payload: bytes
     traceparent: str | None = field(default_factory=current_traceparent, compare=False)
+    # The same event for REST clients' webhook endpoints (None: not one they receive).
+    webhook: WebhookEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +49,14 @@ class PendingOutboxRow:
 
 
 async def enqueue_outbox(conn: AsyncConnection, event: OutboxMessage, now: datetime) -> None:
-    """Queue ``event`` in the caller's transaction, so it commits with the state it reports."""
+    """Queue ``event`` in the caller's transaction, so it commits with the state it reports,
+    and its webhook deliveries with it (see persistence.webhook_fanout)."""
     await conn.execute(insert(outbox).values(**outbox_row(event, now)))
+    await enqueue_webhooks(conn, webhooks_of([event]), now)
+
+
+def webhooks_of(events: Iterable[OutboxMessage]) -> list[WebhookEvent]:
+    return [event.webhook for event in events if event.webhook is not None]
 
 
 def outbox_row(event: OutboxMessage, now: datetime) -> dict[str, Any]:

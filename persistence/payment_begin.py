@@ -25,6 +25,7 @@ from domain.order_protection import refusal_for_new_payment
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.status import PaymentStatus
+from domain.webhook_events import WebhookEvent
 from persistence.attempts import ATTEMPT_STARTED, attempt_key_for
 from persistence.claims import Claim, claim_columns
 from persistence.engine import as_utc
@@ -36,6 +37,7 @@ from persistence.payment_rows import (
     payment_in,
 )
 from persistence.tables import outbox, payments, provider_attempts
+from persistence.webhook_fanout import enqueue_webhooks
 from telemetry.trace_context import current_traceparent
 
 
@@ -102,6 +104,7 @@ class _NewPayment:
     payment: dict[str, Any]
     attempt: dict[str, Any] | None
     event: dict[str, Any] | None
+    webhook: WebhookEvent | None = None
 
 
 def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: int) -> _NewPayment:
@@ -116,6 +119,7 @@ def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: i
         (p.status for p in order), new_attempt=request.command.new_attempt
     )
     if refusal is not None:
+        refusal_event = request.refusal_event(resolved, refusal, now)
         return _NewPayment(
             Refused(refusal, now, generation),
             {
@@ -125,12 +129,8 @@ def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: i
                 **claim_columns(None),
             },
             None,
-            outbox_row(
-                dataclasses.replace(
-                    request.refusal_event(resolved, refusal, now), traceparent=request.traceparent
-                ),
-                now,
-            ),
+            outbox_row(dataclasses.replace(refusal_event, traceparent=request.traceparent), now),
+            refusal_event.webhook,
         )
     return _NewPayment(
         Started(attempt_key_for(payment_id, 1), now, request.claim, generation),
@@ -172,6 +172,8 @@ async def begin_one(conn: AsyncConnection, request: BeginRequest) -> BeginResult
         await conn.execute(insert(provider_attempts).values(**new.attempt))
     if new.event is not None:
         await conn.execute(insert(outbox).values(**new.event))
+    if new.webhook is not None:
+        await enqueue_webhooks(conn, [new.webhook], request.now)
     return new.result
 
 
@@ -201,6 +203,9 @@ async def begin_many(conn: AsyncConnection, requests: Sequence[BeginRequest]) ->
     await insert_rows(conn, payments, [n.payment for n in new])
     await insert_rows(conn, provider_attempts, [n.attempt for n in new if n.attempt is not None])
     await insert_rows(conn, outbox, [n.event for n in new if n.event is not None])
+    if new:
+        webhooks = [n.webhook for n in new if n.webhook is not None]
+        await enqueue_webhooks(conn, webhooks, requests[0].now)
     for index in alone:
         results[index] = await begin_one(conn, requests[index])
     return [_answered(result) for result in results]

@@ -21,9 +21,10 @@ from domain.error_info import ErrorInfo
 from domain.status import ALLOWED_TRANSITIONS, InvalidTransitionError, PaymentStatus
 from persistence.attempts import ATTEMPT_SUCCEEDED, ATTEMPT_UNKNOWN
 from persistence.claims import claim_columns, release_claim
-from persistence.outbox import OutboxMessage, enqueue_outbox, outbox_row
+from persistence.outbox import OutboxMessage, enqueue_outbox, outbox_row, webhooks_of
 from persistence.payment_rows import error_columns, insert_rows
 from persistence.tables import outbox, payments, provider_attempts
+from persistence.webhook_fanout import enqueue_webhooks
 
 # For each status, the statuses a payment may move to it from.
 _MAY_BECOME = {
@@ -209,6 +210,7 @@ async def finish_many(conn: AsyncConnection, requests: Sequence[FinishRequest]) 
         if conn.dialect.supports_sane_multi_rowcount and finished.rowcount != len(moves):
             raise RuntimeError(f"bulk finish closed {finished.rowcount} of {len(moves)} attempts")
         await insert_rows(conn, outbox, [outbox_row(r.event, r.now) for r in moves])
+        await enqueue_webhooks(conn, webhooks_of(r.event for r in moves), moves[0].now)
     if strays:
         await conn.execute(
             _NOTE_STRAY_CHARGE,

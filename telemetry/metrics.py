@@ -196,6 +196,22 @@ class Metrics:
             "older one is stuck (alert PaygateInDoubtAttemptsStuck).",
             registry=self.registry,
         )
+        self.webhook_attempts = Counter(
+            f"{prefix}_webhook_attempts_total",
+            "Webhook delivery attempts, by result: delivered (answered 2xx), failed (to be "
+            "tried again), refused_address (the endpoint's host resolved to an address "
+            "paygate may not send to; tried again), gave_up (the retry window is over: the "
+            "delivery is failed; re-send it with `paygate webhooks retry`).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_attempt_seconds = Histogram(
+            f"{prefix}_webhook_attempt_seconds",
+            "Time of a webhook delivery attempt, from connecting to the endpoint's answer "
+            "(or the timeout).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""

@@ -32,10 +32,12 @@ from http_facade.app import build_app
 from http_facade.auth import Authenticator
 from http_facade.ports import CommandPublisher
 from http_facade.rate_limit import TokenBuckets
+from http_facade.webhook_url_check import EndpointUrlCheck
 from persistence.availability import is_database_unavailable
 from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
+from tests.support.fake_webhooks import FakeWebhooks
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ACCOUNT_KEY = b"facade-world-key"
@@ -79,6 +81,12 @@ class World:
     # the wait then sees a final result.
     while_waiting: Callable[[World], None] | None = None
     failed_queries: int = 0  # calls that found the database down
+    webhooks: FakeWebhooks = field(default_factory=FakeWebhooks)
+    # What the host names of webhook URLs resolve to (the facade's SSRF check asks).
+    dns: dict[str, list[str]] = field(default_factory=dict)
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        return self.dns.get(host, [])
 
     # --- the publisher ------------------------------------------------------------------
 
@@ -257,5 +265,9 @@ def world_app(
         rate_limiter=rate_limiter or TokenBuckets(rate_per_s=1000.0, burst=1_000_000),
         clock=lambda: NOW,
         is_database_outage=is_database_unavailable,
-        **options,
+        **{
+            "webhooks": world.webhooks,
+            "webhook_url_check": EndpointUrlCheck(development=False, resolver=world.resolve),
+            **options,
+        },
     )

@@ -594,6 +594,27 @@ async def _internal_error(make: MakeAdvised, code: ErrorCode) -> None:
     assert (answer.status, answer.body["paymentRequestId"]) == (202, payment_id("order-2", "k-2"))
 
 
+@row(
+    ErrorCode.WEBHOOK_URL_REFUSED,
+    follows="Register a public `https` URL whose host resolves only to public addresses",
+)
+async def _webhook_url_refused(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    f.world.dns.update({"hooks.shop.example": ["93.184.215.14"], "intranet.example": ["10.1.2.3"]})
+    events = ["payment.succeeded"]
+    for url in ("http://hooks.shop.example/in", "https://intranet.example/in"):
+        answer = await f.send(
+            "POST", "/v1/webhook_endpoints", json={"url": url, "enabledEvents": events}
+        )
+        refused(answer, ErrorCode.WEBHOOK_URL_REFUSED)
+    assert (await f.get("/v1/webhook_endpoints")).body["data"] == []
+    url = "https://hooks.shop.example/in"
+    answer = await f.send(
+        "POST", "/v1/webhook_endpoints", json={"url": url, "enabledEvents": events}
+    )
+    assert (answer.status, answer.body["url"]) == (201, url)
+
+
 # --- the consumer's own codes, where they arise ----------------------------------------------
 
 

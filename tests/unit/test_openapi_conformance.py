@@ -37,11 +37,13 @@ from domain.status import PaymentStatus
 from http_facade.app import build_app
 from http_facade.openapi_routes import openapi_document
 from http_facade.rate_limit import TokenBuckets
+from http_facade.webhook_url_check import EndpointUrlCheck
 from persistence.availability import is_database_unavailable
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 from tests.support.app_client import started_client
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
+from tests.support.fake_webhooks import FakeWebhooks
 
 pytestmark = pytest.mark.unit
 
@@ -141,6 +143,18 @@ class World:
     outcome: PaymentStatus = PaymentStatus.SUCCEEDED
     publish_error: Exception | None = None
     final_within_wait: bool = False
+    webhooks: FakeWebhooks = field(default_factory=FakeWebhooks)
+    dns: dict[str, list[str]] = field(
+        default_factory=lambda: {
+            "hooks.shop.example": ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+            "intranet.shop.example": ["93.184.215.14", "10.20.0.5"],
+            "localhost": ["127.0.0.1"],
+            "metadata.shop.example": ["169.254.169.254"],
+        }
+    )
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        return self.dns.get(host, [])
 
     async def publish_create_payment(self, command: CreatePayment) -> None:
         if self.publish_error is not None:
@@ -288,6 +302,7 @@ async def make_facade(validator: ResponseValidator) -> AsyncIterator[MakeFacade]
         body_timeout_s: float = 15.0,
         readiness: Readiness | None = None,
         authenticator: Any = None,
+        development: bool = False,
     ):
         world = World()
         app = build_app(
@@ -303,6 +318,8 @@ async def make_facade(validator: ResponseValidator) -> AsyncIterator[MakeFacade]
             body_timeout_s=body_timeout_s,
             readiness=readiness,
             clock=lambda: NOW,
+            webhooks=world.webhooks,
+            webhook_url_check=EndpointUrlCheck(development=development, resolver=world.resolve),
         )
         client = await started_client(app)
         clients.append(client)
@@ -549,6 +566,8 @@ async def test_read_refusals(facade: Facade) -> None:
         ("GET", PAYMENT, f"/v1/payments/{_PAYMENT_ID}"),
         ("POST", REFUNDS, f"/v1/payments/{_PAYMENT_ID}/refunds"),
         ("GET", REFUND, f"/v1/refunds/{_REFUND_ID}"),
+        ("GET", "/v1/webhook_endpoints", None),
+        ("POST", "/v1/webhook_endpoints", None),
     ],
 )
 @pytest.mark.parametrize("key", [None, "pgk_0123456789abcdef_" + "f" * 64])
@@ -574,6 +593,8 @@ class UnreachableKeyStore:
         ("POST", REFUNDS, f"/v1/payments/{_PAYMENT_ID}/refunds"),
         ("POST", CAPTURE, f"/v1/payments/{_PAYMENT_ID}/capture"),
         ("GET", REFUND, f"/v1/refunds/{_REFUND_ID}"),
+        ("GET", "/v1/webhook_endpoints", None),
+        ("POST", "/v1/webhook_endpoints", None),
     ],
 )
 async def test_every_private_operation_is_503_while_the_database_is_down(
@@ -782,3 +803,142 @@ async def test_readyz_ready_and_not_ready(make_facade: MakeFacade) -> None:
         503,
         {"status": "not_ready", "checks": {"result_listener": "failing"}},
     )
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+ENDPOINTS = "/v1/webhook_endpoints"
+ENDPOINT = "/v1/webhook_endpoints/{endpointId}"
+DELIVERIES = "/v1/webhook_endpoints/{endpointId}/deliveries"
+RETRY = "/v1/webhook_endpoints/{endpointId}/deliveries/{deliveryId}/retry"
+HOOK_URL = "https://hooks.shop.example/paygate"
+
+
+async def _endpoint(facade: Facade, **body: Any) -> dict[str, Any]:
+    sent = {"url": HOOK_URL, "enabledEvents": ["payment.succeeded", "refund.failed"], **body}
+    status, created, response = await facade.call("POST", ENDPOINTS, json=sent)
+    assert status == 201, created
+    assert response.headers["Location"] == f"{ENDPOINTS}/{created['id']}"
+    result: dict[str, Any] = created
+    return result
+
+
+async def test_webhook_endpoints_create_list_read_delete(facade: Facade) -> None:
+    created = await _endpoint(facade, description="orders service")
+    assert created["secret"].startswith("whsec_")
+    assert created["enabledEvents"] == ["payment.succeeded", "refund.failed"]
+    path = f"{ENDPOINTS}/{created['id']}"
+    _, listed, _ = await facade.call("GET", ENDPOINTS)
+    assert [e["id"] for e in listed["data"]] == [created["id"]]
+    assert "secret" not in listed["data"][0]
+    _, read, _ = await facade.call("GET", ENDPOINT, path)
+    assert read == {k: v for k, v in created.items() if k != "secret"}
+    # Another client sees none of it.
+    _, theirs, _ = await facade.call("GET", ENDPOINTS, key=KEY_2)
+    assert theirs["data"] == []
+    for method, key in (("GET", KEY_2), ("DELETE", KEY_2), ("DELETE", KEY_1), ("GET", KEY_1)):
+        status, _, _ = await facade.call(method, ENDPOINT, path, key=key)
+        assert status == (200 if (method, key) == ("DELETE", KEY_1) else 404)
+
+
+async def test_every_event_type_and_all_are_accepted(facade: Facade) -> None:
+    created = await _endpoint(facade, enabledEvents=["payment.requires_action", "*"][1:])
+    assert created["enabledEvents"] == ["*"]
+    for status in PaymentStatus:
+        await _endpoint(facade, enabledEvents=[f"payment.{status.value}"])
+
+
+@pytest.mark.parametrize(
+    ("url", "development"),
+    [
+        ("http://hooks.shop.example/paygate", False),  # not https
+        ("https://user:pw@hooks.shop.example/paygate", False),  # credentials
+        ("https://intranet.shop.example/in", False),  # one of its addresses is private
+        ("https://metadata.shop.example/in", False),  # link-local: cloud metadata
+        ("https://169.254.169.254/latest/meta-data", False),
+        ("https://10.0.0.1/in", False),
+        ("https://192.168.1.20/in", False),
+        ("https://[::1]/in", False),
+        ("https://[::ffff:10.0.0.1]/in", False),  # IPv4-mapped private
+        ("https://[fd00:ec2::254]/in", False),  # unique local (the IPv6 metadata address)
+        ("https://100.64.0.1/in", False),  # carrier-grade NAT
+        ("https://0.0.0.0/in", False),
+        ("https://127.0.0.1/in", False),  # loopback, outside development
+        ("https://localhost/in", False),
+        ("https://unknown.shop.example/in", False),  # does not resolve
+        ("https://xn--a.example/in", False),  # unknown to the resolver
+        ("https://[::1/in", False),  # malformed
+        ("ftp://hooks.shop.example/in", True),
+        ("https://10.0.0.1/in", True),  # development allows loopback only
+        ("https://metadata.shop.example/in", True),
+    ],
+)
+async def test_an_endpoint_url_paygate_may_not_reach_is_refused(
+    make_facade: MakeFacade, url: str, development: bool
+) -> None:
+    facade = await make_facade(development=development)
+    sent = {"url": url, "enabledEvents": ["payment.succeeded"]}
+    status, body, _ = await facade.call("POST", ENDPOINTS, json=sent)
+    assert (status, body["error"]["code"], body["error"]["param"]) == (
+        400,
+        "webhook_url_refused",
+        "url",
+    )
+    assert facade.world.webhooks.endpoints_by_id == {}
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080/hooks", "http://localhost:9000/hooks", "https://[::1]/in"]
+)
+async def test_development_allows_loopback_for_local_receivers(
+    make_facade: MakeFacade, url: str
+) -> None:
+    facade = await make_facade(development=True)
+    await _endpoint(facade, url=url)
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"url": HOOK_URL, "enabledEvents": ["payment.paid"]}, "enabledEvents"),
+        ({"url": HOOK_URL, "enabledEvents": []}, "enabledEvents"),
+        ({"url": HOOK_URL}, "enabledEvents"),
+        ({"enabledEvents": ["*"]}, "url"),
+        ({"url": HOOK_URL, "enabledEvents": ["*"], "secret": "whsec_x"}, "secret"),
+        ({"url": "https://hooks.shop.example/\u0000", "enabledEvents": ["*"]}, "url"),
+        ({"url": HOOK_URL, "enabledEvents": ["*"], "description": "a\u0007b"}, "description"),
+    ],
+)
+async def test_a_bad_endpoint_body_is_refused(
+    facade: Facade, body: dict[str, Any], param: str
+) -> None:
+    status, answer, _ = await facade.call("POST", ENDPOINTS, json=body)
+    text_rule = param in ("url", "description") and "url" in body
+    assert (status, answer["error"]["code"], answer["error"]["param"]) == (
+        400,
+        "invalid_text" if text_rule else "invalid_request",
+        param,
+    )
+    assert facade.world.webhooks.endpoints_by_id == {}
+
+
+async def test_deliveries_are_listed_and_sent_again(facade: Facade) -> None:
+    created = await _endpoint(facade)
+    failed = facade.world.webhooks.deliver(created["id"], "payment.succeeded")
+    path = f"{ENDPOINTS}/{created['id']}/deliveries"
+    _, listed, _ = await facade.call("GET", DELIVERIES, path)
+    [only] = listed["data"]
+    assert (only["id"], only["status"], only["lastResponseCode"]) == (failed.id, "failed", 500)
+    _, none_pending, _ = await facade.call("GET", DELIVERIES, path + "?status=pending")
+    assert none_pending["data"] == []
+    for query in ("?status=lost", "?limit=0", "?limit=x"):
+        status, refused, _ = await facade.call("GET", DELIVERIES, path + query)
+        assert (status, refused["error"]["code"]) == (400, "invalid_request")
+
+    retry = f"{path}/{failed.id}/retry"
+    status, _, _ = await facade.call("POST", RETRY, retry, key=KEY_2)
+    assert status == 404
+    status, again, _ = await facade.call("POST", RETRY, retry)
+    assert (status, again["status"], again["eventId"]) == (202, "pending", failed.event_id)
+    status, _, _ = await facade.call("POST", RETRY, f"{path}/whd_unknown/retry")
+    assert status == 404

@@ -38,7 +38,9 @@ from http_facade.openapi_routes import (
 from http_facade.rate_limit import TokenBuckets
 from http_facade.refund_requests import RefundBody
 from http_facade.requests import AccountBody, CreatePaymentBody
+from http_facade.webhook_routes import EndpointBody
 from telemetry.metrics import Metrics
+from tests.support.fake_webhooks import FakeWebhooks
 
 pytestmark = pytest.mark.unit
 
@@ -116,6 +118,7 @@ async def _app_client() -> TestClient[Any, Any]:
         account_key=b"k",
         authenticator=nothing,
         rate_limiter=TokenBuckets(rate_per_s=1.0, burst=1),
+        webhooks=FakeWebhooks(),
     )
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -166,6 +169,7 @@ def test_every_operation_lists_the_answers_its_middleware_can_give() -> None:
         ("CreatePaymentRequest", CreatePaymentBody),
         ("Account", AccountBody),
         ("CreateRefundRequest", RefundBody),
+        ("CreateWebhookEndpointRequest", EndpointBody),
     ],
 )
 def test_request_schemas_are_the_request_models(schema: str, model: type[BaseModel]) -> None:

@@ -1,0 +1,163 @@
+"""Webhook events: what a REST client's endpoint receives when a result event is written.
+
+Every result event (payment or refund) becomes exactly one webhook event, built here from
+the same :class:`domain.events.PaymentResult` / :class:`domain.events.RefundResult` that
+goes to the results topic. Invariants:
+
+* The **type** is ``<object>.<status>`` (``payment.succeeded``, ``refund.failed``), derived
+  from the status enum, so a status added to :class:`domain.status.PaymentStatus` (say
+  ``requires_action`` or ``expired``) is a webhook type without any change here.
+* The **id** is derived from the result event's id, which is stable per (payment, status),
+  so a re-published result produces the same webhook id and receivers dedupe on it
+  (Standard Webhooks' ``webhook-id``).
+* A **reply to a refused command** (``idempotency_conflict``: the key was reused with other
+  parameters) is not a change of the payment or refund it names, which may well have
+  succeeded: it is no webhook (:func:`payment_webhook` and :func:`refund_webhook` answer
+  None). Kafka readers still get it on the results topic, as the reply to their command.
+* The **body** follows Standard Webhooks' payload structure ``{type, timestamp, data}`` and
+  is serialised once, when the event is written: every attempt, and every re-send, signs
+  and sends the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Final
+
+from domain.currencies import minor_unit_exponent
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode
+from domain.events import PaymentResult, RefundResult
+from domain.refunds import RefundStatus
+from domain.status import PaymentStatus
+
+PAYMENT_PREFIX: Final = "payment."
+REFUND_PREFIX: Final = "refund."
+# An endpoint that enables this receives every type, those added later included.
+ALL_EVENTS: Final = "*"
+
+
+def event_types() -> frozenset[str]:
+    """Every webhook type there is: one per payment status and one per refund status."""
+    return frozenset(
+        [f"{PAYMENT_PREFIX}{status.value}" for status in PaymentStatus]
+        + [f"{REFUND_PREFIX}{status.value}" for status in RefundStatus]
+    )
+
+
+def webhook_event_id(result_event_id: str) -> str:
+    """The webhook id of the result event ``result_event_id``: stable, so receivers dedupe."""
+    return f"evt_{result_event_id.replace('-', '')}"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """One event for the endpoints of the client that owns ``payment_request_id``."""
+
+    event_id: str
+    type: str
+    payment_request_id: str
+    body: str
+
+
+def subscribed(enabled_events: list[str], event_type: str) -> bool:
+    """Whether an endpoint with ``enabled_events`` receives events of ``event_type``."""
+    return ALL_EVENTS in enabled_events or event_type in enabled_events
+
+
+def payment_webhook(result: PaymentResult) -> WebhookEvent | None:
+    if _refused_command(result.error):
+        return None
+    amount = result.amount
+    data: dict[str, object] = {
+        "object": "payment",
+        "paymentRequestId": result.payment_request_id,
+        "orderId": result.order_id,
+        "userId": result.user_id,
+        "status": result.status.value,
+        "paymentResult": result.payment_result,
+        "amount": _amount_text(amount.minor_units, amount.exponent),
+        "currency": amount.currency,
+        "provider": result.provider,
+        "providerReference": result.provider_reference,
+        "error": None if result.error is None else result.error.to_dict(),
+        "createdAt": _utc_text(result.created_at),
+    }
+    return _event(
+        result.event_id,
+        f"{PAYMENT_PREFIX}{result.status.value}",
+        result.payment_request_id,
+        result.occurred_at,
+        data,
+    )
+
+
+def refund_webhook(result: RefundResult) -> WebhookEvent | None:
+    if _refused_command(result.error):
+        return None
+    # None for a refund of a payment that does not exist: nothing is known of its amount.
+    exponent = None if result.currency is None else minor_unit_exponent(result.currency)
+    amount = (
+        None
+        if result.amount_minor is None or exponent is None
+        else _amount_text(result.amount_minor, exponent)
+    )
+    refunded = (
+        None
+        if result.payment_refunded_minor is None or exponent is None
+        else _amount_text(result.payment_refunded_minor, exponent)
+    )
+    data: dict[str, object] = {
+        "object": "refund",
+        "refundId": result.refund_id,
+        "paymentRequestId": result.payment_request_id,
+        "orderId": result.order_id,
+        "status": result.status.value,
+        "amount": amount,
+        "currency": result.currency,
+        "reason": result.reason,
+        "paymentStatus": None if result.payment_status is None else result.payment_status.value,
+        "paymentRefundedAmount": refunded,
+        "providerReference": result.provider_reference,
+        "error": None if result.error is None else result.error.to_dict(),
+        "createdAt": _utc_text(result.created_at),
+    }
+    return _event(
+        result.event_id,
+        f"{REFUND_PREFIX}{result.status.value}",
+        result.payment_request_id,
+        result.occurred_at,
+        data,
+    )
+
+
+def _refused_command(error: ErrorInfo | None) -> bool:
+    return error is not None and error.code is ErrorCode.IDEMPOTENCY_CONFLICT
+
+
+def _event(
+    result_event_id: str,
+    event_type: str,
+    payment_request_id: str,
+    occurred_at: datetime,
+    data: dict[str, object],
+) -> WebhookEvent:
+    body = {"type": event_type, "timestamp": _utc_text(occurred_at), "data": data}
+    return WebhookEvent(
+        event_id=webhook_event_id(result_event_id),
+        type=event_type,
+        payment_request_id=payment_request_id,
+        body=json.dumps(body, separators=(",", ":"), sort_keys=True),
+    )
+
+
+def _amount_text(minor_units: int, exponent: int) -> str:
+    # As the REST API writes amounts: fixed point, exactly the currency's decimals.
+    return format(Decimal(minor_units).scaleb(-exponent), "f")
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
