@@ -25,6 +25,8 @@ class BenchProvider(ChargeOnlyProvider):
         self.in_flight = 0
         self.max_in_flight = 0
         self.first_call_at: float | None = None
+        # The process's CPU time (all threads) at the first call, beside first_call_at.
+        self.first_call_cpu: float | None = None
         self.last_return_at: float | None = None
 
     @property
@@ -35,6 +37,7 @@ class BenchProvider(ChargeOnlyProvider):
         now = time.perf_counter()
         if self.first_call_at is None:
             self.first_call_at = now
+            self.first_call_cpu = time.process_time()
         self.calls += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
