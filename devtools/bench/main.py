@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import sys
 import time
@@ -25,6 +26,7 @@ from devtools.bench.options import BenchOptions, parse_options
 from devtools.bench.pipeline import concurrency_bound, run_pipeline
 from devtools.bench.provider import BenchProvider
 from devtools.bench.report import B_NORMAL, CaseResult, case_lines, summary_lines
+from devtools.bench.scale_out import ScaleStep, run_scale_step, scale_lines, scale_summary
 from devtools.bench.workload import CaseTopics, created_topics, produce_commands
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
@@ -87,6 +89,35 @@ async def run_bench(options: BenchOptions, command: str) -> None:
             _say(*case_lines(results[case]), "")
         bound = concurrency_bound(settings, options.provider_delay_s) if "c" in results else None
         _say(*summary_lines(results, bound))
+        if options.scale_out:
+            await _scale_out(settings, options, run_id)
+
+
+async def _scale_out(settings: Settings, options: BenchOptions, run_id: str) -> None:
+    assert options.database_url is not None  # parse_options requires it
+    cores = os.cpu_count() or 0
+    # Enough partitions for the most processes of the run, the same for every step.
+    partitions = max(options.partitions, *options.scale_out)
+    step_settings = settings.model_copy(
+        update={"database_url": options.database_url, "topic_partitions": partitions}
+    )
+    _say(
+        "",
+        f"scale-out: {','.join(map(str, options.scale_out))} consumer processes, "
+        f"{options.payments} payments each, {partitions} partitions, machine {cores} cores",
+    )
+    steps: list[ScaleStep] = []
+    for processes in options.scale_out:
+        step = await run_scale_step(
+            step_settings,
+            run_id=run_id,
+            processes=processes,
+            payments=options.payments,
+            stall_timeout_s=options.stall_timeout_s,
+        )
+        steps.append(step)
+        _say(*scale_lines(step, cores), "")
+    _say(*scale_summary(steps, cores))
 
 
 def _run_order(options: BenchOptions) -> list[str]:
