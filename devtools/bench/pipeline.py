@@ -30,14 +30,20 @@ def concurrency_bound(settings: Settings, delay_s: float) -> ConcurrencyBound:
 
     The consumer gates its provider calls at ``max_provider_calls``; the runner admits
     ``max_in_flight`` commands, and a command in a database write holds no provider call,
-    so the lower of the two bounds the calls in flight.
+    so the lower of the two bounds the calls in flight. Read by name, so the bench also
+    measures revisions from before the gate (where only ``max_in_flight`` bounds them).
     """
-    calls = min(settings.max_provider_calls, settings.max_in_flight)
+    gate = getattr(settings, "max_provider_calls", None)
+    if gate is None:
+        return ConcurrencyBound(
+            in_flight=settings.max_in_flight,
+            delay_s=delay_s,
+            reason=f"Settings.max_in_flight={settings.max_in_flight} (no provider-call gate)",
+        )
     return ConcurrencyBound(
-        in_flight=calls,
+        in_flight=min(int(gate), settings.max_in_flight),
         delay_s=delay_s,
-        reason=f"Settings.max_provider_calls={settings.max_provider_calls}, "
-        f"max_in_flight={settings.max_in_flight}",
+        reason=f"Settings.max_provider_calls={gate}, max_in_flight={settings.max_in_flight}",
     )
 
 
