@@ -19,6 +19,7 @@ from devtools.bench.environment import (
     broker,
     case_database,
     describe_database,
+    describe_load,
     describe_machine,
     describe_revision,
 )
@@ -66,6 +67,7 @@ async def run_bench(options: BenchOptions, command: str) -> None:
     _say(
         f"command: {command}",
         f"machine: {describe_machine()}",
+        f"load average at start: {describe_load()}",
         f"interpreter: {sys.executable}",
         f"revision: {describe_revision()}",
         f"cases: {','.join(options.cases)}",
@@ -91,6 +93,7 @@ async def run_bench(options: BenchOptions, command: str) -> None:
         _say(*summary_lines(results, bound))
         if options.scale_out:
             await _scale_out(settings, options, run_id)
+        _say("", f"load average at end: {describe_load()}")
 
 
 async def _scale_out(settings: Settings, options: BenchOptions, run_id: str) -> None:
@@ -107,16 +110,17 @@ async def _scale_out(settings: Settings, options: BenchOptions, run_id: str) -> 
         f"{options.payments} payments each, {partitions} partitions, machine {cores} cores",
     )
     steps: list[ScaleStep] = []
-    for processes in options.scale_out:
+    for index, processes in enumerate(options.scale_out, start=1):
         step = await run_scale_step(
             step_settings,
             run_id=run_id,
+            index=index,
             processes=processes,
             payments=options.payments,
             stall_timeout_s=options.stall_timeout_s,
         )
         steps.append(step)
-        _say(*scale_lines(step, cores), "")
+        _say(*scale_lines(step, cores), f"  load average after the step: {describe_load()}", "")
     _say(*scale_summary(steps, cores))
 
 

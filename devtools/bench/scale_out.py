@@ -52,13 +52,24 @@ class ScaleStep:
 
 
 async def run_scale_step(
-    settings: Settings, *, run_id: str, processes: int, payments: int, stall_timeout_s: float
+    settings: Settings,
+    *,
+    run_id: str,
+    index: int,
+    processes: int,
+    payments: int,
+    stall_timeout_s: float,
 ) -> ScaleStep:
-    """Run ``processes`` consumer processes over ``payments`` fresh commands."""
-    topics = CaseTopics.fresh(run_id, f"x{processes}")
+    """Run ``processes`` consumer processes over ``payments`` fresh commands.
+
+    ``index`` (the step's place in the run) keeps topics, group and order ids apart when a
+    run repeats a number of processes: a repeated order id would be a replay, not a payment.
+    """
+    name = f"x{processes}-{index}"
+    topics = CaseTopics.fresh(run_id, name)
     step = topics.settings(settings, settings.topic_partitions)
     kafka = kafka_client_options(step)
-    encoded = encoded_commands(payments, f"bench-{run_id}-x{processes}")
+    encoded = encoded_commands(payments, f"bench-{run_id}-{name}")
     overrides = {
         "commands_topic": step.commands_topic,
         "results_topic": step.results_topic,

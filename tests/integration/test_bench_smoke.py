@@ -58,6 +58,8 @@ def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstra
 
     assert "command: python -m devtools.bench --payments 200 --slow-payments 50" in output
     assert re.search(r"^machine: \d+ cores", output, re.MULTILINE), output
+    assert re.search(r"^load average at start: [0-9.]+, ", output, re.MULTILINE), output
+    assert re.search(r"^load average at end: [0-9.]+, ", output, re.MULTILINE), output
     # The comparison: case b on the durable default, then the same on the opt-in.
     assert re.search(r"^case b: .*, SQLite synchronous=FULL$", output, re.MULTILINE), output
     assert re.search(r"^case b-normal: .*, SQLite synchronous=NORMAL$", output, re.MULTILINE)
