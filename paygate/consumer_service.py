@@ -133,7 +133,13 @@ class ConsumerService:
             started.callback(self._started.clear)
             # Every consumer process runs a relay; the lease lets one of them publish at a
             # time.
-            lease = OutboxLease(db.writes, duration=timedelta(seconds=settings.outbox_lease_s))
+            # The holder renews at least every renew interval (a third of the lease at most),
+            # not before every batch: one write transaction less per batch.
+            lease = OutboxLease(
+                db.writes,
+                duration=timedelta(seconds=settings.outbox_lease_s),
+                trust_for=timedelta(seconds=settings.outbox_lease_renew_s),
+            )
             relay = OutboxRelay(
                 db.outbox,
                 producer,
@@ -146,7 +152,8 @@ class ConsumerService:
             handlers = handlers_of(
                 settings,
                 db=db,
-                providers=self.providers,
+                # Started and stopped below through self.providers: the same providers.
+                providers=self.providers.gated(settings.max_provider_calls),
                 router=router,
                 messages=messages,
                 metrics=self.metrics,

@@ -179,10 +179,11 @@ class Settings(BaseSettings):
     )
     consumer_group: str = Field("paygate-consumer", description="Consumer group of the consumer.")
     max_in_flight: int = Field(
-        100,
+        200,
         ge=1,
         description="Commands processed at once per consumer; one order's commands always "
-        "run one after another.",
+        "run one after another. Above `PAYGATE_MAX_PROVIDER_CALLS`, so the next commands' "
+        "database writes overlap the provider calls in flight.",
     )
     max_poll_interval_ms: int = Field(
         300_000,
@@ -364,9 +365,9 @@ class Settings(BaseSettings):
         15.0,
         gt=0,
         description="Seconds an outbox relay's lease lasts: only its holder publishes result "
-        "events, and renews it before every batch. After a crash of the holder another "
-        "consumer's relay takes over within this (plus the renewal interval); keep it well "
-        "above the time a batch of 500 events takes to publish.",
+        "events, and renews it at least every `PAYGATE_OUTBOX_LEASE_RENEW_S`. After a crash "
+        "of the holder another consumer's relay takes over within this (plus the renewal "
+        "interval); keep it well above the time a batch of 500 events takes to publish.",
     )
     outbox_lease_renew_s: float = Field(
         1.0,
@@ -535,6 +536,13 @@ class Settings(BaseSettings):
         le=1,
         description="Share of traces kept that start here (a REST request, a command without "
         "a `traceparent`); a command that arrives with one follows its sampling decision.",
+    )
+    max_provider_calls: int = Field(
+        100,
+        ge=1,
+        description="Provider calls at once per consumer process, all providers and "
+        "handlers together (the rate against a provider taking t seconds is at most this "
+        "/ t); docs/operations.md says how to size it.",
     )
 
     @classmethod

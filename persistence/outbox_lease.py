@@ -2,7 +2,7 @@
 
 Every consumer process runs a relay over the shared store. Without a lease, two relays read
 the same unpublished rows and both publish them. With it, a relay reads and publishes only
-while it holds the lease, and renews it before every batch:
+while it holds the lease, and checks it before every batch:
 
 * :meth:`OutboxLease.acquire` is one conditional statement, atomic on SQLite and PostgreSQL
   alike: insert the lease row if there is none, else take it over only where it has
@@ -16,6 +16,12 @@ A holder that was paused past its lease (a stopped process, a long GC, a databas
 did not answer) finds at its next renewal that another relay took the lease, and does not
 publish. Expiry is judged by the relays' clocks (injectable for tests): the hosts' clocks
 must agree to well within the lease's duration.
+
+With ``trust_for``, a renewal younger than that is trusted without a statement: nobody can
+take a lease before it expires, so a holder whose last renewal committed less than
+``trust_for`` ago, with ``trust_for`` at most half the duration, still holds it with at
+least half left, as a fresh renewal would have told it. It spares the writer queue a
+transaction per relay batch, which was a measurable share of it (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -58,11 +64,17 @@ class OutboxLease:
         holder: str | None = None,
         name: str = RELAY_LEASE,
         clock: Callable[[], datetime] = utc_now,
+        trust_for: timedelta = timedelta(0),
     ) -> None:
         if duration <= timedelta(0):
             raise ValueError("a lease needs a positive duration")
+        if trust_for * 2 > duration:
+            raise ValueError("a renewal can be trusted for at most half the lease's duration")
         self._writes = writes
         self._duration = duration
+        self._trust_for = trust_for
+        # When our last renewal's statement ran (its clock reading); None: not holding.
+        self._renewed_at: datetime | None = None
         self._name = name
         self._clock = clock
         self.holder = holder or new_holder_id()
@@ -76,15 +88,24 @@ class OutboxLease:
 
         True only with at least half the duration left after the statement committed: a
         renewal that took longer than that (a database that stalled) is not trusted for a
-        batch, and the caller tries again.
+        batch, and the caller tries again. Within ``trust_for`` of the last renewal, True
+        without a statement (see the module docstring).
         """
+        renewed_at = self._renewed_at
+        if renewed_at is not None and self._clock() - renewed_at < self._trust_for:
+            return True
+        self._renewed_at = None
         expires_at = await self._writes.run(self._take)
         if expires_at is None:
             return False
-        return self._clock() < expires_at - self._duration / 2
+        if self._clock() < expires_at - self._duration / 2:
+            self._renewed_at = expires_at - self._duration
+            return True
+        return False
 
     async def release(self) -> None:
         """Give the lease up if we hold it (a no-op otherwise, and when called twice)."""
+        self._renewed_at = None
 
         async def record(conn: AsyncConnection) -> None:
             await conn.execute(

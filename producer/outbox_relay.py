@@ -2,8 +2,9 @@
 
 Every consumer process runs a relay over the shared store; only the one holding the lease
 (:mod:`persistence.outbox_lease`) reads and publishes, so two relays never publish the same
-rows. The holder renews the lease before every batch and publishes only if it is still
-its own; the others try to take it every ``renew_interval_s``. On stop the holder
+rows. Before every batch the holder makes sure the lease is still its own (renewing it, or
+trusting a renewal younger than the renew interval: see persistence.outbox_lease) and
+publishes only if it is; the others try to take it every ``renew_interval_s``. On stop the holder
 releases it, so another relay takes over at its next try.
 
 Rows are published in id order, in batches, with an idempotent producer; a row is marked

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator
 
+from providers.call_gate import GatedProvider
 from providers.port import PaymentProvider
 
 
@@ -34,6 +36,15 @@ class Providers:
     @classmethod
     def of(cls, *providers: PaymentProvider) -> Providers:
         return cls(providers)
+
+    def gated(self, limit: int) -> Providers:
+        """The same providers, at most ``limit`` calls to any of them at once in all
+        (see providers.call_gate). Start and stop this registry or the original: either
+        starts and stops the same providers."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        gate = asyncio.Semaphore(limit)
+        return Providers(GatedProvider(provider, gate) for provider in self._providers.values())
 
     def get(self, name: str) -> PaymentProvider:
         """The provider called ``name``; raises :class:`UnknownProviderError` otherwise."""

@@ -73,6 +73,14 @@ def describe_machine() -> str:
     )
 
 
+def describe_load() -> str:
+    """The load averages now: the machine may be shared, and the figures depend on it."""
+    if not hasattr(os, "getloadavg"):
+        return "unknown"
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min) on {os.cpu_count() or 0} cores"
+
+
 def describe_revision() -> str:
     """The git commit measured, and whether the work tree differed from it."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import sys
 import time
@@ -18,6 +19,7 @@ from devtools.bench.environment import (
     broker,
     case_database,
     describe_database,
+    describe_load,
     describe_machine,
     describe_revision,
 )
@@ -25,6 +27,7 @@ from devtools.bench.options import BenchOptions, parse_options
 from devtools.bench.pipeline import concurrency_bound, run_pipeline
 from devtools.bench.provider import BenchProvider
 from devtools.bench.report import B_NORMAL, CaseResult, case_lines, summary_lines
+from devtools.bench.scale_out import ScaleStep, run_scale_step, scale_lines, scale_summary
 from devtools.bench.workload import CaseTopics, created_topics, produce_commands
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
@@ -64,6 +67,7 @@ async def run_bench(options: BenchOptions, command: str) -> None:
     _say(
         f"command: {command}",
         f"machine: {describe_machine()}",
+        f"load average at start: {describe_load()}",
         f"interpreter: {sys.executable}",
         f"revision: {describe_revision()}",
         f"cases: {','.join(options.cases)}",
@@ -87,6 +91,37 @@ async def run_bench(options: BenchOptions, command: str) -> None:
             _say(*case_lines(results[case]), "")
         bound = concurrency_bound(settings, options.provider_delay_s) if "c" in results else None
         _say(*summary_lines(results, bound))
+        if options.scale_out:
+            await _scale_out(settings, options, run_id)
+        _say("", f"load average at end: {describe_load()}")
+
+
+async def _scale_out(settings: Settings, options: BenchOptions, run_id: str) -> None:
+    assert options.database_url is not None  # parse_options requires it
+    cores = os.cpu_count() or 0
+    # Enough partitions for the most processes of the run, the same for every step.
+    partitions = max(options.partitions, *options.scale_out)
+    step_settings = settings.model_copy(
+        update={"database_url": options.database_url, "topic_partitions": partitions}
+    )
+    _say(
+        "",
+        f"scale-out: {','.join(map(str, options.scale_out))} consumer processes, "
+        f"{options.payments} payments each, {partitions} partitions, machine {cores} cores",
+    )
+    steps: list[ScaleStep] = []
+    for index, processes in enumerate(options.scale_out, start=1):
+        step = await run_scale_step(
+            step_settings,
+            run_id=run_id,
+            index=index,
+            processes=processes,
+            payments=options.payments,
+            stall_timeout_s=options.stall_timeout_s,
+        )
+        steps.append(step)
+        _say(*scale_lines(step, cores), f"  load average after the step: {describe_load()}", "")
+    _say(*scale_summary(steps, cores))
 
 
 def _run_order(options: BenchOptions) -> list[str]:

@@ -19,6 +19,7 @@ class BenchOptions:
     provider_delay_s: float
     stall_timeout_s: float
     compare_sqlite_synchronous: bool = False
+    scale_out: tuple[int, ...] = ()
 
 
 def _positive_int(text: str) -> int:
@@ -42,6 +43,16 @@ def _cases(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"cases are a comma-separated subset of a,b,c: {text!r}")
     # Always in a, b, c order: the baseline first, as the report reads.
     return tuple(case for case in CASES if case in wanted)
+
+
+def _process_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"a comma-separated list of process counts: {text!r}")
+    return counts
 
 
 def parse_options(argv: Sequence[str]) -> BenchOptions:
@@ -96,7 +107,19 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         help="run case b twice, with PAYGATE_SQLITE_SYNCHRONOUS=full (b) and =normal "
         "(b-normal), and print their ratio; SQLite only",
     )
+    parser.add_argument(
+        "--scale-out",
+        type=_process_counts,
+        default=(),
+        help="after the cases, run the pipeline with each of these numbers of consumer "
+        "processes in one group (e.g. 1,2,4), --payments commands each, instant provider; "
+        "needs a PostgreSQL --database-url",
+    )
     args = parser.parse_args(list(argv))
+    if args.scale_out and (
+        args.database_url is None or not args.database_url.startswith("postgresql")
+    ):
+        parser.error("--scale-out needs a PostgreSQL --database-url (processes share it)")
     if args.compare_sqlite_synchronous:
         if "b" not in args.cases:
             parser.error("--compare-sqlite-synchronous needs case b")
@@ -111,4 +134,5 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         provider_delay_s=args.provider_delay,
         stall_timeout_s=args.stall_timeout,
         compare_sqlite_synchronous=args.compare_sqlite_synchronous,
+        scale_out=args.scale_out,
     )

@@ -26,18 +26,24 @@ _SHUTDOWN_TIMEOUT_S = 90.0
 
 
 def concurrency_bound(settings: Settings, delay_s: float) -> ConcurrencyBound:
-    """How many provider calls the pipeline may have in flight, and why that many."""
-    # The setting may not exist yet; read it by name so this works before and after.
-    configured = getattr(settings, "max_in_flight", None)
-    if configured is None:
+    """How many provider calls the pipeline may have in flight, and why that many.
+
+    The consumer gates its provider calls at ``max_provider_calls``; the runner admits
+    ``max_in_flight`` commands, and a command in a database write holds no provider call,
+    so the lower of the two bounds the calls in flight. Read by name, so the bench also
+    measures revisions from before the gate (where only ``max_in_flight`` bounds them).
+    """
+    gate = getattr(settings, "max_provider_calls", None)
+    if gate is None:
         return ConcurrencyBound(
-            in_flight=1,
+            in_flight=settings.max_in_flight,
             delay_s=delay_s,
-            reason="Settings has no max_in_flight; today's CommandRunner awaits each command "
-            "in turn, across all partitions of a batch, so one call is in flight at a time",
+            reason=f"Settings.max_in_flight={settings.max_in_flight} (no provider-call gate)",
         )
     return ConcurrencyBound(
-        in_flight=int(configured), delay_s=delay_s, reason=f"Settings.max_in_flight={configured}"
+        in_flight=min(int(gate), settings.max_in_flight),
+        delay_s=delay_s,
+        reason=f"Settings.max_provider_calls={gate}, max_in_flight={settings.max_in_flight}",
     )
 
 
@@ -73,6 +79,7 @@ async def run_pipeline(
             service=service,
             progress=lambda: _progress(provider, metrics),
         )
+        done_cpu = time.process_time()
     finally:
         stop.set()
         failure = await _stop(service)
@@ -87,6 +94,7 @@ async def run_pipeline(
         title=title,
         payments=payments,
         elapsed_s=done_at - first,
+        cpu_s=None if provider.first_call_cpu is None else done_cpu - provider.first_call_cpu,
         details=(
             f"not timed: service start to first provider call {first - service_started:.2f} s "
             "(engine, schema, group join)",

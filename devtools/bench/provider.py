@@ -25,6 +25,9 @@ class BenchProvider(ChargeOnlyProvider):
         self.in_flight = 0
         self.max_in_flight = 0
         self.first_call_at: float | None = None
+        # The process's CPU time (all threads) at the first call, beside first_call_at.
+        self.first_call_cpu: float | None = None
+        self.first_call_wall: float | None = None
         self.last_return_at: float | None = None
 
     @property
@@ -35,6 +38,9 @@ class BenchProvider(ChargeOnlyProvider):
         now = time.perf_counter()
         if self.first_call_at is None:
             self.first_call_at = now
+            self.first_call_cpu = time.process_time()
+            # Wall clock: comparable across the processes of a scale-out run.
+            self.first_call_wall = time.time()
         self.calls += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -3,6 +3,12 @@
 The lines ``rate X: <n> payments/s``, ``ratio b/a: <n>``, ``ratio c/bound: <n>`` and
 ``ratio b/b-normal: <n>`` keep this exact shape: ``tests/integration/test_bench_smoke.py`` and
 readers' scripts parse them.
+
+Beside each rate, the CPU the bench process spent per payment (all its threads, from the
+clock's start to its stop): on a shared, loaded machine the wall-clock rates move with the
+neighbours' load, while CPU per payment moves far less, so ``ratio b/a by CPU`` (a's CPU
+per payment over b's) is the steadier reading of what the pipeline costs against the bare
+loop. It is what b/a would be on otherwise idle cores, both being CPU-bound.
 """
 
 from __future__ import annotations
@@ -25,10 +31,16 @@ class CaseResult:
     payments: int
     elapsed_s: float
     details: tuple[str, ...] = ()
+    # CPU seconds of the bench process (all threads) over the timed span; None: not taken.
+    cpu_s: float | None = None
 
     @property
     def rate(self) -> float:
         return self.payments / self.elapsed_s
+
+    @property
+    def cpu_us_per_payment(self) -> float | None:
+        return None if self.cpu_s is None else self.cpu_s / self.payments * 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +64,15 @@ def case_lines(result: CaseResult) -> list[str]:
     return [
         f"case {result.case}: {result.title}",
         f"  {result.payments} payments in {result.elapsed_s:.3f} s = {result.rate:.1f} payments/s",
+        *(
+            [
+                f"  CPU of the bench process {result.cpu_s:.3f} s = "
+                f"{result.cpu_us_per_payment:.0f} us per payment "
+                f"({result.cpu_s / result.elapsed_s:.2f} cores busy on average)"
+            ]
+            if result.cpu_s is not None and result.cpu_us_per_payment is not None
+            else []
+        ),
         *(f"  {detail}" for detail in result.details),
     ]
 
@@ -63,9 +84,16 @@ def summary_lines(results: Mapping[str, CaseResult], bound: ConcurrencyBound | N
     lines += [
         f"rate {r.case}: {r.rate:.1f} payments/s" for r in (a, b, b_normal, c) if r is not None
     ]
+    lines += [
+        f"cpu {r.case}: {r.cpu_us_per_payment:.0f} us per payment"
+        for r in (a, b, b_normal, c)
+        if r is not None and r.cpu_us_per_payment is not None
+    ]
     if a is not None and b is not None:
         ratio = b.rate / a.rate
         lines.append(f"ratio b/a: {ratio:.4f}")
+        if a.cpu_us_per_payment and b.cpu_us_per_payment:
+            lines.append(f"ratio b/a by CPU: {a.cpu_us_per_payment / b.cpu_us_per_payment:.4f}")
     else:
         ratio = None
         lines.append("ratio b/a: n/a (needs cases a and b)")

@@ -104,15 +104,28 @@ async def produce_commands(
 ) -> None:
     """Produce ``count`` Avro commands keyed by unique order ids, in batches, and wait
     until the broker acknowledged all of them."""
+    await produce_encoded(kafka, topic, encoded_commands(count, order_prefix))
+
+
+def encoded_commands(count: int, order_prefix: str) -> list[tuple[bytes, bytes]]:
+    """``count`` Avro commands with unique order ids, as (key, value) pairs."""
     messages = PaymentMessages.bundled()
+    return [
+        (order_id.encode(), messages.encode_command(_command(order_id)))
+        for order_id in (f"{order_prefix}-{i:07d}" for i in range(count))
+    ]
+
+
+async def produce_encoded(
+    kafka: Mapping[str, object], topic: str, encoded: list[tuple[bytes, bytes]]
+) -> None:
+    """Produce ``encoded`` (key, value) pairs in batches; wait until all are acknowledged."""
     producer = AIOKafkaProducer(**kafka, acks="all", linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
     try:
         pending: list[asyncio.Future[object]] = []
-        for i in range(count):
-            order_id = f"{order_prefix}-{i:07d}"
-            value = messages.encode_command(_command(order_id))
-            pending.append(await producer.send(topic, value, key=order_id.encode()))
+        for key, value in encoded:
+            pending.append(await producer.send(topic, value, key=key))
             if len(pending) >= _PRODUCE_CHUNK:
                 await asyncio.gather(*pending)
                 pending.clear()

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from paygate.kafka_security import kafka_client_options
@@ -284,3 +284,66 @@ def test_the_lease_must_be_renewed_well_within_its_duration() -> None:
     with pytest.raises(ValueError, match="PAYGATE_OUTBOX_LEASE_RENEW_S"):
         Settings(outbox_lease_s=2.0, outbox_lease_renew_s=1.0)
     Settings(outbox_lease_s=3.0, outbox_lease_renew_s=1.0)
+
+
+def _lease_statements(engine: AsyncEngine) -> list[str]:
+    """Records every statement on the lease table that ``engine`` runs from now on."""
+    seen: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "outbox_lease" in statement:
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    return seen
+
+
+async def test_a_renewal_younger_than_trust_for_is_trusted_without_a_statement(
+    engine: AsyncEngine,
+) -> None:
+    clock = Clock()
+    trust = LEASE / 5
+    one = OutboxLease(
+        GroupCommit(engine), duration=LEASE, clock=clock, holder="one", trust_for=trust
+    )
+    two = OutboxLease(
+        GroupCommit(engine), duration=LEASE, clock=clock, holder="two", trust_for=trust
+    )
+    statements = _lease_statements(engine)
+    assert await one.acquire()
+    assert len(statements) == 1
+    clock.now += trust / 2
+    assert await one.acquire()  # trusted: no statement
+    assert len(statements) == 1
+    assert not await two.acquire()  # the lease is still one's in the database
+    clock.now += trust
+    assert await one.acquire()  # older than trust_for: renewed by a statement
+    assert len(statements) == 3
+
+
+async def test_a_trusting_holder_paused_past_its_lease_publishes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    clock = Clock()
+    trust = LEASE / 5
+    one = OutboxLease(
+        GroupCommit(engine), duration=LEASE, clock=clock, holder="one", trust_for=trust
+    )
+    two = OutboxLease(
+        GroupCommit(engine), duration=LEASE, clock=clock, holder="two", trust_for=trust
+    )
+    assert await one.acquire()
+    clock.now += LEASE  # one is paused past its lease; two takes it over
+    assert await two.acquire()
+    assert not await one.acquire()  # its renewal is too old to trust: asked, and refused
+    assert not await one.acquire()
+    await two.release()
+    assert await one.acquire()
+    await one.release()  # forgets the renewal: the next acquire asks the database
+    assert await two.acquire()
+    assert not await one.acquire()
+
+
+async def test_a_renewal_is_trusted_for_at_most_half_the_lease(engine: AsyncEngine) -> None:
+    with pytest.raises(ValueError, match="half"):
+        OutboxLease(GroupCommit(engine), duration=LEASE, trust_for=LEASE * 0.6)

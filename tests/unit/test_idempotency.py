@@ -1,8 +1,11 @@
+import dataclasses
+
 import pytest
 
 from domain.idempotency import OrderPayment, resolve_key
 from domain.payments import payment_request_id_for
 from domain.status import PaymentStatus
+from tests.support.builders import create_payment
 
 pytestmark = pytest.mark.unit
 
@@ -38,3 +41,16 @@ def test_generation_zero_ids_are_the_ids_of_before_and_others_differ():
     first = payment_request_id_for("order-1", "key-1")
     assert payment_request_id_for("order-1", "key-1", 0) == first
     assert payment_request_id_for("order-1", "key-1", 1) != first
+
+
+def test_a_commands_payment_id_follows_its_generation_through_replace() -> None:
+    command = create_payment()
+    assert command.payment_request_id == payment_request_id_for(
+        command.order_id, command.idempotency_key
+    )
+    later = dataclasses.replace(command, generation=2)
+    assert later.payment_request_id == payment_request_id_for(
+        command.order_id, command.idempotency_key, 2
+    )
+    assert later != command
+    assert dataclasses.replace(later, generation=0) == command

@@ -1,0 +1,103 @@
+"""The provider call gate: at most ``limit`` calls in flight across every gated provider."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from providers.charge_only import ChargeOnlyProvider
+from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.registry import Providers
+from tests.support.builders import create_payment as payment_command
+
+pytestmark = pytest.mark.unit
+
+
+class HeldProvider(ChargeOnlyProvider):
+    """Charges only when the test lets it; counts the calls inside it at once."""
+
+    def __init__(self, name: str, release: asyncio.Event, inside: list[int]) -> None:
+        super().__init__()
+        self._name = name
+        self._release = release
+        self._inside = inside
+        self.started = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        self.started += 1
+        self._inside[0] += 1
+        self._inside[1] = max(self._inside[1], self._inside[0])
+        try:
+            await self._release.wait()
+        finally:
+            self._inside[0] -= 1
+        return ChargeOutcome(ChargeStatus.SUCCEEDED, f"ref-{request.attempt_key}")
+
+
+def _request(n: int) -> ChargeRequest:
+    command = payment_command()
+    return ChargeRequest(
+        attempt_key=f"key-{n}",
+        payment_request_id=command.payment_request_id,
+        amount=command.amount,
+        payment_method=command.payment_method,
+        payer=command.payer,
+        payee=command.payee,
+        metadata={},
+        capture=True,
+    )
+
+
+async def _settle() -> None:
+    # Let every runnable task run until none can go further (no timers involved).
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_calls_beyond_the_limit_wait_across_all_providers_and_all_finish() -> None:
+    release = asyncio.Event()
+    inside = [0, 0]  # now, most at once
+    first, second = HeldProvider("one", release, inside), HeldProvider("two", release, inside)
+    gated = Providers.of(first, second).gated(3)
+    calls = [
+        asyncio.create_task(gated.get("one" if n % 2 else "two").charge(_request(n)))
+        for n in range(8)
+    ]
+    await _settle()
+    assert inside[0] == 3  # three in, five waiting at the gate
+    assert first.started + second.started == 3
+    release.set()
+    outcomes = await asyncio.gather(*calls)
+    assert all(outcome.status is ChargeStatus.SUCCEEDED for outcome in outcomes)
+    assert first.started + second.started == 8
+    assert inside == [0, 3]
+
+
+async def test_a_cancelled_call_frees_its_place() -> None:
+    release = asyncio.Event()
+    inside = [0, 0]
+    gated = Providers.of(HeldProvider("one", release, inside)).gated(1)
+    holder = asyncio.create_task(gated.get("one").charge(_request(1)))
+    waiter = asyncio.create_task(gated.get("one").charge(_request(2)))
+    await _settle()
+    assert inside[0] == 1
+    holder.cancel()
+    await _settle()
+    assert inside[0] == 1  # the waiter took the freed place
+    release.set()
+    assert (await waiter).status is ChargeStatus.SUCCEEDED
+    assert holder.cancelled()
+
+
+def test_the_gated_registry_keeps_names_and_refuses_a_limit_below_one() -> None:
+    release, inside = asyncio.Event(), [0, 0]
+    providers = Providers.of(HeldProvider("one", release, inside))
+    assert list(providers.gated(5)) == ["one"]
+    assert providers.gated(5).get("one").name == "one"
+    with pytest.raises(ValueError, match="at least 1"):
+        providers.gated(0)
