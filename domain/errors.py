@@ -59,6 +59,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_SCHEMA = "unknown_schema"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+    PAYMENT_EXPIRED = "payment_expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +350,16 @@ _SPECS: Final = (
         action="Answered 500: retry with the same Idempotency-Key, it cannot cause a second "
         "payment. A payment or refund that failed with it replays with that key: "
         "send a new one (new key; `newAttempt: true` for a payment) and report it.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_EXPIRED,
+        category=_C.DECLINED,
+        retryable=False,
+        http_status=402,
+        meaning="The payer did not complete the required action (3-D Secure, scanning the "
+        "QR code) before it expired; the provider closed the payment and nothing was charged.",
+        action="The same Idempotency-Key replays the expiry. To try again, send a new "
+        "attempt: `newAttempt: true` with a new Idempotency-Key.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):
