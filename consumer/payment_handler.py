@@ -46,6 +46,7 @@ from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
+from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.retry import RetryPolicy
@@ -226,8 +227,17 @@ class PaymentCommandHandler:
             )
             await self._store.release(payment.payment_request_id, token)
             return Outcome.PENDING
-        if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
-            return await self._still_waiting(payment, claimed, known, command is not None)
+        waiting = known is not None and known.status is ChargeStatus.REQUIRES_ACTION
+        # A status answer need not repeat the action (Alipay's query does not return the QR
+        # code): the one stored with the payment says what the payer was shown, and when.
+        action = payment.next_action or (known.next_action if known is not None else None)
+        unknown_yet = known is None and payment.status is PaymentStatus.REQUIRES_ACTION
+        if action is not None and (waiting or unknown_yet):
+            # Also when the provider has no trade yet: the payer has not opened the page
+            # the action points to. Re-sending would only make another action.
+            return await self._still_waiting(payment, claimed, known, action, command is not None)
+        if waiting:
+            known = None  # waiting, but no action known: re-sent (same key) to learn it
         if known is not None:
             return await self._recorder.charged(
                 facts, claimed.attempt_key, known, provider=provider_name, claim=token
@@ -254,17 +264,16 @@ class PaymentCommandHandler:
         self,
         payment: PaymentView,
         claimed: ClaimedAttempt,
-        known: ChargeOutcome,
+        known: ChargeOutcome | None,
+        action: NextAction,
         redelivered: bool,
     ) -> Outcome:
-        """The provider still waits for the payer. Before the action expires that is news
-        only to a payment that did not know it yet (its first call timed out); after, the
-        provider is asked to close the charge, so that the payer can no longer pay a payment
-        this service calls expired."""
+        """The provider still waits for the payer (``known``: its answer, None if it has no
+        trade yet). Before ``action`` expires that is news only to a payment that did not
+        know it yet (its first call timed out); after, the provider is asked to close the
+        charge, so that the payer can no longer pay a payment this service calls expired."""
         token = claimed.claim.token
         facts = PaymentFacts.of_stored(payment)
-        action = known.next_action
-        assert action is not None  # ChargeOutcome's invariant
         if action.expired_at(self._clock()):
             try:
                 closed = await self._providers.get(claimed.provider).close_charge(
@@ -284,9 +293,13 @@ class PaymentCommandHandler:
                 )
             await self._store.release(payment.payment_request_id, token)
             return Outcome.PENDING
-        if payment.status is not PaymentStatus.REQUIRES_ACTION:
+        if payment.status is not PaymentStatus.REQUIRES_ACTION and known is not None:
             return await self._recorder.charged(
-                facts, claimed.attempt_key, known, provider=claimed.provider, claim=token
+                facts,
+                claimed.attempt_key,
+                dataclasses.replace(known, next_action=action),
+                provider=claimed.provider,
+                claim=token,
             )
         await self._store.release(payment.payment_request_id, token)
         if redelivered:

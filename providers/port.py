@@ -96,8 +96,9 @@ class RefundOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ChargeOutcome:
-    """The provider's answer. A decline carries a catalogue error; ``requires_action``, and
-    only it, carries the next action for the payer."""
+    """The provider's answer. A decline carries a catalogue error. Only ``requires_action``
+    carries a next action for the payer: always when answering a charge, not always when
+    answering a status query (Alipay's does not repeat the QR code)."""
 
     status: ChargeStatus
     provider_reference: str | None
@@ -105,8 +106,8 @@ class ChargeOutcome:
     next_action: NextAction | None = None
 
     def __post_init__(self) -> None:
-        if (self.status is ChargeStatus.REQUIRES_ACTION) != (self.next_action is not None):
-            raise ValueError("exactly a requires_action answer carries a next action")
+        if self.next_action is not None and self.status is not ChargeStatus.REQUIRES_ACTION:
+            raise ValueError("only a requires_action answer carries a next action")
 
 
 class PaymentProvider(Protocol):

@@ -59,7 +59,7 @@ def requires_action(
     )
 
 
-def expired(reference: str = "ch_1") -> ChargeOutcome:
+def expired(reference: str | None = "ch_1") -> ChargeOutcome:
     return ChargeOutcome(ChargeStatus.EXPIRED, reference)
 
 

@@ -26,6 +26,7 @@ from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_DECLINED, ATTEMPT_REQUIRES_ACTION, ATTEMPT_SUCCEEDED
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.port import ChargeOutcome, ChargeStatus
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
@@ -244,3 +245,36 @@ def test_an_order_waiting_for_its_payer_is_not_charged_by_another_payment():
     refusal = refusal_for_new_payment([PaymentStatus.REQUIRES_ACTION], new_attempt=True)
     assert refusal is not None
     assert refusal.code is ErrorCode.ORDER_ALREADY_PAID
+
+
+async def test_a_status_answer_without_the_action_uses_the_stored_one(
+    handler, reconciler, store, provider, clock
+):
+    # Alipay's query says WAIT_BUYER_PAY but not the QR code: the stored action decides.
+    command = await waiting_payment(handler, store, provider, clock)
+    provider.script("charge_status", ChargeOutcome(ChargeStatus.REQUIRES_ACTION, "ch_3ds"))
+
+    assert (await reconciler.run_once()).still_pending == 1
+
+    clock.now += TTL
+    provider.script("charge_status", ChargeOutcome(ChargeStatus.REQUIRES_ACTION, "ch_3ds"))
+    provider.script("close_charge", expired("ch_3ds"))
+    await reconciler.run_once()
+    assert store.row(command.payment_request_id).view.status is PaymentStatus.EXPIRED
+
+
+async def test_a_trade_the_payer_never_opened_is_left_alone_then_closed_once_expired(
+    handler, reconciler, store, provider, clock
+):
+    # A redirect whose page nobody opened: the provider has no trade under the key yet.
+    command = await waiting_payment(handler, store, provider, clock)
+    provider.script("charge_status", None)
+
+    assert (await reconciler.run_once()).still_pending == 1
+    assert provider.called("charge") == []  # not re-sent: that would only make another action
+
+    clock.now += TTL
+    provider.script("charge_status", None)
+    provider.script("close_charge", expired(None))
+    await reconciler.run_once()
+    assert store.row(command.payment_request_id).view.status is PaymentStatus.EXPIRED
