@@ -21,6 +21,9 @@ Endpoints::
     GET  /admin/in-flight       -> {"charges": [...]}: charge calls not answered yet
     GET  /healthz               -> {"status": "ok"}
 
+With an :class:`~providers.sandbox.alipay.AlipaySimulator`, also Alipay's ``/gateway.do``
+and ``/alipay/admin/...`` (see providers.sandbox.alipay.gateway).
+
 The acquirer decides; this module only parses, calls and renders. The ledger is opened
 and closed with the app (``cleanup_ctx``), never at import time.
 """
@@ -35,6 +38,7 @@ from aiohttp import web
 from domain.errors import ErrorCode, PaygateError
 from domain.payments import check_idempotency_key
 from providers.sandbox.acquirer import SandboxAcquirer
+from providers.sandbox.alipay import AlipaySimulator, add_alipay_routes
 from providers.sandbox.errors import (
     SandboxIdempotencyConflictError,
     SandboxRefusedError,
@@ -220,9 +224,14 @@ async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_sandbox_app(acquirer: SandboxAcquirer) -> web.Application:
+def build_sandbox_app(
+    acquirer: SandboxAcquirer, alipay: AlipaySimulator | None = None
+) -> web.Application:
+    """The acquirer's API, plus Alipay's ``gateway.do`` when ``alipay`` is given."""
     app = web.Application(middlewares=[_answer_errors])
     app[ACQUIRER] = acquirer
+    if alipay is not None:
+        add_alipay_routes(app, alipay)
 
     async def ledger_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[ACQUIRER].start()
