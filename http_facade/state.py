@@ -6,13 +6,20 @@ request keys carry what a handler learned (ids) to the access log written after 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
 from aiohttp import web
 
-from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
+from http_facade.ports import (
+    CommandPublisher,
+    NoticeSink,
+    NotificationReader,
+    PaymentQueries,
+    RefundQueries,
+    ResultWaiter,
+)
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 
@@ -25,6 +32,9 @@ READINESS: Final = web.AppKey[Readiness]("readiness")
 MAX_WAIT_S: Final = web.AppKey[int]("max_wait_s")
 CLOCK: Final = web.AppKey[Callable[[], datetime]]("clock")
 ACCOUNT_KEY: Final = web.AppKey[bytes]("account_key")
+# Providers' notification readers by route name, and where their notices are recorded.
+NOTICE_READERS: Final = web.AppKey[Mapping[str, NotificationReader]]("notice_readers")
+NOTICE_SINK: Final = web.AppKey[NoticeSink]("notice_sink")
 
 REQUEST_ID: Final = web.RequestKey[str]("request_id")
 PAYMENT_REQUEST_ID: Final = web.RequestKey[str]("payment_request_id")

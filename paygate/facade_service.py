@@ -22,6 +22,7 @@ from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from paygate.database import open_database
 from paygate.kafka_login import check_kafka_login
 from paygate.kafka_security import kafka_client_options
+from paygate.notices import notification_wiring
 from paygate.ops_server import ops_url, start_ops_server
 from paygate.schema_source import payment_messages
 from paygate.settings import Settings
@@ -29,6 +30,7 @@ from persistence.availability import is_database_unavailable
 from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
+from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 
@@ -140,6 +142,7 @@ class FacadeService:
                     timeout_s=settings.publish_timeout_s,
                 ),
                 waiter=listener,
+                messages=messages,
             )
             await reloader.start()
             runner = await run_facade(
@@ -174,10 +177,13 @@ def facade_app(
     publisher: CommandPublisher,
     waiter: ResultWaiter,
     readiness: Readiness | None = None,
+    messages: PaymentMessages | None = None,
 ) -> web.Application:
     """The facade's application as the service wires it: the SQL stores behind its ports,
     API keys from the store behind a short cache, and database outages recognised by
-    :func:`persistence.availability.is_database_unavailable`."""
+    :func:`persistence.availability.is_database_unavailable`. Providers' notifications are
+    accepted for the configured providers that send them (paygate.notices)."""
+    readers, sink = notification_wiring(settings, db, messages or PaymentMessages.bundled())
     return build_app(
         publisher=publisher,
         queries=db.payments,
@@ -193,4 +199,6 @@ def facade_app(
         max_wait_s=settings.max_wait_s,
         body_timeout_s=settings.http_body_timeout_s,
         is_database_outage=is_database_unavailable,
+        notice_readers=readers,
+        notice_sink=sink,
     )
