@@ -10,6 +10,7 @@
       back to pending until reconciled)
 
     pending / processing ──► requires_action ──► succeeded | authorized | failed | expired
+    pending / processing ──► expired  (a lost answer; the trade was closed unpaid)
 
 ``pending`` means "accepted, outcome not known yet": a command not yet processed, or a
 provider call that timed out. It is never turned into ``failed`` by guessing; only an answer
@@ -82,11 +83,13 @@ WAITING_FOR_PROVIDER: Final = frozenset({_P.PENDING, _P.PROCESSING, _P.REQUIRES_
 
 ALLOWED_TRANSITIONS: Final = MappingProxyType(
     {
+        # Expired too: a call whose answer was lost may have opened a trade that waited for
+        # a payer who never acted, which the provider then closed.
         _P.PENDING: frozenset(
-            {_P.PROCESSING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION}
+            {_P.PROCESSING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION, _P.EXPIRED}
         ),
         _P.PROCESSING: frozenset(
-            {_P.PENDING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION}
+            {_P.PENDING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION, _P.EXPIRED}
         ),
         # Only the provider's word moves it on: the payer paid (or was authorized), was
         # refused, or never acted in time.

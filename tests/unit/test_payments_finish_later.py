@@ -278,3 +278,18 @@ async def test_a_trade_the_payer_never_opened_is_left_alone_then_closed_once_exp
     provider.script("close_charge", expired(None))
     await reconciler.run_once()
     assert store.row(command.payment_request_id).view.status is PaymentStatus.EXPIRED
+
+
+async def test_a_timed_out_charge_whose_action_already_expired_is_closed_and_expires(
+    handler, reconciler, store, provider, clock
+):
+    command = create_payment()
+    provider.script("charge", ProviderTimeoutError("scripted", "no answer in time"))
+    assert await handler.handle(command) is Outcome.PENDING
+    clock.now += TTL
+    provider.script("charge_status", requires_action("ch_3ds", expires_at=clock.now - MIN_AGE))
+    provider.script("close_charge", expired("ch_3ds"))
+
+    await reconciler.run_once()
+
+    assert store.row(command.payment_request_id).view.status is PaymentStatus.EXPIRED
