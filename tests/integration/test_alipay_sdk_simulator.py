@@ -336,3 +336,41 @@ def test_the_docs_table_of_test_amounts_is_the_codes():
         if line.startswith("| `x.0")
     }
     assert rows == {f"x.{fen:02d}": behaviour.value for fen, behaviour in BEHAVIOURS.items()}
+
+
+async def test_the_sandbox_command_serves_the_simulator_from_key_files(keys: Keys, tmp_path):
+    import sys
+
+    alipay_key = tmp_path / "alipay.pem"
+    alipay_key.write_text(keys.alipay.private_pem)
+    app_key = tmp_path / "app_public.pem"
+    app_key.write_text(keys.app.public_pem)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "providers.sandbox",
+        "--port",
+        "0",
+        "--alipay-private-key",
+        str(alipay_key),
+        "--alipay-app",
+        f"{APP_ID}={app_key}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
+        assert line.startswith("SANDBOX_URL=")
+        base = line.removeprefix("SANDBOX_URL=")
+        config = AlipayConfig(
+            app_id=APP_ID,
+            app_private_key=SecretStr(keys.app.private_pem),
+            alipay_public_key=keys.alipay.public_pem,
+            gateway_url=f"{base}/gateway.do",
+        )
+        async with AlipayProvider(config) as alipay:
+            waiting = await alipay.charge(charge("12.00"))
+            assert waiting.status is ChargeStatus.REQUIRES_ACTION
+    finally:
+        process.terminate()
+        assert await asyncio.wait_for(process.wait(), 30) == 0

@@ -54,6 +54,17 @@ class Rsa2Keys:
         )
         return cls(private.decode("ascii"), public.decode("ascii"))
 
+    @classmethod
+    def of_private(cls, private_pem: str) -> Rsa2Keys:
+        """The pair of a private key given as PEM (its public half derived from it)."""
+        key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError("not an RSA private key")
+        public = key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return cls(private_pem, public.decode("ascii"))
+
     def private_key(self) -> rsa.RSAPrivateKey:
         key = serialization.load_pem_private_key(self.private_pem.encode(), password=None)
         if not isinstance(key, rsa.RSAPrivateKey):
