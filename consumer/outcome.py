@@ -16,5 +16,8 @@ class Outcome(StrEnum):
     CONFLICT = "conflict"
     REFUSED = "refused"
     AUTHORIZED = "authorized"
+    # Waiting for the payer (3-D Secure, a QR code to scan): the provider finishes it later.
+    REQUIRES_ACTION = "requires_action"
+    EXPIRED = "expired"
     # Another worker holds the claim on the payment's provider work: this one did nothing.
     OWNED_ELSEWHERE = "owned_elsewhere"

@@ -8,6 +8,7 @@ from datetime import datetime
 from domain.error_info import ErrorInfo
 from domain.events import PaymentResult, result_event_id
 from domain.money import Money
+from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.status import PaymentStatus
@@ -62,6 +63,7 @@ class PaymentEvents:
         error: ErrorInfo | None,
         occurred_at: datetime,
         event_id: str | None = None,
+        next_action: NextAction | None = None,
     ) -> OutboxMessage:
         result = PaymentResult(
             event_id=event_id or result_event_id(facts.payment_request_id, status),
@@ -75,6 +77,7 @@ class PaymentEvents:
             error=error,
             created_at=facts.created_at,
             occurred_at=occurred_at,
+            next_action=next_action,
         )
         return OutboxMessage(
             event_id=result.event_id,
@@ -102,4 +105,5 @@ class PaymentEvents:
             error=payment.error if error is None else error,
             occurred_at=payment.updated_at if occurred_at is None else occurred_at,
             event_id=event_id,
+            next_action=payment.next_action,
         )

@@ -46,6 +46,7 @@ from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
+from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.retry import RetryPolicy
@@ -53,7 +54,7 @@ from domain.status import PaymentStatus
 from persistence.payment_begin import Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt
 from providers.errors import ProviderError
-from providers.port import ChargeRequest
+from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 from providers.registry import Providers, UnknownProviderError
 from providers.routing import Router
 from telemetry.metrics import Metrics
@@ -187,7 +188,10 @@ class PaymentCommandHandler:
         | provider says          | what happens                                            |
         | ---------------------- | ------------------------------------------------------- |
         | charged / authorized   | recorded: succeeded / authorized                        |
-        | declined               | recorded: failed                                        |
+        | declined / expired     | recorded: failed / expired                              |
+        | waiting for the payer  | recorded: requires_action (if not yet); claim released; |
+        |                        | once its action expired, the provider is asked to close |
+        |                        | it (close_charge) and what it answers is recorded       |
         | no record of the key   | re-sent with the same key (it never arrived, so this    |
         |                        | cannot charge twice); failed as never received only if  |
         |                        | it cannot be re-sent and is older than abandon_after    |
@@ -223,6 +227,17 @@ class PaymentCommandHandler:
             )
             await self._store.release(payment.payment_request_id, token)
             return Outcome.PENDING
+        waiting = known is not None and known.status is ChargeStatus.REQUIRES_ACTION
+        # A status answer need not repeat the action (Alipay's query does not return the QR
+        # code): the one stored with the payment says what the payer was shown, and when.
+        action = payment.next_action or (known.next_action if known is not None else None)
+        unknown_yet = known is None and payment.status is PaymentStatus.REQUIRES_ACTION
+        if action is not None and (waiting or unknown_yet):
+            # Also when the provider has no trade yet: the payer has not opened the page
+            # the action points to. Re-sending would only make another action.
+            return await self._still_waiting(payment, claimed, known, action, command is not None)
+        if waiting:
+            known = None  # waiting, but no action known: re-sent (same key) to learn it
         if known is not None:
             return await self._recorder.charged(
                 facts, claimed.attempt_key, known, provider=provider_name, claim=token
@@ -244,6 +259,54 @@ class PaymentCommandHandler:
         return await self._charge(
             command, facts, claimed.attempt_key, [provider_name, *rest], token, in_doubt=True
         )
+
+    async def _still_waiting(
+        self,
+        payment: PaymentView,
+        claimed: ClaimedAttempt,
+        known: ChargeOutcome | None,
+        action: NextAction,
+        redelivered: bool,
+    ) -> Outcome:
+        """The provider still waits for the payer (``known``: its answer, None if it has no
+        trade yet). Before ``action`` expires that is news only to a payment that did not
+        know it yet (its first call timed out); after, the provider is asked to close the
+        charge, so that the payer can no longer pay a payment this service calls expired."""
+        token = claimed.claim.token
+        facts = PaymentFacts.of_stored(payment)
+        if action.expired_at(self._clock()):
+            try:
+                closed = await self._providers.get(claimed.provider).close_charge(
+                    claimed.attempt_key
+                )
+            except (UnknownProviderError, ProviderError) as exc:
+                log.warning(
+                    "expired payment not closed: %s",
+                    exc,
+                    extra={"payment_request_id": payment.payment_request_id},
+                )
+                await self._store.release(payment.payment_request_id, token)
+                return Outcome.PENDING
+            if closed is not None and closed.status is not ChargeStatus.REQUIRES_ACTION:
+                return await self._recorder.charged(
+                    facts, claimed.attempt_key, closed, provider=claimed.provider, claim=token
+                )
+            await self._store.release(payment.payment_request_id, token)
+            return Outcome.PENDING
+        if payment.status is not PaymentStatus.REQUIRES_ACTION and known is not None:
+            return await self._recorder.charged(
+                facts,
+                claimed.attempt_key,
+                dataclasses.replace(known, next_action=action),
+                provider=claimed.provider,
+                claim=token,
+            )
+        await self._store.release(payment.payment_request_id, token)
+        if redelivered:
+            # The sender asks again: tell it again where the payment stands (same event id).
+            await self._store.enqueue(self._events.of_payment(payment))
+            return Outcome.REPLAYED
+        return Outcome.PENDING
 
     async def _unsendable(
         self, payment: PaymentView, facts: PaymentFacts, claimed: ClaimedAttempt

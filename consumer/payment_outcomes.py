@@ -9,6 +9,8 @@ Shared by the command handler and the reconciler, so both map answers the same w
 | charge declined                      | failed    | declined  |
 | certainly not charged (unavailable)  | failed    | failed    |
 | no answer in time (outcome unknown)  | pending   | unknown (stays open, in doubt) |
+| the payer must act first             | requires_action | requires_action (stays open) |
+| the payer never acted; trade closed  | expired   | declined  |
 
 Every method takes ``provider``: the provider of the attempt (its ``provider`` column),
 which the result event names, and ``claim``: the caller's claim token on the payment, without
@@ -25,10 +27,12 @@ from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.ports import PaymentWrites
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
+from domain.next_action import NextAction
 from domain.status import PaymentStatus
 from persistence.attempts import (
     ATTEMPT_DECLINED,
     ATTEMPT_FAILED,
+    ATTEMPT_REQUIRES_ACTION,
     ATTEMPT_SUCCEEDED,
     ATTEMPT_UNKNOWN,
 )
@@ -69,6 +73,35 @@ class PaymentOutcomes:
                 ATTEMPT_SUCCEEDED,
                 charged.provider_reference,
                 None,
+                provider,
+                claim,
+            )
+        if charged.status is ChargeStatus.REQUIRES_ACTION:
+            # The claim goes with this write: nobody works on a payment waiting for its
+            # payer; the notification or the reconciler claims it again to finish it.
+            return await self._finish(
+                facts,
+                attempt_key,
+                PaymentStatus.REQUIRES_ACTION,
+                ATTEMPT_REQUIRES_ACTION,
+                charged.provider_reference,
+                None,
+                provider,
+                claim,
+                next_action=charged.next_action,
+            )
+        if charged.status is ChargeStatus.EXPIRED:
+            expiry = ErrorInfo(
+                ErrorCode.PAYMENT_EXPIRED,
+                "the payer did not complete the payment in time; nothing was charged",
+            )
+            return await self._finish(
+                facts,
+                attempt_key,
+                PaymentStatus.EXPIRED,
+                ATTEMPT_DECLINED,
+                charged.provider_reference,
+                expiry,
                 provider,
                 claim,
             )
@@ -151,6 +184,8 @@ class PaymentOutcomes:
         error: ErrorInfo | None,
         provider: str,
         claim: str,
+        *,
+        next_action: NextAction | None = None,
     ) -> Outcome:
         event = self._events.of_facts(
             facts,
@@ -159,6 +194,7 @@ class PaymentOutcomes:
             provider_reference=provider_reference,
             error=error,
             occurred_at=self._clock(),
+            next_action=next_action,
         )
         applied = await self._store.finish(
             facts.payment_request_id,
@@ -169,6 +205,7 @@ class PaymentOutcomes:
             provider_reference=provider_reference,
             error=error,
             event=event,
+            next_action=next_action,
         )
         if applied:
             return Outcome(status.value)

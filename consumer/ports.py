@@ -14,6 +14,7 @@ from typing import Protocol
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import PaygateError
+from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.refund_view import RefundView
@@ -52,6 +53,7 @@ class PaymentWrites(Protocol):
         provider_reference: str | None,
         error: ErrorInfo | None,
         event: OutboxMessage,
+        next_action: NextAction | None = None,
     ) -> bool: ...
 
     async def claim(self, payment_id: str) -> ClaimedAttempt | None: ...

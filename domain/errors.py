@@ -60,6 +60,7 @@ class ErrorCode(StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
     WEBHOOK_URL_REFUSED = "webhook_url_refused"
+    PAYMENT_EXPIRED = "payment_expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +363,16 @@ _SPECS: Final = (
         "(or resolves to) a private, loopback, link-local or otherwise non-public address; "
         "nothing was registered.",
         action="Register a public `https` URL whose host resolves only to public addresses.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_EXPIRED,
+        category=_C.DECLINED,
+        retryable=False,
+        http_status=402,
+        meaning="The payer did not complete the required action (3-D Secure, scanning the "
+        "QR code) before it expired; the provider closed the payment and nothing was charged.",
+        action="The same Idempotency-Key replays the expiry. To try again, send a new "
+        "attempt: `newAttempt: true` with a new Idempotency-Key.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

@@ -9,6 +9,7 @@ from typing import Final
 
 from domain.error_info import ErrorInfo
 from domain.money import Money
+from domain.next_action import NextAction
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 
@@ -47,6 +48,8 @@ class PaymentResult:
     error: ErrorInfo | None
     created_at: datetime
     occurred_at: datetime
+    # What the payer must do: set with status requires_action only.
+    next_action: NextAction | None = None
 
     @property
     def payment_result(self) -> bool:

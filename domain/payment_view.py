@@ -8,6 +8,7 @@ from datetime import datetime
 from domain.accounts import AccountRef
 from domain.error_info import ErrorInfo
 from domain.money import Money
+from domain.next_action import NextAction
 from domain.payments import PaymentMethod
 from domain.status import PaymentStatus
 
@@ -38,6 +39,8 @@ class PaymentView:
     # Minor units refunded by succeeded refunds, and reserved by refunds not final yet.
     refunded_minor: int = 0
     refund_reserved_minor: int = 0
+    # What the payer must do while the payment is requires_action (None otherwise).
+    next_action: NextAction | None = None
 
     @property
     def refundable_minor(self) -> int:

@@ -38,6 +38,8 @@ class PaymentMethod(StrEnum):
     CARD = "card"
     BANK_TRANSFER = "bank_transfer"
     WALLET = "wallet"
+    # Alipay (QR code or web redirect): the payer acts, the payment finishes later.
+    ALIPAY = "alipay"
 
 
 def payment_request_id_for(

@@ -9,10 +9,19 @@
      (provider outcome unknown:    └──────────────┘ (capture certainly not made)
       back to pending until reconciled)
 
+    pending / processing ──► requires_action ──► succeeded | authorized | failed | expired
+    pending / processing ──► expired  (a lost answer; the trade was closed unpaid)
+
 ``pending`` means "accepted, outcome not known yet": a command not yet processed, or a
 provider call that timed out. It is never turned into ``failed`` by guessing; only an answer
 from the provider makes a payment final. The refund statuses are reached only through
 succeeded refunds (see domain.refunds); the charge behind them stays succeeded.
+
+``requires_action`` means "the provider is waiting for the payer" (scan a QR code, pass a
+3-D Secure challenge): the payment carries a next action and holds no claim, since no worker
+has anything to do until the provider says how it ended (its signed notification, or the
+reconciler's query). ``expired`` is final: the payer never acted, the provider's trade was
+closed, nothing was charged.
 """
 
 from __future__ import annotations
@@ -31,11 +40,13 @@ class PaymentStatus(StrEnum):
     REFUNDED = "refunded"
     AUTHORIZED = "authorized"
     CAPTURING = "capturing"
+    REQUIRES_ACTION = "requires_action"
+    EXPIRED = "expired"
 
     @property
     def charge_known(self) -> bool:
         """The provider has answered the charge (a capture or refunds may follow)."""
-        return self not in (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
+        return self not in WAITING_FOR_PROVIDER
 
     @property
     def is_final(self) -> bool:
@@ -52,6 +63,12 @@ class PaymentStatus(StrEnum):
             return PaymentStatus.AUTHORIZED
         return self
 
+    @property
+    def ends_a_wait(self) -> bool:
+        """A client waiting for this payment (``Prefer: wait``) has its answer: the payment
+        is final, or it needs the payer to act, which only the client can bring about."""
+        return self.is_final or self is PaymentStatus.REQUIRES_ACTION
+
 
 _P = PaymentStatus
 
@@ -60,11 +77,24 @@ _P = PaymentStatus
 CAPTURED: Final = frozenset({_P.SUCCEEDED, _P.PARTIALLY_REFUNDED, _P.REFUNDED})
 # Statuses of a payment whose money is held, not taken: only a capture may follow.
 HELD: Final = frozenset({_P.AUTHORIZED, _P.CAPTURING})
+# Statuses whose charge the provider has not answered yet: the attempt stays open, and the
+# reconciler may ask about it. ``requires_action`` waits on the payer, the others on us.
+WAITING_FOR_PROVIDER: Final = frozenset({_P.PENDING, _P.PROCESSING, _P.REQUIRES_ACTION})
 
 ALLOWED_TRANSITIONS: Final = MappingProxyType(
     {
-        _P.PENDING: frozenset({_P.PROCESSING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED}),
-        _P.PROCESSING: frozenset({_P.PENDING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED}),
+        # Expired too: a call whose answer was lost may have opened a trade that waited for
+        # a payer who never acted, which the provider then closed.
+        _P.PENDING: frozenset(
+            {_P.PROCESSING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION, _P.EXPIRED}
+        ),
+        _P.PROCESSING: frozenset(
+            {_P.PENDING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION, _P.EXPIRED}
+        ),
+        # Only the provider's word moves it on: the payer paid (or was authorized), was
+        # refused, or never acted in time.
+        _P.REQUIRES_ACTION: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.FAILED, _P.EXPIRED}),
+        _P.EXPIRED: frozenset[PaymentStatus](),
         _P.AUTHORIZED: frozenset({_P.CAPTURING}),
         _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED}),
         _P.SUCCEEDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),

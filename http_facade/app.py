@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
@@ -32,11 +32,15 @@ from http_facade.database_guard import (
     never,
 )
 from http_facade.errors import error_middleware
+from http_facade.notification_routes import add_notification_routes
 from http_facade.openapi_routes import add_openapi_routes
 from http_facade.ops_routes import add_ops_routes
 from http_facade.payments_routes import add_payment_routes
 from http_facade.ports import (
     CommandPublisher,
+    NoNotices,
+    NoticeSink,
+    NotificationReader,
     PaymentQueries,
     RefundQueries,
     ResultWaiter,
@@ -50,6 +54,8 @@ from http_facade.state import (
     CLOCK,
     MAX_WAIT_S,
     METRICS,
+    NOTICE_READERS,
+    NOTICE_SINK,
     PUBLISHER,
     QUERIES,
     READINESS,
@@ -90,13 +96,17 @@ def build_app(
     is_database_outage: IsOutage = never,
     webhooks: WebhookEndpoints | None = None,
     webhook_url_check: EndpointUrlCheck | None = None,
+    notice_readers: Mapping[str, NotificationReader] | None = None,
+    notice_sink: NoticeSink | None = None,
 ) -> web.Application:
     """The facade's aiohttp application, serving plain requests; TLS is added by the server.
 
     ``max_wait_s`` caps ``Prefer: wait=N``. Prefer speaks in whole seconds, so the cap is
     rounded down to one and must be at least 1. Every route but the public ones
     (:data:`http_facade.auth.PUBLIC_ROUTES`) needs an API key that ``authenticator``
-    knows, and is limited per client by ``rate_limiter``. ``GET /readyz`` runs the checks
+    knows, and is limited per client by ``rate_limiter``. Providers' notifications
+    (``POST /v1/notifications/{provider}``) are read by ``notice_readers`` (by route name)
+    and recorded by ``notice_sink``. ``GET /readyz`` runs the checks
     of ``readiness``; without it there are none, and the facade is always ready.
 
     ``queries, ``refunds``, ``waiter`` and ``authenticator`` read the database; an
@@ -136,6 +146,9 @@ def build_app(
     app[MAX_WAIT_S] = math.floor(max_wait_s)
     app[CLOCK] = clock
     app[ACCOUNT_KEY] = account_key
+    app[NOTICE_READERS] = dict(notice_readers or {})
+    app[NOTICE_SINK] = notice_sink if notice_sink is not None else NoNotices()
+    add_notification_routes(app)
     add_payment_routes(app)
     add_refund_routes(app)
     add_capture_routes(app)

@@ -22,8 +22,17 @@ from http_facade.state import CLIENT_ID
 # Routes anyone may call: probes carry no key, and the API description and its docs page
 # are public by design. Listed by route template, so a path that only resembles one of
 # them (``/healthz/x``) is not public. (/metrics is on the ops listener only.)
+# A provider's notification carries the provider's signature instead of a key.
 PUBLIC_ROUTES: Final = frozenset(
-    {"/healthz", "/readyz", "/openapi.json", "/docs", "/asyncapi.json", "/schemas/avro/{file}"}
+    {
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+        "/docs",
+        "/asyncapi.json",
+        "/schemas/avro/{file}",
+        "/v1/notifications/{provider}",
+    }
 )
 
 # Far longer than any key we issue; anything longer is refused without a lookup.

@@ -96,7 +96,7 @@ async def create_payment(request: web.Request) -> web.Response:
                 param=IDEMPOTENCY_KEY_HEADER,
             )
         headers[REPLAYED_HEADER] = "true"
-        if stored is not None and stored.status.is_final:
+        if stored is not None and stored.status.ends_a_wait:
             return web.json_response(await payment_json(request, stored), headers=headers)
     else:
         # A key never used for this order, or used and expired: a new payment, whose id the

@@ -6,7 +6,7 @@ listener); unit tests pass fakes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from domain.captures import CapturePayment
@@ -16,6 +16,31 @@ from domain.payments import CreatePayment
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment
 from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
+from providers.notices import ChargeNotice, NoticeResult
+
+
+class NotificationReader(Protocol):
+    """Reads one provider's notifications; raises NoticeRefusedError for one that is not
+    the provider's (its signature does not verify) or cannot be read."""
+
+    @property
+    def provider(self) -> str: ...
+
+    def read(self, params: Mapping[str, str]) -> ChargeNotice: ...
+
+
+class NoticeSink(Protocol):
+    async def record(self, notice: ChargeNotice) -> NoticeResult:
+        """Record what the notice says about its attempt (a claimed write; see
+        consumer.provider_notices)."""
+        ...
+
+
+class NoNotices:
+    """The sink of a facade that accepts no notifications (no reader is configured)."""
+
+    async def record(self, notice: ChargeNotice) -> NoticeResult:
+        return NoticeResult.UNKNOWN
 
 
 class CommandPublisher(Protocol):

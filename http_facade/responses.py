@@ -12,6 +12,7 @@ from decimal import Decimal
 
 from domain.accounts import AccountRef
 from domain.money import Money
+from domain.next_action import NextAction, NextActionType
 from domain.payment_view import PaymentView
 from domain.refund_view import RefundView
 from domain.refunds import RefundStatus
@@ -49,6 +50,19 @@ def payment_body(view: PaymentView, refunds: Sequence[RefundView]) -> dict[str, 
         "createdAt": _utc_text(view.created_at),
         "updatedAt": _utc_text(view.updated_at),
         "refunds": [refund_body(refund) for refund in refunds],
+        "nextAction": next_action_body(view.next_action),
+    }
+
+
+def next_action_body(action: NextAction | None) -> dict[str, object] | None:
+    """``{type, url | qrCode, expiresAt}``: only the target the type calls for is present."""
+    if action is None:
+        return None
+    target = "url" if action.type is NextActionType.REDIRECT_URL else "qrCode"
+    return {
+        "type": action.type.value,
+        target: action.target,
+        "expiresAt": _utc_text(action.expires_at),
     }
 
 

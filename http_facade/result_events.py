@@ -83,7 +83,7 @@ class PaymentEvents:
             self._skip(record, SkipReason.UNEXPECTED, type(exc).__name__)
             return
         try:
-            if event.status.is_final:
+            if _ends_a_wait(event):
                 self._on_final(_waited_id(event))
         except Exception as exc:
             self._skip(record, SkipReason.UNEXPECTED, type(exc).__name__)
@@ -111,3 +111,10 @@ class PaymentEvents:
 
 def _waited_id(event: ResultEvent) -> str:
     return event.payment_request_id if isinstance(event, PaymentResult) else event.refund_id
+
+
+def _ends_a_wait(event: ResultEvent) -> bool:
+    """A final result, or a payment that needs its payer (see http_facade.result_waiters)."""
+    if isinstance(event, PaymentResult):
+        return event.status.ends_a_wait
+    return event.status.is_final

@@ -1,5 +1,8 @@
 """Requests waiting for a payment's (or a refund's) final result, and what wakes them.
 
+A payment that needs its payer to act (``requires_action``) ends a wait like a final one:
+only the client, who shows the payer its next action, can move it on.
+
 Invariant: a waiter is woken only for an id whose final result exists, and a final result
 is never missed: the waiter registers before it checks the store, so a result that lands
 between the two is seen by one or the other. When the listener may have missed events
@@ -84,4 +87,4 @@ class ResultWaiters:
             refund = await self._refunds.get(waited_id)
             return refund is not None and refund.status.is_final
         payment = await self._queries.get_payment(waited_id)
-        return payment is not None and payment.status.is_final
+        return payment is not None and payment.status.ends_a_wait

@@ -6,7 +6,7 @@ request keys carry what a handler learned (ids) to the access log written after 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Final
 
@@ -14,6 +14,8 @@ from aiohttp import web
 
 from http_facade.ports import (
     CommandPublisher,
+    NoticeSink,
+    NotificationReader,
     PaymentQueries,
     RefundQueries,
     ResultWaiter,
@@ -34,6 +36,9 @@ CLOCK: Final = web.AppKey[Callable[[], datetime]]("clock")
 ACCOUNT_KEY: Final = web.AppKey[bytes]("account_key")
 WEBHOOKS: Final = web.AppKey[WebhookEndpoints]("webhooks")
 WEBHOOK_URL_CHECK: Final = web.AppKey[EndpointUrlCheck]("webhook_url_check")
+# Providers' notification readers by route name, and where their notices are recorded.
+NOTICE_READERS: Final = web.AppKey[Mapping[str, NotificationReader]]("notice_readers")
+NOTICE_SINK: Final = web.AppKey[NoticeSink]("notice_sink")
 
 REQUEST_ID: Final = web.RequestKey[str]("request_id")
 PAYMENT_REQUEST_ID: Final = web.RequestKey[str]("payment_request_id")

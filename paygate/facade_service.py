@@ -23,6 +23,7 @@ from http_facade.webhook_url_check import EndpointUrlCheck
 from paygate.database import open_database
 from paygate.kafka_login import check_kafka_login
 from paygate.kafka_security import kafka_client_options
+from paygate.notices import notification_wiring
 from paygate.ops_server import ops_url, start_ops_server
 from paygate.schema_source import payment_messages
 from paygate.settings import Environment, Settings
@@ -30,6 +31,7 @@ from persistence.availability import is_database_unavailable
 from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
+from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 
@@ -141,6 +143,7 @@ class FacadeService:
                     timeout_s=settings.publish_timeout_s,
                 ),
                 waiter=listener,
+                messages=messages,
             )
             await reloader.start()
             runner = await run_facade(
@@ -175,10 +178,13 @@ def facade_app(
     publisher: CommandPublisher,
     waiter: ResultWaiter,
     readiness: Readiness | None = None,
+    messages: PaymentMessages | None = None,
 ) -> web.Application:
     """The facade's application as the service wires it: the SQL stores behind its ports,
     API keys from the store behind a short cache, and database outages recognised by
-    :func:`persistence.availability.is_database_unavailable`."""
+    :func:`persistence.availability.is_database_unavailable`. Providers' notifications are
+    accepted for the configured providers that send them (paygate.notices)."""
+    readers, sink = notification_wiring(settings, db, messages or PaymentMessages.bundled())
     return build_app(
         publisher=publisher,
         queries=db.payments,
@@ -196,4 +202,6 @@ def facade_app(
         is_database_outage=is_database_unavailable,
         webhooks=db.webhooks,
         webhook_url_check=EndpointUrlCheck(development=settings.env is Environment.DEVELOPMENT),
+        notice_readers=readers,
+        notice_sink=sink,
     )

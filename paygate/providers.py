@@ -1,6 +1,6 @@
 """Builds the configured payment providers, and the router over them, from the settings.
 
-Route names are provider kinds (``sandbox``, ``sandbox-inprocess``, ``stripe``), extra
+Route names are provider kinds (``sandbox``, ``sandbox-inprocess``, ``stripe``, ``alipay``), extra
 sandbox acquirers named in ``PAYGATE_SANDBOX_URLS`` (``sandbox-<suffix>``), or providers of
 installed plugins (see :mod:`paygate.provider_plugins`). The in-process
 sandbox answers to ``sandbox``, as it always has, so attempts record ``sandbox`` for it.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from paygate.provider_plugins import plugin_names, plugin_provider
 from paygate.settings import Settings
+from providers.alipay import AlipayConfig, AlipayMode, AlipayProvider
 from providers.circuit_breaker import CircuitBreakerProvider, CircuitObserver, CircuitState
 from providers.port import PaymentProvider
 from providers.registry import Providers
@@ -20,7 +21,7 @@ from providers.sandbox import InProcessSandboxProvider, SandboxHttpProvider
 from providers.stripe import StripeProvider
 from telemetry.metrics import Metrics
 
-_KNOWN = "sandbox, sandbox-inprocess, stripe, or a name from PAYGATE_SANDBOX_URLS"
+_KNOWN = "sandbox, sandbox-inprocess, stripe, alipay, or a name from PAYGATE_SANDBOX_URLS"
 
 
 def build_provider(settings: Settings, name: str | None = None) -> PaymentProvider:
@@ -31,6 +32,8 @@ def build_provider(settings: Settings, name: str | None = None) -> PaymentProvid
         return SandboxHttpProvider(url, timeout_s=settings.provider_timeout_s, name=name)
     if name == "sandbox-inprocess":
         return InProcessSandboxProvider(call_timeout_s=settings.provider_timeout_s)
+    if name == "alipay":
+        return _alipay(settings)
     if name == "stripe":
         if settings.stripe_api_key is None:
             raise SystemExit("the stripe provider needs PAYGATE_STRIPE_API_KEY")
@@ -44,6 +47,33 @@ def build_provider(settings: Settings, name: str | None = None) -> PaymentProvid
         return plugin
     plugins = ", ".join(plugin_names()) or "none installed"
     raise SystemExit(f"unknown provider {name!r}; known: {_KNOWN}; plugins: {plugins}")
+
+
+def _alipay(settings: Settings) -> AlipayProvider:
+    if (
+        settings.alipay_app_id is None
+        or settings.alipay_app_private_key is None
+        or settings.alipay_public_key is None
+    ):
+        raise SystemExit(
+            "the alipay provider needs PAYGATE_ALIPAY_APP_ID, PAYGATE_ALIPAY_APP_PRIVATE_KEY "
+            "and PAYGATE_ALIPAY_PUBLIC_KEY"
+        )
+    try:
+        return AlipayProvider(
+            AlipayConfig(
+                app_id=settings.alipay_app_id,
+                app_private_key=settings.alipay_app_private_key,
+                alipay_public_key=settings.alipay_public_key,
+                gateway_url=settings.alipay_gateway_url,
+                notify_url=settings.alipay_notify_url,
+                mode=AlipayMode(settings.alipay_mode),
+                timeout_s=settings.provider_timeout_s,
+                action_ttl_s=settings.alipay_action_ttl_s,
+            )
+        )
+    except ValueError as exc:
+        raise SystemExit(f"the alipay provider is misconfigured: {exc}") from None
 
 
 class CircuitMetrics:

@@ -544,6 +544,40 @@ class Settings(BaseSettings):
         "handlers together (the rate against a provider taking t seconds is at most this "
         "/ t); docs/operations.md says how to size it.",
     )
+    alipay_app_id: str | None = Field(
+        default=None,
+        description="Alipay app id; required when `alipay` is a provider (route "
+        '`{"alipay": ["alipay"]}`).',
+    )
+    alipay_app_private_key: SecretStr | None = Field(
+        default=None,
+        description="The Alipay app's RSA2 private key (PKCS#1 PEM or its base64 body); best "
+        "given as a file in PAYGATE_SECRETS_DIR.",
+    )
+    alipay_public_key: str | None = Field(
+        default=None,
+        description="Alipay's public key (X.509 PEM or its body): verifies answers and "
+        "notifications.",
+    )
+    alipay_gateway_url: str = Field(
+        "https://openapi.alipay.com/gateway.do",
+        description="Alipay's gateway; the sandbox service's `/gateway.do` in tests.",
+    )
+    alipay_notify_url: str | None = Field(
+        default=None,
+        description="The public URL of the facade's `/v1/notifications/alipay`, sent with "
+        "each trade for Alipay's asynchronous notifications.",
+    )
+    alipay_mode: str = Field(
+        "qr",
+        description="`qr`: face-to-face QR codes (alipay.trade.precreate); `page`: web "
+        "redirects (alipay.trade.page.pay).",
+    )
+    alipay_action_ttl_s: float = Field(
+        900.0,
+        ge=60,
+        description="Seconds the payer has to act before the trade expires and is closed.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -19,6 +19,10 @@ ATTEMPT_SUCCEEDED = "succeeded"
 ATTEMPT_DECLINED = "declined"
 ATTEMPT_FAILED = "failed"
 ATTEMPT_UNKNOWN = "unknown"
+# The provider waits for the payer: like unknown, the attempt stays open until the provider
+# says how it ended.
+ATTEMPT_REQUIRES_ACTION = "requires_action"
+OPEN_ATTEMPT_STATUSES = frozenset({ATTEMPT_UNKNOWN, ATTEMPT_REQUIRES_ACTION})
 
 
 def attempt_key_for(payment_id: str, attempt_no: int) -> str:

@@ -15,13 +15,16 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.payment_view import PaymentView
-from domain.status import PaymentStatus
+from domain.status import WAITING_FOR_PROVIDER, PaymentStatus
 from persistence.attempts import ATTEMPT_FAILED, ATTEMPT_STARTED, attempt_key_for, latest_attempt
 from persistence.claims import Claim, take_claim
 from persistence.engine import as_utc
 from persistence.tables import payments, provider_attempts
 
-# A payment's attempts can be claimed while it waits on a provider.
+# A payment's attempts can be claimed while it waits on a provider (or the provider on the
+# payer: the claim is then taken to ask how it ended, or to record what a notification said).
+_CLAIMABLE = tuple(s.value for s in WAITING_FOR_PROVIDER)
+# Retries are scheduled only for calls this service makes, never while the payer acts.
 _WAITING = (PaymentStatus.PENDING.value, PaymentStatus.PROCESSING.value)
 
 
@@ -63,7 +66,7 @@ async def claim_open_attempt(
         return latest is not None and latest.finished_at is None
 
     claim = await take_claim(
-        conn, payments, payment_id, statuses=_WAITING, now=now, lease=lease, also=latest_is_open
+        conn, payments, payment_id, statuses=_CLAIMABLE, now=now, lease=lease, also=latest_is_open
     )
     if claim is None:
         return None

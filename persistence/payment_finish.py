@@ -18,11 +18,16 @@ from sqlalchemy import Boolean, bindparam, case, func, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.error_info import ErrorInfo
+from domain.next_action import NextAction
 from domain.status import ALLOWED_TRANSITIONS, InvalidTransitionError, PaymentStatus
-from persistence.attempts import ATTEMPT_SUCCEEDED, ATTEMPT_UNKNOWN
+from persistence.attempts import (
+    ATTEMPT_REQUIRES_ACTION,
+    ATTEMPT_SUCCEEDED,
+    OPEN_ATTEMPT_STATUSES,
+)
 from persistence.claims import claim_columns, release_claim
 from persistence.outbox import OutboxMessage, enqueue_outbox, outbox_row, webhooks_of
-from persistence.payment_rows import error_columns, insert_rows
+from persistence.payment_rows import error_columns, insert_rows, next_action_columns
 from persistence.tables import outbox, payments, provider_attempts
 from persistence.webhook_fanout import enqueue_webhooks
 
@@ -44,6 +49,8 @@ class FinishRequest:
     error: ErrorInfo | None
     event: OutboxMessage
     now: datetime
+    # Set with status requires_action; any other finish clears the payment's next action.
+    next_action: NextAction | None = None
 
 
 def _already_there(current: PaymentStatus, target: PaymentStatus) -> bool:
@@ -51,15 +58,17 @@ def _already_there(current: PaymentStatus, target: PaymentStatus) -> bool:
     # Already there, or "outcome unknown" arriving after the outcome became known (a
     # timed-out call whose answer the reconciler already recorded). A charge that succeeded
     # and was refunded since counts as "already there".
+    # A payment waiting on its payer learns nothing from "outcome unknown" either.
     return current.charge_outcome is target.charge_outcome or (
-        target is PaymentStatus.PENDING and current.charge_known
+        target is PaymentStatus.PENDING
+        and (current.charge_known or current is PaymentStatus.REQUIRES_ACTION)
     )
 
 
 def _attempt_finished_at(request: FinishRequest) -> datetime | None:
     # An attempt whose outcome is unknown stays open: it is in doubt until the provider is
-    # asked about it.
-    return None if request.attempt_status == ATTEMPT_UNKNOWN else request.now
+    # asked about it. So does one waiting for the payer, until the provider says how it ended.
+    return None if request.attempt_status in OPEN_ATTEMPT_STATUSES else request.now
 
 
 async def finish_one(conn: AsyncConnection, request: FinishRequest) -> bool:
@@ -79,6 +88,7 @@ async def finish_one(conn: AsyncConnection, request: FinishRequest) -> bool:
             next_retry_at=None,
             **error_columns(request.error),
             **claim_columns(None),
+            **next_action_columns(request.next_action),
         )
     )
     if moved.rowcount != 1:
@@ -196,6 +206,10 @@ async def finish_many(conn: AsyncConnection, requests: Sequence[FinishRequest]) 
                     "b_provider_reference": request.provider_reference,
                     "b_now": request.now,
                     **{f"b_{name}": value for name, value in error_columns(request.error).items()},
+                    **{
+                        f"b_{name}": value
+                        for name, value in next_action_columns(request.next_action).items()
+                    },
                 }
                 for request in moves
             ],
@@ -237,6 +251,7 @@ _MOVE_PAYMENT = (
         claim_token=None,
         claim_expires_at=None,
         **{name: bindparam(f"b_{name}") for name in error_columns(None)},
+        **{name: bindparam(f"b_{name}") for name in next_action_columns(None)},
     )
 )
 
@@ -267,10 +282,13 @@ _FINISH_ATTEMPT = (
 
 def _finish_attempt_params(request: FinishRequest) -> dict[str, Any]:
     finished_at = _attempt_finished_at(request)
+    # An attempt's reference marks a charge (see _NOTE_STRAY_CHARGE): one waiting for its
+    # payer has charged nothing yet, so its reference stays on the payment only.
+    waiting = request.attempt_status == ATTEMPT_REQUIRES_ACTION
     return {
         "b_attempt_key": request.attempt_key,
         "b_status": request.attempt_status,
         "b_finished_at": finished_at,
-        "b_provider_reference": request.provider_reference,
+        "b_provider_reference": None if waiting else request.provider_reference,
         "b_keep_sealed": finished_at is None,
     }

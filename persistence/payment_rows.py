@@ -12,6 +12,7 @@ from domain.accounts import AccountRef, AccountType
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.next_action import NextAction, NextActionType
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment, PaymentMethod
 from domain.status import PaymentStatus
@@ -60,7 +61,27 @@ def payment_view_of(row: Any) -> PaymentView:
         client_id=row["client_id"],
         refunded_minor=row["refunded_minor"],
         refund_reserved_minor=row["refund_reserved_minor"],
+        next_action=_next_action_of(row),
     )
+
+
+def _next_action_of(row: Any) -> NextAction | None:
+    if row["next_action_type"] is None:
+        return None
+    return NextAction.of(
+        NextActionType(row["next_action_type"]),
+        row["next_action_target"],
+        as_utc(row["next_action_expires_at"]),
+    )
+
+
+def next_action_columns(action: NextAction | None) -> dict[str, Any]:
+    """The payment's next-action columns set to ``action`` (None: cleared)."""
+    return {
+        "next_action_type": None if action is None else action.type.value,
+        "next_action_target": None if action is None else action.target,
+        "next_action_expires_at": None if action is None else action.expires_at,
+    }
 
 
 def new_payment_row(

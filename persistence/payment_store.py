@@ -29,9 +29,10 @@ from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import PaygateError
 from domain.idempotency import OrderPayment
+from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
-from domain.status import PaymentStatus
+from domain.status import WAITING_FOR_PROVIDER, PaymentStatus
 from persistence.claims import (
     claimable,
     least_recently_examined,
@@ -147,8 +148,12 @@ class PaymentStore:
         provider_reference: str | None,
         error: ErrorInfo | None,
         event: OutboxMessage,
+        next_action: NextAction | None = None,
     ) -> bool:
         """Record an attempt's outcome and its result event atomically, and release the claim.
+
+        ``next_action`` goes with status ``requires_action`` (the attempt then stays open,
+        and the payment waits for its payer holding no claim); any other status clears it.
 
         Applies only while ``claim`` is still the payment's claim token. Returns False,
         changing the payment in no way, when it is not (another worker took the payment
@@ -168,6 +173,7 @@ class PaymentStore:
             error=error,
             event=event,
             now=self._clock(),
+            next_action=next_action,
         )
 
         async def record(conn: AsyncConnection) -> bool:
@@ -178,7 +184,8 @@ class PaymentStore:
     async def claim(self, payment_id: str) -> ClaimedAttempt | None:
         """Take the claim on the payment's open attempt, or None if it cannot be taken.
 
-        It can be taken when the payment waits on a provider (``pending`` or ``processing``),
+        It can be taken when the payment waits on a provider (``pending``, ``processing``, or
+        ``requires_action``: the provider waits on the payer),
         its latest attempt is open, and nobody holds the claim (or the holder's lease has
         expired). Decided with the payment row locked, so of two takers only one wins.
         """
@@ -299,7 +306,11 @@ class PaymentStore:
 
     async def in_doubt(self, started_before: datetime, limit: int) -> list[InDoubt]:
         """Payments whose open attempt started before ``started_before`` and whose claim is
-        free or expired, oldest first."""
+        free or expired, least recently examined first.
+
+        Payments waiting for their payer (``requires_action``) are among them: their
+        provider is asked again on every pass that reaches them, which finishes them when a
+        notification was lost, and closes them once their action expired."""
         query = (
             select(
                 payments,
@@ -310,9 +321,7 @@ class PaymentStore:
             .join(provider_attempts, provider_attempts.c.payment_id == payments.c.id)
             .where(provider_attempts.c.finished_at.is_(None))
             .where(provider_attempts.c.created_at < started_before)
-            .where(
-                payments.c.status.in_([PaymentStatus.PENDING.value, PaymentStatus.PROCESSING.value])
-            )
+            .where(payments.c.status.in_([s.value for s in WAITING_FOR_PROVIDER]))
             # A payment whose owner is alive is its owner's; the caller claims the others.
             .where(claimable(payments, self._clock()))
             .order_by(*least_recently_examined(payments), provider_attempts.c.created_at)

@@ -73,6 +73,10 @@ payments = Table(
     # When a claim was last taken on it: reconcilers look at the least recently examined
     # first, so rows they cannot settle yet never keep the others waiting.
     Column("examined_at", DateTime(timezone=True)),
+    # What a requires_action payment waits on (domain.next_action): null otherwise.
+    Column("next_action_type", String(16)),
+    Column("next_action_target", Text),
+    Column("next_action_expires_at", DateTime(timezone=True)),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
     Index("ix_payments_client_order", "client_id", "order_id", "created_at"),
 )

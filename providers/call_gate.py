@@ -59,6 +59,10 @@ class GatedProvider:
         async with self._gate:
             return await self._provider.charge_by_reference(provider_reference)
 
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        async with self._gate:
+            return await self._provider.close_charge(attempt_key)
+
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         async with self._gate:
             return await self._provider.capture(request)

@@ -37,6 +37,9 @@ class ChargeOnlyProvider:
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         raise UnsupportedOperationError(self.name, "capture is not supported")
 
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        raise UnsupportedOperationError(self.name, "payer actions are not supported")
+
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         raise UnsupportedOperationError(self.name, "refunds are not supported")
 

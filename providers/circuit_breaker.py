@@ -142,6 +142,10 @@ class CircuitBreakerProvider:
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         return await self._guarded(lambda: self._inner.capture(request))
 
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        # Like a status query: ends a wait, charges nothing, so never refused by the breaker.
+        return await self._inner.close_charge(attempt_key)
+
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         return await self._guarded(lambda: self._inner.refund(request))
 

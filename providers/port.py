@@ -3,6 +3,12 @@
 An adapter translates these calls to its provider's API or SDK, passes the attempt key as
 the provider's idempotency key, and maps every answer to a :class:`ChargeOutcome` or one of
 the errors in :mod:`providers.errors`.
+
+Payments that finish later (3-D Secure, Alipay): a charge may be answered
+``requires_action`` with a :class:`domain.next_action.NextAction` for the payer. The
+provider then tells the outcome later; paygate asks with :meth:`PaymentProvider.charge_status`
+(which keeps answering ``requires_action`` while the payer has not acted) and, once the
+action's time is over, ends the wait with :meth:`PaymentProvider.close_charge`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Protocol
 from domain.accounts import Account
 from domain.errors import PaygateError
 from domain.money import Money
+from domain.next_action import NextAction
 from domain.payments import PaymentMethod
 from domain.refunds import RefundReason
 
@@ -42,6 +49,10 @@ class ChargeStatus(StrEnum):
     # Authorized, not captured yet: only answered to a request with ``capture=False``.
     AUTHORIZED = "authorized"
     DECLINED = "declined"
+    # Waiting for the payer (carries a next action); not final.
+    REQUIRES_ACTION = "requires_action"
+    # The payer never acted and the provider closed the charge: nothing was taken.
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +96,18 @@ class RefundOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ChargeOutcome:
-    """A final answer from the provider. A decline carries a catalogue error."""
+    """The provider's answer. A decline carries a catalogue error. Only ``requires_action``
+    carries a next action for the payer: always when answering a charge, not always when
+    answering a status query (Alipay's does not repeat the QR code)."""
 
     status: ChargeStatus
     provider_reference: str | None
     error: PaygateError | None = None
+    next_action: NextAction | None = None
+
+    def __post_init__(self) -> None:
+        if self.next_action is not None and self.status is not ChargeStatus.REQUIRES_ACTION:
+            raise ValueError("only a requires_action answer carries a next action")
 
 
 class PaymentProvider(Protocol):
@@ -116,6 +134,16 @@ class PaymentProvider(Protocol):
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         """Capture an authorized charge once per capture key."""
+        ...
+
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        """End the wait of a ``requires_action`` charge whose action has expired.
+
+        Answers ``expired`` once the provider will take no payment for it, or the outcome
+        the payer reached just in time (``succeeded``, ...). None if the provider never
+        received the charge. Safe to call again: a closed charge stays ``expired``.
+        Providers without actions raise :class:`providers.errors.UnsupportedOperationError`.
+        """
         ...
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:

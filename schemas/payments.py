@@ -29,6 +29,7 @@ from schemas.codec import (
 )
 from schemas.error_records import error_from_record, error_to_record
 from schemas.fields import requested_at_of
+from schemas.next_action_records import next_action_from_record, next_action_to_record
 from schemas.refunds import (
     refund_payment_from_record,
     refund_payment_to_record,
@@ -99,6 +100,7 @@ def payment_result_to_record(event: PaymentResult) -> dict[str, Any]:
         "error": error_to_record(event.error),
         "createdAt": event.created_at,
         "occurredAt": event.occurred_at,
+        "nextAction": next_action_to_record(event.next_action),
     }
 
 
@@ -116,6 +118,8 @@ def payment_result_from_record(record: Mapping[str, Any]) -> PaymentResult:
         error=error_from_record(record.get("error")),
         created_at=record["createdAt"],
         occurred_at=record["occurredAt"],
+        # Absent from v1 events: the reader's v2 default (null) fills it in.
+        next_action=next_action_from_record(record.get("nextAction")),
     )
 
 

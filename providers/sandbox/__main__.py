@@ -1,7 +1,12 @@
 """Run the sandbox acquirer as a standalone HTTP service.
 
     python -m providers.sandbox --port 0 --ledger sandbox.db [--latency-ms 5] [--seed 1]
-        [--account-latency-s 2]
+        [--account-latency-s 2] [--action-ttl-s 900]
+        [--alipay-private-key alipay.pem --alipay-app APP_ID=app_public.pem ...]
+
+With ``--alipay-private-key`` (the simulator's own, "Alipay's", RSA private key, PKCS#1
+PEM) and one ``--alipay-app`` per app (its id and the file of its public key), the service
+also answers Alipay's ``/gateway.do`` (providers.sandbox.alipay).
 
 Once listening it prints ``SANDBOX_URL=http://<host>:<port>`` as one line on stdout, so a
 parent process can start it on port 0 and read the port it got. SIGTERM or SIGINT stops it
@@ -16,10 +21,12 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from providers.sandbox.acquirer import SandboxAcquirer
+from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys
 from providers.sandbox.config import SandboxConfig
 from providers.sandbox.ledger import Ledger, MemoryLedger
 from providers.sandbox.service import build_sandbox_app
@@ -53,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="how long refunds of the 'refunds pending' test number stay pending",
     )
+    parser.add_argument(
+        "--action-ttl-s",
+        type=float,
+        default=900.0,
+        help="how long the payer-action test number waits for the payer",
+    )
+    parser.add_argument("--alipay-private-key", help="PEM file: the Alipay simulator's private key")
+    parser.add_argument(
+        "--alipay-app",
+        action="append",
+        default=[],
+        metavar="APP_ID=PUBLIC_KEY_FILE",
+        help="an app the Alipay simulator accepts, with its public key (PEM file)",
+    )
+    parser.add_argument("--alipay-pay-delay-s", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--shutdown-timeout-s",
@@ -66,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _serve(args: argparse.Namespace, config: SandboxConfig) -> None:
     ledger: Ledger = SqliteLedger(args.ledger) if args.ledger else MemoryLedger()
-    app = build_sandbox_app(SandboxAcquirer(ledger, config))
+    app = build_sandbox_app(SandboxAcquirer(ledger, config), _alipay(args))
     runner = web.AppRunner(app, shutdown_timeout=args.shutdown_timeout_s)
     await runner.setup()
     try:
@@ -86,6 +108,24 @@ async def _serve(args: argparse.Namespace, config: SandboxConfig) -> None:
         await runner.cleanup()
 
 
+def _alipay(args: argparse.Namespace) -> AlipaySimulator | None:
+    """The Alipay simulator the flags ask for (None without --alipay-private-key)."""
+    if not args.alipay_private_key:
+        return None
+    private_pem = Path(args.alipay_private_key).read_text()
+    apps: dict[str, str] = {}
+    for app in args.alipay_app:
+        app_id, _, key_file = app.partition("=")
+        if not app_id or not key_file:
+            raise SystemExit("--alipay-app takes APP_ID=PUBLIC_KEY_FILE")
+        apps[app_id] = Path(key_file).read_text()
+    return AlipaySimulator(
+        alipay_keys=Rsa2Keys.of_private(private_pem),
+        apps=apps,
+        pay_delay_s=args.alipay_pay_delay_s,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -103,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hang_s=args.hang_s,
             account_latency_s=args.account_latency_s,
             refund_settle_s=args.refund_settle_s,
+            action_ttl_s=args.action_ttl_s,
             seed=args.seed,
         )
     except ValueError as exc:

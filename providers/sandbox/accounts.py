@@ -54,6 +54,9 @@ class Behaviour:
     # The ``Retry-After`` header the 503 answers carry, sent as written: the absurd values
     # ("inf", "1e12", "86400") are the point, a caller must bound its own waits.
     retry_after: str | None = None
+    # Answers requires_action with a redirect URL on the sandbox (like a 3-D Secure
+    # challenge); the charge takes ``outcome`` only when the payer (the test) completes it.
+    payer_action: bool = False
 
     def __post_init__(self) -> None:
         declined = self.outcome is AccountOutcome.DECLINED
@@ -72,6 +75,13 @@ class Behaviour:
             self.timing is not Timing.IMMEDIATE or self.outcome is AccountOutcome.UNAVAILABLE
         ):
             raise ValueError("a latency number answers right after its wait, and not always 503")
+        if self.payer_action and (
+            self.outcome is not AccountOutcome.SUCCEEDED
+            or self.timing is not Timing.IMMEDIATE
+            or self.unavailable_first
+            or self.latency
+        ):
+            raise ValueError("a payer action answers at once, and succeeds once completed")
         if self.retry_after is not None:
             if not (self.outcome is AccountOutcome.UNAVAILABLE or self.unavailable_first):
                 raise ValueError("only a behaviour that answers 503 carries a Retry-After")
@@ -147,6 +157,12 @@ TEST_ACCOUNTS: Final = MappingProxyType(
         ),
         "4000000000005126": Behaviour(
             "succeeds; refunds fail", AccountOutcome.SUCCEEDED, refunds=RefundBehaviour.FAIL
+        ),
+        "4000000000003220": Behaviour(
+            "requires a 3-D-Secure-like payer action; succeeds when completed, declined when "
+            "denied, expired when closed first",
+            AccountOutcome.SUCCEEDED,
+            payer_action=True,
         ),
         "4000000000000259": Behaviour("slow success", AccountOutcome.SUCCEEDED, Timing.SLOW),
         "4000000000000440": Behaviour(

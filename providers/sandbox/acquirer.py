@@ -23,6 +23,10 @@ A charge asked with ``capture=False`` is recorded ``authorized``; :meth:`capture
 by the refund key, checked against what remains of the charge atomically with the insert;
 how they go was decided when the charge was made (``ChargeRecord.refunds``). Refunds and
 captures wait the base latency but see no injected faults.
+
+A payer-action number records the charge ``requires_action`` with an expiry; the payer
+(a test) completes or denies it with :meth:`complete_action` before then, or paygate closes
+it with :meth:`close` (``expired``). Whichever comes first wins, atomically in the ledger.
 """
 
 from __future__ import annotations
@@ -44,8 +48,13 @@ from providers.sandbox.errors import (
     SandboxRefusedError,
     SandboxUnavailableError,
 )
-from providers.sandbox.ledger import Ledger
-from providers.sandbox.records import ChargeRecord, SandboxChargeParams, SandboxStatus
+from providers.sandbox.ledger import ActionOutcome, Ledger
+from providers.sandbox.records import (
+    ChargeRecord,
+    SandboxChargeParams,
+    SandboxErrorCode,
+    SandboxStatus,
+)
 from providers.sandbox.refund_records import (
     RefundBehaviour,
     RefundRecord,
@@ -146,6 +155,47 @@ class SandboxAcquirer:
 
     async def status(self, idempotency_key: str) -> ChargeRecord | None:
         return await self.ledger.get(idempotency_key)
+
+    async def complete_action(self, charge_id: str, *, approve: bool) -> ChargeRecord:
+        """The payer completes (``approve``) or fails the charge's action; raises
+        SandboxRefusedError when there is no such charge or it no longer waits."""
+        charge = await self.ledger.get_by_charge_id(charge_id)
+        if charge is None:
+            raise SandboxRefusedError(ErrorCode.NOT_FOUND, "no charge with this id", "chargeId")
+        expires_at = charge.action_expires_at
+        if expires_at is not None and self._clock() >= expires_at:
+            raise SandboxRefusedError(
+                ErrorCode.PAYMENT_EXPIRED, "the action has expired", "chargeId"
+            )
+        if approve:
+            after = charge.after_action or SandboxStatus.SUCCEEDED
+            captured = charge.amount_minor if after is SandboxStatus.SUCCEEDED else 0
+            outcome = ActionOutcome(after, captured)
+        else:
+            outcome = ActionOutcome(
+                SandboxStatus.DECLINED,
+                error_code=SandboxErrorCode.CARD_DECLINED,
+                decline_code="authentication_failed",
+            )
+        stored = await self.ledger.finish_action(charge_id, outcome)
+        assert stored is not None  # rows are never deleted
+        if stored.status is not outcome.status:
+            raise SandboxRefusedError(
+                ErrorCode.INVALID_REQUEST,
+                f"the charge is {stored.status.value}: it does not wait for the payer",
+                "chargeId",
+            )
+        return stored
+
+    async def close(self, idempotency_key: str) -> ChargeRecord | None:
+        """Close a charge still waiting for its payer (``expired``); a charge the payer
+        finished first keeps its outcome. None if the key is unknown."""
+        charge = await self.ledger.get(idempotency_key)
+        if charge is None or charge.status is not SandboxStatus.REQUIRES_ACTION:
+            return charge
+        return await self.ledger.finish_action(
+            charge.charge_id, ActionOutcome(SandboxStatus.EXPIRED)
+        )
 
     async def charge_by_id(self, charge_id: str) -> ChargeRecord | None:
         return await self.ledger.get_by_charge_id(charge_id)
@@ -269,10 +319,16 @@ class SandboxAcquirer:
         params: SandboxChargeParams,
         behaviour: Behaviour,
     ) -> ChargeRecord:
+        now = self._clock()
+        after_action = None
+        action_expires_at = None
         if behaviour.outcome is AccountOutcome.DECLINED:
             status = SandboxStatus.DECLINED
         else:
             status = SandboxStatus.SUCCEEDED if params.capture else SandboxStatus.AUTHORIZED
+        if behaviour.payer_action:
+            status, after_action = SandboxStatus.REQUIRES_ACTION, status
+            action_expires_at = now + timedelta(seconds=self.config.action_ttl_s)
         captured = params.amount.minor_units if status is SandboxStatus.SUCCEEDED else 0
         return ChargeRecord(
             idempotency_key=idempotency_key,
@@ -285,9 +341,11 @@ class SandboxAcquirer:
             status=status,
             error_code=behaviour.error_code,
             decline_code=behaviour.decline_code,
-            created_at=self._clock(),
+            created_at=now,
             refunds=behaviour.refunds,
             captured_minor=captured,
+            action_expires_at=action_expires_at,
+            after_action=after_action,
         )
 
 

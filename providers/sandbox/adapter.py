@@ -241,6 +241,13 @@ class SandboxHttpProvider:
         _raise_for_status(status, headers, payload)
         return _parsed(outcome_from_body, payload)
 
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        status, headers, payload = await self._send("POST", ("v1", "charges", attempt_key, "close"))
+        if _is_unknown(status, payload):
+            return None
+        _raise_for_status(status, headers, payload)
+        return _parsed(outcome_from_body, payload)
+
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         status, headers, payload = await self._send(
             "POST", ("v1", "refunds"), body=refund_body(request), key=request.refund_key

@@ -24,6 +24,8 @@ class SandboxConfig:
     account_latency_s: float = 2.0
     # How long a refund of a "refunds pending" charge stays pending before it succeeds.
     refund_settle_s: float = 1.0
+    # How long a payer action (test number 4000000000003220) waits for the payer.
+    action_ttl_s: float = 900.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -38,6 +40,7 @@ class SandboxConfig:
             "hang_s",
             "account_latency_s",
             "refund_settle_s",
+            "action_ttl_s",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):

@@ -94,6 +94,10 @@ class InProcessSandboxProvider:
             record = await self.acquirer.capture(request.capture_key, capture_params(request))
         return outcome_from_record(record)
 
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        record = await self.acquirer.close(attempt_key)
+        return None if record is None else outcome_from_record(record)
+
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         async with self._translated():
             record = await self.acquirer.refund(request.refund_key, refund_params(request))

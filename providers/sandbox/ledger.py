@@ -14,8 +14,19 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
-from providers.sandbox.records import ChargeRecord, SandboxStatus
+from providers.sandbox.records import ChargeRecord, SandboxErrorCode, SandboxStatus
 from providers.sandbox.refund_records import RefundRecord, SandboxRefundStatus
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    """How a charge waiting for its payer ends: approved (its ``after_action`` status, with
+    what it captured), declined (with the decline), or expired."""
+
+    status: SandboxStatus
+    captured_minor: int = 0
+    error_code: SandboxErrorCode | None = None
+    decline_code: str | None = None
 
 
 class Ledger(Protocol):
@@ -46,6 +57,12 @@ class Ledger(Protocol):
     ) -> ChargeRecord | None:
         """Capture the charge if it is still authorized; return its row as it now is (None
         if unknown). The caller reads ``capture_key`` on the row to know whether it won."""
+        ...
+
+    async def finish_action(self, charge_id: str, outcome: ActionOutcome) -> ChargeRecord | None:
+        """End the payer's action of a ``requires_action`` charge with ``outcome``, if it is
+        still waiting; return its row as it now is (None if unknown). Of two endings (the
+        payer's completion and a close) the first wins: the caller reads the row's status."""
         ...
 
     async def get_refund(self, idempotency_key: str) -> RefundRecord | None: ...
@@ -117,6 +134,22 @@ class MemoryLedger:
                 status=SandboxStatus.SUCCEEDED,
                 captured_minor=amount_minor,
                 capture_key=capture_key,
+            )
+            self._rows[key] = row
+        return row
+
+    async def finish_action(self, charge_id: str, outcome: ActionOutcome) -> ChargeRecord | None:
+        key = self._key_by_charge_id.get(charge_id)
+        if key is None:
+            return None
+        row = self._rows[key]
+        if row.status is SandboxStatus.REQUIRES_ACTION:
+            row = dataclasses.replace(
+                row,
+                status=outcome.status,
+                captured_minor=outcome.captured_minor,
+                error_code=outcome.error_code,
+                decline_code=outcome.decline_code,
             )
             self._rows[key] = row
         return row

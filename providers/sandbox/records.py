@@ -23,12 +23,16 @@ from providers.sandbox.refund_records import RefundBehaviour
 
 
 class SandboxStatus(StrEnum):
-    """The status of a charge, as the sandbox's API spells it. Only ``authorized`` changes:
-    a capture makes it ``succeeded``."""
+    """The status of a charge, as the sandbox's API spells it. Only ``authorized`` and
+    ``requires_action`` change: a capture makes the first ``succeeded``; the payer's action
+    makes the second what ``after_action`` says (or ``declined``), and closing it before
+    the payer acts makes it ``expired``."""
 
     SUCCEEDED = "succeeded"
     AUTHORIZED = "authorized"
     DECLINED = "declined"
+    REQUIRES_ACTION = "requires_action"
+    EXPIRED = "expired"
 
 
 class SandboxErrorCode(StrEnum):
@@ -104,6 +108,10 @@ class ChargeRecord:
     refunds: RefundBehaviour
     captured_minor: int
     capture_key: str | None = None
+    # A charge waiting for the payer: until when, and what it becomes if the payer completes
+    # the action (succeeded, or authorized for an authorize-only charge).
+    action_expires_at: datetime | None = None
+    after_action: SandboxStatus | None = None
 
     @property
     def message(self) -> str | None:

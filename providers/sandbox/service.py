@@ -8,6 +8,11 @@ Endpoints::
     GET  /v1/charges/by-id/{chargeId}          -> 200 charge | 404
     POST /v1/charges/{chargeId}/capture        Idempotency-Key header -> 200 charge | 400 |
                                                409 | 422
+    POST /v1/charges/{key}/close               -> 200 charge | 404: a charge still waiting
+                                               for its payer becomes expired
+    GET  /v1/actions/{chargeId} -> 200 the action as the payer's page would show it | 404
+    POST /v1/actions/{chargeId}/complete       {"result": "approve" | "deny"} -> 200 charge |
+                                               404 | 422: the payer's side of the action
     POST /v1/refunds            Idempotency-Key header -> 200 refund | 400 | 409 | 422
     GET  /v1/refunds/{key}      -> 200 refund | 404
     GET  /admin/charges         -> {"charges": [...]}, payer numbers masked
@@ -15,6 +20,9 @@ Endpoints::
     GET  /admin/stats           -> counts for chaos assertions
     GET  /admin/in-flight       -> {"charges": [...]}: charge calls not answered yet
     GET  /healthz               -> {"status": "ok"}
+
+With an :class:`~providers.sandbox.alipay.AlipaySimulator`, also Alipay's ``/gateway.do``
+and ``/alipay/admin/...`` (see providers.sandbox.alipay.gateway).
 
 The acquirer decides; this module only parses, calls and renders. The ledger is opened
 and closed with the app (``cleanup_ctx``), never at import time.
@@ -30,6 +38,7 @@ from aiohttp import web
 from domain.errors import ErrorCode, PaygateError
 from domain.payments import check_idempotency_key
 from providers.sandbox.acquirer import SandboxAcquirer
+from providers.sandbox.alipay import AlipaySimulator, add_alipay_routes
 from providers.sandbox.errors import (
     SandboxIdempotencyConflictError,
     SandboxRefusedError,
@@ -111,21 +120,62 @@ async def _answer_errors(
 async def _create_charge(request: web.Request) -> web.Response:
     key, body = await _key_and_body(request)
     record = await request.app[ACQUIRER].charge(key, parse_charge_body(body))
-    return web.json_response(charge_json(record))
+    return web.json_response(charge_json(record, _own_url(request)))
 
 
 async def _get_charge_by_id(request: web.Request) -> web.Response:
     record = await request.app[ACQUIRER].charge_by_id(request.match_info["charge_id"])
     if record is None:
         return _error(404, ErrorCode.NOT_FOUND, "no charge with this id")
-    return web.json_response(charge_json(record))
+    return web.json_response(charge_json(record, _own_url(request)))
 
 
 async def _capture_charge(request: web.Request) -> web.Response:
     key, body = await _key_and_body(request)
     params = parse_capture_body(request.match_info["charge_id"], body)
     record = await request.app[ACQUIRER].capture(key, params)
-    return web.json_response(charge_json(record))
+    return web.json_response(charge_json(record, _own_url(request)))
+
+
+def _own_url(request: web.Request) -> str:
+    """The service's base URL as the caller reached it: action URLs point back here."""
+    return f"{request.scheme}://{request.host}"
+
+
+async def _close_charge(request: web.Request) -> web.Response:
+    record = await request.app[ACQUIRER].close(request.match_info["key"])
+    if record is None:
+        return _error(404, ErrorCode.NOT_FOUND, "no charge with this idempotency key")
+    return web.json_response(charge_json(record, _own_url(request)))
+
+
+async def _show_action(request: web.Request) -> web.Response:
+    record = await request.app[ACQUIRER].charge_by_id(request.match_info["charge_id"])
+    if record is None or record.action_expires_at is None:
+        return _error(404, ErrorCode.NOT_FOUND, "no payer action with this charge id")
+    return web.json_response(
+        {
+            "chargeId": record.charge_id,
+            "status": record.status.value,
+            "amountMinor": record.amount_minor,
+            "currency": record.currency,
+            "expiresAt": record.action_expires_at.isoformat(),
+        }
+    )
+
+
+async def _complete_action(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, ErrorCode.INVALID_REQUEST, "the body is not valid JSON", "body")
+    result = body.get("result") if isinstance(body, dict) else None
+    if result not in ("approve", "deny"):
+        return _error(400, ErrorCode.INVALID_REQUEST, "result must be approve or deny", "result")
+    record = await request.app[ACQUIRER].complete_action(
+        request.match_info["charge_id"], approve=result == "approve"
+    )
+    return web.json_response(charge_json(record, _own_url(request)))
 
 
 async def _create_refund(request: web.Request) -> web.Response:
@@ -150,7 +200,7 @@ async def _get_charge(request: web.Request) -> web.Response:
     record = await request.app[ACQUIRER].status(request.match_info["key"])
     if record is None:
         return _error(404, ErrorCode.NOT_FOUND, "no charge with this idempotency key")
-    return web.json_response(charge_json(record))
+    return web.json_response(charge_json(record, _own_url(request)))
 
 
 async def _list_charges(request: web.Request) -> web.Response:
@@ -174,9 +224,14 @@ async def _healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_sandbox_app(acquirer: SandboxAcquirer) -> web.Application:
+def build_sandbox_app(
+    acquirer: SandboxAcquirer, alipay: AlipaySimulator | None = None
+) -> web.Application:
+    """The acquirer's API, plus Alipay's ``gateway.do`` when ``alipay`` is given."""
     app = web.Application(middlewares=[_answer_errors])
     app[ACQUIRER] = acquirer
+    if alipay is not None:
+        add_alipay_routes(app, alipay)
 
     async def ledger_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await app[ACQUIRER].start()
@@ -188,6 +243,9 @@ def build_sandbox_app(acquirer: SandboxAcquirer) -> web.Application:
     app.router.add_get("/v1/charges/{key}", _get_charge)
     app.router.add_get("/v1/charges/by-id/{charge_id}", _get_charge_by_id)
     app.router.add_post("/v1/charges/{charge_id}/capture", _capture_charge)
+    app.router.add_post("/v1/charges/{key}/close", _close_charge)
+    app.router.add_get("/v1/actions/{charge_id}", _show_action)
+    app.router.add_post("/v1/actions/{charge_id}/complete", _complete_action)
     app.router.add_post("/v1/refunds", _create_refund)
     app.router.add_get("/v1/refunds/{key}", _get_refund)
     app.router.add_get("/admin/charges", _list_charges)

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Final, TypeVar
 
 from domain.refunds import RefundReason
+from providers.sandbox.ledger import ActionOutcome
 from providers.sandbox.records import ChargeRecord, SandboxErrorCode, SandboxStatus
 from providers.sandbox.refund_records import (
     RefundBehaviour,
@@ -73,6 +74,8 @@ _CHARGE_COLUMNS_ADDED: Final = (
         "ELSE 0 END WHERE captured_minor IS NULL",
     ),
     ("capture_key", "TEXT", None),
+    ("action_expires_at", "TEXT", None),
+    ("after_action", "TEXT", None),
 )
 
 # Statements are constants and every value goes through a placeholder. ON CONFLICT names
@@ -80,15 +83,16 @@ _CHARGE_COLUMNS_ADDED: Final = (
 _INSERT: Final = """
 INSERT INTO charges (idempotency_key, charge_id, request_hash, payment_reference,
                      amount_minor, currency, payer_masked, status, error_code,
-                     decline_code, created_at, refund_behaviour, captured_minor, capture_key)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     decline_code, created_at, refund_behaviour, captured_minor, capture_key,
+                     action_expires_at, after_action)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(idempotency_key) DO NOTHING
 """
 
 _SELECT: Final = """
 SELECT idempotency_key, charge_id, request_hash, payment_reference, amount_minor, currency,
        payer_masked, status, error_code, decline_code, created_at, refund_behaviour,
-       captured_minor, capture_key
+       captured_minor, capture_key, action_expires_at, after_action
 FROM charges
 """
 _SELECT_ONE: Final = _SELECT + "WHERE idempotency_key = ?"
@@ -97,6 +101,11 @@ _SELECT_ALL: Final = _SELECT + "ORDER BY rowid"
 _CAPTURE: Final = """
 UPDATE charges SET status = 'succeeded', captured_minor = ?, capture_key = ?
 WHERE charge_id = ? AND status = 'authorized'
+"""
+# One statement, so the check that the payer has not acted yet and the write are atomic.
+_FINISH_ACTION: Final = """
+UPDATE charges SET status = ?, captured_minor = ?, error_code = ?, decline_code = ?
+WHERE charge_id = ? AND status = 'requires_action'
 """
 
 _INSERT_REFUND: Final = """
@@ -119,7 +128,22 @@ _REFUNDED: Final = (
 _SETTLE: Final = "UPDATE refunds SET status = ? WHERE idempotency_key = ? AND status = ?"
 
 _Row = tuple[
-    str, str, str, str, int, str, str, str, str | None, str | None, str, str, int, str | None
+    str,
+    str,
+    str,
+    str,
+    int,
+    str,
+    str,
+    str,
+    str | None,
+    str | None,
+    str,
+    str,
+    int,
+    str | None,
+    str | None,
+    str | None,
 ]
 _RefundRow = tuple[
     str, str, str, str, str, str, int, str, str | None, str, str | None, str, str | None
@@ -142,12 +166,14 @@ def _to_row(record: ChargeRecord) -> _Row:
         record.refunds.value,
         record.captured_minor,
         record.capture_key,
+        None if record.action_expires_at is None else record.action_expires_at.isoformat(),
+        None if record.after_action is None else record.after_action.value,
     )
 
 
 def _from_row(row: _Row) -> ChargeRecord:
     key, charge_id, request_hash, reference, amount, currency, masked, status, error = row[:9]
-    decline, created, refunds, captured, capture_key = row[9:]
+    decline, created, refunds, captured, capture_key, action_expires, after = row[9:]
     return ChargeRecord(
         idempotency_key=key,
         charge_id=charge_id,
@@ -163,6 +189,10 @@ def _from_row(row: _Row) -> ChargeRecord:
         refunds=RefundBehaviour(refunds),
         captured_minor=captured,
         capture_key=capture_key,
+        action_expires_at=None
+        if action_expires is None
+        else datetime.fromisoformat(action_expires),
+        after_action=None if after is None else SandboxStatus(after),
     )
 
 
@@ -245,6 +275,22 @@ class SqliteLedger:
             return self._get(db, _SELECT_BY_ID, charge_id)
 
         return await self._run(capture)
+
+    async def finish_action(self, charge_id: str, outcome: ActionOutcome) -> ChargeRecord | None:
+        def finish(db: sqlite3.Connection) -> ChargeRecord | None:
+            db.execute(
+                _FINISH_ACTION,
+                (
+                    outcome.status.value,
+                    outcome.captured_minor,
+                    None if outcome.error_code is None else outcome.error_code.value,
+                    outcome.decline_code,
+                    charge_id,
+                ),
+            )
+            return self._get(db, _SELECT_BY_ID, charge_id)
+
+        return await self._run(finish)
 
     async def get_refund(self, idempotency_key: str) -> RefundRecord | None:
         return await self._run(lambda db: self._get_refund(db, idempotency_key))

@@ -11,7 +11,7 @@ from providers.sandbox.records import ChargeRecord, SandboxStatus
 
 @dataclass(frozen=True, slots=True)
 class SandboxStats:
-    charges: int  # rows: succeeded, authorized and declined
+    charges: int  # rows: succeeded, authorized, declined, and waiting for or expired unpaid
     succeeded: int
     declined: int
     authorized: int  # authorized, not captured yet
@@ -41,7 +41,11 @@ def summarize(records: Iterable[ChargeRecord]) -> SandboxStats:
     per_key = Counter(row.idempotency_key for row in rows)
     per_status = Counter(row.status for row in rows)
     per_reference = Counter(
-        row.payment_reference for row in rows if row.status is not SandboxStatus.DECLINED
+        # Only charges that hold or took money: one waiting for its payer, or expired
+        # unpaid, has taken nothing.
+        row.payment_reference
+        for row in rows
+        if row.status in (SandboxStatus.SUCCEEDED, SandboxStatus.AUTHORIZED)
     )
     return SandboxStats(
         charges=len(rows),

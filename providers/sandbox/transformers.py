@@ -9,10 +9,12 @@ builds parameters and reads ledger records directly; both end at the same
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from types import MappingProxyType
 from typing import Final
 
 from domain.errors import ErrorCode, PaygateError
+from domain.next_action import NextAction, NextActionType
 from providers.port import (
     CaptureRequest,
     ChargeOutcome,
@@ -48,13 +50,22 @@ ERROR_CODES: Final[Mapping[SandboxErrorCode, ErrorCode]] = MappingProxyType(
 # charged and retrying will not help, which is what a generic decline says.
 UNKNOWN_ERROR_CODE: Final = ErrorCode.PAYMENT_DECLINED
 
+# Exhaustive over SandboxStatus (a unit test checks).
 _STATUSES: Final = MappingProxyType(
     {
         "succeeded": ChargeStatus.SUCCEEDED,
         "authorized": ChargeStatus.AUTHORIZED,
         "declined": ChargeStatus.DECLINED,
+        "requires_action": ChargeStatus.REQUIRES_ACTION,
+        "expired": ChargeStatus.EXPIRED,
     }
 )
+
+# Where the payer completes a sandbox action, below the sandbox's base URL.
+ACTION_PATH: Final = "/v1/actions/"
+# The base of action URLs when no HTTP service is in between (the in-process sandbox):
+# such a payer "completes" through SandboxAcquirer.complete_action, not a browser.
+IN_PROCESS_BASE_URL: Final = "http://sandbox.invalid"
 
 # Exhaustive over SandboxRefundStatus (a unit test checks).
 REFUND_STATUSES: Final[Mapping[SandboxRefundStatus, ProviderRefundStatus]] = MappingProxyType(
@@ -155,8 +166,22 @@ def _decline(code: str | None, message: str | None, decline_code: str | None) ->
     )
 
 
-def outcome_from_record(record: ChargeRecord) -> ChargeOutcome:
+def action_url(base_url: str, charge_id: str) -> str:
+    """The page where the payer completes the action of ``charge_id``."""
+    return base_url.rstrip("/") + ACTION_PATH + charge_id
+
+
+def outcome_from_record(record: ChargeRecord, base_url: str = IN_PROCESS_BASE_URL) -> ChargeOutcome:
+    """``base_url``: the sandbox's, to which the payer is sent for an action."""
     status = _STATUSES[record.status.value]
+    if status is ChargeStatus.REQUIRES_ACTION:
+        assert record.action_expires_at is not None  # recorded with every such charge
+        action = NextAction.of(
+            NextActionType.REDIRECT_URL,
+            action_url(base_url, record.charge_id),
+            record.action_expires_at,
+        )
+        return ChargeOutcome(status, record.charge_id, next_action=action)
     if status is not ChargeStatus.DECLINED:
         return ChargeOutcome(status, record.charge_id)
     code = None if record.error_code is None else record.error_code.value
@@ -185,9 +210,25 @@ def outcome_from_body(body: object) -> ChargeOutcome:
     code = _optional_str(body, "errorCode")
     message = _optional_str(body, "message")
     decline_code = _optional_str(body, "declineCode")
+    if status is ChargeStatus.REQUIRES_ACTION:
+        return ChargeOutcome(status, charge_id, next_action=_next_action(body))
     if status is not ChargeStatus.DECLINED:
         return ChargeOutcome(status, charge_id)
     return ChargeOutcome(status, charge_id, _decline(code, message, decline_code))
+
+
+def _next_action(body: Mapping[str, object]) -> NextAction:
+    action = body.get("nextAction")
+    if not isinstance(action, Mapping):
+        raise ValueError("a requires_action charge has no nextAction")
+    url = _optional_str(action, "url")
+    expires = _optional_str(action, "expiresAt")
+    if action.get("type") != NextActionType.REDIRECT_URL.value or not url or not expires:
+        raise ValueError("the charge's nextAction is not a redirect with an expiry")
+    expires_at = datetime.fromisoformat(expires)
+    if expires_at.tzinfo is None:
+        raise ValueError("the charge's nextAction expiry has no time zone")
+    return NextAction.of(NextActionType.REDIRECT_URL, url, expires_at)
 
 
 def _refund_failure(code: str | None, message: str | None) -> PaygateError:

@@ -14,7 +14,8 @@ from domain.accounts import Account
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from domain.payments import PaymentMethod
-from providers.sandbox.records import ChargeRecord, SandboxChargeParams
+from providers.sandbox.records import ChargeRecord, SandboxChargeParams, SandboxStatus
+from providers.sandbox.transformers import IN_PROCESS_BASE_URL, action_url
 
 REFERENCE: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
 _FIELDS: Final = frozenset(
@@ -95,8 +96,16 @@ def parse_charge_body(body: object) -> SandboxChargeParams:
     )
 
 
-def charge_json(record: ChargeRecord) -> dict[str, object]:
-    """A charge as ``POST /v1/charges`` and ``GET /v1/charges/{key}`` answer it."""
+def charge_json(record: ChargeRecord, base_url: str = IN_PROCESS_BASE_URL) -> dict[str, object]:
+    """A charge as ``POST /v1/charges`` and ``GET /v1/charges/{key}`` answer it;
+    ``base_url`` is the service's own, where a payer completes a charge's action."""
+    next_action = None
+    if record.status is SandboxStatus.REQUIRES_ACTION and record.action_expires_at is not None:
+        next_action = {
+            "type": "redirect_url",
+            "url": action_url(base_url, record.charge_id),
+            "expiresAt": record.action_expires_at.isoformat(),
+        }
     return {
         "id": record.charge_id,
         "status": record.status.value,
@@ -107,6 +116,7 @@ def charge_json(record: ChargeRecord) -> dict[str, object]:
         "currency": record.currency,
         "paymentReference": record.payment_reference,
         "capturedMinor": record.captured_minor,
+        "nextAction": next_action,
     }
 
 

@@ -43,7 +43,7 @@ import stripe
 from pydantic import SecretStr
 
 from domain.errors import PaygateError
-from providers.errors import ProviderError, ProviderTimeoutError
+from providers.errors import ProviderError, ProviderTimeoutError, UnsupportedOperationError
 from providers.port import (
     CaptureRequest,
     ChargeOutcome,
@@ -205,6 +205,10 @@ class StripeProvider:
                 options={"idempotency_key": request.capture_key},
             )
             return outcome_from_intent(intent)
+
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        # paygate sends Stripe only confirmed card payments that need no payer action.
+        raise UnsupportedOperationError(self.name, "payer actions are not supported")
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         params = refund_params(request)  # raises PaygateError before any call

@@ -50,7 +50,11 @@ from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundRefused, RefundStarted, RefundStore
 from persistence.stray_store import StrayStore
 from persistence.tables import payments, provider_attempts
-from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.errors import (
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    UnsupportedOperationError,
+)
 from providers.port import (
     CaptureRequest,
     ChargeOutcome,
@@ -182,6 +186,9 @@ class Acquirer:
             await self._il.checkpoint(f"{self._name}.status")
         known = self.charges.get(attempt_key)
         return None if known is None else self._now(known)
+
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        raise UnsupportedOperationError(self.name, "no payer actions in this double")
 
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
         for known in self.charges.values():

@@ -26,6 +26,7 @@ from tests.support.fake_claims import ClaimSlot
 LEASE = timedelta(seconds=30)
 # Statuses in which a payment's attempts, or a refund, may be claimed.
 WAITING = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
+CLAIMABLE = (*WAITING, PaymentStatus.REQUIRES_ACTION)
 OPEN_REFUND = (RefundStatus.PROCESSING, RefundStatus.PENDING)
 
 

@@ -12,14 +12,16 @@ from datetime import datetime
 from domain.error_info import ErrorInfo
 from domain.errors import PaygateError
 from domain.idempotency import OrderPayment, resolve_key
+from domain.next_action import NextAction
 from domain.order_protection import refusal_for_new_payment
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.status import ALLOWED_TRANSITIONS, InvalidTransitionError, PaymentStatus
 from persistence.attempts import (
     ATTEMPT_FAILED,
+    ATTEMPT_REQUIRES_ACTION,
     ATTEMPT_SUCCEEDED,
-    ATTEMPT_UNKNOWN,
+    OPEN_ATTEMPT_STATUSES,
     attempt_key_for,
 )
 from persistence.claims import is_claimable, new_claim
@@ -27,6 +29,7 @@ from persistence.outbox import OutboxMessage
 from persistence.payment_begin import BeginResult, Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt, InDoubt
 from tests.support.fake_database import (
+    CLAIMABLE,
     WAITING,
     FakeAttempt,
     FakePaymentRow,
@@ -117,6 +120,7 @@ class FakePaymentStore(FakeStore):
         provider_reference: str | None,
         error: ErrorInfo | None,
         event: OutboxMessage,
+        next_action: NextAction | None = None,
     ) -> bool:
         await self._enter("finish", payment_id)
         row = self.row(payment_id)
@@ -132,15 +136,17 @@ class FakePaymentStore(FakeStore):
                 error=error,
                 updated_at=self._now(),
                 next_retry_at=None,
+                next_action=next_action,
             )
             row.claim.clear()
-            unknown = attempt_status == ATTEMPT_UNKNOWN
+            unknown = attempt_status in OPEN_ATTEMPT_STATUSES
             # A charge a former owner reported on the attempt stays recorded as succeeded.
             if attempt.provider_reference is None:
                 attempt.status = attempt_status
             else:
                 attempt.status = ATTEMPT_SUCCEEDED
-            attempt.provider_reference = provider_reference or attempt.provider_reference
+            if attempt_status != ATTEMPT_REQUIRES_ACTION:  # nothing charged while waiting
+                attempt.provider_reference = provider_reference or attempt.provider_reference
             attempt.finished_at = None if unknown else self._now()
             attempt.sealed_request = attempt.sealed_request if unknown else None
             self.db.outbox.append(event)
@@ -164,7 +170,7 @@ class FakePaymentStore(FakeStore):
     async def claim(self, payment_id: str) -> ClaimedAttempt | None:
         await self._enter("claim", payment_id)
         row = self.db.payments.get(payment_id)
-        if row is None or row.view.status not in WAITING or row.open_attempt is None:
+        if row is None or row.view.status not in CLAIMABLE or row.open_attempt is None:
             return None
         attempt = row.open_attempt
         claim = row.claim.take(self._now(), self.db.lease)
@@ -241,7 +247,7 @@ class FakePaymentStore(FakeStore):
             for row in self.db.payments.values()
             if (attempt := row.open_attempt) is not None
             and attempt.created_at < started_before
-            and row.view.status in WAITING
+            and row.view.status in CLAIMABLE
             and is_claimable(row.claim.token, row.claim.expires_at, now)
         ]
         return sorted(found, key=lambda item: item.attempt_started_at)[:limit]
@@ -250,5 +256,6 @@ class FakePaymentStore(FakeStore):
 def _already_there(current: PaymentStatus, target: PaymentStatus) -> bool:
     # persistence.payment_finish: a repeat of the outcome, or "unknown" after it was known.
     return current.charge_outcome is target.charge_outcome or (
-        target is PaymentStatus.PENDING and current.charge_known
+        target is PaymentStatus.PENDING
+        and (current.charge_known or current is PaymentStatus.REQUIRES_ACTION)
     )

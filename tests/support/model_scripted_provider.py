@@ -30,7 +30,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from domain.errors import ErrorCode, PaygateError
-from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.errors import (
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    UnsupportedOperationError,
+)
 from providers.port import (
     CaptureRequest,
     ChargeOutcome,
@@ -312,6 +316,9 @@ class ScriptedProvider:
         await self._query("charge_status")
         found = self._ledger.charges.get((self._name, attempt_key))
         return None if found is None else found.outcome()
+
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        raise UnsupportedOperationError(self.name, "no payer actions in this double")
 
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
         await self._query("charge_by_reference")

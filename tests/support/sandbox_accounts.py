@@ -64,6 +64,7 @@ TIMEOUT_CARD: Final = _number(
 TIMEOUT_THEN_DECLINE_CARD: Final = _number(
     "timeout, then declined", _declines(SandboxErrorCode.CARD_DECLINED, Timing.HANG)
 )
+PAYER_ACTION_CARD: Final = _number("requires a payer action", lambda b: b.payer_action)
 
 # Payees are not sandbox behaviours: any valid IBAN will do, this one everywhere.
 PAYEE_IBAN: Final = "DE89370400440532013000"

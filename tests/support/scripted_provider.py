@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
+from datetime import UTC, datetime
 from typing import Any
 
+from domain.next_action import NextAction, NextActionType
 from providers.port import (
     CaptureRequest,
     ChargeOutcome,
@@ -28,6 +30,7 @@ OPERATIONS = (
     "charge_status",
     "charge_by_reference",
     "capture",
+    "close_charge",
     "refund",
     "refund_status",
 )
@@ -43,6 +46,21 @@ def authorized(reference: str = "ch_1") -> ChargeOutcome:
 
 def declined(reference: str | None = "ch_declined", error: Any = None) -> ChargeOutcome:
     return ChargeOutcome(ChargeStatus.DECLINED, reference, error)
+
+
+def requires_action(
+    reference: str = "ch_1", url: str = "https://acs.example/3ds/ch_1", expires_at: Any = None
+) -> ChargeOutcome:
+    when = expires_at or datetime(2030, 1, 1, tzinfo=UTC)
+    return ChargeOutcome(
+        ChargeStatus.REQUIRES_ACTION,
+        reference,
+        next_action=NextAction.of(NextActionType.REDIRECT_URL, url, when),
+    )
+
+
+def expired(reference: str | None = "ch_1") -> ChargeOutcome:
+    return ChargeOutcome(ChargeStatus.EXPIRED, reference)
 
 
 def refunded(reference: str = "re_1") -> RefundOutcome:
@@ -101,6 +119,9 @@ class ScriptedProvider:
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         self.requests.append(request)
         return await self._answer("capture", request.capture_key, request)
+
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        return await self._answer("close_charge", attempt_key, attempt_key)
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         self.requests.append(request)

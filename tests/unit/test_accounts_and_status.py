@@ -96,8 +96,31 @@ def test_every_status_has_a_transition_entry_and_finality_matches():
         PaymentStatus.PENDING,
         PaymentStatus.PROCESSING,
         PaymentStatus.CAPTURING,
+        PaymentStatus.REQUIRES_ACTION,
     }
     assert {s for s, targets in ALLOWED_TRANSITIONS.items() if not targets} == {
         PaymentStatus.FAILED,
         PaymentStatus.REFUNDED,
+        PaymentStatus.EXPIRED,
     }
+
+
+def test_a_payment_waiting_for_its_payer_ends_a_wait_and_only_the_provider_finishes_it():
+    waiting = PaymentStatus.REQUIRES_ACTION
+    assert waiting.ends_a_wait
+    assert not waiting.is_final
+    assert not waiting.charge_known
+    assert ALLOWED_TRANSITIONS[waiting] == {
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.AUTHORIZED,
+        PaymentStatus.FAILED,
+        PaymentStatus.EXPIRED,
+    }
+    # Reached only from a call in flight or in doubt, never from a final status.
+    assert {s for s, targets in ALLOWED_TRANSITIONS.items() if waiting in targets} == {
+        PaymentStatus.PENDING,
+        PaymentStatus.PROCESSING,
+    }
+    assert PaymentStatus.EXPIRED.is_final
+    assert PaymentStatus.EXPIRED.charge_outcome is PaymentStatus.EXPIRED
+    assert not PaymentStatus.PENDING.ends_a_wait

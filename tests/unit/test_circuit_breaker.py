@@ -95,6 +95,9 @@ class ScriptedProvider:
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         return await self._status()
 
+    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
+        raise UnsupportedOperationError(self.name, "no payer actions in this double")
+
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
         return await self._status()
 

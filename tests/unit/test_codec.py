@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import itertools
 import json
@@ -14,10 +15,11 @@ from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, result_event_id
 from domain.money import Money
+from domain.next_action import NextAction, NextActionType
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from schemas.codec import CAPTURE_PAYMENT, CREATE_PAYMENT, AvroCodec, CodecError
-from schemas.payments import PaymentMessages
+from schemas.payments import PaymentMessages, payment_result_to_record
 from schemas.registry import FileSchemaRegistry
 from tests.support.builders import (
     SUCCESS_CARD,
@@ -266,3 +268,40 @@ def test_a_follow_ups_client_id_obeys_the_identifier_rule(messages):
     with pytest.raises(PaygateError) as refused:
         messages.decode_any_command(data)
     assert (refused.value.code, refused.value.param) == (ErrorCode.INVALID_REQUEST, "clientId")
+
+
+def test_a_result_with_a_next_action_round_trips_and_v1_results_still_decode(messages):
+    now = datetime(2026, 11, 26, 12, 0, 0, 123000, tzinfo=UTC)
+    event = PaymentResult(
+        event_id=result_event_id("pay_" + "0" * 32, PaymentStatus.REQUIRES_ACTION),
+        payment_request_id="pay_" + "0" * 32,
+        order_id="order-1",
+        user_id="user-1",
+        status=PaymentStatus.REQUIRES_ACTION,
+        amount=Money(1050, "CNY"),
+        provider="alipay",
+        provider_reference=None,
+        error=None,
+        created_at=now,
+        occurred_at=now,
+        next_action=NextAction.of(NextActionType.QR_CODE, "https://qr.alipay.com/bax1", now),
+    )
+    data = messages.encode_result(event)
+    assert struct.unpack(">I", data[1:5])[0] == 12  # payment_result.v2
+    assert messages.decode_result(data) == event
+
+    # A reader on v1 (an upstream service not upgraded yet) reads v2 events, without the
+    # action; events written with v1 (before the upgrade) read as having none.
+    v1 = fastavro.parse_schema(_raw_schema("payment_result.v1.avsc"))
+    v2 = fastavro.parse_schema(_raw_schema("payment_result.v2.avsc"))
+    old_reader = fastavro.schemaless_reader(io.BytesIO(data[5:]), v2, v1)
+    assert isinstance(old_reader, dict)
+    assert old_reader["status"] == "requires_action"
+    assert "nextAction" not in old_reader
+    settled = dataclasses.replace(event, status=PaymentStatus.SUCCEEDED, next_action=None)
+    record = payment_result_to_record(settled)
+    del record["nextAction"]
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", 2))
+    fastavro.schemaless_writer(out, v1, record)
+    assert messages.decode_result(out.getvalue()) == settled

@@ -388,6 +388,27 @@ async def _same_key_replays_the_failed_payment(
 
 
 @row(
+    ErrorCode.PAYMENT_EXPIRED,
+    follows="To try again, send a new attempt: `newAttempt: true` with a new Idempotency-Key",
+)
+async def _expired(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    expired = await f.paid("k-1", PaymentStatus.EXPIRED, code)
+    published = len(f.world.published)
+    replay = await f.pay("k-1")
+    assert (replay.status, replay.body["paymentRequestId"], replay.body["status"]) == (
+        200,
+        expired,
+        "expired",
+    )
+    assert replay.code == code.value
+    assert len(f.world.published) == published  # the same key sends nothing again
+    answer = await f.pay("k-2", newAttempt=True)
+    assert answer.status == 202
+    assert answer.body["paymentRequestId"] != expired
+
+
+@row(
     ErrorCode.FRAUD_SUSPECTED, follows="Do not retry (the same Idempotency-Key replays the decline)"
 )
 async def _fraud_suspected(make: MakeAdvised, code: ErrorCode) -> None:

@@ -811,6 +811,7 @@ async def test_get_known_payment_masks_accounts(facade: Facade) -> None:
         "refundedAmount": "0.00",
         "refundableAmount": "10.50",
         "refunds": [],
+        "nextAction": None,
     }
     assert SUCCESS_CARD not in await response.text()
 

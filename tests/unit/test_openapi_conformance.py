@@ -29,6 +29,7 @@ from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.idempotency import OrderPayment
+from domain.next_action import NextAction, NextActionType
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.refund_view import RefundView
@@ -177,6 +178,11 @@ class World:
             updated_at=NOW,
             parameters_hash=command.parameters_fingerprint(ACCOUNT_KEY),
             client_id=command.client_id,
+            next_action=(
+                NextAction.of(NextActionType.QR_CODE, "https://qr.alipay.com/bax01", NOW)
+                if self.outcome is PaymentStatus.REQUIRES_ACTION
+                else None
+            ),
         )
 
     async def publish_refund(self, command: RefundPayment) -> None:
@@ -403,6 +409,37 @@ async def test_create_read_replay_and_wait(facade: Facade) -> None:
     assert response.headers["Preference-Applied"] == "wait=5"
     assert response.headers["X-Request-Id"] == "req-1"
     assert waited["status"] == "succeeded"
+
+
+async def test_a_payment_waiting_for_its_payer_shows_its_next_action(facade: Facade) -> None:
+    facade.world.outcome = PaymentStatus.REQUIRES_ACTION
+    facade.world.final_within_wait = True
+    status, waited, response = await facade.call(
+        "POST",
+        PAYMENTS,
+        json=payment_body("order-qr"),
+        headers={"Prefer": "wait=5", "Idempotency-Key": "k-qr"},
+    )
+    # Prefer: wait answers as soon as the payer must act: only the client can show it.
+    assert (status, waited["status"]) == (200, "requires_action")
+    assert response.headers["Preference-Applied"] == "wait=5"
+    assert waited["nextAction"] == {
+        "type": "qr_code",
+        "qrCode": "https://qr.alipay.com/bax01",
+        "expiresAt": "2026-03-01T12:00:00Z",
+    }
+    assert waited["paymentResult"] is False
+    # The same key again replays the waiting payment with its action, publishing nothing.
+    status, replayed, response = await facade.call(
+        "POST", PAYMENTS, json=payment_body("order-qr"), headers={"Idempotency-Key": "k-qr"}
+    )
+    assert (status, replayed) == (200, waited)
+    assert response.headers["Idempotent-Replayed"] == "true"
+    # Another payment for the order is refused while the payer may still pay this one.
+    status, refused, _ = await facade.call(
+        "POST", PAYMENTS, json=payment_body("order-qr"), headers={"Idempotency-Key": "k-qr2"}
+    )
+    assert (status, refused["error"]["code"]) == (409, "order_already_paid")
 
 
 async def test_a_failed_payment_with_its_error_matches_the_schema(facade: Facade) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from domain.next_action import NextAction, NextActionType
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 from http_facade.result_events import PaymentEvents, ResultRecord, SkipReason
@@ -178,3 +181,18 @@ def test_final_results_wake_by_payment_or_refund_id_and_others_are_ignored(caplo
     assert recorder.finals == [PAYMENT_ID, REFUND_ID]
     assert _errors(metrics) == dict.fromkeys((r.value for r in SkipReason), 0.0)
     assert caplog.records == []
+
+
+def test_a_payment_needing_its_payer_wakes_its_waiters_and_a_pending_one_does_not():
+    events, _metrics, recorder = _events()
+    waiting = dataclasses.replace(
+        payment_result(PAYMENT_ID, PaymentStatus.REQUIRES_ACTION),
+        next_action=NextAction.of(
+            NextActionType.REDIRECT_URL,
+            "https://sandbox.example/v1/actions/ch_1",
+            datetime(2026, 1, 1, tzinfo=UTC),
+        ),
+    )
+    events.handle(_record(MESSAGES.encode_result(payment_result("pay_x", PaymentStatus.PENDING))))
+    events.handle(_record(MESSAGES.encode_result(waiting)))
+    assert recorder.finals == [PAYMENT_ID]

@@ -72,6 +72,7 @@ RETRY_AFTER = {"4000000000000531": "inf", "4000000000000549": "1e12", "400000000
 # code's table, which this one checks.
 SPEC = {
     "4242424242424242": ("succeeded", None, None, Timing.IMMEDIATE),
+    "4000000000003220": ("succeeded", None, None, Timing.IMMEDIATE),
     "4000000000000002": (
         "declined",
         ErrorCode.PAYMENT_DECLINED,
@@ -107,6 +108,8 @@ SPEC = {
 
 # Numbers whose first call per payment reference fails before processing.
 FAILS_FIRST = {"4000000000000127", "4000000000000457", *RETRY_AFTER}
+# Numbers that answer requires_action and wait for the payer.
+PAYER_ACTION = {"4000000000003220"}
 # Numbers that wait account_latency_s before deciding.
 LATENCY = {"4000000000000440", "4000000000000457"}
 # Numbers whose refunds do not simply succeed at once.
@@ -155,6 +158,11 @@ def record(status: SandboxStatus = SandboxStatus.SUCCEEDED, **changes: object) -
         "created_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
         "refunds": RefundBehaviour.SUCCEED,
         "captured_minor": 1050 if status is SandboxStatus.SUCCEEDED else 0,
+        "action_expires_at": (
+            datetime(2025, 1, 2, 3, 19, 5, tzinfo=UTC)
+            if status is SandboxStatus.REQUIRES_ACTION
+            else None
+        ),
     }
     fields.update(changes)
     return ChargeRecord(**fields)  # type: ignore[arg-type]
@@ -175,6 +183,7 @@ def test_code_table_matches_the_specification():
         assert behaviour.latency is (number in LATENCY), number
         assert behaviour.retry_after == RETRY_AFTER.get(number), number
         assert behaviour.decline_code == decline_code, number
+        assert behaviour.payer_action is (number in PAYER_ACTION), number
         mapped = (
             None if behaviour.error_code is None else transformers.ERROR_CODES[behaviour.error_code]
         )
@@ -224,7 +233,7 @@ def test_inconsistent_behaviours_are_refused(kwargs):
     [
         n
         for n, spec in SPEC.items()
-        if spec[0] and spec[3] is not Timing.HANG and n not in FAILS_FIRST
+        if spec[0] and spec[3] is not Timing.HANG and n not in FAILS_FIRST | PAYER_ACTION
     ],
 )
 async def test_answered_behaviours(number):
@@ -840,6 +849,9 @@ def _expected_cells(behaviour: Behaviour) -> list[str]:
         else f"`{transformers.ERROR_CODES[behaviour.error_code].value}`"
     )
     decline = "-" if behaviour.decline_code is None else f"`{behaviour.decline_code}`"
+    if behaviour.payer_action:
+        ledger = f"requires_action, then {ledger} (or declined, or expired)"
+        answer = "at once, with a redirect `nextAction`"
     return [behaviour.summary, ledger, answer, code, decline]
 
 

@@ -1,0 +1,93 @@
+"""Records what a provider's notification says, as a claimed store write.
+
+Why a claimed write, not a command on Kafka: the notification is the provider's answer to
+an attempt we sent, exactly what the command handler and the reconciler record after asking
+the provider themselves. Recording it the same way -- take the payment's claim (see
+persistence.claims), write the outcome and its result event in one transaction, give the
+claim up -- keeps one owner per attempt without a second pipeline, and lets the facade
+answer the provider ``success`` only once the outcome is durable, so a crash before the
+write means the provider notifies again. A command would add a schema, a hop and a window
+where the provider was told "received" for something not yet recorded.
+
+The invariant of the claims holds: the notice is written only by the holder of the
+payment's token, on the attempt the notice names, which must be the payment's open attempt,
+with the provider that attempt was sent to, for the payment's amount. Anything else changes
+nothing and is logged: a replayed notification finds the payment moved on (``already``); a
+worker holding the claim makes the provider send it again later (``busy``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents, PaymentFacts
+from consumer.payment_outcomes import PaymentOutcomes
+from consumer.ports import PaymentWrites
+from domain.clock import utc_now
+from persistence.attempts import attempt_number
+from providers.notices import ChargeNotice, NoticeResult
+
+log = logging.getLogger("paygate.notifications")
+
+
+def payment_id_of(attempt_key: str) -> str | None:
+    """The payment an attempt key (``<payment id>-a<n>``) belongs to, or None."""
+    payment_id, _, number = attempt_key.rpartition("-a")
+    if not payment_id or not number.isdigit():
+        return None
+    return payment_id if attempt_number(attempt_key) >= 1 else None
+
+
+class NoticeRecorder:
+    def __init__(
+        self,
+        *,
+        store: PaymentWrites,
+        events: PaymentEvents,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._recorder = PaymentOutcomes(store, events, clock)
+
+    async def record(self, notice: ChargeNotice) -> NoticeResult:
+        result = await self._record(notice)
+        log.log(
+            logging.WARNING if result is NoticeResult.MISMATCH else logging.INFO,
+            "provider notification %s",
+            result.value,
+            extra={"provider": notice.provider, "attempt_key": notice.attempt_key},
+        )
+        return result
+
+    async def _record(self, notice: ChargeNotice) -> NoticeResult:
+        payment_id = payment_id_of(notice.attempt_key)
+        payment = None if payment_id is None else await self._store.get_payment(payment_id)
+        if payment is None or payment_id is None:
+            return NoticeResult.UNKNOWN
+        if payment.amount != notice.amount or payment.provider != notice.provider:
+            return NoticeResult.MISMATCH
+        if notice.outcome is None:
+            return NoticeResult.IGNORED
+        if payment.status.is_final:
+            # A replay, or the reconciler's query came first: the outcome is recorded.
+            return NoticeResult.ALREADY
+        claimed = await self._store.claim(payment_id)
+        if claimed is None:
+            current = await self._store.get_payment(payment_id)
+            if current is not None and current.status.is_final:
+                return NoticeResult.ALREADY
+            return NoticeResult.BUSY
+        if claimed.attempt_key != notice.attempt_key or claimed.provider != notice.provider:
+            await self._store.release(payment_id, claimed.claim.token)
+            return NoticeResult.MISMATCH
+        outcome = await self._recorder.charged(
+            PaymentFacts.of_stored(payment),
+            claimed.attempt_key,
+            notice.outcome,
+            provider=claimed.provider,
+            claim=claimed.claim.token,
+        )
+        return NoticeResult.ALREADY if outcome is Outcome.REPLAYED else NoticeResult.RECORDED

@@ -1,0 +1,29 @@
+"""Which providers' notifications the facade accepts, and where they are recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from consumer.payment_events import PaymentEvents
+from consumer.provider_notices import NoticeRecorder
+from http_facade.ports import NoNotices, NoticeSink, NotificationReader
+from paygate.settings import Settings
+from persistence.database import Database
+from providers.alipay.notifications import AlipayNotifications
+from schemas.payments import PaymentMessages
+
+
+def notification_wiring(
+    settings: Settings, db: Database, messages: PaymentMessages
+) -> tuple[Mapping[str, NotificationReader], NoticeSink]:
+    """Alipay's reader when ``alipay`` is a configured provider (its notices are written
+    through the payment store, claims and all); none otherwise."""
+    if "alipay" not in settings.provider_names:
+        return {}, NoNotices()
+    if settings.alipay_app_id is None or settings.alipay_public_key is None:
+        raise SystemExit("the alipay provider needs PAYGATE_ALIPAY_APP_ID and PUBLIC_KEY")
+    reader = AlipayNotifications(
+        app_id=settings.alipay_app_id, alipay_public_key=settings.alipay_public_key
+    )
+    sink = NoticeRecorder(store=db.payments, events=PaymentEvents(messages, settings.results_topic))
+    return {"alipay": reader}, sink

@@ -1,0 +1,58 @@
+"""Alipay's asynchronous notifications: verified through the SDK, read as a ChargeNotice.
+
+Alipay posts a form (``notify_type=trade_status_sync``) signed over every parameter but
+``sign`` and ``sign_type``. Only a notification whose signature the SDK verifies against
+Alipay's public key, and whose ``app_id`` is ours, is read; anything else raises
+:class:`NoticeRefusedError`. Alipay sends a notification again until it is answered
+exactly ``success``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from domain.money import Money
+from providers.alipay import transformers as t
+from providers.alipay.signing import verify_notification
+from providers.notices import ChargeNotice, NoticeRefusedError
+from providers.port import ChargeOutcome, ChargeStatus
+
+# What Alipay wants as the answer to a notification it need not send again.
+ACKNOWLEDGED: Final = "success"
+
+_FINISHED: Final = {
+    t.TradeStatus.TRADE_SUCCESS: ChargeStatus.SUCCEEDED,
+    t.TradeStatus.TRADE_FINISHED: ChargeStatus.SUCCEEDED,
+    t.TradeStatus.TRADE_CLOSED: ChargeStatus.EXPIRED,
+}
+
+
+class AlipayNotifications:
+    def __init__(self, *, app_id: str, alipay_public_key: str, provider: str = "alipay") -> None:
+        self._app_id = app_id
+        self._public_key = alipay_public_key
+        self.provider = provider
+
+    def read(self, params: Mapping[str, str]) -> ChargeNotice:
+        if not verify_notification(params, self._public_key):
+            raise NoticeRefusedError("the notification is not signed by Alipay")
+        if params.get("app_id") != self._app_id:
+            raise NoticeRefusedError("the notification is for another app")
+        attempt_key = params.get("out_trade_no") or ""
+        try:
+            status = t.TradeStatus(params.get("trade_status", ""))
+            amount = Money(t.minor_units(params.get("total_amount")), t.CURRENCY)
+        except ValueError as exc:
+            raise NoticeRefusedError(f"unreadable notification: {exc}") from None
+        if not attempt_key:
+            raise NoticeRefusedError("the notification names no out_trade_no")
+        charge_status = _FINISHED.get(status)
+        if charge_status is ChargeStatus.EXPIRED and params.get("gmt_payment"):
+            charge_status = ChargeStatus.SUCCEEDED  # closed after a full refund: it was paid
+        outcome = (
+            None
+            if charge_status is None
+            else ChargeOutcome(charge_status, params.get("trade_no") or None)
+        )
+        return ChargeNotice(self.provider, attempt_key, outcome, amount)

@@ -1,0 +1,229 @@
+"""Alipay end to end on real databases (SQLite and PostgreSQL): the consumer's handler
+charges through the SDK adapter, the sandbox's Alipay simulator plays the payer and sends
+signed notifications to the facade's public endpoint, which verifies them through the SDK
+and records them as claimed store writes; the reconciler covers a lost notification."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.payment_reconciler import PaymentReconciler
+from consumer.provider_notices import NoticeRecorder
+from domain.accounts import Account, AccountType
+from domain.money import Money
+from domain.payments import PaymentMethod
+from domain.status import PaymentStatus
+from persistence.tables import outbox
+from providers.alipay import AlipayConfig, AlipayProvider
+from providers.alipay.notifications import AlipayNotifications
+from providers.registry import Providers
+from providers.routing import Router
+from providers.sandbox import SandboxAcquirer, build_sandbox_app
+from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys, rsa2
+from providers.sandbox.ledger import MemoryLedger
+from schemas.payments import PaymentMessages
+from tests.support.builders import ACCOUNT_KEY, create_payment
+from tests.support.facade_world import World, world_app
+
+pytestmark = pytest.mark.integration
+
+APP_ID = "2021000000000002"
+MESSAGES = PaymentMessages.bundled()
+MIN_AGE = timedelta(seconds=30)
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[Rsa2Keys, Rsa2Keys, Rsa2Keys]:
+    """The app's pair, the simulator's ("Alipay's") pair, and a stranger's."""
+    return Rsa2Keys.generate(), Rsa2Keys.generate(), Rsa2Keys.generate()
+
+
+@dataclass
+class Rig:
+    simulator: AlipaySimulator
+    handler: PaymentCommandHandler
+    reconciler: PaymentReconciler
+    notify_url: str
+    alipay_keys: Rsa2Keys
+    stranger: Rsa2Keys
+
+
+@pytest.fixture
+async def rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
+    app_keys, alipay_keys, stranger = keys
+    simulator = AlipaySimulator(
+        alipay_keys=alipay_keys, apps={APP_ID: app_keys.public_pem}, pay_delay_s=0.0
+    )
+    sandbox = TestServer(build_sandbox_app(SandboxAcquirer(MemoryLedger()), simulator))
+    events = PaymentEvents(MESSAGES, "payments.results")
+    facade = TestServer(
+        world_app(
+            World(),
+            notice_readers={
+                "alipay": AlipayNotifications(
+                    app_id=APP_ID, alipay_public_key=alipay_keys.public_pem
+                )
+            },
+            notice_sink=NoticeRecorder(store=store, events=events, clock=clock),
+        )
+    )
+    await sandbox.start_server()
+    await facade.start_server()
+    notify_url = str(facade.make_url("/v1/notifications/alipay"))
+    alipay = AlipayProvider(
+        AlipayConfig(
+            app_id=APP_ID,
+            app_private_key=SecretStr(app_keys.private_pem),
+            alipay_public_key=alipay_keys.public_pem,
+            gateway_url=str(sandbox.make_url("/gateway.do")),
+            notify_url=notify_url,
+            timeout_s=5.0,
+        ),
+        clock=clock,
+    )
+    await alipay.start()
+    handler = PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(alipay),
+        router=Router({"alipay": ["alipay"], "*": ["alipay"]}),
+        events=events,
+        account_key=ACCOUNT_KEY,
+        metrics=metrics,
+        clock=clock,
+    )
+    reconciler = PaymentReconciler(
+        store=store, handler=handler, metrics=metrics, min_age=MIN_AGE, clock=clock
+    )
+    try:
+        yield Rig(simulator, handler, reconciler, notify_url, alipay_keys, stranger)
+    finally:
+        await alipay.stop()
+        await facade.close()
+        await sandbox.close()
+
+
+def alipay_payment(yuan_fen: int):
+    return dataclasses.replace(
+        create_payment(amount=Money(yuan_fen, "CNY")),
+        payment_method=PaymentMethod.ALIPAY,
+        payer=Account(AccountType.WALLET, "2088102177846880"),
+        payee=Account(AccountType.WALLET, "2088621955183730"),
+    )
+
+
+async def statuses(engine, payment_id: str) -> list[PaymentStatus]:
+    async with engine.connect() as conn:
+        payloads = (await conn.execute(select(outbox.c.payload))).scalars().all()
+    events = [MESSAGES.decode_result(p) for p in payloads]
+    return [e.status for e in events if e.payment_request_id == payment_id]
+
+
+async def post(url: str, form: dict[str, str]) -> tuple[int, str]:
+    async with ClientSession() as session, session.post(url, data=form) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_a_paid_trade_is_notified_verified_and_recorded_once(rig: Rig, store, engine):
+    command = alipay_payment(1005)  # pays at once, notified twice
+    assert await rig.handler.handle(command) is Outcome.REQUIRES_ACTION
+    waiting = await store.get_payment(command.payment_request_id)
+    assert waiting is not None
+    assert waiting.next_action is not None
+    assert waiting.next_action.qr_code is not None
+
+    await rig.simulator.settled()
+
+    paid = await store.get_payment(command.payment_request_id)
+    assert paid is not None
+    assert paid.status is PaymentStatus.SUCCEEDED
+    assert paid.provider_reference is not None
+    answers = [n.answer or "" for n in rig.simulator.notifications]
+    # Both deliveries end acknowledged. The two arrive together: one may find the other
+    # holding the payment's claim and be told to come again (503), as Alipay then does.
+    assert answers.count("success") == 2
+    assert all(a == "success" or "service_unavailable" in a for a in answers)
+    assert await statuses(engine, command.payment_request_id) == [
+        PaymentStatus.REQUIRES_ACTION,
+        PaymentStatus.SUCCEEDED,
+    ]
+
+
+async def test_a_trade_alipay_closed_expires_the_payment(rig: Rig, store):
+    command = alipay_payment(1006)
+    await rig.handler.handle(command)
+    await rig.simulator.settled()
+    expired = await store.get_payment(command.payment_request_id)
+    assert expired is not None
+    assert expired.status is PaymentStatus.EXPIRED
+
+
+async def test_a_lost_notification_is_covered_by_the_reconciler(rig: Rig, store, clock):
+    command = alipay_payment(1004)
+    await rig.handler.handle(command)
+    await rig.simulator.settled()
+    assert rig.simulator.notifications == []
+    waiting = await store.get_payment(command.payment_request_id)
+    assert waiting is not None
+    assert waiting.status is PaymentStatus.REQUIRES_ACTION
+
+    clock.now += MIN_AGE * 2
+    report = await rig.reconciler.run_once()
+
+    assert report.resolved == 1
+    paid = await store.get_payment(command.payment_request_id)
+    assert paid is not None
+    assert paid.status is PaymentStatus.SUCCEEDED
+
+
+async def test_forged_unsigned_and_mismatched_notifications_change_nothing(rig: Rig, store, engine):
+    command = alipay_payment(1000)  # waits for the payer
+    await rig.handler.handle(command)
+    (trade,) = rig.simulator.trades.all()
+    assert rig.simulator.trades.pay(trade, trade.created_at, "2088102177846880")
+    genuine = rig.simulator.notification(trade)
+
+    unsigned = {k: v for k, v in genuine.items() if k != "sign"}
+    forged = _signed({**genuine}, rig.stranger)
+    tampered = {**genuine, "total_amount": "0.01"}  # Alipay's signature no longer holds
+    other_amount = _signed({**genuine, "total_amount": "9.99"}, rig.alipay_keys)
+    other_trade = _signed({**genuine, "out_trade_no": "pay_other-a1"}, rig.alipay_keys)
+    for form, expected in [
+        (unsigned, 400),
+        (forged, 400),
+        (tampered, 400),
+        (other_amount, 400),
+        (other_trade, 404),
+    ]:
+        status, body = await post(rig.notify_url, form)
+        assert status == expected, body
+        assert body != "success"
+    unchanged = await store.get_payment(command.payment_request_id)
+    assert unchanged is not None
+    assert unchanged.status is PaymentStatus.REQUIRES_ACTION
+    assert await statuses(engine, command.payment_request_id) == [PaymentStatus.REQUIRES_ACTION]
+
+    # The genuine one, no API key needed, answered exactly as Alipay expects; then replayed.
+    assert await post(rig.notify_url, genuine) == (200, "success")
+    assert await post(rig.notify_url, genuine) == (200, "success")
+    paid = await store.get_payment(command.payment_request_id)
+    assert paid is not None
+    assert paid.status is PaymentStatus.SUCCEEDED
+    assert (await statuses(engine, command.payment_request_id)).count(PaymentStatus.SUCCEEDED) == 1
+
+
+def _signed(params: dict[str, str], keys: Rsa2Keys) -> dict[str, str]:
+    params.pop("sign", None)
+    content = rsa2.sign_content(params, leave_out=("sign", "sign_type"))
+    return {**params, "sign": rsa2.sign(keys.private_key(), content)}

@@ -1,0 +1,105 @@
+"""Alipay's shapes and maps: exact yuan amounts, exhaustive status maps, notifications read
+only when signed, and the provider built from settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import SecretStr
+
+from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
+from paygate.providers import build_provider
+from paygate.settings import Settings
+from providers.alipay import AlipayProvider
+from providers.alipay import transformers as t
+from providers.alipay.notifications import AlipayNotifications
+from providers.notices import NoticeRefusedError
+from providers.port import ChargeStatus
+from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys
+from providers.sandbox.alipay.trades import Trades
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("minor", "text"), [(1, "0.01"), (1050, "10.50"), (100, "1.00"), (123456789, "1234567.89")]
+)
+def test_amounts_are_yuan_strings_with_two_decimals_both_ways(minor, text):
+    assert t.yuan(Money(minor, "CNY")) == text
+    assert t.minor_units(text) == minor
+
+
+@pytest.mark.parametrize("text", ["1.005", "abc", "NaN", "Infinity", ""])
+def test_an_inexact_amount_is_refused_not_rounded(text):
+    with pytest.raises(ValueError, match="amount"):
+        t.minor_units(text)
+
+
+def test_another_currency_is_refused_before_any_call():
+    with pytest.raises(PaygateError) as caught:
+        t.yuan(Money(1050, "EUR"))
+    assert caught.value.code is ErrorCode.UNSUPPORTED_CURRENCY
+
+
+def test_every_trade_status_maps():
+    assert set(t.CHARGE_STATUSES) == set(t.TradeStatus)
+    assert t.charge_outcome({"trade_status": "TRADE_CLOSED"}, None).status is ChargeStatus.EXPIRED
+    refunded = {"trade_status": "TRADE_CLOSED", "send_pay_date": "2026-01-01 00:00:00"}
+    assert t.charge_outcome(refunded, None).status is ChargeStatus.SUCCEEDED
+    with pytest.raises(ValueError, match="trade_status"):
+        t.charge_outcome({"trade_status": "PAID_MAYBE"}, None)
+    with pytest.raises(ValueError, match="amount"):
+        t.charge_outcome({"trade_status": "TRADE_SUCCESS", "total_amount": "9.99"}, 1000)
+
+
+def test_the_simulators_statuses_are_alipays():
+    from providers.sandbox.alipay.trades import TradeStatus as Simulated
+
+    assert {s.value for s in Simulated} <= {s.value for s in t.TradeStatus}
+
+
+@pytest.fixture(scope="module")
+def alipay_keys() -> Rsa2Keys:
+    return Rsa2Keys.generate()
+
+
+def test_a_notification_is_read_only_when_alipay_signed_it_for_our_app(alipay_keys):
+    simulator = AlipaySimulator(alipay_keys=alipay_keys, apps={})
+    trade, _ = Trades().open(
+        "app-1", "pay_1-a1", 1050, "x", None, datetime(2026, 1, 1, tzinfo=UTC), None
+    )
+    notice_form = simulator.notification(trade)
+    reader = AlipayNotifications(app_id="app-1", alipay_public_key=alipay_keys.public_pem)
+    notice = reader.read(notice_form)
+    assert (notice.attempt_key, notice.amount, notice.outcome) == (
+        "pay_1-a1",
+        Money(1050, "CNY"),
+        None,  # WAIT_BUYER_PAY: nothing to record
+    )
+    for bad in (
+        {**notice_form, "total_amount": "0.01"},
+        {k: v for k, v in notice_form.items() if k != "sign"},
+        {**notice_form, "sign_type": "RSA"},
+    ):
+        with pytest.raises(NoticeRefusedError):
+            reader.read(bad)
+    other_app = AlipayNotifications(app_id="app-2", alipay_public_key=alipay_keys.public_pem)
+    with pytest.raises(NoticeRefusedError, match="another app"):
+        other_app.read(notice_form)
+
+
+def test_the_alipay_provider_is_built_from_settings_and_needs_its_keys(alipay_keys):
+    base = {"env": "development", "routes": {"alipay": ["alipay"], "*": ["sandbox-inprocess"]}}
+    with pytest.raises(SystemExit, match="PAYGATE_ALIPAY_APP_ID"):
+        build_provider(Settings(**base), "alipay")  # type: ignore[arg-type]
+    settings = Settings(
+        **base,  # type: ignore[arg-type]
+        alipay_app_id="2021000000000001",
+        alipay_app_private_key=SecretStr(alipay_keys.private_pem),
+        alipay_public_key=alipay_keys.public_pem,
+    )
+    provider = build_provider(settings, "alipay")
+    assert isinstance(provider, AlipayProvider)
+    assert provider.name == "alipay"
