@@ -229,6 +229,7 @@ async def test_a_refund_result_is_delivered(
             amount=Money(450, "EUR"),
             reason=None,
             requested_at=clock(),
+            client_id=CLIENT,
         )
     )
     assert await dispatcher.dispatch_once() == 2
