@@ -428,8 +428,8 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(
         25.0,
         gt=0,
-        description="Requests per second each client may make, per facade instance "
-        "(token bucket refill rate).",
+        description="Requests per second each client may make, across all facade instances "
+        "and workers (token bucket refill rate; the bucket is in the database).",
     )
     rate_limit_burst: int = Field(
         50, ge=1, description="Requests a client may make at once before the rate applies."
