@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from paygate.event_loop import use_event_loop
 from paygate.jsonlog import configure_logging
 from paygate.production_checks import Uses, refuse_unsafe_settings
 from paygate.settings import Settings
@@ -255,6 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything is logged or started: the refusal is the only output.
     refuse_unsafe_settings(f"paygate {args.command}", settings, command.uses)
     configure_logging(settings.log_level, settings.log_account_fields)
+    use_event_loop(settings.event_loop)
     workers: int = getattr(args, "workers", 1)
     if workers < 1:
         raise SystemExit(f"paygate {args.command}: --workers must be at least 1")

@@ -43,6 +43,13 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class EventLoop(StrEnum):
+    """The asyncio event loop implementation every paygate process runs on."""
+
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
 # A directory of files named like settings' variables, each holding that setting's value.
 SECRETS_DIR_ENV = "PAYGATE_SECRETS_DIR"
 
@@ -477,6 +484,12 @@ class Settings(BaseSettings):
         description="Seconds without a finished pass of the consumer's outbox relay (a lease "
         "attempt, and as holder a published batch) before its `/readyz` fails "
         "`outbox_relay`; above `PAYGATE_OUTBOX_LEASE_S`.",
+    )
+    event_loop: EventLoop = Field(
+        EventLoop.ASYNCIO,
+        description="Event loop of every process: `asyncio` (the standard library's) or "
+        "`uvloop` (needs `pip install 'paygate[uvloop]'`; docs/performance.md has what it "
+        "changes).",
     )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_account_fields: list[str] = Field(
