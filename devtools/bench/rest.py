@@ -87,6 +87,8 @@ def _specs(options: RestOptions) -> list[StackSpec]:
     if options.baseline is not None:
         specs.append(StackSpec(f"baseline {_revision_of(options.baseline)}", 1, options.baseline))
     specs += [StackSpec(f"facade w{n}", n) for n in options.workers]
+    if options.uvloop:
+        specs.append(StackSpec("facade w1 uvloop", 1, facade_env={"PAYGATE_EVENT_LOOP": "uvloop"}))
     return specs
 
 
@@ -163,8 +165,13 @@ async def _drive(
         timeout_s=options.timeout_s,
         work_dir=step_dir,
     )
-    steps = []
-    for rate in options.rates:
+    steps: list[Step] = []
+    for index, rate in enumerate(options.rates):
+        if steps and steps[-1].collapsed:
+            # A higher rate only fails more, and each failure costs the client timeout.
+            skipped = ", ".join(f"{r}/s" for r in options.rates[index:])
+            _say(f"  {label}: skipped {skipped}: most requests of the step before failed")
+            break
         await asyncio.sleep(options.pause_s)
         targets = step_dir / f"targets-{rate}.jsonl"
         # A few more than the step sends: vegeta starts over at the first when it runs out.

@@ -23,6 +23,7 @@ class RestOptions:
     warmup_s: float
     pause_s: float
     profile_dir: Path | None = None
+    uvloop: bool = False
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -95,6 +96,11 @@ def parse_rest_options(argv: Sequence[str]) -> RestOptions:
         help="seconds between steps, for the previous step's stragglers (default 3)",
     )
     parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help="also measure the facade with one worker on PAYGATE_EVENT_LOOP=uvloop",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -118,4 +124,5 @@ def parse_rest_options(argv: Sequence[str]) -> RestOptions:
         warmup_s=args.warmup,
         pause_s=max(0.0, args.pause),
         profile_dir=args.profile,
+        uvloop=args.uvloop,
     )

@@ -40,6 +40,11 @@ class Step:
         """Throughput fell short of the offer, or a request failed: past what it can do."""
         return self.report.failures > 0 or self.report.throughput_per_s < 0.95 * self.offered_per_s
 
+    @property
+    def collapsed(self) -> bool:
+        """Most requests failed: the steps above it are not worth their time."""
+        return self.report.failures * 2 > self.report.requests
+
 
 def step_row(step: Step) -> str:
     r = step.report

@@ -20,8 +20,8 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -46,6 +46,8 @@ class StackSpec:
     label: str
     workers: int = 1
     checkout: Path | None = None
+    # Settings of the facade only, on top of the stack's (e.g. PAYGATE_EVENT_LOOP).
+    facade_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +161,11 @@ async def paygate_stack(
             if spec.workers > 1:
                 facade_args += ["--workers", str(spec.workers)]
             facade = await spawn_child(
-                "facade", facade_args, env=env, work_dir=work_dir, checkout=spec.checkout
+                "facade",
+                facade_args,
+                env={**env, **spec.facade_env},
+                work_dir=work_dir,
+                checkout=spec.checkout,
             )
             children.append(facade)
             url_of_facade = await announced(facade, "PAYGATE_URL=")
