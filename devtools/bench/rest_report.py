@@ -75,21 +75,29 @@ def goal_lines(stack: str, steps: Sequence[Step]) -> list[str]:
     if at_goal:
         p99 = at_goal[0].report.p99_ms
         met = p99 < GOAL_P99_MS and at_goal[0].report.failures == 0
-        lines.append(
-            f"goal {stack}: p99 < {GOAL_P99_MS:.0f} ms at {GOAL_RATE}/s: "
-            f"{'met' if met else 'NOT met'} (p99 {p99:.1f} ms)"
-        )
+        seen = f"p99 {p99:.1f} ms"
+    else:
+        met, seen = False, "step not run"
+    lines.append(
+        f"goal {stack}: p99 < {GOAL_P99_MS:.0f} ms at {GOAL_RATE}/s: "
+        f"{'met' if met else 'NOT met'} ({seen})"
+    )
     unsaturated = [s.offered_per_s for s in mine if not s.saturated]
     best = max(unsaturated, default=0)
     lines.append(
         f"goal {stack}: no saturation up to {GOAL_SATURATION}/s: "
         f"{'met' if best >= GOAL_SATURATION else 'NOT met'} (highest clean step {best}/s)"
     )
-    cpu = [s.cpu_ms_per_request for s in mine if s.cpu_ms_per_request is not None]
+    # Only steps that were served count: in a collapsed step the CPU goes to accepting
+    # connections whose requests then time out, and per request it looks cheap.
+    cpu = [
+        s.cpu_ms_per_request for s in mine if s.cpu_ms_per_request is not None and not s.saturated
+    ]
     if cpu:
         lowest = min(cpu)
         lines.append(
             f"goal {stack}: CPU <= {GOAL_CPU_MS:g} ms/request: "
-            f"{'met' if lowest <= GOAL_CPU_MS else 'NOT met'} (lowest {lowest:.2f} ms)"
+            f"{'met' if lowest <= GOAL_CPU_MS else 'NOT met'} "
+            f"(lowest {lowest:.2f} ms, in unsaturated steps)"
         )
     return lines
