@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Final
 
 from aiokafka.errors import KafkaError
+from sqlalchemy.engine import make_url
 
 from devtools.bench.environment import (
     BenchError,
     broker,
-    describe_database,
     describe_machine,
     describe_revision,
 )
@@ -79,7 +79,9 @@ def _uptime() -> str:
 def _database(database_url: str | None) -> str:
     if database_url is None:
         return "SQLite (aiosqlite, WAL, synchronous as configured), a new file per stack"
-    return f"{describe_database(database_url)}, a new database on it per stack"
+    url = make_url(database_url)
+    shown = url.render_as_string(hide_password=True)
+    return f"{url.get_backend_name()} at {shown}, a new database on it per stack"
 
 
 def _specs(options: RestOptions) -> list[StackSpec]:
