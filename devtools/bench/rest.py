@@ -89,6 +89,11 @@ def _specs(options: RestOptions) -> list[StackSpec]:
     if options.baseline is not None:
         specs.append(StackSpec(f"baseline {_revision_of(options.baseline)}", 1, options.baseline))
     specs += [StackSpec(f"facade w{n}", n) for n in options.workers]
+    if options.rate_limit_writes:
+        # A lease is at most a tenth of the burst: with 10, one token, one write a request.
+        specs.append(
+            StackSpec("facade w1 limit-write", 1, facade_env={"PAYGATE_RATE_LIMIT_BURST": "10"})
+        )
     if options.uvloop:
         specs.append(StackSpec("facade w1 uvloop", 1, facade_env={"PAYGATE_EVENT_LOOP": "uvloop"}))
     return specs

@@ -24,6 +24,7 @@ class RestOptions:
     pause_s: float
     profile_dir: Path | None = None
     uvloop: bool = False
+    rate_limit_writes: bool = False
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -101,6 +102,13 @@ def parse_rest_options(argv: Sequence[str]) -> RestOptions:
         help="also measure the facade with one worker on PAYGATE_EVENT_LOOP=uvloop",
     )
     parser.add_argument(
+        "--rate-limit-writes",
+        action="store_true",
+        help="also measure the facade with one worker whose rate limit leases one token at "
+        "a time (burst 10 at 10^6/s: never refused, one bucket write per request), the "
+        "shared limit's worst case",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         default=None,
@@ -125,4 +133,5 @@ def parse_rest_options(argv: Sequence[str]) -> RestOptions:
         pause_s=max(0.0, args.pause),
         profile_dir=args.profile,
         uvloop=args.uvloop,
+        rate_limit_writes=args.rate_limit_writes,
     )
