@@ -90,6 +90,10 @@ class RateLimitStore:
             # No row yet (a new client starts full), or too few tokens.
             if (await conn.execute(_CREATE, params)).first() is not None:
                 return 0.0
+            # The insert conflicted: another process made the row since the UPDATE looked
+            # (PostgreSQL; SQLite's write lock serialises the two). Take from it instead.
+            if (await conn.execute(_TAKE, params)).first() is not None:
+                return 0.0
             held = (await conn.execute(_PEEK, params)).scalar_one()
             return max(_MIN_WAIT_S, (count - float(held)) / rate_per_s)
 

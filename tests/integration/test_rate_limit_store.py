@@ -92,3 +92,24 @@ async def test_a_count_outside_one_to_burst_is_refused(engine: AsyncEngine) -> N
         await store.take(_client(), count=0, rate_per_s=1.0, burst=5, now=NOW)
     with pytest.raises(ValueError, match="must be"):
         await store.take(_client(), count=6, rate_per_s=1.0, burst=5, now=NOW)
+
+
+async def test_a_new_clients_first_takes_from_several_engines_at_once_are_all_granted(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    # Each engine may find no row and try to create it; the losers take from the winner's.
+    engines = [create_engine(database_url) for _ in range(4)]
+    try:
+        client = _client()
+        results = await asyncio.gather(
+            *(
+                RateLimitStore(GroupCommit(e)).take(
+                    client, count=1, rate_per_s=0.001, burst=10, now=NOW
+                )
+                for e in engines
+            )
+        )
+    finally:
+        for e in engines:
+            await e.dispose()
+    assert results == [0.0, 0.0, 0.0, 0.0]
