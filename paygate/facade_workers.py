@@ -35,7 +35,6 @@ from typing import Final
 from paygate.settings import Settings
 
 _READY_TIMEOUT_S: Final = 120.0
-_STOP_TIMEOUT_S: Final = 60.0
 
 # A worker's body: serve with these settings on a SO_REUSEPORT socket, call ``ready`` once
 # listening, return when stopped. Returns the exit status.
