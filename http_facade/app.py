@@ -25,6 +25,7 @@ from http_facade.database_guard import (
     DatabaseGuard,
     GuardedAuthenticator,
     GuardedQueries,
+    GuardedRateLimiter,
     GuardedRefunds,
     GuardedWaiter,
     GuardedWebhooks,
@@ -46,7 +47,7 @@ from http_facade.ports import (
     ResultWaiter,
     WebhookEndpoints,
 )
-from http_facade.rate_limit import TokenBuckets, rate_limit_middleware
+from http_facade.rate_limit import RateLimiter, rate_limit_middleware
 from http_facade.refunds_routes import add_refund_routes
 from http_facade.security_headers import security_headers_middleware
 from http_facade.state import (
@@ -88,7 +89,7 @@ def build_app(
     metrics: Metrics,
     account_key: bytes,
     authenticator: Authenticator,
-    rate_limiter: TokenBuckets,
+    rate_limiter: RateLimiter,
     readiness: Readiness | None = None,
     max_wait_s: float = 30.0,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
@@ -132,7 +133,7 @@ def build_app(
             security_headers_middleware,
             error_middleware,
             auth_middleware(GuardedAuthenticator(authenticator, guard)),
-            rate_limit_middleware(rate_limiter),
+            rate_limit_middleware(GuardedRateLimiter(rate_limiter, guard)),
             body_deadline_middleware(body_timeout_s),
         ],
         client_max_size=MAX_BODY_BYTES,

@@ -1,7 +1,8 @@
 """The facade's one translation point for database outages.
 
 Every port that reads the database (payment queries, refund queries, the API-key lookup,
-and the result waiter, which looks in the store first) is wrapped here by
+the result waiter, which looks in the store first, and the rate limiter, whose buckets may
+be there) is wrapped here by
 :func:`http_facade.app.build_app`. A call that fails because the database cannot be
 reached, as the composition root's ``is_outage`` judges it (the facade knows no
 database driver), becomes ``service_unavailable``: 503 with ``Retry-After``, no
@@ -26,6 +27,7 @@ from domain.refund_view import RefundView
 from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
 from http_facade.auth import Authenticator
 from http_facade.ports import PaymentQueries, RefundQueries, ResultWaiter, WebhookEndpoints
+from http_facade.rate_limit import RateLimiter
 from telemetry.outage_log import OutageLog
 
 _T = TypeVar("_T")
@@ -165,3 +167,13 @@ class GuardedWebhooks:
         return await self._guard.call(
             self._inner.retry(delivery_id, client_id=client_id, endpoint_id=endpoint_id)
         )
+
+
+class GuardedRateLimiter:
+    def __init__(self, inner: RateLimiter, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def acquire(self, client_id: str) -> float:
+        # Most acquisitions spend a local lease without a database call: proves nothing.
+        return await self._guard.call(self._inner.acquire(client_id), proves_reachable=False)

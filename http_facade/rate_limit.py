@@ -2,8 +2,10 @@
 
 A bucket holds up to ``burst`` tokens and refills at ``rate_per_s``; a request takes one.
 An empty bucket answers 429 ``rate_limited`` with ``Retry-After``: the whole seconds until
-a token is back, at least 1. Buckets live in this process, so each facade instance limits
-on its own: behind N instances a client gets up to N times the rate (docs/authentication.md).
+a token is back, at least 1. The middleware takes any :class:`RateLimiter`: the service
+uses :class:`http_facade.shared_rate_limit.SharedRateLimiter`, whose buckets are in the
+database so that N facade instances or workers limit a client as one does.
+:class:`TokenBuckets` keeps them in this process (each instance then limits on its own).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -24,6 +26,13 @@ from http_facade.state import CLIENT_ID
 # Buckets are per client, and only authenticated clients get one, so their number is the
 # number of clients. Past this many, full buckets (the same as no bucket) are dropped.
 _PRUNE_ABOVE: Final = 10_000
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, client_id: str) -> float:
+        """Take a token of ``client_id``: 0.0 if one was there, else the seconds until one
+        will be."""
+        ...
 
 
 class TokenBuckets:
@@ -50,6 +59,9 @@ class TokenBuckets:
         self._buckets[client_id] = (tokens, now)
         return (1 - tokens) / self._rate
 
+    async def acquire(self, client_id: str) -> float:
+        return self.take(client_id)
+
     def _prune(self, now: float) -> None:
         full_after = self._burst / self._rate
         for client_id, (_, as_of) in list(self._buckets.items()):
@@ -57,14 +69,14 @@ class TokenBuckets:
                 del self._buckets[client_id]
 
 
-def rate_limit_middleware(buckets: TokenBuckets) -> Middleware:
+def rate_limit_middleware(buckets: RateLimiter) -> Middleware:
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         # Public routes carry no client, and probes must not be throttled.
         client_id = request.get(CLIENT_ID)
         if client_id is None:
             return await handler(request)
-        wait_s = buckets.take(client_id)
+        wait_s = await buckets.acquire(client_id)
         if wait_s > 0:
             return error_response(
                 ErrorInfo(ErrorCode.RATE_LIMITED, "too many requests from this client"),

@@ -66,12 +66,15 @@ async def run_facade(
     ssl_context: ssl.SSLContext,
     *,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    reuse_port: bool = False,
 ) -> web.AppRunner:
     """Start serving ``app`` over TLS on ``host:port`` and return the runner.
 
     ``port`` 0 picks a free port; ``runner.addresses`` tells which. A connection that
     has not sent a complete request head within ``idle_timeout_s`` of opening, or of
     its previous response, is closed. Stop with ``await runner.cleanup()``.
+    ``reuse_port`` binds with ``SO_REUSEPORT``, for several worker processes on one port
+    (:mod:`paygate.facade_workers`).
     """
     # Checked at run time too: a caller without type checking could pass None, and
     # aiohttp would then quietly serve plain HTTP.
@@ -87,7 +90,9 @@ async def run_facade(
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        await web.TCPSite(
+            runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None
+        ).start()
     except BaseException:
         await runner.cleanup()
         raise

@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from paygate.event_loop import use_event_loop
 from paygate.jsonlog import configure_logging
 from paygate.production_checks import Uses, refuse_unsafe_settings
 from paygate.settings import Settings
@@ -63,17 +64,39 @@ async def _run_consumer(settings: Settings) -> None:
 
 
 async def _facade(settings: Settings) -> None:
+    await _serve_facade(settings, announce=True)
+
+
+async def _serve_facade(
+    settings: Settings,
+    *,
+    announce: bool,
+    reuse_port: bool = False,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     from paygate.facade_service import FacadeService
     from telemetry.metrics import Metrics
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    ready.add_done_callback(lambda f: print(f"PAYGATE_URL={f.result()}", flush=True))
+    if announce:
+        ready.add_done_callback(lambda f: print(f"PAYGATE_URL={f.result()}", flush=True))
+    if on_ready is not None:
+        ready.add_done_callback(lambda _f: on_ready())
     ops_ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     ops_ready.add_done_callback(lambda f: print(f"PAYGATE_OPS_URL={f.result()}", flush=True))
     with _tracing(settings, "paygate-facade"):
-        await FacadeService(settings, Metrics()).run(stop, ready, ops_ready)
+        await FacadeService(settings, Metrics(), reuse_port=reuse_port).run(stop, ready, ops_ready)
+
+
+def _facade_worker(settings: Settings, ready: Callable[[], None]) -> int:
+    """One worker of ``paygate facade --workers N``: the supervisor announces the URL."""
+    try:
+        asyncio.run(_serve_facade(settings, announce=False, reuse_port=True, on_ready=ready))
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 async def _acquirer(settings: Settings) -> None:
@@ -233,7 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paygate", description="paygate payment gateway")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, command in _COMMANDS.items():
-        sub.add_parser(name, help=command.help)
+        command_parser = sub.add_parser(name, help=command.help)
+        if name == "facade":
+            command_parser.add_argument(
+                "--workers",
+                type=int,
+                default=1,
+                help="facade processes sharing the port (SO_REUSEPORT); default 1",
+            )
     for name, (help_text, _run) in _TOOLS.items():
         # Listed for --help; main() hands the command line to the tool before parsing.
         sub.add_parser(name, help=help_text, add_help=False)
@@ -252,6 +282,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before anything is logged or started: the refusal is the only output.
     refuse_unsafe_settings(f"paygate {args.command}", settings, command.uses)
     configure_logging(settings.log_level, settings.log_account_fields)
+    use_event_loop(settings.event_loop)
+    workers: int = getattr(args, "workers", 1)
+    if workers < 1:
+        raise SystemExit(f"paygate {args.command}: --workers must be at least 1")
+    if workers > 1:
+        from paygate.facade_workers import run_facade_workers
+
+        return run_facade_workers(settings, workers, _facade_worker)
     try:
         asyncio.run(command.run(settings))
     except KeyboardInterrupt:

@@ -13,10 +13,10 @@ from aiohttp import web
 from http_facade.app import build_app
 from http_facade.auth_cache import CachedAuthenticator
 from http_facade.ports import CommandPublisher, ResultWaiter
-from http_facade.rate_limit import TokenBuckets
 from http_facade.result_feed import KafkaResultFeed
 from http_facade.result_listener import ResultListener
 from http_facade.server import run_facade
+from http_facade.shared_rate_limit import SharedRateLimiter
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, reload_on_sighup
 from http_facade.webhook_url_check import EndpointUrlCheck
@@ -56,6 +56,8 @@ class FacadeService:
     settings: Settings
     metrics: Metrics
     readiness: Readiness = field(default_factory=Readiness)
+    # One of several worker processes sharing the port (paygate.facade_workers).
+    reuse_port: bool = False
     _started: _Started = field(default_factory=_Started, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -152,6 +154,7 @@ class FacadeService:
                 settings.http_port,
                 ssl_context,
                 idle_timeout_s=settings.http_idle_timeout_s,
+                reuse_port=self.reuse_port,
             )
             port = runner.addresses[0][1]
             url = f"https://{settings.http_host}:{port}"
@@ -181,7 +184,8 @@ def facade_app(
     messages: PaymentMessages | None = None,
 ) -> web.Application:
     """The facade's application as the service wires it: the SQL stores behind its ports,
-    API keys from the store behind a short cache, and database outages recognised by
+    API keys from the store behind a short cache, the rate limit's buckets in the store
+    (shared by every instance and worker), and database outages recognised by
     :func:`persistence.availability.is_database_unavailable`. Providers' notifications are
     accepted for the configured providers that send them (paygate.notices)."""
     readers, sink = notification_wiring(settings, db, messages or PaymentMessages.bundled())
@@ -194,8 +198,8 @@ def facade_app(
         readiness=readiness,
         account_key=settings.account_key,
         authenticator=CachedAuthenticator(db.api_keys, ttl_s=settings.api_key_cache_s),
-        rate_limiter=TokenBuckets(
-            rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
+        rate_limiter=SharedRateLimiter(
+            db.rate_limits, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst
         ),
         max_wait_s=settings.max_wait_s,
         body_timeout_s=settings.http_body_timeout_s,

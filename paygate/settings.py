@@ -43,6 +43,13 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class EventLoop(StrEnum):
+    """The asyncio event loop implementation every paygate process runs on."""
+
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
 # A directory of files named like settings' variables, each holding that setting's value.
 SECRETS_DIR_ENV = "PAYGATE_SECRETS_DIR"
 
@@ -429,8 +436,8 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(
         25.0,
         gt=0,
-        description="Requests per second each client may make, per facade instance "
-        "(token bucket refill rate).",
+        description="Requests per second each client may make, across all facade instances "
+        "and workers (token bucket refill rate; the bucket is in the database).",
     )
     rate_limit_burst: int = Field(
         50, ge=1, description="Requests a client may make at once before the rate applies."
@@ -513,7 +520,12 @@ class Settings(BaseSettings):
         description="Hours a webhook delivery is retried for (exponential back-off with "
         "jitter) before it is marked failed.",
     )
-
+    event_loop: EventLoop = Field(
+        EventLoop.ASYNCIO,
+        description="Event loop of every process: `asyncio` (the standard library's) or "
+        "`uvloop` (needs `pip install 'paygate[uvloop]'`; docs/performance.md has what it "
+        "changes).",
+    )
     log_level: str = Field("INFO", description="Log level of the JSON logs on stderr.")
     log_account_fields: list[str] = Field(
         default=sorted(DEFAULT_ACCOUNT_FIELDS),

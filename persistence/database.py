@@ -23,6 +23,7 @@ from persistence.group_commit import GroupCommit
 from persistence.migrate import create_schema
 from persistence.outbox import Outbox
 from persistence.payment_store import DEFAULT_CLAIM_LEASE, PaymentStore
+from persistence.rate_limit_store import RateLimitStore
 from persistence.refund_store import RefundStore
 from persistence.stray_store import StrayStore
 from persistence.webhook_store import WebhookStore
@@ -46,6 +47,7 @@ class Database:
         self.api_keys = ApiKeyStore(engine, clock=clock)
         self.backlogs = Backlogs(engine)
         self.webhooks = WebhookStore(engine, self.writes, clock)
+        self.rate_limits = RateLimitStore(self.writes)
 
     @classmethod
     async def open(

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Text, bindparam, insert, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -237,21 +237,23 @@ _LOCK_ORDERS = text(
 ).bindparams(bindparam("scopes", type_=ARRAY(Text)))
 
 
+# Built once, for its memoized cache key (see persistence.payment_rows).
+_PAYMENTS_OF_ORDERS: Final = select(
+    payments.c.id,
+    payments.c.idempotency_key,
+    payments.c.status,
+    payments.c.key_expired,
+    payments.c.order_id,
+    payments.c.client_id,
+).where(payments.c.order_id.in_(bindparam("order_ids", expanding=True)))
+
+
 async def payments_of_orders(
     conn: AsyncConnection, order_ids: set[str]
 ) -> dict[tuple[str | None, str], list[OrderPayment]]:
     """The payments of each (client, order) of these order ids, for key resolution and
     order protection."""
-    rows = await conn.execute(
-        select(
-            payments.c.id,
-            payments.c.idempotency_key,
-            payments.c.status,
-            payments.c.key_expired,
-            payments.c.order_id,
-            payments.c.client_id,
-        ).where(payments.c.order_id.in_(sorted(order_ids)))
-    )
+    rows = await conn.execute(_PAYMENTS_OF_ORDERS, {"order_ids": sorted(order_ids)})
     orders: dict[tuple[str | None, str], list[OrderPayment]] = {}
     for row in rows:
         orders.setdefault((row.client_id, row.order_id), []).append(

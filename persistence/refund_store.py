@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -111,6 +111,14 @@ class OpenRefund:
 
     refund: RefundView
     charge_reference: str
+
+
+# Built once, for its memoized cache key (see persistence.payment_rows).
+_REFUNDS_OF_PAYMENTS: Final = (
+    select(refunds)
+    .where(refunds.c.payment_id.in_(bindparam("payment_ids", expanding=True)))
+    .order_by(refunds.c.created_at, refunds.c.id)
+)
 
 
 class RefundStore:
@@ -331,11 +339,7 @@ class RefundStore:
         if not found:
             return found
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(refunds)
-                .where(refunds.c.payment_id.in_(list(found)))
-                .order_by(refunds.c.created_at, refunds.c.id)
-            )
+            rows = await conn.execute(_REFUNDS_OF_PAYMENTS, {"payment_ids": list(found)})
             for row in rows:
                 found[row.payment_id].append(_refund_view(row))
         return found

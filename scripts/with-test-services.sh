@@ -94,6 +94,15 @@ if [ -z "${STRIPE_MOCK_BIN:-}" ] && [ ! -x "$stripe_mock_cache/stripe-mock" ] \
   fi
 fi
 
+if [ -z "${VEGETA_BIN:-}" ] && [ ! -x "$stripe_mock_cache/vegeta" ] && ! command -v vegeta >/dev/null; then
+  if command -v go >/dev/null; then
+    echo "installing vegeta with go install (cached after the first run) ..." >&2
+    GOBIN="$stripe_mock_cache" go install github.com/tsenart/vegeta/v12@v12.13.0 >&2
+  else
+    echo "Go is not installed: the REST bench's smoke test needs vegeta (go install)" >&2
+  fi
+fi
+
 if [ -z "${HELM_BIN:-}" ] && [ ! -x "$stripe_mock_cache/helm" ] && ! command -v helm >/dev/null; then
   if command -v go >/dev/null; then
     echo "installing helm with go install (cached after the first run; a few minutes) ..." >&2
