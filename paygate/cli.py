@@ -149,6 +149,7 @@ DLQ_COMMAND = "dlq"
 APIKEY_COMMAND = "apikey"
 DB_COMMAND = "db"
 SCHEMAS_COMMAND = "schemas"
+KEYS_COMMAND = "keys"
 
 
 def _chaos(arguments: list[str]) -> int:
@@ -187,6 +188,12 @@ def _schemas(arguments: list[str]) -> int:
     return schemas_main(arguments)
 
 
+def _keys(arguments: list[str]) -> int:
+    from paygate.keys_command import main as keys_main
+
+    return keys_main(arguments)
+
+
 # Commands with options or subcommands of their own: they parse the rest of the command line
 # themselves (and are imported only when run).
 _TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
@@ -196,6 +203,7 @@ _TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     APIKEY_COMMAND: ("create, revoke and list the facade's API keys", _apikey),
     DB_COMMAND: ("upgrade the database schema, or show its revision", _db),
     SCHEMAS_COMMAND: ("register the Avro schemas with the Schema Registry", _schemas),
+    KEYS_COMMAND: ("rotate, re-wrap, retire and list the vault's data keys", _keys),
 }
 
 

@@ -34,6 +34,9 @@ from providers.routing import DEFAULT_ROUTE, Router
 # fingerprints would be computable by anyone who reads this file. Production refuses it
 # (paygate.production_checks).
 DEV_FINGERPRINT_KEY = "paygate-development-fingerprint-key"
+# Only for local development, likewise: the vault's key-encryption key (`<id>:<hex>`),
+# written here so `make dev` needs no key set-up. Production refuses it.
+DEV_VAULT_KEK = "development:" + "00112233445566778899aabbccddeeff" * 2
 
 
 class Environment(StrEnum):
@@ -486,6 +489,25 @@ class Settings(BaseSettings):
         "every Luhn-valid card number and valid IBAN in any text, and leave other numbers "
         "(order ids, offsets) searchable.",
     )
+    vault_kek: SecretStr = Field(
+        SecretStr(DEV_VAULT_KEK),
+        description="The vault's key-encryption keys, `<id>:<64 hex digits>` (32 random "
+        'bytes: `echo "kek-$(date +%Y%m):$(openssl rand -hex 32)"`), comma-separated: the '
+        "first wraps new data keys, the others only unwrap (rotation, docs/security.md). "
+        "Prefer `PAYGATE_VAULT_KEK_FILE` or a KMS. The default is for development only and "
+        "refused in production.",
+    )
+    vault_kek_file: Path | None = Field(
+        None,
+        description="File holding the key-encryption keys in the format of "
+        "`PAYGATE_VAULT_KEK` (one per line; mode 0400, owned by paygate's user); wins over "
+        "it when set.",
+    )
+    vault_database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL of the vault's database (tables `vault_keys`, "
+        "`vault_entries`). Unset: paygate's own database (`PAYGATE_DATABASE_URL`).",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -595,6 +617,13 @@ class Settings(BaseSettings):
     def provider_names(self) -> list[str]:
         """Every provider the routes name."""
         return list(dict.fromkeys(n for names in self.effective_routes.values() for n in names))
+
+    @property
+    def vault_kek_text(self) -> str:
+        """The key-encryption keys as configured: the file's content, else the setting's."""
+        if self.vault_kek_file is not None:
+            return self.vault_kek_file.read_text()
+        return self.vault_kek.get_secret_value()
 
     @property
     def account_key(self) -> bytes:

@@ -30,10 +30,11 @@ from sqlalchemy import Connection, MetaData, inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-# Imported for their side effect: they add the api_keys and outbox_lease tables to
+# Imported for their side effect: they add the api_keys, outbox_lease and vault tables to
 # ``metadata``.
 import persistence.api_key_tables
-import persistence.outbox_lease_tables  # noqa: F401
+import persistence.outbox_lease_tables
+import persistence.vault_tables  # noqa: F401
 from persistence.engine import WRITE_OPTION
 from persistence.migrations import baseline_tables
 from persistence.tables import metadata

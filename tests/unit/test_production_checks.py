@@ -15,7 +15,7 @@ from paygate.production_checks import (
     refuse_unsafe_settings,
     unsafe_settings,
 )
-from paygate.settings import DEV_FINGERPRINT_KEY, Environment, Settings
+from paygate.settings import DEV_FINGERPRINT_KEY, DEV_VAULT_KEK, Environment, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -110,6 +110,18 @@ def test_the_message_for_the_development_key_reads_as_asked() -> None:
         "PAYGATE_ACCOUNT_FINGERPRINT_KEY is the development default; set it to a random "
         "secret of at least 32 bytes (e.g. `openssl rand -hex 32`)"
     )
+
+
+def test_the_development_key_encryption_key_is_refused_naming_the_setting() -> None:
+    [unsafe] = unsafe_settings(production(), Uses.VAULT)
+    assert unsafe.setting == "PAYGATE_VAULT_KEK"
+    assert "PAYGATE_VAULT_KEK_FILE" in unsafe.problem
+    # Kept as a second, unwrap-only key, it is refused all the same.
+    kept = production(vault_kek=f"kek-1:{'ab' * 32},{DEV_VAULT_KEK}")
+    assert settings_named(kept, Uses.VAULT) == ["PAYGATE_VAULT_KEK"]
+    assert unsafe_settings(production(vault_kek=f"kek-1:{'ab' * 32}"), Uses.VAULT) == []
+    assert unsafe_settings(production(vault_kek_file=Path("/run/kek")), Uses.VAULT) == []
+    assert unsafe_settings(Settings(env=Environment.DEVELOPMENT), Uses.VAULT) == []
 
 
 def test_a_32_byte_random_key_is_enough() -> None:
