@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
-from domain.accounts import AccountRef, AccountType
+from domain.accounts import Account, AccountRef, AccountType
 from domain.errors import ErrorCode, PaygateError
 from domain.text import check_characters
 
@@ -72,3 +72,43 @@ class VaultedAccount:
 
     def __str__(self) -> str:
         return f"{self.type.value} {self.masked}"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountToken:
+    """A token as a command names it, not yet looked up in the vault (the consumer's
+    intake turns it into a :class:`VaultedAccount`, or refuses the command)."""
+
+    type: AccountType
+    token: str
+    holder_name: str | None = None
+
+    def ref(self, fingerprint_key: bytes) -> AccountRef:
+        raise TypeError("an account token is looked up in the vault before it is used")
+
+    def __str__(self) -> str:
+        return f"{self.type.value} token"
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedAccount:
+    """An account number encrypted to paygate's public key by a producer that holds no
+    secret (producer/account_encryption.py); the consumer's intake decrypts and vaults it."""
+
+    type: AccountType
+    key_id: str
+    wrapped_key: bytes = field(repr=False)
+    nonce: bytes = field(repr=False)
+    ciphertext: bytes = field(repr=False)
+    holder_name: str | None = None
+
+    def ref(self, fingerprint_key: bytes) -> AccountRef:
+        raise TypeError("an encrypted account is decrypted and vaulted before it is used")
+
+    def __str__(self) -> str:
+        return f"{self.type.value} encrypted"
+
+
+# What a command may name an account with. Clear ``Account``s and the two intake forms
+# exist only between an intake and the vault; handlers see ``VaultedAccount``s.
+AnyAccount = Account | VaultedAccount | AccountToken | EncryptedAccount

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from aiohttp import web
@@ -25,6 +25,7 @@ from http_facade.database_guard import (
     GuardedAuthenticator,
     GuardedQueries,
     GuardedRefunds,
+    GuardedVault,
     GuardedWaiter,
     IsOutage,
     never,
@@ -32,20 +33,30 @@ from http_facade.database_guard import (
 from http_facade.errors import error_middleware
 from http_facade.openapi_routes import add_openapi_routes
 from http_facade.ops_routes import add_ops_routes
+from http_facade.payment_methods_routes import add_payment_method_routes
 from http_facade.payments_routes import add_payment_routes
-from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
+from http_facade.ports import (
+    CommandPublisher,
+    PaymentMethodVault,
+    PaymentQueries,
+    RefundQueries,
+    ResultWaiter,
+)
 from http_facade.rate_limit import TokenBuckets, rate_limit_middleware
 from http_facade.refunds_routes import add_refund_routes
 from http_facade.security_headers import security_headers_middleware
 from http_facade.state import (
     ACCOUNT_KEY,
     CLOCK,
+    ENCRYPTION_KEY,
     MAX_WAIT_S,
     METRICS,
     PUBLISHER,
     QUERIES,
     READINESS,
     REFUNDS,
+    TOKEN_RETENTION,
+    VAULT,
     WAITER,
 )
 from telemetry.metrics import Metrics
@@ -71,6 +82,9 @@ def build_app(
     account_key: bytes,
     authenticator: Authenticator,
     rate_limiter: TokenBuckets,
+    vault: PaymentMethodVault,
+    token_retention: timedelta = timedelta(days=30),
+    encryption_key: tuple[str, str, str] | None = None,
     readiness: Readiness | None = None,
     max_wait_s: float = 30.0,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
@@ -90,6 +104,10 @@ def build_app(
     unreachable is answered 503 ``service_unavailable`` and logged once per outage
     (:mod:`http_facade.database_guard`). The facade knows no database driver: the
     composition root passes the judgement (``persistence.availability``).
+
+    ``vault`` keeps every account number a request carries: the facade publishes tokens
+    only (http_facade.account_vaulting); ``encryption_key`` (key id, algorithm, public key
+    PEM) is published at ``GET /v1/payment_methods/encryption_key``.
     """
     if not (max_wait_s >= 1 and math.isfinite(max_wait_s)):  # also refuses NaN
         raise ValueError(f"max_wait_s must be at least 1 second, got {max_wait_s!r}")
@@ -118,7 +136,11 @@ def build_app(
     app[MAX_WAIT_S] = math.floor(max_wait_s)
     app[CLOCK] = clock
     app[ACCOUNT_KEY] = account_key
+    app[VAULT] = GuardedVault(vault, guard)
+    app[TOKEN_RETENTION] = token_retention
+    app[ENCRYPTION_KEY] = encryption_key
     add_payment_routes(app)
+    add_payment_method_routes(app)
     add_refund_routes(app)
     add_capture_routes(app)
     add_ops_routes(app)

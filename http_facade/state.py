@@ -7,12 +7,18 @@ request keys carry what a handler learned (ids) to the access log written after 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from aiohttp import web
 
-from http_facade.ports import CommandPublisher, PaymentQueries, RefundQueries, ResultWaiter
+from http_facade.ports import (
+    CommandPublisher,
+    PaymentMethodVault,
+    PaymentQueries,
+    RefundQueries,
+    ResultWaiter,
+)
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 
@@ -25,6 +31,11 @@ READINESS: Final = web.AppKey[Readiness]("readiness")
 MAX_WAIT_S: Final = web.AppKey[int]("max_wait_s")
 CLOCK: Final = web.AppKey[Callable[[], datetime]]("clock")
 ACCOUNT_KEY: Final = web.AppKey[bytes]("account_key")
+VAULT: Final = web.AppKey[PaymentMethodVault]("vault")
+# Lifetime of a token not saved for reuse (PAYGATE_VAULT_TOKEN_RETENTION_DAYS).
+TOKEN_RETENTION: Final = web.AppKey[timedelta]("token_retention")
+# paygate's published account encryption key: (key id, algorithm, public key PEM).
+ENCRYPTION_KEY: Final = web.AppKey[tuple[str, str, str] | None]("encryption_key")
 
 REQUEST_ID: Final = web.RequestKey[str]("request_id")
 PAYMENT_REQUEST_ID: Final = web.RequestKey[str]("payment_request_id")

@@ -121,9 +121,13 @@ _COMMANDS: dict[str, _Command] = {
     # Development by definition: run_dev switches to PAYGATE_ENV=development itself.
     "dev": _Command("run the whole stack locally (starts Kafka when none is configured)", _dev),
     "consumer": _Command(
-        "run the command consumer", _consumer, Uses.FINGERPRINT_KEY | Uses.PROVIDERS
+        "run the command consumer",
+        _consumer,
+        Uses.FINGERPRINT_KEY | Uses.PROVIDERS | Uses.VAULT,
     ),
-    "facade": _Command("run the HTTPS REST facade", _facade, Uses.FINGERPRINT_KEY | Uses.TLS),
+    "facade": _Command(
+        "run the HTTPS REST facade", _facade, Uses.FINGERPRINT_KEY | Uses.TLS | Uses.VAULT
+    ),
     "acquirer": _Command(
         "run the sandbox acquirer as an HTTP service", _acquirer, Uses.SANDBOX_ACQUIRER
     ),
@@ -131,7 +135,9 @@ _COMMANDS: dict[str, _Command] = {
         "create the Kafka topics if missing; report existing ones that differ", _topics
     ),
     "reconcile": _Command(
-        "resolve in-doubt payments by asking the provider, once", _reconcile, Uses.PROVIDERS
+        "resolve in-doubt payments by asking the provider, once",
+        _reconcile,
+        Uses.PROVIDERS | Uses.VAULT,
     ),
     "expire-keys": _Command("expire idempotency keys older than the retention, once", _expire_keys),
 }

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -25,12 +26,15 @@ from paygate.kafka_security import kafka_client_options
 from paygate.ops_server import ops_url, start_ops_server
 from paygate.schema_source import payment_messages
 from paygate.settings import Settings
+from paygate.vault_wiring import account_key_pair, open_vault
 from persistence.availability import is_database_unavailable
 from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
 from producer.kafka_producer import KafkaProducer
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
+from vault.account_key_pair import PublishedKey
+from vault.vault import Vault
 
 log = logging.getLogger("paygate.http")
 
@@ -111,6 +115,8 @@ class FacadeService:
             ssl_context, cert, key, interval_s=settings.tls_reload_interval_s
         )
         db = await open_database(settings)
+        opened = await open_vault(settings, db.engine)
+        published = account_key_pair(settings).published
         store, refunds = db.payments, db.refunds
         producer = KafkaProducer(kafka, client_id="paygate-facade")
         listener = ResultListener(
@@ -140,6 +146,8 @@ class FacadeService:
                     timeout_s=settings.publish_timeout_s,
                 ),
                 waiter=listener,
+                vault=opened.vault,
+                encryption_key=published,
             )
             await reloader.start()
             runner = await run_facade(
@@ -163,6 +171,7 @@ class FacadeService:
             await reloader.stop()
             await listener.stop()
             await producer.stop()
+            await opened.close()
             await db.close()
 
 
@@ -173,6 +182,8 @@ def facade_app(
     db: Database,
     publisher: CommandPublisher,
     waiter: ResultWaiter,
+    vault: Vault,
+    encryption_key: PublishedKey | None = None,
     readiness: Readiness | None = None,
 ) -> web.Application:
     """The facade's application as the service wires it: the SQL stores behind its ports,
@@ -186,6 +197,11 @@ def facade_app(
         metrics=metrics,
         readiness=readiness,
         account_key=settings.account_key,
+        vault=vault,
+        token_retention=timedelta(days=settings.vault_token_retention_days),
+        encryption_key=None
+        if encryption_key is None
+        else (encryption_key.key_id, encryption_key.algorithm, encryption_key.public_key_pem),
         authenticator=CachedAuthenticator(db.api_keys, ttl_s=settings.api_key_cache_s),
         rate_limiter=TokenBuckets(
             rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst

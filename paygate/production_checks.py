@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from enum import Flag, auto
 from typing import Final
 
-from paygate.settings import DEV_FINGERPRINT_KEY, DEV_VAULT_KEK, Environment, Settings
+from paygate.settings import (
+    DEV_ACCOUNT_ENCRYPTION_KEY_FILE,
+    DEV_FINGERPRINT_KEY,
+    DEV_VAULT_KEK,
+    Environment,
+    Settings,
+)
 from providers.routing import DEFAULT_ROUTE
 
 # HMAC-SHA256's key is as strong as its randomness; 32 bytes is the hash's own size.
@@ -134,10 +140,28 @@ def _fingerprint_key(settings: Settings) -> list[UnsafeSetting]:
 
 
 def _vault_kek(settings: Settings) -> list[UnsafeSetting]:
+    found: list[UnsafeSetting] = []
+    if DEV_ACCOUNT_ENCRYPTION_KEY_FILE in settings.account_encryption_key_files:
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES",
+                "names the development key file, generated on a developer's machine; set it "
+                "to your RSA-3072 private key, a PEM file of mode 0400 "
+                "(`openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072`)",
+            )
+        )
+    if settings.accept_clear_account_numbers:
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_ACCEPT_CLEAR_ACCOUNT_NUMBERS",
+                "is on: clear account numbers would sit in the Kafka topics' log segments; "
+                "have producers send tokens or encrypted numbers, and unset it",
+            )
+        )
     if settings.vault_kek_file is not None:
-        return []  # read at start; a missing or malformed file stops the process there
+        return found  # read at start; a missing or malformed file stops the process there
     if DEV_VAULT_KEK in settings.vault_kek.get_secret_value():
-        return [
+        found.append(
             UnsafeSetting(
                 "PAYGATE_VAULT_KEK",
                 "is (or still holds) the development key-encryption key, which anyone with "
@@ -145,8 +169,8 @@ def _vault_kek(settings: Settings) -> list[UnsafeSetting]:
                 "set PAYGATE_VAULT_KEK_FILE to a file of `<id>:<64 hex digits>` "
                 "(e.g. `kek-1:$(openssl rand -hex 32)`), or plug in a KMS",
             )
-        ]
-    return []
+        )
+    return found
 
 
 def _tls(settings: Settings) -> list[UnsafeSetting]:

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from paygate.settings import Settings
+from paygate.settings import DEV_ACCOUNT_ENCRYPTION_KEY_FILE, Environment, Settings
 from persistence.engine import create_engine
 from persistence.migrate import create_schema
+from vault.account_key_pair import AccountKeyPair
 from vault.kek import KeyEncryptionKeys, LocalKeyEncryptionKeys
 from vault.rows import VaultRows
 from vault.vault import Vault
@@ -49,3 +50,13 @@ async def open_vault(settings: Settings, paygate_engine: AsyncEngine) -> OpenVau
         )
         await create_schema(engine)
     return OpenVault(Vault(VaultRows(engine), keks, settings.account_key), own)
+
+
+def account_key_pair(settings: Settings) -> AccountKeyPair:
+    """paygate's account encryption keys; generated when missing in development, or at the
+    development default path (which production refuses: paygate.production_checks)."""
+    return AccountKeyPair.from_files(
+        settings.account_encryption_key_files,
+        generate_missing=settings.env is Environment.DEVELOPMENT
+        or settings.account_encryption_key_files == [DEV_ACCOUNT_ENCRYPTION_KEY_FILE],
+    )

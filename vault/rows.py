@@ -6,7 +6,6 @@ or wrapped (keys): this module never sees a clear number or a clear key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -90,7 +89,6 @@ class VaultStorage(Protocol):
     ) -> bool: ...
     async def delete_entry(self, token: str, client_id: str | None) -> bool: ...
     async def delete_client(self, client_id: str) -> int: ...
-    async def set_expiry(self, tokens: Sequence[str], at: datetime) -> None: ...
     async def delete_expired(self, now: datetime, limit: int) -> int: ...
 
 
@@ -238,21 +236,6 @@ class VaultRows:
                 delete(vault_entries).where(vault_entries.c.client_id == client_id)
             )
         return int(result.rowcount)
-
-    async def set_expiry(self, tokens: Sequence[str], at: datetime) -> None:
-        """Tokens not saved for reuse expire at ``at`` (the earliest expiry wins)."""
-        if not tokens:
-            return
-        async with write_transaction(self._engine) as conn:
-            await conn.execute(
-                update(vault_entries)
-                .where(
-                    vault_entries.c.token.in_(list(tokens)),
-                    vault_entries.c.saved.is_(False),
-                    (vault_entries.c.expires_at.is_(None)) | (vault_entries.c.expires_at > at),
-                )
-                .values(expires_at=at)
-            )
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
         async with write_transaction(self._engine) as conn:

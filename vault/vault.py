@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -99,9 +99,18 @@ class Vault:
     # --- values ------------------------------------------------------------------------
 
     async def tokenize(
-        self, account: Account, *, client_id: str | None, saved: bool = False
+        self,
+        account: Account,
+        *,
+        client_id: str | None,
+        saved: bool = False,
+        expires_in: timedelta | None = None,
     ) -> VaultedAccount:
-        """Store ``account``'s number encrypted; its token, masked number and fingerprint."""
+        """Store ``account``'s number encrypted; its token, masked number and fingerprint.
+
+        ``saved``: kept for reuse until deleted. Otherwise ``expires_in`` (the retention)
+        says when the retention job crypto-shreds it; a token made for one payment gets it.
+        """
         key_id = await self._primary_key_id()
         token = new_token()
         ref = account.ref(self._fingerprint_key)
@@ -122,7 +131,7 @@ class Vault:
                 ciphertext=ciphertext,
                 saved=saved,
                 created_at=self._clock(),
-                expires_at=None,
+                expires_at=None if saved or expires_in is None else self._clock() + expires_in,
             )
         )
         return VaultedAccount(account.type, token, ref.masked, ref.fingerprint, account.holder_name)
@@ -143,13 +152,15 @@ class Vault:
         number = await self._open(entry)
         return Account(AccountType(entry.account_type), number, account.holder_name)
 
-    async def check_opens(self, token: str, *, client_id: str | None) -> VaultedAccount:
+    async def check_opens(
+        self, token: str, *, client_id: str | None, holder_name: str | None = None
+    ) -> VaultedAccount:
         """Like :meth:`describe`, after checking the number decrypts (then dropped), so a
         broken entry is refused before a payment is accepted."""
         entry = await self._live_entry(token, client_id)
         await self._open(entry)
         return VaultedAccount(
-            AccountType(entry.account_type), token, entry.masked, entry.fingerprint
+            AccountType(entry.account_type), token, entry.masked, entry.fingerprint, holder_name
         )
 
     async def delete(self, token: str, *, client_id: str | None) -> bool:
@@ -159,11 +170,6 @@ class Vault:
     async def delete_client(self, client_id: str) -> int:
         """Crypto-shred every token of a client (a client that leaves); how many."""
         return await self._rows.delete_client(client_id)
-
-    async def expire_after(self, tokens: Sequence[str], retention: timedelta) -> None:
-        """Tokens used by a payment that is now final expire after ``retention``, unless
-        saved for reuse."""
-        await self._rows.set_expiry(tokens, self._clock() + retention)
 
     async def delete_expired(self, *, batch: int = 500) -> int:
         """Crypto-shred every token whose expiry has passed; how many."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from datetime import datetime
 
 from vault.rows import EntryRow, KeyRow
@@ -75,14 +74,6 @@ class FakeVaultRows:
         for token in gone:
             del self.entries[token]
         return len(gone)
-
-    async def set_expiry(self, tokens: Sequence[str], at: datetime) -> None:
-        for token in tokens:
-            entry = self.entries.get(token)
-            if entry is None or entry.saved:
-                continue
-            if entry.expires_at is None or entry.expires_at > at:
-                self.entries[token] = dataclasses.replace(entry, expires_at=at)
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
         gone = [

@@ -37,8 +37,9 @@ from http_facade.openapi_routes import (
 )
 from http_facade.rate_limit import TokenBuckets
 from http_facade.refund_requests import RefundBody
-from http_facade.requests import AccountBody, CreatePaymentBody
+from http_facade.requests import AccountBody, CreatePaymentBody, PaymentMethodBody
 from telemetry.metrics import Metrics
+from tests.support.memory_vault import memory_vault
 
 pytestmark = pytest.mark.unit
 
@@ -114,6 +115,7 @@ async def _app_client() -> TestClient[Any, Any]:
         waiter=nothing,
         metrics=Metrics(CollectorRegistry()),
         account_key=b"k",
+        vault=memory_vault(b"k"),
         authenticator=nothing,
         rate_limiter=TokenBuckets(rate_per_s=1.0, burst=1),
     )
@@ -166,6 +168,7 @@ def test_every_operation_lists_the_answers_its_middleware_can_give() -> None:
         ("CreatePaymentRequest", CreatePaymentBody),
         ("Account", AccountBody),
         ("CreateRefundRequest", RefundBody),
+        ("CreatePaymentMethodRequest", PaymentMethodBody),
     ],
 )
 def test_request_schemas_are_the_request_models(schema: str, model: type[BaseModel]) -> None:

@@ -211,13 +211,12 @@ async def test_rewrap_counts_and_leaves_a_value_that_does_not_open() -> None:
     assert rows.entries[broken.token].key_id == entry.key_id
 
 
-async def test_tokens_of_final_payments_expire_unless_saved() -> None:
+async def test_tokens_made_for_one_payment_expire_unless_saved() -> None:
     rows = FakeVaultRows()
     clock = Clock()
     vault = vault_of(rows, clock=clock)
-    once = await vault.tokenize(CARD, client_id="acme")
-    saved = await vault.tokenize(CARD, client_id="acme", saved=True)
-    await vault.expire_after([once.token, saved.token], timedelta(days=30))
+    once = await vault.tokenize(CARD, client_id="acme", expires_in=timedelta(days=30))
+    saved = await vault.tokenize(CARD, client_id="acme", saved=True, expires_in=timedelta(days=30))
     clock.now += timedelta(days=29)
     assert await vault.delete_expired() == 0
     clock.now += timedelta(days=1)
