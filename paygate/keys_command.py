@@ -5,6 +5,10 @@
     paygate keys rewrap          data keys under the current key-encryption key, and every
                                  value under the newest data key (safe while paygate runs)
     paygate keys retire KEY_ID   destroy a data key no value uses any more
+    paygate keys expire          crypto-shred every token past its retention, once (the
+                                 consumer's housekeeping does it periodically)
+    paygate keys shred-client --client ID
+                                 crypto-shred every token of a client (a client that leaves)
 
 Against the vault's database (``PAYGATE_VAULT_DATABASE_URL``, else ``PAYGATE_DATABASE_URL``)
 and key-encryption keys (``PAYGATE_VAULT_KEK_FILE`` or ``PAYGATE_VAULT_KEK``); production
@@ -27,6 +31,7 @@ from paygate.database import engine_for
 from paygate.production_checks import Uses, refuse_unsafe_settings
 from paygate.settings import Settings
 from paygate.vault_wiring import open_vault
+from persistence.api_key_store import check_client_id
 from persistence.migrate import create_schema
 from vault.kek import KeyFormatError
 from vault.vault import DataKeyInfo, KeyInUseError, NoSuchKeyError
@@ -44,7 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("rewrap", help="move keys and values to the newest keys")
     retire = sub.add_parser("retire", help="destroy a data key no value uses")
     retire.add_argument("key_id", help="the data key's id, as `list` shows it")
+    sub.add_parser("expire", help="shred tokens past their retention, once")
+    shred = sub.add_parser("shred-client", help="shred every token of a client")
+    shred.add_argument("--client", required=True, type=_client_id, help="the client's id")
     return parser
+
+
+def _client_id(text: str) -> str:
+    try:
+        return check_client_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def key_json(info: DataKeyInfo) -> str:
@@ -73,6 +88,11 @@ async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
                     print(key_json(info))
             elif args.action == "rotate":
                 print(key_json(await vault.rotate()))
+            elif args.action == "expire":
+                print(json.dumps({"shredded": await vault.delete_expired()}))
+            elif args.action == "shred-client":
+                shredded = await vault.delete_client(args.client)
+                print(json.dumps({"clientId": args.client, "shredded": shredded}))
             elif args.action == "rewrap":
                 report = await vault.rewrap()
                 print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -210,3 +211,39 @@ async def test_the_key_file_wins_over_the_setting(tmp_path: Path) -> None:
     finally:
         await opened.close()
         await engine.dispose()
+
+
+def test_paygate_keys_shreds_a_client_and_expired_tokens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"
+    monkeypatch.setenv("PAYGATE_ENV", "development")
+    monkeypatch.setenv("PAYGATE_DATABASE_URL", url)
+    monkeypatch.setenv("PAYGATE_VAULT_KEK", KEK_1)
+
+    async def tokens() -> tuple[str, str, str]:
+        engine = create_engine(url)
+        await create_schema(engine)
+        vault = vault_on(engine)
+        try:
+            leaving = await vault.tokenize(CARD, client_id="leaving", saved=True)
+            # Expired already: its retention was negative.
+            old = await vault.tokenize(CARD, client_id="staying", expires_in=timedelta(-1))
+            kept = await vault.tokenize(IBAN, client_id="staying", saved=True)
+        finally:
+            await engine.dispose()
+        return leaving.token, old.token, kept.token
+
+    leaving, old, kept = asyncio.run(tokens())
+    assert keys_main(["shred-client", "--client", "leaving"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"clientId": "leaving", "shredded": 1}
+    assert keys_main(["expire"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"shredded": 1}
+    connection = sqlite3.connect(tmp_path / "p.db")
+    try:
+        left = [t for (t,) in connection.execute("SELECT token FROM vault_entries")]
+    finally:
+        connection.close()
+    assert left == [kept]
+    assert leaving not in left
+    assert old not in left
