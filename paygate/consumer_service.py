@@ -143,7 +143,7 @@ class ConsumerService:
                 renew_interval_s=settings.outbox_lease_renew_s,
                 stall_after_s=settings.outbox_stall_s,
             )
-            opened = await open_vault(settings, db.engine)
+            opened = await open_vault(settings, db.engine, db.writes)
             started.push_async_callback(opened.close)
             vault = opened.vault
             handlers = handlers_of(

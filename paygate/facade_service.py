@@ -115,7 +115,7 @@ class FacadeService:
             ssl_context, cert, key, interval_s=settings.tls_reload_interval_s
         )
         db = await open_database(settings)
-        opened = await open_vault(settings, db.engine)
+        opened = await open_vault(settings, db.engine, db.writes)
         published = account_key_pair(settings).published
         store, refunds = db.payments, db.refunds
         producer = KafkaProducer(kafka, client_id="paygate-facade")

@@ -22,7 +22,7 @@ from telemetry.metrics import Metrics
 async def reconcile_once(settings: Settings) -> dict[str, int]:
     providers = build_providers(settings)
     db = await open_database(settings)
-    opened = await open_vault(settings, db.engine)
+    opened = await open_vault(settings, db.engine, db.writes)
     try:
         await providers.start_all()
         metrics = Metrics()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paygate.settings import DEV_ACCOUNT_ENCRYPTION_KEY_FILE, Environment, Settings
 from persistence.engine import create_engine
+from persistence.group_commit import GroupCommit
 from persistence.migrate import create_schema
 from vault.account_key_pair import AccountKeyPair
 from vault.kek import KeyEncryptionKeys, LocalKeyEncryptionKeys
@@ -39,17 +40,21 @@ def key_encryption_keys(settings: Settings) -> KeyEncryptionKeys:
     return LocalKeyEncryptionKeys.from_text(settings.vault_kek_text)
 
 
-async def open_vault(settings: Settings, paygate_engine: AsyncEngine) -> OpenVault:
-    """The vault on its configured database; ``paygate_engine`` is used when it has none."""
+async def open_vault(
+    settings: Settings, paygate_engine: AsyncEngine, writes: GroupCommit | None = None
+) -> OpenVault:
+    """The vault on its configured database; ``paygate_engine`` is used when it has none,
+    with ``writes``, that database's one writer queue (persistence.database), if given."""
     keks = key_encryption_keys(settings)
     own: AsyncEngine | None = None
     engine = paygate_engine
     if settings.vault_database_url is not None:
+        writes = None  # another database: the vault's rows make their own queue
         own = engine = create_engine(
             settings.vault_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
         await create_schema(engine)
-    return OpenVault(Vault(VaultRows(engine), keks, settings.account_key), own)
+    return OpenVault(Vault(VaultRows(engine, writes), keks, settings.account_key), own)
 
 
 def account_key_pair(settings: Settings) -> AccountKeyPair:

@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy import and_, delete, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from persistence.engine import as_utc, as_utc_or_none, write_transaction
+from persistence.engine import as_utc, as_utc_or_none
+from persistence.group_commit import GroupCommit
 from persistence.vault_tables import vault_entries, vault_keys
 
 
@@ -93,13 +94,17 @@ class VaultStorage(Protocol):
 
 
 class VaultRows:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writes: GroupCommit | None = None) -> None:
+        """``writes``: the database's one writer queue when the vault shares paygate's
+        database (on SQLite a second writer would wait in the busy handler, and every
+        tokenization would be a commit of its own); else one of the vault's own."""
         self._engine = engine
+        self._writes = writes if writes is not None else GroupCommit(engine)
 
     # --- data keys ---------------------------------------------------------------------
 
     async def add_key(self, key: KeyRow) -> None:
-        async with write_transaction(self._engine) as conn:
+        async def _op(conn: AsyncConnection) -> None:
             await conn.execute(
                 insert(vault_keys).values(
                     key_id=key.key_id,
@@ -109,6 +114,8 @@ class VaultRows:
                     retired_at=None,
                 )
             )
+
+        await self._writes.run(_op)
 
     async def newest_active_key(self) -> KeyRow | None:
         query = (
@@ -155,16 +162,19 @@ class VaultRows:
         ]
 
     async def rewrap_key(self, key_id: str, kek_id: str, wrapped: bytes) -> None:
-        async with write_transaction(self._engine) as conn:
+        async def _op(conn: AsyncConnection) -> None:
             await conn.execute(
                 update(vault_keys)
                 .where(vault_keys.c.key_id == key_id, vault_keys.c.retired_at.is_(None))
                 .values(kek_id=kek_id, wrapped_key=wrapped)
             )
 
+        await self._writes.run(_op)
+
     async def retire_key(self, key_id: str, at: datetime) -> bool:
         """Erase the key's wrapped bytes, if no value still uses it; False if one does."""
-        async with write_transaction(self._engine) as conn:
+
+        async def _op(conn: AsyncConnection) -> bool:
             in_use = await conn.scalar(select(func.count()).where(vault_entries.c.key_id == key_id))
             if in_use:
                 return False
@@ -173,12 +183,14 @@ class VaultRows:
                 .where(vault_keys.c.key_id == key_id)
                 .values(wrapped_key=None, retired_at=func.coalesce(vault_keys.c.retired_at, at))
             )
-        return True
+            return True
+
+        return await self._writes.run(_op)
 
     # --- entries -----------------------------------------------------------------------
 
     async def add_entry(self, entry: EntryRow) -> None:
-        async with write_transaction(self._engine) as conn:
+        async def _op(conn: AsyncConnection) -> None:
             await conn.execute(
                 insert(vault_entries).values(
                     token=entry.token,
@@ -193,6 +205,8 @@ class VaultRows:
                     expires_at=entry.expires_at,
                 )
             )
+
+        await self._writes.run(_op)
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         query = select(vault_entries).where(vault_entries.c.token == token, _scope(client_id))
@@ -215,30 +229,37 @@ class VaultRows:
         self, token: str, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool:
         """Swap in a re-encrypted value, unless it changed meanwhile (deleted, moved)."""
-        async with write_transaction(self._engine) as conn:
+
+        async def _op(conn: AsyncConnection) -> bool:
             result = await conn.execute(
                 update(vault_entries)
                 .where(vault_entries.c.token == token, vault_entries.c.key_id == old_key_id)
                 .values(key_id=key_id, ciphertext=ciphertext)
             )
-        return bool(result.rowcount)
+            return bool(result.rowcount)
+
+        return await self._writes.run(_op)
 
     async def delete_entry(self, token: str, client_id: str | None) -> bool:
-        async with write_transaction(self._engine) as conn:
+        async def _op(conn: AsyncConnection) -> bool:
             result = await conn.execute(
                 delete(vault_entries).where(vault_entries.c.token == token, _scope(client_id))
             )
-        return bool(result.rowcount)
+            return bool(result.rowcount)
+
+        return await self._writes.run(_op)
 
     async def delete_client(self, client_id: str) -> int:
-        async with write_transaction(self._engine) as conn:
+        async def _op(conn: AsyncConnection) -> int:
             result = await conn.execute(
                 delete(vault_entries).where(vault_entries.c.client_id == client_id)
             )
-        return int(result.rowcount)
+            return int(result.rowcount)
+
+        return await self._writes.run(_op)
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
-        async with write_transaction(self._engine) as conn:
+        async def _op(conn: AsyncConnection) -> int:
             tokens = (
                 await conn.scalars(
                     select(vault_entries.c.token)
@@ -250,4 +271,6 @@ class VaultRows:
             if not tokens:
                 return 0
             await conn.execute(delete(vault_entries).where(vault_entries.c.token.in_(tokens)))
-        return len(tokens)
+            return len(tokens)
+
+        return await self._writes.run(_op)
