@@ -19,6 +19,7 @@ class BenchOptions:
     provider_delay_s: float
     stall_timeout_s: float
     compare_sqlite_synchronous: bool = False
+    compare_tokens: bool = False
 
 
 def _positive_int(text: str) -> int:
@@ -96,7 +97,15 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         help="run case b twice, with PAYGATE_SQLITE_SYNCHRONOUS=full (b) and =normal "
         "(b-normal), and print their ratio; SQLite only",
     )
+    parser.add_argument(
+        "--compare-tokens",
+        action="store_true",
+        help="run case b again as b-tokens, its commands naming accounts by vault token "
+        "instead of by clear number, and print ratio b-tokens/b",
+    )
     args = parser.parse_args(list(argv))
+    if args.compare_tokens and "b" not in args.cases:
+        parser.error("--compare-tokens needs case b")
     if args.compare_sqlite_synchronous:
         if "b" not in args.cases:
             parser.error("--compare-sqlite-synchronous needs case b")
@@ -111,4 +120,5 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         provider_delay_s=args.provider_delay,
         stall_timeout_s=args.stall_timeout,
         compare_sqlite_synchronous=args.compare_sqlite_synchronous,
+        compare_tokens=args.compare_tokens,
     )

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -15,9 +16,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from domain.accounts import Account, AccountType
 from domain.money import Money
 from domain.payments import CreatePayment, PaymentMethod
+from domain.vaulted import AccountToken, AnyAccount
+from paygate.database import engine_for
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
+from paygate.vault_wiring import open_vault
+from persistence.migrate import create_schema
 from schemas.payments import PaymentMessages
 
 log = logging.getLogger("devtools.bench")
@@ -85,22 +90,52 @@ async def _delete_topics(kafka: Mapping[str, object], names: list[str]) -> None:
         await admin.close()
 
 
-def _command(order_id: str) -> CreatePayment:
+CLEAR_ACCOUNTS: Final = (
+    Account(AccountType.CARD, _SUCCESS_CARD),
+    Account(AccountType.IBAN, _PAYEE_IBAN),
+)
+
+
+def _command(order_id: str, accounts: tuple[AnyAccount, AnyAccount]) -> CreatePayment:
     return CreatePayment.create(
         idempotency_key=f"key-{order_id}",
         user_id="bench-user",
         order_id=order_id,
         amount=Money(1050, "EUR"),
         payment_method=PaymentMethod.CARD,
-        payer=Account(AccountType.CARD, _SUCCESS_CARD),
-        payee=Account(AccountType.IBAN, _PAYEE_IBAN),
+        payer=accounts[0],
+        payee=accounts[1],
         requested_at=_REQUESTED_AT,
         metadata={"source": "bench"},
     )
 
 
+async def vaulted_accounts(settings: Settings) -> tuple[AnyAccount, AnyAccount]:
+    """The bench's payer and payee put into the vault of ``settings``' database, as a
+    client that tokenized first would have them; every command of case b-tokens names them."""
+    engine = engine_for(settings)
+    try:
+        await create_schema(engine)
+        opened = await open_vault(settings, engine)
+        try:
+            payer = await opened.vault.tokenize(CLEAR_ACCOUNTS[0], client_id=None, saved=True)
+            payee = await opened.vault.tokenize(CLEAR_ACCOUNTS[1], client_id=None, saved=True)
+        finally:
+            await opened.close()
+    finally:
+        await engine.dispose()
+    return (
+        AccountToken(payer.type, payer.token),
+        AccountToken(payee.type, payee.token),
+    )
+
+
 async def produce_commands(
-    kafka: Mapping[str, object], topic: str, count: int, order_prefix: str
+    kafka: Mapping[str, object],
+    topic: str,
+    count: int,
+    order_prefix: str,
+    accounts: tuple[AnyAccount, AnyAccount] = CLEAR_ACCOUNTS,
 ) -> None:
     """Produce ``count`` Avro commands keyed by unique order ids, in batches, and wait
     until the broker acknowledged all of them."""
@@ -111,7 +146,7 @@ async def produce_commands(
         pending: list[asyncio.Future[object]] = []
         for i in range(count):
             order_id = f"{order_prefix}-{i:07d}"
-            value = messages.encode_command(_command(order_id))
+            value = messages.encode_command(_command(order_id, accounts))
             pending.append(await producer.send(topic, value, key=order_id.encode()))
             if len(pending) >= _PRODUCE_CHUNK:
                 await asyncio.gather(*pending)
