@@ -6,6 +6,7 @@ or wrapped (keys): this module never sees a clear number or a clear key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -14,8 +15,9 @@ from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from persistence.engine import as_utc, as_utc_or_none
-from persistence.group_commit import GroupCommit
+from persistence.group_commit import Bulk, GroupCommit
 from persistence.vault_tables import vault_entries, vault_keys
+from vault.read_batches import ReadBatches
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,28 @@ def _scope(client_id: str | None):  # type: ignore[no-untyped-def]
     return column.is_(None) if client_id is None else column == client_id
 
 
+async def _insert_entries(conn: AsyncConnection, entries: Sequence[EntryRow]) -> list[None]:
+    await conn.execute(
+        insert(vault_entries),
+        [
+            {
+                "token": e.token,
+                "client_id": e.client_id,
+                "account_type": e.account_type,
+                "masked": e.masked,
+                "fingerprint": e.fingerprint,
+                "key_id": e.key_id,
+                "ciphertext": e.ciphertext,
+                "saved": e.saved,
+                "created_at": e.created_at,
+                "expires_at": e.expires_at,
+            }
+            for e in entries
+        ],
+    )
+    return [None] * len(entries)
+
+
 class VaultStorage(Protocol):
     """What :class:`vault.vault.Vault` needs from its rows; :class:`VaultRows` is the SQL
     one, tests pass a fake."""
@@ -100,6 +124,7 @@ class VaultRows:
         tokenization would be a commit of its own); else one of the vault's own."""
         self._engine = engine
         self._writes = writes if writes is not None else GroupCommit(engine)
+        self._reads: ReadBatches[EntryRow] = ReadBatches(self._entries)
 
     # --- data keys ---------------------------------------------------------------------
 
@@ -191,28 +216,21 @@ class VaultRows:
 
     async def add_entry(self, entry: EntryRow) -> None:
         async def _op(conn: AsyncConnection) -> None:
-            await conn.execute(
-                insert(vault_entries).values(
-                    token=entry.token,
-                    client_id=entry.client_id,
-                    account_type=entry.account_type,
-                    masked=entry.masked,
-                    fingerprint=entry.fingerprint,
-                    key_id=entry.key_id,
-                    ciphertext=entry.ciphertext,
-                    saved=entry.saved,
-                    created_at=entry.created_at,
-                    expires_at=entry.expires_at,
-                )
-            )
+            await _insert_entries(conn, [entry])
 
-        await self._writes.run(_op)
+        # Many tokenizations at once (the consumer's intake) insert in one statement.
+        await self._writes.run(_op, Bulk(_insert_entries, entry))
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
-        query = select(vault_entries).where(vault_entries.c.token == token, _scope(client_id))
+        entry = await self._reads.get(token)
+        # The scope is checked here, on the row: NULL (upstream services) matches only None.
+        return entry if entry is not None and entry.client_id == client_id else None
+
+    async def _entries(self, tokens: Sequence[str]) -> dict[str, EntryRow]:
+        query = select(vault_entries).where(vault_entries.c.token.in_(list(tokens)))
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).one_or_none()
-        return None if row is None else _entry(row)
+            rows = (await conn.execute(query)).all()
+        return {row.token: _entry(row) for row in rows}
 
     async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]:
         query = (
