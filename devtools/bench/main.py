@@ -26,13 +26,11 @@ from devtools.bench.pipeline import concurrency_bound, run_pipeline
 from devtools.bench.provider import BenchProvider
 from devtools.bench.report import B_NORMAL, B_TOKENS, CaseResult, case_lines, summary_lines
 from devtools.bench.workload import (
-    CLEAR_ACCOUNTS,
     CaseTopics,
     created_topics,
     produce_commands,
     vaulted_accounts,
 )
-from domain.vaulted import AnyAccount
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from persistence.engine import SqliteSynchronous
@@ -152,10 +150,10 @@ async def _run_on(
 ) -> CaseResult:
     """One case on its topics and database (``settings.database_url``)."""
     kafka = kafka_client_options(settings)
-    accounts: tuple[AnyAccount, AnyAccount] = CLEAR_ACCOUNTS
+    accounts = None
     if case == B_TOKENS:
-        # Tokenized before the clock starts, as a client that tokenized first would.
-        accounts = await vaulted_accounts(settings)
+        # Tokenized before the clock starts, as clients that tokenized first would.
+        accounts = await vaulted_accounts(settings, payments)
     produce_started = time.perf_counter()
     await produce_commands(kafka, topics.commands, payments, f"bench-{run_id}-{case}", accounts)
     _say(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -110,24 +110,34 @@ def _command(order_id: str, accounts: tuple[AnyAccount, AnyAccount]) -> CreatePa
     )
 
 
-async def vaulted_accounts(settings: Settings) -> tuple[AnyAccount, AnyAccount]:
-    """The bench's payer and payee put into the vault of ``settings``' database, as a
-    client that tokenized first would have them; every command of case b-tokens names them."""
+Accounts = Sequence[tuple[AnyAccount, AnyAccount]]
+
+
+async def vaulted_accounts(settings: Settings, count: int) -> Accounts:
+    """``count`` payer and payee pairs put into the vault of ``settings``' database, each
+    under tokens of its own (as ``count`` clients that tokenized first would have them):
+    every lookup of case b-tokens reads a row of its own, none is answered by a shared one."""
     engine = engine_for(settings)
     try:
         await create_schema(engine)
         opened = await open_vault(settings, engine)
         try:
-            payer = await opened.vault.tokenize(CLEAR_ACCOUNTS[0], client_id=None, saved=True)
-            payee = await opened.vault.tokenize(CLEAR_ACCOUNTS[1], client_id=None, saved=True)
+            vault = opened.vault
+
+            async def pair() -> tuple[AnyAccount, AnyAccount]:
+                payer = await vault.tokenize(CLEAR_ACCOUNTS[0], client_id=None, saved=True)
+                payee = await vault.tokenize(CLEAR_ACCOUNTS[1], client_id=None, saved=True)
+                return AccountToken(payer.type, payer.token), AccountToken(payee.type, payee.token)
+
+            pairs: list[tuple[AnyAccount, AnyAccount]] = []
+            for start in range(0, count, _PRODUCE_CHUNK):
+                size = min(_PRODUCE_CHUNK, count - start)
+                pairs += await asyncio.gather(*(pair() for _ in range(size)))
+            return pairs
         finally:
             await opened.close()
     finally:
         await engine.dispose()
-    return (
-        AccountToken(payer.type, payer.token),
-        AccountToken(payee.type, payee.token),
-    )
 
 
 async def produce_commands(
@@ -135,10 +145,11 @@ async def produce_commands(
     topic: str,
     count: int,
     order_prefix: str,
-    accounts: tuple[AnyAccount, AnyAccount] = CLEAR_ACCOUNTS,
+    accounts: Accounts | None = None,
 ) -> None:
     """Produce ``count`` Avro commands keyed by unique order ids, in batches, and wait
-    until the broker acknowledged all of them."""
+    until the broker acknowledged all of them. Command ``i`` names ``accounts[i]``; without
+    them, every command names the clear payer and payee."""
     messages = PaymentMessages.bundled()
     producer = AIOKafkaProducer(**kafka, acks="all", linger_ms=20, max_batch_size=256 * 1024)
     await producer.start()
@@ -146,7 +157,8 @@ async def produce_commands(
         pending: list[asyncio.Future[object]] = []
         for i in range(count):
             order_id = f"{order_prefix}-{i:07d}"
-            value = messages.encode_command(_command(order_id, accounts))
+            pair = CLEAR_ACCOUNTS if accounts is None else accounts[i]
+            value = messages.encode_command(_command(order_id, pair))
             pending.append(await producer.send(topic, value, key=order_id.encode()))
             if len(pending) >= _PRODUCE_CHUNK:
                 await asyncio.gather(*pending)
