@@ -30,10 +30,16 @@ KEY = b"k" * 32
 RETENTION = timedelta(days=30)
 
 
+# Where each generated key pair's file is, by key id.
+KEY_FILES: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def key_pair(tmp_path_factory: pytest.TempPathFactory) -> AccountKeyPair:
     path = tmp_path_factory.mktemp("keys") / "account.pem"
-    return AccountKeyPair.from_files([path], generate_missing=True)
+    pair = AccountKeyPair.from_files([path], generate_missing=True)
+    KEY_FILES[pair.published.key_id] = path
+    return pair
 
 
 def intake(rows: FakeVaultRows, key_pair: AccountDecrypter, *, accept_clear: bool) -> AccountIntake:
@@ -224,3 +230,20 @@ def test_undecodable_dead_letters_are_masked_in_place() -> None:
     assert PAYEE_IBAN.encode() not in masked
     assert b"************4242" in masked
     assert masked.endswith(b" order-12")
+
+
+def test_an_account_key_rotates_the_first_is_published_all_decrypt(
+    key_pair: AccountKeyPair, tmp_path: Path
+) -> None:
+    old = key_pair
+    new_path = tmp_path / "new.pem"
+    new = AccountKeyPair.from_files([new_path], generate_missing=True)
+    both = AccountKeyPair.from_files([new_path, *[tmp_path_of(old)]], generate_missing=False)
+    assert both.published == new.published
+    for pair in (old, new):
+        account = both.decrypt(encrypted(pair, SUCCESS_CARD))
+        assert account == Account(AccountType.CARD, SUCCESS_CARD)
+
+
+def tmp_path_of(pair: AccountKeyPair) -> Path:
+    return KEY_FILES[pair.published.key_id]
