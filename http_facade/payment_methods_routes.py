@@ -17,7 +17,7 @@ from typing import Final
 from aiohttp import web
 
 from domain.errors import ErrorCode, PaygateError
-from domain.vaulted import VaultedAccount, check_token
+from domain.vaulted import VaultedAccount, is_token, payment_method_not_found
 from http_facade.payments_routes import require_json
 from http_facade.requests import parse_payment_method_body
 from http_facade.state import CLIENT_ID, ENCRYPTION_KEY, TOKEN_RETENTION, VAULT
@@ -68,9 +68,18 @@ async def create_payment_method(request: web.Request) -> web.Response:
     )
 
 
+def token_in_path(request: web.Request) -> str:
+    """The ``{token}`` of the path; 404 unless it is shaped like a token. Whatever else a
+    client put there (perhaps a card number) is neither looked up nor echoed."""
+    token = request.match_info["token"]
+    if not is_token(token):
+        raise payment_method_not_found()
+    return token
+
+
 async def get_payment_method(request: web.Request) -> web.Response:
     """``GET /v1/payment_methods/{token}``: the masked account; 404 unless the client's."""
-    token = check_token(request.match_info["token"], param="token")
+    token = token_in_path(request)
     vaulted = await request.app[VAULT].describe(token, client_id=request[CLIENT_ID])
     return web.json_response(payment_method_body(vaulted))
 
@@ -80,7 +89,7 @@ async def delete_payment_method(request: web.Request) -> web.Response:
     client's. Payments made with it keep their masked number; one still in flight that
     needs the number again fails ``payment_method_not_found`` without reaching a provider.
     """
-    token = check_token(request.match_info["token"], param="token")
+    token = token_in_path(request)
     if not await request.app[VAULT].delete(token, client_id=request[CLIENT_ID]):
         raise PaygateError(ErrorCode.PAYMENT_METHOD_NOT_FOUND, "no payment method with this token")
     return web.Response(status=204)

@@ -49,7 +49,9 @@ async def tokenize(client: TestClient[Any, Any], **body: Any) -> dict[str, Any]:
         headers=CLIENT_1,
     )
     assert answer.status == 201, await answer.text()
-    return dict(await answer.json())
+    body = dict(await answer.json())
+    assert answer.headers["Location"] == f"/v1/payment_methods/{body['token']}"
+    return body
 
 
 async def test_tokenize_read_delete(client: TestClient[Any, Any], world: World) -> None:
@@ -77,6 +79,10 @@ async def test_tokenize_read_delete(client: TestClient[Any, Any], world: World) 
     )
     malformed = await client.get("/v1/payment_methods/pm_4242424242424242", headers=CLIENT_1)
     assert malformed.status == 404
+    # Whatever a path holds that is no token, a control character included, is not found.
+    for path in ("/v1/payment_methods/%C2%84", f"/v1/payment_methods/{SUCCESS_CARD}"):
+        assert (await client.get(path, headers=CLIENT_1)).status == 404
+        assert (await client.delete(path, headers=CLIENT_1)).status == 404
 
 
 async def test_a_token_not_saved_expires_with_the_retention(
