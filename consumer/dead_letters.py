@@ -1,13 +1,14 @@
 """Routes messages that can never be processed to the dead-letter topic.
 
-The original bytes are kept as they were; headers say why and where they came from, so an
-operator can fix the cause and re-publish them.
+The original bytes are kept as they were, but for account numbers: ``redact`` replaces
+them (consumer.dead_letter_redaction) before anything is written. Headers say why and
+where the message came from, so an operator can fix the cause and re-publish it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -28,10 +29,18 @@ REPUBLISHED_PREFIX: Final = "paygate.republished."
 
 
 class DeadLetterRouter:
-    def __init__(self, producer: KafkaProducer, topic: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        topic: str,
+        metrics: Metrics,
+        *,
+        redact: Callable[[bytes], Awaitable[bytes]] | None = None,
+    ) -> None:
         self._producer = producer
         self._topic = topic
         self._metrics = metrics
+        self._redact = redact
 
     async def route(
         self,
@@ -59,9 +68,10 @@ class DeadLetterRouter:
             (HEADER_FIRST_SEEN, first_seen),
             *((k, v) for k, v in incoming_headers if k.startswith(REPUBLISHED_PREFIX)),
         ]
-        await self._producer.client.send_and_wait(
-            self._topic, value or b"", key=key, headers=headers
-        )
+        body = value or b""
+        if self._redact is not None and body:
+            body = await self._redact(body)
+        await self._producer.client.send_and_wait(self._topic, body, key=key, headers=headers)
         self._metrics.dead_lettered.labels(error.code.value, reason_kind(reason)).inc()
         self._metrics.commands_consumed.labels("unknown", "dead_lettered").inc()
         log.warning(

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from consumer.account_intake import PaymentHandling
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.outcome import Outcome
-from consumer.payment_handler import PaymentCommandHandler
 from consumer.refund_handler import RefundCommandHandler
 from domain.captures import CapturePayment
 from domain.payments import CreatePayment
@@ -19,7 +19,7 @@ from schemas.payments import Command
 class CommandDispatcher:
     def __init__(
         self,
-        payments: PaymentCommandHandler,
+        payments: PaymentHandling,
         refunds: RefundCommandHandler,
         captures: CaptureCommandHandler,
     ) -> None:

@@ -35,6 +35,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from consumer.claim_holding import holding_claim
 from consumer.outcome import Outcome
@@ -42,6 +43,7 @@ from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
 from consumer.ports import PaymentWrites
 from consumer.sealing import CommandSealer
+from domain.accounts import Account
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -51,6 +53,7 @@ from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
+from domain.vaulted import AnyAccount, VaultedAccount
 from persistence.payment_begin import Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt
 from providers.errors import ProviderError
@@ -60,6 +63,12 @@ from providers.routing import Router
 from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.consumer")
+
+
+class AccountReveal(Protocol):
+    async def reveal(self, account: VaultedAccount, *, client_id: str | None) -> Account:
+        """The clear account, for one provider call (vault.Vault.reveal)."""
+        ...
 
 
 class PaymentCommandHandler:
@@ -75,8 +84,12 @@ class PaymentCommandHandler:
         retry_policy: RetryPolicy | None = None,
         abandon_after: timedelta = timedelta(hours=1),
         clock: Callable[[], datetime] = utc_now,
+        vault: AccountReveal | None = None,
     ) -> None:
+        """``vault`` reveals vaulted accounts for the provider call; without it only
+        commands with clear accounts can be charged (tests of the handler alone)."""
         self._store = store
+        self._vault = vault
         self._providers = providers
         self._router = router
         for name in router.provider_names():
@@ -434,13 +447,22 @@ class PaymentCommandHandler:
         """Charge one provider and record the outcome; a certainly-not-charged error is
         returned, unrecorded, for the caller to fail over or record."""
         provider = self._providers.get(provider_name)
+        try:
+            # Just in time: the numbers exist in clear only in this request, in memory.
+            payer = await self._clear(command.payer, command.client_id)
+            payee = await self._clear(command.payee, command.client_id)
+        except PaygateError as exc:
+            # Deleted, expired or unreadable since the intake checked it: nothing is sent.
+            return await self._recorder.failed(
+                facts, attempt_key, ErrorInfo.from_error(exc), provider=provider_name, claim=claim
+            )
         request = ChargeRequest(
             attempt_key=attempt_key,
             payment_request_id=command.payment_request_id,
             amount=command.amount,
             payment_method=command.payment_method,
-            payer=command.payer,
-            payee=command.payee,
+            payer=payer,
+            payee=payee,
             metadata=command.metadata,
             capture=command.capture,
         )
@@ -463,6 +485,13 @@ class PaymentCommandHandler:
         return await self._recorder.charged(
             facts, attempt_key, charged, provider=provider_name, claim=claim
         )
+
+    async def _clear(self, account: AnyAccount, client_id: str | None) -> Account:
+        if isinstance(account, Account):
+            return account  # sealed before the vault existed, or a test's own command
+        if isinstance(account, VaultedAccount) and self._vault is not None:
+            return await self._vault.reveal(account, client_id=client_id)
+        raise TypeError(f"a {type(account).__name__} reached the provider call unvaulted")
 
     def _observe(self, provider_name: str, started: float, outcome: str) -> None:
         self._metrics.provider_call_seconds.labels(provider_name, outcome).observe(

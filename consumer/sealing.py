@@ -6,8 +6,12 @@ received can only be re-sent with the payer's and payee's numbers. So the comman
 with its attempt sealed: AES-256-GCM under a key derived (HKDF-SHA256) from the account
 fingerprint key, with a fresh nonce per seal and the payment id as associated data, so a
 sealed command opens only for the payment it was sealed for. The attempt drops it as soon
-as the attempt is closed (see persistence.payment_store). A card vault replaces this when it
-lands; until then this keeps the numbers unreadable in the database.
+as the attempt is closed (see persistence.payment_store).
+
+Since the vault, a sealed command holds no number at all: its accounts are vault tokens
+(with their masked numbers and fingerprints), revealed again only for the re-sent call, so
+the vault stays the one place numbers live and deleting a token shreds the sealed copy's
+number too. Seals made before the vault (with ``number``) still open.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from domain.accounts import Account, AccountType
 from domain.money import Money
 from domain.payments import CreatePayment, PaymentMethod
+from domain.vaulted import AnyAccount, VaultedAccount
 
 log = logging.getLogger("paygate.consumer")
 
@@ -71,8 +76,22 @@ class CommandSealer:
         return command
 
 
-def _account(account: Account) -> dict[str, Any]:
-    return {"type": account.type.value, "number": account.number, "holder": account.holder_name}
+def _account(account: AnyAccount) -> dict[str, Any]:
+    if isinstance(account, VaultedAccount):
+        return {
+            "type": account.type.value,
+            "token": account.token,
+            "masked": account.masked,
+            "fingerprint": account.fingerprint,
+            "holder": account.holder_name,
+        }
+    if isinstance(account, Account):
+        return {
+            "type": account.type.value,
+            "number": account.number,
+            "holder": account.holder_name,
+        }
+    raise TypeError(f"a {type(account).__name__} is vaulted before it is sealed")
 
 
 def _fields(command: CreatePayment) -> dict[str, Any]:
@@ -95,7 +114,15 @@ def _fields(command: CreatePayment) -> dict[str, Any]:
 
 
 def _command(fields: dict[str, Any]) -> CreatePayment:
-    def account(raw: dict[str, Any]) -> Account:
+    def account(raw: dict[str, Any]) -> Account | VaultedAccount:
+        if "token" in raw:
+            return VaultedAccount(
+                AccountType(raw["type"]),
+                raw["token"],
+                raw["masked"],
+                raw["fingerprint"],
+                raw["holder"],
+            )
         return Account(AccountType(raw["type"]), raw["number"], raw["holder"])
 
     return CreatePayment(

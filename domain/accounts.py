@@ -61,29 +61,31 @@ class Account:
     def parse(
         cls, type_: object, number: object, holder_name: object = None, *, param: str
     ) -> Account:
-        check_characters(type_, f"{param}.type")
+        # An empty ``param``: the account is the whole body (POST /v1/payment_methods).
+        prefix = f"{param}." if param else ""
+        check_characters(type_, f"{prefix}type")
         try:
             account_type = AccountType(str(type_))
         except ValueError:
             raise PaygateError(
                 ErrorCode.INVALID_REQUEST,
                 f"account type must be one of: {', '.join(t.value for t in AccountType)}",
-                param=f"{param}.type",
+                param=f"{prefix}type",
             ) from None
         # The message names a code point and a position only, never the number.
-        check_characters(number, f"{param}.number")
+        check_characters(number, f"{prefix}number")
         if not isinstance(number, str) or not _NUMBER.match(number):
             # Never echo the number back: it may be a real one.
             raise PaygateError(
                 ErrorCode.INVALID_REQUEST,
                 "account number must be 4 to 64 letters, digits or underscores",
-                param=f"{param}.number",
+                param=f"{prefix}number",
             )
         holder = None
         if holder_name is not None:
             holder = check_text(
                 holder_name,
-                param=f"{param}.holderName",
+                param=f"{prefix}holderName",
                 name="holderName",
                 min_length=0,
                 max_length=MAX_HOLDER_NAME_LENGTH,

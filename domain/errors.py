@@ -61,6 +61,10 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     WEBHOOK_URL_REFUSED = "webhook_url_refused"
     PAYMENT_EXPIRED = "payment_expired"
+    PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
+    ACCOUNT_DATA_TAMPERED = "account_data_tampered"
+    ENCRYPTION_KEY_UNKNOWN = "encryption_key_unknown"
+    ENCRYPTION_KEY_MISMATCH = "encryption_key_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +377,50 @@ _SPECS: Final = (
         "QR code) before it expired; the provider closed the payment and nothing was charged.",
         action="The same Idempotency-Key replays the expiry. To try again, send a new "
         "attempt: `newAttempt: true` with a new Idempotency-Key.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_METHOD_NOT_FOUND,
+        category=_C.NOT_FOUND,
+        retryable=False,
+        http_status=404,
+        meaning="No stored payment method has this token for this client: it never existed, "
+        "was deleted (its number is gone for good), expired under the retention, or belongs "
+        "to another client. Nothing was sent to a provider.",
+        action="Tokenize the account again (`POST /v1/payment_methods`) and pay with the new "
+        "token; a command that came by Kafka is in the dead-letter topic.",
+    ),
+    ErrorSpec(
+        code=_E.ACCOUNT_DATA_TAMPERED,
+        category=_C.INVALID_MESSAGE,
+        retryable=False,
+        http_status=422,
+        meaning="An encrypted account number does not authenticate (AES-GCM): its "
+        "ciphertext, nonce or the data bound to it was altered, or it was moved to another "
+        "token. Nothing was decrypted or sent to a provider.",
+        action="Do not retry: report it as a security incident; the message is in the "
+        "dead-letter topic.",
+    ),
+    ErrorSpec(
+        code=_E.ENCRYPTION_KEY_UNKNOWN,
+        category=_C.INVALID_MESSAGE,
+        retryable=False,
+        http_status=422,
+        meaning="An encrypted account number names a key id paygate does not hold: a retired "
+        "data key, a key-encryption key that is not configured, or a public key paygate "
+        "never published. Nothing was sent to a provider.",
+        action="Configure the missing key (or encrypt to the current public key, "
+        "`GET /v1/payment_methods/encryption_key`); the message is in the dead-letter topic.",
+    ),
+    ErrorSpec(
+        code=_E.ENCRYPTION_KEY_MISMATCH,
+        category=_C.INVALID_MESSAGE,
+        retryable=False,
+        http_status=422,
+        meaning="The key with the named id does not open the value: a key-encryption key "
+        "configured under an id that belongs to another key, or a number encrypted to "
+        "another public key. Nothing was sent to a provider.",
+        action="Configure the right key under that id (or encrypt to the current public "
+        "key); the message is in the dead-letter topic.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

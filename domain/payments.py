@@ -16,10 +16,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from domain.accounts import Account
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from domain.text import check_characters, check_text
+from domain.vaulted import AnyAccount
 
 _IDENTIFIER: Final = re.compile(r"\A[A-Za-z0-9._:\-]{1,64}\Z")
 _IDEMPOTENCY_KEY: Final = re.compile(r"\A[\x21-\x7e]{1,255}\Z")
@@ -144,8 +144,9 @@ class CreatePayment:
     order_id: str
     amount: Money
     payment_method: PaymentMethod
-    payer: Account
-    payee: Account
+    # Clear or in an intake form only between an intake and the vault (domain.vaulted).
+    payer: AnyAccount
+    payee: AnyAccount
     requested_at: datetime
     metadata: Mapping[str, str] = field(default_factory=dict)
     # Says the client knows an earlier payment of this order failed and wants to try again.
@@ -178,8 +179,8 @@ class CreatePayment:
         order_id: object,
         amount: Money,
         payment_method: object,
-        payer: Account,
-        payee: Account,
+        payer: AnyAccount,
+        payee: AnyAccount,
         requested_at: datetime,
         metadata: Mapping[str, str],
         new_attempt: bool = False,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from aiohttp import web
@@ -27,6 +27,7 @@ from http_facade.database_guard import (
     GuardedQueries,
     GuardedRateLimiter,
     GuardedRefunds,
+    GuardedVault,
     GuardedWaiter,
     GuardedWebhooks,
     IsOutage,
@@ -36,12 +37,14 @@ from http_facade.errors import error_middleware
 from http_facade.notification_routes import add_notification_routes
 from http_facade.openapi_routes import add_openapi_routes
 from http_facade.ops_routes import add_ops_routes
+from http_facade.payment_methods_routes import add_payment_method_routes
 from http_facade.payments_routes import add_payment_routes
 from http_facade.ports import (
     CommandPublisher,
     NoNotices,
     NoticeSink,
     NotificationReader,
+    PaymentMethodVault,
     PaymentQueries,
     RefundQueries,
     ResultWaiter,
@@ -53,6 +56,7 @@ from http_facade.security_headers import security_headers_middleware
 from http_facade.state import (
     ACCOUNT_KEY,
     CLOCK,
+    ENCRYPTION_KEY,
     MAX_WAIT_S,
     METRICS,
     NOTICE_READERS,
@@ -61,6 +65,8 @@ from http_facade.state import (
     QUERIES,
     READINESS,
     REFUNDS,
+    TOKEN_RETENTION,
+    VAULT,
     WAITER,
     WEBHOOK_URL_CHECK,
     WEBHOOKS,
@@ -90,6 +96,9 @@ def build_app(
     account_key: bytes,
     authenticator: Authenticator,
     rate_limiter: RateLimiter,
+    vault: PaymentMethodVault,
+    token_retention: timedelta = timedelta(days=30),
+    encryption_key: tuple[str, str, str] | None = None,
     readiness: Readiness | None = None,
     max_wait_s: float = 30.0,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
@@ -119,6 +128,9 @@ def build_app(
     ``webhooks`` serves ``/v1/webhook_endpoints`` (without it, those routes are not
     there); ``webhook_url_check`` judges the URLs registered, by default as in
     production (https, public addresses only).
+    ``vault`` keeps every account number a request carries: the facade publishes tokens
+    only (http_facade.account_vaulting); ``encryption_key`` (key id, algorithm, public key
+    PEM) is published at ``GET /v1/payment_methods/encryption_key``.
     """
     if not (max_wait_s >= 1 and math.isfinite(max_wait_s)):  # also refuses NaN
         raise ValueError(f"max_wait_s must be at least 1 second, got {max_wait_s!r}")
@@ -150,7 +162,11 @@ def build_app(
     app[NOTICE_READERS] = dict(notice_readers or {})
     app[NOTICE_SINK] = notice_sink if notice_sink is not None else NoNotices()
     add_notification_routes(app)
+    app[VAULT] = GuardedVault(vault, guard)
+    app[TOKEN_RETENTION] = token_retention
+    app[ENCRYPTION_KEY] = encryption_key
     add_payment_routes(app)
+    add_payment_method_routes(app)
     add_refund_routes(app)
     add_capture_routes(app)
     if webhooks is not None:

@@ -32,6 +32,7 @@ PUBLIC_ROUTES: Final = frozenset(
         "/asyncapi.json",
         "/schemas/avro/{file}",
         "/v1/notifications/{provider}",
+        "/v1/payment_methods/encryption_key",
     }
 )
 

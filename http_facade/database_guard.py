@@ -18,15 +18,24 @@ advice, the same as for Kafka: retry with the same ``Idempotency-Key``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import TypeVar
 
+from domain.accounts import Account
 from domain.errors import ErrorCode, PaygateError
 from domain.idempotency import OrderPayment
 from domain.payment_view import PaymentView
 from domain.refund_view import RefundView
+from domain.vaulted import VaultedAccount
 from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
 from http_facade.auth import Authenticator
-from http_facade.ports import PaymentQueries, RefundQueries, ResultWaiter, WebhookEndpoints
+from http_facade.ports import (
+    PaymentMethodVault,
+    PaymentQueries,
+    RefundQueries,
+    ResultWaiter,
+    WebhookEndpoints,
+)
 from http_facade.rate_limit import RateLimiter
 from telemetry.outage_log import OutageLog
 
@@ -177,3 +186,41 @@ class GuardedRateLimiter:
     async def acquire(self, client_id: str) -> float:
         # Most acquisitions spend a local lease without a database call: proves nothing.
         return await self._guard.call(self._inner.acquire(client_id), proves_reachable=False)
+
+
+class GuardedVault:
+    """The vault, which lives in paygate's database by default (or its own): unreachable
+    is 503 like any read, a vault refusal passes through with its own code."""
+
+    def __init__(self, inner: PaymentMethodVault, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def tokenize(
+        self,
+        account: Account,
+        *,
+        client_id: str | None,
+        saved: bool = False,
+        expires_in: timedelta | None = None,
+    ) -> VaultedAccount:
+        return await self._guard.call(
+            self._inner.tokenize(account, client_id=client_id, saved=saved, expires_in=expires_in)
+        )
+
+    async def describe(
+        self, token: str, *, client_id: str | None, holder_name: str | None = None
+    ) -> VaultedAccount:
+        return await self._guard.call(
+            self._inner.describe(token, client_id=client_id, holder_name=holder_name)
+        )
+
+    async def check_opens(
+        self, token: str, *, client_id: str | None, holder_name: str | None = None
+    ) -> VaultedAccount:
+        return await self._guard.call(
+            self._inner.check_opens(token, client_id=client_id, holder_name=holder_name)
+        )
+
+    async def delete(self, token: str, *, client_id: str | None) -> bool:
+        return await self._guard.call(self._inner.delete(token, client_id=client_id))

@@ -19,6 +19,7 @@ from domain.idempotency import resolve_key
 from domain.order_protection import refusal_for_new_payment
 from domain.payment_view import PaymentView
 from domain.payments import check_idempotency_key, is_payment_request_id
+from http_facade.account_vaulting import with_numbers_vaulted, with_tokens_resolved
 from http_facade.list_query import parse_list_query
 from http_facade.prefer import requested_wait
 from http_facade.requests import parse_create_payment_body
@@ -77,6 +78,7 @@ async def create_payment(request: web.Request) -> web.Response:
         client_id=request[CLIENT_ID],
     )
     request[ORDER_ID] = command.order_id
+    command = await with_tokens_resolved(request, command)
     queries = request.app[QUERIES]
 
     order = await queries.order_payments(command.order_id, command.client_id)
@@ -110,6 +112,8 @@ async def create_payment(request: web.Request) -> web.Response:
         )
         if refusal is not None:
             raise refusal
+        # Last, so a refused or replayed request vaults nothing.
+        command = await with_numbers_vaulted(request, command)
         await request.app[PUBLISHER].publish_create_payment(command)
 
     if wait_s is not None and await request.app[WAITER].wait_for_final(payment_request_id, wait_s):

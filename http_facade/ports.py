@@ -7,14 +7,17 @@ listener); unit tests pass fakes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Protocol
 
+from domain.accounts import Account
 from domain.captures import CapturePayment
 from domain.idempotency import OrderPayment
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment
+from domain.vaulted import VaultedAccount
 from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
 from providers.notices import ChargeNotice, NoticeResult
 
@@ -120,3 +123,30 @@ class HostResolver(Protocol):
     async def __call__(self, host: str, port: int) -> list[str]:
         """The addresses ``host`` resolves to (empty, or OSError, if it does not)."""
         ...
+
+
+class PaymentMethodVault(Protocol):
+    """The card vault (vault.Vault): the facade tokenizes, looks up and deletes; it never
+    reads a number back."""
+
+    async def tokenize(
+        self,
+        account: Account,
+        *,
+        client_id: str | None,
+        saved: bool = False,
+        expires_in: timedelta | None = None,
+    ) -> VaultedAccount: ...
+
+    async def describe(
+        self, token: str, *, client_id: str | None, holder_name: str | None = None
+    ) -> VaultedAccount: ...
+
+    async def check_opens(
+        self, token: str, *, client_id: str | None, holder_name: str | None = None
+    ) -> VaultedAccount:
+        """The vaulted account after checking its number decrypts (then dropped): a broken
+        one is refused (4xx) before a payment is published."""
+        ...
+
+    async def delete(self, token: str, *, client_id: str | None) -> bool: ...

@@ -27,6 +27,7 @@ from domain.errors import ErrorCode, PaygateError
 from domain.money import money_from_text
 from domain.payments import CreatePayment
 from domain.text import forbidden_character
+from domain.vaulted import AccountToken, check_token
 
 # A wrongly typed amount or currency is reported with the code the domain uses for any
 # bad value of that field, so clients see one code per field whatever went wrong with it.
@@ -51,12 +52,54 @@ class StrictBody(BaseModel):
 
 
 class AccountBody(StrictBody):
+    """An account by its number (vaulted by the facade before the command is published) or
+    by a token from ``POST /v1/payment_methods`` (whose type is the vault's)."""
+
+    type: str | None = None
+    number: str | None = Field(default=None, repr=False)
+    token: str | None = None
+    holder_name: str | None = Field(default=None, alias="holderName")
+
+    def to_account(self, *, param: str) -> Account | AccountToken:
+        if (self.number is None) == (self.token is None):
+            raise PaygateError(
+                ErrorCode.INVALID_REQUEST,
+                f"{param} needs exactly one of number and token",
+                param=param,
+            )
+        if self.token is not None:
+            token = check_token(self.token, param=f"{param}.token")
+            # The type is checked like any, but the vault's record of it wins.
+            shape = Account.parse(self.type or "card", "0000", self.holder_name, param=param)
+            return AccountToken(shape.type, token, shape.holder_name)
+        if self.type is None:
+            raise PaygateError(
+                ErrorCode.INVALID_REQUEST, f"{param}.type is required", param=f"{param}.type"
+            )
+        return Account.parse(self.type, self.number, self.holder_name, param=param)
+
+
+class PaymentMethodBody(StrictBody):
+    """The body of ``POST /v1/payment_methods``."""
+
     type: str
     number: str = Field(repr=False)
     holder_name: str | None = Field(default=None, alias="holderName")
+    # Saved for reuse: kept until deleted. Otherwise the retention shreds it.
+    saved: bool = False
 
-    def to_account(self, *, param: str) -> Account:
-        return Account.parse(self.type, self.number, self.holder_name, param=param)
+    def to_account(self) -> Account:
+        return Account.parse(self.type, self.number, self.holder_name, param="")
+
+
+def parse_payment_method_body(raw: bytes) -> PaymentMethodBody:
+    document = decode_json(raw)
+    if not isinstance(document, dict):
+        raise PaygateError(ErrorCode.INVALID_REQUEST, "request body must be a JSON object")
+    try:
+        return PaymentMethodBody.model_validate(document)
+    except ValidationError as exc:
+        raise_first(exc)
 
 
 class CreatePaymentBody(StrictBody):

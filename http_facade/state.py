@@ -7,7 +7,7 @@ request keys carry what a handler learned (ids) to the access log written after 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from aiohttp import web
@@ -16,6 +16,7 @@ from http_facade.ports import (
     CommandPublisher,
     NoticeSink,
     NotificationReader,
+    PaymentMethodVault,
     PaymentQueries,
     RefundQueries,
     ResultWaiter,
@@ -39,6 +40,11 @@ WEBHOOK_URL_CHECK: Final = web.AppKey[EndpointUrlCheck]("webhook_url_check")
 # Providers' notification readers by route name, and where their notices are recorded.
 NOTICE_READERS: Final = web.AppKey[Mapping[str, NotificationReader]]("notice_readers")
 NOTICE_SINK: Final = web.AppKey[NoticeSink]("notice_sink")
+VAULT: Final = web.AppKey[PaymentMethodVault]("vault")
+# Lifetime of a token not saved for reuse (PAYGATE_VAULT_TOKEN_RETENTION_DAYS).
+TOKEN_RETENTION: Final = web.AppKey[timedelta]("token_retention")
+# paygate's published account encryption key: (key id, algorithm, public key PEM).
+ENCRYPTION_KEY: Final = web.AppKey[tuple[str, str, str] | None]("encryption_key")
 
 REQUEST_ID: Final = web.RequestKey[str]("request_id")
 PAYMENT_REQUEST_ID: Final = web.RequestKey[str]("payment_request_id")

@@ -162,9 +162,13 @@ _COMMANDS: dict[str, _Command] = {
     # Development by definition: run_dev switches to PAYGATE_ENV=development itself.
     "dev": _Command("run the whole stack locally (starts Kafka when none is configured)", _dev),
     "consumer": _Command(
-        "run the command consumer", _consumer, Uses.FINGERPRINT_KEY | Uses.PROVIDERS
+        "run the command consumer",
+        _consumer,
+        Uses.FINGERPRINT_KEY | Uses.PROVIDERS | Uses.VAULT,
     ),
-    "facade": _Command("run the HTTPS REST facade", _facade, Uses.FINGERPRINT_KEY | Uses.TLS),
+    "facade": _Command(
+        "run the HTTPS REST facade", _facade, Uses.FINGERPRINT_KEY | Uses.TLS | Uses.VAULT
+    ),
     "acquirer": _Command(
         "run the sandbox acquirer as an HTTP service", _acquirer, Uses.SANDBOX_ACQUIRER
     ),
@@ -172,7 +176,9 @@ _COMMANDS: dict[str, _Command] = {
         "create the Kafka topics if missing; report existing ones that differ", _topics
     ),
     "reconcile": _Command(
-        "resolve in-doubt payments by asking the provider, once", _reconcile, Uses.PROVIDERS
+        "resolve in-doubt payments by asking the provider, once",
+        _reconcile,
+        Uses.PROVIDERS | Uses.VAULT,
     ),
     "expire-keys": _Command("expire idempotency keys older than the retention, once", _expire_keys),
 }
@@ -191,6 +197,7 @@ APIKEY_COMMAND = "apikey"
 DB_COMMAND = "db"
 SCHEMAS_COMMAND = "schemas"
 WEBHOOKS_COMMAND = "webhooks"
+KEYS_COMMAND = "keys"
 
 
 def _chaos(arguments: list[str]) -> int:
@@ -235,6 +242,12 @@ def _webhooks(arguments: list[str]) -> int:
     return webhooks_main(arguments)
 
 
+def _keys(arguments: list[str]) -> int:
+    from paygate.keys_command import main as keys_main
+
+    return keys_main(arguments)
+
+
 # Commands with options or subcommands of their own: they parse the rest of the command line
 # themselves (and are imported only when run).
 _TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
@@ -245,6 +258,7 @@ _TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     DB_COMMAND: ("upgrade the database schema, or show its revision", _db),
     SCHEMAS_COMMAND: ("register the Avro schemas with the Schema Registry", _schemas),
     WEBHOOKS_COMMAND: ("list webhook deliveries, send them again, or run a dispatcher", _webhooks),
+    KEYS_COMMAND: ("rotate, re-wrap, retire and list the vault's data keys", _keys),
 }
 
 

@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer
 
+from consumer.account_intake import AccountIntake, AdmittedPayments
 from consumer.assignment import AssignmentWatch
+from consumer.dead_letter_redaction import DeadLetterRedaction
 from consumer.dead_letters import DeadLetterRouter
 from consumer.dispatch import CommandDispatcher
 from consumer.failures import outage_of
@@ -28,6 +30,7 @@ from paygate.providers import build_router
 from paygate.schema_source import payment_messages
 from paygate.settings import Settings
 from paygate.startup import start_with_retry
+from paygate.vault_wiring import account_key_pair, open_vault
 from paygate.webhook_dispatch import webhook_dispatcher, webhook_sender
 from persistence.database import Database
 from persistence.outbox_lease import OutboxLease
@@ -149,6 +152,9 @@ class ConsumerService:
                 stall_after_s=settings.outbox_stall_s,
                 unreachable=outage_of,
             )
+            opened = await open_vault(settings, db.engine, db.writes)
+            started.push_async_callback(opened.close)
+            vault = opened.vault
             handlers = handlers_of(
                 settings,
                 db=db,
@@ -157,14 +163,32 @@ class ConsumerService:
                 router=router,
                 messages=messages,
                 metrics=self.metrics,
+                vault=vault,
+            )
+            intake = AccountIntake(
+                vault,
+                account_key_pair(settings),
+                accept_clear=settings.clear_account_numbers_accepted,
+                retention=timedelta(days=settings.vault_token_retention_days),
             )
             assignment = AssignmentWatch(settings.assignment_grace_s)
             runner = CommandRunner(
                 consumer=consumer,
                 topic=settings.commands_topic,
                 messages=messages,
-                handler=CommandDispatcher(handlers.payments, handlers.refunds, handlers.captures),
-                dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
+                handler=CommandDispatcher(
+                    AdmittedPayments(intake, handlers.payments), handlers.refunds, handlers.captures
+                ),
+                dead_letters=DeadLetterRouter(
+                    producer,
+                    settings.dlq_topic,
+                    self.metrics,
+                    redact=DeadLetterRedaction(
+                        messages,
+                        vault,
+                        retention=timedelta(days=settings.vault_token_retention_days),
+                    ),
+                ),
                 metrics=self.metrics,
                 after_work=relay.notify,
                 on_assignment=assignment.changed,
@@ -183,7 +207,8 @@ class ConsumerService:
                 expired = await key_expiry.run_once()
                 pruned = await db.outbox.prune(datetime.now(UTC) - outbox_retention)
                 deliveries = await db.webhooks.prune(datetime.now(UTC) - webhook_retention)
-                return expired + pruned + deliveries
+                shredded = await vault.delete_expired()
+                return expired + pruned + deliveries + shredded
 
             await self.providers.start_all()
             started.push_async_callback(self.providers.stop_all)
@@ -228,7 +253,8 @@ class ConsumerService:
                         stop,
                         settings.key_expiry_interval_s,
                         housekeeping,
-                        "idempotency keys expired, outbox rows and webhook deliveries pruned",
+                        "idempotency keys expired, outbox rows and webhook deliveries pruned, "
+                        "tokens shredded",
                     ),
                     "housekeeping",
                 ),

@@ -7,6 +7,7 @@ import asyncio
 import functools
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -27,6 +28,7 @@ from paygate.notices import notification_wiring
 from paygate.ops_server import ops_url, start_ops_server
 from paygate.schema_source import payment_messages
 from paygate.settings import Environment, Settings
+from paygate.vault_wiring import account_key_pair, open_vault
 from persistence.availability import is_database_unavailable
 from persistence.database import Database
 from producer.command_publisher import KafkaCommandPublisher
@@ -34,6 +36,8 @@ from producer.kafka_producer import KafkaProducer
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
+from vault.account_key_pair import PublishedKey
+from vault.vault import Vault
 
 log = logging.getLogger("paygate.http")
 
@@ -116,6 +120,8 @@ class FacadeService:
             ssl_context, cert, key, interval_s=settings.tls_reload_interval_s
         )
         db = await open_database(settings)
+        opened = await open_vault(settings, db.engine, db.writes)
+        published = account_key_pair(settings).published
         store, refunds = db.payments, db.refunds
         producer = KafkaProducer(kafka, client_id="paygate-facade")
         listener = ResultListener(
@@ -146,6 +152,8 @@ class FacadeService:
                 ),
                 waiter=listener,
                 messages=messages,
+                vault=opened.vault,
+                encryption_key=published,
             )
             await reloader.start()
             runner = await run_facade(
@@ -170,6 +178,7 @@ class FacadeService:
             await reloader.stop()
             await listener.stop()
             await producer.stop()
+            await opened.close()
             await db.close()
 
 
@@ -180,6 +189,8 @@ def facade_app(
     db: Database,
     publisher: CommandPublisher,
     waiter: ResultWaiter,
+    vault: Vault,
+    encryption_key: PublishedKey | None = None,
     readiness: Readiness | None = None,
     messages: PaymentMessages | None = None,
 ) -> web.Application:
@@ -197,6 +208,11 @@ def facade_app(
         metrics=metrics,
         readiness=readiness,
         account_key=settings.account_key,
+        vault=vault,
+        token_retention=timedelta(days=settings.vault_token_retention_days),
+        encryption_key=None
+        if encryption_key is None
+        else (encryption_key.key_id, encryption_key.algorithm, encryption_key.public_key_pem),
         authenticator=CachedAuthenticator(db.api_keys, ttl_s=settings.api_key_cache_s),
         rate_limiter=SharedRateLimiter(
             db.rate_limits, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst

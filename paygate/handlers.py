@@ -22,6 +22,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
+from vault.vault import Vault
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +43,10 @@ def handlers_of(
     router: Router,
     messages: PaymentMessages,
     metrics: Metrics,
+    vault: Vault,
 ) -> Handlers:
-    """Every handler and reconciler of the consumer, over ``db``."""
+    """Every handler and reconciler of the consumer, over ``db``; ``vault`` reveals the
+    accounts of payments for their provider calls."""
     store = db.payments
     min_age = timedelta(seconds=settings.reconcile_min_age_s)
     retry_policy = settings.retry_policy()
@@ -57,6 +60,7 @@ def handlers_of(
         metrics=metrics,
         abandon_after=timedelta(seconds=settings.abandon_after_s),
         retry_policy=retry_policy,
+        vault=vault,
     )
     refund_store = db.refunds
     refunds = RefundCommandHandler(

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from enum import Flag, auto
 from typing import Final
 
-from paygate.settings import DEV_FINGERPRINT_KEY, Environment, Settings
+from paygate.settings import (
+    DEV_ACCOUNT_ENCRYPTION_KEY_FILE,
+    DEV_FINGERPRINT_KEY,
+    DEV_VAULT_KEK,
+    Environment,
+    Settings,
+)
 from providers.routing import DEFAULT_ROUTE
 
 # HMAC-SHA256's key is as strong as its randomness; 32 bytes is the hash's own size.
@@ -53,6 +59,7 @@ class Uses(Flag):
     TLS = auto()  # serves HTTPS (facade)
     PROVIDERS = auto()  # calls payment providers (consumer, reconcile)
     SANDBOX_ACQUIRER = auto()  # is the sandbox acquirer (`paygate acquirer`)
+    VAULT = auto()  # encrypts or decrypts account numbers (consumer, facade, `paygate keys`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,8 @@ def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
         found += _tls(settings)
     if Uses.PROVIDERS in uses:
         found += _providers(settings)
+    if Uses.VAULT in uses:
+        found += _vault_kek(settings)
     if Uses.SANDBOX_ACQUIRER in uses:
         found.append(
             UnsafeSetting(
@@ -128,6 +137,40 @@ def _fingerprint_key(settings: Settings) -> list[UnsafeSetting]:
     if len(key) < MIN_FINGERPRINT_KEY_BYTES:
         return [UnsafeSetting(setting, f"is too short ({len(key)} bytes); {_RANDOM_KEY_HINT}")]
     return []
+
+
+def _vault_kek(settings: Settings) -> list[UnsafeSetting]:
+    found: list[UnsafeSetting] = []
+    if DEV_ACCOUNT_ENCRYPTION_KEY_FILE in settings.account_encryption_key_files:
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES",
+                "names the development key file, generated on a developer's machine; set it "
+                "to your RSA-3072 private key, a PEM file of mode 0400 "
+                "(`openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072`)",
+            )
+        )
+    if settings.accept_clear_account_numbers:
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_ACCEPT_CLEAR_ACCOUNT_NUMBERS",
+                "is on: clear account numbers would sit in the Kafka topics' log segments; "
+                "have producers send tokens or encrypted numbers, and unset it",
+            )
+        )
+    if settings.vault_kek_file is not None:
+        return found  # read at start; a missing or malformed file stops the process there
+    if DEV_VAULT_KEK in settings.vault_kek.get_secret_value():
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_VAULT_KEK",
+                "is (or still holds) the development key-encryption key, which anyone with "
+                "this repository can read: every stored account number would be readable; "
+                "set PAYGATE_VAULT_KEK_FILE to a file of `<id>:<64 hex digits>` "
+                "(e.g. `kek-1:$(openssl rand -hex 32)`), or plug in a KMS",
+            )
+        )
+    return found
 
 
 def _tls(settings: Settings) -> list[UnsafeSetting]:

@@ -14,6 +14,7 @@ from paygate.database import open_database
 from paygate.handlers import handlers_of
 from paygate.providers import build_providers, build_router
 from paygate.settings import Settings
+from paygate.vault_wiring import open_vault
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 
@@ -21,6 +22,7 @@ from telemetry.metrics import Metrics
 async def reconcile_once(settings: Settings) -> dict[str, int]:
     providers = build_providers(settings)
     db = await open_database(settings)
+    opened = await open_vault(settings, db.engine, db.writes)
     try:
         await providers.start_all()
         metrics = Metrics()
@@ -31,6 +33,7 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
             router=build_router(settings, providers),
             messages=PaymentMessages.bundled(),
             metrics=metrics,
+            vault=opened.vault,
         )
         total: dict[str, int] = {}
         while True:
@@ -46,6 +49,7 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
         return total
     finally:
         await providers.stop_all()
+        await opened.close()
         await db.close()
 
 

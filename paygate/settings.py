@@ -34,6 +34,11 @@ from providers.routing import DEFAULT_ROUTE, Router
 # fingerprints would be computable by anyone who reads this file. Production refuses it
 # (paygate.production_checks).
 DEV_FINGERPRINT_KEY = "paygate-development-fingerprint-key"
+# Only for local development, likewise: the vault's key-encryption key (`<id>:<hex>`),
+# written here so `make dev` needs no key set-up. Production refuses it.
+DEV_VAULT_KEK = "development:" + "00112233445566778899aabbccddeeff" * 2
+# Generated there at first use in development (vault.account_key_pair).
+DEV_ACCOUNT_ENCRYPTION_KEY_FILE = Path(".cache/account-encryption-key.pem")
 
 
 class Environment(StrEnum):
@@ -590,6 +595,46 @@ class Settings(BaseSettings):
         ge=60,
         description="Seconds the payer has to act before the trade expires and is closed.",
     )
+    vault_kek: SecretStr = Field(
+        SecretStr(DEV_VAULT_KEK),
+        description="The vault's key-encryption keys, `<id>:<64 hex digits>` (32 random "
+        'bytes: `echo "kek-$(date +%Y%m):$(openssl rand -hex 32)"`), comma-separated: the '
+        "first wraps new data keys, the others only unwrap (rotation, docs/security.md). "
+        "Prefer `PAYGATE_VAULT_KEK_FILE` or a KMS. The default is for development only and "
+        "refused in production.",
+    )
+    vault_kek_file: Path | None = Field(
+        None,
+        description="File holding the key-encryption keys in the format of "
+        "`PAYGATE_VAULT_KEK` (one per line; mode 0400, owned by paygate's user); wins over "
+        "it when set.",
+    )
+    vault_database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL of the vault's database (tables `vault_keys`, "
+        "`vault_entries`). Unset: paygate's own database (`PAYGATE_DATABASE_URL`).",
+    )
+    accept_clear_account_numbers: bool | None = Field(
+        None,
+        description="Whether a clear account number in a Kafka command is accepted (then "
+        "vaulted at first read, never re-published) instead of dead-lettered "
+        "`invalid_request`. Unset: only with `PAYGATE_ENV=development`. Producers should "
+        "send a token or an encrypted number (docs/security.md).",
+    )
+    account_encryption_key_files: list[Path] = Field(
+        default=[DEV_ACCOUNT_ENCRYPTION_KEY_FILE],
+        description="JSON: PEM files of RSA private keys (3072 bits) that open account numbers "
+        "producers encrypted to paygate's public key; the first one's public key is published "
+        "at `GET /v1/payment_methods/encryption_key`, the others still decrypt (rotation). "
+        "In development a missing file is generated; production refuses the default path.",
+    )
+    vault_token_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Days a token not saved for reuse lives after the payment that used it "
+        "is final; then `paygate keys expire` (and the consumer's housekeeping) "
+        "crypto-shreds it. Saved tokens (`POST /v1/payment_methods`) live until deleted.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -701,6 +746,19 @@ class Settings(BaseSettings):
         return list(dict.fromkeys(n for names in self.effective_routes.values() for n in names))
 
     @property
+    def clear_account_numbers_accepted(self) -> bool:
+        if self.accept_clear_account_numbers is not None:
+            return self.accept_clear_account_numbers
+        return self.env is Environment.DEVELOPMENT
+
+    @property
+    def vault_kek_text(self) -> str:
+        """The key-encryption keys as configured: the file's content, else the setting's."""
+        if self.vault_kek_file is not None:
+            return self.vault_kek_file.read_text()
+        return self.vault_kek.get_secret_value()
+
+    @property
     def account_key(self) -> bytes:
         return self.account_fingerprint_key.get_secret_value().encode()
 
@@ -725,7 +783,7 @@ def settings_table() -> str:
         if isinstance(default, SecretStr):
             default = "(development key)"
         elif isinstance(default, dict | list):
-            default = json.dumps(default)  # as the variable is written
+            default = json.dumps(default, default=str)  # as the variable is written
         shown = "(unset)" if default is None else f"`{default}`"
         lines.append(f"| `{env}` | {shown} | {field.description} |")
     return "\n".join(lines) + "\n"

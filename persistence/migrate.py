@@ -30,11 +30,12 @@ from sqlalchemy import Connection, MetaData, inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-# Imported for their side effect: they add the api_keys, outbox_lease, rate_limit_buckets
-# and webhook tables to ``metadata``.
+# Imported for their side effect: they add the api_keys, outbox_lease, rate_limit_buckets,
+# vault and webhook tables to ``metadata``.
 import persistence.api_key_tables
 import persistence.outbox_lease_tables
 import persistence.rate_limit_tables
+import persistence.vault_tables
 import persistence.webhook_tables  # noqa: F401
 from persistence.engine import WRITE_OPTION
 from persistence.migrations import baseline_tables

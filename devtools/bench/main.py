@@ -26,9 +26,14 @@ from devtools.bench.environment import (
 from devtools.bench.options import BenchOptions, parse_options
 from devtools.bench.pipeline import concurrency_bound, run_pipeline
 from devtools.bench.provider import BenchProvider
-from devtools.bench.report import B_NORMAL, CaseResult, case_lines, summary_lines
+from devtools.bench.report import B_NORMAL, B_TOKENS, CaseResult, case_lines, summary_lines
 from devtools.bench.scale_out import ScaleStep, run_scale_step, scale_lines, scale_summary
-from devtools.bench.workload import CaseTopics, created_topics, produce_commands
+from devtools.bench.workload import (
+    CaseTopics,
+    created_topics,
+    produce_commands,
+    vaulted_accounts,
+)
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from persistence.engine import SqliteSynchronous
@@ -63,7 +68,9 @@ def _say(*lines: str) -> None:
 
 
 async def run_bench(options: BenchOptions, command: str) -> None:
-    base = Settings()
+    # The bench plays upstream producers that send clear numbers (case b), which only
+    # development accepts; the consumer vaults them at first read, as it would there.
+    base = Settings().model_copy(update={"accept_clear_account_numbers": True})
     _say(
         f"command: {command}",
         f"machine: {describe_machine()}",
@@ -78,6 +85,11 @@ async def run_bench(options: BenchOptions, command: str) -> None:
         *(
             ["sqlite synchronous: case b with FULL, then case b-normal with NORMAL"]
             if options.compare_sqlite_synchronous
+            else []
+        ),
+        *(
+            ["accounts: case b by clear number, then case b-tokens by vault token"]
+            if options.compare_tokens
             else []
         ),
     )
@@ -131,6 +143,8 @@ def _run_order(options: BenchOptions) -> list[str]:
         order.append(case)
         if case == "b" and options.compare_sqlite_synchronous:
             order.append(B_NORMAL)
+        if case == "b" and options.compare_tokens:
+            order.append(B_TOKENS)
     return order
 
 
@@ -149,34 +163,57 @@ async def _run_case(
     payments = options.slow_payments if case == "c" else options.payments
     topics = CaseTopics.fresh(run_id, case)
     case_settings = topics.settings(settings, options.partitions)
-    kafka = kafka_client_options(case_settings)
     async with created_topics(case_settings):
-        produce_started = time.perf_counter()
-        await produce_commands(kafka, topics.commands, payments, f"bench-{run_id}-{case}")
-        _say(
-            f"case {case}: {payments} commands pre-produced to {topics.commands} in "
-            f"{time.perf_counter() - produce_started:.1f} s (not timed); running ..."
-        )
-        if case == "a":
-            return await run_bare_loop(kafka, topics, payments, options.stall_timeout_s)
-        slow = case == "c"
-        provider = BenchProvider(delay_s=options.provider_delay_s if slow else 0.0)
-        synchronous = _synchronous(case, settings, options)
-        title = (
-            f"pipeline, provider sleeping {options.provider_delay_s:g} s per call"
-            if slow
-            else "pipeline (ConsumerService), provider answering at once"
-        )
-        with case_database(options.database_url, case) as database_url:
-            if database_url.startswith("sqlite"):
-                title += f", SQLite synchronous={synchronous.value.upper()}"
-            return await run_pipeline(
-                case_settings.model_copy(
-                    update={"database_url": database_url, "sqlite_synchronous": synchronous}
-                ),
-                case=case,
-                title=title,
-                payments=payments,
-                provider=provider,
-                stall_timeout_s=options.stall_timeout_s,
+        with case_database(options.database_url, case) as db_url:
+            return await _run_on(
+                case,
+                case_settings.model_copy(update={"database_url": db_url}),
+                options,
+                topics,
+                payments,
+                run_id,
             )
+
+
+async def _run_on(
+    case: str,
+    settings: Settings,
+    options: BenchOptions,
+    topics: CaseTopics,
+    payments: int,
+    run_id: str,
+) -> CaseResult:
+    """One case on its topics and database (``settings.database_url``)."""
+    kafka = kafka_client_options(settings)
+    accounts = None
+    if case == B_TOKENS:
+        # Tokenized before the clock starts, as clients that tokenized first would.
+        accounts = await vaulted_accounts(settings, payments)
+    produce_started = time.perf_counter()
+    await produce_commands(kafka, topics.commands, payments, f"bench-{run_id}-{case}", accounts)
+    _say(
+        f"case {case}: {payments} commands pre-produced to {topics.commands} in "
+        f"{time.perf_counter() - produce_started:.1f} s (not timed); running ..."
+    )
+    if case == "a":
+        return await run_bare_loop(kafka, topics, payments, options.stall_timeout_s)
+    slow = case == "c"
+    provider = BenchProvider(delay_s=options.provider_delay_s if slow else 0.0)
+    synchronous = _synchronous(case, settings, options)
+    title = (
+        f"pipeline, provider sleeping {options.provider_delay_s:g} s per call"
+        if slow
+        else "pipeline (ConsumerService), provider answering at once"
+    )
+    if case in ("b", B_TOKENS) and options.compare_tokens:
+        title += ", accounts by vault token" if case == B_TOKENS else ", accounts by number"
+    if settings.database_url.startswith("sqlite"):
+        title += f", SQLite synchronous={synchronous.value.upper()}"
+    return await run_pipeline(
+        settings.model_copy(update={"sqlite_synchronous": synchronous}),
+        case=case,
+        title=title,
+        payments=payments,
+        provider=provider,
+        stall_timeout_s=options.stall_timeout_s,
+    )

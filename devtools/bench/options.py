@@ -20,6 +20,7 @@ class BenchOptions:
     stall_timeout_s: float
     compare_sqlite_synchronous: bool = False
     scale_out: tuple[int, ...] = ()
+    compare_tokens: bool = False
 
 
 def _positive_int(text: str) -> int:
@@ -115,11 +116,19 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         "processes in one group (e.g. 1,2,4), --payments commands each, instant provider; "
         "needs a PostgreSQL --database-url",
     )
+    parser.add_argument(
+        "--compare-tokens",
+        action="store_true",
+        help="run case b again as b-tokens, its commands naming accounts by vault token "
+        "instead of by clear number, and print ratio b-tokens/b",
+    )
     args = parser.parse_args(list(argv))
     if args.scale_out and (
         args.database_url is None or not args.database_url.startswith("postgresql")
     ):
         parser.error("--scale-out needs a PostgreSQL --database-url (processes share it)")
+    if args.compare_tokens and "b" not in args.cases:
+        parser.error("--compare-tokens needs case b")
     if args.compare_sqlite_synchronous:
         if "b" not in args.cases:
             parser.error("--compare-sqlite-synchronous needs case b")
@@ -135,4 +144,5 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         stall_timeout_s=args.stall_timeout,
         compare_sqlite_synchronous=args.compare_sqlite_synchronous,
         scale_out=args.scale_out,
+        compare_tokens=args.compare_tokens,
     )

@@ -1,8 +1,8 @@
 """Rates, ratios and targets, printed as lines a person and a test can both read.
 
-The lines ``rate X: <n> payments/s``, ``ratio b/a: <n>``, ``ratio c/bound: <n>`` and
-``ratio b/b-normal: <n>`` keep this exact shape: ``tests/integration/test_bench_smoke.py`` and
-readers' scripts parse them.
+The lines ``rate X: <n> payments/s``, ``ratio b/a: <n>``, ``ratio c/bound: <n>``,
+``ratio b/b-normal: <n>`` and ``ratio b-tokens/b: <n>`` keep this exact shape:
+``tests/integration/test_bench_smoke.py`` and readers' scripts parse them.
 
 Beside each rate, the CPU the bench process spent per payment (all its threads, from the
 clock's start to its stop): on a shared, loaded machine the wall-clock rates move with the
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 # Case b again, on SQLite with synchronous=NORMAL (--compare-sqlite-synchronous).
 B_NORMAL = "b-normal"
+# Case b again, its commands naming accounts by vault token (--compare-tokens).
+B_TOKENS = "b-tokens"
 
 # The targets of the issue the benchmark was written for.
 TARGET_B_OVER_A = 0.5
@@ -79,10 +81,12 @@ def case_lines(result: CaseResult) -> list[str]:
 
 def summary_lines(results: Mapping[str, CaseResult], bound: ConcurrencyBound | None) -> list[str]:
     a, b, c = results.get("a"), results.get("b"), results.get("c")
-    b_normal = results.get(B_NORMAL)
+    b_normal, b_tokens = results.get(B_NORMAL), results.get(B_TOKENS)
     lines = ["", "summary"]
     lines += [
-        f"rate {r.case}: {r.rate:.1f} payments/s" for r in (a, b, b_normal, c) if r is not None
+        f"rate {r.case}: {r.rate:.1f} payments/s"
+        for r in (a, b, b_normal, b_tokens, c)
+        if r is not None
     ]
     lines += [
         f"cpu {r.case}: {r.cpu_us_per_payment:.0f} us per payment"
@@ -106,6 +110,9 @@ def summary_lines(results: Mapping[str, CaseResult], bound: ConcurrencyBound | N
     if b is not None and b_normal is not None:
         # FULL's rate over NORMAL's: the share of throughput that durability keeps.
         lines.append(f"ratio b/b-normal: {b.rate / b_normal.rate:.4f}")
+    if b is not None and b_tokens is not None:
+        # Tokens' rate over clear numbers': what looking up and decrypting costs.
+        lines.append(f"ratio b-tokens/b: {b_tokens.rate / b.rate:.4f}")
     lines += ["", "targets (from the issue; reported, never asserted)"]
     if ratio is not None:
         lines.append(

@@ -49,7 +49,7 @@ def child_environment(settings: Settings) -> dict[str, str]:
         if isinstance(value, SecretStr):
             text = value.get_secret_value()
         elif isinstance(value, dict | list):
-            text = json.dumps(value)  # how pydantic-settings reads complex values
+            text = json.dumps(value, default=str)  # how pydantic-settings reads complex values
         else:
             text = str(value)
         if name == "kafka_bootstrap_servers":

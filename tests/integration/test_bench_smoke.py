@@ -19,8 +19,8 @@ pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 300
 
-RATE = re.compile(r"^rate ([abc]|b-normal): ([0-9.]+) payments/s$", re.MULTILINE)
-RATIO = re.compile(r"^ratio (b/a|c/bound|b/b-normal): ([0-9.]+)$", re.MULTILINE)
+RATE = re.compile(r"^rate ([abc]|b-normal|b-tokens): ([0-9.]+) payments/s$", re.MULTILINE)
+RATIO = re.compile(r"^ratio (b/a|c/bound|b/b-normal|b-tokens/b): ([0-9.]+)$", re.MULTILINE)
 
 
 def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstrap):
@@ -37,6 +37,7 @@ def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstra
             "--stall-timeout",
             "60",
             "--compare-sqlite-synchronous",
+            "--compare-tokens",
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -49,11 +50,11 @@ def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstra
     assert proc.returncode == 0, f"bench failed:\n{output}\n{proc.stderr}"
 
     rates = dict(RATE.findall(output))
-    assert set(rates) == {"a", "b", "b-normal", "c"}, output
+    assert set(rates) == {"a", "b", "b-normal", "b-tokens", "c"}, output
     assert all(float(rate) > 0 for rate in rates.values()), rates
 
     ratios = dict(RATIO.findall(output))
-    assert set(ratios) == {"b/a", "c/bound", "b/b-normal"}, output
+    assert set(ratios) == {"b/a", "c/bound", "b/b-normal", "b-tokens/b"}, output
     assert all(float(ratio) > 0 for ratio in ratios.values()), ratios
 
     assert "command: python -m devtools.bench --payments 200 --slow-payments 50" in output
@@ -63,6 +64,8 @@ def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstra
     # The comparison: case b on the durable default, then the same on the opt-in.
     assert re.search(r"^case b: .*, SQLite synchronous=FULL$", output, re.MULTILINE), output
     assert re.search(r"^case b-normal: .*, SQLite synchronous=NORMAL$", output, re.MULTILINE)
+    # And by vault token instead of by clear number.
+    assert re.search(r"^case b-tokens: .*, accounts by vault token, ", output, re.MULTILINE)
     assert re.search(r"b/a >= 0\.5: (met|NOT met)", output), output
     assert re.search(r"c >= 2000 payments/s: (met|NOT met)", output), output
 

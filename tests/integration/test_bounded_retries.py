@@ -45,6 +45,7 @@ from tests.support.builders import (
     encoded_refund,
     unique,
 )
+from tests.support.clear_numbers import numbers_in
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import committed_total, produce, read_until, wait_for
 from tests.support.metric_samples import dead_lettered
@@ -128,7 +129,11 @@ async def test_bad_text_is_dead_lettered_at_once_and_the_command_behind_it_is_pr
     assert len(dead) == len(poison)
     for record, kind in zip(dead, poison, strict=True):  # one partition: in their order
         headers = _headers(record)
-        assert record.value == kind.value, kind.name
+        if numbers_in(kind.value):
+            # A clear number never reaches the dead-letter topic: tokenized (it decodes).
+            assert numbers_in(record.value) == [], kind.name
+        else:
+            assert record.value == kind.value, kind.name
         assert (headers[HEADER_ERROR_CODE], headers[HEADER_REASON]) == (kind.code, kind.reason)
     offsets = [int(_headers(record)[HEADER_OFFSET]) for record in dead]
     assert offsets == sorted(offsets)

@@ -38,6 +38,7 @@ from consumer.refund_handler import RefundCommandHandler
 from consumer.refund_reconciler import RefundReconciler
 from consumer.sealing import CommandSealer
 from consumer.stray_charges import StraySweep
+from domain.accounts import Account
 from domain.captures import CapturePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
@@ -735,6 +736,7 @@ async def test_no_sealed_command_outlives_its_attempt_nor_opens_without_the_key(
     assert a2.sealed_request is not None
     assert CommandSealer(b"another key").unseal(a2.sealed_request, pid) is None
     assert CommandSealer(ACCOUNT_KEY).unseal(a2.sealed_request, "another-payment") is None
+    assert isinstance(command.payer, Account)
     assert command.payer.number.encode() not in a2.sealed_request
     # The reconciler re-sends a2 from its sealed command; once final, nothing sealed stays.
     clock.now += timedelta(seconds=1)

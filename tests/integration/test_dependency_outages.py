@@ -54,6 +54,10 @@ from tests.support.ops_probe import until_readyz
 from tests.support.services import service_missing
 from tests.support.services_in_process import running_services
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.vault_keys import KEK_1
+from vault.kek import LocalKeyEncryptionKeys
+from vault.rows import VaultRows
+from vault.vault import Vault
 
 pytestmark = pytest.mark.integration
 
@@ -145,6 +149,9 @@ async def test_a_create_while_kafka_is_down_is_503_and_its_retry_is_the_same_pay
             producer, messages, topic, timeout_s=settings.publish_timeout_s
         ),
         waiter=NoWait(),
+        vault=Vault(
+            VaultRows(engine), LocalKeyEncryptionKeys.from_text(KEK_1), settings.account_key
+        ),
     )
     client = await started_client(app, {"Authorization": f"Bearer {issued.api_key}"})
     caplog.set_level(logging.INFO)
@@ -222,6 +229,9 @@ async def test_a_database_outage_is_503_and_logged_once_when_it_starts_and_once_
         db=Database(engine),
         publisher=RecordingPublisher(),
         waiter=NoWait(),
+        vault=Vault(
+            VaultRows(engine), LocalKeyEncryptionKeys.from_text(KEK_1), settings.account_key
+        ),
     )
     client = await started_client(app)
 

@@ -51,6 +51,7 @@ from persistence.engine import create_engine
 from persistence.migrate import create_schema
 from telemetry.metrics import Metrics
 from tests.support.builders import SUCCESS_CARD
+from tests.support.memory_vault import memory_vault
 
 pytestmark = pytest.mark.integration
 
@@ -84,8 +85,8 @@ class RecordingStore:
             status=PaymentStatus.SUCCEEDED,
             amount=command.amount,
             payment_method=command.payment_method,
-            payer=AccountRef(command.payer.type, command.payer.masked, "f" * 64),
-            payee=AccountRef(command.payee.type, command.payee.masked, "e" * 64),
+            payer=AccountRef(command.payer.type, command.payer.ref(b"k").masked, "f" * 64),
+            payee=AccountRef(command.payee.type, command.payee.ref(b"k").masked, "e" * 64),
             provider="sandbox",
             provider_reference="sb_1",
             error=None,
@@ -190,6 +191,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
             waiter=NeverFinal(),
             metrics=Metrics(CollectorRegistry()),
             account_key=b"facade-test-key",
+            vault=memory_vault(b"facade-test-key"),
             # The store itself, uncached: a revoked key must fail on the very next request.
             authenticator=keys,
             rate_limiter=rate_limiter or TokenBuckets(rate_per_s=1000.0, burst=1000),

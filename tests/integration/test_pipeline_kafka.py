@@ -26,6 +26,7 @@ from tests.support.builders import (
     SUCCESS_CARD,
     encoded_command,
 )
+from tests.support.clear_numbers import numbers_in
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import committed_total, produce, read_until
 from tests.support.metric_samples import dead_lettered
@@ -148,7 +149,11 @@ async def test_each_poison_kind_goes_to_the_dlq_and_the_consumer_keeps_going(top
     assert len(dead) == len(poison)
     for record, (name, (value, code, reason)) in zip(dead, poison.items(), strict=True):
         headers = {k: v.decode() for k, v in record.headers}
-        assert record.value == value, name
+        if numbers_in(value):
+            # Redacted (tokenized, or masked where it does not decode): never a clear number.
+            assert numbers_in(record.value) == [], name
+        else:
+            assert record.value == value, name
         assert headers[HEADER_ERROR_CODE] == code, name
         assert headers[HEADER_REASON] == reason, name
         assert headers[HEADER_TOPIC] == topics.commands_topic

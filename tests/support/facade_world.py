@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
+from domain.accounts import AccountType
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode
@@ -28,6 +29,7 @@ from domain.payments import CreatePayment
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
+from domain.vaulted import AccountToken, AnyAccount, VaultedAccount
 from http_facade.app import build_app
 from http_facade.auth import Authenticator
 from http_facade.ports import CommandPublisher
@@ -37,7 +39,9 @@ from persistence.availability import is_database_unavailable
 from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
+from tests.support.fake_vault_rows import FakeVaultRows
 from tests.support.fake_webhooks import FakeWebhooks
+from tests.support.memory_vault import memory_vault
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ACCOUNT_KEY = b"facade-world-key"
@@ -88,6 +92,9 @@ class World:
     async def resolve(self, host: str, port: int) -> list[str]:
         return self.dns.get(host, [])
 
+    # The vault the facade tokenizes into: the consumer's part reads it back.
+    vault_rows: FakeVaultRows = field(default_factory=FakeVaultRows)
+
     # --- the publisher ------------------------------------------------------------------
 
     async def publish_create_payment(self, command: CreatePayment) -> None:
@@ -111,6 +118,9 @@ class World:
     ) -> PaymentView:
         """Store the payment as the consumer would after processing ``command``; a second
         copy of the same command lands on the same row."""
+        command = dataclasses.replace(
+            command, payer=self.vaulted(command.payer), payee=self.vaulted(command.payee)
+        )
         view = PaymentView(
             payment_request_id=command.payment_request_id,
             order_id=command.order_id,
@@ -131,6 +141,19 @@ class World:
         )
         self.payments[view.payment_request_id] = view
         return view
+
+    def vaulted(self, account: AnyAccount) -> AnyAccount:
+        """A token as the consumer's intake finds it in the vault."""
+        if not isinstance(account, AccountToken):
+            return account
+        entry = self.vault_rows.entries[account.token]
+        return VaultedAccount(
+            AccountType(entry.account_type),
+            account.token,
+            entry.masked,
+            entry.fingerprint,
+            account.holder_name,
+        )
 
     def settle_refund(
         self, command: RefundPayment, status: RefundStatus, error: ErrorCode | None = None
@@ -261,6 +284,7 @@ def world_app(
         waiter=world,
         metrics=Metrics(CollectorRegistry()),
         account_key=ACCOUNT_KEY,
+        vault=memory_vault(ACCOUNT_KEY, world.vault_rows),
         authenticator=authenticator or world,
         rate_limiter=rate_limiter or TokenBuckets(rate_per_s=1000.0, burst=1_000_000),
         clock=lambda: NOW,

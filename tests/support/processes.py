@@ -51,7 +51,7 @@ def environment_of(settings: Settings) -> dict[str, str]:
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
         elif isinstance(value, dict | list):
-            value = json.dumps(value)  # how pydantic-settings reads complex values
+            value = json.dumps(value, default=str)  # how pydantic-settings reads complex values
         key = (
             "KAFKA_BOOTSTRAP_SERVERS"
             if name == "kafka_bootstrap_servers"

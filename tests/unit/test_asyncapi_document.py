@@ -134,6 +134,7 @@ async def client() -> AsyncIterator[TestClient[Any, Any]]:
         account_key=b"k",
         authenticator=nothing,
         rate_limiter=TokenBuckets(rate_per_s=1.0, burst=1),
+        vault=nothing,
     )
     client = TestClient(TestServer(app))
     await client.start_server()

@@ -45,3 +45,21 @@ def test_the_summary_prints_both_rates_and_their_ratio() -> None:
     assert not any(
         line.startswith("ratio b/b-normal") for line in summary_lines({"b": results["b"]}, None)
     )
+
+
+def test_tokens_are_compared_on_request_and_need_case_b() -> None:
+    from devtools.bench.report import B_TOKENS
+
+    assert parse_options([]).compare_tokens is False
+    assert parse_options(["--compare-tokens"]).compare_tokens is True
+    with pytest.raises(SystemExit):
+        parse_options(["--compare-tokens", "--cases", "a,c"])
+    lines = summary_lines(
+        {
+            "b": CaseResult("b", "clear", 1000, 2.0),
+            B_TOKENS: CaseResult(B_TOKENS, "tokens", 1000, 2.5),
+        },
+        None,
+    )
+    assert "rate b-tokens: 400.0 payments/s" in lines
+    assert "ratio b-tokens/b: 0.8000" in lines

@@ -17,6 +17,7 @@ A code added to the catalogue without a row here fails ``test_every_code_has_a_r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,8 +28,9 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 
 from consumer.record_handling import RecordHandling
+from domain.accounts import Account, AccountType
 from domain.captures import CapturePayment
-from domain.errors import CATALOGUE, ErrorCode
+from domain.errors import CATALOGUE, ErrorCode, PaygateError
 from domain.payments import CreatePayment, payment_request_id_for
 from domain.refunds import RefundPayment, RefundStatus, refund_id_for
 from domain.status import PaymentStatus
@@ -36,7 +38,11 @@ from http_facade.rate_limit import TokenBuckets
 from producer.command_publisher import KafkaCommandPublisher
 from schemas.payments import PaymentMessages
 from tests.support.facade_world import KEY_1, KEY_2, World, payment_body, world_client
+from tests.support.fake_vault_rows import FakeVaultRows
 from tests.support.held_producer import HeldProducer
+from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1, KEK_1_WRONG, KEK_2
+from vault.kek import LocalKeyEncryptionKeys
+from vault.vault import Vault
 
 pytestmark = pytest.mark.unit
 
@@ -369,7 +375,7 @@ async def _declined(make: MakeAdvised, code: ErrorCode) -> None:
     answer = await f.pay("k-2", newAttempt=True, payerAccount=other_card)
     assert answer.status == 202
     assert answer.body["paymentRequestId"] != failed
-    assert f.published_payment().payer.number == "5555555555554444"
+    assert f.published_payment().payer.ref(b"k").masked == "****4444"
 
 
 async def _same_key_replays_the_failed_payment(
@@ -706,6 +712,61 @@ async def _poison(make: MakeAdvised, code: ErrorCode) -> None:
     # The producer fixed, the same command is processed.
     await runner.handle(cast(Any, Record(valid)))
     assert len(handler.handled) == 1
+
+
+# --- the vault's codes, where the vault raises them ------------------------------------------
+# (That a command meeting one is dead-lettered, or answered 4xx, and never reaches a
+# provider is proved where the vault is wired in.)
+
+
+async def _vault_refuses(code: ErrorCode, work: Awaitable[object]) -> None:
+    with pytest.raises(PaygateError) as caught:
+        await work
+    assert caught.value.code is code
+
+
+def _vault(rows: FakeVaultRows, keks: str = KEK_1) -> Vault:
+    return Vault(rows, LocalKeyEncryptionKeys.from_text(keks), FINGERPRINT_KEY)
+
+
+_VAULT_CARD = Account(AccountType.CARD, "4242424242424242")
+
+
+@row(ErrorCode.PAYMENT_METHOD_NOT_FOUND, follows="Tokenize the account again")
+async def _payment_method_not_found(make: MakeAdvised, code: ErrorCode) -> None:
+    vault = _vault(FakeVaultRows())
+    deleted = await vault.tokenize(_VAULT_CARD, client_id=CLIENT_1)
+    await vault.delete(deleted.token, client_id=CLIENT_1)
+    await _vault_refuses(code, vault.reveal(deleted, client_id=CLIENT_1))
+    again = await vault.tokenize(_VAULT_CARD, client_id=CLIENT_1)
+    assert await vault.reveal(again, client_id=CLIENT_1) == _VAULT_CARD
+
+
+@row(ErrorCode.ACCOUNT_DATA_TAMPERED, follows="Do not retry")
+async def _account_data_tampered(make: MakeAdvised, code: ErrorCode) -> None:
+    rows = FakeVaultRows()
+    vault = _vault(rows)
+    vaulted = await vault.tokenize(_VAULT_CARD, client_id=CLIENT_1)
+    entry = rows.entries[vaulted.token]
+    rows.entries[vaulted.token] = dataclasses.replace(
+        entry, ciphertext=entry.ciphertext[:-1] + bytes([entry.ciphertext[-1] ^ 1])
+    )
+    for _ in range(2):  # a retry cannot help: the same refusal
+        await _vault_refuses(code, vault.reveal(vaulted, client_id=CLIENT_1))
+
+
+@row(
+    ErrorCode.ENCRYPTION_KEY_UNKNOWN,
+    ErrorCode.ENCRYPTION_KEY_MISMATCH,
+    follows="Configure the",
+)
+async def _encryption_key(make: MakeAdvised, code: ErrorCode) -> None:
+    rows = FakeVaultRows()
+    vaulted = await _vault(rows).tokenize(_VAULT_CARD, client_id=CLIENT_1)
+    misconfigured = KEK_2 if code is ErrorCode.ENCRYPTION_KEY_UNKNOWN else KEK_1_WRONG
+    await _vault_refuses(code, _vault(rows, misconfigured).reveal(vaulted, client_id=CLIENT_1))
+    # The right key configured under that id: it opens.
+    assert await _vault(rows, KEK_1).reveal(vaulted, client_id=CLIENT_1) == _VAULT_CARD
 
 
 # --- the table -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from http_facade.auth_cache import CachedAuthenticator
 from http_facade.rate_limit import TokenBuckets
 from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
+from tests.support.memory_vault import memory_vault
 from tests.unit.test_facade_validation import (
     ACCOUNT_KEY,
     FakePublisher,
@@ -70,6 +71,7 @@ async def make_client() -> AsyncIterator[MakeClient]:
             waiter=FakeWaiter(),
             metrics=Metrics(CollectorRegistry()),
             account_key=ACCOUNT_KEY,
+            vault=memory_vault(ACCOUNT_KEY),
             authenticator=KeyTable(),
             rate_limiter=buckets or TokenBuckets(rate_per_s=1000.0, burst=1000),
         )

@@ -45,6 +45,7 @@ from telemetry.readiness import Readiness
 from tests.support.app_client import started_client
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 from tests.support.fake_webhooks import FakeWebhooks
+from tests.support.memory_vault import memory_vault
 
 pytestmark = pytest.mark.unit
 
@@ -318,6 +319,7 @@ async def make_facade(validator: ResponseValidator) -> AsyncIterator[MakeFacade]
             waiter=world,
             metrics=Metrics(CollectorRegistry()),
             account_key=ACCOUNT_KEY,
+            vault=memory_vault(ACCOUNT_KEY),
             authenticator=authenticator or KeyAuthenticator(),
             is_database_outage=is_database_unavailable,
             rate_limiter=rate_limiter or TokenBuckets(rate_per_s=1000.0, burst=1_000_000),

@@ -37,10 +37,11 @@ from http_facade.openapi_routes import (
 )
 from http_facade.rate_limit import TokenBuckets
 from http_facade.refund_requests import RefundBody
-from http_facade.requests import AccountBody, CreatePaymentBody
+from http_facade.requests import AccountBody, CreatePaymentBody, PaymentMethodBody
 from http_facade.webhook_routes import EndpointBody
 from telemetry.metrics import Metrics
 from tests.support.fake_webhooks import FakeWebhooks
+from tests.support.memory_vault import memory_vault
 
 pytestmark = pytest.mark.unit
 
@@ -116,6 +117,7 @@ async def _app_client() -> TestClient[Any, Any]:
         waiter=nothing,
         metrics=Metrics(CollectorRegistry()),
         account_key=b"k",
+        vault=memory_vault(b"k"),
         authenticator=nothing,
         rate_limiter=TokenBuckets(rate_per_s=1.0, burst=1),
         webhooks=FakeWebhooks(),
@@ -170,6 +172,7 @@ def test_every_operation_lists_the_answers_its_middleware_can_give() -> None:
         ("Account", AccountBody),
         ("CreateRefundRequest", RefundBody),
         ("CreateWebhookEndpointRequest", EndpointBody),
+        ("CreatePaymentMethodRequest", PaymentMethodBody),
     ],
 )
 def test_request_schemas_are_the_request_models(schema: str, model: type[BaseModel]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from typing import cast
 
 import pytest
 
@@ -605,3 +606,54 @@ async def test_the_next_owner_keeps_to_a_scheduled_back_off_and_stops_if_it_lose
 
     assert provider.called("charge") == [first_key(command)]
     assert store.called("renew") == [pid, pid]
+
+
+# -- vaulted accounts: revealed just in time, for the provider call only -----------------------
+
+
+async def _vaulted_command(vault):
+    from consumer.account_intake import AccountIntake
+    from vault.account_key_pair import AccountKeyPair
+
+    intake = AccountIntake(
+        vault, cast(AccountKeyPair, None), accept_clear=True, retention=timedelta(days=1)
+    )
+    return await intake.admit(create_payment())
+
+
+async def test_the_provider_gets_the_number_from_the_vault_and_nothing_else_holds_it(
+    store, provider, metrics, clock
+):
+    from tests.support.builders import SUCCESS_CARD
+    from tests.support.memory_vault import memory_vault
+
+    vault = memory_vault(ACCOUNT_KEY)
+    handler = handler_for(store, provider, metrics=metrics, clock=clock, vault=vault)
+    command = await _vaulted_command(vault)
+    provider.script("charge", timeout())
+    assert await handler.handle(command) is Outcome.PENDING
+    [request] = provider.requests
+    assert request.payer.number == SUCCESS_CARD
+    row = store.row(command.payment_request_id)
+    assert SUCCESS_CARD.encode() not in row.open_attempt.sealed_request
+    assert SUCCESS_CARD not in repr(row)
+    for message in store.outbox:
+        assert SUCCESS_CARD.encode() not in message.payload
+
+
+async def test_a_token_deleted_before_the_call_fails_the_payment_without_a_call(
+    store, provider, metrics, clock
+):
+    from tests.support.memory_vault import memory_vault
+
+    vault = memory_vault(ACCOUNT_KEY)
+    handler = handler_for(store, provider, metrics=metrics, clock=clock, vault=vault)
+    command = await _vaulted_command(vault)
+    await vault.delete(command.payer.token, client_id=None)
+    assert await handler.handle(command) is Outcome.FAILED
+    assert provider.requests == []
+    (event,) = events(store)
+    assert (event.status, event.error.code) == (
+        PaymentStatus.FAILED,
+        ErrorCode.PAYMENT_METHOD_NOT_FOUND,
+    )

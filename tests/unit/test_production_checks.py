@@ -15,7 +15,13 @@ from paygate.production_checks import (
     refuse_unsafe_settings,
     unsafe_settings,
 )
-from paygate.settings import DEV_FINGERPRINT_KEY, Environment, Settings
+from paygate.settings import (
+    DEV_ACCOUNT_ENCRYPTION_KEY_FILE,
+    DEV_FINGERPRINT_KEY,
+    DEV_VAULT_KEK,
+    Environment,
+    Settings,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -33,6 +39,8 @@ def production(**fields: Any) -> Settings:
         "provider": "stripe",
         "stripe_api_key": "sk_live_123",
         "abandon_after_s": 6 * 3600,
+        "vault_kek": "kek-1:" + "ab" * 32,
+        "account_encryption_key_files": [Path("/etc/paygate/account-encryption.pem")],
     }
     return Settings(**{**safe, **fields})
 
@@ -112,6 +120,28 @@ def test_the_message_for_the_development_key_reads_as_asked() -> None:
     )
 
 
+def test_the_development_key_encryption_key_is_refused_naming_the_setting() -> None:
+    [unsafe] = unsafe_settings(production(vault_kek=DEV_VAULT_KEK), Uses.VAULT)
+    assert unsafe.setting == "PAYGATE_VAULT_KEK"
+    assert "PAYGATE_VAULT_KEK_FILE" in unsafe.problem
+    # Kept as a second, unwrap-only key, it is refused all the same.
+    kept = production(vault_kek=f"kek-1:{'ab' * 32},{DEV_VAULT_KEK}")
+    assert settings_named(kept, Uses.VAULT) == ["PAYGATE_VAULT_KEK"]
+    assert unsafe_settings(production(vault_kek=f"kek-1:{'ab' * 32}"), Uses.VAULT) == []
+    assert unsafe_settings(production(vault_kek_file=Path("/run/kek")), Uses.VAULT) == []
+    assert unsafe_settings(Settings(env=Environment.DEVELOPMENT), Uses.VAULT) == []
+
+
+def test_the_vaults_other_development_values_are_refused() -> None:
+    defaults = production(account_encryption_key_files=[DEV_ACCOUNT_ENCRYPTION_KEY_FILE])
+    assert settings_named(defaults, Uses.VAULT) == ["PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES"]
+    clear = production(accept_clear_account_numbers=True)
+    assert settings_named(clear, Uses.VAULT) == ["PAYGATE_ACCEPT_CLEAR_ACCOUNT_NUMBERS"]
+    # Off unless asked for outside development; on by default in development.
+    assert not production().clear_account_numbers_accepted
+    assert Settings(env=Environment.DEVELOPMENT).clear_account_numbers_accepted
+
+
 def test_a_32_byte_random_key_is_enough() -> None:
     assert unsafe_settings(production(account_fingerprint_key="k" * 32), Uses.FINGERPRINT_KEY) == []
 
@@ -151,15 +181,21 @@ def test_each_process_is_checked_for_what_it_uses_only() -> None:
     facade_only = production(provider="sandbox")
     assert unsafe_settings(facade_only, cli.production_uses("facade")) == []
     defaults = Settings(env=Environment.PRODUCTION)
+    vault = ["PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES", "PAYGATE_VAULT_KEK"]
     assert settings_named(defaults, cli.production_uses("consumer")) == [
         "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
         "PAYGATE_PROVIDER",
+        *vault,
     ]
     assert settings_named(defaults, cli.production_uses("facade")) == [
         "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
         "PAYGATE_TLS_CERT_FILE",
+        *vault,
     ]
-    assert settings_named(defaults, cli.production_uses("reconcile")) == ["PAYGATE_PROVIDER"]
+    assert settings_named(defaults, cli.production_uses("reconcile")) == [
+        "PAYGATE_PROVIDER",
+        *vault,
+    ]
     assert settings_named(defaults, cli.production_uses("acquirer")) == ["PAYGATE_ENV"]
     for command in ("dev", "topics", "expire-keys"):
         assert unsafe_settings(defaults, cli.production_uses(command)) == []
@@ -180,6 +216,13 @@ def test_the_refusal_is_a_clean_exit_listing_every_setting() -> None:
         "  - PAYGATE_TLS_CERT_FILE is unset, so the facade would serve a self-signed "
         "development certificate that clients cannot verify; set it and PAYGATE_TLS_KEY_FILE "
         "to your certificate (chain) and private key, PEM files\n"
+        "  - PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES names the development key file, generated "
+        "on a developer's machine; set it to your RSA-3072 private key, a PEM file of mode "
+        "0400 (`openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072`)\n"
+        "  - PAYGATE_VAULT_KEK is (or still holds) the development key-encryption key, which "
+        "anyone with this repository can read: every stored account number would be "
+        "readable; set PAYGATE_VAULT_KEK_FILE to a file of `<id>:<64 hex digits>` (e.g. "
+        "`kek-1:$(openssl rand -hex 32)`), or plug in a KMS\n"
         "To try paygate out locally, run `paygate dev` or set PAYGATE_ENV=development."
     )
 

@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
+from domain.accounts import Account, AccountType
 from providers.charge_only import ChargeOnlyProvider
 from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 from providers.registry import Providers
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 from tests.support.builders import create_payment as payment_command
 
 pytestmark = pytest.mark.unit
@@ -46,8 +48,9 @@ def _request(n: int) -> ChargeRequest:
         payment_request_id=command.payment_request_id,
         amount=command.amount,
         payment_method=command.payment_method,
-        payer=command.payer,
-        payee=command.payee,
+        # The accounts as the consumer reveals them for the provider call.
+        payer=Account(AccountType.CARD, SUCCESS_CARD),
+        payee=Account(AccountType.IBAN, PAYEE_IBAN),
         metadata={},
         capture=True,
     )

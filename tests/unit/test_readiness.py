@@ -14,6 +14,7 @@ from http_facade.rate_limit import TokenBuckets
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
 from tests.support.app_client import started_client
+from tests.support.memory_vault import memory_vault
 
 pytestmark = pytest.mark.unit
 
@@ -80,6 +81,7 @@ async def _client(readiness: Readiness | None):
         waiter=nothing,
         metrics=Metrics(CollectorRegistry()),
         account_key=b"k",
+        vault=memory_vault(b"k"),
         authenticator=nothing,
         rate_limiter=TokenBuckets(rate_per_s=1.0, burst=1),
         readiness=readiness,

@@ -5,7 +5,7 @@ code content) and when the provider stops waiting for the payer. All null for a 
 that needs no action, or once the provider has said how it ended.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 

@@ -1,0 +1,81 @@
+"""No clear account number reaches the dead-letter topic.
+
+A command can be dead-lettered for a reason that has nothing to do with its accounts (an
+amount, a text field), or before it decoded at all. Where clear numbers are accepted on
+Kafka, its bytes may then hold one; the dead-letter topic keeps its records for weeks. So
+before a dead letter is written:
+
+- a decodable CreatePayment has each clear number put into the vault, and is re-encoded
+  with the token instead (newest schema): it can still be fixed and re-published
+  (``paygate dlq republish``), and it never holds the number;
+- a decodable command without a clear number is kept byte for byte (its idempotency key
+  and ids must survive a re-publish exactly);
+- anything else (undecodable bytes, a number the account rules refuse) has every run of
+  8 to 19 digits and every IBAN-shaped run masked in place, all but its last four
+  characters; the masking keeps the length, so Avro framing stays intact. Such a message
+  could never be processed anyway; an id in it may be masked too.
+
+If the vault cannot be reached the redaction raises, and the dead letter is retried (the
+record handling never lets the offset pass a message that is nowhere): a clear number is
+never written for want of a vault.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any, Final
+
+from consumer.account_intake import AccountVault
+from domain.accounts import Account
+from domain.errors import PaygateError
+from schemas.codec import CREATE_PAYMENT
+from schemas.payments import PaymentMessages
+
+_DIGIT_RUN: Final = re.compile(rb"[0-9]{8,19}")
+_IBAN_RUN: Final = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9]{10,30}")
+_ACCOUNTS: Final = ("payerAccount", "payeeAccount")
+
+
+def mask_numbers_in(data: bytes) -> bytes:
+    """``data`` with every digit run and IBAN-shaped run masked but its last four."""
+
+    def masked(match: re.Match[bytes]) -> bytes:
+        run = match.group(0)
+        return b"*" * (len(run) - 4) + run[-4:]
+
+    return _DIGIT_RUN.sub(masked, _IBAN_RUN.sub(masked, data))
+
+
+class DeadLetterRedaction:
+    def __init__(
+        self, messages: PaymentMessages, vault: AccountVault, *, retention: timedelta
+    ) -> None:
+        self._messages = messages
+        self._vault = vault
+        self._retention = retention
+
+    async def __call__(self, value: bytes) -> bytes:
+        decoded = self._messages.command_record(value)
+        if decoded is None:
+            return mask_numbers_in(value)
+        name, record = decoded
+        if name != CREATE_PAYMENT or not any(
+            (record.get(account) or {}).get("number") is not None for account in _ACCOUNTS
+        ):
+            return value
+        try:
+            clear = {
+                name: Account.parse(record[name]["type"], record[name]["number"], None, param=name)
+                for name in _ACCOUNTS
+                if record[name].get("number") is not None
+            }
+        except PaygateError:
+            return mask_numbers_in(value)
+        redacted: dict[str, Any] = dict(record)
+        for name, account in clear.items():
+            vaulted = await self._vault.tokenize(
+                account, client_id=record.get("clientId"), expires_in=self._retention
+            )
+            redacted[name] = {**record[name], "number": None, "token": vaulted.token}
+        return self._messages.encode_create_payment_record(redacted)

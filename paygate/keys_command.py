@@ -1,0 +1,143 @@
+"""``paygate keys``: the vault's data keys.
+
+    paygate keys list            every data key, its wrapping key and how many values it holds
+    paygate keys rotate          a new data key; new values are encrypted under it
+    paygate keys rewrap          data keys under the current key-encryption key, and every
+                                 value under the newest data key (safe while paygate runs)
+    paygate keys retire KEY_ID   destroy a data key no value uses any more
+    paygate keys expire          crypto-shred every token past its retention, once (the
+                                 consumer's housekeeping does it periodically)
+    paygate keys shred-client --client ID
+                                 crypto-shred every token of a client (a client that leaves)
+
+Against the vault's database (``PAYGATE_VAULT_DATABASE_URL``, else ``PAYGATE_DATABASE_URL``)
+and key-encryption keys (``PAYGATE_VAULT_KEK_FILE`` or ``PAYGATE_VAULT_KEK``); production
+refuses the development key-encryption key. Results go to stdout as JSON (one object per
+line for ``list``), diagnostics to stderr. Exit codes: 0 done; 1 ``rewrap`` left values it
+could not open, or ``retire`` refused (the key is in use or the newest); 2 bad arguments or
+an unknown key id. The rotation procedure is in docs/security.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from domain.errors import PaygateError
+from paygate.database import engine_for
+from paygate.production_checks import Uses, refuse_unsafe_settings
+from paygate.settings import Settings
+from paygate.vault_wiring import open_vault
+from persistence.api_key_store import check_client_id
+from persistence.migrate import create_schema
+from vault.kek import KeyFormatError
+from vault.vault import DataKeyInfo, KeyInUseError, NoSuchKeyError
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paygate keys", description="the vault's data keys")
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("list", help="list data keys (never the keys themselves)")
+    sub.add_parser("rotate", help="add a data key; new values use it")
+    sub.add_parser("rewrap", help="move keys and values to the newest keys")
+    retire = sub.add_parser("retire", help="destroy a data key no value uses")
+    retire.add_argument("key_id", help="the data key's id, as `list` shows it")
+    sub.add_parser("expire", help="shred tokens past their retention, once")
+    shred = sub.add_parser("shred-client", help="shred every token of a client")
+    shred.add_argument("--client", required=True, type=_client_id, help="the client's id")
+    return parser
+
+
+def _client_id(text: str) -> str:
+    try:
+        return check_client_id(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def key_json(info: DataKeyInfo) -> str:
+    return json.dumps(
+        {
+            "keyId": info.key_id,
+            "kekId": info.kek_id,
+            "createdAt": info.created_at.isoformat(),
+            "retiredAt": info.retired_at.isoformat() if info.retired_at else None,
+            "active": info.active,
+            "values": info.values,
+        }
+    )
+
+
+async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
+    engine = engine_for(settings)
+    try:
+        if settings.vault_database_url is None:
+            await create_schema(engine)
+        opened = await open_vault(settings, engine)
+        try:
+            vault = opened.vault
+            if args.action == "list":
+                for info in await vault.keys():
+                    print(key_json(info))
+            elif args.action == "rotate":
+                print(key_json(await vault.rotate()))
+            elif args.action == "expire":
+                print(json.dumps({"shredded": await vault.delete_expired()}))
+            elif args.action == "shred-client":
+                shredded = await vault.delete_client(args.client)
+                print(json.dumps({"clientId": args.client, "shredded": shredded}))
+            elif args.action == "rewrap":
+                report = await vault.rewrap()
+                print(
+                    json.dumps(
+                        {
+                            "keysRewrapped": report.keys_rewrapped,
+                            "valuesMoved": report.values_moved,
+                            "valuesFailed": report.values_failed,
+                        }
+                    )
+                )
+                if report.values_failed:
+                    print(
+                        "paygate keys: some values do not open (see docs/security.md); "
+                        "their keys cannot be retired",
+                        file=sys.stderr,
+                    )
+                    return EXIT_REFUSED
+            else:
+                try:
+                    print(key_json(await vault.retire(args.key_id)))
+                except NoSuchKeyError:
+                    print(f"paygate keys: no data key with id {args.key_id!r}", file=sys.stderr)
+                    return EXIT_ERROR
+                except KeyInUseError as exc:
+                    print(f"paygate keys: {exc}", file=sys.stderr)
+                    return EXIT_REFUSED
+        finally:
+            await opened.close()
+    finally:
+        await engine.dispose()
+    return EXIT_OK
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    settings = Settings()
+    refuse_unsafe_settings("paygate keys", settings, Uses.VAULT)
+    try:
+        return asyncio.run(run_keys_command(settings, args))
+    except (KeyFormatError, OSError) as exc:
+        print(f"paygate keys: the key-encryption keys: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except PaygateError as exc:  # a key-encryption key that does not open a data key
+        print(f"paygate keys: {exc.code.value}: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,84 @@
+"""An in-memory ``vault.rows.VaultStorage``: the vault's rows as dicts, for unit tests."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from vault.rows import EntryRow, KeyRow
+
+
+class FakeVaultRows:
+    def __init__(self) -> None:
+        self.keys_by_id: dict[str, KeyRow] = {}
+        self.entries: dict[str, EntryRow] = {}
+
+    async def add_key(self, key: KeyRow) -> None:
+        self.keys_by_id[key.key_id] = key
+
+    async def newest_active_key(self) -> KeyRow | None:
+        live = [k for k in self.keys_by_id.values() if k.retired_at is None]
+        return max(live, key=lambda k: (k.created_at, k.key_id), default=None)
+
+    async def key(self, key_id: str) -> KeyRow | None:
+        return self.keys_by_id.get(key_id)
+
+    async def keys(self) -> list[KeyRow]:
+        return [
+            dataclasses.replace(k, values=sum(e.key_id == k.key_id for e in self.entries.values()))
+            for k in sorted(self.keys_by_id.values(), key=lambda k: (k.created_at, k.key_id))
+        ]
+
+    async def rewrap_key(self, key_id: str, kek_id: str, wrapped: bytes) -> None:
+        key = self.keys_by_id[key_id]
+        self.keys_by_id[key_id] = dataclasses.replace(key, kek_id=kek_id, wrapped_key=wrapped)
+
+    async def retire_key(self, key_id: str, at: datetime) -> bool:
+        if any(e.key_id == key_id for e in self.entries.values()):
+            return False
+        key = self.keys_by_id[key_id]
+        self.keys_by_id[key_id] = dataclasses.replace(
+            key, wrapped_key=None, retired_at=key.retired_at or at
+        )
+        return True
+
+    async def add_entry(self, entry: EntryRow) -> None:
+        self.entries[entry.token] = entry
+
+    async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
+        entry = self.entries.get(token)
+        return entry if entry is not None and entry.client_id == client_id else None
+
+    async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]:
+        return sorted(
+            (e for e in self.entries.values() if e.key_id != key_id), key=lambda e: e.token
+        )[:limit]
+
+    async def replace_ciphertext(
+        self, token: str, old_key_id: str, key_id: str, ciphertext: bytes
+    ) -> bool:
+        entry = self.entries.get(token)
+        if entry is None or entry.key_id != old_key_id:
+            return False
+        self.entries[token] = dataclasses.replace(entry, key_id=key_id, ciphertext=ciphertext)
+        return True
+
+    async def delete_entry(self, token: str, client_id: str | None) -> bool:
+        if await self.entry(token, client_id) is None:
+            return False
+        del self.entries[token]
+        return True
+
+    async def delete_client(self, client_id: str) -> int:
+        gone = [t for t, e in self.entries.items() if e.client_id == client_id]
+        for token in gone:
+            del self.entries[token]
+        return len(gone)
+
+    async def delete_expired(self, now: datetime, limit: int) -> int:
+        gone = [
+            t for t, e in self.entries.items() if e.expires_at is not None and e.expires_at <= now
+        ][:limit]
+        for token in gone:
+            del self.entries[token]
+        return len(gone)

@@ -1,0 +1,249 @@
+"""The consumer's account intake and dead-letter redaction: every intake form ends as a
+vault token, or as a refusal with its catalogue code; no dead letter keeps a number."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.account_intake import AccountDecrypter, AccountIntake
+from consumer.dead_letter_redaction import DeadLetterRedaction, mask_numbers_in
+from consumer.sealing import CommandSealer
+from domain.accounts import Account, AccountType
+from domain.errors import ErrorCode, PaygateError
+from domain.vaulted import AccountToken, EncryptedAccount, VaultedAccount
+from producer.account_encryption import encrypt_account_number
+from schemas.codec import CREATE_PAYMENT
+from schemas.payments import PaymentMessages
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD, create_payment, create_payment_record
+from tests.support.fake_vault_rows import FakeVaultRows
+from tests.support.memory_vault import memory_vault
+from vault.account_key_pair import AccountKeyPair
+
+pytestmark = pytest.mark.unit
+
+KEY = b"k" * 32
+RETENTION = timedelta(days=30)
+
+
+# Where each generated key pair's file is, by key id.
+KEY_FILES: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def key_pair(tmp_path_factory: pytest.TempPathFactory) -> AccountKeyPair:
+    path = tmp_path_factory.mktemp("keys") / "account.pem"
+    pair = AccountKeyPair.from_files([path], generate_missing=True)
+    KEY_FILES[pair.published.key_id] = path
+    return pair
+
+
+def intake(rows: FakeVaultRows, key_pair: AccountDecrypter, *, accept_clear: bool) -> AccountIntake:
+    return AccountIntake(
+        memory_vault(KEY, rows), key_pair, accept_clear=accept_clear, retention=RETENTION
+    )
+
+
+def encrypted(key_pair: AccountKeyPair, number: str, type_: str = "card") -> EncryptedAccount:
+    record = encrypt_account_number(key_pair.published.public_key_pem.encode(), type_, number)
+    return EncryptedAccount(
+        AccountType(type_),
+        str(record["keyId"]),
+        record["wrappedKey"],  # type: ignore[arg-type]
+        record["nonce"],  # type: ignore[arg-type]
+        record["ciphertext"],  # type: ignore[arg-type]
+    )
+
+
+async def refused(code: ErrorCode, work: Any) -> None:
+    with pytest.raises(PaygateError) as caught:
+        await work
+    assert caught.value.code is code
+    assert SUCCESS_CARD not in caught.value.message
+
+
+async def test_clear_numbers_are_vaulted_only_where_accepted(key_pair: AccountKeyPair) -> None:
+    rows = FakeVaultRows()
+    command = create_payment()
+    await refused(
+        ErrorCode.INVALID_REQUEST, intake(rows, key_pair, accept_clear=False).admit(command)
+    )
+    assert rows.entries == {}
+    admitted = await intake(rows, key_pair, accept_clear=True).admit(command)
+    assert isinstance(admitted.payer, VaultedAccount)
+    assert isinstance(admitted.payee, VaultedAccount)
+    assert admitted.payer.ref(b"") == command.payer.ref(KEY)
+    # Same parameters as the clear command: replays and conflicts are judged alike.
+    assert admitted.parameters_fingerprint(KEY) == command.parameters_fingerprint(KEY)
+    assert all(e.expires_at is not None for e in rows.entries.values())
+
+
+async def test_an_encrypted_number_is_decrypted_into_the_vault(key_pair: AccountKeyPair) -> None:
+    rows = FakeVaultRows()
+    command = dataclasses.replace(
+        create_payment(),
+        payer=encrypted(key_pair, SUCCESS_CARD),
+        payee=encrypted(key_pair, PAYEE_IBAN, "iban"),
+    )
+    admitted = await intake(rows, key_pair, accept_clear=False).admit(command)
+    assert isinstance(admitted.payer, VaultedAccount)
+    assert admitted.payer.masked == "****4242"
+    vault = memory_vault(KEY, rows)
+    assert await vault.reveal(admitted.payer, client_id=None) == Account(
+        AccountType.CARD, SUCCESS_CARD
+    )
+
+
+@pytest.mark.parametrize(
+    ("alter", "code"),
+    [
+        (
+            lambda e: dataclasses.replace(e, key_id="ak_0000000000000000"),
+            ErrorCode.ENCRYPTION_KEY_UNKNOWN,
+        ),
+        (
+            lambda e: dataclasses.replace(
+                e, wrapped_key=bytes([e.wrapped_key[0] ^ 1]) + e.wrapped_key[1:]
+            ),
+            ErrorCode.ENCRYPTION_KEY_MISMATCH,
+        ),
+        (
+            lambda e: dataclasses.replace(
+                e, ciphertext=e.ciphertext[:-1] + bytes([e.ciphertext[-1] ^ 1])
+            ),
+            ErrorCode.ACCOUNT_DATA_TAMPERED,
+        ),
+        # Relabelled as another account type: bound as associated data.
+        (lambda e: dataclasses.replace(e, type=AccountType.IBAN), ErrorCode.ACCOUNT_DATA_TAMPERED),
+    ],
+)
+async def test_a_broken_encrypted_number_is_refused(
+    key_pair: AccountKeyPair, alter: Any, code: ErrorCode
+) -> None:
+    rows = FakeVaultRows()
+    command = dataclasses.replace(create_payment(), payer=alter(encrypted(key_pair, SUCCESS_CARD)))
+    await refused(code, intake(rows, key_pair, accept_clear=True).admit(command))
+    assert rows.entries == {}
+
+
+async def test_a_number_encrypted_to_another_key_is_a_mismatch(
+    key_pair: AccountKeyPair, tmp_path: Path
+) -> None:
+    other = AccountKeyPair.from_files([tmp_path / "other.pem"], generate_missing=True)
+    foreign = encrypted(other, SUCCESS_CARD)
+    # Claiming paygate's key id: the wrapped key does not open with paygate's private key.
+    command = dataclasses.replace(
+        create_payment(), payer=dataclasses.replace(foreign, key_id=key_pair.published.key_id)
+    )
+    await refused(
+        ErrorCode.ENCRYPTION_KEY_MISMATCH,
+        intake(FakeVaultRows(), key_pair, accept_clear=True).admit(command),
+    )
+
+
+async def test_a_token_is_looked_up_in_the_commands_client_scope(key_pair: AccountKeyPair) -> None:
+    rows = FakeVaultRows()
+    vault = memory_vault(KEY, rows)
+    mine = await vault.tokenize(Account(AccountType.CARD, SUCCESS_CARD), client_id="acme")
+    command = dataclasses.replace(
+        create_payment(), payer=AccountToken(AccountType.CARD, mine.token, "Ada"), client_id="acme"
+    )
+    admitted = await intake(rows, key_pair, accept_clear=False).admit(
+        dataclasses.replace(
+            command,
+            payee=await vault.tokenize(Account(AccountType.IBAN, PAYEE_IBAN), client_id="acme"),
+        )
+    )
+    assert admitted.payer == dataclasses.replace(mine, holder_name="Ada")
+    other_client = dataclasses.replace(command, client_id="mallory")
+    await refused(
+        ErrorCode.PAYMENT_METHOD_NOT_FOUND,
+        intake(rows, key_pair, accept_clear=True).admit(other_client),
+    )
+
+
+async def test_sealed_attempts_hold_tokens_not_numbers(key_pair: AccountKeyPair) -> None:
+    rows = FakeVaultRows()
+    admitted = await intake(rows, key_pair, accept_clear=True).admit(create_payment())
+    sealer = CommandSealer(KEY)
+    sealed = sealer.seal(admitted)
+    assert sealer.unseal(sealed, admitted.payment_request_id) == admitted
+    # Even opened, the seal holds no number: only the vault does.
+    assert SUCCESS_CARD.encode() not in sealed
+    opened = sealer.unseal(sealed, admitted.payment_request_id)
+    assert opened is not None
+    assert isinstance(opened.payer, VaultedAccount)
+
+
+async def test_a_dead_letter_with_clear_numbers_carries_tokens(key_pair: AccountKeyPair) -> None:
+    rows = FakeVaultRows()
+    messages = PaymentMessages.bundled()
+    redact = DeadLetterRedaction(messages, memory_vault(KEY, rows), retention=RETENTION)
+    # Dead-lettered for its amount, with clear numbers in it.
+    from decimal import Decimal
+
+    from schemas.codec import AvroCodec
+    from schemas.registry import FileSchemaRegistry
+
+    codec = AvroCodec(FileSchemaRegistry.bundled())
+    value = codec.encode(
+        CREATE_PAYMENT, create_payment_record(amount=Decimal("-1"), clientId="acme")
+    )
+    assert SUCCESS_CARD.encode() in value
+    redacted = await redact(value)
+    assert SUCCESS_CARD.encode() not in redacted
+    assert PAYEE_IBAN.encode() not in redacted
+    decoded = messages.command_record(redacted)
+    assert decoded is not None
+    _, record = decoded
+    assert record["payerAccount"]["number"] is None
+    token = record["payerAccount"]["token"]
+    assert rows.entries[token].client_id == "acme"
+    assert record["amount"] == Decimal("-1")  # everything else as it was
+
+
+async def test_a_dead_letter_without_clear_numbers_is_kept_byte_for_byte() -> None:
+    messages = PaymentMessages.bundled()
+    rows = FakeVaultRows()
+    redact = DeadLetterRedaction(messages, memory_vault(KEY, rows), retention=RETENTION)
+    # An idempotency key of digits: masking it would make a re-published copy another payment.
+    command = create_payment(idempotency_key="1234567890123456")
+    tokenized = await intake(rows, FakeKeyPair(), accept_clear=True).admit(command)
+    value = messages.encode_command(tokenized)
+    assert await redact(value) == value
+
+
+class FakeKeyPair:
+    def decrypt(self, account: EncryptedAccount) -> Account:
+        raise AssertionError("nothing encrypted here")
+
+
+def test_undecodable_dead_letters_are_masked_in_place() -> None:
+    raw = b"\x01garbage " + SUCCESS_CARD.encode() + b" and " + PAYEE_IBAN.encode() + b" order-12"
+    masked = mask_numbers_in(raw)
+    assert len(masked) == len(raw)
+    assert SUCCESS_CARD.encode() not in masked
+    assert PAYEE_IBAN.encode() not in masked
+    assert b"************4242" in masked
+    assert masked.endswith(b" order-12")
+
+
+def test_an_account_key_rotates_the_first_is_published_all_decrypt(
+    key_pair: AccountKeyPair, tmp_path: Path
+) -> None:
+    old = key_pair
+    new_path = tmp_path / "new.pem"
+    new = AccountKeyPair.from_files([new_path], generate_missing=True)
+    both = AccountKeyPair.from_files([new_path, *[tmp_path_of(old)]], generate_missing=False)
+    assert both.published == new.published
+    for pair in (old, new):
+        account = both.decrypt(encrypted(pair, SUCCESS_CARD))
+        assert account == Account(AccountType.CARD, SUCCESS_CARD)
+
+
+def tmp_path_of(pair: AccountKeyPair) -> Path:
+    return KEY_FILES[pair.published.key_id]

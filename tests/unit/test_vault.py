@@ -1,0 +1,241 @@
+"""The vault's rules on in-memory rows: what opens, what is refused with which code, and
+how keys rotate, re-wrap and retire."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+
+from domain.accounts import Account, AccountType
+from domain.errors import ErrorCode, PaygateError
+from domain.vaulted import is_token
+from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
+from tests.support.clock import Clock
+from tests.support.fake_vault_rows import FakeVaultRows
+from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1, KEK_1_WRONG, KEK_2
+from vault.kek import KeyFormatError, LocalKeyEncryptionKeys, parse_keys
+from vault.vault import KeyInUseError, NoSuchKeyError, Vault
+
+pytestmark = pytest.mark.unit
+
+CARD = Account(AccountType.CARD, SUCCESS_CARD, "Ada Lovelace")
+
+
+def vault_of(rows: FakeVaultRows, keks: str = KEK_1, clock: Clock | None = None) -> Vault:
+    return Vault(
+        rows,
+        LocalKeyEncryptionKeys.from_text(keks),
+        FINGERPRINT_KEY,
+        clock=clock or Clock(),
+        primary_refresh_s=0.0,
+    )
+
+
+async def refused(code: ErrorCode, work: object) -> PaygateError:
+    with pytest.raises(PaygateError) as caught:
+        await work  # type: ignore[misc]
+    assert caught.value.code is code
+    for number in (SUCCESS_CARD, PAYEE_IBAN):
+        assert number not in caught.value.message
+    return caught.value
+
+
+async def test_a_number_is_tokenized_and_revealed_only_in_its_clients_scope() -> None:
+    rows = FakeVaultRows()
+    vault = vault_of(rows)
+    vaulted = await vault.tokenize(CARD, client_id="acme")
+    assert is_token(vaulted.token)
+    assert vaulted.ref(b"ignored") == CARD.ref(FINGERPRINT_KEY)
+    assert (vaulted.holder_name, str(vaulted)) == ("Ada Lovelace", "card ****4242")
+    assert await vault.reveal(vaulted, client_id="acme") == CARD
+    [entry] = rows.entries.values()
+    assert SUCCESS_CARD.encode() not in entry.ciphertext
+    # Another client, and upstream services' scope, know no such token.
+    await refused(ErrorCode.PAYMENT_METHOD_NOT_FOUND, vault.reveal(vaulted, client_id="other"))
+    await refused(ErrorCode.PAYMENT_METHOD_NOT_FOUND, vault.describe(vaulted.token, client_id=None))
+
+
+async def test_every_value_gets_its_own_nonce() -> None:
+    rows = FakeVaultRows()
+    vault = vault_of(rows)
+    first = await vault.tokenize(CARD, client_id=None)
+    second = await vault.tokenize(CARD, client_id=None)
+    assert first.token != second.token
+    one, two = rows.entries[first.token].ciphertext, rows.entries[second.token].ciphertext
+    assert one != two
+    # Same key, different nonce: the 12 bytes after the header differ.
+    header = 2 + len(rows.entries[first.token].key_id)
+    assert one[:header] == two[:header]
+    assert one[header : header + 12] != two[header : header + 12]
+
+
+async def test_a_deleted_token_is_gone_with_its_ciphertext() -> None:
+    rows = FakeVaultRows()
+    vault = vault_of(rows)
+    vaulted = await vault.tokenize(CARD, client_id="acme")
+    assert not await vault.delete(vaulted.token, client_id="other")
+    assert await vault.delete(vaulted.token, client_id="acme")
+    assert rows.entries == {}
+    await refused(ErrorCode.PAYMENT_METHOD_NOT_FOUND, vault.reveal(vaulted, client_id="acme"))
+
+
+async def test_deleting_a_client_shreds_its_tokens_only() -> None:
+    rows = FakeVaultRows()
+    vault = vault_of(rows)
+    gone = [await vault.tokenize(CARD, client_id="acme") for _ in range(2)]
+    kept = await vault.tokenize(CARD, client_id="other")
+    assert await vault.delete_client("acme") == 2
+    for vaulted in gone:
+        await refused(ErrorCode.PAYMENT_METHOD_NOT_FOUND, vault.reveal(vaulted, client_id="acme"))
+    assert await vault.reveal(kept, client_id="other") == CARD
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        pytest.param(lambda c: c[:-1] + bytes([c[-1] ^ 1]), id="tag"),
+        pytest.param(lambda c: c[:-20] + bytes([c[-20] ^ 1]) + c[-19:], id="body"),
+        pytest.param(lambda c: c[:2] + b"dk_0000000000000000" + c[21:], id="key-id"),
+        pytest.param(lambda c: b"\x02" + c[1:], id="version"),
+        pytest.param(lambda c: c[:10], id="truncated"),
+    ],
+)
+async def test_a_tampered_ciphertext_is_refused(alter: object) -> None:
+    rows = FakeVaultRows()
+    vault = vault_of(rows)
+    vaulted = await vault.tokenize(CARD, client_id="acme")
+    entry = rows.entries[vaulted.token]
+    rows.entries[vaulted.token] = dataclasses.replace(
+        entry,
+        ciphertext=alter(entry.ciphertext),  # type: ignore[operator]
+    )
+    await refused(ErrorCode.ACCOUNT_DATA_TAMPERED, vault.reveal(vaulted, client_id="acme"))
+
+
+async def test_a_ciphertext_moved_to_another_token_does_not_open() -> None:
+    rows = FakeVaultRows()
+    vault = vault_of(rows)
+    victim = await vault.tokenize(CARD, client_id="acme")
+    attacker = await vault.tokenize(Account(AccountType.IBAN, PAYEE_IBAN), client_id="mallory")
+    stolen = rows.entries[victim.token].ciphertext
+    rows.entries[attacker.token] = dataclasses.replace(
+        rows.entries[attacker.token], ciphertext=stolen
+    )
+    await refused(ErrorCode.ACCOUNT_DATA_TAMPERED, vault.reveal(attacker, client_id="mallory"))
+
+
+async def test_an_unknown_data_key_or_key_encryption_key_is_named() -> None:
+    rows = FakeVaultRows()
+    vaulted = await vault_of(rows).tokenize(CARD, client_id="acme")
+    [key_id] = rows.keys_by_id
+    # Another process, whose configuration lacks the key-encryption key.
+    error = await refused(
+        ErrorCode.ENCRYPTION_KEY_UNKNOWN, vault_of(rows, KEK_2).reveal(vaulted, client_id="acme")
+    )
+    assert "'kek-1'" in error.message
+    # The data key's row is gone (restored from an older backup, say).
+    del rows.keys_by_id[key_id]
+    error = await refused(
+        ErrorCode.ENCRYPTION_KEY_UNKNOWN, vault_of(rows).reveal(vaulted, client_id="acme")
+    )
+    assert key_id in error.message
+
+
+async def test_a_wrong_key_under_a_known_id_is_a_mismatch() -> None:
+    rows = FakeVaultRows()
+    vaulted = await vault_of(rows).tokenize(CARD, client_id="acme")
+    await refused(
+        ErrorCode.ENCRYPTION_KEY_MISMATCH,
+        vault_of(rows, KEK_1_WRONG).reveal(vaulted, client_id="acme"),
+    )
+
+
+async def test_rotate_rewrap_retire() -> None:
+    rows = FakeVaultRows()
+    clock = Clock()
+    vault = vault_of(rows, clock=clock)
+    old = await vault.tokenize(CARD, client_id="acme")
+    [first] = await vault.keys()
+    clock.now += timedelta(seconds=1)
+    second = await vault.rotate()
+    new = await vault.tokenize(CARD, client_id="acme")
+    assert rows.entries[new.token].key_id == second.key_id
+    assert rows.entries[old.token].key_id == first.key_id
+    # Both open meanwhile: no downtime.
+    assert await vault.reveal(old, client_id="acme") == CARD
+    with pytest.raises(KeyInUseError, match="rewrap"):
+        await vault.retire(first.key_id)
+    with pytest.raises(KeyInUseError, match="newest"):
+        await vault.retire(second.key_id)
+    with pytest.raises(NoSuchKeyError):
+        await vault.retire("dk_none")
+
+    report = await vault.rewrap()
+    assert (report.keys_rewrapped, report.values_moved, report.values_failed) == (0, 1, 0)
+    assert {e.key_id for e in rows.entries.values()} == {second.key_id}
+    retired = await vault.retire(first.key_id)
+    assert not retired.active
+    assert rows.keys_by_id[first.key_id].wrapped_key is None
+    assert await vault.reveal(old, client_id="acme") == CARD
+    assert [(k.key_id, k.values) for k in await vault.keys()] == [
+        (first.key_id, 0),
+        (second.key_id, 2),
+    ]
+
+
+async def test_a_key_encryption_key_rotates_by_rewrap() -> None:
+    rows = FakeVaultRows()
+    vaulted = await vault_of(rows, KEK_1).tokenize(CARD, client_id="acme")
+    # The new key first, the old one kept for unwrapping until the rewrap is done.
+    report = await vault_of(rows, f"{KEK_2}\n{KEK_1}").rewrap()
+    assert (report.keys_rewrapped, report.values_moved) == (1, 0)
+    assert {k.kek_id for k in rows.keys_by_id.values()} == {"kek-2"}
+    assert await vault_of(rows, KEK_2).reveal(vaulted, client_id="acme") == CARD
+
+
+async def test_rewrap_counts_and_leaves_a_value_that_does_not_open() -> None:
+    rows = FakeVaultRows()
+    clock = Clock()
+    vault = vault_of(rows, clock=clock)
+    broken = await vault.tokenize(CARD, client_id="acme")
+    entry = rows.entries[broken.token]
+    rows.entries[broken.token] = dataclasses.replace(
+        entry, ciphertext=entry.ciphertext[:-1] + bytes([entry.ciphertext[-1] ^ 1])
+    )
+    clock.now += timedelta(seconds=1)
+    await vault.rotate()
+    report = await vault.rewrap()
+    assert (report.values_moved, report.values_failed) == (0, 1)
+    assert rows.entries[broken.token].key_id == entry.key_id
+
+
+async def test_tokens_made_for_one_payment_expire_unless_saved() -> None:
+    rows = FakeVaultRows()
+    clock = Clock()
+    vault = vault_of(rows, clock=clock)
+    once = await vault.tokenize(CARD, client_id="acme", expires_in=timedelta(days=30))
+    saved = await vault.tokenize(CARD, client_id="acme", saved=True, expires_in=timedelta(days=30))
+    clock.now += timedelta(days=29)
+    assert await vault.delete_expired() == 0
+    clock.now += timedelta(days=1)
+    # Expired is not found even before the job ran; the job then shreds it.
+    await refused(ErrorCode.PAYMENT_METHOD_NOT_FOUND, vault.reveal(once, client_id="acme"))
+    assert await vault.delete_expired() == 1
+    assert set(rows.entries) == {saved.token}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "kek-1", "kek-1:" + "1" * 63, "kek 1:" + "11" * 32, "11" * 32, f"{KEK_1},kek-2:zz"],
+)
+def test_malformed_key_encryption_keys_are_refused_without_showing_them(text: str) -> None:
+    with pytest.raises(KeyFormatError) as caught:
+        LocalKeyEncryptionKeys.from_text(text)
+    assert "11" * 8 not in str(caught.value)
+
+
+def test_keys_are_read_in_order_the_first_is_current() -> None:
+    assert [k for k, _ in parse_keys(f" {KEK_2} ,\n{KEK_1}\n\n")] == ["kek-2", "kek-1"]
+    assert LocalKeyEncryptionKeys.from_text(f"{KEK_2},{KEK_1}").current_id == "kek-2"

@@ -1,0 +1,294 @@
+"""The vault's rows: SQL on ``vault_keys`` and ``vault_entries``, nothing cryptographic.
+
+Every method is one short transaction. What comes in and out is already encrypted (values)
+or wrapped (keys): this module never sees a clear number or a clear key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from persistence.engine import as_utc, as_utc_or_none
+from persistence.group_commit import Bulk, GroupCommit
+from persistence.vault_tables import vault_entries, vault_keys
+from vault.read_batches import ReadBatches
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    key_id: str
+    kek_id: str
+    wrapped_key: bytes | None
+    created_at: datetime
+    retired_at: datetime | None
+    values: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    token: str
+    client_id: str | None
+    account_type: str
+    masked: str
+    fingerprint: str
+    key_id: str
+    ciphertext: bytes
+    saved: bool
+    created_at: datetime
+    expires_at: datetime | None
+
+
+def _key(row: object) -> KeyRow:
+    return KeyRow(
+        key_id=row.key_id,  # type: ignore[attr-defined]
+        kek_id=row.kek_id,  # type: ignore[attr-defined]
+        wrapped_key=row.wrapped_key,  # type: ignore[attr-defined]
+        created_at=as_utc(row.created_at),  # type: ignore[attr-defined]
+        retired_at=as_utc_or_none(row.retired_at),  # type: ignore[attr-defined]
+    )
+
+
+def _entry(row: object) -> EntryRow:
+    return EntryRow(
+        token=row.token,  # type: ignore[attr-defined]
+        client_id=row.client_id,  # type: ignore[attr-defined]
+        account_type=row.account_type,  # type: ignore[attr-defined]
+        masked=row.masked,  # type: ignore[attr-defined]
+        fingerprint=row.fingerprint,  # type: ignore[attr-defined]
+        key_id=row.key_id,  # type: ignore[attr-defined]
+        ciphertext=row.ciphertext,  # type: ignore[attr-defined]
+        saved=bool(row.saved),  # type: ignore[attr-defined]
+        created_at=as_utc(row.created_at),  # type: ignore[attr-defined]
+        expires_at=as_utc_or_none(row.expires_at),  # type: ignore[attr-defined]
+    )
+
+
+def _scope(client_id: str | None):  # type: ignore[no-untyped-def]
+    column = vault_entries.c.client_id
+    return column.is_(None) if client_id is None else column == client_id
+
+
+async def _insert_entries(conn: AsyncConnection, entries: Sequence[EntryRow]) -> list[None]:
+    await conn.execute(
+        insert(vault_entries),
+        [
+            {
+                "token": e.token,
+                "client_id": e.client_id,
+                "account_type": e.account_type,
+                "masked": e.masked,
+                "fingerprint": e.fingerprint,
+                "key_id": e.key_id,
+                "ciphertext": e.ciphertext,
+                "saved": e.saved,
+                "created_at": e.created_at,
+                "expires_at": e.expires_at,
+            }
+            for e in entries
+        ],
+    )
+    return [None] * len(entries)
+
+
+class VaultStorage(Protocol):
+    """What :class:`vault.vault.Vault` needs from its rows; :class:`VaultRows` is the SQL
+    one, tests pass a fake."""
+
+    async def add_key(self, key: KeyRow) -> None: ...
+    async def newest_active_key(self) -> KeyRow | None: ...
+    async def key(self, key_id: str) -> KeyRow | None: ...
+    async def keys(self) -> list[KeyRow]: ...
+    async def rewrap_key(self, key_id: str, kek_id: str, wrapped: bytes) -> None: ...
+    async def retire_key(self, key_id: str, at: datetime) -> bool: ...
+    async def add_entry(self, entry: EntryRow) -> None: ...
+    async def entry(self, token: str, client_id: str | None) -> EntryRow | None: ...
+    async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]: ...
+    async def replace_ciphertext(
+        self, token: str, old_key_id: str, key_id: str, ciphertext: bytes
+    ) -> bool: ...
+    async def delete_entry(self, token: str, client_id: str | None) -> bool: ...
+    async def delete_client(self, client_id: str) -> int: ...
+    async def delete_expired(self, now: datetime, limit: int) -> int: ...
+
+
+class VaultRows:
+    def __init__(self, engine: AsyncEngine, writes: GroupCommit | None = None) -> None:
+        """``writes``: the database's one writer queue when the vault shares paygate's
+        database (on SQLite a second writer would wait in the busy handler, and every
+        tokenization would be a commit of its own); else one of the vault's own."""
+        self._engine = engine
+        self._writes = writes if writes is not None else GroupCommit(engine)
+        self._reads: ReadBatches[EntryRow] = ReadBatches(self._entries)
+
+    # --- data keys ---------------------------------------------------------------------
+
+    async def add_key(self, key: KeyRow) -> None:
+        async def _op(conn: AsyncConnection) -> None:
+            await conn.execute(
+                insert(vault_keys).values(
+                    key_id=key.key_id,
+                    kek_id=key.kek_id,
+                    wrapped_key=key.wrapped_key,
+                    created_at=key.created_at,
+                    retired_at=None,
+                )
+            )
+
+        await self._writes.run(_op)
+
+    async def newest_active_key(self) -> KeyRow | None:
+        query = (
+            select(vault_keys)
+            .where(vault_keys.c.retired_at.is_(None))
+            .order_by(vault_keys.c.created_at.desc(), vault_keys.c.key_id.desc())
+            .limit(1)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        return None if row is None else _key(row)
+
+    async def key(self, key_id: str) -> KeyRow | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(vault_keys).where(vault_keys.c.key_id == key_id))
+            ).one_or_none()
+        return None if row is None else _key(row)
+
+    async def keys(self) -> list[KeyRow]:
+        """Every key, oldest first, with how many values each encrypts."""
+        counts = (
+            select(vault_entries.c.key_id, func.count().label("values"))
+            .group_by(vault_entries.c.key_id)
+            .subquery()
+        )
+        query = (
+            select(vault_keys, func.coalesce(counts.c["values"], 0).label("n"))
+            .outerjoin(counts, counts.c.key_id == vault_keys.c.key_id)
+            .order_by(vault_keys.c.created_at, vault_keys.c.key_id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            KeyRow(
+                key_id=row.key_id,
+                kek_id=row.kek_id,
+                wrapped_key=row.wrapped_key,
+                created_at=as_utc(row.created_at),
+                retired_at=as_utc_or_none(row.retired_at),
+                values=int(row.n),
+            )
+            for row in rows
+        ]
+
+    async def rewrap_key(self, key_id: str, kek_id: str, wrapped: bytes) -> None:
+        async def _op(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(vault_keys)
+                .where(vault_keys.c.key_id == key_id, vault_keys.c.retired_at.is_(None))
+                .values(kek_id=kek_id, wrapped_key=wrapped)
+            )
+
+        await self._writes.run(_op)
+
+    async def retire_key(self, key_id: str, at: datetime) -> bool:
+        """Erase the key's wrapped bytes, if no value still uses it; False if one does."""
+
+        async def _op(conn: AsyncConnection) -> bool:
+            in_use = await conn.scalar(select(func.count()).where(vault_entries.c.key_id == key_id))
+            if in_use:
+                return False
+            await conn.execute(
+                update(vault_keys)
+                .where(vault_keys.c.key_id == key_id)
+                .values(wrapped_key=None, retired_at=func.coalesce(vault_keys.c.retired_at, at))
+            )
+            return True
+
+        return await self._writes.run(_op)
+
+    # --- entries -----------------------------------------------------------------------
+
+    async def add_entry(self, entry: EntryRow) -> None:
+        async def _op(conn: AsyncConnection) -> None:
+            await _insert_entries(conn, [entry])
+
+        # Many tokenizations at once (the consumer's intake) insert in one statement.
+        await self._writes.run(_op, Bulk(_insert_entries, entry))
+
+    async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
+        entry = await self._reads.get(token)
+        # The scope is checked here, on the row: NULL (upstream services) matches only None.
+        return entry if entry is not None and entry.client_id == client_id else None
+
+    async def _entries(self, tokens: Sequence[str]) -> dict[str, EntryRow]:
+        query = select(vault_entries).where(vault_entries.c.token.in_(list(tokens)))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {row.token: _entry(row) for row in rows}
+
+    async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]:
+        query = (
+            select(vault_entries)
+            .where(vault_entries.c.key_id != key_id)
+            .order_by(vault_entries.c.token)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_entry(row) for row in rows]
+
+    async def replace_ciphertext(
+        self, token: str, old_key_id: str, key_id: str, ciphertext: bytes
+    ) -> bool:
+        """Swap in a re-encrypted value, unless it changed meanwhile (deleted, moved)."""
+
+        async def _op(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(vault_entries)
+                .where(vault_entries.c.token == token, vault_entries.c.key_id == old_key_id)
+                .values(key_id=key_id, ciphertext=ciphertext)
+            )
+            return bool(result.rowcount)
+
+        return await self._writes.run(_op)
+
+    async def delete_entry(self, token: str, client_id: str | None) -> bool:
+        async def _op(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                delete(vault_entries).where(vault_entries.c.token == token, _scope(client_id))
+            )
+            return bool(result.rowcount)
+
+        return await self._writes.run(_op)
+
+    async def delete_client(self, client_id: str) -> int:
+        async def _op(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                delete(vault_entries).where(vault_entries.c.client_id == client_id)
+            )
+            return int(result.rowcount)
+
+        return await self._writes.run(_op)
+
+    async def delete_expired(self, now: datetime, limit: int) -> int:
+        async def _op(conn: AsyncConnection) -> int:
+            tokens = (
+                await conn.scalars(
+                    select(vault_entries.c.token)
+                    .where(and_(vault_entries.c.expires_at.is_not(None)))
+                    .where(vault_entries.c.expires_at <= now)
+                    .limit(limit)
+                )
+            ).all()
+            if not tokens:
+                return 0
+            await conn.execute(delete(vault_entries).where(vault_entries.c.token.in_(tokens)))
+            return len(tokens)
+
+        return await self._writes.run(_op)

@@ -1,0 +1,300 @@
+"""The vault: tokenize an account, reveal it for a provider call, delete it, rotate keys.
+
+Invariants:
+
+- A clear number exists only in memory: it arrives in :meth:`Vault.tokenize` and leaves
+  :meth:`Vault.reveal` for the provider call; the database holds its ciphertext, its
+  masked form and its keyed fingerprint (the same HMAC the payments store keeps).
+- Every value is encrypted under the newest data key this process knows (re-read at most
+  every ``primary_refresh_s``, so ``paygate keys rotate`` reaches every process within that),
+  with a fresh nonce, bound to its token, client and account type.
+- A token opens only within its client's scope; another client's token, a deleted or an
+  expired one are all ``payment_method_not_found``, alike.
+- Deleting a token deletes its ciphertext: nothing in the live database can bring the
+  number back. Copies in backups are unreadable once their data key is retired (rotate,
+  rewrap, retire: docs/security.md).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from domain.accounts import Account, AccountType
+from domain.clock import utc_now
+from domain.errors import PaygateError
+from domain.vaulted import VaultedAccount, new_token, payment_method_not_found
+from vault import cipher
+from vault.errors import key_unknown, tampered
+from vault.kek import KeyEncryptionKeys, WrappedKey
+from vault.rows import EntryRow, KeyRow, VaultStorage
+
+DATA_KEY_KIND: Final = "data key"
+DEFAULT_PRIMARY_REFRESH_S: Final = 30.0
+
+
+class KeyInUseError(RuntimeError):
+    """A data key cannot be retired while values are encrypted under it."""
+
+
+class NoSuchKeyError(LookupError):
+    """No data key has this id."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataKeyInfo:
+    """What may be shown about a data key: never the key."""
+
+    key_id: str
+    kek_id: str
+    created_at: datetime
+    retired_at: datetime | None
+    values: int
+
+    @property
+    def active(self) -> bool:
+        return self.retired_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class RewrapReport:
+    keys_rewrapped: int
+    values_moved: int
+    values_failed: int
+
+
+def _context(token: str, client_id: str | None, account_type: str) -> bytes:
+    return "\x1f".join((token, client_id or "", account_type)).encode()
+
+
+def _info(row: KeyRow) -> DataKeyInfo:
+    return DataKeyInfo(row.key_id, row.kek_id, row.created_at, row.retired_at, row.values)
+
+
+class Vault:
+    def __init__(
+        self,
+        rows: VaultStorage,
+        keks: KeyEncryptionKeys,
+        fingerprint_key: bytes,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        primary_refresh_s: float = DEFAULT_PRIMARY_REFRESH_S,
+    ) -> None:
+        self._rows = rows
+        self._keks = keks
+        self._fingerprint_key = fingerprint_key
+        self._clock = clock
+        self._primary_refresh_s = primary_refresh_s
+        self._data_keys: dict[str, AESGCM] = {}
+        self._primary: str | None = None
+        self._primary_read_at = 0.0
+
+    # --- values ------------------------------------------------------------------------
+
+    async def tokenize(
+        self,
+        account: Account,
+        *,
+        client_id: str | None,
+        saved: bool = False,
+        expires_in: timedelta | None = None,
+    ) -> VaultedAccount:
+        """Store ``account``'s number encrypted; its token, masked number and fingerprint.
+
+        ``saved``: kept for reuse until deleted. Otherwise ``expires_in`` (the retention)
+        says when the retention job crypto-shreds it; a token made for one payment gets it.
+        """
+        key_id = await self._primary_key_id()
+        token = new_token()
+        ref = account.ref(self._fingerprint_key)
+        ciphertext = cipher.encrypt(
+            await self._data_key(key_id),
+            key_id,
+            account.number.encode(),
+            _context(token, client_id, account.type.value),
+        )
+        await self._rows.add_entry(
+            EntryRow(
+                token=token,
+                client_id=client_id,
+                account_type=account.type.value,
+                masked=ref.masked,
+                fingerprint=ref.fingerprint,
+                key_id=key_id,
+                ciphertext=ciphertext,
+                saved=saved,
+                created_at=self._clock(),
+                expires_at=None if saved or expires_in is None else self._clock() + expires_in,
+            )
+        )
+        return VaultedAccount(account.type, token, ref.masked, ref.fingerprint, account.holder_name)
+
+    async def describe(
+        self, token: str, *, client_id: str | None, holder_name: str | None = None
+    ) -> VaultedAccount:
+        """The vaulted account of ``token`` without decrypting it (``payment_method_not_found``
+        unless it is the client's and live)."""
+        entry = await self._live_entry(token, client_id)
+        return VaultedAccount(
+            AccountType(entry.account_type), token, entry.masked, entry.fingerprint, holder_name
+        )
+
+    async def reveal(self, account: VaultedAccount, *, client_id: str | None) -> Account:
+        """The clear account, for a provider call only: never store, log or publish it."""
+        entry = await self._live_entry(account.token, client_id)
+        number = await self._open(entry)
+        return Account(AccountType(entry.account_type), number, account.holder_name)
+
+    async def check_opens(
+        self, token: str, *, client_id: str | None, holder_name: str | None = None
+    ) -> VaultedAccount:
+        """Like :meth:`describe`, after checking the number decrypts (then dropped), so a
+        broken entry is refused before a payment is accepted."""
+        entry = await self._live_entry(token, client_id)
+        await self._open(entry)
+        return VaultedAccount(
+            AccountType(entry.account_type), token, entry.masked, entry.fingerprint, holder_name
+        )
+
+    async def delete(self, token: str, *, client_id: str | None) -> bool:
+        """Crypto-shred one token; False if it was not the client's or did not exist."""
+        return await self._rows.delete_entry(token, client_id)
+
+    async def delete_client(self, client_id: str) -> int:
+        """Crypto-shred every token of a client (a client that leaves); how many."""
+        return await self._rows.delete_client(client_id)
+
+    async def delete_expired(self, *, batch: int = 500) -> int:
+        """Crypto-shred every token whose expiry has passed; how many."""
+        total = 0
+        while True:
+            deleted = await self._rows.delete_expired(self._clock(), batch)
+            total += deleted
+            if deleted < batch:
+                return total
+
+    async def _live_entry(self, token: str, client_id: str | None) -> EntryRow:
+        entry = await self._rows.entry(token, client_id)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= self._clock()):
+            raise payment_method_not_found()
+        return entry
+
+    async def _open(self, entry: EntryRow) -> str:
+        key_id = cipher.key_id_of(entry.ciphertext)
+        if key_id != entry.key_id:
+            # The blob and its row disagree on the key: one of them was altered.
+            raise tampered("the stored account number")
+        plain = cipher.decrypt(
+            await self._data_key(key_id),
+            entry.ciphertext,
+            _context(entry.token, entry.client_id, entry.account_type),
+        )
+        return plain.decode()
+
+    # --- keys --------------------------------------------------------------------------
+
+    async def rotate(self) -> DataKeyInfo:
+        """A new data key, wrapped by the current key-encryption key; new values use it."""
+        key_id = "dk_" + secrets.token_hex(8)
+        data_key = AESGCM.generate_key(bit_length=256)
+        wrapped = await self._keks.wrap(data_key, data_key_id=key_id)
+        row = KeyRow(key_id, wrapped.kek_id, wrapped.wrapped, self._clock(), None)
+        await self._rows.add_key(row)
+        self._data_keys[key_id] = AESGCM(data_key)
+        self._primary, self._primary_read_at = key_id, time.monotonic()
+        return _info(row)
+
+    async def keys(self) -> list[DataKeyInfo]:
+        return [_info(row) for row in await self._rows.keys()]
+
+    async def rewrap(self, *, batch: int = 500) -> RewrapReport:
+        """Move everything to the newest keys: every live data key wrapped by the current
+        key-encryption key, every value re-encrypted under the newest data key.
+
+        Safe to run while the service runs, and to interrupt: each value is swapped in its
+        own transaction, only if it did not change meanwhile. A value that does not open
+        is left as it is and counted as failed (the report says how many).
+        """
+        keys_rewrapped = 0
+        for row in await self._rows.keys():
+            if row.retired_at is not None or row.wrapped_key is None:
+                continue
+            if row.kek_id != self._keks.current_id:
+                data_key = await self._keks.unwrap(
+                    WrappedKey(row.kek_id, row.wrapped_key), data_key_id=row.key_id
+                )
+                wrapped = await self._keks.wrap(data_key, data_key_id=row.key_id)
+                await self._rows.rewrap_key(row.key_id, wrapped.kek_id, wrapped.wrapped)
+                keys_rewrapped += 1
+        self._primary_read_at = 0.0
+        target = await self._primary_key_id()
+        moved = failed = 0
+        seen_failed: set[str] = set()
+        while True:
+            entries = [
+                e
+                for e in await self._rows.entries_not_under(target, batch + len(seen_failed))
+                if e.token not in seen_failed
+            ]
+            if not entries:
+                return RewrapReport(keys_rewrapped, moved, failed)
+            for entry in entries:
+                context = _context(entry.token, entry.client_id, entry.account_type)
+                try:
+                    number = await self._open(entry)
+                except PaygateError:  # counted, and left for a person to look at
+                    seen_failed.add(entry.token)
+                    failed += 1
+                    continue
+                ciphertext = cipher.encrypt(
+                    await self._data_key(target), target, number.encode(), context
+                )
+                if await self._rows.replace_ciphertext(
+                    entry.token, entry.key_id, target, ciphertext
+                ):
+                    moved += 1
+
+    async def retire(self, key_id: str) -> DataKeyInfo:
+        """Destroy a data key no value uses any more (run ``rewrap`` first)."""
+        row = await self._rows.key(key_id)
+        if row is None:
+            raise NoSuchKeyError(key_id)
+        if row.retired_at is None and await self._primary_key_id() == key_id:
+            raise KeyInUseError(f"{key_id} is the newest data key: rotate first")
+        if not await self._rows.retire_key(key_id, self._clock()):
+            raise KeyInUseError(f"values are still encrypted under {key_id}: run rewrap first")
+        self._data_keys.pop(key_id, None)
+        retired = await self._rows.key(key_id)
+        assert retired is not None
+        return _info(retired)
+
+    async def _primary_key_id(self) -> str:
+        now = time.monotonic()
+        if self._primary is None or now - self._primary_read_at >= self._primary_refresh_s:
+            row = await self._rows.newest_active_key()
+            if row is None:
+                # The first value ever: `make dev` needs no key set-up.
+                return (await self.rotate()).key_id
+            self._primary, self._primary_read_at = row.key_id, now
+        return self._primary
+
+    async def _data_key(self, key_id: str) -> AESGCM:
+        aead = self._data_keys.get(key_id)
+        if aead is not None:
+            return aead
+        row = await self._rows.key(key_id)
+        if row is None or row.wrapped_key is None:
+            raise key_unknown(DATA_KEY_KIND, key_id)
+        data_key = await self._keks.unwrap(
+            WrappedKey(row.kek_id, row.wrapped_key), data_key_id=key_id
+        )
+        aead = AESGCM(data_key)
+        self._data_keys[key_id] = aead
+        return aead
