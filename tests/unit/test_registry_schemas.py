@@ -74,7 +74,7 @@ async def test_paygate_writes_with_the_ids_the_registry_assigned_each_record_its
         FileSchemaRegistry.bundled_schemas(), SUBJECTS
     )
     assert all(schema_id > 1000 for schema_id in latest.values())
-    assert len(registry.subjects["topic-paygate.payments.v1.CreatePayment"]) == 6  # v1-3, twice
+    assert len(registry.subjects["topic-paygate.payments.v1.CreatePayment"]) == 8  # v1-4, twice
     source = await _source(registry)
     data = PaymentMessages(AvroCodec(source)).encode_command(create_payment())
     assert int.from_bytes(data[1:5], "big") == latest[CREATE_PAYMENT]
@@ -174,4 +174,4 @@ async def test_without_a_registry_url_the_bundled_file_ids_are_used():
     from paygate.settings import Settings
 
     data = (await payment_messages(Settings())).encode_command(create_payment())
-    assert int.from_bytes(data[1:5], "big") == 6  # create_payment.v3 in schema_ids.json
+    assert int.from_bytes(data[1:5], "big") == 10  # create_payment.v4 in schema_ids.json
