@@ -59,6 +59,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_SCHEMA = "unknown_schema"
     SERVICE_UNAVAILABLE = "service_unavailable"
     INTERNAL_ERROR = "internal_error"
+    CAPTURE_EXCEEDS_AUTHORIZED = "capture_exceeds_authorized"
+    PAYMENT_NOT_CANCELABLE = "payment_not_cancelable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +351,23 @@ _SPECS: Final = (
         action="Answered 500: retry with the same Idempotency-Key, it cannot cause a second "
         "payment. A payment or refund that failed with it replays with that key: "
         "send a new one (new key; `newAttempt: true` for a payment) and report it.",
+    ),
+    ErrorSpec(
+        code=_E.CAPTURE_EXCEEDS_AUTHORIZED,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="The capture asks for more than the authorization holds. Nothing was captured.",
+        action="Capture at most the payment's `amount`; leave `amount` out to capture all of it.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_NOT_CANCELABLE,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="Only an authorized payment can be canceled: this one is being captured, was "
+        "captured, expired, failed, or was never only authorized.",
+        action="Refund a captured payment instead; a canceled or expired one holds nothing.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

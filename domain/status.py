@@ -5,14 +5,23 @@
     pending ──► processing ──► succeeded ──► partially_refunded ──► refunded
        ▲            │    │ └──► failed   └────────────────────────────►┘
        └────────────┘    └──► authorized ──► capturing ──► succeeded
-                                   ▲              │
-     (provider outcome unknown:    └──────────────┘ (capture certainly not made)
-      back to pending until reconciled)
+                                 │  ▲ │ ▲         │
+                                 │  │ │ └─────────┘ (capture certainly not made)
+                                 │  │ └──► canceling ──► canceled
+                                 │  └──────────┘ (void certainly not made)
+                                 └──► expired  (the provider's hold ended; canceling too)
+
+     (provider outcome unknown: back to pending until reconciled)
 
 ``pending`` means "accepted, outcome not known yet": a command not yet processed, or a
 provider call that timed out. It is never turned into ``failed`` by guessing; only an answer
 from the provider makes a payment final. The refund statuses are reached only through
 succeeded refunds (see domain.refunds); the charge behind them stays succeeded.
+
+``capturing`` and ``canceling`` are the write-ahead moves of a capture and of a void: an
+``authorized`` payment takes at most one of them at a time, by one conditional update, so a
+capture and a cancel that cross cannot both reach the provider. ``expired`` and ``canceled``
+hold no money: the provider released the authorization (its hold ran out, or it was voided).
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ class PaymentStatus(StrEnum):
     REFUNDED = "refunded"
     AUTHORIZED = "authorized"
     CAPTURING = "capturing"
+    CANCELING = "canceling"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
 
     @property
     def charge_known(self) -> bool:
@@ -40,7 +52,7 @@ class PaymentStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         """Nothing is in flight: the charge is answered and no capture is under way."""
-        return self.charge_known and self is not PaymentStatus.CAPTURING
+        return self.charge_known and self not in IN_FLIGHT
 
     @property
     def charge_outcome(self) -> PaymentStatus:
@@ -48,7 +60,7 @@ class PaymentStatus(StrEnum):
         being captured is (still) authorized."""
         if self in CAPTURED:
             return PaymentStatus.SUCCEEDED
-        if self is PaymentStatus.CAPTURING:
+        if self in IN_FLIGHT:
             return PaymentStatus.AUTHORIZED
         return self
 
@@ -58,15 +70,22 @@ _P = PaymentStatus
 # Statuses of a payment whose money was taken: the ones a refund may start from (with
 # something left to refund) and that make an order paid.
 CAPTURED: Final = frozenset({_P.SUCCEEDED, _P.PARTIALLY_REFUNDED, _P.REFUNDED})
-# Statuses of a payment whose money is held, not taken: only a capture may follow.
-HELD: Final = frozenset({_P.AUTHORIZED, _P.CAPTURING})
+# Statuses of a payment whose money is held, not taken: only a capture or a void may follow.
+HELD: Final = frozenset({_P.AUTHORIZED, _P.CAPTURING, _P.CANCELING})
+# A capture or a void is under way: the provider may be acting on the authorization.
+IN_FLIGHT: Final = frozenset({_P.CAPTURING, _P.CANCELING})
+# The authorization was released: nothing is held or taken, and nothing can follow.
+RELEASED: Final = frozenset({_P.CANCELED, _P.EXPIRED})
 
 ALLOWED_TRANSITIONS: Final = MappingProxyType(
     {
         _P.PENDING: frozenset({_P.PROCESSING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED}),
         _P.PROCESSING: frozenset({_P.PENDING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED}),
-        _P.AUTHORIZED: frozenset({_P.CAPTURING}),
+        _P.AUTHORIZED: frozenset({_P.CAPTURING, _P.CANCELING, _P.EXPIRED}),
         _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED}),
+        _P.CANCELING: frozenset({_P.CANCELED, _P.EXPIRED, _P.AUTHORIZED}),
+        _P.CANCELED: frozenset[PaymentStatus](),
+        _P.EXPIRED: frozenset[PaymentStatus](),
         _P.SUCCEEDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),
         _P.FAILED: frozenset[PaymentStatus](),
         _P.PARTIALLY_REFUNDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),

@@ -19,6 +19,7 @@ from domain.clock import utc_now
 from http_facade.access_log import access_log_middleware
 from http_facade.auth import Authenticator, auth_middleware
 from http_facade.body_deadline import body_deadline_middleware
+from http_facade.cancel_routes import add_cancel_routes
 from http_facade.capture_routes import add_capture_routes
 from http_facade.database_guard import (
     DatabaseGuard,
@@ -121,6 +122,7 @@ def build_app(
     add_payment_routes(app)
     add_refund_routes(app)
     add_capture_routes(app)
+    add_cancel_routes(app)
     add_ops_routes(app)
     add_openapi_routes(app)
     return app

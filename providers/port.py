@@ -42,6 +42,10 @@ class ChargeStatus(StrEnum):
     # Authorized, not captured yet: only answered to a request with ``capture=False``.
     AUTHORIZED = "authorized"
     DECLINED = "declined"
+    # An authorization released: voided (by paygate's cancel, or by someone at the
+    # provider), or its hold ran out. Only answered for a charge made with ``capture=False``.
+    CANCELED = "canceled"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,16 @@ class CaptureRequest:
     payment_request_id: str
     charge_reference: str
     amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Void an authorized charge: release the whole hold. ``cancel_key`` is sent as the
+    provider's idempotency key."""
+
+    cancel_key: str
+    payment_request_id: str
+    charge_reference: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +130,12 @@ class PaymentProvider(Protocol):
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         """Capture an authorized charge once per capture key."""
+        ...
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        """Void an authorized charge once per cancel key: ``CANCELED``, or ``EXPIRED`` when
+        its hold had run out already. A charge captured already is refused with a
+        PaygateError (``payment_not_cancelable``): nothing changes."""
         ...
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:

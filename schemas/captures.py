@@ -14,6 +14,7 @@ def capture_payment_from_record(record: Mapping[str, Any]) -> CapturePayment:
         payment_request_id=record["paymentRequestId"],
         order_id=record["orderId"],
         requested_at=requested_at_of(record),
+        amount=record.get("amount"),
     )
 
 
@@ -22,4 +23,5 @@ def capture_payment_to_record(command: CapturePayment) -> dict[str, Any]:
         "paymentRequestId": command.payment_request_id,
         "orderId": command.order_id,
         "requestedAt": command.requested_at,
+        "amount": command.amount,
     }

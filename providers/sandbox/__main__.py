@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         help="how long refunds of the 'refunds pending' test number stay pending",
     )
+    parser.add_argument(
+        "--authorization-hold-s",
+        type=float,
+        default=SandboxConfig().authorization_hold_s,
+        help="how long an authorization (capture false) is held before it expires",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--shutdown-timeout-s",
@@ -103,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hang_s=args.hang_s,
             account_latency_s=args.account_latency_s,
             refund_settle_s=args.refund_settle_s,
+            authorization_hold_s=args.authorization_hold_s,
             seed=args.seed,
         )
     except ValueError as exc:

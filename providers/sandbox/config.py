@@ -24,6 +24,9 @@ class SandboxConfig:
     account_latency_s: float = 2.0
     # How long a refund of a "refunds pending" charge stays pending before it succeeds.
     refund_settle_s: float = 1.0
+    # How long an authorization (capture=False) is held: then it expires, as a card
+    # issuer's hold does (about 7 days), and can no longer be captured.
+    authorization_hold_s: float = 7 * 24 * 3600.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -38,6 +41,7 @@ class SandboxConfig:
             "hang_s",
             "account_latency_s",
             "refund_settle_s",
+            "authorization_hold_s",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from domain.errors import ErrorCode, PaygateError
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -92,6 +93,11 @@ class InProcessSandboxProvider:
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         async with self._translated():
             record = await self.acquirer.capture(request.capture_key, capture_params(request))
+        return outcome_from_record(record)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        async with self._translated():
+            record = await self.acquirer.cancel(request.charge_reference)
         return outcome_from_record(record)
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:

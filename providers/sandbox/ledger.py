@@ -48,6 +48,11 @@ class Ledger(Protocol):
         if unknown). The caller reads ``capture_key`` on the row to know whether it won."""
         ...
 
+    async def release(self, charge_id: str, status: SandboxStatus) -> ChargeRecord | None:
+        """Release the charge's hold (``canceled`` or ``expired``) if it is still authorized;
+        return its row as it now is (None if unknown)."""
+        ...
+
     async def get_refund(self, idempotency_key: str) -> RefundRecord | None: ...
 
     async def insert_refund_if_absent(
@@ -118,6 +123,16 @@ class MemoryLedger:
                 captured_minor=amount_minor,
                 capture_key=capture_key,
             )
+            self._rows[key] = row
+        return row
+
+    async def release(self, charge_id: str, status: SandboxStatus) -> ChargeRecord | None:
+        key = self._key_by_charge_id.get(charge_id)
+        if key is None:
+            return None
+        row = self._rows[key]
+        if row.status is SandboxStatus.AUTHORIZED:
+            row = dataclasses.replace(row, status=status)
             self._rows[key] = row
         return row
 

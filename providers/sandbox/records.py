@@ -24,11 +24,13 @@ from providers.sandbox.refund_records import RefundBehaviour
 
 class SandboxStatus(StrEnum):
     """The status of a charge, as the sandbox's API spells it. Only ``authorized`` changes:
-    a capture makes it ``succeeded``."""
+    a capture makes it ``succeeded``, a void ``canceled``, the end of its hold ``expired``."""
 
     SUCCEEDED = "succeeded"
     AUTHORIZED = "authorized"
     DECLINED = "declined"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
 
 
 class SandboxErrorCode(StrEnum):

@@ -53,6 +53,8 @@ _STATUSES: Final = MappingProxyType(
         "succeeded": ChargeStatus.SUCCEEDED,
         "authorized": ChargeStatus.AUTHORIZED,
         "declined": ChargeStatus.DECLINED,
+        "canceled": ChargeStatus.CANCELED,
+        "expired": ChargeStatus.EXPIRED,
     }
 )
 

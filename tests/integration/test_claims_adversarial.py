@@ -50,8 +50,13 @@ from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundRefused, RefundStarted, RefundStore
 from persistence.stray_store import StrayStore
 from persistence.tables import payments, provider_attempts
-from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.errors import (
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    UnsupportedOperationError,
+)
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -196,6 +201,9 @@ class Acquirer:
     def _capture(self, request: CaptureRequest) -> ChargeOutcome:
         self.captured.add(request.charge_reference)
         return ChargeOutcome(ChargeStatus.SUCCEEDED, request.charge_reference)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        raise UnsupportedOperationError(self.name, "these schedules make no cancels")
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         await self._answer("refund", request.refund_key, lambda: self._refund(request))

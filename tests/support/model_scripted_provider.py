@@ -30,8 +30,13 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from domain.errors import ErrorCode, PaygateError
-from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.errors import (
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+    UnsupportedOperationError,
+)
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -328,6 +333,9 @@ class ScriptedProvider:
         self._raise_for(answer)
         assert outcome is not None
         return outcome
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        raise UnsupportedOperationError(self._name, "the model makes no cancels")
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         await self._gate.checkpoint(f"{self._name}.refund sent")

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Any
 
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -101,6 +102,10 @@ class ScriptedProvider:
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         self.requests.append(request)
         return await self._answer("capture", request.capture_key, request)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        self.requests.append(request)
+        return await self._answer("cancel", request.cancel_key, request)
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         self.requests.append(request)

@@ -9,6 +9,7 @@ from importlib import resources
 import fastavro
 import pytest
 
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -213,5 +214,43 @@ def test_capture_command_round_trip(messages):
         requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
     )
     data = messages.encode_capture(command)
-    assert struct.unpack(">I", data[1:5])[0] == 7
+    assert struct.unpack(">I", data[1:5])[0] == 15
+    assert messages.decode_any_command(data) == command
+
+
+def test_a_partial_capture_round_trips_exactly(messages):
+    command = CapturePayment.create(
+        payment_request_id="pay_" + "3" * 32,
+        order_id="order-1",
+        requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        amount=Decimal("12.35"),
+    )
+    decoded = messages.decode_any_command(messages.encode_capture(command))
+    assert isinstance(decoded, CapturePayment)
+    assert decoded.amount == Decimal("12.35")
+
+
+def test_a_capture_written_with_v1_reads_as_a_whole_capture(messages):
+    """Schema id 7 (no amount) still decodes: the reader's v2 fills in null."""
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, 7))
+    record = {
+        "paymentRequestId": "pay_" + "3" * 32,
+        "orderId": "order-1",
+        "requestedAt": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    }
+    fastavro.schemaless_writer(out, FileSchemaRegistry.bundled().schema(7), record)
+    decoded = messages.decode_any_command(out.getvalue())
+    assert isinstance(decoded, CapturePayment)
+    assert decoded.amount is None
+
+
+def test_cancel_command_round_trip(messages):
+    command = CancelPayment.create(
+        payment_request_id="pay_" + "3" * 32,
+        order_id="order-1",
+        requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    )
+    data = messages.encode_cancel(command)
+    assert struct.unpack(">I", data[1:5])[0] == 14
     assert messages.decode_any_command(data) == command

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -199,6 +200,12 @@ class World:
             raise self.publish_error
         payment = self.payments[command.payment_request_id]
         self.payments[payment.payment_request_id] = replace(payment, status=PaymentStatus.SUCCEEDED)
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
+        if self.publish_error is not None:
+            raise self.publish_error
+        payment = self.payments[command.payment_request_id]
+        self.payments[payment.payment_request_id] = replace(payment, status=PaymentStatus.CANCELED)
 
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
