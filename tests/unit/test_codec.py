@@ -239,7 +239,9 @@ def test_a_capture_written_with_v1_reads_as_a_whole_capture(messages):
         "orderId": "order-1",
         "requestedAt": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
     }
-    fastavro.schemaless_writer(out, FileSchemaRegistry.bundled().schema(7), record)
+    v1 = FileSchemaRegistry.bundled().schema(7)
+    assert v1 is not None
+    fastavro.schemaless_writer(out, v1, record)
     decoded = messages.decode_any_command(out.getvalue())
     assert isinstance(decoded, CapturePayment)
     assert decoded.amount is None
