@@ -143,7 +143,7 @@ class HoldingProvider(ChargeOnlyProvider):
 def checkpointed(store_class, name: str):
     """The real store, every write first stopping at a checkpoint."""
 
-    class Checkpointed(store_class):  # type: ignore[misc, valid-type]
+    class Checkpointed(store_class):  # type: ignore[misc]
         def __init__(self, engine, clock, interleaving: Interleaving) -> None:
             # A group commit each: separate consumers share nothing but the database.
             super().__init__(engine, GroupCommit(engine), clock, claim_lease=LEASE)
