@@ -29,6 +29,7 @@ OPERATIONS = (
     "charge_status",
     "charge_by_reference",
     "capture",
+    "cancel",
     "refund",
     "refund_status",
 )
@@ -40,6 +41,14 @@ def charged(reference: str = "ch_1") -> ChargeOutcome:
 
 def authorized(reference: str = "ch_1") -> ChargeOutcome:
     return ChargeOutcome(ChargeStatus.AUTHORIZED, reference)
+
+
+def canceled(reference: str = "ch_1") -> ChargeOutcome:
+    return ChargeOutcome(ChargeStatus.CANCELED, reference)
+
+
+def expired(reference: str = "ch_1") -> ChargeOutcome:
+    return ChargeOutcome(ChargeStatus.EXPIRED, reference)
 
 
 def declined(reference: str | None = "ch_declined", error: Any = None) -> ChargeOutcome:
