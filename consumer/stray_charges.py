@@ -131,8 +131,12 @@ class StraySweep:
     async def _reverse(self, candidate: StrayCandidate, reference: str) -> str:
         try:
             known = await self._providers.get(candidate.provider).charge_by_reference(reference)
-        except (UnknownProviderError, ProviderError):
-            return "unanswered"  # asked again next pass
+        except ProviderError as exc:
+            if exc.retriable or exc.outcome_unknown:
+                return "unanswered"  # asked again next pass
+            known = None  # it cannot say (unsupported): reverse as a capture, as before
+        except UnknownProviderError as exc:
+            return await self._reversal_failed(candidate, str(exc))
         if known is not None and known.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
             return await self._reversed(candidate, reference)  # nothing is held any more
         if known is not None and known.status is ChargeStatus.AUTHORIZED:

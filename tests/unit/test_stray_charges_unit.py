@@ -246,3 +246,16 @@ async def test_a_stray_authorization_released_meanwhile_needs_no_reversal(
     assert report.reversed == 1
     assert provider.called("cancel") == provider.called("refund") == []
     assert records.reversals[listed.attempt_key].status == STRAY_REVERSED
+
+
+async def test_a_provider_that_cannot_say_what_the_charge_is_gets_a_refund(
+    sweep, records, provider
+):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", UnsupportedOperationError("scripted", "no lookup"))
+    provider.script("refund", refunded("re_reversal"))
+
+    assert (await sweep.run_once()).reversed == 1
+    assert provider.called("refund") == ["pay_1-a1-reversal"]
