@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from consumer.cancel_handler import CancelCommandHandler
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.outcome import Outcome
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.refund_handler import RefundCommandHandler
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.payments import CreatePayment
 from domain.refunds import RefundPayment
@@ -22,11 +24,13 @@ class CommandDispatcher:
         payments: PaymentCommandHandler,
         refunds: RefundCommandHandler,
         captures: CaptureCommandHandler,
+        cancels: CancelCommandHandler,
     ) -> None:
         self._handlers: Mapping[type, Callable[[Any], Awaitable[Outcome]]] = {
             CreatePayment: payments.handle,
             RefundPayment: refunds.handle,
             CapturePayment: captures.handle,
+            CancelPayment: cancels.handle,
         }
 
     async def handle(self, command: Command) -> Outcome:

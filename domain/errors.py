@@ -61,6 +61,8 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
     WEBHOOK_URL_REFUSED = "webhook_url_refused"
     PAYMENT_EXPIRED = "payment_expired"
+    CAPTURE_EXCEEDS_AUTHORIZED = "capture_exceeds_authorized"
+    PAYMENT_NOT_CANCELABLE = "payment_not_cancelable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +375,23 @@ _SPECS: Final = (
         "QR code) before it expired; the provider closed the payment and nothing was charged.",
         action="The same Idempotency-Key replays the expiry. To try again, send a new "
         "attempt: `newAttempt: true` with a new Idempotency-Key.",
+    ),
+    ErrorSpec(
+        code=_E.CAPTURE_EXCEEDS_AUTHORIZED,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="The capture asks for more than the authorization holds. Nothing was captured.",
+        action="Capture at most the payment's `amount`; leave `amount` out to capture all of it.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_NOT_CANCELABLE,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="Only an authorized payment can be canceled: this one is being captured, was "
+        "captured, expired, failed, or was never only authorized.",
+        action="Refund a captured payment instead; a canceled or expired one holds nothing.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

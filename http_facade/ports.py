@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.idempotency import OrderPayment
 from domain.payment_view import PaymentView
@@ -53,6 +54,10 @@ class CommandPublisher(Protocol):
         ...
 
     async def publish_capture(self, command: CapturePayment) -> None:
+        """Likewise, keyed by the payment's order id."""
+        ...
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
         """Likewise, keyed by the payment's order id."""
         ...
 

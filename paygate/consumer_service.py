@@ -163,7 +163,9 @@ class ConsumerService:
                 consumer=consumer,
                 topic=settings.commands_topic,
                 messages=messages,
-                handler=CommandDispatcher(handlers.payments, handlers.refunds, handlers.captures),
+                handler=CommandDispatcher(
+                    handlers.payments, handlers.refunds, handlers.captures, handlers.cancels
+                ),
                 dead_letters=DeadLetterRouter(producer, settings.dlq_topic, self.metrics),
                 metrics=self.metrics,
                 after_work=relay.notify,
@@ -223,6 +225,13 @@ class ConsumerService:
                 (handlers.payment_reconciler.run(stop, interval), "reconciler"),
                 (handlers.refund_reconciler.run(stop, interval), "refund-reconciler"),
                 (handlers.capture_reconciler.run(stop, interval), "capture-reconciler"),
+                (handlers.cancel_reconciler.run(stop, interval), "cancel-reconciler"),
+                (
+                    handlers.authorization_expiry.run(
+                        stop, settings.authorization_check_interval_s
+                    ),
+                    "authorization-expiry",
+                ),
                 (
                     run_periodically(
                         stop,

@@ -578,6 +578,13 @@ class Settings(BaseSettings):
         ge=60,
         description="Seconds the payer has to act before the trade expires and is closed.",
     )
+    authorization_check_interval_s: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds between the passes that ask providers whether authorized "
+        "payments' holds ended on their own (then `expired`, or `canceled` if voided at the "
+        "provider); each pass asks about at most 200, least recently asked first.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.accounts import AccountRef, AccountType
@@ -18,6 +18,12 @@ from domain.payments import CreatePayment, PaymentMethod
 from domain.status import PaymentStatus
 from persistence.engine import as_utc
 from persistence.tables import payments
+
+
+def captured_minor_of(table: Any) -> Any:
+    """SQL: what the payment's capture took, in minor units (the whole amount unless a
+    partial capture took less): the ceiling of its refunds."""
+    return func.coalesce(table.c.captured_minor, table.c.amount_minor)
 
 
 async def payment_in(conn: AsyncConnection, payment_id: str) -> PaymentView | None:
@@ -62,6 +68,7 @@ def payment_view_of(row: Any) -> PaymentView:
         refunded_minor=row["refunded_minor"],
         refund_reserved_minor=row["refund_reserved_minor"],
         next_action=_next_action_of(row),
+        captured_minor=row["captured_minor"],
     )
 
 
