@@ -7,6 +7,9 @@ the payment does not stand on (see persistence.stray_store for which), and
 
 * no charge under the key: the attempt is marked verified and never asked about again;
 * the payment's own charge (its reference): verified likewise;
+* a charge still waiting for its payer (``requires_action``): asked again next pass, as it
+  holds nothing yet but may still be paid (a waiting payment's own open attempt is never a
+  candidate: the payment is not final);
 * any other charge: a **stray charge**. It is recorded, logged at error level, counted in
   ``paygate_stray_charges_total{result="found"}`` (an alert fires on it), and reversed
   through the provider under a key of its own (``<attempt key>-reversal``), so a reversal
@@ -92,6 +95,10 @@ class StraySweep:
                 exc,
                 extra={"attempt_key": candidate.attempt_key},
             )
+            return "unanswered"
+        if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
+            # A trade (a QR code, a 3-D Secure page) still waiting for its payer holds no
+            # money yet but may be paid: verified now, it would never be looked at again.
             return "unanswered"
         charged = known is not None and known.status in (
             ChargeStatus.SUCCEEDED,

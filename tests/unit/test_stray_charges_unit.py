@@ -35,6 +35,7 @@ from tests.support.scripted_provider import (
     refund_failed,
     refund_pending,
     refunded,
+    requires_action,
 )
 
 pytestmark = pytest.mark.unit
@@ -80,8 +81,11 @@ def strays(metrics, result: str) -> float:
         (candidate(), declined()),  # a decline holds no money
         (candidate(PaymentStatus.SUCCEEDED, "ch_own"), charged("ch_own")),  # the payment's own
         (candidate(PaymentStatus.AUTHORIZED, "ch_own"), authorized("ch_own")),
+        # Released authorizations and trades closed unpaid hold no money.
+        (candidate(PaymentStatus.CANCELED, "ch_own"), canceled("ch_own")),
+        (candidate(PaymentStatus.EXPIRED, "ch_own"), expired("ch_own")),
     ],
-    ids=["no-charge", "declined", "own-charge", "own-authorization"],
+    ids=["no-charge", "declined", "own-charge", "own-authorization", "canceled", "expired"],
 )
 async def test_an_attempt_holding_no_money_but_the_payments_own_is_verified_once(
     sweep, records, provider, metrics, listed, answer
@@ -207,6 +211,21 @@ async def test_an_attempt_its_provider_cannot_answer_about_is_asked_again_next_p
 
     assert (report.checked, report.unanswered) == (2, 2)
     assert records.verified == []
+
+
+async def test_a_trade_still_waiting_for_its_payer_is_asked_again_next_pass(
+    sweep, records, provider, metrics
+):
+    records.unexamined.append(candidate(PaymentStatus.SUCCEEDED, "ch_own", attempt_key="pay_1-a1"))
+    provider.script("charge_status", requires_action("ch_other"))
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.unanswered) == (1, 1)
+    assert records.verified == []
+    assert provider.called("refund") == []
+    assert provider.called("cancel") == []
+    assert strays(metrics, "found") == 0
 
 
 async def test_a_stray_authorization_is_voided_not_refunded(sweep, records, provider, metrics):
