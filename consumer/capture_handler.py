@@ -2,8 +2,9 @@
 
 1. :meth:`CaptureStore.begin` moves the payment from ``authorized`` to ``capturing``
    (write-ahead), refuses the capture, or reports one already under way or done.
-2. The payment's provider is asked to capture, under the payment's one capture key, so a
-   capture sent twice (a redelivery, the reconciler) captures once.
+2. The payment's provider is asked to capture the amount written in step 1 (all, or less:
+   the provider releases the rest), under the capture's one key, so a capture sent twice (a
+   redelivery, the reconciler) captures once.
 3. The answer and its result event are committed together by :meth:`CaptureStore.finish`.
 
 A provider that certainly did not capture (unavailable, rate limited) is asked again with
@@ -28,7 +29,7 @@ from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
 from consumer.ports import CaptureWrites
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
-from domain.captures import CapturePayment, capture_key_for
+from domain.captures import CapturePayment, provider_capture_key
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -140,11 +141,13 @@ class CaptureCommandHandler:
         ``in_doubt``: the capture was sent before; an earlier call may still reach the
         provider, so when the retries run out the payment stays ``capturing`` for the
         reconciler, never back to ``authorized`` on a guess."""
+        # The amount written with the move to capturing: a re-send asks for it again.
+        amount = payment.captured_amount
         request = CaptureRequest(
-            capture_key=capture_key_for(payment.payment_request_id),
+            capture_key=provider_capture_key(payment.payment_request_id, payment.amount, amount),
             payment_request_id=payment.payment_request_id,
             charge_reference=payment.provider_reference or "",
-            amount=payment.amount,
+            amount=amount,
         )
         pid = payment.payment_request_id
         try:

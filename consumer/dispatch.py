@@ -7,9 +7,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from consumer.account_intake import PaymentHandling
+from consumer.cancel_handler import CancelCommandHandler
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.outcome import Outcome
 from consumer.refund_handler import RefundCommandHandler
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.payments import CreatePayment
 from domain.refunds import RefundPayment
@@ -22,11 +24,13 @@ class CommandDispatcher:
         payments: PaymentHandling,
         refunds: RefundCommandHandler,
         captures: CaptureCommandHandler,
+        cancels: CancelCommandHandler,
     ) -> None:
         self._handlers: Mapping[type, Callable[[Any], Awaitable[Outcome]]] = {
             CreatePayment: payments.handle,
             RefundPayment: refunds.handle,
             CapturePayment: captures.handle,
+            CancelPayment: cancels.handle,
         }
 
     async def handle(self, command: Command) -> Outcome:

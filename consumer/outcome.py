@@ -1,5 +1,5 @@
-"""What handling a command did: one vocabulary for payments, refunds and captures, and the
-``outcome`` label of ``paygate_commands_consumed_total``."""
+"""What handling a command did: one vocabulary for payments, refunds, captures and cancels,
+and the ``outcome`` label of ``paygate_commands_consumed_total``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ class Outcome(StrEnum):
     AUTHORIZED = "authorized"
     # Waiting for the payer (3-D Secure, a QR code to scan): the provider finishes it later.
     REQUIRES_ACTION = "requires_action"
+    # An authorization released: voided by a cancel, or its hold had run out.
+    CANCELED = "canceled"
     EXPIRED = "expired"
     # Another worker holds the claim on the payment's provider work: this one did nothing.
     OWNED_ELSEWHERE = "owned_elsewhere"

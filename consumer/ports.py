@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import PaygateError
@@ -20,6 +21,7 @@ from domain.payments import CreatePayment
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
+from persistence.cancel_store import CancelBegin
 from persistence.capture_store import CaptureBegin, PaymentEventBuilder
 from persistence.claims import Claim
 from persistence.outbox import OutboxMessage
@@ -134,6 +136,53 @@ class CaptureWrites(Protocol):
     async def enqueue(self, message: OutboxMessage) -> None: ...
 
     async def capturing(self, updated_before: datetime, limit: int) -> list[PaymentView]: ...
+
+
+class CancelWrites(Protocol):
+    """Voids: the move to canceling, claims, outcomes (persistence.cancel_store)."""
+
+    async def begin(
+        self,
+        command: CancelPayment,
+        refusal_event: Callable[[PaymentView, PaygateError], OutboxMessage],
+    ) -> CancelBegin: ...
+
+    async def claim(self, payment_request_id: str) -> Claim | None: ...
+
+    async def renew(self, payment_request_id: str, claim: str) -> bool: ...
+
+    async def release(self, payment_request_id: str, claim: str) -> None: ...
+
+    async def finish(
+        self,
+        payment_request_id: str,
+        *,
+        claim: str,
+        status: PaymentStatus,
+        error: ErrorInfo | None,
+        event: PaymentEventBuilder,
+    ) -> bool: ...
+
+    async def enqueue(self, message: OutboxMessage) -> None: ...
+
+    async def canceling(self, updated_before: datetime, limit: int) -> list[PaymentView]: ...
+
+
+class ExpiryRecords(Protocol):
+    """Authorizations whose hold may have ended (persistence.expiry_store)."""
+
+    async def authorized(self, updated_before: datetime, limit: int) -> list[PaymentView]: ...
+
+    async def examined(self, payment_request_id: str) -> None: ...
+
+    async def release(
+        self,
+        payment_request_id: str,
+        *,
+        status: PaymentStatus,
+        error: ErrorInfo | None,
+        event: PaymentEventBuilder,
+    ) -> bool: ...
 
 
 class StrayRecords(Protocol):

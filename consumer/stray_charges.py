@@ -7,11 +7,16 @@ the payment does not stand on (see persistence.stray_store for which), and
 
 * no charge under the key: the attempt is marked verified and never asked about again;
 * the payment's own charge (its reference): verified likewise;
+* a charge still waiting for its payer (``requires_action``): asked again next pass, as it
+  holds nothing yet but may still be paid (a waiting payment's own open attempt is never a
+  candidate: the payment is not final);
 * any other charge: a **stray charge**. It is recorded, logged at error level, counted in
   ``paygate_stray_charges_total{result="found"}`` (an alert fires on it), and reversed
-  through the provider with a refund under a key of its own (``<attempt key>-reversal``),
-  so a reversal sent twice refunds once. The reversal's answer is recorded and counted
-  (``reversed`` or ``reversal_failed``); an unknown answer is asked again next pass.
+  through the provider under a key of its own (``<attempt key>-reversal``), so a reversal
+  sent twice reverses once: a captured charge with a refund, an authorization (money held,
+  not taken) with a void (``cancel``), and one whose hold is already released needs
+  nothing. The reversal's answer is recorded and counted (``reversed`` or
+  ``reversal_failed``); an unknown answer is asked again next pass.
 
 The sweep runs in every reconciliation pass (the consumer's and ``paygate reconcile``).
 """
@@ -34,7 +39,7 @@ from persistence.stray_store import (
     StrayCandidate,
 )
 from providers.errors import ProviderError
-from providers.port import ChargeStatus, ProviderRefundStatus, RefundRequest
+from providers.port import CancelRequest, ChargeStatus, ProviderRefundStatus, RefundRequest
 from providers.registry import Providers, UnknownProviderError
 from telemetry.metrics import Metrics
 
@@ -91,6 +96,10 @@ class StraySweep:
                 extra={"attempt_key": candidate.attempt_key},
             )
             return "unanswered"
+        if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
+            # A trade (a QR code, a 3-D Secure page) still waiting for its payer holds no
+            # money yet but may be paid: verified now, it would never be looked at again.
+            return "unanswered"
         charged = known is not None and known.status in (
             ChargeStatus.SUCCEEDED,
             ChargeStatus.AUTHORIZED,
@@ -127,6 +136,52 @@ class StraySweep:
         )
 
     async def _reverse(self, candidate: StrayCandidate, reference: str) -> str:
+        try:
+            known = await self._providers.get(candidate.provider).charge_by_reference(reference)
+        except ProviderError as exc:
+            if exc.retriable or exc.outcome_unknown:
+                return "unanswered"  # asked again next pass
+            known = None  # it cannot say (unsupported): reverse as a capture, as before
+        except UnknownProviderError as exc:
+            return await self._reversal_failed(candidate, str(exc))
+        if known is not None and known.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
+            return await self._reversed(candidate, reference)  # nothing is held any more
+        if known is not None and known.status is ChargeStatus.AUTHORIZED:
+            return await self._void(candidate, reference)
+        return await self._refund(candidate, reference)
+
+    async def _void(self, candidate: StrayCandidate, reference: str) -> str:
+        """Release a stray authorization: nothing was taken, so there is nothing to refund."""
+        request = CancelRequest(
+            cancel_key=f"{candidate.attempt_key}-reversal",
+            payment_request_id=candidate.payment_id,
+            charge_reference=reference,
+        )
+        try:
+            answer = await self._providers.get(candidate.provider).cancel(request)
+        except ProviderError as exc:
+            if exc.retriable or exc.outcome_unknown:
+                return "unanswered"  # the same key next pass: a void sent twice voids once
+            return await self._reversal_failed(candidate, str(exc.message))
+        except (UnknownProviderError, PaygateError) as exc:
+            return await self._reversal_failed(candidate, str(exc))
+        if answer.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
+            return await self._reversed(candidate, answer.provider_reference)
+        return await self._reversal_failed(candidate, f"the void answered {answer.status.value}")
+
+    async def _reversed(self, candidate: StrayCandidate, reference: str | None) -> str:
+        await self._store.record_reversal(candidate.attempt_key, STRAY_REVERSED, reference, None)
+        self._metrics.stray_charges.labels(candidate.provider, "reversed").inc()
+        log.error(
+            "stray charge reversed",
+            extra={
+                "payment_request_id": candidate.payment_id,
+                "attempt_key": candidate.attempt_key,
+            },
+        )
+        return "reversed"
+
+    async def _refund(self, candidate: StrayCandidate, reference: str) -> str:
         key = f"{candidate.attempt_key}-reversal"
         request = RefundRequest(
             refund_key=key,

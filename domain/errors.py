@@ -65,6 +65,8 @@ class ErrorCode(StrEnum):
     ACCOUNT_DATA_TAMPERED = "account_data_tampered"
     ENCRYPTION_KEY_UNKNOWN = "encryption_key_unknown"
     ENCRYPTION_KEY_MISMATCH = "encryption_key_mismatch"
+    CAPTURE_EXCEEDS_AUTHORIZED = "capture_exceeds_authorized"
+    PAYMENT_NOT_CANCELABLE = "payment_not_cancelable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +423,23 @@ _SPECS: Final = (
         "another public key. Nothing was sent to a provider.",
         action="Configure the right key under that id (or encrypt to the current public "
         "key); the message is in the dead-letter topic.",
+    ),
+    ErrorSpec(
+        code=_E.CAPTURE_EXCEEDS_AUTHORIZED,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="The capture asks for more than the authorization holds. Nothing was captured.",
+        action="Capture at most the payment's `amount`; leave `amount` out to capture all of it.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_NOT_CANCELABLE,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="Only an authorized payment can be canceled: this one is being captured, was "
+        "captured, expired, failed, or was never only authorized.",
+        action="Refund a captured payment instead; a canceled or expired one holds nothing.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

@@ -29,6 +29,13 @@ def capture_event_id(payment_request_id: str, what: str, occurred_at: datetime) 
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
 
 
+def cancel_event_id(payment_request_id: str, what: str, occurred_at: datetime) -> str:
+    """For events of a cancel that released nothing (refused, or undone), as
+    :func:`capture_event_id` is for captures."""
+    name = f"{payment_request_id}:cancel:{what}:{occurred_at.isoformat()}"
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
+
+
 def conflict_event_id(payment_request_id: str, parameters_fingerprint: str) -> str:
     """Stable per refused reuse of a key: the same conflicting command re-sent keeps its id."""
     name = f"{payment_request_id}:conflict:{parameters_fingerprint}"

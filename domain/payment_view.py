@@ -41,13 +41,24 @@ class PaymentView:
     refund_reserved_minor: int = 0
     # What the payer must do while the payment is requires_action (None otherwise).
     next_action: NextAction | None = None
+    # What a capture took, or is taking while ``capturing``, when less than ``amount`` (the
+    # authorized amount); None: all of it. The provider released the rest.
+    captured_minor: int | None = None
+
+    @property
+    def captured_amount(self) -> Money:
+        """What the capture takes (or took): ``amount`` unless a partial capture asked less."""
+        if self.captured_minor is None:
+            return self.amount
+        return Money(self.captured_minor, self.amount.currency)
 
     @property
     def refundable_minor(self) -> int:
-        """What a new refund may still return (0 unless the charge succeeded)."""
+        """What a new refund may still return (0 unless the charge succeeded): at most what
+        was captured."""
         if self.status.charge_outcome is not PaymentStatus.SUCCEEDED:
             return 0
-        return self.amount.minor_units - self.refunded_minor - self.refund_reserved_minor
+        return self.captured_amount.minor_units - self.refunded_minor - self.refund_reserved_minor
 
     @property
     def payment_result(self) -> bool:

@@ -5,9 +5,13 @@
     pending ──► processing ──► succeeded ──► partially_refunded ──► refunded
        ▲            │    │ └──► failed   └────────────────────────────►┘
        └────────────┘    └──► authorized ──► capturing ──► succeeded
-                                   ▲              │
-     (provider outcome unknown:    └──────────────┘ (capture certainly not made)
-      back to pending until reconciled)
+                                 │  ▲ │ ▲         │
+                                 │  │ │ └─────────┘ (capture certainly not made)
+                                 │  │ └──► canceling ──► canceled
+                                 │  └──────────┘ (void certainly not made)
+                                 └──► expired  (the provider's hold ended; canceling too)
+
+     (provider outcome unknown: back to pending until reconciled)
 
     pending / processing ──► requires_action ──► succeeded | authorized | failed | expired
     pending / processing ──► expired  (a lost answer; the trade was closed unpaid)
@@ -20,8 +24,17 @@ succeeded refunds (see domain.refunds); the charge behind them stays succeeded.
 ``requires_action`` means "the provider is waiting for the payer" (scan a QR code, pass a
 3-D Secure challenge): the payment carries a next action and holds no claim, since no worker
 has anything to do until the provider says how it ended (its signed notification, or the
-reconciler's query). ``expired`` is final: the payer never acted, the provider's trade was
-closed, nothing was charged.
+reconciler's query).
+
+``capturing`` and ``canceling`` are the write-ahead moves of a capture and of a void: an
+``authorized`` payment takes at most one of them at a time, by one conditional update, so a
+capture and a cancel that cross cannot both reach the provider. ``canceled`` means the
+provider voided the authorization.
+
+``expired`` is final and has two causes: the payer never acted on a ``requires_action``
+payment (the provider closed the trade unpaid), or an ``authorized`` payment's hold ran out
+(the provider released it). Either way, like ``canceled``, it holds no money: nothing was
+charged and nothing is held, so no capture, refund or void can follow.
 """
 
 from __future__ import annotations
@@ -41,6 +54,8 @@ class PaymentStatus(StrEnum):
     AUTHORIZED = "authorized"
     CAPTURING = "capturing"
     REQUIRES_ACTION = "requires_action"
+    CANCELING = "canceling"
+    CANCELED = "canceled"
     EXPIRED = "expired"
 
     @property
@@ -51,7 +66,7 @@ class PaymentStatus(StrEnum):
     @property
     def is_final(self) -> bool:
         """Nothing is in flight: the charge is answered and no capture is under way."""
-        return self.charge_known and self is not PaymentStatus.CAPTURING
+        return self.charge_known and self not in IN_FLIGHT
 
     @property
     def charge_outcome(self) -> PaymentStatus:
@@ -59,7 +74,7 @@ class PaymentStatus(StrEnum):
         being captured is (still) authorized."""
         if self in CAPTURED:
             return PaymentStatus.SUCCEEDED
-        if self is PaymentStatus.CAPTURING:
+        if self in IN_FLIGHT:
             return PaymentStatus.AUTHORIZED
         return self
 
@@ -75,8 +90,12 @@ _P = PaymentStatus
 # Statuses of a payment whose money was taken: the ones a refund may start from (with
 # something left to refund) and that make an order paid.
 CAPTURED: Final = frozenset({_P.SUCCEEDED, _P.PARTIALLY_REFUNDED, _P.REFUNDED})
-# Statuses of a payment whose money is held, not taken: only a capture may follow.
-HELD: Final = frozenset({_P.AUTHORIZED, _P.CAPTURING})
+# Statuses of a payment whose money is held, not taken: only a capture or a void may follow.
+HELD: Final = frozenset({_P.AUTHORIZED, _P.CAPTURING, _P.CANCELING})
+# A capture or a void is under way: the provider may be acting on the authorization.
+IN_FLIGHT: Final = frozenset({_P.CAPTURING, _P.CANCELING})
+# The authorization was released: nothing is held or taken, and nothing can follow.
+RELEASED: Final = frozenset({_P.CANCELED, _P.EXPIRED})
 # Statuses whose charge the provider has not answered yet: the attempt stays open, and the
 # reconciler may ask about it. ``requires_action`` waits on the payer, the others on us.
 WAITING_FOR_PROVIDER: Final = frozenset({_P.PENDING, _P.PROCESSING, _P.REQUIRES_ACTION})
@@ -94,9 +113,11 @@ ALLOWED_TRANSITIONS: Final = MappingProxyType(
         # Only the provider's word moves it on: the payer paid (or was authorized), was
         # refused, or never acted in time.
         _P.REQUIRES_ACTION: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.FAILED, _P.EXPIRED}),
-        _P.EXPIRED: frozenset[PaymentStatus](),
-        _P.AUTHORIZED: frozenset({_P.CAPTURING}),
+        _P.AUTHORIZED: frozenset({_P.CAPTURING, _P.CANCELING, _P.EXPIRED}),
         _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED}),
+        _P.CANCELING: frozenset({_P.CANCELED, _P.EXPIRED, _P.AUTHORIZED}),
+        _P.CANCELED: frozenset[PaymentStatus](),
+        _P.EXPIRED: frozenset[PaymentStatus](),
         _P.SUCCEEDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),
         _P.FAILED: frozenset[PaymentStatus](),
         _P.PARTIALLY_REFUNDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),

@@ -20,6 +20,7 @@ from http_facade.access_log import access_log_middleware
 from http_facade.asyncapi_routes import add_asyncapi_routes
 from http_facade.auth import Authenticator, auth_middleware
 from http_facade.body_deadline import body_deadline_middleware
+from http_facade.cancel_routes import add_cancel_routes
 from http_facade.capture_routes import add_capture_routes
 from http_facade.database_guard import (
     DatabaseGuard,
@@ -173,6 +174,7 @@ def build_app(
         app[WEBHOOKS] = GuardedWebhooks(webhooks, guard)
         app[WEBHOOK_URL_CHECK] = webhook_url_check or EndpointUrlCheck(development=False)
         add_webhook_routes(app)
+    add_cancel_routes(app)
     add_ops_routes(app)
     add_openapi_routes(app)
     add_asyncapi_routes(app)

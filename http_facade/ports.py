@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from domain.accounts import Account
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.idempotency import OrderPayment
 from domain.payment_view import PaymentView
@@ -56,6 +57,10 @@ class CommandPublisher(Protocol):
         ...
 
     async def publish_capture(self, command: CapturePayment) -> None:
+        """Likewise, keyed by the payment's order id."""
+        ...
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
         """Likewise, keyed by the payment's order id."""
         ...
 

@@ -16,7 +16,7 @@ from domain.next_action import NextAction, NextActionType
 from domain.payment_view import PaymentView
 from domain.refund_view import RefundView
 from domain.refunds import RefundStatus
-from domain.status import PaymentStatus
+from domain.status import CAPTURED, PaymentStatus
 
 
 def accepted_body(payment_request_id: str) -> dict[str, object]:
@@ -39,6 +39,7 @@ def payment_body(view: PaymentView, refunds: Sequence[RefundView]) -> dict[str, 
         "paymentResult": view.payment_result,
         "amount": _amount_text(view.amount.minor_units, view.amount),
         "currency": view.amount.currency,
+        "capturedAmount": _captured_text(view),
         "refundedAmount": _amount_text(view.refunded_minor, view.amount),
         "refundableAmount": _amount_text(view.refundable_minor, view.amount),
         "paymentMethod": view.payment_method.value,
@@ -75,6 +76,15 @@ def capture_accepted_body(payment_request_id: str) -> dict[str, object]:
     }
 
 
+def cancel_accepted_body(payment_request_id: str) -> dict[str, object]:
+    """What a 202 for a cancel says: the authorization is being voided."""
+    return {
+        "paymentRequestId": payment_request_id,
+        "status": PaymentStatus.CANCELING.value,
+        "error": None,
+    }
+
+
 def refund_accepted_body(refund_id: str, payment_request_id: str) -> dict[str, object]:
     """What a 202 for a refund says: on its way, outcome not known yet."""
     return {
@@ -107,6 +117,14 @@ def _amount_text(minor_units: int, like: Money) -> str:
     # format "f" never switches to an exponent, which str(Decimal) may. Zero is allowed
     # here (nothing refunded yet), which Money itself refuses.
     return format(Decimal(minor_units).scaleb(-like.exponent), "f")
+
+
+def _captured_text(view: PaymentView) -> str | None:
+    """What the capture took (or is taking); None before any capture or without one."""
+    if view.status is not PaymentStatus.CAPTURING and view.status not in CAPTURED:
+        return None
+    captured = view.captured_amount
+    return _amount_text(captured.minor_units, captured)
 
 
 def _account(ref: AccountRef) -> dict[str, object]:

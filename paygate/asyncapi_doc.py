@@ -32,6 +32,7 @@ from consumer.dead_letters import (
 )
 from paygate.settings import Settings
 from schemas.codec import (
+    CANCEL_PAYMENT,
     CAPTURE_PAYMENT,
     CREATE_PAYMENT,
     PAYMENT_RESULT,
@@ -45,7 +46,7 @@ KAFKA_BINDING_VERSION: Final = "0.5.0"
 SCHEMA_DIR: Final = "../schemas/avro"
 
 # The records each topic carries, in the order the document lists them.
-COMMAND_RECORDS: Final = (CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT)
+COMMAND_RECORDS: Final = (CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT, CANCEL_PAYMENT)
 RESULT_RECORDS: Final = (PAYMENT_RESULT, REFUND_RESULT)
 
 _DEAD_LETTER_HEADERS: Final = {
@@ -82,7 +83,8 @@ def _order_key(what: str) -> dict[str, Any]:
         "key": {
             "type": "string",
             "description": f"The order id ({what}'s orderId), UTF-8: every message of one "
-            "order goes to one partition, so a refund or capture is handled after its payment.",
+            "order goes to one partition, so a refund, capture or cancel is handled after its "
+            "payment.",
         },
         "bindingVersion": KAFKA_BINDING_VERSION,
     }
@@ -107,6 +109,7 @@ _SUMMARIES: Final = {
     CREATE_PAYMENT: "Charge a payer for an order.",
     REFUND_PAYMENT: "Refund all or part of a succeeded payment.",
     CAPTURE_PAYMENT: "Capture an authorize-only payment.",
+    CANCEL_PAYMENT: "Cancel (void) an authorize-only payment.",
     PAYMENT_RESULT: "A payment's new state.",
     REFUND_RESULT: "A refund's new state.",
 }
@@ -172,8 +175,8 @@ def asyncapi_document() -> dict[str, Any]:
         "channels": {
             "commands": {
                 "address": commands,
-                "description": "Payment, refund and capture commands from upstream services "
-                "and the REST facade.",
+                "description": "Payment, refund, capture and cancel commands from upstream "
+                "services and the REST facade.",
                 "messages": {k: {"$ref": f"#/components/messages/{k}"} for k in command_keys},
                 "bindings": {"kafka": {"topic": commands}},
             },

@@ -177,7 +177,10 @@ class ConsumerService:
                 topic=settings.commands_topic,
                 messages=messages,
                 handler=CommandDispatcher(
-                    AdmittedPayments(intake, handlers.payments), handlers.refunds, handlers.captures
+                    AdmittedPayments(intake, handlers.payments),
+                    handlers.refunds,
+                    handlers.captures,
+                    handlers.cancels,
                 ),
                 dead_letters=DeadLetterRouter(
                     producer,
@@ -248,6 +251,13 @@ class ConsumerService:
                 (handlers.payment_reconciler.run(stop, interval), "reconciler"),
                 (handlers.refund_reconciler.run(stop, interval), "refund-reconciler"),
                 (handlers.capture_reconciler.run(stop, interval), "capture-reconciler"),
+                (handlers.cancel_reconciler.run(stop, interval), "cancel-reconciler"),
+                (
+                    handlers.authorization_expiry.run(
+                        stop, settings.authorization_check_interval_s
+                    ),
+                    "authorization-expiry",
+                ),
                 (
                     run_periodically(
                         stop,

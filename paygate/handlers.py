@@ -1,12 +1,15 @@
 """The command handlers and their reconcilers as the settings make them: one definition for
-the consumer and for ``paygate reconcile``, so the two settle payments, refunds and captures
-the same way, and neither can leave one out."""
+the consumer and for ``paygate reconcile``, so the two settle payments, refunds, captures and
+cancels (and find expired authorizations) the same way, and neither can leave one out."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
 
+from consumer.authorization_expiry import AuthorizationExpiry
+from consumer.cancel_handler import CancelCommandHandler
+from consumer.cancel_reconciler import CancelReconciler
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.capture_reconciler import CaptureReconciler
 from consumer.payment_events import PaymentEvents
@@ -30,9 +33,12 @@ class Handlers:
     payments: PaymentCommandHandler
     refunds: RefundCommandHandler
     captures: CaptureCommandHandler
+    cancels: CancelCommandHandler
     payment_reconciler: PaymentReconciler
     refund_reconciler: RefundReconciler
     capture_reconciler: CaptureReconciler
+    cancel_reconciler: CancelReconciler
+    authorization_expiry: AuthorizationExpiry
 
 
 def handlers_of(
@@ -78,6 +84,13 @@ def handlers_of(
         metrics=metrics,
         retry_policy=retry_policy,
     )
+    cancels = CancelCommandHandler(
+        store=db.cancels,
+        providers=providers,
+        events=events,
+        metrics=metrics,
+        retry_policy=retry_policy,
+    )
     sweep = StraySweep(
         store=db.strays,
         providers=providers,
@@ -88,6 +101,7 @@ def handlers_of(
         payments=payments,
         refunds=refunds,
         captures=captures,
+        cancels=cancels,
         payment_reconciler=PaymentReconciler(
             store=store, handler=payments, metrics=metrics, min_age=min_age, sweep=sweep
         ),
@@ -96,5 +110,9 @@ def handlers_of(
         ),
         capture_reconciler=CaptureReconciler(
             store=capture_store, handler=captures, min_age=min_age
+        ),
+        cancel_reconciler=CancelReconciler(store=db.cancels, handler=cancels, min_age=min_age),
+        authorization_expiry=AuthorizationExpiry(
+            store=db.expiries, providers=providers, events=events, min_age=min_age
         ),
     )

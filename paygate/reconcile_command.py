@@ -1,5 +1,5 @@
 """``paygate reconcile``: one reconciliation pass on demand -- payments (with the stray-charge
-sweep), refunds, captures -- as JSON.
+sweep), refunds, captures, cancels, expired authorizations -- as JSON.
 
 Outcomes it records go to the outbox; a running consumer's relay publishes them.
 """
@@ -46,6 +46,8 @@ async def reconcile_once(settings: Settings) -> dict[str, int]:
                 break
         total["refunds_examined"] = await handlers.refund_reconciler.run_once()
         total["captures_examined"] = await handlers.capture_reconciler.run_once()
+        total["cancels_examined"] = await handlers.cancel_reconciler.run_once()
+        total["authorizations_released"] = await handlers.authorization_expiry.run_once()
         return total
     finally:
         await providers.stop_all()

@@ -3,8 +3,8 @@
 One setting selects: ``PAYGATE_SCHEMA_REGISTRY_URL`` unset keeps the ids of
 ``schemas/schema_ids.json`` (``make dev`` needs nothing more); set, paygate registers its
 schemas there at start, each under ``<topic>-<record full name>`` (TopicRecordNameStrategy:
-the commands topic carries CreatePayment, RefundPayment and CapturePayment, which must not
-be one another's versions), and writes with the ids the registry assigned.
+the commands topic carries CreatePayment, RefundPayment, CapturePayment and CancelPayment,
+which must not be one another's versions), and writes with the ids the registry assigned.
 
 A registry that is down or refuses a schema at start ends the process with one message
 naming the setting; after start, cached ids never need it (see
@@ -18,6 +18,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from paygate.settings import Settings
 from schemas.codec import (
+    CANCEL_PAYMENT,
     CAPTURE_PAYMENT,
     CREATE_PAYMENT,
     PAYMENT_RESULT,
@@ -40,6 +41,7 @@ def subjects(settings: Settings) -> dict[str, str]:
         CREATE_PAYMENT: settings.commands_topic,
         REFUND_PAYMENT: settings.commands_topic,
         CAPTURE_PAYMENT: settings.commands_topic,
+        CANCEL_PAYMENT: settings.commands_topic,
         PAYMENT_RESULT: settings.results_topic,
         REFUND_RESULT: settings.results_topic,
     }

@@ -635,6 +635,13 @@ class Settings(BaseSettings):
         "is final; then `paygate keys expire` (and the consumer's housekeeping) "
         "crypto-shreds it. Saved tokens (`POST /v1/payment_methods`) live until deleted.",
     )
+    authorization_check_interval_s: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds between the passes that ask providers whether authorized "
+        "payments' holds ended on their own (then `expired`, or `canceled` if voided at the "
+        "provider); each pass asks about at most 200, least recently asked first.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -6,6 +6,11 @@ capture may be under way (and the reconciler asks the provider), never a silent 
 captures of one payment crossing, only one finds it ``authorized``. :meth:`CaptureStore.finish`
 records the answer and its result event in one transaction.
 
+A partial capture's amount is checked against the authorization and written with the move
+to ``capturing`` (``captured_minor``), under the row's lock: whoever resolves the capture
+later re-sends that amount, never another. A capture asking for more than is held, or one
+naming another amount than the capture made or under way, is refused and changes nothing.
+
 One owner per capture (see persistence.claims): the move to ``capturing`` claims the payment
 for the worker that made it; anyone else (a redelivery, the capture reconciler) must take
 the claim before asking the provider, and :meth:`CaptureStore.finish` applies only with the
@@ -18,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.captures import CapturePayment
+from domain.captures import CapturePayment, capture_amount
 from domain.client_scope import in_scope, no_payment_in_scope
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
@@ -97,20 +102,13 @@ class CaptureStore:
         claim = new_claim(now, self._lease)
 
         async def record(conn: AsyncConnection) -> CaptureBegin:
-            moved = await conn.execute(
-                update(payments)
+            # Locked first, so the amount is checked against the row the move then writes.
+            await conn.execute(
+                select(payments.c.id)
                 .where(payments.c.id == command.payment_request_id)
-                .where(payments.c.order_id == command.order_id)
-                .where(_same_scope(command.client_id))
-                .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
-                .values(
-                    status=PaymentStatus.CAPTURING.value, updated_at=now, **claim_columns(claim)
-                )
+                .with_for_update()
             )
             payment = await payment_in(conn, command.payment_request_id)
-            if moved.rowcount == 1:
-                assert payment is not None
-                return CaptureStarted(payment, claim)
             if payment is None or payment.order_id != command.order_id:
                 return CaptureRefused(no_payment_in_scope(), None)
             if not in_scope(payment.client_id, command.client_id):
@@ -120,13 +118,27 @@ class CaptureStore:
                 unknown = no_payment_in_scope()
                 await enqueue_outbox(conn, refusal_event(payment, unknown), now)
                 return CaptureRefused(unknown, payment)
-            if payment.status is PaymentStatus.CAPTURING or payment.status in CAPTURED:
+            error = _refusal(command, payment)
+            if error is None and payment.status is PaymentStatus.AUTHORIZED:
+                amount = capture_amount(payment.amount, command.amount)
+                partial = amount.minor_units != payment.amount.minor_units
+                moved = await conn.execute(
+                    update(payments)
+                    .where(payments.c.id == command.payment_request_id)
+                    .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
+                    .values(
+                        status=PaymentStatus.CAPTURING.value,
+                        updated_at=now,
+                        captured_minor=amount.minor_units if partial else None,
+                        **claim_columns(claim),
+                    )
+                )
+                assert moved.rowcount == 1  # the row is locked and was authorized
+                started = await payment_in(conn, command.payment_request_id)
+                assert started is not None
+                return CaptureStarted(started, claim)
+            if error is None:
                 return CaptureExisting(payment)
-            error = PaygateError(
-                ErrorCode.PAYMENT_NOT_CAPTURABLE,
-                f"the payment is {payment.status.value}; only an authorized payment can be "
-                "captured",
-            )
             await enqueue_outbox(conn, refusal_event(payment, error), now)
             return CaptureRefused(error, payment)
 
@@ -179,6 +191,8 @@ class CaptureStore:
         nothing, otherwise."""
         now = self._clock()
         status = PaymentStatus.SUCCEEDED if captured else PaymentStatus.AUTHORIZED
+        # A capture that did not happen leaves the whole authorization, for any capture.
+        amount = {} if captured else {"captured_minor": None}
 
         async def record(conn: AsyncConnection) -> bool:
             moved = await conn.execute(
@@ -189,6 +203,7 @@ class CaptureStore:
                 .values(
                     status=status.value,
                     updated_at=now,
+                    **amount,
                     **error_columns(error),
                     **claim_columns(None),
                 )
@@ -220,8 +235,26 @@ class CaptureStore:
             return [payment_view_of(row._mapping) for row in rows]
 
 
-def _same_scope(client_id: str | None) -> ColumnElement[bool]:
-    # SQL's NULL = NULL is not true: the upstream scope (None) is matched with IS NULL.
-    if client_id is None:
-        return payments.c.client_id.is_(None)
-    return payments.c.client_id == client_id
+def _refusal(command: CapturePayment, payment: PaymentView) -> PaygateError | None:
+    """Why this capture of ``payment`` changes nothing, or None: it may start (the payment
+    is authorized) or it names the capture under way or made (a replay)."""
+    under_way_or_made = payment.status is PaymentStatus.CAPTURING or payment.status in CAPTURED
+    if payment.status is not PaymentStatus.AUTHORIZED and not under_way_or_made:
+        return PaygateError(
+            ErrorCode.PAYMENT_NOT_CAPTURABLE,
+            f"the payment is {payment.status.value}; only an authorized payment can be captured",
+        )
+    try:
+        amount = capture_amount(payment.amount, command.amount)
+    except PaygateError as exc:
+        return exc
+    if payment.status is PaymentStatus.AUTHORIZED:
+        return None
+    if command.amount is None or amount == payment.captured_amount:
+        return None
+    return PaygateError(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        f"the payment's capture is of {payment.captured_amount}, not {amount}: a payment is "
+        "captured once",
+        param="amount",
+    )

@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.clock import utc_now
 from persistence.api_key_store import ApiKeyStore
 from persistence.backlogs import Backlogs
+from persistence.cancel_store import CancelStore
 from persistence.capture_store import CaptureStore
+from persistence.expiry_store import ExpiryStore
 from persistence.group_commit import GroupCommit
 from persistence.migrate import create_schema
 from persistence.outbox import Outbox
@@ -42,6 +44,8 @@ class Database:
         self.payments = PaymentStore(engine, clock, claim_lease=claim_lease, writes=self.writes)
         self.refunds = RefundStore(engine, self.writes, clock, claim_lease=claim_lease)
         self.captures = CaptureStore(engine, self.writes, clock, claim_lease=claim_lease)
+        self.cancels = CancelStore(engine, self.writes, clock, claim_lease=claim_lease)
+        self.expiries = ExpiryStore(engine, self.writes, clock)
         self.outbox = Outbox(engine, self.writes, clock)
         self.strays = StrayStore(engine, self.writes, clock)
         self.api_keys = ApiKeyStore(engine, clock=clock)

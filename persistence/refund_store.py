@@ -6,7 +6,7 @@ two totals (``refunded_minor``, ``refund_reserved_minor``):
 
 * :meth:`RefundStore.begin` reserves a refund's amount with
   ``UPDATE payments SET refund_reserved_minor = refund_reserved_minor + :amount
-  WHERE amount_minor - refunded_minor - refund_reserved_minor >= :amount`` in the same
+  WHERE captured - refunded_minor - refund_reserved_minor >= :amount`` in the same
   transaction that inserts the refund; the payment row is locked first (``FOR UPDATE`` on
   PostgreSQL; SQLite's write transactions hold the database lock), so concurrent refunds of
   one payment queue on the row and each sees the others' reservations.
@@ -57,6 +57,7 @@ from persistence.claims import (
 from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
 from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
+from persistence.payment_rows import captured_minor_of
 from persistence.tables import payments, refunds
 
 _OPEN = (RefundStatus.PROCESSING.value, RefundStatus.PENDING.value)
@@ -176,7 +177,10 @@ class RefundStore:
                 return await refuse_unknown(conn)
             standing = PaymentRefunds(PaymentStatus(payment.status), payment.refunded_minor)
             reserved = payment.refunded_minor + payment.refund_reserved_minor
-            remaining = payment.amount_minor - reserved
+            captured = (
+                payment.amount_minor if payment.captured_minor is None else payment.captured_minor
+            )
+            remaining = captured - reserved
             error = refusal_for_refund(
                 status=standing.status,
                 payment_currency=payment.currency,
@@ -372,7 +376,9 @@ async def _reserve(conn: AsyncConnection, payment_id: str, amount_minor: int) ->
         .where(payments.c.id == payment_id)
         .where(payments.c.status.in_([s.value for s in CAPTURED]))
         .where(
-            payments.c.amount_minor - payments.c.refunded_minor - payments.c.refund_reserved_minor
+            captured_minor_of(payments)
+            - payments.c.refunded_minor
+            - payments.c.refund_reserved_minor
             >= amount_minor
         )
         .values(refund_reserved_minor=payments.c.refund_reserved_minor + amount_minor)
@@ -390,7 +396,7 @@ async def _settle(conn: AsyncConnection, payment_id: str, amount_minor: int) -> 
             refunded_minor=refunded,
             refund_reserved_minor=payments.c.refund_reserved_minor - amount_minor,
             status=case(
-                (refunded >= payments.c.amount_minor, PaymentStatus.REFUNDED.value),
+                (refunded >= captured_minor_of(payments), PaymentStatus.REFUNDED.value),
                 else_=PaymentStatus.PARTIALLY_REFUNDED.value,
             ),
         )

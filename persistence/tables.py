@@ -65,6 +65,10 @@ payments = Table(
     Column(
         "refund_reserved_minor", BigInteger, nullable=False, default=0, server_default=text("0")
     ),
+    # What a partial capture takes (set with the write-ahead move to capturing, so a re-send
+    # asks for the same amount; cleared if the capture certainly did not happen). Null: the
+    # whole amount. Refunds are bounded by it (see persistence.refund_store).
+    Column("captured_minor", BigInteger),
     # The claim on the payment's provider work (its attempts, or its capture): only the
     # worker holding ``claim_token`` may call the provider for it or record what it did;
     # another may take the claim only after ``claim_expires_at`` (see persistence.claims).

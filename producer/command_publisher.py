@@ -32,6 +32,7 @@ import logging
 
 from aiokafka.errors import KafkaError
 
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.payments import CreatePayment
@@ -73,6 +74,9 @@ class KafkaCommandPublisher:
 
     async def publish_capture(self, command: CapturePayment) -> None:
         await self._send(self._messages.encode_capture(command), command.order_id, "capture")
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
+        await self._send(self._messages.encode_cancel(command), command.order_id, "cancel")
 
     async def _send(self, value: bytes, order_id: str, what: str) -> None:
         delivery: asyncio.Future[object] | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -66,6 +67,10 @@ class GatedProvider:
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         async with self._gate:
             return await self._provider.capture(request)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        async with self._gate:
+            return await self._provider.cancel(request)
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         async with self._gate:

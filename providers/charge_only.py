@@ -1,7 +1,7 @@
 """A base for providers that only charge: test doubles and the bench's provider.
 
 It keeps the outcome of every attempt, so status by attempt key and by provider reference
-answer from what was charged, as the port requires; capture and refunds raise
+answer from what was charged, as the port requires; capture, cancel and refunds raise
 :class:`providers.errors.UnsupportedOperationError`. A subclass implements ``name`` and
 ``charge``, and records each outcome in ``outcomes``.
 """
@@ -9,7 +9,13 @@ answer from what was charged, as the port requires; capture and refunds raise
 from __future__ import annotations
 
 from providers.errors import UnsupportedOperationError
-from providers.port import CaptureRequest, ChargeOutcome, RefundOutcome, RefundRequest
+from providers.port import (
+    CancelRequest,
+    CaptureRequest,
+    ChargeOutcome,
+    RefundOutcome,
+    RefundRequest,
+)
 
 
 class ChargeOnlyProvider:
@@ -39,6 +45,9 @@ class ChargeOnlyProvider:
 
     async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
         raise UnsupportedOperationError(self.name, "payer actions are not supported")
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        raise UnsupportedOperationError(self.name, "cancel is not supported")
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         raise UnsupportedOperationError(self.name, "refunds are not supported")

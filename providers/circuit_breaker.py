@@ -28,8 +28,8 @@ What a call's result says about the provider:
 A result counts only in the state its call was let through in: calls still out when the
 circuit opened do not extend or close it.
 
-Guarded are the calls that move money: ``charge``, ``capture``, ``refund``. While the
-circuit is open they raise :class:`CircuitOpenError` without calling the provider: a
+Guarded are the calls that move money: ``charge``, ``capture``, ``cancel``, ``refund``.
+While the circuit is open they raise :class:`CircuitOpenError` without calling the provider: a
 ``provider_unavailable`` error, retriable and certainly not charged (nothing was sent),
 whose ``retry_after`` is the time left open (None while half-open: the back-off decides).
 
@@ -53,6 +53,7 @@ from typing import Protocol, TypeVar
 from domain.errors import PaygateError
 from providers.errors import ProviderError, ProviderUnavailableError
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -145,6 +146,9 @@ class CircuitBreakerProvider:
     async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
         # Like a status query: ends a wait, charges nothing, so never refused by the breaker.
         return await self._inner.close_charge(attempt_key)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        return await self._guarded(lambda: self._inner.cancel(request))
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         return await self._guarded(lambda: self._inner.refund(request))

@@ -51,7 +51,11 @@ class ChargeStatus(StrEnum):
     DECLINED = "declined"
     # Waiting for the payer (carries a next action); not final.
     REQUIRES_ACTION = "requires_action"
-    # The payer never acted and the provider closed the charge: nothing was taken.
+    # An authorization released: voided (by paygate's cancel, or by someone at the
+    # provider). Only answered for a charge made with ``capture=False``.
+    CANCELED = "canceled"
+    # Nothing taken, nothing held: the payer never acted and the provider closed the charge,
+    # or an authorization's hold ran out.
     EXPIRED = "expired"
 
 
@@ -63,6 +67,16 @@ class CaptureRequest:
     payment_request_id: str
     charge_reference: str
     amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """Void an authorized charge: release the whole hold. ``cancel_key`` is sent as the
+    provider's idempotency key."""
+
+    cancel_key: str
+    payment_request_id: str
+    charge_reference: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +158,12 @@ class PaymentProvider(Protocol):
         received the charge. Safe to call again: a closed charge stays ``expired``.
         Providers without actions raise :class:`providers.errors.UnsupportedOperationError`.
         """
+        ...
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        """Void an authorized charge once per cancel key: ``CANCELED``, or ``EXPIRED`` when
+        its hold had run out already. A charge captured already is refused with a
+        PaygateError (``payment_not_cancelable``): nothing changes."""
         ...
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:

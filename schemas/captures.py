@@ -16,6 +16,7 @@ def capture_payment_from_record(record: Mapping[str, Any]) -> CapturePayment:
         requested_at=requested_at_of(record),
         # Absent from v1 records: the resolver fills the default, null (upstream scope).
         client_id=record.get("clientId"),
+        amount=record.get("amount"),
     )
 
 
@@ -25,4 +26,5 @@ def capture_payment_to_record(command: CapturePayment) -> dict[str, Any]:
         "orderId": command.order_id,
         "requestedAt": command.requested_at,
         "clientId": command.client_id,
+        "amount": command.amount,
     }

@@ -25,6 +25,7 @@ PAYMENT_RESULT: Final = "paygate.payments.v1.PaymentResult"
 REFUND_PAYMENT: Final = "paygate.payments.v1.RefundPayment"
 REFUND_RESULT: Final = "paygate.payments.v1.RefundResult"
 CAPTURE_PAYMENT: Final = "paygate.payments.v1.CapturePayment"
+CANCEL_PAYMENT: Final = "paygate.payments.v1.CancelPayment"
 
 
 class CodecError(PaygateError):

@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from domain.accounts import Account
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, RefundResult
@@ -21,8 +22,10 @@ from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from domain.text import check_characters
 from domain.vaulted import AccountToken, AnyAccount, EncryptedAccount, VaultedAccount, check_token
+from schemas.cancels import cancel_payment_from_record, cancel_payment_to_record
 from schemas.captures import capture_payment_from_record, capture_payment_to_record
 from schemas.codec import (
+    CANCEL_PAYMENT,
     CAPTURE_PAYMENT,
     CREATE_PAYMENT,
     PAYMENT_RESULT,
@@ -42,7 +45,7 @@ from schemas.refunds import (
 )
 from schemas.registry import FileSchemaRegistry
 
-Command = CreatePayment | RefundPayment | CapturePayment
+Command = CreatePayment | RefundPayment | CapturePayment | CancelPayment
 ResultEvent = PaymentResult | RefundResult
 
 
@@ -213,15 +216,20 @@ class PaymentMessages:
     def encode_capture(self, command: CapturePayment) -> bytes:
         return self._codec.encode(CAPTURE_PAYMENT, capture_payment_to_record(command))
 
+    def encode_cancel(self, command: CancelPayment) -> bytes:
+        return self._codec.encode(CANCEL_PAYMENT, cancel_payment_to_record(command))
+
     def decode_any_command(self, data: bytes) -> Command:
         """A command of any kind: the writer's schema id says which."""
         name, record = self._codec.decode_one_of(
-            data, (CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT)
+            data, (CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT, CANCEL_PAYMENT)
         )
         if name == REFUND_PAYMENT:
             return refund_payment_from_record(record)
         if name == CAPTURE_PAYMENT:
             return capture_payment_from_record(record)
+        if name == CANCEL_PAYMENT:
+            return cancel_payment_from_record(record)
         return create_payment_from_record(record)
 
     def encode_refund_result(self, event: RefundResult) -> bytes:

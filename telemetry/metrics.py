@@ -19,9 +19,10 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.commands_consumed = Counter(
             f"{prefix}_commands_consumed_total",
-            "Commands taken from the command topic, by kind (payment, refund, capture; unknown "
-            "for a dead letter, which may not decode) and outcome (succeeded, failed, pending, "
-            "authorized, replayed, conflict, refused, owned_elsewhere, dead_lettered).",
+            "Commands taken from the command topic, by kind (payment, refund, capture, cancel; "
+            "unknown for a dead letter, which may not decode) and outcome (succeeded, failed, "
+            "pending, authorized, canceled, expired, replayed, conflict, refused, "
+            "owned_elsewhere, dead_lettered).",
             ["kind", "outcome"],
             registry=self.registry,
         )

@@ -52,6 +52,7 @@ from providers.errors import (
     UnsupportedOperationError,
 )
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -173,6 +174,11 @@ class AlipayProvider:
         raise self._unsuccessful(answer, "close")
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        raise UnsupportedOperationError(self.name, "Alipay trades are captured at once")
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        # No Alipay trade is ever only authorized (capture false is refused above), so there
+        # is no hold to void; alipay.trade.close ends an unpaid trade, which is close_charge.
         raise UnsupportedOperationError(self.name, "Alipay trades are captured at once")
 
     async def _query(self, key: dict[str, str]) -> ChargeOutcome | None:

@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
         help="an app the Alipay simulator accepts, with its public key (PEM file)",
     )
     parser.add_argument("--alipay-pay-delay-s", type=float, default=1.0)
+    parser.add_argument(
+        "--authorization-hold-s",
+        type=float,
+        default=SandboxConfig().authorization_hold_s,
+        help="how long an authorization (capture false) is held before it expires",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--shutdown-timeout-s",
@@ -144,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             account_latency_s=args.account_latency_s,
             refund_settle_s=args.refund_settle_s,
             action_ttl_s=args.action_ttl_s,
+            authorization_hold_s=args.authorization_hold_s,
             seed=args.seed,
         )
     except ValueError as exc:

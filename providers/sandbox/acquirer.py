@@ -19,10 +19,14 @@ Charge calls not answered yet are listed by :meth:`SandboxAcquirer.in_flight` (k
 payment reference), so a chaos run can tell when some consumer is calling for a payment.
 
 A charge asked with ``capture=False`` is recorded ``authorized``; :meth:`capture` makes it
-``succeeded`` once, per capture key. Refunds (:meth:`refund`) are rows of their own, keyed
-by the refund key, checked against what remains of the charge atomically with the insert;
-how they go was decided when the charge was made (``ChargeRecord.refunds``). Refunds and
-captures wait the base latency but see no injected faults.
+``succeeded`` once, per capture key (a smaller amount releases the rest); :meth:`cancel`
+voids it (``canceled``). An authorization not captured or voided within
+``authorization_hold_s`` expires: every read of it after that finds it ``expired``
+(recorded at that read, as the end of a hold is news nobody sends). Refunds
+(:meth:`refund`) are rows of their own, keyed by the refund key, checked against what
+remains of the charge atomically with the insert; how they go was decided when the charge
+was made (``ChargeRecord.refunds``). Refunds, captures and voids wait the base latency but
+see no injected faults.
 
 A payer-action number records the charge ``requires_action`` with an expiry; the payer
 (a test) completes or denies it with :meth:`complete_action` before then, or paygate closes
@@ -154,7 +158,7 @@ class SandboxAcquirer:
         return stored
 
     async def status(self, idempotency_key: str) -> ChargeRecord | None:
-        return await self.ledger.get(idempotency_key)
+        return await self._held(await self.ledger.get(idempotency_key))
 
     async def complete_action(self, charge_id: str, *, approve: bool) -> ChargeRecord:
         """The payer completes (``approve``) or fails the charge's action; raises
@@ -198,7 +202,39 @@ class SandboxAcquirer:
         )
 
     async def charge_by_id(self, charge_id: str) -> ChargeRecord | None:
-        return await self.ledger.get_by_charge_id(charge_id)
+        return await self._held(await self.ledger.get_by_charge_id(charge_id))
+
+    async def _held(self, charge: ChargeRecord | None) -> ChargeRecord | None:
+        """The charge as it is now: an authorization whose hold ran out has expired."""
+        if charge is None or charge.status is not SandboxStatus.AUTHORIZED:
+            return charge
+        hold = timedelta(seconds=self.config.authorization_hold_s)
+        if charge.created_at + hold > self._clock():
+            return charge
+        return await self.ledger.release(charge.charge_id, SandboxStatus.EXPIRED)
+
+    async def cancel(self, charge_id: str) -> ChargeRecord:
+        """Void an authorized charge: ``canceled``, or ``expired`` if its hold ran out first.
+
+        A void is idempotent per charge, whatever its key: voiding a released charge again
+        answers it as it is. A captured or declined charge is refused, and nothing changes.
+        """
+        await self._base_latency()
+        charge = await self.charge_by_id(charge_id)
+        if charge is None:
+            raise SandboxRefusedError(ErrorCode.NOT_FOUND, "no charge with this id", "chargeId")
+        if charge.status is SandboxStatus.AUTHORIZED:
+            released = await self.ledger.release(charge_id, SandboxStatus.CANCELED)
+            assert released is not None  # rows are never deleted
+            charge = released
+        if charge.status not in (SandboxStatus.CANCELED, SandboxStatus.EXPIRED):
+            # A capture won the race for the same authorization, or it never held money.
+            raise SandboxRefusedError(
+                ErrorCode.PAYMENT_NOT_CANCELABLE,
+                f"the charge is {charge.status.value}, not authorized: nothing to release",
+                "chargeId",
+            )
+        return charge
 
     async def charges(self) -> list[ChargeRecord]:
         return await self.ledger.all()
@@ -206,7 +242,7 @@ class SandboxAcquirer:
     async def capture(self, capture_key: str, params: SandboxCaptureParams) -> ChargeRecord:
         """Capture an authorized charge once per key; a smaller amount releases the rest."""
         await self._base_latency()
-        charge = await self.ledger.get_by_charge_id(params.charge_id)
+        charge = await self.charge_by_id(params.charge_id)
         if charge is None:
             raise SandboxRefusedError(ErrorCode.NOT_FOUND, "no charge with this id", "chargeId")
         if charge.capture_key != capture_key:
@@ -369,6 +405,12 @@ def _check_capturable(charge: ChargeRecord, params: SandboxCaptureParams) -> Non
     if params.amount.currency != charge.currency:
         raise SandboxRefusedError(
             ErrorCode.CURRENCY_MISMATCH, "the capture's currency is not the charge's", "currency"
+        )
+    if charge.status in (SandboxStatus.CANCELED, SandboxStatus.EXPIRED):
+        raise SandboxRefusedError(
+            ErrorCode.PAYMENT_NOT_CAPTURABLE,
+            f"the charge is {charge.status.value}: its authorization was released",
+            "chargeId",
         )
     if charge.status is not SandboxStatus.AUTHORIZED:
         raise SandboxRefusedError(

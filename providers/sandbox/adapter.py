@@ -11,7 +11,7 @@ paygate can act on. Each mapping answers "could the sandbox have charged?":
 - no answer in time, connection lost after sending, another 5xx, or a 200 whose body cannot
   be read: ProviderTimeoutError, outcome unknown;
 - 409: PaygateError(idempotency_conflict);
-- 422 (a refund or capture the charge does not allow): PaygateError with the sandbox's
+- 422 (a refund, capture or void the charge does not allow): PaygateError with the sandbox's
   catalogue code (refund_exceeds_captured, currency_mismatch, payment_not_refundable, ...);
   nothing was refunded or captured;
 - another 4xx: SandboxRequestRejectedError, not charged and not worth resending;
@@ -42,6 +42,7 @@ from providers.errors import (
     ProviderUnavailableError,
 )
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -245,6 +246,12 @@ class SandboxHttpProvider:
         status, headers, payload = await self._send("POST", ("v1", "charges", attempt_key, "close"))
         if _is_unknown(status, payload):
             return None
+        _raise_for_status(status, headers, payload)
+        return _parsed(outcome_from_body, payload)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        path = ("v1", "charges", request.charge_reference, "cancel")
+        status, headers, payload = await self._send("POST", path, body={}, key=request.cancel_key)
         _raise_for_status(status, headers, payload)
         return _parsed(outcome_from_body, payload)
 

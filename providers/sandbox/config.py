@@ -26,6 +26,9 @@ class SandboxConfig:
     refund_settle_s: float = 1.0
     # How long a payer action (test number 4000000000003220) waits for the payer.
     action_ttl_s: float = 900.0
+    # How long an authorization (capture=False) is held: then it expires, as a card
+    # issuer's hold does (about 7 days), and can no longer be captured.
+    authorization_hold_s: float = 7 * 24 * 3600.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -41,6 +44,7 @@ class SandboxConfig:
             "account_latency_s",
             "refund_settle_s",
             "action_ttl_s",
+            "authorization_hold_s",
         ):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0.0):

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from domain.errors import ErrorCode, PaygateError
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -97,6 +98,11 @@ class InProcessSandboxProvider:
     async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
         record = await self.acquirer.close(attempt_key)
         return None if record is None else outcome_from_record(record)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        async with self._translated():
+            record = await self.acquirer.cancel(request.charge_reference)
+        return outcome_from_record(record)
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         async with self._translated():

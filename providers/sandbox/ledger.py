@@ -65,6 +65,11 @@ class Ledger(Protocol):
         payer's completion and a close) the first wins: the caller reads the row's status."""
         ...
 
+    async def release(self, charge_id: str, status: SandboxStatus) -> ChargeRecord | None:
+        """Release the charge's hold (``canceled`` or ``expired``) if it is still authorized;
+        return its row as it now is (None if unknown)."""
+        ...
+
     async def get_refund(self, idempotency_key: str) -> RefundRecord | None: ...
 
     async def insert_refund_if_absent(
@@ -151,6 +156,16 @@ class MemoryLedger:
                 error_code=outcome.error_code,
                 decline_code=outcome.decline_code,
             )
+            self._rows[key] = row
+        return row
+
+    async def release(self, charge_id: str, status: SandboxStatus) -> ChargeRecord | None:
+        key = self._key_by_charge_id.get(charge_id)
+        if key is None:
+            return None
+        row = self._rows[key]
+        if row.status is SandboxStatus.AUTHORIZED:
+            row = dataclasses.replace(row, status=status)
             self._rows[key] = row
         return row
 

@@ -24,14 +24,16 @@ from providers.sandbox.refund_records import RefundBehaviour
 
 class SandboxStatus(StrEnum):
     """The status of a charge, as the sandbox's API spells it. Only ``authorized`` and
-    ``requires_action`` change: a capture makes the first ``succeeded``; the payer's action
-    makes the second what ``after_action`` says (or ``declined``), and closing it before
-    the payer acts makes it ``expired``."""
+    ``requires_action`` change: a capture makes the first ``succeeded``, a void ``canceled``,
+    the end of its hold ``expired``; the payer's action makes the second what
+    ``after_action`` says (or ``declined``), and closing it before the payer acts makes it
+    ``expired``."""
 
     SUCCEEDED = "succeeded"
     AUTHORIZED = "authorized"
     DECLINED = "declined"
     REQUIRES_ACTION = "requires_action"
+    CANCELED = "canceled"
     EXPIRED = "expired"
 
 

@@ -13,6 +13,8 @@ Endpoints::
     GET  /v1/actions/{chargeId} -> 200 the action as the payer's page would show it | 404
     POST /v1/actions/{chargeId}/complete       {"result": "approve" | "deny"} -> 200 charge |
                                                404 | 422: the payer's side of the action
+    POST /v1/charges/{chargeId}/cancel         Idempotency-Key header, body {} -> 200 charge
+                                               (canceled, or expired) | 400 | 422
     POST /v1/refunds            Idempotency-Key header -> 200 refund | 400 | 409 | 422
     GET  /v1/refunds/{key}      -> 200 refund | 404
     GET  /admin/charges         -> {"charges": [...]}, payer numbers masked
@@ -178,6 +180,14 @@ async def _complete_action(request: web.Request) -> web.Response:
     return web.json_response(charge_json(record, _own_url(request)))
 
 
+async def _cancel_charge(request: web.Request) -> web.Response:
+    _key, body = await _key_and_body(request)
+    if body != {}:
+        raise PaygateError(ErrorCode.INVALID_REQUEST, "the body must be {}", param="body")
+    record = await request.app[ACQUIRER].cancel(request.match_info["charge_id"])
+    return web.json_response(charge_json(record))
+
+
 async def _create_refund(request: web.Request) -> web.Response:
     key, body = await _key_and_body(request)
     record = await request.app[ACQUIRER].refund(key, parse_refund_body(body))
@@ -246,6 +256,7 @@ def build_sandbox_app(
     app.router.add_post("/v1/charges/{key}/close", _close_charge)
     app.router.add_get("/v1/actions/{charge_id}", _show_action)
     app.router.add_post("/v1/actions/{charge_id}/complete", _complete_action)
+    app.router.add_post("/v1/charges/{charge_id}/cancel", _cancel_charge)
     app.router.add_post("/v1/refunds", _create_refund)
     app.router.add_get("/v1/refunds/{key}", _get_refund)
     app.router.add_get("/admin/charges", _list_charges)

@@ -108,6 +108,8 @@ UPDATE charges SET status = ?, captured_minor = ?, error_code = ?, decline_code 
 WHERE charge_id = ? AND status = 'requires_action'
 """
 
+_RELEASE: Final = "UPDATE charges SET status = ? WHERE charge_id = ? AND status = 'authorized'"
+
 _INSERT_REFUND: Final = """
 INSERT INTO refunds (idempotency_key, refund_id, request_hash, charge_id, refund_reference,
                      payment_reference, amount_minor, currency, reason, status, error_code,
@@ -291,6 +293,14 @@ class SqliteLedger:
             return self._get(db, _SELECT_BY_ID, charge_id)
 
         return await self._run(finish)
+
+    async def release(self, charge_id: str, status: SandboxStatus) -> ChargeRecord | None:
+        def release(db: sqlite3.Connection) -> ChargeRecord | None:
+            # One statement: the status check and the write are atomic, as for a capture.
+            db.execute(_RELEASE, (status.value, charge_id))
+            return self._get(db, _SELECT_BY_ID, charge_id)
+
+        return await self._run(release)
 
     async def get_refund(self, idempotency_key: str) -> RefundRecord | None:
         return await self._run(lambda db: self._get_refund(db, idempotency_key))

@@ -57,6 +57,7 @@ _STATUSES: Final = MappingProxyType(
         "authorized": ChargeStatus.AUTHORIZED,
         "declined": ChargeStatus.DECLINED,
         "requires_action": ChargeStatus.REQUIRES_ACTION,
+        "canceled": ChargeStatus.CANCELED,
         "expired": ChargeStatus.EXPIRED,
     }
 )

@@ -23,7 +23,10 @@ Refunds are Stripe Refunds of the charge's PaymentIntent, created with the refun
 idempotency key and in the metadata; :meth:`StripeProvider.refund_status` lists the
 PaymentIntent's refunds and matches that metadata (a list, not a search: no index lag).
 Authorize-only charges use ``capture_method=manual``; :meth:`StripeProvider.capture`
-captures them with the capture key as idempotency key.
+captures them (``amount_to_capture``: Stripe releases the rest) with the capture key as
+idempotency key, and :meth:`StripeProvider.cancel` voids them with the cancel key. Stripe
+cancels an uncaptured PaymentIntent on its own when its hold ends (cancellation reason
+``automatic``): :meth:`StripeProvider.charge_by_reference` then reports it ``EXPIRED``.
 
 Amounts go to Stripe in Stripe's own scale, not ISO 4217's (:mod:`providers.stripe.amounts`);
 one Stripe cannot take exactly is refused before any call. The PaymentIntent or Refund that
@@ -45,6 +48,7 @@ from pydantic import SecretStr
 from domain.errors import PaygateError
 from providers.errors import ProviderError, ProviderTimeoutError, UnsupportedOperationError
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -209,6 +213,16 @@ class StripeProvider:
     async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
         # paygate sends Stripe only confirmed card payments that need no payer action.
         raise UnsupportedOperationError(self.name, "payer actions are not supported")
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        """Cancel the PaymentIntent (a void of its authorization), the cancel key as the
+        idempotency key, so a re-sent cancel is answered as the first was."""
+        with _translate_stripe_errors():
+            intent = await self._stripe().v1.payment_intents.cancel_async(
+                request.charge_reference,
+                options={"idempotency_key": request.cancel_key},
+            )
+            return outcome_from_intent(intent)
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         params = refund_params(request)  # raises PaygateError before any call

@@ -9,7 +9,10 @@ PaymentIntent status -> what paygate records::
 
     succeeded                                   SUCCEEDED
     requires_payment_method + last_payment_error DECLINED, code from the error
-    canceled                                    DECLINED (fraudulent -> fraud_suspected)
+    canceled, reason automatic or expired       EXPIRED (an authorization's hold ran out)
+    canceled, any other reason                  CANCELED (voided: by paygate's cancel, or
+                                                 in the Dashboard); for a charge, a decline
+                                                 (fraudulent -> fraud_suspected)
     requires_capture                            AUTHORIZED (asked with capture=False)
     requires_payment_method without an error,   outcome unknown (StripePaymentPendingError):
     processing, requires_action,                 not final, so never recorded as failed;
@@ -172,8 +175,9 @@ CARD_ERROR_CODES: Final[Mapping[str, ErrorCode]] = MappingProxyType(
 # will not help, which is what a generic decline says.
 UNKNOWN_DECLINE_CODE: Final = ErrorCode.PAYMENT_DECLINED
 
-# ``cancellation_reason`` of a canceled PaymentIntent. paygate never cancels; Stripe or a
-# person in the Dashboard did, and nothing was captured.
+# ``cancellation_reason`` of a canceled PaymentIntent: nothing was captured. For a charge
+# (the PaymentIntent was canceled before paygate heard it authorized) the reason becomes the
+# decline's code; for an authorization, CANCELED or EXPIRED is what the port reports.
 CANCELLATION_REASONS: Final[Mapping[str, ErrorCode]] = MappingProxyType(
     {
         "abandoned": ErrorCode.PAYMENT_DECLINED,
@@ -186,6 +190,10 @@ CANCELLATION_REASONS: Final[Mapping[str, ErrorCode]] = MappingProxyType(
         "void_invoice": ErrorCode.PAYMENT_DECLINED,
     }
 )
+
+# Stripe cancels an uncaptured PaymentIntent on its own when the authorization's hold ends:
+# ``automatic`` (``expired`` is listed by the API too, and means the same to paygate).
+EXPIRY_REASONS: Final = frozenset({"automatic", "expired"})
 
 # Codes of an invalid request (HTTP 400) that say something about the payment itself, so the
 # client can act on them. Any other invalid request is StripeRequestRejectedError.
@@ -315,7 +323,9 @@ def outcome_from_intent(intent: stripe.PaymentIntent) -> ChargeOutcome:
         error = PaygateError(
             code, f"the PaymentIntent was canceled ({reason or 'no reason given'})"
         )
-        return ChargeOutcome(ChargeStatus.DECLINED, intent_id, error)
+        # The error stays on both: a charge answered either way has failed, with it.
+        status = ChargeStatus.EXPIRED if reason in EXPIRY_REASONS else ChargeStatus.CANCELED
+        return ChargeOutcome(status, intent_id, error)
     if kind is _Kind.NEEDS_PAYMENT_METHOD:
         last_error = _field(intent, "last_payment_error")
         if last_error:

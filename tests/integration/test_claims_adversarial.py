@@ -57,6 +57,7 @@ from providers.errors import (
     UnsupportedOperationError,
 )
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -204,6 +205,9 @@ class Acquirer:
     def _capture(self, request: CaptureRequest) -> ChargeOutcome:
         self.captured.add(request.charge_reference)
         return ChargeOutcome(ChargeStatus.SUCCEEDED, request.charge_reference)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        raise UnsupportedOperationError(self.name, "these schedules make no cancels")
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         await self._answer("refund", request.refund_key, lambda: self._refund(request))

@@ -32,6 +32,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 
 from devtools.kafka import KafkaLaunchError, LocalKafka
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.payments import CreatePayment, payment_request_id_for
 from domain.refunds import RefundPayment
@@ -81,6 +82,9 @@ class RecordingPublisher:
         self.published.append(command)
 
     async def publish_capture(self, command: CapturePayment) -> None:
+        self.published.append(command)
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
         self.published.append(command)
 
 

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from prometheus_client import CollectorRegistry
 
 from domain.accounts import AccountRef
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.idempotency import OrderPayment
 from domain.money import Money
@@ -99,6 +100,9 @@ class RecordingStore:
 
     async def publish_capture(self, command: CapturePayment) -> None:
         raise AssertionError("these tests make no captures")
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
+        raise AssertionError("these tests make no cancels")
 
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)

@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +29,7 @@ from providers.errors import (
     ProviderUnavailableError,
 )
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeRequest,
     ChargeStatus,
@@ -547,3 +549,74 @@ async def test_fails_first_number_over_http(provider: SandboxHttpProvider):
         await provider.charge(first)
     retry = dataclasses.replace(first, attempt_key=first.attempt_key + "-a2")
     assert (await provider.charge(retry)).status is ChargeStatus.SUCCEEDED
+
+
+# -- cancel (void) and expiry of an authorization over HTTP --------------------------------------
+
+
+async def _authorized(provider: SandboxHttpProvider) -> tuple[ChargeRequest, str]:
+    request = dataclasses.replace(charge_request(amount=1000), capture=False)
+    outcome = await provider.charge(request)
+    assert outcome.status is ChargeStatus.AUTHORIZED
+    assert outcome.provider_reference is not None
+    return request, outcome.provider_reference
+
+
+async def test_cancel_voids_an_authorization_over_http(
+    provider: SandboxHttpProvider, sandbox: Sandbox
+):
+    request, charge = await _authorized(provider)
+    cancel = CancelRequest("pay-1-cancel", request.payment_request_id, charge)
+    assert (await provider.cancel(cancel)).status is ChargeStatus.CANCELED
+    assert (await provider.cancel(cancel)).status is ChargeStatus.CANCELED  # a replay
+    found = await provider.charge_by_reference(charge)
+    assert found is not None
+    assert found.status is ChargeStatus.CANCELED
+    # Nothing is held any more: no capture, and the charge never counted as taken.
+    with pytest.raises(PaygateError) as refused:
+        await provider.capture(CaptureRequest("cap-1", "pay-1", charge, Money(1000, "EUR")))
+    assert refused.value.code is ErrorCode.PAYMENT_NOT_CAPTURABLE
+    assert (await sandbox.stats())["succeeded"] == 0
+
+
+async def test_a_captured_charge_cannot_be_voided_over_http(provider: SandboxHttpProvider):
+    request, charge = await _authorized(provider)
+    capture = CaptureRequest("cap-1", request.payment_request_id, charge, Money(400, "EUR"))
+    assert (await provider.capture(capture)).status is ChargeStatus.SUCCEEDED
+    with pytest.raises(PaygateError) as refused:
+        await provider.cancel(CancelRequest("pay-1-cancel", request.payment_request_id, charge))
+    assert refused.value.code is ErrorCode.PAYMENT_NOT_CANCELABLE
+    with pytest.raises(PaygateError) as unknown:
+        await provider.cancel(CancelRequest("pay-2-cancel", "pay-2", "ch_unknown"))
+    assert unknown.value.code is ErrorCode.NOT_FOUND
+
+
+async def test_an_authorization_expires_after_its_hold_over_http(tmp_path: Path):
+    """The hold is a setting of the acquirer; its clock is the test's."""
+    now = [datetime.now(UTC)]
+    acquirer = SandboxAcquirer(
+        SqliteLedger(str(tmp_path / "l.db")),
+        SandboxConfig(authorization_hold_s=60.0),
+        clock=lambda: now[0],
+    )
+    async with (
+        serve(build_sandbox_app(acquirer)) as url,
+        SandboxHttpProvider(url, timeout_s=5.0) as provider,
+    ):
+        request, charge = await _authorized(provider)
+        now[0] += timedelta(seconds=59)
+        found = await provider.charge_by_reference(charge)
+        assert found is not None
+        assert found.status is ChargeStatus.AUTHORIZED
+        now[0] += timedelta(seconds=1)
+        found = await provider.charge_by_reference(charge)
+        assert found is not None
+        assert found.status is ChargeStatus.EXPIRED
+        with pytest.raises(PaygateError) as refused:
+            await provider.capture(
+                CaptureRequest("cap-1", request.payment_request_id, charge, Money(1000, "EUR"))
+            )
+        assert refused.value.code is ErrorCode.PAYMENT_NOT_CAPTURABLE
+        # A void of an expired hold answers it expired: there is nothing left to release.
+        cancel = CancelRequest("pay-1-cancel", request.payment_request_id, charge)
+        assert (await provider.cancel(cancel)).status is ChargeStatus.EXPIRED

@@ -28,6 +28,7 @@ _TOPIC_OF = {
     "CreatePayment": "payments.commands",
     "RefundPayment": "payments.commands",
     "CapturePayment": "payments.commands",
+    "CancelPayment": "payments.commands",
     "PaymentResult": "payments.results",
     "RefundResult": "payments.results",
 }

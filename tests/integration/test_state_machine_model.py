@@ -1,16 +1,17 @@
-"""A model-based test of the payment, refund and capture state machines (hypothesis stateful
-testing), on SQLite and PostgreSQL.
+"""A model-based test of the payment, refund, capture and cancel state machines (hypothesis
+stateful testing), on SQLite and PostgreSQL.
 
 The system under test is the real thing: the stores on a real database, the command
 handlers and the reconcilers (the stray-charge sweep included), two providers in one route
 (so a payment may fail over). Only the providers are fakes (tests.support.model_scripted_provider):
 idempotent by key like real ones, answering each call as the step's drawn script says
 (charged, declined, 503, timeout after or before processing; refunds succeeded, failed,
-pending then settling, 503, timeout; captures succeeded, 503, timeout), and keeping the
-ledger that is the ground truth.
+pending then settling, 503, timeout; captures and voids succeeded, 503, timeout), and
+keeping the ledger that is the ground truth.
 
 Hypothesis draws the steps: new payments (some authorize-only), refunds (any amount, more
-than remains included), captures, redeliveries of any earlier command, reconciler passes,
+than remains included), captures (all, or part: some above the authorization), cancels,
+redeliveries of any earlier command, reconciler passes,
 and clock jumps that let claims expire and reconcilers act. A delivery runs alone, twice at
 once in one process (``asyncio.gather``: the stores' group commit batches them), or against
 a second process -- another copy, or the reconciler -- under a drawn interleaving
@@ -31,6 +32,7 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
 import pytest
@@ -47,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.outcome import Outcome
 from domain.accounts import Account, AccountType
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.money import Money
 from domain.payments import CreatePayment, PaymentMethod
@@ -168,6 +171,7 @@ class PaymentsMachine(RuleBasedStateMachine):
     payments = Bundle("payments")
     refunds = Bundle("refunds")
     captures = Bundle("captures")
+    cancels = Bundle("cancels")
 
     def __init__(self, database: Database) -> None:
         super().__init__()
@@ -204,6 +208,11 @@ class PaymentsMachine(RuleBasedStateMachine):
     def create_payment(
         self, capture: bool, amount: int, script: Script, delivery: Delivery
     ) -> CreatePayment:
+        return self._create(capture, amount, script, delivery)
+
+    def _create(
+        self, capture: bool, amount: int, script: Script, delivery: Delivery
+    ) -> CreatePayment:
         self.counters.payments += 1
         n = self.counters.payments
         command = CreatePayment.create(
@@ -220,6 +229,12 @@ class PaymentsMachine(RuleBasedStateMachine):
         )
         self._deliver_payment(command, script, delivery)
         return command
+
+    @rule(target=payments, amount=st.sampled_from([1000, 2500]), delivery=deliveries)
+    def authorize(self, amount: int, delivery: Delivery) -> CreatePayment:
+        """An authorize-only payment the providers answer at once: what captures and cancels
+        (and their races) need to start from, drawn often enough to meet them."""
+        return self._create(False, amount, Script(), delivery)
 
     @rule(command=payments, script=scripts, delivery=deliveries)
     def redeliver_payment(self, command: CreatePayment, script: Script, delivery: Delivery) -> None:
@@ -251,15 +266,38 @@ class PaymentsMachine(RuleBasedStateMachine):
     def redeliver_refund(self, command: RefundPayment, script: Script, delivery: Delivery) -> None:
         self._deliver_refund(command, script, delivery)
 
-    @rule(target=captures, payment=payments, script=scripts, delivery=deliveries)
-    def capture(self, payment: CreatePayment, script: Script, delivery: Delivery) -> CapturePayment:
+    @rule(
+        target=captures,
+        payment=payments,
+        amount=st.sampled_from([None, "4.00", "10.00", "30.00"]),  # None: all of it
+        script=scripts,
+        delivery=deliveries,
+    )
+    def capture(
+        self, payment: CreatePayment, amount: str | None, script: Script, delivery: Delivery
+    ) -> CapturePayment:
         command = CapturePayment.create(
             payment_request_id=payment.payment_request_id,
             order_id=payment.order_id,
             requested_at=START,
+            amount=None if amount is None else Decimal(amount),
         )
         self._deliver_capture(command, script, delivery)
         return command
+
+    @rule(target=cancels, payment=payments, script=scripts, delivery=deliveries)
+    def cancel(self, payment: CreatePayment, script: Script, delivery: Delivery) -> CancelPayment:
+        command = CancelPayment.create(
+            payment_request_id=payment.payment_request_id,
+            order_id=payment.order_id,
+            requested_at=START,
+        )
+        self._deliver_cancel(command, script, delivery)
+        return command
+
+    @rule(command=cancels, script=scripts, delivery=deliveries)
+    def redeliver_cancel(self, command: CancelPayment, script: Script, delivery: Delivery) -> None:
+        self._deliver_cancel(command, script, delivery)
 
     @rule(command=captures, script=scripts, delivery=deliveries)
     def redeliver_capture(
@@ -274,7 +312,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.clock.now += timedelta(seconds=seconds)
 
     @rule(
-        which=st.sampled_from(["payments", "refunds", "captures"]),
+        which=st.sampled_from(["payments", "refunds", "captures", "cancels"]),
         script=scripts,
         delivery=deliveries,
     )
@@ -284,6 +322,8 @@ class PaymentsMachine(RuleBasedStateMachine):
                 return worker.payment_reconciler.run_once()
             if which == "refunds":
                 return worker.refund_reconciler.run_once()
+            if which == "cancels":
+                return worker.cancel_reconciler.run_once()
             return worker.capture_reconciler.run_once()
 
         # Two reconcilers at once (two consumers, or `paygate reconcile` beside one).
@@ -309,6 +349,7 @@ class PaymentsMachine(RuleBasedStateMachine):
             self.db.run(main.payment_reconciler.run_once())
             self.db.run(main.refund_reconciler.run_once())
             self.db.run(main.capture_reconciler.run_once())
+            self.db.run(main.cancel_reconciler.run_once())
         self.ledger.settle_due()
         violations = self.model.at_rest(self.db.run(snapshot(self.db.engine)), self.ledger)
         assert not violations, "at rest, the store does not match the providers:\n" + describe(
@@ -339,6 +380,14 @@ class PaymentsMachine(RuleBasedStateMachine):
             delivery,
             lambda w: w.captures.handle(command),
             lambda w: w.capture_reconciler.run_once(),
+        )
+
+    def _deliver_cancel(self, command: CancelPayment, script: Script, delivery: Delivery) -> None:
+        self._deliver(
+            script,
+            delivery,
+            lambda w: w.cancels.handle(command),
+            lambda w: w.cancel_reconciler.run_once(),
         )
 
     def _deliver(

@@ -9,6 +9,7 @@ it and says so at error level.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import timedelta
 
@@ -26,6 +27,7 @@ from persistence.tables import provider_attempts
 from providers.port import ChargeRequest
 from providers.registry import Providers
 from providers.routing import Router
+from providers.sandbox.records import SandboxStatus
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import ACCOUNT_KEY, UNAVAILABLE_CARD, create_payment
@@ -61,7 +63,7 @@ def sweep(store, provider, metrics, clock):
     )
 
 
-async def _charge_under(provider, command, attempt_key):
+async def _charge_under(provider, command, attempt_key, *, capture: bool = True):
     """The provider charges ``attempt_key`` (as a late or a buggy call would)."""
     return await provider.charge(
         ChargeRequest(
@@ -71,6 +73,7 @@ async def _charge_under(provider, command, attempt_key):
             payment_method=command.payment_method,
             payer=command.payer,
             payee=command.payee,
+            capture=capture,
         )
     )
 
@@ -109,6 +112,27 @@ async def test_a_charge_under_a_failed_payments_key_is_found_and_reversed(
     # The payment still says what it is; the attempt says what the provider did.
     assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.FAILED
     assert (await sweep.run_once()).checked == 0  # once found, never again
+
+
+async def test_a_stray_authorization_is_voided_at_the_provider(
+    handler, store, provider, sweep, metrics, clock
+):
+    command = dataclasses.replace(create_payment(payer_number=UNAVAILABLE_CARD), capture=False)
+    assert await handler.handle(command) is Outcome.FAILED
+    attempt_key = f"{command.payment_request_id}-a1"
+    late = create_payment(order_id=command.order_id, idempotency_key=command.idempotency_key)
+    held = await _charge_under(provider, late, attempt_key, capture=False)
+    clock.now += timedelta(minutes=6)
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.reversed) == (1, 1)
+    (charge,) = await provider.acquirer.charges()
+    assert (charge.charge_id, charge.status) == (held.provider_reference, SandboxStatus.CANCELED)
+    assert await provider.acquirer.refunds() == []  # nothing was taken, nothing refunded
+    (stray,) = await StrayStore(store.engine, store.writes).all()
+    assert stray["status"] == "reversed"
+    assert _stray_count(metrics, "reversed") == 1
 
 
 async def test_an_attempt_left_open_on_a_final_payment_is_examined(

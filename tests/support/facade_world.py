@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
 from domain.accounts import AccountType
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode
@@ -51,7 +52,7 @@ API_KEYS = {
 }
 KEY_1, KEY_2 = API_KEYS
 
-Command = CreatePayment | RefundPayment | CapturePayment
+Command = CreatePayment | RefundPayment | CapturePayment | CancelPayment
 
 
 def payment_body(order_id: str = "order-1", **changes: Any) -> dict[str, Any]:
@@ -104,6 +105,9 @@ class World:
         self._publish(command)
 
     async def publish_capture(self, command: CapturePayment) -> None:
+        self._publish(command)
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
         self._publish(command)
 
     def _publish(self, command: Command) -> None:

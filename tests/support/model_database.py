@@ -102,6 +102,7 @@ async def snapshot(engine: AsyncEngine) -> Snapshot:
                 provider=r.provider,
                 provider_reference=r.provider_reference,
                 claim_token=r.claim_token,
+                captured_minor=r.captured_minor,
             )
             for r in payment_rows
         },

@@ -15,7 +15,10 @@ told to answer, the ledger behaves as a real provider's does:
 * **A refund may be accepted pending** and settle (succeed or fail) a minute later on the
   providers' clock, the test's clock.
 * **Permissive where paygate must be strict**: a refund above what remains of the charge
-  is accepted, so that the test, not the provider, notices paygate asking for it.
+  is accepted, so that the test, not the provider, notices paygate asking for it; one
+  above what a partial capture took is recorded in ``misuse``.
+* **A void** (``cancel``) answers from the capture script too; it voids an authorization
+  once (idempotent per charge) and refuses a captured charge.
 
 Every call stops at a checkpoint when it is sent and when its answer is back (see
 tests.support.interleaving), so an interleaving can hold a call in flight while other
@@ -36,6 +39,7 @@ from providers.errors import (
     UnsupportedOperationError,
 )
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -100,8 +104,10 @@ class LedgerCharge:
     currency: str
     capture_asked: bool
     reference: str
-    status: ChargeStatus  # succeeded means captured
+    status: ChargeStatus  # succeeded means captured; canceled means voided
     capture_key: str | None = None
+    captured_minor: int = 0  # what a capture took: refunds may return at most this
+    cancel_key: str | None = None
 
     @property
     def charged(self) -> bool:
@@ -195,6 +201,7 @@ class ProviderLedger:
             capture_asked=request.capture,
             reference=self.next_reference(f"ch_{provider}"),
             status=status,
+            captured_minor=request.amount.minor_units if status is ChargeStatus.SUCCEEDED else 0,
         )
         self.charges[(provider, request.attempt_key)] = charge
         return charge.outcome()
@@ -208,6 +215,8 @@ class ProviderLedger:
                 PaygateError(ErrorCode.NOT_FOUND, "no such charge"),
             )
         if charge.capture_key == request.capture_key:
+            if request.amount.minor_units != charge.captured_minor:
+                self.misuse.append(f"capture key {request.capture_key} re-sent for another amount")
             return charge.outcome()  # the same capture again: captured once
         if charge.capture_key is not None:
             self.misuse.append(
@@ -224,6 +233,19 @@ class ProviderLedger:
             self.misuse.append(f"capture {request.capture_key} above the authorized amount")
         charge.status = ChargeStatus.SUCCEEDED
         charge.capture_key = request.capture_key
+        charge.captured_minor = request.amount.minor_units
+        return charge.outcome()
+
+    def cancel(self, provider: str, request: CancelRequest) -> ChargeOutcome:
+        """Void an authorization, idempotently per charge; a captured one is refused."""
+        charge = self.charge_by_reference(provider, request.charge_reference)
+        if charge is None:
+            raise PaygateError(ErrorCode.NOT_FOUND, "no such charge")
+        if charge.status is ChargeStatus.AUTHORIZED:
+            charge.status = ChargeStatus.CANCELED
+            charge.cancel_key = request.cancel_key
+        if charge.status is not ChargeStatus.CANCELED:
+            raise PaygateError(ErrorCode.PAYMENT_NOT_CANCELABLE, f"the charge is {charge.status}")
         return charge.outcome()
 
     def refund(self, provider: str, request: RefundRequest, answer: RefundAnswer) -> RefundOutcome:
@@ -245,6 +267,16 @@ class ProviderLedger:
             reference=self.next_reference(f"re_{provider}"),
             status=ProviderRefundStatus.SUCCEEDED,
         )
+        taken = sum(
+            r.amount_minor
+            for r in self.refunds.values()
+            if r.charge_reference == request.charge_reference
+            and r.status is not ProviderRefundStatus.FAILED
+        )
+        captured = charge is not None and charge.status is ChargeStatus.SUCCEEDED
+        if captured and charge and taken + request.amount.minor_units > charge.captured_minor:
+            # Permissive, as for refunds above the charge: the test notices, not the provider.
+            self.misuse.append(f"refund {request.refund_key} above what {charge.key} captured")
         if charge is None or charge.status is not ChargeStatus.SUCCEEDED:
             # Nothing captured to refund (a real provider refuses; the sandbox does too).
             refund.status = ProviderRefundStatus.FAILED
@@ -333,6 +365,23 @@ class ScriptedProvider:
             outcome = self._ledger.capture(self._name, request)
         await self._gate.checkpoint(f"{self._name}.capture answered")
         self._raise_for(answer)
+        assert outcome is not None
+        return outcome
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        # Voids answer from the capture script: the same weathers (503, lost answers).
+        await self._gate.checkpoint(f"{self._name}.cancel sent")
+        answer = self._ledger.next_capture_answer()
+        outcome: ChargeOutcome | PaygateError | None = None
+        if answer not in (CaptureAnswer.UNAVAILABLE, CaptureAnswer.TIMEOUT_BEFORE):
+            try:
+                outcome = self._ledger.cancel(self._name, request)
+            except PaygateError as refused:
+                outcome = refused
+        await self._gate.checkpoint(f"{self._name}.cancel answered")
+        self._raise_for(answer)
+        if isinstance(outcome, PaygateError):
+            raise outcome
         assert outcome is not None
         return outcome
 

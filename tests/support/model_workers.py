@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.cancel_handler import CancelCommandHandler
+from consumer.cancel_reconciler import CancelReconciler
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.capture_reconciler import CaptureReconciler
 from consumer.payment_events import PaymentEvents
@@ -21,6 +23,7 @@ from consumer.refund_handler import RefundCommandHandler
 from consumer.refund_reconciler import RefundReconciler
 from consumer.stray_charges import StraySweep
 from domain.retry import RetryPolicy
+from persistence.cancel_store import CancelStore
 from persistence.capture_store import CaptureStore
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
@@ -54,9 +57,11 @@ class Worker:
     payments: PaymentCommandHandler
     refunds: RefundCommandHandler
     captures: CaptureCommandHandler
+    cancels: CancelCommandHandler
     payment_reconciler: PaymentReconciler  # with the stray-charge sweep
     refund_reconciler: RefundReconciler
     capture_reconciler: CaptureReconciler
+    cancel_reconciler: CancelReconciler
 
 
 def build_worker(
@@ -73,6 +78,9 @@ def build_worker(
     )
     capture_store = _stop_before_writes(
         CaptureStore(engine, store.writes, clock, claim_lease=LEASE), gate
+    )
+    cancel_store = _stop_before_writes(
+        CancelStore(engine, store.writes, clock, claim_lease=LEASE), gate
     )
     stray_store = _stop_before_writes(StrayStore(engine, store.writes, clock), gate, _STRAY_WRITES)
     payments = PaymentCommandHandler(
@@ -101,6 +109,14 @@ def build_worker(
         retry_policy=RETRIES,
         clock=clock,
     )
+    cancels = CancelCommandHandler(
+        store=cancel_store,
+        providers=providers,
+        events=_EVENTS,
+        metrics=metrics,
+        retry_policy=RETRIES,
+        clock=clock,
+    )
     sweep = StraySweep(
         store=stray_store,
         providers=providers,
@@ -112,6 +128,7 @@ def build_worker(
         payments=payments,
         refunds=refunds,
         captures=captures,
+        cancels=cancels,
         payment_reconciler=PaymentReconciler(
             store=store,
             handler=payments,
@@ -125,6 +142,9 @@ def build_worker(
         ),
         capture_reconciler=CaptureReconciler(
             store=capture_store, handler=captures, min_age=MIN_AGE, clock=clock
+        ),
+        cancel_reconciler=CancelReconciler(
+            store=cancel_store, handler=cancels, min_age=MIN_AGE, clock=clock
         ),
     )
 

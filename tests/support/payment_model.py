@@ -8,16 +8,19 @@ After every step (every worker finished):
 
 * at most one key of a payment is charged at the providers (no double charge);
 * a payment stored ``succeeded``, ``partially_refunded`` or ``refunded`` stands on a captured
-  charge, one stored ``authorized`` on a charge held and not captured, and its reference is
-  the charge's; one stored ``failed`` has no charge, or each of its charges is still to be
-  found by the stray-charge sweep (attempt not verified yet) or is a recorded stray charge;
+  charge (captured for the amount it stores), one stored ``authorized`` on a charge held and
+  not captured, one stored ``canceled`` on a voided charge, and its reference is the
+  charge's; one ``capturing`` or ``canceling`` on a charge that is not the other's (a
+  capture and a void of one charge never both happen); one stored ``failed`` has no charge,
+  or each of its charges is still to be found by the stray-charge sweep (attempt not verified
+  yet) or is a recorded stray charge;
 * every attempt recorded as charged or declined was charged or declined under its key;
 * a refund stored ``succeeded`` succeeded at the provider, for the same amount; one stored
   ``failed`` neither succeeded nor is pending there; the provider refunded no key the store
   does not know, and no charge beyond its amount;
 * a payment's ``refunded_minor`` is the sum of its succeeded refunds, its
-  ``refund_reserved_minor`` that of its open ones, and together they never exceed its
-  amount; its status says whether it is partly or wholly refunded;
+  ``refund_reserved_minor`` that of its open ones, and together they never exceed what was
+  captured; its status says whether it is partly or wholly refunded;
 * every status change the database saw follows domain.status.ALLOWED_TRANSITIONS (refunds:
   the diagram of domain.refunds), and the log of changes ends at the status stored;
 * no final payment or refund still carries a claim;
@@ -71,6 +74,11 @@ class StoredPayment:
     provider: str | None
     provider_reference: str | None
     claim_token: str | None
+    captured_minor: int | None = None  # a partial capture's amount; None: all of it
+
+    @property
+    def captured(self) -> int:
+        return self.amount_minor if self.captured_minor is None else self.captured_minor
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +171,10 @@ def step_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
     for charge in ledger.charges.values():
         if charge.payment_id not in s.payments:
             found.append(f"charge {charge.key} of a payment the store does not know")
-        if charge.charged:
+        voided_by_payment = charge.cancel_key is not None and not charge.cancel_key.endswith(
+            REVERSAL_SUFFIX
+        )  # a stray voided by the sweep holds nothing, and is not the payment's
+        if charge.charged or voided_by_payment:
             charged[charge.payment_id].append(charge)
     for payment in s.payments.values():
         found += _payment(payment, charged[payment.id], s, ledger)
@@ -213,16 +224,24 @@ def _payment(
     charge = charges[0] if charges else None
     wanted = {
         _P.AUTHORIZED: ChargeStatus.AUTHORIZED,
+        _P.CANCELED: ChargeStatus.CANCELED,
         **dict.fromkeys(CAPTURED, ChargeStatus.SUCCEEDED),
     }.get(p.status)
-    if wanted is not None or p.status is _P.CAPTURING:
+    if charge is not None and (p.status, charge.status) in (
+        (_P.CAPTURING, ChargeStatus.CANCELED),
+        (_P.CANCELING, ChargeStatus.SUCCEEDED),
+    ):
+        return [f"payment {p.id} is {p.status} but its charge is {charge.status}"]
+    if p.status in CAPTURED and charge is not None and charge.captured_minor != p.captured:
+        return [f"payment {p.id} captured {p.captured}, the provider {charge.captured_minor}"]
+    if wanted is not None or p.status in (_P.CAPTURING, _P.CANCELING):
         if charge is None:
             return [f"payment {p.id} stored {p.status} but nothing is charged"]
         if wanted is not None and charge.status is not wanted:
             return [f"payment {p.id} stored {p.status} but its charge is {charge.status}"]
         if charge.reference != p.provider_reference:
             return [f"payment {p.id} stands on {p.provider_reference}, charged {charge.reference}"]
-    if p.status is _P.FAILED and charge is not None:
+    if p.status is _P.FAILED and charge is not None and charge.charged:
         return _charge_of_failed_payment(p, charge, s, ledger)
     return []
 
@@ -263,14 +282,14 @@ def _totals(p: StoredPayment, refunds: list[StoredRefund]) -> list[str]:
             f"payment {p.id}: refunded/reserved {p.refunded_minor}/{p.reserved_minor}, "
             f"its refunds say {succeeded}/{reserved}"
         )
-    if p.refunded_minor + p.reserved_minor > p.amount_minor:
-        found.append(f"payment {p.id}: refunds above its amount {p.amount_minor}")
+    if p.refunded_minor + p.reserved_minor > p.captured:
+        found.append(f"payment {p.id}: refunds above what was captured, {p.captured}")
     if p.status in CAPTURED:
         expected = (
             _P.SUCCEEDED
             if p.refunded_minor == 0
             else _P.REFUNDED
-            if p.refunded_minor >= p.amount_minor
+            if p.refunded_minor >= p.captured
             else _P.PARTIALLY_REFUNDED
         )
         if p.status is not expected:
@@ -286,8 +305,10 @@ def _attempts(s: Snapshot, ledger: ProviderLedger) -> list[str]:
     for a in s.attempts.values():
         open_per_payment[a.payment_id] += a.open
         charge = ledger.charges.get((a.provider, a.key))
+        # A charge voided since (canceled) was charged (authorized) when the attempt closed.
+        held_once = charge is not None and (charge.charged or charge.cancel_key is not None)
         if a.status == "succeeded" and (
-            charge is None or not charge.charged or charge.reference != a.provider_reference
+            charge is None or not held_once or charge.reference != a.provider_reference
         ):
             found.append(f"attempt {a.key} recorded as charged; the provider says otherwise")
         declined = charge is not None and charge.status is ChargeStatus.DECLINED

@@ -16,6 +16,7 @@ from typing import Any
 
 from domain.next_action import NextAction, NextActionType
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -31,6 +32,7 @@ OPERATIONS = (
     "charge_by_reference",
     "capture",
     "close_charge",
+    "cancel",
     "refund",
     "refund_status",
 )
@@ -42,6 +44,10 @@ def charged(reference: str = "ch_1") -> ChargeOutcome:
 
 def authorized(reference: str = "ch_1") -> ChargeOutcome:
     return ChargeOutcome(ChargeStatus.AUTHORIZED, reference)
+
+
+def canceled(reference: str = "ch_1") -> ChargeOutcome:
+    return ChargeOutcome(ChargeStatus.CANCELED, reference)
 
 
 def declined(reference: str | None = "ch_declined", error: Any = None) -> ChargeOutcome:
@@ -122,6 +128,10 @@ class ScriptedProvider:
 
     async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
         return await self._answer("close_charge", attempt_key, attempt_key)
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        self.requests.append(request)
+        return await self._answer("cancel", request.cancel_key, request)
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         self.requests.append(request)

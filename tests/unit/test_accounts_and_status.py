@@ -75,8 +75,9 @@ def test_allowed_transitions(current, target):
 
 @pytest.mark.parametrize("final", [s for s in PaymentStatus if s.charge_known])
 def test_a_known_charge_outcome_only_moves_forward(final):
-    """A captured payment moves only by refunds, an authorized one only by its capture;
-    nothing returns to an unknown outcome or turns into another charge outcome."""
+    """A captured payment moves only by refunds, an authorized one only by its capture, its
+    void or the end of its hold; nothing returns to an unknown outcome or turns into another
+    charge outcome."""
     for target in ALLOWED_TRANSITIONS[final]:
         assert target.charge_known
         if final.charge_outcome is PaymentStatus.SUCCEEDED:
@@ -87,7 +88,17 @@ def test_a_known_charge_outcome_only_moves_forward(final):
                 PaymentStatus.AUTHORIZED,
                 PaymentStatus.CAPTURING,
                 PaymentStatus.SUCCEEDED,
+                PaymentStatus.CANCELING,
+                PaymentStatus.CANCELED,
+                PaymentStatus.EXPIRED,
             }
+
+
+def test_a_capture_and_a_void_never_follow_one_another():
+    """Each starts from authorized only: one under way excludes the other."""
+    assert PaymentStatus.CANCELING not in ALLOWED_TRANSITIONS[PaymentStatus.CAPTURING]
+    assert PaymentStatus.CAPTURING not in ALLOWED_TRANSITIONS[PaymentStatus.CANCELING]
+    assert PaymentStatus.SUCCEEDED not in ALLOWED_TRANSITIONS[PaymentStatus.CANCELING]
 
 
 def test_every_status_has_a_transition_entry_and_finality_matches():
@@ -97,10 +108,12 @@ def test_every_status_has_a_transition_entry_and_finality_matches():
         PaymentStatus.PROCESSING,
         PaymentStatus.CAPTURING,
         PaymentStatus.REQUIRES_ACTION,
+        PaymentStatus.CANCELING,
     }
     assert {s for s, targets in ALLOWED_TRANSITIONS.items() if not targets} == {
         PaymentStatus.FAILED,
         PaymentStatus.REFUNDED,
+        PaymentStatus.CANCELED,
         PaymentStatus.EXPIRED,
     }
 

@@ -21,6 +21,7 @@ from http_facade.rate_limit import TokenBuckets
 from paygate.asyncapi_doc import asyncapi_document, asyncapi_text
 from paygate.settings import Settings
 from schemas.codec import (
+    CANCEL_PAYMENT,
     CAPTURE_PAYMENT,
     CREATE_PAYMENT,
     PAYMENT_RESULT,
@@ -68,7 +69,7 @@ def test_each_topic_lists_the_records_the_codec_reads_there_at_the_ids_it_writes
     files = FileSchemaRegistry.bundled()
     commands = _channel_records("commands")
     results = _channel_records("results")
-    assert set(commands) == {CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT}
+    assert set(commands) == {CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT, CANCEL_PAYMENT}
     assert set(results) == {PAYMENT_RESULT, REFUND_RESULT}
     # The newest version of each: what paygate writes, and reads every older one against.
     for name, schema_id in {**commands, **results}.items():

@@ -23,6 +23,7 @@ from providers.errors import (
     UnsupportedOperationError,
 )
 from providers.port import (
+    CancelRequest,
     CaptureRequest,
     ChargeOutcome,
     ChargeRequest,
@@ -80,6 +81,9 @@ class ScriptedProvider:
         return await self._next()
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        return await self._next()
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
         return await self._next()
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:

@@ -10,6 +10,7 @@ from importlib import resources
 import fastavro
 import pytest
 
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -242,7 +243,52 @@ def test_capture_command_round_trip_with_its_client_scope(messages, client_id):
         client_id=client_id,
     )
     data = messages.encode_capture(command)
-    assert struct.unpack(">I", data[1:5])[0] == 9  # capture_payment.v2: with clientId
+    assert struct.unpack(">I", data[1:5])[0] == 9  # capture_payment.v2: clientId and amount
+    assert messages.decode_any_command(data) == command
+
+
+def test_a_partial_capture_round_trips_exactly(messages):
+    command = CapturePayment.create(
+        payment_request_id="pay_" + "3" * 32,
+        order_id="order-1",
+        requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        client_id="client-1",
+        amount=Decimal("12.35"),
+    )
+    data = messages.encode_capture(command)
+    assert struct.unpack(">I", data[1:5])[0] == 9
+    decoded = messages.decode_any_command(data)
+    assert isinstance(decoded, CapturePayment)
+    assert decoded.amount == Decimal("12.35")
+    assert decoded.client_id == "client-1"
+
+
+def test_a_capture_written_with_v1_reads_as_a_whole_capture(messages):
+    """Schema id 7 (no amount) still decodes: the reader's v2 fills in null."""
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, 7))
+    record = {
+        "paymentRequestId": "pay_" + "3" * 32,
+        "orderId": "order-1",
+        "requestedAt": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    }
+    v1 = FileSchemaRegistry.bundled().schema(7)
+    assert v1 is not None
+    fastavro.schemaless_writer(out, v1, record)
+    decoded = messages.decode_any_command(out.getvalue())
+    assert isinstance(decoded, CapturePayment)
+    assert decoded.amount is None
+    assert decoded.client_id is None
+
+
+def test_cancel_command_round_trip(messages):
+    command = CancelPayment.create(
+        payment_request_id="pay_" + "3" * 32,
+        order_id="order-1",
+        requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    )
+    data = messages.encode_cancel(command)
+    assert struct.unpack(">I", data[1:5])[0] == 14
     assert messages.decode_any_command(data) == command
 
 
@@ -276,6 +322,7 @@ def test_a_follow_up_written_before_client_scopes_reads_as_the_upstream_scope(
     out.write(b"\x00" + struct.pack(">I", schema_id))
     fastavro.schemaless_writer(out, fastavro.parse_schema(_raw_schema(file_name)), record)
     command = PaymentMessages.bundled().decode_any_command(out.getvalue())
+    assert isinstance(command, RefundPayment | CapturePayment)
     assert command.client_id is None
     assert command.payment_request_id == record["paymentRequestId"]
 

@@ -29,6 +29,7 @@ from multidict import CIMultiDictProxy
 
 from consumer.record_handling import RecordHandling
 from domain.accounts import Account, AccountType
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.errors import CATALOGUE, ErrorCode, PaygateError
 from domain.payments import CreatePayment, payment_request_id_for
@@ -495,6 +496,32 @@ async def _payment_not_capturable(make: MakeAdvised, code: ErrorCode) -> None:
     answer = await f.send("POST", f"/v1/payments/{held}/capture")
     assert (answer.status, answer.body["status"]) == (202, "capturing")
     assert isinstance(f.world.last(), CapturePayment)
+
+
+@row(ErrorCode.CAPTURE_EXCEEDS_AUTHORIZED, follows="Capture at most the payment's `amount`")
+async def _capture_exceeds_authorized(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    held = await f.paid("k-1", PaymentStatus.AUTHORIZED, capture=False)
+    capture = f"/v1/payments/{held}/capture"
+    for _ in range(2):
+        refused(await f.send("POST", capture, json={"amount": "10.51"}), code)
+    assert f.world.payments[held].status is PaymentStatus.AUTHORIZED
+    answer = await f.send("POST", capture, json={"amount": "10.50"})  # its `amount`
+    assert (answer.status, answer.body["status"]) == (202, "capturing")
+    assert isinstance(f.world.last(), CapturePayment)
+
+
+@row(ErrorCode.PAYMENT_NOT_CANCELABLE, follows="Refund a captured payment instead")
+async def _payment_not_cancelable(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    paid = await f.paid("k-1", PaymentStatus.SUCCEEDED)
+    for _ in range(2):
+        refused(await f.send("POST", f"/v1/payments/{paid}/cancel"), code)
+    assert (await f.refund(paid, "r-1")).status == 202
+    held = await f.paid("k-1", PaymentStatus.AUTHORIZED, order_id="order-2", capture=False)
+    answer = await f.send("POST", f"/v1/payments/{held}/cancel")
+    assert (answer.status, answer.body["status"]) == (202, "canceling")
+    assert isinstance(f.world.last(), CancelPayment)
 
 
 @row(ErrorCode.REFUND_EXCEEDS_CAPTURED, follows="Refund at most the payment's `refundableAmount`")

@@ -19,6 +19,7 @@ from multidict import CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 
 from domain.accounts import Account, AccountRef, AccountType
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import CATALOGUE, ErrorCode, PaygateError
@@ -73,6 +74,7 @@ class FakePublisher:
         self.published: list[CreatePayment] = []
         self.refunds_published: list[RefundPayment] = []
         self.captures_published: list[CapturePayment] = []
+        self.cancels_published: list[CancelPayment] = []
         self.completes: FakeQueries | None = None
 
     async def publish_refund(self, command: RefundPayment) -> None:
@@ -80,6 +82,9 @@ class FakePublisher:
 
     async def publish_capture(self, command: CapturePayment) -> None:
         self.captures_published.append(command)
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
+        self.cancels_published.append(command)
 
     async def publish_create_payment(self, command: CreatePayment) -> None:
         self.published.append(command)
@@ -824,6 +829,7 @@ async def test_get_known_payment_masks_accounts(facade: Facade) -> None:
         "error": None,
         "createdAt": "2026-03-01T12:00:00Z",
         "updatedAt": "2026-03-01T12:00:00Z",
+        "capturedAmount": "10.50",
         "refundedAmount": "0.00",
         "refundableAmount": "10.50",
         "refunds": [],

@@ -25,10 +25,12 @@ from prometheus_client import CollectorRegistry
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.idempotency import OrderPayment
+from domain.money import money_from_decimal
 from domain.next_action import NextAction, NextActionType
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
@@ -219,7 +221,18 @@ class World:
         if self.publish_error is not None:
             raise self.publish_error
         payment = self.payments[command.payment_request_id]
-        self.payments[payment.payment_request_id] = replace(payment, status=PaymentStatus.SUCCEEDED)
+        captured = None
+        if command.amount is not None:
+            captured = money_from_decimal(command.amount, payment.amount.currency).minor_units
+        self.payments[payment.payment_request_id] = replace(
+            payment, status=PaymentStatus.SUCCEEDED, captured_minor=captured
+        )
+
+    async def publish_cancel(self, command: CancelPayment) -> None:
+        if self.publish_error is not None:
+            raise self.publish_error
+        payment = self.payments[command.payment_request_id]
+        self.payments[payment.payment_request_id] = replace(payment, status=PaymentStatus.CANCELED)
 
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
@@ -363,6 +376,7 @@ PAYMENT = "/v1/payments/{paymentRequestId}"
 REFUNDS = "/v1/payments/{paymentRequestId}/refunds"
 REFUND = "/v1/refunds/{refundId}"
 CAPTURE = "/v1/payments/{paymentRequestId}/capture"
+CANCEL = "/v1/payments/{paymentRequestId}/cancel"
 
 
 async def _create(facade: Facade, order_id: str, key: str, **headers: str) -> dict[str, Any]:
@@ -792,6 +806,77 @@ async def test_capture_refusals(facade: Facade) -> None:
     ]
     for path, status, code in cases:
         answered, body, _ = await facade.call("POST", CAPTURE, path)
+        assert (answered, body["error"]["code"]) == (status, code), path
+
+
+async def _authorized(facade: Facade, order_id: str) -> str:
+    facade.world.outcome = PaymentStatus.AUTHORIZED
+    status, created, _ = await facade.call(
+        "POST",
+        PAYMENTS,
+        json={**payment_body(order_id), "capture": False},
+        headers={"Idempotency-Key": f"k-{order_id}"},
+    )
+    assert status == 202
+    return str(created["paymentRequestId"])
+
+
+async def test_a_partial_capture_is_taken_once(facade: Facade) -> None:
+    payment_id = await _authorized(facade, "order-partial")
+    capture = f"/v1/payments/{payment_id}/capture"
+    # Refused before anything is published: above the authorization, more decimals than
+    # EUR has, a JSON number, an unknown field.
+    for body, status, code in [
+        ({"amount": "10.51"}, 409, "capture_exceeds_authorized"),
+        ({"amount": "1.001"}, 400, "invalid_amount"),
+        ({"amount": 4}, 400, "invalid_amount"),
+        ({"amount": "4.00", "currency": "EUR"}, 400, "invalid_request"),
+    ]:
+        answered, refused, _ = await facade.call("POST", CAPTURE, capture, json=body)
+        assert (answered, refused["error"]["code"]) == (status, code), body
+    status, read, _ = await facade.call("GET", PAYMENT, f"/v1/payments/{payment_id}")
+    assert (read["status"], read["capturedAmount"]) == ("authorized", None)
+
+    status, accepted, _ = await facade.call("POST", CAPTURE, capture, json={"amount": "4.00"})
+    assert (status, accepted["status"]) == (202, "capturing")
+    status, read, _ = await facade.call("GET", PAYMENT, f"/v1/payments/{payment_id}")
+    assert (read["status"], read["amount"], read["capturedAmount"]) == (
+        "succeeded",
+        "10.50",
+        "4.00",
+    )
+    assert read["refundableAmount"] == "4.00"
+    # Captured once: the same amount (or none) answers it, another is a conflict.
+    for body in ({"amount": "4"}, None):
+        status, again, _ = await facade.call("POST", CAPTURE, capture, json=body)
+        assert (status, again["capturedAmount"]) == (200, "4.00")
+    status, conflict, _ = await facade.call("POST", CAPTURE, capture, json={"amount": "5.00"})
+    assert (status, conflict["error"]["code"]) == (409, "idempotency_conflict")
+
+
+async def test_cancel_releases_an_authorization(facade: Facade) -> None:
+    payment_id = await _authorized(facade, "order-cancel")
+    cancel = f"/v1/payments/{payment_id}/cancel"
+    status, accepted, response = await facade.call("POST", CANCEL, cancel)
+    assert (status, accepted["status"]) == (202, "canceling")
+    assert response.headers["Location"] == f"/v1/payments/{payment_id}"
+    # Canceled now (the fake pipeline is instant): canceling again answers the payment.
+    status, canceled, _ = await facade.call("POST", CANCEL, cancel)
+    assert (status, canceled["status"], canceled["paymentResult"]) == (200, "canceled", False)
+    status, refused, _ = await facade.call("POST", CAPTURE, f"/v1/payments/{payment_id}/capture")
+    assert (status, refused["error"]["code"]) == (409, "payment_not_capturable")
+
+
+async def test_cancel_refusals(facade: Facade) -> None:
+    captured = await _authorized(facade, "order-captured")
+    await facade.call("POST", CAPTURE, f"/v1/payments/{captured}/capture")
+    cases = [
+        (f"/v1/payments/{captured}/cancel", 409, "payment_not_cancelable"),
+        (f"/v1/payments/{_PAYMENT_ID}/cancel", 404, "not_found"),
+        ("/v1/payments/nope/cancel", 404, "not_found"),
+    ]
+    for path, status, code in cases:
+        answered, body, _ = await facade.call("POST", CANCEL, path)
         assert (answered, body["error"]["code"]) == (status, code), path
 
 

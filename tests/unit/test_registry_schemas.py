@@ -28,6 +28,7 @@ SUBJECTS = {
         "paygate.payments.v1.RefundPayment",
         "paygate.payments.v1.RefundResult",
         "paygate.payments.v1.CapturePayment",
+        "paygate.payments.v1.CancelPayment",
     )
 }
 

@@ -28,11 +28,14 @@ from providers.registry import Providers
 from tests.support.fake_stores import FakeStrayRecords, Reversal
 from tests.support.scripted_provider import (
     authorized,
+    canceled,
     charged,
     declined,
+    expired,
     refund_failed,
     refund_pending,
     refunded,
+    requires_action,
 )
 
 pytestmark = pytest.mark.unit
@@ -78,8 +81,11 @@ def strays(metrics, result: str) -> float:
         (candidate(), declined()),  # a decline holds no money
         (candidate(PaymentStatus.SUCCEEDED, "ch_own"), charged("ch_own")),  # the payment's own
         (candidate(PaymentStatus.AUTHORIZED, "ch_own"), authorized("ch_own")),
+        # Released authorizations and trades closed unpaid hold no money.
+        (candidate(PaymentStatus.CANCELED, "ch_own"), canceled("ch_own")),
+        (candidate(PaymentStatus.EXPIRED, "ch_own"), expired("ch_own")),
     ],
-    ids=["no-charge", "declined", "own-charge", "own-authorization"],
+    ids=["no-charge", "declined", "own-charge", "own-authorization", "canceled", "expired"],
 )
 async def test_an_attempt_holding_no_money_but_the_payments_own_is_verified_once(
     sweep, records, provider, metrics, listed, answer
@@ -103,6 +109,7 @@ async def test_a_charge_the_payment_does_not_stand_on_is_recorded_and_reversed(
     listed = candidate(PaymentStatus.SUCCEEDED, "ch_own")
     records.unexamined.append(listed)
     provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"))  # taken: refund it
     provider.script("refund", refunded("re_reversal"))
 
     report = await sweep.run_once()
@@ -111,6 +118,7 @@ async def test_a_charge_the_payment_does_not_stand_on_is_recorded_and_reversed(
     assert records.found[listed.attempt_key].stray_reference == "ch_stray"
     (request,) = provider.requests
     # A key of its own, so a reversal sent twice refunds once.
+    assert provider.called("cancel") == []
     assert (request.refund_key, request.charge_reference, request.amount, request.reason) == (
         "pay_1-a1-reversal",
         "ch_stray",
@@ -164,6 +172,7 @@ async def test_a_reversal_not_made_is_asked_again_or_recorded_for_an_operator(
     listed = candidate()
     records.unexamined.append(listed)
     provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"))
     provider.script("refund", answer)
 
     report = await sweep.run_once()
@@ -179,6 +188,7 @@ async def test_a_stray_charge_whose_reversal_was_unanswered_is_reversed_next_pas
     listed = candidate()
     records.unexamined.append(listed)
     provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"), charged("ch_stray"))
     provider.script("refund", ProviderUnavailableError("scripted", "503"), refunded())
     assert (await sweep.run_once()).unanswered == 1
 
@@ -201,3 +211,70 @@ async def test_an_attempt_its_provider_cannot_answer_about_is_asked_again_next_p
 
     assert (report.checked, report.unanswered) == (2, 2)
     assert records.verified == []
+
+
+async def test_a_trade_still_waiting_for_its_payer_is_asked_again_next_pass(
+    sweep, records, provider, metrics
+):
+    records.unexamined.append(candidate(PaymentStatus.SUCCEEDED, "ch_own", attempt_key="pay_1-a1"))
+    provider.script("charge_status", requires_action("ch_other"))
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.unanswered) == (1, 1)
+    assert records.verified == []
+    assert provider.called("refund") == []
+    assert provider.called("cancel") == []
+    assert strays(metrics, "found") == 0
+
+
+async def test_a_stray_authorization_is_voided_not_refunded(sweep, records, provider, metrics):
+    """Money held, not taken: a refund has nothing to return, a void releases the hold."""
+    listed = candidate(PaymentStatus.AUTHORIZED, "ch_own")
+    records.unexamined.append(listed)
+    provider.script("charge_status", authorized("ch_stray"))
+    provider.script(
+        "charge_by_reference",
+        authorized("ch_stray"),
+        ProviderUnavailableError("scripted", "503"),
+        authorized("ch_stray"),
+    )
+    provider.script("cancel", ProviderUnavailableError("scripted", "503"), canceled("ch_stray"))
+
+    assert (await sweep.run_once()).unanswered == 1  # the void: 503
+    assert (await sweep.run_once()).unanswered == 1  # asking about the charge: 503
+    report = await sweep.run_once()
+
+    assert (report.checked, report.reversed) == (1, 1)
+    assert provider.called("refund") == []
+    assert provider.called("cancel") == ["pay_1-a1-reversal"] * 2  # one key: voids once
+    assert records.reversals == {listed.attempt_key: Reversal(STRAY_REVERSED, "ch_stray", None)}
+    assert (strays(metrics, "found"), strays(metrics, "reversed")) == (1, 1)
+
+
+async def test_a_stray_authorization_released_meanwhile_needs_no_reversal(
+    sweep, records, provider, metrics
+):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", authorized("ch_stray"))
+    provider.script("charge_by_reference", expired("ch_stray"))
+
+    report = await sweep.run_once()
+
+    assert report.reversed == 1
+    assert provider.called("cancel") == provider.called("refund") == []
+    assert records.reversals[listed.attempt_key].status == STRAY_REVERSED
+
+
+async def test_a_provider_that_cannot_say_what_the_charge_is_gets_a_refund(
+    sweep, records, provider
+):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", UnsupportedOperationError("scripted", "no lookup"))
+    provider.script("refund", refunded("re_reversal"))
+
+    assert (await sweep.run_once()).reversed == 1
+    assert provider.called("refund") == ["pay_1-a1-reversal"]

@@ -34,6 +34,7 @@ from providers.stripe.transformers import (
     CANCELLATION_REASONS,
     CARD_ERROR_CODES,
     DECLINE_CODES,
+    EXPIRY_REASONS,
     PAYMENT_INTENT_STATUSES,
     PAYMENT_REQUEST_ID_KEY,
     REQUEST_ERROR_CODES,
@@ -158,9 +159,14 @@ def test_declines_map_only_to_decline_codes_of_the_catalogue() -> None:
 
 
 @pytest.mark.parametrize(("reason", "expected"), sorted(CANCELLATION_REASONS.items()))
-def test_every_cancellation_reason_is_a_decline(reason: str, expected: ErrorCode) -> None:
+def test_every_cancellation_reason_is_a_released_authorization_with_a_decline(
+    reason: str, expected: ErrorCode
+) -> None:
+    """For a charge, a decline (the error); for an authorization, released: expired when
+    Stripe canceled it on its own at the end of the hold, canceled for any other reason."""
     outcome = outcome_from_intent(intent(status="canceled", cancellation_reason=reason))
-    assert outcome.status is ChargeStatus.DECLINED
+    released = ChargeStatus.EXPIRED if reason in EXPIRY_REASONS else ChargeStatus.CANCELED
+    assert outcome.status is released
     assert outcome.provider_reference == "pi_123"
     assert outcome.error is not None
     assert outcome.error.code is expected
@@ -169,8 +175,15 @@ def test_every_cancellation_reason_is_a_decline(reason: str, expected: ErrorCode
 @pytest.mark.parametrize("reason", [None, "a_reason_stripe_adds_later"])
 def test_canceled_without_a_known_reason_is_a_generic_decline(reason: str | None) -> None:
     outcome = outcome_from_intent(intent(status="canceled", cancellation_reason=reason))
+    assert outcome.status is ChargeStatus.CANCELED
     assert outcome.error is not None
     assert outcome.error.code is ErrorCode.PAYMENT_DECLINED
+
+
+def test_an_automatically_canceled_authorization_is_expired() -> None:
+    assert {"automatic", "expired"} == EXPIRY_REASONS
+    outcome = outcome_from_intent(intent(status="canceled", cancellation_reason="automatic"))
+    assert outcome.status is ChargeStatus.EXPIRED
 
 
 def test_the_status_map_covers_every_status_the_sdk_knows() -> None:

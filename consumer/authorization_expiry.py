@@ -1,0 +1,94 @@
+"""Finds authorizations whose hold the provider released without paygate asking: it ran out
+(``expired``), or someone voided it at the provider (``canceled``).
+
+Providers hold an authorization for a limited time (days for cards) and then release it on
+their own, telling nobody. Every pass asks the provider about the authorized payments not
+examined for the longest time (at most ``PAGE_SIZE``, untouched since ``min_age``), by
+their charge reference:
+
+* the charge is released: the payment becomes ``expired`` (or ``canceled``), with its result
+  event, by one conditional update from ``authorized`` (persistence.expiry_store): a capture
+  or cancel that began meanwhile wins, and learns the same from the provider itself;
+* still held (or the provider cannot answer now): the payment is marked examined and waits
+  for a later pass.
+
+Nothing here asks the provider to act, so nothing here can move money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import Final
+
+from consumer.payment_events import PaymentEvents
+from consumer.periodic import run_periodically
+from consumer.ports import ExpiryRecords
+from domain.clock import utc_now
+from domain.payment_view import PaymentView
+from domain.status import PaymentStatus
+from providers.errors import ProviderError
+from providers.port import ChargeStatus
+from providers.registry import Providers, UnknownProviderError
+
+log = logging.getLogger("paygate.reconciler")
+
+PAGE_SIZE = 200
+
+_RELEASED: Final = MappingProxyType(
+    {ChargeStatus.EXPIRED: PaymentStatus.EXPIRED, ChargeStatus.CANCELED: PaymentStatus.CANCELED}
+)
+
+
+class AuthorizationExpiry:
+    def __init__(
+        self,
+        *,
+        store: ExpiryRecords,
+        providers: Providers,
+        events: PaymentEvents,
+        min_age: timedelta,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._events = events
+        self._min_age = min_age
+        self._clock = clock
+
+    async def run_once(self, limit: int = PAGE_SIZE) -> int:
+        """One pass; returns how many payments it found released."""
+        released = 0
+        for payment in await self._store.authorized(self._clock() - self._min_age, limit):
+            released += await self._examine(payment)
+        return released
+
+    async def _examine(self, payment: PaymentView) -> int:
+        pid = payment.payment_request_id
+        try:
+            provider = self._providers.get(payment.provider or "")
+            known = await provider.charge_by_reference(payment.provider_reference or "")
+        except (UnknownProviderError, ProviderError) as exc:
+            log.warning("authorization not checked: %s", exc, extra={"payment_request_id": pid})
+            await self._store.examined(pid)
+            return 0
+        status = None if known is None else _RELEASED.get(known.status)
+        if status is None:
+            await self._store.examined(pid)
+            return 0
+        # No error: the status says what happened, and nothing failed on paygate's side.
+        applied = await self._store.release(
+            pid, status=status, error=None, event=self._events.of_payment
+        )
+        if applied:
+            log.info(
+                "authorization released by the provider",
+                extra={"payment_request_id": pid, "status": status.value},
+            )
+        return int(applied)
+
+    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
+        await run_periodically(stop, interval_s, self.run_once, "released authorizations found")
