@@ -87,6 +87,10 @@ class LocalSchemaRegistry:
             "-XX:TieredStopAtLevel=1",  # starts faster; a test registry serves little
             f"-Dquarkus.http.port={self._port}",
             f"-Dquarkus.http.host={_HOST}",
+            # The management interface (health, metrics) listens on 9000 by default: two
+            # registries on one machine (parallel test runs) would collide there.
+            f"-Dquarkus.management.port={_free_port()}",
+            f"-Dquarkus.management.host={_HOST}",
             "-Dquarkus.http.access-log.enabled=false",
             "-jar",
             str(app / "quarkus-run.jar"),
