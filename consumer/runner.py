@@ -166,7 +166,11 @@ class CommandRunner:
             log.warning("offset commit failed: %s", exc)
             return
         for tp, offset in offsets.items():
-            self._offsets[tp].committed(offset)
+            # The partition may have been revoked (its tracker dropped) while the commit
+            # was awaited: the commit stands, and there is nothing left to record it on.
+            tracker = self._offsets.get(tp)
+            if tracker is not None:
+                tracker.committed(offset)
 
     async def partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self._metrics.partitions_revoked.inc(len(revoked))

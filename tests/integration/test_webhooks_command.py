@@ -16,6 +16,7 @@ from persistence.database import Database
 from persistence.engine import create_engine
 from persistence.webhook_fanout import delivery_row
 from persistence.webhook_tables import webhook_deliveries
+from tests.support.ops_probe import eventually
 from tests.support.processes import start_service
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -96,8 +97,15 @@ async def test_paygate_webhooks_run_delivers_on_its_own(tmp_path: Path) -> None:
             log_dir=tmp_path,
             announce_prefix="PAYGATE_OPS_URL=",
         )
+
+        async def recorded() -> bool:
+            # The receiver has the request before the dispatcher records its answer.
+            [delivery] = await db.webhooks.deliveries(client_id="acme")
+            return delivery.status == "delivered"
+
         try:
             await receiver.wait_for(1)
+            await eventually(recorded)
         finally:
             assert await asyncio.to_thread(process.stop) == 0, process.log()[-2000:]
         assert receiver.verified_ids() == ["evt_2"]
