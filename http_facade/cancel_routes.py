@@ -19,7 +19,7 @@ from domain.cancels import CancelPayment
 from domain.status import RELEASED, PaymentStatus
 from http_facade.payments_routes import client_payment, payment_id_in_path, payment_json
 from http_facade.responses import cancel_accepted_body
-from http_facade.state import CLOCK, ORDER_ID, PUBLISHER
+from http_facade.state import CLIENT_ID, CLOCK, ORDER_ID, PUBLISHER
 from persistence.cancel_store import not_cancelable
 
 CANCEL_PATH: Final = "/v1/payments/{paymentRequestId}/cancel"
@@ -52,6 +52,8 @@ async def cancel_payment(request: web.Request) -> web.Response:
             payment_request_id=payment_request_id,
             order_id=payment.order_id,
             requested_at=request.app[CLOCK](),
+            # The consumer refuses a cancel whose scope is not its payment's (not_found).
+            client_id=request[CLIENT_ID],
         )
     )
     return web.json_response(cancel_accepted_body(payment_request_id), status=202, headers=location)

@@ -12,6 +12,10 @@ One owner per void (see persistence.claims): the move to ``canceling`` claims th
 for the worker that made it; anyone else (a redelivery, the cancel reconciler) must take
 the claim before asking the provider, and :meth:`CancelStore.finish` applies only with the
 holder's token.
+
+A cancel names its payment's client scope (domain.client_scope): one naming another scope
+is refused ``not_found`` with a result event, in the begin's transaction, before any status
+check, exactly as a capture is.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.cancels import CancelPayment
+from domain.client_scope import in_scope, no_payment_in_scope
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -105,26 +110,40 @@ class CancelStore:
         claim = new_claim(now, self._lease)
 
         async def record(conn: AsyncConnection) -> CancelBegin:
-            moved = await conn.execute(
-                update(payments)
+            # Locked first, as a capture's begin does, so the checks below hold for the row
+            # the move then writes.
+            await conn.execute(
+                select(payments.c.id)
                 .where(payments.c.id == command.payment_request_id)
-                .where(payments.c.order_id == command.order_id)
-                .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
-                .values(
-                    status=PaymentStatus.CANCELING.value, updated_at=now, **claim_columns(claim)
-                )
+                .with_for_update()
             )
             payment = await payment_in(conn, command.payment_request_id)
-            if moved.rowcount == 1:
-                assert payment is not None
-                return CancelStarted(payment, claim)
             if payment is None or payment.order_id != command.order_id:
-                unknown = PaygateError(
-                    ErrorCode.NOT_FOUND,
-                    "no payment with this paymentRequestId in this order",
-                    param="paymentRequestId",
+                return CancelRefused(no_payment_in_scope(), None)
+            if not in_scope(payment.client_id, command.client_id):
+                # The code and message of an unknown payment. Unlike one, the payment
+                # exists, so its result event says the cancel was refused (unchanged
+                # payment, error not_found): results readers see all payments anyway.
+                unknown = no_payment_in_scope()
+                await enqueue_outbox(conn, refusal_event(payment, unknown), now)
+                return CancelRefused(unknown, payment)
+            if payment.status is PaymentStatus.AUTHORIZED:
+                # Still the same conditional update from authorized as a capture's, so of
+                # a cancel and a capture crossing exactly one moves the payment.
+                moved = await conn.execute(
+                    update(payments)
+                    .where(payments.c.id == command.payment_request_id)
+                    .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
+                    .values(
+                        status=PaymentStatus.CANCELING.value,
+                        updated_at=now,
+                        **claim_columns(claim),
+                    )
                 )
-                return CancelRefused(unknown, None)
+                assert moved.rowcount == 1  # the row is locked and was authorized
+                started = await payment_in(conn, command.payment_request_id)
+                assert started is not None
+                return CancelStarted(started, claim)
             if payment.status is PaymentStatus.CANCELING or payment.status in RELEASED:
                 return CancelExisting(payment)
             error = not_cancelable(payment.status)

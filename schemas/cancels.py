@@ -14,6 +14,7 @@ def cancel_payment_from_record(record: Mapping[str, Any]) -> CancelPayment:
         payment_request_id=record["paymentRequestId"],
         order_id=record["orderId"],
         requested_at=requested_at_of(record),
+        client_id=record.get("clientId"),
     )
 
 
@@ -22,4 +23,5 @@ def cancel_payment_to_record(command: CancelPayment) -> dict[str, Any]:
         "paymentRequestId": command.payment_request_id,
         "orderId": command.order_id,
         "requestedAt": command.requested_at,
+        "clientId": command.client_id,
     }

@@ -1,4 +1,4 @@
-"""Client scope at the store, on SQLite and PostgreSQL: a refund or capture must name its
+"""Client scope at the store, on SQLite and PostgreSQL: a refund, capture or cancel must name its
 payment's client scope, else it is refused ``not_found`` as if the payment did not exist,
 with a result event, and nothing changes."""
 
@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.refund_events import RefundEvents
+from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -21,6 +22,7 @@ from domain.money import Money
 from domain.payments import CreatePayment
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
+from persistence.cancel_store import CancelRefused, CancelStarted, CancelStore
 from persistence.capture_store import CaptureRefused, CaptureStarted, CaptureStore
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundExisting, RefundRefused, RefundStarted, RefundStore
@@ -85,6 +87,15 @@ def _refund(payment: CreatePayment, client_id: str | None, key: str = "r-1") -> 
 
 def _capture(payment: CreatePayment, client_id: str | None) -> CapturePayment:
     return CapturePayment.create(
+        payment_request_id=payment.payment_request_id,
+        order_id=payment.order_id,
+        requested_at=NOW,
+        client_id=client_id,
+    )
+
+
+def _cancel(payment: CreatePayment, client_id: str | None) -> CancelPayment:
+    return CancelPayment.create(
         payment_request_id=payment.payment_request_id,
         order_id=payment.order_id,
         requested_at=NOW,
@@ -203,3 +214,54 @@ async def test_a_capture_from_another_scope_is_refused_not_found_and_changes_not
     assert isinstance(
         await captures.begin(_capture(payment, owner), _capture_refusal), CaptureStarted
     )
+
+
+@pytest.mark.parametrize(("owner", "asker"), MISMATCHES)
+async def test_a_cancel_from_another_scope_is_refused_not_found_and_changes_nothing(
+    payment_handler, store, engine, clock, owner, asker
+):
+    cancels = CancelStore(engine, store.writes, clock)
+    payment = await _paid(payment_handler, owner, capture=False)
+    unknown = dataclasses.replace(_cancel(payment, asker), payment_request_id="pay_" + "0" * 32)
+    as_unknown = await cancels.begin(unknown, _capture_refusal)
+    before = await _results(engine)
+    begun = await cancels.begin(_cancel(payment, asker), _capture_refusal)
+
+    assert isinstance(begun, CancelRefused)
+    assert isinstance(as_unknown, CancelRefused)
+    assert (begun.error.code, begun.error.message, begun.error.param) == (
+        as_unknown.error.code,
+        as_unknown.error.message,
+        as_unknown.error.param,
+    )
+    assert begun.error.code is ErrorCode.NOT_FOUND
+    (event,) = (await _results(engine))[len(before) :]
+    assert isinstance(event, PaymentResult)
+    assert event.payment_request_id == payment.payment_request_id
+    assert event.status is PaymentStatus.AUTHORIZED
+    assert event.error is not None
+    assert event.error.code is ErrorCode.NOT_FOUND
+    view = await store.get_payment(payment.payment_request_id)
+    assert view is not None
+    assert view.status is PaymentStatus.AUTHORIZED
+
+    # The payment's own scope can still cancel it.
+    assert isinstance(await cancels.begin(_cancel(payment, owner), _capture_refusal), CancelStarted)
+
+
+@pytest.mark.parametrize(("owner", "asker"), MISMATCHES)
+async def test_a_cancel_from_another_scope_is_not_found_before_the_payment_status_is_told(
+    payment_handler, store, engine, clock, owner, asker
+):
+    """A payment that is not cancelable (here succeeded) still answers another scope
+    not_found, never payment_not_cancelable: the status must not leak across scopes."""
+    cancels = CancelStore(engine, store.writes, clock)
+    payment = await _paid(payment_handler, owner)
+
+    begun = await cancels.begin(_cancel(payment, asker), _capture_refusal)
+
+    assert isinstance(begun, CancelRefused)
+    assert begun.error.code is ErrorCode.NOT_FOUND
+    own = await cancels.begin(_cancel(payment, owner), _capture_refusal)
+    assert isinstance(own, CancelRefused)
+    assert own.error.code is ErrorCode.PAYMENT_NOT_CANCELABLE

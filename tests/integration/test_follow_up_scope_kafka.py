@@ -1,6 +1,6 @@
-"""Client scope on a real broker: refunds and captures naming another client scope than
-their payment's are refused ``not_found`` with a result event; the payment's own scope goes
-ahead, and a v1 command (no ``clientId``) still works for an upstream service's payment."""
+"""Client scope on a real broker: refunds, captures and cancels naming another client scope
+than their payment's are refused ``not_found`` with a result event; the payment's own scope
+goes ahead, and a v1 command (no ``clientId``) still works for an upstream service's payment."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from domain.payments import payment_request_id_for
 from domain.refunds import RefundStatus, refund_id_for
 from domain.status import PaymentStatus
 from providers.sandbox import InProcessSandboxProvider
-from schemas.codec import CAPTURE_PAYMENT, REFUND_PAYMENT, AvroCodec
+from providers.sandbox.records import SandboxStatus
+from schemas.codec import CANCEL_PAYMENT, CAPTURE_PAYMENT, REFUND_PAYMENT, AvroCodec
 from schemas.payments import PaymentMessages
 from schemas.registry import FileSchemaRegistry
 from tests.support.builders import (
@@ -120,3 +121,65 @@ async def test_refunds_and_captures_are_answered_only_in_their_payments_scope(to
     ]
     assert metrics.commands_consumed.labels("refund", "refused")._value.get() == 3
     assert metrics.commands_consumed.labels("capture", "refused")._value.get() == 1
+
+
+async def test_cancels_are_answered_only_in_their_payments_scope(topics):
+    """Alice's hold: bob's and an upstream service's cancels are refused not_found (and
+    void nothing), then hers voids it. An upstream service's hold: alice's cancel is
+    refused, then one without a clientId voids it."""
+    alice_key, alice_value, alice = encoded_command(clientId="alice", capture=False)
+    up_key, up_value, upstream = encoded_command(capture=False)
+    alice_id = payment_request_id_for(alice["orderId"], alice["idempotencyKey"], client_id="alice")
+    up_id = payment_request_id_for(upstream["orderId"], upstream["idempotencyKey"])
+
+    def cancel(payment_id: str, order_id: str, client_id: str | None) -> bytes:
+        record = capture_payment_record(
+            paymentRequestId=payment_id, orderId=order_id, clientId=client_id
+        )
+        return CODEC.encode(CANCEL_PAYMENT, record)
+
+    await produce(
+        topics.kafka_bootstrap_servers,
+        topics.commands_topic,
+        [
+            (alice_key, alice_value),
+            (up_key, up_value),
+            (alice_key, cancel(alice_id, alice["orderId"], "bob")),
+            (alice_key, cancel(alice_id, alice["orderId"], None)),
+            (alice_key, cancel(alice_id, alice["orderId"], "alice")),
+            (up_key, cancel(up_id, upstream["orderId"], "alice")),
+            (up_key, cancel(up_id, upstream["orderId"], None)),
+        ],
+    )
+    provider = InProcessSandboxProvider()
+    async with running_consumer(topics, provider) as metrics:
+        # 2 payments, 3 refused cancels and 2 canceled payments.
+        records = await read_until(
+            topics.kafka_bootstrap_servers, topics.results_topic, lambda rs: len(rs) >= 7
+        )
+    events = [MESSAGES.decode_any_result(r.value) for r in records]
+    assert all(isinstance(e, PaymentResult) for e in events)
+
+    def of(payment_id: str) -> list[tuple[PaymentStatus, str | None]]:
+        return [
+            (e.status, None if e.error is None else e.error.code.value)
+            for e in events
+            if isinstance(e, PaymentResult) and e.payment_request_id == payment_id
+        ]
+
+    assert of(alice_id) == [
+        (PaymentStatus.AUTHORIZED, None),
+        (PaymentStatus.AUTHORIZED, "not_found"),  # bob's cancel, refused
+        (PaymentStatus.AUTHORIZED, "not_found"),  # the upstream scope's, refused
+        (PaymentStatus.CANCELED, None),  # alice's
+    ]
+    assert of(up_id) == [
+        (PaymentStatus.AUTHORIZED, None),
+        (PaymentStatus.AUTHORIZED, "not_found"),  # alice's cancel, refused
+        (PaymentStatus.CANCELED, None),  # the upstream scope's own
+    ]
+    charges = {c.payment_reference: c for c in await provider.acquirer.charges()}
+    assert charges[alice_id].status is SandboxStatus.CANCELED
+    assert charges[up_id].status is SandboxStatus.CANCELED
+    assert metrics.commands_consumed.labels("cancel", "refused")._value.get() == 3
+    assert metrics.commands_consumed.labels("cancel", "canceled")._value.get() == 2

@@ -19,7 +19,13 @@ from domain.money import Money
 from domain.next_action import NextAction, NextActionType
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
-from schemas.codec import CAPTURE_PAYMENT, CREATE_PAYMENT, AvroCodec, CodecError
+from schemas.codec import (
+    CANCEL_PAYMENT,
+    CAPTURE_PAYMENT,
+    CREATE_PAYMENT,
+    AvroCodec,
+    CodecError,
+)
 from schemas.payments import PaymentMessages, payment_result_to_record
 from schemas.registry import FileSchemaRegistry
 from tests.support.builders import (
@@ -281,15 +287,20 @@ def test_a_capture_written_with_v1_reads_as_a_whole_capture(messages):
     assert decoded.client_id is None
 
 
-def test_cancel_command_round_trip(messages):
+@pytest.mark.parametrize("client_id", ["client-1", None])
+def test_cancel_command_round_trip_with_its_client_scope(messages, client_id):
     command = CancelPayment.create(
         payment_request_id="pay_" + "3" * 32,
         order_id="order-1",
         requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        client_id=client_id,
     )
     data = messages.encode_cancel(command)
-    assert struct.unpack(">I", data[1:5])[0] == 14
-    assert messages.decode_any_command(data) == command
+    assert struct.unpack(">I", data[1:5])[0] == 14  # cancel_payment.v1, with clientId
+    decoded = messages.decode_any_command(data)
+    assert decoded == command
+    assert isinstance(decoded, CancelPayment)
+    assert decoded.client_id == client_id
 
 
 @pytest.mark.parametrize("client_id", ["client-1", None])
@@ -327,9 +338,17 @@ def test_a_follow_up_written_before_client_scopes_reads_as_the_upstream_scope(
     assert command.payment_request_id == record["paymentRequestId"]
 
 
-def test_a_follow_ups_client_id_obeys_the_identifier_rule(messages):
-    record = {**capture_payment_record(), "clientId": "not an id"}
-    data = AvroCodec(FileSchemaRegistry.bundled()).encode(CAPTURE_PAYMENT, record)
+@pytest.mark.parametrize(
+    ("subject", "record"),
+    [
+        (CAPTURE_PAYMENT, capture_payment_record()),
+        # A cancel's other fields are a capture's without an amount.
+        (CANCEL_PAYMENT, capture_payment_record()),
+    ],
+)
+def test_a_follow_ups_client_id_obeys_the_identifier_rule(messages, subject, record):
+    record = {**record, "clientId": "not an id"}
+    data = AvroCodec(FileSchemaRegistry.bundled()).encode(subject, record)
     with pytest.raises(PaygateError) as refused:
         messages.decode_any_command(data)
     assert (refused.value.code, refused.value.param) == (ErrorCode.INVALID_REQUEST, "clientId")
