@@ -18,6 +18,8 @@ from paygate.settings import DEV_FINGERPRINT_KEY
 pytestmark = pytest.mark.e2e
 
 TIMEOUT_S = 60
+# The card vault's development keys, refused by every process that opens the vault.
+_VAULT_KEYS = ["PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES", "PAYGATE_VAULT_KEK"]
 
 
 def _run(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -40,9 +42,9 @@ def _run(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
 @pytest.mark.parametrize(
     ("command", "settings"),
     [
-        ("consumer", ["PAYGATE_ACCOUNT_FINGERPRINT_KEY", "PAYGATE_PROVIDER"]),
-        ("facade", ["PAYGATE_ACCOUNT_FINGERPRINT_KEY", "PAYGATE_TLS_CERT_FILE"]),
-        ("reconcile", ["PAYGATE_PROVIDER"]),
+        ("consumer", ["PAYGATE_ACCOUNT_FINGERPRINT_KEY", "PAYGATE_PROVIDER", *_VAULT_KEYS]),
+        ("facade", ["PAYGATE_ACCOUNT_FINGERPRINT_KEY", "PAYGATE_TLS_CERT_FILE", *_VAULT_KEYS]),
+        ("reconcile", ["PAYGATE_PROVIDER", *_VAULT_KEYS]),
         ("acquirer", ["PAYGATE_ENV"]),
     ],
 )
