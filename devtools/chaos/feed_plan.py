@@ -29,6 +29,7 @@ from typing import Final
 
 from devtools.chaos.payers import PAYEE_IBAN, PAYER_MIX
 from devtools.chaos.refund_plan import PlannedRefund, plan_refunds
+from devtools.chaos.sealed_accounts import sealed
 from domain.accounts import Account, AccountType
 from domain.money import Money
 from domain.payments import CreatePayment, PaymentMethod
@@ -111,6 +112,7 @@ def build_plan(
     run_id: str,
     rng: random.Random,
     messages: PaymentMessages,
+    public_key_pem: bytes,
     refund_share: float = 0.0,
     refund_rng: random.Random | None = None,
     echo_rate: float = 0.0,
@@ -119,7 +121,8 @@ def build_plan(
     """``payments`` unique commands over ``feed_s / 0.5 s`` batches, a seeded
     ``refund_share`` of them followed by refunds; a seeded share of every kind of command
     is planned a second time, identical, a few batches later, and another share
-    (``echo_rate``) is copied under another key right after its original."""
+    (``echo_rate``) is copied under another key right after its original. Every account
+    number goes out encrypted to ``public_key_pem``, never clear."""
     count = max(1, min(payments, round(feed_s / BATCH_INTERVAL_S)))
     batches: list[list[PlannedCommand]] = [[] for _ in range(count)]
     planned: list[PlannedPayment] = []
@@ -148,8 +151,8 @@ def build_plan(
             order_id=f"{order_prefix(run_id)}{number}",
             amount=Money(rng.randint(100, 50_000), "EUR"),
             payment_method=PaymentMethod.CARD,
-            payer=Account(AccountType.CARD, payer),
-            payee=Account(AccountType.IBAN, PAYEE_IBAN),
+            payer=sealed(public_key_pem, Account(AccountType.CARD, payer)),
+            payee=sealed(public_key_pem, Account(AccountType.IBAN, PAYEE_IBAN)),
             requested_at=requested_at,
             metadata={"chaos_run": run_id},
         )

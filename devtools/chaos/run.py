@@ -43,6 +43,7 @@ from devtools.chaos.payers import fails_first, has_latency
 from devtools.chaos.refund_evidence import read_store_refunds
 from devtools.chaos.refund_plan import PlannedRefund
 from devtools.chaos.refund_verdict import RefundFacts
+from devtools.chaos.sealed_accounts import public_key_of
 from devtools.chaos.stall_evidence import read_stalls
 from devtools.chaos.store_lock import sqlite_lock_probe
 from devtools.chaos.verdict import RunFacts, Verdict, judge
@@ -64,6 +65,7 @@ def chaos_settings(
     run_id: str,
     database_url: str,
     sandbox_url: str,
+    account_key_file: Path,
     provider_timeout_s: float = 1.0,
 ) -> Settings:
     """The consumers' settings: short windows, so in-doubt payments resolve within the run.
@@ -90,6 +92,8 @@ def chaos_settings(
         "database_url": database_url,
         "provider": "sandbox",
         "sandbox_url": sandbox_url,
+        "accept_clear_account_numbers": False,
+        "account_encryption_key_files": [account_key_file],
         "provider_timeout_s": provider_timeout_s,
         "reconcile_min_age_s": min_age_s,
         "reconcile_interval_s": 1.0,
@@ -150,9 +154,12 @@ async def _run(
             run_id=run_id,
             database_url=options.database_url or f"sqlite+aiosqlite:///{work_dir / 'paygate.db'}",
             sandbox_url=sandbox_url,
+            account_key_file=work_dir / "account-key.pem",
             provider_timeout_s=options.provider_timeout_s,
         )
         await ensure_topics(settings)
+        # Made before the consumers start, so that they all load this key, not one each.
+        public_key = public_key_of(settings.account_encryption_key_files[0])
         print(f"topics: {settings.commands_topic}, {settings.results_topic}", flush=True)
 
         pool = ConsumerPool(child_environment(settings), work_dir, options.consumers)
@@ -165,7 +172,7 @@ async def _run(
         supervisor = asyncio.create_task(supervise(pool, stop_supervising), name="supervise")
         cleanup.push_async_callback(_stop_task, supervisor, stop_supervising)
 
-        plan = _plan(options, run_id)
+        plan = _plan(options, run_id, public_key)
         log.info(
             "feeding %d payments and %d refunds (+%d duplicates, +%d copies under another key)",
             len(plan.payments),
@@ -320,7 +327,7 @@ async def _stop_task(task: asyncio.Task[None], stop: asyncio.Event) -> None:
     await task
 
 
-def _plan(options: ChaosOptions, run_id: str) -> FeedPlan:
+def _plan(options: ChaosOptions, run_id: str, public_key_pem: bytes) -> FeedPlan:
     return build_plan(
         payments=options.payments,
         duplicate_rate=options.duplicate_rate,
@@ -328,6 +335,7 @@ def _plan(options: ChaosOptions, run_id: str) -> FeedPlan:
         run_id=run_id,
         rng=random.Random(f"{options.seed}:feed"),
         messages=PaymentMessages.bundled(),
+        public_key_pem=public_key_pem,
         refund_share=options.refund_share,
         refund_rng=random.Random(f"{options.seed}:refunds"),
         echo_rate=options.unkeyed_duplicate_rate,

@@ -10,8 +10,10 @@ Below the run, the verdict's checks on made-up evidence, and the pure parts of t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devtools.chaos.attempt_evidence import StoreAttempts
 from devtools.chaos.evidence import (
@@ -36,10 +40,17 @@ from devtools.chaos.feed_plan import (
     FeedPlan,
     PlannedPayment,
     build_plan,
+    order_prefix,
 )
 from devtools.chaos.harness import Child
 from devtools.chaos.options import parse_options
-from devtools.chaos.payers import DECLINED_CARD, FAILS_ONCE_CARD, LATENCY_FAILS_ONCE_CARD
+from devtools.chaos.payers import (
+    DECLINED_CARD,
+    FAILS_ONCE_CARD,
+    LATENCY_FAILS_ONCE_CARD,
+    PAYEE_IBAN,
+    PAYER_MIX,
+)
 from devtools.chaos.refund_evidence import StoredPayment, StoredRefund, StoreRefunds
 from devtools.chaos.refund_plan import PlannedRefund, RefundIntent
 from devtools.chaos.refund_verdict import RefundFacts
@@ -52,8 +63,15 @@ from devtools.kafka.jars import KafkaLaunchError, find_java
 from domain.events import RefundResult
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
+from domain.vaulted import EncryptedAccount
 from paygate.settings import Settings
 from schemas.payments import PaymentMessages
+from tests.support.clear_numbers import (
+    CLEAR_ACCOUNT_NUMBERS,
+    numbers_in,
+    scan_files,
+    scan_sqlite,
+)
 from tests.support.services import service_missing
 
 pytestmark = pytest.mark.e2e
@@ -154,6 +172,70 @@ def test_a_small_chaos_run_charges_and_refunds_each_payment_at_most_once(tmp_pat
     assert figures["refunds with at least one result event in the results topic"] == (
         f"{fed_refunds} / {fed_refunds}"
     ), report
+    _assert_no_clear_number_at_rest(tmp_path, run, report)
+
+
+# Every clear number the chaos feed pays with or to, and every one any e2e test sends.
+CHAOS_NUMBERS = tuple(
+    dict.fromkeys([*(card for card, _ in PAYER_MIX), PAYEE_IBAN, *CLEAR_ACCOUNT_NUMBERS])
+)
+
+
+def _assert_no_clear_number_at_rest(
+    work_dir: Path, run: subprocess.CompletedProcess[str], report: str
+) -> None:
+    """After the run (broker stopped cleanly, every process gone), no file the run wrote
+    holds a clear number: every segment of every topic (commands, results, dead letters,
+    consumer offsets, cluster metadata), the store and its WAL, the vault's rows, the
+    sandbox ledger, every process's log and the harness's output. The feed sent every
+    number encrypted (devtools/chaos/sealed_accounts.py) with clear numbers refused, and
+    every payment still ended final, so the consumers decrypted and vaulted them all.
+    """
+    topics = re.search(r"^topics: (\S+), (\S+)$", run.stdout, re.MULTILINE)
+    assert topics is not None, report
+    commands_topic, results_topic = topics.groups()
+    run_id = commands_topic.split(".")[1]
+    data_dir = work_dir / "kafka" / "data"
+
+    def segments(topic: str) -> list[Path]:
+        return [
+            p
+            for p in data_dir.glob(f"{topic}-*/*.log")
+            if p.parent.name[len(topic) + 1 :].isdigit()
+        ]
+
+    # The scan reads where the run's data is: the feed's order ids in the command topic's
+    # segments, the payments' events in the results', the dead-letter topic's partitions.
+    assert any(order_prefix(run_id).encode() in p.read_bytes() for p in segments(commands_topic))
+    assert any(b"pay_" in p.read_bytes() for p in segments(results_topic))
+    assert list(data_dir.glob(f"{commands_topic}.dlq-*")), "no dead-letter partition to scan"
+    # Every process's log: the acquirer's (its stderr: it may say nothing) and the
+    # consumers', which do log.
+    logs = list(work_dir.glob("*.log"))
+    assert "acquirer.log" in {p.name for p in logs}, logs
+    assert any(p.name.startswith("consumer") and p.stat().st_size > 0 for p in logs), logs
+
+    # 1. Every file under the work dir, raw: the broker's log dir and its own logs, the
+    # store and its WAL, the ledger, the account key, every process's log.
+    leaks = scan_files(work_dir, CHAOS_NUMBERS)
+    assert {p: n for p, n in leaks.items() if n} == {}
+    assert {"paygate.db", "ledger.db"} <= set(leaks), sorted(leaks)
+    # 2. The store and the ledger row by row; the vault's ciphertexts.
+    store = scan_sqlite(work_dir / "paygate.db")
+    assert store.rows > 0
+    assert store.findings == []
+    connection = sqlite3.connect(work_dir / "paygate.db")
+    try:
+        vaulted = connection.execute("SELECT ciphertext FROM vault_entries").fetchall()
+    finally:
+        connection.close()
+    assert vaulted, "the vault is empty: the numbers never reached it"
+    assert [c for (c,) in vaulted if numbers_in(bytes(c), CHAOS_NUMBERS)] == []
+    ledger = scan_sqlite(work_dir / "ledger.db")
+    assert ledger.rows > 0
+    assert ledger.findings == []
+    # 3. What the harness itself printed.
+    assert numbers_in(run.stdout + run.stderr, CHAOS_NUMBERS) == []
 
 
 # The checks themselves, on made-up evidence: a run can only prove something if its
@@ -539,6 +621,15 @@ def test_in_any_order_a_refund_refused_although_it_fits_is_still_caught() -> Non
 # -- the faults' pure parts: the copies in the plan, the back-offs in the logs, the options --
 
 
+@functools.cache
+def _public_key() -> bytes:
+    """One key for every plan of these tests: a 3072-bit key takes a while to make."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
 def _plan(echo_rate: float) -> FeedPlan:
     return build_plan(
         payments=200,
@@ -547,11 +638,22 @@ def _plan(echo_rate: float) -> FeedPlan:
         run_id="t",
         rng=random.Random("1:feed"),
         messages=PaymentMessages.bundled(),
+        public_key_pem=_public_key(),
         refund_share=0.5,
         refund_rng=random.Random("1:refunds"),
         echo_rate=echo_rate,
         echo_rng=random.Random("1:echoes"),
     )
+
+
+def test_the_plan_puts_no_clear_account_number_on_kafka() -> None:
+    plan = _plan(0.0)
+    payloads = [command.payload for batch in plan.batches for command in batch]
+    assert {payment.payer for payment in plan.payments} >= {DECLINED_CARD, FAILS_ONCE_CARD}
+    assert [p for p in payloads if numbers_in(p, CHAOS_NUMBERS)] == []
+    decoded = PaymentMessages.bundled().decode_command(plan.payments[0].payload)
+    assert isinstance(decoded.payer, EncryptedAccount)
+    assert isinstance(decoded.payee, EncryptedAccount)
 
 
 def test_the_plan_copies_a_share_of_commands_under_another_key_soon_after() -> None:
@@ -632,6 +734,7 @@ def test_options_keep_a_hang_longer_than_the_provider_timeout() -> None:
         run_id="t",
         database_url="sqlite+aiosqlite:///x.db",
         sandbox_url="http://127.0.0.1:1",
+        account_key_file=Path("account-key.pem"),
         provider_timeout_s=options.provider_timeout_s,
     )
     assert (settings.reconcile_min_age_s, settings.abandon_after_s) == (5.0, 60.0)

@@ -43,7 +43,12 @@ from tests.support.builders import (
     SUCCESS_CARD,
     create_payment,
 )
-from tests.support.clear_numbers import CLEAR_ACCOUNT_NUMBERS, scan_sqlite
+from tests.support.clear_numbers import (
+    CLEAR_ACCOUNT_NUMBERS,
+    numbers_in,
+    scan_files,
+    scan_sqlite,
+)
 from tests.support.kafka_io import produce, read_until
 from tests.support.processes import ServiceProcess, environment_of, start_service
 from tests.support.stack import Stack, create_api_key, isolated_settings, poll_final
@@ -56,8 +61,7 @@ MESSAGES = PaymentMessages.bundled()
 
 
 def found_in(data: bytes) -> list[str]:
-    lowered = data.lower()
-    return [n for n in NUMBERS if n.encode() in data or n.encode().hex().encode() in lowered]
+    return numbers_in(data, NUMBERS)
 
 
 @pytest.fixture
@@ -137,7 +141,8 @@ async def test_no_clear_account_number_at_rest_after_a_run(
     assert any(
         b"pay_" in p.read_bytes() for p in logs if p.parent.name.startswith(settings.results_topic)
     )
-    leaks = {str(p.relative_to(data_dir)): found_in(p.read_bytes()) for p in segments}
+    leaks = scan_files(data_dir, NUMBERS)
+    assert len(leaks) == len(segments)
     assert {p: n for p, n in leaks.items() if n} == {}
 
     # 2. The database, raw and row by row, and the vault's tables in it.

@@ -3,12 +3,17 @@
 Payments are stored with masked numbers and keyed fingerprints only; logs carry neither
 full numbers nor keys. After an e2e run, :func:`scan_sqlite` and :func:`scan_postgres`
 read every row of every table (and, for SQLite, the raw bytes of the database files, free
-pages and the write-ahead log included) and report any full number found.
+pages and the write-ahead log included) and report any full number found;
+:func:`scan_files` reads the raw bytes of every file under a directory (a broker's log
+segments, a run's work dir with its logs). The end-to-end proof
+(tests/e2e/test_no_clear_numbers.py) and the chaos run's (tests/e2e/test_chaos.py) share
+them.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -36,15 +41,27 @@ CLEAR_ACCOUNT_NUMBERS: Final = tuple(
 _SQLITE_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 
-def numbers_in(data: str | bytes) -> list[str]:
-    """The clear numbers ``data`` contains, as text or hex-encoded (PostgreSQL's ``bytea``)."""
+def numbers_in(data: str | bytes, numbers: Iterable[str] = CLEAR_ACCOUNT_NUMBERS) -> list[str]:
+    """The ``numbers`` ``data`` contains, as text or hex-encoded (PostgreSQL's ``bytea``)."""
     blob = data.encode() if isinstance(data, str) else data
     lowered = blob.lower()
     return [
         number
-        for number in CLEAR_ACCOUNT_NUMBERS
+        for number in numbers
         if number.encode() in blob or number.encode().hex().encode() in lowered
     ]
+
+
+def scan_files(root: Path, numbers: Iterable[str] = CLEAR_ACCOUNT_NUMBERS) -> dict[str, list[str]]:
+    """Every file under ``root``, by path relative to it, with the ``numbers`` its raw bytes
+    hold (most hold none). Raw bytes are what a reader of the disk gets: Kafka records are
+    stored as produced, and paygate's producers do not compress, so nothing is hidden."""
+    wanted = tuple(numbers)
+    return {
+        str(path.relative_to(root)): numbers_in(path.read_bytes(), wanted)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 @dataclass
