@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from consumer.dead_letter_redaction import mask_numbers_in
 from consumer.dead_letters import (
     HEADER_ERROR_CODE,
     HEADER_FIRST_SEEN,
@@ -107,6 +108,9 @@ async def test_a_restarted_consumer_resumes_from_its_committed_offset(topics):
         await engine.dispose()
 
 
+_UNDECODABLE = frozenset({"not-wire-format", "empty", "truncated", "unknown-schema"})
+
+
 def _poison() -> dict[str, tuple[bytes, str, str]]:
     """name -> (message bytes, expected error code, expected reason)."""
     _, valid, _ = encoded_command()
@@ -152,6 +156,10 @@ async def test_each_poison_kind_goes_to_the_dlq_and_the_consumer_keeps_going(top
         if numbers_in(value):
             # Redacted (tokenized, or masked where it does not decode): never a clear number.
             assert numbers_in(record.value) == [], name
+        elif name in _UNDECODABLE:
+            # Every long digit run is masked, whatever it is: the truncated command's random
+            # idempotency key sometimes holds eight digits in a row.
+            assert record.value == mask_numbers_in(value), name
         else:
             assert record.value == value, name
         assert headers[HEADER_ERROR_CODE] == code, name
