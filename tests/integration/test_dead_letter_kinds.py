@@ -24,6 +24,7 @@ from decimal import Decimal
 import pytest
 from aiokafka import ConsumerRecord
 
+from consumer.dead_letter_redaction import mask_numbers_in
 from consumer.dead_letters import (
     HEADER_ERROR_CODE,
     HEADER_FIRST_SEEN,
@@ -63,6 +64,21 @@ class Poison:
     value: bytes
     code: str
     reason: str
+
+
+# The kinds the redaction masks in place rather than keeping byte for byte.
+_MASKED = frozenset(
+    {
+        "not-wire-format",
+        "empty",
+        "truncated",
+        "trailing-bytes",
+        "undecodable-body",
+        "unknown-id",
+        "another-record",
+        "bad-account-number",
+    }
+)
 
 
 def _wire(schema_id: int, body: bytes) -> bytes:
@@ -194,6 +210,10 @@ async def test_every_poison_kind_is_dead_lettered_with_its_headers_and_comes_bac
         if numbers_in(kind.value):
             # A clear number never reaches the dead-letter topic (redacted or tokenized).
             assert numbers_in(record.value) == [], name
+        elif name.removeprefix("poison-") in _MASKED:
+            # Does not decode (or its account is refused): every long digit run is masked,
+            # and a random id or key sometimes holds eight digits in a row.
+            assert record.value == mask_numbers_in(kind.value), name
         else:
             assert record.value == kind.value, name  # the bytes as they came, untouched
         assert set(headers) == DLQ_HEADERS, name
