@@ -103,7 +103,7 @@ async def test_a_partition_revoked_while_its_commit_is_awaited_does_not_end_the_
     broker.refuse_while_revoking = revocation_commit == "refused"
     done = _Done()
     runner = CommandRunner(
-        consumer=broker,  # type: ignore[arg-type]  # the part of AIOKafkaConsumer it uses
+        consumer=broker,  # the part of AIOKafkaConsumer the runner uses
         topic=TOPIC,
         messages=done,
         handler=done,
