@@ -4,12 +4,13 @@ trace, never a secret's value."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.child_env import child_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -19,14 +20,13 @@ NOWHERE = "127.0.0.1:1"
 
 
 def _run(cwd: Path, *command: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("PAYGATE_") and name != "KAFKA_BOOTSTRAP_SERVERS"
-    }
     return subprocess.run(
         [sys.executable, "-m", "paygate.cli", *command],
-        env={**clean, "PAYGATE_ENV": "development", "KAFKA_BOOTSTRAP_SERVERS": NOWHERE, **env},
+        env=child_environment(
+            {"PAYGATE_ENV": "development", "KAFKA_BOOTSTRAP_SERVERS": NOWHERE},
+            env,
+            inherit_paygate=False,
+        ),
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -66,6 +66,7 @@ from domain.status import PaymentStatus
 from domain.vaulted import EncryptedAccount
 from paygate.settings import Settings
 from schemas.payments import PaymentMessages
+from tests.support.child_env import child_environment
 from tests.support.clear_numbers import (
     CLEAR_ACCOUNT_NUMBERS,
     numbers_in,
@@ -134,7 +135,14 @@ def test_a_small_chaos_run_charges_and_refunds_each_payment_at_most_once(tmp_pat
         "--work-dir",
         str(tmp_path),
     ]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S, check=False)
+    run = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=child_environment(),
+        timeout=HANG_GUARD_S,
+        check=False,
+    )
     report = f"stdout:\n{run.stdout}\nstderr (tail):\n{run.stderr[-6000:]}\nlogs: {tmp_path}"
     assert run.returncode == 0, report
 

@@ -11,7 +11,6 @@ the limit in the database, exactly ``BURST`` pass whichever worker answers.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import selectors
 import signal
@@ -26,6 +25,7 @@ import aiohttp
 import pytest
 
 from paygate.topics import ensure_topics
+from tests.support.child_env import child_environment
 from tests.support.processes import environment_of
 from tests.support.stack import create_api_key, isolated_settings
 
@@ -69,7 +69,7 @@ def workers(
     api_key = create_api_key(env, "workers")
     process = subprocess.Popen(
         [sys.executable, "-m", "paygate.cli", "facade", "--workers", "2"],
-        env={**os.environ, **env},
+        env=child_environment(env),
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "facade.log").open("w"),
         text=True,

@@ -6,7 +6,6 @@ no traceback, exit status 1, nothing started (no broker or database is even conf
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from paygate.settings import DEV_FINGERPRINT_KEY
+from tests.support.child_env import child_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -23,14 +23,9 @@ _VAULT_KEYS = ["PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES", "PAYGATE_VAULT_KEK"]
 
 
 def _run(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith("PAYGATE_") and name != "KAFKA_BOOTSTRAP_SERVERS"
-    }
     return subprocess.run(
         [sys.executable, "-m", "paygate.cli", command],
-        env={**clean, **env},
+        env=child_environment(env, inherit_paygate=False),
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -10,12 +10,13 @@ the 20 s and 60 s runs in docs/reliability.md are the same command with ``--outa
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.child_env import child_environment
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +38,6 @@ def test_payments_ride_out_an_acquirer_outage_without_failing_or_double_charging
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     # The defaults are what is measured: no PAYGATE_* setting of the caller's leaks in.
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PAYGATE_")}
-    env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap
     command = [
         sys.executable,
         "-m",
@@ -55,7 +54,12 @@ def test_payments_ride_out_an_acquirer_outage_without_failing_or_double_charging
         str(tmp_path),
     ]
     run = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=HANG_GUARD_S, check=False
+        command,
+        capture_output=True,
+        text=True,
+        env=child_environment({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}, inherit_paygate=False),
+        timeout=HANG_GUARD_S,
+        check=False,
     )
     report = f"stdout:\n{run.stdout}\nstderr (tail):\n{run.stderr[-6000:]}\nlogs: {tmp_path}"
     assert run.returncode == 0, report

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ import pytest
 import http_facade
 from http_facade.openapi_routes import openapi_document
 from paygate.topics import ensure_topics
+from tests.support.child_env import child_environment
 from tests.support.processes import ServiceProcess, environment_of, start_service
 from tests.support.stack import create_api_key, isolated_settings
 
@@ -143,7 +143,7 @@ def test_generated_requests_find_no_server_error_and_no_schema_violation(
     run = subprocess.run(
         schemathesis_command(facade.url, facade.cert, facade.api_key, report_path),
         cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS_PATH)},
+        env=child_environment({"SCHEMATHESIS_HOOKS": str(HOOKS_PATH)}),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,

@@ -36,6 +36,7 @@ from providers.port import (
 from providers.sandbox import SandboxAcquirer, build_sandbox_app
 from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys
 from providers.sandbox.ledger import MemoryLedger
+from tests.support.child_env import child_environment
 
 pytestmark = pytest.mark.integration
 
@@ -355,6 +356,7 @@ async def test_the_sandbox_command_serves_the_simulator_from_key_files(keys: Key
         str(alipay_key),
         "--alipay-app",
         f"{APP_ID}={app_key}",
+        env=child_environment(),
         stdout=asyncio.subprocess.PIPE,
     )
     try:

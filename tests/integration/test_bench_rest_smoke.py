@@ -7,7 +7,6 @@ small a run mean nothing, and timing is never asserted.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 
 from devtools.bench.environment import BenchError
 from devtools.bench.vegeta import vegeta_binary
+from tests.support.child_env import child_environment
 from tests.support.services import service_missing
 
 pytestmark = pytest.mark.integration
@@ -40,12 +40,11 @@ def test_the_rest_bench_drives_the_ceiling_and_the_facade_and_prints_a_row_per_s
         vegeta_binary()
     except BenchError as exc:
         service_missing(str(exc))
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     args = ["--rates", "5,10", "--duration", "2", "--warmup", "1", "--pause", "0"]
     proc = subprocess.run(
         [sys.executable, "-m", "devtools.bench", "rest", *args],
         cwd=REPO_ROOT,
-        env=env,
+        env=child_environment({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,

@@ -6,13 +6,14 @@ so small a run mean nothing, and timing is never asserted.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.child_env import child_environment
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,6 @@ RATIO = re.compile(r"^ratio (b/a|c/bound|b/b-normal|b-tokens/b): ([0-9.]+)$", re
 
 
 def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstrap):
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     proc = subprocess.run(
         [
             sys.executable,
@@ -40,7 +40,7 @@ def test_the_bench_measures_all_cases_and_prints_rates_and_ratios(kafka_bootstra
             "--compare-tokens",
         ],
         cwd=REPO_ROOT,
-        env=env,
+        env=child_environment({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
@@ -76,7 +76,6 @@ SCALE = re.compile(r"^scale ([0-9]+): ([0-9.]+) payments/s, ", re.MULTILINE)
 def test_the_bench_scales_out_over_consumer_processes_on_postgresql(
     kafka_bootstrap, postgres_database_url
 ):
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     proc = subprocess.run(
         [
             sys.executable,
@@ -92,7 +91,7 @@ def test_the_bench_scales_out_over_consumer_processes_on_postgresql(
             postgres_database_url,
         ],
         cwd=REPO_ROOT,
-        env=env,
+        env=child_environment({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,
@@ -114,6 +113,7 @@ def test_scale_out_refuses_sqlite() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "devtools.bench", "--scale-out", "1,2"],
         cwd=REPO_ROOT,
+        env=child_environment(),
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from providers.sandbox import InProcessSandboxProvider
 from schemas.codec import CREATE_PAYMENT, PAYMENT_RESULT
 from schemas.registry import FileSchemaRegistry
 from tests.support.builders import SUCCESS_CARD, encoded_command
+from tests.support.child_env import child_environment
 from tests.support.clear_numbers import numbers_in
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import produce, read_until
@@ -165,15 +165,15 @@ def _by_key(records: list[ConsumerRecord]) -> dict[bytes, list[ConsumerRecord]]:
 def _paygate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the ``paygate`` entry point as its own process, configured from the environment."""
     assert settings.kafka_bootstrap_servers
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "PAYGATE_COMMANDS_TOPIC": settings.commands_topic,
-        "PAYGATE_DLQ_TOPIC": settings.dlq_topic,
-    }
     return subprocess.run(
         [sys.executable, "-m", "paygate.cli", *args],
-        env=env,
+        env=child_environment(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+                "PAYGATE_COMMANDS_TOPIC": settings.commands_topic,
+                "PAYGATE_DLQ_TOPIC": settings.dlq_topic,
+            }
+        ),
         capture_output=True,
         text=True,
         timeout=120,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.child_env import child_environment
+
 pytestmark = pytest.mark.integration
 
 _SCRIPT = textwrap.dedent(
@@ -45,6 +47,7 @@ _SERVES = """
 def _start(body: str, tmp_path: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", _SCRIPT.format(body=body), str(tmp_path / "first")],
+        env=child_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

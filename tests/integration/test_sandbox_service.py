@@ -58,6 +58,7 @@ from tests.support.builders import (
     UNAVAILABLE_CARD,
     UNAVAILABLE_ONCE_CARD,
 )
+from tests.support.child_env import child_environment
 
 pytestmark = pytest.mark.integration
 
@@ -395,6 +396,7 @@ async def test_standalone_process(tmp_path: Path):
         "--seed",
         "1",
         cwd=REPO_ROOT,
+        env=child_environment(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -19,6 +19,7 @@ from paygate.settings import Settings
 from providers.sandbox import InProcessSandboxProvider
 from schemas.registry import FileSchemaRegistry
 from tests.support.builders import create_payment_record
+from tests.support.child_env import child_environment
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import produce, read_until
 
@@ -87,21 +88,20 @@ async def test_a_foreign_serializer_payment_is_processed_and_its_result_read_by_
 def test_paygate_schemas_register_prints_the_ids_the_registry_assigned(
     schema_registry: str, tmp_path
 ):
-    import os
     import subprocess
     import sys
     import uuid
 
     topic = f"reg.{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "PAYGATE_SCHEMA_REGISTRY_URL": schema_registry,
-        "PAYGATE_COMMANDS_TOPIC": f"{topic}.commands",
-        "PAYGATE_RESULTS_TOPIC": f"{topic}.results",
-    }
     done = subprocess.run(
         [sys.executable, "-m", "paygate.cli", "schemas", "register"],
-        env=env,
+        env=child_environment(
+            {
+                "PAYGATE_SCHEMA_REGISTRY_URL": schema_registry,
+                "PAYGATE_COMMANDS_TOPIC": f"{topic}.commands",
+                "PAYGATE_RESULTS_TOPIC": f"{topic}.results",
+            }
+        ),
         capture_output=True,
         text=True,
         timeout=120,

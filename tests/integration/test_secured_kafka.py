@@ -3,7 +3,6 @@ cluster requires, and a refused login or certificate ending the start at once.""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages
 from tests.integration.conftest import SecureKafka
 from tests.support.builders import encoded_command
+from tests.support.child_env import child_environment
 from tests.support.consumer_run import running_consumer
 from tests.support.processes import environment_of
 
@@ -42,7 +42,11 @@ def _isolated(tmp_path: Path, **connection: object) -> Settings:
             "dlq_topic": f"secure.commands.dlq.{suffix}",
             "consumer_group": f"secure-consumer-{suffix}",
             "database_url": f"sqlite+aiosqlite:///{tmp_path / 'paygate.db'}",
+            # The consumer a test starts binds no port another process may hold.
             "metrics_port": 0,
+            "http_port": 0,
+            "facade_ops_port": 0,
+            "acquirer_port": 0,
             **connection,
         }
     )
@@ -111,7 +115,7 @@ def test_a_wrong_password_ends_the_consumer_at_start_with_one_clear_message(
     # A hot retry loop would outlive this bound (start-up retries last 120 s).
     finished = subprocess.run(
         [sys.executable, "-m", "paygate.cli", "consumer"],
-        env={**os.environ, **environment_of(settings)},
+        env=child_environment(environment_of(settings)),
         capture_output=True,
         text=True,
         timeout=60,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import selectors
 import signal
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from paygate.settings import Settings
+from tests.support.child_env import child_environment
 
 
 @dataclass
@@ -76,12 +76,14 @@ def start_service(
     ``module`` runs another entry point instead (``python -m <module> <args>``), such as
     ``providers.sandbox``, whose options ``paygate acquirer`` does not take (``--hang-s``).
     stderr (the JSON logs) goes to a file, so tests can read everything a process logged.
+    ``env`` is laid over this process's environment by :func:`child_environment`: a port
+    setting it does not give is 0, and one it leaves on its default fails the test.
     """
     log_path = log_dir / f"{name}.log"
     log_file = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", module, *args],
-        env={**os.environ, **env},
+        env=child_environment(env),
         stdout=subprocess.PIPE,
         stderr=log_file,
         text=True,

@@ -19,6 +19,7 @@ from providers.port import PaymentProvider
 from providers.registry import Providers
 from providers.routing import Router
 from telemetry.metrics import Metrics
+from tests.support.child_env import assert_settings_use_free_ports
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class RunningServices:
 async def running_services(
     settings: Settings, provider: PaymentProvider
 ) -> AsyncIterator[RunningServices]:
-    """``settings`` should have ``http_port``, ``facade_ops_port`` and ``metrics_port`` 0."""
+    """``settings`` must not leave ``http_port``, ``facade_ops_port`` or ``metrics_port`` on
+    its default (0: any free port), which a ``paygate dev`` beside the test may hold."""
+    assert_settings_use_free_ports(settings, "http_port", "facade_ops_port", "metrics_port")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     facade_metrics, consumer_metrics = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import aiohttp
 
 from paygate.settings import Environment, Settings
 from tests.support.builders import PAYEE_IBAN
+from tests.support.child_env import child_environment
 from tests.support.processes import ServiceProcess
 
 
@@ -87,7 +87,7 @@ def create_api_key(env: dict[str, str], client: str) -> str:
     """A key for the stack, issued the way an operator would: ``paygate apikey create``."""
     done = subprocess.run(
         [sys.executable, "-m", "paygate.cli", "apikey", "create", "--client", client],
-        env={**os.environ, **env},
+        env=child_environment(env),
         capture_output=True,
         text=True,
         check=True,
