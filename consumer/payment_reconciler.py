@@ -19,6 +19,11 @@ reconciler follow one decision table:
 |                        | the attempt; failed as never received only if there is no  |
 |                        | sealed command and the attempt is older than abandon_after |
 | error / not configured | claim released; still pending, asked again next pass       |
+
+A payment still waiting for its payer (``requires_action``) is not asked about on every
+pass: it is held back (``check_again_at``) for as long as it has waited so far, from
+``min_age`` up to ``waiting_max``, never past its action's expiry (domain.waiting_checks).
+Its provider's notification is recorded when it comes (consumer.provider_notices).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from consumer.periodic import run_periodically
 from consumer.ports import PaymentWrites
 from consumer.stray_charges import StraySweep, SweepReport
 from domain.clock import utc_now
+from domain.status import PaymentStatus
+from domain.waiting_checks import next_check_at
+from persistence.payment_claims import InDoubt
 from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.reconciler")
@@ -62,6 +70,7 @@ class PaymentReconciler:
         min_age: timedelta,
         sweep: StraySweep | None = None,
         clock: Callable[[], datetime] = utc_now,
+        waiting_max: timedelta = timedelta(seconds=120),
     ) -> None:
         self._store = store
         self._sweep = sweep
@@ -69,12 +78,15 @@ class PaymentReconciler:
         self._metrics = metrics
         self._min_age = min_age
         self._clock = clock
+        self._waiting_max = max(waiting_max, min_age)
 
     async def run_once(self, limit: int = PAGE_SIZE) -> ReconcileReport:
         report = ReconcileReport()
         for item in await self._store.in_doubt(self._clock() - self._min_age, limit):
             report.checked += 1
             result = await self._reconcile(item.payment.payment_request_id)
+            if result == "still_pending":
+                await self._hold_back_if_waiting(item)
             setattr(report, result, getattr(report, result) + 1)
             self._metrics.reconciled.labels(result).inc()
         if self._sweep is not None:
@@ -90,6 +102,25 @@ class PaymentReconciler:
             return (await self.run_once()).checked
 
         await run_periodically(stop, interval_s, checked, "in-doubt payments examined")
+
+    async def _hold_back_if_waiting(self, item: InDoubt) -> None:
+        """After a check that found ``item`` still waiting for its payer: not again before
+        the time domain.waiting_checks gives (its status and action as the query read them;
+        the store writes nothing unless it is still ``requires_action``)."""
+        payment = item.payment
+        if payment.status is not PaymentStatus.REQUIRES_ACTION:
+            return
+        now = self._clock()
+        action = payment.next_action
+        at = next_check_at(
+            now,
+            item.attempt_started_at,
+            None if action is None else action.expires_at,
+            first=self._min_age,
+            cap=self._waiting_max,
+        )
+        if at is not None:
+            await self._store.check_again_at(payment.payment_request_id, at)
 
     async def _reconcile(self, payment_id: str) -> str:
         claimed = await self._store.claim(payment_id)

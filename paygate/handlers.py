@@ -103,7 +103,12 @@ def handlers_of(
         captures=captures,
         cancels=cancels,
         payment_reconciler=PaymentReconciler(
-            store=store, handler=payments, metrics=metrics, min_age=min_age, sweep=sweep
+            store=store,
+            handler=payments,
+            metrics=metrics,
+            min_age=min_age,
+            sweep=sweep,
+            waiting_max=timedelta(seconds=settings.reconcile_waiting_max_s),
         ),
         refund_reconciler=RefundReconciler(
             store=refund_store, handler=refunds, metrics=metrics, min_age=min_age

@@ -642,6 +642,16 @@ class Settings(BaseSettings):
         "payments' holds ended on their own (then `expired`, or `canceled` if voided at the "
         "provider); each pass asks about at most 200, least recently asked first.",
     )
+    reconcile_waiting_max_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest pause, in seconds, between the reconciler's questions about "
+        "one payment waiting for its payer (`requires_action`). The pause is the time it "
+        "has waited so far, from `PAYGATE_RECONCILE_MIN_AGE_S` up to this, and never "
+        "runs past its action's expiry. A provider's notification is recorded at once; "
+        "without one (the sandbox's and Stripe's payer actions) a payer's action is seen "
+        "up to this long after it. At least `PAYGATE_RECONCILE_MIN_AGE_S`.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -677,6 +687,10 @@ class Settings(BaseSettings):
         if self.abandon_after_s <= 2 * self.reconcile_min_age_s:
             raise ValueError(
                 "PAYGATE_ABANDON_AFTER_S must exceed twice PAYGATE_RECONCILE_MIN_AGE_S"
+            )
+        if self.reconcile_waiting_max_s < self.reconcile_min_age_s:
+            raise ValueError(
+                "PAYGATE_RECONCILE_WAITING_MAX_S must be at least PAYGATE_RECONCILE_MIN_AGE_S"
             )
         if self.claim_lease_s <= self.provider_timeout_s:
             # Not for safety (the claim's token decides who writes), but a lease shorter than

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -214,6 +214,21 @@ class PaymentStore:
 
         await self._writes.run(record)
 
+    async def check_again_at(self, payment_id: str, at: datetime) -> None:
+        """Keep a payment that still waits for its payer out of :meth:`in_doubt` until
+        ``at``. Written only while it is ``requires_action``: a payment that moved on
+        meanwhile (a notification recorded it) is left as it is."""
+
+        async def record(conn: AsyncConnection) -> None:
+            await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_id)
+                .where(payments.c.status == PaymentStatus.REQUIRES_ACTION.value)
+                .values(next_check_at=at)
+            )
+
+        await self._writes.run(record)
+
     async def schedule_retry(self, payment_id: str, at: datetime, *, claim: str) -> bool:
         """Record when the payment's provider is to be tried again (only while processing
         and only by the claim's holder, whose claim now lasts until a lease after ``at``)."""
@@ -308,9 +323,11 @@ class PaymentStore:
         """Payments whose open attempt started before ``started_before`` and whose claim is
         free or expired, least recently examined first.
 
-        Payments waiting for their payer (``requires_action``) are among them: their
-        provider is asked again on every pass that reaches them, which finishes them when a
-        notification was lost, and closes them once their action expired."""
+        Payments waiting for their payer (``requires_action``) are among them once their
+        ``next_check_at`` has come (see :meth:`check_again_at`): asking their provider
+        finishes them when a notification was lost, and closes them once their action
+        expired."""
+        now = self._clock()
         query = (
             select(
                 payments,
@@ -322,8 +339,15 @@ class PaymentStore:
             .where(provider_attempts.c.finished_at.is_(None))
             .where(provider_attempts.c.created_at < started_before)
             .where(payments.c.status.in_([s.value for s in WAITING_FOR_PROVIDER]))
+            .where(
+                or_(
+                    payments.c.status != PaymentStatus.REQUIRES_ACTION.value,
+                    payments.c.next_check_at.is_(None),
+                    payments.c.next_check_at <= now,
+                )
+            )
             # A payment whose owner is alive is its owner's; the caller claims the others.
-            .where(claimable(payments, self._clock()))
+            .where(claimable(payments, now))
             .order_by(*least_recently_examined(payments), provider_attempts.c.created_at)
             .limit(limit)
         )

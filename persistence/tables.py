@@ -81,6 +81,9 @@ payments = Table(
     Column("next_action_type", String(16)),
     Column("next_action_target", Text),
     Column("next_action_expires_at", DateTime(timezone=True)),
+    # When the reconciler may ask about a requires_action payment again (null: at once);
+    # ignored in any other status (consumer.payment_reconciler).
+    Column("next_check_at", DateTime(timezone=True)),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
     Index("ix_payments_client_order", "client_id", "order_id", "created_at"),
 )

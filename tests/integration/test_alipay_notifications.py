@@ -223,6 +223,24 @@ async def test_forged_unsigned_and_mismatched_notifications_change_nothing(rig: 
     assert (await statuses(engine, command.payment_request_id)).count(PaymentStatus.SUCCEEDED) == 1
 
 
+async def test_a_notification_finishes_at_once_a_payment_the_reconciler_holds_back(
+    rig: Rig, store, clock
+):
+    command = alipay_payment(1000)  # waits for the payer
+    await rig.handler.handle(command)
+    clock.now += MIN_AGE * 2
+    assert (await rig.reconciler.run_once()).still_pending == 1
+    assert (await rig.reconciler.run_once()).checked == 0  # held back: not asked again yet
+
+    (trade,) = rig.simulator.trades.all()
+    assert rig.simulator.trades.pay(trade, trade.created_at, "2088102177846880")
+    assert await post(rig.notify_url, rig.simulator.notification(trade)) == (200, "success")
+
+    paid = await store.get_payment(command.payment_request_id)
+    assert paid is not None
+    assert paid.status is PaymentStatus.SUCCEEDED
+
+
 def _signed(params: dict[str, str], keys: Rsa2Keys) -> dict[str, str]:
     params.pop("sign", None)
     content = rsa2.sign_content(params, leave_out=("sign", "sign_type"))

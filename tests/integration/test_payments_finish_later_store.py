@@ -18,6 +18,7 @@ from domain.errors import ErrorCode
 from domain.next_action import NextActionType
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_DECLINED, ATTEMPT_REQUIRES_ACTION, ATTEMPT_SUCCEEDED
+from persistence.engine import as_utc
 from persistence.tables import outbox, payments, provider_attempts
 from providers.registry import Providers
 from providers.routing import Router
@@ -109,9 +110,12 @@ async def test_it_waits_unclaimed_with_its_action_and_the_payer_finishes_it(
     # The payer has not acted: the reconciler asks and changes nothing.
     report = await reconciler.run_once()
     assert (report.checked, report.still_pending) == (1, 1)
-    assert (await _rows(engine, pid))[0].claim_token is None
+    payment = (await _rows(engine, pid))[0]
+    assert payment.claim_token is None
 
+    # The sandbox does not notify: the payer's action is seen at the next check.
     await provider.acquirer.complete_action(view.provider_reference, approve=True)
+    clock.now = as_utc(payment.next_check_at)
     report = await reconciler.run_once()
     assert report.resolved == 1
     payment, attempt, events = await _rows(engine, pid)
@@ -143,6 +147,59 @@ async def test_never_acted_on_it_is_closed_at_the_provider_and_expires(
     assert charge.status.value == "expired"  # the payer can no longer pay it
     # Nothing left for the reconciler.
     assert (await reconciler.run_once()).checked == 0
+
+
+async def _next_check_at(engine, payment_id):
+    return as_utc((await _rows(engine, payment_id))[0].next_check_at)
+
+
+async def test_a_payment_just_checked_is_not_asked_again_before_its_time(
+    handler, store, engine, metrics, clock
+):
+    # Each pause is as long as the payment has waited, up to the cap (here 100 s).
+    reconciler = PaymentReconciler(
+        store=store,
+        handler=handler,
+        metrics=metrics,
+        min_age=MIN_AGE,
+        clock=clock,
+        waiting_max=timedelta(seconds=100),
+    )
+    command = await _waiting(handler, store, engine, clock)  # waited 60 s
+    pid = command.payment_request_id
+    checked_at = clock.now
+    assert (await reconciler.run_once()).still_pending == 1
+    assert await _next_check_at(engine, pid) == checked_at + timedelta(seconds=60)
+
+    clock.now = checked_at + timedelta(seconds=59)
+    assert (await reconciler.run_once()).checked == 0
+    clock.now = checked_at + timedelta(seconds=60)  # waited 120 s: the cap, 100 s, holds
+    assert (await reconciler.run_once()).still_pending == 1
+    assert await _next_check_at(engine, pid) == clock.now + timedelta(seconds=100)
+    clock.now += timedelta(seconds=99)
+    assert (await reconciler.run_once()).checked == 0
+    clock.now += timedelta(seconds=1)
+    assert (await reconciler.run_once()).still_pending == 1
+
+
+async def test_the_pause_ends_at_the_action_expiry_and_the_payment_expires_then(
+    handler, reconciler, store, engine, provider, clock
+):
+    command = await _waiting(handler, store, engine, clock)
+    pid = command.payment_request_id
+    view = await store.get_payment(pid)
+    assert view is not None
+    assert view.next_action is not None
+    expires_at = view.next_action.expires_at
+    clock.now = expires_at - timedelta(seconds=10)
+    assert (await reconciler.run_once()).still_pending == 1
+    assert await _next_check_at(engine, pid) == expires_at  # not the pause of 120 s
+
+    clock.now = expires_at
+    await reconciler.run_once()
+    payment, _, events = await _rows(engine, pid)
+    assert (payment.status, payment.error_code) == ("expired", ErrorCode.PAYMENT_EXPIRED.value)
+    assert [e.status for e in events] == [PaymentStatus.REQUIRES_ACTION, PaymentStatus.EXPIRED]
 
 
 async def test_a_redelivered_command_charges_nothing_more(handler, store, engine, provider, clock):

@@ -50,6 +50,8 @@ class FakePaymentRow:
     generation: int = 0
     key_expired: bool = False
     attempts: list[FakeAttempt] = field(default_factory=list)
+    # When the reconciler may ask about it again while requires_action (None: at once).
+    next_check_at: datetime | None = None
 
     @property
     def latest(self) -> FakeAttempt | None:

@@ -202,6 +202,12 @@ class FakePaymentStore(FakeStore):
         row.claim.renew(claim, max(at, self._now()) + self.db.lease)
         return True
 
+    async def check_again_at(self, payment_id: str, at: datetime) -> None:
+        await self._enter("check_again_at", payment_id)
+        row = self.row(payment_id)
+        if row.view.status is PaymentStatus.REQUIRES_ACTION:
+            row.next_check_at = at
+
     async def next_attempt(
         self, payment_id: str, failed_attempt_key: str, provider: str, *, claim: str
     ) -> str | None:
@@ -248,6 +254,11 @@ class FakePaymentStore(FakeStore):
             if (attempt := row.open_attempt) is not None
             and attempt.created_at < started_before
             and row.view.status in CLAIMABLE
+            and (
+                row.view.status is not PaymentStatus.REQUIRES_ACTION
+                or row.next_check_at is None
+                or row.next_check_at <= now
+            )
             and is_claimable(row.claim.token, row.claim.expires_at, now)
         ]
         return sorted(found, key=lambda item: item.attempt_started_at)[:limit]
