@@ -631,9 +631,10 @@ class Settings(BaseSettings):
     vault_token_retention_days: float = Field(
         30.0,
         gt=0,
-        description="Days a token not saved for reuse lives after the payment that used it "
-        "is final; then `paygate keys expire` (and the consumer's housekeeping) "
-        "crypto-shreds it. Saved tokens (`POST /v1/payment_methods`) live until deleted.",
+        description="Days a token not saved for reuse lives after it was made (not after "
+        "its payment became final: keep this above `PAYGATE_ABANDON_AFTER_S`); then `paygate "
+        "keys expire` (and the consumer's housekeeping) crypto-shreds it. Saved tokens "
+        "(`POST /v1/payment_methods`) live until deleted.",
     )
     authorization_check_interval_s: float = Field(
         900.0,
