@@ -642,6 +642,14 @@ class Settings(BaseSettings):
         "payments' holds ended on their own (then `expired`, or `canceled` if voided at the "
         "provider); each pass asks about at most 200, least recently asked first.",
     )
+    alipay_dev_keys_dir: Path | None = Field(
+        None,
+        description="Development only (production refuses it): a directory of generated "
+        "Alipay test keys (`alipay-private.pem`, `app-private.pem`) shared by the sandbox's "
+        "Alipay simulator, which generates them, and paygate, which then takes its "
+        "`PAYGATE_ALIPAY_*` app id and keys from there. Set by `paygate dev`, "
+        "docker-compose.yml and the Helm chart's dev values (docs/alipay.md).",
+    )
 
     @classmethod
     def settings_customise_sources(
