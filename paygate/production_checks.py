@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from enum import Flag, auto
 from typing import Final
+from urllib.parse import urlsplit
 
 from paygate.alipay_dev import DEV_APP_ID
 from paygate.settings import (
@@ -98,6 +99,8 @@ def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
         found += _vault_kek(settings)
     if uses & (Uses.PROVIDERS | Uses.NOTICES):
         found += _alipay_dev_keys(settings)
+    if Uses.PROVIDERS in uses:
+        found += _alipay_gateway(settings)
     if Uses.SANDBOX_ACQUIRER in uses:
         found.append(
             UnsafeSetting(
@@ -234,3 +237,19 @@ def _alipay_dev_keys(settings: Settings) -> list[UnsafeSetting]:
             )
         )
     return found
+
+
+def _alipay_gateway(settings: Settings) -> list[UnsafeSetting]:
+    # Alipay's gateway is https; a plain-http one is the sandbox's simulator (or a proxy
+    # anyone on the path could answer for, forging what Alipay says).
+    if "alipay" not in settings.provider_names:
+        return []
+    if urlsplit(settings.alipay_gateway_url).scheme == "https":
+        return []
+    return [
+        UnsafeSetting(
+            "PAYGATE_ALIPAY_GATEWAY_URL",
+            "is not https (the sandbox's Alipay simulator?); set it to Alipay's gateway, "
+            "https://openapi.alipay.com/gateway.do (the default)",
+        )
+    ]

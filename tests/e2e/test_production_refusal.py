@@ -105,9 +105,13 @@ def test_generated_alipay_test_keys_are_refused(tmp_path: Path, command: str) ->
         tmp_path,
         PAYGATE_ALIPAY_DEV_KEYS_DIR=str(tmp_path / "alipay-dev"),
         PAYGATE_ALIPAY_APP_ID="paygate-development-app",
+        PAYGATE_ROUTES='{"alipay": ["alipay"]}',
+        PAYGATE_ALIPAY_GATEWAY_URL="http://acquirer:8081/gateway.do",
     )
     assert (done.returncode, done.stdout) == (1, "")
     assert "Traceback" not in done.stderr
     named = [line.split()[1] for line in done.stderr.splitlines()[1:-1]]
     assert {"PAYGATE_ALIPAY_DEV_KEYS_DIR", "PAYGATE_ALIPAY_APP_ID"} <= set(named)
+    # The facade calls no provider: the gateway is the consumer's and reconcile's concern.
+    assert ("PAYGATE_ALIPAY_GATEWAY_URL" in named) == (command != "facade")
     assert not (tmp_path / "alipay-dev").exists(), "no key may be generated before the refusal"

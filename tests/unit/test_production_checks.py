@@ -247,3 +247,14 @@ def test_generated_alipay_test_keys_are_refused_where_alipay_is_used() -> None:
     assert cli.production_uses("facade") & Uses.NOTICES
     development = Settings(env=Environment.DEVELOPMENT, alipay_dev_keys_dir=Path("keys"))
     assert unsafe_settings(development, Uses.PROVIDERS | Uses.NOTICES) == []
+
+
+def test_alipay_through_a_plain_http_gateway_is_refused() -> None:
+    routed = {"routes": {"alipay": ["alipay"]}}
+    simulator = production(**routed, alipay_gateway_url="http://acquirer:8081/gateway.do")
+    assert settings_named(simulator, Uses.PROVIDERS) == ["PAYGATE_ALIPAY_GATEWAY_URL"]
+    assert settings_named(production(**routed), Uses.PROVIDERS) == []  # Alipay's own
+    # Not routed to alipay: its gateway setting is not used, so not checked.
+    assert (
+        settings_named(production(alipay_gateway_url="http://x/gateway.do"), Uses.PROVIDERS) == []
+    )
