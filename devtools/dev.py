@@ -141,7 +141,7 @@ def _print_welcome(settings: Settings, url: str, sandbox_url: str, api_key: str)
     alipay_body = (
         '{"userId":"user-1","orderId":"order-2","amount":"10.00","currency":"CNY",'
         '"paymentMethod":"alipay","payerAccount":{"type":"wallet","number":"2088102177846880"},'
-        '"payeeAccount":{"type":"wallet","number":"2088102177840000"}}'
+        '"payeeAccount":{"type":"wallet","number":"2088621955183730"}}'
     )
     print(
         f"""PAYGATE_URL={url}
