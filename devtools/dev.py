@@ -1,9 +1,10 @@
 """``paygate dev``: the whole service on one machine, for trying it out.
 
 Starts a local Kafka broker when ``KAFKA_BOOTSTRAP_SERVERS`` is unset, creates the topics,
-then runs the sandbox acquirer, the consumer and the HTTPS facade in this process, and
-prints a development API key (kept in ``.cache/dev-api-key``) for the curl lines. It always
-runs with ``PAYGATE_ENV=development``: nothing in it is fit for production.
+then runs the sandbox acquirer (with Alipay's simulator, its test keys generated in
+``.cache/alipay-dev``: paygate.alipay_dev), the HTTPS facade and the consumer in this
+process, and prints a development API key (kept in ``.cache/dev-api-key``) for the curl
+lines. It always runs with ``PAYGATE_ENV=development``: nothing in it is fit for production.
 """
 
 from __future__ import annotations
