@@ -30,14 +30,15 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 # A fixed numeric uid/gid, so volume ownership and runAsNonRoot checks are predictable.
 # /var/lib/paygate holds the state a process writes: the default SQLite files, the
-# self-signed TLS certificate (tls/) and the sandbox acquirer's ledger (ledger/). The
+# self-signed TLS certificate (tls/), the sandbox acquirer's ledger (ledger/) and the
+# Alipay simulator's generated test keys in development stacks (alipay-dev/). The
 # directories exist in the image, owned by paygate, so a named volume mounted on them
 # starts with the right owner.
 RUN groupadd --system --gid 10001 paygate \
     && useradd --system --uid 10001 --gid paygate --home-dir /var/lib/paygate \
         --no-create-home --shell /usr/sbin/nologin paygate \
     && install -d -o paygate -g paygate -m 0750 /var/lib/paygate /var/lib/paygate/ledger \
-    && install -d -o paygate -g paygate -m 0700 /var/lib/paygate/tls
+    && install -d -o paygate -g paygate -m 0700 /var/lib/paygate/tls /var/lib/paygate/alipay-dev
 
 COPY --from=builder /opt/venv /opt/venv
 

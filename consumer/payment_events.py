@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from domain.error_info import ErrorInfo
-from domain.events import PaymentResult, result_event_id
+from domain.events import PaymentResult, captured_in_event, result_event_id
 from domain.money import Money
 from domain.next_action import NextAction
 from domain.payment_view import PaymentView
@@ -26,6 +26,8 @@ class PaymentFacts:
     user_id: str
     amount: Money
     created_at: datetime
+    # What a partial capture took (the stored payment's captured_minor); None: all of it.
+    captured_minor: int | None = None
 
     @classmethod
     def of_command(cls, command: CreatePayment, created_at: datetime) -> PaymentFacts:
@@ -45,6 +47,7 @@ class PaymentFacts:
             payment.user_id,
             payment.amount,
             payment.created_at,
+            payment.captured_minor,
         )
 
 
@@ -78,6 +81,7 @@ class PaymentEvents:
             created_at=facts.created_at,
             occurred_at=occurred_at,
             next_action=next_action,
+            captured_amount=captured_in_event(status, facts.amount, facts.captured_minor),
         )
         return OutboxMessage(
             event_id=result.event_id,

@@ -11,7 +11,7 @@ from domain.error_info import ErrorInfo
 from domain.money import Money
 from domain.next_action import NextAction
 from domain.refunds import RefundStatus
-from domain.status import PaymentStatus
+from domain.status import CAPTURED, PaymentStatus
 
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("0c7c4a3e-8f0e-4d0b-b2a4-2f5e4f8e9a17")
 
@@ -57,6 +57,9 @@ class PaymentResult:
     occurred_at: datetime
     # What the payer must do: set with status requires_action only.
     next_action: NextAction | None = None
+    # What the capture took (or is taking while capturing), partial or full; set with
+    # capturing and the captured statuses only (see captured_in_event).
+    captured_amount: Money | None = None
 
     @property
     def payment_result(self) -> bool:
@@ -92,3 +95,15 @@ class RefundResult:
     error: ErrorInfo | None
     created_at: datetime
     occurred_at: datetime
+
+
+def captured_in_event(
+    status: PaymentStatus, amount: Money, captured_minor: int | None
+) -> Money | None:
+    """The ``captured_amount`` an event of a payment in ``status`` carries: what its capture
+    took (``captured_minor``; None means all of ``amount``, as for a payment captured at
+    once) when the payment is capturing or captured; None in any other status, where
+    nothing is taken. The same rule as REST's ``capturedAmount``."""
+    if status is not PaymentStatus.CAPTURING and status not in CAPTURED:
+        return None
+    return amount if captured_minor is None else Money(captured_minor, amount.currency)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from consumer.payment_events import PaymentEvents
 from consumer.provider_notices import NoticeRecorder
 from http_facade.ports import NoNotices, NoticeSink, NotificationReader
+from paygate.alipay_dev import with_dev_keys
 from paygate.settings import Settings
 from persistence.database import Database
 from providers.alipay.notifications import AlipayNotifications
@@ -20,6 +21,7 @@ def notification_wiring(
     through the payment store, claims and all); none otherwise."""
     if "alipay" not in settings.provider_names:
         return {}, NoNotices()
+    settings = with_dev_keys(settings)
     if settings.alipay_app_id is None or settings.alipay_public_key is None:
         raise SystemExit("the alipay provider needs PAYGATE_ALIPAY_APP_ID and PUBLIC_KEY")
     reader = AlipayNotifications(

@@ -18,7 +18,9 @@ import re
 from dataclasses import dataclass
 from enum import Flag, auto
 from typing import Final
+from urllib.parse import urlsplit
 
+from paygate.alipay_dev import DEV_APP_ID
 from paygate.settings import (
     DEV_ACCOUNT_ENCRYPTION_KEY_FILE,
     DEV_FINGERPRINT_KEY,
@@ -60,6 +62,7 @@ class Uses(Flag):
     PROVIDERS = auto()  # calls payment providers (consumer, reconcile)
     SANDBOX_ACQUIRER = auto()  # is the sandbox acquirer (`paygate acquirer`)
     VAULT = auto()  # encrypts or decrypts account numbers (consumer, facade, `paygate keys`)
+    NOTICES = auto()  # verifies providers' signed notifications (facade)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,10 @@ def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
         found += _providers(settings)
     if Uses.VAULT in uses:
         found += _vault_kek(settings)
+    if uses & (Uses.PROVIDERS | Uses.NOTICES):
+        found += _alipay_dev_keys(settings)
+    if Uses.PROVIDERS in uses:
+        found += _alipay_gateway(settings)
     if Uses.SANDBOX_ACQUIRER in uses:
         found.append(
             UnsafeSetting(
@@ -206,3 +213,43 @@ def _sends_to_sandbox(names: list[str]) -> str:
         f"sends payments to {named}, the sandbox acquirer: a test double that moves no "
         "money; name a real provider (e.g. `stripe`)"
     )
+
+
+def _alipay_dev_keys(settings: Settings) -> list[UnsafeSetting]:
+    # Generated test keys sit in a directory any process of a dev stack reads: whoever
+    # reads it can sign "Alipay's" notifications, so a payment could be marked paid.
+    found: list[UnsafeSetting] = []
+    if settings.alipay_dev_keys_dir is not None:
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_ALIPAY_DEV_KEYS_DIR",
+                "is set: it holds generated Alipay test keys for the sandbox's simulator; "
+                "unset it and set PAYGATE_ALIPAY_APP_ID, PAYGATE_ALIPAY_APP_PRIVATE_KEY and "
+                "PAYGATE_ALIPAY_PUBLIC_KEY to your Alipay app's",
+            )
+        )
+    if settings.alipay_app_id == DEV_APP_ID:
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_ALIPAY_APP_ID",
+                f"is `{DEV_APP_ID}`, the sandbox simulator's test app; set it to your "
+                "Alipay app's id",
+            )
+        )
+    return found
+
+
+def _alipay_gateway(settings: Settings) -> list[UnsafeSetting]:
+    # Alipay's gateway is https; a plain-http one is the sandbox's simulator (or a proxy
+    # anyone on the path could answer for, forging what Alipay says).
+    if "alipay" not in settings.provider_names:
+        return []
+    if urlsplit(settings.alipay_gateway_url).scheme == "https":
+        return []
+    return [
+        UnsafeSetting(
+            "PAYGATE_ALIPAY_GATEWAY_URL",
+            "is not https (the sandbox's Alipay simulator?); set it to Alipay's gateway, "
+            "https://openapi.alipay.com/gateway.do (the default)",
+        )
+    ]

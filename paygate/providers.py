@@ -10,6 +10,7 @@ Each provider of :func:`build_providers` is wrapped in a
 
 from __future__ import annotations
 
+from paygate.alipay_dev import with_dev_keys
 from paygate.provider_plugins import plugin_names, plugin_provider
 from paygate.settings import Settings
 from providers.alipay import AlipayConfig, AlipayMode, AlipayProvider
@@ -50,6 +51,7 @@ def build_provider(settings: Settings, name: str | None = None) -> PaymentProvid
 
 
 def _alipay(settings: Settings) -> AlipayProvider:
+    settings = with_dev_keys(settings)
     if (
         settings.alipay_app_id is None
         or settings.alipay_app_private_key is None

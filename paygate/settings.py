@@ -653,6 +653,14 @@ class Settings(BaseSettings):
         "without one (the sandbox's and Stripe's payer actions) a payer's action is seen "
         "up to this long after it. At least `PAYGATE_RECONCILE_MIN_AGE_S`.",
     )
+    alipay_dev_keys_dir: Path | None = Field(
+        None,
+        description="Development only (production refuses it): a directory of generated "
+        "Alipay test keys (`alipay-private.pem`, `app-private.pem`) shared by the sandbox's "
+        "Alipay simulator, which generates them, and paygate, which then takes its "
+        "`PAYGATE_ALIPAY_*` app id and keys from there. Set by `paygate dev`, "
+        "docker-compose.yml and the Helm chart's dev values (docs/alipay.md).",
+    )
 
     @classmethod
     def settings_customise_sources(

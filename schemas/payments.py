@@ -16,7 +16,7 @@ from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, RefundResult
-from domain.money import money_from_decimal
+from domain.money import Money, money_from_decimal
 from domain.payments import CreatePayment
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
@@ -154,6 +154,9 @@ def payment_result_to_record(event: PaymentResult) -> dict[str, Any]:
         "createdAt": event.created_at,
         "occurredAt": event.occurred_at,
         "nextAction": next_action_to_record(event.next_action),
+        "capturedAmount": (
+            None if event.captured_amount is None else event.captured_amount.to_decimal()
+        ),
     }
 
 
@@ -173,7 +176,13 @@ def payment_result_from_record(record: Mapping[str, Any]) -> PaymentResult:
         occurred_at=record["occurredAt"],
         # Absent from v1 events: the reader's v2 default (null) fills it in.
         next_action=next_action_from_record(record.get("nextAction")),
+        # Absent from v1 and v2 events: the reader's v3 default (null) fills it in.
+        captured_amount=_captured_amount(record.get("capturedAmount"), record["currency"]),
     )
+
+
+def _captured_amount(value: Decimal | None, currency: str) -> Money | None:
+    return None if value is None else money_from_decimal(value, currency)
 
 
 class PaymentMessages:

@@ -267,6 +267,51 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
             ),
         ),
     ),
+    (
+        "Webhooks",
+        (
+            Panel(
+                "Webhook deliveries by outcome",
+                "Delivery attempts per second by result: delivered (2xx), failed and "
+                "refused_address (each puts its delivery back in the queue, to be tried "
+                "again after its back-off), gave_up (the 24 h retry window is over: the "
+                "delivery is failed until `paygate webhooks retry`).",
+                (
+                    Query(
+                        f"sum by (result) (rate(paygate_webhook_attempts_total[{RATE}]))",
+                        "{{result}}",
+                    ),
+                ),
+                unit="reqps",
+            ),
+            Panel(
+                "Webhook retries and attempt time",
+                "How much of the delivery work is going to receivers that do not take it: "
+                "the share of attempts to be retried (failed or refused address; a rising "
+                "share is a growing backlog), deliveries given up over the last hour "
+                "(alert PaygateWebhookDeliveriesFailed), and the p95 time of an attempt "
+                "(timeouts show here). No gauge counts the queued deliveries or their age: "
+                "`paygate webhooks list --status pending` shows them.",
+                (
+                    Query(
+                        "sum(rate(paygate_webhook_attempts_total"
+                        f'{{result=~"failed|refused_address"}}[{RATE}])) / '
+                        f"sum(rate(paygate_webhook_attempts_total[{RATE}]))",
+                        "retried share",
+                    ),
+                    Query(
+                        'sum(increase(paygate_webhook_attempts_total{result="gave_up"}[1h]))',
+                        "given up (1 h)",
+                    ),
+                    Query(
+                        "histogram_quantile(0.95, sum by (le) "
+                        f"(rate(paygate_webhook_attempt_seconds_bucket[{RATE}])))",
+                        "attempt p95 (s)",
+                    ),
+                ),
+            ),
+        ),
+    ),
 )
 
 

@@ -89,3 +89,24 @@ def test_the_development_key_is_refused_even_when_set_explicitly(tmp_path: Path)
         "  - PAYGATE_ACCOUNT_FINGERPRINT_KEY is the development default; set it to a random "
         "secret of at least 32 bytes (e.g. `openssl rand -hex 32`)"
     )
+
+
+@pytest.mark.parametrize("command", ["consumer", "facade", "reconcile"])
+def test_generated_alipay_test_keys_are_refused(tmp_path: Path, command: str) -> None:
+    # What docker-compose.yml and the Helm chart's dev values set for the Alipay simulator:
+    # whoever reads that directory can sign "Alipay's" notifications.
+    done = _run(
+        command,
+        tmp_path,
+        PAYGATE_ALIPAY_DEV_KEYS_DIR=str(tmp_path / "alipay-dev"),
+        PAYGATE_ALIPAY_APP_ID="paygate-development-app",
+        PAYGATE_ROUTES='{"alipay": ["alipay"]}',
+        PAYGATE_ALIPAY_GATEWAY_URL="http://acquirer:8081/gateway.do",
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "Traceback" not in done.stderr
+    named = [line.split()[1] for line in done.stderr.splitlines()[1:-1]]
+    assert {"PAYGATE_ALIPAY_DEV_KEYS_DIR", "PAYGATE_ALIPAY_APP_ID"} <= set(named)
+    # The facade calls no provider: the gateway is the consumer's and reconcile's concern.
+    assert ("PAYGATE_ALIPAY_GATEWAY_URL" in named) == (command != "facade")
+    assert not (tmp_path / "alipay-dev").exists(), "no key may be generated before the refusal"

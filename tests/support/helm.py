@@ -34,9 +34,12 @@ def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([helm(), *args], capture_output=True, text=True, timeout=120, check=False)
 
 
-def render(*sets: str) -> list[dict[str, Any]]:
-    """``helm template`` of the chart with ``--set`` values; the objects it renders."""
+def render(*sets: str, values: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """``helm template`` of the chart with ``values`` files then ``--set`` values; the
+    objects it renders."""
     arguments = ["template", "rel", str(CHART)]
+    for file in values:
+        arguments += ["--values", str(file)]
     for value in sets:
         arguments += ["--set", value]
     done = run_helm(*arguments)

@@ -70,6 +70,7 @@ def start_service(
     announce_prefix: str | None = None,
     timeout_s: float = 60.0,
     module: str = "paygate.cli",
+    cwd: Path | None = None,
 ) -> ServiceProcess:
     """Start ``paygate <args>``; with ``announce_prefix``, wait for that stdout line.
 
@@ -87,6 +88,7 @@ def start_service(
         stdout=subprocess.PIPE,
         stderr=log_file,
         text=True,
+        cwd=cwd,
     )
     service = ServiceProcess(name, process, log_path)
     if announce_prefix is None:

@@ -371,7 +371,7 @@ def test_a_result_with_a_next_action_round_trips_and_v1_results_still_decode(mes
         next_action=NextAction.of(NextActionType.QR_CODE, "https://qr.alipay.com/bax1", now),
     )
     data = messages.encode_result(event)
-    assert struct.unpack(">I", data[1:5])[0] == 12  # payment_result.v2
+    assert struct.unpack(">I", data[1:5])[0] == 16  # payment_result.v3, the newest
     assert messages.decode_result(data) == event
 
     # A reader on v1 (an upstream service not upgraded yet) reads v2 events, without the
@@ -384,8 +384,77 @@ def test_a_result_with_a_next_action_round_trips_and_v1_results_still_decode(mes
     assert "nextAction" not in old_reader
     settled = dataclasses.replace(event, status=PaymentStatus.SUCCEEDED, next_action=None)
     record = payment_result_to_record(settled)
-    del record["nextAction"]
+    del record["nextAction"], record["capturedAmount"]
     out = io.BytesIO()
     out.write(b"\x00" + struct.pack(">I", 2))
     fastavro.schemaless_writer(out, v1, record)
     assert messages.decode_result(out.getvalue()) == settled
+
+
+def test_a_result_with_a_captured_amount_round_trips_and_v1_v2_readers_still_read_it(messages):
+    now = datetime(2026, 12, 6, 12, 0, 0, 123000, tzinfo=UTC)
+    event = PaymentResult(
+        event_id=result_event_id("pay_" + "1" * 32, PaymentStatus.SUCCEEDED),
+        payment_request_id="pay_" + "1" * 32,
+        order_id="order-1",
+        user_id="user-1",
+        status=PaymentStatus.SUCCEEDED,
+        amount=Money(5_000, "JPY"),
+        provider="sandbox",
+        provider_reference="ch_1",
+        error=None,
+        created_at=now,
+        occurred_at=now,
+        captured_amount=Money(1_234, "JPY"),
+    )
+    data = messages.encode_result(event)
+    assert struct.unpack(">I", data[1:5])[0] == 16  # payment_result.v3
+    decoded = messages.decode_result(data)
+    assert decoded == event
+    # The same decimal representation as amount: currency units, the currency's decimals.
+    assert payment_result_to_record(event)["capturedAmount"] == Decimal("1234")
+    three_decimals = dataclasses.replace(
+        event, amount=Money(50_000, "BHD"), captured_amount=Money(12_345, "BHD")
+    )
+    assert payment_result_to_record(three_decimals)["capturedAmount"] == Decimal("12.345")
+    assert messages.decode_result(messages.encode_result(three_decimals)) == three_decimals
+
+    # Readers on v1 and v2 read v3 events: the same fields, capturedAmount left out.
+    v3 = fastavro.parse_schema(_raw_schema("payment_result.v3.avsc"))
+    for old_file in ("payment_result.v1.avsc", "payment_result.v2.avsc"):
+        reader = fastavro.parse_schema(_raw_schema(old_file))
+        old = fastavro.schemaless_reader(io.BytesIO(data[5:]), v3, reader)
+        assert isinstance(old, dict)
+        assert (old["status"], old["amount"], old["currency"]) == ("succeeded", 5000, "JPY")
+        assert "capturedAmount" not in old
+
+    # Events written with v2 (before the upgrade) read as having no captured amount.
+    record = payment_result_to_record(event)
+    del record["capturedAmount"]
+    out = io.BytesIO()
+    out.write(b"\x00" + struct.pack(">I", 12))
+    v2 = fastavro.parse_schema(_raw_schema("payment_result.v2.avsc"))
+    fastavro.schemaless_writer(out, v2, record)
+    assert messages.decode_result(out.getvalue()) == dataclasses.replace(
+        event, captured_amount=None
+    )
+
+
+def test_only_capturing_and_captured_events_carry_a_captured_amount():
+    from domain.events import captured_in_event
+
+    amount = Money(5_000, "EUR")
+    assert captured_in_event(PaymentStatus.SUCCEEDED, amount, None) == amount
+    assert captured_in_event(PaymentStatus.SUCCEEDED, amount, 2_000) == Money(2_000, "EUR")
+    assert captured_in_event(PaymentStatus.CAPTURING, amount, 2_000) == Money(2_000, "EUR")
+    assert captured_in_event(PaymentStatus.PARTIALLY_REFUNDED, amount, 2_000) == Money(2_000, "EUR")
+    assert captured_in_event(PaymentStatus.REFUNDED, amount, None) == amount
+    for status in (
+        PaymentStatus.AUTHORIZED,
+        PaymentStatus.CANCELED,
+        PaymentStatus.EXPIRED,
+        PaymentStatus.FAILED,
+        PaymentStatus.PENDING,
+        PaymentStatus.REQUIRES_ACTION,
+    ):
+        assert captured_in_event(status, amount, None) is None, status

@@ -17,7 +17,7 @@ import shlex
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -27,7 +27,9 @@ from pydantic import AliasChoices, AliasPath
 from paygate import cli
 from paygate.production_checks import Uses, unsafe_settings
 from paygate.settings import Environment, Settings
+from persistence.database import Database
 from persistence.engine import create_engine
+from schemas.payments import PaymentMessages
 
 pytestmark = pytest.mark.unit
 
@@ -465,6 +467,64 @@ def test_acquirer_keeps_its_ledger_on_a_volume(compose, paygate_services, settin
     ledger_dir = str(settings_for(acquirer).acquirer_ledger.parent)
     source = _volume_mounts(acquirer).get(ledger_dir)
     assert source in (compose.get("volumes") or {}), "the ledger needs a named volume"
+
+
+def test_alipay_pays_through_the_acquirers_simulator_with_shared_test_keys(
+    compose, paygate_services, settings_for, tmp_path
+):
+    """The acquirer generates the Alipay test keys into a named volume that the consumer
+    and the facade read once it is healthy; Alipay goes to its /gateway.do, and the
+    simulator notifies the facade's endpoint."""
+    from paygate.alipay_dev import ensure_dev_keys, with_dev_keys
+    from paygate.notices import notification_wiring
+    from paygate.providers import build_provider
+
+    acquirer = settings_for(paygate_services["acquirer"])
+    keys_dir = acquirer.alipay_dev_keys_dir
+    assert keys_dir is not None
+    source = _volume_mounts(paygate_services["acquirer"])[str(keys_dir)]
+    assert source in (compose.get("volumes") or {}), "the keys need a named volume"
+    facade = settings_for(paygate_services["facade"])
+    consumer = settings_for(paygate_services["consumer"])
+    for name, settings in (("consumer", consumer), ("facade", facade)):
+        assert settings.alipay_dev_keys_dir == keys_dir, name
+        assert _volume_mounts(paygate_services[name])[str(keys_dir)] == source, name
+        assert "alipay" in settings.provider_names, name
+        assert _depends_on(paygate_services[name]).get("acquirer") == "service_healthy", name
+    assert "healthcheck" in paygate_services["acquirer"]
+
+    gateway = urlsplit(consumer.alipay_gateway_url)
+    assert (gateway.scheme, gateway.hostname, gateway.port, gateway.path) == (
+        "http",
+        "acquirer",
+        acquirer.acquirer_port,
+        "/gateway.do",
+    )
+    assert consumer.alipay_notify_url is not None
+    notify = urlsplit(consumer.alipay_notify_url)
+    assert (notify.scheme, notify.hostname, notify.port, notify.path) == (
+        "https",
+        "facade",
+        facade.http_port,
+        "/v1/notifications/alipay",
+    )
+    # With keys where the volume would hold them, both sides build what they need.
+    ensure_dev_keys(tmp_path)
+    here = consumer.model_copy(update={"alipay_dev_keys_dir": tmp_path})
+    assert build_provider(here, "alipay").name == "alipay"
+    readers, _sink = notification_wiring(
+        facade.model_copy(update={"alipay_dev_keys_dir": tmp_path}),
+        cast(Database, _NoDatabase()),
+        PaymentMessages.bundled(),
+    )
+    assert set(readers) == {"alipay"}
+    assert with_dev_keys(here).alipay_app_id is not None
+
+
+class _NoDatabase:
+    """notification_wiring reads ``payments`` from its database and nothing else."""
+
+    payments = None
 
 
 def test_topics_run_once_before_consumer_and_facade(services, paygate_services):

@@ -183,3 +183,97 @@ def test_the_sandbox_acquirer_is_opt_in_and_wired_when_enabled(objects, with_acq
     consumer_env = env_of(one(with_acquirer, "Deployment", "-consumer"))
     port = acquirer["spec"]["ports"][0]["port"]
     assert consumer_env["PAYGATE_SANDBOX_URL"] == (f"http://{acquirer['metadata']['name']}:{port}")
+
+
+# ---- the dev values: the sandbox and its Alipay simulator -----------------------------------
+
+DEV_VALUES = CHART / "values-dev.yaml"
+
+
+@pytest.fixture(scope="module")
+def dev_objects() -> list[dict[str, Any]]:
+    return render(values=(DEV_VALUES,))
+
+
+def mounts_of(deployment: dict[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+
+
+def test_the_chart_lints_with_the_dev_values() -> None:
+    done = run_helm("lint", "--strict", str(CHART), "--values", str(DEV_VALUES))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_alipay_simulator_is_off_by_default(objects, with_acquirer) -> None:
+    for document in objects + with_acquirer:
+        assert not document["metadata"]["name"].endswith("-alipay-dev-keys")
+        if document["kind"] == "Deployment":
+            assert "PAYGATE_ALIPAY_DEV_KEYS_DIR" not in env_of(document)
+            assert "alipay-dev-keys" not in mounts_of(document)
+
+
+def test_the_dev_values_render_valid_kubernetes(dev_objects) -> None:
+    for document in dev_objects:
+        if document["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_dev_values_pay_alipay_through_the_simulator_with_generated_keys(
+    dev_objects, tmp_path, monkeypatch
+) -> None:
+    import base64
+
+    from paygate.alipay_dev import ALIPAY_KEY_FILE, APP_KEY_FILE, with_dev_keys
+    from paygate.production_checks import Uses, unsafe_settings
+    from paygate.providers import build_provider
+    from paygate.settings import Environment
+    from providers.sandbox.alipay import Rsa2Keys
+
+    secret = one(dev_objects, "Secret", "-alipay-dev-keys")
+    assert set(secret["data"]) == {ALIPAY_KEY_FILE, APP_KEY_FILE}
+    for name, encoded in secret["data"].items():
+        Rsa2Keys.of_private(base64.b64decode(encoded).decode())  # a usable RSA key
+        (tmp_path / name).write_bytes(base64.b64decode(encoded))
+
+    # The acquirer, the consumer and the facade all read the same Secret at the same path.
+    acquirer = one(dev_objects, "Deployment", "-acquirer")
+    consumer = one(dev_objects, "Deployment", "-consumer")
+    facade = one(dev_objects, "Deployment", "-facade")
+    for deployment in (acquirer, consumer, facade):
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["alipay-dev-keys"]["secret"]["secretName"] == secret["metadata"]["name"]
+        directory = env_of(deployment)["PAYGATE_ALIPAY_DEV_KEYS_DIR"]
+        assert mounts_of(deployment)["alipay-dev-keys"] == directory
+
+    # The consumer's settings, with the Secret's files where the pod has them: Alipay goes
+    # to the acquirer's /gateway.do, notifications come back to the facade's endpoint.
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(f"PAYGATE_{name.upper()}", raising=False)
+    for name, value in env_of(consumer).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PAYGATE_ALIPAY_DEV_KEYS_DIR", str(tmp_path))
+    monkeypatch.delenv(SECRETS_DIR_ENV)
+    settings = Settings()
+    assert settings.env is Environment.DEVELOPMENT
+    assert settings.effective_routes["alipay"] == ["alipay"]
+    service = one(dev_objects, "Service", "-acquirer")
+    assert settings.alipay_gateway_url == (
+        f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/gateway.do"
+    )
+    facade_service = one(dev_objects, "Service", "-facade")
+    https = next(p for p in facade_service["spec"]["ports"] if p["name"] == "https")
+    assert settings.alipay_notify_url == (
+        f"https://{facade_service['metadata']['name']}:{https['port']}/v1/notifications/alipay"
+    )
+    assert build_provider(settings, "alipay").name == "alipay"
+    assert with_dev_keys(settings).alipay_public_key == (
+        Rsa2Keys.of_private((tmp_path / ALIPAY_KEY_FILE).read_text()).public_pem
+    )
+    # Switched to production, the consumer and the facade refuse the generated keys.
+    production = settings.model_copy(update={"env": Environment.PRODUCTION})
+    assert "PAYGATE_ALIPAY_DEV_KEYS_DIR" in {
+        item.setting for item in unsafe_settings(production, Uses.PROVIDERS)
+    }
+    assert "PAYGATE_ALIPAY_DEV_KEYS_DIR" in {
+        item.setting for item in unsafe_settings(production, Uses.NOTICES)
+    }

@@ -36,6 +36,9 @@ REQUIRED_PANELS = {
     "HTTP errors",
     "HTTP latency",
     "Rate-limited requests",
+    # Issue 15: webhook deliveries, by outcome, and their retries.
+    "Webhook deliveries by outcome",
+    "Webhook retries and attempt time",
 }
 
 

@@ -229,3 +229,32 @@ def test_the_refusal_is_a_clean_exit_listing_every_setting() -> None:
 
 def test_safe_settings_start() -> None:
     refuse_unsafe_settings("paygate consumer", production(), cli.production_uses("consumer"))
+
+
+def test_generated_alipay_test_keys_are_refused_where_alipay_is_used() -> None:
+    from paygate.alipay_dev import DEV_APP_ID
+
+    dev_keys = production(alipay_dev_keys_dir=Path(".cache/alipay-dev"))
+    for uses in (Uses.PROVIDERS, Uses.NOTICES):
+        assert settings_named(dev_keys, uses) == ["PAYGATE_ALIPAY_DEV_KEYS_DIR"]
+    assert settings_named(production(alipay_app_id=DEV_APP_ID), Uses.PROVIDERS) == [
+        "PAYGATE_ALIPAY_APP_ID"
+    ]
+    assert settings_named(production(alipay_app_id="2021000000000002"), Uses.PROVIDERS) == []
+    assert "PAYGATE_ALIPAY_DEV_KEYS_DIR" not in {
+        item.setting for item in unsafe_settings(dev_keys, Uses.TLS | Uses.FINGERPRINT_KEY)
+    }
+    assert cli.production_uses("facade") & Uses.NOTICES
+    development = Settings(env=Environment.DEVELOPMENT, alipay_dev_keys_dir=Path("keys"))
+    assert unsafe_settings(development, Uses.PROVIDERS | Uses.NOTICES) == []
+
+
+def test_alipay_through_a_plain_http_gateway_is_refused() -> None:
+    routed = {"routes": {"alipay": ["alipay"]}}
+    simulator = production(**routed, alipay_gateway_url="http://acquirer:8081/gateway.do")
+    assert settings_named(simulator, Uses.PROVIDERS) == ["PAYGATE_ALIPAY_GATEWAY_URL"]
+    assert settings_named(production(**routed), Uses.PROVIDERS) == []  # Alipay's own
+    # Not routed to alipay: its gateway setting is not used, so not checked.
+    assert (
+        settings_named(production(alipay_gateway_url="http://x/gateway.do"), Uses.PROVIDERS) == []
+    )

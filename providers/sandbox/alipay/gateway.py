@@ -31,6 +31,7 @@ import contextlib
 import html
 import json
 import logging
+import ssl
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,9 @@ class AlipaySimulator:
     pay_delay_s: float = 1.0
     notify_attempts: int = 3
     notify_retry_s: float = 0.2
+    # How notifications' HTTPS is checked: None is the default (verified against the
+    # system's CAs); a dev stack passes a context that trusts its self-signed certificate.
+    notify_ssl: ssl.SSLContext | bool | None = None
     clock: Callable[[], datetime] = utc_now
     trades: Trades = field(default_factory=Trades)
     notifications: list[SentNotification] = field(default_factory=list)
@@ -81,7 +85,12 @@ class AlipaySimulator:
 
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+            connector = (
+                None if self.notify_ssl is None else aiohttp.TCPConnector(ssl=self.notify_ssl)
+            )
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=5), connector=connector
+            )
 
     async def stop(self) -> None:
         for task in list(self._tasks):

@@ -67,3 +67,34 @@ readinessProbe:
   failureThreshold: {{ .root.Values.probes.readiness.failureThreshold }}
   timeoutSeconds: {{ .root.Values.probes.readiness.timeoutSeconds }}
 {{- end -}}
+
+{{/* The Alipay simulator of a development cluster (acquirer.alipay): its generated test
+keys, a Secret mounted into the acquirer, the consumer and the facade. Production refuses
+PAYGATE_ALIPAY_DEV_KEYS_DIR (docs/alipay.md). */}}
+{{- define "paygate.alipayDev.enabled" -}}
+{{- if and .Values.acquirer.enabled .Values.acquirer.alipay.enabled -}}true{{- end -}}
+{{- end -}}
+
+{{- define "paygate.alipayDev.env" -}}
+{{- if include "paygate.alipayDev.enabled" . }}
+- name: PAYGATE_ALIPAY_DEV_KEYS_DIR
+  value: {{ .Values.acquirer.alipay.keysMountPath | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "paygate.alipayDev.mount" -}}
+{{- if include "paygate.alipayDev.enabled" . }}
+- name: alipay-dev-keys
+  mountPath: {{ .Values.acquirer.alipay.keysMountPath }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "paygate.alipayDev.volume" -}}
+{{- if include "paygate.alipayDev.enabled" . }}
+- name: alipay-dev-keys
+  secret:
+    secretName: {{ printf "%s-alipay-dev-keys" (include "paygate.fullname" .) }}
+    defaultMode: 0400
+{{- end }}
+{{- end -}}
