@@ -36,6 +36,9 @@ __all__ = ["LocalSchemaRegistry", "RegistryLaunchError"]
 _HOST: Final = "127.0.0.1"
 _POLL_INTERVAL_S: Final = 0.2
 _STOP_TIMEOUT_S: Final = 20.0
+_PORT_RACE_ATTEMPTS: Final = 3
+# What Quarkus logs when a port it was given is taken by the time it binds.
+_PORT_IN_USE: Final = "seems to be in use by another process"
 CONFLUENT_PATH: Final = "/apis/ccompat/v7"
 
 
@@ -73,9 +76,22 @@ class LocalSchemaRegistry:
         return None if self._work_dir is None else self._work_dir / "registry.log"
 
     def start(self) -> str:
-        """Start, wait until the Confluent API answers, return :attr:`confluent_url`."""
+        """Start, wait until the Confluent API answers, return :attr:`confluent_url`.
+
+        The ports are chosen free, then bound by the JVM seconds later: another process can
+        take one in between (a busy machine, parallel test runs). That failure is told by
+        the registry's log and retried on new ports, a bounded number of times."""
         if self._proc is not None and self._proc.poll() is None:
             return self.confluent_url
+        for attempt in range(1, _PORT_RACE_ATTEMPTS + 1):
+            try:
+                return self._start_once()
+            except RegistryLaunchError as error:
+                if attempt == _PORT_RACE_ATTEMPTS or _PORT_IN_USE not in str(error):
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _start_once(self) -> str:
         java = find_registry_java()
         app = resolve_distribution(self._cache_dir)
         self._work_dir = Path(tempfile.mkdtemp(prefix="paygate-registry-"))
