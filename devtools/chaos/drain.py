@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devtools.chaos.evidence import FINAL_STATUSES, read_statuses, unpublished_outbox_rows
+from devtools.chaos.evidence import FINAL_PAYMENT_STATUSES, read_statuses, unpublished_outbox_rows
 from devtools.chaos.refund_evidence import FINAL_REFUND_STATUSES, read_refund_statuses
 from paygate.database import engine_for
 from paygate.reconcile_command import reconcile_once
@@ -27,6 +27,7 @@ from paygate.settings import Settings
 log = logging.getLogger("devtools.chaos")
 
 _POLL_S = 1.0
+_FINAL = frozenset(FINAL_PAYMENT_STATUSES)
 _OUTBOX_TIMEOUT_S = 60.0
 
 
@@ -52,9 +53,12 @@ async def drain(
     try:
         last_logged = started
         while True:
-            statuses = await read_statuses(engine, payment_ids)
+            statuses = await read_statuses(engine, payment_ids, raw=True)
             refunds = await read_refund_statuses(engine, refund_ids)
-            unsettled = [pid for pid in payment_ids if statuses.get(pid) not in FINAL_STATUSES]
+            # Raw statuses: a payment being captured or voided is not done, and one still
+            # held, voided or expired is (its captures and cancels are all handled once
+            # the group committed the command topic, which the run waits for after this).
+            unsettled = [pid for pid in payment_ids if statuses.get(pid) not in _FINAL]
             unsettled += [
                 rid for rid in refund_ids if refunds.get(rid) not in FINAL_REFUND_STATUSES
             ]
