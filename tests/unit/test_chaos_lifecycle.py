@@ -35,6 +35,7 @@ from devtools.chaos.lifecycle_plan import (
     plan_follow_ups,
 )
 from devtools.chaos.lifecycle_verdict import LifecycleFacts
+from devtools.chaos.options import parse_options
 from devtools.chaos.payer_actions import PayerAct
 from devtools.chaos.payers import PAYER_ACTION_CARD
 from devtools.chaos.verdict import RunFacts, judge
@@ -452,3 +453,19 @@ def test_a_follow_up_sequence_asks_what_its_name_says() -> None:
     other = seen[FollowUpSequence.PARTIAL_THEN_OTHER]
     assert len(other.capture_amounts) == 2
     assert 1000 in other.capture_amounts
+
+
+def test_options_bound_the_lifecycle_shares() -> None:
+    options = parse_options([])
+    assert (options.action_share, options.authorize_share, options.action_ttl_s) == (
+        0.05,
+        0.1,
+        15.0,
+    )
+    for argv in (
+        ["--action-share", "0.6", "--authorize-share", "0.5"],
+        ["--action-share", "-0.1"],
+        ["--action-ttl-s", "nan"],
+    ):
+        with pytest.raises(SystemExit):
+            parse_options(argv)
