@@ -162,6 +162,8 @@ async def start_acquirer(
         str(options.account_latency_s),
         "--action-ttl-s",
         str(options.action_ttl_s),
+        "--authorization-hold-s",
+        str(options.authorization_hold_s),
         "--seed",
         str(options.seed),
     ]

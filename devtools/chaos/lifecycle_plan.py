@@ -13,6 +13,8 @@ Two kinds, each a seeded share of the orders (``--action-share``, ``--authorize-
   ``amount``) and ``CancelPayment`` commands follows it 1 to 2 s later, on the order's key
   (so in order), some sent twice, and in a race: a capture and a cancel of the same payment
   sent at once, one of them without a Kafka key, so two workers handle them concurrently.
+  Some get nothing: the acquirer's hold (shortened for the run) runs out, and paygate must
+  find the authorization expired on its own.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class FollowUpSequence(StrEnum):
     CAPTURE_THEN_CANCEL = "capture_then_cancel"  # in order: the capture wins
     CANCEL_THEN_CAPTURE = "cancel_then_capture"  # in order: the cancel wins
     RACE = "race"  # a capture and a cancel at once, on two partitions: exactly one wins
+    HOLD = "hold"  # nothing follows: the hold runs out, the payment must become expired
 
 
 _S = FollowUpSequence
@@ -73,11 +76,12 @@ FOLLOW_UP_SEQUENCES: Final = (
     (_S.CANCEL, 0.1),
     (_S.CANCEL_TWICE, 0.08),
     (_S.CAPTURE_THEN_CANCEL, 0.1),
-    (_S.CANCEL_THEN_CAPTURE, 0.1),
-    (_S.RACE, 0.22),
+    (_S.CANCEL_THEN_CAPTURE, 0.08),
+    (_S.RACE, 0.2),
+    (_S.HOLD, 0.06),
 )
 # Sequences whose commands all keep the order's key: the consumer handles them in order.
-ORDERED: Final = frozenset(set(FollowUpSequence) - {_S.RACE})
+ORDERED: Final = frozenset(set(FollowUpSequence) - {_S.RACE, _S.HOLD})
 # Follow-ups go out this many batches after their payment: its authorization is usually
 # known by then, and a race finds an authorized payment to fight over.
 FOLLOW_UP_DELAY_BATCHES: Final = (2, 4)
@@ -123,9 +127,9 @@ class PlannedAuthorization:
         )
 
     @property
-    def first_keyed(self) -> FollowUpKind:
+    def first_keyed(self) -> FollowUpKind | None:
         """The kind of the first command on the order's key: in order, it wins."""
-        return next(f.kind for f in self.follow_ups if f.keyed)
+        return next((f.kind for f in self.follow_ups if f.keyed), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +197,8 @@ def plan_follow_ups(
         follow_ups = (capture(whole_or_part), cancel())
     elif sequence is _S.CANCEL_THEN_CAPTURE:
         follow_ups = (cancel(), capture(whole_or_part))
+    elif sequence is _S.HOLD:
+        follow_ups = ()
     elif rng.random() < 0.5:  # the race: which one keeps the order's key
         follow_ups = (capture(whole_or_part), cancel(keyed=False))
     else:

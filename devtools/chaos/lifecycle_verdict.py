@@ -8,9 +8,10 @@ out, and its result events must say the same:
   must refuse) is ``expired``, its trade closed at the acquirer, and nothing charged;
 - an authorization captured has one capture at the acquirer, of the amount the store says
   it captured, at most the authorized amount, an amount one of its captures asked for, and
-  under a capture key of the payment; one canceled has a void at the acquirer and no
-  capture; one failed holds nothing; one left ``authorized`` is explained only by its
-  captures and cancels all coming while its charge was still in doubt;
+  under a capture key of the payment; one canceled or expired has a void (or the end of
+  its hold) at the acquirer and no capture; one failed holds nothing; none stays
+  ``authorized``, since the acquirer's hold ends within the run, and one nothing followed
+  must be found ``expired``;
 - of the commands sent in order on the order's key, the first one wins; of a capture and
   a cancel racing on two partitions, exactly one does (the other is refused).
 
@@ -40,7 +41,8 @@ from devtools.chaos.report import Verdict
 
 # The outcomes each kind may end in; anything else is unfinished.
 ACTION_FINALS = frozenset({"succeeded", "failed", "expired"})
-AUTHORIZATION_FINALS = frozenset({"succeeded", "canceled", "expired", "failed", "authorized"})
+# Not "authorized": the acquirer's hold ends within the run, so paygate must find out.
+AUTHORIZATION_FINALS = frozenset({"succeeded", "canceled", "expired", "failed"})
 # Statuses an event announces an outcome with; the others (requires_action, authorized,
 # capturing, canceling, pending) are steps on the way.
 _TERMINAL = frozenset({"succeeded", "failed", "canceled", "expired"})
@@ -223,8 +225,7 @@ _CANCELED_CAPTURED = "captures at the acquirer of a canceled or expired payment"
 _NO_VOID = "canceled or expired in the store, yet not released at the acquirer"
 _NOT_CAPTURED = "captured in the store without a capture at the acquirer"
 _HELD_FAILED = "failed in the store, yet holding or taking money at the acquirer"
-_HELD_MISMATCH = "authorized in the store, yet not (or no longer) held at the acquirer"
-_LEFT_HELD = "left authorized although a capture or cancel found the charge known"
+_NOT_EXPIRED = "authorizations nothing followed that did not end expired"
 _OUT_OF_ORDER = "authorizations whose first command on the order's key did not win"
 _AUTHORIZATION_CHECKS = (
     _CAPTURED_TWICE,
@@ -236,8 +237,7 @@ _AUTHORIZATION_CHECKS = (
     _NO_VOID,
     _NOT_CAPTURED,
     _HELD_FAILED,
-    _HELD_MISMATCH,
-    _LEFT_HELD,
+    _NOT_EXPIRED,
     _OUT_OF_ORDER,
 )
 
@@ -282,11 +282,8 @@ def _authorization_problems(
         holding = [c for c in charges if c.status in ("succeeded", "authorized")]
         if holding:
             yield _HELD_FAILED, ", ".join(f"{c.charge_id} {c.status}" for c in holding)
-    elif status == "authorized":
-        if own is None or own.status != "authorized":
-            yield _HELD_MISMATCH, f"acquirer {own.status if own else 'no charge'}"
-        if not _refused_in_doubt(events):
-            yield _LEFT_HELD, "no capture or cancel refused while its charge was in doubt"
+    if plan.sequence is FollowUpSequence.HOLD and status not in ("expired", "failed"):
+        yield _NOT_EXPIRED, status
     if plan.sequence in ORDERED and status in ("succeeded", "canceled"):
         winner = FollowUpKind.CAPTURE if status == "succeeded" else FollowUpKind.CANCEL
         if winner is not plan.first_keyed and not _refused_in_doubt(events):

@@ -27,6 +27,7 @@ class ChaosOptions:
     action_share: float = 0.05
     authorize_share: float = 0.1
     action_ttl_s: float = 15.0
+    authorization_hold_s: float = 30.0
     feed_s: float = 30.0
     consumers: int = 2
     drain_timeout_s: float = 180.0
@@ -106,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the acquirer waits for a payer before the action expires",
     )
     add(
+        "--authorization-hold-s",
+        type=float,
+        default=defaults.authorization_hold_s,
+        help="how long the acquirer holds an authorization before it expires on its own",
+    )
+    add(
         "--kill-schedule",
         choices=KILL_SCHEDULES,
         default=defaults.kill_schedule,
@@ -158,6 +165,7 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         action_share=args.action_share,
         authorize_share=args.authorize_share,
         action_ttl_s=args.action_ttl_s,
+        authorization_hold_s=args.authorization_hold_s,
         feed_s=args.feed_s,
         consumers=args.consumers,
         drain_timeout_s=args.drain_timeout_s,
@@ -204,6 +212,7 @@ def _problem(options: ChaosOptions) -> str | None:
         ("--hang-s", options.hang_s),
         ("--account-latency-s", options.account_latency_s),
         ("--action-ttl-s", options.action_ttl_s),
+        ("--authorization-hold-s", options.authorization_hold_s),
     ):
         if not (math.isfinite(value) and value >= 0.0):
             return f"{name} must be a number >= 0"

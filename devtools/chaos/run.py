@@ -107,6 +107,8 @@ def chaos_settings(
         "retry_max_delay_s": 5.0,
         "claim_lease_s": provider_timeout_s + 2.0,
         "stray_settle_s": 2 * provider_timeout_s + 1.0,
+        # The acquirer's holds run out within the run: each pass finds those that did.
+        "authorization_check_interval_s": 1.0,
         "metrics_port": 0,
     }
     fields = base.model_dump(exclude={"kafka_bootstrap_servers"})
@@ -201,7 +203,8 @@ async def _run(
         )
         ids = [payment.payment_id for payment in plan.payments]
         refund_ids = [refund.refund_id for refund in plan.refunds]
-        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids))
+        held = list(plan.authorizations)
+        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids, held))
         # A payer who acts after the expiry may come after the drain: let them (bounded).
         await payers.wait_done(options.action_ttl_s)
         stalls = await read_stalls(
@@ -212,7 +215,7 @@ async def _run(
         )
         # The commands handled while the group caught up (a capture right behind its
         # authorization) are final, their events published, before anything is read.
-        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids))
+        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids, held))
         await _stop_task(payer_task, stop_payers)
         await _stop_task(supervisor, stop_supervising)
         exit_codes = await pool.stop_all()

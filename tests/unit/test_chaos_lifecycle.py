@@ -275,7 +275,8 @@ def test_an_outcome_other_than_the_payers_is_reported() -> None:
     assert _violations(_facts(store=store, charges=charges, events=events, acts=refused)) == {}
 
 
-def test_unfinished_and_wrongly_ordered_authorizations_are_reported() -> None:
+def test_unfinished_authorizations_are_reported() -> None:
+    # One left mid-void; one still held, although the acquirer's hold ends within the run.
     store = {
         "pay_can": StoredLifecycle("canceling", 700, None, "ch_can", None),
         "pay_cap": StoredLifecycle("authorized", 1000, None, "ch_cap", None),
@@ -283,17 +284,30 @@ def test_unfinished_and_wrongly_ordered_authorizations_are_reported() -> None:
     charges = {"pay_cap": (LedgerCharge("ch_cap", "pay_cap-a1", "authorized", 1000, 0, None),)}
     events = {"pay_cap": _seen("authorized"), "pay_can": _seen("authorized", "canceling")}
     checks = _violations(_facts(store=store, charges=charges, events=events))
-    assert checks["payments still pending after reconciliation"] == ["pay_can (canceling)"]
-    assert checks["left authorized although a capture or cancel found the charge known"] == [
-        "pay_cap (no capture or cancel refused while its charge was in doubt)"
+    assert checks["payments still pending after reconciliation"] == [
+        "pay_can (canceling)",
+        "pay_cap (authorized)",
     ]
-    # Left authorized because its capture came while the charge was in doubt: explained.
-    events["pay_cap"] = [
-        PaymentEventSeen("pending", "payment_not_capturable"),
-        PaymentEventSeen("authorized", None),
+
+
+def test_an_authorization_nothing_followed_must_expire() -> None:
+    hold = PlannedAuthorization("pay_can", 700, FollowUpSequence.HOLD, ())
+    facts = _facts()
+    assert facts.lifecycle is not None
+    held = dataclasses.replace(facts.lifecycle, authorizations={**_AUTHORIZATIONS, "pay_can": hold})
+    # Canceled, by nobody's command: paygate voided what nobody asked to void.
+    checks = _violations(dataclasses.replace(facts, lifecycle=held))
+    assert checks["authorizations nothing followed that did not end expired"] == [
+        "pay_can (canceled)"
     ]
-    checks = _violations(_facts(store=store, charges=charges, events=events))
-    assert "left authorized although a capture or cancel found the charge known" not in checks
+    ok = _facts(
+        store={"pay_can": StoredLifecycle("expired", 700, None, "ch_can", None)},
+        charges={"pay_can": (LedgerCharge("ch_can", "pay_can-a1", "expired", 700, 0, None),)},
+        events={"pay_can": _seen("authorized", "expired")},
+    )
+    assert ok.lifecycle is not None
+    expired = dataclasses.replace(ok.lifecycle, authorizations=held.authorizations)
+    assert _violations(dataclasses.replace(ok, lifecycle=expired)) == {}
 
 
 def test_a_capture_of_an_amount_nobody_asked_is_reported() -> None:
@@ -457,15 +471,17 @@ def test_a_follow_up_sequence_asks_what_its_name_says() -> None:
 
 def test_options_bound_the_lifecycle_shares() -> None:
     options = parse_options([])
-    assert (options.action_share, options.authorize_share, options.action_ttl_s) == (
-        0.05,
-        0.1,
-        15.0,
-    )
+    assert (
+        options.action_share,
+        options.authorize_share,
+        options.action_ttl_s,
+        options.authorization_hold_s,
+    ) == (0.05, 0.1, 15.0, 30.0)
     for argv in (
         ["--action-share", "0.6", "--authorize-share", "0.5"],
         ["--action-share", "-0.1"],
         ["--action-ttl-s", "nan"],
+        ["--authorization-hold-s", "-1"],
     ):
         with pytest.raises(SystemExit):
             parse_options(argv)
