@@ -34,8 +34,8 @@ from typing import Final
 
 from devtools.chaos.lifecycle_plan import (
     FOLLOW_UP_DELAY_BATCHES,
-    RACE_DELAY_S,
     REPEAT_DELAY_BATCHES,
+    FollowUpSequence,
     PlannedAction,
     PlannedAuthorization,
     PlannedFollowUp,
@@ -118,11 +118,14 @@ class FeedPlan:
 
     @property
     def duplicates(self) -> int:
-        racing = sum(
-            1 for e in self.echoes if isinstance(e.command, PlannedFollowUp) and not e.command.keyed
-        )
-        unique = len(self.payments) + len(self.refunds) + self.follow_ups - racing
-        return sum(map(len, self.batches)) - unique
+        """Commands in the batches more than once (a duplicate is the same object again)."""
+        sent = [id(command) for batch in self.batches for command in batch]
+        return len(sent) - len(set(sent))
+
+    @property
+    def races(self) -> list[PlannedAuthorization]:
+        """The capture-cancel races, sent by :mod:`devtools.chaos.racer`, not in a batch."""
+        return [a for a in self.authorizations.values() if a.sequence is FollowUpSequence.RACE]
 
     def echoed(self, kind: type[PlannedPayment] | type[PlannedRefund], key: EchoKey) -> set[str]:
         """Ids of the commands of one kind sent again with ``key``."""
@@ -222,7 +225,7 @@ def build_plan(
                 messages=messages,
             )
             authorizations[payment.payment_id] = authorization
-            _send_follow_ups(authorization, batch, batches, echoes, lifecycle_rng)
+            _send_follow_ups(authorization, batch, batches, lifecycle_rng)
             continue
         if refund_rng.random() < refund_share:
             for refund in plan_refunds(
@@ -243,19 +246,16 @@ def _send_follow_ups(
     authorization: PlannedAuthorization,
     batch: int,
     batches: list[list[PlannedCommand]],
-    echoes: list[Echo],
     rng: random.Random,
 ) -> None:
-    """Put the follow-ups a few batches after their payment's: the keyed ones in order in
-    one batch (a sequence sent twice repeats its first command later), the racing one as
-    a copy without a key right after that batch."""
+    """Put the follow-ups a few batches after their payment's, in order in one batch (a
+    sequence sent twice repeats its first command later). A race is not scheduled: the
+    racer sends it once the authorization is known."""
+    if authorization.sequence is FollowUpSequence.RACE:
+        return
     last = len(batches) - 1
     at = min(batch + rng.randint(*FOLLOW_UP_DELAY_BATCHES), last)
-    for follow_up in authorization.follow_ups:
-        if follow_up.keyed:
-            batches[at].append(follow_up)
-        else:
-            echoes.append(Echo(follow_up, at, rng.uniform(*RACE_DELAY_S), EchoKey.NONE))
+    batches[at].extend(authorization.follow_ups)
     if sent_twice(authorization.sequence):
         again = min(at + rng.randint(*REPEAT_DELAY_BATCHES), last)
         batches[again].append(authorization.follow_ups[0])

@@ -12,7 +12,8 @@ Two kinds, each a seeded share of the orders (``--action-share``, ``--authorize-
   ``authorized``; a :class:`FollowUpSequence` of ``CapturePayment`` (whole or partial, with
   ``amount``) and ``CancelPayment`` commands follows it 1 to 2 s later, on the order's key
   (so in order), some sent twice, and in a race: a capture and a cancel of the same payment
-  sent at once, one of them without a Kafka key, so two workers handle them concurrently.
+  sent at once once the authorization is known (:mod:`devtools.chaos.racer`), one of them
+  without a Kafka key, so two workers handle them concurrently.
   Some get nothing: the acquirer's hold (shortened for the run) runs out, and paygate must
   find the authorization expired on its own.
 """
@@ -87,8 +88,6 @@ ORDERED: Final = frozenset(set(FollowUpSequence) - {_S.RACE, _S.HOLD})
 FOLLOW_UP_DELAY_BATCHES: Final = (2, 4)
 # A sequence sent twice repeats its first command this many batches later still.
 REPEAT_DELAY_BATCHES: Final = (1, 4)
-# The racing command goes out this long after the batch of the other was acknowledged.
-RACE_DELAY_S: Final = (0.0, 0.05)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@
 2. feed (copies without their order's key included, captures and cancels behind the
    authorize-only payments), while consumers are SIGKILLed and replaced or frozen into
    zombies and thawed, and the broker restarts once; the harness plays the payers of the
-   payments that require an action, from now until the drain is over;
+   payments that require an action, and sends each capture-cancel race once its
+   authorization is known, from now until the drain is over;
 3. drain: no more faults; every payment final (reconciling the in-doubt, closing the
    expired actions), outbox empty, and (bounded) the command topic committed to its end,
    then drained once more for what the last commands did;
@@ -46,6 +47,7 @@ from devtools.chaos.lifecycle_verdict import LifecycleFacts
 from devtools.chaos.options import ChaosOptions
 from devtools.chaos.payer_actions import Payers
 from devtools.chaos.payers import fails_first, has_latency
+from devtools.chaos.racer import Racer, unsent
 from devtools.chaos.refund_evidence import read_store_refunds
 from devtools.chaos.refund_plan import PlannedRefund
 from devtools.chaos.refund_verdict import RefundFacts
@@ -198,6 +200,11 @@ async def _run(
         stop_payers = asyncio.Event()
         payer_task = asyncio.create_task(payers.run(stop_payers), name="payers")
         cleanup.push_async_callback(_stop_task, payer_task, stop_payers)
+        racer = Racer(
+            payer_engine, kafka_client_options(settings), settings.commands_topic, plan.races
+        )
+        racer_task = asyncio.create_task(racer.run(stop_payers), name="racer")
+        cleanup.push_async_callback(_stop_task, racer_task, stop_payers)
         final_at_calm, zombies = await _chaos_phase(
             options, settings, plan, pool, broker, order_prefix(run_id), sandbox_url
         )
@@ -217,6 +224,9 @@ async def _run(
         # authorization) are final, their events published, before anything is read.
         _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids, held))
         await _stop_task(payer_task, stop_payers)
+        await _stop_task(racer_task, stop_payers)
+        if unsent(racer):
+            log.warning("races never sent (the broker never took them): %s", unsent(racer))
         await _stop_task(supervisor, stop_supervising)
         exit_codes = await pool.stop_all()
 

@@ -23,7 +23,7 @@ from devtools.chaos.evidence import (
     PaymentEventSeen,
     ResultsEvidence,
 )
-from devtools.chaos.feed_plan import EchoKey, PlannedPayment, build_plan
+from devtools.chaos.feed_plan import PlannedPayment, build_plan
 from devtools.chaos.lifecycle_evidence import StoredLifecycle
 from devtools.chaos.lifecycle_plan import (
     FollowUpKind,
@@ -402,13 +402,21 @@ def test_the_plan_feeds_payer_actions_and_authorizations_from_the_seed() -> None
     # No refunds behind either kind.
     assert not {r.payment_id for r in plan.refunds} & (set(plan.actions) | set(plan.authorizations))
     sent = [c for batch in plan.batches for c in batch if isinstance(c, PlannedFollowUp)]
-    racing = [e for e in plan.echoes if isinstance(e.command, PlannedFollowUp)]
-    assert {e.key for e in racing} == {EchoKey.NONE}
-    assert all(not e.command.keyed for e in racing)
-    assert len(sent) + len(racing) == plan.follow_ups + sum(
-        1
-        for a in plan.authorizations.values()
-        if a.sequence in (FollowUpSequence.PARTIAL_TWICE, FollowUpSequence.CANCEL_TWICE)
+    # The races are not scheduled: the racer sends each, both commands at once, one of
+    # them without the order's key, once its authorization is known.
+    assert {a.sequence for a in plan.races} == {FollowUpSequence.RACE}
+    assert not [e for e in plan.echoes if isinstance(e.command, PlannedFollowUp)]
+    assert all(
+        sorted(f.keyed for f in race.follow_ups) == [False, True]
+        and {f.kind for f in race.follow_ups} == {_CAPTURE, _CANCEL}
+        for race in plan.races
+    )
+    twice = (FollowUpSequence.PARTIAL_TWICE, FollowUpSequence.CANCEL_TWICE)
+    assert len(sent) == plan.follow_ups - 2 * len(plan.races) + sum(
+        1 for a in plan.authorizations.values() if a.sequence in twice
+    )
+    assert plan.duplicates == sum(map(len, plan.batches)) - len(
+        {id(c) for batch in plan.batches for c in batch}
     )
     for follow_up in sent:
         decoded = messages.decode_any_command(follow_up.payload)
