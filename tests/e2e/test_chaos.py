@@ -131,6 +131,12 @@ def test_a_small_chaos_run_charges_and_refunds_each_payment_at_most_once(tmp_pat
         "7",
         "--feed-s",
         "10",
+        # Shorter than the defaults, so that the last actions and holds end sooner after
+        # the feed and the run takes about as long as before they were fed.
+        "--action-ttl-s",
+        "10",
+        "--authorization-hold-s",
+        "20",
         "--own-broker",
         "--work-dir",
         str(tmp_path),
