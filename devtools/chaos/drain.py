@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devtools.chaos.evidence import FINAL_STATUSES, read_statuses, unpublished_outbox_rows
+from devtools.chaos.evidence import FINAL_PAYMENT_STATUSES, read_statuses, unpublished_outbox_rows
 from devtools.chaos.refund_evidence import FINAL_REFUND_STATUSES, read_refund_statuses
+from domain.status import PaymentStatus
 from paygate.database import engine_for
 from paygate.reconcile_command import reconcile_once
 from paygate.settings import Settings
@@ -27,6 +28,7 @@ from paygate.settings import Settings
 log = logging.getLogger("devtools.chaos")
 
 _POLL_S = 1.0
+_FINAL = frozenset(FINAL_PAYMENT_STATUSES)
 _OUTBOX_TIMEOUT_S = 60.0
 
 
@@ -44,7 +46,13 @@ async def drain(
     payment_ids: Sequence[str],
     timeout_s: float,
     refund_ids: Sequence[str] = (),
+    authorizations: Sequence[str] = (),
 ) -> DrainReport:
+    """Wait (bounded by ``timeout_s``) until every payment and refund is final and every
+    event is published. ``authorizations``: payments created authorize-only, which are not
+    final while ``authorized``: the acquirer's hold ends within the run, so each is
+    captured, voided, failed or expired in the end."""
+    held = frozenset(authorizations)
     report = DrainReport()
     started = time.monotonic()
     deadline = started + timeout_s
@@ -52,9 +60,17 @@ async def drain(
     try:
         last_logged = started
         while True:
-            statuses = await read_statuses(engine, payment_ids)
+            statuses = await read_statuses(engine, payment_ids, raw=True)
             refunds = await read_refund_statuses(engine, refund_ids)
-            unsettled = [pid for pid in payment_ids if statuses.get(pid) not in FINAL_STATUSES]
+            # Raw statuses: a payment being captured or voided is not done, one voided or
+            # expired is; one held is done only if it is not one of the run's
+            # authorizations (whose holds end within the run).
+            unsettled = [
+                pid
+                for pid in payment_ids
+                if statuses.get(pid) not in _FINAL
+                or (pid in held and statuses[pid] == PaymentStatus.AUTHORIZED.value)
+            ]
             unsettled += [
                 rid for rid in refund_ids if refunds.get(rid) not in FINAL_REFUND_STATUSES
             ]

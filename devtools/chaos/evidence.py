@@ -28,6 +28,11 @@ _IN_CHUNK = 500  # ids per IN (...) query: far below SQLite's bound on parameter
 # Final outcomes of a charge. A refunded payment's charge succeeded: the store's
 # partially_refunded and refunded count as succeeded here (PaymentStatus.charge_outcome).
 FINAL_STATUSES = frozenset({"succeeded", "failed"})
+# What a payment that does not finish at once (a payer action, an authorization) may end
+# as, besides those: still held, voided, or expired. Its charge outcome is "authorized"
+# while a capture or void is under way, so these are judged on the raw status too
+# (devtools/chaos/lifecycle_verdict.py).
+LIFECYCLE_FINAL_STATUSES = FINAL_STATUSES | {"authorized", "canceled", "expired"}
 FINAL_PAYMENT_STATUSES = sorted(s.value for s in PaymentStatus if s.is_final)
 
 
@@ -49,6 +54,18 @@ class LedgerRefund:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerCharge:
+    """One charge row of the acquirer's ledger (``GET /admin/charges``), whatever its status."""
+
+    charge_id: str
+    key: str  # the attempt key it was made under
+    status: str  # succeeded, authorized, declined, requires_action, canceled, expired
+    amount_minor: int
+    captured_minor: int
+    capture_key: str | None  # the key of the capture that took it (None: none did)
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerEvidence:
     max_charges_per_reference: int
     double_charged_references: int
@@ -60,6 +77,8 @@ class LedgerEvidence:
     charged_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # succeeded charge id -> its payment reference
     charge_references: dict[str, str] = field(default_factory=dict)
+    # payment reference -> every charge row made for it, in ledger order
+    charges: dict[str, tuple[LedgerCharge, ...]] = field(default_factory=dict)
 
 
 async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvidence:
@@ -79,14 +98,26 @@ async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvi
     captured: dict[str, int] = {}
     keys: defaultdict[str, list[str]] = defaultdict(list)
     references: dict[str, str] = {}
+    rows: defaultdict[str, list[LedgerCharge]] = defaultdict(list)
     for charge in charges:
         reference = str(charge["paymentReference"])
+        rows[reference].append(
+            LedgerCharge(
+                charge_id=str(charge["id"]),
+                key=str(charge["idempotencyKey"]),
+                status=str(charge["status"]),
+                amount_minor=int(charge["amountMinor"]),
+                captured_minor=int(charge["capturedMinor"] or 0),
+                capture_key=None if charge["captureKey"] is None else str(charge["captureKey"]),
+            )
+        )
         if charge["status"] == "succeeded":
             succeeded[reference] += 1
             captured[str(charge["id"])] = int(charge["capturedMinor"] or 0)
             keys[reference].append(str(charge["idempotencyKey"]))
             references[str(charge["id"])] = reference
-        else:
+        elif charge["status"] == "declined":
+            # Held, released or waiting for its payer is neither: see ``charges``.
             declined.add(reference)
     return LedgerEvidence(
         max_charges_per_reference=int(stats["maxChargesPerReference"]),
@@ -107,13 +138,17 @@ async def read_ledger(sandbox_url: str, *, timeout_s: float = 60.0) -> LedgerEvi
         captured=captured,
         charged_keys={reference: tuple(sorted(k)) for reference, k in keys.items()},
         charge_references=references,
+        charges={reference: tuple(found) for reference, found in rows.items()},
     )
 
 
-async def read_statuses(engine: AsyncEngine, payment_ids: Sequence[str]) -> dict[str, str]:
+async def read_statuses(
+    engine: AsyncEngine, payment_ids: Sequence[str], *, raw: bool = False
+) -> dict[str, str]:
     """The charge outcome of each payment the store has, by id; ids it lacks are absent.
 
-    ``succeeded`` for a payment refunded since (see :data:`FINAL_STATUSES`).
+    ``succeeded`` for a payment refunded since (see :data:`FINAL_STATUSES`). ``raw``: the
+    status as stored instead (``capturing`` stays ``capturing``).
     """
     statuses: dict[str, str] = {}
     async with engine.connect() as conn:
@@ -122,19 +157,27 @@ async def read_statuses(engine: AsyncEngine, payment_ids: Sequence[str]) -> dict
                 select(payments.c.id, payments.c.status).where(payments.c.id.in_(chunk))
             )
             statuses.update(
-                {row.id: PaymentStatus(row.status).charge_outcome.value for row in rows}
+                {
+                    row.id: row.status if raw else PaymentStatus(row.status).charge_outcome.value
+                    for row in rows
+                }
             )
     return statuses
 
 
-async def count_final(engine: AsyncEngine, order_prefix: str) -> int:
-    """Payments of one run (by order id prefix) in a final state; cheap enough to poll."""
+async def count_final(engine: AsyncEngine, order_prefix: str, *, waiting: bool = False) -> int:
+    """Payments of one run (by order id prefix) in a final state; cheap enough to poll.
+
+    ``waiting``: payments waiting for their payer count too. No worker has anything to do
+    for them, so a group whose payments are all final or waiting is idle.
+    """
+    statuses = FINAL_PAYMENT_STATUSES + ([PaymentStatus.REQUIRES_ACTION.value] if waiting else [])
     async with engine.connect() as conn:
         count = await conn.scalar(
             select(func.count())
             .select_from(payments)
             .where(payments.c.order_id.startswith(order_prefix, autoescape=True))
-            .where(payments.c.status.in_(FINAL_PAYMENT_STATUSES))
+            .where(payments.c.status.in_(statuses))
         )
     return int(count or 0)
 
@@ -162,6 +205,15 @@ class RefundEventSeen:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentEventSeen:
+    """What one PaymentResult event said: the payment's status when it was made, and the
+    error it carried (a refused capture or cancel says why, with the status it found)."""
+
+    status: str
+    error_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ResultsEvidence:
     events: int
     # Extra copies: an eventId seen three times counts 2. Expected now and then (the relay
@@ -172,6 +224,8 @@ class ResultsEvidence:
     # refund id -> its events, duplicates included, in topic order (one order's events
     # share a key, hence a partition, hence an order)
     refund_events: dict[str, list[RefundEventSeen]] = field(default_factory=dict)
+    # payment id -> its events, duplicates included, in topic order
+    payment_events: dict[str, list[PaymentEventSeen]] = field(default_factory=dict)
 
 
 async def read_results(
@@ -215,6 +269,7 @@ def summarize_results(values: Iterable[bytes], messages: PaymentMessages) -> Res
     event_ids: Counter[str] = Counter()
     finals: defaultdict[str, set[str]] = defaultdict(set)
     refund_events: defaultdict[str, list[RefundEventSeen]] = defaultdict(list)
+    payment_events: defaultdict[str, list[PaymentEventSeen]] = defaultdict(list)
     undecodable = 0
     for value in values:
         try:
@@ -224,6 +279,10 @@ def summarize_results(values: Iterable[bytes], messages: PaymentMessages) -> Res
             continue
         event_ids[event.event_id] += 1
         if isinstance(event, PaymentResult):
+            error = None if event.error is None else event.error.code.value
+            payment_events[event.payment_request_id].append(
+                PaymentEventSeen(event.status.value, error)
+            )
             if event.status.value in FINAL_STATUSES:
                 finals[event.payment_request_id].add(event.status.value)
             continue
@@ -241,6 +300,7 @@ def summarize_results(values: Iterable[bytes], messages: PaymentMessages) -> Res
         final_statuses={pid: frozenset(s) for pid, s in finals.items()},
         undecodable=undecodable,
         refund_events=dict(refund_events),
+        payment_events=dict(payment_events),
     )
 
 

@@ -160,6 +160,10 @@ async def start_acquirer(
         str(options.hang_s),
         "--account-latency-s",
         str(options.account_latency_s),
+        "--action-ttl-s",
+        str(options.action_ttl_s),
+        "--authorization-hold-s",
+        str(options.authorization_hold_s),
         "--seed",
         str(options.seed),
     ]

@@ -24,6 +24,10 @@ class ChaosOptions:
     duplicate_rate: float = 0.05
     unkeyed_duplicate_rate: float = 0.05
     refund_share: float = 0.2
+    action_share: float = 0.05
+    authorize_share: float = 0.1
+    action_ttl_s: float = 15.0
+    authorization_hold_s: float = 30.0
     feed_s: float = 30.0
     consumers: int = 2
     drain_timeout_s: float = 180.0
@@ -83,6 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of orders whose payment is followed by refunds (partial, rest, excess)",
     )
     add(
+        "--action-share",
+        type=float,
+        default=defaults.action_share,
+        help="share of payments paid with the number that requires a payer action; the "
+        "harness approves, denies, abandons or approves too late each one's action",
+    )
+    add(
+        "--authorize-share",
+        type=float,
+        default=defaults.authorize_share,
+        help="share of payments created authorize-only, then captured (whole or partly) or "
+        "canceled, some twice, some with a capture and a cancel racing",
+    )
+    add(
+        "--action-ttl-s",
+        type=float,
+        default=defaults.action_ttl_s,
+        help="how long the acquirer waits for a payer before the action expires",
+    )
+    add(
+        "--authorization-hold-s",
+        type=float,
+        default=defaults.authorization_hold_s,
+        help="how long the acquirer holds an authorization before it expires on its own",
+    )
+    add(
         "--kill-schedule",
         choices=KILL_SCHEDULES,
         default=defaults.kill_schedule,
@@ -132,6 +162,10 @@ def parse_options(argv: Sequence[str]) -> ChaosOptions:
         duplicate_rate=args.duplicate_rate,
         unkeyed_duplicate_rate=args.unkeyed_duplicate_rate,
         refund_share=args.refund_share,
+        action_share=args.action_share,
+        authorize_share=args.authorize_share,
+        action_ttl_s=args.action_ttl_s,
+        authorization_hold_s=args.authorization_hold_s,
         feed_s=args.feed_s,
         consumers=args.consumers,
         drain_timeout_s=args.drain_timeout_s,
@@ -165,6 +199,8 @@ def _problem(options: ChaosOptions) -> str | None:
         ("--duplicate-rate", options.duplicate_rate),
         ("--unkeyed-duplicate-rate", options.unkeyed_duplicate_rate),
         ("--refund-share", options.refund_share),
+        ("--action-share", options.action_share),
+        ("--authorize-share", options.authorize_share),
         ("--failure-rate", options.failure_rate),
         ("--timeout-rate", options.timeout_rate),
     ):
@@ -175,9 +211,13 @@ def _problem(options: ChaosOptions) -> str | None:
         ("--drain-timeout-s", options.drain_timeout_s),
         ("--hang-s", options.hang_s),
         ("--account-latency-s", options.account_latency_s),
+        ("--action-ttl-s", options.action_ttl_s),
+        ("--authorization-hold-s", options.authorization_hold_s),
     ):
         if not (math.isfinite(value) and value >= 0.0):
             return f"{name} must be a number >= 0"
+    if options.action_share + options.authorize_share > 1.0:
+        return "--action-share and --authorize-share must add up to at most 1"
     if options.hang_s <= options.provider_timeout_s:
         return (
             f"--hang-s must exceed the consumers' provider timeout "

@@ -9,6 +9,10 @@ there to make retries overlap (``docs/sandbox.md`` has every number's behaviour)
   another worker's call for the same payment has seconds in which to cross it;
 - numbers whose 503 asks an absurd ``Retry-After`` (``inf``, ``1e12``, a day): a consumer
   that waits what it is told stalls its partition.
+
+Payments that do not finish at once (:mod:`devtools.chaos.lifecycle_plan`) are paid apart
+from this mix: a payer action with :data:`PAYER_ACTION_CARD`, an authorization with
+:data:`AUTHORIZE_PAYER_MIX` (mostly successes, so that captures and cancels find a hold).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ LATENCY_FAILS_ONCE_CARD: Final = "4000000000000457"
 RETRY_AFTER_INF_CARD: Final = "4000000000000531"
 RETRY_AFTER_1E12_CARD: Final = "4000000000000549"
 RETRY_AFTER_DAY_CARD: Final = "4000000000000556"
+# Answers requires_action: the charge waits for the payer (the harness) to act.
+PAYER_ACTION_CARD: Final = "4000000000003220"
 PAYEE_IBAN: Final = "DE89370400440532013000"
 
 PAYER_MIX: Final = (
@@ -44,6 +50,13 @@ PAYER_MIX: Final = (
     (RETRY_AFTER_INF_CARD, 0.01),
     (RETRY_AFTER_1E12_CARD, 0.01),
     (RETRY_AFTER_DAY_CARD, 0.01),
+)
+
+AUTHORIZE_PAYER_MIX: Final = (
+    (SUCCESS_CARD, 0.7),
+    (FAILS_ONCE_CARD, 0.1),
+    (LATENCY_CARD, 0.1),
+    (DECLINED_CARD, 0.1),
 )
 
 # The Retry-After each absurd number asks, as the header says it, in the order printed.

@@ -1,10 +1,14 @@
 """One chaos run, start to verdict. The order of the phases is the point:
 
 1. broker (ours, unless ``KAFKA_BOOTSTRAP_SERVERS`` names one), topics, acquirer, consumers;
-2. feed (copies without their order's key included), while consumers are SIGKILLed and
-   replaced or frozen into zombies and thawed, and the broker restarts once;
-3. drain: no more faults; every payment final (reconciling the in-doubt), outbox empty,
-   and (bounded) the command topic committed to its end;
+2. feed (copies without their order's key included, captures and cancels behind the
+   authorize-only payments), while consumers are SIGKILLed and replaced or frozen into
+   zombies and thawed, and the broker restarts once; the harness plays the payers of the
+   payments that require an action, and sends each capture-cancel race once its
+   authorization is known, from now until the drain is over;
+3. drain: no more faults; every payment final (reconciling the in-doubt, closing the
+   expired actions), outbox empty, and (bounded) the command topic committed to its end,
+   then drained once more for what the last commands did;
 4. SIGTERM the consumers (they must exit 0), then read the evidence and judge it;
 5. stop the acquirer and the broker, whatever happened before.
 """
@@ -38,8 +42,12 @@ from devtools.chaos.feed_plan import (
 from devtools.chaos.feeder import Feeder
 from devtools.chaos.group_probe import GroupProbe
 from devtools.chaos.harness import child_environment, start_acquirer
+from devtools.chaos.lifecycle_evidence import read_lifecycle
+from devtools.chaos.lifecycle_verdict import LifecycleFacts
 from devtools.chaos.options import ChaosOptions
+from devtools.chaos.payer_actions import Payers
 from devtools.chaos.payers import fails_first, has_latency
+from devtools.chaos.racer import Racer, unsent
 from devtools.chaos.refund_evidence import read_store_refunds
 from devtools.chaos.refund_plan import PlannedRefund
 from devtools.chaos.refund_verdict import RefundFacts
@@ -101,6 +109,8 @@ def chaos_settings(
         "retry_max_delay_s": 5.0,
         "claim_lease_s": provider_timeout_s + 2.0,
         "stray_settle_s": 2 * provider_timeout_s + 1.0,
+        # The acquirer's holds run out within the run: each pass finds those that did.
+        "authorization_check_interval_s": 1.0,
         "metrics_port": 0,
     }
     fields = base.model_dump(exclude={"kafka_bootstrap_servers"})
@@ -174,32 +184,59 @@ async def _run(
 
         plan = _plan(options, run_id, public_key)
         log.info(
-            "feeding %d payments and %d refunds (+%d duplicates, +%d copies under another key)",
+            "feeding %d payments (%d with a payer action, %d authorize-only with %d captures "
+            "and cancels) and %d refunds (+%d duplicates, +%d copies under another key)",
             len(plan.payments),
+            len(plan.actions),
+            len(plan.authorizations),
+            plan.follow_ups,
             len(plan.refunds),
             plan.duplicates,
             len(plan.echoes),
         )
+        payer_engine = create_engine(settings.database_url)
+        cleanup.push_async_callback(payer_engine.dispose)
+        payers = Payers(payer_engine, plan.actions)
+        stop_payers = asyncio.Event()
+        payer_task = asyncio.create_task(payers.run(stop_payers), name="payers")
+        cleanup.push_async_callback(_stop_task, payer_task, stop_payers)
+        racer = Racer(
+            payer_engine, kafka_client_options(settings), settings.commands_topic, plan.races
+        )
+        racer_task = asyncio.create_task(racer.run(stop_payers), name="racer")
+        cleanup.push_async_callback(_stop_task, racer_task, stop_payers)
         final_at_calm, zombies = await _chaos_phase(
             options, settings, plan, pool, broker, order_prefix(run_id), sandbox_url
         )
         ids = [payment.payment_id for payment in plan.payments]
         refund_ids = [refund.refund_id for refund in plan.refunds]
-        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids))
+        held = list(plan.authorizations)
+        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids, held))
+        # A payer who acts after the expiry may come after the drain: let them (bounded).
+        await payers.wait_done(options.action_ttl_s)
         stalls = await read_stalls(
             kafka_client_options(settings),
             settings.consumer_group,
             settings.commands_topic,
             settings.topic_partitions,
         )
+        # The commands handled while the group caught up (a capture right behind its
+        # authorization) are final, their events published, before anything is read.
+        _log_drain(await drain(settings, ids, options.drain_timeout_s, refund_ids, held))
+        await _stop_task(payer_task, stop_payers)
+        await _stop_task(racer_task, stop_payers)
+        if unsent(racer):
+            log.warning("races never sent (the broker never took them): %s", unsent(racer))
         await _stop_task(supervisor, stop_supervising)
         exit_codes = await pool.stop_all()
 
+        lifecycle_ids = [*plan.actions, *plan.authorizations]
         engine = create_engine(settings.database_url)
         try:
             statuses = await read_statuses(engine, ids)
             store_refunds = await read_store_refunds(engine, ids)
             attempts = await read_store_attempts(engine, ids)
+            lifecycle_rows = await read_lifecycle(engine, lifecycle_ids)
         finally:
             await engine.dispose()
         results = await read_results(
@@ -234,6 +271,12 @@ async def _run(
                 attempts=attempts,
                 stalls=stalls,
             ),
+            lifecycle=LifecycleFacts(
+                actions=plan.actions,
+                acts=dict(payers.acts),
+                authorizations=plan.authorizations,
+                store=lifecycle_rows,
+            ),
         )
         return judge(facts)
     finally:
@@ -265,7 +308,8 @@ async def _chaos_phase(
         return await count_final(engine, prefix)
 
     async def idle() -> bool:
-        return await finished() >= feeder.fed
+        # A payment waiting for its payer gives no consumer anything to do.
+        return await count_final(engine, prefix, waiting=True) >= feeder.fed
 
     probe = None
     if options.kill_schedule == "busy" or options.zombies:
@@ -340,6 +384,9 @@ def _plan(options: ChaosOptions, run_id: str, public_key_pem: bytes) -> FeedPlan
         refund_rng=random.Random(f"{options.seed}:refunds"),
         echo_rate=options.unkeyed_duplicate_rate,
         echo_rng=random.Random(f"{options.seed}:echoes"),
+        action_share=options.action_share,
+        authorize_share=options.authorize_share,
+        lifecycle_rng=random.Random(f"{options.seed}:lifecycle"),
     )
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from devtools.chaos.evidence import FINAL_STATUSES, LedgerEvidence, ResultsEvidence
 from devtools.chaos.fault_verdict import FaultFacts, judge_faults
+from devtools.chaos.lifecycle_verdict import LifecycleFacts, judge_lifecycle
 from devtools.chaos.refund_verdict import RefundFacts, judge_refunds
 from devtools.chaos.report import SHOWN_IDS, Verdict, Violation
 
@@ -36,6 +37,8 @@ class RunFacts:
     final_when_faults_stopped: int | None = None
     refunds: RefundFacts | None = None  # None: a run without refunds
     faults: FaultFacts | None = None  # None: judged without the copies, zombies and stalls
+    # None: a run without payer actions or authorizations
+    lifecycle: LifecycleFacts | None = None
 
 
 def judge(facts: RunFacts) -> Verdict:
@@ -49,9 +52,24 @@ def judge(facts: RunFacts) -> Verdict:
         for ref, n in ledger.succeeded_charges.items()
         if n > 1
     ]
+    lifecycle = facts.lifecycle
+    # Payer actions and authorizations end in outcomes of their own (canceled, expired,
+    # still held), judged on their raw status and every event (lifecycle_verdict).
+    later = set() if lifecycle is None else {*lifecycle.actions, *lifecycle.authorizations}
     lost = [pid for pid in ids if pid not in statuses]
-    pending = [pid for pid in ids if pid in statuses and statuses[pid] not in FINAL_STATUSES]
-    without_event = [pid for pid in ids if not results.final_statuses.get(pid)]
+    pending = [
+        pid
+        for pid in ids
+        if pid in statuses and pid not in later and statuses[pid] not in FINAL_STATUSES
+    ]
+    if lifecycle is not None:
+        pending += lifecycle.unfinished()
+    without_event = [
+        pid
+        for pid in ids
+        if not results.final_statuses.get(pid)
+        and (pid not in later or not results.payment_events.get(pid))
+    ]
     broker = (
         "skipped (KAFKA_BOOTSTRAP_SERVERS: not our broker)"
         if facts.broker_restarts is None
@@ -86,6 +104,8 @@ def judge(facts: RunFacts) -> Verdict:
         judge_refunds(verdict, facts.refunds, ledger, ids)
     if facts.faults is not None:
         judge_faults(verdict, facts.faults, ledger, statuses, ids)
+    if lifecycle is not None:
+        judge_lifecycle(verdict, lifecycle, ledger, results.payment_events)
     verdict.rows += [
         (
             "consumer kills (SIGKILL) / restarts",
@@ -158,6 +178,6 @@ def _cross_check(verdict: Verdict, facts: RunFacts) -> None:
         "result events that contradict the store (or each other)",
     )
     verdict.check(
-        sorted((set(ledger.succeeded_charges) | ledger.declined) - ours),
+        sorted((set(ledger.succeeded_charges) | ledger.declined | set(ledger.charges)) - ours),
         "ledger charges for payments this run never fed",
     )

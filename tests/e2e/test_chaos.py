@@ -49,6 +49,7 @@ from devtools.chaos.payers import (
     FAILS_ONCE_CARD,
     LATENCY_FAILS_ONCE_CARD,
     PAYEE_IBAN,
+    PAYER_ACTION_CARD,
     PAYER_MIX,
 )
 from devtools.chaos.refund_evidence import StoredPayment, StoredRefund, StoreRefunds
@@ -131,6 +132,12 @@ def test_a_small_chaos_run_charges_and_refunds_each_payment_at_most_once(tmp_pat
         "7",
         "--feed-s",
         "10",
+        # Shorter than the defaults, so that the last actions and holds end sooner after
+        # the feed and the run takes about as long as before they were fed.
+        "--action-ttl-s",
+        "10",
+        "--authorization-hold-s",
+        "20",
         "--own-broker",
         "--work-dir",
         str(tmp_path),
@@ -180,12 +187,51 @@ def test_a_small_chaos_run_charges_and_refunds_each_payment_at_most_once(tmp_pat
     assert figures["refunds with at least one result event in the results topic"] == (
         f"{fed_refunds} / {fed_refunds}"
     ), report
+    _assert_lifecycle_exercised(figures, report)
     _assert_no_clear_number_at_rest(tmp_path, run, report)
+
+
+def _numbers(value: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", value)]
+
+
+def _assert_lifecycle_exercised(figures: dict[str, str], report: str) -> None:
+    """The payments that do not finish at once were fed and came out every way: payers
+    who paid, who were refused, who left their action to expire; authorizations captured
+    (some partly) and canceled, and capture-cancel races decided. Their checks passed with
+    the rest (exit code 0); these say the checks had something to judge."""
+    approve, deny, abandon, late = _numbers(
+        figures["payer actions fed: approve / deny / abandon / approve after expiry"]
+    )
+    assert approve + deny + abandon + late >= 10, report
+    took, _refused = _numbers(figures["payer answers the acquirer took / refused"])
+    assert took >= 1, report
+    succeeded, _failed, expired = _numbers(
+        figures["payer-action payments ended succeeded / failed / expired"]
+    )
+    assert succeeded >= 1, report
+    assert expired >= 1, report
+    captured, canceled, _expired, _failed, _held = _numbers(
+        figures["authorizations ended captured / canceled / expired / failed / authorized"]
+    )
+    assert captured >= 1, report
+    assert canceled >= 1, report
+    assert _numbers(figures["of the captured, partially (the rest released)"])[0] >= 1, report
+    by_capture, by_cancel, _neither = _numbers(
+        figures["capture-cancel races won by the capture / the cancel / neither"]
+    )
+    assert by_capture + by_cancel >= 1, report
+    assert (
+        figures["authorizations whose outcome the acquirer or the order of commands contradicts"]
+        == "0"
+    ), report
 
 
 # Every clear number the chaos feed pays with or to, and every one any e2e test sends.
 CHAOS_NUMBERS = tuple(
-    dict.fromkeys([*(card for card, _ in PAYER_MIX), PAYEE_IBAN, *CLEAR_ACCOUNT_NUMBERS])
+    dict.fromkeys(
+        [*(card for card, _ in PAYER_MIX), PAYER_ACTION_CARD, PAYEE_IBAN, *CLEAR_ACCOUNT_NUMBERS]
+    )
 )
 
 
