@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from consumer.outcome import Outcome
 from domain.accounts import Account
 from domain.errors import ErrorCode, PaygateError
 from domain.payments import CreatePayment
 from domain.vaulted import AccountToken, AnyAccount, EncryptedAccount, VaultedAccount
+
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 class AccountVault(Protocol):
@@ -75,15 +79,19 @@ class AccountIntake:
         taking one round each.
         """
         client = command.client_id
-        readable = (
-            self._readable(command.payer, "payerAccount"),
-            self._readable(command.payee, "payeeAccount"),
+        payer = self._readable(command.payer, "payerAccount")
+        payee = self._readable(command.payee, "payeeAccount")
+        checked = await _both(
+            lambda account: self._checked(account, client),
+            (payer, payee),
+            together=isinstance(payer, AccountToken) and isinstance(payee, AccountToken),
         )
-        checked = await asyncio.gather(*(self._checked(a, client) for a in readable))
-        stored_payer, stored_payee = await asyncio.gather(
-            *(self._stored(a, client) for a in checked)
+        stored = await _both(
+            lambda account: self._stored(account, client),
+            checked,
+            together=not any(isinstance(a, VaultedAccount) for a in checked),
         )
-        return dataclasses.replace(command, payer=stored_payer, payee=stored_payee)
+        return dataclasses.replace(command, payer=stored[0], payee=stored[1])
 
     def _readable(self, account: AnyAccount, param: str) -> VaultedAccount | AccountToken | Account:
         """A vaulted account, a token to check, or the clear account to vault."""
@@ -117,6 +125,18 @@ class AccountIntake:
         # Vaulted at first read; a redelivery vaults it again under another token, and the
         # retention shreds whichever is not used.
         return await self._vault.tokenize(account, client_id=client_id, expires_in=self._retention)
+
+
+async def _both(
+    work: Callable[[_In], Awaitable[_Out]], pair: tuple[_In, _In], *, together: bool
+) -> tuple[_Out, _Out]:
+    """``work`` on both, concurrently when both go to the vault (``together``): a gather
+    costs a task per account, which an account with nothing to look up need not pay."""
+    first, second = pair
+    if together:
+        one, two = await asyncio.gather(work(first), work(second))
+        return one, two
+    return await work(first), await work(second)
 
 
 class AdmittedPayments:
