@@ -26,8 +26,22 @@ _TOKEN_LENGTH: Final = 24  # 24 of 36 symbols: 124 bits, unguessable
 _TOKEN: Final = re.compile(r"\Apm_[0-9a-z]{24}\Z")
 
 
+_TOKEN_SPACE: Final = len(_TOKEN_ALPHABET) ** _TOKEN_LENGTH
+
+
 def new_token() -> str:
-    return TOKEN_PREFIX + "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(_TOKEN_LENGTH))
+    """A new token, its 24 symbols independent and uniform (one draw from the OS's CSPRNG).
+
+    One ``randbelow`` over all 36^24 tokens, written in base 36, has the same distribution
+    as 24 ``secrets.choice`` calls, at one read of the OS's random source instead of
+    24: profiled, those reads were 45 % of a tokenization and 7 % of the consumer's loop.
+    """
+    value = secrets.randbelow(_TOKEN_SPACE)
+    symbols = []
+    for _ in range(_TOKEN_LENGTH):
+        value, digit = divmod(value, len(_TOKEN_ALPHABET))
+        symbols.append(_TOKEN_ALPHABET[digit])
+    return TOKEN_PREFIX + "".join(symbols)
 
 
 def is_token(value: object) -> bool:

@@ -129,13 +129,20 @@ class WebhookDispatcher:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 wakeup = asyncio.ensure_future(self._wakeup.wait())
-                # Wake when told, when an attempt ends (a place is free), or at the poll.
-                await asyncio.wait(
-                    {wakeup, *self._in_flight},
-                    timeout=self._poll_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                wakeup.cancel()
+                try:
+                    # Wake when told, when an attempt ends (a place is free), or at the poll.
+                    await asyncio.wait(
+                        {wakeup, *self._in_flight},
+                        timeout=self._poll_s,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    # Also when the dispatcher is cancelled (the service stopping): a
+                    # waiter left pending outlives its stopped service, and is destroyed
+                    # pending when it is collected ("Task was destroyed but it is pending").
+                    # Not awaited: a cancellation of this task arriving meanwhile would be
+                    # taken for the waiter's own and swallowed; the loop ends it next turn.
+                    wakeup.cancel()
         finally:
             await self.stop()
 

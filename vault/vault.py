@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable
@@ -95,6 +96,7 @@ class Vault:
         self._data_keys: dict[str, AESGCM] = {}
         self._primary: str | None = None
         self._primary_read_at = 0.0
+        self._primary_lock = asyncio.Lock()
 
     # --- values ------------------------------------------------------------------------
 
@@ -275,15 +277,31 @@ class Vault:
         assert retired is not None
         return _info(retired)
 
+    def _fresh_primary(self) -> str | None:
+        if self._primary is None:
+            return None
+        if time.monotonic() - self._primary_read_at >= self._primary_refresh_s:
+            return None
+        return self._primary
+
     async def _primary_key_id(self) -> str:
-        now = time.monotonic()
-        if self._primary is None or now - self._primary_read_at >= self._primary_refresh_s:
+        primary = self._fresh_primary()
+        if primary is not None:
+            return primary
+        # One reader at a time: the tokenizations waiting meanwhile take its answer instead
+        # of each reading the key again (the consumer has hundreds in flight) or, on a
+        # fresh database, each making a first data key of its own.
+        async with self._primary_lock:
+            primary = self._fresh_primary()
+            if primary is not None:
+                return primary
+            now = time.monotonic()
             row = await self._rows.newest_active_key()
             if row is None:
                 # The first value ever: `make dev` needs no key set-up.
                 return (await self.rotate()).key_id
             self._primary, self._primary_read_at = row.key_id, now
-        return self._primary
+            return row.key_id
 
     async def _data_key(self, key_id: str) -> AESGCM:
         aead = self._data_keys.get(key_id)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from aiokafka.errors import KafkaError
 
 from devtools.bench.bare_loop import run_bare_loop
+from devtools.bench.baseline import comparison_lines, figures, run_baseline
 from devtools.bench.environment import (
     BenchError,
     broker,
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     command = shlex.join(["python", "-m", "devtools.bench", *args])
     try:
-        asyncio.run(run_bench(options, command))
+        asyncio.run(run_bench(options, command, args))
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr, flush=True)
         return 1
@@ -67,7 +68,7 @@ def _say(*lines: str) -> None:
     print("\n".join(lines), flush=True)
 
 
-async def run_bench(options: BenchOptions, command: str) -> None:
+async def run_bench(options: BenchOptions, command: str, argv: Sequence[str] = ()) -> None:
     # The bench plays upstream producers that send clear numbers (case b), which only
     # development accepts; the consumer vaults them at first read, as it would there.
     base = Settings().model_copy(update={"accept_clear_account_numbers": True})
@@ -95,6 +96,9 @@ async def run_bench(options: BenchOptions, command: str) -> None:
     )
     async with broker(base.kafka_bootstrap_servers) as kafka:
         _say(f"broker: {kafka.description}", "")
+        baseline: list[str] = []
+        if options.baseline is not None:
+            baseline = await run_baseline(options.baseline, argv, kafka.bootstrap_servers)
         settings = base.model_copy(update={"kafka_bootstrap_servers": kafka.bootstrap_servers})
         run_id = uuid.uuid4().hex[:8]
         results: dict[str, CaseResult] = {}
@@ -102,7 +106,10 @@ async def run_bench(options: BenchOptions, command: str) -> None:
             results[case] = await _run_case(case, settings, options, run_id)
             _say(*case_lines(results[case]), "")
         bound = concurrency_bound(settings, options.provider_delay_s) if "c" in results else None
-        _say(*summary_lines(results, bound))
+        summary = summary_lines(results, bound)
+        _say(*summary)
+        if options.baseline is not None:
+            _say(*comparison_lines(figures(baseline), figures(summary)))
         if options.scale_out:
             await _scale_out(settings, options, run_id)
         _say("", f"load average at end: {describe_load()}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 CASES = ("a", "b", "c")
 
@@ -21,6 +22,8 @@ class BenchOptions:
     compare_sqlite_synchronous: bool = False
     scale_out: tuple[int, ...] = ()
     compare_tokens: bool = False
+    # Another checkout whose code runs the same cases first (devtools/bench/baseline.py).
+    baseline: Path | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -122,6 +125,14 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         help="run case b again as b-tokens, its commands naming accounts by vault token "
         "instead of by clear number, and print ratio b-tokens/b",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout of paygate (e.g. a git worktree of the commit before a "
+        "change): the same cases run first from its code, on the same broker, and the "
+        "summary sets its rates and CPU per payment beside this run's",
+    )
     args = parser.parse_args(list(argv))
     if args.scale_out and (
         args.database_url is None or not args.database_url.startswith("postgresql")
@@ -145,4 +156,5 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         compare_sqlite_synchronous=args.compare_sqlite_synchronous,
         scale_out=args.scale_out,
         compare_tokens=args.compare_tokens,
+        baseline=args.baseline,
     )

@@ -3,6 +3,7 @@ how keys rotate, re-wrap and retire."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from tests.support.clock import Clock
 from tests.support.fake_vault_rows import FakeVaultRows
 from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1, KEK_1_WRONG, KEK_2
 from vault.kek import KeyFormatError, LocalKeyEncryptionKeys, parse_keys
+from vault.rows import KeyRow
 from vault.vault import KeyInUseError, NoSuchKeyError, Vault
 
 pytestmark = pytest.mark.unit
@@ -239,3 +241,35 @@ def test_malformed_key_encryption_keys_are_refused_without_showing_them(text: st
 def test_keys_are_read_in_order_the_first_is_current() -> None:
     assert [k for k, _ in parse_keys(f" {KEK_2} ,\n{KEK_1}\n\n")] == ["kek-2", "kek-1"]
     assert LocalKeyEncryptionKeys.from_text(f"{KEK_2},{KEK_1}").current_id == "kek-2"
+
+
+class _SuspendingRows(FakeVaultRows):
+    """Rows that suspend in their reads and writes, as a database does, counting key reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key_reads = 0
+
+    async def newest_active_key(self) -> KeyRow | None:
+        self.key_reads += 1
+        await asyncio.sleep(0)
+        return await super().newest_active_key()
+
+    async def add_key(self, key: KeyRow) -> None:
+        await asyncio.sleep(0)
+        await super().add_key(key)
+
+
+async def test_concurrent_tokenizations_share_one_read_of_the_newest_key() -> None:
+    rows = _SuspendingRows()
+    vault = Vault(rows, LocalKeyEncryptionKeys.from_text(KEK_1), FINGERPRINT_KEY, clock=Clock())
+    # A fresh vault, twenty payments at once: one data key is made, not twenty.
+    vaulted = await asyncio.gather(*(vault.tokenize(CARD, client_id=None) for _ in range(20)))
+    assert len(rows.keys_by_id) == 1
+    assert rows.key_reads == 1
+    assert {entry.key_id for entry in rows.entries.values()} == set(rows.keys_by_id)
+    for account in vaulted:
+        assert await vault.reveal(account, client_id=None) == CARD
+    # Later tokenizations within the refresh interval read no key at all.
+    await asyncio.gather(*(vault.tokenize(CARD, client_id=None) for _ in range(5)))
+    assert rows.key_reads == 1

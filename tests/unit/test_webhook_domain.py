@@ -293,3 +293,32 @@ def test_the_documented_event_type_pattern_covers_every_type() -> None:
     pattern = openapi_document()["components"]["schemas"]["WebhookEventType"]["pattern"]
     assert all(re.search(pattern, t) for t in [*event_types(), "*"])
     assert not re.search(pattern, "charge.succeeded")
+
+
+class _NothingDue(Queue):
+    """No delivery is ever due; says when the dispatcher has looked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.due = []
+        self.looked = asyncio.Event()
+
+    async def claim_due(
+        self, limit: int, *, per_endpoint: int, in_flight: Mapping[str, int], lease: timedelta
+    ) -> list[DueDelivery]:
+        self.looked.set()
+        return []
+
+
+async def test_a_stopped_dispatcher_leaves_no_task_behind() -> None:
+    queue = _NothingDue()
+    dispatcher = WebhookDispatcher(queue, Sender(), Metrics(), poll_s=3600)
+    run = asyncio.create_task(dispatcher.run())
+    # Once it has looked, the dispatcher waits (for a notification or the poll) until
+    # the service stops it by cancelling it.
+    await queue.looked.wait()
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    # Whatever it started is over, or told to end (the loop runs its cancellation next).
+    left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert [t for t in left if not t.done() and not t.cancelling()] == []
