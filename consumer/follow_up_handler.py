@@ -24,6 +24,7 @@ how its store records the outcome.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
@@ -60,7 +61,7 @@ StoreT = TypeVar("StoreT", bound=FollowUpWrites)
 ProviderCall = Callable[[PaymentProvider], Awaitable[ChargeOutcome]]
 
 
-class FollowUpHandler(Generic[StoreT]):
+class FollowUpHandler(ABC, Generic[StoreT]):
     # The follow-up's word in logs, messages and the commands-consumed metric's label.
     NOUN: ClassVar[str]
     # The status a payment holds while the provider is asked (``capturing``...).
@@ -93,23 +94,23 @@ class FollowUpHandler(Generic[StoreT]):
 
     # What a subclass says.
 
+    @abstractmethod
     def _provider_call(self, payment: PaymentView) -> ProviderCall:
         """The follow-up's provider call for ``payment``, its request built now."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _record_done(self, payment: PaymentView, status: PaymentStatus, claim: str) -> bool:
         """The store's ``finish`` for a follow-up that happened (``status``, from DONE_BY)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _record_not_done(
         self, payment: PaymentView, error: ErrorInfo, claim: str, event: PaymentEventBuilder
     ) -> bool:
         """The store's ``finish`` back to ``authorized`` with ``error``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _event_id(self, payment_request_id: str, what: str, occurred_at: datetime) -> str:
         """The id of an event of a follow-up that changed nothing (refused, or undone)."""
-        raise NotImplementedError
 
     async def _done_anyway(self, payment: PaymentView) -> PaymentStatus | None:
         """Asked before recording that the provider did not act: a status of DONE_BY if

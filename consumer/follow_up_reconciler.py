@@ -10,6 +10,7 @@ for it, which cannot act twice). A subclass names which payments are in flight.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import ClassVar, Generic, TypeVar
@@ -25,7 +26,7 @@ PAGE_SIZE = 500
 StoreT = TypeVar("StoreT", bound=FollowUpWrites)
 
 
-class FollowUpReconciler(Generic[StoreT]):
+class FollowUpReconciler(ABC, Generic[StoreT]):
     # What a pass examines, for its log line ("captures", "cancels").
     PLURAL: ClassVar[str]
 
@@ -42,9 +43,9 @@ class FollowUpReconciler(Generic[StoreT]):
         self._min_age = min_age
         self._clock = clock
 
+    @abstractmethod
     async def _in_flight(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """The payments in flight since before ``updated_before`` whose claim is free."""
-        raise NotImplementedError
 
     async def run_once(self, limit: int = PAGE_SIZE) -> int:
         """One pass; returns how many follow-ups were examined."""
