@@ -110,7 +110,20 @@ class RefundWrites(Protocol):
     async def open_refunds(self, updated_before: datetime, limit: int) -> list[OpenRefund]: ...
 
 
-class CaptureWrites(Protocol):
+class FollowUpWrites(Protocol):
+    """What captures and voids share: the claim on a follow-up under way, and events
+    queued on their own (persistence.follow_up_store)."""
+
+    async def claim(self, payment_request_id: str) -> Claim | None: ...
+
+    async def renew(self, payment_request_id: str, claim: str) -> bool: ...
+
+    async def release(self, payment_request_id: str, claim: str) -> None: ...
+
+    async def enqueue(self, message: OutboxMessage) -> None: ...
+
+
+class CaptureWrites(FollowUpWrites, Protocol):
     """Captures: the move to capturing, claims, outcomes (persistence.capture_store)."""
 
     async def begin(
@@ -118,12 +131,6 @@ class CaptureWrites(Protocol):
         command: CapturePayment,
         refusal_event: Callable[[PaymentView, PaygateError], OutboxMessage],
     ) -> CaptureBegin: ...
-
-    async def claim(self, payment_request_id: str) -> Claim | None: ...
-
-    async def renew(self, payment_request_id: str, claim: str) -> bool: ...
-
-    async def release(self, payment_request_id: str, claim: str) -> None: ...
 
     async def finish(
         self,
@@ -135,12 +142,10 @@ class CaptureWrites(Protocol):
         event: PaymentEventBuilder,
     ) -> bool: ...
 
-    async def enqueue(self, message: OutboxMessage) -> None: ...
-
     async def capturing(self, updated_before: datetime, limit: int) -> list[PaymentView]: ...
 
 
-class CancelWrites(Protocol):
+class CancelWrites(FollowUpWrites, Protocol):
     """Voids: the move to canceling, claims, outcomes (persistence.cancel_store)."""
 
     async def begin(
@@ -148,12 +153,6 @@ class CancelWrites(Protocol):
         command: CancelPayment,
         refusal_event: Callable[[PaymentView, PaygateError], OutboxMessage],
     ) -> CancelBegin: ...
-
-    async def claim(self, payment_request_id: str) -> Claim | None: ...
-
-    async def renew(self, payment_request_id: str, claim: str) -> bool: ...
-
-    async def release(self, payment_request_id: str, claim: str) -> None: ...
 
     async def finish(
         self,
@@ -164,8 +163,6 @@ class CancelWrites(Protocol):
         error: ErrorInfo | None,
         event: PaymentEventBuilder,
     ) -> bool: ...
-
-    async def enqueue(self, message: OutboxMessage) -> None: ...
 
     async def canceling(self, updated_before: datetime, limit: int) -> list[PaymentView]: ...
 
@@ -191,6 +188,8 @@ class StrayRecords(Protocol):
     """What the stray-charge sweep reads and records (persistence.stray_store)."""
 
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]: ...
+
+    async def mark_own_charges(self, limit: int) -> int: ...
 
     async def mark_verified(self, attempt_key: str) -> None: ...
 

@@ -76,6 +76,8 @@ class StraySweep:
 
     async def run_once(self, limit: int = PAGE_SIZE) -> SweepReport:
         report = SweepReport()
+        # First, so the pass's read (and every later one) skips them: never candidates.
+        await self._store.mark_own_charges(limit)
         for candidate in await self._store.candidates(self._clock() - self._settle_after, limit):
             report.checked += 1
             result = await self._examine(candidate)

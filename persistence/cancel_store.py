@@ -3,7 +3,7 @@
 :meth:`CancelStore.begin` moves an ``authorized`` payment to ``canceling`` with one
 conditional update, before the provider is asked, so a crash leaves a payment that says a
 void may be under way (and the reconciler asks the provider), never a silent one. A capture
-begins with the same conditional update from ``authorized`` (persistence.capture_store), so
+begins with the same conditional update from ``authorized`` (persistence.follow_up), so
 of a cancel and a capture of one payment crossing, exactly one finds it ``authorized``: the
 other is refused, whatever the timing. :meth:`CancelStore.finish` records the answer and its
 result event in one transaction.
@@ -15,173 +15,78 @@ holder's token.
 
 A cancel names its payment's client scope (domain.client_scope): one naming another scope
 is refused ``not_found`` with a result event, in the begin's transaction, before any status
-check, exactly as a capture is.
+check, exactly as a capture is (persistence.follow_up).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Final
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.cancels import CancelPayment
-from domain.client_scope import in_scope, no_payment_in_scope
-from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.payment_view import PaymentView
 from domain.status import RELEASED, PaymentStatus
-from persistence.claims import (
-    Claim,
-    claim_columns,
-    claimable,
-    least_recently_examined,
-    new_claim,
-    release_claim,
-    renew_claim,
-    take_claim,
+from persistence.claims import Claim
+from persistence.follow_up import (
+    FollowUpBegin,
+    FollowUpExisting,
+    FollowUpRefused,
+    FollowUpStarted,
+    PaymentEventBuilder,
+    RefusalEvent,
+    refuse,
+    start_from_authorized,
 )
-from persistence.group_commit import GroupCommit
-from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
-from persistence.payment_rows import error_columns, payment_in, payment_view_of
-from persistence.tables import payments
+from persistence.follow_up_store import FollowUpStore
 
 # Where a void's answer may take a payment: released, or back to authorized (not voided).
 CANCEL_OUTCOMES: Final = frozenset(
     {PaymentStatus.CANCELED, PaymentStatus.EXPIRED, PaymentStatus.AUTHORIZED}
 )
 
+# A void's begin: started (``canceling``), existing (under way, or the hold is released:
+# ``canceled``, ``expired``), or refused. The types are every follow-up's.
+CancelStarted = FollowUpStarted
+CancelExisting = FollowUpExisting
+CancelRefused = FollowUpRefused
+CancelBegin = FollowUpBegin
 
-@dataclass(frozen=True, slots=True)
-class CancelStarted:
-    """The payment is ``canceling`` and claimed for the caller: ask its provider to void
-    it, and pass ``claim.token`` to every later write."""
-
-    payment: PaymentView
-    claim: Claim
-
-
-@dataclass(frozen=True, slots=True)
-class CancelExisting:
-    """A void is under way (``canceling``) or the hold is released (``canceled``,
-    ``expired``): resolve or replay it."""
-
-    payment: PaymentView
-
-
-@dataclass(frozen=True, slots=True)
-class CancelRefused:
-    """Not cancelable; ``payment`` is None when there is no such payment in the order."""
-
-    error: PaygateError
-    payment: PaymentView | None
+__all__ = [
+    "CANCEL_OUTCOMES",
+    "CancelBegin",
+    "CancelExisting",
+    "CancelRefused",
+    "CancelStarted",
+    "CancelStore",
+    "PaymentEventBuilder",
+    "not_cancelable",
+]
 
 
-CancelBegin = CancelStarted | CancelExisting | CancelRefused
-PaymentEventBuilder = Callable[[PaymentView], OutboxMessage]
+class CancelStore(FollowUpStore):
+    IN_FLIGHT = PaymentStatus.CANCELING
 
-
-class CancelStore:
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        writes: GroupCommit,
-        clock: Callable[[], datetime] = utc_now,
-        *,
-        claim_lease: timedelta = timedelta(seconds=30),
-    ) -> None:
-        """``writes`` is the payment store's group commit: one writer queue per database."""
-        self._engine = engine
-        self._writes = writes
-        self._clock = clock
-        self._lease = claim_lease
-        self._outbox = Outbox(engine, writes, clock)
-
-    async def begin(
-        self,
-        command: CancelPayment,
-        refusal_event: Callable[[PaymentView, PaygateError], OutboxMessage],
-    ) -> CancelBegin:
-        now = self._clock()
-        claim = new_claim(now, self._lease)
-
-        async def record(conn: AsyncConnection) -> CancelBegin:
-            # Locked first, as a capture's begin does, so the checks below hold for the row
-            # the move then writes.
-            await conn.execute(
-                select(payments.c.id)
-                .where(payments.c.id == command.payment_request_id)
-                .with_for_update()
-            )
-            payment = await payment_in(conn, command.payment_request_id)
-            if payment is None or payment.order_id != command.order_id:
-                return CancelRefused(no_payment_in_scope(), None)
-            if not in_scope(payment.client_id, command.client_id):
-                # The code and message of an unknown payment. Unlike one, the payment
-                # exists, so its result event says the cancel was refused (unchanged
-                # payment, error not_found): results readers see all payments anyway.
-                unknown = no_payment_in_scope()
-                await enqueue_outbox(conn, refusal_event(payment, unknown), now)
-                return CancelRefused(unknown, payment)
+    async def begin(self, command: CancelPayment, refusal_event: RefusalEvent) -> CancelBegin:
+        async def decide(
+            conn: AsyncConnection, payment: PaymentView, claim: Claim, now: datetime
+        ) -> CancelBegin:
             if payment.status is PaymentStatus.AUTHORIZED:
-                # Still the same conditional update from authorized as a capture's, so of
-                # a cancel and a capture crossing exactly one moves the payment.
-                moved = await conn.execute(
-                    update(payments)
-                    .where(payments.c.id == command.payment_request_id)
-                    .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
-                    .values(
-                        status=PaymentStatus.CANCELING.value,
-                        updated_at=now,
-                        **claim_columns(claim),
-                    )
+                return await start_from_authorized(
+                    conn,
+                    command.payment_request_id,
+                    in_flight=PaymentStatus.CANCELING,
+                    claim=claim,
+                    now=now,
                 )
-                assert moved.rowcount == 1  # the row is locked and was authorized
-                started = await payment_in(conn, command.payment_request_id)
-                assert started is not None
-                return CancelStarted(started, claim)
             if payment.status is PaymentStatus.CANCELING or payment.status in RELEASED:
                 return CancelExisting(payment)
-            error = not_cancelable(payment.status)
-            await enqueue_outbox(conn, refusal_event(payment, error), now)
-            return CancelRefused(error, payment)
+            return await refuse(conn, payment, not_cancelable(payment.status), refusal_event, now)
 
-        return await self._writes.run(record)
-
-    async def claim(self, payment_request_id: str) -> Claim | None:
-        """Take the claim on a void under way, or None: it is settled, or another worker
-        holds it. Decided with the payment row locked, so of two takers only one wins."""
-        now = self._clock()
-
-        async def record(conn: AsyncConnection) -> Claim | None:
-            return await take_claim(
-                conn,
-                payments,
-                payment_request_id,
-                statuses=(PaymentStatus.CANCELING.value,),
-                now=now,
-                lease=self._lease,
-            )
-
-        return await self._writes.run(record)
-
-    async def renew(self, payment_request_id: str, claim: str) -> bool:
-        expires_at = self._clock() + self._lease
-
-        async def record(conn: AsyncConnection) -> bool:
-            return await renew_claim(conn, payments, payment_request_id, claim, expires_at)
-
-        return await self._writes.run(record)
-
-    async def release(self, payment_request_id: str, claim: str) -> None:
-        async def record(conn: AsyncConnection) -> None:
-            await release_claim(conn, payments, payment_request_id, claim)
-
-        await self._writes.run(record)
+        return await self._begin(command, refusal_event, decide)
 
     async def finish(
         self,
@@ -199,46 +104,13 @@ class CancelStore:
         nothing, otherwise."""
         if status not in CANCEL_OUTCOMES:
             raise ValueError(f"a void does not end {status.value}")
-        now = self._clock()
-
-        async def record(conn: AsyncConnection) -> bool:
-            moved = await conn.execute(
-                update(payments)
-                .where(payments.c.id == payment_request_id)
-                .where(payments.c.status == PaymentStatus.CANCELING.value)
-                .where(payments.c.claim_token == claim)
-                .values(
-                    status=status.value,
-                    updated_at=now,
-                    **error_columns(error),
-                    **claim_columns(None),
-                )
-            )
-            if moved.rowcount != 1:
-                return False
-            payment = await payment_in(conn, payment_request_id)
-            assert payment is not None
-            await enqueue_outbox(conn, event(payment), now)
-            return True
-
-        return await self._writes.run(record)
-
-    async def enqueue(self, message: OutboxMessage) -> None:
-        """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        await self._outbox.enqueue(message)
+        return await self._finish(
+            payment_request_id, claim=claim, status=status, error=error, event=event
+        )
 
     async def canceling(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """Payments whose void has had no answer since before ``updated_before``."""
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(payments)
-                .where(payments.c.status == PaymentStatus.CANCELING.value)
-                .where(payments.c.updated_at < updated_before)
-                .where(claimable(payments, self._clock()))
-                .order_by(*least_recently_examined(payments), payments.c.updated_at)
-                .limit(limit)
-            )
-            return [payment_view_of(row._mapping) for row in rows]
+        return await self._in_flight(updated_before, limit)
 
 
 def not_cancelable(status: PaymentStatus) -> PaygateError:

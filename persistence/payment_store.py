@@ -37,8 +37,6 @@ from persistence.claims import (
     claimable,
     least_recently_examined,
     new_claim,
-    release_claim,
-    renew_claim,
 )
 from persistence.engine import as_utc
 from persistence.group_commit import Bulk, GroupCommit
@@ -59,6 +57,7 @@ from persistence.payment_claims import (
 )
 from persistence.payment_finish import FinishRequest, finish_many, finish_one
 from persistence.payment_rows import payment_in, payment_view_of
+from persistence.row_claims import RowClaims
 from persistence.tables import payments, provider_attempts
 
 # How long a claim on a payment lasts before another worker may take it over (see
@@ -83,6 +82,7 @@ class PaymentStore:
         # Payment writes of concurrent handlers share transactions (see group_commit).
         self._writes = writes or GroupCommit(engine)
         self._outbox = Outbox(engine, self._writes, clock)
+        self._claims = RowClaims(payments, self._writes, clock, claim_lease)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -199,20 +199,11 @@ class PaymentStore:
     async def renew(self, payment_id: str, claim: str) -> bool:
         """Extend the holder's claim by a lease; False if ``claim`` is no longer the
         payment's (then the caller must not call the provider)."""
-        expires_at = self._clock() + self._lease
-
-        async def record(conn: AsyncConnection) -> bool:
-            return await renew_claim(conn, payments, payment_id, claim, expires_at)
-
-        return await self._writes.run(record)
+        return await self._claims.renew(payment_id, claim)
 
     async def release(self, payment_id: str, claim: str) -> None:
         """Give the claim up (the holder cannot go on now), so another may take it at once."""
-
-        async def record(conn: AsyncConnection) -> None:
-            await release_claim(conn, payments, payment_id, claim)
-
-        await self._writes.run(record)
+        await self._claims.release(payment_id, claim)
 
     async def check_again_at(self, payment_id: str, at: datetime) -> None:
         """Keep a payment that still waits for its payer out of :meth:`in_doubt` until

@@ -51,13 +51,12 @@ from persistence.claims import (
     least_recently_examined,
     new_claim,
     release_claim,
-    renew_claim,
-    take_claim,
 )
 from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
 from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
 from persistence.payment_rows import captured_minor_of
+from persistence.row_claims import RowClaims
 from persistence.tables import payments, refunds
 
 _OPEN = (RefundStatus.PROCESSING.value, RefundStatus.PENDING.value)
@@ -137,6 +136,7 @@ class RefundStore:
         self._clock = clock
         self._lease = claim_lease
         self._outbox = Outbox(engine, writes, clock)
+        self._claims = RowClaims(refunds, writes, clock, claim_lease)
 
     async def begin(self, command: RefundPayment, event: RefundEventBuilder) -> RefundBegin:
         """Reserve and record a new refund, refuse it, or report the existing one."""
@@ -241,30 +241,15 @@ class RefundStore:
     async def claim(self, refund_id: str) -> Claim | None:
         """Take the claim on an open refund, or None: it is final, or another worker holds
         it. Decided with the refund row locked, so of two takers only one wins."""
-        now = self._clock()
-
-        async def record(conn: AsyncConnection) -> Claim | None:
-            return await take_claim(
-                conn, refunds, refund_id, statuses=_OPEN, now=now, lease=self._lease
-            )
-
-        return await self._writes.run(record)
+        return await self._claims.take(refund_id, _OPEN)
 
     async def renew(self, refund_id: str, claim: str) -> bool:
         """Extend the holder's claim; False if it is no longer the holder's (then it must
         not call the provider)."""
-        expires_at = self._clock() + self._lease
-
-        async def record(conn: AsyncConnection) -> bool:
-            return await renew_claim(conn, refunds, refund_id, claim, expires_at)
-
-        return await self._writes.run(record)
+        return await self._claims.renew(refund_id, claim)
 
     async def release(self, refund_id: str, claim: str) -> None:
-        async def record(conn: AsyncConnection) -> None:
-            await release_claim(conn, refunds, refund_id, claim)
-
-        await self._writes.run(record)
+        await self._claims.release(refund_id, claim)
 
     async def finish(
         self,

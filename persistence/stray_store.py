@@ -12,6 +12,12 @@ key late. The candidates, each examined once:
   has not yet confirmed holds no charge (``verified_at`` unset), once it is ``settle_after``
   old, so that a call of it still in flight has arrived;
 * a stray charge whose reversal has not been answered yet.
+
+Every pass reads only attempts not verified yet (``ix_provider_attempts_unverified``, a
+partial index). So that this set holds new work and does not grow with history, the
+attempts captured payments stand on, which are never candidates, are marked verified too
+(:meth:`StrayStore.mark_own_charges`): ``verified_at`` says no charge is under the key but
+the payment's own.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import Exists, Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,6 +44,8 @@ STRAY_FAILED = "failed"
 
 _FINAL = [s.value for s in PaymentStatus if s.is_final]
 _STANDS_ON_A_CHARGE = [s.value for s in (*CAPTURED, *HELD)]
+# Standing on a charge for good: a captured payment is final and stays captured.
+_CAPTURED = [s.value for s in CAPTURED]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +73,8 @@ class StrayStore:
 
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
         attempt = provider_attempts
-        later = provider_attempts.alias("later")
-        has_later = exists().where(
-            and_(
-                later.c.payment_id == attempt.c.payment_id,
-                later.c.attempt_no > attempt.c.attempt_no,
-            )
-        )
-        recorded = exists().where(stray_charges.c.attempt_key == attempt.c.attempt_key)
+        has_later = _has_later(attempt)
+        recorded = _recorded(attempt)
         query = (
             select(
                 attempt.c.attempt_key,
@@ -144,6 +146,47 @@ class StrayStore:
                 for r in await conn.execute(reversing)
             ]
         return found
+
+    async def mark_own_charges(self, limit: int) -> int:
+        """Mark verified (without asking the provider) up to ``limit`` attempts that a
+        captured payment stands on; returns how many.
+
+        Such an attempt is never a candidate, and never becomes one: a captured payment
+        stays captured (refunds included), its reference stays this attempt's, and no
+        attempt follows a final payment's. Left unverified, each would stay in the set of
+        unverified attempts every pass reads (through ``ix_provider_attempts_unverified``)
+        for good, so that set would grow with history. Marked, the set holds only new
+        work: attempts of payments still moving, and the candidates."""
+        attempt = provider_attempts
+        now = self._clock()
+        own = (
+            select(attempt.c.attempt_key)
+            .join(payments, payments.c.id == attempt.c.payment_id)
+            .where(attempt.c.verified_at.is_(None))
+            .where(attempt.c.status == ATTEMPT_SUCCEEDED)
+            # An attempt left open is candidate (a) of the module docstring: asked, not
+            # marked.
+            .where(attempt.c.finished_at.is_not(None))
+            .where(payments.c.status.in_(_CAPTURED))
+            .where(payments.c.provider_reference == attempt.c.provider_reference)
+            .where(~_has_later(attempt))
+            .where(~_recorded(attempt))
+            .order_by(attempt.c.created_at)
+            .limit(limit)
+        )
+
+        async def record(conn: AsyncConnection) -> int:
+            keys = [row.attempt_key for row in await conn.execute(own)]
+            if keys:
+                await conn.execute(
+                    update(provider_attempts)
+                    .where(provider_attempts.c.attempt_key.in_(keys))
+                    .where(provider_attempts.c.verified_at.is_(None))
+                    .values(verified_at=now)
+                )
+            return len(keys)
+
+        return await self._writes.run(record)
 
     async def mark_verified(self, attempt_key: str) -> None:
         """The provider holds no charge under this key but the payment's own: it need not
@@ -222,3 +265,19 @@ class StrayStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(stray_charges).order_by(stray_charges.c.found_at))
             return [{**row._mapping, "found_at": as_utc(row.found_at)} for row in rows]
+
+
+def _has_later(attempt: Table) -> Exists:
+    """SQL: another attempt of the same payment follows ``attempt``."""
+    later = provider_attempts.alias("later")
+    return exists().where(
+        and_(
+            later.c.payment_id == attempt.c.payment_id,
+            later.c.attempt_no > attempt.c.attempt_no,
+        )
+    )
+
+
+def _recorded(attempt: Table) -> Exists:
+    """SQL: ``attempt`` is a recorded stray charge."""
+    return exists().where(stray_charges.c.attempt_key == attempt.c.attempt_key)

@@ -139,8 +139,17 @@ provider_attempts = Table(
     # whoever owns it next can re-send it with the same key; cleared when it finishes.
     Column("sealed_request", LargeBinary),
     # When the provider confirmed that an attempt closed as "certainly not charged" holds
-    # no charge (see consumer.stray_charges): every key ever sent is checked once.
+    # no charge (see consumer.stray_charges): every key ever sent is checked once. Set too,
+    # without asking, on the attempt a captured payment stands on: no charge under the key
+    # but the payment's own (persistence.stray_store.mark_own_charges).
     Column("verified_at", DateTime(timezone=True)),
+)
+# What the stray-charge sweep reads each pass: only the attempts not verified yet, in order.
+Index(
+    "ix_provider_attempts_unverified",
+    provider_attempts.c.created_at,
+    postgresql_where=provider_attempts.c.verified_at.is_(None),
+    sqlite_where=provider_attempts.c.verified_at.is_(None),
 )
 
 # Charges the provider made under a key that is not the payment's charge: found by the

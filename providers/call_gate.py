@@ -16,66 +16,30 @@ the provider busy up to this limit (docs/performance.md has the measurements).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from providers.port import (
-    CancelRequest,
-    CaptureRequest,
-    ChargeOutcome,
-    ChargeRequest,
-    PaymentProvider,
-    RefundOutcome,
-    RefundRequest,
-)
+from providers.delegating import DelegatingProvider
+from providers.port import PaymentProvider
+
+_T = TypeVar("_T")
 
 
-class GatedProvider:
+class GatedProvider(DelegatingProvider):
     """``provider``, its calls taking a place of ``gate`` for as long as each runs.
 
     ``start``/``stop`` are not gated: they belong to the process's lifecycle, not its load.
+    Every other call of the port is, whether it moves money or only asks.
     """
 
     def __init__(self, provider: PaymentProvider, gate: asyncio.Semaphore) -> None:
-        self._provider = provider
+        super().__init__(provider)
         self._gate = gate
 
-    @property
-    def name(self) -> str:
-        return self._provider.name
-
-    async def start(self) -> None:
-        await self._provider.start()
-
-    async def stop(self) -> None:
-        await self._provider.stop()
-
-    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+    async def _moving_money(self, call: Callable[[], Awaitable[_T]]) -> _T:
         async with self._gate:
-            return await self._provider.charge(request)
+            return await call()
 
-    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+    async def _asking(self, call: Callable[[], Awaitable[_T]]) -> _T:
         async with self._gate:
-            return await self._provider.charge_status(attempt_key)
-
-    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
-        async with self._gate:
-            return await self._provider.charge_by_reference(provider_reference)
-
-    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
-        async with self._gate:
-            return await self._provider.close_charge(attempt_key)
-
-    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
-        async with self._gate:
-            return await self._provider.capture(request)
-
-    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
-        async with self._gate:
-            return await self._provider.cancel(request)
-
-    async def refund(self, request: RefundRequest) -> RefundOutcome:
-        async with self._gate:
-            return await self._provider.refund(request)
-
-    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
-        async with self._gate:
-            return await self._provider.refund_status(refund_key, charge_reference)
+            return await call()

@@ -51,16 +51,9 @@ from enum import IntEnum
 from typing import Protocol, TypeVar
 
 from domain.errors import PaygateError
+from providers.delegating import DelegatingProvider
 from providers.errors import ProviderError, ProviderUnavailableError
-from providers.port import (
-    CancelRequest,
-    CaptureRequest,
-    ChargeOutcome,
-    ChargeRequest,
-    PaymentProvider,
-    RefundOutcome,
-    RefundRequest,
-)
+from providers.port import PaymentProvider
 
 log = logging.getLogger("paygate.providers")
 
@@ -92,7 +85,11 @@ class CircuitOpenError(ProviderUnavailableError):
     """Failed fast, without calling the provider: certainly not charged."""
 
 
-class CircuitBreakerProvider:
+class CircuitBreakerProvider(DelegatingProvider):
+    """``inner`` behind the breaker: the calls that move money are guarded; the others
+    (status queries, ``close_charge``: it ends a wait and charges nothing) are passed
+    through, never refused and never counted."""
+
     def __init__(
         self,
         inner: PaymentProvider,
@@ -106,7 +103,7 @@ class CircuitBreakerProvider:
             raise ValueError("failure_threshold must be at least 1")
         if not 0 < open_s < math.inf:
             raise ValueError("open_s must be positive and finite")
-        self._inner = inner
+        super().__init__(inner)
         self._threshold = failure_threshold
         self._open_s = open_s
         self._clock = clock
@@ -122,47 +119,13 @@ class CircuitBreakerProvider:
             observer.circuit_changed(inner.name, None, self._state)
 
     @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
     def state(self) -> CircuitState:
         """The state as of the last call; an open circuit turns half-open only when a call
         comes after its open period."""
         return self._state
 
-    async def start(self) -> None:
-        await self._inner.start()
-
-    async def stop(self) -> None:
-        await self._inner.stop()
-
-    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        return await self._guarded(lambda: self._inner.charge(request))
-
-    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
-        return await self._guarded(lambda: self._inner.capture(request))
-
-    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
-        # Like a status query: ends a wait, charges nothing, so never refused by the breaker.
-        return await self._inner.close_charge(attempt_key)
-
-    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
-        return await self._guarded(lambda: self._inner.cancel(request))
-
-    async def refund(self, request: RefundRequest) -> RefundOutcome:
-        return await self._guarded(lambda: self._inner.refund(request))
-
-    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
-        return await self._inner.charge_status(attempt_key)
-
-    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
-        return await self._inner.charge_by_reference(provider_reference)
-
-    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
-        return await self._inner.refund_status(refund_key, charge_reference)
-
-    async def _guarded(self, call: Callable[[], Awaitable[_T]]) -> _T:
+    async def _moving_money(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """The guard: admitted or refused by the state, and the result counted."""
         epoch = self._admit()
         try:
             result = await call()

@@ -21,10 +21,7 @@ exactly the provider's.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import functools
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,7 +35,6 @@ from consumer.capture_handler import CaptureCommandHandler
 from consumer.capture_reconciler import CaptureReconciler
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.errors import ErrorCode, PaygateError
@@ -48,7 +44,6 @@ from domain.status import PaymentStatus
 from persistence.cancel_store import CancelStore
 from persistence.capture_store import CaptureStore
 from persistence.group_commit import GroupCommit
-from persistence.payment_store import PaymentStore
 from persistence.tables import payments
 from providers.charge_only import ChargeOnlyProvider
 from providers.errors import ProviderTimeoutError
@@ -56,14 +51,12 @@ from providers.port import (
     CancelRequest,
     CaptureRequest,
     ChargeOutcome,
-    ChargeRequest,
     ChargeStatus,
 )
 from providers.registry import Providers
-from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import create_payment
+from tests.support.authorized_payments import Authorized, authorized
 from tests.support.clock import Clock
 from tests.support.interleaving import Interleaving, bounded_schedules, random_schedules
 
@@ -73,24 +66,6 @@ EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
 AMOUNT = Money(10_000, "EUR")
 LEASE = timedelta(seconds=30)
 SCHEDULE_LENGTH = 12
-
-
-class Authorizer(ChargeOnlyProvider):
-    """Authorizes at once: makes the payments the schedules race over."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.charges: dict[str, str] = {}  # payment id -> charge reference
-
-    @property
-    def name(self) -> str:
-        return "sandbox"
-
-    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        reference = f"ch_{uuid.uuid4().hex[:12]}"
-        self.charges[request.payment_request_id] = reference
-        self.outcomes[request.attempt_key] = ChargeOutcome(ChargeStatus.AUTHORIZED, reference)
-        return self.outcomes[request.attempt_key]
 
 
 class HoldingProvider(ChargeOnlyProvider):
@@ -197,34 +172,6 @@ def cancel_handler(store, provider, clock) -> CancelCommandHandler:
         retry_policy=RETRIES,
         clock=clock,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Authorized:
-    payment_id: str
-    order_id: str
-    charge_reference: str
-
-
-async def authorized(engine, count: int) -> list[Authorized]:
-    authorizer = Authorizer()
-    handler = PaymentCommandHandler(
-        store=PaymentStore(engine),
-        providers=Providers.of(authorizer),
-        router=Router.catch_all(authorizer.name),
-        events=EVENTS,
-        account_key=b"test-fingerprint-key",
-        metrics=Metrics(),
-    )
-    commands = [
-        dataclasses.replace(create_payment(amount=AMOUNT), capture=False) for _ in range(count)
-    ]
-    outcomes = await asyncio.gather(*(handler.handle(c) for c in commands))
-    assert set(outcomes) == {Outcome.AUTHORIZED}
-    return [
-        Authorized(c.payment_request_id, c.order_id, authorizer.charges[c.payment_request_id])
-        for c in commands
-    ]
 
 
 @dataclass(slots=True)
@@ -380,7 +327,9 @@ VARIANTS = {
 async def test_a_cancel_and_a_capture_that_cross_make_exactly_one_of_them(engine, variant):
     kinds, lose, tick_s, every, final_at_once = VARIANTS[variant]
     schedules = _schedules(len(kinds), engine.dialect.name, every)
-    for schedule, payment in zip(schedules, await authorized(engine, len(schedules)), strict=True):
+    for schedule, payment in zip(
+        schedules, await authorized(engine, len(schedules), AMOUNT), strict=True
+    ):
         run = await run_schedule(
             engine, schedule, payment, kinds=kinds, lose_answers=lose, tick_s=tick_s
         )
@@ -395,7 +344,7 @@ async def test_a_cancel_and_a_capture_that_cross_make_exactly_one_of_them(engine
 async def test_duplicated_cancels_and_captures_still_make_one(engine, tick_s):
     count = 16 if engine.dialect.name == "sqlite" else 5
     schedules = list(random_schedules(4, SCHEDULE_LENGTH * 2, count, seed=20261206))
-    for schedule, payment in zip(schedules, await authorized(engine, count), strict=True):
+    for schedule, payment in zip(schedules, await authorized(engine, count, AMOUNT), strict=True):
         run = await run_schedule(
             engine,
             schedule,

@@ -17,10 +17,7 @@ provider captured it.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import functools
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,23 +29,20 @@ from consumer.capture_handler import CaptureCommandHandler
 from consumer.capture_reconciler import CaptureReconciler
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from domain.captures import CapturePayment, capture_key_for
 from domain.money import Money
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.capture_store import CaptureStore
 from persistence.group_commit import GroupCommit
-from persistence.payment_store import PaymentStore
 from persistence.tables import payments
 from providers.charge_only import ChargeOnlyProvider
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
-from providers.port import CaptureRequest, ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.port import CaptureRequest, ChargeOutcome, ChargeStatus
 from providers.registry import Providers
-from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import create_payment
+from tests.support.authorized_payments import Authorized, authorized
 from tests.support.clock import Clock
 from tests.support.interleaving import Interleaving, bounded_schedules, random_schedules
 
@@ -58,25 +52,6 @@ EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
 AMOUNT = Money(10_000, "EUR")
 LEASE = timedelta(seconds=30)
 SCHEDULE_LENGTH = 12
-
-
-class Authorizer(ChargeOnlyProvider):
-    """Authorizes at once: makes the payments the schedules capture."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.charges: dict[str, str] = {}  # payment id -> charge reference
-
-    @property
-    def name(self) -> str:
-        return "sandbox"
-
-    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        assert not request.capture, "the payments are authorized only"
-        reference = f"ch_{uuid.uuid4().hex[:12]}"
-        self.charges[request.payment_request_id] = reference
-        self.outcomes[request.attempt_key] = ChargeOutcome(ChargeStatus.AUTHORIZED, reference)
-        return self.outcomes[request.attempt_key]
 
 
 class ScriptedCaptureProvider(ChargeOnlyProvider):
@@ -179,36 +154,6 @@ def capture_handler(store: CaptureStore, provider, clock: Clock) -> CaptureComma
         retry_policy=RetryPolicy(max_attempts=3, base_delay_s=0.001, max_delay_s=0.001),
         clock=clock,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Authorized:
-    payment_id: str
-    order_id: str
-    charge_reference: str
-
-
-async def authorized(engine, count: int) -> list[Authorized]:
-    """``count`` authorized payments, made through the payment handler, one for each
-    schedule (made together: the store's group commit writes them in a few commits)."""
-    authorizer = Authorizer()
-    handler = PaymentCommandHandler(
-        store=PaymentStore(engine),
-        providers=Providers.of(authorizer),
-        router=Router.catch_all(authorizer.name),
-        events=EVENTS,
-        account_key=b"test-fingerprint-key",
-        metrics=Metrics(),
-    )
-    commands = [
-        dataclasses.replace(create_payment(amount=AMOUNT), capture=False) for _ in range(count)
-    ]
-    outcomes = await asyncio.gather(*(handler.handle(c) for c in commands))
-    assert set(outcomes) == {Outcome.AUTHORIZED}
-    return [
-        Authorized(c.payment_request_id, c.order_id, authorizer.charges[c.payment_request_id])
-        for c in commands
-    ]
 
 
 async def run_schedule(
@@ -344,7 +289,9 @@ VARIANTS = {
 async def test_two_handlers_of_one_capture_capture_it_once(engine, variant):
     script, tick_s, every, final_at_once = VARIANTS[variant]
     schedules = _schedules(2, _database(engine), every)
-    for schedule, payment in zip(schedules, await authorized(engine, len(schedules)), strict=True):
+    for schedule, payment in zip(
+        schedules, await authorized(engine, len(schedules), AMOUNT), strict=True
+    ):
         run = await run_schedule(engine, schedule, payment, script=script, workers=2, tick_s=tick_s)
         await check(engine, run, final_at_once=final_at_once)
 
@@ -353,7 +300,7 @@ async def test_two_handlers_of_one_capture_capture_it_once(engine, variant):
 async def test_three_handlers_of_one_capture_capture_it_once(engine, tick_s):
     count = 20 if _database(engine) == "sqlite" else 6
     schedules = list(random_schedules(3, SCHEDULE_LENGTH * 2, count, seed=20261209))
-    for schedule, payment in zip(schedules, await authorized(engine, count), strict=True):
+    for schedule, payment in zip(schedules, await authorized(engine, count, AMOUNT), strict=True):
         run = await run_schedule(
             engine, schedule, payment, script=["unavailable"], workers=3, tick_s=tick_s
         )
@@ -364,7 +311,9 @@ async def test_three_handlers_of_one_capture_capture_it_once(engine, tick_s):
 async def test_a_capture_handler_and_the_reconciler_capture_once(engine, variant):
     script, tick_s, _every, _final = VARIANTS[variant]
     schedules = _schedules(2, _database(engine), every=4)
-    for schedule, payment in zip(schedules, await authorized(engine, len(schedules)), strict=True):
+    for schedule, payment in zip(
+        schedules, await authorized(engine, len(schedules), AMOUNT), strict=True
+    ):
         run = await run_schedule(
             engine, schedule, payment, script=script, workers=1, tick_s=tick_s, reconciler=True
         )
@@ -378,7 +327,7 @@ async def test_a_capture_taken_over_stays_capturing_while_a_former_call_may_capt
     """The schedule that found it: worker 0's call is on its way when worker 1 takes the
     capture over and hears 503 three times. Moving the payment back to authorized then
     would deny the capture that worker 0's call makes next."""
-    (payment,) = await authorized(engine, 1)
+    (payment,) = await authorized(engine, 1, AMOUNT)
     run = await run_schedule(
         engine,
         (0, *[1] * 11),

@@ -22,8 +22,9 @@ from domain.money import Money
 from domain.payments import CreatePayment
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
-from persistence.cancel_store import CancelRefused, CancelStarted, CancelStore
-from persistence.capture_store import CaptureRefused, CaptureStarted, CaptureStore
+from persistence.cancel_store import CancelRefused, CancelStore
+from persistence.capture_store import CaptureStore
+from persistence.follow_up import FollowUpRefused, FollowUpStarted
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundExisting, RefundRefused, RefundStarted, RefundStore
 from persistence.tables import outbox, refunds
@@ -181,19 +182,27 @@ async def test_a_refund_in_its_payments_scope_goes_ahead(payment_handler, store,
     )
 
 
-@pytest.mark.parametrize(("owner", "asker"), MISMATCHES)
-async def test_a_capture_from_another_scope_is_refused_not_found_and_changes_nothing(
-    payment_handler, store, engine, clock, owner, asker
-):
-    captures = CaptureStore(engine, store.writes, clock)
-    payment = await _paid(payment_handler, owner, capture=False)
-    unknown = dataclasses.replace(_capture(payment, asker), payment_request_id="pay_" + "0" * 32)
-    as_unknown = await captures.begin(unknown, _capture_refusal)
-    before = await _results(engine)
-    begun = await captures.begin(_capture(payment, asker), _capture_refusal)
+# A capture and a cancel share the begin's scope check (persistence.follow_up).
+FOLLOW_UPS = [
+    pytest.param(CaptureStore, _capture, id="capture"),
+    pytest.param(CancelStore, _cancel, id="cancel"),
+]
 
-    assert isinstance(begun, CaptureRefused)
-    assert isinstance(as_unknown, CaptureRefused)
+
+@pytest.mark.parametrize(("store_class", "follow_up"), FOLLOW_UPS)
+@pytest.mark.parametrize(("owner", "asker"), MISMATCHES)
+async def test_a_follow_up_from_another_scope_is_refused_not_found_and_changes_nothing(
+    payment_handler, store, engine, clock, owner, asker, store_class, follow_up
+):
+    follow_ups = store_class(engine, store.writes, clock)
+    payment = await _paid(payment_handler, owner, capture=False)
+    unknown = dataclasses.replace(follow_up(payment, asker), payment_request_id="pay_" + "0" * 32)
+    as_unknown = await follow_ups.begin(unknown, _capture_refusal)
+    before = await _results(engine)
+    begun = await follow_ups.begin(follow_up(payment, asker), _capture_refusal)
+
+    assert isinstance(begun, FollowUpRefused)
+    assert isinstance(as_unknown, FollowUpRefused)
     assert (begun.error.code, begun.error.message, begun.error.param) == (
         as_unknown.error.code,
         as_unknown.error.message,
@@ -210,43 +219,10 @@ async def test_a_capture_from_another_scope_is_refused_not_found_and_changes_not
     assert view is not None
     assert view.status is PaymentStatus.AUTHORIZED
 
-    # The payment's own scope can still capture it.
+    # The payment's own scope can still capture or cancel it.
     assert isinstance(
-        await captures.begin(_capture(payment, owner), _capture_refusal), CaptureStarted
+        await follow_ups.begin(follow_up(payment, owner), _capture_refusal), FollowUpStarted
     )
-
-
-@pytest.mark.parametrize(("owner", "asker"), MISMATCHES)
-async def test_a_cancel_from_another_scope_is_refused_not_found_and_changes_nothing(
-    payment_handler, store, engine, clock, owner, asker
-):
-    cancels = CancelStore(engine, store.writes, clock)
-    payment = await _paid(payment_handler, owner, capture=False)
-    unknown = dataclasses.replace(_cancel(payment, asker), payment_request_id="pay_" + "0" * 32)
-    as_unknown = await cancels.begin(unknown, _capture_refusal)
-    before = await _results(engine)
-    begun = await cancels.begin(_cancel(payment, asker), _capture_refusal)
-
-    assert isinstance(begun, CancelRefused)
-    assert isinstance(as_unknown, CancelRefused)
-    assert (begun.error.code, begun.error.message, begun.error.param) == (
-        as_unknown.error.code,
-        as_unknown.error.message,
-        as_unknown.error.param,
-    )
-    assert begun.error.code is ErrorCode.NOT_FOUND
-    (event,) = (await _results(engine))[len(before) :]
-    assert isinstance(event, PaymentResult)
-    assert event.payment_request_id == payment.payment_request_id
-    assert event.status is PaymentStatus.AUTHORIZED
-    assert event.error is not None
-    assert event.error.code is ErrorCode.NOT_FOUND
-    view = await store.get_payment(payment.payment_request_id)
-    assert view is not None
-    assert view.status is PaymentStatus.AUTHORIZED
-
-    # The payment's own scope can still cancel it.
-    assert isinstance(await cancels.begin(_cancel(payment, owner), _capture_refusal), CancelStarted)
 
 
 @pytest.mark.parametrize(("owner", "asker"), MISMATCHES)

@@ -188,3 +188,48 @@ async def test_the_payments_own_charge_and_uncharged_keys_are_verified_not_rever
     assert (report.checked, report.verified, report.found) == (2, 2, 0)
     assert await provider.acquirer.refunds() == []
     assert (await sweep.run_once()).checked == 0  # each key is asked about once
+
+
+async def _unverified(engine) -> list[str]:
+    """The attempt keys every pass reads (ix_provider_attempts_unverified)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(provider_attempts.c.attempt_key).where(provider_attempts.c.verified_at.is_(None))
+        )
+        return sorted(row.attempt_key for row in rows)
+
+
+async def test_a_pass_reads_new_work_only_and_still_finds_a_new_stray(
+    handler, store, provider, sweep, engine, clock
+):
+    paid = [create_payment() for _ in range(3)]
+    for command in paid:
+        assert await handler.handle(command) is Outcome.SUCCEEDED
+    # The charges the payments stand on are not candidates; the pass marks them, so no
+    # later pass reads them again, however long the history grows.
+    assert (await sweep.run_once()).checked == 0
+    assert await _unverified(engine) == []
+
+    # New work: a failed payment whose key the provider charged late.
+    failed = create_payment(payer_number=UNAVAILABLE_CARD)
+    assert await handler.handle(failed) is Outcome.FAILED
+    attempt_key = f"{failed.payment_request_id}-a1"
+    late = create_payment(order_id=failed.order_id, idempotency_key=failed.idempotency_key)
+    await _charge_under(provider, late, attempt_key)
+    assert await _unverified(engine) == [attempt_key]  # only it is read from now on
+
+    clock.now += timedelta(minutes=6)
+    report = await sweep.run_once()
+    assert (report.checked, report.reversed) == (1, 1)
+    assert await _unverified(engine) == []
+    assert (await sweep.run_once()).checked == 0
+
+
+async def test_an_authorized_payments_charge_is_not_marked_its_own_while_it_may_be_voided(
+    handler, sweep, engine
+):
+    held = dataclasses.replace(create_payment(), capture=False)
+    assert await handler.handle(held) is Outcome.AUTHORIZED
+    # Held, not captured: a void may still release it, and then the sweep must ask.
+    assert (await sweep.run_once()).checked == 0
+    assert await _unverified(engine) == [f"{held.payment_request_id}-a1"]

@@ -45,7 +45,7 @@ _EVENTS = PaymentEvents(_MESSAGES, "payments.results")
 _REFUND_EVENTS = RefundEvents(_MESSAGES, "payments.results")
 
 _WRITES = ("begin", "claim", "renew", "release", "finish", "next_attempt", "schedule_retry")
-_STRAY_WRITES = ("mark_verified", "record_found", "record_reversal")
+_STRAY_WRITES = ("mark_own_charges", "mark_verified", "record_found", "record_reversal")
 
 S = TypeVar("S")
 

@@ -1,0 +1,260 @@
+"""The one skeleton of a command that follows up an authorization: a capture or a cancel.
+
+1. The store's ``begin`` moves the payment from ``authorized`` to the in-flight status
+   (write-ahead), refuses the command, or reports a follow-up already under way or done
+   (persistence.follow_up).
+2. The payment's provider is asked (capture, or void) under the follow-up's one key, so a
+   call sent twice (a redelivery, the reconciler) acts once.
+3. The answer and its result event are committed together by the store's ``finish``.
+
+A provider that certainly did not act (unavailable, rate limited) is asked again with
+back-off, up to the retry policy's attempts; then, like a refusal by the provider, the
+payment goes back to ``authorized`` with the error, and may be followed up again later. A
+timeout leaves it in flight for :meth:`FollowUpHandler.resolve` (a redelivery, or the
+reconciler) to settle by asking the provider about the charge.
+
+One owner per follow-up (see persistence.claims): only the holder of the payment's claim
+asks the provider, sends the call or records its answer; a duplicate that cannot take the
+claim does nothing (``owned_elsewhere``), and the holder renews it before every re-send.
+This rule lives here once, for captures and voids alike; a subclass says only what differs:
+its words, its in-flight status, which charge statuses mean done, the provider call and
+how its store records the outcome.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import ClassVar, Generic, TypeVar
+
+from consumer.claim_holding import holding_claim
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.ports import FollowUpWrites
+from consumer.retrying import ClaimLost, GaveUp, call_with_retries
+from domain.clock import utc_now
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.payment_view import PaymentView
+from domain.retry import RetryPolicy
+from domain.status import PaymentStatus
+from persistence.follow_up import (
+    FollowUpBegin,
+    FollowUpCommand,
+    FollowUpRefused,
+    FollowUpStarted,
+    PaymentEventBuilder,
+)
+from persistence.outbox import OutboxMessage
+from providers.errors import ProviderError
+from providers.port import ChargeOutcome, ChargeStatus, PaymentProvider
+from providers.registry import Providers, UnknownProviderError
+from telemetry.metrics import Metrics
+
+log = logging.getLogger("paygate.consumer")
+
+StoreT = TypeVar("StoreT", bound=FollowUpWrites)
+
+# The provider call of one follow-up, its request built already.
+ProviderCall = Callable[[PaymentProvider], Awaitable[ChargeOutcome]]
+
+
+class FollowUpHandler(ABC, Generic[StoreT]):
+    # The follow-up's word in logs, messages and the commands-consumed metric's label.
+    NOUN: ClassVar[str]
+    # The status a payment holds while the provider is asked (``capturing``...).
+    IN_FLIGHT: ClassVar[PaymentStatus]
+    # The charge statuses that mean the follow-up happened, and the payment status each
+    # records; and the outcome each such status reports.
+    DONE_BY: ClassVar[Mapping[ChargeStatus, PaymentStatus]]
+    OUTCOMES: ClassVar[Mapping[PaymentStatus, Outcome]]
+    # The error of a provider answer that says it did not act, without saying why.
+    NOT_DONE: ClassVar[ErrorCode]
+    # What an event of a follow-up undone says it was (``not_captured``...), in its id.
+    UNDONE: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        store: StoreT,
+        providers: Providers,
+        events: PaymentEvents,
+        metrics: Metrics,
+        retry_policy: RetryPolicy | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._events = events
+        self._metrics = metrics
+        self._retry_policy = retry_policy or RetryPolicy()
+        self._clock = clock
+
+    # What a subclass says.
+
+    @abstractmethod
+    def _provider_call(self, payment: PaymentView) -> ProviderCall:
+        """The follow-up's provider call for ``payment``, its request built now."""
+
+    @abstractmethod
+    async def _record_done(self, payment: PaymentView, status: PaymentStatus, claim: str) -> bool:
+        """The store's ``finish`` for a follow-up that happened (``status``, from DONE_BY)."""
+
+    @abstractmethod
+    async def _record_not_done(
+        self, payment: PaymentView, error: ErrorInfo, claim: str, event: PaymentEventBuilder
+    ) -> bool:
+        """The store's ``finish`` back to ``authorized`` with ``error``."""
+
+    @abstractmethod
+    def _event_id(self, payment_request_id: str, what: str, occurred_at: datetime) -> str:
+        """The id of an event of a follow-up that changed nothing (refused, or undone)."""
+
+    async def _done_anyway(self, payment: PaymentView) -> PaymentStatus | None:
+        """Asked before recording that the provider did not act: a status of DONE_BY if
+        the charge is in that state all the same. By default nothing is asked."""
+        return None
+
+    # The skeleton.
+
+    async def _handle(self, command: FollowUpCommand, begun: FollowUpBegin) -> Outcome:
+        if isinstance(begun, FollowUpStarted):
+            outcome = await self._as_owner(
+                begun.payment.payment_request_id,
+                begun.claim.token,
+                self._send(begun.payment, begun.claim.token),
+            )
+        elif isinstance(begun, FollowUpRefused):
+            outcome = Outcome.REFUSED
+            if begun.payment is None:
+                # Nothing to tell the world about a payment that does not exist: the log
+                # and the metric say it.
+                log.warning(
+                    f"{self.NOUN} of an unknown payment refused",
+                    extra={"payment_request_id": command.payment_request_id},
+                )
+        else:
+            outcome = await self._handle_existing(begun.payment)
+        self._metrics.commands_consumed.labels(self.NOUN, outcome.value).inc()
+        log.info(
+            f"{self.NOUN} command handled",
+            extra={
+                "payment_request_id": command.payment_request_id,
+                "order_id": command.order_id,
+                "outcome": outcome.value,
+            },
+        )
+        return outcome
+
+    async def _handle_existing(self, payment: PaymentView) -> Outcome:
+        if payment.status is self.IN_FLIGHT:
+            claim = await self._store.claim(payment.payment_request_id)
+            if claim is not None:
+                return await self.resolve(payment, claim.token)
+            return Outcome.OWNED_ELSEWHERE  # another worker holds the follow-up
+        # Done already: doing it again changes nothing; say so again, same event id.
+        await self._store.enqueue(self._events.of_payment(payment))
+        return Outcome.REPLAYED
+
+    async def resolve(self, payment: PaymentView, claim: str) -> Outcome:
+        """Settle a payment left in flight whose claim the caller holds: ask the provider
+        what the charge is now."""
+        return await self._as_owner(
+            payment.payment_request_id, claim, self._resolve(payment, claim)
+        )
+
+    async def _resolve(self, payment: PaymentView, claim: str) -> Outcome:
+        try:
+            provider = self._providers.get(payment.provider or "")
+            known = await provider.charge_by_reference(payment.provider_reference or "")
+        except (UnknownProviderError, ProviderError) as exc:
+            log.warning(
+                f"{self.NOUN} not resolved: %s",
+                exc,
+                extra={"payment_request_id": payment.payment_request_id},
+            )
+            await self._store.release(payment.payment_request_id, claim)
+            return Outcome.PENDING
+        if known is not None and known.status in self.DONE_BY:
+            return await self._done(payment, self.DONE_BY[known.status], claim)
+        # Still only authorized (or unknown to the provider): the follow-up did not happen.
+        # Sending it again under the same key cannot act twice.
+        return await self._send(payment, claim, in_doubt=True)
+
+    async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
+        """Run ``work`` holding ``claim`` (see consumer.claim_holding)."""
+        return await holding_claim(work, lambda: self._store.release(payment_id, claim))
+
+    async def _send(self, payment: PaymentView, claim: str, *, in_doubt: bool = False) -> Outcome:
+        """Ask the provider, retrying what certainly did not arrive.
+
+        ``in_doubt``: the call was sent before; an earlier call may still reach the
+        provider, so when the retries run out the payment stays in flight for the
+        reconciler, never back to ``authorized`` on a guess."""
+        call = self._provider_call(payment)
+        pid = payment.payment_request_id
+        try:
+            provider = self._providers.get(payment.provider or "")
+            answer = await call_with_retries(
+                lambda: call(provider),
+                policy=self._retry_policy,
+                still_owner=lambda: self._store.renew(pid, claim),
+            )
+        except UnknownProviderError as exc:
+            log.error(f"{self.NOUN} not sent: %s", exc, extra={"payment_request_id": pid})
+            await self._store.release(pid, claim)
+            return Outcome.PENDING
+        except ProviderError as exc:
+            if exc.outcome_unknown:
+                # Stays in flight; resolve() settles it, under a claim of its own.
+                await self._store.release(pid, claim)
+                return Outcome.PENDING
+            return await self._refused(payment, exc, claim)
+        except PaygateError as exc:
+            return await self._not_done(payment, ErrorInfo.from_error(exc), claim)
+        if isinstance(answer, ClaimLost):
+            return Outcome.OWNED_ELSEWHERE  # another worker has the follow-up now
+        if isinstance(answer, GaveUp):
+            if in_doubt:
+                await self._store.release(pid, claim)
+                return Outcome.PENDING
+            return await self._refused(payment, answer.error, claim)
+        if answer.status in self.DONE_BY:
+            return await self._done(payment, self.DONE_BY[answer.status], claim)
+        error = answer.error or PaygateError(
+            self.NOT_DONE, f"the provider did not {self.NOUN} the payment"
+        )
+        return await self._not_done(payment, ErrorInfo.from_error(error), claim)
+
+    async def _refused(self, payment: PaymentView, exc: ProviderError, claim: str) -> Outcome:
+        message = f"the provider could not {self.NOUN} the payment: {exc.message}"
+        return await self._not_done(payment, ErrorInfo(exc.code, message), claim)
+
+    async def _done(self, payment: PaymentView, status: PaymentStatus, claim: str) -> Outcome:
+        applied = await self._record_done(payment, status, claim)
+        return self.OUTCOMES[status] if applied else Outcome.REPLAYED
+
+    async def _not_done(self, payment: PaymentView, error: ErrorInfo, claim: str) -> Outcome:
+        done = await self._done_anyway(payment)
+        if done is not None:
+            return await self._done(payment, done, claim)
+
+        def event(stored: PaymentView) -> OutboxMessage:
+            return self._events.of_payment(
+                stored,
+                event_id=self._event_id(stored.payment_request_id, self.UNDONE, stored.updated_at),
+            )
+
+        applied = await self._record_not_done(payment, error, claim, event)
+        return Outcome.AUTHORIZED if applied else Outcome.REPLAYED
+
+    def _refusal_event(self, payment: PaymentView, error: PaygateError) -> OutboxMessage:
+        now = self._clock()
+        return self._events.of_payment(
+            payment,
+            error=ErrorInfo.from_error(error),
+            occurred_at=now,
+            event_id=self._event_id(payment.payment_request_id, "refused", now),
+        )

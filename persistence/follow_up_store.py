@@ -1,0 +1,130 @@
+"""The base of the capture and cancel stores: what they share but the in-flight status.
+
+A follow-up store's subclass names its in-flight status (``capturing``, ``canceling``)
+and decides, for a payment that passed the shared checks of persistence.follow_up, whether
+the command starts, reports the follow-up under way or done, or is refused. The claim on a
+follow-up under way, its outcome and the reconcilers' listing are the same for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.clock import utc_now
+from domain.error_info import ErrorInfo
+from domain.payment_view import PaymentView
+from domain.status import PaymentStatus
+from persistence.claims import Claim, claimable, least_recently_examined, new_claim
+from persistence.follow_up import (
+    FollowUpBegin,
+    FollowUpCommand,
+    FollowUpRefused,
+    PaymentEventBuilder,
+    RefusalEvent,
+    finish_follow_up,
+    locked_follow_up,
+)
+from persistence.group_commit import GroupCommit
+from persistence.outbox import Outbox, OutboxMessage
+from persistence.payment_rows import payment_view_of
+from persistence.row_claims import RowClaims
+from persistence.tables import payments
+
+# Decides a begin for a payment that passed the shared checks, in the begin's transaction
+# (the row locked): (connection, payment, the claim to take if it starts, now).
+Decide = Callable[[AsyncConnection, PaymentView, Claim, datetime], Awaitable[FollowUpBegin]]
+
+
+class FollowUpStore:
+    IN_FLIGHT: ClassVar[PaymentStatus]
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writes: GroupCommit,
+        clock: Callable[[], datetime] = utc_now,
+        *,
+        claim_lease: timedelta = timedelta(seconds=30),
+    ) -> None:
+        """``writes`` is the payment store's group commit: one writer queue per database."""
+        self._engine = engine
+        self._writes = writes
+        self._clock = clock
+        self._lease = claim_lease
+        self._outbox = Outbox(engine, writes, clock)
+        self._claims = RowClaims(payments, writes, clock, claim_lease)
+
+    async def _begin(
+        self, command: FollowUpCommand, refusal_event: RefusalEvent, decide: Decide
+    ) -> FollowUpBegin:
+        now = self._clock()
+        claim = new_claim(now, self._lease)
+
+        async def record(conn: AsyncConnection) -> FollowUpBegin:
+            found = await locked_follow_up(conn, command, refusal_event, now)
+            if isinstance(found, FollowUpRefused):
+                return found
+            return await decide(conn, found, claim, now)
+
+        return await self._writes.run(record)
+
+    async def claim(self, payment_request_id: str) -> Claim | None:
+        """Take the claim on a follow-up under way, or None: it is settled, or another
+        worker holds it. Decided with the payment row locked, so of two takers one wins."""
+        return await self._claims.take(payment_request_id, (self.IN_FLIGHT.value,))
+
+    async def renew(self, payment_request_id: str, claim: str) -> bool:
+        return await self._claims.renew(payment_request_id, claim)
+
+    async def release(self, payment_request_id: str, claim: str) -> None:
+        await self._claims.release(payment_request_id, claim)
+
+    async def _finish(
+        self,
+        payment_request_id: str,
+        *,
+        claim: str,
+        status: PaymentStatus,
+        error: ErrorInfo | None,
+        event: PaymentEventBuilder,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> bool:
+            return await finish_follow_up(
+                conn,
+                payment_request_id,
+                in_flight=self.IN_FLIGHT,
+                claim=claim,
+                status=status,
+                error=error,
+                event=event,
+                now=now,
+                values=values,
+            )
+
+        return await self._writes.run(record)
+
+    async def enqueue(self, message: OutboxMessage) -> None:
+        """Queue an event on its own, e.g. to re-publish a replayed outcome."""
+        await self._outbox.enqueue(message)
+
+    async def _in_flight(self, updated_before: datetime, limit: int) -> list[PaymentView]:
+        """Payments in flight with no answer since before ``updated_before``, whose claim
+        may be taken; never examined first, then the longest ago."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(payments)
+                .where(payments.c.status == self.IN_FLIGHT.value)
+                .where(payments.c.updated_at < updated_before)
+                .where(claimable(payments, self._clock()))
+                .order_by(*least_recently_examined(payments), payments.c.updated_at)
+                .limit(limit)
+            )
+            return [payment_view_of(row._mapping) for row in rows]

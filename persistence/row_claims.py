@@ -1,0 +1,62 @@
+"""One table's claims, taken, renewed and released through a store's writer queue.
+
+Every store whose rows carry a claim (payments, their captures and voids, refunds) offers
+the same three operations over persistence.claims; this object is them, bound once to the
+table, the writer queue and the lease, so the stores do not each write them again. Each
+operation is one transaction of its own, with the guarantees of persistence.claims.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from datetime import datetime, timedelta
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from persistence.claims import Claim, release_claim, renew_claim, take_claim
+from persistence.group_commit import GroupCommit
+
+
+class RowClaims:
+    def __init__(
+        self,
+        table: Table,
+        writes: GroupCommit,
+        clock: Callable[[], datetime],
+        lease: timedelta,
+    ) -> None:
+        self._table = table
+        self._writes = writes
+        self._clock = clock
+        self._lease = lease
+
+    async def take(self, row_id: str, statuses: Collection[str]) -> Claim | None:
+        """Take the claim on the row, or None: its status is not one of ``statuses``, or
+        another worker holds it. Decided with the row locked, so of two takers one wins."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> Claim | None:
+            return await take_claim(
+                conn, self._table, row_id, statuses=statuses, now=now, lease=self._lease
+            )
+
+        return await self._writes.run(record)
+
+    async def renew(self, row_id: str, token: str) -> bool:
+        """Extend the holder's claim by a lease; False if ``token`` is no longer the row's
+        (then the caller must not call the provider)."""
+        expires_at = self._clock() + self._lease
+
+        async def record(conn: AsyncConnection) -> bool:
+            return await renew_claim(conn, self._table, row_id, token, expires_at)
+
+        return await self._writes.run(record)
+
+    async def release(self, row_id: str, token: str) -> None:
+        """Give the claim up (the holder cannot go on now), so another may take it at once."""
+
+        async def record(conn: AsyncConnection) -> None:
+            await release_claim(conn, self._table, row_id, token)
+
+        await self._writes.run(record)
