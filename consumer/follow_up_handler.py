@@ -155,7 +155,7 @@ class FollowUpHandler(ABC, Generic[StoreT]):
                 return await self.resolve(payment, claim.token)
             return Outcome.OWNED_ELSEWHERE  # another worker holds the follow-up
         # Done already: doing it again changes nothing; say so again, same event id.
-        await self._store.enqueue(self._events.of_payment(payment))
+        await self._store.republish(payment.payment_request_id, self._events.of_payment)
         return Outcome.REPLAYED
 
     async def resolve(self, payment: PaymentView, claim: str) -> Outcome:

@@ -163,8 +163,8 @@ class PaymentCommandHandler:
                     extra={"payment_request_id": payment.payment_request_id},
                 )
                 return Outcome.OWNED_ELSEWHERE
-            payment = current  # finished meanwhile: say so again
-        await self._store.enqueue(self._events.of_payment(payment))
+        # Say again where the payment stands, as it stands now (persistence.payment_replay).
+        await self._store.republish(payment.payment_request_id, self._events.of_payment)
         return Outcome.REPLAYED
 
     async def _refuse_conflict(self, command: CreatePayment, payment_id: str) -> None:
@@ -317,7 +317,7 @@ class PaymentCommandHandler:
         await self._store.release(payment.payment_request_id, token)
         if redelivered:
             # The sender asks again: tell it again where the payment stands (same event id).
-            await self._store.enqueue(self._events.of_payment(payment))
+            await self._store.republish(payment.payment_request_id, self._events.of_payment)
             return Outcome.REPLAYED
         return Outcome.PENDING
 

@@ -21,12 +21,11 @@ from domain.error_info import ErrorInfo
 from domain.payment_view import PaymentView
 from domain.status import RELEASED, PaymentStatus
 from persistence.claims import claimable, least_recently_examined
+from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
-from persistence.outbox import OutboxMessage, enqueue_outbox
+from persistence.outbox import enqueue_outbox
 from persistence.payment_rows import error_columns, payment_in, payment_view_of
 from persistence.tables import payments
-
-PaymentEventBuilder = Callable[[PaymentView], OutboxMessage]
 
 
 class ExpiryStore:

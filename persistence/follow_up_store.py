@@ -30,7 +30,7 @@ from persistence.follow_up import (
     locked_follow_up,
 )
 from persistence.group_commit import GroupCommit
-from persistence.outbox import Outbox, OutboxMessage
+from persistence.payment_replay import enqueue_as_it_is
 from persistence.payment_rows import payment_view_of
 from persistence.row_claims import RowClaims
 from persistence.tables import payments
@@ -56,7 +56,6 @@ class FollowUpStore:
         self._writes = writes
         self._clock = clock
         self._lease = claim_lease
-        self._outbox = Outbox(engine, writes, clock)
         self._claims = RowClaims(payments, writes, clock, claim_lease)
 
     async def _begin(
@@ -111,9 +110,17 @@ class FollowUpStore:
 
         return await self._writes.run(record)
 
-    async def enqueue(self, message: OutboxMessage) -> None:
-        """Queue an event on its own, e.g. to re-publish a replayed outcome."""
-        await self._outbox.enqueue(message)
+    async def republish(
+        self, payment_request_id: str, event_of: PaymentEventBuilder
+    ) -> PaymentView | None:
+        """Answer a replay: queue the event of the payment as it is now, read under its row
+        lock in the same transaction (persistence.payment_replay). The payment as queued."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> PaymentView | None:
+            return await enqueue_as_it_is(conn, payment_request_id, event_of, now)
+
+        return await self._writes.run(record)
 
     async def _in_flight(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """Payments in flight with no answer since before ``updated_before``, whose claim

@@ -56,6 +56,7 @@ from persistence.payment_claims import (
     schedule_retry,
 )
 from persistence.payment_finish import FinishRequest, finish_many, finish_one
+from persistence.payment_replay import enqueue_as_it_is
 from persistence.payment_rows import payment_in, payment_view_of
 from persistence.row_claims import RowClaims
 from persistence.tables import payments, provider_attempts
@@ -254,8 +255,20 @@ class PaymentStore:
         return await self._writes.run(record)
 
     async def enqueue(self, event: OutboxMessage) -> None:
-        """Queue an event on its own, e.g. to re-publish a replayed outcome."""
+        """Queue an event on its own (a refusal with an event id of its own)."""
         await self._outbox.enqueue(event)
+
+    async def republish(
+        self, payment_id: str, event_of: Callable[[PaymentView], OutboxMessage]
+    ) -> PaymentView | None:
+        """Answer a replay: queue the event of the payment as it is now, read under its row
+        lock in the same transaction (persistence.payment_replay). The payment as queued."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> PaymentView | None:
+            return await enqueue_as_it_is(conn, payment_id, event_of, now)
+
+        return await self._writes.run(record)
 
     async def get_payment(self, payment_id: str) -> PaymentView | None:
         async with self._engine.connect() as conn:

@@ -4,13 +4,14 @@ timing is never asserted."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.child_env import child_environment
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,6 @@ COMPARED = re.compile(r"^  (rate|cpu) b: [0-9.]+ -> [0-9.]+ (payments/s|us per p
 
 
 def test_a_baseline_runs_first_and_is_compared(kafka_bootstrap: str) -> None:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     proc = subprocess.run(
         [
             sys.executable,
@@ -37,7 +37,7 @@ def test_a_baseline_runs_first_and_is_compared(kafka_bootstrap: str) -> None:
             str(REPO_ROOT),
         ],
         cwd=REPO_ROOT,
-        env=env,
+        env=child_environment({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,

@@ -96,9 +96,15 @@ class FakeCaptureStore(FakeStore):
         self.db.outbox.append(event(row.view))
         return True
 
-    async def enqueue(self, message: OutboxMessage) -> None:
-        await self._enter("enqueue", message.key)
-        self.db.outbox.append(message)
+    async def republish(
+        self, payment_request_id: str, event_of: Callable[[PaymentView], OutboxMessage]
+    ) -> PaymentView | None:
+        await self._enter("republish", payment_request_id)
+        row = self.db.payments.get(payment_request_id)
+        if row is None:
+            return None
+        self.db.outbox.append(event_of(row.view))
+        return row.view
 
     async def capturing(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         await self._enter("capturing", "")

@@ -241,6 +241,16 @@ class FakePaymentStore(FakeStore):
         await self._enter("enqueue", event.key)
         self.db.outbox.append(event)
 
+    async def republish(
+        self, payment_id: str, event_of: Callable[[PaymentView], OutboxMessage]
+    ) -> PaymentView | None:
+        await self._enter("republish", payment_id)
+        row = self.db.payments.get(payment_id)
+        if row is None:
+            return None
+        self.db.outbox.append(event_of(row.view))
+        return row.view
+
     async def get_payment(self, payment_id: str) -> PaymentView | None:
         row = self.db.payments.get(payment_id)
         return None if row is None else row.view
