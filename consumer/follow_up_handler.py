@@ -150,9 +150,10 @@ class FollowUpHandler(ABC, Generic[StoreT]):
 
     async def _handle_existing(self, payment: PaymentView) -> Outcome:
         if payment.status is self.IN_FLIGHT:
-            claim = await self._store.claim(payment.payment_request_id)
-            if claim is not None:
-                return await self.resolve(payment, claim.token)
+            claimed = await self._store.claim(payment.payment_request_id)
+            if claimed is not None:
+                # As it is now, under the claim: not as begin read it (see the store's claim).
+                return await self.resolve(claimed.payment, claimed.claim.token)
             return Outcome.OWNED_ELSEWHERE  # another worker holds the follow-up
         # Done already: doing it again changes nothing; say so again, same event id.
         await self._store.republish(payment.payment_request_id, self._events.of_payment)

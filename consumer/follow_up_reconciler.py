@@ -52,9 +52,10 @@ class FollowUpReconciler(ABC, Generic[StoreT]):
         examined = await self._in_flight(self._clock() - self._min_age, limit)
         for payment in examined:
             # A follow-up whose worker is alive is its worker's; of two reconcilers, one wins.
-            claim = await self._store.claim(payment.payment_request_id)
-            if claim is not None:
-                await self._handler.resolve(payment, claim.token)
+            claimed = await self._store.claim(payment.payment_request_id)
+            if claimed is not None:
+                # The payment as it is under the claim: the one listed may be out of date.
+                await self._handler.resolve(claimed.payment, claimed.claim.token)
         return len(examined)
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:

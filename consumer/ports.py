@@ -24,6 +24,7 @@ from domain.status import PaymentStatus
 from persistence.cancel_store import CancelBegin
 from persistence.capture_store import CaptureBegin, PaymentEventBuilder
 from persistence.claims import Claim
+from persistence.follow_up import FollowUpStarted
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import BeginResult
 from persistence.payment_claims import ClaimedAttempt, InDoubt
@@ -118,7 +119,7 @@ class FollowUpWrites(Protocol):
     """What captures and voids share: the claim on a follow-up under way, and events
     queued on their own (persistence.follow_up_store)."""
 
-    async def claim(self, payment_request_id: str) -> Claim | None: ...
+    async def claim(self, payment_request_id: str) -> FollowUpStarted | None: ...
 
     async def renew(self, payment_request_id: str, claim: str) -> bool: ...
 

@@ -19,11 +19,18 @@ from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.payment_view import PaymentView
 from domain.status import PaymentStatus
-from persistence.claims import Claim, claimable, least_recently_examined, new_claim
+from persistence.claims import (
+    Claim,
+    claimable,
+    least_recently_examined,
+    new_claim,
+    take_claim,
+)
 from persistence.follow_up import (
     FollowUpBegin,
     FollowUpCommand,
     FollowUpRefused,
+    FollowUpStarted,
     PaymentEventBuilder,
     RefusalEvent,
     finish_follow_up,
@@ -31,7 +38,7 @@ from persistence.follow_up import (
 )
 from persistence.group_commit import GroupCommit
 from persistence.payment_replay import enqueue_as_it_is
-from persistence.payment_rows import payment_view_of
+from persistence.payment_rows import payment_in, payment_view_of
 from persistence.row_claims import RowClaims
 from persistence.tables import payments
 
@@ -72,10 +79,33 @@ class FollowUpStore:
 
         return await self._writes.run(record)
 
-    async def claim(self, payment_request_id: str) -> Claim | None:
+    async def claim(self, payment_request_id: str) -> FollowUpStarted | None:
         """Take the claim on a follow-up under way, or None: it is settled, or another
-        worker holds it. Decided with the payment row locked, so of two takers one wins."""
-        return await self._claims.take(payment_request_id, (self.IN_FLIGHT.value,))
+        worker holds it. Decided with the payment row locked, so of two takers one wins.
+
+        The payment comes back as read under that lock, with the claim taken: the caller
+        resolves *that* follow-up. A view read before the claim may be of a follow-up since
+        settled, with another (another amount, another capture key) now in flight; resolved
+        from it, the provider would be sent the old amount while the store records the new
+        one."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> FollowUpStarted | None:
+            claim = await take_claim(
+                conn,
+                payments,
+                payment_request_id,
+                statuses=(self.IN_FLIGHT.value,),
+                now=now,
+                lease=self._lease,
+            )
+            if claim is None:
+                return None
+            payment = await payment_in(conn, payment_request_id)
+            assert payment is not None, "a claimed row exists"
+            return FollowUpStarted(payment, claim)
+
+        return await self._writes.run(record)
 
     async def renew(self, payment_request_id: str, claim: str) -> bool:
         return await self._claims.renew(payment_request_id, claim)

@@ -20,7 +20,8 @@ from persistence.capture_store import (
     CaptureStarted,
     PaymentEventBuilder,
 )
-from persistence.claims import Claim, is_claimable, new_claim
+from persistence.claims import is_claimable, new_claim
+from persistence.follow_up import FollowUpStarted
 from persistence.outbox import OutboxMessage
 from tests.support.fake_database import FakePaymentRow, FakeStore
 
@@ -59,12 +60,13 @@ class FakeCaptureStore(FakeStore):
         self.db.outbox.append(refusal_event(row.view, error))
         return CaptureRefused(error, row.view)
 
-    async def claim(self, payment_request_id: str) -> Claim | None:
+    async def claim(self, payment_request_id: str) -> FollowUpStarted | None:
         await self._enter("claim", payment_request_id)
         row = self.db.payments.get(payment_request_id)
         if row is None or row.view.status is not PaymentStatus.CAPTURING:
             return None
-        return row.claim.take(self._now(), self.db.lease)
+        claim = row.claim.take(self._now(), self.db.lease)
+        return None if claim is None else FollowUpStarted(row.view, claim)
 
     async def renew(self, payment_request_id: str, claim: str) -> bool:
         await self._enter("renew", payment_request_id)
