@@ -43,6 +43,10 @@ from telemetry.readiness import Readiness
 
 log = logging.getLogger("paygate.consumer")
 
+# How long a stopping relay may take to end its pass: a few producer round trips at most,
+# unless the broker does not answer.
+_RELAY_FINISH_S = 10.0
+
 
 @dataclass
 class _Started:
@@ -245,8 +249,9 @@ class ConsumerService:
                     _cancel, asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
                 )
             interval = settings.reconcile_interval_s
+            relay_task = asyncio.create_task(relay.run(), name="outbox-relay")
+            started.push_async_callback(_finish_relay, relay, relay_task)
             for work, name in (
-                (relay.run(), "outbox-relay"),
                 (gauges.run(stop, settings.ops_sample_interval_s), "ops-gauges"),
                 (handlers.payment_reconciler.run(stop, interval), "reconciler"),
                 (handlers.refund_reconciler.run(stop, interval), "refund-reconciler"),
@@ -282,6 +287,17 @@ class ConsumerService:
             runner.stop()
             await runner_task  # finishes its batch and commits; re-raises a crash
         log.info("consumer stopped")
+
+
+async def _finish_relay(relay: OutboxRelay, task: asyncio.Task[None]) -> None:
+    """Let the relay end its pass; cancelled only if the pass outlasts the bound (a broker
+    that does not answer). A cancelled pass may leave acknowledged rows unmarked: published
+    again, and dropped by readers by their event id."""
+    relay.finish()
+    try:
+        await asyncio.wait_for(task, _RELAY_FINISH_S)
+    except TimeoutError:
+        log.warning("outbox relay did not finish its pass in time; cancelled")
 
 
 async def _cancel(task: asyncio.Task[None] | asyncio.Task[bool]) -> None:

@@ -10,6 +10,9 @@ releases it, so another relay takes over at its next try.
 Rows are published in id order, in batches, with an idempotent producer; a row is marked
 only after Kafka acknowledged it. A crash between the two publishes the row again when the
 next holder takes over: result events carry a stable event id, so readers drop the repeat.
+A graceful stop is not such a crash: :meth:`OutboxRelay.finish` ends :meth:`OutboxRelay.run`
+between passes, never between a batch's acknowledgement and its mark, so a service that
+stops and starts again publishes each row once.
 
 :meth:`OutboxRelay.is_ready` (the consumer's ``outbox_relay`` readiness check) is true
 only while :meth:`OutboxRelay.run` runs and has finished a pass (a lease attempt, and as
@@ -82,6 +85,7 @@ class OutboxRelay:
         self._renew_interval_s = renew_interval_s
         self._holding = False
         self._wakeup = asyncio.Event()
+        self._finishing = asyncio.Event()
         self._stall_after_s = stall_after_s
         self._clock = clock
         self._sleep = sleep
@@ -144,7 +148,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._finishing.is_set():
             # Cleared before reading, so a notify that lands while we publish is kept.
             self._wakeup.clear()
             try:
@@ -161,10 +165,18 @@ class OutboxRelay:
             self._last_pass = self._clock()
             if not self._holding:
                 # A standby: new rows are the holder's business, so notify does not wake it.
-                await asyncio.sleep(self._renew_interval_s)
+                await _wait_for(self._finishing, self._renew_interval_s)
             elif published < self._batch_size:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self._idle_poll_s)
+                await _wait_for(self._wakeup, self._idle_poll_s)
+
+    def finish(self) -> None:
+        """Make :meth:`run` return after the pass it is in, instead of being cancelled in it.
+
+        A pass cancelled after Kafka acknowledged its batch and before the rows were marked
+        leaves them unmarked: published again by :meth:`stop`'s drain or the next holder.
+        """
+        self._finishing.set()
+        self._wakeup.set()
 
     async def drain(self) -> None:
         """Publish everything committed so far, if this relay holds (or gets) the lease."""
@@ -174,7 +186,8 @@ class OutboxRelay:
     async def stop(self) -> None:
         """Drain, then release the lease so another relay takes over at once.
 
-        Call after cancelling :meth:`run`; safe to call twice.
+        Call once :meth:`run` has returned (after :meth:`finish`) or was cancelled; safe
+        to call twice.
         """
         try:
             await self.drain()
@@ -194,3 +207,8 @@ class OutboxRelay:
                 )
         self._holding = held
         return held
+
+
+async def _wait_for(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
