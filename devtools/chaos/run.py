@@ -19,8 +19,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -57,6 +55,7 @@ from devtools.chaos.store_lock import sqlite_lock_probe
 from devtools.chaos.verdict import RunFacts, Verdict, judge
 from devtools.chaos.zombie import Zombies
 from devtools.kafka import LocalKafka
+from devtools.verdict_run import run_in_work_dir
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
@@ -122,23 +121,12 @@ async def run_chaos(options: ChaosOptions, base: Settings, command_line: str) ->
     """The whole run; prints the table and returns 0 (pass) or 1 (a check failed)."""
     started = time.monotonic()
     run_id = uuid.uuid4().hex[:10]  # unique names; the seed fixes everything else
-    work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="paygate-chaos-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    print(f"command: {command_line}", flush=True)
-    print(f"options: {_describe(options)}", flush=True)
-    print(f"work dir: {work_dir}", flush=True)
-    verdict: Verdict | None = None
-    try:
-        verdict = await _run(options, base, run_id, work_dir, started)
-    finally:
-        temporary = options.work_dir is None and not options.keep_work_dir
-        if verdict is not None and verdict.passed and temporary:
-            shutil.rmtree(work_dir, ignore_errors=True)
-        else:
-            print(f"logs kept in {work_dir}", flush=True)
-    print(flush=True)
-    print(verdict.render(), flush=True)
-    return 0 if verdict.passed else 1
+    return await run_in_work_dir(
+        options,
+        command_line,
+        "paygate-chaos-",
+        lambda work_dir: _run(options, base, run_id, work_dir, started),
+    )
 
 
 async def _run(
@@ -409,7 +397,3 @@ def _log_drain(report: DrainReport) -> None:
         report.outbox_left,
         " (timed out)" if report.timed_out else "",
     )
-
-
-def _describe(options: ChaosOptions) -> str:
-    return " ".join(f"{name}={getattr(options, name)}" for name in options.__slots__)

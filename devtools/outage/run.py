@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import socket
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -40,6 +38,7 @@ from devtools.outage.evidence import (
 from devtools.outage.feed import SteadyFeeder, order_prefix, steady_plan
 from devtools.outage.options import OutageOptions
 from devtools.outage.verdict import OutageFacts, judge
+from devtools.verdict_run import run_in_work_dir
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from paygate.topics import ensure_topics
@@ -93,23 +92,12 @@ def outage_settings(
 async def run_outage(options: OutageOptions, base: Settings, command_line: str) -> int:
     """The whole run; prints the table and returns 0 (pass) or 1 (a check failed)."""
     started = time.monotonic()
-    work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="paygate-outage-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    print(f"command: {command_line}", flush=True)
-    print(f"options: {_describe(options)}", flush=True)
-    print(f"work dir: {work_dir}", flush=True)
-    verdict: Verdict | None = None
-    try:
-        verdict = await _run(options, base, uuid.uuid4().hex[:10], work_dir, started)
-    finally:
-        temporary = options.work_dir is None and not options.keep_work_dir
-        if verdict is not None and verdict.passed and temporary:
-            shutil.rmtree(work_dir, ignore_errors=True)
-        else:
-            print(f"logs kept in {work_dir}", flush=True)
-    print(flush=True)
-    print(verdict.render(), flush=True)
-    return 0 if verdict.passed else 1
+    return await run_in_work_dir(
+        options,
+        command_line,
+        "paygate-outage-",
+        lambda work_dir: _run(options, base, uuid.uuid4().hex[:10], work_dir, started),
+    )
 
 
 async def _run(
@@ -233,7 +221,3 @@ def _print_policy(settings: Settings) -> None:
         ),
         flush=True,
     )
-
-
-def _describe(options: OutageOptions) -> str:
-    return " ".join(f"{name}={getattr(options, name)}" for name in options.__slots__)
