@@ -22,9 +22,9 @@ from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
 from persistence.cancel_store import CancelBegin
-from persistence.capture_store import CaptureBegin, PaymentEventBuilder
+from persistence.capture_store import CaptureBegin
 from persistence.claims import Claim
-from persistence.follow_up import FollowUpStarted
+from persistence.follow_up import FollowUpStarted, PaymentEventBuilder
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import BeginResult
 from persistence.payment_claims import ClaimedAttempt, InDoubt

@@ -55,7 +55,6 @@ __all__ = [
     "CaptureRefused",
     "CaptureStarted",
     "CaptureStore",
-    "PaymentEventBuilder",
 ]
 
 

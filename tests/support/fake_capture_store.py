@@ -18,10 +18,9 @@ from persistence.capture_store import (
     CaptureExisting,
     CaptureRefused,
     CaptureStarted,
-    PaymentEventBuilder,
 )
 from persistence.claims import is_claimable, new_claim
-from persistence.follow_up import FollowUpStarted
+from persistence.follow_up import FollowUpStarted, PaymentEventBuilder
 from persistence.outbox import OutboxMessage
 from tests.support.fake_database import FakePaymentRow, FakeStore
 
