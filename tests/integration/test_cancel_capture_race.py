@@ -57,6 +57,7 @@ from providers.registry import Providers
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.authorized_payments import Authorized, authorized
+from tests.support.checkpointed_store import FOLLOW_UP_WRITES, checkpointed
 from tests.support.clock import Clock
 from tests.support.interleaving import Interleaving, bounded_schedules, random_schedules
 
@@ -115,40 +116,8 @@ class HoldingProvider(ChargeOnlyProvider):
         return ChargeOutcome(self.state, provider_reference)
 
 
-def checkpointed(store_class, name: str):
-    """The real store, every write first stopping at a checkpoint."""
-
-    class Checkpointed(store_class):  # type: ignore[misc]
-        def __init__(self, engine, clock, interleaving: Interleaving) -> None:
-            # A group commit each: separate consumers share nothing but the database.
-            super().__init__(engine, GroupCommit(engine), clock, claim_lease=LEASE)
-            self._il = interleaving
-
-        async def begin(self, *args, **kwargs):
-            await self._il.checkpoint(f"{name}.begin")
-            return await super().begin(*args, **kwargs)
-
-        async def claim(self, *args, **kwargs):
-            await self._il.checkpoint(f"{name}.claim")
-            return await super().claim(*args, **kwargs)
-
-        async def renew(self, *args, **kwargs):
-            await self._il.checkpoint(f"{name}.renew")
-            return await super().renew(*args, **kwargs)
-
-        async def release(self, *args, **kwargs):
-            await self._il.checkpoint(f"{name}.release")
-            return await super().release(*args, **kwargs)
-
-        async def finish(self, *args, **kwargs):
-            await self._il.checkpoint(f"{name}.finish")
-            return await super().finish(*args, **kwargs)
-
-    return Checkpointed
-
-
-CheckpointedCaptures = checkpointed(CaptureStore, "captures")
-CheckpointedCancels = checkpointed(CancelStore, "cancels")
+CheckpointedCaptures = checkpointed(CaptureStore, FOLLOW_UP_WRITES, lease=LEASE, name="captures")
+CheckpointedCancels = checkpointed(CancelStore, FOLLOW_UP_WRITES, lease=LEASE, name="cancels")
 RETRIES = RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001)
 
 
@@ -216,11 +185,13 @@ async def run_schedule(
     work: list[Callable[[], Awaitable[object]]] = []
     for kind in kinds:
         if kind == "capture":
-            store = CheckpointedCaptures(engine, clock, interleaving)
-            work.append(functools.partial(capture_handler(store, provider, clock).handle, capture))
+            captures = CheckpointedCaptures(engine, clock, interleaving)
+            work.append(
+                functools.partial(capture_handler(captures, provider, clock).handle, capture)
+            )
         elif kind == "cancel":
-            store = CheckpointedCancels(engine, clock, interleaving)
-            work.append(functools.partial(cancel_handler(store, provider, clock).handle, cancel))
+            cancels = CheckpointedCancels(engine, clock, interleaving)
+            work.append(functools.partial(cancel_handler(cancels, provider, clock).handle, cancel))
         else:
             work.append(reconciler_pass(engine, kind, provider, clock, interleaving))
     run = Run(list(schedule), payment, provider, interleaving, clock)

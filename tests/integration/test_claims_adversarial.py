@@ -71,6 +71,7 @@ from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import create_payment, unexpected_refusal, unique
+from tests.support.checkpointed_store import PAYMENT_WRITES, checkpointed
 from tests.support.clock import Clock
 from tests.support.interleaving import Interleaving, bounded_schedules
 
@@ -760,36 +761,7 @@ async def test_no_sealed_command_outlives_its_attempt_nor_opens_without_the_key(
 # --- an enumeration: failover over three providers, two workers, zombies ------------------
 
 
-class CheckpointedStore(PaymentStore):
-    """The real store; every write first stops at a checkpoint."""
-
-    def __init__(self, engine, clock, interleaving: Interleaving) -> None:
-        super().__init__(engine, clock, claim_lease=LEASE)
-        self._il = interleaving
-
-    async def begin(self, *args, **kwargs):
-        await self._il.checkpoint("store.begin")
-        return await super().begin(*args, **kwargs)
-
-    async def claim(self, *args, **kwargs):
-        await self._il.checkpoint("store.claim")
-        return await super().claim(*args, **kwargs)
-
-    async def renew(self, *args, **kwargs):
-        await self._il.checkpoint("store.renew")
-        return await super().renew(*args, **kwargs)
-
-    async def finish(self, *args, **kwargs):
-        await self._il.checkpoint("store.finish")
-        return await super().finish(*args, **kwargs)
-
-    async def next_attempt(self, *args, **kwargs):
-        await self._il.checkpoint("store.next_attempt")
-        return await super().next_attempt(*args, **kwargs)
-
-    async def schedule_retry(self, *args, **kwargs):
-        await self._il.checkpoint("store.schedule_retry")
-        return await super().schedule_retry(*args, **kwargs)
+CheckpointedStore = checkpointed(PaymentStore, PAYMENT_WRITES, lease=LEASE)
 
 
 async def test_two_workers_on_a_three_provider_route_charge_once(engine):

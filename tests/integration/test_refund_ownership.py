@@ -60,6 +60,7 @@ from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import create_payment, unique
+from tests.support.checkpointed_store import FOLLOW_UP_WRITES, checkpointed
 from tests.support.clock import Clock
 from tests.support.interleaving import Interleaving, bounded_schedules, random_schedules
 
@@ -164,33 +165,7 @@ class ScriptedRefundProvider(ChargeOnlyProvider):
         )
 
 
-class CheckpointedRefundStore(RefundStore):
-    """The real store; every write first stops at a checkpoint."""
-
-    def __init__(self, engine, clock, interleaving: Interleaving) -> None:
-        # A group commit each: separate consumer processes share nothing but the database.
-        super().__init__(engine, GroupCommit(engine), clock, claim_lease=LEASE)
-        self._il = interleaving
-
-    async def begin(self, *args, **kwargs):
-        await self._il.checkpoint("store.begin")
-        return await super().begin(*args, **kwargs)
-
-    async def claim(self, *args, **kwargs):
-        await self._il.checkpoint("store.claim")
-        return await super().claim(*args, **kwargs)
-
-    async def renew(self, *args, **kwargs):
-        await self._il.checkpoint("store.renew")
-        return await super().renew(*args, **kwargs)
-
-    async def release(self, *args, **kwargs):
-        await self._il.checkpoint("store.release")
-        return await super().release(*args, **kwargs)
-
-    async def finish(self, *args, **kwargs):
-        await self._il.checkpoint("store.finish")
-        return await super().finish(*args, **kwargs)
+CheckpointedRefundStore = checkpointed(RefundStore, FOLLOW_UP_WRITES, lease=LEASE)
 
 
 @dataclass(slots=True)
