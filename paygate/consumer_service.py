@@ -159,6 +159,9 @@ class ConsumerService:
             opened = await open_vault(settings, db.engine, db.writes)
             started.push_async_callback(opened.close)
             vault = opened.vault
+            webhooks = db.webhooks.with_secrets(vault)
+            # Secrets left in clear by revision 0017 (or an older release) are sealed now.
+            await webhooks.secrets.seal_clear()
             handlers = handlers_of(
                 settings,
                 db=db,
@@ -244,7 +247,7 @@ class ConsumerService:
                 sender = webhook_sender(settings)
                 await sender.start()
                 started.push_async_callback(sender.stop)
-                dispatcher = webhook_dispatcher(settings, db.webhooks, sender, self.metrics)
+                dispatcher = webhook_dispatcher(settings, webhooks, sender, self.metrics)
                 started.push_async_callback(
                     _cancel, asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
                 )

@@ -202,7 +202,9 @@ class Metrics:
             "Webhook delivery attempts, by result: delivered (answered 2xx), failed (to be "
             "tried again), refused_address (the endpoint's host resolved to an address "
             "paygate may not send to; tried again), gave_up (the retry window is over: the "
-            "delivery is failed; re-send it with `paygate webhooks retry`).",
+            "delivery is failed; re-send it with `paygate webhooks retry`), secret_unavailable "
+            "(the endpoint's signing secret does not open: its vault data key is retired or "
+            "unknown; tried again).",
             ["result"],
             registry=self.registry,
         )
