@@ -215,6 +215,31 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.webhook_deliveries_pending = Gauge(
+            f"{prefix}_webhook_deliveries_pending",
+            "Webhook deliveries owed, by state: pending (never tried yet: the dispatchers' "
+            "queue) and retrying (tried, failed, waiting for their next attempt within the "
+            "retry window). Read from the store by every consumer (sampled every "
+            "`PAYGATE_OPS_SAMPLE_INTERVAL_S`): take the max over them.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries_oldest_age = Gauge(
+            f"{prefix}_webhook_deliveries_oldest_age_seconds",
+            "Seconds since the oldest delivery of each state was queued (0 when there is "
+            "none). A pending one older than minutes means no dispatcher takes the queue "
+            "(alert PaygateWebhookBacklogStuck); retrying ones may age up to the retry "
+            "window. Take the max over the consumers.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries_failed = Gauge(
+            f"{prefix}_webhook_deliveries_failed",
+            "Webhook deliveries that gave up (their retry window is over), kept until "
+            "`PAYGATE_WEBHOOKS_RETENTION_DAYS` prunes them: events clients missed unless "
+            "re-sent. Take the max over the consumers.",
+            registry=self.registry,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""
@@ -230,9 +255,9 @@ def metrics_page() -> str:
         "for scrapers on a private network): the consumer's on",
         "`PAYGATE_METRICS_HOST`:`PAYGATE_METRICS_PORT`, the facade's on",
         "`PAYGATE_FACADE_OPS_HOST`:`PAYGATE_FACADE_OPS_PORT` (never on its public HTTPS port).",
-        "Series the store is read for (outbox, in-doubt attempts) are reported by every",
-        "consumer: aggregate them with `max`. Generated from `telemetry/metrics.py` by",
-        "`python -m telemetry.metrics`.",
+        "Series the store is read for (outbox, in-doubt attempts, webhook deliveries) are",
+        "reported by every consumer: aggregate them with `max`. Generated from",
+        "`telemetry/metrics.py` by `python -m telemetry.metrics`.",
         "",
         "| metric | type | meaning |",
         "| --- | --- | --- |",
