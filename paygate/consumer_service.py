@@ -218,7 +218,9 @@ class ConsumerService:
                 pruned = await db.outbox.prune(datetime.now(UTC) - outbox_retention)
                 deliveries = await db.webhooks.prune(datetime.now(UTC) - webhook_retention)
                 shredded = await vault.delete_expired()
-                return expired + pruned + deliveries + shredded
+                # Endpoints a facade of the previous release registered during an upgrade.
+                sealed = await webhooks.secrets.seal_clear()
+                return expired + pruned + deliveries + shredded + sealed
 
             await self.providers.start_all()
             started.push_async_callback(self.providers.stop_all)
@@ -272,7 +274,7 @@ class ConsumerService:
                         settings.key_expiry_interval_s,
                         housekeeping,
                         "idempotency keys expired, outbox rows and webhook deliveries pruned, "
-                        "tokens shredded",
+                        "tokens shredded, webhook secrets sealed",
                     ),
                     "housekeeping",
                 ),

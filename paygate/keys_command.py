@@ -1,6 +1,7 @@
 """``paygate keys``: the vault's data keys.
 
-    paygate keys list            every data key, its wrapping key and how many values it holds
+    paygate keys list            every data key, its wrapping key and how many values (and
+                                 webhook signing secrets) it holds
     paygate keys rotate          a new data key; new values are encrypted under it
     paygate keys rewrap          data keys under the current key-encryption key, and every
                                  value and webhook signing secret under the newest data key
@@ -73,17 +74,20 @@ def _client_id(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def key_json(info: DataKeyInfo) -> str:
-    return json.dumps(
-        {
-            "keyId": info.key_id,
-            "kekId": info.kek_id,
-            "createdAt": info.created_at.isoformat(),
-            "retiredAt": info.retired_at.isoformat() if info.retired_at else None,
-            "active": info.active,
-            "values": info.values,
-        }
-    )
+def key_json(info: DataKeyInfo, webhook_secrets: int | None = None) -> str:
+    """``webhook_secrets``: how many endpoints' signing secrets the key encrypts (listed by
+    ``list``; the vault's own count, ``values``, does not include them)."""
+    fields: dict[str, object] = {
+        "keyId": info.key_id,
+        "kekId": info.kek_id,
+        "createdAt": info.created_at.isoformat(),
+        "retiredAt": info.retired_at.isoformat() if info.retired_at else None,
+        "active": info.active,
+        "values": info.values,
+    }
+    if webhook_secrets is not None:
+        fields["webhookSecrets"] = webhook_secrets
+    return json.dumps(fields)
 
 
 async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -97,7 +101,7 @@ async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
             secrets = WebhookSecrets(engine, GroupCommit(engine), vault)
             if args.action == "list":
                 for info in await vault.keys():
-                    print(key_json(info))
+                    print(key_json(info, await secrets.count_under(info.key_id)))
             elif args.action == "rotate":
                 print(key_json(await vault.rotate()))
             elif args.action == "expire":

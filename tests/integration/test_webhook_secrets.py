@@ -286,6 +286,9 @@ def test_paygate_keys_rewrap_covers_webhook_secrets_and_retire_waits_for_them(
     assert (report["webhookSecretsMoved"], report["webhookSecretsFailed"]) == (1, 0)
     assert keys_main(["retire", first]) == 0
     capsys.readouterr()
+    assert keys_main(["list"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(k["keyId"] == first, k["webhookSecrets"]) for k in listed] == [(True, 0), (False, 1)]
     # For a downgrade: back in clear, under its own secret.
     monkeypatch.setenv("PAYGATE_VAULT_KEK", KEK_2)
     assert keys_main(["unseal-webhook-secrets"]) == 0
