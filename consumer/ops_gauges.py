@@ -1,4 +1,5 @@
-"""Samples what operators watch into gauges: consumer lag, the outbox and in-doubt attempts.
+"""Samples what operators watch into gauges: consumer lag, the outbox, in-doubt attempts and
+the webhook deliveries owed.
 
 Every ``interval_s`` one pass asks the broker for the lag of this consumer's partitions
 (consumer.lag) and the store for its backlogs (persistence.backlogs), and sets the gauges.
@@ -20,7 +21,7 @@ from typing import Protocol
 
 from consumer.lag import ConsumerLag
 from domain.clock import utc_now
-from persistence.backlogs import Backlog
+from persistence.backlogs import Backlog, WebhookBacklog
 from telemetry.metrics import Metrics
 from telemetry.outage_log import OutageLog
 
@@ -31,6 +32,8 @@ class BacklogQueries(Protocol):
     async def outbox(self) -> Backlog: ...
 
     async def in_doubt_attempts(self) -> Backlog: ...
+
+    async def webhook_deliveries(self) -> WebhookBacklog: ...
 
 
 def age_s(backlog: Backlog, now: datetime) -> float:
@@ -60,11 +63,16 @@ class OpsGauges:
         await self._lag.sample()
         outbox = await self._backlogs.outbox()
         in_doubt = await self._backlogs.in_doubt_attempts()
+        webhooks = await self._backlogs.webhook_deliveries()
         now = self._clock()
         self._metrics.outbox_backlog.set(outbox.count)
         self._metrics.outbox_oldest_age.set(age_s(outbox, now))
         self._metrics.in_doubt_attempts.set(in_doubt.count)
         self._metrics.in_doubt_oldest_age.set(age_s(in_doubt, now))
+        for state, backlog in (("pending", webhooks.pending), ("retrying", webhooks.retrying)):
+            self._metrics.webhook_deliveries_pending.labels(state).set(backlog.count)
+            self._metrics.webhook_deliveries_oldest_age.labels(state).set(age_s(backlog, now))
+        self._metrics.webhook_deliveries_failed.set(webhooks.failed)
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
         """Sample now and every ``interval_s`` until ``stop``; then report no partitions."""

@@ -159,6 +159,9 @@ class ConsumerService:
             opened = await open_vault(settings, db.engine, db.writes)
             started.push_async_callback(opened.close)
             vault = opened.vault
+            webhooks = db.webhooks.with_secrets(vault)
+            # Secrets left in clear by revision 0017 (or an older release) are sealed now.
+            await webhooks.secrets.seal_clear()
             handlers = handlers_of(
                 settings,
                 db=db,
@@ -215,7 +218,9 @@ class ConsumerService:
                 pruned = await db.outbox.prune(datetime.now(UTC) - outbox_retention)
                 deliveries = await db.webhooks.prune(datetime.now(UTC) - webhook_retention)
                 shredded = await vault.delete_expired()
-                return expired + pruned + deliveries + shredded
+                # Endpoints a facade of the previous release registered during an upgrade.
+                sealed = await webhooks.secrets.seal_clear()
+                return expired + pruned + deliveries + shredded + sealed
 
             await self.providers.start_all()
             started.push_async_callback(self.providers.stop_all)
@@ -244,7 +249,7 @@ class ConsumerService:
                 sender = webhook_sender(settings)
                 await sender.start()
                 started.push_async_callback(sender.stop)
-                dispatcher = webhook_dispatcher(settings, db.webhooks, sender, self.metrics)
+                dispatcher = webhook_dispatcher(settings, webhooks, sender, self.metrics)
                 started.push_async_callback(
                     _cancel, asyncio.create_task(dispatcher.run(), name="webhook-dispatcher")
                 )
@@ -269,7 +274,7 @@ class ConsumerService:
                         settings.key_expiry_interval_s,
                         housekeeping,
                         "idempotency keys expired, outbox rows and webhook deliveries pruned, "
-                        "tokens shredded",
+                        "tokens shredded, webhook secrets sealed",
                     ),
                     "housekeeping",
                 ),

@@ -121,6 +121,8 @@ class FacadeService:
         )
         db = await open_database(settings)
         opened = await open_vault(settings, db.engine, db.writes)
+        # Secrets left in clear by revision 0017 (or an older release) are sealed now.
+        await db.webhooks.with_secrets(opened.vault).secrets.seal_clear()
         published = account_key_pair(settings).published
         store, refunds = db.payments, db.refunds
         producer = KafkaProducer(kafka, client_id="paygate-facade")
@@ -220,7 +222,7 @@ def facade_app(
         max_wait_s=settings.max_wait_s,
         body_timeout_s=settings.http_body_timeout_s,
         is_database_outage=is_database_unavailable,
-        webhooks=db.webhooks,
+        webhooks=db.webhooks.with_secrets(vault),
         webhook_url_check=EndpointUrlCheck(development=settings.env is Environment.DEVELOPMENT),
         notice_readers=readers,
         notice_sink=sink,

@@ -1,21 +1,28 @@
 """``paygate keys``: the vault's data keys.
 
-    paygate keys list            every data key, its wrapping key and how many values it holds
+    paygate keys list            every data key, its wrapping key and how many values (and
+                                 webhook signing secrets) it holds
     paygate keys rotate          a new data key; new values are encrypted under it
     paygate keys rewrap          data keys under the current key-encryption key, and every
-                                 value under the newest data key (safe while paygate runs)
-    paygate keys retire KEY_ID   destroy a data key no value uses any more
+                                 value and webhook signing secret under the newest data key
+                                 (safe while paygate runs)
+    paygate keys retire KEY_ID   destroy a data key no value or webhook secret uses any more
     paygate keys expire          crypto-shred every token past its retention, once (the
                                  consumer's housekeeping does it periodically)
     paygate keys shred-client --client ID
                                  crypto-shred every token of a client (a client that leaves)
+    paygate keys unseal-webhook-secrets
+                                 write webhook signing secrets back in clear, only to
+                                 downgrade below revision 0017, with paygate stopped
 
-Against the vault's database (``PAYGATE_VAULT_DATABASE_URL``, else ``PAYGATE_DATABASE_URL``)
-and key-encryption keys (``PAYGATE_VAULT_KEK_FILE`` or ``PAYGATE_VAULT_KEK``); production
+Against the vault's database (``PAYGATE_VAULT_DATABASE_URL``, else ``PAYGATE_DATABASE_URL``),
+paygate's database (``PAYGATE_DATABASE_URL``: the webhook endpoints' secrets) and the
+key-encryption keys (``PAYGATE_VAULT_KEK_FILE`` or ``PAYGATE_VAULT_KEK``); production
 refuses the development key-encryption key. Results go to stdout as JSON (one object per
-line for ``list``), diagnostics to stderr. Exit codes: 0 done; 1 ``rewrap`` left values it
-could not open, or ``retire`` refused (the key is in use or the newest); 2 bad arguments or
-an unknown key id. The rotation procedure is in docs/security.md.
+line for ``list``), diagnostics to stderr. Exit codes: 0 done; 1 ``rewrap`` left values or
+webhook secrets it could not open, ``retire`` refused (the key is in use or the newest),
+or ``unseal-webhook-secrets`` left some it could not open; 2 bad arguments or an unknown
+key id. The rotation procedure is in docs/security.md.
 """
 
 from __future__ import annotations
@@ -32,7 +39,9 @@ from paygate.production_checks import Uses, refuse_unsafe_settings
 from paygate.settings import Settings
 from paygate.vault_wiring import open_vault
 from persistence.api_key_store import check_client_id
+from persistence.group_commit import GroupCommit
 from persistence.migrate import create_schema
+from persistence.webhook_secrets import WebhookSecrets
 from vault.kek import KeyFormatError
 from vault.vault import DataKeyInfo, KeyInUseError, NoSuchKeyError
 
@@ -52,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("expire", help="shred tokens past their retention, once")
     shred = sub.add_parser("shred-client", help="shred every token of a client")
     shred.add_argument("--client", required=True, type=_client_id, help="the client's id")
+    sub.add_parser(
+        "unseal-webhook-secrets", help="webhook secrets back in clear, to downgrade below 0017"
+    )
     return parser
 
 
@@ -62,30 +74,34 @@ def _client_id(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def key_json(info: DataKeyInfo) -> str:
-    return json.dumps(
-        {
-            "keyId": info.key_id,
-            "kekId": info.kek_id,
-            "createdAt": info.created_at.isoformat(),
-            "retiredAt": info.retired_at.isoformat() if info.retired_at else None,
-            "active": info.active,
-            "values": info.values,
-        }
-    )
+def key_json(info: DataKeyInfo, webhook_secrets: int | None = None) -> str:
+    """``webhook_secrets``: how many endpoints' signing secrets the key encrypts (listed by
+    ``list``; the vault's own count, ``values``, does not include them)."""
+    fields: dict[str, object] = {
+        "keyId": info.key_id,
+        "kekId": info.kek_id,
+        "createdAt": info.created_at.isoformat(),
+        "retiredAt": info.retired_at.isoformat() if info.retired_at else None,
+        "active": info.active,
+        "values": info.values,
+    }
+    if webhook_secrets is not None:
+        fields["webhookSecrets"] = webhook_secrets
+    return json.dumps(fields)
 
 
 async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
     engine = engine_for(settings)
     try:
-        if settings.vault_database_url is None:
-            await create_schema(engine)
+        # paygate's database always: its webhook endpoints' secrets are under the data keys.
+        await create_schema(engine)
         opened = await open_vault(settings, engine)
         try:
             vault = opened.vault
+            secrets = WebhookSecrets(engine, GroupCommit(engine), vault)
             if args.action == "list":
                 for info in await vault.keys():
-                    print(key_json(info))
+                    print(key_json(info, await secrets.count_under(info.key_id)))
             elif args.action == "rotate":
                 print(key_json(await vault.rotate()))
             elif args.action == "expire":
@@ -93,18 +109,32 @@ async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
             elif args.action == "shred-client":
                 shredded = await vault.delete_client(args.client)
                 print(json.dumps({"clientId": args.client, "shredded": shredded}))
+            elif args.action == "unseal-webhook-secrets":
+                unsealed, failed = await secrets.unseal_all()
+                print(json.dumps({"webhookSecretsUnsealed": unsealed, "failed": failed}))
+                if failed:
+                    print(
+                        "paygate keys: some webhook secrets do not open; a downgrade below "
+                        "0017 stays refused while they are only encrypted",
+                        file=sys.stderr,
+                    )
+                    return EXIT_REFUSED
             elif args.action == "rewrap":
                 report = await vault.rewrap()
+                webhook = await secrets.rewrap()
                 print(
                     json.dumps(
                         {
                             "keysRewrapped": report.keys_rewrapped,
                             "valuesMoved": report.values_moved,
                             "valuesFailed": report.values_failed,
+                            "webhookSecretsSealed": webhook.sealed,
+                            "webhookSecretsMoved": webhook.moved,
+                            "webhookSecretsFailed": webhook.failed,
                         }
                     )
                 )
-                if report.values_failed:
+                if report.values_failed or webhook.failed:
                     print(
                         "paygate keys: some values do not open (see docs/security.md); "
                         "their keys cannot be retired",
@@ -112,6 +142,14 @@ async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
                     )
                     return EXIT_REFUSED
             else:
+                in_use = await secrets.count_under(args.key_id)
+                if in_use:
+                    print(
+                        f"paygate keys: {in_use} webhook signing secret(s) are still encrypted "
+                        f"under {args.key_id}: run rewrap first",
+                        file=sys.stderr,
+                    )
+                    return EXIT_REFUSED
                 try:
                     print(key_json(await vault.retire(args.key_id)))
                 except NoSuchKeyError:

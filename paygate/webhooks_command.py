@@ -5,11 +5,12 @@
     paygate webhooks retry DELIVERY_ID
     paygate webhooks run
 
-Against ``PAYGATE_DATABASE_URL``. ``list`` prints one JSON object per delivery (newest
-first), ``retry`` the delivery, pending again and due now (the next dispatcher pass sends
-it, with the same ``webhook-id``). ``run`` delivers webhooks until SIGTERM or SIGINT, its
-metrics on the ops listener (``PAYGATE_METRICS_HOST``/``PORT``): for an estate that sets
-``PAYGATE_WEBHOOKS_DISPATCH=false`` on its consumers (docs/webhooks.md).
+Against ``PAYGATE_DATABASE_URL``; ``run`` also opens the vault (its keys decrypt the
+endpoints' signing secrets, as in the consumer). ``list`` prints one JSON object per
+delivery (newest first), ``retry`` the delivery, pending again and due now (the next
+dispatcher pass sends it, with the same ``webhook-id``). ``run`` delivers webhooks until
+SIGTERM or SIGINT, its metrics on the ops listener (``PAYGATE_METRICS_HOST``/``PORT``): for
+an estate that sets ``PAYGATE_WEBHOOKS_DISPATCH=false`` on its consumers (docs/webhooks.md).
 Exit codes: 0 done; 2 bad arguments or an unknown delivery id.
 """
 
@@ -26,7 +27,9 @@ from domain.webhook_views import DeliveryInfo
 from paygate.database import open_database
 from paygate.jsonlog import configure_logging
 from paygate.ops_server import ops_url, start_ops_server
+from paygate.production_checks import Uses, refuse_unsafe_settings
 from paygate.settings import Settings
+from paygate.vault_wiring import open_vault
 from paygate.webhook_dispatch import run_dispatcher
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
@@ -102,9 +105,14 @@ async def run_webhooks_command(settings: Settings, args: argparse.Namespace) -> 
                 metrics, Readiness(), settings.metrics_host, settings.metrics_port
             )
             print(f"PAYGATE_OPS_URL={ops_url(ops)}", flush=True)
+            # The vault opens each endpoint's signing secret for its attempts.
+            opened = await open_vault(settings, db.engine, db.writes)
             try:
-                await run_dispatcher(settings, store, metrics, stop)
+                sealing = store.with_secrets(opened.vault)
+                await sealing.secrets.seal_clear()  # left in clear by revision 0017
+                await run_dispatcher(settings, sealing, metrics, stop)
             finally:
+                await opened.close()
                 await ops.cleanup()
     finally:
         await db.close()
@@ -117,6 +125,8 @@ def main(argv: Sequence[str]) -> int:
         print("paygate webhooks: --limit must be from 1 to 1000", file=sys.stderr)
         return EXIT_ERROR
     settings = Settings()
+    if args.action == "run":  # it decrypts signing secrets with the vault's keys
+        refuse_unsafe_settings("paygate webhooks run", settings, Uses.VAULT)
     configure_logging(settings.log_level, settings.log_account_fields)
     try:
         return asyncio.run(run_webhooks_command(settings, args))

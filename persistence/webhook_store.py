@@ -3,7 +3,9 @@ write.
 
 Endpoints belong to one API client: every method that takes a ``client_id`` sees only that
 client's endpoints and their deliveries (another client's ids are not found). The signing
-secret is returned once, by :meth:`WebhookStore.create_endpoint`; listings never carry it.
+secret is returned once, by :meth:`WebhookStore.create_endpoint`; listings never carry it,
+and the database holds it only encrypted (:mod:`persistence.webhook_secrets`): a claimed
+delivery carries it sealed, and :meth:`WebhookStore.secret_of` opens it for the attempt.
 
 Dispatchers own a delivery's attempt through a claim (:mod:`persistence.claims`): a batch
 of due deliveries is claimed with one conditional write, and an attempt's outcome is
@@ -31,6 +33,7 @@ from persistence.claims import claim_columns, claimable, held_by, new_claim
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import GroupCommit
 from persistence.webhook_fanout import DELIVERY_DELIVERED, DELIVERY_FAILED, DELIVERY_PENDING
+from persistence.webhook_secrets import SecretKeys, StoredSecret, WebhookSecrets
 from persistence.webhook_tables import webhook_deliveries, webhook_endpoints
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
@@ -55,18 +58,40 @@ class DueDelivery:
     attempts: int
     created_at: datetime
     token: str
-    secret: str = field(repr=False)
+    secret: StoredSecret = field(repr=False)
     payload: str = field(repr=False)
 
 
 class WebhookStore:
     def __init__(
-        self, engine: AsyncEngine, writes: GroupCommit, clock: Callable[[], datetime] = utc_now
+        self,
+        engine: AsyncEngine,
+        writes: GroupCommit,
+        clock: Callable[[], datetime] = utc_now,
+        secrets: WebhookSecrets | None = None,
     ) -> None:
-        """``writes`` is the database's one writer queue (see persistence.database)."""
+        """``writes`` is the database's one writer queue (see persistence.database).
+        ``secrets`` seals and opens signing secrets: without it (a store only for listing),
+        creating an endpoint or opening a secret raises ``RuntimeError``."""
         self._engine = engine
         self._writes = writes
         self._clock = clock
+        self._secrets = secrets
+
+    def with_secrets(self, keys: SecretKeys) -> WebhookStore:
+        """This store, sealing and opening signing secrets with ``keys`` (the vault)."""
+        return WebhookStore(
+            self._engine,
+            self._writes,
+            self._clock,
+            WebhookSecrets(self._engine, self._writes, keys),
+        )
+
+    @property
+    def secrets(self) -> WebhookSecrets:
+        if self._secrets is None:
+            raise RuntimeError("webhook signing secrets need the vault: use with_secrets()")
+        return self._secrets
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -83,6 +108,7 @@ class WebhookStore:
             created_at=now,
         )
         secret = new_secret()
+        key_id, ciphertext = await self.secrets.seal(info.id, secret)
 
         async def record(conn: AsyncConnection) -> None:
             await conn.execute(
@@ -92,7 +118,9 @@ class WebhookStore:
                     url=url,
                     description=description,
                     enabled_events=info.enabled_events,
-                    secret=secret,
+                    secret=None,
+                    secret_key_id=key_id,
+                    secret_ciphertext=ciphertext,
                     created_at=now,
                     deleted_at=None,
                 )
@@ -301,6 +329,8 @@ class WebhookStore:
                     d.c.created_at,
                     webhook_endpoints.c.url,
                     webhook_endpoints.c.secret,
+                    webhook_endpoints.c.secret_key_id,
+                    webhook_endpoints.c.secret_ciphertext,
                 )
                 .join(webhook_endpoints, webhook_endpoints.c.id == d.c.endpoint_id)
                 .where(and_(d.c.id.in_(chosen), held_by(d, claim.token)))
@@ -311,7 +341,7 @@ class WebhookStore:
                     id=row.id,
                     endpoint_id=row.endpoint_id,
                     url=row.url,
-                    secret=row.secret,
+                    secret=StoredSecret(row.secret_key_id, row.secret_ciphertext, row.secret),
                     event_id=row.event_id,
                     payload=row.payload,
                     attempts=row.attempts,
@@ -322,6 +352,11 @@ class WebhookStore:
             ]
 
         return await self._writes.run(record)
+
+    async def secret_of(self, delivery: DueDelivery) -> str:
+        """The clear signing secret for ``delivery``'s attempt, opened now: sign with it and
+        drop it. Catalogue errors if it does not open (persistence.webhook_secrets)."""
+        return await self.secrets.open(delivery.endpoint_id, delivery.secret)
 
     async def record_attempt(
         self,

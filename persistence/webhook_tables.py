@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -32,9 +33,13 @@ webhook_endpoints = Table(
     Column("description", String(255)),
     # The event types it receives (``*``: all), as a JSON list.
     Column("enabled_events", JSON, nullable=False),
-    # The signing secret, ``whsec_`` + base64, as Standard Webhooks writes it. Kept as is:
-    # the dispatcher must sign with it (an HMAC key cannot be stored as a hash).
-    Column("secret", String(128), nullable=False),
+    # The signing secret, ``whsec_`` + base64, as Standard Webhooks writes it. An HMAC key
+    # cannot be stored as a hash (the dispatcher signs with it), so it is stored encrypted
+    # under a vault data key (persistence.webhook_secrets): the key's id and the ciphertext.
+    Column("secret_key_id", String(32)),
+    Column("secret_ciphertext", LargeBinary),
+    # The secret in clear: only on rows from before revision 0017, until sealed at start.
+    Column("secret", String(128)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     # Set on DELETE: the endpoint receives nothing more; its deliveries stay for audit.
     Column("deleted_at", DateTime(timezone=True)),

@@ -18,6 +18,11 @@ Invariants:
   bounded by the sender's timeout; so a slow or dead endpoint holds at most
   ``per_endpoint`` places, and the others' deliveries go on (no head-of-line blocking).
 * The claim's lease outlasts an attempt (the sender's timeout) with room to record it.
+* **A signing secret is clear only for its attempt**: opened (decrypted) just before the
+  request is signed, never logged. One that does not open (its data key retired or
+  unknown, its row altered) fails the attempt like an unreachable receiver, with the
+  catalogue code as the error (never the secret), so it is retried while an operator
+  restores the key, and counted as ``secret_unavailable``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from domain.clock import utc_now
+from domain.errors import PaygateError
 from domain.webhook_retry import RetryPolicy
 from persistence.webhook_store import DueDelivery
 from producer.webhook_sender import SendOutcome
@@ -60,6 +66,8 @@ class DeliveryQueue(Protocol):
         error: str | None,
         next_attempt_at: datetime | None,
     ) -> bool: ...
+
+    async def secret_of(self, delivery: DueDelivery) -> str: ...
 
 
 class Sender(Protocol):
@@ -96,7 +104,7 @@ class WebhookDispatcher:
         self._in_flight: dict[asyncio.Task[None], str] = {}
         # A counter's series exists from its first increment; one born at 1 shows no
         # increase() to the alert on deliveries that gave up, so each is born at 0 here.
-        for result in ("delivered", "failed", "refused_address", "gave_up"):
+        for result in ("delivered", "failed", "refused_address", "gave_up", "secret_unavailable"):
             metrics.webhook_attempts.labels(result)
         self._wakeup = asyncio.Event()
 
@@ -176,12 +184,7 @@ class WebhookDispatcher:
 
     async def _attempt(self, delivery: DueDelivery) -> None:
         began = time.monotonic()
-        outcome = await self._sender.send(
-            url=delivery.url,
-            secret=delivery.secret,
-            event_id=delivery.event_id,
-            payload=delivery.payload,
-        )
+        outcome, unopened = await self._send(delivery)
         self._metrics.webhook_attempt_seconds.observe(time.monotonic() - began)
         attempts = delivery.attempts + 1
         next_at = (
@@ -206,7 +209,9 @@ class WebhookDispatcher:
             # The claim expires and the delivery is sent again: at least once.
             log.exception("could not record a webhook attempt", extra={"delivery": delivery.id})
             return
-        result = _result(outcome, next_at)
+        result = (
+            "secret_unavailable" if unopened and next_at is not None else _result(outcome, next_at)
+        )
         self._metrics.webhook_attempts.labels(result).inc()
         if not recorded:
             log.warning(
@@ -218,6 +223,23 @@ class WebhookDispatcher:
                 "webhook delivery failed for good",
                 extra={"delivery": delivery.id, "attempts": attempts, "error": outcome.error},
             )
+
+    async def _send(self, delivery: DueDelivery) -> tuple[SendOutcome, bool]:
+        """The attempt's outcome, and whether it failed because the secret did not open."""
+        try:
+            secret = await self._queue.secret_of(delivery)
+        except PaygateError as exc:
+            # The code and message name the key, never the secret (vault.errors).
+            error = f"the endpoint's signing secret does not open: {exc.code.value}: {exc.message}"
+            log.error(
+                "webhook signing secret does not open",
+                extra={"delivery": delivery.id, "endpoint": delivery.endpoint_id, "error": error},
+            )
+            return SendOutcome(False, None, error), True
+        outcome = await self._sender.send(
+            url=delivery.url, secret=secret, event_id=delivery.event_id, payload=delivery.payload
+        )
+        return outcome, False
 
 
 def _result(outcome: SendOutcome, next_at: datetime | None) -> str:

@@ -8,7 +8,8 @@ tests/integration/test_prometheus_scrape.py that the key panels return data from
 Prometheus scraping a running consumer and facade.
 
 Queries aggregate across instances: per-process series (rates, lag) with ``sum``, series
-every consumer reads from the store (outbox, in-doubt attempts) with ``max``.
+every consumer reads from the store (outbox, in-doubt attempts, webhook deliveries)
+with ``max``.
 """
 
 from __future__ import annotations
@@ -290,8 +291,7 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
                 "the share of attempts to be retried (failed or refused address; a rising "
                 "share is a growing backlog), deliveries given up over the last hour "
                 "(alert PaygateWebhookDeliveriesFailed), and the p95 time of an attempt "
-                "(timeouts show here). No gauge counts the queued deliveries or their age: "
-                "`paygate webhooks list --status pending` shows them.",
+                "(timeouts show here).",
                 (
                     Query(
                         "sum(rate(paygate_webhook_attempts_total"
@@ -309,6 +309,24 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
                         "attempt p95 (s)",
                     ),
                 ),
+            ),
+            Panel(
+                "Webhook backlog",
+                "Deliveries owed, by state: pending (never tried: the dispatchers' queue, "
+                "which should stay young; alert PaygateWebhookBacklogStuck when its oldest "
+                "waits more than 10 minutes) and retrying (waiting for their next attempt, "
+                "up to the 24 h retry window), the age of the oldest of each, and the "
+                "failed ones kept until pruned. `paygate webhooks list --status pending` "
+                "lists them.",
+                (
+                    Query("max by (state) (paygate_webhook_deliveries_pending)", "{{state}}"),
+                    Query(
+                        "max by (state) (paygate_webhook_deliveries_oldest_age_seconds)",
+                        "oldest {{state}} (s)",
+                    ),
+                    Query("max(paygate_webhook_deliveries_failed)", "failed (kept)"),
+                ),
+                width=24,
             ),
         ),
     ),

@@ -202,7 +202,9 @@ class Metrics:
             "Webhook delivery attempts, by result: delivered (answered 2xx), failed (to be "
             "tried again), refused_address (the endpoint's host resolved to an address "
             "paygate may not send to; tried again), gave_up (the retry window is over: the "
-            "delivery is failed; re-send it with `paygate webhooks retry`).",
+            "delivery is failed; re-send it with `paygate webhooks retry`), secret_unavailable "
+            "(the endpoint's signing secret does not open: its vault data key is retired or "
+            "unknown; tried again).",
             ["result"],
             registry=self.registry,
         )
@@ -211,6 +213,31 @@ class Metrics:
             "Time of a webhook delivery attempt, from connecting to the endpoint's answer "
             "(or the timeout).",
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.webhook_deliveries_pending = Gauge(
+            f"{prefix}_webhook_deliveries_pending",
+            "Webhook deliveries owed, by state: pending (never tried yet: the dispatchers' "
+            "queue) and retrying (tried, failed, waiting for their next attempt within the "
+            "retry window). Read from the store by every consumer (sampled every "
+            "`PAYGATE_OPS_SAMPLE_INTERVAL_S`): take the max over them.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries_oldest_age = Gauge(
+            f"{prefix}_webhook_deliveries_oldest_age_seconds",
+            "Seconds since the oldest delivery of each state was queued (0 when there is "
+            "none). A pending one older than minutes means no dispatcher takes the queue "
+            "(alert PaygateWebhookBacklogStuck); retrying ones may age up to the retry "
+            "window. Take the max over the consumers.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.webhook_deliveries_failed = Gauge(
+            f"{prefix}_webhook_deliveries_failed",
+            "Webhook deliveries that gave up (their retry window is over), kept until "
+            "`PAYGATE_WEBHOOKS_RETENTION_DAYS` prunes them: events clients missed unless "
+            "re-sent. Take the max over the consumers.",
             registry=self.registry,
         )
 
@@ -228,9 +255,9 @@ def metrics_page() -> str:
         "for scrapers on a private network): the consumer's on",
         "`PAYGATE_METRICS_HOST`:`PAYGATE_METRICS_PORT`, the facade's on",
         "`PAYGATE_FACADE_OPS_HOST`:`PAYGATE_FACADE_OPS_PORT` (never on its public HTTPS port).",
-        "Series the store is read for (outbox, in-doubt attempts) are reported by every",
-        "consumer: aggregate them with `max`. Generated from `telemetry/metrics.py` by",
-        "`python -m telemetry.metrics`.",
+        "Series the store is read for (outbox, in-doubt attempts, webhook deliveries) are",
+        "reported by every consumer: aggregate them with `max`. Generated from",
+        "`telemetry/metrics.py` by `python -m telemetry.metrics`.",
         "",
         "| metric | type | meaning |",
         "| --- | --- | --- |",

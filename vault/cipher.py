@@ -25,19 +25,22 @@ _VERSION: Final = 1
 _NONCE_BYTES: Final = 12
 
 
-def key_id_of(ciphertext: bytes) -> str:
-    """The id of the data key a ciphertext was made with; ``account_data_tampered`` if it
-    is not shaped like one of ours."""
+_ACCOUNT: Final = "the stored account number"
+
+
+def key_id_of(ciphertext: bytes, what: str = _ACCOUNT) -> str:
+    """The id of the data key a ciphertext was made with; ``account_data_tampered`` (about
+    ``what``) if it is not shaped like one of ours."""
     if len(ciphertext) < 2 or ciphertext[0] != _VERSION:
-        raise tampered("the stored account number")
+        raise tampered(what)
     length = ciphertext[1]
     raw = ciphertext[2 : 2 + length]
     if len(raw) != length or len(ciphertext) < 2 + length + _NONCE_BYTES + 16:
-        raise tampered("the stored account number")
+        raise tampered(what)
     try:
         return raw.decode("ascii")
     except UnicodeDecodeError:
-        raise tampered("the stored account number") from None
+        raise tampered(what) from None
 
 
 def encrypt(aead: AESGCM, key_id: str, plain: bytes, context: bytes) -> bytes:
@@ -46,11 +49,11 @@ def encrypt(aead: AESGCM, key_id: str, plain: bytes, context: bytes) -> bytes:
     return header + nonce + aead.encrypt(nonce, plain, header + context)
 
 
-def decrypt(aead: AESGCM, ciphertext: bytes, context: bytes) -> bytes:
+def decrypt(aead: AESGCM, ciphertext: bytes, context: bytes, what: str = _ACCOUNT) -> bytes:
     """The plain value; ``account_data_tampered`` if anything bound to it was altered."""
-    length = len(key_id_of(ciphertext))
+    length = len(key_id_of(ciphertext, what))
     header, rest = ciphertext[: 2 + length], ciphertext[2 + length :]
     try:
         return aead.decrypt(rest[:_NONCE_BYTES], rest[_NONCE_BYTES:], header + context)
     except InvalidTag:
-        raise tampered("the stored account number") from None
+        raise tampered(what) from None

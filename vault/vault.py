@@ -200,6 +200,29 @@ class Vault:
         )
         return plain.decode()
 
+    # --- other secrets under the same data keys ------------------------------------------
+
+    async def seal(self, plain: bytes, context: bytes) -> tuple[str, bytes]:
+        """``plain`` encrypted under the newest data key: its key id and ciphertext, bound
+        to ``context`` (which must name the kind of value and its row, so a ciphertext
+        opens nowhere else). For secrets paygate keeps outside the vault's tables (webhook
+        signing secrets): they rotate with its keys, through their owner's rewrap."""
+        key_id = await self._primary_key_id()
+        return key_id, cipher.encrypt(await self._data_key(key_id), key_id, plain, context)
+
+    async def unseal(self, key_id: str, ciphertext: bytes, context: bytes, *, what: str) -> bytes:
+        """What :meth:`seal` sealed: ``encryption_key_unknown`` if its data key is unknown or
+        retired, ``encryption_key_mismatch`` if its key-encryption key does not open that
+        key, ``account_data_tampered`` (about ``what``) if anything bound to it changed."""
+        if cipher.key_id_of(ciphertext, what) != key_id:
+            raise tampered(what)
+        return cipher.decrypt(await self._data_key(key_id), ciphertext, context, what)
+
+    async def newest_key_id(self) -> str:
+        """The data key :meth:`seal` uses now (re-read as :meth:`rewrap` does)."""
+        self._primary_read_at = 0.0
+        return await self._primary_key_id()
+
     # --- keys --------------------------------------------------------------------------
 
     async def rotate(self) -> DataKeyInfo:

@@ -136,6 +136,9 @@ def test_paygate_keys_rotate_rewrap_retire(
         "keysRewrapped": 2,
         "valuesMoved": 1,
         "valuesFailed": 0,
+        "webhookSecretsSealed": 0,
+        "webhookSecretsMoved": 0,
+        "webhookSecretsFailed": 0,
     }
     assert keys_main(["retire", first["keyId"]]) == 0
     assert json.loads(capsys.readouterr().out)["active"] is False

@@ -45,6 +45,7 @@ from tests.support.builders import ACCOUNT_KEY, DECLINED_CARD, SUCCESS_CARD, cre
 from tests.support.clock import Clock
 from tests.support.metric_samples import sample_sum as sample
 from tests.support.webhook_receiver import WebhookReceiver, bound_socket
+from tests.support.webhook_vault import with_sealed_secrets
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def no_jitter(low: float, high: float) -> float:
 
 @pytest.fixture
 async def db(engine: AsyncEngine, clock: Clock) -> Database:
-    return Database(engine, clock=clock)
+    return with_sealed_secrets(Database(engine, clock=clock))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import insert, update
 
 from domain.webhook_events import WebhookEvent
+from paygate.settings import DEV_VAULT_KEK
 from paygate.webhooks_command import main as webhooks_main
 from persistence.database import Database
 from persistence.engine import create_engine
@@ -19,6 +20,7 @@ from persistence.webhook_tables import webhook_deliveries
 from tests.support.ops_probe import eventually
 from tests.support.processes import start_service
 from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.webhook_vault import with_sealed_secrets
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +29,7 @@ async def _a_failed_delivery(database_url: str) -> tuple[str, str]:
     """An endpoint of client ``acme`` and a delivery to it that gave up; their ids."""
     engine = create_engine(database_url)
     try:
-        db = await Database.open(engine)
+        db = with_sealed_secrets(await Database.open(engine), DEV_VAULT_KEK)
         created = await db.webhooks.create_endpoint("acme", "https://hooks.example/in", ["*"], None)
         event = WebhookEvent("evt_1", "payment.succeeded", "pay_1", '{"type":"payment.succeeded"}')
         row = delivery_row(created.endpoint.id, event, datetime.now(UTC))
@@ -77,7 +79,7 @@ async def test_paygate_webhooks_run_delivers_on_its_own(tmp_path: Path) -> None:
     receiver = await WebhookReceiver().start()
     engine = create_engine(database_url)
     try:
-        db = await Database.open(engine)
+        db = with_sealed_secrets(await Database.open(engine), DEV_VAULT_KEK)
         created = await db.webhooks.create_endpoint("acme", receiver.url, ["*"], None)
         receiver.secret = created.secret
         event = WebhookEvent("evt_2", "payment.succeeded", "pay_2", '{"type":"payment.succeeded"}')

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from consumer.assignment import AssignmentWatch
 from consumer.lag import ConsumerLag, partition_lag
 from consumer.ops_gauges import OpsGauges
-from persistence.backlogs import Backlog
+from persistence.backlogs import Backlog, WebhookBacklog
 from producer.outbox_relay import OutboxRelay
 from telemetry.metrics import Metrics
 from tests.support.kafka_io import wait_for
@@ -90,6 +90,7 @@ async def test_each_sample_reports_exactly_the_partitions_assigned_now():
 class FakeBacklogs:
     def __init__(self, outbox: Backlog, in_doubt: Backlog) -> None:
         self.outbox_backlog, self.in_doubt = outbox, in_doubt
+        self.webhooks = WebhookBacklog(Backlog(0, None), Backlog(0, None), 0)
         self.fail: Exception | None = None
 
     async def outbox(self) -> Backlog:
@@ -99,6 +100,9 @@ class FakeBacklogs:
 
     async def in_doubt_attempts(self) -> Backlog:
         return self.in_doubt
+
+    async def webhook_deliveries(self) -> WebhookBacklog:
+        return self.webhooks
 
 
 async def test_backlogs_and_their_ages_are_set_from_the_store() -> None:
@@ -131,6 +135,46 @@ async def test_backlogs_and_their_ages_are_set_from_the_store() -> None:
     backlogs.outbox_backlog = Backlog(0, None)
     await gauges.sample()
     assert sample_sum(metrics, "paygate_outbox_oldest_age_seconds") == 0
+
+
+def webhook_series(metrics: Metrics) -> dict[tuple[str, str], float]:
+    return {
+        (sample.name, sample.labels.get("state", "")): sample.value
+        for family in metrics.registry.collect()
+        if family.name.startswith("paygate_webhook_deliveries")
+        for sample in family.samples
+    }
+
+
+async def test_webhook_deliveries_owed_their_ages_and_the_failed_ones_are_set() -> None:
+    metrics = Metrics(CollectorRegistry())
+    backlogs = FakeBacklogs(Backlog(0, None), Backlog(0, None))
+    backlogs.webhooks = WebhookBacklog(
+        pending=Backlog(3, NOW - timedelta(seconds=20)),
+        retrying=Backlog(7, NOW - timedelta(hours=2)),
+        failed=5,
+    )
+    gauges = OpsGauges(
+        backlogs=backlogs,
+        lag=ConsumerLag(FakeOffsets(), metrics),
+        metrics=metrics,
+        clock=lambda: NOW,
+    )
+    await gauges.sample()
+    assert webhook_series(metrics) == {
+        ("paygate_webhook_deliveries_pending", "pending"): 3,
+        ("paygate_webhook_deliveries_pending", "retrying"): 7,
+        ("paygate_webhook_deliveries_oldest_age_seconds", "pending"): 20,
+        ("paygate_webhook_deliveries_oldest_age_seconds", "retrying"): 7200,
+        ("paygate_webhook_deliveries_failed", ""): 5,
+    }
+    # Drained: each state reads 0, and keeps its series (an alert sees 0, not no data).
+    backlogs.webhooks = WebhookBacklog(Backlog(0, None), Backlog(0, None), 5)
+    await gauges.sample()
+    assert (
+        webhook_series(metrics)[("paygate_webhook_deliveries_oldest_age_seconds", "pending")] == 0
+    )
+    assert webhook_series(metrics)[("paygate_webhook_deliveries_pending", "retrying")] == 0
 
 
 async def test_failing_samples_are_logged_once_per_outage(caplog) -> None:

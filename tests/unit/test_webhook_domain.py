@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from domain.error_info import ErrorInfo
-from domain.errors import ErrorCode
+from domain.errors import ErrorCode, PaygateError
 from domain.events import PaymentResult, RefundResult, result_event_id
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
@@ -29,6 +29,7 @@ from domain.webhook_events import (
 )
 from domain.webhook_retry import RetryPolicy
 from domain.webhook_urls import UrlRefusedError, address_refusal, parse_endpoint_url
+from persistence.webhook_secrets import StoredSecret
 from persistence.webhook_store import DueDelivery
 from producer.webhook_dispatcher import WebhookDispatcher
 from producer.webhook_sender import SendOutcome
@@ -206,6 +207,7 @@ class Queue:
     def __init__(self) -> None:
         self.due = [_due(f"s{n}", "slow") for n in range(20)] + [_due("f0", "fast")]
         self.recorded: list[tuple[str, bool]] = []
+        self.errors: list[str | None] = []
 
     async def claim_due(
         self, limit: int, *, per_endpoint: int, in_flight: Mapping[str, int], lease: timedelta
@@ -229,7 +231,14 @@ class Queue:
         next_attempt_at: datetime | None,
     ) -> bool:
         self.recorded.append((delivery.id, delivered))
+        self.errors.append(error)
         return True
+
+    async def secret_of(self, delivery: DueDelivery) -> str:
+        return SECRET
+
+
+SECRET = "whsec_" + "A" * 44
 
 
 def _due(delivery_id: str, endpoint_id: str) -> DueDelivery:
@@ -241,7 +250,7 @@ def _due(delivery_id: str, endpoint_id: str) -> DueDelivery:
         attempts=0,
         created_at=T0,
         token="t",
-        secret="whsec_" + "A" * 44,
+        secret=StoredSecret("dk_test", b"sealed", None),
         payload="{}",
     )
 
@@ -279,9 +288,34 @@ async def test_a_hanging_endpoint_holds_its_share_of_places_and_no_more() -> Non
 
 
 def test_due_delivery_keeps_its_secret_out_of_repr() -> None:
-    delivery = _due("x", "e")
+    delivery = replace(_due("x", "e"), secret=StoredSecret(None, None, SECRET))
     assert "whsec_" not in repr(delivery)
     assert "whsec_" not in repr(replace(delivery, payload="p"))
+    assert "sealed" not in repr(_due("x", "e"))
+
+
+class _RetiredKey(Queue):
+    """One delivery, whose secret is under a data key the vault no longer holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.due = [_due("r0", "fast")]
+
+    async def secret_of(self, delivery: DueDelivery) -> str:
+        raise PaygateError(ErrorCode.ENCRYPTION_KEY_UNKNOWN, "no data key with id 'dk_test'")
+
+
+async def test_a_secret_that_does_not_open_fails_the_attempt_without_sending() -> None:
+    queue, sender, metrics = _RetiredKey(), Sender(), Metrics()
+    dispatcher = WebhookDispatcher(queue, sender, metrics, clock=lambda: T0)
+    assert await dispatcher.dispatch_once() == 1
+    assert queue.recorded == [("r0", False)]
+    [error] = queue.errors
+    assert error is not None
+    assert "encryption_key_unknown" in error
+    assert "dk_test" in error
+    assert not sender.fast_delivered.is_set()
+    assert metrics.webhook_attempts.labels("secret_unavailable")._value.get() == 1
 
 
 def test_the_documented_event_type_pattern_covers_every_type() -> None:

@@ -1,0 +1,221 @@
+"""Webhook signing secrets, encrypted at rest under the vault's data keys.
+
+A signing secret is an HMAC key: whoever reads it can sign webhooks its client trusts. So
+the database never keeps it in clear, or a backup, a replica or a read-only role would be
+enough to forge them. An endpoint row holds ``secret_key_id`` (a vault data key) and
+``secret_ciphertext`` (:mod:`vault.cipher`'s format: AES-256-GCM, a fresh nonce, the key id
+in its header), bound to the endpoint's id: a ciphertext copied to another endpoint's row
+does not open. The dispatcher opens it for each attempt, just before signing; nothing
+else opens it, and the clear secret is shown once, in the answer that creates the endpoint.
+
+Invariants:
+
+* New endpoints are written sealed; their ``secret`` (clear) column is null.
+* A clear ``secret`` is only on a row written before revision 0017 (or by a process of the
+  previous release during an upgrade). :meth:`WebhookSecrets.seal_clear`, which every
+  process that opens the vault runs at start and ``paygate keys rewrap`` runs too, seals
+  it and nulls the clear column in one write, conditional on the clear value being the
+  one it sealed (so concurrent starts seal each row once).
+* Rotation is the vault's: ``paygate keys rewrap`` moves every secret under the newest
+  data key (:meth:`WebhookSecrets.rewrap`), and ``paygate keys retire`` refuses a key a
+  secret is still under (:meth:`WebhookSecrets.count_under`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.errors import PaygateError
+from persistence.group_commit import GroupCommit
+from persistence.webhook_tables import webhook_endpoints
+
+WHAT: Final = "the webhook signing secret"
+_CONTEXT: Final = b"webhook signing secret\x1f"
+
+
+class SecretKeys(Protocol):
+    """What sealing needs of the vault (:class:`vault.vault.Vault` is one)."""
+
+    async def seal(self, plain: bytes, context: bytes) -> tuple[str, bytes]: ...
+
+    async def unseal(
+        self, key_id: str, ciphertext: bytes, context: bytes, *, what: str
+    ) -> bytes: ...
+
+    async def newest_key_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSecret:
+    """A signing secret as its endpoint row holds it: sealed, or (before 0017) clear."""
+
+    key_id: str | None
+    ciphertext: bytes | None = field(repr=False)
+    clear: str | None = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRewrapReport:
+    sealed: int  # clear secrets sealed
+    moved: int  # sealed ones moved to the newest data key
+    failed: int  # ones that do not open: left as they are, for a person to look at
+
+
+def _context(endpoint_id: str) -> bytes:
+    return _CONTEXT + endpoint_id.encode()
+
+
+class WebhookSecrets:
+    def __init__(
+        self, engine: AsyncEngine, writes: GroupCommit, keys: SecretKeys, *, batch: int = 500
+    ) -> None:
+        self._engine = engine
+        self._writes = writes
+        self._keys = keys
+        self._batch = batch
+
+    async def seal(self, endpoint_id: str, secret: str) -> tuple[str, bytes]:
+        """The key id and ciphertext to store for ``secret`` on ``endpoint_id``'s row."""
+        return await self._keys.seal(secret.encode(), _context(endpoint_id))
+
+    async def open(self, endpoint_id: str, stored: StoredSecret) -> str:
+        """The clear secret, for signing only: never store, log or show it. Catalogue
+        errors (vault.errors) when it does not open: its key unknown or retired
+        (``encryption_key_unknown``), or the row altered (``account_data_tampered``)."""
+        if stored.key_id is not None and stored.ciphertext is not None:
+            plain = await self._keys.unseal(
+                stored.key_id, stored.ciphertext, _context(endpoint_id), what=WHAT
+            )
+            return plain.decode()
+        if stored.clear is not None:
+            return stored.clear  # not sealed yet: the next start or rewrap seals it
+        raise ValueError(f"webhook endpoint {endpoint_id} has no signing secret")
+
+    async def seal_clear(self) -> int:
+        """Seal every secret still in clear; how many were sealed here."""
+        sealed, after = 0, ""
+        while True:
+            async with self._engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(webhook_endpoints.c.id, webhook_endpoints.c.secret)
+                        .where(webhook_endpoints.c.secret.is_not(None))
+                        .where(webhook_endpoints.c.id > after)
+                        .order_by(webhook_endpoints.c.id)
+                        .limit(self._batch)
+                    )
+                ).all()
+            if not rows:
+                return sealed
+            for row in rows:
+                key_id, ciphertext = await self.seal(row.id, row.secret)
+                condition = webhook_endpoints.c.secret == row.secret
+                if await self._swap(row.id, condition, key_id, ciphertext):
+                    sealed += 1
+            after = rows[-1].id
+
+    async def rewrap(self) -> SecretRewrapReport:
+        """Every secret sealed under the newest data key (clear ones sealed first). Safe
+        while paygate runs: each row is swapped in its own write, only if unchanged."""
+        sealed = await self.seal_clear()
+        target = await self._keys.newest_key_id()
+        moved = failed = 0
+        after = ""
+        e = webhook_endpoints
+        while True:
+            async with self._engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(e.c.id, e.c.secret_key_id, e.c.secret_ciphertext)
+                        .where(e.c.secret_key_id.is_not(None))
+                        .where(e.c.secret_key_id != target)
+                        .where(e.c.id > after)
+                        .order_by(e.c.id)
+                        .limit(self._batch)
+                    )
+                ).all()
+            if not rows:
+                return SecretRewrapReport(sealed, moved, failed)
+            for row in rows:
+                stored = StoredSecret(row.secret_key_id, row.secret_ciphertext, None)
+                try:
+                    secret = await self.open(row.id, stored)
+                except (PaygateError, UnicodeDecodeError):  # counted, left for a person
+                    failed += 1
+                    continue
+                key_id, ciphertext = await self.seal(row.id, secret)
+                condition = e.c.secret_key_id == row.secret_key_id
+                if await self._swap(row.id, condition, key_id, ciphertext):
+                    moved += 1
+            after = rows[-1].id
+
+    async def unseal_all(self) -> tuple[int, int]:
+        """Write every sealed secret back in clear (how many, and how many did not open):
+        only for a downgrade below revision 0017, with paygate stopped, since a process
+        that starts again seals them at once."""
+        unsealed = failed = 0
+        after = ""
+        e = webhook_endpoints
+        while True:
+            async with self._engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(e.c.id, e.c.secret_key_id, e.c.secret_ciphertext)
+                        .where(e.c.secret_key_id.is_not(None))
+                        .where(e.c.id > after)
+                        .order_by(e.c.id)
+                        .limit(self._batch)
+                    )
+                ).all()
+            if not rows:
+                return unsealed, failed
+            for row in rows:
+                stored = StoredSecret(row.secret_key_id, row.secret_ciphertext, None)
+                try:
+                    secret = await self.open(row.id, stored)
+                except (PaygateError, UnicodeDecodeError):
+                    failed += 1
+                    continue
+                if await self._write_clear(row.id, row.secret_key_id, secret):
+                    unsealed += 1
+            after = rows[-1].id
+
+    async def count_under(self, key_id: str) -> int:
+        """How many endpoints (deleted ones too) have their secret under ``key_id``."""
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count())
+                .select_from(webhook_endpoints)
+                .where(webhook_endpoints.c.secret_key_id == key_id)
+            )
+            return int(count or 0)
+
+    async def _swap(
+        self, endpoint_id: str, unchanged: ColumnElement[bool], key_id: str, ciphertext: bytes
+    ) -> bool:
+        async def record(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(webhook_endpoints)
+                .where(webhook_endpoints.c.id == endpoint_id)
+                .where(unchanged)
+                .values(secret=None, secret_key_id=key_id, secret_ciphertext=ciphertext)
+            )
+            return bool(result.rowcount)
+
+        return await self._writes.run(record)
+
+    async def _write_clear(self, endpoint_id: str, key_id: str, secret: str) -> bool:
+        async def record(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                update(webhook_endpoints)
+                .where(webhook_endpoints.c.id == endpoint_id)
+                .where(webhook_endpoints.c.secret_key_id == key_id)
+                .values(secret=secret, secret_key_id=None, secret_ciphertext=None)
+            )
+            return bool(result.rowcount)
+
+        return await self._writes.run(record)
