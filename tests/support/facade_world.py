@@ -8,6 +8,7 @@ off: every query then fails the way asyncpg does when PostgreSQL refuses connect
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 from tests.support.fake_vault_rows import FakeVaultRows
 from tests.support.fake_webhooks import FakeWebhooks
 from tests.support.memory_vault import memory_vault
+from tests.support.result_watch import WatchByWaiting, watch_by_waiting
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ACCOUNT_KEY = b"facade-world-key"
@@ -244,6 +246,9 @@ class World:
             self.while_waiting(self)
             return True
         return self.final_within_wait
+
+    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
+        return watch_by_waiting(self.wait_for_final, payment_request_id)
 
     # --- the API-key store ------------------------------------------------------------------
 
