@@ -89,6 +89,11 @@ class GuardedQueries:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return await self._guard.call(self._inner.get_payment(payment_request_id))
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        return await self._guard.call(self._inner.payment_with_refunds(payment_request_id))
+
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         return await self._guard.call(self._inner.order_payments(order_id, client_id))
 

@@ -142,10 +142,10 @@ async def _answer_after_wait(
     if final:
         # The result event can be seen a moment before the store is readable (another
         # replica, a lagging read); then the client gets the 202 and polls like anyone.
-        view = await request.app[QUERIES].get_payment(payment_request_id)
-        if view is not None:
+        found = await request.app[QUERIES].payment_with_refunds(payment_request_id)
+        if found is not None:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
-            return web.json_response(await payment_json(request, view), headers=headers)
+            return web.json_response(payment_body(*found), headers=headers)
     return _accepted(payment_request_id, headers)
 
 
@@ -162,9 +162,12 @@ async def get_payment(request: web.Request) -> web.Response:
     poll until it appears, or create with ``Prefer: wait=N`` instead.
     """
     payment_request_id = payment_id_in_path(request)
-    view = await client_payment(request, payment_request_id)
-    request[ORDER_ID] = view.order_id
-    return web.json_response(await payment_json(request, view))
+    found = await request.app[QUERIES].payment_with_refunds(payment_request_id)
+    # Another client's payment is not_found, as in client_payment.
+    if found is None or found[0].client_id != request[CLIENT_ID]:
+        raise _payment_not_found()
+    request[ORDER_ID] = found[0].order_id
+    return web.json_response(payment_body(*found))
 
 
 def payment_id_in_path(request: web.Request) -> str:

@@ -69,6 +69,12 @@ class CommandPublisher(Protocol):
 class PaymentQueries(Protocol):
     async def get_payment(self, payment_request_id: str) -> PaymentView | None: ...
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        """The payment and its refunds (oldest first), read together: a payment's answer."""
+        ...
+
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         """The client's order's payments, for key resolution and order protection before
         publishing."""

@@ -109,6 +109,12 @@ class RecordingStore:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        view = self.payments.get(payment_request_id)
+        return None if view is None else (view, [])  # these tests make no refunds
+
     async def order_payments(
         self, order_id: str, client_id: str | None = None
     ) -> list[OrderPayment]:

@@ -207,6 +207,17 @@ class World:
         self._database()
         return self.payments.get(payment_request_id)
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        self._database()
+        view = self.payments.get(payment_request_id)
+        if view is None:
+            return None
+        return view, [
+            r for r in self.refunds.values() if r.payment_request_id == view.payment_request_id
+        ]
+
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         self._database()
         return [

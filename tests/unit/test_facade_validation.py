@@ -115,6 +115,12 @@ class FakeQueries:
         self.asked.append(payment_request_id)
         return self.payments.get(payment_request_id)
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        view = await self.get_payment(payment_request_id)
+        return None if view is None else (view, [])  # FakeRefunds holds none
+
     async def client_order_page(
         self, client_id: str, order_id: str, *, limit: int, starting_after: str | None
     ) -> list[PaymentView]:

@@ -239,6 +239,16 @@ class World:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        view = self.payments.get(payment_request_id)
+        if view is None:
+            return None
+        return view, [
+            r for r in self.refunds.values() if r.payment_request_id == view.payment_request_id
+        ]
+
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         return [
             OrderPayment(p.payment_request_id, p.idempotency_key, p.status, key_expired=False)
