@@ -17,7 +17,8 @@ advice, the same as for Kafka: retry with the same ``Idempotency-Key``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
@@ -34,6 +35,7 @@ from http_facade.ports import (
     PaymentQueries,
     RefundQueries,
     ResultWaiter,
+    ResultWatch,
     WebhookEndpoints,
 )
 from http_facade.rate_limit import RateLimiter
@@ -87,6 +89,11 @@ class GuardedQueries:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return await self._guard.call(self._inner.get_payment(payment_request_id))
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        return await self._guard.call(self._inner.payment_with_refunds(payment_request_id))
+
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         return await self._guard.call(self._inner.order_payments(order_id, client_id))
 
@@ -133,6 +140,21 @@ class GuardedWaiter:
         return await self._guard.call(
             self._inner.wait_for_final(payment_request_id, timeout_s), proves_reachable=False
         )
+
+    @contextlib.contextmanager
+    def watch(self, payment_request_id: str) -> Iterator[ResultWatch]:
+        with self._inner.watch(payment_request_id) as watch:
+            yield GuardedWatch(watch, self._guard)
+
+
+class GuardedWatch:
+    def __init__(self, inner: ResultWatch, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def final(self, timeout_s: float) -> bool:
+        # Reads the store only when the time runs out: its success proves nothing.
+        return await self._guard.call(self._inner.final(timeout_s), proves_reachable=False)
 
 
 class GuardedWebhooks:

@@ -114,15 +114,42 @@ async def create_payment(request: web.Request) -> web.Response:
             raise refusal
         # Last, so a refused or replayed request vaults nothing.
         command = await with_numbers_vaulted(request, command)
-        await request.app[PUBLISHER].publish_create_payment(command)
+        publisher = request.app[PUBLISHER]
+        if wait_s is None:
+            await publisher.publish_create_payment(command)
+            return _accepted(payment_request_id, headers)
+        # Watched before publishing: its result cannot come first, so the store is not read
+        # before waiting.
+        with request.app[WAITER].watch(payment_request_id) as watch:
+            await publisher.publish_create_payment(command)
+            final = await watch.final(wait_s)
+        return await _answer_after_wait(request, payment_request_id, final, wait_s, headers)
 
-    if wait_s is not None and await request.app[WAITER].wait_for_final(payment_request_id, wait_s):
+    final = wait_s is not None and await request.app[WAITER].wait_for_final(
+        payment_request_id, wait_s
+    )
+    return await _answer_after_wait(request, payment_request_id, final, wait_s, headers)
+
+
+async def _answer_after_wait(
+    request: web.Request,
+    payment_request_id: str,
+    final: bool,
+    wait_s: int | None,
+    headers: dict[str, str],
+) -> web.Response:
+    """200 with the payment if its final result came within the wait, else 202."""
+    if final:
         # The result event can be seen a moment before the store is readable (another
         # replica, a lagging read); then the client gets the 202 and polls like anyone.
-        view = await queries.get_payment(payment_request_id)
-        if view is not None:
+        found = await request.app[QUERIES].payment_with_refunds(payment_request_id)
+        if found is not None:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
-            return web.json_response(await payment_json(request, view), headers=headers)
+            return web.json_response(payment_body(*found), headers=headers)
+    return _accepted(payment_request_id, headers)
+
+
+def _accepted(payment_request_id: str, headers: dict[str, str]) -> web.Response:
     return web.json_response(accepted_body(payment_request_id), status=202, headers=headers)
 
 
@@ -135,9 +162,12 @@ async def get_payment(request: web.Request) -> web.Response:
     poll until it appears, or create with ``Prefer: wait=N`` instead.
     """
     payment_request_id = payment_id_in_path(request)
-    view = await client_payment(request, payment_request_id)
-    request[ORDER_ID] = view.order_id
-    return web.json_response(await payment_json(request, view))
+    found = await request.app[QUERIES].payment_with_refunds(payment_request_id)
+    # Another client's payment is not_found, as in client_payment.
+    if found is None or found[0].client_id != request[CLIENT_ID]:
+        raise _payment_not_found()
+    request[ORDER_ID] = found[0].order_id
+    return web.json_response(payment_body(*found))
 
 
 def payment_id_in_path(request: web.Request) -> str:

@@ -7,6 +7,7 @@ listener); unit tests pass fakes.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Protocol
 
@@ -68,6 +69,12 @@ class CommandPublisher(Protocol):
 class PaymentQueries(Protocol):
     async def get_payment(self, payment_request_id: str) -> PaymentView | None: ...
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        """The payment and its refunds (oldest first), read together: a payment's answer."""
+        ...
+
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         """The client's order's payments, for key resolution and order protection before
         publishing."""
@@ -89,10 +96,23 @@ class RefundQueries(Protocol):
         ...
 
 
+class ResultWatch(Protocol):
+    async def final(self, timeout_s: float) -> bool:
+        """Wait until a final result of the watched id is seen (or, when the time runs out,
+        is in the store); True if one was in time. Called once per watch."""
+        ...
+
+
 class ResultWaiter(Protocol):
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
         """Wait until a final result for the payment (or refund, by its ``ref_`` id) is
-        seen; True if one was seen in time."""
+        seen; True if one was seen in time. Looks in the store first: for an id whose
+        command may have been handled already."""
+        ...
+
+    def watch(self, payment_request_id: str) -> AbstractContextManager[ResultWatch]:
+        """Listen for the id's final result from entering on: entered before its command
+        is published, no result can precede it, so nothing is read before waiting."""
         ...
 
 

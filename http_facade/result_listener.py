@@ -31,10 +31,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 
 from http_facade.result_events import PaymentEvents, ResultDecoder, ResultRecord
 from http_facade.result_feed import ResultFeed
-from http_facade.result_waiters import PaymentLookup, RefundLookup, ResultWaiters
+from http_facade.result_waiters import PaymentLookup, RefundLookup, ResultWaiters, Watch
 from http_facade.task_supervisor import TaskSupervisor
 from schemas.registry_schemas import SchemaSourceUnavailable
 from telemetry.metrics import Metrics
@@ -91,6 +92,10 @@ class ResultListener:
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
         """Also waits for a refund, given its ``ref_`` id."""
         return await self._waiters.wait_for_final(payment_request_id, timeout_s)
+
+    def watch(self, payment_request_id: str) -> AbstractContextManager[Watch]:
+        """See :meth:`ResultWaiters.watch`."""
+        return self._waiters.watch(payment_request_id)
 
     async def _run(self) -> None:
         reopened = self._feed is None

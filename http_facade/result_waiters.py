@@ -4,17 +4,21 @@ A payment that needs its payer to act (``requires_action``) ends a wait like a f
 only the client, who shows the payer its next action, can move it on.
 
 Invariant: a waiter is woken only for an id whose final result exists, and a final result
-is never missed: the waiter registers before it checks the store, so a result that lands
-between the two is seen by one or the other. When the listener may have missed events
-(it reconnected at the end of the topic), :meth:`ResultWaiters.recheck_store` looks each
-waited id up again.
+is never missed: :meth:`ResultWaiters.wait_for_final` registers before it checks the store,
+so a result that lands between the two is seen by one or the other; a
+:meth:`ResultWaiters.watch` registers before its command is published, so no result of
+that command can precede it, and it looks in the store only when its wait runs out. When
+the listener may have missed events (it reconnected at the end of the topic),
+:meth:`ResultWaiters.recheck_store` looks each waited id up again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import Protocol
 
 from domain.payment_view import PaymentView
@@ -44,16 +48,25 @@ class ResultWaiters:
 
     async def wait_for_final(self, waited_id: str, timeout_s: float) -> bool:
         """Also waits for a refund, given its ``ref_`` id."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        with self._registered(waited_id) as future:
+            if await self.is_final_in_store(waited_id):
+                return True
+            return await _woken_within(future, timeout_s)
+
+    @contextlib.contextmanager
+    def watch(self, waited_id: str) -> Iterator[Watch]:
+        """Listen for ``waited_id``'s final result from now on; enter it before publishing
+        the command whose result it is, so that the result cannot come first and the store
+        need not be read before waiting (one read less per create-and-wait)."""
+        with self._registered(waited_id) as future:
+            yield Watch(self, waited_id, future)
+
+    @contextlib.contextmanager
+    def _registered(self, waited_id: str) -> Iterator[asyncio.Future[None]]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[waited_id].add(future)
         try:
-            if await self._is_final_in_store(waited_id):
-                return True
-            await asyncio.wait_for(future, timeout_s)
-            return True
-        except TimeoutError:
-            return False
+            yield future
         finally:
             waiters = self._waiters.get(waited_id)
             if waiters is not None:
@@ -75,16 +88,46 @@ class ResultWaiters:
         """
         for waited_id in list(self._waiters):
             try:
-                final = await self._is_final_in_store(waited_id)
+                final = await self.is_final_in_store(waited_id)
             except Exception as exc:
                 log.warning("re-checking waiting requests failed: %s", type(exc).__name__)
                 return
             if final:
                 self.final_seen(waited_id)
 
-    async def _is_final_in_store(self, waited_id: str) -> bool:
+    async def is_final_in_store(self, waited_id: str) -> bool:
         if is_refund_id(waited_id):
             refund = await self._refunds.get(waited_id)
             return refund is not None and refund.status.is_final
         payment = await self._queries.get_payment(waited_id)
         return payment is not None and payment.status.ends_a_wait
+
+
+class Watch:
+    """One registered wait, from :meth:`ResultWaiters.watch`."""
+
+    def __init__(
+        self, waiters: ResultWaiters, waited_id: str, future: asyncio.Future[None]
+    ) -> None:
+        self._waiters = waiters
+        self._waited_id = waited_id
+        self._future = future
+
+    async def final(self, timeout_s: float) -> bool:
+        """True if a final result was seen since the watch began, within ``timeout_s``.
+
+        When the time runs out the store is read once: a result the listener could not
+        report (a record it could not decode) is still found, as before the wait moved
+        ahead of publishing.
+        """
+        if await _woken_within(self._future, timeout_s):
+            return True
+        return await self._waiters.is_final_in_store(self._waited_id)
+
+
+async def _woken_within(future: asyncio.Future[None], timeout_s: float) -> bool:
+    try:
+        await asyncio.wait_for(future, timeout_s)
+    except TimeoutError:
+        return False
+    return True

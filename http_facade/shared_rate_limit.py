@@ -15,11 +15,15 @@ What that gives, and what it costs:
 * A client can be refused a little early: tokens leased by one process sit unused there
   (for at most ``lease_s``) while another process finds the row empty. With the default
   lease, 1/10 of a second's worth of the rate at most.
-* One database write per lease instead of per request.
+* One database write per lease instead of per request, and one at a time per client in a
+  process: requests that find the lease spent while another request is renewing it wait
+  for that renewal and spend from it, instead of each taking a lease of its own (a burst
+  of N such requests was N writes, each taking a whole lease, most of it dropped unspent).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -67,13 +71,41 @@ class SharedRateLimiter:
         self._clock = clock
         self._monotonic = monotonic
         self._leases: dict[str, tuple[int, float]] = {}  # client -> (tokens, good until)
+        self._renewing: dict[str, _Renewal] = {}  # client -> its lease renewal under way
 
     async def acquire(self, client_id: str) -> float:
+        while True:
+            if self._spend_leased(client_id):
+                return 0.0
+            renewal = self._renewing.get(client_id)
+            if renewal is None:
+                break
+            await renewal.ended.wait()
+            if renewal.refused_for is not None:
+                # Not even one token was there a moment ago: the same answer, without
+                # asking the store again.
+                return renewal.refused_for
+            # Granted (spend from its lease) or failed (renew again): look again.
+        renewal = self._renewing[client_id] = _Renewal()
+        try:
+            wait_s = await self._renew(client_id)
+            if wait_s > 0:
+                renewal.refused_for = wait_s
+            return wait_s
+        finally:
+            del self._renewing[client_id]
+            renewal.ended.set()
+
+    def _spend_leased(self, client_id: str) -> bool:
         now = self._monotonic()
         tokens, until = self._leases.get(client_id, (0, now))
         if tokens > 0 and now < until:
             self._leases[client_id] = (tokens - 1, until)
-            return 0.0
+            return True
+        return False
+
+    async def _renew(self, client_id: str) -> float:
+        """Take a new lease from the shared row and spend its first token; else the wait."""
         count = self._lease_tokens
         wait_s = await self._take(client_id, count)
         if wait_s > 0 and count > 1:
@@ -98,3 +130,11 @@ class SharedRateLimiter:
         for client_id, (_, until) in list(self._leases.items()):
             if until <= now:
                 del self._leases[client_id]
+
+
+class _Renewal:
+    """One request taking a new lease for its client; the others wait for its end."""
+
+    def __init__(self) -> None:
+        self.ended = asyncio.Event()
+        self.refused_for: float | None = None  # the wait, if the bucket refused

@@ -32,6 +32,7 @@ from domain.idempotency import OrderPayment
 from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
+from domain.refund_view import RefundView
 from domain.status import WAITING_FOR_PROVIDER, PaymentStatus
 from persistence.claims import (
     claimable,
@@ -58,6 +59,7 @@ from persistence.payment_claims import (
 from persistence.payment_finish import FinishRequest, finish_many, finish_one
 from persistence.payment_replay import enqueue_as_it_is
 from persistence.payment_rows import payment_in, payment_view_of
+from persistence.refund_store import refunds_of_payment_in
 from persistence.row_claims import RowClaims
 from persistence.tables import payments, provider_attempts
 
@@ -273,6 +275,17 @@ class PaymentStore:
     async def get_payment(self, payment_id: str) -> PaymentView | None:
         async with self._engine.connect() as conn:
             return await payment_in(conn, payment_id)
+
+    async def payment_with_refunds(
+        self, payment_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        """The payment and its refunds (oldest first), on one connection in one transaction:
+        a payment's answer costs one pool checkout and one ``BEGIN``, not two."""
+        async with self._engine.connect() as conn:
+            view = await payment_in(conn, payment_id)
+            if view is None:
+                return None
+            return view, await refunds_of_payment_in(conn, payment_id)
 
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         """The payments of ``client_id``'s order ``order_id`` (None: upstream services')."""

@@ -120,6 +120,18 @@ _REFUNDS_OF_PAYMENTS: Final = (
     .order_by(refunds.c.created_at, refunds.c.id)
 )
 
+_REFUNDS_OF_PAYMENT: Final = (
+    select(refunds)
+    .where(refunds.c.payment_id == bindparam("payment_id"))
+    .order_by(refunds.c.created_at, refunds.c.id)
+)
+
+
+async def refunds_of_payment_in(conn: AsyncConnection, payment_request_id: str) -> list[RefundView]:
+    """The payment's refunds, oldest first, read on ``conn`` (in the caller's transaction)."""
+    rows = await conn.execute(_REFUNDS_OF_PAYMENT, {"payment_id": payment_request_id})
+    return [_refund_view(row) for row in rows]
+
 
 class RefundStore:
     def __init__(

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -52,6 +53,7 @@ from tests.support.facade_world import payment_body
 from tests.support.gated_provider import GatedProvider
 from tests.support.kafka_io import read_until
 from tests.support.ops_probe import until_readyz
+from tests.support.result_watch import WatchByWaiting, watch_by_waiting
 from tests.support.services import service_missing
 from tests.support.services_in_process import running_services
 from tests.support.tcp_proxy import TcpProxy
@@ -69,6 +71,9 @@ MAX_TRIES = 30
 class NoWait:
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
         return False
+
+    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
+        return watch_by_waiting(self.wait_for_final, payment_request_id)
 
 
 class RecordingPublisher:

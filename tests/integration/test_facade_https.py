@@ -10,6 +10,7 @@ disconnected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -53,6 +54,7 @@ from persistence.migrate import create_schema
 from telemetry.metrics import Metrics
 from tests.support.builders import SUCCESS_CARD
 from tests.support.memory_vault import memory_vault
+from tests.support.result_watch import WatchByWaiting, watch_by_waiting
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +109,12 @@ class RecordingStore:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        view = self.payments.get(payment_request_id)
+        return None if view is None else (view, [])  # these tests make no refunds
+
     async def order_payments(
         self, order_id: str, client_id: str | None = None
     ) -> list[OrderPayment]:
@@ -133,6 +141,9 @@ class NoRefunds:
 class NeverFinal:
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
         return False
+
+    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
+        return watch_by_waiting(self.wait_for_final, payment_request_id)
 
 
 @dataclass

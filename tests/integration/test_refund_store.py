@@ -341,3 +341,28 @@ async def test_refunds_of_many_payments_come_in_one_answer(store, refunds):
     assert found[second.payment_request_id] == []
     assert found["pay_" + "0" * 32] == []
     assert await refunds.of_payments([]) == {}
+
+
+async def test_a_payment_and_its_refunds_are_read_together(store, refunds):
+    paid, other = await succeeded_payment(store), await succeeded_payment(store)
+    first = await refunds.begin(refund_of(paid, Money(100, "EUR"), key="first"), _event)
+    second = await refunds.begin(refund_of(paid, Money(200, "EUR"), key="second"), _event)
+    assert isinstance(first, RefundStarted)
+    assert isinstance(second, RefundStarted)
+
+    found = await store.payment_with_refunds(paid.payment_request_id)
+
+    assert found is not None
+    view, its_refunds = found
+    assert view == await store.get_payment(paid.payment_request_id)
+    # The same refunds, in the same order, as the read for a page of payments gives.
+    assert (
+        its_refunds
+        == (await refunds.of_payments([paid.payment_request_id]))[paid.payment_request_id]
+    )
+    assert {r.refund_id for r in its_refunds} == {first.refund.refund_id, second.refund.refund_id}
+    assert await store.payment_with_refunds(other.payment_request_id) == (
+        await store.get_payment(other.payment_request_id),
+        [],
+    )
+    assert await store.payment_with_refunds("pay_" + "0" * 32) is None

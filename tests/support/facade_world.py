@@ -8,6 +8,7 @@ off: every query then fails the way asyncpg does when PostgreSQL refuses connect
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 from tests.support.fake_vault_rows import FakeVaultRows
 from tests.support.fake_webhooks import FakeWebhooks
 from tests.support.memory_vault import memory_vault
+from tests.support.result_watch import WatchByWaiting, watch_by_waiting
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ACCOUNT_KEY = b"facade-world-key"
@@ -205,6 +207,17 @@ class World:
         self._database()
         return self.payments.get(payment_request_id)
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        self._database()
+        view = self.payments.get(payment_request_id)
+        if view is None:
+            return None
+        return view, [
+            r for r in self.refunds.values() if r.payment_request_id == view.payment_request_id
+        ]
+
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         self._database()
         return [
@@ -244,6 +257,9 @@ class World:
             self.while_waiting(self)
             return True
         return self.final_within_wait
+
+    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
+        return watch_by_waiting(self.wait_for_final, payment_request_id)
 
     # --- the API-key store ------------------------------------------------------------------
 

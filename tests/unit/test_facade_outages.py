@@ -120,7 +120,8 @@ async def test_a_bug_in_a_query_is_still_a_500_with_its_traceback(
     async def broken(payment_request_id: str) -> None:
         raise KeyError("a bug, not an outage")
 
-    world.get_payment = broken  # type: ignore[method-assign]
+    # The read a GET of a payment makes: the payment and its refunds together.
+    world.payment_with_refunds = broken  # type: ignore[method-assign]
     caplog.set_level(logging.DEBUG)
     async with client.get("/v1/payments/pay_" + "0" * 32, headers=AUTH) as response:
         assert response.status == 500

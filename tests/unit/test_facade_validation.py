@@ -6,6 +6,7 @@ status codes, bodies, headers, metrics, logs), not TLS, which the integration te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -42,6 +43,7 @@ from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 from tests.support.builders import SUCCESS_CARD, create_payment_record
 from tests.support.memory_vault import memory_vault
+from tests.support.result_watch import WatchByWaiting, watch_by_waiting
 
 pytestmark = pytest.mark.unit
 
@@ -113,6 +115,12 @@ class FakeQueries:
         self.asked.append(payment_request_id)
         return self.payments.get(payment_request_id)
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        view = await self.get_payment(payment_request_id)
+        return None if view is None else (view, [])  # FakeRefunds holds none
+
     async def client_order_page(
         self, client_id: str, order_id: str, *, limit: int, starting_after: str | None
     ) -> list[PaymentView]:
@@ -157,6 +165,9 @@ class FakeWaiter:
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
         self.calls.append((payment_request_id, timeout_s))
         return self.final
+
+    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
+        return watch_by_waiting(self.wait_for_final, payment_request_id)
 
 
 class Facade:

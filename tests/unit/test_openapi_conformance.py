@@ -11,6 +11,7 @@ listed for the operation, its body matches the schema for its content type (JSON
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -48,6 +49,7 @@ from tests.support.app_client import started_client
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 from tests.support.fake_webhooks import FakeWebhooks
 from tests.support.memory_vault import memory_vault
+from tests.support.result_watch import WatchByWaiting, watch_by_waiting
 
 pytestmark = pytest.mark.unit
 
@@ -237,6 +239,16 @@ class World:
     async def get_payment(self, payment_request_id: str) -> PaymentView | None:
         return self.payments.get(payment_request_id)
 
+    async def payment_with_refunds(
+        self, payment_request_id: str
+    ) -> tuple[PaymentView, list[RefundView]] | None:
+        view = self.payments.get(payment_request_id)
+        if view is None:
+            return None
+        return view, [
+            r for r in self.refunds.values() if r.payment_request_id == view.payment_request_id
+        ]
+
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         return [
             OrderPayment(p.payment_request_id, p.idempotency_key, p.status, key_expired=False)
@@ -268,6 +280,9 @@ class World:
 
     async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
         return self.final_within_wait
+
+    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
+        return watch_by_waiting(self.wait_for_final, payment_request_id)
 
 
 def _declined() -> ErrorInfo:

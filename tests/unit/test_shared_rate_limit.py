@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from http_facade.shared_rate_limit import SharedRateLimiter, lease_size
@@ -84,3 +86,68 @@ def test_bad_parameters_are_refused() -> None:
         SharedRateLimiter(FakeBuckets(1), rate_per_s=0.0, burst=1)
     with pytest.raises(ValueError, match="must be"):
         SharedRateLimiter(FakeBuckets(1), rate_per_s=1.0, burst=0)
+
+
+class GatedBuckets(FakeBuckets):
+    """Holds every take until the test opens the gate, so requests pile up meanwhile."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__(tokens)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def take(
+        self, client_id: str, *, count: int, rate_per_s: float, burst: int, now: float
+    ) -> float:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().take(
+            client_id, count=count, rate_per_s=rate_per_s, burst=burst, now=now
+        )
+
+
+async def test_requests_arriving_while_a_lease_is_renewed_spend_from_that_renewal() -> None:
+    buckets, clock = GatedBuckets(tokens=1000), Clock()
+    limiter = SharedRateLimiter(buckets, rate_per_s=1000.0, burst=1000, monotonic=clock)
+    # Started in order: the first takes a lease, the others find it under way and wait.
+    requests = [asyncio.create_task(limiter.acquire("c")) for _ in range(5)]
+    await buckets.entered.wait()
+    buckets.gate.set()
+    assert await asyncio.gather(*requests) == [0.0] * 5
+    assert buckets.takes == [100]  # one write for the five, not five leases
+
+
+async def test_requests_waiting_on_a_refused_renewal_are_refused_without_asking_again() -> None:
+    buckets, clock = GatedBuckets(tokens=0), Clock()
+    limiter = SharedRateLimiter(buckets, rate_per_s=10.0, burst=10, monotonic=clock)
+    requests = [asyncio.create_task(limiter.acquire("c")) for _ in range(3)]
+    await buckets.entered.wait()
+    buckets.gate.set()
+    waits = await asyncio.gather(*requests)
+    assert all(w > 0 for w in waits)
+    assert len(set(waits)) == 1
+    assert buckets.takes == [1]  # a lease of 1 at 10/s: the only take, refused
+
+
+async def test_a_failed_renewal_lets_the_next_request_renew() -> None:
+    class FailingOnce(FakeBuckets):
+        def __init__(self) -> None:
+            super().__init__(tokens=1000)
+            self.failed = False
+
+        async def take(
+            self, client_id: str, *, count: int, rate_per_s: float, burst: int, now: float
+        ) -> float:
+            if not self.failed:
+                self.failed = True
+                raise ConnectionError("database unreachable")
+            return await super().take(
+                client_id, count=count, rate_per_s=rate_per_s, burst=burst, now=now
+            )
+
+    buckets, clock = FailingOnce(), Clock()
+    limiter = SharedRateLimiter(buckets, rate_per_s=1000.0, burst=1000, monotonic=clock)
+    with pytest.raises(ConnectionError):
+        await limiter.acquire("c")
+    assert await limiter.acquire("c") == 0.0
+    assert buckets.takes == [100]
