@@ -1,0 +1,242 @@
+"""A replayed refund is answered with its payment's refund totals as they are now.
+
+Found by review: the refund handler's replay read the payment's standing (``paymentStatus``,
+``paymentRefundedMinor``) without a lock and queued the event in a transaction of its own.
+Another refund of the payment that settled in between had its event (refunded 80.00)
+queued first, and the replay's (refunded 30.00) after it: a reader keeping the last totals
+per payment saw them go back. The replay now reads the refund and the standing under the
+payment's row lock (the lock refunds settle under) in the transaction that queues the event.
+
+The schedules, deterministic on both databases:
+
+* another worker settles a refund at the moment the replay is about to queue its event
+  (the regression: it failed on the old code, whose event said 30.00 after 80.00);
+* another worker asks to settle a refund while the replay holds the lock (from inside the
+  replay's event building): it waits, and its event follows the replay's;
+* a refund's pending outcome (which moves no total) is recorded while another refund is
+  settling: it waits for the settle's lock and reports the totals after it.
+
+The last two pin the order the lock gives; they pass on the old code too, where the race
+they guard needed the other transaction to fit between two statements (on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from consumer.outcome import Outcome
+from consumer.refund_events import RefundEvents
+from consumer.refund_handler import RefundCommandHandler
+from domain.events import RefundResult
+from domain.money import Money
+from domain.refund_view import RefundView
+from domain.refunds import RefundPayment, RefundStatus
+from domain.status import PaymentStatus
+from persistence.group_commit import GroupCommit
+from persistence.outbox import OutboxMessage
+from persistence.refund_store import PaymentRefunds, RefundEventBuilder, RefundStarted, RefundStore
+from persistence.tables import outbox
+from providers.registry import Providers
+from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
+from tests.support.builders import SUCCESS_CARD, create_payment, unique
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = PaymentMessages.bundled()
+EVENTS = RefundEvents(MESSAGES, "payments.results")
+
+
+class MeanwhileAtReplay(RefundStore):
+    """The real store; the first replay it is asked to queue first lets ``meanwhile`` run
+    (another worker's refund, to its end): on the old code, after the replay read the
+    standing (its ``enqueue``); on the new, as the replay's transaction is asked for."""
+
+    meanwhile: Callable[[], Awaitable[None]] | None = None
+
+    async def _run_meanwhile(self) -> None:
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            await meanwhile()
+
+    async def enqueue(self, message: OutboxMessage) -> None:
+        await self._run_meanwhile()
+        await super().enqueue(message)
+
+    async def republish(
+        self, refund_id: str, event: RefundEventBuilder, *, final_only: bool = False
+    ) -> RefundView | None:
+        await self._run_meanwhile()
+        return await super().republish(refund_id, event, final_only=final_only)
+
+
+class StartsWhileBuilding(RefundEvents):
+    """Starts ``work`` (another worker's write) when the event of ``refund_id`` is built
+    for the ``nth`` time: inside the transaction that builds it, under its locks."""
+
+    def __init__(self, refund_id: str, nth: int, work: Callable[[], Awaitable[object]]) -> None:
+        super().__init__(MESSAGES, "payments.results")
+        self._refund_id = refund_id
+        self._left = nth
+        self._work = work
+        self.started: asyncio.Task[object] | None = None
+
+    def event(
+        self,
+        refund: RefundView,
+        standing: PaymentRefunds | None,
+        occurred_at: datetime,
+        event_id: str | None = None,
+    ) -> OutboxMessage:
+        if refund.refund_id == self._refund_id:
+            self._left -= 1
+            if self._left == 0:
+                self.started = asyncio.ensure_future(self._work())
+        return super().event(refund, standing, occurred_at, event_id)
+
+
+def _refunds(store: RefundStore, provider, events: RefundEvents = EVENTS) -> RefundCommandHandler:
+    return RefundCommandHandler(
+        store=store, providers=Providers.of(provider), events=events, metrics=Metrics()
+    )
+
+
+def _refund(payment, minor: int) -> RefundPayment:
+    return RefundPayment.create(
+        idempotency_key=unique("refund"),
+        payment_request_id=payment.payment_request_id,
+        order_id=payment.order_id,
+        amount=Money(minor, "EUR"),
+        reason="requested_by_customer",
+        requested_at=datetime.now(UTC),
+    )
+
+
+async def _paid(handler):
+    command = create_payment(payer_number=SUCCESS_CARD, amount=Money(10_000, "EUR"))
+    assert await handler.handle(command) is Outcome.SUCCEEDED
+    return command
+
+
+async def _events(engine, payment_id: str) -> list[tuple[str, RefundStatus, int | None]]:
+    """The payment's refund events in queue order: (refund id, status, refunded total)."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(outbox.c.payload).order_by(outbox.c.id))).all()
+    events = [MESSAGES.decode_any_result(r.payload) for r in rows]
+    return [
+        (e.refund_id, e.status, e.payment_refunded_minor)
+        for e in events
+        if isinstance(e, RefundResult) and e.payment_request_id == payment_id
+    ]
+
+
+def _other_worker(engine, clock) -> RefundStore:
+    """Another consumer's store: its own writer queue, its own connections."""
+    return RefundStore(engine, GroupCommit(engine), clock)
+
+
+async def test_a_refund_settled_before_the_replay_queues_is_in_its_totals(
+    engine, store, handler, provider, clock
+):
+    payment = await _paid(handler)
+    first, second = _refund(payment, 3_000), _refund(payment, 5_000)
+    assert await _refunds(RefundStore(engine, store.writes, clock), provider).handle(first) is (
+        Outcome.SUCCEEDED
+    )
+    replaying = MeanwhileAtReplay(engine, store.writes, clock)
+    other = _refunds(_other_worker(engine, clock), provider)
+
+    async def meanwhile() -> None:
+        assert await other.handle(second) is Outcome.SUCCEEDED
+
+    replaying.meanwhile = meanwhile
+
+    assert await _refunds(replaying, provider).handle(first) is Outcome.REPLAYED
+
+    assert await _events(engine, payment.payment_request_id) == [
+        (first.refund_id, RefundStatus.SUCCEEDED, 3_000),
+        (second.refund_id, RefundStatus.SUCCEEDED, 8_000),
+        (first.refund_id, RefundStatus.SUCCEEDED, 8_000),  # the replay: 30.00 on the old code
+    ]
+    view = await store.get_payment(payment.payment_request_id)
+    assert (view.status, view.refunded_minor) == (PaymentStatus.PARTIALLY_REFUNDED, 8_000)
+
+
+async def test_a_refund_settling_while_the_replay_holds_the_lock_is_queued_after_it(
+    engine, store, handler, provider, clock
+):
+    payment = await _paid(handler)
+    first, second = _refund(payment, 3_000), _refund(payment, 5_000)
+    refund_store = RefundStore(engine, store.writes, clock)
+    assert await _refunds(refund_store, provider).handle(first) is Outcome.SUCCEEDED
+    other = _other_worker(engine, clock)
+    started = await other.begin(second, EVENTS.at(clock()))
+    assert isinstance(started, RefundStarted)
+
+    async def settle_second() -> bool:
+        return await other.finish(
+            second.refund_id,
+            claim=started.claim.token,
+            status=RefundStatus.SUCCEEDED,
+            provider_reference="re_second",
+            error=None,
+            event=EVENTS.at(clock()),
+        )
+
+    # Built only for the replay, under its lock.
+    events = StartsWhileBuilding(first.refund_id, 1, settle_second)
+
+    assert await _refunds(refund_store, provider, events).handle(first) is Outcome.REPLAYED
+
+    assert events.started is not None
+    assert await events.started is True
+    assert await _events(engine, payment.payment_request_id) == [
+        (first.refund_id, RefundStatus.SUCCEEDED, 3_000),
+        (first.refund_id, RefundStatus.SUCCEEDED, 3_000),  # the replay, before the settle
+        (second.refund_id, RefundStatus.SUCCEEDED, 8_000),
+    ]
+
+
+async def test_a_pending_outcome_recorded_while_another_refund_settles_reports_the_totals_after_it(
+    engine, store, handler, clock
+):
+    payment = await _paid(handler)
+    first, second = _refund(payment, 3_000), _refund(payment, 5_000)
+    one, other = RefundStore(engine, store.writes, clock), _other_worker(engine, clock)
+    first_started = await one.begin(first, EVENTS.at(clock()))
+    second_started = await other.begin(second, EVENTS.at(clock()))
+    assert isinstance(first_started, RefundStarted)
+    assert isinstance(second_started, RefundStarted)
+
+    async def first_pending() -> bool:
+        return await one.finish(
+            first.refund_id,
+            claim=first_started.claim.token,
+            status=RefundStatus.PENDING,
+            provider_reference=None,
+            error=None,
+            event=EVENTS.at(clock()),
+        )
+
+    # Started from inside the second refund's settling transaction, after its totals moved.
+    settling = StartsWhileBuilding(second.refund_id, 1, first_pending)
+    assert await other.finish(
+        second.refund_id,
+        claim=second_started.claim.token,
+        status=RefundStatus.SUCCEEDED,
+        provider_reference="re_second",
+        error=None,
+        event=settling.at(clock()),
+    )
+
+    assert settling.started is not None
+    assert await settling.started is True
+    assert await _events(engine, payment.payment_request_id) == [
+        (second.refund_id, RefundStatus.SUCCEEDED, 5_000),
+        (first.refund_id, RefundStatus.PENDING, 5_000),
+    ]
