@@ -102,7 +102,12 @@ class RefundCommandHandler:
         if not refund.status.is_final and existing.charge_reference is not None:
             claim = await self._store.claim(refund.refund_id)
             if claim is not None:
-                return await self.resolve(refund, existing.charge_reference, claim.token)
+                # Read again under the claim (nobody else writes it now), as the reconciler
+                # does: begin's view may predate another worker's record of it, e.g. the
+                # provider's reference of a pending refund, which a later answer keeps.
+                current = await self._store.get(refund.refund_id)
+                assert current is not None, "a claimed refund exists"
+                return await self.resolve(current, existing.charge_reference, claim.token)
             # Another worker holds it: never send twice. Re-published only if it has
             # finished meanwhile; otherwise its owner publishes the outcome.
             replayed = await self._store.republish(

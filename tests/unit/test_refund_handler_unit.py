@@ -417,6 +417,39 @@ async def test_a_worker_stopped_mid_call_gives_the_claim_up(handler, store, prov
     assert store.row(command.refund_id).claim.token is None
 
 
+async def test_a_redelivery_resolves_the_refund_as_it_is_under_its_claim(
+    handler, store, provider, payment
+):
+    # Its begin reads the refund processing, without a provider reference; before its
+    # claim, another worker records the provider's pending answer and its reference. The
+    # provider's later answer (failed, no reference) must not erase that reference, as a
+    # resolve from begin's view did.
+    command = refund_of(payment)
+    provider.script("refund", WorkerStopped())
+    with pytest.raises(WorkerStopped):
+        await handler.handle(command)
+
+    async def another_worker_records_pending() -> None:
+        claim = await store.claim(command.refund_id)
+        assert claim is not None
+        assert await store.finish(
+            command.refund_id,
+            claim=claim.token,
+            status=RefundStatus.PENDING,
+            provider_reference="re_pending",
+            error=None,
+            event=RefundEvents(MESSAGES, "payments.results").at(NOW),
+        )
+
+    store.before("claim", another_worker_records_pending)
+    provider.script("refund_status", refund_failed())
+
+    assert await handler.handle(command) is Outcome.FAILED
+
+    view = store.row(command.refund_id).view
+    assert (view.status, view.provider_reference) == (RefundStatus.FAILED, "re_pending")
+
+
 async def test_a_refund_from_another_client_scope_is_refused_like_an_unknown_payment(
     handler, store, db, provider, payment, metrics
 ):
