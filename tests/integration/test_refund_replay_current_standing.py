@@ -13,11 +13,11 @@ The schedules, deterministic on both databases:
   (the regression: it failed on the old code, whose event said 30.00 after 80.00);
 * another worker asks to settle a refund while the replay holds the lock (from inside the
   replay's event building): it waits, and its event follows the replay's;
-* a refund's pending outcome (which moves no total) is recorded while another refund is
-  settling: it waits for the settle's lock and reports the totals after it.
+* another worker tries to settle a refund at the moment a pending outcome of another
+  (which moves no total) reads the totals: it cannot, and settles after; on the old code
+  (PostgreSQL) it settled in between and the pending event, with older totals, came after.
 
-The last two pin the order the lock gives; they pass on the old code too, where the race
-they guard needed the other transaction to fit between two statements (on PostgreSQL).
+The second pins the order the lock gives; it passes on the old code too.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from consumer.outcome import Outcome
 from consumer.refund_events import RefundEvents
@@ -37,6 +41,7 @@ from domain.money import Money
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
+from persistence.engine import create_engine
 from persistence.group_commit import GroupCommit
 from persistence.outbox import OutboxMessage
 from persistence.refund_store import PaymentRefunds, RefundEventBuilder, RefundStarted, RefundStore
@@ -202,19 +207,64 @@ async def test_a_refund_settling_while_the_replay_holds_the_lock_is_queued_after
     ]
 
 
-async def test_a_pending_outcome_recorded_while_another_refund_settles_reports_the_totals_after_it(
-    engine, store, handler, clock
+def _impatient_engine(url: str) -> AsyncEngine:
+    """Another worker's engine that gives up on a lock within a moment instead of waiting:
+    what it cannot do now fails (and is done again later) rather than deadlock a schedule
+    that runs it while the first transaction waits for it."""
+    if make_url(url).get_backend_name() == "sqlite":
+        engine = create_engine(url)
+
+        def short_busy_timeout(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout=300")
+            cursor.close()
+
+        event.listen(engine.sync_engine, "connect", short_busy_timeout)
+        return engine
+    return create_async_engine(url, connect_args={"server_settings": {"lock_timeout": "300"}})
+
+
+async def test_a_pending_outcome_reports_no_totals_older_than_a_settle_queued_before_it(
+    engine, database_url, store, handler, clock
 ):
+    """The first refund's pending outcome reads the payment's totals; at that moment
+    another worker tries to settle the second refund. On the old code (PostgreSQL) nothing
+    held the payment row, so the settle committed its event (50.00 refunded) first and the
+    pending event (0) came after it. Now the pending outcome holds the payment's lock: the
+    settle cannot happen in between, and is done after (on SQLite it never could)."""
     payment = await _paid(handler)
     first, second = _refund(payment, 3_000), _refund(payment, 5_000)
-    one, other = RefundStore(engine, store.writes, clock), _other_worker(engine, clock)
+    one = RefundStore(engine, store.writes, clock)
+    impatient = _impatient_engine(database_url)
+    other = RefundStore(impatient, GroupCommit(impatient), clock)
     first_started = await one.begin(first, EVENTS.at(clock()))
     second_started = await other.begin(second, EVENTS.at(clock()))
     assert isinstance(first_started, RefundStarted)
     assert isinstance(second_started, RefundStarted)
 
-    async def first_pending() -> bool:
-        return await one.finish(
+    async def settle_second() -> bool:
+        return await other.finish(
+            second.refund_id,
+            claim=second_started.claim.token,
+            status=RefundStatus.SUCCEEDED,
+            provider_reference="re_second",
+            error=None,
+            event=EVENTS.at(clock()),
+        )
+
+    settled_in_between: list[bool] = []
+
+    def at_the_totals_read(_conn, _cursor, statement, *_args) -> None:
+        if settled_in_between or not _reads_the_totals(statement):
+            return
+        try:
+            settled_in_between.append(await_only(settle_second()))
+        except DBAPIError:
+            settled_in_between.append(False)  # it waits for this transaction's lock
+
+    event.listen(engine.sync_engine, "after_cursor_execute", at_the_totals_read)
+    try:
+        assert await one.finish(
             first.refund_id,
             claim=first_started.claim.token,
             status=RefundStatus.PENDING,
@@ -222,21 +272,23 @@ async def test_a_pending_outcome_recorded_while_another_refund_settles_reports_t
             error=None,
             event=EVENTS.at(clock()),
         )
+    finally:
+        event.remove(engine.sync_engine, "after_cursor_execute", at_the_totals_read)
+        if settled_in_between == [False]:
+            assert await settle_second()
+        await impatient.dispose()
 
-    # Started from inside the second refund's settling transaction, after its totals moved.
-    settling = StartsWhileBuilding(second.refund_id, 1, first_pending)
-    assert await other.finish(
-        second.refund_id,
-        claim=second_started.claim.token,
-        status=RefundStatus.SUCCEEDED,
-        provider_reference="re_second",
-        error=None,
-        event=settling.at(clock()),
-    )
-
-    assert settling.started is not None
-    assert await settling.started is True
+    assert settled_in_between, "the schedule ran at the pending outcome's read of the totals"
     assert await _events(engine, payment.payment_request_id) == [
+        (first.refund_id, RefundStatus.PENDING, 0),
         (second.refund_id, RefundStatus.SUCCEEDED, 5_000),
-        (first.refund_id, RefundStatus.PENDING, 5_000),
     ]
+
+
+def _reads_the_totals(statement: str) -> bool:
+    """The standing's read (persistence.refund_store._standing), not the lock's."""
+    text = " ".join(statement.split()).upper()
+    return (
+        text.startswith("SELECT PAYMENTS.STATUS, PAYMENTS.REFUNDED_MINOR FROM PAYMENTS")
+        and "FOR UPDATE" not in text
+    )
