@@ -11,7 +11,10 @@ two totals (``refunded_minor``, ``refund_reserved_minor``):
   PostgreSQL; SQLite's write transactions hold the database lock), so concurrent refunds of
   one payment queue on the row and each sees the others' reservations.
 * :meth:`RefundStore.finish` moves the reservation into ``refunded_minor`` (succeeded) or
-  releases it (failed), and records the refund's result event, in one transaction.
+  releases it (failed), and records the refund's result event, in one transaction; the
+  totals the event reports are read under the payment's row lock, as a replay's are
+  (:meth:`RefundStore.republish`), so no event carries totals older than one queued
+  before it.
 
 Nothing is checked before the transaction and trusted inside it: a check that passed in the
 REST facade is made again here.
@@ -273,11 +276,6 @@ class RefundStore:
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> bool:
-            # The payment first: its totals are what the event reports, and a replay reads
-            # them under this lock too (see republish). A pending outcome changes no total,
-            # so without the lock it would read them unlocked, and its event could be queued
-            # after a settling refund's with the totals from before it.
-            await _lock_payment_of(conn, refund_id)
             from_statuses = (
                 [RefundStatus.PROCESSING.value] if status is RefundStatus.PENDING else _OPEN
             )
@@ -303,6 +301,12 @@ class RefundStore:
                 return False
             row = await _refund_row(conn, refund_id)
             assert row is not None
+            # The payment's lock before its totals are read for the event, as a replay reads
+            # them (see republish): a pending outcome changes no total, so it would read
+            # them unlocked, and its event could be queued after a settling refund's with
+            # the totals from before it. Taken after the refund's row, as the updates below
+            # always did: the order of finish's locks is unchanged.
+            await _lock_payment_of(conn, refund_id)
             if status is RefundStatus.SUCCEEDED:
                 await _settle(conn, row.payment_id, row.amount_minor)
             elif status is RefundStatus.FAILED:
