@@ -392,6 +392,39 @@ async def test_a_redelivery_of_a_refund_another_worker_holds_changes_nothing(
     assert consumed(metrics, "owned_elsewhere") == 1
 
 
+async def test_a_redelivery_of_a_refund_its_holder_finished_meanwhile_replays_it_as_it_is(
+    handler, store, provider, payment
+):
+    # Open at begin; its holder records the provider's answer before the claim is asked
+    # for, so the claim is refused and the refund, now final, is re-published as it is.
+    command = refund_of(payment)
+    await timed_out(handler, provider, command)
+    holder = store.take_over(command.refund_id)
+
+    async def holder_records_success() -> None:
+        assert await store.finish(
+            command.refund_id,
+            claim=holder,
+            status=RefundStatus.SUCCEEDED,
+            provider_reference="re_late",
+            error=None,
+            event=RefundEvents(MESSAGES, "payments.results").at(NOW),
+        )
+
+    store.before("claim", holder_records_success)
+
+    assert await handler.handle(command) is Outcome.REPLAYED
+
+    assert provider.calls == []
+    settled, again = events(store)[-2:]
+    assert again.event_id == settled.event_id
+    assert (again.status, again.provider_reference, again.payment_refunded_minor) == (
+        RefundStatus.SUCCEEDED,
+        "re_late",
+        3_000,
+    )
+
+
 async def test_a_claim_lost_during_the_back_off_stops_the_worker_recording_nothing(
     handler, store, db, provider, payment
 ):
