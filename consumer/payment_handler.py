@@ -153,7 +153,8 @@ class PaymentCommandHandler:
         if existing.open_attempt_key is not None:
             claimed = await self._store.claim(payment.payment_request_id)
             if claimed is not None:
-                return await self.resolve(payment, claimed, command)
+                # As it is under the claim: begin's view may be older (see ClaimedAttempt).
+                return await self.resolve(claimed.payment, claimed, command)
             current = await self._store.get_payment(payment.payment_request_id)
             if current is None or not current.status.is_final:
                 # Another worker holds the claim: the payment is its to finish (or, if it

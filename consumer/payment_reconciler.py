@@ -127,9 +127,7 @@ class PaymentReconciler:
         if claimed is None:
             # Taken by a worker since the query, or finished: either way not ours.
             return "owned_elsewhere"
-        payment = await self._store.get_payment(payment_id)
-        assert payment is not None, "a claimed payment exists"
-        outcome = await self._handler.resolve(payment, claimed)
+        outcome = await self._handler.resolve(claimed.payment, claimed)
         if outcome is Outcome.PENDING:
             return "still_pending"
         if outcome is Outcome.REPLAYED:

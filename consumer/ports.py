@@ -28,7 +28,7 @@ from persistence.follow_up import FollowUpStarted, PaymentEventBuilder
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import BeginResult
 from persistence.payment_claims import ClaimedAttempt, InDoubt
-from persistence.refund_store import OpenRefund, PaymentRefunds, RefundBegin, RefundEventBuilder
+from persistence.refund_store import OpenRefund, RefundBegin, RefundEventBuilder
 from persistence.stray_store import StrayCandidate
 
 
@@ -108,9 +108,11 @@ class RefundWrites(Protocol):
 
     async def enqueue(self, message: OutboxMessage) -> None: ...
 
-    async def get(self, refund_id: str) -> RefundView | None: ...
+    async def republish(
+        self, refund_id: str, event: RefundEventBuilder, *, final_only: bool = False
+    ) -> RefundView | None: ...
 
-    async def standing(self, payment_request_id: str) -> PaymentRefunds | None: ...
+    async def get(self, refund_id: str) -> RefundView | None: ...
 
     async def open_refunds(self, updated_before: datetime, limit: int) -> list[OpenRefund]: ...
 

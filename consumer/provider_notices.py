@@ -84,7 +84,7 @@ class NoticeRecorder:
             await self._store.release(payment_id, claimed.claim.token)
             return NoticeResult.MISMATCH
         outcome = await self._recorder.charged(
-            PaymentFacts.of_stored(payment),
+            PaymentFacts.of_stored(claimed.payment),  # as under the claim's lock
             claimed.attempt_key,
             notice.outcome,
             provider=claimed.provider,

@@ -25,6 +25,11 @@ class RefundEvents:
 
         return build
 
+    def replayed(self, refund: RefundView, standing: PaymentRefunds | None) -> OutboxMessage:
+        """A replay's event (a :data:`RefundEventBuilder`): the refund's own event id and
+        time, so a reader that has it already drops it, with the standing as it is now."""
+        return self.event(refund, standing, refund.updated_at)
+
     def event(
         self,
         refund: RefundView,

@@ -102,13 +102,21 @@ class RefundCommandHandler:
         if not refund.status.is_final and existing.charge_reference is not None:
             claim = await self._store.claim(refund.refund_id)
             if claim is not None:
-                return await self.resolve(refund, existing.charge_reference, claim.token)
-            current = await self._store.get(refund.refund_id)
-            if current is None or not current.status.is_final:
-                return Outcome.OWNED_ELSEWHERE  # another worker holds it: never send twice
-            refund = current
-        standing = await self._store.standing(refund.payment_request_id)
-        await self._store.enqueue(self._events.event(refund, standing, refund.updated_at))
+                # Read again under the claim (nobody else writes it now), as the reconciler
+                # does: begin's view may predate another worker's record of it, e.g. the
+                # provider's reference of a pending refund, which a later answer keeps.
+                current = await self._store.get(refund.refund_id)
+                assert current is not None, "a claimed refund exists"
+                return await self.resolve(current, existing.charge_reference, claim.token)
+            # Another worker holds it: never send twice. Re-published only if it has
+            # finished meanwhile; otherwise its owner publishes the outcome.
+            replayed = await self._store.republish(
+                refund.refund_id, self._events.replayed, final_only=True
+            )
+            return Outcome.OWNED_ELSEWHERE if replayed is None else Outcome.REPLAYED
+        # The refund and its payment's totals as they are now, read under the lock refunds
+        # settle under, in the transaction that queues the event (RefundStore.republish).
+        await self._store.republish(refund.refund_id, self._events.replayed)
         return Outcome.REPLAYED
 
     async def _refuse_conflict(self, command: RefundPayment, refund: RefundView) -> None:

@@ -19,6 +19,7 @@ from domain.status import WAITING_FOR_PROVIDER, PaymentStatus
 from persistence.attempts import ATTEMPT_FAILED, ATTEMPT_STARTED, attempt_key_for, latest_attempt
 from persistence.claims import Claim, take_claim
 from persistence.engine import as_utc
+from persistence.payment_rows import payment_in
 from persistence.tables import payments, provider_attempts
 
 # A payment's attempts can be claimed while it waits on a provider (or the provider on the
@@ -40,7 +41,11 @@ class InDoubt:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedAttempt:
-    """The caller now owns the payment's open attempt: only it may call the provider."""
+    """The caller now owns the payment's open attempt: only it may call the provider.
+
+    ``payment`` is the payment as read under the claim's lock, in the claim's transaction:
+    the caller resolves it from this view, never from one read before the claim (another
+    worker may have recorded the payer's action, or a retry's schedule, in between)."""
 
     claim: Claim
     attempt_key: str
@@ -48,6 +53,7 @@ class ClaimedAttempt:
     started_at: datetime
     sealed_request: bytes | None
     generation: int
+    payment: PaymentView
 
 
 async def claim_open_attempt(
@@ -72,6 +78,8 @@ async def claim_open_attempt(
         return None
     latest, generation = found[0]
     assert latest is not None
+    payment = await payment_in(conn, payment_id)
+    assert payment is not None, "a claimed payment exists"
     return ClaimedAttempt(
         claim,
         latest.attempt_key,
@@ -79,6 +87,7 @@ async def claim_open_attempt(
         as_utc(latest.created_at),
         latest.sealed_request,
         generation,
+        payment,
     )
 
 

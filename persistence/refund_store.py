@@ -11,7 +11,10 @@ two totals (``refunded_minor``, ``refund_reserved_minor``):
   PostgreSQL; SQLite's write transactions hold the database lock), so concurrent refunds of
   one payment queue on the row and each sees the others' reservations.
 * :meth:`RefundStore.finish` moves the reservation into ``refunded_minor`` (succeeded) or
-  releases it (failed), and records the refund's result event, in one transaction.
+  releases it (failed), and records the refund's result event, in one transaction; the
+  totals the event reports are read under the payment's row lock, as a replay's are
+  (:meth:`RefundStore.republish`), so no event carries totals older than one queued
+  before it.
 
 Nothing is checked before the transaction and trusted inside it: a check that passed in the
 REST facade is made again here.
@@ -310,6 +313,12 @@ class RefundStore:
                 return False
             row = await _refund_row(conn, refund_id)
             assert row is not None
+            # The payment's lock before its totals are read for the event, as a replay reads
+            # them (see republish): a pending outcome changes no total, so it would read
+            # them unlocked, and its event could be queued after a settling refund's with
+            # the totals from before it. Taken after the refund's row, as the updates below
+            # always did: the order of finish's locks is unchanged.
+            await _lock_payment_of(conn, refund_id)
             if status is RefundStatus.SUCCEEDED:
                 await _settle(conn, row.payment_id, row.amount_minor)
             elif status is RefundStatus.FAILED:
@@ -321,8 +330,38 @@ class RefundStore:
         return await self._writes.run(record)
 
     async def enqueue(self, message: OutboxMessage) -> None:
-        """Queue an event on its own, e.g. to re-publish a replayed outcome."""
+        """Queue an event on its own (a refusal with an event id of its own)."""
         await self._outbox.enqueue(message)
+
+    async def republish(
+        self, refund_id: str, event: RefundEventBuilder, *, final_only: bool = False
+    ) -> RefundView | None:
+        """Answer a replay: queue the event of the refund and its payment's standing as they
+        are now, read under the payment's row lock in the transaction that queues it. The
+        refund as queued; None, and nothing queued, if there is no such refund, or if
+        ``final_only`` and it is not final (its owner will publish its outcome).
+
+        The lock is the one refunds settle under (:meth:`finish`, :meth:`begin`): another
+        refund of the payment settles either before (its totals are the ones re-published)
+        or after (its event is queued after this one). Read earlier, without the lock, the
+        totals could be older than an event already queued, and a reader keeping the last
+        totals per payment would see them go back.
+        """
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> RefundView | None:
+            await _lock_payment_of(conn, refund_id)
+            row = await _refund_row(conn, refund_id)
+            if row is None:
+                return None
+            refund = _refund_view(row)
+            if final_only and not refund.status.is_final:
+                return None
+            standing = await _standing(conn, row.payment_id)
+            await enqueue_outbox(conn, event(refund, standing), now)
+            return refund
+
+        return await self._writes.run(record)
 
     async def get(self, refund_id: str) -> RefundView | None:
         async with self._engine.connect() as conn:
@@ -344,10 +383,6 @@ class RefundStore:
             for row in rows:
                 found[row.payment_id].append(_refund_view(row))
         return found
-
-    async def standing(self, payment_request_id: str) -> PaymentRefunds | None:
-        async with self._engine.connect() as conn:
-            return await _standing(conn, payment_request_id)
 
     async def open_refunds(self, updated_before: datetime, limit: int) -> list[OpenRefund]:
         """Refunds still processing or pending, last touched before ``updated_before``."""
@@ -413,6 +448,19 @@ async def _release(conn: AsyncConnection, payment_id: str, amount_minor: int) ->
     )
     if moved.rowcount != 1:
         raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
+
+
+async def _lock_payment_of(conn: AsyncConnection, refund_id: str) -> None:
+    """Lock the refund's payment row (``FOR UPDATE`` on PostgreSQL; on SQLite the write
+    transaction already holds the database lock): the lock refunds settle under."""
+    await conn.execute(
+        select(payments.c.id)
+        .where(
+            payments.c.id
+            == select(refunds.c.payment_id).where(refunds.c.id == refund_id).scalar_subquery()
+        )
+        .with_for_update()
+    )
 
 
 async def _standing(conn: AsyncConnection, payment_id: str) -> PaymentRefunds | None:

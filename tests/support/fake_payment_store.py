@@ -183,6 +183,7 @@ class FakePaymentStore(FakeStore):
             attempt.created_at,
             attempt.sealed_request,
             row.generation,
+            row.view,
         )
 
     async def renew(self, payment_id: str, claim: str) -> bool:

@@ -19,7 +19,6 @@ from persistence.claims import Claim, is_claimable, new_claim
 from persistence.outbox import OutboxMessage
 from persistence.refund_store import (
     OpenRefund,
-    PaymentRefunds,
     RefundBegin,
     RefundEventBuilder,
     RefundExisting,
@@ -177,8 +176,15 @@ class FakeRefundStore(FakeStore):
         row = self.db.refunds.get(refund_id)
         return None if row is None else row.view
 
-    async def standing(self, payment_request_id: str) -> PaymentRefunds | None:
-        return self.db.standing(payment_request_id)
+    async def republish(
+        self, refund_id: str, event: RefundEventBuilder, *, final_only: bool = False
+    ) -> RefundView | None:
+        await self._enter("republish", refund_id)
+        row = self.db.refunds.get(refund_id)
+        if row is None or (final_only and row.view.status in OPEN_REFUND):
+            return None
+        self.db.outbox.append(event(row.view, self.db.standing(row.view.payment_request_id)))
+        return row.view
 
     async def open_refunds(self, updated_before: datetime, limit: int) -> list[OpenRefund]:
         await self._enter("open_refunds", "")

@@ -353,6 +353,9 @@ async def test_a_key_reused_with_other_parameters_is_a_conflict_that_changes_not
     assert store.row(pid).view.amount == command.amount
     conflict = events(store)[-1]
     assert conflict.event_id == conflict_event_id(pid, other.parameters_fingerprint(ACCOUNT_KEY))
+    # Its own id, not the payment's failed event's: docs/kafka.md tells readers how to
+    # tell a refusal of the second command from news of the payment.
+    assert conflict.event_id != result_event_id(pid, PaymentStatus.FAILED)
     assert (conflict.status, conflict.error.code, conflict.amount) == (
         PaymentStatus.FAILED,
         ErrorCode.IDEMPOTENCY_CONFLICT,

@@ -392,6 +392,39 @@ async def test_a_redelivery_of_a_refund_another_worker_holds_changes_nothing(
     assert consumed(metrics, "owned_elsewhere") == 1
 
 
+async def test_a_redelivery_of_a_refund_its_holder_finished_meanwhile_replays_it_as_it_is(
+    handler, store, provider, payment
+):
+    # Open at begin; its holder records the provider's answer before the claim is asked
+    # for, so the claim is refused and the refund, now final, is re-published as it is.
+    command = refund_of(payment)
+    await timed_out(handler, provider, command)
+    holder = store.take_over(command.refund_id)
+
+    async def holder_records_success() -> None:
+        assert await store.finish(
+            command.refund_id,
+            claim=holder,
+            status=RefundStatus.SUCCEEDED,
+            provider_reference="re_late",
+            error=None,
+            event=RefundEvents(MESSAGES, "payments.results").at(NOW),
+        )
+
+    store.before("claim", holder_records_success)
+
+    assert await handler.handle(command) is Outcome.REPLAYED
+
+    assert provider.calls == []
+    settled, again = events(store)[-2:]
+    assert again.event_id == settled.event_id
+    assert (again.status, again.provider_reference, again.payment_refunded_minor) == (
+        RefundStatus.SUCCEEDED,
+        "re_late",
+        3_000,
+    )
+
+
 async def test_a_claim_lost_during_the_back_off_stops_the_worker_recording_nothing(
     handler, store, db, provider, payment
 ):
@@ -415,6 +448,39 @@ async def test_a_worker_stopped_mid_call_gives_the_claim_up(handler, store, prov
         await handler.handle(command)
 
     assert store.row(command.refund_id).claim.token is None
+
+
+async def test_a_redelivery_resolves_the_refund_as_it_is_under_its_claim(
+    handler, store, provider, payment
+):
+    # Its begin reads the refund processing, without a provider reference; before its
+    # claim, another worker records the provider's pending answer and its reference. The
+    # provider's later answer (failed, no reference) must not erase that reference, as a
+    # resolve from begin's view did.
+    command = refund_of(payment)
+    provider.script("refund", WorkerStopped())
+    with pytest.raises(WorkerStopped):
+        await handler.handle(command)
+
+    async def another_worker_records_pending() -> None:
+        claim = await store.claim(command.refund_id)
+        assert claim is not None
+        assert await store.finish(
+            command.refund_id,
+            claim=claim.token,
+            status=RefundStatus.PENDING,
+            provider_reference="re_pending",
+            error=None,
+            event=RefundEvents(MESSAGES, "payments.results").at(NOW),
+        )
+
+    store.before("claim", another_worker_records_pending)
+    provider.script("refund_status", refund_failed())
+
+    assert await handler.handle(command) is Outcome.FAILED
+
+    view = store.row(command.refund_id).view
+    assert (view.status, view.provider_reference) == (RefundStatus.FAILED, "re_pending")
 
 
 async def test_a_refund_from_another_client_scope_is_refused_like_an_unknown_payment(
