@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
@@ -216,6 +216,14 @@ class CreatePayment:
     @property
     def payment_request_id(self) -> str:
         return self._payment_id
+
+    def of_generation(self, generation: int) -> CreatePayment:
+        """This command under key ``generation``: itself when it already is (nearly always;
+        a copy derives its payment id again, a uuid5 for nothing), else a copy with the
+        generation's own payment id."""
+        if self.generation == generation:
+            return self
+        return replace(self, generation=generation)
 
     def parameters_fingerprint(self, account_key: bytes) -> str:
         """A hash of what the client asked for, to tell a replay from a conflicting reuse.

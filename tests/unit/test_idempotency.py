@@ -54,3 +54,16 @@ def test_a_commands_payment_id_follows_its_generation_through_replace() -> None:
     )
     assert later != command
     assert dataclasses.replace(later, generation=0) == command
+
+
+def test_of_generation_keeps_the_command_when_its_generation_is_unchanged() -> None:
+    """The begin resolves every command's generation; the same one must not be copied (a
+    copy derives the payment id again), another one must carry its own id."""
+    command = create_payment()
+    assert command.of_generation(0) is command
+    later = command.of_generation(3)
+    assert later.generation == 3
+    assert later.payment_request_id == payment_request_id_for(
+        command.order_id, command.idempotency_key, 3
+    )
+    assert later.of_generation(0) == command
