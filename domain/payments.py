@@ -6,6 +6,7 @@ A REST body and an Avro message both end up as a :class:`CreatePayment` through
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -42,6 +43,10 @@ class PaymentMethod(StrEnum):
     ALIPAY = "alipay"
 
 
+# A pure function, so remembering recent answers cannot change one: each command's id is
+# derived when it is decoded and again when the intake swaps its accounts for vault tokens
+# (a copy of a frozen command constructs it anew), a uuid5 each (docs/performance.md).
+@functools.lru_cache(maxsize=4096)
 def payment_request_id_for(
     order_id: str, idempotency_key: str, generation: int = 0, client_id: str | None = None
 ) -> str:

@@ -67,3 +67,14 @@ def test_of_generation_keeps_the_command_when_its_generation_is_unchanged() -> N
         command.order_id, command.idempotency_key, 3
     )
     assert later.of_generation(0) == command
+
+
+def test_remembered_payment_ids_are_the_derived_ones_for_every_scope() -> None:
+    """The id derivation remembers recent answers; each must still be its own scope's."""
+    derive = payment_request_id_for.__wrapped__
+    scopes = [("order-1", "key-1", 0, None), ("order-1", "key-1", 0, "client-a")]
+    scopes += [("order-1", "key-1", 1, "client-a"), ("order-1", "key-2", 0, None)]
+    for _ in range(2):  # the second round answers from memory
+        ids = [payment_request_id_for(*scope) for scope in scopes]
+        assert ids == [derive(*scope) for scope in scopes]
+        assert len(set(ids)) == len(scopes)
