@@ -121,7 +121,7 @@ class PaymentCommandHandler:
         )
         if isinstance(begun, Started):
             # A key used again after it expired makes a payment of a later generation.
-            command = _of_generation(command, begun.generation)
+            command = command.of_generation(begun.generation)
             facts = PaymentFacts.of_command(command, begun.created_at)
             outcome = await self._as_owner(
                 command.payment_request_id,
@@ -129,7 +129,7 @@ class PaymentCommandHandler:
                 self._charge(command, facts, begun.attempt_key, route, begun.claim.token),
             )
         elif isinstance(begun, Refused):
-            command = _of_generation(command, begun.generation)
+            command = command.of_generation(begun.generation)
             outcome = Outcome.REFUSED
         else:
             outcome = await self._handle_existing(command, begun)
@@ -267,7 +267,7 @@ class PaymentCommandHandler:
                 return Outcome.OWNED_ELSEWHERE
         # The provider never received the attempt, so sending it now (same key) cannot
         # charge twice. Failover may go on to the providers after it in today's route.
-        command = _of_generation(command, claimed.generation)
+        command = command.of_generation(claimed.generation)
         route = self._router.route(command.payment_method.value, command.amount.currency)
         rest = route[route.index(provider_name) + 1 :] if provider_name in route else []
         return await self._charge(
@@ -498,11 +498,3 @@ class PaymentCommandHandler:
         self._metrics.provider_call_seconds.labels(provider_name, outcome).observe(
             time.perf_counter() - started
         )
-
-
-def _of_generation(command: CreatePayment, generation: int) -> CreatePayment:
-    """``command`` of ``generation``; the same object when it already is (nearly always:
-    a copy derives its payment id again, a uuid5 per payment for nothing)."""
-    if command.generation == generation:
-        return command
-    return dataclasses.replace(command, generation=generation)

@@ -6,12 +6,13 @@ A REST body and an Avro message both end up as a :class:`CreatePayment` through
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
@@ -42,6 +43,10 @@ class PaymentMethod(StrEnum):
     ALIPAY = "alipay"
 
 
+# A pure function, so remembering recent answers cannot change one: each command's id is
+# derived when it is decoded and again when the intake swaps its accounts for vault tokens
+# (a copy of a frozen command constructs it anew), a uuid5 each (docs/performance.md).
+@functools.lru_cache(maxsize=4096)
 def payment_request_id_for(
     order_id: str, idempotency_key: str, generation: int = 0, client_id: str | None = None
 ) -> str:
@@ -216,6 +221,14 @@ class CreatePayment:
     @property
     def payment_request_id(self) -> str:
         return self._payment_id
+
+    def of_generation(self, generation: int) -> CreatePayment:
+        """This command under key ``generation``: itself when it already is (nearly always;
+        a copy derives its payment id again, a uuid5 for nothing), else a copy with the
+        generation's own payment id."""
+        if self.generation == generation:
+            return self
+        return replace(self, generation=generation)
 
     def parameters_fingerprint(self, account_key: bytes) -> str:
         """A hash of what the client asked for, to tell a replay from a conflicting reuse.

@@ -28,17 +28,23 @@ from typing import Any, Final
 
 from telemetry.log_throttle import RepeatThrottle
 
+# Each pattern starts with the character class its match must start with, and checks what
+# precedes that character after it (the lookbehind spans it): a pattern that starts with a
+# lookbehind is tried at every position of the line, one that starts with a class only
+# where that class matches. Same matches as the lookbehind first (a test compares them on
+# generated text); the scrubber's own cost per JSON log line fell from 17 to 9 us.
 _CARD: Final = re.compile(
-    r"(?<![A-Za-z0-9])"
-    r"(?:\d{12,19}"  # contiguous
-    r"|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,7}"  # 4-4-4-n
-    r"|\d{4}[ -]\d{6}[ -]\d{4,5})"  # 4-6-5 (American Express), 4-6-4 (Diners)
+    r"\d(?<![A-Za-z0-9]\d)"  # a digit, after no letter or digit
+    r"(?:\d{11,18}"  # contiguous: 12 to 19 digits
+    r"|\d{3}(?:[ -]\d{4}){2}[ -]\d{1,7}"  # 4-4-4-n
+    r"|\d{3}[ -]\d{6}[ -]\d{4,5})"  # 4-6-5 (American Express), 4-6-4 (Diners)
     r"(?![A-Za-z0-9])"
 )
 _IBAN: Final = re.compile(
-    r"(?<![A-Za-z0-9])"
-    r"(?:[A-Z]{2}\d{2}[A-Z0-9]{11,30}"  # contiguous
-    r"|[A-Z]{2}\d{2}(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)"  # printed in groups of four
+    r"[A-Z](?<![A-Za-z0-9][A-Z])"  # a capital, after no letter or digit
+    r"[A-Z]\d{2}"  # the rest of the country code, the check digits
+    r"(?:[A-Z0-9]{11,30}"  # contiguous
+    r"|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)"  # printed in groups of four
     r"(?![A-Za-z0-9])"
 )
 # Log fields whose string values are account numbers, whatever they look like.

@@ -109,7 +109,7 @@ class _NewPayment:
 
 def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: int) -> _NewPayment:
     """Decide (order protection included) what a begin inserts for a new payment."""
-    resolved = dataclasses.replace(request.command, generation=generation)
+    resolved = request.command.of_generation(generation)
     payment_id = resolved.payment_request_id
     now = request.now
     row = new_payment_row(

@@ -54,3 +54,27 @@ def test_a_commands_payment_id_follows_its_generation_through_replace() -> None:
     )
     assert later != command
     assert dataclasses.replace(later, generation=0) == command
+
+
+def test_of_generation_keeps_the_command_when_its_generation_is_unchanged() -> None:
+    """The begin resolves every command's generation; the same one must not be copied (a
+    copy derives the payment id again), another one must carry its own id."""
+    command = create_payment()
+    assert command.of_generation(0) is command
+    later = command.of_generation(3)
+    assert later.generation == 3
+    assert later.payment_request_id == payment_request_id_for(
+        command.order_id, command.idempotency_key, 3
+    )
+    assert later.of_generation(0) == command
+
+
+def test_remembered_payment_ids_are_the_derived_ones_for_every_scope() -> None:
+    """The id derivation remembers recent answers; each must still be its own scope's."""
+    derive = payment_request_id_for.__wrapped__
+    scopes = [("order-1", "key-1", 0, None), ("order-1", "key-1", 0, "client-a")]
+    scopes += [("order-1", "key-1", 1, "client-a"), ("order-1", "key-2", 0, None)]
+    for _ in range(2):  # the second round answers from memory
+        ids = [payment_request_id_for(*scope) for scope in scopes]
+        assert ids == [derive(*scope) for scope in scopes]
+        assert len(set(ids)) == len(scopes)

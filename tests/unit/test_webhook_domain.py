@@ -104,6 +104,42 @@ def test_the_event_id_is_the_result_events_so_a_republished_result_keeps_it() ->
     assert failed.event_id != first.event_id
 
 
+def test_the_body_is_byte_for_byte_what_it_was_when_rendered_at_once() -> None:
+    """Rendering the body lazily (most events go to no endpoint) changed no byte of it:
+    receivers verify signatures over these bytes, so they must not drift."""
+    body = _payment_event(payment_result(PAYMENT_ID)).body
+    assert body == (
+        '{"data":{"amount":"10.50","createdAt":"2026-11-26T12:00:00Z","currency":"EUR",'
+        '"error":null,"object":"payment","orderId":"order-1",'
+        '"paymentRequestId":"pay_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","paymentResult":true,'
+        '"provider":"sandbox","providerReference":"ch_1","status":"succeeded",'
+        '"userId":"user-1"},"timestamp":"2026-11-26T12:00:00Z","type":"payment.succeeded"}'
+    )
+
+
+def test_a_lazy_body_is_rendered_once_on_first_read_and_then_kept() -> None:
+    renders: list[str] = []
+
+    def render() -> str:
+        renders.append("body")
+        return '{"type":"payment.succeeded"}'
+
+    event = WebhookEvent("evt_1", "payment.succeeded", PAYMENT_ID, render=render)
+    assert renders == []
+    assert event.body == event.body == '{"type":"payment.succeeded"}'
+    assert renders == ["body"]
+    assert event == WebhookEvent(
+        "evt_1", "payment.succeeded", PAYMENT_ID, '{"type":"payment.succeeded"}'
+    )
+
+
+def test_a_webhook_event_needs_exactly_one_of_body_and_render() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        WebhookEvent("evt_1", "payment.succeeded", PAYMENT_ID)
+    with pytest.raises(ValueError, match="exactly one"):
+        WebhookEvent("evt_1", "payment.succeeded", PAYMENT_ID, "{}", render=lambda: "{}")
+
+
 def test_the_body_follows_the_standard_webhooks_payload_structure() -> None:
     body = json.loads(_payment_event(payment_result(PAYMENT_ID)).body)
     assert set(body) == {"type", "timestamp", "data"}
