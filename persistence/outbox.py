@@ -80,8 +80,10 @@ class Outbox:
         self._clock = clock
 
     async def enqueue(self, event: OutboxMessage) -> None:
-        """Queue an event in a write transaction of its own, e.g. to re-publish a replayed
-        outcome."""
+        """Queue an event in a write transaction of its own: for an event that reports no
+        stored state, such as the refusal of a command whose idempotency key was used with
+        other parameters. A replay re-publishes stored state, so it queues under that
+        state's row lock instead (persistence/payment_replay.py, RefundStore.republish)."""
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> None:
