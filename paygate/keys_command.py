@@ -21,8 +21,10 @@ key-encryption keys (``PAYGATE_VAULT_KEK_FILE`` or ``PAYGATE_VAULT_KEK``); produ
 refuses the development key-encryption key. Results go to stdout as JSON (one object per
 line for ``list``), diagnostics to stderr. Exit codes: 0 done; 1 ``rewrap`` left values or
 webhook secrets it could not open, ``retire`` refused (the key is in use or the newest),
-or ``unseal-webhook-secrets`` left some it could not open; 2 bad arguments or an unknown
-key id. The rotation procedure is in docs/security.md.
+or ``unseal-webhook-secrets`` left some it could not open; 2 bad arguments, an unknown
+key id, or a vault database of its own without ``PAYGATE_DATABASE_URL`` naming paygate's
+(an existing one: the secrets of a database made up on the spot are none). The rotation
+procedure is in docs/security.md.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from paygate.settings import Settings
 from paygate.vault_wiring import open_vault
 from persistence.api_key_store import check_client_id
 from persistence.group_commit import GroupCommit
-from persistence.migrate import create_schema
+from persistence.migrate import create_schema, current_revision
 from persistence.webhook_secrets import WebhookSecrets
 from vault.kek import KeyFormatError
 from vault.vault import DataKeyInfo, KeyInUseError, NoSuchKeyError
@@ -48,6 +50,13 @@ from vault.vault import DataKeyInfo, KeyInUseError, NoSuchKeyError
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_ERROR = 2
+
+
+_NO_PAYGATE_DATABASE = (
+    "paygate keys: PAYGATE_DATABASE_URL must name paygate's database (it holds the webhook "
+    "endpoints' signing secrets, encrypted under the data keys), not only "
+    "PAYGATE_VAULT_DATABASE_URL the vault's"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,10 +99,25 @@ def key_json(info: DataKeyInfo, webhook_secrets: int | None = None) -> str:
     return json.dumps(fields)
 
 
+def _paygate_database_unnamed(settings: Settings) -> bool:
+    """Whether the vault has a database of its own and paygate's is not named: the default
+    URL then is a SQLite file in the working directory, not paygate's database."""
+    return settings.vault_database_url is not None and "database_url" not in (
+        settings.model_fields_set
+    )
+
+
 async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
+    # The webhook endpoints' secrets are under the data keys too: checked in a database that
+    # is not paygate's, none is under any key, and retire would erase keys still in use.
+    if _paygate_database_unnamed(settings):
+        print(_NO_PAYGATE_DATABASE, file=sys.stderr)
+        return EXIT_ERROR
     engine = engine_for(settings)
     try:
-        # paygate's database always: its webhook endpoints' secrets are under the data keys.
+        if settings.vault_database_url is not None and await current_revision(engine) is None:
+            print(_NO_PAYGATE_DATABASE, file=sys.stderr)  # an empty database: a wrong URL
+            return EXIT_ERROR
         await create_schema(engine)
         opened = await open_vault(settings, engine)
         try:

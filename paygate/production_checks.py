@@ -63,6 +63,9 @@ class Uses(Flag):
     SANDBOX_ACQUIRER = auto()  # is the sandbox acquirer (`paygate acquirer`)
     VAULT = auto()  # encrypts or decrypts account numbers (consumer, facade, `paygate keys`)
     NOTICES = auto()  # verifies providers' signed notifications (facade)
+    # Opens the vault's data keys only, never an account number (`paygate webhooks run`,
+    # for the webhook signing secrets): the key-encryption keys, without the account ones.
+    VAULT_KEYS = auto()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,8 @@ def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
         found += _providers(settings)
     if Uses.VAULT in uses:
         found += _vault_kek(settings)
+    elif Uses.VAULT_KEYS in uses:
+        found += _key_encryption_keys(settings)
     if uses & (Uses.PROVIDERS | Uses.NOTICES):
         found += _alipay_dev_keys(settings)
     if Uses.PROVIDERS in uses:
@@ -165,10 +170,14 @@ def _vault_kek(settings: Settings) -> list[UnsafeSetting]:
                 "have producers send tokens or encrypted numbers, and unset it",
             )
         )
+    return found + _key_encryption_keys(settings)
+
+
+def _key_encryption_keys(settings: Settings) -> list[UnsafeSetting]:
     if settings.vault_kek_file is not None:
-        return found  # read at start; a missing or malformed file stops the process there
+        return []  # read at start; a missing or malformed file stops the process there
     if DEV_VAULT_KEK in settings.vault_kek.get_secret_value():
-        found.append(
+        return [
             UnsafeSetting(
                 "PAYGATE_VAULT_KEK",
                 "is (or still holds) the development key-encryption key, which anyone with "
@@ -176,8 +185,8 @@ def _vault_kek(settings: Settings) -> list[UnsafeSetting]:
                 "set PAYGATE_VAULT_KEK_FILE to a file of `<id>:<64 hex digits>` "
                 "(e.g. `kek-1:$(openssl rand -hex 32)`), or plug in a KMS",
             )
-        )
-    return found
+        ]
+    return []
 
 
 def _tls(settings: Settings) -> list[UnsafeSetting]:

@@ -125,8 +125,8 @@ def main(argv: Sequence[str]) -> int:
         print("paygate webhooks: --limit must be from 1 to 1000", file=sys.stderr)
         return EXIT_ERROR
     settings = Settings()
-    if args.action == "run":  # it decrypts signing secrets with the vault's keys
-        refuse_unsafe_settings("paygate webhooks run", settings, Uses.VAULT)
+    if args.action == "run":  # it decrypts signing secrets with the vault's data keys
+        refuse_unsafe_settings("paygate webhooks run", settings, Uses.VAULT_KEYS)
     configure_logging(settings.log_level, settings.log_account_fields)
     try:
         return asyncio.run(run_webhooks_command(settings, args))

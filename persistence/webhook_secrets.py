@@ -16,6 +16,9 @@ Invariants:
   process that opens the vault runs at start and ``paygate keys rewrap`` runs too, seals
   it and nulls the clear column in one write, conditional on the clear value being the
   one it sealed (so concurrent starts seal each row once).
+* The statements that bind a clear secret (sealing a clear one, writing one back in clear)
+  raise errors that do not print their parameters: a database error's text reaches the
+  logs, and would otherwise carry the secret there.
 * Rotation is the vault's: ``paygate keys rewrap`` moves every secret under the newest
   data key (:meth:`WebhookSecrets.rewrap`), and ``paygate keys retire`` refuses a key a
   secret is still under (:meth:`WebhookSecrets.count_under`).
@@ -23,10 +26,13 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import PaygateError
@@ -67,6 +73,20 @@ class SecretRewrapReport:
 
 def _context(endpoint_id: str) -> bytes:
     return _CONTEXT + endpoint_id.encode()
+
+
+@contextlib.contextmanager
+def _parameters_hidden() -> Iterator[None]:
+    """For a statement that binds a clear secret: its error does not print its parameters.
+
+    SQLAlchemy's text of a failed statement lists them, and that text reaches the logs (the
+    housekeeping's traceback of an unexplained failure, a start or a command that fails).
+    """
+    try:
+        yield
+    except StatementError as exc:
+        exc.hide_parameters = True
+        raise
 
 
 class WebhookSecrets:
@@ -198,24 +218,26 @@ class WebhookSecrets:
         self, endpoint_id: str, unchanged: ColumnElement[bool], key_id: str, ciphertext: bytes
     ) -> bool:
         async def record(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
-                update(webhook_endpoints)
-                .where(webhook_endpoints.c.id == endpoint_id)
-                .where(unchanged)
-                .values(secret=None, secret_key_id=key_id, secret_ciphertext=ciphertext)
-            )
+            with _parameters_hidden():  # ``unchanged`` may compare the clear secret
+                result = await conn.execute(
+                    update(webhook_endpoints)
+                    .where(webhook_endpoints.c.id == endpoint_id)
+                    .where(unchanged)
+                    .values(secret=None, secret_key_id=key_id, secret_ciphertext=ciphertext)
+                )
             return bool(result.rowcount)
 
         return await self._writes.run(record)
 
     async def _write_clear(self, endpoint_id: str, key_id: str, secret: str) -> bool:
         async def record(conn: AsyncConnection) -> bool:
-            result = await conn.execute(
-                update(webhook_endpoints)
-                .where(webhook_endpoints.c.id == endpoint_id)
-                .where(webhook_endpoints.c.secret_key_id == key_id)
-                .values(secret=secret, secret_key_id=None, secret_ciphertext=None)
-            )
+            with _parameters_hidden():
+                result = await conn.execute(
+                    update(webhook_endpoints)
+                    .where(webhook_endpoints.c.id == endpoint_id)
+                    .where(webhook_endpoints.c.secret_key_id == key_id)
+                    .values(secret=secret, secret_key_id=None, secret_ciphertext=None)
+                )
             return bool(result.rowcount)
 
         return await self._writes.run(record)

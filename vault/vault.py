@@ -206,8 +206,13 @@ class Vault:
         """``plain`` encrypted under the newest data key: its key id and ciphertext, bound
         to ``context`` (which must name the kind of value and its row, so a ciphertext
         opens nowhere else). For secrets paygate keeps outside the vault's tables (webhook
-        signing secrets): they rotate with its keys, through their owner's rewrap."""
-        key_id = await self._primary_key_id()
+        signing secrets): they rotate with its keys, through their owner's rewrap.
+
+        The newest key is read afresh, not taken from the cache tokenize uses: a key cached
+        from before a rotation may be retired (its bytes erased) by now, and a secret sealed
+        under it would never open again. Sealing is rare (an endpoint's creation, an
+        upgrade's or a rewrap's pass), so the read costs nothing that matters."""
+        key_id = await self.newest_key_id()
         return key_id, cipher.encrypt(await self._data_key(key_id), key_id, plain, context)
 
     async def unseal(self, key_id: str, ciphertext: bytes, context: bytes, *, what: str) -> bytes:
