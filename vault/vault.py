@@ -298,12 +298,35 @@ class Vault:
             raise NoSuchKeyError(key_id)
         if row.retired_at is None and await self._primary_key_id() == key_id:
             raise KeyInUseError(f"{key_id} is the newest data key: rotate first")
+        if row.retired_at is None:
+            await self._refuse_while_still_newest_somewhere(row)
         if not await self._rows.retire_key(key_id, self._clock()):
             raise KeyInUseError(f"values are still encrypted under {key_id}: run rewrap first")
         self._data_keys.pop(key_id, None)
         retired = await self._rows.key(key_id)
         assert retired is not None
         return _info(retired)
+
+    async def _refuse_while_still_newest_somewhere(self, row: KeyRow) -> None:
+        """A process re-reads the newest key only every ``primary_refresh_s``: one that
+        read ``row`` just before its successor was made encrypts new values under it until
+        then. A retire within that window would pass the "no value under it" check and
+        erase the key that such values need, after which they never open again. So the
+        key's successor must be older than twice that interval (twice: for hosts whose
+        clocks disagree), and the values made meanwhile moved by a rewrap run after it."""
+        ordered = await self._rows.keys()  # oldest first
+        position = [k.key_id for k in ordered].index(row.key_id)
+        successors = ordered[position + 1 :]
+        if not successors:
+            raise KeyInUseError(f"{row.key_id} is the newest data key: rotate first")
+        replaced_at = successors[0].created_at
+        settled_at = replaced_at + timedelta(seconds=2 * self._primary_refresh_s)
+        if self._clock() < settled_at:
+            raise KeyInUseError(
+                f"{row.key_id} was the newest data key until {replaced_at.isoformat()}: "
+                f"processes may encrypt under it until {settled_at.isoformat()}; "
+                "retire it after that, once a rewrap run after that has moved its values"
+            )
 
     def _fresh_primary(self) -> str | None:
         if self._primary is None:

@@ -24,7 +24,7 @@ from persistence.vault_tables import vault_entries
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 from tests.support.clear_numbers import numbers_in, scan_sqlite
 from tests.support.clock import Clock
-from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1, KEK_2
+from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1, KEK_2, keys_made_earlier
 from vault.kek import LocalKeyEncryptionKeys
 from vault.rows import VaultRows
 from vault.vault import Vault
@@ -140,6 +140,8 @@ def test_paygate_keys_rotate_rewrap_retire(
         "webhookSecretsMoved": 0,
         "webhookSecretsFailed": 0,
     }
+    # Retired only once no process can still encrypt under it (a minute after its successor).
+    keys_made_earlier(database_url, timedelta(minutes=2))
     assert keys_main(["retire", first["keyId"]]) == 0
     assert json.loads(capsys.readouterr().out)["active"] is False
     assert keys_main(["retire", "dk_none"]) == 2

@@ -30,7 +30,7 @@ from producer.webhook_dispatcher import WebhookDispatcher
 from producer.webhook_sender import WebhookSender
 from telemetry.metrics import Metrics
 from tests.support.facade_world import KEY_1, World, world_client
-from tests.support.vault_keys import KEK_1, KEK_1_WRONG, KEK_2
+from tests.support.vault_keys import KEK_1, KEK_1_WRONG, KEK_2, keys_made_earlier
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.support.webhook_vault import vault_of, with_sealed_secrets
 
@@ -284,6 +284,8 @@ def test_paygate_keys_rewrap_covers_webhook_secrets_and_retire_waits_for_them(
     assert keys_main(["rewrap"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["webhookSecretsMoved"], report["webhookSecretsFailed"]) == (1, 0)
+    # Retired only once no process can still encrypt under it (a minute after its successor).
+    keys_made_earlier(database_url, timedelta(minutes=2))
     assert keys_main(["retire", first]) == 0
     capsys.readouterr()
     assert keys_main(["list"]) == 0

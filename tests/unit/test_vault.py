@@ -273,3 +273,33 @@ async def test_concurrent_tokenizations_share_one_read_of_the_newest_key() -> No
     # Later tokenizations within the refresh interval read no key at all.
     await asyncio.gather(*(vault.tokenize(CARD, client_id=None) for _ in range(5)))
     assert rows.key_reads == 1
+
+
+async def test_a_key_is_not_retired_while_a_process_may_still_encrypt_under_it() -> None:
+    """rotate, rewrap and retire in one go: a service that read the old key as the newest
+    just before the rotation keeps tokenizing under it for up to its refresh interval. A
+    retire then would pass the "no value under it" check and erase the key those new
+    values need, so they would never open again."""
+    rows, clock = FakeVaultRows(), Clock()
+
+    def vault(refresh_s: float) -> Vault:
+        keks = LocalKeyEncryptionKeys.from_text(KEK_1)
+        return Vault(rows, keks, FINGERPRINT_KEY, clock=clock, primary_refresh_s=refresh_s)
+
+    service, operator = vault(30.0), vault(30.0)
+    await service.tokenize(CARD, client_id="acme")  # reads the first key as the newest
+    [first] = await operator.keys()
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    assert (await operator.rewrap()).values_moved == 1
+    late = await service.tokenize(CARD, client_id="acme")  # still under the first key
+    assert rows.entries[late.token].key_id == first.key_id
+
+    with pytest.raises(KeyInUseError, match="may encrypt under it until"):
+        await operator.retire(first.key_id)
+    clock.now += timedelta(seconds=60)  # twice the refresh interval after the rotation
+    with pytest.raises(KeyInUseError, match="run rewrap first"):
+        await operator.retire(first.key_id)  # the late value is still under it
+    assert (await operator.rewrap()).values_moved == 1
+    assert not (await operator.retire(first.key_id)).active
+    assert await vault(30.0).reveal(late, client_id="acme") == CARD
