@@ -151,7 +151,9 @@ async def _answer_after_wait(
             # (neither saw the other's payment when the key was checked): the consumer
             # charged that one and refused this one, whose wait either result ends.
             raise _key_conflict()
-        if found is not None:
+        # Final as read, too: a crossing request's refusal (status failed, under this id)
+        # also ends the wait, while this payment may still be pending at its provider.
+        if found is not None and found[0].status.ends_a_wait:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
             return web.json_response(payment_body(*found), headers=headers)
     return _accepted(payment_request_id, headers)

@@ -116,7 +116,9 @@ async def create_refund(request: web.Request) -> web.Response:
             # (neither saw the other's refund when the key was checked): the consumer made
             # that refund and refused this one, whose wait either result ends.
             raise _key_conflict()
-        if view is not None:
+        # Final as read, too: a crossing request's refusal (status failed, under this id)
+        # also ends the wait, while this refund may still be pending at its provider.
+        if view is not None and view.status.is_final:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
             return web.json_response(refund_body(view), status=200, headers=headers)
     return web.json_response(

@@ -4,7 +4,9 @@ the consumer charges the first and refuses the second (a result ``idempotency_co
 under the same payment id), and that result, or the first one's, ends the second's wait.
 
 The second client must hear ``409 idempotency_conflict``, never ``200`` with the first
-client's payment as if its own command (another amount) were the charge.
+client's payment as if its own command (another amount) were the charge. And the refusal
+also ends the first request's wait: if its payment (refund) is still pending then, the
+answer is the 202 of a result not known yet, not a 200, which promises the final result.
 """
 
 from __future__ import annotations
@@ -146,3 +148,38 @@ async def test_a_crossing_refund_with_the_same_parameters_gets_the_refund() -> N
         world, payment_id, "5.00", {"Idempotency-Key": "r-1", "Prefer": "wait=5"}
     )
     assert (status, second["status"], second["amount"]) == (200, "succeeded", "5.00")
+
+
+async def test_a_wait_ended_by_a_crossing_refusal_while_the_payment_is_pending_is_202() -> None:
+    # The first request's payment stays pending (its provider timed out); the crossing
+    # request's refusal (status failed, under the same id) ends the first request's wait.
+    world = World()
+
+    def consumer_leaves_it_pending(w: World) -> None:
+        command = w.last()
+        assert isinstance(command, CreatePayment)
+        w.settle_payment(command, PaymentStatus.PENDING)
+
+    world.while_waiting = consumer_leaves_it_pending
+    status, body = await _post(
+        world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
+    )
+    # Not 200, which promises the final result: the payment is not final.
+    assert (status, body["status"]) == (202, "pending")
+
+
+async def test_a_refund_wait_ended_while_the_refund_is_pending_is_202() -> None:
+    world = World()
+    payment_id = await _paid(world)
+
+    def consumer_leaves_it_pending(w: World) -> None:
+        command = w.last()
+        assert isinstance(command, RefundPayment)
+        w.settle_refund(command, RefundStatus.PENDING)
+
+    world.while_waiting = consumer_leaves_it_pending
+    status, body = await _refund(
+        world, payment_id, "5.00", {"Idempotency-Key": "r-1", "Prefer": "wait=5"}
+    )
+    # The 202 of a refund on its way (processing), as without the wait.
+    assert (status, body["status"]) == (202, "processing")
