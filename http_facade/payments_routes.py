@@ -66,7 +66,9 @@ async def create_payment(request: web.Request) -> web.Response:
     parameters the answer is 409 ``idempotency_conflict``. A new payment for an order that
     is paid (or whose payment is unresolved) is 409 ``order_already_paid``; one for an
     order whose payments failed needs ``newAttempt: true``. The consumer enforces the same
-    rules again, inside its database transaction, for requests that cross in flight.
+    rules again, inside its database transaction, for requests that cross in flight; a
+    waiting request whose key another request used first with other parameters is answered
+    409 ``idempotency_conflict`` after its wait, not with that request's payment.
     """
     require_json(request)
     idempotency_key = read_idempotency_key(request)
@@ -83,20 +85,15 @@ async def create_payment(request: web.Request) -> web.Response:
 
     order = await queries.order_payments(command.order_id, command.client_id)
     key = resolve_key(order, idempotency_key)
+    fingerprint = command.parameters_fingerprint(request.app[ACCOUNT_KEY])
     headers: dict[str, str] = {}
     if key.live_payment_id is not None:
         payment_request_id = key.live_payment_id
         request[PAYMENT_REQUEST_ID] = payment_request_id
         headers["Location"] = f"{PAYMENTS_PATH}/{payment_request_id}"
         stored = await queries.get_payment(payment_request_id)
-        if stored is not None and stored.parameters_hash != command.parameters_fingerprint(
-            request.app[ACCOUNT_KEY]
-        ):
-            raise PaygateError(
-                ErrorCode.IDEMPOTENCY_CONFLICT,
-                "this Idempotency-Key was already used for this order with other parameters",
-                param=IDEMPOTENCY_KEY_HEADER,
-            )
+        if stored is not None and stored.parameters_hash != fingerprint:
+            raise _key_conflict()
         headers[REPLAYED_HEADER] = "true"
         if stored is not None and stored.status.ends_a_wait:
             return web.json_response(await payment_json(request, stored), headers=headers)
@@ -123,27 +120,40 @@ async def create_payment(request: web.Request) -> web.Response:
         with request.app[WAITER].watch(payment_request_id) as watch:
             await publisher.publish_create_payment(command)
             final = await watch.final(wait_s)
-        return await _answer_after_wait(request, payment_request_id, final, wait_s, headers)
+        return await _answer_after_wait(
+            request, payment_request_id, fingerprint, final, wait_s, headers
+        )
 
     final = wait_s is not None and await request.app[WAITER].wait_for_final(
         payment_request_id, wait_s
     )
-    return await _answer_after_wait(request, payment_request_id, final, wait_s, headers)
+    return await _answer_after_wait(
+        request, payment_request_id, fingerprint, final, wait_s, headers
+    )
 
 
 async def _answer_after_wait(
     request: web.Request,
     payment_request_id: str,
+    fingerprint: str,
     final: bool,
     wait_s: int | None,
     headers: dict[str, str],
 ) -> web.Response:
-    """200 with the payment if its final result came within the wait, else 202."""
+    """200 with the payment if its final result came within the wait, else 202; 409
+    ``idempotency_conflict`` if the payment found is not of this request's parameters."""
     if final:
         # The result event can be seen a moment before the store is readable (another
         # replica, a lagging read); then the client gets the 202 and polls like anyone.
         found = await request.app[QUERIES].payment_with_refunds(payment_request_id)
-        if found is not None:
+        if found is not None and found[0].parameters_hash != fingerprint:
+            # Another request with this key and other parameters crossed this one in flight
+            # (neither saw the other's payment when the key was checked): the consumer
+            # charged that one and refused this one, whose wait either result ends.
+            raise _key_conflict()
+        # Final as read, too: a crossing request's refusal (status failed, under this id)
+        # also ends the wait, while this payment may still be pending at its provider.
+        if found is not None and found[0].status.ends_a_wait:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
             return web.json_response(payment_body(*found), headers=headers)
     return _accepted(payment_request_id, headers)
@@ -251,6 +261,14 @@ async def payments_json(
     """The payments' bodies, with their refunds, read in one query."""
     refunds = await request.app[REFUNDS].of_payments([v.payment_request_id for v in views])
     return [payment_body(view, refunds[view.payment_request_id]) for view in views]
+
+
+def _key_conflict() -> PaygateError:
+    return PaygateError(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        "this Idempotency-Key was already used for this order with other parameters",
+        param=IDEMPOTENCY_KEY_HEADER,
+    )
 
 
 def _payment_not_found() -> PaygateError:

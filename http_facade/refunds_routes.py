@@ -68,7 +68,7 @@ async def create_refund(request: web.Request) -> web.Response:
     The ``Idempotency-Key`` header is required: without it, 400 ``invalid_request`` (checked
     first, so nothing else is looked at). A key already used for a refund of this payment replays it
     (same parameters: the stored refund, ``Idempotent-Replayed: true``) or is 409
-    ``idempotency_conflict``.
+    ``idempotency_conflict``, also after a wait ended by a crossing request's refund.
     """
     key = required_idempotency_key(request)
     if request.body_exists:
@@ -90,15 +90,11 @@ async def create_refund(request: web.Request) -> web.Response:
     refund_id = refund_id_for(payment_request_id, key)
     headers = {"Location": f"/v1/refunds/{refund_id}"}
     refunds = request.app[REFUNDS]
+    fingerprint = command.parameters_fingerprint()
     stored = await refunds.get(refund_id)
     if stored is not None:
-        if stored.parameters_hash != command.parameters_fingerprint():
-            raise PaygateError(
-                ErrorCode.IDEMPOTENCY_CONFLICT,
-                "this Idempotency-Key was already used for a refund of this payment with "
-                "other parameters",
-                param=IDEMPOTENCY_KEY_HEADER,
-            )
+        if stored.parameters_hash != fingerprint:
+            raise _key_conflict()
         headers[REPLAYED_HEADER] = "true"
         if stored.status.is_final:
             return web.json_response(refund_body(stored), status=200, headers=headers)
@@ -115,7 +111,14 @@ async def create_refund(request: web.Request) -> web.Response:
 
     if wait_s is not None and await request.app[WAITER].wait_for_final(refund_id, wait_s):
         view = await refunds.get(refund_id)
-        if view is not None:
+        if view is not None and view.parameters_hash != fingerprint:
+            # Another request with this key and other parameters crossed this one in flight
+            # (neither saw the other's refund when the key was checked): the consumer made
+            # that refund and refused this one, whose wait either result ends.
+            raise _key_conflict()
+        # Final as read, too: a crossing request's refusal (status failed, under this id)
+        # also ends the wait, while this refund may still be pending at its provider.
+        if view is not None and view.status.is_final:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
             return web.json_response(refund_body(view), status=200, headers=headers)
     return web.json_response(
@@ -157,6 +160,14 @@ async def get_refund(request: web.Request) -> web.Response:
     request[PAYMENT_REQUEST_ID] = view.payment_request_id
     request[ORDER_ID] = view.order_id
     return web.json_response(refund_body(view))
+
+
+def _key_conflict() -> PaygateError:
+    return PaygateError(
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        "this Idempotency-Key was already used for a refund of this payment with other parameters",
+        param=IDEMPOTENCY_KEY_HEADER,
+    )
 
 
 def _not_found(what: str, param: str) -> PaygateError:

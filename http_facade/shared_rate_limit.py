@@ -19,6 +19,8 @@ What that gives, and what it costs:
   process: requests that find the lease spent while another request is renewing it wait
   for that renewal and spend from it, instead of each taking a lease of its own (a burst
   of N such requests was N writes, each taking a whole lease, most of it dropped unspent).
+  They share its refusal, and its failure (the store unreachable): in an outage they fail
+  within the one renewal's timeout, not one after another.
 """
 
 from __future__ import annotations
@@ -85,13 +87,21 @@ class SharedRateLimiter:
                 # Not even one token was there a moment ago: the same answer, without
                 # asking the store again.
                 return renewal.refused_for
-            # Granted (spend from its lease) or failed (renew again): look again.
+            if renewal.failed is not None:
+                # The store could not be asked (an outage, each try waiting out its
+                # timeout): the same failure, rather than each waiting request trying in
+                # turn, the last of N after N timeouts.
+                raise renewal.failed
+            # Granted (spend from its lease) or cancelled (renew again): look again.
         renewal = self._renewing[client_id] = _Renewal()
         try:
             wait_s = await self._renew(client_id)
             if wait_s > 0:
                 renewal.refused_for = wait_s
             return wait_s
+        except Exception as exc:
+            renewal.failed = exc
+            raise
         finally:
             del self._renewing[client_id]
             renewal.ended.set()
@@ -138,3 +148,6 @@ class _Renewal:
     def __init__(self) -> None:
         self.ended = asyncio.Event()
         self.refused_for: float | None = None  # the wait, if the bucket refused
+        # What the store raised, if it could not be asked; not a cancelled renewer's
+        # CancelledError (its client left): the waiting requests then renew themselves.
+        self.failed: Exception | None = None

@@ -78,6 +78,9 @@ class FakePublisher:
         self.captures_published: list[CapturePayment] = []
         self.cancels_published: list[CancelPayment] = []
         self.completes: FakeQueries | None = None
+        # The hash of the parameters the completed payment was made with (the facade
+        # answers a wait with a payment of other parameters as a key conflict).
+        self.completes_with: str | None = None
 
     async def publish_refund(self, command: RefundPayment) -> None:
         self.refunds_published.append(command)
@@ -91,10 +94,14 @@ class FakePublisher:
     async def publish_create_payment(self, command: CreatePayment) -> None:
         self.published.append(command)
         if self.completes is not None:
+            made_with = (
+                {} if self.completes_with is None else {"parameters_hash": self.completes_with}
+            )
             self.completes.payments[command.payment_request_id] = stored_view(
                 command.payment_request_id,
                 order_id=command.order_id,
                 idempotency_key=command.idempotency_key,
+                **made_with,
             )
 
 
@@ -755,6 +762,7 @@ async def test_prefer_wait_returns_the_final_payment(make_facade: MakeFacade) ->
     facade = await make_facade(waiter=FakeWaiter(final=True))
     payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.publisher.completes = facade.queries
+    facade.publisher.completes_with = _fingerprint(valid_body(), "key-1")
     status, body, headers = await post_payment(
         facade, headers={"Idempotency-Key": "key-1", "Prefer": "wait=5"}
     )
@@ -791,6 +799,7 @@ async def test_prefer_wait_is_clamped_to_max_wait(make_facade: MakeFacade) -> No
     facade = await make_facade(waiter=FakeWaiter(final=True), max_wait_s=4.0)
     payment_id = payment_request_id_for("order-1", "key-1", client_id=CLIENT)
     facade.publisher.completes = facade.queries
+    facade.publisher.completes_with = _fingerprint(valid_body(), "key-1")
     status, _, headers = await post_payment(
         facade, headers={"Idempotency-Key": "key-1", "Prefer": "wait=600"}
     )

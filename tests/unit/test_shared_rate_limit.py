@@ -151,3 +151,44 @@ async def test_a_failed_renewal_lets_the_next_request_renew() -> None:
         await limiter.acquire("c")
     assert await limiter.acquire("c") == 0.0
     assert buckets.takes == [100]
+
+
+async def test_requests_waiting_on_a_failed_renewal_share_its_failure() -> None:
+    """In an outage each renewal waits out the database's timeout: requests that waited for
+    a failed one must not renew in turn, one after another (the last of N would wait N
+    timeouts for its 503); they fail with it, as when each asked the store at once."""
+
+    class Unreachable(GatedBuckets):
+        async def take(
+            self, client_id: str, *, count: int, rate_per_s: float, burst: int, now: float
+        ) -> float:
+            self.takes.append(count)
+            self.entered.set()
+            await self.gate.wait()  # the connect timeout, running out
+            raise ConnectionError("database unreachable")
+
+    buckets, clock = Unreachable(tokens=1000), Clock()
+    limiter = SharedRateLimiter(buckets, rate_per_s=1000.0, burst=1000, monotonic=clock)
+    requests = [asyncio.create_task(limiter.acquire("c")) for _ in range(3)]
+    await buckets.entered.wait()
+    buckets.gate.set()
+    answers = await asyncio.gather(*requests, return_exceptions=True)
+    assert [type(a) for a in answers] == [ConnectionError] * 3
+    assert buckets.takes == [100]  # one wait for the outage, not one per request
+    # The next request, after them, asks the store again.
+    with pytest.raises(ConnectionError):
+        await limiter.acquire("c")
+    assert buckets.takes == [100, 100]
+
+
+async def test_requests_waiting_on_a_cancelled_renewal_renew_themselves() -> None:
+    # The renewing request's client left: its cancellation is not the others' answer.
+    buckets, clock = GatedBuckets(tokens=1000), Clock()
+    limiter = SharedRateLimiter(buckets, rate_per_s=1000.0, burst=1000, monotonic=clock)
+    requests = [asyncio.create_task(limiter.acquire("c")) for _ in range(3)]
+    await buckets.entered.wait()
+    requests[0].cancel()
+    buckets.gate.set()
+    assert await asyncio.gather(*requests[1:]) == [0.0, 0.0]
+    assert requests[0].cancelled()
+    assert buckets.takes == [100]

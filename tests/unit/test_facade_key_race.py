@@ -1,0 +1,185 @@
+"""Two create-and-wait requests that reuse one Idempotency-Key with other parameters and
+cross in flight: neither saw the other's payment when it checked the key, so both publish,
+the consumer charges the first and refuses the second (a result ``idempotency_conflict``
+under the same payment id), and that result, or the first one's, ends the second's wait.
+
+The second client must hear ``409 idempotency_conflict``, never ``200`` with the first
+client's payment as if its own command (another amount) were the charge. And the refusal
+also ends the first request's wait: if its payment (refund) is still pending then, the
+answer is the 202 of a result not known yet, not a 200, which promises the final result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from domain.errors import ErrorCode
+from domain.payments import CreatePayment
+from domain.refunds import RefundPayment, RefundStatus
+from domain.status import PaymentStatus
+from tests.support.facade_world import KEY_1, World, payment_body, world_client
+
+pytestmark = pytest.mark.unit
+
+
+async def _post(
+    world: World, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    client = await world_client(world)
+    try:
+        response = await client.post(
+            "/v1/payments",
+            data=json.dumps(body),
+            headers={
+                "Authorization": f"Bearer {KEY_1}",
+                "Content-Type": "application/json",
+                **headers,
+            },
+        )
+        return response.status, await response.json()
+    finally:
+        await client.close()
+
+
+async def test_a_crossing_request_with_other_parameters_is_refused_after_its_wait() -> None:
+    world = World()
+    status, _ = await _post(world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1"})
+    assert status == 202
+    first_command = world.last()
+    assert isinstance(first_command, CreatePayment)
+
+    # The first command is still in Kafka when the second request checks the key; the
+    # consumer charges it (and refuses the second) while the second request waits.
+    def consumer_charges_the_first(w: World) -> None:
+        w.settle_payment(first_command, PaymentStatus.SUCCEEDED)
+
+    world.while_waiting = consumer_charges_the_first
+    status, second = await _post(
+        world, payment_body(amount="20.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
+    )
+
+    # Not 200 with the 10.00 payment, as if the 20.00 asked for were charged.
+    assert (status, second.get("amount")) == (409, None)
+    assert second["error"]["code"] == ErrorCode.IDEMPOTENCY_CONFLICT.value
+
+
+async def test_a_crossing_request_with_the_same_parameters_gets_the_payment() -> None:
+    world = World()
+    status, _ = await _post(world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1"})
+    assert status == 202
+    first_command = world.last()
+    assert isinstance(first_command, CreatePayment)
+
+    def consumer_charges_the_first(w: World) -> None:
+        w.settle_payment(first_command, PaymentStatus.SUCCEEDED)
+
+    world.while_waiting = consumer_charges_the_first
+    status, second = await _post(
+        world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
+    )
+    assert (status, second["status"], second["amount"]) == (200, "succeeded", "10.00")
+
+
+async def _paid(world: World) -> str:
+    status, body = await _post(world, payment_body(amount="10.00"), {"Idempotency-Key": "p-1"})
+    assert status == 202
+    command = world.last()
+    assert isinstance(command, CreatePayment)
+    world.settle_payment(command, PaymentStatus.SUCCEEDED)
+    payment_id: str = body["paymentRequestId"]
+    return payment_id
+
+
+async def _refund(
+    world: World, payment_id: str, amount: str, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    client = await world_client(world)
+    try:
+        response = await client.post(
+            f"/v1/payments/{payment_id}/refunds",
+            data=json.dumps({"amount": amount, "currency": "EUR"}),
+            headers={
+                "Authorization": f"Bearer {KEY_1}",
+                "Content-Type": "application/json",
+                **headers,
+            },
+        )
+        return response.status, await response.json()
+    finally:
+        await client.close()
+
+
+async def test_a_crossing_refund_with_other_parameters_is_refused_after_its_wait() -> None:
+    world = World()
+    payment_id = await _paid(world)
+    status, _ = await _refund(world, payment_id, "5.00", {"Idempotency-Key": "r-1"})
+    assert status == 202
+    first_command = world.last()
+    assert isinstance(first_command, RefundPayment)
+
+    def consumer_refunds_the_first(w: World) -> None:
+        w.settle_refund(first_command, RefundStatus.SUCCEEDED)
+
+    world.while_waiting = consumer_refunds_the_first
+    status, second = await _refund(
+        world, payment_id, "3.00", {"Idempotency-Key": "r-1", "Prefer": "wait=5"}
+    )
+    # Not 200 with the 5.00 refund, as if the 3.00 asked for were refunded.
+    assert (status, second.get("amount")) == (409, None)
+    assert second["error"]["code"] == ErrorCode.IDEMPOTENCY_CONFLICT.value
+
+
+async def test_a_crossing_refund_with_the_same_parameters_gets_the_refund() -> None:
+    world = World()
+    payment_id = await _paid(world)
+    status, _ = await _refund(world, payment_id, "5.00", {"Idempotency-Key": "r-1"})
+    assert status == 202
+    first_command = world.last()
+    assert isinstance(first_command, RefundPayment)
+
+    def consumer_refunds_the_first(w: World) -> None:
+        w.settle_refund(first_command, RefundStatus.SUCCEEDED)
+
+    world.while_waiting = consumer_refunds_the_first
+    status, second = await _refund(
+        world, payment_id, "5.00", {"Idempotency-Key": "r-1", "Prefer": "wait=5"}
+    )
+    assert (status, second["status"], second["amount"]) == (200, "succeeded", "5.00")
+
+
+async def test_a_wait_ended_by_a_crossing_refusal_while_the_payment_is_pending_is_202() -> None:
+    # The first request's payment stays pending (its provider timed out); the crossing
+    # request's refusal (status failed, under the same id) ends the first request's wait.
+    world = World()
+
+    def consumer_leaves_it_pending(w: World) -> None:
+        command = w.last()
+        assert isinstance(command, CreatePayment)
+        w.settle_payment(command, PaymentStatus.PENDING)
+
+    world.while_waiting = consumer_leaves_it_pending
+    status, body = await _post(
+        world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
+    )
+    # Not 200, which promises the final result: the payment is not final.
+    assert (status, body["status"]) == (202, "pending")
+
+
+async def test_a_refund_wait_ended_while_the_refund_is_pending_is_202() -> None:
+    world = World()
+    payment_id = await _paid(world)
+
+    def consumer_leaves_it_pending(w: World) -> None:
+        command = w.last()
+        assert isinstance(command, RefundPayment)
+        w.settle_refund(command, RefundStatus.PENDING)
+
+    world.while_waiting = consumer_leaves_it_pending
+    status, body = await _refund(
+        world, payment_id, "5.00", {"Idempotency-Key": "r-1", "Prefer": "wait=5"}
+    )
+    # The 202 of a refund on its way (processing), as without the wait.
+    assert (status, body["status"]) == (202, "processing")
