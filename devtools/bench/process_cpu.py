@@ -13,6 +13,9 @@ from typing import Final
 
 _PROC: Final = Path("/proc")
 _TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+# The kernel counts CPU time in clock ticks (10 ms at the usual 100 Hz): a figure made of
+# fewer than this many is mostly rounding, and is not reported.
+MIN_MEASURABLE_S: Final = 10 / _TICKS_PER_S
 
 
 def _stat_fields(pid: int) -> list[str] | None:

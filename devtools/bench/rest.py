@@ -30,7 +30,7 @@ from devtools.bench.environment import (
     describe_machine,
     describe_revision,
 )
-from devtools.bench.process_cpu import tree_cpu_s
+from devtools.bench.process_cpu import MIN_MEASURABLE_S, tree_cpu_s
 from devtools.bench.profiler import profiled
 from devtools.bench.rest_options import RestOptions, parse_rest_options
 from devtools.bench.rest_report import HEADER, Step, failure_lines, goal_lines, step_row
@@ -196,9 +196,14 @@ async def _drive(
                 work_dir=step_dir,
             )
         cpu_after = tree_cpu_s(server.pid)
+        # Unknown without /proc, and too coarse to say when a short, light step used only
+        # a few clock ticks (the bare handler at a low rate: one tick can be 0 or 2 ms/req).
         cpu = (
             None
-            if cpu_before is None or cpu_after is None or report.requests == 0
+            if cpu_before is None
+            or cpu_after is None
+            or report.requests == 0
+            or cpu_after - cpu_before < MIN_MEASURABLE_S
             else (cpu_after - cpu_before) * 1000 / report.requests
         )
         step = Step(label, rate, report, cpu)

@@ -5,7 +5,8 @@ A row keeps this exact shape (``tests/integration/test_bench_rest_smoke.py`` par
     | facade w1 | 500/s | 498.7/s | 12.1 | 30.5 | 88.0 | 140.2 | 0 | 0.84 |
 
 stack label, offered rate, throughput, p50, p90, p99 and max in ms, failures (any answer
-but 200, timeouts included), and the stack's CPU milliseconds per request ("-" unknown).
+but 200, timeouts included), and the stack's CPU milliseconds per request ("-" unknown:
+no /proc, or a step too short and light to use ten clock ticks).
 """
 
 from __future__ import annotations
