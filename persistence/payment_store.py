@@ -39,7 +39,7 @@ from persistence.claims import (
     least_recently_examined,
     new_claim,
 )
-from persistence.engine import as_utc
+from persistence.engine import as_utc, single_read_engine
 from persistence.group_commit import Bulk, GroupCommit
 from persistence.outbox import Outbox, OutboxMessage
 from persistence.payment_begin import (
@@ -80,6 +80,8 @@ class PaymentStore:
         """``writes``: the database's one writer queue (persistence.database.Database
         passes it; alone, the store makes its own)."""
         self._engine = engine
+        # Shares the pool; for the hot one-statement read before every new payment.
+        self._single_reads = single_read_engine(engine)
         self._clock = clock
         self._lease = claim_lease
         # Payment writes of concurrent handlers share transactions (see group_commit).
@@ -288,8 +290,10 @@ class PaymentStore:
             return view, await refunds_of_payment_in(conn, payment_id)
 
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
-        """The payments of ``client_id``'s order ``order_id`` (None: upstream services')."""
-        async with self._engine.connect() as conn:
+        """The payments of ``client_id``'s order ``order_id`` (None: upstream services').
+
+        One ``SELECT``, so on SQLite without ``BEGIN`` (``single_read_engine``)."""
+        async with self._single_reads.connect() as conn:
             return await order_payments_in(conn, order_id, client_id)
 
     async def client_order_page(
