@@ -1,5 +1,7 @@
-"""The order read before publishing runs one SELECT and, on SQLite, no BEGIN; the option
-that drops the BEGIN stays on its own connections and never reaches the pool's others."""
+"""The order read before publishing and the payment-with-refunds read after the wait run
+one SELECT each and, on SQLite, no BEGIN; the option that drops the BEGIN stays on its own
+connections and never reaches the pool's others. (Their results, with refunds, on SQLite
+and PostgreSQL: tests/integration/test_refund_store.py.)"""
 
 from __future__ import annotations
 
@@ -85,6 +87,16 @@ async def test_the_order_read_sends_one_select_and_no_begin_on_sqlite(sqlite_eng
     store = PaymentStore(sqlite_engine)
 
     await store.order_payments("order-x", "alice")
+
+    assert statements == ["SELECT"]
+
+
+async def test_the_payment_with_its_refunds_is_one_select_and_no_begin_on_sqlite(
+    sqlite_engine, statements
+):
+    store = PaymentStore(sqlite_engine)
+
+    assert await store.payment_with_refunds("pay_" + "0" * 32) is None
 
     assert statements == ["SELECT"]
 
