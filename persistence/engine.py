@@ -73,6 +73,7 @@ def as_utc_or_none(value: datetime | None) -> datetime | None:
 
 
 WRITE_OPTION = "paygate_write"
+SINGLE_READ_OPTION = "paygate_single_read"
 _WAL_ATTEMPTS = 100
 
 
@@ -80,10 +81,14 @@ def _sqlite_begin(conn: Any) -> None:
     # A deferred transaction that reads and then writes can fail with SQLITE_BUSY when two
     # of them overlap (neither waits for the other); taking the write lock up front makes
     # writers queue behind each other instead. Reads stay deferred so they never queue.
-    if conn.get_execution_options().get(WRITE_OPTION):
+    options = conn.get_execution_options()
+    if options.get(WRITE_OPTION):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
+    elif not options.get(SINGLE_READ_OPTION):
         conn.exec_driver_sql("BEGIN")
+    # A connection that runs one SELECT and nothing else needs no BEGIN: SQLite runs a
+    # statement outside a transaction in an implicit one of its own, so it reads one
+    # snapshot all the same, and the explicit BEGIN was a round trip to aiosqlite's thread.
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, synchronous: SqliteSynchronous) -> None:
@@ -115,6 +120,16 @@ def _use_wal(cursor: Any) -> None:
             if attempt == _WAL_ATTEMPTS - 1:
                 raise
             time.sleep(0.05)
+
+
+def single_read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` (same pool) for connections that run exactly one ``SELECT`` each.
+
+    On SQLite their transaction sends no ``BEGIN`` (see ``_sqlite_begin``): one statement
+    is atomic by itself. Never use it for two statements that must agree with each other,
+    nor for a write; on PostgreSQL it changes nothing.
+    """
+    return engine.execution_options(**{SINGLE_READ_OPTION: True})
 
 
 @contextlib.asynccontextmanager

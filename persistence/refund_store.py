@@ -43,6 +43,7 @@ from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.payment_view import PaymentView
 from domain.refund_rules import refusal_for_refund
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundReason, RefundStatus
@@ -58,7 +59,7 @@ from persistence.claims import (
 from persistence.engine import as_utc
 from persistence.group_commit import GroupCommit
 from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
-from persistence.payment_rows import captured_minor_of
+from persistence.payment_rows import captured_minor_of, payment_view_of
 from persistence.row_claims import RowClaims
 from persistence.tables import payments, refunds
 
@@ -123,17 +124,46 @@ _REFUNDS_OF_PAYMENTS: Final = (
     .order_by(refunds.c.created_at, refunds.c.id)
 )
 
-_REFUNDS_OF_PAYMENT: Final = (
-    select(refunds)
-    .where(refunds.c.payment_id == bindparam("payment_id"))
+
+# The payment's columns under their own names, the refund's prefixed: both tables have
+# an id, a status, an amount... An outer join, so a payment without refunds is one row.
+_REFUND_PREFIX: Final = "refund__"
+_PAYMENT_AND_REFUNDS: Final = (
+    select(payments, *(column.label(_REFUND_PREFIX + column.name) for column in refunds.c))
+    .select_from(payments.outerjoin(refunds, refunds.c.payment_id == payments.c.id))
+    .where(payments.c.id == bindparam("payment_id"))
     .order_by(refunds.c.created_at, refunds.c.id)
 )
 
 
-async def refunds_of_payment_in(conn: AsyncConnection, payment_request_id: str) -> list[RefundView]:
-    """The payment's refunds, oldest first, read on ``conn`` (in the caller's transaction)."""
-    rows = await conn.execute(_REFUNDS_OF_PAYMENT, {"payment_id": payment_request_id})
-    return [_refund_view(row) for row in rows]
+async def payment_and_refunds_in(
+    conn: AsyncConnection, payment_request_id: str
+) -> tuple[PaymentView, list[RefundView]] | None:
+    """The payment and its refunds (oldest first) in one ``SELECT``: one statement reads
+    one snapshot, on SQLite and PostgreSQL alike, so the two agree without a transaction
+    around them (hence ``single_read_engine``'s connections, no ``BEGIN`` on SQLite)."""
+    rows = (await conn.execute(_PAYMENT_AND_REFUNDS, {"payment_id": payment_request_id})).all()
+    if not rows:
+        return None
+    view = payment_view_of(rows[0]._mapping)
+    its_refunds = [
+        _refund_view(_Prefixed(row._mapping))
+        for row in rows
+        if row._mapping[_REFUND_PREFIX + "id"] is not None
+    ]
+    return view, its_refunds
+
+
+class _Prefixed:
+    """A joined row's refund columns under their own names, as ``_refund_view`` reads them."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: Any) -> None:
+        self._mapping = mapping
+
+    def __getattr__(self, name: str) -> Any:
+        return self._mapping[_REFUND_PREFIX + name]
 
 
 class RefundStore:
