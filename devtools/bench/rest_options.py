@@ -113,9 +113,10 @@ def parse_rest_options(argv: Sequence[str]) -> RestOptions:
         type=Path,
         default=None,
         metavar="DIR",
-        help="record each paygate step with py-spy (pip install py-spy) into DIR: "
-        "collapsed stacks (.txt) per step, for flamegraph.pl or speedscope; keep DIR out of "
-        "the repo. Sampling slows the facade: compare figures of runs without it",
+        help="record each paygate step with py-spy (pip install py-spy) into DIR, sampling "
+        "the thread holding the GIL (Python CPU): collapsed stacks (.txt) per step, for "
+        "flamegraph.pl or speedscope; keep DIR out of the repo. Sampling slows the facade: "
+        "compare figures of runs without it",
     )
     args = parser.parse_args(list(argv))
     if args.baseline is not None and not (args.baseline / "paygate" / "cli.py").is_file():
