@@ -22,7 +22,7 @@ import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
@@ -34,8 +34,9 @@ from domain.accounts import Account, AccountType
 from domain.money import Money
 from domain.payments import PaymentMethod
 from domain.status import PaymentStatus
+from persistence.attempts import ATTEMPT_FAILED
 from persistence.stray_store import StrayStore
-from persistence.tables import provider_attempts
+from persistence.tables import payments, provider_attempts
 from providers.alipay import AlipayConfig, AlipayMode, AlipayProvider
 from providers.alipay.notifications import AlipayNotifications
 from providers.registry import Providers
@@ -234,3 +235,48 @@ async def _unverified(engine) -> list[str]:
 async def _post(rig: Rig, form: dict[str, str]) -> tuple[int, str]:
     async with ClientSession() as session, session.post(rig.notify_url, data=form) as resp:
         return resp.status, await resp.text()
+
+
+async def test_a_paid_notice_for_the_own_attempt_of_a_failed_payment_is_found_and_reversed(
+    rig: Rig, store, clock, engine, metrics
+):
+    """The payment was recorded ``failed`` while its trade could still be paid (forced in
+    the store, as a bug or a query racing the payer would): the late ``paid`` notice of its
+    own attempt reaches the sweep, which refunds it; the payment stays ``failed``."""
+    command = alipay_payment(1000)  # waits for the payer
+    await rig.handler.handle(command)
+    waiting = await store.get_payment(command.payment_request_id)
+    assert waiting is not None
+    assert waiting.next_action is not None
+    cashier = waiting.next_action.url
+    assert cashier is not None
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(payments)
+            .where(payments.c.id == command.payment_request_id)
+            .values(status=PaymentStatus.FAILED.value)
+        )
+        await conn.execute(
+            update(provider_attempts)
+            .where(provider_attempts.c.payment_id == command.payment_request_id)
+            .values(status=ATTEMPT_FAILED, finished_at=clock.now)
+        )
+    clock.now += SETTLE * 2
+    assert (await rig.sweep.run_once()).verified == 1  # no trade yet
+
+    async with ClientSession() as browser, browser.get(cashier) as page:
+        assert page.status == 200
+    (trade,) = rig.simulator.trades.all()
+    assert rig.simulator.pay(trade)
+    await rig.simulator.settled()
+    assert [n.answer for n in rig.simulator.notifications] == ["success"]
+
+    report = await rig.sweep.run_once()
+
+    assert report.reversed == 1
+    assert trade.refunded_fen == 1000
+    found = sample_sum(metrics, "paygate_stray_charges_total", provider="alipay", result="found")
+    assert found == 1
+    failed = await store.get_payment(command.payment_request_id)
+    assert failed is not None
+    assert failed.status is PaymentStatus.FAILED
