@@ -193,6 +193,13 @@ class ExpiryRecords(Protocol):
     ) -> bool: ...
 
 
+class StrayLeads(Protocol):
+    """Where a provider's word of a charge the payment does not stand on is handed to the
+    stray-charge sweep (persistence.stray_store)."""
+
+    async def reopen(self, attempt_key: str, provider: str) -> bool: ...
+
+
 class StrayRecords(Protocol):
     """What the stray-charge sweep reads and records (persistence.stray_store)."""
 

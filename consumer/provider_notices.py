@@ -14,6 +14,17 @@ payment's token, on the attempt the notice names, which must be the payment's op
 with the provider that attempt was sent to, for the payment's amount. Anything else changes
 nothing and is logged: a replayed notification finds the payment moved on (``already``); a
 worker holding the claim makes the provider send it again later (``busy``).
+
+One exception to "changes nothing": a notice that reports money taken (charged or
+authorized) under a key the payment does not stand on -- an attempt that is not the open
+one (the payment failed over), or a final payment that did not end on this charge
+(``failed``, ``expired``, ``canceled``, or captured under another reference) -- is the
+provider's word of a stray charge. The stray-charge sweep asks about such a key only once;
+if it asked before the payer paid (a page trade Alipay creates only when opened, a trade
+paid on Alipay's side of a clock skew), it never would again and the money would stay
+taken. So the key is handed back to the sweep (:meth:`StrayLeads.reopen`), logged at
+error level, and answered ``stray``: the next pass asks the provider and, if it confirms,
+records, counts (``paygate_stray_charges_total{result="found"}``) and reverses it.
 """
 
 from __future__ import annotations
@@ -25,10 +36,13 @@ from datetime import datetime
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
-from consumer.ports import PaymentWrites
+from consumer.ports import PaymentWrites, StrayLeads
 from domain.clock import utc_now
+from domain.payment_view import PaymentView
+from domain.status import CAPTURED, HELD
 from persistence.attempts import attempt_number
 from providers.notices import ChargeNotice, NoticeResult
+from providers.port import ChargeStatus
 
 log = logging.getLogger("paygate.notifications")
 
@@ -47,13 +61,22 @@ class NoticeRecorder:
         *,
         store: PaymentWrites,
         events: PaymentEvents,
+        strays: StrayLeads,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
+        self._strays = strays
         self._recorder = PaymentOutcomes(store, events, clock)
 
     async def record(self, notice: ChargeNotice) -> NoticeResult:
         result = await self._record(notice)
+        if result is NoticeResult.STRAY:
+            log.error(
+                "provider notification reports a charge the payment does not stand on: "
+                "handed to the stray-charge sweep",
+                extra={"provider": notice.provider, "attempt_key": notice.attempt_key},
+            )
+            return result
         log.log(
             logging.WARNING if result is NoticeResult.MISMATCH else logging.INFO,
             "provider notification %s",
@@ -67,22 +90,26 @@ class NoticeRecorder:
         payment = None if payment_id is None else await self._store.get_payment(payment_id)
         if payment is None or payment_id is None:
             return NoticeResult.UNKNOWN
-        if payment.amount != notice.amount or payment.provider != notice.provider:
+        if payment.provider != notice.provider:
+            # Failed over to another provider since: not recorded on the payment, but money
+            # taken under one of its earlier keys is the sweep's.
+            return await self._not_standing_on(notice, NoticeResult.MISMATCH)
+        if payment.amount != notice.amount:
             return NoticeResult.MISMATCH
         if notice.outcome is None:
             return NoticeResult.IGNORED
         if payment.status.is_final:
             # A replay, or the reconciler's query came first: the outcome is recorded.
-            return NoticeResult.ALREADY
+            return await self._already(payment, notice)
         claimed = await self._store.claim(payment_id)
         if claimed is None:
             current = await self._store.get_payment(payment_id)
             if current is not None and current.status.is_final:
-                return NoticeResult.ALREADY
+                return await self._already(current, notice)
             return NoticeResult.BUSY
         if claimed.attempt_key != notice.attempt_key or claimed.provider != notice.provider:
             await self._store.release(payment_id, claimed.claim.token)
-            return NoticeResult.MISMATCH
+            return await self._not_standing_on(notice, NoticeResult.MISMATCH)
         outcome = await self._recorder.charged(
             PaymentFacts.of_stored(claimed.payment),  # as under the claim's lock
             claimed.attempt_key,
@@ -91,3 +118,26 @@ class NoticeRecorder:
             claim=claimed.claim.token,
         )
         return NoticeResult.ALREADY if outcome is Outcome.REPLAYED else NoticeResult.RECORDED
+
+    async def _already(self, payment: PaymentView, notice: ChargeNotice) -> NoticeResult:
+        """``payment`` is final: a replay of its own charge, or money it does not stand on."""
+        own = (
+            payment.status in CAPTURED | HELD
+            and notice.outcome is not None
+            and notice.outcome.provider_reference is not None
+            and notice.outcome.provider_reference == payment.provider_reference
+        )
+        if own:
+            return NoticeResult.ALREADY
+        return await self._not_standing_on(notice, NoticeResult.ALREADY)
+
+    async def _not_standing_on(self, notice: ChargeNotice, otherwise: NoticeResult) -> NoticeResult:
+        """The payment does not stand on ``notice``'s key: if the notice says money was
+        taken there, hand the key to the stray-charge sweep; else ``otherwise``."""
+        taken = notice.outcome is not None and notice.outcome.status in (
+            ChargeStatus.SUCCEEDED,
+            ChargeStatus.AUTHORIZED,
+        )
+        if taken and await self._strays.reopen(notice.attempt_key, notice.provider):
+            return NoticeResult.STRAY
+        return otherwise

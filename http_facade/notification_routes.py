@@ -52,7 +52,12 @@ async def receive_notification(request: web.Request) -> web.Response:
         log.warning("notification refused: %s", exc, extra={"provider": reader.provider})
         raise PaygateError(ErrorCode.INVALID_REQUEST, str(exc), param="sign") from None
     result = await request.app[NOTICE_SINK].record(notice)
-    if result in (NoticeResult.RECORDED, NoticeResult.ALREADY, NoticeResult.IGNORED):
+    if result in (
+        NoticeResult.RECORDED,
+        NoticeResult.ALREADY,
+        NoticeResult.IGNORED,
+        NoticeResult.STRAY,
+    ):
         return web.Response(text=ACKNOWLEDGED, content_type="text/plain")
     if result is NoticeResult.UNKNOWN:
         raise PaygateError(ErrorCode.NOT_FOUND, "no payment has this trade")

@@ -27,5 +27,9 @@ def notification_wiring(
     reader = AlipayNotifications(
         app_id=settings.alipay_app_id, alipay_public_key=settings.alipay_public_key
     )
-    sink = NoticeRecorder(store=db.payments, events=PaymentEvents(messages, settings.results_topic))
+    sink = NoticeRecorder(
+        store=db.payments,
+        events=PaymentEvents(messages, settings.results_topic),
+        strays=db.strays,  # money a notice reports on a key the payment left: the sweep's
+    )
     return {"alipay": reader}, sink

@@ -3,7 +3,8 @@
 A *stray charge* is money the provider took under an attempt key that is not the payment's
 charge. Claims (see persistence.claims) keep every schedule of paygate's own workers from
 making one; this is the defence in depth behind them, for a bug or a provider that charges a
-key late. The candidates, each examined once:
+key late. The candidates, each examined once (again only if a provider's notification says
+money was taken under the key since: :meth:`StrayStore.reopen`):
 
 * an attempt still open on a payment that is final (nothing may be in flight there);
 * an attempt whose recorded outcome is a charge the payment does not stand on: the payment
@@ -205,6 +206,30 @@ class StrayStore:
             )
 
         await self._writes.run(record)
+
+    async def reopen(self, attempt_key: str, provider: str) -> bool:
+        """The provider's own word (a signed notification) says it charged ``attempt_key``,
+        which the payment does not stand on: unmark it verified, so the sweep asks about it
+        again and, if the provider confirms the charge, records, counts and reverses it.
+
+        Why this and not trusting the notice: the sweep's question is the one path that
+        finds, counts and reverses stray money; this only makes sure a key it checked
+        before the money arrived is checked again. Harmless when nothing was charged (one
+        more question). Returns False when no attempt of ``provider`` has this key, or it is
+        a recorded stray charge already (found, its reversal under way or done)."""
+        attempt = provider_attempts
+
+        async def record(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                update(attempt)
+                .where(attempt.c.attempt_key == attempt_key)
+                .where(attempt.c.provider == provider)
+                .where(~_recorded(attempt))
+                .values(verified_at=None)
+            )
+            return result.rowcount
+
+        return await self._writes.run(record) > 0
 
     async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool:
         """Record a stray charge (reversal under way); False if another sweeper did."""

@@ -33,3 +33,6 @@ class NoticeResult(StrEnum):
     MISMATCH = "mismatch"  # another amount, another trade, another provider: refused
     UNKNOWN = "unknown"  # no such payment or attempt
     BUSY = "busy"  # another worker holds the payment: ask the provider to send it again
+    # Money taken under a key the payment does not stand on: handed to the stray-charge
+    # sweep (durably), which asks the provider and reverses it; acknowledged.
+    STRAY = "stray"

@@ -25,6 +25,7 @@ from domain.accounts import Account, AccountType
 from domain.money import Money
 from domain.payments import PaymentMethod
 from domain.status import PaymentStatus
+from persistence.stray_store import StrayStore
 from persistence.tables import outbox
 from providers.alipay import AlipayConfig, AlipayProvider
 from providers.alipay.notifications import AlipayNotifications
@@ -76,7 +77,12 @@ async def rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
                     app_id=APP_ID, alipay_public_key=alipay_keys.public_pem
                 )
             },
-            notice_sink=NoticeRecorder(store=store, events=events, clock=clock),
+            notice_sink=NoticeRecorder(
+                store=store,
+                events=events,
+                strays=StrayStore(store.engine, store.writes, clock),
+                clock=clock,
+            ),
         )
     )
     await sandbox.start_server()

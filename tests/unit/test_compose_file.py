@@ -522,9 +522,11 @@ def test_alipay_pays_through_the_acquirers_simulator_with_shared_test_keys(
 
 
 class _NoDatabase:
-    """notification_wiring reads ``payments`` from its database and nothing else."""
+    """notification_wiring reads ``payments`` and ``strays`` from its database and nothing
+    else."""
 
     payments = None
+    strays = None
 
 
 def test_topics_run_once_before_consumer_and_facade(services, paygate_services):
