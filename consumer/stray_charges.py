@@ -50,6 +50,9 @@ PAGE_SIZE = 200
 
 @dataclass
 class SweepReport:
+    """Counts of one pass: every candidate checked once; one found is also counted as
+    what its reversal did in the same pass (reversed, reversal_failed or unanswered)."""
+
     checked: int = 0
     verified: int = 0
     found: int = 0
@@ -80,13 +83,17 @@ class StraySweep:
         await self._store.mark_own_charges(limit)
         for candidate in await self._store.candidates(self._clock() - self._settle_after, limit):
             report.checked += 1
-            result = await self._examine(candidate)
-            setattr(report, result, getattr(report, result) + 1)
+            for result in await self._examine(candidate):
+                setattr(report, result, getattr(report, result) + 1)
         return report
 
-    async def _examine(self, candidate: StrayCandidate) -> str:
-        if candidate.stray_reference is not None:
-            return await self._reverse(candidate, candidate.stray_reference)
+    async def _examine(self, candidate: StrayCandidate) -> list[str]:
+        """What became of the candidate: one result, or "found" and what its reversal did."""
+        if candidate.stray_reference is not None:  # found by an earlier pass
+            return [await self._reverse(candidate, candidate.stray_reference)]
+        return await self._verify(candidate)
+
+    async def _verify(self, candidate: StrayCandidate) -> list[str]:
         try:
             known = await self._providers.get(candidate.provider).charge_status(
                 candidate.attempt_key
@@ -97,11 +104,11 @@ class StraySweep:
                 exc,
                 extra={"attempt_key": candidate.attempt_key},
             )
-            return "unanswered"
+            return ["unanswered"]
         if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
             # A trade (a QR code, a 3-D Secure page) still waiting for its payer holds no
             # money yet but may be paid: verified now, it would never be looked at again.
-            return "unanswered"
+            return ["unanswered"]
         charged = known is not None and known.status in (
             ChargeStatus.SUCCEEDED,
             ChargeStatus.AUTHORIZED,
@@ -112,7 +119,7 @@ class StraySweep:
             or self._is_the_payments_own(candidate, known.provider_reference)
         ):
             await self._store.mark_verified(candidate.attempt_key)
-            return "verified"
+            return ["verified"]
         reference = known.provider_reference or ""
         log.error(
             "stray charge: the provider charged a key the payment does not stand on; reversing it",
@@ -125,8 +132,8 @@ class StraySweep:
         )
         self._metrics.stray_charges.labels(candidate.provider, "found").inc()
         if not await self._store.record_found(candidate, reference):
-            return "verified"  # another sweeper recorded it first and reverses it
-        return await self._reverse(candidate, reference)
+            return ["verified"]  # another sweeper recorded it first and reverses it
+        return ["found", await self._reverse(candidate, reference)]
 
     @staticmethod
     def _is_the_payments_own(candidate: StrayCandidate, reference: str | None) -> bool:
