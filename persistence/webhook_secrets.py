@@ -27,17 +27,20 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, Row, func, select, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import PaygateError
 from persistence.group_commit import GroupCommit
 from persistence.webhook_tables import webhook_endpoints
+
+# id, secret (in clear, before sealing), secret_key_id, secret_ciphertext
+_EndpointRow = Row[str, str | None, str | None, bytes | None]
 
 WHAT: Final = "the webhook signing secret"
 _CONTEXT: Final = b"webhook signing secret\x1f"
@@ -117,26 +120,13 @@ class WebhookSecrets:
 
     async def seal_clear(self) -> int:
         """Seal every secret still in clear; how many were sealed here."""
-        sealed, after = 0, ""
-        while True:
-            async with self._engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(webhook_endpoints.c.id, webhook_endpoints.c.secret)
-                        .where(webhook_endpoints.c.secret.is_not(None))
-                        .where(webhook_endpoints.c.id > after)
-                        .order_by(webhook_endpoints.c.id)
-                        .limit(self._batch)
-                    )
-                ).all()
-            if not rows:
-                return sealed
-            for row in rows:
-                key_id, ciphertext = await self.seal(row.id, row.secret)
-                condition = webhook_endpoints.c.secret == row.secret
-                if await self._swap(row.id, condition, key_id, ciphertext):
-                    sealed += 1
-            after = rows[-1].id
+        sealed = 0
+        async for row in self._endpoints(webhook_endpoints.c.secret.is_not(None)):
+            key_id, ciphertext = await self.seal(row.id, row.secret)
+            condition = webhook_endpoints.c.secret == row.secret
+            if await self._swap(row.id, condition, key_id, ciphertext):
+                sealed += 1
+        return sealed
 
     async def rewrap(self) -> SecretRewrapReport:
         """Every secret sealed under the newest data key (clear ones sealed first). Safe
@@ -144,65 +134,64 @@ class WebhookSecrets:
         sealed = await self.seal_clear()
         target = await self._keys.newest_key_id()
         moved = failed = 0
-        after = ""
         e = webhook_endpoints
-        while True:
-            async with self._engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(e.c.id, e.c.secret_key_id, e.c.secret_ciphertext)
-                        .where(e.c.secret_key_id.is_not(None))
-                        .where(e.c.secret_key_id != target)
-                        .where(e.c.id > after)
-                        .order_by(e.c.id)
-                        .limit(self._batch)
-                    )
-                ).all()
-            if not rows:
-                return SecretRewrapReport(sealed, moved, failed)
-            for row in rows:
-                stored = StoredSecret(row.secret_key_id, row.secret_ciphertext, None)
-                try:
-                    secret = await self.open(row.id, stored)
-                except (PaygateError, UnicodeDecodeError):  # counted, left for a person
-                    failed += 1
-                    continue
-                key_id, ciphertext = await self.seal(row.id, secret)
-                condition = e.c.secret_key_id == row.secret_key_id
-                if await self._swap(row.id, condition, key_id, ciphertext):
-                    moved += 1
-            after = rows[-1].id
+        async for row in self._endpoints(
+            e.c.secret_key_id.is_not(None), e.c.secret_key_id != target
+        ):
+            secret = await self._opened(row)
+            if secret is None:  # counted, left for a person
+                failed += 1
+                continue
+            key_id, ciphertext = await self.seal(row.id, secret)
+            condition = e.c.secret_key_id == row.secret_key_id
+            if await self._swap(row.id, condition, key_id, ciphertext):
+                moved += 1
+        return SecretRewrapReport(sealed, moved, failed)
 
     async def unseal_all(self) -> tuple[int, int]:
         """Write every sealed secret back in clear (how many, and how many did not open):
         only for a downgrade below revision 0017, with paygate stopped, since a process
         that starts again seals them at once."""
         unsealed = failed = 0
-        after = ""
+        async for row in self._endpoints(webhook_endpoints.c.secret_key_id.is_not(None)):
+            secret = await self._opened(row)
+            if secret is None:
+                failed += 1
+                continue
+            if await self._write_clear(row.id, row.secret_key_id, secret):
+                unsealed += 1
+        return unsealed, failed
+
+    async def _endpoints(self, *where: ColumnElement[bool]) -> AsyncIterator[_EndpointRow]:
+        """The endpoints matching ``where``, in id order, read a page of ``batch`` at a
+        time (each page on a connection of its own, so the writes between pages see no
+        transaction held open)."""
         e = webhook_endpoints
+        after = ""
         while True:
             async with self._engine.connect() as conn:
                 rows = (
                     await conn.execute(
-                        select(e.c.id, e.c.secret_key_id, e.c.secret_ciphertext)
-                        .where(e.c.secret_key_id.is_not(None))
+                        select(e.c.id, e.c.secret, e.c.secret_key_id, e.c.secret_ciphertext)
+                        .where(*where)
                         .where(e.c.id > after)
                         .order_by(e.c.id)
                         .limit(self._batch)
                     )
                 ).all()
             if not rows:
-                return unsealed, failed
+                return
             for row in rows:
-                stored = StoredSecret(row.secret_key_id, row.secret_ciphertext, None)
-                try:
-                    secret = await self.open(row.id, stored)
-                except (PaygateError, UnicodeDecodeError):
-                    failed += 1
-                    continue
-                if await self._write_clear(row.id, row.secret_key_id, secret):
-                    unsealed += 1
+                yield row
             after = rows[-1].id
+
+    async def _opened(self, row: _EndpointRow) -> str | None:
+        """The sealed secret of ``row`` in clear, or None when it does not open."""
+        stored = StoredSecret(row.secret_key_id, row.secret_ciphertext, None)
+        try:
+            return await self.open(row.id, stored)
+        except (PaygateError, UnicodeDecodeError):
+            return None
 
     async def count_under(self, key_id: str) -> int:
         """How many endpoints (deleted ones too) have their secret under ``key_id``."""
