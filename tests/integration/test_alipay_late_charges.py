@@ -13,7 +13,6 @@ accepts a payment after paygate's check does the same), and Alipay notifies payg
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,9 +29,6 @@ from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
 from consumer.provider_notices import NoticeRecorder
 from consumer.stray_charges import StraySweep
-from domain.accounts import Account, AccountType
-from domain.money import Money
-from domain.payments import PaymentMethod
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_FAILED
 from persistence.stray_store import StrayStore
@@ -45,7 +41,7 @@ from providers.sandbox import SandboxAcquirer, build_sandbox_app
 from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys
 from providers.sandbox.ledger import MemoryLedger
 from schemas.payments import PaymentMessages
-from tests.support.builders import ACCOUNT_KEY, create_payment
+from tests.support.builders import ACCOUNT_KEY, alipay_payment
 from tests.support.facade_world import World, world_app
 from tests.support.metric_samples import sample_sum
 
@@ -137,15 +133,6 @@ async def rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
         await alipay.stop()
         await facade.close()
         await sandbox.close()
-
-
-def alipay_payment(yuan_fen: int):
-    return dataclasses.replace(
-        create_payment(amount=Money(yuan_fen, "CNY")),
-        payment_method=PaymentMethod.ALIPAY,
-        payer=Account(AccountType.WALLET, "2088102177846880"),
-        payee=Account(AccountType.WALLET, "2088621955183730"),
-    )
 
 
 async def test_a_charge_notified_after_the_sweep_verified_its_key_is_found_and_reversed(

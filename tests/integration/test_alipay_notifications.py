@@ -5,7 +5,6 @@ and records them as claimed store writes; the reconciler covers a lost notificat
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,9 +20,6 @@ from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
 from consumer.provider_notices import NoticeRecorder
-from domain.accounts import Account, AccountType
-from domain.money import Money
-from domain.payments import PaymentMethod
 from domain.status import PaymentStatus
 from persistence.stray_store import StrayStore
 from persistence.tables import outbox
@@ -35,7 +31,7 @@ from providers.sandbox import SandboxAcquirer, build_sandbox_app
 from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys, rsa2
 from providers.sandbox.ledger import MemoryLedger
 from schemas.payments import PaymentMessages
-from tests.support.builders import ACCOUNT_KEY, create_payment
+from tests.support.builders import ACCOUNT_KEY, alipay_payment
 from tests.support.facade_world import World, world_app
 
 pytestmark = pytest.mark.integration
@@ -118,15 +114,6 @@ async def rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
         await alipay.stop()
         await facade.close()
         await sandbox.close()
-
-
-def alipay_payment(yuan_fen: int):
-    return dataclasses.replace(
-        create_payment(amount=Money(yuan_fen, "CNY")),
-        payment_method=PaymentMethod.ALIPAY,
-        payer=Account(AccountType.WALLET, "2088102177846880"),
-        payee=Account(AccountType.WALLET, "2088621955183730"),
-    )
 
 
 async def statuses(engine, payment_id: str) -> list[PaymentStatus]:

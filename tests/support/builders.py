@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -88,6 +89,16 @@ def create_payment(
         payee=Account(AccountType.IBAN, PAYEE_IBAN),
         requested_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
         metadata={"source": "test"},
+    )
+
+
+def alipay_payment(yuan_fen: int) -> CreatePayment:
+    """A payment by Alipay of ``yuan_fen`` fen (CNY), between two sandbox Alipay accounts."""
+    return dataclasses.replace(
+        create_payment(amount=Money(yuan_fen, "CNY")),
+        payment_method=PaymentMethod.ALIPAY,
+        payer=Account(AccountType.WALLET, "2088102177846880"),
+        payee=Account(AccountType.WALLET, "2088621955183730"),
     )
 
 
