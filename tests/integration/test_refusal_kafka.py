@@ -2,10 +2,12 @@
 a key with other parameters are answered, under the existing payment's and refund's ids,
 by events with ``refusal: true`` (PaymentResult v4, schema id 17; RefundResult v2, id 18);
 the payment's and refund's own events carry ``false``. A plain Avro reader, which knows
-nothing of paygate's rules, reads the flag from the record."""
+nothing of paygate's rules, reads the flag from the record; the facade's result listener
+wakes only the request whose own command the refusal answers."""
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from decimal import Decimal
@@ -13,18 +15,23 @@ from decimal import Decimal
 import fastavro
 import pytest
 from aiokafka import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
 from domain.errors import ErrorCode
-from domain.events import PaymentResult, RefundResult
+from domain.events import PaymentResult, RefundResult, conflict_event_id
 from domain.payments import payment_request_id_for
 from domain.refunds import RefundStatus, refund_id_for
 from domain.status import PaymentStatus
+from http_facade.result_feed import KafkaResultFeed
+from http_facade.result_listener import ResultListener
 from providers.sandbox import InProcessSandboxProvider
 from schemas.payments import PaymentMessages, ResultEvent
 from schemas.registry import FileSchemaRegistry
+from telemetry.metrics import Metrics
 from tests.support.builders import encoded_command, encoded_refund, unique
 from tests.support.consumer_run import running_consumer
 from tests.support.kafka_io import produce, read_until
+from tests.support.result_events import payment_result
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +126,60 @@ async def test_conflicting_commands_are_answered_by_events_marked_as_refusals(to
     assert isinstance(payment_own, PaymentResult)
     assert (payment_refusal.amount.minor_units, payment_own.amount.minor_units) == (5_000, 3_000)
     assert payment_own.status is PaymentStatus.SUCCEEDED
+
+    # The facade's listener, on the consumer's own bytes: the refused request (which knows
+    # the refusal's event id from its own parameters, fingerprinted as the facade does,
+    # accounts in the clear) is woken; the payment's own request is not.
+    conflicting = MESSAGES.decode_command(conflicting_create)
+    own_refusal = conflict_event_id(
+        payment_id, conflicting.parameters_fingerprint(topics.account_key)
+    )
+    assert own_refusal == payment_refusal.event_id
+    raw_refusal = by_kind[("PaymentResult", "failed", True)][0].value
+    await _only_the_refused_request_wakes(topics, payment_id, own_refusal, raw_refusal, key)
+
+
+class NothingFinalYet:
+    """The store as waiters see it: nothing final, so only events can wake them."""
+
+    async def get_payment(self, payment_request_id: str) -> None:
+        return None
+
+    async def get(self, refund_id: str) -> None:
+        return None
+
+
+async def _only_the_refused_request_wakes(
+    topics, payment_id: str, own_refusal: str, raw_refusal: bytes, key: bytes
+) -> None:
+    bootstrap, topic = topics.kafka_bootstrap_servers, topics.results_topic
+    store = NothingFinalYet()
+    listener = ResultListener(
+        open_feed=functools.partial(KafkaResultFeed.open, {"bootstrap_servers": bootstrap}, topic),
+        decoder=MESSAGES,
+        queries=store,
+        refunds=store,
+        metrics=Metrics(CollectorRegistry()),
+    )
+    # After the refusal, on the same key (so the same partition, read in order): a final
+    # result of another payment, whose waiter waking proves the refusal was handled.
+    marker_id = payment_request_id_for(unique("order"), unique("key"))
+    await listener.start()
+    try:
+        with (
+            listener.watch(payment_id, refusal_event_id=own_refusal) as refused,
+            listener.watch(payment_id) as owner,
+            listener.watch(marker_id) as marker,
+        ):
+            await produce(
+                bootstrap,
+                topic,
+                [(key, raw_refusal), (key, MESSAGES.encode_result(payment_result(marker_id)))],
+            )
+            # Generous bounds, not measurements: they fail only if the events never come.
+            assert await marker.final(60.0)
+            assert await refused.final(60.0)
+            # Not woken: with no time left it reads the store, where nothing is final.
+            assert not await owner.final(0)
+    finally:
+        await listener.stop()

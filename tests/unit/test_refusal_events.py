@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import struct
 from datetime import UTC, datetime
-from importlib import resources
-from typing import Any
 
 import fastavro
 import pytest
@@ -33,7 +30,13 @@ from domain.status import PaymentStatus
 from domain.webhook_events import payment_webhook, refund_webhook
 from schemas.payments import payment_result_to_record
 from schemas.refunds import refund_result_to_record
-from tests.support.result_events import MESSAGES, payment_result, refund_result
+from tests.support.result_events import (
+    MESSAGES,
+    older_schema,
+    payment_result,
+    refund_result,
+    written_with,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -67,24 +70,9 @@ def _refund_refusal() -> RefundResult:
     )
 
 
-def _schema(file_name: str) -> Any:
-    text = resources.files("schemas").joinpath("avro", file_name).read_text()
-    return fastavro.parse_schema(json.loads(text))
-
-
 def _schema_id(data: bytes) -> int:
     schema_id: int = struct.unpack(">I", data[1:5])[0]
     return schema_id
-
-
-def _written_with(schema_id: int, file_name: str, record: dict[str, Any]) -> bytes:
-    """``record`` as a producer on an older schema writes it (fields it lacks dropped)."""
-    schema = _schema(file_name)
-    kept = {f["name"] for f in schema["fields"]}
-    out = io.BytesIO()
-    out.write(b"\x00" + struct.pack(">I", schema_id))
-    fastavro.schemaless_writer(out, schema, {k: v for k, v in record.items() if k in kept})
-    return out.getvalue()
 
 
 @pytest.mark.parametrize("refusal", [True, False])
@@ -111,15 +99,17 @@ def test_an_ordinary_event_is_written_with_refusal_false() -> None:
 
 def test_readers_on_older_versions_read_the_new_events_without_the_field() -> None:
     payment = MESSAGES.encode_result(_payment_refusal())
-    v4 = _schema("payment_result.v4.avsc")
+    v4 = older_schema("payment_result.v4.avsc")
     for old_file in ("payment_result.v1.avsc", "payment_result.v2.avsc", "payment_result.v3.avsc"):
-        old = fastavro.schemaless_reader(io.BytesIO(payment[5:]), v4, _schema(old_file))
+        old = fastavro.schemaless_reader(io.BytesIO(payment[5:]), v4, older_schema(old_file))
         assert isinstance(old, dict)
         assert (old["status"], old["error"]["code"]) == ("failed", "idempotency_conflict")
         assert "refusal" not in old
     refund = MESSAGES.encode_refund_result(_refund_refusal())
     old = fastavro.schemaless_reader(
-        io.BytesIO(refund[5:]), _schema("refund_result.v2.avsc"), _schema("refund_result.v1.avsc")
+        io.BytesIO(refund[5:]),
+        older_schema("refund_result.v2.avsc"),
+        older_schema("refund_result.v1.avsc"),
     )
     assert isinstance(old, dict)
     assert (old["refundId"], old["status"], "refusal" in old) == (REFUND_ID, "failed", False)
@@ -133,25 +123,25 @@ def test_a_payment_refusal_written_before_the_field_reads_as_one(
     schema_id: int, file_name: str
 ) -> None:
     refusal = _payment_refusal()
-    data = _written_with(schema_id, file_name, payment_result_to_record(refusal))
+    data = written_with(schema_id, file_name, payment_result_to_record(refusal))
     assert MESSAGES.decode_result(data) == refusal
     # A payment that itself failed with that code (a provider refusing a reused key) did
     # change: its event, under the payment's own failed event id, is no refusal.
     failed = dataclasses.replace(
         payment_result(PAYMENT_ID, PaymentStatus.FAILED), error=CONFLICT, refusal=False
     )
-    data = _written_with(schema_id, file_name, payment_result_to_record(failed))
+    data = written_with(schema_id, file_name, payment_result_to_record(failed))
     assert MESSAGES.decode_any_result(data) == failed
 
 
 def test_a_refund_refusal_written_before_the_field_reads_as_one() -> None:
     refusal = _refund_refusal()
-    data = _written_with(5, "refund_result.v1.avsc", refund_result_to_record(refusal))
+    data = written_with(5, "refund_result.v1.avsc", refund_result_to_record(refusal))
     assert MESSAGES.decode_any_result(data) == refusal
     failed = dataclasses.replace(
         refund_result(REFUND_ID, RefundStatus.FAILED), error=CONFLICT, refusal=False
     )
-    data = _written_with(5, "refund_result.v1.avsc", refund_result_to_record(failed))
+    data = written_with(5, "refund_result.v1.avsc", refund_result_to_record(failed))
     assert MESSAGES.decode_any_result(data) == failed
 
 
