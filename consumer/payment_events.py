@@ -67,7 +67,10 @@ class PaymentEvents:
         occurred_at: datetime,
         event_id: str | None = None,
         next_action: NextAction | None = None,
+        refusal: bool = False,
     ) -> OutboxMessage:
+        """``refusal``: the event answers a refused command and is no state of the payment
+        (see :attr:`domain.events.PaymentResult.refusal`)."""
         result = PaymentResult(
             event_id=event_id or result_event_id(facts.payment_request_id, status),
             payment_request_id=facts.payment_request_id,
@@ -82,6 +85,7 @@ class PaymentEvents:
             occurred_at=occurred_at,
             next_action=next_action,
             captured_amount=captured_in_event(status, facts.amount, facts.captured_minor),
+            refusal=refusal,
         )
         return OutboxMessage(
             event_id=result.event_id,

@@ -189,6 +189,7 @@ class PaymentCommandHandler:
                 event_id=conflict_event_id(
                     payment_id, command.parameters_fingerprint(self._account_key)
                 ),
+                refusal=True,
             )
         )
 

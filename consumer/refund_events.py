@@ -36,7 +36,11 @@ class RefundEvents:
         standing: PaymentRefunds | None,
         occurred_at: datetime,
         event_id: str | None = None,
+        *,
+        refusal: bool = False,
     ) -> OutboxMessage:
+        """``refusal``: the event answers a refused command and is no state of the refund
+        (see :attr:`domain.events.RefundResult.refusal`)."""
         result = RefundResult(
             event_id=event_id or refund_event_id(refund.refund_id, refund.status),
             refund_id=refund.refund_id,
@@ -53,6 +57,7 @@ class RefundEvents:
             error=refund.error,
             created_at=refund.created_at,
             occurred_at=occurred_at,
+            refusal=refusal,
         )
         return OutboxMessage(
             event_id=result.event_id,

@@ -143,7 +143,7 @@ class RefundCommandHandler:
             parameters_hash=command.parameters_fingerprint(),
         )
         event_id = conflict_event_id(refund.refund_id, command.parameters_fingerprint())
-        await self._store.enqueue(self._events.event(refused, None, now, event_id))
+        await self._store.enqueue(self._events.event(refused, None, now, event_id, refusal=True))
 
     async def resolve(self, refund: RefundView, charge_reference: str, claim: str) -> Outcome:
         """Settle an open refund whose claim the caller holds, by asking its provider; send

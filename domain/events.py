@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Final
 
 from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode
 from domain.money import Money
 from domain.next_action import NextAction
 from domain.refunds import RefundStatus
@@ -60,6 +61,10 @@ class PaymentResult:
     # What the capture took (or is taking while capturing), partial or full; set with
     # capturing and the captured statuses only (see captured_in_event).
     captured_amount: Money | None = None
+    # True only on the answer to a CreatePayment refused for reusing its key with other
+    # parameters: status, amount and user are that command's, the payment is unchanged.
+    # Readers that follow the payment's state skip it (webhooks, REST waits).
+    refusal: bool = False
 
     @property
     def payment_result(self) -> bool:
@@ -95,6 +100,28 @@ class RefundResult:
     error: ErrorInfo | None
     created_at: datetime
     occurred_at: datetime
+    # True only on the answer to a RefundPayment refused for reusing its key with other
+    # parameters: status, amount and reason are that command's, the refund is unchanged.
+    refusal: bool = False
+
+
+def refusal_before_the_field(event: PaymentResult | RefundResult) -> bool:
+    """Whether an event written before the ``refusal`` field existed (PaymentResult before
+    v4, RefundResult before v2) answers a refused command, so that events of both ages
+    read alike.
+
+    Exact for every event paygate has published: such an answer is ``failed`` with error
+    ``idempotency_conflict`` under an event id of its own (:func:`conflict_event_id`),
+    while a payment or refund that itself failed with that code (a provider refusing a
+    reused key) carries its per-status id, and refused captures carry the payment's status.
+    """
+    if event.error is None or event.error.code is not ErrorCode.IDEMPOTENCY_CONFLICT:
+        return False
+    if isinstance(event, PaymentResult):
+        own = result_event_id(event.payment_request_id, PaymentStatus.FAILED)
+        return event.status is PaymentStatus.FAILED and event.event_id != own
+    own = refund_event_id(event.refund_id, RefundStatus.FAILED)
+    return event.status is RefundStatus.FAILED and event.event_id != own
 
 
 def captured_in_event(

@@ -10,10 +10,12 @@ goes to the results topic. Invariants:
 * The **id** is derived from the result event's id, which is stable per (payment, status),
   so a re-published result produces the same webhook id and receivers dedupe on it
   (Standard Webhooks' ``webhook-id``).
-* A **reply to a refused command** (``idempotency_conflict``: the key was reused with other
-  parameters) is not a change of the payment or refund it names, which may well have
-  succeeded: it is no webhook (:func:`payment_webhook` and :func:`refund_webhook` answer
-  None). Kafka readers still get it on the results topic, as the reply to their command.
+* A **reply to a refused command** (``refusal``: the key was reused with other parameters,
+  error ``idempotency_conflict``) is not a change of the payment or refund it names, which
+  may well have succeeded: it is no webhook (:func:`payment_webhook` and
+  :func:`refund_webhook` answer None). Kafka readers still get it on the results topic, as
+  the reply to their command. A payment or refund that itself failed with that error code
+  (a provider refusing a reused key) did change: it is a webhook like any failure.
 * The **body** follows Standard Webhooks' payload structure ``{type, timestamp, data}`` and
   is serialised once, when a delivery of the event is queued (in the transaction that
   writes the result event), and only then: every attempt, and every re-send, signs and
@@ -29,8 +31,6 @@ from decimal import Decimal
 from typing import Final
 
 from domain.currencies import minor_unit_exponent
-from domain.error_info import ErrorInfo
-from domain.errors import ErrorCode
 from domain.events import PaymentResult, RefundResult
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
@@ -119,7 +119,7 @@ def subscribed(enabled_events: list[str], event_type: str) -> bool:
 
 
 def payment_webhook(result: PaymentResult) -> WebhookEvent | None:
-    if _refused_command(result.error):
+    if result.refusal:
         return None
     event_type = f"{PAYMENT_PREFIX}{result.status.value}"
     return WebhookEvent(
@@ -149,7 +149,7 @@ def _payment_data(result: PaymentResult) -> dict[str, object]:
 
 
 def refund_webhook(result: RefundResult) -> WebhookEvent | None:
-    if _refused_command(result.error):
+    if result.refusal:
         return None
     event_type = f"{REFUND_PREFIX}{result.status.value}"
     return WebhookEvent(
@@ -188,10 +188,6 @@ def _refund_data(result: RefundResult) -> dict[str, object]:
         "error": None if result.error is None else result.error.to_dict(),
         "createdAt": _utc_text(result.created_at),
     }
-
-
-def _refused_command(error: ErrorInfo | None) -> bool:
-    return error is not None and error.code is ErrorCode.IDEMPOTENCY_CONFLICT
 
 
 def _body(event_type: str, occurred_at: datetime, data: dict[str, object]) -> str:

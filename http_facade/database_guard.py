@@ -135,15 +135,20 @@ class GuardedWaiter:
         self._inner = inner
         self._guard = guard
 
-    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+    async def wait_for_final(
+        self, payment_request_id: str, timeout_s: float, *, refusal_event_id: str | None = None
+    ) -> bool:
         # A waiter need not read the store at all, so its success proves nothing.
-        return await self._guard.call(
-            self._inner.wait_for_final(payment_request_id, timeout_s), proves_reachable=False
+        waited = self._inner.wait_for_final(
+            payment_request_id, timeout_s, refusal_event_id=refusal_event_id
         )
+        return await self._guard.call(waited, proves_reachable=False)
 
     @contextlib.contextmanager
-    def watch(self, payment_request_id: str) -> Iterator[ResultWatch]:
-        with self._inner.watch(payment_request_id) as watch:
+    def watch(
+        self, payment_request_id: str, *, refusal_event_id: str | None = None
+    ) -> Iterator[ResultWatch]:
+        with self._inner.watch(payment_request_id, refusal_event_id=refusal_event_id) as watch:
             yield GuardedWatch(watch, self._guard)
 
 

@@ -15,6 +15,7 @@ from typing import Final
 from aiohttp import web
 
 from domain.errors import ErrorCode, PaygateError
+from domain.events import conflict_event_id
 from domain.idempotency import resolve_key
 from domain.order_protection import refusal_for_new_payment
 from domain.payment_view import PaymentView
@@ -117,7 +118,8 @@ async def create_payment(request: web.Request) -> web.Response:
             return _accepted(payment_request_id, headers)
         # Watched before publishing: its result cannot come first, so the store is not read
         # before waiting.
-        with request.app[WAITER].watch(payment_request_id) as watch:
+        own_refusal = conflict_event_id(payment_request_id, fingerprint)
+        with request.app[WAITER].watch(payment_request_id, refusal_event_id=own_refusal) as watch:
             await publisher.publish_create_payment(command)
             final = await watch.final(wait_s)
         return await _answer_after_wait(
@@ -125,7 +127,9 @@ async def create_payment(request: web.Request) -> web.Response:
         )
 
     final = wait_s is not None and await request.app[WAITER].wait_for_final(
-        payment_request_id, wait_s
+        payment_request_id,
+        wait_s,
+        refusal_event_id=conflict_event_id(payment_request_id, fingerprint),
     )
     return await _answer_after_wait(
         request, payment_request_id, fingerprint, final, wait_s, headers
@@ -149,10 +153,11 @@ async def _answer_after_wait(
         if found is not None and found[0].parameters_hash != fingerprint:
             # Another request with this key and other parameters crossed this one in flight
             # (neither saw the other's payment when the key was checked): the consumer
-            # charged that one and refused this one, whose wait either result ends.
+            # charged that one and refused this one, whose wait either that payment's final
+            # result or the refusal of this request's own parameters ends.
             raise _key_conflict()
-        # Final as read, too: a crossing request's refusal (status failed, under this id)
-        # also ends the wait, while this payment may still be pending at its provider.
+        # Final as read, too: a lagging read may not show the result seen yet. (Another
+        # request's refusal under this id no longer ends this wait: see ResultWaiters.)
         if found is not None and found[0].status.ends_a_wait:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
             return web.json_response(payment_body(*found), headers=headers)

@@ -104,15 +104,22 @@ class ResultWatch(Protocol):
 
 
 class ResultWaiter(Protocol):
-    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+    async def wait_for_final(
+        self, payment_request_id: str, timeout_s: float, *, refusal_event_id: str | None = None
+    ) -> bool:
         """Wait until a final result for the payment (or refund, by its ``ref_`` id) is
         seen; True if one was seen in time. Looks in the store first: for an id whose
-        command may have been handled already."""
+        command may have been handled already. A refusal published under the id (an event
+        with ``refusal`` true) ends the wait only if its event id is ``refusal_event_id``:
+        the refusal of the caller's own command."""
         ...
 
-    def watch(self, payment_request_id: str) -> AbstractContextManager[ResultWatch]:
-        """Listen for the id's final result from entering on: entered before its command
-        is published, no result can precede it, so nothing is read before waiting."""
+    def watch(
+        self, payment_request_id: str, *, refusal_event_id: str | None = None
+    ) -> AbstractContextManager[ResultWatch]:
+        """Listen for the id's final result (or the refusal ``refusal_event_id``) from
+        entering on: entered before its command is published, no result can precede it, so
+        nothing is read before waiting."""
         ...
 
 

@@ -18,6 +18,7 @@ from typing import Final
 from aiohttp import web
 
 from domain.errors import ErrorCode, PaygateError
+from domain.events import conflict_event_id
 from domain.payments import check_idempotency_key
 from domain.refund_rules import refusal_for_refund
 from domain.refunds import is_refund_id, refund_id_for
@@ -109,15 +110,21 @@ async def create_refund(request: web.Request) -> web.Response:
             raise refusal
         await request.app[PUBLISHER].publish_refund(command)
 
-    if wait_s is not None and await request.app[WAITER].wait_for_final(refund_id, wait_s):
+    # The refusal of this request's own parameters ends its wait too; another's does not.
+    own_refusal = conflict_event_id(refund_id, fingerprint)
+    waiter = request.app[WAITER]
+    if wait_s is not None and await waiter.wait_for_final(
+        refund_id, wait_s, refusal_event_id=own_refusal
+    ):
         view = await refunds.get(refund_id)
         if view is not None and view.parameters_hash != fingerprint:
             # Another request with this key and other parameters crossed this one in flight
             # (neither saw the other's refund when the key was checked): the consumer made
-            # that refund and refused this one, whose wait either result ends.
+            # that refund and refused this one, whose wait either that refund's final result
+            # or the refusal of this request's own parameters ends.
             raise _key_conflict()
-        # Final as read, too: a crossing request's refusal (status failed, under this id)
-        # also ends the wait, while this refund may still be pending at its provider.
+        # Final as read, too: a lagging read may not show the result seen yet. (Another
+        # request's refusal under this id no longer ends this wait: see ResultWaiters.)
         if view is not None and view.status.is_final:
             headers[PREFERENCE_APPLIED_HEADER] = f"wait={wait_s}"
             return web.json_response(refund_body(view), status=200, headers=headers)

@@ -59,15 +59,23 @@ class ResultRecord:
 
 class PaymentEvents:
     def __init__(
-        self, *, decoder: ResultDecoder, on_final: Callable[[str], None], metrics: Metrics
+        self,
+        *,
+        decoder: ResultDecoder,
+        on_final: Callable[[str], None],
+        on_refusal: Callable[[str, str], None],
+        metrics: Metrics,
     ) -> None:
         self._decoder = decoder
         self._on_final = on_final
+        self._on_refusal = on_refusal
         self._errors = metrics.result_listener_errors
 
     def handle(self, record: ResultRecord) -> None:
         """Call ``on_final`` with the payment's (or refund's) id if the record is a final
-        result; skip it (counted and logged) if it is not a usable result event."""
+        result, ``on_refusal`` with that id and the event id if it only answers a refused
+        command (``refusal``: no state of the id, whatever its status says); skip it
+        (counted and logged) if it is not a usable result event."""
         try:
             event = self._decoder.decode_any_result(record.value or b"")
         except CodecError as exc:
@@ -83,7 +91,9 @@ class PaymentEvents:
             self._skip(record, SkipReason.UNEXPECTED, type(exc).__name__)
             return
         try:
-            if _ends_a_wait(event):
+            if event.refusal:
+                self._on_refusal(_waited_id(event), event.event_id)
+            elif _ends_a_wait(event):
                 self._on_final(_waited_id(event))
         except Exception as exc:
             self._skip(record, SkipReason.UNEXPECTED, type(exc).__name__)

@@ -60,7 +60,10 @@ class ResultListener:
         self._open_feed = open_feed
         self._waiters = ResultWaiters(queries=queries, refunds=refunds)
         self._events = PaymentEvents(
-            decoder=decoder, on_final=self._waiters.final_seen, metrics=metrics
+            decoder=decoder,
+            on_final=self._waiters.final_seen,
+            on_refusal=self._waiters.refusal_seen,
+            metrics=metrics,
         )
         self._supervisor = TaskSupervisor(
             self._run,
@@ -89,13 +92,20 @@ class ResultListener:
     async def is_ready(self) -> bool:
         return self._feed is not None and self._supervisor.running
 
-    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
-        """Also waits for a refund, given its ``ref_`` id."""
-        return await self._waiters.wait_for_final(payment_request_id, timeout_s)
+    async def wait_for_final(
+        self, payment_request_id: str, timeout_s: float, *, refusal_event_id: str | None = None
+    ) -> bool:
+        """Also waits for a refund, given its ``ref_`` id; see
+        :meth:`ResultWaiters.wait_for_final`."""
+        return await self._waiters.wait_for_final(
+            payment_request_id, timeout_s, refusal_event_id=refusal_event_id
+        )
 
-    def watch(self, payment_request_id: str) -> AbstractContextManager[Watch]:
+    def watch(
+        self, payment_request_id: str, *, refusal_event_id: str | None = None
+    ) -> AbstractContextManager[Watch]:
         """See :meth:`ResultWaiters.watch`."""
-        return self._waiters.watch(payment_request_id)
+        return self._waiters.watch(payment_request_id, refusal_event_id=refusal_event_id)
 
     async def _run(self) -> None:
         reopened = self._feed is None

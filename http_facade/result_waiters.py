@@ -3,6 +3,12 @@
 A payment that needs its payer to act (``requires_action``) ends a wait like a final one:
 only the client, who shows the payer its next action, can move it on.
 
+A refusal (an event with ``refusal`` true: a command that reused a key with other
+parameters, answered under the existing payment's or refund's id) is no state of that id:
+it ends only the wait of the request whose command it refused, which registered the
+refusal's event id (``domain.events.conflict_event_id`` of its own parameters), never the
+wait of a request for the payment or refund itself, which may still be pending.
+
 Invariant: a waiter is woken only for an id whose final result exists, and a final result
 is never missed: :meth:`ResultWaiters.wait_for_final` registers before it checks the store,
 so a result that lands between the two is seen by one or the other; a
@@ -44,33 +50,41 @@ class ResultWaiters:
     def __init__(self, *, queries: PaymentLookup, refunds: RefundLookup) -> None:
         self._queries = queries
         self._refunds = refunds
-        self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        # Per waited id: each waiting request's future, and the event id of the refusal that
+        # would answer its own command (None: refusals never wake it).
+        self._waiters: defaultdict[str, dict[asyncio.Future[None], str | None]] = defaultdict(dict)
 
-    async def wait_for_final(self, waited_id: str, timeout_s: float) -> bool:
-        """Also waits for a refund, given its ``ref_`` id."""
-        with self._registered(waited_id) as future:
+    async def wait_for_final(
+        self, waited_id: str, timeout_s: float, *, refusal_event_id: str | None = None
+    ) -> bool:
+        """Also waits for a refund, given its ``ref_`` id. ``refusal_event_id``: the refusal
+        of the caller's own command, which ends its wait too."""
+        with self._registered(waited_id, refusal_event_id) as future:
             if await self.is_final_in_store(waited_id):
                 return True
             return await _woken_within(future, timeout_s)
 
     @contextlib.contextmanager
-    def watch(self, waited_id: str) -> Iterator[Watch]:
+    def watch(self, waited_id: str, *, refusal_event_id: str | None = None) -> Iterator[Watch]:
         """Listen for ``waited_id``'s final result from now on; enter it before publishing
         the command whose result it is, so that the result cannot come first and the store
-        need not be read before waiting (one read less per create-and-wait)."""
-        with self._registered(waited_id) as future:
+        need not be read before waiting (one read less per create-and-wait).
+        ``refusal_event_id`` as for :meth:`wait_for_final`."""
+        with self._registered(waited_id, refusal_event_id) as future:
             yield Watch(self, waited_id, future)
 
     @contextlib.contextmanager
-    def _registered(self, waited_id: str) -> Iterator[asyncio.Future[None]]:
+    def _registered(
+        self, waited_id: str, refusal_event_id: str | None
+    ) -> Iterator[asyncio.Future[None]]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters[waited_id].add(future)
+        self._waiters[waited_id][future] = refusal_event_id
         try:
             yield future
         finally:
             waiters = self._waiters.get(waited_id)
             if waiters is not None:
-                waiters.discard(future)
+                waiters.pop(future, None)
                 if not waiters:
                     del self._waiters[waited_id]
 
@@ -78,6 +92,13 @@ class ResultWaiters:
         """A final result for ``waited_id`` exists: wake everyone waiting for it."""
         for future in self._waiters.get(waited_id, ()):
             if not future.done():
+                future.set_result(None)
+
+    def refusal_seen(self, waited_id: str, event_id: str) -> None:
+        """A refusal ``event_id`` was published under ``waited_id``: wake the requests
+        whose own command it refused, and no other."""
+        for future, refusal_event_id in self._waiters.get(waited_id, {}).items():
+            if refusal_event_id == event_id and not future.done():
                 future.set_result(None)
 
     async def recheck_store(self) -> None:

@@ -110,8 +110,10 @@ _SUMMARIES: Final = {
     REFUND_PAYMENT: "Refund all or part of a succeeded payment.",
     CAPTURE_PAYMENT: "Capture an authorize-only payment.",
     CANCEL_PAYMENT: "Cancel (void) an authorize-only payment.",
-    PAYMENT_RESULT: "A payment's new state.",
-    REFUND_RESULT: "A refund's new state.",
+    PAYMENT_RESULT: "A payment's new state; with refusal true, only the answer to a "
+    "refused CreatePayment, which leaves the payment named unchanged.",
+    REFUND_RESULT: "A refund's new state; with refusal true, only the answer to a "
+    "refused RefundPayment, which leaves the refund named unchanged.",
 }
 
 
@@ -182,7 +184,9 @@ def asyncapi_document() -> dict[str, Any]:
             },
             "results": {
                 "address": results,
-                "description": "Result events, written by the consumer's outbox relay only.",
+                "description": "Result events, written by the consumer's outbox relay only. "
+                "A reader that keeps the last state per payment or refund skips those with "
+                "refusal true (see docs/kafka.md).",
                 "messages": {k: {"$ref": f"#/components/messages/{k}"} for k in result_keys},
                 "bindings": {"kafka": {"topic": results}},
             },

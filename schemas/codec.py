@@ -59,6 +59,18 @@ class AvroCodec:
             if magic == MAGIC_BYTE:
                 await self._registry.learn(schema_id)
 
+    def writer_has_field(self, data: bytes, field: str) -> bool:
+        """Whether the schema ``data`` was written with has a top-level ``field``: a field
+        missing there reads as the reader's default, which may not be what it means in
+        older records. False when ``data`` names no known schema."""
+        if len(data) < _HEADER.size:
+            return False
+        _magic, schema_id = _HEADER.unpack_from(data)
+        writer = self._registry.schema(schema_id)
+        if not isinstance(writer, dict):
+            return False
+        return any(spec.get("name") == field for spec in writer.get("fields", ()))
+
     def decode(self, data: bytes, full_name: str) -> dict[str, Any]:
         """Decode a ``full_name`` record; raise :class:`CodecError` for anything else."""
         return self.decode_one_of(data, (full_name,))[1]

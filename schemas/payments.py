@@ -7,15 +7,16 @@ decodes but carries an invalid amount or currency raises the same
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final, TypeVar
 
 from domain.accounts import Account
 from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.errors import ErrorCode, PaygateError
-from domain.events import PaymentResult, RefundResult
+from domain.events import PaymentResult, RefundResult, refusal_before_the_field
 from domain.money import Money, money_from_decimal
 from domain.payments import CreatePayment
 from domain.refunds import RefundPayment
@@ -47,6 +48,9 @@ from schemas.registry import FileSchemaRegistry
 
 Command = CreatePayment | RefundPayment | CapturePayment | CancelPayment
 ResultEvent = PaymentResult | RefundResult
+# In PaymentResult since v4 (schema id 17) and RefundResult since v2 (id 18).
+REFUSAL_FIELD: Final = "refusal"
+_Event = TypeVar("_Event", PaymentResult, RefundResult)
 
 
 def _account(record: Mapping[str, Any], param: str) -> AnyAccount:
@@ -157,6 +161,7 @@ def payment_result_to_record(event: PaymentResult) -> dict[str, Any]:
         "capturedAmount": (
             None if event.captured_amount is None else event.captured_amount.to_decimal()
         ),
+        "refusal": event.refusal,
     }
 
 
@@ -178,6 +183,9 @@ def payment_result_from_record(record: Mapping[str, Any]) -> PaymentResult:
         next_action=next_action_from_record(record.get("nextAction")),
         # Absent from v1 and v2 events: the reader's v3 default (null) fills it in.
         captured_amount=_captured_amount(record.get("capturedAmount"), record["currency"]),
+        # Absent from v1 to v3 events: read as false here; PaymentMessages applies the rule
+        # of those versions (domain.events.refusal_before_the_field) to their records.
+        refusal=bool(record.get("refusal", False)),
     )
 
 
@@ -248,11 +256,19 @@ class PaymentMessages:
         """A result event of either kind, as the results topic carries both."""
         name, record = self._codec.decode_one_of(data, (PAYMENT_RESULT, REFUND_RESULT))
         if name == REFUND_RESULT:
-            return refund_result_from_record(record)
-        return payment_result_from_record(record)
+            return self._with_refusal(data, refund_result_from_record(record))
+        return self._with_refusal(data, payment_result_from_record(record))
 
     def encode_result(self, event: PaymentResult) -> bytes:
         return self._codec.encode(PAYMENT_RESULT, payment_result_to_record(event))
 
     def decode_result(self, data: bytes) -> PaymentResult:
-        return payment_result_from_record(self._codec.decode(data, PAYMENT_RESULT))
+        event = payment_result_from_record(self._codec.decode(data, PAYMENT_RESULT))
+        return self._with_refusal(data, event)
+
+    def _with_refusal(self, data: bytes, event: _Event) -> _Event:
+        """``event`` with ``refusal`` as its writer meant it: an event written before the
+        field existed reads as its default, false, so the rule of its time decides."""
+        if self._codec.writer_has_field(data, REFUSAL_FIELD):
+            return event
+        return dataclasses.replace(event, refusal=refusal_before_the_field(event))

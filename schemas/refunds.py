@@ -85,6 +85,7 @@ def refund_result_to_record(event: RefundResult) -> dict[str, Any]:
         "error": error_to_record(event.error),
         "createdAt": event.created_at,
         "occurredAt": event.occurred_at,
+        "refusal": event.refusal,
     }
 
 
@@ -107,4 +108,6 @@ def refund_result_from_record(record: Mapping[str, Any]) -> RefundResult:
         error=error_from_record(record.get("error")),
         created_at=record["createdAt"],
         occurred_at=record["occurredAt"],
+        # Absent from v1 events: read as false here; see PaymentMessages for their rule.
+        refusal=bool(record.get("refusal", False)),
     )

@@ -283,7 +283,8 @@ def summarize_results(values: Iterable[bytes], messages: PaymentMessages) -> Res
             payment_events[event.payment_request_id].append(
                 PaymentEventSeen(event.status.value, error)
             )
-            if event.status.value in FINAL_STATUSES:
+            # A refusal answers another command under this id: no status of the payment.
+            if event.status.value in FINAL_STATUSES and not event.refusal:
                 finals[event.payment_request_id].add(event.status.value)
             continue
         refund_events[event.refund_id].append(

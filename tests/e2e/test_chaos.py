@@ -74,6 +74,7 @@ from tests.support.clear_numbers import (
     scan_files,
     scan_sqlite,
 )
+from tests.support.result_events import payment_result
 from tests.support.services import service_missing
 
 pytestmark = pytest.mark.e2e
@@ -530,6 +531,21 @@ def test_undecodable_and_refund_events_are_read_from_the_results_topic() -> None
     assert evidence.refund_events == {
         "ref_1": [RefundEventSeen("succeeded", 400, None, "partially_refunded")]
     }
+
+
+def test_a_refusal_is_no_final_status_of_the_payment_it_names() -> None:
+    """A CreatePayment refused for reusing a key (refusal true, failed) does not make a
+    succeeded payment's announced statuses contradict each other."""
+    messages = PaymentMessages.bundled()
+    succeeded = payment_result("pay_" + "a" * 32)
+    refusal = dataclasses.replace(
+        payment_result("pay_" + "a" * 32, PaymentStatus.FAILED), event_id="evt_2", refusal=True
+    )
+    evidence = summarize_results(
+        [messages.encode_result(succeeded), messages.encode_result(refusal)], messages
+    )
+    assert evidence.final_statuses == {"pay_" + "a" * 32: frozenset({"succeeded"})}
+    assert evidence.events == 2
 
 
 # -- the faults that put two workers on one payment: checks on made-up evidence -------------

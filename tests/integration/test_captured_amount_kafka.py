@@ -1,6 +1,7 @@
 """PaymentResult v3's capturedAmount on a real broker: the consumer publishes what each
-capture took (partial, full, or a payment captured at once), with schema id 16, and a
-reader still on v2 reads the same bytes without the field."""
+capture took (partial, full, or a payment captured at once), with the newest schema id
+(16 when v3 came, 17 since v4 added ``refusal``), and a reader still on v2 reads the same
+bytes without the field."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.integration
 MESSAGES = PaymentMessages.bundled()
 CODEC = AvroCodec(FileSchemaRegistry.bundled())
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
-PAYMENT_RESULT_V3_ID = 16
+PAYMENT_RESULT_ID = 17  # v4: v3's capturedAmount, and refusal
 
 
 def _v2_reader() -> fastavro.types.Schema:
@@ -70,7 +71,7 @@ async def test_the_consumer_publishes_what_each_capture_took(topics):
             topics.kafka_bootstrap_servers, topics.results_topic, lambda rs: len(rs) >= 5
         )
 
-    assert {struct.unpack(">I", r.value[1:5])[0] for r in records} == {PAYMENT_RESULT_V3_ID}
+    assert {struct.unpack(">I", r.value[1:5])[0] for r in records} == {PAYMENT_RESULT_ID}
     events = [MESSAGES.decode_any_result(r.value) for r in records]
     assert all(isinstance(e, PaymentResult) for e in events)
     seen = {
@@ -96,7 +97,7 @@ async def test_the_consumer_publishes_what_each_capture_took(topics):
         and e.payment_request_id == ids["partial"]
         and e.status is PaymentStatus.SUCCEEDED
     ]
-    writer = FileSchemaRegistry.bundled().schema(PAYMENT_RESULT_V3_ID)
+    writer = FileSchemaRegistry.bundled().schema(PAYMENT_RESULT_ID)
     assert writer is not None
     old = fastavro.schemaless_reader(io.BytesIO(partial.value[5:]), writer, _v2_reader())
     assert isinstance(old, dict)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +88,9 @@ class World:
     # What happens while a request waits for a result (the consumer settling it, say);
     # the wait then sees a final result.
     while_waiting: Callable[[World], None] | None = None
+    # The refusal event id each wait was given (see ResultWaiter): the one that would
+    # answer the waiting request's own command.
+    refusals_awaited: list[str | None] = field(default_factory=list)
     failed_queries: int = 0  # calls that found the database down
     webhooks: FakeWebhooks = field(default_factory=FakeWebhooks)
     # What the host names of webhook URLs resolve to (the facade's SSRF check asks).
@@ -251,15 +255,21 @@ class World:
             for pid in payment_request_ids
         }
 
-    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+    async def wait_for_final(
+        self, payment_request_id: str, timeout_s: float, *, refusal_event_id: str | None = None
+    ) -> bool:
         self._database()  # the real waiter looks in the store first
+        self.refusals_awaited.append(refusal_event_id)
         if self.while_waiting is not None:
             self.while_waiting(self)
             return True
         return self.final_within_wait
 
-    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
-        return watch_by_waiting(self.wait_for_final, payment_request_id)
+    def watch(
+        self, payment_request_id: str, *, refusal_event_id: str | None = None
+    ) -> contextlib.nullcontext[WatchByWaiting]:
+        wait = functools.partial(self.wait_for_final, refusal_event_id=refusal_event_id)
+        return watch_by_waiting(wait, payment_request_id)
 
     # --- the API-key store ------------------------------------------------------------------
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
 import struct
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
+
+import fastavro
 
 from domain.events import PaymentResult, RefundResult, refund_event_id, result_event_id
 from domain.money import Money
@@ -64,6 +69,23 @@ def encoded_payment_result(payment_request_id: str, **overrides: Any) -> bytes:
     record = payment_result_to_record(payment_result(payment_request_id))
     record.update(overrides)
     return _CODEC.encode(PAYMENT_RESULT, record)
+
+
+def older_schema(file_name: str) -> Any:
+    """A bundled schema version, parsed, e.g. ``payment_result.v3.avsc``."""
+    text = resources.files("schemas").joinpath("avro", file_name).read_text()
+    return fastavro.parse_schema(json.loads(text))
+
+
+def written_with(schema_id: int, file_name: str, record: dict[str, Any]) -> bytes:
+    """``record`` as a producer on an older schema writes it: in the wire format under
+    ``schema_id``, the fields that version lacks dropped."""
+    schema = older_schema(file_name)
+    kept = {field["name"] for field in schema["fields"]}
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, schema_id))
+    fastavro.schemaless_writer(out, schema, {k: v for k, v in record.items() if k in kept})
+    return out.getvalue()
 
 
 def unknown_schema_id_bytes() -> bytes:

@@ -371,7 +371,7 @@ def test_a_result_with_a_next_action_round_trips_and_v1_results_still_decode(mes
         next_action=NextAction.of(NextActionType.QR_CODE, "https://qr.alipay.com/bax1", now),
     )
     data = messages.encode_result(event)
-    assert struct.unpack(">I", data[1:5])[0] == 16  # payment_result.v3, the newest
+    assert struct.unpack(">I", data[1:5])[0] == 17  # payment_result.v4, the newest
     assert messages.decode_result(data) == event
 
     # A reader on v1 (an upstream service not upgraded yet) reads v2 events, without the
@@ -408,7 +408,7 @@ def test_a_result_with_a_captured_amount_round_trips_and_v1_v2_readers_still_rea
         captured_amount=Money(1_234, "JPY"),
     )
     data = messages.encode_result(event)
-    assert struct.unpack(">I", data[1:5])[0] == 16  # payment_result.v3
+    assert struct.unpack(">I", data[1:5])[0] == 17  # payment_result.v4, the newest
     decoded = messages.decode_result(data)
     assert decoded == event
     # The same decimal representation as amount: currency units, the currency's decimals.

@@ -4,23 +4,27 @@ the consumer charges the first and refuses the second (a result ``idempotency_co
 under the same payment id), and that result, or the first one's, ends the second's wait.
 
 The second client must hear ``409 idempotency_conflict``, never ``200`` with the first
-client's payment as if its own command (another amount) were the charge. And the refusal
-also ends the first request's wait: if its payment (refund) is still pending then, the
-answer is the 202 of a result not known yet, not a 200, which promises the final result.
+client's payment as if its own command (another amount) were the charge. Each waiting
+request names the refusal that would answer its own command (``conflict_event_id`` of its
+parameters), so another request's refusal never ends its wait; and a wait that ends while
+the payment (refund) reads as pending still answers the 202 of a result not known yet, not
+a 200, which promises the final result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
 from domain.errors import ErrorCode
+from domain.events import conflict_event_id
 from domain.payments import CreatePayment
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
-from tests.support.facade_world import KEY_1, World, payment_body, world_client
+from tests.support.facade_world import ACCOUNT_KEY, KEY_1, World, payment_body, world_client
 
 pytestmark = pytest.mark.unit
 
@@ -151,8 +155,8 @@ async def test_a_crossing_refund_with_the_same_parameters_gets_the_refund() -> N
 
 
 async def test_a_wait_ended_by_a_crossing_refusal_while_the_payment_is_pending_is_202() -> None:
-    # The first request's payment stays pending (its provider timed out); the crossing
-    # request's refusal (status failed, under the same id) ends the first request's wait.
+    # The first request's payment stays pending (its provider timed out) as the store
+    # reads when the wait ends (a lagging read, say).
     world = World()
 
     def consumer_leaves_it_pending(w: World) -> None:
@@ -183,3 +187,28 @@ async def test_a_refund_wait_ended_while_the_refund_is_pending_is_202() -> None:
     )
     # The 202 of a refund on its way (processing), as without the wait.
     assert (status, body["status"]) == (202, "processing")
+
+
+async def test_each_waiting_request_names_the_refusal_of_its_own_parameters() -> None:
+    """The refusal the consumer publishes for a command is conflict_event_id(id, its
+    fingerprint): the waiter is given exactly that, for payments and refunds alike."""
+    world = World()
+    status, _ = await _post(
+        world, payment_body(amount="20.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
+    )
+    assert status == 202  # nothing final within the wait
+    command = world.last()
+    assert isinstance(command, CreatePayment)
+    vaulted = dataclasses.replace(
+        command, payer=world.vaulted(command.payer), payee=world.vaulted(command.payee)
+    )
+    fingerprint = vaulted.parameters_fingerprint(ACCOUNT_KEY)
+    assert world.refusals_awaited == [conflict_event_id(command.payment_request_id, fingerprint)]
+
+    payment_id = await _paid(world)
+    await _refund(world, payment_id, "3.00", {"Idempotency-Key": "r-1", "Prefer": "wait=5"})
+    refund = world.last()
+    assert isinstance(refund, RefundPayment)
+    assert world.refusals_awaited[-1] == conflict_event_id(
+        refund.refund_id, refund.parameters_fingerprint()
+    )

@@ -169,11 +169,15 @@ class FakeWaiter:
         self.final = final
         self.calls: list[tuple[str, float]] = []
 
-    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+    async def wait_for_final(
+        self, payment_request_id: str, timeout_s: float, *, refusal_event_id: str | None = None
+    ) -> bool:
         self.calls.append((payment_request_id, timeout_s))
         return self.final
 
-    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
+    def watch(
+        self, payment_request_id: str, *, refusal_event_id: str | None = None
+    ) -> contextlib.nullcontext[WatchByWaiting]:
         return watch_by_waiting(self.wait_for_final, payment_request_id)
 
 

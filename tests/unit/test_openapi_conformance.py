@@ -278,10 +278,14 @@ class World:
             for pid in payment_request_ids
         }
 
-    async def wait_for_final(self, payment_request_id: str, timeout_s: float) -> bool:
+    async def wait_for_final(
+        self, payment_request_id: str, timeout_s: float, *, refusal_event_id: str | None = None
+    ) -> bool:
         return self.final_within_wait
 
-    def watch(self, payment_request_id: str) -> contextlib.nullcontext[WatchByWaiting]:
+    def watch(
+        self, payment_request_id: str, *, refusal_event_id: str | None = None
+    ) -> contextlib.nullcontext[WatchByWaiting]:
         return watch_by_waiting(self.wait_for_final, payment_request_id)
 
 

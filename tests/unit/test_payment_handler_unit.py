@@ -361,6 +361,9 @@ async def test_a_key_reused_with_other_parameters_is_a_conflict_that_changes_not
         ErrorCode.IDEMPOTENCY_CONFLICT,
         other.amount,
     )
+    # The event says so itself (PaymentResult v4), and the payment's own events do not.
+    assert conflict.refusal is True
+    assert not any(event.refusal for event in events(store)[:-1])
     assert consumed(metrics, "conflict") == 1
 
 

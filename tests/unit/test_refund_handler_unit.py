@@ -302,6 +302,9 @@ async def test_a_key_reused_with_other_parameters_is_a_conflict_that_changes_not
         ErrorCode.IDEMPOTENCY_CONFLICT,
         500,
     )
+    # The event says so itself (RefundResult v2), and the refund's own events do not.
+    assert conflict.refusal is True
+    assert not any(event.refusal for event in events(store)[:-1])
 
 
 async def test_a_redelivered_final_refund_replays_its_event_without_a_call(

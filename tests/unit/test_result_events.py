@@ -9,10 +9,14 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import CollectorRegistry
 
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode
+from domain.events import conflict_event_id
 from domain.next_action import NextAction, NextActionType
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 from http_facade.result_events import PaymentEvents, ResultRecord, SkipReason
+from schemas.payments import payment_result_to_record
 from telemetry.metrics import Metrics
 from tests.support.result_events import (
     MESSAGES,
@@ -22,6 +26,7 @@ from tests.support.result_events import (
     refund_result,
     truncated_payment_result,
     unknown_schema_id_bytes,
+    written_with,
 )
 
 pytestmark = pytest.mark.unit
@@ -34,9 +39,13 @@ GOOD = MESSAGES.encode_result(payment_result(PAYMENT_ID))
 class Recorder:
     def __init__(self) -> None:
         self.finals: list[str] = []
+        self.refusals: list[tuple[str, str]] = []
 
     def __call__(self, waited_id: str) -> None:
         self.finals.append(waited_id)
+
+    def refused(self, waited_id: str, event_id: str) -> None:
+        self.refusals.append((waited_id, event_id))
 
 
 class RaisingDecoder:
@@ -50,7 +59,9 @@ class RaisingDecoder:
 def _events(decoder=MESSAGES, on_final=None) -> tuple[PaymentEvents, Metrics, Recorder]:
     metrics = Metrics(CollectorRegistry())
     recorder = Recorder()
-    events = PaymentEvents(decoder=decoder, on_final=on_final or recorder, metrics=metrics)
+    events = PaymentEvents(
+        decoder=decoder, on_final=on_final or recorder, on_refusal=recorder.refused, metrics=metrics
+    )
     return events, metrics, recorder
 
 
@@ -195,4 +206,39 @@ def test_a_payment_needing_its_payer_wakes_its_waiters_and_a_pending_one_does_no
     )
     events.handle(_record(MESSAGES.encode_result(payment_result("pay_x", PaymentStatus.PENDING))))
     events.handle(_record(MESSAGES.encode_result(waiting)))
+    assert recorder.finals == [PAYMENT_ID]
+
+
+def test_a_refusal_ends_no_wait_for_its_id_but_is_reported_by_its_event_id() -> None:
+    """A refused command's answer (failed, under the existing payment's id) is no state of
+    that payment: only the request it refused may be woken by it, by its event id. Old
+    events without the field are told by the rule of their time; a payment that itself
+    failed with the same error code is final like any failure."""
+    events, _metrics, recorder = _events()
+    conflict = ErrorInfo(ErrorCode.IDEMPOTENCY_CONFLICT, "reused")
+    refusal = dataclasses.replace(
+        payment_result(PAYMENT_ID, PaymentStatus.FAILED),
+        event_id=conflict_event_id(PAYMENT_ID, "f" * 64),
+        error=conflict,
+        refusal=True,
+    )
+    refund_refusal = dataclasses.replace(
+        refund_result(REFUND_ID, RefundStatus.FAILED),
+        event_id=conflict_event_id(REFUND_ID, "f" * 64),
+        error=conflict,
+        refusal=True,
+    )
+    failed_at_provider = dataclasses.replace(
+        payment_result(PAYMENT_ID, PaymentStatus.FAILED), error=conflict
+    )
+    events.handle(_record(MESSAGES.encode_result(refusal)))
+    events.handle(_record(MESSAGES.encode_refund_result(refund_refusal)))
+    v3 = written_with(16, "payment_result.v3.avsc", payment_result_to_record(refusal))
+    events.handle(_record(v3))
+    events.handle(_record(MESSAGES.encode_result(failed_at_provider)))
+    assert recorder.refusals == [
+        (PAYMENT_ID, refusal.event_id),
+        (REFUND_ID, refund_refusal.event_id),
+        (PAYMENT_ID, refusal.event_id),
+    ]
     assert recorder.finals == [PAYMENT_ID]

@@ -70,3 +70,39 @@ async def test_wait_for_final_still_looks_in_the_store_first() -> None:
     store = CountingStore(final=True)
     assert await waiters_on(store).wait_for_final(PAYMENT_ID, 10.0)
     assert store.reads == [PAYMENT_ID]
+
+
+async def test_a_refusal_ends_only_the_wait_of_the_request_it_refused() -> None:
+    """Three requests wait for one payment: the one whose command was refused registered
+    its refusal's event id; the payment's own request and another refused one did not,
+    or another id. The refusal wakes the first only; the others run out their time and
+    read the store (not final yet), as they would have without it."""
+    store = CountingStore(final=False)
+    waiters = waiters_on(store)
+    with (
+        waiters.watch(PAYMENT_ID, refusal_event_id="refusal-1") as refused,
+        waiters.watch(PAYMENT_ID) as owner,
+        waiters.watch(PAYMENT_ID, refusal_event_id="refusal-2") as other,
+    ):
+        waiters.refusal_seen(PAYMENT_ID, "refusal-1")
+        waiters.refusal_seen("pay_" + "c" * 32, "refusal-2")  # another payment's
+        assert await refused.final(10.0)
+        assert store.reads == []
+        assert not await owner.final(0)
+        assert not await other.final(0)
+    assert store.reads == [PAYMENT_ID, PAYMENT_ID]
+
+
+async def test_a_final_result_ends_every_wait_for_its_id_refused_or_not() -> None:
+    """The payment's own final result ends the refused request's wait as well: it then
+    reads the payment, sees other parameters and answers 409 (payments_routes)."""
+    store = CountingStore(final=False)
+    waiters = waiters_on(store)
+    with (
+        waiters.watch(PAYMENT_ID, refusal_event_id="refusal-1") as refused,
+        waiters.watch(PAYMENT_ID) as owner,
+    ):
+        waiters.final_seen(PAYMENT_ID)
+        assert await refused.final(10.0)
+        assert await owner.final(10.0)
+    assert store.reads == []

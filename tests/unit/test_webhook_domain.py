@@ -60,8 +60,9 @@ def _refund_event(result: RefundResult) -> WebhookEvent:
 def test_a_reply_to_a_refused_command_is_no_webhook() -> None:
     """A key reused with other parameters says nothing of the payment it names."""
     conflict = ErrorInfo(ErrorCode.IDEMPOTENCY_CONFLICT, "reused")
-    assert payment_webhook(replace(payment_result(PAYMENT_ID), error=conflict)) is None
-    assert refund_webhook(replace(refund_result("ref_1"), error=conflict)) is None
+    refused = replace(payment_result(PAYMENT_ID), error=conflict, refusal=True)
+    assert payment_webhook(refused) is None
+    assert refund_webhook(replace(refund_result("ref_1"), error=conflict, refusal=True)) is None
     declined = ErrorInfo(ErrorCode.PAYMENT_DECLINED, "declined")
     failed = replace(payment_result(PAYMENT_ID, PaymentStatus.FAILED), error=declined)
     assert payment_webhook(failed) is not None
