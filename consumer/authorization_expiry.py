@@ -10,7 +10,11 @@ their charge reference:
   event, by one conditional update from ``authorized`` (persistence.expiry_store): a capture
   or cancel that began meanwhile wins, and learns the same from the provider itself;
 * still held (or the provider cannot answer now): the payment is marked examined and waits
-  for a later pass.
+  for a later pass;
+* examining it raised anything but a dependency outage (an answer its adapter cannot read,
+  a bug): logged with its traceback, marked examined all the same, and the pass goes on.
+  Before, such a payment, never marked, stayed first in the order and ended every pass:
+  no other released hold was ever found. An outage still ends the pass.
 
 Nothing here asks the provider to act, so nothing here can move money.
 """
@@ -24,6 +28,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Final
 
+from consumer.failures import outage_of
 from consumer.payment_events import PaymentEvents
 from consumer.periodic import run_periodically
 from consumer.ports import ExpiryRecords
@@ -63,8 +68,21 @@ class AuthorizationExpiry:
         """One pass; returns how many payments it found released."""
         released = 0
         for payment in await self._store.authorized(self._clock() - self._min_age, limit):
-            released += await self._examine(payment)
+            released += await self._examine_or_skip(payment)
         return released
+
+    async def _examine_or_skip(self, payment: PaymentView) -> int:
+        """:meth:`_examine`; a payment that raised anything but an outage is logged and
+        moved to the back of the queue, so that it cannot hold the others up."""
+        try:
+            return await self._examine(payment)
+        except Exception as exc:
+            if outage_of(exc) is not None:
+                raise  # every payment would meet it: the pass ends, logged as the outage
+            pid = payment.payment_request_id
+            log.exception("authorization not checked", extra={"payment_request_id": pid})
+            await self._store.examined(pid)
+            return 0
 
     async def _examine(self, payment: PaymentView) -> int:
         pid = payment.payment_request_id

@@ -209,7 +209,9 @@ class PaymentCommandHandler:
         |                        | it (close_charge) and what it answers is recorded       |
         | no record of the key   | re-sent with the same key (it never arrived, so this    |
         |                        | cannot charge twice); failed as never received only if  |
-        |                        | it cannot be re-sent and is older than abandon_after    |
+        |                        | it cannot be re-sent (no sealed command, or accounts    |
+        |                        | the vault no longer opens) and is older than            |
+        |                        | abandon_after                                           |
         | error / not configured | claim released; left pending for a later pass           |
 
         ``command`` is the command as redelivered; without it (the reconciler) the command
@@ -272,7 +274,12 @@ class PaymentCommandHandler:
         route = self._router.route(command.payment_method.value, command.amount.currency)
         rest = route[route.index(provider_name) + 1 :] if provider_name in route else []
         return await self._charge(
-            command, facts, claimed.attempt_key, [provider_name, *rest], token, in_doubt=True
+            command,
+            facts,
+            claimed.attempt_key,
+            [provider_name, *rest],
+            token,
+            in_doubt_since=claimed.started_at,
         )
 
     async def _still_waiting(
@@ -328,11 +335,7 @@ class PaymentCommandHandler:
     ) -> Outcome:
         """An attempt the provider never received, with no command to re-send it from (it
         was begun before attempts carried their sealed command)."""
-        token = claimed.claim.token
-        if self._clock() - claimed.started_at < self._abandon_after:
-            await self._store.release(payment.payment_request_id, token)
-            return Outcome.PENDING
-        return await self._recorder.failed(
+        return await self._abandon_when_old(
             facts,
             claimed.attempt_key,
             ErrorInfo(
@@ -340,7 +343,34 @@ class PaymentCommandHandler:
                 "the provider never received the payment; nothing was charged",
             ),
             provider=claimed.provider,
-            claim=token,
+            claim=claimed.claim.token,
+            started_at=claimed.started_at,
+        )
+
+    async def _abandon_when_old(
+        self,
+        facts: PaymentFacts,
+        attempt_key: str,
+        error: ErrorInfo,
+        *,
+        provider: str,
+        claim: str,
+        started_at: datetime,
+    ) -> Outcome:
+        """An attempt in doubt that cannot be re-sent now: the provider had no record of it
+        when just asked, but an earlier call of its key may still arrive. Left pending (the
+        claim released, the attempt open) until ``abandon_after`` has passed since it began;
+        only then, the provider's silence being final, failed with ``error``."""
+        if self._clock() - started_at < self._abandon_after:
+            log.warning(
+                "in-doubt payment cannot be re-sent; left pending: %s",
+                error.message,
+                extra={"payment_request_id": facts.payment_request_id},
+            )
+            await self._store.release(facts.payment_request_id, claim)
+            return Outcome.PENDING
+        return await self._recorder.failed(
+            facts, attempt_key, error, provider=provider, claim=claim
         )
 
     async def _charge(
@@ -351,16 +381,18 @@ class PaymentCommandHandler:
         route: list[str],
         claim: str,
         *,
-        in_doubt: bool = False,
+        in_doubt_since: datetime | None = None,
     ) -> Outcome:
         """Send the open attempt to ``route[0]``; fail over along ``route`` while allowed,
         then retry the last provider with the same key, with back-off, while the policy
         allows.
 
-        ``in_doubt``: the attempt was sent before, by this or another worker (a re-send
-        after a timeout, a crash or a takeover). An earlier call of its key may still reach
-        the provider, so refusals of this worker's own calls prove nothing: when the
-        retries run out, the payment stays pending for the reconciler, never failed.
+        ``in_doubt_since``: the attempt, begun then, was sent before, by this or another
+        worker (a re-send after a timeout, a crash or a takeover). An earlier call of its
+        key may still reach the provider, so refusals of this worker's own calls prove
+        nothing: when the retries run out, the payment stays pending for the reconciler,
+        never failed; nor is it failed when its accounts cannot be read for the re-send
+        (see :meth:`_charge_one`).
 
         Retries at one provider never change the key: the provider's idempotency then
         makes every copy of the call one charge, whoever sends it, whenever it arrives
@@ -370,9 +402,12 @@ class PaymentCommandHandler:
         it (begin, claim or renew); every later call follows a write that checks it.
         """
         provider_name, *rest = route
+        in_doubt = in_doubt_since is not None
         calls = 1
         while True:
-            outcome = await self._charge_one(command, facts, attempt_key, provider_name, claim)
+            outcome = await self._charge_one(
+                command, facts, attempt_key, provider_name, claim, in_doubt_since
+            )
             if isinstance(outcome, Outcome):
                 return outcome
             error = outcome
@@ -445,6 +480,7 @@ class PaymentCommandHandler:
         attempt_key: str,
         provider_name: str,
         claim: str,
+        in_doubt_since: datetime | None,
     ) -> Outcome | ProviderError:
         """Charge one provider and record the outcome; a certainly-not-charged error is
         returned, unrecorded, for the caller to fail over or record."""
@@ -455,8 +491,20 @@ class PaymentCommandHandler:
             payee = await self._clear(command.payee, command.client_id)
         except PaygateError as exc:
             # Deleted, expired or unreadable since the intake checked it: nothing is sent.
+            error = ErrorInfo.from_error(exc)
+            if in_doubt_since is not None:
+                # Nothing is sent *now*, but an earlier call of this key may still charge:
+                # failing the payment would lift its order's protection on a guess.
+                return await self._abandon_when_old(
+                    facts,
+                    attempt_key,
+                    error,
+                    provider=provider_name,
+                    claim=claim,
+                    started_at=in_doubt_since,
+                )
             return await self._recorder.failed(
-                facts, attempt_key, ErrorInfo.from_error(exc), provider=provider_name, claim=claim
+                facts, attempt_key, error, provider=provider_name, claim=claim
             )
         request = ChargeRequest(
             attempt_key=attempt_key,

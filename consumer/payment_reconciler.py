@@ -20,6 +20,14 @@ reconciler follow one decision table:
 |                        | sealed command and the attempt is older than abandon_after |
 | error / not configured | claim released; still pending, asked again next pass       |
 
+One payment never stops a pass: if settling it raises anything but a dependency outage (a
+provider answer its adapter cannot read, a bug), it is logged with its traceback and counted
+``failed`` (its claim was given back as the exception left the handler, so a later pass asks
+again), and the pass goes on with the others and the sweep. Before, one such payment ended
+every pass where it stood, and the stray-charge sweep -- the defence behind the claims --
+never ran while it stayed in doubt. An outage (database, Kafka, a provider unreachable)
+still ends the pass, as every payment would meet it alike.
+
 A payment still waiting for its payer (``requires_action``) is not asked about on every
 pass: it is held back (``check_again_at``) for as long as it has waited so far, from
 ``min_age`` up to ``waiting_max``, never past its action's expiry (domain.waiting_checks).
@@ -34,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from consumer.failures import outage_of
 from consumer.outcome import Outcome
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.periodic import run_periodically
@@ -57,6 +66,7 @@ class ReconcileReport:
     already_final: int = 0
     owned_elsewhere: int = 0
     still_pending: int = 0
+    failed: int = 0
     strays: SweepReport | None = None
 
 
@@ -84,7 +94,7 @@ class PaymentReconciler:
         report = ReconcileReport()
         for item in await self._store.in_doubt(self._clock() - self._min_age, limit):
             report.checked += 1
-            result = await self._reconcile(item.payment.payment_request_id)
+            result = await self._reconcile_or_fail(item.payment.payment_request_id)
             if result == "still_pending":
                 await self._hold_back_if_waiting(item)
             setattr(report, result, getattr(report, result) + 1)
@@ -121,6 +131,19 @@ class PaymentReconciler:
         )
         if at is not None:
             await self._store.check_again_at(payment.payment_request_id, at)
+
+    async def _reconcile_or_fail(self, payment_id: str) -> str:
+        """:meth:`_reconcile`, or ``failed`` when it raised anything but an outage."""
+        try:
+            return await self._reconcile(payment_id)
+        except Exception as exc:
+            if outage_of(exc) is not None:
+                raise  # every payment would meet it: the pass ends, logged as the outage
+            log.exception(
+                "in-doubt payment not reconciled; asked again next pass",
+                extra={"payment_request_id": payment_id},
+            )
+            return "failed"
 
     async def _reconcile(self, payment_id: str) -> str:
         claimed = await self._store.claim(payment_id)

@@ -70,7 +70,7 @@ class Metrics:
         self.reconciled = Counter(
             f"{prefix}_reconciled_total",
             "In-doubt payments examined by the reconciler, by result "
-            "(resolved, already_final, owned_elsewhere, still_pending).",
+            "(resolved, already_final, owned_elsewhere, still_pending, failed).",
             ["result"],
             registry=self.registry,
         )
