@@ -33,7 +33,12 @@ from persistence.claims import claim_columns, claimable, held_by, new_claim
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import GroupCommit
 from persistence.webhook_fanout import DELIVERY_DELIVERED, DELIVERY_FAILED, DELIVERY_PENDING
-from persistence.webhook_secrets import SecretKeys, StoredSecret, WebhookSecrets
+from persistence.webhook_secrets import (
+    SecretKeys,
+    StoredSecret,
+    WebhookSecrets,
+    erased_secret,
+)
 from persistence.webhook_tables import webhook_deliveries, webhook_endpoints
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
@@ -153,8 +158,9 @@ class WebhookStore:
             return None if row is None else _endpoint(row._mapping)
 
     async def delete_endpoint(self, client_id: str, endpoint_id: str) -> bool:
-        """Stop the endpoint; its pending deliveries fail (nothing more is sent to it).
-        False if the client has no such live endpoint."""
+        """Stop the endpoint; its pending deliveries fail (nothing more is sent to it) and
+        its signing secret is erased (the row stays for its deliveries' history). False if
+        the client has no such live endpoint."""
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> bool:
@@ -163,7 +169,7 @@ class WebhookStore:
                 .where(webhook_endpoints.c.id == endpoint_id)
                 .where(webhook_endpoints.c.client_id == client_id)
                 .where(webhook_endpoints.c.deleted_at.is_(None))
-                .values(deleted_at=now)
+                .values(deleted_at=now, **erased_secret())
             )
             if deleted.rowcount != 1:
                 return False
