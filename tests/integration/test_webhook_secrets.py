@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -59,21 +58,6 @@ def assert_not_in_rows(secret: str, rows: list[str]) -> None:
     printed = "\n".join(rows)
     for form in secret_forms(secret):
         assert form not in printed
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    receiver = await WebhookReceiver().start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
-async def sender() -> AsyncIterator[WebhookSender]:
-    sender = WebhookSender(development=True, timeout_s=2.0)
-    await sender.start()
-    yield sender
-    await sender.stop()
 
 
 async def queue_event(engine: AsyncEngine, endpoint_id: str, event_id: str) -> None:

@@ -10,7 +10,6 @@ library.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -64,18 +63,9 @@ async def db(engine: AsyncEngine, clock: Clock) -> Database:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    receiver = await WebhookReceiver().start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
-async def sender() -> AsyncIterator[WebhookSender]:
-    sender = WebhookSender(development=True, timeout_s=0.5)
-    await sender.start()
-    yield sender
-    await sender.stop()
+def sender_timeout_s() -> float:
+    # Short: a receiver that does not answer in time is given up on soon.
+    return 0.5
 
 
 @pytest.fixture
