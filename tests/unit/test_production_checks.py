@@ -20,6 +20,7 @@ from paygate.settings import (
     DEV_ACCOUNT_ENCRYPTION_KEY_FILE,
     DEV_FINGERPRINT_KEY,
     DEV_VAULT_KEK,
+    SECRETS_DIR_ENV,
     Environment,
     Settings,
 )
@@ -367,3 +368,23 @@ def _certificate_for(host: str) -> bytes:
         .sign(key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def test_development_secrets_given_as_files_of_the_secrets_dir_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Kubernetes Secret mounted at PAYGATE_SECRETS_DIR (the Helm chart's way) sets the
+    # same settings as the environment: a development value there is refused the same.
+    for name in ("PAYGATE_VAULT_KEK", "PAYGATE_VAULT_KEK_FILE", "PAYGATE_ACCOUNT_FINGERPRINT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(SECRETS_DIR_ENV, str(tmp_path))
+    (tmp_path / "PAYGATE_VAULT_KEK").write_text(DEV_VAULT_KEK + "\n")
+    (tmp_path / "PAYGATE_ACCOUNT_FINGERPRINT_KEY").write_text(DEV_FINGERPRINT_KEY + "\n")
+    settings = Settings(
+        env=Environment.PRODUCTION,
+        account_encryption_key_files=[Path("/etc/paygate/account-encryption.pem")],
+    )
+    assert settings_named(settings, Uses.VAULT | Uses.FINGERPRINT_KEY) == [
+        "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
+        "PAYGATE_VAULT_KEK",
+    ]
