@@ -273,7 +273,8 @@ class WebhookStore:
         """Claim up to ``limit`` deliveries that are due, oldest due first, at most
         ``per_endpoint`` per endpoint counting the ``in_flight`` ones (endpoint id ->
         attempts this dispatcher has under way): one slow endpoint's backlog never takes
-        the places of the others'."""
+        the places of the others'. A due delivery whose endpoint is deleted is failed
+        (``ENDPOINT_DELETED``) instead of returned."""
         if limit <= 0:
             return []
         now = self._clock()
@@ -325,7 +326,7 @@ class WebhookStore:
                 .where(claimable(d, now))
                 .values(**claim_columns(claim))
             )
-            rows = await conn.execute(
+            claimed = await conn.execute(
                 select(
                     d.c.id,
                     d.c.endpoint_id,
@@ -337,11 +338,29 @@ class WebhookStore:
                     webhook_endpoints.c.secret,
                     webhook_endpoints.c.secret_key_id,
                     webhook_endpoints.c.secret_ciphertext,
+                    webhook_endpoints.c.deleted_at,
                 )
                 .join(webhook_endpoints, webhook_endpoints.c.id == d.c.endpoint_id)
                 .where(and_(d.c.id.in_(chosen), held_by(d, claim.token)))
                 .order_by(d.c.next_attempt_at, d.c.id)
             )
+            rows = claimed.all()
+            orphans = [row.id for row in rows if row.deleted_at is not None]
+            if orphans:
+                # Queued by a result whose transaction (another process's) read the endpoint
+                # live while it was being deleted: failed, as the delete fails the others;
+                # nothing is sent to a deleted endpoint, whose secret is erased anyway.
+                await conn.execute(
+                    update(d)
+                    .where(d.c.id.in_(orphans))
+                    .values(
+                        status=DELIVERY_FAILED,
+                        next_attempt_at=None,
+                        last_error=ENDPOINT_DELETED,
+                        updated_at=now,
+                        **claim_columns(None),
+                    )
+                )
             return [
                 DueDelivery(
                     id=row.id,
@@ -355,6 +374,7 @@ class WebhookStore:
                     token=claim.token,
                 )
                 for row in rows
+                if row.deleted_at is None
             ]
 
         return await self._writes.run(record)
