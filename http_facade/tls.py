@@ -38,6 +38,8 @@ _BACKDATE: Final = timedelta(minutes=5)
 # TLS 1.2 suites: forward secrecy (ECDHE) with AEAD ciphers only. TLS 1.3 suites are
 # configured separately by OpenSSL and are all modern.
 TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+# Subject and issuer of every certificate made here, and of no certificate a client trusts.
+_DEVELOPMENT_NAME: Final = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
 
 
 def ensure_self_signed_certificate(
@@ -64,6 +66,17 @@ def ensure_self_signed_certificate(
         elif key_path.stat().st_mode & 0o077:
             key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def is_development_certificate(pem: bytes) -> bool:
+    """Whether the first certificate in ``pem`` is one :func:`ensure_self_signed_certificate`
+    makes (issued by itself to CN=localhost), wherever its file was copied to. Production
+    refuses it (paygate.production_checks): no client can verify it."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return False
+    return certificate.subject == certificate.issuer == _DEVELOPMENT_NAME
 
 
 def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -99,7 +112,7 @@ def _reusable(cert_path: Path, key_path: Path, now: datetime) -> bool:
 
 
 def _certificate_pem(key: ec.EllipticCurvePrivateKey, now: datetime) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    name = _DEVELOPMENT_NAME
     public_key = key.public_key()
     certificate = (
         x509.CertificateBuilder()

@@ -17,9 +17,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Flag, auto
+from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from http_facade.tls import is_development_certificate
 from paygate.alipay_dev import DEV_APP_ID
 from paygate.settings import (
     DEV_ACCOUNT_ENCRYPTION_KEY_FILE,
@@ -29,6 +31,7 @@ from paygate.settings import (
     Settings,
 )
 from providers.routing import DEFAULT_ROUTE
+from vault.kek import KeyFormatError, parse_keys
 
 # HMAC-SHA256's key is as strong as its randomness; 32 bytes is the hash's own size.
 MIN_FINGERPRINT_KEY_BYTES: Final = 32
@@ -106,6 +109,7 @@ def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
         found += _alipay_dev_keys(settings)
     if Uses.PROVIDERS in uses:
         found += _alipay_gateway(settings)
+        found += _stripe_api_base(settings)
     if Uses.SANDBOX_ACQUIRER in uses:
         found.append(
             UnsafeSetting(
@@ -153,7 +157,9 @@ def _fingerprint_key(settings: Settings) -> list[UnsafeSetting]:
 
 def _vault_kek(settings: Settings) -> list[UnsafeSetting]:
     found: list[UnsafeSetting] = []
-    if DEV_ACCOUNT_ENCRYPTION_KEY_FILE in settings.account_encryption_key_files:
+    development_file = DEV_ACCOUNT_ENCRYPTION_KEY_FILE.resolve()
+    # Resolved: `./.cache/...` or the absolute path names the same generated file.
+    if any(path.resolve() == development_file for path in settings.account_encryption_key_files):
         found.append(
             UnsafeSetting(
                 "PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES",
@@ -173,10 +179,26 @@ def _vault_kek(settings: Settings) -> list[UnsafeSetting]:
     return found + _key_encryption_keys(settings)
 
 
+_DEVELOPMENT_KEK_BYTES: Final = parse_keys(DEV_VAULT_KEK)[0][1]
+
+
 def _key_encryption_keys(settings: Settings) -> list[UnsafeSetting]:
+    # The file wins over the setting (Settings.vault_kek_text), so it is the one looked at:
+    # the development key copied into a file is no less public than in the environment.
     if settings.vault_kek_file is not None:
-        return []  # read at start; a missing or malformed file stops the process there
-    if DEV_VAULT_KEK in settings.vault_kek.get_secret_value():
+        text = _read_text(settings.vault_kek_file)
+        if text is None or not _holds_development_kek(text):
+            return []  # an unreadable file stops the process where it is read, at start
+        return [
+            UnsafeSetting(
+                "PAYGATE_VAULT_KEK_FILE",
+                "holds the development key-encryption key, which anyone with this "
+                "repository can read: every stored account number would be readable; "
+                "write a key of your own into it instead, `<id>:<64 hex digits>` "
+                "(e.g. `kek-1:$(openssl rand -hex 32)`), or plug in a KMS",
+            )
+        ]
+    if _holds_development_kek(settings.vault_kek.get_secret_value()):
         return [
             UnsafeSetting(
                 "PAYGATE_VAULT_KEK",
@@ -189,9 +211,45 @@ def _key_encryption_keys(settings: Settings) -> list[UnsafeSetting]:
     return []
 
 
+def _holds_development_kek(text: str) -> bool:
+    """Whether ``text`` holds the development key, under its own id or any other."""
+    if DEV_VAULT_KEK in text:
+        return True
+    try:
+        return any(key == _DEVELOPMENT_KEK_BYTES for _kek_id, key in parse_keys(text))
+    except KeyFormatError:
+        return False  # malformed: refused where the keys are parsed, at start
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
 def _tls(settings: Settings) -> list[UnsafeSetting]:
     if settings.tls_cert_file is not None:
-        return []  # the validator makes sure the key file comes with it
+        # The validator makes sure the key file comes with it. An unreadable file stops
+        # the facade where it loads the pair, at start.
+        pem = _read_bytes(settings.tls_cert_file)
+        if pem is None or not is_development_certificate(pem):
+            return []
+        return [
+            UnsafeSetting(
+                "PAYGATE_TLS_CERT_FILE",
+                "is the self-signed development certificate (CN=localhost, made in "
+                "PAYGATE_TLS_DIR) that clients cannot verify; set it and "
+                "PAYGATE_TLS_KEY_FILE to your certificate (chain) and private key, PEM files",
+            )
+        ]
     return [
         UnsafeSetting(
             "PAYGATE_TLS_CERT_FILE",
@@ -260,5 +318,21 @@ def _alipay_gateway(settings: Settings) -> list[UnsafeSetting]:
             "PAYGATE_ALIPAY_GATEWAY_URL",
             "is not https (the sandbox's Alipay simulator?); set it to Alipay's gateway, "
             "https://openapi.alipay.com/gateway.do (the default)",
+        )
+    ]
+
+
+def _stripe_api_base(settings: Settings) -> list[UnsafeSetting]:
+    # Stripe's API is https; a plain-http base is stripe-mock, the tests' simulator (or a
+    # proxy anyone on the path could answer for): no money would move, or the wrong answer.
+    base = settings.stripe_api_base
+    if base is None or "stripe" not in settings.provider_names:
+        return []
+    if urlsplit(base).scheme == "https":
+        return []
+    return [
+        UnsafeSetting(
+            "PAYGATE_STRIPE_API_BASE",
+            "is not https (stripe-mock, the tests' simulator?); unset it to use Stripe's API",
         )
     ]

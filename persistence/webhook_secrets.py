@@ -16,6 +16,12 @@ Invariants:
   process that opens the vault runs at start and ``paygate keys rewrap`` runs too, seals
   it and nulls the clear column in one write, conditional on the clear value being the
   one it sealed (so concurrent starts seal each row once).
+* A deleted endpoint holds no secret, clear or sealed: :meth:`WebhookStore.delete_endpoint
+  <persistence.webhook_store.WebhookStore.delete_endpoint>` erases it in the write that
+  deletes the endpoint (the row stays: its deliveries' history refers to it), and
+  :meth:`WebhookSecrets.seal_clear` erases any an earlier release left on a deleted
+  endpoint. Nothing is ever signed for a deleted endpoint, and a secret kept would only be
+  one more to leak from a backup.
 * The statements that bind a clear secret (sealing a clear one, writing one back in clear)
   raise errors that do not print their parameters: a database error's text reaches the
   logs, and would otherwise carry the secret there.
@@ -31,7 +37,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from sqlalchemy import ColumnElement, Row, func, select, update
+from sqlalchemy import ColumnElement, Row, func, or_, select, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -72,6 +78,11 @@ class SecretRewrapReport:
     sealed: int  # clear secrets sealed
     moved: int  # sealed ones moved to the newest data key
     failed: int  # ones that do not open: left as they are, for a person to look at
+
+
+def erased_secret() -> dict[str, None]:
+    """The column values of an endpoint that holds no secret (a deleted one)."""
+    return {"secret": None, "secret_key_id": None, "secret_ciphertext": None}
 
 
 def _context(endpoint_id: str) -> bytes:
@@ -119,7 +130,9 @@ class WebhookSecrets:
         raise ValueError(f"webhook endpoint {endpoint_id} has no signing secret")
 
     async def seal_clear(self) -> int:
-        """Seal every secret still in clear; how many were sealed here."""
+        """Seal every secret still in clear; how many were sealed here. Deleted endpoints'
+        secrets are erased first (:meth:`erase_deleted`), not sealed."""
+        await self.erase_deleted()
         sealed = 0
         async for row in self._endpoints(webhook_endpoints.c.secret.is_not(None)):
             key_id, ciphertext = await self.seal(row.id, row.secret)
@@ -193,8 +206,29 @@ class WebhookSecrets:
         except (PaygateError, UnicodeDecodeError):
             return None
 
+    async def erase_deleted(self) -> int:
+        """Erase the secrets deleted endpoints still hold (deleted by a release that kept
+        them); how many were erased."""
+        e = webhook_endpoints
+        holds_one = or_(
+            e.c.secret.is_not(None),
+            e.c.secret_key_id.is_not(None),
+            e.c.secret_ciphertext.is_not(None),
+        )
+
+        async def record(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                update(e)
+                .where(e.c.deleted_at.is_not(None))
+                .where(holds_one)
+                .values(**erased_secret())
+            )
+            return int(result.rowcount)
+
+        return await self._writes.run(record)
+
     async def count_under(self, key_id: str) -> int:
-        """How many endpoints (deleted ones too) have their secret under ``key_id``."""
+        """How many endpoints have their secret under ``key_id`` (deleted ones hold none)."""
         async with self._engine.connect() as conn:
             count = await conn.scalar(
                 select(func.count())

@@ -33,7 +33,12 @@ from persistence.claims import claim_columns, claimable, held_by, new_claim
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import GroupCommit
 from persistence.webhook_fanout import DELIVERY_DELIVERED, DELIVERY_FAILED, DELIVERY_PENDING
-from persistence.webhook_secrets import SecretKeys, StoredSecret, WebhookSecrets
+from persistence.webhook_secrets import (
+    SecretKeys,
+    StoredSecret,
+    WebhookSecrets,
+    erased_secret,
+)
 from persistence.webhook_tables import webhook_deliveries, webhook_endpoints
 
 SECRET_PREFIX: Final = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
@@ -153,8 +158,9 @@ class WebhookStore:
             return None if row is None else _endpoint(row._mapping)
 
     async def delete_endpoint(self, client_id: str, endpoint_id: str) -> bool:
-        """Stop the endpoint; its pending deliveries fail (nothing more is sent to it).
-        False if the client has no such live endpoint."""
+        """Stop the endpoint; its pending deliveries fail (nothing more is sent to it) and
+        its signing secret is erased (the row stays for its deliveries' history). False if
+        the client has no such live endpoint."""
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> bool:
@@ -163,7 +169,7 @@ class WebhookStore:
                 .where(webhook_endpoints.c.id == endpoint_id)
                 .where(webhook_endpoints.c.client_id == client_id)
                 .where(webhook_endpoints.c.deleted_at.is_(None))
-                .values(deleted_at=now)
+                .values(deleted_at=now, **erased_secret())
             )
             if deleted.rowcount != 1:
                 return False
@@ -267,7 +273,8 @@ class WebhookStore:
         """Claim up to ``limit`` deliveries that are due, oldest due first, at most
         ``per_endpoint`` per endpoint counting the ``in_flight`` ones (endpoint id ->
         attempts this dispatcher has under way): one slow endpoint's backlog never takes
-        the places of the others'."""
+        the places of the others'. A due delivery whose endpoint is deleted is failed
+        (``ENDPOINT_DELETED``) instead of returned."""
         if limit <= 0:
             return []
         now = self._clock()
@@ -319,7 +326,7 @@ class WebhookStore:
                 .where(claimable(d, now))
                 .values(**claim_columns(claim))
             )
-            rows = await conn.execute(
+            claimed = await conn.execute(
                 select(
                     d.c.id,
                     d.c.endpoint_id,
@@ -331,11 +338,29 @@ class WebhookStore:
                     webhook_endpoints.c.secret,
                     webhook_endpoints.c.secret_key_id,
                     webhook_endpoints.c.secret_ciphertext,
+                    webhook_endpoints.c.deleted_at,
                 )
                 .join(webhook_endpoints, webhook_endpoints.c.id == d.c.endpoint_id)
                 .where(and_(d.c.id.in_(chosen), held_by(d, claim.token)))
                 .order_by(d.c.next_attempt_at, d.c.id)
             )
+            rows = claimed.all()
+            orphans = [row.id for row in rows if row.deleted_at is not None]
+            if orphans:
+                # Queued by a result whose transaction (another process's) read the endpoint
+                # live while it was being deleted: failed, as the delete fails the others;
+                # nothing is sent to a deleted endpoint, whose secret is erased anyway.
+                await conn.execute(
+                    update(d)
+                    .where(d.c.id.in_(orphans))
+                    .values(
+                        status=DELIVERY_FAILED,
+                        next_attempt_at=None,
+                        last_error=ENDPOINT_DELETED,
+                        updated_at=now,
+                        **claim_columns(None),
+                    )
+                )
             return [
                 DueDelivery(
                     id=row.id,
@@ -349,6 +374,7 @@ class WebhookStore:
                     token=claim.token,
                 )
                 for row in rows
+                if row.deleted_at is None
             ]
 
         return await self._writes.run(record)

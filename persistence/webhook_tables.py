@@ -41,7 +41,8 @@ webhook_endpoints = Table(
     # The secret in clear: only on rows from before revision 0017, until sealed at start.
     Column("secret", String(128)),
     Column("created_at", DateTime(timezone=True), nullable=False),
-    # Set on DELETE: the endpoint receives nothing more; its deliveries stay for audit.
+    # Set on DELETE: the endpoint receives nothing more; its deliveries stay for audit, and
+    # its secret (the three columns above) is erased then (persistence.webhook_secrets).
     Column("deleted_at", DateTime(timezone=True)),
     Index("ix_webhook_endpoints_client", "client_id", "deleted_at"),
 )

@@ -20,9 +20,11 @@ Invariants:
 * The claim's lease outlasts an attempt (the sender's timeout) with room to record it.
 * **A signing secret is clear only for its attempt**: opened (decrypted) just before the
   request is signed, never logged. One that does not open (its data key retired or
-  unknown, its row altered) fails the attempt like an unreachable receiver, with the
-  catalogue code as the error (never the secret), so it is retried while an operator
-  restores the key, and counted as ``secret_unavailable``.
+  unknown, its row altered) fails the attempt like an unreachable receiver, so it is
+  retried while an operator restores the key, and counted as ``secret_unavailable``.
+  The delivery's error (``lastError``, which the endpoint's client reads) is
+  :data:`CANNOT_SIGN`, the same whatever the cause: the catalogue code and the data
+  key's id are for operators, in the log, not for clients.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
 from domain.clock import utc_now
 from domain.errors import PaygateError
@@ -45,6 +47,11 @@ from producer.webhook_sender import SendOutcome
 from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.webhooks")
+
+CANNOT_SIGN: Final = (
+    "the delivery could not be signed: paygate cannot read the endpoint's signing secret "
+    "at the moment; it is retried"
+)
 
 
 class DeliveryQueue(Protocol):
@@ -229,13 +236,17 @@ class WebhookDispatcher:
         try:
             secret = await self._queue.secret_of(delivery)
         except PaygateError as exc:
-            # The code and message name the key, never the secret (vault.errors).
-            error = f"the endpoint's signing secret does not open: {exc.code.value}: {exc.message}"
+            # The code and message name the data key, never the secret (vault.errors): an
+            # operator's lead, logged here only; the client reads the stable message.
             log.error(
                 "webhook signing secret does not open",
-                extra={"delivery": delivery.id, "endpoint": delivery.endpoint_id, "error": error},
+                extra={
+                    "delivery": delivery.id,
+                    "endpoint": delivery.endpoint_id,
+                    "error": f"{exc.code.value}: {exc.message}",
+                },
             )
-            return SendOutcome(False, None, error), True
+            return SendOutcome(False, None, CANNOT_SIGN), True
         outcome = await self._sender.send(
             url=delivery.url, secret=secret, event_id=delivery.event_id, payload=delivery.payload
         )

@@ -17,6 +17,8 @@ from persistence.engine import create_engine
 from persistence.migrate import create_schema
 from tests.support.services import POSTGRES_URL_ENV, kafka_broker, service_missing
 
+pytest_plugins = ["tests.support.webhook_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:

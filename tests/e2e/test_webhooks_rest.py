@@ -9,7 +9,6 @@ loopback over http, which development allows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -25,13 +24,6 @@ pytestmark = pytest.mark.e2e
 
 WAIT = {"Prefer": "wait=20"}
 EVENTS = ["payment.succeeded", "payment.failed", "refund.succeeded"]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    receiver = await WebhookReceiver().start()
-    yield receiver
-    await receiver.stop()
 
 
 async def test_a_payment_and_a_refund_reach_the_clients_endpoint_signed(

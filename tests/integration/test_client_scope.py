@@ -7,16 +7,10 @@ import dataclasses
 import pytest
 
 from consumer.outcome import Outcome
-from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from domain.errors import ErrorCode
 from persistence.payment_store import PaymentStore
-from providers.registry import Providers
-from providers.routing import Router
-from providers.sandbox import InProcessSandboxProvider
-from schemas.payments import PaymentMessages
-from telemetry.metrics import Metrics
 from tests.support.builders import DECLINED_CARD, create_payment
+from tests.support.sandbox_handler import sandbox_payment_handler
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +19,8 @@ pytestmark = pytest.mark.integration
 async def handler(engine):
     """On the real clock, not the shared standing one: pages list payments in the order they
     were created, which equal timestamps would leave to their ids."""
-    provider = InProcessSandboxProvider()
-    await provider.start()
-    yield PaymentCommandHandler(
-        store=PaymentStore(engine),
-        providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
-        account_key=b"k",
-        metrics=Metrics(),
-    )
-    await provider.stop()
+    async with sandbox_payment_handler(engine) as handler:
+        yield handler
 
 
 async def test_two_clients_with_the_same_order_and_key_make_two_payments(handler, engine):

@@ -13,35 +13,20 @@ import pytest
 from sqlalchemy import event, text
 
 from consumer.outcome import Outcome
-from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from domain.status import PaymentStatus
 from persistence.engine import create_engine, write_transaction
 from persistence.migrate import create_schema
 from persistence.payment_store import PaymentStore
-from providers.registry import Providers
-from providers.routing import Router
-from providers.sandbox import InProcessSandboxProvider
-from schemas.payments import PaymentMessages
-from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
+from tests.support.sandbox_handler import sandbox_payment_handler
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def handler(engine):
-    provider = InProcessSandboxProvider()
-    await provider.start()
-    yield PaymentCommandHandler(
-        store=PaymentStore(engine),
-        providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
-        account_key=b"k",
-        metrics=Metrics(),
-    )
-    await provider.stop()
+    async with sandbox_payment_handler(engine) as handler:
+        yield handler
 
 
 @pytest.fixture

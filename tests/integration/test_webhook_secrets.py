@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,7 +25,7 @@ from persistence.migrate import alembic_config, create_schema, current_revision,
 from persistence.webhook_fanout import delivery_row
 from persistence.webhook_store import new_secret
 from persistence.webhook_tables import webhook_deliveries, webhook_endpoints
-from producer.webhook_dispatcher import WebhookDispatcher
+from producer.webhook_dispatcher import CANNOT_SIGN, WebhookDispatcher
 from producer.webhook_sender import WebhookSender
 from telemetry.metrics import Metrics
 from tests.support.facade_world import KEY_1, World, world_client
@@ -59,21 +58,6 @@ def assert_not_in_rows(secret: str, rows: list[str]) -> None:
     printed = "\n".join(rows)
     for form in secret_forms(secret):
         assert form not in printed
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    receiver = await WebhookReceiver().start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
-async def sender() -> AsyncIterator[WebhookSender]:
-    sender = WebhookSender(development=True, timeout_s=2.0)
-    await sender.start()
-    yield sender
-    await sender.stop()
 
 
 async def queue_event(engine: AsyncEngine, endpoint_id: str, event_id: str) -> None:
@@ -190,6 +174,83 @@ async def test_a_downgrade_refuses_to_lose_sealed_secrets_until_they_are_unseale
     assert stored == created.secret
 
 
+async def test_a_deleted_endpoint_keeps_no_secret_and_its_deliveries_stay(
+    engine: AsyncEngine,
+) -> None:
+    db = with_sealed_secrets(Database(engine))
+    created = await db.webhooks.create_endpoint(CLIENT, "https://hooks.example/in", ["*"], None)
+    await queue_event(engine, created.endpoint.id, "evt_kept")
+    key_id = await vault_of(db).newest_key_id()
+    assert await db.webhooks.secrets.count_under(key_id) == 1
+
+    assert await db.webhooks.delete_endpoint(CLIENT, created.endpoint.id)
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(webhook_endpoints))).one()
+    assert (row.id, row.secret, row.secret_key_id, row.secret_ciphertext) == (
+        created.endpoint.id,
+        None,
+        None,
+        None,
+    )
+    assert row.deleted_at is not None
+    # The deliveries' history stays, with the row it refers to.
+    [delivery] = await db.webhooks.deliveries(client_id=CLIENT)
+    assert (delivery.event_id, delivery.status) == ("evt_kept", "failed")
+    # Nothing holds the data key for it any more: the key can be retired.
+    assert await db.webhooks.secrets.count_under(key_id) == 0
+
+
+async def test_secrets_an_earlier_release_kept_on_deleted_endpoints_are_erased_at_start(
+    engine: AsyncEngine,
+) -> None:
+    db = with_sealed_secrets(Database(engine))
+    live = await db.webhooks.create_endpoint(CLIENT, "https://hooks.example/a", ["*"], None)
+    gone = await db.webhooks.create_endpoint(CLIENT, "https://hooks.example/b", ["*"], None)
+    # Deleted as a release before this one did: deleted_at only, the secret kept (sealed,
+    # or still clear from before revision 0017).
+    cleared = await db.webhooks.create_endpoint(CLIENT, "https://hooks.example/c", ["*"], None)
+    async with engine.begin() as conn:
+        e = webhook_endpoints
+        await conn.execute(
+            e.update()
+            .where(e.c.id.in_([gone.endpoint.id, cleared.endpoint.id]))
+            .values(deleted_at=datetime.now(UTC))
+        )
+        await conn.execute(
+            e.update()
+            .where(e.c.id == cleared.endpoint.id)
+            .values(secret=cleared.secret, secret_key_id=None, secret_ciphertext=None)
+        )
+    # What every process that opens the vault runs at start: erased, not sealed.
+    assert await db.webhooks.secrets.seal_clear() == 0
+    assert await db.webhooks.secrets.erase_deleted() == 0
+    async with engine.connect() as conn:
+        rows = {
+            row.id: (row.secret, row.secret_key_id, row.secret_ciphertext)
+            for row in await conn.execute(select(webhook_endpoints))
+        }
+    assert rows[gone.endpoint.id] == rows[cleared.endpoint.id] == (None, None, None)
+    assert rows[live.endpoint.id][1] is not None  # a live endpoint's secret is untouched
+    for secret in (gone.secret, cleared.secret):
+        assert_not_in_rows(secret, await raw_endpoints(engine))
+
+
+async def test_a_downgrade_gives_an_erased_deleted_endpoint_an_unknown_secret(
+    engine: AsyncEngine,
+) -> None:
+    db = with_sealed_secrets(Database(engine))
+    created = await db.webhooks.create_endpoint(CLIENT, "https://hooks.example/in", ["*"], None)
+    assert await db.webhooks.delete_endpoint(CLIENT, created.endpoint.id)
+    # Nothing sealed is left to lose: the downgrade goes through, and the column a release
+    # before 0017 requires holds a secret nobody was ever shown.
+    await downgrade_to(engine, BEFORE_0017)
+    async with engine.connect() as conn:
+        stored = await conn.scalar(text("SELECT secret FROM webhook_endpoints"))
+    assert stored is not None
+    assert stored.startswith("whsec_")
+    assert stored != created.secret
+
+
 async def test_rewrap_moves_secrets_to_the_newest_key_and_retire_waits_for_it(
     engine: AsyncEngine, receiver: WebhookReceiver, sender: WebhookSender
 ) -> None:
@@ -247,14 +308,15 @@ async def test_a_retired_or_wrong_key_fails_the_attempt_clearly_and_never_shows_
     assert receiver.received == []
     [delivery] = await fresh.webhooks.deliveries(client_id=CLIENT)
     assert delivery.status == "pending"  # tried again, while an operator restores the key
-    assert delivery.last_error is not None
-    assert "encryption_key_unknown" in delivery.last_error
+    # What the client reads names no key; the operator's log does.
+    assert delivery.last_error == CANNOT_SIGN
     assert metrics.webhook_attempts.labels("secret_unavailable")._value.get() == 1
     logged = " ".join(str(record.__dict__) for record in caplog.records)
     for form in secret_forms(created.secret):
         assert form not in logged
-        assert form not in delivery.last_error
     assert "encryption_key_unknown" in logged
+    assert due.secret.key_id is not None
+    assert due.secret.key_id in logged
 
 
 def test_paygate_keys_rewrap_covers_webhook_secrets_and_retire_waits_for_them(

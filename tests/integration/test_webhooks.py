@@ -10,7 +10,6 @@ library.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -28,11 +27,12 @@ from domain.money import Money
 from domain.payments import CreatePayment
 from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
-from domain.webhook_events import webhook_event_id
+from domain.webhook_events import WebhookEvent, webhook_event_id
 from domain.webhook_retry import RetryPolicy
 from domain.webhook_views import DeliveryInfo
 from persistence.database import Database
 from persistence.tables import outbox
+from persistence.webhook_fanout import delivery_row
 from persistence.webhook_tables import webhook_deliveries
 from producer.webhook_dispatcher import WebhookDispatcher
 from producer.webhook_sender import WebhookSender
@@ -64,18 +64,9 @@ async def db(engine: AsyncEngine, clock: Clock) -> Database:
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[WebhookReceiver]:
-    receiver = await WebhookReceiver().start()
-    yield receiver
-    await receiver.stop()
-
-
-@pytest.fixture
-async def sender() -> AsyncIterator[WebhookSender]:
-    sender = WebhookSender(development=True, timeout_s=0.5)
-    await sender.start()
-    yield sender
-    await sender.stop()
+def sender_timeout_s() -> float:
+    # Short: a receiver that does not answer in time is given up on soon.
+    return 0.5
 
 
 @pytest.fixture
@@ -474,6 +465,33 @@ async def test_deleting_an_endpoint_fails_its_pending_deliveries(
     await payments.handle(paid_by(CLIENT))
     assert len(await db.webhooks.deliveries(client_id=CLIENT)) == 1
     assert receiver.received == []
+
+
+async def test_a_delivery_queued_as_its_endpoint_was_deleted_is_failed_not_sent(
+    db: Database,
+    engine: AsyncEngine,
+    receiver: WebhookReceiver,
+    dispatcher: WebhookDispatcher,
+    clock: Clock,
+) -> None:
+    endpoint_id = await endpoint_for(db, receiver, ["*"])
+    assert await db.webhooks.delete_endpoint(CLIENT, endpoint_id) is True
+    # What a result's transaction in another process writes when it read the endpoint
+    # live before the delete committed (PostgreSQL's read committed lets both commit).
+    event = WebhookEvent("evt_late", "payment.succeeded", "pay_1", '{"type":"x"}')
+    async with engine.begin() as conn:
+        await conn.execute(
+            webhook_deliveries.insert().values(**delivery_row(endpoint_id, event, clock()))
+        )
+    assert await dispatcher.dispatch_once() == 0
+    assert receiver.received == []
+    [failed] = await db.webhooks.deliveries(client_id=CLIENT)
+    assert (failed.event_id, failed.status, failed.last_error) == (
+        "evt_late",
+        "failed",
+        "the endpoint was deleted",
+    )
+    assert await db.webhooks.backlog() == 0
 
 
 async def test_finished_deliveries_are_pruned_after_the_retention_and_pending_ones_never(

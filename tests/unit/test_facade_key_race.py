@@ -30,12 +30,12 @@ pytestmark = pytest.mark.unit
 
 
 async def _post(
-    world: World, body: dict[str, Any], headers: dict[str, str]
+    world: World, path: str, body: dict[str, Any], headers: dict[str, str]
 ) -> tuple[int, dict[str, Any]]:
     client = await world_client(world)
     try:
         response = await client.post(
-            "/v1/payments",
+            path,
             data=json.dumps(body),
             headers={
                 "Authorization": f"Bearer {KEY_1}",
@@ -48,9 +48,23 @@ async def _post(
         await client.close()
 
 
-async def test_a_crossing_request_with_other_parameters_is_refused_after_its_wait() -> None:
+async def _pay(world: World, amount: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    return await _post(world, "/v1/payments", payment_body(amount=amount), headers)
+
+
+async def _refund(
+    world: World, payment_id: str, amount: str, headers: dict[str, str]
+) -> tuple[int, dict[str, Any]]:
+    body = {"amount": amount, "currency": "EUR"}
+    return await _post(world, f"/v1/payments/{payment_id}/refunds", body, headers)
+
+
+async def _crossing_payment(second_amount: str) -> tuple[int, dict[str, Any]]:
+    """A payment of 10.00 under key ``k-1``, then a second request under the same key for
+    ``second_amount``, during whose wait the consumer charges the first: the second's
+    answer."""
     world = World()
-    status, _ = await _post(world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1"})
+    status, _ = await _pay(world, "10.00", {"Idempotency-Key": "k-1"})
     assert status == 202
     first_command = world.last()
     assert isinstance(first_command, CreatePayment)
@@ -61,34 +75,31 @@ async def test_a_crossing_request_with_other_parameters_is_refused_after_its_wai
         w.settle_payment(first_command, PaymentStatus.SUCCEEDED)
 
     world.while_waiting = consumer_charges_the_first
-    status, second = await _post(
-        world, payment_body(amount="20.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
-    )
-
-    # Not 200 with the 10.00 payment, as if the 20.00 asked for were charged.
-    assert (status, second.get("amount")) == (409, None)
-    assert second["error"]["code"] == ErrorCode.IDEMPOTENCY_CONFLICT.value
+    return await _pay(world, second_amount, {"Idempotency-Key": "k-1", "Prefer": "wait=5"})
 
 
-async def test_a_crossing_request_with_the_same_parameters_gets_the_payment() -> None:
+async def _crossing_refund(second_amount: str) -> tuple[int, dict[str, Any]]:
+    """A refund of 5.00 of a paid payment under key ``r-1``, then a second request under the
+    same key for ``second_amount``, during whose wait the consumer refunds the first: the
+    second's answer."""
     world = World()
-    status, _ = await _post(world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1"})
+    payment_id = await _paid(world)
+    status, _ = await _refund(world, payment_id, "5.00", {"Idempotency-Key": "r-1"})
     assert status == 202
     first_command = world.last()
-    assert isinstance(first_command, CreatePayment)
+    assert isinstance(first_command, RefundPayment)
 
-    def consumer_charges_the_first(w: World) -> None:
-        w.settle_payment(first_command, PaymentStatus.SUCCEEDED)
+    def consumer_refunds_the_first(w: World) -> None:
+        w.settle_refund(first_command, RefundStatus.SUCCEEDED)
 
-    world.while_waiting = consumer_charges_the_first
-    status, second = await _post(
-        world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
+    world.while_waiting = consumer_refunds_the_first
+    return await _refund(
+        world, payment_id, second_amount, {"Idempotency-Key": "r-1", "Prefer": "wait=5"}
     )
-    assert (status, second["status"], second["amount"]) == (200, "succeeded", "10.00")
 
 
 async def _paid(world: World) -> str:
-    status, body = await _post(world, payment_body(amount="10.00"), {"Idempotency-Key": "p-1"})
+    status, body = await _pay(world, "10.00", {"Idempotency-Key": "p-1"})
     assert status == 202
     command = world.last()
     assert isinstance(command, CreatePayment)
@@ -97,60 +108,27 @@ async def _paid(world: World) -> str:
     return payment_id
 
 
-async def _refund(
-    world: World, payment_id: str, amount: str, headers: dict[str, str]
-) -> tuple[int, dict[str, Any]]:
-    client = await world_client(world)
-    try:
-        response = await client.post(
-            f"/v1/payments/{payment_id}/refunds",
-            data=json.dumps({"amount": amount, "currency": "EUR"}),
-            headers={
-                "Authorization": f"Bearer {KEY_1}",
-                "Content-Type": "application/json",
-                **headers,
-            },
-        )
-        return response.status, await response.json()
-    finally:
-        await client.close()
+async def test_a_crossing_request_with_other_parameters_is_refused_after_its_wait() -> None:
+    status, second = await _crossing_payment("20.00")
+    # Not 200 with the 10.00 payment, as if the 20.00 asked for were charged.
+    assert (status, second.get("amount")) == (409, None)
+    assert second["error"]["code"] == ErrorCode.IDEMPOTENCY_CONFLICT.value
+
+
+async def test_a_crossing_request_with_the_same_parameters_gets_the_payment() -> None:
+    status, second = await _crossing_payment("10.00")
+    assert (status, second["status"], second["amount"]) == (200, "succeeded", "10.00")
 
 
 async def test_a_crossing_refund_with_other_parameters_is_refused_after_its_wait() -> None:
-    world = World()
-    payment_id = await _paid(world)
-    status, _ = await _refund(world, payment_id, "5.00", {"Idempotency-Key": "r-1"})
-    assert status == 202
-    first_command = world.last()
-    assert isinstance(first_command, RefundPayment)
-
-    def consumer_refunds_the_first(w: World) -> None:
-        w.settle_refund(first_command, RefundStatus.SUCCEEDED)
-
-    world.while_waiting = consumer_refunds_the_first
-    status, second = await _refund(
-        world, payment_id, "3.00", {"Idempotency-Key": "r-1", "Prefer": "wait=5"}
-    )
+    status, second = await _crossing_refund("3.00")
     # Not 200 with the 5.00 refund, as if the 3.00 asked for were refunded.
     assert (status, second.get("amount")) == (409, None)
     assert second["error"]["code"] == ErrorCode.IDEMPOTENCY_CONFLICT.value
 
 
 async def test_a_crossing_refund_with_the_same_parameters_gets_the_refund() -> None:
-    world = World()
-    payment_id = await _paid(world)
-    status, _ = await _refund(world, payment_id, "5.00", {"Idempotency-Key": "r-1"})
-    assert status == 202
-    first_command = world.last()
-    assert isinstance(first_command, RefundPayment)
-
-    def consumer_refunds_the_first(w: World) -> None:
-        w.settle_refund(first_command, RefundStatus.SUCCEEDED)
-
-    world.while_waiting = consumer_refunds_the_first
-    status, second = await _refund(
-        world, payment_id, "5.00", {"Idempotency-Key": "r-1", "Prefer": "wait=5"}
-    )
+    status, second = await _crossing_refund("5.00")
     assert (status, second["status"], second["amount"]) == (200, "succeeded", "5.00")
 
 
@@ -165,9 +143,7 @@ async def test_a_wait_ended_by_a_crossing_refusal_while_the_payment_is_pending_i
         w.settle_payment(command, PaymentStatus.PENDING)
 
     world.while_waiting = consumer_leaves_it_pending
-    status, body = await _post(
-        world, payment_body(amount="10.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
-    )
+    status, body = await _pay(world, "10.00", {"Idempotency-Key": "k-1", "Prefer": "wait=5"})
     # Not 200, which promises the final result: the payment is not final.
     assert (status, body["status"]) == (202, "pending")
 
@@ -193,9 +169,7 @@ async def test_each_waiting_request_names_the_refusal_of_its_own_parameters() ->
     """The refusal the consumer publishes for a command is conflict_event_id(id, its
     fingerprint): the waiter is given exactly that, for payments and refunds alike."""
     world = World()
-    status, _ = await _post(
-        world, payment_body(amount="20.00"), {"Idempotency-Key": "k-1", "Prefer": "wait=5"}
-    )
+    status, _ = await _pay(world, "20.00", {"Idempotency-Key": "k-1", "Prefer": "wait=5"})
     assert status == 202  # nothing final within the wait
     command = world.last()
     assert isinstance(command, CreatePayment)

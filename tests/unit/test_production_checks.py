@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from http_facade.tls import ensure_self_signed_certificate
 from paygate import cli
 from paygate.production_checks import (
     UnsafeSettingsError,
@@ -19,6 +20,7 @@ from paygate.settings import (
     DEV_ACCOUNT_ENCRYPTION_KEY_FILE,
     DEV_FINGERPRINT_KEY,
     DEV_VAULT_KEK,
+    SECRETS_DIR_ENV,
     Environment,
     Settings,
 )
@@ -258,3 +260,131 @@ def test_alipay_through_a_plain_http_gateway_is_refused() -> None:
     assert (
         settings_named(production(alipay_gateway_url="http://x/gateway.do"), Uses.PROVIDERS) == []
     )
+
+
+def test_a_key_encryption_key_file_holding_the_development_key_is_refused(
+    tmp_path: Path,
+) -> None:
+    # The file wins over PAYGATE_VAULT_KEK: the development key copied into it is just as
+    # public, and so is its key under another id, or kept after a key of one's own.
+    dev_key_hex = DEV_VAULT_KEK.split(":", 1)[1]
+    for text in (
+        DEV_VAULT_KEK + "\n",
+        f"kek-1:{dev_key_hex}",
+        f"kek-2:{'ab' * 32}\n{DEV_VAULT_KEK}\n",
+    ):
+        kek_file = tmp_path / "kek"
+        kek_file.write_text(text)
+        [unsafe] = unsafe_settings(production(vault_kek_file=kek_file), Uses.VAULT)
+        assert str(unsafe) == (
+            "PAYGATE_VAULT_KEK_FILE holds the development key-encryption key, which anyone "
+            "with this repository can read: every stored account number would be readable; "
+            "write a key of your own into it instead, `<id>:<64 hex digits>` (e.g. "
+            "`kek-1:$(openssl rand -hex 32)`), or plug in a KMS"
+        )
+        assert settings_named(production(vault_kek_file=kek_file), Uses.VAULT_KEYS) == [
+            "PAYGATE_VAULT_KEK_FILE"
+        ]
+    kek_file.write_text(f"kek-1:{'ab' * 32}\n")
+    assert unsafe_settings(production(vault_kek_file=kek_file), Uses.VAULT) == []
+    # The file wins, so the development default of PAYGATE_VAULT_KEK left beside it is unused.
+    beside = production(vault_kek_file=kek_file, vault_kek=DEV_VAULT_KEK)
+    assert unsafe_settings(beside, Uses.VAULT) == []
+    development = Settings(env=Environment.DEVELOPMENT, vault_kek_file=tmp_path / "dev")
+    (tmp_path / "dev").write_text(DEV_VAULT_KEK)
+    assert unsafe_settings(development, Uses.VAULT) == []
+
+
+def test_the_development_key_under_another_id_is_refused_in_the_setting() -> None:
+    renamed = production(vault_kek="kek-1:" + DEV_VAULT_KEK.split(":", 1)[1])
+    assert settings_named(renamed, Uses.VAULT) == ["PAYGATE_VAULT_KEK"]
+
+
+def test_the_development_key_file_is_refused_however_its_path_is_written() -> None:
+    development = DEV_ACCOUNT_ENCRYPTION_KEY_FILE
+    for written in (development.resolve(), Path(".cache/../") / development):
+        named = production(account_encryption_key_files=[Path("/etc/paygate/a.pem"), written])
+        assert settings_named(named, Uses.VAULT) == ["PAYGATE_ACCOUNT_ENCRYPTION_KEY_FILES"]
+
+
+def test_the_self_signed_development_certificate_is_refused_from_any_file(
+    tmp_path: Path,
+) -> None:
+    cert, key = ensure_self_signed_certificate(tmp_path / "tls")
+    # Copied out of PAYGATE_TLS_DIR and named as if it were a real one: still refused.
+    copied = tmp_path / "tls.crt"
+    copied.write_bytes(cert.read_bytes())
+    for named in (cert, copied):
+        [unsafe] = unsafe_settings(production(tls_cert_file=named, tls_key_file=key), Uses.TLS)
+        assert str(unsafe) == (
+            "PAYGATE_TLS_CERT_FILE is the self-signed development certificate (CN=localhost, "
+            "made in PAYGATE_TLS_DIR) that clients cannot verify; set it and "
+            "PAYGATE_TLS_KEY_FILE to your certificate (chain) and private key, PEM files"
+        )
+    own = tmp_path / "own.crt"
+    own.write_bytes(_certificate_for("pay.example.com"))
+    assert unsafe_settings(production(tls_cert_file=own, tls_key_file=key), Uses.TLS) == []
+
+
+def test_stripe_through_a_plain_http_api_base_is_refused() -> None:
+    mock = production(stripe_api_base="http://127.0.0.1:12111")
+    [unsafe] = unsafe_settings(mock, Uses.PROVIDERS)
+    assert str(unsafe) == (
+        "PAYGATE_STRIPE_API_BASE is not https (stripe-mock, the tests' simulator?); unset it "
+        "to use Stripe's API"
+    )
+    assert (
+        unsafe_settings(production(stripe_api_base="https://api.stripe.com"), Uses.PROVIDERS) == []
+    )
+    # Not routed to stripe: its base is not used, so not checked.
+    unused = production(
+        provider="alipay", alipay_app_id="2021000000000002", stripe_api_base="http://x"
+    )
+    assert "PAYGATE_STRIPE_API_BASE" not in settings_named(unused, Uses.PROVIDERS)
+    assert unsafe_settings(mock, Uses.TLS | Uses.VAULT) == []
+
+
+def _certificate_for(host: str) -> bytes:
+    """A certificate issued by a (throwaway) CA to ``host``: what production serves."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Example CA")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def test_development_secrets_given_as_files_of_the_secrets_dir_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Kubernetes Secret mounted at PAYGATE_SECRETS_DIR (the Helm chart's way) sets the
+    # same settings as the environment: a development value there is refused the same.
+    for name in ("PAYGATE_VAULT_KEK", "PAYGATE_VAULT_KEK_FILE", "PAYGATE_ACCOUNT_FINGERPRINT_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(SECRETS_DIR_ENV, str(tmp_path))
+    (tmp_path / "PAYGATE_VAULT_KEK").write_text(DEV_VAULT_KEK + "\n")
+    (tmp_path / "PAYGATE_ACCOUNT_FINGERPRINT_KEY").write_text(DEV_FINGERPRINT_KEY + "\n")
+    settings = Settings(
+        env=Environment.PRODUCTION,
+        account_encryption_key_files=[Path("/etc/paygate/account-encryption.pem")],
+    )
+    assert settings_named(settings, Uses.VAULT | Uses.FINGERPRINT_KEY) == [
+        "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
+        "PAYGATE_VAULT_KEK",
+    ]

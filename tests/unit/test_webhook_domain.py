@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ from domain.webhook_retry import RetryPolicy
 from domain.webhook_urls import UrlRefusedError, address_refusal, parse_endpoint_url
 from persistence.webhook_secrets import StoredSecret
 from persistence.webhook_store import DueDelivery
-from producer.webhook_dispatcher import WebhookDispatcher
+from producer.webhook_dispatcher import CANNOT_SIGN, WebhookDispatcher
 from producer.webhook_sender import SendOutcome
 from telemetry.metrics import Metrics
 from tests.support.result_events import payment_result, refund_result
@@ -342,15 +343,21 @@ class _RetiredKey(Queue):
         raise PaygateError(ErrorCode.ENCRYPTION_KEY_UNKNOWN, "no data key with id 'dk_test'")
 
 
-async def test_a_secret_that_does_not_open_fails_the_attempt_without_sending() -> None:
+async def test_a_secret_that_does_not_open_fails_the_attempt_without_sending(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     queue, sender, metrics = _RetiredKey(), Sender(), Metrics()
     dispatcher = WebhookDispatcher(queue, sender, metrics, clock=lambda: T0)
-    assert await dispatcher.dispatch_once() == 1
+    with caplog.at_level(logging.ERROR, logger="paygate.webhooks"):
+        assert await dispatcher.dispatch_once() == 1
     assert queue.recorded == [("r0", False)]
-    [error] = queue.errors
-    assert error is not None
-    assert "encryption_key_unknown" in error
-    assert "dk_test" in error
+    # The client reads a stable message; the data key's id is the operator's, in the log.
+    assert queue.errors == [CANNOT_SIGN]
+    assert "dk_test" not in CANNOT_SIGN
+    [logged] = [
+        r for r in caplog.records if r.getMessage() == "webhook signing secret does not open"
+    ]
+    assert logged.__dict__["error"] == "encryption_key_unknown: no data key with id 'dk_test'"
     assert not sender.fast_delivered.is_set()
     assert metrics.webhook_attempts.labels("secret_unavailable")._value.get() == 1
 

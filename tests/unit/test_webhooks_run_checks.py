@@ -52,3 +52,17 @@ def test_run_refuses_the_development_kek(ran: list[str], monkeypatch: pytest.Mon
         webhooks_command.main(["run"])
     assert [item.setting for item in refused.value.unsafe] == ["PAYGATE_VAULT_KEK"]
     assert ran == []
+
+
+def test_run_refuses_a_kek_file_holding_the_development_kek(
+    ran: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    kek = tmp_path / "kek"
+    kek.write_text(DEV_VAULT_KEK + "\n")
+    monkeypatch.setenv("PAYGATE_VAULT_KEK_FILE", str(kek))
+    monkeypatch.delenv("PAYGATE_VAULT_KEK", raising=False)
+    with pytest.raises(UnsafeSettingsError) as refused:
+        webhooks_command.main(["run"])
+    assert [item.setting for item in refused.value.unsafe] == ["PAYGATE_VAULT_KEK_FILE"]
+    assert "write a key of your own into it" in str(refused.value.code)
+    assert ran == []
