@@ -169,7 +169,7 @@ class StrayStore:
 
     async def mark_own_charges(self, limit: int) -> int:
         """Mark verified (without asking the provider) up to ``limit`` attempts that a
-        captured payment stands on; returns how many.
+        captured payment stands on; returns how many were marked.
 
         Such an attempt is never a candidate, and never becomes one: a captured payment
         stays captured (refunds included), its reference stays this attempt's, and no
@@ -200,26 +200,27 @@ class StrayStore:
 
         async def record(conn: AsyncConnection) -> int:
             read = [(row.attempt_key, row.reopen_count) for row in await conn.execute(own)]
-            if read:
-                # (key, generation) pairs as read: on PostgreSQL another transaction's
-                # reopen may commit between this select and the update.
-                await conn.execute(
-                    update(provider_attempts)
-                    .where(
-                        or_(
-                            *(
-                                and_(
-                                    provider_attempts.c.attempt_key == key,
-                                    provider_attempts.c.reopen_count == generation,
-                                )
-                                for key, generation in read
+            if not read:
+                return 0
+            # (key, generation) pairs as read: on PostgreSQL another transaction's reopen
+            # may commit between this select and the update.
+            result = await conn.execute(
+                update(provider_attempts)
+                .where(
+                    or_(
+                        *(
+                            and_(
+                                provider_attempts.c.attempt_key == key,
+                                provider_attempts.c.reopen_count == generation,
                             )
+                            for key, generation in read
                         )
                     )
-                    .where(provider_attempts.c.verified_at.is_(None))
-                    .values(verified_at=now)
                 )
-            return len(read)
+                .where(provider_attempts.c.verified_at.is_(None))
+                .values(verified_at=now)
+            )
+            return result.rowcount
 
         return await self._writes.run(record)
 

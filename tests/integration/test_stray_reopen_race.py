@@ -7,15 +7,21 @@ under it"), and marks it verified. In between, the payer pays and the provider's
 unverified by nobody: the payer's money taken, the payment not charged, nobody told. The
 schedules here park the sweep between the provider's answer and its mark, let the payer pay
 and the notice reopen the key, then release the sweep (and the other order, for contrast):
-each time the key stays unverified and the next pass finds and reverses the charge.
+each time the key stays unverified and the next pass finds and reverses the charge. Then
+real concurrency: the notice's transaction holds the reopened row uncommitted while the
+sweep's mark (``mark_verified``, ``mark_own_charges``) arrives and, on PostgreSQL, waits on
+its lock; once the reopen commits, the mark must find the generation moved on.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from typing import cast
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
@@ -23,6 +29,8 @@ from consumer.payment_handler import PaymentCommandHandler
 from consumer.stray_charges import StraySweep
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
+from persistence.engine import write_transaction
+from persistence.group_commit import GroupCommit
 from persistence.stray_store import StrayCandidate, StrayStore
 from persistence.tables import provider_attempts
 from providers.port import ChargeRequest
@@ -175,3 +183,85 @@ async def test_a_mark_of_a_candidate_read_before_a_reopen_changes_nothing(
     (third,) = await strays.candidates(clock.now - SETTLE, 10)
     assert third.generation == 2
     assert not await strays.mark_verified(again)
+
+
+class OnConnection:
+    """Writes that run on one open transaction, for a store write left uncommitted."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def run(self, operation):
+        return await operation(self._conn)
+
+
+def _uncommitted(engine, conn: AsyncConnection, clock) -> StrayStore:
+    """The real store, its writes on ``conn``'s transaction (committed by the caller)."""
+    # Only ``run`` of the writer is used: OnConnection stands in for the GroupCommit.
+    return StrayStore(engine, cast(GroupCommit, OnConnection(conn)), clock)
+
+
+async def _until_a_writer_waits_on_a_lock(engine) -> None:
+    """PostgreSQL: until a session of this database waits on a row lock (bounded). SQLite
+    serialises writers at ``BEGIN IMMEDIATE``: the mark runs wholly after the reopen's
+    commit, which the outcome below must hold for as well."""
+    if engine.dialect.name != "postgresql":
+        return
+    async with engine.connect() as conn:
+        for _ in range(2_000):
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            )
+            if waiting:
+                return
+            await conn.rollback()  # a fresh snapshot of the activity view next time
+    raise AssertionError("the mark never waited on the reopen's row lock")
+
+
+async def test_a_mark_that_waits_on_a_reopen_in_flight_changes_nothing_once_it_commits(
+    handler, store, clock, engine
+):
+    """Real concurrency: the notice's transaction has reopened the key (row locked, not
+    committed) when the sweep's mark arrives; on PostgreSQL the mark waits for it, then
+    re-reads its ``WHERE`` on the committed row, where the generation moved on."""
+    strays = StrayStore(store.engine, store.writes, clock)
+    _command, attempt_key = await _failed_payment(handler, store, clock)
+    (read,) = await strays.candidates(clock.now - SETTLE, 10)
+
+    async with write_transaction(engine) as notice:
+        assert await _uncommitted(engine, notice, clock).reopen(attempt_key, "sandbox")
+        mark = asyncio.ensure_future(strays.mark_verified(read))
+        await _until_a_writer_waits_on_a_lock(engine)
+
+    assert await mark is False
+    assert await _unverified(engine) == [attempt_key]
+    (again,) = await strays.candidates(clock.now - SETTLE, 10)
+    assert again.generation == read.generation + 1
+
+
+async def test_own_charges_marked_while_a_reopen_is_in_flight_keep_the_reopen(
+    handler, store, clock, engine
+):
+    """mark_own_charges reads the key, then updates it: on PostgreSQL a reopen can commit
+    in between (the read takes no lock), and the update, waiting on the reopen's row lock,
+    must not overwrite it. SQLite serialises the two: the pass reads after the reopen,
+    and marks the captured payment's own attempt at the generation it then has."""
+    strays = StrayStore(store.engine, store.writes, clock)
+    paid = create_payment()
+    assert await handler.handle(paid) is Outcome.SUCCEEDED
+    own_key = f"{paid.payment_request_id}-a1"
+
+    async with write_transaction(engine) as notice:
+        assert await _uncommitted(engine, notice, clock).reopen(own_key, "sandbox")
+        marking = asyncio.ensure_future(strays.mark_own_charges(10))
+        await _until_a_writer_waits_on_a_lock(engine)
+
+    if engine.dialect.name == "postgresql":
+        assert await marking == 0
+        assert await _unverified(engine) == [own_key]
+    else:
+        assert await marking == 1
+        assert await _unverified(engine) == []
