@@ -7,7 +7,8 @@ under it"), and marks it verified. In between, the payer pays and the provider's
 unverified by nobody: the payer's money taken, the payment not charged, nobody told. The
 schedules here park the sweep between the provider's answer and its mark, let the payer pay
 and the notice reopen the key, then release the sweep (and the other order, for contrast):
-each time the key stays unverified and the next pass finds and reverses the charge. Then
+each time the key stays unverified and the next pass finds and reverses the charge; and
+every schedule, up to two switches, of a pass and a payer who pays and is notified. Then
 real concurrency: the notice's transaction holds the reopened row uncommitted while the
 sweep's mark (``mark_verified``, ``mark_own_charges``) arrives and, on PostgreSQL, waits on
 its lock; once the reopen commits, the mark must find the generation moved on.
@@ -39,7 +40,7 @@ from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import ACCOUNT_KEY, UNAVAILABLE_CARD, create_payment
-from tests.support.interleaving import Gate, Interleaving
+from tests.support.interleaving import Gate, Interleaving, bounded_schedules
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +59,20 @@ class ParkedBeforeMark(StrayStore):
     async def mark_verified(self, candidate: StrayCandidate) -> bool:
         await self._gate.checkpoint("sweep: provider answered, about to mark")
         return await super().mark_verified(candidate)
+
+
+class ParkedBeforeEveryStep(ParkedBeforeMark):
+    """Also stops once it has read the candidates (before asking the provider) and before
+    recording a charge it found."""
+
+    async def candidates(self, settled_before, limit):
+        found = await super().candidates(settled_before, limit)
+        await self._gate.checkpoint("sweep: read the candidates, about to ask")
+        return found
+
+    async def record_found(self, candidate, provider_reference):
+        await self._gate.checkpoint("sweep: provider answered charged, about to record")
+        return await super().record_found(candidate, provider_reference)
 
 
 @pytest.fixture
@@ -158,6 +173,52 @@ async def test_a_key_reopened_around_the_sweeps_mark_is_asked_again_and_its_char
     assert await _unverified(engine) == []
     assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.FAILED
     assert (await sweep.run_once()).checked == 0
+
+
+async def test_every_schedule_of_a_pass_and_a_late_payment_ends_with_the_charge_reversed(
+    handler, store, provider, metrics, clock, engine
+):
+    """Every interleaving (up to two switches) of one sweep pass with a payer who pays and
+    whose notice reopens the key: the passes that follow find the charge and reverse it,
+    once."""
+    schedules = list(bounded_schedules(2, 4, 2))
+    assert len(schedules) > 2
+    for schedule in schedules:
+        gate = Gate()
+        strays = ParkedBeforeEveryStep(gate, store.engine, store.writes, clock)
+        sweep = StraySweep(
+            store=strays,
+            providers=Providers.of(provider),
+            metrics=metrics,
+            settle_after=SETTLE,
+            clock=clock,
+        )
+        command, attempt_key = await _failed_payment(handler, store, clock)
+        refunds_before = len(await provider.acquirer.refunds())
+
+        async def payer(command=command, attempt_key=attempt_key, gate=gate, strays=strays):
+            await gate.checkpoint("payer: about to pay")
+            late = create_payment(
+                order_id=command.order_id, idempotency_key=command.idempotency_key
+            )
+            charged = await _charge_under(provider, late, attempt_key)
+            await gate.checkpoint("payer: paid, the notice about to reopen")
+            await strays.reopen(attempt_key, provider.name)
+            return charged
+
+        interleaving = Interleaving(schedule)
+        gate.interleaving = interleaving
+        report, charged = await interleaving.run([sweep.run_once, payer])
+        gate.interleaving = None
+        assert not isinstance(report, Exception), (schedule, report)
+        for _ in range(2):  # at most two more passes: ask again, then nothing left
+            await sweep.run_once()
+
+        refunds = (await provider.acquirer.refunds())[refunds_before:]
+        assert [r.charge_id for r in refunds] == [charged.provider_reference], schedule
+        recorded = [r for r in await strays.all() if r["attempt_key"] == attempt_key]
+        assert [r["status"] for r in recorded] == ["reversed"], schedule
+        assert attempt_key not in await _unverified(engine), schedule
 
 
 async def test_a_mark_of_a_candidate_read_before_a_reopen_changes_nothing(
