@@ -24,7 +24,9 @@ if it asked before the payer paid (a page trade Alipay creates only when opened,
 paid on Alipay's side of a clock skew), it never would again and the money would stay
 taken. So the key is handed back to the sweep (:meth:`StrayLeads.reopen`), logged at
 error level, and answered ``stray``: the next pass asks the provider and, if it confirms,
-records, counts (``paygate_stray_charges_total{result="found"}``) and reverses it.
+records, counts (``paygate_stray_charges_total{result="found"}``) and reverses it. A reopen
+that lands while the sweep is asking about the key is not undone by the sweep's mark: the
+reopen moves the key's check generation on (see persistence.stray_store).
 """
 
 from __future__ import annotations

@@ -5,7 +5,11 @@ docs/reliability.md, "One owner per provider attempt"). This sweep is the defenc
 behind that argument: it asks the provider about every attempt key that might hold money
 the payment does not stand on (see persistence.stray_store for which), and
 
-* no charge under the key: the attempt is marked verified and never asked about again;
+* no charge under the key: the attempt is marked verified and never asked about again --
+  unless a provider's notice reopened the key since the pass read it (the payer paid after
+  the provider answered): then the mark changes nothing (the store compares the key's check
+  generation, see persistence.stray_store), the pass counts it ``reopened``, and the next
+  pass asks again;
 * the payment's own charge (its reference): verified likewise;
 * a charge still waiting for its payer (``requires_action``): asked again next pass, as it
   holds nothing yet but may still be paid (a waiting payment's own open attempt is never a
@@ -51,7 +55,9 @@ PAGE_SIZE = 200
 @dataclass
 class SweepReport:
     """Counts of one pass: every candidate checked once; one found is also counted as
-    what its reversal did in the same pass (reversed, reversal_failed or unanswered)."""
+    what its reversal did in the same pass (reversed, reversal_failed or unanswered);
+    ``reopened``: answered "no charge" but reopened by a provider's notice before the
+    mark, so left unverified for the next pass."""
 
     checked: int = 0
     verified: int = 0
@@ -59,6 +65,7 @@ class SweepReport:
     reversed: int = 0
     reversal_failed: int = 0
     unanswered: int = 0
+    reopened: int = 0
 
 
 class StraySweep:
@@ -118,8 +125,14 @@ class StraySweep:
             or not charged
             or self._is_the_payments_own(candidate, known.provider_reference)
         ):
-            await self._store.mark_verified(candidate.attempt_key)
-            return ["verified"]
+            if await self._store.mark_verified(candidate):
+                return ["verified"]
+            # The answer may predate the charge the reopen reported: asked again next pass.
+            log.warning(
+                "attempt reopened by a provider notice while it was asked about: not verified",
+                extra={"attempt_key": candidate.attempt_key},
+            )
+            return ["reopened"]
         reference = known.provider_reference or ""
         log.error(
             "stray charge: the provider charged a key the payment does not stand on; reversing it",

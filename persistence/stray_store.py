@@ -19,6 +19,20 @@ partial index). So that this set holds new work and does not grow with history, 
 attempts captured payments stand on, which are never candidates, are marked verified too
 (:meth:`StrayStore.mark_own_charges`): ``verified_at`` says no charge is under the key but
 the payment's own.
+
+A reopen is never lost to a mark (the invariant the database enforces, not timing). Each
+attempt carries a check generation, ``reopen_count``, that only :meth:`StrayStore.reopen`
+changes (it increments it and clears ``verified_at`` in one statement). Every mark of what
+a pass read -- :meth:`StrayStore.mark_verified` and :meth:`StrayStore.mark_own_charges` --
+updates only where the generation is still the one read with the key: the sweep reads a key,
+asks the provider ("nothing charged"), the payer pays and the provider's signed notice
+reopens the key, then the sweep's mark finds the generation moved on and changes nothing;
+the key stays unverified and the next pass asks again, now hearing of the charge. On
+PostgreSQL the reopen and the mark lock the same row, and the one that waits re-reads its
+``WHERE`` on the row the other committed; SQLite serialises writers. The one write that
+sets ``verified_at`` whatever the generation, :meth:`StrayStore.record_found`, records the
+charge the provider confirmed under the key: a reopen in between is about that same charge
+(a provider holds one charge per key), now recorded and reversed.
 """
 
 from __future__ import annotations
@@ -59,6 +73,9 @@ class StrayCandidate:
     payment_reference: str | None
     # Set when the attempt is already a recorded stray charge awaiting its reversal.
     stray_reference: str | None = None
+    # The attempt's check generation (``reopen_count``) when read: a mark of this candidate
+    # takes effect only while it is unchanged, i.e. no reopen came in between.
+    generation: int = 0
 
 
 class StrayStore:
@@ -85,6 +102,7 @@ class StrayStore:
                 payments.c.currency,
                 payments.c.status,
                 payments.c.provider_reference,
+                attempt.c.reopen_count,
             )
             .join(payments, payments.c.id == attempt.c.payment_id)
             .where(~recorded)
@@ -131,6 +149,7 @@ class StrayStore:
                     Money(r.amount_minor, r.currency),
                     PaymentStatus(r.status),
                     r.provider_reference,
+                    generation=r.reopen_count,
                 )
                 for r in await conn.execute(query)
             ]
@@ -150,18 +169,21 @@ class StrayStore:
 
     async def mark_own_charges(self, limit: int) -> int:
         """Mark verified (without asking the provider) up to ``limit`` attempts that a
-        captured payment stands on; returns how many.
+        captured payment stands on; returns how many were marked.
 
         Such an attempt is never a candidate, and never becomes one: a captured payment
         stays captured (refunds included), its reference stays this attempt's, and no
         attempt follows a final payment's. Left unverified, each would stay in the set of
         unverified attempts every pass reads (through ``ix_provider_attempts_unverified``)
         for good, so that set would grow with history. Marked, the set holds only new
-        work: attempts of payments still moving, and the candidates."""
+        work: attempts of payments still moving, and the candidates.
+
+        Each key is marked only at the generation it was read with (see the module
+        docstring): a reopen committed between this read and the mark is not overwritten."""
         attempt = provider_attempts
         now = self._clock()
         own = (
-            select(attempt.c.attempt_key)
+            select(attempt.c.attempt_key, attempt.c.reopen_count)
             .join(payments, payments.c.id == attempt.c.payment_id)
             .where(attempt.c.verified_at.is_(None))
             .where(attempt.c.status == ATTEMPT_SUCCEEDED)
@@ -177,35 +199,55 @@ class StrayStore:
         )
 
         async def record(conn: AsyncConnection) -> int:
-            keys = [row.attempt_key for row in await conn.execute(own)]
-            if keys:
-                await conn.execute(
-                    update(provider_attempts)
-                    .where(provider_attempts.c.attempt_key.in_(keys))
-                    .where(provider_attempts.c.verified_at.is_(None))
-                    .values(verified_at=now)
+            read = [(row.attempt_key, row.reopen_count) for row in await conn.execute(own)]
+            if not read:
+                return 0
+            # (key, generation) pairs as read: on PostgreSQL another transaction's reopen
+            # may commit between this select and the update.
+            result = await conn.execute(
+                update(provider_attempts)
+                .where(
+                    or_(
+                        *(
+                            and_(
+                                provider_attempts.c.attempt_key == key,
+                                provider_attempts.c.reopen_count == generation,
+                            )
+                            for key, generation in read
+                        )
+                    )
                 )
-            return len(keys)
+                .where(provider_attempts.c.verified_at.is_(None))
+                .values(verified_at=now)
+            )
+            return result.rowcount
 
         return await self._writes.run(record)
 
-    async def mark_verified(self, attempt_key: str) -> None:
-        """The provider holds no charge under this key but the payment's own: it need not
-        be asked again. An attempt left open on a final payment is closed."""
-        now = self._clock()
+    async def mark_verified(self, candidate: StrayCandidate) -> bool:
+        """The provider holds no charge under the candidate's key but the payment's own: it
+        need not be asked again. An attempt left open on a final payment is closed.
 
-        async def record(conn: AsyncConnection) -> None:
-            await conn.execute(
-                update(provider_attempts)
-                .where(provider_attempts.c.attempt_key == attempt_key)
+        Only if the key was not reopened since ``candidate`` was read (its generation is
+        unchanged); else nothing changes and this returns False: the provider's answer may
+        predate the charge the reopen reported, so the next pass asks again."""
+        now = self._clock()
+        attempt = provider_attempts
+
+        async def record(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                update(attempt)
+                .where(attempt.c.attempt_key == candidate.attempt_key)
+                .where(attempt.c.reopen_count == candidate.generation)
                 .values(
                     verified_at=now,
-                    finished_at=func.coalesce(provider_attempts.c.finished_at, now),
+                    finished_at=func.coalesce(attempt.c.finished_at, now),
                     sealed_request=None,
                 )
             )
+            return result.rowcount
 
-        await self._writes.run(record)
+        return await self._writes.run(record) > 0
 
     async def reopen(self, attempt_key: str, provider: str) -> bool:
         """The provider's own word (a signed notification) says it charged ``attempt_key``,
@@ -216,7 +258,10 @@ class StrayStore:
         finds, counts and reverses stray money; this only makes sure a key it checked
         before the money arrived is checked again. Harmless when nothing was charged (one
         more question). Returns False when no attempt of ``provider`` has this key, or it is
-        a recorded stray charge already (found, its reversal under way or done)."""
+        a recorded stray charge already (found, its reversal under way or done).
+
+        The key's generation is incremented with it, so a mark the sweep is about to make
+        from an answer it got before this changes nothing (see the module docstring)."""
         attempt = provider_attempts
 
         async def record(conn: AsyncConnection) -> int:
@@ -225,14 +270,19 @@ class StrayStore:
                 .where(attempt.c.attempt_key == attempt_key)
                 .where(attempt.c.provider == provider)
                 .where(~_recorded(attempt))
-                .values(verified_at=None)
+                .values(verified_at=None, reopen_count=attempt.c.reopen_count + 1)
             )
             return result.rowcount
 
         return await self._writes.run(record) > 0
 
     async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool:
-        """Record a stray charge (reversal under way); False if another sweeper did."""
+        """Record a stray charge (reversal under way); False if another sweeper did.
+
+        Sets ``verified_at`` whatever the generation: a reopen since the candidate was read
+        reported money under this key, and the provider holds one charge per key, the one
+        just confirmed and recorded here; the stray record, not ``verified_at``, drives its
+        reversal. A reopen of a recorded key is refused (:meth:`reopen`)."""
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> None:

@@ -143,6 +143,10 @@ provider_attempts = Table(
     # without asking, on the attempt a captured payment stands on: no charge under the key
     # but the payment's own (persistence.stray_store.mark_own_charges).
     Column("verified_at", DateTime(timezone=True)),
+    # The key's check generation: how often a provider's notice reopened it for the sweep
+    # (persistence.stray_store.reopen). The sweep's marks of what it read update only while
+    # this is unchanged, so a reopen between its question and its mark is never lost.
+    Column("reopen_count", Integer, nullable=False, default=0, server_default=text("0")),
 )
 # What the stray-charge sweep reads each pass: only the attempts not verified yet, in order.
 Index(

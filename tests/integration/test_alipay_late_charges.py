@@ -8,7 +8,9 @@ opens the cashier) whose action expired unopened is closed by paygate (``alipay.
 answers ``ACQ.TRADE_NOT_EXIST``, so the payment is ``expired``); the sweep asks about the
 attempt once and Alipay still has no trade, so it is marked verified; then the payer opens
 the cashier and pays, Alipay's clock being a few seconds behind paygate's (any way Alipay
-accepts a payment after paygate's check does the same), and Alipay notifies paygate.
+accepts a payment after paygate's check does the same), and Alipay notifies paygate. The
+same with the payer paying, and Alipay's notice reopening the key, while the sweep is asking
+about it: between Alipay's "no trade" and the sweep's mark (a deterministic interleaving).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from consumer.provider_notices import NoticeRecorder
 from consumer.stray_charges import StraySweep
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_FAILED
-from persistence.stray_store import StrayStore
+from persistence.stray_store import StrayCandidate, StrayStore
 from persistence.tables import payments, provider_attempts
 from providers.alipay import AlipayConfig, AlipayMode, AlipayProvider
 from providers.alipay.notifications import AlipayNotifications
@@ -43,6 +45,7 @@ from providers.sandbox.ledger import MemoryLedger
 from schemas.payments import PaymentMessages
 from tests.support.builders import ACCOUNT_KEY, alipay_payment
 from tests.support.facade_world import World, world_app
+from tests.support.interleaving import Gate, Interleaving
 from tests.support.metric_samples import sample_sum
 
 pytestmark = pytest.mark.integration
@@ -178,6 +181,79 @@ async def test_a_charge_notified_after_the_sweep_verified_its_key_is_found_and_r
     still = await store.get_payment(command.payment_request_id)
     assert still is not None
     assert still.status is PaymentStatus.EXPIRED  # the payment's story is unchanged
+
+
+class ParkedBeforeMark(StrayStore):
+    """The real store; its mark of a verified key stops at the gate first: the sweep has
+    Alipay's answer and has not recorded it yet."""
+
+    def __init__(self, gate: Gate, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = gate
+
+    async def mark_verified(self, candidate: StrayCandidate) -> bool:
+        await self._gate.checkpoint("sweep: Alipay answered, about to mark")
+        return await super().mark_verified(candidate)
+
+
+async def test_a_charge_notified_while_the_sweep_asks_about_its_key_is_found_and_reversed(
+    rig: Rig, store, clock, metrics, engine
+):
+    """The payer pays, and Alipay's notice reopens the key, after Alipay told the sweep
+    there is no trade and before the sweep marks the key verified: the mark must not undo
+    the reopen (persistence.stray_store, the check generation)."""
+    command = alipay_payment(1000)  # waits for the payer
+    assert await rig.handler.handle(command) is Outcome.REQUIRES_ACTION
+    waiting = await store.get_payment(command.payment_request_id)
+    assert waiting is not None
+    assert waiting.next_action is not None
+    cashier = waiting.next_action.url
+    assert cashier is not None
+    clock.now += timedelta(seconds=ACTION_TTL_S + 1)  # expires unopened, Alipay has no trade
+    await rig.reconciler.run_once()
+    clock.now += SETTLE * 2
+    assert clock.now - ALIPAY_BEHIND < waiting.next_action.expires_at  # still payable there
+    gate = Gate()
+    parked = StraySweep(
+        store=ParkedBeforeMark(gate, store.engine, store.writes, clock),
+        providers=Providers.of(rig.alipay),
+        metrics=metrics,
+        settle_after=SETTLE,
+        clock=clock,
+    )
+
+    async def the_payer_pays():
+        await gate.checkpoint("payer: at the cashier")
+        async with ClientSession() as browser, browser.get(cashier) as page:
+            assert page.status == 200
+        (trade,) = rig.simulator.trades.all()
+        assert rig.simulator.pay(trade)
+        await rig.simulator.settled()  # notified, answered: the key is reopened
+        return trade
+
+    interleaving = Interleaving([1, 0])  # the payer first, then the sweep's mark
+    gate.interleaving = interleaving
+    first, trade = await interleaving.run([parked.run_once, the_payer_pays])
+    gate.interleaving = None
+
+    assert [n.answer for n in rig.simulator.notifications] == ["success"]
+    assert (first.checked, first.verified, first.reopened) == (1, 0, 1)
+    assert await _unverified(engine) == [f"{command.payment_request_id}-a1"]
+
+    report = await rig.sweep.run_once()  # Alipay now answers: paid
+
+    assert (report.found, report.reversed) == (1, 1)
+    assert trade.refunded_fen == 1000
+    (stray,) = await rig.strays.all()
+    assert (stray["attempt_key"], stray["status"]) == (
+        f"{command.payment_request_id}-a1",
+        "reversed",
+    )
+    found = sample_sum(metrics, "paygate_stray_charges_total", provider="alipay", result="found")
+    assert found == 1
+    expired = await store.get_payment(command.payment_request_id)
+    assert expired is not None
+    assert expired.status is PaymentStatus.EXPIRED
 
 
 async def test_a_replayed_notice_of_the_payments_own_charge_hands_nothing_to_the_sweep(

@@ -21,19 +21,24 @@ class FakeStrayRecords(FakeStore):
     """Which attempts are
     candidates is the SQL store's query (integration-tested); here a test lists them in
     ``unexamined``. Like the store, it offers each until it is verified or recorded as a
-    stray charge, and a recorded one until its reversal is answered."""
+    stray charge, and a recorded one until its reversal is answered.
+
+    Also the store's :meth:`reopen` (consumer.ports.StrayLeads), with its check
+    generations: a reopen unverifies a key and moves its generation on, and
+    :meth:`mark_verified` changes nothing for a candidate read at an older generation."""
 
     def __init__(self, db: FakeDatabase) -> None:
         super().__init__(db)
         self.unexamined: list[StrayCandidate] = []
         self.verified: list[str] = []
+        self.generations: dict[str, int] = {}  # by attempt key; absent: 0
         self.found: dict[str, StrayCandidate] = {}  # by attempt key, reference set
         self.reversals: dict[str, Reversal] = {}
 
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
         await self._enter("candidates", "")
         fresh = [
-            c
+            dataclasses.replace(c, generation=self.generations.get(c.attempt_key, 0))
             for c in self.unexamined
             if c.attempt_key not in self.verified and c.attempt_key not in self.found
         ]
@@ -46,9 +51,21 @@ class FakeStrayRecords(FakeStore):
         await self._enter("mark_own_charges", "")
         return 0
 
-    async def mark_verified(self, attempt_key: str) -> None:
-        await self._enter("mark_verified", attempt_key)
-        self.verified.append(attempt_key)
+    async def mark_verified(self, candidate: StrayCandidate) -> bool:
+        await self._enter("mark_verified", candidate.attempt_key)
+        if self.generations.get(candidate.attempt_key, 0) != candidate.generation:
+            return False  # reopened since it was read: the store's WHERE reopen_count = ...
+        self.verified.append(candidate.attempt_key)
+        return True
+
+    async def reopen(self, attempt_key: str, provider: str) -> bool:
+        await self._enter("reopen", attempt_key)
+        known = next((c for c in self.unexamined if c.attempt_key == attempt_key), None)
+        if known is None or known.provider != provider or attempt_key in self.found:
+            return False
+        self.verified = [key for key in self.verified if key != attempt_key]
+        self.generations[attempt_key] = self.generations.get(attempt_key, 0) + 1
+        return True
 
     async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool:
         await self._enter("record_found", candidate.attempt_key)

@@ -8,11 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from consumer.ports import CaptureWrites, PaymentWrites, RefundWrites, StrayRecords
+from consumer.ports import CaptureWrites, PaymentWrites, RefundWrites, StrayLeads, StrayRecords
+from domain.money import Money
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_SUCCEEDED
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import Started
+from persistence.stray_store import StrayCandidate
 from tests.support.builders import create_payment, unexpected_refusal
 from tests.support.clock import Clock
 from tests.support.fake_claims import ClaimSlot
@@ -105,3 +107,25 @@ async def test_an_open_attempt_is_claimed_by_one_taker_only(db: FakeDatabase) ->
     assert first is not None
     assert second is None
     assert first.attempt_key == begun.attempt_key
+
+
+async def test_a_stray_mark_read_before_a_reopen_changes_nothing(db: FakeDatabase) -> None:
+    """As the store's check generation: a reopen between the sweep's read and its mark
+    wins, and the key is offered again, at the new generation."""
+    records = FakeStrayRecords(db)
+    leads: StrayLeads = records
+    records.unexamined.append(
+        StrayCandidate("pay_1-a1", "pay_1", "p", Money(100, "EUR"), PaymentStatus.FAILED, None)
+    )
+    (read,) = await records.candidates(db.clock(), 10)
+
+    assert await leads.reopen("pay_1-a1", "p")
+    assert not await records.mark_verified(read)
+    (again,) = await records.candidates(db.clock(), 10)
+    assert again.generation == read.generation + 1
+    assert await records.mark_verified(again)
+    assert await records.candidates(db.clock(), 10) == []
+    assert await leads.reopen("pay_1-a1", "p")  # a notice after the mark: offered again
+    assert [c.attempt_key for c in await records.candidates(db.clock(), 10)] == ["pay_1-a1"]
+    assert not await leads.reopen("pay_1-a1", "other")  # no attempt of that provider
+    assert not await leads.reopen("pay_9-a1", "p")  # no such attempt

@@ -141,6 +141,48 @@ async def test_a_charge_another_sweeper_recorded_first_is_left_to_it(sweep, reco
     assert provider.called("refund") == []
 
 
+async def test_a_key_reopened_while_it_was_asked_about_is_not_verified_and_asked_again(
+    sweep, records, provider, metrics
+):
+    """The provider answers "no trade", then the payer pays and the signed notice reopens
+    the key before the sweep's mark: the mark changes nothing and the next pass, asking
+    again, finds and reverses the charge."""
+    listed = candidate()
+    records.unexamined.append(listed)
+
+    async def paid_meanwhile(_key):
+        # Answers None (no trade): what the provider said before the payer paid.
+        assert await records.reopen(listed.attempt_key, listed.provider)
+
+    provider.script("charge_status", paid_meanwhile, charged("ch_late"))
+    provider.script("charge_by_reference", charged("ch_late"))
+    provider.script("refund", refunded("re_late"))
+
+    first = await sweep.run_once()
+
+    assert (first.checked, first.verified, first.reopened) == (1, 0, 1)
+    assert records.verified == []
+    second = await sweep.run_once()
+    assert (second.checked, second.found, second.reversed) == (1, 1, 1)
+    assert provider.called("charge_status") == [listed.attempt_key] * 2
+    assert records.reversals == {listed.attempt_key: Reversal(STRAY_REVERSED, "re_late", None)}
+    assert strays(metrics, "found") == 1
+
+
+async def test_a_key_reopened_after_its_mark_is_asked_again(sweep, records, provider):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", None, charged("ch_late"))
+    provider.script("charge_by_reference", charged("ch_late"))
+    provider.script("refund", refunded("re_late"))
+    assert (await sweep.run_once()).verified == 1
+
+    assert await records.reopen(listed.attempt_key, listed.provider)
+    report = await sweep.run_once()
+
+    assert (report.checked, report.found, report.reversed) == (1, 1, 1)
+
+
 @pytest.mark.parametrize(
     ("answer", "result", "reversal"),
     [
