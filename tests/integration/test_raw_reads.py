@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -335,3 +336,10 @@ async def test_sqlites_errors_are_judged_by_their_code(sqlite_engine, code, outa
     if isinstance(raised.value, PaygateError):
         assert raised.value.code is ErrorCode.SERVICE_UNAVAILABLE
     assert len(await seeded.reads.order_payments(order, "alice")) == 4
+
+
+def test_another_driver_keeps_the_sqlalchemy_reads() -> None:
+    """psycopg, say: no raw reads, so PaymentStore reads through SQLAlchemy as before."""
+    engine = SimpleNamespace(dialect=SimpleNamespace(driver="psycopg"))
+
+    assert raw_reads_for(engine) is None  # type: ignore[arg-type]
