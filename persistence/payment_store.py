@@ -59,6 +59,7 @@ from persistence.payment_claims import (
 from persistence.payment_finish import FinishRequest, finish_many, finish_one
 from persistence.payment_replay import enqueue_as_it_is
 from persistence.payment_rows import payment_in, payment_view_of
+from persistence.raw_reads import raw_reads_for
 from persistence.refund_store import payment_and_refunds_in
 from persistence.row_claims import RowClaims
 from persistence.tables import payments, provider_attempts
@@ -82,6 +83,8 @@ class PaymentStore:
         self._engine = engine
         # Shares the pool; for the hot one-statement reads of every new payment.
         self._single_reads = single_read_engine(engine)
+        # The same two reads straight to the driver, where it is aiosqlite or asyncpg.
+        self._raw_reads = raw_reads_for(engine)
         self._clock = clock
         self._lease = claim_lease
         # Payment writes of concurrent handlers share transactions (see group_commit).
@@ -282,14 +285,20 @@ class PaymentStore:
         self, payment_id: str
     ) -> tuple[PaymentView, list[RefundView]] | None:
         """The payment and its refunds (oldest first), in one statement: a payment's answer
-        costs one pool checkout and one ``SELECT``, and on SQLite no ``BEGIN``."""
+        costs one pool checkout and one ``SELECT``, and on SQLite no ``BEGIN``; sent
+        straight to the driver when it can be (persistence.raw_reads)."""
+        if self._raw_reads is not None:
+            return await self._raw_reads.payment_with_refunds(payment_id)
         async with self._single_reads.connect() as conn:
             return await payment_and_refunds_in(conn, payment_id)
 
     async def order_payments(self, order_id: str, client_id: str | None) -> list[OrderPayment]:
         """The payments of ``client_id``'s order ``order_id`` (None: upstream services').
 
-        One ``SELECT``, so on SQLite without ``BEGIN`` (``single_read_engine``)."""
+        One ``SELECT``, so on SQLite without ``BEGIN`` (``single_read_engine``); sent
+        straight to the driver when it can be (persistence.raw_reads)."""
+        if self._raw_reads is not None:
+            return await self._raw_reads.order_payments(order_id, client_id)
         async with self._single_reads.connect() as conn:
             return await order_payments_in(conn, order_id, client_id)
 

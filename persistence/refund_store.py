@@ -28,7 +28,7 @@ the refund, and a worker that lost the refund to another changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -128,7 +128,7 @@ _REFUNDS_OF_PAYMENTS: Final = (
 # The payment's columns under their own names, the refund's prefixed: both tables have
 # an id, a status, an amount... An outer join, so a payment without refunds is one row.
 _REFUND_PREFIX: Final = "refund__"
-_PAYMENT_AND_REFUNDS: Final = (
+PAYMENT_AND_REFUNDS: Final = (
     select(payments, *(column.label(_REFUND_PREFIX + column.name) for column in refunds.c))
     .select_from(payments.outerjoin(refunds, refunds.c.payment_id == payments.c.id))
     .where(payments.c.id == bindparam("payment_id"))
@@ -142,14 +142,20 @@ async def payment_and_refunds_in(
     """The payment and its refunds (oldest first) in one ``SELECT``: one statement reads
     one snapshot, on SQLite and PostgreSQL alike, so the two agree without a transaction
     around them (hence ``single_read_engine``'s connections, no ``BEGIN`` on SQLite)."""
-    rows = (await conn.execute(_PAYMENT_AND_REFUNDS, {"payment_id": payment_request_id})).all()
+    rows = (await conn.execute(PAYMENT_AND_REFUNDS, {"payment_id": payment_request_id})).all()
+    return payment_and_refunds_of([row._mapping for row in rows])
+
+
+def payment_and_refunds_of(
+    rows: Sequence[Mapping[Any, Any]],
+) -> tuple[PaymentView, list[RefundView]] | None:
+    """The payment and its refunds from the rows of :data:`PAYMENT_AND_REFUNDS`, by column
+    name (also persistence.raw_reads, which reads them without SQLAlchemy)."""
     if not rows:
         return None
-    view = payment_view_of(rows[0]._mapping)
+    view = payment_view_of(rows[0])
     its_refunds = [
-        _refund_view(_Prefixed(row._mapping))
-        for row in rows
-        if row._mapping[_REFUND_PREFIX + "id"] is not None
+        _refund_view(_Prefixed(row)) for row in rows if row[_REFUND_PREFIX + "id"] is not None
     ]
     return view, its_refunds
 

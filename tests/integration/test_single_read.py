@@ -1,7 +1,9 @@
 """The order read before publishing and the payment-with-refunds read after the wait run
 one SELECT each and, on SQLite, no BEGIN; the option that drops the BEGIN stays on its own
 connections and never reaches the pool's others. (Their results, with refunds, on SQLite
-and PostgreSQL: tests/integration/test_refund_store.py.)"""
+and PostgreSQL: tests/integration/test_refund_store.py.) The store sends the same two reads
+straight to the driver where it can (tests/integration/test_raw_reads.py); these tests
+are of the SQLAlchemy reads it falls back on, and compares with."""
 
 from __future__ import annotations
 
@@ -14,9 +16,11 @@ from sqlalchemy import event, text
 
 from consumer.outcome import Outcome
 from domain.status import PaymentStatus
-from persistence.engine import create_engine, write_transaction
+from persistence.engine import create_engine, single_read_engine, write_transaction
 from persistence.migrate import create_schema
+from persistence.payment_begin import order_payments_in
 from persistence.payment_store import PaymentStore
+from persistence.refund_store import payment_and_refunds_in
 from tests.support.builders import create_payment
 from tests.support.sandbox_handler import sandbox_payment_handler
 
@@ -69,9 +73,8 @@ async def test_the_order_read_finds_the_orders_payments(handler, engine):
 
 
 async def test_the_order_read_sends_one_select_and_no_begin_on_sqlite(sqlite_engine, statements):
-    store = PaymentStore(sqlite_engine)
-
-    await store.order_payments("order-x", "alice")
+    async with single_read_engine(sqlite_engine).connect() as conn:
+        await order_payments_in(conn, "order-x", "alice")
 
     assert statements == ["SELECT"]
 
@@ -79,17 +82,16 @@ async def test_the_order_read_sends_one_select_and_no_begin_on_sqlite(sqlite_eng
 async def test_the_payment_with_its_refunds_is_one_select_and_no_begin_on_sqlite(
     sqlite_engine, statements
 ):
-    store = PaymentStore(sqlite_engine)
-
-    assert await store.payment_with_refunds("pay_" + "0" * 32) is None
+    async with single_read_engine(sqlite_engine).connect() as conn:
+        assert await payment_and_refunds_in(conn, "pay_" + "0" * 32) is None
 
     assert statements == ["SELECT"]
 
 
 async def test_other_connections_of_the_pool_still_begin(sqlite_engine, statements):
-    store = PaymentStore(sqlite_engine)
     # The pool hands back its most recent connection first: the one the order read used.
-    await store.order_payments("order-x", "alice")
+    async with single_read_engine(sqlite_engine).connect() as conn:
+        await order_payments_in(conn, "order-x", "alice")
     statements.clear()
 
     async with sqlite_engine.connect() as conn:
