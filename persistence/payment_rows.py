@@ -141,6 +141,16 @@ def error_columns(error: PaygateError | ErrorInfo | None) -> dict[str, Any]:
 
 async def insert_rows(conn: AsyncConnection, table: Any, rows: list[dict[str, Any]]) -> None:
     # A list of parameter sets is one executemany: one hop to the driver (aiosqlite's
-    # thread; asyncpg pipelines the rows), whatever the number of rows.
-    if rows:
-        await conn.execute(insert(table), rows)
+    # thread; asyncpg pipelines the rows), whatever the number of rows. SQLAlchemy takes the
+    # columns of such an insert from the first row and silently drops another row's extra
+    # keys, so rows of differing shapes would lose values: refused before anything is sent.
+    if not rows:
+        return
+    columns = rows[0].keys()
+    for row in rows:
+        if row.keys() != columns:
+            raise ValueError(
+                f"rows of one multi-row insert into {table.name} differ in their columns: "
+                f"{sorted(columns ^ row.keys())}"
+            )
+    await conn.execute(insert(table), rows)
