@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import aiohttp
 import stripe
@@ -132,6 +133,12 @@ class StripeProvider:
     @property
     def name(self) -> str:
         return PROVIDER_NAME
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        # Stripe prunes an idempotency key once it is at least 24 hours old; a request
+        # under it after that is a new request.
+        return timedelta(hours=24)
 
     async def start(self) -> None:
         if self._client is not None:
