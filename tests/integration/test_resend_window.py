@@ -19,20 +19,35 @@ from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
+from consumer.refund_events import RefundEvents
+from consumer.refund_handler import RefundCommandHandler
+from consumer.refund_reconciler import RefundReconciler
+from domain.money import Money
+from domain.refunds import RefundPayment, RefundStatus
 from domain.resend_window import RESEND_MARGIN
 from domain.status import PaymentStatus
+from persistence.refund_store import RefundStore
 from persistence.tables import provider_attempts
 from providers.charge_only import ChargeOnlyProvider
 from providers.errors import ProviderTimeoutError
-from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.port import (
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeStatus,
+    ProviderRefundStatus,
+    RefundOutcome,
+    RefundRequest,
+)
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import ACCOUNT_KEY, create_payment
+from tests.support.builders import ACCOUNT_KEY, create_payment, unique
 from tests.support.clock import Clock
 
 pytestmark = pytest.mark.integration
+
+MESSAGES = PaymentMessages.bundled()
 
 WINDOW = timedelta(hours=24)
 
@@ -42,12 +57,14 @@ class ForgetfulAcquirer(ChargeOnlyProvider):
     lands is in ``charges``; the first one times out, and ``charge_status`` never finds a
     charge (a search index lagging behind)."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, *, charge_times_out: bool = True) -> None:
         super().__init__()
         self._clock = clock
         self._keys: dict[str, tuple[datetime, ChargeOutcome]] = {}
         self.charges: list[str] = []
-        self.timed_out = False
+        self.timed_out = not charge_times_out
+        self._refund_keys: dict[str, tuple[datetime, RefundOutcome]] = {}
+        self.refunds: list[str] = []
 
     @property
     def name(self) -> str:
@@ -71,6 +88,22 @@ class ForgetfulAcquirer(ChargeOnlyProvider):
         return outcome
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+        return None
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        """The same for refunds: honoured for WINDOW, the first one lands and times out."""
+        key = request.refund_key
+        known = self._refund_keys.get(key)
+        if known is not None and self._clock() - known[0] < WINDOW:
+            return known[1]
+        outcome = RefundOutcome(ProviderRefundStatus.SUCCEEDED, f"re_{len(self.refunds) + 1}")
+        self.refunds.append(key)
+        self._refund_keys[key] = (self._clock(), outcome)
+        if len(self.refunds) == 1:
+            raise ProviderTimeoutError(self.name, "landed, but no answer in time")
+        return outcome
+
+    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
         return None
 
 
@@ -146,3 +179,65 @@ async def test_the_reconciler_resends_only_inside_the_providers_idempotency_wind
         # The claim is given back: the next pass finds it again, and again sends nothing.
         again = await reconciler.run_once()
         assert (again.checked, again.still_pending, len(acquirer.charges)) == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("age", "status", "withheld"),
+    [
+        (WINDOW - RESEND_MARGIN - timedelta(minutes=1), RefundStatus.SUCCEEDED, None),
+        (WINDOW + timedelta(hours=1), RefundStatus.PENDING, 1.0),
+    ],
+    ids=["inside-the-window-resent-once-refunded", "past-the-window-left-pending"],
+)
+async def test_the_refund_reconciler_resends_only_inside_the_providers_idempotency_window(
+    store, engine, clock, age, status, withheld
+):
+    acquirer = ForgetfulAcquirer(clock, charge_times_out=False)
+    metrics = Metrics()
+    payments = PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(acquirer),
+        router=Router.catch_all(acquirer.name),
+        events=PaymentEvents(MESSAGES, "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=metrics,
+        clock=clock,
+    )
+    refund_store = RefundStore(engine, store.writes, clock)
+    refunds = RefundCommandHandler(
+        store=refund_store,
+        providers=Providers.of(acquirer),
+        events=RefundEvents(MESSAGES, "payments.results"),
+        metrics=metrics,
+        clock=clock,
+    )
+    reconciler = RefundReconciler(
+        store=refund_store, handler=refunds, metrics=metrics, min_age=timedelta(0), clock=clock
+    )
+    command = create_payment(amount=Money(10_000, "EUR"))
+    assert await payments.handle(command) is Outcome.SUCCEEDED
+    refund = RefundPayment.create(
+        idempotency_key=unique("refund"),
+        payment_request_id=command.payment_request_id,
+        order_id=command.order_id,
+        amount=Money(3_000, "EUR"),
+        reason="requested_by_customer",
+        requested_at=clock.now,
+    )
+    assert await refunds.handle(refund) is Outcome.PENDING
+    assert acquirer.refunds == [refund.refund_id]  # it landed; nobody knows
+
+    clock.now += age
+    assert await reconciler.run_once() == 1
+
+    # One refund, whatever the age: never a second one under a forgotten key.
+    assert acquirer.refunds == [refund.refund_id]
+    stored = await refund_store.get(refund.refund_id)
+    assert stored is not None
+    assert stored.status is status
+    assert (
+        metrics.registry.get_sample_value(
+            "paygate_resends_withheld_total", {"provider": "forgetful", "operation": "refund"}
+        )
+        == withheld
+    )
