@@ -1,5 +1,5 @@
-"""The reconciler never re-sends an attempt its provider no longer honours the key of, on
-SQLite and PostgreSQL.
+"""The reconcilers never re-send a payment attempt or a refund whose key the provider no
+longer honours, on SQLite and PostgreSQL.
 
 The provider double keeps each key for its idempotency window only (as Stripe prunes keys
 24 hours old): a call under a key it has forgotten is a new charge. Its first call lands but
