@@ -181,7 +181,11 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         if known is not None and known.status in self.DONE_BY:
             return await self._done(payment, self.DONE_BY[known.status], claim)
         # Still only authorized (or unknown to the provider): the follow-up did not happen.
-        # Sending it again under the same key cannot act twice.
+        # Sending it again under the same key cannot act twice -- at any age, unlike a
+        # charge or a refund re-send (domain.resend_window): a charge is captured or voided
+        # at most once by the provider's own state machine, and charge_by_reference reads
+        # the charge itself (no search index to lag), so a key pruned since cannot make
+        # a second capture or void.
         return await self._send(payment, claim, in_doubt=True)
 
     async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:

@@ -51,6 +51,7 @@ from domain.events import conflict_event_id
 from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
+from domain.resend_window import may_resend
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from domain.vaulted import AnyAccount, VaultedAccount
@@ -208,10 +209,13 @@ class PaymentCommandHandler:
         |                        | once its action expired, the provider is asked to close |
         |                        | it (close_charge) and what it answers is recorded       |
         | no record of the key   | re-sent with the same key (it never arrived, so this    |
-        |                        | cannot charge twice); failed as never received only if  |
-        |                        | it cannot be re-sent (no sealed command, or accounts    |
-        |                        | the vault no longer opens) and is older than            |
-        |                        | abandon_after                                           |
+        |                        | cannot charge twice) while the attempt is inside its    |
+        |                        | provider's idempotency window (domain.resend_window);   |
+        |                        | past it, never re-sent: left pending for an operator    |
+        |                        | (error log, resends_withheld metric, alert); failed as  |
+        |                        | never received only if it cannot be re-sent (no sealed  |
+        |                        | command, or accounts the vault no longer opens) and is  |
+        |                        | older than abandon_after                                |
         | error / not configured | claim released; left pending for a later pass           |
 
         ``command`` is the command as redelivered; without it (the reconciler) the command
@@ -483,8 +487,16 @@ class PaymentCommandHandler:
         in_doubt_since: datetime | None,
     ) -> Outcome | ProviderError:
         """Charge one provider and record the outcome; a certainly-not-charged error is
-        returned, unrecorded, for the caller to fail over or record."""
+        returned, unrecorded, for the caller to fail over or record.
+
+        A re-send (``in_doubt_since`` set) goes out only while the provider still honours
+        the key (checked before every call, back-off retries included): past that, a first
+        call that landed unseen would be charged again."""
         provider = self._providers.get(provider_name)
+        if in_doubt_since is not None and not may_resend(
+            in_doubt_since, self._clock(), provider.idempotency_window
+        ):
+            return await self._past_window(facts, provider_name, claim, in_doubt_since)
         try:
             # Just in time: the numbers exist in clear only in this request, in memory.
             payer = await self._clear(command.payer, command.client_id)
@@ -535,6 +547,26 @@ class PaymentCommandHandler:
         return await self._recorder.charged(
             facts, attempt_key, charged, provider=provider_name, claim=claim
         )
+
+    async def _past_window(
+        self, facts: PaymentFacts, provider_name: str, claim: str, began_at: datetime
+    ) -> Outcome:
+        """An in-doubt attempt older than its provider honours its key: never re-sent, and
+        never failed on the provider's silence either (its first call may have landed and
+        not show yet). It stays pending -- the claim released, the attempt open -- for an
+        operator to settle with the provider (docs/runbook.md#paygateresendwithheld)."""
+        log.error(
+            "in-doubt payment older than its provider's idempotency window; not re-sent, "
+            "left pending for an operator",
+            extra={
+                "payment_request_id": facts.payment_request_id,
+                "provider": provider_name,
+                "attempt_began_at": began_at.isoformat(),
+            },
+        )
+        self._metrics.resends_withheld.labels(provider_name, "payment").inc()
+        await self._store.release(facts.payment_request_id, claim)
+        return Outcome.PENDING
 
     async def _clear(self, account: AnyAccount, client_id: str | None) -> Account:
         if isinstance(account, Account):

@@ -16,7 +16,9 @@ reconciler follow one decision table:
 | charged / authorized   | recorded: succeeded / authorized                           |
 | declined               | recorded: failed                                           |
 | no record of the key   | re-sent with the same key, from the command sealed into    |
-|                        | the attempt; failed as never received only if there is no  |
+|                        | the attempt, while its provider still honours the key      |
+|                        | (domain.resend_window); past that left pending for an      |
+|                        | operator; failed as never received only if there is no     |
 |                        | sealed command and the attempt is older than abandon_after |
 | error / not configured | claim released; still pending, asked again next pass       |
 

@@ -37,6 +37,7 @@ from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
+from domain.resend_window import may_resend
 from domain.retry import RetryPolicy
 from persistence.refund_store import (
     RefundExisting,
@@ -154,7 +155,9 @@ class RefundCommandHandler:
         | succeeded / failed   | recorded; the reservation settles or is released     |
         | pending              | stays pending (the provider settles it later)        |
         | no record of the key | sent again with the same key: it never arrived, so   |
-        |                      | this cannot refund twice                             |
+        |                      | this cannot refund twice; but only while the         |
+        |                      | provider honours the key (domain.resend_window):     |
+        |                      | past that, left pending for an operator              |
         | error                | claim released; left for a later pass                |
         """
         return await self._as_owner(
@@ -172,6 +175,17 @@ class RefundCommandHandler:
             return Outcome.PENDING
         if known is not None:
             return await self._outcomes.answered(refund, known, claim=claim)
+        # The refund key is written with the refund, just before its first call: its age
+        # is the key's. A key the provider no longer honours could refund twice.
+        if not may_resend(refund.created_at, self._clock(), provider.idempotency_window):
+            log.error(
+                "in-doubt refund older than its provider's idempotency window; not re-sent, "
+                "left pending for an operator",
+                extra={"refund_id": refund.refund_id, "provider": provider.name},
+            )
+            self._metrics.resends_withheld.labels(provider.name, "refund").inc()
+            await self._store.release(refund.refund_id, claim)
+            return Outcome.PENDING
         return await self._send(refund, charge_reference, claim, in_doubt=True)
 
     async def _as_owner(self, refund_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:

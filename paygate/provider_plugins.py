@@ -13,6 +13,7 @@ changes. Built-in names win over a plugin of the same name.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from importlib.metadata import entry_points
 from typing import Final
 
@@ -44,4 +45,16 @@ def plugin_provider(settings: Settings, name: str) -> PaymentProvider | None:
             f"the {name!r} provider plugin built a provider named {provider.name!r}; routes "
             "and stored attempts need the two to match"
         )
+    # Checked here, not trusted: a plugin written before the port asked for it would
+    # otherwise fail on its first re-send, the one call where the answer decides whether a
+    # key may be sent again without charging twice (domain.resend_window).
+    window = getattr(provider, "idempotency_window", _MISSING)
+    if window is not None and not isinstance(window, timedelta):
+        raise SystemExit(
+            f"the {name!r} provider plugin does not declare idempotency_window (a timedelta, "
+            "or None when its provider honours keys for ever)"
+        )
     return provider
+
+
+_MISSING = object()

@@ -8,6 +8,8 @@ answer from what was charged, as the port requires; capture, cancel and refunds 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from providers.errors import UnsupportedOperationError
 from providers.port import (
     CancelRequest,
@@ -25,6 +27,12 @@ class ChargeOnlyProvider:
     @property
     def name(self) -> str:
         raise NotImplementedError
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        # ``outcomes`` keeps every attempt for the provider's life; a test double that
+        # models a provider pruning keys overrides this.
+        return None
 
     async def start(self) -> None:
         return None

@@ -10,15 +10,16 @@ instead of forwarding each of the port's methods by hand:
   ``close_charge`` and ``refund_status``: the calls that ask about, or end the wait of, a
   charge or refund made already, and move no money.
 
-Both hooks await the call unchanged by default. ``name``, ``start`` and ``stop`` are the
-inner provider's. The invariant: a method added to the port is forwarded here once, and
-mypy --strict proves below that this base, and so every wrapper, is a
+Both hooks await the call unchanged by default. ``name``, ``idempotency_window``, ``start``
+and ``stop`` are the inner provider's. The invariant: a method added to the port is
+forwarded here once, and mypy --strict proves below that this base, and so every wrapper, is a
 :class:`providers.port.PaymentProvider`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from providers.port import (
@@ -49,6 +50,10 @@ class DelegatingProvider:
     @property
     def name(self) -> str:
         return self._inner.name
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        return self._inner.idempotency_window
 
     async def start(self) -> None:
         await self._inner.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from typing import Protocol
 
@@ -129,6 +130,13 @@ class PaymentProvider(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        """How long the provider honours an idempotency key (the attempt, refund, capture or
+        cancel key): a call sent again under a key older than this may act a second time.
+        None: for ever. paygate re-sends a key only well inside it (domain.resend_window)."""
+        ...
 
     async def start(self) -> None: ...
 

@@ -240,6 +240,15 @@ class Metrics:
             "re-sent. Take the max over the consumers.",
             registry=self.registry,
         )
+        self.resends_withheld = Counter(
+            f"{prefix}_resends_withheld_total",
+            "In-doubt calls not sent again because their key is older than the provider "
+            "honours it for (its idempotency window, less a margin), by provider and operation "
+            "(payment, refund): a re-send could charge or refund twice, so the call stays "
+            "pending for an operator. Counted at every pass that finds one; any alerts.",
+            ["provider", "operation"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 import aiohttp
@@ -100,6 +100,13 @@ class AlipayProvider:
     @property
     def name(self) -> str:
         return self._config.name
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        # Alipay's key is the trade's out_trade_no, unique per merchant for good: a trade
+        # created again under it is refused (even when closed), never made twice. Refunds
+        # go by out_request_no within their trade, kept as long as the trade.
+        return None
 
     async def start(self) -> None:
         if self._session is None:

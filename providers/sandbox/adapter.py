@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from typing import Final, TypeVar
 from urllib.parse import quote
 
@@ -195,6 +196,12 @@ class SandboxHttpProvider:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        # The acquirer's ledger keys its charges and refunds by idempotency key and never
+        # prunes them (providers.sandbox.ledger): a key is honoured for ever.
+        return None
 
     async def start(self) -> None:
         if self._session is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from domain.errors import ErrorCode, PaygateError
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
@@ -63,6 +64,11 @@ class InProcessSandboxProvider:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        # Same acquirer and ledger as over HTTP: keys are never pruned.
+        return None
 
     async def start(self) -> None:
         await self.acquirer.start()

@@ -15,8 +15,10 @@ Limitation of :meth:`StripeProvider.charge_status`: Stripe's search index is eve
 consistent (usually under a minute, up to an hour during Stripe incidents), so a very
 recent PaymentIntent may not be found yet and ``None`` comes back. That is safe for the
 command handler, which then resends under the same idempotency key (Stripe answers with
-the first result); the reconciler abandons an unseen attempt only after
-``PAYGATE_ABANDON_AFTER_S``, which must therefore stay well above that lag (see
+the first result) -- but only while Stripe still keeps that key
+(:attr:`StripeProvider.idempotency_window`, domain.resend_window): an older attempt is left
+pending for an operator. An unseen attempt that cannot be re-sent at all is abandoned only
+after ``PAYGATE_ABANDON_AFTER_S``, which must therefore stay well above that lag (see
 docs/providers.md). Search is not offered to Stripe accounts in India.
 
 Refunds are Stripe Refunds of the charge's PaymentIntent, created with the refund key as
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 
 import aiohttp
 import stripe
@@ -132,6 +135,12 @@ class StripeProvider:
     @property
     def name(self) -> str:
         return PROVIDER_NAME
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        # Stripe prunes an idempotency key once it is at least 24 hours old; a request
+        # under it after that is a new request.
+        return timedelta(hours=24)
 
     async def start(self) -> None:
         if self._client is not None:

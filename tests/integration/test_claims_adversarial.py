@@ -98,6 +98,9 @@ class Acquirer:
     * ``"accepted"`` (refunds): accepted, to be settled later; it stays pending.
     """
 
+    # Keys honoured for ever, unless a test sets a window.
+    idempotency_window: timedelta | None = None
+
     def __init__(
         self,
         name: str = "sandbox",

@@ -65,6 +65,7 @@ class SlowAcquirer:
     is still on its way, and reaches the provider only when the test calls :meth:`land`."""
 
     name = "sandbox"
+    idempotency_window = None  # keys honoured for ever
 
     def __init__(self) -> None:
         self.charges: dict[str, ChargeOutcome] = {}

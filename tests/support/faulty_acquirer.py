@@ -23,6 +23,7 @@ class Acquirer:
     (the call is refused, yet the provider charged: a stray charge)."""
 
     name = "sandbox"
+    idempotency_window = None  # keys honoured for ever
 
     def __init__(self) -> None:
         self.charges: dict[str, ChargeOutcome] = {}

@@ -316,6 +316,9 @@ class ProviderLedger:
 class ScriptedProvider:
     """One provider (``name``) answering from ``ledger``'s script, recording in its ledger."""
 
+    # Keys honoured for ever, unless a test sets a window.
+    idempotency_window: timedelta | None = None
+
     def __init__(self, name: str, ledger: ProviderLedger, gate: Gate) -> None:
         self._name = name
         self._ledger = ledger

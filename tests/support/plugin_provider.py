@@ -12,3 +12,14 @@ def build(settings: Settings, name: str) -> InProcessSandboxProvider:
 
 def build_misnamed(settings: Settings, name: str) -> InProcessSandboxProvider:
     return InProcessSandboxProvider(name="not-" + name)
+
+
+class _Unwindowed:
+    """A provider written before the port asked how long it honours a key."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def build_unwindowed(settings: Settings, name: str) -> object:
+    return _Unwindowed(name)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections import deque
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain.next_action import NextAction, NextActionType
@@ -82,6 +82,9 @@ def refund_failed(error: Any = None) -> RefundOutcome:
 
 
 class ScriptedProvider:
+    # Keys honoured for ever, unless a test sets a window.
+    idempotency_window: timedelta | None = None
+
     def __init__(self, name: str = "scripted") -> None:
         self._name = name
         self._answers: dict[str, deque[object]] = {op: deque() for op in OPERATIONS}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import pytest
 
@@ -48,6 +49,9 @@ class ScriptedProvider:
     """Answers each call with the next step of ``script``: an outcome, an exception to
     raise, or an event to wait for (then succeeds; ``waiting`` is set meanwhile). Counts
     the calls that reached it."""
+
+    # Keys honoured for ever, unless a test sets a window.
+    idempotency_window: timedelta | None = None
 
     def __init__(self, *script: Step) -> None:
         self.script: deque[Step] = deque(script)

@@ -40,6 +40,7 @@ REQUIRED = {
     "PaygateNoConsumerAssigned",
     "PaygateStrayChargeFound",
     "PaygateProviderCircuitOpen",
+    "PaygateResendWithheld",
 }
 
 

@@ -1,3 +1,5 @@
+from datetime import timedelta
+
 import pytest
 from pydantic import ValidationError
 
@@ -32,6 +34,13 @@ def test_stripe_without_a_key_is_refused():
 def test_stripe_needs_an_abandon_window_its_search_and_key_retention_allow():
     with pytest.raises(ValidationError, match="PAYGATE_ABANDON_AFTER_S"):
         Settings(provider="stripe", stripe_api_key="sk_test_123")
+
+
+def test_a_long_abandon_window_cannot_stretch_stripe_resends_so_it_is_allowed():
+    # Re-sends stop at Stripe's own idempotency window (domain.resend_window), whatever
+    # abandon_after says: it only bounds how soon Stripe's silence is believed.
+    settings = Settings(provider="stripe", stripe_api_key="sk_test_123", abandon_after_s=72 * 3600)
+    assert build_provider(settings).idempotency_window == timedelta(hours=24)
 
 
 def test_an_unknown_provider_is_refused():

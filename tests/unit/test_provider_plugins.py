@@ -60,6 +60,15 @@ def test_a_plugin_must_build_a_provider_of_its_own_name(install):
         build_provider(Settings(provider="odd"))
 
 
+def test_a_plugin_must_say_how_long_its_provider_honours_a_key(install):
+    install(
+        "old_paygate",
+        "[paygate.providers]\nold = tests.support.plugin_provider:build_unwindowed\n",
+    )
+    with pytest.raises(SystemExit, match="does not declare idempotency_window"):
+        build_provider(Settings(provider="old"))
+
+
 def test_two_packages_claiming_one_name_are_refused(install):
     line = "[paygate.providers]\ntwin = tests.support.plugin_provider:build\n"
     install("twin_one", line)
