@@ -33,7 +33,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -55,6 +55,7 @@ from domain.resend_window import may_resend
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from domain.vaulted import AnyAccount, VaultedAccount
+from persistence.group_commit import Bulk
 from persistence.payment_begin import Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt
 from providers.errors import ProviderError
@@ -104,7 +105,9 @@ class PaymentCommandHandler:
         self._recorder = PaymentOutcomes(store, events, clock)
         self._sealer = CommandSealer(account_key)
 
-    async def handle(self, command: CreatePayment) -> Outcome:
+    async def handle(self, command: CreatePayment, along: Sequence[Bulk] = ()) -> Outcome:
+        """Handle ``command``; ``along``: writes to commit with its begin (the vault rows of
+        tokens the intake made for it: consumer.account_intake.AccountIntake.admit_along)."""
         route = self._router.route(command.payment_method.value, command.amount.currency)
         begun = await self._store.begin(
             command,
@@ -119,6 +122,7 @@ class PaymentCommandHandler:
                 occurred_at=created_at,
             ),
             seal=self._sealer.seal,
+            along=along,
         )
         if isinstance(begun, Started):
             # A key used again after it expired makes a payment of a later generation.

@@ -7,7 +7,7 @@ attempt, an open refund) are the persistence layer's, which sits below this one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -25,6 +25,7 @@ from persistence.cancel_store import CancelBegin
 from persistence.capture_store import CaptureBegin
 from persistence.claims import Claim
 from persistence.follow_up import FollowUpStarted, PaymentEventBuilder
+from persistence.group_commit import Bulk
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import BeginResult
 from persistence.payment_claims import ClaimedAttempt, InDoubt
@@ -43,6 +44,7 @@ class PaymentWrites(Protocol):
         account_key: bytes,
         refusal_event: Callable[[CreatePayment, PaygateError, datetime], OutboxMessage],
         seal: Callable[[CreatePayment], bytes] | None = None,
+        along: Sequence[Bulk] = (),
     ) -> BeginResult: ...
 
     async def finish(

@@ -166,6 +166,19 @@ class GroupCommit:
             results[index] = answer
 
 
+async def run_bulks(conn: AsyncConnection, bulks: Sequence[Bulk]) -> None:
+    """Run ``bulks`` in the caller's transaction, each kind in one call of its function.
+
+    For writes that must commit in the same transaction as the caller's own (and so
+    cannot have been committed without it); their results are not needed.
+    """
+    kinds: dict[BulkRun, list[Any]] = {}
+    for bulk in bulks:
+        kinds.setdefault(bulk.run_many, []).append(bulk.item)
+    for run_many, items in kinds.items():
+        await run_many(conn, items)
+
+
 class _OperationFailed(Exception):
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))

@@ -29,6 +29,7 @@ from domain.webhook_events import WebhookEvent
 from persistence.attempts import ATTEMPT_STARTED, attempt_key_for
 from persistence.claims import Claim, claim_columns
 from persistence.engine import as_utc
+from persistence.group_commit import Bulk, run_bulks
 from persistence.outbox import OutboxMessage, outbox_row
 from persistence.payment_rows import (
     error_columns,
@@ -87,6 +88,9 @@ class BeginRequest:
     now: datetime
     claim: Claim
     seal: Callable[[CreatePayment], bytes] | None
+    # Writes that commit with the begin, whatever it decides (the vault rows of the tokens
+    # the command names: persistence.group_commit.run_bulks).
+    along: tuple[Bulk, ...] = ()
     # The caller's trace context, taken here in its task: a refusal event is made in the
     # group commit's, with many begins together (telemetry.trace_context).
     traceparent: str | None = field(default_factory=current_traceparent)
@@ -156,6 +160,12 @@ def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: i
 
 
 async def begin_one(conn: AsyncConnection, request: BeginRequest) -> BeginResult:
+    await run_bulks(conn, request.along)
+    return await _begin_decided(conn, request)
+
+
+async def _begin_decided(conn: AsyncConnection, request: BeginRequest) -> BeginResult:
+    """:func:`begin_one` without its ``along`` writes (already run by the caller)."""
     command = request.command
     await _lock_orders(conn, [(command.client_id, command.order_id)])
     # One query of the order's payments answers both "does this key stand for a
@@ -185,6 +195,7 @@ async def begin_many(conn: AsyncConnection, requests: Sequence[BeginRequest]) ->
     known key (a replay) or two begins of one order run :func:`begin_one` after the bulk
     inserts, under the same locks, so each sees what the others wrote.
     """
+    await run_bulks(conn, [bulk for request in requests for bulk in request.along])
     await _lock_orders(conn, [request.order for request in requests])
     orders = await payments_of_orders(conn, {request.command.order_id for request in requests})
     per_order = Counter(request.order for request in requests)
@@ -207,7 +218,7 @@ async def begin_many(conn: AsyncConnection, requests: Sequence[BeginRequest]) ->
         webhooks = [n.webhook for n in new if n.webhook is not None]
         await enqueue_webhooks(conn, webhooks, requests[0].now)
     for index in alone:
-        results[index] = await begin_one(conn, requests[index])
+        results[index] = await _begin_decided(conn, requests[index])
     return [_answered(result) for result in results]
 
 

@@ -18,7 +18,7 @@ argument is in persistence.claims).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, tuple_, update
@@ -109,6 +109,7 @@ class PaymentStore:
         account_key: bytes,
         refusal_event: Callable[[CreatePayment, PaygateError, datetime], OutboxMessage],
         seal: Callable[[CreatePayment], bytes] | None = None,
+        along: Sequence[Bulk] = (),
     ) -> BeginResult:
         """Record a new payment and its first attempt, refuse it, or report what exists.
 
@@ -121,6 +122,10 @@ class PaymentStore:
         inserts it: the insert itself is the conditional write only one worker can win.
         ``seal`` seals the command (with its resolved generation) into the attempt, so a
         later owner of the attempt can re-send it.
+
+        ``along``: writes committed in the same transaction, whatever the begin decides
+        (the vault rows of the tokens the command names, so the payment never names a token
+        that is not stored, and the payment costs one trip through the writer queue less).
         """
         now = self._clock()
         request = BeginRequest(
@@ -132,6 +137,7 @@ class PaymentStore:
             now=now,
             claim=new_claim(now, self._lease),
             seal=seal,
+            along=tuple(along),
         )
 
         async def record(conn: AsyncConnection) -> BeginResult:

@@ -107,6 +107,11 @@ class VaultStorage(Protocol):
     async def rewrap_key(self, key_id: str, kek_id: str, wrapped: bytes) -> None: ...
     async def retire_key(self, key_id: str, at: datetime) -> bool: ...
     async def add_entry(self, entry: EntryRow) -> None: ...
+    def entry_write(self, entry: EntryRow) -> Bulk | None:
+        """``entry``'s insert, for the caller to run in a transaction of its own writer
+        queue; None when the rows are in another database (then :meth:`add_entry`)."""
+        ...
+
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None: ...
     async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]: ...
     async def replace_ciphertext(
@@ -123,6 +128,8 @@ class VaultRows:
         database (on SQLite a second writer would wait in the busy handler, and every
         tokenization would be a commit of its own); else one of the vault's own."""
         self._engine = engine
+        # Only rows in paygate's own database can join a transaction of its writer queue.
+        self._shares_database = writes is not None
         self._writes = writes if writes is not None else GroupCommit(engine)
         self._reads: ReadBatches[EntryRow] = ReadBatches(self._entries)
 
@@ -220,6 +227,9 @@ class VaultRows:
 
         # Many tokenizations at once (the consumer's intake) insert in one statement.
         await self._writes.run(_op, Bulk(_insert_entries, entry))
+
+    def entry_write(self, entry: EntryRow) -> Bulk | None:
+        return Bulk(_insert_entries, entry) if self._shares_database else None
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         entry = await self._reads.get(token)

@@ -31,6 +31,7 @@ from domain.accounts import Account, AccountType
 from domain.clock import utc_now
 from domain.errors import PaygateError
 from domain.vaulted import VaultedAccount, new_token, payment_method_not_found
+from persistence.group_commit import Bulk
 from vault import cipher
 from vault.errors import key_unknown, tampered
 from vault.kek import KeyEncryptionKeys, WrappedKey
@@ -113,6 +114,39 @@ class Vault:
         ``saved``: kept for reuse until deleted. Otherwise ``expires_in`` (the retention)
         says when the retention job crypto-shreds it; a token made for one payment gets it.
         """
+        vaulted, entry = await self._sealed(
+            account, client_id=client_id, saved=saved, expires_in=expires_in
+        )
+        await self._rows.add_entry(entry)
+        return vaulted
+
+    async def tokenize_along(
+        self, account: Account, *, client_id: str | None, expires_in: timedelta
+    ) -> tuple[VaultedAccount, Bulk | None]:
+        """As :meth:`tokenize` (not saved), but the row's write is handed back, for the
+        caller to run in the transaction that first names the token (PaymentStore.begin's
+        ``along``), instead of a commit of its own before it.
+
+        Invariant: the token is not usable until that transaction commits; a caller whose
+        transaction fails has made a token that names nothing. None: the vault's rows are in
+        another database, and the row is already committed here.
+        """
+        vaulted, entry = await self._sealed(
+            account, client_id=client_id, saved=False, expires_in=expires_in
+        )
+        write = self._rows.entry_write(entry)
+        if write is None:
+            await self._rows.add_entry(entry)
+        return vaulted, write
+
+    async def _sealed(
+        self,
+        account: Account,
+        *,
+        client_id: str | None,
+        saved: bool,
+        expires_in: timedelta | None,
+    ) -> tuple[VaultedAccount, EntryRow]:
         key_id = await self._primary_key_id()
         token = new_token()
         ref = account.ref(self._fingerprint_key)
@@ -122,21 +156,22 @@ class Vault:
             account.number.encode(),
             _context(token, client_id, account.type.value),
         )
-        await self._rows.add_entry(
-            EntryRow(
-                token=token,
-                client_id=client_id,
-                account_type=account.type.value,
-                masked=ref.masked,
-                fingerprint=ref.fingerprint,
-                key_id=key_id,
-                ciphertext=ciphertext,
-                saved=saved,
-                created_at=self._clock(),
-                expires_at=None if saved or expires_in is None else self._clock() + expires_in,
-            )
+        entry = EntryRow(
+            token=token,
+            client_id=client_id,
+            account_type=account.type.value,
+            masked=ref.masked,
+            fingerprint=ref.fingerprint,
+            key_id=key_id,
+            ciphertext=ciphertext,
+            saved=saved,
+            created_at=self._clock(),
+            expires_at=None if saved or expires_in is None else self._clock() + expires_in,
         )
-        return VaultedAccount(account.type, token, ref.masked, ref.fingerprint, account.holder_name)
+        vaulted = VaultedAccount(
+            account.type, token, ref.masked, ref.fingerprint, account.holder_name
+        )
+        return vaulted, entry
 
     async def describe(
         self, token: str, *, client_id: str | None, holder_name: str | None = None

@@ -6,8 +6,11 @@ writes (finish, retry schedule, failover), and the in-doubt query.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import cast
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.error_info import ErrorInfo
 from domain.errors import PaygateError
@@ -25,6 +28,7 @@ from persistence.attempts import (
     attempt_key_for,
 )
 from persistence.claims import is_claimable, new_claim
+from persistence.group_commit import Bulk, run_bulks
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import BeginResult, Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt, InDoubt
@@ -56,8 +60,12 @@ class FakePaymentStore(FakeStore):
         account_key: bytes,
         refusal_event: Callable[[CreatePayment, PaygateError, datetime], OutboxMessage],
         seal: Callable[[CreatePayment], bytes] | None = None,
+        along: Sequence[Bulk] = (),
     ) -> BeginResult:
         await self._enter("begin", command.payment_request_id)
+        # In memory there is no transaction to share: the writes only need a connection
+        # when they are SQL, which a fake store's callers never hand it.
+        await run_bulks(cast(AsyncConnection, None), along)
         now = self._now()
         order = [
             OrderPayment(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 
+from persistence.group_commit import Bulk
 from vault.rows import EntryRow, KeyRow
 
 
@@ -44,6 +46,15 @@ class FakeVaultRows:
 
     async def add_entry(self, entry: EntryRow) -> None:
         self.entries[entry.token] = entry
+
+    def entry_write(self, entry: EntryRow) -> Bulk | None:
+        # The in-memory rows take any transaction's writes: the caller runs it on commit.
+        return Bulk(self._add_entries, entry)
+
+    async def _add_entries(self, _conn: object, entries: Sequence[EntryRow]) -> list[None]:
+        for entry in entries:
+            self.entries[entry.token] = entry
+        return [None] * len(entries)
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         entry = self.entries.get(token)

@@ -663,3 +663,37 @@ async def test_a_token_deleted_before_the_call_fails_the_payment_without_a_call(
         PaymentStatus.FAILED,
         ErrorCode.PAYMENT_METHOD_NOT_FOUND,
     )
+
+
+async def test_the_intakes_rows_are_written_by_the_begin_before_the_provider_call(
+    store, provider, metrics, clock
+):
+    from consumer.account_intake import AccountIntake, AdmittedPayments
+    from domain.vaulted import VaultedAccount
+    from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
+    from tests.support.fake_vault_rows import FakeVaultRows
+    from tests.support.memory_vault import memory_vault
+    from vault.account_key_pair import AccountKeyPair
+
+    rows = FakeVaultRows()
+    vault = memory_vault(ACCOUNT_KEY, rows)
+    handler = handler_for(store, provider, metrics=metrics, clock=clock, vault=vault)
+    intake = AccountIntake(
+        vault, cast(AccountKeyPair, None), accept_clear=True, retention=timedelta(days=1)
+    )
+    admitted, along = await intake.admit_along(create_payment())
+    # Not stored yet: the rows are the begin's to write.
+    assert len(along) == 2
+    assert isinstance(admitted.payer, VaultedAccount)
+    assert isinstance(admitted.payee, VaultedAccount)
+    assert admitted.payer.token not in rows.entries
+    provider.script("charge", timeout())
+    assert await handler.handle(admitted, along) is Outcome.PENDING
+    assert {admitted.payer.token, admitted.payee.token} <= set(rows.entries)
+    [request] = provider.requests
+    assert (request.payer.number, request.payee.number) == (SUCCESS_CARD, PAYEE_IBAN)
+    # The dispatcher's path does the same: admitted, begun, charged with the numbers.
+    other = create_payment()
+    provider.script("charge", timeout())
+    assert await AdmittedPayments(intake, handler).handle(other) is Outcome.PENDING
+    assert provider.requests[-1].payer.number == SUCCESS_CARD
