@@ -209,6 +209,11 @@ class StrayRecords(Protocol):
 
     async def mark_own_charges(self, limit: int) -> int: ...
 
+    async def ask_again_at(self, candidate: StrayCandidate, at: datetime) -> bool:
+        """Read ``candidate`` again only from ``at`` (made before its question); False,
+        changing nothing, when the key was reopened or verified since it was read."""
+        ...
+
     async def mark_verified(self, candidate: StrayCandidate) -> bool:
         """False, changing nothing, when the key was reopened since ``candidate`` was read."""
         ...

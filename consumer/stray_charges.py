@@ -11,9 +11,13 @@ the payment does not stand on (see persistence.stray_store for which), and
   generation, see persistence.stray_store), the pass counts it ``reopened``, and the next
   pass asks again;
 * the payment's own charge (its reference): verified likewise;
-* a charge still waiting for its payer (``requires_action``): asked again next pass, as it
+* a charge still waiting for its payer (``requires_action``): asked again later, as it
   holds nothing yet but may still be paid (a waiting payment's own open attempt is never a
   candidate: the payment is not final);
+* no answer (a provider error or timeout, a provider no longer configured, an answer the
+  adapter cannot read): asked again later, logged and counted in
+  ``paygate_stray_unanswered_total`` (an alert fires when a provider leaves questions
+  unanswered for hours);
 * any other charge: a **stray charge**. It is recorded, logged at error level, counted in
   ``paygate_stray_charges_total{result="found"}`` (an alert fires on it), and reversed
   through the provider under a key of its own (``<attempt key>-reversal``), so a reversal
@@ -21,6 +25,13 @@ the payment does not stand on (see persistence.stray_store for which), and
   not taken) with a void (``cancel``), and one whose hold is already released needs
   nothing. The reversal's answer is recorded and counted (``reversed`` or
   ``reversal_failed``); an unknown answer is asked again next pass.
+
+Before each question the key is stamped (persistence.stray_store.StrayStore.ask_again_at)
+with when it may be asked again: the pause is the key's age, at least ``recheck_first`` and
+at most ``recheck_cap`` (domain.waiting_checks). An answer marks the key, so the stamp holds
+back only a key that got none, and only for a while: keys never asked come first, then the
+longest due, so keys no provider answers never hide a newer stray charge, and one dead
+provider's keys cost a question each per pause, not a page per pass.
 
 The sweep runs in every reconciliation pass (the consumer's and ``paygate reconcile``).
 """
@@ -37,6 +48,7 @@ from domain.clock import utc_now
 from domain.errors import PaygateError
 from domain.refunds import RefundReason
 from domain.status import CAPTURED, HELD
+from domain.waiting_checks import next_check_at
 from persistence.stray_store import (
     STRAY_FAILED,
     STRAY_REVERSED,
@@ -50,6 +62,9 @@ from telemetry.metrics import Metrics
 log = logging.getLogger("paygate.reconciler")
 
 PAGE_SIZE = 200
+# How long a key without an answer waits before it is asked again: its age, within these.
+RECHECK_FIRST = timedelta(minutes=1)
+RECHECK_CAP = timedelta(hours=1)
 
 
 @dataclass
@@ -77,12 +92,18 @@ class StraySweep:
         metrics: Metrics,
         settle_after: timedelta,
         clock: Callable[[], datetime] = utc_now,
+        recheck_first: timedelta = RECHECK_FIRST,
+        recheck_cap: timedelta = RECHECK_CAP,
     ) -> None:
+        if recheck_first < timedelta(0) or recheck_cap < recheck_first:
+            raise ValueError("the first pause must be at least 0 and at most the cap")
         self._store = store
         self._providers = providers
         self._metrics = metrics
         self._settle_after = settle_after
         self._clock = clock
+        self._recheck_first = recheck_first
+        self._recheck_cap = recheck_cap
 
     async def run_once(self, limit: int = PAGE_SIZE) -> SweepReport:
         report = SweepReport()
@@ -101,6 +122,8 @@ class StraySweep:
         return await self._verify(candidate)
 
     async def _verify(self, candidate: StrayCandidate) -> list[str]:
+        # Before the question, whatever its answer: see the module docstring.
+        await self._store.ask_again_at(candidate, self._next_question_at(candidate))
         try:
             known = await self._providers.get(candidate.provider).charge_status(
                 candidate.attempt_key
@@ -109,12 +132,15 @@ class StraySweep:
             log.warning(
                 "attempt not verified at its provider: %s",
                 exc,
-                extra={"attempt_key": candidate.attempt_key},
+                extra={"attempt_key": candidate.attempt_key, "provider": candidate.provider},
             )
+            reason = "no_provider" if isinstance(exc, UnknownProviderError) else "provider_error"
+            self._metrics.stray_unanswered.labels(candidate.provider, reason).inc()
             return ["unanswered"]
         if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
             # A trade (a QR code, a 3-D Secure page) still waiting for its payer holds no
             # money yet but may be paid: verified now, it would never be looked at again.
+            self._metrics.stray_unanswered.labels(candidate.provider, "awaiting_payer").inc()
             return ["unanswered"]
         charged = known is not None and known.status in (
             ChargeStatus.SUCCEEDED,
@@ -147,6 +173,12 @@ class StraySweep:
         if not await self._store.record_found(candidate, reference):
             return ["verified"]  # another sweeper recorded it first and reverses it
         return ["found", await self._reverse(candidate, reference)]
+
+    def _next_question_at(self, candidate: StrayCandidate) -> datetime:
+        now = self._clock()
+        since = candidate.attempt_created_at or now
+        at = next_check_at(now, since, None, first=self._recheck_first, cap=self._recheck_cap)
+        return now if at is None else at  # None only with an expiry, never passed here
 
     @staticmethod
     def _is_the_payments_own(candidate: StrayCandidate, reference: str | None) -> bool:

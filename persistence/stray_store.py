@@ -14,6 +14,17 @@ money was taken under the key since: :meth:`StrayStore.reopen`):
   old, so that a call of it still in flight has arrived;
 * a stray charge whose reversal has not been answered yet.
 
+Which come first: the attempts never asked about (or reopened since), then those whose
+``next_sweep_at`` has come, longest due first; an attempt whose time has not come yet is not
+read. The sweep stamps ``next_sweep_at`` before every question (:meth:`StrayStore.ask_again_at`),
+answered or not: an answer marks the key verified (or records the stray charge), so the
+stamp only matters for a key that got none -- a provider error or timeout, a provider no
+longer configured, an answer the adapter cannot read, a trade still waiting for its payer,
+or a pass that died on the way. Such a key moves behind the others instead of coming first
+on every pass, so a page of keys no provider answers cannot hide a newer stray charge; it is
+held back for a while that grows with its age but is capped (consumer.stray_charges), so it
+is never skipped for good.
+
 Every pass reads only attempts not verified yet (``ix_provider_attempts_unverified``, a
 partial index). So that this set holds new work and does not grow with history, the
 attempts captured payments stand on, which are never candidates, are marked verified too
@@ -33,6 +44,11 @@ PostgreSQL the reopen and the mark lock the same row, and the one that waits re-
 sets ``verified_at`` whatever the generation, :meth:`StrayStore.record_found`, records the
 charge the provider confirmed under the key: a reopen in between is about that same charge
 (a provider holds one charge per key), now recorded and reversed.
+
+``next_sweep_at`` is an ordering hint, not a mark: nothing but the sweep's order depends on
+it, so it never touches ``verified_at``, and a reopen clears it (the key comes first again).
+Its stamp is made only at the generation read, like the marks: a reopen committed before
+the stamp is not pushed back by it, and one committed after clears it.
 """
 
 from __future__ import annotations
@@ -40,8 +56,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Exists, Table, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Exists, Select, Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -76,6 +93,9 @@ class StrayCandidate:
     # The attempt's check generation (``reopen_count``) when read: a mark of this candidate
     # takes effect only while it is unchanged, i.e. no reopen came in between.
     generation: int = 0
+    # When the attempt was opened (None for a recorded stray charge): how long the sweep
+    # holds the key back after a question without an answer grows with its age.
+    attempt_created_at: datetime | None = None
 
 
 class StrayStore:
@@ -90,41 +110,10 @@ class StrayStore:
         self._clock = clock
 
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
-        attempt = provider_attempts
-        has_later = _has_later(attempt)
-        recorded = _recorded(attempt)
-        query = (
-            select(
-                attempt.c.attempt_key,
-                attempt.c.payment_id,
-                attempt.c.provider,
-                payments.c.amount_minor,
-                payments.c.currency,
-                payments.c.status,
-                payments.c.provider_reference,
-                attempt.c.reopen_count,
-            )
-            .join(payments, payments.c.id == attempt.c.payment_id)
-            .where(~recorded)
-            .where(attempt.c.verified_at.is_(None))
-            .where(
-                or_(
-                    and_(attempt.c.finished_at.is_(None), payments.c.status.in_(_FINAL)),
-                    and_(
-                        attempt.c.status == ATTEMPT_SUCCEEDED,
-                        or_(~payments.c.status.in_(_STANDS_ON_A_CHARGE), has_later),
-                    ),
-                    and_(
-                        attempt.c.finished_at.is_not(None),
-                        attempt.c.finished_at < settled_before,
-                        attempt.c.status != ATTEMPT_SUCCEEDED,
-                        payments.c.status.in_(_FINAL),
-                    ),
-                )
-            )
-            .order_by(attempt.c.created_at)
-            .limit(limit)
-        )
+        """Up to ``limit`` attempts to ask about, in the order of the module docstring
+        (never asked first, then longest due; those not due yet left out), then up to
+        ``limit`` stray charges whose reversal is unanswered."""
+        query = attempt_candidates(settled_before, self._clock(), limit)
         reversing = (
             select(
                 stray_charges.c.attempt_key,
@@ -150,6 +139,7 @@ class StrayStore:
                     PaymentStatus(r.status),
                     r.provider_reference,
                     generation=r.reopen_count,
+                    attempt_created_at=as_utc(r.created_at),
                 )
                 for r in await conn.execute(query)
             ]
@@ -249,6 +239,32 @@ class StrayStore:
 
         return await self._writes.run(record) > 0
 
+    async def ask_again_at(self, candidate: StrayCandidate, at: datetime) -> bool:
+        """Stamp the candidate, about to be asked about: :meth:`candidates` reads it again
+        only from ``at``, and after every key never asked or due earlier. Made before the
+        question, so that a key whose question gets no answer (or whose pass dies) moves
+        behind the others whatever happened; an answer marks it verified or recorded.
+
+        Only at the generation ``candidate`` was read with and while unverified; False,
+        changing nothing, otherwise. Why it cannot lose a reopen: it writes only
+        ``next_sweep_at``, an ordering hint, never ``verified_at``; a reopen committed before
+        it moved the generation on (this changes nothing, the key stays first), and one
+        committed after it clears the stamp. On PostgreSQL both lock the row and the later
+        re-reads its ``WHERE``; SQLite serialises writers."""
+        attempt = provider_attempts
+
+        async def record(conn: AsyncConnection) -> int:
+            result = await conn.execute(
+                update(attempt)
+                .where(attempt.c.attempt_key == candidate.attempt_key)
+                .where(attempt.c.reopen_count == candidate.generation)
+                .where(attempt.c.verified_at.is_(None))
+                .values(next_sweep_at=at)
+            )
+            return result.rowcount
+
+        return await self._writes.run(record) > 0
+
     async def reopen(self, attempt_key: str, provider: str) -> bool:
         """The provider's own word (a signed notification) says it charged ``attempt_key``,
         which the payment does not stand on: unmark it verified, so the sweep asks about it
@@ -261,7 +277,8 @@ class StrayStore:
         a recorded stray charge already (found, its reversal under way or done).
 
         The key's generation is incremented with it, so a mark the sweep is about to make
-        from an answer it got before this changes nothing (see the module docstring)."""
+        from an answer it got before this changes nothing (see the module docstring); its
+        ``next_sweep_at`` is cleared, so the next pass reads it among the first."""
         attempt = provider_attempts
 
         async def record(conn: AsyncConnection) -> int:
@@ -270,7 +287,11 @@ class StrayStore:
                 .where(attempt.c.attempt_key == attempt_key)
                 .where(attempt.c.provider == provider)
                 .where(~_recorded(attempt))
-                .values(verified_at=None, reopen_count=attempt.c.reopen_count + 1)
+                .values(
+                    verified_at=None,
+                    reopen_count=attempt.c.reopen_count + 1,
+                    next_sweep_at=None,
+                )
             )
             return result.rowcount
 
@@ -340,6 +361,53 @@ class StrayStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(stray_charges).order_by(stray_charges.c.found_at))
             return [{**row._mapping, "found_at": as_utc(row.found_at)} for row in rows]
+
+
+def attempt_candidates(settled_before: datetime, now: datetime, limit: int) -> Select[Any]:
+    """The attempts of :meth:`StrayStore.candidates` as of ``now``: unverified (so read
+    through the partial index ``ix_provider_attempts_unverified``), due, in sweep order."""
+    attempt = provider_attempts
+    has_later = _has_later(attempt)
+    recorded = _recorded(attempt)
+    return (
+        select(
+            attempt.c.attempt_key,
+            attempt.c.payment_id,
+            attempt.c.provider,
+            payments.c.amount_minor,
+            payments.c.currency,
+            payments.c.status,
+            payments.c.provider_reference,
+            attempt.c.reopen_count,
+            attempt.c.created_at,
+        )
+        .join(payments, payments.c.id == attempt.c.payment_id)
+        .where(~recorded)
+        .where(attempt.c.verified_at.is_(None))
+        .where(or_(attempt.c.next_sweep_at.is_(None), attempt.c.next_sweep_at <= now))
+        .where(
+            or_(
+                and_(attempt.c.finished_at.is_(None), payments.c.status.in_(_FINAL)),
+                and_(
+                    attempt.c.status == ATTEMPT_SUCCEEDED,
+                    or_(~payments.c.status.in_(_STANDS_ON_A_CHARGE), has_later),
+                ),
+                and_(
+                    attempt.c.finished_at.is_not(None),
+                    attempt.c.finished_at < settled_before,
+                    attempt.c.status != ATTEMPT_SUCCEEDED,
+                    payments.c.status.in_(_FINAL),
+                ),
+            )
+        )
+        # Never asked first, then longest due: a key without an answer moves back.
+        .order_by(
+            attempt.c.next_sweep_at.is_not(None),
+            attempt.c.next_sweep_at,
+            attempt.c.created_at,
+        )
+        .limit(limit)
+    )
 
 
 def _has_later(attempt: Table) -> Exists:

@@ -147,8 +147,12 @@ provider_attempts = Table(
     # (persistence.stray_store.reopen). The sweep's marks of what it read update only while
     # this is unchanged, so a reopen between its question and its mark is never lost.
     Column("reopen_count", Integer, nullable=False, default=0, server_default=text("0")),
+    # When the stray-charge sweep may ask about the key again (null: never asked, or
+    # reopened since): stamped before each question, so a key no provider answers moves
+    # behind the others instead of hiding them (persistence.stray_store). Ordering only.
+    Column("next_sweep_at", DateTime(timezone=True)),
 )
-# What the stray-charge sweep reads each pass: only the attempts not verified yet, in order.
+# What the stray-charge sweep reads each pass: only the attempts not verified yet.
 Index(
     "ix_provider_attempts_unverified",
     provider_attempts.c.created_at,

@@ -249,6 +249,16 @@ class Metrics:
             ["provider", "operation"],
             registry=self.registry,
         )
+        self.stray_unanswered = Counter(
+            f"{prefix}_stray_unanswered_total",
+            "Questions of the stray-charge sweep that got no answer about an attempt key, by "
+            "provider and reason (provider_error: an error, a timeout or an answer the adapter "
+            "cannot read; no_provider: the provider is no longer configured; awaiting_payer: "
+            "a trade still waiting for its payer on a final payment). The key is asked again "
+            "later; questions unanswered for hours alert.",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""

@@ -10,8 +10,9 @@ and the notice reopen the key, then release the sweep (and the other order, for 
 each time the key stays unverified and the next pass finds and reverses the charge; and
 every schedule, up to two switches, of a pass and a payer who pays and is notified. Then
 real concurrency: the notice's transaction holds the reopened row uncommitted while the
-sweep's mark (``mark_verified``, ``mark_own_charges``) arrives and, on PostgreSQL, waits on
-its lock; once the reopen commits, the mark must find the generation moved on.
+sweep's mark (``mark_verified``, ``mark_own_charges``) or its stamp (``ask_again_at``)
+arrives and, on PostgreSQL, waits on its lock; once the reopen commits, the mark or stamp
+must find the generation moved on.
 """
 
 from __future__ import annotations
@@ -301,6 +302,26 @@ async def test_a_mark_that_waits_on_a_reopen_in_flight_changes_nothing_once_it_c
     assert await _unverified(engine) == [attempt_key]
     (again,) = await strays.candidates(clock.now - SETTLE, 10)
     assert again.generation == read.generation + 1
+
+
+async def test_a_stamp_that_waits_on_a_reopen_in_flight_leaves_the_key_first(
+    handler, store, clock, engine
+):
+    """The sweep's stamp before its question (``ask_again_at``, an ordering hint) arrives
+    while the notice's reopen holds the row: once the reopen commits, the stamp finds the
+    generation moved on and writes nothing, so the next pass reads the key at once."""
+    strays = StrayStore(store.engine, store.writes, clock)
+    _command, attempt_key = await _failed_payment(handler, store, clock)
+    (read,) = await strays.candidates(clock.now - SETTLE, 10)
+
+    async with write_transaction(engine) as notice:
+        assert await _uncommitted(engine, notice, clock).reopen(attempt_key, "sandbox")
+        stamp = asyncio.ensure_future(strays.ask_again_at(read, clock.now + timedelta(hours=1)))
+        await _until_a_writer_waits_on_a_lock(engine)
+
+    assert await stamp is False
+    (again,) = await strays.candidates(clock.now - SETTLE, 10)  # not held back
+    assert (again.attempt_key, again.generation) == (attempt_key, read.generation + 1)
 
 
 async def test_own_charges_marked_while_a_reopen_is_in_flight_keep_the_reopen(

@@ -25,23 +25,31 @@ class FakeStrayRecords(FakeStore):
 
     Also the store's :meth:`reopen` (consumer.ports.StrayLeads), with its check
     generations: a reopen unverifies a key and moves its generation on, and
-    :meth:`mark_verified` changes nothing for a candidate read at an older generation."""
+    :meth:`mark_verified` changes nothing for a candidate read at an older generation.
+
+    Its order is the store's: keys never asked (or reopened since) first, then by the time
+    :meth:`ask_again_at` stamped (the fake has no clock: a key not due yet is still offered,
+    after the others)."""
 
     def __init__(self, db: FakeDatabase) -> None:
         super().__init__(db)
         self.unexamined: list[StrayCandidate] = []
         self.verified: list[str] = []
         self.generations: dict[str, int] = {}  # by attempt key; absent: 0
+        self.ask_again: dict[str, datetime] = {}  # by attempt key; absent: never asked
         self.found: dict[str, StrayCandidate] = {}  # by attempt key, reference set
         self.reversals: dict[str, Reversal] = {}
 
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
         await self._enter("candidates", "")
-        fresh = [
-            dataclasses.replace(c, generation=self.generations.get(c.attempt_key, 0))
-            for c in self.unexamined
-            if c.attempt_key not in self.verified and c.attempt_key not in self.found
-        ]
+        fresh = sorted(
+            (
+                dataclasses.replace(c, generation=self.generations.get(c.attempt_key, 0))
+                for c in self.unexamined
+                if c.attempt_key not in self.verified and c.attempt_key not in self.found
+            ),
+            key=lambda c: (c.attempt_key in self.ask_again, self.ask_again.get(c.attempt_key)),
+        )
         reversing = [c for key, c in self.found.items() if key not in self.reversals]
         return (fresh + reversing)[:limit]
 
@@ -50,6 +58,14 @@ class FakeStrayRecords(FakeStore):
         # a test's candidates here are never such an attempt.
         await self._enter("mark_own_charges", "")
         return 0
+
+    async def ask_again_at(self, candidate: StrayCandidate, at: datetime) -> bool:
+        await self._enter("ask_again_at", candidate.attempt_key)
+        key = candidate.attempt_key
+        if self.generations.get(key, 0) != candidate.generation or key in self.verified:
+            return False  # the store's WHERE reopen_count = ... AND verified_at IS NULL
+        self.ask_again[key] = at
+        return True
 
     async def mark_verified(self, candidate: StrayCandidate) -> bool:
         await self._enter("mark_verified", candidate.attempt_key)
@@ -65,6 +81,7 @@ class FakeStrayRecords(FakeStore):
             return False
         self.verified = [key for key in self.verified if key != attempt_key]
         self.generations[attempt_key] = self.generations.get(attempt_key, 0) + 1
+        self.ask_again.pop(attempt_key, None)
         return True
 
     async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool:

@@ -129,3 +129,26 @@ async def test_a_stray_mark_read_before_a_reopen_changes_nothing(db: FakeDatabas
     assert [c.attempt_key for c in await records.candidates(db.clock(), 10)] == ["pay_1-a1"]
     assert not await leads.reopen("pay_1-a1", "other")  # no attempt of that provider
     assert not await leads.reopen("pay_9-a1", "p")  # no such attempt
+
+
+async def test_a_stray_stamp_moves_a_key_back_until_a_reopen(db: FakeDatabase) -> None:
+    """As the store's order: keys never asked first, then by their stamp; a stamp read
+    before a reopen changes nothing, and a reopen brings a stamped key to the front."""
+    records = FakeStrayRecords(db)
+    leads: StrayLeads = records
+    for key in ("pay_1-a1", "pay_2-a1"):
+        records.unexamined.append(
+            StrayCandidate(key, key[:5], "p", Money(100, "EUR"), PaymentStatus.FAILED, None)
+        )
+    first, _ = await records.candidates(db.clock(), 10)
+
+    assert await records.ask_again_at(first, db.clock())
+    assert [c.attempt_key for c in await records.candidates(db.clock(), 10)] == [
+        "pay_2-a1",
+        "pay_1-a1",
+    ]
+    assert await leads.reopen("pay_1-a1", "p")
+    reopened = [c.attempt_key for c in await records.candidates(db.clock(), 10)]
+    assert reopened == ["pay_1-a1", "pay_2-a1"]
+    assert not await records.ask_again_at(first, db.clock())  # read before the reopen
+    assert [c.attempt_key for c in await records.candidates(db.clock(), 10)] == reopened

@@ -320,3 +320,56 @@ async def test_a_provider_that_cannot_say_what_the_charge_is_gets_a_refund(
 
     assert (await sweep.run_once()).reversed == 1
     assert provider.called("refund") == ["pay_1-a1-reversal"]
+
+
+def unanswered(metrics, provider: str, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "paygate_stray_unanswered_total", {"provider": provider, "reason": reason}
+    )
+    return value or 0.0
+
+
+async def test_a_key_without_an_answer_moves_behind_a_newer_stray_charge(
+    sweep, records, provider, metrics, clock
+):
+    # A page of one: the older key's provider is no longer configured.
+    records.unexamined.append(candidate(provider="retired", attempt_created_at=clock.now))
+    records.unexamined.append(candidate(attempt_key="pay_1-a2"))
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"))
+    provider.script("refund", refunded("re_reversal"))
+
+    first = await sweep.run_once(limit=1)
+    second = await sweep.run_once(limit=1)
+
+    assert (first.checked, first.unanswered) == (1, 1)
+    assert (second.checked, second.found, second.reversed) == (1, 1, 1)
+    assert unanswered(metrics, "retired", "no_provider") == 1
+    # Stamped before the question, held back for its age, at least the first pause.
+    assert records.ask_again["pay_1-a1"] == clock.now + timedelta(minutes=1)
+
+
+async def test_an_unanswered_question_is_counted_by_provider_and_reason(
+    sweep, records, provider, metrics
+):
+    records.unexamined.append(candidate())
+    provider.script("charge_status", ProviderTimeoutError("scripted", "no answer"))
+    assert (await sweep.run_once()).unanswered == 1
+    provider.script("charge_status", requires_action("ch_other"))
+    assert (await sweep.run_once()).unanswered == 1
+
+    assert unanswered(metrics, "scripted", "provider_error") == 1
+    assert unanswered(metrics, "scripted", "awaiting_payer") == 1
+    assert unanswered(metrics, "scripted", "no_provider") == 0
+
+
+def test_the_pause_after_an_unanswered_question_must_be_within_its_cap(records, provider, metrics):
+    with pytest.raises(ValueError, match="first pause"):
+        StraySweep(
+            store=records,
+            providers=Providers.of(provider),
+            metrics=metrics,
+            settle_after=SETTLE_AFTER,
+            recheck_first=timedelta(hours=2),
+            recheck_cap=timedelta(hours=1),
+        )
