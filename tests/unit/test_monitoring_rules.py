@@ -100,6 +100,14 @@ def test_every_alert_has_severity_annotations_and_a_runbook_entry() -> None:
         assert anchor in anchors, f"{name}: no runbook entry"
 
 
+def test_the_operations_guide_lists_every_alert_with_its_severity() -> None:
+    """docs/operations.md's alert table is what operators read first: it cannot miss a
+    rule, nor give one another severity than the rule file."""
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    listed = dict(re.findall(r"^\| `(Paygate\w+)` \| (\w+) \|", guide, flags=re.M))
+    assert {rule["alert"]: rule["labels"]["severity"] for rule in rules()} == listed
+
+
 def test_every_metric_an_alert_reads_is_exported() -> None:
     exported = exported_series_names() | PROMETHEUS_SERIES
     for rule in rules():
