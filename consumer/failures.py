@@ -51,6 +51,13 @@ REASON_RETRIES_EXHAUSTED: Final = "retries_exhausted"
 # violation (a schema not migrated, a revoked grant: a deployment fault that would refuse
 # every message alike, so it must stall the consumer, not empty the topic).
 _TRANSIENT_SQLSTATE_CLASSES: Final = frozenset({"08", "40", "53", "55", "57", "58", "42"})
+# Single states of class 25 (invalid transaction state, mostly a bug of the caller's) that say
+# the server, not the statement, is at fault: read_only_sql_transaction (the connection
+# landed on a hot standby after a failover, or the database was made read-only: every write
+# of every message fails alike, so it must stall the consumer and end a reconciliation
+# pass, not read as one payment's bug), and the server's own session and transaction
+# timeouts (the connection is gone; the next try opens another).
+_TRANSIENT_SQLSTATES: Final = frozenset({"25006", "25P03", "25P04"})
 _DATA_EXCEPTION_CLASS: Final = "22"
 _MAX_CHAIN: Final = 16
 
@@ -161,7 +168,7 @@ def _transient(link: BaseException) -> bool:
         return link.retriable
     sqlstate = _sqlstate(link)
     if sqlstate is not None:
-        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or sqlstate in _TRANSIENT_SQLSTATES
     if isinstance(link, sa.DBAPIError) and link.connection_invalidated:
         return True
     return isinstance(
