@@ -169,9 +169,11 @@ class StraySweep:
                 "provider_reference": reference,
             },
         )
-        self._metrics.stray_charges.labels(candidate.provider, "found").inc()
         if not await self._store.record_found(candidate, reference):
-            return ["verified"]  # another sweeper recorded it first and reverses it
+            return ["verified"]  # another sweeper recorded it first, counts and reverses it
+        # Counted by the one sweeper that recorded it: "found" and "reversed" then match one
+        # to one, so that a difference means a charge left in place.
+        self._metrics.stray_charges.labels(candidate.provider, "found").inc()
         return ["found", await self._reverse(candidate, reference)]
 
     def _next_question_at(self, candidate: StrayCandidate) -> datetime:

@@ -141,6 +141,22 @@ async def test_a_charge_another_sweeper_recorded_first_is_left_to_it(sweep, reco
     assert provider.called("refund") == []
 
 
+async def test_a_charge_another_sweeper_recorded_first_is_counted_found_once(
+    sweep, records, provider, metrics
+):
+    # Two sweepers (two processes) ask about one key and both hear of the charge; the
+    # other records it first and counts it found. This one counted it too, before it knew:
+    # found 2, reversed 1 for one charge, which reads as a stray charge left in place.
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    records.before("record_found", lambda: records.found.setdefault(listed.attempt_key, listed))
+
+    await sweep.run_once()
+
+    assert strays(metrics, "found") == 0  # the sweeper that recorded it counts it
+
+
 async def test_a_key_reopened_while_it_was_asked_about_is_not_verified_and_asked_again(
     sweep, records, provider, metrics
 ):
