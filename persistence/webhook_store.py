@@ -379,10 +379,29 @@ class WebhookStore:
 
         return await self._writes.run(record)
 
-    async def secret_of(self, delivery: DueDelivery) -> str:
+    async def secret_of(self, delivery: DueDelivery) -> str | None:
         """The clear signing secret for ``delivery``'s attempt, opened now: sign with it and
-        drop it. Catalogue errors if it does not open (persistence.webhook_secrets)."""
-        return await self.secrets.open(delivery.endpoint_id, delivery.secret)
+        drop it. Catalogue errors if it does not open (persistence.webhook_secrets).
+
+        None, nothing to sign, when the delivery is no longer this attempt's to send: its
+        endpoint was deleted since the claim (the delete erases the secret and fails the
+        delivery, clearing its claim, in one write) or its claim was taken over. Read here,
+        just before signing, not from the claim's read: a delivery claimed before a DELETE
+        answered is never signed after it, however long it waited for its turn."""
+        d, e = webhook_deliveries, webhook_endpoints
+        query = (
+            select(e.c.secret_key_id, e.c.secret_ciphertext, e.c.secret)
+            .join(d, d.c.endpoint_id == e.c.id)
+            .where(d.c.id == delivery.id)
+            .where(held_by(d, delivery.token))
+            .where(e.c.deleted_at.is_(None))
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            return None
+        stored = StoredSecret(row.secret_key_id, row.secret_ciphertext, row.secret)
+        return await self.secrets.open(delivery.endpoint_id, stored)
 
     async def record_attempt(
         self,

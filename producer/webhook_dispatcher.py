@@ -74,7 +74,10 @@ class DeliveryQueue(Protocol):
         next_attempt_at: datetime | None,
     ) -> bool: ...
 
-    async def secret_of(self, delivery: DueDelivery) -> str: ...
+    async def secret_of(self, delivery: DueDelivery) -> str | None:
+        """None: the delivery is no longer this attempt's to send (endpoint deleted, claim
+        taken over); nothing is signed."""
+        ...
 
 
 class Sender(Protocol):
@@ -191,7 +194,16 @@ class WebhookDispatcher:
 
     async def _attempt(self, delivery: DueDelivery) -> None:
         began = time.monotonic()
-        outcome, unopened = await self._send(delivery)
+        sent = await self._send(delivery)
+        if sent is None:
+            # Its endpoint was deleted (the delete failed the delivery) or another
+            # dispatcher took it over: nothing to send or record here.
+            log.info(
+                "webhook delivery not sent: its endpoint was deleted or its claim taken over",
+                extra={"delivery": delivery.id, "endpoint": delivery.endpoint_id},
+            )
+            return
+        outcome, unopened = sent
         self._metrics.webhook_attempt_seconds.observe(time.monotonic() - began)
         attempts = delivery.attempts + 1
         next_at = (
@@ -231,8 +243,9 @@ class WebhookDispatcher:
                 extra={"delivery": delivery.id, "attempts": attempts, "error": outcome.error},
             )
 
-    async def _send(self, delivery: DueDelivery) -> tuple[SendOutcome, bool]:
-        """The attempt's outcome, and whether it failed because the secret did not open."""
+    async def _send(self, delivery: DueDelivery) -> tuple[SendOutcome, bool] | None:
+        """The attempt's outcome, and whether it failed because the secret did not open;
+        None if the delivery is no longer to be sent (see DeliveryQueue.secret_of)."""
         try:
             secret = await self._queue.secret_of(delivery)
         except PaygateError as exc:
@@ -247,6 +260,8 @@ class WebhookDispatcher:
                 },
             )
             return SendOutcome(False, None, CANNOT_SIGN), True
+        if secret is None:
+            return None
         outcome = await self._sender.send(
             url=delivery.url, secret=secret, event_id=delivery.event_id, payload=delivery.payload
         )

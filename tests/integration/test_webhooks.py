@@ -494,6 +494,54 @@ async def test_a_delivery_queued_as_its_endpoint_was_deleted_is_failed_not_sent(
     assert await db.webhooks.backlog() == 0
 
 
+class _DeletedAfterTheClaim:
+    """The delivery queue, with the endpoint deleted (its DELETE answered) right after a
+    dispatcher claimed its delivery, while the attempt waits its turn to be signed."""
+
+    def __init__(self, db: Database, endpoint_id: str) -> None:
+        self._queue = db.webhooks
+        self._endpoint_id = endpoint_id
+
+    async def claim_due(self, limit, **options):
+        due = await self._queue.claim_due(limit, **options)
+        assert await self._queue.delete_endpoint(CLIENT, self._endpoint_id) is True
+        return due
+
+    async def record_attempt(self, delivery, **outcome):
+        return await self._queue.record_attempt(delivery, **outcome)
+
+    async def secret_of(self, delivery):
+        return await self._queue.secret_of(delivery)
+
+
+async def test_a_delivery_claimed_before_its_endpoint_was_deleted_is_not_signed_after(
+    db: Database,
+    payments: PaymentCommandHandler,
+    receiver: WebhookReceiver,
+    sender: WebhookSender,
+    metrics: Metrics,
+    clock: Clock,
+) -> None:
+    # Before: the attempt signed with the secret its claim had read, and the deleted
+    # endpoint received a signed delivery after its DELETE had answered.
+    endpoint_id = await endpoint_for(db, receiver, ["*"])
+    await payments.handle(paid_by(CLIENT))
+    dispatcher = WebhookDispatcher(
+        _DeletedAfterTheClaim(db, endpoint_id),
+        sender,
+        metrics,
+        policy=POLICY,
+        clock=clock,
+        uniform=no_jitter,
+    )
+
+    assert await dispatcher.dispatch_once() == 1  # claimed, then not sent
+
+    assert receiver.received == []
+    [failed] = await db.webhooks.deliveries(client_id=CLIENT)
+    assert (failed.status, failed.last_error) == ("failed", "the endpoint was deleted")
+
+
 async def test_finished_deliveries_are_pruned_after_the_retention_and_pending_ones_never(
     db: Database,
     payments: PaymentCommandHandler,
