@@ -23,6 +23,7 @@ how its store records the outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
@@ -257,9 +258,17 @@ class FollowUpHandler(ABC, Generic[StoreT]):
 
     def _refusal_event(self, payment: PaymentView, error: PaygateError) -> OutboxMessage:
         now = self._clock()
-        return self._events.of_payment(
+        message = self._events.of_payment(
             payment,
             error=ErrorInfo.from_error(error),
             occurred_at=now,
             event_id=self._event_id(payment.payment_request_id, "refused", now),
         )
+        if error.code is ErrorCode.IDEMPOTENCY_CONFLICT:
+            # A capture of another amount than the one made (a payment is captured once):
+            # the command reused the payment's capture with other parameters. On the topic
+            # the answer says where the payment stands (refusal false, its schema's rule for
+            # refused captures); as a webhook it would read as the payment captured again,
+            # under a new webhook id each time, so none is sent, as for every reused key.
+            return dataclasses.replace(message, webhook=None)
+        return message

@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.capture_handler import CaptureCommandHandler
+from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.refund_events import RefundEvents
 from consumer.refund_handler import RefundCommandHandler
+from domain.captures import CapturePayment
 from domain.errors import ErrorCode
 from domain.events import result_event_id
 from domain.money import Money
@@ -492,6 +496,53 @@ async def test_a_delivery_queued_as_its_endpoint_was_deleted_is_failed_not_sent(
         "the endpoint was deleted",
     )
     assert await db.webhooks.backlog() == 0
+
+
+async def test_a_capture_refused_for_another_amount_is_no_webhook(
+    db: Database,
+    receiver: WebhookReceiver,
+    provider: InProcessSandboxProvider,
+    metrics: Metrics,
+    clock: Clock,
+) -> None:
+    # A payment is captured once: a capture of another amount afterwards is refused
+    # (idempotency_conflict) and changes nothing. Before h5/conflictevent no such answer
+    # was a webhook; after it, only events flagged refusal were skipped, and this one (it
+    # carries the payment's status) became one more payment.succeeded webhook, under a new
+    # webhook id for every re-send.
+    endpoint_id = await endpoint_for(db, receiver, ["*"])
+    payments = PaymentCommandHandler(
+        store=db.payments,
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
+        events=PaymentEvents(MESSAGES, "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=metrics,
+        clock=clock,
+    )
+    captures = CaptureCommandHandler(
+        store=db.captures,
+        providers=Providers.of(provider),
+        events=PaymentEvents(MESSAGES, "payments.results"),
+        metrics=metrics,
+    )
+    command = dataclasses.replace(paid_by(CLIENT), capture=False)
+    assert await payments.handle(command) is Outcome.AUTHORIZED
+    capture = CapturePayment.create(
+        payment_request_id=command.payment_request_id,
+        order_id=command.order_id,
+        requested_at=clock(),
+        client_id=CLIENT,
+    )
+    assert await captures.handle(capture) is Outcome.SUCCEEDED
+    before = sorted(d.event_id for d in await db.webhooks.deliveries(client_id=CLIENT))
+    assert len(before) == 2  # payment.authorized, payment.succeeded
+
+    other = dataclasses.replace(capture, amount=Decimal("1.00"))
+    assert await captures.handle(other) is Outcome.REFUSED
+
+    after = await db.webhooks.deliveries(client_id=CLIENT, endpoint_id=endpoint_id)
+    assert sorted(d.event_id for d in after) == before
 
 
 class _DeletedAfterTheClaim:
