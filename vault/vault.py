@@ -10,6 +10,12 @@ Invariants:
   with a fresh nonce, bound to its token, client and account type.
 - A token opens only within its client's scope; another client's token, a deleted or an
   expired one are all ``payment_method_not_found``, alike.
+- A number is handed out for a provider call only while its token is live: in the
+  database, in the caller's scope, not expired, checked by a query begun after the call
+  asked. With ``recent`` (the consumer), a number this process vaulted moments ago is taken
+  from memory (vault.recent_numbers: bounded, at most seconds) instead of being read and
+  decrypted again, but that liveness query is still asked first: a token deleted, expired
+  or erased meanwhile is refused alike.
 - Deleting a token deletes its ciphertext: nothing in the live database can bring the
   number back. Copies in backups are unreadable once their data key is retired (rotate,
   rewrap, retire: docs/security.md).
@@ -34,6 +40,7 @@ from domain.vaulted import VaultedAccount, new_token, payment_method_not_found
 from vault import cipher
 from vault.errors import key_unknown, tampered
 from vault.kek import KeyEncryptionKeys, WrappedKey
+from vault.recent_numbers import RecentNumbers
 from vault.rows import EntryRow, KeyRow, VaultStorage
 
 DATA_KEY_KIND: Final = "data key"
@@ -87,8 +94,13 @@ class Vault:
         *,
         clock: Callable[[], datetime] = utc_now,
         primary_refresh_s: float = DEFAULT_PRIMARY_REFRESH_S,
+        recent: RecentNumbers | None = None,
     ) -> None:
+        """``recent``: where :meth:`tokenize` leaves each number for the :meth:`reveal`
+        that follows in this process (the consumer's intake and provider call); None (the
+        facade, the CLI) holds no number after :meth:`tokenize` returns."""
         self._rows = rows
+        self._recent = recent
         self._keks = keks
         self._fingerprint_key = fingerprint_key
         self._clock = clock
@@ -122,6 +134,7 @@ class Vault:
             account.number.encode(),
             _context(token, client_id, account.type.value),
         )
+        expires_at = None if saved or expires_in is None else self._clock() + expires_in
         await self._rows.add_entry(
             EntryRow(
                 token=token,
@@ -133,9 +146,11 @@ class Vault:
                 ciphertext=ciphertext,
                 saved=saved,
                 created_at=self._clock(),
-                expires_at=None if saved or expires_in is None else self._clock() + expires_in,
+                expires_at=expires_at,
             )
         )
+        if self._recent is not None:  # only now: its row is committed
+            self._recent.put(token, account, client_id=client_id, expires_at=expires_at)
         return VaultedAccount(account.type, token, ref.masked, ref.fingerprint, account.holder_name)
 
     async def describe(
@@ -149,7 +164,17 @@ class Vault:
         )
 
     async def reveal(self, account: VaultedAccount, *, client_id: str | None) -> Account:
-        """The clear account, for a provider call only: never store, log or publish it."""
+        """The clear account, for a provider call only: never store, log or publish it.
+
+        ``payment_method_not_found`` unless the token is live now, whether the number is
+        held from this process's :meth:`tokenize` (then only the token's liveness is read,
+        and nothing decrypted) or read and decrypted from its row."""
+        held = None if self._recent is None else self._recent.take(account.token, client_id)
+        if held is not None:
+            expired = held.expires_at is not None and held.expires_at <= self._clock()
+            if expired or not await self._rows.is_live(account.token, client_id):
+                raise payment_method_not_found()
+            return Account(held.account.type, held.account.number, account.holder_name)
         entry = await self._live_entry(account.token, client_id)
         number = await self._open(entry)
         return Account(AccountType(entry.account_type), number, account.holder_name)
