@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Protocol, TypeVar
 
@@ -41,6 +41,15 @@ class AccountVault(Protocol):
         saved: bool = False,
         expires_in: timedelta | None = None,
     ) -> VaultedAccount: ...
+
+    async def tokenize_many(
+        self,
+        accounts: Sequence[Account],
+        *,
+        client_id: str | None,
+        saved: bool = False,
+        expires_in: timedelta | None = None,
+    ) -> list[VaultedAccount]: ...
 
     async def check_opens(
         self, token: str, *, client_id: str | None, holder_name: str | None = None
@@ -74,9 +83,9 @@ class AccountIntake:
 
         Everything that can refuse the command (a clear number where none is accepted, an
         encrypted one that does not open, a token not found) is decided before anything is
-        written, so a refused command vaults nothing. Payer and payee then go to the vault
-        at once, so their rows share one write transaction of the writer queue instead of
-        taking one round each.
+        written, so a refused command vaults nothing. Two clear numbers then go to the
+        vault as one write (one operation of the writer queue, their rows committed
+        together), not as two concurrent ones.
         """
         client = command.client_id
         payer = self._readable(command.payer, "payerAccount")
@@ -86,12 +95,16 @@ class AccountIntake:
             (payer, payee),
             together=isinstance(payer, AccountToken) and isinstance(payee, AccountToken),
         )
-        stored = await _both(
-            lambda account: self._stored(account, client),
-            checked,
-            together=not any(isinstance(a, VaultedAccount) for a in checked),
-        )
-        return dataclasses.replace(command, payer=stored[0], payee=stored[1])
+        first, second = checked
+        if isinstance(first, Account) and isinstance(second, Account):
+            # Vaulted at first read; a redelivery vaults them again under other tokens, and
+            # the retention shreds whichever are not used.
+            payer, payee = await self._vault.tokenize_many(
+                (first, second), client_id=client, expires_in=self._retention
+            )
+        else:
+            payer, payee = await self._stored(first, client), await self._stored(second, client)
+        return dataclasses.replace(command, payer=payer, payee=payee)
 
     def _readable(self, account: AnyAccount, param: str) -> VaultedAccount | AccountToken | Account:
         """A vaulted account, a token to check, or the clear account to vault."""

@@ -103,6 +103,13 @@ async def _insert_entries(conn: AsyncConnection, entries: Sequence[EntryRow]) ->
     return [None] * len(entries)
 
 
+async def _insert_entry_groups(
+    conn: AsyncConnection, groups: Sequence[Sequence[EntryRow]]
+) -> list[None]:
+    await _insert_entries(conn, [entry for group in groups for entry in group])
+    return [None] * len(groups)
+
+
 class VaultStorage(Protocol):
     """What :class:`vault.vault.Vault` needs from its rows; :class:`VaultRows` is the SQL
     one, tests pass a fake."""
@@ -114,6 +121,7 @@ class VaultStorage(Protocol):
     async def rewrap_key(self, key_id: str, kek_id: str, wrapped: bytes) -> None: ...
     async def retire_key(self, key_id: str, at: datetime) -> bool: ...
     async def add_entry(self, entry: EntryRow) -> None: ...
+    async def add_entries(self, entries: Sequence[EntryRow]) -> None: ...
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None: ...
     async def is_live(self, token: str, client_id: str | None) -> bool: ...
     async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]: ...
@@ -229,6 +237,18 @@ class VaultRows:
 
         # Many tokenizations at once (the consumer's intake) insert in one statement.
         await self._writes.run(_op, Bulk(_insert_entries, entry))
+
+    async def add_entries(self, entries: Sequence[EntryRow]) -> None:
+        """``entries`` in one operation of the writer queue: committed together or not at
+        all, in one statement with the other groups of its batch."""
+        if len(entries) == 1:
+            await self.add_entry(entries[0])
+            return
+
+        async def _op(conn: AsyncConnection) -> None:
+            await _insert_entries(conn, entries)
+
+        await self._writes.run(_op, Bulk(_insert_entry_groups, entries))
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         entry = await self._reads.get(token)

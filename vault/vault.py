@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -125,33 +125,61 @@ class Vault:
         ``saved``: kept for reuse until deleted. Otherwise ``expires_in`` (the retention)
         says when the retention job crypto-shreds it; a token made for one payment gets it.
         """
+        (vaulted,) = await self.tokenize_many(
+            (account,), client_id=client_id, saved=saved, expires_in=expires_in
+        )
+        return vaulted
+
+    async def tokenize_many(
+        self,
+        accounts: Sequence[Account],
+        *,
+        client_id: str | None,
+        saved: bool = False,
+        expires_in: timedelta | None = None,
+    ) -> list[VaultedAccount]:
+        """:meth:`tokenize` of each account, in order, as one write: their rows are
+        committed together or not at all (a payment's payer and payee cost one operation
+        of the writer queue, not two)."""
         key_id = await self._primary_key_id()
-        token = new_token()
-        ref = account.ref(self._fingerprint_key)
-        ciphertext = cipher.encrypt(
-            await self._data_key(key_id),
-            key_id,
-            account.number.encode(),
-            _context(token, client_id, account.type.value),
-        )
-        expires_at = None if saved or expires_in is None else self._clock() + expires_in
-        await self._rows.add_entry(
-            EntryRow(
-                token=token,
-                client_id=client_id,
-                account_type=account.type.value,
-                masked=ref.masked,
-                fingerprint=ref.fingerprint,
-                key_id=key_id,
-                ciphertext=ciphertext,
-                saved=saved,
-                created_at=self._clock(),
-                expires_at=expires_at,
+        aead = await self._data_key(key_id)
+        now = self._clock()
+        expires_at = None if saved or expires_in is None else now + expires_in
+        entries: list[EntryRow] = []
+        vaulted: list[VaultedAccount] = []
+        for account in accounts:
+            token = new_token()
+            ref = account.ref(self._fingerprint_key)
+            ciphertext = cipher.encrypt(
+                aead,
+                key_id,
+                account.number.encode(),
+                _context(token, client_id, account.type.value),
             )
-        )
-        if self._recent is not None:  # only now: its row is committed
-            self._recent.put(token, account, client_id=client_id, expires_at=expires_at)
-        return VaultedAccount(account.type, token, ref.masked, ref.fingerprint, account.holder_name)
+            entries.append(
+                EntryRow(
+                    token=token,
+                    client_id=client_id,
+                    account_type=account.type.value,
+                    masked=ref.masked,
+                    fingerprint=ref.fingerprint,
+                    key_id=key_id,
+                    ciphertext=ciphertext,
+                    saved=saved,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+            vaulted.append(
+                VaultedAccount(
+                    account.type, token, ref.masked, ref.fingerprint, account.holder_name
+                )
+            )
+        await self._rows.add_entries(entries)
+        if self._recent is not None:  # only now: their rows are committed
+            for entry, account in zip(entries, accounts, strict=True):
+                self._recent.put(entry.token, account, client_id=client_id, expires_at=expires_at)
+        return vaulted
 
     async def describe(
         self, token: str, *, client_id: str | None, holder_name: str | None = None

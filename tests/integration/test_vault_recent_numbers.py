@@ -97,9 +97,13 @@ async def _admitted(consumer: Consumer) -> CreatePayment:
     return admitted
 
 
-def _token(account: object) -> str:
+def _vaulted(account: object) -> VaultedAccount:
     assert isinstance(account, VaultedAccount)
-    return account.token
+    return account
+
+
+def _token(account: object) -> str:
+    return _vaulted(account).token
 
 
 async def _attempt_keys(engine: AsyncEngine, command: CreatePayment) -> list[str]:
@@ -194,3 +198,43 @@ async def test_liveness_on_the_database(engine: AsyncEngine, clock: Clock) -> No
     assert await vault.delete(scoped.token, client_id=CLIENT)
     assert not await rows.is_live(scoped.token, CLIENT)
     assert await rows.is_live(upstream.token, None)
+
+
+class _CountedWrites(GroupCommit):
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.operations = 0
+
+    async def run(self, operation, bulk=None):
+        self.operations += 1
+        return await super().run(operation, bulk)
+
+
+async def test_the_intakes_two_numbers_are_one_write_and_both_held(
+    engine: AsyncEngine, clock: Clock
+) -> None:
+    writes = _CountedWrites(engine)
+    recent = RecentNumbers(capacity=4)
+    vault = Vault(
+        VaultRows(engine, writes),
+        LocalKeyEncryptionKeys.from_text(KEK_1),
+        ACCOUNT_KEY,
+        clock=clock,
+        recent=recent,
+    )
+    # The first tokenization ever also makes the data key: not what is counted here.
+    first = await vault.tokenize(Account(AccountType.CARD, SUCCESS_CARD), client_id=None)
+    assert recent.take(first.token, None) is not None
+    writes.operations = 0
+    intake = AccountIntake(vault, _NoDecrypter(), accept_clear=True, retention=RETENTION)
+    command = create_payment()
+    admitted = await intake.admit(command)
+    assert writes.operations == 1
+    assert len(recent) == 2
+    vaulted = (_vaulted(admitted.payer), _vaulted(admitted.payee))
+    held = [await vault.reveal(account, client_id=None) for account in vaulted]
+    assert held == [command.payer, command.payee]
+    assert len(recent) == 0
+    # Read back from the rows and decrypted, as another process would: the same numbers.
+    other = _vault(engine, clock)
+    assert [await other.reveal(account, client_id=None) for account in vaulted] == held

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 
 from vault.rows import EntryRow, KeyRow
@@ -44,6 +45,10 @@ class FakeVaultRows:
 
     async def add_entry(self, entry: EntryRow) -> None:
         self.entries[entry.token] = entry
+
+    async def add_entries(self, entries: Sequence[EntryRow]) -> None:
+        for entry in entries:
+            await self.add_entry(entry)
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         entry = self.entries.get(token)
