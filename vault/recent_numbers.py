@@ -1,15 +1,17 @@
-"""Clear numbers this process vaulted moments ago, held for the provider call that follows.
+"""Clear numbers the consumer's intake just had, held for the provider call that follows.
 
-The consumer's intake vaults a command's clear numbers and, milliseconds later, its provider
-call needs them back: reading each row again and decrypting it was about 9 % of the
-pipeline's CPU (docs/performance.md). :class:`vault.vault.Vault` keeps them here instead
-and, at the call, only asks the database whether each token is still live.
+The consumer's intake vaults a command's clear numbers (or decrypts a token's, to check it
+opens) and, milliseconds later, its provider call needs them back: reading each row again
+and decrypting it was about 9 % of the pipeline's CPU (docs/performance.md).
+:class:`vault.vault.Vault` keeps them here instead and, at the call, only asks the database
+whether each token is still live.
 
 Invariants:
 
-- Only what this process's own :meth:`Vault.tokenize` encrypted, put after its row was
-  committed: nothing read from elsewhere, so a row altered or moved in the database cannot
-  change what is held.
+- Only numbers this process's intake had in clear anyway: what its own
+  :meth:`Vault.tokenize` encrypted, put after its row was committed, and what
+  :meth:`Vault.check_opens` decrypted (and authenticated) to check a token opens. A row
+  altered in the database after that cannot change what is held.
 - Bounded in count: at most ``capacity`` numbers; the oldest is dropped to make room.
 - Bounded in time: a number is held at most ``hold_s`` seconds after it was put. A stale one
   is never handed out (``take`` checks), and a timer drops the stale ones even when no

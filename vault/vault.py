@@ -14,8 +14,9 @@ Invariants:
   database, in the caller's scope, not expired, checked by a query begun after the call
   asked. With ``recent`` (the consumer), a number this process vaulted moments ago is taken
   from memory (vault.recent_numbers: bounded, at most seconds) instead of being read and
-  decrypted again, but that liveness query is still asked first: a token deleted, expired
-  or erased meanwhile is refused alike.
+  decrypted again (or one its intake just decrypted to check a token opens), but that
+  liveness query is still asked first: a token deleted, expired or erased meanwhile is
+  refused alike.
 - Deleting a token deletes its ciphertext: nothing in the live database can bring the
   number back. Copies in backups are unreadable once their data key is retired (rotate,
   rewrap, retire: docs/security.md).
@@ -210,13 +211,21 @@ class Vault:
     async def check_opens(
         self, token: str, *, client_id: str | None, holder_name: str | None = None
     ) -> VaultedAccount:
-        """Like :meth:`describe`, after checking the number decrypts (then dropped), so a
-        broken entry is refused before a payment is accepted."""
+        """Like :meth:`describe`, after checking the number decrypts, so a broken entry is
+        refused before a payment is accepted. The number is then dropped, or, with
+        ``recent`` (the consumer's intake), held for the :meth:`reveal` of the provider
+        call that follows, which still checks the token is live."""
         entry = await self._live_entry(token, client_id)
-        await self._open(entry)
-        return VaultedAccount(
-            AccountType(entry.account_type), token, entry.masked, entry.fingerprint, holder_name
-        )
+        number = await self._open(entry)
+        account_type = AccountType(entry.account_type)
+        if self._recent is not None:
+            self._recent.put(
+                token,
+                Account(account_type, number, holder_name),
+                client_id=client_id,
+                expires_at=entry.expires_at,
+            )
+        return VaultedAccount(account_type, token, entry.masked, entry.fingerprint, holder_name)
 
     async def delete(self, token: str, *, client_id: str | None) -> bool:
         """Crypto-shred one token; False if it was not the client's or did not exist."""

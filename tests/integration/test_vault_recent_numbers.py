@@ -21,7 +21,7 @@ from domain.accounts import Account, AccountType
 from domain.errors import ErrorCode
 from domain.payments import CreatePayment
 from domain.status import PaymentStatus
-from domain.vaulted import VaultedAccount
+from domain.vaulted import AccountToken, VaultedAccount
 from persistence.group_commit import GroupCommit
 from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, provider_attempts
@@ -238,3 +238,46 @@ async def test_the_intakes_two_numbers_are_one_write_and_both_held(
     # Read back from the rows and decrypted, as another process would: the same numbers.
     other = _vault(engine, clock)
     assert [await other.reveal(account, client_id=None) for account in vaulted] == held
+
+
+async def _by_tokens(consumer: Consumer, *, saved: bool) -> CreatePayment:
+    """A command naming both accounts by tokens a client made first (the facade's vault):
+    the intake decrypts each to check it opens, and holds the number for the call."""
+    command = dataclasses.replace(create_payment(), client_id=CLIENT)
+    tokens = []
+    for account in (command.payer, command.payee):
+        assert isinstance(account, Account)
+        made = await consumer.vault.tokenize(
+            account, client_id=CLIENT, saved=saved, expires_in=None if saved else RETENTION
+        )
+        tokens.append(AccountToken(made.type, made.token))
+    consumer.recent.clear()  # made elsewhere: nothing of theirs is held yet
+    admitted = await consumer.intake.admit(
+        dataclasses.replace(command, payer=tokens[0], payee=tokens[1])
+    )
+    assert len(consumer.recent) == 2
+    return admitted
+
+
+async def test_a_checked_token_is_charged_from_memory(consumer, engine, provider) -> None:
+    command = await _by_tokens(consumer, saved=True)
+    assert await consumer.handler.handle(command) is Outcome.SUCCEEDED
+    assert len(consumer.recent) == 0
+    (attempt_key,) = await _attempt_keys(engine, command)
+    assert await provider.charge_status(attempt_key) is not None
+
+
+async def test_a_checked_token_deleted_before_the_call_is_never_charged(
+    consumer, engine, clock, provider
+) -> None:
+    command = await _by_tokens(consumer, saved=True)
+    assert await _vault(engine, clock).delete(_token(command.payer), client_id=CLIENT)
+    await _refused_without_a_charge(consumer, engine, provider, command)
+
+
+async def test_a_checked_token_expired_before_the_call_is_never_charged(
+    consumer, engine, clock, provider
+) -> None:
+    command = await _by_tokens(consumer, saved=False)
+    clock.now += RETENTION
+    await _refused_without_a_charge(consumer, engine, provider, command)
