@@ -40,6 +40,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from telemetry.metrics import Metrics
 from telemetry.readiness import Readiness
+from vault.recent_numbers import RecentNumbers
 
 log = logging.getLogger("paygate.consumer")
 
@@ -156,7 +157,12 @@ class ConsumerService:
                 stall_after_s=settings.outbox_stall_s,
                 unreachable=outage_of,
             )
-            opened = await open_vault(settings, db.engine, db.writes)
+            # Two numbers per command in flight between its intake and its provider call;
+            # twice that for the ones a refusal or a redelivery never takes (dropped after
+            # vault.recent_numbers.DEFAULT_HOLD_S anyway).
+            recent = RecentNumbers(capacity=4 * settings.max_in_flight)
+            started.callback(recent.clear)
+            opened = await open_vault(settings, db.engine, db.writes, recent=recent)
             started.push_async_callback(opened.close)
             vault = opened.vault
             webhooks = db.webhooks.with_secrets(vault)

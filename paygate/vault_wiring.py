@@ -17,6 +17,7 @@ from persistence.group_commit import GroupCommit
 from persistence.migrate import create_schema
 from vault.account_key_pair import AccountKeyPair
 from vault.kek import KeyEncryptionKeys, LocalKeyEncryptionKeys
+from vault.recent_numbers import RecentNumbers
 from vault.rows import VaultRows
 from vault.vault import Vault
 
@@ -41,10 +42,15 @@ def key_encryption_keys(settings: Settings) -> KeyEncryptionKeys:
 
 
 async def open_vault(
-    settings: Settings, paygate_engine: AsyncEngine, writes: GroupCommit | None = None
+    settings: Settings,
+    paygate_engine: AsyncEngine,
+    writes: GroupCommit | None = None,
+    *,
+    recent: RecentNumbers | None = None,
 ) -> OpenVault:
     """The vault on its configured database; ``paygate_engine`` is used when it has none,
-    with ``writes``, that database's one writer queue (persistence.database), if given."""
+    with ``writes``, that database's one writer queue (persistence.database), if given.
+    ``recent``: where the consumer holds the numbers it vaults for its provider calls."""
     keks = key_encryption_keys(settings)
     own: AsyncEngine | None = None
     engine = paygate_engine
@@ -54,7 +60,8 @@ async def open_vault(
             settings.vault_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
         await create_schema(engine)
-    return OpenVault(Vault(VaultRows(engine, writes), keks, settings.account_key), own)
+    vault = Vault(VaultRows(engine, writes), keks, settings.account_key, recent=recent)
+    return OpenVault(vault, own)
 
 
 def account_key_pair(settings: Settings) -> AccountKeyPair:

@@ -44,6 +44,13 @@ class EntryRow:
     expires_at: datetime | None
 
 
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """Whose a live token is: all :meth:`VaultRows.is_live` reads of a row."""
+
+    client_id: str | None
+
+
 def _key(row: object) -> KeyRow:
     return KeyRow(
         key_id=row.key_id,  # type: ignore[attr-defined]
@@ -113,6 +120,7 @@ class VaultStorage(Protocol):
         ...
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None: ...
+    async def is_live(self, token: str, client_id: str | None) -> bool: ...
     async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]: ...
     async def replace_ciphertext(
         self, token: str, old_key_id: str, key_id: str, ciphertext: bytes
@@ -132,6 +140,7 @@ class VaultRows:
         self._shares_database = writes is not None
         self._writes = writes if writes is not None else GroupCommit(engine)
         self._reads: ReadBatches[EntryRow] = ReadBatches(self._entries)
+        self._live_reads: ReadBatches[_Scope] = ReadBatches(self._scopes)
 
     # --- data keys ---------------------------------------------------------------------
 
@@ -241,6 +250,23 @@ class VaultRows:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {row.token: _entry(row) for row in rows}
+
+    async def is_live(self, token: str, client_id: str | None) -> bool:
+        """Whether the database holds ``token`` in ``client_id``'s scope now (from a query
+        begun after this call). Expiry is the caller's to check: a row's ``expires_at``
+        never changes, so the caller that wrote it knows it."""
+        scope = await self._live_reads.get(token)
+        return scope is not None and scope.client_id == client_id
+
+    async def _scopes(self, tokens: Sequence[str]) -> dict[str, _Scope]:
+        # Two short columns, no ciphertext and no timestamps to convert: the row-building
+        # of a full read was most of a reveal's cost.
+        query = select(vault_entries.c.token, vault_entries.c.client_id).where(
+            vault_entries.c.token.in_(list(tokens))
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {token: _Scope(client_id) for token, client_id in rows}
 
     async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]:
         query = (

@@ -10,6 +10,13 @@ Invariants:
   with a fresh nonce, bound to its token, client and account type.
 - A token opens only within its client's scope; another client's token, a deleted or an
   expired one are all ``payment_method_not_found``, alike.
+- A number is handed out for a provider call only while its token is live: in the
+  database, in the caller's scope, not expired, checked by a query begun after the call
+  asked. With ``recent`` (the consumer), a number this process vaulted moments ago is taken
+  from memory (vault.recent_numbers: bounded, at most seconds) instead of being read and
+  decrypted again (or one its intake just decrypted to check a token opens), but that
+  liveness query is still asked first: a token deleted, expired or erased meanwhile is
+  refused alike.
 - Deleting a token deletes its ciphertext: nothing in the live database can bring the
   number back. Copies in backups are unreadable once their data key is retired (rotate,
   rewrap, retire: docs/security.md).
@@ -35,6 +42,7 @@ from persistence.group_commit import Bulk
 from vault import cipher
 from vault.errors import key_unknown, tampered
 from vault.kek import KeyEncryptionKeys, WrappedKey
+from vault.recent_numbers import RecentNumbers
 from vault.rows import EntryRow, KeyRow, VaultStorage
 
 DATA_KEY_KIND: Final = "data key"
@@ -88,8 +96,13 @@ class Vault:
         *,
         clock: Callable[[], datetime] = utc_now,
         primary_refresh_s: float = DEFAULT_PRIMARY_REFRESH_S,
+        recent: RecentNumbers | None = None,
     ) -> None:
+        """``recent``: where :meth:`tokenize` leaves each number for the :meth:`reveal`
+        that follows in this process (the consumer's intake and provider call); None (the
+        facade, the CLI) holds no number after :meth:`tokenize` returns."""
         self._rows = rows
+        self._recent = recent
         self._keks = keks
         self._fingerprint_key = fingerprint_key
         self._clock = clock
@@ -118,6 +131,7 @@ class Vault:
             account, client_id=client_id, saved=saved, expires_in=expires_in
         )
         await self._rows.add_entry(entry)
+        self._hold(entry, account)  # only now: its row is committed
         return vaulted
 
     async def tokenize_along(
@@ -130,6 +144,10 @@ class Vault:
         Invariant: the token is not usable until that transaction commits; a caller whose
         transaction fails has made a token that names nothing. None: the vault's rows are in
         another database, and the row is already committed here.
+
+        The number is held (``recent``) before the row commits: a held number is only ever
+        handed out by :meth:`reveal` after a query finds its token live, which a token whose
+        transaction failed never is, so holding it early cannot make a charge.
         """
         vaulted, entry = await self._sealed(
             account, client_id=client_id, saved=False, expires_in=expires_in
@@ -137,7 +155,14 @@ class Vault:
         write = self._rows.entry_write(entry)
         if write is None:
             await self._rows.add_entry(entry)
+        self._hold(entry, account)
         return vaulted, write
+
+    def _hold(self, entry: EntryRow, account: Account) -> None:
+        if self._recent is not None:
+            self._recent.put(
+                entry.token, account, client_id=entry.client_id, expires_at=entry.expires_at
+            )
 
     async def _sealed(
         self,
@@ -184,7 +209,17 @@ class Vault:
         )
 
     async def reveal(self, account: VaultedAccount, *, client_id: str | None) -> Account:
-        """The clear account, for a provider call only: never store, log or publish it."""
+        """The clear account, for a provider call only: never store, log or publish it.
+
+        ``payment_method_not_found`` unless the token is live now, whether the number is
+        held from this process's :meth:`tokenize` (then only the token's liveness is read,
+        and nothing decrypted) or read and decrypted from its row."""
+        held = None if self._recent is None else self._recent.take(account.token, client_id)
+        if held is not None:
+            expired = held.expires_at is not None and held.expires_at <= self._clock()
+            if expired or not await self._rows.is_live(account.token, client_id):
+                raise payment_method_not_found()
+            return Account(held.account.type, held.account.number, account.holder_name)
         entry = await self._live_entry(account.token, client_id)
         number = await self._open(entry)
         return Account(AccountType(entry.account_type), number, account.holder_name)
@@ -192,13 +227,21 @@ class Vault:
     async def check_opens(
         self, token: str, *, client_id: str | None, holder_name: str | None = None
     ) -> VaultedAccount:
-        """Like :meth:`describe`, after checking the number decrypts (then dropped), so a
-        broken entry is refused before a payment is accepted."""
+        """Like :meth:`describe`, after checking the number decrypts, so a broken entry is
+        refused before a payment is accepted. The number is then dropped, or, with
+        ``recent`` (the consumer's intake), held for the :meth:`reveal` of the provider
+        call that follows, which still checks the token is live."""
         entry = await self._live_entry(token, client_id)
-        await self._open(entry)
-        return VaultedAccount(
-            AccountType(entry.account_type), token, entry.masked, entry.fingerprint, holder_name
-        )
+        number = await self._open(entry)
+        account_type = AccountType(entry.account_type)
+        if self._recent is not None:
+            self._recent.put(
+                token,
+                Account(account_type, number, holder_name),
+                client_id=client_id,
+                expires_at=entry.expires_at,
+            )
+        return VaultedAccount(account_type, token, entry.masked, entry.fingerprint, holder_name)
 
     async def delete(self, token: str, *, client_id: str | None) -> bool:
         """Crypto-shred one token; False if it was not the client's or did not exist."""

@@ -60,6 +60,9 @@ class FakeVaultRows:
         entry = self.entries.get(token)
         return entry if entry is not None and entry.client_id == client_id else None
 
+    async def is_live(self, token: str, client_id: str | None) -> bool:
+        return await self.entry(token, client_id) is not None
+
     async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]:
         return sorted(
             (e for e in self.entries.values() if e.key_id != key_id), key=lambda e: e.token
