@@ -80,6 +80,10 @@ class RecentNumbers:
     ) -> None:
         """Hold ``account``'s number for ``token``, whose row is committed or being
         committed: :meth:`take`'s caller hands it out only for a token found live."""
+        # Put again (a token two commands name), it moves to the young end: assignment
+        # alone keeps an OrderedDict key in place, and a young entry at the head would stop
+        # drop_stale and the timer at it, keeping the stale numbers behind it past hold_s.
+        self._held.pop(token, None)
         self._held[token] = HeldNumber(
             client_id, account, expires_at, self._monotonic() + self._hold_s
         )

@@ -130,3 +130,22 @@ async def test_a_held_number_of_a_deleted_token_is_refused_like_a_row() -> None:
     assert refused.value.code is ErrorCode.PAYMENT_METHOD_NOT_FOUND
     assert SUCCESS_CARD not in str(refused.value)
     assert len(recent) == 0
+
+
+async def test_a_number_put_again_is_as_young_as_its_last_put() -> None:
+    # A token two commands name (a merchant's saved payee, a redelivery's recheck) is put
+    # again while still held. Kept at its first place, the young entry stood at the head of
+    # the age order, and drop_stale (and the timer) stopped at it: every number behind it,
+    # never taken (a refused or replayed command's), stayed in memory past hold_s for as
+    # long as that token kept being put.
+    recent, clock = _recent(hold_s=10.0)
+    recent.put("pm_shared", CARD, client_id=None, expires_at=None)
+    recent.put("pm_refused", CARD, client_id=None, expires_at=None)
+    clock.now += 5.0
+    recent.put("pm_shared", CARD, client_id=None, expires_at=None)
+    clock.now += 5.0
+    recent.drop_stale()
+    assert len(recent) == 1
+    assert recent.take("pm_refused", None) is None
+    assert recent.take("pm_shared", None) is not None
+    recent.clear()
