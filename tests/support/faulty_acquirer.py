@@ -43,10 +43,16 @@ class Acquirer:
         if key in self.timeout_once:
             self.timeout_once.discard(key)
             raise ProviderTimeoutError(self.name, "no answer in time")
-        outcome = self.charges.setdefault(key, ChargeOutcome(ChargeStatus.SUCCEEDED, f"ch_{key}"))
+        outcome = self.book(key)
         if key in self.charged_anyway:
             raise ProviderError(self.name, "refused")
         return outcome
+
+    def book(self, attempt_key: str) -> ChargeOutcome:
+        """The provider's charge under ``attempt_key``, made on its first call only."""
+        return self.charges.setdefault(
+            attempt_key, ChargeOutcome(ChargeStatus.SUCCEEDED, f"ch_{attempt_key}")
+        )
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         if attempt_key in self.unreadable:
