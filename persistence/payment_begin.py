@@ -248,15 +248,21 @@ _LOCK_ORDERS = text(
 ).bindparams(bindparam("scopes", type_=ARRAY(Text)))
 
 
-# Built once, for its memoized cache key (see persistence.payment_rows).
-_PAYMENTS_OF_ORDERS: Final = select(
+# What a payment of an order is read as: an OrderPayment, and the client and order it is
+# grouped by. persistence.raw_reads reads the same columns.
+ORDER_PAYMENT_COLUMNS: Final = (
     payments.c.id,
     payments.c.idempotency_key,
     payments.c.status,
     payments.c.key_expired,
     payments.c.order_id,
     payments.c.client_id,
-).where(payments.c.order_id.in_(bindparam("order_ids", expanding=True)))
+)
+
+# Built once, for its memoized cache key (see persistence.payment_rows).
+_PAYMENTS_OF_ORDERS: Final = select(*ORDER_PAYMENT_COLUMNS).where(
+    payments.c.order_id.in_(bindparam("order_ids", expanding=True))
+)
 
 
 async def payments_of_orders(

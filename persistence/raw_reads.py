@@ -44,19 +44,15 @@ from domain.payment_view import PaymentView
 from domain.refund_view import RefundView
 from domain.status import PaymentStatus
 from persistence.availability import is_database_unavailable
+from persistence.payment_begin import ORDER_PAYMENT_COLUMNS
 from persistence.refund_store import PAYMENT_AND_REFUNDS, payment_and_refunds_of
 from persistence.tables import payments
 
 # The order's payments by order id alone, as ``payments_of_orders`` reads them (the client
 # is matched in Python, as there), with one bound value instead of an expanding list.
-_ORDER_PAYMENTS: Final = select(
-    payments.c.id,
-    payments.c.idempotency_key,
-    payments.c.status,
-    payments.c.key_expired,
-    payments.c.order_id,
-    payments.c.client_id,
-).where(payments.c.order_id == bindparam("order_id"))
+_ORDER_PAYMENTS: Final = select(*ORDER_PAYMENT_COLUMNS).where(
+    payments.c.order_id == bindparam("order_id")
+)
 
 # Runs the SQL with positional parameters on a driver connection; the rows as tuples.
 _Fetch = Callable[[Any, str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]

@@ -58,7 +58,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Exists, Select, Table, and_, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Exists,
+    Select,
+    Table,
+    Update,
+    and_,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -222,22 +234,13 @@ class StrayStore:
         unchanged); else nothing changes and this returns False: the provider's answer may
         predate the charge the reopen reported, so the next pass asks again."""
         now = self._clock()
-        attempt = provider_attempts
-
-        async def record(conn: AsyncConnection) -> int:
-            result = await conn.execute(
-                update(attempt)
-                .where(attempt.c.attempt_key == candidate.attempt_key)
-                .where(attempt.c.reopen_count == candidate.generation)
-                .values(
-                    verified_at=now,
-                    finished_at=func.coalesce(attempt.c.finished_at, now),
-                    sealed_request=None,
-                )
+        return await self._changes_a_row(
+            _at_its_generation(candidate).values(
+                verified_at=now,
+                finished_at=func.coalesce(provider_attempts.c.finished_at, now),
+                sealed_request=None,
             )
-            return result.rowcount
-
-        return await self._writes.run(record) > 0
+        )
 
     async def ask_again_at(self, candidate: StrayCandidate, at: datetime) -> bool:
         """Stamp the candidate, about to be asked about: :meth:`candidates` reads it again
@@ -251,17 +254,17 @@ class StrayStore:
         it moved the generation on (this changes nothing, the key stays first), and one
         committed after it clears the stamp. On PostgreSQL both lock the row and the later
         re-reads its ``WHERE``; SQLite serialises writers."""
-        attempt = provider_attempts
+        return await self._changes_a_row(
+            _at_its_generation(candidate)
+            .where(provider_attempts.c.verified_at.is_(None))
+            .values(next_sweep_at=at)
+        )
+
+    async def _changes_a_row(self, statement: Update) -> bool:
+        """Runs ``statement`` through the group commit; whether it changed a row."""
 
         async def record(conn: AsyncConnection) -> int:
-            result = await conn.execute(
-                update(attempt)
-                .where(attempt.c.attempt_key == candidate.attempt_key)
-                .where(attempt.c.reopen_count == candidate.generation)
-                .where(attempt.c.verified_at.is_(None))
-                .values(next_sweep_at=at)
-            )
-            return result.rowcount
+            return (await conn.execute(statement)).rowcount
 
         return await self._writes.run(record) > 0
 
@@ -407,6 +410,17 @@ def attempt_candidates(settled_before: datetime, now: datetime, limit: int) -> S
             attempt.c.created_at,
         )
         .limit(limit)
+    )
+
+
+def _at_its_generation(candidate: StrayCandidate) -> Update:
+    """An update of the candidate's attempt that changes nothing once the attempt was
+    reopened since the candidate was read (its generation moved on): how a mark or stamp
+    made from a provider's earlier answer never overwrites a reopen."""
+    return (
+        update(provider_attempts)
+        .where(provider_attempts.c.attempt_key == candidate.attempt_key)
+        .where(provider_attempts.c.reopen_count == candidate.generation)
     )
 
 

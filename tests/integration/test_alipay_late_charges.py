@@ -31,8 +31,11 @@ from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
 from consumer.provider_notices import NoticeRecorder
 from consumer.stray_charges import StraySweep
+from domain.next_action import NextAction
+from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_FAILED
+from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayCandidate, StrayStore
 from persistence.tables import payments, provider_attempts
 from providers.alipay import AlipayConfig, AlipayMode, AlipayProvider
@@ -138,16 +141,22 @@ async def rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
         await sandbox.close()
 
 
-async def test_a_charge_notified_after_the_sweep_verified_its_key_is_found_and_reversed(
-    rig: Rig, store, clock, metrics
-):
-    command = alipay_payment(1000)  # waits for the payer
-    assert await rig.handler.handle(command) is Outcome.REQUIRES_ACTION
+async def _cashier(store: PaymentStore, command: CreatePayment) -> tuple[NextAction, str]:
+    """The next action of a payment waiting for its payer, and its cashier's address."""
     waiting = await store.get_payment(command.payment_request_id)
     assert waiting is not None
     assert waiting.next_action is not None
     cashier = waiting.next_action.url
     assert cashier is not None
+    return waiting.next_action, cashier
+
+
+async def test_a_charge_notified_after_the_sweep_verified_its_key_is_found_and_reversed(
+    rig: Rig, store, clock, metrics
+):
+    command = alipay_payment(1000)  # waits for the payer
+    assert await rig.handler.handle(command) is Outcome.REQUIRES_ACTION
+    action, cashier = await _cashier(store, command)
 
     # The action expires unopened: paygate closes the trade (Alipay has none) and expires it.
     clock.now += timedelta(seconds=ACTION_TTL_S + 1)  # older than MIN_AGE too
@@ -160,7 +169,7 @@ async def test_a_charge_notified_after_the_sweep_verified_its_key_is_found_and_r
     assert (await rig.sweep.run_once()).verified == 1
 
     # The payer opens the cashier within Alipay's time and pays; Alipay notifies paygate.
-    assert clock.now - ALIPAY_BEHIND < waiting.next_action.expires_at
+    assert clock.now - ALIPAY_BEHIND < action.expires_at
     async with ClientSession() as browser, browser.get(cashier) as page:
         assert page.status == 200
     (trade,) = rig.simulator.trades.all()
@@ -204,15 +213,11 @@ async def test_a_charge_notified_while_the_sweep_asks_about_its_key_is_found_and
     the reopen (persistence.stray_store, the check generation)."""
     command = alipay_payment(1000)  # waits for the payer
     assert await rig.handler.handle(command) is Outcome.REQUIRES_ACTION
-    waiting = await store.get_payment(command.payment_request_id)
-    assert waiting is not None
-    assert waiting.next_action is not None
-    cashier = waiting.next_action.url
-    assert cashier is not None
+    action, cashier = await _cashier(store, command)
     clock.now += timedelta(seconds=ACTION_TTL_S + 1)  # expires unopened, Alipay has no trade
     await rig.reconciler.run_once()
     clock.now += SETTLE * 2
-    assert clock.now - ALIPAY_BEHIND < waiting.next_action.expires_at  # still payable there
+    assert clock.now - ALIPAY_BEHIND < action.expires_at  # still payable there
     gate = Gate()
     parked = StraySweep(
         store=ParkedBeforeMark(gate, store.engine, store.writes, clock),
@@ -261,11 +266,7 @@ async def test_a_replayed_notice_of_the_payments_own_charge_hands_nothing_to_the
 ):
     command = alipay_payment(1000)  # waits for the payer
     await rig.handler.handle(command)
-    waiting = await store.get_payment(command.payment_request_id)
-    assert waiting is not None
-    assert waiting.next_action is not None
-    cashier = waiting.next_action.url
-    assert cashier is not None
+    _action, cashier = await _cashier(store, command)
     async with ClientSession() as browser, browser.get(cashier) as page:
         assert page.status == 200
     (trade,) = rig.simulator.trades.all()
@@ -308,11 +309,7 @@ async def test_a_paid_notice_for_the_own_attempt_of_a_failed_payment_is_found_an
     own attempt reaches the sweep, which refunds it; the payment stays ``failed``."""
     command = alipay_payment(1000)  # waits for the payer
     await rig.handler.handle(command)
-    waiting = await store.get_payment(command.payment_request_id)
-    assert waiting is not None
-    assert waiting.next_action is not None
-    cashier = waiting.next_action.url
-    assert cashier is not None
+    _action, cashier = await _cashier(store, command)
     async with engine.begin() as conn:
         await conn.execute(
             update(payments)

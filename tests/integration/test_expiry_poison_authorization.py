@@ -22,23 +22,18 @@ import pytest
 from consumer.authorization_expiry import AuthorizationExpiry
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
-from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.expiry_store import ExpiryStore
 from persistence.payment_store import PaymentStore
 from providers.port import ChargeOutcome, ChargeStatus
 from providers.registry import Providers
-from providers.routing import Router
 from schemas.payments import PaymentMessages
-from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
 from tests.support.clock import Clock
-from tests.support.faulty_acquirer import Acquirer
+from tests.support.faulty_acquirer import Acquirer, one_call_handler
 
 pytestmark = pytest.mark.integration
 
-ACCOUNT_KEY = b"test-fingerprint-key"
 EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
 
 
@@ -59,16 +54,7 @@ async def test_one_unreadable_authorization_does_not_hide_the_released_ones(engi
     clock = Clock()
     store = PaymentStore(engine, clock)
     acquirer = HoldingAcquirer()
-    handler = PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(acquirer),
-        router=Router({"*": [acquirer.name]}),
-        events=EVENTS,
-        account_key=ACCOUNT_KEY,
-        metrics=Metrics(),
-        retry_policy=RetryPolicy(max_attempts=1),
-        clock=clock,
-    )
+    handler = one_call_handler(store, acquirer, clock)
     unreadable = dataclasses.replace(create_payment(), capture=False)
     released = dataclasses.replace(create_payment(), capture=False)
     for command in (unreadable, released):

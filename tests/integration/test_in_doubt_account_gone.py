@@ -33,22 +33,15 @@ from domain.status import PaymentStatus
 from domain.vaulted import VaultedAccount
 from persistence.payment_store import PaymentStore
 from persistence.tables import provider_attempts
-from providers.errors import ProviderTimeoutError, UnsupportedOperationError
-from providers.port import (
-    CancelRequest,
-    CaptureRequest,
-    ChargeOutcome,
-    ChargeRequest,
-    ChargeStatus,
-    RefundOutcome,
-    RefundRequest,
-)
+from providers.errors import ProviderTimeoutError
+from providers.port import ChargeOutcome, ChargeRequest
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
 from tests.support.clock import Clock
+from tests.support.faulty_acquirer import Acquirer
 from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1
 from vault.kek import LocalKeyEncryptionKeys
 from vault.rows import VaultRows
@@ -60,23 +53,14 @@ EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
 CLIENT = "acme"
 
 
-class SlowAcquirer:
+class SlowAcquirer(Acquirer):
     """Charges by attempt key, idempotently. The first charge call "times out": the request
     is still on its way, and reaches the provider only when the test calls :meth:`land`."""
 
-    name = "sandbox"
-    idempotency_window = None  # keys honoured for ever
-
     def __init__(self) -> None:
-        self.charges: dict[str, ChargeOutcome] = {}
+        super().__init__()
         self.sent: list[str] = []
         self._in_flight: list[Callable[[], object]] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
 
     def land(self) -> None:
         landing, self._in_flight = self._in_flight, []
@@ -84,40 +68,12 @@ class SlowAcquirer:
             effect()
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        self.sent.append(request.attempt_key)
+        key = request.attempt_key
+        self.sent.append(key)
         if len(self.sent) == 1:
-            self._in_flight.append(lambda: self._charge(request))
+            self._in_flight.append(lambda: self.book(key))
             raise ProviderTimeoutError(self.name, "no answer in time")
-        return self._charge(request)
-
-    def _charge(self, request: ChargeRequest) -> ChargeOutcome:
-        known = self.charges.get(request.attempt_key)
-        if known is None:
-            known = ChargeOutcome(ChargeStatus.SUCCEEDED, f"ch_{len(self.charges) + 1}")
-            self.charges[request.attempt_key] = known
-        return known
-
-    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
-        return self.charges.get(attempt_key)
-
-    async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
-        found = [c for c in self.charges.values() if c.provider_reference == provider_reference]
-        return found[0] if found else None
-
-    async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
-        raise UnsupportedOperationError(self.name, "not in this test")
-
-    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
-        raise UnsupportedOperationError(self.name, "not in this test")
-
-    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
-        raise UnsupportedOperationError(self.name, "not in this test")
-
-    async def refund(self, request: RefundRequest) -> RefundOutcome:
-        raise UnsupportedOperationError(self.name, "not in this test")
-
-    async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
-        raise UnsupportedOperationError(self.name, "not in this test")
+        return self.book(key)
 
 
 async def vaulted_command(vault: Vault) -> CreatePayment:

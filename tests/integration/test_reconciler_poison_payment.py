@@ -19,26 +19,18 @@ from datetime import timedelta
 import pytest
 
 from consumer.outcome import Outcome
-from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
 from consumer.stray_charges import StraySweep
-from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayStore
 from providers.registry import Providers
-from providers.routing import Router
-from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
 from tests.support.clock import Clock
-from tests.support.faulty_acquirer import Acquirer
+from tests.support.faulty_acquirer import Acquirer, one_call_handler
 
 pytestmark = pytest.mark.integration
-
-ACCOUNT_KEY = b"test-fingerprint-key"
-EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
 
 
 async def test_one_unreadable_in_doubt_payment_stops_neither_the_others_nor_the_stray_sweep(
@@ -48,16 +40,7 @@ async def test_one_unreadable_in_doubt_payment_stops_neither_the_others_nor_the_
     store = PaymentStore(engine, clock)
     acquirer = Acquirer()
     metrics = Metrics()
-    handler = PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(acquirer),
-        router=Router({"*": [acquirer.name]}),
-        events=EVENTS,
-        account_key=ACCOUNT_KEY,
-        metrics=metrics,
-        retry_policy=RetryPolicy(max_attempts=1),
-        clock=clock,
-    )
+    handler = one_call_handler(store, acquirer, clock, metrics)
     unreadable, settles, strayed = create_payment(), create_payment(), create_payment()
     acquirer.timeout_once |= {f"{unreadable.payment_request_id}-a1"}
     acquirer.unreadable |= {f"{unreadable.payment_request_id}-a1"}

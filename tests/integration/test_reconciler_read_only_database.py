@@ -21,37 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from consumer.failures import FailureKind, classify, outage_of
 from consumer.outcome import Outcome
-from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
-from domain.retry import RetryPolicy
 from persistence.engine import create_engine
 from persistence.payment_store import PaymentStore
-from providers.registry import Providers
-from providers.routing import Router
-from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
 from tests.support.clock import Clock
-from tests.support.faulty_acquirer import Acquirer
+from tests.support.faulty_acquirer import Acquirer, one_call_handler
 
 pytestmark = pytest.mark.integration
-
-ACCOUNT_KEY = b"test-fingerprint-key"
-EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
-
-
-def _handler(store: PaymentStore, acquirer: Acquirer, clock: Clock) -> PaymentCommandHandler:
-    return PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(acquirer),
-        router=Router({"*": [acquirer.name]}),
-        events=EVENTS,
-        account_key=ACCOUNT_KEY,
-        metrics=Metrics(),
-        retry_policy=RetryPolicy(max_attempts=1),
-        clock=clock,
-    )
 
 
 def _read_only_engine(engine: AsyncEngine) -> AsyncEngine:
@@ -78,7 +56,7 @@ async def test_a_read_only_database_ends_the_reconciliation_pass_as_an_outage(en
     acquirer = Acquirer()
     first, second = create_payment(), create_payment()
     acquirer.timeout_once |= {f"{first.payment_request_id}-a1", f"{second.payment_request_id}-a1"}
-    handler = _handler(PaymentStore(engine, clock), acquirer, clock)
+    handler = one_call_handler(PaymentStore(engine, clock), acquirer, clock)
     assert await handler.handle(first) is Outcome.PENDING
     assert await handler.handle(second) is Outcome.PENDING
     clock.now += timedelta(seconds=1)
@@ -88,7 +66,7 @@ async def test_a_read_only_database_ends_the_reconciliation_pass_as_an_outage(en
         store = PaymentStore(read_only, clock)
         reconciler = PaymentReconciler(
             store=store,
-            handler=_handler(store, acquirer, clock),
+            handler=one_call_handler(store, acquirer, clock),
             metrics=Metrics(),
             min_age=timedelta(0),
             sweep=None,

@@ -6,44 +6,15 @@ mode must not lose the index's ``WHERE``)."""
 from __future__ import annotations
 
 import pytest
-from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.outcome import Outcome
-from persistence.migrate import alembic_config
 from persistence.stray_store import StrayStore
+from tests.support.attempt_migrations import attempt_columns, migrate, unverified_index
 from tests.support.builders import create_payment
 
 pytestmark = pytest.mark.integration
-
-
-async def _migrate(engine: AsyncEngine, step: str, revision: str) -> None:
-    def run(connection):
-        with connection.begin():
-            getattr(command, step)(alembic_config(connection), revision)
-
-    async with engine.connect() as conn:
-        await conn.run_sync(run)
-
-
-async def _columns(engine: AsyncEngine) -> set[str]:
-    async with engine.connect() as conn:
-        return await conn.run_sync(
-            lambda sync: {c["name"] for c in inspect(sync).get_columns("provider_attempts")}
-        )
-
-
-async def _unverified_index(engine: AsyncEngine) -> str:
-    """The sweep's index as the database defines it."""
-    query = (
-        "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_provider_attempts_unverified'"
-        if engine.dialect.name == "postgresql"
-        else "SELECT sql FROM sqlite_master WHERE name = 'ix_provider_attempts_unverified'"
-    )
-    async with engine.connect() as conn:
-        found = str(await conn.scalar(text(query)))
-    return found.lower().replace("(", "").replace(")", "")  # PostgreSQL adds parentheses
 
 
 async def _generations(engine: AsyncEngine) -> list[int]:
@@ -60,14 +31,14 @@ async def test_0018_down_keeps_the_attempts_and_up_starts_them_at_generation_0(
     assert await strays.reopen(f"{paid.payment_request_id}-a1", "sandbox")
     assert await _generations(engine) == [1]
 
-    await _migrate(engine, "downgrade", "0017")
+    await migrate(engine, "downgrade", "0017")
 
-    assert "reopen_count" not in await _columns(engine)
-    assert "where verified_at is null" in await _unverified_index(engine)
+    assert "reopen_count" not in await attempt_columns(engine)
+    assert "where verified_at is null" in await unverified_index(engine)
     async with engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM provider_attempts")) == 1
 
-    await _migrate(engine, "upgrade", "0018")
+    await migrate(engine, "upgrade", "0018")
 
     assert await _generations(engine) == [0]  # as every attempt of the release before
-    assert "where verified_at is null" in await _unverified_index(engine)
+    assert "where verified_at is null" in await unverified_index(engine)

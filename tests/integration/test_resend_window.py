@@ -11,6 +11,7 @@ second charge, so the payment must stay pending for an operator instead.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -26,6 +27,7 @@ from domain.money import Money
 from domain.refunds import RefundPayment, RefundStatus
 from domain.resend_window import RESEND_MARGIN
 from domain.status import PaymentStatus
+from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
 from persistence.tables import provider_attempts
 from providers.charge_only import ChargeOnlyProvider
@@ -107,6 +109,28 @@ class ForgetfulAcquirer(ChargeOnlyProvider):
         return None
 
 
+def payments_over(
+    acquirer: ForgetfulAcquirer,
+    store: PaymentStore,
+    metrics: Metrics,
+    clock: Clock,
+    **options: Any,
+) -> PaymentCommandHandler:
+    """A payment handler over ``acquirer`` alone (not the shared fixture's sandbox), so its
+    bounded idempotency window is the one the handler and the reconciler see; ``options``
+    as the handler takes them."""
+    return PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(acquirer),
+        router=Router.catch_all(acquirer.name),
+        events=PaymentEvents(MESSAGES, "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=metrics,
+        clock=clock,
+        **options,
+    )
+
+
 async def attempt_open(engine, payment_id: str) -> bool:
     async with engine.connect() as conn:
         finished = (
@@ -141,16 +165,7 @@ async def test_the_reconciler_resends_only_inside_the_providers_idempotency_wind
     # Built here (not the shared fixture) around a provider with a bounded window.
     acquirer = ForgetfulAcquirer(clock)
     metrics = Metrics()
-    handler = PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(acquirer),
-        router=Router.catch_all(acquirer.name),
-        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
-        account_key=ACCOUNT_KEY,
-        metrics=metrics,
-        abandon_after=timedelta(hours=4),
-        clock=clock,
-    )
+    handler = payments_over(acquirer, store, metrics, clock, abandon_after=timedelta(hours=4))
     reconciler = PaymentReconciler(
         store=store, handler=handler, metrics=metrics, min_age=timedelta(seconds=30), clock=clock
     )
@@ -194,15 +209,7 @@ async def test_the_refund_reconciler_resends_only_inside_the_providers_idempoten
 ):
     acquirer = ForgetfulAcquirer(clock, charge_times_out=False)
     metrics = Metrics()
-    payments = PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(acquirer),
-        router=Router.catch_all(acquirer.name),
-        events=PaymentEvents(MESSAGES, "payments.results"),
-        account_key=ACCOUNT_KEY,
-        metrics=metrics,
-        clock=clock,
-    )
+    payments = payments_over(acquirer, store, metrics, clock)
     refund_store = RefundStore(engine, store.writes, clock)
     refunds = RefundCommandHandler(
         store=refund_store,

@@ -17,39 +17,26 @@ import pytest
 from sqlalchemy import select, update
 
 from consumer.outcome import Outcome
-from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from consumer.stray_charges import StraySweep
-from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.stray_store import StrayStore
 from persistence.tables import provider_attempts
-from providers.port import ChargeRequest
 from providers.registry import Providers
-from providers.routing import Router
 from providers.sandbox.records import SandboxStatus
-from schemas.payments import PaymentMessages
-from telemetry.metrics import Metrics
-from tests.support.builders import ACCOUNT_KEY, UNAVAILABLE_CARD, create_payment
+from tests.support.builders import UNAVAILABLE_CARD, create_payment
+from tests.support.stray_setup import (
+    charge_under,
+    handler_giving_up_after_two_calls,
+    unverified_keys,
+)
 
 pytestmark = pytest.mark.integration
-
-EVENTS = PaymentEvents(PaymentMessages.bundled(), "payments.results")
 
 
 @pytest.fixture
 def handler(store, provider, clock):
     """Gives up after two calls: these tests run a payment's retries to the end."""
-    return PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=EVENTS,
-        account_key=ACCOUNT_KEY,
-        metrics=Metrics(),
-        retry_policy=RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001),
-        clock=clock,
-    )
+    return handler_giving_up_after_two_calls(store, provider, clock)
 
 
 @pytest.fixture
@@ -60,21 +47,6 @@ def sweep(store, provider, metrics, clock):
         metrics=metrics,
         settle_after=timedelta(minutes=5),
         clock=clock,
-    )
-
-
-async def _charge_under(provider, command, attempt_key, *, capture: bool = True):
-    """The provider charges ``attempt_key`` (as a late or a buggy call would)."""
-    return await provider.charge(
-        ChargeRequest(
-            attempt_key=attempt_key,
-            payment_request_id=command.payment_request_id,
-            amount=command.amount,
-            payment_method=command.payment_method,
-            payer=command.payer,
-            payee=command.payee,
-            capture=capture,
-        )
     )
 
 
@@ -94,7 +66,7 @@ async def test_a_charge_under_a_failed_payments_key_is_found_and_reversed(
     # A call of that key, in flight all along, charges after all (a test card the sandbox
     # charges: the sandbox decides by card, so the late call uses a charging one).
     late = create_payment(order_id=command.order_id, idempotency_key=command.idempotency_key)
-    charged = await _charge_under(provider, late, attempt_key)
+    charged = await charge_under(provider, late, attempt_key)
 
     assert (await sweep.run_once()).checked == 0  # not settled yet: a call may be in flight
     clock.now += timedelta(minutes=6)
@@ -121,7 +93,7 @@ async def test_a_stray_authorization_is_voided_at_the_provider(
     assert await handler.handle(command) is Outcome.FAILED
     attempt_key = f"{command.payment_request_id}-a1"
     late = create_payment(order_id=command.order_id, idempotency_key=command.idempotency_key)
-    held = await _charge_under(provider, late, attempt_key, capture=False)
+    held = await charge_under(provider, late, attempt_key, capture=False)
     clock.now += timedelta(minutes=6)
 
     report = await sweep.run_once()
@@ -153,7 +125,7 @@ async def test_an_attempt_left_open_on_a_final_payment_is_examined(
                 created_at=clock.now,
             )
         )
-    await _charge_under(provider, command, f"{pid}-a2")
+    await charge_under(provider, command, f"{pid}-a2")
     report = await sweep.run_once()
     # a2 is a stray charge; a1 (a later attempt follows it now) is the payment's own.
     assert (report.checked, report.reversed, report.verified) == (2, 1, 1)
@@ -190,15 +162,6 @@ async def test_the_payments_own_charge_and_uncharged_keys_are_verified_not_rever
     assert (await sweep.run_once()).checked == 0  # each key is asked about once
 
 
-async def _unverified(engine) -> list[str]:
-    """The attempt keys every pass reads (ix_provider_attempts_unverified)."""
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(provider_attempts.c.attempt_key).where(provider_attempts.c.verified_at.is_(None))
-        )
-        return sorted(row.attempt_key for row in rows)
-
-
 async def test_a_pass_reads_new_work_only_and_still_finds_a_new_stray(
     handler, store, provider, sweep, engine, clock
 ):
@@ -208,20 +171,20 @@ async def test_a_pass_reads_new_work_only_and_still_finds_a_new_stray(
     # The charges the payments stand on are not candidates; the pass marks them, so no
     # later pass reads them again, however long the history grows.
     assert (await sweep.run_once()).checked == 0
-    assert await _unverified(engine) == []
+    assert await unverified_keys(engine) == []
 
     # New work: a failed payment whose key the provider charged late.
     failed = create_payment(payer_number=UNAVAILABLE_CARD)
     assert await handler.handle(failed) is Outcome.FAILED
     attempt_key = f"{failed.payment_request_id}-a1"
     late = create_payment(order_id=failed.order_id, idempotency_key=failed.idempotency_key)
-    await _charge_under(provider, late, attempt_key)
-    assert await _unverified(engine) == [attempt_key]  # only it is read from now on
+    await charge_under(provider, late, attempt_key)
+    assert await unverified_keys(engine) == [attempt_key]  # only it is read from now on
 
     clock.now += timedelta(minutes=6)
     report = await sweep.run_once()
     assert (report.checked, report.reversed) == (1, 1)
-    assert await _unverified(engine) == []
+    assert await unverified_keys(engine) == []
     assert (await sweep.run_once()).checked == 0
 
 
@@ -232,4 +195,4 @@ async def test_an_authorized_payments_charge_is_not_marked_its_own_while_it_may_
     assert await handler.handle(held) is Outcome.AUTHORIZED
     # Held, not captured: a void may still release it, and then the sweep must ask.
     assert (await sweep.run_once()).checked == 0
-    assert await _unverified(engine) == [f"{held.payment_request_id}-a1"]
+    assert await unverified_keys(engine) == [f"{held.payment_request_id}-a1"]

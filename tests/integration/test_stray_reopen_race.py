@@ -22,26 +22,23 @@ from datetime import timedelta
 from typing import cast
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from consumer.outcome import Outcome
-from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from consumer.stray_charges import StraySweep
-from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.engine import write_transaction
 from persistence.group_commit import GroupCommit
 from persistence.stray_store import StrayCandidate, StrayStore
-from persistence.tables import provider_attempts
-from providers.port import ChargeRequest
 from providers.registry import Providers
-from providers.routing import Router
-from schemas.payments import PaymentMessages
-from telemetry.metrics import Metrics
-from tests.support.builders import ACCOUNT_KEY, UNAVAILABLE_CARD, create_payment
+from tests.support.builders import UNAVAILABLE_CARD, create_payment
 from tests.support.interleaving import Gate, Interleaving, bounded_schedules
+from tests.support.stray_setup import (
+    charge_under,
+    handler_giving_up_after_two_calls,
+    unverified_keys,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,39 +76,16 @@ class ParkedBeforeEveryStep(ParkedBeforeMark):
 @pytest.fixture
 def handler(store, provider, clock):
     """Gives up after two calls: the payment fails, its attempt closed as not charged."""
-    return PaymentCommandHandler(
-        store=store,
+    return handler_giving_up_after_two_calls(store, provider, clock)
+
+
+def _sweep(strays, provider, metrics, clock) -> StraySweep:
+    return StraySweep(
+        store=strays,
         providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
-        account_key=ACCOUNT_KEY,
-        metrics=Metrics(),
-        retry_policy=RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001),
+        metrics=metrics,
+        settle_after=SETTLE,
         clock=clock,
-    )
-
-
-async def _unverified(engine) -> list[str]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(provider_attempts.c.attempt_key).where(provider_attempts.c.verified_at.is_(None))
-        )
-        return sorted(row.attempt_key for row in rows)
-
-
-async def _charge_under(provider, late, attempt_key):
-    """The provider charges ``attempt_key`` after all (the sandbox decides by card, so
-    ``late`` has a charging one)."""
-    return await provider.charge(
-        ChargeRequest(
-            attempt_key=attempt_key,
-            payment_request_id=late.payment_request_id,
-            amount=late.amount,
-            payment_method=late.payment_method,
-            payer=late.payer,
-            payee=late.payee,
-            capture=True,
-        )
     )
 
 
@@ -133,19 +107,13 @@ async def test_a_key_reopened_around_the_sweeps_mark_is_asked_again_and_its_char
 ):
     gate = Gate()
     strays = ParkedBeforeMark(gate, store.engine, store.writes, clock)
-    sweep = StraySweep(
-        store=strays,
-        providers=Providers.of(provider),
-        metrics=metrics,
-        settle_after=SETTLE,
-        clock=clock,
-    )
+    sweep = _sweep(strays, provider, metrics, clock)
     command, attempt_key = await _failed_payment(handler, store, clock)
 
     async def payer_pays_and_the_notice_reopens():
         await gate.checkpoint("payer: about to pay")
         late = create_payment(order_id=command.order_id, idempotency_key=command.idempotency_key)
-        await _charge_under(provider, late, attempt_key)
+        await charge_under(provider, late, attempt_key)
         return await strays.reopen(attempt_key, provider.name)  # the signed notice
 
     interleaving = Interleaving(schedule)
@@ -162,7 +130,7 @@ async def test_a_key_reopened_around_the_sweeps_mark_is_asked_again_and_its_char
     assert first.checked == 1
     # Reopened before the mark: the mark changed nothing. After it: the reopen undid it.
     assert (first.verified, first.reopened) == ((0, 1) if schedule[0] == PAYER else (1, 0))
-    assert await _unverified(engine) == [attempt_key]
+    assert await unverified_keys(engine) == [attempt_key]
 
     report = await sweep.run_once()  # the provider now says: charged
 
@@ -171,7 +139,7 @@ async def test_a_key_reopened_around_the_sweeps_mark_is_asked_again_and_its_char
     assert refund.amount_minor == command.amount.minor_units
     (stray,) = await strays.all()
     assert (stray["attempt_key"], stray["status"]) == (attempt_key, "reversed")
-    assert await _unverified(engine) == []
+    assert await unverified_keys(engine) == []
     assert (await store.get_payment(command.payment_request_id)).status is PaymentStatus.FAILED
     assert (await sweep.run_once()).checked == 0
 
@@ -187,13 +155,7 @@ async def test_every_schedule_of_a_pass_and_a_late_payment_ends_with_the_charge_
     for schedule in schedules:
         gate = Gate()
         strays = ParkedBeforeEveryStep(gate, store.engine, store.writes, clock)
-        sweep = StraySweep(
-            store=strays,
-            providers=Providers.of(provider),
-            metrics=metrics,
-            settle_after=SETTLE,
-            clock=clock,
-        )
+        sweep = _sweep(strays, provider, metrics, clock)
         command, attempt_key = await _failed_payment(handler, store, clock)
         refunds_before = len(await provider.acquirer.refunds())
 
@@ -202,7 +164,7 @@ async def test_every_schedule_of_a_pass_and_a_late_payment_ends_with_the_charge_
             late = create_payment(
                 order_id=command.order_id, idempotency_key=command.idempotency_key
             )
-            charged = await _charge_under(provider, late, attempt_key)
+            charged = await charge_under(provider, late, attempt_key)
             await gate.checkpoint("payer: paid, the notice about to reopen")
             await strays.reopen(attempt_key, provider.name)
             return charged
@@ -219,7 +181,7 @@ async def test_every_schedule_of_a_pass_and_a_late_payment_ends_with_the_charge_
         assert [r.charge_id for r in refunds] == [charged.provider_reference], schedule
         recorded = [r for r in await strays.all() if r["attempt_key"] == attempt_key]
         assert [r["status"] for r in recorded] == ["reversed"], schedule
-        assert attempt_key not in await _unverified(engine), schedule
+        assert attempt_key not in await unverified_keys(engine), schedule
 
 
 async def test_a_mark_of_a_candidate_read_before_a_reopen_changes_nothing(
@@ -233,12 +195,12 @@ async def test_a_mark_of_a_candidate_read_before_a_reopen_changes_nothing(
 
     assert await strays.reopen(attempt_key, "sandbox")
     assert not await strays.mark_verified(read)
-    assert await _unverified(engine) == [attempt_key]
+    assert await unverified_keys(engine) == [attempt_key]
 
     (again,) = await strays.candidates(clock.now - SETTLE, 10)
     assert again.generation == 1
     assert await strays.mark_verified(again)
-    assert await _unverified(engine) == []
+    assert await unverified_keys(engine) == []
     assert await strays.candidates(clock.now - SETTLE, 10) == []
     # A notice after the mark reopens it, at the next generation: offered again.
     assert await strays.reopen(attempt_key, "sandbox")
@@ -299,7 +261,7 @@ async def test_a_mark_that_waits_on_a_reopen_in_flight_changes_nothing_once_it_c
         await _until_a_writer_waits_on_a_lock(engine)
 
     assert await mark is False
-    assert await _unverified(engine) == [attempt_key]
+    assert await unverified_keys(engine) == [attempt_key]
     (again,) = await strays.candidates(clock.now - SETTLE, 10)
     assert again.generation == read.generation + 1
 
@@ -343,7 +305,7 @@ async def test_own_charges_marked_while_a_reopen_is_in_flight_keep_the_reopen(
 
     if engine.dialect.name == "postgresql":
         assert await marking == 0
-        assert await _unverified(engine) == [own_key]
+        assert await unverified_keys(engine) == [own_key]
     else:
         assert await marking == 1
-        assert await _unverified(engine) == []
+        assert await unverified_keys(engine) == []

@@ -7,25 +7,19 @@ the front; and the stamp never overrides a reopen or a mark.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.outcome import Outcome
-from consumer.payment_events import PaymentEvents
-from consumer.payment_handler import PaymentCommandHandler
 from consumer.stray_charges import StraySweep
-from domain.retry import RetryPolicy
 from persistence.stray_store import StrayStore, attempt_candidates
 from persistence.tables import provider_attempts
-from providers.port import ChargeRequest
 from providers.registry import Providers
-from providers.routing import Router
-from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
-from tests.support.builders import ACCOUNT_KEY, UNAVAILABLE_CARD, create_payment
+from tests.support.builders import UNAVAILABLE_CARD, create_payment
+from tests.support.stray_setup import charge_under, handler_giving_up_after_two_calls
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +30,7 @@ CAP = timedelta(hours=1)
 @pytest.fixture
 def handler(store, provider, clock):
     """Gives up after two calls: these tests run a payment's retries to the end."""
-    return PaymentCommandHandler(
-        store=store,
-        providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
-        account_key=ACCOUNT_KEY,
-        metrics=Metrics(),
-        retry_policy=RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001),
-        clock=clock,
-    )
+    return handler_giving_up_after_two_calls(store, provider, clock)
 
 
 @pytest.fixture
@@ -95,17 +80,9 @@ async def _next_sweep_at(engine: AsyncEngine, attempt_key: str):
 async def _charge_under(provider, attempt_key):
     """The provider charges ``attempt_key`` (as a late call would, with a card it charges:
     the sandbox decides by card)."""
-    command: Any = create_payment()  # its accounts, in the clear as the provider gets them
-    return await provider.charge(
-        ChargeRequest(
-            attempt_key=attempt_key,
-            payment_request_id=attempt_key.removesuffix("-a1"),
-            amount=command.amount,
-            payment_method=command.payment_method,
-            payer=command.payer,
-            payee=command.payee,
-            capture=True,
-        )
+    # A fresh command for its accounts, in the clear as the provider gets them.
+    return await charge_under(
+        provider, create_payment(), attempt_key, payment_request_id=attempt_key.removesuffix("-a1")
     )
 
 

@@ -38,7 +38,7 @@ from persistence.database import Database
 from persistence.tables import outbox
 from persistence.webhook_fanout import delivery_row
 from persistence.webhook_tables import webhook_deliveries
-from producer.webhook_dispatcher import WebhookDispatcher
+from producer.webhook_dispatcher import DeliveryQueue, WebhookDispatcher
 from producer.webhook_sender import WebhookSender
 from providers.registry import Providers
 from providers.routing import Router
@@ -73,13 +73,19 @@ def sender_timeout_s() -> float:
     return 0.5
 
 
+def dispatcher_over(
+    queue: DeliveryQueue, sender: WebhookSender, metrics: Metrics, clock: Clock
+) -> WebhookDispatcher:
+    """A dispatcher of ``queue`` (the store's, or a test's stand-in) with the tests' retry
+    policy and no jitter."""
+    return WebhookDispatcher(queue, sender, metrics, policy=POLICY, clock=clock, uniform=no_jitter)
+
+
 @pytest.fixture
 def dispatcher(
     db: Database, sender: WebhookSender, metrics: Metrics, clock: Clock
 ) -> WebhookDispatcher:
-    return WebhookDispatcher(
-        db.webhooks, sender, metrics, policy=POLICY, clock=clock, uniform=no_jitter
-    )
+    return dispatcher_over(db.webhooks, sender, metrics, clock)
 
 
 @pytest.fixture
@@ -500,6 +506,7 @@ async def test_a_delivery_queued_as_its_endpoint_was_deleted_is_failed_not_sent(
 
 async def test_a_capture_refused_for_another_amount_is_no_webhook(
     db: Database,
+    payments: PaymentCommandHandler,
     receiver: WebhookReceiver,
     provider: InProcessSandboxProvider,
     metrics: Metrics,
@@ -511,15 +518,6 @@ async def test_a_capture_refused_for_another_amount_is_no_webhook(
     # carries the payment's status) became one more payment.succeeded webhook, under a new
     # webhook id for every re-send.
     endpoint_id = await endpoint_for(db, receiver, ["*"])
-    payments = PaymentCommandHandler(
-        store=db.payments,
-        providers=Providers.of(provider),
-        router=Router.catch_all(provider.name),
-        events=PaymentEvents(MESSAGES, "payments.results"),
-        account_key=ACCOUNT_KEY,
-        metrics=metrics,
-        clock=clock,
-    )
     captures = CaptureCommandHandler(
         store=db.captures,
         providers=Providers.of(provider),
@@ -577,14 +575,7 @@ async def test_a_delivery_claimed_before_its_endpoint_was_deleted_is_not_signed_
     # endpoint received a signed delivery after its DELETE had answered.
     endpoint_id = await endpoint_for(db, receiver, ["*"])
     await payments.handle(paid_by(CLIENT))
-    dispatcher = WebhookDispatcher(
-        _DeletedAfterTheClaim(db, endpoint_id),
-        sender,
-        metrics,
-        policy=POLICY,
-        clock=clock,
-        uniform=no_jitter,
-    )
+    dispatcher = dispatcher_over(_DeletedAfterTheClaim(db, endpoint_id), sender, metrics, clock)
 
     assert await dispatcher.dispatch_once() == 1  # claimed, then not sent
 

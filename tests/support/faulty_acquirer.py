@@ -3,6 +3,10 @@ tests of what one misbehaving payment may not stop (reconciliation passes, sweep
 
 from __future__ import annotations
 
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
+from domain.retry import RetryPolicy
+from persistence.payment_store import PaymentStore
 from providers.errors import ProviderError, ProviderTimeoutError, UnsupportedOperationError
 from providers.port import (
     CancelRequest,
@@ -14,6 +18,12 @@ from providers.port import (
     RefundOutcome,
     RefundRequest,
 )
+from providers.registry import Providers
+from providers.routing import Router
+from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
+from tests.support.builders import ACCOUNT_KEY
+from tests.support.clock import Clock
 
 
 class Acquirer:
@@ -43,10 +53,16 @@ class Acquirer:
         if key in self.timeout_once:
             self.timeout_once.discard(key)
             raise ProviderTimeoutError(self.name, "no answer in time")
-        outcome = self.charges.setdefault(key, ChargeOutcome(ChargeStatus.SUCCEEDED, f"ch_{key}"))
+        outcome = self.book(key)
         if key in self.charged_anyway:
             raise ProviderError(self.name, "refused")
         return outcome
+
+    def book(self, attempt_key: str) -> ChargeOutcome:
+        """The provider's charge under ``attempt_key``, made on its first call only."""
+        return self.charges.setdefault(
+            attempt_key, ChargeOutcome(ChargeStatus.SUCCEEDED, f"ch_{attempt_key}")
+        )
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         if attempt_key in self.unreadable:
@@ -74,3 +90,20 @@ class Acquirer:
 
     async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
         return self.refunds.get(refund_key)
+
+
+def one_call_handler(
+    store: PaymentStore, acquirer: Acquirer, clock: Clock, metrics: Metrics | None = None
+) -> PaymentCommandHandler:
+    """A payment handler over ``acquirer`` alone that calls it once per command (no retry),
+    so each payment meets the fault its key was given and no other call."""
+    return PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(acquirer),
+        router=Router({"*": [acquirer.name]}),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics() if metrics is None else metrics,
+        retry_policy=RetryPolicy(max_attempts=1),
+        clock=clock,
+    )
