@@ -247,3 +247,24 @@ def test_an_account_key_rotates_the_first_is_published_all_decrypt(
 
 def tmp_path_of(pair: AccountKeyPair) -> Path:
     return KEY_FILES[pair.published.key_id]
+
+
+async def test_a_dead_lettered_cancel_is_kept_byte_for_byte() -> None:
+    """A CancelPayment holds no account, so its dead letter must be its bytes: masking the
+    digit runs of its ids would make a re-published cancel name another payment (not_found),
+    and the authorization it was to release would stay held."""
+    from datetime import UTC, datetime
+
+    from domain.cancels import CancelPayment
+    from domain.payments import payment_request_id_for
+
+    messages = PaymentMessages.bundled()
+    redact = DeadLetterRedaction(messages, memory_vault(KEY, FakeVaultRows()), retention=RETENTION)
+    command = CancelPayment.create(
+        payment_request_id=payment_request_id_for("order-2026120600001234", "k1", 0, "acme"),
+        order_id="order-2026120600001234",
+        requested_at=datetime(2026, 12, 6, 21, 0, tzinfo=UTC),
+        client_id="acme",
+    )
+    value = messages.encode_cancel(command)
+    assert await redact(value) == value
