@@ -10,7 +10,8 @@ before a dead letter is written:
   (``paygate dlq republish``), and it never holds the number;
 - a decodable command without a clear number is kept byte for byte (its idempotency key
   and ids must survive a re-publish exactly);
-- anything else (undecodable bytes, a number the account rules refuse) has every run of
+- anything else (undecodable bytes, a number the account rules refuse, a ``clientId`` the
+  domain refuses, which the vault could not store the token under) has every run of
   8 to 19 digits and every IBAN-shaped run masked in place, all but its last four
   characters; the masking keeps the length, so Avro framing stays intact. Such a message
   could never be processed anyway; an id in it may be masked too.
@@ -29,6 +30,7 @@ from typing import Any, Final
 from consumer.account_intake import AccountVault
 from domain.accounts import Account
 from domain.errors import PaygateError
+from domain.payments import check_client_id
 from schemas.codec import CREATE_PAYMENT
 from schemas.payments import PaymentMessages
 
@@ -65,6 +67,11 @@ class DeadLetterRedaction:
         ):
             return value
         try:
+            # The vault stores the token under the command's scope: one the domain refuses
+            # (too long, a NUL) the database may refuse too, for good, and the router
+            # retries a dead letter until it is written. Such a command can never be
+            # processed, so it is masked like any other that cannot.
+            client_id = check_client_id(record.get("clientId"))
             clear = {
                 name: Account.parse(record[name]["type"], record[name]["number"], None, param=name)
                 for name in _ACCOUNTS
@@ -75,7 +82,7 @@ class DeadLetterRedaction:
         redacted: dict[str, Any] = dict(record)
         for name, account in clear.items():
             vaulted = await self._vault.tokenize(
-                account, client_id=record.get("clientId"), expires_in=self._retention
+                account, client_id=client_id, expires_in=self._retention
             )
             redacted[name] = {**record[name], "number": None, "token": vaulted.token}
         return self._messages.encode_create_payment_record(redacted)
