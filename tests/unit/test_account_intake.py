@@ -268,3 +268,34 @@ async def test_a_dead_lettered_cancel_is_kept_byte_for_byte() -> None:
     )
     value = messages.encode_cancel(command)
     assert await redact(value) == value
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["4242 4242 4242 4242", "4242-4242-4242-4242", "DE89 3704 0044 0532 0130 00"],
+    ids=["card-spaced", "card-dashed", "iban-spaced"],
+)
+async def test_a_number_written_in_groups_is_masked_in_a_dead_letter(number: str) -> None:
+    """A number as people write it (groups of four) is refused by the account rules, so
+    its command is dead-lettered and masked in place: the groups must be masked too."""
+    from schemas.codec import AvroCodec
+    from schemas.registry import FileSchemaRegistry
+
+    messages = PaymentMessages.bundled()
+    redact = DeadLetterRedaction(messages, memory_vault(KEY, FakeVaultRows()), retention=RETENTION)
+    account = {"type": "iban" if number[0].isalpha() else "card", "number": number}
+    value = AvroCodec(FileSchemaRegistry.bundled()).encode(
+        CREATE_PAYMENT, create_payment_record(payerAccount={**account, "holderName": None})
+    )
+    with pytest.raises(PaygateError):
+        messages.decode_any_command(value)
+    redacted = await redact(value)
+    assert len(redacted) == len(value)
+    assert number.encode() not in redacted
+    # Every letter and digit masked but the last four; the separators stay (same length).
+    shown = len([c for c in number if c.isalnum()]) - 4
+    masked = ""
+    for c in number:
+        masked += "*" if c.isalnum() and shown > 0 else c
+        shown -= c.isalnum()
+    assert masked.encode() in redacted
