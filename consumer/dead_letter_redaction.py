@@ -19,7 +19,9 @@ before a dead letter is written:
 
 If the vault cannot be reached the redaction raises, and the dead letter is retried (the
 record handling never lets the offset pass a message that is nowhere): a clear number is
-never written for want of a vault.
+never written for want of a vault. Any other failure to vault the numbers (one retrying
+cannot change) masks them in place: a redaction that raised for good would hold the
+message, and its partition, for ever.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import timedelta
 from typing import Any, Final
 
 from consumer.account_intake import AccountVault
+from consumer.failures import FailureKind, classify
 from domain.accounts import Account
 from domain.errors import PaygateError
 from domain.payments import check_client_id
@@ -94,9 +97,17 @@ class DeadLetterRedaction:
         except PaygateError:
             return mask_numbers_in(value)
         redacted: dict[str, Any] = dict(record)
-        for name, account in clear.items():
-            vaulted = await self._vault.tokenize(
-                account, client_id=client_id, expires_in=self._retention
-            )
-            redacted[name] = {**record[name], "number": None, "token": vaulted.token}
-        return self._messages.encode_create_payment_record(redacted)
+        try:
+            for name, account in clear.items():
+                vaulted = await self._vault.tokenize(
+                    account, client_id=client_id, expires_in=self._retention
+                )
+                redacted[name] = {**record[name], "number": None, "token": vaulted.token}
+            return self._messages.encode_create_payment_record(redacted)
+        except Exception as exc:
+            # A vault that is down makes the dead letter wait (the router retries it); any
+            # other failure would fail again on every retry and stop the partition for
+            # good, so the numbers are masked in place instead.
+            if classify(exc).kind is FailureKind.TRANSIENT:
+                raise
+            return mask_numbers_in(value)

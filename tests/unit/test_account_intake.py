@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +300,40 @@ async def test_a_number_written_in_groups_is_masked_in_a_dead_letter(number: str
         masked += "*" if c.isalnum() and shown > 0 else c
         shown -= c.isalnum()
     assert masked.encode() in redacted
+
+
+class _RefusingVault:
+    """A vault whose every tokenize fails as ``error`` does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def tokenize(self, *_args: Any, **_kwargs: Any) -> VaultedAccount:
+        raise self.error
+
+    async def tokenize_along(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise self.error
+
+    async def check_opens(self, *_args: Any, **_kwargs: Any) -> VaultedAccount:
+        raise self.error
+
+
+async def test_a_dead_letter_the_vault_refuses_for_good_is_masked() -> None:
+    """The router retries a dead letter until it is written: a redaction that fails on
+    every try would hold its partition for ever. Only a vault that is down may do that."""
+    from schemas.codec import AvroCodec
+    from schemas.registry import FileSchemaRegistry
+
+    messages = PaymentMessages.bundled()
+    value = AvroCodec(FileSchemaRegistry.bundled()).encode(
+        CREATE_PAYMENT, create_payment_record(amount=Decimal("-1"))
+    )
+    for_good = DeadLetterRedaction(messages, _RefusingVault(ValueError("bug")), retention=RETENTION)
+    redacted = await for_good(value)
+    assert redacted == mask_numbers_in(value)
+    assert SUCCESS_CARD.encode() not in redacted
+    down = DeadLetterRedaction(
+        messages, _RefusingVault(ConnectionRefusedError("vault database")), retention=RETENTION
+    )
+    with pytest.raises(ConnectionRefusedError):
+        await down(value)  # the router retries it until the vault is back
