@@ -135,18 +135,23 @@ def refund_outcome(answer: Mapping[str, Any], refund_key: str) -> RefundOutcome:
     return RefundOutcome(ProviderRefundStatus.SUCCEEDED, reference)
 
 
-# fastpay.refund.query's refund_status: REFUND_SUCCESS, or absent while not settled.
+# fastpay.refund.query's refund_status: REFUND_SUCCESS once the refund is made. Absent,
+# Alipay's documentation says the request was not received or the refund failed (a query
+# soon after the refund may also find it not yet made, and made later).
 REFUND_SUCCESS: Final = "REFUND_SUCCESS"
 
 
 def refund_query_outcome(answer: Mapping[str, Any], refund_key: str) -> RefundOutcome | None:
-    """None when Alipay knows no refund under the key (it answers without a refund_amount)."""
+    """None when Alipay knows no refund under the key (it answers without a refund_amount).
+
+    Succeeded only on ``REFUND_SUCCESS``: anything else, an absent status included, is no
+    refund a client may be told of, so it stays pending and is asked about again (a made
+    refund answers ``REFUND_SUCCESS`` on a later query)."""
     if not answer.get("refund_amount") and not answer.get("out_request_no"):
         return None
     trade_no = answer.get("trade_no")
     reference = f"{trade_no}:{refund_key}" if isinstance(trade_no, str) else refund_key
-    status = answer.get("refund_status")
-    if status is None or status == REFUND_SUCCESS:
+    if answer.get("refund_status") == REFUND_SUCCESS:
         return RefundOutcome(ProviderRefundStatus.SUCCEEDED, reference)
     return RefundOutcome(ProviderRefundStatus.PENDING, reference)
 

@@ -16,7 +16,7 @@ from providers.alipay import AlipayProvider
 from providers.alipay import transformers as t
 from providers.alipay.notifications import AlipayNotifications
 from providers.notices import NoticeRefusedError
-from providers.port import ChargeStatus
+from providers.port import ChargeStatus, ProviderRefundStatus
 from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys
 from providers.sandbox.alipay.trades import Trades
 
@@ -103,3 +103,30 @@ def test_the_alipay_provider_is_built_from_settings_and_needs_its_keys(alipay_ke
     provider = build_provider(settings, "alipay")
     assert isinstance(provider, AlipayProvider)
     assert provider.name == "alipay"
+
+
+_REFUND_DATA = {
+    "code": "10000",
+    "msg": "Success",
+    "trade_no": "2026120622001400000000000001",
+    "out_trade_no": "pay_0-a1",
+    "out_request_no": "ref_1",
+    "total_amount": "10.00",
+    "refund_amount": "4.00",
+}
+
+
+def test_a_refund_query_is_a_success_only_when_alipay_says_refund_success():
+    """fastpay.refund.query: ``refund_status`` REFUND_SUCCESS is a refund made; absent, Alipay
+    says the request was not received (yet) or failed, which is no refund a client may be told
+    of: it stays pending and is asked about again."""
+    made = t.refund_query_outcome({**_REFUND_DATA, "refund_status": "REFUND_SUCCESS"}, "ref_1")
+    assert made is not None
+    assert made.status is ProviderRefundStatus.SUCCEEDED
+    not_settled = t.refund_query_outcome(_REFUND_DATA, "ref_1")
+    assert not_settled is not None
+    assert not_settled.status is ProviderRefundStatus.PENDING
+    no_refund = {
+        k: v for k, v in _REFUND_DATA.items() if k not in ("refund_amount", "out_request_no")
+    }
+    assert t.refund_query_outcome(no_refund, "ref_1") is None
