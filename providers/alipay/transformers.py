@@ -127,9 +127,13 @@ def qr_action(qr_code: object, expires_at: datetime) -> NextAction:
     return NextAction.of(NextActionType.QR_CODE, qr_code, expires_at)
 
 
+# trade.refund's fund_change: Y, the money moved with this call. Anything else (N for a
+# repeat of a refund already made, or for one not made yet) is settled by the refund query.
+FUND_MOVED: Final = "Y"
+
+
 def refund_outcome(answer: Mapping[str, Any], refund_key: str) -> RefundOutcome:
-    """A trade.refund answer (code 10000): the money moved when ``fund_change`` is Y; an
-    N answers a refund already made under this out_request_no (Alipay's idempotency)."""
+    """A trade.refund answer (code 10000) whose ``fund_change`` is Y: the money moved."""
     trade_no = answer.get("trade_no")
     reference = f"{trade_no}:{refund_key}" if isinstance(trade_no, str) else refund_key
     return RefundOutcome(ProviderRefundStatus.SUCCEEDED, reference)
