@@ -10,14 +10,18 @@ before a dead letter is written:
   (``paygate dlq republish``), and it never holds the number;
 - a decodable command without a clear number is kept byte for byte (its idempotency key
   and ids must survive a re-publish exactly);
-- anything else (undecodable bytes, a number the account rules refuse) has every run of
-  8 to 19 digits and every IBAN-shaped run masked in place, all but its last four
-  characters; the masking keeps the length, so Avro framing stays intact. Such a message
-  could never be processed anyway; an id in it may be masked too.
+- anything else (undecodable bytes, a number the account rules refuse, such as one
+  written in groups, a ``clientId`` the domain refuses, which the vault could not store
+  the token under) has every run of 8 to 19 digits and every IBAN-shaped run, each
+  character perhaps after one space or dash, masked in place, all but its last four
+  letters or digits; the masking keeps the length, so Avro framing stays intact. Such a
+  message could never be processed anyway; an id in it may be masked too.
 
 If the vault cannot be reached the redaction raises, and the dead letter is retried (the
 record handling never lets the offset pass a message that is nowhere): a clear number is
-never written for want of a vault.
+never written for want of a vault. Any other failure to vault the numbers (one retrying
+cannot change) masks them in place: a redaction that raised for good would hold the
+message, and its partition, for ever.
 """
 
 from __future__ import annotations
@@ -27,22 +31,37 @@ from datetime import timedelta
 from typing import Any, Final
 
 from consumer.account_intake import AccountVault
+from consumer.failures import FailureKind, classify
 from domain.accounts import Account
 from domain.errors import PaygateError
+from domain.payments import check_client_id
 from schemas.codec import CREATE_PAYMENT
 from schemas.payments import PaymentMessages
 
-_DIGIT_RUN: Final = re.compile(rb"[0-9]{8,19}")
-_IBAN_RUN: Final = re.compile(rb"[A-Z]{2}[0-9]{2}[A-Z0-9]{10,30}")
+# Numbers as machines and as people write them: 8 to 19 digits, or an IBAN, each character
+# perhaps after one space or dash ("4242 4242 4242 4242", "DE89 3704 0044 ..."). The account
+# rules refuse the grouped forms, so a command carrying one is masked here, never vaulted.
+_DIGIT_RUN: Final = re.compile(rb"[0-9](?:[ \-]?[0-9]){7,18}")
+_IBAN_RUN: Final = re.compile(rb"[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){10,30}")
+_SEPARATORS: Final = b" -"
 _ACCOUNTS: Final = ("payerAccount", "payeeAccount")
 
 
 def mask_numbers_in(data: bytes) -> bytes:
-    """``data`` with every digit run and IBAN-shaped run masked but its last four."""
+    """``data`` with every digit run and IBAN-shaped run masked but its last four letters
+    or digits; separators stay, so the length does."""
 
     def masked(match: re.Match[bytes]) -> bytes:
-        run = match.group(0)
-        return b"*" * (len(run) - 4) + run[-4:]
+        run = bytearray(match.group(0))
+        shown = 0
+        for i in range(len(run) - 1, -1, -1):
+            if run[i] in _SEPARATORS:
+                continue
+            if shown < 4:
+                shown += 1
+            else:
+                run[i] = ord("*")
+        return bytes(run)
 
     return _DIGIT_RUN.sub(masked, _IBAN_RUN.sub(masked, data))
 
@@ -65,6 +84,11 @@ class DeadLetterRedaction:
         ):
             return value
         try:
+            # The vault stores the token under the command's scope: one the domain refuses
+            # (too long, a NUL) the database may refuse too, for good, and the router
+            # retries a dead letter until it is written. Such a command can never be
+            # processed, so it is masked like any other that cannot.
+            client_id = check_client_id(record.get("clientId"))
             clear = {
                 name: Account.parse(record[name]["type"], record[name]["number"], None, param=name)
                 for name in _ACCOUNTS
@@ -73,9 +97,17 @@ class DeadLetterRedaction:
         except PaygateError:
             return mask_numbers_in(value)
         redacted: dict[str, Any] = dict(record)
-        for name, account in clear.items():
-            vaulted = await self._vault.tokenize(
-                account, client_id=record.get("clientId"), expires_in=self._retention
-            )
-            redacted[name] = {**record[name], "number": None, "token": vaulted.token}
-        return self._messages.encode_create_payment_record(redacted)
+        try:
+            for name, account in clear.items():
+                vaulted = await self._vault.tokenize(
+                    account, client_id=client_id, expires_in=self._retention
+                )
+                redacted[name] = {**record[name], "number": None, "token": vaulted.token}
+            return self._messages.encode_create_payment_record(redacted)
+        except Exception as exc:
+            # A vault that is down makes the dead letter wait (the router retries it); any
+            # other failure would fail again on every retry and stop the partition for
+            # good, so the numbers are masked in place instead.
+            if classify(exc).kind is FailureKind.TRANSIENT:
+                raise
+            return mask_numbers_in(value)

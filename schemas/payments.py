@@ -216,10 +216,12 @@ class PaymentMessages:
 
     def command_record(self, data: bytes) -> tuple[str, dict[str, Any]] | None:
         """The record name and the record ``data`` holds (in the newest shape), without
-        applying the domain's rules; None if it is no decodable command."""
+        applying the domain's rules; None if it is no decodable command. Every command kind
+        is one (a CancelPayment too): the dead-letter redaction masks the digit runs of what
+        is not, ids included, and a re-published cancel would then name another payment."""
         try:
             return self._codec.decode_one_of(
-                data, (CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT)
+                data, (CREATE_PAYMENT, REFUND_PAYMENT, CAPTURE_PAYMENT, CANCEL_PAYMENT)
             )
         except CodecError:
             return None

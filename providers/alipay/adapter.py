@@ -57,6 +57,7 @@ from providers.port import (
     ChargeOutcome,
     ChargeRequest,
     ChargeStatus,
+    ProviderRefundStatus,
     RefundOutcome,
     RefundRequest,
 )
@@ -216,7 +217,15 @@ class AlipayProvider:
         )
         answer = await self._call(refund, "alipay_trade_refund_response")
         if answer.get("code") == t.SUCCESS:
-            return t.refund_outcome(answer, request.refund_key)
+            if answer.get("fund_change") == t.FUND_MOVED:
+                return t.refund_outcome(answer, request.refund_key)
+            # Code 10000 says only that the call went through: without fund_change Y (a
+            # repeat of a refund made before, or one not made yet) Alipay's refund query
+            # says whether the refund was made.
+            known = await self.refund_status(request.refund_key, request.charge_reference)
+            if known is None:
+                return RefundOutcome(ProviderRefundStatus.PENDING, None)
+            return known
         if answer.get("code") == t.BUSINESS_FAILURE and (
             answer.get("sub_code") not in t.UNKNOWN_OUTCOME_SUB_CODES
         ):

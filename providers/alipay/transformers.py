@@ -127,26 +127,35 @@ def qr_action(qr_code: object, expires_at: datetime) -> NextAction:
     return NextAction.of(NextActionType.QR_CODE, qr_code, expires_at)
 
 
+# trade.refund's fund_change: Y, the money moved with this call. Anything else (N for a
+# repeat of a refund already made, or for one not made yet) is settled by the refund query.
+FUND_MOVED: Final = "Y"
+
+
 def refund_outcome(answer: Mapping[str, Any], refund_key: str) -> RefundOutcome:
-    """A trade.refund answer (code 10000): the money moved when ``fund_change`` is Y; an
-    N answers a refund already made under this out_request_no (Alipay's idempotency)."""
+    """A trade.refund answer (code 10000) whose ``fund_change`` is Y: the money moved."""
     trade_no = answer.get("trade_no")
     reference = f"{trade_no}:{refund_key}" if isinstance(trade_no, str) else refund_key
     return RefundOutcome(ProviderRefundStatus.SUCCEEDED, reference)
 
 
-# fastpay.refund.query's refund_status: REFUND_SUCCESS, or absent while not settled.
+# fastpay.refund.query's refund_status: REFUND_SUCCESS once the refund is made. Absent,
+# Alipay's documentation says the request was not received or the refund failed (a query
+# soon after the refund may also find it not yet made, and made later).
 REFUND_SUCCESS: Final = "REFUND_SUCCESS"
 
 
 def refund_query_outcome(answer: Mapping[str, Any], refund_key: str) -> RefundOutcome | None:
-    """None when Alipay knows no refund under the key (it answers without a refund_amount)."""
+    """None when Alipay knows no refund under the key (it answers without a refund_amount).
+
+    Succeeded only on ``REFUND_SUCCESS``: anything else, an absent status included, is no
+    refund a client may be told of, so it stays pending and is asked about again (a made
+    refund answers ``REFUND_SUCCESS`` on a later query)."""
     if not answer.get("refund_amount") and not answer.get("out_request_no"):
         return None
     trade_no = answer.get("trade_no")
     reference = f"{trade_no}:{refund_key}" if isinstance(trade_no, str) else refund_key
-    status = answer.get("refund_status")
-    if status is None or status == REFUND_SUCCESS:
+    if answer.get("refund_status") == REFUND_SUCCESS:
         return RefundOutcome(ProviderRefundStatus.SUCCEEDED, reference)
     return RefundOutcome(ProviderRefundStatus.PENDING, reference)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,92 @@ def test_an_account_key_rotates_the_first_is_published_all_decrypt(
 
 def tmp_path_of(pair: AccountKeyPair) -> Path:
     return KEY_FILES[pair.published.key_id]
+
+
+async def test_a_dead_lettered_cancel_is_kept_byte_for_byte() -> None:
+    """A CancelPayment holds no account, so its dead letter must be its bytes: masking the
+    digit runs of its ids would make a re-published cancel name another payment (not_found),
+    and the authorization it was to release would stay held."""
+    from datetime import UTC, datetime
+
+    from domain.cancels import CancelPayment
+    from domain.payments import payment_request_id_for
+
+    messages = PaymentMessages.bundled()
+    redact = DeadLetterRedaction(messages, memory_vault(KEY, FakeVaultRows()), retention=RETENTION)
+    command = CancelPayment.create(
+        payment_request_id=payment_request_id_for("order-2026120600001234", "k1", 0, "acme"),
+        order_id="order-2026120600001234",
+        requested_at=datetime(2026, 12, 6, 21, 0, tzinfo=UTC),
+        client_id="acme",
+    )
+    value = messages.encode_cancel(command)
+    assert await redact(value) == value
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["4242 4242 4242 4242", "4242-4242-4242-4242", "DE89 3704 0044 0532 0130 00"],
+    ids=["card-spaced", "card-dashed", "iban-spaced"],
+)
+async def test_a_number_written_in_groups_is_masked_in_a_dead_letter(number: str) -> None:
+    """A number as people write it (groups of four) is refused by the account rules, so
+    its command is dead-lettered and masked in place: the groups must be masked too."""
+    from schemas.codec import AvroCodec
+    from schemas.registry import FileSchemaRegistry
+
+    messages = PaymentMessages.bundled()
+    redact = DeadLetterRedaction(messages, memory_vault(KEY, FakeVaultRows()), retention=RETENTION)
+    account = {"type": "iban" if number[0].isalpha() else "card", "number": number}
+    value = AvroCodec(FileSchemaRegistry.bundled()).encode(
+        CREATE_PAYMENT, create_payment_record(payerAccount={**account, "holderName": None})
+    )
+    with pytest.raises(PaygateError):
+        messages.decode_any_command(value)
+    redacted = await redact(value)
+    assert len(redacted) == len(value)
+    assert number.encode() not in redacted
+    # Every letter and digit masked but the last four; the separators stay (same length).
+    shown = len([c for c in number if c.isalnum()]) - 4
+    masked = ""
+    for c in number:
+        masked += "*" if c.isalnum() and shown > 0 else c
+        shown -= c.isalnum()
+    assert masked.encode() in redacted
+
+
+class _RefusingVault:
+    """A vault whose every tokenize fails as ``error`` does."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def tokenize(self, *_args: Any, **_kwargs: Any) -> VaultedAccount:
+        raise self.error
+
+    async def tokenize_along(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise self.error
+
+    async def check_opens(self, *_args: Any, **_kwargs: Any) -> VaultedAccount:
+        raise self.error
+
+
+async def test_a_dead_letter_the_vault_refuses_for_good_is_masked() -> None:
+    """The router retries a dead letter until it is written: a redaction that fails on
+    every try would hold its partition for ever. Only a vault that is down may do that."""
+    from schemas.codec import AvroCodec
+    from schemas.registry import FileSchemaRegistry
+
+    messages = PaymentMessages.bundled()
+    value = AvroCodec(FileSchemaRegistry.bundled()).encode(
+        CREATE_PAYMENT, create_payment_record(amount=Decimal("-1"))
+    )
+    for_good = DeadLetterRedaction(messages, _RefusingVault(ValueError("bug")), retention=RETENTION)
+    redacted = await for_good(value)
+    assert redacted == mask_numbers_in(value)
+    assert SUCCESS_CARD.encode() not in redacted
+    down = DeadLetterRedaction(
+        messages, _RefusingVault(ConnectionRefusedError("vault database")), retention=RETENTION
+    )
+    with pytest.raises(ConnectionRefusedError):
+        await down(value)  # the router retries it until the vault is back

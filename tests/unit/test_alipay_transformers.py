@@ -14,9 +14,10 @@ from paygate.providers import build_provider
 from paygate.settings import Settings
 from providers.alipay import AlipayProvider
 from providers.alipay import transformers as t
+from providers.alipay.config import AlipayConfig
 from providers.alipay.notifications import AlipayNotifications
 from providers.notices import NoticeRefusedError
-from providers.port import ChargeStatus
+from providers.port import ChargeStatus, ProviderRefundStatus, RefundRequest
 from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys
 from providers.sandbox.alipay.trades import Trades
 
@@ -103,3 +104,84 @@ def test_the_alipay_provider_is_built_from_settings_and_needs_its_keys(alipay_ke
     provider = build_provider(settings, "alipay")
     assert isinstance(provider, AlipayProvider)
     assert provider.name == "alipay"
+
+
+_REFUND_DATA: dict[str, object] = {
+    "code": "10000",
+    "msg": "Success",
+    "trade_no": "2026120622001400000000000001",
+    "out_trade_no": "pay_0-a1",
+    "out_request_no": "ref_1",
+    "total_amount": "10.00",
+    "refund_amount": "4.00",
+}
+
+
+def test_a_refund_query_is_a_success_only_when_alipay_says_refund_success():
+    """fastpay.refund.query: ``refund_status`` REFUND_SUCCESS is a refund made; absent, Alipay
+    says the request was not received (yet) or failed, which is no refund a client may be told
+    of: it stays pending and is asked about again."""
+    made = t.refund_query_outcome({**_REFUND_DATA, "refund_status": "REFUND_SUCCESS"}, "ref_1")
+    assert made is not None
+    assert made.status is ProviderRefundStatus.SUCCEEDED
+    not_settled = t.refund_query_outcome(_REFUND_DATA, "ref_1")
+    assert not_settled is not None
+    assert not_settled.status is ProviderRefundStatus.PENDING
+    no_refund = {
+        k: v for k, v in _REFUND_DATA.items() if k not in ("refund_amount", "out_request_no")
+    }
+    assert t.refund_query_outcome(no_refund, "ref_1") is None
+
+
+class _CannedAlipay(AlipayProvider):
+    """The adapter with Alipay's verified answers canned, by response name."""
+
+    def __init__(self, keys: Rsa2Keys, answers: dict[str, dict[str, object]]) -> None:
+        super().__init__(
+            AlipayConfig(
+                app_id="2021000000000001",
+                app_private_key=SecretStr(keys.private_pem),
+                alipay_public_key=keys.public_pem,
+                gateway_url="https://alipay.invalid/gateway.do",
+            )
+        )
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def _call(self, request: object, response_name: str) -> dict[str, object]:
+        self.asked.append(response_name)
+        return self.answers[response_name]
+
+
+async def test_a_refund_answered_without_fund_change_is_what_the_query_says(alipay_keys):
+    """alipay.trade.refund: code 10000 only says the call went through; ``fund_change`` Y is
+    a refund made. Another answer is checked with the refund query: a refund Alipay has not
+    made (no REFUND_SUCCESS) is pending, never told to the client as made."""
+    refund = {"code": "10000", "msg": "Success", "trade_no": _REFUND_DATA["trade_no"]}
+    request = RefundRequest(
+        refund_key="ref_1",
+        refund_id="ref_1",
+        payment_request_id="pay_0",
+        charge_reference=str(_REFUND_DATA["trade_no"]),
+        amount=Money(400, "CNY"),
+    )
+    query = "alipay_trade_fastpay_refund_query_response"
+    pending = _CannedAlipay(
+        alipay_keys,
+        {"alipay_trade_refund_response": {**refund, "fund_change": "N"}, query: _REFUND_DATA},
+    )
+    assert (await pending.refund(request)).status is ProviderRefundStatus.PENDING
+    assert pending.asked == ["alipay_trade_refund_response", query]
+    made = _CannedAlipay(
+        alipay_keys,
+        {
+            "alipay_trade_refund_response": {**refund, "fund_change": "N"},
+            query: {**_REFUND_DATA, "refund_status": "REFUND_SUCCESS"},
+        },
+    )
+    assert (await made.refund(request)).status is ProviderRefundStatus.SUCCEEDED
+    moved = _CannedAlipay(
+        alipay_keys, {"alipay_trade_refund_response": {**refund, "fund_change": "Y"}}
+    )
+    assert (await moved.refund(request)).status is ProviderRefundStatus.SUCCEEDED
+    assert moved.asked == ["alipay_trade_refund_response"]
