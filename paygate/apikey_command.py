@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 
 from paygate.database import open_database
+from paygate.event_loop import use_event_loop
 from paygate.settings import Settings
 from paygate.settings_errors import load_settings
 from persistence.api_key_store import ApiKeyInfo, check_client_id
@@ -89,6 +90,7 @@ async def run_apikey_command(settings: Settings, args: argparse.Namespace) -> in
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     settings = load_settings("paygate apikey")
+    use_event_loop(settings.event_loop)
     try:
         return asyncio.run(run_apikey_command(settings, args))
     except ValueError as exc:  # a label the store refuses

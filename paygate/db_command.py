@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from paygate.database import engine_for
+from paygate.event_loop import use_event_loop
 from paygate.jsonlog import configure_logging
 from paygate.settings import Settings
 from paygate.settings_errors import load_settings
@@ -62,6 +63,7 @@ def main(argv: Sequence[str]) -> int:
     settings = load_settings("paygate db")
     # The steps of an upgrade (a stamp, each revision applied) are logged on stderr.
     configure_logging(settings.log_level, settings.log_account_fields)
+    use_event_loop(settings.event_loop)
     try:
         return asyncio.run(run_db_command(settings, args))
     except UnrecognisedSchemaError as exc:

@@ -1,6 +1,8 @@
 """``PAYGATE_EVENT_LOOP``: which event loop implementation the process's ``asyncio.run``
 creates. Set before any loop exists (and, for ``paygate facade --workers N``, before the
-fork, which the workers inherit)."""
+fork, which the workers inherit). Every entry point of ``paygate`` that runs a loop (the
+commands, and the tools ``db``, ``apikey``, ``keys``, ``webhooks``, ``dlq``, ``schemas``)
+calls :func:`use_event_loop` first, so the setting means the same in every process."""
 
 from __future__ import annotations
 

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 from domain.errors import PaygateError
 from paygate.database import engine_for
+from paygate.event_loop import use_event_loop
 from paygate.production_checks import Uses, refuse_unsafe_settings
 from paygate.settings import Settings
 from paygate.vault_wiring import open_vault
@@ -193,6 +194,7 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     settings = Settings()
     refuse_unsafe_settings("paygate keys", settings, Uses.VAULT)
+    use_event_loop(settings.event_loop)
     try:
         return asyncio.run(run_keys_command(settings, args))
     except (KeyFormatError, OSError) as exc:

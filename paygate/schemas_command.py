@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 
+from paygate.event_loop import use_event_loop
 from paygate.settings_errors import load_settings
 
 EXIT_OK = 0
@@ -34,6 +35,7 @@ def main(argv: list[str]) -> int:
         return EXIT_ERROR
     from paygate.schema_source import registered_ids
 
+    use_event_loop(settings.event_loop)
     ids = asyncio.run(registered_ids(settings))  # SchemaRegistrySetupError exits with its message
     print(json.dumps(ids, indent=2, sort_keys=True))
     return EXIT_OK

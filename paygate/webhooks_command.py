@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from domain.webhook_views import DeliveryInfo
 from paygate.database import open_database
+from paygate.event_loop import use_event_loop
 from paygate.jsonlog import configure_logging
 from paygate.ops_server import ops_url, start_ops_server
 from paygate.production_checks import Uses, refuse_unsafe_settings
@@ -128,6 +129,7 @@ def main(argv: Sequence[str]) -> int:
     if args.action == "run":  # it decrypts signing secrets with the vault's data keys
         refuse_unsafe_settings("paygate webhooks run", settings, Uses.VAULT_KEYS)
     configure_logging(settings.log_level, settings.log_account_fields)
+    use_event_loop(settings.event_loop)
     try:
         return asyncio.run(run_webhooks_command(settings, args))
     except KeyboardInterrupt:

@@ -24,16 +24,19 @@ from devtools.bench.environment import BenchError
 _FIGURE: Final = re.compile(r"^(rate|cpu) ([a-z-]+): ([0-9.]+) (payments/s|us per payment)$")
 
 
+_BASELINE_OPTIONS: Final = ("--baseline", "--baseline-event-loop")
+
+
 def without_baseline(argv: Sequence[str]) -> list[str]:
-    """``argv`` less its ``--baseline`` option: the child runs the same cases, once."""
+    """``argv`` less its ``--baseline*`` options: the child runs the same cases, once."""
     kept: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg == "--baseline":
+        elif arg in _BASELINE_OPTIONS:
             skip = True
-        elif not arg.startswith("--baseline="):
+        elif not arg.startswith(tuple(f"{option}=" for option in _BASELINE_OPTIONS)):
             kept.append(arg)
     return kept
 
@@ -48,8 +51,11 @@ def figures(lines: Sequence[str]) -> dict[tuple[str, str], float]:
     return found
 
 
-async def run_baseline(directory: Path, argv: Sequence[str], bootstrap: str) -> list[str]:
-    """Run the bench from ``directory`` on ``bootstrap``; print and return its output."""
+async def run_baseline(
+    directory: Path, argv: Sequence[str], bootstrap: str, extra: Sequence[str] = ()
+) -> list[str]:
+    """Run the bench from ``directory`` on ``bootstrap``, with ``extra`` after ``argv``'s
+    options (the last of an option wins); print and return its output."""
     if not (directory / "devtools" / "bench").is_dir():
         raise BenchError(f"--baseline {directory}: no devtools/bench there (a paygate checkout?)")
     print(f"=== baseline: python -m devtools.bench from {directory} ===", flush=True)
@@ -58,6 +64,7 @@ async def run_baseline(directory: Path, argv: Sequence[str], bootstrap: str) -> 
         "-m",
         "devtools.bench",
         *without_baseline(argv),
+        *extra,
         cwd=directory,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
         stdin=asyncio.subprocess.DEVNULL,

@@ -35,6 +35,7 @@ from devtools.bench.workload import (
     produce_commands,
     vaulted_accounts,
 )
+from paygate.event_loop import use_event_loop
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
 from persistence.engine import SqliteSynchronous
@@ -49,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     command = shlex.join(["python", "-m", "devtools.bench", *args])
+    # The pipeline runs in this process, so this loop is the one the consumer would run on.
+    use_event_loop(options.event_loop)
     try:
         asyncio.run(run_bench(options, command, args))
     except BenchError as exc:
@@ -77,6 +80,7 @@ async def run_bench(options: BenchOptions, command: str, argv: Sequence[str] = (
         f"machine: {describe_machine()}",
         f"load average at start: {describe_load()}",
         f"interpreter: {sys.executable}",
+        f"event loop: {options.event_loop.value} ({type(asyncio.get_running_loop()).__name__})",
         f"revision: {describe_revision()}",
         f"cases: {','.join(options.cases)}",
         f"payments: {options.payments} for cases a and b, {options.slow_payments} for case c "
@@ -98,7 +102,12 @@ async def run_bench(options: BenchOptions, command: str, argv: Sequence[str] = (
         _say(f"broker: {kafka.description}", "")
         baseline: list[str] = []
         if options.baseline is not None:
-            baseline = await run_baseline(options.baseline, argv, kafka.bootstrap_servers)
+            extra = (
+                []
+                if options.baseline_event_loop is None
+                else ["--event-loop", options.baseline_event_loop.value]
+            )
+            baseline = await run_baseline(options.baseline, argv, kafka.bootstrap_servers, extra)
         settings = base.model_copy(update={"kafka_bootstrap_servers": kafka.bootstrap_servers})
         run_id = uuid.uuid4().hex[:8]
         results: dict[str, CaseResult] = {}

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from paygate.settings import EventLoop, Settings
+
 CASES = ("a", "b", "c")
 
 
@@ -24,6 +26,9 @@ class BenchOptions:
     compare_tokens: bool = False
     # Another checkout whose code runs the same cases first (devtools/bench/baseline.py).
     baseline: Path | None = None
+    # The loop this run's cases run on; the baseline's, when --baseline-event-loop names one.
+    event_loop: EventLoop = EventLoop.ASYNCIO
+    baseline_event_loop: EventLoop | None = None
 
 
 def _positive_int(text: str) -> int:
@@ -133,7 +138,24 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         "change): the same cases run first from its code, on the same broker, and the "
         "summary sets its rates and CPU per payment beside this run's",
     )
+    loops = [loop.value for loop in EventLoop]
+    parser.add_argument(
+        "--event-loop",
+        choices=loops,
+        default=None,
+        help="event loop the cases run on (the pipeline runs in the bench's process); "
+        "default: PAYGATE_EVENT_LOOP, as in production",
+    )
+    parser.add_argument(
+        "--baseline-event-loop",
+        choices=loops,
+        default=None,
+        help="with --baseline: the baseline runs on this event loop (e.g. --baseline . "
+        "--baseline-event-loop asyncio --event-loop uvloop sets the two loops side by side)",
+    )
     args = parser.parse_args(list(argv))
+    if args.baseline_event_loop is not None and args.baseline is None:
+        parser.error("--baseline-event-loop needs --baseline")
     if args.scale_out and (
         args.database_url is None or not args.database_url.startswith("postgresql")
     ):
@@ -157,4 +179,10 @@ def parse_options(argv: Sequence[str]) -> BenchOptions:
         scale_out=args.scale_out,
         compare_tokens=args.compare_tokens,
         baseline=args.baseline,
+        event_loop=(
+            Settings().event_loop if args.event_loop is None else EventLoop(args.event_loop)
+        ),
+        baseline_event_loop=(
+            None if args.baseline_event_loop is None else EventLoop(args.baseline_event_loop)
+        ),
     )

@@ -32,6 +32,7 @@ from paygate.dlq.republish import (
     check_targets,
     republish,
 )
+from paygate.event_loop import use_event_loop
 from paygate.kafka_login import check_kafka_login
 from paygate.kafka_security import kafka_client_options
 from paygate.settings import Settings
@@ -145,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(describe("paygate dlq", exc), file=sys.stderr)
         return EXIT_ERROR
     _quiet_client_logs()
+    use_event_loop(settings.event_loop)
     try:
         return asyncio.run(run_dlq_command(settings, options))
     except KeyboardInterrupt:

@@ -9,6 +9,7 @@ import pytest
 
 from devtools.bench.baseline import comparison_lines, figures, without_baseline
 from devtools.bench.options import parse_options
+from paygate.settings import EventLoop
 
 pytestmark = pytest.mark.unit
 
@@ -18,6 +19,19 @@ def test_the_baseline_child_gets_the_same_options_without_baseline() -> None:
     assert without_baseline(argv) == ["--cases", "a,b", "--payments", "500"]
     assert parse_options(argv[:4]).baseline == Path("/tmp/old")
     assert parse_options([]).baseline is None
+
+
+def test_the_baseline_can_run_on_another_event_loop() -> None:
+    argv = ["--event-loop", "uvloop", "--baseline", ".", "--baseline-event-loop", "asyncio"]
+    options = parse_options(argv)
+    assert (options.event_loop, options.baseline_event_loop) == (
+        EventLoop.UVLOOP,
+        EventLoop.ASYNCIO,
+    )
+    # The child is told its loop after the shared options, so its own value wins.
+    assert without_baseline([*argv, "--baseline-event-loop=uvloop"]) == ["--event-loop", "uvloop"]
+    with pytest.raises(SystemExit):
+        parse_options(["--baseline-event-loop", "asyncio"])
 
 
 def test_summaries_are_compared_figure_by_figure() -> None:
