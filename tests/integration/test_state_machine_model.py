@@ -299,6 +299,11 @@ class PaymentsMachine(RuleBasedStateMachine):
 
     async def _delete_token(self, payment: CreatePayment) -> None:
         assert isinstance(payment.payer, VaultedAccount)
+        if self.ledger.unseen(payment.payment_request_id):
+            # Not with a charge the provider's search misses: an in-doubt payment that cannot
+            # be re-sent is failed after abandon_after (1 h), which trusts the provider's
+            # status answer to show a charge by then; the search lag drawn here is longer.
+            return
         # What the providers were sent so far, read as the row goes: nothing else runs now.
         self.model.token_deleted(payment.payment_request_id, self.ledger)
         await self.workers[1].vault.delete(payment.payer.token, client_id=CLIENT)

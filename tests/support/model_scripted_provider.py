@@ -11,7 +11,8 @@ told to answer, the ledger behaves as a real provider's does:
   to fail on.
 * **"Unavailable" (a 503) and "timeout before" are not processed**; "timeout after" is
   processed and then its answer is lost: the caller sees a timeout, the ledger has the
-  charge (the in-doubt case).
+  charge (the in-doubt case); "timeout unseen" too, and the provider's status search then
+  misses the charge for :data:`SEARCH_LAG`: only a re-send of the key finds it.
 * **A refund may be accepted pending** and settle (succeed or fail) a minute later on the
   providers' clock, the test's clock.
 * **Permissive where paygate must be strict**: a refund above what remains of the charge
@@ -59,6 +60,9 @@ from tests.support.interleaving import Gate
 
 # How long a refund accepted as pending takes to settle, on the test's clock.
 SETTLE_AFTER = timedelta(seconds=60)
+# How long a charge answered TIMEOUT_UNSEEN stays out of status answers: longer than any
+# idempotency window, so that only the window check keeps it from being charged again.
+SEARCH_LAG = timedelta(days=2)
 
 
 class ChargeAnswer(StrEnum):
@@ -66,6 +70,10 @@ class ChargeAnswer(StrEnum):
     DECLINED = "declined"
     UNAVAILABLE = "unavailable"  # a 503: certainly not charged
     TIMEOUT_AFTER = "timeout_after"  # charged, but the answer never came back
+    # Charged, the answer lost, and the provider's status search does not show the charge
+    # for SEARCH_LAG (Stripe's search lags in an incident): only a re-send of the key,
+    # while the provider still honours it, tells.
+    TIMEOUT_UNSEEN = "timeout_unseen"
     TIMEOUT_BEFORE = "timeout_before"  # never arrived, but the caller cannot know that
 
 
@@ -117,6 +125,7 @@ class LedgerCharge:
     cancel_key: str | None = None
     created_at: datetime | None = None  # when the provider first processed the key
     late: bool = False  # charged after paygate closed the key (see ProviderLedger.charge_late)
+    unseen_until: datetime | None = None  # status answers do not show it before then
 
     @property
     def charged(self) -> bool:
@@ -202,7 +211,23 @@ class ProviderLedger:
         self._references += 1
         return f"{prefix}_{self._references:05d}"
 
-    def charge(self, provider: str, request: ChargeRequest, *, declined: bool) -> ChargeOutcome:
+    def charge_status(self, provider: str, key: str) -> LedgerCharge | None:
+        """What the provider's status search finds under ``key``: not a charge it lags on."""
+        found = self.charges.get((provider, key))
+        if found is not None and found.unseen_until and self._clock() < found.unseen_until:
+            return None
+        return found
+
+    def unseen(self, payment_id: str) -> bool:
+        """Whether a charge of ``payment_id`` is still missing from status answers."""
+        return any(
+            c.payment_id == payment_id and c.unseen_until and self._clock() < c.unseen_until
+            for c in self.charges.values()
+        )
+
+    def charge(
+        self, provider: str, request: ChargeRequest, *, declined: bool, unseen: bool = False
+    ) -> ChargeOutcome:
         found = self.charges.get((provider, request.attempt_key))
         if found is not None and self._forgot(provider, found.created_at):
             self.forgotten_charges.append(found)
@@ -233,6 +258,7 @@ class ProviderLedger:
             status=status,
             captured_minor=request.amount.minor_units if status is ChargeStatus.SUCCEEDED else 0,
             created_at=self._clock(),
+            unseen_until=self._clock() + SEARCH_LAG if unseen else None,
         )
         self.charges[(provider, request.attempt_key)] = charge
         return charge.outcome()
@@ -408,7 +434,10 @@ class ScriptedProvider:
         outcome = None
         if answer not in (ChargeAnswer.UNAVAILABLE, ChargeAnswer.TIMEOUT_BEFORE):
             outcome = self._ledger.charge(
-                self._name, request, declined=answer is ChargeAnswer.DECLINED
+                self._name,
+                request,
+                declined=answer is ChargeAnswer.DECLINED,
+                unseen=answer is ChargeAnswer.TIMEOUT_UNSEEN,
             )
         await self._gate.checkpoint(f"{self._name}.charge answered")
         self._raise_for(answer)
@@ -417,7 +446,7 @@ class ScriptedProvider:
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         await self._query("charge_status")
-        found = self._ledger.charges.get((self._name, attempt_key))
+        found = self._ledger.charge_status(self._name, attempt_key)
         return None if found is None else found.outcome()
 
     async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
@@ -489,6 +518,7 @@ _UNAVAILABLE = frozenset(
 _TIMEOUT = frozenset(
     {
         ChargeAnswer.TIMEOUT_AFTER,
+        ChargeAnswer.TIMEOUT_UNSEEN,
         ChargeAnswer.TIMEOUT_BEFORE,
         RefundAnswer.TIMEOUT_AFTER,
         CaptureAnswer.TIMEOUT_AFTER,
