@@ -149,8 +149,9 @@ scripts = st.builds(
     capture=_weather(CaptureAnswer, CaptureAnswer.UNAVAILABLE),
     query=st.lists(st.sampled_from(QueryAnswer), max_size=2),
 )
+ALONE = Delivery("alone")
 deliveries = st.one_of(
-    st.just(Delivery("alone")),
+    st.just(ALONE),
     st.just(Delivery("gather")),
     st.builds(
         Delivery,
@@ -308,6 +309,13 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.model.token_deleted(payment.payment_request_id, self.ledger)
         await self.workers[1].vault.delete(payment.payer.token, client_id=CLIENT)
 
+    @rule(target=payments, capture=st.booleans())
+    def pay_unseen(self, capture: bool) -> CreatePayment:
+        """A payment whose first call charges but whose answer is lost, and which alpha's
+        status search then misses: drawn often enough to meet a jump past the window
+        before anything re-sends it."""
+        return self._create(capture, 1000, Script(charge=[ChargeAnswer.TIMEOUT_UNSEEN]), ALONE)
+
     @rule(target=payments, amount=st.sampled_from([1000, 2500]), delivery=deliveries)
     def authorize(self, amount: int, delivery: Delivery) -> CreatePayment:
         """An authorize-only payment the providers answer at once: what captures and cancels
@@ -443,14 +451,21 @@ class PaymentsMachine(RuleBasedStateMachine):
             if answer is not NoticeResult.BUSY:
                 break
             answer = self.db.run(main.notices.record(notice[0]))
-        assert answer is NoticeResult.STRAY, f"a late charge's notice was answered {answer}"
+        # Not reopened only when the sweep, asking after the charge landed, has recorded it.
+        found = attempt.key in self.db.run(snapshot(self.db.engine)).strays
+        assert answer is NoticeResult.STRAY or found, f"a late charge's notice: {answer}"
 
     # --- time and reconciliation ---------------------------------------------------------
 
-    # 25 h: past alpha's window, so that an attempt or refund in doubt there is withheld.
-    @rule(seconds=st.sampled_from([11, 31, 61, 121, 3600, 90000]))
+    @rule(seconds=st.sampled_from([11, 31, 61, 121, 3600]))
     def advance_clock(self, seconds: int) -> None:
         self.clock.now += timedelta(seconds=seconds)
+
+    @rule()
+    def jump_past_window(self) -> None:
+        """A day and an hour: past alpha's window, so that what is in doubt there may no
+        longer be re-sent (and alpha has forgotten its keys)."""
+        self.clock.now += ALPHA_WINDOW + timedelta(hours=1)
 
     @rule(
         which=st.sampled_from(["payments", "refunds", "captures", "cancels"]),
