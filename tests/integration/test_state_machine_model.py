@@ -81,7 +81,7 @@ from tests.support.model_scripted_provider import (
     Script,
     ScriptedProvider,
 )
-from tests.support.model_workers import Worker, build_worker
+from tests.support.model_workers import STRAY_SETTLE, Worker, build_worker
 from tests.support.payment_model import ReferenceModel, describe
 
 pytestmark = pytest.mark.integration
@@ -395,23 +395,30 @@ class PaymentsMachine(RuleBasedStateMachine):
 
     @rule(
         pick=st.integers(0, 63),
+        unswept=st.booleans(),
         first=st.integers(0, 1),
         runs=st.lists(st.integers(1, 8), max_size=3).map(tuple),
         tick_s=st.sampled_from([0.0, 20.0]),
     )
     def charge_late_and_notify(
-        self, pick: int, first: int, runs: tuple[int, ...], tick_s: float
+        self, pick: int, unswept: bool, first: int, runs: tuple[int, ...], tick_s: float
     ) -> None:
         """A provider charges a key paygate closed as not charged (the payer paid late, as
         on Alipay) and sends its signed notice, while the other process's stray sweep runs,
         interleaved at drawn points: the charge may land after the sweep asked about the
         key and before it marks the key verified, and the notice must still reopen the key
-        so that a later pass finds and reverses the charge."""
+        so that a later pass finds and reverses the charge. ``unswept``: a key the sweep has
+        not checked yet is picked, if there is one, and the clock first moves past the
+        sweep's settling time, so that this pass asks about it (the race above)."""
+        if unswept:
+            self.clock.now += STRAY_SETTLE + timedelta(seconds=1)
         closed = sorted(
             (a for a in self.db.run(snapshot(self.db.engine)).attempts.values() if not a.open),
             key=lambda a: a.key,
         )
         unpaid = [a for a in closed if (a.provider, a.key) not in self.ledger.charges]
+        if unswept:
+            unpaid = [a for a in unpaid if not a.verified] or unpaid
         if not unpaid:
             return
         attempt = unpaid[pick % len(unpaid)]
