@@ -11,17 +11,25 @@ keeping the ledger that is the ground truth.
 
 Hypothesis draws the steps: new payments (some authorize-only), refunds (any amount, more
 than remains included), captures (all, or part: some above the authorization), cancels,
-redeliveries of any earlier command, reconciler passes,
-and clock jumps that let claims expire and reconcilers act. A delivery runs alone, twice at
-once in one process (``asyncio.gather``: the stores' group commit batches them), or against
-a second process -- another copy, or the reconciler -- under a drawn interleaving
-(tests.support.interleaving) whose steps may each move the clock 20 s, so that a worker
-resumes after another took its claim over (a zombie).
+redeliveries of any earlier command, reconciler passes, late charges (a provider charges a
+key paygate had closed as not charged, and notifies it, while the other process's stray
+sweep runs: the notice must reopen the key, and the sweep find and reverse the charge),
+deletions of a payment's saved card (between steps, or at a drawn point of the payment's
+own first delivery: the consumer holds the number it vaulted moments ago, and must still
+refuse it once the token is gone), and clock jumps that let claims expire and reconcilers
+act, some past a day: beyond the window in which provider ``alpha`` honours its keys (as
+Stripe, 24 h), after which it forgets them and would charge a re-sent key again.
+
+A delivery runs alone, twice at once in one process (``asyncio.gather``: the stores' group
+commit batches them), or against a second process -- another copy, or the reconciler --
+under a drawn interleaving (tests.support.interleaving) whose steps may each move the clock
+20 s, so that a worker resumes after another took its claim over (a zombie).
 
 After every step the reference model (tests.support.payment_model) must hold, and every
-handler must have returned an Outcome without raising. At the end, with the clock a day
-ahead and the providers healthy, the reconcilers run until everything is final, and the
-store must match the providers' ledger exactly.
+handler must have returned an Outcome without raising. At the end, with the providers
+healthy, the reconcilers run a few minutes ahead and then with the clock days ahead, until
+everything is final (but what is withheld past a provider's window, for an operator), and
+the store must match the providers' ledger exactly.
 """
 
 from __future__ import annotations
@@ -54,8 +62,10 @@ from domain.captures import CapturePayment
 from domain.money import Money
 from domain.payments import CreatePayment, PaymentMethod
 from domain.refunds import RefundPayment
+from domain.vaulted import VaultedAccount
 from persistence.engine import SqliteSynchronous, create_engine
 from persistence.migrate import create_schema
+from providers.notices import ChargeNotice, NoticeResult
 from providers.registry import Providers
 from providers.routing import Router
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
@@ -71,7 +81,7 @@ from tests.support.model_scripted_provider import (
     Script,
     ScriptedProvider,
 )
-from tests.support.model_workers import Worker, build_worker
+from tests.support.model_workers import STRAY_SETTLE, Worker, build_worker
 from tests.support.payment_model import ReferenceModel, describe
 
 pytestmark = pytest.mark.integration
@@ -80,6 +90,9 @@ T = TypeVar("T")
 A = TypeVar("A", ChargeAnswer, RefundAnswer, CaptureAnswer)
 START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CURRENCY = "EUR"
+CLIENT = "client-1"
+# How long provider alpha honours a key (Stripe's 24 h); beta keeps its keys for ever.
+ALPHA_WINDOW = timedelta(hours=24)
 # Fewer examples on PostgreSQL: the same code paths, against the other database's locking.
 EXAMPLES = {"sqlite": 40, "postgresql": 10}
 # A longer search, by hand: PAYGATE_MODEL_EXAMPLES=2000 runs that many random (not the fixed,
@@ -89,6 +102,9 @@ STEPS = 25
 # A safety net, not a timing assertion: a deadlock fails the example instead of the run.
 WATCHDOG_S = 120.0
 SETTLING_ROUNDS = 3
+# The first settling pass: past the claims' lease, the reconcilers' minimum age, the stray
+# sweep's settling time and pending refunds', yet well inside alpha's window.
+FIRST_SETTLING = timedelta(minutes=5)
 # More checkpoints than any worker passes in one delivery.
 UNTIL_DONE = 60
 
@@ -133,8 +149,9 @@ scripts = st.builds(
     capture=_weather(CaptureAnswer, CaptureAnswer.UNAVAILABLE),
     query=st.lists(st.sampled_from(QueryAnswer), max_size=2),
 )
+ALONE = Delivery("alone")
 deliveries = st.one_of(
-    st.just(Delivery("alone")),
+    st.just(ALONE),
     st.just(Delivery("gather")),
     st.builds(
         Delivery,
@@ -181,7 +198,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.gate = Gate()
         self.ledger = ProviderLedger(self.clock)
         providers = Providers.of(
-            ScriptedProvider("alpha", self.ledger, self.gate),
+            ScriptedProvider("alpha", self.ledger, self.gate, idempotency_window=ALPHA_WINDOW),
             ScriptedProvider("beta", self.ledger, self.gate),
         )
         router = Router({"*": ["alpha", "beta"]})
@@ -192,6 +209,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         ]
         self.model = ReferenceModel()
         self.counters = Counters()
+        self.model_amounts: dict[str, int] = {}  # per payment id, in minor units
         # The end-of-run check runs only after steps that all held (see teardown).
         self.consistent = True
         self.db.run(reset(database.engine))
@@ -213,22 +231,90 @@ class PaymentsMachine(RuleBasedStateMachine):
     def _create(
         self, capture: bool, amount: int, script: Script, delivery: Delivery
     ) -> CreatePayment:
+        command = self._new_payment(capture, amount)
+        self._deliver_payment(command, script, delivery)
+        return command
+
+    def _new_payment(self, capture: bool, amount: int) -> CreatePayment:
+        """A payment by a saved card, vaulted as the first consumer's intake does (so the
+        number is held in its memory for the provider call that follows)."""
         self.counters.payments += 1
         n = self.counters.payments
+        payer = self.db.run(
+            self.workers[0].vault.tokenize(
+                Account(AccountType.CARD, SUCCESS_CARD), client_id=CLIENT, saved=True
+            )
+        )
         command = CreatePayment.create(
             idempotency_key=f"key-{n}",
             user_id="user-1",
             order_id=f"order-{n}",
             amount=Money(amount, CURRENCY),
             payment_method=PaymentMethod.CARD,
-            payer=Account(AccountType.CARD, SUCCESS_CARD),
+            payer=payer,
             payee=Account(AccountType.IBAN, PAYEE_IBAN),
             requested_at=START,
             metadata={},
+            client_id=CLIENT,
             capture=capture,
         )
-        self._deliver_payment(command, script, delivery)
+        self.model_amounts[command.payment_request_id] = amount
         return command
+
+    @rule(payment=payments)
+    def delete_token(self, payment: CreatePayment) -> None:
+        """The client deletes the saved card a payment was made with."""
+        self.db.run(self._delete_token(payment))
+
+    @rule(
+        target=payments,
+        capture=st.booleans(),
+        script=scripts,
+        first=st.integers(0, 1),
+        runs=st.lists(st.integers(1, 6), max_size=2).map(tuple),
+    )
+    def pay_then_delete_token(
+        self, capture: bool, script: Script, first: int, runs: tuple[int, ...]
+    ) -> CreatePayment:
+        """A payment delivered while its client deletes the card (through the other
+        process, as the facade would), at a drawn checkpoint of the delivery: before the
+        payment begins, while its number is held, or after the provider call."""
+        command = self._new_payment(capture, 1000)
+        self.ledger.script = _copy(script)
+
+        async def delete() -> None:
+            await self.gate.checkpoint("client deletes the card")
+            await self._delete_token(command)
+
+        interleaving = Interleaving(Delivery("interleaved", first, runs).schedule())
+        self.gate.interleaving = interleaving
+        try:
+            main = self.workers[0]
+            results = self.db.run(interleaving.run([lambda: main.payments.handle(command), delete]))
+        finally:
+            self.gate.interleaving = None
+        for result in results:
+            assert not isinstance(result, BaseException), f"a worker raised {result!r}"
+        assert isinstance(results[0], Outcome), f"the handler returned {results[0]!r}"
+        return command
+
+    async def _delete_token(self, payment: CreatePayment) -> None:
+        assert isinstance(payment.payer, VaultedAccount)
+        if self.ledger.unseen(payment.payment_request_id):
+            # Not with a charge the provider's search misses: an in-doubt payment that cannot
+            # be re-sent is failed after abandon_after (1 h), which trusts the provider's
+            # status answer to show a charge by then; the search lag drawn here is longer.
+            return
+        # What the providers were sent so far, read as the row goes: nothing else runs now.
+        self.model.token_deleted(payment.payment_request_id, self.ledger)
+        await self.workers[1].vault.delete(payment.payer.token, client_id=CLIENT)
+
+    @rule(target=payments, capture=st.booleans())
+    def pay_unseen(self, capture: bool) -> CreatePayment:
+        """A payment whose first call charges but whose answer is lost, and which alpha's
+        status search then misses: drawn often enough to meet a jump past the window
+        before anything re-sends it."""
+        return self._create(capture, 1000, Script(charge=[ChargeAnswer.TIMEOUT_UNSEEN]), ALONE)
 
     @rule(target=payments, amount=st.sampled_from([1000, 2500]), delivery=deliveries)
     def authorize(self, amount: int, delivery: Delivery) -> CreatePayment:
@@ -305,11 +391,88 @@ class PaymentsMachine(RuleBasedStateMachine):
     ) -> None:
         self._deliver_capture(command, script, delivery)
 
+    # --- a provider's late charge ---------------------------------------------------------
+
+    @rule(
+        pick=st.integers(0, 63),
+        unswept=st.booleans(),
+        first=st.integers(0, 1),
+        runs=st.lists(st.integers(1, 8), max_size=3).map(tuple),
+        tick_s=st.sampled_from([0.0, 20.0]),
+    )
+    def charge_late_and_notify(
+        self, pick: int, unswept: bool, first: int, runs: tuple[int, ...], tick_s: float
+    ) -> None:
+        """A provider charges a key paygate closed as not charged (the payer paid late, as
+        on Alipay) and sends its signed notice, while the other process's stray sweep runs,
+        interleaved at drawn points: the charge may land after the sweep asked about the
+        key and before it marks the key verified, and the notice must still reopen the key
+        so that a later pass finds and reverses the charge. ``unswept``: a key the sweep has
+        not checked yet is picked, if there is one, and the clock first moves past the
+        sweep's settling time, so that this pass asks about it (the race above)."""
+        if unswept:
+            self.clock.now += STRAY_SETTLE + timedelta(seconds=1)
+        closed = sorted(
+            (a for a in self.db.run(snapshot(self.db.engine)).attempts.values() if not a.open),
+            key=lambda a: a.key,
+        )
+        unpaid = [a for a in closed if (a.provider, a.key) not in self.ledger.charges]
+        if unswept:
+            unpaid = [a for a in unpaid if not a.verified] or unpaid
+        if not unpaid:
+            return
+        attempt = unpaid[pick % len(unpaid)]
+        amount = self.model_amounts[attempt.payment_id]
+        self.ledger.script = Script()
+        main, other = self.workers
+        notice: list[ChargeNotice] = []
+
+        async def pay_and_notify() -> NoticeResult:
+            await self.gate.checkpoint("the payer pays late")
+            charge = self.ledger.charge_late(
+                attempt.provider, attempt.key, attempt.payment_id, amount, CURRENCY
+            )
+            notice.append(
+                ChargeNotice(
+                    attempt.provider, attempt.key, charge.outcome(), Money(amount, CURRENCY)
+                )
+            )
+            return await main.notices.record(notice[0])
+
+        def tick() -> None:
+            self.clock.now += timedelta(seconds=tick_s)
+
+        interleaving = Interleaving(Delivery("interleaved", first, runs).schedule(), on_step=tick)
+        self.gate.interleaving = interleaving
+        try:
+            results = self.db.run(
+                interleaving.run([pay_and_notify, other.payment_reconciler.run_once])
+            )
+        finally:
+            self.gate.interleaving = None
+        for result in results:
+            assert not isinstance(result, BaseException), f"a worker raised {result!r}"
+        answer = results[0]
+        # The provider notifies again while the payment was busy (as Alipay, for a day).
+        for _ in range(3):
+            if answer is not NoticeResult.BUSY:
+                break
+            answer = self.db.run(main.notices.record(notice[0]))
+        # Not reopened only when the sweep, asking after the charge landed, has recorded it.
+        found = attempt.key in self.db.run(snapshot(self.db.engine)).strays
+        assert answer is NoticeResult.STRAY or found, f"a late charge's notice: {answer}"
+
     # --- time and reconciliation ---------------------------------------------------------
 
     @rule(seconds=st.sampled_from([11, 31, 61, 121, 3600]))
     def advance_clock(self, seconds: int) -> None:
         self.clock.now += timedelta(seconds=seconds)
+
+    @rule()
+    def jump_past_window(self) -> None:
+        """A day and an hour: past alpha's window, so that what is in doubt there may no
+        longer be re-sent (and alpha has forgotten its keys)."""
+        self.clock.now += ALPHA_WINDOW + timedelta(hours=1)
 
     @rule(
         which=st.sampled_from(["payments", "refunds", "captures", "cancels"]),
@@ -344,8 +507,8 @@ class PaymentsMachine(RuleBasedStateMachine):
             return  # a step already failed: that is the failure to report
         self.ledger.script = Script()  # the providers are healthy from now on
         main = self.workers[0]
-        for _ in range(SETTLING_ROUNDS):
-            self.clock.now += timedelta(days=1)
+        for jump in [FIRST_SETTLING] + [timedelta(days=1)] * SETTLING_ROUNDS:
+            self.clock.now += jump
             self.db.run(main.payment_reconciler.run_once())
             self.db.run(main.refund_reconciler.run_once())
             self.db.run(main.capture_reconciler.run_once())

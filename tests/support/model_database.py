@@ -8,6 +8,8 @@ the status each step ends at.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -15,6 +17,7 @@ from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 from persistence.engine import write_transaction
 from persistence.tables import outbox, payments, provider_attempts, refunds, stray_charges
+from persistence.vault_tables import vault_entries
 from tests.support.payment_model import (
     Snapshot,
     StatusChange,
@@ -61,6 +64,11 @@ _POSTGRESQL = [
 ]
 
 
+def _aware(at: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every one this schema stores is UTC."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 async def install_status_log(engine: AsyncEngine) -> None:
     """Create the log and its triggers (once per database)."""
     statements = _POSTGRESQL if engine.dialect.name == "postgresql" else _SQLITE
@@ -72,7 +80,7 @@ async def install_status_log(engine: AsyncEngine) -> None:
 async def reset(engine: AsyncEngine) -> None:
     """Empty the tables a model test writes, so that each example starts from nothing."""
     async with write_transaction(engine) as conn:
-        for table in (outbox, stray_charges, refunds, provider_attempts, payments):
+        for table in (outbox, stray_charges, refunds, provider_attempts, payments, vault_entries):
             await conn.execute(table.delete())
         await conn.execute(text("DELETE FROM model_status_log"))
 
@@ -114,6 +122,7 @@ async def snapshot(engine: AsyncEngine) -> Snapshot:
                 amount_minor=r.amount_minor,
                 provider=r.provider,
                 claim_token=r.claim_token,
+                created_at=_aware(r.created_at),
             )
             for r in refund_rows
         },
@@ -126,6 +135,7 @@ async def snapshot(engine: AsyncEngine) -> Snapshot:
                 open=r.finished_at is None,
                 verified=r.verified_at is not None,
                 provider_reference=r.provider_reference,
+                started_at=_aware(r.created_at),
             )
             for r in attempt_rows
         },

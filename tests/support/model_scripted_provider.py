@@ -11,7 +11,8 @@ told to answer, the ledger behaves as a real provider's does:
   to fail on.
 * **"Unavailable" (a 503) and "timeout before" are not processed**; "timeout after" is
   processed and then its answer is lost: the caller sees a timeout, the ledger has the
-  charge (the in-doubt case).
+  charge (the in-doubt case); "timeout unseen" too, and the provider's status search then
+  misses the charge for :data:`SEARCH_LAG`: only a re-send of the key finds it.
 * **A refund may be accepted pending** and settle (succeed or fail) a minute later on the
   providers' clock, the test's clock.
 * **Permissive where paygate must be strict**: a refund above what remains of the charge
@@ -19,6 +20,13 @@ told to answer, the ledger behaves as a real provider's does:
   above what a partial capture took is recorded in ``misuse``.
 * **A void** (``cancel``) answers from the capture script too; it voids an authorization
   once (idempotent per charge) and refuses a captured charge.
+* **Keys may be forgotten.** A provider given an ``idempotency_window`` (as Stripe prunes
+  its keys after 24 hours) honours a charge or refund key only that long after it first
+  processed it: a call with an older key is processed again, as a new call -- a second
+  charge or refund under the same key, kept in ``forgotten`` for the test to fail on. Its
+  status answers still find the newest call of a key, as a real provider's do.
+* **It records every payment a charge call was sent for** (``sent``), before the call is
+  processed, whatever the call then answers: what a payer's account was revealed for.
 
 Every call stops at a checkpoint when it is sent and when its answer is back (see
 tests.support.interleaving), so an interleaving can hold a call in flight while other
@@ -52,6 +60,9 @@ from tests.support.interleaving import Gate
 
 # How long a refund accepted as pending takes to settle, on the test's clock.
 SETTLE_AFTER = timedelta(seconds=60)
+# How long a charge answered TIMEOUT_UNSEEN stays out of status answers: longer than any
+# idempotency window, so that only the window check keeps it from being charged again.
+SEARCH_LAG = timedelta(days=2)
 
 
 class ChargeAnswer(StrEnum):
@@ -59,6 +70,10 @@ class ChargeAnswer(StrEnum):
     DECLINED = "declined"
     UNAVAILABLE = "unavailable"  # a 503: certainly not charged
     TIMEOUT_AFTER = "timeout_after"  # charged, but the answer never came back
+    # Charged, the answer lost, and the provider's status search does not show the charge
+    # for SEARCH_LAG (Stripe's search lags in an incident): only a re-send of the key,
+    # while the provider still honours it, tells.
+    TIMEOUT_UNSEEN = "timeout_unseen"
     TIMEOUT_BEFORE = "timeout_before"  # never arrived, but the caller cannot know that
 
 
@@ -108,6 +123,9 @@ class LedgerCharge:
     capture_key: str | None = None
     captured_minor: int = 0  # what a capture took: refunds may return at most this
     cancel_key: str | None = None
+    created_at: datetime | None = None  # when the provider first processed the key
+    late: bool = False  # charged after paygate closed the key (see ProviderLedger.charge_late)
+    unseen_until: datetime | None = None  # status answers do not show it before then
 
     @property
     def charged(self) -> bool:
@@ -132,6 +150,7 @@ class LedgerRefund:
     settles_at: datetime | None = None
     settles_to: ProviderRefundStatus | None = None
     error_code: ErrorCode | None = None
+    created_at: datetime | None = None
 
     def outcome(self) -> RefundOutcome:
         error = None if self.error_code is None else PaygateError(self.error_code, "refused")
@@ -148,7 +167,24 @@ class ProviderLedger:
         self.charges: dict[tuple[str, str], LedgerCharge] = {}
         self.refunds: dict[tuple[str, str], LedgerRefund] = {}
         self.misuse: list[str] = []
+        # Calls of a key processed before its provider forgot the key, replaced in
+        # ``charges`` / ``refunds`` by the one processed again: each a double charge/refund.
+        self.forgotten_charges: list[LedgerCharge] = []
+        self.forgotten_refunds: list[LedgerRefund] = []
+        self.windows: dict[str, timedelta] = {}  # per provider; none: keys kept for ever
+        self.sent: set[str] = set()  # payments a charge call was sent for
         self._references = 0
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    def _forgot(self, provider: str, first_processed: datetime | None) -> bool:
+        window = self.windows.get(provider)
+        return (
+            window is not None
+            and first_processed is not None
+            and self._clock() - first_processed >= window
+        )
 
     def settle_due(self) -> None:
         """Pending refunds whose time has come settle (as the providers' clock moves)."""
@@ -175,8 +211,27 @@ class ProviderLedger:
         self._references += 1
         return f"{prefix}_{self._references:05d}"
 
-    def charge(self, provider: str, request: ChargeRequest, *, declined: bool) -> ChargeOutcome:
+    def charge_status(self, provider: str, key: str) -> LedgerCharge | None:
+        """What the provider's status search finds under ``key``: not a charge it lags on."""
+        found = self.charges.get((provider, key))
+        if found is not None and found.unseen_until and self._clock() < found.unseen_until:
+            return None
+        return found
+
+    def unseen(self, payment_id: str) -> bool:
+        """Whether a charge of ``payment_id`` is still missing from status answers."""
+        return any(
+            c.payment_id == payment_id and c.unseen_until and self._clock() < c.unseen_until
+            for c in self.charges.values()
+        )
+
+    def charge(
+        self, provider: str, request: ChargeRequest, *, declined: bool, unseen: bool = False
+    ) -> ChargeOutcome:
         found = self.charges.get((provider, request.attempt_key))
+        if found is not None and self._forgot(provider, found.created_at):
+            self.forgotten_charges.append(found)
+            found = None  # a new call to this provider: charged again
         asked = (
             request.payment_request_id,
             request.amount.minor_units,
@@ -202,9 +257,33 @@ class ProviderLedger:
             reference=self.next_reference(f"ch_{provider}"),
             status=status,
             captured_minor=request.amount.minor_units if status is ChargeStatus.SUCCEEDED else 0,
+            created_at=self._clock(),
+            unseen_until=self._clock() + SEARCH_LAG if unseen else None,
         )
         self.charges[(provider, request.attempt_key)] = charge
         return charge.outcome()
+
+    def charge_late(
+        self, provider: str, key: str, payment_id: str, amount_minor: int, currency: str
+    ) -> LedgerCharge:
+        """The payer pays under ``key`` after paygate closed it as not charged (an Alipay
+        page trade the payer opens late, a trade paid across a clock skew): captured, for
+        the payment's amount, and ``late``: a stray charge the sweep must find."""
+        charge = LedgerCharge(
+            provider=provider,
+            key=key,
+            payment_id=payment_id,
+            amount_minor=amount_minor,
+            currency=currency,
+            capture_asked=True,
+            reference=self.next_reference(f"ch_{provider}"),
+            status=ChargeStatus.SUCCEEDED,
+            captured_minor=amount_minor,
+            created_at=self._clock(),
+            late=True,
+        )
+        self.charges[(provider, key)] = charge
+        return charge
 
     def capture(self, provider: str, request: CaptureRequest) -> ChargeOutcome:
         charge = self.charge_by_reference(provider, request.charge_reference)
@@ -251,6 +330,9 @@ class ProviderLedger:
     def refund(self, provider: str, request: RefundRequest, answer: RefundAnswer) -> RefundOutcome:
         self.settle_due()
         found = self.refunds.get((provider, request.refund_key))
+        if found is not None and self._forgot(provider, found.created_at):
+            self.forgotten_refunds.append(found)
+            found = None
         if found is not None:
             if (found.charge_reference, found.amount_minor) != (
                 request.charge_reference,
@@ -266,6 +348,7 @@ class ProviderLedger:
             amount_minor=request.amount.minor_units,
             reference=self.next_reference(f"re_{provider}"),
             status=ProviderRefundStatus.SUCCEEDED,
+            created_at=self._clock(),
         )
         taken = sum(
             r.amount_minor
@@ -314,15 +397,24 @@ class ProviderLedger:
 
 
 class ScriptedProvider:
-    """One provider (``name``) answering from ``ledger``'s script, recording in its ledger."""
+    """One provider (``name``) answering from ``ledger``'s script, recording in its ledger;
+    ``idempotency_window``: how long it honours a key (None: for ever), which the ledger
+    then forgets keys after."""
 
-    # Keys honoured for ever, unless a test sets a window.
-    idempotency_window: timedelta | None = None
-
-    def __init__(self, name: str, ledger: ProviderLedger, gate: Gate) -> None:
+    def __init__(
+        self,
+        name: str,
+        ledger: ProviderLedger,
+        gate: Gate,
+        *,
+        idempotency_window: timedelta | None = None,
+    ) -> None:
         self._name = name
         self._ledger = ledger
         self._gate = gate
+        self.idempotency_window = idempotency_window
+        if idempotency_window is not None:
+            ledger.windows[name] = idempotency_window
 
     @property
     def name(self) -> str:
@@ -335,12 +427,17 @@ class ScriptedProvider:
         return None
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        # The payer's number was revealed for this call: recorded before anything can stop.
+        self._ledger.sent.add(request.payment_request_id)
         await self._gate.checkpoint(f"{self._name}.charge sent")
         answer = self._ledger.next_charge_answer()
         outcome = None
         if answer not in (ChargeAnswer.UNAVAILABLE, ChargeAnswer.TIMEOUT_BEFORE):
             outcome = self._ledger.charge(
-                self._name, request, declined=answer is ChargeAnswer.DECLINED
+                self._name,
+                request,
+                declined=answer is ChargeAnswer.DECLINED,
+                unseen=answer is ChargeAnswer.TIMEOUT_UNSEEN,
             )
         await self._gate.checkpoint(f"{self._name}.charge answered")
         self._raise_for(answer)
@@ -349,7 +446,7 @@ class ScriptedProvider:
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
         await self._query("charge_status")
-        found = self._ledger.charges.get((self._name, attempt_key))
+        found = self._ledger.charge_status(self._name, attempt_key)
         return None if found is None else found.outcome()
 
     async def close_charge(self, attempt_key: str) -> ChargeOutcome | None:
@@ -421,6 +518,7 @@ _UNAVAILABLE = frozenset(
 _TIMEOUT = frozenset(
     {
         ChargeAnswer.TIMEOUT_AFTER,
+        ChargeAnswer.TIMEOUT_UNSEEN,
         ChargeAnswer.TIMEOUT_BEFORE,
         RefundAnswer.TIMEOUT_AFTER,
         CaptureAnswer.TIMEOUT_AFTER,

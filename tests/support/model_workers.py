@@ -1,6 +1,6 @@
 """Workers for a model-based test: the real handlers and reconcilers over the real stores,
-built as one consumer process builds them, with a test clock and every store write made a
-checkpoint of the interleaving under way (see tests.support.interleaving)."""
+and the vault, built as one consumer process builds them, with a test clock and every store
+write made a checkpoint of the interleaving under way (see tests.support.interleaving)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from consumer.capture_reconciler import CaptureReconciler
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
+from consumer.provider_notices import NoticeRecorder
 from consumer.refund_events import RefundEvents
 from consumer.refund_handler import RefundCommandHandler
 from consumer.refund_reconciler import RefundReconciler
@@ -33,11 +34,17 @@ from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.interleaving import Gate
+from tests.support.vault_keys import KEK_1
+from vault.kek import LocalKeyEncryptionKeys
+from vault.recent_numbers import RecentNumbers
+from vault.rows import VaultRows
+from vault.vault import Vault
 
 ACCOUNT_KEY = b"model-test-fingerprint-key"
 LEASE = timedelta(seconds=30)
 MIN_AGE = timedelta(seconds=10)  # reconcilers leave younger work alone
 STRAY_SETTLE = timedelta(seconds=120)  # the sweep asks about closed attempts once this old
+HELD_NUMBERS = 64  # more than one example makes: every number is held until its reveal
 RETRIES = RetryPolicy(max_attempts=2, base_delay_s=0.001, max_delay_s=0.001)
 
 _MESSAGES = PaymentMessages.bundled()
@@ -45,7 +52,14 @@ _EVENTS = PaymentEvents(_MESSAGES, "payments.results")
 _REFUND_EVENTS = RefundEvents(_MESSAGES, "payments.results")
 
 _WRITES = ("begin", "claim", "renew", "release", "finish", "next_attempt", "schedule_retry")
-_STRAY_WRITES = ("mark_own_charges", "mark_verified", "record_found", "record_reversal")
+_STRAY_WRITES = (
+    "mark_own_charges",
+    "mark_verified",
+    "ask_again_at",
+    "reopen",
+    "record_found",
+    "record_reversal",
+)
 
 S = TypeVar("S")
 
@@ -62,6 +76,10 @@ class Worker:
     refund_reconciler: RefundReconciler
     capture_reconciler: CaptureReconciler
     cancel_reconciler: CancelReconciler
+    # The process's vault, holding the numbers it tokenized moments ago (as the consumer's
+    # intake does): a payment's provider call reveals its vaulted payer through it.
+    vault: Vault
+    notices: NoticeRecorder  # what the facade runs for a provider's signed notification
 
 
 def build_worker(
@@ -83,6 +101,13 @@ def build_worker(
         CancelStore(engine, store.writes, clock, claim_lease=LEASE), gate
     )
     stray_store = _stop_before_writes(StrayStore(engine, store.writes, clock), gate, _STRAY_WRITES)
+    vault = Vault(
+        VaultRows(engine, store.writes),
+        LocalKeyEncryptionKeys.from_text(KEK_1),
+        ACCOUNT_KEY,
+        clock=clock,
+        recent=RecentNumbers(capacity=HELD_NUMBERS),
+    )
     payments = PaymentCommandHandler(
         store=store,
         providers=providers,
@@ -92,6 +117,7 @@ def build_worker(
         metrics=metrics,
         retry_policy=RETRIES,
         clock=clock,
+        vault=vault,
     )
     refunds = RefundCommandHandler(
         store=refund_store,
@@ -146,6 +172,8 @@ def build_worker(
         cancel_reconciler=CancelReconciler(
             store=cancel_store, handler=cancels, min_age=MIN_AGE, clock=clock
         ),
+        vault=vault,
+        notices=NoticeRecorder(store=store, events=_EVENTS, strays=stray_store, clock=clock),
     )
 
 

@@ -13,7 +13,9 @@ After every step (every worker finished):
   charge's; one ``capturing`` or ``canceling`` on a charge that is not the other's (a
   capture and a void of one charge never both happen); one stored ``failed`` has no charge,
   or each of its charges is still to be found by the stray-charge sweep (attempt not verified
-  yet) or is a recorded stray charge;
+  yet) or is a recorded stray charge; so is every charge a provider made late, under a key
+  paygate had closed as not charged, whatever its payment's status (its notice reopened the
+  key for the sweep);
 * every attempt recorded as charged or declined was charged or declined under its key;
 * a refund stored ``succeeded`` succeeded at the provider, for the same amount; one stored
   ``failed`` neither succeeded nor is pending there; the provider refunded no key the store
@@ -24,12 +26,20 @@ After every step (every worker finished):
 * every status change the database saw follows domain.status.ALLOWED_TRANSITIONS (refunds:
   the diagram of domain.refunds), and the log of changes ends at the status stored;
 * no final payment or refund still carries a claim;
-* no provider saw a key re-used with other parameters.
+* no provider saw a key re-used with other parameters, nor a key sent again after it had
+  forgotten it (past its idempotency window: a second charge or refund under one key);
+* no charge call was sent for a payment whose payer's token was deleted before its first
+  call (the vault's liveness check, held numbers included).
 
 At rest (reconcilers run with the clock far ahead and the providers healthy), besides:
 everything is final, no claim and no open attempt remain, and the store matches the ledger
 exactly: every charge of a failed payment was found and reversed (or its reversal refused
-by the provider, for an operator), and ``refunded_minor`` is what the provider refunded.
+by the provider, for an operator), and ``refunded_minor`` is what the provider refunded;
+the keys the providers hold money under (or held, before a void) are exactly the charges of
+the payments stored as charged plus the stray charges found and reversed. The one thing
+left to an operator is an in-doubt payment or refund older than its provider's idempotency
+window (domain.resend_window): withheld, never re-sent, and then nothing may be charged or
+refunded under its key.
 """
 
 from __future__ import annotations
@@ -37,8 +47,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from domain.refunds import RefundStatus
+from domain.resend_window import RESEND_MARGIN
 from domain.status import ALLOWED_TRANSITIONS, CAPTURED, PaymentStatus
 from providers.port import ChargeStatus, ProviderRefundStatus
 from tests.support.model_scripted_provider import LedgerCharge, LedgerRefund, ProviderLedger
@@ -89,6 +101,7 @@ class StoredRefund:
     amount_minor: int | None
     provider: str | None
     claim_token: str | None
+    created_at: datetime | None = None  # the refund key's first call: its age
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +113,7 @@ class StoredAttempt:
     open: bool
     verified: bool
     provider_reference: str | None
+    started_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +150,21 @@ class ReferenceModel:
 
     _statuses: dict[tuple[str, str], str] = field(default_factory=dict)
     _seen: int = 0
+    # Payments whose payer's token was deleted before any charge call was sent for them.
+    deleted_unsent: set[str] = field(default_factory=set)
+
+    def token_deleted(self, payment_id: str, ledger: ProviderLedger) -> None:
+        """The test deleted ``payment_id``'s token: from now on, if no call was sent yet,
+        none may ever be."""
+        if payment_id not in ledger.sent:
+            self.deleted_unsent.add(payment_id)
 
     def after_step(self, snapshot: Snapshot, ledger: ProviderLedger) -> list[str]:
-        return self._transitions(snapshot) + step_violations(snapshot, ledger)
+        sent = [
+            f"a charge of {pid} was sent after its token was deleted"
+            for pid in sorted(self.deleted_unsent & ledger.sent)
+        ]
+        return self._transitions(snapshot) + step_violations(snapshot, ledger) + sent
 
     def at_rest(self, snapshot: Snapshot, ledger: ProviderLedger) -> list[str]:
         return self.after_step(snapshot, ledger) + rest_violations(snapshot, ledger)
@@ -167,10 +193,25 @@ class ReferenceModel:
 
 def step_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
     found = [f"provider saw a key re-used: {m}" for m in ledger.misuse]
+    found += [
+        f"{c.provider} processed charge key {c.key} again after forgetting it "
+        "(re-sent past its idempotency window)"
+        for c in ledger.forgotten_charges
+    ]
+    found += [
+        f"{r.provider} processed refund key {r.key} again after forgetting it "
+        "(re-sent past its idempotency window)"
+        for r in ledger.forgotten_refunds
+    ]
     charged: dict[str, list[LedgerCharge]] = defaultdict(list)
     for charge in ledger.charges.values():
         if charge.payment_id not in s.payments:
             found.append(f"charge {charge.key} of a payment the store does not know")
+            continue
+        if charge.late:
+            # Not the payment's, whatever its status: a stray charge, to be found.
+            found += _charge_of_failed_payment(s.payments[charge.payment_id], charge, s, ledger)
+            continue
         voided_by_payment = charge.cancel_key is not None and not charge.cancel_key.endswith(
             REVERSAL_SUFFIX
         )  # a stray voided by the sweep holds nothing, and is not the payment's
@@ -187,19 +228,30 @@ def step_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
 
 
 def rest_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
+    withheld = _withheld_attempts(s, ledger)
     found = [
-        f"payment {p.id} left {p.status}" for p in s.payments.values() if not p.status.is_final
+        f"payment {p.id} left {p.status}"
+        for p in s.payments.values()
+        if not p.status.is_final and not any(a.payment_id == p.id for a in withheld)
     ]
-    found += [f"refund {r.id} left {r.status}" for r in s.refunds.values() if not r.status.is_final]
+    found += [
+        f"refund {r.id} left {r.status}"
+        for r in s.refunds.values()
+        if not r.status.is_final and not _withheld_refund(r, ledger)
+    ]
     found += [f"payment {p.id} keeps a claim" for p in s.payments.values() if p.claim_token]
     found += [f"refund {r.id} keeps a claim" for r in s.refunds.values() if r.claim_token]
-    found += [f"attempt {a.key} left open" for a in s.attempts.values() if a.open]
+    found += [
+        f"attempt {a.key} left open" for a in s.attempts.values() if a.open and a not in withheld
+    ]
+    found += _money_held(s, ledger)
     for charge in ledger.charges.values():
         payment = s.payments.get(charge.payment_id)
-        if charge.charged and payment is not None and payment.status is _P.FAILED:
+        stray_charge = charge.late or (payment is not None and payment.status is _P.FAILED)
+        if charge.charged and payment is not None and stray_charge:
             stray = s.strays.get(charge.key)
             if stray is None or stray.status not in (STRAY_REVERSED, STRAY_FAILED):
-                found.append(f"failed payment {payment.id} keeps charge {charge.key} unreversed")
+                found.append(f"{payment.status} payment {payment.id} keeps {charge.key} unreversed")
     for payment in s.payments.values():
         refunded = sum(
             pr.amount_minor
@@ -213,6 +265,65 @@ def rest_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
                 f"payment {payment.id}: refunded_minor {payment.refunded_minor}, "
                 f"the provider refunded {refunded}"
             )
+    return found
+
+
+def _past_window(provider: str | None, began: datetime | None, ledger: ProviderLedger) -> bool:
+    """A call of ``provider`` begun at ``began`` may no longer be re-sent
+    (domain.resend_window.may_resend is False)."""
+    window = ledger.windows.get(provider or "")
+    return (
+        window is not None and began is not None and ledger.now() - began >= window - RESEND_MARGIN
+    )
+
+
+def _withheld_attempts(s: Snapshot, ledger: ProviderLedger) -> list[StoredAttempt]:
+    """Open attempts left to an operator: in doubt past their provider's window, and
+    (the providers being healthy, so their status answers final) charged nothing."""
+    return [
+        a
+        for a in s.attempts.values()
+        if a.open
+        and _past_window(a.provider, a.started_at, ledger)
+        and (a.provider, a.key) not in ledger.charges
+        and not s.payments[a.payment_id].status.is_final
+    ]
+
+
+def _withheld_refund(r: StoredRefund, ledger: ProviderLedger) -> bool:
+    return _past_window(r.provider, r.created_at, ledger) and (_ledger_refund(ledger, r.id) is None)
+
+
+def _money_held(s: Snapshot, ledger: ProviderLedger) -> list[str]:
+    """The keys money is (or was, before a void) held under at the providers are exactly
+    the charges of the payments stored as charged, plus the stray charges found (reversed,
+    or their reversal refused for an operator): nothing charged that the store does not
+    account for, and nothing accounted for twice."""
+    held = {
+        (c.provider, c.key)
+        for c in ledger.charges.values()
+        if c.charged or c.status is ChargeStatus.CANCELED
+    }
+    by_payments: set[tuple[str, str]] = set()
+    for p in s.payments.values():
+        if p.status in CAPTURED or p.status in (_P.AUTHORIZED, _P.CANCELED):
+            charge = ledger.charge_by_reference(p.provider or "", p.provider_reference or "")
+            if charge is not None:
+                by_payments.add((charge.provider, charge.key))
+    by_sweep = {
+        (s.attempts[k].provider, k)
+        for k, stray in s.strays.items()
+        if stray.status in (STRAY_REVERSED, STRAY_FAILED) and k in s.attempts
+    }
+    found = [
+        f"{key} is charged but no payment nor stray stands on it"
+        for key in sorted(held - by_payments - by_sweep)
+    ]
+    found += [f"{key} is a payment's and a stray charge" for key in sorted(by_payments & by_sweep)]
+    found += [
+        f"{key} is accounted for but holds nothing"
+        for key in sorted((by_payments | by_sweep) - held)
+    ]
     return found
 
 
@@ -249,15 +360,16 @@ def _payment(
 def _charge_of_failed_payment(
     p: StoredPayment, charge: LedgerCharge, s: Snapshot, ledger: ProviderLedger
 ) -> list[str]:
-    """A failed payment's charge is a stray charge: found by the sweep later (its attempt
-    not verified yet), or found already and reversed as the provider said."""
+    """A failed payment's charge (or any charge made late) is a stray charge: found by the
+    sweep later (its attempt not verified yet), or found already and reversed as the
+    provider said."""
     attempt = s.attempts.get(charge.key)
     stray = s.strays.get(charge.key)
     if attempt is None:
-        return [f"failed payment {p.id} charged under {charge.key}, which it has no attempt of"]
+        return [f"{p.status} payment {p.id} charged under {charge.key}, which it has no attempt of"]
     if stray is None:
         if attempt.verified:
-            return [f"failed payment {p.id}: charge {charge.key} verified away, not reversed"]
+            return [f"{p.status} payment {p.id}: charge {charge.key} verified away, not reversed"]
         return []
     reversal = ledger.refunds.get((charge.provider, charge.key + REVERSAL_SUFFIX))
     answered = None if reversal is None else reversal.status
