@@ -85,9 +85,9 @@ class AccountIntake:
 
         Everything that can refuse the command (a clear number where none is accepted, an
         encrypted one that does not open, a token not found) is decided before anything is
-        written, so a refused command vaults nothing. Two clear numbers then go to the
-        vault as one write (one operation of the writer queue, their rows committed
-        together), not as two concurrent ones.
+        written, so a refused command vaults nothing. Payer and payee then go to the vault
+        at once, so their rows share one write transaction of the writer queue instead of
+        taking one round each (:meth:`admit_along`, the consumer's path, takes none).
         """
         admitted, _ = await self._admit(command, deferred=False)
         return admitted
