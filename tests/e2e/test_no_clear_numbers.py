@@ -121,6 +121,11 @@ async def test_no_clear_account_number_at_rest_after_a_run(
             other_api_key=api_key,
         )
         tokens = await _run(stack, settings, bootstrap)
+    except BaseException:
+        # What each process was doing, for a run that timed out waiting on it.
+        for process in processes:
+            print(f"--- {process.name} log (tail) ---\n{process.log()[-6000:]}")
+        raise
     finally:
         for process in reversed(processes):
             process.stop()
