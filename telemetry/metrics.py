@@ -102,7 +102,7 @@ class Metrics:
         self.refunds_reconciled = Counter(
             f"{prefix}_refunds_reconciled_total",
             "Refunds without a final answer examined by the reconciler, by result "
-            "(resolved, already_final, owned_elsewhere, still_pending).",
+            "(resolved, already_final, owned_elsewhere, still_pending, failed).",
             ["result"],
             registry=self.registry,
         )
@@ -257,6 +257,15 @@ class Metrics:
             "a trade still waiting for its payer on a final payment). The key is asked again "
             "later; questions unanswered for hours alert.",
             ["provider", "reason"],
+            registry=self.registry,
+        )
+        self.follow_ups_reconciled = Counter(
+            f"{prefix}_follow_ups_reconciled_total",
+            "Captures and cancels left in flight examined by the reconciler, by operation "
+            "(capture, cancel) and result (resolved, already_final, owned_elsewhere, "
+            "still_pending, failed: settling it raised something not an outage, logged with "
+            "its traceback; it is asked again next pass).",
+            ["operation", "result"],
             registry=self.registry,
         )
 
