@@ -268,6 +268,15 @@ class Metrics:
             ["operation", "result"],
             registry=self.registry,
         )
+        self.stray_reversals_unanswered = Counter(
+            f"{prefix}_stray_reversals_unanswered_total",
+            "Reversals of stray charges tried without an answer, by provider and reason "
+            "(provider_error: an error or a timeout, the outcome unknown; pending: the "
+            "provider's refund is not final yet). The reversal is tried again under the same "
+            "key, held back from 1 minute up to 1 hour; provider errors for hours alert.",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""

@@ -29,7 +29,8 @@ from tests.support.clock import Clock
 class Acquirer:
     """Charges by attempt key, refunds by refund key, captures and voids by charge,
     idempotently, with faults chosen per key: ``timeout_once`` (the first call times out
-    before reaching the provider), ``unreadable`` (its status answer raises a non-provider exception) and
+    before reaching the provider), ``no_answer`` (every refund under the key times out),
+    ``unreadable`` (its status answer raises a non-provider exception) and
     ``charged_anyway`` (the call is refused, yet the provider charged: a stray charge). A
     key is an attempt key or a refund key; for a capture or a void, ``timeout_once`` takes
     the payment's id, and ``unreadable`` takes a charge reference to make
@@ -44,6 +45,7 @@ class Acquirer:
         self.timeout_once: set[str] = set()
         self.unreadable: set[str] = set()
         self.charged_anyway: set[str] = set()
+        self.no_answer: set[str] = set()
 
     async def start(self) -> None:
         return None
@@ -106,7 +108,7 @@ class Acquirer:
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         key = request.refund_key
-        if key in self.timeout_once:
+        if key in self.no_answer or key in self.timeout_once:
             self.timeout_once.discard(key)
             raise ProviderTimeoutError(self.name, "no answer in time")
         return self.refunds.setdefault(
