@@ -14,7 +14,6 @@ and left open with its claim given back for a later pass; the others are settled
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,141 +35,136 @@ from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.cancel_store import CancelStore
 from persistence.capture_store import CaptureStore
-from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundStore
 from providers.port import ChargeOutcome, ChargeStatus
 from providers.registry import Providers
 from schemas.payments import PaymentMessages
-from telemetry.metrics import Metrics
 from tests.support.builders import create_payment, unique
-from tests.support.clock import Clock
-from tests.support.faulty_acquirer import Acquirer, one_call_handler
+from tests.support.faulty_acquirer import Bench
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = PaymentMessages.bundled()
-EVENTS = PaymentEvents(MESSAGES, "payments.results")
-ONCE = RetryPolicy(max_attempts=1)
+
+# Per kind: its store, handler, reconciler and events.
+KINDS: dict[str, tuple[Any, Any, Any, Any]] = {
+    "capture": (
+        CaptureStore,
+        CaptureCommandHandler,
+        CaptureReconciler,
+        PaymentEvents(MESSAGES, "payments.results"),
+    ),
+    "cancel": (
+        CancelStore,
+        CancelCommandHandler,
+        CancelReconciler,
+        PaymentEvents(MESSAGES, "payments.results"),
+    ),
+    "refund": (
+        RefundStore,
+        RefundCommandHandler,
+        RefundReconciler,
+        RefundEvents(MESSAGES, "payments.results"),
+    ),
+}
+
+
+def _over(bench: Bench, kind: str) -> tuple[Any, Any, Any]:
+    """The kind's store, handler (one provider call per command) and reconciler."""
+    store_type, handler_type, reconciler_type, events = KINDS[kind]
+    store = store_type(bench.engine, bench.store.writes, bench.clock)
+    handler = handler_type(
+        store=store,
+        providers=Providers.of(bench.acquirer),
+        events=events,
+        metrics=bench.metrics,
+        retry_policy=RetryPolicy(max_attempts=1),
+        clock=bench.clock,
+    )
+    reconciler = reconciler_type(
+        store=store,
+        handler=handler,
+        metrics=bench.metrics,
+        min_age=timedelta(0),
+        clock=bench.clock,
+    )
+    return store, handler, reconciler
 
 
 async def test_one_unreadable_refund_does_not_stop_the_others(engine):
-    clock = Clock()
-    store = PaymentStore(engine, clock)
-    acquirer = Acquirer()
-    metrics = Metrics()
-    payments = one_call_handler(store, acquirer, clock, metrics)
-    refund_store = RefundStore(engine, store.writes, clock)
-    refunds = RefundCommandHandler(
-        store=refund_store,
-        providers=Providers.of(acquirer),
-        events=RefundEvents(MESSAGES, "payments.results"),
-        metrics=metrics,
-        retry_policy=ONCE,
-        clock=clock,
-    )
+    bench = Bench(engine)
+    refunds, handler, reconciler = _over(bench, "refund")
     ids = []
     for _ in range(2):
         payment = create_payment()
-        assert await payments.handle(payment) is Outcome.SUCCEEDED
+        assert await bench.payments.handle(payment) is Outcome.SUCCEEDED
         command = RefundPayment.create(
             idempotency_key=unique("refund"),
             payment_request_id=payment.payment_request_id,
             order_id=payment.order_id,
             amount=None,
             reason="requested_by_customer",
-            requested_at=clock.now,
+            requested_at=bench.clock.now,
         )
-        acquirer.timeout_once.add(command.refund_id)
-        assert await refunds.handle(command) is Outcome.PENDING
+        bench.acquirer.timeout_once.add(command.refund_id)
+        assert await handler.handle(command) is Outcome.PENDING
         ids.append(command.refund_id)
-        clock.now += timedelta(seconds=1)
+        bench.clock.now += timedelta(seconds=1)
     unreadable, settles = ids  # the first heads the reconciler's page
-    acquirer.unreadable.add(unreadable)
+    bench.acquirer.unreadable.add(unreadable)
 
-    clock.now += timedelta(seconds=1)
-    reconciler = RefundReconciler(
-        store=refund_store, handler=refunds, metrics=metrics, min_age=timedelta(0), clock=clock
-    )
+    bench.clock.now += timedelta(seconds=1)
     assert await reconciler.run_once() == 2
 
-    settled = await refund_store.get(settles)
+    settled = await refunds.get(settles)
     assert settled is not None
     assert settled.status is RefundStatus.SUCCEEDED
-    assert metrics.refunds_reconciled.labels("failed")._value.get() == 1
-    left = await refund_store.get(unreadable)
+    assert bench.metrics.refunds_reconciled.labels("failed")._value.get() == 1
+    left = await refunds.get(unreadable)
     assert left is not None
     assert left.status is not RefundStatus.SUCCEEDED  # still open: asked again next pass
-    assert await refund_store.claim(unreadable) is not None  # its claim was given back
+    assert await refunds.claim(unreadable) is not None  # its claim was given back
 
 
-@pytest.mark.parametrize("follow_up", ["capture", "cancel"])
-async def test_one_unreadable_capture_or_cancel_does_not_stop_the_others(engine, follow_up):
-    clock = Clock()
-    store = PaymentStore(engine, clock)
-    acquirer = Acquirer()
-    metrics = Metrics()
-    payments = one_call_handler(store, acquirer, clock, metrics)
-    handler: CaptureCommandHandler | CancelCommandHandler
-    reconciler: CaptureReconciler | CancelReconciler
-    follow_ups: CaptureStore | CancelStore
-    command_of: Callable[..., Any]  # the follow-up's command, built from the payment
-    if follow_up == "capture":
-        follow_ups = captures = CaptureStore(engine, store.writes, clock)
-        handler = CaptureCommandHandler(
-            store=captures,
-            providers=Providers.of(acquirer),
-            events=EVENTS,
-            metrics=metrics,
-            retry_policy=ONCE,
-            clock=clock,
-        )
-        reconciler = CaptureReconciler(
-            store=captures, handler=handler, metrics=metrics, min_age=timedelta(0), clock=clock
-        )
-        command_of = CapturePayment.create
-        done = PaymentStatus.SUCCEEDED
-    else:
-        follow_ups = cancels = CancelStore(engine, store.writes, clock)
-        handler = CancelCommandHandler(
-            store=cancels,
-            providers=Providers.of(acquirer),
-            events=EVENTS,
-            metrics=metrics,
-            retry_policy=ONCE,
-            clock=clock,
-        )
-        reconciler = CancelReconciler(
-            store=cancels, handler=handler, metrics=metrics, min_age=timedelta(0), clock=clock
-        )
-        command_of = CancelPayment.create
-        done = PaymentStatus.CANCELED
+@pytest.mark.parametrize(
+    ("follow_up", "command_type", "done"),
+    [
+        ("capture", CapturePayment, PaymentStatus.SUCCEEDED),
+        ("cancel", CancelPayment, PaymentStatus.CANCELED),
+    ],
+)
+async def test_one_unreadable_capture_or_cancel_does_not_stop_the_others(
+    engine, follow_up, command_type, done
+):
+    bench = Bench(engine)
+    follow_ups, handler, reconciler = _over(bench, follow_up)
     ids = []
     for _ in range(2):
         payment = dataclasses.replace(create_payment(), capture=False)
         key = f"{payment.payment_request_id}-a1"
-        acquirer.charges[key] = ChargeOutcome(ChargeStatus.AUTHORIZED, f"ch_{key}")
-        assert await payments.handle(payment) is Outcome.AUTHORIZED
+        bench.acquirer.charges[key] = ChargeOutcome(ChargeStatus.AUTHORIZED, f"ch_{key}")
+        assert await bench.payments.handle(payment) is Outcome.AUTHORIZED
         # The capture (or void) times out: the payment stays in flight.
-        acquirer.timeout_once.add(payment.payment_request_id)
-        command: Any = command_of(
+        bench.acquirer.timeout_once.add(payment.payment_request_id)
+        command = command_type.create(
             payment_request_id=payment.payment_request_id,
             order_id=payment.order_id,
             requested_at=datetime.now(UTC),
         )
         assert await handler.handle(command) is Outcome.PENDING
         ids.append(payment.payment_request_id)
-        clock.now += timedelta(seconds=1)
+        bench.clock.now += timedelta(seconds=1)
     unreadable, settles = ids  # the first heads the reconciler's page
-    acquirer.unreadable.add(f"ch_{unreadable}-a1")
+    bench.acquirer.unreadable.add(f"ch_{unreadable}-a1")
 
-    clock.now += timedelta(seconds=1)
+    bench.clock.now += timedelta(seconds=1)
     assert await reconciler.run_once() == 2
 
-    settled = await store.get_payment(settles)
+    settled = await bench.store.get_payment(settles)
     assert settled is not None
     assert settled.status is done
-    assert metrics.follow_ups_reconciled.labels(follow_up, "failed")._value.get() == 1
-    left = await store.get_payment(unreadable)
+    assert bench.metrics.follow_ups_reconciled.labels(follow_up, "failed")._value.get() == 1
+    left = await bench.store.get_payment(unreadable)
     assert left is not None
     assert left.status is handler.IN_FLIGHT  # asked again next pass
     assert await follow_ups.claim(unreadable) is not None  # its claim was given back

@@ -18,13 +18,10 @@ import pytest
 from consumer.outcome import Outcome
 from consumer.stray_charges import StraySweep
 from domain.status import PaymentStatus
-from persistence.payment_store import PaymentStore
 from persistence.stray_store import STRAY_REVERSED, StrayCandidate, StrayStore
 from providers.registry import Providers
-from telemetry.metrics import Metrics
 from tests.support.builders import create_payment
-from tests.support.clock import Clock
-from tests.support.faulty_acquirer import Acquirer, one_call_handler
+from tests.support.faulty_acquirer import Bench
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +29,9 @@ FIRST = timedelta(minutes=1)
 
 
 async def test_an_unanswered_reversal_does_not_starve_a_newer_one(engine):
-    clock = Clock()
-    store = PaymentStore(engine, clock)
-    acquirer = Acquirer()
-    metrics = Metrics()
-    handler = one_call_handler(store, acquirer, clock, metrics)
-    strays = StrayStore(engine, store.writes, clock)
+    bench = Bench(engine)
+    clock, acquirer, metrics, handler = bench.clock, bench.acquirer, bench.metrics, bench.payments
+    strays = StrayStore(engine, bench.store.writes, clock)
     keys = []
     for _ in range(2):
         command = create_payment()

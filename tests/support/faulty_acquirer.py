@@ -3,6 +3,10 @@ tests of what one misbehaving payment may not stop (reconciliation passes, sweep
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from domain.retry import RetryPolicy
@@ -136,3 +140,18 @@ def one_call_handler(
         retry_policy=RetryPolicy(max_attempts=1),
         clock=clock,
     )
+
+
+@dataclass
+class Bench:
+    """What these tests start from: a payment store on their engine, an :class:`Acquirer`,
+    a clock moved by hand, a metrics container, and :func:`one_call_handler` over them."""
+
+    engine: AsyncEngine
+    clock: Clock = field(default_factory=Clock)
+    acquirer: Acquirer = field(default_factory=Acquirer)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.store = PaymentStore(self.engine, self.clock)
+        self.payments = one_call_handler(self.store, self.acquirer, self.clock, self.metrics)
