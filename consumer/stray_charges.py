@@ -15,7 +15,8 @@ the payment does not stand on (see persistence.stray_store for which), and
   holds nothing yet but may still be paid (a waiting payment's own open attempt is never a
   candidate: the payment is not final);
 * no answer (a provider error or timeout, a provider no longer configured, an answer the
-  adapter cannot read): asked again later, logged and counted in
+  adapter cannot read -- any exception but an outage, consumer.pass_guard, which goes on
+  with the pass): asked again later, logged and counted in
   ``paygate_stray_unanswered_total`` (an alert fires when a provider leaves questions
   unanswered for hours);
 * any other charge: a **stray charge**. It is recorded, logged at error level, counted in
@@ -48,7 +49,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
+from consumer.pass_guard import unless_poisoned
 from consumer.ports import StrayRecords
 from domain.clock import utc_now
 from domain.errors import PaygateError
@@ -117,7 +120,15 @@ class StraySweep:
         await self._store.mark_own_charges(limit)
         for candidate in await self._store.candidates(self._clock() - self._settle_after, limit):
             report.checked += 1
-            for result in await self._examine(candidate):
+            # Stamped before its question (or try), it is behind the others next pass.
+            results = await unless_poisoned(
+                self._examine(candidate),
+                skipped=["unanswered"],
+                what="stray-charge candidate not examined; asked again later",
+                extra={"attempt_key": candidate.attempt_key, "provider": candidate.provider},
+                after_skip=partial(self._unreadable, candidate),
+            )
+            for result in results:
                 setattr(report, result, getattr(report, result) + 1)
         return report
 
@@ -283,6 +294,13 @@ class StraySweep:
             return self._unanswered(candidate, "pending")
         message = answer.error.message if answer.error is not None else "refused"
         return await self._reversal_failed(candidate, message)
+
+    async def _unreadable(self, candidate: StrayCandidate) -> None:
+        """Counts a candidate whose examination raised (not an outage) as unanswered."""
+        if candidate.stray_reference is not None:
+            self._unanswered(candidate, "provider_error")
+        else:
+            self._metrics.stray_unanswered.labels(candidate.provider, "provider_error").inc()
 
     def _unanswered(self, candidate: StrayCandidate, reason: str) -> str:
         """A reversal without an answer yet: counted, and tried again once it is due."""
