@@ -80,28 +80,17 @@ class AccountIntake:
         self._accept_clear = accept_clear
         self._retention = retention
 
-    async def admit(self, command: CreatePayment) -> CreatePayment:
-        """``command`` with both accounts vaulted, or a catalogue error.
+    async def admit_along(self, command: CreatePayment) -> tuple[CreatePayment, tuple[Bulk, ...]]:
+        """``command`` with both accounts vaulted, or a catalogue error; and the writes of
+        the vault rows of its clear numbers, which are not written here but returned, for
+        the payment's begin to commit with the payment (PaymentStore.begin's ``along``).
+        Until then the command's new tokens name nothing, so the command must go to nothing
+        but that begin.
 
         Everything that can refuse the command (a clear number where none is accepted, an
-        encrypted one that does not open, a token not found) is decided before anything is
-        written, so a refused command vaults nothing. Payer and payee then go to the vault
-        at once, so their rows share one write transaction of the writer queue instead of
-        taking one round each (:meth:`admit_along`, the consumer's path, takes none).
+        encrypted one that does not open, a token not found) is decided before any write is
+        made, so a refused command vaults nothing.
         """
-        admitted, _ = await self._admit(command, deferred=False)
-        return admitted
-
-    async def admit_along(self, command: CreatePayment) -> tuple[CreatePayment, tuple[Bulk, ...]]:
-        """As :meth:`admit`, but the vault rows of clear numbers are not written here: their
-        writes are returned, for the payment's begin to commit with the payment
-        (PaymentStore.begin's ``along``). Until then the command's new tokens name nothing,
-        so the command must go to nothing but that begin."""
-        return await self._admit(command, deferred=True)
-
-    async def _admit(
-        self, command: CreatePayment, *, deferred: bool
-    ) -> tuple[CreatePayment, tuple[Bulk, ...]]:
         client = command.client_id
         payer = self._readable(command.payer, "payerAccount")
         payee = self._readable(command.payee, "payeeAccount")
@@ -110,11 +99,9 @@ class AccountIntake:
             (payer, payee),
             together=isinstance(payer, AccountToken) and isinstance(payee, AccountToken),
         )
-        stored = await _both(
-            lambda account: self._stored(account, client, deferred=deferred),
-            checked,
-            together=not deferred and not any(isinstance(a, VaultedAccount) for a in checked),
-        )
+        # One after the other: each only builds its row's write (the begin runs them), so a
+        # gather would cost a task per account with nothing to overlap.
+        stored = (await self._stored(checked[0], client), await self._stored(checked[1], client))
         writes = tuple(write for _, write in stored if write is not None)
         return dataclasses.replace(command, payer=stored[0][0], payee=stored[1][0]), writes
 
@@ -143,20 +130,15 @@ class AccountIntake:
         )
 
     async def _stored(
-        self, account: VaultedAccount | Account, client_id: str | None, *, deferred: bool
+        self, account: VaultedAccount | Account, client_id: str | None
     ) -> tuple[VaultedAccount, Bulk | None]:
         if isinstance(account, VaultedAccount):
             return account, None
         # Vaulted at first read; a redelivery vaults it again under another token, and the
         # retention shreds whichever is not used.
-        if deferred:
-            return await self._vault.tokenize_along(
-                account, client_id=client_id, expires_in=self._retention
-            )
-        vaulted = await self._vault.tokenize(
+        return await self._vault.tokenize_along(
             account, client_id=client_id, expires_in=self._retention
         )
-        return vaulted, None
 
 
 async def _both(

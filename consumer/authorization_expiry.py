@@ -11,10 +11,10 @@ their charge reference:
   or cancel that began meanwhile wins, and learns the same from the provider itself;
 * still held (or the provider cannot answer now): the payment is marked examined and waits
   for a later pass;
-* examining it raised anything but a dependency outage (an answer its adapter cannot read,
-  a bug): logged with its traceback, marked examined all the same, and the pass goes on.
-  Before, such a payment, never marked, stayed first in the order and ended every pass:
-  no other released hold was ever found. An outage still ends the pass.
+* examining it raised anything but a dependency outage (consumer.pass_guard): logged with
+  its traceback, marked examined all the same, and the pass goes on. Before, such a
+  payment, never marked, stayed first in the order and ended every pass: no other released
+  hold was ever found. An outage still ends the pass.
 
 Nothing here asks the provider to act, so nothing here can move money.
 """
@@ -25,10 +25,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from types import MappingProxyType
 from typing import Final
 
-from consumer.failures import outage_of
+from consumer.pass_guard import unless_poisoned
 from consumer.payment_events import PaymentEvents
 from consumer.periodic import run_periodically
 from consumer.ports import ExpiryRecords
@@ -68,21 +69,16 @@ class AuthorizationExpiry:
         """One pass; returns how many payments it found released."""
         released = 0
         for payment in await self._store.authorized(self._clock() - self._min_age, limit):
-            released += await self._examine_or_skip(payment)
-        return released
-
-    async def _examine_or_skip(self, payment: PaymentView) -> int:
-        """:meth:`_examine`; a payment that raised anything but an outage is logged and
-        moved to the back of the queue, so that it cannot hold the others up."""
-        try:
-            return await self._examine(payment)
-        except Exception as exc:
-            if outage_of(exc) is not None:
-                raise  # every payment would meet it: the pass ends, logged as the outage
             pid = payment.payment_request_id
-            log.exception("authorization not checked", extra={"payment_request_id": pid})
-            await self._store.examined(pid)
-            return 0
+            # Marked examined all the same: it goes to the back of the queue, not first again.
+            released += await unless_poisoned(
+                self._examine(payment),
+                skipped=0,
+                what="authorization not checked",
+                extra={"payment_request_id": pid},
+                after_skip=partial(self._store.examined, pid),
+            )
+        return released
 
     async def _examine(self, payment: PaymentView) -> int:
         pid = payment.payment_request_id

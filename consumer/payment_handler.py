@@ -42,6 +42,7 @@ from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
 from consumer.ports import PaymentWrites
+from consumer.resend_withhold import withheld
 from consumer.sealing import CommandSealer
 from domain.accounts import Account
 from domain.clock import utc_now
@@ -51,7 +52,6 @@ from domain.events import conflict_event_id
 from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
-from domain.resend_window import may_resend
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from domain.vaulted import AnyAccount, VaultedAccount
@@ -497,10 +497,19 @@ class PaymentCommandHandler:
         the key (checked before every call, back-off retries included): past that, a first
         call that landed unseen would be charged again."""
         provider = self._providers.get(provider_name)
-        if in_doubt_since is not None and not may_resend(
-            in_doubt_since, self._clock(), provider.idempotency_window
+        pid = facts.payment_request_id
+        if in_doubt_since is not None and await withheld(
+            operation="payment",
+            began_at=in_doubt_since,
+            now=self._clock(),
+            provider=provider_name,
+            window=provider.idempotency_window,
+            metrics=self._metrics,
+            release=lambda: self._store.release(pid, claim),
+            extra={"payment_request_id": pid, "attempt_began_at": in_doubt_since.isoformat()},
         ):
-            return await self._past_window(facts, provider_name, claim, in_doubt_since)
+            # Never failed on the provider's silence either: its first call may have landed.
+            return Outcome.PENDING
         try:
             # Just in time: the numbers exist in clear only in this request, in memory.
             payer = await self._clear(command.payer, command.client_id)
@@ -551,26 +560,6 @@ class PaymentCommandHandler:
         return await self._recorder.charged(
             facts, attempt_key, charged, provider=provider_name, claim=claim
         )
-
-    async def _past_window(
-        self, facts: PaymentFacts, provider_name: str, claim: str, began_at: datetime
-    ) -> Outcome:
-        """An in-doubt attempt older than its provider honours its key: never re-sent, and
-        never failed on the provider's silence either (its first call may have landed and
-        not show yet). It stays pending -- the claim released, the attempt open -- for an
-        operator to settle with the provider (docs/runbook.md#paygateresendwithheld)."""
-        log.error(
-            "in-doubt payment older than its provider's idempotency window; not re-sent, "
-            "left pending for an operator",
-            extra={
-                "payment_request_id": facts.payment_request_id,
-                "provider": provider_name,
-                "attempt_began_at": began_at.isoformat(),
-            },
-        )
-        self._metrics.resends_withheld.labels(provider_name, "payment").inc()
-        await self._store.release(facts.payment_request_id, claim)
-        return Outcome.PENDING
 
     async def _clear(self, account: AnyAccount, client_id: str | None) -> Account:
         if isinstance(account, Account):

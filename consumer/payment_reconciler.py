@@ -22,13 +22,11 @@ reconciler follow one decision table:
 |                        | sealed command and the attempt is older than abandon_after |
 | error / not configured | claim released; still pending, asked again next pass       |
 
-One payment never stops a pass: if settling it raises anything but a dependency outage (a
-provider answer its adapter cannot read, a bug), it is logged with its traceback and counted
-``failed`` (its claim was given back as the exception left the handler, so a later pass asks
-again), and the pass goes on with the others and the sweep. Before, one such payment ended
-every pass where it stood, and the stray-charge sweep -- the defence behind the claims --
-never ran while it stayed in doubt. An outage (database, Kafka, a provider unreachable)
-still ends the pass, as every payment would meet it alike.
+One payment never stops a pass (consumer.pass_guard): if settling it raises anything but a
+dependency outage, it is logged with its traceback and counted ``failed``, its claim given
+back for a later pass, and the pass goes on with the others and the sweep -- the defence
+behind the claims, which one such payment used to keep from ever running. An outage still
+ends the pass.
 
 A payment still waiting for its payer (``requires_action``) is not asked about on every
 pass: it is held back (``check_again_at``) for as long as it has waited so far, from
@@ -44,8 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from consumer.failures import outage_of
-from consumer.outcome import Outcome
+from consumer.pass_guard import FAILED, OWNED_ELSEWHERE, result_of, unless_poisoned
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.periodic import run_periodically
 from consumer.ports import PaymentWrites
@@ -96,7 +93,13 @@ class PaymentReconciler:
         report = ReconcileReport()
         for item in await self._store.in_doubt(self._clock() - self._min_age, limit):
             report.checked += 1
-            result = await self._reconcile_or_fail(item.payment.payment_request_id)
+            pid = item.payment.payment_request_id
+            result = await unless_poisoned(
+                self._reconcile(pid),
+                skipped=FAILED,
+                what="in-doubt payment not reconciled; asked again next pass",
+                extra={"payment_request_id": pid},
+            )
             if result == "still_pending":
                 await self._hold_back_if_waiting(item)
             setattr(report, result, getattr(report, result) + 1)
@@ -134,29 +137,9 @@ class PaymentReconciler:
         if at is not None:
             await self._store.check_again_at(payment.payment_request_id, at)
 
-    async def _reconcile_or_fail(self, payment_id: str) -> str:
-        """:meth:`_reconcile`, or ``failed`` when it raised anything but an outage."""
-        try:
-            return await self._reconcile(payment_id)
-        except Exception as exc:
-            if outage_of(exc) is not None:
-                raise  # every payment would meet it: the pass ends, logged as the outage
-            log.exception(
-                "in-doubt payment not reconciled; asked again next pass",
-                extra={"payment_request_id": payment_id},
-            )
-            return "failed"
-
     async def _reconcile(self, payment_id: str) -> str:
         claimed = await self._store.claim(payment_id)
         if claimed is None:
             # Taken by a worker since the query, or finished: either way not ours.
-            return "owned_elsewhere"
-        outcome = await self._handler.resolve(claimed.payment, claimed)
-        if outcome is Outcome.PENDING:
-            return "still_pending"
-        if outcome is Outcome.REPLAYED:
-            return "already_final"
-        if outcome is Outcome.OWNED_ELSEWHERE:
-            return "owned_elsewhere"
-        return "resolved"
+            return OWNED_ELSEWHERE
+        return result_of(await self._handler.resolve(claimed.payment, claimed))

@@ -220,6 +220,11 @@ class StrayRecords(Protocol):
 
     async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool: ...
 
+    async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:
+        """Read the stray charge's reversal again only from ``at`` (made before each try);
+        False, changing nothing, when its reversal is no longer under way."""
+        ...
+
     async def record_reversal(
         self, attempt_key: str, status: str, reference: str | None, error: str | None
     ) -> None: ...

@@ -30,6 +30,7 @@ from consumer.outcome import Outcome
 from consumer.ports import RefundWrites
 from consumer.refund_events import RefundEvents
 from consumer.refund_outcomes import RefundOutcomes
+from consumer.resend_withhold import withheld
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
@@ -37,7 +38,6 @@ from domain.errors import ErrorCode, PaygateError
 from domain.events import conflict_event_id
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
-from domain.resend_window import may_resend
 from domain.retry import RetryPolicy
 from persistence.refund_store import (
     RefundExisting,
@@ -177,14 +177,16 @@ class RefundCommandHandler:
             return await self._outcomes.answered(refund, known, claim=claim)
         # The refund key is written with the refund, just before its first call: its age
         # is the key's. A key the provider no longer honours could refund twice.
-        if not may_resend(refund.created_at, self._clock(), provider.idempotency_window):
-            log.error(
-                "in-doubt refund older than its provider's idempotency window; not re-sent, "
-                "left pending for an operator",
-                extra={"refund_id": refund.refund_id, "provider": provider.name},
-            )
-            self._metrics.resends_withheld.labels(provider.name, "refund").inc()
-            await self._store.release(refund.refund_id, claim)
+        if await withheld(
+            operation="refund",
+            began_at=refund.created_at,
+            now=self._clock(),
+            provider=provider.name,
+            window=provider.idempotency_window,
+            metrics=self._metrics,
+            release=lambda: self._store.release(refund.refund_id, claim),
+            extra={"refund_id": refund.refund_id},
+        ):
             return Outcome.PENDING
         return await self._send(refund, charge_reference, claim, in_doubt=True)
 

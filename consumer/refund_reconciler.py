@@ -7,6 +7,12 @@ persistence.claims), takes the claim of each -- if another worker takes it first
 the refund -- and lets :meth:`RefundCommandHandler.resolve` settle it: the provider's answer
 is recorded, a refund the provider never received is sent again with the same key (it cannot
 refund twice), and an unreachable provider leaves it for the next pass.
+
+One refund never stops a pass (consumer.pass_guard): if settling it raises anything but a
+dependency outage (an answer its adapter cannot read, a bug), it is logged with its
+traceback and counted ``failed``, its claim given back for a later pass, and the pass goes
+on with the others. Before, one such refund ended every pass where it stood. An outage
+still ends the pass.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from consumer.outcome import Outcome
+from consumer.pass_guard import FAILED, OWNED_ELSEWHERE, result_of, unless_poisoned
 from consumer.periodic import run_periodically
 from consumer.ports import RefundWrites
 from consumer.refund_handler import RefundCommandHandler
@@ -45,7 +51,13 @@ class RefundReconciler:
         """One pass; returns how many open refunds were examined."""
         examined = await self._store.open_refunds(self._clock() - self._min_age, limit)
         for item in examined:
-            result = await self._reconcile(item.refund.refund_id, item.charge_reference)
+            refund_id = item.refund.refund_id
+            result = await unless_poisoned(
+                self._reconcile(refund_id, item.charge_reference),
+                skipped=FAILED,
+                what="open refund not reconciled; asked again next pass",
+                extra={"refund_id": refund_id},
+            )
             self._metrics.refunds_reconciled.labels(result).inc()
         return len(examined)
 
@@ -55,14 +67,7 @@ class RefundReconciler:
     async def _reconcile(self, refund_id: str, charge_reference: str) -> str:
         claim = await self._store.claim(refund_id)
         if claim is None:
-            return "owned_elsewhere"
+            return OWNED_ELSEWHERE
         refund = await self._store.get(refund_id)
         assert refund is not None, "a claimed refund exists"
-        outcome = await self._handler.resolve(refund, charge_reference, claim.token)
-        if outcome is Outcome.PENDING:
-            return "still_pending"
-        if outcome is Outcome.REPLAYED:
-            return "already_final"
-        if outcome is Outcome.OWNED_ELSEWHERE:
-            return "owned_elsewhere"
-        return "resolved"
+        return result_of(await self._handler.resolve(refund, charge_reference, claim.token))

@@ -15,7 +15,8 @@ the payment does not stand on (see persistence.stray_store for which), and
   holds nothing yet but may still be paid (a waiting payment's own open attempt is never a
   candidate: the payment is not final);
 * no answer (a provider error or timeout, a provider no longer configured, an answer the
-  adapter cannot read): asked again later, logged and counted in
+  adapter cannot read -- any exception but an outage, consumer.pass_guard, which goes on
+  with the pass): asked again later, logged and counted in
   ``paygate_stray_unanswered_total`` (an alert fires when a provider leaves questions
   unanswered for hours);
 * any other charge: a **stray charge**. It is recorded, logged at error level, counted in
@@ -24,14 +25,20 @@ the payment does not stand on (see persistence.stray_store for which), and
   sent twice reverses once: a captured charge with a refund, an authorization (money held,
   not taken) with a void (``cancel``), and one whose hold is already released needs
   nothing. The reversal's answer is recorded and counted (``reversed`` or
-  ``reversal_failed``); an unknown answer is asked again next pass.
+  ``reversal_failed``); a try without an answer (a provider error or timeout, a refund the
+  provider leaves pending) is counted in ``paygate_stray_reversals_unanswered_total`` and
+  tried again later, under the same key (an alert fires when a provider leaves reversals
+  unanswered for hours).
 
 Before each question the key is stamped (persistence.stray_store.StrayStore.ask_again_at)
 with when it may be asked again: the pause is the key's age, at least ``recheck_first`` and
 at most ``recheck_cap`` (domain.waiting_checks). An answer marks the key, so the stamp holds
 back only a key that got none, and only for a while: keys never asked come first, then the
 longest due, so keys no provider answers never hide a newer stray charge, and one dead
-provider's keys cost a question each per pause, not a page per pass.
+provider's keys cost a question each per pause, not a page per pass. A stray charge's
+reversal is held back alike before each try (``StrayStore.reverse_again_at``), the pause
+growing with the time since it was found, so reversals that get no answer never keep a
+newer stray charge from being reversed.
 
 The sweep runs in every reconciliation pass (the consumer's and ``paygate reconcile``).
 """
@@ -42,7 +49,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
+from consumer.pass_guard import unless_poisoned
 from consumer.ports import StrayRecords
 from domain.clock import utc_now
 from domain.errors import PaygateError
@@ -111,7 +120,15 @@ class StraySweep:
         await self._store.mark_own_charges(limit)
         for candidate in await self._store.candidates(self._clock() - self._settle_after, limit):
             report.checked += 1
-            for result in await self._examine(candidate):
+            # Stamped before its question (or try), it is behind the others next pass.
+            results = await unless_poisoned(
+                self._examine(candidate),
+                skipped=["unanswered"],
+                what="stray-charge candidate not examined; asked again later",
+                extra={"attempt_key": candidate.attempt_key, "provider": candidate.provider},
+                after_skip=partial(self._unreadable, candidate),
+            )
+            for result in results:
                 setattr(report, result, getattr(report, result) + 1)
         return report
 
@@ -123,7 +140,8 @@ class StraySweep:
 
     async def _verify(self, candidate: StrayCandidate) -> list[str]:
         # Before the question, whatever its answer: see the module docstring.
-        await self._store.ask_again_at(candidate, self._next_question_at(candidate))
+        since = candidate.attempt_created_at or self._clock()
+        await self._store.ask_again_at(candidate, self._hold_back_until(since))
         try:
             known = await self._providers.get(candidate.provider).charge_status(
                 candidate.attempt_key
@@ -176,9 +194,10 @@ class StraySweep:
         self._metrics.stray_charges.labels(candidate.provider, "found").inc()
         return ["found", await self._reverse(candidate, reference)]
 
-    def _next_question_at(self, candidate: StrayCandidate) -> datetime:
+    def _hold_back_until(self, since: datetime) -> datetime:
+        """When to ask again about something without an answer, waited for since ``since``:
+        after as long as it has waited, within the first pause and the cap."""
         now = self._clock()
-        since = candidate.attempt_created_at or now
         at = next_check_at(now, since, None, first=self._recheck_first, cap=self._recheck_cap)
         return now if at is None else at  # None only with an expiry, never passed here
 
@@ -192,11 +211,15 @@ class StraySweep:
         )
 
     async def _reverse(self, candidate: StrayCandidate, reference: str) -> str:
+        # Before the try, whatever its answer: see the module docstring. A stray charge
+        # found in this pass has no ``found_at`` read yet: found now.
+        since = candidate.found_at or self._clock()
+        await self._store.reverse_again_at(candidate.attempt_key, self._hold_back_until(since))
         try:
             known = await self._providers.get(candidate.provider).charge_by_reference(reference)
         except ProviderError as exc:
             if exc.retriable or exc.outcome_unknown:
-                return "unanswered"  # asked again next pass
+                return self._unanswered(candidate, "provider_error")
             known = None  # it cannot say (unsupported): reverse as a capture, as before
         except UnknownProviderError as exc:
             return await self._reversal_failed(candidate, str(exc))
@@ -217,7 +240,8 @@ class StraySweep:
             answer = await self._providers.get(candidate.provider).cancel(request)
         except ProviderError as exc:
             if exc.retriable or exc.outcome_unknown:
-                return "unanswered"  # the same key next pass: a void sent twice voids once
+                # The same key next time: a void sent twice voids once.
+                return self._unanswered(candidate, "provider_error")
             return await self._reversal_failed(candidate, str(exc.message))
         except (UnknownProviderError, PaygateError) as exc:
             return await self._reversal_failed(candidate, str(exc))
@@ -251,7 +275,8 @@ class StraySweep:
             answer = await self._providers.get(candidate.provider).refund(request)
         except ProviderError as exc:
             if exc.retriable or exc.outcome_unknown:
-                return "unanswered"  # the same key next pass: a refund sent twice refunds once
+                # The same key next time: a refund sent twice refunds once.
+                return self._unanswered(candidate, "provider_error")
             return await self._reversal_failed(candidate, str(exc.message))
         except (UnknownProviderError, PaygateError) as exc:
             return await self._reversal_failed(candidate, str(exc))
@@ -266,9 +291,29 @@ class StraySweep:
             )
             return "reversed"
         if answer.status is ProviderRefundStatus.PENDING:
-            return "unanswered"
+            return self._unanswered(candidate, "pending")
         message = answer.error.message if answer.error is not None else "refused"
         return await self._reversal_failed(candidate, message)
+
+    async def _unreadable(self, candidate: StrayCandidate) -> None:
+        """Counts a candidate whose examination raised (not an outage) as unanswered."""
+        if candidate.stray_reference is not None:
+            self._unanswered(candidate, "provider_error")
+        else:
+            self._metrics.stray_unanswered.labels(candidate.provider, "provider_error").inc()
+
+    def _unanswered(self, candidate: StrayCandidate, reason: str) -> str:
+        """A reversal without an answer yet: counted, and tried again once it is due."""
+        self._metrics.stray_reversals_unanswered.labels(candidate.provider, reason).inc()
+        log.warning(
+            "stray charge reversal not answered (%s); tried again later",
+            reason,
+            extra={
+                "payment_request_id": candidate.payment_id,
+                "attempt_key": candidate.attempt_key,
+            },
+        )
+        return "unanswered"
 
     async def _reversal_failed(self, candidate: StrayCandidate, message: str) -> str:
         await self._store.record_reversal(candidate.attempt_key, STRAY_FAILED, None, message)

@@ -114,9 +114,11 @@ def handlers_of(
             store=refund_store, handler=refunds, metrics=metrics, min_age=min_age
         ),
         capture_reconciler=CaptureReconciler(
-            store=capture_store, handler=captures, min_age=min_age
+            store=capture_store, handler=captures, metrics=metrics, min_age=min_age
         ),
-        cancel_reconciler=CancelReconciler(store=db.cancels, handler=cancels, min_age=min_age),
+        cancel_reconciler=CancelReconciler(
+            store=db.cancels, handler=cancels, metrics=metrics, min_age=min_age
+        ),
         authorization_expiry=AuthorizationExpiry(
             store=db.expiries, providers=providers, events=events, min_age=min_age
         ),

@@ -14,6 +14,13 @@ money was taken under the key since: :meth:`StrayStore.reopen`):
   old, so that a call of it still in flight has arrived;
 * a stray charge whose reversal has not been answered yet.
 
+The stray charges come in the same order as the attempts, on their own ``next_sweep_at``:
+never tried first, then longest due, those not due yet left out. The sweep stamps it before
+every try (:meth:`StrayStore.reverse_again_at`), so a page of reversals that keep getting no
+answer (a provider error, a refund left pending) cannot come first on every pass and keep a
+newer stray charge from being reversed; an answer ends the reversal (``reversed`` or
+``failed``), so the stamp only holds back one still under way.
+
 Which come first: the attempts never asked about (or reopened since), then those whose
 ``next_sweep_at`` has come, longest due first; an attempt whose time has not come yet is not
 read. The sweep stamps ``next_sweep_at`` before every question (:meth:`StrayStore.ask_again_at`),
@@ -108,6 +115,9 @@ class StrayCandidate:
     # When the attempt was opened (None for a recorded stray charge): how long the sweep
     # holds the key back after a question without an answer grows with its age.
     attempt_created_at: datetime | None = None
+    # When the stray charge was recorded (None for an attempt): how long the sweep holds its
+    # reversal back after a try without an answer grows with the time since.
+    found_at: datetime | None = None
 
 
 class StrayStore:
@@ -124,21 +134,28 @@ class StrayStore:
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
         """Up to ``limit`` attempts to ask about, in the order of the module docstring
         (never asked first, then longest due; those not due yet left out), then up to
-        ``limit`` stray charges whose reversal is unanswered."""
-        query = attempt_candidates(settled_before, self._clock(), limit)
+        ``limit`` stray charges whose reversal is unanswered, in the same order on their
+        own stamp."""
+        now = self._clock()
+        query = attempt_candidates(settled_before, now, limit)
+        stray = stray_charges
         reversing = (
             select(
-                stray_charges.c.attempt_key,
-                stray_charges.c.payment_id,
-                stray_charges.c.provider,
-                stray_charges.c.amount_minor,
-                stray_charges.c.currency,
+                stray.c.attempt_key,
+                stray.c.payment_id,
+                stray.c.provider,
+                stray.c.amount_minor,
+                stray.c.currency,
                 payments.c.status,
                 payments.c.provider_reference,
-                stray_charges.c.provider_reference.label("stray_reference"),
+                stray.c.provider_reference.label("stray_reference"),
+                stray.c.found_at,
             )
-            .join(payments, payments.c.id == stray_charges.c.payment_id)
-            .where(stray_charges.c.status == STRAY_REVERSING)
+            .join(payments, payments.c.id == stray.c.payment_id)
+            .where(stray.c.status == STRAY_REVERSING)
+            .where(or_(stray.c.next_sweep_at.is_(None), stray.c.next_sweep_at <= now))
+            # Never tried first, then longest due: a reversal without an answer moves back.
+            .order_by(stray.c.next_sweep_at.is_not(None), stray.c.next_sweep_at, stray.c.found_at)
             .limit(limit)
         )
         async with self._engine.connect() as conn:
@@ -164,6 +181,7 @@ class StrayStore:
                     PaymentStatus(r.status),
                     r.provider_reference,
                     r.stray_reference,
+                    found_at=as_utc(r.found_at),
                 )
                 for r in await conn.execute(reversing)
             ]
@@ -257,6 +275,21 @@ class StrayStore:
         return await self._changes_a_row(
             _at_its_generation(candidate)
             .where(provider_attempts.c.verified_at.is_(None))
+            .values(next_sweep_at=at)
+        )
+
+    async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:
+        """Stamp the stray charge whose reversal is about to be tried: :meth:`candidates`
+        reads it again only from ``at``, and after every one never tried or due earlier.
+        Made before the try, so that one without an answer (or whose pass dies) moves
+        behind the others whatever happened; an answer ends the reversal.
+
+        Only while the reversal is under way; False, changing nothing, otherwise. It
+        writes only ``next_sweep_at``, an ordering hint that nothing else reads."""
+        return await self._changes_a_row(
+            update(stray_charges)
+            .where(stray_charges.c.attempt_key == attempt_key)
+            .where(stray_charges.c.status == STRAY_REVERSING)
             .values(next_sweep_at=at)
         )
 

@@ -177,6 +177,9 @@ stray_charges = Table(
     Column("error_message", Text),
     Column("found_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # When the sweep may try the reversal again (null: never tried): stamped before each
+    # try, so a reversal without an answer moves behind the others (persistence.stray_store).
+    Column("next_sweep_at", DateTime(timezone=True)),
 )
 
 # Result events, written in the same transaction as the state change they report; the

@@ -102,7 +102,7 @@ class Metrics:
         self.refunds_reconciled = Counter(
             f"{prefix}_refunds_reconciled_total",
             "Refunds without a final answer examined by the reconciler, by result "
-            "(resolved, already_final, owned_elsewhere, still_pending).",
+            "(resolved, already_final, owned_elsewhere, still_pending, failed).",
             ["result"],
             registry=self.registry,
         )
@@ -256,6 +256,24 @@ class Metrics:
             "cannot read; no_provider: the provider is no longer configured; awaiting_payer: "
             "a trade still waiting for its payer on a final payment). The key is asked again "
             "later; questions unanswered for hours alert.",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
+        self.follow_ups_reconciled = Counter(
+            f"{prefix}_follow_ups_reconciled_total",
+            "Captures and cancels left in flight examined by the reconciler, by operation "
+            "(capture, cancel) and result (resolved, already_final, owned_elsewhere, "
+            "still_pending, failed: settling it raised something not an outage, logged with "
+            "its traceback; it is asked again next pass).",
+            ["operation", "result"],
+            registry=self.registry,
+        )
+        self.stray_reversals_unanswered = Counter(
+            f"{prefix}_stray_reversals_unanswered_total",
+            "Reversals of stray charges tried without an answer, by provider and reason "
+            "(provider_error: an error or a timeout, the outcome unknown; pending: the "
+            "provider's refund is not final yet). The reversal is tried again under the same "
+            "key, held back from 1 minute up to 1 hour; provider errors for hours alert.",
             ["provider", "reason"],
             registry=self.registry,
         )

@@ -237,6 +237,7 @@ async def test_a_partial_capture_left_capturing_is_resent_for_the_same_amount(
     reconciler = CaptureReconciler(
         store=captures,
         handler=capture_handler,
+        metrics=Metrics(),
         min_age=timedelta(0),
         clock=lambda: clock.now + timedelta(seconds=1),
     )
@@ -291,6 +292,7 @@ async def test_a_cancel_left_canceling_by_a_crash_is_settled_by_the_reconciler(
     reconciler = CancelReconciler(
         store=cancels,
         handler=cancel_handler,
+        metrics=Metrics(),
         min_age=timedelta(0),
         clock=lambda: clock.now + timedelta(seconds=1),
     )

@@ -205,6 +205,7 @@ def reconciler_pass(engine, kind: str, provider, clock, interleaving):
         reconciler: CaptureReconciler | CancelReconciler = CaptureReconciler(
             store=captures,
             handler=capture_handler(captures, provider, clock),
+            metrics=Metrics(),
             min_age=timedelta(0),
             clock=clock,
         )
@@ -213,6 +214,7 @@ def reconciler_pass(engine, kind: str, provider, clock, interleaving):
         reconciler = CancelReconciler(
             store=cancels,
             handler=cancel_handler(cancels, provider, clock),
+            metrics=Metrics(),
             min_age=timedelta(0),
             clock=clock,
         )
@@ -261,12 +263,14 @@ async def settle(engine, run: Run) -> None:
     await CaptureReconciler(
         store=captures,
         handler=capture_handler(captures, run.provider, run.clock),
+        metrics=Metrics(),
         min_age=timedelta(0),
         clock=run.clock,
     ).run_once()
     await CancelReconciler(
         store=cancels,
         handler=cancel_handler(cancels, run.provider, run.clock),
+        metrics=Metrics(),
         min_age=timedelta(0),
         clock=run.clock,
     ).run_once()

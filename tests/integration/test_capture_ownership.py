@@ -166,6 +166,7 @@ async def run_schedule(
         reconciler_ = CaptureReconciler(
             store=store,
             handler=capture_handler(store, provider, clock),
+            metrics=Metrics(),
             min_age=timedelta(0),
             clock=clock,
         )
@@ -225,6 +226,7 @@ async def settle(engine, run: Run) -> None:
     await CaptureReconciler(
         store=store,
         handler=capture_handler(store, run.provider, run.clock),
+        metrics=Metrics(),
         min_age=timedelta(0),
         clock=run.clock,
     ).run_once()

@@ -163,6 +163,7 @@ async def test_a_capture_left_capturing_by_a_crash_is_settled_by_the_reconciler(
     reconciler = CaptureReconciler(
         store=captures,
         handler=capture_handler,
+        metrics=Metrics(),
         min_age=timedelta(0),
         clock=lambda: clock.now + timedelta(seconds=1),
     )

@@ -401,7 +401,7 @@ async def test_a_timed_out_capture_is_never_reverted_while_it_may_still_land(eng
     assert await handler.handle(capture_of(pid, command.order_id)) is Outcome.PENDING
     clock.now += timedelta(seconds=1)
     reconciler = CaptureReconciler(
-        store=captures, handler=handler, min_age=timedelta(0), clock=clock
+        store=captures, handler=handler, metrics=Metrics(), min_age=timedelta(0), clock=clock
     )
     assert await reconciler.run_once() == 1
     acquirer.land()  # the first capture reaches the provider: the money is taken

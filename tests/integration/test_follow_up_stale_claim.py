@@ -130,6 +130,7 @@ async def test_the_reconciler_resolves_the_capture_in_flight_at_its_claim(engine
     reconciler = CaptureReconciler(
         store=store,
         handler=_handler(store, provider),
+        metrics=Metrics(),
         min_age=timedelta(0),
         clock=lambda: datetime.now(UTC) + timedelta(seconds=5),
     )

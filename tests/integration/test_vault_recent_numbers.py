@@ -32,6 +32,7 @@ from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.builders import ACCOUNT_KEY, PAYEE_IBAN, SUCCESS_CARD, create_payment
 from tests.support.clock import Clock
+from tests.support.intake import admit_and_write
 from tests.support.vault_keys import KEK_1
 from vault.kek import LocalKeyEncryptionKeys
 from vault.recent_numbers import RecentNumbers
@@ -68,6 +69,7 @@ class Consumer:
     vault: Vault
     intake: AccountIntake
     handler: PaymentCommandHandler
+    engine: AsyncEngine
 
 
 @pytest.fixture
@@ -85,12 +87,12 @@ def consumer(engine: AsyncEngine, clock: Clock, provider: InProcessSandboxProvid
         vault=vault,
     )
     intake = AccountIntake(vault, _NoDecrypter(), accept_clear=True, retention=RETENTION)
-    return Consumer(recent, vault, intake, handler)
+    return Consumer(recent, vault, intake, handler, engine)
 
 
 async def _admitted(consumer: Consumer) -> CreatePayment:
     command = dataclasses.replace(create_payment(), client_id=CLIENT)
-    admitted = await consumer.intake.admit(command)
+    admitted = await admit_and_write(consumer.intake, command, consumer.engine)
     assert isinstance(admitted.payer, VaultedAccount)
     assert isinstance(admitted.payee, VaultedAccount)
     assert len(consumer.recent) == 2  # both numbers held: the call would not read them
@@ -258,8 +260,8 @@ async def _by_tokens(consumer: Consumer, *, saved: bool) -> CreatePayment:
         )
         tokens.append(AccountToken(made.type, made.token))
     consumer.recent.clear()  # made elsewhere: nothing of theirs is held yet
-    admitted = await consumer.intake.admit(
-        dataclasses.replace(command, payer=tokens[0], payee=tokens[1])
+    admitted = await admit_and_write(
+        consumer.intake, dataclasses.replace(command, payer=tokens[0], payee=tokens[1])
     )
     assert len(consumer.recent) == 2
     return admitted

@@ -27,6 +27,7 @@ from persistence.payment_store import PaymentStore
 from persistence.vault_tables import vault_entries
 from tests.support.builders import ACCOUNT_KEY, PAYEE_IBAN, SUCCESS_CARD, create_payment
 from tests.support.clock import Clock
+from tests.support.intake import admit_and_write
 from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1
 from vault.kek import LocalKeyEncryptionKeys
 from vault.rows import VaultRows
@@ -92,12 +93,12 @@ async def test_the_intake_vaults_payer_and_payee_in_one_transaction(engine: Asyn
     intake = AccountIntake(vault, _NoDecrypter(), accept_clear=True, retention=RETENTION)
     command = create_payment()
     with counted_commits(engine) as commits:
-        admitted = await intake.admit(command)
+        vaulted = await admit_and_write(intake, command, engine)
     assert len(commits) == 1
-    assert isinstance(admitted.payer, VaultedAccount)
-    assert isinstance(admitted.payee, VaultedAccount)
-    assert await vault.reveal(admitted.payer, client_id=None) == command.payer
-    assert await vault.reveal(admitted.payee, client_id=None) == command.payee
+    assert isinstance(vaulted.payer, VaultedAccount)
+    assert isinstance(vaulted.payee, VaultedAccount)
+    assert await vault.reveal(vaulted.payer, client_id=None) == command.payer
+    assert await vault.reveal(vaulted.payee, client_id=None) == command.payee
 
 
 async def test_a_command_refused_at_intake_vaults_nothing(engine: AsyncEngine) -> None:
@@ -110,7 +111,7 @@ async def test_a_command_refused_at_intake_vaults_nothing(engine: AsyncEngine) -
         create_payment(), payee=AccountToken(AccountType.IBAN, new_token(), None)
     )
     with pytest.raises(PaygateError) as caught:
-        await intake.admit(command)
+        await admit_and_write(intake, command, engine)
     assert caught.value.code is ErrorCode.PAYMENT_METHOD_NOT_FOUND
     assert await entry_count(engine) == before
     assert PAYEE_IBAN not in caught.value.message

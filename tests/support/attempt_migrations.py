@@ -1,15 +1,23 @@
-"""What the migration tests of ``provider_attempts`` (revisions 0018 and 0019) read around a
-step: moving the schema down or up on the test's own engine, the table's columns, and the
-stray sweep's partial index as the database defines it (a table rebuilt by SQLite's batch
-mode must not lose the index's ``WHERE``)."""
+"""What the migration tests of ``provider_attempts`` and ``stray_charges`` (revisions 0018,
+0019 and 0021) read around a step: moving the schema down or up on the test's own engine, a
+table's columns and sweep stamps, and the stray sweep's partial index as the database
+defines it (a table rebuilt by SQLite's batch mode must not lose the index's ``WHERE``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import command
-from sqlalchemy import Connection, inspect, text
+from sqlalchemy import Column, Connection, Table, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from consumer.outcome import Outcome
+from domain.status import PaymentStatus
 from persistence.migrate import alembic_config
+from persistence.payment_store import PaymentStore
+from persistence.stray_store import StrayCandidate, StrayStore
+from tests.support.builders import create_payment
+from tests.support.clock import Clock
 
 
 async def migrate(engine: AsyncEngine, step: str, revision: str) -> None:
@@ -25,10 +33,27 @@ async def migrate(engine: AsyncEngine, step: str, revision: str) -> None:
 
 async def attempt_columns(engine: AsyncEngine) -> set[str]:
     """The names of ``provider_attempts``' columns."""
+    return await columns_of(engine, "provider_attempts")
+
+
+async def columns_of(engine: AsyncEngine, table: str) -> set[str]:
+    """The names of ``table``'s columns."""
     async with engine.connect() as conn:
         return await conn.run_sync(
-            lambda sync: {c["name"] for c in inspect(sync).get_columns("provider_attempts")}
+            lambda sync: {c["name"] for c in inspect(sync).get_columns(table)}
         )
+
+
+async def rows_of(engine: AsyncEngine, *columns: Column[Any]) -> list[tuple[Any, ...]]:
+    """Every row of ``columns`` (of one table), as tuples."""
+    async with engine.connect() as conn:
+        return [tuple(row) for row in await conn.execute(select(*columns))]
+
+
+async def next_sweeps(engine: AsyncEngine, table: Table) -> list[object]:
+    """Every ``next_sweep_at`` of ``table`` (``provider_attempts``, ``stray_charges``)."""
+    async with engine.connect() as conn:
+        return list(await conn.scalars(select(table.c.next_sweep_at)))
 
 
 async def unverified_index(engine: AsyncEngine) -> str:
@@ -42,3 +67,21 @@ async def unverified_index(engine: AsyncEngine) -> str:
     async with engine.connect() as conn:
         found = str(await conn.scalar(text(query)))
     return found.lower().replace("(", "").replace(")", "")
+
+
+async def paid_candidate(
+    handler: Any, store: PaymentStore, clock: Clock
+) -> tuple[StrayStore, StrayCandidate]:
+    """A stray store, and the first attempt of a payment just paid as the sweep would read
+    it (generation 0), for a test to stamp, reopen or record before a step."""
+    paid = create_payment()
+    assert await handler.handle(paid) is Outcome.SUCCEEDED
+    candidate = StrayCandidate(
+        f"{paid.payment_request_id}-a1",
+        paid.payment_request_id,
+        "sandbox",
+        paid.amount,
+        PaymentStatus.SUCCEEDED,
+        None,
+    )
+    return StrayStore(store.engine, store.writes, clock), candidate

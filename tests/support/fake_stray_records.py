@@ -29,7 +29,7 @@ class FakeStrayRecords(FakeStore):
 
     Its order is the store's: keys never asked (or reopened since) first, then by the time
     :meth:`ask_again_at` stamped (the fake has no clock: a key not due yet is still offered,
-    after the others)."""
+    after the others); then the reversals likewise, by :meth:`reverse_again_at`."""
 
     def __init__(self, db: FakeDatabase) -> None:
         super().__init__(db)
@@ -39,6 +39,7 @@ class FakeStrayRecords(FakeStore):
         self.ask_again: dict[str, datetime] = {}  # by attempt key; absent: never asked
         self.found: dict[str, StrayCandidate] = {}  # by attempt key, reference set
         self.reversals: dict[str, Reversal] = {}
+        self.retry: dict[str, datetime] = {}  # reversals by attempt key; absent: never tried
 
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
         await self._enter("candidates", "")
@@ -50,7 +51,10 @@ class FakeStrayRecords(FakeStore):
             ),
             key=lambda c: (c.attempt_key in self.ask_again, self.ask_again.get(c.attempt_key)),
         )
-        reversing = [c for key, c in self.found.items() if key not in self.reversals]
+        reversing = sorted(
+            (c for key, c in self.found.items() if key not in self.reversals),
+            key=lambda c: (c.attempt_key in self.retry, self.retry.get(c.attempt_key)),
+        )
         return (fresh + reversing)[:limit]
 
     async def mark_own_charges(self, limit: int) -> int:
@@ -91,6 +95,13 @@ class FakeStrayRecords(FakeStore):
         self.found[candidate.attempt_key] = dataclasses.replace(
             candidate, stray_reference=provider_reference
         )
+        return True
+
+    async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:
+        await self._enter("reverse_again_at", attempt_key)
+        if attempt_key not in self.found or attempt_key in self.reversals:
+            return False  # the store's WHERE status = 'reversing'
+        self.retry[attempt_key] = at
         return True
 
     async def record_reversal(

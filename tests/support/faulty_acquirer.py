@@ -3,6 +3,10 @@ tests of what one misbehaving payment may not stop (reconciliation passes, sweep
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from domain.retry import RetryPolicy
@@ -27,10 +31,14 @@ from tests.support.clock import Clock
 
 
 class Acquirer:
-    """Charges by attempt key, idempotently, with three faults chosen per key:
-    ``timeout_once`` (the first call times out before reaching the provider),
-    ``unreadable`` (its status answer raises a non-provider exception) and ``charged_anyway``
-    (the call is refused, yet the provider charged: a stray charge)."""
+    """Charges by attempt key, refunds by refund key, captures and voids by charge,
+    idempotently, with faults chosen per key: ``timeout_once`` (the first call times out
+    before reaching the provider), ``no_answer`` (every refund under the key times out),
+    ``unreadable`` (its status answer raises a non-provider exception) and
+    ``charged_anyway`` (the call is refused, yet the provider charged: a stray charge). A
+    key is an attempt key or a refund key; for a capture or a void, ``timeout_once`` takes
+    the payment's id, and ``unreadable`` takes a charge reference to make
+    :meth:`charge_by_reference` unreadable."""
 
     name = "sandbox"
     idempotency_window = None  # keys honoured for ever
@@ -41,6 +49,7 @@ class Acquirer:
         self.timeout_once: set[str] = set()
         self.unreadable: set[str] = set()
         self.charged_anyway: set[str] = set()
+        self.no_answer: set[str] = set()
 
     async def start(self) -> None:
         return None
@@ -70,6 +79,8 @@ class Acquirer:
         return self.charges.get(attempt_key)
 
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
+        if provider_reference in self.unreadable:
+            raise RuntimeError("the provider's answer about this charge cannot be read")
         found = [c for c in self.charges.values() if c.provider_reference == provider_reference]
         return found[0] if found else None
 
@@ -77,18 +88,40 @@ class Acquirer:
         raise UnsupportedOperationError(self.name, "not in this test")
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
-        raise UnsupportedOperationError(self.name, "not in this test")
+        return self._move(
+            request.payment_request_id, request.charge_reference, ChargeStatus.SUCCEEDED
+        )
 
     async def cancel(self, request: CancelRequest) -> ChargeOutcome:
-        raise UnsupportedOperationError(self.name, "not in this test")
+        return self._move(
+            request.payment_request_id, request.charge_reference, ChargeStatus.CANCELED
+        )
+
+    def _move(self, payment_id: str, reference: str, to: ChargeStatus) -> ChargeOutcome:
+        """Capture or void the authorized charge ``reference`` (once: a charge already
+        moved answers as it stands)."""
+        if payment_id in self.timeout_once:
+            self.timeout_once.discard(payment_id)
+            raise ProviderTimeoutError(self.name, "no answer in time")
+        for key, charge in self.charges.items():
+            if charge.provider_reference == reference:
+                if charge.status is ChargeStatus.AUTHORIZED:
+                    self.charges[key] = ChargeOutcome(to, reference)
+                return self.charges[key]
+        raise ProviderError(self.name, "no such charge")
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
+        key = request.refund_key
+        if key in self.no_answer or key in self.timeout_once:
+            self.timeout_once.discard(key)
+            raise ProviderTimeoutError(self.name, "no answer in time")
         return self.refunds.setdefault(
-            request.refund_key,
-            RefundOutcome(ProviderRefundStatus.SUCCEEDED, f"re_{request.refund_key}"),
+            key, RefundOutcome(ProviderRefundStatus.SUCCEEDED, f"re_{key}")
         )
 
     async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
+        if refund_key in self.unreadable:
+            raise RuntimeError("the provider's answer about this refund cannot be read")
         return self.refunds.get(refund_key)
 
 
@@ -107,3 +140,18 @@ def one_call_handler(
         retry_policy=RetryPolicy(max_attempts=1),
         clock=clock,
     )
+
+
+@dataclass
+class Bench:
+    """What these tests start from: a payment store on their engine, an :class:`Acquirer`,
+    a clock moved by hand, a metrics container, and :func:`one_call_handler` over them."""
+
+    engine: AsyncEngine
+    clock: Clock = field(default_factory=Clock)
+    acquirer: Acquirer = field(default_factory=Acquirer)
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        self.store = PaymentStore(self.engine, self.clock)
+        self.payments = one_call_handler(self.store, self.acquirer, self.clock, self.metrics)

@@ -167,10 +167,10 @@ def build_worker(
             store=refund_store, handler=refunds, metrics=metrics, min_age=MIN_AGE, clock=clock
         ),
         capture_reconciler=CaptureReconciler(
-            store=capture_store, handler=captures, min_age=MIN_AGE, clock=clock
+            store=capture_store, handler=captures, metrics=metrics, min_age=MIN_AGE, clock=clock
         ),
         cancel_reconciler=CancelReconciler(
-            store=cancel_store, handler=cancels, min_age=MIN_AGE, clock=clock
+            store=cancel_store, handler=cancels, metrics=metrics, min_age=MIN_AGE, clock=clock
         ),
         vault=vault,
         notices=NoticeRecorder(store=store, events=_EVENTS, strays=stray_store, clock=clock),

@@ -22,6 +22,7 @@ from schemas.codec import CREATE_PAYMENT
 from schemas.payments import PaymentMessages
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD, create_payment, create_payment_record
 from tests.support.fake_vault_rows import FakeVaultRows
+from tests.support.intake import admit_and_write
 from tests.support.memory_vault import memory_vault
 from vault.account_key_pair import AccountKeyPair
 
@@ -71,10 +72,11 @@ async def test_clear_numbers_are_vaulted_only_where_accepted(key_pair: AccountKe
     rows = FakeVaultRows()
     command = create_payment()
     await refused(
-        ErrorCode.INVALID_REQUEST, intake(rows, key_pair, accept_clear=False).admit(command)
+        ErrorCode.INVALID_REQUEST,
+        admit_and_write(intake(rows, key_pair, accept_clear=False), command),
     )
     assert rows.entries == {}
-    admitted = await intake(rows, key_pair, accept_clear=True).admit(command)
+    admitted = await admit_and_write(intake(rows, key_pair, accept_clear=True), command)
     assert isinstance(admitted.payer, VaultedAccount)
     assert isinstance(admitted.payee, VaultedAccount)
     assert admitted.payer.ref(b"") == command.payer.ref(KEY)
@@ -90,7 +92,7 @@ async def test_an_encrypted_number_is_decrypted_into_the_vault(key_pair: Account
         payer=encrypted(key_pair, SUCCESS_CARD),
         payee=encrypted(key_pair, PAYEE_IBAN, "iban"),
     )
-    admitted = await intake(rows, key_pair, accept_clear=False).admit(command)
+    admitted = await admit_and_write(intake(rows, key_pair, accept_clear=False), command)
     assert isinstance(admitted.payer, VaultedAccount)
     assert admitted.payer.masked == "****4242"
     vault = memory_vault(KEY, rows)
@@ -127,7 +129,7 @@ async def test_a_broken_encrypted_number_is_refused(
 ) -> None:
     rows = FakeVaultRows()
     command = dataclasses.replace(create_payment(), payer=alter(encrypted(key_pair, SUCCESS_CARD)))
-    await refused(code, intake(rows, key_pair, accept_clear=True).admit(command))
+    await refused(code, admit_and_write(intake(rows, key_pair, accept_clear=True), command))
     assert rows.entries == {}
 
 
@@ -142,7 +144,7 @@ async def test_a_number_encrypted_to_another_key_is_a_mismatch(
     )
     await refused(
         ErrorCode.ENCRYPTION_KEY_MISMATCH,
-        intake(FakeVaultRows(), key_pair, accept_clear=True).admit(command),
+        admit_and_write(intake(FakeVaultRows(), key_pair, accept_clear=True), command),
     )
 
 
@@ -153,23 +155,24 @@ async def test_a_token_is_looked_up_in_the_commands_client_scope(key_pair: Accou
     command = dataclasses.replace(
         create_payment(), payer=AccountToken(AccountType.CARD, mine.token, "Ada"), client_id="acme"
     )
-    admitted = await intake(rows, key_pair, accept_clear=False).admit(
+    admitted = await admit_and_write(
+        intake(rows, key_pair, accept_clear=False),
         dataclasses.replace(
             command,
             payee=await vault.tokenize(Account(AccountType.IBAN, PAYEE_IBAN), client_id="acme"),
-        )
+        ),
     )
     assert admitted.payer == dataclasses.replace(mine, holder_name="Ada")
     other_client = dataclasses.replace(command, client_id="mallory")
     await refused(
         ErrorCode.PAYMENT_METHOD_NOT_FOUND,
-        intake(rows, key_pair, accept_clear=True).admit(other_client),
+        admit_and_write(intake(rows, key_pair, accept_clear=True), other_client),
     )
 
 
 async def test_sealed_attempts_hold_tokens_not_numbers(key_pair: AccountKeyPair) -> None:
     rows = FakeVaultRows()
-    admitted = await intake(rows, key_pair, accept_clear=True).admit(create_payment())
+    admitted = await admit_and_write(intake(rows, key_pair, accept_clear=True), create_payment())
     sealer = CommandSealer(KEY)
     sealed = sealer.seal(admitted)
     assert sealer.unseal(sealed, admitted.payment_request_id) == admitted
@@ -213,7 +216,7 @@ async def test_a_dead_letter_without_clear_numbers_is_kept_byte_for_byte() -> No
     redact = DeadLetterRedaction(messages, memory_vault(KEY, rows), retention=RETENTION)
     # An idempotency key of digits: masking it would make a re-published copy another payment.
     command = create_payment(idempotency_key="1234567890123456")
-    tokenized = await intake(rows, FakeKeyPair(), accept_clear=True).admit(command)
+    tokenized = await admit_and_write(intake(rows, FakeKeyPair(), accept_clear=True), command)
     value = messages.encode_command(tokenized)
     assert await redact(value) == value
 

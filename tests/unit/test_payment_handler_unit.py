@@ -619,12 +619,13 @@ async def test_the_next_owner_keeps_to_a_scheduled_back_off_and_stops_if_it_lose
 
 async def _vaulted_command(vault):
     from consumer.account_intake import AccountIntake
+    from tests.support.intake import admit_and_write
     from vault.account_key_pair import AccountKeyPair
 
     intake = AccountIntake(
         vault, cast(AccountKeyPair, None), accept_clear=True, retention=timedelta(days=1)
     )
-    return await intake.admit(create_payment())
+    return await admit_and_write(intake, create_payment())
 
 
 async def test_the_provider_gets_the_number_from_the_vault_and_nothing_else_holds_it(

@@ -360,7 +360,9 @@ def capture_reconciler(captures, provider, clock):
         retry_policy=FAST,
         clock=clock,
     )
-    return CaptureReconciler(store=captures, handler=handler, min_age=MIN_AGE, clock=clock)
+    return CaptureReconciler(
+        store=captures, handler=handler, metrics=Metrics(), min_age=MIN_AGE, clock=clock
+    )
 
 
 async def capturing(db, captures, provider, clock):

@@ -389,3 +389,20 @@ def test_the_pause_after_an_unanswered_question_must_be_within_its_cap(records, 
             recheck_first=timedelta(hours=2),
             recheck_cap=timedelta(hours=1),
         )
+
+
+async def test_an_answer_that_cannot_be_read_does_not_end_the_pass(
+    sweep, records, provider, metrics
+):
+    """An exception that is not a ProviderError (an adapter that cannot read the answer)
+    is counted unanswered, and the pass goes on: before, it ended the sweep where it stood,
+    and the reconciliation pass around it."""
+    records.unexamined.append(candidate())
+    records.unexamined.append(candidate(attempt_key="pay_1-a2"))
+    provider.script("charge_status", RuntimeError("unreadable"), None)
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.unanswered, report.verified) == (2, 1, 1)
+    assert records.verified == ["pay_1-a2"]
+    assert unanswered(metrics, "scripted", "provider_error") == 1
