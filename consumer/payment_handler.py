@@ -43,6 +43,7 @@ from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
 from consumer.ports import PaymentWrites
 from consumer.sealing import CommandSealer
+from consumer.withheld_reports import WithheldReports
 from domain.accounts import Account
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
@@ -104,6 +105,7 @@ class PaymentCommandHandler:
         self._clock = clock
         self._recorder = PaymentOutcomes(store, events, clock)
         self._sealer = CommandSealer(account_key)
+        self._withheld = WithheldReports(metrics, clock)
 
     async def handle(self, command: CreatePayment, along: Sequence[Bulk] = ()) -> Outcome:
         """Handle ``command``; ``along``: writes to commit with its begin (the vault rows of
@@ -559,16 +561,7 @@ class PaymentCommandHandler:
         never failed on the provider's silence either (its first call may have landed and
         not show yet). It stays pending -- the claim released, the attempt open -- for an
         operator to settle with the provider (docs/runbook.md#paygateresendwithheld)."""
-        log.error(
-            "in-doubt payment older than its provider's idempotency window; not re-sent, "
-            "left pending for an operator",
-            extra={
-                "payment_request_id": facts.payment_request_id,
-                "provider": provider_name,
-                "attempt_began_at": began_at.isoformat(),
-            },
-        )
-        self._metrics.resends_withheld.labels(provider_name, "payment").inc()
+        self._withheld.withheld("payment", facts.payment_request_id, provider_name, began_at)
         await self._store.release(facts.payment_request_id, claim)
         return Outcome.PENDING
 

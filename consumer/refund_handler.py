@@ -31,6 +31,7 @@ from consumer.ports import RefundWrites
 from consumer.refund_events import RefundEvents
 from consumer.refund_outcomes import RefundOutcomes
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
+from consumer.withheld_reports import WithheldReports
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -70,6 +71,7 @@ class RefundCommandHandler:
         self._retry_policy = retry_policy or RetryPolicy()
         self._clock = clock
         self._outcomes = RefundOutcomes(store, events, clock)
+        self._withheld = WithheldReports(metrics, clock)
 
     async def handle(self, command: RefundPayment) -> Outcome:
         begun = await self._store.begin(command, self._events.at(self._clock()))
@@ -178,12 +180,7 @@ class RefundCommandHandler:
         # The refund key is written with the refund, just before its first call: its age
         # is the key's. A key the provider no longer honours could refund twice.
         if not may_resend(refund.created_at, self._clock(), provider.idempotency_window):
-            log.error(
-                "in-doubt refund older than its provider's idempotency window; not re-sent, "
-                "left pending for an operator",
-                extra={"refund_id": refund.refund_id, "provider": provider.name},
-            )
-            self._metrics.resends_withheld.labels(provider.name, "refund").inc()
+            self._withheld.withheld("refund", refund.refund_id, provider.name, refund.created_at)
             await self._store.release(refund.refund_id, claim)
             return Outcome.PENDING
         return await self._send(refund, charge_reference, claim, in_doubt=True)
