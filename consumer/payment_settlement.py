@@ -1,0 +1,171 @@
+"""Settling by hand a payment paygate withholds: ``paygate reconcile settle PAYMENT_ID``.
+
+The rules are domain.operator_settlement's; this applies them under the payment's claim,
+taken exactly as the reconciler takes it (:meth:`PaymentStore.claim`), so the settlement
+cannot race a reconciler pass or a consumer worker: whoever holds the claim is the only one
+that asks the provider or records an outcome, and the other side leaves the payment alone
+(the reconciler as ``owned_elsewhere``, this command with ``not_withheld``).
+
+| found under the claim                          | what happens                           |
+| ---------------------------------------------- | -------------------------------------- |
+| no such payment                                | ``not_found``                          |
+| claim not free (final, or another's now)       | ``not_withheld``; nothing changed      |
+| not pending, or still re-sendable (window)     | claim released; ``not_withheld``       |
+| the provider's status query fails              | claim released; its code (nothing)     |
+| the provider shows how the charge ended        | recorded as the reconciler records it  |
+|                                                | (PaymentOutcomes: outbox event, hooks) |
+| the provider waits for the payer               | claim released; ``not_withheld``       |
+| the provider holds nothing, no failure asked   | claim released; ``left_withheld``      |
+| the provider holds nothing, failure asked      | failed ``settled_by_operator`` with    |
+|                                                | the reason; audit line                 |
+| the claim's lease ran out meanwhile (a worker  | nothing recorded (the store checks the |
+| took it over)                                  | claim); ``not_withheld``               |
+
+A payment failed by hand keeps its attempt key *unverified*: the attempt is closed as
+``failed`` with ``verified_at`` unset, so the stray-charge sweep (consumer.stray_charges)
+asks the provider about the key once it is ``settle_after`` old and again until it answers;
+a charge that surfaces later under the key (the first call did land, the provider's search
+lagged) is then found and reversed. The failure lifts the order's protection: that is what
+the operator asked for, on the provider's own word that it holds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from consumer.claim_holding import holding_claim
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents, PaymentFacts
+from consumer.payment_outcomes import PaymentOutcomes
+from consumer.ports import PaymentWrites
+from domain.clock import utc_now
+from domain.errors import ErrorCode, PaygateError
+from domain.operator_settlement import (
+    Settled,
+    check_reason,
+    is_withheld,
+    not_withheld,
+    operator_failure,
+)
+from domain.status import PaymentStatus
+from persistence.payment_claims import ClaimedAttempt
+from providers.errors import ProviderError
+from providers.port import ChargeStatus
+from providers.registry import Providers, UnknownProviderError
+
+log = logging.getLogger("paygate.operator")
+
+
+class PaymentSettlement:
+    def __init__(
+        self,
+        *,
+        store: PaymentWrites,
+        providers: Providers,
+        events: PaymentEvents,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._providers = providers
+        self._clock = clock
+        self._recorder = PaymentOutcomes(store, events, clock)
+
+    async def settle(self, payment_id: str, *, fail_reason: str | None = None) -> Settled:
+        """Settle the withheld payment ``payment_id``: record the provider's answer if it now
+        has one, else fail it with ``fail_reason`` if given. Raises PaygateError, having
+        changed nothing, for anything but a withheld payment (see the module's table)."""
+        reason = None if fail_reason is None else check_reason(fail_reason)
+        payment = await self._store.get_payment(payment_id)
+        if payment is None:
+            raise PaygateError(ErrorCode.NOT_FOUND, f"no payment {payment_id}", param="id")
+        claimed = await self._store.claim(payment_id)
+        if claimed is None:
+            why = (
+                f"it is {payment.status.value}"
+                if payment.status.charge_known
+                else "another worker holds it now, or its attempt is not open"
+            )
+            raise not_withheld("payment", payment_id, why)
+        token = claimed.claim.token
+        # A refusal raised under the claim gives it back as it leaves (holding_claim).
+        return await holding_claim(
+            self._settle_claimed(claimed, reason),
+            lambda: self._store.release(payment_id, token),
+        )
+
+    async def _settle_claimed(self, claimed: ClaimedAttempt, reason: str | None) -> Settled:
+        payment = claimed.payment
+        payment_id = payment.payment_request_id
+        token = claimed.claim.token
+        try:
+            provider = self._providers.get(claimed.provider)
+        except UnknownProviderError as exc:
+            raise PaygateError(ErrorCode.PROVIDER_UNAVAILABLE, str(exc)) from None
+        why = None
+        if payment.status is not PaymentStatus.PENDING:
+            why = f"it is {payment.status.value}"
+        elif not is_withheld(claimed.started_at, self._clock(), provider.idempotency_window):
+            why = "its provider still honours its key: the reconciler re-sends it"
+        if why is not None:
+            raise not_withheld("payment", payment_id, why)
+        try:
+            known = await provider.charge_status(claimed.attempt_key)
+        except ProviderError as exc:
+            raise PaygateError(exc.code, f"the provider was not asked: {exc.message}") from None
+        settled = Settled("payment", payment_id, claimed.provider, "left_withheld")
+        facts = PaymentFacts.of_stored(payment)
+        if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
+            raise not_withheld("payment", payment_id, "its provider waits for the payer")
+        if known is not None:
+            outcome = await self._recorder.charged(
+                facts, claimed.attempt_key, known, provider=claimed.provider, claim=token
+            )
+            _recorded_or_refuse(outcome, payment_id)
+            log.warning(
+                "withheld payment settled by an operator from the provider's answer",
+                extra={
+                    "payment_request_id": payment_id,
+                    "provider": claimed.provider,
+                    "attempt_key": claimed.attempt_key,
+                    "outcome": outcome.value,
+                },
+            )
+            return Settled(
+                "payment", payment_id, claimed.provider, "recorded_provider_answer", outcome.value
+            )
+        if reason is None:
+            await self._store.release(payment_id, token)
+            return settled
+        outcome = await self._recorder.failed(
+            facts,
+            claimed.attempt_key,
+            operator_failure("payment", reason),
+            provider=claimed.provider,
+            claim=token,
+        )
+        _recorded_or_refuse(outcome, payment_id)
+        # The audit line. The reason was checked to hold no account number (check_reason).
+        log.warning(
+            "withheld payment failed by an operator: %s",
+            reason,
+            extra={
+                "payment_request_id": payment_id,
+                "provider": claimed.provider,
+                "attempt_key": claimed.attempt_key,
+                "attempt_began_at": claimed.started_at.isoformat(),
+                "operator_reason": reason,
+                "outcome": outcome.value,
+            },
+        )
+        return Settled("payment", payment_id, claimed.provider, "failed_by_operator", outcome.value)
+
+
+def _recorded_or_refuse(outcome: Outcome, payment_id: str) -> None:
+    """A recording that did not apply (``replayed``): the claim's lease ran out while the
+    provider was asked and another worker took the payment over; nothing was written."""
+    if outcome is Outcome.REPLAYED:
+        raise not_withheld(
+            "payment", payment_id, "another worker took it over while its provider was asked"
+        )
