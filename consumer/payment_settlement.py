@@ -10,7 +10,7 @@ that asks the provider or records an outcome, and the other side leaves the paym
 | ---------------------------------------------- | -------------------------------------- |
 | no such payment                                | ``not_found``                          |
 | claim not free (final, or another's now)       | ``not_withheld``; nothing changed      |
-| not pending, or still re-sendable (window)     | claim released; ``not_withheld``       |
+| not pending/processing, or still re-sendable   | claim released; ``not_withheld``       |
 | the provider's status query fails              | claim released; its code (nothing)     |
 | the provider shows how the charge ended        | recorded as the reconciler records it  |
 |                                                | (PaymentOutcomes: outbox event, hooks) |
@@ -56,6 +56,11 @@ from providers.port import ChargeStatus
 from providers.registry import Providers, UnknownProviderError
 
 log = logging.getLogger("paygate.operator")
+
+# A call in doubt: it timed out (pending), or its worker died before any answer was recorded
+# (processing, as begin wrote it). Waiting for the payer is not in doubt: the reconciler
+# follows the provider's trade.
+_IN_DOUBT = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING})
 
 
 class PaymentSettlement:
@@ -104,7 +109,7 @@ class PaymentSettlement:
         except UnknownProviderError as exc:
             raise PaygateError(ErrorCode.PROVIDER_UNAVAILABLE, str(exc)) from None
         why = None
-        if payment.status is not PaymentStatus.PENDING:
+        if payment.status not in _IN_DOUBT:
             why = f"it is {payment.status.value}"
         elif not is_withheld(claimed.started_at, self._clock(), provider.idempotency_window):
             why = "its provider still honours its key: the reconciler re-sends it"

@@ -64,13 +64,18 @@ REASON = "stripe dashboard shows no PaymentIntent for the key (ticket OPS-42)"
 During = Callable[[], Awaitable[None]]
 
 
+class WorkerDied(Exception):
+    """The worker stopped between its provider call and recording the answer."""
+
+
 class LaggingAcquirer(ChargeOnlyProvider):
     """The first charge (or refund) lands and times out; ``charge_status`` and
     ``refund_status`` show what landed only once ``shows`` is set. ``during_status``, if
     set, runs once while the next status query is in flight (another worker's move)."""
 
-    def __init__(self, *, charge_times_out: bool = True) -> None:
+    def __init__(self, *, charge_times_out: bool = True, worker_dies: bool = False) -> None:
         super().__init__()
+        self._worker_dies = worker_dies
         self.shows = False
         self.status_error: Exception | None = None
         self.during_status: During | None = None
@@ -92,6 +97,8 @@ class LaggingAcquirer(ChargeOnlyProvider):
         outcome = ChargeOutcome(ChargeStatus.SUCCEEDED, f"ch_{len(self.charges) + 1}")
         self.charges.append(request.attempt_key)
         self.outcomes[request.attempt_key] = outcome
+        if self._worker_dies:
+            raise WorkerDied  # the call landed; its worker never recorded a thing
         if self._charge_times_out:
             raise ProviderTimeoutError(self.name, "landed, but no answer in time")
         return outcome
@@ -247,6 +254,24 @@ async def test_the_charge_the_provider_now_shows_is_recorded_instead_of_the_fail
     )
     assert (await events_of(engine, pid))[-1].status is PaymentStatus.SUCCEEDED
     assert rig.acquirer.charges == [f"{pid}-a1"]
+
+
+async def test_a_payment_whose_worker_died_before_any_answer_is_settled_too(
+    store: PaymentStore, clock: Clock
+):
+    rig = Rig(store, clock, LaggingAcquirer(worker_dies=True))
+    command = create_payment()
+    pid = command.payment_request_id
+    with pytest.raises(WorkerDied):
+        await rig.handler.handle(command)
+    assert (await payment_of(store, pid)).status is PaymentStatus.PROCESSING  # as begun
+    clock.now += PAST_THE_WINDOW
+    assert (await rig.reconciler.run_once()).still_pending == 1  # withheld, still processing
+
+    settled = await rig.settlement.settle(pid, fail_reason=REASON)
+
+    assert (settled.action, settled.outcome) == ("failed_by_operator", "failed")
+    assert (await payment_of(store, pid)).status is PaymentStatus.FAILED
 
 
 async def test_without_failed_a_silent_provider_leaves_it_withheld_and_claimable(rig: Rig):
