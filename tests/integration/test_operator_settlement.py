@@ -499,3 +499,31 @@ async def test_the_refund_the_provider_now_shows_is_recorded(store, clock):
     assert (await refund_store.get(refund.refund_id)).status is RefundStatus.SUCCEEDED
     payment = await payment_of(store, refund.payment_request_id)
     assert (payment.refund_reserved_minor, payment.refunded_minor) == (0, 3_000)
+
+
+async def test_a_refund_that_is_not_withheld_is_refused_and_left_as_it_is(store, clock):
+    acquirer = LaggingAcquirer(charge_times_out=False)
+    refund, refund_store, settlement = await withheld_refund(store, clock, acquirer)
+    queries = len(acquirer.status_queries)
+
+    # Held by a worker right now (a reconciler pass, a redelivery): refused, nothing asked.
+    claim = await refund_store.claim(refund.refund_id)
+    assert claim is not None
+    with pytest.raises(PaygateError) as refused:
+        await settlement.settle(refund.refund_id, fail_reason=REASON)
+    assert refused.value.code is ErrorCode.NOT_WITHHELD
+    assert "another worker" in refused.value.message
+    await refund_store.release(refund.refund_id, claim.token)
+
+    # Inside its provider's window, as if the clock were back a day: the reconciler's.
+    clock.now -= timedelta(days=1)
+    with pytest.raises(PaygateError) as refused:
+        await settlement.settle(refund.refund_id, fail_reason=REASON)
+    assert refused.value.code is ErrorCode.NOT_WITHHELD
+    assert "still honours its key" in refused.value.message
+
+    assert len(acquirer.status_queries) == queries
+    stored = await refund_store.get(refund.refund_id)
+    assert stored is not None
+    assert stored.status is RefundStatus.PENDING
+    assert await refund_store.claim(refund.refund_id) is not None  # given back each time
