@@ -23,10 +23,13 @@ that asks the provider or records an outcome, and the other side leaves the paym
 
 A payment failed by hand keeps its attempt key *unverified*: the attempt is closed as
 ``failed`` with ``verified_at`` unset, so the stray-charge sweep (consumer.stray_charges)
-asks the provider about the key once it is ``settle_after`` old and again until it answers;
-a charge that surfaces later under the key (the first call did land, the provider's search
-lagged) is then found and reversed. The failure lifts the order's protection: that is what
-the operator asked for, on the provider's own word that it holds nothing.
+asks the provider about the key, and again until it answers; a charge that surfaces later
+under the key (the first call did land, the provider's search lagged) is then found and
+reversed. Its first question is held back by domain.operator_settlement.SWEEP_HOLD (a day),
+so that a search still lagging does not have the key marked verified for good minutes
+after the failure; a provider's notice of a charge under it still has it asked at once.
+The failure lifts the order's protection: that is what the operator asked for, on the
+provider's own word that it holds nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Protocol
 
 from consumer.claim_holding import holding_claim
 from consumer.outcome import Outcome
@@ -43,6 +47,7 @@ from consumer.ports import PaymentWrites
 from domain.clock import utc_now
 from domain.errors import ErrorCode, PaygateError
 from domain.operator_settlement import (
+    SWEEP_HOLD,
     Settled,
     check_reason,
     is_withheld,
@@ -63,6 +68,13 @@ log = logging.getLogger("paygate.operator")
 _IN_DOUBT = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING})
 
 
+class SweepHold(Protocol):
+    async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:
+        """Keep the stray sweep from asking about the key before ``until``
+        (persistence.stray_store.StrayStore.hold_first_question)."""
+        ...
+
+
 class PaymentSettlement:
     def __init__(
         self,
@@ -70,9 +82,11 @@ class PaymentSettlement:
         store: PaymentWrites,
         providers: Providers,
         events: PaymentEvents,
+        strays: SweepHold,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
+        self._strays = strays
         self._providers = providers
         self._clock = clock
         self._recorder = PaymentOutcomes(store, events, clock)
@@ -151,6 +165,9 @@ class PaymentSettlement:
             claim=token,
         )
         _recorded_or_refuse(outcome, payment_id)
+        # After the failure is committed: a hold that is not written (a crash) only makes
+        # the sweep ask sooner, as it would any failed attempt.
+        await self._strays.hold_first_question(claimed.attempt_key, self._clock() + SWEEP_HOLD)
         # The audit line. The reason was checked to hold no account number (check_reason).
         log.warning(
             "withheld payment failed by an operator: %s",

@@ -25,6 +25,12 @@ from domain.resend_window import may_resend
 from domain.text import check_text
 
 REASON_MAX_LENGTH: Final = 500
+# How long after an operator failed a payment the stray-charge sweep first asks about its
+# key. The payment was withheld because the provider's status search showed nothing for a
+# day; asked minutes later, a search still lagging would have the key marked verified for
+# good. A day later any lag seen so far is over, and a charge that shows is reversed then
+# (a provider's notice of it reopens the key, and it is asked at once).
+SWEEP_HOLD: Final = timedelta(hours=24)
 # 12 digits or more, perhaps grouped by single spaces or dashes: the shortest card numbers
 # and most bank account numbers. An order number that long is refused too: say it otherwise.
 _ACCOUNT_LIKE: Final = re.compile(r"\d(?:[ -]?\d){11,}")

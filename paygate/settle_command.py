@@ -47,6 +47,7 @@ async def settle(settings: Settings, subject_id: str, fail_reason: str | None) -
             store=db.payments,
             providers=providers,
             events=PaymentEvents(messages, settings.results_topic),
+            strays=db.strays,
         )
         try:
             return await payments.settle(subject_id, fail_reason=fail_reason)

@@ -29,6 +29,7 @@ from consumer.refund_settlement import RefundSettlement
 from consumer.stray_charges import StraySweep
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
+from domain.operator_settlement import SWEEP_HOLD
 from domain.payment_view import PaymentView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
@@ -152,11 +153,12 @@ class Rig:
             min_age=timedelta(seconds=30),
             clock=clock,
         )
+        strays = StrayStore(store.engine, store.writes, clock)
         self.settlement = PaymentSettlement(
-            store=store, providers=providers, events=events, clock=clock
+            store=store, providers=providers, events=events, strays=strays, clock=clock
         )
         self.sweep = StraySweep(
-            store=StrayStore(store.engine, store.writes, clock),
+            store=strays,
             providers=providers,
             metrics=self.metrics,
             settle_after=SETTLE_AFTER,
@@ -225,10 +227,17 @@ async def test_the_operator_fails_a_withheld_payment_and_the_sweep_reverses_a_la
     assert [r.operator_reason for r in audit] == [REASON]
     assert audit[0].payment_request_id == pid
 
-    # The provider's search catches up: the charge was there all along. The sweep asks
-    # about the key once it is SETTLE_AFTER old, finds the charge and reverses it.
-    rig.acquirer.shows = True
+    # Minutes later the search still lags: the sweep does not ask yet, so the key is not
+    # marked verified on a "nothing" the search would still answer.
     rig.clock.now += SETTLE_AFTER + timedelta(seconds=1)
+    early = await rig.sweep.run_once()
+    assert early.checked == 0
+    assert (await attempt_row(engine, pid)).verified_at is None
+
+    # The provider's search catches up: the charge was there all along. A day on, the
+    # sweep asks about the key, finds the charge and reverses it.
+    rig.acquirer.shows = True
+    rig.clock.now += SWEEP_HOLD
     swept = await rig.sweep.run_once()
 
     assert (swept.checked, swept.found, swept.reversed) == (1, 1, 1)
@@ -527,3 +536,22 @@ async def test_a_refund_that_is_not_withheld_is_refused_and_left_as_it_is(store,
     assert stored is not None
     assert stored.status is RefundStatus.PENDING
     assert await refund_store.claim(refund.refund_id) is not None  # given back each time
+
+
+async def test_a_providers_notice_of_the_charge_has_the_held_key_asked_at_once(
+    rig: Rig, store: PaymentStore, clock: Clock
+):
+    pid = await rig.withheld_payment()
+    await rig.settlement.settle(pid, fail_reason=REASON)
+    strays = StrayStore(store.engine, store.writes, clock)
+
+    # The payer's charge under the key is notified (signed): the hold must not delay it.
+    rig.acquirer.shows = True
+    assert await strays.reopen(f"{pid}-a1", rig.acquirer.name)
+    clock.now += SETTLE_AFTER + timedelta(seconds=1)
+    swept = await rig.sweep.run_once()
+
+    assert (swept.found, swept.reversed) == (1, 1)
+    assert rig.acquirer.refunds == [f"{pid}-a1-reversal"]
+    # And a hold written after a reopen changes nothing.
+    assert not await strays.hold_first_question(f"{pid}-a1", clock.now + SWEEP_HOLD)

@@ -35,6 +35,7 @@ from domain.operator_settlement import Settled
 from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.payment_store import PaymentStore
+from persistence.stray_store import StrayStore
 from persistence.tables import payments, provider_attempts
 from providers.charge_only import ChargeOnlyProvider
 from providers.errors import ProviderTimeoutError
@@ -127,7 +128,11 @@ async def run_schedule(engine, schedule, command: CreatePayment, tick_s: float):
 
     settling = CheckpointedPayments(engine, clock, interleaving)
     settlement = PaymentSettlement(
-        store=settling, providers=Providers.of(provider), events=EVENTS, clock=clock
+        store=settling,
+        providers=Providers.of(provider),
+        events=EVENTS,
+        strays=StrayStore(engine, settling.writes, clock),
+        clock=clock,
     )
     reconciling = CheckpointedPayments(engine, clock, interleaving)
     # The pass sees this run's payment only: the earlier runs' (still withheld where the

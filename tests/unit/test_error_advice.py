@@ -21,7 +21,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
@@ -525,7 +525,11 @@ async def _not_withheld(make: MakeAdvised, code: ErrorCode) -> None:
         clock=clock,
     )
     settlement = PaymentSettlement(
-        store=store, providers=Providers.of(provider), events=handler_events(), clock=clock
+        store=store,
+        providers=Providers.of(provider),
+        events=handler_events(),
+        strays=NoSweep(),
+        clock=clock,
     )
     command = create_payment()
     provider.script("charge", ProviderTimeoutError(provider.name, "no answer in time"))
@@ -544,6 +548,11 @@ async def _not_withheld(make: MakeAdvised, code: ErrorCode) -> None:
     payment = await store.get_payment(command.payment_request_id)
     assert payment is not None
     assert payment.status is PaymentStatus.SUCCEEDED
+
+
+class NoSweep:
+    async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:
+        raise AssertionError("a refused settlement holds nothing back")
 
 
 def handler_events() -> PaymentEvents:
