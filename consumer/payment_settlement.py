@@ -133,7 +133,6 @@ class PaymentSettlement:
             known = await provider.charge_status(claimed.attempt_key)
         except ProviderError as exc:
             raise PaygateError(exc.code, f"the provider was not asked: {exc.message}") from None
-        settled = Settled("payment", payment_id, claimed.provider, "left_withheld")
         facts = PaymentFacts.of_stored(payment)
         if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
             raise not_withheld("payment", payment_id, "its provider waits for the payer")
@@ -156,7 +155,7 @@ class PaymentSettlement:
             )
         if reason is None:
             await self._store.release(payment_id, token)
-            return settled
+            return Settled("payment", payment_id, claimed.provider, "left_withheld")
         outcome = await self._recorder.failed(
             facts,
             claimed.attempt_key,
@@ -165,10 +164,8 @@ class PaymentSettlement:
             claim=token,
         )
         _recorded_or_refuse(outcome, payment_id)
-        # After the failure is committed: a hold that is not written (a crash) only makes
-        # the sweep ask sooner, as it would any failed attempt.
-        await self._strays.hold_first_question(claimed.attempt_key, self._clock() + SWEEP_HOLD)
-        # The audit line. The reason was checked to hold no account number (check_reason).
+        # The audit line, as soon as the failure is committed. The reason was checked to
+        # hold no account number (check_reason).
         log.warning(
             "withheld payment failed by an operator: %s",
             reason,
@@ -181,7 +178,21 @@ class PaymentSettlement:
                 "outcome": outcome.value,
             },
         )
+        await self._hold_the_sweep(claimed.attempt_key)
         return Settled("payment", payment_id, claimed.provider, "failed_by_operator", outcome.value)
+
+    async def _hold_the_sweep(self, attempt_key: str) -> None:
+        """After the failure is committed: a hold not written only makes the sweep ask
+        sooner, as it does about any failed attempt; the command still reports the failure
+        it made, which is what the operator must know."""
+        try:
+            await self._strays.hold_first_question(attempt_key, self._clock() + SWEEP_HOLD)
+        except Exception:
+            log.warning(
+                "stray sweep not held back for an operator-failed key; it asks sooner",
+                exc_info=True,
+                extra={"attempt_key": attempt_key},
+            )
 
 
 def _recorded_or_refuse(outcome: Outcome, payment_id: str) -> None:

@@ -12,7 +12,7 @@ sweep still asks about the key and reverses a charge that shows only later.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -555,3 +555,29 @@ async def test_a_providers_notice_of_the_charge_has_the_held_key_asked_at_once(
     assert rig.acquirer.refunds == [f"{pid}-a1-reversal"]
     # And a hold written after a reopen changes nothing.
     assert not await strays.hold_first_question(f"{pid}-a1", clock.now + SWEEP_HOLD)
+
+
+class BrokenHold:
+    async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:
+        raise ConnectionError("the database went away after the failure was committed")
+
+
+async def test_a_hold_not_written_still_reports_the_failure_that_was_made(
+    rig: Rig, store: PaymentStore, clock: Clock, caplog
+):
+    pid = await rig.withheld_payment()
+    settlement = PaymentSettlement(
+        store=store,
+        providers=Providers.of(rig.acquirer),
+        events=PaymentEvents(MESSAGES, "payments.results"),
+        strays=BrokenHold(),
+        clock=clock,
+    )
+
+    settled = await settlement.settle(pid, fail_reason=REASON)
+
+    assert settled.action == "failed_by_operator"
+    assert (await payment_of(store, pid)).status is PaymentStatus.FAILED
+    lines = [r.getMessage() for r in caplog.records if r.name == "paygate.operator"]
+    assert lines[0].startswith("withheld payment failed by an operator")  # audit line first
+    assert "not held back" in lines[1]
