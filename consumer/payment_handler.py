@@ -44,6 +44,7 @@ from consumer.payment_outcomes import PaymentOutcomes
 from consumer.ports import PaymentWrites
 from consumer.resend_withhold import withheld
 from consumer.sealing import CommandSealer
+from consumer.withheld_reports import WithheldReports
 from domain.accounts import Account
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
@@ -104,6 +105,7 @@ class PaymentCommandHandler:
         self._clock = clock
         self._recorder = PaymentOutcomes(store, events, clock)
         self._sealer = CommandSealer(account_key)
+        self._withheld = WithheldReports(metrics, clock)
 
     async def handle(self, command: CreatePayment, along: Sequence[Bulk] = ()) -> Outcome:
         """Handle ``command``; ``along``: writes to commit with its begin (the vault rows of
@@ -500,13 +502,13 @@ class PaymentCommandHandler:
         pid = facts.payment_request_id
         if in_doubt_since is not None and await withheld(
             operation="payment",
+            subject_id=pid,
             began_at=in_doubt_since,
             now=self._clock(),
             provider=provider_name,
             window=provider.idempotency_window,
-            metrics=self._metrics,
+            reports=self._withheld,
             release=lambda: self._store.release(pid, claim),
-            extra={"payment_request_id": pid, "attempt_began_at": in_doubt_since.isoformat()},
         ):
             # Never failed on the provider's silence either: its first call may have landed.
             return Outcome.PENDING

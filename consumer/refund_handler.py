@@ -32,6 +32,7 @@ from consumer.refund_events import RefundEvents
 from consumer.refund_outcomes import RefundOutcomes
 from consumer.resend_withhold import withheld
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
+from consumer.withheld_reports import WithheldReports
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
@@ -70,6 +71,7 @@ class RefundCommandHandler:
         self._retry_policy = retry_policy or RetryPolicy()
         self._clock = clock
         self._outcomes = RefundOutcomes(store, events, clock)
+        self._withheld = WithheldReports(metrics, clock)
 
     async def handle(self, command: RefundPayment) -> Outcome:
         begun = await self._store.begin(command, self._events.at(self._clock()))
@@ -179,13 +181,13 @@ class RefundCommandHandler:
         # is the key's. A key the provider no longer honours could refund twice.
         if await withheld(
             operation="refund",
+            subject_id=refund.refund_id,
             began_at=refund.created_at,
             now=self._clock(),
             provider=provider.name,
             window=provider.idempotency_window,
-            metrics=self._metrics,
+            reports=self._withheld,
             release=lambda: self._store.release(refund.refund_id, claim),
-            extra={"refund_id": refund.refund_id},
         ):
             return Outcome.PENDING
         return await self._send(refund, charge_reference, claim, in_doubt=True)

@@ -67,6 +67,8 @@ class ErrorCode(StrEnum):
     ENCRYPTION_KEY_MISMATCH = "encryption_key_mismatch"
     CAPTURE_EXCEEDS_AUTHORIZED = "capture_exceeds_authorized"
     PAYMENT_NOT_CANCELABLE = "payment_not_cancelable"
+    SETTLED_BY_OPERATOR = "settled_by_operator"
+    NOT_WITHHELD = "not_withheld"
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +442,32 @@ _SPECS: Final = (
         meaning="Only an authorized payment can be canceled: this one is being captured, was "
         "captured, expired, failed, or was never only authorized.",
         action="Refund a captured payment instead; a canceled or expired one holds nothing.",
+    ),
+    ErrorSpec(
+        code=_E.SETTLED_BY_OPERATOR,
+        category=_C.PROVIDER,
+        retryable=False,
+        http_status=502,
+        meaning="The payment (or refund) stayed in doubt past its provider's idempotency "
+        "window and an operator, having checked that the provider holds nothing under its "
+        "key, failed it (`paygate reconcile settle`); the message carries their reason. "
+        "Nothing was charged or refunded.",
+        action="The same Idempotency-Key replays this failure. To try again, send a new "
+        "attempt: a payment with `newAttempt: true` and a new Idempotency-Key, a refund "
+        "with a new Idempotency-Key.",
+    ),
+    ErrorSpec(
+        code=_E.NOT_WITHHELD,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="`paygate reconcile settle` acts only on a payment or refund paygate "
+        "withholds: pending, its call in doubt and older than its provider's idempotency "
+        "window less the margin. This one is not (final, still inside the window, its "
+        "provider keeps keys for good or waits for the payer, or another worker holds it "
+        "now); nothing was changed.",
+        action="Leave it to the reconciler, which settles it from the provider's answer; "
+        "for one in another worker's hands, run the command again later.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

@@ -182,7 +182,8 @@ _COMMANDS: dict[str, _Command] = {
         "create the Kafka topics if missing; report existing ones that differ", _topics
     ),
     "reconcile": _Command(
-        "resolve in-doubt payments by asking the provider, once",
+        "resolve in-doubt payments by asking the provider, once; `reconcile settle ID` "
+        "settles by hand one withheld past its provider's window",
         _reconcile,
         Uses.PROVIDERS | Uses.VAULT,
     ),
@@ -284,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
                 default=1,
                 help="facade processes sharing the port (SO_REUSEPORT); default 1",
             )
+        if name == "reconcile":
+            from paygate.settle_args import add_settle_parser
+
+            add_settle_parser(command_parser)
     for name, (help_text, _run) in _TOOLS.items():
         # Listed for --help; main() hands the command line to the tool before parsing.
         sub.add_parser(name, help=help_text, add_help=False)
@@ -303,6 +308,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     refuse_unsafe_settings(f"paygate {args.command}", settings, command.uses)
     configure_logging(settings.log_level, settings.log_account_fields)
     use_event_loop(settings.event_loop)
+    if getattr(args, "reconcile_action", None) == "settle":
+        from paygate.settle_command import run_settle
+
+        return run_settle(settings, args)
     workers: int = getattr(args, "workers", 1)
     if workers < 1:
         raise SystemExit(f"paygate {args.command}: --workers must be at least 1")

@@ -293,6 +293,25 @@ class StrayStore:
             .values(next_sweep_at=at)
         )
 
+    async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:
+        """Keep the sweep from asking about an unverified key before ``until``: for a key
+        whose payment an operator failed on the provider's word that nothing is under it
+        (consumer.payment_settlement). The search that kept the payment in doubt for a day
+        may still lag; asked at once, its "nothing" would mark the key verified for good and
+        a charge that shows later would never be found. Asked later, it is.
+
+        Only for a key still unverified and never reopened (generation 0): a provider's
+        notice that reopened it meanwhile reported money under it, which the sweep must ask
+        about at once. False, changing nothing, otherwise."""
+        attempt = provider_attempts
+        return await self._changes_a_row(
+            update(attempt)
+            .where(attempt.c.attempt_key == attempt_key)
+            .where(attempt.c.verified_at.is_(None))
+            .where(attempt.c.reopen_count == 0)
+            .values(next_sweep_at=until)
+        )
+
     async def _changes_a_row(self, statement: Update) -> bool:
         """Runs ``statement`` through the group commit; whether it changed a row."""
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from paygate.settings import Settings
+from providers.charge_only import ChargeOnlyProvider
+from providers.errors import ProviderTimeoutError
+from providers.port import ChargeOutcome, ChargeRequest
 from providers.sandbox import InProcessSandboxProvider
 
 
@@ -23,3 +28,30 @@ class _Unwindowed:
 
 def build_unwindowed(settings: Settings, name: str) -> object:
     return _Unwindowed(name)
+
+
+class SilentWindowed(ChargeOnlyProvider):
+    """Honours a key for 24 hours, as Stripe does; every charge times out and its status
+    query finds nothing (a search that has not caught up): what paygate withholds."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def idempotency_window(self) -> timedelta | None:
+        return timedelta(hours=24)
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        raise ProviderTimeoutError(self._name, "no answer in time")
+
+    async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
+        return None
+
+
+def build_silent_windowed(settings: Settings, name: str) -> SilentWindowed:
+    return SilentWindowed(name)

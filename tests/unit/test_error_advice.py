@@ -21,12 +21,18 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDictProxy
 
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.payment_reconciler import PaymentReconciler
+from consumer.payment_settlement import PaymentSettlement
 from consumer.record_handling import RecordHandling
 from domain.accounts import Account, AccountType
 from domain.cancels import CancelPayment
@@ -37,10 +43,19 @@ from domain.refunds import RefundPayment, RefundStatus, refund_id_for
 from domain.status import PaymentStatus
 from http_facade.rate_limit import TokenBuckets
 from producer.command_publisher import KafkaCommandPublisher
+from providers.errors import ProviderTimeoutError
+from providers.registry import Providers
+from providers.routing import Router
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
+from tests.support.builders import create_payment
+from tests.support.clock import Clock
 from tests.support.facade_world import KEY_1, KEY_2, World, payment_body, world_client
+from tests.support.fake_database import FakeDatabase
+from tests.support.fake_stores import FakePaymentStore
 from tests.support.fake_vault_rows import FakeVaultRows
 from tests.support.held_producer import HeldProducer
+from tests.support.scripted_provider import ScriptedProvider, charged
 from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1, KEK_1_WRONG, KEK_2
 from vault.kek import LocalKeyEncryptionKeys
 from vault.vault import Vault
@@ -469,6 +484,79 @@ async def _provider_timeout(make: MakeAdvised, code: ErrorCode) -> None:
     f.world.final_within_wait = True
     answer = await f.pay("k-1", headers={"Prefer": "wait=5"})
     assert (answer.status, answer.body["status"]) == (200, "succeeded")
+
+
+@row(
+    ErrorCode.SETTLED_BY_OPERATOR,
+    follows="a payment with `newAttempt: true` and a new Idempotency-Key",
+)
+async def _settled_by_operator(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    failed = await f.paid("k-1", PaymentStatus.FAILED, code)
+    await _same_key_replays_the_failed_payment(f, "k-1", failed, code)
+    answer = await f.pay("k-2", newAttempt=True)
+    assert (answer.status, answer.body["paymentRequestId"]) == (202, payment_id("order-1", "k-2"))
+
+    # A refund failed so: the same key replays it, a new key is a new refund.
+    paid = await f.paid("k-1", PaymentStatus.SUCCEEDED, order_id="order-r")
+    assert (await f.refund(paid, "r-1")).status == 202
+    f.world.settle_refund(f.published_refund(), RefundStatus.FAILED, code)
+    replayed = await f.refund(paid, "r-1")
+    assert (replayed.status, replayed.body["status"], replayed.code) == (200, "failed", code.value)
+    answer = await f.refund(paid, "r-2")
+    assert (answer.status, answer.body["refundId"]) == (202, refund_id_for(paid, "r-2"))
+
+
+@row(ErrorCode.NOT_WITHHELD, follows="Leave it to the reconciler")
+async def _not_withheld(make: MakeAdvised, code: ErrorCode) -> None:
+    """Only ``paygate reconcile settle`` meets it (consumer.payment_settlement): a payment
+    still inside its provider's window is refused, and the reconciler then settles it."""
+    clock = Clock()
+    store = FakePaymentStore(FakeDatabase(clock))
+    provider = ScriptedProvider()
+    provider.idempotency_window = timedelta(hours=24)
+    handler = PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
+        account_key=b"advice-account-key",
+        metrics=Metrics(),
+        clock=clock,
+    )
+    settlement = PaymentSettlement(
+        store=store,
+        providers=Providers.of(provider),
+        events=handler_events(),
+        strays=NoSweep(),
+        clock=clock,
+    )
+    command = create_payment()
+    provider.script("charge", ProviderTimeoutError(provider.name, "no answer in time"))
+    assert await handler.handle(command) is Outcome.PENDING
+    clock.now += timedelta(hours=2)
+    with pytest.raises(PaygateError) as refused:
+        await settlement.settle(command.payment_request_id, fail_reason="nothing at the provider")
+    assert refused.value.code is code
+    assert provider.called("charge_status") == []  # nothing asked, nothing changed
+    # The reconciler's pass: it claims the payment and settles it from the provider's answer.
+    provider.script("charge_status", charged("ch_1"))
+    reconciler = PaymentReconciler(
+        store=store, handler=handler, metrics=Metrics(), min_age=timedelta(0), clock=clock
+    )
+    assert (await reconciler.run_once()).resolved == 1
+    payment = await store.get_payment(command.payment_request_id)
+    assert payment is not None
+    assert payment.status is PaymentStatus.SUCCEEDED
+
+
+class NoSweep:
+    async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:
+        raise AssertionError("a refused settlement holds nothing back")
+
+
+def handler_events() -> PaymentEvents:
+    return PaymentEvents(PaymentMessages.bundled(), "payments.results")
 
 
 # --- refunds and captures --------------------------------------------------------------------

@@ -1,0 +1,204 @@
+"""Settling by hand a payment paygate withholds: ``paygate reconcile settle PAYMENT_ID``.
+
+The rules are domain.operator_settlement's; this applies them under the payment's claim,
+taken exactly as the reconciler takes it (:meth:`PaymentStore.claim`), so the settlement
+cannot race a reconciler pass or a consumer worker: whoever holds the claim is the only one
+that asks the provider or records an outcome, and the other side leaves the payment alone
+(the reconciler as ``owned_elsewhere``, this command with ``not_withheld``).
+
+| found under the claim                          | what happens                           |
+| ---------------------------------------------- | -------------------------------------- |
+| no such payment                                | ``not_found``                          |
+| claim not free (final, or another's now)       | ``not_withheld``; nothing changed      |
+| not pending/processing, or still re-sendable   | claim released; ``not_withheld``       |
+| the provider's status query fails              | claim released; its code (nothing)     |
+| the provider shows how the charge ended        | recorded as the reconciler records it  |
+|                                                | (PaymentOutcomes: outbox event, hooks) |
+| the provider waits for the payer               | claim released; ``not_withheld``       |
+| the provider holds nothing, no failure asked   | claim released; ``left_withheld``      |
+| the provider holds nothing, failure asked      | failed ``settled_by_operator`` with    |
+|                                                | the reason; audit line                 |
+| the claim's lease ran out meanwhile (a worker  | nothing recorded (the store checks the |
+| took it over)                                  | claim); ``not_withheld``               |
+
+A payment failed by hand keeps its attempt key *unverified*: the attempt is closed as
+``failed`` with ``verified_at`` unset, so the stray-charge sweep (consumer.stray_charges)
+asks the provider about the key, and again until it answers; a charge that surfaces later
+under the key (the first call did land, the provider's search lagged) is then found and
+reversed. Its first question is held back by domain.operator_settlement.SWEEP_HOLD (a day),
+so that a search still lagging does not have the key marked verified for good minutes
+after the failure; a provider's notice of a charge under it still has it asked at once.
+The failure lifts the order's protection: that is what the operator asked for, on the
+provider's own word that it holds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from consumer.claim_holding import holding_claim
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents, PaymentFacts
+from consumer.payment_outcomes import PaymentOutcomes
+from consumer.ports import PaymentWrites
+from domain.clock import utc_now
+from domain.errors import ErrorCode, PaygateError
+from domain.operator_settlement import (
+    SWEEP_HOLD,
+    Settled,
+    check_reason,
+    is_withheld,
+    not_withheld,
+    operator_failure,
+)
+from domain.status import PaymentStatus
+from persistence.payment_claims import ClaimedAttempt
+from providers.errors import ProviderError
+from providers.port import ChargeStatus
+from providers.registry import Providers, UnknownProviderError
+
+log = logging.getLogger("paygate.operator")
+
+# A call in doubt: it timed out (pending), or its worker died before any answer was recorded
+# (processing, as begin wrote it). Waiting for the payer is not in doubt: the reconciler
+# follows the provider's trade.
+_IN_DOUBT = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING})
+
+
+class SweepHold(Protocol):
+    async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:
+        """Keep the stray sweep from asking about the key before ``until``
+        (persistence.stray_store.StrayStore.hold_first_question)."""
+        ...
+
+
+class PaymentSettlement:
+    def __init__(
+        self,
+        *,
+        store: PaymentWrites,
+        providers: Providers,
+        events: PaymentEvents,
+        strays: SweepHold,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._strays = strays
+        self._providers = providers
+        self._clock = clock
+        self._recorder = PaymentOutcomes(store, events, clock)
+
+    async def settle(self, payment_id: str, *, fail_reason: str | None = None) -> Settled:
+        """Settle the withheld payment ``payment_id``: record the provider's answer if it now
+        has one, else fail it with ``fail_reason`` if given. Raises PaygateError, having
+        changed nothing, for anything but a withheld payment (see the module's table)."""
+        reason = None if fail_reason is None else check_reason(fail_reason)
+        payment = await self._store.get_payment(payment_id)
+        if payment is None:
+            raise PaygateError(ErrorCode.NOT_FOUND, f"no payment {payment_id}", param="id")
+        claimed = await self._store.claim(payment_id)
+        if claimed is None:
+            why = (
+                f"it is {payment.status.value}"
+                if payment.status.charge_known
+                else "another worker holds it now, or its attempt is not open"
+            )
+            raise not_withheld("payment", payment_id, why)
+        token = claimed.claim.token
+        # A refusal raised under the claim gives it back as it leaves (holding_claim).
+        return await holding_claim(
+            self._settle_claimed(claimed, reason),
+            lambda: self._store.release(payment_id, token),
+        )
+
+    async def _settle_claimed(self, claimed: ClaimedAttempt, reason: str | None) -> Settled:
+        payment = claimed.payment
+        payment_id = payment.payment_request_id
+        token = claimed.claim.token
+        try:
+            provider = self._providers.get(claimed.provider)
+        except UnknownProviderError as exc:
+            raise PaygateError(ErrorCode.PROVIDER_UNAVAILABLE, str(exc)) from None
+        why = None
+        if payment.status not in _IN_DOUBT:
+            why = f"it is {payment.status.value}"
+        elif not is_withheld(claimed.started_at, self._clock(), provider.idempotency_window):
+            why = "its provider still honours its key: the reconciler re-sends it"
+        if why is not None:
+            raise not_withheld("payment", payment_id, why)
+        try:
+            known = await provider.charge_status(claimed.attempt_key)
+        except ProviderError as exc:
+            raise PaygateError(exc.code, f"the provider was not asked: {exc.message}") from None
+        facts = PaymentFacts.of_stored(payment)
+        if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
+            raise not_withheld("payment", payment_id, "its provider waits for the payer")
+        if known is not None:
+            outcome = await self._recorder.charged(
+                facts, claimed.attempt_key, known, provider=claimed.provider, claim=token
+            )
+            _recorded_or_refuse(outcome, payment_id)
+            log.warning(
+                "withheld payment settled by an operator from the provider's answer",
+                extra={
+                    "payment_request_id": payment_id,
+                    "provider": claimed.provider,
+                    "attempt_key": claimed.attempt_key,
+                    "outcome": outcome.value,
+                },
+            )
+            return Settled(
+                "payment", payment_id, claimed.provider, "recorded_provider_answer", outcome.value
+            )
+        if reason is None:
+            await self._store.release(payment_id, token)
+            return Settled("payment", payment_id, claimed.provider, "left_withheld")
+        outcome = await self._recorder.failed(
+            facts,
+            claimed.attempt_key,
+            operator_failure("payment", reason),
+            provider=claimed.provider,
+            claim=token,
+        )
+        _recorded_or_refuse(outcome, payment_id)
+        # The audit line, as soon as the failure is committed. The reason was checked to
+        # hold no account number (check_reason).
+        log.warning(
+            "withheld payment failed by an operator: %s",
+            reason,
+            extra={
+                "payment_request_id": payment_id,
+                "provider": claimed.provider,
+                "attempt_key": claimed.attempt_key,
+                "attempt_began_at": claimed.started_at.isoformat(),
+                "operator_reason": reason,
+                "outcome": outcome.value,
+            },
+        )
+        await self._hold_the_sweep(claimed.attempt_key)
+        return Settled("payment", payment_id, claimed.provider, "failed_by_operator", outcome.value)
+
+    async def _hold_the_sweep(self, attempt_key: str) -> None:
+        """After the failure is committed: a hold not written only makes the sweep ask
+        sooner, as it does about any failed attempt; the command still reports the failure
+        it made, which is what the operator must know."""
+        try:
+            await self._strays.hold_first_question(attempt_key, self._clock() + SWEEP_HOLD)
+        except Exception:
+            log.warning(
+                "stray sweep not held back for an operator-failed key; it asks sooner",
+                exc_info=True,
+                extra={"attempt_key": attempt_key},
+            )
+
+
+def _recorded_or_refuse(outcome: Outcome, payment_id: str) -> None:
+    """A recording that did not apply (``replayed``): the claim's lease ran out while the
+    provider was asked and another worker took the payment over; nothing was written."""
+    if outcome is Outcome.REPLAYED:
+        raise not_withheld(
+            "payment", payment_id, "another worker took it over while its provider was asked"
+        )

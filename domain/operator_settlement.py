@@ -1,0 +1,100 @@
+"""The rules of settling by hand a call paygate withholds (``paygate reconcile settle``).
+
+A payment (or refund) is *withheld* when its call is in doubt (pending, the attempt open, the
+provider silent about its key) and older than its provider honours the key less the margin
+(:func:`domain.resend_window.may_resend` false): paygate will neither send it again nor fail
+it on the provider's silence (docs/runbook.md#paygateresendwithheld). Only such a one may be
+settled by hand; anything else is the reconciler's and is refused with ``not_withheld``.
+
+The operator's reason is stored with the failure (its message, ``settled_by_operator``) and
+logged: it must be text any field may hold (domain.text) and must not look like it holds an
+account number (a run of 12 or more digits, spaces and dashes between them allowed), which
+neither a log nor the store may carry in clear.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from domain.error_info import ErrorInfo
+from domain.errors import ErrorCode, PaygateError
+from domain.resend_window import may_resend
+from domain.text import check_text
+
+REASON_MAX_LENGTH: Final = 500
+# How long after an operator failed a payment the stray-charge sweep first asks about its
+# key. The payment was withheld because the provider's status search showed nothing for a
+# day; asked minutes later, a search still lagging would have the key marked verified for
+# good. A day later any lag seen so far is over, and a charge that shows is reversed then
+# (a provider's notice of it reopens the key, and it is asked at once).
+SWEEP_HOLD: Final = timedelta(hours=24)
+# 12 digits or more, perhaps grouped by single spaces or dashes: the shortest card numbers
+# and most bank account numbers. An order number that long is refused too: say it otherwise.
+_ACCOUNT_LIKE: Final = re.compile(r"\d(?:[ -]?\d){11,}")
+
+
+def check_reason(reason: object) -> str:
+    """``reason`` as the stored and logged text of an operator's failure, or a refusal
+    (``invalid_request``, ``invalid_text``) naming the ``reason`` parameter."""
+    text = check_text(reason, param="reason", max_length=REASON_MAX_LENGTH)
+    if not text.strip():
+        raise PaygateError(ErrorCode.INVALID_REQUEST, "reason must not be blank", param="reason")
+    if _ACCOUNT_LIKE.search(text) is not None:
+        raise PaygateError(
+            ErrorCode.INVALID_REQUEST,
+            "reason must not hold an account number (a run of 12 or more digits)",
+            param="reason",
+        )
+    return text
+
+
+def is_withheld(began_at: datetime, now: datetime, window: timedelta | None) -> bool:
+    """Whether a call in doubt since ``began_at`` is past what may be re-sent: never for a
+    provider that honours its keys for good (``window`` None)."""
+    return not may_resend(began_at, now, window)
+
+
+def operator_failure(subject: str, reason: str) -> ErrorInfo:
+    """The error a payment (``subject`` "payment") or refund failed by hand is stored and
+    published with."""
+    nothing = "charged" if subject == "payment" else "refunded"
+    return ErrorInfo(
+        ErrorCode.SETTLED_BY_OPERATOR,
+        f"failed by an operator: the provider holds nothing under this {subject}'s key and "
+        f"its idempotency window has passed; nothing was {nothing}. Reason: {reason}",
+    )
+
+
+def not_withheld(subject: str, subject_id: str, why: str) -> PaygateError:
+    return PaygateError(
+        ErrorCode.NOT_WITHHELD,
+        f"{subject} {subject_id} is not withheld ({why}); nothing was changed",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What ``paygate reconcile settle`` did to one payment or refund.
+
+    ``action``: ``recorded_provider_answer`` (the provider now shows how the call ended, and
+    that was recorded as the reconciler records it), ``failed_by_operator``, or
+    ``left_withheld`` (the provider still shows nothing and no failure was asked for:
+    nothing changed). ``outcome``: the stored outcome the recording came to."""
+
+    subject: str
+    subject_id: str
+    provider: str
+    action: str
+    outcome: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "subject": self.subject,
+            "id": self.subject_id,
+            "provider": self.provider,
+            "action": self.action,
+            "outcome": self.outcome,
+        }

@@ -1,0 +1,69 @@
+"""The rules of settling a withheld call by hand (domain.operator_settlement)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from domain.errors import ErrorCode, PaygateError
+from domain.operator_settlement import (
+    REASON_MAX_LENGTH,
+    check_reason,
+    is_withheld,
+    operator_failure,
+)
+from domain.resend_window import RESEND_MARGIN
+
+pytestmark = pytest.mark.unit
+
+BEGAN = datetime(2026, 12, 1, tzinfo=UTC)
+WINDOW = timedelta(hours=24)
+
+
+def test_withheld_from_the_window_less_the_margin_never_for_keys_kept_for_good() -> None:
+    assert not is_withheld(BEGAN, BEGAN + WINDOW - RESEND_MARGIN - timedelta(seconds=1), WINDOW)
+    assert is_withheld(BEGAN, BEGAN + WINDOW - RESEND_MARGIN, WINDOW)
+    assert not is_withheld(BEGAN, BEGAN + timedelta(days=3650), None)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "dashboard shows nothing under the key; ticket OPS-1234",
+        "order 12345678901 checked",  # 11 digits: an order number, not an account
+        "x" * REASON_MAX_LENGTH,
+    ],
+)
+def test_a_reason_is_kept_as_given(reason: str) -> None:
+    assert check_reason(reason) == reason
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        ("card 4242424242424242 not charged", ErrorCode.INVALID_REQUEST),
+        ("card 4242 4242 4242 4242 not charged", ErrorCode.INVALID_REQUEST),
+        ("iban part 1234-5678-9012", ErrorCode.INVALID_REQUEST),
+        ("", ErrorCode.INVALID_REQUEST),
+        ("   ", ErrorCode.INVALID_REQUEST),
+        ("x" * (REASON_MAX_LENGTH + 1), ErrorCode.INVALID_REQUEST),
+        ("line\nbreak", ErrorCode.INVALID_TEXT),
+        (None, ErrorCode.INVALID_REQUEST),
+    ],
+    ids=["card", "grouped-card", "dashed", "empty", "blank", "too-long", "control", "none"],
+)
+def test_a_reason_that_could_carry_an_account_number_or_nothing_is_refused(
+    reason: object, code: ErrorCode
+) -> None:
+    with pytest.raises(PaygateError) as refused:
+        check_reason(reason)
+    assert (refused.value.code, refused.value.param) == (code, "reason")
+    assert "4242" not in refused.value.message  # the refusal never repeats the value
+
+
+def test_the_failure_names_the_code_and_carries_the_reason() -> None:
+    error = operator_failure("refund", "nothing at the provider")
+    assert error.code is ErrorCode.SETTLED_BY_OPERATOR
+    assert error.message.endswith("Reason: nothing at the provider")
+    assert "nothing was refunded" in error.message
