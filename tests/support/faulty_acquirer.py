@@ -3,6 +3,8 @@ tests of what one misbehaving payment may not stop (reconciliation passes, sweep
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from domain.retry import RetryPolicy
@@ -34,6 +36,7 @@ class Acquirer:
 
     name = "sandbox"
     idempotency_window = None  # keys honoured for ever
+    status_search_lag = timedelta(0)  # its status reads ``charges``, which a charge writes
 
     def __init__(self) -> None:
         self.charges: dict[str, ChargeOutcome] = {}

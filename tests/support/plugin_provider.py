@@ -23,3 +23,16 @@ class _Unwindowed:
 
 def build_unwindowed(settings: Settings, name: str) -> object:
     return _Unwindowed(name)
+
+
+class _Unlagged:
+    """A provider that says how long it honours a key but not whether its status query
+    lags behind its charges."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.idempotency_window = None
+
+
+def build_unlagged(settings: Settings, name: str) -> object:
+    return _Unlagged(name)
