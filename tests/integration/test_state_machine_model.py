@@ -13,7 +13,9 @@ Hypothesis draws the steps: new payments (some authorize-only), refunds (any amo
 than remains included), captures (all, or part: some above the authorization), cancels,
 redeliveries of any earlier command, reconciler passes, late charges (a provider charges a
 key paygate had closed as not charged, and notifies it, while the other process's stray
-sweep runs: the notice must reopen the key, and the sweep find and reverse the charge),
+sweep runs: the notice must reopen the key, and the sweep find and reverse the charge; or
+without a notice, the charge missing from the provider's status search for a while as a sweep
+pass runs: the sweep must not verify the key on that "no"),
 deletions of a payment's saved card (between steps, or at a drawn point of the payment's
 own first delivery: the consumer holds the number it vaulted moments ago, and must still
 refuse it once the token is gone), and clock jumps that let claims expire and reconcilers
