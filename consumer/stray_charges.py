@@ -211,13 +211,16 @@ class StraySweep:
         return min(at, final_at) if final_at is not None and final_at > now else at
 
     def _final_at(self, candidate: StrayCandidate) -> datetime | None:
-        """When a "no charge" about the candidate's key becomes final; None if the attempt is
-        open (no such moment yet) or its provider is not configured (it answers nothing)."""
+        """When a "no charge" about the candidate's key becomes final, if that is to wait;
+        None if it is final at once (a provider without lag), the attempt is open (no such
+        moment yet) or its provider is not configured (it answers nothing)."""
         if candidate.attempt_finished_at is None:
             return None
         try:
             lag = self._providers.get(candidate.provider).status_search_lag
         except UnknownProviderError:
+            return None
+        if lag == timedelta(0):
             return None
         return no_charge_final_at(self._last_possible_charge(candidate.attempt_finished_at), lag)
 
