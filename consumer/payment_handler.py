@@ -221,7 +221,7 @@ class PaymentCommandHandler:
         |                        | (error log, resends_withheld metric, alert); failed as  |
         |                        | never received only if it cannot be re-sent (no sealed  |
         |                        | command, or accounts the vault no longer opens) and is  |
-        |                        | older than abandon_after                                |
+        |                        | older than abandon_after plus the provider's search lag |
         | error / not configured | claim released; left pending for a later pass           |
 
         ``command`` is the command as redelivered; without it (the reconciler) the command
@@ -369,9 +369,13 @@ class PaymentCommandHandler:
     ) -> Outcome:
         """An attempt in doubt that cannot be re-sent now: the provider had no record of it
         when just asked, but an earlier call of its key may still arrive. Left pending (the
-        claim released, the attempt open) until ``abandon_after`` has passed since it began;
-        only then, the provider's silence being final, failed with ``error``."""
-        if self._clock() - started_at < self._abandon_after:
+        claim released, the attempt open) until ``abandon_after`` plus the provider's
+        search lag has passed since it began: by ``abandon_after`` every call of the key
+        has arrived, and a charge it made shows in the provider's status answer only that
+        lag later (domain.search_lag). Only then, the provider's silence being final,
+        failed with ``error``."""
+        lag = self._providers.get(provider).status_search_lag
+        if self._clock() - started_at < self._abandon_after + lag:
             log.warning(
                 "in-doubt payment cannot be re-sent; left pending: %s",
                 error.message,

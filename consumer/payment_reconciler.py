@@ -20,6 +20,7 @@ reconciler follow one decision table:
 |                        | (domain.resend_window); past that left pending for an      |
 |                        | operator; failed as never received only if there is no     |
 |                        | sealed command and the attempt is older than abandon_after |
+|                        | plus its provider's search lag (domain.search_lag)         |
 | error / not configured | claim released; still pending, asked again next pass       |
 
 One payment never stops a pass (consumer.pass_guard): if settling it raises anything but a

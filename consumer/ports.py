@@ -218,6 +218,11 @@ class StrayRecords(Protocol):
         """False, changing nothing, when the key was reopened since ``candidate`` was read."""
         ...
 
+    async def close_unverified(self, candidate: StrayCandidate) -> bool:
+        """Close an attempt left open, not verified (its "no charge" is not final yet);
+        False, changing nothing, when the key was reopened since ``candidate`` was read."""
+        ...
+
     async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool: ...
 
     async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:

@@ -9,7 +9,15 @@ the payment does not stand on (see persistence.stray_store for which), and
   unless a provider's notice reopened the key since the pass read it (the payer paid after
   the provider answered): then the mark changes nothing (the store compares the key's check
   generation, see persistence.stray_store), the pass counts it ``reopened``, and the next
-  pass asks again;
+  pass asks again. The mark waits for the provider's search to have caught up, though
+  (domain.search_lag): a provider whose status query may lag behind a charge
+  (``status_search_lag``: Stripe's search, up to an hour behind in incidents) may not show
+  one yet. So "no charge" is final only once the attempt was closed more than
+  ``settle_after`` (a call of it still in flight has arrived by then) plus that lag ago;
+  before, the key is left unverified (counted ``unsettled``; an attempt still open on a
+  final payment is closed, which starts the count) and asked again, at the latest when
+  the lag has passed. Asked early on purpose: a charge that shows within the lag is found
+  and reversed then, not an hour later; only the final "no" waits;
 * the payment's own charge (its reference): verified likewise;
 * a charge still waiting for its payer (``requires_action``): asked again later, as it
   holds nothing yet but may still be paid (a waiting payment's own open attempt is never a
@@ -32,10 +40,12 @@ the payment does not stand on (see persistence.stray_store for which), and
 
 Before each question the key is stamped (persistence.stray_store.StrayStore.ask_again_at)
 with when it may be asked again: the pause is the key's age, at least ``recheck_first`` and
-at most ``recheck_cap`` (domain.waiting_checks). An answer marks the key, so the stamp holds
-back only a key that got none, and only for a while: keys never asked come first, then the
-longest due, so keys no provider answers never hide a newer stray charge, and one dead
-provider's keys cost a question each per pause, not a page per pass. A stray charge's
+at most ``recheck_cap`` (domain.waiting_checks), and for a key whose "no charge" would not be
+final yet, no later than the moment it will be. A final answer marks the key, so the stamp
+holds back only a key that got none (or none final), and only for a while: keys never asked
+come first, then the longest due, so keys no provider answers (or whose lag is not over)
+never hide a newer stray charge, and one dead provider's keys cost a question each per
+pause, not a page per pass. A stray charge's
 reversal is held back alike before each try (``StrayStore.reverse_again_at``), the pause
 growing with the time since it was found, so reversals that get no answer never keep a
 newer stray charge from being reversed.
@@ -56,6 +66,7 @@ from consumer.ports import StrayRecords
 from domain.clock import utc_now
 from domain.errors import PaygateError
 from domain.refunds import RefundReason
+from domain.search_lag import no_charge_final_at, no_charge_is_final
 from domain.status import CAPTURED, HELD
 from domain.waiting_checks import next_check_at
 from persistence.stray_store import (
@@ -64,7 +75,13 @@ from persistence.stray_store import (
     StrayCandidate,
 )
 from providers.errors import ProviderError
-from providers.port import CancelRequest, ChargeStatus, ProviderRefundStatus, RefundRequest
+from providers.port import (
+    CancelRequest,
+    ChargeStatus,
+    PaymentProvider,
+    ProviderRefundStatus,
+    RefundRequest,
+)
 from providers.registry import Providers, UnknownProviderError
 from telemetry.metrics import Metrics
 
@@ -81,7 +98,9 @@ class SweepReport:
     """Counts of one pass: every candidate checked once; one found is also counted as
     what its reversal did in the same pass (reversed, reversal_failed or unanswered);
     ``reopened``: answered "no charge" but reopened by a provider's notice before the
-    mark, so left unverified for the next pass."""
+    mark, so left unverified for the next pass; ``unsettled``: answered "no charge" while
+    the provider's search may still lag behind a charge of the key, so left unverified and
+    asked again."""
 
     checked: int = 0
     verified: int = 0
@@ -90,6 +109,7 @@ class SweepReport:
     reversal_failed: int = 0
     unanswered: int = 0
     reopened: int = 0
+    unsettled: int = 0
 
 
 class StraySweep:
@@ -140,12 +160,11 @@ class StraySweep:
 
     async def _verify(self, candidate: StrayCandidate) -> list[str]:
         # Before the question, whatever its answer: see the module docstring.
-        since = candidate.attempt_created_at or self._clock()
-        await self._store.ask_again_at(candidate, self._hold_back_until(since))
+        await self._store.ask_again_at(candidate, self._next_question_at(candidate))
+        asked_at = self._clock()  # the answer shows the provider's search as of then or later
         try:
-            known = await self._providers.get(candidate.provider).charge_status(
-                candidate.attempt_key
-            )
+            provider = self._providers.get(candidate.provider)
+            known = await provider.charge_status(candidate.attempt_key)
         except (UnknownProviderError, ProviderError) as exc:
             log.warning(
                 "attempt not verified at its provider: %s",
@@ -164,11 +183,15 @@ class StraySweep:
             ChargeStatus.SUCCEEDED,
             ChargeStatus.AUTHORIZED,
         )
-        if (
-            known is None
-            or not charged
-            or self._is_the_payments_own(candidate, known.provider_reference)
-        ):
+        own = known is not None and self._is_the_payments_own(candidate, known.provider_reference)
+        if not charged and not self._no_charge_is_final(candidate, asked_at, provider):
+            # A charge of the key may not show in the provider's search yet: ask again (the
+            # stamp above says when), mark nothing. A charge found is final at once (the key
+            # holds one charge), the payment's own included.
+            if candidate.attempt_finished_at is None:
+                await self._store.close_unverified(candidate)
+            return ["unsettled"]
+        if known is None or not charged or own:
             if await self._store.mark_verified(candidate):
                 return ["verified"]
             # The answer may predate the charge the reopen reported: asked again next pass.
@@ -200,6 +223,39 @@ class StraySweep:
         now = self._clock()
         at = next_check_at(now, since, None, first=self._recheck_first, cap=self._recheck_cap)
         return now if at is None else at  # None only with an expiry, never passed here
+
+    def _next_question_at(self, candidate: StrayCandidate) -> datetime:
+        now = self._clock()
+        at = self._hold_back_until(candidate.attempt_created_at or now)
+        # A key whose "no charge" is not final yet is asked again once it is, even when its
+        # back-off would wait longer: so its verdict is not late by up to a back-off.
+        final_at = self._final_at(candidate)
+        return min(at, final_at) if final_at is not None and final_at > now else at
+
+    def _final_at(self, candidate: StrayCandidate) -> datetime | None:
+        """When a "no charge" about the candidate's key becomes final, if that is to wait;
+        None if it is final at once (a provider without lag), the attempt is open (no such
+        moment yet) or its provider is not configured (it answers nothing)."""
+        if candidate.attempt_finished_at is None:
+            return None
+        try:
+            lag = self._providers.get(candidate.provider).status_search_lag
+        except UnknownProviderError:
+            return None
+        if lag == timedelta(0):
+            return None
+        return no_charge_final_at(self._last_possible_charge(candidate.attempt_finished_at), lag)
+
+    def _no_charge_is_final(
+        self, candidate: StrayCandidate, asked_at: datetime, provider: PaymentProvider
+    ) -> bool:
+        finished = candidate.attempt_finished_at
+        last = None if finished is None else self._last_possible_charge(finished)
+        return no_charge_is_final(last, asked_at, provider.status_search_lag)
+
+    def _last_possible_charge(self, finished_at: datetime) -> datetime:
+        # A call of a closed attempt still in flight reaches the provider within settle_after.
+        return finished_at + self._settle_after
 
     @staticmethod
     def _is_the_payments_own(candidate: StrayCandidate, reference: str | None) -> bool:

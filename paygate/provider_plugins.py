@@ -54,6 +54,15 @@ def plugin_provider(settings: Settings, name: str) -> PaymentProvider | None:
             f"the {name!r} provider plugin does not declare idempotency_window (a timedelta, "
             "or None when its provider honours keys for ever)"
         )
+    # Refused rather than defaulted: no lag is a guess that keeps a late charge unseen for
+    # good (a "no charge" marked final too soon), and any other default is a guess too;
+    # only the plugin's author knows what its status query reads (domain.search_lag).
+    lag = getattr(provider, "status_search_lag", _MISSING)
+    if not isinstance(lag, timedelta) or lag < timedelta(0):
+        raise SystemExit(
+            f"the {name!r} provider plugin does not declare status_search_lag (a timedelta "
+            "of at least 0: how long after a charge its charge_status may still not show it)"
+        )
     return provider
 
 

@@ -337,8 +337,9 @@ class Settings(BaseSettings):
         gt=0,
         description="An attempt the provider never received, and that cannot be re-sent (it "
         "carries no sealed command: begun before attempts carried one; or the vault no longer "
-        "opens its accounts), is failed after this long: the age past which the provider's "
-        "silence is final. Not a re-send limit: an attempt is re-sent only while its "
+        "opens its accounts), is failed after this long plus its provider's declared search "
+        "lag (status_search_lag; Stripe: 2 h): the age past which the provider's silence is "
+        "final. Not a re-send limit: an attempt is re-sent only while its "
         "provider honours its key (Stripe: 24 h, less a 1 h margin), and one past that is "
         "never failed on silence but left pending for an operator (alert "
         "PaygateResendWithheld).",
@@ -348,7 +349,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds after an attempt was closed as not charged before the "
         "stray-charge sweep asks its provider to confirm it holds no charge (a call of it "
-        "still in flight has arrived by then).",
+        "still in flight has arrived by then). A 'no charge' marks the key verified only "
+        "this long plus the provider's declared search lag (status_search_lag; Stripe: 2 h) "
+        "after it closed; until then the key is asked again.",
     )
     claim_lease_s: float = Field(
         30.0,

@@ -85,7 +85,7 @@ from domain.clock import utc_now
 from domain.money import Money
 from domain.status import CAPTURED, HELD, PaymentStatus
 from persistence.attempts import ATTEMPT_SUCCEEDED
-from persistence.engine import as_utc
+from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import GroupCommit
 from persistence.tables import payments, provider_attempts, stray_charges
 
@@ -118,6 +118,10 @@ class StrayCandidate:
     # When the stray charge was recorded (None for an attempt): how long the sweep holds its
     # reversal back after a try without an answer grows with the time since.
     found_at: datetime | None = None
+    # When the attempt was closed (None while open): a call of its key reaches the provider
+    # by this plus the settle time at the latest, and only a "no charge" answered the
+    # provider's search lag after that is final (domain.search_lag).
+    attempt_finished_at: datetime | None = None
 
 
 class StrayStore:
@@ -169,6 +173,7 @@ class StrayStore:
                     r.provider_reference,
                     generation=r.reopen_count,
                     attempt_created_at=as_utc(r.created_at),
+                    attempt_finished_at=as_utc_or_none(r.finished_at),
                 )
                 for r in await conn.execute(query)
             ]
@@ -255,6 +260,23 @@ class StrayStore:
         return await self._changes_a_row(
             _at_its_generation(candidate).values(
                 verified_at=now,
+                finished_at=func.coalesce(provider_attempts.c.finished_at, now),
+                sealed_request=None,
+            )
+        )
+
+    async def close_unverified(self, candidate: StrayCandidate) -> bool:
+        """Close the candidate's attempt, left open on a final payment, without marking it
+        verified: its provider answered "no charge", but from a search that may lag behind
+        a charge (domain.search_lag), so the answer is final only that lag after the last
+        call of the key could arrive. Closing starts that count; the key stays a candidate
+        (closed, not verified) and is asked again. Only at the generation read, like the
+        marks; False, changing nothing, otherwise."""
+        now = self._clock()
+        return await self._changes_a_row(
+            _at_its_generation(candidate)
+            .where(provider_attempts.c.verified_at.is_(None))
+            .values(
                 finished_at=func.coalesce(provider_attempts.c.finished_at, now),
                 sealed_request=None,
             )
@@ -435,6 +457,7 @@ def attempt_candidates(settled_before: datetime, now: datetime, limit: int) -> S
             payments.c.provider_reference,
             attempt.c.reopen_count,
             attempt.c.created_at,
+            attempt.c.finished_at,
         )
         .join(payments, payments.c.id == attempt.c.payment_id)
         .where(~recorded)

@@ -34,6 +34,12 @@ class ChargeOnlyProvider:
         # models a provider pruning keys overrides this.
         return None
 
+    @property
+    def status_search_lag(self) -> timedelta:
+        # charge_status reads ``outcomes``, which the charge writes; a double modelling a
+        # lagging search overrides this.
+        return timedelta(0)
+
     async def start(self) -> None:
         return None
 

@@ -10,10 +10,10 @@ instead of forwarding each of the port's methods by hand:
   ``close_charge`` and ``refund_status``: the calls that ask about, or end the wait of, a
   charge or refund made already, and move no money.
 
-Both hooks await the call unchanged by default. ``name``, ``idempotency_window``, ``start``
-and ``stop`` are the inner provider's. The invariant: a method added to the port is
-forwarded here once, and mypy --strict proves below that this base, and so every wrapper, is a
-:class:`providers.port.PaymentProvider`.
+Both hooks await the call unchanged by default. ``name``, ``idempotency_window``,
+``status_search_lag``, ``start`` and ``stop`` are the inner provider's. The invariant: a
+method added to the port is forwarded here once, and mypy --strict proves below that this
+base, and so every wrapper, is a :class:`providers.port.PaymentProvider`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ class DelegatingProvider:
     @property
     def idempotency_window(self) -> timedelta | None:
         return self._inner.idempotency_window
+
+    @property
+    def status_search_lag(self) -> timedelta:
+        return self._inner.status_search_lag
 
     async def start(self) -> None:
         await self._inner.start()

@@ -138,6 +138,15 @@ class PaymentProvider(Protocol):
         None: for ever. paygate re-sends a key only well inside it (domain.resend_window)."""
         ...
 
+    @property
+    def status_search_lag(self) -> timedelta:
+        """How long after a charge :meth:`charge_status` may still answer that its key holds
+        none (a search index behind the charges; Stripe's). Zero: the answer reads the
+        provider's own record of the key, so a charge made shows at once. paygate takes a
+        "no charge" answer as final only for a key whose last possible charge is at least
+        this old (domain.search_lag); until then the key is asked again."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

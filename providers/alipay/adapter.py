@@ -109,6 +109,13 @@ class AlipayProvider:
         # go by out_request_no within their trade, kept as long as the trade.
         return None
 
+    @property
+    def status_search_lag(self) -> timedelta:
+        # charge_status is alipay.trade.query by out_trade_no: a lookup of the trade itself
+        # (the record the payment is made on), not a search index, so a paid trade answers
+        # paid at once.
+        return timedelta(0)
+
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)

@@ -203,6 +203,12 @@ class SandboxHttpProvider:
         # prunes them (providers.sandbox.ledger): a key is honoured for ever.
         return None
 
+    @property
+    def status_search_lag(self) -> timedelta:
+        # charge_status reads the ledger row of the key, the row the charge itself writes
+        # (providers.sandbox.ledger): read-your-writes.
+        return timedelta(0)
+
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False)

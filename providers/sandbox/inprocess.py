@@ -70,6 +70,11 @@ class InProcessSandboxProvider:
         # Same acquirer and ledger as over HTTP: keys are never pruned.
         return None
 
+    @property
+    def status_search_lag(self) -> timedelta:
+        # Same ledger as over HTTP: the status is the charge's own row.
+        return timedelta(0)
+
     async def start(self) -> None:
         await self.acquirer.start()
 

@@ -18,8 +18,10 @@ command handler, which then resends under the same idempotency key (Stripe answe
 the first result) -- but only while Stripe still keeps that key
 (:attr:`StripeProvider.idempotency_window`, domain.resend_window): an older attempt is left
 pending for an operator. An unseen attempt that cannot be re-sent at all is abandoned only
-after ``PAYGATE_ABANDON_AFTER_S``, which must therefore stay well above that lag (see
-docs/providers.md). Search is not offered to Stripe accounts in India.
+after ``PAYGATE_ABANDON_AFTER_S`` plus that lag, and the stray-charge sweep takes a "no
+charge" as final only once the key's last possible charge is older than it
+(:attr:`StripeProvider.status_search_lag`, domain.search_lag; see docs/providers.md).
+Search is not offered to Stripe accounts in India.
 
 Refunds are Stripe Refunds of the charge's PaymentIntent, created with the refund key as
 idempotency key and in the metadata; :meth:`StripeProvider.refund_status` lists the
@@ -141,6 +143,15 @@ class StripeProvider:
         # Stripe prunes an idempotency key once it is at least 24 hours old; a request
         # under it after that is a new request.
         return timedelta(hours=24)
+
+    @property
+    def status_search_lag(self) -> timedelta:
+        # charge_status is a Search API query: Stripe documents its index as usually current
+        # within a minute but up to an hour behind during outages. An outage can run past
+        # its hour and the hour counts from when Stripe's indexing resumes, not from the
+        # charge: twice the documented bound. Waiting longer costs only more questions of a
+        # few keys; too short leaves a late charge unseen for good.
+        return timedelta(hours=2)
 
     async def start(self) -> None:
         if self._client is not None:

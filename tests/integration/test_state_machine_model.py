@@ -13,7 +13,9 @@ Hypothesis draws the steps: new payments (some authorize-only), refunds (any amo
 than remains included), captures (all, or part: some above the authorization), cancels,
 redeliveries of any earlier command, reconciler passes, late charges (a provider charges a
 key paygate had closed as not charged, and notifies it, while the other process's stray
-sweep runs: the notice must reopen the key, and the sweep find and reverse the charge),
+sweep runs: the notice must reopen the key, and the sweep find and reverse the charge; or
+without a notice, the charge missing from the provider's status search for a while as a sweep
+pass runs: the sweep must not verify the key on that "no"),
 deletions of a payment's saved card (between steps, or at a drawn point of the payment's
 own first delivery: the consumer holds the number it vaulted moments ago, and must still
 refuse it once the token is gone), and clock jumps that let claims expire and reconcilers
@@ -461,6 +463,42 @@ class PaymentsMachine(RuleBasedStateMachine):
         # Not reopened only when the sweep, asking after the charge landed, has recorded it.
         found = attempt.key in self.db.run(snapshot(self.db.engine)).strays
         assert answer is NoticeResult.STRAY or found, f"a late charge's notice: {answer}"
+
+    @rule(pick=st.integers(0, 63), unseen_minutes=st.sampled_from([10, 30, 90]))
+    def charge_late_unseen(self, pick: int, unseen_minutes: int) -> None:
+        """A call of a key paygate has just closed as not charged, still in flight, lands
+        and charges; no notice comes (lost), and the provider's status search misses the
+        charge for a while (as Stripe's, an hour in an incident). A sweep pass then runs
+        after the settling time, while the search still misses it: its "no charge" must
+        not be taken as final (the key verified, the money kept unseen), so that a later
+        pass finds and reverses the charge (the model checks both)."""
+        now = self.clock.now
+        closed = sorted(
+            (
+                a
+                for a in self.db.run(snapshot(self.db.engine)).attempts.values()
+                # Within the settling time: when a call in flight may still land.
+                if a.finished_at is not None
+                and now - a.finished_at < STRAY_SETTLE
+                and not a.verified
+                and (a.provider, a.key) not in self.ledger.charges
+            ),
+            key=lambda a: a.key,
+        )
+        if not closed:
+            return
+        attempt = closed[pick % len(closed)]
+        self.ledger.charge_late(
+            attempt.provider,
+            attempt.key,
+            attempt.payment_id,
+            self.model_amounts[attempt.payment_id],
+            CURRENCY,
+            unseen_for=timedelta(minutes=unseen_minutes),
+        )
+        self.ledger.script = Script()
+        self.clock.now += STRAY_SETTLE + timedelta(seconds=1)
+        self.db.run(self.workers[1].payment_reconciler.run_once())
 
     # --- time and reconciliation ---------------------------------------------------------
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from domain.clock import utc_now
 from persistence.stray_store import StrayCandidate
 from tests.support.fake_database import FakeDatabase, FakeStore
 
@@ -31,8 +33,9 @@ class FakeStrayRecords(FakeStore):
     :meth:`ask_again_at` stamped (the fake has no clock: a key not due yet is still offered,
     after the others); then the reversals likewise, by :meth:`reverse_again_at`."""
 
-    def __init__(self, db: FakeDatabase) -> None:
+    def __init__(self, db: FakeDatabase, clock: Callable[[], datetime] = utc_now) -> None:
         super().__init__(db)
+        self._clock = clock
         self.unexamined: list[StrayCandidate] = []
         self.verified: list[str] = []
         self.generations: dict[str, int] = {}  # by attempt key; absent: 0
@@ -76,6 +79,20 @@ class FakeStrayRecords(FakeStore):
         if self.generations.get(candidate.attempt_key, 0) != candidate.generation:
             return False  # reopened since it was read: the store's WHERE reopen_count = ...
         self.verified.append(candidate.attempt_key)
+        return True
+
+    async def close_unverified(self, candidate: StrayCandidate) -> bool:
+        await self._enter("close_unverified", candidate.attempt_key)
+        key = candidate.attempt_key
+        if self.generations.get(key, 0) != candidate.generation or key in self.verified:
+            return False
+        # The store's finished_at = coalesce(finished_at, now).
+        self.unexamined = [
+            dataclasses.replace(c, attempt_finished_at=c.attempt_finished_at or self._clock())
+            if c.attempt_key == key
+            else c
+            for c in self.unexamined
+        ]
         return True
 
     async def reopen(self, attempt_key: str, provider: str) -> bool:

@@ -4,6 +4,7 @@ tests of what one misbehaving payment may not stop (reconciliation passes, sweep
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,6 +43,7 @@ class Acquirer:
 
     name = "sandbox"
     idempotency_window = None  # keys honoured for ever
+    status_search_lag = timedelta(0)  # its status reads ``charges``, which a charge writes
 
     def __init__(self) -> None:
         self.charges: dict[str, ChargeOutcome] = {}

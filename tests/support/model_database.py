@@ -136,6 +136,7 @@ async def snapshot(engine: AsyncEngine) -> Snapshot:
                 verified=r.verified_at is not None,
                 provider_reference=r.provider_reference,
                 started_at=_aware(r.created_at),
+                finished_at=None if r.finished_at is None else _aware(r.finished_at),
             )
             for r in attempt_rows
         },

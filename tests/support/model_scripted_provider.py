@@ -12,7 +12,9 @@ told to answer, the ledger behaves as a real provider's does:
 * **"Unavailable" (a 503) and "timeout before" are not processed**; "timeout after" is
   processed and then its answer is lost: the caller sees a timeout, the ledger has the
   charge (the in-doubt case); "timeout unseen" too, and the provider's status search then
-  misses the charge for :data:`SEARCH_LAG`: only a re-send of the key finds it.
+  misses the charge for :data:`SEARCH_LAG`: only a re-send of the key finds it. A late
+  charge may be missed for a while too. The providers declare that lag
+  (``status_search_lag``), as the port asks.
 * **A refund may be accepted pending** and settle (succeed or fail) a minute later on the
   providers' clock, the test's clock.
 * **Permissive where paygate must be strict**: a refund above what remains of the charge
@@ -264,11 +266,20 @@ class ProviderLedger:
         return charge.outcome()
 
     def charge_late(
-        self, provider: str, key: str, payment_id: str, amount_minor: int, currency: str
+        self,
+        provider: str,
+        key: str,
+        payment_id: str,
+        amount_minor: int,
+        currency: str,
+        *,
+        unseen_for: timedelta | None = None,
     ) -> LedgerCharge:
         """The payer pays under ``key`` after paygate closed it as not charged (an Alipay
         page trade the payer opens late, a trade paid across a clock skew): captured, for
-        the payment's amount, and ``late``: a stray charge the sweep must find."""
+        the payment's amount, and ``late``: a stray charge the sweep must find.
+        ``unseen_for``: status answers miss it that long (at most :data:`SEARCH_LAG`)."""
+        assert unseen_for is None or unseen_for <= SEARCH_LAG
         charge = LedgerCharge(
             provider=provider,
             key=key,
@@ -281,6 +292,7 @@ class ProviderLedger:
             captured_minor=amount_minor,
             created_at=self._clock(),
             late=True,
+            unseen_until=None if unseen_for is None else self._clock() + unseen_for,
         )
         self.charges[(provider, key)] = charge
         return charge
@@ -399,7 +411,11 @@ class ProviderLedger:
 class ScriptedProvider:
     """One provider (``name``) answering from ``ledger``'s script, recording in its ledger;
     ``idempotency_window``: how long it honours a key (None: for ever), which the ledger
-    then forgets keys after."""
+    then forgets keys after. Its status search may miss a charge for :data:`SEARCH_LAG`
+    (answers ``TIMEOUT_UNSEEN``, late charges made unseen), and it says so
+    (``status_search_lag``), as the port asks."""
+
+    status_search_lag = SEARCH_LAG
 
     def __init__(
         self,

@@ -114,6 +114,7 @@ class StoredAttempt:
     verified: bool
     provider_reference: str | None
     started_at: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

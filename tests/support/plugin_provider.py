@@ -55,3 +55,16 @@ class SilentWindowed(ChargeOnlyProvider):
 
 def build_silent_windowed(settings: Settings, name: str) -> SilentWindowed:
     return SilentWindowed(name)
+
+
+class _Unlagged:
+    """A provider that says how long it honours a key but not whether its status query
+    lags behind its charges."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.idempotency_window = None
+
+
+def build_unlagged(settings: Settings, name: str) -> object:
+    return _Unlagged(name)

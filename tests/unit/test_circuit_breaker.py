@@ -52,6 +52,8 @@ class ScriptedProvider:
 
     # Keys honoured for ever, unless a test sets a window.
     idempotency_window: timedelta | None = None
+    # Its status answers show a charge at once, unless a test sets a lag.
+    status_search_lag: timedelta = timedelta(0)
 
     def __init__(self, *script: Step) -> None:
         self.script: deque[Step] = deque(script)

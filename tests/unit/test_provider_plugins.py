@@ -69,6 +69,16 @@ def test_a_plugin_must_say_how_long_its_provider_honours_a_key(install):
         build_provider(Settings(provider="old"))
 
 
+def test_a_plugin_must_say_how_far_its_status_query_lags_behind_a_charge(install):
+    # Else a "no charge" from a lagging search would be taken as final: a late charge kept.
+    install(
+        "unlagged_paygate",
+        "[paygate.providers]\nunlagged = tests.support.plugin_provider:build_unlagged\n",
+    )
+    with pytest.raises(SystemExit, match="does not declare status_search_lag"):
+        build_provider(Settings(provider="unlagged"))
+
+
 def test_two_packages_claiming_one_name_are_refused(install):
     line = "[paygate.providers]\ntwin = tests.support.plugin_provider:build\n"
     install("twin_one", line)

@@ -1,0 +1,137 @@
+"""A stateful stand-in for the few Stripe API calls the Stripe adapter makes, served to the
+official SDK as its HTTP client, whose Search API trails charges as Stripe's does.
+
+stripe-mock (tests/support/stripe_mock.py) checks requests against Stripe's OpenAPI spec but
+stores nothing: its search answers a fixture whatever is asked, so it cannot show a charge
+that is made and then missing from search. This keeps what it is sent and answers as Stripe
+documents: PaymentIntents created (idempotently, by the ``Idempotency-Key`` header) and
+retrieved by id at once; searched by metadata only ``hidden_for`` after they were created, on
+the test's clock (Stripe: "usually under a minute, up to an hour during outages"); Refunds
+created idempotently and listed by PaymentIntent at once. ``refuse_next`` answers that many
+next calls with a 429 (refused before processing: nothing created). Anything else it is sent
+is a 404, so a test notices a call it did not expect.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import stripe
+
+from tests.support.clock import Clock
+
+_SEARCHED_KEY = re.compile(r"^metadata\['(?P<field>[^']+)'\]:'(?P<value>(?:[^'\\]|\\.)*)'$")
+
+
+class LaggingStripe(stripe.HTTPClient):
+    name = "lagging-stripe"
+
+    def __init__(self, clock: Clock, *, hidden_for: timedelta) -> None:
+        super().__init__()
+        self._clock = clock
+        self._hidden_for = hidden_for
+        self._ids = itertools.count(1)
+        self.intents: dict[str, dict[str, Any]] = {}  # by id
+        self.created_at: dict[str, datetime] = {}  # by PaymentIntent id
+        self.refunds: dict[str, dict[str, Any]] = {}  # by id
+        self._by_idempotency_key: dict[str, dict[str, Any]] = {}
+        self.refuse_next = 0
+        self.searches_missing_a_charge = 0
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        status, body = self._answer(method, url, headers, post_data)
+        return json.dumps(body).encode(), status, {"request-id": f"req_{next(self._ids)}"}
+
+    def _answer(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> tuple[int, dict[str, Any]]:
+        if self.refuse_next:
+            self.refuse_next -= 1
+            return 429, {"error": {"type": "invalid_request_error", "code": "rate_limit"}}
+        parts = urlsplit(url)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        form = {k: v[0] for k, v in parse_qs(post_data or "").items()}
+        key = headers.get("Idempotency-Key")
+        path = parts.path
+        if (method, path) == ("post", "/v1/payment_intents"):
+            return 200, self._once(key, lambda: self._create_intent(form))
+        if (method, path) == ("get", "/v1/payment_intents/search"):
+            return 200, self._search(query["query"])
+        if method == "get" and path.startswith("/v1/payment_intents/"):
+            found = self.intents.get(path.rsplit("/", 1)[1])
+            if found is None:
+                return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
+            return 200, found
+        if (method, path) == ("post", "/v1/refunds"):
+            return 200, self._once(key, lambda: self._create_refund(form))
+        if (method, path) == ("get", "/v1/refunds"):
+            data = [
+                r for r in self.refunds.values() if r["payment_intent"] == query["payment_intent"]
+            ]
+            return 200, {"object": "list", "data": data, "has_more": False, "url": "/v1/refunds"}
+        return 404, {"error": {"type": "invalid_request_error", "message": f"{method} {path}"}}
+
+    def _once(self, key: str | None, create: Any) -> dict[str, Any]:
+        """Stripe's idempotency: a key seen before answers its first result again."""
+        if key is not None and key in self._by_idempotency_key:
+            return self._by_idempotency_key[key]
+        made: dict[str, Any] = create()
+        if key is not None:
+            self._by_idempotency_key[key] = made
+        return made
+
+    def _create_intent(self, form: Mapping[str, str]) -> dict[str, Any]:
+        intent_id = f"pi_sim{next(self._ids)}"
+        manual = form.get("capture_method") == "manual"
+        intent = {
+            "id": intent_id,
+            "object": "payment_intent",
+            "amount": int(form["amount"]),
+            "currency": form["currency"],
+            "status": "requires_capture" if manual else "succeeded",
+            "metadata": _metadata(form),
+            "created": int(self._clock().timestamp()),
+        }
+        self.intents[intent_id] = intent
+        self.created_at[intent_id] = self._clock()
+        return intent
+
+    def _search(self, query: str) -> dict[str, Any]:
+        wanted = _SEARCHED_KEY.match(query)
+        assert wanted is not None, f"a search this simulator cannot read: {query}"
+        field = wanted["field"]
+        value = re.sub(r"\\(.)", r"\1", wanted["value"])
+        matching = [i for i in self.intents.values() if i["metadata"].get(field) == value]
+        indexed = [
+            i for i in matching if self._clock() >= self.created_at[i["id"]] + self._hidden_for
+        ]
+        if len(indexed) < len(matching):
+            self.searches_missing_a_charge += 1
+        return {"object": "search_result", "data": indexed, "has_more": False, "url": "/search"}
+
+    def _create_refund(self, form: Mapping[str, str]) -> dict[str, Any]:
+        refund_id = f"re_sim{next(self._ids)}"
+        intent = self.intents[form["payment_intent"]]
+        refund = {
+            "id": refund_id,
+            "object": "refund",
+            "status": "succeeded",
+            "amount": int(form.get("amount", intent["amount"])),
+            "currency": intent["currency"],
+            "payment_intent": intent["id"],
+            "metadata": _metadata(form),
+        }
+        self.refunds[refund_id] = refund
+        return refund
+
+
+def _metadata(form: Mapping[str, str]) -> dict[str, str]:
+    return {k[len("metadata[") : -1]: v for k, v in form.items() if k.startswith("metadata[")}
