@@ -19,13 +19,16 @@ Invariants:
 * **No state carried between reads.** Only single ``SELECT`` statements run on them,
   outside any transaction (see :mod:`persistence.raw_reads`).
 * **A broken connection is never handed out again.** One whose call failed, however, or
-  was cancelled (the driver may still be busy with it), is closed. A read that failed on
-  a connection that had been idle is tried once more on a new one (it is one ``SELECT``,
-  so trying it again changes nothing): that is what the pool's pre-ping did for a
-  connection that died while idle (a PostgreSQL restart, a killed backend), so such a
-  death costs no request a ``503``. A failure on a new connection is the caller's,
-  unchanged: an outage (:func:`persistence.availability.is_database_unavailable`) is
-  ``503 service_unavailable`` in the facade, a bug (a missing table) stays a bug.
+  was cancelled (the driver may still be busy with it), is ended: asyncpg's at once
+  (``terminate``: nothing waits on a server that may not answer), aiosqlite's by its
+  ``close`` (a local file; waited for, so its thread never answers a closed loop).
+  A read that failed on a connection that had been idle is tried once more on a new one
+  (it is one ``SELECT``, so trying it again changes nothing): that is what the pool's
+  pre-ping did for a connection that died while idle (a PostgreSQL restart, a killed
+  backend), so such a death costs no request a ``503``. A failure on a new connection is
+  the caller's, unchanged: an outage
+  (:func:`persistence.availability.is_database_unavailable`) is ``503
+  service_unavailable`` in the facade, a bug (a missing table) stays a bug.
 * :meth:`DriverConnections.close` closes them all; a connection in use then is closed when
   its read ends. Safe to call twice. Disposing of the engine also closes the idle ones
   (its ``engine_disposed`` hook), so a process or a test that only disposes of its engine
@@ -70,7 +73,6 @@ class DriverConnections:
         self._engine = engine
         self._slots = asyncio.Semaphore(limit)
         self._idle: list[_Held] = []
-        self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         event.listen(engine.sync_engine, "engine_disposed", self._stop_idle)
 
@@ -93,18 +95,12 @@ class DriverConnections:
     async def _call(self, held: _Held, call: Callable[[Any], Awaitable[T]]) -> T:
         try:
             result = await call(held.driver)
-        except Exception:
+        except BaseException:
             # Whatever failed, the connection's state is not known to be clean (asyncpg,
             # told of a server's shutdown between two reads, fails the next with a client
-            # error, not an outage); a new one costs little next to a failed read.
-            await _close(held)
-            raise
-        except BaseException:
-            # Cancelled: the driver may still be busy with the call. Closed in a task of
-            # its own, so the cancellation is not held up.
-            task = asyncio.get_running_loop().create_task(_close(held))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            # error, not an outage), and a cancelled call may still be running in the
+            # driver; a new connection costs little next to a failed read.
+            await _end(held.driver)
             raise
         await self._give_back(held)
         return result
@@ -143,8 +139,6 @@ class DriverConnections:
         idle, self._idle = self._idle, []
         for held in idle:
             await _close(held)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
 
     def _stop_idle(self, _engine: object) -> None:
         idle, self._idle = self._idle, []
@@ -171,3 +165,13 @@ def _stop(driver: Any) -> None:
     if stop is not None:
         with contextlib.suppress(Exception):
             stop()
+
+
+async def _end(driver: Any) -> None:
+    """End a connection that failed: see the module's docstring."""
+    terminate = getattr(driver, "terminate", None)
+    if terminate is not None:
+        _stop(driver)
+        return
+    with contextlib.suppress(Exception):
+        await driver.close()

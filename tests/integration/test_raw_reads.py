@@ -446,3 +446,33 @@ def test_another_driver_keeps_the_sqlalchemy_reads() -> None:
     engine = SimpleNamespace(dialect=SimpleNamespace(driver="psycopg"))
 
     assert raw_reads_for(engine) is None  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_read_ends_its_connection_and_the_next_read_works(seeded, engine):
+    """A read cancelled mid-call (a request's deadline) may leave the driver busy: that
+    connection is never handed out again."""
+    real = seeded.reads._fetch
+    used: list[Any] = []
+    started = asyncio.Event()
+
+    async def hangs_first(driver: Any, sql: str, params: Any) -> Any:
+        used.append(driver)
+        if len(used) == 1:
+            started.set()
+            await asyncio.Event().wait()
+        return await real(driver, sql, params)
+
+    reads = RawReads(engine, hangs_first)
+    try:
+        first = asyncio.create_task(reads.payment_with_refunds(seeded.id_of("plain")))
+        await started.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+
+        found = await reads.payment_with_refunds(seeded.id_of("plain"))
+    finally:
+        await reads.close()
+    assert found is not None
+    assert len(used) == 2
+    assert used[1] is not used[0]
