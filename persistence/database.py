@@ -67,6 +67,7 @@ class Database:
 
     async def close(self) -> None:
         """Safe to call twice."""
+        await self.payments.close()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Database:

@@ -101,6 +101,12 @@ class PaymentStore:
         """The one writer queue of this database, for stores that write next to this one."""
         return self._writes
 
+    async def close(self) -> None:
+        """Close the connections the raw reads keep outside the engine's pool (before the
+        engine is disposed of: it does not know them). Safe to call twice."""
+        if self._raw_reads is not None:
+            await self._raw_reads.close()
+
     async def begin(
         self,
         command: CreatePayment,

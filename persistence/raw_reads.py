@@ -5,7 +5,8 @@ its refunds after the wait. Through SQLAlchemy's async adapters each statement c
 several trips to the driver (on aiosqlite, one to its thread and back for the cursor, the
 execute, the fetch and the cursor's close) and Python work per trip; profiled, that was
 the largest share of the facade's CPU. Here each read is one driver call on a connection
-checked out of the engine's own pool: aiosqlite's ``execute_fetchall`` (one trip to its
+kept for these reads outside the engine's pool (:mod:`persistence.driver_connections`, no
+checkout, ping or rollback per read): aiosqlite's ``execute_fetchall`` (one trip to its
 thread) or asyncpg's ``fetch`` (its prepared-statement cache makes it one round trip).
 
 Invariants:
@@ -19,11 +20,13 @@ Invariants:
   SQLite runs it in an implicit transaction of its own (the pool's connections run in
   autocommit mode), PostgreSQL under its statement snapshot; so the payment and its
   refunds agree, as in :func:`persistence.refund_store.payment_and_refunds_in`.
-* **Errors as before.** The pool checkout is SQLAlchemy's (its errors unchanged); the
+* **Errors as before.** Opening a connection is SQLAlchemy's (its errors unchanged); the
   driver's own errors (``sqlite3.Error``, asyncpg's) reach the caller unwrapped, and
   :func:`persistence.availability.is_database_unavailable` already judges those, so an
   outage still answers ``service_unavailable``. A connection whose driver call failed
-  as an outage is invalidated, so the pool does not hand it out again.
+  as an outage is closed, never handed out again (see
+  :mod:`persistence.driver_connections`, which also retries once a read whose idle
+  connection had died, as the pool's pre-ping did).
 
 Only for ``sqlite+aiosqlite`` and ``postgresql+asyncpg``; :func:`raw_reads_for` returns
 None for any other driver, and the caller keeps the SQLAlchemy path.
@@ -43,7 +46,7 @@ from domain.idempotency import OrderPayment
 from domain.payment_view import PaymentView
 from domain.refund_view import RefundView
 from domain.status import PaymentStatus
-from persistence.availability import is_database_unavailable
+from persistence.driver_connections import DriverConnections
 from persistence.payment_begin import ORDER_PAYMENT_COLUMNS
 from persistence.refund_store import PAYMENT_AND_REFUNDS, payment_and_refunds_of
 from persistence.tables import payments
@@ -101,7 +104,7 @@ class RawReads:
     """The two hot reads, one driver call each (see the module's docstring)."""
 
     def __init__(self, engine: AsyncEngine, fetch: _Fetch) -> None:
-        self._engine = engine
+        self._connections = DriverConnections(engine)
         self._fetch = fetch
         self._payment_and_refunds = _Compiled(PAYMENT_AND_REFUNDS, engine.dialect)
         self._order_payments = _Compiled(_ORDER_PAYMENTS, engine.dialect)
@@ -126,19 +129,19 @@ class RawReads:
 
     async def _read(self, statement: _Compiled, values: Mapping[str, Any]) -> list[dict[str, Any]]:
         params = [values[name] for name in statement.parameters]
-        async with self._engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            try:
-                fetched = await self._fetch(raw.driver_connection, statement.sql, params)
-            except Exception as exc:
-                if is_database_unavailable(exc):
-                    await conn.invalidate(exc)
-                raise
-        return statement.rows(fetched)
+
+        async def fetch(driver: Any) -> Sequence[Sequence[Any]]:
+            return await self._fetch(driver, statement.sql, params)
+
+        return statement.rows(await self._connections.run(fetch))
+
+    async def close(self) -> None:
+        """Close the reads' own connections. Safe to call twice."""
+        await self._connections.close()
 
 
 def raw_reads_for(engine: AsyncEngine) -> RawReads | None:
-    """Raw reads on ``engine``'s pool, or None when its driver is neither aiosqlite nor
-    asyncpg (the caller then reads through SQLAlchemy)."""
+    """Raw reads on connections made by ``engine``, or None when its driver is neither
+    aiosqlite nor asyncpg (the caller then reads through SQLAlchemy)."""
     fetch = _FETCHES.get(engine.dialect.driver)
     return None if fetch is None else RawReads(engine, fetch)

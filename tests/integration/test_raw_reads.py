@@ -5,9 +5,11 @@ PostgreSQL; and their driver errors are judged as before: an outage is
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -176,8 +178,10 @@ async def seed(engine: AsyncEngine) -> Seeded:
 
 
 @pytest.fixture
-async def seeded(engine: AsyncEngine) -> Seeded:
-    return await seed(engine)
+async def seeded(engine: AsyncEngine) -> AsyncIterator[Seeded]:
+    found = await seed(engine)
+    yield found
+    await found.reads.close()
 
 
 @pytest.fixture
@@ -312,8 +316,106 @@ async def test_a_connection_lost_mid_read_is_service_unavailable_then_reads_agai
         await guarded(lost).payment_with_refunds(seeded.id_of("plain"))
 
     assert raised.value.code is ErrorCode.SERVICE_UNAVAILABLE
-    # The lost connection was invalidated, not handed out again.
+    # The lost connection was closed, not handed out again.
     assert await seeded.reads.payment_with_refunds(seeded.id_of("plain")) is not None
+    await lost.close()
+    await seeded.reads.close()
+
+
+async def test_the_same_reads_read_again_after_a_connection_lost_mid_read(postgres_engine):
+    seeded = await seed(postgres_engine)
+    kills: list[str] = []
+
+    async def terminated_once(driver: Any, sql: str, params: Any) -> Any:
+        if not kills:
+            kills.append(sql)
+            await driver.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return await driver.fetch(sql, *params)
+
+    reads = RawReads(postgres_engine, terminated_once)
+    try:
+        with pytest.raises(PaygateError) as raised:
+            await guarded(reads).payment_with_refunds(seeded.id_of("plain"))
+        assert raised.value.code is ErrorCode.SERVICE_UNAVAILABLE
+
+        found = await guarded(reads).payment_with_refunds(seeded.id_of("plain"))
+    finally:
+        await reads.close()
+        await seeded.reads.close()
+    assert found is not None
+    assert found[0].payment_request_id == seeded.id_of("plain")
+
+
+async def test_a_connection_that_died_while_idle_costs_no_request(postgres_engine):
+    """A PostgreSQL restart or a killed backend between two reads: the pool's pre-ping
+    used to replace such a connection at checkout; the reads' own connections are tried
+    once more on a new one instead, so no client sees a 503 for it."""
+    seeded = await seed(postgres_engine)
+    try:
+        # Several connections idle, each held by the reads.
+        await asyncio.gather(
+            *(seeded.reads.payment_with_refunds(seeded.id_of("plain")) for _ in range(4))
+        )
+        async with postgres_engine.connect() as conn:
+            killed = await conn.scalar(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert killed >= 1
+
+        for _ in range(4):
+            found = await guarded(seeded.reads).payment_with_refunds(seeded.id_of("plain"))
+            assert found is not None
+        order = await guarded(seeded.reads).order_payments(
+            seeded.payments["plain"]["order_id"], "alice"
+        )
+    finally:
+        await seeded.reads.close()
+    assert len(order) == 4
+
+
+async def test_the_reads_use_no_pool_connection(seeded, engine):
+    """No checkout (and so no pre-ping) and no return (no rollback) per read: the reads
+    keep connections of their own, detached from the engine's pool."""
+    await seeded.reads.payment_with_refunds(seeded.id_of("plain"))  # a connection made
+    checkouts: list[object] = []
+
+    def count(*_args: Any) -> None:
+        checkouts.append(_args)
+
+    event.listen(engine.sync_engine.pool, "checkout", count)
+    try:
+        for _ in range(3):
+            assert await seeded.reads.payment_with_refunds(seeded.id_of("plain")) is not None
+            order = seeded.payments["plain"]["order_id"]
+            assert len(await seeded.reads.order_payments(order, "alice")) == 4
+    finally:
+        event.remove(engine.sync_engine.pool, "checkout", count)
+
+    assert checkouts == []
+    assert engine.sync_engine.pool.checkedout() == 0
+
+
+async def test_disposing_of_the_engine_stops_the_reads_connections(sqlite_engine):
+    """aiosqlite's connection thread is not a daemon: one left running would hold the
+    process at exit. Disposing of the engine (all a process or a test may do) stops it."""
+    reads = raw_reads_for(sqlite_engine)
+    assert reads is not None
+    before = set(threading.enumerate())
+    await asyncio.gather(*(reads.order_payments("order-none", None) for _ in range(3)))
+    started = set(threading.enumerate()) - before
+    assert started
+
+    await sqlite_engine.dispose()
+
+    for thread in started:
+        thread.join(60)  # a bound, not a measurement: it fails only if the thread never ends
+    assert not any(thread.is_alive() for thread in started)
+    # And the reads still work afterwards, on new connections.
+    assert await reads.order_payments("order-none", None) == []
+    await reads.close()
 
 
 @pytest.mark.parametrize(
@@ -336,6 +438,7 @@ async def test_sqlites_errors_are_judged_by_their_code(sqlite_engine, code, outa
     if isinstance(raised.value, PaygateError):
         assert raised.value.code is ErrorCode.SERVICE_UNAVAILABLE
     assert len(await seeded.reads.order_payments(order, "alice")) == 4
+    await seeded.reads.close()
 
 
 def test_another_driver_keeps_the_sqlalchemy_reads() -> None:
@@ -343,3 +446,33 @@ def test_another_driver_keeps_the_sqlalchemy_reads() -> None:
     engine = SimpleNamespace(dialect=SimpleNamespace(driver="psycopg"))
 
     assert raw_reads_for(engine) is None  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_read_ends_its_connection_and_the_next_read_works(seeded, engine):
+    """A read cancelled mid-call (a request's deadline) may leave the driver busy: that
+    connection is never handed out again."""
+    real = seeded.reads._fetch
+    used: list[Any] = []
+    started = asyncio.Event()
+
+    async def hangs_first(driver: Any, sql: str, params: Any) -> Any:
+        used.append(driver)
+        if len(used) == 1:
+            started.set()
+            await asyncio.Event().wait()
+        return await real(driver, sql, params)
+
+    reads = RawReads(engine, hangs_first)
+    try:
+        first = asyncio.create_task(reads.payment_with_refunds(seeded.id_of("plain")))
+        await started.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+
+        found = await reads.payment_with_refunds(seeded.id_of("plain"))
+    finally:
+        await reads.close()
+    assert found is not None
+    assert len(used) == 2
+    assert used[1] is not used[0]
