@@ -67,6 +67,8 @@ class ErrorCode(StrEnum):
     ENCRYPTION_KEY_MISMATCH = "encryption_key_mismatch"
     CAPTURE_EXCEEDS_AUTHORIZED = "capture_exceeds_authorized"
     PAYMENT_NOT_CANCELABLE = "payment_not_cancelable"
+    PAYMENT_ALREADY_CAPTURED = "payment_already_captured"
+    PAYMENT_ALREADY_CANCELED = "payment_already_canceled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +442,28 @@ _SPECS: Final = (
         meaning="Only an authorized payment can be canceled: this one is being captured, was "
         "captured, expired, failed, or was never only authorized.",
         action="Refund a captured payment instead; a canceled or expired one holds nothing.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_ALREADY_CAPTURED,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="The cancel reached the provider after the authorization had been captured "
+        "there (for example by hand in the provider's dashboard). Nothing was voided: the "
+        "payment is now recorded `succeeded`, with the amount the provider captured.",
+        action="Read the payment: its status and `capturedAmount` are the provider's. Refund "
+        "it to return the money.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_ALREADY_CANCELED,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="The capture reached the provider after the authorization had been released "
+        "there (voided outside paygate, or its hold ran out). Nothing was captured: the "
+        "payment is now recorded `canceled` (or `expired`).",
+        action="This payment holds nothing. To take the money, send a new attempt: "
+        "`newAttempt: true` with a new Idempotency-Key.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

@@ -11,6 +11,9 @@
                                  │  └──────────┘ (void certainly not made)
                                  └──► expired  (the provider's hold ended; canceling too)
 
+     (settled at the provider without paygate: capturing ──► canceled | expired,
+      canceling ──► succeeded)
+
      (provider outcome unknown: back to pending until reconciled)
 
     pending / processing ──► requires_action ──► succeeded | authorized | failed | expired
@@ -30,6 +33,13 @@ reconciler's query).
 ``authorized`` payment takes at most one of them at a time, by one conditional update, so a
 capture and a cancel that cross cannot both reach the provider. ``canceled`` means the
 provider voided the authorization.
+
+The provider may settle an authorization without paygate (captured or voided by hand in
+its dashboard). Then a void can end ``succeeded`` (the provider says the charge is
+captured, of the amount it reports) and a capture ``canceled`` or ``expired`` (the provider
+says the hold is released): paygate records what the provider holds, with the command's
+refusal (``payment_already_captured``, ``payment_already_canceled``), never the payment
+back to ``authorized``.
 
 ``expired`` is final and has two causes: the payer never acted on a ``requires_action``
 payment (the provider closed the trade unpaid), or an ``authorized`` payment's hold ran out
@@ -114,8 +124,10 @@ ALLOWED_TRANSITIONS: Final = MappingProxyType(
         # refused, or never acted in time.
         _P.REQUIRES_ACTION: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.FAILED, _P.EXPIRED}),
         _P.AUTHORIZED: frozenset({_P.CAPTURING, _P.CANCELING, _P.EXPIRED}),
-        _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED}),
-        _P.CANCELING: frozenset({_P.CANCELED, _P.EXPIRED, _P.AUTHORIZED}),
+        # The other way too: the provider says the authorization was settled without
+        # paygate (voided, or captured, by hand) before the follow-up reached it.
+        _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.CANCELED, _P.EXPIRED}),
+        _P.CANCELING: frozenset({_P.CANCELED, _P.EXPIRED, _P.AUTHORIZED, _P.SUCCEEDED}),
         _P.CANCELED: frozenset[PaymentStatus](),
         _P.EXPIRED: frozenset[PaymentStatus](),
         _P.SUCCEEDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),

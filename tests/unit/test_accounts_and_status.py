@@ -98,7 +98,15 @@ def test_a_capture_and_a_void_never_follow_one_another():
     """Each starts from authorized only: one under way excludes the other."""
     assert PaymentStatus.CANCELING not in ALLOWED_TRANSITIONS[PaymentStatus.CAPTURING]
     assert PaymentStatus.CAPTURING not in ALLOWED_TRANSITIONS[PaymentStatus.CANCELING]
-    assert PaymentStatus.SUCCEEDED not in ALLOWED_TRANSITIONS[PaymentStatus.CANCELING]
+
+
+def test_a_follow_up_may_end_as_the_provider_settled_it_without_paygate():
+    """A void that finds the charge captured by hand ends succeeded; a capture that finds
+    the hold voided or run out ends released: what the provider holds, never authorized."""
+    assert PaymentStatus.SUCCEEDED in ALLOWED_TRANSITIONS[PaymentStatus.CANCELING]
+    assert {PaymentStatus.CANCELED, PaymentStatus.EXPIRED} <= ALLOWED_TRANSITIONS[
+        PaymentStatus.CAPTURING
+    ]
 
 
 def test_every_status_has_a_transition_entry_and_finality_matches():
