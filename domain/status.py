@@ -18,11 +18,16 @@
 
     pending / processing ──► requires_action ──► succeeded | authorized | failed | expired
     pending / processing ──► expired  (a lost answer; the trade was closed unpaid)
+    pending / processing / requires_action ──► refunded  (paid, then refunded in full at
+                                                the provider before paygate heard of it)
 
 ``pending`` means "accepted, outcome not known yet": a command not yet processed, or a
 provider call that timed out. It is never turned into ``failed`` by guessing; only an answer
 from the provider makes a payment final. The refund statuses are reached only through
-succeeded refunds (see domain.refunds); the charge behind them stays succeeded.
+succeeded refunds (see domain.refunds); the charge behind them stays succeeded. One
+exception: a charge the provider reports paid and already refunded in full outside paygate
+(Alipay closes such a trade, ``TRADE_CLOSED`` with a payment date) is recorded ``refunded``
+at once, its refunded amount the whole amount, with no refund of paygate's behind it.
 
 ``requires_action`` means "the provider is waiting for the payer" (scan a QR code, pass a
 3-D Secure challenge): the payment carries a next action and holds no claim, since no worker
@@ -114,15 +119,34 @@ ALLOWED_TRANSITIONS: Final = MappingProxyType(
     {
         # Expired too: a call whose answer was lost may have opened a trade that waited for
         # a payer who never acted, which the provider then closed.
+        # Refunded too: paid, then refunded in full outside paygate before its answer came.
         _P.PENDING: frozenset(
-            {_P.PROCESSING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION, _P.EXPIRED}
+            {
+                _P.PROCESSING,
+                _P.SUCCEEDED,
+                _P.FAILED,
+                _P.AUTHORIZED,
+                _P.REQUIRES_ACTION,
+                _P.EXPIRED,
+                _P.REFUNDED,
+            }
         ),
         _P.PROCESSING: frozenset(
-            {_P.PENDING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION, _P.EXPIRED}
+            {
+                _P.PENDING,
+                _P.SUCCEEDED,
+                _P.FAILED,
+                _P.AUTHORIZED,
+                _P.REQUIRES_ACTION,
+                _P.EXPIRED,
+                _P.REFUNDED,
+            }
         ),
         # Only the provider's word moves it on: the payer paid (or was authorized), was
-        # refused, or never acted in time.
-        _P.REQUIRES_ACTION: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.FAILED, _P.EXPIRED}),
+        # refused, never acted in time, or paid and was refunded in full outside paygate.
+        _P.REQUIRES_ACTION: frozenset(
+            {_P.SUCCEEDED, _P.AUTHORIZED, _P.FAILED, _P.EXPIRED, _P.REFUNDED}
+        ),
         _P.AUTHORIZED: frozenset({_P.CAPTURING, _P.CANCELING, _P.EXPIRED}),
         # The other way too: the provider says the authorization was settled without
         # paygate (voided, or captured, by hand) before the follow-up reached it.

@@ -122,12 +122,18 @@ class ChargeOutcome:
     # What the provider says the charge has captured (a partial capture: less than the
     # authorization), when it says: set with ``succeeded`` only. None: not said.
     captured: Money | None = None
+    # The payer paid, and the charge was then refunded in full at the provider, outside
+    # paygate (Alipay closes such a trade): set with ``succeeded`` only. The charge
+    # happened; nothing of it is kept.
+    refunded_in_full: bool = False
 
     def __post_init__(self) -> None:
         if self.next_action is not None and self.status is not ChargeStatus.REQUIRES_ACTION:
             raise ValueError("only a requires_action answer carries a next action")
         if self.captured is not None and self.status is not ChargeStatus.SUCCEEDED:
             raise ValueError("only a succeeded answer carries a captured amount")
+        if self.refunded_in_full and self.status is not ChargeStatus.SUCCEEDED:
+            raise ValueError("only a charge that succeeded can have been refunded")
 
 
 class PaymentProvider(Protocol):
