@@ -205,6 +205,10 @@ class ExpiryRecords(Protocol):
         event: PaymentEventBuilder,
     ) -> bool: ...
 
+    async def captured(
+        self, payment_request_id: str, *, captured_minor: int | None, event: PaymentEventBuilder
+    ) -> bool: ...
+
 
 class StrayLeads(Protocol):
     """Where a provider's word of a charge the payment does not stand on is handed to the

@@ -44,7 +44,8 @@ its dashboard). Then a void can end ``succeeded`` (the provider says the charge 
 captured, of the amount it reports) and a capture ``canceled`` or ``expired`` (the provider
 says the hold is released): paygate records what the provider holds, with the command's
 refusal (``payment_already_captured``, ``payment_already_canceled``), never the payment
-back to ``authorized``.
+back to ``authorized``. An ``authorized`` payment nobody follows up is found so by the
+authorization-expiry sweep: ``succeeded`` (captured by hand) or ``canceled`` (voided).
 
 ``expired`` is final and has two causes: the payer never acted on a ``requires_action``
 payment (the provider closed the trade unpaid), or an ``authorized`` payment's hold ran out
@@ -147,7 +148,11 @@ ALLOWED_TRANSITIONS: Final = MappingProxyType(
         _P.REQUIRES_ACTION: frozenset(
             {_P.SUCCEEDED, _P.AUTHORIZED, _P.FAILED, _P.EXPIRED, _P.REFUNDED}
         ),
-        _P.AUTHORIZED: frozenset({_P.CAPTURING, _P.CANCELING, _P.EXPIRED}),
+        # Canceled or succeeded too: voided, or captured, at the provider without paygate
+        # (the authorization-expiry sweep finds it).
+        _P.AUTHORIZED: frozenset(
+            {_P.CAPTURING, _P.CANCELING, _P.EXPIRED, _P.CANCELED, _P.SUCCEEDED}
+        ),
         # The other way too: the provider says the authorization was settled without
         # paygate (voided, or captured, by hand) before the follow-up reached it.
         _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.CANCELED, _P.EXPIRED}),

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from consumer.authorization_expiry import AuthorizationExpiry
 from consumer.cancel_handler import CancelCommandHandler
 from consumer.cancel_reconciler import CancelReconciler
 from consumer.capture_handler import CaptureCommandHandler
@@ -42,6 +43,7 @@ from domain.webhook_events import payment_webhook
 from http_facade.responses import payment_body
 from persistence.cancel_store import CancelStore
 from persistence.capture_store import CaptureStore
+from persistence.expiry_store import ExpiryStore
 from persistence.tables import outbox
 from providers.charge_only import ChargeOnlyProvider
 from providers.errors import ProviderTimeoutError
@@ -213,6 +215,48 @@ async def test_a_cancel_of_a_charge_captured_by_hand_records_it_captured(
     assert (await store.get_payment(payment.payment_request_id)).status is PaymentStatus.SUCCEEDED
 
 
+def expiry_sweep(engine, store, provider) -> AuthorizationExpiry:
+    return AuthorizationExpiry(
+        store=ExpiryStore(engine, store.writes),
+        providers=Providers.of(provider),
+        events=EVENTS,
+        min_age=timedelta(0),
+        clock=lambda: datetime.now(UTC) + timedelta(seconds=1),
+    )
+
+
+async def assert_found_captured(engine, store, payment: CreatePayment, captured: Money) -> None:
+    """Nobody's command was refused: the payment is what the provider holds, no error."""
+    pid = payment.payment_request_id
+    view = await store.get_payment(pid)
+    assert (view.status, view.captured_amount, view.error) == (
+        PaymentStatus.SUCCEEDED,
+        captured,
+        None,
+    )
+    event = await last_event(engine, pid)
+    assert (event.event_id, event.status, event.captured_amount, event.error) == (
+        result_event_id(pid, PaymentStatus.SUCCEEDED),
+        PaymentStatus.SUCCEEDED,
+        captured,
+        None,
+    )
+    assert payment_body(view, [])["capturedAmount"] == str(captured.to_decimal())
+
+
+async def test_the_expiry_sweep_finds_an_authorization_captured_by_hand(engine, store, sandbox):
+    """Nobody follows the payment up: left authorized, it would say money is held that was
+    taken (and a cancel would be sent for it)."""
+    payment = await authorize(store, sandbox)
+    await capture_by_hand(sandbox, store, payment, Money(2500, "EUR"))
+
+    assert await expiry_sweep(engine, store, sandbox).run_once() == 1
+
+    await assert_found_captured(engine, store, payment, Money(2500, "EUR"))
+    # Found once: the next pass has nothing left to find.
+    assert await expiry_sweep(engine, store, sandbox).run_once() == 0
+
+
 class TimingOutVoids(InProcessSandboxProvider):
     """The sandbox, but a void's answer is lost: the cancel is left in doubt."""
 
@@ -322,6 +366,15 @@ async def test_a_stripe_cancel_refused_as_captured_records_the_amount_stripe_cap
     await assert_recorded_captured(
         engine, store, payment, Money(6000, "EUR"), ErrorCode.PAYMENT_ALREADY_CAPTURED
     )
+
+
+async def test_the_expiry_sweep_reads_stripes_amount_received_for_a_capture_by_hand(
+    engine, store, captured_by_hand_mock
+):
+    payment = await authorize(store, StripeAuthorizer())
+    async with stripe_at(captured_by_hand_mock) as stripe_provider:
+        assert await expiry_sweep(engine, store, stripe_provider).run_once() == 1
+    await assert_found_captured(engine, store, payment, Money(6000, "EUR"))
 
 
 async def test_a_stripe_capture_refused_as_canceled_records_the_payment_canceled(
