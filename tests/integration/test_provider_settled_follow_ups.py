@@ -155,7 +155,7 @@ async def assert_recorded_captured(
     data = json.loads(webhook.body)["data"]
     rest = payment_body(view, [])
     assert data["status"] == rest["status"] == "succeeded"
-    assert rest["capturedAmount"] == str(captured.to_decimal())
+    assert data["capturedAmount"] == rest["capturedAmount"] == str(captured.to_decimal())
     assert data["error"]["code"] == rest["error"]["code"] == refused.value  # type: ignore[index]
 
 
