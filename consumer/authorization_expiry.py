@@ -1,5 +1,6 @@
-"""Finds authorizations whose hold the provider released without paygate asking: it ran out
-(``expired``), or someone voided it at the provider (``canceled``).
+"""Finds authorizations the provider settled without paygate asking: the hold ran out
+(``expired``), someone voided it at the provider (``canceled``), or someone captured it
+there (``succeeded``, of the amount the provider says it captured).
 
 Providers hold an authorization for a limited time (days for cards) and then release it on
 their own, telling nobody. Every pass asks the provider about the authorized payments not
@@ -9,6 +10,10 @@ their charge reference:
 * the charge is released: the payment becomes ``expired`` (or ``canceled``), with its result
   event, by one conditional update from ``authorized`` (persistence.expiry_store): a capture
   or cancel that began meanwhile wins, and learns the same from the provider itself;
+* the charge is captured (by hand in the provider's dashboard): the payment becomes
+  ``succeeded`` of the provider's captured amount, the same way. Left ``authorized`` it
+  would say money is held that was taken, and a cancel would be sent for it; an amount no
+  capture of the authorization can be is not recorded (logged; asked again later);
 * still held (or the provider cannot answer now): the payment is marked examined and waits
   for a later pass;
 * examining it raised anything but a dependency outage (consumer.pass_guard): logged with
@@ -33,7 +38,9 @@ from consumer.pass_guard import unless_poisoned
 from consumer.payment_events import PaymentEvents
 from consumer.periodic import run_periodically
 from consumer.ports import ExpiryRecords
+from domain.captures import captured_at_provider
 from domain.clock import utc_now
+from domain.money import Money
 from domain.payment_view import PaymentView
 from domain.status import PaymentStatus
 from providers.errors import ProviderError
@@ -66,7 +73,7 @@ class AuthorizationExpiry:
         self._clock = clock
 
     async def run_once(self, limit: int = PAGE_SIZE) -> int:
-        """One pass; returns how many payments it found released."""
+        """One pass; returns how many payments it found settled (released, or captured)."""
         released = 0
         for payment in await self._store.authorized(self._clock() - self._min_age, limit):
             pid = payment.payment_request_id
@@ -89,6 +96,12 @@ class AuthorizationExpiry:
             log.warning("authorization not checked: %s", exc, extra={"payment_request_id": pid})
             await self._store.examined(pid)
             return 0
+        if (
+            known is not None
+            and known.status is ChargeStatus.SUCCEEDED
+            and not known.refunded_in_full
+        ):
+            return await self._captured(payment, known.captured)
         status = None if known is None else _RELEASED.get(known.status)
         if status is None:
             await self._store.examined(pid)
@@ -101,6 +114,26 @@ class AuthorizationExpiry:
             log.info(
                 "authorization released by the provider",
                 extra={"payment_request_id": pid, "status": status.value},
+            )
+        return int(applied)
+
+    async def _captured(self, payment: PaymentView, captured: Money | None) -> int:
+        pid = payment.payment_request_id
+        try:
+            captured_minor = captured_at_provider(payment.amount, captured)
+        except ValueError as exc:
+            log.error(
+                "authorization captured, not recorded: %s", exc, extra={"payment_request_id": pid}
+            )
+            await self._store.examined(pid)
+            return 0
+        applied = await self._store.captured(
+            pid, captured_minor=captured_minor, event=self._events.of_payment
+        )
+        if applied:
+            log.warning(
+                "authorization captured at the provider without paygate",
+                extra={"payment_request_id": pid},
             )
         return int(applied)
 

@@ -8,7 +8,10 @@ refused in turn: the two moves share one conditional update from ``authorized``.
 
 A void ends ``canceled``, or ``expired`` when the provider says the hold had run out
 first. A void the provider refused because there is nothing left to void (the hold ran
-out, or someone voided it at the provider) releases the payment all the same.
+out, or someone voided it at the provider) releases the payment all the same. One refused
+because the charge was captured without paygate (by hand in the provider's dashboard)
+records the payment ``succeeded``, of the amount the provider says it captured, and the
+cancel refused ``payment_already_captured``: the money was taken, whatever paygate asked.
 """
 
 from __future__ import annotations
@@ -21,15 +24,15 @@ from consumer.follow_up_handler import FollowUpHandler, ProviderCall
 from consumer.outcome import Outcome
 from consumer.ports import CancelWrites
 from domain.cancels import CancelPayment, cancel_key_for
+from domain.captures import captured_at_provider
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode
 from domain.events import cancel_event_id
+from domain.money import Money
 from domain.payment_view import PaymentView
 from domain.status import PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
-from providers.errors import ProviderError
 from providers.port import CancelRequest, ChargeStatus
-from providers.registry import UnknownProviderError
 
 # What the provider's answer about the charge makes of a payment being canceled.
 RELEASED_BY: Final = MappingProxyType(
@@ -46,6 +49,8 @@ class CancelCommandHandler(FollowUpHandler[CancelWrites]):
     )
     NOT_DONE = ErrorCode.PAYMENT_NOT_CANCELABLE
     UNDONE = "not_canceled"
+    SETTLED_OTHERWISE = MappingProxyType({ChargeStatus.SUCCEEDED: PaymentStatus.SUCCEEDED})
+    OTHERWISE = ErrorCode.PAYMENT_ALREADY_CAPTURED
 
     async def handle(self, command: CancelPayment) -> Outcome:
         return await self._handle(command, await self._store.begin(command, self._refusal_event))
@@ -58,7 +63,10 @@ class CancelCommandHandler(FollowUpHandler[CancelWrites]):
         )
         return lambda provider: provider.cancel(request)
 
-    async def _record_done(self, payment: PaymentView, status: PaymentStatus, claim: str) -> bool:
+    async def _record_done(
+        self, payment: PaymentView, status: PaymentStatus, claim: str, captured: Money | None
+    ) -> bool:
+        # Released: nothing captured, whatever ``captured`` (always None for a release).
         return await self._store.finish(
             payment.payment_request_id,
             claim=claim,
@@ -78,14 +86,22 @@ class CancelCommandHandler(FollowUpHandler[CancelWrites]):
             event=event,
         )
 
+    async def _record_otherwise(
+        self,
+        payment: PaymentView,
+        status: PaymentStatus,
+        captured: Money | None,
+        error: ErrorInfo,
+        claim: str,
+    ) -> bool:
+        return await self._store.settle_as_provider_holds(
+            payment.payment_request_id,
+            claim=claim,
+            status=status,
+            captured_minor=captured_at_provider(payment.amount, captured),
+            error=error,
+            event=self._events.of_payment,
+        )
+
     def _event_id(self, payment_request_id: str, what: str, occurred_at: datetime) -> str:
         return cancel_event_id(payment_request_id, what, occurred_at)
-
-    async def _done_anyway(self, payment: PaymentView) -> PaymentStatus | None:
-        """What the provider says the hold is now, if released; None if held or unknown."""
-        try:
-            provider = self._providers.get(payment.provider or "")
-            known = await provider.charge_by_reference(payment.provider_reference or "")
-        except (UnknownProviderError, ProviderError):
-            return None
-        return None if known is None else RELEASED_BY.get(known.status)

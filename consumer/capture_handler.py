@@ -6,6 +6,12 @@ left for :meth:`resolve`) is every follow-up's: consumer.follow_up_handler. A ca
 its amount: the provider is asked to capture the amount written with the move to
 ``capturing`` (all, or less: the provider releases the rest), and a re-send asks for it
 again, never another.
+
+A capture the provider refused because the authorization was released without paygate
+(voided by hand in its dashboard, or its hold ran out) records the payment ``canceled``
+(or ``expired``) and the capture refused ``payment_already_canceled``: nothing is held any
+more, so ``authorized`` would be false. One the provider made all the same (a capture by
+hand first) records what the provider says it captured.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from types import MappingProxyType
 from consumer.follow_up_handler import FollowUpHandler, ProviderCall
 from consumer.outcome import Outcome
 from consumer.ports import CaptureWrites
-from domain.captures import CapturePayment, provider_capture_key
+from domain.captures import CapturePayment, captured_at_provider, provider_capture_key
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode
 from domain.events import capture_event_id
+from domain.money import Money
 from domain.payment_view import PaymentView
 from domain.status import PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
@@ -33,6 +40,10 @@ class CaptureCommandHandler(FollowUpHandler[CaptureWrites]):
     OUTCOMES = MappingProxyType({PaymentStatus.SUCCEEDED: Outcome.SUCCEEDED})
     NOT_DONE = ErrorCode.PAYMENT_NOT_CAPTURABLE
     UNDONE = "not_captured"
+    SETTLED_OTHERWISE = MappingProxyType(
+        {ChargeStatus.CANCELED: PaymentStatus.CANCELED, ChargeStatus.EXPIRED: PaymentStatus.EXPIRED}
+    )
+    OTHERWISE = ErrorCode.PAYMENT_ALREADY_CANCELED
 
     async def handle(self, command: CapturePayment) -> Outcome:
         return await self._handle(command, await self._store.begin(command, self._refusal_event))
@@ -48,12 +59,41 @@ class CaptureCommandHandler(FollowUpHandler[CaptureWrites]):
         )
         return lambda provider: provider.capture(request)
 
-    async def _record_done(self, payment: PaymentView, status: PaymentStatus, claim: str) -> bool:
+    async def _record_done(
+        self, payment: PaymentView, status: PaymentStatus, claim: str, captured: Money | None
+    ) -> bool:
+        if captured is not None:
+            # Found made though the call was refused: the provider's amount, not ours.
+            return await self._store.settle_as_provider_holds(
+                payment.payment_request_id,
+                claim=claim,
+                status=status,
+                captured_minor=captured_at_provider(payment.amount, captured),
+                error=None,
+                event=self._events.of_payment,
+            )
         return await self._store.finish(
             payment.payment_request_id,
             claim=claim,
             captured=True,
             error=None,
+            event=self._events.of_payment,
+        )
+
+    async def _record_otherwise(
+        self,
+        payment: PaymentView,
+        status: PaymentStatus,
+        captured: Money | None,
+        error: ErrorInfo,
+        claim: str,
+    ) -> bool:
+        return await self._store.settle_as_provider_holds(
+            payment.payment_request_id,
+            claim=claim,
+            status=status,
+            captured_minor=None,
+            error=error,
             event=self._events.of_payment,
         )
 

@@ -13,6 +13,15 @@ payment goes back to ``authorized`` with the error, and may be followed up again
 timeout leaves it in flight for :meth:`FollowUpHandler.resolve` (a redelivery, or the
 reconciler) to settle by asking the provider about the charge.
 
+What the provider holds wins over what its answer to the call said: before recording that
+the follow-up was not made, the charge is read (``charge_by_reference``). Made all the
+same: recorded done. Settled the other way without paygate (a void that finds the charge
+captured by hand in the provider's dashboard, a capture that finds it voided or expired):
+recorded so, with the provider's captured amount, and the command refused with
+``SETTLED_OTHERWISE``'s code; never back to ``authorized``, which would say money is held
+that the provider has taken or released. Only a charge the provider still holds, or one
+it could not be asked about, goes back to ``authorized``.
+
 One owner per follow-up (see persistence.claims): only the holder of the payment's claim
 asks the provider, sends the call or records its answer; a duplicate that cannot take the
 claim does nothing (``owned_elsewhere``), and the holder renews it before every re-send.
@@ -35,9 +44,11 @@ from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
 from consumer.ports import FollowUpWrites
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
+from domain.captures import captured_at_provider
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
 from domain.payment_view import PaymentView
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
@@ -75,6 +86,11 @@ class FollowUpHandler(ABC, Generic[StoreT]):
     NOT_DONE: ClassVar[ErrorCode]
     # What an event of a follow-up undone says it was (``not_captured``...), in its id.
     UNDONE: ClassVar[str]
+    # The charge statuses that say the provider settled the authorization the other way
+    # without paygate (captured, or released, by hand), the payment status each records,
+    # and the code the follow-up is refused with then.
+    SETTLED_OTHERWISE: ClassVar[Mapping[ChargeStatus, PaymentStatus]]
+    OTHERWISE: ClassVar[ErrorCode]
 
     def __init__(
         self,
@@ -100,8 +116,26 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         """The follow-up's provider call for ``payment``, its request built now."""
 
     @abstractmethod
-    async def _record_done(self, payment: PaymentView, status: PaymentStatus, claim: str) -> bool:
-        """The store's ``finish`` for a follow-up that happened (``status``, from DONE_BY)."""
+    async def _record_done(
+        self, payment: PaymentView, status: PaymentStatus, claim: str, captured: Money | None
+    ) -> bool:
+        """The store's ``finish`` for a follow-up that happened (``status``, from DONE_BY).
+        ``captured``: for a capture found made though this call was refused, what the
+        provider says it took (checked by captured_at_provider); None: what was asked."""
+
+    @abstractmethod
+    async def _record_otherwise(
+        self,
+        payment: PaymentView,
+        status: PaymentStatus,
+        captured: Money | None,
+        error: ErrorInfo,
+        claim: str,
+    ) -> bool:
+        """The store's ``finish`` for an authorization the provider settled the other way
+        (``status``, from SETTLED_OTHERWISE; ``captured``, checked by
+        captured_at_provider, if captured: None means all of it), with the follow-up's
+        refusal ``error``."""
 
     @abstractmethod
     async def _record_not_done(
@@ -113,10 +147,19 @@ class FollowUpHandler(ABC, Generic[StoreT]):
     def _event_id(self, payment_request_id: str, what: str, occurred_at: datetime) -> str:
         """The id of an event of a follow-up that changed nothing (refused, or undone)."""
 
-    async def _done_anyway(self, payment: PaymentView) -> PaymentStatus | None:
-        """Asked before recording that the provider did not act: a status of DONE_BY if
-        the charge is in that state all the same. By default nothing is asked."""
-        return None
+    async def _provider_holds(self, payment: PaymentView) -> ChargeOutcome | None:
+        """The charge as the provider holds it now, asked before recording that the
+        follow-up was not made; None if the provider does not know it or cannot be asked."""
+        try:
+            provider = self._providers.get(payment.provider or "")
+            return await provider.charge_by_reference(payment.provider_reference or "")
+        except (UnknownProviderError, ProviderError) as exc:
+            log.warning(
+                f"{self.NOUN} refused, and the charge could not be read: %s",
+                exc,
+                extra={"payment_request_id": payment.payment_request_id},
+            )
+            return None
 
     # The skeleton.
 
@@ -180,7 +223,9 @@ class FollowUpHandler(ABC, Generic[StoreT]):
             await self._store.release(payment.payment_request_id, claim)
             return Outcome.PENDING
         if known is not None and known.status in self.DONE_BY:
-            return await self._done(payment, self.DONE_BY[known.status], claim)
+            return await self._made(payment, known, claim)
+        if known is not None and known.status in self.SETTLED_OTHERWISE:
+            return await self._settled_otherwise(payment, known, claim)
         # Still only authorized (or unknown to the provider): the follow-up did not happen.
         # Sending it again under the same key cannot act twice -- at any age, unlike a
         # charge or a refund re-send (domain.resend_window): a charge is captured or voided
@@ -238,14 +283,69 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         message = f"the provider could not {self.NOUN} the payment: {exc.message}"
         return await self._not_done(payment, ErrorInfo(exc.code, message), claim)
 
-    async def _done(self, payment: PaymentView, status: PaymentStatus, claim: str) -> Outcome:
-        applied = await self._record_done(payment, status, claim)
+    async def _done(
+        self,
+        payment: PaymentView,
+        status: PaymentStatus,
+        claim: str,
+        captured: Money | None = None,
+    ) -> Outcome:
+        applied = await self._record_done(payment, status, claim, captured)
         return self.OUTCOMES[status] if applied else Outcome.REPLAYED
 
+    async def _made(self, payment: PaymentView, known: ChargeOutcome, claim: str) -> Outcome:
+        """Record a follow-up the provider's reading of the charge says was made (by
+        paygate's call, or by hand): of the amount the provider says it captured, if any."""
+        if not self._recordable(payment, known.captured):
+            return await self._left_in_flight(payment, claim)
+        return await self._done(payment, self.DONE_BY[known.status], claim, known.captured)
+
+    async def _settled_otherwise(
+        self, payment: PaymentView, known: ChargeOutcome, claim: str
+    ) -> Outcome:
+        """Record what the provider holds: the authorization settled the other way."""
+        status = self.SETTLED_OTHERWISE[known.status]
+        if not self._recordable(payment, known.captured):
+            return await self._left_in_flight(payment, claim)
+        error = ErrorInfo.from_error(
+            PaygateError(
+                self.OTHERWISE,
+                f"the provider had already settled the payment without paygate: it is "
+                f"{status.value} there, so the {self.NOUN} was not made",
+            )
+        )
+        log.warning(
+            f"{self.NOUN} refused: the provider holds the payment {status.value}",
+            extra={"payment_request_id": payment.payment_request_id},
+        )
+        applied = await self._record_otherwise(payment, status, known.captured, error, claim)
+        return Outcome.REFUSED if applied else Outcome.REPLAYED
+
+    def _recordable(self, payment: PaymentView, captured: Money | None) -> bool:
+        """Whether the provider's captured amount is one a capture of ``payment`` can be."""
+        try:
+            captured_at_provider(payment.amount, captured)
+        except ValueError as exc:
+            log.error(
+                f"{self.NOUN}: the provider's captured amount is not one paygate can record: %s",
+                exc,
+                extra={"payment_request_id": payment.payment_request_id},
+            )
+            return False
+        return True
+
+    async def _left_in_flight(self, payment: PaymentView, claim: str) -> Outcome:
+        """Nothing recorded on a guess: the payment stays in flight, for the reconciler
+        (and an operator, whom the error log tells)."""
+        await self._store.release(payment.payment_request_id, claim)
+        return Outcome.PENDING
+
     async def _not_done(self, payment: PaymentView, error: ErrorInfo, claim: str) -> Outcome:
-        done = await self._done_anyway(payment)
-        if done is not None:
-            return await self._done(payment, done, claim)
+        known = await self._provider_holds(payment)
+        if known is not None and known.status in self.DONE_BY:
+            return await self._made(payment, known, claim)
+        if known is not None and known.status in self.SETTLED_OTHERWISE:
+            return await self._settled_otherwise(payment, known, claim)
 
         def event(stored: PaymentView) -> OutboxMessage:
             return self._events.of_payment(

@@ -21,5 +21,7 @@ class Outcome(StrEnum):
     # An authorization released: voided by a cancel, or its hold had run out.
     CANCELED = "canceled"
     EXPIRED = "expired"
+    # Charged, and already refunded in full at the provider, outside paygate.
+    REFUNDED = "refunded"
     # Another worker holds the claim on the payment's provider work: this one did nothing.
     OWNED_ELSEWHERE = "owned_elsewhere"

@@ -5,6 +5,7 @@ Shared by the command handler and the reconciler, so both map answers the same w
 | provider answer                      | payment   | attempt   |
 | ------------------------------------ | --------- | --------- |
 | charge succeeded                     | succeeded | succeeded |
+| paid, then refunded in full outside paygate (Alipay's closed paid trade) | refunded | succeeded |
 | authorized (asked not to capture)    | authorized | succeeded |
 | charge declined                      | failed    | declined  |
 | certainly not charged (unavailable)  | failed    | failed    |
@@ -66,10 +67,13 @@ class PaymentOutcomes:
         claim: str,
     ) -> Outcome:
         if charged.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED):
+            # Refunded in full at the provider before paygate heard of the charge: the
+            # payment's true end is refunded (all of it returned), never succeeded.
+            refunded = charged.refunded_in_full
             return await self._finish(
                 facts,
                 attempt_key,
-                _CHARGED[charged.status],
+                PaymentStatus.REFUNDED if refunded else _CHARGED[charged.status],
                 ATTEMPT_SUCCEEDED,
                 charged.provider_reference,
                 None,

@@ -133,6 +133,17 @@ class FollowUpWrites(Protocol):
         self, payment_request_id: str, event_of: Callable[[PaymentView], OutboxMessage]
     ) -> PaymentView | None: ...
 
+    async def settle_as_provider_holds(
+        self,
+        payment_request_id: str,
+        *,
+        claim: str,
+        status: PaymentStatus,
+        captured_minor: int | None,
+        error: ErrorInfo | None,
+        event: PaymentEventBuilder,
+    ) -> bool: ...
+
 
 class CaptureWrites(FollowUpWrites, Protocol):
     """Captures: the move to capturing, claims, outcomes (persistence.capture_store)."""
@@ -192,6 +203,10 @@ class ExpiryRecords(Protocol):
         status: PaymentStatus,
         error: ErrorInfo | None,
         event: PaymentEventBuilder,
+    ) -> bool: ...
+
+    async def captured(
+        self, payment_request_id: str, *, captured_minor: int | None, event: PaymentEventBuilder
     ) -> bool: ...
 
 

@@ -136,9 +136,11 @@ class NoticeRecorder:
     async def _not_standing_on(self, notice: ChargeNotice, otherwise: NoticeResult) -> NoticeResult:
         """The payment does not stand on ``notice``'s key: if the notice says money was
         taken there, hand the key to the stray-charge sweep; else ``otherwise``."""
-        taken = notice.outcome is not None and notice.outcome.status in (
-            ChargeStatus.SUCCEEDED,
-            ChargeStatus.AUTHORIZED,
+        # Money refunded in full already (Alipay's closed paid trade) is no longer taken.
+        taken = (
+            notice.outcome is not None
+            and notice.outcome.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED)
+            and not notice.outcome.refunded_in_full
         )
         if taken and await self._strays.reopen(notice.attempt_key, notice.provider):
             return NoticeResult.STRAY

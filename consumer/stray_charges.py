@@ -179,9 +179,12 @@ class StraySweep:
             # money yet but may be paid: verified now, it would never be looked at again.
             self._metrics.stray_unanswered.labels(candidate.provider, "awaiting_payer").inc()
             return ["unanswered"]
-        charged = known is not None and known.status in (
-            ChargeStatus.SUCCEEDED,
-            ChargeStatus.AUTHORIZED,
+        # A charge refunded in full at the provider already keeps nothing: no money to
+        # reverse (and a refund of it would be refused, raising a false alert).
+        charged = (
+            known is not None
+            and known.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED)
+            and not known.refunded_in_full
         )
         own = known is not None and self._is_the_payments_own(candidate, known.provider_reference)
         if not charged and not self._no_charge_is_final(candidate, asked_at, provider):
@@ -279,8 +282,10 @@ class StraySweep:
             known = None  # it cannot say (unsupported): reverse as a capture, as before
         except UnknownProviderError as exc:
             return await self._reversal_failed(candidate, str(exc))
-        if known is not None and known.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
-            return await self._reversed(candidate, reference)  # nothing is held any more
+        if known is not None and (
+            known.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED) or known.refunded_in_full
+        ):
+            return await self._reversed(candidate, reference)  # nothing is held or kept any more
         if known is not None and known.status is ChargeStatus.AUTHORIZED:
             return await self._void(candidate, reference)
         return await self._refund(candidate, reference)

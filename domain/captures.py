@@ -93,3 +93,16 @@ def provider_capture_key(payment_request_id: str, authorized: Money, captured: M
     under the key they were sent with)."""
     whole = captured.minor_units == authorized.minor_units
     return capture_key_for(payment_request_id, None if whole else captured.minor_units)
+
+
+def captured_at_provider(authorized: Money, captured: Money | None) -> int | None:
+    """The ``captured_minor`` to record for a charge the provider says it captured of
+    ``captured`` (None: it did not say, so all of ``authorized``, the only amount known to
+    be held): None for all of it, else the smaller amount. Raises ValueError for an amount
+    no capture of this authorization can be (another currency, more than authorized), which
+    paygate must not record as the provider's word."""
+    if captured is None or captured == authorized:
+        return None
+    if captured.currency != authorized.currency or captured.minor_units > authorized.minor_units:
+        raise ValueError(f"the provider says {captured} captured of {authorized} authorized")
+    return captured.minor_units

@@ -69,6 +69,8 @@ class ErrorCode(StrEnum):
     PAYMENT_NOT_CANCELABLE = "payment_not_cancelable"
     SETTLED_BY_OPERATOR = "settled_by_operator"
     NOT_WITHHELD = "not_withheld"
+    PAYMENT_ALREADY_CAPTURED = "payment_already_captured"
+    PAYMENT_ALREADY_CANCELED = "payment_already_canceled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,6 +470,28 @@ _SPECS: Final = (
         "now); nothing was changed.",
         action="Leave it to the reconciler, which settles it from the provider's answer; "
         "for one in another worker's hands, run the command again later.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_ALREADY_CAPTURED,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="The cancel reached the provider after the authorization had been captured "
+        "there (for example by hand in the provider's dashboard). Nothing was voided: the "
+        "payment is now recorded `succeeded`, with the amount the provider captured.",
+        action="Read the payment: its status and `capturedAmount` are the provider's. Refund "
+        "it to return the money.",
+    ),
+    ErrorSpec(
+        code=_E.PAYMENT_ALREADY_CANCELED,
+        category=_C.CONFLICT,
+        retryable=False,
+        http_status=409,
+        meaning="The capture reached the provider after the authorization had been released "
+        "there (voided outside paygate, or its hold ran out). Nothing was captured: the "
+        "payment is now recorded `canceled` (or `expired`).",
+        action="This payment holds nothing. To take the money, send a new attempt: "
+        "`newAttempt: true` with a new Idempotency-Key.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

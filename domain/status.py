@@ -11,15 +11,23 @@
                                  │  └──────────┘ (void certainly not made)
                                  └──► expired  (the provider's hold ended; canceling too)
 
+     (settled at the provider without paygate: capturing ──► canceled | expired,
+      canceling ──► succeeded)
+
      (provider outcome unknown: back to pending until reconciled)
 
     pending / processing ──► requires_action ──► succeeded | authorized | failed | expired
     pending / processing ──► expired  (a lost answer; the trade was closed unpaid)
+    pending / processing / requires_action ──► refunded  (paid, then refunded in full at
+                                                the provider before paygate heard of it)
 
 ``pending`` means "accepted, outcome not known yet": a command not yet processed, or a
 provider call that timed out. It is never turned into ``failed`` by guessing; only an answer
 from the provider makes a payment final. The refund statuses are reached only through
-succeeded refunds (see domain.refunds); the charge behind them stays succeeded.
+succeeded refunds (see domain.refunds); the charge behind them stays succeeded. One
+exception: a charge the provider reports paid and already refunded in full outside paygate
+(Alipay closes such a trade, ``TRADE_CLOSED`` with a payment date) is recorded ``refunded``
+at once, its refunded amount the whole amount, with no refund of paygate's behind it.
 
 ``requires_action`` means "the provider is waiting for the payer" (scan a QR code, pass a
 3-D Secure challenge): the payment carries a next action and holds no claim, since no worker
@@ -30,6 +38,14 @@ reconciler's query).
 ``authorized`` payment takes at most one of them at a time, by one conditional update, so a
 capture and a cancel that cross cannot both reach the provider. ``canceled`` means the
 provider voided the authorization.
+
+The provider may settle an authorization without paygate (captured or voided by hand in
+its dashboard). Then a void can end ``succeeded`` (the provider says the charge is
+captured, of the amount it reports) and a capture ``canceled`` or ``expired`` (the provider
+says the hold is released): paygate records what the provider holds, with the command's
+refusal (``payment_already_captured``, ``payment_already_canceled``), never the payment
+back to ``authorized``. An ``authorized`` payment nobody follows up is found so by the
+authorization-expiry sweep: ``succeeded`` (captured by hand) or ``canceled`` (voided).
 
 ``expired`` is final and has two causes: the payer never acted on a ``requires_action``
 payment (the provider closed the trade unpaid), or an ``authorized`` payment's hold ran out
@@ -104,18 +120,43 @@ ALLOWED_TRANSITIONS: Final = MappingProxyType(
     {
         # Expired too: a call whose answer was lost may have opened a trade that waited for
         # a payer who never acted, which the provider then closed.
+        # Refunded too: paid, then refunded in full outside paygate before its answer came.
         _P.PENDING: frozenset(
-            {_P.PROCESSING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION, _P.EXPIRED}
+            {
+                _P.PROCESSING,
+                _P.SUCCEEDED,
+                _P.FAILED,
+                _P.AUTHORIZED,
+                _P.REQUIRES_ACTION,
+                _P.EXPIRED,
+                _P.REFUNDED,
+            }
         ),
         _P.PROCESSING: frozenset(
-            {_P.PENDING, _P.SUCCEEDED, _P.FAILED, _P.AUTHORIZED, _P.REQUIRES_ACTION, _P.EXPIRED}
+            {
+                _P.PENDING,
+                _P.SUCCEEDED,
+                _P.FAILED,
+                _P.AUTHORIZED,
+                _P.REQUIRES_ACTION,
+                _P.EXPIRED,
+                _P.REFUNDED,
+            }
         ),
         # Only the provider's word moves it on: the payer paid (or was authorized), was
-        # refused, or never acted in time.
-        _P.REQUIRES_ACTION: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.FAILED, _P.EXPIRED}),
-        _P.AUTHORIZED: frozenset({_P.CAPTURING, _P.CANCELING, _P.EXPIRED}),
-        _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED}),
-        _P.CANCELING: frozenset({_P.CANCELED, _P.EXPIRED, _P.AUTHORIZED}),
+        # refused, never acted in time, or paid and was refunded in full outside paygate.
+        _P.REQUIRES_ACTION: frozenset(
+            {_P.SUCCEEDED, _P.AUTHORIZED, _P.FAILED, _P.EXPIRED, _P.REFUNDED}
+        ),
+        # Canceled or succeeded too: voided, or captured, at the provider without paygate
+        # (the authorization-expiry sweep finds it).
+        _P.AUTHORIZED: frozenset(
+            {_P.CAPTURING, _P.CANCELING, _P.EXPIRED, _P.CANCELED, _P.SUCCEEDED}
+        ),
+        # The other way too: the provider says the authorization was settled without
+        # paygate (voided, or captured, by hand) before the follow-up reached it.
+        _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.CANCELED, _P.EXPIRED}),
+        _P.CANCELING: frozenset({_P.CANCELED, _P.EXPIRED, _P.AUTHORIZED, _P.SUCCEEDED}),
         _P.CANCELED: frozenset[PaymentStatus](),
         _P.EXPIRED: frozenset[PaymentStatus](),
         _P.SUCCEEDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),

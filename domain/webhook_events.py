@@ -132,6 +132,9 @@ def payment_webhook(result: PaymentResult) -> WebhookEvent | None:
 
 def _payment_data(result: PaymentResult) -> dict[str, object]:
     amount = result.amount
+    # What the capture took, as REST's capturedAmount says it: a partial capture (by
+    # paygate, or by hand at the provider) would otherwise read as all of ``amount`` taken.
+    captured = result.captured_amount
     return {
         "object": "payment",
         "paymentRequestId": result.payment_request_id,
@@ -145,6 +148,9 @@ def _payment_data(result: PaymentResult) -> dict[str, object]:
         "providerReference": result.provider_reference,
         "error": None if result.error is None else result.error.to_dict(),
         "createdAt": _utc_text(result.created_at),
+        "capturedAmount": (
+            None if captured is None else _amount_text(captured.minor_units, captured.exponent)
+        ),
     }
 
 

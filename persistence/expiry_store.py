@@ -74,6 +74,22 @@ class ExpiryStore:
         result event. Only from ``authorized``: False, changing nothing, otherwise."""
         if status not in RELEASED:
             raise ValueError(f"a released hold is not {status.value}")
+        return await self._settle(
+            payment_request_id, {"status": status.value, **error_columns(error)}, event
+        )
+
+    async def captured(
+        self, payment_request_id: str, *, captured_minor: int | None, event: PaymentEventBuilder
+    ) -> bool:
+        """Record that the provider captured the hold without paygate (by hand in its
+        dashboard): ``succeeded``, of ``captured_minor`` (None: all of it), with its result
+        event. Only from ``authorized``: False, changing nothing, otherwise."""
+        values = {"status": PaymentStatus.SUCCEEDED.value, "captured_minor": captured_minor}
+        return await self._settle(payment_request_id, {**values, **error_columns(None)}, event)
+
+    async def _settle(
+        self, payment_request_id: str, values: dict[str, object], event: PaymentEventBuilder
+    ) -> bool:
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> bool:
@@ -82,9 +98,7 @@ class ExpiryStore:
                 .where(payments.c.id == payment_request_id)
                 .where(payments.c.status == PaymentStatus.AUTHORIZED.value)
                 .where(claimable(payments, now))
-                .values(
-                    status=status.value, updated_at=now, examined_at=now, **error_columns(error)
-                )
+                .values(updated_at=now, examined_at=now, **values)
             )
             if moved.rowcount != 1:
                 return False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -41,6 +41,11 @@ from persistence.payment_replay import enqueue_as_it_is
 from persistence.payment_rows import payment_in, payment_view_of
 from persistence.row_claims import RowClaims
 from persistence.tables import payments
+
+# Where the provider may have taken an authorization without paygate: captured, or released.
+_SETTLED_STATUSES: Final = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED, PaymentStatus.EXPIRED}
+)
 
 # Decides a begin for a payment that passed the shared checks, in the begin's transaction
 # (the row locked): (connection, payment, the claim to take if it starts, now).
@@ -139,6 +144,37 @@ class FollowUpStore:
             )
 
         return await self._writes.run(record)
+
+    async def settle_as_provider_holds(
+        self,
+        payment_request_id: str,
+        *,
+        claim: str,
+        status: PaymentStatus,
+        captured_minor: int | None,
+        error: ErrorInfo | None,
+        event: PaymentEventBuilder,
+    ) -> bool:
+        """Record the authorization as the provider holds it, read after this follow-up's
+        call: ``succeeded`` (``captured_minor`` what the provider says it took, None all
+        of it) or released (``canceled``, ``expired``: nothing captured), with ``error``
+        when the follow-up itself was not made (the provider settled the authorization the
+        other way, without paygate); the claim is released.
+
+        Only from the in-flight status and only for the claim's holder: returns False,
+        changing nothing, otherwise."""
+        if status not in _SETTLED_STATUSES:
+            raise ValueError(f"an authorization is not settled {status.value}")
+        if status is not PaymentStatus.SUCCEEDED and captured_minor is not None:
+            raise ValueError("a released authorization captured nothing")
+        return await self._finish(
+            payment_request_id,
+            claim=claim,
+            status=status,
+            error=error,
+            event=event,
+            values={"captured_minor": captured_minor},
+        )
 
     async def republish(
         self, payment_request_id: str, event_of: PaymentEventBuilder

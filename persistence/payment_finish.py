@@ -27,7 +27,12 @@ from persistence.attempts import (
 )
 from persistence.claims import claim_columns, release_claim
 from persistence.outbox import OutboxMessage, enqueue_outbox, outbox_row, webhooks_of
-from persistence.payment_rows import error_columns, insert_rows, next_action_columns
+from persistence.payment_rows import (
+    captured_minor_of,
+    error_columns,
+    insert_rows,
+    next_action_columns,
+)
 from persistence.tables import outbox, payments, provider_attempts
 from persistence.webhook_fanout import enqueue_webhooks
 
@@ -86,6 +91,11 @@ async def finish_one(conn: AsyncConnection, request: FinishRequest) -> bool:
             provider_reference=request.provider_reference,
             updated_at=request.now,
             next_retry_at=None,
+            refunded_minor=(
+                captured_minor_of(payments)
+                if status is PaymentStatus.REFUNDED
+                else payments.c.refunded_minor
+            ),
             **error_columns(request.error),
             **claim_columns(None),
             **next_action_columns(request.next_action),
@@ -237,6 +247,14 @@ async def finish_many(conn: AsyncConnection, requests: Sequence[FinishRequest]) 
     return results
 
 
+# A charge that ends ``refunded`` (paid, then refunded in full at the provider outside
+# paygate: domain.status) has returned all it took; any other finish leaves the refunded
+# total as it is.
+_REFUNDED_MINOR = case(
+    (bindparam("b_status") == PaymentStatus.REFUNDED.value, captured_minor_of(payments)),
+    else_=payments.c.refunded_minor,
+)
+
 # Bind names differ from column names: SQLAlchemy reserves those for the SET clause.
 _MOVE_PAYMENT = (
     update(payments)
@@ -247,6 +265,7 @@ _MOVE_PAYMENT = (
         status=bindparam("b_status"),
         provider_reference=bindparam("b_provider_reference"),
         updated_at=bindparam("b_now"),
+        refunded_minor=_REFUNDED_MINOR,
         next_retry_at=None,
         claim_token=None,
         claim_expires_at=None,

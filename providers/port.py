@@ -119,10 +119,21 @@ class ChargeOutcome:
     provider_reference: str | None
     error: PaygateError | None = None
     next_action: NextAction | None = None
+    # What the provider says the charge has captured (a partial capture: less than the
+    # authorization), when it says: set with ``succeeded`` only. None: not said.
+    captured: Money | None = None
+    # The payer paid, and the charge was then refunded in full at the provider, outside
+    # paygate (Alipay closes such a trade): set with ``succeeded`` only. The charge
+    # happened; nothing of it is kept.
+    refunded_in_full: bool = False
 
     def __post_init__(self) -> None:
         if self.next_action is not None and self.status is not ChargeStatus.REQUIRES_ACTION:
             raise ValueError("only a requires_action answer carries a next action")
+        if self.captured is not None and self.status is not ChargeStatus.SUCCEEDED:
+            raise ValueError("only a succeeded answer carries a captured amount")
+        if self.refunded_in_full and self.status is not ChargeStatus.SUCCEEDED:
+            raise ValueError("only a charge that succeeded can have been refunded")
 
 
 class PaymentProvider(Protocol):
@@ -160,7 +171,9 @@ class PaymentProvider(Protocol):
         ...
 
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
-        """The charge the provider knows as ``provider_reference``, or None if unknown."""
+        """The charge the provider knows as ``provider_reference``, or None if unknown. A
+        captured charge answers ``SUCCEEDED`` with ``captured``, the amount the provider
+        holds as captured, wherever it can say it."""
         ...
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
@@ -179,8 +192,12 @@ class PaymentProvider(Protocol):
 
     async def cancel(self, request: CancelRequest) -> ChargeOutcome:
         """Void an authorized charge once per cancel key: ``CANCELED``, or ``EXPIRED`` when
-        its hold had run out already. A charge captured already is refused with a
-        PaygateError (``payment_not_cancelable``): nothing changes."""
+        its hold had run out already. A charge captured already (by paygate, or by hand at
+        the provider) is refused with an error (PaygateError ``payment_not_cancelable``, or
+        a ProviderError that is not retriable): nothing changes. The caller then reads the
+        charge with :meth:`charge_by_reference`, which must report what the provider holds
+        (``SUCCEEDED`` with ``captured``): the refusal alone never says the charge is still
+        held."""
         ...
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:

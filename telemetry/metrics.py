@@ -22,7 +22,8 @@ class Metrics:
             "Commands taken from the command topic, by kind (payment, refund, capture, cancel; "
             "unknown for a dead letter, which may not decode) and outcome (succeeded, failed, "
             "pending, authorized, canceled, expired, replayed, conflict, refused, "
-            "owned_elsewhere, dead_lettered).",
+            "owned_elsewhere, dead_lettered, refunded: paid and refunded in full outside "
+            "paygate).",
             ["kind", "outcome"],
             registry=self.registry,
         )

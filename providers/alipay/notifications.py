@@ -48,11 +48,8 @@ class AlipayNotifications:
         if not attempt_key:
             raise NoticeRefusedError("the notification names no out_trade_no")
         charge_status = _FINISHED.get(status)
+        reference = params.get("trade_no") or None
+        outcome = None if charge_status is None else ChargeOutcome(charge_status, reference)
         if charge_status is ChargeStatus.EXPIRED and params.get("gmt_payment"):
-            charge_status = ChargeStatus.SUCCEEDED  # closed after a full refund: it was paid
-        outcome = (
-            None
-            if charge_status is None
-            else ChargeOutcome(charge_status, params.get("trade_no") or None)
-        )
+            outcome = t.paid_then_refunded(reference)  # closed after a full refund: paid
         return ChargeNotice(self.provider, attempt_key, outcome, amount)

@@ -45,7 +45,8 @@ class TradeStatus(StrEnum):
 
 
 # Exhaustive over TradeStatus (a unit test checks). TRADE_CLOSED is decided by
-# :func:`charge_outcome` (a closed trade that was paid is a charge that was refunded).
+# :func:`charge_outcome` (a closed trade that was paid is a charge refunded in full:
+# :func:`paid_then_refunded`).
 CHARGE_STATUSES: Final[Mapping[TradeStatus, ChargeStatus]] = MappingProxyType(
     {
         TradeStatus.WAIT_BUYER_PAY: ChargeStatus.REQUIRES_ACTION,
@@ -114,11 +115,17 @@ def charge_outcome(answer: Mapping[str, Any], amount_minor: int | None) -> Charg
         and minor_units(answer["total_amount"]) != amount_minor
     ):
         raise ValueError("the trade's amount is not the attempt's")
-    charge_status = CHARGE_STATUSES[status]
     if status is TradeStatus.TRADE_CLOSED and answer.get("send_pay_date"):
-        # Paid, then refunded in full: the charge itself happened.
-        charge_status = ChargeStatus.SUCCEEDED
-    return ChargeOutcome(charge_status, reference)
+        return paid_then_refunded(reference)
+    return ChargeOutcome(CHARGE_STATUSES[status], reference)
+
+
+def paid_then_refunded(reference: str | None) -> ChargeOutcome:
+    """A TRADE_CLOSED trade with a payment date (the query's ``send_pay_date``, the
+    notification's ``gmt_payment``): Alipay closes a paid trade only once it is refunded in
+    full. The charge happened, and nothing of it is kept: neither ``succeeded`` (money
+    kept) nor ``expired`` (never paid) would be true."""
+    return ChargeOutcome(ChargeStatus.SUCCEEDED, reference, refunded_in_full=True)
 
 
 def qr_action(qr_code: object, expires_at: datetime) -> NextAction:

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Final
 
 from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
 from domain.next_action import NextAction, NextActionType
 from providers.port import (
     CaptureRequest,
@@ -183,6 +184,9 @@ def outcome_from_record(record: ChargeRecord, base_url: str = IN_PROCESS_BASE_UR
             record.action_expires_at,
         )
         return ChargeOutcome(status, record.charge_id, next_action=action)
+    if status is ChargeStatus.SUCCEEDED:
+        captured = Money(record.captured_minor, record.currency)
+        return ChargeOutcome(status, record.charge_id, captured=captured)
     if status is not ChargeStatus.DECLINED:
         return ChargeOutcome(status, record.charge_id)
     code = None if record.error_code is None else record.error_code.value
@@ -213,9 +217,25 @@ def outcome_from_body(body: object) -> ChargeOutcome:
     decline_code = _optional_str(body, "declineCode")
     if status is ChargeStatus.REQUIRES_ACTION:
         return ChargeOutcome(status, charge_id, next_action=_next_action(body))
+    if status is ChargeStatus.SUCCEEDED:
+        return ChargeOutcome(status, charge_id, captured=_captured(body))
     if status is not ChargeStatus.DECLINED:
         return ChargeOutcome(status, charge_id)
     return ChargeOutcome(status, charge_id, _decline(code, message, decline_code))
+
+
+def _captured(body: Mapping[str, object]) -> Money | None:
+    """What a succeeded charge took (``capturedMinor``, less than its amount after a partial
+    capture); None from a sandbox that does not say. Raises ValueError on a bad value."""
+    minor, currency = body.get("capturedMinor"), body.get("currency")
+    if minor is None:
+        return None
+    if isinstance(minor, bool) or not isinstance(minor, int) or not isinstance(currency, str):
+        raise ValueError("the charge's capturedMinor or currency is malformed")
+    try:
+        return Money(minor, currency)
+    except PaygateError as exc:
+        raise ValueError(f"the charge's captured amount is not one: {exc.message}") from exc
 
 
 def _next_action(body: Mapping[str, object]) -> NextAction:

@@ -7,7 +7,7 @@ Everything here is pure (no I/O): the adapter calls the SDK and raises what
 
 PaymentIntent status -> what paygate records::
 
-    succeeded                                   SUCCEEDED
+    succeeded                                   SUCCEEDED, captured: amount_received
     requires_payment_method + last_payment_error DECLINED, code from the error
     canceled, reason automatic or expired       EXPIRED (an authorization's hold ran out)
     canceled, any other reason                  CANCELED (voided: by paygate's cancel, or
@@ -33,6 +33,7 @@ from stripe.params import PaymentIntentCreateParams
 
 from domain.accounts import AccountType
 from domain.errors import ErrorCode, PaygateError
+from domain.money import Money
 from providers.errors import (
     ProviderError,
     ProviderRateLimitedError,
@@ -41,7 +42,7 @@ from providers.errors import (
 )
 from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 from providers.retry_after import parse_retry_after
-from providers.stripe.amounts import to_stripe_amount
+from providers.stripe.amounts import money_from_stripe, to_stripe_amount
 
 PROVIDER_NAME: Final = "stripe"
 
@@ -314,7 +315,7 @@ def outcome_from_intent(intent: stripe.PaymentIntent) -> ChargeOutcome:
     intent_id, status = _text(intent, "id"), _text(intent, "status")
     kind = PAYMENT_INTENT_STATUSES.get(status, _Kind.NOT_FINAL)
     if kind is _Kind.SUCCEEDED:
-        return ChargeOutcome(ChargeStatus.SUCCEEDED, intent_id)
+        return ChargeOutcome(ChargeStatus.SUCCEEDED, intent_id, captured=_captured(intent))
     if kind is _Kind.AUTHORIZED:
         return ChargeOutcome(ChargeStatus.AUTHORIZED, intent_id)
     if kind is _Kind.CANCELED:
@@ -344,6 +345,17 @@ def outcome_from_intent(intent: stripe.PaymentIntent) -> ChargeOutcome:
         intent_id=intent_id,
         status=status,
     )
+
+
+def _captured(intent: stripe.PaymentIntent) -> Money | None:
+    """What a succeeded PaymentIntent collected (``amount_received``: less than ``amount``
+    after a partial capture, by paygate or by hand in the Dashboard); None when the answer
+    does not say it readably. Read where paygate must learn what the provider holds (a
+    void refused because the charge was captured without paygate)."""
+    try:
+        return money_from_stripe(_field(intent, "amount_received"), _field(intent, "currency"))
+    except ValueError:
+        return None
 
 
 def outcome_from_search(intents: Iterable[stripe.PaymentIntent]) -> ChargeOutcome | None:

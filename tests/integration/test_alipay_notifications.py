@@ -21,14 +21,17 @@ from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
 from consumer.provider_notices import NoticeRecorder
 from domain.status import PaymentStatus
+from http_facade.responses import payment_body
 from persistence.stray_store import StrayStore
 from persistence.tables import outbox
 from providers.alipay import AlipayConfig, AlipayProvider
 from providers.alipay.notifications import AlipayNotifications
+from providers.port import ProviderRefundStatus, RefundRequest
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import SandboxAcquirer, build_sandbox_app
 from providers.sandbox.alipay import AlipaySimulator, Rsa2Keys, rsa2
+from providers.sandbox.alipay.trades import TradeStatus as SimulatedStatus
 from providers.sandbox.ledger import MemoryLedger
 from schemas.payments import PaymentMessages
 from tests.support.builders import ACCOUNT_KEY, alipay_payment
@@ -55,6 +58,7 @@ class Rig:
     notify_url: str
     alipay_keys: Rsa2Keys
     stranger: Rsa2Keys
+    alipay: AlipayProvider
 
 
 @pytest.fixture
@@ -109,7 +113,7 @@ async def rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
         store=store, handler=handler, metrics=metrics, min_age=MIN_AGE, clock=clock
     )
     try:
-        yield Rig(simulator, handler, reconciler, notify_url, alipay_keys, stranger)
+        yield Rig(simulator, handler, reconciler, notify_url, alipay_keys, stranger, alipay)
     finally:
         await alipay.stop()
         await facade.close()
@@ -232,6 +236,83 @@ async def test_a_notification_finishes_at_once_a_payment_the_reconciler_holds_ba
     paid = await store.get_payment(command.payment_request_id)
     assert paid is not None
     assert paid.status is PaymentStatus.SUCCEEDED
+
+
+async def refund_in_full_outside_paygate(rig: Rig, store, payment_id: str) -> None:
+    """The merchant refunds the whole trade from another system (its own Alipay portal
+    client, here the SDK adapter), not through paygate: Alipay then closes the trade."""
+    (trade,) = rig.simulator.trades.all()
+    view = await store.get_payment(payment_id)
+    refund = await rig.alipay.refund(
+        RefundRequest(
+            refund_key="merchant-portal-1",
+            refund_id="not-paygates",
+            payment_request_id=payment_id,
+            charge_reference=trade.trade_no,
+            amount=view.amount,
+        )
+    )
+    assert refund.status is ProviderRefundStatus.SUCCEEDED
+    assert trade.status is SimulatedStatus.TRADE_CLOSED
+    assert trade.paid_at is not None
+
+
+async def assert_refunded_in_full(store, engine, payment_id: str) -> None:
+    """Paid, then refunded in full: what the store, the events and REST say."""
+    view = await store.get_payment(payment_id)
+    assert view is not None
+    assert (view.status, view.refunded_minor, view.refundable_minor) == (
+        PaymentStatus.REFUNDED,
+        view.amount.minor_units,
+        0,
+    )
+    assert view.payment_result  # the charge itself happened
+    assert await statuses(engine, payment_id) == [
+        PaymentStatus.REQUIRES_ACTION,
+        PaymentStatus.REFUNDED,
+    ]
+    body = payment_body(view, [])
+    assert (body["status"], body["refundedAmount"], body["refundableAmount"]) == (
+        "refunded",
+        body["amount"],
+        "0.00",
+    )
+
+
+async def test_a_closed_trade_notified_with_a_payment_date_records_the_payment_refunded(
+    rig: Rig, store, engine
+):
+    """Alipay's TRADE_CLOSED means closed unpaid, or paid and then fully refunded; with
+    gmt_payment it is the second. The payer paid (that notification never reached paygate)
+    and the trade was refunded in full outside paygate: succeeded would say paygate keeps
+    the money, expired that it was never paid. Neither is true; refunded is."""
+    command = alipay_payment(1000)  # waits for the payer
+    assert await rig.handler.handle(command) is Outcome.REQUIRES_ACTION
+    (trade,) = rig.simulator.trades.all()
+    assert rig.simulator.trades.pay(trade, trade.created_at, "2088102177846880")  # no notice
+    await refund_in_full_outside_paygate(rig, store, command.payment_request_id)
+
+    await rig.simulator.settled()
+
+    (sent,) = rig.simulator.notifications
+    assert (sent.trade_status, sent.answer) == ("TRADE_CLOSED", "success")
+    await assert_refunded_in_full(store, engine, command.payment_request_id)
+
+
+async def test_a_closed_paid_trade_found_by_the_reconcilers_query_records_the_payment_refunded(
+    rig: Rig, store, engine, clock
+):
+    command = alipay_payment(1004)  # pays at once; no notification ever arrives
+    assert await rig.handler.handle(command) is Outcome.REQUIRES_ACTION
+    await rig.simulator.settled()
+    await refund_in_full_outside_paygate(rig, store, command.payment_request_id)
+    assert rig.simulator.notifications == []
+
+    clock.now += MIN_AGE * 2
+    report = await rig.reconciler.run_once()
+
+    assert report.resolved == 1
+    await assert_refunded_in_full(store, engine, command.payment_request_id)
 
 
 def _signed(params: dict[str, str], keys: Rsa2Keys) -> dict[str, str]:

@@ -339,19 +339,20 @@ async def test_an_authorization_whose_hold_ends_becomes_expired(
     assert await capture_handler.handle(capture_of(payment)) is Outcome.REFUSED
 
 
-async def test_a_capture_after_the_hold_ended_is_refused_by_the_provider_then_expired(
+async def test_a_capture_after_the_hold_ended_is_refused_by_the_provider_and_recorded_expired(
     payments, expiry, capture_handler, store, clock
 ):
     payment = await authorized(payments)
     clock.now += HOLD
-    # The capture comes before the expiry pass: the provider refuses it, nothing is taken.
-    assert await capture_handler.handle(capture_of(payment)) is Outcome.AUTHORIZED
+    # The capture comes before the expiry pass: the provider refuses it, nothing is taken,
+    # and the provider says the hold ended: the payment is what the provider holds, never
+    # authorized again (nothing is held).
+    assert await capture_handler.handle(capture_of(payment)) is Outcome.REFUSED
     view = await store.get_payment(payment.payment_request_id)
-    assert view.status is PaymentStatus.AUTHORIZED
+    assert view.status is PaymentStatus.EXPIRED
     assert view.error is not None
-    assert view.error.code is ErrorCode.PAYMENT_NOT_CAPTURABLE
-    assert await expiry.run_once() == 1
-    assert (await store.get_payment(payment.payment_request_id)).status is PaymentStatus.EXPIRED
+    assert view.error.code is ErrorCode.PAYMENT_ALREADY_CANCELED
+    assert await expiry.run_once() == 0
 
 
 async def test_a_cancel_after_the_hold_ended_records_it_expired(

@@ -97,6 +97,27 @@ class FakeCaptureStore(FakeStore):
         self.db.outbox.append(event(row.view))
         return True
 
+    async def settle_as_provider_holds(
+        self,
+        payment_request_id: str,
+        *,
+        claim: str,
+        status: PaymentStatus,
+        captured_minor: int | None,
+        error: ErrorInfo | None,
+        event: PaymentEventBuilder,
+    ) -> bool:
+        await self._enter("settle_as_provider_holds", payment_request_id)
+        row = self.row(payment_request_id)
+        if row.view.status is not PaymentStatus.CAPTURING or not row.claim.held_by(claim):
+            return False
+        row.update(
+            status=status, error=error, captured_minor=captured_minor, updated_at=self._now()
+        )
+        row.claim.clear()
+        self.db.outbox.append(event(row.view))
+        return True
+
     async def republish(
         self, payment_request_id: str, event_of: Callable[[PaymentView], OutboxMessage]
     ) -> PaymentView | None:

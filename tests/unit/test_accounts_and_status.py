@@ -98,7 +98,15 @@ def test_a_capture_and_a_void_never_follow_one_another():
     """Each starts from authorized only: one under way excludes the other."""
     assert PaymentStatus.CANCELING not in ALLOWED_TRANSITIONS[PaymentStatus.CAPTURING]
     assert PaymentStatus.CAPTURING not in ALLOWED_TRANSITIONS[PaymentStatus.CANCELING]
-    assert PaymentStatus.SUCCEEDED not in ALLOWED_TRANSITIONS[PaymentStatus.CANCELING]
+
+
+def test_a_follow_up_may_end_as_the_provider_settled_it_without_paygate():
+    """A void that finds the charge captured by hand ends succeeded; a capture that finds
+    the hold voided or run out ends released: what the provider holds, never authorized."""
+    assert PaymentStatus.SUCCEEDED in ALLOWED_TRANSITIONS[PaymentStatus.CANCELING]
+    assert {PaymentStatus.CANCELED, PaymentStatus.EXPIRED} <= ALLOWED_TRANSITIONS[
+        PaymentStatus.CAPTURING
+    ]
 
 
 def test_every_status_has_a_transition_entry_and_finality_matches():
@@ -128,6 +136,8 @@ def test_a_payment_waiting_for_its_payer_ends_a_wait_and_only_the_provider_finis
         PaymentStatus.AUTHORIZED,
         PaymentStatus.FAILED,
         PaymentStatus.EXPIRED,
+        # Paid, then refunded in full outside paygate before its word came (Alipay).
+        PaymentStatus.REFUNDED,
     }
     # Reached only from a call in flight or in doubt, never from a final status.
     assert {s for s, targets in ALLOWED_TRANSITIONS.items() if waiting in targets} == {

@@ -48,7 +48,11 @@ def test_every_trade_status_maps():
     assert set(t.CHARGE_STATUSES) == set(t.TradeStatus)
     assert t.charge_outcome({"trade_status": "TRADE_CLOSED"}, None).status is ChargeStatus.EXPIRED
     refunded = {"trade_status": "TRADE_CLOSED", "send_pay_date": "2026-01-01 00:00:00"}
-    assert t.charge_outcome(refunded, None).status is ChargeStatus.SUCCEEDED
+    paid_then_refunded = t.charge_outcome(refunded, None)
+    assert (paid_then_refunded.status, paid_then_refunded.refunded_in_full) == (
+        ChargeStatus.SUCCEEDED,
+        True,
+    )
     with pytest.raises(ValueError, match="trade_status"):
         t.charge_outcome({"trade_status": "PAID_MAYBE"}, None)
     with pytest.raises(ValueError, match="amount"):

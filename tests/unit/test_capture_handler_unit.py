@@ -19,14 +19,16 @@ from consumer.payment_events import PaymentEvents
 from domain.captures import CapturePayment, capture_key_for
 from domain.errors import ErrorCode, PaygateError
 from domain.events import result_event_id
+from domain.money import Money
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.port import ChargeOutcome, ChargeStatus
 from providers.registry import Providers
 from schemas.payments import PaymentMessages
 from tests.support.builders import create_payment
 from tests.support.fake_stores import FakeCaptureStore
-from tests.support.scripted_provider import authorized, charged, declined
+from tests.support.scripted_provider import authorized, canceled, charged, declined
 
 pytestmark = pytest.mark.unit
 
@@ -156,6 +158,8 @@ async def test_a_capture_not_made_puts_the_payment_back_to_authorized_with_the_e
 ):
     pid = payment.payment_request_id
     provider.script("capture", *answers)
+    # Asked before recording "not captured": the provider still holds the authorization.
+    provider.script("charge_by_reference", authorized())
 
     assert await handler.handle(capture_of(payment)) is Outcome.AUTHORIZED
 
@@ -166,6 +170,64 @@ async def test_a_capture_not_made_puts_the_payment_back_to_authorized_with_the_e
     assert (event.status, event.error.code) == (PaymentStatus.AUTHORIZED, code)
     # News of its own, not the payment's first "authorized" event under the same id.
     assert event.event_id != result_event_id(pid, PaymentStatus.AUTHORIZED)
+
+
+@pytest.mark.parametrize(
+    ("held", "status"),
+    [
+        (canceled(), PaymentStatus.CANCELED),
+        (ChargeOutcome(ChargeStatus.EXPIRED, "ch_1"), PaymentStatus.EXPIRED),
+    ],
+    ids=["voided-by-hand", "hold-ran-out"],
+)
+async def test_a_capture_refused_for_a_hold_released_at_the_provider_records_it_released(
+    handler, store, provider, payment, metrics, held, status
+):
+    """Voided without paygate (in the provider's dashboard): nothing is held any more, so
+    back to authorized would be false. The payment is what the provider holds, the capture
+    refused payment_already_canceled."""
+    pid = payment.payment_request_id
+    provider.script("capture", PaygateError(ErrorCode.PAYMENT_NOT_CAPTURABLE, "released"))
+    provider.script("charge_by_reference", held)
+
+    assert await handler.handle(capture_of(payment)) is Outcome.REFUSED
+
+    row = store.row(pid)
+    assert (row.view.status, row.view.error.code, row.claim.token) == (
+        status,
+        ErrorCode.PAYMENT_ALREADY_CANCELED,
+        None,
+    )
+    (event,) = events(store)
+    assert (event.event_id, event.status, event.error.code, event.captured_amount) == (
+        result_event_id(pid, status),
+        status,
+        ErrorCode.PAYMENT_ALREADY_CANCELED,
+        None,
+    )
+    assert consumed(metrics, "refused") == 1
+
+
+async def test_a_capture_refused_but_captured_by_hand_records_the_providers_amount(
+    handler, store, provider, payment
+):
+    pid = payment.payment_request_id
+    by_hand = Money(payment.amount.minor_units - 1, payment.amount.currency)
+    provider.script("capture", PaygateError(ErrorCode.PAYMENT_NOT_CAPTURABLE, "captured"))
+    provider.script(
+        "charge_by_reference", ChargeOutcome(ChargeStatus.SUCCEEDED, "ch_1", captured=by_hand)
+    )
+
+    assert await handler.handle(capture_of(payment)) is Outcome.SUCCEEDED
+
+    view = store.row(pid).view
+    assert (view.status, view.error, view.captured_amount) == (
+        PaymentStatus.SUCCEEDED,
+        None,
+        by_hand,
+    )
+    (event,) = events(store)
+    assert (event.status, event.captured_amount) == (PaymentStatus.SUCCEEDED, by_hand)
 
 
 async def test_a_capture_timeout_leaves_the_payment_capturing_and_the_claim_free(

@@ -37,7 +37,9 @@ from consumer.record_handling import RecordHandling
 from domain.accounts import Account, AccountType
 from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
+from domain.error_info import ErrorInfo
 from domain.errors import CATALOGUE, ErrorCode, PaygateError
+from domain.money import Money
 from domain.payments import CreatePayment, payment_request_id_for
 from domain.refunds import RefundPayment, RefundStatus, refund_id_for
 from domain.status import PaymentStatus
@@ -610,6 +612,54 @@ async def _payment_not_cancelable(make: MakeAdvised, code: ErrorCode) -> None:
     answer = await f.send("POST", f"/v1/payments/{held}/cancel")
     assert (answer.status, answer.body["status"]) == (202, "canceling")
     assert isinstance(f.world.last(), CancelPayment)
+
+
+@row(ErrorCode.PAYMENT_ALREADY_CAPTURED, follows="Refund it to return the money")
+async def _payment_already_captured(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    held = await f.paid("k-1", PaymentStatus.AUTHORIZED, capture=False)
+    answer = await f.send("POST", f"/v1/payments/{held}/cancel")
+    assert (answer.status, answer.body["status"]) == (202, "canceling")
+    # The consumer finds 4.00 of it captured by hand at the provider: the cancel is refused.
+    f.world.payments[held] = dataclasses.replace(
+        f.world.payments[held],
+        status=PaymentStatus.SUCCEEDED,
+        captured_minor=400,
+        provider_reference="ch_1",
+        error=ErrorInfo(code, "captured at the provider"),
+    )
+    read = await f.get(f"/v1/payments/{held}")  # "Read the payment"
+    assert (read.body["status"], read.body["capturedAmount"], read.code) == (
+        "succeeded",
+        "4.00",
+        code.value,
+    )
+    refund = await f.refund(held, "r-1", amount=read.body["refundableAmount"], currency="EUR")
+    assert refund.status == 202
+    assert f.published_refund().amount == Money(400, "EUR")
+
+
+@row(ErrorCode.PAYMENT_ALREADY_CANCELED, follows="send a new attempt: `newAttempt: true`")
+async def _payment_already_canceled(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    held = await f.paid("k-1", PaymentStatus.AUTHORIZED, capture=False)
+    answer = await f.send("POST", f"/v1/payments/{held}/capture")
+    assert (answer.status, answer.body["status"]) == (202, "capturing")
+    # The consumer finds the hold voided at the provider: the capture is refused.
+    f.world.payments[held] = dataclasses.replace(
+        f.world.payments[held],
+        status=PaymentStatus.CANCELED,
+        error=ErrorInfo(code, "voided at the provider"),
+    )
+    read = await f.get(f"/v1/payments/{held}")
+    assert (read.body["status"], read.body["refundableAmount"], read.code) == (
+        "canceled",
+        "0.00",
+        code.value,
+    )
+    again = await f.pay("k-2", newAttempt=True)
+    assert again.status == 202
+    assert again.body["paymentRequestId"] != held
 
 
 @row(ErrorCode.REFUND_EXCEEDS_CAPTURED, follows="Refund at most the payment's `refundableAmount`")

@@ -644,6 +644,22 @@ def test_response_round_trips_to_the_same_outcome_as_the_record(status):
             assert error.message == "The account has insufficient funds."
 
 
+def test_a_succeeded_charge_says_what_it_captured_over_http_and_in_process():
+    """What paygate records when a void finds the charge captured by hand: a partial
+    capture's amount, the same whichever way the sandbox is reached."""
+    row = record(SandboxStatus.SUCCEEDED, captured_minor=700)
+    from_http = transformers.outcome_from_body(wire.charge_json(row))
+    from_record = transformers.outcome_from_record(row)
+    assert from_http.captured == from_record.captured == Money(700, row.currency)
+
+
+@pytest.mark.parametrize("captured", [True, "700", 0, -1])
+def test_a_malformed_captured_amount_is_refused(captured):
+    body = {"id": "ch_1", "status": "succeeded", "capturedMinor": captured, "currency": "EUR"}
+    with pytest.raises(ValueError, match="captured"):
+        transformers.outcome_from_body(body)
+
+
 def test_a_decline_with_an_unknown_code_is_still_a_decline():
     body = {"id": "ch_1", "status": "declined", "errorCode": "brand_new", "message": None}
     outcome = transformers.outcome_from_body(body)

@@ -24,6 +24,7 @@ from providers.errors import (
     ProviderUnavailableError,
     UnsupportedOperationError,
 )
+from providers.port import ChargeOutcome, ChargeStatus
 from providers.registry import Providers
 from tests.support.fake_stores import FakeStrayRecords, Reversal
 from tests.support.scripted_provider import (
@@ -322,6 +323,42 @@ async def test_a_stray_authorization_released_meanwhile_needs_no_reversal(
 
     assert report.reversed == 1
     assert provider.called("cancel") == provider.called("refund") == []
+    assert records.reversals[listed.attempt_key].status == STRAY_REVERSED
+
+
+def refunded_in_full(reference: str) -> ChargeOutcome:
+    """Paid, then refunded in full at the provider (Alipay's closed paid trade)."""
+    return ChargeOutcome(ChargeStatus.SUCCEEDED, reference, refunded_in_full=True)
+
+
+async def test_a_stray_key_whose_charge_was_refunded_in_full_already_holds_no_money(
+    sweep, records, provider, metrics
+):
+    """Nothing is kept, so nothing to reverse: a refund would be refused by the provider
+    and reported as a reversal failed."""
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", refunded_in_full("ch_stray"))
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.verified, report.found) == (1, 1, 0)
+    assert provider.called("refund") == []
+    assert strays(metrics, "found") == 0
+
+
+async def test_a_stray_charge_refunded_in_full_meanwhile_needs_no_reversal(
+    sweep, records, provider, metrics
+):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", refunded_in_full("ch_stray"))
+
+    report = await sweep.run_once()
+
+    assert report.reversed == 1
+    assert provider.called("refund") == []
     assert records.reversals[listed.attempt_key].status == STRAY_REVERSED
 
 

@@ -111,8 +111,8 @@ def test_the_body_is_byte_for_byte_what_it_was_when_rendered_at_once() -> None:
     receivers verify signatures over these bytes, so they must not drift."""
     body = _payment_event(payment_result(PAYMENT_ID)).body
     assert body == (
-        '{"data":{"amount":"10.50","createdAt":"2026-11-26T12:00:00Z","currency":"EUR",'
-        '"error":null,"object":"payment","orderId":"order-1",'
+        '{"data":{"amount":"10.50","capturedAmount":null,"createdAt":"2026-11-26T12:00:00Z",'
+        '"currency":"EUR","error":null,"object":"payment","orderId":"order-1",'
         '"paymentRequestId":"pay_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","paymentResult":true,'
         '"provider":"sandbox","providerReference":"ch_1","status":"succeeded",'
         '"userId":"user-1"},"timestamp":"2026-11-26T12:00:00Z","type":"payment.succeeded"}'

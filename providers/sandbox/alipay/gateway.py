@@ -16,7 +16,9 @@ as the SDK expects. Methods:
   answers an HTML cashier page;
 - ``alipay.trade.query``: ``trade_status`` and amounts; ``ACQ.TRADE_NOT_EXIST``;
 - ``alipay.trade.close``: closes an unpaid trade; ``ACQ.TRADE_STATUS_ERROR`` once paid;
-- ``alipay.trade.refund``: once per ``out_request_no``, within what was paid;
+- ``alipay.trade.refund``: once per ``out_request_no``, within what was paid; the refund
+  that returns the rest closes the trade (``TRADE_CLOSED``, its payment date kept), which
+  is notified;
 - ``alipay.trade.fastpay.refund.query``: the refund of an ``out_request_no``.
 
 A trade that is paid or closed is notified: a form POST to the trade's ``notify_url``,
@@ -244,6 +246,11 @@ class AlipaySimulator:
         if trade.refunded_fen + fen > trade.total_fen:
             return _error("40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL")
         trade.refunds[request_no] = Refund(request_no, fen, self.clock())
+        if (
+            self.trades.close_refunded(trade)
+            and trade.behaviour is not TradeBehaviour.NOTIFICATION_LOST
+        ):
+            self._spawn(self._notify(trade))
         return {**_ok(), **_refund_fields(trade, fen), "fund_change": "Y"}
 
     def _refund_query(
@@ -349,6 +356,10 @@ class AlipaySimulator:
             params["gmt_payment"] = trade.paid_at.astimezone(_BEIJING).strftime(_TIME)
             params["receipt_amount"] = _yuan(trade.total_fen)
             params["buyer_id"] = trade.buyer_id or ""
+        if trade.refunds:
+            params["refund_fee"] = _yuan(trade.refunded_fen)
+            last = max(refund.at for refund in trade.refunds.values())
+            params["gmt_refund"] = last.astimezone(_BEIJING).strftime(_TIME)
         params["sign"] = rsa2.sign(
             self._private, rsa2.sign_content(params, leave_out=("sign", "sign_type"))
         )

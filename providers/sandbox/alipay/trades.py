@@ -140,5 +140,13 @@ class Trades:
         trade.status = TradeStatus.TRADE_CLOSED
         return True
 
+    def close_refunded(self, trade: Trade) -> bool:
+        """Close a paid trade once its refunds return all of it, as Alipay does (the trade
+        then reads TRADE_CLOSED with its payment date); False otherwise."""
+        if trade.status is not TradeStatus.TRADE_SUCCESS or trade.refunded_fen < trade.total_fen:
+            return False
+        trade.status = TradeStatus.TRADE_CLOSED
+        return True
+
     def all(self) -> list[Trade]:
         return list(self._by_key.values())
