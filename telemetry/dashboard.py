@@ -142,8 +142,9 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
             ),
             Panel(
                 "Reconciliations",
-                "Payments and refunds without a final answer examined by the reconcilers, by "
-                "result; stray charges found and reversed.",
+                "Payments, refunds, captures and cancels without a final answer examined by "
+                "the reconcilers, by result (failed: settling it raised something not an "
+                "outage; it is asked again next pass); stray charges found and reversed.",
                 (
                     Query(
                         f"sum by (result) (rate(paygate_reconciled_total[{RATE}]))",
@@ -154,12 +155,44 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
                         "refunds {{result}}",
                     ),
                     Query(
+                        "sum by (operation, result) "
+                        f"(rate(paygate_follow_ups_reconciled_total[{RATE}]))",
+                        "{{operation}} {{result}}",
+                    ),
+                    Query(
                         "sum by (provider, result) "
                         f"(increase(paygate_stray_charges_total[{RATE}]))",
                         "stray {{provider}} {{result}}",
                     ),
                 ),
                 unit="ops",
+            ),
+            Panel(
+                "Left for an operator or still unanswered",
+                "Money questions paygate cannot settle alone, per second: in-doubt re-sends "
+                "withheld past the provider's idempotency window (alert "
+                "PaygateResendWithheld: `paygate reconcile settle`, docs/runbook.md), "
+                "stray-charge questions and reversals without an answer (alerts "
+                "PaygateStrayChecksUnanswered, PaygateStrayReversalsUnanswered), by provider "
+                "and reason.",
+                (
+                    Query(
+                        "sum by (provider, operation) "
+                        f"(rate(paygate_resends_withheld_total[{RATE}]))",
+                        "withheld {{provider}} {{operation}}",
+                    ),
+                    Query(
+                        f"sum by (provider, reason) (rate(paygate_stray_unanswered_total[{RATE}]))",
+                        "stray question {{provider}} {{reason}}",
+                    ),
+                    Query(
+                        "sum by (provider, reason) "
+                        f"(rate(paygate_stray_reversals_unanswered_total[{RATE}]))",
+                        "stray reversal {{provider}} {{reason}}",
+                    ),
+                ),
+                unit="ops",
+                width=24,
             ),
         ),
     ),

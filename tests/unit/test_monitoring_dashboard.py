@@ -39,6 +39,8 @@ REQUIRED_PANELS = {
     # Issue 15: webhook deliveries, by outcome, and their retries.
     "Webhook deliveries by outcome",
     "Webhook retries and attempt time",
+    # Money left for an operator: withheld re-sends, unanswered stray checks and reversals.
+    "Left for an operator or still unanswered",
 }
 
 
