@@ -22,6 +22,7 @@ from typing import Final
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.resend_window import may_resend
+from domain.search_lag import no_charge_final_at
 from domain.text import check_text
 
 REASON_MAX_LENGTH: Final = 500
@@ -55,6 +56,27 @@ def is_withheld(began_at: datetime, now: datetime, window: timedelta | None) -> 
     """Whether a call in doubt since ``began_at`` is past what may be re-sent: never for a
     provider that honours its keys for good (``window`` None)."""
     return not may_resend(began_at, now, window)
+
+
+def failable_from(began_at: datetime, window: timedelta, lag: timedelta) -> datetime:
+    """From when a withheld payment begun at ``began_at`` may be failed on its provider's
+    "no charge under the key": ``lag`` (its status search's, domain.search_lag) after the
+    last moment a call of the key could reach it. That moment is the window's end: the key
+    is re-sent only while ``may_resend`` holds, checked before every call, and the margin
+    it keeps below the window covers the re-send's retries (domain.resend_window). A charge
+    a late re-send made may not show in a lagging search until then, and a failure before
+    it would record "nothing was charged" over money taken. A provider without lag reads
+    its own record of the key: its "no" is final at once (the settlement's claim keeps
+    every other caller's call out, claims' leases outlast a provider call)."""
+    if lag == timedelta(0):
+        return began_at
+    return no_charge_final_at(began_at + window, lag)
+
+
+def may_fail(began_at: datetime, now: datetime, window: timedelta, lag: timedelta) -> bool:
+    """Whether a withheld payment begun at ``began_at`` may be failed at ``now`` on its
+    provider's "no charge" (see :func:`failable_from`)."""
+    return now >= failable_from(began_at, window, lag)
 
 
 def operator_failure(subject: str, reason: str) -> ErrorInfo:
