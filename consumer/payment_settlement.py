@@ -17,8 +17,8 @@ that asks the provider or records an outcome, and the other side leaves the paym
 | the provider waits for the payer               | claim released; ``not_withheld``       |
 | the provider holds nothing, no failure asked   | claim released; ``left_withheld``      |
 | the provider holds nothing, failure asked, but | claim released; ``not_withheld``: a    |
-| its search's lag after the window's end has    | late re-send's charge may not show yet |
-| not passed (operator_settlement.may_fail)      | (domain.search_lag)                    |
+| the window's end plus its search's lag has not | late re-send may still land or not     |
+| passed (operator_settlement.may_fail)          | show yet (domain.search_lag)           |
 | the provider holds nothing, failure asked      | failed ``settled_by_operator`` with    |
 |                                                | the reason; audit line                 |
 | the claim's lease ran out meanwhile (a worker  | nothing recorded (the store checks the |
@@ -166,8 +166,9 @@ class PaymentSettlement:
         if not may_fail(claimed.started_at, self._clock(), window, lag):
             until = failable_from(claimed.started_at, window, lag).isoformat()
             why = (
-                "its provider's status search may still lag behind a charge a late re-send "
-                f"of its key made; its silence is final from {until}, ask again then"
+                "a late re-send of its key may still reach its provider, or its charge not "
+                f"show yet in the provider's status search; its silence is final from "
+                f"{until}: run the command again then"
             )
             raise not_withheld("payment", payment_id, why)
         outcome = await self._recorder.failed(

@@ -465,11 +465,12 @@ _SPECS: Final = (
         "withholds: pending, its call in doubt and older than its provider's idempotency "
         "window less the margin. This one is not (final, still inside the window, its "
         "provider keeps keys for good or waits for the payer, or another worker holds it "
-        "now), or, asked to fail a payment, its provider's status search may still lag "
-        "behind a charge of its last re-send; nothing was changed.",
+        "now), or, asked to fail it, a late re-send of its key may still reach its "
+        "provider or not show in its status search yet (until the window's end plus the "
+        "search's lag); nothing was changed.",
         action="Leave it to the reconciler, which settles it from the provider's answer; "
-        "for one in another worker's hands, or whose provider's search may still lag, run "
-        "the command again later (the message says when).",
+        "for one in another worker's hands, or that may not be failed yet, run the command "
+        "again later (the message says when).",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

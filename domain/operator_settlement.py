@@ -59,23 +59,23 @@ def is_withheld(began_at: datetime, now: datetime, window: timedelta | None) -> 
 
 
 def failable_from(began_at: datetime, window: timedelta, lag: timedelta) -> datetime:
-    """From when a withheld payment begun at ``began_at`` may be failed on its provider's
-    "no charge under the key": ``lag`` (its status search's, domain.search_lag) after the
-    last moment a call of the key could reach it. That moment is the window's end: the key
-    is re-sent only while ``may_resend`` holds, checked before every call, and the margin
-    it keeps below the window covers the re-send's retries (domain.resend_window). A charge
-    a late re-send made may not show in a lagging search until then, and a failure before
-    it would record "nothing was charged" over money taken. A provider without lag reads
-    its own record of the key: its "no" is final at once (the settlement's claim keeps
-    every other caller's call out, claims' leases outlast a provider call)."""
-    if lag == timedelta(0):
-        return began_at
+    """From when a withheld call begun at ``began_at`` may be failed on its provider's
+    "nothing under the key": ``lag`` (its status search's, domain.search_lag; zero for a
+    refund's status, which reads the provider's own list) after the last moment a call of
+    the key could reach the provider. That moment is the window's end: the key is re-sent
+    only while ``may_resend`` holds, checked before every call, and the margin it keeps
+    below the window covers the re-send's retries and a call the provider still reads after
+    its sender timed out (domain.resend_window). Withheld from the margin's start, the call
+    may have its provider's answer recorded at once; failed there, a late re-send that then
+    lands is a charge under a payment recorded "nothing was charged" (the stray sweep finds
+    it a day later), or a refund whose amount was released and refunded again (nothing
+    looks at a refund key once it is failed)."""
     return no_charge_final_at(began_at + window, lag)
 
 
 def may_fail(began_at: datetime, now: datetime, window: timedelta, lag: timedelta) -> bool:
-    """Whether a withheld payment begun at ``began_at`` may be failed at ``now`` on its
-    provider's "no charge" (see :func:`failable_from`)."""
+    """Whether a withheld call begun at ``began_at`` may be failed at ``now`` on its
+    provider's "nothing under the key" (see :func:`failable_from`)."""
     return now >= failable_from(began_at, window, lag)
 
 
