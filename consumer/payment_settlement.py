@@ -16,6 +16,9 @@ that asks the provider or records an outcome, and the other side leaves the paym
 |                                                | (PaymentOutcomes: outbox event, hooks) |
 | the provider waits for the payer               | claim released; ``not_withheld``       |
 | the provider holds nothing, no failure asked   | claim released; ``left_withheld``      |
+| the provider holds nothing, failure asked, but | claim released; ``not_withheld``: a    |
+| the window's end plus its search's lag has not | late re-send may still land or not     |
+| passed (operator_settlement.may_fail)          | show yet (domain.search_lag)           |
 | the provider holds nothing, failure asked      | failed ``settled_by_operator`` with    |
 |                                                | the reason; audit line                 |
 | the claim's lease ran out meanwhile (a worker  | nothing recorded (the store checks the |
@@ -50,7 +53,9 @@ from domain.operator_settlement import (
     SWEEP_HOLD,
     Settled,
     check_reason,
+    failable_from,
     is_withheld,
+    may_fail,
     not_withheld,
     operator_failure,
 )
@@ -156,6 +161,16 @@ class PaymentSettlement:
         if reason is None:
             await self._store.release(payment_id, token)
             return Settled("payment", payment_id, claimed.provider, "left_withheld")
+        window, lag = provider.idempotency_window, provider.status_search_lag
+        assert window is not None, "withheld: its provider prunes keys (is_withheld)"
+        if not may_fail(claimed.started_at, self._clock(), window, lag):
+            until = failable_from(claimed.started_at, window, lag).isoformat()
+            why = (
+                "a late re-send of its key may still reach its provider, or its charge not "
+                f"show yet in the provider's status search; its silence is final from "
+                f"{until}: run the command again then"
+            )
+            raise not_withheld("payment", payment_id, why)
         outcome = await self._recorder.failed(
             facts,
             claimed.attempt_key,

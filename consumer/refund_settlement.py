@@ -11,15 +11,19 @@ reservation of the payment's refundable amount.
 
 Unlike a payment's attempt, no sweep asks the provider about a refund key afterwards: a
 refund that the provider shows later despite this (its first call did land) is a refund paid
-twice if the amount is refunded again. Hence the runbook's rule: fail it only once the
-provider's dashboard, not its search, shows nothing under the key.
+twice if the amount is refunded again. So it is failed only once no call of its key can
+still reach the provider (from its window's end: domain.operator_settlement.failable_from;
+withheld from the window less the margin, a late re-send may still be on its way), on the
+provider's own list of the charge's refunds, which no index trails; after the failure
+nothing sends the key again (the refund is final). Hence also the runbook's rule: fail it
+only once the provider's dashboard shows nothing under the key.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from consumer.claim_holding import holding_claim
@@ -32,7 +36,9 @@ from domain.errors import ErrorCode, PaygateError
 from domain.operator_settlement import (
     Settled,
     check_reason,
+    failable_from,
     is_withheld,
+    may_fail,
     not_withheld,
     operator_failure,
 )
@@ -118,6 +124,16 @@ class RefundSettlement:
         if reason is None:
             await self._store.release(refund_id, token)
             return Settled("refund", refund_id, provider.name, "left_withheld")
+        window = provider.idempotency_window
+        assert window is not None, "withheld: its provider prunes keys (is_withheld)"
+        # A refund's status is the provider's list of the charge's refunds: no search lag.
+        if not may_fail(refund.created_at, self._clock(), window, timedelta(0)):
+            until = failable_from(refund.created_at, window, timedelta(0)).isoformat()
+            why = (
+                "a late re-send of its key may still reach its provider; its silence is "
+                f"final from {until}: run the command again then"
+            )
+            raise not_withheld("refund", refund_id, why)
         return await self._fail(refund, provider.name, reason, token)
 
     async def _fail(self, refund: RefundView, provider: str, reason: str, token: str) -> Settled:

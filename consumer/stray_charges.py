@@ -16,7 +16,9 @@ the payment does not stand on (see persistence.stray_store for which), and
   ``settle_after`` (a call of it still in flight has arrived by then) plus that lag ago;
   before, the key is left unverified (counted ``unsettled``; an attempt still open on a
   final payment is closed, which starts the count) and asked again, at the latest when
-  the lag has passed. Asked early on purpose: a charge that shows within the lag is found
+  the lag has passed. A key a notice reopened charged after its closing, when is not
+  kept: from such a provider its "no charge" is never final, and it is asked again until
+  the charge shows. Asked early on purpose: a charge that shows within the lag is found
   and reversed then, not an hour later; only the final "no" waits;
 * the payment's own charge (its reference): verified likewise;
 * a charge still waiting for its payer (``requires_action``): asked again later, as it
@@ -239,7 +241,7 @@ class StraySweep:
         """When a "no charge" about the candidate's key becomes final, if that is to wait;
         None if it is final at once (a provider without lag), the attempt is open (no such
         moment yet) or its provider is not configured (it answers nothing)."""
-        if candidate.attempt_finished_at is None:
+        if candidate.attempt_finished_at is None or candidate.generation > 0:
             return None
         try:
             lag = self._providers.get(candidate.provider).status_search_lag
@@ -253,7 +255,12 @@ class StraySweep:
         self, candidate: StrayCandidate, asked_at: datetime, provider: PaymentProvider
     ) -> bool:
         finished = candidate.attempt_finished_at
-        last = None if finished is None else self._last_possible_charge(finished)
+        # A reopened key (generation above 0): a provider's notice said it charged since it
+        # closed, at a moment not kept; counted from the closing, the lag says nothing about
+        # that charge, which a lagging search may not show yet. Its "no" is never final: it
+        # is asked again (backed off, capped) until the charge shows and is reversed.
+        reopened = candidate.generation > 0
+        last = None if finished is None or reopened else self._last_possible_charge(finished)
         return no_charge_is_final(last, asked_at, provider.status_search_lag)
 
     def _last_possible_charge(self, finished_at: datetime) -> datetime:

@@ -467,9 +467,12 @@ _SPECS: Final = (
         "withholds: pending, its call in doubt and older than its provider's idempotency "
         "window less the margin. This one is not (final, still inside the window, its "
         "provider keeps keys for good or waits for the payer, or another worker holds it "
-        "now); nothing was changed.",
+        "now), or, asked to fail it, a late re-send of its key may still reach its "
+        "provider or not show in its status search yet (until the window's end plus the "
+        "search's lag); nothing was changed.",
         action="Leave it to the reconciler, which settles it from the provider's answer; "
-        "for one in another worker's hands, run the command again later.",
+        "for one in another worker's hands, or that may not be failed yet, run the command "
+        "again later (the message says when).",
     ),
     ErrorSpec(
         code=_E.PAYMENT_ALREADY_CAPTURED,

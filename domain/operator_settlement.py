@@ -22,6 +22,7 @@ from typing import Final
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.resend_window import may_resend
+from domain.search_lag import no_charge_final_at
 from domain.text import check_text
 
 REASON_MAX_LENGTH: Final = 500
@@ -55,6 +56,27 @@ def is_withheld(began_at: datetime, now: datetime, window: timedelta | None) -> 
     """Whether a call in doubt since ``began_at`` is past what may be re-sent: never for a
     provider that honours its keys for good (``window`` None)."""
     return not may_resend(began_at, now, window)
+
+
+def failable_from(began_at: datetime, window: timedelta, lag: timedelta) -> datetime:
+    """From when a withheld call begun at ``began_at`` may be failed on its provider's
+    "nothing under the key": ``lag`` (its status search's, domain.search_lag; zero for a
+    refund's status, which reads the provider's own list) after the last moment a call of
+    the key could reach the provider. That moment is the window's end: the key is re-sent
+    only while ``may_resend`` holds, checked before every call, and the margin it keeps
+    below the window covers the re-send's retries and a call the provider still reads after
+    its sender timed out (domain.resend_window). Withheld from the margin's start, the call
+    may have its provider's answer recorded at once; failed there, a late re-send that then
+    lands is a charge under a payment recorded "nothing was charged" (the stray sweep finds
+    it a day later), or a refund whose amount was released and refunded again (nothing
+    looks at a refund key once it is failed)."""
+    return no_charge_final_at(began_at + window, lag)
+
+
+def may_fail(began_at: datetime, now: datetime, window: timedelta, lag: timedelta) -> bool:
+    """Whether a withheld call begun at ``began_at`` may be failed at ``now`` on its
+    provider's "nothing under the key" (see :func:`failable_from`)."""
+    return now >= failable_from(began_at, window, lag)
 
 
 def operator_failure(subject: str, reason: str) -> ErrorInfo:

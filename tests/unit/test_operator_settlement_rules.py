@@ -10,7 +10,9 @@ from domain.errors import ErrorCode, PaygateError
 from domain.operator_settlement import (
     REASON_MAX_LENGTH,
     check_reason,
+    failable_from,
     is_withheld,
+    may_fail,
     operator_failure,
 )
 from domain.resend_window import RESEND_MARGIN
@@ -25,6 +27,24 @@ def test_withheld_from_the_window_less_the_margin_never_for_keys_kept_for_good()
     assert not is_withheld(BEGAN, BEGAN + WINDOW - RESEND_MARGIN - timedelta(seconds=1), WINDOW)
     assert is_withheld(BEGAN, BEGAN + WINDOW - RESEND_MARGIN, WINDOW)
     assert not is_withheld(BEGAN, BEGAN + timedelta(days=3650), None)
+
+
+def test_failed_on_a_lagging_search_only_its_lag_after_the_windows_end() -> None:
+    lag = timedelta(hours=2)
+    # The last re-send may start just before the window less the margin and charge: a
+    # search lagging by ``lag`` shows that charge by the window's end plus the lag.
+    assert failable_from(BEGAN, WINDOW, lag) == BEGAN + WINDOW + lag
+    assert not may_fail(BEGAN, BEGAN + WINDOW - RESEND_MARGIN, WINDOW, lag)
+    assert not may_fail(BEGAN, BEGAN + WINDOW + lag - timedelta(seconds=1), WINDOW, lag)
+    assert may_fail(BEGAN, BEGAN + WINDOW + lag, WINDOW, lag)
+
+
+def test_without_lag_failed_from_the_windows_end_not_the_margins_start() -> None:
+    # Withheld from the margin's start, but a re-send begun just before it may still reach
+    # the provider until the window's end (its retries, a call read after it timed out).
+    assert is_withheld(BEGAN, BEGAN + WINDOW - RESEND_MARGIN, WINDOW)
+    assert not may_fail(BEGAN, BEGAN + WINDOW - timedelta(seconds=1), WINDOW, timedelta(0))
+    assert may_fail(BEGAN, BEGAN + WINDOW, WINDOW, timedelta(0))
 
 
 @pytest.mark.parametrize(
