@@ -67,6 +67,7 @@ class ErrorCode(StrEnum):
     ENCRYPTION_KEY_MISMATCH = "encryption_key_mismatch"
     CAPTURE_EXCEEDS_AUTHORIZED = "capture_exceeds_authorized"
     PAYMENT_NOT_CANCELABLE = "payment_not_cancelable"
+    ACCOUNT_NUMBER_IN_TEXT = "account_number_in_text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +441,19 @@ _SPECS: Final = (
         meaning="Only an authorized payment can be canceled: this one is being captured, was "
         "captured, expired, failed, or was never only authorized.",
         action="Refund a captured payment instead; a canceled or expired one holds nothing.",
+    ),
+    ErrorSpec(
+        code=_E.ACCOUNT_NUMBER_IN_TEXT,
+        category=_C.INVALID_REQUEST,
+        retryable=False,
+        http_status=400,
+        meaning="A free-text field (a metadata key or value) or a Kafka message key that is "
+        "not the command's orderId holds what looks like an account number: a card number "
+        "(12 to 19 digits that start as a card network's do and pass the Luhn check) or an "
+        "IBAN (that passes its mod-97 check). Account numbers are never stored in clear, so "
+        "nothing was stored.",
+        action="Send account numbers only as payerAccount or payeeAccount (or a token), never "
+        "in metadata; key Kafka commands by their orderId.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):
