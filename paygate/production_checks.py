@@ -187,12 +187,15 @@ _DEVELOPMENT_KEK_BYTES: Final = parse_keys(DEV_VAULT_KEK)[0][1]
 
 
 def _key_encryption_keys(settings: Settings) -> list[UnsafeSetting]:
-    # The file wins over the setting (Settings.vault_kek_text), so it is the one looked at:
-    # the development key copied into a file is no less public than in the environment.
+    # The keys as the vault will read them (the file wins over the setting): the development
+    # key copied into a file is no less public than in the environment.
+    try:
+        text = settings.vault_kek_text
+    except (OSError, UnicodeDecodeError):
+        return []  # an unreadable file stops the process where it is read, at start
+    if not _holds_development_kek(text):
+        return []
     if settings.vault_kek_file is not None:
-        text = _read_text(settings.vault_kek_file)
-        if text is None or not _holds_development_kek(text):
-            return []  # an unreadable file stops the process where it is read, at start
         return [
             UnsafeSetting(
                 "PAYGATE_VAULT_KEK_FILE",
@@ -202,17 +205,15 @@ def _key_encryption_keys(settings: Settings) -> list[UnsafeSetting]:
                 "(e.g. `kek-1:$(openssl rand -hex 32)`), or plug in a KMS",
             )
         ]
-    if _holds_development_kek(settings.vault_kek.get_secret_value()):
-        return [
-            UnsafeSetting(
-                "PAYGATE_VAULT_KEK",
-                "is (or still holds) the development key-encryption key, which anyone with "
-                "this repository can read: every stored account number would be readable; "
-                "set PAYGATE_VAULT_KEK_FILE to a file of `<id>:<64 hex digits>` "
-                "(e.g. `kek-1:$(openssl rand -hex 32)`), or plug in a KMS",
-            )
-        ]
-    return []
+    return [
+        UnsafeSetting(
+            "PAYGATE_VAULT_KEK",
+            "is (or still holds) the development key-encryption key, which anyone with "
+            "this repository can read: every stored account number would be readable; "
+            "set PAYGATE_VAULT_KEK_FILE to a file of `<id>:<64 hex digits>` "
+            "(e.g. `kek-1:$(openssl rand -hex 32)`), or plug in a KMS",
+        )
+    ]
 
 
 def _holds_development_kek(text: str) -> bool:
@@ -223,13 +224,6 @@ def _holds_development_kek(text: str) -> bool:
         return any(key == _DEVELOPMENT_KEK_BYTES for _kek_id, key in parse_keys(text))
     except KeyFormatError:
         return False  # malformed: refused where the keys are parsed, at start
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _read_bytes(path: Path) -> bytes | None:
