@@ -234,13 +234,8 @@ class Vault:
         entry = await self._live_entry(token, client_id)
         number = await self._open(entry)
         account_type = AccountType(entry.account_type)
-        if self._recent is not None:
-            self._recent.put(
-                token,
-                Account(account_type, number, holder_name),
-                client_id=client_id,
-                expires_at=entry.expires_at,
-            )
+        # entry is the token's row in client_id's scope (_live_entry): held as tokenize holds.
+        self._hold(entry, Account(account_type, number, holder_name))
         return VaultedAccount(account_type, token, entry.masked, entry.fingerprint, holder_name)
 
     async def delete(self, token: str, *, client_id: str | None) -> bool:
