@@ -8,6 +8,10 @@ before a dead letter is written:
 - a decodable CreatePayment has each clear number put into the vault, and is re-encoded
   with the token instead (newest schema): it can still be fixed and re-published
   (``paygate dlq republish``), and it never holds the number;
+- a decodable CreatePayment whose metadata holds what the one detector of account
+  numbers finds (domain.account_numbers: a Luhn-valid card number, a valid IBAN; the
+  domain refuses such metadata, so that is why it is here) is re-encoded with those
+  masked to their last four, its ids and key untouched, as the vaulted one is;
 - a decodable command without a clear number is kept byte for byte (its idempotency key
   and ids must survive a re-publish exactly);
 - anything else (undecodable bytes, a number the account rules refuse, such as one
@@ -32,6 +36,7 @@ from typing import Any, Final
 
 from consumer.account_intake import AccountVault
 from consumer.failures import FailureKind, classify
+from domain.account_numbers import scrub
 from domain.accounts import Account
 from domain.errors import PaygateError
 from domain.payments import check_client_id
@@ -79,10 +84,22 @@ class DeadLetterRedaction:
         if decoded is None:
             return mask_numbers_in(value)
         name, record = decoded
-        if name != CREATE_PAYMENT or not any(
-            (record.get(account) or {}).get("number") is not None for account in _ACCOUNTS
-        ):
+        if name != CREATE_PAYMENT:
             return value
+        metadata: dict[str, str] = record.get("metadata") or {}
+        scrubbed = {scrub(key): scrub(item) for key, item in metadata.items()}
+        if len(scrubbed) != len(metadata):
+            # Two keys that differ only in their numbers: masking merged them.
+            return mask_numbers_in(value)
+        if not any((record.get(account) or {}).get("number") is not None for account in _ACCOUNTS):
+            if scrubbed == metadata:
+                return value
+            try:
+                return self._messages.encode_create_payment_record({**record, "metadata": scrubbed})
+            except Exception:
+                # Re-encoding what just decoded should not fail; if it ever does, the
+                # message is masked in place rather than kept with its numbers.
+                return mask_numbers_in(value)
         try:
             # The vault stores the token under the command's scope: one the domain refuses
             # (too long, a NUL) the database may refuse too, for good, and the router
@@ -96,7 +113,7 @@ class DeadLetterRedaction:
             }
         except PaygateError:
             return mask_numbers_in(value)
-        redacted: dict[str, Any] = dict(record)
+        redacted: dict[str, Any] = {**record, "metadata": scrubbed}
         try:
             for name, account in clear.items():
                 vaulted = await self._vault.tokenize(

@@ -1,7 +1,8 @@
 """Routes messages that can never be processed to the dead-letter topic.
 
 The original bytes are kept as they were, but for account numbers: ``redact`` replaces
-them (consumer.dead_letter_redaction) before anything is written. Headers say why and
+them (consumer.dead_letter_redaction) before anything is written, and a key that holds
+one (domain.account_numbers) is written masked. Headers say why and
 where the message came from, so an operator can fix the cause and re-publish it.
 """
 
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
+from domain.account_numbers import scrub_bytes
 from domain.errors import PaygateError
 from producer.kafka_producer import KafkaProducer
 from telemetry.metrics import Metrics
@@ -68,6 +70,9 @@ class DeadLetterRouter:
             (HEADER_FIRST_SEEN, first_seen),
             *((k, v) for k, v in incoming_headers if k.startswith(REPUBLISHED_PREFIX)),
         ]
+        # The key is no part of the value the redaction sees; it is written as it came
+        # (keys are order ids, kept for a re-publish) unless it holds an account number.
+        key = None if key is None else scrub_bytes(key)
         body = value or b""
         if self._redact is not None and body:
             body = await self._redact(body)

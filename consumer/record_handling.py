@@ -10,7 +10,8 @@ How often a failing message is tried depends on why it fails (see consumer.failu
 
 * its writer schema is not known yet and the schema registry cannot be asked now: retried
   with back-off until it can (a registry outage never dead-letters a message);
-* it does not decode, or a value breaks a rule (the text rule, an amount, ...): it is
+* it does not decode, or a value breaks a rule (the text rule, an amount, an account
+  number in metadata or in a message key that is not its order id, ...): it is
   dead-lettered at once with the codec's or the domain's reason;
 * handling fails PERMANENTLY (a value the database refuses, a rule the domain says is
   broken): dead-lettered at once, reason ``database_refused`` or ``rule_violation``;
@@ -38,6 +39,7 @@ from typing import Protocol
 from aiokafka import ConsumerRecord
 
 from consumer.failures import Failure, FailureKind, classify, outage_of
+from domain.account_numbers import check_message_key
 from domain.errors import ErrorCode, PaygateError
 from schemas.codec import CodecError
 from schemas.payments import Command
@@ -153,7 +155,12 @@ class RecordHandling:
         """The command, or None once a message that can never decode is dead-lettered."""
         await self._writer_known(record)
         try:
-            return self._messages.decode_any_command(record.value or b"")
+            command = self._messages.decode_any_command(record.value or b"")
+            # A key is stored nowhere, but the dead-letter topic keeps it for weeks and
+            # the commands topic as long as its retention: a number there is refused like
+            # one in metadata (the dead letter masks it), before any provider is called.
+            check_message_key(record.key, command)
+            return command
         except CodecError as exc:
             await self._dead_letter(record, exc, exc.reason)
         except PaygateError as exc:

@@ -71,6 +71,7 @@ class ErrorCode(StrEnum):
     NOT_WITHHELD = "not_withheld"
     PAYMENT_ALREADY_CAPTURED = "payment_already_captured"
     PAYMENT_ALREADY_CANCELED = "payment_already_canceled"
+    ACCOUNT_NUMBER_IN_TEXT = "account_number_in_text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +496,19 @@ _SPECS: Final = (
         "payment is now recorded `canceled` (or `expired`).",
         action="This payment holds nothing. To take the money, send a new attempt: "
         "`newAttempt: true` with a new Idempotency-Key.",
+    ),
+    ErrorSpec(
+        code=_E.ACCOUNT_NUMBER_IN_TEXT,
+        category=_C.INVALID_REQUEST,
+        retryable=False,
+        http_status=400,
+        meaning="A free-text field (a metadata key or value) or a Kafka message key that is "
+        "not the command's orderId holds what looks like an account number: a card number "
+        "(12 to 19 digits that start as a card network's do and pass the Luhn check) or an "
+        "IBAN (that passes its mod-97 check). Account numbers are never stored in clear, so "
+        "nothing was stored.",
+        action="Send account numbers only as payerAccount or payeeAccount (or a token), never "
+        "in metadata; key Kafka commands by their orderId.",
     ),
 )
 if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS} != set(ErrorCode):

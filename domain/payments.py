@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+from domain.account_numbers import check_no_account_number
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from domain.text import check_characters, check_text
@@ -128,8 +129,11 @@ def _metadata(value: Mapping[str, str]) -> dict[str, str]:
             param="metadata",
         )
     for key, item in value.items():
-        # The key is checked first: only a checked key may appear in the value's param.
+        # The key is checked first: only a checked key may appear in the value's param, and
+        # one that holds an account number never appears in any param (a dead letter's
+        # reason and headers carry the param in clear).
         check_text(key, param="metadata", name="metadata keys", max_length=MAX_METADATA_KEY_LENGTH)
+        check_no_account_number(key, param="metadata", name="a metadata key")
         check_text(
             item,
             param=f"metadata.{key}",
@@ -137,6 +141,7 @@ def _metadata(value: Mapping[str, str]) -> dict[str, str]:
             min_length=0,
             max_length=MAX_METADATA_VALUE_LENGTH,
         )
+        check_no_account_number(item, param=f"metadata.{key}", name=f"metadata.{key}")
     return dict(value)
 
 

@@ -14,7 +14,9 @@ what is installed even if the files change again meanwhile.
 Checks happen every ``interval_s`` and whenever :meth:`CertificateReloader.request_check`
 is called (the facade calls it on SIGHUP). A check compares the SHA-256 of both files
 with the pair last examined, so unchanged files cost two small reads and nothing else,
-and a refused pair is logged once, not at every check.
+and a refused pair is logged once, not at every check. Outside development the
+self-signed development certificate is refused like a broken pair (and logged as an
+error): production refuses to start with it, and a reload must not install it either.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from typing import Final
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from http_facade.tls import is_development_certificate
+
 log = logging.getLogger("paygate.http.tls")
 
 DEFAULT_INTERVAL_S: Final = 60.0
@@ -44,7 +48,9 @@ DEFAULT_INTERVAL_S: Final = 60.0
 class ReloadOutcome(enum.Enum):
     UNCHANGED = "unchanged"  # the files are the pair last examined
     RELOADED = "reloaded"  # new handshakes present the new certificate
-    REJECTED = "rejected"  # unreadable or not a matching pair: the old one stays
+    # Unreadable, not a matching pair, or the development certificate where it is refused:
+    # the old one stays.
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +72,8 @@ class CertificateReloader:
     """Keeps ``context`` serving the pair found in ``cert`` and ``key``.
 
     Start with :meth:`start` (or ``async with``); :meth:`stop` is safe to call twice.
-    ``reloads`` counts the pairs installed since start, the first check included.
+    ``reloads`` counts the pairs installed since start, the first check included;
+    ``refusals`` the development certificates refused.
     """
 
     def __init__(
@@ -76,13 +83,18 @@ class CertificateReloader:
         key: Path,
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
+        refuse_development: bool = False,
     ) -> None:
+        """``refuse_development``: outside development, the self-signed development
+        certificate is refused here as at start (paygate.production_checks), so a reload
+        cannot switch a production listener to a certificate no client can verify."""
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
         self._context = context
         self._cert = cert
         self._key = key
         self._interval_s = interval_s
+        self._refuse_development = refuse_development
         self._examined: str | None = None  # digest (or read error) last looked at
         self._installed: _Pair | None = None
         self._wake = asyncio.Event()
@@ -90,6 +102,7 @@ class CertificateReloader:
         self._checking = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.reloads = 0
+        self.refusals = 0  # development certificates refused (see refuse_development)
 
     async def start(self) -> None:
         # The first check installs what is on disk now, which is normally what the context
@@ -136,6 +149,16 @@ class CertificateReloader:
         if digest == self._examined:
             return ReloadOutcome.UNCHANGED
         self._examined = digest
+        if self._refuse_development and is_development_certificate(pair.cert):
+            # An error, not a warning: the files now hold what production refuses to start
+            # with, and the next restart will refuse to start until they are fixed.
+            log.error(
+                "TLS certificate refused: it is the self-signed development certificate; "
+                "keeping the current certificate",
+                extra={"cert_file": str(self._cert), "setting": "PAYGATE_TLS_CERT_FILE"},
+            )
+            self.refusals += 1
+            return ReloadOutcome.REJECTED
         # Loaded in the event loop's thread, where every handshake of this listener also
         # runs, so no handshake can see the context half-updated.
         try:

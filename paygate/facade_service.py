@@ -117,7 +117,11 @@ class FacadeService:
         # Watches the files and loads a renewed pair into this same context, the one the
         # listener uses: new handshakes get it, open connections keep theirs.
         reloader = CertificateReloader(
-            ssl_context, cert, key, interval_s=settings.tls_reload_interval_s
+            ssl_context,
+            cert,
+            key,
+            interval_s=settings.tls_reload_interval_s,
+            refuse_development=settings.env is not Environment.DEVELOPMENT,
         )
         db = await open_database(settings)
         opened = await open_vault(settings, db.engine, db.writes)

@@ -49,6 +49,9 @@ _PLACEHOLDERS: Final = (
 )
 _NOT_ALPHANUMERIC: Final = re.compile(r"[^a-z0-9]")
 _SANDBOX_NAME: Final = re.compile(r"sandbox(-.*)?")
+_STRIPE_TEST_PREFIXES: Final = ("sk_test_", "rk_test_")
+_ALIPAY_GATEWAY: Final = "https://openapi.alipay.com/gateway.do"
+_ALIPAY_SANDBOX_DOMAIN: Final = "alipaydev.com"
 
 _RANDOM_KEY_HINT: Final = (
     f"set it to a random secret of at least {MIN_FINGERPRINT_KEY_BYTES} bytes "
@@ -110,6 +113,7 @@ def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
     if Uses.PROVIDERS in uses:
         found += _alipay_gateway(settings)
         found += _stripe_api_base(settings)
+        found += _stripe_test_key(settings)
     if Uses.SANDBOX_ACQUIRER in uses:
         found.append(
             UnsafeSetting(
@@ -305,15 +309,27 @@ def _alipay_gateway(settings: Settings) -> list[UnsafeSetting]:
     # anyone on the path could answer for, forging what Alipay says).
     if "alipay" not in settings.provider_names:
         return []
-    if urlsplit(settings.alipay_gateway_url).scheme == "https":
-        return []
-    return [
-        UnsafeSetting(
-            "PAYGATE_ALIPAY_GATEWAY_URL",
-            "is not https (the sandbox's Alipay simulator?); set it to Alipay's gateway, "
-            "https://openapi.alipay.com/gateway.do (the default)",
-        )
-    ]
+    parts = urlsplit(settings.alipay_gateway_url)
+    if parts.scheme != "https":
+        return [
+            UnsafeSetting(
+                "PAYGATE_ALIPAY_GATEWAY_URL",
+                "is not https (the sandbox's Alipay simulator?); set it to Alipay's gateway, "
+                f"{_ALIPAY_GATEWAY} (the default)",
+            )
+        ]
+    host = (parts.hostname or "").lower()
+    if host == _ALIPAY_SANDBOX_DOMAIN or host.endswith("." + _ALIPAY_SANDBOX_DOMAIN):
+        # Alipay's own sandbox (openapi.alipaydev.com, openapi-sandbox.dl.alipaydev.com):
+        # https and real-looking, but its trades move no money, so a "paid" order is not.
+        return [
+            UnsafeSetting(
+                "PAYGATE_ALIPAY_GATEWAY_URL",
+                f"is Alipay's sandbox ({host}), whose trades move no money; set it to "
+                f"Alipay's gateway, {_ALIPAY_GATEWAY} (the default)",
+            )
+        ]
+    return []
 
 
 def _stripe_api_base(settings: Settings) -> list[UnsafeSetting]:
@@ -328,5 +344,24 @@ def _stripe_api_base(settings: Settings) -> list[UnsafeSetting]:
         UnsafeSetting(
             "PAYGATE_STRIPE_API_BASE",
             "is not https (stripe-mock, the tests' simulator?); unset it to use Stripe's API",
+        )
+    ]
+
+
+def _stripe_test_key(settings: Settings) -> list[UnsafeSetting]:
+    # A test-mode key is accepted by Stripe's real API and answers like a live one, but no
+    # money moves: every "succeeded" payment would be a goods-for-free order. Only the
+    # prefix is looked at, and never echoed with the rest of the key.
+    key = settings.stripe_api_key
+    if key is None or "stripe" not in settings.provider_names:
+        return []
+    prefix = next((p for p in _STRIPE_TEST_PREFIXES if key.get_secret_value().startswith(p)), None)
+    if prefix is None:
+        return []
+    return [
+        UnsafeSetting(
+            "PAYGATE_STRIPE_API_KEY",
+            f"is a Stripe test-mode key ({prefix}...), with which no money moves; set it to "
+            "your live secret key (sk_live_...) or a live restricted key (rk_live_...)",
         )
     ]

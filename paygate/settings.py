@@ -262,7 +262,8 @@ class Settings(BaseSettings):
     )
     stripe_api_key: SecretStr | None = Field(
         default=None,
-        description="Stripe secret API key (sk_test_... or sk_live_...); required when "
+        description="Stripe secret API key (sk_live_... or rk_live_...; a test-mode key, "
+        "sk_test_... or rk_test_..., only with PAYGATE_ENV=development); required when "
         "`stripe` is a provider (PAYGATE_PROVIDER or PAYGATE_ROUTES).",
     )
     stripe_api_base: str | None = Field(

@@ -1,12 +1,12 @@
 import pytest
 
+from domain.account_numbers import scrub
 from domain.accounts import Account, AccountType, fingerprint_account_number, mask_account_number
 from domain.errors import ErrorCode, PaygateError
 from domain.status import (
     ALLOWED_TRANSITIONS,
     PaymentStatus,
 )
-from paygate.jsonlog import scrub
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 
 pytestmark = pytest.mark.unit

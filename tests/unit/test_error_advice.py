@@ -211,6 +211,15 @@ async def _invalid_text(make: MakeAdvised, code: ErrorCode) -> None:
     assert (await f.pay("k-1", metadata={"note": "ab"})).status == 202
 
 
+@row(ErrorCode.ACCOUNT_NUMBER_IN_TEXT, follows="Send account numbers only as payerAccount")
+async def _account_number_in_text(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    for _ in range(2):  # the same request again: the same answer, nothing published
+        refused(await f.pay("k-1", metadata={"note": "card 4242424242424242"}), code)
+    assert f.world.published == []
+    assert (await f.pay("k-1", metadata={"note": "card ****4242"})).status == 202
+
+
 @row(ErrorCode.INVALID_AMOUNT, follows='Send the amount as a string such as "10.50"')
 async def _invalid_amount(make: MakeAdvised, code: ErrorCode) -> None:
     f = await make()

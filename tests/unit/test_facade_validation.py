@@ -42,8 +42,10 @@ from schemas.registry import FileSchemaRegistry
 from telemetry.metrics import Metrics
 from tests.support.app_client import started_client
 from tests.support.builders import SUCCESS_CARD, create_payment_record
+from tests.support.fake_vault_rows import FakeVaultRows
 from tests.support.memory_vault import memory_vault
 from tests.support.result_watch import WatchByWaiting, watch_by_waiting
+from vault.vault import Vault
 
 pytestmark = pytest.mark.unit
 
@@ -204,6 +206,7 @@ async def make_facade() -> AsyncIterator[MakeFacade]:
         publisher: FakePublisher | None = None,
         waiter: FakeWaiter | None = None,
         max_wait_s: float = 30.0,
+        vault: Vault | None = None,
     ) -> Facade:
         fakes: dict[str, Any] = {
             "publisher": publisher or FakePublisher(),
@@ -215,7 +218,7 @@ async def make_facade() -> AsyncIterator[MakeFacade]:
             **fakes,
             refunds=FakeRefunds(),
             account_key=ACCOUNT_KEY,
-            vault=memory_vault(ACCOUNT_KEY),
+            vault=vault or memory_vault(ACCOUNT_KEY),
             authenticator=FakeAuthenticator(),
             rate_limiter=no_rate_limit(),
             max_wait_s=max_wait_s,
@@ -481,6 +484,23 @@ BAD_TEXT: dict[str, tuple[dict[str, Any], ErrorCode, str]] = {
         ErrorCode.INVALID_REQUEST,
         "payerAccount.holderName",
     ),
+    # Free text that holds an account number would be stored and published in clear.
+    "metadata-value-card": (
+        valid_body(metadata={"cart": "42", "note": f"card {SUCCESS_CARD}"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    "metadata-value-grouped-iban": (
+        valid_body(metadata={"note": "DE89 3704 0044 0532 0130 00"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    # The key is never named in the param: it is the number.
+    "metadata-key-card": (
+        valid_body(metadata={"4242-4242-4242-4242": "x"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata",
+    ),
 }
 
 
@@ -507,6 +527,39 @@ async def test_bad_text_is_refused_as_the_kafka_intake_refuses_it(
     kafka = _avro_refusal(body)
     assert (kafka.code, kafka.param) == (code, param)
     assert kafka.message == error["message"]
+
+
+async def test_an_account_number_in_metadata_is_refused_and_changes_nothing(
+    make_facade: MakeFacade,
+) -> None:
+    rows = FakeVaultRows()
+    facade = await make_facade(vault=memory_vault(ACCOUNT_KEY, rows))
+    body = valid_body(metadata={"note": f"paid with {SUCCESS_CARD}"})
+    status, answer, _ = await post_payment(facade, body)
+    error = assert_error(status, answer, ErrorCode.ACCOUNT_NUMBER_IN_TEXT, param="metadata.note")
+    assert error["retryable"] is False
+    assert SUCCESS_CARD not in json.dumps(answer)
+    # Nothing published, and the payer's number (valid) was not vaulted either.
+    assert facade.publisher.published == []
+    assert rows.entries == {}
+    # The same request without the note vaults its numbers: the vault above was the one used.
+    status, _, _ = await post_payment(facade, valid_body(metadata={"note": "paid"}))
+    assert status == 202
+    assert rows.entries != {}
+
+
+async def test_ordinary_ids_in_metadata_are_accepted(facade: Facade) -> None:
+    ids = {
+        "orderRef": "1796538959715",  # 13 digits, not Luhn-valid
+        "createdAtMs": "1765062000002",  # a millisecond timestamp that passes the Luhn check
+        "snowflake": "1541815603606036480",
+        "trace": "550e8400-e29b-41d4-a716-424242424242",  # a UUID whose last group passes Luhn
+        "paymentRef": "pay_0123456789abcdef0123456789abcdef",
+        "masked": "****4242",
+    }
+    status, _, _ = await post_payment(facade, valid_body(metadata=ids))
+    assert status == 202
+    assert dict(facade.publisher.published[0].metadata) == ids
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paygate.jsonlog import _CARD, _IBAN, JsonFormatter, iban_valid, luhn_valid, scrub
+from domain.account_numbers import CARD_PATTERN as _CARD
+from domain.account_numbers import IBAN_PATTERN as _IBAN
+from domain.account_numbers import iban_valid, luhn_valid, scrub
+from paygate.jsonlog import JsonFormatter
 
 pytestmark = pytest.mark.unit
 

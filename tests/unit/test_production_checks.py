@@ -13,6 +13,7 @@ from paygate import cli
 from paygate.production_checks import (
     UnsafeSettingsError,
     Uses,
+    refusal_message,
     refuse_unsafe_settings,
     unsafe_settings,
 )
@@ -388,3 +389,52 @@ def test_development_secrets_given_as_files_of_the_secrets_dir_are_refused(
         "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
         "PAYGATE_VAULT_KEK",
     ]
+
+
+@pytest.mark.parametrize("prefix", ["sk_test_", "rk_test_"])
+def test_a_stripe_test_mode_key_is_refused_naming_the_setting(prefix: str) -> None:
+    secret = prefix + "4eC39HqLyjWDarjtT1zdp7dc"
+    test_mode = production(stripe_api_key=secret)
+    [unsafe] = unsafe_settings(test_mode, Uses.PROVIDERS)
+    assert str(unsafe) == (
+        f"PAYGATE_STRIPE_API_KEY is a Stripe test-mode key ({prefix}...), with which no money "
+        "moves; set it to your live secret key (sk_live_...) or a live restricted key "
+        "(rk_live_...)"
+    )
+    assert "4eC39Hq" not in refusal_message("paygate consumer", [unsafe])
+    for live in ("sk_live_123", "rk_live_123"):
+        assert unsafe_settings(production(stripe_api_key=live), Uses.PROVIDERS) == []
+    # Where Stripe is not routed, its key is not used, so not checked; nor by the facade.
+    unused = production(provider="alipay", alipay_app_id="2021000000000002", stripe_api_key=secret)
+    assert "PAYGATE_STRIPE_API_KEY" not in settings_named(unused, Uses.PROVIDERS)
+    assert unsafe_settings(test_mode, Uses.TLS | Uses.VAULT | Uses.NOTICES) == []
+    development = test_mode.model_copy(update={"env": Environment.DEVELOPMENT})
+    assert unsafe_settings(development, Uses.PROVIDERS) == []
+
+
+def test_the_refusal_of_a_stripe_test_key_stops_the_consumer_command() -> None:
+    with pytest.raises(UnsafeSettingsError) as refused:
+        refuse_unsafe_settings(
+            "paygate consumer", production(stripe_api_key="sk_test_abc"), Uses.PROVIDERS
+        )
+    assert "PAYGATE_STRIPE_API_KEY is a Stripe test-mode key" in str(refused.value)
+    assert "sk_test_abc" not in str(refused.value)  # the prefix only, never the key
+
+
+@pytest.mark.parametrize(
+    "gateway",
+    [
+        "https://openapi.alipaydev.com/gateway.do",
+        "https://openapi-sandbox.dl.alipaydev.com/gateway.do",
+        "https://OPENAPI.ALIPAYDEV.COM:443/gateway.do",
+    ],
+)
+def test_alipays_own_sandbox_gateway_is_refused(gateway: str) -> None:
+    routed = {"routes": {"alipay": ["alipay"]}, "alipay_app_id": "2021000000000002"}
+    [unsafe] = unsafe_settings(production(**routed, alipay_gateway_url=gateway), Uses.PROVIDERS)
+    assert unsafe.setting == "PAYGATE_ALIPAY_GATEWAY_URL"
+    assert "Alipay's sandbox" in unsafe.problem
+    assert "https://openapi.alipay.com/gateway.do" in unsafe.problem
+    # A host that only ends with the same letters is not Alipay's sandbox.
+    lookalike = production(**routed, alipay_gateway_url="https://notalipaydev.com/gateway.do")
+    assert settings_named(lookalike, Uses.PROVIDERS) == []

@@ -1,0 +1,130 @@
+"""The one detector of account numbers in text: what it finds, and the ids it must leave.
+
+A metadata value or a message key it finds is refused (tests/unit/test_facade_validation.py,
+tests/integration/test_account_numbers_in_text.py); the log scrubber masks the same
+findings (tests/unit/test_log_scrubbing.py). A false positive refuses a good payment, so
+the ordinary ids are listed here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+from domain.account_numbers import (
+    check_message_key,
+    check_no_account_number,
+    holds_account_number,
+    is_card_number,
+    luhn_valid,
+    scrub,
+    scrub_bytes,
+)
+from domain.errors import ErrorCode, PaygateError
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+
+
+CARDS = [
+    "4242424242424242",
+    "4242 4242 4242 4242",
+    "4242-4242-4242-4242",
+    "378282246310005",  # American Express
+    "3782 822463 10005",
+    "5555555555554444",  # Mastercard
+    "2223003122003222",  # Mastercard 2-series
+    "6011111111111117",  # Discover
+    "6200000000000005",  # UnionPay
+    "4000056655665556",
+]
+IBANS = ["DE89370400440532013000", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432"]
+
+
+@pytest.mark.parametrize("number", CARDS + IBANS)
+def test_it_finds_cards_and_ibans_alone_and_in_text(number: str) -> None:
+    assert holds_account_number(number)
+    assert holds_account_number(f"paid with {number}, thanks")
+    assert number not in scrub(f"paid with {number}, thanks")
+
+
+ORDINARY = [
+    "1796538959715",  # an order id, 13 digits
+    "1765062000002",  # a millisecond timestamp, and it passes the Luhn check
+    "1541815603606036480",  # a snowflake id
+    "20261206231854",  # a compact timestamp
+    "2026-12-06T23:18:54.123456+00:00",
+    "550e8400-e29b-41d4-a716-446655440000",
+    "pay_0123456789abcdef0123456789abcdef",
+    "order-4242424242424242x",  # digits inside a word are no card
+    "****4242",
+    "4242424242424241",  # fails the Luhn check
+    "42424242424",  # too short
+    "DE89370400440532013001",  # fails mod 97
+]
+
+
+# Luhn-valid runs of card length without a card network's prefix: never refused, but
+# masked in logs all the same (a UATP card starts with 1, a fleet card with 7 or 8).
+MASKED_NOT_REFUSED = ["1765062000002", "122000000000003", "7000000000000000003"]
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_it_leaves_ordinary_ids(text: str) -> None:
+    assert not holds_account_number(text)
+    if text not in MASKED_NOT_REFUSED:
+        assert scrub(text) == text
+
+
+@pytest.mark.parametrize("text", MASKED_NOT_REFUSED)
+def test_a_luhn_valid_run_of_any_issuer_is_masked_in_logs_but_not_refused(text: str) -> None:
+    assert luhn_valid(text)
+    assert not holds_account_number(f"ref {text}")
+    assert scrub(f"ref {text}") == f"ref ****{text[-4:]}"
+
+
+def test_a_millisecond_timestamp_passing_luhn_is_still_no_card() -> None:
+    assert luhn_valid("1765062000002")
+    assert not is_card_number("1765062000002")
+
+
+def test_no_uuid_is_a_card_even_when_its_last_group_passes_luhn() -> None:
+    tail = "424242424242"
+    assert luhn_valid(tail)
+    assert is_card_number(tail)
+    assert not holds_account_number(f"550e8400-e29b-41d4-a716-{tail}")
+    assert not holds_account_number(f"id {uuid.UUID(int=int(tail))}")
+    # The same digits not ending a UUID are a card.
+    assert holds_account_number(f"ref-{tail}")
+
+
+def test_free_text_holding_a_number_is_refused_without_the_number() -> None:
+    with pytest.raises(PaygateError) as refused:
+        check_no_account_number("4242 4242 4242 4242", param="metadata.note", name="metadata.note")
+    assert refused.value.code is ErrorCode.ACCOUNT_NUMBER_IN_TEXT
+    assert refused.value.param == "metadata.note"
+    assert "4242 4242" not in refused.value.message
+    check_no_account_number("order 1796538959715", param="metadata.note", name="metadata.note")
+
+
+def test_a_message_key_is_refused_only_when_it_is_not_the_order_id() -> None:
+    check_message_key(None, Order("order-1"))
+    check_message_key(b"order-1", Order("order-1"))
+    # A numeric order id that passes the Luhn check keys its own commands.
+    check_message_key(b"4242424242424242", Order("4242424242424242"))
+    with pytest.raises(PaygateError) as refused:
+        check_message_key(b"4242424242424242", Order("order-1"))
+    assert (refused.value.code, refused.value.param) == (ErrorCode.ACCOUNT_NUMBER_IN_TEXT, "key")
+    check_message_key(b"\xff\xfe", Order("order-1"))  # not UTF-8, holds no number
+
+
+def test_key_bytes_are_masked_and_other_bytes_kept() -> None:
+    assert scrub_bytes(b"4242424242424242") == b"****4242"
+    assert scrub_bytes(b"\xffk-4242424242424242") == b"\xffk-****4242"
+    assert scrub_bytes(b"order-1\xff") == b"order-1\xff"
