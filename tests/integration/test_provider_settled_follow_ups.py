@@ -276,8 +276,8 @@ async def test_a_cancel_in_doubt_finds_the_charge_captured_by_hand_and_records_i
         reconciler = CancelReconciler(
             store=CancelStore(engine, store.writes),
             handler=handler,
-            min_age=timedelta(0),
             metrics=Metrics(),
+            min_age=timedelta(0),
             # A moment later: the void's write-ahead move is "older" than the pass.
             clock=lambda: datetime.now(UTC) + timedelta(seconds=1),
         )
