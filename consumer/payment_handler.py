@@ -290,6 +290,7 @@ class PaymentCommandHandler:
             [provider_name, *rest],
             token,
             in_doubt_since=claimed.started_at,
+            last_sent_at=claimed.last_sent_at,
         )
 
     async def _still_waiting(
@@ -354,7 +355,7 @@ class PaymentCommandHandler:
             ),
             provider=claimed.provider,
             claim=claimed.claim.token,
-            started_at=claimed.started_at,
+            last_sent_at=claimed.last_sent_at,
         )
 
     async def _abandon_when_old(
@@ -365,17 +366,20 @@ class PaymentCommandHandler:
         *,
         provider: str,
         claim: str,
-        started_at: datetime,
+        last_sent_at: datetime,
     ) -> Outcome:
         """An attempt in doubt that cannot be re-sent now: the provider had no record of it
         when just asked, but an earlier call of its key may still arrive. Left pending (the
         claim released, the attempt open) until ``abandon_after`` plus the provider's
-        search lag has passed since it began: by ``abandon_after`` every call of the key
-        has arrived, and a charge it made shows in the provider's status answer only that
-        lag later (domain.search_lag). Only then, the provider's silence being final,
-        failed with ``error``."""
+        search lag has passed since its key was *last sent* (``last_sent_at``: the latest
+        re-send or retry, stamped before it went out; the attempt's creation if there was
+        none): by ``abandon_after`` every call of the key has arrived, and a charge it made
+        shows in the provider's status answer only that lag later (domain.search_lag).
+        Counted from the attempt's beginning instead, a re-send hours later that landed
+        would be hidden by the lag and the payment failed with the money taken. Only then,
+        the provider's silence being final, failed with ``error``."""
         lag = self._providers.get(provider).status_search_lag
-        if self._clock() - started_at < self._abandon_after + lag:
+        if self._clock() - last_sent_at < self._abandon_after + lag:
             log.warning(
                 "in-doubt payment cannot be re-sent; left pending: %s",
                 error.message,
@@ -396,6 +400,7 @@ class PaymentCommandHandler:
         claim: str,
         *,
         in_doubt_since: datetime | None = None,
+        last_sent_at: datetime | None = None,
     ) -> Outcome:
         """Send the open attempt to ``route[0]``; fail over along ``route`` while allowed,
         then retry the last provider with the same key, with back-off, while the policy
@@ -414,13 +419,19 @@ class PaymentCommandHandler:
         and only for an attempt opened under the caller's own claim (see
         :meth:`PaymentStore.next_attempt`). The caller holds ``claim`` and has just written
         it (begin, claim or renew); every later call follows a write that checks it.
+
+        ``last_sent_at``: when the key was last sent before this (with ``in_doubt_since``).
+        Every call of a key but its first (a re-send, a retry) is stamped first
+        (:meth:`PaymentStore.renew_sending`), so the provider's silence is counted from it.
         """
         provider_name, *rest = route
         in_doubt = in_doubt_since is not None
+        # The key's last send, empty while it has never been sent (its first call is next).
+        sent: list[datetime] = [] if last_sent_at is None else [last_sent_at]
         calls = 1
         while True:
             outcome = await self._charge_one(
-                command, facts, attempt_key, provider_name, claim, in_doubt_since
+                command, facts, attempt_key, provider_name, claim, in_doubt_since, sent
             )
             if isinstance(outcome, Outcome):
                 return outcome
@@ -443,6 +454,7 @@ class PaymentCommandHandler:
                 self._metrics.provider_failovers.labels(provider_name, rest[0]).inc()
                 attempt_key = next_key
                 provider_name, *rest = rest
+                sent = []  # a new key: its first call is sent at its creation
             elif await self._wait_to_retry(command, provider_name, error, calls, claim):
                 rest = []  # failover is over: from now on only this key, at this provider
             elif in_doubt:
@@ -495,13 +507,20 @@ class PaymentCommandHandler:
         provider_name: str,
         claim: str,
         in_doubt_since: datetime | None,
+        sent: list[datetime],
     ) -> Outcome | ProviderError:
         """Charge one provider and record the outcome; a certainly-not-charged error is
         returned, unrecorded, for the caller to fail over or record.
 
         A re-send (``in_doubt_since`` set) goes out only while the provider still honours
         the key (checked before every call, back-off retries included): past that, a first
-        call that landed unseen would be charged again."""
+        call that landed unseen would be charged again.
+
+        ``sent``: when the key was last sent (empty: never, this is its first call, made at
+        the attempt's creation). Any later call is stamped in the store first, under the
+        claim (write-ahead), and ``sent`` updated; the stamp is made after the checks that
+        may keep the call from going out, so an attempt that cannot be sent is not kept
+        young by calls never made."""
         provider = self._providers.get(provider_name)
         pid = facts.payment_request_id
         if in_doubt_since is not None and await withheld(
@@ -532,7 +551,7 @@ class PaymentCommandHandler:
                     error,
                     provider=provider_name,
                     claim=claim,
-                    started_at=in_doubt_since,
+                    last_sent_at=sent[-1] if sent else in_doubt_since,
                 )
             return await self._recorder.failed(
                 facts, attempt_key, error, provider=provider_name, claim=claim
@@ -547,6 +566,12 @@ class PaymentCommandHandler:
             metadata=command.metadata,
             capture=command.capture,
         )
+        if sent and not await self._store.renew_sending(pid, attempt_key, claim=claim):
+            # The key was sent before: this send is recorded before it goes out, with the
+            # claim renewed in the same write. A first send needs none (its time is the
+            # attempt's creation), so the first-send path gains no round trip.
+            return Outcome.OWNED_ELSEWHERE
+        sent.append(self._clock())
         started = time.perf_counter()
         try:
             charged = await provider.charge(request)

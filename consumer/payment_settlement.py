@@ -163,8 +163,11 @@ class PaymentSettlement:
             return Settled("payment", payment_id, claimed.provider, "left_withheld")
         window, lag = provider.idempotency_window, provider.status_search_lag
         assert window is not None, "withheld: its provider prunes keys (is_withheld)"
-        if not may_fail(claimed.started_at, self._clock(), window, lag):
-            until = failable_from(claimed.started_at, window, lag).isoformat()
+        # Counted from the window's end, which every re-send precedes (may_resend), and
+        # from the key's last send too, should a re-send ever have gone out later.
+        sent = claimed.last_sent_at
+        if not may_fail(claimed.started_at, self._clock(), window, lag, last_sent_at=sent):
+            until = failable_from(claimed.started_at, window, lag, last_sent_at=sent).isoformat()
             why = (
                 "a late re-send of its key may still reach its provider, or its charge not "
                 f"show yet in the provider's status search; its silence is final from "

@@ -127,6 +127,9 @@ class RefundSettlement:
         window = provider.idempotency_window
         assert window is not None, "withheld: its provider prunes keys (is_withheld)"
         # A refund's status is the provider's list of the charge's refunds: no search lag.
+        # Counted from created_at (the key's first send), as every re-send goes out only
+        # while may_resend(created_at) holds, before the window's end; and refunds have no
+        # abandon rule to count from a send that may not be the last (docs/reliability.md).
         if not may_fail(refund.created_at, self._clock(), window, timedelta(0)):
             until = failable_from(refund.created_at, window, timedelta(0)).isoformat()
             why = (

@@ -265,6 +265,13 @@ class StraySweep:
 
     def _last_possible_charge(self, finished_at: datetime) -> datetime:
         # A call of a closed attempt still in flight reaches the provider within settle_after.
+        # Counted from the closing, not from the key's last send (provider_attempts.
+        # last_sent_at), because no send of a key starts after its attempt closed: its first
+        # send follows the begin (or failover) that opened it under the sender's claim; a
+        # re-send or retry goes out only after a write that found the attempt open and the
+        # claim still the sender's (PaymentStore.renew_sending); and every closing is ordered
+        # after it -- made by the claim's holder, by a taker after the claim was lost (then
+        # the stamp failed), or by this sweep only on a final payment, whose claim is gone.
         return finished_at + self._settle_after
 
     @staticmethod

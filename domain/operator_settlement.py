@@ -21,7 +21,7 @@ from typing import Final
 
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
-from domain.resend_window import may_resend
+from domain.resend_window import RESEND_MARGIN, may_resend
 from domain.search_lag import no_charge_final_at
 from domain.text import check_text
 
@@ -58,7 +58,13 @@ def is_withheld(began_at: datetime, now: datetime, window: timedelta | None) -> 
     return not may_resend(began_at, now, window)
 
 
-def failable_from(began_at: datetime, window: timedelta, lag: timedelta) -> datetime:
+def failable_from(
+    began_at: datetime,
+    window: timedelta,
+    lag: timedelta,
+    *,
+    last_sent_at: datetime | None = None,
+) -> datetime:
     """From when a withheld call begun at ``began_at`` may be failed on its provider's
     "nothing under the key": ``lag`` (its status search's, domain.search_lag; zero for a
     refund's status, which reads the provider's own list) after the last moment a call of
@@ -69,14 +75,30 @@ def failable_from(began_at: datetime, window: timedelta, lag: timedelta) -> date
     may have its provider's answer recorded at once; failed there, a late re-send that then
     lands is a charge under a payment recorded "nothing was charged" (the stray sweep finds
     it a day later), or a refund whose amount was released and refunded again (nothing
-    looks at a refund key once it is failed)."""
-    return no_charge_final_at(began_at + window, lag)
+    looks at a refund key once it is failed).
+
+    ``last_sent_at``: when the key was last sent, if known (a payment attempt's
+    ``last_sent_at``). Under one window it changes nothing -- ``may_resend`` puts every send
+    before the margin's start -- but a key re-sent under a longer window than the one its
+    provider declares now (a release that shortened it) may land up to the margin after
+    that send: the silence is final only ``lag`` after the later of the two."""
+    last_arrival = began_at + window
+    if last_sent_at is not None:
+        last_arrival = max(last_arrival, last_sent_at + RESEND_MARGIN)
+    return no_charge_final_at(last_arrival, lag)
 
 
-def may_fail(began_at: datetime, now: datetime, window: timedelta, lag: timedelta) -> bool:
+def may_fail(
+    began_at: datetime,
+    now: datetime,
+    window: timedelta,
+    lag: timedelta,
+    *,
+    last_sent_at: datetime | None = None,
+) -> bool:
     """Whether a withheld call begun at ``began_at`` may be failed at ``now`` on its
     provider's "nothing under the key" (see :func:`failable_from`)."""
-    return now >= failable_from(began_at, window, lag)
+    return now >= failable_from(began_at, window, lag, last_sent_at=last_sent_at)
 
 
 def operator_failure(subject: str, reason: str) -> ErrorInfo:

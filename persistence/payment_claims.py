@@ -45,7 +45,12 @@ class ClaimedAttempt:
 
     ``payment`` is the payment as read under the claim's lock, in the claim's transaction:
     the caller resolves it from this view, never from one read before the claim (another
-    worker may have recorded the payer's action, or a retry's schedule, in between)."""
+    worker may have recorded the payer's action, or a retry's schedule, in between).
+
+    ``started_at``: when the attempt was made (and its key first sent): the provider's
+    idempotency window counts from it. ``last_sent_at``: when its key was last sent
+    (``started_at`` if never re-sent): the provider's silence about the key is final only
+    counted from it (see :func:`stamp_sending`)."""
 
     claim: Claim
     attempt_key: str
@@ -54,6 +59,7 @@ class ClaimedAttempt:
     sealed_request: bytes | None
     generation: int
     payment: PaymentView
+    last_sent_at: datetime
 
 
 async def claim_open_attempt(
@@ -88,7 +94,42 @@ async def claim_open_attempt(
         latest.sealed_request,
         generation,
         payment,
+        as_utc(latest.last_sent_at or latest.created_at),
     )
+
+
+async def stamp_sending(
+    conn: AsyncConnection,
+    payment_id: str,
+    attempt_key: str,
+    claim: str,
+    now: datetime,
+    expires_at: datetime,
+) -> bool:
+    """Renew ``claim`` and record that ``attempt_key`` is being sent again now, in one
+    transaction; False (nothing written) if the claim is no longer the payment's or the
+    attempt has closed: then the key must not be sent.
+
+    Write-ahead: the stamp is committed before the call goes out, so ``last_sent_at`` is
+    never earlier than the key's last send, whoever crashes when. And as every send of a key
+    follows a stamp that found its attempt open, under the claim that any closing of it
+    must hold, no call of a closed attempt starts after its ``finished_at``."""
+    renewed = await conn.execute(
+        update(payments)
+        .where(payments.c.id == payment_id)
+        .where(payments.c.claim_token == claim)
+        .values(claim_expires_at=expires_at)
+    )
+    if not renewed.rowcount:
+        return False
+    stamped = await conn.execute(
+        update(provider_attempts)
+        .where(provider_attempts.c.attempt_key == attempt_key)
+        .where(provider_attempts.c.payment_id == payment_id)
+        .where(provider_attempts.c.finished_at.is_(None))
+        .values(last_sent_at=now)
+    )
+    return bool(stamped.rowcount)
 
 
 async def schedule_retry(

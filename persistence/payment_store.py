@@ -55,6 +55,7 @@ from persistence.payment_claims import (
     claim_open_attempt,
     open_next_attempt,
     schedule_retry,
+    stamp_sending,
 )
 from persistence.payment_finish import FinishRequest, finish_many, finish_one
 from persistence.payment_replay import enqueue_as_it_is
@@ -220,6 +221,19 @@ class PaymentStore:
         """Extend the holder's claim by a lease; False if ``claim`` is no longer the
         payment's (then the caller must not call the provider)."""
         return await self._claims.renew(payment_id, claim)
+
+    async def renew_sending(self, payment_id: str, attempt_key: str, *, claim: str) -> bool:
+        """:meth:`renew`, recording in the same write that ``attempt_key`` is sent again now
+        (a re-send or a retry: ``provider_attempts.last_sent_at``, see
+        persistence.payment_claims.stamp_sending). False if ``claim`` is no longer the
+        payment's or the attempt has closed: then the key must not be sent. A first send
+        needs none: its time is the attempt's creation."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> bool:
+            return await stamp_sending(conn, payment_id, attempt_key, claim, now, now + self._lease)
+
+        return await self._writes.run(record)
 
     async def release(self, payment_id: str, claim: str) -> None:
         """Give the claim up (the holder cannot go on now), so another may take it at once."""

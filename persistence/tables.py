@@ -151,6 +151,11 @@ provider_attempts = Table(
     # reopened since): stamped before each question, so a key no provider answers moves
     # behind the others instead of hiding them (persistence.stray_store). Ordering only.
     Column("next_sweep_at", DateTime(timezone=True)),
+    # When the key was last sent again (a re-send or a retry), stamped under the claim just
+    # before the call goes out (persistence.payment_claims.stamp_sending); null: sent only
+    # once, when the attempt was made (``created_at``). The provider's silence about the key
+    # is final only counted from its last send (consumer.payment_handler._abandon_when_old).
+    Column("last_sent_at", DateTime(timezone=True)),
 )
 # What the stray-charge sweep reads each pass: only the attempts not verified yet.
 Index(

@@ -20,7 +20,15 @@ Store = TypeVar("Store")
 
 # The writes of a capture, void or refund store, and of the payment store.
 FOLLOW_UP_WRITES: Final = ("begin", "claim", "renew", "release", "finish")
-PAYMENT_WRITES: Final = ("begin", "claim", "renew", "finish", "next_attempt", "schedule_retry")
+PAYMENT_WRITES: Final = (
+    "begin",
+    "claim",
+    "renew",
+    "renew_sending",
+    "finish",
+    "next_attempt",
+    "schedule_retry",
+)
 
 
 def checkpointed(

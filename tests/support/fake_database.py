@@ -41,6 +41,7 @@ class FakeAttempt:
     status: str = ATTEMPT_STARTED
     finished_at: datetime | None = None
     provider_reference: str | None = None
+    last_sent_at: datetime | None = None
 
 
 @dataclass

@@ -192,11 +192,23 @@ class FakePaymentStore(FakeStore):
             attempt.sealed_request,
             row.generation,
             row.view,
+            attempt.last_sent_at or attempt.created_at,
         )
 
     async def renew(self, payment_id: str, claim: str) -> bool:
         await self._enter("renew", payment_id)
         return self.row(payment_id).claim.renew(claim, self._now() + self.db.lease)
+
+    async def renew_sending(self, payment_id: str, attempt_key: str, *, claim: str) -> bool:
+        await self._enter("renew_sending", payment_id)
+        row = self.row(payment_id)
+        if not row.claim.renew(claim, self._now() + self.db.lease):
+            return False
+        attempt = next((a for a in row.attempts if a.attempt_key == attempt_key), None)
+        if attempt is None or attempt.finished_at is not None:
+            return False
+        attempt.last_sent_at = self._now()
+        return True
 
     async def release(self, payment_id: str, claim: str) -> None:
         await self._enter("release", payment_id)

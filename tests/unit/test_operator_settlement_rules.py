@@ -39,6 +39,21 @@ def test_failed_on_a_lagging_search_only_its_lag_after_the_windows_end() -> None
     assert may_fail(BEGAN, BEGAN + WINDOW + lag, WINDOW, lag)
 
 
+def test_a_key_sent_after_its_windows_margin_counts_from_that_send() -> None:
+    lag = timedelta(hours=2)
+    # Every send under the window precedes the margin's start: nothing changes.
+    inside = BEGAN + WINDOW - RESEND_MARGIN - timedelta(seconds=1)
+    assert failable_from(BEGAN, WINDOW, lag, last_sent_at=inside) == BEGAN + WINDOW + lag
+    # A key re-sent under a longer window than the one declared now may land up to the
+    # margin after that send: its silence is final only the lag after that.
+    late = BEGAN + WINDOW
+    assert failable_from(BEGAN, WINDOW, lag, last_sent_at=late) == late + RESEND_MARGIN + lag
+    assert not may_fail(
+        BEGAN, late + RESEND_MARGIN + lag - timedelta(seconds=1), WINDOW, lag, last_sent_at=late
+    )
+    assert may_fail(BEGAN, late + RESEND_MARGIN + lag, WINDOW, lag, last_sent_at=late)
+
+
 def test_without_lag_failed_from_the_windows_end_not_the_margins_start() -> None:
     # Withheld from the margin's start, but a re-send begun just before it may still reach
     # the provider until the window's end (its retries, a call read after it timed out).
