@@ -156,6 +156,8 @@ _RESERVE: Final = (
     )
     .values(refund_reserved_minor=payments.c.refund_reserved_minor + bindparam("refund_minor"))
 )
+# The settlement and the release return the totals they leave: the event's standing, read
+# under the row lock the UPDATE holds (RETURNING: SQLite 3.35 or later, as the rate limit).
 _refunded_after: Final = payments.c.refunded_minor + bindparam("refund_minor")
 _SETTLE: Final = (
     update(payments)
@@ -169,12 +171,14 @@ _SETTLE: Final = (
             else_=PaymentStatus.PARTIALLY_REFUNDED.value,
         ),
     )
+    .returning(payments.c.status, payments.c.refunded_minor)
 )
 _RELEASE: Final = (
     update(payments)
     .where(payments.c.id == bindparam("payment_id"))
     .where(payments.c.refund_reserved_minor >= bindparam("refund_minor"))
     .values(refund_reserved_minor=payments.c.refund_reserved_minor - bindparam("refund_minor"))
+    .returning(payments.c.status, payments.c.refunded_minor)
 )
 
 
@@ -398,17 +402,21 @@ class RefundStore:
                 return False
             row = await _refund_row(conn, refund_id)
             assert row is not None
-            # The payment's lock before its totals are read for the event, as a replay reads
-            # them (see republish): a pending outcome changes no total, so it would read
-            # them unlocked, and its event could be queued after a settling refund's with
-            # the totals from before it. Taken after the refund's row, as the updates below
-            # always did: the order of finish's locks is unchanged.
-            await _lock_payment_of(conn, refund_id)
+            # The event's totals are read under the payment's row lock, as a replay reads
+            # them (see republish), taken after the refund's row: the order of finish's
+            # locks. A settling or releasing outcome's UPDATE takes that lock itself and
+            # returns the totals it leaves, so it needs no lock or read of its own. A
+            # pending outcome changes no total: it locks the row first, else it would read
+            # the totals unlocked, and its event could be queued after a settling refund's
+            # with the totals from before it.
+            standing: PaymentRefunds | None
             if status is RefundStatus.SUCCEEDED:
-                await _settle(conn, row.payment_id, row.amount_minor)
+                standing = await _settle(conn, row.payment_id, row.amount_minor)
             elif status is RefundStatus.FAILED:
-                await _release(conn, row.payment_id, row.amount_minor)
-            standing = await _standing(conn, row.payment_id)
+                standing = await _release(conn, row.payment_id, row.amount_minor)
+            else:
+                await _lock_payment_of(conn, refund_id)
+                standing = await _standing(conn, row.payment_id)
             await enqueue_outbox(conn, event(_refund_view(row), standing), now)
             return True
 
@@ -492,18 +500,26 @@ async def _reserve(conn: AsyncConnection, payment_id: str, amount_minor: int) ->
     return moved.rowcount == 1
 
 
-async def _settle(conn: AsyncConnection, payment_id: str, amount_minor: int) -> None:
-    moved = await conn.execute(_SETTLE, {"payment_id": payment_id, "refund_minor": amount_minor})
-    if moved.rowcount != 1:
+async def _settle(conn: AsyncConnection, payment_id: str, amount_minor: int) -> PaymentRefunds:
+    """Move the reservation into the refunded total; the payment's totals after it."""
+    moved = (
+        await conn.execute(_SETTLE, {"payment_id": payment_id, "refund_minor": amount_minor})
+    ).one_or_none()
+    if moved is None:
         # Only begin() reserves and only finish() of an open refund settles: a missing
         # reservation means the totals were edited by hand. Roll back, do not guess.
         raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
+    return _standing_of(moved)
 
 
-async def _release(conn: AsyncConnection, payment_id: str, amount_minor: int) -> None:
-    moved = await conn.execute(_RELEASE, {"payment_id": payment_id, "refund_minor": amount_minor})
-    if moved.rowcount != 1:
+async def _release(conn: AsyncConnection, payment_id: str, amount_minor: int) -> PaymentRefunds:
+    """Give the reservation back; the payment's totals after it."""
+    moved = (
+        await conn.execute(_RELEASE, {"payment_id": payment_id, "refund_minor": amount_minor})
+    ).one_or_none()
+    if moved is None:
         raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
+    return _standing_of(moved)
 
 
 async def _lock_payment_of(conn: AsyncConnection, refund_id: str) -> None:
@@ -514,7 +530,12 @@ async def _lock_payment_of(conn: AsyncConnection, refund_id: str) -> None:
 
 async def _standing(conn: AsyncConnection, payment_id: str) -> PaymentRefunds | None:
     row = (await conn.execute(_STANDING, {"payment_id": payment_id})).one_or_none()
-    return None if row is None else PaymentRefunds(PaymentStatus(row.status), row.refunded_minor)
+    return None if row is None else _standing_of(row)
+
+
+def _standing_of(row: Any) -> PaymentRefunds:
+    """The standing from a row of the payment's ``status`` and ``refunded_minor``."""
+    return PaymentRefunds(PaymentStatus(row.status), row.refunded_minor)
 
 
 async def _in_scope(conn: AsyncConnection, command: RefundPayment) -> bool:
