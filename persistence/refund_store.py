@@ -125,6 +125,63 @@ _REFUNDS_OF_PAYMENTS: Final = (
 )
 
 
+# The statements every refund runs in the writer queue, built once like the one above: a
+# statement built per call has its cache key computed anew over every column it names, at
+# each execution. Their values are bound parameters; ``refund_minor`` and the refund's
+# ``*_id`` names are not column names, which an UPDATE's bound parameters must not be.
+_REFUND_BY_ID: Final = select(refunds).where(refunds.c.id == bindparam("refund_id"))
+_PAYMENT_LOCKED: Final = (
+    select(payments).where(payments.c.id == bindparam("payment_id")).with_for_update()
+)
+_PAYMENT_OF_REFUND_LOCKED: Final = (
+    select(payments.c.id)
+    .where(
+        payments.c.id
+        == select(refunds.c.payment_id)
+        .where(refunds.c.id == bindparam("refund_id"))
+        .scalar_subquery()
+    )
+    .with_for_update()
+)
+_STANDING: Final = select(payments.c.status, payments.c.refunded_minor).where(
+    payments.c.id == bindparam("payment_id")
+)
+_RESERVE: Final = (
+    update(payments)
+    .where(payments.c.id == bindparam("payment_id"))
+    .where(payments.c.status.in_([s.value for s in CAPTURED]))
+    .where(
+        captured_minor_of(payments) - payments.c.refunded_minor - payments.c.refund_reserved_minor
+        >= bindparam("refund_minor")
+    )
+    .values(refund_reserved_minor=payments.c.refund_reserved_minor + bindparam("refund_minor"))
+)
+# The settlement and the release return the totals they leave: the event's standing, read
+# under the row lock the UPDATE holds (RETURNING: SQLite 3.35 or later, as the rate limit).
+_refunded_after: Final = payments.c.refunded_minor + bindparam("refund_minor")
+_SETTLE: Final = (
+    update(payments)
+    .where(payments.c.id == bindparam("payment_id"))
+    .where(payments.c.refund_reserved_minor >= bindparam("refund_minor"))
+    .values(
+        refunded_minor=_refunded_after,
+        refund_reserved_minor=payments.c.refund_reserved_minor - bindparam("refund_minor"),
+        status=case(
+            (_refunded_after >= captured_minor_of(payments), PaymentStatus.REFUNDED.value),
+            else_=PaymentStatus.PARTIALLY_REFUNDED.value,
+        ),
+    )
+    .returning(payments.c.status, payments.c.refunded_minor)
+)
+_RELEASE: Final = (
+    update(payments)
+    .where(payments.c.id == bindparam("payment_id"))
+    .where(payments.c.refund_reserved_minor >= bindparam("refund_minor"))
+    .values(refund_reserved_minor=payments.c.refund_reserved_minor - bindparam("refund_minor"))
+    .returning(payments.c.status, payments.c.refunded_minor)
+)
+
+
 # The payment's columns under their own names, the refund's prefixed: both tables have
 # an id, a status, an amount... An outer join, so a payment without refunds is one row.
 _REFUND_PREFIX: Final = "refund__"
@@ -214,11 +271,7 @@ class RefundStore:
                     await _charge_reference(conn, existing.payment_id),
                 )
             payment = (
-                await conn.execute(
-                    select(payments)
-                    .where(payments.c.id == command.payment_request_id)
-                    .with_for_update()
-                )
+                await conn.execute(_PAYMENT_LOCKED, {"payment_id": command.payment_request_id})
             ).one_or_none()
             if (
                 payment is None
@@ -349,17 +402,21 @@ class RefundStore:
                 return False
             row = await _refund_row(conn, refund_id)
             assert row is not None
-            # The payment's lock before its totals are read for the event, as a replay reads
-            # them (see republish): a pending outcome changes no total, so it would read
-            # them unlocked, and its event could be queued after a settling refund's with
-            # the totals from before it. Taken after the refund's row, as the updates below
-            # always did: the order of finish's locks is unchanged.
-            await _lock_payment_of(conn, refund_id)
+            # The event's totals are read under the payment's row lock, as a replay reads
+            # them (see republish), taken after the refund's row: the order of finish's
+            # locks. A settling or releasing outcome's UPDATE takes that lock itself and
+            # returns the totals it leaves, so it needs no lock or read of its own. A
+            # pending outcome changes no total: it locks the row first, else it would read
+            # the totals unlocked, and its event could be queued after a settling refund's
+            # with the totals from before it.
+            standing: PaymentRefunds | None
             if status is RefundStatus.SUCCEEDED:
-                await _settle(conn, row.payment_id, row.amount_minor)
+                standing = await _settle(conn, row.payment_id, row.amount_minor)
             elif status is RefundStatus.FAILED:
-                await _release(conn, row.payment_id, row.amount_minor)
-            standing = await _standing(conn, row.payment_id)
+                standing = await _release(conn, row.payment_id, row.amount_minor)
+            else:
+                await _lock_payment_of(conn, refund_id)
+                standing = await _standing(conn, row.payment_id)
             await enqueue_outbox(conn, event(_refund_view(row), standing), now)
             return True
 
@@ -439,73 +496,46 @@ class RefundStore:
 
 async def _reserve(conn: AsyncConnection, payment_id: str, amount_minor: int) -> bool:
     """The invariant's guard: reserve only what remains, only on a captured payment."""
-    moved = await conn.execute(
-        update(payments)
-        .where(payments.c.id == payment_id)
-        .where(payments.c.status.in_([s.value for s in CAPTURED]))
-        .where(
-            captured_minor_of(payments)
-            - payments.c.refunded_minor
-            - payments.c.refund_reserved_minor
-            >= amount_minor
-        )
-        .values(refund_reserved_minor=payments.c.refund_reserved_minor + amount_minor)
-    )
+    moved = await conn.execute(_RESERVE, {"payment_id": payment_id, "refund_minor": amount_minor})
     return moved.rowcount == 1
 
 
-async def _settle(conn: AsyncConnection, payment_id: str, amount_minor: int) -> None:
-    refunded = payments.c.refunded_minor + amount_minor
-    moved = await conn.execute(
-        update(payments)
-        .where(payments.c.id == payment_id)
-        .where(payments.c.refund_reserved_minor >= amount_minor)
-        .values(
-            refunded_minor=refunded,
-            refund_reserved_minor=payments.c.refund_reserved_minor - amount_minor,
-            status=case(
-                (refunded >= captured_minor_of(payments), PaymentStatus.REFUNDED.value),
-                else_=PaymentStatus.PARTIALLY_REFUNDED.value,
-            ),
-        )
-    )
-    if moved.rowcount != 1:
+async def _settle(conn: AsyncConnection, payment_id: str, amount_minor: int) -> PaymentRefunds:
+    """Move the reservation into the refunded total; the payment's totals after it."""
+    moved = (
+        await conn.execute(_SETTLE, {"payment_id": payment_id, "refund_minor": amount_minor})
+    ).one_or_none()
+    if moved is None:
         # Only begin() reserves and only finish() of an open refund settles: a missing
         # reservation means the totals were edited by hand. Roll back, do not guess.
         raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
+    return _standing_of(moved)
 
 
-async def _release(conn: AsyncConnection, payment_id: str, amount_minor: int) -> None:
-    moved = await conn.execute(
-        update(payments)
-        .where(payments.c.id == payment_id)
-        .where(payments.c.refund_reserved_minor >= amount_minor)
-        .values(refund_reserved_minor=payments.c.refund_reserved_minor - amount_minor)
-    )
-    if moved.rowcount != 1:
+async def _release(conn: AsyncConnection, payment_id: str, amount_minor: int) -> PaymentRefunds:
+    """Give the reservation back; the payment's totals after it."""
+    moved = (
+        await conn.execute(_RELEASE, {"payment_id": payment_id, "refund_minor": amount_minor})
+    ).one_or_none()
+    if moved is None:
         raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
+    return _standing_of(moved)
 
 
 async def _lock_payment_of(conn: AsyncConnection, refund_id: str) -> None:
     """Lock the refund's payment row (``FOR UPDATE`` on PostgreSQL; on SQLite the write
     transaction already holds the database lock): the lock refunds settle under."""
-    await conn.execute(
-        select(payments.c.id)
-        .where(
-            payments.c.id
-            == select(refunds.c.payment_id).where(refunds.c.id == refund_id).scalar_subquery()
-        )
-        .with_for_update()
-    )
+    await conn.execute(_PAYMENT_OF_REFUND_LOCKED, {"refund_id": refund_id})
 
 
 async def _standing(conn: AsyncConnection, payment_id: str) -> PaymentRefunds | None:
-    row = (
-        await conn.execute(
-            select(payments.c.status, payments.c.refunded_minor).where(payments.c.id == payment_id)
-        )
-    ).one_or_none()
-    return None if row is None else PaymentRefunds(PaymentStatus(row.status), row.refunded_minor)
+    row = (await conn.execute(_STANDING, {"payment_id": payment_id})).one_or_none()
+    return None if row is None else _standing_of(row)
+
+
+def _standing_of(row: Any) -> PaymentRefunds:
+    """The standing from a row of the payment's ``status`` and ``refunded_minor``."""
+    return PaymentRefunds(PaymentStatus(row.status), row.refunded_minor)
 
 
 async def _in_scope(conn: AsyncConnection, command: RefundPayment) -> bool:
@@ -519,7 +549,7 @@ async def _in_scope(conn: AsyncConnection, command: RefundPayment) -> bool:
 
 
 async def _refund_row(conn: AsyncConnection, refund_id: str) -> Row[Any] | None:
-    return (await conn.execute(select(refunds).where(refunds.c.id == refund_id))).one_or_none()
+    return (await conn.execute(_REFUND_BY_ID, {"refund_id": refund_id})).one_or_none()
 
 
 async def _charge_reference(conn: AsyncConnection, payment_id: str) -> str | None:

@@ -129,7 +129,7 @@ async def test_partial_then_full_refund_moves_the_payment_and_reports_it(store, 
     ]
 
 
-async def test_a_failed_refund_releases_its_reservation(store, refunds):
+async def test_a_failed_refund_releases_its_reservation(store, refunds, engine):
     payment = await succeeded_payment(store)
     begun = await refunds.begin(refund_of(payment, Money(4_000, "EUR")), _event)
     assert isinstance(begun, RefundStarted)
@@ -144,6 +144,10 @@ async def test_a_failed_refund_releases_its_reservation(store, refunds):
     view = await store.get_payment(payment.payment_request_id)
     assert view.status is PaymentStatus.SUCCEEDED
     assert (view.refunded_minor, view.refund_reserved_minor) == (0, 0)
+    # The event reports the totals the release left (its UPDATE returns them).
+    (event,) = await _refund_events(engine, begun.refund.refund_id)
+    assert event.status is RefundStatus.FAILED
+    assert (event.payment_status, event.payment_refunded_minor) == (PaymentStatus.SUCCEEDED, 0)
     # Finishing again changes nothing, whoever tries.
     assert await refunds.claim(begun.refund.refund_id) is None  # final: nothing to claim
     assert not await refunds.finish(
