@@ -7,6 +7,13 @@ if sys.argv[1:2] == ["rest"]:
 
     raise SystemExit(rest_main(sys.argv[2:]))
 
+# ``refunds``: payments then a refund of each through the consumer, optionally beside a
+# baseline checkout; options of its own too.
+if sys.argv[1:2] == ["refunds"]:
+    from devtools.bench.refunds import main as refunds_main
+
+    raise SystemExit(refunds_main(sys.argv[2:]))
+
 from devtools.bench.main import main
 
 raise SystemExit(main())

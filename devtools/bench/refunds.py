@@ -1,0 +1,139 @@
+"""``python -m devtools.bench refunds``: payments, then a refund of each, per checkout.
+
+Each tree (the ``--baseline`` checkout first, when given, then this one) runs
+``refund_driver.py`` of THIS checkout as a child process with its own directory first on
+``sys.path``: the same measurement, that tree's code (a baseline from before the bench
+existed has no driver of its own). The children run one after the other on one broker
+(``KAFKA_BOOTSTRAP_SERVERS``, or a local one started here), their output is printed as it
+comes, and their figures are set side by side at the end: this run over the baseline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from aiokafka.errors import KafkaError
+
+from devtools.bench.environment import BenchError, broker, describe_machine, describe_revision
+from devtools.bench.refund_options import RefundOptions, parse_refund_options
+from devtools.bench.refund_report import (
+    TreeResult,
+    comparison_lines,
+    expected_states,
+    parse_result,
+    tree_lines,
+)
+from paygate.settings import Settings
+
+_HERE: Final = Path(__file__).resolve().parent
+_DRIVER: Final = _HERE / "refund_driver.py"
+_THIS_CHECKOUT: Final = _HERE.parents[1]
+# Run the driver file as __main__ with the measured tree first on the import path (the
+# interpreter would otherwise put the driver's own directory there).
+_LAUNCH: Final = (
+    "import runpy, sys; tree, driver = sys.argv[1:3]; sys.argv = sys.argv[2:]; "
+    "sys.path.insert(0, tree); runpy.run_path(driver, run_name='__main__')"
+)
+
+
+def main(argv: Sequence[str]) -> int:
+    options = parse_refund_options(argv)
+    command = shlex.join(["python", "-m", "devtools.bench", "refunds", *argv])
+    try:
+        ok = asyncio.run(run_refund_bench(options, command))
+    except BenchError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KafkaError as exc:
+        print(f"bench failed: Kafka error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("bench interrupted", file=sys.stderr, flush=True)
+        return 130
+    return 0 if ok else 1
+
+
+def _say(*lines: str) -> None:
+    print("\n".join(lines), flush=True)
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(
+            ["uptime"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        load = os.getloadavg() if hasattr(os, "getloadavg") else ()
+        return "load average: " + ", ".join(f"{x:.2f}" for x in load)
+
+
+async def run_refund_bench(options: RefundOptions, command: str) -> bool:
+    """Print every tree's run and the comparison; False when a final state was wrong."""
+    _say(
+        f"command: {command}",
+        f"machine: {describe_machine()}",
+        f"interpreter: {sys.executable}",
+        f"revision: {describe_revision()}",
+        "database: SQLite (aiosqlite, WAL, synchronous as configured), a new file per tree",
+        "provider: the bench's, every charge and refund succeeds at once",
+        f"uptime at start: {uptime()}",
+    )
+    trees: list[tuple[str, Path]] = []
+    if options.baseline is not None:
+        trees.append(("baseline", options.baseline))
+    trees.append(("this checkout", _THIS_CHECKOUT))
+    results: list[TreeResult] = []
+    async with broker(Settings().kafka_bootstrap_servers) as kafka:
+        _say(f"broker: {kafka.description}")
+        for label, tree in trees:
+            lines = await _run_driver(label, tree, options, kafka.bootstrap_servers)
+            result = parse_result(label, lines)
+            if Path(result.code) != tree:
+                raise BenchError(f"{label}: ran the code in {result.code}, not {tree}")
+            results.append(result)
+    _say("", f"uptime at end: {uptime()}", "")
+    for result in results:
+        _say(*tree_lines(result))
+    if len(results) == 2:
+        _say("", *comparison_lines(results[0], results[1]))
+    problems = [problem for result in results for problem in expected_states(result)]
+    verdict = [f"final states NOT as expected: {p}" for p in problems]
+    _say("", *(verdict or ["final states: as expected"]))
+    return not problems
+
+
+async def _run_driver(label: str, tree: Path, options: RefundOptions, bootstrap: str) -> list[str]:
+    """Run the driver on ``tree``'s code; print and return its output."""
+    _say("", f"=== {label}: {tree}, uptime {uptime()} ===")
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _LAUNCH,
+        str(tree),
+        str(_DRIVER),
+        str(options.count),
+        str(options.stall_timeout_s),
+        cwd=tree,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert child.stdout is not None
+    lines: list[str] = []
+    async for raw in child.stdout:
+        line = raw.decode(errors="replace").rstrip("\n")
+        lines.append(line)
+        print(line, flush=True)
+    code = await child.wait()
+    _say(f"=== end of {label} (exit {code}) ===")
+    if code != 0:
+        raise BenchError(f"the refunds driver on {tree} failed (exit {code})")
+    return lines
