@@ -195,6 +195,8 @@ class StraySweep:
             # holds one charge), the payment's own included.
             if candidate.attempt_finished_at is None:
                 await self._store.close_unverified(candidate)
+            # Counted, not alerted: every closed key of a lagging provider passes here.
+            self._metrics.stray_unanswered.labels(candidate.provider, "search_lag").inc()
             return ["unsettled"]
         if known is None or not charged or own:
             if await self._store.mark_verified(candidate):

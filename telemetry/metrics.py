@@ -255,8 +255,10 @@ class Metrics:
             "Questions of the stray-charge sweep that got no answer about an attempt key, by "
             "provider and reason (provider_error: an error, a timeout or an answer the adapter "
             "cannot read; no_provider: the provider is no longer configured; awaiting_payer: "
-            "a trade still waiting for its payer on a final payment). The key is asked again "
-            "later; questions unanswered for hours alert.",
+            'a trade still waiting for its payer on a final payment; search_lag: "no charge" '
+            "from a provider whose search may not show the charge yet, final only once its "
+            "status_search_lag has passed). The key is asked again later; questions "
+            "unanswered for hours alert (search_lag and awaiting_payer do not).",
             ["provider", "reason"],
             registry=self.registry,
         )
