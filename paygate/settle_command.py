@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
+import logging
+import socket
 import sys
 
 from consumer.payment_events import PaymentEvents
@@ -35,6 +38,18 @@ from schemas.payments import PaymentMessages
 
 EXIT_OK = 0
 EXIT_REFUSED = 2
+
+log = logging.getLogger("paygate.operator")
+
+
+def run_by() -> str:
+    """Who ran the command, for the audit line: the operating-system user and the host (a
+    settlement changes money records by hand; the log must say whose hand)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for the uid (a bare container)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 async def settle(settings: Settings, subject_id: str, fail_reason: str | None) -> Settled:
@@ -74,10 +89,17 @@ async def settle(settings: Settings, subject_id: str, fail_reason: str | None) -
 
 
 def run_settle(settings: Settings, args: argparse.Namespace) -> int:
+    audit = {"settle_id": args.id, "run_by": run_by(), "fail_requested": bool(args.failed)}
     try:
         settled = asyncio.run(settle(settings, args.id, fail_reason_of(args)))
     except PaygateError as exc:
+        log.warning("operator settlement refused: %s", exc.code.value, extra=audit)
         print(json.dumps({"error": ErrorInfo.from_error(exc).to_dict()}), file=sys.stderr)
         return EXIT_REFUSED
+    log.warning(
+        "operator settlement: %s",
+        settled.action,
+        extra={**audit, "action": settled.action, "outcome": settled.outcome},
+    )
     print(json.dumps(settled.to_dict()))
     return EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -119,6 +120,14 @@ async def test_the_command_fails_a_withheld_payment_with_the_operators_reason(
     assert payment.error.code is ErrorCode.SETTLED_BY_OPERATOR
     assert REASON in payment.error.message
     assert REASON in done.stderr  # the audit line (the JSON log goes to stderr)
+    # ... and whose hand it was.
+    audit = [
+        json.loads(line)
+        for line in done.stderr.splitlines()
+        if line.startswith("{") and '"operator settlement:' in line
+    ]
+    assert [(a["action"], a["settle_id"]) for a in audit] == [("failed_by_operator", pid)]
+    assert audit[0]["run_by"].endswith("@" + socket.gethostname())
 
     again = _settle(database_url, site, pid, "--failed", "--reason", REASON)
     assert _error_code(again) == ErrorCode.NOT_WITHHELD.value
