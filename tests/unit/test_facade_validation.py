@@ -535,6 +535,25 @@ BAD_TEXT: dict[str, tuple[dict[str, Any], ErrorCode, str]] = {
         ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
         "metadata.note",
     ),
+    # The holder name travels in clear beside the vaulted number.
+    "holder-name-card": (
+        valid_body(
+            payerAccount={"type": "card", "number": SUCCESS_CARD, "holderName": SUCCESS_CARD}
+        ),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "payerAccount.holderName",
+    ),
+    "holder-name-grouped-iban": (
+        valid_body(
+            payeeAccount={
+                "type": "iban",
+                "number": "acct_1",
+                "holderName": "DE89 3704 0044 0532 0130 00",
+            }
+        ),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "payeeAccount.holderName",
+    ),
     # The key is never named in the param: it is the number.
     "metadata-key-card": (
         valid_body(metadata={"4242-4242-4242-4242": "x"}),
