@@ -35,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 MESSAGES = PaymentMessages.bundled()
 GROUPED_IBAN = "DE89 3704 0044 0532 0130 00"
+DOTTED_CARD = "4242.4242.4242.4242"
 
 
 class RecordingSandbox(InProcessSandboxProvider):
@@ -164,7 +165,9 @@ async def test_a_number_in_a_holder_name_is_refused_and_masked_in_its_dead_lette
     in_holder = encoded_command(payerAccount=payer)
     # Dead-lettered for its currency on the old code too, which kept the holder name as
     # it came: the dead letter must mask it whatever the reason.
-    bad_currency = encoded_command(payeeAccount=payee, currency="EURO")
+    bad_currency = encoded_command(
+        payeeAccount=payee, currency="EURO", metadata={"note": DOTTED_CARD}
+    )
     await produce(
         bootstrap,
         settings.commands_topic,
@@ -177,9 +180,9 @@ async def test_a_number_in_a_holder_name_is_refused_and_masked_in_its_dead_lette
     assert provider.charged == []
     by_order: dict[str, ConsumerRecord] = {}
     for record in dead:
-        assert numbers_in(record.value, (SUCCESS_CARD, PAYEE_IBAN, GROUPED_IBAN)) == []
+        assert numbers_in(record.value, (SUCCESS_CARD, PAYEE_IBAN, GROUPED_IBAN, DOTTED_CARD)) == []
         for _, header in record.headers:
-            assert numbers_in(header, (SUCCESS_CARD, PAYEE_IBAN, GROUPED_IBAN)) == []
+            assert numbers_in(header, (SUCCESS_CARD, PAYEE_IBAN, GROUPED_IBAN, DOTTED_CARD)) == []
         decoded = MESSAGES.command_record(record.value)
         assert decoded is not None
         by_order[decoded[1]["orderId"]] = record
@@ -195,5 +198,6 @@ async def test_a_number_in_a_holder_name_is_refused_and_masked_in_its_dead_lette
     currency_letter = MESSAGES.command_record(by_order[bad_currency[2]["orderId"]].value)
     assert currency_letter is not None
     assert currency_letter[1]["payeeAccount"]["holderName"] == f"****{PAYEE_IBAN[-4:]}"
+    assert currency_letter[1]["metadata"] == {"note": "****4242"}
     scan = await _scan_store(database_url)
     assert scan.findings == []

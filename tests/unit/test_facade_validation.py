@@ -530,6 +530,21 @@ BAD_TEXT: dict[str, tuple[dict[str, Any], ErrorCode, str]] = {
         ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
         "metadata.note",
     ),
+    "metadata-value-dotted-card": (
+        valid_body(metadata={"note": "4242.4242.4242.4242"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    "metadata-value-no-break-spaced-card": (
+        valid_body(metadata={"note": "4242\u00a04242\u00a04242\u00a04242"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    "metadata-value-full-width-card": (
+        valid_body(metadata={"note": _FULL_WIDTH_CARD}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
     "metadata-value-grouped-iban": (
         valid_body(metadata={"note": "DE89 3704 0044 0532 0130 00"}),
         ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
