@@ -540,6 +540,16 @@ async def test_list_refuses_a_bad_query(facade: Facade, params: dict[str, str]) 
     assert (status, body["error"]["code"]) == (400, "invalid_request")
 
 
+async def test_an_unknown_query_parameter_that_may_be_a_number_is_not_echoed(
+    facade: Facade,
+) -> None:
+    params = {"orderId": "o", SUCCESS_CARD: "x", "limit": "2"}
+    status, body, _ = await facade.call("GET", PAYMENTS, params=params)
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
+    assert "param" not in body["error"]
+    assert "4242" not in body["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "code"),
     [
