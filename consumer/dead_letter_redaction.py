@@ -8,9 +8,9 @@ before a dead letter is written:
 - a decodable CreatePayment has each clear number put into the vault, and is re-encoded
   with the token instead (newest schema): it can still be fixed and re-published
   (``paygate dlq republish``), and it never holds the number;
-- a decodable CreatePayment whose metadata holds what the one detector of account
-  numbers finds (domain.account_numbers: a Luhn-valid card number, a valid IBAN; the
-  domain refuses such metadata, so that is why it is here) is re-encoded with those
+- a decodable CreatePayment whose metadata or holder names hold what the one detector of
+  account numbers finds (domain.account_numbers: a Luhn-valid card number, a valid IBAN;
+  the domain refuses such text, so that is why it is here) is re-encoded with those
   masked to their last four, its ids and key untouched, as the vaulted one is;
 - a decodable command without a clear number is kept byte for byte (its idempotency key
   and ids must survive a re-publish exactly);
@@ -71,6 +71,14 @@ def mask_numbers_in(data: bytes) -> bytes:
     return _DIGIT_RUN.sub(masked, _IBAN_RUN.sub(masked, data))
 
 
+def _scrubbed_holder(account: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``account`` with its holder name masked, or None if there is nothing to mask."""
+    holder = None if account is None else account.get("holderName")
+    if account is None or not isinstance(holder, str) or scrub(holder) == holder:
+        return None
+    return {**account, "holderName": scrub(holder)}
+
+
 class DeadLetterRedaction:
     def __init__(
         self, messages: PaymentMessages, vault: AccountVault, *, retention: timedelta
@@ -91,8 +99,16 @@ class DeadLetterRedaction:
         if len(scrubbed) != len(metadata):
             # Two keys that differ only in their numbers: masking merged them.
             return mask_numbers_in(value)
+        # A holder name is free text beside the account, refused like metadata when it
+        # holds a number: masked the same way.
+        holders = {name: _scrubbed_holder(record.get(name)) for name in _ACCOUNTS}
+        record = {
+            **record,
+            **{name: account for name, account in holders.items() if account is not None},
+        }
+        holders_changed = any(account is not None for account in holders.values())
         if not any((record.get(account) or {}).get("number") is not None for account in _ACCOUNTS):
-            if scrubbed == metadata:
+            if scrubbed == metadata and not holders_changed:
                 return value
             try:
                 return self._messages.encode_create_payment_record({**record, "metadata": scrubbed})

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from domain.account_numbers import check_no_account_number
 from domain.errors import ErrorCode, PaygateError
 from domain.text import check_characters, check_text
 
@@ -90,6 +91,9 @@ class Account:
                 min_length=0,
                 max_length=MAX_HOLDER_NAME_LENGTH,
             )
+            # The holder name travels in clear beside the vaulted number (the commands
+            # topic, a dead letter): a number typed into it would too.
+            check_no_account_number(holder, param=f"{prefix}holderName", name="holderName")
         return cls(account_type, number, holder)
 
     @property

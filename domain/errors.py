@@ -502,7 +502,8 @@ _SPECS: Final = (
         category=_C.INVALID_REQUEST,
         retryable=False,
         http_status=400,
-        meaning="A free-text field (a metadata key or value) or a Kafka message key that is "
+        meaning="A free-text field (a metadata key or value, an account's holderName, a "
+        "webhook endpoint's url or description) or a Kafka message key that is "
         "not the command's orderId holds what looks like an account number: a card number "
         "(12 to 19 digits that start as a card network's do and pass the Luhn check) or an "
         "IBAN (that passes its mod-97 check). Account numbers are never stored in clear, so "

@@ -46,8 +46,13 @@ def parse_endpoint_url(url: str, *, development: bool) -> EndpointUrl:
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise UrlRefusedError(f"the URL is malformed: {exc}") from None
+    except ValueError:
+        # urlsplit's message quotes the bad port or host, which may be any text the client
+        # sent (an account number too): the message names the parts to look at instead.
+        raise UrlRefusedError(
+            "the URL is malformed: look at its host, its port (a number from 0 to 65535) "
+            "and its brackets"
+        ) from None
     allowed = ("https", "http") if development else ("https",)
     if parts.scheme not in allowed:
         raise UrlRefusedError("the URL must use https")

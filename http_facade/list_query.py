@@ -15,6 +15,7 @@ MAX_LIMIT: Final = 100
 _ORDER_ID: Final = re.compile(r"\A[A-Za-z0-9._:\-]{1,64}\Z")
 _LIMIT: Final = re.compile(r"\A[0-9]{1,3}\Z")
 _KNOWN: Final = frozenset({"orderId", "limit", "startingAfter"})
+_PLAIN_NAME: Final = re.compile(r"\A[A-Za-z_]{1,64}\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,14 @@ def parse_list_query(query: Mapping[str, str]) -> ListQuery:
     """Check the query string; raise ``invalid_request`` naming the parameter at fault."""
     for name in query:
         if name not in _KNOWN:
-            raise _invalid(f"{name} is not a known query parameter", name)
+            # Named only if it cannot be a number: a client's name is no field of ours, and
+            # one that holds a digit may be an account number typed into the URL.
+            if _PLAIN_NAME.match(name):
+                raise _invalid(f"{name} is not a known query parameter", name)
+            raise PaygateError(
+                ErrorCode.INVALID_REQUEST,
+                "the query has a parameter that is not known (orderId, limit, startingAfter)",
+            )
     order_id = query.get("orderId")
     if order_id is None:
         raise _invalid("orderId is required", "orderId")

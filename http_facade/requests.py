@@ -181,7 +181,7 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str,
 
 def raise_first(exc: ValidationError) -> NoReturn:
     error = exc.errors(include_url=False, include_context=False, include_input=False)[0]
-    param = _dotted(error)
+    param, cut = _dotted(error)
     code = ErrorCode.INVALID_REQUEST
     if error["type"].endswith("_type") and param in _TYPE_ERROR_CODES:
         code = _TYPE_ERROR_CODES[param]
@@ -190,6 +190,10 @@ def raise_first(exc: ValidationError) -> NoReturn:
             'amount must be a string of decimal digits such as "10.50": a JSON number may '
             "already have been rounded through a binary float"
         )
+    elif cut:
+        # The name the rule is about was left out: the message says where it is.
+        rule = _MESSAGES.get(error["type"], error["msg"])
+        message = f"{param or 'the body'}: a member's name or value {rule}"
     elif error["type"] in _MESSAGES:
         message = f"{param} {_MESSAGES[error['type']]}"
     else:
@@ -197,12 +201,18 @@ def raise_first(exc: ValidationError) -> NoReturn:
     raise PaygateError(code, message, param=param or None) from None
 
 
-def _dotted(error: ErrorDetails) -> str:
-    # A location part can be a submitted metadata key: the path stops before one the text
-    # rule refuses, so an error never echoes a control character or a lone surrogate.
+def _dotted(error: ErrorDetails) -> tuple[str, bool]:
+    """The error's location as a dotted param, and whether a part of it was left out."""
+    # A location part can be a name the client chose (a metadata key, an unknown field):
+    # the path stops before one that holds a digit, since it may be an account number
+    # written any way (grouped by dots, full-width digits) no detector sees, or one the
+    # text rule refuses, so an error never echoes a control character or a lone surrogate.
+    # No field of a body has a digit in its name; a list index (an int) is no input.
     parts: list[str] = []
     for part in error["loc"]:
-        if isinstance(part, str) and forbidden_character(part) is not None:
-            break
+        if isinstance(part, str) and (
+            forbidden_character(part) is not None or any(char.isdigit() for char in part)
+        ):
+            return ".".join(parts), True
         parts.append(str(part))
-    return ".".join(parts)
+    return ".".join(parts), False

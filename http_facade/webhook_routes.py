@@ -21,6 +21,7 @@ from typing import Final
 from aiohttp import web
 from pydantic import Field, ValidationError
 
+from domain.account_numbers import check_no_account_number
 from domain.errors import ErrorCode, PaygateError
 from domain.text import check_characters
 from domain.webhook_events import ALL_EVENTS, event_types
@@ -62,13 +63,20 @@ async def create_endpoint(request: web.Request) -> web.Response:
     # the resolver or the store.
     check_characters(body.url, "url")
     check_characters(body.description, "description")
-    unknown = sorted(set(body.enabled_events) - event_types() - {ALL_EVENTS})
-    if unknown:
-        raise PaygateError(
-            ErrorCode.INVALID_REQUEST,
-            f"unknown event type {unknown[0][:64]!r}; see GET /openapi.json or docs/webhooks.md",
-            param="enabledEvents",
-        )
+    # Both are stored in clear and shown on every read of the endpoint.
+    check_no_account_number(body.url, param="url", name="url")
+    if body.description is not None:
+        check_no_account_number(body.description, param="description", name="description")
+    known = event_types() | {ALL_EVENTS}
+    for index, event in enumerate(body.enabled_events):
+        if event not in known:
+            # Named by its place only: the message never echoes what the client typed.
+            raise PaygateError(
+                ErrorCode.INVALID_REQUEST,
+                f"enabledEvents[{index}] is not a known event type; see GET /openapi.json "
+                "or docs/webhooks.md",
+                param="enabledEvents",
+            )
     url = await request.app[WEBHOOK_URL_CHECK].check(body.url)
     created = await request.app[WEBHOOKS].create_endpoint(
         request[CLIENT_ID], url, body.enabled_events, body.description

@@ -143,6 +143,8 @@ def start_tracing(
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+    from telemetry.span_scrubbing import ScrubbingSpanProcessor
+
     resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME") or service_name})
     provider = TracerProvider(
         resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample_ratio))
@@ -153,7 +155,9 @@ def start_tracing(
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint))
-    provider.add_span_processor(processor)
+    # Whichever processor exports, it sees spans scrubbed of account numbers (what the
+    # instrumentations record includes URLs and Kafka keys, which are input).
+    provider.add_span_processor(ScrubbingSpanProcessor(processor))
     tracing = Tracing(provider)
     tracing._instrument()
     _active = tracing

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.integration
 
 MESSAGES = PaymentMessages.bundled()
 GROUPED_IBAN = "DE89 3704 0044 0532 0130 00"
+DOTTED_CARD = "4242.4242.4242.4242"
 
 
 class RecordingSandbox(InProcessSandboxProvider):
@@ -148,4 +149,55 @@ async def test_account_numbers_in_metadata_or_key_are_dead_lettered_masked_and_n
         await engine.dispose()
     scan = await _scan_store(database_url)
     assert scan.rows > 0
+    assert scan.findings == []
+
+
+async def test_a_number_in_a_holder_name_is_refused_and_masked_in_its_dead_letter(
+    topics: Settings, database_url: str
+) -> None:
+    """A holder name is free text beside the account: a number in it is refused like one
+    in metadata, and a dead letter (for that or for any other reason) masks it."""
+    settings = topics.model_copy(update={"database_url": database_url})
+    bootstrap = settings.kafka_bootstrap_servers
+    assert bootstrap
+    payer = {"type": "card", "number": SUCCESS_CARD, "holderName": f"Ada {SUCCESS_CARD}"}
+    payee = {"type": "iban", "number": PAYEE_IBAN, "holderName": GROUPED_IBAN}
+    in_holder = encoded_command(payerAccount=payer)
+    # Dead-lettered for its currency on the old code too, which kept the holder name as
+    # it came: the dead letter must mask it whatever the reason.
+    bad_currency = encoded_command(
+        payeeAccount=payee, currency="EURO", metadata={"note": DOTTED_CARD}
+    )
+    await produce(
+        bootstrap,
+        settings.commands_topic,
+        [(in_holder[0], in_holder[1]), (bad_currency[0], bad_currency[1])],
+    )
+    provider = RecordingSandbox()
+    async with running_consumer(settings, provider):
+        dead = await read_until(bootstrap, settings.dlq_topic, lambda rs: len(rs) >= 2)
+
+    assert provider.charged == []
+    by_order: dict[str, ConsumerRecord] = {}
+    for record in dead:
+        assert numbers_in(record.value, (SUCCESS_CARD, PAYEE_IBAN, GROUPED_IBAN, DOTTED_CARD)) == []
+        for _, header in record.headers:
+            assert numbers_in(header, (SUCCESS_CARD, PAYEE_IBAN, GROUPED_IBAN, DOTTED_CARD)) == []
+        decoded = MESSAGES.command_record(record.value)
+        assert decoded is not None
+        by_order[decoded[1]["orderId"]] = record
+    holder_letter = by_order[in_holder[2]["orderId"]]
+    assert (_headers(holder_letter)[HEADER_ERROR_CODE], _headers(holder_letter)[HEADER_REASON]) == (
+        "account_number_in_text",
+        "invalid_value:payerAccount.holderName",
+    )
+    decoded_holder = MESSAGES.command_record(holder_letter.value)
+    assert decoded_holder is not None
+    assert decoded_holder[1]["payerAccount"]["holderName"] == f"Ada ****{SUCCESS_CARD[-4:]}"
+    assert decoded_holder[1]["idempotencyKey"] == in_holder[2]["idempotencyKey"]
+    currency_letter = MESSAGES.command_record(by_order[bad_currency[2]["orderId"]].value)
+    assert currency_letter is not None
+    assert currency_letter[1]["payeeAccount"]["holderName"] == f"****{PAYEE_IBAN[-4:]}"
+    assert currency_letter[1]["metadata"] == {"note": "****4242"}
+    scan = await _scan_store(database_url)
     assert scan.findings == []

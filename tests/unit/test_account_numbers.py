@@ -43,6 +43,14 @@ CARDS = [
     "6011111111111117",  # Discover
     "6200000000000005",  # UnionPay
     "4000056655665556",
+    # Grouped by what people type or paste besides a space or a dash.
+    "4242.4242.4242.4242",
+    "4242/4242/4242/4242",
+    "4242\u00a04242\u00a04242\u00a04242",  # no-break spaces
+    "4242\u202f4242\u202f4242\u202f4242",  # narrow no-break spaces
+    "4242\u200b4242\u200b4242\u200b4242",  # zero-width spaces
+    "3782.822463.10005",
+    "\uff14\uff12\uff14\uff12" * 4,  # full-width digits
 ]
 IBANS = ["DE89370400440532013000", "DE89 3704 0044 0532 0130 00", "GB82WEST12345698765432"]
 

@@ -426,6 +426,46 @@ async def test_ill_typed_field_is_refused(facade: Facade, body: dict[str, Any], 
     assert facade.publisher.published == []
 
 
+# A name the client chose (an unknown field, a metadata key) in which an account number
+# hides, written any way: the refusal's param and message never repeat it.
+_FULL_WIDTH_CARD = SUCCESS_CARD.translate({ord(d): ord(d) + 0xFEE0 for d in "0123456789"})
+NAMES_HOLDING_A_NUMBER: dict[str, tuple[dict[str, Any], str, str]] = {
+    "unknown-field": (valid_body(**{SUCCESS_CARD: "x"}), "", SUCCESS_CARD),
+    "unknown-account-field": (
+        valid_body(payerAccount={"type": "card", "number": "acct_1", SUCCESS_CARD: "x"}),
+        "payerAccount",
+        SUCCESS_CARD,
+    ),
+    "metadata-key-ill-typed-value": (
+        valid_body(metadata={SUCCESS_CARD: 7}),
+        "metadata",
+        SUCCESS_CARD,
+    ),
+    "metadata-key-dotted": (
+        valid_body(metadata={"4242.4242.4242.4242": 7}),
+        "metadata",
+        "4242.4242.4242.4242",
+    ),
+    "metadata-key-full-width": (
+        valid_body(metadata={_FULL_WIDTH_CARD: 7}),
+        "metadata",
+        _FULL_WIDTH_CARD,
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "number"), NAMES_HOLDING_A_NUMBER.values(), ids=NAMES_HOLDING_A_NUMBER
+)
+async def test_a_refusal_never_echoes_a_name_that_holds_a_number(
+    facade: Facade, body: dict[str, Any], param: str, number: str
+) -> None:
+    status, answer, _ = await post_payment(facade, body)
+    assert_error(status, answer, ErrorCode.INVALID_REQUEST, param=param or None)
+    assert number not in json.dumps(answer, ensure_ascii=False)
+    assert facade.publisher.published == []
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -490,10 +530,44 @@ BAD_TEXT: dict[str, tuple[dict[str, Any], ErrorCode, str]] = {
         ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
         "metadata.note",
     ),
+    "metadata-value-dotted-card": (
+        valid_body(metadata={"note": "4242.4242.4242.4242"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    "metadata-value-no-break-spaced-card": (
+        valid_body(metadata={"note": "4242\u00a04242\u00a04242\u00a04242"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    "metadata-value-full-width-card": (
+        valid_body(metadata={"note": _FULL_WIDTH_CARD}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
     "metadata-value-grouped-iban": (
         valid_body(metadata={"note": "DE89 3704 0044 0532 0130 00"}),
         ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
         "metadata.note",
+    ),
+    # The holder name travels in clear beside the vaulted number.
+    "holder-name-card": (
+        valid_body(
+            payerAccount={"type": "card", "number": SUCCESS_CARD, "holderName": SUCCESS_CARD}
+        ),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "payerAccount.holderName",
+    ),
+    "holder-name-grouped-iban": (
+        valid_body(
+            payeeAccount={
+                "type": "iban",
+                "number": "acct_1",
+                "holderName": "DE89 3704 0044 0532 0130 00",
+            }
+        ),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "payeeAccount.holderName",
     ),
     # The key is never named in the param: it is the number.
     "metadata-key-card": (

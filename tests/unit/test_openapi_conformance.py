@@ -540,6 +540,16 @@ async def test_list_refuses_a_bad_query(facade: Facade, params: dict[str, str]) 
     assert (status, body["error"]["code"]) == (400, "invalid_request")
 
 
+async def test_an_unknown_query_parameter_that_may_be_a_number_is_not_echoed(
+    facade: Facade,
+) -> None:
+    params = {"orderId": "o", SUCCESS_CARD: "x", "limit": "2"}
+    status, body, _ = await facade.call("GET", PAYMENTS, params=params)
+    assert (status, body["error"]["code"]) == (400, "invalid_request")
+    assert "param" not in body["error"]
+    assert "4242" not in body["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "code"),
     [
@@ -1062,6 +1072,43 @@ async def test_a_bad_endpoint_body_is_refused(
         "invalid_text" if text_rule else "invalid_request",
         param,
     )
+    assert facade.world.webhooks.endpoints_by_id == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        # Stored in clear and shown on every read: an account number is refused there.
+        (
+            {"url": f"{HOOK_URL}?card={SUCCESS_CARD}", "enabledEvents": ["*"]},
+            "account_number_in_text",
+            "url",
+        ),
+        (
+            {"url": HOOK_URL, "enabledEvents": ["*"], "description": f"card {SUCCESS_CARD}"},
+            "account_number_in_text",
+            "description",
+        ),
+        # Refused without being repeated: the message names the event by its place.
+        (
+            {"url": HOOK_URL, "enabledEvents": ["*", SUCCESS_CARD]},
+            "invalid_request",
+            "enabledEvents",
+        ),
+        # urlsplit's own message quotes the port it could not read.
+        (
+            {"url": "https://hooks.shop.example:x4242/in", "enabledEvents": ["*"]},
+            "webhook_url_refused",
+            "url",
+        ),
+    ],
+)
+async def test_an_endpoint_body_holding_a_number_is_refused_without_echoing_it(
+    facade: Facade, body: dict[str, Any], code: str, param: str
+) -> None:
+    status, answer, _ = await facade.call("POST", ENDPOINTS, json=body)
+    assert (status, answer["error"]["code"], answer["error"]["param"]) == (400, code, param)
+    assert "4242" not in answer["error"]["message"]
     assert facade.world.webhooks.endpoints_by_id == {}
 
 
