@@ -168,12 +168,12 @@ _COMMANDS: dict[str, _Command] = {
     "consumer": _Command(
         "run the command consumer",
         _consumer,
-        Uses.FINGERPRINT_KEY | Uses.PROVIDERS | Uses.VAULT,
+        Uses.FINGERPRINT_KEY | Uses.PROVIDERS | Uses.VAULT | Uses.KAFKA,
     ),
     "facade": _Command(
         "run the HTTPS REST facade",
         _facade,
-        Uses.FINGERPRINT_KEY | Uses.TLS | Uses.VAULT | Uses.NOTICES,
+        Uses.FINGERPRINT_KEY | Uses.TLS | Uses.VAULT | Uses.NOTICES | Uses.KAFKA,
     ),
     "acquirer": _Command(
         "run the sandbox acquirer as an HTTP service", _acquirer, Uses.SANDBOX_ACQUIRER

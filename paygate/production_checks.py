@@ -28,6 +28,7 @@ from paygate.settings import (
     DEV_FINGERPRINT_KEY,
     DEV_VAULT_KEK,
     Environment,
+    KafkaSecurityProtocol,
     Settings,
 )
 from providers.routing import DEFAULT_ROUTE
@@ -72,6 +73,7 @@ class Uses(Flag):
     # Opens the vault's data keys only, never an account number (`paygate webhooks run`,
     # for the webhook signing secrets): the key-encryption keys, without the account ones.
     VAULT_KEYS = auto()
+    KAFKA = auto()  # sends commands or results over Kafka (consumer, facade)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
         found += _alipay_gateway(settings)
         found += _stripe_api_base(settings)
         found += _stripe_test_key(settings)
+    if Uses.KAFKA in uses:
+        found += _kafka_transport(settings)
     if Uses.SANDBOX_ACQUIRER in uses:
         found.append(
             UnsafeSetting(
@@ -365,3 +369,37 @@ def _stripe_test_key(settings: Settings) -> list[UnsafeSetting]:
             "your live secret key (sk_live_...) or a live restricted key (rk_live_...)",
         )
     ]
+
+
+_PLAINTEXT_KAFKA: Final = frozenset(
+    {KafkaSecurityProtocol.PLAINTEXT, KafkaSecurityProtocol.SASL_PLAINTEXT}
+)
+
+
+def _kafka_transport(settings: Settings) -> list[UnsafeSetting]:
+    # The commands carry tokens, amounts and the REST clients' ids, the results what
+    # happened to every payment: on a network anyone can read (and with SASL_PLAINTEXT, the
+    # login too). The development default, refused unless the operator says the links are
+    # encrypted another way. A certificate that need not name its broker lets any
+    # certificate the CAs signed stand in for it: never acceptable.
+    found: list[UnsafeSetting] = []
+    if settings.kafka_security_protocol in _PLAINTEXT_KAFKA and not settings.kafka_allow_plaintext:
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_KAFKA_SECURITY_PROTOCOL",
+                f"is {settings.kafka_security_protocol.value}: commands and results would "
+                "cross the network in clear; set SSL or SASL_SSL (docs/kafka.md), or "
+                "PAYGATE_KAFKA_ALLOW_PLAINTEXT=true if you encrypt the links yourself",
+            )
+        )
+    if not settings.kafka_ssl_check_hostname and (
+        settings.kafka_security_protocol not in _PLAINTEXT_KAFKA
+    ):
+        found.append(
+            UnsafeSetting(
+                "PAYGATE_KAFKA_SSL_CHECK_HOSTNAME",
+                "is false: any certificate the CAs signed would pass for a broker; set it "
+                "to true (give the brokers certificates that name them)",
+            )
+        )
+    return found

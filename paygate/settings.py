@@ -136,7 +136,15 @@ class Settings(BaseSettings):
     kafka_ssl_check_hostname: bool = Field(
         True,
         description="Whether a broker's certificate must name the host it was reached by. "
-        "The certificate is verified against the CAs either way.",
+        "The certificate is verified against the CAs either way. Refused `false` in "
+        "production.",
+    )
+    kafka_allow_plaintext: bool = Field(
+        False,
+        description="Production only: accept `PLAINTEXT` or `SASL_PLAINTEXT` Kafka, for a "
+        "network whose links you encrypt yourself (a service mesh's mutual TLS). Unset, "
+        "production refuses them: commands and results would cross the network in clear "
+        "(and with `SASL_PLAINTEXT`, the login).",
     )
     commands_topic: str = Field("payments.commands", description="Topic of payment commands.")
     results_topic: str = Field("payments.results", description="Topic of result events.")

@@ -37,8 +37,24 @@ def _run(command: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
 @pytest.mark.parametrize(
     ("command", "settings"),
     [
-        ("consumer", ["PAYGATE_ACCOUNT_FINGERPRINT_KEY", "PAYGATE_PROVIDER", *_VAULT_KEYS]),
-        ("facade", ["PAYGATE_ACCOUNT_FINGERPRINT_KEY", "PAYGATE_TLS_CERT_FILE", *_VAULT_KEYS]),
+        (
+            "consumer",
+            [
+                "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
+                "PAYGATE_PROVIDER",
+                *_VAULT_KEYS,
+                "PAYGATE_KAFKA_SECURITY_PROTOCOL",
+            ],
+        ),
+        (
+            "facade",
+            [
+                "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
+                "PAYGATE_TLS_CERT_FILE",
+                *_VAULT_KEYS,
+                "PAYGATE_KAFKA_SECURITY_PROTOCOL",
+            ],
+        ),
         ("reconcile", ["PAYGATE_PROVIDER", *_VAULT_KEYS]),
         ("acquirer", ["PAYGATE_ENV"]),
     ],

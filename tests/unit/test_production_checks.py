@@ -44,6 +44,7 @@ def production(**fields: Any) -> Settings:
         "abandon_after_s": 6 * 3600,
         "vault_kek": "kek-1:" + "ab" * 32,
         "account_encryption_key_files": [Path("/etc/paygate/account-encryption.pem")],
+        "kafka_security_protocol": "SSL",
     }
     return Settings(**{**safe, **fields})
 
@@ -189,11 +190,13 @@ def test_each_process_is_checked_for_what_it_uses_only() -> None:
         "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
         "PAYGATE_PROVIDER",
         *vault,
+        "PAYGATE_KAFKA_SECURITY_PROTOCOL",
     ]
     assert settings_named(defaults, cli.production_uses("facade")) == [
         "PAYGATE_ACCOUNT_FINGERPRINT_KEY",
         "PAYGATE_TLS_CERT_FILE",
         *vault,
+        "PAYGATE_KAFKA_SECURITY_PROTOCOL",
     ]
     assert settings_named(defaults, cli.production_uses("reconcile")) == [
         "PAYGATE_PROVIDER",
@@ -226,6 +229,9 @@ def test_the_refusal_is_a_clean_exit_listing_every_setting() -> None:
         "anyone with this repository can read: every stored account number would be "
         "readable; set PAYGATE_VAULT_KEK_FILE to a file of `<id>:<64 hex digits>` (e.g. "
         "`kek-1:$(openssl rand -hex 32)`), or plug in a KMS\n"
+        "  - PAYGATE_KAFKA_SECURITY_PROTOCOL is PLAINTEXT: commands and results would cross "
+        "the network in clear; set SSL or SASL_SSL (docs/kafka.md), or "
+        "PAYGATE_KAFKA_ALLOW_PLAINTEXT=true if you encrypt the links yourself\n"
         "To try paygate out locally, run `paygate dev` or set PAYGATE_ENV=development."
     )
 
@@ -438,3 +444,38 @@ def test_alipays_own_sandbox_gateway_is_refused(gateway: str) -> None:
     # A host that only ends with the same letters is not Alipay's sandbox.
     lookalike = production(**routed, alipay_gateway_url="https://notalipaydev.com/gateway.do")
     assert settings_named(lookalike, Uses.PROVIDERS) == []
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_PLAINTEXT"])
+def test_kafka_in_clear_is_refused_unless_the_operator_encrypts_the_links(protocol: str) -> None:
+    extra: dict[str, Any] = {}
+    if protocol.startswith("SASL"):
+        extra = {"kafka_sasl_mechanism": "SCRAM-SHA-512", "kafka_sasl_username": "paygate"}
+        extra["kafka_sasl_password"] = "secret"
+    in_clear = production(kafka_security_protocol=protocol, **extra)
+    for command in ("consumer", "facade"):
+        assert settings_named(in_clear, cli.production_uses(command)) == [
+            "PAYGATE_KAFKA_SECURITY_PROTOCOL"
+        ]
+    # reconcile and the tools talk to the database and providers only.
+    assert settings_named(in_clear, cli.production_uses("reconcile")) == []
+    acknowledged = production(kafka_security_protocol=protocol, kafka_allow_plaintext=True, **extra)
+    assert settings_named(acknowledged, cli.production_uses("consumer")) == []
+    assert (
+        settings_named(
+            in_clear.model_copy(update={"env": Environment.DEVELOPMENT}), EVERYTHING | Uses.KAFKA
+        )
+        == []
+    )
+
+
+def test_a_broker_certificate_that_need_not_name_its_broker_is_refused() -> None:
+    unchecked = production(kafka_ssl_check_hostname=False)
+    assert settings_named(unchecked, cli.production_uses("consumer")) == [
+        "PAYGATE_KAFKA_SSL_CHECK_HOSTNAME"
+    ]
+    # No acknowledgement lifts it: nothing is gained by accepting any certificate.
+    both = production(kafka_ssl_check_hostname=False, kafka_allow_plaintext=True)
+    assert settings_named(both, cli.production_uses("facade")) == [
+        "PAYGATE_KAFKA_SSL_CHECK_HOSTNAME"
+    ]
