@@ -59,13 +59,22 @@ async def run_baseline(
     if not (directory / "devtools" / "bench").is_dir():
         raise BenchError(f"--baseline {directory}: no devtools/bench there (a paygate checkout?)")
     print(f"=== baseline: python -m devtools.bench from {directory} ===", flush=True)
+    lines, code = await run_echoed(
+        ["-m", "devtools.bench", *without_baseline(argv), *extra], directory, bootstrap
+    )
+    print(f"=== end of baseline (exit {code}) ===", "", sep="\n", flush=True)
+    if code != 0:
+        raise BenchError(f"the baseline bench in {directory} failed (exit {code})")
+    return lines
+
+
+async def run_echoed(args: Sequence[str], cwd: Path, bootstrap: str) -> tuple[list[str], int]:
+    """Run ``python *args`` in ``cwd`` on the broker ``bootstrap``, printing its output (both
+    streams) as it comes; return the lines and the exit code."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "devtools.bench",
-        *without_baseline(argv),
-        *extra,
-        cwd=directory,
+        *args,
+        cwd=cwd,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -77,11 +86,7 @@ async def run_baseline(
         line = raw.decode(errors="replace").rstrip("\n")
         lines.append(line)
         print(line, flush=True)
-    code = await child.wait()
-    print(f"=== end of baseline (exit {code}) ===", "", sep="\n", flush=True)
-    if code != 0:
-        raise BenchError(f"the baseline bench in {directory} failed (exit {code})")
-    return lines
+    return lines, await child.wait()
 
 
 def comparison_lines(

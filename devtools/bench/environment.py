@@ -81,6 +81,19 @@ def describe_load() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f} (1, 5, 15 min) on {os.cpu_count() or 0} cores"
 
 
+def uptime() -> str:
+    """``uptime``'s line (the load averages with the time and the users), printed beside
+    every figure of a bench on a machine that may be shared; the load averages alone where
+    the command is missing."""
+    try:
+        return subprocess.run(
+            ["uptime"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        load = os.getloadavg() if hasattr(os, "getloadavg") else ()
+        return "load average: " + ", ".join(f"{x:.2f}" for x in load)
+
+
 def describe_revision() -> str:
     """The git commit measured, and whether the work tree differed from it."""
     try:

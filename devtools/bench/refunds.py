@@ -11,9 +11,7 @@ comes, and their figures are set side by side at the end: this run over the base
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +19,14 @@ from typing import Final
 
 from aiokafka.errors import KafkaError
 
-from devtools.bench.environment import BenchError, broker, describe_machine, describe_revision
+from devtools.bench.baseline import run_echoed
+from devtools.bench.environment import (
+    BenchError,
+    broker,
+    describe_machine,
+    describe_revision,
+    uptime,
+)
 from devtools.bench.refund_options import RefundOptions, parse_refund_options
 from devtools.bench.refund_report import (
     TreeResult,
@@ -64,16 +69,6 @@ def _say(*lines: str) -> None:
     print("\n".join(lines), flush=True)
 
 
-def uptime() -> str:
-    try:
-        return subprocess.run(
-            ["uptime"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        load = os.getloadavg() if hasattr(os, "getloadavg") else ()
-        return "load average: " + ", ".join(f"{x:.2f}" for x in load)
-
-
 async def run_refund_bench(options: RefundOptions, command: str) -> bool:
     """Print every tree's run and the comparison; False when a final state was wrong."""
     _say(
@@ -112,27 +107,8 @@ async def run_refund_bench(options: RefundOptions, command: str) -> bool:
 async def _run_driver(label: str, tree: Path, options: RefundOptions, bootstrap: str) -> list[str]:
     """Run the driver on ``tree``'s code; print and return its output."""
     _say("", f"=== {label}: {tree}, uptime {uptime()} ===")
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        _LAUNCH,
-        str(tree),
-        str(_DRIVER),
-        str(options.count),
-        str(options.stall_timeout_s),
-        cwd=tree,
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert child.stdout is not None
-    lines: list[str] = []
-    async for raw in child.stdout:
-        line = raw.decode(errors="replace").rstrip("\n")
-        lines.append(line)
-        print(line, flush=True)
-    code = await child.wait()
+    driver = [str(tree), str(_DRIVER), str(options.count), str(options.stall_timeout_s)]
+    lines, code = await run_echoed(["-c", _LAUNCH, *driver], tree, bootstrap)
     _say(f"=== end of {label} (exit {code}) ===")
     if code != 0:
         raise BenchError(f"the refunds driver on {tree} failed (exit {code})")

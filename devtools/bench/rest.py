@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from devtools.bench.environment import (
     broker,
     describe_machine,
     describe_revision,
+    uptime,
 )
 from devtools.bench.process_cpu import MIN_MEASURABLE_S, tree_cpu_s
 from devtools.bench.profiler import profiled
@@ -64,16 +64,6 @@ def main(argv: Sequence[str]) -> int:
 
 def _say(*lines: str) -> None:
     print("\n".join(lines), flush=True)
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(
-            ["uptime"], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        load = os.getloadavg() if hasattr(os, "getloadavg") else ()
-        return "load average: " + ", ".join(f"{x:.2f}" for x in load)
 
 
 def _database(database_url: str | None) -> str:
@@ -125,7 +115,7 @@ async def run_rest_bench(options: RestOptions, command: str) -> None:
         f"client timeout {options.timeout_s:g} s",
         "provider: sandbox-inprocess; facade and consumer in separate processes",
         f"database: {_database(options.database_url)}",
-        f"uptime at start: {_uptime()}",
+        f"uptime at start: {uptime()}",
     )
     steps: list[Step] = []
     with tempfile.TemporaryDirectory(prefix="paygate-bench-rest-") as tmp:
@@ -143,7 +133,7 @@ async def run_rest_bench(options: RestOptions, command: str) -> None:
                     steps += await _drive(
                         spec.label, stack.url, stack.api_key, stack.facade, options, vegeta, work
                     )
-    _say("", f"uptime at end: {_uptime()}", "", *HEADER, *(step_row(s) for s in steps), "")
+    _say("", f"uptime at end: {uptime()}", "", *HEADER, *(step_row(s) for s in steps), "")
     for label in dict.fromkeys(s.stack for s in steps):
         if label != CEILING:
             _say(*goal_lines(label, steps))
@@ -161,7 +151,7 @@ async def _drive(
     """Warm up, then one step per rate; prints each row as it is measured."""
     step_dir = work / f"vegeta-{uuid.uuid4().hex[:6]}"
     step_dir.mkdir()
-    _say("", f"{label}: {url}, uptime {_uptime()}", *HEADER)
+    _say("", f"{label}: {url}, uptime {uptime()}", *HEADER)
     targets = step_dir / "warmup.jsonl"
     write_targets(targets, _targets(url, api_key, options, int(_WARMUP_RATE * options.warmup_s)))
     await attack(
