@@ -5,7 +5,7 @@ rule of the release before), and the next re-send stamps it again."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -87,3 +87,71 @@ async def test_0020_down_keeps_the_attempts_and_up_reads_their_last_send_as_crea
     assert await store.renew_sending(in_doubt.payment_request_id, key, claim=claimed.claim.token)
     assert not await store.renew_sending(in_doubt.payment_request_id, key, claim=token)
     assert await rows_of(engine, provider_attempts.c.last_sent_at) != [(None,), (None,)]
+
+
+async def test_0024_stamps_open_attempts_without_a_last_send_with_the_upgrade_time(
+    engine: AsyncEngine, store: PaymentStore, clock: Clock
+) -> None:
+    """An attempt the previous release re-sent has no stamp; the upgrade's time is the only
+    bound known for its last send, and a later bound only makes the abandon rule wait."""
+    acquirer = Acquirer()
+    handler = PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(acquirer),
+        router=Router({"*": [acquirer.name]}),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        retry_policy=RetryPolicy(max_attempts=1),
+        clock=clock,
+    )
+    clock.now = datetime.now(UTC) - timedelta(hours=3)  # the attempts began 3 h ago
+    paid = create_payment()
+    assert await handler.handle(paid) is Outcome.SUCCEEDED
+    in_doubt = create_payment()
+    acquirer.timeout_once.add(f"{in_doubt.payment_request_id}-a1")
+    assert await handler.handle(in_doubt) is Outcome.PENDING
+    restamped = create_payment()
+    restamped_key = f"{restamped.payment_request_id}-a1"
+    acquirer.timeout_once.add(restamped_key)
+    assert await handler.handle(restamped) is Outcome.PENDING
+    claimed = await store.claim(restamped.payment_request_id)
+    assert claimed is not None
+    clock.now += timedelta(minutes=10)
+    assert await store.renew_sending(
+        restamped.payment_request_id, restamped_key, claim=claimed.claim.token
+    )
+    await store.release(restamped.payment_request_id, claimed.claim.token)
+    stamped_by_the_release = clock.now
+
+    # The previous release's rows: 0020 had them null (its re-sends left no stamp).
+    await migrate(engine, "downgrade", "0021")
+    await migrate(engine, "upgrade", "0020")
+    assert await rows_of(engine, provider_attempts.c.last_sent_at) == [(None,)] * 3
+
+    # ...but a row stamped at 0020 keeps its stamp: shown by stamping it again first.
+    claimed = await store.claim(restamped.payment_request_id)
+    assert claimed is not None
+    assert await store.renew_sending(
+        restamped.payment_request_id, restamped_key, claim=claimed.claim.token
+    )
+    await store.release(restamped.payment_request_id, claimed.claim.token)
+
+    before = datetime.now(UTC)
+    await migrate(engine, "upgrade", "0024")
+    after = datetime.now(UTC)
+
+    open_attempt = await store.claim(in_doubt.payment_request_id)
+    assert open_attempt is not None
+    assert before <= open_attempt.last_sent_at <= after
+    assert open_attempt.started_at == clock.now - timedelta(minutes=10)
+    kept = await store.claim(restamped.payment_request_id)
+    assert kept is not None
+    assert kept.last_sent_at == stamped_by_the_release
+    finished = await rows_of(
+        engine, provider_attempts.c.last_sent_at, provider_attempts.c.finished_at
+    )
+    assert [sent for sent, done in finished if done is not None] == [None]
+
+    await migrate(engine, "downgrade", "0020")  # changes nothing
+    assert len(await rows_of(engine, provider_attempts.c.attempt_key)) == 3
