@@ -141,6 +141,19 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
                 ),
             ),
             Panel(
+                "Circuit breaker changes",
+                "Changes of each provider's circuit breaker state in the interval, from and "
+                "to (closed, half_open, open): a breaker that flaps between open and "
+                "half-open shows here while the state panel, sampled, may miss it.",
+                (
+                    Query(
+                        "sum by (provider, from, to) "
+                        f"(increase(paygate_provider_circuit_transitions_total[{RATE}]))",
+                        "{{provider}} {{from}} -> {{to}}",
+                    ),
+                ),
+            ),
+            Panel(
                 "Reconciliations",
                 "Payments, refunds, captures and cancels without a final answer examined by "
                 "the reconcilers, by result (failed: settling it raised something not an "
@@ -223,6 +236,25 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
                 ),
             ),
             Panel(
+                "Rebalances",
+                "Partitions taken from the consumers by rebalances, and the in-flight "
+                "commands given up at a revocation or a shutdown (redelivered to the next "
+                "owner, which finds their claims), per second. A steady rate means "
+                "consumers keep leaving the group: look at max.poll.interval.ms and the "
+                "pods' restarts.",
+                (
+                    Query(
+                        f"sum(rate(paygate_partitions_revoked_total[{RATE}]))",
+                        "partitions revoked",
+                    ),
+                    Query(
+                        f"sum(rate(paygate_commands_abandoned_total[{RATE}]))",
+                        "commands abandoned",
+                    ),
+                ),
+                unit="ops",
+            ),
+            Panel(
                 "Outbox backlog",
                 "Result events waiting to be published, the age of the oldest, and the "
                 "publish rate.",
@@ -286,6 +318,24 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
                     ),
                 ),
                 unit="s",
+            ),
+            Panel(
+                "Result listener",
+                "Events of the results topic the facades' result listeners skipped, by "
+                "reason, and the listeners' restarts, per second. Skipped or restarting, "
+                "a create-and-wait answers 202 after its wait instead of its result: "
+                "clients then poll.",
+                (
+                    Query(
+                        f"sum by (reason) (rate(paygate_result_listener_errors_total[{RATE}]))",
+                        "skipped {{reason}}",
+                    ),
+                    Query(
+                        f"sum(rate(paygate_result_listener_restarts_total[{RATE}]))",
+                        "restarts",
+                    ),
+                ),
+                unit="ops",
             ),
             Panel(
                 "Rate-limited requests",
