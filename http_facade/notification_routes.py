@@ -1,15 +1,23 @@
 """``POST /v1/notifications/{provider}``: a provider's signed asynchronous notification.
 
 Public (no API key: the provider cannot hold one); trusted only once the provider's reader
-verified its signature (for Alipay, through the SDK). Answers:
+verified its signature (for Alipay and Stripe, through their SDKs). The body comes in the
+provider's own media type (Alipay: a form; Stripe: a JSON event, verified over its raw
+bytes); each provider's answers are in its reader's :class:`NotificationTerms`. Answers:
 
-- ``200 success`` (exactly the text Alipay expects) once the outcome is recorded, or was
-  already (a replay is idempotent), or there is nothing to record;
-- ``400 invalid_request``: unsigned, forged, another app's, unreadable; or an amount, trade
-  or provider that is not the attempt's (logged). Nothing changes;
-- ``404 not_found``: no such provider here, or no such payment;
+- ``200`` with the provider's acknowledgement (Alipay: exactly the text ``success``;
+  Stripe: ``{"received": true}``, JSON) once the outcome is recorded, or was already (a
+  replay is idempotent), or there is nothing to record (for Stripe also an event it does
+  not read, a charge made outside paygate, or an attempt key no payment here has: Stripe
+  sends every event of the account);
+- ``400 invalid_request``: unsigned, forged, stale, another app's or account's,
+  unreadable; or an amount, trade or provider that is not the attempt's (logged). Nothing
+  changes, and nothing of the body is echoed;
+- ``404 not_found``: no such provider here, or (Alipay) no such payment;
+- ``415``: not the provider's media type;
 - ``503 service_unavailable``: another worker holds the payment right now; the provider
-  sends the notification again, which is what it does for any answer but ``success``.
+  sends the notification again, which is what it does for any answer but its
+  acknowledgement.
 """
 
 from __future__ import annotations
@@ -22,13 +30,21 @@ from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from http_facade.errors import error_response
 from http_facade.state import NOTICE_READERS, NOTICE_SINK
-from providers.notices import NoticeRefusedError, NoticeResult
+from providers.notices import (
+    NoticeRefusedError,
+    NoticeResult,
+    NotificationTerms,
+    ReceivedNotification,
+)
 
 log = logging.getLogger("paygate.http.notifications")
 
 NOTIFICATIONS_PATH = "/v1/notifications/{provider}"
-# Alipay's expected answer to a notification it need not send again.
-ACKNOWLEDGED = "success"
+
+# What the sink did that needs no resend, whatever the provider.
+_DONE = frozenset(
+    {NoticeResult.RECORDED, NoticeResult.ALREADY, NoticeResult.IGNORED, NoticeResult.STRAY}
+)
 
 
 def add_notification_routes(app: web.Application) -> None:
@@ -39,35 +55,50 @@ async def receive_notification(request: web.Request) -> web.Response:
     reader = request.app[NOTICE_READERS].get(request.match_info["provider"])
     if reader is None:
         raise PaygateError(ErrorCode.NOT_FOUND, "no such notification endpoint")
-    if request.content_type != "application/x-www-form-urlencoded":
+    terms = reader.terms
+    if request.content_type != terms.media_type:
         raise PaygateError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-            "a notification is an application/x-www-form-urlencoded form",
+            f"a {reader.provider} notification is {terms.media_type}",
         )
-    form = await request.post()
-    params = {key: value for key, value in form.items() if isinstance(value, str)}
+    form = await request.post()  # empty unless the body is a form
+    notification = ReceivedNotification(
+        body=await request.read(),  # read once by the body deadline, kept on the request
+        headers=request.headers,
+        form={key: value for key, value in form.items() if isinstance(value, str)},
+    )
     try:
-        notice = reader.read(params)
+        notice = reader.receive(notification)
     except NoticeRefusedError as exc:
         log.warning("notification refused: %s", exc, extra={"provider": reader.provider})
-        raise PaygateError(ErrorCode.INVALID_REQUEST, str(exc), param="sign") from None
+        raise PaygateError(
+            ErrorCode.INVALID_REQUEST, str(exc), param=terms.signature_param
+        ) from None
+    if notice is None:
+        return _acknowledged(terms)  # genuine, with nothing for paygate (the reader logged)
     result = await request.app[NOTICE_SINK].record(notice)
-    if result in (
-        NoticeResult.RECORDED,
-        NoticeResult.ALREADY,
-        NoticeResult.IGNORED,
-        NoticeResult.STRAY,
-    ):
-        return web.Response(text=ACKNOWLEDGED, content_type="text/plain")
+    if result in _DONE:
+        return _acknowledged(terms)
     if result is NoticeResult.UNKNOWN:
+        if terms.account_wide:
+            log.warning(
+                "notification for an attempt key no payment here has: another system's on "
+                "the same provider account; acknowledged",
+                extra={"provider": reader.provider, "attempt_key": notice.attempt_key},
+            )
+            return _acknowledged(terms)
         raise PaygateError(ErrorCode.NOT_FOUND, "no payment has this trade")
     if result is NoticeResult.MISMATCH:
         raise PaygateError(
             ErrorCode.INVALID_REQUEST,
             "the notification's amount, trade or provider is not the payment's",
-            param="out_trade_no",
+            param=terms.attempt_key_param,
         )
     return error_response(
         ErrorInfo(ErrorCode.SERVICE_UNAVAILABLE, "the payment is being worked on; send it again"),
         headers={"Retry-After": "1"},
     )
+
+
+def _acknowledged(terms: NotificationTerms) -> web.Response:
+    return web.Response(text=terms.acknowledgement, content_type=terms.acknowledgement_type)

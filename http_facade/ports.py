@@ -6,7 +6,7 @@ listener); unit tests pass fakes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Protocol
@@ -21,17 +21,22 @@ from domain.refund_view import RefundView
 from domain.refunds import RefundPayment
 from domain.vaulted import VaultedAccount
 from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
-from providers.notices import ChargeNotice, NoticeResult
+from providers.notices import ChargeNotice, NoticeResult, NotificationTerms, ReceivedNotification
 
 
 class NotificationReader(Protocol):
     """Reads one provider's notifications; raises NoticeRefusedError for one that is not
-    the provider's (its signature does not verify) or cannot be read."""
+    the provider's (its signature does not verify) or cannot be read. ``receive`` answers
+    None for a genuine notification with nothing for paygate (an event type it does not
+    read, a charge made outside paygate): acknowledged, nothing recorded."""
 
     @property
     def provider(self) -> str: ...
 
-    def read(self, params: Mapping[str, str]) -> ChargeNotice: ...
+    @property
+    def terms(self) -> NotificationTerms: ...
+
+    def receive(self, notification: ReceivedNotification) -> ChargeNotice | None: ...
 
 
 class NoticeSink(Protocol):

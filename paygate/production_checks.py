@@ -116,6 +116,8 @@ def unsafe_settings(settings: Settings, uses: Uses) -> list[UnsafeSetting]:
         found += _alipay_gateway(settings)
         found += _stripe_api_base(settings)
         found += _stripe_test_key(settings)
+    if Uses.NOTICES in uses:
+        found += _stripe_webhook_secret(settings)
     if Uses.KAFKA in uses:
         found += _kafka_transport(settings)
     if Uses.SANDBOX_ACQUIRER in uses:
@@ -367,6 +369,22 @@ def _stripe_test_key(settings: Settings) -> list[UnsafeSetting]:
             "PAYGATE_STRIPE_API_KEY",
             f"is a Stripe test-mode key ({prefix}...), with which no money moves; set it to "
             "your live secret key (sk_live_...) or a live restricted key (rk_live_...)",
+        )
+    ]
+
+
+def _stripe_webhook_secret(settings: Settings) -> list[UnsafeSetting]:
+    # Without Stripe's events, a charge Stripe's search shows only after the stray-charge
+    # sweep's wait (its settle time plus the search lag) is never found nor given back.
+    if "stripe" not in settings.provider_names or settings.stripe_webhook_secret is not None:
+        return []
+    return [
+        UnsafeSetting(
+            "PAYGATE_STRIPE_WEBHOOK_SECRET",
+            "is unset while `stripe` is a provider: without Stripe's events a charge its "
+            "search shows late is never reversed; add a webhook endpoint for the facade's "
+            "/v1/notifications/stripe in Stripe's Dashboard (docs/operations.md) and set "
+            "this to its signing secret (whsec_...)",
         )
     ]
 

@@ -677,6 +677,14 @@ class Settings(BaseSettings):
         "`PAYGATE_ALIPAY_*` app id and keys from there. Set by `paygate dev`, "
         "docker-compose.yml and the Helm chart's dev values (docs/alipay.md).",
     )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret (whsec_...) of the Stripe webhook endpoint that posts to "
+        "the facade's `/v1/notifications/stripe` (docs/operations.md#stripe-webhooks): "
+        "Stripe's events hand a charge its search shows late to the stray-charge sweep. "
+        "Required by the facade in production when `stripe` is a provider; unset in "
+        "development, the endpoint is not served.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -704,6 +712,14 @@ class Settings(BaseSettings):
         # `FULL` and `NORMAL` are how SQLite's documentation spells them; `Production` is
         # no less clear than `production`.
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("stripe_webhook_secret")
+    @classmethod
+    def _stripe_signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # An API key or a Dashboard id pasted here would verify no event at all, silently.
+        if value is not None and not value.get_secret_value().startswith("whsec_"):
+            raise ValueError("a Stripe webhook signing secret starts with whsec_")
+        return value
 
     @model_validator(mode="after")
     def _reconcile_windows(self) -> Settings:

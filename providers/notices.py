@@ -1,9 +1,12 @@
 """A provider's own word about a charge, received by us (a signed notification), as the
-provider port's types: which attempt, what the provider says it came to, for how much."""
+provider port's types: which attempt, what the provider says it came to, for how much; the
+notification as it arrived; and how each provider posts notifications and wants them
+answered."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from domain.money import Money
@@ -19,6 +22,55 @@ class ChargeNotice:
     attempt_key: str
     outcome: ChargeOutcome | None
     amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedNotification:
+    """A notification as the facade received it, before anything in it is trusted.
+
+    ``body`` is the raw body, byte for byte: what a signature over the body (Stripe's)
+    covers, so it is never re-encoded. ``headers`` are the request's (the facade passes
+    aiohttp's case-insensitive mapping; :meth:`header` looks a name up in any case).
+    ``form`` holds the body's fields when it is a form (Alipay's), else nothing."""
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    form: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        found = self.headers.get(name)
+        if found is not None:
+            return found
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationTerms:
+    """How one provider posts its notifications and wants them answered.
+
+    ``media_type``: the body's content type the provider sends (anything else is refused
+    415 before a byte is read as the provider's). ``acknowledgement`` and its
+    ``acknowledgement_type``: the 2xx answer after which the provider does not send the
+    notification again (Alipay: exactly the text ``success``; Stripe: any 2xx, a small
+    JSON body). ``signature_param``: what a refusal of the notification names as the
+    field at fault; ``attempt_key_param``: what a refusal of its charge (another amount,
+    trade or provider than the payment's) names.
+
+    ``account_wide``: the provider sends every event of the merchant's account to the one
+    endpoint (Stripe), not only those of charges paygate made with this endpoint's address
+    (Alipay's ``notify_url``). A notification naming an attempt key no payment here has is
+    then another system's on the same account (another paygate environment, say), not
+    one to hear again: it is acknowledged and logged, since answering an error would only
+    make the provider resend it for days. paygate writes every attempt before sending it
+    (write-ahead), so a charge of its own never precedes its attempt's row."""
+
+    media_type: str
+    acknowledgement: str
+    acknowledgement_type: str
+    signature_param: str
+    attempt_key_param: str
+    account_wide: bool = False
 
 
 class NoticeRefusedError(Exception):

@@ -15,11 +15,25 @@ from typing import Final
 from domain.money import Money
 from providers.alipay import transformers as t
 from providers.alipay.signing import verify_notification
-from providers.notices import ChargeNotice, NoticeRefusedError
+from providers.notices import (
+    ChargeNotice,
+    NoticeRefusedError,
+    NotificationTerms,
+    ReceivedNotification,
+)
 from providers.port import ChargeOutcome, ChargeStatus
 
 # What Alipay wants as the answer to a notification it need not send again.
 ACKNOWLEDGED: Final = "success"
+
+# A form, answered exactly ``success`` (text); a refusal names the signature's field.
+ALIPAY_TERMS: Final = NotificationTerms(
+    media_type="application/x-www-form-urlencoded",
+    acknowledgement=ACKNOWLEDGED,
+    acknowledgement_type="text/plain",
+    signature_param="sign",
+    attempt_key_param="out_trade_no",
+)
 
 _FINISHED: Final = {
     t.TradeStatus.TRADE_SUCCESS: ChargeStatus.SUCCEEDED,
@@ -33,6 +47,10 @@ class AlipayNotifications:
         self._app_id = app_id
         self._public_key = alipay_public_key
         self.provider = provider
+        self.terms = ALIPAY_TERMS
+
+    def receive(self, notification: ReceivedNotification) -> ChargeNotice:
+        return self.read(notification.form)
 
     def read(self, params: Mapping[str, str]) -> ChargeNotice:
         if not verify_notification(params, self._public_key):

@@ -270,6 +270,17 @@ def search_query_for(attempt_key: str) -> str:
     return f"metadata['{ATTEMPT_KEY_METADATA_KEY}']:'{escaped}'"
 
 
+def attempt_key_of(intent: stripe.PaymentIntent) -> str | None:
+    """The attempt key paygate put in the PaymentIntent's metadata (:func:`charge_params`);
+    None for a PaymentIntent paygate did not create (no such key, or not a text)."""
+    try:
+        # A StripeObject: indexing, since it refuses dict methods such as get().
+        found = _field(intent, "metadata")[ATTEMPT_KEY_METADATA_KEY]
+    except (KeyError, TypeError):
+        return None
+    return found if isinstance(found, str) and found else None
+
+
 # --- the answer ----------------------------------------------------------------------------
 
 

@@ -8,8 +8,9 @@ documents: PaymentIntents created (idempotently, by the ``Idempotency-Key`` head
 retrieved by id at once; searched by metadata only ``hidden_for`` after they were created, on
 the test's clock (Stripe: "usually under a minute, up to an hour during outages"); Refunds
 created idempotently and listed by PaymentIntent at once. ``refuse_next`` answers that many
-next calls with a 429 (refused before processing: nothing created). Anything else it is sent
-is a 404, so a test notices a call it did not expect.
+next calls with a 429 (refused before processing: nothing created); ``lose_next`` processes
+that many next calls but answers them with a 500 (Stripe's ``api_error``: done, the answer
+lost). Anything else it is sent is a 404, so a test notices a call it did not expect.
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ class LaggingStripe(stripe.HTTPClient):
         self.refunds: dict[str, dict[str, Any]] = {}  # by id
         self._by_idempotency_key: dict[str, dict[str, Any]] = {}
         self.refuse_next = 0
+        self.lose_next = 0
         self.searches_missing_a_charge = 0
 
     async def request_async(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
         status, body = self._answer(method, url, headers, post_data)
+        if self.lose_next and status == 200:
+            self.lose_next -= 1
+            status, body = 500, {"error": {"type": "api_error", "message": "answer lost"}}
         return json.dumps(body).encode(), status, {"request-id": f"req_{next(self._ids)}"}
 
     def _answer(

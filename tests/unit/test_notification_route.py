@@ -1,5 +1,6 @@
-"""The facade's notification endpoint without a provider behind it: public, form only,
-refusals answered from the catalogue, and only ``success`` when the sink recorded it."""
+"""The facade's notification endpoint without a provider behind it: public, each provider's
+media type only, refusals answered from the catalogue, and the provider's acknowledgement
+(Alipay: the text ``success``; Stripe: JSON) only when the sink recorded it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from collections.abc import Mapping
 import pytest
 
 from domain.money import Money
-from providers.notices import ChargeNotice, NoticeRefusedError, NoticeResult
+from providers.alipay.notifications import ALIPAY_TERMS
+from providers.notices import (
+    ChargeNotice,
+    NoticeRefusedError,
+    NoticeResult,
+    ReceivedNotification,
+)
+from providers.stripe.webhooks import STRIPE_TERMS
 from tests.support.facade_world import World, world_client
 
 pytestmark = pytest.mark.unit
@@ -18,6 +26,10 @@ PATH = "/v1/notifications/alipay"
 
 class Reader:
     provider = "alipay"
+    terms = ALIPAY_TERMS
+
+    def receive(self, notification: ReceivedNotification) -> ChargeNotice:
+        return self.read(notification.form)
 
     def read(self, params: Mapping[str, str]) -> ChargeNotice:
         if params.get("sign") != "good":
@@ -71,5 +83,96 @@ async def test_refused_before_the_sink_unsigned_json_or_another_provider():
         other = await client.post("/v1/notifications/paypal", data={"sign": "good"})
         assert other.status == 404
         assert sink.notices == []
+    finally:
+        await client.close()
+
+
+STRIPE_PATH = "/v1/notifications/stripe"
+
+
+class StripeReader:
+    """Signed means the header says ``good``; an event of ``customer.created`` is not read."""
+
+    provider = "stripe"
+    terms = STRIPE_TERMS
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def receive(self, notification: ReceivedNotification) -> ChargeNotice | None:
+        self.bodies.append(notification.body)
+        if notification.header("Stripe-Signature") != "good":
+            raise NoticeRefusedError("the event is not signed for this endpoint")
+        if b"customer.created" in notification.body:
+            return None
+        return ChargeNotice("stripe", "pay_1-a1", None, Money(1050, "EUR"))
+
+
+@pytest.mark.parametrize(
+    ("result", "status"),
+    [
+        (NoticeResult.RECORDED, 200),
+        (NoticeResult.ALREADY, 200),
+        (NoticeResult.IGNORED, 200),
+        (NoticeResult.STRAY, 200),
+        # Stripe sends every event of the account: a key no payment here has is another
+        # system's, acknowledged rather than resent for days.
+        (NoticeResult.UNKNOWN, 200),
+        (NoticeResult.MISMATCH, 400),
+        (NoticeResult.BUSY, 503),
+    ],
+)
+async def test_stripe_is_answered_in_json(result, status):
+    sink = Sink(result)
+    stripe = StripeReader()
+    client = await world_client(
+        World(), notice_readers={"alipay": Reader(), "stripe": stripe}, notice_sink=sink
+    )
+    try:
+        body = b'{"type": "payment_intent.succeeded"}'
+        response = await client.post(
+            STRIPE_PATH,
+            data=body,
+            headers={"Content-Type": "application/json", "Stripe-Signature": "good"},
+        )
+        assert response.status == status
+        assert response.content_type == "application/json"
+        answer = await response.json()
+        if status == 200:
+            assert answer == {"received": True}
+        else:
+            assert answer["error"]["code"] in ("invalid_request", "service_unavailable")
+        assert stripe.bodies == [body]  # the raw body, byte for byte
+        assert [n.attempt_key for n in sink.notices] == ["pay_1-a1"]
+    finally:
+        await client.close()
+
+
+async def test_stripe_refusals_and_events_with_nothing_to_record():
+    sink = Sink(NoticeResult.RECORDED)
+    readers = {"alipay": Reader(), "stripe": StripeReader()}
+    client = await world_client(World(), notice_readers=readers, notice_sink=sink)
+    try:
+        forged = await client.post(
+            STRIPE_PATH,
+            data=b'{"secret": "payload"}',
+            headers={"Content-Type": "application/json", "Stripe-Signature": "forged"},
+        )
+        assert forged.status == 400
+        error = (await forged.json())["error"]
+        assert (error["code"], error["param"]) == ("invalid_request", "Stripe-Signature")
+        assert "payload" not in await forged.text()
+        as_form = await client.post(STRIPE_PATH, data={"type": "payment_intent.succeeded"})
+        assert as_form.status == 415
+        not_read = await client.post(
+            STRIPE_PATH,
+            data=b'{"type": "customer.created"}',
+            headers={"Content-Type": "application/json", "Stripe-Signature": "good"},
+        )
+        assert (not_read.status, await not_read.json()) == (200, {"received": True})
+        assert sink.notices == []
+        # Alipay's answers stay Alipay's beside Stripe's.
+        alipay = await client.post(PATH, data={"sign": "good", "out_trade_no": "pay_2-a1"})
+        assert (alipay.status, await alipay.text()) == (200, "success")
     finally:
         await client.close()

@@ -41,6 +41,7 @@ def production(**fields: Any) -> Settings:
         "tls_key_file": Path("/etc/paygate/tls.key"),
         "provider": "stripe",
         "stripe_api_key": "sk_live_123",
+        "stripe_webhook_secret": "whsec_0123456789abcdef",
         "abandon_after_s": 6 * 3600,
         "vault_kek": "kek-1:" + "ab" * 32,
         "account_encryption_key_files": [Path("/etc/paygate/account-encryption.pem")],
@@ -479,3 +480,36 @@ def test_a_broker_certificate_that_need_not_name_its_broker_is_refused() -> None
     assert settings_named(both, cli.production_uses("facade")) == [
         "PAYGATE_KAFKA_SSL_CHECK_HOSTNAME"
     ]
+
+
+def test_the_facade_refuses_stripe_without_its_webhook_secret_naming_the_setting() -> None:
+    unset = production(stripe_webhook_secret=None)
+    [unsafe] = unsafe_settings(unset, cli.production_uses("facade"))
+    assert str(unsafe) == (
+        "PAYGATE_STRIPE_WEBHOOK_SECRET is unset while `stripe` is a provider: without "
+        "Stripe's events a charge its search shows late is never reversed; add a webhook "
+        "endpoint for the facade's /v1/notifications/stripe in Stripe's Dashboard "
+        "(docs/operations.md) and set this to its signing secret (whsec_...)"
+    )
+    assert unsafe_settings(production(), cli.production_uses("facade")) == []
+    # Only the facade receives the events; without stripe routed, no secret is needed.
+    assert unsafe_settings(unset, cli.production_uses("consumer")) == []
+    no_stripe = production(stripe_webhook_secret=None, routes={"*": ["alipay"]})
+    assert "PAYGATE_STRIPE_WEBHOOK_SECRET" not in settings_named(no_stripe, Uses.NOTICES)
+    development = unset.model_copy(update={"env": Environment.DEVELOPMENT})
+    assert unsafe_settings(development, Uses.NOTICES) == []
+
+
+def test_a_stripe_webhook_secret_must_be_one_and_is_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from paygate.settings_errors import SettingsRefused, load_settings
+
+    monkeypatch.setenv("PAYGATE_STRIPE_WEBHOOK_SECRET", "sk_live_pasted_by_mistake")
+    with pytest.raises(SettingsRefused) as refused:
+        load_settings("paygate facade")
+    assert "PAYGATE_STRIPE_WEBHOOK_SECRET: " in str(refused.value)
+    assert "starts with whsec_" in str(refused.value)
+    assert "pasted_by_mistake" not in str(refused.value)
+    monkeypatch.setenv("PAYGATE_STRIPE_WEBHOOK_SECRET", "whsec_abc")
+    assert load_settings("paygate facade").stripe_webhook_secret is not None

@@ -1,0 +1,197 @@
+"""Stripe's webhook events, verified through the SDK and read as a ChargeNotice.
+
+Why paygate listens: Stripe's Search API, through which the stray-charge sweep asks about
+a key, can trail a charge by more than the sweep waits for it (``status_search_lag``). A
+charge under a key the payment left that shows in search only after that wait would never
+be found. The ``payment_intent.*`` event Stripe sends when the charge happens hands the key
+back to the sweep (consumer.provider_notices), which then asks until search shows it and
+reverses it; for the payment's own open attempt, the event records its outcome at once.
+
+Trust: only an event whose ``Stripe-Signature`` header the SDK verifies
+(``stripe.Webhook.construct_event``: HMAC-SHA256 of ``<t>.<raw body>`` under this
+endpoint's signing secret, ``whsec_...``) and whose timestamp is at most ``tolerance``
+old (a replay of a captured request is refused after that) is read. Then, so that no event
+of another account or mode is taken for this one's: an event of a connected account
+(``account`` set: paygate does not use Connect) and one of the other mode than the
+configured API key's (``livemode``) are refused too. A refusal raises
+:class:`NoticeRefusedError` with a message of paygate's own; nothing of the body is echoed.
+
+What is read, each event's PaymentIntent through the adapter's own map
+(:func:`providers.stripe.transformers.outcome_from_intent`):
+
+    payment_intent.succeeded                  SUCCEEDED (captured)
+    payment_intent.amount_capturable_updated  AUTHORIZED (requires_capture)
+    payment_intent.payment_failed             DECLINED (last_payment_error)
+    payment_intent.canceled                   CANCELED or EXPIRED (cancellation_reason)
+
+A PaymentIntent still moving (processing, requires_action) gives a notice without an outcome
+(nothing to record). Every other event type, and an event of a PaymentIntent without
+paygate's attempt key in its metadata (a charge made outside paygate on the same account),
+is acknowledged and logged, nothing recorded: :meth:`StripeWebhooks.receive` answers None.
+``charge.*`` events repeat what the PaymentIntent's say and are not read.
+
+The snapshot in an event is the PaymentIntent as it was when the event was made; Stripe may
+deliver events late and out of order. That is safe here because a notice is recorded only on
+a payment's open attempt, never over a final outcome (consumer.provider_notices): a late
+``amount_capturable_updated`` for a payment captured since finds it final and changes
+nothing, as does a replay.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any, Final
+
+import stripe
+from pydantic import SecretStr
+
+from providers.notices import (
+    ChargeNotice,
+    NoticeRefusedError,
+    NotificationTerms,
+    ReceivedNotification,
+)
+from providers.port import ChargeOutcome
+from providers.stripe.amounts import money_from_stripe
+from providers.stripe.transformers import (
+    PROVIDER_NAME,
+    StripePaymentPendingError,
+    attempt_key_of,
+    outcome_from_intent,
+)
+
+log = logging.getLogger("paygate.stripe.webhooks")
+
+SIGNATURE_HEADER: Final = "Stripe-Signature"
+# The SDK's default, which Stripe's documentation recommends: a signed request captured on
+# the way is refused five minutes after Stripe made it.
+DEFAULT_TOLERANCE: Final = timedelta(seconds=stripe.Webhook.DEFAULT_TOLERANCE)
+
+# The events to select for the endpoint in Stripe's Dashboard (docs/operations.md).
+READ_EVENTS: Final = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.amount_capturable_updated",
+        "payment_intent.payment_failed",
+        "payment_intent.canceled",
+    }
+)
+
+# Stripe wants a 2xx soon; the body is not read. JSON, as Stripe's own examples answer.
+STRIPE_TERMS: Final = NotificationTerms(
+    media_type="application/json",
+    acknowledgement='{"received": true}',
+    acknowledgement_type="application/json",
+    signature_param=SIGNATURE_HEADER,
+    attempt_key_param="data.object.metadata",
+    account_wide=True,
+)
+
+
+def livemode_of(api_key: SecretStr | None) -> bool | None:
+    """The mode of the account's events the API key's prefix says (sk_live_/rk_live_: live,
+    sk_test_/rk_test_: test); None when there is no key or it says neither."""
+    if api_key is None:
+        return None
+    key = api_key.get_secret_value()
+    if key.startswith(("sk_live_", "rk_live_")):
+        return True
+    if key.startswith(("sk_test_", "rk_test_")):
+        return False
+    return None
+
+
+class StripeWebhooks:
+    """Reads the events Stripe posts to ``/v1/notifications/stripe``.
+
+    ``secret`` is the endpoint's signing secret (``whsec_...``, shown in Stripe's Dashboard
+    for the endpoint), never logged. ``livemode``: the mode of the events accepted (live
+    events only with a live API key); None accepts either (development without a key).
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: SecretStr,
+        livemode: bool | None = None,
+        tolerance: timedelta = DEFAULT_TOLERANCE,
+    ) -> None:
+        if tolerance <= timedelta(0):
+            raise ValueError("the signature's tolerance must be positive")
+        self._secret = secret
+        self._livemode = livemode
+        self._tolerance_s = int(tolerance.total_seconds())
+        self.provider = PROVIDER_NAME
+        self.terms = STRIPE_TERMS
+
+    def receive(self, notification: ReceivedNotification) -> ChargeNotice | None:
+        event = self._verified(notification)
+        event_id, event_type = _field(event, "id"), _field(event, "type")
+        if _field(event, "account") is not None:
+            raise NoticeRefusedError("the event is a connected account's, not this account's")
+        livemode = _field(event, "livemode")
+        if self._livemode is not None and livemode is not self._livemode:
+            raise NoticeRefusedError(
+                f"the event is a {'live' if livemode else 'test'}-mode event; this endpoint "
+                f"takes {'live' if self._livemode else 'test'}-mode events only"
+            )
+        if event_type not in READ_EVENTS:
+            log.info("Stripe event not read: acknowledged", extra=_about(event_id, event_type))
+            return None
+        data = _field(event, "data")
+        intent = _field(data, "object")
+        if not isinstance(intent, stripe.PaymentIntent):
+            raise NoticeRefusedError(f"the {event_type} event holds no PaymentIntent")
+        attempt_key = attempt_key_of(intent)
+        if attempt_key is None:
+            log.info(
+                "Stripe event of a PaymentIntent paygate did not create: acknowledged, ignored",
+                extra={**_about(event_id, event_type), "provider_reference": _field(intent, "id")},
+            )
+            return None
+        try:
+            amount = money_from_stripe(_field(intent, "amount"), _field(intent, "currency"))
+            outcome = _outcome(intent)
+        except ValueError as exc:
+            raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
+        return ChargeNotice(self.provider, attempt_key, outcome, amount)
+
+    def _verified(self, notification: ReceivedNotification) -> Any:
+        """The event, once the SDK verified its signature over the raw body."""
+        try:
+            return stripe.Webhook.construct_event(
+                notification.body,
+                notification.header(SIGNATURE_HEADER),
+                self._secret.get_secret_value(),
+                tolerance=self._tolerance_s,
+            )
+        except stripe.SignatureVerificationError as exc:
+            # The SDK's reason (missing, malformed, no signature matching, too old) is for
+            # the operator's log, not the sender; it holds neither the body nor the secret.
+            log.warning(
+                "Stripe event refused: %s", exc.user_message, extra={"provider": PROVIDER_NAME}
+            )
+            raise NoticeRefusedError(
+                f"the event is not signed for this endpoint: {SIGNATURE_HEADER} missing, "
+                f"forged, made with another secret, or older than {self._tolerance_s} s"
+            ) from None
+        except ValueError:  # not UTF-8, not JSON, or not an event (a thin v2 notification)
+            raise NoticeRefusedError("the event is not a Stripe event in JSON") from None
+
+
+def _outcome(intent: stripe.PaymentIntent) -> ChargeOutcome | None:
+    """The PaymentIntent's outcome by the adapter's map; None while it is still moving."""
+    try:
+        return outcome_from_intent(intent)
+    except StripePaymentPendingError:
+        return None
+
+
+def _field(obj: object, name: str) -> Any:
+    """A field of an SDK object, None when absent (the SDK raises AttributeError)."""
+    return getattr(obj, name, None)
+
+
+def _about(event_id: object, event_type: object) -> dict[str, object]:
+    return {"provider": PROVIDER_NAME, "stripe_event": event_id, "stripe_event_type": event_type}

@@ -1,0 +1,244 @@
+"""Stripe's webhook events read by the SDK-verified reader: signed by hand as Stripe
+documents (tests.support.stripe_events), verified by the official SDK; refused when
+unsigned, forged, tampered, stale, another endpoint's, account's or mode's; acknowledged and
+ignored when not paygate's; read through the adapter's own status map otherwise."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+import pytest
+import stripe
+from pydantic import SecretStr
+
+from domain.errors import ErrorCode
+from domain.money import Money
+from providers.notices import ChargeNotice, NoticeRefusedError, ReceivedNotification
+from providers.port import ChargeStatus
+from providers.stripe.webhooks import STRIPE_TERMS, StripeWebhooks, livemode_of
+from tests.support.stripe_events import (
+    OTHER_SECRET,
+    SECRET,
+    event,
+    headers,
+    payment_intent,
+    signature,
+)
+
+pytestmark = pytest.mark.unit
+
+KEY = "pay_0123456789abcdef-a1"
+
+
+def reader(**changes) -> StripeWebhooks:
+    return StripeWebhooks(secret=SecretStr(changes.pop("secret", SECRET)), **changes)
+
+
+def received(body: bytes, secret: str = SECRET, *, at: int | None = None) -> ReceivedNotification:
+    return ReceivedNotification(body=body, headers=headers(body, secret, at=at))
+
+
+def read(body: bytes, **changes) -> ChargeNotice | None:
+    return reader(**changes).receive(received(body))
+
+
+def test_a_signed_succeeded_event_is_the_attempts_captured_charge():
+    notice = read(event("payment_intent.succeeded", payment_intent(KEY, intent_id="pi_1")))
+
+    assert notice is not None
+    assert (notice.provider, notice.attempt_key, notice.amount) == (
+        "stripe",
+        KEY,
+        Money(1050, "EUR"),
+    )
+    assert notice.outcome is not None
+    assert notice.outcome.status is ChargeStatus.SUCCEEDED
+    assert notice.outcome.provider_reference == "pi_1"
+    assert notice.outcome.captured == Money(1050, "EUR")
+
+
+def test_each_event_read_maps_through_the_adapters_status_map():
+    authorized = read(
+        event(
+            "payment_intent.amount_capturable_updated",
+            payment_intent(KEY, status="requires_capture"),
+        )
+    )
+    declined = read(
+        event(
+            "payment_intent.payment_failed",
+            payment_intent(
+                KEY,
+                status="requires_payment_method",
+                last_payment_error={
+                    "type": "card_error",
+                    "code": "card_declined",
+                    "decline_code": "insufficient_funds",
+                    "message": "Your card has insufficient funds.",
+                },
+            ),
+        )
+    )
+    voided = read(
+        event(
+            "payment_intent.canceled",
+            payment_intent(KEY, status="canceled", cancellation_reason="requested_by_customer"),
+        )
+    )
+    expired = read(
+        event(
+            "payment_intent.canceled",
+            payment_intent(KEY, status="canceled", cancellation_reason="automatic"),
+        )
+    )
+
+    assert authorized is not None
+    assert authorized.outcome is not None
+    assert authorized.outcome.status is ChargeStatus.AUTHORIZED
+    assert declined is not None
+    assert declined.outcome is not None
+    assert declined.outcome.status is ChargeStatus.DECLINED
+    assert declined.outcome.error is not None
+    assert declined.outcome.error.code is ErrorCode.INSUFFICIENT_FUNDS
+    assert voided is not None
+    assert voided.outcome is not None
+    assert voided.outcome.status is ChargeStatus.CANCELED
+    assert expired is not None
+    assert expired.outcome is not None
+    assert expired.outcome.status is ChargeStatus.EXPIRED
+
+
+def test_an_intent_still_moving_gives_a_notice_without_outcome():
+    notice = read(event("payment_intent.succeeded", payment_intent(KEY, status="processing")))
+    assert notice is not None
+    assert notice.outcome is None
+
+
+def test_amounts_are_read_in_stripes_scale():
+    # Stripe writes ISK in hundredths that are always 00 (providers.stripe.amounts).
+    notice = read(
+        event("payment_intent.succeeded", payment_intent(KEY, amount=500, currency="isk"))
+    )
+    assert notice is not None
+    assert notice.amount == Money(5, "ISK")
+
+
+@pytest.mark.parametrize(
+    "event_type", ["customer.created", "charge.succeeded", "payment_intent.processing"]
+)
+def test_events_not_read_are_acknowledged_with_nothing_to_record(event_type):
+    assert read(event(event_type, payment_intent(KEY))) is None
+
+
+def test_a_charge_made_outside_paygate_is_ignored_and_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="paygate.stripe.webhooks"):
+        notice = read(event("payment_intent.succeeded", payment_intent(None, intent_id="pi_x")))
+    assert notice is None
+    (record,) = [r for r in caplog.records if r.name == "paygate.stripe.webhooks"]
+    assert "did not create" in record.getMessage()
+    assert record.provider_reference == "pi_x"
+
+
+def test_the_hand_made_signature_is_the_one_stripes_sdk_makes():
+    body = event("payment_intent.succeeded", payment_intent(KEY))
+    at = int(time.time())
+    assert signature(body, at=at) == stripe.WebhookSignature.generate_signature_header(
+        body.decode(), SECRET, timestamp=at
+    )
+
+
+def test_a_secret_being_rolled_verifies_with_either_signature():
+    # While an endpoint's secret is rolled, Stripe signs with the old and the new one.
+    body = event("payment_intent.succeeded", payment_intent(KEY))
+    old = signature(body, OTHER_SECRET)
+    new = signature(body, SECRET).split(",")[1]
+    notification = ReceivedNotification(body=body, headers={"Stripe-Signature": f"{old},{new}"})
+    assert reader().receive(notification) is not None
+
+
+def test_the_header_is_found_in_any_case():
+    body = event("payment_intent.succeeded", payment_intent(KEY))
+    notification = ReceivedNotification(body=body, headers={"stripe-signature": signature(body)})
+    assert reader().receive(notification) is not None
+
+
+def refused(notification: ReceivedNotification, **changes) -> str:
+    with pytest.raises(NoticeRefusedError) as refusal:
+        reader(**changes).receive(notification)
+    return str(refusal.value)
+
+
+def test_unsigned_forged_tampered_and_other_secrets_are_refused(caplog):
+    body = event("payment_intent.succeeded", payment_intent(KEY, amount=1050))
+    tampered = body.replace(b'"amount": 1050', b'"amount": 1')
+    assert tampered != body
+    cases = {
+        "unsigned": ReceivedNotification(body=body, headers={}),
+        "garbled": ReceivedNotification(body=body, headers={"Stripe-Signature": "nonsense"}),
+        "v0 only": ReceivedNotification(
+            body=body, headers={"Stripe-Signature": signature(body).replace("v1=", "v0=")}
+        ),
+        "another endpoint's secret": received(body, OTHER_SECRET),
+        "tampered after signing": ReceivedNotification(
+            body=tampered, headers={"Stripe-Signature": signature(body)}
+        ),
+    }
+    with caplog.at_level(logging.DEBUG):
+        for name, notification in cases.items():
+            message = refused(notification)
+            assert "not signed for this endpoint" in message, name
+            assert KEY not in message, "no payload echoed"
+            assert "1050" not in message, "no payload echoed"
+    # Configured with another endpoint's secret, nothing Stripe signs for this one passes.
+    assert "not signed" in refused(received(body), secret=OTHER_SECRET)
+    assert SECRET not in caplog.text
+    assert OTHER_SECRET not in caplog.text
+
+
+def test_a_stale_signature_is_refused_and_a_recent_one_is_not():
+    body = event("payment_intent.succeeded", payment_intent(KEY))
+    now = int(time.time())
+    assert "older than 300 s" in refused(received(body, at=now - 301 - 5))
+    assert reader().receive(received(body, at=now - 200)) is not None
+    shorter = timedelta(seconds=60)
+    assert "older than 60 s" in refused(received(body, at=now - 120), tolerance=shorter)
+
+
+def test_a_connected_accounts_event_is_refused():
+    body = event("payment_intent.succeeded", payment_intent(KEY), account="acct_1Connected")
+    assert "connected account" in refused(received(body))
+
+
+def test_an_event_of_the_other_mode_is_refused():
+    live = event("payment_intent.succeeded", payment_intent(KEY), livemode=True)
+    test = event("payment_intent.succeeded", payment_intent(KEY), livemode=False)
+    assert "live-mode event" in refused(received(live), livemode=False)
+    assert "test-mode event" in refused(received(test), livemode=True)
+    assert reader(livemode=True).receive(received(live)) is not None
+    assert reader(livemode=None).receive(received(test)) is not None
+
+
+def test_a_signed_body_that_is_not_an_event_is_refused():
+    for body in (b"not json", b'{"object": "v2.core.event", "id": "evt_thin"}'):
+        assert "not a Stripe event" in refused(received(body))
+    no_intent = event("payment_intent.succeeded", {"object": "charge", "id": "ch_1"})
+    assert "holds no PaymentIntent" in refused(received(no_intent))
+    no_amount = event("payment_intent.succeeded", payment_intent(KEY, amount=0))
+    assert "unreadable" in refused(received(no_amount))
+
+
+def test_the_mode_of_the_api_key():
+    assert livemode_of(SecretStr("sk_live_x")) is True
+    assert livemode_of(SecretStr("rk_live_x")) is True
+    assert livemode_of(SecretStr("sk_test_x")) is False
+    assert livemode_of(SecretStr("rk_test_x")) is False
+    assert livemode_of(SecretStr("whatever")) is None
+    assert livemode_of(None) is None
+
+
+def test_stripe_is_answered_in_json_and_its_unknown_keys_acknowledged():
+    assert STRIPE_TERMS.media_type == "application/json"
+    assert STRIPE_TERMS.acknowledgement_type == "application/json"
+    assert STRIPE_TERMS.account_wide
