@@ -183,8 +183,8 @@ def _failure_lines(answers: Sequence[Answer], missing: Sequence[str]) -> list[st
 
 
 def _medians_line(samples_ms: dict[str, list[float]]) -> list[str]:
-    """The hops' p50s added up beside the total's: medians do not add up exactly, but far
-    apart they say the requests' hops vary together (a queue that slows every hop)."""
+    """The hops' p50s added up, beside the total's p50. Medians do not add up (each may be
+    another request's): the gap says how far the p50 column may be read as a budget."""
     if not samples_ms[TOTAL]:
         return []
     added = sum(percentile(samples_ms[name], 50) for name, _ in HOPS)
