@@ -1,10 +1,11 @@
 """``python -m devtools.bench hops`` runs end to end at a tiny count and cuts every request.
 
-Only structure and consistency are checked, never timing: every hop and the total have a
-row with n == count; every request's marks (``--marks``) are in order up to the 1 ms a
-Kafka timestamp is truncated by, its hops add up to its total, and the printed rows are
-the percentiles of those marks; the printed sum of the hops' medians lies between what the
-hops' minimums and maximums allow.
+The baseline is this checkout itself (an A/A run), so both stacks and the comparison are
+exercised. Only structure and consistency are checked, never timing: each stack has a row
+per hop and the total with n == count; every request's marks (``--marks``) are in order up
+to the 1 ms a Kafka timestamp is truncated by, its hops add up to its total, and the printed
+rows are the percentiles of those marks; the printed sum of the hops' medians lies between
+what the hops' minimums and maximums allow.
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ MEDIANS = re.compile(rf"^sum of the hops' p50: {_N} ms; p50 of the total: {_N} m
 SLACK_MS = 0.05
 
 
-def test_the_hops_bench_cuts_every_request_into_hops_that_add_up_to_its_total(
+def test_the_hops_bench_cuts_every_request_of_both_stacks_into_hops_that_add_up(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     marks_file = tmp_path / "marks.jsonl"
     args = ["--rate", "20", "--count", str(COUNT), "--warmup", "2", "--marks", str(marks_file)]
+    args += ["--baseline", str(REPO_ROOT)]
     proc = subprocess.run(
         [sys.executable, "-m", "devtools.bench", "hops", *args],
         cwd=REPO_ROOT,
@@ -59,23 +61,40 @@ def test_the_hops_bench_cuts_every_request_into_hops_that_add_up_to_its_total(
         "uptime at end: ",
     ):
         assert re.search(f"^{line}", output, re.M), f"no {line!r} line:\n{output}"
-    assert f"this checkout: {COUNT} requests, {COUNT} answered 200, {COUNT} with every mark" in (
-        output
-    )
+    baseline = re.search(r"^(baseline \S+): \d+ requests", output, re.M)
+    assert baseline is not None, output
+    stacks = [baseline.group(1), "this checkout"]
 
-    rows = {name: tuple(map(float, figures)) for name, *figures in ROW.findall(output)}
-    assert list(rows) == [name for name, _ in HOPS] + [TOTAL], output
-    assert all(row[0] == COUNT for row in rows.values()), output
+    records = [json.loads(line) for line in marks_file.read_text().splitlines()]
+    assert len({r["order_id"] for r in records}) == len(records) == 2 * COUNT
+    for stack, block in zip(stacks, _blocks(output, stacks), strict=True):
+        header = f"{stack}: {COUNT} requests, {COUNT} answered 200, {COUNT} with every mark"
+        assert header in block, output
+        timelines = [
+            Timeline(**{k: v for k, v in r.items() if k not in ("stack", "order_id")})
+            for r in records
+            if r["stack"] == stack
+        ]
+        _check_consistent(block, timelines)
+
+    compared = re.findall(r"^  ([a-z ]+): p50 [0-9.]+ -> [0-9.]+ \(", output, re.M)
+    assert compared == [name for name, _ in HOPS] + [TOTAL], output
+
+
+def _blocks(output: str, stacks: list[str]) -> list[str]:
+    """Each stack's part of the output: from its summary line to the next stack's."""
+    starts = [output.index(f"\n{stack}: {COUNT} requests") for stack in stacks]
+    return [output[a:b] for a, b in zip(starts, [*starts[1:], len(output)], strict=True)]
+
+
+def _check_consistent(block: str, timelines: list[Timeline]) -> None:
+    rows = {name: tuple(map(float, figures)) for name, *figures in ROW.findall(block)}
+    assert list(rows) == [name for name, _ in HOPS] + [TOTAL], block
+    assert all(row[0] == COUNT for row in rows.values()), block
     for name, (_, p50, p90, p99, max_ms) in rows.items():
         assert p50 <= p90 <= p99 <= max_ms, f"{name}: {rows[name]}"
 
-    records = [json.loads(line) for line in marks_file.read_text().splitlines()]
-    assert len(records) == COUNT
-    assert len({r["order_id"] for r in records}) == COUNT
-    assert {r["stack"] for r in records} == {"this checkout"}
-    timelines = [
-        Timeline(**{k: v for k, v in r.items() if k not in ("stack", "order_id")}) for r in records
-    ]
+    assert len(timelines) == COUNT
     for timeline in timelines:
         hops_s = timeline.hops_s()
         assert min(hops_s) >= -CLOCK_GRANULARITY_S - 1e-6, timeline
@@ -88,8 +107,8 @@ def test_the_hops_bench_cuts_every_request_into_hops_that_add_up_to_its_total(
         assert percentile(samples[name], 99) == pytest.approx(p99, abs=SLACK_MS)
         assert max(samples[name]) == pytest.approx(max_ms, abs=SLACK_MS)
 
-    medians = MEDIANS.search(output)
-    assert medians is not None, output
+    medians = MEDIANS.search(block)
+    assert medians is not None, block
     added, total_p50 = map(float, medians.groups())
     assert added == pytest.approx(sum(rows[name][1] for name, _ in HOPS), abs=0.5)
     lowest = sum(min(samples[name]) for name, _ in HOPS)
