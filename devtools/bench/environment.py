@@ -104,6 +104,22 @@ def describe_revision() -> str:
     return f"{head} with uncommitted changes" if dirty else head
 
 
+def revision_of(checkout: Path) -> str:
+    """The short commit of another checkout, or its directory's name when it is not a git
+    checkout (a ``git archive`` export)."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=checkout,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return checkout.name
+
+
 def _git(*args: str) -> str:
     here = Path(__file__).parent  # the checkout this code runs from, whatever the cwd
     result = subprocess.run(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -21,26 +20,30 @@ from pathlib import Path
 from typing import Final
 
 from aiokafka.errors import KafkaError
-from sqlalchemy.engine import make_url
 
 from devtools.bench.environment import (
     BenchError,
     broker,
     describe_machine,
     describe_revision,
+    revision_of,
     uptime,
 )
 from devtools.bench.process_cpu import MIN_MEASURABLE_S, tree_cpu_s
 from devtools.bench.profiler import profiled
 from devtools.bench.rest_options import RestOptions, parse_rest_options
 from devtools.bench.rest_report import HEADER, Step, failure_lines, goal_lines, step_row
-from devtools.bench.rest_stack import StackSpec, ceiling_server, paygate_stack
+from devtools.bench.rest_request import payment_body
+from devtools.bench.rest_stack import (
+    StackSpec,
+    ceiling_server,
+    describe_stack_database,
+    paygate_stack,
+)
 from devtools.bench.vegeta import Target, attack, vegeta_binary, write_targets
 from devtools.chaos.harness import Child
 from paygate.settings import Settings
 
-_SUCCESS_CARD: Final = "4242424242424242"
-_PAYEE_IBAN: Final = "DE89370400440532013000"
 _WARMUP_RATE: Final = 20
 CEILING: Final = "ceiling"
 
@@ -66,18 +69,10 @@ def _say(*lines: str) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _database(database_url: str | None) -> str:
-    if database_url is None:
-        return "SQLite (aiosqlite, WAL, synchronous as configured), a new file per stack"
-    url = make_url(database_url)
-    shown = url.render_as_string(hide_password=True)
-    return f"{url.get_backend_name()} at {shown}, a new database on it per stack"
-
-
 def _specs(options: RestOptions) -> list[StackSpec]:
     specs = []
     if options.baseline is not None:
-        specs.append(StackSpec(f"baseline {_revision_of(options.baseline)}", 1, options.baseline))
+        specs.append(StackSpec(f"baseline {revision_of(options.baseline)}", 1, options.baseline))
     specs += [StackSpec(f"facade w{n}", n) for n in options.workers]
     if options.rate_limit_writes:
         # A lease is at most a tenth of the burst: with 10, one token, one write a request.
@@ -87,20 +82,6 @@ def _specs(options: RestOptions) -> list[StackSpec]:
     if options.uvloop:
         specs.append(StackSpec("facade w1 uvloop", 1, facade_env={"PAYGATE_EVENT_LOOP": "uvloop"}))
     return specs
-
-
-def _revision_of(checkout: Path) -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=checkout,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return checkout.name
 
 
 async def run_rest_bench(options: RestOptions, command: str) -> None:
@@ -114,7 +95,7 @@ async def run_rest_bench(options: RestOptions, command: str) -> None:
         f"a new order per request, {options.duration_s:g} s per step, "
         f"client timeout {options.timeout_s:g} s",
         "provider: sandbox-inprocess; facade and consumer in separate processes",
-        f"database: {_database(options.database_url)}",
+        f"database: {describe_stack_database(options.database_url)}",
         f"uptime at start: {uptime()}",
     )
     steps: list[Step] = []
@@ -208,13 +189,5 @@ def _targets(url: str, api_key: str | None, options: RestOptions, count: int) ->
         headers["Authorization"] = f"Bearer {api_key}"
     run = uuid.uuid4().hex[:8]
     for n in range(count):
-        body = {
-            "userId": "user-bench",
-            "orderId": f"bench-{run}-{n}",
-            "amount": "25.00",
-            "currency": "EUR",
-            "paymentMethod": "card",
-            "payerAccount": {"type": "card", "number": _SUCCESS_CARD},
-            "payeeAccount": {"type": "iban", "number": _PAYEE_IBAN},
-        }
+        body = payment_body(f"bench-{run}-{n}")
         yield Target("POST", f"{url}/v1/payments", headers, json.dumps(body).encode())

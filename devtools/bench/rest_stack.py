@@ -55,6 +55,8 @@ class RunningStack:
     url: str
     api_key: str
     facade: Child
+    # The stack's settings: its topics and database, for a bench that reads them back.
+    settings: Settings
 
 
 async def spawn_child(
@@ -118,6 +120,15 @@ async def _consumer_ready(child: Child) -> None:
         await asyncio.sleep(_POLL_S)
 
 
+def describe_stack_database(database_url: str | None) -> str:
+    """What :func:`paygate_stack` stores in, for a bench's header."""
+    if database_url is None:
+        return "SQLite (aiosqlite, WAL, synchronous as configured), a new file per stack"
+    url = make_url(database_url)
+    shown = url.render_as_string(hide_password=True)
+    return f"{url.get_backend_name()} at {shown}, a new database on it per stack"
+
+
 @contextlib.asynccontextmanager
 async def paygate_stack(
     spec: StackSpec, bootstrap: str, database_url: str | None, work_dir: Path
@@ -169,7 +180,7 @@ async def paygate_stack(
             )
             children.append(facade)
             url_of_facade = await announced(facade, "PAYGATE_URL=")
-            yield RunningStack(url_of_facade, api_key, facade)
+            yield RunningStack(url_of_facade, api_key, facade, settings)
         finally:
             for child in reversed(children):
                 await child.terminate()
