@@ -11,17 +11,8 @@ Rows are published in id order, in batches, with an idempotent producer; a row i
 only after Kafka acknowledged it. A crash between the two publishes the row again when the
 next holder takes over: result events carry a stable event id, so readers drop the repeat.
 A graceful stop is not such a crash: :meth:`OutboxRelay.finish` ends :meth:`OutboxRelay.run`
-between passes, and a pass's mark is written before run returns and before stop releases
-the lease, so a service that stops and starts again publishes each row once.
-
-A batch's mark is written while the next batch is read and sent, not before it: the mark
-is a trip through the database's writer queue, behind the payments' own writes, and waiting
-for it made every result committed meanwhile wait a whole extra trip (at 50 payments a
-second on SQLite the mark was 12 ms of a 27 ms pass, at the median). The rows of a batch
-whose mark is still being written are left out of the next read, so they are not sent
-twice; at most one mark is in flight, so marks land in batch order; a mark that fails
-fails the next pass (logged and retried as any pass), and its rows, still unmarked, are
-published again, as after a crash.
+between passes, never between a batch's acknowledgement and its mark, so a service that
+stops and starts again publishes each row once.
 
 :meth:`OutboxRelay.is_ready` (the consumer's ``outbox_relay`` readiness check) is true
 only while :meth:`OutboxRelay.run` runs and has finished a pass (a lease attempt, and as
@@ -93,10 +84,6 @@ class OutboxRelay:
         self._idle_poll_s = min(idle_poll_s, renew_interval_s)
         self._renew_interval_s = renew_interval_s
         self._holding = False
-        # The last batch's mark, being written while the next batch is read and sent, and
-        # the ids it marks (left out of reads until it is written).
-        self._mark: asyncio.Task[None] | None = None
-        self._marking: set[int] = set()
         self._wakeup = asyncio.Event()
         self._finishing = asyncio.Event()
         self._stall_after_s = stall_after_s
@@ -132,16 +119,11 @@ class OutboxRelay:
         """Publish one batch if this relay holds the lease; return how many rows it published.
 
         The lease is renewed first, and the rows read after, so a relay that lost the lease
-        while it was paused publishes nothing, not even rows it read before. The batch's
-        mark is left being written when this returns (see :meth:`settled`).
+        while it was paused publishes nothing, not even rows it read before.
         """
         if not await self._hold_lease():
             return 0
-        # Copied before the read: a row whose mark is written after the read's snapshot was
-        # taken is in the snapshot, unmarked, and must still be left out.
-        marking = set(self._marking)
-        unpublished = await self._source.unpublished(self._batch_size + len(marking))
-        rows = [row for row in unpublished if row.id not in marking][: self._batch_size]
+        rows = await self._source.unpublished(self._batch_size)
         if not rows:
             return 0
         sends = []
@@ -152,34 +134,9 @@ class OutboxRelay:
                     await self._producer.client.send(row.topic, row.payload, key=row.key.encode())
                 )
         await asyncio.gather(*sends)
-        # One mark in flight at a time, so marks land in batch order; the previous one's
-        # failure fails this pass, and this batch, unmarked, is read and sent again.
-        await self.settled()
-        ids = [row.id for row in rows]
-        self._marking.update(ids)
-        self._mark = asyncio.get_running_loop().create_task(self._mark_published(ids))
+        await self._source.mark_published([row.id for row in rows])
         self._metrics.outbox_published.inc(len(rows))
         return len(rows)
-
-    async def settled(self) -> None:
-        """Wait until the last published batch is marked; raise the mark's failure, if any
-        (its rows are then read and published again)."""
-        mark = self._mark
-        if mark is None:
-            return
-        try:
-            # Shielded: a pass cancelled while it waits must not cancel a mark half written,
-            # which is then still there for stop() to wait for.
-            await asyncio.shield(mark)
-        finally:
-            if mark.done() and self._mark is mark:
-                self._mark = None
-
-    async def _mark_published(self, ids: list[int]) -> None:
-        try:
-            await self._source.mark_published(ids)
-        finally:
-            self._marking.difference_update(ids)
 
     async def run(self) -> None:
         """Publish until cancelled; errors are logged and retried with a back-off."""
@@ -211,8 +168,6 @@ class OutboxRelay:
                 await _wait_for(self._finishing, self._renew_interval_s)
             elif published < self._batch_size:
                 await _wait_for(self._wakeup, self._idle_poll_s)
-        # Told to finish: the last pass's mark is written before run returns.
-        await self.settled()
 
     def finish(self) -> None:
         """Make :meth:`run` return after the pass it is in, instead of being cancelled in it.
@@ -235,11 +190,7 @@ class OutboxRelay:
         to call twice.
         """
         try:
-            try:
-                await self.drain()
-            finally:
-                # Marked before the lease goes: the next holder must not read these rows.
-                await self.settled()
+            await self.drain()
         finally:
             self._holding = False
             await self._lease.release()
