@@ -155,3 +155,35 @@ async def test_0024_stamps_open_attempts_without_a_last_send_with_the_upgrade_ti
 
     await migrate(engine, "downgrade", "0020")  # changes nothing
     assert len(await rows_of(engine, provider_attempts.c.attempt_key)) == 3
+
+
+async def test_0024_never_stamps_a_last_send_before_the_attempts_creation(
+    engine: AsyncEngine, store: PaymentStore, clock: Clock
+) -> None:
+    """The upgrade runs on a host of its own: with its clock behind the consumer's that
+    made the attempt, the upgrade's time can precede the attempt's creation, and the abandon
+    rule, which counts from the last send, would count the provider's silence from before
+    the key was ever sent: earlier than 0020's reading (the creation), not later."""
+    acquirer = Acquirer()
+    handler = PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(acquirer),
+        router=Router({"*": [acquirer.name]}),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        retry_policy=RetryPolicy(max_attempts=1),
+        clock=clock,
+    )
+    clock.now = datetime.now(UTC) + timedelta(minutes=5)  # the consumer's clock is ahead
+    in_doubt = create_payment()
+    acquirer.timeout_once.add(f"{in_doubt.payment_request_id}-a1")
+    assert await handler.handle(in_doubt) is Outcome.PENDING
+
+    await migrate(engine, "downgrade", "0021")
+    await migrate(engine, "upgrade", "0020")
+    await migrate(engine, "upgrade", "0024")
+
+    claimed = await store.claim(in_doubt.payment_request_id)
+    assert claimed is not None
+    assert claimed.last_sent_at >= claimed.started_at
