@@ -94,7 +94,10 @@ async def claim_open_attempt(
         latest.sealed_request,
         generation,
         payment,
-        as_utc(latest.last_sent_at or latest.created_at),
+        # Never before the attempt's creation: a re-send stamped on a host whose clock is
+        # behind the one that made the attempt would otherwise count the provider's silence
+        # from before the key was first sent.
+        max(as_utc(latest.created_at), as_utc(latest.last_sent_at or latest.created_at)),
     )
 
 

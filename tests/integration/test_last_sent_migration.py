@@ -14,6 +14,7 @@ from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from domain.retry import RetryPolicy
+from persistence.engine import as_utc
 from persistence.payment_store import PaymentStore
 from persistence.tables import provider_attempts
 from providers.registry import Providers
@@ -187,3 +188,38 @@ async def test_0024_never_stamps_a_last_send_before_the_attempts_creation(
     claimed = await store.claim(in_doubt.payment_request_id)
     assert claimed is not None
     assert claimed.last_sent_at >= claimed.started_at
+
+
+async def test_a_resend_stamped_by_a_clock_behind_the_attempt_counts_from_its_creation(
+    engine: AsyncEngine, store: PaymentStore, clock: Clock
+) -> None:
+    """Two consumer hosts, the second's clock 10 min behind the first's: its re-send stamp
+    precedes the attempt's creation, and the claim reads the creation instead, so the
+    provider's silence is never counted from before the key was first sent."""
+    acquirer = Acquirer()
+    handler = PaymentCommandHandler(
+        store=store,
+        providers=Providers.of(acquirer),
+        router=Router({"*": [acquirer.name]}),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        retry_policy=RetryPolicy(max_attempts=1),
+        clock=clock,
+    )
+    in_doubt = create_payment()
+    key = f"{in_doubt.payment_request_id}-a1"
+    acquirer.timeout_once.add(key)
+    assert await handler.handle(in_doubt) is Outcome.PENDING
+    began = clock.now
+    clock.now -= timedelta(minutes=10)  # the host that takes it over is behind
+    claimed = await store.claim(in_doubt.payment_request_id)
+    assert claimed is not None
+    assert await store.renew_sending(in_doubt.payment_request_id, key, claim=claimed.claim.token)
+    await store.release(in_doubt.payment_request_id, claimed.claim.token)
+    stamps = await rows_of(engine, provider_attempts.c.last_sent_at)
+    assert [as_utc(stamp) for (stamp,) in stamps] == [began - timedelta(minutes=10)]
+
+    claimed = await store.claim(in_doubt.payment_request_id)
+    assert claimed is not None
+    assert claimed.last_sent_at == began
