@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.account_numbers import (
     check_message_key,
@@ -252,3 +254,19 @@ def test_only_the_number_and_what_hid_it_is_masked() -> None:
     assert scrub_bytes("k-\u200b".encode() + "\u200b".join("4242424242424242").encode()) == (
         "k-\u200b****4242".encode()
     )
+
+
+def _luhn_by_the_book(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet="0123456789\uff10\uff15\u0663", min_size=1, max_size=25))
+def test_the_table_luhn_check_agrees_with_the_book(digits: str) -> None:
+    assert luhn_valid(digits) == _luhn_by_the_book(digits)

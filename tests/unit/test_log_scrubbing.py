@@ -11,9 +11,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain.account_numbers import (
+    ACCOUNT_PATTERN,
+    _ends_a_uuid,
+    _findings,
+    iban_valid,
+    is_card_number,
+    is_iban,
+    luhn_valid,
+    mask,
+    scrub,
+)
 from domain.account_numbers import CARD_PATTERN as _CARD
 from domain.account_numbers import IBAN_PATTERN as _IBAN
-from domain.account_numbers import iban_valid, luhn_valid, scrub
 from paygate.jsonlog import JsonFormatter
 
 pytestmark = pytest.mark.unit
@@ -127,6 +137,34 @@ def _spans(pattern: re.Pattern[str], text: str) -> list[tuple[int, int]]:
 def test_the_faster_patterns_find_what_the_patterns_before_them_found(text: str) -> None:
     assert _spans(_CARD, text) == _spans(_CARD_BEFORE, text)
     assert _spans(_IBAN, text) == _spans(_IBAN_BEFORE, text)
+
+
+def _two_passes(text: str) -> list[tuple[int, int, str]]:
+    """The findings of one pass per pattern: the valid IBANs, then the cards that are not
+    inside one (what the detector found before both went into one pattern)."""
+    ibans = []
+    for match in _IBAN.finditer(text):
+        compact = re.sub(r"[^0-9A-Za-z]", "", text[match.start() - 2 : match.end()])
+        if is_iban(compact):
+            ibans.append((match.start() - 2, match.end(), mask(compact)))
+    cards = []
+    for match in _CARD.finditer(text):
+        if any(match.start() < end and start < match.end() for start, end, _ in ibans):
+            continue
+        digits = re.sub(r"\D", "", match.group(0))
+        if is_card_number(digits, any_issuer=True) and not _ends_a_uuid(match):
+            shown = "".join(str(int(char)) for char in digits)
+            cards.append((match.start(), match.end(), mask(shown)))
+    return sorted(ibans + cards)
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet=_ALPHABET, max_size=80))
+def test_the_one_pass_pattern_finds_what_a_pass_per_pattern_found(text: str) -> None:
+    assert _findings(text, any_issuer=True) == _two_passes(text)
+    for match in ACCOUNT_PATTERN.finditer(text):
+        kind = _CARD if match.lastgroup == "card" else _IBAN
+        assert match.span() in _spans(kind, text)
 
 
 @pytest.mark.parametrize(
