@@ -16,10 +16,14 @@ before a dead letter is written:
   and ids must survive a re-publish exactly);
 - anything else (undecodable bytes, a number the account rules refuse, such as one
   written in groups, a ``clientId`` the domain refuses, which the vault could not store
-  the token under) has every run of 8 to 19 digits and every IBAN-shaped run, each
-  character perhaps after one space or dash, masked in place, all but its last four
-  letters or digits; the masking keeps the length, so Avro framing stays intact. Such a
-  message could never be processed anyway; an id in it may be masked too.
+  the token under) has every run of 8 to 19 digits and every IBAN-shaped run masked in
+  place, all but its last four letters or digits. A run's characters may stand apart as
+  the text detector reads them: separated by its group separators (space, dash, dot,
+  slash, plus, no-break and thin spaces) and invisible characters (zero-width spaces, soft
+  hyphens, ...), up to six between two, each perhaps percent-encoded; its digits may be
+  full-width or percent-encoded. The masking keeps the length, so Avro framing stays
+  intact. Such a message could never be processed anyway; an id, a date or an address in
+  it may be masked too.
 
 If the vault cannot be reached the redaction raises, and the dead letter is retried (the
 record handling never lets the offset pass a message that is nowhere): a clear number is
@@ -36,39 +40,94 @@ from typing import Any, Final
 
 from consumer.account_intake import AccountVault
 from consumer.failures import FailureKind, classify
-from domain.account_numbers import scrub
+from domain.account_numbers import GROUP_SEPARATORS, scrub
 from domain.accounts import Account
 from domain.errors import PaygateError
 from domain.payments import check_client_id
+from domain.text_folding import INVISIBLE_CHARACTERS
 from schemas.codec import CREATE_PAYMENT
 from schemas.payments import PaymentMessages
 
-# Numbers as machines and as people write them: 8 to 19 digits, or an IBAN, each character
-# perhaps after one space or dash ("4242 4242 4242 4242", "DE89 3704 0044 ..."). The account
-# rules refuse the grouped forms, so a command carrying one is masked here, never vaulted.
-_DIGIT_RUN: Final = re.compile(rb"[0-9](?:[ \-]?[0-9]){7,18}")
-_IBAN_RUN: Final = re.compile(rb"[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){10,30}")
-_SEPARATORS: Final = b" -"
 _ACCOUNTS: Final = ("payerAccount", "payeeAccount")
+
+
+def _hex(value: int) -> bytes:
+    """``value`` as two hex digits, either case (a URL may encode in either)."""
+    return b"".join(
+        b"[%s%s]" % (char.upper().encode(), char.encode()) if char.isalpha() else char.encode()
+        for char in f"{value:02x}"
+    )
+
+
+def _written(char: str) -> bytes:
+    """``char`` as a pattern: its UTF-8 bytes, or those bytes percent-encoded."""
+    data = char.encode()
+    return re.escape(data) + b"|" + b"".join(b"%" + _hex(byte) for byte in data)
+
+
+# What the text detector reads as a digit (an ASCII or a full-width one) and between digits
+# (domain.account_numbers' separators, domain.text_folding's invisible characters), as
+# UTF-8 and as percent-encoded UTF-8: the bytes are never decoded, so the run's pieces are.
+_DIGIT: Final = (
+    b"(?:"
+    + b"|".join(_written(char) for char in "0123456789")
+    + rb"|\xef\xbc[\x90-\x99]|%[Ee][Ff]%[Bb][Cc]%9[0-9])"  # full-width
+)
+_ALNUM: Final = rb"(?:[A-Za-z]|" + _DIGIT + b")"
+_INVISIBLE: Final = b"(?:" + b"|".join(_written(char) for char in INVISIBLE_CHARACTERS) + b")"
+_SEPARATOR: Final = b"(?:" + b"|".join(_written(char) for char in GROUP_SEPARATORS) + b")"
+_GAP: Final = b"(?:" + _INVISIBLE + b"|" + _SEPARATOR + b")"
+
+
+def _after_invisibles(character: bytes) -> bytes:
+    return b"(?:" + _INVISIBLE + b"*" + character + b")"
+
+
+_IBAN_CHARACTER: Final = _after_invisibles(_ALNUM)
+_IBAN_GROUP_BREAK: Final = _INVISIBLE + b"*" + _SEPARATOR + b"{1,3}"
+# Numbers as machines and as people write them: 8 to 19 digits with up to six separators
+# or invisible characters between two ("4242 4242 4242 4242", a zero-width space after
+# every digit); an IBAN (either case) contiguous or in groups of four, as the text detector
+# reads one ("DE89-3704-0044-..."), and in capitals with a space or a dash before any of
+# its characters. The account rules refuse the grouped forms, so a command carrying one is
+# masked here, never vaulted.
+_DIGIT_RUN: Final = re.compile(_DIGIT + b"(?:" + _GAP + b"{0,6}" + _DIGIT + b"){7,18}")
+_IBAN_RUN: Final = re.compile(
+    b"[A-Za-z]"
+    + _after_invisibles(b"[A-Za-z]")
+    + _after_invisibles(_DIGIT)
+    + b"{2}(?:"
+    + _IBAN_CHARACTER
+    + b"{10,30}|(?:"
+    + _IBAN_GROUP_BREAK
+    + _IBAN_CHARACTER
+    + b"{4}){2,7}(?:"
+    + _IBAN_GROUP_BREAK
+    + _IBAN_CHARACTER
+    + b"{1,4})?)"
+)
+_CAPITAL_IBAN_RUN: Final = re.compile(rb"[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){10,30}")
+# A run read piece by piece: what stands between characters (group 1) or a character.
+_PIECE: Final = re.compile(b"(" + _GAP + b")|" + _ALNUM)
+_SHOWN: Final = 4
 
 
 def mask_numbers_in(data: bytes) -> bytes:
     """``data`` with every digit run and IBAN-shaped run masked but its last four letters
-    or digits; separators stay, so the length does."""
+    or digits; what stands between them stays, and each masked one becomes as many ``*``
+    as it had bytes, so the length does too."""
 
     def masked(match: re.Match[bytes]) -> bytes:
         run = bytearray(match.group(0))
-        shown = 0
-        for i in range(len(run) - 1, -1, -1):
-            if run[i] in _SEPARATORS:
-                continue
-            if shown < 4:
-                shown += 1
-            else:
-                run[i] = ord("*")
+        characters = [piece for piece in _PIECE.finditer(run) if piece.group(1) is None]
+        for character in characters[: len(characters) - _SHOWN]:
+            start, end = character.span()
+            run[start:end] = b"*" * (end - start)
         return bytes(run)
 
-    return _DIGIT_RUN.sub(masked, _IBAN_RUN.sub(masked, data))
+    for run in (_IBAN_RUN, _CAPITAL_IBAN_RUN, _DIGIT_RUN):
+        data = run.sub(masked, data)
+    return data
 
 
 def _scrubbed_holder(account: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -18,7 +18,10 @@ Slow and idle clients (slowloris) are bounded at three points:
 A request aiohttp cannot parse (a stray CR or LF in a header, an obs-fold) is answered 400
 by aiohttp itself and logged on ``aiohttp.server`` with the parser's message, which quotes
 the offending line: an ``Authorization`` line with a stray CR would put the API key in the
-log. :class:`RedactParseErrors` keeps the quote out of the log.
+log. :class:`RedactParseErrors` keeps the quote out of the log. aiohttp also sends that
+message back as the 400's body, and the quote may hold an account number typed into the
+URL (``GET /v1/payments/4242 4242 4242 4242``, a query string with a stray DEL) or a
+credential: :class:`_QuietParseErrors` answers with a fixed body instead.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import Final
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 DEFAULT_IDLE_TIMEOUT_S: Final = 15.0
 # After an answer sent before the body was read (401, 408, 429), aiohttp reads and drops
@@ -51,6 +56,40 @@ class RedactParseErrors(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+# What a request aiohttp could not parse is answered: the status line says the rest.
+PARSE_ERROR_BODY: Final = "400 Bad Request\n\nmalformed HTTP request"
+
+
+class _QuietParseErrors(RequestHandler):
+    """aiohttp's connection handler, but a request it cannot parse is answered without the
+    parser's message (which quotes the raw line)."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if isinstance(exc, HttpProcessingError):
+            message = PARSE_ERROR_BODY
+        return super().handle_error(request, status, exc, message)
+
+
+class _QuietServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return _QuietParseErrors(self, loop=self._loop, **self._kwargs)
+
+
+class _FacadeRunner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # aiohttp builds its Server itself (Application._make_handler) and offers no hook
+        # for the handler's class: the server it built is given this one's __call__.
+        server.__class__ = _QuietServer
+        return server
 
 
 def _redact_parse_errors() -> None:
@@ -85,7 +124,7 @@ async def run_facade(
     if not idle_timeout_s > 0:  # 0 would switch aiohttp's timer off altogether
         raise ValueError(f"idle_timeout_s must be positive, got {idle_timeout_s!r}")
     _redact_parse_errors()
-    runner = web.AppRunner(
+    runner = _FacadeRunner(
         app, access_log=None, keepalive_timeout=idle_timeout_s, lingering_time=_LINGERING_S
     )
     await runner.setup()

@@ -17,6 +17,11 @@ with the pair last examined, so unchanged files cost two small reads and nothing
 and a refused pair is logged once, not at every check. Outside development the
 self-signed development certificate is refused like a broken pair (and logged as an
 error): production refuses to start with it, and a reload must not install it either.
+
+Every check that keeps the current certificate because the files on disk are refused
+counts in ``paygate_tls_reload_refusals_total`` by :class:`RefusalReason` (the first check
+and each one after while the files stay as they are, though only the first is logged), so
+the ``PaygateTlsReloadRefused`` alert stays up until the files are fixed.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from http_facade.tls import is_development_certificate
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.http.tls")
 
@@ -51,6 +57,14 @@ class ReloadOutcome(enum.Enum):
     # Unreadable, not a matching pair, or the development certificate where it is refused:
     # the old one stays.
     REJECTED = "rejected"
+
+
+class RefusalReason(enum.Enum):
+    """Why the files on disk are not served: the ``reason`` label of the refusal counter."""
+
+    DEVELOPMENT_CERTIFICATE = "development_certificate"  # where refuse_development says so
+    UNREADABLE = "unreadable"  # a file missing or not readable
+    INVALID_PAIR = "invalid_pair"  # not a certificate and its matching key
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +98,12 @@ class CertificateReloader:
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
         refuse_development: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         """``refuse_development``: outside development, the self-signed development
         certificate is refused here as at start (paygate.production_checks), so a reload
-        cannot switch a production listener to a certificate no client can verify."""
+        cannot switch a production listener to a certificate no client can verify.
+        ``metrics``: where refused checks are counted (the facade's)."""
         if not interval_s > 0:
             raise ValueError(f"interval_s must be positive, got {interval_s!r}")
         self._context = context
@@ -96,6 +112,14 @@ class CertificateReloader:
         self._interval_s = interval_s
         self._refuse_development = refuse_development
         self._examined: str | None = None  # digest (or read error) last looked at
+        # Why the pair last looked at was refused, None if it was not.
+        self._examined_refused: RefusalReason | None = None
+        self._metrics = metrics
+        if metrics is not None:
+            # Every reason exported from the start, at 0: an alert on increase() needs a
+            # sample before the first refusal to see it.
+            for reason in RefusalReason:
+                metrics.tls_reload_refusals.labels(reason.value)
         self._installed: _Pair | None = None
         self._wake = asyncio.Event()
         # One check at a time: two interleaved ones could install an older read last.
@@ -144,11 +168,16 @@ class CertificateReloader:
                     "TLS certificate files unreadable; keeping the current certificate",
                     extra={"cert_file": str(self._cert), "reason": f"{type(exc).__name__}"},
                 )
+            self._refused(RefusalReason.UNREADABLE)
             return ReloadOutcome.REJECTED
         digest = pair.digest
         if digest == self._examined:
+            if self._examined_refused is not None:
+                # Logged once, counted at every check: the alert lasts as long as the files.
+                self._refused(self._examined_refused)
             return ReloadOutcome.UNCHANGED
         self._examined = digest
+        self._examined_refused = None
         if self._refuse_development and is_development_certificate(pair.cert):
             # An error, not a warning: the files now hold what production refuses to start
             # with, and the next restart will refuse to start until they are fixed.
@@ -158,6 +187,7 @@ class CertificateReloader:
                 extra={"cert_file": str(self._cert), "setting": "PAYGATE_TLS_CERT_FILE"},
             )
             self.refusals += 1
+            self._refused(RefusalReason.DEVELOPMENT_CERTIFICATE)
             return ReloadOutcome.REJECTED
         # Loaded in the event loop's thread, where every handshake of this listener also
         # runs, so no handshake can see the context half-updated.
@@ -170,6 +200,7 @@ class CertificateReloader:
                 "TLS certificate pair refused; keeping the current certificate",
                 extra={"cert_file": str(self._cert), "reason": _reason(exc)},
             )
+            self._refused(RefusalReason.INVALID_PAIR)
             return ReloadOutcome.REJECTED
         self._installed = pair
         self.reloads += 1
@@ -178,6 +209,11 @@ class CertificateReloader:
             extra={"cert_file": str(self._cert), **_describe(pair.cert)},
         )
         return ReloadOutcome.RELOADED
+
+    def _refused(self, reason: RefusalReason) -> None:
+        self._examined_refused = reason
+        if self._metrics is not None:
+            self._metrics.tls_reload_refusals.labels(reason.value).inc()
 
     def _install(self, cert_copy: Path, key_copy: Path) -> None:
         try:

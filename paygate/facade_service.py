@@ -122,6 +122,7 @@ class FacadeService:
             key,
             interval_s=settings.tls_reload_interval_s,
             refuse_development=settings.env is not Environment.DEVELOPMENT,
+            metrics=self.metrics,
         )
         db = await open_database(settings)
         opened = await open_vault(settings, db.engine, db.writes)

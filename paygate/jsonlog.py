@@ -5,7 +5,10 @@ scrubber catches accidents, such as a library echoing a request. It masks, to th
 four characters (``****4242``), what looks like an account number and only that:
 
 - a card number or an IBAN, as the one detector finds them (domain.account_numbers, whose
-  docstring says what it finds and what it leaves: order ids, timestamps, UUIDs);
+  docstring says what it finds and what it leaves: order ids, timestamps, UUIDs), in the
+  line as written: JSON escapes every character outside ASCII (``\\u200b``), and the
+  detector reads through those escapes, so a zero-width space or a no-break space inside a
+  number hides nothing;
 - whatever string is logged under an account field (:data:`DEFAULT_ACCOUNT_FIELDS`, or the
   fields given to :func:`configure_logging`), whatever it looks like.
 """

@@ -280,6 +280,17 @@ class Metrics:
             ["provider", "reason"],
             registry=self.registry,
         )
+        self.tls_reload_refusals = Counter(
+            f"{prefix}_tls_reload_refusals_total",
+            "Checks of the facade's certificate files (every PAYGATE_TLS_RELOAD_INTERVAL_S "
+            "and on SIGHUP) that kept the certificate it serves because the files are "
+            "refused, by reason (development_certificate: the self-signed development "
+            "certificate outside development; unreadable: a file missing or not readable; "
+            "invalid_pair: not a certificate and its matching key). Counted at every check "
+            "while the files stay so (logged once); the facade only.",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format body and its content type, for a /metrics endpoint."""

@@ -10,8 +10,9 @@ processor sees it: each string in it (name, attribute values, event names and at
 status description) passes :func:`domain.account_numbers.scrub`, which masks what the one
 detector finds to its last four. A span with nothing to mask is passed on as it is.
 
-Only what the detector reads is masked; a number written in a form it does not read
-(URL-encoded spaces between groups, say) passes, as it would in a log line.
+Only what the detector reads is masked, as in a log line: it reads percent-encoding (a
+number typed into a URL reaches ``http.target`` encoded, ``4242%204242...``) and skips
+invisible characters (domain.text_folding); a form it does not read passes.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from http_facade.app import build_app
 from http_facade.rate_limit import TokenBuckets
-from http_facade.server import run_facade
+from http_facade.server import PARSE_ERROR_BODY, run_facade
 from http_facade.tls import ensure_self_signed_certificate, server_ssl_context
 from http_facade.tls_reload import CertificateReloader, ReloadOutcome, reload_on_sighup
 from persistence.api_key_store import ApiKeyStore
@@ -949,6 +949,26 @@ async def test_a_malformed_authorization_line_keeps_the_key_out_of_the_logs(
     assert [r.getMessage() for r in refused] == ["malformed HTTP request refused: BadHttpMessage"]
     assert secret not in caplog.text
     assert all(r.exc_info is None for r in refused)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1/payments/4242 4242 4242 4242 HTTP/1.1\r\nHost: localhost\r\n",
+        b"GET /v1/payments?card=4242424242424242\x7f HTTP/1.1\r\nHost: localhost\r\n",
+        b"GET /v1/payments HTTP/1.1\r\nHost: localhost\r\nX-Note: 4242424242424242\x01\r\n",
+    ],
+    ids=["spaces-in-the-path", "a-del-in-the-query", "a-control-in-a-header"],
+)
+async def test_a_request_aiohttp_cannot_parse_is_answered_without_quoting_it(
+    served: Served, head: bytes
+) -> None:
+    # aiohttp's own 400 body is the parser's message, which quotes the line it refused:
+    # a number typed into a URL went back out in clear.
+    answer = await _send_raw(served, head + b"Connection: close\r\n\r\n")
+    assert answer.status == 400
+    assert answer.body == PARSE_ERROR_BODY.encode()
+    assert b"4242" not in answer.body
 
 
 async def _oversize_chunks() -> AsyncIterator[bytes]:

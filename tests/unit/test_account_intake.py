@@ -14,6 +14,7 @@ import pytest
 from consumer.account_intake import AccountDecrypter, AccountIntake
 from consumer.dead_letter_redaction import DeadLetterRedaction, mask_numbers_in
 from consumer.sealing import CommandSealer
+from domain.account_numbers import holds_account_number, scrub
 from domain.accounts import Account, AccountType
 from domain.errors import ErrorCode, PaygateError
 from domain.vaulted import AccountToken, EncryptedAccount, VaultedAccount
@@ -234,6 +235,41 @@ def test_undecodable_dead_letters_are_masked_in_place() -> None:
     assert PAYEE_IBAN.encode() not in masked
     assert b"************4242" in masked
     assert masked.endswith(b" order-12")
+
+
+# Written with what the text detector reads between or as digits (its separators, invisible
+# characters, percent-encoding, full-width digits): the old masking knew spaces and dashes.
+HIDDEN_IN_BYTES = {
+    "dots": "4242.4242.4242.4242",
+    "slashes": "4242/4242/4242/4242",
+    "two-spaces": "4242  4242  4242  4242",
+    "no-break-spaces": "4242\u00a04242\u00a04242\u00a04242",
+    "narrow-no-break-spaces": "4242\u202f4242\u202f4242\u202f4242",
+    "zero-width-after-each-digit": "\u200b".join("4242424242424242"),
+    "soft-hyphen-after-each-digit": "\u00ad".join("4242424242424242"),
+    "byte-order-marks": "\ufeff".join("4242424242424242"),
+    "percent-encoded-spaces": "4242%204242%204242%204242",
+    "percent-encoded-digits": "%34%32" * 8,
+    "full-width-digits": "\uff14\uff12" * 8,
+    "iban-dots": "DE89.3704.0044.0532.0130.00",
+    "iban-no-break-spaces": "DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000",
+    "iban-small-letters": "gb82 west 1234 5698 7654 32",
+}
+
+
+@pytest.mark.parametrize("number", HIDDEN_IN_BYTES.values(), ids=HIDDEN_IN_BYTES)
+def test_undecodable_dead_letters_mask_what_the_text_detector_reads(number: str) -> None:
+    written = number.encode()
+    raw = b"\x01\xffgarbage " + written + b" order-12"
+    masked = mask_numbers_in(raw)
+    assert len(masked) == len(raw)
+    assert masked.startswith(b"\x01\xffgarbage ")
+    assert masked.endswith(b" order-12")
+    kept = masked[len(b"\x01\xffgarbage ") : -len(b" order-12")].decode()
+    # The text detector finds nothing left of it: no more than the last four show.
+    assert b"*" in masked
+    assert not holds_account_number(kept)
+    assert scrub(kept) == kept
 
 
 def test_an_account_key_rotates_the_first_is_published_all_decrypt(

@@ -12,6 +12,8 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.account_numbers import (
     check_message_key,
@@ -136,3 +138,135 @@ def test_key_bytes_are_masked_and_other_bytes_kept() -> None:
     assert scrub_bytes(b"4242424242424242") == b"****4242"
     assert scrub_bytes(b"\xffk-4242424242424242") == b"\xffk-****4242"
     assert scrub_bytes(b"order-1\xff") == b"order-1\xff"
+
+
+# What the detector reads through (domain.text_folding), each refused by the old one.
+_INVISIBLES = {
+    "zero-width-space": "\u200b",
+    "zero-width-non-joiner": "\u200c",
+    "zero-width-joiner": "\u200d",
+    "word-joiner": "\u2060",
+    "byte-order-mark": "\ufeff",
+    "soft-hyphen": "\u00ad",
+}
+
+
+@pytest.mark.parametrize("invisible", _INVISIBLES.values(), ids=_INVISIBLES)
+def test_an_invisible_character_between_every_digit_hides_no_number(invisible: str) -> None:
+    for card in ("4242424242424242", "4242 4242 4242 4242", "378282246310005"):
+        hidden = invisible.join(card)
+        assert holds_account_number(hidden)
+        assert scrub(f"note: {hidden}!") == f"note: ****{card[-4:]}!"
+    iban = invisible.join("DE89370400440532013000")
+    assert holds_account_number(f"pay to {iban}")
+    assert scrub(f"pay to {iban}.") == "pay to ****3000."
+
+
+PERCENT_ENCODED = {
+    "spaces": "4242%204242%204242%204242",
+    "dashes": "4242%2D4242%2d4242%2D4242",
+    "digits": "%34%32%34%32%34%32%34%32%34%32%34%32%34%32%34%32",
+    "some-digits": "4242%34%32424242424242",
+    "no-break-spaces": "4242%C2%A04242%C2%A04242%C2%A04242",
+    "zero-width-after-each-digit": "%E2%80%8B".join("4242424242424242"),
+    "encoded-twice": "4242%25204242%25204242%25204242",
+    "query-string-plus": "4242+4242+4242+4242",
+    "iban": "DE89%203704%200044%200532%200130%2000",
+}
+
+
+@pytest.mark.parametrize("number", PERCENT_ENCODED.values(), ids=PERCENT_ENCODED)
+def test_a_percent_encoded_number_in_a_url_is_found(number: str) -> None:
+    last_four = "3000" if number.startswith("DE") else "4242"
+    for url in (f"/v1/payments/{number}", f"https://shop.example/in?note={number}&x=1"):
+        assert holds_account_number(url)
+        scrubbed = scrub(url)
+        assert scrubbed == url.replace(number, f"****{last_four}")
+
+
+IBAN_FORMS = {
+    "dashes": "DE89-3704-0044-0532-0130-00",
+    "dots": "DE89.3704.0044.0532.0130.00",
+    "two-spaces": "DE89  3704  0044  0532  0130  00",
+    "no-break-spaces": "DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000",
+    "narrow-no-break-spaces": "DE89\u202f3704\u202f0044\u202f0532\u202f0130\u202f00",
+    "spaced-dashes": "DE89 - 3704 - 0044 - 0532 - 0130 - 00",
+    "small-letters": "de89 3704 0044 0532 0130 00",
+    "small-letters-contiguous": "de89370400440532013000",
+    "small-country-code": "gb82WEST12345698765432",
+    "small-letters-in-the-bban": "gb82 west 1234 5698 7654 32",
+    "dashed-letters": "GB82-WEST-1234-5698-7654-32",
+}
+
+
+@pytest.mark.parametrize("iban", IBAN_FORMS.values(), ids=IBAN_FORMS)
+def test_an_iban_with_other_separators_or_small_letters_is_found(iban: str) -> None:
+    assert holds_account_number(iban)
+    assert holds_account_number(f"refund to {iban}, thanks")
+    last_four = "".join(char for char in iban if char.isalnum())[-4:]
+    assert scrub(f"refund to {iban}, thanks") == f"refund to ****{last_four}, thanks"
+
+
+def _with_check_digits(country: str, bban: str) -> str:
+    """``country`` + the check digits that make mod 97 pass + ``bban``."""
+    rearranged = bban + country + "00"
+    check = 98 - int("".join(str(int(char, 36)) for char in rearranged)) % 97
+    return f"{country}{check:02d}{bban}"
+
+
+ORDINARY_FOLDED = {
+    # Percent-encoded ids and timestamps in URLs.
+    "query-of-ids": "/v1/payments?orderId=1796538959715&limit=20",
+    "encoded-json-timestamp": "%7B%22ts%22%3A1765062000002%7D",
+    "encoded-uuid": "id%3D550e8400%2De29b%2D41d4%2Da716%2D424242424242",
+    "percent-sign": "10% off order 1796538959715, 100%25 paid",
+    # Invisible characters around ordinary ids.
+    "zero-width-order-id": "order\u200b-\u200b1796538959715",
+    "soft-hyphenated-timestamp": "\u00ad".join("1765062000002"),
+    "zero-width-uuid": "\u200b".join("550e8400-e29b-41d4-a716-424242424242"),
+    # Words and ids in small letters: not a registry country's length, or no country.
+    "words": "de89 is not an iban, nor is ab12 cdef ghij klmn op",
+    "hex-id-wrong-length": _with_check_digits("be", "0a1b2c3d4e5f6a7b8c"),
+    "hash": "ab12" + "cd34ef56" * 3 + "9",
+    "payment-id": "pay_0123456789abcdef0123456789abcdef",
+}
+
+
+@pytest.mark.parametrize("text", ORDINARY_FOLDED.values(), ids=ORDINARY_FOLDED)
+def test_ids_behind_encodings_and_invisible_characters_are_not_refused(text: str) -> None:
+    assert not holds_account_number(text)
+    check_no_account_number(text, param="metadata.note", name="metadata.note")
+
+
+def test_a_small_letter_iban_needs_its_countrys_length() -> None:
+    # The same characters in capitals keep the looser rule (15 to 34 characters): an id in
+    # small letters that passes mod 97 is refused only as long as its country's IBANs.
+    wrong_length = ORDINARY_FOLDED["hex-id-wrong-length"]
+    assert holds_account_number(wrong_length.upper())
+    right_length = _with_check_digits("be", "0a1b2c3d4e5f")
+    assert len(right_length) == 16
+    assert holds_account_number(right_length)
+
+
+def test_only_the_number_and_what_hid_it_is_masked() -> None:
+    text = "a\u200bb 4\u200b2\u200b4\u200b2" + "4242424242424242"[4:] + " c\u200bd %20 e"
+    assert scrub(text) == "a\u200bb ****4242 c\u200bd %20 e"
+    assert scrub_bytes("k-\u200b".encode() + "\u200b".join("4242424242424242").encode()) == (
+        "k-\u200b****4242".encode()
+    )
+
+
+def _luhn_by_the_book(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet="0123456789\uff10\uff15\u0663", min_size=1, max_size=25))
+def test_the_table_luhn_check_agrees_with_the_book(digits: str) -> None:
+    assert luhn_valid(digits) == _luhn_by_the_book(digits)

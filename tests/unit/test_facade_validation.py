@@ -569,6 +569,44 @@ BAD_TEXT: dict[str, tuple[dict[str, Any], ErrorCode, str]] = {
         ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
         "payeeAccount.holderName",
     ),
+    # Written so the old detector did not read it: invisible characters between every
+    # digit, percent-encoded, an IBAN with other separators or in small letters.
+    "metadata-value-zero-width-card": (
+        valid_body(metadata={"note": "\u200b".join("4242424242424242")}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    "metadata-value-percent-encoded-card": (
+        valid_body(metadata={"link": "https://shop.example/c/4242%204242%204242%204242"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.link",
+    ),
+    "metadata-value-dashed-iban": (
+        valid_body(metadata={"note": "DE89-3704-0044-0532-0130-00"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    "metadata-value-small-letter-iban": (
+        valid_body(metadata={"note": "de89 3704 0044 0532 0130 00"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata.note",
+    ),
+    "holder-name-soft-hyphen-card": (
+        valid_body(
+            payerAccount={
+                "type": "card",
+                "number": SUCCESS_CARD,
+                "holderName": "\u00ad".join("4242424242424242"),
+            }
+        ),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "payerAccount.holderName",
+    ),
+    "metadata-key-word-joined-card": (
+        valid_body(metadata={"\u2060".join("4242424242424242"): "x"}),
+        ErrorCode.ACCOUNT_NUMBER_IN_TEXT,
+        "metadata",
+    ),
     # The key is never named in the param: it is the number.
     "metadata-key-card": (
         valid_body(metadata={"4242-4242-4242-4242": "x"}),
@@ -630,6 +668,10 @@ async def test_ordinary_ids_in_metadata_are_accepted(facade: Facade) -> None:
         "trace": "550e8400-e29b-41d4-a716-424242424242",  # a UUID whose last group passes Luhn
         "paymentRef": "pay_0123456789abcdef0123456789abcdef",
         "masked": "****4242",
+        # Read through encodings and invisible characters, ids are still ids.
+        "link": "https://shop.example/orders?id=1796538959715&at=1765062000002%20ms",
+        "joined": "order\u200b-1796538959715",
+        "words": "de89 is no iban",
     }
     status, _, _ = await post_payment(facade, valid_body(metadata=ids))
     assert status == 202

@@ -1089,6 +1089,29 @@ async def test_a_bad_endpoint_body_is_refused(
             "account_number_in_text",
             "description",
         ),
+        # Percent-encoded in the URL, or an invisible character after every digit.
+        (
+            {"url": f"{HOOK_URL}/4242%204242%204242%204242", "enabledEvents": ["*"]},
+            "account_number_in_text",
+            "url",
+        ),
+        (
+            {
+                "url": f"{HOOK_URL}?iban=DE89%2D3704%2D0044%2D0532%2D0130%2D00",
+                "enabledEvents": ["*"],
+            },
+            "account_number_in_text",
+            "url",
+        ),
+        (
+            {
+                "url": HOOK_URL,
+                "enabledEvents": ["*"],
+                "description": "\u200d".join("4242424242424242"),
+            },
+            "account_number_in_text",
+            "description",
+        ),
         # Refused without being repeated: the message names the event by its place.
         (
             {"url": HOOK_URL, "enabledEvents": ["*", SUCCESS_CARD]},

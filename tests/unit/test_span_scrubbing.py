@@ -62,3 +62,21 @@ def test_the_processor_hands_its_inner_one_the_scrubbed_span() -> None:
     [exported] = exporter.get_finished_spans()
     assert (exported.attributes or {})["key"] == f"****{SUCCESS_CARD[-4:]}"
     processor.shutdown()
+
+
+def test_a_percent_encoded_number_in_a_url_is_masked_in_the_span() -> None:
+    """aiohttp-server records the raw target: a number typed into a URL arrives encoded."""
+    encoded = {
+        "http.target": "/v1/payments/4242%204242%204242%204242?x=1",
+        "http.url": "https://pay.example/v1/payments?note=%34%32%34%32%34%32%34%32"
+        "%34%32%34%32%34%32%34%32&iban=de89%2D3704%2D0044%2D0532%2D0130%2D00",
+        "url.path": "/v1/payments/" + "%E2%80%8B".join("4242424242424242"),
+        "url.query": "orderId=1796538959715&limit=20",
+    }
+    scrubbed = dict(scrubbed_span(ReadableSpan(name="GET", attributes=encoded)).attributes or {})
+    assert scrubbed == {
+        "http.target": "/v1/payments/****4242?x=1",
+        "http.url": "https://pay.example/v1/payments?note=****4242&iban=****3000",
+        "url.path": "/v1/payments/****4242",
+        "url.query": "orderId=1796538959715&limit=20",
+    }
