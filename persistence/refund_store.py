@@ -19,6 +19,12 @@ two totals (``refunded_minor``, ``refund_reserved_minor``):
 Nothing is checked before the transaction and trusted inside it: a check that passed in the
 REST facade is made again here.
 
+Begins and finishes of concurrent handlers run in bulk, as the payments' do (see
+persistence.group_commit): persistence.refund_begin and persistence.refund_finish make the
+same decisions for a batch from one locked read of its rows, with a few statements per
+batch instead of several per refund; the refunds of one payment in a batch are decided one
+after another, each against the totals the ones before it left.
+
 One owner per refund (see persistence.claims): a new refund is claimed by the insert that
 makes it; anyone else must take the claim (:meth:`RefundStore.claim`) before asking the
 provider about it or sending it, and :meth:`RefundStore.finish` applies only with the
@@ -33,80 +39,60 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import bindparam, case, insert, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.client_scope import in_scope, no_payment_in_scope
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
-from domain.errors import ErrorCode, PaygateError
-from domain.money import Money
 from domain.payment_view import PaymentView
-from domain.refund_rules import refusal_for_refund
 from domain.refund_view import RefundView
-from domain.refunds import RefundPayment, RefundReason, RefundStatus
-from domain.status import CAPTURED, PaymentStatus
+from domain.refunds import RefundPayment, RefundStatus
 from persistence.claims import (
     Claim,
-    claim_columns,
     claimable,
     least_recently_examined,
     new_claim,
-    release_claim,
 )
-from persistence.engine import as_utc
-from persistence.group_commit import GroupCommit
+from persistence.group_commit import Bulk, GroupCommit
 from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
-from persistence.payment_rows import captured_minor_of, payment_view_of
+from persistence.payment_rows import payment_view_of
+from persistence.refund_begin import (
+    RefundBegin,
+    RefundBeginRequest,
+    RefundExisting,
+    RefundRefused,
+    RefundStarted,
+    begin_many,
+    begin_one,
+)
+from persistence.refund_finish import RefundFinishRequest, finish_many, finish_one
+from persistence.refund_rows import (
+    OPEN_STATUSES,
+    PaymentRefunds,
+    RefundEventBuilder,
+    lock_payment_of,
+    refund_row_in,
+    refund_view_of,
+    standing_in,
+)
 from persistence.row_claims import RowClaims
 from persistence.tables import payments, refunds
 
-_OPEN = (RefundStatus.PROCESSING.value, RefundStatus.PENDING.value)
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRefunds:
-    """Where a payment stands with its refunds, as a refund event reports it."""
-
-    status: PaymentStatus
-    refunded_minor: int
-
-
-# Builds the event of a refund's new state; the store supplies the payment's standing
-# (None when the payment does not exist), known only inside the transaction.
-RefundEventBuilder = Callable[[RefundView, PaymentRefunds | None], OutboxMessage]
-
-
-@dataclass(frozen=True, slots=True)
-class RefundStarted:
-    """The amount is reserved and the refund committed and claimed for the caller: call
-    ``provider`` with it, and pass ``claim.token`` to every later write."""
-
-    refund: RefundView
-    charge_reference: str
-    claim: Claim
-
-
-@dataclass(frozen=True, slots=True)
-class RefundExisting:
-    """The refund id is known: a replay (``same_parameters``) or a conflicting reuse."""
-
-    refund: RefundView
-    same_parameters: bool
-    charge_reference: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class RefundRefused:
-    """Refused with ``error``; stored as failed (``refund``) unless the payment is unknown."""
-
-    error: PaygateError
-    refund: RefundView | None
-
-
-RefundBegin = RefundStarted | RefundExisting | RefundRefused
+# What the consumer and the facade import from here: the refund store's vocabulary.
+__all__ = [
+    "PAYMENT_AND_REFUNDS",
+    "OpenRefund",
+    "PaymentRefunds",
+    "RefundBegin",
+    "RefundEventBuilder",
+    "RefundExisting",
+    "RefundRefused",
+    "RefundStarted",
+    "RefundStore",
+    "payment_and_refunds_in",
+    "payment_and_refunds_of",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,63 +108,6 @@ _REFUNDS_OF_PAYMENTS: Final = (
     select(refunds)
     .where(refunds.c.payment_id.in_(bindparam("payment_ids", expanding=True)))
     .order_by(refunds.c.created_at, refunds.c.id)
-)
-
-
-# The statements every refund runs in the writer queue, built once like the one above: a
-# statement built per call has its cache key computed anew over every column it names, at
-# each execution. Their values are bound parameters; ``refund_minor`` and the refund's
-# ``*_id`` names are not column names, which an UPDATE's bound parameters must not be.
-_REFUND_BY_ID: Final = select(refunds).where(refunds.c.id == bindparam("refund_id"))
-_PAYMENT_LOCKED: Final = (
-    select(payments).where(payments.c.id == bindparam("payment_id")).with_for_update()
-)
-_PAYMENT_OF_REFUND_LOCKED: Final = (
-    select(payments.c.id)
-    .where(
-        payments.c.id
-        == select(refunds.c.payment_id)
-        .where(refunds.c.id == bindparam("refund_id"))
-        .scalar_subquery()
-    )
-    .with_for_update()
-)
-_STANDING: Final = select(payments.c.status, payments.c.refunded_minor).where(
-    payments.c.id == bindparam("payment_id")
-)
-_RESERVE: Final = (
-    update(payments)
-    .where(payments.c.id == bindparam("payment_id"))
-    .where(payments.c.status.in_([s.value for s in CAPTURED]))
-    .where(
-        captured_minor_of(payments) - payments.c.refunded_minor - payments.c.refund_reserved_minor
-        >= bindparam("refund_minor")
-    )
-    .values(refund_reserved_minor=payments.c.refund_reserved_minor + bindparam("refund_minor"))
-)
-# The settlement and the release return the totals they leave: the event's standing, read
-# under the row lock the UPDATE holds (RETURNING: SQLite 3.35 or later, as the rate limit).
-_refunded_after: Final = payments.c.refunded_minor + bindparam("refund_minor")
-_SETTLE: Final = (
-    update(payments)
-    .where(payments.c.id == bindparam("payment_id"))
-    .where(payments.c.refund_reserved_minor >= bindparam("refund_minor"))
-    .values(
-        refunded_minor=_refunded_after,
-        refund_reserved_minor=payments.c.refund_reserved_minor - bindparam("refund_minor"),
-        status=case(
-            (_refunded_after >= captured_minor_of(payments), PaymentStatus.REFUNDED.value),
-            else_=PaymentStatus.PARTIALLY_REFUNDED.value,
-        ),
-    )
-    .returning(payments.c.status, payments.c.refunded_minor)
-)
-_RELEASE: Final = (
-    update(payments)
-    .where(payments.c.id == bindparam("payment_id"))
-    .where(payments.c.refund_reserved_minor >= bindparam("refund_minor"))
-    .values(refund_reserved_minor=payments.c.refund_reserved_minor - bindparam("refund_minor"))
-    .returning(payments.c.status, payments.c.refunded_minor)
 )
 
 
@@ -212,13 +141,13 @@ def payment_and_refunds_of(
         return None
     view = payment_view_of(rows[0])
     its_refunds = [
-        _refund_view(_Prefixed(row)) for row in rows if row[_REFUND_PREFIX + "id"] is not None
+        refund_view_of(_Prefixed(row)) for row in rows if row[_REFUND_PREFIX + "id"] is not None
     ]
     return view, its_refunds
 
 
 class _Prefixed:
-    """A joined row's refund columns under their own names, as ``_refund_view`` reads them."""
+    """A joined row's refund columns under their own names, as ``refund_view_of`` reads them."""
 
     __slots__ = ("_mapping",)
 
@@ -247,105 +176,32 @@ class RefundStore:
         self._claims = RowClaims(refunds, writes, clock, claim_lease)
 
     async def begin(self, command: RefundPayment, event: RefundEventBuilder) -> RefundBegin:
-        """Reserve and record a new refund, refuse it, or report the existing one."""
-        parameters_hash = command.parameters_fingerprint()
+        """Reserve and record a new refund, refuse it, or report the existing one
+        (persistence.refund_begin; in bulk with the begins of concurrent handlers)."""
         now = self._clock()
-
-        async def refuse_unknown(conn: AsyncConnection) -> RefundRefused:
-            # Nothing stored: a failed refund of another client's payment would show in
-            # that client's refunds. The event is the one an unknown payment gets.
-            unknown = no_payment_in_scope()
-            view = _refused_view(command, parameters_hash, None, unknown, now)
-            await enqueue_outbox(conn, event(view, None), now)
-            return RefundRefused(unknown, None)
+        request = RefundBeginRequest(
+            command=command,
+            parameters_hash=command.parameters_fingerprint(),
+            event=event,
+            now=now,
+            claim=new_claim(now, self._lease),
+        )
 
         async def record(conn: AsyncConnection) -> RefundBegin:
-            existing = await _refund_row(conn, command.refund_id)
-            if existing is not None:
-                # Checked before replaying: a replay would show another scope the refund.
-                if not await _in_scope(conn, command):
-                    return await refuse_unknown(conn)
-                return RefundExisting(
-                    _refund_view(existing),
-                    existing.parameters_hash == parameters_hash,
-                    await _charge_reference(conn, existing.payment_id),
-                )
-            payment = (
-                await conn.execute(_PAYMENT_LOCKED, {"payment_id": command.payment_request_id})
-            ).one_or_none()
-            if (
-                payment is None
-                or payment.order_id != command.order_id
-                or not in_scope(payment.client_id, command.client_id)
-            ):
-                return await refuse_unknown(conn)
-            standing = PaymentRefunds(PaymentStatus(payment.status), payment.refunded_minor)
-            reserved = payment.refunded_minor + payment.refund_reserved_minor
-            captured = (
-                payment.amount_minor if payment.captured_minor is None else payment.captured_minor
-            )
-            remaining = captured - reserved
-            error = refusal_for_refund(
-                status=standing.status,
-                payment_currency=payment.currency,
-                remaining_minor=remaining,
-                requested=command.amount,
-            )
-            if error is None and payment.provider_reference is None:
-                error = PaygateError(
-                    ErrorCode.PAYMENT_NOT_REFUNDABLE,
-                    "the provider gave no reference for this payment, so it cannot be refunded",
-                )
-            amount = command.amount or (
-                Money(remaining, payment.currency) if remaining > 0 else None
-            )
-            if error is None:
-                assert amount is not None
-                if not await _reserve(conn, command.payment_request_id, amount.minor_units):
-                    # Cannot happen with the row locked and the rule above; if it ever does,
-                    # the guard wins over the rule.
-                    error = PaygateError(
-                        ErrorCode.REFUND_EXCEEDS_CAPTURED,
-                        "the refund is above what remains refundable",
-                        param="amount",
-                    )
-            if error is not None:
-                view = _refused_view(command, parameters_hash, amount, error, now)
-                await conn.execute(insert(refunds).values(**_row(view, payment.provider)))
-                await enqueue_outbox(conn, event(view, standing), now)
-                return RefundRefused(error, view)
-            view = RefundView(
-                refund_id=command.refund_id,
-                payment_request_id=command.payment_request_id,
-                order_id=command.order_id,
-                idempotency_key=command.idempotency_key,
-                amount=amount,
-                reason=command.reason,
-                status=RefundStatus.PROCESSING,
-                provider=payment.provider,
-                provider_reference=None,
-                error=None,
-                created_at=now,
-                updated_at=now,
-                parameters_hash=parameters_hash,
-            )
-            claim = new_claim(now, self._lease)
-            await conn.execute(
-                insert(refunds).values(**_row(view, payment.provider), **claim_columns(claim))
-            )
-            return RefundStarted(view, payment.provider_reference, claim)
+            return await begin_one(conn, request)
 
+        bulk = Bulk(begin_many, request)
         try:
-            return await self._writes.run(record)
+            return await self._writes.run(record, bulk)
         except IntegrityError:
             # The same refund inserted by another writer between our read and our insert:
             # a second pass finds it.
-            return await self._writes.run(record)
+            return await self._writes.run(record, bulk)
 
     async def claim(self, refund_id: str) -> Claim | None:
         """Take the claim on an open refund, or None: it is final, or another worker holds
         it. Decided with the refund row locked, so of two takers only one wins."""
-        return await self._claims.take(refund_id, _OPEN)
+        return await self._claims.take(refund_id, OPEN_STATUSES)
 
     async def renew(self, refund_id: str, claim: str) -> bool:
         """Extend the holder's claim; False if it is no longer the holder's (then it must
@@ -374,53 +230,20 @@ class RefundStore:
         """
         if status is RefundStatus.PROCESSING:
             raise ValueError("processing is not an outcome")
-        now = self._clock()
+        request = RefundFinishRequest(
+            refund_id=refund_id,
+            claim=claim,
+            status=status,
+            provider_reference=provider_reference,
+            error=error,
+            event=event,
+            now=self._clock(),
+        )
 
         async def record(conn: AsyncConnection) -> bool:
-            from_statuses = (
-                [RefundStatus.PROCESSING.value] if status is RefundStatus.PENDING else _OPEN
-            )
-            # Conditional: of two resolvers, only the first moves the refund (the row lock
-            # on PostgreSQL makes the second wait, then find nothing to move).
-            moved = await conn.execute(
-                update(refunds)
-                .where(refunds.c.id == refund_id)
-                .where(refunds.c.status.in_(from_statuses))
-                .where(refunds.c.claim_token == claim)
-                .values(
-                    status=status.value,
-                    provider_reference=provider_reference,
-                    updated_at=now,
-                    **_error_columns(error),
-                    **claim_columns(None),
-                )
-            )
-            if moved.rowcount != 1:
-                # Nothing to record (already final, or pending and still pending): the
-                # caller's work on the refund is over all the same, so its claim goes.
-                await release_claim(conn, refunds, refund_id, claim)
-                return False
-            row = await _refund_row(conn, refund_id)
-            assert row is not None
-            # The event's totals are read under the payment's row lock, as a replay reads
-            # them (see republish), taken after the refund's row: the order of finish's
-            # locks. A settling or releasing outcome's UPDATE takes that lock itself and
-            # returns the totals it leaves, so it needs no lock or read of its own. A
-            # pending outcome changes no total: it locks the row first, else it would read
-            # the totals unlocked, and its event could be queued after a settling refund's
-            # with the totals from before it.
-            standing: PaymentRefunds | None
-            if status is RefundStatus.SUCCEEDED:
-                standing = await _settle(conn, row.payment_id, row.amount_minor)
-            elif status is RefundStatus.FAILED:
-                standing = await _release(conn, row.payment_id, row.amount_minor)
-            else:
-                await _lock_payment_of(conn, refund_id)
-                standing = await _standing(conn, row.payment_id)
-            await enqueue_outbox(conn, event(_refund_view(row), standing), now)
-            return True
+            return await finish_one(conn, request)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, Bulk(finish_many, request))
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Queue an event on its own (a refusal with an event id of its own)."""
@@ -443,14 +266,14 @@ class RefundStore:
         now = self._clock()
 
         async def record(conn: AsyncConnection) -> RefundView | None:
-            await _lock_payment_of(conn, refund_id)
-            row = await _refund_row(conn, refund_id)
+            await lock_payment_of(conn, refund_id)
+            row = await refund_row_in(conn, refund_id)
             if row is None:
                 return None
-            refund = _refund_view(row)
+            refund = refund_view_of(row)
             if final_only and not refund.status.is_final:
                 return None
-            standing = await _standing(conn, row.payment_id)
+            standing = await standing_in(conn, row.payment_id)
             await enqueue_outbox(conn, event(refund, standing), now)
             return refund
 
@@ -458,8 +281,8 @@ class RefundStore:
 
     async def get(self, refund_id: str) -> RefundView | None:
         async with self._engine.connect() as conn:
-            row = await _refund_row(conn, refund_id)
-        return None if row is None else _refund_view(row)
+            row = await refund_row_in(conn, refund_id)
+        return None if row is None else refund_view_of(row)
 
     async def of_payment(self, payment_request_id: str) -> list[RefundView]:
         """The payment's refunds, oldest first."""
@@ -474,7 +297,7 @@ class RefundStore:
         async with self._engine.connect() as conn:
             rows = await conn.execute(_REFUNDS_OF_PAYMENTS, {"payment_ids": list(found)})
             for row in rows:
-                found[row.payment_id].append(_refund_view(row))
+                found[row.payment_id].append(refund_view_of(row))
         return found
 
     async def open_refunds(self, updated_before: datetime, limit: int) -> list[OpenRefund]:
@@ -482,7 +305,7 @@ class RefundStore:
         query = (
             select(refunds, payments.c.provider_reference.label("charge_reference"))
             .join(payments, payments.c.id == refunds.c.payment_id)
-            .where(refunds.c.status.in_(_OPEN))
+            .where(refunds.c.status.in_(OPEN_STATUSES))
             .where(refunds.c.updated_at < updated_before)
             # A live owner's refund is its owner's; the caller claims the others.
             .where(claimable(refunds, self._clock()))
@@ -491,145 +314,4 @@ class RefundStore:
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [OpenRefund(_refund_view(row), row.charge_reference) for row in rows]
-
-
-async def _reserve(conn: AsyncConnection, payment_id: str, amount_minor: int) -> bool:
-    """The invariant's guard: reserve only what remains, only on a captured payment."""
-    moved = await conn.execute(_RESERVE, {"payment_id": payment_id, "refund_minor": amount_minor})
-    return moved.rowcount == 1
-
-
-async def _settle(conn: AsyncConnection, payment_id: str, amount_minor: int) -> PaymentRefunds:
-    """Move the reservation into the refunded total; the payment's totals after it."""
-    moved = (
-        await conn.execute(_SETTLE, {"payment_id": payment_id, "refund_minor": amount_minor})
-    ).one_or_none()
-    if moved is None:
-        # Only begin() reserves and only finish() of an open refund settles: a missing
-        # reservation means the totals were edited by hand. Roll back, do not guess.
-        raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
-    return _standing_of(moved)
-
-
-async def _release(conn: AsyncConnection, payment_id: str, amount_minor: int) -> PaymentRefunds:
-    """Give the reservation back; the payment's totals after it."""
-    moved = (
-        await conn.execute(_RELEASE, {"payment_id": payment_id, "refund_minor": amount_minor})
-    ).one_or_none()
-    if moved is None:
-        raise RuntimeError(f"payment {payment_id} has no reservation for this refund")
-    return _standing_of(moved)
-
-
-async def _lock_payment_of(conn: AsyncConnection, refund_id: str) -> None:
-    """Lock the refund's payment row (``FOR UPDATE`` on PostgreSQL; on SQLite the write
-    transaction already holds the database lock): the lock refunds settle under."""
-    await conn.execute(_PAYMENT_OF_REFUND_LOCKED, {"refund_id": refund_id})
-
-
-async def _standing(conn: AsyncConnection, payment_id: str) -> PaymentRefunds | None:
-    row = (await conn.execute(_STANDING, {"payment_id": payment_id})).one_or_none()
-    return None if row is None else _standing_of(row)
-
-
-def _standing_of(row: Any) -> PaymentRefunds:
-    """The standing from a row of the payment's ``status`` and ``refunded_minor``."""
-    return PaymentRefunds(PaymentStatus(row.status), row.refunded_minor)
-
-
-async def _in_scope(conn: AsyncConnection, command: RefundPayment) -> bool:
-    """Whether the command's payment is of the command's client scope."""
-    payment = (
-        await conn.execute(
-            select(payments.c.client_id).where(payments.c.id == command.payment_request_id)
-        )
-    ).one_or_none()
-    return payment is not None and in_scope(payment.client_id, command.client_id)
-
-
-async def _refund_row(conn: AsyncConnection, refund_id: str) -> Row[Any] | None:
-    return (await conn.execute(_REFUND_BY_ID, {"refund_id": refund_id})).one_or_none()
-
-
-async def _charge_reference(conn: AsyncConnection, payment_id: str) -> str | None:
-    reference: str | None = (
-        await conn.execute(select(payments.c.provider_reference).where(payments.c.id == payment_id))
-    ).scalar_one_or_none()
-    return reference
-
-
-def _refused_view(
-    command: RefundPayment,
-    parameters_hash: str,
-    amount: Money | None,
-    error: PaygateError,
-    now: datetime,
-) -> RefundView:
-    return RefundView(
-        refund_id=command.refund_id,
-        payment_request_id=command.payment_request_id,
-        order_id=command.order_id,
-        idempotency_key=command.idempotency_key,
-        amount=amount,
-        reason=command.reason,
-        status=RefundStatus.FAILED,
-        provider=None,
-        provider_reference=None,
-        error=ErrorInfo.from_error(error),
-        created_at=now,
-        updated_at=now,
-        parameters_hash=parameters_hash,
-    )
-
-
-def _row(view: RefundView, provider: str | None) -> dict[str, Any]:
-    return {
-        "id": view.refund_id,
-        "payment_id": view.payment_request_id,
-        "order_id": view.order_id,
-        "idempotency_key": view.idempotency_key,
-        "parameters_hash": view.parameters_hash,
-        "amount_minor": None if view.amount is None else view.amount.minor_units,
-        "currency": None if view.amount is None else view.amount.currency,
-        "reason": None if view.reason is None else view.reason.value,
-        "status": view.status.value,
-        "provider": provider,
-        "provider_reference": view.provider_reference,
-        "created_at": view.created_at,
-        "updated_at": view.updated_at,
-        **_error_columns(view.error),
-    }
-
-
-def _error_columns(error: ErrorInfo | None) -> dict[str, Any]:
-    return {
-        "error_code": None if error is None else error.code.value,
-        "error_message": None if error is None else error.message,
-        "decline_code": None if error is None else error.decline_code,
-    }
-
-
-def _refund_view(row: Any) -> RefundView:
-    amount = None if row.amount_minor is None else Money(row.amount_minor, row.currency)
-    return RefundView(
-        refund_id=row.id,
-        payment_request_id=row.payment_id,
-        order_id=row.order_id,
-        idempotency_key=row.idempotency_key,
-        amount=amount,
-        reason=None if row.reason is None else RefundReason(row.reason),
-        status=RefundStatus(row.status),
-        provider=row.provider,
-        provider_reference=row.provider_reference,
-        error=None
-        if row.error_code is None
-        else ErrorInfo(
-            code=ErrorCode(row.error_code),
-            message=row.error_message or "",
-            decline_code=row.decline_code,
-        ),
-        created_at=as_utc(row.created_at),
-        updated_at=as_utc(row.updated_at),
-        parameters_hash=row.parameters_hash,
-    )
+        return [OpenRefund(refund_view_of(row), row.charge_reference) for row in rows]

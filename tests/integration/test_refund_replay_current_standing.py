@@ -73,7 +73,7 @@ def _impatient_engine(url: str) -> AsyncEngine:
 
 
 def _reads_the_totals(statement: str) -> bool:
-    """The standing's read (persistence.refund_store._standing), not the lock's."""
+    """The standing's read (persistence.refund_rows.standing_in), not the lock's."""
     text = " ".join(statement.split()).upper()
     return (
         text.startswith("SELECT PAYMENTS.STATUS, PAYMENTS.REFUNDED_MINOR FROM PAYMENTS")
