@@ -53,6 +53,7 @@ from providers.notices import (
     ReceivedNotification,
 )
 from providers.port import ChargeOutcome
+from providers.signing_secrets import stripe_signing_secret_problem
 from providers.stripe.amounts import money_from_stripe
 from providers.stripe.transformers import (
     PROVIDER_NAME,
@@ -119,6 +120,11 @@ class StripeWebhooks:
     ) -> None:
         if tolerance <= timedelta(0):
             raise ValueError("the signature's tolerance must be positive")
+        problem = stripe_signing_secret_problem(secret.get_secret_value())
+        if problem is not None:
+            # Checked here too, not only in the settings: a guessable secret makes this
+            # public endpoint take anyone's events as Stripe's.
+            raise ValueError(problem)
         self._secret = secret
         self._livemode = livemode
         self._tolerance_s = int(tolerance.total_seconds())
