@@ -182,7 +182,12 @@ class StripeWebhooks:
                 f"the event is not signed for this endpoint: {SIGNATURE_HEADER} missing, "
                 f"forged, made with another secret, or older than {self._tolerance_s} s"
             ) from None
-        except ValueError:  # not UTF-8, not JSON, or not an event (a thin v2 notification)
+        except (ValueError, AttributeError, RecursionError):
+            # Not UTF-8, not JSON, or not an event (a thin v2 notification): ValueError. A
+            # signed body that is JSON but no object (the SDK reads ``[]`` or ``1`` with
+            # ``.get``: AttributeError), or nested deeper than the parser's recursion
+            # limit: read only after the signature verified, so Stripe's own bytes, yet
+            # refused with the same stable answer rather than a 500 and a traceback.
             raise NoticeRefusedError("the event is not a Stripe event in JSON") from None
 
 

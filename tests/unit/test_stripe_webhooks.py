@@ -268,3 +268,21 @@ def test_an_event_forged_under_the_bare_prefix_never_reaches_a_reader():
     with pytest.raises(ValueError, match="signing secret"):
         reader(secret="whsec_").receive(received(forged, "whsec_"))
 
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b"1",
+        b'"event"',
+        b"null",
+        # Under the facade's 64 KiB body limit, deeper than the JSON parser's recursion.
+        b"[" * 30_000 + b"]" * 30_000,
+    ],
+)
+def test_a_signed_body_that_is_json_but_no_event_object_is_refused_not_a_crash(body):
+    # Guard: the (ValueError, AttributeError, RecursionError) clause of
+    # StripeWebhooks._verified; without it the SDK's AttributeError / RecursionError is a
+    # 500 with a traceback instead of the stable invalid_request.
+    with pytest.raises(NoticeRefusedError, match="not a Stripe event in JSON"):
+        reader().receive(received(body))
