@@ -31,6 +31,7 @@ from domain.vaulted import VaultedAccount
 from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
 from http_facade.auth import Authenticator
 from http_facade.ports import (
+    NoticeSink,
     PaymentMethodVault,
     PaymentQueries,
     RefundQueries,
@@ -39,6 +40,7 @@ from http_facade.ports import (
     WebhookEndpoints,
 )
 from http_facade.rate_limit import RateLimiter
+from providers.notices import ChargeNotice, NoticeResult
 from telemetry.outage_log import OutageLog
 
 _T = TypeVar("_T")
@@ -160,6 +162,20 @@ class GuardedWatch:
     async def final(self, timeout_s: float) -> bool:
         # Reads the store only when the time runs out: its success proves nothing.
         return await self._guard.call(self._inner.final(timeout_s), proves_reachable=False)
+
+
+class GuardedNotices:
+    """The public notification route's writes: an outage while a provider's notification
+    is recorded (nothing committed: the claim, the outcome and its event are one
+    transaction) is the same stable 503 as anywhere else, which the provider answers by
+    sending the notification again, not a 500 with a traceback per notification."""
+
+    def __init__(self, inner: NoticeSink, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def record(self, notice: ChargeNotice) -> NoticeResult:
+        return await self._guard.call(self._inner.record(notice))
 
 
 class GuardedWebhooks:
