@@ -1,8 +1,8 @@
 """The facade's one translation point for database outages.
 
 Every port that reads the database (payment queries, refund queries, the API-key lookup,
-the result waiter, which looks in the store first, and the rate limiter, whose buckets may
-be there) is wrapped here by
+the result waiter, which looks in the store first, the rate limiter, whose buckets may
+be there, and the sink that records providers' notifications) is wrapped here by
 :func:`http_facade.app.build_app`. A call that fails because the database cannot be
 reached, as the composition root's ``is_outage`` judges it (the facade knows no
 database driver), becomes ``service_unavailable``: 503 with ``Retry-After``, no
