@@ -52,7 +52,10 @@ log = logging.getLogger("paygate.notifications")
 def payment_id_of(attempt_key: str) -> str | None:
     """The payment an attempt key (``<payment id>-a<n>``) belongs to, or None."""
     payment_id, _, number = attempt_key.rpartition("-a")
-    if not payment_id or not number.isdigit():
+    # ASCII digits only, and few of them: the key comes from the provider's notification
+    # (for Stripe, metadata anyone with the account's API key can write), and int() refuses
+    # the other Unicode digits (``²``) and over 4300 digits, which would answer a 500.
+    if not payment_id or not (number.isascii() and number.isdigit()) or len(number) > 9:
         return None
     return payment_id if attempt_number(attempt_key) >= 1 else None
 

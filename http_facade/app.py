@@ -25,6 +25,7 @@ from http_facade.capture_routes import add_capture_routes
 from http_facade.database_guard import (
     DatabaseGuard,
     GuardedAuthenticator,
+    GuardedNotices,
     GuardedQueries,
     GuardedRateLimiter,
     GuardedRefunds,
@@ -120,8 +121,8 @@ def build_app(
     and recorded by ``notice_sink``. ``GET /readyz`` runs the checks
     of ``readiness``; without it there are none, and the facade is always ready.
 
-    ``queries, ``refunds``, ``waiter`` and ``authenticator`` read the database; an
-    exception of theirs that ``is_database_outage`` says means the database is
+    ``queries, ``refunds``, ``waiter``, ``authenticator`` and ``notice_sink`` use the
+    database; an exception of theirs that ``is_database_outage`` says means the database is
     unreachable is answered 503 ``service_unavailable`` and logged once per outage
     (:mod:`http_facade.database_guard`). The facade knows no database driver: the
     composition root passes the judgement (``persistence.availability``).
@@ -161,7 +162,8 @@ def build_app(
     app[CLOCK] = clock
     app[ACCOUNT_KEY] = account_key
     app[NOTICE_READERS] = dict(notice_readers or {})
-    app[NOTICE_SINK] = notice_sink if notice_sink is not None else NoNotices()
+    sink = notice_sink if notice_sink is not None else NoNotices()
+    app[NOTICE_SINK] = GuardedNotices(sink, guard)
     add_notification_routes(app)
     app[VAULT] = GuardedVault(vault, guard)
     app[TOKEN_RETENTION] = token_retention

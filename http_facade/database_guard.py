@@ -1,8 +1,8 @@
 """The facade's one translation point for database outages.
 
 Every port that reads the database (payment queries, refund queries, the API-key lookup,
-the result waiter, which looks in the store first, and the rate limiter, whose buckets may
-be there) is wrapped here by
+the result waiter, which looks in the store first, the rate limiter, whose buckets may
+be there, and the sink that records providers' notifications) is wrapped here by
 :func:`http_facade.app.build_app`. A call that fails because the database cannot be
 reached, as the composition root's ``is_outage`` judges it (the facade knows no
 database driver), becomes ``service_unavailable``: 503 with ``Retry-After``, no
@@ -31,6 +31,7 @@ from domain.vaulted import VaultedAccount
 from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
 from http_facade.auth import Authenticator
 from http_facade.ports import (
+    NoticeSink,
     PaymentMethodVault,
     PaymentQueries,
     RefundQueries,
@@ -39,6 +40,7 @@ from http_facade.ports import (
     WebhookEndpoints,
 )
 from http_facade.rate_limit import RateLimiter
+from providers.notices import ChargeNotice, NoticeResult
 from telemetry.outage_log import OutageLog
 
 _T = TypeVar("_T")
@@ -160,6 +162,20 @@ class GuardedWatch:
     async def final(self, timeout_s: float) -> bool:
         # Reads the store only when the time runs out: its success proves nothing.
         return await self._guard.call(self._inner.final(timeout_s), proves_reachable=False)
+
+
+class GuardedNotices:
+    """The public notification route's writes: an outage while a provider's notification
+    is recorded (nothing committed: the claim, the outcome and its event are one
+    transaction) is the same stable 503 as anywhere else, which the provider answers by
+    sending the notification again, not a 500 with a traceback per notification."""
+
+    def __init__(self, inner: NoticeSink, guard: DatabaseGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    async def record(self, notice: ChargeNotice) -> NoticeResult:
+        return await self._guard.call(self._inner.record(notice))
 
 
 class GuardedWebhooks:

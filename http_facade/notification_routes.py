@@ -15,8 +15,9 @@ bytes); each provider's answers are in its reader's :class:`NotificationTerms`. 
   changes, and nothing of the body is echoed;
 - ``404 not_found``: no such provider here, or (Alipay) no such payment;
 - ``415``: not the provider's media type;
-- ``503 service_unavailable``: another worker holds the payment right now; the provider
-  sends the notification again, which is what it does for any answer but its
+- ``503 service_unavailable``: another worker holds the payment right now, or the
+  database cannot be reached (http_facade.database_guard: nothing was written); the
+  provider sends the notification again, which is what it does for any answer but its
   acknowledgement.
 """
 

@@ -29,6 +29,7 @@ from paygate.jsonlog import DEFAULT_ACCOUNT_FIELDS
 from persistence.engine import SqliteSynchronous
 from providers.retry_after import MAX_RETRY_AFTER_S
 from providers.routing import DEFAULT_ROUTE, Router
+from providers.signing_secrets import stripe_signing_secret_problem
 
 # Only for local development: production must set PAYGATE_ACCOUNT_FINGERPRINT_KEY, or
 # fingerprints would be computable by anyone who reads this file. Production refuses it
@@ -716,9 +717,11 @@ class Settings(BaseSettings):
     @field_validator("stripe_webhook_secret")
     @classmethod
     def _stripe_signing_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        # An API key or a Dashboard id pasted here would verify no event at all, silently.
-        if value is not None and not value.get_secret_value().startswith("whsec_"):
-            raise ValueError("a Stripe webhook signing secret starts with whsec_")
+        # An API key or a Dashboard id pasted here would verify no event at all, silently;
+        # a bare or short one (whsec_ from an unset template variable) would verify anyone's.
+        problem = None if value is None else stripe_signing_secret_problem(value.get_secret_value())
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

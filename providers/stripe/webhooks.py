@@ -53,6 +53,7 @@ from providers.notices import (
     ReceivedNotification,
 )
 from providers.port import ChargeOutcome
+from providers.signing_secrets import stripe_signing_secret_problem
 from providers.stripe.amounts import money_from_stripe
 from providers.stripe.transformers import (
     PROVIDER_NAME,
@@ -119,6 +120,11 @@ class StripeWebhooks:
     ) -> None:
         if tolerance <= timedelta(0):
             raise ValueError("the signature's tolerance must be positive")
+        problem = stripe_signing_secret_problem(secret.get_secret_value())
+        if problem is not None:
+            # Checked here too, not only in the settings: a guessable secret makes this
+            # public endpoint take anyone's events as Stripe's.
+            raise ValueError(problem)
         self._secret = secret
         self._livemode = livemode
         self._tolerance_s = int(tolerance.total_seconds())
@@ -176,7 +182,12 @@ class StripeWebhooks:
                 f"the event is not signed for this endpoint: {SIGNATURE_HEADER} missing, "
                 f"forged, made with another secret, or older than {self._tolerance_s} s"
             ) from None
-        except ValueError:  # not UTF-8, not JSON, or not an event (a thin v2 notification)
+        except (ValueError, AttributeError, RecursionError):
+            # Not UTF-8, not JSON, or not an event (a thin v2 notification): ValueError. A
+            # signed body that is JSON but no object (the SDK reads ``[]`` or ``1`` with
+            # ``.get``: AttributeError), or nested deeper than the parser's recursion
+            # limit: read only after the signature verified, so Stripe's own bytes, yet
+            # refused with the same stable answer rather than a 500 and a traceback.
             raise NoticeRefusedError("the event is not a Stripe event in JSON") from None
 
 

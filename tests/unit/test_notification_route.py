@@ -4,6 +4,7 @@ media type only, refusals answered from the catalogue, and the provider's acknow
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import pytest
@@ -17,7 +18,7 @@ from providers.notices import (
     ReceivedNotification,
 )
 from providers.stripe.webhooks import STRIPE_TERMS
-from tests.support.facade_world import World, world_client
+from tests.support.facade_world import World, database_refused, world_client
 
 pytestmark = pytest.mark.unit
 
@@ -174,5 +175,42 @@ async def test_stripe_refusals_and_events_with_nothing_to_record():
         # Alipay's answers stay Alipay's beside Stripe's.
         alipay = await client.post(PATH, data={"sign": "good", "out_trade_no": "pay_2-a1"})
         assert (alipay.status, await alipay.text()) == (200, "success")
+    finally:
+        await client.close()
+
+
+class DownSink:
+    """The store behind the sink cannot be reached: the claim's first read fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def record(self, notice: ChargeNotice) -> NoticeResult:
+        self.calls += 1
+        raise database_refused()
+
+
+@pytest.mark.parametrize(("path", "reader"), [(PATH, "alipay"), (STRIPE_PATH, "stripe")])
+async def test_a_database_outage_while_recording_is_the_stable_503(path, reader):
+    # Guard: http_facade.database_guard.GuardedNotices (without it, a 500 and a traceback
+    # per notification, the driver's message in the log).
+    sink = DownSink()
+    readers = {"alipay": Reader(), "stripe": StripeReader()}
+    client = await world_client(World(), notice_readers=readers, notice_sink=sink)
+    try:
+        if reader == "alipay":
+            response = await client.post(path, data={"sign": "good", "out_trade_no": "pay_1-a1"})
+        else:
+            response = await client.post(
+                path,
+                data=b'{"type": "payment_intent.succeeded"}',
+                headers={"Content-Type": "application/json", "Stripe-Signature": "good"},
+            )
+        assert response.status == 503
+        assert response.headers["Retry-After"]
+        answer = await response.json()
+        assert answer["error"]["code"] == "service_unavailable"
+        assert "5432" not in json.dumps(answer)  # the driver's words stay out of the answer
+        assert sink.calls == 1
     finally:
         await client.close()

@@ -511,5 +511,29 @@ def test_a_stripe_webhook_secret_must_be_one_and_is_never_echoed(
     assert "PAYGATE_STRIPE_WEBHOOK_SECRET: " in str(refused.value)
     assert "starts with whsec_" in str(refused.value)
     assert "pasted_by_mistake" not in str(refused.value)
-    monkeypatch.setenv("PAYGATE_STRIPE_WEBHOOK_SECRET", "whsec_abc")
+    monkeypatch.setenv("PAYGATE_STRIPE_WEBHOOK_SECRET", "whsec_abcdefghijklmnopqrstuvwxyz012345")
     assert load_settings("paygate facade").stripe_webhook_secret is not None
+
+
+@pytest.mark.parametrize(
+    ("secret", "why"),
+    [
+        # whsec_${SECRET} with the variable unset: a key everyone knows signs any event.
+        ("whsec_", "at least 16 characters"),
+        ("whsec_guessable", "at least 16 characters"),
+        ("whsec_abcdefghijklmnopqrstuvwxyz012345 ", "no spaces or line breaks"),
+    ],
+)
+def test_a_guessable_or_mangled_stripe_webhook_secret_is_refused_unechoed(
+    monkeypatch: pytest.MonkeyPatch, secret: str, why: str
+) -> None:
+    # Guard: providers.signing_secrets through Settings._stripe_signing_secret.
+    from paygate.settings_errors import SettingsRefused, load_settings
+
+    monkeypatch.setenv("PAYGATE_STRIPE_WEBHOOK_SECRET", secret)
+    with pytest.raises(SettingsRefused) as refused:
+        load_settings("paygate facade")
+    assert "PAYGATE_STRIPE_WEBHOOK_SECRET: " in str(refused.value)
+    assert why in str(refused.value)
+    assert "guessable" not in str(refused.value)
+    assert "abcdefghijklmnop" not in str(refused.value)

@@ -242,3 +242,47 @@ def test_stripe_is_answered_in_json_and_its_unknown_keys_acknowledged():
     assert STRIPE_TERMS.media_type == "application/json"
     assert STRIPE_TERMS.acknowledgement_type == "application/json"
     assert STRIPE_TERMS.account_wide
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "whsec_",  # what whsec_${SECRET} becomes with the variable unset: everyone's key
+        "whsec_0123456789abcde",  # fifteen characters: guessable, or a truncated paste
+        SECRET + "\n",  # a line break read from a file is signed with: nothing verifies
+        " " + SECRET,
+    ],
+)
+def test_a_guessable_or_mangled_signing_secret_is_refused_when_the_reader_is_built(secret):
+    # Guard: providers.signing_secrets, checked in StripeWebhooks.__init__. Without it the
+    # SDK verifies anything signed under "whsec_", which anyone can compute.
+    with pytest.raises(ValueError, match="signing secret"):
+        StripeWebhooks(secret=SecretStr(secret))
+
+
+def test_an_event_forged_under_the_bare_prefix_never_reaches_a_reader():
+    forged = event(
+        "payment_intent.payment_failed",
+        payment_intent(KEY, status="canceled", cancellation_reason="abandoned"),
+    )
+    with pytest.raises(ValueError, match="signing secret"):
+        reader(secret="whsec_").receive(received(forged, "whsec_"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b"1",
+        b'"event"',
+        b"null",
+        # Under the facade's 64 KiB body limit, deeper than the JSON parser's recursion.
+        b"[" * 30_000 + b"]" * 30_000,
+    ],
+)
+def test_a_signed_body_that_is_json_but_no_event_object_is_refused_not_a_crash(body):
+    # Guard: the (ValueError, AttributeError, RecursionError) clause of
+    # StripeWebhooks._verified; without it the SDK's AttributeError / RecursionError is a
+    # 500 with a traceback instead of the stable invalid_request.
+    with pytest.raises(NoticeRefusedError, match="not a Stripe event in JSON"):
+        reader().receive(received(body))
