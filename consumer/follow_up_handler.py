@@ -20,7 +20,15 @@ captured by hand in the provider's dashboard, a capture that finds it voided or 
 recorded so, with the provider's captured amount, and the command refused with
 ``SETTLED_OTHERWISE``'s code; never back to ``authorized``, which would say money is held
 that the provider has taken or released. Only a charge the provider still holds, or one
-it could not be asked about, goes back to ``authorized``.
+it could not be asked about, goes back to ``authorized`` -- and only after the first send.
+
+A refused *re-send* (the call was sent before and its outcome is unknown: a timeout, a
+crash after the write-ahead move) proves nothing about that earlier send, which may still
+reach the provider and capture or void after the refusal and after the read. So a re-send
+refused while the charge still reads held (or cannot be read) leaves the follow-up in
+flight for the reconciler, exactly as a re-send whose retries ran out does: the next pass
+reads the charge again and records what the earlier send did, or sends again. Going back
+to ``authorized`` then would be a guess the earlier send may contradict.
 
 One owner per follow-up (see persistence.claims): only the holder of the payment's claim
 asks the provider, sends the call or records its answer; a duplicate that cannot take the
@@ -242,8 +250,9 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         """Ask the provider, retrying what certainly did not arrive.
 
         ``in_doubt``: the call was sent before; an earlier call may still reach the
-        provider, so when the retries run out the payment stays in flight for the
-        reconciler, never back to ``authorized`` on a guess."""
+        provider, so when the retries run out, or the provider refuses this send while the
+        charge still reads held, the payment stays in flight for the reconciler, never
+        back to ``authorized`` on a guess."""
         call = self._provider_call(payment)
         pid = payment.payment_request_id
         try:
@@ -262,9 +271,11 @@ class FollowUpHandler(ABC, Generic[StoreT]):
                 # Stays in flight; resolve() settles it, under a claim of its own.
                 await self._store.release(pid, claim)
                 return Outcome.PENDING
-            return await self._refused(payment, exc, claim)
+            return await self._refused(payment, exc, claim, in_doubt=in_doubt)
         except PaygateError as exc:
-            return await self._not_done(payment, ErrorInfo.from_error(exc), claim)
+            return await self._not_done(
+                payment, ErrorInfo.from_error(exc), claim, in_doubt=in_doubt
+            )
         if isinstance(answer, ClaimLost):
             return Outcome.OWNED_ELSEWHERE  # another worker has the follow-up now
         if isinstance(answer, GaveUp):
@@ -277,11 +288,13 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         error = answer.error or PaygateError(
             self.NOT_DONE, f"the provider did not {self.NOUN} the payment"
         )
-        return await self._not_done(payment, ErrorInfo.from_error(error), claim)
+        return await self._not_done(payment, ErrorInfo.from_error(error), claim, in_doubt=in_doubt)
 
-    async def _refused(self, payment: PaymentView, exc: ProviderError, claim: str) -> Outcome:
+    async def _refused(
+        self, payment: PaymentView, exc: ProviderError, claim: str, *, in_doubt: bool = False
+    ) -> Outcome:
         message = f"the provider could not {self.NOUN} the payment: {exc.message}"
-        return await self._not_done(payment, ErrorInfo(exc.code, message), claim)
+        return await self._not_done(payment, ErrorInfo(exc.code, message), claim, in_doubt=in_doubt)
 
     async def _done(
         self,
@@ -340,12 +353,26 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         await self._store.release(payment.payment_request_id, claim)
         return Outcome.PENDING
 
-    async def _not_done(self, payment: PaymentView, error: ErrorInfo, claim: str) -> Outcome:
+    async def _not_done(
+        self, payment: PaymentView, error: ErrorInfo, claim: str, *, in_doubt: bool = False
+    ) -> Outcome:
+        """The provider did not make this call. ``in_doubt``: an earlier send of the
+        follow-up's key has no known outcome; then only a charge read settled is recorded."""
         known = await self._provider_holds(payment)
         if known is not None and known.status in self.DONE_BY:
             return await self._made(payment, known, claim)
         if known is not None and known.status in self.SETTLED_OTHERWISE:
             return await self._settled_otherwise(payment, known, claim)
+        if in_doubt:
+            # The earlier send may still land after this refusal and this read: the charge
+            # read held (or unread) is not the last word, so nothing is recorded on it.
+            log.warning(
+                f"{self.NOUN} re-sent and refused (%s) while an earlier send is in doubt; "
+                "left in flight for the reconciler",
+                error.code.value,
+                extra={"payment_request_id": payment.payment_request_id},
+            )
+            return await self._left_in_flight(payment, claim)
 
         def event(stored: PaymentView) -> OutboxMessage:
             return self._events.of_payment(
