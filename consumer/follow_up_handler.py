@@ -58,6 +58,7 @@ from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from domain.payment_view import PaymentView
+from domain.provider_refunds import refunded_at_provider
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.follow_up import (
@@ -125,11 +126,18 @@ class FollowUpHandler(ABC, Generic[StoreT]):
 
     @abstractmethod
     async def _record_done(
-        self, payment: PaymentView, status: PaymentStatus, claim: str, captured: Money | None
+        self,
+        payment: PaymentView,
+        status: PaymentStatus,
+        claim: str,
+        captured: Money | None,
+        refunded_minor: int,
     ) -> bool:
         """The store's ``finish`` for a follow-up that happened (``status``, from DONE_BY).
         ``captured``: for a capture found made though this call was refused, what the
-        provider says it took (checked by captured_at_provider); None: what was asked."""
+        provider says it took (checked by captured_at_provider); None: what was asked.
+        ``refunded_minor``: what the provider says it has refunded of that capture since,
+        outside paygate (domain.provider_refunds); 0 for none."""
 
     @abstractmethod
     async def _record_otherwise(
@@ -139,11 +147,13 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         captured: Money | None,
         error: ErrorInfo,
         claim: str,
+        refunded_minor: int,
     ) -> bool:
         """The store's ``finish`` for an authorization the provider settled the other way
         (``status``, from SETTLED_OTHERWISE; ``captured``, checked by
-        captured_at_provider, if captured: None means all of it), with the follow-up's
-        refusal ``error``."""
+        captured_at_provider, if captured: None means all of it; ``refunded_minor``, what
+        the provider has refunded of it outside paygate), with the follow-up's refusal
+        ``error``."""
 
     @abstractmethod
     async def _record_not_done(
@@ -302,23 +312,28 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         status: PaymentStatus,
         claim: str,
         captured: Money | None = None,
+        refunded_minor: int = 0,
     ) -> Outcome:
-        applied = await self._record_done(payment, status, claim, captured)
+        applied = await self._record_done(payment, status, claim, captured, refunded_minor)
         return self.OUTCOMES[status] if applied else Outcome.REPLAYED
 
     async def _made(self, payment: PaymentView, known: ChargeOutcome, claim: str) -> Outcome:
         """Record a follow-up the provider's reading of the charge says was made (by
-        paygate's call, or by hand): of the amount the provider says it captured, if any."""
-        if not self._recordable(payment, known.captured):
+        paygate's call, or by hand): of the amount the provider says it captured, if any,
+        and with what it says it has refunded of it since."""
+        refunded_minor = self._recordable(payment, known)
+        if refunded_minor is None:
             return await self._left_in_flight(payment, claim)
-        return await self._done(payment, self.DONE_BY[known.status], claim, known.captured)
+        status = self.DONE_BY[known.status]
+        return await self._done(payment, status, claim, known.captured, refunded_minor)
 
     async def _settled_otherwise(
         self, payment: PaymentView, known: ChargeOutcome, claim: str
     ) -> Outcome:
         """Record what the provider holds: the authorization settled the other way."""
         status = self.SETTLED_OTHERWISE[known.status]
-        if not self._recordable(payment, known.captured):
+        refunded_minor = self._recordable(payment, known)
+        if refunded_minor is None:
             return await self._left_in_flight(payment, claim)
         error = ErrorInfo.from_error(
             PaygateError(
@@ -331,21 +346,35 @@ class FollowUpHandler(ABC, Generic[StoreT]):
             f"{self.NOUN} refused: the provider holds the payment {status.value}",
             extra={"payment_request_id": payment.payment_request_id},
         )
-        applied = await self._record_otherwise(payment, status, known.captured, error, claim)
+        applied = await self._record_otherwise(
+            payment, status, known.captured, error, claim, refunded_minor
+        )
         return Outcome.REFUSED if applied else Outcome.REPLAYED
 
-    def _recordable(self, payment: PaymentView, captured: Money | None) -> bool:
-        """Whether the provider's captured amount is one a capture of ``payment`` can be."""
+    def _recordable(self, payment: PaymentView, known: ChargeOutcome) -> int | None:
+        """What the provider says it has refunded of the charge (0: nothing), if its captured
+        and refunded amounts are ones a capture of ``payment`` can have; None otherwise."""
         try:
-            captured_at_provider(payment.amount, captured)
+            captured_at_provider(payment.amount, known.captured)  # raises if it cannot be
+            if known.captured is None:
+                # Unsaid: what the payment asked to take (all, or a partial capture's amount).
+                taken_minor = payment.captured_amount.minor_units
+            else:
+                taken_minor = known.captured.minor_units
+            return refunded_at_provider(
+                taken_minor,
+                payment.amount.currency,
+                known.refunded,
+                in_full=known.refunded_in_full,
+            )
         except ValueError as exc:
             log.error(
-                f"{self.NOUN}: the provider's captured amount is not one paygate can record: %s",
+                f"{self.NOUN}: the provider's captured or refunded amount is not one paygate "
+                "can record: %s",
                 exc,
                 extra={"payment_request_id": payment.payment_request_id},
             )
-            return False
-        return True
+            return None
 
     async def _left_in_flight(self, payment: PaymentView, claim: str) -> Outcome:
         """Nothing recorded on a guess: the payment stays in flight, for the reconciler
