@@ -13,7 +13,10 @@ their charge reference:
 * the charge is captured (by hand in the provider's dashboard): the payment becomes
   ``succeeded`` of the provider's captured amount, the same way. Left ``authorized`` it
   would say money is held that was taken, and a cancel would be sent for it; an amount no
-  capture of the authorization can be is not recorded (logged; asked again later);
+  capture of the authorization can be is not recorded (logged; asked again later). One
+  the provider says it has refunded since, in part or in full (by hand too), becomes
+  ``partially_refunded`` or ``refunded``, its refunded total the provider's
+  (domain.provider_refunds); before, one refunded in full was left ``authorized`` for ever;
 * still held (or the provider cannot answer now): the payment is marked examined and waits
   for a later pass;
 * examining it raised anything but a dependency outage (consumer.pass_guard): logged with
@@ -40,11 +43,11 @@ from consumer.periodic import run_periodically
 from consumer.ports import ExpiryRecords
 from domain.captures import captured_at_provider
 from domain.clock import utc_now
-from domain.money import Money
 from domain.payment_view import PaymentView
+from domain.provider_refunds import refunded_at_provider, status_with_refunds
 from domain.status import PaymentStatus
 from providers.errors import ProviderError
-from providers.port import ChargeStatus
+from providers.port import ChargeOutcome, ChargeStatus
 from providers.registry import Providers, UnknownProviderError
 
 log = logging.getLogger("paygate.reconciler")
@@ -96,12 +99,8 @@ class AuthorizationExpiry:
             log.warning("authorization not checked: %s", exc, extra={"payment_request_id": pid})
             await self._store.examined(pid)
             return 0
-        if (
-            known is not None
-            and known.status is ChargeStatus.SUCCEEDED
-            and not known.refunded_in_full
-        ):
-            return await self._captured(payment, known.captured)
+        if known is not None and known.status is ChargeStatus.SUCCEEDED:
+            return await self._captured(payment, known)
         status = None if known is None else _RELEASED.get(known.status)
         if status is None:
             await self._store.examined(pid)
@@ -117,10 +116,14 @@ class AuthorizationExpiry:
             )
         return int(applied)
 
-    async def _captured(self, payment: PaymentView, captured: Money | None) -> int:
+    async def _captured(self, payment: PaymentView, known: ChargeOutcome) -> int:
         pid = payment.payment_request_id
         try:
-            captured_minor = captured_at_provider(payment.amount, captured)
+            captured_minor = captured_at_provider(payment.amount, known.captured)
+            taken = payment.amount.minor_units if captured_minor is None else captured_minor
+            refunded_minor = refunded_at_provider(
+                taken, payment.amount.currency, known.refunded, in_full=known.refunded_in_full
+            )
         except ValueError as exc:
             log.error(
                 "authorization captured, not recorded: %s", exc, extra={"payment_request_id": pid}
@@ -128,7 +131,12 @@ class AuthorizationExpiry:
             await self._store.examined(pid)
             return 0
         applied = await self._store.captured(
-            pid, captured_minor=captured_minor, event=self._events.of_payment
+            pid,
+            captured_minor=captured_minor,
+            event=self._events.of_payment,
+            # Captured and refunded by hand since: refunded in part, or in full.
+            status=status_with_refunds(taken, refunded_minor),
+            refunded_minor=refunded_minor,
         )
         if applied:
             log.warning(

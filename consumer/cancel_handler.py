@@ -12,6 +12,8 @@ out, or someone voided it at the provider) releases the payment all the same. On
 because the charge was captured without paygate (by hand in the provider's dashboard)
 records the payment ``succeeded``, of the amount the provider says it captured, and the
 cancel refused ``payment_already_captured``: the money was taken, whatever paygate asked.
+A charge captured and then refunded by hand, in full or in part, is recorded ``refunded``
+or ``partially_refunded``, the refunded total the provider's (domain.provider_refunds).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from domain.errors import ErrorCode
 from domain.events import cancel_event_id
 from domain.money import Money
 from domain.payment_view import PaymentView
+from domain.provider_refunds import status_with_refunds
 from domain.status import PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
 from providers.port import CancelRequest, ChargeStatus
@@ -64,7 +67,12 @@ class CancelCommandHandler(FollowUpHandler[CancelWrites]):
         return lambda provider: provider.cancel(request)
 
     async def _record_done(
-        self, payment: PaymentView, status: PaymentStatus, claim: str, captured: Money | None
+        self,
+        payment: PaymentView,
+        status: PaymentStatus,
+        claim: str,
+        captured: Money | None,
+        refunded_minor: int,
     ) -> bool:
         # Released: nothing captured, whatever ``captured`` (always None for a release).
         return await self._store.finish(
@@ -93,12 +101,17 @@ class CancelCommandHandler(FollowUpHandler[CancelWrites]):
         captured: Money | None,
         error: ErrorInfo,
         claim: str,
+        refunded_minor: int,
     ) -> bool:
+        captured_minor = captured_at_provider(payment.amount, captured)
+        taken = payment.amount.minor_units if captured_minor is None else captured_minor
         return await self._store.settle_as_provider_holds(
             payment.payment_request_id,
             claim=claim,
-            status=status,
-            captured_minor=captured_at_provider(payment.amount, captured),
+            # Captured, and perhaps refunded by hand since: refunded in part, or in full.
+            status=status_with_refunds(taken, refunded_minor),
+            captured_minor=captured_minor,
+            refunded_minor=refunded_minor,
             error=error,
             event=self._events.of_payment,
         )

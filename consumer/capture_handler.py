@@ -11,7 +11,8 @@ A capture the provider refused because the authorization was released without pa
 (voided by hand in its dashboard, or its hold ran out) records the payment ``canceled``
 (or ``expired``) and the capture refused ``payment_already_canceled``: nothing is held any
 more, so ``authorized`` would be false. One the provider made all the same (a capture by
-hand first) records what the provider says it captured.
+hand first) records what the provider says it captured, and what it says it has refunded
+of that capture since (a capture and a refund by hand: domain.provider_refunds).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from domain.errors import ErrorCode
 from domain.events import capture_event_id
 from domain.money import Money
 from domain.payment_view import PaymentView
+from domain.provider_refunds import status_with_refunds
 from domain.status import PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
 from providers.port import CaptureRequest, ChargeStatus
@@ -60,15 +62,28 @@ class CaptureCommandHandler(FollowUpHandler[CaptureWrites]):
         return lambda provider: provider.capture(request)
 
     async def _record_done(
-        self, payment: PaymentView, status: PaymentStatus, claim: str, captured: Money | None
+        self,
+        payment: PaymentView,
+        status: PaymentStatus,
+        claim: str,
+        captured: Money | None,
+        refunded_minor: int,
     ) -> bool:
-        if captured is not None:
-            # Found made though the call was refused: the provider's amount, not ours.
+        if captured is not None or refunded_minor:
+            # Found made though the call was refused: the provider's amount, not ours (the
+            # one asked, if it does not say), and what it refunded of it outside paygate.
+            captured_minor = (
+                payment.captured_minor
+                if captured is None
+                else captured_at_provider(payment.amount, captured)
+            )
+            taken = payment.amount.minor_units if captured_minor is None else captured_minor
             return await self._store.settle_as_provider_holds(
                 payment.payment_request_id,
                 claim=claim,
-                status=status,
-                captured_minor=captured_at_provider(payment.amount, captured),
+                status=status_with_refunds(taken, refunded_minor),
+                captured_minor=captured_minor,
+                refunded_minor=refunded_minor,
                 error=None,
                 event=self._events.of_payment,
             )
@@ -87,7 +102,9 @@ class CaptureCommandHandler(FollowUpHandler[CaptureWrites]):
         captured: Money | None,
         error: ErrorInfo,
         claim: str,
+        refunded_minor: int,
     ) -> bool:
+        # Released: nothing captured, nothing refunded.
         return await self._store.settle_as_provider_holds(
             payment.payment_request_id,
             claim=claim,

@@ -20,7 +20,15 @@ captured by hand in the provider's dashboard, a capture that finds it voided or 
 recorded so, with the provider's captured amount, and the command refused with
 ``SETTLED_OTHERWISE``'s code; never back to ``authorized``, which would say money is held
 that the provider has taken or released. Only a charge the provider still holds, or one
-it could not be asked about, goes back to ``authorized``.
+it could not be asked about, goes back to ``authorized`` -- and only after the first send.
+
+A refused *re-send* (the call was sent before and its outcome is unknown: a timeout, a
+crash after the write-ahead move) proves nothing about that earlier send, which may still
+reach the provider and capture or void after the refusal and after the read. So a re-send
+refused while the charge still reads held (or cannot be read) leaves the follow-up in
+flight for the reconciler, exactly as a re-send whose retries ran out does: the next pass
+reads the charge again and records what the earlier send did, or sends again. Going back
+to ``authorized`` then would be a guess the earlier send may contradict.
 
 One owner per follow-up (see persistence.claims): only the holder of the payment's claim
 asks the provider, sends the call or records its answer; a duplicate that cannot take the
@@ -50,6 +58,7 @@ from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from domain.payment_view import PaymentView
+from domain.provider_refunds import refunded_at_provider
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.follow_up import (
@@ -117,11 +126,18 @@ class FollowUpHandler(ABC, Generic[StoreT]):
 
     @abstractmethod
     async def _record_done(
-        self, payment: PaymentView, status: PaymentStatus, claim: str, captured: Money | None
+        self,
+        payment: PaymentView,
+        status: PaymentStatus,
+        claim: str,
+        captured: Money | None,
+        refunded_minor: int,
     ) -> bool:
         """The store's ``finish`` for a follow-up that happened (``status``, from DONE_BY).
         ``captured``: for a capture found made though this call was refused, what the
-        provider says it took (checked by captured_at_provider); None: what was asked."""
+        provider says it took (checked by captured_at_provider); None: what was asked.
+        ``refunded_minor``: what the provider says it has refunded of that capture since,
+        outside paygate (domain.provider_refunds); 0 for none."""
 
     @abstractmethod
     async def _record_otherwise(
@@ -131,11 +147,13 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         captured: Money | None,
         error: ErrorInfo,
         claim: str,
+        refunded_minor: int,
     ) -> bool:
         """The store's ``finish`` for an authorization the provider settled the other way
         (``status``, from SETTLED_OTHERWISE; ``captured``, checked by
-        captured_at_provider, if captured: None means all of it), with the follow-up's
-        refusal ``error``."""
+        captured_at_provider, if captured: None means all of it; ``refunded_minor``, what
+        the provider has refunded of it outside paygate), with the follow-up's refusal
+        ``error``."""
 
     @abstractmethod
     async def _record_not_done(
@@ -242,8 +260,9 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         """Ask the provider, retrying what certainly did not arrive.
 
         ``in_doubt``: the call was sent before; an earlier call may still reach the
-        provider, so when the retries run out the payment stays in flight for the
-        reconciler, never back to ``authorized`` on a guess."""
+        provider, so when the retries run out, or the provider refuses this send while the
+        charge still reads held, the payment stays in flight for the reconciler, never
+        back to ``authorized`` on a guess."""
         call = self._provider_call(payment)
         pid = payment.payment_request_id
         try:
@@ -262,9 +281,11 @@ class FollowUpHandler(ABC, Generic[StoreT]):
                 # Stays in flight; resolve() settles it, under a claim of its own.
                 await self._store.release(pid, claim)
                 return Outcome.PENDING
-            return await self._refused(payment, exc, claim)
+            return await self._refused(payment, exc, claim, in_doubt=in_doubt)
         except PaygateError as exc:
-            return await self._not_done(payment, ErrorInfo.from_error(exc), claim)
+            return await self._not_done(
+                payment, ErrorInfo.from_error(exc), claim, in_doubt=in_doubt
+            )
         if isinstance(answer, ClaimLost):
             return Outcome.OWNED_ELSEWHERE  # another worker has the follow-up now
         if isinstance(answer, GaveUp):
@@ -277,11 +298,13 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         error = answer.error or PaygateError(
             self.NOT_DONE, f"the provider did not {self.NOUN} the payment"
         )
-        return await self._not_done(payment, ErrorInfo.from_error(error), claim)
+        return await self._not_done(payment, ErrorInfo.from_error(error), claim, in_doubt=in_doubt)
 
-    async def _refused(self, payment: PaymentView, exc: ProviderError, claim: str) -> Outcome:
+    async def _refused(
+        self, payment: PaymentView, exc: ProviderError, claim: str, *, in_doubt: bool = False
+    ) -> Outcome:
         message = f"the provider could not {self.NOUN} the payment: {exc.message}"
-        return await self._not_done(payment, ErrorInfo(exc.code, message), claim)
+        return await self._not_done(payment, ErrorInfo(exc.code, message), claim, in_doubt=in_doubt)
 
     async def _done(
         self,
@@ -289,23 +312,28 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         status: PaymentStatus,
         claim: str,
         captured: Money | None = None,
+        refunded_minor: int = 0,
     ) -> Outcome:
-        applied = await self._record_done(payment, status, claim, captured)
+        applied = await self._record_done(payment, status, claim, captured, refunded_minor)
         return self.OUTCOMES[status] if applied else Outcome.REPLAYED
 
     async def _made(self, payment: PaymentView, known: ChargeOutcome, claim: str) -> Outcome:
         """Record a follow-up the provider's reading of the charge says was made (by
-        paygate's call, or by hand): of the amount the provider says it captured, if any."""
-        if not self._recordable(payment, known.captured):
+        paygate's call, or by hand): of the amount the provider says it captured, if any,
+        and with what it says it has refunded of it since."""
+        refunded_minor = self._recordable(payment, known)
+        if refunded_minor is None:
             return await self._left_in_flight(payment, claim)
-        return await self._done(payment, self.DONE_BY[known.status], claim, known.captured)
+        status = self.DONE_BY[known.status]
+        return await self._done(payment, status, claim, known.captured, refunded_minor)
 
     async def _settled_otherwise(
         self, payment: PaymentView, known: ChargeOutcome, claim: str
     ) -> Outcome:
         """Record what the provider holds: the authorization settled the other way."""
         status = self.SETTLED_OTHERWISE[known.status]
-        if not self._recordable(payment, known.captured):
+        refunded_minor = self._recordable(payment, known)
+        if refunded_minor is None:
             return await self._left_in_flight(payment, claim)
         error = ErrorInfo.from_error(
             PaygateError(
@@ -318,21 +346,35 @@ class FollowUpHandler(ABC, Generic[StoreT]):
             f"{self.NOUN} refused: the provider holds the payment {status.value}",
             extra={"payment_request_id": payment.payment_request_id},
         )
-        applied = await self._record_otherwise(payment, status, known.captured, error, claim)
+        applied = await self._record_otherwise(
+            payment, status, known.captured, error, claim, refunded_minor
+        )
         return Outcome.REFUSED if applied else Outcome.REPLAYED
 
-    def _recordable(self, payment: PaymentView, captured: Money | None) -> bool:
-        """Whether the provider's captured amount is one a capture of ``payment`` can be."""
+    def _recordable(self, payment: PaymentView, known: ChargeOutcome) -> int | None:
+        """What the provider says it has refunded of the charge (0: nothing), if its captured
+        and refunded amounts are ones a capture of ``payment`` can have; None otherwise."""
         try:
-            captured_at_provider(payment.amount, captured)
+            captured_at_provider(payment.amount, known.captured)  # raises if it cannot be
+            if known.captured is None:
+                # Unsaid: what the payment asked to take (all, or a partial capture's amount).
+                taken_minor = payment.captured_amount.minor_units
+            else:
+                taken_minor = known.captured.minor_units
+            return refunded_at_provider(
+                taken_minor,
+                payment.amount.currency,
+                known.refunded,
+                in_full=known.refunded_in_full,
+            )
         except ValueError as exc:
             log.error(
-                f"{self.NOUN}: the provider's captured amount is not one paygate can record: %s",
+                f"{self.NOUN}: the provider's captured or refunded amount is not one paygate "
+                "can record: %s",
                 exc,
                 extra={"payment_request_id": payment.payment_request_id},
             )
-            return False
-        return True
+            return None
 
     async def _left_in_flight(self, payment: PaymentView, claim: str) -> Outcome:
         """Nothing recorded on a guess: the payment stays in flight, for the reconciler
@@ -340,12 +382,26 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         await self._store.release(payment.payment_request_id, claim)
         return Outcome.PENDING
 
-    async def _not_done(self, payment: PaymentView, error: ErrorInfo, claim: str) -> Outcome:
+    async def _not_done(
+        self, payment: PaymentView, error: ErrorInfo, claim: str, *, in_doubt: bool = False
+    ) -> Outcome:
+        """The provider did not make this call. ``in_doubt``: an earlier send of the
+        follow-up's key has no known outcome; then only a charge read settled is recorded."""
         known = await self._provider_holds(payment)
         if known is not None and known.status in self.DONE_BY:
             return await self._made(payment, known, claim)
         if known is not None and known.status in self.SETTLED_OTHERWISE:
             return await self._settled_otherwise(payment, known, claim)
+        if in_doubt:
+            # The earlier send may still land after this refusal and this read: the charge
+            # read held (or unread) is not the last word, so nothing is recorded on it.
+            log.warning(
+                f"{self.NOUN} re-sent and refused (%s) while an earlier send is in doubt; "
+                "left in flight for the reconciler",
+                error.code.value,
+                extra={"payment_request_id": payment.payment_request_id},
+            )
+            return await self._left_in_flight(payment, claim)
 
         def event(stored: PaymentView) -> OutboxMessage:
             return self._events.of_payment(

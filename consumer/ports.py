@@ -144,6 +144,7 @@ class FollowUpWrites(Protocol):
         captured_minor: int | None,
         error: ErrorInfo | None,
         event: PaymentEventBuilder,
+        refunded_minor: int = 0,
     ) -> bool: ...
 
 
@@ -208,8 +209,28 @@ class ExpiryRecords(Protocol):
     ) -> bool: ...
 
     async def captured(
-        self, payment_request_id: str, *, captured_minor: int | None, event: PaymentEventBuilder
+        self,
+        payment_request_id: str,
+        *,
+        captured_minor: int | None,
+        event: PaymentEventBuilder,
+        status: PaymentStatus = PaymentStatus.SUCCEEDED,
+        refunded_minor: int = 0,
     ) -> bool: ...
+
+
+class ProviderRefundRecords(Protocol):
+    """Refunds a provider reports on a captured payment, made outside paygate
+    (persistence.provider_refund_store)."""
+
+    async def absorb(
+        self,
+        payment_request_id: str,
+        *,
+        provider_reference: str,
+        provider_refunded_minor: int,
+        event: PaymentEventBuilder,
+    ) -> PaymentView | None: ...
 
 
 class StrayLeads(Protocol):

@@ -15,6 +15,14 @@ with the provider that attempt was sent to, for the payment's amount. Anything e
 nothing and is logged: a replayed notification finds the payment moved on (``already``); a
 worker holding the claim makes the provider send it again later (``busy``).
 
+A notice of the charge a captured payment stands on that says more was refunded of it than
+paygate can account for (Alipay's notification of a trade it closed after a refund in full
+made in the merchant's portal, or one with a ``refund_fee``) raises the payment's refunded
+total to it, and its status to ``partially_refunded`` or ``refunded``, with a result event
+and no refund row (domain.provider_refunds, persistence.provider_refund_store): answered
+``recorded``. Before, such a payment stayed ``succeeded``, and paygate would try to refund
+money the provider had returned already.
+
 One exception to "changes nothing": a notice that reports money taken (charged or
 authorized) under a key the payment does not stand on -- an attempt that is not the open
 one (the payment failed over), or a final payment that did not end on this charge
@@ -38,11 +46,14 @@ from datetime import datetime
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
-from consumer.ports import PaymentWrites, StrayLeads
+from consumer.ports import PaymentWrites, ProviderRefundRecords, StrayLeads
 from domain.clock import utc_now
+from domain.events import outside_refund_event_id
 from domain.payment_view import PaymentView
+from domain.provider_refunds import refunded_at_provider
 from domain.status import CAPTURED, HELD
 from persistence.attempts import attempt_number
+from persistence.outbox import OutboxMessage
 from providers.notices import ChargeNotice, NoticeResult
 from providers.port import ChargeStatus
 
@@ -67,10 +78,13 @@ class NoticeRecorder:
         store: PaymentWrites,
         events: PaymentEvents,
         strays: StrayLeads,
+        refunds: ProviderRefundRecords,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
         self._strays = strays
+        self._refunds = refunds
+        self._events = events
         self._recorder = PaymentOutcomes(store, events, clock)
 
     async def record(self, notice: ChargeNotice) -> NoticeResult:
@@ -122,6 +136,13 @@ class NoticeRecorder:
             provider=claimed.provider,
             claim=claimed.claim.token,
         )
+        if notice.outcome.refunded is not None:
+            # Paid and refunded in part before paygate heard: the charge first, then what
+            # was refunded of it (a crash between is covered: the provider, unanswered,
+            # notifies again, and the replay reaches _already).
+            recorded = await self._store.get_payment(payment_id)
+            if recorded is not None and recorded.status.is_final:
+                await self._refunded_outside(recorded, notice)
         return NoticeResult.ALREADY if outcome is Outcome.REPLAYED else NoticeResult.RECORDED
 
     async def _already(self, payment: PaymentView, notice: ChargeNotice) -> NoticeResult:
@@ -133,8 +154,59 @@ class NoticeRecorder:
             and notice.outcome.provider_reference == payment.provider_reference
         )
         if own:
-            return NoticeResult.ALREADY
+            return await self._refunded_outside(payment, notice)
         return await self._not_standing_on(notice, NoticeResult.ALREADY)
+
+    async def _refunded_outside(self, payment: PaymentView, notice: ChargeNotice) -> NoticeResult:
+        """``payment`` stands on the notice's charge: record what the provider says was
+        refunded of it in all, if more than paygate can account for (refunds made outside
+        paygate: domain.provider_refunds); else it is a replay (``already``)."""
+        outcome = notice.outcome
+        if payment.status not in CAPTURED or outcome is None:
+            return NoticeResult.ALREADY
+        if outcome.status is not ChargeStatus.SUCCEEDED or payment.provider_reference is None:
+            return NoticeResult.ALREADY
+        taken = payment.captured_amount
+        try:
+            total = refunded_at_provider(
+                taken.minor_units,
+                taken.currency,
+                outcome.refunded,
+                in_full=outcome.refunded_in_full,
+            )
+        except ValueError as exc:
+            log.error(
+                "provider notification: a refunded amount paygate cannot record: %s",
+                exc,
+                extra={"provider": notice.provider, "attempt_key": notice.attempt_key},
+            )
+            return NoticeResult.ALREADY  # the charge's outcome is recorded; the error tells
+        if total == 0:
+            return NoticeResult.ALREADY
+
+        def event(stored: PaymentView) -> OutboxMessage:
+            return self._events.of_payment(
+                stored,
+                event_id=outside_refund_event_id(stored.payment_request_id, stored.refunded_minor),
+            )
+
+        stored = await self._refunds.absorb(
+            payment.payment_request_id,
+            provider_reference=payment.provider_reference,
+            provider_refunded_minor=total,
+            event=event,
+        )
+        if stored is None:
+            return NoticeResult.ALREADY
+        log.warning(
+            "provider notification: refunded outside paygate; recorded in the payment's total",
+            extra={
+                "payment_request_id": payment.payment_request_id,
+                "status": stored.status.value,
+                "refunded_minor": stored.refunded_minor,
+            },
+        )
+        return NoticeResult.RECORDED
 
     async def _not_standing_on(self, notice: ChargeNotice, otherwise: NoticeResult) -> NoticeResult:
         """The payment does not stand on ``notice``'s key: if the notice says money was

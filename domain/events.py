@@ -37,6 +37,14 @@ def cancel_event_id(payment_request_id: str, what: str, occurred_at: datetime) -
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
 
 
+def outside_refund_event_id(payment_request_id: str, refunded_minor: int) -> str:
+    """For the event of a captured payment whose refunded total rose by refunds made outside
+    paygate (domain.provider_refunds): each total is news of its own, which the per-status
+    id would merge with an earlier ``partially_refunded`` event."""
+    name = f"{payment_request_id}:refunded-outside:{refunded_minor}"
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
+
+
 def conflict_event_id(payment_request_id: str, parameters_fingerprint: str) -> str:
     """Stable per refused reuse of a key: the same conflicting command re-sent keeps its id."""
     name = f"{payment_request_id}:conflict:{parameters_fingerprint}"

@@ -12,7 +12,8 @@
                                  └──► expired  (the provider's hold ended; canceling too)
 
      (settled at the provider without paygate: capturing ──► canceled | expired,
-      canceling ──► succeeded)
+      canceling ──► succeeded; captured and refunded by hand since: authorized, capturing,
+      canceling ──► partially_refunded | refunded)
 
      (provider outcome unknown: back to pending until reconciled)
 
@@ -28,6 +29,9 @@ succeeded refunds (see domain.refunds); the charge behind them stays succeeded. 
 exception: a charge the provider reports paid and already refunded in full outside paygate
 (Alipay closes such a trade, ``TRADE_CLOSED`` with a payment date) is recorded ``refunded``
 at once, its refunded amount the whole amount, with no refund of paygate's behind it.
+Likewise an authorization the provider reports captured and then refunded by hand, in part
+or in full, before paygate learnt of the capture: ``partially_refunded`` or ``refunded``,
+its refunded total the provider's, with no refund row (domain.provider_refunds).
 
 ``requires_action`` means "the provider is waiting for the payer" (scan a QR code, pass a
 3-D Secure challenge): the payment carries a next action and holds no claim, since no worker
@@ -150,13 +154,42 @@ ALLOWED_TRANSITIONS: Final = MappingProxyType(
         ),
         # Canceled or succeeded too: voided, or captured, at the provider without paygate
         # (the authorization-expiry sweep finds it).
+        # Refunded (in part or in full) too: captured and then refunded by hand at the
+        # provider before paygate learnt of it (domain.provider_refunds).
         _P.AUTHORIZED: frozenset(
-            {_P.CAPTURING, _P.CANCELING, _P.EXPIRED, _P.CANCELED, _P.SUCCEEDED}
+            {
+                _P.CAPTURING,
+                _P.CANCELING,
+                _P.EXPIRED,
+                _P.CANCELED,
+                _P.SUCCEEDED,
+                _P.PARTIALLY_REFUNDED,
+                _P.REFUNDED,
+            }
         ),
         # The other way too: the provider says the authorization was settled without
-        # paygate (voided, or captured, by hand) before the follow-up reached it.
-        _P.CAPTURING: frozenset({_P.SUCCEEDED, _P.AUTHORIZED, _P.CANCELED, _P.EXPIRED}),
-        _P.CANCELING: frozenset({_P.CANCELED, _P.EXPIRED, _P.AUTHORIZED, _P.SUCCEEDED}),
+        # paygate (voided, or captured, by hand, and perhaps refunded since) before the
+        # follow-up reached it.
+        _P.CAPTURING: frozenset(
+            {
+                _P.SUCCEEDED,
+                _P.AUTHORIZED,
+                _P.CANCELED,
+                _P.EXPIRED,
+                _P.PARTIALLY_REFUNDED,
+                _P.REFUNDED,
+            }
+        ),
+        _P.CANCELING: frozenset(
+            {
+                _P.CANCELED,
+                _P.EXPIRED,
+                _P.AUTHORIZED,
+                _P.SUCCEEDED,
+                _P.PARTIALLY_REFUNDED,
+                _P.REFUNDED,
+            }
+        ),
         _P.CANCELED: frozenset[PaymentStatus](),
         _P.EXPIRED: frozenset[PaymentStatus](),
         _P.SUCCEEDED: frozenset({_P.PARTIALLY_REFUNDED, _P.REFUNDED}),

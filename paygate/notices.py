@@ -11,6 +11,7 @@ from http_facade.ports import NoNotices, NoticeSink, NotificationReader
 from paygate.alipay_dev import with_dev_keys
 from paygate.settings import Environment, Settings
 from persistence.database import Database
+from persistence.provider_refund_store import ProviderRefundStore
 from providers.alipay.notifications import AlipayNotifications
 from providers.stripe.webhooks import StripeWebhooks, livemode_of
 from schemas.payments import PaymentMessages
@@ -31,6 +32,8 @@ def notification_wiring(
         store=db.payments,
         events=PaymentEvents(messages, settings.results_topic),
         strays=db.strays,  # money a notice reports on a key the payment left: the sweep's
+        # refunds made outside paygate that a notice reports on a captured payment
+        refunds=ProviderRefundStore(db.writes),
     )
     return readers, sink
 

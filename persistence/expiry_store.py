@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.payment_view import PaymentView
-from domain.status import RELEASED, PaymentStatus
+from domain.status import CAPTURED, RELEASED, PaymentStatus
 from persistence.claims import claimable, least_recently_examined
 from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
@@ -79,12 +79,27 @@ class ExpiryStore:
         )
 
     async def captured(
-        self, payment_request_id: str, *, captured_minor: int | None, event: PaymentEventBuilder
+        self,
+        payment_request_id: str,
+        *,
+        captured_minor: int | None,
+        event: PaymentEventBuilder,
+        status: PaymentStatus = PaymentStatus.SUCCEEDED,
+        refunded_minor: int = 0,
     ) -> bool:
         """Record that the provider captured the hold without paygate (by hand in its
         dashboard): ``succeeded``, of ``captured_minor`` (None: all of it), with its result
-        event. Only from ``authorized``: False, changing nothing, otherwise."""
-        values = {"status": PaymentStatus.SUCCEEDED.value, "captured_minor": captured_minor}
+        event; or ``partially_refunded``/``refunded`` when the provider says it refunded
+        ``refunded_minor`` of it since, outside paygate (the payment's refunded total, no
+        refund row: domain.provider_refunds). Only from ``authorized``: False, changing
+        nothing, otherwise."""
+        if status not in CAPTURED:
+            raise ValueError(f"a captured hold is not {status.value}")
+        if (status is not PaymentStatus.SUCCEEDED) != (refunded_minor > 0):
+            raise ValueError(f"a {status.value} payment has {refunded_minor} refunded")
+        values: dict[str, object] = {"status": status.value, "captured_minor": captured_minor}
+        if refunded_minor:
+            values["refunded_minor"] = refunded_minor
         return await self._settle(payment_request_id, {**values, **error_columns(None)}, event)
 
     async def _settle(

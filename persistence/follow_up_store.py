@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
 from domain.payment_view import PaymentView
-from domain.status import PaymentStatus
+from domain.status import RELEASED, PaymentStatus
 from persistence.claims import (
     Claim,
     claimable,
@@ -46,6 +46,8 @@ from persistence.tables import payments
 _SETTLED_STATUSES: Final = frozenset(
     {PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED, PaymentStatus.EXPIRED}
 )
+# Captured, then refunded at the provider outside paygate (domain.provider_refunds).
+_REFUNDED_STATUSES: Final = frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED})
 
 # Decides a begin for a payment that passed the shared checks, in the begin's transaction
 # (the row locked): (connection, payment, the claim to take if it starts, now).
@@ -154,26 +156,36 @@ class FollowUpStore:
         captured_minor: int | None,
         error: ErrorInfo | None,
         event: PaymentEventBuilder,
+        refunded_minor: int = 0,
     ) -> bool:
         """Record the authorization as the provider holds it, read after this follow-up's
         call: ``succeeded`` (``captured_minor`` what the provider says it took, None all
-        of it) or released (``canceled``, ``expired``: nothing captured), with ``error``
-        when the follow-up itself was not made (the provider settled the authorization the
-        other way, without paygate); the claim is released.
+        of it), ``partially_refunded`` or ``refunded`` (captured, then ``refunded_minor``
+        of it refunded outside paygate: the payment's refunded total, with no refund row:
+        domain.provider_refunds) or released (``canceled``, ``expired``: nothing
+        captured), with ``error`` when the follow-up itself was not made (the provider
+        settled the authorization the other way, without paygate); the claim is released.
 
         Only from the in-flight status and only for the claim's holder: returns False,
         changing nothing, otherwise."""
-        if status not in _SETTLED_STATUSES:
+        if status not in _SETTLED_STATUSES | _REFUNDED_STATUSES:
             raise ValueError(f"an authorization is not settled {status.value}")
-        if status is not PaymentStatus.SUCCEEDED and captured_minor is not None:
+        if status in RELEASED and captured_minor is not None:
             raise ValueError("a released authorization captured nothing")
+        if (status in _REFUNDED_STATUSES) != (refunded_minor > 0):
+            raise ValueError(f"a {status.value} payment has {refunded_minor} refunded")
+        values: dict[str, Any] = {"captured_minor": captured_minor}
+        if refunded_minor:
+            # The payment was not captured in paygate's records until now: no refund of
+            # paygate's is counted in the total this replaces.
+            values["refunded_minor"] = refunded_minor
         return await self._finish(
             payment_request_id,
             claim=claim,
             status=status,
             error=error,
             event=event,
-            values={"captured_minor": captured_minor},
+            values=values,
         )
 
     async def republish(

@@ -126,6 +126,11 @@ class ChargeOutcome:
     # paygate (Alipay closes such a trade): set with ``succeeded`` only. The charge
     # happened; nothing of it is kept.
     refunded_in_full: bool = False
+    # What the provider says has been refunded of the charge in all (paygate's refunds and
+    # any made outside paygate, by hand in the provider's dashboard), when it says: set with
+    # ``succeeded`` only. None: not said. Read where paygate learns a charge it had not
+    # recorded captured (domain.provider_refunds).
+    refunded: Money | None = None
 
     def __post_init__(self) -> None:
         if self.next_action is not None and self.status is not ChargeStatus.REQUIRES_ACTION:
@@ -134,6 +139,8 @@ class ChargeOutcome:
             raise ValueError("only a succeeded answer carries a captured amount")
         if self.refunded_in_full and self.status is not ChargeStatus.SUCCEEDED:
             raise ValueError("only a charge that succeeded can have been refunded")
+        if self.refunded is not None and self.status is not ChargeStatus.SUCCEEDED:
+            raise ValueError("only a succeeded answer carries a refunded amount")
 
 
 class PaymentProvider(Protocol):
@@ -173,7 +180,8 @@ class PaymentProvider(Protocol):
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
         """The charge the provider knows as ``provider_reference``, or None if unknown. A
         captured charge answers ``SUCCEEDED`` with ``captured``, the amount the provider
-        holds as captured, wherever it can say it."""
+        holds as captured, and ``refunded``, what it has refunded of it in all, wherever
+        it can say them."""
         ...
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:

@@ -61,6 +61,7 @@ class AlipayNotifications:
         try:
             status = t.TradeStatus(params.get("trade_status", ""))
             amount = Money(t.minor_units(params.get("total_amount")), t.CURRENCY)
+            refunded = _refunded(params)
         except ValueError as exc:
             raise NoticeRefusedError(f"unreadable notification: {exc}") from None
         if not attempt_key:
@@ -68,6 +69,17 @@ class AlipayNotifications:
         charge_status = _FINISHED.get(status)
         reference = params.get("trade_no") or None
         outcome = None if charge_status is None else ChargeOutcome(charge_status, reference)
+        if charge_status is ChargeStatus.SUCCEEDED and refunded is not None:
+            # Paid, and refunded in part since (by paygate or in Alipay's merchant portal).
+            outcome = ChargeOutcome(charge_status, reference, refunded=refunded)
         if charge_status is ChargeStatus.EXPIRED and params.get("gmt_payment"):
             outcome = t.paid_then_refunded(reference)  # closed after a full refund: paid
         return ChargeNotice(self.provider, attempt_key, outcome, amount)
+
+
+def _refunded(params: Mapping[str, str]) -> Money | None:
+    """What the trade's refunds returned in all (``refund_fee``, sent once a trade has
+    refunds); None when the notification does not say. Raises ValueError if unreadable."""
+    fee = params.get("refund_fee")
+    fen = 0 if not fee else t.minor_units(fee)
+    return Money(fen, t.CURRENCY) if fen > 0 else None

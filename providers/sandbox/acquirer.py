@@ -52,7 +52,7 @@ from providers.sandbox.errors import (
     SandboxRefusedError,
     SandboxUnavailableError,
 )
-from providers.sandbox.ledger import ActionOutcome, Ledger
+from providers.sandbox.ledger import ActionOutcome, Ledger, refunded_minor
 from providers.sandbox.records import (
     ChargeRecord,
     SandboxChargeParams,
@@ -203,6 +203,12 @@ class SandboxAcquirer:
 
     async def charge_by_id(self, charge_id: str) -> ChargeRecord | None:
         return await self._held(await self.ledger.get_by_charge_id(charge_id))
+
+    async def refunded_of(self, charge_id: str) -> int:
+        """What the charge's refunds return or still may (succeeded and pending), in minor
+        units: what a provider read of the charge reports refunded (Stripe's
+        ``amount_refunded``), whoever asked for the refunds (paygate, or the dashboard)."""
+        return refunded_minor(await self.ledger.refunds(), charge_id)
 
     async def _held(self, charge: ChargeRecord | None) -> ChargeRecord | None:
         """The charge as it is now: an authorization whose hold ran out has expired."""

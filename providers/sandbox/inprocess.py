@@ -99,7 +99,10 @@ class InProcessSandboxProvider:
 
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
         record = await self.acquirer.charge_by_id(provider_reference)
-        return None if record is None else outcome_from_record(record)
+        if record is None:
+            return None
+        refunded = await self.acquirer.refunded_of(record.charge_id)
+        return outcome_from_record(record, refunded_minor=refunded)
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         async with self._translated():

@@ -126,10 +126,12 @@ async def _create_charge(request: web.Request) -> web.Response:
 
 
 async def _get_charge_by_id(request: web.Request) -> web.Response:
-    record = await request.app[ACQUIRER].charge_by_id(request.match_info["charge_id"])
+    acquirer = request.app[ACQUIRER]
+    record = await acquirer.charge_by_id(request.match_info["charge_id"])
     if record is None:
         return _error(404, ErrorCode.NOT_FOUND, "no charge with this id")
-    return web.json_response(charge_json(record, _own_url(request)))
+    refunded = await acquirer.refunded_of(record.charge_id)
+    return web.json_response(charge_json(record, _own_url(request), refunded_minor=refunded))
 
 
 async def _capture_charge(request: web.Request) -> web.Response:

@@ -173,8 +173,11 @@ def action_url(base_url: str, charge_id: str) -> str:
     return base_url.rstrip("/") + ACTION_PATH + charge_id
 
 
-def outcome_from_record(record: ChargeRecord, base_url: str = IN_PROCESS_BASE_URL) -> ChargeOutcome:
-    """``base_url``: the sandbox's, to which the payer is sent for an action."""
+def outcome_from_record(
+    record: ChargeRecord, base_url: str = IN_PROCESS_BASE_URL, *, refunded_minor: int | None = None
+) -> ChargeOutcome:
+    """``base_url``: the sandbox's, to which the payer is sent for an action.
+    ``refunded_minor``: what the charge's refunds return, when read (a read by reference)."""
     status = _STATUSES[record.status.value]
     if status is ChargeStatus.REQUIRES_ACTION:
         assert record.action_expires_at is not None  # recorded with every such charge
@@ -186,7 +189,9 @@ def outcome_from_record(record: ChargeRecord, base_url: str = IN_PROCESS_BASE_UR
         return ChargeOutcome(status, record.charge_id, next_action=action)
     if status is ChargeStatus.SUCCEEDED:
         captured = Money(record.captured_minor, record.currency)
-        return ChargeOutcome(status, record.charge_id, captured=captured)
+        # Nothing refunded is no amount: Money is positive.
+        refunded = Money(refunded_minor, record.currency) if refunded_minor else None
+        return ChargeOutcome(status, record.charge_id, captured=captured, refunded=refunded)
     if status is not ChargeStatus.DECLINED:
         return ChargeOutcome(status, record.charge_id)
     code = None if record.error_code is None else record.error_code.value
@@ -218,24 +223,32 @@ def outcome_from_body(body: object) -> ChargeOutcome:
     if status is ChargeStatus.REQUIRES_ACTION:
         return ChargeOutcome(status, charge_id, next_action=_next_action(body))
     if status is ChargeStatus.SUCCEEDED:
-        return ChargeOutcome(status, charge_id, captured=_captured(body))
+        return ChargeOutcome(
+            status,
+            charge_id,
+            captured=_minor_amount(body, "capturedMinor"),
+            # 0: nothing refunded, no amount.
+            refunded=_minor_amount(body, "refundedMinor") if body.get("refundedMinor") else None,
+        )
     if status is not ChargeStatus.DECLINED:
         return ChargeOutcome(status, charge_id)
     return ChargeOutcome(status, charge_id, _decline(code, message, decline_code))
 
 
-def _captured(body: Mapping[str, object]) -> Money | None:
-    """What a succeeded charge took (``capturedMinor``, less than its amount after a partial
-    capture); None from a sandbox that does not say. Raises ValueError on a bad value."""
-    minor, currency = body.get("capturedMinor"), body.get("currency")
+def _minor_amount(body: Mapping[str, object], name: str) -> Money | None:
+    """An amount of a succeeded charge in minor units: what it took (``capturedMinor``, less
+    than its amount after a partial capture) or what its refunds return (``refundedMinor``,
+    answered by a read by id); None from a sandbox that does not say. Raises ValueError on
+    a bad value."""
+    minor, currency = body.get(name), body.get("currency")
     if minor is None:
         return None
     if isinstance(minor, bool) or not isinstance(minor, int) or not isinstance(currency, str):
-        raise ValueError("the charge's capturedMinor or currency is malformed")
+        raise ValueError(f"the charge's {name} or currency is malformed")
     try:
         return Money(minor, currency)
     except PaygateError as exc:
-        raise ValueError(f"the charge's captured amount is not one: {exc.message}") from exc
+        raise ValueError(f"the charge's {name} is not an amount: {exc.message}") from exc
 
 
 def _next_action(body: Mapping[str, object]) -> NextAction:

@@ -96,9 +96,16 @@ def parse_charge_body(body: object) -> SandboxChargeParams:
     )
 
 
-def charge_json(record: ChargeRecord, base_url: str = IN_PROCESS_BASE_URL) -> dict[str, object]:
+def charge_json(
+    record: ChargeRecord,
+    base_url: str = IN_PROCESS_BASE_URL,
+    *,
+    refunded_minor: int | None = None,
+) -> dict[str, object]:
     """A charge as ``POST /v1/charges`` and ``GET /v1/charges/{key}`` answer it;
-    ``base_url`` is the service's own, where a payer completes a charge's action."""
+    ``base_url`` is the service's own, where a payer completes a charge's action.
+    ``refunded_minor``: what its refunds return, answered by ``GET
+    /v1/charges/by-id/{id}`` only (``refundedMinor``; null elsewhere)."""
     next_action = None
     if record.status is SandboxStatus.REQUIRES_ACTION and record.action_expires_at is not None:
         next_action = {
@@ -116,6 +123,7 @@ def charge_json(record: ChargeRecord, base_url: str = IN_PROCESS_BASE_URL) -> di
         "currency": record.currency,
         "paymentReference": record.payment_reference,
         "capturedMinor": record.captured_minor,
+        "refundedMinor": refunded_minor,
         "nextAction": next_action,
     }
 

@@ -213,7 +213,11 @@ class StripeProvider:
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
         with _translate_stripe_errors():
             try:
-                intent = await self._stripe().v1.payment_intents.retrieve_async(provider_reference)
+                # The charge expanded: its amount_refunded is what was refunded of it in all
+                # (by paygate, or by hand in the Dashboard); the PaymentIntent does not say.
+                intent = await self._stripe().v1.payment_intents.retrieve_async(
+                    provider_reference, params={"expand": ["latest_charge"]}
+                )
             except stripe.InvalidRequestError as exc:
                 if exc.code == _RESOURCE_MISSING:
                     return None

@@ -7,7 +7,9 @@ Everything here is pure (no I/O): the adapter calls the SDK and raises what
 
 PaymentIntent status -> what paygate records::
 
-    succeeded                                   SUCCEEDED, captured: amount_received
+    succeeded                                   SUCCEEDED, captured: amount_received,
+                                                 refunded: latest_charge.amount_refunded
+                                                 (when expanded)
     requires_payment_method + last_payment_error DECLINED, code from the error
     canceled, reason automatic or expired       EXPIRED (an authorization's hold ran out)
     canceled, any other reason                  CANCELED (voided: by paygate's cancel, or
@@ -326,7 +328,12 @@ def outcome_from_intent(intent: stripe.PaymentIntent) -> ChargeOutcome:
     intent_id, status = _text(intent, "id"), _text(intent, "status")
     kind = PAYMENT_INTENT_STATUSES.get(status, _Kind.NOT_FINAL)
     if kind is _Kind.SUCCEEDED:
-        return ChargeOutcome(ChargeStatus.SUCCEEDED, intent_id, captured=_captured(intent))
+        return ChargeOutcome(
+            ChargeStatus.SUCCEEDED,
+            intent_id,
+            captured=_captured(intent),
+            refunded=_refunded(intent),
+        )
     if kind is _Kind.AUTHORIZED:
         return ChargeOutcome(ChargeStatus.AUTHORIZED, intent_id)
     if kind is _Kind.CANCELED:
@@ -365,6 +372,19 @@ def _captured(intent: stripe.PaymentIntent) -> Money | None:
     void refused because the charge was captured without paygate)."""
     try:
         return money_from_stripe(_field(intent, "amount_received"), _field(intent, "currency"))
+    except ValueError:
+        return None
+
+
+def _refunded(intent: stripe.PaymentIntent) -> Money | None:
+    """What was refunded of a succeeded PaymentIntent's charge in all (its ``latest_charge``'s
+    ``amount_refunded``: paygate's refunds and any made in the Dashboard), when the charge
+    came expanded (``charge_by_reference`` asks for it) and says it readably; else None."""
+    charge = _field(intent, "latest_charge")
+    if charge is None or isinstance(charge, str):
+        return None
+    try:
+        return money_from_stripe(_field(charge, "amount_refunded"), _field(intent, "currency"))
     except ValueError:
         return None
 

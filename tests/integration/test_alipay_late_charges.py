@@ -36,6 +36,7 @@ from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_FAILED
 from persistence.payment_store import PaymentStore
+from persistence.provider_refund_store import ProviderRefundStore
 from persistence.stray_store import StrayCandidate, StrayStore
 from persistence.tables import payments, provider_attempts
 from providers.alipay import AlipayConfig, AlipayMode, AlipayProvider
@@ -97,7 +98,13 @@ async def rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
                     app_id=APP_ID, alipay_public_key=alipay_keys.public_pem
                 )
             },
-            notice_sink=NoticeRecorder(store=store, events=events, strays=strays, clock=clock),
+            notice_sink=NoticeRecorder(
+                store=store,
+                events=events,
+                strays=strays,
+                refunds=ProviderRefundStore(store.writes, clock),
+                clock=clock,
+            ),
         )
     )
     await sandbox.start_server()

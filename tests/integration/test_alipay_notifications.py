@@ -20,10 +20,16 @@ from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from consumer.payment_reconciler import PaymentReconciler
 from consumer.provider_notices import NoticeRecorder
+from consumer.refund_events import RefundEvents
+from consumer.refund_handler import RefundCommandHandler
+from domain.money import Money
+from domain.refunds import RefundPayment
 from domain.status import PaymentStatus
 from http_facade.responses import payment_body
+from persistence.provider_refund_store import ProviderRefundStore
+from persistence.refund_store import RefundStore
 from persistence.stray_store import StrayStore
-from persistence.tables import outbox
+from persistence.tables import outbox, refunds
 from providers.alipay import AlipayConfig, AlipayProvider
 from providers.alipay.notifications import AlipayNotifications
 from providers.port import ProviderRefundStatus, RefundRequest
@@ -81,6 +87,7 @@ async def rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
                 store=store,
                 events=events,
                 strays=StrayStore(store.engine, store.writes, clock),
+                refunds=ProviderRefundStore(store.writes, clock),
                 clock=clock,
             ),
         )
@@ -313,6 +320,119 @@ async def test_a_closed_paid_trade_found_by_the_reconcilers_query_records_the_pa
 
     assert report.resolved == 1
     await assert_refunded_in_full(store, engine, command.payment_request_id)
+
+
+async def refund_outside_paygate(rig: Rig, payment_id: str, amount: Money, key: str) -> None:
+    """The merchant refunds part of the trade from its own Alipay portal client (here the SDK
+    adapter), not through paygate."""
+    (trade,) = rig.simulator.trades.all()
+    refund = await rig.alipay.refund(
+        RefundRequest(
+            refund_key=key,
+            refund_id="not-paygates",
+            payment_request_id=payment_id,
+            charge_reference=trade.trade_no,
+            amount=amount,
+        )
+    )
+    assert refund.status is ProviderRefundStatus.SUCCEEDED
+
+
+async def paid_and_notified(rig: Rig, store) -> str:
+    command = alipay_payment(1000)  # waits for the payer
+    assert await rig.handler.handle(command) is Outcome.REQUIRES_ACTION
+    (trade,) = rig.simulator.trades.all()
+    assert rig.simulator.trades.pay(trade, trade.created_at, "2088102177846880")
+    assert await post(rig.notify_url, rig.simulator.notification(trade)) == (200, "success")
+    paid = await store.get_payment(command.payment_request_id)
+    assert paid is not None
+    assert paid.status is PaymentStatus.SUCCEEDED
+    return command.payment_request_id
+
+
+async def test_a_succeeded_payment_refunded_outside_paygate_follows_alipays_notifications(
+    rig: Rig, store, engine
+):
+    """Before, it stayed ``succeeded`` whatever Alipay said: paygate would offer to refund
+    money Alipay had returned already. Now the notification's refund_fee (and the close of
+    a trade refunded in full) is the payment's refunded total, with no refund row."""
+    pid = await paid_and_notified(rig, store)
+    (trade,) = rig.simulator.trades.all()
+
+    # 3.00 refunded in the merchant's portal; Alipay notifies the trade with its refund_fee.
+    await refund_outside_paygate(rig, pid, Money(300, "CNY"), "portal-1")
+    assert await post(rig.notify_url, rig.simulator.notification(trade)) == (200, "success")
+    view = await store.get_payment(pid)
+    assert view is not None
+    assert (view.status, view.refunded_minor, view.refundable_minor) == (
+        PaymentStatus.PARTIALLY_REFUNDED,
+        300,
+        700,
+    )
+    # The same notification again is a replay: nothing more is counted.
+    assert await post(rig.notify_url, rig.simulator.notification(trade)) == (200, "success")
+    assert (await store.get_payment(pid)).refunded_minor == 300
+
+    # The rest refunded there too: Alipay closes the trade and notifies it (TRADE_CLOSED).
+    await refund_outside_paygate(rig, pid, Money(700, "CNY"), "portal-2")
+    await rig.simulator.settled()
+    view = await store.get_payment(pid)
+    assert view is not None
+    assert (view.status, view.refunded_minor, view.refundable_minor) == (
+        PaymentStatus.REFUNDED,
+        1000,
+        0,
+    )
+    assert await statuses(engine, pid) == [
+        PaymentStatus.REQUIRES_ACTION,
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.PARTIALLY_REFUNDED,
+        PaymentStatus.REFUNDED,
+    ]
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(refunds.c.id).where(refunds.c.payment_id == pid))).all()
+    assert rows == []  # none of it reads as a refund paygate made
+
+
+async def test_paygates_own_refunds_in_alipays_refund_fee_are_not_counted_twice(
+    rig: Rig, store, engine, metrics
+):
+    pid = await paid_and_notified(rig, store)
+    (trade,) = rig.simulator.trades.all()
+    own = RefundCommandHandler(
+        store=RefundStore(store.engine, store.writes),
+        providers=Providers.of(rig.alipay),
+        events=RefundEvents(MESSAGES, "payments.results"),
+        metrics=metrics,
+    )
+    view = await store.get_payment(pid)
+    assert view is not None
+    refund = RefundPayment.create(
+        idempotency_key="paygate-refund-1",
+        payment_request_id=pid,
+        order_id=view.order_id,
+        amount=Money(200, "CNY"),
+        reason=None,
+        requested_at=view.created_at,
+    )
+    assert await own.handle(refund) is Outcome.SUCCEEDED
+
+    # Alipay's refund_fee (2.00) is paygate's own refund: nothing changes.
+    assert await post(rig.notify_url, rig.simulator.notification(trade)) == (200, "success")
+    view = await store.get_payment(pid)
+    assert view is not None
+    assert (view.status, view.refunded_minor) == (PaymentStatus.PARTIALLY_REFUNDED, 200)
+
+    # 5.00 more refunded outside: refund_fee 7.00, of which 2.00 are paygate's.
+    await refund_outside_paygate(rig, pid, Money(500, "CNY"), "portal-1")
+    assert await post(rig.notify_url, rig.simulator.notification(trade)) == (200, "success")
+    view = await store.get_payment(pid)
+    assert view is not None
+    assert (view.status, view.refunded_minor, view.refundable_minor) == (
+        PaymentStatus.PARTIALLY_REFUNDED,
+        700,
+        300,
+    )
 
 
 def _signed(params: dict[str, str], keys: Rsa2Keys) -> dict[str, str]:

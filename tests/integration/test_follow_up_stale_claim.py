@@ -3,15 +3,19 @@
 Found by an adversarial review: the reconciler (and a redelivered capture) read a payment
 ``capturing`` 30.00, then took the claim in a transaction of their own. In between, the
 capture of 30.00 was settled (declined: the payment went back to ``authorized``) and a
-capture of 50.00 began and timed out. Resolved from the old view, the provider was sent
-a capture of 30.00 under the old capture key while the store recorded 50.00 captured: the
-store and the provider disagreed on the money taken. The claim now hands back the payment
-as read under its lock, and these schedules, made deterministic by running the other
-worker's commands at the moment the claim is asked for, check store and provider agree.
+capture of 50.00 began and timed out. (The 30.00 capture's one send is declined while its
+worker's lease has run out, so the reconciler may list it: a decline of a *re-send* would
+leave it ``capturing``, since the first send may still land: consumer.follow_up_handler.)
+Resolved from the old view, the provider was sent a capture of 30.00 under the old capture
+key while the store recorded 50.00 captured: the store and the provider disagreed on the
+money taken. The claim now hands back the payment as read under its lock, and these
+schedules, made deterministic by running the other worker's commands at the moment the
+claim is asked for, check store and provider agree.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,6 +24,7 @@ from sqlalchemy import select
 
 from consumer.capture_handler import CaptureCommandHandler
 from consumer.capture_reconciler import CaptureReconciler
+from consumer.outcome import Outcome
 from domain.captures import CapturePayment
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
@@ -41,13 +46,17 @@ AMOUNT = Money(10_000, "EUR")
 
 class ScriptedCaptures(ChargeOnlyProvider):
     """Answers captures from a script (lost, declined, captured) and remembers the one it
-    took; asked about the charge, says captured once one was taken, else authorized."""
+    took; asked about the charge, says captured once one was taken, else authorized. A
+    ``held-declined`` answer is declined only once :attr:`answer` is set (a slow call):
+    :attr:`arrived` is set when it reaches the provider."""
 
     def __init__(self, script: list[str]) -> None:
         super().__init__()
         self.script = script
         self.sent: list[CaptureRequest] = []
         self.taken: CaptureRequest | None = None
+        self.arrived = asyncio.Event()
+        self.answer = asyncio.Event()
 
     @property
     def name(self) -> str:
@@ -61,6 +70,10 @@ class ScriptedCaptures(ChargeOnlyProvider):
         answer = self.script.pop(0) if self.script else "capture"
         if answer == "lost":
             raise ProviderTimeoutError(self.name, "lost before it arrived")
+        if answer == "held-declined":
+            self.arrived.set()
+            await self.answer.wait()
+            answer = "declined"
         if answer == "declined":
             error = PaygateError(ErrorCode.PAYMENT_NOT_CAPTURABLE, "declined")
             return ChargeOutcome(ChargeStatus.DECLINED, request.charge_reference, error=error)
@@ -105,28 +118,34 @@ async def _stored(engine, payment_id: str) -> tuple[str, int | None]:
     return row.status, row.captured_minor
 
 
-async def _schedule(engine) -> tuple[str, CapturePayment, ScriptedCaptures, CaptureStore]:
-    """A capture of 30.00 lost (the payment stays ``capturing`` 30.00), and the worker
-    that will, at the claim, settle it and start a capture of 50.00 that is lost too."""
+async def _schedule(
+    engine,
+) -> tuple[str, CapturePayment, ScriptedCaptures, CaptureStore, asyncio.Task[Outcome]]:
+    """A capture of 30.00 whose one send is slow, its worker's lease over (the payment stays
+    ``capturing`` 30.00, claimable), and what happens at the claim: that send is declined
+    (the payment goes back to ``authorized``) and a capture of 50.00 starts and is lost."""
     [payment] = await authorized(engine, 1, AMOUNT)
-    provider = ScriptedCaptures(["lost", "declined", "lost"])
-    other = _handler(CaptureStore(engine, GroupCommit(engine)), provider)
+    provider = ScriptedCaptures(["held-declined", "lost"])
+    # No lease: the slow worker's claim may be taken (or the payment listed) at once.
+    other = _handler(CaptureStore(engine, GroupCommit(engine), claim_lease=timedelta(0)), provider)
     first = _capture(payment.payment_id, payment.order_id, "30.00")
-    await other.handle(first)
+    slow = asyncio.create_task(other.handle(first))
+    await provider.arrived.wait()
     assert await _stored(engine, payment.payment_id) == (PaymentStatus.CAPTURING.value, 3_000)
 
     store = MeanwhileAtClaim(engine, GroupCommit(engine))
 
     async def meanwhile() -> None:
-        await other.handle(first)  # another copy settles it: declined, authorized again
+        provider.answer.set()  # the slow send is declined: authorized again
+        assert await slow is Outcome.AUTHORIZED
         await other.handle(_capture(payment.payment_id, payment.order_id, "50.00"))
 
     store.meanwhile = meanwhile
-    return payment.payment_id, first, provider, store
+    return payment.payment_id, first, provider, store, slow
 
 
 async def test_the_reconciler_resolves_the_capture_in_flight_at_its_claim(engine):
-    payment_id, _, provider, store = await _schedule(engine)
+    payment_id, _, provider, store, slow = await _schedule(engine)
     reconciler = CaptureReconciler(
         store=store,
         handler=_handler(store, provider),
@@ -137,6 +156,7 @@ async def test_the_reconciler_resolves_the_capture_in_flight_at_its_claim(engine
 
     await reconciler.run_once()
 
+    assert slow.done()
     assert provider.taken is not None
     assert await _stored(engine, payment_id) == (
         PaymentStatus.SUCCEEDED.value,
@@ -147,10 +167,11 @@ async def test_the_reconciler_resolves_the_capture_in_flight_at_its_claim(engine
 
 
 async def test_a_redelivered_capture_resolves_the_capture_in_flight_at_its_claim(engine):
-    payment_id, first, provider, store = await _schedule(engine)
+    payment_id, first, provider, store, slow = await _schedule(engine)
 
     await _handler(store, provider).handle(first)
 
+    assert slow.done()
     assert provider.taken is not None
     assert await _stored(engine, payment_id) == (
         PaymentStatus.SUCCEEDED.value,

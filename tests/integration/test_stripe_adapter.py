@@ -266,4 +266,7 @@ async def test_charge_by_reference_retrieves_the_payment_intent(
     assert outcome is not None
     assert outcome.status is ChargeStatus.SUCCEEDED
     assert outcome.provider_reference is not None
-    assert http.sent[-1][:2] == ("get", f"{stripe_mock_url}/v1/payment_intents/pi_123")
+    assert http.sent[-1][:2] == (
+        "get",
+        f"{stripe_mock_url}/v1/payment_intents/pi_123?expand[0]=latest_charge",
+    )

@@ -118,7 +118,10 @@ async def test_a_payment_intent_canceled_at_the_end_of_its_hold_reads_as_expired
     found = await provider.charge_by_reference("pi_123")
     assert found is not None
     assert found.status is ChargeStatus.EXPIRED
-    assert http.sent[-1][:2] == ("get", f"{expired_url}/v1/payment_intents/pi_123")
+    assert http.sent[-1][:2] == (
+        "get",
+        f"{expired_url}/v1/payment_intents/pi_123?expand[0]=latest_charge",
+    )
     # A void of it answers the same: the hold is gone either way.
     voided = await provider.cancel(CancelRequest("pay-1-cancel", "pay-1", "pi_123"))
     assert voided.status is ChargeStatus.EXPIRED

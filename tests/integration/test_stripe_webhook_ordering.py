@@ -37,6 +37,7 @@ from domain.money import Money
 from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.payment_store import PaymentStore
+from persistence.provider_refund_store import ProviderRefundStore
 from persistence.stray_store import StrayStore
 from persistence.tables import outbox, provider_attempts
 from providers.stripe import StripeProvider
@@ -77,6 +78,7 @@ async def rig(store: PaymentStore, clock: Clock) -> AsyncIterator[Rig]:
                 store=store,
                 events=PaymentEvents(MESSAGES, "payments.results"),
                 strays=strays,
+                refunds=ProviderRefundStore(store.writes, clock),
                 clock=clock,
             ),
         )

@@ -43,6 +43,7 @@ from domain.accounts import Account, AccountType
 from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.payment_store import PaymentStore
+from persistence.provider_refund_store import ProviderRefundStore
 from persistence.stray_store import StrayStore
 from persistence.tables import outbox, provider_attempts
 from providers.registry import Providers
@@ -96,6 +97,7 @@ async def rig(store: PaymentStore, metrics: Metrics, clock: Clock) -> AsyncItera
                 store=store,
                 events=PaymentEvents(MESSAGES, "payments.results"),
                 strays=strays,
+                refunds=ProviderRefundStore(store.writes, clock),
                 clock=clock,
             ),
         )

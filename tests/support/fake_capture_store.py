@@ -106,13 +106,18 @@ class FakeCaptureStore(FakeStore):
         captured_minor: int | None,
         error: ErrorInfo | None,
         event: PaymentEventBuilder,
+        refunded_minor: int = 0,
     ) -> bool:
         await self._enter("settle_as_provider_holds", payment_request_id)
         row = self.row(payment_request_id)
         if row.view.status is not PaymentStatus.CAPTURING or not row.claim.held_by(claim):
             return False
         row.update(
-            status=status, error=error, captured_minor=captured_minor, updated_at=self._now()
+            status=status,
+            error=error,
+            captured_minor=captured_minor,
+            refunded_minor=refunded_minor,
+            updated_at=self._now(),
         )
         row.claim.clear()
         self.db.outbox.append(event(row.view))

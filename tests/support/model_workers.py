@@ -27,6 +27,7 @@ from domain.retry import RetryPolicy
 from persistence.cancel_store import CancelStore
 from persistence.capture_store import CaptureStore
 from persistence.payment_store import PaymentStore
+from persistence.provider_refund_store import ProviderRefundStore
 from persistence.refund_store import RefundStore
 from persistence.stray_store import StrayStore
 from providers.registry import Providers
@@ -173,7 +174,13 @@ def build_worker(
             store=cancel_store, handler=cancels, metrics=metrics, min_age=MIN_AGE, clock=clock
         ),
         vault=vault,
-        notices=NoticeRecorder(store=store, events=_EVENTS, strays=stray_store, clock=clock),
+        notices=NoticeRecorder(
+            store=store,
+            events=_EVENTS,
+            strays=stray_store,
+            refunds=ProviderRefundStore(store.writes, clock),
+            clock=clock,
+        ),
     )
 
 

@@ -70,8 +70,23 @@ SUCCEEDED_PAYMENT_INTENT: Final[Mapping[str, Any]] = {
     "processing": None,
     "status": "succeeded",
 }
+# Its charge (``latest_charge``), nothing refunded. The fixtures given replace all bundled
+# ones, and stripe-mock drops the connection when asked to expand a resource it has no
+# fixture for: charge_by_reference expands ``latest_charge`` (for ``amount_refunded``).
+SUCCEEDED_CHARGE: Final[Mapping[str, Any]] = {
+    "id": "ch_3PaygateMockSucceeded",
+    "object": "charge",
+    "amount": 1099,
+    "amount_captured": 1099,
+    "amount_refunded": 0,
+    "captured": True,
+    "currency": "eur",
+    "payment_intent": "pi_3PaygateMockSucceeded",
+    "refunded": False,
+    "status": "succeeded",
+}
 SUCCEEDED_FIXTURES: Final[Mapping[str, Any]] = {
-    "resources": {"payment_intent": SUCCEEDED_PAYMENT_INTENT}
+    "resources": {"payment_intent": SUCCEEDED_PAYMENT_INTENT, "charge": SUCCEEDED_CHARGE}
 }
 
 
@@ -179,6 +194,13 @@ def _wait_until_answering(base_url: str, deadline: float) -> None:
     raise RuntimeError(f"stripe-mock at {base_url} did not answer in time: {last}")
 
 
+def _with_a_charge(fixtures: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``fixtures`` with :data:`SUCCEEDED_CHARGE` as the charge, unless they give one."""
+    resources = dict(fixtures.get("resources", {}))
+    resources.setdefault("charge", SUCCEEDED_CHARGE)
+    return {**fixtures, "resources": resources}
+
+
 @contextlib.contextmanager
 def run_stripe_mock(fixtures: Mapping[str, Any] | None = SUCCEEDED_FIXTURES) -> Iterator[str]:
     """Run stripe-mock on free loopback ports (HTTP and HTTPS, both bound to 127.0.0.1) and
@@ -188,7 +210,7 @@ def run_stripe_mock(fixtures: Mapping[str, Any] | None = SUCCEEDED_FIXTURES) -> 
         args = [str(binary), "-http-addr", "127.0.0.1:0", "-https-addr", "127.0.0.1:0"]
         if fixtures is not None:
             fixtures_path = Path(tmp) / "fixtures.json"
-            fixtures_path.write_text(json.dumps(fixtures))
+            fixtures_path.write_text(json.dumps(_with_a_charge(fixtures)))
             args += ["-fixtures", str(fixtures_path)]
         process = subprocess.Popen(
             args,

@@ -22,7 +22,7 @@ from domain.events import result_event_id
 from domain.money import Money
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
-from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.errors import ProviderError, ProviderTimeoutError, ProviderUnavailableError
 from providers.port import ChargeOutcome, ChargeStatus
 from providers.registry import Providers
 from schemas.payments import PaymentMessages
@@ -349,6 +349,47 @@ async def test_retries_used_up_leave_a_capture_in_doubt_capturing_never_authoriz
 
     row = store.row(payment.payment_request_id)
     assert (row.view.status, row.claim.token) == (PaymentStatus.CAPTURING, None)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        PaygateError(ErrorCode.INVALID_AMOUNT, "amount_too_large"),
+        declined("ch_1"),
+        ProviderError("scripted", "charge_already_captured"),
+    ],
+    ids=["paygate-error", "not-captured-answer", "provider-error"],
+)
+@pytest.mark.parametrize(
+    "after", [authorized("ch_1"), None, unavailable()], ids=["held", "unknown", "unreadable"]
+)
+async def test_a_resent_capture_refused_while_the_first_is_in_doubt_stays_capturing(
+    handler, store, provider, payment, refusal, after
+):
+    """The timed-out first send may still capture after this refusal: the charge read held
+    (or unread) now is no proof it will stay so, so nothing goes back to authorized."""
+    await timed_out(handler, provider, payment)
+    events_before = len(store.outbox)
+    provider.script("charge_by_reference", authorized("ch_1"), after)
+    provider.script("capture", refusal)
+
+    assert await handler.handle(capture_of(payment)) is Outcome.PENDING
+
+    row = store.row(payment.payment_request_id)
+    assert (row.view.status, row.claim.token) == (PaymentStatus.CAPTURING, None)
+    assert len(store.outbox) == events_before  # nothing said that the first may contradict
+
+
+async def test_a_first_capture_refused_while_the_charge_is_held_goes_back_to_authorized(
+    handler, store, provider, payment
+):
+    """No earlier send: the refusal and the read are the last word."""
+    provider.script("capture", ProviderError("scripted", "rejected"))
+    provider.script("charge_by_reference", authorized("ch_1"))
+
+    assert await handler.handle(capture_of(payment)) is Outcome.AUTHORIZED
+
+    assert store.row(payment.payment_request_id).view.status is PaymentStatus.AUTHORIZED
 
 
 # -- one owner per capture -----------------------------------------------------------------------

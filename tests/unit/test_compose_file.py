@@ -522,11 +522,12 @@ def test_alipay_pays_through_the_acquirers_simulator_with_shared_test_keys(
 
 
 class _NoDatabase:
-    """notification_wiring reads ``payments`` and ``strays`` from its database and nothing
-    else."""
+    """notification_wiring reads ``payments``, ``strays`` and ``writes`` from its database
+    and nothing else."""
 
     payments = None
     strays = None
+    writes = None
 
 
 def test_topics_run_once_before_consumer_and_facade(services, paygate_services):

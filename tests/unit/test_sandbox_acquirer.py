@@ -653,6 +653,19 @@ def test_a_succeeded_charge_says_what_it_captured_over_http_and_in_process():
     assert from_http.captured == from_record.captured == Money(700, row.currency)
 
 
+@pytest.mark.parametrize(("refunded", "said"), [(300, 300), (0, None), (None, None)])
+def test_a_charge_read_by_id_says_what_its_refunds_returned_over_http_and_in_process(
+    refunded, said
+):
+    """What paygate records when it finds a capture refunded by hand: the same whichever
+    way the sandbox is reached; nothing refunded (or not said) is no amount."""
+    row = record(SandboxStatus.SUCCEEDED, captured_minor=700)
+    from_http = transformers.outcome_from_body(wire.charge_json(row, refunded_minor=refunded))
+    from_record = transformers.outcome_from_record(row, refunded_minor=refunded)
+    expected = None if said is None else Money(said, row.currency)
+    assert from_http.refunded == from_record.refunded == expected
+
+
 @pytest.mark.parametrize("captured", [True, "700", 0, -1])
 def test_a_malformed_captured_amount_is_refused(captured):
     body = {"id": "ch_1", "status": "succeeded", "capturedMinor": captured, "currency": "EUR"}

@@ -286,6 +286,39 @@ async def test_capture_sends_amount_to_capture_and_the_capture_key() -> None:
     assert parse_qs(body)["amount_to_capture"] == ["700"]
 
 
+@pytest.mark.parametrize(
+    ("latest_charge", "refunded"),
+    [
+        ({"id": "ch_1", "object": "charge", "amount_refunded": 1500}, Money(1500, "EUR")),
+        ({"id": "ch_1", "object": "charge", "amount_refunded": 0}, None),
+        ("ch_1", None),  # not expanded: not said
+    ],
+    ids=["refunded", "nothing-refunded", "not-expanded"],
+)
+async def test_charge_by_reference_reads_the_charges_amount_refunded(
+    latest_charge: Any, refunded: Money | None
+) -> None:
+    intent = {
+        "id": "pi_123",
+        "object": "payment_intent",
+        "status": "succeeded",
+        "amount": 6000,
+        "amount_received": 6000,
+        "currency": "eur",
+        "latest_charge": latest_charge,
+    }
+    provider, http = await answering((200, intent))
+    outcome = await provider.charge_by_reference("pi_123")
+    assert outcome is not None
+    assert (outcome.status, outcome.captured, outcome.refunded) == (
+        ChargeStatus.SUCCEEDED,
+        Money(6000, "EUR"),
+        refunded,
+    )
+    # Asked with the charge expanded: the PaymentIntent itself does not say what was refunded.
+    assert "expand" in http.requests[0][1]
+
+
 async def test_charge_by_reference_retrieves_the_intent_and_unknown_is_none() -> None:
     provider, http = await answering(
         (200, {"id": "pi_123", "object": "payment_intent", "status": "requires_capture"}),
@@ -295,7 +328,11 @@ async def test_charge_by_reference_retrieves_the_intent_and_unknown_is_none() ->
     outcome = await provider.charge_by_reference("pi_123")
     assert outcome is not None
     assert outcome.status is ChargeStatus.AUTHORIZED
-    assert http.requests[0][:2] == ("get", "https://api.stripe.com/v1/payment_intents/pi_123")
+    # The charge expanded: its amount_refunded says what was refunded (by hand, too).
+    assert http.requests[0][:2] == (
+        "get",
+        "https://api.stripe.com/v1/payment_intents/pi_123?expand[0]=latest_charge",
+    )
     assert await provider.charge_by_reference("pi_unknown") is None
     with pytest.raises(Exception) as caught:  # noqa: PT011
         await provider.charge_by_reference("pi_bad")

@@ -1,0 +1,95 @@
+"""Recording refunds a provider reports on a payment paygate recorded captured, made outside
+paygate (by hand in the provider's portal), into the payment's refunded total.
+
+One transaction: the payment row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's write
+transaction holds the database lock), so the refund store's conditional updates of the same
+totals (persistence.refund_store) either committed before, and are counted, or wait until
+after, and see the new total. The rule is domain.provider_refunds.absorbed_refunded_total:
+the total rises to the provider's figure less every reservation, never falls, and stays
+within what was captured less what is reserved. No refund row is written (a refund row is
+paygate's own call), and the payment's result event says the new status.
+
+No claim is taken: a captured payment has no provider work left that a claim guards (its
+refunds hold claims of their own, on refund rows), and the write is conditional on the row
+as read under the lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from domain.clock import utc_now
+from domain.payment_view import PaymentView
+from domain.provider_refunds import absorbed_refunded_total, status_with_refunds
+from domain.status import CAPTURED, PaymentStatus
+from persistence.follow_up import PaymentEventBuilder
+from persistence.group_commit import GroupCommit
+from persistence.outbox import enqueue_outbox
+from persistence.payment_rows import payment_in
+from persistence.tables import payments
+
+
+class ProviderRefundStore:
+    def __init__(self, writes: GroupCommit, clock: Callable[[], datetime] = utc_now) -> None:
+        """``writes`` is the payment store's group commit: one writer queue per database."""
+        self._writes = writes
+        self._clock = clock
+
+    async def absorb(
+        self,
+        payment_request_id: str,
+        *,
+        provider_reference: str,
+        provider_refunded_minor: int,
+        event: PaymentEventBuilder,
+    ) -> PaymentView | None:
+        """Raise the refunded total of the payment captured as ``provider_reference`` to
+        what its provider says was refunded of the charge in all, less paygate's own refunds
+        in flight; queue ``event`` of the payment as stored. The payment as stored, or None
+        when nothing changed (not captured, another charge, nothing new)."""
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> PaymentView | None:
+            row = (
+                await conn.execute(
+                    select(
+                        payments.c.status,
+                        payments.c.provider_reference,
+                        payments.c.amount_minor,
+                        payments.c.captured_minor,
+                        payments.c.refunded_minor,
+                        payments.c.refund_reserved_minor,
+                    )
+                    .where(payments.c.id == payment_request_id)
+                    .with_for_update()
+                )
+            ).one_or_none()
+            if row is None or PaymentStatus(row.status) not in CAPTURED:
+                return None
+            if row.provider_reference != provider_reference:
+                return None
+            captured = row.amount_minor if row.captured_minor is None else row.captured_minor
+            total = absorbed_refunded_total(
+                captured, row.refunded_minor, row.refund_reserved_minor, provider_refunded_minor
+            )
+            if total is None:
+                return None
+            await conn.execute(
+                update(payments)
+                .where(payments.c.id == payment_request_id)
+                .values(
+                    refunded_minor=total,
+                    status=status_with_refunds(captured, total).value,
+                    updated_at=now,
+                )
+            )
+            payment = await payment_in(conn, payment_request_id)
+            assert payment is not None  # locked above
+            await enqueue_outbox(conn, event(payment), now)
+            return payment
+
+        return await self._writes.run(record)
