@@ -26,10 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.errors import KafkaError
-
+from devtools.bench.command import bench_exit_code, say
 from devtools.bench.environment import (
-    BenchError,
     broker,
     describe_machine,
     describe_revision,
@@ -56,22 +54,7 @@ THIS_CHECKOUT = "this checkout"
 def main(argv: Sequence[str]) -> int:
     options = parse_hop_options(argv)
     command = shlex.join(["python", "-m", "devtools.bench", "hops", *argv])
-    try:
-        asyncio.run(run_hop_bench(options, command))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KafkaError as exc:
-        print(f"bench failed: Kafka error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0
-
-
-def _say(*lines: str) -> None:
-    print("\n".join(lines), flush=True)
+    return bench_exit_code(run_hop_bench(options, command))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +65,7 @@ class StackHops:
 
 async def run_hop_bench(options: HopOptions, command: str) -> list[StackHops]:
     """Measure every stack, printing its table as it is measured; return the samples."""
-    _say(
+    say(
         f"command: {command}",
         f"machine: {describe_machine()}",
         f"interpreter: {sys.executable}",
@@ -105,23 +88,23 @@ async def run_hop_bench(options: HopOptions, command: str) -> list[StackHops]:
     measured: list[StackHops] = []
     with tempfile.TemporaryDirectory(prefix="paygate-bench-hops-") as tmp:
         async with broker(Settings().kafka_bootstrap_servers) as kafka:
-            _say(f"broker: {kafka.description}")
+            say(f"broker: {kafka.description}")
             for index, spec in enumerate(specs):
                 stack_dir = Path(tmp) / f"stack-{index}"
                 async with paygate_stack(
                     spec, kafka.bootstrap_servers, options.database_url, stack_dir
                 ) as stack:
                     measured.append(await _measure(spec.label, stack, options))
-    _say("", f"uptime at end: {uptime()}")
+    say("", f"uptime at end: {uptime()}")
     if len(measured) == 2:
         baseline, current = measured
-        _say(*comparison_lines(baseline.samples_ms, current.samples_ms, current.label))
+        say(*comparison_lines(baseline.samples_ms, current.samples_ms, current.label))
     return measured
 
 
 async def _measure(label: str, stack: RunningStack, options: HopOptions) -> StackHops:
     """Warm up, drive, read the marks back (the stack still up) and print the table."""
-    _say("", f"{label}: {stack.url}, uptime {uptime()}")
+    say("", f"{label}: {stack.url}, uptime {uptime()}")
     run_id = f"hops-{uuid.uuid4().hex[:8]}"
     drive = functools.partial(
         open_loop,
@@ -145,7 +128,7 @@ async def _measure(label: str, stack: RunningStack, options: HopOptions) -> Stac
     samples = hop_samples(found.values())
     if options.marks is not None:
         await asyncio.to_thread(_write_marks, options.marks, label, found)
-    _say(
+    say(
         f"{label}: {len(answers)} requests, {len(completed)} answered 200, "
         f"{len(found)} with every mark; the client started them at most "
         f"{max(a.start_lag_s for a in answers) * 1000:.1f} ms late",

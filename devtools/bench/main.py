@@ -11,12 +11,10 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from aiokafka.errors import KafkaError
-
 from devtools.bench.bare_loop import run_bare_loop
 from devtools.bench.baseline import comparison_lines, figures, run_baseline
+from devtools.bench.command import bench_exit_code, say
 from devtools.bench.environment import (
-    BenchError,
     broker,
     case_database,
     describe_database,
@@ -52,30 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "devtools.bench", *args])
     # The pipeline runs in this process, so this loop is the one the consumer would run on.
     use_event_loop(options.event_loop)
-    try:
-        asyncio.run(run_bench(options, command, args))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KafkaError as exc:
-        # Typically an unreachable broker: say so without a traceback through aiokafka.
-        print(f"bench failed: Kafka error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0
-
-
-def _say(*lines: str) -> None:
-    print("\n".join(lines), flush=True)
+    return bench_exit_code(run_bench(options, command, args))
 
 
 async def run_bench(options: BenchOptions, command: str, argv: Sequence[str] = ()) -> None:
     # The bench plays upstream producers that send clear numbers (case b), which only
     # development accepts; the consumer vaults them at first read, as it would there.
     base = Settings().model_copy(update={"accept_clear_account_numbers": True})
-    _say(
+    say(
         f"command: {command}",
         f"machine: {describe_machine()}",
         f"load average at start: {describe_load()}",
@@ -99,7 +81,7 @@ async def run_bench(options: BenchOptions, command: str, argv: Sequence[str] = (
         ),
     )
     async with broker(base.kafka_bootstrap_servers) as kafka:
-        _say(f"broker: {kafka.description}", "")
+        say(f"broker: {kafka.description}", "")
         baseline: list[str] = []
         if options.baseline is not None:
             extra = (
@@ -113,15 +95,15 @@ async def run_bench(options: BenchOptions, command: str, argv: Sequence[str] = (
         results: dict[str, CaseResult] = {}
         for case in _run_order(options):
             results[case] = await _run_case(case, settings, options, run_id)
-            _say(*case_lines(results[case]), "")
+            say(*case_lines(results[case]), "")
         bound = concurrency_bound(settings, options.provider_delay_s) if "c" in results else None
         summary = summary_lines(results, bound)
-        _say(*summary)
+        say(*summary)
         if options.baseline is not None:
-            _say(*comparison_lines(figures(baseline), figures(summary)))
+            say(*comparison_lines(figures(baseline), figures(summary)))
         if options.scale_out:
             await _scale_out(settings, options, run_id)
-        _say("", f"load average at end: {describe_load()}")
+        say("", f"load average at end: {describe_load()}")
 
 
 async def _scale_out(settings: Settings, options: BenchOptions, run_id: str) -> None:
@@ -132,7 +114,7 @@ async def _scale_out(settings: Settings, options: BenchOptions, run_id: str) -> 
     step_settings = settings.model_copy(
         update={"database_url": options.database_url, "topic_partitions": partitions}
     )
-    _say(
+    say(
         "",
         f"scale-out: {','.join(map(str, options.scale_out))} consumer processes, "
         f"{options.payments} payments each, {partitions} partitions, machine {cores} cores",
@@ -148,8 +130,8 @@ async def _scale_out(settings: Settings, options: BenchOptions, run_id: str) -> 
             stall_timeout_s=options.stall_timeout_s,
         )
         steps.append(step)
-        _say(*scale_lines(step, cores), f"  load average after the step: {describe_load()}", "")
-    _say(*scale_summary(steps, cores))
+        say(*scale_lines(step, cores), f"  load average after the step: {describe_load()}", "")
+    say(*scale_summary(steps, cores))
 
 
 def _run_order(options: BenchOptions) -> list[str]:
@@ -207,7 +189,7 @@ async def _run_on(
         accounts = await vaulted_accounts(settings, payments)
     produce_started = time.perf_counter()
     await produce_commands(kafka, topics.commands, payments, f"bench-{run_id}-{case}", accounts)
-    _say(
+    say(
         f"case {case}: {payments} commands pre-produced to {topics.commands} in "
         f"{time.perf_counter() - produce_started:.1f} s (not timed); running ..."
     )

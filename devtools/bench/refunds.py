@@ -10,16 +10,14 @@ comes, and their figures are set side by side at the end: this run over the base
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from aiokafka.errors import KafkaError
-
 from devtools.bench.baseline import run_echoed
+from devtools.bench.command import bench_exit_code, say
 from devtools.bench.environment import (
     BenchError,
     broker,
@@ -51,27 +49,12 @@ _LAUNCH: Final = (
 def main(argv: Sequence[str]) -> int:
     options = parse_refund_options(argv)
     command = shlex.join(["python", "-m", "devtools.bench", "refunds", *argv])
-    try:
-        ok = asyncio.run(run_refund_bench(options, command))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KafkaError as exc:
-        print(f"bench failed: Kafka error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0 if ok else 1
-
-
-def _say(*lines: str) -> None:
-    print("\n".join(lines), flush=True)
+    return bench_exit_code(run_refund_bench(options, command))
 
 
 async def run_refund_bench(options: RefundOptions, command: str) -> bool:
     """Print every tree's run and the comparison; False when a final state was wrong."""
-    _say(
+    say(
         f"command: {command}",
         f"machine: {describe_machine()}",
         f"interpreter: {sys.executable}",
@@ -86,30 +69,30 @@ async def run_refund_bench(options: RefundOptions, command: str) -> bool:
     trees.append(("this checkout", _THIS_CHECKOUT))
     results: list[TreeResult] = []
     async with broker(Settings().kafka_bootstrap_servers) as kafka:
-        _say(f"broker: {kafka.description}")
+        say(f"broker: {kafka.description}")
         for label, tree in trees:
             lines = await _run_driver(label, tree, options, kafka.bootstrap_servers)
             result = parse_result(label, lines)
             if Path(result.code) != tree:
                 raise BenchError(f"{label}: ran the code in {result.code}, not {tree}")
             results.append(result)
-    _say("", f"uptime at end: {uptime()}", "")
+    say("", f"uptime at end: {uptime()}", "")
     for result in results:
-        _say(*tree_lines(result))
+        say(*tree_lines(result))
     if len(results) == 2:
-        _say("", *comparison_lines(results[0], results[1]))
+        say("", *comparison_lines(results[0], results[1]))
     problems = [problem for result in results for problem in expected_states(result)]
     verdict = [f"final states NOT as expected: {p}" for p in problems]
-    _say("", *(verdict or ["final states: as expected"]))
+    say("", *(verdict or ["final states: as expected"]))
     return not problems
 
 
 async def _run_driver(label: str, tree: Path, options: RefundOptions, bootstrap: str) -> list[str]:
     """Run the driver on ``tree``'s code; print and return its output."""
-    _say("", f"=== {label}: {tree}, uptime {uptime()} ===")
+    say("", f"=== {label}: {tree}, uptime {uptime()} ===")
     driver = [str(tree), str(_DRIVER), str(options.count), str(options.stall_timeout_s)]
     lines, code = await run_echoed(["-c", _LAUNCH, *driver], tree, bootstrap)
-    _say(f"=== end of {label} (exit {code}) ===")
+    say(f"=== end of {label} (exit {code}) ===")
     if code != 0:
         raise BenchError(f"the refunds driver on {tree} failed (exit {code})")
     return lines

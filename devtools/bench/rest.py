@@ -19,10 +19,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from aiokafka.errors import KafkaError
-
+from devtools.bench.command import bench_exit_code, say
 from devtools.bench.environment import (
-    BenchError,
     broker,
     describe_machine,
     describe_revision,
@@ -51,22 +49,7 @@ CEILING: Final = "ceiling"
 def main(argv: Sequence[str]) -> int:
     options = parse_rest_options(argv)
     command = shlex.join(["python", "-m", "devtools.bench", "rest", *argv])
-    try:
-        asyncio.run(run_rest_bench(options, command))
-    except BenchError as exc:
-        print(f"bench failed: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KafkaError as exc:
-        print(f"bench failed: Kafka error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print("bench interrupted", file=sys.stderr, flush=True)
-        return 130
-    return 0
-
-
-def _say(*lines: str) -> None:
-    print("\n".join(lines), flush=True)
+    return bench_exit_code(run_rest_bench(options, command))
 
 
 def _specs(options: RestOptions) -> list[StackSpec]:
@@ -86,7 +69,7 @@ def _specs(options: RestOptions) -> list[StackSpec]:
 
 async def run_rest_bench(options: RestOptions, command: str) -> None:
     vegeta = vegeta_binary()
-    _say(
+    say(
         f"command: {command}",
         f"machine: {describe_machine()}",
         f"interpreter: {sys.executable}",
@@ -105,7 +88,7 @@ async def run_rest_bench(options: RestOptions, command: str) -> None:
             async with ceiling_server(work / CEILING) as (url, child):
                 steps += await _drive(CEILING, url, None, child, options, vegeta, work)
         async with broker(Settings().kafka_bootstrap_servers) as kafka:
-            _say(f"broker: {kafka.description}")
+            say(f"broker: {kafka.description}")
             for index, spec in enumerate(_specs(options)):
                 stack_dir = work / f"stack-{index}"
                 async with paygate_stack(
@@ -114,10 +97,10 @@ async def run_rest_bench(options: RestOptions, command: str) -> None:
                     steps += await _drive(
                         spec.label, stack.url, stack.api_key, stack.facade, options, vegeta, work
                     )
-    _say("", f"uptime at end: {uptime()}", "", *HEADER, *(step_row(s) for s in steps), "")
+    say("", f"uptime at end: {uptime()}", "", *HEADER, *(step_row(s) for s in steps), "")
     for label in dict.fromkeys(s.stack for s in steps):
         if label != CEILING:
-            _say(*goal_lines(label, steps))
+            say(*goal_lines(label, steps))
 
 
 async def _drive(
@@ -132,7 +115,7 @@ async def _drive(
     """Warm up, then one step per rate; prints each row as it is measured."""
     step_dir = work / f"vegeta-{uuid.uuid4().hex[:6]}"
     step_dir.mkdir()
-    _say("", f"{label}: {url}, uptime {uptime()}", *HEADER)
+    say("", f"{label}: {url}, uptime {uptime()}", *HEADER)
     targets = step_dir / "warmup.jsonl"
     write_targets(targets, _targets(url, api_key, options, int(_WARMUP_RATE * options.warmup_s)))
     await attack(
@@ -148,7 +131,7 @@ async def _drive(
         if steps and steps[-1].collapsed:
             # A higher rate only fails more, and each failure costs the client timeout.
             skipped = ", ".join(f"{r}/s" for r in options.rates[index:])
-            _say(f"  {label}: skipped {skipped}: most requests of the step before failed")
+            say(f"  {label}: skipped {skipped}: most requests of the step before failed")
             break
         await asyncio.sleep(options.pause_s)
         targets = step_dir / f"targets-{rate}.jsonl"
@@ -179,7 +162,7 @@ async def _drive(
         )
         step = Step(label, rate, report, cpu)
         steps.append(step)
-        _say(step_row(step), *failure_lines(step))
+        say(step_row(step), *failure_lines(step))
     return steps
 
 
