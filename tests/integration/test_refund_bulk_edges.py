@@ -12,10 +12,11 @@ with the answer it gives alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, insert, select, update
 
 import persistence.refund_begin as refund_begin
 import persistence.refund_finish as refund_finish
@@ -23,18 +24,24 @@ from domain.errors import ErrorCode
 from domain.money import Money
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
+from persistence.attempts import ATTEMPT_SUCCEEDED
 from persistence.engine import create_engine
+from persistence.outbox import OutboxMessage
+from persistence.payment_begin import Started
 from persistence.payment_store import PaymentStore
 from persistence.refund_store import RefundRefused, RefundStarted, RefundStore
 from persistence.tables import outbox, payments, refunds
+from persistence.webhook_tables import webhook_deliveries, webhook_endpoints
 from tests.integration.test_bulk_writes import _counting
 from tests.integration.test_refund_store import (
     MESSAGES,
+    NOW,
     _event,
     _refund_events,
     refund_of,
     succeeded_payment,
 )
+from tests.support.builders import create_payment, unexpected_refusal, unique
 
 pytestmark = pytest.mark.integration
 
@@ -398,3 +405,62 @@ async def test_a_batch_of_500_begins_and_300_finishes(engine, store, refund_stor
         assert [len(events[a.refund.refund_id]) for a in its] == [1] * 10
         reported = [events[a.refund.refund_id][0].payment_refunded_minor for a in its[:6]]
         assert reported == [1_500 * n for n in range(1, 7)]
+
+
+async def _client_payment(store, client_id: str):
+    """A succeeded payment of ``client_id``'s scope, as succeeded_payment makes one."""
+    command = dataclasses.replace(create_payment(amount=Money(10_000, "EUR")), client_id=client_id)
+    begun = await store.begin(
+        command, provider="sandbox", account_key=b"k", refusal_event=unexpected_refusal
+    )
+    assert isinstance(begun, Started)
+    await store.finish(
+        command.payment_request_id,
+        begun.attempt_key,
+        claim=begun.claim.token,
+        status=PaymentStatus.SUCCEEDED,
+        attempt_status=ATTEMPT_SUCCEEDED,
+        provider_reference="ch_test",
+        error=None,
+        event=OutboxMessage(unique("evt"), "payments.results", command.order_id, b""),
+    )
+    return command
+
+
+async def test_a_refund_from_another_client_scope_sends_the_payments_owner_no_webhook(
+    engine, store, refund_store
+):
+    """Another client's refund of a payment is refused as if the payment did not exist, and
+    nothing of it may reach the owner: no refund stored, and no webhook queued to the
+    owner's endpoints (the refusal's event still answers the sender on the results topic).
+    Alone and in a batch."""
+    payment = await _client_payment(store, "acme")
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(webhook_endpoints).values(
+                id=unique("we"),
+                client_id="acme",
+                url="https://hooks.example/in",
+                enabled_events=["*"],
+                secret_key_id="dk_x",
+                secret_ciphertext=b"x",
+                created_at=NOW,
+            )
+        )
+
+    def from_mallory():
+        return refund_of(payment, Money(1_000, "EUR"), client_id="mallory")
+
+    commands = [from_mallory() for _ in range(3)]
+    alone = await refund_store.begin(commands[0], _event)
+    batch = await asyncio.gather(*(refund_store.begin(c, _event) for c in commands[1:]))
+    for command, answer in zip(commands, [alone, *batch], strict=True):
+        assert isinstance(answer, RefundRefused)
+        assert answer.error.code is ErrorCode.NOT_FOUND
+        assert answer.refund is None
+        (refused,) = await _refund_events(engine, command.refund_id)
+        assert refused.error.code is ErrorCode.NOT_FOUND
+    assert await _totals(engine, payment.payment_request_id) == ("succeeded", 0, 0)
+    async with engine.connect() as conn:
+        queued = (await conn.execute(select(webhook_deliveries.c.event_type))).all()
+    assert queued == []
