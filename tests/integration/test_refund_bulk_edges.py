@@ -20,6 +20,7 @@ from sqlalchemy import event, insert, select, update
 
 import persistence.refund_begin as refund_begin
 import persistence.refund_finish as refund_finish
+import persistence.refund_rows as refund_rows
 from domain.errors import ErrorCode
 from domain.money import Money
 from domain.refunds import RefundStatus
@@ -306,7 +307,7 @@ async def test_totals_moved_under_a_bulk_finish_fail_it_and_it_reruns_alone(
     theirs = await refund_store.begin(refund_of(other, Money(2_000, "EUR")), _event)
     assert isinstance(mine, RefundStarted)
     assert isinstance(theirs, RefundStarted)
-    original = refund_finish.set_totals
+    original = refund_rows.set_totals
     calls: list[int] = []
 
     async def moved_under(conn, seen, after):
