@@ -465,3 +465,66 @@ async def test_a_refund_from_another_client_scope_sends_the_payments_owner_no_we
     async with engine.connect() as conn:
         queued = (await conn.execute(select(webhook_deliveries.c.event_type))).all()
     assert queued == []
+
+
+@pytest.mark.parametrize("finish_first", [True, False], ids=["finish first", "begins first"])
+async def test_begins_and_a_release_of_one_payment_in_one_batch_answer_in_the_batchs_order(
+    engine, store, refund_store, finish_first
+):
+    """A failed finish releasing 6,000 and two begins of 3,000 and 6,000 of the same
+    payment, with a replay of the released refund, in one batch: each kind runs in bulk at
+    its first member's place, so the begins see the release only if it came first, as one
+    at a time in that order; the replay reports the refund as it is where it runs, and
+    nothing exceeds the capture either way. Guards: group_commit._run_together's running a
+    kind where its first member stands (run in another order, the 6,000 would fit where
+    the batch's order refuses it, or the other way round)."""
+    payment, other = await succeeded_payment(store), await succeeded_payment(store)
+    held_command = refund_of(payment, Money(6_000, "EUR"))
+    held = await refund_store.begin(held_command, _event)
+    on_other = await refund_store.begin(refund_of(other, Money(1_000, "EUR")), _event)
+    assert isinstance(held, RefundStarted)
+    assert isinstance(on_other, RefundStarted)
+
+    begins = [
+        refund_store.begin(refund_of(payment, Money(3_000, "EUR")), _event),
+        refund_store.begin(refund_of(payment, Money(6_000, "EUR")), _event),
+        refund_store.begin(held_command, _event),
+    ]
+    finishes = [
+        refund_store.finish(
+            held.refund.refund_id,
+            claim=held.claim.token,
+            status=RefundStatus.FAILED,
+            provider_reference=None,
+            error=None,
+            event=_event,
+        ),
+        _finish(refund_store, on_other, RefundStatus.SUCCEEDED),
+    ]
+    counts = _counting(engine)
+    ordered = [*finishes, *begins] if finish_first else [*begins, *finishes]
+    answers = await asyncio.gather(*ordered)
+    assert counts["transactions"] == 1
+    done = answers[:2] if finish_first else answers[3:]
+    three, six, replay = answers[2:] if finish_first else answers[:3]
+    assert list(done) == [True, True]
+    assert isinstance(three, RefundStarted)
+    assert replay.same_parameters
+    if finish_first:
+        # All 10,000 free after the release: both fit.
+        assert isinstance(six, RefundStarted)
+        assert replay.refund.status is RefundStatus.FAILED
+        expected_reserved = 9_000
+    else:
+        # 4,000 free before it: 3,000 fits, 6,000 does not; then 6,000 is released.
+        assert isinstance(six, RefundRefused)
+        assert six.error.code is ErrorCode.REFUND_EXCEEDS_CAPTURED
+        assert replay.refund.status is RefundStatus.PROCESSING
+        expected_reserved = 3_000
+    assert await _totals(engine, payment.payment_request_id) == (
+        "succeeded",
+        0,
+        expected_reserved,
+    )
+    await _assert_consistent(engine, payment.payment_request_id, 10_000)
+    await _assert_consistent(engine, other.payment_request_id, 10_000)
