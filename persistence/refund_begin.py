@@ -189,10 +189,13 @@ def _is_unknown(request: RefundBeginRequest, payment: Any) -> bool:
 
 def _unknown(request: RefundBeginRequest) -> tuple[RefundRefused, OutboxMessage]:
     # Nothing stored: a failed refund of another client's payment would show in that
-    # client's refunds. The event is the one an unknown payment gets.
+    # client's refunds. The event is the one an unknown payment gets, for its sender on the
+    # results topic only: its webhook would be queued to the endpoints of the client whose
+    # payment the id names, telling that client of another's refund attempt.
     unknown = no_payment_in_scope()
     view = _refused_view(request, None, unknown)
-    return RefundRefused(unknown, None), _traced(request.event(view, None), request)
+    event = dataclasses.replace(request.event(view, None), webhook=None)
+    return RefundRefused(unknown, None), _traced(event, request)
 
 
 async def begin_one(conn: AsyncConnection, request: RefundBeginRequest) -> RefundBegin:

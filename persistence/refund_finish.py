@@ -105,9 +105,15 @@ _RELEASE: Final = (
     .values(refund_reserved_minor=payments.c.refund_reserved_minor - bindparam("refund_minor"))
     .returning(payments.c.status, payments.c.refunded_minor)
 )
+# Only the refunds held with one of the batch's claims are locked: a finish with another's
+# claim changes nothing, and locking that refund's row would wait on its holder, who holds
+# it and then takes its payment's row, which this transaction may hold already (a begin of
+# that payment earlier in the batch): a deadlock. Those run finish_one, whose conditional
+# UPDATE passes over a row it does not match without waiting for it.
 _REFUNDS_LOCKED: Final = (
     select(refunds)
     .where(refunds.c.id.in_(bindparam("refund_ids", expanding=True)))
+    .where(refunds.c.claim_token.in_(bindparam("claims", expanding=True)))
     .order_by(refunds.c.id)
     .with_for_update()
 )
@@ -197,18 +203,25 @@ async def _moved_totals(
 async def finish_many(conn: AsyncConnection, requests: Sequence[RefundFinishRequest]) -> list[bool]:
     """Many finishes in one transaction, with :func:`finish_one`'s semantics.
 
-    The refunds are read and locked in one query (in id order), then their payments (in
-    id order: the lock order of :func:`finish_one`, refund rows before payment rows); which
-    refunds move is decided from what was read, and the moves are one executemany that
-    re-checks it per row. The payments' totals are worked out refund after refund in the
-    batch's order, so two refunds of one payment each report the totals they leave, as
-    one finished after the other would; they are written as one compare-and-set per
-    payment (persistence.refund_rows.set_totals). A refund that does not move (not open,
-    another's claim), is not found, or is twice in the batch runs :func:`finish_one` after
-    the bulk statements.
+    The refunds held with the batch's claims are read and locked in one query (in id
+    order; a refund another holds is not locked, see :data:`_REFUNDS_LOCKED`), then their
+    payments (in id order: the lock order of :func:`finish_one`, refund rows before
+    payment rows); which refunds move is decided from what was read, and the moves are one
+    executemany that re-checks it per row. The payments' totals are worked out refund
+    after refund in the batch's order, so two refunds of one payment each report the
+    totals they leave, as one finished after the other would; they are written as one
+    compare-and-set per payment (persistence.refund_rows.set_totals). A refund that does
+    not move (not open, another's claim), is not found, or is twice in the batch runs
+    :func:`finish_one` after the bulk statements.
     """
     per_refund = Counter(request.refund_id for request in requests)
-    locked = await conn.execute(_REFUNDS_LOCKED, {"refund_ids": ids_in_order(list(per_refund))})
+    locked = await conn.execute(
+        _REFUNDS_LOCKED,
+        {
+            "refund_ids": ids_in_order(list(per_refund)),
+            "claims": sorted({request.claim for request in requests}),
+        },
+    )
     found: dict[str, Any] = {row.id: row for row in locked}
     alone: list[int] = []
     moves: list[int] = []

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import BigInteger, bindparam, select, update
+from sqlalchemy import BigInteger, bindparam, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -63,9 +63,21 @@ _PAYMENT_OF_REFUND_LOCKED: Final = (
 _STANDING: Final = select(payments.c.status, payments.c.refunded_minor).where(
     payments.c.id == bindparam("payment_id")
 )
-_TOTALS_OF: Final = select(
-    payments.c.id, payments.c.status, payments.c.refunded_minor, payments.c.refund_reserved_minor
-).where(payments.c.id.in_(bindparam("payment_ids", expanding=True)))
+# PostgreSQL's read-back of a bulk write of the totals: only the rows this transaction
+# wrote, whose ``xmin`` is its own transaction id (no savepoints here, so no subtransaction
+# ids). Values alone cannot tell our write from another transaction's that left the same
+# totals (two batches reserving one sum from the same totals read): that one is not ours.
+_WRITTEN_HERE: Final = text("payments.xmin = pg_current_xact_id()::xid")
+_TOTALS_WRITTEN_HERE: Final = (
+    select(
+        payments.c.id,
+        payments.c.status,
+        payments.c.refunded_minor,
+        payments.c.refund_reserved_minor,
+    )
+    .where(payments.c.id.in_(bindparam("payment_ids", expanding=True)))
+    .where(_WRITTEN_HERE)
+)
 
 
 async def refund_row_in(conn: AsyncConnection, refund_id: str) -> Row[Any] | None:
@@ -130,7 +142,8 @@ async def set_totals(
 
     The rows are locked since they were read, so every one moves; that is checked all the
     same, since money moves here: from the driver's count where it can count an executemany
-    (SQLite), else by reading the totals back (PostgreSQL: asyncpg does not count one).
+    (SQLite), else by reading back the totals this transaction wrote (PostgreSQL: asyncpg
+    does not count one; a row another transaction left with the same totals is not ours).
     """
     changed = sorted(after)
     if not changed:
@@ -154,7 +167,7 @@ async def set_totals(
         if moved.rowcount != len(changed):
             raise RuntimeError(f"refund totals moved on {moved.rowcount} of {len(changed)}")
         return
-    rows = await conn.execute(_TOTALS_OF, {"payment_ids": changed})
+    rows = await conn.execute(_TOTALS_WRITTEN_HERE, {"payment_ids": changed})
     now = {
         row.id: Totals(row.status, row.refunded_minor, row.refund_reserved_minor) for row in rows
     }
