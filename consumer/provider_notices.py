@@ -17,7 +17,8 @@ worker holding the claim makes the provider send it again later (``busy``).
 
 A notice of the charge a captured payment stands on that says more was refunded of it than
 paygate can account for (Alipay's notification of a trade it closed after a refund in full
-made in the merchant's portal, or one with a ``refund_fee``) raises the payment's refunded
+made in the merchant's portal, or one with a ``refund_fee``; Stripe's ``charge.refunded``
+after a refund in the Dashboard) raises the payment's refunded
 total to it, and its status to ``partially_refunded`` or ``refunded``, with a result event
 and no refund row (domain.provider_refunds, persistence.provider_refund_store): answered
 ``recorded``. Before, such a payment stayed ``succeeded``, and paygate would try to refund
@@ -211,11 +212,12 @@ class NoticeRecorder:
     async def _not_standing_on(self, notice: ChargeNotice, otherwise: NoticeResult) -> NoticeResult:
         """The payment does not stand on ``notice``'s key: if the notice says money was
         taken there, hand the key to the stray-charge sweep; else ``otherwise``."""
-        # Money refunded in full already (Alipay's closed paid trade) is no longer taken.
+        # Money refunded in full already (Alipay's closed paid trade, Stripe's Charge whose
+        # amount_refunded is its amount_captured) is no longer taken.
         taken = (
             notice.outcome is not None
             and notice.outcome.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED)
-            and not notice.outcome.refunded_in_full
+            and not notice.outcome.nothing_kept
         )
         if taken and await self._strays.reopen(notice.attempt_key, notice.provider):
             return NoticeResult.STRAY

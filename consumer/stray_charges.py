@@ -32,11 +32,14 @@ the payment does not stand on (see persistence.stray_store for which), and
 * any other charge: a **stray charge**. It is recorded, logged at error level, counted in
   ``paygate_stray_charges_total{result="found"}`` (an alert fires on it), and reversed
   through the provider under a key of its own (``<attempt key>-reversal``), so a reversal
-  sent twice reverses once: a captured charge with a refund, an authorization (money held,
-  not taken) with a void (``cancel``), and one whose hold is already released needs
-  nothing. The reversal's answer is recorded and counted (``reversed`` or
-  ``reversal_failed``); a try without an answer (a provider error or timeout, a refund the
-  provider leaves pending) is counted in ``paygate_stray_reversals_unanswered_total`` and
+  sent twice reverses once: a captured charge with a refund of what it keeps (what it
+  captured less what the provider says was refunded of it already, by hand outside
+  paygate: a refund of the whole would be refused as more than remains), an authorization
+  (money held, not taken) with a void (``cancel``), and one whose hold is already released
+  or that was refunded in full already needs nothing. The reversal's answer is recorded
+  and counted (``reversed`` or ``reversal_failed``); a try without an answer (a provider
+  error or timeout, a refund the provider leaves pending) is counted in
+  ``paygate_stray_reversals_unanswered_total`` and
   tried again later, under the same key (an alert fires when a provider leaves reversals
   unanswered for hours).
 
@@ -67,6 +70,7 @@ from consumer.pass_guard import unless_poisoned
 from consumer.ports import StrayRecords
 from domain.clock import utc_now
 from domain.errors import PaygateError
+from domain.money import Money
 from domain.refunds import RefundReason
 from domain.search_lag import no_charge_final_at, no_charge_is_final
 from domain.status import CAPTURED, HELD
@@ -186,7 +190,7 @@ class StraySweep:
         charged = (
             known is not None
             and known.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED)
-            and not known.refunded_in_full
+            and not known.nothing_kept
         )
         own = known is not None and self._is_the_payments_own(candidate, known.provider_reference)
         if not charged and not self._no_charge_is_final(candidate, asked_at, provider):
@@ -298,13 +302,23 @@ class StraySweep:
             known = None  # it cannot say (unsupported): reverse as a capture, as before
         except UnknownProviderError as exc:
             return await self._reversal_failed(candidate, str(exc))
-        if known is not None and (
-            known.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED) or known.refunded_in_full
-        ):
-            return await self._reversed(candidate, reference)  # nothing is held or kept any more
+        if known is not None and known.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
+            return await self._reversed(candidate, reference)  # nothing is held any more
         if known is not None and known.status is ChargeStatus.AUTHORIZED:
             return await self._void(candidate, reference)
-        return await self._refund(candidate, reference)
+        kept: Money | None = candidate.amount
+        if known is not None:
+            # Refunded in part by hand outside paygate: only the rest is reversed (a refund
+            # of the whole would be refused as more than the charge keeps).
+            try:
+                kept = known.kept(candidate.amount)
+            except ValueError as exc:
+                return await self._reversal_failed(candidate, str(exc))
+        if kept is None:
+            # Refunded in full at the provider already: nothing is kept, and a refund of it
+            # would be refused, raising a false alert.
+            return await self._reversed(candidate, reference)
+        return await self._refund(candidate, reference, kept)
 
     async def _void(self, candidate: StrayCandidate, reference: str) -> str:
         """Release a stray authorization: nothing was taken, so there is nothing to refund."""
@@ -338,14 +352,16 @@ class StraySweep:
         )
         return "reversed"
 
-    async def _refund(self, candidate: StrayCandidate, reference: str) -> str:
+    async def _refund(self, candidate: StrayCandidate, reference: str, kept: Money) -> str:
+        """Refund what the stray charge keeps (``kept``: what it captured less what was
+        refunded of it at the provider already, by hand outside paygate)."""
         key = f"{candidate.attempt_key}-reversal"
         request = RefundRequest(
             refund_key=key,
             refund_id=key,
             payment_request_id=candidate.payment_id,
             charge_reference=reference,
-            amount=candidate.amount,
+            amount=kept,
             reason=RefundReason.DUPLICATE,
         )
         try:

@@ -22,7 +22,8 @@ behind the provider's figure, so all of it was made outside (:func:`refunded_at_
 
 A payment paygate already recorded captured can be refunded outside paygate later, and the
 provider says so (Alipay's notification of a trade it closed after a refund in full, with
-``refund_fee``). Then the provider's figure counts paygate's own refunds too, some perhaps
+``refund_fee``; Stripe's ``charge.refunded`` event, with the Charge's ``amount_refunded``).
+Then the provider's figure counts paygate's own refunds too, some perhaps
 still in flight in paygate's records (reserved), so :func:`absorbed_refunded_total` takes
 from it only what cannot be paygate's: the total rises to the provider's figure less every
 reservation, never falls (a notification sent before a later refund is old news), and stays

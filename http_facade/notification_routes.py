@@ -15,6 +15,11 @@ bytes); each provider's answers are in its reader's :class:`NotificationTerms`. 
   changes, and nothing of the body is echoed;
 - ``404 not_found``: no such provider here, or (Alipay) no such payment;
 - ``415``: not the provider's media type;
+
+Every refusal (400, the 404 of a trade no payment has, 415) of a configured provider is
+counted in ``paygate_provider_notifications_refused_total{provider,reason}`` (a fixed set
+of reasons, :class:`providers.notices.RefusalReason`; nothing of the payload), since the
+provider resends a refused notification for days and only a log line said so before.
 - ``503 service_unavailable``: another worker holds the payment right now, or the
   database cannot be reached (http_facade.database_guard: nothing was written); the
   provider sends the notification again, which is what it does for any answer but its
@@ -30,12 +35,13 @@ from aiohttp import web
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from http_facade.errors import error_response
-from http_facade.state import NOTICE_READERS, NOTICE_SINK
+from http_facade.state import METRICS, NOTICE_READERS, NOTICE_SINK
 from providers.notices import (
     NoticeRefusedError,
     NoticeResult,
     NotificationTerms,
     ReceivedNotification,
+    RefusalReason,
 )
 
 log = logging.getLogger("paygate.http.notifications")
@@ -49,7 +55,14 @@ _DONE = frozenset(
 
 
 def add_notification_routes(app: web.Application) -> None:
+    """The route; set ``app``'s METRICS and NOTICE_READERS first."""
     app.router.add_post(NOTIFICATIONS_PATH, receive_notification)
+    refused = app[METRICS].notifications_refused
+    for reader in app[NOTICE_READERS].values():
+        for reason in RefusalReason:
+            # Every series exists from 0 at start, so the alert's increase() sees the first
+            # refusal too (a counter born at 1 would show no increase until the second).
+            refused.labels(reader.provider, reason.value)
 
 
 async def receive_notification(request: web.Request) -> web.Response:
@@ -57,7 +70,9 @@ async def receive_notification(request: web.Request) -> web.Response:
     if reader is None:
         raise PaygateError(ErrorCode.NOT_FOUND, "no such notification endpoint")
     terms = reader.terms
+    refused = request.app[METRICS].notifications_refused
     if request.content_type != terms.media_type:
+        refused.labels(reader.provider, RefusalReason.MEDIA_TYPE.value).inc()
         raise PaygateError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE,
             f"a {reader.provider} notification is {terms.media_type}",
@@ -71,7 +86,12 @@ async def receive_notification(request: web.Request) -> web.Response:
     try:
         notice = reader.receive(notification)
     except NoticeRefusedError as exc:
-        log.warning("notification refused: %s", exc, extra={"provider": reader.provider})
+        refused.labels(reader.provider, exc.reason.value).inc()
+        log.warning(
+            "notification refused: %s",
+            exc,
+            extra={"provider": reader.provider, "reason": exc.reason.value},
+        )
         raise PaygateError(
             ErrorCode.INVALID_REQUEST, str(exc), param=terms.signature_param
         ) from None
@@ -88,8 +108,10 @@ async def receive_notification(request: web.Request) -> web.Response:
                 extra={"provider": reader.provider, "attempt_key": notice.attempt_key},
             )
             return _acknowledged(terms)
+        refused.labels(reader.provider, RefusalReason.UNKNOWN_PAYMENT.value).inc()
         raise PaygateError(ErrorCode.NOT_FOUND, "no payment has this trade")
     if result is NoticeResult.MISMATCH:
+        refused.labels(reader.provider, RefusalReason.MISMATCH.value).inc()
         raise PaygateError(
             ErrorCode.INVALID_REQUEST,
             "the notification's amount, trade or provider is not the payment's",

@@ -1,5 +1,6 @@
 """Recording refunds a provider reports on a payment paygate recorded captured, made outside
-paygate (by hand in the provider's portal), into the payment's refunded total.
+paygate (by hand in the provider's portal or dashboard: Alipay's ``refund_fee``, Stripe's
+``charge.refunded``), into the payment's refunded total.
 
 One transaction: the payment row is locked (``FOR UPDATE`` on PostgreSQL; SQLite's write
 transaction holds the database lock), so the refund store's conditional updates of the same

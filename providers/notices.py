@@ -73,9 +73,25 @@ class NotificationTerms:
     account_wide: bool = False
 
 
+class RefusalReason(StrEnum):
+    """Why a notification was refused: a small fixed set, the label of
+    ``paygate_provider_notifications_refused_total`` (never anything of the payload)."""
+
+    SIGNATURE = "signature"  # unsigned, forged, another secret's, older than the tolerance
+    ACCOUNT = "account"  # genuine, but another account's, mode's or app's
+    UNREADABLE = "unreadable"  # signed, but not a notification paygate can read
+    MISMATCH = "mismatch"  # not the attempt's amount, trade or provider
+    UNKNOWN_PAYMENT = "unknown_payment"  # no payment has its trade (Alipay: 404)
+    MEDIA_TYPE = "media_type"  # not the provider's content type (415)
+
+
 class NoticeRefusedError(Exception):
     """A notification that is not the provider's (unsigned, forged, another app) or cannot
-    be read: refused, nothing changes."""
+    be read: refused, nothing changes. ``reason`` says which, for the refusals' counter."""
+
+    def __init__(self, message: str, reason: RefusalReason = RefusalReason.UNREADABLE) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NoticeResult(StrEnum):

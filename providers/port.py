@@ -24,6 +24,7 @@ from domain.errors import PaygateError
 from domain.money import Money
 from domain.next_action import NextAction
 from domain.payments import PaymentMethod
+from domain.provider_refunds import refunded_at_provider
 from domain.refunds import RefundReason
 
 
@@ -141,6 +142,30 @@ class ChargeOutcome:
             raise ValueError("only a charge that succeeded can have been refunded")
         if self.refunded is not None and self.status is not ChargeStatus.SUCCEEDED:
             raise ValueError("only a succeeded answer carries a refunded amount")
+
+    def kept(self, amount: Money) -> Money | None:
+        """What the charge of ``amount`` keeps now: what it captured (the provider's word,
+        else ``amount``) less what the provider says was refunded of it in all; None when
+        nothing. Raises ValueError for a refunded figure no refund of that capture can be
+        (another currency, more than captured): nobody can say what it keeps."""
+        captured = self.captured if self.captured is not None else amount
+        refunded = refunded_at_provider(
+            captured.minor_units, captured.currency, self.refunded, in_full=self.refunded_in_full
+        )
+        left = captured.minor_units - refunded
+        return Money(left, captured.currency) if left > 0 else None
+
+    @property
+    def nothing_kept(self) -> bool:
+        """The provider says the charge was refunded in full: no money of it is taken."""
+        if self.refunded_in_full:
+            return True
+        if self.refunded is None or self.captured is None:
+            return False
+        return (
+            self.refunded.currency == self.captured.currency
+            and self.refunded.minor_units >= self.captured.minor_units
+        )
 
 
 class PaymentProvider(Protocol):

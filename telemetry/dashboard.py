@@ -207,6 +207,22 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
                 unit="ops",
                 width=24,
             ),
+            Panel(
+                "Provider notifications refused",
+                "Stripe's events and Alipay's notifications the facade refused, per second, by "
+                "provider and reason (signature, account, unreadable, mismatch, "
+                "unknown_payment, media_type): the provider sends each again, Stripe for three "
+                "days (alert PaygateProviderNotificationsRefused when it lasts 15 minutes).",
+                (
+                    Query(
+                        "sum by (provider, reason) "
+                        f"(rate(paygate_provider_notifications_refused_total[{RATE}]))",
+                        "{{provider}} {{reason}}",
+                    ),
+                ),
+                unit="ops",
+                width=24,
+            ),
         ),
     ),
     (

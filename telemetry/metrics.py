@@ -262,6 +262,18 @@ class Metrics:
             ["provider", "reason"],
             registry=self.registry,
         )
+        self.notifications_refused = Counter(
+            f"{prefix}_provider_notifications_refused_total",
+            "Provider notifications (Stripe's events, Alipay's notifications) the facade "
+            "refused, by provider and reason (signature: unsigned, forged, another secret's "
+            "or stale; account: another account's, mode's or app's; unreadable: signed but "
+            "not readable; mismatch: not the attempt's amount, trade or provider; "
+            "unknown_payment: no payment has the trade; media_type: not the provider's "
+            "content type). Nothing changed; the provider sends a refused one again (Stripe "
+            "for three days), so refusals that last alert.",
+            ["provider", "reason"],
+            registry=self.registry,
+        )
         self.follow_ups_reconciled = Counter(
             f"{prefix}_follow_ups_reconciled_total",
             "Captures and cancels left in flight examined by the reconciler, by operation "

@@ -20,6 +20,7 @@ from providers.notices import (
     NoticeRefusedError,
     NotificationTerms,
     ReceivedNotification,
+    RefusalReason,
 )
 from providers.port import ChargeOutcome, ChargeStatus
 
@@ -54,9 +55,11 @@ class AlipayNotifications:
 
     def read(self, params: Mapping[str, str]) -> ChargeNotice:
         if not verify_notification(params, self._public_key):
-            raise NoticeRefusedError("the notification is not signed by Alipay")
+            raise NoticeRefusedError(
+                "the notification is not signed by Alipay", RefusalReason.SIGNATURE
+            )
         if params.get("app_id") != self._app_id:
-            raise NoticeRefusedError("the notification is for another app")
+            raise NoticeRefusedError("the notification is for another app", RefusalReason.ACCOUNT)
         attempt_key = params.get("out_trade_no") or ""
         try:
             status = t.TradeStatus(params.get("trade_status", ""))

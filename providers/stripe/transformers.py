@@ -272,9 +272,11 @@ def search_query_for(attempt_key: str) -> str:
     return f"metadata['{ATTEMPT_KEY_METADATA_KEY}']:'{escaped}'"
 
 
-def attempt_key_of(intent: stripe.PaymentIntent) -> str | None:
+def attempt_key_of(intent: stripe.PaymentIntent | stripe.Charge) -> str | None:
     """The attempt key paygate put in the PaymentIntent's metadata (:func:`charge_params`);
-    None for a PaymentIntent paygate did not create (no such key, or not a text)."""
+    None for a PaymentIntent paygate did not create (no such key, or not a text). A Charge
+    a PaymentIntent made carries it too: Stripe copies the PaymentIntent's metadata to the
+    Charge when the PaymentIntent is confirmed (once; paygate never changes it after)."""
     try:
         # A StripeObject: indexing, since it refuses dict methods such as get().
         found = _field(intent, "metadata")[ATTEMPT_KEY_METADATA_KEY]
@@ -387,6 +389,36 @@ def _refunded(intent: stripe.PaymentIntent) -> Money | None:
         return money_from_stripe(_field(charge, "amount_refunded"), _field(intent, "currency"))
     except ValueError:
         return None
+
+
+def intent_id_of_charge(charge: stripe.Charge) -> str | None:
+    """The PaymentIntent a Charge belongs to (``payment_intent``: its id, or the object when
+    expanded); None for a charge no PaymentIntent made (never one of paygate's)."""
+    intent = _field(charge, "payment_intent")
+    if intent is not None and not isinstance(intent, str):
+        intent = _field(intent, "id")
+    return intent if isinstance(intent, str) and intent else None
+
+
+def outcome_from_refunded_charge(charge: stripe.Charge) -> ChargeOutcome | None:
+    """What a Charge of a ``charge.refunded`` event says of its PaymentIntent: succeeded,
+    ``captured`` its ``amount_captured`` and ``refunded`` its ``amount_refunded`` -- the
+    charge's refunds in all, paygate's own through the API and any made in the Dashboard
+    (domain.provider_refunds takes from it only what cannot be paygate's). None for a
+    charge that captured nothing (an authorization released: "refunded" in Stripe's
+    words, a void in paygate's, which ``payment_intent.canceled`` reports). Raises
+    ValueError for a Charge without its PaymentIntent or with amounts it cannot read."""
+    intent_id = intent_id_of_charge(charge)
+    if intent_id is None:
+        raise ValueError("the Charge has no PaymentIntent")
+    if _field(charge, "status") != "succeeded" or _field(charge, "captured") is not True:
+        return None
+    currency = _field(charge, "currency")
+    captured = money_from_stripe(_field(charge, "amount_captured"), currency)
+    refunded_amount = _field(charge, "amount_refunded")
+    # Nothing refunded is no amount (Money is positive); a "refunded" event always has some.
+    refunded = money_from_stripe(refunded_amount, currency) if refunded_amount else None
+    return ChargeOutcome(ChargeStatus.SUCCEEDED, intent_id, captured=captured, refunded=refunded)
 
 
 def outcome_from_search(intents: Iterable[stripe.PaymentIntent]) -> ChargeOutcome | None:

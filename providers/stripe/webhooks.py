@@ -24,17 +24,36 @@ What is read, each event's PaymentIntent through the adapter's own map
     payment_intent.payment_failed             DECLINED (last_payment_error)
     payment_intent.canceled                   CANCELED or EXPIRED (cancellation_reason)
 
+and one event of a Charge, by :func:`providers.stripe.transformers.outcome_from_refunded_charge`:
+
+    charge.refunded                           SUCCEEDED, captured: amount_captured,
+                                               refunded: amount_refunded (the charge's
+                                               refunds in all, paygate's and the Dashboard's)
+
 A PaymentIntent still moving (processing, requires_action) gives a notice without an outcome
-(nothing to record). Every other event type, and an event of a PaymentIntent without
-paygate's attempt key in its metadata (a charge made outside paygate on the same account),
-is acknowledged and logged, nothing recorded: :meth:`StripeWebhooks.receive` answers None.
-``charge.*`` events repeat what the PaymentIntent's say and are not read.
+(nothing to record), as does a refunded Charge that captured nothing (an authorization
+released; ``payment_intent.canceled`` says it). Every other event type, and an event of a
+PaymentIntent (or its Charge) without paygate's attempt key in its metadata (a charge made
+outside paygate on the same account), is acknowledged and logged, nothing recorded:
+:meth:`StripeWebhooks.receive` answers None.
+
+Why ``charge.refunded``: a refund made in the Dashboard (outside paygate) of a payment paygate
+recorded captured changes nothing the ``payment_intent.*`` events report, and Stripe sends
+``charge.refunded`` for every refund, partial ones included, with the Charge's running
+``amount_refunded``. That total is all paygate needs (consumer.provider_notices records it as
+refunds made outside paygate, domain.provider_refunds.absorbed_refunded_total: paygate's own
+refunds, recorded or in flight, are never counted twice; the total never falls). The
+``refund.created``/``refund.updated``/``charge.refund.updated`` events are not read: each is
+one refund, not the total, and a refund that fails later (``refund.failed``, Stripe then
+lowers ``amount_refunded``) is not taken back, since the recorded total never falls: paygate
+refuses to refund that part until an operator settles it (docs/refunds.md).
 
 The snapshot in an event is the PaymentIntent as it was when the event was made; Stripe may
 deliver events late and out of order. That is safe here because a notice is recorded only on
 a payment's open attempt, never over a final outcome (consumer.provider_notices): a late
 ``amount_capturable_updated`` for a payment captured since finds it final and changes
-nothing, as does a replay.
+nothing, as does a replay. The one thing recorded over a final outcome, the refunded total
+a ``charge.refunded`` reports, only ever rises: a late or replayed one is old news.
 """
 
 from __future__ import annotations
@@ -51,6 +70,7 @@ from providers.notices import (
     NoticeRefusedError,
     NotificationTerms,
     ReceivedNotification,
+    RefusalReason,
 )
 from providers.port import ChargeOutcome
 from providers.signing_secrets import stripe_signing_secret_problem
@@ -59,7 +79,9 @@ from providers.stripe.transformers import (
     PROVIDER_NAME,
     StripePaymentPendingError,
     attempt_key_of,
+    intent_id_of_charge,
     outcome_from_intent,
+    outcome_from_refunded_charge,
 )
 
 log = logging.getLogger("paygate.stripe.webhooks")
@@ -70,12 +92,14 @@ SIGNATURE_HEADER: Final = "Stripe-Signature"
 DEFAULT_TOLERANCE: Final = timedelta(seconds=stripe.Webhook.DEFAULT_TOLERANCE)
 
 # The events to select for the endpoint in Stripe's Dashboard (docs/operations.md).
+REFUNDED_CHARGE_EVENT: Final = "charge.refunded"
 READ_EVENTS: Final = frozenset(
     {
         "payment_intent.succeeded",
         "payment_intent.amount_capturable_updated",
         "payment_intent.payment_failed",
         "payment_intent.canceled",
+        REFUNDED_CHARGE_EVENT,
     }
 )
 
@@ -135,17 +159,22 @@ class StripeWebhooks:
         event = self._verified(notification)
         event_id, event_type = _field(event, "id"), _field(event, "type")
         if _field(event, "account") is not None:
-            raise NoticeRefusedError("the event is a connected account's, not this account's")
+            raise NoticeRefusedError(
+                "the event is a connected account's, not this account's", RefusalReason.ACCOUNT
+            )
         livemode = _field(event, "livemode")
         if self._livemode is not None and livemode is not self._livemode:
             raise NoticeRefusedError(
                 f"the event is a {'live' if livemode else 'test'}-mode event; this endpoint "
-                f"takes {'live' if self._livemode else 'test'}-mode events only"
+                f"takes {'live' if self._livemode else 'test'}-mode events only",
+                RefusalReason.ACCOUNT,
             )
         if event_type not in READ_EVENTS:
             log.info("Stripe event not read: acknowledged", extra=_about(event_id, event_type))
             return None
         data = _field(event, "data")
+        if event_type == REFUNDED_CHARGE_EVENT:
+            return self._refunded_charge(event_id, event_type, _field(data, "object"))
         intent = _field(data, "object")
         if not isinstance(intent, stripe.PaymentIntent):
             raise NoticeRefusedError(f"the {event_type} event holds no PaymentIntent")
@@ -159,6 +188,25 @@ class StripeWebhooks:
         try:
             amount = money_from_stripe(_field(intent, "amount"), _field(intent, "currency"))
             outcome = _outcome(intent)
+        except ValueError as exc:
+            raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
+        return ChargeNotice(self.provider, attempt_key, outcome, amount)
+
+    def _refunded_charge(
+        self, event_id: object, event_type: str, charge: object
+    ) -> ChargeNotice | None:
+        if not isinstance(charge, stripe.Charge):
+            raise NoticeRefusedError(f"the {event_type} event holds no Charge")
+        attempt_key = attempt_key_of(charge)
+        if attempt_key is None or intent_id_of_charge(charge) is None:
+            log.info(
+                "Stripe event of a Charge paygate did not create: acknowledged, ignored",
+                extra={**_about(event_id, event_type), "provider_reference": _field(charge, "id")},
+            )
+            return None
+        try:
+            amount = money_from_stripe(_field(charge, "amount"), _field(charge, "currency"))
+            outcome = outcome_from_refunded_charge(charge)
         except ValueError as exc:
             raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
         return ChargeNotice(self.provider, attempt_key, outcome, amount)
@@ -180,7 +228,8 @@ class StripeWebhooks:
             )
             raise NoticeRefusedError(
                 f"the event is not signed for this endpoint: {SIGNATURE_HEADER} missing, "
-                f"forged, made with another secret, or older than {self._tolerance_s} s"
+                f"forged, made with another secret, or older than {self._tolerance_s} s",
+                RefusalReason.SIGNATURE,
             ) from None
         except (ValueError, AttributeError, RecursionError):
             # Not UTF-8, not JSON, or not an event (a thin v2 notification): ValueError. A

@@ -18,11 +18,13 @@ from sqlalchemy import select, update
 
 from consumer.outcome import Outcome
 from consumer.stray_charges import StraySweep
+from domain.money import Money
 from domain.status import PaymentStatus
 from persistence.stray_store import StrayStore
 from persistence.tables import provider_attempts
 from providers.registry import Providers
 from providers.sandbox.records import SandboxStatus
+from providers.sandbox.refund_records import SandboxRefundParams
 from tests.support.builders import UNAVAILABLE_CARD, create_payment
 from tests.support.stray_setup import (
     charge_under,
@@ -196,3 +198,69 @@ async def test_an_authorized_payments_charge_is_not_marked_its_own_while_it_may_
     # Held, not captured: a void may still release it, and then the sweep must ask.
     assert (await sweep.run_once()).checked == 0
     assert await unverified_keys(engine) == [f"{held.payment_request_id}-a1"]
+
+
+async def stray_charge(handler, provider, command):
+    """A failed payment whose key the provider charged late: the charge's reference."""
+    assert await handler.handle(command) is Outcome.FAILED
+    late = create_payment(order_id=command.order_id, idempotency_key=command.idempotency_key)
+    charged = await charge_under(provider, late, f"{command.payment_request_id}-a1")
+    assert charged.provider_reference is not None
+    return charged.provider_reference
+
+
+async def refund_in_the_dashboard(provider, charge_id: str, amount: Money) -> None:
+    """A refund made at the acquirer by hand, not through paygate."""
+    await provider.acquirer.refund(
+        f"dashboard-{charge_id}-{amount.minor_units}",
+        SandboxRefundParams(
+            charge_id=charge_id,
+            amount=amount,
+            refund_reference="dashboard",
+            payment_reference="dashboard",
+            reason=None,
+        ),
+    )
+
+
+async def test_a_stray_charge_refunded_in_part_outside_paygate_is_reversed_for_what_remains(
+    handler, store, provider, sweep, metrics, clock
+):
+    """Before, the sweep asked to refund the whole charge: the acquirer refused it (more
+    than remains) and the stray charge was left in place, ``reversal_failed``."""
+    command = create_payment(payer_number=UNAVAILABLE_CARD)
+    charge_id = await stray_charge(handler, provider, command)
+    outside = Money(300, command.amount.currency)
+    await refund_in_the_dashboard(provider, charge_id, outside)
+    clock.now += timedelta(minutes=6)
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.found, report.reversed, report.reversal_failed) == (1, 1, 1, 0)
+    reversal = [
+        r for r in await provider.acquirer.refunds() if r.idempotency_key.endswith("-reversal")
+    ]
+    assert [r.amount_minor for r in reversal] == [command.amount.minor_units - 300]
+    assert await provider.acquirer.refunded_of(charge_id) == command.amount.minor_units
+    (stray,) = await StrayStore(store.engine, store.writes).all()
+    assert stray["status"] == "reversed"
+    assert (_stray_count(metrics, "reversed"), _stray_count(metrics, "reversal_failed")) == (1, 0)
+
+
+async def test_a_stray_charge_refunded_in_full_outside_paygate_is_reversed_without_a_refund(
+    handler, store, provider, sweep, metrics, clock
+):
+    command = create_payment(payer_number=UNAVAILABLE_CARD)
+    charge_id = await stray_charge(handler, provider, command)
+    await refund_in_the_dashboard(provider, charge_id, command.amount)
+    clock.now += timedelta(minutes=6)
+
+    report = await sweep.run_once()
+
+    # Found (the money was taken), nothing left to return: reversed, no refund asked.
+    assert (report.checked, report.found, report.reversed, report.reversal_failed) == (1, 1, 1, 0)
+    assert [r.idempotency_key for r in await provider.acquirer.refunds()] == [
+        f"dashboard-{charge_id}-{command.amount.minor_units}"
+    ]
+    (stray,) = await StrayStore(store.engine, store.writes).all()
+    assert stray["status"] == "reversed"

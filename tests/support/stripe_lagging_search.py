@@ -11,10 +11,18 @@ created idempotently and listed by PaymentIntent at once. ``refuse_next`` answer
 next calls with a 429 (refused before processing: nothing created); ``lose_next`` processes
 that many next calls but answers them with a 500 (Stripe's ``api_error``: done, the answer
 lost). Anything else it is sent is a 404, so a test notices a call it did not expect.
+
+Refunds made in the Dashboard (outside paygate) are :meth:`LaggingStripe.refund_outside`;
+each PaymentIntent's Charge is rendered as Stripe does (:meth:`LaggingStripe.charge`), with
+``amount_refunded`` the sum of its refunds, whoever made them: in a ``charge.refunded``
+event, and as the PaymentIntent's ``latest_charge`` when asked with ``expand[]``.
+``hold_refunds`` keeps the answer to a refund Stripe has made (it counts in the Charge's
+``amount_refunded``) until the test sets ``release_refunds``: a refund in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import re
@@ -45,11 +53,17 @@ class LaggingStripe(stripe.HTTPClient):
         self.refuse_next = 0
         self.lose_next = 0
         self.searches_missing_a_charge = 0
+        self.hold_refunds = False
+        self.refund_held = asyncio.Event()
+        self.release_refunds = asyncio.Event()
 
     async def request_async(
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
         status, body = self._answer(method, url, headers, post_data)
+        if self.hold_refunds and (method, urlsplit(url).path) == ("post", "/v1/refunds"):
+            self.refund_held.set()
+            await self.release_refunds.wait()
         if self.lose_next and status == 200:
             self.lose_next -= 1
             status, body = 500, {"error": {"type": "api_error", "message": "answer lost"}}
@@ -74,6 +88,8 @@ class LaggingStripe(stripe.HTTPClient):
             found = self.intents.get(path.rsplit("/", 1)[1])
             if found is None:
                 return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
+            if "latest_charge" in parse_qs(parts.query).get("expand[0]", []):
+                return 200, {**found, "latest_charge": self.charge(found["id"])}
             return 200, found
         if (method, path) == ("post", "/v1/refunds"):
             return 200, self._once(key, lambda: self._create_refund(form))
@@ -136,6 +152,45 @@ class LaggingStripe(stripe.HTTPClient):
         }
         self.refunds[refund_id] = refund
         return refund
+
+    def refund_outside(self, intent_id: str, amount: int) -> None:
+        """A refund made by hand in Stripe's Dashboard: no key, no paygate metadata."""
+        refund_id = f"re_dash{next(self._ids)}"
+        intent = self.intents[intent_id]
+        self.refunds[refund_id] = {
+            "id": refund_id,
+            "object": "refund",
+            "status": "succeeded",
+            "amount": amount,
+            "currency": intent["currency"],
+            "payment_intent": intent_id,
+            "metadata": {},
+        }
+
+    def charge(self, intent_id: str) -> dict[str, Any]:
+        """The PaymentIntent's Charge as Stripe renders it (a captured one): its metadata
+        copied from the PaymentIntent's, ``amount_refunded`` all its refunds."""
+        intent = self.intents[intent_id]
+        refunded = sum(
+            r["amount"]
+            for r in self.refunds.values()
+            if r["payment_intent"] == intent_id and r["status"] != "failed"
+        )
+        return {
+            "id": f"ch_{intent_id[3:]}",
+            "object": "charge",
+            "amount": intent["amount"],
+            "amount_captured": intent["amount"],
+            "amount_refunded": refunded,
+            "captured": True,
+            "currency": intent["currency"],
+            "livemode": False,
+            "metadata": dict(intent["metadata"]),
+            "paid": True,
+            "payment_intent": intent_id,
+            "refunded": refunded == intent["amount"],
+            "status": "succeeded",
+        }
 
 
 def _metadata(form: Mapping[str, str]) -> dict[str, str]:

@@ -10,12 +10,14 @@ from collections.abc import Mapping
 import pytest
 
 from domain.money import Money
+from http_facade.state import METRICS
 from providers.alipay.notifications import ALIPAY_TERMS
 from providers.notices import (
     ChargeNotice,
     NoticeRefusedError,
     NoticeResult,
     ReceivedNotification,
+    RefusalReason,
 )
 from providers.stripe.webhooks import STRIPE_TERMS
 from tests.support.facade_world import World, database_refused, world_client
@@ -34,7 +36,9 @@ class Reader:
 
     def read(self, params: Mapping[str, str]) -> ChargeNotice:
         if params.get("sign") != "good":
-            raise NoticeRefusedError("the notification is not signed by Alipay")
+            raise NoticeRefusedError(
+                "the notification is not signed by Alipay", RefusalReason.SIGNATURE
+            )
         return ChargeNotice("alipay", params["out_trade_no"], None, Money(1000, "CNY"))
 
 
@@ -212,5 +216,48 @@ async def test_a_database_outage_while_recording_is_the_stable_503(path, reader)
         assert answer["error"]["code"] == "service_unavailable"
         assert "5432" not in json.dumps(answer)  # the driver's words stay out of the answer
         assert sink.calls == 1
+    finally:
+        await client.close()
+
+
+def refused_counts(client) -> dict[tuple[str, str], float]:
+    """Every series of the refusals' counter: (provider, reason) -> count."""
+    counts = {}
+    for family in client.server.app[METRICS].registry.collect():
+        if family.name != "paygate_provider_notifications_refused":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                counts[sample.labels["provider"], sample.labels["reason"]] = sample.value
+    return counts
+
+
+async def test_refusals_are_counted_by_provider_and_a_fixed_reason_nothing_of_the_payload():
+    """Before, a refused notification left only a log line: Stripe resends it for three
+    days and nothing counted it. Every series exists from 0 (the alert sees the first)."""
+    sink = Sink(NoticeResult.RECORDED)
+    client = await world_client(World(), notice_readers={"alipay": Reader()}, notice_sink=sink)
+    try:
+        assert set(refused_counts(client).values()) == {0.0}
+        assert {reason for _, reason in refused_counts(client)} == {r.value for r in RefusalReason}
+        assert (await client.post(PATH, data={"sign": "forged", "out_trade_no": "x"})).status == 400
+        assert (await client.post(PATH, json={"sign": "good"})).status == 415
+        assert (await client.post("/v1/notifications/paypal", data={"sign": "good"})).status == 404
+        sink.result = NoticeResult.MISMATCH
+        assert (await client.post(PATH, data={"sign": "good", "out_trade_no": "a"})).status == 400
+        sink.result = NoticeResult.UNKNOWN
+        assert (await client.post(PATH, data={"sign": "good", "out_trade_no": "b"})).status == 404
+        sink.result = NoticeResult.RECORDED
+        assert (await client.post(PATH, data={"sign": "good", "out_trade_no": "c"})).status == 200
+
+        counted = {key: value for key, value in refused_counts(client).items() if value}
+        assert counted == {
+            ("alipay", "signature"): 1,
+            ("alipay", "media_type"): 1,
+            ("alipay", "mismatch"): 1,
+            ("alipay", "unknown_payment"): 1,
+        }
+        # Only configured providers and the fixed reasons: no label from the request.
+        assert {provider for provider, _ in refused_counts(client)} == {"alipay"}
     finally:
         await client.close()

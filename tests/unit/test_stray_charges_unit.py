@@ -24,7 +24,7 @@ from providers.errors import (
     ProviderUnavailableError,
     UnsupportedOperationError,
 )
-from providers.port import ChargeOutcome, ChargeStatus
+from providers.port import ChargeOutcome, ChargeStatus, RefundRequest
 from providers.registry import Providers
 from tests.support.fake_stores import FakeStrayRecords, Reversal
 from tests.support.scripted_provider import (
@@ -360,6 +360,69 @@ async def test_a_stray_charge_refunded_in_full_meanwhile_needs_no_reversal(
     assert report.reversed == 1
     assert provider.called("refund") == []
     assert records.reversals[listed.attempt_key].status == STRAY_REVERSED
+
+
+async def test_a_stray_charge_refunded_in_part_outside_paygate_is_refunded_what_it_keeps(
+    sweep, records, provider
+):
+    """Before, the sweep asked to refund the whole amount: more than the charge keeps, so
+    the provider refused it and the rest of the stray charge stayed taken."""
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    partly = ChargeOutcome(
+        ChargeStatus.SUCCEEDED, "ch_stray", captured=AMOUNT, refunded=Money(300, "EUR")
+    )
+    provider.script("charge_by_reference", partly)
+    provider.script("refund", refunded("re_reversal"))
+
+    assert (await sweep.run_once()).reversed == 1
+    (request,) = [r for r in provider.requests if isinstance(r, RefundRequest)]
+    assert request.amount == Money(750, "EUR")
+    assert request.refund_key == "pay_1-a1-reversal"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ChargeOutcome(ChargeStatus.SUCCEEDED, "ch_stray", captured=AMOUNT, refunded=AMOUNT),
+        # Less captured than the amount (a partial capture), all of it refunded.
+        ChargeOutcome(
+            ChargeStatus.SUCCEEDED,
+            "ch_stray",
+            captured=Money(500, "EUR"),
+            refunded=Money(500, "EUR"),
+        ),
+    ],
+    ids=["amount", "partial-capture"],
+)
+async def test_a_stray_charge_whose_refunds_reach_its_capture_needs_no_reversal(
+    sweep, records, provider, answer
+):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", answer)
+
+    assert (await sweep.run_once()).reversed == 1
+    assert provider.called("refund") == []
+    assert records.reversals[listed.attempt_key].status == STRAY_REVERSED
+
+
+async def test_a_stray_charge_whose_refunded_figure_is_impossible_is_left_to_an_operator(
+    sweep, records, provider
+):
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script(
+        "charge_by_reference",
+        ChargeOutcome(ChargeStatus.SUCCEEDED, "ch_stray", refunded=Money(300, "USD")),
+    )
+
+    assert (await sweep.run_once()).reversal_failed == 1
+    assert provider.called("refund") == []
+    assert records.reversals[listed.attempt_key].status == STRAY_FAILED
 
 
 async def test_a_provider_that_cannot_say_what_the_charge_is_gets_a_refund(

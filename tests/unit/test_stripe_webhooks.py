@@ -15,7 +15,12 @@ from pydantic import SecretStr
 
 from domain.errors import ErrorCode
 from domain.money import Money
-from providers.notices import ChargeNotice, NoticeRefusedError, ReceivedNotification
+from providers.notices import (
+    ChargeNotice,
+    NoticeRefusedError,
+    ReceivedNotification,
+    RefusalReason,
+)
 from providers.port import ChargeStatus
 from providers.stripe.webhooks import STRIPE_TERMS, StripeWebhooks, livemode_of
 from tests.support.stripe_events import (
@@ -286,3 +291,82 @@ def test_a_signed_body_that_is_json_but_no_event_object_is_refused_not_a_crash(b
     # 500 with a traceback instead of the stable invalid_request.
     with pytest.raises(NoticeRefusedError, match="not a Stripe event in JSON"):
         reader().receive(received(body))
+
+
+def refunded_charge(attempt_key: str | None = KEY, **fields) -> dict[str, object]:
+    """A Charge as ``charge.refunded`` renders it: the PaymentIntent's metadata copied."""
+    metadata = {} if attempt_key is None else {"paygateAttemptKey": attempt_key}
+    return {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": 1050,
+        "amount_captured": 1050,
+        "amount_refunded": 300,
+        "captured": True,
+        "currency": "eur",
+        "metadata": metadata,
+        "payment_intent": "pi_1",
+        "refunded": False,
+        "status": "succeeded",
+        **fields,
+    }
+
+
+def test_a_refunded_charge_is_its_intents_capture_with_the_charges_refunds_in_all():
+    notice = read(event("charge.refunded", refunded_charge()))
+
+    assert notice is not None
+    assert (notice.attempt_key, notice.amount) == (KEY, Money(1050, "EUR"))
+    assert notice.outcome is not None
+    assert notice.outcome.status is ChargeStatus.SUCCEEDED
+    assert notice.outcome.provider_reference == "pi_1"  # paygate's reference: the intent
+    assert notice.outcome.captured == Money(1050, "EUR")
+    assert notice.outcome.refunded == Money(300, "EUR")
+    assert not notice.outcome.nothing_kept
+    whole = read(event("charge.refunded", refunded_charge(amount_refunded=1050, refunded=True)))
+    assert whole is not None
+    assert whole.outcome is not None
+    assert whole.outcome.nothing_kept
+    # An expanded PaymentIntent names the same one.
+    expanded = read(event("charge.refunded", refunded_charge(payment_intent={"id": "pi_1"})))
+    assert expanded is not None
+    assert expanded.outcome is not None
+    assert expanded.outcome.provider_reference == "pi_1"
+
+
+def test_a_released_authorization_refunded_is_no_capture():
+    released = refunded_charge(captured=False, amount_captured=0, amount_refunded=1050)
+    notice = read(event("charge.refunded", released))
+    assert notice is not None
+    assert notice.outcome is None  # payment_intent.canceled reports it
+
+
+def test_a_charge_paygate_did_not_make_is_ignored():
+    assert read(event("charge.refunded", refunded_charge(attempt_key=None))) is None
+    assert read(event("charge.refunded", refunded_charge(payment_intent=None))) is None
+
+
+def test_an_unreadable_refunded_charge_is_refused():
+    assert "holds no Charge" in refused(received(event("charge.refunded", payment_intent(KEY))))
+    for bad in ({"amount_refunded": -5}, {"amount_captured": "all"}, {"currency": "zzz"}):
+        message = refused(received(event("charge.refunded", refunded_charge(**bad))))
+        assert "unreadable charge.refunded event" in message, bad
+
+
+def test_refusals_carry_a_fixed_reason():
+    body = event("payment_intent.succeeded", payment_intent(KEY))
+    cases = [
+        (ReceivedNotification(body=body, headers={}), {}, RefusalReason.SIGNATURE),
+        (received(body, OTHER_SECRET), {}, RefusalReason.SIGNATURE),
+        (received(body), {"livemode": True}, RefusalReason.ACCOUNT),
+        (
+            received(event("payment_intent.succeeded", payment_intent(KEY), account="acct_1")),
+            {},
+            RefusalReason.ACCOUNT,
+        ),
+        (received(b"not json"), {}, RefusalReason.UNREADABLE),
+    ]
+    for notification, changes, reason in cases:
+        with pytest.raises(NoticeRefusedError) as refusal:
+            reader(**changes).receive(notification)
+        assert refusal.value.reason is reason
