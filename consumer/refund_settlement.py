@@ -78,8 +78,8 @@ class RefundSettlement:
         found = await self._store.get(refund_id)
         if found is None:
             raise PaygateError(ErrorCode.NOT_FOUND, f"no refund {refund_id}", param="id")
-        claim = await self._store.claim(refund_id)
-        if claim is None:
+        claimed = await self._store.claim(refund_id)
+        if claimed is None:
             why = (
                 f"it is {found.status.value}"
                 if found.status.is_final
@@ -87,15 +87,16 @@ class RefundSettlement:
             )
             raise not_withheld("refund", refund_id, why)
         # A refusal raised under the claim gives it back as it leaves (holding_claim).
+        token = claimed.claim.token
         return await holding_claim(
-            self._settle_claimed(refund_id, claim.token, reason),
-            lambda: self._store.release(refund_id, claim.token),
+            self._settle_claimed(claimed.refund, token, reason),
+            lambda: self._store.release(refund_id, token),
         )
 
-    async def _settle_claimed(self, refund_id: str, token: str, reason: str | None) -> Settled:
-        # Read again under the claim, as the reconciler does: nobody else writes it now.
-        refund = await self._store.get(refund_id)
-        assert refund is not None, "a claimed refund exists"
+    async def _settle_claimed(self, refund: RefundView, token: str, reason: str | None) -> Settled:
+        # ``refund`` as read under the claim, as the reconciler reads it: nobody else writes
+        # it now.
+        refund_id = refund.refund_id
         payment = await self._payments.get_payment(refund.payment_request_id)
         charge_reference = None if payment is None else payment.provider_reference
         if charge_reference is None:
@@ -110,7 +111,9 @@ class RefundSettlement:
         try:
             known = await provider.refund_status(refund.refund_id, charge_reference)
         except ProviderError as exc:
-            raise PaygateError(exc.code, f"the provider was not asked: {exc.message}") from None
+            raise PaygateError(
+                exc.code, f"no final answer from the provider: {exc.message}"
+            ) from None
         if known is not None:
             outcome = await self._outcomes.answered(refund, known, claim=token)
             _recorded_or_refuse(outcome, refund_id)
