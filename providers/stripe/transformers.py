@@ -347,10 +347,9 @@ def held_for_a_capture_at_once(intent: stripe.PaymentIntent) -> bool:
     ``capture_method`` is read the same way: only an explicit ``manual`` is an
     authorization paygate asked for.
     """
-    return (
-        _field(intent, "status") == "requires_capture"
-        and _field(intent, "capture_method") != MANUAL_CAPTURE
-    )
+    waiting: bool = _field(intent, "status") == "requires_capture"
+    manual: bool = _field(intent, "capture_method") == MANUAL_CAPTURE
+    return waiting and not manual
 
 
 def outcome_from_intent(intent: stripe.PaymentIntent) -> ChargeOutcome:

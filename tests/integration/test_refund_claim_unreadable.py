@@ -13,7 +13,6 @@ claim another worker took since.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +25,7 @@ from consumer.refund_handler import RefundCommandHandler
 from consumer.refund_reconciler import RefundReconciler
 from domain.refunds import RefundPayment, RefundStatus
 from domain.retry import RetryPolicy
+from persistence.refund_rows import refund_row_in
 from persistence.refund_store import RefundStore
 from providers.registry import Providers
 from schemas.payments import PaymentMessages
@@ -38,13 +38,13 @@ EVENTS = RefundEvents(PaymentMessages.bundled(), "payments.results")
 
 
 def _unreadable(monkeypatch: pytest.MonkeyPatch, broken: set[str]) -> None:
-    """The store's one-row refund read fails for the refunds in ``broken``."""
-    read: Callable[..., Any] = refund_store_module.refund_row_in
+    """The store's one-row refund read (persistence.refund_rows.refund_row_in, as the
+    refund store calls it) fails for the refunds in ``broken``."""
 
     async def failing_read(conn: Any, refund_id: str) -> Any:
         if refund_id in broken:
             raise ValueError(f"refund {refund_id}: a stored value its reader refuses")
-        return await read(conn, refund_id)
+        return await refund_row_in(conn, refund_id)
 
     monkeypatch.setattr(refund_store_module, "refund_row_in", failing_read)
 
