@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from consumer.claim_holding import holding_claim
@@ -127,17 +127,19 @@ class RefundSettlement:
         if reason is None:
             await self._store.release(refund_id, token)
             return Settled("refund", refund_id, provider.name, "left_withheld")
-        window = provider.idempotency_window
+        window, lag = provider.idempotency_window, provider.refund_status_lag
         assert window is not None, "withheld: its provider prunes keys (is_withheld)"
-        # A refund's status is the provider's list of the charge's refunds: no search lag.
         # Counted from created_at (the key's first send), as every re-send goes out only
         # while may_resend(created_at) holds, before the window's end; and refunds have no
         # abandon rule to count from a send that may not be the last (docs/reliability.md).
-        if not may_fail(refund.created_at, self._clock(), window, timedelta(0)):
-            until = failable_from(refund.created_at, window, timedelta(0)).isoformat()
+        # Plus the lag its provider declares for refund_status (zero for Stripe's list of
+        # the charge's refunds): a refund made may not show in a lagging status until then.
+        if not may_fail(refund.created_at, self._clock(), window, lag):
+            until = failable_from(refund.created_at, window, lag).isoformat()
             why = (
-                "a late re-send of its key may still reach its provider; its silence is "
-                f"final from {until}: run the command again then"
+                "a late re-send of its key may still reach its provider, or its refund not "
+                f"show yet in the provider's status; its silence is final from {until}: run "
+                "the command again then"
             )
             raise not_withheld("refund", refund_id, why)
         return await self._fail(refund, provider.name, reason, token)

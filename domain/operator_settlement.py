@@ -107,8 +107,8 @@ def failable_from(
     last_sent_at: datetime | None = None,
 ) -> datetime:
     """From when a withheld call begun at ``began_at`` may be failed on its provider's
-    "nothing under the key": ``lag`` (its status search's, domain.search_lag; zero for a
-    refund's status, which reads the provider's own list) after the last moment a call of
+    "nothing under the key": ``lag`` (its status search's, domain.search_lag, for a
+    payment; its ``refund_status_lag`` for a refund) after the last moment a call of
     the key could reach the provider. That moment is the window's end: the key is re-sent
     only while ``may_resend`` holds, checked before every call, and the margin it keeps
     below the window covers the re-send's retries and a call the provider still reads after

@@ -155,6 +155,12 @@ class StripeProvider:
         # few keys; too short leaves a late charge unseen for good.
         return timedelta(hours=2)
 
+    @property
+    def refund_status_lag(self) -> timedelta:
+        # refund_status lists the PaymentIntent's Refunds (a list, not the Search API): a
+        # Refund created shows at once.
+        return timedelta(0)
+
     async def start(self) -> None:
         if self._client is not None:
             return
