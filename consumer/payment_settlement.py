@@ -10,11 +10,21 @@ that asks the provider or records an outcome, and the other side leaves the paym
 | ---------------------------------------------- | -------------------------------------- |
 | no such payment                                | ``not_found``                          |
 | claim not free (final, or another's now)       | ``not_withheld``; nothing changed      |
-| not pending/processing, or still re-sendable   | claim released; ``not_withheld``       |
+| not pending/processing/requires_action without | claim released; ``not_withheld``       |
+| a stored action, or still re-sendable          |                                        |
 | the provider's status query fails              | claim released; its code (nothing)     |
 | the provider shows how the charge ended        | recorded as the reconciler records it  |
 |                                                | (PaymentOutcomes: outbox event, hooks) |
-| the provider waits for the payer               | claim released; ``not_withheld``       |
+| the provider waits for the payer, who was      | claim released; ``not_withheld``       |
+| shown an action (stored, or in the answer)     |                                        |
+| the provider waits for the payer, no action    | claim released; ``left_withheld``      |
+| known, no failure asked                        |                                        |
+| the provider waits for the payer, no action    | the provider closes the trade          |
+| known, failure asked                           | (close_charge); its answer recorded    |
+|                                                | (``closed_by_operator``: expired, or   |
+|                                                | succeeded if paid meanwhile); audit    |
+|                                                | line. A close that fails, or leaves it |
+|                                                | waiting: claim released, its code      |
 | the provider holds nothing, no failure asked   | claim released; ``left_withheld``      |
 | the provider holds nothing, failure asked, but | claim released; ``not_withheld``: a    |
 | the window's end plus its search's lag has not | late re-send may still land or not     |
@@ -58,19 +68,15 @@ from domain.operator_settlement import (
     may_fail,
     not_withheld,
     operator_failure,
+    payer_was_shown,
+    payment_refusal,
 )
-from domain.status import PaymentStatus
 from persistence.payment_claims import ClaimedAttempt
 from providers.errors import ProviderError
-from providers.port import ChargeStatus
+from providers.port import ChargeStatus, PaymentProvider
 from providers.registry import Providers, UnknownProviderError
 
 log = logging.getLogger("paygate.operator")
-
-# A call in doubt: it timed out (pending), or its worker died before any answer was recorded
-# (processing, as begin wrote it). Waiting for the payer is not in doubt: the reconciler
-# follows the provider's trade.
-_IN_DOUBT = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING})
 
 
 class SweepHold(Protocol):
@@ -127,20 +133,25 @@ class PaymentSettlement:
             provider = self._providers.get(claimed.provider)
         except UnknownProviderError as exc:
             raise PaygateError(ErrorCode.PROVIDER_UNAVAILABLE, str(exc)) from None
-        why = None
-        if payment.status not in _IN_DOUBT:
-            why = f"it is {payment.status.value}"
-        elif not is_withheld(claimed.started_at, self._clock(), provider.idempotency_window):
+        why = payment_refusal(payment.status, payment.next_action)
+        if why is None and not is_withheld(
+            claimed.started_at, self._clock(), provider.idempotency_window
+        ):
             why = "its provider still honours its key: the reconciler re-sends it"
         if why is not None:
             raise not_withheld("payment", payment_id, why)
         try:
             known = await provider.charge_status(claimed.attempt_key)
         except ProviderError as exc:
-            raise PaygateError(exc.code, f"the provider was not asked: {exc.message}") from None
+            raise PaygateError(
+                exc.code, f"no final answer from the provider: {exc.message}"
+            ) from None
         facts = PaymentFacts.of_stored(payment)
         if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
-            raise not_withheld("payment", payment_id, "its provider waits for the payer")
+            if payer_was_shown(payment.next_action, known.next_action):
+                why = "its provider waits for the payer, who was shown an action"
+                raise not_withheld("payment", payment_id, why)
+            return await self._close_unshown(claimed, provider, reason)
         if known is not None:
             outcome = await self._recorder.charged(
                 facts, claimed.attempt_key, known, provider=claimed.provider, claim=token
@@ -198,6 +209,51 @@ class PaymentSettlement:
         )
         await self._hold_the_sweep(claimed.attempt_key)
         return Settled("payment", payment_id, claimed.provider, "failed_by_operator", outcome.value)
+
+    async def _close_unshown(
+        self, claimed: ClaimedAttempt, provider: PaymentProvider, reason: str | None
+    ) -> Settled:
+        """The provider waits for a payer paygate never had an action to show: without a
+        failure asked, nothing changes; with one, the provider closes the trade and what it
+        answers is recorded, as the reconciler records the close of an expired action."""
+        payment_id = claimed.payment.payment_request_id
+        token = claimed.claim.token
+        if reason is None:
+            await self._store.release(payment_id, token)
+            return Settled("payment", payment_id, claimed.provider, "left_withheld")
+        try:
+            closed = await provider.close_charge(claimed.attempt_key)
+        except ProviderError as exc:
+            raise PaygateError(
+                exc.code, f"the provider did not close the payer's trade: {exc.message}"
+            ) from None
+        if closed is None or closed.status is ChargeStatus.REQUIRES_ACTION:
+            raise PaygateError(
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                "the provider did not confirm the payer's trade closed (it answered "
+                f"{'no trade' if closed is None else closed.status.value}); nothing was "
+                "changed: run the command again",
+            )
+        outcome = await self._recorder.charged(
+            PaymentFacts.of_stored(claimed.payment),
+            claimed.attempt_key,
+            closed,
+            provider=claimed.provider,
+            claim=token,
+        )
+        _recorded_or_refuse(outcome, payment_id)
+        log.warning(
+            "withheld payment's trade closed by an operator: %s",
+            reason,
+            extra={
+                "payment_request_id": payment_id,
+                "provider": claimed.provider,
+                "attempt_key": claimed.attempt_key,
+                "operator_reason": reason,
+                "outcome": outcome.value,
+            },
+        )
+        return Settled("payment", payment_id, claimed.provider, "closed_by_operator", outcome.value)
 
     async def _hold_the_sweep(self, attempt_key: str) -> None:
         """After the failure is committed: a hold not written only makes the sweep ask

@@ -23,13 +23,12 @@ from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
 from persistence.cancel_store import CancelBegin
 from persistence.capture_store import CaptureBegin
-from persistence.claims import Claim
 from persistence.follow_up import FollowUpStarted, PaymentEventBuilder
 from persistence.group_commit import Bulk
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import BeginResult
 from persistence.payment_claims import ClaimedAttempt, InDoubt
-from persistence.refund_store import OpenRefund, RefundBegin, RefundEventBuilder
+from persistence.refund_store import ClaimedRefund, OpenRefund, RefundBegin, RefundEventBuilder
 from persistence.stray_store import StrayCandidate
 
 
@@ -93,7 +92,7 @@ class RefundWrites(Protocol):
 
     async def begin(self, command: RefundPayment, event: RefundEventBuilder) -> RefundBegin: ...
 
-    async def claim(self, refund_id: str) -> Claim | None: ...
+    async def claim(self, refund_id: str) -> ClaimedRefund | None: ...
 
     async def renew(self, refund_id: str, claim: str) -> bool: ...
 

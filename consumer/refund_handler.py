@@ -103,14 +103,14 @@ class RefundCommandHandler:
             await self._refuse_conflict(command, refund)
             return Outcome.CONFLICT
         if not refund.status.is_final and existing.charge_reference is not None:
-            claim = await self._store.claim(refund.refund_id)
-            if claim is not None:
+            claimed = await self._store.claim(refund.refund_id)
+            if claimed is not None:
                 # Read again under the claim (nobody else writes it now), as the reconciler
                 # does: begin's view may predate another worker's record of it, e.g. the
                 # provider's reference of a pending refund, which a later answer keeps.
-                current = await self._store.get(refund.refund_id)
-                assert current is not None, "a claimed refund exists"
-                return await self.resolve(current, existing.charge_reference, claim.token)
+                return await self.resolve(
+                    claimed.refund, existing.charge_reference, claimed.claim.token
+                )
             # Another worker holds it: never send twice. Re-published only if it has
             # finished meanwhile; otherwise its owner publishes the outcome.
             replayed = await self._store.republish(

@@ -65,9 +65,11 @@ class RefundReconciler:
         await run_periodically(stop, interval_s, self.run_once, "open refunds examined")
 
     async def _reconcile(self, refund_id: str, charge_reference: str) -> str:
-        claim = await self._store.claim(refund_id)
-        if claim is None:
+        # The refund as read under the claim, in the claim's transaction: a read that fails
+        # takes the claim back with it (RefundStore.claim), none is left held.
+        claimed = await self._store.claim(refund_id)
+        if claimed is None:
             return OWNED_ELSEWHERE
-        refund = await self._store.get(refund_id)
-        assert refund is not None, "a claimed refund exists"
-        return result_of(await self._handler.resolve(refund, charge_reference, claim.token))
+        return result_of(
+            await self._handler.resolve(claimed.refund, charge_reference, claimed.claim.token)
+        )

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 from consumer.claim_holding import holding_claim
@@ -78,8 +78,8 @@ class RefundSettlement:
         found = await self._store.get(refund_id)
         if found is None:
             raise PaygateError(ErrorCode.NOT_FOUND, f"no refund {refund_id}", param="id")
-        claim = await self._store.claim(refund_id)
-        if claim is None:
+        claimed = await self._store.claim(refund_id)
+        if claimed is None:
             why = (
                 f"it is {found.status.value}"
                 if found.status.is_final
@@ -87,15 +87,16 @@ class RefundSettlement:
             )
             raise not_withheld("refund", refund_id, why)
         # A refusal raised under the claim gives it back as it leaves (holding_claim).
+        token = claimed.claim.token
         return await holding_claim(
-            self._settle_claimed(refund_id, claim.token, reason),
-            lambda: self._store.release(refund_id, claim.token),
+            self._settle_claimed(claimed.refund, token, reason),
+            lambda: self._store.release(refund_id, token),
         )
 
-    async def _settle_claimed(self, refund_id: str, token: str, reason: str | None) -> Settled:
-        # Read again under the claim, as the reconciler does: nobody else writes it now.
-        refund = await self._store.get(refund_id)
-        assert refund is not None, "a claimed refund exists"
+    async def _settle_claimed(self, refund: RefundView, token: str, reason: str | None) -> Settled:
+        # ``refund`` as read under the claim, as the reconciler reads it: nobody else writes
+        # it now.
+        refund_id = refund.refund_id
         payment = await self._payments.get_payment(refund.payment_request_id)
         charge_reference = None if payment is None else payment.provider_reference
         if charge_reference is None:
@@ -110,7 +111,9 @@ class RefundSettlement:
         try:
             known = await provider.refund_status(refund.refund_id, charge_reference)
         except ProviderError as exc:
-            raise PaygateError(exc.code, f"the provider was not asked: {exc.message}") from None
+            raise PaygateError(
+                exc.code, f"no final answer from the provider: {exc.message}"
+            ) from None
         if known is not None:
             outcome = await self._outcomes.answered(refund, known, claim=token)
             _recorded_or_refuse(outcome, refund_id)
@@ -124,17 +127,19 @@ class RefundSettlement:
         if reason is None:
             await self._store.release(refund_id, token)
             return Settled("refund", refund_id, provider.name, "left_withheld")
-        window = provider.idempotency_window
+        window, lag = provider.idempotency_window, provider.refund_status_lag
         assert window is not None, "withheld: its provider prunes keys (is_withheld)"
-        # A refund's status is the provider's list of the charge's refunds: no search lag.
         # Counted from created_at (the key's first send), as every re-send goes out only
         # while may_resend(created_at) holds, before the window's end; and refunds have no
         # abandon rule to count from a send that may not be the last (docs/reliability.md).
-        if not may_fail(refund.created_at, self._clock(), window, timedelta(0)):
-            until = failable_from(refund.created_at, window, timedelta(0)).isoformat()
+        # Plus the lag its provider declares for refund_status (zero for Stripe's list of
+        # the charge's refunds): a refund made may not show in a lagging status until then.
+        if not may_fail(refund.created_at, self._clock(), window, lag):
+            until = failable_from(refund.created_at, window, lag).isoformat()
             why = (
-                "a late re-send of its key may still reach its provider; its silence is "
-                f"final from {until}: run the command again then"
+                "a late re-send of its key may still reach its provider, or its refund not "
+                f"show yet in the provider's status; its silence is final from {until}: run "
+                "the command again then"
             )
             raise not_withheld("refund", refund_id, why)
         return await self._fail(refund, provider.name, reason, token)

@@ -312,8 +312,10 @@ _SPECS: Final = (
         category=_C.PROVIDER,
         retryable=True,
         http_status=504,
-        meaning="The provider did not answer in time; the outcome is not known yet, so the "
-        "payment (or refund) stays pending.",
+        meaning="The provider did not answer in time, or its answer is not final (for "
+        "Stripe, a charge asked to capture at once that it only authorized: the money "
+        "held, not taken, is never recorded `authorized`); the outcome is not known yet, "
+        "so the payment (or refund) stays pending.",
         action="Do not send a new attempt: it may have been charged. Read it later (`GET`), "
         "or send the same request with the same Idempotency-Key and "
         "`Prefer: wait=N`; it becomes final once the provider confirms.",
@@ -465,9 +467,10 @@ _SPECS: Final = (
         retryable=False,
         http_status=409,
         meaning="`paygate reconcile settle` acts only on a payment or refund paygate "
-        "withholds: pending, its call in doubt and older than its provider's idempotency "
-        "window less the margin. This one is not (final, still inside the window, its "
-        "provider keeps keys for good or waits for the payer, or another worker holds it "
+        "withholds: pending (or waiting for a payer paygate has no action to show), its "
+        "call in doubt and older than its provider's idempotency window less the margin. "
+        "This one is not (final, still inside the window, its provider keeps keys for good, "
+        "its payer was shown an action the reconciler follows, or another worker holds it "
         "now), or, asked to fail it, a late re-send of its key may still reach its "
         "provider or not show in its status search yet (until the window's end plus the "
         "search's lag); nothing was changed.",

@@ -6,6 +6,16 @@ provider silent about its key) and older than its provider honours the key less 
 it on the provider's silence (docs/runbook.md#paygateresendwithheld). Only such a one may be
 settled by hand; anything else is the reconciler's and is refused with ``not_withheld``.
 
+A payment waiting for its payer is withheld too when paygate holds no action to show the
+payer (``requires_action`` with no stored action, or in doubt while its provider answers
+"waiting for the payer" without the action): the reconciler re-sends the key to learn the
+action, and past the window withholds that re-send, so nothing but an operator ends it
+(:func:`payment_refusal`). Its settlement, asked to fail it, asks the provider to close the
+payer's trade first and records what the provider answers (closed: ``expired``; paid
+meanwhile: ``succeeded``), so that a payer who does pay later cannot pay a payment recorded
+as not paid. One whose payer was shown an action is the reconciler's: it follows the payer
+and closes the trade once the action expires.
+
 The operator's reason is stored with the failure (its message, ``settled_by_operator``) and
 logged: it must be text any field may hold (domain.text) and must not look like it holds an
 account number (a run of 12 or more digits, spaces and dashes between them allowed), which
@@ -21,8 +31,10 @@ from typing import Final
 
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
+from domain.next_action import NextAction
 from domain.resend_window import RESEND_MARGIN, may_resend
 from domain.search_lag import no_charge_final_at
+from domain.status import PaymentStatus
 from domain.text import check_text
 
 REASON_MAX_LENGTH: Final = 500
@@ -52,6 +64,35 @@ def check_reason(reason: object) -> str:
     return text
 
 
+# A payment call in doubt: it timed out (pending), or its worker died before any answer was
+# recorded (processing, as begin wrote it).
+IN_DOUBT: Final = frozenset({PaymentStatus.PENDING, PaymentStatus.PROCESSING})
+
+
+def payment_refusal(status: PaymentStatus, stored_action: NextAction | None) -> str | None:
+    """Why a payment in ``status`` (with ``stored_action``, the action stored with it) is
+    not one settlement may act on, for its ``not_withheld`` message; None if it may be,
+    once it is also past its provider's window (:func:`is_withheld`).
+
+    In doubt, or waiting for its payer with no action stored: both are re-sent by the
+    reconciler, so both are withheld past the window. Waiting with an action stored is not:
+    the reconciler follows the payer until the action expires, then closes the trade."""
+    if status in IN_DOUBT:
+        return None
+    if status is PaymentStatus.REQUIRES_ACTION:
+        if stored_action is None:
+            return None
+        return "its payer was shown an action: the reconciler follows it until it expires"
+    return f"it is {status.value}"
+
+
+def payer_was_shown(stored: NextAction | None, answered: NextAction | None) -> bool:
+    """Whether a payment whose provider waits for the payer has an action the payer could
+    take: stored with the payment, or in the provider's answer (which the reconciler then
+    records). Without one, the payment is withheld (:func:`payment_refusal`)."""
+    return stored is not None or answered is not None
+
+
 def is_withheld(began_at: datetime, now: datetime, window: timedelta | None) -> bool:
     """Whether a call in doubt since ``began_at`` is past what may be re-sent: never for a
     provider that honours its keys for good (``window`` None)."""
@@ -66,8 +107,8 @@ def failable_from(
     last_sent_at: datetime | None = None,
 ) -> datetime:
     """From when a withheld call begun at ``began_at`` may be failed on its provider's
-    "nothing under the key": ``lag`` (its status search's, domain.search_lag; zero for a
-    refund's status, which reads the provider's own list) after the last moment a call of
+    "nothing under the key": ``lag`` (its status search's, domain.search_lag, for a
+    payment; its ``refund_status_lag`` for a refund) after the last moment a call of
     the key could reach the provider. That moment is the window's end: the key is re-sent
     only while ``may_resend`` holds, checked before every call, and the margin it keeps
     below the window covers the re-send's retries and a call the provider still reads after
@@ -124,9 +165,12 @@ class Settled:
     """What ``paygate reconcile settle`` did to one payment or refund.
 
     ``action``: ``recorded_provider_answer`` (the provider now shows how the call ended, and
-    that was recorded as the reconciler records it), ``failed_by_operator``, or
-    ``left_withheld`` (the provider still shows nothing and no failure was asked for:
-    nothing changed). ``outcome``: the stored outcome the recording came to."""
+    that was recorded as the reconciler records it), ``failed_by_operator``,
+    ``closed_by_operator`` (a payment whose provider waited for a payer paygate had no action
+    for: the provider closed the trade on the operator's word, and its answer was recorded),
+    or ``left_withheld`` (the provider still shows nothing, or waits for a payer who has no
+    action, and no failure was asked for: nothing changed). ``outcome``: the stored outcome
+    the recording came to."""
 
     subject: str
     subject_id: str

@@ -63,6 +63,14 @@ def plugin_provider(settings: Settings, name: str) -> PaymentProvider | None:
             f"the {name!r} provider plugin does not declare status_search_lag (a timedelta "
             "of at least 0: how long after a charge its charge_status may still not show it)"
         )
+    # The same for refunds: a refund withheld past the window is failed by an operator only
+    # this long after its key's last possible arrival (domain.operator_settlement).
+    refund_lag = getattr(provider, "refund_status_lag", _MISSING)
+    if not isinstance(refund_lag, timedelta) or refund_lag < timedelta(0):
+        raise SystemExit(
+            f"the {name!r} provider plugin does not declare refund_status_lag (a timedelta "
+            "of at least 0: how long after a refund its refund_status may still not show it)"
+        )
     return provider
 
 

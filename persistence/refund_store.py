@@ -53,6 +53,7 @@ from persistence.claims import (
     claimable,
     least_recently_examined,
     new_claim,
+    take_claim,
 )
 from persistence.group_commit import Bulk, GroupCommit
 from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
@@ -93,6 +94,14 @@ __all__ = [
     "payment_and_refunds_in",
     "payment_and_refunds_of",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRefund:
+    """An open refund's claim, and the refund as read under it (RefundStore.claim)."""
+
+    claim: Claim
+    refund: RefundView
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +207,32 @@ class RefundStore:
             # a second pass finds it.
             return await self._writes.run(record, bulk)
 
-    async def claim(self, refund_id: str) -> Claim | None:
-        """Take the claim on an open refund, or None: it is final, or another worker holds
-        it. Decided with the refund row locked, so of two takers only one wins."""
-        return await self._claims.take(refund_id, OPEN_STATUSES)
+    async def claim(self, refund_id: str) -> ClaimedRefund | None:
+        """Take the claim on an open refund and read the refund under it, or None: it is
+        final, or another worker holds it. Decided with the refund row locked, so of two
+        takers only one wins.
+
+        The read is in the claim's own transaction: if it fails (a row its reader cannot
+        read, a bug), the claim is rolled back with it, so no claim is ever left without a
+        holder that read the refund. Taken in one transaction and read in a second, a failed
+        read left the claim held until its lease ran out, every other worker turned away
+        meanwhile; a release after the failure could itself fail, and, fenced by the token,
+        would be all that stood between the two.
+        """
+        now = self._clock()
+
+        async def record(conn: AsyncConnection) -> ClaimedRefund | None:
+            claim = await take_claim(
+                conn, refunds, refund_id, statuses=OPEN_STATUSES, now=now, lease=self._lease
+            )
+            if claim is None:
+                return None
+            row = await refund_row_in(conn, refund_id)
+            if row is None:
+                raise LookupError(f"refund {refund_id} vanished under its claim")
+            return ClaimedRefund(claim, refund_view_of(row))
+
+        return await self._writes.run(record)
 
     async def renew(self, refund_id: str, claim: str) -> bool:
         """Extend the holder's claim; False if it is no longer the holder's (then it must

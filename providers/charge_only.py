@@ -40,6 +40,11 @@ class ChargeOnlyProvider:
         # lagging search overrides this.
         return timedelta(0)
 
+    @property
+    def refund_status_lag(self) -> timedelta:
+        # Refunds are not supported (refund_status raises): no refund to lag behind.
+        return timedelta(0)
+
     async def start(self) -> None:
         return None
 

@@ -11,7 +11,8 @@ instead of forwarding each of the port's methods by hand:
   charge or refund made already, and move no money.
 
 Both hooks await the call unchanged by default. ``name``, ``idempotency_window``,
-``status_search_lag``, ``start`` and ``stop`` are the inner provider's. The invariant: a
+``status_search_lag``, ``refund_status_lag``, ``start`` and ``stop`` are the inner
+provider's. The invariant: a
 method added to the port is forwarded here once, and mypy --strict proves below that this
 base, and so every wrapper, is a :class:`providers.port.PaymentProvider`.
 """
@@ -58,6 +59,10 @@ class DelegatingProvider:
     @property
     def status_search_lag(self) -> timedelta:
         return self._inner.status_search_lag
+
+    @property
+    def refund_status_lag(self) -> timedelta:
+        return self._inner.refund_status_lag
 
     async def start(self) -> None:
         await self._inner.start()

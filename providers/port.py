@@ -190,6 +190,15 @@ class PaymentProvider(Protocol):
         this old (domain.search_lag); until then the key is asked again."""
         ...
 
+    @property
+    def refund_status_lag(self) -> timedelta:
+        """How long after a refund :meth:`refund_status` may still answer that its key holds
+        none: :attr:`status_search_lag`'s counterpart for refunds. Zero: the answer reads the
+        provider's own record of the refund (a list of the charge's refunds, a lookup by
+        key). A refund withheld past the window may be failed by an operator only once the
+        key's last possible arrival is at least this old (domain.operator_settlement)."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

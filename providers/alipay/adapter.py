@@ -116,6 +116,12 @@ class AlipayProvider:
         # paid at once.
         return timedelta(0)
 
+    @property
+    def refund_status_lag(self) -> timedelta:
+        # refund_status is alipay.trade.fastpay.refund.query by out_request_no within the
+        # trade: a lookup of the refund's own record, not a search index.
+        return timedelta(0)
+
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)

@@ -209,6 +209,11 @@ class SandboxHttpProvider:
         # (providers.sandbox.ledger): read-your-writes.
         return timedelta(0)
 
+    @property
+    def refund_status_lag(self) -> timedelta:
+        # refund_status reads the refund's own ledger row, as charge_status reads a charge's.
+        return timedelta(0)
+
     async def start(self) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout, raise_for_status=False)

@@ -75,6 +75,11 @@ class InProcessSandboxProvider:
         # Same ledger as over HTTP: the status is the charge's own row.
         return timedelta(0)
 
+    @property
+    def refund_status_lag(self) -> timedelta:
+        # Same ledger as over HTTP: the status is the refund's own row.
+        return timedelta(0)
+
     async def start(self) -> None:
         await self.acquirer.start()
 

@@ -26,7 +26,9 @@ Search is not offered to Stripe accounts in India.
 Refunds are Stripe Refunds of the charge's PaymentIntent, created with the refund key as
 idempotency key and in the metadata; :meth:`StripeProvider.refund_status` lists the
 PaymentIntent's refunds and matches that metadata (a list, not a search: no index lag).
-Authorize-only charges use ``capture_method=manual``; :meth:`StripeProvider.capture`
+Authorize-only charges use ``capture_method=manual``, and only a PaymentIntent created so is
+ever read as authorized: one asked to capture at once that waits for a capture is not final,
+wherever it is read (transformers.held_for_a_capture_at_once). :meth:`StripeProvider.capture`
 captures them (``amount_to_capture``: Stripe releases the rest) with the capture key as
 idempotency key, and :meth:`StripeProvider.cancel` voids them with the cancel key. Stripe
 cancels an uncaptured PaymentIntent on its own when its hold ends (cancellation reason
@@ -153,6 +155,12 @@ class StripeProvider:
         # few keys; too short leaves a late charge unseen for good.
         return timedelta(hours=2)
 
+    @property
+    def refund_status_lag(self) -> timedelta:
+        # refund_status lists the PaymentIntent's Refunds (a list, not the Search API): a
+        # Refund created shows at once.
+        return timedelta(0)
+
     async def start(self) -> None:
         if self._client is not None:
             return
@@ -191,8 +199,11 @@ class StripeProvider:
             )
             outcome = outcome_from_intent(intent)
         if request.capture and outcome.status is ChargeStatus.AUTHORIZED:
-            # Asked to capture at once, yet only authorized (an account setting): the money
-            # is not taken, so this is not final for the charge asked for.
+            # Asked to capture at once, yet only authorized: the money is not taken, so this
+            # is not final for the charge asked for. outcome_from_intent already says so of a
+            # PaymentIntent without capture_method=manual (held_for_a_capture_at_once), which
+            # is what every status read sees too; this guards an answer that contradicts the
+            # request.
             raise StripePaymentPendingError(
                 PROVIDER_NAME,
                 f"PaymentIntent {outcome.provider_reference} waits for a capture; outcome unknown",

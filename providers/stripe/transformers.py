@@ -15,7 +15,11 @@ PaymentIntent status -> what paygate records::
     canceled, any other reason                  CANCELED (voided: by paygate's cancel, or
                                                  in the Dashboard); for a charge, a decline
                                                  (fraudulent -> fraud_suspected)
-    requires_capture                            AUTHORIZED (asked with capture=False)
+    requires_capture, capture_method manual     AUTHORIZED (asked with capture=False)
+    requires_capture, any other capture_method  outcome unknown (StripePaymentPendingError):
+                                                 asked to capture at once, the money is only
+                                                 held; never recorded authorized (see
+                                                 :func:`held_for_a_capture_at_once`)
     requires_payment_method without an error,   outcome unknown (StripePaymentPendingError):
     processing, requires_action,                 not final, so never recorded as failed;
     requires_confirmation,                       the payment stays pending until a later
@@ -305,8 +309,8 @@ PAYMENT_INTENT_STATUSES: Final[Mapping[str, _Kind]] = MappingProxyType(
         "processing": _Kind.NOT_FINAL,
         "requires_action": _Kind.NOT_FINAL,
         "requires_confirmation": _Kind.NOT_FINAL,
-        # Authorized, waiting for a capture: what a charge with capture=False asks for. The
-        # adapter treats it as not final when the charge asked to capture at once.
+        # Authorized, waiting for a capture: what a charge with capture=False asks for. Not
+        # final for a charge that asked to capture at once: held_for_a_capture_at_once.
         "requires_capture": _Kind.AUTHORIZED,
     }
 )
@@ -324,11 +328,46 @@ def _text(obj: object, name: str) -> str:
     return value
 
 
+# The one ``capture_method`` paygate sends: for a charge asked with capture=False
+# (charge_params). Any other (Stripe's default, ``automatic`` or ``automatic_async``) is a
+# charge the client asked to capture at once.
+MANUAL_CAPTURE: Final = "manual"
+
+
+def held_for_a_capture_at_once(intent: stripe.PaymentIntent) -> bool:
+    """The PaymentIntent waits for a capture (``requires_capture``) though paygate asked
+    Stripe to capture it at once (no ``capture_method=manual``).
+
+    Such a charge is not what the client asked for: the money is held, not taken. Recorded
+    ``authorized``, nobody would capture it (the client asked for a charge, not an
+    authorization), the customer's money would stay held and the merchant unpaid until the
+    hold ran out. So every reader of a PaymentIntent -- the charge call, the status lookups
+    of the reconciler, the stray-charge sweep, the expiry sweep and the settlement command,
+    and the webhook reader -- takes it as not final (outcome unknown, the payment stays
+    pending) through :func:`outcome_from_intent`. The PaymentIntent itself says which
+    capture was asked, so this needs nothing of the payment's row. A missing
+    ``capture_method`` is read the same way: only an explicit ``manual`` is an
+    authorization paygate asked for.
+    """
+    waiting: bool = _field(intent, "status") == "requires_capture"
+    manual: bool = _field(intent, "capture_method") == MANUAL_CAPTURE
+    return waiting and not manual
+
+
 def outcome_from_intent(intent: stripe.PaymentIntent) -> ChargeOutcome:
-    """The outcome of a PaymentIntent. Raises StripePaymentPendingError if it is not final,
+    """The outcome of a PaymentIntent. Raises StripePaymentPendingError if it is not final
+    (a capture-at-once charge waiting for a capture included: held_for_a_capture_at_once),
     and ValueError if it lacks an id or a status."""
     intent_id, status = _text(intent, "id"), _text(intent, "status")
     kind = PAYMENT_INTENT_STATUSES.get(status, _Kind.NOT_FINAL)
+    if held_for_a_capture_at_once(intent):
+        raise StripePaymentPendingError(
+            PROVIDER_NAME,
+            f"PaymentIntent {intent_id} waits for a capture though asked to capture at once; "
+            "outcome unknown",
+            intent_id=intent_id,
+            status=status,
+        )
     if kind is _Kind.SUCCEEDED:
         return ChargeOutcome(
             ChargeStatus.SUCCEEDED,

@@ -20,7 +20,9 @@ What is read, each event's PaymentIntent through the adapter's own map
 (:func:`providers.stripe.transformers.outcome_from_intent`):
 
     payment_intent.succeeded                  SUCCEEDED (captured)
-    payment_intent.amount_capturable_updated  AUTHORIZED (requires_capture)
+    payment_intent.amount_capturable_updated  AUTHORIZED (requires_capture, capture_method
+                                              manual); no outcome for a charge asked to
+                                              capture at once (held_for_a_capture_at_once)
     payment_intent.payment_failed             DECLINED (last_payment_error)
     payment_intent.canceled                   CANCELED or EXPIRED (cancellation_reason)
 

@@ -528,13 +528,13 @@ async def test_a_refund_that_is_not_withheld_is_refused_and_left_as_it_is(store,
     queries = len(acquirer.status_queries)
 
     # Held by a worker right now (a reconciler pass, a redelivery): refused, nothing asked.
-    claim = await refund_store.claim(refund.refund_id)
-    assert claim is not None
+    claimed = await refund_store.claim(refund.refund_id)
+    assert claimed is not None
     with pytest.raises(PaygateError) as refused:
         await settlement.settle(refund.refund_id, fail_reason=REASON)
     assert refused.value.code is ErrorCode.NOT_WITHHELD
     assert "another worker" in refused.value.message
-    await refund_store.release(refund.refund_id, claim.token)
+    await refund_store.release(refund.refund_id, claimed.claim.token)
 
     # Inside its provider's window, as if the clock were back a day: the reconciler's.
     clock.now -= timedelta(days=1)

@@ -193,7 +193,7 @@ async def test_a_pending_refund_keeps_its_reservation_until_settled(store, refun
     assert await refunds.claim(refund_id) is None  # one holder at a time
     assert await refunds.finish(
         refund_id,
-        claim=settler.token,
+        claim=settler.claim.token,
         status=RefundStatus.SUCCEEDED,
         provider_reference="re_p",
         error=None,

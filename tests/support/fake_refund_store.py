@@ -15,9 +15,10 @@ from domain.refund_rules import refusal_for_refund
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
-from persistence.claims import Claim, is_claimable, new_claim
+from persistence.claims import is_claimable, new_claim
 from persistence.outbox import OutboxMessage
 from persistence.refund_store import (
+    ClaimedRefund,
     OpenRefund,
     RefundBegin,
     RefundEventBuilder,
@@ -101,12 +102,13 @@ class FakeRefundStore(FakeStore):
         assert payment.provider_reference is not None
         return RefundStarted(view, payment.provider_reference, claim)
 
-    async def claim(self, refund_id: str) -> Claim | None:
+    async def claim(self, refund_id: str) -> ClaimedRefund | None:
         await self._enter("claim", refund_id)
         row = self.db.refunds.get(refund_id)
         if row is None or row.view.status not in OPEN_REFUND:
             return None
-        return row.claim.take(self._now(), self.db.lease)
+        claim = row.claim.take(self._now(), self.db.lease)
+        return None if claim is None else ClaimedRefund(claim, row.view)
 
     async def renew(self, refund_id: str, claim: str) -> bool:
         await self._enter("renew", refund_id)

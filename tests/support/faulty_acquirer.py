@@ -44,6 +44,7 @@ class Acquirer:
     name = "sandbox"
     idempotency_window = None  # keys honoured for ever
     status_search_lag = timedelta(0)  # its status reads ``charges``, which a charge writes
+    refund_status_lag = timedelta(0)  # its refund status reads the refunds it made
 
     def __init__(self) -> None:
         self.charges: dict[str, ChargeOutcome] = {}

@@ -416,6 +416,7 @@ class ScriptedProvider:
     (``status_search_lag``), as the port asks."""
 
     status_search_lag = SEARCH_LAG
+    refund_status_lag = timedelta(0)
 
     def __init__(
         self,

@@ -68,3 +68,16 @@ class _Unlagged:
 
 def build_unlagged(settings: Settings, name: str) -> object:
     return _Unlagged(name)
+
+
+class _RefundUnlagged:
+    """A provider that says how far its charge status lags but not its refund status."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.idempotency_window = timedelta(hours=24)
+        self.status_search_lag = timedelta(0)
+
+
+def build_refund_unlagged(settings: Settings, name: str) -> object:
+    return _RefundUnlagged(name)

@@ -10,7 +10,11 @@ the test's clock (Stripe: "usually under a minute, up to an hour during outages"
 created idempotently and listed by PaymentIntent at once. ``refuse_next`` answers that many
 next calls with a 429 (refused before processing: nothing created); ``lose_next`` processes
 that many next calls but answers them with a 500 (Stripe's ``api_error``: done, the answer
-lost). Anything else it is sent is a 404, so a test notices a call it did not expect.
+lost). A PaymentIntent keeps the ``capture_method`` it was created with (Stripe's default,
+``automatic_async``, when none is sent); ``holds_captures_at_once`` leaves one created to
+capture at once in ``requires_capture`` (authorized, not captured), a state Stripe documents
+for a manual capture only, which paygate must still never record as an authorization.
+Anything else it is sent is a 404, so a test notices a call it did not expect.
 
 Refunds made in the Dashboard (outside paygate) are :meth:`LaggingStripe.refund_outside`;
 each PaymentIntent's Charge is rendered as Stripe does (:meth:`LaggingStripe.charge`), with
@@ -52,6 +56,7 @@ class LaggingStripe(stripe.HTTPClient):
         self._by_idempotency_key: dict[str, dict[str, Any]] = {}
         self.refuse_next = 0
         self.lose_next = 0
+        self.holds_captures_at_once = False
         self.searches_missing_a_charge = 0
         self.hold_refunds = False
         self.refund_held = asyncio.Event()
@@ -111,13 +116,15 @@ class LaggingStripe(stripe.HTTPClient):
 
     def _create_intent(self, form: Mapping[str, str]) -> dict[str, Any]:
         intent_id = f"pi_sim{next(self._ids)}"
-        manual = form.get("capture_method") == "manual"
+        capture_method = form.get("capture_method", "automatic_async")
+        held = capture_method == "manual" or self.holds_captures_at_once
         intent = {
             "id": intent_id,
             "object": "payment_intent",
             "amount": int(form["amount"]),
             "currency": form["currency"],
-            "status": "requires_capture" if manual else "succeeded",
+            "capture_method": capture_method,
+            "status": "requires_capture" if held else "succeeded",
             "metadata": _metadata(form),
             "created": int(self._clock().timestamp()),
         }

@@ -54,6 +54,7 @@ class ScriptedProvider:
     idempotency_window: timedelta | None = None
     # Its status answers show a charge at once, unless a test sets a lag.
     status_search_lag: timedelta = timedelta(0)
+    refund_status_lag: timedelta = timedelta(0)
 
     def __init__(self, *script: Step) -> None:
         self.script: deque[Step] = deque(script)

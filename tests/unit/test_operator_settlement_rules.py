@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from domain.errors import ErrorCode, PaygateError
+from domain.next_action import NextAction, NextActionType
 from domain.operator_settlement import (
     REASON_MAX_LENGTH,
     check_reason,
@@ -14,8 +15,11 @@ from domain.operator_settlement import (
     is_withheld,
     may_fail,
     operator_failure,
+    payer_was_shown,
+    payment_refusal,
 )
 from domain.resend_window import RESEND_MARGIN
+from domain.status import PaymentStatus
 
 pytestmark = pytest.mark.unit
 
@@ -102,3 +106,42 @@ def test_the_failure_names_the_code_and_carries_the_reason() -> None:
     assert error.code is ErrorCode.SETTLED_BY_OPERATOR
     assert error.message.endswith("Reason: nothing at the provider")
     assert "nothing was refunded" in error.message
+
+
+ACTION = NextAction(
+    NextActionType.REDIRECT_URL, BEGAN + timedelta(minutes=15), url="https://pay.example/t/1"
+)
+
+
+@pytest.mark.parametrize("status", [PaymentStatus.PENDING, PaymentStatus.PROCESSING])
+def test_a_payment_in_doubt_may_be_settled(status: PaymentStatus) -> None:
+    assert payment_refusal(status, None) is None
+
+
+def test_a_payment_waiting_for_a_payer_who_has_no_action_may_be_settled() -> None:
+    # The reconciler re-sends its key to learn the action, and withholds that past the
+    # window: only an operator ends it.
+    assert payment_refusal(PaymentStatus.REQUIRES_ACTION, None) is None
+
+
+def test_a_payment_whose_payer_was_shown_an_action_is_the_reconcilers() -> None:
+    why = payment_refusal(PaymentStatus.REQUIRES_ACTION, ACTION)
+    assert why is not None
+    assert "shown an action" in why
+
+
+@pytest.mark.parametrize(
+    "status",
+    sorted(
+        set(PaymentStatus)
+        - {PaymentStatus.PENDING, PaymentStatus.PROCESSING, PaymentStatus.REQUIRES_ACTION}
+    ),
+)
+def test_any_other_payment_is_refused_by_its_status(status: PaymentStatus) -> None:
+    assert payment_refusal(status, None) == f"it is {status.value}"
+
+
+def test_a_payer_was_shown_an_action_stored_or_answered() -> None:
+    assert payer_was_shown(ACTION, None)
+    assert payer_was_shown(None, ACTION)
+    assert not payer_was_shown(None, None)

@@ -79,6 +79,17 @@ def test_a_plugin_must_say_how_far_its_status_query_lags_behind_a_charge(install
         build_provider(Settings(provider="unlagged"))
 
 
+def test_a_plugin_must_say_how_far_its_refund_status_lags_behind_a_refund(install):
+    # Else an operator could fail a withheld refund on a "no refund" its provider's status
+    # answers only because it lags: the refund made, its amount released for another.
+    install(
+        "refund_unlagged_paygate",
+        "[paygate.providers]\nnorefundlag = tests.support.plugin_provider:build_refund_unlagged\n",
+    )
+    with pytest.raises(SystemExit, match="does not declare refund_status_lag"):
+        build_provider(Settings(provider="norefundlag"))
+
+
 def test_two_packages_claiming_one_name_are_refused(install):
     line = "[paygate.providers]\ntwin = tests.support.plugin_provider:build\n"
     install("twin_one", line)

@@ -466,11 +466,11 @@ async def test_a_redelivery_resolves_the_refund_as_it_is_under_its_claim(
         await handler.handle(command)
 
     async def another_worker_records_pending() -> None:
-        claim = await store.claim(command.refund_id)
-        assert claim is not None
+        claimed = await store.claim(command.refund_id)
+        assert claimed is not None
         assert await store.finish(
             command.refund_id,
-            claim=claim.token,
+            claim=claimed.claim.token,
             status=RefundStatus.PENDING,
             provider_reference="re_pending",
             error=None,

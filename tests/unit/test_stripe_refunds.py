@@ -321,7 +321,15 @@ async def test_charge_by_reference_reads_the_charges_amount_refunded(
 
 async def test_charge_by_reference_retrieves_the_intent_and_unknown_is_none() -> None:
     provider, http = await answering(
-        (200, {"id": "pi_123", "object": "payment_intent", "status": "requires_capture"}),
+        (
+            200,
+            {
+                "id": "pi_123",
+                "object": "payment_intent",
+                "status": "requires_capture",
+                "capture_method": "manual",
+            },
+        ),
         (404, error_body("resource_missing")),
         (400, error_body("parameter_invalid_empty")),
     )

@@ -46,6 +46,7 @@ from providers.stripe.transformers import (
     charge_params,
     error_code_from_stripe,
     error_from_stripe,
+    held_for_a_capture_at_once,
     outcome_from_card_error,
     outcome_from_intent,
     outcome_from_search,
@@ -241,9 +242,38 @@ def test_a_status_that_is_not_final_is_an_unknown_outcome_never_a_failure(status
     assert caught.value.status == status
 
 
-def test_requires_capture_is_authorized() -> None:
-    outcome = outcome_from_intent(intent(status="requires_capture"))
+def test_requires_capture_of_a_manual_capture_is_authorized() -> None:
+    outcome = outcome_from_intent(intent(status="requires_capture", capture_method="manual"))
     assert outcome == ChargeOutcome(ChargeStatus.AUTHORIZED, "pi_123")
+
+
+@pytest.mark.parametrize("capture_method", ["automatic", "automatic_async", None])
+def test_requires_capture_of_a_capture_at_once_is_an_unknown_outcome(
+    capture_method: str | None,
+) -> None:
+    # paygate sends capture_method=manual only when asked not to capture: held money of a
+    # charge asked to capture at once is not what the client asked for, never "authorized".
+    fields: dict[str, Any] = {"status": "requires_capture"}
+    if capture_method is not None:
+        fields["capture_method"] = capture_method
+    with pytest.raises(StripePaymentPendingError) as caught:
+        outcome_from_intent(intent(**fields))
+    assert caught.value.outcome_unknown
+    assert (caught.value.intent_id, caught.value.status) == ("pi_123", "requires_capture")
+
+
+def test_only_a_waiting_capture_at_once_is_held_for_a_capture_at_once() -> None:
+    assert held_for_a_capture_at_once(intent(status="requires_capture", capture_method="automatic"))
+    assert not held_for_a_capture_at_once(
+        intent(status="requires_capture", capture_method="manual")
+    )
+    assert not held_for_a_capture_at_once(intent(status="succeeded", capture_method="automatic"))
+
+
+def test_a_search_finding_a_capture_at_once_held_is_an_unknown_outcome() -> None:
+    # The reconciler's, the stray sweep's and the settlement command's read.
+    with pytest.raises(StripePaymentPendingError):
+        outcome_from_search([intent(status="requires_capture", capture_method="automatic_async")])
 
 
 def test_every_sdk_status_has_a_tested_meaning() -> None:
@@ -574,6 +604,18 @@ async def test_a_charge_asked_to_capture_but_only_authorized_is_an_unknown_outco
     with pytest.raises(StripePaymentPendingError) as caught:
         await provider.charge(charge_request())
     assert caught.value.status == "requires_capture"
+
+
+async def test_every_read_of_a_capture_at_once_held_agrees_with_the_charge_call() -> None:
+    held = intent_body(status="requires_capture", capture_method="automatic_async")
+    search = {"object": "search_result", "data": [held], "has_more": False, "url": "/search"}
+    provider, _ = await provider_answering((200, held), (200, search), (200, held))
+    with pytest.raises(StripePaymentPendingError):
+        await provider.charge(charge_request())
+    with pytest.raises(StripePaymentPendingError):
+        await provider.charge_status("pay-1-a1")
+    with pytest.raises(StripePaymentPendingError):
+        await provider.charge_by_reference("pi_fake")
 
 
 async def test_an_answer_without_a_status_is_an_unknown_outcome() -> None:

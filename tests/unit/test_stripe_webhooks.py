@@ -64,6 +64,23 @@ def test_a_signed_succeeded_event_is_the_attempts_captured_charge():
     assert notice.outcome.captured == Money(1050, "EUR")
 
 
+@pytest.mark.parametrize("capture_method", ["automatic", "automatic_async"])
+def test_a_capture_at_once_waiting_for_a_capture_is_no_outcome(capture_method: str):
+    # Held, not taken, though paygate asked Stripe to capture at once: not "authorized" (an
+    # authorization nobody would capture), the payment stays pending as the charge call
+    # leaves it.
+    notice = read(
+        event(
+            "payment_intent.amount_capturable_updated",
+            payment_intent(KEY, status="requires_capture", capture_method=capture_method),
+        )
+    )
+
+    assert notice is not None
+    assert (notice.attempt_key, notice.amount) == (KEY, Money(1050, "EUR"))
+    assert notice.outcome is None
+
+
 def test_each_event_read_maps_through_the_adapters_status_map():
     authorized = read(
         event(
