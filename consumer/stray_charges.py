@@ -40,8 +40,9 @@ the payment does not stand on (see persistence.stray_store for which), and
   and counted (``reversed`` or ``reversal_failed``); a try without an answer (a provider
   error or timeout, a refund the provider leaves pending) is counted in
   ``paygate_stray_reversals_unanswered_total`` and
-  tried again later, under the same key (an alert fires when a provider leaves reversals
-  unanswered for hours).
+  tried again later, under the same key for the same amount (a key per amount: a provider
+  refuses a key used again with other parameters; an alert fires when a provider leaves
+  reversals unanswered for hours).
 
 Before each question the key is stamped (persistence.stray_store.StrayStore.ask_again_at)
 with when it may be asked again: the pause is the key's age, at least ``recheck_first`` and
@@ -116,6 +117,20 @@ class SweepReport:
     unanswered: int = 0
     reopened: int = 0
     unsettled: int = 0
+
+
+def reversal_key(candidate: StrayCandidate, kept: Money) -> str:
+    """The key a refund of ``kept`` of the stray charge is sent under: one per amount.
+
+    What the charge keeps can change between tries (refunded by hand in part meanwhile),
+    and a provider refuses a key used again with another amount (Stripe's
+    idempotency_error, an unknown outcome here) until it forgets the key, a day later: the
+    money would stay taken all that while. The same amount keeps its key, so a try sent
+    twice refunds once; two keys never pay out more than the charge keeps, since a provider
+    never refunds a charge beyond what it captured. The whole amount keeps the key it has
+    always had (reversals already in flight go on under it)."""
+    base = f"{candidate.attempt_key}-reversal"
+    return base if kept == candidate.amount else f"{base}-{kept.minor_units}"
 
 
 class StraySweep:
@@ -355,7 +370,7 @@ class StraySweep:
     async def _refund(self, candidate: StrayCandidate, reference: str, kept: Money) -> str:
         """Refund what the stray charge keeps (``kept``: what it captured less what was
         refunded of it at the provider already, by hand outside paygate)."""
-        key = f"{candidate.attempt_key}-reversal"
+        key = reversal_key(candidate, kept)
         request = RefundRequest(
             refund_key=key,
             refund_id=key,

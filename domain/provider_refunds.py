@@ -26,9 +26,11 @@ provider says so (Alipay's notification of a trade it closed after a refund in f
 Then the provider's figure counts paygate's own refunds too, some perhaps
 still in flight in paygate's records (reserved), so :func:`absorbed_refunded_total` takes
 from it only what cannot be paygate's: the total rises to the provider's figure less every
-reservation, never falls (a notification sent before a later refund is old news), and stays
-within what was captured less what is reserved. It may count less than was refunded outside
-while paygate's own refunds are in flight; never more.
+reservation and less paygate's refunds the provider made and failed since (a late
+notification may still count them), never falls (a notification sent before a later refund
+is old news), and stays within what was captured less what is reserved. It may count less
+than was refunded outside while paygate's own refunds are in flight, or once one failed at
+the provider; never more.
 """
 
 from __future__ import annotations
@@ -66,10 +68,25 @@ def status_with_refunds(captured_minor: int, refunded_minor: int) -> PaymentStat
 
 
 def absorbed_refunded_total(
-    captured_minor: int, refunded_minor: int, reserved_minor: int, provider_refunded_minor: int
+    captured_minor: int,
+    refunded_minor: int,
+    reserved_minor: int,
+    provider_refunded_minor: int,
+    failed_at_provider_minor: int = 0,
 ) -> int | None:
     """The refunded total a captured payment (``refunded_minor`` refunded, ``reserved_minor``
-    reserved by refunds in flight) records when its provider says ``provider_refunded_minor``
-    was refunded of the charge in all; None when that changes nothing."""
-    candidate = min(provider_refunded_minor - reserved_minor, captured_minor - reserved_minor)
+    reserved by refunds in flight, ``failed_at_provider_minor`` of its refunds made at the
+    provider and failed there since) records when its provider says
+    ``provider_refunded_minor`` was refunded of the charge in all; None when that changes
+    nothing.
+
+    A refund the provider made and then failed (Stripe's pending refund that fails) was
+    counted in the provider's figure while it stood, and a notification made then still
+    counts it when it is delivered late, after paygate recorded the failure and released
+    its reservation: that amount is taken as paygate's, never as refunded outside (which
+    would keep it from the payer)."""
+    candidate = min(
+        provider_refunded_minor - reserved_minor - failed_at_provider_minor,
+        captured_minor - reserved_minor,
+    )
     return candidate if candidate > refunded_minor else None

@@ -7,7 +7,8 @@ transaction holds the database lock), so the refund store's conditional updates 
 totals (persistence.refund_store) either committed before, and are counted, or wait until
 after, and see the new total. The rule is domain.provider_refunds.absorbed_refunded_total:
 the total rises to the provider's figure less every reservation, never falls, and stays
-within what was captured less what is reserved. No refund row is written (a refund row is
+within what was captured less what is reserved, and takes none of paygate's refunds that
+failed at the provider as made outside. No refund row is written (a refund row is
 paygate's own call), and the payment's result event says the new status.
 
 No claim is taken: a captured payment has no provider work left that a claim guards (its
@@ -20,18 +21,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.clock import utc_now
 from domain.payment_view import PaymentView
 from domain.provider_refunds import absorbed_refunded_total, status_with_refunds
+from domain.refunds import RefundStatus
 from domain.status import CAPTURED, PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
 from persistence.outbox import enqueue_outbox
 from persistence.payment_rows import payment_in
-from persistence.tables import payments
+from persistence.tables import payments, refunds
 
 
 class ProviderRefundStore:
@@ -75,7 +77,11 @@ class ProviderRefundStore:
                 return None
             captured = row.amount_minor if row.captured_minor is None else row.captured_minor
             total = absorbed_refunded_total(
-                captured, row.refunded_minor, row.refund_reserved_minor, provider_refunded_minor
+                captured,
+                row.refunded_minor,
+                row.refund_reserved_minor,
+                provider_refunded_minor,
+                await _failed_at_provider(conn, payment_request_id),
             )
             if total is None:
                 return None
@@ -94,3 +100,17 @@ class ProviderRefundStore:
             return payment
 
         return await self._writes.run(record)
+
+
+async def _failed_at_provider(conn: AsyncConnection, payment_request_id: str) -> int:
+    """What the payment's failed refunds that reached the provider (it gave them a
+    reference) add up to: the provider may have counted them before they failed, and a
+    notification made then still does. Read under the payment's row lock, which every
+    refund's finish takes too."""
+    failed = await conn.execute(
+        select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
+        .where(refunds.c.payment_id == payment_request_id)
+        .where(refunds.c.status == RefundStatus.FAILED.value)
+        .where(refunds.c.provider_reference.is_not(None))
+    )
+    return int(failed.scalar_one())

@@ -430,6 +430,26 @@ def _refunded(intent: stripe.PaymentIntent) -> Money | None:
         return None
 
 
+def refunded_of_capture(
+    amount: object, amount_captured: object, amount_refunded: object, currency: object
+) -> Money | None:
+    """What was refunded of what a charge of ``amount`` captured (``amount_captured``):
+    its ``amount_refunded`` less what a partial capture released (``amount`` less
+    ``amount_captured``), which Stripe counts in ``amount_refunded`` too, as it counts a
+    whole released authorization's. None when nothing can be a refund of the capture.
+    Taking the release off may count less than was refunded of the capture, never more
+    (more would keep from the payer money paygate then refuses to refund; less only lets a
+    refund through paygate ask Stripe for more than the charge keeps, which Stripe
+    refuses). Raises ValueError for amounts it cannot read."""
+    authorized = money_from_stripe(amount, currency)
+    captured = money_from_stripe(amount_captured, currency)
+    released = max(authorized.minor_units - captured.minor_units, 0)
+    # Nothing refunded is no amount (Money is positive).
+    refunded = money_from_stripe(amount_refunded, currency) if amount_refunded else None
+    left = (0 if refunded is None else refunded.minor_units) - released
+    return Money(left, captured.currency) if left > 0 else None
+
+
 def intent_id_of_charge(charge: stripe.Charge) -> str | None:
     """The PaymentIntent a Charge belongs to (``payment_intent``: its id, or the object when
     expanded); None for a charge no PaymentIntent made (never one of paygate's)."""
@@ -441,8 +461,9 @@ def intent_id_of_charge(charge: stripe.Charge) -> str | None:
 
 def outcome_from_refunded_charge(charge: stripe.Charge) -> ChargeOutcome | None:
     """What a Charge of a ``charge.refunded`` event says of its PaymentIntent: succeeded,
-    ``captured`` its ``amount_captured`` and ``refunded`` its ``amount_refunded`` -- the
-    charge's refunds in all, paygate's own through the API and any made in the Dashboard
+    ``captured`` its ``amount_captured`` and ``refunded`` its ``amount_refunded`` less what a
+    partial capture released (:func:`refunded_of_capture`) -- the charge's refunds in
+    all, paygate's own through the API and any made in the Dashboard
     (domain.provider_refunds takes from it only what cannot be paygate's). None for a
     charge that captured nothing (an authorization released: "refunded" in Stripe's
     words, a void in paygate's, which ``payment_intent.canceled`` reports). Raises
@@ -453,10 +474,11 @@ def outcome_from_refunded_charge(charge: stripe.Charge) -> ChargeOutcome | None:
     if _field(charge, "status") != "succeeded" or _field(charge, "captured") is not True:
         return None
     currency = _field(charge, "currency")
-    captured = money_from_stripe(_field(charge, "amount_captured"), currency)
-    refunded_amount = _field(charge, "amount_refunded")
-    # Nothing refunded is no amount (Money is positive); a "refunded" event always has some.
-    refunded = money_from_stripe(refunded_amount, currency) if refunded_amount else None
+    captured_amount = _field(charge, "amount_captured")
+    captured = money_from_stripe(captured_amount, currency)
+    refunded = refunded_of_capture(
+        _field(charge, "amount"), captured_amount, _field(charge, "amount_refunded"), currency
+    )
     return ChargeOutcome(ChargeStatus.SUCCEEDED, intent_id, captured=captured, refunded=refunded)
 
 

@@ -31,6 +31,7 @@ and one event of a Charge, by :func:`providers.stripe.transformers.outcome_from_
     charge.refunded                           SUCCEEDED, captured: amount_captured,
                                                refunded: amount_refunded (the charge's
                                                refunds in all, paygate's and the Dashboard's)
+                                               less what a partial capture released
 
 A PaymentIntent still moving (processing, requires_action) gives a notice without an outcome
 (nothing to record), as does a refunded Charge that captured nothing (an authorization

@@ -280,6 +280,42 @@ async def test_an_event_while_paygates_refund_is_reserved_but_not_yet_at_stripe_
     assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 700, 350)
 
 
+async def test_a_late_event_counting_paygates_refund_that_failed_since_takes_none_of_it(
+    rig: Rig, store: PaymentStore, engine
+):
+    """Fixed interleaving: paygate's refund of 400 reaches Stripe, which counts it in the
+    Charge's amount_refunded while it is pending; 300 are refunded in the Dashboard, and
+    Stripe makes its event (amount_refunded 700). Then Stripe's refund fails (Stripe lowers
+    amount_refunded to 300 again), paygate records it failed and releases its reservation,
+    and only then is the event delivered (Stripe retries a delivery for days). The event
+    still counts the failed 400: taken as made outside, the payment would record 700
+    refunded and refuse the 400 the payer is still owed (money kept that should be
+    returned). Only the 300 may be recorded; less is safe, more is not."""
+    pid, intent_id = await paid(rig, store)
+    view = await store.get_payment(pid)
+    rig.stripe_api.hold_refunds = True
+    in_flight = asyncio.create_task(rig.refunds.handle(paygate_refund(view, 400, "own-1")))
+    await asyncio.wait_for(rig.stripe_api.refund_held.wait(), 30)
+    rig.stripe_api.refund_outside(intent_id, 300)
+    while_counted = rig.stripe_api.charge(intent_id)
+    assert while_counted["amount_refunded"] == 700
+    (own,) = [r for r in rig.stripe_api.refunds.values() if r["metadata"]]
+    own["status"] = "failed"  # the answer paygate gets: Stripe's refund failed
+    own["failure_reason"] = "expired_or_canceled_card"
+    rig.stripe_api.release_refunds.set()
+    await in_flight
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert rig.stripe_api.charge(intent_id)["amount_refunded"] == 300
+
+    await post_refunded(rig, while_counted)  # delivered late
+
+    # The Dashboard's 300, and none of the failed 400 (700 before).
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 300, AMOUNT - 300)
+    # What the payer is owed can still be refunded through paygate.
+    view = await store.get_payment(pid)
+    assert await rig.refunds.handle(paygate_refund(view, 400, "own-2")) is Outcome.SUCCEEDED
+
+
 async def test_a_charge_refunded_event_that_cannot_be_this_captures_changes_nothing(
     rig: Rig, store: PaymentStore
 ):

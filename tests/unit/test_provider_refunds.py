@@ -64,3 +64,18 @@ def test_a_provider_total_absorbs_only_what_cannot_be_paygates_own(
     refunded, reserved, provider, recorded
 ):
     assert absorbed_refunded_total(6000, refunded, reserved, provider) == recorded
+
+
+@pytest.mark.parametrize(
+    ("refunded", "reserved", "failed", "provider", "recorded"),
+    [
+        (0, 0, 2000, 5000, 3000),  # a late notice counting a failed refund: not outside
+        (0, 0, 2000, 3000, 1000),  # made after the failure: less than outside, never more
+        (0, 0, 2000, 2000, None),  # only the failed one: nothing
+        (1000, 1000, 2000, 6000, 3000),  # with refunds done and in flight
+    ],
+)
+def test_a_refund_that_failed_at_the_provider_is_never_absorbed_as_refunded_outside(
+    refunded, reserved, failed, provider, recorded
+):
+    assert absorbed_refunded_total(6000, refunded, reserved, provider, failed) == recorded

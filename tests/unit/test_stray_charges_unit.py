@@ -379,7 +379,36 @@ async def test_a_stray_charge_refunded_in_part_outside_paygate_is_refunded_what_
     assert (await sweep.run_once()).reversed == 1
     (request,) = [r for r in provider.requests if isinstance(r, RefundRequest)]
     assert request.amount == Money(750, "EUR")
-    assert request.refund_key == "pay_1-a1-reversal"
+    assert request.refund_key == "pay_1-a1-reversal-750"  # a key of its own for the amount
+
+
+async def test_a_reversal_key_is_never_sent_again_with_another_amount(sweep, records, provider):
+    """A reversal of the whole amount gets no answer (Stripe may keep an answer under its
+    key); then 300 are refunded by hand, and the next try asks for the 750 the charge
+    keeps. Under the same key Stripe refuses a key reused with other parameters
+    (idempotency_error, an unknown outcome here): every try would fail the same way until
+    Stripe forgets the key a day later, the money kept all that while. A key names one
+    amount; the provider, which never refunds a charge beyond what it captured, keeps two
+    keys from paying out more than the charge keeps."""
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    partly = ChargeOutcome(
+        ChargeStatus.SUCCEEDED, "ch_stray", captured=AMOUNT, refunded=Money(300, "EUR")
+    )
+    provider.script("charge_by_reference", charged("ch_stray"), partly, partly)
+    provider.script("refund", ProviderTimeoutError("scripted", "no answer"), refunded(), refunded())
+    assert (await sweep.run_once()).unanswered == 1
+
+    assert (await sweep.run_once()).reversed == 1
+
+    sent = [(r.refund_key, r.amount) for r in provider.requests if isinstance(r, RefundRequest)]
+    assert sent[0] == ("pay_1-a1-reversal", AMOUNT)  # the whole amount: the key as before
+    amounts_by_key: dict[str, set[Money]] = {}
+    for key, amount in sent:
+        amounts_by_key.setdefault(key, set()).add(amount)
+    assert all(len(amounts) == 1 for amounts in amounts_by_key.values()), sent
+    assert sent[-1][1] == Money(750, "EUR")
 
 
 @pytest.mark.parametrize(

@@ -358,6 +358,35 @@ def test_a_released_authorization_refunded_is_no_capture():
     assert notice.outcome is None  # payment_intent.canceled reports it
 
 
+def test_the_release_of_a_partial_capture_is_never_read_as_a_refund_of_the_capture():
+    """Capturing 600 of an authorization of 1050 releases the other 450, which Stripe
+    counts in the Charge's amount_refunded as it counts a whole released authorization's
+    (``captured`` false, amount_refunded the amount). Read as refunds of the 600 captured,
+    the release would record 450 refunded outside: the payer could be refunded only 150 of
+    the 600 taken. Only what cannot be the release is a refund of the capture."""
+    released_only = refunded_charge(amount_captured=600, amount_refunded=450)
+    notice = read(event("charge.refunded", released_only))
+    assert notice is not None
+    assert notice.outcome is not None
+    assert notice.outcome.captured == Money(600, "EUR")
+    assert notice.outcome.refunded is None  # nothing refunded of the capture
+    assert not notice.outcome.nothing_kept
+
+    and_100 = read(
+        event("charge.refunded", refunded_charge(amount_captured=600, amount_refunded=550))
+    )
+    assert and_100 is not None
+    assert and_100.outcome is not None
+    assert and_100.outcome.refunded == Money(100, "EUR")
+
+    whole = refunded_charge(amount_captured=600, amount_refunded=1050, refunded=True)
+    whole_notice = read(event("charge.refunded", whole))
+    assert whole_notice is not None
+    assert whole_notice.outcome is not None
+    assert whole_notice.outcome.refunded == Money(600, "EUR")
+    assert whole_notice.outcome.nothing_kept
+
+
 def test_a_charge_paygate_did_not_make_is_ignored():
     assert read(event("charge.refunded", refunded_charge(attempt_key=None))) is None
     assert read(event("charge.refunded", refunded_charge(payment_intent=None))) is None
