@@ -418,14 +418,21 @@ def _captured(intent: stripe.PaymentIntent) -> Money | None:
 
 
 def _refunded(intent: stripe.PaymentIntent) -> Money | None:
-    """What was refunded of a succeeded PaymentIntent's charge in all (its ``latest_charge``'s
-    ``amount_refunded``: paygate's refunds and any made in the Dashboard), when the charge
-    came expanded (``charge_by_reference`` asks for it) and says it readably; else None."""
+    """What was refunded of a succeeded PaymentIntent's capture in all (its ``latest_charge``'s
+    ``amount_refunded``, paygate's refunds and any made in the Dashboard, less what a partial
+    capture released, as :func:`refunded_of_capture` reads a ``charge.refunded`` event), when
+    the charge came expanded (``charge_by_reference`` asks for it) and says it readably; else
+    None."""
     charge = _field(intent, "latest_charge")
     if charge is None or isinstance(charge, str):
         return None
     try:
-        return money_from_stripe(_field(charge, "amount_refunded"), _field(intent, "currency"))
+        return refunded_of_capture(
+            _field(charge, "amount"),
+            _field(charge, "amount_captured"),
+            _field(charge, "amount_refunded"),
+            _field(intent, "currency"),
+        )
     except ValueError:
         return None
 

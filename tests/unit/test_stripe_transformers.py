@@ -202,6 +202,28 @@ def test_succeeded_is_a_success_with_the_intent_as_reference() -> None:
 
 
 @pytest.mark.parametrize(
+    ("amount_refunded", "refunded"),
+    [(4000, None), (5500, Money(1500, "EUR")), (10000, Money(6000, "EUR"))],
+)
+def test_the_release_of_a_partial_capture_is_never_read_as_a_refund_of_the_charge(
+    amount_refunded: int, refunded: Money | None
+) -> None:
+    # Stripe counts what a partial capture released in the charge's amount_refunded (10000
+    # held, 6000 captured: 4000 "refunded" at once); only the rest was refunded of the capture.
+    charge = {
+        "id": "ch_123",
+        "object": "charge",
+        "amount": 10000,
+        "amount_captured": 6000,
+        "amount_refunded": amount_refunded,
+    }
+    outcome = outcome_from_intent(
+        intent(status="succeeded", amount=10000, currency="eur", latest_charge=charge)
+    )
+    assert outcome.refunded == refunded
+
+
+@pytest.mark.parametrize(
     ("decline_code", "code", "expected"),
     [
         ("insufficient_funds", "card_declined", ErrorCode.INSUFFICIENT_FUNDS),
