@@ -84,7 +84,7 @@ def test_each_tree_is_printed_phase_by_phase_with_its_final_states() -> None:
         "commits per command 0.50, rollbacks per command 0.00",
         "  phase refunds: CPU us per command 5396, statements per command 13.85, "
         "commits per command 0.50, rollbacks per command 0.00",
-        "  refunds beside payments: n/a, CPU per command 3.372 x a payment's, statements 1.189 x",
+        "  refunds beside payments: n/a, CPU per command 3.373 x a payment's, statements 1.189 x",
         "  final payments: partially_refunded 4",
         "  final refunds: succeeded 4",
     ]
