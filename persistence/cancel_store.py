@@ -23,14 +23,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from domain.cancels import CancelPayment
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.payment_view import PaymentView
 from domain.status import RELEASED, PaymentStatus
-from persistence.claims import Claim
 from persistence.follow_up import (
     FollowUpBegin,
     FollowUpExisting,
@@ -38,9 +35,8 @@ from persistence.follow_up import (
     FollowUpStarted,
     PaymentEventBuilder,
     RefusalEvent,
-    refuse,
-    start_from_authorized,
 )
+from persistence.follow_up_bulk import Decision, Existing, Refuse, Start
 from persistence.follow_up_store import FollowUpStore
 
 # Where a void's answer may take a payment: released, or back to authorized (not voided).
@@ -71,22 +67,7 @@ class CancelStore(FollowUpStore):
     IN_FLIGHT = PaymentStatus.CANCELING
 
     async def begin(self, command: CancelPayment, refusal_event: RefusalEvent) -> CancelBegin:
-        async def decide(
-            conn: AsyncConnection, payment: PaymentView, claim: Claim, now: datetime
-        ) -> CancelBegin:
-            if payment.status is PaymentStatus.AUTHORIZED:
-                return await start_from_authorized(
-                    conn,
-                    command.payment_request_id,
-                    in_flight=PaymentStatus.CANCELING,
-                    claim=claim,
-                    now=now,
-                )
-            if payment.status is PaymentStatus.CANCELING or payment.status in RELEASED:
-                return CancelExisting(payment)
-            return await refuse(conn, payment, not_cancelable(payment.status), refusal_event, now)
-
-        return await self._begin(command, refusal_event, decide)
+        return await self._begin(command, refusal_event, cancel_decision)
 
     async def finish(
         self,
@@ -111,6 +92,15 @@ class CancelStore(FollowUpStore):
     async def canceling(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """Payments whose void has had no answer since before ``updated_before``."""
         return await self._in_flight(updated_before, limit)
+
+
+def cancel_decision(command: CancelPayment, payment: PaymentView) -> Decision:
+    """What ``command`` does to ``payment`` (locked, of its order and scope)."""
+    if payment.status is PaymentStatus.AUTHORIZED:
+        return Start()
+    if payment.status is PaymentStatus.CANCELING or payment.status in RELEASED:
+        return Existing()
+    return Refuse(not_cancelable(payment.status))
 
 
 def not_cancelable(status: PaymentStatus) -> PaygateError:

@@ -22,14 +22,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from domain.captures import CapturePayment, capture_amount
 from domain.error_info import ErrorInfo
 from domain.errors import ErrorCode, PaygateError
 from domain.payment_view import PaymentView
 from domain.status import CAPTURED, PaymentStatus
-from persistence.claims import Claim
 from persistence.follow_up import (
     FollowUpBegin,
     FollowUpExisting,
@@ -37,9 +34,8 @@ from persistence.follow_up import (
     FollowUpStarted,
     PaymentEventBuilder,
     RefusalEvent,
-    refuse,
-    start_from_authorized,
 )
+from persistence.follow_up_bulk import Decision, Existing, Refuse, Start
 from persistence.follow_up_store import FollowUpStore
 
 # A capture's begin: started (``capturing``), existing (under way, or captured), or
@@ -62,27 +58,7 @@ class CaptureStore(FollowUpStore):
     IN_FLIGHT = PaymentStatus.CAPTURING
 
     async def begin(self, command: CapturePayment, refusal_event: RefusalEvent) -> CaptureBegin:
-        async def decide(
-            conn: AsyncConnection, payment: PaymentView, claim: Claim, now: datetime
-        ) -> CaptureBegin:
-            # The amount is checked against the locked row the move then writes.
-            error = _refusal(command, payment)
-            if error is None and payment.status is PaymentStatus.AUTHORIZED:
-                amount = capture_amount(payment.amount, command.amount)
-                partial = amount.minor_units != payment.amount.minor_units
-                return await start_from_authorized(
-                    conn,
-                    command.payment_request_id,
-                    in_flight=PaymentStatus.CAPTURING,
-                    claim=claim,
-                    now=now,
-                    values={"captured_minor": amount.minor_units if partial else None},
-                )
-            if error is None:
-                return CaptureExisting(payment)
-            return await refuse(conn, payment, error, refusal_event, now)
-
-        return await self._begin(command, refusal_event, decide)
+        return await self._begin(command, refusal_event, capture_decision)
 
     async def finish(
         self,
@@ -108,6 +84,19 @@ class CaptureStore(FollowUpStore):
     async def capturing(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """Payments whose capture has had no answer since before ``updated_before``."""
         return await self._in_flight(updated_before, limit)
+
+
+def capture_decision(command: CapturePayment, payment: PaymentView) -> Decision:
+    """What ``command`` does to ``payment`` (locked, of its order and scope): the amount is
+    checked against the locked row the move then writes."""
+    error = _refusal(command, payment)
+    if error is None and payment.status is PaymentStatus.AUTHORIZED:
+        amount = capture_amount(payment.amount, command.amount)
+        partial = amount.minor_units != payment.amount.minor_units
+        return Start({"captured_minor": amount.minor_units if partial else None})
+    if error is None:
+        return Existing()
+    return Refuse(error)
 
 
 def _refusal(command: CapturePayment, payment: PaymentView) -> PaygateError | None:

@@ -2,13 +2,15 @@
 
 A follow-up store's subclass names its in-flight status (``capturing``, ``canceling``)
 and decides, for a payment that passed the shared checks of persistence.follow_up, whether
-the command starts, reports the follow-up under way or done, or is refused. The claim on a
-follow-up under way, its outcome and the reconcilers' listing are the same for both.
+the command starts, reports the follow-up under way or done, or is refused: a pure rule
+(persistence.follow_up_bulk.Decide) that a begin run alone and a batch of begins
+(persistence.follow_up_bulk) both apply. The claim on a follow-up under way, its outcome
+and the reconcilers' listing are the same for both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final
 
@@ -20,7 +22,6 @@ from domain.error_info import ErrorInfo
 from domain.payment_view import PaymentView
 from domain.status import RELEASED, PaymentStatus
 from persistence.claims import (
-    Claim,
     claimable,
     least_recently_examined,
     new_claim,
@@ -29,14 +30,26 @@ from persistence.claims import (
 from persistence.follow_up import (
     FollowUpBegin,
     FollowUpCommand,
+    FollowUpExisting,
     FollowUpRefused,
     FollowUpStarted,
     PaymentEventBuilder,
     RefusalEvent,
     finish_follow_up,
     locked_follow_up,
+    refuse,
+    start_from_authorized,
 )
-from persistence.group_commit import GroupCommit
+from persistence.follow_up_bulk import (
+    BeginRequest,
+    Decide,
+    Existing,
+    FinishRequest,
+    Start,
+    begin_many,
+    finish_many,
+)
+from persistence.group_commit import Bulk, GroupCommit
 from persistence.payment_replay import enqueue_as_it_is
 from persistence.payment_rows import payment_in, payment_view_of
 from persistence.row_claims import RowClaims
@@ -48,10 +61,6 @@ _SETTLED_STATUSES: Final = frozenset(
 )
 # Captured, then refunded at the provider outside paygate (domain.provider_refunds).
 _REFUNDED_STATUSES: Final = frozenset({PaymentStatus.PARTIALLY_REFUNDED, PaymentStatus.REFUNDED})
-
-# Decides a begin for a payment that passed the shared checks, in the begin's transaction
-# (the row locked): (connection, payment, the claim to take if it starts, now).
-Decide = Callable[[AsyncConnection, PaymentView, Claim, datetime], Awaitable[FollowUpBegin]]
 
 
 class FollowUpStore:
@@ -82,9 +91,22 @@ class FollowUpStore:
             found = await locked_follow_up(conn, command, refusal_event, now)
             if isinstance(found, FollowUpRefused):
                 return found
-            return await decide(conn, found, claim, now)
+            decision = decide(command, found)
+            if isinstance(decision, Start):
+                return await start_from_authorized(
+                    conn,
+                    command.payment_request_id,
+                    in_flight=self.IN_FLIGHT,
+                    claim=claim,
+                    now=now,
+                    values=decision.values,
+                )
+            if isinstance(decision, Existing):
+                return FollowUpExisting(found)
+            return await refuse(conn, found, decision.error, refusal_event, now)
 
-        return await self._writes.run(record)
+        request = BeginRequest(command, refusal_event, decide, self.IN_FLIGHT, claim, now, record)
+        return await self._writes.run(record, Bulk(begin_many, request))
 
     async def claim(self, payment_request_id: str) -> FollowUpStarted | None:
         """Take the claim on a follow-up under way, or None: it is settled, or another
@@ -145,7 +167,18 @@ class FollowUpStore:
                 values=values,
             )
 
-        return await self._writes.run(record)
+        request = FinishRequest(
+            payment_request_id,
+            self.IN_FLIGHT,
+            claim,
+            status,
+            error,
+            event,
+            now,
+            values or {},
+            record,
+        )
+        return await self._writes.run(record, Bulk(finish_many, request))
 
     async def settle_as_provider_holds(
         self,

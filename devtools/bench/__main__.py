@@ -14,6 +14,12 @@ if sys.argv[1:2] == ["refunds"]:
 
     raise SystemExit(refunds_main(sys.argv[2:]))
 
+# ``captures``: authorize-only payments, then captures and cancels of them, the same way.
+if sys.argv[1:2] == ["captures"]:
+    from devtools.bench.refunds import main as refunds_main
+
+    raise SystemExit(refunds_main(sys.argv[2:], "captures"))
+
 # ``hops``: one stack's create-and-wait latency cut at the marks Kafka and the store keep.
 if sys.argv[1:2] == ["hops"]:
     from devtools.bench.hops import main as hops_main

@@ -1,4 +1,4 @@
-"""The command line of ``python -m devtools.bench refunds``."""
+"""The command line of ``python -m devtools.bench refunds`` and ``captures``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from devtools.bench.options import _positive_float, _positive_int
 
@@ -17,13 +18,24 @@ class RefundOptions:
     stall_timeout_s: float
 
 
-def parse_refund_options(argv: Sequence[str]) -> RefundOptions:
+_DESCRIPTIONS: Final = {
+    "refunds": "N payments, then one refund for each",
+    "captures": "2N authorize-only payments, then a partial capture of N of them and a "
+    "cancel of the other N",
+}
+_COUNTS: Final = {
+    "refunds": "payments of phase p, and refunds of phase r (one per payment)",
+    "captures": "captures of phase c and cancels of phase x (phase p authorizes twice as many)",
+}
+
+
+def parse_refund_options(argv: Sequence[str], mode: str = "refunds") -> RefundOptions:
     """The options, or exit 2 with argparse's message (a baseline that is not a paygate
     checkout is refused here, before a broker is started for nothing)."""
     parser = argparse.ArgumentParser(
-        prog="python -m devtools.bench refunds",
+        prog=f"python -m devtools.bench {mode}",
         description=(
-            "N payments, then one refund for each, through ConsumerService on one SQLite "
+            f"{_DESCRIPTIONS[mode]}, through ConsumerService on one SQLite "
             "file and one broker: CPU and SQL statements per command of each phase, the "
             "final states, and with --baseline the same run from another checkout beside it."
         ),
@@ -32,7 +44,7 @@ def parse_refund_options(argv: Sequence[str]) -> RefundOptions:
         "--count",
         type=_positive_int,
         default=1000,
-        help="payments of phase p, and refunds of phase r (one per payment); default 1000",
+        help=f"{_COUNTS[mode]}; default 1000",
     )
     parser.add_argument(
         "--baseline",

@@ -1,11 +1,12 @@
-"""The figures of ``python -m devtools.bench refunds``: read from a driver's output, and
-set side by side (this checkout over the baseline) once every tree has run."""
+"""The figures of ``python -m devtools.bench refunds`` (and ``captures``): read from a
+driver's output, and set side by side (this checkout over the baseline) once every tree has
+run."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from devtools.bench.environment import BenchError
@@ -25,13 +26,18 @@ _FIGURES: Final = (
 
 @dataclass(frozen=True, slots=True)
 class TreeResult:
-    """One checkout's run: its figures per phase title, and its final states per table."""
+    """One checkout's run: its figures per phase title, and its final states per table.
+
+    ``order``: the phases' titles in the order they ran. ``expected``: the final states
+    the run must end in, exactly; None for the refunds' rule (:func:`expected_states`)."""
 
     label: str
     code: str
     count: int
     phases: dict[str, dict[str, float]]
     states: dict[str, dict[str, int]]
+    order: tuple[str, ...] = PHASE_TITLES
+    expected: dict[str, dict[str, int]] | None = field(default=None)
 
 
 def parse_result(label: str, lines: Sequence[str]) -> TreeResult:
@@ -47,12 +53,17 @@ def parse_result(label: str, lines: Sequence[str]) -> TreeResult:
                     title: {k: float(v) for k, v in figures.items()}
                     for title, figures in data["phases"].items()
                 },
-                states={
-                    table: {str(k): int(v) for k, v in counts.items()}
-                    for table, counts in data["states"].items()
-                },
+                states=_counts(data["states"]),
+                order=tuple(data.get("order", PHASE_TITLES)),
+                expected=None if data.get("expected") is None else _counts(data["expected"]),
             )
     raise BenchError(f"{label}: the driver printed no result line")
+
+
+def _counts(data: dict[str, dict[str, object]]) -> dict[str, dict[str, int]]:
+    return {
+        table: {str(k): int(str(v)) for k, v in counts.items()} for table, counts in data.items()
+    }
 
 
 def _states(counts: dict[str, int]) -> str:
@@ -62,12 +73,36 @@ def _states(counts: dict[str, int]) -> str:
 def tree_lines(result: TreeResult) -> list[str]:
     """One checkout's figures, phase by phase, then its final states."""
     lines = [f"{result.label} ({result.code}), {result.count} commands per phase"]
-    for title in PHASE_TITLES:
+    for title in result.order:
         figures = result.phases[title]
         shown = ", ".join(f"{label} {fmt.format(figures[key])}" for key, label, fmt in _FIGURES)
-        lines.append(f"  phase {title}: {shown}")
+        # A phase of another count than the run's (the authorize-only payments that
+        # captures and cancels then follow) says how many commands it had.
+        commands = int(figures.get("commands", result.count))
+        of = "" if commands == result.count else f" ({commands} commands)"
+        lines.append(f"  phase {title}{of}: {shown}")
+    lines += _beside_payments(result)
     for table, counts in sorted(result.states.items()):
         lines.append(f"  final {table}: {_states(counts)}")
+    return lines
+
+
+def _beside_payments(result: TreeResult) -> list[str]:
+    """Each follow-up phase's rate, and its CPU and statements per command over the
+    payments phase's of the same run (the cost of a follow-up in payments)."""
+    payments = result.phases.get(PHASE_TITLES[0])
+    lines = []
+    for title in result.order[1:]:
+        figures = result.phases[title]
+        elapsed = figures.get("elapsed_s", 0.0)
+        rate = f"{figures.get('commands', result.count) / elapsed:.0f}/s" if elapsed else "n/a"
+        if payments is None:
+            continue
+        lines.append(
+            f"  {title} beside payments: {rate}, CPU per command "
+            f"{_ratio(figures['cpu_us'], payments['cpu_us'])} x a payment's, statements "
+            f"{_ratio(figures['statements'], payments['statements'])} x"
+        )
     return lines
 
 
@@ -78,7 +113,7 @@ def _ratio(after: float, before: float) -> str:
 def comparison_lines(baseline: TreeResult, current: TreeResult) -> list[str]:
     """Per phase and figure: baseline, this run, and this run over the baseline."""
     lines = [f"{current.label} / {baseline.label}"]
-    for title in PHASE_TITLES:
+    for title in current.order:
         for key, label, fmt in _FIGURES:
             before = baseline.phases[title][key]
             after = current.phases[title][key]
@@ -97,6 +132,13 @@ def expected_states(result: TreeResult) -> list[str]:
     Empty when the states are as expected. The status names are read, not assumed, beyond
     one status per table holding every row.
     """
+    if result.expected is not None:
+        return [
+            f"{result.label}: {table} {_states(result.states.get(table, {}))}, "
+            f"not {_states(counts)}"
+            for table, counts in sorted(result.expected.items())
+            if result.states.get(table, {}) != counts
+        ]
     problems = []
     for table in ("payments", "refunds"):
         counts = result.states.get(table, {})

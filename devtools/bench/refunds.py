@@ -1,4 +1,6 @@
-"""``python -m devtools.bench refunds``: payments, then a refund of each, per checkout.
+"""``python -m devtools.bench refunds``: payments, then a refund of each, per checkout;
+``python -m devtools.bench captures``: authorize-only payments, then captures of half of
+them and cancels of the others, the same way.
 
 Each tree (the ``--baseline`` checkout first, when given, then this one) runs
 ``refund_driver.py`` of THIS checkout as a child process with its own directory first on
@@ -6,6 +8,8 @@ Each tree (the ``--baseline`` checkout first, when given, then this one) runs
 existed has no driver of its own). The children run one after the other on one broker
 (``KAFKA_BOOTSTRAP_SERVERS``, or a local one started here), their output is printed as it
 comes, and their figures are set side by side at the end: this run over the baseline.
+A baseline without captures (older than them) is said to be so, and this checkout is
+measured alone.
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ from devtools.bench.refund_report import (
 )
 from paygate.settings import Settings
 
+# What each mode's provider does, for the report's head.
+_PROVIDERS: Final = {
+    "refunds": "the bench's, every charge and refund succeeds at once",
+    "captures": "the bench's, every authorization, capture and void succeeds at once",
+}
+# refund_driver.NO_CAPTURES_EXIT (not imported: the driver's statement counters).
+_NO_CAPTURES_EXIT: Final = 3
 _HERE: Final = Path(__file__).resolve().parent
 _DRIVER: Final = _HERE / "refund_driver.py"
 _THIS_CHECKOUT: Final = _HERE.parents[1]
@@ -46,13 +57,13 @@ _LAUNCH: Final = (
 )
 
 
-def main(argv: Sequence[str]) -> int:
-    options = parse_refund_options(argv)
-    command = shlex.join(["python", "-m", "devtools.bench", "refunds", *argv])
-    return bench_exit_code(run_refund_bench(options, command))
+def main(argv: Sequence[str], mode: str = "refunds") -> int:
+    options = parse_refund_options(argv, mode)
+    command = shlex.join(["python", "-m", "devtools.bench", mode, *argv])
+    return bench_exit_code(run_refund_bench(options, command, mode))
 
 
-async def run_refund_bench(options: RefundOptions, command: str) -> bool:
+async def run_refund_bench(options: RefundOptions, command: str, mode: str = "refunds") -> bool:
     """Print every tree's run and the comparison; False when a final state was wrong."""
     say(
         f"command: {command}",
@@ -60,7 +71,7 @@ async def run_refund_bench(options: RefundOptions, command: str) -> bool:
         f"interpreter: {sys.executable}",
         f"revision: {describe_revision()}",
         "database: SQLite (aiosqlite, WAL, synchronous as configured), a new file per tree",
-        "provider: the bench's, every charge and refund succeeds at once",
+        f"provider: {_PROVIDERS[mode]}",
         f"uptime at start: {uptime()}",
     )
     trees: list[tuple[str, Path]] = []
@@ -71,7 +82,10 @@ async def run_refund_bench(options: RefundOptions, command: str) -> bool:
     async with broker(Settings().kafka_bootstrap_servers) as kafka:
         say(f"broker: {kafka.description}")
         for label, tree in trees:
-            lines = await _run_driver(label, tree, options, kafka.bootstrap_servers)
+            lines = await _run_driver(label, tree, options, kafka.bootstrap_servers, mode)
+            if lines is None:
+                say(f"{label}: {tree} has no captures to measure; this checkout is measured alone")
+                continue
             result = parse_result(label, lines)
             if Path(result.code) != tree:
                 raise BenchError(f"{label}: ran the code in {result.code}, not {tree}")
@@ -87,12 +101,17 @@ async def run_refund_bench(options: RefundOptions, command: str) -> bool:
     return not problems
 
 
-async def _run_driver(label: str, tree: Path, options: RefundOptions, bootstrap: str) -> list[str]:
-    """Run the driver on ``tree``'s code; print and return its output."""
+async def _run_driver(
+    label: str, tree: Path, options: RefundOptions, bootstrap: str, mode: str
+) -> list[str] | None:
+    """Run the driver on ``tree``'s code; print and return its output (None: the tree has
+    no captures, and ``mode`` measures them)."""
     say("", f"=== {label}: {tree}, uptime {uptime()} ===")
-    driver = [str(tree), str(_DRIVER), str(options.count), str(options.stall_timeout_s)]
+    driver = [str(tree), str(_DRIVER), str(options.count), str(options.stall_timeout_s), mode]
     lines, code = await run_echoed(["-c", _LAUNCH, *driver], tree, bootstrap)
     say(f"=== end of {label} (exit {code}) ===")
+    if code == _NO_CAPTURES_EXIT and mode == "captures":
+        return None
     if code != 0:
-        raise BenchError(f"the refunds driver on {tree} failed (exit {code})")
+        raise BenchError(f"the {mode} driver on {tree} failed (exit {code})")
     return lines

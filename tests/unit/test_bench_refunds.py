@@ -1,5 +1,5 @@
-"""``python -m devtools.bench refunds``: its options, how it reads a driver's result line,
-and how it sets two checkouts' figures side by side."""
+"""``python -m devtools.bench refunds`` (and ``captures``): its options, how it reads a
+driver's result line, and how it sets two checkouts' figures side by side."""
 
 from __future__ import annotations
 
@@ -84,6 +84,7 @@ def test_each_tree_is_printed_phase_by_phase_with_its_final_states() -> None:
         "commits per command 0.50, rollbacks per command 0.00",
         "  phase refunds: CPU us per command 5396, statements per command 13.85, "
         "commits per command 0.50, rollbacks per command 0.00",
+        "  refunds beside payments: n/a, CPU per command 3.373 x a payment's, statements 1.189 x",
         "  final payments: partially_refunded 4",
         "  final refunds: succeeded 4",
     ]
@@ -132,3 +133,67 @@ def test_the_driver_imports_nothing_a_baseline_checkout_lacks() -> None:
         and isinstance(node.value, ast.Constant)
     ]
     assert prefixes == [RESULT_PREFIX]
+
+
+def _captures_result(label: str, states: dict[str, dict[str, int]]) -> TreeResult:
+    phase = _phase(2000.0, 12.0)
+    return TreeResult(
+        label=label,
+        code=f"/src/{label}",
+        count=4,
+        phases={
+            "payments": {**phase, "commands": 8.0, "elapsed_s": 2.0},
+            "captures": {**_phase(3000.0, 18.0), "commands": 4.0, "elapsed_s": 0.5},
+            "cancels": {**_phase(1000.0, 6.0), "commands": 4.0, "elapsed_s": 0.25},
+        },
+        states=states,
+        order=("payments", "captures", "cancels"),
+        expected={"payments": {"succeeded": 4, "canceled": 4}, "refunds": {}},
+    )
+
+
+def test_a_captures_run_is_read_in_its_phase_order_with_its_expected_states() -> None:
+    expected = _captures_result("new", {"payments": {"succeeded": 4, "canceled": 4}})
+    data = {
+        "code": expected.code,
+        "count": 4,
+        "order": list(expected.order),
+        "phases": expected.phases,
+        "states": expected.states,
+        "expected": expected.expected,
+    }
+    assert parse_result("new", [RESULT_PREFIX + json.dumps(data, sort_keys=True)]) == expected
+    lines = tree_lines(expected)
+    assert [line.split(":")[0] for line in lines[1:4]] == [
+        "  phase payments (8 commands)",
+        "  phase captures",
+        "  phase cancels",
+    ]
+    assert (
+        "  captures beside payments: 8/s, CPU per command 1.500 x a payment's, "
+        "statements 1.500 x" in lines
+    )
+    assert lines[5].startswith(
+        "  cancels beside payments: 16/s, CPU per command 0.500 x a payment's"
+    )
+    compared = comparison_lines(expected, expected)
+    assert compared[1].startswith("  ratio payments cpu_us: 1.000")
+    assert any(line.startswith("  ratio cancels statements: 1.000") for line in compared)
+
+
+def test_a_captures_run_must_end_exactly_as_expected() -> None:
+    assert (
+        expected_states(_captures_result("new", {"payments": {"succeeded": 4, "canceled": 4}}))
+        == []
+    )
+    stuck = _captures_result("new", {"payments": {"succeeded": 4, "canceled": 3, "canceling": 1}})
+    assert expected_states(stuck) == [
+        "new: payments canceled 3, canceling 1, succeeded 4, not canceled 4, succeeded 4"
+    ]
+
+
+def test_a_captures_bench_has_its_own_command_line() -> None:
+    options = parse_refund_options(["--count", "7"], "captures")
+    assert options.count == 7
+    with pytest.raises(SystemExit):
+        parse_refund_options(["--count", "0"], "captures")
