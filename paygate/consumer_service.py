@@ -117,7 +117,9 @@ class ConsumerService:
         # A refused login or certificate ends the process here, before anything starts.
         await check_kafka_login(kafka)
         messages = await payment_messages(settings)
-        producer = KafkaProducer(kafka, client_id="paygate-consumer")
+        producer = KafkaProducer(
+            kafka, client_id="paygate-consumer", linger_ms=settings.kafka_linger_ms
+        )
         consumer = AIOKafkaConsumer(
             **kafka,
             group_id=settings.consumer_group,

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paygate.settings import Settings
 from persistence.database import Database
-from persistence.engine import create_engine
+from persistence.engine import create_engine, create_writer_engine
 from telemetry.tracing import trace_engine
 
 
@@ -24,7 +24,24 @@ def engine_for(settings: Settings) -> AsyncEngine:
 
 
 async def open_database(settings: Settings) -> Database:
-    """The database of the settings, its schema upgraded; close it when done."""
-    return await Database.open(
-        engine_for(settings), claim_lease=timedelta(seconds=settings.claim_lease_s)
+    """The database of the settings, its schema upgraded; close it when done.
+
+    On SQLite with ``PAYGATE_SQLITE_WRITE_LOCK_POLL_MS`` above 0, its writer queue has an
+    engine of its own (persistence.engine.create_writer_engine).
+    """
+    engine = engine_for(settings)
+    writer = create_writer_engine(
+        settings.database_url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        lock_poll_ms=settings.sqlite_write_lock_poll_ms,
     )
+    if writer is not None:
+        trace_engine(writer)
+    try:
+        return await Database.open(
+            engine, claim_lease=timedelta(seconds=settings.claim_lease_s), writer_engine=writer
+        )
+    except BaseException:
+        if writer is not None:
+            await writer.dispose()
+        raise

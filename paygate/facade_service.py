@@ -130,7 +130,9 @@ class FacadeService:
         await db.webhooks.with_secrets(opened.vault).secrets.seal_clear()
         published = account_key_pair(settings).published
         store, refunds = db.payments, db.refunds
-        producer = KafkaProducer(kafka, client_id="paygate-facade")
+        producer = KafkaProducer(
+            kafka, client_id="paygate-facade", linger_ms=settings.kafka_linger_ms
+        )
         listener = ResultListener(
             open_feed=functools.partial(KafkaResultFeed.open, kafka, settings.results_topic),
             decoder=messages,

@@ -147,6 +147,18 @@ class Settings(BaseSettings):
         "production refuses them: commands and results would cross the network in clear "
         "(and with `SASL_PLAINTEXT`, the login).",
     )
+    kafka_linger_ms: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="Milliseconds a record the facade or the consumer publishes waits for "
+        "others to share its request. A create-and-wait crosses two producers (the facade's "
+        "command, the relay's result) and pays this twice when traffic is light. 0: a "
+        "record is sent at once when no request is in flight, and the records that arrive "
+        "while one is share the next (the producer sends one request per broker at a time); "
+        "a value above 0 makes fewer, larger requests when traffic is heavy. Durability is "
+        "the same either way (`acks=all`, idempotent). See docs/performance.md.",
+    )
     commands_topic: str = Field("payments.commands", description="Topic of payment commands.")
     results_topic: str = Field("payments.results", description="Topic of result events.")
     dlq_topic: str = Field(
@@ -240,6 +252,17 @@ class Settings(BaseSettings):
         "Kafka offset was already committed: Kafka does not redeliver that command, so the "
         "outcome is lost. Choose `normal` only where that is acceptable (tests, benchmarks, "
         "a disk with power-loss protection).",
+    )
+    sqlite_write_lock_poll_ms: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        description="SQLite only: above 0, a process's writer queue takes the database's "
+        "write lock in tries of this many ms, one after another, instead of with SQLite's "
+        "back-off (1, 2, 5, 10 ... 100 ms between tries), so a write waiting for another "
+        "process's commit starts within about a millisecond of it. Costs the waiting "
+        "process a round trip to the driver's thread per try. 0: SQLite's back-off. See "
+        "docs/performance.md.",
     )
     account_fingerprint_key: SecretStr = Field(
         SecretStr(DEV_FINGERPRINT_KEY),

@@ -38,9 +38,13 @@ class Database:
         *,
         clock: Callable[[], datetime] = utc_now,
         claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
+        writer_engine: AsyncEngine | None = None,
     ) -> None:
+        """``writer_engine``: the engine of the writer queue's transactions, when it is not
+        ``engine`` (see persistence.engine.create_writer_engine); closed with it."""
         self.engine = engine
-        self.writes = GroupCommit(engine)
+        self._writer_engine = writer_engine
+        self.writes = GroupCommit(writer_engine or engine)
         self.payments = PaymentStore(engine, clock, claim_lease=claim_lease, writes=self.writes)
         self.refunds = RefundStore(engine, self.writes, clock, claim_lease=claim_lease)
         self.captures = CaptureStore(engine, self.writes, clock, claim_lease=claim_lease)
@@ -60,15 +64,18 @@ class Database:
         *,
         clock: Callable[[], datetime] = utc_now,
         claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
+        writer_engine: AsyncEngine | None = None,
     ) -> Database:
         """The database on ``engine``, its schema upgraded to the code's (see migrate)."""
         await create_schema(engine)
-        return cls(engine, clock=clock, claim_lease=claim_lease)
+        return cls(engine, clock=clock, claim_lease=claim_lease, writer_engine=writer_engine)
 
     async def close(self) -> None:
         """Safe to call twice."""
         await self.payments.close()
         await self.engine.dispose()
+        if self._writer_engine is not None:
+            await self._writer_engine.dispose()
 
     async def __aenter__(self) -> Database:
         return self

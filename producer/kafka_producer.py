@@ -15,6 +15,10 @@ log = logging.getLogger("devtools.kafka.producer")
 
 # How long stop() waits for queued records to be acknowledged before it drops them.
 DEFAULT_STOP_TIMEOUT_S: Final = 10.0
+# How long a record waits for others to share its request. aiokafka sends one request per
+# broker at a time, so records that arrive while one is in flight share the next request
+# whatever the linger: a linger only makes the first record of a quiet spell wait.
+DEFAULT_LINGER_MS: Final = 0
 
 
 class KafkaProducer:
@@ -33,8 +37,12 @@ class KafkaProducer:
         client_id: str = "paygate",
         request_timeout_ms: int = 30_000,
         stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        linger_ms: int = DEFAULT_LINGER_MS,
     ) -> None:
+        if linger_ms < 0:
+            raise ValueError(f"linger_ms must be 0 or more, got {linger_ms!r}")
         self._connection = dict(connection)
+        self._linger_ms = linger_ms
         self._client_id = client_id
         self._request_timeout_ms = request_timeout_ms
         self._stop_timeout_s = stop_timeout_s
@@ -48,7 +56,7 @@ class KafkaProducer:
             client_id=self._client_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            linger_ms=self._linger_ms,
             request_timeout_ms=self._request_timeout_ms,
         )
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import ClassVar
 
 import pytest
 from aiokafka.errors import KafkaTimeoutError
@@ -72,3 +73,45 @@ async def test_stop_with_everything_acknowledged_just_stops(
     assert inner.stopped
     assert inner._message_accumulator.failed_with is None
     assert caplog.records == []
+
+
+class RecordingProducer:
+    """Stands in for AIOKafkaProducer: keeps the options it was built with."""
+
+    built: ClassVar[list[dict[str, object]]] = []
+
+    def __init__(self, **options: object) -> None:
+        RecordingProducer.built.append(options)
+
+    async def start(self) -> None:
+        pass
+
+    async def flush(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, 0), (5, 5), (20, 20)])
+async def test_the_linger_is_the_one_given_and_durability_stays(
+    monkeypatch: pytest.MonkeyPatch, given: int | None, expected: int
+) -> None:
+    RecordingProducer.built = []
+    monkeypatch.setattr("producer.kafka_producer.AIOKafkaProducer", RecordingProducer)
+    connection = {"bootstrap_servers": "127.0.0.1:1"}
+    producer = (
+        KafkaProducer(connection) if given is None else KafkaProducer(connection, linger_ms=given)
+    )
+    async with producer:
+        pass
+    [options] = RecordingProducer.built
+    assert options["linger_ms"] == expected
+    # Whatever the linger: every record acknowledged by all replicas, written once.
+    assert options["acks"] == "all"
+    assert options["enable_idempotence"] is True
+
+
+def test_a_negative_linger_is_refused() -> None:
+    with pytest.raises(ValueError, match="linger_ms"):
+        KafkaProducer({"bootstrap_servers": "127.0.0.1:1"}, linger_ms=-1)
