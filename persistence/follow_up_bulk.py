@@ -139,9 +139,7 @@ _LOCKED: Final = (
 # hold it and be about to lock a payment this batch locked earlier (a begin of it): a
 # deadlock. Such a finish runs alone, whose conditional UPDATE does not match the row as
 # committed and so does not wait.
-_HELD_LOCKED: Final = _LOCKED.where(
-    payments.c.claim_token.in_(bindparam("claims", expanding=True))
-)
+_HELD_LOCKED: Final = _LOCKED.where(payments.c.claim_token.in_(bindparam("claims", expanding=True)))
 _READ_BACK: Final = select(payments).where(
     payments.c.id.in_(bindparam("payment_ids", expanding=True))
 )

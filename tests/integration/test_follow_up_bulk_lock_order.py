@@ -133,7 +133,11 @@ async def test_a_stale_capture_finish_in_a_batch_with_a_begin_does_not_deadlock_
             event=_event,
         ),
         one.finish(
-            plain.payment_request_id, claim=mine.claim.token, captured=True, error=None, event=_event
+            plain.payment_request_id,
+            claim=mine.claim.token,
+            captured=True,
+            error=None,
+            event=_event,
         ),
     )
     # Until the batch is done or waits on a row lock (a bounded wait on a condition).
