@@ -20,6 +20,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select, text
 
+import persistence.follow_up as follow_up
 import persistence.follow_up_store as follow_up_store
 from consumer.payment_handler import PaymentCommandHandler
 from persistence.capture_store import CaptureStarted, CaptureStore
@@ -100,7 +101,7 @@ async def test_a_stale_capture_finish_in_a_batch_with_a_begin_does_not_deadlock_
     # Process 2, one batch: it settles the capture it took over (the payment's row locked),
     # then begins a capture of ``contested``, waiting here before it locks that row.
     holding, resume = asyncio.Event(), asyncio.Event()
-    original = follow_up_store.locked_follow_up
+    original = follow_up.locked_follow_up
 
     async def before_the_lock(conn, command, refusal_event, now):
         if command.payment_request_id == contested.payment_request_id and not holding.is_set():
