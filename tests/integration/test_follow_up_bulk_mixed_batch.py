@@ -26,6 +26,7 @@ from persistence.capture_store import CaptureStarted, CaptureStore
 from persistence.follow_up import FollowUpRefused, FollowUpStarted
 from persistence.follow_up_bulk import begin_many, finish_many
 from persistence.refund_begin import RefundRefused, RefundStarted
+from persistence.refund_begin import begin_many as refund_begin_many
 from persistence.refund_store import RefundStore
 from persistence.tables import payments
 from providers.registry import Providers
@@ -64,7 +65,7 @@ async def test_refunds_after_capture_finishes_in_one_batch_see_the_captures(
 
     monkeypatch.setattr(follow_up_store, "begin_many", counted("begin", begin_many))
     monkeypatch.setattr(follow_up_store, "finish_many", counted("finish", finish_many))
-    monkeypatch.setattr(refund_store, "begin_many", counted("refund", refund_store.begin_many))
+    monkeypatch.setattr(refund_store, "begin_many", counted("refund", refund_begin_many))
 
     # 10.50 authorized each: ``part`` is captured 4.00 of it, ``whole`` all of it, and a
     # third capture's finish stands last in the batch, after a refund of its payment.
