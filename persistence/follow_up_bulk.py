@@ -12,9 +12,9 @@ batch:
   claim; one ``SELECT`` of the moved rows back; one multi-row ``INSERT`` of the refusals'
   events and the webhook fan-out.
 - finish: one ``SELECT ... FOR UPDATE`` of the payments held with the batch's claims (not
-  one another worker holds), in id order; one executemany
-  ``UPDATE`` from the in-flight status and only for each claim's holder; one ``SELECT`` of
-  the rows back; one ``INSERT`` of the events and the fan-out.
+  one another worker holds), in id order; one executemany ``UPDATE`` from the in-flight
+  status and only for each claim's holder; one ``SELECT`` of the rows back; one
+  ``INSERT`` of the events and the fan-out.
 
 The rules hold as on the single path. A payment named by more than one command of the
 batch (a capture and its replay, a capture and a cancel, a finish and its duplicate) runs
