@@ -23,6 +23,7 @@ from domain.status import CAPTURED, RELEASED, PaymentStatus
 from persistence.claims import claimable, least_recently_examined
 from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.outbox import enqueue_outbox
 from persistence.payment_rows import error_columns, payment_in, payment_view_of
 from persistence.tables import payments
@@ -60,7 +61,7 @@ class ExpiryStore:
                 update(payments).where(payments.c.id == payment_request_id).values(examined_at=now)
             )
 
-        await self._writes.run(record)
+        await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
     async def release(
         self,
@@ -122,4 +123,4 @@ class ExpiryStore:
             await enqueue_outbox(conn, event(payment), now)
             return True
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))

@@ -37,6 +37,7 @@ from persistence.follow_up import (
     locked_follow_up,
 )
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.payment_replay import enqueue_as_it_is
 from persistence.payment_rows import payment_in, payment_view_of
 from persistence.row_claims import RowClaims
@@ -84,7 +85,9 @@ class FollowUpStore:
                 return found
             return await decide(conn, found, claim, now)
 
-        return await self._writes.run(record)
+        return await self._writes.run(
+            record, locks=RowLocks.of(payments=[command.payment_request_id])
+        )
 
     async def claim(self, payment_request_id: str) -> FollowUpStarted | None:
         """Take the claim on a follow-up under way, or None: it is settled, or another
@@ -112,7 +115,7 @@ class FollowUpStore:
             assert payment is not None, "a claimed row exists"
             return FollowUpStarted(payment, claim)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
     async def renew(self, payment_request_id: str, claim: str) -> bool:
         return await self._claims.renew(payment_request_id, claim)
@@ -145,7 +148,7 @@ class FollowUpStore:
                 values=values,
             )
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
     async def settle_as_provider_holds(
         self,
@@ -198,7 +201,7 @@ class FollowUpStore:
         async def record(conn: AsyncConnection) -> PaymentView | None:
             return await enqueue_as_it_is(conn, payment_request_id, event_of, now)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
     async def _in_flight(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """Payments in flight with no answer since before ``updated_before``, whose claim

@@ -28,6 +28,7 @@ from domain.provider_refunds import absorbed_refunded_total, status_with_refunds
 from domain.status import CAPTURED, PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.outbox import enqueue_outbox
 from persistence.payment_rows import payment_in
 from persistence.tables import payments
@@ -92,4 +93,4 @@ class ProviderRefundStore:
             await enqueue_outbox(conn, event(payment), now)
             return payment
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
