@@ -25,7 +25,12 @@ from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
 from persistence.lock_order import RowLocks
 from persistence.outbox import enqueue_outbox
-from persistence.payment_rows import error_columns, payment_in, payment_view_of
+from persistence.payment_rows import (
+    error_columns,
+    payment_in,
+    payment_view_of,
+    refunded_at_provider_to,
+)
 from persistence.tables import payments
 
 
@@ -100,7 +105,7 @@ class ExpiryStore:
             raise ValueError(f"a {status.value} payment has {refunded_minor} refunded")
         values: dict[str, object] = {"status": status.value, "captured_minor": captured_minor}
         if refunded_minor:
-            values["refunded_minor"] = refunded_minor
+            values.update(refunded_at_provider_to(refunded_minor))
         return await self._settle(payment_request_id, {**values, **error_columns(None)}, event)
 
     async def _settle(

@@ -39,7 +39,7 @@ from persistence.follow_up import (
 from persistence.group_commit import GroupCommit
 from persistence.lock_order import RowLocks
 from persistence.payment_replay import enqueue_as_it_is
-from persistence.payment_rows import payment_in, payment_view_of
+from persistence.payment_rows import payment_in, payment_view_of, refunded_at_provider_to
 from persistence.row_claims import RowClaims
 from persistence.tables import payments
 
@@ -181,7 +181,7 @@ class FollowUpStore:
         if refunded_minor:
             # The payment was not captured in paygate's records until now: no refund of
             # paygate's is counted in the total this replaces.
-            values["refunded_minor"] = refunded_minor
+            values.update(refunded_at_provider_to(refunded_minor))
         return await self._finish(
             payment_request_id,
             claim=claim,

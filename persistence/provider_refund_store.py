@@ -30,7 +30,7 @@ from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
 from persistence.lock_order import RowLocks
 from persistence.outbox import enqueue_outbox
-from persistence.payment_rows import payment_in
+from persistence.payment_rows import payment_in, refunded_at_provider_to
 from persistence.tables import payments
 
 
@@ -83,7 +83,7 @@ class ProviderRefundStore:
                 update(payments)
                 .where(payments.c.id == payment_request_id)
                 .values(
-                    refunded_minor=total,
+                    **refunded_at_provider_to(total),
                     status=status_with_refunds(captured, total).value,
                     updated_at=now,
                 )
