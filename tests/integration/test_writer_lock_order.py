@@ -53,12 +53,13 @@ def _deadlocks(engines: list[Any]) -> list[str]:
 
 
 async def _until_a_lock_wait(engine: Any, done: asyncio.Future[Any]) -> None:
-    """Until ``done`` or some connection waits on a lock (a bounded wait on a condition)."""
-    async with engine.connect() as conn:
-        for _ in range(3_000):
+    """Until ``done`` or some connection waits on a lock (a bounded wait on a condition).
+    One transaction per look: PostgreSQL keeps a transaction's view of pg_stat_activity."""
+    for _ in range(3_000):
+        async with engine.connect() as conn:
             if done.done() or (await conn.execute(_LOCK_WAITERS)).scalar_one() > 0:
                 return
-            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
     pytest.fail("neither finished nor waited on a lock")
 
 
