@@ -461,6 +461,43 @@ def test_the_verdict_fails_when_store_ledger_and_totals_disagree() -> None:
     assert "refund events that contradict the store (the last final one, or each other)" in checks
 
 
+def test_the_verdict_counts_refunds_recorded_from_the_provider_in_the_refunded_total() -> None:
+    # pay_b (5.00) was refunded 2.00 by hand at its provider, outside paygate: recorded on
+    # the payment (refunded_outside_minor), with no refund row (domain.provider_refunds).
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("partially_refunded", 500, 200, 0, 200)}
+    verdict = judge(_with_refunds(store=StoreRefunds(dict(_STORED), payments)))
+    assert verdict.passed, verdict.render()
+    # All of it refunded outside, and pay_a's paygate refunds beside 0 outside.
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("refunded", 500, 500, 0, 500)}
+    assert judge(_with_refunds(store=StoreRefunds(dict(_STORED), payments))).passed
+
+
+def test_the_verdict_fails_on_a_refunded_total_the_rows_and_the_provider_do_not_explain() -> None:
+    check = "payments whose refund totals or status disagree with their refunds"
+    # pay_a's 10.00 is its two succeeded refunds; 1.00 more recorded from the provider
+    # would put it above the capture, and a total above rows + outside is unexplained.
+    payments = {
+        **_PAYMENTS,
+        "pay_a": StoredPayment("refunded", 1000, 1100, 0, 100),
+        "pay_b": StoredPayment("partially_refunded", 500, 300, 0, 200),
+    }
+    checks = _violations(_with_refunds(store=StoreRefunds(dict(_STORED), payments)))
+    assert checks[check] == [
+        "pay_a (refunded, expected (refunded above the capture); refunded 1100, reserved 0, "
+        "succeeded refunds 1000 + 100 refunded outside paygate of 1000)",
+        "pay_b (partially_refunded, expected partially_refunded; refunded 300, reserved 0, "
+        "succeeded refunds 0 + 200 refunded outside paygate of 500)",
+    ]
+    # A partial capture bounds the refunds: 3.00 of pay_b captured, all refunded outside.
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("refunded", 500, 300, 0, 300, 300)}
+    assert judge(_with_refunds(store=StoreRefunds(dict(_STORED), payments))).passed
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("partially_refunded", 500, 300, 0, 300, 300)}
+    assert _violations(_with_refunds(store=StoreRefunds(dict(_STORED), payments)))[check] == [
+        "pay_b (partially_refunded, expected refunded; refunded 300, reserved 0, "
+        "succeeded refunds 0 + 300 refunded outside paygate of 300)"
+    ]
+
+
 def test_the_verdict_fails_on_refund_outcomes_the_order_cannot_explain() -> None:
     # ref_3 refused although a refused ref_2 left room; ref_4 of a declined payment refunded.
     stored = {
