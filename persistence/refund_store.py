@@ -234,7 +234,9 @@ class RefundStore:
                 raise LookupError(f"refund {refund_id} vanished under its claim")
             return ClaimedRefund(claim, refund_view_of(row))
 
-        return await self._writes.run(record)
+        # take_claim locks the refund's row: declared, so it is taken with the batch's
+        # other locks, in their order (persistence.lock_order).
+        return await self._writes.run(record, locks=RowLocks.of(refunds=[refund_id]))
 
     async def renew(self, refund_id: str, claim: str) -> bool:
         """Extend the holder's claim; False if it is no longer the holder's (then it must
