@@ -44,7 +44,8 @@ async def test_batches_taking_each_others_refund_claims_do_not_deadlock(
     first_payment, second_payment = await succeeded_payment(store), await succeeded_payment(store)
     r1 = await one.begin(refund_of(first_payment, Money(3_000, "EUR")), _event)
     r2 = await one.begin(refund_of(second_payment, Money(2_000, "EUR")), _event)
-    assert isinstance(r1, RefundStarted) and isinstance(r2, RefundStarted)
+    assert isinstance(r1, RefundStarted)
+    assert isinstance(r2, RefundStarted)
     deadlocks = _deadlocks([first_engine, second_engine])
 
     paused, resume = asyncio.Event(), asyncio.Event()
