@@ -10,8 +10,9 @@ deadlock: PostgreSQL then aborts one of them (SQLSTATE 40P01) after ``deadlock_t
 So every write transaction takes, before its first operation runs, every lock its
 operations will need, in one global order:
 
-1. the orders' advisory locks (payment begins: the rows they insert do not exist yet), in
-   the order of their keys;
+1. the advisory locks, in the order of their keys: the orders' (payment begins: the rows
+   they insert do not exist yet) and the rate-limit buckets' (a take writes its client's
+   bucket row, or creates it: persistence.rate_limit_store);
 2. the payment rows, in id order: those the operations name, and the payment of every
    refund they name (a refund's payment never changes);
 3. the refund rows, in id order.
@@ -47,9 +48,10 @@ from persistence.tables import payments, refunds
 
 @dataclass(frozen=True, slots=True)
 class RowLocks:
-    """What one operation locks: orders (advisory), payments and refunds, by id."""
+    """What one operation locks: advisory scopes (orders, rate-limit buckets), payments and
+    refunds, by id."""
 
-    orders: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
     payments: frozenset[str] = frozenset()
     refunds: frozenset[str] = frozenset()
 
@@ -60,28 +62,31 @@ class RowLocks:
         orders: Iterable[tuple[str | None, str]] = (),
         payments: Iterable[str] = (),
         refunds: Iterable[str] = (),
+        buckets: Iterable[str] = (),
     ) -> RowLocks:
-        """``orders`` as (client id, order id) pairs, as payment begins lock them."""
+        """``orders`` as (client id, order id) pairs, as payment begins lock them;
+        ``buckets`` the client ids whose rate-limit buckets a take writes."""
         return cls(
-            frozenset(order_scope(order_id, client_id) for client_id, order_id in orders),
+            frozenset(order_scope(order_id, client_id) for client_id, order_id in orders)
+            | frozenset(bucket_scope(client_id) for client_id in buckets),
             frozenset(payments),
             frozenset(refunds),
         )
 
     def __bool__(self) -> bool:
-        return bool(self.orders or self.payments or self.refunds)
+        return bool(self.scopes or self.payments or self.refunds)
 
     @classmethod
     def union(cls, locks: Iterable[RowLocks | None]) -> RowLocks:
-        orders: set[str] = set()
+        scopes: set[str] = set()
         payment_ids: set[str] = set()
         refund_ids: set[str] = set()
         for lock in locks:
             if lock is not None:
-                orders |= lock.orders
+                scopes |= lock.scopes
                 payment_ids |= lock.payments
                 refund_ids |= lock.refunds
-        return cls(frozenset(orders), frozenset(payment_ids), frozenset(refund_ids))
+        return cls(frozenset(scopes), frozenset(payment_ids), frozenset(refund_ids))
 
 
 def order_scope(order_id: str, client_id: str | None) -> str:
@@ -89,12 +94,17 @@ def order_scope(order_id: str, client_id: str | None) -> str:
     return order_id if client_id is None else f"{client_id}\x1f{order_id}"
 
 
+def bucket_scope(client_id: str) -> str:
+    """The key of a rate-limit bucket's advisory lock (apart from the orders' keys)."""
+    return f"rate-limit\x1e{client_id}"
+
+
 async def take_locks(conn: AsyncConnection, locks: RowLocks) -> None:
     """Take ``locks`` in the module's order (PostgreSQL; nothing on SQLite)."""
     if conn.dialect.name != "postgresql" or not locks:
         return
-    if locks.orders:
-        await lock_order_scopes(conn, locks.orders)
+    if locks.scopes:
+        await lock_order_scopes(conn, locks.scopes)
     refund_ids = sorted(locks.refunds)
     if locks.payments or refund_ids:
         await conn.execute(
@@ -106,8 +116,8 @@ async def take_locks(conn: AsyncConnection, locks: RowLocks) -> None:
 
 
 async def lock_order_scopes(conn: AsyncConnection, scopes: Iterable[str]) -> None:
-    """The orders' advisory locks, held until the transaction ends, in the order of their
-    keys (PostgreSQL only; taking one twice in a transaction is harmless)."""
+    """Advisory locks (orders', buckets'), held until the transaction ends, in the order
+    of their keys (PostgreSQL only; taking one twice in a transaction is harmless)."""
     await conn.execute(_LOCK_ORDERS, {"scopes": sorted(set(scopes))})
 
 
