@@ -145,7 +145,7 @@ def judge_refunds(
     )
     _against_ledger(verdict, planned, stored, ledger)
     verdict.check(
-        _payment_totals(facts.store, payment_ids),
+        _payment_totals(facts.store, payment_ids, _refunded_outside(ledger, stored)),
         "payments whose refund totals or status disagree with their refunds",
     )
     verdict.check(without_event, "refunds without a result event")
@@ -204,11 +204,27 @@ def _against_ledger(
     verdict.check(amounts, "refund amounts that differ between the store and the ledger")
 
 
-def _payment_totals(store: StoreRefunds, payment_ids: Sequence[str]) -> list[str]:
+def _refunded_outside(
+    ledger: LedgerEvidence, stored: dict[str, StoredRefund]
+) -> defaultdict[str, int]:
+    """Per payment, what the acquirer's ledger refunded (or holds pending) of its charges
+    under no refund of paygate's: the one witness of a refund made outside paygate."""
+    outside: defaultdict[str, int] = defaultdict(int)
+    for row in ledger.refunds:
+        if row.holds_money and row.reference not in stored:
+            outside[row.payment_reference] += row.amount_minor
+    return outside
+
+
+def _payment_totals(
+    store: StoreRefunds, payment_ids: Sequence[str], at_acquirer: dict[str, int]
+) -> list[str]:
     """``refunded_minor`` is the sum of succeeded refunds plus what the provider reported
-    refunded outside paygate (``refunded_outside_minor``, never negative: refunds with no
-    refund row, domain.provider_refunds), never above what was captured; nothing stays
-    reserved, and the status follows from the totals."""
+    refunded outside paygate (``refunded_outside_minor``: refunds with no refund row,
+    domain.provider_refunds), never above what was captured; nothing stays reserved, and
+    the status follows from the totals. What was refunded outside paygate is what the
+    acquirer's ledger holds beyond paygate's refunds (``at_acquirer``): the totals alone
+    would pass a refund of paygate's counted a second time as refunded outside."""
     succeeded: defaultdict[str, int] = defaultdict(int)
     for refund in store.refunds.values():
         if refund.status == "succeeded":
@@ -220,8 +236,9 @@ def _payment_totals(store: StoreRefunds, payment_ids: Sequence[str]) -> list[str
             continue  # a lost payment: reported by the payment checks
         outside = payment.refunded_outside_minor
         expected = _expected_status(payment, succeeded[payment_id] + outside)
+        acquirer = at_acquirer.get(payment_id, 0)
         if (
-            outside < 0
+            outside != acquirer
             or payment.refunded_minor != succeeded[payment_id] + outside
             or payment.refund_reserved_minor != 0
             or payment.status != expected
@@ -231,7 +248,13 @@ def _payment_totals(store: StoreRefunds, payment_ids: Sequence[str]) -> list[str
                 f"{payment.refunded_minor}, reserved {payment.refund_reserved_minor}, "
                 f"succeeded refunds {succeeded[payment_id]}"
                 + (f" + {outside} refunded outside paygate" if outside else "")
-                + f" of {payment.refund_ceiling_minor})"
+                + f" of {payment.refund_ceiling_minor}"
+                + (
+                    f"; the acquirer refunded {acquirer} outside paygate"
+                    if outside != acquirer
+                    else ""
+                )
+                + ")"
             )
     return wrong
 
