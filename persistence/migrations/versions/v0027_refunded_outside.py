@@ -66,5 +66,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The total still counts both parts; a release before 0027 reads only the total.
+    if op.get_bind().dialect.name == "sqlite":
+        # A batch drop recreates the table, and SQLite refuses to drop ``payments`` while
+        # refunds refer to it; SQLite 3.35 and later drop a column in place.
+        op.execute("ALTER TABLE payments DROP COLUMN refunded_outside_minor")
+        return
     with op.batch_alter_table("payments") as batch:
         batch.drop_column("refunded_outside_minor")
