@@ -11,9 +11,10 @@ batch:
   executemany ``UPDATE`` from ``authorized`` to the in-flight status with each start's
   claim; one ``SELECT`` of the moved rows back; one multi-row ``INSERT`` of the refusals'
   events and the webhook fan-out.
-- finish: one ``SELECT ... FOR UPDATE`` of the payments, in id order; one executemany
-  ``UPDATE`` from the in-flight status and only for each claim's holder; one ``SELECT`` of
-  the rows back; one ``INSERT`` of the events and the fan-out.
+- finish: one ``SELECT ... FOR UPDATE`` of the payments held with the batch's claims (not
+  one another worker holds), in id order; one executemany ``UPDATE`` from the in-flight
+  status and only for each claim's holder; one ``SELECT`` of the rows back; one
+  ``INSERT`` of the events and the fan-out.
 
 The rules hold as on the single path. A payment named by more than one command of the
 batch (a capture and its replay, a capture and a cancel, a finish and its duplicate) runs
@@ -133,6 +134,12 @@ _LOCKED: Final = (
     .order_by(payments.c.id)
     .with_for_update()
 )
+# A finish locks only the payments held with one of the batch's claims: a finish under
+# another's claim changes nothing, and locking that row would wait on its holder, who may
+# hold it and be about to lock a payment this batch locked earlier (a begin of it): a
+# deadlock. Such a finish runs alone, whose conditional UPDATE does not match the row as
+# committed and so does not wait.
+_HELD_LOCKED: Final = _LOCKED.where(payments.c.claim_token.in_(bindparam("claims", expanding=True)))
 _READ_BACK: Final = select(payments).where(
     payments.c.id.in_(bindparam("payment_ids", expanding=True))
 )
@@ -239,7 +246,13 @@ def _counted(total: int, rowcount: int) -> int:
 async def finish_many(conn: AsyncConnection, requests: Sequence[FinishRequest]) -> list[bool]:
     """Many finishes of one kind in one transaction; see the module docstring."""
     per_payment = Counter(request.payment_request_id for request in requests)
-    locked = await conn.execute(_LOCKED, {"payment_ids": sorted(per_payment)})
+    locked = await conn.execute(
+        _HELD_LOCKED,
+        {
+            "payment_ids": sorted(per_payment),
+            "claims": sorted({request.claim for request in requests}),
+        },
+    )
     held = {row.id: (row.status, row.claim_token) for row in locked}
     results: list[bool | None] = [None] * len(requests)
     alone: list[int] = []
