@@ -286,14 +286,27 @@ async def test_capture_sends_amount_to_capture_and_the_capture_key() -> None:
     assert parse_qs(body)["amount_to_capture"] == ["700"]
 
 
+def _charge(amount_refunded: int) -> dict[str, Any]:
+    """The PaymentIntent's charge as Stripe expands it: held and captured 60.00."""
+    return {
+        "id": "ch_1",
+        "object": "charge",
+        "amount": 6000,
+        "amount_captured": 6000,
+        "amount_refunded": amount_refunded,
+    }
+
+
 @pytest.mark.parametrize(
     ("latest_charge", "refunded"),
     [
-        ({"id": "ch_1", "object": "charge", "amount_refunded": 1500}, Money(1500, "EUR")),
-        ({"id": "ch_1", "object": "charge", "amount_refunded": 0}, None),
+        (_charge(amount_refunded=1500), Money(1500, "EUR")),
+        (_charge(amount_refunded=0), None),
+        # Not readable without what the charge held and captured: not said.
+        ({"id": "ch_1", "object": "charge", "amount_refunded": 1500}, None),
         ("ch_1", None),  # not expanded: not said
     ],
-    ids=["refunded", "nothing-refunded", "not-expanded"],
+    ids=["refunded", "nothing-refunded", "amounts-unsaid", "not-expanded"],
 )
 async def test_charge_by_reference_reads_the_charges_amount_refunded(
     latest_charge: Any, refunded: Money | None
