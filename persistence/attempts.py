@@ -35,6 +35,11 @@ def attempt_number(attempt_key: str) -> int:
     return int(attempt_key.rsplit("-a", 1)[1])
 
 
+def payment_of_attempt(attempt_key: str) -> str:
+    """The payment id in an attempt key made by :func:`attempt_key_for`."""
+    return attempt_key.rsplit("-a", 1)[0]
+
+
 async def latest_attempt(conn: AsyncConnection, payment_id: str) -> Any:
     """The payment's latest attempt row (None if it has none): the only one that may be
     open."""

@@ -23,8 +23,14 @@ from domain.status import CAPTURED, RELEASED, PaymentStatus
 from persistence.claims import claimable, least_recently_examined
 from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.outbox import enqueue_outbox
-from persistence.payment_rows import error_columns, payment_in, payment_view_of
+from persistence.payment_rows import (
+    error_columns,
+    payment_in,
+    payment_view_of,
+    refunded_at_provider_to,
+)
 from persistence.tables import payments
 
 
@@ -60,7 +66,7 @@ class ExpiryStore:
                 update(payments).where(payments.c.id == payment_request_id).values(examined_at=now)
             )
 
-        await self._writes.run(record)
+        await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
     async def release(
         self,
@@ -99,7 +105,7 @@ class ExpiryStore:
             raise ValueError(f"a {status.value} payment has {refunded_minor} refunded")
         values: dict[str, object] = {"status": status.value, "captured_minor": captured_minor}
         if refunded_minor:
-            values["refunded_minor"] = refunded_minor
+            values.update(refunded_at_provider_to(refunded_minor))
         return await self._settle(payment_request_id, {**values, **error_columns(None)}, event)
 
     async def _settle(
@@ -122,4 +128,4 @@ class ExpiryStore:
             await enqueue_outbox(conn, event(payment), now)
             return True
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))

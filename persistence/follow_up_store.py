@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Final
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.expression import ClauseElement
 
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
@@ -50,8 +51,9 @@ from persistence.follow_up_bulk import (
     finish_many,
 )
 from persistence.group_commit import Bulk, GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.payment_replay import enqueue_as_it_is
-from persistence.payment_rows import payment_in, payment_view_of
+from persistence.payment_rows import payment_in, payment_view_of, refunded_at_provider_to
 from persistence.row_claims import RowClaims
 from persistence.tables import payments
 
@@ -106,7 +108,11 @@ class FollowUpStore:
             return await refuse(conn, found, decision.error, refusal_event, now)
 
         request = BeginRequest(command, refusal_event, decide, self.IN_FLIGHT, claim, now, record)
-        return await self._writes.run(record, Bulk(begin_many, request))
+        return await self._writes.run(
+            record,
+            Bulk(begin_many, request),
+            locks=RowLocks.of(payments=[command.payment_request_id]),
+        )
 
     async def claim(self, payment_request_id: str) -> FollowUpStarted | None:
         """Take the claim on a follow-up under way, or None: it is settled, or another
@@ -134,7 +140,7 @@ class FollowUpStore:
             assert payment is not None, "a claimed row exists"
             return FollowUpStarted(payment, claim)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
     async def renew(self, payment_request_id: str, claim: str) -> bool:
         return await self._claims.renew(payment_request_id, claim)
@@ -178,7 +184,13 @@ class FollowUpStore:
             values or {},
             record,
         )
-        return await self._writes.run(record, Bulk(finish_many, request))
+        # The bulk path binds plain values per row; a value computed from the row itself
+        # (a refunded total raised on the provider's word, persistence.payment_rows) is
+        # written by the single path's UPDATE.
+        bulk = None if any(map(_is_sql, (values or {}).values())) else Bulk(finish_many, request)
+        return await self._writes.run(
+            record, bulk, locks=RowLocks.of(payments=[payment_request_id])
+        )
 
     async def settle_as_provider_holds(
         self,
@@ -211,7 +223,7 @@ class FollowUpStore:
         if refunded_minor:
             # The payment was not captured in paygate's records until now: no refund of
             # paygate's is counted in the total this replaces.
-            values["refunded_minor"] = refunded_minor
+            values.update(refunded_at_provider_to(refunded_minor))
         return await self._finish(
             payment_request_id,
             claim=claim,
@@ -231,7 +243,7 @@ class FollowUpStore:
         async def record(conn: AsyncConnection) -> PaymentView | None:
             return await enqueue_as_it_is(conn, payment_request_id, event_of, now)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
     async def _in_flight(self, updated_before: datetime, limit: int) -> list[PaymentView]:
         """Payments in flight with no answer since before ``updated_before``, whose claim
@@ -246,3 +258,7 @@ class FollowUpStore:
                 .limit(limit)
             )
             return [payment_view_of(row._mapping) for row in rows]
+
+
+def _is_sql(value: object) -> bool:
+    return isinstance(value, ClauseElement)

@@ -16,11 +16,20 @@ batch all wait for it, so none of its operations happened before another: runnin
 together, ahead of operations that arrived between its members, is an order they could
 have run in one at a time.
 
+Locks: an operation declares the rows it locks (a :class:`persistence.lock_order.RowLocks`),
+and the transaction takes all of its batch's before the first operation runs, in the one
+global order of persistence.lock_order, whatever order the operations come in. So two
+processes' batches over the same rows queue on each other instead of deadlocking.
+
 If an operation fails (a unique violation, a refused transition), or a bulk run does, the
 batch is rolled back and its operations are run again one transaction each, each through
-its own function, so the failure reaches only the caller whose operation caused it. If the
-commit itself fails, every caller of that batch gets the error and none of their
-operations took effect.
+its own function, so the failure reaches only the caller whose operation caused it. An
+operation run alone that PostgreSQL aborted to break a deadlock (SQLSTATE 40P01) or a
+serialization conflict (40001) is run again, a few times, in a fresh transaction: the
+aborted one was rolled back whole, so nothing of it took effect. If the commit itself
+fails, every caller of that batch gets the error and none of their operations took effect,
+unless the failure is one of those two aborts: then, as nothing was committed, the batch
+is run again one operation at a time.
 """
 
 from __future__ import annotations
@@ -32,9 +41,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry.context import Context
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from persistence.engine import write_transaction
+from persistence.lock_order import RowLocks, take_locks
 from telemetry.trace_context import captured, restored
 
 T = TypeVar("T")
@@ -65,6 +76,8 @@ class _Pending:
     # The caller's trace context (None when tracing is off): its statements run in the
     # flusher's task, and are traced under the caller's span all the same.
     trace: Context | None
+    # What the operation locks, taken for the whole batch first (persistence.lock_order).
+    locks: RowLocks | None = None
 
 
 class GroupCommit:
@@ -75,15 +88,21 @@ class GroupCommit:
         self._flusher: asyncio.Task[None] | None = None
 
     async def run(
-        self, operation: Callable[[AsyncConnection], Awaitable[T]], bulk: Bulk | None = None
+        self,
+        operation: Callable[[AsyncConnection], Awaitable[T]],
+        bulk: Bulk | None = None,
+        *,
+        locks: RowLocks | None = None,
     ) -> T:
         """Run ``operation`` in a shared write transaction; return once it is committed.
 
         With ``bulk``, the operation may instead run through ``bulk.run_many`` together
-        with other operations of its kind in the same batch.
+        with other operations of its kind in the same batch. ``locks``: the payment and
+        refund rows (and orders) the operation locks; every operation that locks any must
+        name them (persistence.lock_order).
         """
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(operation, bulk, future, captured()))
+        self._pending.append(_Pending(operation, bulk, future, captured(), locks))
         if self._flusher is None or self._flusher.done():
             # The flusher exits when the queue is empty, so an idle store leaves no task.
             self._flusher = asyncio.create_task(self._flush_all(), name="group-commit")
@@ -100,11 +119,15 @@ class GroupCommit:
             if batch:
                 await self._flush(batch)
 
-    async def _flush(self, batch: list[_Pending]) -> None:
+    async def _flush(self, batch: list[_Pending], aborts: int = 0) -> None:
         try:
             results = await self._run_together(batch)
         except _OperationFailed as failed:
             if len(batch) == 1:
+                if is_concurrency_abort(failed.error) and aborts < CONCURRENCY_ABORT_RETRIES:
+                    # Rolled back whole by the database to break a conflict: run it again.
+                    await self._flush(batch, aborts + 1)
+                    return
                 _settle(batch[0].future, error=failed.error)
                 return
             # Nothing of the batch was committed. Run each operation alone, so that the
@@ -112,15 +135,23 @@ class GroupCommit:
             for item in batch:
                 await self._flush([item])
             return
-        except BaseException as exc:
+        except Exception as exc:
             # The commit (or the transaction as a whole) failed: nothing of this batch
-            # took effect, and every caller hears so.
-            failure = exc if isinstance(exc, Exception) else RuntimeError("commit interrupted")
+            # took effect, and every caller hears so, unless it can simply run again.
+            if is_concurrency_abort(exc) and aborts < CONCURRENCY_ABORT_RETRIES:
+                # The commit was refused with one of those aborts: nothing was committed.
+                for item in batch:
+                    await self._flush([item], aborts + 1)
+                return
             for pending in batch:
-                _settle(pending.future, error=failure)
-            if not isinstance(exc, Exception):
-                raise
+                _settle(pending.future, error=exc)
             return
+        except BaseException:
+            # Interrupted (cancelled): nothing of this batch is known committed, and every
+            # caller hears so.
+            for pending in batch:
+                _settle(pending.future, error=RuntimeError("commit interrupted"))
+            raise
         for pending, result in zip(batch, results, strict=True):
             _settle(pending.future, result=result)
 
@@ -137,6 +168,10 @@ class GroupCommit:
         # caller's span, not under whoever's span started the flusher task.
         with restored(batch[0].trace):
             async with write_transaction(self._engine) as conn:
+                try:
+                    await take_locks(conn, RowLocks.union(pending.locks for pending in batch))
+                except Exception as exc:
+                    raise _OperationFailed(exc) from exc
                 for index, pending in enumerate(batch):
                     members = None if pending.bulk is None else kinds[pending.bulk.run_many]
                     try:
@@ -177,6 +212,25 @@ async def run_bulks(conn: AsyncConnection, bulks: Sequence[Bulk]) -> None:
         kinds.setdefault(bulk.run_many, []).append(bulk.item)
     for run_many, items in kinds.items():
         await run_many(conn, items)
+
+
+# How many times an operation run alone is run again after a deadlock or serialization abort.
+# With every writer taking its locks in one order (persistence.lock_order) a deadlock
+# should not happen at all; a few more tries cover writers outside that order.
+CONCURRENCY_ABORT_RETRIES = 3
+# PostgreSQL's SQLSTATEs for a transaction it rolled back to resolve a conflict between
+# transactions: deadlock_detected and serialization_failure.
+_CONCURRENCY_ABORTS = frozenset({"40P01", "40001"})
+
+
+def is_concurrency_abort(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database rolling a transaction back to break a deadlock or a
+    serialization conflict: nothing of it took effect, and running it again is safe."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    original = exc.orig
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code in _CONCURRENCY_ABORTS
 
 
 class _OperationFailed(Exception):

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Text, bindparam, insert, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.errors import PaygateError
@@ -30,6 +29,7 @@ from persistence.attempts import ATTEMPT_STARTED, attempt_key_for
 from persistence.claims import Claim, claim_columns
 from persistence.engine import as_utc
 from persistence.group_commit import Bulk, run_bulks
+from persistence.lock_order import lock_order_scopes, order_scope
 from persistence.outbox import OutboxMessage, outbox_row
 from persistence.payment_rows import (
     error_columns,
@@ -231,21 +231,15 @@ async def _lock_orders(conn: AsyncConnection, orders: Sequence[tuple[str | None,
     """Lock the orders (a PostgreSQL advisory lock per (client, order), held until the
     transaction ends: rows that do not exist yet cannot be locked), in one statement.
 
-    The locks are taken in the order of their keys, so two transactions locking
-    overlapping sets (two consumer processes during a rebalance) queue instead of
-    deadlocking.
+    The writer queue took them already, first of all its batch's locks
+    (persistence.lock_order); taken again here, they cost nothing and keep this function
+    right on its own.
     """
     if conn.dialect.name != "postgresql":
         return  # SQLite: write transactions already hold the database write lock from BEGIN.
-    scopes = sorted({_order_scope(order_id, client_id) for client_id, order_id in orders})
-    await conn.execute(_LOCK_ORDERS, {"scopes": scopes})
-
-
-_LOCK_ORDERS = text(
-    "SELECT pg_advisory_xact_lock(h) FROM ("
-    " SELECT DISTINCT hashtextextended(s, 0) AS h FROM unnest(CAST(:scopes AS text[])) AS s"
-    " ORDER BY h) AS ordered"
-).bindparams(bindparam("scopes", type_=ARRAY(Text)))
+    await lock_order_scopes(
+        conn, (order_scope(order_id, client_id) for client_id, order_id in orders)
+    )
 
 
 # What a payment of an order is read as: an OrderPayment, and the client and order it is
@@ -277,10 +271,6 @@ async def payments_of_orders(
             OrderPayment(row.id, row.idempotency_key, PaymentStatus(row.status), row.key_expired)
         )
     return orders
-
-
-def _order_scope(order_id: str, client_id: str | None) -> str:
-    return order_id if client_id is None else f"{client_id}\x1f{order_id}"
 
 
 async def existing_in(

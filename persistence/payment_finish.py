@@ -32,6 +32,7 @@ from persistence.payment_rows import (
     error_columns,
     insert_rows,
     next_action_columns,
+    refunded_at_provider_to,
 )
 from persistence.tables import outbox, payments, provider_attempts
 from persistence.webhook_fanout import enqueue_webhooks
@@ -91,10 +92,12 @@ async def finish_one(conn: AsyncConnection, request: FinishRequest) -> bool:
             provider_reference=request.provider_reference,
             updated_at=request.now,
             next_retry_at=None,
-            refunded_minor=(
-                captured_minor_of(payments)
+            # A charge that ends refunded was refunded in full at the provider, outside
+            # paygate (domain.status): all of it counts as refunded there.
+            **(
+                refunded_at_provider_to(captured_minor_of(payments))
                 if status is PaymentStatus.REFUNDED
-                else payments.c.refunded_minor
+                else {}
             ),
             **error_columns(request.error),
             **claim_columns(None),
@@ -265,7 +268,7 @@ _MOVE_PAYMENT = (
         status=bindparam("b_status"),
         provider_reference=bindparam("b_provider_reference"),
         updated_at=bindparam("b_now"),
-        refunded_minor=_REFUNDED_MINOR,
+        **refunded_at_provider_to(_REFUNDED_MINOR),
         next_retry_at=None,
         claim_token=None,
         claim_expires_at=None,

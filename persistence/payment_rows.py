@@ -31,6 +31,20 @@ def captured_minor_of(table: Any) -> Any:
     return func.coalesce(table.c.captured_minor, table.c.amount_minor)
 
 
+def refunded_at_provider_to(total: Any) -> dict[str, Any]:
+    """SET values that make the payment's refunded total ``total`` (SQL or an int) on its
+    provider's word: the rise is refunded outside paygate, with no refund row, and is added
+    to ``refunded_outside_minor`` too, so refunded_minor stays the sum of the succeeded
+    refund rows and that column (domain.provider_refunds). Both read the row's values
+    before the update."""
+    return {
+        "refunded_minor": total,
+        "refunded_outside_minor": (
+            payments.c.refunded_outside_minor + total - payments.c.refunded_minor
+        ),
+    }
+
+
 async def payment_in(conn: AsyncConnection, payment_id: str) -> PaymentView | None:
     """The payment as ``conn`` sees it (in its transaction, if it has one)."""
     row = (await conn.execute(_PAYMENT_BY_ID, {"payment_id": payment_id})).one_or_none()

@@ -41,6 +41,7 @@ from persistence.claims import (
 )
 from persistence.engine import as_utc, single_read_engine
 from persistence.group_commit import Bulk, GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.outbox import Outbox, OutboxMessage
 from persistence.payment_begin import (
     BeginRequest,
@@ -151,12 +152,13 @@ class PaymentStore:
             return await begin_one(conn, request)
 
         bulk = Bulk(begin_many, request)
+        locks = RowLocks.of(orders=[request.order])
         try:
-            return await self._writes.run(record, bulk)
+            return await self._writes.run(record, bulk, locks=locks)
         except IntegrityError:
             # Another writer inserted the same payment between our read and our insert
             # (the order lock makes this all but impossible); a second pass reads it.
-            return await self._writes.run(record, bulk)
+            return await self._writes.run(record, bulk, locks=locks)
 
     async def finish(
         self,
@@ -200,7 +202,9 @@ class PaymentStore:
         async def record(conn: AsyncConnection) -> bool:
             return await finish_one(conn, request)
 
-        return await self._writes.run(record, Bulk(finish_many, request))
+        return await self._writes.run(
+            record, Bulk(finish_many, request), locks=RowLocks.of(payments=[payment_id])
+        )
 
     async def claim(self, payment_id: str) -> ClaimedAttempt | None:
         """Take the claim on the payment's open attempt, or None if it cannot be taken.
@@ -215,7 +219,7 @@ class PaymentStore:
         async def record(conn: AsyncConnection) -> ClaimedAttempt | None:
             return await claim_open_attempt(conn, payment_id, now, self._lease)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
 
     async def renew(self, payment_id: str, claim: str) -> bool:
         """Extend the holder's claim by a lease; False if ``claim`` is no longer the
@@ -233,7 +237,7 @@ class PaymentStore:
         async def record(conn: AsyncConnection) -> bool:
             return await stamp_sending(conn, payment_id, attempt_key, claim, now, now + self._lease)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
 
     async def release(self, payment_id: str, claim: str) -> None:
         """Give the claim up (the holder cannot go on now), so another may take it at once."""
@@ -252,7 +256,7 @@ class PaymentStore:
                 .values(next_check_at=at)
             )
 
-        await self._writes.run(record)
+        await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
 
     async def schedule_retry(self, payment_id: str, at: datetime, *, claim: str) -> bool:
         """Record when the payment's provider is to be tried again (only while processing
@@ -262,7 +266,7 @@ class PaymentStore:
         async def record(conn: AsyncConnection) -> bool:
             return await schedule_retry(conn, payment_id, at, claim, expires_at)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
 
     async def next_attempt(
         self, payment_id: str, failed_attempt_key: str, provider: str, *, claim: str
@@ -285,7 +289,7 @@ class PaymentStore:
                 conn, payment_id, failed_attempt_key, provider, claim, now, self._lease
             )
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
 
     async def enqueue(self, event: OutboxMessage) -> None:
         """Queue an event on its own (a refusal with an event id of its own)."""
@@ -301,7 +305,7 @@ class PaymentStore:
         async def record(conn: AsyncConnection) -> PaymentView | None:
             return await enqueue_as_it_is(conn, payment_id, event_of, now)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
 
     async def get_payment(self, payment_id: str) -> PaymentView | None:
         async with self._engine.connect() as conn:
@@ -361,12 +365,21 @@ class PaymentStore:
     async def expire_idempotency_keys(self, created_before: datetime) -> int:
         """Mark the keys of payments created before ``created_before`` expired."""
 
+        # Rows chosen by a query cannot be locked in the writers' order
+        # (persistence.lock_order): a payment another transaction holds keeps its key live
+        # until the next pass rather than being waited for.
+        # (An alias: a subquery of the UPDATE's own table would be correlated to it.)
+        candidate = payments.alias("due")
+        due = (
+            select(candidate.c.id)
+            .where(candidate.c.key_expired.is_(False))
+            .where(candidate.c.created_at < created_before)
+            .with_for_update(skip_locked=True)
+        )
+
         async def record(conn: AsyncConnection) -> int:
             result = await conn.execute(
-                update(payments)
-                .where(payments.c.key_expired.is_(False))
-                .where(payments.c.created_at < created_before)
-                .values(key_expired=True)
+                update(payments).where(payments.c.id.in_(due)).values(key_expired=True)
             )
             return int(result.rowcount)
 

@@ -31,8 +31,9 @@ from domain.refunds import RefundStatus
 from domain.status import CAPTURED, PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.outbox import enqueue_outbox
-from persistence.payment_rows import payment_in
+from persistence.payment_rows import payment_in, refunded_at_provider_to
 from persistence.tables import payments, refunds
 
 
@@ -89,7 +90,7 @@ class ProviderRefundStore:
                 update(payments)
                 .where(payments.c.id == payment_request_id)
                 .values(
-                    refunded_minor=total,
+                    **refunded_at_provider_to(total),
                     status=status_with_refunds(captured, total).value,
                     updated_at=now,
                 )
@@ -99,7 +100,7 @@ class ProviderRefundStore:
             await enqueue_outbox(conn, event(payment), now)
             return payment
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
 
 async def _failed_at_provider(conn: AsyncConnection, payment_request_id: str) -> int:

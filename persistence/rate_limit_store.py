@@ -22,6 +22,7 @@ from sqlalchemy import Float, String, TextClause, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 
 # Plain SQL both dialects run the same. The f-strings join constants only; every value
 # is a bound parameter (hence the S608 exemptions).
@@ -97,5 +98,8 @@ class RateLimitStore:
             held = (await conn.execute(_PEEK, params)).scalar_one()
             return max(_MIN_WAIT_S, (count - float(held)) / rate_per_s)
 
-        wait_s: float = await self._writes.run(take)
+        # The bucket's row lock (or, for a new client, the insert's wait on another's) is
+        # taken mid-batch in arrival order; declared, the batch takes it first, in the
+        # writers' one order, so two processes' batches of takes cannot deadlock.
+        wait_s: float = await self._writes.run(take, locks=RowLocks.of(buckets=[client_id]))
         return wait_s

@@ -4,7 +4,8 @@ one transaction, for one operation or a batch of them.
 Only the claim's holder finishes (see persistence.claims). ``succeeded`` moves the refund's
 reservation into the payment's refunded total, ``failed`` releases it, ``pending`` keeps it;
 the event reports the payment's totals as the refund leaves them, read under the payment's
-row lock, taken after the refund's row (the lock order of refund writes).
+row lock. The writer queue holds both rows, the payment's and then the refund's, before
+this runs (persistence.lock_order); the statements here lock nothing new.
 """
 
 from __future__ import annotations
@@ -105,11 +106,10 @@ _RELEASE: Final = (
     .values(refund_reserved_minor=payments.c.refund_reserved_minor - bindparam("refund_minor"))
     .returning(payments.c.status, payments.c.refunded_minor)
 )
-# Only the refunds held with one of the batch's claims are locked: a finish with another's
-# claim changes nothing, and locking that refund's row would wait on its holder, who holds
-# it and then takes its payment's row, which this transaction may hold already (a begin of
-# that payment earlier in the batch): a deadlock. Those run finish_one, whose conditional
-# UPDATE passes over a row it does not match without waiting for it.
+# Only the refunds held with one of the batch's claims are read here: a finish with another's
+# claim changes nothing, and runs finish_one, whose conditional UPDATE passes over a row it
+# does not match. (Every refund the batch names, and its payment, is locked already, in the
+# writers' one order: persistence.lock_order.)
 _REFUNDS_LOCKED: Final = (
     select(refunds)
     .where(refunds.c.id.in_(bindparam("refund_ids", expanding=True)))
@@ -168,7 +168,7 @@ async def finish_one(conn: AsyncConnection, request: RefundFinishRequest) -> boo
     row = await refund_row_in(conn, refund_id)
     assert row is not None
     # The event's totals are read under the payment's row lock, as a replay reads them
-    # (RefundStore.republish), taken after the refund's row: the order of finish's locks.
+    # (RefundStore.republish), held since the transaction began (persistence.lock_order).
     # A settling or releasing outcome's UPDATE takes that lock itself and returns the
     # totals it leaves, so it needs no lock or read of its own. A pending outcome changes
     # no total: it locks the row first, else it would read the totals unlocked, and its
@@ -203,10 +203,10 @@ async def _moved_totals(
 async def finish_many(conn: AsyncConnection, requests: Sequence[RefundFinishRequest]) -> list[bool]:
     """Many finishes in one transaction, with :func:`finish_one`'s semantics.
 
-    The refunds held with the batch's claims are read and locked in one query (in id
-    order; a refund another holds is not locked, see :data:`_REFUNDS_LOCKED`), then their
-    payments (in id order: the lock order of :func:`finish_one`, refund rows before
-    payment rows); which refunds move is decided from what was read, and the moves are one
+    The refunds held with the batch's claims are read in one query (in id order; a refund
+    another holds is not read, see :data:`_REFUNDS_LOCKED`), then their payments (in id
+    order; the writer queue holds all these rows already, payments before refunds:
+    persistence.lock_order); which refunds move is decided from what was read, and the moves are one
     executemany that re-checks it per row. The payments' totals are worked out refund
     after refund in the batch's order, so two refunds of one payment each report the
     totals they leave, as one finished after the other would; they are written as one

@@ -4,8 +4,9 @@ refund store's reads.
 
 The totals are the payment's ``refunded_minor`` and ``refund_reserved_minor``; every write
 of them holds the payment's row lock (``FOR UPDATE`` on PostgreSQL; SQLite's write
-transactions hold the database lock), taken after the refund's row where a refund row is
-locked at all: the one lock order of refund writes.
+transactions hold the database lock). The writer queue takes the rows of a transaction in
+one order before its first operation (persistence.lock_order: payments, then refunds, each
+in id order), so the locking statements here find their rows held already.
 """
 
 from __future__ import annotations

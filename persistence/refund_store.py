@@ -56,6 +56,7 @@ from persistence.claims import (
     take_claim,
 )
 from persistence.group_commit import Bulk, GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.outbox import Outbox, OutboxMessage, enqueue_outbox
 from persistence.payment_rows import payment_view_of
 from persistence.refund_begin import (
@@ -200,12 +201,13 @@ class RefundStore:
             return await begin_one(conn, request)
 
         bulk = Bulk(begin_many, request)
+        locks = RowLocks.of(payments=[command.payment_request_id])
         try:
-            return await self._writes.run(record, bulk)
+            return await self._writes.run(record, bulk, locks=locks)
         except IntegrityError:
             # The same refund inserted by another writer between our read and our insert:
             # a second pass finds it.
-            return await self._writes.run(record, bulk)
+            return await self._writes.run(record, bulk, locks=locks)
 
     async def claim(self, refund_id: str) -> ClaimedRefund | None:
         """Take the claim on an open refund and read the refund under it, or None: it is
@@ -232,7 +234,9 @@ class RefundStore:
                 raise LookupError(f"refund {refund_id} vanished under its claim")
             return ClaimedRefund(claim, refund_view_of(row))
 
-        return await self._writes.run(record)
+        # take_claim locks the refund's row: declared, so it is taken with the batch's
+        # other locks, in their order (persistence.lock_order).
+        return await self._writes.run(record, locks=RowLocks.of(refunds=[refund_id]))
 
     async def renew(self, refund_id: str, claim: str) -> bool:
         """Extend the holder's claim; False if it is no longer the holder's (then it must
@@ -274,7 +278,9 @@ class RefundStore:
         async def record(conn: AsyncConnection) -> bool:
             return await finish_one(conn, request)
 
-        return await self._writes.run(record, Bulk(finish_many, request))
+        return await self._writes.run(
+            record, Bulk(finish_many, request), locks=RowLocks.of(refunds=[refund_id])
+        )
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Queue an event on its own (a refusal with an event id of its own)."""
@@ -308,7 +314,7 @@ class RefundStore:
             await enqueue_outbox(conn, event(refund, standing), now)
             return refund
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(refunds=[refund_id]))
 
     async def get(self, refund_id: str) -> RefundView | None:
         async with self._engine.connect() as conn:

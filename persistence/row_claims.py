@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from persistence.claims import Claim, release_claim, renew_claim, take_claim
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
+from persistence.tables import payments, refunds
 
 
 class RowClaims:
@@ -30,6 +32,7 @@ class RowClaims:
         self._writes = writes
         self._clock = clock
         self._lease = lease
+        self._locks = _locks_of(table)
 
     async def take(self, row_id: str, statuses: Collection[str]) -> Claim | None:
         """Take the claim on the row, or None: its status is not one of ``statuses``, or
@@ -41,7 +44,7 @@ class RowClaims:
                 conn, self._table, row_id, statuses=statuses, now=now, lease=self._lease
             )
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=self._locks(row_id))
 
     async def renew(self, row_id: str, token: str) -> bool:
         """Extend the holder's claim by a lease; False if ``token`` is no longer the row's
@@ -51,7 +54,7 @@ class RowClaims:
         async def record(conn: AsyncConnection) -> bool:
             return await renew_claim(conn, self._table, row_id, token, expires_at)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=self._locks(row_id))
 
     async def release(self, row_id: str, token: str) -> None:
         """Give the claim up (the holder cannot go on now), so another may take it at once."""
@@ -59,4 +62,13 @@ class RowClaims:
         async def record(conn: AsyncConnection) -> None:
             await release_claim(conn, self._table, row_id, token)
 
-        await self._writes.run(record)
+        await self._writes.run(record, locks=self._locks(row_id))
+
+
+def _locks_of(table: Table) -> Callable[[str], RowLocks | None]:
+    """What a claim's write on ``table``'s row locks (persistence.lock_order)."""
+    if table is payments:
+        return lambda row_id: RowLocks.of(payments=[row_id])
+    if table is refunds:
+        return lambda row_id: RowLocks.of(refunds=[row_id])
+    raise ValueError(f"claims on {table.name} have no place in the lock order")

@@ -84,9 +84,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from domain.clock import utc_now
 from domain.money import Money
 from domain.status import CAPTURED, HELD, PaymentStatus
-from persistence.attempts import ATTEMPT_SUCCEEDED
+from persistence.attempts import ATTEMPT_SUCCEEDED, payment_of_attempt
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.tables import payments, provider_attempts, stray_charges
 
 STRAY_REVERSING = "reversing"
@@ -221,6 +222,10 @@ class StrayStore:
             .where(~_recorded(attempt))
             .order_by(attempt.c.created_at)
             .limit(limit)
+            # Rows chosen by a query cannot be locked in the writers' order
+            # (persistence.lock_order): an attempt another transaction holds is left to the
+            # next pass rather than waited for.
+            .with_for_update(skip_locked=True, of=attempt)
         )
 
         async def record(conn: AsyncConnection) -> int:
@@ -258,11 +263,12 @@ class StrayStore:
         predate the charge the reopen reported, so the next pass asks again."""
         now = self._clock()
         return await self._changes_a_row(
+            candidate.attempt_key,
             _at_its_generation(candidate).values(
                 verified_at=now,
                 finished_at=func.coalesce(provider_attempts.c.finished_at, now),
                 sealed_request=None,
-            )
+            ),
         )
 
     async def close_unverified(self, candidate: StrayCandidate) -> bool:
@@ -274,12 +280,13 @@ class StrayStore:
         marks; False, changing nothing, otherwise."""
         now = self._clock()
         return await self._changes_a_row(
+            candidate.attempt_key,
             _at_its_generation(candidate)
             .where(provider_attempts.c.verified_at.is_(None))
             .values(
                 finished_at=func.coalesce(provider_attempts.c.finished_at, now),
                 sealed_request=None,
-            )
+            ),
         )
 
     async def ask_again_at(self, candidate: StrayCandidate, at: datetime) -> bool:
@@ -295,9 +302,10 @@ class StrayStore:
         committed after it clears the stamp. On PostgreSQL both lock the row and the later
         re-reads its ``WHERE``; SQLite serialises writers."""
         return await self._changes_a_row(
+            candidate.attempt_key,
             _at_its_generation(candidate)
             .where(provider_attempts.c.verified_at.is_(None))
-            .values(next_sweep_at=at)
+            .values(next_sweep_at=at),
         )
 
     async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:
@@ -309,10 +317,11 @@ class StrayStore:
         Only while the reversal is under way; False, changing nothing, otherwise. It
         writes only ``next_sweep_at``, an ordering hint that nothing else reads."""
         return await self._changes_a_row(
+            attempt_key,
             update(stray_charges)
             .where(stray_charges.c.attempt_key == attempt_key)
             .where(stray_charges.c.status == STRAY_REVERSING)
-            .values(next_sweep_at=at)
+            .values(next_sweep_at=at),
         )
 
     async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:
@@ -327,20 +336,22 @@ class StrayStore:
         about at once. False, changing nothing, otherwise."""
         attempt = provider_attempts
         return await self._changes_a_row(
+            attempt_key,
             update(attempt)
             .where(attempt.c.attempt_key == attempt_key)
             .where(attempt.c.verified_at.is_(None))
             .where(attempt.c.reopen_count == 0)
-            .values(next_sweep_at=until)
+            .values(next_sweep_at=until),
         )
 
-    async def _changes_a_row(self, statement: Update) -> bool:
-        """Runs ``statement`` through the group commit; whether it changed a row."""
+    async def _changes_a_row(self, attempt_key: str, statement: Update) -> bool:
+        """Runs ``statement``, a write of ``attempt_key``'s rows, through the group commit;
+        whether it changed a row."""
 
         async def record(conn: AsyncConnection) -> int:
             return (await conn.execute(statement)).rowcount
 
-        return await self._writes.run(record) > 0
+        return await self._writes.run(record, locks=_under_its_payment(attempt_key)) > 0
 
     async def reopen(self, attempt_key: str, provider: str) -> bool:
         """The provider's own word (a signed notification) says it charged ``attempt_key``,
@@ -372,7 +383,7 @@ class StrayStore:
             )
             return result.rowcount
 
-        return await self._writes.run(record) > 0
+        return await self._writes.run(record, locks=_under_its_payment(attempt_key)) > 0
 
     async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool:
         """Record a stray charge (reversal under way); False if another sweeper did.
@@ -411,7 +422,7 @@ class StrayStore:
             )
 
         try:
-            await self._writes.run(record)
+            await self._writes.run(record, locks=_under_its_payment(candidate.attempt_key))
         except IntegrityError:
             return False
         return True
@@ -431,7 +442,7 @@ class StrayStore:
                 )
             )
 
-        await self._writes.run(record)
+        await self._writes.run(record, locks=_under_its_payment(attempt_key))
 
     async def all(self) -> list[dict[str, object]]:
         """Every stray charge recorded, oldest first (for operators and tests)."""
@@ -513,3 +524,9 @@ def _has_later(attempt: Table) -> Exists:
 def _recorded(attempt: Table) -> Exists:
     """SQL: ``attempt`` is a recorded stray charge."""
     return exists().where(stray_charges.c.attempt_key == attempt.c.attempt_key)
+
+
+def _under_its_payment(attempt_key: str) -> RowLocks:
+    """An attempt's rows (and its stray charge's) are written under its payment's lock, the
+    place of attempt rows in the writers' lock order (persistence.lock_order)."""
+    return RowLocks.of(payments=[payment_of_attempt(attempt_key)])

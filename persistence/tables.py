@@ -65,6 +65,12 @@ payments = Table(
     Column(
         "refund_reserved_minor", BigInteger, nullable=False, default=0, server_default=text("0")
     ),
+    # Of ``refunded_minor``, what the provider reported refunded outside paygate (by hand,
+    # in its dashboard), which has no refund row: refunded_minor = succeeded refund rows +
+    # this (domain.provider_refunds; migration 0027).
+    Column(
+        "refunded_outside_minor", BigInteger, nullable=False, default=0, server_default=text("0")
+    ),
     # What a partial capture takes (set with the write-ahead move to capturing, so a re-send
     # asks for the same amount; cleared if the capture certainly did not happen). Null: the
     # whole amount. Refunds are bounded by it (see persistence.refund_store).

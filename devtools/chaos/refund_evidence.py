@@ -35,6 +35,15 @@ class StoredPayment:
     amount_minor: int
     refunded_minor: int
     refund_reserved_minor: int
+    # Of ``refunded_minor``, what the provider reported refunded outside paygate (no refund
+    # row: domain.provider_refunds).
+    refunded_outside_minor: int = 0
+    # What the capture took (None: the whole amount), the ceiling of the refunds.
+    captured_minor: int | None = None
+
+    @property
+    def refund_ceiling_minor(self) -> int:
+        return self.amount_minor if self.captured_minor is None else self.captured_minor
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +82,23 @@ async def read_store_refunds(engine: AsyncEngine, payment_ids: Sequence[str]) ->
                 found[row.id] = StoredRefund(
                     row.id, row.payment_id, row.status, row.amount_minor, row.error_code
                 )
-            for row in await conn.execute(
+            for paid in await conn.execute(
                 select(
                     payments.c.id,
                     payments.c.status,
                     payments.c.amount_minor,
                     payments.c.refunded_minor,
                     payments.c.refund_reserved_minor,
+                    payments.c.refunded_outside_minor,
+                    payments.c.captured_minor,
                 ).where(payments.c.id.in_(chunk))
             ):
-                totals[row.id] = StoredPayment(
-                    row.status, row.amount_minor, row.refunded_minor, row.refund_reserved_minor
+                totals[paid.id] = StoredPayment(
+                    paid.status,
+                    paid.amount_minor,
+                    paid.refunded_minor,
+                    paid.refund_reserved_minor,
+                    paid.refunded_outside_minor,
+                    paid.captured_minor,
                 )
     return StoreRefunds(found, totals)

@@ -145,7 +145,7 @@ def judge_refunds(
     )
     _against_ledger(verdict, planned, stored, ledger)
     verdict.check(
-        _payment_totals(facts.store, payment_ids),
+        _payment_totals(facts.store, payment_ids, _refunded_outside(ledger, stored)),
         "payments whose refund totals or status disagree with their refunds",
     )
     verdict.check(without_event, "refunds without a result event")
@@ -204,9 +204,27 @@ def _against_ledger(
     verdict.check(amounts, "refund amounts that differ between the store and the ledger")
 
 
-def _payment_totals(store: StoreRefunds, payment_ids: Sequence[str]) -> list[str]:
-    """``refunded_minor`` is the sum of succeeded refunds, nothing stays reserved, and the
-    status follows from the totals."""
+def _refunded_outside(
+    ledger: LedgerEvidence, stored: dict[str, StoredRefund]
+) -> defaultdict[str, int]:
+    """Per payment, what the acquirer's ledger refunded (or holds pending) of its charges
+    under no refund of paygate's: the one witness of a refund made outside paygate."""
+    outside: defaultdict[str, int] = defaultdict(int)
+    for row in ledger.refunds:
+        if row.holds_money and row.reference not in stored:
+            outside[row.payment_reference] += row.amount_minor
+    return outside
+
+
+def _payment_totals(
+    store: StoreRefunds, payment_ids: Sequence[str], at_acquirer: dict[str, int]
+) -> list[str]:
+    """``refunded_minor`` is the sum of succeeded refunds plus what the provider reported
+    refunded outside paygate (``refunded_outside_minor``: refunds with no refund row,
+    domain.provider_refunds), never above what was captured; nothing stays reserved, and
+    the status follows from the totals. What was refunded outside paygate is what the
+    acquirer's ledger holds beyond paygate's refunds (``at_acquirer``): the totals alone
+    would pass a refund of paygate's counted a second time as refunded outside."""
     succeeded: defaultdict[str, int] = defaultdict(int)
     for refund in store.refunds.values():
         if refund.status == "succeeded":
@@ -216,32 +234,46 @@ def _payment_totals(store: StoreRefunds, payment_ids: Sequence[str]) -> list[str
         payment = store.payments.get(payment_id)
         if payment is None:
             continue  # a lost payment: reported by the payment checks
-        expected = _expected_status(payment, succeeded[payment_id])
+        outside = payment.refunded_outside_minor
+        expected = _expected_status(payment, succeeded[payment_id] + outside)
+        acquirer = at_acquirer.get(payment_id, 0)
         if (
-            payment.refunded_minor != succeeded[payment_id]
+            outside != acquirer
+            or payment.refunded_minor != succeeded[payment_id] + outside
             or payment.refund_reserved_minor != 0
             or payment.status != expected
         ):
             wrong.append(
                 f"{payment_id} ({payment.status}, expected {expected}; refunded "
                 f"{payment.refunded_minor}, reserved {payment.refund_reserved_minor}, "
-                f"succeeded refunds {succeeded[payment_id]} of {payment.amount_minor})"
+                f"succeeded refunds {succeeded[payment_id]}"
+                + (f" + {outside} refunded outside paygate" if outside else "")
+                + f" of {payment.refund_ceiling_minor}"
+                + (
+                    f"; the acquirer refunded {acquirer} outside paygate"
+                    if outside != acquirer
+                    else ""
+                )
+                + ")"
             )
     return wrong
 
 
 def _expected_status(payment: StoredPayment, refunded: int) -> str:
+    """The status ``refunded`` (paygate's succeeded refunds and what was refunded outside
+    it) makes of the payment."""
+    captured = payment.refund_ceiling_minor
     if payment.status not in _CAPTURED:
-        # Not captured: no refund may have succeeded. A pending payment is reported
+        # Not captured: nothing may have been refunded. A pending payment is reported
         # by the payment checks; its status is what it is.
         return payment.status if refunded == 0 else "(no refund allowed)"
     if refunded == 0:
         return PaymentStatus.SUCCEEDED.value
-    if refunded < payment.amount_minor:
+    if refunded < captured:
         return PaymentStatus.PARTIALLY_REFUNDED.value
-    if refunded == payment.amount_minor:
+    if refunded == captured:
         return PaymentStatus.REFUNDED.value
-    return "(refunded above the amount)"
+    return "(refunded above the capture)"
 
 
 def _events_against_store(

@@ -461,6 +461,87 @@ def test_the_verdict_fails_when_store_ledger_and_totals_disagree() -> None:
     assert "refund events that contradict the store (the last final one, or each other)" in checks
 
 
+def _by_hand(amount_minor: int) -> tuple[LedgerRefund, ...]:
+    """The ledger with pay_b's charge refunded ``amount_minor`` by hand at the acquirer,
+    under no refund of paygate's."""
+    return (
+        *_LEDGER_REFUNDS,
+        LedgerRefund("re_hand", "re_hand", "ch_b", "pay_b", amount_minor, "succeeded"),
+    )
+
+
+_TOTALS_CHECK = "payments whose refund totals or status disagree with their refunds"
+_UNFED_CHECK = "ledger refunds for refunds this run never fed"
+
+
+def test_the_verdict_counts_refunds_recorded_from_the_provider_in_the_refunded_total() -> None:
+    # pay_b (5.00) was refunded 2.00 by hand at its acquirer, outside paygate: recorded on
+    # the payment (refunded_outside_minor), with no refund row (domain.provider_refunds).
+    # A chaos run refunds nothing by hand, so the ledger's refund is one it never fed; the
+    # totals agree with it.
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("partially_refunded", 500, 200, 0, 200)}
+    facts = _with_refunds(ledger_refunds=_by_hand(200), store=StoreRefunds(dict(_STORED), payments))
+    assert _violations(facts) == {_UNFED_CHECK: ["re_hand"]}
+    # All of it refunded outside, and pay_a's paygate refunds beside 0 outside.
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("refunded", 500, 500, 0, 500)}
+    facts = _with_refunds(ledger_refunds=_by_hand(500), store=StoreRefunds(dict(_STORED), payments))
+    assert _violations(facts) == {_UNFED_CHECK: ["re_hand"]}
+
+
+def test_the_verdict_fails_on_a_refund_outside_paygate_the_acquirer_never_made() -> None:
+    # pay_b says 2.00 was refunded outside paygate, consistent with its own totals, but the
+    # acquirer's ledger holds no such refund: counted from nothing (a refund of paygate's
+    # counted a second time reads the same), it is a violation, not a refund.
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("partially_refunded", 500, 200, 0, 200)}
+    checks = _violations(_with_refunds(store=StoreRefunds(dict(_STORED), payments)))
+    assert checks == {
+        _TOTALS_CHECK: [
+            "pay_b (partially_refunded, expected partially_refunded; refunded 200, reserved 0, "
+            "succeeded refunds 0 + 200 refunded outside paygate of 500; the acquirer refunded "
+            "0 outside paygate)"
+        ]
+    }
+    # And the other way: refunded by hand at the acquirer, not recorded by paygate.
+    checks = _violations(_with_refunds(ledger_refunds=_by_hand(200)))
+    assert checks[_TOTALS_CHECK] == [
+        "pay_b (succeeded, expected succeeded; refunded 0, reserved 0, succeeded refunds 0 "
+        "of 500; the acquirer refunded 200 outside paygate)"
+    ]
+
+
+def test_the_verdict_fails_on_a_refunded_total_the_rows_and_the_provider_do_not_explain() -> None:
+    # pay_a's 10.00 is its two succeeded refunds; 1.00 more recorded from the provider
+    # would put it above the capture, and a total above rows + outside is unexplained.
+    payments = {
+        **_PAYMENTS,
+        "pay_a": StoredPayment("refunded", 1000, 1100, 0, 100),
+        "pay_b": StoredPayment("partially_refunded", 500, 300, 0, 200),
+    }
+    by_hand = (
+        *_by_hand(200),
+        LedgerRefund("re_hand_a", "re_hand_a", "ch_a", "pay_a", 100, "succeeded"),
+    )
+    checks = _violations(
+        _with_refunds(ledger_refunds=by_hand, store=StoreRefunds(dict(_STORED), payments))
+    )
+    assert checks[_TOTALS_CHECK] == [
+        "pay_a (refunded, expected (refunded above the capture); refunded 1100, reserved 0, "
+        "succeeded refunds 1000 + 100 refunded outside paygate of 1000)",
+        "pay_b (partially_refunded, expected partially_refunded; refunded 300, reserved 0, "
+        "succeeded refunds 0 + 200 refunded outside paygate of 500)",
+    ]
+    # A partial capture bounds the refunds: 3.00 of pay_b captured, all refunded outside.
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("refunded", 500, 300, 0, 300, 300)}
+    facts = _with_refunds(ledger_refunds=_by_hand(300), store=StoreRefunds(dict(_STORED), payments))
+    assert _TOTALS_CHECK not in _violations(facts)
+    payments = {**_PAYMENTS, "pay_b": StoredPayment("partially_refunded", 500, 300, 0, 300, 300)}
+    facts = _with_refunds(ledger_refunds=_by_hand(300), store=StoreRefunds(dict(_STORED), payments))
+    assert _violations(facts)[_TOTALS_CHECK] == [
+        "pay_b (partially_refunded, expected refunded; refunded 300, reserved 0, "
+        "succeeded refunds 0 + 300 refunded outside paygate of 300)"
+    ]
+
+
 def test_the_verdict_fails_on_refund_outcomes_the_order_cannot_explain() -> None:
     # ref_3 refused although a refused ref_2 left room; ref_4 of a declined payment refunded.
     stored = {

@@ -92,13 +92,15 @@ async def test_a_stale_finish_in_a_batch_with_a_begin_does_not_deadlock_the_hold
         _finish(one, held, claim="a-claim-taken-over"),
         _finish(one, plain),
     )
-    # Until the batch is done or waits on a row lock (a bounded wait on a condition).
-    async with first_engine.connect() as conn:
-        for _ in range(2_000):
+    # Until the batch is done or waits on a row lock (a bounded wait on a condition). One
+    # transaction per look: PostgreSQL keeps a transaction's view of pg_stat_activity.
+    for _ in range(3_000):
+        async with first_engine.connect() as conn:
             if batch.done() or (await conn.execute(_LOCK_WAITERS)).scalar_one() > 0:
                 break
-        else:
-            pytest.fail("the batch neither finished nor waited on a lock")
+        await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the batch neither finished nor waited on a lock")
     resume.set()
     begun, stale, settled = await batch
     assert await holder is True

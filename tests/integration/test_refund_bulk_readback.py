@@ -6,7 +6,7 @@ totals back after its compare-and-set. Comparing values alone cannot tell "we mo
 from "another writer left the same values": two batches reserving the same sum on one
 payment, both from the totals they read before either wrote, land on equal totals, and the
 second would commit its refunds on the first one's reservation (an over-refund). The row
-lock keeps that interleaving out today; the read-back exists to catch it should the lock
+locks keep that interleaving out today; the read-back exists to catch it should the lock
 ever not be held, so here the lock is taken away and the interleaving forced: process 1
 reads, process 2 reserves and commits, process 1 writes. PostgreSQL only: on SQLite the
 database lock makes this interleaving impossible, and the driver counts the rows.
@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy import bindparam, select
 
+import persistence.group_commit as group_commit
 import persistence.refund_begin as refund_begin
 from domain.money import Money
 from persistence.engine import create_engine
@@ -37,6 +38,10 @@ _UNLOCKED = (
     .where(payments.c.id.in_(bindparam("payment_ids", expanding=True)))
     .order_by(payments.c.id)
 )
+
+
+async def _no_locks(conn: object, locks: object) -> None:
+    return None
 
 
 @pytest.fixture
@@ -61,6 +66,8 @@ async def test_equal_totals_left_by_another_transaction_are_not_taken_for_the_ba
     engine = one._engine
     payment = await succeeded_payment(PaymentStore(engine, clock))
     monkeypatch.setattr(refund_begin, "_PAYMENTS_LOCKED", _UNLOCKED)
+    # And the locks every batch takes up front (persistence.lock_order).
+    monkeypatch.setattr(group_commit, "take_locks", _no_locks)
     read, resume = asyncio.Event(), asyncio.Event()
     original = refund_begin._reserve_many
 

@@ -207,9 +207,9 @@ class _CountedWrites(GroupCommit):
         super().__init__(engine)
         self.operations = 0
 
-    async def run(self, operation, bulk=None):
+    async def run(self, operation, bulk=None, *, locks=None):
         self.operations += 1
-        return await super().run(operation, bulk)
+        return await super().run(operation, bulk, locks=locks)
 
 
 async def test_the_intakes_two_numbers_ride_on_the_begin_and_both_held(

@@ -111,6 +111,7 @@ async def snapshot(engine: AsyncEngine) -> Snapshot:
                 provider_reference=r.provider_reference,
                 claim_token=r.claim_token,
                 captured_minor=r.captured_minor,
+                refunded_outside_minor=r.refunded_outside_minor,
             )
             for r in payment_rows
         },

@@ -20,7 +20,8 @@ After every step (every worker finished):
 * a refund stored ``succeeded`` succeeded at the provider, for the same amount; one stored
   ``failed`` neither succeeded nor is pending there; the provider refunded no key the store
   does not know, and no charge beyond its amount;
-* a payment's ``refunded_minor`` is the sum of its succeeded refunds, its
+* a payment's ``refunded_minor`` is the sum of its succeeded refunds plus what its provider
+  reported refunded outside paygate (``refunded_outside_minor``, no refund row), its
   ``refund_reserved_minor`` that of its open ones, and together they never exceed what was
   captured; its status says whether it is partly or wholly refunded;
 * every status change the database saw follows domain.status.ALLOWED_TRANSITIONS (refunds:
@@ -87,6 +88,8 @@ class StoredPayment:
     provider_reference: str | None
     claim_token: str | None
     captured_minor: int | None = None  # a partial capture's amount; None: all of it
+    # Of refunded_minor, what the provider reported refunded outside paygate (no refund row)
+    refunded_outside_minor: int = 0
 
     @property
     def captured(self) -> int:
@@ -261,10 +264,11 @@ def rest_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
             and (pr := _ledger_refund(ledger, r.id)) is not None
             and pr.status is ProviderRefundStatus.SUCCEEDED
         )
-        if refunded != payment.refunded_minor:
+        if refunded != payment.refunded_minor - payment.refunded_outside_minor:
             found.append(
-                f"payment {payment.id}: refunded_minor {payment.refunded_minor}, "
-                f"the provider refunded {refunded}"
+                f"payment {payment.id}: refunded_minor {payment.refunded_minor} "
+                f"({payment.refunded_outside_minor} outside paygate), "
+                f"the provider refunded {refunded} of paygate's refunds"
             )
     return found
 
@@ -390,10 +394,11 @@ def _totals(p: StoredPayment, refunds: list[StoredRefund]) -> list[str]:
     found = []
     succeeded = sum(r.amount_minor or 0 for r in refunds if r.status is _R.SUCCEEDED)
     reserved = sum(r.amount_minor or 0 for r in refunds if not r.status.is_final)
-    if (p.refunded_minor, p.reserved_minor) != (succeeded, reserved):
+    outside = p.refunded_outside_minor
+    if outside < 0 or (p.refunded_minor, p.reserved_minor) != (succeeded + outside, reserved):
         found.append(
-            f"payment {p.id}: refunded/reserved {p.refunded_minor}/{p.reserved_minor}, "
-            f"its refunds say {succeeded}/{reserved}"
+            f"payment {p.id}: refunded/reserved {p.refunded_minor}/{p.reserved_minor}"
+            f" ({outside} outside paygate), its refunds say {succeeded}/{reserved}"
         )
     if p.refunded_minor + p.reserved_minor > p.captured:
         found.append(f"payment {p.id}: refunds above what was captured, {p.captured}")

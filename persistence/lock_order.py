@@ -1,0 +1,152 @@
+"""The one order in which a write transaction takes its locks on PostgreSQL.
+
+A writer queue's transaction runs the operations of many callers (persistence.group_commit),
+in the order they arrived: a payment's finish, then a refund's begin, then a claim taken by
+a reconciler... Each operation locks what it changes, so a batch would lock its rows in an
+order that depends on what it holds, and two processes' batches (two consumers, a consumer
+and a sweep, the operator's settlement command) that lock the same rows in opposite orders
+deadlock: PostgreSQL then aborts one of them (SQLSTATE 40P01) after ``deadlock_timeout``.
+
+So every write transaction takes, before its first operation runs, every lock its
+operations will need, in one global order:
+
+1. the advisory locks, in the order of their keys: the orders' (payment begins: the rows
+   they insert do not exist yet) and the rate-limit buckets' (a take writes its client's
+   bucket row, or creates it: persistence.rate_limit_store);
+2. the payment rows, in id order: those the operations name, and the payment of every
+   refund they name (a refund's payment never changes);
+3. the refund rows, in id order.
+
+Rows reached only through one of these (a payment's attempts, a refund's events) come
+after, under the lock of their payment or refund. The operations' own ``FOR UPDATE`` and
+``UPDATE`` statements then find their rows already held: a transaction that takes all its
+locks in one order waits only on transactions that hold a lock it comes to later, never on
+one waiting for a lock it holds, so no cycle can form. An operation declares what it locks
+with a :class:`RowLocks`; the writer queue takes the union of its batch's
+(:func:`take_locks`), which is the one place the order is written.
+
+An operation whose rows cannot be named before it runs (a sweep over rows chosen by a
+query) must not wait on a row lock: it skips the rows others hold (``SKIP LOCKED``) and
+leaves them to its next pass.
+
+On SQLite there are no row locks: a write transaction holds the database's write lock from
+``BEGIN IMMEDIATE`` (persistence.engine), and nothing here runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from sqlalchemy import Text, bindparam, or_, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from persistence.tables import payments, refunds
+
+
+@dataclass(frozen=True, slots=True)
+class RowLocks:
+    """What one operation locks: advisory scopes (orders, rate-limit buckets), payments and
+    refunds, by id."""
+
+    scopes: frozenset[str] = frozenset()
+    payments: frozenset[str] = frozenset()
+    refunds: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        orders: Iterable[tuple[str | None, str]] = (),
+        payments: Iterable[str] = (),
+        refunds: Iterable[str] = (),
+        buckets: Iterable[str] = (),
+    ) -> RowLocks:
+        """``orders`` as (client id, order id) pairs, as payment begins lock them;
+        ``buckets`` the client ids whose rate-limit buckets a take writes."""
+        return cls(
+            frozenset(order_scope(order_id, client_id) for client_id, order_id in orders)
+            | frozenset(bucket_scope(client_id) for client_id in buckets),
+            frozenset(payments),
+            frozenset(refunds),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.scopes or self.payments or self.refunds)
+
+    @classmethod
+    def union(cls, locks: Iterable[RowLocks | None]) -> RowLocks:
+        scopes: set[str] = set()
+        payment_ids: set[str] = set()
+        refund_ids: set[str] = set()
+        for lock in locks:
+            if lock is not None:
+                scopes |= lock.scopes
+                payment_ids |= lock.payments
+                refund_ids |= lock.refunds
+        return cls(frozenset(scopes), frozenset(payment_ids), frozenset(refund_ids))
+
+
+def order_scope(order_id: str, client_id: str | None) -> str:
+    """The key of an order's advisory lock: one per (client, order)."""
+    return order_id if client_id is None else f"{client_id}\x1f{order_id}"
+
+
+def bucket_scope(client_id: str) -> str:
+    """The key of a rate-limit bucket's advisory lock (apart from the orders' keys)."""
+    return f"rate-limit\x1e{client_id}"
+
+
+async def take_locks(conn: AsyncConnection, locks: RowLocks) -> None:
+    """Take ``locks`` in the module's order (PostgreSQL; nothing on SQLite)."""
+    if conn.dialect.name != "postgresql" or not locks:
+        return
+    if locks.scopes:
+        await lock_order_scopes(conn, locks.scopes)
+    refund_ids = sorted(locks.refunds)
+    if locks.payments or refund_ids:
+        await conn.execute(
+            _PAYMENTS_IN_ORDER,
+            {"payment_ids": sorted(locks.payments), "refund_ids": refund_ids},
+        )
+    if refund_ids:
+        await conn.execute(_REFUNDS_IN_ORDER, {"refund_ids": refund_ids})
+
+
+async def lock_order_scopes(conn: AsyncConnection, scopes: Iterable[str]) -> None:
+    """Advisory locks (orders', buckets'), held until the transaction ends, in the order
+    of their keys (PostgreSQL only; taking one twice in a transaction is harmless)."""
+    await conn.execute(_LOCK_ORDERS, {"scopes": sorted(set(scopes))})
+
+
+_LOCK_ORDERS: Final = text(
+    "SELECT pg_advisory_xact_lock(h) FROM ("
+    " SELECT DISTINCT hashtextextended(s, 0) AS h FROM unnest(CAST(:scopes AS text[])) AS s"
+    " ORDER BY h) AS ordered"
+).bindparams(bindparam("scopes", type_=ARRAY(Text)))
+
+# PostgreSQL locks the rows of a SELECT ... ORDER BY ... FOR UPDATE as the sorted rows come
+# out (its LockRows step runs above the sort), so one statement locks them in id order.
+_PAYMENTS_IN_ORDER: Final = (
+    select(payments.c.id)
+    .where(
+        or_(
+            payments.c.id.in_(bindparam("payment_ids", expanding=True)),
+            payments.c.id.in_(
+                select(refunds.c.payment_id).where(
+                    refunds.c.id.in_(bindparam("refund_ids", expanding=True))
+                )
+            ),
+        )
+    )
+    .order_by(payments.c.id)
+    .with_for_update(of=payments)
+)
+_REFUNDS_IN_ORDER: Final = (
+    select(refunds.c.id)
+    .where(refunds.c.id.in_(bindparam("refund_ids", expanding=True)))
+    .order_by(refunds.c.id)
+    .with_for_update()
+)
