@@ -341,7 +341,7 @@ async def _enqueue(conn: AsyncConnection, events: list[tuple[OutboxMessage, date
     if not events:
         return
     await insert_rows(conn, outbox, [outbox_row(event, now) for event, now in events])
-    await enqueue_webhooks(conn, webhooks_of(event for event, _ in events), events[0][1])
+    await enqueue_webhooks(conn, webhooks_of(events))
 
 
 def _traced(event: OutboxMessage, traceparent: str | None) -> OutboxMessage:
