@@ -24,6 +24,12 @@ the payment does not stand on (see persistence.stray_store for which), and
 * a charge still waiting for its payer (``requires_action``): asked again later, as it
   holds nothing yet but may still be paid (a waiting payment's own open attempt is never a
   candidate: the payment is not final);
+* a hold nobody asked for (the provider's error names it, ``held_reference``: a charge
+  asked to capture at once that the provider only authorized, such as a Stripe
+  PaymentIntent in ``requires_capture`` without a manual capture): not an outcome for a
+  payment, but money held under the key, and nothing but its expiry, days later, would
+  release it. The sweep takes it as the authorization it is for the payer: a stray charge
+  unless the payment stands on it, voided below;
 * no answer (a provider error or timeout, a provider no longer configured, an answer the
   adapter cannot read -- any exception but an outage, consumer.pass_guard, which goes on
   with the pass): asked again later, logged and counted in
@@ -84,6 +90,7 @@ from persistence.stray_store import (
 from providers.errors import ProviderError
 from providers.port import (
     CancelRequest,
+    ChargeOutcome,
     ChargeStatus,
     PaymentProvider,
     ProviderRefundStatus,
@@ -186,15 +193,16 @@ class StraySweep:
         try:
             provider = self._providers.get(candidate.provider)
             known = await provider.charge_status(candidate.attempt_key)
-        except (UnknownProviderError, ProviderError) as exc:
-            log.warning(
-                "attempt not verified at its provider: %s",
-                exc,
-                extra={"attempt_key": candidate.attempt_key, "provider": candidate.provider},
-            )
-            reason = "no_provider" if isinstance(exc, UnknownProviderError) else "provider_error"
-            self._metrics.stray_unanswered.labels(candidate.provider, reason).inc()
-            return ["unanswered"]
+        except ProviderError as exc:
+            if exc.held_reference is None:
+                return self._not_answered(candidate, exc)
+            # Authorized though asked to capture at once (providers.errors): no outcome for
+            # the payment, but money held under the key all the same. For the sweep it is
+            # what it is for the payer, an authorization: voided unless the payment stands
+            # on it, as nothing but its expiry would release it.
+            known = ChargeOutcome(ChargeStatus.AUTHORIZED, exc.held_reference)
+        except UnknownProviderError as exc:
+            return self._not_answered(candidate, exc)
         if known is not None and known.status is ChargeStatus.REQUIRES_ACTION:
             # A trade (a QR code, a 3-D Secure page) still waiting for its payer holds no
             # money yet but may be paid: verified now, it would never be looked at again.
@@ -242,6 +250,19 @@ class StraySweep:
         # to one, so that a difference means a charge left in place.
         self._metrics.stray_charges.labels(candidate.provider, "found").inc()
         return ["found", await self._reverse(candidate, reference)]
+
+    def _not_answered(
+        self, candidate: StrayCandidate, exc: UnknownProviderError | ProviderError
+    ) -> list[str]:
+        """A question without an answer: asked again later (the stamp says when)."""
+        log.warning(
+            "attempt not verified at its provider: %s",
+            exc,
+            extra={"attempt_key": candidate.attempt_key, "provider": candidate.provider},
+        )
+        reason = "no_provider" if isinstance(exc, UnknownProviderError) else "provider_error"
+        self._metrics.stray_unanswered.labels(candidate.provider, reason).inc()
+        return ["unanswered"]
 
     def _hold_back_until(self, since: datetime) -> datetime:
         """When to ask again about something without an answer, waited for since ``since``:
@@ -312,6 +333,9 @@ class StraySweep:
         try:
             known = await self._providers.get(candidate.provider).charge_by_reference(reference)
         except ProviderError as exc:
+            if exc.held_reference == reference:
+                # Held though asked to capture at once: released like any authorization.
+                return await self._void(candidate, reference)
             if exc.retriable or exc.outcome_unknown:
                 return self._unanswered(candidate, "provider_error")
             known = None  # it cannot say (unsupported): reverse as a capture, as before

@@ -14,7 +14,10 @@ batch:
 - finish: one ``SELECT ... FOR UPDATE`` of the payments held with the batch's claims (not
   one another worker holds), in id order; one executemany ``UPDATE`` from the in-flight
   status and only for each claim's holder; one ``SELECT`` of the rows back; one
-  ``INSERT`` of the events and the fan-out.
+  ``INSERT`` of the events and the fan-out. A finish that records the refunded total the
+  provider reports (``FinishRequest.refunded_at_provider``) is one of them: its figure is
+  bound per row into the single path's own expression
+  (persistence.payment_rows.refunded_at_provider_to), which reads each row as it was.
 
 The rules hold as on the single path. A payment named by more than one command of the
 batch (a capture and its replay, a capture and a cancel, a finish and its duplicate) runs
@@ -40,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import BigInteger, bindparam, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.client_scope import in_scope, no_payment_in_scope
@@ -59,7 +62,12 @@ from persistence.follow_up import (
     RefusalEvent,
 )
 from persistence.outbox import OutboxMessage, outbox_row, webhooks_of
-from persistence.payment_rows import error_columns, insert_rows, payment_view_of
+from persistence.payment_rows import (
+    error_columns,
+    insert_rows,
+    payment_view_of,
+    refunded_at_provider_to,
+)
 from persistence.tables import outbox, payments
 from persistence.webhook_fanout import enqueue_webhooks
 from telemetry.trace_context import current_traceparent
@@ -111,11 +119,16 @@ class FinishRequest:
     error: ErrorInfo | None
     event: PaymentEventBuilder
     now: datetime
+    # Columns set to plain values, bound per row (never SQL: see refunded_at_provider).
     values: dict[str, Any]
     alone: Callable[[AsyncConnection], Awaitable[bool]]
+    # The refunded total the provider reports of a charge paygate had not recorded captured
+    # (persistence.payment_rows.refunded_at_provider_to); 0: the total stays as it is.
+    refunded_at_provider: int = 0
     traceparent: str | None = field(default_factory=current_traceparent)
 
     def changes(self) -> dict[str, Any]:
+        """The plain values the finish writes, by column."""
         return {
             "status": self.status.value,
             "updated_at": self.now,
@@ -123,6 +136,11 @@ class FinishRequest:
             **error_columns(self.error),
             **claim_columns(None),
         }
+
+    def shape(self) -> tuple[tuple[str, ...], bool]:
+        """What the finish's UPDATE sets: its plain columns, and whether it raises the
+        refunded total on the provider's word. One executemany per shape."""
+        return tuple(sorted(self.changes())), self.refunded_at_provider > 0
 
 
 _T = TypeVar("_T")
@@ -143,6 +161,8 @@ _HELD_LOCKED: Final = _LOCKED.where(payments.c.claim_token.in_(bindparam("claims
 _READ_BACK: Final = select(payments).where(
     payments.c.id.in_(bindparam("payment_ids", expanding=True))
 )
+# Each row's own figure, in the one expression of the refunded total the single path sets too.
+_REFUNDED_AT_PROVIDER: Final = bindparam("b_refunded_at_provider", type_=BigInteger)
 # PostgreSQL: a row this transaction wrote (see persistence.refund_rows).
 _WRITTEN_HERE: Final = text("payments.xmin = pg_current_xact_id()::xid")
 
@@ -283,18 +303,23 @@ async def _finish_all(
     conn: AsyncConnection, requests: Sequence[FinishRequest]
 ) -> dict[str, PaymentView]:
     """Record every outcome of ``requests``, one executemany per shape of changes (a
-    capture made, and one not made, write different columns); the rows as written."""
-    shapes: dict[tuple[str, ...], list[FinishRequest]] = {}
+    capture made, and one not made, write different columns; a refunded total raised on
+    the provider's word is computed from each row as it was, as on the single path); the
+    rows as written."""
+    shapes: dict[tuple[tuple[str, ...], bool], list[FinishRequest]] = {}
     for request in requests:
-        shapes.setdefault(tuple(sorted(request.changes())), []).append(request)
+        shapes.setdefault(request.shape(), []).append(request)
     count = 0
-    for names, members in shapes.items():
+    for (names, refunded_at_provider), members in shapes.items():
         statement = (
             update(payments)
             .where(payments.c.id == bindparam("b_id"))
             .where(payments.c.status == bindparam("b_in_flight"))
             .where(payments.c.claim_token == bindparam("b_claim"))
-            .values(**{name: bindparam(f"b_{name}") for name in names})
+            .values(
+                **{name: bindparam(f"b_{name}") for name in names},
+                **(refunded_at_provider_to(_REFUNDED_AT_PROVIDER) if refunded_at_provider else {}),
+            )
         )
         moved = await conn.execute(
             statement,
@@ -303,6 +328,11 @@ async def _finish_all(
                     "b_id": request.payment_request_id,
                     "b_in_flight": request.in_flight.value,
                     "b_claim": request.claim,
+                    **(
+                        {"b_refunded_at_provider": request.refunded_at_provider}
+                        if refunded_at_provider
+                        else {}
+                    ),
                     **{f"b_{name}": value for name, value in request.changes().items()},
                 }
                 for request in members
@@ -341,7 +371,7 @@ async def _enqueue(conn: AsyncConnection, events: list[tuple[OutboxMessage, date
     if not events:
         return
     await insert_rows(conn, outbox, [outbox_row(event, now) for event, now in events])
-    await enqueue_webhooks(conn, webhooks_of(event for event, _ in events), events[0][1])
+    await enqueue_webhooks(conn, webhooks_of(events))
 
 
 def _traced(event: OutboxMessage, traceparent: str | None) -> OutboxMessage:

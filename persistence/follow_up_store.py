@@ -16,7 +16,6 @@ from typing import Any, ClassVar, Final
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.expression import ClauseElement
 
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
@@ -157,8 +156,14 @@ class FollowUpStore:
         error: ErrorInfo | None,
         event: PaymentEventBuilder,
         values: dict[str, Any] | None = None,
+        refunded_at_provider: int = 0,
     ) -> bool:
+        """``values``: columns set to plain values. ``refunded_at_provider``: the refunded
+        total the provider reports (0: the total stays), written by the one expression of
+        persistence.payment_rows on either path, from the row as it was."""
         now = self._clock()
+        plain = values or {}
+        raised = refunded_at_provider_to(refunded_at_provider) if refunded_at_provider else {}
 
         async def record(conn: AsyncConnection) -> bool:
             return await finish_follow_up(
@@ -170,7 +175,7 @@ class FollowUpStore:
                 error=error,
                 event=event,
                 now=now,
-                values=values,
+                values={**plain, **raised},
             )
 
         request = FinishRequest(
@@ -181,15 +186,12 @@ class FollowUpStore:
             error,
             event,
             now,
-            values or {},
+            plain,
             record,
+            refunded_at_provider=refunded_at_provider,
         )
-        # The bulk path binds plain values per row; a value computed from the row itself
-        # (a refunded total raised on the provider's word, persistence.payment_rows) is
-        # written by the single path's UPDATE.
-        bulk = None if any(map(_is_sql, (values or {}).values())) else Bulk(finish_many, request)
         return await self._writes.run(
-            record, bulk, locks=RowLocks.of(payments=[payment_request_id])
+            record, Bulk(finish_many, request), locks=RowLocks.of(payments=[payment_request_id])
         )
 
     async def settle_as_provider_holds(
@@ -219,18 +221,16 @@ class FollowUpStore:
             raise ValueError("a released authorization captured nothing")
         if (status in _REFUNDED_STATUSES) != (refunded_minor > 0):
             raise ValueError(f"a {status.value} payment has {refunded_minor} refunded")
-        values: dict[str, Any] = {"captured_minor": captured_minor}
-        if refunded_minor:
-            # The payment was not captured in paygate's records until now: no refund of
-            # paygate's is counted in the total this replaces.
-            values.update(refunded_at_provider_to(refunded_minor))
+        # The payment was not captured in paygate's records until now: no refund of
+        # paygate's is counted in the total ``refunded_minor`` replaces.
         return await self._finish(
             payment_request_id,
             claim=claim,
             status=status,
             error=error,
             event=event,
-            values=values,
+            values={"captured_minor": captured_minor},
+            refunded_at_provider=refunded_minor,
         )
 
     async def republish(
@@ -258,7 +258,3 @@ class FollowUpStore:
                 .limit(limit)
             )
             return [payment_view_of(row._mapping) for row in rows]
-
-
-def _is_sql(value: object) -> bool:
-    return isinstance(value, ClauseElement)

@@ -52,11 +52,14 @@ async def enqueue_outbox(conn: AsyncConnection, event: OutboxMessage, now: datet
     """Queue ``event`` in the caller's transaction, so it commits with the state it reports,
     and its webhook deliveries with it (see persistence.webhook_fanout)."""
     await conn.execute(insert(outbox).values(**outbox_row(event, now)))
-    await enqueue_webhooks(conn, webhooks_of([event]), now)
+    await enqueue_webhooks(conn, webhooks_of([(event, now)]))
 
 
-def webhooks_of(events: Iterable[OutboxMessage]) -> list[WebhookEvent]:
-    return [event.webhook for event in events if event.webhook is not None]
+def webhooks_of(
+    events: Iterable[tuple[OutboxMessage, datetime]],
+) -> list[tuple[WebhookEvent, datetime]]:
+    """The webhooks of ``events``, each with its own event's time (persistence.webhook_fanout)."""
+    return [(event.webhook, now) for event, now in events if event.webhook is not None]
 
 
 def outbox_row(event: OutboxMessage, now: datetime) -> dict[str, Any]:

@@ -108,7 +108,8 @@ class _NewPayment:
     payment: dict[str, Any]
     attempt: dict[str, Any] | None
     event: dict[str, Any] | None
-    webhook: WebhookEvent | None = None
+    # With the time of this begin: queued with the event (persistence.webhook_fanout).
+    webhook: tuple[WebhookEvent, datetime] | None = None
 
 
 def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: int) -> _NewPayment:
@@ -134,7 +135,7 @@ def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: i
             },
             None,
             outbox_row(dataclasses.replace(refusal_event, traceparent=request.traceparent), now),
-            refusal_event.webhook,
+            None if refusal_event.webhook is None else (refusal_event.webhook, now),
         )
     return _NewPayment(
         Started(attempt_key_for(payment_id, 1), now, request.claim, generation),
@@ -183,7 +184,7 @@ async def _begin_decided(conn: AsyncConnection, request: BeginRequest) -> BeginR
     if new.event is not None:
         await conn.execute(insert(outbox).values(**new.event))
     if new.webhook is not None:
-        await enqueue_webhooks(conn, [new.webhook], request.now)
+        await enqueue_webhooks(conn, [new.webhook])
     return new.result
 
 
@@ -215,8 +216,7 @@ async def begin_many(conn: AsyncConnection, requests: Sequence[BeginRequest]) ->
     await insert_rows(conn, provider_attempts, [n.attempt for n in new if n.attempt is not None])
     await insert_rows(conn, outbox, [n.event for n in new if n.event is not None])
     if new:
-        webhooks = [n.webhook for n in new if n.webhook is not None]
-        await enqueue_webhooks(conn, webhooks, requests[0].now)
+        await enqueue_webhooks(conn, [n.webhook for n in new if n.webhook is not None])
     for index in alone:
         results[index] = await _begin_decided(conn, requests[index])
     return [_answered(result) for result in results]

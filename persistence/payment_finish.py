@@ -237,7 +237,7 @@ async def finish_many(conn: AsyncConnection, requests: Sequence[FinishRequest]) 
         if conn.dialect.supports_sane_multi_rowcount and finished.rowcount != len(moves):
             raise RuntimeError(f"bulk finish closed {finished.rowcount} of {len(moves)} attempts")
         await insert_rows(conn, outbox, [outbox_row(r.event, r.now) for r in moves])
-        await enqueue_webhooks(conn, webhooks_of(r.event for r in moves), moves[0].now)
+        await enqueue_webhooks(conn, webhooks_of((r.event, r.now) for r in moves))
     if strays:
         await conn.execute(
             _NOTE_STRAY_CHARGE,

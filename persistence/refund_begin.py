@@ -329,7 +329,7 @@ async def begin_many(
     await insert_rows(conn, refunds, rows)
     await insert_rows(conn, outbox, [outbox_row(event, now) for event, now in events])
     if events:
-        await enqueue_webhooks(conn, webhooks_of(e for e, _ in events), events[0][1])
+        await enqueue_webhooks(conn, webhooks_of(events))
     for index in alone:
         results[index] = await begin_one(conn, requests[index])
     return [_answered(result) for result in results]

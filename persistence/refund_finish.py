@@ -243,7 +243,7 @@ async def finish_many(conn: AsyncConnection, requests: Sequence[RefundFinishRequ
             conn, [(requests[i], found[requests[i].refund_id]) for i in moves]
         )
         await insert_rows(conn, outbox, [outbox_row(event, now) for event, now in events])
-        await enqueue_webhooks(conn, webhooks_of(e for e, _ in events), events[0][1])
+        await enqueue_webhooks(conn, webhooks_of(events))
         for index in moves:
             results[index] = True
     for index in alone:

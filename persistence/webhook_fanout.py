@@ -11,6 +11,11 @@ back. Invariants:
 * A delivery's id derives from (endpoint, event) and the insert skips ids that exist, so a
   result event written again (a replayed outcome re-published) is not queued twice, and a
   concurrent writer of the same event cannot fail the payment's transaction.
+* Each event comes with the time its own operation recorded (its outbox row's): the events
+  of one writer-queue batch were made by operations that arrived at different times, and a
+  delivery's ``created_at`` (what a client's delivery listing shows) and first
+  ``next_attempt_at`` (the order the dispatcher sends in) are that operation's, not the
+  batch's first.
 """
 
 from __future__ import annotations
@@ -40,13 +45,14 @@ def delivery_id_for(endpoint_id: str, event_id: str) -> str:
 
 
 async def enqueue_webhooks(
-    conn: AsyncConnection, events: Sequence[WebhookEvent], now: datetime
+    conn: AsyncConnection, events: Sequence[tuple[WebhookEvent, datetime]]
 ) -> int:
     """Queue a delivery of each event to each live endpoint subscribed to its type, owned
-    by the client of its payment; return how many rows were new."""
+    by the client of its payment, at the time paired with it (its operation's); return how
+    many rows were new."""
     if not events:
         return 0
-    payment_ids = sorted({event.payment_request_id for event in events})
+    payment_ids = sorted({event.payment_request_id for event, _ in events})
     rows = (
         await conn.execute(
             select(
@@ -66,7 +72,7 @@ async def enqueue_webhooks(
         endpoints.setdefault(row.payment_id, []).append((row.id, list(row.enabled_events)))
     values = [
         delivery_row(endpoint_id, event, now)
-        for event in events
+        for event, now in events
         for endpoint_id, enabled in endpoints.get(event.payment_request_id, [])
         if subscribed(enabled, event.type)
     ]

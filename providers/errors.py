@@ -11,8 +11,15 @@ Exception tree::
     └── UnsupportedOperationError      no          no
 
 Callers branch on the class attributes ``retriable`` and ``outcome_unknown``, and read
-``retry_after`` (None unless the provider, or a circuit breaker, gave one), never on the
+``retry_after`` (None unless the provider, or a circuit breaker, gave one) and
+``held_reference`` (None unless the answer is a hold nobody asked for, below), never on the
 concrete class, so a new adapter-specific subclass needs no change above the adapter.
+
+``held_reference``: the provider holds the payer's money under that reference, authorized
+and not captured, though the charge asked to capture at once (Stripe: a PaymentIntent in
+``requires_capture`` without ``capture_method=manual``). Not the outcome asked for, so never
+recorded as one (the payment stays pending); but a hold all the same, which the stray-charge
+sweep voids when the payment does not stand on it (consumer.stray_charges).
 
 ``retry_after`` is bounded whenever it is set, by the constructor or later
 (:func:`providers.retry_after.bounded_retry_after`): None or finite, in
@@ -32,6 +39,7 @@ class ProviderError(Exception):
     outcome_unknown: ClassVar[bool] = False
     code: ClassVar[ErrorCode] = ErrorCode.PROVIDER_UNAVAILABLE
     _retry_after: float | None = None
+    held_reference: str | None = None  # see the module docstring
 
     def __init__(self, provider: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{provider}: {message}")

@@ -63,12 +63,19 @@ ATTEMPT_KEY_METADATA_KEY: Final = "paygateAttemptKey"
 
 class StripePaymentPendingError(ProviderTimeoutError):
     """Stripe holds the PaymentIntent in a status that is not final (processing, waiting for
-    3-D Secure, ...). It may still be charged, so like a timeout: outcome unknown."""
+    3-D Secure, ...). It may still be charged, so like a timeout: outcome unknown.
 
-    def __init__(self, provider: str, message: str, *, intent_id: str, status: str) -> None:
+    ``held``: authorized though asked to capture at once (:func:`held_for_a_capture_at_once`),
+    so the money is held under the PaymentIntent: ``held_reference`` names it
+    (providers.errors)."""
+
+    def __init__(
+        self, provider: str, message: str, *, intent_id: str, status: str, held: bool = False
+    ) -> None:
         super().__init__(provider, message)
         self.intent_id = intent_id
         self.status = status
+        self.held_reference = intent_id if held else None
 
 
 class StripeIdempotencyConflictError(ProviderTimeoutError):
@@ -344,7 +351,9 @@ def held_for_a_capture_at_once(intent: stripe.PaymentIntent) -> bool:
     hold ran out. So every reader of a PaymentIntent -- the charge call, the status lookups
     of the reconciler, the stray-charge sweep, the expiry sweep and the settlement command,
     and the webhook reader -- takes it as not final (outcome unknown, the payment stays
-    pending) through :func:`outcome_from_intent`. The PaymentIntent itself says which
+    pending) through :func:`outcome_from_intent`, whose error names the PaymentIntent as
+    a hold (``held_reference``): the stray-charge sweep voids one the payment does not
+    stand on, as it voids a stray authorization. The PaymentIntent itself says which
     capture was asked, so this needs nothing of the payment's row. A missing
     ``capture_method`` is read the same way: only an explicit ``manual`` is an
     authorization paygate asked for.
@@ -367,6 +376,7 @@ def outcome_from_intent(intent: stripe.PaymentIntent) -> ChargeOutcome:
             "outcome unknown",
             intent_id=intent_id,
             status=status,
+            held=True,
         )
     if kind is _Kind.SUCCEEDED:
         return ChargeOutcome(

@@ -14,6 +14,10 @@ lost). A PaymentIntent keeps the ``capture_method`` it was created with (Stripe'
 ``automatic_async``, when none is sent); ``holds_captures_at_once`` leaves one created to
 capture at once in ``requires_capture`` (authorized, not captured), a state Stripe documents
 for a manual capture only, which paygate must still never record as an authorization.
+A PaymentIntent is canceled (idempotently) as Stripe documents: only from
+``requires_payment_method``, ``requires_capture``, ``requires_confirmation``,
+``requires_action`` or ``processing``, a hold then released; any other status answers 400
+``payment_intent_unexpected_state``.
 Anything else it is sent is a 404, so a test notices a call it did not expect.
 
 Refunds made in the Dashboard (outside paygate) are :meth:`LaggingStripe.refund_outside`;
@@ -40,6 +44,17 @@ import stripe
 from tests.support.clock import Clock
 
 _SEARCHED_KEY = re.compile(r"^metadata\['(?P<field>[^']+)'\]:'(?P<value>(?:[^'\\]|\\.)*)'$")
+_CANCEL_PATH = re.compile(r"^/v1/payment_intents/(?P<id>[^/]+)/cancel$")
+# Stripe: "You can cancel a PaymentIntent object when it's in one of these statuses".
+_CANCELABLE = frozenset(
+    {
+        "requires_payment_method",
+        "requires_capture",
+        "requires_confirmation",
+        "requires_action",
+        "processing",
+    }
+)
 
 
 class LaggingStripe(stripe.HTTPClient):
@@ -87,6 +102,8 @@ class LaggingStripe(stripe.HTTPClient):
         path = parts.path
         if (method, path) == ("post", "/v1/payment_intents"):
             return 200, self._once(key, lambda: self._create_intent(form))
+        if method == "post" and (cancel := _CANCEL_PATH.match(path)):
+            return self._cancel(cancel["id"], key)
         if (method, path) == ("get", "/v1/payment_intents/search"):
             return 200, self._search(query["query"])
         if method == "get" and path.startswith("/v1/payment_intents/"):
@@ -131,6 +148,25 @@ class LaggingStripe(stripe.HTTPClient):
         self.intents[intent_id] = intent
         self.created_at[intent_id] = self._clock()
         return intent
+
+    def _cancel(self, intent_id: str, key: str | None) -> tuple[int, dict[str, Any]]:
+        if key is not None and key in self._by_idempotency_key:
+            return 200, self._by_idempotency_key[key]
+        intent = self.intents.get(intent_id)
+        if intent is None:
+            return 404, {"error": {"type": "invalid_request_error", "code": "resource_missing"}}
+        if intent["status"] not in _CANCELABLE:
+            return 400, {
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "payment_intent_unexpected_state",
+                    "message": f"This PaymentIntent's status is {intent['status']}.",
+                }
+            }
+        intent.update(status="canceled", cancellation_reason=None, amount_capturable=0)
+        if key is not None:
+            self._by_idempotency_key[key] = intent
+        return 200, intent
 
     def _search(self, query: str) -> dict[str, Any]:
         wanted = _SEARCHED_KEY.match(query)

@@ -282,6 +282,15 @@ def test_requires_capture_of_a_capture_at_once_is_an_unknown_outcome(
         outcome_from_intent(intent(**fields))
     assert caught.value.outcome_unknown
     assert (caught.value.intent_id, caught.value.status) == ("pi_123", "requires_capture")
+    # Named as a hold: the stray-charge sweep voids one the payment does not stand on.
+    assert caught.value.held_reference == "pi_123"
+
+
+@pytest.mark.parametrize("status", ["processing", "requires_action", "requires_confirmation"])
+def test_another_status_not_final_names_no_hold(status: str) -> None:
+    with pytest.raises(StripePaymentPendingError) as caught:
+        outcome_from_intent(intent(status=status, capture_method="automatic_async"))
+    assert caught.value.held_reference is None
 
 
 def test_only_a_waiting_capture_at_once_is_held_for_a_capture_at_once() -> None:

@@ -1,0 +1,125 @@
+"""A stray PaymentIntent asked to capture at once that Stripe holds in ``requires_capture``
+is voided by the stray-charge sweep: the official Stripe SDK against a stand-in that keeps
+its PaymentIntents (tests.support.stripe_lagging_search), on SQLite and PostgreSQL.
+
+Stripe documents ``requires_capture`` for a manual capture only and nothing that would
+capture such a PaymentIntent later; what ends an uncaptured one is its authorization running
+out, days later (canceled, the hold released). So for a key the payment does not stand on,
+it is a hold nobody will capture: money held that paygate never recorded, released now by a
+void, as a stray manual authorization is. Before, every read of it was "outcome unknown", so
+the sweep asked again every pass, counted it unanswered, and the payer's money stayed held
+until the hold ran out. A payment's own such PaymentIntent, while the payment waits on it
+(pending), is never a candidate, and stays as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from consumer.outcome import Outcome
+from consumer.stray_charges import StraySweep
+from domain.accounts import Account, AccountType
+from domain.payments import CreatePayment
+from domain.status import PaymentStatus
+from persistence.payment_store import PaymentStore
+from persistence.stray_store import StrayStore
+from providers.errors import ProviderTimeoutError
+from providers.registry import Providers
+from providers.stripe import StripeProvider
+from telemetry.metrics import Metrics
+from tests.support.builders import create_payment
+from tests.support.clock import Clock
+from tests.support.stray_setup import charge_under, handler_giving_up_after_two_calls
+from tests.support.stripe_lagging_search import LaggingStripe
+
+pytestmark = pytest.mark.integration
+
+SETTLE = timedelta(minutes=5)
+
+
+@pytest.fixture
+def stripe_api(clock: Clock) -> LaggingStripe:
+    api = LaggingStripe(clock, hidden_for=timedelta(0))
+    api.holds_captures_at_once = True
+    return api
+
+
+@pytest.fixture
+async def stripe_provider(stripe_api: LaggingStripe) -> AsyncIterator[StripeProvider]:
+    async with StripeProvider("sk_test_held_stray", http_client=stripe_api) as provider:
+        yield provider
+
+
+@pytest.fixture
+def sweep(store: PaymentStore, stripe_provider, metrics: Metrics, clock: Clock) -> StraySweep:
+    return StraySweep(
+        store=StrayStore(store.engine, store.writes, clock),
+        providers=Providers.of(stripe_provider),
+        metrics=metrics,
+        settle_after=SETTLE,
+        clock=clock,
+    )
+
+
+def card_payment() -> CreatePayment:
+    command = dataclasses.replace(
+        create_payment(), payer=Account(AccountType.TOKEN, "pm_card_visa")
+    )
+    assert command.capture  # the client asks to capture at once
+    return command
+
+
+def _count(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, {"provider": "stripe", **labels}) or 0.0
+
+
+async def test_a_stray_held_for_a_capture_at_once_is_voided(
+    store: PaymentStore, stripe_provider, stripe_api, sweep, metrics: Metrics, clock: Clock
+):
+    handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
+    command = card_payment()
+    stripe_api.refuse_next = 2  # both calls refused before processing: failed, not charged
+    assert await handler.handle(command) is Outcome.FAILED
+    attempt_key = f"{command.payment_request_id}-a1"
+    # A call of the key still in flight reaches Stripe after all, which only authorizes it.
+    with pytest.raises(ProviderTimeoutError):
+        await charge_under(stripe_provider, command, attempt_key)
+    (intent,) = stripe_api.intents.values()
+    assert (intent["status"], intent["capture_method"]) == ("requires_capture", "automatic_async")
+
+    clock.now += SETTLE + timedelta(minutes=1)
+    report = await sweep.run_once()
+
+    assert (report.checked, report.found, report.reversed, report.unanswered) == (1, 1, 1, 0)
+    assert intent["status"] == "canceled"  # the hold released
+    assert stripe_api.refunds == {}  # nothing was taken, nothing refunded
+    (stray,) = await StrayStore(store.engine, store.writes).all()
+    assert (stray["attempt_key"], stray["status"]) == (attempt_key, "reversed")
+    assert stray["provider_reference"] == intent["id"]
+    assert _count(metrics, "paygate_stray_charges_total", result="found") == 1
+    assert _count(metrics, "paygate_stray_charges_total", result="reversed") == 1
+    assert _count(metrics, "paygate_stray_unanswered_total", reason="provider_error") == 0
+    payment = await store.get_payment(command.payment_request_id)
+    assert payment is not None
+    assert payment.status is PaymentStatus.FAILED
+    assert (await sweep.run_once()).checked == 0  # once reversed, never again
+
+
+async def test_a_pending_payments_own_hold_is_left_alone(
+    store: PaymentStore, stripe_provider, stripe_api, sweep, clock: Clock
+):
+    handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
+    command = card_payment()
+    assert await handler.handle(command) is Outcome.PENDING  # held: outcome unknown
+    (intent,) = stripe_api.intents.values()
+
+    clock.now += SETTLE + timedelta(minutes=1)
+    report = await sweep.run_once()
+
+    assert report.checked == 0  # the payment waits on it: not a candidate
+    assert intent["status"] == "requires_capture"
+    assert await StrayStore(store.engine, store.writes).all() == []
