@@ -73,11 +73,17 @@ from providers.notices import (
     NoticeRefusedError,
     NotificationTerms,
     ReceivedNotification,
+    RefundNotice,
     RefusalReason,
 )
-from providers.port import ChargeOutcome
+from providers.port import ChargeOutcome, ProviderRefundStatus
 from providers.signing_secrets import stripe_signing_secret_problem
 from providers.stripe.amounts import money_from_stripe
+from providers.stripe.refund_transformers import (
+    REFUND_ID_METADATA_KEY,
+    REFUND_KEY_METADATA_KEY,
+    outcome_from_refund,
+)
 from providers.stripe.transformers import (
     PROVIDER_NAME,
     StripePaymentPendingError,
@@ -96,8 +102,10 @@ DEFAULT_TOLERANCE: Final = timedelta(seconds=stripe.Webhook.DEFAULT_TOLERANCE)
 
 # The events to select for the endpoint in Stripe's Dashboard (docs/operations.md).
 REFUNDED_CHARGE_EVENT: Final = "charge.refunded"
+FAILED_REFUND_EVENT: Final = "refund.failed"
 READ_EVENTS: Final = frozenset(
     {
+        FAILED_REFUND_EVENT,
         "payment_intent.succeeded",
         "payment_intent.amount_capturable_updated",
         "payment_intent.payment_failed",
@@ -158,7 +166,7 @@ class StripeWebhooks:
         self.provider = PROVIDER_NAME
         self.terms = STRIPE_TERMS
 
-    def receive(self, notification: ReceivedNotification) -> ChargeNotice | None:
+    def receive(self, notification: ReceivedNotification) -> ChargeNotice | RefundNotice | None:
         event = self._verified(notification)
         event_id, event_type = _field(event, "id"), _field(event, "type")
         if _field(event, "account") is not None:
@@ -178,6 +186,8 @@ class StripeWebhooks:
         data = _field(event, "data")
         if event_type == REFUNDED_CHARGE_EVENT:
             return self._refunded_charge(event_id, event_type, _field(data, "object"))
+        if event_type == FAILED_REFUND_EVENT:
+            return self._failed_refund(event_id, event_type, _field(data, "object"))
         intent = _field(data, "object")
         if not isinstance(intent, stripe.PaymentIntent):
             raise NoticeRefusedError(f"the {event_type} event holds no PaymentIntent")
@@ -213,6 +223,36 @@ class StripeWebhooks:
         except ValueError as exc:
             raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
         return ChargeNotice(self.provider, attempt_key, outcome, amount)
+
+    def _failed_refund(
+        self, event_id: object, event_type: str, refund: object
+    ) -> RefundNotice | None:
+        if not isinstance(refund, stripe.Refund):
+            raise NoticeRefusedError(f"the {event_type} event holds no Refund")
+        refund_id = _metadata_value(refund, REFUND_ID_METADATA_KEY)
+        if refund_id is None or _metadata_value(refund, REFUND_KEY_METADATA_KEY) is None:
+            log.info(
+                "Stripe event of a Refund paygate did not create: acknowledged, ignored",
+                extra={**_about(event_id, event_type), "provider_reference": _field(refund, "id")},
+            )
+            return None
+        try:
+            amount = money_from_stripe(_field(refund, "amount"), _field(refund, "currency"))
+            outcome = outcome_from_refund(refund)
+        except ValueError as exc:
+            raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
+        if outcome.status is not ProviderRefundStatus.FAILED:
+            # Not what the event type says: nothing is recorded on it, and refusing it
+            # would only have Stripe resend it for days. The reconciler asks Stripe itself.
+            log.warning(
+                "Stripe refund.failed event of a Refund that has not failed: ignored",
+                extra={
+                    **_about(event_id, event_type),
+                    "provider_reference": outcome.provider_reference,
+                },
+            )
+            return None
+        return RefundNotice(self.provider, refund_id, outcome, amount)
 
     def _verified(self, notification: ReceivedNotification) -> Any:
         """The event, once the SDK verified its signature over the raw body."""
@@ -254,6 +294,15 @@ def _outcome(intent: stripe.PaymentIntent) -> ChargeOutcome | None:
 def _field(obj: object, name: str) -> Any:
     """A field of an SDK object, None when absent (the SDK raises AttributeError)."""
     return getattr(obj, name, None)
+
+
+def _metadata_value(obj: object, key: str) -> str | None:
+    """A string of the object's metadata, None when absent (a StripeObject refuses get())."""
+    try:
+        value = _field(obj, "metadata")[key]
+    except (KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _about(event_id: object, event_type: object) -> dict[str, object]:
