@@ -33,6 +33,14 @@ and one event of a Charge, by :func:`providers.stripe.transformers.outcome_from_
                                                refunds in all, paygate's and the Dashboard's)
                                                less what a partial capture released
 
+and one event of a Refund, as a :class:`providers.notices.RefundNotice` by the adapter's own
+map (:func:`providers.stripe.refund_transformers.outcome_from_refund`):
+
+    refund.failed                             FAILED, with Stripe's failure_reason, for the
+                                               refund paygate sent under the refund id in
+                                               its metadata (paygateRefundId; the refund key
+                                               beside it, paygateRefundKey)
+
 A PaymentIntent still moving (processing, requires_action) gives a notice without an outcome
 (nothing to record), as does a refunded Charge that captured nothing (an authorization
 released; ``payment_intent.canceled`` says it). Every other event type, and an event of a
@@ -45,18 +53,33 @@ recorded captured changes nothing the ``payment_intent.*`` events report, and St
 ``charge.refunded`` for every refund, partial ones included, with the Charge's running
 ``amount_refunded``. That total is all paygate needs (consumer.provider_notices records it as
 refunds made outside paygate, domain.provider_refunds.absorbed_refunded_total: paygate's own
-refunds, recorded or in flight, are never counted twice; the total never falls). The
-``refund.created``/``refund.updated``/``charge.refund.updated`` events are not read: each is
-one refund, not the total, and a refund that fails later (``refund.failed``, Stripe then
-lowers ``amount_refunded``) is not taken back, since the recorded total never falls: paygate
-refuses to refund that part until an operator settles it (docs/refunds.md).
+refunds, recorded or in flight, are never counted twice; the total never falls). A refund
+made outside paygate that fails later is not taken back from that total: paygate refuses to
+refund that part until an operator settles it (docs/refunds.md).
+
+Why ``refund.failed``: Stripe can answer paygate's refund ``succeeded`` (or ``pending``) and
+fail it later at the card network (a closed card): the money goes back to the merchant's
+balance, the Charge's ``amount_refunded`` falls, and the payer is not paid back. Left unread,
+paygate kept the refund ``succeeded`` and the client was told the payer had the money.
+``refund.failed`` is sent for exactly that change, once per failure, with the Refund (its
+``status``, ``failure_reason`` and paygate's metadata) as its object; it is read, and
+recorded by consumer.refund_notices (the refund ``failed``, its amount off the payment's
+refunded total). ``charge.refund.updated`` (and ``refund.updated``) would say it too, but is
+sent for every change of a refund, so most of its deliveries would be acknowledged unread;
+one event type for one fact keeps the endpoint's selection small. A Refund without paygate's
+metadata (made in the Dashboard) is acknowledged and ignored, as a foreign charge is. A
+stray charge's reversal refund carries its reversal key as the refund id
+(consumer.stray_charges), and is recorded on the stray charge.
 
 The snapshot in an event is the PaymentIntent as it was when the event was made; Stripe may
 deliver events late and out of order. That is safe here because a notice is recorded only on
 a payment's open attempt, never over a final outcome (consumer.provider_notices): a late
 ``amount_capturable_updated`` for a payment captured since finds it final and changes
 nothing, as does a replay. The one thing recorded over a final outcome, the refunded total
-a ``charge.refunded`` reports, only ever rises: a late or replayed one is old news.
+a ``charge.refunded`` reports, only ever rises: a late or replayed one is old news. A
+``refund.failed`` is recorded once: on a refund already failed it changes nothing, and one
+that arrives while paygate's refund is still open is recorded as the refund's answer under
+its claim, or answered busy (Stripe sends it again) while another worker holds it.
 """
 
 from __future__ import annotations
