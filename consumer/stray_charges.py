@@ -88,7 +88,7 @@ from persistence.stray_store import (
     STRAY_REVERSED,
     StrayCandidate,
 )
-from providers.errors import ProviderError
+from providers.errors import ProviderError, UnsupportedOperationError
 from providers.port import (
     CancelRequest,
     ChargeStatus,
@@ -371,6 +371,8 @@ class StraySweep:
         received that refund, so the charge decides (and a refund is sent again)."""
         try:
             answer = await self._providers.get(candidate.provider).refund_status(key, reference)
+        except UnsupportedOperationError:
+            return None  # a provider that cannot say: its charge decides, as before
         except ProviderError as exc:
             if exc.retriable or exc.outcome_unknown:
                 return self._unanswered(candidate, "provider_error")
