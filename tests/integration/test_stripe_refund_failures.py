@@ -266,6 +266,29 @@ async def test_a_refund_stripe_fails_after_it_succeeded_is_failed_and_refundable
     assert await rows_account_for_the_total(engine, pid)
 
 
+async def test_two_deliveries_of_one_failure_at_once_take_the_refund_back_once(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """Stripe may deliver an event twice at once (a retry crossing a slow answer): the write
+    is conditional on the refund still being succeeded, under its rows' locks, so only one
+    delivery moves the total, whichever order the writer queue takes them in."""
+    view, _ = await paid(rig, store)
+    pid = view.payment_request_id
+    first = refund_of(view, 300, "own-1")
+    second = refund_of(view, 200, "own-2")
+    assert await rig.refunds.handle(first) is Outcome.SUCCEEDED
+    assert await rig.refunds.handle(second) is Outcome.SUCCEEDED
+    failed = rig.stripe_api.fail_refund(stripe_refund_of(rig, first.refund_id))
+
+    answers = await asyncio.gather(*(post(rig, "refund.failed", failed) for _ in range(4)))
+
+    assert answers == [200] * 4
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 200, AMOUNT - 200)
+    assert await rows_account_for_the_total(engine, pid)
+    assert len(await refund_events(engine, first.refund_id)) == 2
+    assert failed_later(rig) == 1
+
+
 async def test_a_failure_arriving_while_paygates_refund_is_in_flight_is_recorded_once_final(
     rig: Rig, store: PaymentStore, engine: AsyncEngine
 ):
