@@ -15,6 +15,7 @@ from domain.cancels import CancelPayment
 from domain.captures import CapturePayment
 from domain.error_info import ErrorInfo
 from domain.errors import PaygateError
+from domain.money import Money
 from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
@@ -28,7 +29,13 @@ from persistence.group_commit import Bulk
 from persistence.outbox import OutboxMessage
 from persistence.payment_begin import BeginResult
 from persistence.payment_claims import ClaimedAttempt, InDoubt
-from persistence.refund_store import ClaimedRefund, OpenRefund, RefundBegin, RefundEventBuilder
+from persistence.refund_store import (
+    ClaimedRefund,
+    LateFailure,
+    OpenRefund,
+    RefundBegin,
+    RefundEventBuilder,
+)
 from persistence.stray_store import StrayCandidate
 
 
@@ -118,6 +125,22 @@ class RefundWrites(Protocol):
     async def get(self, refund_id: str) -> RefundView | None: ...
 
     async def open_refunds(self, updated_before: datetime, limit: int) -> list[OpenRefund]: ...
+
+
+class RefundFailureWrites(RefundWrites, Protocol):
+    """Refunds, and a provider's failure of one recorded succeeded
+    (persistence.refund_store.RefundStore.fail_after_success)."""
+
+    async def fail_after_success(
+        self,
+        refund_id: str,
+        *,
+        provider: str,
+        provider_reference: str,
+        amount: Money,
+        error: ErrorInfo,
+        event: RefundEventBuilder,
+    ) -> LateFailure: ...
 
 
 class FollowUpWrites(Protocol):
@@ -239,6 +262,15 @@ class StrayLeads(Protocol):
     async def reopen(self, attempt_key: str, provider: str) -> bool: ...
 
 
+class StrayReversals(Protocol):
+    """Where a provider's late failure of a stray charge's reversal is recorded
+    (persistence.stray_store.StrayStore.reversal_failed_later)."""
+
+    async def reversal_failed_later(
+        self, attempt_key: str, provider: str, reversal_reference: str, error: str
+    ) -> bool: ...
+
+
 class StrayRecords(Protocol):
     """What the stray-charge sweep reads and records (persistence.stray_store)."""
 
@@ -264,6 +296,11 @@ class StrayRecords(Protocol):
 
     async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:
         """Read the stray charge's reversal again only from ``at`` (made before each try);
+        False, changing nothing, when its reversal is no longer under way."""
+        ...
+
+    async def note_reversal_key(self, attempt_key: str, reversal_key: str) -> bool:
+        """Write down the key of the reversal refund about to be sent (before it is sent);
         False, changing nothing, when its reversal is no longer under way."""
         ...
 

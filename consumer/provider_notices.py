@@ -48,6 +48,7 @@ from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
 from consumer.ports import PaymentWrites, ProviderRefundRecords, StrayLeads
+from consumer.refund_notices import RefundFailures
 from domain.clock import utc_now
 from domain.events import outside_refund_event_id
 from domain.payment_view import PaymentView
@@ -55,7 +56,7 @@ from domain.provider_refunds import refunded_at_provider
 from domain.status import CAPTURED, HELD
 from persistence.attempts import attempt_number
 from persistence.outbox import OutboxMessage
-from providers.notices import ChargeNotice, NoticeResult
+from providers.notices import ChargeNotice, NoticeResult, ProviderNotice, RefundNotice
 from providers.port import ChargeStatus
 
 log = logging.getLogger("paygate.notifications")
@@ -80,15 +81,22 @@ class NoticeRecorder:
         events: PaymentEvents,
         strays: StrayLeads,
         refunds: ProviderRefundRecords,
+        refund_failures: RefundFailures | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        """``refund_failures`` records the notices of refunds (Stripe's refund.failed);
+        without it (a provider that sends none) such a notice is answered busy, never
+        acknowledged unrecorded."""
         self._store = store
+        self._refund_failures = refund_failures
         self._strays = strays
         self._refunds = refunds
         self._events = events
         self._recorder = PaymentOutcomes(store, events, clock)
 
-    async def record(self, notice: ChargeNotice) -> NoticeResult:
+    async def record(self, notice: ProviderNotice) -> NoticeResult:
+        if isinstance(notice, RefundNotice):
+            return await self._refund(notice)
         result = await self._record(notice)
         if result is NoticeResult.STRAY:
             log.error(
@@ -102,6 +110,23 @@ class NoticeRecorder:
             "provider notification %s",
             result.value,
             extra={"provider": notice.provider, "attempt_key": notice.attempt_key},
+        )
+        return result
+
+    async def _refund(self, notice: RefundNotice) -> NoticeResult:
+        if self._refund_failures is None:
+            log.error(
+                "provider notification of a refund, with no recorder of refunds: not "
+                "acknowledged (the provider sends it again)",
+                extra={"provider": notice.provider, "refund_id": notice.refund_id},
+            )
+            return NoticeResult.BUSY
+        result = await self._refund_failures.record(notice)
+        log.log(
+            logging.WARNING if result is NoticeResult.MISMATCH else logging.INFO,
+            "provider notification of a refund %s",
+            result.value,
+            extra={"provider": notice.provider, "refund_id": notice.refund_id},
         )
         return result
 

@@ -48,7 +48,14 @@ the payment does not stand on (see persistence.stray_store for which), and
   ``paygate_stray_reversals_unanswered_total`` and
   tried again later, under the same key for the same amount (a key per amount: a provider
   refuses a key used again with other parameters; an alert fires when a provider leaves
-  reversals unanswered for hours).
+  reversals unanswered for hours). The key of each reversal refund is written down before
+  it is sent (``StrayStore.note_reversal_key``), and the next try asks the provider about
+  that refund before reading the charge: a charge's refunded amount counts a refund still
+  pending, which may fail later (Stripe's card network can), so read from the charge alone
+  a pending reversal was recorded ``reversed`` and, once it failed, the money stayed taken
+  with nothing asking again. Now a pending one is asked again, a succeeded one is
+  ``reversed``, a failed one ``reversal_failed`` (it alerts: an operator refunds it), and
+  only a refund the provider never received lets the charge decide.
 
 Before each question the key is stamped (persistence.stray_store.StrayStore.ask_again_at)
 with when it may be asked again: the pause is the key's age, at least ``recheck_first`` and
@@ -87,7 +94,7 @@ from persistence.stray_store import (
     STRAY_REVERSED,
     StrayCandidate,
 )
-from providers.errors import ProviderError
+from providers.errors import ProviderError, UnsupportedOperationError
 from providers.port import (
     CancelRequest,
     ChargeOutcome,
@@ -102,6 +109,7 @@ from telemetry.metrics import Metrics
 log = logging.getLogger("paygate.reconciler")
 
 PAGE_SIZE = 200
+_REVERSAL = "-reversal"
 # How long a key without an answer waits before it is asked again: its age, within these.
 RECHECK_FIRST = timedelta(minutes=1)
 RECHECK_CAP = timedelta(hours=1)
@@ -136,8 +144,22 @@ def reversal_key(candidate: StrayCandidate, kept: Money) -> str:
     twice refunds once; two keys never pay out more than the charge keeps, since a provider
     never refunds a charge beyond what it captured. The whole amount keeps the key it has
     always had (reversals already in flight go on under it)."""
-    base = f"{candidate.attempt_key}-reversal"
+    base = f"{candidate.attempt_key}{_REVERSAL}"
     return base if kept == candidate.amount else f"{base}-{kept.minor_units}"
+
+
+def attempt_of_reversal(refund_key: str) -> str | None:
+    """The attempt key whose stray charge a reversal refund's key (:func:`reversal_key`)
+    reverses; None for a key that is no reversal's."""
+    attempt_key, found, amount = refund_key.rpartition(_REVERSAL)
+    if not found or not attempt_key or (amount and not _is_amount_suffix(amount)):
+        return None
+    return attempt_key
+
+
+def _is_amount_suffix(text: str) -> bool:
+    digits = text.removeprefix("-")
+    return text.startswith("-") and digits.isascii() and digits.isdigit() and len(digits) <= 19
 
 
 class StraySweep:
@@ -330,6 +352,10 @@ class StraySweep:
         # found in this pass has no ``found_at`` read yet: found now.
         since = candidate.found_at or self._clock()
         await self._store.reverse_again_at(candidate.attempt_key, self._hold_back_until(since))
+        if candidate.reversal_key is not None:
+            answered = await self._sent_reversal(candidate, candidate.reversal_key, reference)
+            if answered is not None:
+                return answered
         try:
             known = await self._providers.get(candidate.provider).charge_by_reference(reference)
         except ProviderError as exc:
@@ -358,6 +384,35 @@ class StraySweep:
             # would be refused, raising a false alert.
             return await self._reversed(candidate, reference)
         return await self._refund(candidate, reference, kept)
+
+    async def _sent_reversal(
+        self, candidate: StrayCandidate, key: str, reference: str
+    ) -> str | None:
+        """What became of the reversal refund sent under ``key``, asked of the provider
+        before the charge is read: the charge's refunded amount counts a refund still
+        pending, which may yet fail, so "nothing kept" read there would record the charge
+        reversed while its money may come back to the merchant. None: the provider never
+        received that refund, so the charge decides (and a refund is sent again)."""
+        try:
+            answer = await self._providers.get(candidate.provider).refund_status(key, reference)
+        except UnsupportedOperationError:
+            return None  # a provider that cannot say: its charge decides, as before
+        except ProviderError as exc:
+            if exc.retriable or exc.outcome_unknown:
+                return self._unanswered(candidate, "provider_error")
+            return await self._reversal_failed(candidate, str(exc.message))
+        except UnknownProviderError as exc:
+            return await self._reversal_failed(candidate, str(exc))
+        if answer is None:
+            return None
+        if answer.status is ProviderRefundStatus.SUCCEEDED:
+            return await self._reversed(candidate, answer.provider_reference)
+        if answer.status is ProviderRefundStatus.PENDING:
+            return self._unanswered(candidate, "pending")
+        reason = answer.error.message if answer.error is not None else "failed"
+        return await self._reversal_failed(
+            candidate, f"the provider failed the reversal refund it had accepted: {reason}"
+        )
 
     async def _void(self, candidate: StrayCandidate, reference: str) -> str:
         """Release a stray authorization: nothing was taken, so there is nothing to refund."""
@@ -403,6 +458,9 @@ class StraySweep:
             amount=kept,
             reason=RefundReason.DUPLICATE,
         )
+        # Written down before it is sent (a pass that dies after the send still asks about
+        # it next time): see _sent_reversal.
+        await self._store.note_reversal_key(candidate.attempt_key, key)
         try:
             answer = await self._providers.get(candidate.provider).refund(request)
         except ProviderError as exc:

@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     REFUND_EXCEEDS_CAPTURED = "refund_exceeds_captured"
     CURRENCY_MISMATCH = "currency_mismatch"
     REFUND_FAILED = "refund_failed"
+    REFUND_FAILED_AFTER_SUCCESS = "refund_failed_after_success"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     PROVIDER_TIMEOUT = "provider_timeout"
     RATE_LIMITED = "rate_limited"
@@ -295,6 +296,18 @@ _SPECS: Final = (
         action="The same Idempotency-Key replays this failure; the payment's refundable "
         "amount is unchanged. Find out why (contact support) before refunding again "
         "with a new Idempotency-Key.",
+    ),
+    ErrorSpec(
+        code=_E.REFUND_FAILED_AFTER_SUCCESS,
+        category=_C.PROVIDER,
+        retryable=False,
+        http_status=402,
+        meaning="The provider reported the refund succeeded, then failed it (the payer's "
+        "card or account could not take it): the money went back to the merchant's "
+        "balance, not to the payer.",
+        action="The payment's refundable amount counts this refund's amount again. Refund "
+        "it once more with a new Idempotency-Key (to another payment method if the "
+        "provider's reason says the card is gone), or pay the payer back another way.",
     ),
     ErrorSpec(
         code=_E.PROVIDER_UNAVAILABLE,

@@ -7,13 +7,19 @@ holds the rules that need no database.
 
 ::
 
-    processing ──► succeeded
+    processing ──► succeeded ──► failed       (the provider fails it later)
         │    └───► failed
         └──► pending ──► succeeded | failed   (the provider answers later, or timed out)
 
 ``processing`` is the write-ahead state: the refund's amount is reserved against the payment
 before the provider is called. ``pending`` keeps the reservation until the provider's final
 answer, found by reconciliation.
+
+``succeeded`` and ``failed`` are final for paygate's own work (no call, no claim): only the
+provider's later word that it failed a refund it had answered succeeded (Stripe's
+``refund.failed``) moves a succeeded refund on, to ``failed`` with
+``refund_failed_after_success``, taking its amount off the payment's refunded total
+(persistence.refund_failed_later).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from http_facade.ports import (
     WebhookEndpoints,
 )
 from http_facade.rate_limit import RateLimiter
-from providers.notices import ChargeNotice, NoticeResult
+from providers.notices import NoticeResult, ProviderNotice
 from telemetry.outage_log import OutageLog
 
 _T = TypeVar("_T")
@@ -174,7 +174,7 @@ class GuardedNotices:
         self._inner = inner
         self._guard = guard
 
-    async def record(self, notice: ChargeNotice) -> NoticeResult:
+    async def record(self, notice: ProviderNotice) -> NoticeResult:
         return await self._guard.call(self._inner.record(notice))
 
 

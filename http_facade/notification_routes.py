@@ -40,7 +40,9 @@ from providers.notices import (
     NoticeRefusedError,
     NoticeResult,
     NotificationTerms,
+    ProviderNotice,
     ReceivedNotification,
+    RefundNotice,
     RefusalReason,
 )
 
@@ -58,7 +60,12 @@ def add_notification_routes(app: web.Application) -> None:
     """The route; set ``app``'s METRICS and NOTICE_READERS first."""
     app.router.add_post(NOTIFICATIONS_PATH, receive_notification)
     refused = app[METRICS].notifications_refused
+    failed_later = app[METRICS].refunds_failed_after_success
     for reader in app[NOTICE_READERS].values():
+        # From 0, for the alerts' increase(): a refund, or a stray charge's reversal, the
+        # provider failed after it succeeded (consumer.refund_notices).
+        failed_later.labels(reader.provider)
+        app[METRICS].stray_charges.labels(reader.provider, "reversal_failed")
         for reason in RefusalReason:
             # Every series exists from 0 at start, so the alert's increase() sees the first
             # refusal too (a counter born at 1 would show no increase until the second).
@@ -103,9 +110,9 @@ async def receive_notification(request: web.Request) -> web.Response:
     if result is NoticeResult.UNKNOWN:
         if terms.account_wide:
             log.warning(
-                "notification for an attempt key no payment here has: another system's on "
-                "the same provider account; acknowledged",
-                extra={"provider": reader.provider, "attempt_key": notice.attempt_key},
+                "notification for an attempt key or refund no payment here has: another "
+                "system's on the same provider account; acknowledged",
+                extra={"provider": reader.provider, **_about(notice)},
             )
             return _acknowledged(terms)
         refused.labels(reader.provider, RefusalReason.UNKNOWN_PAYMENT.value).inc()
@@ -121,6 +128,12 @@ async def receive_notification(request: web.Request) -> web.Response:
         ErrorInfo(ErrorCode.SERVICE_UNAVAILABLE, "the payment is being worked on; send it again"),
         headers={"Retry-After": "1"},
     )
+
+
+def _about(notice: ProviderNotice) -> dict[str, str]:
+    if isinstance(notice, RefundNotice):
+        return {"refund_id": notice.refund_id}
+    return {"attempt_key": notice.attempt_key}
 
 
 def _acknowledged(terms: NotificationTerms) -> web.Response:

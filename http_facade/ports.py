@@ -21,7 +21,7 @@ from domain.refund_view import RefundView
 from domain.refunds import RefundPayment
 from domain.vaulted import VaultedAccount
 from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
-from providers.notices import ChargeNotice, NoticeResult, NotificationTerms, ReceivedNotification
+from providers.notices import NoticeResult, NotificationTerms, ProviderNotice, ReceivedNotification
 
 
 class NotificationReader(Protocol):
@@ -36,20 +36,20 @@ class NotificationReader(Protocol):
     @property
     def terms(self) -> NotificationTerms: ...
 
-    def receive(self, notification: ReceivedNotification) -> ChargeNotice | None: ...
+    def receive(self, notification: ReceivedNotification) -> ProviderNotice | None: ...
 
 
 class NoticeSink(Protocol):
-    async def record(self, notice: ChargeNotice) -> NoticeResult:
-        """Record what the notice says about its attempt (a claimed write; see
-        consumer.provider_notices)."""
+    async def record(self, notice: ProviderNotice) -> NoticeResult:
+        """Record what the notice says about its attempt or refund (a claimed or
+        conditional write; see consumer.provider_notices)."""
         ...
 
 
 class NoNotices:
     """The sink of a facade that accepts no notifications (no reader is configured)."""
 
-    async def record(self, notice: ChargeNotice) -> NoticeResult:
+    async def record(self, notice: ProviderNotice) -> NoticeResult:
         return NoticeResult.UNKNOWN
 
 

@@ -208,7 +208,9 @@ def facade_app(
     (shared by every instance and worker), and database outages recognised by
     :func:`persistence.availability.is_database_unavailable`. Providers' notifications are
     accepted for the configured providers that send them (paygate.notices)."""
-    readers, sink = notification_wiring(settings, db, messages or PaymentMessages.bundled())
+    readers, sink = notification_wiring(
+        settings, db, messages or PaymentMessages.bundled(), metrics
+    )
     return build_app(
         publisher=publisher,
         queries=db.payments,

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 from consumer.payment_events import PaymentEvents
 from consumer.provider_notices import NoticeRecorder
+from consumer.refund_events import RefundEvents
+from consumer.refund_notices import RefundFailures
 from http_facade.ports import NoNotices, NoticeSink, NotificationReader
 from paygate.alipay_dev import with_dev_keys
 from paygate.settings import Environment, Settings
@@ -15,12 +17,13 @@ from persistence.provider_refund_store import ProviderRefundStore
 from providers.alipay.notifications import AlipayNotifications
 from providers.stripe.webhooks import StripeWebhooks, livemode_of
 from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.notices")
 
 
 def notification_wiring(
-    settings: Settings, db: Database, messages: PaymentMessages
+    settings: Settings, db: Database, messages: PaymentMessages, metrics: Metrics | None = None
 ) -> tuple[Mapping[str, NotificationReader], NoticeSink]:
     """A reader per configured provider that notifies (its notices are written through the
     payment store, claims and all): Alipay's when ``alipay`` is a provider, Stripe's when
@@ -34,6 +37,13 @@ def notification_wiring(
         strays=db.strays,  # money a notice reports on a key the payment left: the sweep's
         # refunds made outside paygate that a notice reports on a captured payment
         refunds=ProviderRefundStore(db.writes),
+        # refunds the provider failed, after it answered them or while they were open
+        refund_failures=RefundFailures(
+            store=db.refunds,
+            events=RefundEvents(messages, settings.results_topic),
+            strays=db.strays,  # a stray charge's reversal the provider failed after it
+            metrics=metrics,
+        ),
     )
     return readers, sink
 

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.clock import utc_now
 from domain.error_info import ErrorInfo
+from domain.money import Money
 from domain.payment_view import PaymentView
 from domain.refund_view import RefundView
 from domain.refunds import RefundPayment, RefundStatus
@@ -68,6 +69,7 @@ from persistence.refund_begin import (
     begin_many,
     begin_one,
 )
+from persistence.refund_failed_later import LateFailure, LateFailureRequest, fail_succeeded
 from persistence.refund_finish import RefundFinishRequest, finish_many, finish_one
 from persistence.refund_rows import (
     OPEN_STATUSES,
@@ -84,6 +86,7 @@ from persistence.tables import payments, refunds
 # What the consumer and the facade import from here: the refund store's vocabulary.
 __all__ = [
     "PAYMENT_AND_REFUNDS",
+    "LateFailure",
     "OpenRefund",
     "PaymentRefunds",
     "RefundBegin",
@@ -281,6 +284,36 @@ class RefundStore:
         return await self._writes.run(
             record, Bulk(finish_many, request), locks=RowLocks.of(refunds=[refund_id])
         )
+
+    async def fail_after_success(
+        self,
+        refund_id: str,
+        *,
+        provider: str,
+        provider_reference: str,
+        amount: Money,
+        error: ErrorInfo,
+        event: RefundEventBuilder,
+    ) -> LateFailure:
+        """The provider failed a refund paygate recorded succeeded: the refund becomes
+        ``failed`` with ``error`` and its payment's refunded total falls by its amount, with
+        ``event``, in one transaction (persistence.refund_failed_later). Anything but a
+        succeeded refund of that provider, reference and amount changes nothing."""
+        request = LateFailureRequest(
+            refund_id=refund_id,
+            provider=provider,
+            provider_reference=provider_reference,
+            amount=amount,
+            error=error,
+            event=event,
+            now=self._clock(),
+        )
+
+        async def record(conn: AsyncConnection) -> LateFailure:
+            return await fail_succeeded(conn, request)
+
+        # The refund's row and, before it, its payment's (persistence.lock_order).
+        return await self._writes.run(record, locks=RowLocks.of(refunds=[refund_id]))
 
     async def enqueue(self, message: OutboxMessage) -> None:
         """Queue an event on its own (a refusal with an event id of its own)."""

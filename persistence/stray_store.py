@@ -123,6 +123,9 @@ class StrayCandidate:
     # by this plus the settle time at the latest, and only a "no charge" answered the
     # provider's search lag after that is final (domain.search_lag).
     attempt_finished_at: datetime | None = None
+    # The key of the reversal refund last sent for a recorded stray charge (None: none
+    # sent yet): the sweep asks about that refund first (consumer.stray_charges).
+    reversal_key: str | None = None
 
 
 class StrayStore:
@@ -155,6 +158,7 @@ class StrayStore:
                 payments.c.provider_reference,
                 stray.c.provider_reference.label("stray_reference"),
                 stray.c.found_at,
+                stray.c.reversal_key,
             )
             .join(payments, payments.c.id == stray.c.payment_id)
             .where(stray.c.status == STRAY_REVERSING)
@@ -188,6 +192,7 @@ class StrayStore:
                     r.provider_reference,
                     r.stray_reference,
                     found_at=as_utc(r.found_at),
+                    reversal_key=r.reversal_key,
                 )
                 for r in await conn.execute(reversing)
             ]
@@ -322,6 +327,37 @@ class StrayStore:
             .where(stray_charges.c.attempt_key == attempt_key)
             .where(stray_charges.c.status == STRAY_REVERSING)
             .values(next_sweep_at=at),
+        )
+
+    async def note_reversal_key(self, attempt_key: str, reversal_key: str) -> bool:
+        """Write down the key of the reversal refund about to be sent, before it is sent:
+        the sweep asks the provider about that refund on its next try, before reading the
+        charge, whose refunded amount counts a refund still pending (that may yet fail).
+        Only while the reversal is under way; False, changing nothing, otherwise."""
+        return await self._changes_a_row(
+            attempt_key,
+            update(stray_charges)
+            .where(stray_charges.c.attempt_key == attempt_key)
+            .where(stray_charges.c.status == STRAY_REVERSING)
+            .values(reversal_key=reversal_key, updated_at=self._clock()),
+        )
+
+    async def reversal_failed_later(
+        self, attempt_key: str, provider: str, reversal_reference: str, error: str
+    ) -> bool:
+        """The provider failed the reversal refund of ``attempt_key``'s stray charge after
+        it answered it succeeded (Stripe's ``refund.failed``): the stray charge, recorded
+        ``reversed`` with that refund as its reversal, is ``failed`` now, the money taken
+        again, for an operator. False, changing nothing, for any other stray charge or
+        state (a replay finds it failed already)."""
+        return await self._changes_a_row(
+            attempt_key,
+            update(stray_charges)
+            .where(stray_charges.c.attempt_key == attempt_key)
+            .where(stray_charges.c.provider == provider)
+            .where(stray_charges.c.status == STRAY_REVERSED)
+            .where(stray_charges.c.reversal_reference == reversal_reference)
+            .values(status=STRAY_FAILED, error_message=error, updated_at=self._clock()),
         )
 
     async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:

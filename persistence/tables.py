@@ -186,6 +186,10 @@ stray_charges = Table(
     Column("status", String(16), nullable=False),
     Column("reversal_reference", String(255)),
     Column("error_message", Text),
+    # The key of the reversal refund last sent (written before it is sent): while set, the
+    # sweep asks the provider about that refund before anything else, since a charge's
+    # refunded amount counts a refund still pending that may yet fail (migration 0028).
+    Column("reversal_key", String(255)),
     Column("found_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # When the sweep may try the reversal again (null: never tried): stamped before each

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from domain.money import Money
-from providers.port import ChargeOutcome
+from providers.port import ChargeOutcome, RefundOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,23 @@ class ChargeNotice:
     attempt_key: str
     outcome: ChargeOutcome | None
     amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class RefundNotice:
+    """A provider's word that a refund paygate sent failed, possibly after it answered it
+    succeeded (Stripe's ``refund.failed``). ``refund_id`` is the id paygate sent the refund
+    under (its metadata), ``outcome`` the failure (status FAILED, the provider's reference
+    of the refund, its reason), ``amount`` what the refund was for."""
+
+    provider: str
+    refund_id: str
+    outcome: RefundOutcome
+    amount: Money
+
+
+# What a provider's notification may say: about a charge, or about a refund.
+ProviderNotice = ChargeNotice | RefundNotice
 
 
 @dataclass(frozen=True, slots=True)

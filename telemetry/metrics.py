@@ -100,6 +100,15 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.refunds_failed_after_success = Counter(
+            f"{prefix}_refunds_failed_after_success_total",
+            "Refunds paygate recorded succeeded that their provider failed later (Stripe's "
+            "refund.failed: the card or account could not take the money, which went back "
+            "to the merchant's balance), recorded failed with their amount taken off the "
+            "payment's refunded total, by provider. Each is a payer not paid back: it alerts.",
+            ["provider"],
+            registry=self.registry,
+        )
         self.refunds_reconciled = Counter(
             f"{prefix}_refunds_reconciled_total",
             "Refunds without a final answer examined by the reconciler, by result "

@@ -33,6 +33,14 @@ and one event of a Charge, by :func:`providers.stripe.transformers.outcome_from_
                                                refunds in all, paygate's and the Dashboard's)
                                                less what a partial capture released
 
+and one event of a Refund, as a :class:`providers.notices.RefundNotice` by the adapter's own
+map (:func:`providers.stripe.refund_transformers.outcome_from_refund`):
+
+    refund.failed                             FAILED, with Stripe's failure_reason, for the
+                                               refund paygate sent under the refund id in
+                                               its metadata (paygateRefundId; the refund key
+                                               beside it, paygateRefundKey)
+
 A PaymentIntent still moving (processing, requires_action) gives a notice without an outcome
 (nothing to record), as does a refunded Charge that captured nothing (an authorization
 released; ``payment_intent.canceled`` says it). Every other event type, and an event of a
@@ -45,18 +53,33 @@ recorded captured changes nothing the ``payment_intent.*`` events report, and St
 ``charge.refunded`` for every refund, partial ones included, with the Charge's running
 ``amount_refunded``. That total is all paygate needs (consumer.provider_notices records it as
 refunds made outside paygate, domain.provider_refunds.absorbed_refunded_total: paygate's own
-refunds, recorded or in flight, are never counted twice; the total never falls). The
-``refund.created``/``refund.updated``/``charge.refund.updated`` events are not read: each is
-one refund, not the total, and a refund that fails later (``refund.failed``, Stripe then
-lowers ``amount_refunded``) is not taken back, since the recorded total never falls: paygate
-refuses to refund that part until an operator settles it (docs/refunds.md).
+refunds, recorded or in flight, are never counted twice; the total never falls). A refund
+made outside paygate that fails later is not taken back from that total: paygate refuses to
+refund that part until an operator settles it (docs/refunds.md).
+
+Why ``refund.failed``: Stripe can answer paygate's refund ``succeeded`` (or ``pending``) and
+fail it later at the card network (a closed card): the money goes back to the merchant's
+balance, the Charge's ``amount_refunded`` falls, and the payer is not paid back. Left unread,
+paygate kept the refund ``succeeded`` and the client was told the payer had the money.
+``refund.failed`` is sent for exactly that change, once per failure, with the Refund (its
+``status``, ``failure_reason`` and paygate's metadata) as its object; it is read, and
+recorded by consumer.refund_notices (the refund ``failed``, its amount off the payment's
+refunded total). ``charge.refund.updated`` (and ``refund.updated``) would say it too, but is
+sent for every change of a refund, so most of its deliveries would be acknowledged unread;
+one event type for one fact keeps the endpoint's selection small. A Refund without paygate's
+metadata (made in the Dashboard) is acknowledged and ignored, as a foreign charge is. A
+stray charge's reversal refund carries its reversal key as the refund id
+(consumer.stray_charges), and is recorded on the stray charge.
 
 The snapshot in an event is the PaymentIntent as it was when the event was made; Stripe may
 deliver events late and out of order. That is safe here because a notice is recorded only on
 a payment's open attempt, never over a final outcome (consumer.provider_notices): a late
 ``amount_capturable_updated`` for a payment captured since finds it final and changes
 nothing, as does a replay. The one thing recorded over a final outcome, the refunded total
-a ``charge.refunded`` reports, only ever rises: a late or replayed one is old news.
+a ``charge.refunded`` reports, only ever rises: a late or replayed one is old news. A
+``refund.failed`` is recorded once: on a refund already failed it changes nothing, and one
+that arrives while paygate's refund is still open is recorded as the refund's answer under
+its claim, or answered busy (Stripe sends it again) while another worker holds it.
 """
 
 from __future__ import annotations
@@ -73,11 +96,17 @@ from providers.notices import (
     NoticeRefusedError,
     NotificationTerms,
     ReceivedNotification,
+    RefundNotice,
     RefusalReason,
 )
-from providers.port import ChargeOutcome
+from providers.port import ChargeOutcome, ProviderRefundStatus
 from providers.signing_secrets import stripe_signing_secret_problem
 from providers.stripe.amounts import money_from_stripe
+from providers.stripe.refund_transformers import (
+    REFUND_ID_METADATA_KEY,
+    REFUND_KEY_METADATA_KEY,
+    outcome_from_refund,
+)
 from providers.stripe.transformers import (
     PROVIDER_NAME,
     StripePaymentPendingError,
@@ -96,8 +125,10 @@ DEFAULT_TOLERANCE: Final = timedelta(seconds=stripe.Webhook.DEFAULT_TOLERANCE)
 
 # The events to select for the endpoint in Stripe's Dashboard (docs/operations.md).
 REFUNDED_CHARGE_EVENT: Final = "charge.refunded"
+FAILED_REFUND_EVENT: Final = "refund.failed"
 READ_EVENTS: Final = frozenset(
     {
+        FAILED_REFUND_EVENT,
         "payment_intent.succeeded",
         "payment_intent.amount_capturable_updated",
         "payment_intent.payment_failed",
@@ -158,7 +189,7 @@ class StripeWebhooks:
         self.provider = PROVIDER_NAME
         self.terms = STRIPE_TERMS
 
-    def receive(self, notification: ReceivedNotification) -> ChargeNotice | None:
+    def receive(self, notification: ReceivedNotification) -> ChargeNotice | RefundNotice | None:
         event = self._verified(notification)
         event_id, event_type = _field(event, "id"), _field(event, "type")
         if _field(event, "account") is not None:
@@ -178,6 +209,8 @@ class StripeWebhooks:
         data = _field(event, "data")
         if event_type == REFUNDED_CHARGE_EVENT:
             return self._refunded_charge(event_id, event_type, _field(data, "object"))
+        if event_type == FAILED_REFUND_EVENT:
+            return self._failed_refund(event_id, event_type, _field(data, "object"))
         intent = _field(data, "object")
         if not isinstance(intent, stripe.PaymentIntent):
             raise NoticeRefusedError(f"the {event_type} event holds no PaymentIntent")
@@ -213,6 +246,36 @@ class StripeWebhooks:
         except ValueError as exc:
             raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
         return ChargeNotice(self.provider, attempt_key, outcome, amount)
+
+    def _failed_refund(
+        self, event_id: object, event_type: str, refund: object
+    ) -> RefundNotice | None:
+        if not isinstance(refund, stripe.Refund):
+            raise NoticeRefusedError(f"the {event_type} event holds no Refund")
+        refund_id = _metadata_value(refund, REFUND_ID_METADATA_KEY)
+        if refund_id is None or _metadata_value(refund, REFUND_KEY_METADATA_KEY) is None:
+            log.info(
+                "Stripe event of a Refund paygate did not create: acknowledged, ignored",
+                extra={**_about(event_id, event_type), "provider_reference": _field(refund, "id")},
+            )
+            return None
+        try:
+            amount = money_from_stripe(_field(refund, "amount"), _field(refund, "currency"))
+            outcome = outcome_from_refund(refund)
+        except ValueError as exc:
+            raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
+        if outcome.status is not ProviderRefundStatus.FAILED:
+            # Not what the event type says: nothing is recorded on it, and refusing it
+            # would only have Stripe resend it for days. The reconciler asks Stripe itself.
+            log.warning(
+                "Stripe refund.failed event of a Refund that has not failed: ignored",
+                extra={
+                    **_about(event_id, event_type),
+                    "provider_reference": outcome.provider_reference,
+                },
+            )
+            return None
+        return RefundNotice(self.provider, refund_id, outcome, amount)
 
     def _verified(self, notification: ReceivedNotification) -> Any:
         """The event, once the SDK verified its signature over the raw body."""
@@ -254,6 +317,15 @@ def _outcome(intent: stripe.PaymentIntent) -> ChargeOutcome | None:
 def _field(obj: object, name: str) -> Any:
     """A field of an SDK object, None when absent (the SDK raises AttributeError)."""
     return getattr(obj, name, None)
+
+
+def _metadata_value(obj: object, key: str) -> str | None:
+    """A string of the object's metadata, None when absent (a StripeObject refuses get())."""
+    try:
+        value = _field(obj, "metadata")[key]
+    except (KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def _about(event_id: object, event_type: object) -> dict[str, object]:

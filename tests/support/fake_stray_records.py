@@ -121,6 +121,15 @@ class FakeStrayRecords(FakeStore):
         self.retry[attempt_key] = at
         return True
 
+    async def note_reversal_key(self, attempt_key: str, reversal_key: str) -> bool:
+        await self._enter("note_reversal_key", attempt_key)
+        if attempt_key not in self.found or attempt_key in self.reversals:
+            return False  # the store's WHERE status = 'reversing'
+        self.found[attempt_key] = dataclasses.replace(
+            self.found[attempt_key], reversal_key=reversal_key
+        )
+        return True
+
     async def record_reversal(
         self, attempt_key: str, status: str, reference: str | None, error: str | None
     ) -> None:

@@ -61,6 +61,37 @@ def payment_intent(
     }
 
 
+def failed_refund(
+    refund_id: str | None,
+    stripe_id: str,
+    *,
+    amount: int = 1050,
+    currency: str = "eur",
+    intent_id: str = "pi_1",
+    status: str = "failed",
+    failure_reason: str | None = "expired_or_canceled_card",
+    **fields: Any,
+) -> dict[str, Any]:
+    """A Refund as a ``refund.failed`` event renders it; ``refund_id`` None: one paygate did
+    not make (no paygate metadata; paygate's carries its refund id and key)."""
+    metadata = (
+        {}
+        if refund_id is None
+        else {"paygateRefundId": refund_id, "paygateRefundKey": f"{refund_id}-key"}
+    )
+    return {
+        "id": stripe_id,
+        "object": "refund",
+        "amount": amount,
+        "currency": currency,
+        "payment_intent": intent_id,
+        "status": status,
+        "failure_reason": failure_reason,
+        "metadata": metadata,
+        **fields,
+    }
+
+
 def event(
     event_type: str,
     data_object: Mapping[str, Any],

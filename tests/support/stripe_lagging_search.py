@@ -26,6 +26,10 @@ each PaymentIntent's Charge is rendered as Stripe does (:meth:`LaggingStripe.cha
 event, and as the PaymentIntent's ``latest_charge`` when asked with ``expand[]``.
 ``hold_refunds`` keeps the answer to a refund Stripe has made (it counts in the Charge's
 ``amount_refunded``) until the test sets ``release_refunds``: a refund in flight.
+``refunds_answered`` is the status a new Refund is made in (``succeeded``, or ``pending``
+for one that settles later); :meth:`LaggingStripe.fail_refund` fails one afterwards, as the
+card network does: ``failed`` with a ``failure_reason``, no longer counted in the Charge's
+``amount_refunded``; it returns the Refund as a ``refund.failed`` event renders it.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ class LaggingStripe(stripe.HTTPClient):
         self.holds_captures_at_once = False
         self.searches_missing_a_charge = 0
         self.hold_refunds = False
+        self.refunds_answered = "succeeded"
         self.refund_held = asyncio.Event()
         self.release_refunds = asyncio.Event()
 
@@ -187,7 +192,7 @@ class LaggingStripe(stripe.HTTPClient):
         refund = {
             "id": refund_id,
             "object": "refund",
-            "status": "succeeded",
+            "status": self.refunds_answered,
             "amount": int(form.get("amount", intent["amount"])),
             "currency": intent["currency"],
             "payment_intent": intent["id"],
@@ -195,6 +200,17 @@ class LaggingStripe(stripe.HTTPClient):
         }
         self.refunds[refund_id] = refund
         return refund
+
+    def fail_refund(
+        self, refund_id: str, reason: str = "expired_or_canceled_card"
+    ) -> dict[str, Any]:
+        """The card network fails the Refund after Stripe answered it: its money goes back
+        to the merchant's balance. The Refund as a ``refund.failed`` event renders it."""
+        # A new object: an answer already given (one held in flight, an idempotent replay)
+        # stays what Stripe said then, as Stripe replays a key's first response.
+        failed = {**self.refunds[refund_id], "status": "failed", "failure_reason": reason}
+        self.refunds[refund_id] = failed
+        return dict(failed)
 
     def refund_outside(self, intent_id: str, amount: int) -> None:
         """A refund made by hand in Stripe's Dashboard: no key, no paygate metadata."""

@@ -522,10 +522,11 @@ def test_alipay_pays_through_the_acquirers_simulator_with_shared_test_keys(
 
 
 class _NoDatabase:
-    """notification_wiring reads ``payments``, ``strays`` and ``writes`` from its database
-    and nothing else."""
+    """notification_wiring reads ``payments``, ``refunds``, ``strays`` and ``writes`` from
+    its database and nothing else."""
 
     payments = None
+    refunds = None
     strays = None
     writes = None
 

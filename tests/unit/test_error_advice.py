@@ -712,6 +712,37 @@ async def _refund_failed(make: MakeAdvised, code: ErrorCode) -> None:
     assert (answer.status, answer.body["refundId"]) == (202, refund_id_for(paid, "r-2"))
 
 
+@row(
+    ErrorCode.REFUND_FAILED_AFTER_SUCCESS,
+    follows="Refund it once more with a new Idempotency-Key",
+)
+async def _refund_failed_after_success(make: MakeAdvised, code: ErrorCode) -> None:
+    f = await make()
+    paid = await f.paid("k-1", PaymentStatus.SUCCEEDED)
+    assert (await f.refund(paid, "r-1", amount="3.00", currency="EUR")).status == 202
+    refund = f.world.settle_refund(f.published_refund(), RefundStatus.SUCCEEDED)
+    assert (await f.get(f"/v1/payments/{paid}")).body["refundableAmount"] == "7.50"
+    # The provider fails it later (persistence.refund_failed_later, as the store records it).
+    f.world.refunds[refund.refund_id] = dataclasses.replace(
+        refund,
+        status=RefundStatus.FAILED,
+        error=ErrorInfo(code, "stripe failed the refund after it had succeeded"),
+    )
+    payment = f.world.payments[paid]
+    f.world.payments[paid] = dataclasses.replace(
+        payment, refunded_minor=0, status=PaymentStatus.SUCCEEDED
+    )
+    shown = await f.get(f"/v1/refunds/{refund.refund_id}")
+    assert (shown.status, shown.body["status"], shown.body["error"]["code"]) == (
+        200,
+        "failed",
+        "refund_failed_after_success",
+    )
+    assert (await f.get(f"/v1/payments/{paid}")).body["refundableAmount"] == "10.50"
+    answer = await f.refund(paid, "r-2", amount="3.00", currency="EUR")
+    assert (answer.status, answer.body["refundId"]) == (202, refund_id_for(paid, "r-2"))
+
+
 # --- the client's own pace -------------------------------------------------------------------
 
 

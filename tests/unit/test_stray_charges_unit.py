@@ -249,14 +249,56 @@ async def test_a_stray_charge_whose_reversal_was_unanswered_is_reversed_next_pas
     provider.script("charge_status", charged("ch_stray"))
     provider.script("charge_by_reference", charged("ch_stray"), charged("ch_stray"))
     provider.script("refund", ProviderUnavailableError("scripted", "503"), refunded())
+    provider.script("refund_status", None)  # the first try never reached it
     assert (await sweep.run_once()).unanswered == 1
 
     report = await sweep.run_once()
 
-    # Not asked about its charge again: the reversal goes straight out, same key.
+    # Not asked about its charge again: the refund sent before is asked about by its key,
+    # and since the provider never received it, the reversal goes out again, same key.
     assert (report.checked, report.reversed) == (1, 1)
     assert provider.called("charge_status") == [listed.attempt_key]
+    assert provider.called("refund_status") == ["pay_1-a1-reversal"]
     assert provider.called("refund") == ["pay_1-a1-reversal"] * 2
+
+
+@pytest.mark.parametrize(
+    ("later", "result", "reversal"),
+    [
+        (refunded("re_9"), "reversed", Reversal(STRAY_REVERSED, "re_9", None)),
+        (refund_pending(), "unanswered", None),
+        (
+            refund_failed(PaygateError(ErrorCode.REFUND_FAILED, "lost card")),
+            "reversal_failed",
+            Reversal(
+                STRAY_FAILED,
+                None,
+                "the provider failed the reversal refund it had accepted: lost card",
+            ),
+        ),
+    ],
+    ids=["succeeded", "still-pending", "failed"],
+)
+async def test_a_reversal_left_pending_is_asked_about_by_its_key_not_read_from_the_charge(
+    sweep, records, provider, metrics, later, result, reversal
+):
+    """The charge's refunded amount counts a pending refund: read from the charge, the next
+    try would find nothing kept and record the charge reversed, whatever became of it."""
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"))
+    provider.script("refund", refund_pending())
+    provider.script("refund_status", later)
+    assert (await sweep.run_once()).unanswered == 1
+
+    report = await sweep.run_once()
+
+    assert getattr(report, result) == 1
+    assert records.reversals.get(listed.attempt_key) == reversal
+    assert provider.called("refund_status") == ["pay_1-a1-reversal"]
+    assert provider.called("charge_by_reference") == ["ch_stray"]  # the first try only
+    assert strays(metrics, "reversal_failed") == (1 if result == "reversal_failed" else 0)
 
 
 async def test_an_attempt_its_provider_cannot_answer_about_is_asked_again_next_pass(
@@ -398,6 +440,7 @@ async def test_a_reversal_key_is_never_sent_again_with_another_amount(sweep, rec
     )
     provider.script("charge_by_reference", charged("ch_stray"), partly, partly)
     provider.script("refund", ProviderTimeoutError("scripted", "no answer"), refunded(), refunded())
+    provider.script("refund_status", None)  # the whole amount's refund never reached it
     assert (await sweep.run_once()).unanswered == 1
 
     assert (await sweep.run_once()).reversed == 1

@@ -19,14 +19,16 @@ from providers.notices import (
     ChargeNotice,
     NoticeRefusedError,
     ReceivedNotification,
+    RefundNotice,
     RefusalReason,
 )
-from providers.port import ChargeStatus
+from providers.port import ChargeStatus, ProviderRefundStatus
 from providers.stripe.webhooks import STRIPE_TERMS, StripeWebhooks, livemode_of
 from tests.support.stripe_events import (
     OTHER_SECRET,
     SECRET,
     event,
+    failed_refund,
     headers,
     payment_intent,
     signature,
@@ -46,7 +48,15 @@ def received(body: bytes, secret: str = SECRET, *, at: int | None = None) -> Rec
 
 
 def read(body: bytes, **changes) -> ChargeNotice | None:
-    return reader(**changes).receive(received(body))
+    notice = reader(**changes).receive(received(body))
+    assert notice is None or isinstance(notice, ChargeNotice)
+    return notice
+
+
+def read_refund(body: bytes) -> RefundNotice | None:
+    notice = reader().receive(received(body))
+    assert notice is None or isinstance(notice, RefundNotice)
+    return notice
 
 
 def test_a_signed_succeeded_event_is_the_attempts_captured_charge():
@@ -416,3 +426,38 @@ def test_refusals_carry_a_fixed_reason():
         with pytest.raises(NoticeRefusedError) as refusal:
             reader(**changes).receive(notification)
         assert refusal.value.reason is reason
+
+
+# --- refund.failed ---------------------------------------------------------------------------
+
+
+def test_a_failed_refund_paygate_made_is_a_refund_notice_with_stripes_reason():
+    notice = read_refund(event("refund.failed", failed_refund("ref_1", "re_1", amount=300)))
+
+    assert notice is not None
+    assert (notice.provider, notice.refund_id, notice.amount) == (
+        "stripe",
+        "ref_1",
+        Money(300, "EUR"),
+    )
+    assert notice.outcome.status is ProviderRefundStatus.FAILED
+    assert notice.outcome.provider_reference == "re_1"
+    assert notice.outcome.error is not None
+    assert notice.outcome.error.decline_code == "expired_or_canceled_card"
+
+
+def test_a_failed_refund_paygate_did_not_make_is_ignored(caplog):
+    with caplog.at_level(logging.INFO, logger="paygate.stripe.webhooks"):
+        assert read_refund(event("refund.failed", failed_refund(None, "re_x"))) is None
+    assert "Refund paygate did not create" in caplog.text
+
+
+def test_a_refund_failed_event_of_a_refund_not_failed_records_nothing():
+    succeeded = failed_refund("ref_1", "re_1", status="succeeded", failure_reason=None)
+    assert read_refund(event("refund.failed", succeeded)) is None
+
+
+def test_an_unreadable_failed_refund_is_refused():
+    assert "holds no Refund" in refused(received(event("refund.failed", payment_intent(KEY))))
+    message = refused(received(event("refund.failed", failed_refund("ref_1", "re_1", amount=-1))))
+    assert "unreadable refund.failed event" in message

@@ -1,0 +1,492 @@
+"""Refunds Stripe fails after paygate recorded them, learnt from Stripe's ``refund.failed``
+event through the facade's real application, verified by the official SDK, recorded on real
+databases (SQLite and PostgreSQL); and stray charges' reversals Stripe leaves pending and
+then fails, found by the stray-charge sweep.
+
+The Stripe side is tests.support.stripe_lagging_search, served to the real Stripe adapter as
+its HTTP client: it keeps the Refunds it is sent, answers them ``succeeded`` or ``pending``
+as the test says, fails one later as the card network does (``failed`` with a
+``failure_reason``, no longer counted in the Charge's ``amount_refunded``), and lists them
+by PaymentIntent. Events are signed by hand as Stripe documents (tests.support.stripe_events).
+
+Before, ``refund.failed`` was not read (acknowledged, nothing recorded): the payment stayed
+recorded refunded, the client was told "refunded", and the payer never got the money back;
+and a stray charge's reversal answered ``pending`` was recorded ``reversed`` on the next
+try from the charge's ``amount_refunded`` (which counts a pending refund), so once it
+failed the money stayed taken with nothing asking again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
+from consumer.provider_notices import NoticeRecorder
+from consumer.refund_events import RefundEvents
+from consumer.refund_handler import RefundCommandHandler
+from consumer.refund_notices import RefundFailures
+from consumer.refund_reconciler import RefundReconciler
+from consumer.stray_charges import StraySweep
+from domain.accounts import Account, AccountType
+from domain.errors import ErrorCode
+from domain.events import RefundResult, refund_event_id
+from domain.money import Money
+from domain.payment_view import PaymentView
+from domain.payments import CreatePayment
+from domain.refunds import RefundPayment, RefundStatus
+from domain.status import PaymentStatus
+from persistence.payment_store import PaymentStore
+from persistence.provider_refund_store import ProviderRefundStore
+from persistence.refund_store import RefundStore
+from persistence.stray_store import STRAY_FAILED, StrayStore
+from persistence.tables import outbox, payments, refunds
+from providers.registry import Providers
+from providers.stripe import StripeProvider
+from providers.stripe.webhooks import StripeWebhooks
+from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
+from tests.support.builders import create_payment
+from tests.support.clock import Clock
+from tests.support.facade_world import World, world_app
+from tests.support.stray_setup import charge_under, handler_giving_up_after_two_calls
+from tests.support.stripe_events import SECRET, event, headers
+from tests.support.stripe_lagging_search import LaggingStripe
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = PaymentMessages.bundled()
+ACKNOWLEDGED = {"received": True}
+AMOUNT = 1050  # EUR cents, tests.support.builders' payment
+
+
+@dataclass
+class Rig:
+    stripe_api: LaggingStripe
+    stripe: StripeProvider
+    handler: PaymentCommandHandler
+    refunds: RefundCommandHandler
+    refund_store: RefundStore
+    url: str
+    notice_metrics: Metrics
+
+
+@pytest.fixture
+async def rig(store: PaymentStore, metrics: Metrics, clock: Clock) -> AsyncIterator[Rig]:
+    stripe_api = LaggingStripe(clock, hidden_for=timedelta(0))
+    stripe = StripeProvider("sk_test_lagging", http_client=stripe_api)
+    await stripe.start()
+    refund_store = RefundStore(store.engine, store.writes, clock)
+    refund_events = RefundEvents(MESSAGES, "payments.results")
+    notice_metrics = Metrics()
+    strays = StrayStore(store.engine, store.writes, clock)
+    facade = TestServer(
+        world_app(
+            World(),
+            notice_readers={"stripe": StripeWebhooks(secret=SecretStr(SECRET), livemode=False)},
+            notice_sink=NoticeRecorder(
+                store=store,
+                events=PaymentEvents(MESSAGES, "payments.results"),
+                strays=strays,
+                refunds=ProviderRefundStore(store.writes, clock),
+                refund_failures=RefundFailures(
+                    store=refund_store,
+                    events=refund_events,
+                    strays=strays,
+                    metrics=notice_metrics,
+                    clock=clock,
+                ),
+                clock=clock,
+            ),
+        )
+    )
+    await facade.start_server()
+    refund_handler = RefundCommandHandler(
+        store=refund_store,
+        providers=Providers.of(stripe),
+        events=refund_events,
+        metrics=metrics,
+        clock=clock,
+    )
+    try:
+        yield Rig(
+            stripe_api,
+            stripe,
+            handler_giving_up_after_two_calls(store, stripe, clock),
+            refund_handler,
+            refund_store,
+            str(facade.make_url("/v1/notifications/stripe")),
+            notice_metrics,
+        )
+    finally:
+        await stripe.stop()
+        await facade.close()
+
+
+async def post(rig: Rig, event_type: str, data_object: dict[str, object]) -> int:
+    """Stripe posts the event; the facade's status (200 acknowledged, else resent)."""
+    body = event(event_type, data_object)
+    async with (
+        ClientSession() as session,
+        session.post(rig.url, data=body, headers=headers(body)) as resp,
+    ):
+        if resp.status == 200:
+            assert await resp.json() == ACKNOWLEDGED
+        return resp.status
+
+
+def card_payment() -> CreatePayment:
+    return dataclasses.replace(create_payment(), payer=Account(AccountType.TOKEN, "pm_card_visa"))
+
+
+async def paid(rig: Rig, store: PaymentStore) -> tuple[PaymentView, str]:
+    """A card payment paygate records succeeded; it and its PaymentIntent's id."""
+    command = card_payment()
+    assert await rig.handler.handle(command) is Outcome.SUCCEEDED
+    view = await store.get_payment(command.payment_request_id)
+    assert view is not None
+    assert view.status is PaymentStatus.SUCCEEDED
+    assert view.provider_reference is not None
+    return view, view.provider_reference
+
+
+def refund_of(view: PaymentView, amount: int, key: str) -> RefundPayment:
+    return RefundPayment.create(
+        idempotency_key=key,
+        payment_request_id=view.payment_request_id,
+        order_id=view.order_id,
+        amount=Money(amount, "EUR"),
+        reason=None,
+        requested_at=view.created_at,
+    )
+
+
+async def totals(store: PaymentStore, payment_id: str) -> tuple[PaymentStatus, int, int]:
+    view = await store.get_payment(payment_id)
+    assert view is not None
+    return view.status, view.refunded_minor, view.refundable_minor
+
+
+async def rows_account_for_the_total(engine: AsyncEngine, payment_id: str) -> bool:
+    """refunded_minor = succeeded refund rows + refunded_outside_minor, and nothing is
+    reserved beyond what was captured."""
+    async with engine.connect() as conn:
+        by_rows = (
+            await conn.execute(
+                select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
+                .where(refunds.c.payment_id == payment_id)
+                .where(refunds.c.status == RefundStatus.SUCCEEDED.value)
+            )
+        ).scalar_one()
+        row = (await conn.execute(select(payments).where(payments.c.id == payment_id))).one()
+    return (
+        row.refunded_minor == by_rows + row.refunded_outside_minor
+        and row.refunded_minor + row.refund_reserved_minor <= row.amount_minor
+    )
+
+
+async def refund_events(engine: AsyncEngine, refund_id: str) -> list[RefundResult]:
+    async with engine.connect() as conn:
+        payloads = (await conn.execute(select(outbox.c.payload).order_by(outbox.c.id))).scalars()
+        decoded = [MESSAGES.decode_any_result(p) for p in payloads]
+    return [e for e in decoded if isinstance(e, RefundResult) and e.refund_id == refund_id]
+
+
+def stripe_refund_of(rig: Rig, refund_id: str) -> str:
+    (found,) = [
+        r["id"]
+        for r in rig.stripe_api.refunds.values()
+        if r["metadata"].get("paygateRefundId") == refund_id
+    ]
+    return str(found)
+
+
+def failed_later(rig: Rig) -> float | None:
+    return rig.notice_metrics.registry.get_sample_value(
+        "paygate_refunds_failed_after_success_total", {"provider": "stripe"}
+    )
+
+
+async def test_a_refund_stripe_fails_after_it_succeeded_is_failed_and_refundable_again(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    view, _ = await paid(rig, store)
+    pid = view.payment_request_id
+    command = refund_of(view, 300, "own-1")
+    assert await rig.refunds.handle(command) is Outcome.SUCCEEDED
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 300, 750)
+
+    failed = rig.stripe_api.fail_refund(stripe_refund_of(rig, command.refund_id))
+    assert await post(rig, "refund.failed", failed) == 200
+
+    # The total falls by exactly the refund's amount; the row says why, as GET shows it.
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert await rows_account_for_the_total(engine, pid)
+    refund = await rig.refund_store.get(command.refund_id)
+    assert refund is not None
+    assert refund.status is RefundStatus.FAILED
+    assert refund.error is not None
+    assert refund.error.code is ErrorCode.REFUND_FAILED_AFTER_SUCCESS
+    assert refund.error.decline_code == "expired_or_canceled_card"
+    assert refund.provider_reference == failed["id"]
+    # The client learns it: the refund's failed event, with the payment's totals after it.
+    events = await refund_events(engine, command.refund_id)
+    assert [e.status for e in events] == [
+        RefundStatus.SUCCEEDED,
+        RefundStatus.FAILED,
+    ]
+    last = events[-1]
+    assert last.event_id == refund_event_id(command.refund_id, RefundStatus.FAILED)
+    assert last.error is not None
+    assert last.error.code is ErrorCode.REFUND_FAILED_AFTER_SUCCESS
+    assert (last.payment_status, last.payment_refunded_minor) == (PaymentStatus.SUCCEEDED, 0)
+    assert failed_later(rig) == 1
+
+    # Stripe delivers it again: nothing more changes, no second event, no second count.
+    assert await post(rig, "refund.failed", failed) == 200
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert len(await refund_events(engine, command.refund_id)) == 2
+    assert failed_later(rig) == 1
+
+    # What the payer is owed can be refunded again, with a new key.
+    assert await rig.refunds.handle(refund_of(view, AMOUNT, "own-2")) is Outcome.SUCCEEDED
+    assert await totals(store, pid) == (PaymentStatus.REFUNDED, AMOUNT, 0)
+    assert await rows_account_for_the_total(engine, pid)
+
+
+async def test_two_deliveries_of_one_failure_at_once_take_the_refund_back_once(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """Stripe may deliver an event twice at once (a retry crossing a slow answer): the write
+    is conditional on the refund still being succeeded, under its rows' locks, so only one
+    delivery moves the total, whichever order the writer queue takes them in."""
+    view, _ = await paid(rig, store)
+    pid = view.payment_request_id
+    first = refund_of(view, 300, "own-1")
+    second = refund_of(view, 200, "own-2")
+    assert await rig.refunds.handle(first) is Outcome.SUCCEEDED
+    assert await rig.refunds.handle(second) is Outcome.SUCCEEDED
+    failed = rig.stripe_api.fail_refund(stripe_refund_of(rig, first.refund_id))
+
+    answers = await asyncio.gather(*(post(rig, "refund.failed", failed) for _ in range(4)))
+
+    assert answers == [200] * 4
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 200, AMOUNT - 200)
+    assert await rows_account_for_the_total(engine, pid)
+    assert len(await refund_events(engine, first.refund_id)) == 2
+    assert failed_later(rig) == 1
+
+
+async def test_a_failure_arriving_while_paygates_refund_is_in_flight_is_recorded_once_final(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """Fixed interleaving: Stripe answers paygate's refund ``succeeded`` and fails it at
+    once; the event arrives before paygate recorded the answer (the handler holds the
+    refund). It is answered 503, so Stripe sends it again; the handler then records the
+    answer it got (succeeded), and the event sent again takes it back."""
+    view, _ = await paid(rig, store)
+    pid = view.payment_request_id
+    command = refund_of(view, 400, "own-1")
+    rig.stripe_api.hold_refunds = True
+    in_flight = asyncio.create_task(rig.refunds.handle(command))
+    await asyncio.wait_for(rig.stripe_api.refund_held.wait(), 30)
+    failed = rig.stripe_api.fail_refund(stripe_refund_of(rig, command.refund_id))
+
+    assert await post(rig, "refund.failed", failed) == 503  # not acknowledged: resent
+    refund = await rig.refund_store.get(command.refund_id)
+    assert refund is not None
+    assert refund.status is RefundStatus.PROCESSING
+
+    rig.stripe_api.release_refunds.set()
+    assert await in_flight is Outcome.SUCCEEDED  # Stripe's answer, made before it failed
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 400, 650)
+
+    assert await post(rig, "refund.failed", failed) == 200  # Stripe's retry
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert await rows_account_for_the_total(engine, pid)
+    assert [e.status for e in await refund_events(engine, command.refund_id)] == [
+        RefundStatus.SUCCEEDED,
+        RefundStatus.FAILED,
+    ]
+
+
+async def test_a_pending_refund_stripe_fails_is_failed_by_its_event_or_by_the_reconciler(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine, metrics: Metrics, clock: Clock
+):
+    """A refund answered ``pending`` keeps its reservation; Stripe's failure of it releases
+    the reservation (``refund_failed``: the client was never told it succeeded), whichever
+    comes first: the event, or the reconciler asking Stripe. The other then finds it
+    final and changes nothing."""
+    view, _ = await paid(rig, store)
+    pid = view.payment_request_id
+    rig.stripe_api.refunds_answered = "pending"
+    by_event = refund_of(view, 300, "own-1")
+    by_reconciler = refund_of(view, 200, "own-2")
+    assert await rig.refunds.handle(by_event) is Outcome.PENDING
+    assert await rig.refunds.handle(by_reconciler) is Outcome.PENDING
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT - 500)
+
+    first = rig.stripe_api.fail_refund(stripe_refund_of(rig, by_event.refund_id))
+    second = rig.stripe_api.fail_refund(stripe_refund_of(rig, by_reconciler.refund_id))
+    assert await post(rig, "refund.failed", first) == 200
+    clock.now += timedelta(minutes=5)
+    reconciler = RefundReconciler(
+        store=rig.refund_store,
+        handler=rig.refunds,
+        metrics=metrics,
+        min_age=timedelta(minutes=1),
+        clock=clock,
+    )
+    assert await reconciler.run_once() == 1  # only the second is still open
+    assert await post(rig, "refund.failed", second) == 200  # late: already failed
+    assert await post(rig, "refund.failed", first) == 200  # a replay
+
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert await rows_account_for_the_total(engine, pid)
+    for command in (by_event, by_reconciler):
+        refund = await rig.refund_store.get(command.refund_id)
+        assert refund is not None
+        assert refund.status is RefundStatus.FAILED
+        assert refund.error is not None
+        assert refund.error.code is ErrorCode.REFUND_FAILED
+        assert [e.status for e in await refund_events(engine, command.refund_id)] == [
+            RefundStatus.PENDING,
+            RefundStatus.FAILED,
+        ]
+    assert not failed_later(rig)  # none was ever recorded succeeded
+
+
+async def test_charge_refunded_after_the_failure_records_none_of_it_as_refunded_outside(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """paygate refunds 300; 200 are refunded in the Dashboard (recorded as refunded
+    outside); Stripe fails paygate's 300. Stripe's ``charge.refunded`` events, the one made
+    before the failure (amount_refunded 500, delivered late) and one after it (200), must
+    not record the failed 300 as refunded outside: the payer is still owed it."""
+    view, intent_id = await paid(rig, store)
+    pid = view.payment_request_id
+    command = refund_of(view, 300, "own-1")
+    assert await rig.refunds.handle(command) is Outcome.SUCCEEDED
+    rig.stripe_api.refund_outside(intent_id, 200)
+    before_failure = rig.stripe_api.charge(intent_id)
+    assert before_failure["amount_refunded"] == 500
+    assert await post(rig, "charge.refunded", before_failure) == 200
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 500, 550)
+
+    failed = rig.stripe_api.fail_refund(stripe_refund_of(rig, command.refund_id))
+    assert await post(rig, "refund.failed", failed) == 200
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 200, 850)
+
+    after_failure = rig.stripe_api.charge(intent_id)
+    assert after_failure["amount_refunded"] == 200
+    assert await post(rig, "charge.refunded", after_failure) == 200
+    assert await post(rig, "charge.refunded", before_failure) == 200  # late
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 200, 850)
+    assert await rows_account_for_the_total(engine, pid)
+    async with engine.connect() as conn:
+        outside = (
+            await conn.execute(
+                select(payments.c.refunded_outside_minor).where(payments.c.id == pid)
+            )
+        ).scalar_one()
+    assert outside == 200  # the Dashboard's, and only it
+
+
+async def test_refund_failed_events_not_paygates_or_not_matching_change_nothing(
+    rig: Rig, store: PaymentStore
+):
+    view, _ = await paid(rig, store)
+    pid = view.payment_request_id
+    command = refund_of(view, 300, "own-1")
+    assert await rig.refunds.handle(command) is Outcome.SUCCEEDED
+    failed = rig.stripe_api.fail_refund(stripe_refund_of(rig, command.refund_id))
+    not_paygates = {**failed, "metadata": {}}
+    unknown = {**failed, "metadata": {**failed["metadata"], "paygateRefundId": "ref_" + "0" * 32}}
+    assert await post(rig, "refund.failed", not_paygates) == 200  # acknowledged, ignored
+    assert await post(rig, "refund.failed", unknown) == 200  # another system's
+    assert await post(rig, "refund.failed", {**failed, "amount": 299}) == 400  # mismatch
+    assert await post(rig, "refund.failed", {**failed, "id": "re_other"}) == 400
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 300, 750)
+    refund = await rig.refund_store.get(command.refund_id)
+    assert refund is not None
+    assert refund.status is RefundStatus.SUCCEEDED
+
+
+async def stray_charge(rig: Rig, store: PaymentStore, clock: Clock) -> tuple[str, StraySweep]:
+    """A failed payment whose key Stripe charged late (a stray charge), and the sweep."""
+    command = card_payment()
+    rig.stripe_api.refuse_next = 2  # both calls refused before processing: failed
+    assert await rig.handler.handle(command) is Outcome.FAILED
+    charged = await charge_under(rig.stripe, command, f"{command.payment_request_id}-a1")
+    assert charged.provider_reference is not None
+    sweep = StraySweep(
+        store=StrayStore(store.engine, store.writes, clock),
+        providers=Providers.of(rig.stripe),
+        metrics=rig.notice_metrics,
+        settle_after=timedelta(minutes=5),
+        clock=clock,
+    )
+    clock.now += timedelta(minutes=6)
+    return charged.provider_reference, sweep
+
+
+async def test_a_stray_reversal_stripe_leaves_pending_and_then_fails_is_never_taken_as_done(
+    rig: Rig, store: PaymentStore, clock: Clock
+):
+    intent_id, sweep = await stray_charge(rig, store, clock)
+    rig.stripe_api.refunds_answered = "pending"
+
+    first = await sweep.run_once()
+    assert (first.found, first.reversed, first.unanswered) == (1, 0, 1)
+    # The charge's amount_refunded counts the pending refund: nothing seems kept.
+    assert rig.stripe_api.charge(intent_id)["amount_refunded"] == AMOUNT
+
+    clock.now += timedelta(hours=2)
+    second = await sweep.run_once()
+    assert (second.reversed, second.reversal_failed, second.unanswered) == (0, 0, 1)
+
+    (reversal,) = [r for r in rig.stripe_api.refunds.values() if r["metadata"]]
+    rig.stripe_api.fail_refund(reversal["id"])
+    clock.now += timedelta(hours=2)
+    third = await sweep.run_once()
+    assert (third.reversed, third.reversal_failed) == (0, 1)
+    strays = StrayStore(store.engine, store.writes, clock)
+    (row,) = await strays.all()
+    assert row["status"] == STRAY_FAILED
+    assert "failed the reversal" in str(row["error_message"])
+    assert rig.stripe_api.charge(intent_id)["amount_refunded"] == 0  # still taken: paged
+
+
+async def test_a_stray_reversal_stripe_fails_after_it_succeeded_pages_again(
+    rig: Rig, store: PaymentStore, clock: Clock
+):
+    _, sweep = await stray_charge(rig, store, clock)
+    report = await sweep.run_once()
+    assert (report.found, report.reversed) == (1, 1)
+    (reversal,) = [r for r in rig.stripe_api.refunds.values() if r["metadata"]]
+
+    failed = rig.stripe_api.fail_refund(reversal["id"])
+    assert await post(rig, "refund.failed", failed) == 200
+    assert await post(rig, "refund.failed", failed) == 200  # a replay: counted once
+
+    strays = StrayStore(store.engine, store.writes, clock)
+    (row,) = await strays.all()
+    assert row["status"] == STRAY_FAILED
+    assert (
+        rig.notice_metrics.registry.get_sample_value(
+            "paygate_stray_charges_total", {"provider": "stripe", "result": "reversal_failed"}
+        )
+        == 1
+    )
