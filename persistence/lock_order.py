@@ -11,8 +11,10 @@ So every write transaction takes, before its first operation runs, every lock it
 operations will need, in one global order:
 
 1. the advisory locks, in the order of their keys: the orders' (payment begins: the rows
-   they insert do not exist yet) and the rate-limit buckets' (a take writes its client's
-   bucket row, or creates it: persistence.rate_limit_store);
+   they insert do not exist yet), the rate-limit buckets' (a take writes its client's
+   bucket row, or creates it: persistence.rate_limit_store) and the webhook endpoints'
+   (a write of an endpoint's row or of its deliveries' rows, which the dispatcher, the
+   facade and the key commands write: persistence.webhook_store);
 2. the payment rows, in id order: those the operations name, and the payment of every
    refund they name (a refund's payment never changes);
 3. the refund rows, in id order.
@@ -48,8 +50,8 @@ from persistence.tables import payments, refunds
 
 @dataclass(frozen=True, slots=True)
 class RowLocks:
-    """What one operation locks: advisory scopes (orders, rate-limit buckets), payments and
-    refunds, by id."""
+    """What one operation locks: advisory scopes (orders, rate-limit buckets, webhook
+    endpoints), payments and refunds, by id."""
 
     scopes: frozenset[str] = frozenset()
     payments: frozenset[str] = frozenset()
@@ -63,12 +65,15 @@ class RowLocks:
         payments: Iterable[str] = (),
         refunds: Iterable[str] = (),
         buckets: Iterable[str] = (),
+        endpoints: Iterable[str] = (),
     ) -> RowLocks:
         """``orders`` as (client id, order id) pairs, as payment begins lock them;
-        ``buckets`` the client ids whose rate-limit buckets a take writes."""
+        ``buckets`` the client ids whose rate-limit buckets a take writes; ``endpoints``
+        the webhook endpoints whose row or deliveries' rows a write changes."""
         return cls(
             frozenset(order_scope(order_id, client_id) for client_id, order_id in orders)
-            | frozenset(bucket_scope(client_id) for client_id in buckets),
+            | frozenset(bucket_scope(client_id) for client_id in buckets)
+            | frozenset(endpoint_scope(endpoint_id) for endpoint_id in endpoints),
             frozenset(payments),
             frozenset(refunds),
         )
@@ -97,6 +102,12 @@ def order_scope(order_id: str, client_id: str | None) -> str:
 def bucket_scope(client_id: str) -> str:
     """The key of a rate-limit bucket's advisory lock (apart from the orders' keys)."""
     return f"rate-limit\x1e{client_id}"
+
+
+def endpoint_scope(endpoint_id: str) -> str:
+    """The key of a webhook endpoint's advisory lock, held by every write of its row or of
+    its deliveries' rows (apart from the orders' and the buckets' keys)."""
+    return f"webhook-endpoint\x1e{endpoint_id}"
 
 
 async def take_locks(conn: AsyncConnection, locks: RowLocks) -> None:

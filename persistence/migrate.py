@@ -95,6 +95,18 @@ async def upgrade_to_head(engine: AsyncEngine) -> None:
         await conn.run_sync(_upgrade)
 
 
+async def downgrade_to(engine: AsyncEngine, revision: str) -> None:
+    """Bring the database down to ``revision``, as :func:`upgrade_to_head` brings it up: in
+    one transaction under the same lock, with SQLite's foreign keys off while batch mode
+    rebuilds a table others refer to (``payments``, ``webhook_endpoints``), checked before
+    commit. With them on, SQLite refuses to drop the old copy of ``payments`` while a
+    provider attempt or a refund refers to it, so no downgrade that rebuilds it could run on
+    a database with payments."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{WRITE_OPTION: True})
+        await conn.run_sync(_downgrade, revision)
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The database's revision; None for an empty or never-stamped database."""
     async with engine.connect() as conn:
@@ -116,6 +128,16 @@ def _upgrade(connection: Connection) -> None:
         command.upgrade(alembic_config(connection), "head")
         if before != head_revision():
             _check_foreign_keys(connection)
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    with _sqlite_foreign_keys_off(connection), connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
+            )
+        command.downgrade(alembic_config(connection), revision)
+        _check_foreign_keys(connection)
 
 
 def _stamp_if_created_without_migrations(connection: Connection) -> str | None:
@@ -165,7 +187,8 @@ def _sqlite_foreign_keys_off(connection: Connection) -> Iterator[None]:
     """SQLite: foreign keys off while batch mode rebuilds a table others refer to.
 
     With them on, dropping the old copy of ``payments`` would check (and fail on) the
-    provider attempts that refer to it. The pragma is ignored inside a transaction, so it is
+    provider attempts and refunds that refer to it, whether the rebuild adds a column or
+    drops one (an upgrade or a downgrade). The pragma is ignored inside a transaction, so it is
     set on the driver's connection before BEGIN; :func:`_check_foreign_keys` checks the
     result before commit, when a revision ran (it reads every table).
     """

@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.errors import PaygateError
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.webhook_tables import webhook_endpoints
 
 # id, secret (in clear, before sealing), secret_key_id, secret_ciphertext
@@ -250,7 +251,7 @@ class WebhookSecrets:
                 )
             return bool(result.rowcount)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(endpoints=[endpoint_id]))
 
     async def _write_clear(self, endpoint_id: str, key_id: str, secret: str) -> bool:
         async def record(conn: AsyncConnection) -> bool:
@@ -263,4 +264,4 @@ class WebhookSecrets:
                 )
             return bool(result.rowcount)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(endpoints=[endpoint_id]))

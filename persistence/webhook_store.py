@@ -12,6 +12,14 @@ of due deliveries is claimed with one conditional write, and an attempt's outcom
 recorded only while the recorder's token is still the delivery's. Of two dispatchers, one
 sends a given attempt; a dispatcher that stalled past its lease and was replaced records
 nothing.
+
+Locks: dispatchers, the facade and the CLI write deliveries from several processes, each
+through its writer queue, whose transaction runs many callers' writes in arrival order. So
+every write of an endpoint's row or of its deliveries' rows declares the endpoint (an
+advisory lock, persistence.lock_order), taken with its batch's other locks before its first
+operation: two batches that name the same deliveries in opposite orders queue on each other
+instead of deadlocking (tests/integration/test_webhook_lock_order.py). The pruning, whose
+rows a query chooses, skips rows another transaction holds.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from domain.webhook_views import CreatedEndpoint, DeliveryInfo, EndpointInfo
 from persistence.claims import claim_columns, claimable, held_by, new_claim
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.webhook_fanout import DELIVERY_DELIVERED, DELIVERY_FAILED, DELIVERY_PENDING
 from persistence.webhook_secrets import (
     SecretKeys,
@@ -187,7 +196,7 @@ class WebhookStore:
             )
             return True
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(endpoints=[endpoint_id]))
 
     # -- deliveries, as clients and operators see them ---------------------------------------
 
@@ -232,6 +241,10 @@ class WebhookStore:
         loses its claim: its outcome is not recorded, this one's is. None if the delivery
         is not found, or its endpoint is deleted or not the client's."""
         now = self._clock()
+        # A delivery's endpoint never changes: read before, it is the lock the write takes.
+        endpoint = endpoint_id or await self._endpoint_of(delivery_id)
+        if endpoint is None:
+            return None
 
         async def record(conn: AsyncConnection) -> bool:
             live = (
@@ -256,9 +269,18 @@ class WebhookStore:
                 statement = statement.where(webhook_deliveries.c.endpoint_id == endpoint_id)
             return bool((await conn.execute(statement)).rowcount)
 
-        if not await self._writes.run(record):
+        if not await self._writes.run(record, locks=RowLocks.of(endpoints=[endpoint])):
             return None
         return await self.delivery(delivery_id)
+
+    async def _endpoint_of(self, delivery_id: str) -> str | None:
+        async with self._engine.connect() as conn:
+            endpoint: str | None = await conn.scalar(
+                select(webhook_deliveries.c.endpoint_id).where(
+                    webhook_deliveries.c.id == delivery_id
+                )
+            )
+        return endpoint
 
     # -- the dispatcher's side ----------------------------------------------------------------
 
@@ -306,6 +328,7 @@ class WebhookStore:
         # write batches to learn that nothing is due.
         room = {key: per_endpoint - count for key, count in in_flight.items()}
         chosen: list[str] = []
+        endpoints: set[str] = set()
         async with self._engine.connect() as reading:
             for row in await reading.execute(candidates):
                 if len(chosen) == limit:
@@ -313,6 +336,7 @@ class WebhookStore:
                 if room.get(row.endpoint_id, per_endpoint) > 0:
                     room[row.endpoint_id] = room.get(row.endpoint_id, per_endpoint) - 1
                     chosen.append(row.id)
+                    endpoints.add(row.endpoint_id)
         if not chosen:
             return []
 
@@ -377,7 +401,7 @@ class WebhookStore:
                 if row.deleted_at is None
             ]
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(endpoints=endpoints))
 
     async def secret_of(self, delivery: DueDelivery) -> str | None:
         """The clear signing secret for ``delivery``'s attempt, opened now: sign with it and
@@ -442,17 +466,27 @@ class WebhookStore:
             )
             return bool(result.rowcount)
 
-        return await self._writes.run(record)
+        return await self._writes.run(record, locks=RowLocks.of(endpoints=[delivery.endpoint_id]))
 
     async def prune(self, finished_before: datetime) -> int:
         """Delete delivered and failed deliveries last changed before ``finished_before``;
         return how many. Pending ones are never pruned: they are still owed."""
 
+        # Rows chosen by a query cannot be locked in the writers' order
+        # (persistence.lock_order): one another transaction holds (a re-send making it
+        # pending again) is left to the next pass rather than waited for. (An alias: a
+        # subquery of the DELETE's own table would be correlated to it.)
+        candidate = webhook_deliveries.alias("finished")
+        finished = (
+            select(candidate.c.id)
+            .where(candidate.c.status != DELIVERY_PENDING)
+            .where(candidate.c.updated_at < finished_before)
+            .with_for_update(skip_locked=True)
+        )
+
         async def record(conn: AsyncConnection) -> int:
             result = await conn.execute(
-                delete(webhook_deliveries)
-                .where(webhook_deliveries.c.status != DELIVERY_PENDING)
-                .where(webhook_deliveries.c.updated_at < finished_before)
+                delete(webhook_deliveries).where(webhook_deliveries.c.id.in_(finished))
             )
             return int(result.rowcount)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.outcome import Outcome
@@ -15,6 +16,7 @@ from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from domain.retry import RetryPolicy
 from persistence.engine import as_utc
+from persistence.migrate import head_revision
 from persistence.payment_store import PaymentStore
 from persistence.tables import provider_attempts
 from providers.registry import Providers
@@ -33,6 +35,11 @@ ATTEMPT = (
     provider_attempts.c.status,
     provider_attempts.c.finished_at,
 )
+
+
+async def _unstamped(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(update(provider_attempts).values(last_sent_at=None))
 
 
 async def test_0020_down_keeps_the_attempts_and_up_reads_their_last_send_as_creation(
@@ -79,6 +86,10 @@ async def test_0020_down_keeps_the_attempts_and_up_reads_their_last_send_as_crea
 
     assert await rows_of(engine, provider_attempts.c.last_sent_at) == [(None,), (None,)]
     assert sorted(await rows_of(engine, *ATTEMPT)) == before
+    # The stores read the newest schema (0027 adds a payments column); 0024 on the way
+    # stamps the open attempt, which is taken back to 0020's null to read it as this code.
+    await migrate(engine, "upgrade", head_revision())
+    await _unstamped(engine)
     # Null reads as "sent once, at creation", as the release before counted it.
     claimed = await store.claim(in_doubt.payment_request_id)
     assert claimed is not None
@@ -130,17 +141,19 @@ async def test_0024_stamps_open_attempts_without_a_last_send_with_the_upgrade_ti
     await migrate(engine, "upgrade", "0020")
     assert await rows_of(engine, provider_attempts.c.last_sent_at) == [(None,)] * 3
 
-    # ...but a row stamped at 0020 keeps its stamp: shown by stamping it again first.
-    claimed = await store.claim(restamped.payment_request_id)
-    assert claimed is not None
-    assert await store.renew_sending(
-        restamped.payment_request_id, restamped_key, claim=claimed.claim.token
-    )
-    await store.release(restamped.payment_request_id, claimed.claim.token)
+    # ...but a row stamped at 0020 keeps its stamp: shown by stamping it again first, as
+    # the store's re-send writes it (the stores read the newest schema, not 0020's).
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(provider_attempts)
+            .where(provider_attempts.c.attempt_key == restamped_key)
+            .values(last_sent_at=stamped_by_the_release)
+        )
 
     before = datetime.now(UTC)
     await migrate(engine, "upgrade", "0024")
     after = datetime.now(UTC)
+    await migrate(engine, "upgrade", head_revision())
 
     open_attempt = await store.claim(in_doubt.payment_request_id)
     assert open_attempt is not None
@@ -184,6 +197,7 @@ async def test_0024_never_stamps_a_last_send_before_the_attempts_creation(
     await migrate(engine, "downgrade", "0021")
     await migrate(engine, "upgrade", "0020")
     await migrate(engine, "upgrade", "0024")
+    await migrate(engine, "upgrade", head_revision())  # the stores read the newest schema
 
     claimed = await store.claim(in_doubt.payment_request_id)
     assert claimed is not None

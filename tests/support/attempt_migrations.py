@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.outcome import Outcome
 from domain.status import PaymentStatus
-from persistence.migrate import alembic_config
+from persistence.migrate import alembic_config, downgrade_to
 from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayCandidate, StrayStore
 from tests.support.builders import create_payment
@@ -21,7 +21,11 @@ from tests.support.clock import Clock
 
 
 async def migrate(engine: AsyncEngine, step: str, revision: str) -> None:
-    """Runs alembic's ``step`` ("upgrade" or "downgrade") to ``revision`` in one transaction."""
+    """Runs alembic's ``step`` ("upgrade" or "downgrade") to ``revision`` in one transaction;
+    a downgrade as paygate runs one (persistence.migrate.downgrade_to)."""
+    if step == "downgrade":
+        await downgrade_to(engine, revision)
+        return
 
     def run(connection: Connection) -> None:
         with connection.begin():

@@ -21,7 +21,9 @@ After every step (every worker finished):
   ``failed`` neither succeeded nor is pending there; the provider refunded no key the store
   does not know, and no charge beyond its amount;
 * a payment's ``refunded_minor`` is the sum of its succeeded refunds plus what its provider
-  reported refunded outside paygate (``refunded_outside_minor``, no refund row), its
+  reported refunded outside paygate (``refunded_outside_minor``, no refund row), which is
+  never more than the provider refunded of its charge under no refund of paygate's (at
+  rest, exactly that), its
   ``refund_reserved_minor`` that of its open ones, and together they never exceed what was
   captured; its status says whether it is partly or wholly refunded;
 * every status change the database saw follows domain.status.ALLOWED_TRANSITIONS (refunds:
@@ -224,6 +226,7 @@ def step_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
     for payment in s.payments.values():
         found += _payment(payment, charged[payment.id], s, ledger)
         found += _totals(payment, [r for r in s.refunds.values() if r.payment_id == payment.id])
+        found += _outside(payment, s, ledger, at_rest=False)
     found += _attempts(s, ledger)
     found += _refunds(s, ledger)
     found += _provider_refunds(s, ledger)
@@ -270,7 +273,33 @@ def rest_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
                 f"({payment.refunded_outside_minor} outside paygate), "
                 f"the provider refunded {refunded} of paygate's refunds"
             )
+        found += _outside(payment, s, ledger, at_rest=True)
     return found
+
+
+def _outside(p: StoredPayment, s: Snapshot, ledger: ProviderLedger, *, at_rest: bool) -> list[str]:
+    """``refunded_outside_minor`` against the ledger: what the provider refunded of the
+    payment's charge under no refund of paygate's (a key the store does not know, not a
+    stray charge's reversal). Checked on its own, not only through ``refunded_minor``
+    less it: a write that raised both by one extra amount keeps that difference, and the
+    sum with the refund rows, as they were. A notice may not have told paygate yet, so
+    before rest it may count less than the ledger, never more."""
+    by_hand = sum(
+        pr.amount_minor
+        for (_, key), pr in ledger.refunds.items()
+        if p.provider_reference is not None
+        and pr.charge_reference == p.provider_reference
+        and pr.status is ProviderRefundStatus.SUCCEEDED
+        and key not in s.refunds
+        and REVERSAL_SUFFIX not in key
+    )
+    counted = p.refunded_outside_minor
+    if counted > by_hand or (at_rest and counted != by_hand):
+        return [
+            f"payment {p.id}: {counted} refunded outside paygate, "
+            f"the provider refunded {by_hand} of its charge under no refund of paygate's"
+        ]
+    return []
 
 
 def _past_window(provider: str | None, began: datetime | None, ledger: ProviderLedger) -> bool:
