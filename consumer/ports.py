@@ -36,7 +36,7 @@ from persistence.refund_store import (
     RefundBegin,
     RefundEventBuilder,
 )
-from persistence.stray_store import StrayCandidate
+from persistence.stray_store import LateReversalFailure, StrayCandidate
 
 
 class PaymentWrites(Protocol):
@@ -267,8 +267,14 @@ class StrayReversals(Protocol):
     (persistence.stray_store.StrayStore.reversal_failed_later)."""
 
     async def reversal_failed_later(
-        self, attempt_key: str, provider: str, reversal_reference: str, error: str
-    ) -> bool: ...
+        self,
+        attempt_key: str,
+        provider: str,
+        *,
+        reversal_key: str,
+        reversal_reference: str,
+        error: str,
+    ) -> LateReversalFailure: ...
 
 
 class StrayRecords(Protocol):

@@ -22,8 +22,11 @@ money: so the notice is recorded, by where paygate's records of the refund stand
 * a stray charge's reversal (consumer.stray_charges: its key is the refund's id) that the
   sweep recorded ``reversed``: the stray charge becomes ``failed``, counted
   ``paygate_stray_charges_total{result="reversal_failed"}`` (which pages: the money is
-  taken again and an operator gives it back); a reversal still pending is the sweep's,
-  which asks the provider about it on its next try;
+  taken again and an operator gives it back); a reversal the sweep has sent and not
+  recorded yet (the stray charge ``reversing`` with that refund's key) is ``busy``: the
+  sweep may hold Stripe's ``succeeded``, made before the failure, and record it after
+  this, so the provider sends the notice again and it then finds the charge
+  ``reversed``; a reversal left pending is asked about by the sweep on its next try too;
 * no such refund (another system's on the same provider account), or one of another
   provider, reference or amount: nothing changes (``unknown``, ``mismatch``).
 
@@ -48,6 +51,7 @@ from domain.errors import ErrorCode
 from domain.refund_view import RefundView
 from domain.refunds import RefundStatus
 from persistence.refund_store import LateFailure
+from persistence.stray_store import LateReversalFailure
 from providers.notices import NoticeResult, RefundNotice
 from telemetry.metrics import Metrics
 
@@ -127,17 +131,22 @@ class RefundFailures:
         if attempt_key is None or reference is None or self._strays is None:
             return NoticeResult.UNKNOWN
         reason = None if notice.outcome.error is None else notice.outcome.error.decline_code
-        failed = await self._strays.reversal_failed_later(
+        result = await self._strays.reversal_failed_later(
             attempt_key,
             notice.provider,
-            reference,
-            f"the provider failed the reversal refund {reference} after it had succeeded"
+            reversal_key=notice.refund_id,
+            reversal_reference=reference,
+            error=f"the provider failed the reversal refund {reference} after it had succeeded"
             + (f" ({reason})" if reason else "")
             + ": the stray charge is taken again; refund it by hand",
         )
-        if not failed:
-            # Failed already (a replay), still pending (the sweep asks about it), or
-            # another system's: nothing to record here.
+        if result is LateReversalFailure.UNDER_WAY:
+            # The sweep sent this refund and has not recorded its answer: it may hold a
+            # "succeeded" made before the failure and record the charge reversed after
+            # this. Not acknowledged, so the provider sends it again once that is recorded.
+            return NoticeResult.BUSY
+        if result is LateReversalFailure.NONE:
+            # Failed already (a replay), or another system's: nothing to record here.
             return NoticeResult.UNKNOWN
         if self._metrics is not None:
             self._metrics.stray_charges.labels(notice.provider, "reversal_failed").inc()

@@ -490,3 +490,40 @@ async def test_a_stray_reversal_stripe_fails_after_it_succeeded_pages_again(
         )
         == 1
     )
+
+
+async def test_a_stray_reversal_failed_while_the_sweep_awaits_its_answer_is_not_lost(
+    rig: Rig, store: PaymentStore, clock: Clock
+):
+    """Fixed interleaving: the sweep sends a stray charge's reversal refund; Stripe answers
+    it ``succeeded`` and the card network fails it before the answer reaches the sweep. The
+    ``refund.failed`` event arrives while the stray charge is still ``reversing`` (its
+    reversal in the sweep's hands): were it acknowledged then, Stripe would never send it
+    again, the sweep would record the answer it got (``reversed``) and nothing would ask
+    again, the money taken with no alert. Answered busy, Stripe sends it again once the
+    sweep recorded its answer, and the stray charge is failed for an operator."""
+    intent_id, sweep = await stray_charge(rig, store, clock)
+    rig.stripe_api.hold_refunds = True
+    sweeping = asyncio.create_task(sweep.run_once())
+    await asyncio.wait_for(rig.stripe_api.refund_held.wait(), 30)
+    (reversal,) = [r for r in rig.stripe_api.refunds.values() if r["metadata"]]
+    failed = rig.stripe_api.fail_refund(reversal["id"])
+
+    first = await post(rig, "refund.failed", failed)
+    rig.stripe_api.release_refunds.set()
+    report = await sweeping
+    assert report.reversed == 1  # Stripe's answer, made before the failure
+    if first != 200:
+        # Not acknowledged: Stripe sends it again.
+        assert await post(rig, "refund.failed", failed) == 200
+
+    strays = StrayStore(store.engine, store.writes, clock)
+    (row,) = await strays.all()
+    assert rig.stripe_api.charge(intent_id)["amount_refunded"] == 0  # the money is taken
+    assert row["status"] == STRAY_FAILED  # and an operator is told
+    assert (
+        rig.notice_metrics.registry.get_sample_value(
+            "paygate_stray_charges_total", {"provider": "stripe", "result": "reversal_failed"}
+        )
+        == 1
+    )
