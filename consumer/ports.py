@@ -131,6 +131,8 @@ class RefundFailureWrites(RefundWrites, Protocol):
     """Refunds, and a provider's failure of one recorded succeeded
     (persistence.refund_store.RefundStore.fail_after_success)."""
 
+    async def charge_reference_of(self, refund_id: str) -> str | None: ...
+
     async def fail_after_success(
         self,
         refund_id: str,

@@ -28,7 +28,7 @@ money: so the notice is recorded, by where paygate's records of the refund stand
   this, so the provider sends the notice again and it then finds the charge
   ``reversed``; a reversal left pending is asked about by the sweep on its next try too;
 * no such refund (another system's on the same provider account), or one of another
-  provider, reference or amount: nothing changes (``unknown``, ``mismatch``).
+  provider, charge, reference or amount: nothing changes (``unknown``, ``mismatch``).
 
 Every write is conditional on what it read under the rows' locks, so a replay, a notice
 delivered out of order or two deliveries at once change the refund at most once.
@@ -103,6 +103,14 @@ class RefundFailures:
         if refund is None:
             return await self._stray_reversal(notice)
         if refund.provider != notice.provider or refund.amount != notice.amount:
+            return NoticeResult.MISMATCH
+        # The refund's id is metadata, which anyone with the provider account writes: only
+        # a failure of a refund of this refund's charge is its failure. Without this, an
+        # open refund with no reference yet (its answer lost) was failed by a Refund of
+        # another charge carrying its id, the reservation released while the provider's
+        # refund of this charge stood, and the amount could be refunded twice.
+        charge = await self._store.charge_reference_of(notice.refund_id)
+        if notice.charge_reference is None or notice.charge_reference != charge:
             return NoticeResult.MISMATCH
         if refund.status in (RefundStatus.PROCESSING, RefundStatus.PENDING):
             claimed = await self._store.claim(notice.refund_id)

@@ -527,3 +527,38 @@ async def test_a_stray_reversal_failed_while_the_sweep_awaits_its_answer_is_not_
         )
         == 1
     )
+
+
+async def test_a_refund_failed_event_of_another_charge_leaves_an_open_refund_alone(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """paygate's refund is pending, with no Stripe reference yet (its answer was lost).
+    A ``refund.failed`` of a Refund on another PaymentIntent that carries this refund's id
+    in its metadata (copied by hand, or another system's) is not this refund's failure:
+    recorded, it released the reservation while Stripe's refund of this charge stands,
+    and the amount could be refunded a second time."""
+    view, _ = await paid(rig, store)
+    _, other_intent = await paid(rig, store)
+    pid = view.payment_request_id
+    command = refund_of(view, 300, "own-1")
+    rig.stripe_api.lose_next = 1
+    assert await rig.refunds.handle(command) is Outcome.PENDING
+    pending = await rig.refund_store.get(command.refund_id)
+    assert pending is not None
+    assert pending.provider_reference is None
+    made = rig.stripe_api.refunds[stripe_refund_of(rig, command.refund_id)]
+    assert made["status"] == "succeeded"  # Stripe refunded this charge
+    foreign = {
+        **made,
+        "id": "re_of_another_charge",
+        "payment_intent": other_intent,
+        "status": "failed",
+        "failure_reason": "expired_or_canceled_card",
+    }
+
+    assert await post(rig, "refund.failed", foreign) != 503  # answered, never resent for ever
+    refund = await rig.refund_store.get(command.refund_id)
+    assert refund is not None
+    assert refund.status is RefundStatus.PENDING  # still asked about by the reconciler
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT - 300)
+    assert await rows_account_for_the_total(engine, pid)
