@@ -371,6 +371,13 @@ class StraySweep:
             return await self._reversed(candidate, reference)  # nothing is held any more
         if known is not None and known.status is ChargeStatus.AUTHORIZED:
             return await self._void(candidate, reference)
+        return await self._refund_what_it_keeps(candidate, reference, known)
+
+    async def _refund_what_it_keeps(
+        self, candidate: StrayCandidate, reference: str, known: ChargeOutcome | None
+    ) -> str:
+        """Refund what the captured stray charge keeps (``known``: the provider's word on
+        it, None when it cannot say)."""
         kept: Money | None = candidate.amount
         if known is not None:
             # Refunded in part by hand outside paygate: only the rest is reversed (a refund
@@ -427,12 +434,33 @@ class StraySweep:
             if exc.retriable or exc.outcome_unknown:
                 # The same key next time: a void sent twice voids once.
                 return self._unanswered(candidate, "provider_error")
-            return await self._reversal_failed(candidate, str(exc.message))
-        except (UnknownProviderError, PaygateError) as exc:
+            return await self._void_refused(candidate, reference, str(exc.message))
+        except UnknownProviderError as exc:
             return await self._reversal_failed(candidate, str(exc))
+        except PaygateError as exc:
+            return await self._void_refused(candidate, reference, str(exc))
         if answer.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
             return await self._reversed(candidate, answer.provider_reference)
-        return await self._reversal_failed(candidate, f"the void answered {answer.status.value}")
+        return await self._void_refused(
+            candidate, reference, f"the void answered {answer.status.value}"
+        )
+
+    async def _void_refused(self, candidate: StrayCandidate, reference: str, message: str) -> str:
+        """A void refused, or answered captured: the hold may have been captured between
+        the read and the void (Stripe refuses to cancel a PaymentIntent that succeeded).
+        Read again: a charge captured now is refunded like any stray capture, on this pass;
+        anything else is for an operator (``message``), as before. Without this, the race
+        left the stray money taken for an operator though a refund of it was one call away."""
+        try:
+            known = await self._providers.get(candidate.provider).charge_by_reference(reference)
+        except ProviderError as exc:
+            if exc.retriable or exc.outcome_unknown:
+                # The next pass reads the charge first and refunds it if captured.
+                return self._unanswered(candidate, "provider_error")
+            return await self._reversal_failed(candidate, message)
+        if known is None or known.status is not ChargeStatus.SUCCEEDED:
+            return await self._reversal_failed(candidate, message)
+        return await self._refund_what_it_keeps(candidate, reference, known)
 
     async def _reversed(self, candidate: StrayCandidate, reference: str | None) -> str:
         await self._store.record_reversal(candidate.attempt_key, STRAY_REVERSED, reference, None)
