@@ -19,6 +19,7 @@ failed the money stayed taken with nothing asking again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -562,3 +563,36 @@ async def test_a_refund_failed_event_of_another_charge_leaves_an_open_refund_alo
     assert refund.status is RefundStatus.PENDING  # still asked about by the reconciler
     assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT - 300)
     assert await rows_account_for_the_total(engine, pid)
+
+
+async def test_a_stray_reversal_key_noted_and_never_sent_is_sent_on_the_next_pass(
+    rig: Rig, store: PaymentStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    """The sweep writes the reversal's key down and dies before the refund leaves: the next
+    pass asks Stripe about that key, finds no refund, lets the charge decide, and sends the
+    refund under that same key once: reversed, refunded once."""
+    intent_id, sweep = await stray_charge(rig, store, clock)
+    real_refund = rig.stripe.refund
+
+    async def dies_before_sending(request: object) -> object:
+        raise RuntimeError("the process died after writing the key")
+
+    monkeypatch.setattr(rig.stripe, "refund", dies_before_sending)
+    with contextlib.suppress(RuntimeError):  # however the pass ends, nothing reached Stripe
+        await sweep.run_once()
+    strays = StrayStore(store.engine, store.writes, clock)
+    (row,) = await strays.all()
+    assert row["reversal_key"] is not None
+    assert row["status"] == "reversing"
+    assert rig.stripe_api.refunds == {}
+
+    monkeypatch.setattr(rig.stripe, "refund", real_refund)
+    clock.now += timedelta(hours=2)
+    report = await sweep.run_once()
+
+    assert report.reversed == 1
+    (row,) = await strays.all()
+    assert row["status"] == "reversed"
+    (reversal,) = rig.stripe_api.refunds.values()
+    assert reversal["metadata"]["paygateRefundKey"] == row["reversal_key"]
+    assert rig.stripe_api.charge(intent_id)["amount_refunded"] == AMOUNT
