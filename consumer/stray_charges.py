@@ -148,6 +148,16 @@ def reversal_key(candidate: StrayCandidate, kept: Money) -> str:
     return base if kept == candidate.amount else f"{base}-{kept.minor_units}"
 
 
+def void_key(attempt_key: str) -> str:
+    """The key of the void of a stray hold: never a refund's (:func:`reversal_key`). A
+    provider binds a key to the endpoint it was first sent to, whatever that answered
+    (Stripe answers another endpoint's request under it with an ``idempotency_error``):
+    sharing the refund's key, a hold captured before its void was refused could never be
+    refunded, every try answered that error. Ends like a reversal key, so a void sent under
+    the key used before (``<attempt key>-reversal``) is not taken for the payment's own."""
+    return f"{attempt_key}-void{_REVERSAL}"
+
+
 def attempt_of_reversal(refund_key: str) -> str | None:
     """The attempt key whose stray charge a reversal refund's key (:func:`reversal_key`)
     reverses; None for a key that is no reversal's."""
@@ -424,7 +434,7 @@ class StraySweep:
     async def _void(self, candidate: StrayCandidate, reference: str) -> str:
         """Release a stray authorization: nothing was taken, so there is nothing to refund."""
         request = CancelRequest(
-            cancel_key=f"{candidate.attempt_key}-reversal",
+            cancel_key=void_key(candidate.attempt_key),
             payment_request_id=candidate.payment_id,
             charge_reference=reference,
         )
@@ -458,6 +468,10 @@ class StraySweep:
                 # The next pass reads the charge first and refunds it if captured.
                 return self._unanswered(candidate, "provider_error")
             return await self._reversal_failed(candidate, message)
+        if known is not None and known.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
+            # Released already (a void sent before, under the key voids used to share with
+            # the refund): nothing is held.
+            return await self._reversed(candidate, reference)
         if known is None or known.status is not ChargeStatus.SUCCEEDED:
             return await self._reversal_failed(candidate, message)
         return await self._refund_what_it_keeps(candidate, reference, known)
