@@ -36,7 +36,7 @@ from persistence.refund_store import (
     RefundBegin,
     RefundEventBuilder,
 )
-from persistence.stray_store import StrayCandidate
+from persistence.stray_store import LateReversalFailure, StrayCandidate
 
 
 class PaymentWrites(Protocol):
@@ -130,6 +130,8 @@ class RefundWrites(Protocol):
 class RefundFailureWrites(RefundWrites, Protocol):
     """Refunds, and a provider's failure of one recorded succeeded
     (persistence.refund_store.RefundStore.fail_after_success)."""
+
+    async def charge_reference_of(self, refund_id: str) -> str | None: ...
 
     async def fail_after_success(
         self,
@@ -267,8 +269,14 @@ class StrayReversals(Protocol):
     (persistence.stray_store.StrayStore.reversal_failed_later)."""
 
     async def reversal_failed_later(
-        self, attempt_key: str, provider: str, reversal_reference: str, error: str
-    ) -> bool: ...
+        self,
+        attempt_key: str,
+        provider: str,
+        *,
+        reversal_key: str,
+        reversal_reference: str,
+        error: str,
+    ) -> LateReversalFailure: ...
 
 
 class StrayRecords(Protocol):

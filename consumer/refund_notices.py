@@ -22,10 +22,13 @@ money: so the notice is recorded, by where paygate's records of the refund stand
 * a stray charge's reversal (consumer.stray_charges: its key is the refund's id) that the
   sweep recorded ``reversed``: the stray charge becomes ``failed``, counted
   ``paygate_stray_charges_total{result="reversal_failed"}`` (which pages: the money is
-  taken again and an operator gives it back); a reversal still pending is the sweep's,
-  which asks the provider about it on its next try;
+  taken again and an operator gives it back); a reversal the sweep has sent and not
+  recorded yet (the stray charge ``reversing`` with that refund's key) is ``busy``: the
+  sweep may hold Stripe's ``succeeded``, made before the failure, and record it after
+  this, so the provider sends the notice again and it then finds the charge
+  ``reversed``; a reversal left pending is asked about by the sweep on its next try too;
 * no such refund (another system's on the same provider account), or one of another
-  provider, reference or amount: nothing changes (``unknown``, ``mismatch``).
+  provider, charge, reference or amount: nothing changes (``unknown``, ``mismatch``).
 
 Every write is conditional on what it read under the rows' locks, so a replay, a notice
 delivered out of order or two deliveries at once change the refund at most once.
@@ -48,6 +51,7 @@ from domain.errors import ErrorCode
 from domain.refund_view import RefundView
 from domain.refunds import RefundStatus
 from persistence.refund_store import LateFailure
+from persistence.stray_store import LateReversalFailure
 from providers.notices import NoticeResult, RefundNotice
 from telemetry.metrics import Metrics
 
@@ -100,6 +104,14 @@ class RefundFailures:
             return await self._stray_reversal(notice)
         if refund.provider != notice.provider or refund.amount != notice.amount:
             return NoticeResult.MISMATCH
+        # The refund's id is metadata, which anyone with the provider account writes: only
+        # a failure of a refund of this refund's charge is its failure. Without this, an
+        # open refund with no reference yet (its answer lost) was failed by a Refund of
+        # another charge carrying its id, the reservation released while the provider's
+        # refund of this charge stood, and the amount could be refunded twice.
+        charge = await self._store.charge_reference_of(notice.refund_id)
+        if notice.charge_reference is None or notice.charge_reference != charge:
+            return NoticeResult.MISMATCH
         if refund.status in (RefundStatus.PROCESSING, RefundStatus.PENDING):
             claimed = await self._store.claim(notice.refund_id)
             if claimed is not None:
@@ -127,17 +139,22 @@ class RefundFailures:
         if attempt_key is None or reference is None or self._strays is None:
             return NoticeResult.UNKNOWN
         reason = None if notice.outcome.error is None else notice.outcome.error.decline_code
-        failed = await self._strays.reversal_failed_later(
+        result = await self._strays.reversal_failed_later(
             attempt_key,
             notice.provider,
-            reference,
-            f"the provider failed the reversal refund {reference} after it had succeeded"
+            reversal_key=notice.refund_id,
+            reversal_reference=reference,
+            error=f"the provider failed the reversal refund {reference} after it had succeeded"
             + (f" ({reason})" if reason else "")
             + ": the stray charge is taken again; refund it by hand",
         )
-        if not failed:
-            # Failed already (a replay), still pending (the sweep asks about it), or
-            # another system's: nothing to record here.
+        if result is LateReversalFailure.UNDER_WAY:
+            # The sweep sent this refund and has not recorded its answer: it may hold a
+            # "succeeded" made before the failure and record the charge reversed after
+            # this. Not acknowledged, so the provider sends it again once that is recorded.
+            return NoticeResult.BUSY
+        if result is LateReversalFailure.NONE:
+            # Failed already (a replay), or another system's: nothing to record here.
             return NoticeResult.UNKNOWN
         if self._metrics is not None:
             self._metrics.stray_charges.labels(notice.provider, "reversal_failed").inc()

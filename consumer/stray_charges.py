@@ -148,6 +148,16 @@ def reversal_key(candidate: StrayCandidate, kept: Money) -> str:
     return base if kept == candidate.amount else f"{base}-{kept.minor_units}"
 
 
+def void_key(attempt_key: str) -> str:
+    """The key of the void of a stray hold: never a refund's (:func:`reversal_key`). A
+    provider binds a key to the endpoint it was first sent to, whatever that answered
+    (Stripe answers another endpoint's request under it with an ``idempotency_error``):
+    sharing the refund's key, a hold captured before its void was refused could never be
+    refunded, every try answered that error. Ends like a reversal key, so a void sent under
+    the key used before (``<attempt key>-reversal``) is not taken for the payment's own."""
+    return f"{attempt_key}-void{_REVERSAL}"
+
+
 def attempt_of_reversal(refund_key: str) -> str | None:
     """The attempt key whose stray charge a reversal refund's key (:func:`reversal_key`)
     reverses; None for a key that is no reversal's."""
@@ -371,6 +381,13 @@ class StraySweep:
             return await self._reversed(candidate, reference)  # nothing is held any more
         if known is not None and known.status is ChargeStatus.AUTHORIZED:
             return await self._void(candidate, reference)
+        return await self._refund_what_it_keeps(candidate, reference, known)
+
+    async def _refund_what_it_keeps(
+        self, candidate: StrayCandidate, reference: str, known: ChargeOutcome | None
+    ) -> str:
+        """Refund what the captured stray charge keeps (``known``: the provider's word on
+        it, None when it cannot say)."""
         kept: Money | None = candidate.amount
         if known is not None:
             # Refunded in part by hand outside paygate: only the rest is reversed (a refund
@@ -417,7 +434,7 @@ class StraySweep:
     async def _void(self, candidate: StrayCandidate, reference: str) -> str:
         """Release a stray authorization: nothing was taken, so there is nothing to refund."""
         request = CancelRequest(
-            cancel_key=f"{candidate.attempt_key}-reversal",
+            cancel_key=void_key(candidate.attempt_key),
             payment_request_id=candidate.payment_id,
             charge_reference=reference,
         )
@@ -427,12 +444,37 @@ class StraySweep:
             if exc.retriable or exc.outcome_unknown:
                 # The same key next time: a void sent twice voids once.
                 return self._unanswered(candidate, "provider_error")
-            return await self._reversal_failed(candidate, str(exc.message))
-        except (UnknownProviderError, PaygateError) as exc:
+            return await self._void_refused(candidate, reference, str(exc.message))
+        except UnknownProviderError as exc:
             return await self._reversal_failed(candidate, str(exc))
+        except PaygateError as exc:
+            return await self._void_refused(candidate, reference, str(exc))
         if answer.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
             return await self._reversed(candidate, answer.provider_reference)
-        return await self._reversal_failed(candidate, f"the void answered {answer.status.value}")
+        return await self._void_refused(
+            candidate, reference, f"the void answered {answer.status.value}"
+        )
+
+    async def _void_refused(self, candidate: StrayCandidate, reference: str, message: str) -> str:
+        """A void refused, or answered captured: the hold may have been captured between
+        the read and the void (Stripe refuses to cancel a PaymentIntent that succeeded).
+        Read again: a charge captured now is refunded like any stray capture, on this pass;
+        anything else is for an operator (``message``), as before. Without this, the race
+        left the stray money taken for an operator though a refund of it was one call away."""
+        try:
+            known = await self._providers.get(candidate.provider).charge_by_reference(reference)
+        except ProviderError as exc:
+            if exc.retriable or exc.outcome_unknown:
+                # The next pass reads the charge first and refunds it if captured.
+                return self._unanswered(candidate, "provider_error")
+            return await self._reversal_failed(candidate, message)
+        if known is not None and known.status in (ChargeStatus.CANCELED, ChargeStatus.EXPIRED):
+            # Released already (a void sent before, under the key voids used to share with
+            # the refund): nothing is held.
+            return await self._reversed(candidate, reference)
+        if known is None or known.status is not ChargeStatus.SUCCEEDED:
+            return await self._reversal_failed(candidate, message)
+        return await self._refund_what_it_keeps(candidate, reference, known)
 
     async def _reversed(self, candidate: StrayCandidate, reference: str | None) -> str:
         await self._store.record_reversal(candidate.attempt_key, STRAY_REVERSED, reference, None)

@@ -349,6 +349,18 @@ class RefundStore:
 
         return await self._writes.run(record, locks=RowLocks.of(refunds=[refund_id]))
 
+    async def charge_reference_of(self, refund_id: str) -> str | None:
+        """The provider's reference of the charge ``refund_id`` refunds (its payment's);
+        None for no such refund, or a payment without one."""
+        async with self._engine.connect() as conn:
+            return (
+                await conn.execute(
+                    select(payments.c.provider_reference)
+                    .join(refunds, refunds.c.payment_id == payments.c.id)
+                    .where(refunds.c.id == refund_id)
+                )
+            ).scalar_one_or_none()
+
     async def get(self, refund_id: str) -> RefundView | None:
         async with self._engine.connect() as conn:
             row = await refund_row_in(conn, refund_id)

@@ -63,6 +63,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -93,6 +94,16 @@ from persistence.tables import payments, provider_attempts, stray_charges
 STRAY_REVERSING = "reversing"
 STRAY_REVERSED = "reversed"
 STRAY_FAILED = "failed"
+
+
+class LateReversalFailure(StrEnum):
+    """What recording a provider's late failure of a stray charge's reversal did
+    (:meth:`StrayStore.reversal_failed_later`)."""
+
+    RECORDED = "recorded"  # reversed -> failed
+    UNDER_WAY = "under_way"  # still reversing with that refund: the sweep's answer first
+    NONE = "none"  # nothing of this stray charge's to record
+
 
 _FINAL = [s.value for s in PaymentStatus if s.is_final]
 _STANDS_ON_A_CHARGE = [s.value for s in (*CAPTURED, *HELD)]
@@ -343,22 +354,54 @@ class StrayStore:
         )
 
     async def reversal_failed_later(
-        self, attempt_key: str, provider: str, reversal_reference: str, error: str
-    ) -> bool:
-        """The provider failed the reversal refund of ``attempt_key``'s stray charge after
-        it answered it succeeded (Stripe's ``refund.failed``): the stray charge, recorded
-        ``reversed`` with that refund as its reversal, is ``failed`` now, the money taken
-        again, for an operator. False, changing nothing, for any other stray charge or
-        state (a replay finds it failed already)."""
-        return await self._changes_a_row(
-            attempt_key,
-            update(stray_charges)
-            .where(stray_charges.c.attempt_key == attempt_key)
-            .where(stray_charges.c.provider == provider)
-            .where(stray_charges.c.status == STRAY_REVERSED)
-            .where(stray_charges.c.reversal_reference == reversal_reference)
-            .values(status=STRAY_FAILED, error_message=error, updated_at=self._clock()),
-        )
+        self,
+        attempt_key: str,
+        provider: str,
+        *,
+        reversal_key: str,
+        reversal_reference: str,
+        error: str,
+    ) -> LateReversalFailure:
+        """The provider failed the reversal refund sent under ``reversal_key`` for
+        ``attempt_key``'s stray charge (Stripe's ``refund.failed``), with the reference
+        ``reversal_reference``.
+
+        * ``RECORDED``: the stray charge, recorded ``reversed`` with that refund as its
+          reversal, is ``failed`` now, the money taken again, for an operator;
+        * ``UNDER_WAY``: the stray charge is still ``reversing`` with that refund as the one
+          its sweep sent: the sweep may hold an answer the provider made before the failure
+          (``succeeded``) and record it ``reversed`` after this; acknowledged now, the
+          failure would be lost, so the caller answers busy and the provider sends it again
+          once the sweep recorded its answer (or asked about the refund and found it
+          failed);
+        * ``NONE``: anything else, changing nothing (a replay finds it failed already).
+
+        Decided under the stray charge's payment's lock, which the sweep's record of its
+        answer takes too: either that record committed and is seen, or it waits."""
+
+        async def record(conn: AsyncConnection) -> LateReversalFailure:
+            moved = await conn.execute(
+                update(stray_charges)
+                .where(stray_charges.c.attempt_key == attempt_key)
+                .where(stray_charges.c.provider == provider)
+                .where(stray_charges.c.status == STRAY_REVERSED)
+                .where(stray_charges.c.reversal_reference == reversal_reference)
+                .values(status=STRAY_FAILED, error_message=error, updated_at=self._clock())
+            )
+            if moved.rowcount:
+                return LateReversalFailure.RECORDED
+            under_way = await conn.execute(
+                select(stray_charges.c.attempt_key)
+                .where(stray_charges.c.attempt_key == attempt_key)
+                .where(stray_charges.c.provider == provider)
+                .where(stray_charges.c.status == STRAY_REVERSING)
+                .where(stray_charges.c.reversal_key == reversal_key)
+            )
+            if under_way.first() is not None:
+                return LateReversalFailure.UNDER_WAY
+            return LateReversalFailure.NONE
+
+        return await self._writes.run(record, locks=_under_its_payment(attempt_key))
 
     async def hold_first_question(self, attempt_key: str, until: datetime) -> bool:
         """Keep the sweep from asking about an unverified key before ``until``: for a key

@@ -29,12 +29,16 @@ class RefundNotice:
     """A provider's word that a refund paygate sent failed, possibly after it answered it
     succeeded (Stripe's ``refund.failed``). ``refund_id`` is the id paygate sent the refund
     under (its metadata), ``outcome`` the failure (status FAILED, the provider's reference
-    of the refund, its reason), ``amount`` what the refund was for."""
+    of the refund, its reason), ``amount`` what the refund was for, ``charge_reference``
+    the provider's reference of the charge it refunds (Stripe's PaymentIntent; None when
+    it names none). Metadata is anyone's to write on the provider's account: the charge is
+    what binds the notice to the payment, where paygate's refund has no reference yet."""
 
     provider: str
     refund_id: str
     outcome: RefundOutcome
     amount: Money
+    charge_reference: str | None
 
 
 # What a provider's notification may say: about a charge, or about a refund.

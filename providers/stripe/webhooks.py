@@ -275,7 +275,11 @@ class StripeWebhooks:
                 },
             )
             return None
-        return RefundNotice(self.provider, refund_id, outcome, amount)
+        intent = _field(refund, "payment_intent")
+        # Expanded or not: the PaymentIntent's id (paygate refunds by PaymentIntent).
+        intent_id = _field(intent, "id") if isinstance(intent, stripe.PaymentIntent) else intent
+        charge_reference = intent_id if isinstance(intent_id, str) and intent_id else None
+        return RefundNotice(self.provider, refund_id, outcome, amount, charge_reference)
 
     def _verified(self, notification: ReceivedNotification) -> Any:
         """The event, once the SDK verified its signature over the raw body."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -123,3 +124,52 @@ async def test_a_pending_payments_own_hold_is_left_alone(
     assert report.checked == 0  # the payment waits on it: not a candidate
     assert intent["status"] == "requires_capture"
     assert await StrayStore(store.engine, store.writes).all() == []
+
+
+class CapturedBeforeTheVoid(LaggingStripe):
+    """Stripe captures the held PaymentIntent (from its Dashboard, or any capture call)
+    just before the sweep's void reaches it: the void is refused for its state."""
+
+    def _cancel(self, intent_id: str, key: str | None) -> tuple[int, dict[str, Any]]:
+        intent = self.intents[intent_id]
+        if intent["status"] == "requires_capture":
+            intent.update(status="succeeded", amount_capturable=0, amount_received=intent["amount"])
+        return super()._cancel(intent_id, key)
+
+
+async def test_a_held_stray_captured_before_its_void_is_refunded_not_left_taken(
+    store: PaymentStore, metrics: Metrics, clock: Clock
+):
+    """Fixed interleaving: the sweep reads the stray PaymentIntent held, and Stripe captures
+    it before the void arrives, which Stripe then refuses (payment_intent_unexpected_state).
+    The money is taken now: the sweep refunds it (on this pass or the next), never records
+    the charge beyond its own reach (``reversal_failed``, for an operator) while a refund
+    of it is one call away."""
+    stripe_api = CapturedBeforeTheVoid(clock, hidden_for=timedelta(0))
+    stripe_api.holds_captures_at_once = True
+    async with StripeProvider("sk_test_held_stray", http_client=stripe_api) as stripe_provider:
+        sweep = StraySweep(
+            store=StrayStore(store.engine, store.writes, clock),
+            providers=Providers.of(stripe_provider),
+            metrics=metrics,
+            settle_after=SETTLE,
+            clock=clock,
+        )
+        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
+        command = card_payment()
+        stripe_api.refuse_next = 2
+        assert await handler.handle(command) is Outcome.FAILED
+        with pytest.raises(ProviderTimeoutError):
+            await charge_under(stripe_provider, command, f"{command.payment_request_id}-a1")
+        (intent,) = stripe_api.intents.values()
+
+        clock.now += SETTLE + timedelta(minutes=1)
+        await sweep.run_once()
+        clock.now += timedelta(hours=2)
+        await sweep.run_once()
+
+    assert intent["status"] == "succeeded"  # captured: the money is taken
+    (stray,) = await StrayStore(store.engine, store.writes).all()
+    assert stray["status"] == "reversed"
+    assert stripe_api.charge(intent["id"])["amount_refunded"] == intent["amount"]
+    assert _count(metrics, "paygate_stray_charges_total", result="reversal_failed") == 0

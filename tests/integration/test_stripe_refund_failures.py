@@ -19,6 +19,7 @@ failed the money stayed taken with nothing asking again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -490,3 +491,108 @@ async def test_a_stray_reversal_stripe_fails_after_it_succeeded_pages_again(
         )
         == 1
     )
+
+
+async def test_a_stray_reversal_failed_while_the_sweep_awaits_its_answer_is_not_lost(
+    rig: Rig, store: PaymentStore, clock: Clock
+):
+    """Fixed interleaving: the sweep sends a stray charge's reversal refund; Stripe answers
+    it ``succeeded`` and the card network fails it before the answer reaches the sweep. The
+    ``refund.failed`` event arrives while the stray charge is still ``reversing`` (its
+    reversal in the sweep's hands): were it acknowledged then, Stripe would never send it
+    again, the sweep would record the answer it got (``reversed``) and nothing would ask
+    again, the money taken with no alert. Answered busy, Stripe sends it again once the
+    sweep recorded its answer, and the stray charge is failed for an operator."""
+    intent_id, sweep = await stray_charge(rig, store, clock)
+    rig.stripe_api.hold_refunds = True
+    sweeping = asyncio.create_task(sweep.run_once())
+    await asyncio.wait_for(rig.stripe_api.refund_held.wait(), 30)
+    (reversal,) = [r for r in rig.stripe_api.refunds.values() if r["metadata"]]
+    failed = rig.stripe_api.fail_refund(reversal["id"])
+
+    first = await post(rig, "refund.failed", failed)
+    rig.stripe_api.release_refunds.set()
+    report = await sweeping
+    assert report.reversed == 1  # Stripe's answer, made before the failure
+    if first != 200:
+        # Not acknowledged: Stripe sends it again.
+        assert await post(rig, "refund.failed", failed) == 200
+
+    strays = StrayStore(store.engine, store.writes, clock)
+    (row,) = await strays.all()
+    assert rig.stripe_api.charge(intent_id)["amount_refunded"] == 0  # the money is taken
+    assert row["status"] == STRAY_FAILED  # and an operator is told
+    assert (
+        rig.notice_metrics.registry.get_sample_value(
+            "paygate_stray_charges_total", {"provider": "stripe", "result": "reversal_failed"}
+        )
+        == 1
+    )
+
+
+async def test_a_refund_failed_event_of_another_charge_leaves_an_open_refund_alone(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """paygate's refund is pending, with no Stripe reference yet (its answer was lost).
+    A ``refund.failed`` of a Refund on another PaymentIntent that carries this refund's id
+    in its metadata (copied by hand, or another system's) is not this refund's failure:
+    recorded, it released the reservation while Stripe's refund of this charge stands,
+    and the amount could be refunded a second time."""
+    view, _ = await paid(rig, store)
+    _, other_intent = await paid(rig, store)
+    pid = view.payment_request_id
+    command = refund_of(view, 300, "own-1")
+    rig.stripe_api.lose_next = 1
+    assert await rig.refunds.handle(command) is Outcome.PENDING
+    pending = await rig.refund_store.get(command.refund_id)
+    assert pending is not None
+    assert pending.provider_reference is None
+    made = rig.stripe_api.refunds[stripe_refund_of(rig, command.refund_id)]
+    assert made["status"] == "succeeded"  # Stripe refunded this charge
+    foreign = {
+        **made,
+        "id": "re_of_another_charge",
+        "payment_intent": other_intent,
+        "status": "failed",
+        "failure_reason": "expired_or_canceled_card",
+    }
+
+    assert await post(rig, "refund.failed", foreign) != 503  # answered, never resent for ever
+    refund = await rig.refund_store.get(command.refund_id)
+    assert refund is not None
+    assert refund.status is RefundStatus.PENDING  # still asked about by the reconciler
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT - 300)
+    assert await rows_account_for_the_total(engine, pid)
+
+
+async def test_a_stray_reversal_key_noted_and_never_sent_is_sent_on_the_next_pass(
+    rig: Rig, store: PaymentStore, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    """The sweep writes the reversal's key down and dies before the refund leaves: the next
+    pass asks Stripe about that key, finds no refund, lets the charge decide, and sends the
+    refund under that same key once: reversed, refunded once."""
+    intent_id, sweep = await stray_charge(rig, store, clock)
+    real_refund = rig.stripe.refund
+
+    async def dies_before_sending(request: object) -> object:
+        raise RuntimeError("the process died after writing the key")
+
+    monkeypatch.setattr(rig.stripe, "refund", dies_before_sending)
+    with contextlib.suppress(RuntimeError):  # however the pass ends, nothing reached Stripe
+        await sweep.run_once()
+    strays = StrayStore(store.engine, store.writes, clock)
+    (row,) = await strays.all()
+    assert row["reversal_key"] is not None
+    assert row["status"] == "reversing"
+    assert rig.stripe_api.refunds == {}
+
+    monkeypatch.setattr(rig.stripe, "refund", real_refund)
+    clock.now += timedelta(hours=2)
+    report = await sweep.run_once()
+
+    assert report.reversed == 1
+    (row,) = await strays.all()
+    assert row["status"] == "reversed"
+    (reversal,) = rig.stripe_api.refunds.values()
+    assert reversal["metadata"]["paygateRefundKey"] == row["reversal_key"]
+    assert rig.stripe_api.charge(intent_id)["amount_refunded"] == AMOUNT

@@ -18,6 +18,9 @@ A PaymentIntent is canceled (idempotently) as Stripe documents: only from
 ``requires_payment_method``, ``requires_capture``, ``requires_confirmation``,
 ``requires_action`` or ``processing``, a hold then released; any other status answers 400
 ``payment_intent_unexpected_state``.
+An idempotency key is bound to the endpoint it was first sent to, whatever that answered
+(a refused cancel too): another endpoint's request under it is answered 400
+``idempotency_error``, as Stripe does.
 Anything else it is sent is a 404, so a test notices a call it did not expect.
 
 Refunds made in the Dashboard (outside paygate) are :meth:`LaggingStripe.refund_outside`;
@@ -73,6 +76,9 @@ class LaggingStripe(stripe.HTTPClient):
         self.created_at: dict[str, datetime] = {}  # by PaymentIntent id
         self.refunds: dict[str, dict[str, Any]] = {}  # by id
         self._by_idempotency_key: dict[str, dict[str, Any]] = {}
+        # The endpoint each key was first used on: Stripe keeps a key's first request, its
+        # refusals included, and answers a use on another endpoint with an idempotency_error.
+        self._endpoint_of_key: dict[str, str] = {}
         self.refuse_next = 0
         self.lose_next = 0
         self.holds_captures_at_once = False
@@ -105,6 +111,16 @@ class LaggingStripe(stripe.HTTPClient):
         form = {k: v[0] for k, v in parse_qs(post_data or "").items()}
         key = headers.get("Idempotency-Key")
         path = parts.path
+        if method == "post" and key is not None:
+            first = self._endpoint_of_key.setdefault(key, path)
+            if first != path:
+                return 400, {
+                    "error": {
+                        "type": "idempotency_error",
+                        "message": "Keys for idempotent requests can only be used for the "
+                        "same endpoint they were first used for",
+                    }
+                }
         if (method, path) == ("post", "/v1/payment_intents"):
             return 200, self._once(key, lambda: self._create_intent(form))
         if method == "post" and (cancel := _CANCEL_PATH.match(path)):

@@ -348,7 +348,7 @@ async def test_a_stray_authorization_is_voided_not_refunded(sweep, records, prov
 
     assert (report.checked, report.reversed) == (1, 1)
     assert provider.called("refund") == []
-    assert provider.called("cancel") == ["pay_1-a1-reversal"] * 2  # one key: voids once
+    assert provider.called("cancel") == ["pay_1-a1-void-reversal"] * 2  # one key: voids once
     assert records.reversals == {listed.attempt_key: Reversal(STRAY_REVERSED, "ch_stray", None)}
     assert (strays(metrics, "found"), strays(metrics, "reversed")) == (1, 1)
 

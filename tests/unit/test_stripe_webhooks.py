@@ -444,6 +444,15 @@ def test_a_failed_refund_paygate_made_is_a_refund_notice_with_stripes_reason():
     assert notice.outcome.provider_reference == "re_1"
     assert notice.outcome.error is not None
     assert notice.outcome.error.decline_code == "expired_or_canceled_card"
+    assert notice.charge_reference == "pi_1"  # what binds it to the payment
+
+
+def test_a_failed_refund_naming_no_payment_intent_names_no_charge():
+    notice = read_refund(
+        event("refund.failed", failed_refund("ref_1", "re_1", amount=300, payment_intent=None))
+    )
+    assert notice is not None
+    assert notice.charge_reference is None
 
 
 def test_a_failed_refund_paygate_did_not_make_is_ignored(caplog):
