@@ -85,6 +85,7 @@ its claim, or answered busy (Stripe sends it again) while another worker holds i
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Final
 
@@ -214,35 +215,50 @@ class StripeWebhooks:
         intent = _field(data, "object")
         if not isinstance(intent, stripe.PaymentIntent):
             raise NoticeRefusedError(f"the {event_type} event holds no PaymentIntent")
-        attempt_key = attempt_key_of(intent)
-        if attempt_key is None:
-            log.info(
-                "Stripe event of a PaymentIntent paygate did not create: acknowledged, ignored",
-                extra={**_about(event_id, event_type), "provider_reference": _field(intent, "id")},
-            )
-            return None
-        try:
-            amount = money_from_stripe(_field(intent, "amount"), _field(intent, "currency"))
-            outcome = _outcome(intent)
-        except ValueError as exc:
-            raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
-        return ChargeNotice(self.provider, attempt_key, outcome, amount)
+        return self._charge_notice(
+            event_id,
+            event_type,
+            intent,
+            attempt_key_of(intent),
+            lambda: _outcome(intent),
+        )
 
     def _refunded_charge(
         self, event_id: object, event_type: str, charge: object
     ) -> ChargeNotice | None:
         if not isinstance(charge, stripe.Charge):
             raise NoticeRefusedError(f"the {event_type} event holds no Charge")
-        attempt_key = attempt_key_of(charge)
-        if attempt_key is None or intent_id_of_charge(charge) is None:
+        # A Charge paygate made names its PaymentIntent; one without is another's.
+        attempt_key = attempt_key_of(charge) if intent_id_of_charge(charge) is not None else None
+        return self._charge_notice(
+            event_id,
+            event_type,
+            charge,
+            attempt_key,
+            lambda: outcome_from_refunded_charge(charge),
+        )
+
+    def _charge_notice(
+        self,
+        event_id: object,
+        event_type: str,
+        obj: stripe.PaymentIntent | stripe.Charge,
+        attempt_key: str | None,
+        outcome_of: Callable[[], ChargeOutcome | None],
+    ) -> ChargeNotice | None:
+        """The notice of a PaymentIntent or Charge event: None for an object paygate did not
+        create (no attempt key: acknowledged, ignored), refused when its figures cannot be
+        read (``outcome_of`` raises ValueError)."""
+        if attempt_key is None:
             log.info(
-                "Stripe event of a Charge paygate did not create: acknowledged, ignored",
-                extra={**_about(event_id, event_type), "provider_reference": _field(charge, "id")},
+                "Stripe event of a %s paygate did not create: acknowledged, ignored",
+                type(obj).__name__,
+                extra={**_about(event_id, event_type), "provider_reference": _field(obj, "id")},
             )
             return None
         try:
-            amount = money_from_stripe(_field(charge, "amount"), _field(charge, "currency"))
-            outcome = outcome_from_refunded_charge(charge)
+            amount = money_from_stripe(_field(obj, "amount"), _field(obj, "currency"))
+            outcome = outcome_of()
         except ValueError as exc:
             raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
         return ChargeNotice(self.provider, attempt_key, outcome, amount)
