@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -73,7 +74,7 @@ async def _left(engine: AsyncEngine, tokens: list[str]) -> list[str]:
         return sorted(rows)
 
 
-def _pause() -> tuple[asyncio.Event, asyncio.Event, object]:
+def _pause() -> tuple[asyncio.Event, asyncio.Event, Callable[[AsyncConnection], Awaitable[None]]]:
     paused, resume = asyncio.Event(), asyncio.Event()
 
     async def pause(conn: AsyncConnection) -> None:
@@ -98,7 +99,7 @@ async def test_a_facades_deletes_and_a_client_shred_in_opposite_orders_do_not_de
     # The facade, one batch: the client's deletes of B, the pause, of A.
     facade_batch = asyncio.gather(
         facade.delete_entry(b, client),
-        facade_writes.run(pause),  # type: ignore[arg-type]
+        facade_writes.run(pause),
         facade.delete_entry(a, client),
     )
     await paused.wait()
@@ -130,7 +131,7 @@ async def test_a_facades_deletes_and_the_expiry_sweep_in_opposite_orders_do_not_
     # The facade, one batch: the client's deletes of B, the pause, of A.
     facade_batch = asyncio.gather(
         facade.delete_entry(b, client),
-        facade_writes.run(pause),  # type: ignore[arg-type]
+        facade_writes.run(pause),
         facade.delete_entry(a, client),
     )
     await paused.wait()
