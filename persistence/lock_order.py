@@ -12,9 +12,11 @@ operations will need, in one global order:
 
 1. the advisory locks, in the order of their keys: the orders' (payment begins: the rows
    they insert do not exist yet), the rate-limit buckets' (a take writes its client's
-   bucket row, or creates it: persistence.rate_limit_store) and the webhook endpoints'
+   bucket row, or creates it: persistence.rate_limit_store), the webhook endpoints'
    (a write of an endpoint's row or of its deliveries' rows, which the dispatcher, the
-   facade and the key commands write: persistence.webhook_store);
+   facade and the key commands write: persistence.webhook_store) and the vault's clients'
+   (a write of a client's stored tokens, which the facade, the consumer's housekeeping and
+   the key commands write: vault.rows);
 2. the payment rows, in id order: those the operations name, and the payment of every
    refund they name (a refund's payment never changes);
 3. the refund rows, in id order.
@@ -51,7 +53,7 @@ from persistence.tables import payments, refunds
 @dataclass(frozen=True, slots=True)
 class RowLocks:
     """What one operation locks: advisory scopes (orders, rate-limit buckets, webhook
-    endpoints), payments and refunds, by id."""
+    endpoints, the vault's clients), payments and refunds, by id."""
 
     scopes: frozenset[str] = frozenset()
     payments: frozenset[str] = frozenset()
@@ -66,14 +68,18 @@ class RowLocks:
         refunds: Iterable[str] = (),
         buckets: Iterable[str] = (),
         endpoints: Iterable[str] = (),
+        vault_clients: Iterable[str | None] = (),
     ) -> RowLocks:
         """``orders`` as (client id, order id) pairs, as payment begins lock them;
         ``buckets`` the client ids whose rate-limit buckets a take writes; ``endpoints``
-        the webhook endpoints whose row or deliveries' rows a write changes."""
+        the webhook endpoints whose row or deliveries' rows a write changes;
+        ``vault_clients`` the clients (None: upstream services) whose stored tokens a write
+        changes."""
         return cls(
             frozenset(order_scope(order_id, client_id) for client_id, order_id in orders)
             | frozenset(bucket_scope(client_id) for client_id in buckets)
-            | frozenset(endpoint_scope(endpoint_id) for endpoint_id in endpoints),
+            | frozenset(endpoint_scope(endpoint_id) for endpoint_id in endpoints)
+            | frozenset(vault_scope(client_id) for client_id in vault_clients),
             frozenset(payments),
             frozenset(refunds),
         )
@@ -108,6 +114,12 @@ def endpoint_scope(endpoint_id: str) -> str:
     """The key of a webhook endpoint's advisory lock, held by every write of its row or of
     its deliveries' rows (apart from the orders' and the buckets' keys)."""
     return f"webhook-endpoint\x1e{endpoint_id}"
+
+
+def vault_scope(client_id: str | None) -> str:
+    """The key of the advisory lock of a client's stored tokens (vault.rows), held by every
+    write of one of them; upstream services' tokens (no client) have one of their own."""
+    return "vault\x1d" if client_id is None else f"vault\x1e{client_id}"
 
 
 async def take_locks(conn: AsyncConnection, locks: RowLocks) -> None:

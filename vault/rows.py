@@ -2,6 +2,18 @@
 
 Every method is one short transaction. What comes in and out is already encrypted (values)
 or wrapped (keys): this module never sees a clear number or a clear key.
+
+Locks: a client's tokens are written by several processes (the facade deletes one on the
+client's request, the consumer's housekeeping shreds expired ones, ``paygate keys`` shreds
+a client's and re-encrypts values), each through its writer queue, whose transaction runs
+many callers' writes in arrival order. So every write of existing tokens of one client
+declares the client (an advisory lock, persistence.lock_order), taken with its batch's other
+locks before its first operation, and changes only that client's rows: two batches naming
+the same tokens in opposite orders, or a batch and a client's shred, queue on each other
+instead of deadlocking (tests/integration/test_vault_lock_order.py). The expiry sweep,
+whose rows a query chooses across clients, skips rows another transaction holds. A new
+token's insert locks a row no other write can name before it commits; the data keys' rows
+are written by ``paygate keys`` alone, one at a time.
 """
 
 from __future__ import annotations
@@ -11,11 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import Bulk, GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.vault_tables import vault_entries, vault_keys
 from vault.read_batches import ReadBatches
 
@@ -123,7 +136,7 @@ class VaultStorage(Protocol):
     async def is_live(self, token: str, client_id: str | None) -> bool: ...
     async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]: ...
     async def replace_ciphertext(
-        self, token: str, old_key_id: str, key_id: str, ciphertext: bytes
+        self, token: str, client_id: str | None, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool: ...
     async def delete_entry(self, token: str, client_id: str | None) -> bool: ...
     async def delete_client(self, client_id: str) -> int: ...
@@ -280,19 +293,24 @@ class VaultRows:
         return [_entry(row) for row in rows]
 
     async def replace_ciphertext(
-        self, token: str, old_key_id: str, key_id: str, ciphertext: bytes
+        self, token: str, client_id: str | None, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool:
-        """Swap in a re-encrypted value, unless it changed meanwhile (deleted, moved)."""
+        """Swap in a re-encrypted value, unless it changed meanwhile (deleted, moved).
+        ``client_id`` is the token's (its row's): the lock the write declares."""
 
         async def _op(conn: AsyncConnection) -> bool:
             result = await conn.execute(
                 update(vault_entries)
-                .where(vault_entries.c.token == token, vault_entries.c.key_id == old_key_id)
+                .where(
+                    vault_entries.c.token == token,
+                    _scope(client_id),
+                    vault_entries.c.key_id == old_key_id,
+                )
                 .values(key_id=key_id, ciphertext=ciphertext)
             )
             return bool(result.rowcount)
 
-        return await self._writes.run(_op)
+        return await self._writes.run(_op, locks=RowLocks.of(vault_clients=[client_id]))
 
     async def delete_entry(self, token: str, client_id: str | None) -> bool:
         async def _op(conn: AsyncConnection) -> bool:
@@ -301,7 +319,7 @@ class VaultRows:
             )
             return bool(result.rowcount)
 
-        return await self._writes.run(_op)
+        return await self._writes.run(_op, locks=RowLocks.of(vault_clients=[client_id]))
 
     async def delete_client(self, client_id: str) -> int:
         async def _op(conn: AsyncConnection) -> int:
@@ -310,21 +328,28 @@ class VaultRows:
             )
             return int(result.rowcount)
 
-        return await self._writes.run(_op)
+        return await self._writes.run(_op, locks=RowLocks.of(vault_clients=[client_id]))
 
     async def delete_expired(self, now: datetime, limit: int) -> int:
+        """Delete up to ``limit`` tokens expired by ``now``; how many. Fewer than ``limit``
+        when no more are expired, or the rest are held by another transaction (a client's
+        delete or shred, a rewrap), left to the next pass."""
+        # Rows chosen by a query, of any client, cannot be locked in the writers' order
+        # (persistence.lock_order): rows another transaction holds are skipped, not waited
+        # for. (An alias: a subquery of the DELETE's own table would be correlated to it.)
+        candidate = vault_entries.alias("expired")
+        expired = (
+            select(candidate.c.token)
+            .where(candidate.c.expires_at.is_not(None))
+            .where(candidate.c.expires_at <= now)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
         async def _op(conn: AsyncConnection) -> int:
-            tokens = (
-                await conn.scalars(
-                    select(vault_entries.c.token)
-                    .where(and_(vault_entries.c.expires_at.is_not(None)))
-                    .where(vault_entries.c.expires_at <= now)
-                    .limit(limit)
-                )
-            ).all()
-            if not tokens:
-                return 0
-            await conn.execute(delete(vault_entries).where(vault_entries.c.token.in_(tokens)))
-            return len(tokens)
+            result = await conn.execute(
+                delete(vault_entries).where(vault_entries.c.token.in_(expired))
+            )
+            return int(result.rowcount)
 
         return await self._writes.run(_op)

@@ -360,7 +360,7 @@ class Vault:
                     await self._data_key(target), target, number.encode(), context
                 )
                 if await self._rows.replace_ciphertext(
-                    entry.token, entry.key_id, target, ciphertext
+                    entry.token, entry.client_id, entry.key_id, target, ciphertext
                 ):
                     moved += 1
 

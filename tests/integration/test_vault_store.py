@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.accounts import Account, AccountType
@@ -103,6 +103,27 @@ async def test_rotation_on_the_database_and_retention(engine: AsyncEngine) -> No
         (first.key_id, 0, False),
         (second.key_id, 0, True),
     ]
+
+
+async def test_the_expiry_sweep_deletes_in_passes_only_expired_tokens(
+    engine: AsyncEngine,
+) -> None:
+    # The sweep's statement chooses its rows in a subquery (which skips rows another
+    # transaction holds on PostgreSQL: tests/integration/test_vault_lock_order.py).
+    clock = Clock()
+    vault = vault_on(engine, clock=clock)
+    expiring = [
+        (await vault.tokenize(CARD, client_id=client, expires_in=timedelta(hours=1))).token
+        for client in ("acme", "acme", None)
+    ]
+    kept = (await vault.tokenize(CARD, client_id="acme", expires_in=timedelta(days=2))).token
+    clock.now += timedelta(days=1)
+    assert await vault.delete_expired(batch=2) == 3
+    assert await vault.delete_expired(batch=2) == 0
+    async with engine.connect() as conn:
+        left = set(await conn.scalars(select(vault_entries.c.token)))
+    assert kept in left
+    assert not left & set(expiring)
 
 
 def test_paygate_keys_rotate_rewrap_retire(

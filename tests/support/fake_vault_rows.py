@@ -69,10 +69,10 @@ class FakeVaultRows:
         )[:limit]
 
     async def replace_ciphertext(
-        self, token: str, old_key_id: str, key_id: str, ciphertext: bytes
+        self, token: str, client_id: str | None, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool:
         entry = self.entries.get(token)
-        if entry is None or entry.key_id != old_key_id:
+        if entry is None or entry.client_id != client_id or entry.key_id != old_key_id:
             return False
         self.entries[token] = dataclasses.replace(entry, key_id=key_id, ciphertext=ciphertext)
         return True
