@@ -135,7 +135,7 @@ class ConsumerService:
         )
         # Everything started is stopped in reverse order, whatever stops the consumer.
         async with contextlib.AsyncExitStack() as started:
-            db = await open_database(settings)
+            db = await open_database(settings, self.metrics)
             started.push_async_callback(db.close)
             self._started.db = db
             # Runs at exit, just before the database closes: whatever start-up reached,

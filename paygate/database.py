@@ -9,7 +9,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from paygate.settings import Settings
 from persistence.database import Database
 from persistence.engine import create_engine, create_writer_engine
+from telemetry.metrics import Metrics
 from telemetry.tracing import trace_engine
+
+
+class WriteLockMetrics:
+    """The writer queue's :class:`persistence.group_commit.WriteLockObserver`: its lock
+    times as the two ``db_write_lock_*_seconds`` histograms."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def write_lock_timed(self, dialect: str, waited_s: float, held_s: float) -> None:
+        self._metrics.db_write_lock_wait_seconds.labels(dialect).observe(waited_s)
+        self._metrics.db_write_lock_held_seconds.labels(dialect).observe(held_s)
 
 
 def engine_for(settings: Settings) -> AsyncEngine:
@@ -23,8 +36,9 @@ def engine_for(settings: Settings) -> AsyncEngine:
     return engine
 
 
-async def open_database(settings: Settings) -> Database:
-    """The database of the settings, its schema upgraded; close it when done.
+async def open_database(settings: Settings, metrics: Metrics | None = None) -> Database:
+    """The database of the settings, its schema upgraded; close it when done. With
+    ``metrics``, its writer queue's lock times are observed in them.
 
     On SQLite with ``PAYGATE_SQLITE_WRITE_LOCK_POLL_MS`` above 0, its writer queue has an
     engine of its own (persistence.engine.create_writer_engine).
@@ -39,7 +53,10 @@ async def open_database(settings: Settings) -> Database:
         trace_engine(writer)
     try:
         return await Database.open(
-            engine, claim_lease=timedelta(seconds=settings.claim_lease_s), writer_engine=writer
+            engine,
+            claim_lease=timedelta(seconds=settings.claim_lease_s),
+            writer_engine=writer,
+            lock_observer=None if metrics is None else WriteLockMetrics(metrics),
         )
     except BaseException:
         if writer is not None:

@@ -124,7 +124,7 @@ class FacadeService:
             refuse_development=settings.env is not Environment.DEVELOPMENT,
             metrics=self.metrics,
         )
-        db = await open_database(settings)
+        db = await open_database(settings, self.metrics)
         opened = await open_vault(settings, db.engine, db.writes)
         # Secrets left in clear by revision 0017 (or an older release) are sealed now.
         await db.webhooks.with_secrets(opened.vault).secrets.seal_clear()

@@ -21,7 +21,7 @@ from persistence.backlogs import Backlogs
 from persistence.cancel_store import CancelStore
 from persistence.capture_store import CaptureStore
 from persistence.expiry_store import ExpiryStore
-from persistence.group_commit import GroupCommit
+from persistence.group_commit import GroupCommit, WriteLockObserver
 from persistence.migrate import create_schema
 from persistence.outbox import Outbox
 from persistence.payment_store import DEFAULT_CLAIM_LEASE, PaymentStore
@@ -39,12 +39,15 @@ class Database:
         clock: Callable[[], datetime] = utc_now,
         claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
         writer_engine: AsyncEngine | None = None,
+        lock_observer: WriteLockObserver | None = None,
     ) -> None:
         """``writer_engine``: the engine of the writer queue's transactions, when it is not
-        ``engine`` (see persistence.engine.create_writer_engine); closed with it."""
+        ``engine`` (see persistence.engine.create_writer_engine); closed with it.
+        ``lock_observer``: told how long each of the queue's transactions waited for and
+        held its locks."""
         self.engine = engine
         self._writer_engine = writer_engine
-        self.writes = GroupCommit(writer_engine or engine)
+        self.writes = GroupCommit(writer_engine or engine, lock_observer=lock_observer)
         self.payments = PaymentStore(engine, clock, claim_lease=claim_lease, writes=self.writes)
         self.refunds = RefundStore(engine, self.writes, clock, claim_lease=claim_lease)
         self.captures = CaptureStore(engine, self.writes, clock, claim_lease=claim_lease)
@@ -65,10 +68,17 @@ class Database:
         clock: Callable[[], datetime] = utc_now,
         claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
         writer_engine: AsyncEngine | None = None,
+        lock_observer: WriteLockObserver | None = None,
     ) -> Database:
         """The database on ``engine``, its schema upgraded to the code's (see migrate)."""
         await create_schema(engine)
-        return cls(engine, clock=clock, claim_lease=claim_lease, writer_engine=writer_engine)
+        return cls(
+            engine,
+            clock=clock,
+            claim_lease=claim_lease,
+            writer_engine=writer_engine,
+            lock_observer=lock_observer,
+        )
 
     async def close(self) -> None:
         """Safe to call twice."""

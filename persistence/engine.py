@@ -215,9 +215,16 @@ def single_read_engine(engine: AsyncEngine) -> AsyncEngine:
 
 
 @contextlib.asynccontextmanager
-async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction that will write: on SQLite it takes the write lock at BEGIN."""
+async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection whose transactions will write: on SQLite, its ``begin()`` takes the
+    write lock (``BEGIN IMMEDIATE``), waiting for it if another connection holds it."""
     async with engine.connect() as conn:
         await conn.execution_options(**{WRITE_OPTION: True})
-        async with conn.begin():
-            yield conn
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction that will write: on SQLite it takes the write lock at BEGIN."""
+    async with write_connection(engine) as conn, conn.begin():
+        yield conn

@@ -30,21 +30,27 @@ aborted one was rolled back whole, so nothing of it took effect. If the commit i
 fails, every caller of that batch gets the error and none of their operations took effect,
 unless the failure is one of those two aborts: then, as nothing was committed, the batch
 is run again one operation at a time.
+
+Lock times: each transaction reports to a :class:`WriteLockObserver`, once, how long it
+waited for its locks (on SQLite the database's one write lock, taken at ``BEGIN
+IMMEDIATE``; on PostgreSQL the lock order) and how long it then held them, to its commit's
+end. On SQLite every other writer of the file waits while one holds the lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry.context import Context
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from persistence.engine import write_transaction
+from persistence.engine import write_connection
 from persistence.lock_order import RowLocks, take_locks
 from telemetry.trace_context import captured, restored
 
@@ -80,10 +86,23 @@ class _Pending:
     locks: RowLocks | None = None
 
 
+class WriteLockObserver(Protocol):
+    def write_lock_timed(self, dialect: str, waited_s: float, held_s: float) -> None:
+        """One writer-queue transaction on ``dialect`` waited ``waited_s`` for its locks
+        and held them ``held_s``, to the end of its commit or rollback."""
+
+
 class GroupCommit:
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = 500,
+        lock_observer: WriteLockObserver | None = None,
+    ) -> None:
         self._engine = engine
         self._max_batch = max_batch
+        self._lock_observer = lock_observer
         self._pending: deque[_Pending] = deque()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -167,24 +186,44 @@ class GroupCommit:
         # The transaction's own statements (BEGIN on SQLite) are traced under the first
         # caller's span, not under whoever's span started the flusher task.
         with restored(batch[0].trace):
-            async with write_transaction(self._engine) as conn:
+            async with write_connection(self._engine) as conn:
+                asked = time.perf_counter()
+                held_from: float | None = None
                 try:
-                    await take_locks(conn, RowLocks.union(pending.locks for pending in batch))
-                except Exception as exc:
-                    raise _OperationFailed(exc) from exc
-                for index, pending in enumerate(batch):
-                    members = None if pending.bulk is None else kinds[pending.bulk.run_many]
-                    try:
-                        # A bulk run is traced under its first member's span.
-                        with restored(pending.trace):
-                            if members is None or len(members) == 1:
-                                results[index] = await pending.operation(conn)
-                            elif members[0] == index:
-                                await self._run_bulk(conn, batch, members, results)
-                        # else: run with the first of its kind
-                    except Exception as exc:
-                        raise _OperationFailed(exc) from exc
+                    async with conn.begin():
+                        try:
+                            locks = RowLocks.union(pending.locks for pending in batch)
+                            await take_locks(conn, locks)
+                        except Exception as exc:
+                            raise _OperationFailed(exc) from exc
+                        held_from = time.perf_counter()
+                        await self._run_operations(conn, batch, kinds, results)
+                finally:
+                    if held_from is not None and self._lock_observer is not None:
+                        self._lock_observer.write_lock_timed(
+                            conn.dialect.name, held_from - asked, time.perf_counter() - held_from
+                        )
         return results
+
+    async def _run_operations(
+        self,
+        conn: AsyncConnection,
+        batch: list[_Pending],
+        kinds: dict[BulkRun, list[int]],
+        results: list[Any],
+    ) -> None:
+        for index, pending in enumerate(batch):
+            members = None if pending.bulk is None else kinds[pending.bulk.run_many]
+            try:
+                # A bulk run is traced under its first member's span.
+                with restored(pending.trace):
+                    if members is None or len(members) == 1:
+                        results[index] = await pending.operation(conn)
+                    elif members[0] == index:
+                        await self._run_bulk(conn, batch, members, results)
+                # else: run with the first of its kind
+            except Exception as exc:
+                raise _OperationFailed(exc) from exc
 
     @staticmethod
     async def _run_bulk(

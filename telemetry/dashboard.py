@@ -293,6 +293,24 @@ ROWS: Final[tuple[tuple[str, tuple[Panel, ...]], ...]] = (
                     Query("max(paygate_reconcile_window_seconds)", "reconcile window (s)"),
                 ),
             ),
+            Panel(
+                "Database write lock",
+                "How long the writer queues' transactions waited for their locks (p95 by "
+                "dialect; on SQLite the database's one write lock, which every process's "
+                "writer shares), and the share of time each process held them (on SQLite, "
+                "near 1 for one process means every other writer queues behind it).",
+                (
+                    Query(
+                        "histogram_quantile(0.95, sum by (le, dialect) "
+                        f"(rate(paygate_db_write_lock_wait_seconds_bucket[{RATE}])))",
+                        "{{dialect}} wait p95 (s)",
+                    ),
+                    Query(
+                        f"sum by (instance) (rate(paygate_db_write_lock_held_seconds_sum[{RATE}]))",
+                        "{{instance}} held (share of time)",
+                    ),
+                ),
+            ),
         ),
     ),
     (

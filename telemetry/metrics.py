@@ -12,6 +12,12 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 # A command's way from producer to durable outcome includes provider retries (up to the
 # retry budget, 90 s by default), so its buckets reach further.
 _COMMAND_BUCKETS = (*_LATENCY_BUCKETS, 60.0, 120.0, 300.0)
+# A writer-queue transaction's lock: a tenth of a millisecond when no one else holds it, up
+# to seconds behind another process's long transaction (SQLite gives up at 30 s).
+_WRITE_LOCK_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0,
+)  # fmt: skip
 
 
 class Metrics:
@@ -310,6 +316,28 @@ class Metrics:
             "invalid_pair: not a certificate and its matching key). Counted at every check "
             "while the files stay so (logged once); the facade only.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.db_write_lock_wait_seconds = Histogram(
+            f"{prefix}_db_write_lock_wait_seconds",
+            "Seconds each writer-queue transaction waited for its locks, by database dialect "
+            "(sqlite, postgresql): on SQLite from `BEGIN IMMEDIATE` to holding the "
+            "database's one write lock, which another process's transaction (or another "
+            "connection) may hold; on PostgreSQL the time the batch's lock order "
+            "(advisory locks, payment and refund rows) took. One observation per "
+            "transaction, however many operations it commits.",
+            ["dialect"],
+            buckets=_WRITE_LOCK_BUCKETS,
+            registry=self.registry,
+        )
+        self.db_write_lock_held_seconds = Histogram(
+            f"{prefix}_db_write_lock_held_seconds",
+            "Seconds each writer-queue transaction held its locks, from having them to the "
+            "end of its commit (or rollback), by database dialect. On SQLite every other "
+            "writer of the database, in this process or another, waits meanwhile: the sum's "
+            "rate is the share of time this process holds the write lock.",
+            ["dialect"],
+            buckets=_WRITE_LOCK_BUCKETS,
             registry=self.registry,
         )
 

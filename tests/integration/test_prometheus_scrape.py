@@ -53,6 +53,7 @@ KEY_PANELS = (
     "Commands in flight",
     "Outbox backlog",
     "In-doubt attempts",
+    "Database write lock",
     "Webhook backlog",
     "HTTP requests by route",
     "HTTP latency",
