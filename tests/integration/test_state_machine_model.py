@@ -96,7 +96,7 @@ CLIENT = "client-1"
 # How long provider alpha honours a key (Stripe's 24 h); beta keeps its keys for ever.
 ALPHA_WINDOW = timedelta(hours=24)
 # Fewer examples on PostgreSQL: the same code paths, against the other database's locking.
-EXAMPLES = {"sqlite": 40, "postgresql": 10}
+EXAMPLES = {"sqlite": 40, "postgresql": 20}
 # A longer search, by hand: PAYGATE_MODEL_EXAMPLES=2000 runs that many random (not the fixed,
 # derandomized) examples.
 SEARCH_ENV = "PAYGATE_MODEL_EXAMPLES"
