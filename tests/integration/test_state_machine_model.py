@@ -171,7 +171,7 @@ class Database:
 
     runner: asyncio.Runner
     engine: AsyncEngine
-    # What the examples reached, over the whole search (see _REACHED).
+    # What the steps reached (see _REACHED).
     reached: set[str] = field(default_factory=set)
 
     @property
@@ -675,10 +675,14 @@ def model_database(url: str) -> Iterator[Database]:
             runner.run(engine.dispose())
 
 
-# What the search must reach, or the model checks nothing of it: refunds settled, a
+# What the model's checks must have run on, or they check nothing: refunds settled, a
 # capture and a cancel of an authorization done. (Refunds, captures and cancels sent
 # without the payment's client scope were all refused as unknown, storing nothing, and
-# every check of refund totals passed on no refund at all.)
+# every check of refund totals passed on no refund at all.) The fixed walk below reaches
+# them by construction. The search is not asked to: its examples are derandomized, but
+# hypothesis mixes into its draws the literals of every module the process has imported,
+# so the same examples differ between this file alone and the whole suite (in the suite,
+# PostgreSQL's twenty reached no succeeded refund, twice; alone they did).
 _REACHED = {
     "refund succeeded",
     "payment partially_refunded",
@@ -705,14 +709,12 @@ def test_payments_refunds_and_captures_follow_the_model(database_url: str) -> No
                 suppress_health_check=[HealthCheck.too_slow],
             ),
         )
-        assert database.reached >= _REACHED, f"never reached: {_REACHED - database.reached}"
 
 
-def test_every_state_the_search_must_reach_is_reached_by_a_fixed_walk(database_url: str) -> None:
-    """The search's examples are fixed, but the interleavings of its workers on a real
-    database are not: this walk reaches each state of _REACHED by construction, through the
-    same rules and checks, so the model's refund, capture and cancel checks run on every
-    database in every run whatever the search happens to reach."""
+def test_a_fixed_walk_reaches_every_state_the_checks_need(database_url: str) -> None:
+    """Each state of _REACHED, reached through the search's own rules and checks (the
+    model after every step, the providers' ledger at rest), on both databases, in every
+    run, whatever the search's examples happen to reach."""
     with model_database(database_url) as database:
         walk = PaymentsMachine(database)
         refunded = walk.create_payment(True, 1000, Script(), ALONE)
