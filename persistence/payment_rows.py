@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy import bindparam, case, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.accounts import AccountRef, AccountType
@@ -29,6 +29,18 @@ def captured_minor_of(table: Any) -> Any:
     """SQL: what the payment's capture took, in minor units (the whole amount unless a
     partial capture took less): the ceiling of its refunds."""
     return func.coalesce(table.c.captured_minor, table.c.amount_minor)
+
+
+def status_with_refunds_of(table: Any, refunded: Any) -> Any:
+    """SQL: the status of the captured payment of ``table`` once ``refunded`` (SQL: its
+    refunded total after the write) has been refunded; the statement's twin of
+    domain.provider_refunds.status_with_refunds, for the writes that compute the total in
+    the database (under the row's lock) rather than read it first."""
+    return case(
+        (refunded <= 0, PaymentStatus.SUCCEEDED.value),
+        (refunded >= captured_minor_of(table), PaymentStatus.REFUNDED.value),
+        else_=PaymentStatus.PARTIALLY_REFUNDED.value,
+    )
 
 
 def refunded_at_provider_to(total: Any) -> dict[str, Any]:

@@ -28,15 +28,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
-from sqlalchemy import bindparam, case, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.error_info import ErrorInfo
 from domain.money import Money
 from domain.refunds import RefundStatus
-from domain.status import CAPTURED, PaymentStatus
+from domain.status import CAPTURED
 from persistence.outbox import enqueue_outbox
-from persistence.payment_rows import captured_minor_of
+from persistence.payment_rows import status_with_refunds_of
 from persistence.refund_rows import (
     OPEN_STATUSES,
     RefundEventBuilder,
@@ -82,11 +82,7 @@ _TAKE_BACK: Final = (
     )
     .values(
         refunded_minor=_refunded_after,
-        status=case(
-            (_refunded_after <= 0, PaymentStatus.SUCCEEDED.value),
-            (_refunded_after >= captured_minor_of(payments), PaymentStatus.REFUNDED.value),
-            else_=PaymentStatus.PARTIALLY_REFUNDED.value,
-        ),
+        status=status_with_refunds_of(payments, _refunded_after),
         updated_at=bindparam("now"),
     )
     .returning(payments.c.status, payments.c.refunded_minor)

@@ -17,15 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import bindparam, case, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.error_info import ErrorInfo
+from domain.provider_refunds import status_with_refunds
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
 from persistence.claims import claim_columns, release_claim
 from persistence.outbox import OutboxMessage, enqueue_outbox, outbox_row, webhooks_of
-from persistence.payment_rows import captured_minor_of, insert_rows
+from persistence.payment_rows import captured_minor_of, insert_rows, status_with_refunds_of
 from persistence.refund_rows import (
     OPEN_STATUSES,
     PaymentRefunds,
@@ -92,10 +93,7 @@ _SETTLE: Final = (
     .values(
         refunded_minor=_refunded_after,
         refund_reserved_minor=payments.c.refund_reserved_minor - bindparam("refund_minor"),
-        status=case(
-            (_refunded_after >= captured_minor_of(payments), PaymentStatus.REFUNDED.value),
-            else_=PaymentStatus.PARTIALLY_REFUNDED.value,
-        ),
+        status=status_with_refunds_of(payments, _refunded_after),
     )
     .returning(payments.c.status, payments.c.refunded_minor)
 )
@@ -327,7 +325,4 @@ def _after(status: RefundStatus, totals: Totals, amount_minor: int, captured_min
     if status is RefundStatus.FAILED:
         return dataclasses.replace(totals, reserved_minor=reserved)
     refunded = totals.refunded_minor + amount_minor
-    settled = (
-        PaymentStatus.REFUNDED if refunded >= captured_minor else PaymentStatus.PARTIALLY_REFUNDED
-    )
-    return Totals(settled.value, refunded, reserved)
+    return Totals(status_with_refunds(captured_minor, refunded).value, refunded, reserved)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from paygate.jsonlog import JsonFormatter
 from paygate.settings import Environment, Settings
 from paygate.topics import ensure_topics
 from persistence.engine import create_engine
@@ -18,6 +20,29 @@ from persistence.migrate import create_schema
 from tests.support.services import POSTGRES_URL_ENV, kafka_broker, service_missing
 
 pytest_plugins = ["tests.support.webhook_fixtures"]
+
+# The loggers paygate.jsonlog.configure_logging sets the level of, besides the root.
+_CONFIGURED_LOGGERS = ("", "aiokafka", "alembic.runtime.plugins")
+
+
+@pytest.fixture(autouse=True)
+def _process_logging_put_back() -> Iterator[None]:
+    """A test that runs a command's ``main`` in this process (``paygate db``, ``paygate
+    webhooks`` ...) lets it configure the process's logging: a JSON handler on the stderr
+    of that moment, which is the test's captured stream, closed when the test ends, and the
+    root at INFO. Left so, every later test's every log line failed ("I/O operation on
+    closed file", a stack printed per line) at a level that logs each payment. Its handler
+    is taken off and the levels put back; pytest's own capture handlers are left to pytest.
+    """
+    levels = {name: logging.getLogger(name).level for name in _CONFIGURED_LOGGERS}
+    root = logging.getLogger()
+    before = set(root.handlers)
+    yield
+    for handler in list(root.handlers):
+        if handler not in before and isinstance(handler.formatter, JsonFormatter):
+            root.removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(scope="session")
