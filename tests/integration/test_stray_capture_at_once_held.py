@@ -222,6 +222,6 @@ async def test_a_held_stray_an_older_release_voided_under_the_refund_key_is_refu
     assert refund["amount"] == intent["amount"]
     assert refund["metadata"]["paygateRefundKey"] == f"{attempt_key}-reversal-{intent['amount']}"
     assert stray["reversal_key"] == refund["metadata"]["paygateRefundKey"]
-    assert stray_charges.attempt_of_reversal(stray["reversal_key"]) == attempt_key
+    assert stray_charges.attempt_of_reversal(str(stray["reversal_key"])) == attempt_key
     assert stripe_api.charge(intent["id"])["amount_refunded"] == intent["amount"]
     assert _count(metrics, "paygate_stray_charges_total", result="reversal_failed") == 0
