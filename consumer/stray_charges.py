@@ -55,7 +55,11 @@ the payment does not stand on (see persistence.stray_store for which), and
   a pending reversal was recorded ``reversed`` and, once it failed, the money stayed taken
   with nothing asking again. Now a pending one is asked again, a succeeded one is
   ``reversed``, a failed one ``reversal_failed`` (it alerts: an operator refunds it), and
-  only a refund the provider never received lets the charge decide.
+  only a refund the provider never received lets the charge decide. A refund of the whole
+  refused because its key was used before on another endpoint or with other parameters
+  (voids shared it in older releases) goes under a key of its own once the provider shows
+  that no refund under the refused one can have returned money
+  (``StraySweep._refund_past_a_void``).
 
 Before each question the key is stamped (persistence.stray_store.StrayStore.ask_again_at)
 with when it may be asked again: the pause is the key's age, at least ``recheck_first`` and
