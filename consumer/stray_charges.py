@@ -78,6 +78,7 @@ The sweep runs in every reconciliation pass (the consumer's and ``paygate reconc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -497,7 +498,10 @@ class StraySweep:
         return await self._refund_what_it_keeps(candidate, reference, known)
 
     async def _reversed(self, candidate: StrayCandidate, reference: str | None) -> str:
-        await self._store.record_reversal(candidate.attempt_key, STRAY_REVERSED, reference, None)
+        if not await self._store.record_reversal(
+            candidate.attempt_key, STRAY_REVERSED, reference, None, noted=candidate.reversal_key
+        ):
+            return self._overtaken(candidate)
         self._metrics.stray_charges.labels(candidate.provider, "reversed").inc()
         log.error(
             "stray charge reversed",
@@ -515,6 +519,15 @@ class StraySweep:
         refunded of it at the provider already, by hand outside paygate), under ``key``
         (by default :func:`reversal_key`'s)."""
         key = key or reversal_key(candidate, kept)
+        # Written down before it is sent (a pass that dies after the send still asks about
+        # it next time): see _sent_reversal. Only in place of the key this pass read (and
+        # asked about) or wrote itself: another sweeper's key noted since may be a refund
+        # in flight, which this pass's read of the charge predates.
+        if not await self._store.note_reversal_key(
+            candidate.attempt_key, key, replacing=candidate.reversal_key
+        ):
+            return self._overtaken(candidate)
+        candidate = dataclasses.replace(candidate, reversal_key=key)
         request = RefundRequest(
             refund_key=key,
             refund_id=key,
@@ -523,9 +536,6 @@ class StraySweep:
             amount=kept,
             reason=RefundReason.DUPLICATE,
         )
-        # Written down before it is sent (a pass that dies after the send still asks about
-        # it next time): see _sent_reversal.
-        await self._store.note_reversal_key(candidate.attempt_key, key)
         try:
             answer = await self._providers.get(candidate.provider).refund(request)
         except (ProviderError, PaygateError) as exc:
@@ -542,9 +552,14 @@ class StraySweep:
         except UnknownProviderError as exc:
             return await self._reversal_failed(candidate, str(exc))
         if answer.status is ProviderRefundStatus.SUCCEEDED:
-            await self._store.record_reversal(
-                candidate.attempt_key, STRAY_REVERSED, answer.provider_reference, None
-            )
+            if not await self._store.record_reversal(
+                candidate.attempt_key,
+                STRAY_REVERSED,
+                answer.provider_reference,
+                None,
+                noted=candidate.reversal_key,
+            ):
+                return self._overtaken(candidate)
             self._metrics.stray_charges.labels(candidate.provider, "reversed").inc()
             log.error(
                 "stray charge reversed",
@@ -613,6 +628,13 @@ class StraySweep:
         else:
             self._metrics.stray_unanswered.labels(candidate.provider, "provider_error").inc()
 
+    def _overtaken(self, candidate: StrayCandidate) -> str:
+        """Another sweeper (another consumer process, which read the stray charge in the
+        same moment) noted a reversal key, or recorded the reversal, since this pass read
+        it: nothing is sent or recorded on what this pass read, and the next pass, if the
+        reversal is still under way, asks about the key noted now."""
+        return self._unanswered(candidate, "concurrent")
+
     def _unanswered(self, candidate: StrayCandidate, reason: str) -> str:
         """A reversal without an answer yet: counted, and tried again once it is due."""
         self._metrics.stray_reversals_unanswered.labels(candidate.provider, reason).inc()
@@ -627,7 +649,10 @@ class StraySweep:
         return "unanswered"
 
     async def _reversal_failed(self, candidate: StrayCandidate, message: str) -> str:
-        await self._store.record_reversal(candidate.attempt_key, STRAY_FAILED, None, message)
+        if not await self._store.record_reversal(
+            candidate.attempt_key, STRAY_FAILED, None, message, noted=candidate.reversal_key
+        ):
+            return self._overtaken(candidate)
         self._metrics.stray_charges.labels(candidate.provider, "reversal_failed").inc()
         log.error(
             "stray charge NOT reversed: an operator must refund it: %s",
