@@ -62,7 +62,7 @@ def judge_refunds(
         for r in planned
         if r.refund_id in stored and stored[r.refund_id].status not in FINAL_REFUND_STATUSES
     ]
-    reversals = _stray_reversals(ledger, facts.store.stray_attempt_keys)
+    reversals = _stray_reversals(ledger, facts.store)
     rows_per_reference = Counter(row.reference for row in ledger.refunds)
     without_event = [r.refund_id for r in planned if not facts.events.get(r.refund_id)]
     over_captured = _charges_refunded_above_capture(ledger)
@@ -207,14 +207,14 @@ def _against_ledger(
     verdict.check(amounts, "refund amounts that differ between the store and the ledger")
 
 
-def _stray_reversals(
-    ledger: LedgerEvidence, stray_attempt_keys: frozenset[str]
-) -> frozenset[LedgerRefund]:
+def _stray_reversals(ledger: LedgerEvidence, store: StoreRefunds) -> frozenset[LedgerRefund]:
     """The ledger's refunds that reverse a stray charge paygate recorded: paygate's own,
     sent under no refund row of the store. Told by the stray-charge ledger and the key
     alone: the refund's key is a reversal key (consumer.stray_charges.attempt_of_reversal)
     naming an attempt the store recorded as a stray charge, and the charge it refunds was
-    made under that very attempt key."""
+    made under that very attempt key. Never a refund of a charge a payment stands on: the
+    sweep recording a payment's own charge stray and refunding it takes a good payment's
+    money back, which the checks this exclusion spares must still see."""
     key_of_charge = {
         charge.charge_id: charge.key for rows in ledger.charges.values() for charge in rows
     }
@@ -222,8 +222,9 @@ def _stray_reversals(
         row
         for row in ledger.refunds
         if (attempt := attempt_of_reversal(row.key)) is not None
-        and attempt in stray_attempt_keys
+        and attempt in store.stray_attempt_keys
         and key_of_charge.get(row.charge_id) == attempt
+        and row.charge_id not in store.own_charge_references
     )
 
 

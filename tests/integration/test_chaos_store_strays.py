@@ -25,4 +25,9 @@ async def test_the_store_refunds_name_the_stray_charges_of_the_payments_read(
     read = await read_store_refunds(engine, [found.payment_id])
 
     assert read.stray_attempt_keys == frozenset({found.attempt_key})  # this payment's only
+    paid = await store.get_payment(found.payment_id)
+    assert paid is not None
+    assert paid.provider_reference is not None
+    # The charge it stands on: a refund of it is never taken for a stray reversal.
+    assert read.own_charge_references == frozenset({paid.provider_reference})
     assert set(read.payments) == {found.payment_id}

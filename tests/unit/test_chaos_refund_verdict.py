@@ -52,6 +52,7 @@ def facts(*, outside: int = 0, strays: frozenset[str] = frozenset({STRAY.key})) 
         refunds={FED.refund_id: StoredRefund(FED.refund_id, PAYMENT, "succeeded", 300, None)},
         payments={PAYMENT: StoredPayment("partially_refunded", CAPTURED, refunded, 0, outside)},
         stray_attempt_keys=strays,
+        own_charge_references=frozenset({OWN.charge_id}),
     )
     events = {FED.refund_id: [RefundEventSeen("succeeded", 300, None, "partially_refunded")]}
     return RefundFacts([FED], store, events)
@@ -95,3 +96,11 @@ def test_a_refund_made_outside_paygate_is_still_held_to_the_store():
 )
 def test_a_key_that_looks_like_a_reversal_is_not_taken_for_one(row: LedgerRefund, strays):
     assert violations(facts(strays=strays), ledger(row)) == [NEVER_FED, TOTALS]
+
+
+def test_a_reversal_of_the_charge_the_payment_stands_on_is_never_taken_for_paygates_own():
+    """The sweep recorded the payment's own charge (attempt a2, ch_own) as a stray charge
+    and refunded it under its reversal key: a good payment's money taken back. Spared as a
+    stray reversal, the run passed; it is held to the store as any refund outside."""
+    row = refund_row(f"{OWN.key}-reversal", OWN, 200)
+    assert violations(facts(strays=frozenset({OWN.key})), ledger(row)) == [NEVER_FED, TOTALS]
