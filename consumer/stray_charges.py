@@ -165,6 +165,20 @@ def reversal_key_past_a_void(candidate: StrayCandidate) -> str:
     return f"{candidate.attempt_key}{_REVERSAL}-{candidate.amount.minor_units}"
 
 
+def _refund_key(candidate: StrayCandidate, kept: Money) -> str:
+    """The key a refund of ``kept`` is sent under now: :func:`reversal_key`'s, but for the
+    whole amount the key past the void (:func:`reversal_key_past_a_void`) once it is the
+    key noted. A refund sent under it may still be on its way to the provider when the
+    sweep tries again (and finds none under it, the charge keeping its whole amount): sent
+    again under the same key, the provider answers that same refund; under the refused
+    key, noted over it, nothing would ask about that refund again, and a charge read
+    counting it pending would be recorded reversed, its failure later unseen."""
+    past_the_void = reversal_key_past_a_void(candidate)
+    if kept == candidate.amount and candidate.reversal_key == past_the_void:
+        return past_the_void
+    return reversal_key(candidate, kept)
+
+
 def void_key(attempt_key: str) -> str:
     """The key of the void of a stray hold: never a refund's (:func:`reversal_key`). A
     provider binds a key to the endpoint it was first sent to, whatever that answered
@@ -517,8 +531,8 @@ class StraySweep:
     ) -> str:
         """Refund what the stray charge keeps (``kept``: what it captured less what was
         refunded of it at the provider already, by hand outside paygate), under ``key``
-        (by default :func:`reversal_key`'s)."""
-        key = key or reversal_key(candidate, kept)
+        (by default :func:`_refund_key`'s)."""
+        key = key or _refund_key(candidate, kept)
         # Written down before it is sent (a pass that dies after the send still asks about
         # it next time): see _sent_reversal. Only in place of the key this pass read (and
         # asked about) or wrote itself: another sweeper's key noted since may be a refund

@@ -173,3 +173,97 @@ async def test_a_sweeper_behind_another_never_acts_over_its_refund_in_flight(
         await sweep.run_once()
         (stray,) = await StrayStore(store.engine, store.writes).all()
         assert stray["status"] == "failed"
+
+
+class RefundsLandLate(CapturedBeforeTheVoid):
+    """``before_refund``: by idempotency key, what happens once before Stripe receives a
+    refund sent under it (the request still on its way), given that request; ``land`` makes
+    Stripe receive a request at once (its sender still waiting for the answer)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock, hidden_for=timedelta(0))
+        self.before_refund: dict[str, Callable[..., Awaitable[object]]] = {}
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        refund = (method, urlsplit(url).path) == ("post", "/v1/refunds")
+        meanwhile = self.before_refund.pop(headers.get("Idempotency-Key") or "", None)
+        if refund and meanwhile is not None:
+            await meanwhile(method, url, headers, post_data)
+        return await super().request_async(method, url, headers, post_data)
+
+    async def land(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> object:
+        return await LaggingStripe.request_async(self, method, url, headers, post_data)
+
+
+async def test_a_refund_past_a_void_on_its_way_is_never_lost_to_the_refused_key(
+    store: PaymentStore, metrics: Metrics, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    """Fixed interleaving: a sweeper's refund under the key past the void is on its way to
+    Stripe longer than the sweep waits before trying again. The next pass finds no refund
+    under that key and the charge keeping its whole amount: it refunds the whole again.
+    Under the refused key (``<attempt key>-reversal``), noted over the key of the refund on
+    its way, Stripe answers idempotency_error, the refund on its way lands, and nothing asks
+    about it again: read from the charge, it was recorded reversed, and its failure later
+    left the money taken. Under the key past the void again, Stripe answers the same refund
+    to both."""
+    stripe_api = RefundsLandLate(clock)
+    stripe_api.holds_captures_at_once = True
+    async with StripeProvider("sk_test_stray_late", http_client=stripe_api) as stripe_provider:
+        sweep = StraySweep(
+            store=StrayStore(store.engine, store.writes, clock),
+            providers=Providers.of(stripe_provider),
+            metrics=metrics,
+            settle_after=SETTLE,
+            clock=clock,
+        )
+        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
+        command = card_payment()
+        stripe_api.refuse_next = 2
+        assert await handler.handle(command) is Outcome.FAILED
+        attempt_key = f"{command.payment_request_id}-a1"
+        with pytest.raises(ProviderTimeoutError):
+            await charge_under(stripe_provider, command, attempt_key)
+
+        async def older_release(self: StraySweep, candidate: Any, *_: Any) -> str:
+            return "unanswered"
+
+        monkeypatch.setattr(stray_charges, "void_key", lambda key: f"{key}-reversal")
+        monkeypatch.setattr(StraySweep, "_refund_past_a_void", older_release)
+        clock.now += SETTLE + timedelta(minutes=1)
+        await sweep.run_once()
+        monkeypatch.undo()
+        (intent,) = stripe_api.intents.values()
+        refused = f"{attempt_key}-reversal"
+        past_the_void = f"{refused}-{intent['amount']}"  # reversal_key_past_a_void's
+
+        async def on_its_way(*request: Any) -> None:
+            # Past the sweep's wait: the next pass runs, and the refund lands meanwhile.
+            clock.now += timedelta(hours=2)
+
+            async def lands(*_: Any) -> None:
+                await stripe_api.land(*request)
+
+            stripe_api.before_refund[refused] = lands
+            stripe_api.before_refund[past_the_void] = lands
+            await sweep.run_once()
+
+        stripe_api.refunds_answered = "pending"
+        stripe_api.before_refund[past_the_void] = on_its_way
+        clock.now += timedelta(hours=2)
+        await sweep.run_once()
+
+        (refund,) = stripe_api.refunds.values()  # refunded once, pending
+        assert refund["metadata"]["paygateRefundKey"] == past_the_void
+        clock.now += timedelta(hours=2)
+        await sweep.run_once()
+        (stray,) = await StrayStore(store.engine, store.writes).all()
+        assert stray["status"] == "reversing"  # pending: never recorded reversed
+        stripe_api.fail_refund(refund["id"])
+        clock.now += timedelta(hours=2)
+        await sweep.run_once()
+        (stray,) = await StrayStore(store.engine, store.writes).all()
+        assert stray["status"] == "failed"  # the money taken again: for an operator
