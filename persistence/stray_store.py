@@ -376,7 +376,8 @@ class StrayStore:
         ``reversal_reference``.
 
         * ``RECORDED``: the stray charge, recorded ``reversed`` with that refund as its
-          reversal, is ``failed`` now, the money taken again, for an operator;
+          reversal (or as the refund last sent, its key noted), is ``failed`` now, the
+          money taken again, for an operator;
         * ``UNDER_WAY``: the stray charge is still ``reversing`` with that refund as the one
           its sweep sent: the sweep may hold an answer the provider made before the failure
           (``succeeded``) and record it ``reversed`` after this; acknowledged now, the
@@ -394,7 +395,15 @@ class StrayStore:
                 .where(stray_charges.c.attempt_key == attempt_key)
                 .where(stray_charges.c.provider == provider)
                 .where(stray_charges.c.status == STRAY_REVERSED)
-                .where(stray_charges.c.reversal_reference == reversal_reference)
+                # Its reversal that refund, or the refund last sent still noted: a pass can
+                # record the charge reversed from its refunded amount, counting that refund
+                # pending once it reached the provider after the pass asked about its key.
+                .where(
+                    or_(
+                        stray_charges.c.reversal_reference == reversal_reference,
+                        stray_charges.c.reversal_key == reversal_key,
+                    )
+                )
                 .values(status=STRAY_FAILED, error_message=error, updated_at=self._clock())
             )
             if moved.rowcount:

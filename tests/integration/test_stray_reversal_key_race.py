@@ -27,7 +27,7 @@ from consumer.stray_charges import StraySweep, reversal_key_past_a_void
 from domain.accounts import Account, AccountType
 from domain.payments import CreatePayment
 from persistence.payment_store import PaymentStore
-from persistence.stray_store import StrayCandidate, StrayStore
+from persistence.stray_store import LateReversalFailure, StrayCandidate, StrayStore
 from providers.errors import ProviderTimeoutError
 from providers.registry import Providers
 from providers.stripe import StripeProvider
@@ -267,3 +267,78 @@ async def test_a_refund_past_a_void_on_its_way_is_never_lost_to_the_refused_key(
         await sweep.run_once()
         (stray,) = await StrayStore(store.engine, store.writes).all()
         assert stray["status"] == "failed"  # the money taken again: for an operator
+
+
+async def test_a_reversal_landing_after_the_sweep_asked_about_it_fails_for_an_operator(
+    store: PaymentStore, metrics: Metrics, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    """Fixed interleaving: the refund under the key past the void is on its way longer than
+    the sweep waits; the next pass finds none under that key, Stripe receives it, and the
+    pass reads the charge, whose ``amount_refunded`` counts it pending: nothing kept,
+    recorded reversed (under the charge's reference, that refund's key still noted). When
+    Stripe fails that refund later, its ``refund.failed`` must move the stray charge to
+    ``failed`` for an operator: before, it matched the reversal's reference only, found
+    none, and the money stayed taken with nothing telling."""
+    stripe_api = RefundsLandLate(clock)
+    stripe_api.holds_captures_at_once = True
+    async with StripeProvider("sk_test_stray_late", http_client=stripe_api) as stripe_provider:
+        strays = StrayStore(store.engine, store.writes, clock)
+        sweep = StraySweep(
+            store=strays,
+            providers=Providers.of(stripe_provider),
+            metrics=metrics,
+            settle_after=SETTLE,
+            clock=clock,
+        )
+        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
+        command = card_payment()
+        stripe_api.refuse_next = 2
+        assert await handler.handle(command) is Outcome.FAILED
+        attempt_key = f"{command.payment_request_id}-a1"
+        with pytest.raises(ProviderTimeoutError):
+            await charge_under(stripe_provider, command, attempt_key)
+
+        async def older_release(self: StraySweep, candidate: Any, *_: Any) -> str:
+            return "unanswered"
+
+        monkeypatch.setattr(stray_charges, "void_key", lambda key: f"{key}-reversal")
+        monkeypatch.setattr(StraySweep, "_refund_past_a_void", older_release)
+        clock.now += SETTLE + timedelta(minutes=1)
+        await sweep.run_once()
+        monkeypatch.undo()
+        (intent,) = stripe_api.intents.values()
+        past_the_void = f"{attempt_key}-reversal-{intent['amount']}"
+
+        async def on_its_way(*request: Any) -> None:
+            clock.now += timedelta(hours=2)
+
+            async def lands() -> None:
+                await stripe_api.land(*request)
+
+            stripe_api.read, stripe_api.after_next_read = "refunds", lands
+            await sweep.run_once()
+
+        stripe_api.refunds_answered = "pending"
+        stripe_api.before_refund[past_the_void] = on_its_way
+        clock.now += timedelta(hours=2)
+        await sweep.run_once()
+
+        (refund,) = stripe_api.refunds.values()
+        assert refund["metadata"]["paygateRefundKey"] == past_the_void
+        (stray,) = await strays.all()
+        assert stray["status"] == "reversed"  # from the charge, which counts it pending
+        assert stray["reversal_key"] == past_the_void
+
+        failed = stripe_api.fail_refund(refund["id"])
+        assert (
+            await strays.reversal_failed_later(
+                attempt_key,
+                "stripe",
+                reversal_key=failed["metadata"]["paygateRefundKey"],
+                reversal_reference=failed["id"],
+                error="the provider failed the reversal refund",
+            )
+            is LateReversalFailure.RECORDED
+        )
+        (stray,) = await strays.all()
+        assert stray["status"] == "failed"
