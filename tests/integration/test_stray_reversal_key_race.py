@@ -9,6 +9,11 @@ answering ``pending``; the other, acting on what it read before, must not write 
 over the one whose refund is in flight: the sweep asks the provider about the noted key
 only, and a charge whose ``amount_refunded`` counts the pending refund would be recorded
 reversed, and the refund's failure later never seen.
+
+The same holds for one sweeper whose refund under the key past the void is on its way
+longer than the sweep waits: the next pass sends the whole again under that key, never back
+under the refused one, and a ``refund.failed`` of it finds the stray charge even when that
+pass recorded it reversed from the charge.
 """
 
 from __future__ import annotations
