@@ -307,11 +307,23 @@ class StrayRecords(Protocol):
         False, changing nothing, when its reversal is no longer under way."""
         ...
 
-    async def note_reversal_key(self, attempt_key: str, reversal_key: str) -> bool:
-        """Write down the key of the reversal refund about to be sent (before it is sent);
-        False, changing nothing, when its reversal is no longer under way."""
+    async def note_reversal_key(
+        self, attempt_key: str, reversal_key: str, *, replacing: str | None
+    ) -> bool:
+        """Write down the key of the reversal refund about to be sent (before it is sent),
+        in place of ``replacing``; False, changing nothing, when its reversal is no longer
+        under way or another key than ``replacing`` is noted (another sweeper's)."""
         ...
 
     async def record_reversal(
-        self, attempt_key: str, status: str, reference: str | None, error: str | None
-    ) -> None: ...
+        self,
+        attempt_key: str,
+        status: str,
+        reference: str | None,
+        error: str | None,
+        *,
+        noted: str | None,
+    ) -> bool:
+        """Record the reversal's answer; False, changing nothing, when it is no longer
+        under way or another key than ``noted`` is noted (another sweeper's)."""
+        ...

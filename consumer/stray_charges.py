@@ -55,7 +55,11 @@ the payment does not stand on (see persistence.stray_store for which), and
   a pending reversal was recorded ``reversed`` and, once it failed, the money stayed taken
   with nothing asking again. Now a pending one is asked again, a succeeded one is
   ``reversed``, a failed one ``reversal_failed`` (it alerts: an operator refunds it), and
-  only a refund the provider never received lets the charge decide.
+  only a refund the provider never received lets the charge decide. A refund of the whole
+  refused because its key was used before on another endpoint or with other parameters
+  (voids shared it in older releases) goes under a key of its own once the provider shows
+  that no refund under the refused one can have returned money
+  (``StraySweep._refund_past_a_void``).
 
 Before each question the key is stamped (persistence.stray_store.StrayStore.ask_again_at)
 with when it may be asked again: the pause is the key's age, at least ``recheck_first`` and
@@ -74,6 +78,7 @@ The sweep runs in every reconciliation pass (the consumer's and ``paygate reconc
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,7 +88,7 @@ from functools import partial
 from consumer.pass_guard import unless_poisoned
 from consumer.ports import StrayRecords
 from domain.clock import utc_now
-from domain.errors import PaygateError
+from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from domain.refunds import RefundReason
 from domain.search_lag import no_charge_final_at, no_charge_is_final
@@ -101,6 +106,7 @@ from providers.port import (
     ChargeStatus,
     PaymentProvider,
     ProviderRefundStatus,
+    RefundOutcome,
     RefundRequest,
 )
 from providers.registry import Providers, UnknownProviderError
@@ -146,6 +152,31 @@ def reversal_key(candidate: StrayCandidate, kept: Money) -> str:
     always had (reversals already in flight go on under it)."""
     base = f"{candidate.attempt_key}{_REVERSAL}"
     return base if kept == candidate.amount else f"{base}-{kept.minor_units}"
+
+
+def reversal_key_past_a_void(candidate: StrayCandidate) -> str:
+    """The key a refund of the whole stray charge goes under when its usual key
+    (:func:`reversal_key`, ``<attempt key>-reversal``) is bound to a void: before voids had
+    a key of their own (:func:`void_key`) they were sent under it, and a provider binds a
+    key to its first endpoint, so every refund under it is refused. The key
+    :func:`reversal_key` gives a partial amount, spelled for the whole: never given to
+    another refund (the whole amount has the plain key), so no refund can have been made
+    under it but this one's, and :func:`attempt_of_reversal` still reads it."""
+    return f"{candidate.attempt_key}{_REVERSAL}-{candidate.amount.minor_units}"
+
+
+def _refund_key(candidate: StrayCandidate, kept: Money) -> str:
+    """The key a refund of ``kept`` is sent under now: :func:`reversal_key`'s, but for the
+    whole amount the key past the void (:func:`reversal_key_past_a_void`) once it is the
+    key noted. A refund sent under it may still be on its way to the provider when the
+    sweep tries again (and finds none under it, the charge keeping its whole amount): sent
+    again under the same key, the provider answers that same refund; under the refused
+    key, noted over it, nothing would ask about that refund again, and a charge read
+    counting it pending would be recorded reversed, its failure later unseen."""
+    past_the_void = reversal_key_past_a_void(candidate)
+    if kept == candidate.amount and candidate.reversal_key == past_the_void:
+        return past_the_void
+    return reversal_key(candidate, kept)
 
 
 def void_key(attempt_key: str) -> str:
@@ -422,6 +453,10 @@ class StraySweep:
             return await self._reversal_failed(candidate, str(exc))
         if answer is None:
             return None
+        return await self._answered_reversal(candidate, answer)
+
+    async def _answered_reversal(self, candidate: StrayCandidate, answer: RefundOutcome) -> str:
+        """What the provider's word on a reversal refund it received records."""
         if answer.status is ProviderRefundStatus.SUCCEEDED:
             return await self._reversed(candidate, answer.provider_reference)
         if answer.status is ProviderRefundStatus.PENDING:
@@ -477,7 +512,10 @@ class StraySweep:
         return await self._refund_what_it_keeps(candidate, reference, known)
 
     async def _reversed(self, candidate: StrayCandidate, reference: str | None) -> str:
-        await self._store.record_reversal(candidate.attempt_key, STRAY_REVERSED, reference, None)
+        if not await self._store.record_reversal(
+            candidate.attempt_key, STRAY_REVERSED, reference, None, noted=candidate.reversal_key
+        ):
+            return self._overtaken(candidate)
         self._metrics.stray_charges.labels(candidate.provider, "reversed").inc()
         log.error(
             "stray charge reversed",
@@ -488,10 +526,22 @@ class StraySweep:
         )
         return "reversed"
 
-    async def _refund(self, candidate: StrayCandidate, reference: str, kept: Money) -> str:
+    async def _refund(
+        self, candidate: StrayCandidate, reference: str, kept: Money, key: str | None = None
+    ) -> str:
         """Refund what the stray charge keeps (``kept``: what it captured less what was
-        refunded of it at the provider already, by hand outside paygate)."""
-        key = reversal_key(candidate, kept)
+        refunded of it at the provider already, by hand outside paygate), under ``key``
+        (by default :func:`_refund_key`'s)."""
+        key = key or _refund_key(candidate, kept)
+        # Written down before it is sent (a pass that dies after the send still asks about
+        # it next time): see _sent_reversal. Only in place of the key this pass read (and
+        # asked about) or wrote itself: another sweeper's key noted since may be a refund
+        # in flight, which this pass's read of the charge predates.
+        if not await self._store.note_reversal_key(
+            candidate.attempt_key, key, replacing=candidate.reversal_key
+        ):
+            return self._overtaken(candidate)
+        candidate = dataclasses.replace(candidate, reversal_key=key)
         request = RefundRequest(
             refund_key=key,
             refund_id=key,
@@ -500,22 +550,30 @@ class StraySweep:
             amount=kept,
             reason=RefundReason.DUPLICATE,
         )
-        # Written down before it is sent (a pass that dies after the send still asks about
-        # it next time): see _sent_reversal.
-        await self._store.note_reversal_key(candidate.attempt_key, key)
         try:
             answer = await self._providers.get(candidate.provider).refund(request)
-        except ProviderError as exc:
+        except (ProviderError, PaygateError) as exc:
+            if exc.code is ErrorCode.IDEMPOTENCY_CONFLICT and key == reversal_key(
+                candidate, candidate.amount
+            ):
+                return await self._refund_past_a_void(candidate, reference, kept)
+            if isinstance(exc, PaygateError):
+                return await self._reversal_failed(candidate, str(exc))
             if exc.retriable or exc.outcome_unknown:
                 # The same key next time: a refund sent twice refunds once.
                 return self._unanswered(candidate, "provider_error")
             return await self._reversal_failed(candidate, str(exc.message))
-        except (UnknownProviderError, PaygateError) as exc:
+        except UnknownProviderError as exc:
             return await self._reversal_failed(candidate, str(exc))
         if answer.status is ProviderRefundStatus.SUCCEEDED:
-            await self._store.record_reversal(
-                candidate.attempt_key, STRAY_REVERSED, answer.provider_reference, None
-            )
+            if not await self._store.record_reversal(
+                candidate.attempt_key,
+                STRAY_REVERSED,
+                answer.provider_reference,
+                None,
+                noted=candidate.reversal_key,
+            ):
+                return self._overtaken(candidate)
             self._metrics.stray_charges.labels(candidate.provider, "reversed").inc()
             log.error(
                 "stray charge reversed",
@@ -527,12 +585,69 @@ class StraySweep:
         message = answer.error.message if answer.error is not None else "refused"
         return await self._reversal_failed(candidate, message)
 
+    async def _refund_past_a_void(
+        self, candidate: StrayCandidate, reference: str, kept: Money
+    ) -> str:
+        """The provider refused the refund of the whole stray charge under its key
+        (``<attempt key>-reversal``) as used before with other parameters or on another
+        endpoint: a release before voids had a key of their own sent the charge's void under
+        it (refused, or raced by a capture), and every refund under that key is refused
+        until the provider forgets it, a day later, the money taken all that while.
+
+        Refunded under :func:`reversal_key_past_a_void` only once the provider shows that no
+        refund under the refused key can have returned any money: it lists none under that
+        key among the charge's refunds, and the charge, read again now, keeps its whole
+        amount (no refund of it succeeded or is pending, whoever made it). A refund made
+        under the refused key and not listed would have to have failed, returning nothing;
+        and the provider never refunds a charge beyond what it keeps, so the new refund and
+        any other cannot together return more than was taken. A refund found under the
+        refused key is what it says (succeeded, pending or failed), as on any pass; a
+        provider that cannot say leaves the charge for an operator."""
+        old_key = reversal_key(candidate, candidate.amount)
+        try:
+            provider = self._providers.get(candidate.provider)
+            under_old_key = await provider.refund_status(old_key, reference)
+            known = await provider.charge_by_reference(reference)
+            still_kept = None if known is None else known.kept(candidate.amount)
+        except UnsupportedOperationError:
+            return await self._reversal_failed(
+                candidate,
+                f"the provider refuses the reversal key {old_key} (used before, by a void) "
+                "and cannot say whether a refund was made under it",
+            )
+        except ProviderError as exc:
+            if exc.retriable or exc.outcome_unknown:
+                return self._unanswered(candidate, "provider_error")
+            return await self._reversal_failed(candidate, str(exc.message))
+        except (UnknownProviderError, ValueError) as exc:
+            return await self._reversal_failed(candidate, str(exc))
+        if under_old_key is not None:
+            return await self._answered_reversal(candidate, under_old_key)
+        if known is None or known.status is not ChargeStatus.SUCCEEDED or still_kept != kept:
+            # The charge changed since it was read (refunded, released): the next pass reads
+            # it afresh and decides.
+            return self._unanswered(candidate, "provider_error")
+        log.warning(
+            "the stray charge's reversal key was used by a void before: refunded under its own",
+            extra={"attempt_key": candidate.attempt_key, "refused_key": old_key},
+        )
+        return await self._refund(
+            candidate, reference, kept, key=reversal_key_past_a_void(candidate)
+        )
+
     async def _unreadable(self, candidate: StrayCandidate) -> None:
         """Counts a candidate whose examination raised (not an outage) as unanswered."""
         if candidate.stray_reference is not None:
             self._unanswered(candidate, "provider_error")
         else:
             self._metrics.stray_unanswered.labels(candidate.provider, "provider_error").inc()
+
+    def _overtaken(self, candidate: StrayCandidate) -> str:
+        """Another sweeper (another consumer process, which read the stray charge in the
+        same moment) noted a reversal key, or recorded the reversal, since this pass read
+        it: nothing is sent or recorded on what this pass read, and the next pass, if the
+        reversal is still under way, asks about the key noted now."""
+        return self._unanswered(candidate, "concurrent")
 
     def _unanswered(self, candidate: StrayCandidate, reason: str) -> str:
         """A reversal without an answer yet: counted, and tried again once it is due."""
@@ -548,7 +663,10 @@ class StraySweep:
         return "unanswered"
 
     async def _reversal_failed(self, candidate: StrayCandidate, message: str) -> str:
-        await self._store.record_reversal(candidate.attempt_key, STRAY_FAILED, None, message)
+        if not await self._store.record_reversal(
+            candidate.attempt_key, STRAY_FAILED, None, message, noted=candidate.reversal_key
+        ):
+            return self._overtaken(candidate)
         self._metrics.stray_charges.labels(candidate.provider, "reversal_failed").inc()
         log.error(
             "stray charge NOT reversed: an operator must refund it: %s",

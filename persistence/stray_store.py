@@ -67,6 +67,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Exists,
     Select,
     Table,
@@ -340,16 +341,24 @@ class StrayStore:
             .values(next_sweep_at=at),
         )
 
-    async def note_reversal_key(self, attempt_key: str, reversal_key: str) -> bool:
+    async def note_reversal_key(
+        self, attempt_key: str, reversal_key: str, *, replacing: str | None
+    ) -> bool:
         """Write down the key of the reversal refund about to be sent, before it is sent:
         the sweep asks the provider about that refund on its next try, before reading the
         charge, whose refunded amount counts a refund still pending (that may yet fail).
-        Only while the reversal is under way; False, changing nothing, otherwise."""
+
+        Only while the reversal is under way and the key noted is still ``replacing`` (the
+        one the sweep read, or wrote itself, and asked about); False, changing nothing,
+        otherwise. Two sweepers that read the stray charge together could otherwise each
+        write a key over the other's: the one behind would replace the key of a refund the
+        other has in flight, which no pass would ask about again."""
         return await self._changes_a_row(
             attempt_key,
             update(stray_charges)
             .where(stray_charges.c.attempt_key == attempt_key)
             .where(stray_charges.c.status == STRAY_REVERSING)
+            .where(_noted_key_is(replacing))
             .values(reversal_key=reversal_key, updated_at=self._clock()),
         )
 
@@ -367,7 +376,8 @@ class StrayStore:
         ``reversal_reference``.
 
         * ``RECORDED``: the stray charge, recorded ``reversed`` with that refund as its
-          reversal, is ``failed`` now, the money taken again, for an operator;
+          reversal (or as the refund last sent, its key noted), is ``failed`` now, the
+          money taken again, for an operator;
         * ``UNDER_WAY``: the stray charge is still ``reversing`` with that refund as the one
           its sweep sent: the sweep may hold an answer the provider made before the failure
           (``succeeded``) and record it ``reversed`` after this; acknowledged now, the
@@ -385,7 +395,15 @@ class StrayStore:
                 .where(stray_charges.c.attempt_key == attempt_key)
                 .where(stray_charges.c.provider == provider)
                 .where(stray_charges.c.status == STRAY_REVERSED)
-                .where(stray_charges.c.reversal_reference == reversal_reference)
+                # Its reversal that refund, or the refund last sent still noted: a pass can
+                # record the charge reversed from its refunded amount, counting that refund
+                # pending once it reached the provider after the pass asked about its key.
+                .where(
+                    or_(
+                        stray_charges.c.reversal_reference == reversal_reference,
+                        stray_charges.c.reversal_key == reversal_key,
+                    )
+                )
                 .values(status=STRAY_FAILED, error_message=error, updated_at=self._clock())
             )
             if moved.rowcount:
@@ -507,21 +525,32 @@ class StrayStore:
         return True
 
     async def record_reversal(
-        self, attempt_key: str, status: str, reference: str | None, error: str | None
-    ) -> None:
-        now = self._clock()
-
-        async def record(conn: AsyncConnection) -> None:
-            await conn.execute(
-                update(stray_charges)
-                .where(stray_charges.c.attempt_key == attempt_key)
-                .where(stray_charges.c.status == STRAY_REVERSING)
-                .values(
-                    status=status, reversal_reference=reference, error_message=error, updated_at=now
-                )
-            )
-
-        await self._writes.run(record, locks=_under_its_payment(attempt_key))
+        self,
+        attempt_key: str,
+        status: str,
+        reference: str | None,
+        error: str | None,
+        *,
+        noted: str | None,
+    ) -> bool:
+        """Record the reversal's answer, only while it is under way and the reversal key
+        noted is still ``noted`` (the one the answer was about, or that the sweep read
+        before reading the charge); False, changing nothing, otherwise: another sweeper
+        noted the key of a refund since, which a charge read before it cannot account
+        for, and the next pass asks about it."""
+        return await self._changes_a_row(
+            attempt_key,
+            update(stray_charges)
+            .where(stray_charges.c.attempt_key == attempt_key)
+            .where(stray_charges.c.status == STRAY_REVERSING)
+            .where(_noted_key_is(noted))
+            .values(
+                status=status,
+                reversal_reference=reference,
+                error_message=error,
+                updated_at=self._clock(),
+            ),
+        )
 
     async def all(self) -> list[dict[str, object]]:
         """Every stray charge recorded, oldest first (for operators and tests)."""
@@ -603,6 +632,12 @@ def _has_later(attempt: Table) -> Exists:
 def _recorded(attempt: Table) -> Exists:
     """SQL: ``attempt`` is a recorded stray charge."""
     return exists().where(stray_charges.c.attempt_key == attempt.c.attempt_key)
+
+
+def _noted_key_is(key: str | None) -> ColumnElement[bool]:
+    """The stray charge's noted reversal key is ``key`` (None: none noted)."""
+    column = stray_charges.c.reversal_key
+    return column.is_(None) if key is None else column == key
 
 
 def _under_its_payment(attempt_key: str) -> RowLocks:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from devtools.chaos.evidence import in_chunks
-from persistence.tables import payments, refunds
+from persistence.tables import payments, refunds, stray_charges
 
 FINAL_REFUND_STATUSES = frozenset({"succeeded", "failed"})
 
@@ -50,6 +50,12 @@ class StoredPayment:
 class StoreRefunds:
     refunds: dict[str, StoredRefund]  # every refund of the given payments, by refund id
     payments: dict[str, StoredPayment]  # the given payments the store has
+    # The attempt keys of the given payments' stray charges (``stray_charges``): the
+    # reversal refunds made of them are paygate's own, not refunds made outside it.
+    stray_attempt_keys: frozenset[str] = frozenset()
+    # The charges the given payments stand on (``payments.provider_reference``): a refund of
+    # one is never a stray charge's reversal, whatever its key and the stray-charge ledger.
+    own_charge_references: frozenset[str] = frozenset()
 
 
 async def read_refund_statuses(engine: AsyncEngine, refund_ids: Sequence[str]) -> dict[str, str]:
@@ -65,9 +71,12 @@ async def read_refund_statuses(engine: AsyncEngine, refund_ids: Sequence[str]) -
 
 
 async def read_store_refunds(engine: AsyncEngine, payment_ids: Sequence[str]) -> StoreRefunds:
-    """Every refund row of ``payment_ids`` (fed or not), and those payments' totals."""
+    """Every refund row of ``payment_ids`` (fed or not), those payments' totals, the
+    attempt keys of their stray charges and the charges they stand on."""
     found: dict[str, StoredRefund] = {}
     totals: dict[str, StoredPayment] = {}
+    strays: set[str] = set()
+    own: set[str] = set()
     async with engine.connect() as conn:
         for chunk in in_chunks(payment_ids):
             for row in await conn.execute(
@@ -91,8 +100,11 @@ async def read_store_refunds(engine: AsyncEngine, payment_ids: Sequence[str]) ->
                     payments.c.refund_reserved_minor,
                     payments.c.refunded_outside_minor,
                     payments.c.captured_minor,
+                    payments.c.provider_reference,
                 ).where(payments.c.id.in_(chunk))
             ):
+                if paid.provider_reference is not None:
+                    own.add(paid.provider_reference)
                 totals[paid.id] = StoredPayment(
                     paid.status,
                     paid.amount_minor,
@@ -101,4 +113,13 @@ async def read_store_refunds(engine: AsyncEngine, payment_ids: Sequence[str]) ->
                     paid.refunded_outside_minor,
                     paid.captured_minor,
                 )
-    return StoreRefunds(found, totals)
+            strays.update(
+                (
+                    await conn.execute(
+                        select(stray_charges.c.attempt_key).where(
+                            stray_charges.c.payment_id.in_(chunk)
+                        )
+                    )
+                ).scalars()
+            )
+    return StoreRefunds(found, totals, frozenset(strays), frozenset(own))

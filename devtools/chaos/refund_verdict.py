@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from consumer.stray_charges import attempt_of_reversal
 from devtools.chaos.evidence import LedgerEvidence, LedgerRefund, RefundEventSeen
 from devtools.chaos.refund_evidence import (
     FINAL_REFUND_STATUSES,
@@ -61,6 +62,7 @@ def judge_refunds(
         for r in planned
         if r.refund_id in stored and stored[r.refund_id].status not in FINAL_REFUND_STATUSES
     ]
+    reversals = _stray_reversals(ledger, facts.store)
     rows_per_reference = Counter(row.reference for row in ledger.refunds)
     without_event = [r.refund_id for r in planned if not facts.events.get(r.refund_id)]
     over_captured = _charges_refunded_above_capture(ledger)
@@ -87,6 +89,7 @@ def judge_refunds(
             "≤ 1",
         ),
         ("charges refunded above their captured amount", str(len(over_captured)), "0"),
+        ("stray charges' reversal refunds in the ledger", str(len(reversals)), "printed"),
         (
             "refunds with a final state in the store",
             f"{len(planned) - len(lost) - len(still_open)} / {len(planned)}",
@@ -134,7 +137,7 @@ def judge_refunds(
         "refunds recorded more than once in the ledger, or not under their refund id",
     )
     verdict.check(
-        sorted({row.reference for row in ledger.refunds} - fed),
+        sorted({row.reference for row in ledger.refunds if row not in reversals} - fed),
         "ledger refunds for refunds this run never fed",
     )
     verdict.check(lost, "lost refunds (fed, but not in the store)")
@@ -145,7 +148,7 @@ def judge_refunds(
     )
     _against_ledger(verdict, planned, stored, ledger)
     verdict.check(
-        _payment_totals(facts.store, payment_ids, _refunded_outside(ledger, stored)),
+        _payment_totals(facts.store, payment_ids, _refunded_outside(ledger, stored, reversals)),
         "payments whose refund totals or status disagree with their refunds",
     )
     verdict.check(without_event, "refunds without a result event")
@@ -204,14 +207,39 @@ def _against_ledger(
     verdict.check(amounts, "refund amounts that differ between the store and the ledger")
 
 
+def _stray_reversals(ledger: LedgerEvidence, store: StoreRefunds) -> frozenset[LedgerRefund]:
+    """The ledger's refunds that reverse a stray charge paygate recorded: paygate's own,
+    sent under no refund row of the store. Told by the stray-charge ledger and the key
+    alone: the refund's key is a reversal key (consumer.stray_charges.attempt_of_reversal)
+    naming an attempt the store recorded as a stray charge, and the charge it refunds was
+    made under that very attempt key. Never a refund of a charge a payment stands on: the
+    sweep recording a payment's own charge stray and refunding it takes a good payment's
+    money back, which the checks this exclusion spares must still see."""
+    key_of_charge = {
+        charge.charge_id: charge.key for rows in ledger.charges.values() for charge in rows
+    }
+    return frozenset(
+        row
+        for row in ledger.refunds
+        if (attempt := attempt_of_reversal(row.key)) is not None
+        and attempt in store.stray_attempt_keys
+        and key_of_charge.get(row.charge_id) == attempt
+        and row.charge_id not in store.own_charge_references
+    )
+
+
 def _refunded_outside(
-    ledger: LedgerEvidence, stored: dict[str, StoredRefund]
+    ledger: LedgerEvidence,
+    stored: dict[str, StoredRefund],
+    reversals: frozenset[LedgerRefund],
 ) -> defaultdict[str, int]:
     """Per payment, what the acquirer's ledger refunded (or holds pending) of its charges
-    under no refund of paygate's: the one witness of a refund made outside paygate."""
+    under no refund of paygate's: the one witness of a refund made outside paygate. A
+    stray charge's reversal (``reversals``) is paygate's own, of a charge the payment does
+    not stand on: never refunded outside it."""
     outside: defaultdict[str, int] = defaultdict(int)
     for row in ledger.refunds:
-        if row.holds_money and row.reference not in stored:
+        if row.holds_money and row.reference not in stored and row not in reversals:
             outside[row.payment_reference] += row.amount_minor
     return outside
 

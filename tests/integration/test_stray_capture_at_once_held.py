@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from consumer import stray_charges
 from consumer.outcome import Outcome
 from consumer.stray_charges import StraySweep
 from domain.accounts import Account, AccountType
@@ -171,5 +172,56 @@ async def test_a_held_stray_captured_before_its_void_is_refunded_not_left_taken(
     assert intent["status"] == "succeeded"  # captured: the money is taken
     (stray,) = await StrayStore(store.engine, store.writes).all()
     assert stray["status"] == "reversed"
+    assert stripe_api.charge(intent["id"])["amount_refunded"] == intent["amount"]
+    assert _count(metrics, "paygate_stray_charges_total", result="reversal_failed") == 0
+
+
+async def test_a_held_stray_an_older_release_voided_under_the_refund_key_is_refunded_once(
+    store: PaymentStore, metrics: Metrics, clock: Clock, monkeypatch: pytest.MonkeyPatch
+):
+    """Fixed interleaving: a release before voids had a key of their own sent the stray
+    hold's void under ``<attempt key>-reversal``, and Stripe captured the hold just before
+    (the void refused). Stripe binds that key to the cancel endpoint, so every refund under
+    it is answered ``idempotency_error``: before, each pass counted the reversal unanswered
+    and the money stayed taken until Stripe forgot the key, a day later. Stripe lists no
+    refund under the key and the charge keeps its whole amount, so no refund under it can
+    have returned money: the charge is refunded under a key of its own, once."""
+    stripe_api = CapturedBeforeTheVoid(clock, hidden_for=timedelta(0))
+    stripe_api.holds_captures_at_once = True
+    async with StripeProvider("sk_test_held_stray", http_client=stripe_api) as stripe_provider:
+        sweep = StraySweep(
+            store=StrayStore(store.engine, store.writes, clock),
+            providers=Providers.of(stripe_provider),
+            metrics=metrics,
+            settle_after=SETTLE,
+            clock=clock,
+        )
+        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
+        command = card_payment()
+        stripe_api.refuse_next = 2
+        assert await handler.handle(command) is Outcome.FAILED
+        attempt_key = f"{command.payment_request_id}-a1"
+        with pytest.raises(ProviderTimeoutError):
+            await charge_under(stripe_provider, command, attempt_key)
+        (intent,) = stripe_api.intents.values()
+
+        # The older release: its void under the key its refunds use.
+        monkeypatch.setattr(stray_charges, "void_key", lambda key: f"{key}-reversal")
+        clock.now += SETTLE + timedelta(minutes=1)
+        await sweep.run_once()
+        monkeypatch.undo()
+        clock.now += timedelta(hours=2)
+        await sweep.run_once()
+        clock.now += timedelta(hours=2)
+        assert (await sweep.run_once()).checked == 0  # once reversed, never again
+
+    assert intent["status"] == "succeeded"  # captured: the money was taken
+    (stray,) = await StrayStore(store.engine, store.writes).all()
+    assert stray["status"] == "reversed"
+    (refund,) = stripe_api.refunds.values()  # refunded once
+    assert refund["amount"] == intent["amount"]
+    assert refund["metadata"]["paygateRefundKey"] == f"{attempt_key}-reversal-{intent['amount']}"
+    assert stray["reversal_key"] == refund["metadata"]["paygateRefundKey"]
+    assert stray_charges.attempt_of_reversal(str(stray["reversal_key"])) == attempt_key
     assert stripe_api.charge(intent["id"])["amount_refunded"] == intent["amount"]
     assert _count(metrics, "paygate_stray_charges_total", result="reversal_failed") == 0

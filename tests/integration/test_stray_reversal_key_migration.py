@@ -21,7 +21,7 @@ async def test_0028_down_keeps_the_stray_charges_and_up_leaves_them_without_a_ke
     strays, found = await paid_candidate(handler, store, clock)
     key = found.attempt_key
     assert await strays.record_found(found, "pi_stray")
-    assert await strays.note_reversal_key(key, f"{key}-reversal")
+    assert await strays.note_reversal_key(key, f"{key}-reversal", replacing=None)
     assert await rows_of(engine, stray_charges.c.reversal_key) == [(f"{key}-reversal",)]
     kept = (
         stray_charges.c.attempt_key,
@@ -42,6 +42,6 @@ async def test_0028_down_keeps_the_stray_charges_and_up_leaves_them_without_a_ke
     assert await rows_of(engine, *kept) == before
     assert await rows_of(engine, stray_charges.c.reversal_key) == [(None,)]
     # The table works as before: its reversal is recorded, and a key noted again.
-    assert await strays.note_reversal_key(key, f"{key}-reversal")
-    await strays.record_reversal(key, STRAY_REVERSED, "re_1", None)
+    assert await strays.note_reversal_key(key, f"{key}-reversal", replacing=None)
+    assert await strays.record_reversal(key, STRAY_REVERSED, "re_1", None, noted=f"{key}-reversal")
     assert await rows_of(engine, stray_charges.c.status) == [(STRAY_REVERSED,)]

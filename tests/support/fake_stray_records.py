@@ -121,19 +121,34 @@ class FakeStrayRecords(FakeStore):
         self.retry[attempt_key] = at
         return True
 
-    async def note_reversal_key(self, attempt_key: str, reversal_key: str) -> bool:
+    async def note_reversal_key(
+        self, attempt_key: str, reversal_key: str, *, replacing: str | None
+    ) -> bool:
         await self._enter("note_reversal_key", attempt_key)
         if attempt_key not in self.found or attempt_key in self.reversals:
             return False  # the store's WHERE status = 'reversing'
+        if self.found[attempt_key].reversal_key != replacing:
+            return False  # the store's WHERE reversal_key = replacing
         self.found[attempt_key] = dataclasses.replace(
             self.found[attempt_key], reversal_key=reversal_key
         )
         return True
 
     async def record_reversal(
-        self, attempt_key: str, status: str, reference: str | None, error: str | None
-    ) -> None:
+        self,
+        attempt_key: str,
+        status: str,
+        reference: str | None,
+        error: str | None,
+        *,
+        noted: str | None,
+    ) -> bool:
         await self._enter("record_reversal", attempt_key)
-        # Only a reversal under way is answered (the store's WHERE status = 'reversing').
-        if attempt_key in self.found and attempt_key not in self.reversals:
-            self.reversals[attempt_key] = Reversal(status, reference, error)
+        # Only a reversal under way is answered (the store's WHERE status = 'reversing'),
+        # under the key the answer is about (WHERE reversal_key = noted).
+        if attempt_key not in self.found or attempt_key in self.reversals:
+            return False
+        if self.found[attempt_key].reversal_key != noted:
+            return False
+        self.reversals[attempt_key] = Reversal(status, reference, error)
+        return True

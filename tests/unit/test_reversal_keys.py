@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from consumer.stray_charges import attempt_of_reversal, reversal_key
+from consumer.stray_charges import attempt_of_reversal, reversal_key, reversal_key_past_a_void
 from domain.money import Money
 from domain.status import PaymentStatus
 from persistence.stray_store import StrayCandidate
@@ -50,3 +50,14 @@ def test_every_reversal_key_names_its_attempt(kept: Money):
 )
 def test_other_keys_name_no_attempt(key: str):
     assert attempt_of_reversal(key) is None
+
+
+def test_the_key_past_a_void_names_its_attempt_and_is_no_other_amounts_key():
+    """The whole amount's refund under a key of its own (its usual key a void's in an older
+    release): read as the attempt's reversal, and never the key of a refund of a part, so
+    no refund can have been made under it before."""
+    past_a_void = reversal_key_past_a_void(candidate())
+    assert attempt_of_reversal(past_a_void) == ATTEMPT
+    assert past_a_void != reversal_key(candidate(), candidate().amount)
+    parts = {reversal_key(candidate(), Money(minor, "EUR")) for minor in range(1, 1050)}
+    assert past_a_void not in parts

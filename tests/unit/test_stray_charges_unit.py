@@ -26,6 +26,7 @@ from providers.errors import (
 )
 from providers.port import ChargeOutcome, ChargeStatus, RefundRequest
 from providers.registry import Providers
+from providers.stripe.transformers import StripeIdempotencyConflictError
 from tests.support.fake_stores import FakeStrayRecords, Reversal
 from tests.support.scripted_provider import (
     authorized,
@@ -578,3 +579,119 @@ async def test_an_answer_that_cannot_be_read_does_not_end_the_pass(
     assert (report.checked, report.unanswered, report.verified) == (2, 1, 1)
     assert records.verified == ["pay_1-a2"]
     assert unanswered(metrics, "scripted", "provider_error") == 1
+
+
+def _refund_keys(provider) -> list[str]:
+    return [r.refund_key for r in provider.requests if isinstance(r, RefundRequest)]
+
+
+def _whole_key_refused():
+    """Stripe's answer to a refund under a key a void was sent under before."""
+    return StripeIdempotencyConflictError("scripted", "key first used on another endpoint")
+
+
+async def test_a_whole_key_bound_to_a_void_refunds_under_its_own_once_nothing_was_refunded(
+    sweep, records, provider, metrics
+):
+    """The key ``<attempt key>-reversal`` was a void's in an older release: a refund under
+    it is refused, for ever as far as the sweep can wait. No refund under it is listed and
+    the charge, read again, keeps its whole amount: refunded under a key no other refund
+    can have had."""
+    records.unexamined.append(candidate())
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"), charged("ch_stray"))
+    provider.script("refund", _whole_key_refused(), refunded("re_own_key"))
+    provider.script("refund_status", None)
+
+    report = await sweep.run_once()
+
+    assert (report.found, report.reversed, report.unanswered) == (1, 1, 0)
+    assert _refund_keys(provider) == ["pay_1-a1-reversal", "pay_1-a1-reversal-1050"]
+    assert provider.called("refund_status") == ["pay_1-a1-reversal"]
+    assert records.found["pay_1-a1"].reversal_key == "pay_1-a1-reversal-1050"
+    assert records.reversals == {"pay_1-a1": Reversal(STRAY_REVERSED, "re_own_key", None)}
+    assert provider.unanswered == {}
+
+
+@pytest.mark.parametrize(
+    ("under_the_key", "result"),
+    [(refunded("re_old"), "reversed"), (refund_failed(), "reversal_failed")],
+    ids=["succeeded", "failed"],
+)
+async def test_a_refund_found_under_the_refused_key_is_what_it_says_never_sent_again(
+    sweep, records, provider, metrics, under_the_key, result
+):
+    records.unexamined.append(candidate())
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"), charged("ch_stray"))
+    provider.script("refund", _whole_key_refused())
+    provider.script("refund_status", under_the_key)
+
+    report = await sweep.run_once()
+
+    assert getattr(report, result) == 1
+    assert _refund_keys(provider) == ["pay_1-a1-reversal"]  # no second refund
+    assert provider.unanswered == {}
+
+
+@pytest.mark.parametrize(
+    "read_again",
+    [
+        ChargeOutcome(
+            ChargeStatus.SUCCEEDED, "ch_stray", captured=AMOUNT, refunded=Money(300, "EUR")
+        ),
+        canceled("ch_stray"),
+        ProviderTimeoutError("scripted", "no answer"),
+    ],
+    ids=["refunded-in-part-meanwhile", "no-longer-captured", "no-answer"],
+)
+async def test_a_refused_whole_key_refunds_under_no_other_unless_the_charge_keeps_it_all(
+    sweep, records, provider, metrics, read_again
+):
+    records.unexamined.append(candidate())
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"), read_again)
+    provider.script("refund", _whole_key_refused())
+    provider.script("refund_status", None)
+
+    report = await sweep.run_once()
+
+    assert (report.reversed, report.reversal_failed, report.unanswered) == (0, 0, 1)
+    assert _refund_keys(provider) == ["pay_1-a1-reversal"]  # the next pass reads afresh
+    assert provider.unanswered == {}
+
+
+async def test_a_refused_whole_key_a_provider_cannot_explain_is_left_to_an_operator(
+    sweep, records, provider, metrics
+):
+    records.unexamined.append(candidate())
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", charged("ch_stray"))
+    provider.script("refund", _whole_key_refused())
+    provider.script("refund_status", UnsupportedOperationError("scripted", "cannot say"))
+
+    report = await sweep.run_once()
+
+    assert report.reversal_failed == 1
+    assert _refund_keys(provider) == ["pay_1-a1-reversal"]
+    (reversal,) = records.reversals.values()
+    assert reversal.status == STRAY_FAILED
+    assert "pay_1-a1-reversal" in str(reversal.error)
+
+
+async def test_a_refused_key_of_a_part_is_never_replaced(sweep, records, provider, metrics):
+    """Only the whole amount's key was ever a void's: a part's key refused is an unknown
+    outcome, as before (asked again next pass under that key)."""
+    records.unexamined.append(candidate())
+    provider.script("charge_status", charged("ch_stray"))
+    partly = ChargeOutcome(
+        ChargeStatus.SUCCEEDED, "ch_stray", captured=AMOUNT, refunded=Money(300, "EUR")
+    )
+    provider.script("charge_by_reference", partly)
+    provider.script("refund", _whole_key_refused())
+
+    report = await sweep.run_once()
+
+    assert report.unanswered == 1
+    assert _refund_keys(provider) == ["pay_1-a1-reversal-750"]
+    assert provider.called("refund_status") == []
