@@ -14,33 +14,32 @@ until the hold ran out. A payment's own such PaymentIntent, while the payment wa
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
 from consumer import stray_charges
 from consumer.outcome import Outcome
 from consumer.stray_charges import StraySweep
-from domain.accounts import Account, AccountType
-from domain.payments import CreatePayment
 from domain.status import PaymentStatus
 from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayStore
-from providers.errors import ProviderTimeoutError
-from providers.registry import Providers
 from providers.stripe import StripeProvider
 from telemetry.metrics import Metrics
-from tests.support.builders import create_payment
 from tests.support.clock import Clock
-from tests.support.stray_setup import charge_under, handler_giving_up_after_two_calls
+from tests.support.stray_held_stripe import (
+    SETTLE,
+    CapturedBeforeTheVoid,
+    a_stray_hold,
+    a_sweep,
+    an_older_release_pass,
+    card_payment,
+)
+from tests.support.stray_setup import handler_giving_up_after_two_calls
 from tests.support.stripe_lagging_search import LaggingStripe
 
 pytestmark = pytest.mark.integration
-
-SETTLE = timedelta(minutes=5)
 
 
 @pytest.fixture
@@ -58,21 +57,7 @@ async def stripe_provider(stripe_api: LaggingStripe) -> AsyncIterator[StripeProv
 
 @pytest.fixture
 def sweep(store: PaymentStore, stripe_provider, metrics: Metrics, clock: Clock) -> StraySweep:
-    return StraySweep(
-        store=StrayStore(store.engine, store.writes, clock),
-        providers=Providers.of(stripe_provider),
-        metrics=metrics,
-        settle_after=SETTLE,
-        clock=clock,
-    )
-
-
-def card_payment() -> CreatePayment:
-    command = dataclasses.replace(
-        create_payment(), payer=Account(AccountType.TOKEN, "pm_card_visa")
-    )
-    assert command.capture  # the client asks to capture at once
-    return command
+    return a_sweep(StrayStore(store.engine, store.writes, clock), stripe_provider, metrics, clock)
 
 
 def _count(metrics: Metrics, name: str, **labels: str) -> float:
@@ -82,15 +67,7 @@ def _count(metrics: Metrics, name: str, **labels: str) -> float:
 async def test_a_stray_held_for_a_capture_at_once_is_voided(
     store: PaymentStore, stripe_provider, stripe_api, sweep, metrics: Metrics, clock: Clock
 ):
-    handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
-    command = card_payment()
-    stripe_api.refuse_next = 2  # both calls refused before processing: failed, not charged
-    assert await handler.handle(command) is Outcome.FAILED
-    attempt_key = f"{command.payment_request_id}-a1"
-    # A call of the key still in flight reaches Stripe after all, which only authorizes it.
-    with pytest.raises(ProviderTimeoutError):
-        await charge_under(stripe_provider, command, attempt_key)
-    (intent,) = stripe_api.intents.values()
+    command, attempt_key, intent = await a_stray_hold(store, stripe_api, stripe_provider, clock)
     assert (intent["status"], intent["capture_method"]) == ("requires_capture", "automatic_async")
 
     clock.now += SETTLE + timedelta(minutes=1)
@@ -127,17 +104,6 @@ async def test_a_pending_payments_own_hold_is_left_alone(
     assert await StrayStore(store.engine, store.writes).all() == []
 
 
-class CapturedBeforeTheVoid(LaggingStripe):
-    """Stripe captures the held PaymentIntent (from its Dashboard, or any capture call)
-    just before the sweep's void reaches it: the void is refused for its state."""
-
-    def _cancel(self, intent_id: str, key: str | None) -> tuple[int, dict[str, Any]]:
-        intent = self.intents[intent_id]
-        if intent["status"] == "requires_capture":
-            intent.update(status="succeeded", amount_capturable=0, amount_received=intent["amount"])
-        return super()._cancel(intent_id, key)
-
-
 async def test_a_held_stray_captured_before_its_void_is_refunded_not_left_taken(
     store: PaymentStore, metrics: Metrics, clock: Clock
 ):
@@ -149,20 +115,9 @@ async def test_a_held_stray_captured_before_its_void_is_refunded_not_left_taken(
     stripe_api = CapturedBeforeTheVoid(clock, hidden_for=timedelta(0))
     stripe_api.holds_captures_at_once = True
     async with StripeProvider("sk_test_held_stray", http_client=stripe_api) as stripe_provider:
-        sweep = StraySweep(
-            store=StrayStore(store.engine, store.writes, clock),
-            providers=Providers.of(stripe_provider),
-            metrics=metrics,
-            settle_after=SETTLE,
-            clock=clock,
-        )
-        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
-        command = card_payment()
-        stripe_api.refuse_next = 2
-        assert await handler.handle(command) is Outcome.FAILED
-        with pytest.raises(ProviderTimeoutError):
-            await charge_under(stripe_provider, command, f"{command.payment_request_id}-a1")
-        (intent,) = stripe_api.intents.values()
+        strays = StrayStore(store.engine, store.writes, clock)
+        sweep = a_sweep(strays, stripe_provider, metrics, clock)
+        _, _, intent = await a_stray_hold(store, stripe_api, stripe_provider, clock)
 
         clock.now += SETTLE + timedelta(minutes=1)
         await sweep.run_once()
@@ -189,27 +144,12 @@ async def test_a_held_stray_an_older_release_voided_under_the_refund_key_is_refu
     stripe_api = CapturedBeforeTheVoid(clock, hidden_for=timedelta(0))
     stripe_api.holds_captures_at_once = True
     async with StripeProvider("sk_test_held_stray", http_client=stripe_api) as stripe_provider:
-        sweep = StraySweep(
-            store=StrayStore(store.engine, store.writes, clock),
-            providers=Providers.of(stripe_provider),
-            metrics=metrics,
-            settle_after=SETTLE,
-            clock=clock,
-        )
-        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
-        command = card_payment()
-        stripe_api.refuse_next = 2
-        assert await handler.handle(command) is Outcome.FAILED
-        attempt_key = f"{command.payment_request_id}-a1"
-        with pytest.raises(ProviderTimeoutError):
-            await charge_under(stripe_provider, command, attempt_key)
-        (intent,) = stripe_api.intents.values()
+        strays = StrayStore(store.engine, store.writes, clock)
+        sweep = a_sweep(strays, stripe_provider, metrics, clock)
+        _, attempt_key, intent = await a_stray_hold(store, stripe_api, stripe_provider, clock)
 
         # The older release: its void under the key its refunds use.
-        monkeypatch.setattr(stray_charges, "void_key", lambda key: f"{key}-reversal")
-        clock.now += SETTLE + timedelta(minutes=1)
-        await sweep.run_once()
-        monkeypatch.undo()
+        await an_older_release_pass(sweep, clock, monkeypatch, refunds_past_the_void=True)
         clock.now += timedelta(hours=2)
         await sweep.run_once()
         clock.now += timedelta(hours=2)

@@ -18,7 +18,6 @@ pass recorded it reversed from the charge.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,55 +25,21 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from consumer import stray_charges
-from consumer.outcome import Outcome
 from consumer.stray_charges import StraySweep, reversal_key_past_a_void
-from domain.accounts import Account, AccountType
-from domain.payments import CreatePayment
 from persistence.payment_store import PaymentStore
 from persistence.stray_store import LateReversalFailure, StrayCandidate, StrayStore
-from providers.errors import ProviderTimeoutError
-from providers.registry import Providers
 from providers.stripe import StripeProvider
 from telemetry.metrics import Metrics
-from tests.support.builders import create_payment
 from tests.support.clock import Clock
-from tests.support.stray_setup import charge_under, handler_giving_up_after_two_calls
+from tests.support.stray_held_stripe import (
+    CapturedBeforeTheVoid,
+    a_stray_hold,
+    a_sweep,
+    an_older_release_pass,
+)
 from tests.support.stripe_lagging_search import LaggingStripe
 
 pytestmark = pytest.mark.integration
-
-SETTLE = timedelta(minutes=5)
-
-
-class CapturedBeforeTheVoid(LaggingStripe):
-    """Stripe captures the held PaymentIntent just before the sweep's void reaches it (the
-    void refused); ``after_next_read`` runs once right after Stripe answered the next read
-    of ``read`` (``charge``: a PaymentIntent, ``refunds``: the list of its Refunds), before
-    that answer reaches its caller: another process acting in between."""
-
-    after_next_read: Callable[[], Awaitable[object]] | None = None
-    read = "charge"
-
-    def _cancel(self, intent_id: str, key: str | None) -> tuple[int, dict[str, Any]]:
-        intent = self.intents[intent_id]
-        if intent["status"] == "requires_capture":
-            intent.update(status="succeeded", amount_capturable=0, amount_received=intent["amount"])
-        return super()._cancel(intent_id, key)
-
-    async def request_async(
-        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        answer = await super().request_async(method, url, headers, post_data)
-        path = urlsplit(url).path
-        read = {
-            "charge": path.startswith("/v1/payment_intents/") and not path.endswith("/search"),
-            "refunds": path == "/v1/refunds",
-        }[self.read]
-        if self.after_next_read is not None and method == "get" and read:
-            meanwhile, self.after_next_read = self.after_next_read, None
-            await meanwhile()
-        return answer
 
 
 class ReadTogether(StrayStore):
@@ -86,10 +51,6 @@ class ReadTogether(StrayStore):
 
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
         return self._read
-
-
-def card_payment() -> CreatePayment:
-    return dataclasses.replace(create_payment(), payer=Account(AccountType.TOKEN, "pm_card_visa"))
 
 
 @pytest.mark.parametrize(
@@ -116,34 +77,14 @@ async def test_a_sweeper_behind_another_never_acts_over_its_refund_in_flight(
     async with StripeProvider("sk_test_stray_race", http_client=stripe_api) as stripe_provider:
 
         def sweeper(strays: StrayStore) -> StraySweep:
-            return StraySweep(
-                store=strays,
-                providers=Providers.of(stripe_provider),
-                metrics=metrics,
-                settle_after=SETTLE,
-                clock=clock,
-            )
+            return a_sweep(strays, stripe_provider, metrics, clock)
 
         sweep = sweeper(StrayStore(store.engine, store.writes, clock))
-        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
-        command = card_payment()
-        stripe_api.refuse_next = 2
-        assert await handler.handle(command) is Outcome.FAILED
-        attempt_key = f"{command.payment_request_id}-a1"
-        with pytest.raises(ProviderTimeoutError):
-            await charge_under(stripe_provider, command, attempt_key)
-        (intent,) = stripe_api.intents.values()
+        _, _, intent = await a_stray_hold(store, stripe_api, stripe_provider, clock)
 
         # An older release: its void under the refund's key, refused (captured just before),
         # and the refund under that key refused by Stripe, left unanswered.
-        async def older_release(self: StraySweep, candidate: Any, *_: Any) -> str:
-            return "unanswered"
-
-        monkeypatch.setattr(stray_charges, "void_key", lambda key: f"{key}-reversal")
-        monkeypatch.setattr(StraySweep, "_refund_past_a_void", older_release)
-        clock.now += SETTLE + timedelta(minutes=1)
-        await sweep.run_once()
-        monkeypatch.undo()
+        await an_older_release_pass(sweep, clock, monkeypatch, refunds_past_the_void=False)
         assert intent["status"] == "succeeded"
         assert stripe_api.refunds == {}
 
@@ -218,29 +159,11 @@ async def test_a_refund_past_a_void_on_its_way_is_never_lost_to_the_refused_key(
     stripe_api = RefundsLandLate(clock)
     stripe_api.holds_captures_at_once = True
     async with StripeProvider("sk_test_stray_late", http_client=stripe_api) as stripe_provider:
-        sweep = StraySweep(
-            store=StrayStore(store.engine, store.writes, clock),
-            providers=Providers.of(stripe_provider),
-            metrics=metrics,
-            settle_after=SETTLE,
-            clock=clock,
-        )
-        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
-        command = card_payment()
-        stripe_api.refuse_next = 2
-        assert await handler.handle(command) is Outcome.FAILED
-        attempt_key = f"{command.payment_request_id}-a1"
-        with pytest.raises(ProviderTimeoutError):
-            await charge_under(stripe_provider, command, attempt_key)
+        strays = StrayStore(store.engine, store.writes, clock)
+        sweep = a_sweep(strays, stripe_provider, metrics, clock)
+        _, attempt_key, intent = await a_stray_hold(store, stripe_api, stripe_provider, clock)
 
-        async def older_release(self: StraySweep, candidate: Any, *_: Any) -> str:
-            return "unanswered"
-
-        monkeypatch.setattr(stray_charges, "void_key", lambda key: f"{key}-reversal")
-        monkeypatch.setattr(StraySweep, "_refund_past_a_void", older_release)
-        clock.now += SETTLE + timedelta(minutes=1)
-        await sweep.run_once()
-        monkeypatch.undo()
+        await an_older_release_pass(sweep, clock, monkeypatch, refunds_past_the_void=False)
         (intent,) = stripe_api.intents.values()
         refused = f"{attempt_key}-reversal"
         past_the_void = f"{refused}-{intent['amount']}"  # reversal_key_past_a_void's
@@ -288,29 +211,10 @@ async def test_a_reversal_landing_after_the_sweep_asked_about_it_fails_for_an_op
     stripe_api.holds_captures_at_once = True
     async with StripeProvider("sk_test_stray_late", http_client=stripe_api) as stripe_provider:
         strays = StrayStore(store.engine, store.writes, clock)
-        sweep = StraySweep(
-            store=strays,
-            providers=Providers.of(stripe_provider),
-            metrics=metrics,
-            settle_after=SETTLE,
-            clock=clock,
-        )
-        handler = handler_giving_up_after_two_calls(store, stripe_provider, clock)
-        command = card_payment()
-        stripe_api.refuse_next = 2
-        assert await handler.handle(command) is Outcome.FAILED
-        attempt_key = f"{command.payment_request_id}-a1"
-        with pytest.raises(ProviderTimeoutError):
-            await charge_under(stripe_provider, command, attempt_key)
+        sweep = a_sweep(strays, stripe_provider, metrics, clock)
+        _, attempt_key, intent = await a_stray_hold(store, stripe_api, stripe_provider, clock)
 
-        async def older_release(self: StraySweep, candidate: Any, *_: Any) -> str:
-            return "unanswered"
-
-        monkeypatch.setattr(stray_charges, "void_key", lambda key: f"{key}-reversal")
-        monkeypatch.setattr(StraySweep, "_refund_past_a_void", older_release)
-        clock.now += SETTLE + timedelta(minutes=1)
-        await sweep.run_once()
-        monkeypatch.undo()
+        await an_older_release_pass(sweep, clock, monkeypatch, refunds_past_the_void=False)
         (intent,) = stripe_api.intents.values()
         past_the_void = f"{attempt_key}-reversal-{intent['amount']}"
 
