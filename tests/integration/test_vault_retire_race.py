@@ -1,0 +1,89 @@
+"""A data key retired while a value sealed under it is on its way to the database must not
+lose that value.
+
+A tokenization seals the number under the newest data key this process knows, then queues
+the row's insert on the writer queue: the insert can land any time later (a backed-up
+queue, a database that stalls). ``paygate keys retire`` erases a key's bytes once no row
+uses it, and its only guard against such a value is time (the key's successor must be
+older than twice the processes' key refresh). A row inserted after that, under the erased
+key, never opens again: a saved card lost for good.
+
+So an insert is refused once its key is retired (the retire and the inserts serialize on
+the key's row), and the tokenization seals the number again under the newest key.
+
+The steps are forced by hand: the insert waits until the operator has rotated, rewrapped
+and retired. SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from domain.accounts import Account, AccountType
+from tests.support.builders import SUCCESS_CARD
+from tests.support.clock import Clock
+from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1
+from vault.kek import LocalKeyEncryptionKeys
+from vault.rows import EntryRow, VaultRows
+from vault.vault import Vault
+
+pytestmark = pytest.mark.integration
+
+CARD = Account(AccountType.CARD, SUCCESS_CARD)
+REFRESH_S = 30.0
+
+
+class _SlowInserts(VaultRows):
+    """Rows whose first insert waits for ``release`` (``queued`` is set meanwhile)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.queued = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def add_entry(self, entry: EntryRow) -> None:
+        if not self.queued.is_set():
+            self.queued.set()
+            await self.release.wait()
+        await super().add_entry(entry)
+
+
+def _vault(rows: VaultRows, clock: Clock) -> Vault:
+    return Vault(
+        rows,
+        LocalKeyEncryptionKeys.from_text(KEK_1),
+        FINGERPRINT_KEY,
+        clock=clock,
+        primary_refresh_s=REFRESH_S,
+    )
+
+
+async def test_a_card_whose_insert_lands_after_its_key_is_retired_still_opens(
+    engine: AsyncEngine,
+) -> None:
+    clock = Clock()
+    operator = _vault(VaultRows(engine), clock)
+    old_key = (await operator.rotate()).key_id
+    slow = _SlowInserts(engine)
+    facade = _vault(slow, clock)
+
+    saving = asyncio.create_task(facade.tokenize(CARD, client_id="acme", saved=True))
+    await asyncio.wait_for(slow.queued.wait(), 10)  # sealed under old_key, not yet inserted
+
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)  # past the retire's time guard
+    await operator.rewrap()
+    await operator.retire(old_key)  # no row uses it: its bytes are erased
+
+    slow.release.set()
+    saved = await asyncio.wait_for(saving, 10)
+
+    # Another process (no data key cached) opens the card, and no row is left under a
+    # retired key.
+    assert await _vault(VaultRows(engine), clock).reveal(saved, client_id="acme") == CARD
+    assert [(k.active, k.values) for k in await operator.keys()] == [(False, 0), (True, 1)]
