@@ -12,8 +12,10 @@ locks before its first operation, and changes only that client's rows: two batch
 the same tokens in opposite orders, or a batch and a client's shred, queue on each other
 instead of deadlocking (tests/integration/test_vault_lock_order.py). The expiry sweep,
 whose rows a query chooses across clients, skips rows another transaction holds. A new
-token's insert locks a row no other write can name before it commits; the data keys' rows
-are written by ``paygate keys`` alone, one at a time.
+token's insert locks a row no other write can name before it commits, and reads its data
+key's row ``FOR SHARE`` (:meth:`VaultRows.add_entry`: a value sealed under a key retired
+before its row landed is refused); the data keys' rows are written by ``paygate keys``
+alone, one at a time, each write holding nothing else while it waits for that row.
 """
 
 from __future__ import annotations
@@ -114,6 +116,38 @@ async def _insert_entries(conn: AsyncConnection, entries: Sequence[EntryRow]) ->
         ],
     )
     return [None] * len(entries)
+
+
+class KeyRetiredError(LookupError):
+    """A value's data key was retired (its bytes erased) before the value's row was
+    inserted: the row is refused, and the value must be sealed again under a live key."""
+
+    def __init__(self, key_ids: Sequence[str]) -> None:
+        super().__init__(", ".join(sorted(key_ids)))
+        self.key_ids = tuple(sorted(key_ids))
+
+
+async def _insert_entries_under_live_keys(
+    conn: AsyncConnection, entries: Sequence[EntryRow]
+) -> list[None]:
+    """Insert ``entries`` unless one's data key is retired (KeyRetiredError, nothing
+    inserted). The keys' rows are read ``FOR SHARE``: a retire (:meth:`VaultRows.retire_key`
+    locks its key's row ``FOR UPDATE`` before counting the key's values) then waits for
+    this transaction and counts its rows, or has erased the key and this read, taken after
+    it, finds the key retired. On SQLite the write transaction holds the database."""
+    key_ids = sorted({e.key_id for e in entries})
+    live = set(
+        await conn.scalars(
+            select(vault_keys.c.key_id)
+            .where(vault_keys.c.key_id.in_(key_ids), vault_keys.c.wrapped_key.is_not(None))
+            .order_by(vault_keys.c.key_id)
+            .with_for_update(read=True)
+        )
+    )
+    retired = [key_id for key_id in key_ids if key_id not in live]
+    if retired:
+        raise KeyRetiredError(retired)
+    return await _insert_entries(conn, entries)
 
 
 class VaultStorage(Protocol):
@@ -226,9 +260,16 @@ class VaultRows:
         await self._writes.run(_op)
 
     async def retire_key(self, key_id: str, at: datetime) -> bool:
-        """Erase the key's wrapped bytes, if no value still uses it; False if one does."""
+        """Erase the key's wrapped bytes, if no value still uses it; False if one does.
+
+        The key's row is locked first: an insert of a value under the key that is under
+        way (it holds the row ``FOR SHARE``: :meth:`add_entry`) commits before the count,
+        which then sees it; one that comes later finds the key retired and is refused."""
 
         async def _op(conn: AsyncConnection) -> bool:
+            await conn.execute(
+                select(vault_keys.c.key_id).where(vault_keys.c.key_id == key_id).with_for_update()
+            )
             in_use = await conn.scalar(select(func.count()).where(vault_entries.c.key_id == key_id))
             if in_use:
                 return False
@@ -244,11 +285,15 @@ class VaultRows:
     # --- entries -----------------------------------------------------------------------
 
     async def add_entry(self, entry: EntryRow) -> None:
+        """Insert ``entry``; KeyRetiredError if its data key was retired since it was
+        sealed (the insert can land long after the seal: a backed-up writer queue, a
+        stalled database), for the caller to seal it again under a live key."""
+
         async def _op(conn: AsyncConnection) -> None:
-            await _insert_entries(conn, [entry])
+            await _insert_entries_under_live_keys(conn, [entry])
 
         # Many tokenizations at once (the consumer's intake) insert in one statement.
-        await self._writes.run(_op, Bulk(_insert_entries, entry))
+        await self._writes.run(_op, Bulk(_insert_entries_under_live_keys, entry))
 
     def entry_write(self, entry: EntryRow) -> Bulk | None:
         return Bulk(_insert_entries, entry) if self._shares_database else None

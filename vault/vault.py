@@ -43,10 +43,13 @@ from vault import cipher
 from vault.errors import key_unknown, tampered
 from vault.kek import KeyEncryptionKeys, WrappedKey
 from vault.recent_numbers import RecentNumbers
-from vault.rows import EntryRow, KeyRow, VaultStorage
+from vault.rows import EntryRow, KeyRetiredError, KeyRow, VaultStorage
 
 DATA_KEY_KIND: Final = "data key"
 DEFAULT_PRIMARY_REFRESH_S: Final = 30.0
+# A seal refused because its key was retired meanwhile is made again under the newest key;
+# a second refusal (another retire within the same insert) is an error, not a loop.
+_SEALS_PER_TOKENIZE: Final = 2
 
 
 class KeyInUseError(RuntimeError):
@@ -127,12 +130,20 @@ class Vault:
         ``saved``: kept for reuse until deleted. Otherwise ``expires_in`` (the retention)
         says when the retention job crypto-shreds it; a token made for one payment gets it.
         """
-        vaulted, entry = await self._sealed(
-            account, client_id=client_id, saved=saved, expires_in=expires_in
-        )
-        await self._rows.add_entry(entry)
-        self._hold(entry, account)  # only now: its row is committed
-        return vaulted
+        for _ in range(_SEALS_PER_TOKENIZE):
+            vaulted, entry = await self._sealed(
+                account, client_id=client_id, saved=saved, expires_in=expires_in
+            )
+            try:
+                await self._rows.add_entry(entry)
+            except KeyRetiredError:
+                # Sealed under a key retired before the row landed (a slow insert, or this
+                # process's newest key stale): sealed again under the newest key, read now.
+                self._primary_read_at = 0.0
+                continue
+            self._hold(entry, account)  # only now: its row is committed
+            return vaulted
+        raise key_unknown(DATA_KEY_KIND, entry.key_id)
 
     async def tokenize_along(
         self, account: Account, *, client_id: str | None, expires_in: timedelta

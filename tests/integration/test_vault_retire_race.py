@@ -12,24 +12,30 @@ So an insert is refused once its key is retired (the retire and the inserts seri
 the key's row), and the tokenization seals the number again under the newest key.
 
 The steps are forced by hand: the insert waits until the operator has rotated, rewrapped
-and retired. SQLite and PostgreSQL.
+and retired (SQLite and PostgreSQL); on PostgreSQL, an insert whose transaction is still
+open when the retire counts the key's values makes the retire wait for it, and refuse.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.accounts import Account, AccountType
+from persistence.group_commit import GroupCommit
+from tests.integration.test_rate_limit_lock_order import two_engines  # noqa: F401
+from tests.integration.test_vault_lock_order import _pause
+from tests.integration.test_writer_lock_order import _until_a_lock_wait
 from tests.support.builders import SUCCESS_CARD
 from tests.support.clock import Clock
 from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1
 from vault.kek import LocalKeyEncryptionKeys
 from vault.rows import EntryRow, VaultRows
-from vault.vault import Vault
+from vault.vault import KeyInUseError, Vault
 
 pytestmark = pytest.mark.integration
 
@@ -87,3 +93,48 @@ async def test_a_card_whose_insert_lands_after_its_key_is_retired_still_opens(
     # retired key.
     assert await _vault(VaultRows(engine), clock).reveal(saved, client_id="acme") == CARD
     assert [(k.active, k.values) for k in await operator.keys()] == [(False, 0), (True, 1)]
+
+
+class _InsertHeldOpen(VaultRows):
+    """Rows whose inserts run in a batch of their writer queue that then pauses, its
+    transaction open, until the test resumes it."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writes: GroupCommit,
+        pause: Callable[[AsyncConnection], Awaitable[None]],
+    ) -> None:
+        super().__init__(engine, writes)
+        self._queue = writes
+        self._pause = pause
+
+    async def add_entry(self, entry: EntryRow) -> None:
+        await asyncio.gather(super().add_entry(entry), self._queue.run(self._pause))
+
+
+async def test_a_retire_waits_for_an_insert_under_its_key_and_refuses(
+    two_engines: list[AsyncEngine],  # noqa: F811
+) -> None:
+    facade_engine, command_engine = two_engines
+    clock = Clock()
+    clock.now += timedelta(days=3650)  # newer than any key another test left here
+    operator = _vault(VaultRows(command_engine), clock)
+    old_key = (await operator.rotate()).key_id
+    paused, resume, pause = _pause()
+    facade = _vault(_InsertHeldOpen(facade_engine, GroupCommit(facade_engine), pause), clock)
+
+    # The facade's batch: the card's insert under old_key, then the pause, uncommitted.
+    saving = asyncio.ensure_future(facade.tokenize(CARD, client_id="acme", saved=True))
+    await asyncio.wait_for(paused.wait(), 10)
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)
+    retiring = asyncio.ensure_future(operator.retire(old_key))
+    await _until_a_lock_wait(facade_engine, retiring)
+    resume.set()
+    saved = await asyncio.wait_for(saving, 10)
+
+    with pytest.raises(KeyInUseError):
+        await retiring
+    assert await _vault(VaultRows(facade_engine), clock).reveal(saved, client_id="acme") == CARD
