@@ -138,3 +138,54 @@ async def test_a_retire_waits_for_an_insert_under_its_key_and_refuses(
     with pytest.raises(KeyInUseError):
         await retiring
     assert await _vault(VaultRows(facade_engine), clock).reveal(saved, client_id="acme") == CARD
+
+
+class _PausedReads(VaultRows):
+    """Rows whose first read of the values to move waits for ``release``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]:
+        if not self.reading.is_set():
+            self.reading.set()
+            await self.release.wait()
+        return await super().entries_not_under(key_id, limit)
+
+
+async def test_a_rewrap_begun_before_a_rotation_never_moves_cards_under_a_retired_key(
+    engine: AsyncEngine,
+) -> None:
+    # A rewrap moves every value not under its target, the newest key when it began. One
+    # begun before a rotation, still running when the operator has rotated, rewrapped
+    # (everything now under the newest key) and retired its target (no value under it),
+    # moved the values back under the erased key: every card lost.
+    clock = Clock()
+    operator = _vault(VaultRows(engine), clock)
+    await operator.rotate()
+    cards = [await operator.tokenize(CARD, client_id="acme", saved=True) for _ in range(2)]
+    clock.now += timedelta(seconds=1)
+    stale_rows = _PausedReads(engine)
+    stale = _vault(stale_rows, clock)
+    stale_target = (await stale.rotate()).key_id
+
+    rewrapping = asyncio.ensure_future(stale.rewrap())
+    await asyncio.wait_for(stale_rows.reading.wait(), 10)  # its target: stale_target
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)
+    assert (await operator.rewrap()).values_moved == 2
+    await operator.retire(stale_target)
+    stale_rows.release.set()
+    await asyncio.wait_for(rewrapping, 10)
+
+    fresh = _vault(VaultRows(engine), clock)
+    for card in cards:
+        assert await fresh.reveal(card, client_id="acme") == CARD
+    assert [(k.active, k.values) for k in await operator.keys()] == [
+        (True, 0),
+        (False, 0),
+        (True, 2),
+    ]
