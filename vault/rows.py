@@ -135,19 +135,25 @@ async def _insert_entries_under_live_keys(
     locks its key's row ``FOR UPDATE`` before counting the key's values) then waits for
     this transaction and counts its rows, or has erased the key and this read, taken after
     it, finds the key retired. On SQLite the write transaction holds the database."""
-    key_ids = sorted({e.key_id for e in entries})
+    await _require_live_keys(conn, {e.key_id for e in entries})
+    return await _insert_entries(conn, entries)
+
+
+async def _require_live_keys(conn: AsyncConnection, key_ids: set[str]) -> None:
+    """KeyRetiredError unless every one of ``key_ids`` is live; their rows held ``FOR
+    SHARE`` to the transaction's end, so no retire erases one before it commits."""
+    ordered = sorted(key_ids)
     live = set(
         await conn.scalars(
             select(vault_keys.c.key_id)
-            .where(vault_keys.c.key_id.in_(key_ids), vault_keys.c.wrapped_key.is_not(None))
+            .where(vault_keys.c.key_id.in_(ordered), vault_keys.c.wrapped_key.is_not(None))
             .order_by(vault_keys.c.key_id)
             .with_for_update(read=True)
         )
     )
-    retired = [key_id for key_id in key_ids if key_id not in live]
+    retired = [key_id for key_id in ordered if key_id not in live]
     if retired:
         raise KeyRetiredError(retired)
-    return await _insert_entries(conn, entries)
 
 
 class VaultStorage(Protocol):
@@ -341,9 +347,13 @@ class VaultRows:
         self, token: str, client_id: str | None, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool:
         """Swap in a re-encrypted value, unless it changed meanwhile (deleted, moved).
-        ``client_id`` is the token's (its row's): the lock the write declares."""
+        ``client_id`` is the token's (its row's): the lock the write declares.
+        KeyRetiredError if ``key_id`` was retired meanwhile (a rewrap that began before a
+        rotation, still moving values to what was then the newest key): the value stays
+        under its old key, which still opens it."""
 
         async def _op(conn: AsyncConnection) -> bool:
+            await _require_live_keys(conn, {key_id})
             result = await conn.execute(
                 update(vault_entries)
                 .where(

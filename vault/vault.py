@@ -370,10 +370,16 @@ class Vault:
                 ciphertext = cipher.encrypt(
                     await self._data_key(target), target, number.encode(), context
                 )
-                if await self._rows.replace_ciphertext(
-                    entry.token, entry.client_id, entry.key_id, target, ciphertext
-                ):
-                    moved += 1
+                try:
+                    if await self._rows.replace_ciphertext(
+                        entry.token, entry.client_id, entry.key_id, target, ciphertext
+                    ):
+                        moved += 1
+                except KeyRetiredError:
+                    # The target was rotated past and retired while this pass ran (it
+                    # refuses the newest key, so a newer one exists): move to that instead.
+                    target = await self.newest_key_id()
+                    break
 
     async def retire(self, key_id: str) -> DataKeyInfo:
         """Destroy a data key no value uses any more (run ``rewrap`` first)."""

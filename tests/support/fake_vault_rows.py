@@ -74,6 +74,9 @@ class FakeVaultRows:
     async def replace_ciphertext(
         self, token: str, client_id: str | None, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool:
+        key = self.keys_by_id.get(key_id)
+        if key is None or key.wrapped_key is None:
+            raise KeyRetiredError([key_id])
         entry = self.entries.get(token)
         if entry is None or entry.client_id != client_id or entry.key_id != old_key_id:
             return False
