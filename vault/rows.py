@@ -12,10 +12,11 @@ locks before its first operation, and changes only that client's rows: two batch
 the same tokens in opposite orders, or a batch and a client's shred, queue on each other
 instead of deadlocking (tests/integration/test_vault_lock_order.py). The expiry sweep,
 whose rows a query chooses across clients, skips rows another transaction holds. A new
-token's insert locks a row no other write can name before it commits, and reads its data
-key's row ``FOR SHARE`` (:meth:`VaultRows.add_entry`: a value sealed under a key retired
-before its row landed is refused); the data keys' rows are written by ``paygate keys``
-alone, one at a time, each write holding nothing else while it waits for that row.
+token's insert locks a row no other write can name before it commits, and reads its
+data key's row ``FOR KEY SHARE`` (:meth:`VaultRows.add_entry`: a value sealed under a key
+retired before its row landed is refused; a rewrap's swap alike); the data keys' rows are
+written by ``paygate keys`` alone, one at a time, each write holding nothing else while
+it waits for that row.
 """
 
 from __future__ import annotations
@@ -131,24 +132,27 @@ async def _insert_entries_under_live_keys(
     conn: AsyncConnection, entries: Sequence[EntryRow]
 ) -> list[None]:
     """Insert ``entries`` unless one's data key is retired (KeyRetiredError, nothing
-    inserted). The keys' rows are read ``FOR SHARE``: a retire (:meth:`VaultRows.retire_key`
-    locks its key's row ``FOR UPDATE`` before counting the key's values) then waits for
-    this transaction and counts its rows, or has erased the key and this read, taken after
-    it, finds the key retired. On SQLite the write transaction holds the database."""
+    inserted). The keys' rows are read ``FOR KEY SHARE``: a retire
+    (:meth:`VaultRows.retire_key` locks its key's row ``FOR UPDATE`` before counting the
+    key's values) then waits for this transaction and counts its rows, or has erased the
+    key and this read, taken after it, finds the key retired. On SQLite the write
+    transaction holds the database."""
     await _require_live_keys(conn, {e.key_id for e in entries})
     return await _insert_entries(conn, entries)
 
 
 async def _require_live_keys(conn: AsyncConnection, key_ids: set[str]) -> None:
-    """KeyRetiredError unless every one of ``key_ids`` is live; their rows held ``FOR
-    SHARE`` to the transaction's end, so no retire erases one before it commits."""
+    """KeyRetiredError unless every one of ``key_ids`` is live; their rows held ``FOR KEY
+    SHARE`` to the transaction's end, so no retire (``FOR UPDATE``) erases one before it
+    commits. The weakest lock that does: a key's rewrap (an update of its wrapped bytes,
+    no key column) neither waits for it nor makes it wait."""
     ordered = sorted(key_ids)
     live = set(
         await conn.scalars(
             select(vault_keys.c.key_id)
             .where(vault_keys.c.key_id.in_(ordered), vault_keys.c.wrapped_key.is_not(None))
             .order_by(vault_keys.c.key_id)
-            .with_for_update(read=True)
+            .with_for_update(read=True, key_share=True)
         )
     )
     retired = [key_id for key_id in ordered if key_id not in live]
@@ -269,7 +273,7 @@ class VaultRows:
         """Erase the key's wrapped bytes, if no value still uses it; False if one does.
 
         The key's row is locked first: an insert of a value under the key that is under
-        way (it holds the row ``FOR SHARE``: :meth:`add_entry`) commits before the count,
+        way (it holds the row ``FOR KEY SHARE``: :meth:`add_entry`) commits before the count,
         which then sees it; one that comes later finds the key retired and is refused."""
 
         async def _op(conn: AsyncConnection) -> bool:

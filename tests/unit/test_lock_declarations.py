@@ -66,8 +66,8 @@ _OUTSIDE_THE_ORDER = {
     ("vault/rows.py", "rewrap_key"),
     ("vault/rows.py", "retire_key"),
     # A new token's row (a random token): no other write can name it before it commits.
-    # It reads its data key's row FOR SHARE, which only a retire or a rewrap of that key
-    # (holding nothing else) waits on or makes it wait on.
+    # It reads its data key's row FOR KEY SHARE, which only a retire of that key (holding
+    # nothing else) waits on or makes it wait on.
     # (The writes of existing tokens declare their client: tests/integration/
     # test_vault_lock_order.py.)
     ("vault/rows.py", "add_entry"),
