@@ -17,6 +17,12 @@ Invariants:
   decrypted again (or one its intake just decrypted to check a token opens), but that
   liveness query is still asked first: a token deleted, expired or erased meanwhile is
   refused alike.
+- A value lands only under a live data key: a token's insert, or a rewrap's swap, whose key
+  was retired after the value was sealed is refused by its rows (the retire and the write
+  serialize on the key's row), and the value sealed again under the newest key; a retire
+  never waits on time alone for values on their way (tests/integration/
+  test_vault_retire_race.py). A token inserted with its payment's begin
+  (:meth:`tokenize_along`) is not checked: its number is charged from memory.
 - Deleting a token deletes its ciphertext: nothing in the live database can bring the
   number back. Copies in backups are unreadable once their data key is retired (rotate,
   rewrap, retire: docs/security.md).
