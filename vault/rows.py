@@ -12,8 +12,11 @@ locks before its first operation, and changes only that client's rows: two batch
 the same tokens in opposite orders, or a batch and a client's shred, queue on each other
 instead of deadlocking (tests/integration/test_vault_lock_order.py). The expiry sweep,
 whose rows a query chooses across clients, skips rows another transaction holds. A new
-token's insert locks a row no other write can name before it commits; the data keys' rows
-are written by ``paygate keys`` alone, one at a time.
+token's insert locks a row no other write can name before it commits, and reads its
+data key's row ``FOR KEY SHARE`` (:meth:`VaultRows.add_entry`: a value sealed under a key
+retired before its row landed is refused; a rewrap's swap alike); the data keys' rows are
+written by ``paygate keys`` alone, one at a time, each write holding nothing else while
+it waits for that row.
 """
 
 from __future__ import annotations
@@ -114,6 +117,47 @@ async def _insert_entries(conn: AsyncConnection, entries: Sequence[EntryRow]) ->
         ],
     )
     return [None] * len(entries)
+
+
+class KeyRetiredError(LookupError):
+    """A value's data key was retired (its bytes erased) before the value's row was
+    inserted: the row is refused, and the value must be sealed again under a live key."""
+
+    def __init__(self, key_ids: Sequence[str]) -> None:
+        super().__init__(", ".join(sorted(key_ids)))
+        self.key_ids = tuple(sorted(key_ids))
+
+
+async def _insert_entries_under_live_keys(
+    conn: AsyncConnection, entries: Sequence[EntryRow]
+) -> list[None]:
+    """Insert ``entries`` unless one's data key is retired (KeyRetiredError, nothing
+    inserted). The keys' rows are read ``FOR KEY SHARE``: a retire
+    (:meth:`VaultRows.retire_key` locks its key's row ``FOR UPDATE`` before counting the
+    key's values) then waits for this transaction and counts its rows, or has erased the
+    key and this read, taken after it, finds the key retired. On SQLite the write
+    transaction holds the database."""
+    await _require_live_keys(conn, {e.key_id for e in entries})
+    return await _insert_entries(conn, entries)
+
+
+async def _require_live_keys(conn: AsyncConnection, key_ids: set[str]) -> None:
+    """KeyRetiredError unless every one of ``key_ids`` is live; their rows held ``FOR KEY
+    SHARE`` to the transaction's end, so no retire (``FOR UPDATE``) erases one before it
+    commits. The weakest lock that does: a key's rewrap (an update of its wrapped bytes,
+    no key column) neither waits for it nor makes it wait."""
+    ordered = sorted(key_ids)
+    live = set(
+        await conn.scalars(
+            select(vault_keys.c.key_id)
+            .where(vault_keys.c.key_id.in_(ordered), vault_keys.c.wrapped_key.is_not(None))
+            .order_by(vault_keys.c.key_id)
+            .with_for_update(read=True, key_share=True)
+        )
+    )
+    retired = [key_id for key_id in ordered if key_id not in live]
+    if retired:
+        raise KeyRetiredError(retired)
 
 
 class VaultStorage(Protocol):
@@ -226,9 +270,16 @@ class VaultRows:
         await self._writes.run(_op)
 
     async def retire_key(self, key_id: str, at: datetime) -> bool:
-        """Erase the key's wrapped bytes, if no value still uses it; False if one does."""
+        """Erase the key's wrapped bytes, if no value still uses it; False if one does.
+
+        The key's row is locked first: an insert of a value under the key that is under
+        way (it holds the row ``FOR KEY SHARE``: :meth:`add_entry`) commits before the count,
+        which then sees it; one that comes later finds the key retired and is refused."""
 
         async def _op(conn: AsyncConnection) -> bool:
+            await conn.execute(
+                select(vault_keys.c.key_id).where(vault_keys.c.key_id == key_id).with_for_update()
+            )
             in_use = await conn.scalar(select(func.count()).where(vault_entries.c.key_id == key_id))
             if in_use:
                 return False
@@ -244,11 +295,15 @@ class VaultRows:
     # --- entries -----------------------------------------------------------------------
 
     async def add_entry(self, entry: EntryRow) -> None:
+        """Insert ``entry``; KeyRetiredError if its data key was retired since it was
+        sealed (the insert can land long after the seal: a backed-up writer queue, a
+        stalled database), for the caller to seal it again under a live key."""
+
         async def _op(conn: AsyncConnection) -> None:
-            await _insert_entries(conn, [entry])
+            await _insert_entries_under_live_keys(conn, [entry])
 
         # Many tokenizations at once (the consumer's intake) insert in one statement.
-        await self._writes.run(_op, Bulk(_insert_entries, entry))
+        await self._writes.run(_op, Bulk(_insert_entries_under_live_keys, entry))
 
     def entry_write(self, entry: EntryRow) -> Bulk | None:
         return Bulk(_insert_entries, entry) if self._shares_database else None
@@ -296,9 +351,13 @@ class VaultRows:
         self, token: str, client_id: str | None, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool:
         """Swap in a re-encrypted value, unless it changed meanwhile (deleted, moved).
-        ``client_id`` is the token's (its row's): the lock the write declares."""
+        ``client_id`` is the token's (its row's): the lock the write declares.
+        KeyRetiredError if ``key_id`` was retired meanwhile (a rewrap that began before a
+        rotation, still moving values to what was then the newest key): the value stays
+        under its old key, which still opens it."""
 
         async def _op(conn: AsyncConnection) -> bool:
+            await _require_live_keys(conn, {key_id})
             result = await conn.execute(
                 update(vault_entries)
                 .where(

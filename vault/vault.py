@@ -17,6 +17,12 @@ Invariants:
   decrypted again (or one its intake just decrypted to check a token opens), but that
   liveness query is still asked first: a token deleted, expired or erased meanwhile is
   refused alike.
+- A value lands only under a live data key: a token's insert, or a rewrap's swap, whose key
+  was retired after the value was sealed is refused by its rows (the retire and the write
+  serialize on the key's row), and the value sealed again under the newest key; a retire
+  never waits on time alone for values on their way (tests/integration/
+  test_vault_retire_race.py). A token inserted with its payment's begin
+  (:meth:`tokenize_along`) is not checked: its number is charged from memory.
 - Deleting a token deletes its ciphertext: nothing in the live database can bring the
   number back. Copies in backups are unreadable once their data key is retired (rotate,
   rewrap, retire: docs/security.md).
@@ -43,10 +49,13 @@ from vault import cipher
 from vault.errors import key_unknown, tampered
 from vault.kek import KeyEncryptionKeys, WrappedKey
 from vault.recent_numbers import RecentNumbers
-from vault.rows import EntryRow, KeyRow, VaultStorage
+from vault.rows import EntryRow, KeyRetiredError, KeyRow, VaultStorage
 
 DATA_KEY_KIND: Final = "data key"
 DEFAULT_PRIMARY_REFRESH_S: Final = 30.0
+# A seal refused because its key was retired meanwhile is made again under the newest key;
+# a second refusal (another retire within the same insert) is an error, not a loop.
+_SEALS_PER_TOKENIZE: Final = 2
 
 
 class KeyInUseError(RuntimeError):
@@ -127,12 +136,20 @@ class Vault:
         ``saved``: kept for reuse until deleted. Otherwise ``expires_in`` (the retention)
         says when the retention job crypto-shreds it; a token made for one payment gets it.
         """
-        vaulted, entry = await self._sealed(
-            account, client_id=client_id, saved=saved, expires_in=expires_in
-        )
-        await self._rows.add_entry(entry)
-        self._hold(entry, account)  # only now: its row is committed
-        return vaulted
+        for _ in range(_SEALS_PER_TOKENIZE):
+            vaulted, entry = await self._sealed(
+                account, client_id=client_id, saved=saved, expires_in=expires_in
+            )
+            try:
+                await self._rows.add_entry(entry)
+            except KeyRetiredError:
+                # Sealed under a key retired before the row landed (a slow insert, or this
+                # process's newest key stale): sealed again under the newest key, read now.
+                self._primary_read_at = 0.0
+                continue
+            self._hold(entry, account)  # only now: its row is committed
+            return vaulted
+        raise key_unknown(DATA_KEY_KIND, entry.key_id)
 
     async def tokenize_along(
         self, account: Account, *, client_id: str | None, expires_in: timedelta
@@ -359,10 +376,16 @@ class Vault:
                 ciphertext = cipher.encrypt(
                     await self._data_key(target), target, number.encode(), context
                 )
-                if await self._rows.replace_ciphertext(
-                    entry.token, entry.client_id, entry.key_id, target, ciphertext
-                ):
-                    moved += 1
+                try:
+                    if await self._rows.replace_ciphertext(
+                        entry.token, entry.client_id, entry.key_id, target, ciphertext
+                    ):
+                        moved += 1
+                except KeyRetiredError:
+                    # The target was rotated past and retired while this pass ran (it
+                    # refuses the newest key, so a newer one exists): move to that instead.
+                    target = await self.newest_key_id()
+                    break
 
     async def retire(self, key_id: str) -> DataKeyInfo:
         """Destroy a data key no value uses any more (run ``rewrap`` first)."""

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from persistence.group_commit import Bulk
-from vault.rows import EntryRow, KeyRow
+from vault.rows import EntryRow, KeyRetiredError, KeyRow
 
 
 class FakeVaultRows:
@@ -45,6 +45,9 @@ class FakeVaultRows:
         return True
 
     async def add_entry(self, entry: EntryRow) -> None:
+        key = self.keys_by_id.get(entry.key_id)
+        if key is None or key.wrapped_key is None:
+            raise KeyRetiredError([entry.key_id])
         self.entries[entry.token] = entry
 
     def entry_write(self, entry: EntryRow) -> Bulk | None:
@@ -71,6 +74,9 @@ class FakeVaultRows:
     async def replace_ciphertext(
         self, token: str, client_id: str | None, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool:
+        key = self.keys_by_id.get(key_id)
+        if key is None or key.wrapped_key is None:
+            raise KeyRetiredError([key_id])
         entry = self.entries.get(token)
         if entry is None or entry.client_id != client_id or entry.key_id != old_key_id:
             return False

@@ -17,7 +17,7 @@ from tests.support.clock import Clock
 from tests.support.fake_vault_rows import FakeVaultRows
 from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1, KEK_1_WRONG, KEK_2
 from vault.kek import KeyFormatError, LocalKeyEncryptionKeys, parse_keys
-from vault.rows import KeyRow
+from vault.rows import EntryRow, KeyRow
 from vault.vault import KeyInUseError, NoSuchKeyError, Vault
 
 pytestmark = pytest.mark.unit
@@ -303,3 +303,37 @@ async def test_a_key_is_not_retired_while_a_process_may_still_encrypt_under_it()
     assert (await operator.rewrap()).values_moved == 1
     assert not (await operator.retire(first.key_id)).active
     assert await vault(30.0).reveal(late, client_id="acme") == CARD
+
+
+async def test_a_seal_refused_for_a_retired_key_is_made_again_once_then_an_error() -> None:
+    # The rows refuse a value whose data key was retired before its insert
+    # (tests/integration/test_vault_retire_race.py): the vault seals it again under the
+    # newest key, read afresh, and gives up with encryption_key_unknown if refused again.
+    class RetiringRows(FakeVaultRows):
+        def __init__(self, retirements: int) -> None:
+            super().__init__()
+            self.retirements = retirements
+
+        async def add_entry(self, entry: EntryRow) -> None:
+            if self.retirements:  # the key is retired, and a successor made, meanwhile
+                self.retirements -= 1
+                await self.retire_key(entry.key_id, clock.now)
+                clock.now += timedelta(seconds=1)
+                await vault_of(self, clock=clock).rotate()
+            await super().add_entry(entry)
+
+    clock = Clock()
+    rows = RetiringRows(retirements=1)
+    vault = vault_of(rows, clock=clock)
+    saved = await vault.tokenize(CARD, client_id="acme", saved=True)
+    [entry] = rows.entries.values()
+    assert entry.token == saved.token
+    assert rows.keys_by_id[entry.key_id].wrapped_key is not None
+    assert await vault_of(rows, clock=clock).reveal(saved, client_id="acme") == CARD
+
+    rows = RetiringRows(retirements=2)
+    await refused(
+        ErrorCode.ENCRYPTION_KEY_UNKNOWN,
+        vault_of(rows, clock=clock).tokenize(CARD, client_id="acme", saved=True),
+    )
+    assert rows.entries == {}

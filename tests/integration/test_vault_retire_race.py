@@ -1,0 +1,191 @@
+"""A data key retired while a value sealed under it is on its way to the database must not
+lose that value.
+
+A tokenization seals the number under the newest data key this process knows, then queues
+the row's insert on the writer queue: the insert can land any time later (a backed-up
+queue, a database that stalls). ``paygate keys retire`` erases a key's bytes once no row
+uses it, and its only guard against such a value is time (the key's successor must be
+older than twice the processes' key refresh). A row inserted after that, under the erased
+key, never opens again: a saved card lost for good.
+
+So an insert is refused once its key is retired (the retire and the inserts serialize on
+the key's row), and the tokenization seals the number again under the newest key.
+
+The steps are forced by hand: the insert waits until the operator has rotated, rewrapped
+and retired (SQLite and PostgreSQL); on PostgreSQL, an insert whose transaction is still
+open when the retire counts the key's values makes the retire wait for it, and refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.accounts import Account, AccountType
+from persistence.group_commit import GroupCommit
+from tests.integration.test_rate_limit_lock_order import two_engines  # noqa: F401
+from tests.integration.test_vault_lock_order import _pause
+from tests.integration.test_writer_lock_order import _until_a_lock_wait
+from tests.support.builders import SUCCESS_CARD
+from tests.support.clock import Clock
+from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1
+from vault.kek import LocalKeyEncryptionKeys
+from vault.rows import EntryRow, VaultRows
+from vault.vault import KeyInUseError, Vault
+
+pytestmark = pytest.mark.integration
+
+CARD = Account(AccountType.CARD, SUCCESS_CARD)
+REFRESH_S = 30.0
+
+
+class _SlowInserts(VaultRows):
+    """Rows whose first insert waits for ``release`` (``queued`` is set meanwhile)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.queued = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def add_entry(self, entry: EntryRow) -> None:
+        if not self.queued.is_set():
+            self.queued.set()
+            await self.release.wait()
+        await super().add_entry(entry)
+
+
+def _vault(rows: VaultRows, clock: Clock) -> Vault:
+    return Vault(
+        rows,
+        LocalKeyEncryptionKeys.from_text(KEK_1),
+        FINGERPRINT_KEY,
+        clock=clock,
+        primary_refresh_s=REFRESH_S,
+    )
+
+
+async def test_a_card_whose_insert_lands_after_its_key_is_retired_still_opens(
+    engine: AsyncEngine,
+) -> None:
+    clock = Clock()
+    operator = _vault(VaultRows(engine), clock)
+    old_key = (await operator.rotate()).key_id
+    slow = _SlowInserts(engine)
+    facade = _vault(slow, clock)
+
+    saving = asyncio.create_task(facade.tokenize(CARD, client_id="acme", saved=True))
+    await asyncio.wait_for(slow.queued.wait(), 10)  # sealed under old_key, not yet inserted
+
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)  # past the retire's time guard
+    await operator.rewrap()
+    await operator.retire(old_key)  # no row uses it: its bytes are erased
+
+    slow.release.set()
+    saved = await asyncio.wait_for(saving, 10)
+
+    # Another process (no data key cached) opens the card, and no row is left under a
+    # retired key.
+    assert await _vault(VaultRows(engine), clock).reveal(saved, client_id="acme") == CARD
+    assert [(k.active, k.values) for k in await operator.keys()] == [(False, 0), (True, 1)]
+
+
+class _InsertHeldOpen(VaultRows):
+    """Rows whose inserts run in a batch of their writer queue that then pauses, its
+    transaction open, until the test resumes it."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        writes: GroupCommit,
+        pause: Callable[[AsyncConnection], Awaitable[None]],
+    ) -> None:
+        super().__init__(engine, writes)
+        self._queue = writes
+        self._pause = pause
+
+    async def add_entry(self, entry: EntryRow) -> None:
+        await asyncio.gather(super().add_entry(entry), self._queue.run(self._pause))
+
+
+async def test_a_retire_waits_for_an_insert_under_its_key_and_refuses(
+    two_engines: list[AsyncEngine],  # noqa: F811
+) -> None:
+    facade_engine, command_engine = two_engines
+    clock = Clock()
+    clock.now += timedelta(days=3650)  # newer than any key another test left here
+    operator = _vault(VaultRows(command_engine), clock)
+    old_key = (await operator.rotate()).key_id
+    paused, resume, pause = _pause()
+    facade = _vault(_InsertHeldOpen(facade_engine, GroupCommit(facade_engine), pause), clock)
+
+    # The facade's batch: the card's insert under old_key, then the pause, uncommitted.
+    saving = asyncio.ensure_future(facade.tokenize(CARD, client_id="acme", saved=True))
+    await asyncio.wait_for(paused.wait(), 10)
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)
+    retiring = asyncio.ensure_future(operator.retire(old_key))
+    await _until_a_lock_wait(facade_engine, retiring)
+    resume.set()
+    saved = await asyncio.wait_for(saving, 10)
+
+    with pytest.raises(KeyInUseError):
+        await retiring
+    assert await _vault(VaultRows(facade_engine), clock).reveal(saved, client_id="acme") == CARD
+
+
+class _PausedReads(VaultRows):
+    """Rows whose first read of the values to move waits for ``release``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def entries_not_under(self, key_id: str, limit: int) -> list[EntryRow]:
+        if not self.reading.is_set():
+            self.reading.set()
+            await self.release.wait()
+        return await super().entries_not_under(key_id, limit)
+
+
+async def test_a_rewrap_begun_before_a_rotation_never_moves_cards_under_a_retired_key(
+    engine: AsyncEngine,
+) -> None:
+    # A rewrap moves every value not under its target, the newest key when it began. One
+    # begun before a rotation, still running when the operator has rotated, rewrapped
+    # (everything now under the newest key) and retired its target (no value under it),
+    # moved the values back under the erased key: every card lost.
+    clock = Clock()
+    operator = _vault(VaultRows(engine), clock)
+    await operator.rotate()
+    cards = [await operator.tokenize(CARD, client_id="acme", saved=True) for _ in range(2)]
+    clock.now += timedelta(seconds=1)
+    stale_rows = _PausedReads(engine)
+    stale = _vault(stale_rows, clock)
+    stale_target = (await stale.rotate()).key_id
+
+    rewrapping = asyncio.ensure_future(stale.rewrap())
+    await asyncio.wait_for(stale_rows.reading.wait(), 10)  # its target: stale_target
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)
+    assert (await operator.rewrap()).values_moved == 2
+    await operator.retire(stale_target)
+    stale_rows.release.set()
+    await asyncio.wait_for(rewrapping, 10)
+
+    fresh = _vault(VaultRows(engine), clock)
+    for card in cards:
+        assert await fresh.reveal(card, client_id="acme") == CARD
+    assert [(k.active, k.values) for k in await operator.keys()] == [
+        (True, 0),
+        (False, 0),
+        (True, 2),
+    ]
