@@ -11,7 +11,9 @@ before anything is read. Each failure answers "could Alipay have acted?":
   otherwise): ask again, never send blindly;
 - codes 40001/40002/40006 (a malformed request, a wrong signature, no permission):
   :class:`AlipayRequestRejectedError`, nothing was done and resending cannot help;
-- ``ACQ.TRADE_NOT_EXIST`` on a query: None, Alipay has no such trade.
+- ``ACQ.TRADE_NOT_EXIST`` on a query: None, Alipay has no such trade;
+- a precreate refused for the request itself (an amount above Alipay's limit, a forbidden
+  word: ``transformers.TRADE_REFUSED_SUB_CODES``): a declined charge, no trade opened.
 
 A charge is a trade whose ``out_trade_no`` is the attempt key, so a resend of the attempt is
 the same trade (precreate answers the same QR code) and never a second one. It is answered
@@ -167,6 +169,9 @@ class AlipayProvider:
         precreate.notify_url = self._config.notify_url
         answer = await self._call(precreate, "alipay_trade_precreate_response")
         if answer.get("code") != t.SUCCESS:
+            refused = t.trade_refused(answer)  # no trade opened, and none ever will be
+            if refused is not None:
+                return refused
             raise self._unsuccessful(answer, "precreate")
         try:
             action = t.qr_action(answer.get("qr_code"), expires_at)

@@ -33,6 +33,22 @@ REQUEST_REFUSED: Final = frozenset({"40001", "40002", "40006"})
 TRADE_NOT_EXIST: Final = "ACQ.TRADE_NOT_EXIST"
 # Business failures that say nothing about the outcome: ask again.
 UNKNOWN_OUTCOME_SUB_CODES: Final = frozenset({"ACQ.SYSTEM_ERROR", "ACQ.TRADE_HAS_CLOSE_PENDING"})
+# precreate's business refusals (40004) of the request itself: Alipay opens no trade, and
+# the same request is refused every time (an amount above its limit, a subject with a
+# forbidden word, parameters it refuses, an app not allowed the product). The payment is
+# declined: read as "outcome unknown" it stayed pending, re-sent and refused for ever.
+# Only these: a code about a trade already under the key (ACQ.TRADE_HAS_SUCCESS,
+# ACQ.TRADE_HAS_CLOSE, ACQ.CONTEXT_INCONSISTENT), ACQ.SYSTEM_ERROR, and any code not listed
+# stay "outcome unknown", settled by the query.
+TRADE_REFUSED_SUB_CODES: Final = frozenset(
+    {
+        "ACQ.TOTAL_FEE_EXCEED",
+        "ACQ.EXIST_FORBIDDEN_WORD",
+        "ACQ.INVALID_PARAMETER",
+        "ACQ.ACCESS_FORBIDDEN",
+        "ACQ.PARTNER_ERROR",
+    }
+)
 # Alipay's times are Beijing time; a fixed offset, since China keeps no daylight saving time.
 BEIJING: Final = timezone(timedelta(hours=8), "Asia/Shanghai")
 
@@ -126,6 +142,23 @@ def paid_then_refunded(reference: str | None) -> ChargeOutcome:
     full. The charge happened, and nothing of it is kept: neither ``succeeded`` (money
     kept) nor ``expired`` (never paid) would be true."""
     return ChargeOutcome(ChargeStatus.SUCCEEDED, reference, refunded_in_full=True)
+
+
+def trade_refused(answer: Mapping[str, Any]) -> ChargeOutcome | None:
+    """A precreate answer that refuses to open the trade (:data:`TRADE_REFUSED_SUB_CODES`)
+    as a declined charge, its sub code the ``decline_code``; None for any other answer."""
+    sub_code = answer.get("sub_code")
+    if answer.get("code") != BUSINESS_FAILURE or sub_code not in TRADE_REFUSED_SUB_CODES:
+        return None
+    return ChargeOutcome(
+        ChargeStatus.DECLINED,
+        None,
+        PaygateError(
+            ErrorCode.PAYMENT_DECLINED,
+            f"Alipay refused to open the trade: {answer.get('sub_msg') or sub_code}",
+            decline_code=str(sub_code),
+        ),
+    )
 
 
 def qr_action(qr_code: object, expires_at: datetime) -> NextAction:

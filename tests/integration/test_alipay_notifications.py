@@ -439,3 +439,30 @@ def _signed(params: dict[str, str], keys: Rsa2Keys) -> dict[str, str]:
     params.pop("sign", None)
     content = rsa2.sign_content(params, leave_out=("sign", "sign_type"))
     return {**params, "sign": rsa2.sign(keys.private_key(), content)}
+
+
+async def test_a_trade_alipay_refuses_to_open_declines_the_payment_and_frees_the_order(
+    rig: Rig, store, clock
+):
+    """Alipay takes a trade of at most 100,000,000.00 yuan; paygate takes larger amounts.
+    Alipay's precreate answers such a trade 40004 ``ACQ.TOTAL_FEE_EXCEED`` and opens none:
+    the same request is refused every time. Read as "outcome unknown", the payment stayed
+    pending, re-sent by every reconciler pass and refused again, for ever, and its order
+    refused every other payment as possibly charged."""
+    command = alipay_payment(10_000_000_100)  # 100,000,001.00 yuan
+    assert await rig.handler.handle(command) is Outcome.FAILED
+    assert rig.simulator.trades.all() == []  # no trade: nothing the payer could pay
+
+    clock.now += MIN_AGE * 2
+    report = await rig.reconciler.run_once()
+    assert report.checked == 0  # final: nothing left to ask or re-send
+
+    failed = await store.get_payment(command.payment_request_id)
+    assert failed is not None
+    assert failed.status is PaymentStatus.FAILED
+    assert failed.error is not None
+    assert (failed.error.code.value, failed.error.decline_code) == (
+        "payment_declined",
+        "ACQ.TOTAL_FEE_EXCEED",
+    )
+    assert failed.next_action is None

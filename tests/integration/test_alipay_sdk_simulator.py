@@ -26,6 +26,7 @@ from domain.next_action import NextActionType
 from domain.payments import PaymentMethod
 from providers.alipay import AlipayConfig, AlipayMode, AlipayProvider, verify_notification
 from providers.alipay.adapter import AlipayAnswerNotVerifiedError, AlipayRequestRejectedError
+from providers.errors import ProviderTimeoutError
 from providers.port import (
     ChargeOutcome,
     ChargeRequest,
@@ -312,6 +313,35 @@ async def test_amounts_are_cny_yuan_with_two_decimals_and_other_currencies_are_r
             await alipay.charge(euro)
         assert caught.value.code is ErrorCode.UNSUPPORTED_CURRENCY
     assert len(world.simulator.trades.all()) == 1
+
+
+async def test_a_trade_alipay_refuses_to_open_is_declined_and_a_trade_it_may_hold_is_not(
+    world: World,
+):
+    """Above 100,000,000.00 yuan Alipay opens no trade (``ACQ.TOTAL_FEE_EXCEED``), and
+    answers the same every time: a decline, never "outcome unknown". An answer about a
+    trade already under the key (another amount: ``ACQ.CONTEXT_INCONSISTENT``) stays
+    unknown: that trade may be paid."""
+    async with AlipayProvider(world.config()) as alipay:
+        too_large = charge("100000000.01")
+        refused = await alipay.charge(too_large)
+        assert refused.status is ChargeStatus.DECLINED
+        assert refused.error is not None
+        assert refused.error.code is ErrorCode.PAYMENT_DECLINED
+        assert refused.error.decline_code == "ACQ.TOTAL_FEE_EXCEED"
+        assert world.simulator.trades.all() == []
+        assert await alipay.charge_status(too_large.attempt_key) is None
+        # The largest trade Alipay takes opens.
+        largest = await alipay.charge(charge("100000000.00"))
+        assert largest.status is ChargeStatus.REQUIRES_ACTION
+
+        first = charge("10.00")
+        await alipay.charge(first)
+        changed = dataclasses.replace(first, amount=Money(1100, "CNY"))
+        with pytest.raises(ProviderTimeoutError) as caught:
+            await alipay.charge(changed)
+        assert caught.value.outcome_unknown
+    assert len(world.simulator.trades.all()) == 2
 
 
 def test_the_trade_expiry_is_sent_in_beijing_time():

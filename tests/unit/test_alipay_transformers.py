@@ -189,3 +189,32 @@ async def test_a_refund_answered_without_fund_change_is_what_the_query_says(alip
     )
     assert (await moved.refund(request)).status is ProviderRefundStatus.SUCCEEDED
     assert moved.asked == ["alipay_trade_refund_response"]
+
+
+@pytest.mark.parametrize("sub_code", sorted(t.TRADE_REFUSED_SUB_CODES))
+def test_a_precreate_refused_for_the_request_itself_is_a_decline(sub_code):
+    outcome = t.trade_refused({"code": "40004", "sub_code": sub_code, "sub_msg": "no"})
+    assert outcome is not None
+    assert outcome.status is ChargeStatus.DECLINED
+    assert outcome.provider_reference is None
+    assert outcome.error is not None
+    assert (outcome.error.code, outcome.error.decline_code) == (
+        ErrorCode.PAYMENT_DECLINED,
+        sub_code,
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"code": "40004", "sub_code": "ACQ.SYSTEM_ERROR"},
+        {"code": "40004", "sub_code": "ACQ.TRADE_HAS_SUCCESS"},  # a trade under the key
+        {"code": "40004", "sub_code": "ACQ.TRADE_HAS_CLOSE"},
+        {"code": "40004", "sub_code": "ACQ.CONTEXT_INCONSISTENT"},
+        {"code": "40004", "sub_code": "ACQ.SOMETHING_NEW"},  # unknown: never a guess
+        {"code": "20000", "sub_code": "ACQ.TOTAL_FEE_EXCEED"},  # only a business failure
+        {"code": "40004"},
+    ],
+)
+def test_any_other_precreate_failure_is_no_decline(answer):
+    assert t.trade_refused(answer) is None

@@ -11,7 +11,8 @@ with the simulator's ("Alipay's") private key over the exact text of the respons
 as the SDK expects. Methods:
 
 - ``alipay.trade.precreate``: opens the trade (``out_trade_no`` once per app: a resend
-  answers the same trade and QR code), answers ``qr_code``;
+  answers the same trade and QR code), answers ``qr_code``; a total above 100,000,000.00
+  yuan opens none (``ACQ.TOTAL_FEE_EXCEED``);
 - ``alipay.trade.page.pay``: a GET (or POST) from the payer's browser; opens the trade and
   answers an HTML cashier page;
 - ``alipay.trade.query``: ``trade_status`` and amounts; ``ACQ.TRADE_NOT_EXIST``;
@@ -53,6 +54,9 @@ log = logging.getLogger("paygate.sandbox.alipay")
 _BEIJING = timezone(timedelta(hours=8))  # Alipay speaks Beijing time
 _TIME = "%Y-%m-%d %H:%M:%S"
 SIMULATOR: web.AppKey[AlipaySimulator] = web.AppKey("alipay_simulator")
+# Alipay's range of a trade's total_amount is [0.01, 100000000] yuan; above it, precreate
+# and page.pay answer ACQ.TOTAL_FEE_EXCEED and open no trade.
+MAX_TRADE_FEN = 100_000_000_00
 
 
 @dataclass
@@ -161,6 +165,8 @@ class AlipaySimulator:
         fen = _fen(content.get("total_amount"))
         if not isinstance(out_trade_no, str) or not out_trade_no or fen is None or fen <= 0:
             return _error("40004", "ACQ.INVALID_PARAMETER")
+        if fen > MAX_TRADE_FEN and self.trades.find(app_id, out_trade_no, None) is None:
+            return _error("40004", "ACQ.TOTAL_FEE_EXCEED")  # no trade is opened
         now = self.clock()
         trade, made = self.trades.open(
             app_id,
