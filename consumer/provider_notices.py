@@ -45,6 +45,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from consumer.outcome import Outcome
+from consumer.outside_refund_notices import OutsideRefundFailures
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
 from consumer.ports import PaymentWrites, ProviderRefundRecords, StrayLeads
@@ -56,7 +57,13 @@ from domain.provider_refunds import refunded_at_provider
 from domain.status import CAPTURED, HELD
 from persistence.attempts import attempt_number
 from persistence.outbox import OutboxMessage
-from providers.notices import ChargeNotice, NoticeResult, ProviderNotice, RefundNotice
+from providers.notices import (
+    ChargeNotice,
+    NoticeResult,
+    OutsideRefundFailedNotice,
+    ProviderNotice,
+    RefundNotice,
+)
 from providers.port import ChargeStatus
 
 log = logging.getLogger("paygate.notifications")
@@ -93,10 +100,13 @@ class NoticeRecorder:
         self._refunds = refunds
         self._events = events
         self._recorder = PaymentOutcomes(store, events, clock)
+        self._outside_failures = OutsideRefundFailures(store=refunds, events=events)
 
     async def record(self, notice: ProviderNotice) -> NoticeResult:
         if isinstance(notice, RefundNotice):
             return await self._refund(notice)
+        if isinstance(notice, OutsideRefundFailedNotice):
+            return await self._outside_failures.record(notice)
         result = await self._record(notice)
         if result is NoticeResult.STRAY:
             log.error(

@@ -92,15 +92,18 @@ from typing import Any, Final
 import stripe
 from pydantic import SecretStr
 
+from domain.money import Money
 from providers.notices import (
     ChargeNotice,
     NoticeRefusedError,
     NotificationTerms,
+    OutsideRefundFailedNotice,
+    ProviderNotice,
     ReceivedNotification,
     RefundNotice,
     RefusalReason,
 )
-from providers.port import ChargeOutcome, ProviderRefundStatus
+from providers.port import ChargeOutcome, ProviderRefundStatus, RefundOutcome
 from providers.signing_secrets import stripe_signing_secret_problem
 from providers.stripe.amounts import money_from_stripe
 from providers.stripe.refund_transformers import (
@@ -190,7 +193,7 @@ class StripeWebhooks:
         self.provider = PROVIDER_NAME
         self.terms = STRIPE_TERMS
 
-    def receive(self, notification: ReceivedNotification) -> ChargeNotice | RefundNotice | None:
+    def receive(self, notification: ReceivedNotification) -> ProviderNotice | None:
         event = self._verified(notification)
         event_id, event_type = _field(event, "id"), _field(event, "type")
         if _field(event, "account") is not None:
@@ -265,21 +268,17 @@ class StripeWebhooks:
 
     def _failed_refund(
         self, event_id: object, event_type: str, refund: object
-    ) -> RefundNotice | None:
+    ) -> RefundNotice | OutsideRefundFailedNotice | None:
         if not isinstance(refund, stripe.Refund):
             raise NoticeRefusedError(f"the {event_type} event holds no Refund")
         refund_id = _metadata_value(refund, REFUND_ID_METADATA_KEY)
-        if refund_id is None or _metadata_value(refund, REFUND_KEY_METADATA_KEY) is None:
-            log.info(
-                "Stripe event of a Refund paygate did not create: acknowledged, ignored",
-                extra={**_about(event_id, event_type), "provider_reference": _field(refund, "id")},
-            )
-            return None
         try:
             amount = money_from_stripe(_field(refund, "amount"), _field(refund, "currency"))
             outcome = outcome_from_refund(refund)
         except ValueError as exc:
             raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
+        if refund_id is None or _metadata_value(refund, REFUND_KEY_METADATA_KEY) is None:
+            return self._failed_outside(event_id, event_type, refund, amount, outcome)
         if outcome.status is not ProviderRefundStatus.FAILED:
             # Not what the event type says: nothing is recorded on it, and refusing it
             # would only have Stripe resend it for days. The reconciler asks Stripe itself.
@@ -291,11 +290,35 @@ class StripeWebhooks:
                 },
             )
             return None
-        intent = _field(refund, "payment_intent")
-        # Expanded or not: the PaymentIntent's id (paygate refunds by PaymentIntent).
-        intent_id = _field(intent, "id") if isinstance(intent, stripe.PaymentIntent) else intent
-        charge_reference = intent_id if isinstance(intent_id, str) and intent_id else None
-        return RefundNotice(self.provider, refund_id, outcome, amount, charge_reference)
+        return RefundNotice(self.provider, refund_id, outcome, amount, _intent_id(refund))
+
+    def _failed_outside(
+        self,
+        event_id: object,
+        event_type: str,
+        refund: stripe.Refund,
+        amount: Money,
+        outcome: RefundOutcome,
+    ) -> OutsideRefundFailedNotice | None:
+        """A Refund paygate did not create (made in the Dashboard) that failed: the notice
+        that takes it back from what paygate counted refunded outside, when it names its
+        PaymentIntent (paygate charges by PaymentIntent; a Refund of another kind of charge
+        is another system's: acknowledged, ignored)."""
+        intent_id = _intent_id(refund)
+        if (
+            outcome.status is not ProviderRefundStatus.FAILED
+            or outcome.provider_reference is None
+            or intent_id is None
+        ):
+            log.info(
+                "Stripe event of a Refund paygate did not create, of no PaymentIntent or not "
+                "failed: acknowledged, ignored",
+                extra={**_about(event_id, event_type), "provider_reference": _field(refund, "id")},
+            )
+            return None
+        return OutsideRefundFailedNotice(
+            self.provider, outcome.provider_reference, amount, intent_id
+        )
 
     def _verified(self, notification: ReceivedNotification) -> Any:
         """The event, once the SDK verified its signature over the raw body."""
@@ -332,6 +355,14 @@ def _outcome(intent: stripe.PaymentIntent) -> ChargeOutcome | None:
         return outcome_from_intent(intent)
     except StripePaymentPendingError:
         return None
+
+
+def _intent_id(refund: stripe.Refund) -> str | None:
+    """The id of the PaymentIntent the Refund refunds, expanded or not (paygate refunds by
+    PaymentIntent); None when it names none."""
+    intent = _field(refund, "payment_intent")
+    intent_id = _field(intent, "id") if isinstance(intent, stripe.PaymentIntent) else intent
+    return intent_id if isinstance(intent_id, str) and intent_id else None
 
 
 def _field(obj: object, name: str) -> Any:
