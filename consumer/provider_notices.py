@@ -22,7 +22,9 @@ after a refund in the Dashboard) raises the payment's refunded
 total to it, and its status to ``partially_refunded`` or ``refunded``, with a result event
 and no refund row (domain.provider_refunds, persistence.provider_refund_store): answered
 ``recorded``. Before, such a payment stayed ``succeeded``, and paygate would try to refund
-money the provider had returned already.
+money the provider had returned already. The provider's word that such a refund failed
+(Stripe's ``refund.failed`` of a Refund without paygate's metadata) takes back what was
+counted of it, once (consumer.outside_refund_notices).
 
 One exception to "changes nothing": a notice that reports money taken (charged or
 authorized) under a key the payment does not stand on -- an attempt that is not the open
