@@ -11,9 +11,9 @@ the charge's refunded total does not count it again (persistence.outside_refund_
 Answers: ``recorded`` (taken back, with the payment's result event; or noted, nothing of
 it counted yet), ``already`` (a replay), ``ignored`` (the id is one of paygate's own
 refunds, whose failure reaches paygate with its metadata: consumer.refund_notices),
-``unknown`` (no payment stands on the charge: another system's on the same account, or a
-charge paygate no longer stands on), ``busy`` (the payment is not recorded captured yet:
-the provider sends it again), ``mismatch`` (another currency, more than was captured, the
+``unknown`` (no payment stands on the charge: another system's on the same account; or
+its payment ended uncaptured), ``busy`` (the payment is not recorded captured yet: the
+provider sends it again), ``mismatch`` (another currency, more than was captured, the
 refund id recorded for another payment or amount): nothing changes but the first two.
 """
 

@@ -28,8 +28,9 @@ The payment's row is locked first (the writer queue declares it: persistence.loc
 so paygate's refund writes of the same payment (begin, finish, late failure) and the
 outside absorption either committed before and are seen, or wait until after. Refused
 without a change: a payment not standing on the named charge, another currency, an amount
-above what was captured, a refund id of paygate's own refund, or a refund id recorded for
-another payment or amount.
+above what was captured, a refund id of paygate's own refund (acknowledged: its failure
+comes with paygate's metadata; of another payment's refund: refused), or a refund id
+recorded for another payment or amount.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.money import Money
 from domain.payment_view import PaymentView
-from domain.status import CAPTURED, PaymentStatus
+from domain.status import CAPTURED, HELD, PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
 from persistence.outbox import enqueue_outbox
 from persistence.payment_rows import payment_in, status_with_refunds_of
@@ -59,8 +60,8 @@ class OutsideFailure(StrEnum):
     NOTED = "noted"  # recorded; nothing of it was counted outside, nothing to take back
     ALREADY = "already"  # recorded before: a duplicate or replayed notice
     OWN = "own"  # the refund id is one of paygate's refunds': not an outside refund
-    NOT_CAPTURED = "not_captured"  # the payment is not recorded captured (yet)
-    UNKNOWN = "unknown"  # no payment stands on the charge
+    NOT_CAPTURED = "not_captured"  # the payment is not recorded captured yet
+    UNKNOWN = "unknown"  # no payment stands on the charge, or it ended uncaptured
     MISMATCH = "mismatch"  # another currency, an impossible amount, another payment's id
 
 
@@ -117,19 +118,30 @@ async def record_outside_failure(
         or row.provider_reference != request.charge_reference
     ):
         return OutsideFailure.UNKNOWN, None
-    if PaymentStatus(row.status) not in CAPTURED:
-        return OutsideFailure.NOT_CAPTURED, None
+    status = PaymentStatus(row.status)
+    if status not in CAPTURED:
+        # Not captured yet (held, or its charge not answered): the provider sends it again,
+        # by when it may be. Ended uncaptured (failed, canceled, expired): nothing of it is
+        # counted refunded.
+        later = status in HELD or not status.charge_known
+        return (OutsideFailure.NOT_CAPTURED if later else OutsideFailure.UNKNOWN), None
     captured = row.amount_minor if row.captured_minor is None else row.captured_minor
     if row.currency != request.amount.currency or request.amount.minor_units > captured:
         return OutsideFailure.MISMATCH, None
-    own = await conn.execute(
-        select(refunds.c.id)
-        .where(refunds.c.provider == request.provider)
-        .where(refunds.c.provider_reference == request.provider_reference)
-        .limit(1)
-    )
-    if own.first() is not None:
-        return OutsideFailure.OWN, None
+    # By the index on the refunds' references (0030): a scan would hold the writer queue.
+    own = (
+        await conn.execute(
+            select(refunds.c.payment_id)
+            .where(refunds.c.provider_reference == request.provider_reference)
+            .where(refunds.c.provider == request.provider)
+            .limit(1)
+        )
+    ).first()
+    if own is not None:
+        # paygate's own refund (its failure comes with its metadata), or, named on another
+        # payment's charge, a notice that cannot be the provider's word.
+        mine = own.payment_id == request.payment_id
+        return (OutsideFailure.OWN if mine else OutsideFailure.MISMATCH), None
     taken_back = min(request.amount.minor_units, row.refunded_outside_minor)
     inserted = await conn.execute(
         _insert_once(conn).values(

@@ -125,6 +125,9 @@ refunds = Table(
     Column("claim_expires_at", DateTime(timezone=True)),
     Column("examined_at", DateTime(timezone=True)),
     Index("ix_refunds_open", "status", "updated_at"),
+    # A provider's failure of a refund made outside paygate is told from paygate's own by
+    # the provider's refund id (persistence.outside_refund_failed; migration 0030).
+    Index("ix_refunds_provider_reference", "provider_reference"),
 )
 
 # Refunds made outside paygate (by hand, in the provider's dashboard) that the provider

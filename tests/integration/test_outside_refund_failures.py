@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from domain.money import Money
 from domain.refunds import RefundStatus
 from domain.status import PaymentStatus
-from persistence.attempts import ATTEMPT_SUCCEEDED
+from persistence.attempts import ATTEMPT_DECLINED, ATTEMPT_SUCCEEDED
 from persistence.outbox import OutboxMessage
 from persistence.outside_refund_failed import OutsideFailure
 from persistence.payment_begin import Started
@@ -254,13 +254,17 @@ async def test_bad_failure_notices_change_nothing(engine: AsyncEngine, store: Pa
     await _absorb(stores, other, 3_000)
     own = await _begin_own(refund_store, paid, 1_000)
     await _finish_own(refund_store, own, "re_own1")
+    others_own = await _begin_own(refund_store, other, 1_000)
+    await _finish_own(refund_store, others_own, "re_own2")
     before = await _state(engine, paid.payment_id)
     events = await _outbox_count(engine)
 
-    # Another currency; more than was captured; paygate's own refund's id; no such charge.
+    # Another currency; more than was captured; paygate's own refund's id, of this payment
+    # (acknowledged: its failure comes with its metadata) or of another; no such charge.
     assert await _failed(stores, paid, "re_x", 3_000, currency="USD") is OutsideFailure.MISMATCH
     assert await _failed(stores, paid, "re_x", CAPTURED + 1) is OutsideFailure.MISMATCH
     assert await _failed(stores, paid, "re_own1", 1_000) is OutsideFailure.OWN
+    assert await _failed(stores, paid, "re_own2", 1_000) is OutsideFailure.MISMATCH
     assert await _failed(stores, paid, "re_x", 1_000, charge="pi_nobody") is OutsideFailure.UNKNOWN
     assert await _state(engine, paid.payment_id) == before
     assert await _outbox_count(engine) == events
@@ -270,7 +274,7 @@ async def test_bad_failure_notices_change_nothing(engine: AsyncEngine, store: Pa
     assert await _failed(stores, paid, "re_dash1", 3_000) is OutsideFailure.MISMATCH
     assert await _failed(stores, other, "re_dash1", 2_999) is OutsideFailure.MISMATCH
     assert await _state(engine, paid.payment_id) == before
-    assert await _state(engine, other.payment_id) == ("succeeded", 0, 0, 0)
+    assert await _state(engine, other.payment_id) == ("partially_refunded", 1_000, 0, 0)
     async with engine.connect() as conn:
         recorded = (await conn.execute(select(outside_refund_failures))).all()
     assert [(r.payment_id, r.amount_minor, r.taken_back_minor) for r in recorded] == [
@@ -278,27 +282,34 @@ async def test_bad_failure_notices_change_nothing(engine: AsyncEngine, store: Pa
     ]
 
 
-async def test_a_payment_not_captured_yet_is_asked_again_later(
-    engine: AsyncEngine, store: PaymentStore, clock
-):
-    stores = ProviderRefundStore(store.writes, clock)
+async def _ended(store: PaymentStore, status: PaymentStatus, attempt_status: str) -> Paid:
     command = create_payment(amount=Money(CAPTURED, "EUR"))
     begun = await store.begin(
         command, provider="stripe", account_key=b"k", refusal_event=unexpected_refusal
     )
     assert isinstance(begun, Started)
+    charge = unique("pi")
     assert await store.finish(
         command.payment_request_id,
         begun.attempt_key,
         claim=begun.claim.token,
-        status=PaymentStatus.AUTHORIZED,
-        attempt_status=ATTEMPT_SUCCEEDED,
-        provider_reference="pi_held",
+        status=status,
+        attempt_status=attempt_status,
+        provider_reference=charge,
         error=None,
         event=OutboxMessage(unique("evt"), "payments.results", command.order_id, b""),
     )
-    paid = Paid(command.payment_request_id, command.order_id, "pi_held")
-    assert await _failed(stores, paid, "re_dash1", 1_000) is OutsideFailure.NOT_CAPTURED
+    return Paid(command.payment_request_id, command.order_id, charge)
+
+
+async def test_a_payment_not_captured_yet_is_asked_again_and_one_never_captured_ignores_it(
+    engine: AsyncEngine, store: PaymentStore, clock
+):
+    stores = ProviderRefundStore(store.writes, clock)
+    held = await _ended(store, PaymentStatus.AUTHORIZED, ATTEMPT_SUCCEEDED)
+    declined = await _ended(store, PaymentStatus.FAILED, ATTEMPT_DECLINED)
+    assert await _failed(stores, held, "re_dash1", 1_000) is OutsideFailure.NOT_CAPTURED
+    assert await _failed(stores, declined, "re_dash2", 1_000) is OutsideFailure.UNKNOWN
     async with engine.connect() as conn:
         assert (await conn.execute(select(outside_refund_failures))).all() == []
 

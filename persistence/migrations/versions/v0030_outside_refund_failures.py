@@ -6,8 +6,9 @@ paygate's metadata), the money is back in the merchant's balance: the part of it
 taken back, once, and the provider's later readings of the charge's refunded total are
 taken net of it (a reading made before the failure still counts it). The row keyed by the
 provider's refund id is what makes the take-back happen once, and what those readings are
-net of. ``payments.provider_reference`` is indexed: the notice names the charge, not the
-payment.
+net of. ``payments.provider_reference`` is indexed (the notice names the charge, not the
+payment), and ``refunds.provider_reference`` (a refund id of paygate's own is not one made
+outside), so neither read scans a table while the writer queue waits.
 
 Nothing to backfill: before 0030 such a failure was acknowledged and ignored.
 
@@ -45,10 +46,12 @@ def upgrade() -> None:
         "ix_outside_refund_failures_payment_id", "outside_refund_failures", ["payment_id"]
     )
     op.create_index("ix_payments_provider_reference", "payments", ["provider_reference"])
+    op.create_index("ix_refunds_provider_reference", "refunds", ["provider_reference"])
 
 
 def downgrade() -> None:
     # A release before 0030 ignores such failures, as it did; what was taken back stays so.
+    op.drop_index("ix_refunds_provider_reference", table_name="refunds")
     op.drop_index("ix_payments_provider_reference", table_name="payments")
     op.drop_index("ix_outside_refund_failures_payment_id", table_name="outside_refund_failures")
     op.drop_table("outside_refund_failures")
