@@ -27,6 +27,7 @@ from persistence.capture_store import CaptureBegin
 from persistence.follow_up import FollowUpStarted, PaymentEventBuilder
 from persistence.group_commit import Bulk
 from persistence.outbox import OutboxMessage
+from persistence.outside_refund_failed import OutsideFailure
 from persistence.payment_begin import BeginResult
 from persistence.payment_claims import ClaimedAttempt, InDoubt
 from persistence.refund_store import (
@@ -255,6 +256,16 @@ class ProviderRefundRecords(Protocol):
         provider_refunded_minor: int,
         event: PaymentEventBuilder,
     ) -> PaymentView | None: ...
+
+    async def outside_refund_failed(
+        self,
+        *,
+        provider: str,
+        provider_reference: str,
+        charge_reference: str,
+        amount: Money,
+        event: PaymentEventBuilder,
+    ) -> tuple[OutsideFailure, PaymentView | None]: ...
 
 
 class StrayLeads(Protocol):

@@ -22,7 +22,9 @@ after a refund in the Dashboard) raises the payment's refunded
 total to it, and its status to ``partially_refunded`` or ``refunded``, with a result event
 and no refund row (domain.provider_refunds, persistence.provider_refund_store): answered
 ``recorded``. Before, such a payment stayed ``succeeded``, and paygate would try to refund
-money the provider had returned already.
+money the provider had returned already. The provider's word that such a refund failed
+(Stripe's ``refund.failed`` of a Refund without paygate's metadata) takes back what was
+counted of it, once (consumer.outside_refund_notices).
 
 One exception to "changes nothing": a notice that reports money taken (charged or
 authorized) under a key the payment does not stand on -- an attempt that is not the open
@@ -45,6 +47,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from consumer.outcome import Outcome
+from consumer.outside_refund_notices import OutsideRefundFailures
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
 from consumer.ports import PaymentWrites, ProviderRefundRecords, StrayLeads
@@ -56,7 +59,13 @@ from domain.provider_refunds import refunded_at_provider
 from domain.status import CAPTURED, HELD
 from persistence.attempts import attempt_number
 from persistence.outbox import OutboxMessage
-from providers.notices import ChargeNotice, NoticeResult, ProviderNotice, RefundNotice
+from providers.notices import (
+    ChargeNotice,
+    NoticeResult,
+    OutsideRefundFailedNotice,
+    ProviderNotice,
+    RefundNotice,
+)
 from providers.port import ChargeStatus
 
 log = logging.getLogger("paygate.notifications")
@@ -93,10 +102,13 @@ class NoticeRecorder:
         self._refunds = refunds
         self._events = events
         self._recorder = PaymentOutcomes(store, events, clock)
+        self._outside_failures = OutsideRefundFailures(store=refunds, events=events)
 
     async def record(self, notice: ProviderNotice) -> NoticeResult:
         if isinstance(notice, RefundNotice):
             return await self._refund(notice)
+        if isinstance(notice, OutsideRefundFailedNotice):
+            return await self._outside_failures.record(notice)
         result = await self._record(notice)
         if result is NoticeResult.STRAY:
             log.error(

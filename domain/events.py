@@ -45,6 +45,14 @@ def outside_refund_event_id(payment_request_id: str, refunded_minor: int) -> str
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
 
 
+def outside_refund_failed_event_id(payment_request_id: str, provider_refund: str) -> str:
+    """For the event of a captured payment whose refunded total fell because the provider
+    failed a refund made outside paygate (``provider_refund``, its id at the provider): one
+    per failed refund, never the id of an earlier rise to the same total."""
+    name = f"{payment_request_id}:outside-refund-failed:{provider_refund}"
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
+
+
 def conflict_event_id(payment_request_id: str, parameters_fingerprint: str) -> str:
     """Stable per refused reuse of a key: the same conflicting command re-sent keeps its id."""
     name = f"{payment_request_id}:conflict:{parameters_fingerprint}"

@@ -26,11 +26,11 @@ provider says so (Alipay's notification of a trade it closed after a refund in f
 Then the provider's figure counts paygate's own refunds too, some perhaps
 still in flight in paygate's records (reserved), so :func:`absorbed_refunded_total` takes
 from it only what cannot be paygate's: the total rises to the provider's figure less every
-reservation and less paygate's refunds the provider made and failed since (a late
-notification may still count them), never falls (a notification sent before a later refund
-is old news), and stays within what was captured less what is reserved. It may count less
-than was refunded outside while paygate's own refunds are in flight, or once one failed at
-the provider; never more.
+reservation and less the refunds the provider made and failed since, paygate's and those
+made outside it (a late notification may still count them), never falls (a notification
+sent before a later refund is old news), and stays within what was captured less what is
+reserved. It may count less than was refunded outside while paygate's own refunds are in
+flight, or once one failed at the provider; never more.
 """
 
 from __future__ import annotations
@@ -76,15 +76,18 @@ def absorbed_refunded_total(
 ) -> int | None:
     """The refunded total a captured payment (``refunded_minor`` refunded, ``reserved_minor``
     reserved by refunds in flight, ``failed_at_provider_minor`` of its refunds made at the
-    provider and failed there since) records when its provider says
-    ``provider_refunded_minor`` was refunded of the charge in all; None when that changes
-    nothing.
+    provider and failed there since, paygate's and those made outside paygate) records when
+    its provider says ``provider_refunded_minor`` was refunded of the charge in all; None
+    when that changes nothing.
 
     A refund the provider made and then failed (Stripe's pending refund that fails) was
     counted in the provider's figure while it stood, and a notification made then still
     counts it when it is delivered late, after paygate recorded the failure and released
     its reservation: that amount is taken as paygate's, never as refunded outside (which
-    would keep it from the payer)."""
+    would keep it from the payer). A refund made outside paygate that failed is taken back
+    when its failure is recorded (persistence.outside_refund_failed), and a late
+    notification that still counts it must not count it again: its amount is in
+    ``failed_at_provider_minor`` too."""
     candidate = min(
         provider_refunded_minor - reserved_minor - failed_at_provider_minor,
         captured_minor - reserved_minor,

@@ -40,6 +40,7 @@ from providers.notices import (
     NoticeRefusedError,
     NoticeResult,
     NotificationTerms,
+    OutsideRefundFailedNotice,
     ProviderNotice,
     ReceivedNotification,
     RefundNotice,
@@ -133,6 +134,8 @@ async def receive_notification(request: web.Request) -> web.Response:
 def _about(notice: ProviderNotice) -> dict[str, str]:
     if isinstance(notice, RefundNotice):
         return {"refund_id": notice.refund_id}
+    if isinstance(notice, OutsideRefundFailedNotice):
+        return {"provider_reference": notice.provider_reference}
     return {"attempt_key": notice.attempt_key}
 
 

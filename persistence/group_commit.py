@@ -106,6 +106,11 @@ class GroupCommit:
         self._pending: deque[_Pending] = deque()
         self._flusher: asyncio.Task[None] | None = None
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The database written: for a read that finds which rows a write is to declare."""
+        return self._engine
+
     async def run(
         self,
         operation: Callable[[AsyncConnection], Awaitable[T]],

@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.clock import utc_now
+from domain.money import Money
 from domain.payment_view import PaymentView
 from domain.provider_refunds import absorbed_refunded_total, status_with_refunds
 from domain.refunds import RefundStatus
@@ -33,8 +34,13 @@ from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
 from persistence.lock_order import RowLocks
 from persistence.outbox import enqueue_outbox
+from persistence.outside_refund_failed import (
+    OutsideFailure,
+    OutsideFailureRequest,
+    record_outside_failure,
+)
 from persistence.payment_rows import payment_in, refunded_at_provider_to
-from persistence.tables import payments, refunds
+from persistence.tables import outside_refund_failures, payments, refunds
 
 
 class ProviderRefundStore:
@@ -102,16 +108,66 @@ class ProviderRefundStore:
 
         return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
+    async def outside_refund_failed(
+        self,
+        *,
+        provider: str,
+        provider_reference: str,
+        charge_reference: str,
+        amount: Money,
+        event: PaymentEventBuilder,
+    ) -> tuple[OutsideFailure, PaymentView | None]:
+        """Record the provider's failure of its refund ``provider_reference`` of the charge
+        ``charge_reference``, made outside paygate (persistence.outside_refund_failed): what
+        was counted of it outside is taken back once, with ``event`` of the payment."""
+        async with self._writes.engine.connect() as conn:
+            found = (
+                await conn.execute(
+                    select(payments.c.id)
+                    .where(payments.c.provider_reference == charge_reference)
+                    .where(payments.c.provider == provider)
+                    .limit(2)
+                )
+            ).scalars()
+            standing = list(found)
+        if not standing:
+            return OutsideFailure.UNKNOWN, None
+        if len(standing) > 1:
+            # Two payments recorded on one charge: which one the refund was of is not the
+            # notice's to say (a provider's reference names one charge).
+            return OutsideFailure.MISMATCH, None
+        (payment_id,) = standing
+        request = OutsideFailureRequest(
+            payment_id=payment_id,
+            provider=provider,
+            provider_reference=provider_reference,
+            charge_reference=charge_reference,
+            amount=amount,
+            event=event,
+            now=self._clock(),
+        )
+
+        async def record(conn: AsyncConnection) -> tuple[OutsideFailure, PaymentView | None]:
+            return await record_outside_failure(conn, request)
+
+        return await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
+
 
 async def _failed_at_provider(conn: AsyncConnection, payment_request_id: str) -> int:
-    """What the payment's failed refunds that reached the provider (it gave them a
-    reference) add up to: the provider may have counted them before they failed, and a
-    notification made then still does. Read under the payment's row lock, which every
-    refund's finish takes too."""
-    failed = await conn.execute(
+    """What the payment's failed refunds that reached the provider add up to: paygate's
+    (the provider gave them a reference) and those made outside paygate that it reported
+    failed (persistence.outside_refund_failed). The provider may have counted them before
+    they failed, and a notification made then still does. Read under the payment's row
+    lock, which every refund's finish and every outside failure's record take too."""
+    own = await conn.execute(
         select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
         .where(refunds.c.payment_id == payment_request_id)
         .where(refunds.c.status == RefundStatus.FAILED.value)
         .where(refunds.c.provider_reference.is_not(None))
     )
-    return int(failed.scalar_one())
+    outside = await conn.execute(
+        select(func.coalesce(func.sum(outside_refund_failures.c.amount_minor), 0)).where(
+            outside_refund_failures.c.payment_id == payment_request_id
+        )
+    )
+    return int(own.scalar_one()) + int(outside.scalar_one())

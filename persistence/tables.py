@@ -6,6 +6,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -92,6 +93,9 @@ payments = Table(
     Column("next_check_at", DateTime(timezone=True)),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
     Index("ix_payments_client_order", "client_id", "order_id", "created_at"),
+    # A provider's notice of a refund made outside paygate names the charge, not the payment
+    # (Stripe's Refund names its PaymentIntent): the payment is found by it (migration 0030).
+    Index("ix_payments_provider_reference", "provider_reference"),
 )
 
 # One row per refund, written (with its amount reserved on the payment) before the provider
@@ -121,6 +125,31 @@ refunds = Table(
     Column("claim_expires_at", DateTime(timezone=True)),
     Column("examined_at", DateTime(timezone=True)),
     Index("ix_refunds_open", "status", "updated_at"),
+    # A provider's failure of a refund made outside paygate is told from paygate's own by
+    # the provider's refund id (persistence.outside_refund_failed; migration 0030).
+    Index("ix_refunds_provider_reference", "provider_reference"),
+)
+
+# Refunds made outside paygate (by hand, in the provider's dashboard) that the provider
+# reported failed, one row per provider refund: its money went back to the merchant, so the
+# part of it counted in ``payments.refunded_outside_minor`` was taken back once
+# (``taken_back_minor``, at most the refund's amount), and a later reading of the charge's
+# refunded total is taken net of ``amount_minor`` (persistence.outside_refund_failed,
+# persistence.provider_refund_store). The key makes a replayed notice change nothing.
+outside_refund_failures = Table(
+    "outside_refund_failures",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    Column("provider_reference", String(255), primary_key=True),
+    Column("payment_id", ForeignKey("payments.id"), nullable=False, index=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("taken_back_minor", BigInteger, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint(
+        "amount_minor > 0 AND taken_back_minor >= 0 AND taken_back_minor <= amount_minor",
+        name="ck_outside_refund_failures_amounts",
+    ),
 )
 
 # Written (and committed) before each provider call, so a crash during the call leaves an

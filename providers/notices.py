@@ -41,8 +41,22 @@ class RefundNotice:
     charge_reference: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class OutsideRefundFailedNotice:
+    """A provider's word that a refund made outside paygate (by hand in its dashboard: a
+    Stripe Refund without paygate's metadata) failed, its money back in the merchant's
+    balance. ``provider_reference`` is the provider's id of that refund, ``amount`` what it
+    was for, ``charge_reference`` the charge it refunded (Stripe's PaymentIntent), which
+    names the payment."""
+
+    provider: str
+    provider_reference: str
+    amount: Money
+    charge_reference: str
+
+
 # What a provider's notification may say: about a charge, or about a refund.
-ProviderNotice = ChargeNotice | RefundNotice
+ProviderNotice = ChargeNotice | RefundNotice | OutsideRefundFailedNotice
 
 
 @dataclass(frozen=True, slots=True)

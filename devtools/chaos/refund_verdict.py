@@ -236,7 +236,9 @@ def _refunded_outside(
     """Per payment, what the acquirer's ledger refunded (or holds pending) of its charges
     under no refund of paygate's: the one witness of a refund made outside paygate. A
     stray charge's reversal (``reversals``) is paygate's own, of a charge the payment does
-    not stand on: never refunded outside it."""
+    not stand on: never refunded outside it. A refund made outside that failed holds no
+    money, as the store takes it back from ``refunded_outside_minor`` on the provider's
+    word (persistence.outside_refund_failed): it leaves both sides."""
     outside: defaultdict[str, int] = defaultdict(int)
     for row in ledger.refunds:
         if row.holds_money and row.reference not in stored and row not in reversals:

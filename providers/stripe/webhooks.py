@@ -54,8 +54,8 @@ recorded captured changes nothing the ``payment_intent.*`` events report, and St
 ``amount_refunded``. That total is all paygate needs (consumer.provider_notices records it as
 refunds made outside paygate, domain.provider_refunds.absorbed_refunded_total: paygate's own
 refunds, recorded or in flight, are never counted twice; the total never falls). A refund
-made outside paygate that fails later is not taken back from that total: paygate refuses to
-refund that part until an operator settles it (docs/refunds.md).
+made outside paygate that fails later is taken back by its own ``refund.failed`` (below),
+never by reading a fall of that total.
 
 Why ``refund.failed``: Stripe can answer paygate's refund ``succeeded`` (or ``pending``) and
 fail it later at the card network (a closed card): the money goes back to the merchant's
@@ -67,7 +67,10 @@ recorded by consumer.refund_notices (the refund ``failed``, its amount off the p
 refunded total). ``charge.refund.updated`` (and ``refund.updated``) would say it too, but is
 sent for every change of a refund, so most of its deliveries would be acknowledged unread;
 one event type for one fact keeps the endpoint's selection small. A Refund without paygate's
-metadata (made in the Dashboard) is acknowledged and ignored, as a foreign charge is. A
+metadata (made in the Dashboard) that names its PaymentIntent is read as an
+:class:`providers.notices.OutsideRefundFailedNotice`: what paygate counted of it as refunded
+outside is taken back, once (consumer.outside_refund_notices); one naming no PaymentIntent
+is acknowledged and ignored, as a foreign charge is. A
 stray charge's reversal refund carries its reversal key as the refund id
 (consumer.stray_charges), and is recorded on the stray charge.
 
@@ -92,15 +95,19 @@ from typing import Any, Final
 import stripe
 from pydantic import SecretStr
 
+from domain.currencies import minor_unit_exponent
+from domain.money import Money
 from providers.notices import (
     ChargeNotice,
     NoticeRefusedError,
     NotificationTerms,
+    OutsideRefundFailedNotice,
+    ProviderNotice,
     ReceivedNotification,
     RefundNotice,
     RefusalReason,
 )
-from providers.port import ChargeOutcome, ProviderRefundStatus
+from providers.port import ChargeOutcome, ProviderRefundStatus, RefundOutcome
 from providers.signing_secrets import stripe_signing_secret_problem
 from providers.stripe.amounts import money_from_stripe
 from providers.stripe.refund_transformers import (
@@ -190,7 +197,7 @@ class StripeWebhooks:
         self.provider = PROVIDER_NAME
         self.terms = STRIPE_TERMS
 
-    def receive(self, notification: ReceivedNotification) -> ChargeNotice | RefundNotice | None:
+    def receive(self, notification: ReceivedNotification) -> ProviderNotice | None:
         event = self._verified(notification)
         event_id, event_type = _field(event, "id"), _field(event, "type")
         if _field(event, "account") is not None:
@@ -265,21 +272,13 @@ class StripeWebhooks:
 
     def _failed_refund(
         self, event_id: object, event_type: str, refund: object
-    ) -> RefundNotice | None:
+    ) -> RefundNotice | OutsideRefundFailedNotice | None:
         if not isinstance(refund, stripe.Refund):
             raise NoticeRefusedError(f"the {event_type} event holds no Refund")
         refund_id = _metadata_value(refund, REFUND_ID_METADATA_KEY)
         if refund_id is None or _metadata_value(refund, REFUND_KEY_METADATA_KEY) is None:
-            log.info(
-                "Stripe event of a Refund paygate did not create: acknowledged, ignored",
-                extra={**_about(event_id, event_type), "provider_reference": _field(refund, "id")},
-            )
-            return None
-        try:
-            amount = money_from_stripe(_field(refund, "amount"), _field(refund, "currency"))
-            outcome = outcome_from_refund(refund)
-        except ValueError as exc:
-            raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
+            return self._failed_outside(event_id, event_type, refund)
+        amount, outcome = _read_refund(event_type, refund)
         if outcome.status is not ProviderRefundStatus.FAILED:
             # Not what the event type says: nothing is recorded on it, and refusing it
             # would only have Stripe resend it for days. The reconciler asks Stripe itself.
@@ -291,11 +290,33 @@ class StripeWebhooks:
                 },
             )
             return None
-        intent = _field(refund, "payment_intent")
-        # Expanded or not: the PaymentIntent's id (paygate refunds by PaymentIntent).
-        intent_id = _field(intent, "id") if isinstance(intent, stripe.PaymentIntent) else intent
-        charge_reference = intent_id if isinstance(intent_id, str) and intent_id else None
-        return RefundNotice(self.provider, refund_id, outcome, amount, charge_reference)
+        return RefundNotice(self.provider, refund_id, outcome, amount, _intent_id(refund))
+
+    def _failed_outside(
+        self, event_id: object, event_type: str, refund: stripe.Refund
+    ) -> OutsideRefundFailedNotice | None:
+        """A Refund paygate did not create (made in the Dashboard) that failed: the notice
+        that takes it back from what paygate counted refunded outside. Acknowledged and
+        ignored, as a foreign charge is, when it cannot be a refund of a payment of
+        paygate's: of no PaymentIntent (paygate charges by PaymentIntent), not failed, or
+        in a currency paygate does not know. Refused when it could be one but its amount
+        cannot be read (not a positive integer)."""
+        intent_id = _intent_id(refund)
+        currency = _field(refund, "currency")
+        known = isinstance(currency, str) and minor_unit_exponent(currency.upper()) is not None
+        if _field(refund, "status") != "failed" or intent_id is None or not known:
+            log.info(
+                "Stripe event of a Refund paygate did not create, not failed, of no "
+                "PaymentIntent or in a currency paygate does not know: acknowledged, ignored",
+                extra={**_about(event_id, event_type), "provider_reference": _field(refund, "id")},
+            )
+            return None
+        amount, outcome = _read_refund(event_type, refund)
+        if outcome.provider_reference is None:  # never: outcome_from_refund needs the id
+            raise NoticeRefusedError(f"unreadable {event_type} event: the Refund has no id")
+        return OutsideRefundFailedNotice(
+            self.provider, outcome.provider_reference, amount, intent_id
+        )
 
     def _verified(self, notification: ReceivedNotification) -> Any:
         """The event, once the SDK verified its signature over the raw body."""
@@ -332,6 +353,23 @@ def _outcome(intent: stripe.PaymentIntent) -> ChargeOutcome | None:
         return outcome_from_intent(intent)
     except StripePaymentPendingError:
         return None
+
+
+def _read_refund(event_type: str, refund: stripe.Refund) -> tuple[Money, RefundOutcome]:
+    """The Refund's amount and outcome; refused when they cannot be read."""
+    try:
+        amount = money_from_stripe(_field(refund, "amount"), _field(refund, "currency"))
+        return amount, outcome_from_refund(refund)
+    except ValueError as exc:
+        raise NoticeRefusedError(f"unreadable {event_type} event: {exc}") from None
+
+
+def _intent_id(refund: stripe.Refund) -> str | None:
+    """The id of the PaymentIntent the Refund refunds, expanded or not (paygate refunds by
+    PaymentIntent); None when it names none."""
+    intent = _field(refund, "payment_intent")
+    intent_id = _field(intent, "id") if isinstance(intent, stripe.PaymentIntent) else intent
+    return intent_id if isinstance(intent_id, str) and intent_id else None
 
 
 def _field(obj: object, name: str) -> Any:

@@ -425,6 +425,125 @@ async def test_refund_failed_events_not_paygates_or_not_matching_change_nothing(
     assert refund.status is RefundStatus.SUCCEEDED
 
 
+async def outside_refunded(rig: Rig, store: PaymentStore, engine: AsyncEngine, pid: str) -> int:
+    total = (await totals(store, pid))[1]
+    assert await rows_account_for_the_total(engine, pid)
+    async with engine.connect() as conn:
+        outside = (
+            await conn.execute(
+                select(payments.c.refunded_outside_minor).where(payments.c.id == pid)
+            )
+        ).scalar_one()
+    assert outside <= total
+    return int(outside)
+
+
+async def test_a_dashboard_refund_stripe_fails_is_taken_back_once_and_refundable_again(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """A refund of 300 made in Stripe's Dashboard, counted from ``charge.refunded``, that
+    Stripe fails: its ``refund.failed`` (a Refund without paygate's metadata) takes the 300
+    back from what was counted outside, once; the ``charge.refunded`` made before the
+    failure, delivered late, does not count it again; the payer can be refunded it through
+    paygate. Before, the event was acknowledged and ignored: 300 stayed counted, and
+    paygate refused to refund it."""
+    view, intent_id = await paid(rig, store)
+    pid = view.payment_request_id
+    dashboard = rig.stripe_api.refund_outside(intent_id, 300)
+    before_failure = rig.stripe_api.charge(intent_id)
+    assert await post(rig, "charge.refunded", before_failure) == 200
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 300, 750)
+    assert await outside_refunded(rig, store, engine, pid) == 300
+
+    failed = rig.stripe_api.fail_refund(dashboard)
+    assert failed["metadata"] == {}
+    assert await post(rig, "refund.failed", failed) == 200
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert await outside_refunded(rig, store, engine, pid) == 0
+
+    assert await post(rig, "refund.failed", failed) == 200  # Stripe delivers it again
+    assert await post(rig, "charge.refunded", before_failure) == 200  # late
+    assert await post(rig, "charge.refunded", rig.stripe_api.charge(intent_id)) == 200
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert await outside_refunded(rig, store, engine, pid) == 0
+    assert not failed_later(rig)  # not a refund of paygate's
+
+    assert await rig.refunds.handle(refund_of(view, AMOUNT, "own-1")) is Outcome.SUCCEEDED
+    assert await totals(store, pid) == (PaymentStatus.REFUNDED, AMOUNT, 0)
+    assert await outside_refunded(rig, store, engine, pid) == 0
+
+
+async def test_a_dashboard_refunds_failure_before_its_charge_refunded_is_never_counted(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """Stripe delivers the failure first, the ``charge.refunded`` made when the refund was
+    made (counting it) after: nothing is counted outside."""
+    view, intent_id = await paid(rig, store)
+    pid = view.payment_request_id
+    dashboard = rig.stripe_api.refund_outside(intent_id, 300)
+    before_failure = rig.stripe_api.charge(intent_id)
+    failed = rig.stripe_api.fail_refund(dashboard)
+    assert await post(rig, "refund.failed", failed) == 200
+    assert await post(rig, "charge.refunded", before_failure) == 200
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert await outside_refunded(rig, store, engine, pid) == 0
+
+
+async def test_a_dashboard_refunds_failure_while_paygates_refund_is_in_flight(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """paygate's refund of 400 is sent and held (Stripe has made it, paygate has not
+    recorded the answer) while a counted Dashboard refund of 300 fails: only the 300
+    falls; paygate's refund then lands as its own, and Stripe's readings made while both
+    stood count neither again."""
+    view, intent_id = await paid(rig, store)
+    pid = view.payment_request_id
+    dashboard = rig.stripe_api.refund_outside(intent_id, 300)
+    assert await post(rig, "charge.refunded", rig.stripe_api.charge(intent_id)) == 200
+    command = refund_of(view, 400, "own-1")
+    rig.stripe_api.hold_refunds = True
+    in_flight = asyncio.create_task(rig.refunds.handle(command))
+    await asyncio.wait_for(rig.stripe_api.refund_held.wait(), 30)
+    both = rig.stripe_api.charge(intent_id)
+    assert both["amount_refunded"] == 700
+
+    assert await post(rig, "refund.failed", rig.stripe_api.fail_refund(dashboard)) == 200
+    assert await post(rig, "charge.refunded", both) == 200
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT - 400)
+    assert await outside_refunded(rig, store, engine, pid) == 0
+
+    rig.stripe_api.release_refunds.set()
+    assert await in_flight is Outcome.SUCCEEDED
+    assert await post(rig, "charge.refunded", both) == 200
+    assert await post(rig, "charge.refunded", rig.stripe_api.charge(intent_id)) == 200
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 400, AMOUNT - 400)
+    assert await outside_refunded(rig, store, engine, pid) == 0
+
+
+async def test_bad_dashboard_refund_failures_are_refused_and_change_nothing(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    view, intent_id = await paid(rig, store)
+    pid = view.payment_request_id
+    dashboard = rig.stripe_api.refund_outside(intent_id, 300)
+    assert await post(rig, "charge.refunded", rig.stripe_api.charge(intent_id)) == 200
+    failed = rig.stripe_api.fail_refund(dashboard)
+
+    assert await post(rig, "refund.failed", {**failed, "currency": "usd"}) == 400
+    assert await post(rig, "refund.failed", {**failed, "amount": AMOUNT + 1}) == 400
+    assert await post(rig, "refund.failed", {**failed, "amount": -300}) == 400
+    assert await post(rig, "refund.failed", {**failed, "amount": 0}) == 400
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 300, 750)
+    assert await outside_refunded(rig, store, engine, pid) == 300
+
+    # The same refund id named on another payment's PaymentIntent once it is recorded.
+    other, other_intent = await paid(rig, store)
+    assert await post(rig, "refund.failed", failed) == 200
+    assert await post(rig, "refund.failed", {**failed, "payment_intent": other_intent}) == 400
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    assert await totals(store, other.payment_request_id) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+
+
 async def stray_charge(rig: Rig, store: PaymentStore, clock: Clock) -> tuple[str, StraySweep]:
     """A failed payment whose key Stripe charged late (a stray charge), and the sweep."""
     command = card_payment()

@@ -228,8 +228,8 @@ class LaggingStripe(stripe.HTTPClient):
         self.refunds[refund_id] = failed
         return dict(failed)
 
-    def refund_outside(self, intent_id: str, amount: int) -> None:
-        """A refund made by hand in Stripe's Dashboard: no key, no paygate metadata."""
+    def refund_outside(self, intent_id: str, amount: int) -> str:
+        """A refund made by hand in Stripe's Dashboard: no key, no paygate metadata. Its id."""
         refund_id = f"re_dash{next(self._ids)}"
         intent = self.intents[intent_id]
         self.refunds[refund_id] = {
@@ -241,6 +241,7 @@ class LaggingStripe(stripe.HTTPClient):
             "payment_intent": intent_id,
             "metadata": {},
         }
+        return refund_id
 
     def charge(self, intent_id: str) -> dict[str, Any]:
         """The PaymentIntent's Charge as Stripe renders it (a captured one): its metadata

@@ -84,6 +84,16 @@ def test_a_refund_made_outside_paygate_is_still_held_to_the_store():
     assert violations(facts(), ledger(by_hand)) == [NEVER_FED, TOTALS]
 
 
+def test_a_refund_made_outside_paygate_that_failed_is_held_to_the_store_taking_it_back():
+    """The acquirer failed a refund made by hand: it holds no money, so the store, which
+    takes it back from refunded_outside_minor on the provider's word
+    (persistence.outside_refund_failed), must count none of it."""
+    failed = LedgerRefund("dashboard-1", "dashboard-1", OWN.charge_id, PAYMENT, 200, "failed")
+    standing = refund_row("dashboard-2", OWN, 100)
+    assert violations(facts(outside=100), ledger(failed, standing)) == [NEVER_FED]
+    assert violations(facts(outside=300), ledger(failed, standing)) == [NEVER_FED, TOTALS]
+
+
 @pytest.mark.parametrize(
     ("row", "strays"),
     [

@@ -18,6 +18,7 @@ from domain.money import Money
 from providers.notices import (
     ChargeNotice,
     NoticeRefusedError,
+    OutsideRefundFailedNotice,
     ReceivedNotification,
     RefundNotice,
     RefusalReason,
@@ -455,10 +456,30 @@ def test_a_failed_refund_naming_no_payment_intent_names_no_charge():
     assert notice.charge_reference is None
 
 
-def test_a_failed_refund_paygate_did_not_make_is_ignored(caplog):
+def test_a_failed_refund_paygate_did_not_make_is_the_failure_of_a_refund_made_outside():
+    # Made in the Dashboard: no paygate metadata. Its PaymentIntent names the payment.
+    notice = reader().receive(received(event("refund.failed", failed_refund(None, "re_x"))))
+    assert notice == OutsideRefundFailedNotice("stripe", "re_x", Money(1050, "EUR"), "pi_1")
+
+
+def test_a_refund_paygate_did_not_make_of_no_payment_intent_or_not_failed_is_ignored(caplog):
     with caplog.at_level(logging.INFO, logger="paygate.stripe.webhooks"):
-        assert read_refund(event("refund.failed", failed_refund(None, "re_x"))) is None
+        of_no_intent = failed_refund(None, "re_x", payment_intent=None)
+        assert read_refund(event("refund.failed", of_no_intent)) is None
+        not_failed = failed_refund(None, "re_x", status="succeeded", failure_reason=None)
+        assert read_refund(event("refund.failed", not_failed)) is None
+        # No payment of paygate's is in a currency paygate does not know: another system's.
+        unknown_currency = failed_refund(None, "re_x", currency="zzz")
+        assert read_refund(event("refund.failed", unknown_currency)) is None
     assert "Refund paygate did not create" in caplog.text
+
+
+def test_a_failed_refund_paygate_did_not_make_with_no_positive_amount_is_refused():
+    for amount in (0, -300):
+        message = refused(
+            received(event("refund.failed", failed_refund(None, "re_x", amount=amount)))
+        )
+        assert "unreadable refund.failed event" in message
 
 
 def test_a_refund_failed_event_of_a_refund_not_failed_records_nothing():
