@@ -21,14 +21,17 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from consumer.outcome import Outcome
 from consumer.stray_charges import StraySweep
 from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayCandidate, StrayStore
+from providers.port import ChargeStatus
 from providers.registry import Providers
 from providers.stripe import StripeProvider
 from telemetry.metrics import Metrics
 from tests.support.clock import Clock
-from tests.support.stray_held_stripe import SETTLE, a_stray_hold
+from tests.support.stray_held_stripe import SETTLE, card_payment
+from tests.support.stray_setup import charge_under, handler_giving_up_after_two_calls
 from tests.support.stripe_lagging_search import LaggingStripe
 
 pytestmark = pytest.mark.integration
@@ -102,8 +105,14 @@ async def a_stray_capture_left_unanswered(
     """A stray capture found, its refund refused by Stripe before processing: the attempt
     key."""
     metrics = Metrics()
-    _, attempt_key, intent = await a_stray_hold(store, stripe_api, stripe, clock)
-    assert intent["status"] == "succeeded"  # captured: reversed by a refund
+    # The payment fails after both its calls were refused before processing (its attempt
+    # closed as not charged); then a late call of its attempt's key captures.
+    handler = handler_giving_up_after_two_calls(store, stripe, clock)
+    command = card_payment()
+    stripe_api.refuse_next = 2
+    assert await handler.handle(command) is Outcome.FAILED
+    attempt_key = f"{command.payment_request_id}-a1"
+    assert (await charge_under(stripe, command, attempt_key)).status is ChargeStatus.SUCCEEDED
 
     async def refused() -> None:
         stripe_api.refuse_next = 1
