@@ -24,6 +24,7 @@ from domain.refunds import RefundPayment, RefundStatus
 from domain.status import PaymentStatus
 from persistence.cancel_store import CancelBegin
 from persistence.capture_store import CaptureBegin
+from persistence.claims import Claim
 from persistence.follow_up import FollowUpStarted, PaymentEventBuilder
 from persistence.group_commit import Bulk
 from persistence.outbox import OutboxMessage
@@ -311,19 +312,37 @@ class StrayRecords(Protocol):
         False, changing nothing, when the key was reopened since ``candidate`` was read."""
         ...
 
-    async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool: ...
+    async def record_found(
+        self, candidate: StrayCandidate, provider_reference: str
+    ) -> Claim | None:
+        """Record the stray charge, its reversal claimed by the caller (the claim); None
+        when another sweeper recorded it."""
+        ...
 
-    async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:
+    async def claim_reversal(self, attempt_key: str) -> Claim | None:
+        """Take the claim on the stray charge's reversal; None when its reversal is no
+        longer under way or another sweeper holds the claim (then send nothing)."""
+        ...
+
+    async def renew_reversal(self, attempt_key: str, token: str) -> bool:
+        """Extend the claim (before a provider call); False when it is not ``token``'s."""
+        ...
+
+    async def release_reversal(self, attempt_key: str, token: str) -> None: ...
+
+    async def reverse_again_at(self, attempt_key: str, at: datetime, *, token: str) -> bool:
         """Read the stray charge's reversal again only from ``at`` (made before each try);
-        False, changing nothing, when its reversal is no longer under way."""
+        False, changing nothing, when its reversal is no longer under way or its claim not
+        ``token``'s."""
         ...
 
     async def note_reversal_key(
-        self, attempt_key: str, reversal_key: str, *, replacing: str | None
+        self, attempt_key: str, reversal_key: str, *, replacing: str | None, token: str
     ) -> bool:
         """Write down the key of the reversal refund about to be sent (before it is sent),
         in place of ``replacing``; False, changing nothing, when its reversal is no longer
-        under way or another key than ``replacing`` is noted (another sweeper's)."""
+        under way, its claim is not ``token``'s, or another key than ``replacing`` is
+        noted (another sweeper's)."""
         ...
 
     async def record_reversal(
@@ -334,7 +353,9 @@ class StrayRecords(Protocol):
         error: str | None,
         *,
         noted: str | None,
+        token: str,
     ) -> bool:
-        """Record the reversal's answer; False, changing nothing, when it is no longer
-        under way or another key than ``noted`` is noted (another sweeper's)."""
+        """Record the reversal's answer and release its claim; False, changing nothing,
+        when it is no longer under way, its claim is not ``token``'s (taken over), or
+        another key than ``noted`` is noted (another sweeper's)."""
         ...

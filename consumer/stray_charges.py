@@ -73,6 +73,21 @@ reversal is held back alike before each try (``StrayStore.reverse_again_at``), t
 growing with the time since it was found, so reversals that get no answer never keep a
 newer stray charge from being reversed.
 
+One sweeper at a time reverses a stray charge: two consumer processes, or one pass
+overlapping the next, may read the same one, and each would otherwise send its reversal
+(void, refund, the question about a refund sent). The sweeper that records a stray charge
+holds its claim (persistence.claims, as for payments and refunds) from that insert on;
+another takes it before trying the reversal (``StrayStore.claim_reversal``), or, finding it
+held, leaves the stray charge to its holder for this pass (counted ``claimed``), sending
+nothing. The holder renews the claim before each call to the provider, so a call is made
+only right after the database confirmed it still holds the claim; every write of what it
+learned carries the claim's token, so a sweeper whose lease ran out during a long call and
+whose claim was taken over records nothing (counted ``concurrent``). Recording the answer
+releases the claim; a try left without one releases it too, and a sweeper that dies keeps
+it until its lease runs out. Expiry decides only when another may take over: the
+reversal's keys are the same for every try, so the provider answers a reversal sent twice
+once.
+
 The sweep runs in every reconciliation pass (the consumer's and ``paygate reconcile``).
 """
 
@@ -85,6 +100,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
+from consumer.claim_holding import holding_claim
 from consumer.pass_guard import unless_poisoned
 from consumer.ports import StrayRecords
 from domain.clock import utc_now
@@ -94,6 +110,7 @@ from domain.refunds import RefundReason
 from domain.search_lag import no_charge_final_at, no_charge_is_final
 from domain.status import CAPTURED, HELD
 from domain.waiting_checks import next_check_at
+from persistence.claims import Claim
 from persistence.stray_store import (
     STRAY_FAILED,
     STRAY_REVERSED,
@@ -128,7 +145,8 @@ class SweepReport:
     ``reopened``: answered "no charge" but reopened by a provider's notice before the
     mark, so left unverified for the next pass; ``unsettled``: answered "no charge" while
     the provider's search may still lag behind a charge of the key, so left unverified and
-    asked again."""
+    asked again; ``claimed``: a stray charge whose reversal another sweeper holds the claim
+    on, left to it (nothing sent)."""
 
     checked: int = 0
     verified: int = 0
@@ -138,6 +156,12 @@ class SweepReport:
     unanswered: int = 0
     reopened: int = 0
     unsettled: int = 0
+    claimed: int = 0
+
+
+class _ClaimLost(Exception):
+    """The sweeper's claim on a stray charge's reversal was taken over (its lease ran out):
+    it must not call the provider about the reversal, nor record anything of it."""
 
 
 def reversal_key(candidate: StrayCandidate, kept: Money) -> str:
@@ -246,8 +270,36 @@ class StraySweep:
     async def _examine(self, candidate: StrayCandidate) -> list[str]:
         """What became of the candidate: one result, or "found" and what its reversal did."""
         if candidate.stray_reference is not None:  # found by an earlier pass
-            return [await self._reverse(candidate, candidate.stray_reference)]
+            claim = await self._store.claim_reversal(candidate.attempt_key)
+            if claim is None:
+                return [self._claimed_elsewhere(candidate)]
+            return [await self._reverse_holding(candidate, candidate.stray_reference, claim)]
         return await self._verify(candidate)
+
+    async def _reverse_holding(
+        self, candidate: StrayCandidate, reference: str, claim: Claim
+    ) -> str:
+        """Try the stray charge's reversal holding ``claim`` (see the module docstring),
+        and give the claim up after a try that leaves the reversal under way (recording an
+        answer gives it up with the record)."""
+        candidate = dataclasses.replace(candidate, claim_token=claim.token)
+        release = partial(self._store.release_reversal, candidate.attempt_key, claim.token)
+        result = await holding_claim(self._reverse_unless_overtaken(candidate, reference), release)
+        if result == "unanswered":
+            await release()  # a no-op once the claim is another's
+        return result
+
+    async def _reverse_unless_overtaken(self, candidate: StrayCandidate, reference: str) -> str:
+        try:
+            return await self._reverse(candidate, reference)
+        except _ClaimLost:
+            return self._overtaken(candidate)
+
+    async def _still_held(self, candidate: StrayCandidate) -> None:
+        """Renew the claim right before a call to the provider about the reversal; raises
+        :class:`_ClaimLost` (nothing sent) if it was taken over."""
+        if not await self._store.renew_reversal(candidate.attempt_key, _token(candidate)):
+            raise _ClaimLost(candidate.attempt_key)
 
     async def _verify(self, candidate: StrayCandidate) -> list[str]:
         # Before the question, whatever its answer: see the module docstring.
@@ -307,12 +359,13 @@ class StraySweep:
                 "provider_reference": reference,
             },
         )
-        if not await self._store.record_found(candidate, reference):
+        claim = await self._store.record_found(candidate, reference)
+        if claim is None:
             return ["verified"]  # another sweeper recorded it first, counts and reverses it
         # Counted by the one sweeper that recorded it: "found" and "reversed" then match one
         # to one, so that a difference means a charge left in place.
         self._metrics.stray_charges.labels(candidate.provider, "found").inc()
-        return ["found", await self._reverse(candidate, reference)]
+        return ["found", await self._reverse_holding(candidate, reference, claim)]
 
     def _not_answered(
         self, candidate: StrayCandidate, exc: UnknownProviderError | ProviderError
@@ -392,11 +445,15 @@ class StraySweep:
         # Before the try, whatever its answer: see the module docstring. A stray charge
         # found in this pass has no ``found_at`` read yet: found now.
         since = candidate.found_at or self._clock()
-        await self._store.reverse_again_at(candidate.attempt_key, self._hold_back_until(since))
+        if not await self._store.reverse_again_at(
+            candidate.attempt_key, self._hold_back_until(since), token=_token(candidate)
+        ):
+            return self._overtaken(candidate)
         if candidate.reversal_key is not None:
             answered = await self._sent_reversal(candidate, candidate.reversal_key, reference)
             if answered is not None:
                 return answered
+        await self._still_held(candidate)
         try:
             known = await self._providers.get(candidate.provider).charge_by_reference(reference)
         except ProviderError as exc:
@@ -441,6 +498,7 @@ class StraySweep:
         pending, which may yet fail, so "nothing kept" read there would record the charge
         reversed while its money may come back to the merchant. None: the provider never
         received that refund, so the charge decides (and a refund is sent again)."""
+        await self._still_held(candidate)
         try:
             answer = await self._providers.get(candidate.provider).refund_status(key, reference)
         except UnsupportedOperationError:
@@ -473,6 +531,7 @@ class StraySweep:
             payment_request_id=candidate.payment_id,
             charge_reference=reference,
         )
+        await self._still_held(candidate)
         try:
             answer = await self._providers.get(candidate.provider).cancel(request)
         except ProviderError as exc:
@@ -496,6 +555,7 @@ class StraySweep:
         Read again: a charge captured now is refunded like any stray capture, on this pass;
         anything else is for an operator (``message``), as before. Without this, the race
         left the stray money taken for an operator though a refund of it was one call away."""
+        await self._still_held(candidate)
         try:
             known = await self._providers.get(candidate.provider).charge_by_reference(reference)
         except ProviderError as exc:
@@ -513,7 +573,12 @@ class StraySweep:
 
     async def _reversed(self, candidate: StrayCandidate, reference: str | None) -> str:
         if not await self._store.record_reversal(
-            candidate.attempt_key, STRAY_REVERSED, reference, None, noted=candidate.reversal_key
+            candidate.attempt_key,
+            STRAY_REVERSED,
+            reference,
+            None,
+            noted=candidate.reversal_key,
+            token=_token(candidate),
         ):
             return self._overtaken(candidate)
         self._metrics.stray_charges.labels(candidate.provider, "reversed").inc()
@@ -538,7 +603,7 @@ class StraySweep:
         # asked about) or wrote itself: another sweeper's key noted since may be a refund
         # in flight, which this pass's read of the charge predates.
         if not await self._store.note_reversal_key(
-            candidate.attempt_key, key, replacing=candidate.reversal_key
+            candidate.attempt_key, key, replacing=candidate.reversal_key, token=_token(candidate)
         ):
             return self._overtaken(candidate)
         candidate = dataclasses.replace(candidate, reversal_key=key)
@@ -550,6 +615,7 @@ class StraySweep:
             amount=kept,
             reason=RefundReason.DUPLICATE,
         )
+        await self._still_held(candidate)
         try:
             answer = await self._providers.get(candidate.provider).refund(request)
         except (ProviderError, PaygateError) as exc:
@@ -572,6 +638,7 @@ class StraySweep:
                 answer.provider_reference,
                 None,
                 noted=candidate.reversal_key,
+                token=_token(candidate),
             ):
                 return self._overtaken(candidate)
             self._metrics.stray_charges.labels(candidate.provider, "reversed").inc()
@@ -604,6 +671,7 @@ class StraySweep:
         refused key is what it says (succeeded, pending or failed), as on any pass; a
         provider that cannot say leaves the charge for an operator."""
         old_key = reversal_key(candidate, candidate.amount)
+        await self._still_held(candidate)  # both questions below follow at once
         try:
             provider = self._providers.get(candidate.provider)
             under_old_key = await provider.refund_status(old_key, reference)
@@ -643,11 +711,23 @@ class StraySweep:
             self._metrics.stray_unanswered.labels(candidate.provider, "provider_error").inc()
 
     def _overtaken(self, candidate: StrayCandidate) -> str:
-        """Another sweeper (another consumer process, which read the stray charge in the
-        same moment) noted a reversal key, or recorded the reversal, since this pass read
-        it: nothing is sent or recorded on what this pass read, and the next pass, if the
-        reversal is still under way, asks about the key noted now."""
+        """Another sweeper took this one's claim over (its lease ran out while it waited
+        for the provider), or -- the defence behind the claim -- noted a reversal key or
+        recorded the reversal since this pass read the stray charge: nothing more is sent,
+        nothing of what this one learned is recorded, and the one holding the claim now (or
+        the next pass) asks about the key noted then."""
         return self._unanswered(candidate, "concurrent")
+
+    def _claimed_elsewhere(self, candidate: StrayCandidate) -> str:
+        """Another sweeper holds the claim on the stray charge's reversal: left to it for
+        this pass, nothing sent. Counted (not alerted): it is the holder's try that says
+        whether the provider answers."""
+        self._metrics.stray_reversals_unanswered.labels(candidate.provider, "claimed").inc()
+        log.info(
+            "stray charge reversal left to the sweeper holding its claim",
+            extra={"attempt_key": candidate.attempt_key, "provider": candidate.provider},
+        )
+        return "claimed"
 
     def _unanswered(self, candidate: StrayCandidate, reason: str) -> str:
         """A reversal without an answer yet: counted, and tried again once it is due."""
@@ -664,7 +744,12 @@ class StraySweep:
 
     async def _reversal_failed(self, candidate: StrayCandidate, message: str) -> str:
         if not await self._store.record_reversal(
-            candidate.attempt_key, STRAY_FAILED, None, message, noted=candidate.reversal_key
+            candidate.attempt_key,
+            STRAY_FAILED,
+            None,
+            message,
+            noted=candidate.reversal_key,
+            token=_token(candidate),
         ):
             return self._overtaken(candidate)
         self._metrics.stray_charges.labels(candidate.provider, "reversal_failed").inc()
@@ -677,3 +762,10 @@ class StraySweep:
             },
         )
         return "reversal_failed"
+
+
+def _token(candidate: StrayCandidate) -> str:
+    """The token of the claim the sweep holds on the candidate's reversal."""
+    if candidate.claim_token is None:
+        raise RuntimeError("a stray charge's reversal is tried only under its claim")
+    return candidate.claim_token

@@ -389,8 +389,9 @@ class Settings(BaseSettings):
     claim_lease_s: float = Field(
         30.0,
         gt=0,
-        description="Seconds a worker's claim on a payment or refund lasts before another "
-        "worker (or the reconciler) may take the work over; renewed before every provider "
+        description="Seconds a worker's claim on a payment, a refund or a stray charge's "
+        "reversal lasts before another worker (or the reconciler) may take the work over; "
+        "renewed before every provider "
         "call. Keep it above the provider timeout. Safety never depends on it, only how soon "
         "a dead worker's payments move on.",
     )

@@ -1,7 +1,8 @@
 """Claims: one owner at a time for a row's provider work, enforced by conditional writes.
 
 A claim is a ``(claim_token, claim_expires_at)`` pair on the row whose provider work it
-guards: a payment (its attempts and its capture) or a refund. The invariant:
+guards: a payment (its attempts and its capture), a refund, or a stray charge (its
+reversal). The invariant:
 
     Only the worker holding a row's current token calls the provider for it, and a write
     about that work changes the row only while the writer's token is still the row's.
@@ -80,6 +81,13 @@ def least_recently_examined(table: Table) -> tuple[ColumnElement[Any], ...]:
     return (table.c.examined_at.is_not(None), table.c.examined_at)
 
 
+def the_row(table: Table, row_id: str) -> ColumnElement[bool]:
+    """SQL: ``table``'s row ``row_id``, by its primary key (one column on every claimed table:
+    ``id``, or a stray charge's ``attempt_key``)."""
+    (key,) = table.primary_key.columns
+    return key == row_id
+
+
 def held_by(table: Table, token: str) -> ColumnElement[bool]:
     """SQL: the row's claim is ``token``'s."""
     return table.c.claim_token == token
@@ -105,7 +113,7 @@ async def take_claim(
     row = (
         await conn.execute(
             select(table.c.status, table.c.claim_token, table.c.claim_expires_at)
-            .where(table.c.id == row_id)
+            .where(the_row(table, row_id))
             .with_for_update()
         )
     ).one_or_none()
@@ -118,8 +126,10 @@ async def take_claim(
     if also is not None and not await also(conn):
         return None
     claim = new_claim(now, lease)
+    # Reconcilers order by it (least_recently_examined); a table without it orders otherwise.
+    examined = {"examined_at": now} if "examined_at" in table.c else {}
     await conn.execute(
-        update(table).where(table.c.id == row_id).values(**claim_columns(claim), examined_at=now)
+        update(table).where(the_row(table, row_id)).values(**claim_columns(claim), **examined)
     )
     return claim
 
@@ -131,7 +141,7 @@ async def renew_claim(
     must not call the provider)."""
     result = await conn.execute(
         update(table)
-        .where(table.c.id == row_id)
+        .where(the_row(table, row_id))
         .where(table.c.claim_token == token)
         .values(claim_expires_at=expires_at)
     )
@@ -142,7 +152,7 @@ async def release_claim(conn: AsyncConnection, table: Table, row_id: str, token:
     """Give the claim up, so another may take it at once (a no-op if it is not ``token``)."""
     await conn.execute(
         update(table)
-        .where(table.c.id == row_id)
+        .where(the_row(table, row_id))
         .where(table.c.claim_token == token)
         .values(**claim_columns(None))
     )

@@ -54,7 +54,7 @@ class Database:
         self.cancels = CancelStore(engine, self.writes, clock, claim_lease=claim_lease)
         self.expiries = ExpiryStore(engine, self.writes, clock)
         self.outbox = Outbox(engine, self.writes, clock)
-        self.strays = StrayStore(engine, self.writes, clock)
+        self.strays = StrayStore(engine, self.writes, clock, claim_lease=claim_lease)
         self.api_keys = ApiKeyStore(engine, clock=clock)
         self.backlogs = Backlogs(engine)
         self.webhooks = WebhookStore(engine, self.writes, clock)

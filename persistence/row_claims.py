@@ -1,6 +1,7 @@
 """One table's claims, taken, renewed and released through a store's writer queue.
 
-Every store whose rows carry a claim (payments, their captures and voids, refunds) offers
+Every store whose rows carry a claim (payments, their captures and voids, refunds, stray
+charges) offers
 the same three operations over persistence.claims; this object is them, bound once to the
 table, the writer queue and the lease, so the stores do not each write them again. Each
 operation is one transaction of its own, with the guarantees of persistence.claims.
@@ -14,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from persistence.attempts import payment_of_attempt
 from persistence.claims import Claim, release_claim, renew_claim, take_claim
 from persistence.group_commit import GroupCommit
 from persistence.lock_order import RowLocks
-from persistence.tables import payments, refunds
+from persistence.tables import payments, refunds, stray_charges
 
 
 class RowClaims:
@@ -71,4 +73,8 @@ def _locks_of(table: Table) -> Callable[[str], RowLocks | None]:
         return lambda row_id: RowLocks.of(payments=[row_id])
     if table is refunds:
         return lambda row_id: RowLocks.of(refunds=[row_id])
+    if table is stray_charges:
+        # A stray charge's rows are written under its payment's lock, as every write of its
+        # attempt is (persistence.stray_store).
+        return lambda attempt_key: RowLocks.of(payments=[payment_of_attempt(attempt_key)])
     raise ValueError(f"claims on {table.name} have no place in the lock order")

@@ -56,13 +56,23 @@ charge the provider confirmed under the key: a reopen in between is about that s
 it, so it never touches ``verified_at``, and a reopen clears it (the key comes first again).
 Its stamp is made only at the generation read, like the marks: a reopen committed before
 the stamp is not pushed back by it, and one committed after clears it.
+
+A stray charge's reversal has one owner at a time, by a claim on its row
+(persistence.claims, as payments and refunds have): the sweeper that records the stray
+charge holds it from that insert on, another takes it only once it is free or its lease
+has run out (:meth:`StrayStore.claim_reversal`), and a sweeper asks or tells the provider
+nothing about the reversal without it. Every write of the reversal's progress -- the
+re-try stamp, the key noted before a refund, the answer recorded -- carries the holder's
+token in its ``WHERE``: a sweeper whose claim was taken over (its lease ran out in a long
+call) records nothing. The record of the answer releases the claim in the same statement.
+The compare-and-set on the noted key (``replacing=``, ``noted=``) stays, behind the claim.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -87,14 +97,18 @@ from domain.clock import utc_now
 from domain.money import Money
 from domain.status import CAPTURED, HELD, PaymentStatus
 from persistence.attempts import ATTEMPT_SUCCEEDED, payment_of_attempt
+from persistence.claims import Claim, claim_columns, claimable, held_by, new_claim
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import GroupCommit
 from persistence.lock_order import RowLocks
+from persistence.row_claims import RowClaims
 from persistence.tables import payments, provider_attempts, stray_charges
 
 STRAY_REVERSING = "reversing"
 STRAY_REVERSED = "reversed"
 STRAY_FAILED = "failed"
+# How long a sweeper's claim on a stray charge lasts unless renewed (the payments' default).
+DEFAULT_CLAIM_LEASE = timedelta(seconds=30)
 
 
 class LateReversalFailure(StrEnum):
@@ -138,6 +152,10 @@ class StrayCandidate:
     # The key of the reversal refund last sent for a recorded stray charge (None: none
     # sent yet): the sweep asks about that refund first (consumer.stray_charges).
     reversal_key: str | None = None
+    # The token of the claim the sweep holds on the stray charge's reversal (None as read:
+    # set by the sweep once it took the claim); every write of what the reversal did
+    # carries it.
+    claim_token: str | None = None
 
 
 class StrayStore:
@@ -146,10 +164,14 @@ class StrayStore:
         engine: AsyncEngine,
         writes: GroupCommit,
         clock: Callable[[], datetime] = utc_now,
+        *,
+        claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
     ) -> None:
         self._engine = engine
         self._writes = writes
         self._clock = clock
+        self._lease = claim_lease
+        self._claims = RowClaims(stray_charges, writes, clock, claim_lease)
 
     async def candidates(self, settled_before: datetime, limit: int) -> list[StrayCandidate]:
         """Up to ``limit`` attempts to ask about, in the order of the module docstring
@@ -175,6 +197,9 @@ class StrayStore:
             .join(payments, payments.c.id == stray.c.payment_id)
             .where(stray.c.status == STRAY_REVERSING)
             .where(or_(stray.c.next_sweep_at.is_(None), stray.c.next_sweep_at <= now))
+            # Another sweeper is at it: not read (its claim decides anyway, see
+            # claim_reversal).
+            .where(claimable(stray, now))
             # Never tried first, then longest due: a reversal without an answer moves back.
             .order_by(stray.c.next_sweep_at.is_not(None), stray.c.next_sweep_at, stray.c.found_at)
             .limit(limit)
@@ -325,39 +350,61 @@ class StrayStore:
             .values(next_sweep_at=at),
         )
 
-    async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:
+    async def claim_reversal(self, attempt_key: str) -> Claim | None:
+        """Take the claim on the stray charge's reversal (see the module docstring), or
+        None: its reversal is no longer under way, or another sweeper holds the claim and
+        its lease has not run out. Decided with the row locked, so of two takers one wins;
+        the one that loses sends nothing."""
+        return await self._claims.take(attempt_key, (STRAY_REVERSING,))
+
+    async def renew_reversal(self, attempt_key: str, token: str) -> bool:
+        """Extend the holder's claim by a lease, before a provider call; False if ``token``
+        is no longer the stray charge's (then the caller must not call the provider)."""
+        return await self._claims.renew(attempt_key, token)
+
+    async def release_reversal(self, attempt_key: str, token: str) -> None:
+        """Give the claim up (a no-op once it is not ``token``'s), so the next pass need not
+        wait for its lease: made after a try whose answer leaves the reversal under way."""
+        await self._claims.release(attempt_key, token)
+
+    async def reverse_again_at(self, attempt_key: str, at: datetime, *, token: str) -> bool:
         """Stamp the stray charge whose reversal is about to be tried: :meth:`candidates`
         reads it again only from ``at``, and after every one never tried or due earlier.
         Made before the try, so that one without an answer (or whose pass dies) moves
         behind the others whatever happened; an answer ends the reversal.
 
-        Only while the reversal is under way; False, changing nothing, otherwise. It
-        writes only ``next_sweep_at``, an ordering hint that nothing else reads."""
+        Only while the reversal is under way and its claim is ``token``'s; False, changing
+        nothing, otherwise. It writes only ``next_sweep_at``, an ordering hint that nothing
+        else reads."""
         return await self._changes_a_row(
             attempt_key,
             update(stray_charges)
             .where(stray_charges.c.attempt_key == attempt_key)
             .where(stray_charges.c.status == STRAY_REVERSING)
+            .where(held_by(stray_charges, token))
             .values(next_sweep_at=at),
         )
 
     async def note_reversal_key(
-        self, attempt_key: str, reversal_key: str, *, replacing: str | None
+        self, attempt_key: str, reversal_key: str, *, replacing: str | None, token: str
     ) -> bool:
         """Write down the key of the reversal refund about to be sent, before it is sent:
         the sweep asks the provider about that refund on its next try, before reading the
         charge, whose refunded amount counts a refund still pending (that may yet fail).
 
-        Only while the reversal is under way and the key noted is still ``replacing`` (the
-        one the sweep read, or wrote itself, and asked about); False, changing nothing,
-        otherwise. Two sweepers that read the stray charge together could otherwise each
-        write a key over the other's: the one behind would replace the key of a refund the
-        other has in flight, which no pass would ask about again."""
+        Only while the reversal is under way, its claim is ``token``'s, and the key noted is
+        still ``replacing`` (the one the sweep read, or wrote itself, and asked about);
+        False, changing nothing, otherwise. Two sweepers that read the stray charge together
+        could otherwise each write a key over the other's: the one behind would replace the
+        key of a refund the other has in flight, which no pass would ask about again. The
+        claim keeps the second from getting this far; the noted key is checked still, in
+        depth."""
         return await self._changes_a_row(
             attempt_key,
             update(stray_charges)
             .where(stray_charges.c.attempt_key == attempt_key)
             .where(stray_charges.c.status == STRAY_REVERSING)
+            .where(held_by(stray_charges, token))
             .where(_noted_key_is(replacing))
             .values(reversal_key=reversal_key, updated_at=self._clock()),
         )
@@ -482,18 +529,23 @@ class StrayStore:
 
         return await self._writes.run(record, locks=_under_its_payment(attempt_key)) > 0
 
-    async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool:
-        """Record a stray charge (reversal under way); False if another sweeper did.
+    async def record_found(
+        self, candidate: StrayCandidate, provider_reference: str
+    ) -> Claim | None:
+        """Record a stray charge (reversal under way), its reversal claimed by the caller
+        (the claim returned); None if another sweeper recorded it.
 
         Sets ``verified_at`` whatever the generation: a reopen since the candidate was read
         reported money under this key, and the provider holds one charge per key, the one
         just confirmed and recorded here; the stray record, not ``verified_at``, drives its
         reversal. A reopen of a recorded key is refused (:meth:`reopen`)."""
         now = self._clock()
+        claim = new_claim(now, self._lease)
 
         async def record(conn: AsyncConnection) -> None:
             await conn.execute(
                 insert(stray_charges).values(
+                    **claim_columns(claim),
                     attempt_key=candidate.attempt_key,
                     payment_id=candidate.payment_id,
                     provider=candidate.provider,
@@ -521,8 +573,8 @@ class StrayStore:
         try:
             await self._writes.run(record, locks=_under_its_payment(candidate.attempt_key))
         except IntegrityError:
-            return False
-        return True
+            return None
+        return claim
 
     async def record_reversal(
         self,
@@ -532,23 +584,28 @@ class StrayStore:
         error: str | None,
         *,
         noted: str | None,
+        token: str,
     ) -> bool:
-        """Record the reversal's answer, only while it is under way and the reversal key
-        noted is still ``noted`` (the one the answer was about, or that the sweep read
-        before reading the charge); False, changing nothing, otherwise: another sweeper
-        noted the key of a refund since, which a charge read before it cannot account
-        for, and the next pass asks about it."""
+        """Record the reversal's answer and release its claim, only while it is under way,
+        its claim is still ``token``'s, and the reversal key noted is still ``noted`` (the
+        one the answer was about, or that the sweep read before reading the charge); False,
+        changing nothing, otherwise: another sweeper took the claim over (this one's lease
+        ran out while it waited for the provider) and acts on what it learned since, or
+        noted the key of a refund, which a charge read before it cannot account for, and
+        the next pass asks about it."""
         return await self._changes_a_row(
             attempt_key,
             update(stray_charges)
             .where(stray_charges.c.attempt_key == attempt_key)
             .where(stray_charges.c.status == STRAY_REVERSING)
+            .where(held_by(stray_charges, token))
             .where(_noted_key_is(noted))
             .values(
                 status=status,
                 reversal_reference=reference,
                 error_message=error,
                 updated_at=self._clock(),
+                **claim_columns(None),
             ),
         )
 

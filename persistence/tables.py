@@ -224,6 +224,11 @@ stray_charges = Table(
     # When the sweep may try the reversal again (null: never tried): stamped before each
     # try, so a reversal without an answer moves behind the others (persistence.stray_store).
     Column("next_sweep_at", DateTime(timezone=True)),
+    # The claim on the reversal's provider work, as on payments: only the sweeper holding
+    # ``claim_token`` asks or tells the provider anything about the reversal, or records
+    # what it learned (persistence.claims, migration 0029).
+    Column("claim_token", String(36)),
+    Column("claim_expires_at", DateTime(timezone=True)),
 )
 
 # Result events, written in the same transaction as the state change they report; the

@@ -302,9 +302,11 @@ class Metrics:
             f"{prefix}_stray_reversals_unanswered_total",
             "Reversals of stray charges tried without an answer, by provider and reason "
             "(provider_error: an error or a timeout, the outcome unknown; pending: the "
-            "provider's refund is not final yet; concurrent: another sweeper noted a reversal "
-            "key or recorded the reversal since this one read the stray charge, so it sent and "
-            "recorded nothing). The reversal is tried again under the same key, held back from "
+            "provider's refund is not final yet; concurrent: another sweeper took this one's "
+            "claim over, noted a reversal key or recorded the reversal since this one read the "
+            "stray charge, so it sent and recorded nothing more; claimed: another sweeper holds "
+            "the stray charge's claim, so this one left it alone and sent nothing). The "
+            "reversal is tried again under the same key, held back from "
             "1 minute up to 1 hour; provider errors for hours alert.",
             ["provider", "reason"],
             registry=self.registry,

@@ -320,7 +320,7 @@ async def test_0030_down_and_up_keeps_the_payments(engine: AsyncEngine, store: P
     await _absorb(stores, paid, 3_000)
     assert await _failed(stores, paid, "re_dash1", 1_000) is OutsideFailure.TAKEN_BACK
 
-    await migrate(engine, "downgrade", "0028")
+    await migrate(engine, "downgrade", "0029")
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
     assert "outside_refund_failures" not in tables

@@ -25,8 +25,9 @@ async def test_0021_down_keeps_the_stray_charges_and_up_leaves_them_never_tried(
 ) -> None:
     strays, found = await paid_candidate(handler, store, clock)
     key = found.attempt_key
-    assert await strays.record_found(found, "ch_stray")
-    assert await strays.reverse_again_at(key, clock.now)
+    claim = await strays.record_found(found, "ch_stray")
+    assert claim is not None
+    assert await strays.reverse_again_at(key, clock.now, token=claim.token)
     assert await next_sweeps(engine, stray_charges) != [None]
     before = await rows_of(engine, stray_charges.c.attempt_key, stray_charges.c.status)
 

@@ -20,8 +20,9 @@ async def test_0028_down_keeps_the_stray_charges_and_up_leaves_them_without_a_ke
 ) -> None:
     strays, found = await paid_candidate(handler, store, clock)
     key = found.attempt_key
-    assert await strays.record_found(found, "pi_stray")
-    assert await strays.note_reversal_key(key, f"{key}-reversal", replacing=None)
+    claim = await strays.record_found(found, "pi_stray")
+    assert claim is not None
+    assert await strays.note_reversal_key(key, f"{key}-reversal", replacing=None, token=claim.token)
     assert await rows_of(engine, stray_charges.c.reversal_key) == [(f"{key}-reversal",)]
     kept = (
         stray_charges.c.attempt_key,
@@ -41,7 +42,13 @@ async def test_0028_down_keeps_the_stray_charges_and_up_leaves_them_without_a_ke
 
     assert await rows_of(engine, *kept) == before
     assert await rows_of(engine, stray_charges.c.reversal_key) == [(None,)]
-    # The table works as before: its reversal is recorded, and a key noted again.
-    assert await strays.note_reversal_key(key, f"{key}-reversal", replacing=None)
-    assert await strays.record_reversal(key, STRAY_REVERSED, "re_1", None, noted=f"{key}-reversal")
+    # The table works as before (with the later revisions the store writes too): its
+    # reversal is recorded, and a key noted again.
+    await migrate(engine, "upgrade", "head")
+    claim = await strays.claim_reversal(key)
+    assert claim is not None
+    assert await strays.note_reversal_key(key, f"{key}-reversal", replacing=None, token=claim.token)
+    assert await strays.record_reversal(
+        key, STRAY_REVERSED, "re_1", None, noted=f"{key}-reversal", token=claim.token
+    )
     assert await rows_of(engine, stray_charges.c.status) == [(STRAY_REVERSED,)]

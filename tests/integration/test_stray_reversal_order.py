@@ -38,7 +38,8 @@ async def test_an_unanswered_reversal_does_not_starve_a_newer_one(engine):
         key = f"{command.payment_request_id}-a1"
         acquirer.charged_anyway.add(key)
         assert await handler.handle(command) is Outcome.FAILED  # yet charged: a stray charge
-        # Recorded by an earlier pass, its reversal under way (the older first).
+        # Recorded by an earlier pass, its reversal under way (the older first), its claim
+        # given up when that pass's try ended.
         found = StrayCandidate(
             key,
             command.payment_request_id,
@@ -47,7 +48,9 @@ async def test_an_unanswered_reversal_does_not_starve_a_newer_one(engine):
             PaymentStatus.FAILED,
             None,
         )
-        assert await strays.record_found(found, acquirer.charges[key].provider_reference or "")
+        claim = await strays.record_found(found, acquirer.charges[key].provider_reference or "")
+        assert claim is not None
+        await strays.release_reversal(key, claim.token)
         keys.append(key)
         clock.now += timedelta(seconds=1)
     older, newer = keys

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from domain.clock import utc_now
-from persistence.stray_store import StrayCandidate
+from persistence.claims import Claim, is_claimable, new_claim
+from persistence.stray_store import DEFAULT_CLAIM_LEASE, StrayCandidate
 from tests.support.fake_database import FakeDatabase, FakeStore
 
 
@@ -31,11 +32,22 @@ class FakeStrayRecords(FakeStore):
 
     Its order is the store's: keys never asked (or reopened since) first, then by the time
     :meth:`ask_again_at` stamped (the fake has no clock: a key not due yet is still offered,
-    after the others); then the reversals likewise, by :meth:`reverse_again_at`."""
+    after the others); then the reversals likewise, by :meth:`reverse_again_at`.
 
-    def __init__(self, db: FakeDatabase, clock: Callable[[], datetime] = utc_now) -> None:
+    Its reversals' claims are the store's: taken when free or expired, and every write of a
+    reversal's progress only while the claim is the writer's (the store's WHERE
+    claim_token = :token)."""
+
+    def __init__(
+        self,
+        db: FakeDatabase,
+        clock: Callable[[], datetime] = utc_now,
+        lease: timedelta = DEFAULT_CLAIM_LEASE,
+    ) -> None:
         super().__init__(db)
         self._clock = clock
+        self._lease = lease
+        self.claims: dict[str, Claim] = {}  # reversals' claims by attempt key; absent: free
         self.unexamined: list[StrayCandidate] = []
         self.verified: list[str] = []
         self.generations: dict[str, int] = {}  # by attempt key; absent: 0
@@ -105,28 +117,61 @@ class FakeStrayRecords(FakeStore):
         self.ask_again.pop(attempt_key, None)
         return True
 
-    async def record_found(self, candidate: StrayCandidate, provider_reference: str) -> bool:
+    async def record_found(
+        self, candidate: StrayCandidate, provider_reference: str
+    ) -> Claim | None:
         await self._enter("record_found", candidate.attempt_key)
         if candidate.attempt_key in self.found:
-            return False  # the unique key: another sweeper recorded it first
+            return None  # the unique key: another sweeper recorded it first
         self.found[candidate.attempt_key] = dataclasses.replace(
             candidate, stray_reference=provider_reference
         )
+        claim = self.claims[candidate.attempt_key] = new_claim(self._clock(), self._lease)
+        return claim
+
+    async def claim_reversal(self, attempt_key: str) -> Claim | None:
+        await self._enter("claim_reversal", attempt_key)
+        held = self.claims.get(attempt_key)
+        if attempt_key not in self.found or attempt_key in self.reversals:
+            return None  # the store's status IN ('reversing')
+        if held is not None and not is_claimable(held.token, held.expires_at, self._clock()):
+            return None
+        claim = self.claims[attempt_key] = new_claim(self._clock(), self._lease)
+        return claim
+
+    async def renew_reversal(self, attempt_key: str, token: str) -> bool:
+        await self._enter("renew_reversal", attempt_key)
+        if not self._held(attempt_key, token):
+            return False
+        self.claims[attempt_key] = Claim(token, self._clock() + self._lease)
         return True
 
-    async def reverse_again_at(self, attempt_key: str, at: datetime) -> bool:
+    async def release_reversal(self, attempt_key: str, token: str) -> None:
+        await self._enter("release_reversal", attempt_key)
+        if self._held(attempt_key, token):
+            del self.claims[attempt_key]
+
+    def _held(self, attempt_key: str, token: str) -> bool:
+        held = self.claims.get(attempt_key)
+        return held is not None and held.token == token
+
+    async def reverse_again_at(self, attempt_key: str, at: datetime, *, token: str) -> bool:
         await self._enter("reverse_again_at", attempt_key)
         if attempt_key not in self.found or attempt_key in self.reversals:
             return False  # the store's WHERE status = 'reversing'
+        if not self._held(attempt_key, token):
+            return False
         self.retry[attempt_key] = at
         return True
 
     async def note_reversal_key(
-        self, attempt_key: str, reversal_key: str, *, replacing: str | None
+        self, attempt_key: str, reversal_key: str, *, replacing: str | None, token: str
     ) -> bool:
         await self._enter("note_reversal_key", attempt_key)
         if attempt_key not in self.found or attempt_key in self.reversals:
             return False  # the store's WHERE status = 'reversing'
+        if not self._held(attempt_key, token):
+            return False
         if self.found[attempt_key].reversal_key != replacing:
             return False  # the store's WHERE reversal_key = replacing
         self.found[attempt_key] = dataclasses.replace(
@@ -142,13 +187,16 @@ class FakeStrayRecords(FakeStore):
         error: str | None,
         *,
         noted: str | None,
+        token: str,
     ) -> bool:
         await self._enter("record_reversal", attempt_key)
         # Only a reversal under way is answered (the store's WHERE status = 'reversing'),
-        # under the key the answer is about (WHERE reversal_key = noted).
+        # by its claim's holder, under the key the answer is about (WHERE reversal_key =
+        # noted).
         if attempt_key not in self.found or attempt_key in self.reversals:
             return False
-        if self.found[attempt_key].reversal_key != noted:
+        if not self._held(attempt_key, token) or self.found[attempt_key].reversal_key != noted:
             return False
         self.reversals[attempt_key] = Reversal(status, reference, error)
+        del self.claims[attempt_key]  # released with the record
         return True

@@ -47,8 +47,8 @@ AMOUNT = Money(1_050, "EUR")
 
 
 @pytest.fixture
-def records(db):
-    return FakeStrayRecords(db)
+def records(db, clock):
+    return FakeStrayRecords(db, clock)
 
 
 @pytest.fixture
@@ -695,3 +695,63 @@ async def test_a_refused_key_of_a_part_is_never_replaced(sweep, records, provide
     assert report.unanswered == 1
     assert _refund_keys(provider) == ["pay_1-a1-reversal-750"]
     assert provider.called("refund_status") == []
+
+
+async def test_a_stray_charge_another_sweeper_holds_the_claim_on_is_left_to_it(
+    sweep, records, provider, metrics, clock
+):
+    """One sweeper at a time tries a reversal: one that finds the stray charge's claim held
+    (another consumer process at it) sends nothing, until that claim's lease runs out."""
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+    provider.script("charge_by_reference", ProviderTimeoutError("scripted", "slow"))
+    assert (await sweep.run_once()).unanswered == 1  # found, its reversal unanswered
+    assert await records.claim_reversal(listed.attempt_key) is not None  # another's now
+
+    report = await sweep.run_once()
+
+    assert (report.checked, report.claimed, report.reversed) == (1, 1, 0)
+    assert provider.called("charge_by_reference") == ["ch_stray"]  # the first try only
+    assert provider.called("refund") == []
+    value = metrics.registry.get_sample_value(
+        "paygate_stray_reversals_unanswered_total", {"provider": "scripted", "reason": "claimed"}
+    )
+    assert value == 1
+
+    clock.now += timedelta(minutes=1)  # its holder died: the lease ran out
+    provider.script("charge_by_reference", charged("ch_stray"))
+    provider.script("refund", refunded("re_1"))
+    assert (await sweep.run_once()).reversed == 1
+    assert records.reversals[listed.attempt_key] == Reversal(STRAY_REVERSED, "re_1", None)
+    assert listed.attempt_key not in records.claims  # released with the record
+
+
+async def test_a_sweeper_whose_claim_was_taken_over_sends_and_records_nothing_more(
+    sweep, records, provider, metrics, clock
+):
+    """Its lease ran out while it asked about the charge, and another sweeper took the claim
+    over: it does not send the refund, nor record anything."""
+    listed = candidate()
+    records.unexamined.append(listed)
+    provider.script("charge_status", charged("ch_stray"))
+
+    def taken_over() -> None:
+        clock.now += timedelta(minutes=1)
+        records.claims[listed.attempt_key] = dataclasses.replace(
+            records.claims[listed.attempt_key], token="another's"
+        )
+
+    records.before("renew_reversal", taken_over)
+
+    report = await sweep.run_once()
+
+    assert (report.found, report.reversed, report.unanswered) == (1, 0, 1)
+    assert provider.called("charge_by_reference") == []
+    assert provider.called("refund") == []
+    assert records.reversals == {}
+    value = metrics.registry.get_sample_value(
+        "paygate_stray_reversals_unanswered_total",
+        {"provider": "scripted", "reason": "concurrent"},
+    )
+    assert value == 1
