@@ -39,17 +39,19 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.accounts import Account, AccountType
 from domain.clock import utc_now
 from domain.errors import PaygateError
 from domain.vaulted import VaultedAccount, new_token, payment_method_not_found
 from persistence.group_commit import Bulk
+from persistence.vault_key_guard import KeyRetiredError
 from vault import cipher
 from vault.errors import key_unknown, tampered
 from vault.kek import KeyEncryptionKeys, WrappedKey
 from vault.recent_numbers import RecentNumbers
-from vault.rows import EntryRow, KeyRetiredError, KeyRow, VaultStorage
+from vault.rows import EntryRow, KeyRow, VaultStorage
 
 DATA_KEY_KIND: Final = "data key"
 DEFAULT_PRIMARY_REFRESH_S: Final = 30.0
@@ -313,6 +315,12 @@ class Vault:
             raise tampered(what)
         return cipher.decrypt(await self._data_key(key_id), ciphertext, context, what)
 
+    def keys_beside(self, engine: AsyncEngine) -> bool:
+        """Whether this vault's data keys are in ``engine``'s database: a value sealed by
+        :meth:`seal` and written there can then be refused, in its write's transaction,
+        once its key is retired (persistence.vault_key_guard)."""
+        return self._rows.beside(engine)
+
     async def newest_key_id(self) -> str:
         """The data key :meth:`seal` uses now (re-read as :meth:`rewrap` does)."""
         self._primary_read_at = 0.0
@@ -397,7 +405,10 @@ class Vault:
         if row.retired_at is None:
             await self._refuse_while_still_newest_somewhere(row)
         if not await self._rows.retire_key(key_id, self._clock()):
-            raise KeyInUseError(f"values are still encrypted under {key_id}: run rewrap first")
+            raise KeyInUseError(
+                f"values or webhook signing secrets are still encrypted under {key_id}: "
+                "run rewrap first"
+            )
         self._data_keys.pop(key_id, None)
         retired = await self._rows.key(key_id)
         assert retired is not None
