@@ -298,7 +298,9 @@ class VaultRows:
         await self._writes.run(_op, Bulk(_insert_entries_under_live_keys, entry))
 
     def entry_write(self, entry: EntryRow) -> Bulk | None:
-        return Bulk(_insert_entries, entry) if self._shares_database else None
+        # Checked as add_entry's insert: the payment's begin that runs it can land after the
+        # key was retired (KeyRetiredError then fails that begin, with nothing written).
+        return Bulk(_insert_entries_under_live_keys, entry) if self._shares_database else None
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         entry = await self._reads.get(token)

@@ -22,7 +22,8 @@ Invariants:
   serialize on the key's row), and the value sealed again under the newest key; a retire
   never waits on time alone for values on their way (tests/integration/
   test_vault_retire_race.py). A token inserted with its payment's begin
-  (:meth:`tokenize_along`) is not checked: its number is charged from memory.
+  (:meth:`tokenize_along`) is checked alike: the begin fails, writing nothing, and the
+  command is admitted again under the newest key.
 - Deleting a token deletes its ciphertext: nothing in the live database can bring the
   number back. Copies in backups are unreadable once their data key is retired (rotate,
   rewrap, retire: docs/security.md).
@@ -167,15 +168,26 @@ class Vault:
         The number is held (``recent``) before the row commits: a held number is only ever
         handed out by :meth:`reveal` after a query finds its token live, which a token whose
         transaction failed never is, so holding it early cannot make a charge.
+
+        The write handed back checks the data key is still live, as :meth:`tokenize`'s
+        insert does: a begin that lands after the key was retired fails with
+        ``KeyRetiredError`` and writes nothing, and its caller admits the command again
+        after :meth:`newest_key_id` (consumer.account_intake.AdmittedPayments).
         """
-        vaulted, entry = await self._sealed(
-            account, client_id=client_id, saved=False, expires_in=expires_in
-        )
-        write = self._rows.entry_write(entry)
-        if write is None:
-            await self._rows.add_entry(entry)
-        self._hold(entry, account)
-        return vaulted, write
+        for _ in range(_SEALS_PER_TOKENIZE):
+            vaulted, entry = await self._sealed(
+                account, client_id=client_id, saved=False, expires_in=expires_in
+            )
+            write = self._rows.entry_write(entry)
+            if write is None:
+                try:
+                    await self._rows.add_entry(entry)
+                except KeyRetiredError:
+                    self._primary_read_at = 0.0  # as tokenize: sealed again, key read now
+                    continue
+            self._hold(entry, account)
+            return vaulted, write
+        raise key_unknown(DATA_KEY_KIND, entry.key_id)
 
     def _hold(self, entry: EntryRow, account: Account) -> None:
         if self._recent is not None:
