@@ -206,8 +206,10 @@ class WebhookSecrets:
             condition = e.c.secret_key_id == row.secret_key_id
             try:
                 swapped = await self._swap(row.id, condition, secret)
-            except PaygateError:  # refused twice (retired twice meanwhile): left as it is
-                failed += 1
+            except PaygateError as exc:
+                if exc.code is not ErrorCode.ENCRYPTION_KEY_UNKNOWN:
+                    raise
+                failed += 1  # refused twice (retired twice meanwhile): left as it is
                 continue
             if swapped:
                 moved += 1

@@ -32,6 +32,7 @@ from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from domain.accounts import Account, AccountType
+from domain.vaulted import VaultedAccount
 from persistence.group_commit import GroupCommit
 from persistence.payment_store import PaymentStore
 from providers.registry import Providers
@@ -42,7 +43,7 @@ from telemetry.metrics import Metrics
 from tests.integration.test_rate_limit_lock_order import two_engines  # noqa: F401
 from tests.integration.test_vault_lock_order import _pause
 from tests.integration.test_writer_lock_order import _until_a_lock_wait
-from tests.support.builders import ACCOUNT_KEY, SUCCESS_CARD, create_payment
+from tests.support.builders import ACCOUNT_KEY, PAYEE_IBAN, SUCCESS_CARD, create_payment
 from tests.support.clock import Clock
 from tests.support.held_writes import HeldWrites
 from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1
@@ -205,15 +206,18 @@ async def test_a_rewrap_begun_before_a_rotation_never_moves_cards_under_a_retire
     ]
 
 
-async def test_a_payments_card_whose_begin_lands_after_its_key_is_retired_is_charged(
+async def test_a_payments_card_whose_begin_lands_after_its_key_is_retired_still_opens(
     engine: AsyncEngine, clock: Clock, provider: InProcessSandboxProvider
 ) -> None:
     # The consumer's intake seals a command's clear numbers (under the newest key it read,
     # up to primary_refresh_s ago) and the payment's begin inserts their rows. A begin held
-    # past the key's rotation, rewrap and retire inserted them under the erased key: by
+    # past the key's rotation, rewrap and retire inserted them under the erased key. By
     # then the numbers held in memory for the call are stale (a retire comes at least 30 s
-    # after such a seal, the hold lasts 10 s), so the call read the rows, which never open:
-    # the payment failed, encryption_key_unknown, and a re-send of it fails alike.
+    # after such a seal, the hold lasts 10 s) and the call reads the rows: the consumer
+    # that sealed them still opens them (it keeps the data key in memory), but no other
+    # process can, nor this one after a restart: a re-send of the call after a crash, or by
+    # another consumer or the reconciler, fails encryption_key_unknown and the payment is
+    # abandoned.
     operator = _vault(VaultRows(engine), clock)
     old_key = (await operator.rotate()).key_id
     monotonic = [0.0]
@@ -251,6 +255,17 @@ async def test_a_payments_card_whose_begin_lands_after_its_key_is_retired_is_cha
 
     assert await asyncio.wait_for(handling, 10) is Outcome.SUCCEEDED
     # (The sandbox charges a card by its number: SUCCESS_CARD, opened from the new rows.)
+    # Another process (no data key cached) opens the payment's rows, and none is left
+    # under a retired key.
+    other = _vault(VaultRows(engine), clock)
+    entries = await VaultRows(engine).entries_not_under("", 10)  # every row
+    numbers = set()
+    for entry in entries:
+        vaulted = VaultedAccount(
+            AccountType(entry.account_type), entry.token, entry.masked, entry.fingerprint, None
+        )
+        numbers.add((await other.reveal(vaulted, client_id=entry.client_id)).number)
+    assert numbers == {SUCCESS_CARD, PAYEE_IBAN}
     assert [(k.active, k.values) for k in await operator.keys()] == [(False, 0), (True, 2)]
 
 
