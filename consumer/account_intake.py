@@ -28,6 +28,11 @@ from domain.errors import ErrorCode, PaygateError
 from domain.payments import CreatePayment
 from domain.vaulted import AccountToken, AnyAccount, EncryptedAccount, VaultedAccount
 from persistence.group_commit import Bulk
+from persistence.vault_key_guard import KeyRetiredError
+
+# A begin refused because a new token's data key was retired meanwhile is admitted again
+# under the newest key; a second refusal (another retire meanwhile) is an error, not a loop.
+_ADMISSIONS = 2
 
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -50,6 +55,8 @@ class AccountVault(Protocol):
     async def check_opens(
         self, token: str, *, client_id: str | None, holder_name: str | None = None
     ) -> VaultedAccount: ...
+
+    async def newest_key_id(self) -> str: ...
 
 
 class AccountDecrypter(Protocol):
@@ -104,6 +111,10 @@ class AccountIntake:
         stored = (await self._stored(checked[0], client), await self._stored(checked[1], client))
         writes = tuple(write for _, write in stored if write is not None)
         return dataclasses.replace(command, payer=stored[0][0], payee=stored[1][0]), writes
+
+    async def read_newest_key(self) -> None:
+        """Read the vault's newest data key now: the next admission seals under it."""
+        await self._vault.newest_key_id()
 
     def _readable(self, account: AnyAccount, param: str) -> VaultedAccount | AccountToken | Account:
         """A vaulted account, a token to check, or the clear account to vault."""
@@ -163,5 +174,19 @@ class AdmittedPayments:
     async def handle(self, command: CreatePayment) -> Outcome:
         # The vault rows commit with the payment's begin: one trip through the writer
         # queue per payment less than writing them first (see docs/performance.md).
-        admitted, along = await self._intake.admit_along(command)
-        return await self._payments.handle(admitted, along)
+        for _ in range(_ADMISSIONS):
+            admitted, along = await self._intake.admit_along(command)
+            try:
+                return await self._payments.handle(admitted, along)
+            except KeyRetiredError as refused:
+                # A new token was sealed under a data key retired before the begin landed
+                # (a begin held past the retire: a backed-up writer queue, a stalled
+                # database). The begin wrote nothing: admitted again, under the newest key
+                # read now, rather than a payment whose number never opens again.
+                retired = refused
+                await self._intake.read_newest_key()
+        raise PaygateError(
+            ErrorCode.ENCRYPTION_KEY_UNKNOWN,
+            f"no data key with id {', '.join(retired.key_ids)!r}: retired while the "
+            "payment's accounts were being vaulted",
+        )

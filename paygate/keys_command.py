@@ -167,6 +167,10 @@ async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
                     )
                     return EXIT_REFUSED
             else:
+                # Said first, for the operator; the guard is the retire's own count, made
+                # after it locks the key's row (vault.rows.VaultRows.retire_key), which a
+                # secret's write under way holds: this one cannot see a write in flight. With
+                # a vault database of its own, this count is all there is (docs/security.md).
                 in_use = await secrets.count_under(args.key_id)
                 if in_use:
                     print(

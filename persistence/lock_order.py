@@ -33,6 +33,14 @@ An operation whose rows cannot be named before it runs (a sweep over rows chosen
 query) must not wait on a row lock: it skips the rows others hold (``SKIP LOCKED``) and
 leaves them to its next pass.
 
+The vault's data keys' rows are outside the order: a write of a value sealed under a key
+(a token's insert, a rewrap's swap, a webhook secret's write) reads that key's row ``FOR
+KEY SHARE`` after its declared locks, so that a retire cannot erase the key under it
+(persistence.vault_key_guard). That read conflicts only with a retire's ``FOR UPDATE`` of
+the row, and a retire holds no other lock and waits on nothing after taking it (it then
+only counts, with plain reads, and erases the row's bytes): a retire waits for such writes
+or they wait for it, and no cycle can pass through a key row.
+
 On SQLite there are no row locks: a write transaction holds the database's write lock from
 ``BEGIN IMMEDIATE`` (persistence.engine), and nothing here runs.
 """

@@ -27,23 +27,33 @@ Invariants:
   logs, and would otherwise carry the secret there.
 * Rotation is the vault's: ``paygate keys rewrap`` moves every secret under the newest
   data key (:meth:`WebhookSecrets.rewrap`), and ``paygate keys retire`` refuses a key a
-  secret is still under (:meth:`WebhookSecrets.count_under`).
+  secret is still under (:meth:`WebhookSecrets.count_under`, and the retire's own count).
+* A secret is written only under a live data key: every write of a sealed secret (a new
+  endpoint's, a seal or a rewrap's swap: :meth:`WebhookSecrets.write_sealed`) reads its
+  key's row in its own transaction and is refused once the key is retired, and the secret
+  sealed again under the newest key; the retire locks that row before counting the
+  secrets under the key (persistence.vault_key_guard). A seal and its write can be far
+  apart (a backed-up writer queue, a stalled database, a rewrap begun before a rotation),
+  and a secret written under an erased key would never sign again. With a vault database
+  of its own, the key's row is not in this database: only ``paygate keys retire``'s count
+  before the retire, and its time guard, stand between them (docs/security.md).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, Row, func, or_, select, update
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.errors import PaygateError
+from domain.errors import ErrorCode, PaygateError
 from persistence.group_commit import GroupCommit
 from persistence.lock_order import RowLocks
+from persistence.vault_key_guard import KeyRetiredError, require_live_keys
 from persistence.webhook_tables import webhook_endpoints
 
 # id, secret (in clear, before sealing), secret_key_id, secret_ciphertext
@@ -51,6 +61,14 @@ _EndpointRow = Row[str, str | None, str | None, bytes | None]
 
 WHAT: Final = "the webhook signing secret"
 _CONTEXT: Final = b"webhook signing secret\x1f"
+# A write refused because its key was retired meanwhile is sealed again under the newest
+# key, read afresh; a second refusal (another retire within the same write) is an error,
+# not a loop.
+_SEALS_PER_WRITE: Final = 2
+
+T = TypeVar("T")
+# A write of a sealed secret: the connection, the key id and the ciphertext to store.
+SealedWrite = Callable[[AsyncConnection, str, bytes], Awaitable[T]]
 
 
 class SecretKeys(Protocol):
@@ -63,6 +81,8 @@ class SecretKeys(Protocol):
     ) -> bytes: ...
 
     async def newest_key_id(self) -> str: ...
+
+    def keys_beside(self, engine: AsyncEngine) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +137,34 @@ class WebhookSecrets:
         """The key id and ciphertext to store for ``secret`` on ``endpoint_id``'s row."""
         return await self._keys.seal(secret.encode(), _context(endpoint_id))
 
+    async def write_sealed(
+        self,
+        endpoint_id: str,
+        secret: str,
+        write: SealedWrite[T],
+        *,
+        locks: RowLocks,
+    ) -> T:
+        """``secret`` sealed under the newest data key and written by ``write`` in a
+        transaction of the writer queue (declaring ``locks``), which first checks that the
+        key is still live: a write refused because the key was retired since the seal is
+        sealed and made again (``encryption_key_unknown`` if refused twice). Without the
+        check, a write landing after the key's retire left the secret under an erased key.
+        """
+        guarded = self._keys.keys_beside(self._engine)
+        for _ in range(_SEALS_PER_WRITE):
+            key_id, ciphertext = await self.seal(endpoint_id, secret)
+            try:
+                return await self._writes.run(
+                    _under_live_key(write, key_id, ciphertext, guarded=guarded), locks=locks
+                )
+            except KeyRetiredError:
+                continue
+        raise PaygateError(
+            ErrorCode.ENCRYPTION_KEY_UNKNOWN,
+            f"no data key with id {key_id!r}: retired while {WHAT} was written under it",
+        )
+
     async def open(self, endpoint_id: str, stored: StoredSecret) -> str:
         """The clear secret, for signing only: never store, log or show it. Catalogue
         errors (vault.errors) when it does not open: its key unknown or retired
@@ -136,9 +184,8 @@ class WebhookSecrets:
         await self.erase_deleted()
         sealed = 0
         async for row in self._endpoints(webhook_endpoints.c.secret.is_not(None)):
-            key_id, ciphertext = await self.seal(row.id, row.secret)
             condition = webhook_endpoints.c.secret == row.secret
-            if await self._swap(row.id, condition, key_id, ciphertext):
+            if await self._swap(row.id, condition, row.secret):
                 sealed += 1
         return sealed
 
@@ -156,9 +203,15 @@ class WebhookSecrets:
             if secret is None:  # counted, left for a person
                 failed += 1
                 continue
-            key_id, ciphertext = await self.seal(row.id, secret)
             condition = e.c.secret_key_id == row.secret_key_id
-            if await self._swap(row.id, condition, key_id, ciphertext):
+            try:
+                swapped = await self._swap(row.id, condition, secret)
+            except PaygateError as exc:
+                if exc.code is not ErrorCode.ENCRYPTION_KEY_UNKNOWN:
+                    raise
+                failed += 1  # refused twice (retired twice meanwhile): left as it is
+                continue
+            if swapped:
                 moved += 1
         return SecretRewrapReport(sealed, moved, failed)
 
@@ -238,10 +291,10 @@ class WebhookSecrets:
             )
             return int(count or 0)
 
-    async def _swap(
-        self, endpoint_id: str, unchanged: ColumnElement[bool], key_id: str, ciphertext: bytes
-    ) -> bool:
-        async def record(conn: AsyncConnection) -> bool:
+    async def _swap(self, endpoint_id: str, unchanged: ColumnElement[bool], secret: str) -> bool:
+        """``secret`` sealed into ``endpoint_id``'s row, if ``unchanged`` still holds."""
+
+        async def record(conn: AsyncConnection, key_id: str, ciphertext: bytes) -> bool:
             with _parameters_hidden():  # ``unchanged`` may compare the clear secret
                 result = await conn.execute(
                     update(webhook_endpoints)
@@ -251,7 +304,9 @@ class WebhookSecrets:
                 )
             return bool(result.rowcount)
 
-        return await self._writes.run(record, locks=RowLocks.of(endpoints=[endpoint_id]))
+        return await self.write_sealed(
+            endpoint_id, secret, record, locks=RowLocks.of(endpoints=[endpoint_id])
+        )
 
     async def _write_clear(self, endpoint_id: str, key_id: str, secret: str) -> bool:
         async def record(conn: AsyncConnection) -> bool:
@@ -265,3 +320,19 @@ class WebhookSecrets:
             return bool(result.rowcount)
 
         return await self._writes.run(record, locks=RowLocks.of(endpoints=[endpoint_id]))
+
+
+def _under_live_key(
+    write: SealedWrite[T], key_id: str, ciphertext: bytes, *, guarded: bool
+) -> Callable[[AsyncConnection], Awaitable[T]]:
+    """``write`` of ``ciphertext``, after reading ``key_id``'s row ``FOR KEY SHARE``
+    (KeyRetiredError if it is retired) when the key rows are in this database
+    (``guarded``); the read comes after the write's declared locks, and closes no cycle
+    (persistence.vault_key_guard)."""
+
+    async def run(conn: AsyncConnection) -> T:
+        if guarded:
+            await require_live_keys(conn, [key_id])
+        return await write(conn, key_id, ciphertext)
+
+    return run

@@ -122,9 +122,8 @@ class WebhookStore:
             created_at=now,
         )
         secret = new_secret()
-        key_id, ciphertext = await self.secrets.seal(info.id, secret)
 
-        async def record(conn: AsyncConnection) -> None:
+        async def record(conn: AsyncConnection, key_id: str, ciphertext: bytes) -> None:
             await conn.execute(
                 insert(webhook_endpoints).values(
                     id=info.id,
@@ -140,7 +139,10 @@ class WebhookStore:
                 )
             )
 
-        await self._writes.run(record)
+        # A new endpoint's row: no other write can name it before it commits, so it locks
+        # nothing of the order (persistence.lock_order). Its data key's row is read FOR KEY
+        # SHARE (persistence.vault_key_guard): written only while that key is live.
+        await self.secrets.write_sealed(info.id, secret, record, locks=RowLocks())
         return CreatedEndpoint(info, secret)
 
     async def endpoints(self, client_id: str) -> list[EndpointInfo]:

@@ -220,7 +220,7 @@ class Metrics:
             "paygate may not send to; tried again), gave_up (the retry window is over: the "
             "delivery is failed; re-send it with `paygate webhooks retry`), secret_unavailable "
             "(the endpoint's signing secret does not open: its vault data key is retired or "
-            "unknown; tried again).",
+            "unknown; tried again, alert PaygateWebhookSecretUnavailable).",
             ["result"],
             registry=self.registry,
         )

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,8 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import Bulk, GroupCommit
 from persistence.lock_order import RowLocks
+from persistence.vault_key_guard import require_live_keys
 from persistence.vault_tables import vault_entries, vault_keys
+from persistence.webhook_tables import webhook_endpoints
 from vault.read_batches import ReadBatches
+
+# Every column that names the data key a stored value is sealed under: a key is retired
+# only when none does.
+_SEALED_UNDER_A_KEY: Final = (vault_entries.c.key_id, webhook_endpoints.c.secret_key_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,15 +125,6 @@ async def _insert_entries(conn: AsyncConnection, entries: Sequence[EntryRow]) ->
     return [None] * len(entries)
 
 
-class KeyRetiredError(LookupError):
-    """A value's data key was retired (its bytes erased) before the value's row was
-    inserted: the row is refused, and the value must be sealed again under a live key."""
-
-    def __init__(self, key_ids: Sequence[str]) -> None:
-        super().__init__(", ".join(sorted(key_ids)))
-        self.key_ids = tuple(sorted(key_ids))
-
-
 async def _insert_entries_under_live_keys(
     conn: AsyncConnection, entries: Sequence[EntryRow]
 ) -> list[None]:
@@ -135,34 +132,21 @@ async def _insert_entries_under_live_keys(
     inserted). The keys' rows are read ``FOR KEY SHARE``: a retire
     (:meth:`VaultRows.retire_key` locks its key's row ``FOR UPDATE`` before counting the
     key's values) then waits for this transaction and counts its rows, or has erased the
-    key and this read, taken after it, finds the key retired. On SQLite the write
-    transaction holds the database."""
-    await _require_live_keys(conn, {e.key_id for e in entries})
+    key and this read, taken after it, finds the key retired
+    (persistence.vault_key_guard). On SQLite the write transaction holds the database."""
+    await require_live_keys(conn, {e.key_id for e in entries})
     return await _insert_entries(conn, entries)
-
-
-async def _require_live_keys(conn: AsyncConnection, key_ids: set[str]) -> None:
-    """KeyRetiredError unless every one of ``key_ids`` is live; their rows held ``FOR KEY
-    SHARE`` to the transaction's end, so no retire (``FOR UPDATE``) erases one before it
-    commits. The weakest lock that does: a key's rewrap (an update of its wrapped bytes,
-    no key column) neither waits for it nor makes it wait."""
-    ordered = sorted(key_ids)
-    live = set(
-        await conn.scalars(
-            select(vault_keys.c.key_id)
-            .where(vault_keys.c.key_id.in_(ordered), vault_keys.c.wrapped_key.is_not(None))
-            .order_by(vault_keys.c.key_id)
-            .with_for_update(read=True, key_share=True)
-        )
-    )
-    retired = [key_id for key_id in ordered if key_id not in live]
-    if retired:
-        raise KeyRetiredError(retired)
 
 
 class VaultStorage(Protocol):
     """What :class:`vault.vault.Vault` needs from its rows; :class:`VaultRows` is the SQL
     one, tests pass a fake."""
+
+    def beside(self, engine: AsyncEngine) -> bool:
+        """Whether the data keys' rows are in ``engine``'s database, where a write of a
+        value sealed under one can check, in its own transaction, that the key is live
+        (persistence.vault_key_guard)."""
+        ...
 
     async def add_key(self, key: KeyRow) -> None: ...
     async def newest_active_key(self) -> KeyRow | None: ...
@@ -198,6 +182,9 @@ class VaultRows:
         self._writes = writes if writes is not None else GroupCommit(engine)
         self._reads: ReadBatches[EntryRow] = ReadBatches(self._entries)
         self._live_reads: ReadBatches[_Scope] = ReadBatches(self._scopes)
+
+    def beside(self, engine: AsyncEngine) -> bool:
+        return engine is self._engine or engine.url == self._engine.url
 
     # --- data keys ---------------------------------------------------------------------
 
@@ -270,19 +257,24 @@ class VaultRows:
         await self._writes.run(_op)
 
     async def retire_key(self, key_id: str, at: datetime) -> bool:
-        """Erase the key's wrapped bytes, if no value still uses it; False if one does.
+        """Erase the key's wrapped bytes, if no value (nor webhook signing secret) still
+        uses it; False if one does.
 
-        The key's row is locked first: an insert of a value under the key that is under
-        way (it holds the row ``FOR KEY SHARE``: :meth:`add_entry`) commits before the count,
-        which then sees it; one that comes later finds the key retired and is refused."""
+        The key's row is locked first: a write of a value under the key that is under way
+        (it holds the row ``FOR KEY SHARE``: :meth:`add_entry`, a rewrap's swap, a webhook
+        secret's write in persistence.webhook_secrets) commits before the count, which then
+        sees it; one that comes later finds the key retired and is refused. The webhook
+        secrets counted are those of this database: with a vault database of its own,
+        paygate's are counted by ``paygate keys retire`` before, without this guard
+        (docs/security.md)."""
 
         async def _op(conn: AsyncConnection) -> bool:
             await conn.execute(
                 select(vault_keys.c.key_id).where(vault_keys.c.key_id == key_id).with_for_update()
             )
-            in_use = await conn.scalar(select(func.count()).where(vault_entries.c.key_id == key_id))
-            if in_use:
-                return False
+            for column in _SEALED_UNDER_A_KEY:
+                if await conn.scalar(select(func.count()).where(column == key_id)):
+                    return False
             await conn.execute(
                 update(vault_keys)
                 .where(vault_keys.c.key_id == key_id)
@@ -306,7 +298,9 @@ class VaultRows:
         await self._writes.run(_op, Bulk(_insert_entries_under_live_keys, entry))
 
     def entry_write(self, entry: EntryRow) -> Bulk | None:
-        return Bulk(_insert_entries, entry) if self._shares_database else None
+        # Checked as add_entry's insert: the payment's begin that runs it can land after the
+        # key was retired (KeyRetiredError then fails that begin, with nothing written).
+        return Bulk(_insert_entries_under_live_keys, entry) if self._shares_database else None
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         entry = await self._reads.get(token)
@@ -357,7 +351,7 @@ class VaultRows:
         under its old key, which still opens it."""
 
         async def _op(conn: AsyncConnection) -> bool:
-            await _require_live_keys(conn, {key_id})
+            await require_live_keys(conn, {key_id})
             result = await conn.execute(
                 update(vault_entries)
                 .where(

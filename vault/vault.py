@@ -22,7 +22,8 @@ Invariants:
   serialize on the key's row), and the value sealed again under the newest key; a retire
   never waits on time alone for values on their way (tests/integration/
   test_vault_retire_race.py). A token inserted with its payment's begin
-  (:meth:`tokenize_along`) is not checked: its number is charged from memory.
+  (:meth:`tokenize_along`) is checked alike: the begin fails, writing nothing, and the
+  command is admitted again under the newest key.
 - Deleting a token deletes its ciphertext: nothing in the live database can bring the
   number back. Copies in backups are unreadable once their data key is retired (rotate,
   rewrap, retire: docs/security.md).
@@ -39,17 +40,19 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.accounts import Account, AccountType
 from domain.clock import utc_now
 from domain.errors import PaygateError
 from domain.vaulted import VaultedAccount, new_token, payment_method_not_found
 from persistence.group_commit import Bulk
+from persistence.vault_key_guard import KeyRetiredError
 from vault import cipher
 from vault.errors import key_unknown, tampered
 from vault.kek import KeyEncryptionKeys, WrappedKey
 from vault.recent_numbers import RecentNumbers
-from vault.rows import EntryRow, KeyRetiredError, KeyRow, VaultStorage
+from vault.rows import EntryRow, KeyRow, VaultStorage
 
 DATA_KEY_KIND: Final = "data key"
 DEFAULT_PRIMARY_REFRESH_S: Final = 30.0
@@ -165,15 +168,26 @@ class Vault:
         The number is held (``recent``) before the row commits: a held number is only ever
         handed out by :meth:`reveal` after a query finds its token live, which a token whose
         transaction failed never is, so holding it early cannot make a charge.
+
+        The write handed back checks the data key is still live, as :meth:`tokenize`'s
+        insert does: a begin that lands after the key was retired fails with
+        ``KeyRetiredError`` and writes nothing, and its caller admits the command again
+        after :meth:`newest_key_id` (consumer.account_intake.AdmittedPayments).
         """
-        vaulted, entry = await self._sealed(
-            account, client_id=client_id, saved=False, expires_in=expires_in
-        )
-        write = self._rows.entry_write(entry)
-        if write is None:
-            await self._rows.add_entry(entry)
-        self._hold(entry, account)
-        return vaulted, write
+        for _ in range(_SEALS_PER_TOKENIZE):
+            vaulted, entry = await self._sealed(
+                account, client_id=client_id, saved=False, expires_in=expires_in
+            )
+            write = self._rows.entry_write(entry)
+            if write is None:
+                try:
+                    await self._rows.add_entry(entry)
+                except KeyRetiredError:
+                    self._primary_read_at = 0.0  # as tokenize: sealed again, key read now
+                    continue
+            self._hold(entry, account)
+            return vaulted, write
+        raise key_unknown(DATA_KEY_KIND, entry.key_id)
 
     def _hold(self, entry: EntryRow, account: Account) -> None:
         if self._recent is not None:
@@ -313,6 +327,12 @@ class Vault:
             raise tampered(what)
         return cipher.decrypt(await self._data_key(key_id), ciphertext, context, what)
 
+    def keys_beside(self, engine: AsyncEngine) -> bool:
+        """Whether this vault's data keys are in ``engine``'s database: a value sealed by
+        :meth:`seal` and written there can then be refused, in its write's transaction,
+        once its key is retired (persistence.vault_key_guard)."""
+        return self._rows.beside(engine)
+
     async def newest_key_id(self) -> str:
         """The data key :meth:`seal` uses now (re-read as :meth:`rewrap` does)."""
         self._primary_read_at = 0.0
@@ -397,7 +417,10 @@ class Vault:
         if row.retired_at is None:
             await self._refuse_while_still_newest_somewhere(row)
         if not await self._rows.retire_key(key_id, self._clock()):
-            raise KeyInUseError(f"values are still encrypted under {key_id}: run rewrap first")
+            raise KeyInUseError(
+                f"values or webhook signing secrets are still encrypted under {key_id}: "
+                "run rewrap first"
+            )
         self._data_keys.pop(key_id, None)
         retired = await self._rows.key(key_id)
         assert retired is not None

@@ -13,7 +13,9 @@ the key's row), and the tokenization seals the number again under the newest key
 
 The steps are forced by hand: the insert waits until the operator has rotated, rewrapped
 and retired (SQLite and PostgreSQL); on PostgreSQL, an insert whose transaction is still
-open when the retire counts the key's values makes the retire wait for it, and refuse.
+open when the retire counts the key's values makes the retire wait for it, and refuse. A
+payment's own tokens, inserted by its begin, are checked alike: a begin held past the
+retire is refused, and the command admitted again under the newest key.
 """
 
 from __future__ import annotations
@@ -25,15 +27,28 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from consumer.account_intake import AccountIntake, AdmittedPayments
+from consumer.outcome import Outcome
+from consumer.payment_events import PaymentEvents
+from consumer.payment_handler import PaymentCommandHandler
 from domain.accounts import Account, AccountType
+from domain.vaulted import VaultedAccount
 from persistence.group_commit import GroupCommit
+from persistence.payment_store import PaymentStore
+from providers.registry import Providers
+from providers.routing import Router
+from providers.sandbox import InProcessSandboxProvider
+from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.integration.test_rate_limit_lock_order import two_engines  # noqa: F401
 from tests.integration.test_vault_lock_order import _pause
 from tests.integration.test_writer_lock_order import _until_a_lock_wait
-from tests.support.builders import SUCCESS_CARD
+from tests.support.builders import ACCOUNT_KEY, PAYEE_IBAN, SUCCESS_CARD, create_payment
 from tests.support.clock import Clock
+from tests.support.held_writes import HeldWrites
 from tests.support.vault_keys import FINGERPRINT_KEY, KEK_1
 from vault.kek import LocalKeyEncryptionKeys
+from vault.recent_numbers import RecentNumbers
 from vault.rows import EntryRow, VaultRows
 from vault.vault import KeyInUseError, Vault
 
@@ -189,3 +204,71 @@ async def test_a_rewrap_begun_before_a_rotation_never_moves_cards_under_a_retire
         (False, 0),
         (True, 2),
     ]
+
+
+async def test_a_payments_card_whose_begin_lands_after_its_key_is_retired_still_opens(
+    engine: AsyncEngine, clock: Clock, provider: InProcessSandboxProvider
+) -> None:
+    # The consumer's intake seals a command's clear numbers (under the newest key it read,
+    # up to primary_refresh_s ago) and the payment's begin inserts their rows. A begin held
+    # past the key's rotation, rewrap and retire inserted them under the erased key. By
+    # then the numbers held in memory for the call are stale (a retire comes at least 30 s
+    # after such a seal, the hold lasts 10 s) and the call reads the rows: the consumer
+    # that sealed them still opens them (it keeps the data key in memory), but no other
+    # process can, nor this one after a restart: a re-send of the call after a crash, or by
+    # another consumer or the reconciler, fails encryption_key_unknown and the payment is
+    # abandoned.
+    operator = _vault(VaultRows(engine), clock)
+    old_key = (await operator.rotate()).key_id
+    monotonic = [0.0]
+    recent = RecentNumbers(capacity=16, monotonic=lambda: monotonic[0])
+    vault = Vault(
+        VaultRows(engine, GroupCommit(engine)),
+        LocalKeyEncryptionKeys.from_text(KEK_1),
+        ACCOUNT_KEY,  # as the consumer's: the fingerprints the payment keeps
+        clock=clock,
+        recent=recent,
+    )
+    writes = HeldWrites(engine, held=0)  # the payment's first begin
+    handler = PaymentCommandHandler(
+        store=PaymentStore(engine, clock, writes=writes),
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        clock=clock,
+        vault=vault,
+    )
+    intake = AccountIntake(vault, _NoDecrypter(), accept_clear=True, retention=timedelta(days=1))
+    command = create_payment()
+
+    handling = asyncio.ensure_future(AdmittedPayments(intake, handler).handle(command))
+    await asyncio.wait_for(writes.queued.wait(), 10)  # sealed under old_key, not begun
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)
+    await operator.rewrap()  # the rows are not there yet
+    await operator.retire(old_key)
+    monotonic[0] += 2 * REFRESH_S  # the numbers held at the seal are stale by now
+    writes.release.set()
+
+    assert await asyncio.wait_for(handling, 10) is Outcome.SUCCEEDED
+    # (The sandbox charges a card by its number: SUCCESS_CARD, opened from the new rows.)
+    # Another process (no data key cached) opens the payment's rows, and none is left
+    # under a retired key.
+    other = _vault(VaultRows(engine), clock)
+    entries = await VaultRows(engine).entries_not_under("", 10)  # every row
+    numbers = set()
+    for entry in entries:
+        vaulted = VaultedAccount(
+            AccountType(entry.account_type), entry.token, entry.masked, entry.fingerprint, None
+        )
+        numbers.add((await other.reveal(vaulted, client_id=entry.client_id)).number)
+    assert numbers == {SUCCESS_CARD, PAYEE_IBAN}
+    assert [(k.active, k.values) for k in await operator.keys()] == [(False, 0), (True, 2)]
+
+
+class _NoDecrypter:
+    def decrypt(self, account: object) -> Account:
+        raise AssertionError("no encrypted account in this command")

@@ -7,13 +7,17 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from persistence.group_commit import Bulk
-from vault.rows import EntryRow, KeyRetiredError, KeyRow
+from persistence.vault_key_guard import KeyRetiredError
+from vault.rows import EntryRow, KeyRow
 
 
 class FakeVaultRows:
     def __init__(self) -> None:
         self.keys_by_id: dict[str, KeyRow] = {}
         self.entries: dict[str, EntryRow] = {}
+
+    def beside(self, engine: object) -> bool:
+        return False  # no database: nothing written elsewhere can check a key here
 
     async def add_key(self, key: KeyRow) -> None:
         self.keys_by_id[key.key_id] = key

@@ -11,13 +11,16 @@ from typing import Any
 
 import pytest
 
-from consumer.account_intake import AccountDecrypter, AccountIntake
+from consumer.account_intake import AccountDecrypter, AccountIntake, AdmittedPayments
 from consumer.dead_letter_redaction import DeadLetterRedaction, mask_numbers_in
+from consumer.outcome import Outcome
 from consumer.sealing import CommandSealer
 from domain.account_numbers import holds_account_number, scrub
 from domain.accounts import Account, AccountType
 from domain.errors import ErrorCode, PaygateError
+from domain.payments import CreatePayment
 from domain.vaulted import AccountToken, EncryptedAccount, VaultedAccount
+from persistence.vault_key_guard import KeyRetiredError
 from producer.account_encryption import encrypt_account_number
 from schemas.codec import CREATE_PAYMENT
 from schemas.payments import PaymentMessages
@@ -356,6 +359,9 @@ class _RefusingVault:
     async def check_opens(self, *_args: Any, **_kwargs: Any) -> VaultedAccount:
         raise self.error
 
+    async def newest_key_id(self) -> str:
+        raise self.error
+
 
 async def test_a_dead_letter_the_vault_refuses_for_good_is_masked() -> None:
     """The router retries a dead letter until it is written: a redaction that fails on
@@ -376,3 +382,38 @@ async def test_a_dead_letter_the_vault_refuses_for_good_is_masked() -> None:
     )
     with pytest.raises(ConnectionRefusedError):
         await down(value)  # the router retries it until the vault is back
+
+
+async def test_a_begin_refused_for_a_retired_key_is_admitted_again_once_then_an_error(
+    key_pair: AccountKeyPair,
+) -> None:
+    # The begin that writes the intake's rows refuses them when their data key was retired
+    # after the seal (tests/integration/test_vault_retire_race.py): nothing was written, so
+    # the command is admitted again (new tokens, sealed under the newest key read afresh),
+    # and a second refusal is an error, not a loop.
+    class RefusingBegins:
+        def __init__(self, refusals: int) -> None:
+            self.refusals = refusals
+            self.begun: list[CreatePayment] = []
+
+        async def handle(self, command: CreatePayment, along: Any = ()) -> Outcome:
+            self.begun.append(command)
+            if self.refusals:
+                self.refusals -= 1
+                raise KeyRetiredError(["dk_retired"])
+            return Outcome.SUCCEEDED
+
+    payments = intake(FakeVaultRows(), key_pair, accept_clear=True)
+    once = RefusingBegins(1)
+    assert await AdmittedPayments(payments, once).handle(create_payment()) is Outcome.SUCCEEDED
+    first, second = once.begun
+    assert isinstance(first.payer, VaultedAccount)
+    assert isinstance(second.payer, VaultedAccount)
+    assert first.payer.token != second.payer.token
+
+    twice = RefusingBegins(2)
+    await refused(
+        ErrorCode.ENCRYPTION_KEY_UNKNOWN,
+        AdmittedPayments(payments, twice).handle(create_payment()),
+    )
+    assert len(twice.begun) == 2

@@ -58,8 +58,6 @@ _OUTSIDE_THE_ORDER = {
     ("persistence/outbox_lease.py", "release"),
     # Deleted endpoints' rows, which no other write changes (a delete sets deleted_at).
     ("persistence/webhook_secrets.py", "erase_deleted"),
-    # A new endpoint's row.
-    ("persistence/webhook_store.py", "create_endpoint"),
     # The data keys' rows: one per write, written by ``paygate keys`` alone, one at a time;
     # a retire locks its key's row first and waits on nothing after it.
     ("vault/rows.py", "add_key"),
@@ -67,7 +65,8 @@ _OUTSIDE_THE_ORDER = {
     ("vault/rows.py", "retire_key"),
     # A new token's row (a random token): no other write can name it before it commits.
     # It reads its data key's row FOR KEY SHARE, which only a retire of that key (holding
-    # nothing else) waits on or makes it wait on.
+    # nothing else) waits on or makes it wait on (persistence.vault_key_guard; a webhook
+    # secret's write reads it alike, and a new endpoint's declares RowLocks(): nothing).
     # (The writes of existing tokens declare their client: tests/integration/
     # test_vault_lock_order.py.)
     ("vault/rows.py", "add_entry"),
