@@ -171,9 +171,9 @@ async def lock_order_scopes(
 
 # Two keys that hash alike are one lock, taken exclusive if either asks for it.
 _LOCK_ORDERS: Final = text(
-    "SELECT CASE WHEN exclusive THEN pg_advisory_xact_lock(h)"
+    "SELECT CASE WHEN is_exclusive THEN pg_advisory_xact_lock(h)"
     " ELSE pg_advisory_xact_lock_shared(h) END FROM ("
-    " SELECT hashtextextended(s, 0) AS h, bool_or(x) AS exclusive"
+    " SELECT hashtextextended(s, 0) AS h, bool_or(x) AS is_exclusive"
     " FROM unnest(CAST(:scopes AS text[]), CAST(:exclusive AS boolean[])) AS u(s, x)"
     " GROUP BY h ORDER BY h) AS ordered"
 ).bindparams(bindparam("scopes", type_=ARRAY(Text)), bindparam("exclusive", type_=ARRAY(Boolean)))

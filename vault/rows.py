@@ -25,7 +25,8 @@ deletes its tokens, holding the client's vault lock exclusive; every insert of a
 holds that lock *shared* (declared with its batch's locks, so taken in the one order) and
 reads the record before inserting (refused: ``client_shredded``). So an insert either
 commits before the shred takes the lock, and the shred's DELETE, which waits for it, sees
-and deletes its row, or takes the lock after the shred committed and finds the record. Its
+and deletes its row, or takes the lock after the shred committed and finds the record
+(PostgreSQL's READ COMMITTED: each statement reads what committed before it began). Its
 lock order, with the key rows' locks of a retire or rewrap: the client's vault lock, then
 the data key's row (``FOR KEY SHARE``); the shred takes the first only (it reads no key
 row), and a retire the key row only, so no cycle can form between them
