@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.account_intake import AccountIntake, AdmittedPayments
 from consumer.failures import FailureKind, classify
+from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from domain.accounts import Account, AccountType
 from domain.errors import ErrorCode, PaygateError
@@ -37,6 +38,11 @@ from persistence.payment_begin import Started
 from persistence.payment_store import PaymentStore
 from persistence.tables import outbox, payments
 from persistence.vault_tables import vault_entries
+from providers.registry import Providers
+from providers.routing import Router
+from providers.sandbox import InProcessSandboxProvider
+from schemas.payments import PaymentMessages
+from telemetry.metrics import Metrics
 from tests.integration.test_rate_limit_lock_order import two_engines  # noqa: F401
 from tests.integration.test_vault_lock_order import _pause
 from tests.integration.test_vault_retire_race import _InsertHeldOpen, _SlowInserts
@@ -160,7 +166,7 @@ async def test_inserts_in_one_statement_refuse_only_the_shredded_clients(
 
 
 async def test_a_payment_whose_token_comes_with_its_begin_is_refused_for_a_shredded_client(
-    engine: AsyncEngine, handler: PaymentCommandHandler, clock: Clock
+    engine: AsyncEngine, clock: Clock, provider: InProcessSandboxProvider
 ) -> None:
     # A Kafka command of the client with an account number (encrypted to paygate, or clear
     # where accepted): its token is inserted with the payment's begin (tokenize_along). The
@@ -168,6 +174,16 @@ async def test_a_payment_whose_token_comes_with_its_begin_is_refused_for_a_shred
     # a permanent failure (dead-lettered at once, with its code), never a charge.
     client = _client()
     vault = _vault(VaultRows(engine, GroupCommit(engine)), clock, ACCOUNT_KEY)
+    handler = PaymentCommandHandler(
+        store=PaymentStore(engine, clock),
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        clock=clock,
+        vault=vault,
+    )
     assert await vault.delete_client(client) == 0
     intake = AccountIntake(vault, _NoDecrypter(), accept_clear=True, retention=RETENTION)
     command = dataclasses.replace(create_payment(), client_id=client)
