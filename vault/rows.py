@@ -39,7 +39,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from functools import lru_cache
+from typing import Final, Protocol
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -113,10 +114,20 @@ def _scope(client_id: str | None):  # type: ignore[no-untyped-def]
     return column.is_(None) if client_id is None else column == client_id
 
 
-def _insert_locks(entries: Sequence[EntryRow]) -> RowLocks:
-    """What an insert of ``entries`` locks: their clients' vault locks, shared. Upstream
+def _insert_locks(entry: EntryRow) -> RowLocks:
+    """What an insert of ``entry`` locks: its client's vault lock, shared. Upstream
     services' tokens (no client) lock nothing: no shred names them."""
-    return RowLocks.of(vault_inserts=[e.client_id for e in entries if e.client_id is not None])
+    return _NO_LOCKS if entry.client_id is None else _client_insert_locks(entry.client_id)
+
+
+_NO_LOCKS: Final = RowLocks()
+
+
+@lru_cache(maxsize=4096)
+def _client_insert_locks(client_id: str) -> RowLocks:
+    # Made once per client (immutable): building it was a measurable part of a
+    # tokenization's CPU (docs/performance.md, the shred check on the insert path).
+    return RowLocks.of(vault_inserts=[client_id])
 
 
 async def _refuse_shredded_clients(conn: AsyncConnection, entries: Sequence[EntryRow]) -> None:
@@ -347,14 +358,14 @@ class VaultRows:
 
         # Many tokenizations at once (the consumer's intake) insert in one statement.
         await self._writes.run(
-            _op, Bulk(_insert_entries_under_live_keys, entry), locks=_insert_locks([entry])
+            _op, Bulk(_insert_entries_under_live_keys, entry), locks=_insert_locks(entry)
         )
 
     def entry_write(self, entry: EntryRow) -> Bulk | None:
         if not self._shares_database:
             return None
         # Its locks, for the transaction it joins (PaymentStore.begin's) to take first.
-        return Bulk(_insert_entries, entry, _insert_locks([entry]))
+        return Bulk(_insert_entries, entry, _insert_locks(entry))
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         entry = await self._reads.get(token)
