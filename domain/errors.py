@@ -63,6 +63,7 @@ class ErrorCode(StrEnum):
     WEBHOOK_URL_REFUSED = "webhook_url_refused"
     PAYMENT_EXPIRED = "payment_expired"
     PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
+    CLIENT_SHREDDED = "client_shredded"
     ACCOUNT_DATA_TAMPERED = "account_data_tampered"
     ENCRYPTION_KEY_UNKNOWN = "encryption_key_unknown"
     ENCRYPTION_KEY_MISMATCH = "encryption_key_mismatch"
@@ -410,6 +411,20 @@ _SPECS: Final = (
         "to another client. Nothing was sent to a provider.",
         action="Tokenize the account again (`POST /v1/payment_methods`) and pay with the new "
         "token; a command that came by Kafka is in the dead-letter topic.",
+    ),
+    ErrorSpec(
+        code=_E.CLIENT_SHREDDED,
+        category=_C.AUTHENTICATION,
+        retryable=False,
+        http_status=403,
+        meaning="The operator shredded this client's stored payment methods (`paygate keys "
+        "shred-client`): no account number can be stored for it any more, so the request "
+        "was refused before anything was stored, published or sent to a provider. Its API "
+        "keys were revoked; a facade may still accept one for up to its login cache's "
+        "lifetime, and this is what it answers then.",
+        action="Do not retry: the client is closed. An operator who reopens it runs `paygate "
+        "keys unshred-client` and issues new API keys; a command that came by Kafka is in "
+        "the dead-letter topic.",
     ),
     ErrorSpec(
         code=_E.ACCOUNT_DATA_TAMPERED,

@@ -4,6 +4,11 @@ Without it every request costs a database read. Only successful lookups are cach
 ``ttl_s`` seconds, in this process: a revoked key keeps working on a facade instance for
 at most that long (docs/authentication.md). Entries are keyed by the SHA-256 of the key,
 so the clear key is not kept in memory beyond the request that carried it.
+
+A client whose vault was closed (``paygate keys shred-client``) is not looked up here
+either: that would cost the database read per request this cache saves. Its revoked key
+may be accepted until its entry expires, but the vault refuses to store any card of it
+(vault.rows: ``client_shredded``), which is what the shred must guarantee.
 """
 
 from __future__ import annotations

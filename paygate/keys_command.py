@@ -10,7 +10,11 @@
     paygate keys expire          crypto-shred every token past its retention, once (the
                                  consumer's housekeeping does it periodically)
     paygate keys shred-client --client ID
-                                 crypto-shred every token of a client (a client that leaves)
+                                 crypto-shred every token of a client (a client that leaves);
+                                 from then on no token of the client is stored
+    paygate keys unshred-client --client ID
+                                 let tokens of a shredded client be stored again (a client
+                                 reinstated on purpose)
     paygate keys unseal-webhook-secrets
                                  write webhook signing secrets back in clear, only to
                                  downgrade below revision 0017, with paygate stopped
@@ -71,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("expire", help="shred tokens past their retention, once")
     shred = sub.add_parser("shred-client", help="shred every token of a client")
     shred.add_argument("--client", required=True, type=_client_id, help="the client's id")
+    unshred = sub.add_parser(
+        "unshred-client", help="let a shredded client's tokens be stored again"
+    )
+    unshred.add_argument("--client", required=True, type=_client_id, help="the client's id")
     sub.add_parser(
         "unseal-webhook-secrets", help="webhook secrets back in clear, to downgrade below 0017"
     )
@@ -134,6 +142,9 @@ async def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
             elif args.action == "shred-client":
                 shredded = await vault.delete_client(args.client)
                 print(json.dumps({"clientId": args.client, "shredded": shredded}))
+            elif args.action == "unshred-client":
+                reopened = await vault.unshred_client(args.client)
+                print(json.dumps({"clientId": args.client, "unshredded": reopened}))
             elif args.action == "unseal-webhook-secrets":
                 unsealed, failed = await secrets.unseal_all()
                 print(json.dumps({"webhookSecretsUnsealed": unsealed, "failed": failed}))

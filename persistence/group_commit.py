@@ -68,10 +68,13 @@ class Bulk:
     Operations whose ``run_many`` are equal are of one kind; ``item`` is what this one
     contributes to the call. ``run_many`` must have the effect of running the operations'
     own functions one after another, in some order, and return what each would have.
+    ``locks``: what the item's write locks, for a bulk run inside another operation
+    (:func:`run_bulks`, a payment begin's ``along``), whose declaration must include it.
     """
 
     run_many: BulkRun
     item: Any
+    locks: RowLocks | None = None
 
 
 @dataclass(slots=True)

@@ -16,7 +16,12 @@ operations will need, in one global order:
    (a write of an endpoint's row or of its deliveries' rows, which the dispatcher, the
    facade and the key commands write: persistence.webhook_store) and the vault's clients'
    (a write of a client's stored tokens, which the facade, the consumer's housekeeping and
-   the key commands write: vault.rows);
+   the key commands write: vault.rows). A lock may be taken *shared*: a new token's
+   insert takes its client's vault lock shared (inserts of one client do not wait on each
+   other), a client's shred takes it exclusive, so the shred waits for every insert under
+   way and every later insert waits for the shred, then reads that the client is shredded
+   (vault.rows). Shared or exclusive, the locks are taken in the one order of their keys;
+   a key a batch needs both ways is taken exclusive;
 2. the payment rows, in id order: those the operations name, and the payment of every
    refund they name (a refund's payment never changes);
 3. the refund rows, in id order.
@@ -51,7 +56,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import Text, bindparam, or_, select, text
+from sqlalchemy import Boolean, Text, bindparam, or_, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -61,11 +66,13 @@ from persistence.tables import payments, refunds
 @dataclass(frozen=True, slots=True)
 class RowLocks:
     """What one operation locks: advisory scopes (orders, rate-limit buckets, webhook
-    endpoints, the vault's clients), payments and refunds, by id."""
+    endpoints, the vault's clients), exclusive or ``shared_scopes``, payments and refunds,
+    by id."""
 
     scopes: frozenset[str] = frozenset()
     payments: frozenset[str] = frozenset()
     refunds: frozenset[str] = frozenset()
+    shared_scopes: frozenset[str] = frozenset()
 
     @classmethod
     def of(
@@ -77,12 +84,14 @@ class RowLocks:
         buckets: Iterable[str] = (),
         endpoints: Iterable[str] = (),
         vault_clients: Iterable[str | None] = (),
+        vault_inserts: Iterable[str] = (),
     ) -> RowLocks:
         """``orders`` as (client id, order id) pairs, as payment begins lock them;
         ``buckets`` the client ids whose rate-limit buckets a take writes; ``endpoints``
         the webhook endpoints whose row or deliveries' rows a write changes;
         ``vault_clients`` the clients (None: upstream services) whose stored tokens a write
-        changes."""
+        changes or deletes; ``vault_inserts`` the clients a new token is inserted for (their
+        vault lock, shared)."""
         return cls(
             frozenset(order_scope(order_id, client_id) for client_id, order_id in orders)
             | frozenset(bucket_scope(client_id) for client_id in buckets)
@@ -90,22 +99,30 @@ class RowLocks:
             | frozenset(vault_scope(client_id) for client_id in vault_clients),
             frozenset(payments),
             frozenset(refunds),
+            frozenset(vault_scope(client_id) for client_id in vault_inserts),
         )
 
     def __bool__(self) -> bool:
-        return bool(self.scopes or self.payments or self.refunds)
+        return bool(self.scopes or self.payments or self.refunds or self.shared_scopes)
 
     @classmethod
     def union(cls, locks: Iterable[RowLocks | None]) -> RowLocks:
         scopes: set[str] = set()
         payment_ids: set[str] = set()
         refund_ids: set[str] = set()
+        shared: set[str] = set()
         for lock in locks:
             if lock is not None:
                 scopes |= lock.scopes
                 payment_ids |= lock.payments
                 refund_ids |= lock.refunds
-        return cls(frozenset(scopes), frozenset(payment_ids), frozenset(refund_ids))
+                shared |= lock.shared_scopes
+        return cls(
+            frozenset(scopes),
+            frozenset(payment_ids),
+            frozenset(refund_ids),
+            frozenset(shared - scopes),
+        )
 
 
 def order_scope(order_id: str, client_id: str | None) -> str:
@@ -134,8 +151,8 @@ async def take_locks(conn: AsyncConnection, locks: RowLocks) -> None:
     """Take ``locks`` in the module's order (PostgreSQL; nothing on SQLite)."""
     if conn.dialect.name != "postgresql" or not locks:
         return
-    if locks.scopes:
-        await lock_order_scopes(conn, locks.scopes)
+    if locks.scopes or locks.shared_scopes:
+        await lock_order_scopes(conn, locks.scopes, shared=locks.shared_scopes)
     refund_ids = sorted(locks.refunds)
     if locks.payments or refund_ids:
         await conn.execute(
@@ -146,17 +163,28 @@ async def take_locks(conn: AsyncConnection, locks: RowLocks) -> None:
         await conn.execute(_REFUNDS_IN_ORDER, {"refund_ids": refund_ids})
 
 
-async def lock_order_scopes(conn: AsyncConnection, scopes: Iterable[str]) -> None:
-    """Advisory locks (orders', buckets'), held until the transaction ends, in the order
-    of their keys (PostgreSQL only; taking one twice in a transaction is harmless)."""
-    await conn.execute(_LOCK_ORDERS, {"scopes": sorted(set(scopes))})
+async def lock_order_scopes(
+    conn: AsyncConnection, scopes: Iterable[str], *, shared: Iterable[str] = ()
+) -> None:
+    """Advisory locks (orders', buckets'...), held until the transaction ends, in the order
+    of their keys, ``shared`` ones shared unless also named in ``scopes`` (PostgreSQL only;
+    taking one twice in a transaction is harmless)."""
+    exclusive = set(scopes)
+    modes = dict.fromkeys(shared, False) | dict.fromkeys(exclusive, True)
+    ordered = sorted(modes)
+    await conn.execute(
+        _LOCK_ORDERS, {"scopes": ordered, "exclusive": [modes[scope] for scope in ordered]}
+    )
 
 
+# Two keys that hash alike are one lock, taken exclusive if either asks for it.
 _LOCK_ORDERS: Final = text(
-    "SELECT pg_advisory_xact_lock(h) FROM ("
-    " SELECT DISTINCT hashtextextended(s, 0) AS h FROM unnest(CAST(:scopes AS text[])) AS s"
-    " ORDER BY h) AS ordered"
-).bindparams(bindparam("scopes", type_=ARRAY(Text)))
+    "SELECT CASE WHEN is_exclusive THEN pg_advisory_xact_lock(h)"
+    " ELSE pg_advisory_xact_lock_shared(h) END FROM ("
+    " SELECT hashtextextended(s, 0) AS h, bool_or(x) AS is_exclusive"
+    " FROM unnest(CAST(:scopes AS text[]), CAST(:exclusive AS boolean[])) AS u(s, x)"
+    " GROUP BY h ORDER BY h) AS ordered"
+).bindparams(bindparam("scopes", type_=ARRAY(Text)), bindparam("exclusive", type_=ARRAY(Boolean)))
 
 # PostgreSQL locks the rows of a SELECT ... ORDER BY ... FOR UPDATE as the sorted rows come
 # out (its LockRows step runs above the sort), so one statement locks them in id order.

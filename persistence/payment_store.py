@@ -152,7 +152,8 @@ class PaymentStore:
             return await begin_one(conn, request)
 
         bulk = Bulk(begin_many, request)
-        locks = RowLocks.of(orders=[request.order])
+        # The ``along`` writes' locks too (a new token's: its client's vault lock, shared).
+        locks = RowLocks.union([RowLocks.of(orders=[request.order]), *(b.locks for b in along)])
         try:
             return await self._writes.run(record, bulk, locks=locks)
         except IntegrityError:

@@ -4,7 +4,8 @@
 ``vault_keys`` holds data keys, only ever wrapped by a key-encryption key; a retired key's
 wrapped bytes are erased (crypto-shredding: what it encrypted is gone with it).
 ``vault_entries`` holds one encrypted account number per token. Neither holds a clear
-number or a clear key.
+number or a clear key. ``vault_shredded_clients`` (revision 0031) names the clients whose
+tokens ``paygate keys shred-client`` erased: no token of theirs may be stored again.
 """
 
 from __future__ import annotations
@@ -44,4 +45,13 @@ vault_entries = Table(
     Index("ix_vault_entries_client_id", "client_id"),
     Index("ix_vault_entries_key_id", "key_id"),
     Index("ix_vault_entries_expires_at", "expires_at"),
+)
+
+vault_shredded_clients = Table(
+    "vault_shredded_clients",
+    metadata,
+    # A client whose tokens were shredded: every insert of a token of its is refused
+    # (vault.rows), until ``paygate keys unshred-client`` deletes the row.
+    Column("client_id", String(64), primary_key=True),
+    Column("shredded_at", DateTime(timezone=True), nullable=False),
 )

@@ -115,6 +115,14 @@ def postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def fresh_postgres_database_url(postgres_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database for this test alone: a test whose assertions read every row of
+    a table (the vault's newest data key, say) must not see another test's."""
+    with _fresh_postgres_database(postgres_admin_url) as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":

@@ -6,7 +6,8 @@ never reaches a provider.
     ├── account_data_tampered      a ciphertext (value or wrapped key) does not authenticate
     ├── encryption_key_unknown     a ciphertext names a key id paygate does not hold
     ├── encryption_key_mismatch    the key under that id does not open it
-    └── payment_method_not_found   the token is unknown, deleted, expired or another client's
+    ├── payment_method_not_found   the token is unknown, deleted, expired or another client's
+    └── client_shredded            the client's tokens were shredded: none is stored again
 """
 
 from __future__ import annotations
@@ -26,4 +27,13 @@ def key_unknown(kind: str, key_id: str) -> PaygateError:
 def key_mismatch(kind: str, key_id: str) -> PaygateError:
     return PaygateError(
         ErrorCode.ENCRYPTION_KEY_MISMATCH, f"the {kind} with id {key_id!r} does not open it"
+    )
+
+
+def client_shredded(client_id: str) -> PaygateError:
+    # The client's own id (not secret: it names the caller); the number is never named.
+    return PaygateError(
+        ErrorCode.CLIENT_SHREDDED,
+        f"the stored payment methods of client {client_id!r} were shredded: "
+        "no payment method can be stored for it",
     )

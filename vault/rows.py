@@ -1,4 +1,5 @@
-"""The vault's rows: SQL on ``vault_keys`` and ``vault_entries``, nothing cryptographic.
+"""The vault's rows: SQL on ``vault_keys``, ``vault_entries`` and ``vault_shredded_clients``,
+nothing cryptographic.
 
 Every method is one short transaction. What comes in and out is already encrypted (values)
 or wrapped (keys): this module never sees a clear number or a clear key.
@@ -17,6 +18,20 @@ data key's row ``FOR KEY SHARE`` (:meth:`VaultRows.add_entry`: a value sealed un
 retired before its row landed is refused; a rewrap's swap alike); the data keys' rows are
 written by ``paygate keys`` alone, one at a time, each write holding nothing else while
 it waits for that row.
+
+A client's shred (:meth:`VaultRows.delete_client`) leaves none of its tokens behind, and
+none can be stored after it: in one transaction it records the client as shredded and
+deletes its tokens, holding the client's vault lock exclusive; every insert of a token
+holds that lock *shared* (declared with its batch's locks, so taken in the one order) and
+reads the record before inserting (refused: ``client_shredded``). So an insert either
+commits before the shred takes the lock, and the shred's DELETE, which waits for it, sees
+and deletes its row, or takes the lock after the shred committed and finds the record
+(PostgreSQL's READ COMMITTED: each statement reads what committed before it began). Its
+lock order, with the key rows' locks of a retire or rewrap: the client's vault lock, then
+the data key's row (``FOR KEY SHARE``); the shred takes the first only (it reads no key
+row), and a retire the key row only, so no cycle can form between them
+(tests/integration/test_vault_shred_race.py). On SQLite the write transaction holds the
+database.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Final, Protocol
 
 from sqlalchemy import delete, func, insert, select, update
@@ -33,8 +49,9 @@ from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import Bulk, GroupCommit
 from persistence.lock_order import RowLocks
 from persistence.vault_key_guard import require_live_keys
-from persistence.vault_tables import vault_entries, vault_keys
+from persistence.vault_tables import vault_entries, vault_keys, vault_shredded_clients
 from persistence.webhook_tables import webhook_endpoints
+from vault.errors import client_shredded
 from vault.read_batches import ReadBatches
 
 # Every column that names the data key a stored value is sealed under: a key is retired
@@ -103,7 +120,43 @@ def _scope(client_id: str | None):  # type: ignore[no-untyped-def]
     return column.is_(None) if client_id is None else column == client_id
 
 
+def _insert_locks(entry: EntryRow) -> RowLocks:
+    """What an insert of ``entry`` locks: its client's vault lock, shared. Upstream
+    services' tokens (no client) lock nothing: no shred names them."""
+    return _NO_LOCKS if entry.client_id is None else _client_insert_locks(entry.client_id)
+
+
+_NO_LOCKS: Final = RowLocks()
+
+
+@lru_cache(maxsize=4096)
+def _client_insert_locks(client_id: str) -> RowLocks:
+    # Made once per client (immutable): building it was a measurable part of a
+    # tokenization's CPU (docs/performance.md, the shred check on the insert path).
+    return RowLocks.of(vault_inserts=[client_id])
+
+
+async def _refuse_shredded_clients(conn: AsyncConnection, entries: Sequence[EntryRow]) -> None:
+    """``client_shredded`` if a client of ``entries`` is recorded as shredded. Read under
+    the clients' vault locks (:func:`_insert_locks`, taken before the transaction's first
+    operation): a shred that committed before they were granted is seen here."""
+    clients = sorted({e.client_id for e in entries if e.client_id is not None})
+    if not clients:
+        return
+    shredded = await conn.scalar(
+        select(vault_shredded_clients.c.client_id)
+        .where(vault_shredded_clients.c.client_id.in_(clients))
+        .order_by(vault_shredded_clients.c.client_id)
+        .limit(1)
+    )
+    if shredded is not None:
+        raise client_shredded(shredded)
+
+
 async def _insert_entries(conn: AsyncConnection, entries: Sequence[EntryRow]) -> list[None]:
+    """Insert ``entries`` (every insert of a token comes here), unless a client of theirs
+    was shredded (``client_shredded``, nothing inserted)."""
+    await _refuse_shredded_clients(conn, entries)
     await conn.execute(
         insert(vault_entries),
         [
@@ -167,7 +220,8 @@ class VaultStorage(Protocol):
         self, token: str, client_id: str | None, old_key_id: str, key_id: str, ciphertext: bytes
     ) -> bool: ...
     async def delete_entry(self, token: str, client_id: str | None) -> bool: ...
-    async def delete_client(self, client_id: str) -> int: ...
+    async def delete_client(self, client_id: str, at: datetime) -> int: ...
+    async def unshred_client(self, client_id: str) -> bool: ...
     async def delete_expired(self, now: datetime, limit: int) -> int: ...
 
 
@@ -295,12 +349,18 @@ class VaultRows:
             await _insert_entries_under_live_keys(conn, [entry])
 
         # Many tokenizations at once (the consumer's intake) insert in one statement.
-        await self._writes.run(_op, Bulk(_insert_entries_under_live_keys, entry))
+        await self._writes.run(
+            _op, Bulk(_insert_entries_under_live_keys, entry), locks=_insert_locks(entry)
+        )
 
     def entry_write(self, entry: EntryRow) -> Bulk | None:
+        if not self._shares_database:
+            return None
         # Checked as add_entry's insert: the payment's begin that runs it can land after the
-        # key was retired (KeyRetiredError then fails that begin, with nothing written).
-        return Bulk(_insert_entries_under_live_keys, entry) if self._shares_database else None
+        # key was retired (KeyRetiredError then fails that begin, with nothing written), or
+        # after the client was shredded (client_shredded). Its locks, for the transaction it
+        # joins (PaymentStore.begin's) to take first.
+        return Bulk(_insert_entries_under_live_keys, entry, _insert_locks(entry))
 
     async def entry(self, token: str, client_id: str | None) -> EntryRow | None:
         entry = await self._reads.get(token)
@@ -374,12 +434,39 @@ class VaultRows:
 
         return await self._writes.run(_op, locks=RowLocks.of(vault_clients=[client_id]))
 
-    async def delete_client(self, client_id: str) -> int:
+    async def delete_client(self, client_id: str, at: datetime) -> int:
+        """Record ``client_id`` as shredded (at ``at``, if not already) and delete its
+        tokens, in one transaction holding its vault lock exclusive: an insert under way
+        commits first and is deleted here, a later one is refused (module docstring)."""
+
         async def _op(conn: AsyncConnection) -> int:
+            # The lock keeps any other shred or unshred of the client out: read, then insert.
+            recorded = await conn.scalar(
+                select(vault_shredded_clients.c.client_id).where(
+                    vault_shredded_clients.c.client_id == client_id
+                )
+            )
+            if recorded is None:
+                await conn.execute(
+                    insert(vault_shredded_clients).values(client_id=client_id, shredded_at=at)
+                )
             result = await conn.execute(
                 delete(vault_entries).where(vault_entries.c.client_id == client_id)
             )
             return int(result.rowcount)
+
+        return await self._writes.run(_op, locks=RowLocks.of(vault_clients=[client_id]))
+
+    async def unshred_client(self, client_id: str) -> bool:
+        """Let tokens of ``client_id`` be stored again; False if it was not shredded."""
+
+        async def _op(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                delete(vault_shredded_clients).where(
+                    vault_shredded_clients.c.client_id == client_id
+                )
+            )
+            return bool(result.rowcount)
 
         return await self._writes.run(_op, locks=RowLocks.of(vault_clients=[client_id]))
 

@@ -24,6 +24,10 @@ Invariants:
   test_vault_retire_race.py). A token inserted with its payment's begin
   (:meth:`tokenize_along`) is checked alike: the begin fails, writing nothing, and the
   command is admitted again under the newest key.
+- A shredded client's tokens stay gone: every insert of a token, with its payment's begin
+  or alone, is refused (``client_shredded``) once the client's shred has committed, and
+  one that committed before is deleted by it (vault.rows; tests/integration/
+  test_vault_shred_race.py).
 - Deleting a token deletes its ciphertext: nothing in the live database can bring the
   number back. Copies in backups are unreadable once their data key is retired (rotate,
   rewrap, retire: docs/security.md).
@@ -274,8 +278,14 @@ class Vault:
         return await self._rows.delete_entry(token, client_id)
 
     async def delete_client(self, client_id: str) -> int:
-        """Crypto-shred every token of a client (a client that leaves); how many."""
-        return await self._rows.delete_client(client_id)
+        """Crypto-shred every token of a client (a client that leaves); how many. From
+        then on no token of the client is stored (``client_shredded``), whatever was on its
+        way, until :meth:`unshred_client`."""
+        return await self._rows.delete_client(client_id, self._clock())
+
+    async def unshred_client(self, client_id: str) -> bool:
+        """Let tokens of a shredded client be stored again; False if it was not shredded."""
+        return await self._rows.unshred_client(client_id)
 
     async def delete_expired(self, *, batch: int = 500) -> int:
         """Crypto-shred every token whose expiry has passed; how many."""

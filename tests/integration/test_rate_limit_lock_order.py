@@ -34,8 +34,10 @@ NOW = 1_800_000_000.0
 
 
 @pytest.fixture
-async def two_engines(postgres_database_url: str) -> AsyncIterator[list[AsyncEngine]]:
-    first, second = create_engine(postgres_database_url), create_engine(postgres_database_url)
+async def two_engines(fresh_postgres_database_url: str) -> AsyncIterator[list[AsyncEngine]]:
+    # A database of their own: the vault's and webhooks' tests read the newest data key.
+    url = fresh_postgres_database_url
+    first, second = create_engine(url), create_engine(url)
     await create_schema(first)
     try:
         yield [first, second]

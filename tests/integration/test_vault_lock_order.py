@@ -104,7 +104,7 @@ async def test_a_facades_deletes_and_a_client_shred_in_opposite_orders_do_not_de
     )
     await paused.wait()
     # ``paygate keys shred-client``: one statement, meeting A first.
-    shred = asyncio.ensure_future(command.delete_client(client))
+    shred = asyncio.ensure_future(command.delete_client(client, datetime.now(UTC)))
     await _until_a_lock_wait(facade_engine, shred)
     resume.set()
     deleted = await facade_batch

@@ -273,3 +273,21 @@ def test_paygate_keys_shreds_a_client_and_expired_tokens(
     assert left == [kept]
     assert leaving not in left
     assert old not in left
+
+    async def tokenize_for_leaving() -> str:
+        engine = create_engine(url)
+        vault = vault_on(engine)
+        try:
+            return (await vault.tokenize(CARD, client_id="leaving", saved=True)).token
+        except PaygateError as exc:
+            return exc.code.value
+        finally:
+            await engine.dispose()
+
+    # The client's vault is closed until an operator reopens it.
+    assert asyncio.run(tokenize_for_leaving()) == "client_shredded"
+    assert keys_main(["unshred-client", "--client", "leaving"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"clientId": "leaving", "unshredded": True}
+    assert asyncio.run(tokenize_for_leaving()).startswith("pm_")
+    assert keys_main(["unshred-client", "--client", "leaving"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"clientId": "leaving", "unshredded": False}

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from persistence.group_commit import Bulk
 from persistence.vault_key_guard import KeyRetiredError
+from vault.errors import client_shredded
 from vault.rows import EntryRow, KeyRow
 
 
@@ -15,6 +16,7 @@ class FakeVaultRows:
     def __init__(self) -> None:
         self.keys_by_id: dict[str, KeyRow] = {}
         self.entries: dict[str, EntryRow] = {}
+        self.shredded: set[str] = set()
 
     def beside(self, engine: object) -> bool:
         return False  # no database: nothing written elsewhere can check a key here
@@ -49,6 +51,7 @@ class FakeVaultRows:
         return True
 
     async def add_entry(self, entry: EntryRow) -> None:
+        self._refuse_shredded([entry])
         key = self.keys_by_id.get(entry.key_id)
         if key is None or key.wrapped_key is None:
             raise KeyRetiredError([entry.key_id])
@@ -58,7 +61,13 @@ class FakeVaultRows:
         # The in-memory rows take any transaction's writes: the caller runs it on commit.
         return Bulk(self._add_entries, entry)
 
+    def _refuse_shredded(self, entries: Sequence[EntryRow]) -> None:
+        for entry in entries:
+            if entry.client_id in self.shredded:
+                raise client_shredded(entry.client_id)
+
     async def _add_entries(self, _conn: object, entries: Sequence[EntryRow]) -> list[None]:
+        self._refuse_shredded(entries)
         for entry in entries:
             self.entries[entry.token] = entry
         return [None] * len(entries)
@@ -93,7 +102,14 @@ class FakeVaultRows:
         del self.entries[token]
         return True
 
-    async def delete_client(self, client_id: str) -> int:
+    async def unshred_client(self, client_id: str) -> bool:
+        if client_id not in self.shredded:
+            return False
+        self.shredded.discard(client_id)
+        return True
+
+    async def delete_client(self, client_id: str, at: datetime) -> int:
+        self.shredded.add(client_id)
         gone = [t for t, e in self.entries.items() if e.client_id == client_id]
         for token in gone:
             del self.entries[token]

@@ -947,6 +947,18 @@ async def _payment_method_not_found(make: MakeAdvised, code: ErrorCode) -> None:
     assert await vault.reveal(again, client_id=CLIENT_1) == _VAULT_CARD
 
 
+@row(ErrorCode.CLIENT_SHREDDED, follows="runs `paygate keys unshred-client`")
+async def _client_shredded(make: MakeAdvised, code: ErrorCode) -> None:
+    vault = _vault(FakeVaultRows())
+    await vault.tokenize(_VAULT_CARD, client_id=CLIENT_1, saved=True)
+    assert await vault.delete_client(CLIENT_1) == 1
+    for _ in range(2):  # a retry cannot help: the same refusal
+        await _vault_refuses(code, vault.tokenize(_VAULT_CARD, client_id=CLIENT_1, saved=True))
+    assert await vault.unshred_client(CLIENT_1)
+    again = await vault.tokenize(_VAULT_CARD, client_id=CLIENT_1, saved=True)
+    assert await vault.reveal(again, client_id=CLIENT_1) == _VAULT_CARD
+
+
 @row(ErrorCode.ACCOUNT_DATA_TAMPERED, follows="Do not retry")
 async def _account_data_tampered(make: MakeAdvised, code: ErrorCode) -> None:
     rows = FakeVaultRows()

@@ -63,13 +63,12 @@ _OUTSIDE_THE_ORDER = {
     ("vault/rows.py", "add_key"),
     ("vault/rows.py", "rewrap_key"),
     ("vault/rows.py", "retire_key"),
-    # A new token's row (a random token): no other write can name it before it commits.
-    # It reads its data key's row FOR KEY SHARE, which only a retire of that key (holding
-    # nothing else) waits on or makes it wait on (persistence.vault_key_guard; a webhook
-    # secret's write reads it alike, and a new endpoint's declares RowLocks(): nothing).
-    # (The writes of existing tokens declare their client: tests/integration/
-    # test_vault_lock_order.py.)
-    ("vault/rows.py", "add_entry"),
+    # (A new token's insert declares its client's vault lock, shared, which a shred of the
+    # client takes exclusive: tests/integration/test_vault_shred_race.py. It then reads its
+    # data key's row FOR KEY SHARE, which only a retire of that key (holding nothing else)
+    # waits on or makes it wait on (persistence.vault_key_guard; a webhook secret's write
+    # reads it alike, and a new endpoint's declares RowLocks(): nothing). The writes of
+    # existing tokens declare their client: tests/integration/test_vault_lock_order.py.)
 }
 _ALLOWED = _SWEEPS | _OUTSIDE_THE_ORDER
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -142,6 +143,34 @@ async def test_another_clients_or_a_deleted_token_is_refused_before_publishing(
     answer = await client.post("/v1/payments", json=body, headers=CLIENT_1)
     assert answer.status == 404
     assert world.published == []
+
+
+async def test_a_shredded_clients_cards_are_refused_with_a_stable_code(
+    client: TestClient[Any, Any], world: World
+) -> None:
+    # Its API key still accepted (a facade's login cache keeps a revoked key for seconds):
+    # whatever it sends to be stored is refused, and nothing is stored or published.
+    await tokenize(client, saved=True)
+    assert await world.vault_rows.delete_client("client-1", datetime.now(UTC)) == 1
+    saving = await client.post(
+        "/v1/payment_methods",
+        json={"type": "card", "number": SUCCESS_CARD, "saved": True},
+        headers=CLIENT_1,
+    )
+    paying = await client.post("/v1/payments", json=payment_body(), headers=CLIENT_1)
+    for answer in (saving, paying):
+        error = (await answer.json())["error"]
+        assert (answer.status, error["code"], error["retryable"]) == (
+            403,
+            "client_shredded",
+            False,
+        )
+        assert SUCCESS_CARD[-4:] not in error["message"]
+    assert world.vault_rows.entries == {}
+    assert world.published == []
+    # Another client is served as before.
+    other = await client.post("/v1/payments", json=payment_body(), headers=CLIENT_2)
+    assert other.status == 202
 
 
 async def test_a_tampered_token_is_422_and_nothing_is_published(
