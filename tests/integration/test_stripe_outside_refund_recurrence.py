@@ -85,6 +85,23 @@ async def refunded_again_after_a_take_back(rig: Rig, store: PaymentStore) -> tup
     return pid, intent_id
 
 
+async def test_a_total_reached_again_after_a_take_back_is_news_with_an_id_of_its_own(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    pid, _ = await refunded_again_after_a_take_back(rig, store)
+    assert await totals(store, pid) == (PaymentStatus.PARTIALLY_REFUNDED, 300, AMOUNT - 300)
+
+    events = await payment_events(engine, pid)
+    assert [e.status for e in events] == [
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.PARTIALLY_REFUNDED,  # the first Dashboard refund counted
+        PaymentStatus.SUCCEEDED,  # its failure taken back
+        PaymentStatus.PARTIALLY_REFUNDED,  # the second counted (net of the failed one)
+    ]
+    assert len({e.event_id for e in events}) == len(events)
+    assert as_a_deduplicating_reader_sees_it(events) is PaymentStatus.PARTIALLY_REFUNDED
+
+
 async def test_a_refund_beyond_what_stripe_keeps_after_a_take_back_is_refused_by_stripe(
     rig: Rig, store: PaymentStore, engine: AsyncEngine
 ):
