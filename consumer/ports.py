@@ -31,6 +31,7 @@ from persistence.outbox import OutboxMessage
 from persistence.outside_refund_failed import OutsideFailure
 from persistence.payment_begin import BeginResult
 from persistence.payment_claims import ClaimedAttempt, InDoubt
+from persistence.provider_refund_store import RiseEventBuilder
 from persistence.refund_store import (
     ClaimedRefund,
     LateFailure,
@@ -255,7 +256,7 @@ class ProviderRefundRecords(Protocol):
         *,
         provider_reference: str,
         provider_refunded_minor: int,
-        event: PaymentEventBuilder,
+        event: RiseEventBuilder,
     ) -> PaymentView | None: ...
 
     async def outside_refund_failed(

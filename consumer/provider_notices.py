@@ -222,10 +222,12 @@ class NoticeRecorder:
         if total == 0:
             return NoticeResult.ALREADY
 
-        def event(stored: PaymentView) -> OutboxMessage:
+        def event(stored: PaymentView, failed_at_provider_minor: int) -> OutboxMessage:
             return self._events.of_payment(
                 stored,
-                event_id=outside_refund_event_id(stored.payment_request_id, stored.refunded_minor),
+                event_id=outside_refund_event_id(
+                    stored.payment_request_id, stored.refunded_minor, failed_at_provider_minor
+                ),
             )
 
         stored = await self._refunds.absorb(

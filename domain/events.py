@@ -37,11 +37,23 @@ def cancel_event_id(payment_request_id: str, what: str, occurred_at: datetime) -
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
 
 
-def outside_refund_event_id(payment_request_id: str, refunded_minor: int) -> str:
-    """For the event of a captured payment whose refunded total rose by refunds made outside
-    paygate (domain.provider_refunds): each total is news of its own, which the per-status
-    id would merge with an earlier ``partially_refunded`` event."""
+def outside_refund_event_id(
+    payment_request_id: str, refunded_minor: int, failed_at_provider_minor: int = 0
+) -> str:
+    """For the event of a captured payment whose refunded total rose to ``refunded_minor``
+    by refunds made outside paygate (domain.provider_refunds): each total is news of its
+    own, which the per-status id would merge with an earlier ``partially_refunded`` event.
+
+    The total can fall (a refund of paygate's, or one made outside it, failed at the
+    provider) and rise to the same figure again: that rise is news too, and named by the
+    total alone it would carry the first rise's id and be dropped as its duplicate (by a
+    reader of the results topic, and by the webhook fan-out, which skips an event id it
+    queued). ``failed_at_provider_minor``, what the payment's refunds failed at the provider
+    add up to when it rose, grows with every such fall and never shrinks, so the pair never
+    recurs; 0 (no fall yet) keeps the name of the ids made before it was part of it."""
     name = f"{payment_request_id}:refunded-outside:{refunded_minor}"
+    if failed_at_provider_minor:
+        name += f":after-failed:{failed_at_provider_minor}"
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, name))
 
 

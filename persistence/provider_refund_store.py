@@ -33,7 +33,7 @@ from domain.status import CAPTURED, PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
 from persistence.group_commit import GroupCommit
 from persistence.lock_order import RowLocks
-from persistence.outbox import enqueue_outbox
+from persistence.outbox import OutboxMessage, enqueue_outbox
 from persistence.outside_refund_failed import (
     OutsideFailure,
     OutsideFailureRequest,
@@ -41,6 +41,12 @@ from persistence.outside_refund_failed import (
 )
 from persistence.payment_rows import payment_in, refunded_at_provider_to
 from persistence.tables import outside_refund_failures, payments, refunds
+
+# The event of a rise of the refunded total: the payment as stored, and what its refunds
+# failed at the provider add up to then, which grows with every fall of the total, so an
+# event id made of it and the total is never the id of an earlier rise to the same total
+# (domain.events.outside_refund_event_id).
+RiseEventBuilder = Callable[[PaymentView, int], OutboxMessage]
 
 
 class ProviderRefundStore:
@@ -55,11 +61,12 @@ class ProviderRefundStore:
         *,
         provider_reference: str,
         provider_refunded_minor: int,
-        event: PaymentEventBuilder,
+        event: RiseEventBuilder,
     ) -> PaymentView | None:
         """Raise the refunded total of the payment captured as ``provider_reference`` to
         what its provider says was refunded of the charge in all, less paygate's own refunds
-        in flight; queue ``event`` of the payment as stored. The payment as stored, or None
+        in flight; queue ``event`` of the payment as stored (and of what its refunds failed
+        at the provider add up to: see :data:`RiseEventBuilder`). The payment as stored, or None
         when nothing changed (not captured, another charge, nothing new)."""
         now = self._clock()
 
@@ -83,12 +90,13 @@ class ProviderRefundStore:
             if row.provider_reference != provider_reference:
                 return None
             captured = row.amount_minor if row.captured_minor is None else row.captured_minor
+            failed = await _failed_at_provider(conn, payment_request_id)
             total = absorbed_refunded_total(
                 captured,
                 row.refunded_minor,
                 row.refund_reserved_minor,
                 provider_refunded_minor,
-                await _failed_at_provider(conn, payment_request_id),
+                failed,
             )
             if total is None:
                 return None
@@ -103,7 +111,7 @@ class ProviderRefundStore:
             )
             payment = await payment_in(conn, payment_request_id)
             assert payment is not None  # locked above
-            await enqueue_outbox(conn, event(payment), now)
+            await enqueue_outbox(conn, event(payment, failed), now)
             return payment
 
         return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))

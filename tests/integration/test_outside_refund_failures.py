@@ -101,7 +101,7 @@ async def _absorb(stores: ProviderRefundStore, paid: Paid, provider_refunded: in
         paid.payment_id,
         provider_reference=paid.charge,
         provider_refunded_minor=provider_refunded,
-        event=_payment_event,
+        event=lambda view, _failed: _payment_event(view),
     )
 
 

@@ -30,7 +30,7 @@ from tests.support.builders import create_payment, unexpected_refusal, unique
 pytestmark = pytest.mark.integration
 
 
-def _payment_event(view) -> OutboxMessage:
+def _payment_event(view, _failed_at_provider: int = 0) -> OutboxMessage:
     return OutboxMessage(unique("evt"), "payments.results", view.order_id, b"")
 
 

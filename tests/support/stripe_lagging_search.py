@@ -33,6 +33,10 @@ event, and as the PaymentIntent's ``latest_charge`` when asked with ``expand[]``
 for one that settles later); :meth:`LaggingStripe.fail_refund` fails one afterwards, as the
 card network does: ``failed`` with a ``failure_reason``, no longer counted in the Charge's
 ``amount_refunded``; it returns the Refund as a ``refund.failed`` event renders it.
+A refund (paygate's, or one in the Dashboard) of more than is left unrefunded on the charge
+is refused as Stripe refuses it (``amount_too_large``, or ``charge_already_refunded`` when
+nothing is left): what keeps a refund through paygate from ever going beyond what the payer
+paid when paygate counts less refunded outside than Stripe holds.
 """
 
 from __future__ import annotations
@@ -135,6 +139,10 @@ class LaggingStripe(stripe.HTTPClient):
                 return 200, {**found, "latest_charge": self.charge(found["id"])}
             return 200, found
         if (method, path) == ("post", "/v1/refunds"):
+            if key is None or key not in self._by_idempotency_key:
+                refused = self._beyond_unrefunded(form)
+                if refused is not None:
+                    return 400, refused
             return 200, self._once(key, lambda: self._create_refund(form))
         if (method, path) == ("get", "/v1/refunds"):
             data = [
@@ -217,6 +225,46 @@ class LaggingStripe(stripe.HTTPClient):
         self.refunds[refund_id] = refund
         return refund
 
+    def unrefunded(self, intent_id: str) -> int:
+        """What is left to refund of the PaymentIntent's charge: its amount less its
+        refunds that hold money (succeeded or pending; a failed one gave it back)."""
+        refunded = sum(
+            r["amount"]
+            for r in self.refunds.values()
+            if r["payment_intent"] == intent_id and r["status"] != "failed"
+        )
+        return int(self.intents[intent_id]["amount"]) - refunded
+
+    def _beyond_unrefunded(self, form: Mapping[str, str]) -> dict[str, Any] | None:
+        """Stripe's refusal of a refund of more than is left unrefunded on the charge
+        (``charge_already_refunded`` when nothing is, else ``amount_too_large``, a 400
+        ``invalid_request_error`` on ``amount``); None when it is within it. Nothing is
+        created, and the refusal is not kept under the key: a request refused in
+        validation is not an idempotent result."""
+        intent_id = form["payment_intent"]
+        left = self.unrefunded(intent_id)
+        amount = int(form.get("amount", left))
+        if amount <= left:
+            return None
+        if left <= 0:
+            code, message = (
+                "charge_already_refunded",
+                f"Charge ch_{intent_id[3:]} has already been refunded.",
+            )
+        else:
+            code = "amount_too_large"
+            message = (
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge ({left})"
+            )
+        return {
+            "error": {
+                "type": "invalid_request_error",
+                "code": code,
+                "param": "amount",
+                "message": message,
+            }
+        }
+
     def fail_refund(
         self, refund_id: str, reason: str = "expired_or_canceled_card"
     ) -> dict[str, Any]:
@@ -230,6 +278,8 @@ class LaggingStripe(stripe.HTTPClient):
 
     def refund_outside(self, intent_id: str, amount: int) -> str:
         """A refund made by hand in Stripe's Dashboard: no key, no paygate metadata. Its id."""
+        if amount > self.unrefunded(intent_id):
+            raise ValueError("Stripe's Dashboard refuses a refund beyond what is unrefunded")
         refund_id = f"re_dash{next(self._ids)}"
         intent = self.intents[intent_id]
         self.refunds[refund_id] = {
@@ -247,11 +297,7 @@ class LaggingStripe(stripe.HTTPClient):
         """The PaymentIntent's Charge as Stripe renders it (a captured one): its metadata
         copied from the PaymentIntent's, ``amount_refunded`` all its refunds."""
         intent = self.intents[intent_id]
-        refunded = sum(
-            r["amount"]
-            for r in self.refunds.values()
-            if r["payment_intent"] == intent_id and r["status"] != "failed"
-        )
+        refunded = intent["amount"] - self.unrefunded(intent_id)
         return {
             "id": f"ch_{intent_id[3:]}",
             "object": "charge",
