@@ -13,7 +13,7 @@ outside), so neither read scans a table while the writer queue waits.
 Nothing to backfill: before 0030 such a failure was acknowledged and ignored.
 
 Revision ID: 0030
-Revises: 0028
+Revises: 0029
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ again to close the client); a downgrade drops the records, and a release before 
 stores tokens for any client again.
 
 Revision ID: 0031
-Revises: 0028
+Revises: 0030
 """
 
 from __future__ import annotations
