@@ -671,10 +671,13 @@ class StraySweep:
         refused key is what it says (succeeded, pending or failed), as on any pass; a
         provider that cannot say leaves the charge for an operator."""
         old_key = reversal_key(candidate, candidate.amount)
-        await self._still_held(candidate)  # both questions below follow at once
         try:
             provider = self._providers.get(candidate.provider)
+            # Renewed before each question, not once for both: each takes up to the
+            # provider timeout, which only one call is sure to fit in the lease.
+            await self._still_held(candidate)
             under_old_key = await provider.refund_status(old_key, reference)
+            await self._still_held(candidate)
             known = await provider.charge_by_reference(reference)
             still_kept = None if known is None else known.kept(candidate.amount)
         except UnsupportedOperationError:
