@@ -14,9 +14,10 @@ together they take longer than the lease.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytest
@@ -24,9 +25,16 @@ import pytest
 from consumer.stray_charges import StraySweep, reversal_key_past_a_void
 from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayCandidate, StrayStore
+from providers.call_gate import GatedProvider
 from providers.registry import Providers
 from providers.stripe import StripeProvider
 from telemetry.metrics import Metrics
+from tests.integration.test_stray_reversal_claim import (
+    REFUNDS,
+    Interleaved,
+    a_stray_capture_left_unanswered,
+    reversed_once,
+)
 from tests.support.clock import Clock
 from tests.support.stray_held_stripe import (
     SETTLE,
@@ -153,3 +161,82 @@ async def test_no_other_sweeper_calls_stripe_while_the_second_of_two_questions_i
         assert refund["metadata"]["paygateRefundKey"] == reversal_key_past_a_void(candidate)
         (stray,) = await StrayStore(store.engine, store.writes).all()
         assert (stray["status"], stray["reversal_reference"]) == ("reversed", refund["id"])
+
+
+class WatchedGate(asyncio.Semaphore):
+    """The process's provider-call gate; ``waiting`` is set once a caller waits for a
+    place."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.waiting = asyncio.Event()
+
+    async def acquire(self) -> Literal[True]:
+        if self.locked():
+            self.waiting.set()
+        return await super().acquire()
+
+
+async def test_a_sweeper_waiting_for_a_place_at_the_provider_calls_only_if_it_still_holds(
+    store: PaymentStore, metrics: Metrics, clock: Clock
+):
+    """The consumer's calls share a gate (``PAYGATE_MAX_PROVIDER_CALLS``, providers.call_gate).
+    A sweeper waits there for a place, the gate full of the process's other calls (each
+    within the provider timeout) for longer than the lease; another sweeper (another process)
+    takes the claim over and sends the refund. While that refund is on its way, the first
+    gets its place: it must not call Stripe (before, it had renewed its claim before it
+    waited, not once it had its place, and asked Stripe about the refund while the other was
+    sending it). One refund, recorded by the other."""
+    stripe_api = Interleaved(clock)
+    async with StripeProvider("sk_test_stray_gate", http_client=stripe_api) as stripe:
+        await a_stray_capture_left_unanswered(store, stripe_api, stripe, clock)
+        (intent,) = stripe_api.intents.values()
+        clock.now += timedelta(minutes=1)
+        gate = WatchedGate(1)
+        gated = Providers.of(GatedProvider(stripe, gate))
+        first = StraySweep(
+            store=StrayStore(store.engine, store.writes, clock, claim_lease=LEASE),
+            providers=gated,
+            metrics=metrics,
+            settle_after=SETTLE,
+            clock=clock,
+            recheck_first=timedelta(0),
+            recheck_cap=timedelta(0),
+        )
+        other = a_sweep(
+            StrayStore(store.engine, store.writes, clock, claim_lease=LEASE),
+            stripe,
+            metrics,
+            clock,
+        )
+        occupying, free = asyncio.Event(), asyncio.Event()
+
+        async def occupy_the_gate() -> None:
+            occupying.set()
+            await free.wait()
+
+        # Another call of the first sweeper's process holds the gate's one place.
+        stripe_api.before.append((("get", "/v1/payment_intents/"), occupy_the_gate))
+        occupier = asyncio.create_task(gated.get("stripe").charge_by_reference(intent["id"]))
+        await occupying.wait()
+        first_task = asyncio.create_task(first.run_once())
+        await gate.waiting.wait()
+        clock.now += LEASE + timedelta(seconds=1)
+
+        sent_meanwhile: list[tuple[str, str]] = []
+
+        async def the_first_gets_its_place() -> None:
+            before = len(stripe_api.received)
+            free.set()
+            await asyncio.gather(occupier, first_task)
+            sent_meanwhile.extend(stripe_api.received[before:])
+
+        stripe_api.before.append((REFUNDS, the_first_gets_its_place))
+        other_report = await other.run_once()
+
+        # The occupier's read of the charge, and nothing from the first sweeper.
+        assert sent_meanwhile == [("get", f"/v1/payment_intents/{intent['id']}")]
+        assert first_task.result().reversed == 0
+        assert other_report.reversed == 1
+        assert stripe_api.received.count(REFUNDS) == 2  # the refused one, then the other's
+        await reversed_once(store, stripe_api)
