@@ -79,8 +79,10 @@ overlapping the next, may read the same one, and each would otherwise send its r
 holds its claim (persistence.claims, as for payments and refunds) from that insert on;
 another takes it before trying the reversal (``StrayStore.claim_reversal``), or, finding it
 held, leaves the stray charge to its holder for this pass (counted ``claimed``), sending
-nothing. The holder renews the claim before each call to the provider, so a call is made
-only right after the database confirmed it still holds the claim; every write of what it
+nothing. The holder renews the claim before each call to the provider, once the call has
+its place at the provider (providers.call_gate: the wait for it is bounded by no lease),
+so a call is made only right after the database confirmed it still holds the claim; every
+write of what it
 learned carries the claim's token, so a sweeper whose lease ran out during a long call and
 whose claim was taken over records nothing (counted ``concurrent``). Recording the answer
 releases the claim; a try left without one releases it too, and a sweeper that dies keeps
@@ -95,10 +97,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TypeVar
 
 from consumer.claim_holding import holding_claim
 from consumer.pass_guard import unless_poisoned
@@ -116,6 +119,7 @@ from persistence.stray_store import (
     STRAY_REVERSED,
     StrayCandidate,
 )
+from providers.call_gate import a_place_at
 from providers.errors import ProviderError, UnsupportedOperationError
 from providers.port import (
     CancelRequest,
@@ -130,6 +134,8 @@ from providers.registry import Providers, UnknownProviderError
 from telemetry.metrics import Metrics
 
 log = logging.getLogger("paygate.reconciler")
+
+T = TypeVar("T")
 
 PAGE_SIZE = 200
 _REVERSAL = "-reversal"
@@ -295,6 +301,19 @@ class StraySweep:
         except _ClaimLost:
             return self._overtaken(candidate)
 
+    async def _at_provider(
+        self, candidate: StrayCandidate, call: Callable[[PaymentProvider], Awaitable[T]]
+    ) -> T:
+        """``call`` the candidate's provider about the reversal, holding the claim: renewed
+        once the call has its place at the provider (the process's gate,
+        providers.call_gate), right before it goes out. Renewed before the wait for the
+        place, the claim could run out in it (the wait is bounded by no lease) and another
+        sweeper's call be on its way when this one goes out."""
+        provider = self._providers.get(candidate.provider)
+        async with a_place_at(provider):
+            await self._still_held(candidate)
+            return await call(provider)
+
     async def _still_held(self, candidate: StrayCandidate) -> None:
         """Renew the claim right before a call to the provider about the reversal; raises
         :class:`_ClaimLost` (nothing sent) if it was taken over."""
@@ -453,9 +472,10 @@ class StraySweep:
             answered = await self._sent_reversal(candidate, candidate.reversal_key, reference)
             if answered is not None:
                 return answered
-        await self._still_held(candidate)
         try:
-            known = await self._providers.get(candidate.provider).charge_by_reference(reference)
+            known = await self._at_provider(
+                candidate, lambda provider: provider.charge_by_reference(reference)
+            )
         except ProviderError as exc:
             if exc.held_reference == reference:
                 # Held though asked to capture at once: released like any authorization.
@@ -498,9 +518,10 @@ class StraySweep:
         pending, which may yet fail, so "nothing kept" read there would record the charge
         reversed while its money may come back to the merchant. None: the provider never
         received that refund, so the charge decides (and a refund is sent again)."""
-        await self._still_held(candidate)
         try:
-            answer = await self._providers.get(candidate.provider).refund_status(key, reference)
+            answer = await self._at_provider(
+                candidate, lambda provider: provider.refund_status(key, reference)
+            )
         except UnsupportedOperationError:
             return None  # a provider that cannot say: its charge decides, as before
         except ProviderError as exc:
@@ -531,9 +552,8 @@ class StraySweep:
             payment_request_id=candidate.payment_id,
             charge_reference=reference,
         )
-        await self._still_held(candidate)
         try:
-            answer = await self._providers.get(candidate.provider).cancel(request)
+            answer = await self._at_provider(candidate, lambda provider: provider.cancel(request))
         except ProviderError as exc:
             if exc.retriable or exc.outcome_unknown:
                 # The same key next time: a void sent twice voids once.
@@ -555,9 +575,10 @@ class StraySweep:
         Read again: a charge captured now is refunded like any stray capture, on this pass;
         anything else is for an operator (``message``), as before. Without this, the race
         left the stray money taken for an operator though a refund of it was one call away."""
-        await self._still_held(candidate)
         try:
-            known = await self._providers.get(candidate.provider).charge_by_reference(reference)
+            known = await self._at_provider(
+                candidate, lambda provider: provider.charge_by_reference(reference)
+            )
         except ProviderError as exc:
             if exc.retriable or exc.outcome_unknown:
                 # The next pass reads the charge first and refunds it if captured.
@@ -615,9 +636,8 @@ class StraySweep:
             amount=kept,
             reason=RefundReason.DUPLICATE,
         )
-        await self._still_held(candidate)
         try:
-            answer = await self._providers.get(candidate.provider).refund(request)
+            answer = await self._at_provider(candidate, lambda provider: provider.refund(request))
         except (ProviderError, PaygateError) as exc:
             if exc.code is ErrorCode.IDEMPOTENCY_CONFLICT and key == reversal_key(
                 candidate, candidate.amount
@@ -671,11 +691,15 @@ class StraySweep:
         refused key is what it says (succeeded, pending or failed), as on any pass; a
         provider that cannot say leaves the charge for an operator."""
         old_key = reversal_key(candidate, candidate.amount)
-        await self._still_held(candidate)  # both questions below follow at once
         try:
-            provider = self._providers.get(candidate.provider)
-            under_old_key = await provider.refund_status(old_key, reference)
-            known = await provider.charge_by_reference(reference)
+            # Renewed before each question, not once for both: each takes up to the
+            # provider timeout, which only one call is sure to fit in the lease.
+            under_old_key = await self._at_provider(
+                candidate, lambda provider: provider.refund_status(old_key, reference)
+            )
+            known = await self._at_provider(
+                candidate, lambda provider: provider.charge_by_reference(reference)
+            )
             still_kept = None if known is None else known.kept(candidate.amount)
         except UnsupportedOperationError:
             return await self._reversal_failed(

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from domain.accounts import Account, AccountType
+from providers.call_gate import a_place_at
 from providers.charge_only import ChargeOnlyProvider
 from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 from providers.registry import Providers
@@ -104,3 +105,39 @@ def test_the_gated_registry_keeps_names_and_refuses_a_limit_below_one() -> None:
     assert providers.gated(5).get("one").name == "one"
     with pytest.raises(ValueError, match="at least 1"):
         providers.gated(0)
+
+
+async def test_a_place_taken_ahead_holds_the_gate_and_its_call_takes_no_other() -> None:
+    """``a_place_at``: the block waits for a place like a call; the call made in it goes
+    through on that place (with a limit of 1 a second place would never come), and the
+    place is freed when the block ends."""
+    release = asyncio.Event()
+    inside = [0, 0]
+    gated = Providers.of(HeldProvider("one", release, inside)).gated(1)
+    provider = gated.get("one")
+    in_the_block = asyncio.Event()
+
+    async def ahead() -> ChargeOutcome:
+        async with a_place_at(provider):
+            in_the_block.set()
+            return await provider.charge(_request(1))
+
+    holder = asyncio.create_task(provider.charge(_request(0)))  # the one place, held
+    await _settle()
+    block = asyncio.create_task(ahead())
+    await _settle()
+    assert not in_the_block.is_set()  # waits for the place, as a call does
+    release.set()
+    assert (await holder).status is ChargeStatus.SUCCEEDED
+    assert (await block).status is ChargeStatus.SUCCEEDED
+    assert in_the_block.is_set()
+    assert inside == [0, 1]
+    assert (await provider.charge(_request(2))).status is ChargeStatus.SUCCEEDED  # freed
+
+
+async def test_a_place_at_an_ungated_provider_is_nothing_to_wait_for() -> None:
+    release, inside = asyncio.Event(), [0, 0]
+    release.set()
+    provider = Providers.of(HeldProvider("one", release, inside)).get("one")
+    async with a_place_at(provider):
+        assert (await provider.charge(_request(1))).status is ChargeStatus.SUCCEEDED
