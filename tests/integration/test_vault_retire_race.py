@@ -27,7 +27,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer.account_intake import AccountIntake, AdmittedPayments
@@ -378,3 +378,46 @@ async def test_a_batch_of_begins_one_under_a_retired_key_begins_each_payment_onc
     )
     assert sorted(c.idempotency_key for c in charges) == sorted(key for _, key in attempts)
     assert [(k.active, k.values) for k in await operator.keys()] == [(False, 0), (True, 4)]
+
+
+async def test_a_retire_counts_an_insert_it_waited_for_whatever_the_servers_isolation(
+    two_engines: list[AsyncEngine],  # noqa: F811
+) -> None:
+    # The retire locks the key's row, waits for an insert under the key holding it, then
+    # counts the key's values: in READ COMMITTED the count is a fresh snapshot and sees the
+    # insert. A server whose default is REPEATABLE READ (default_transaction_isolation, set
+    # by a DBA for the database) gave the retire one snapshot, taken at its lock's
+    # statement before the wait: the count missed the insert, the key was erased and the
+    # card under it never opened again (SQLite: no isolation levels, nothing to play).
+    facade_engine, command_engine = two_engines
+    async with command_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET "
+                "default_transaction_isolation TO ''repeatable read''', current_database()); "
+                "END $$"
+            )
+        )
+    await facade_engine.dispose()  # new connections take the database's default
+    await command_engine.dispose()
+    async with command_engine.connect() as conn:
+        assert await conn.scalar(text("SHOW default_transaction_isolation")) == ("repeatable read")
+    clock = Clock()
+    operator = _vault(VaultRows(command_engine), clock)
+    old_key = (await operator.rotate()).key_id
+    paused, resume, pause = _pause()
+    facade = _vault(_InsertHeldOpen(facade_engine, GroupCommit(facade_engine), pause), clock)
+
+    saving = asyncio.ensure_future(facade.tokenize(CARD, client_id="acme", saved=True))
+    await asyncio.wait_for(paused.wait(), 10)
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)
+    retiring = asyncio.ensure_future(operator.retire(old_key))
+    await _until_a_lock_wait(facade_engine, retiring)
+    resume.set()
+    saved = await asyncio.wait_for(saving, 10)
+
+    with pytest.raises(KeyInUseError):
+        await retiring
+    assert await _vault(VaultRows(facade_engine), clock).reveal(saved, client_id="acme") == CARD
