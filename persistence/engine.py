@@ -217,9 +217,20 @@ def single_read_engine(engine: AsyncEngine) -> AsyncEngine:
 @contextlib.asynccontextmanager
 async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection whose transactions will write: on SQLite, its ``begin()`` takes the
-    write lock (``BEGIN IMMEDIATE``), waiting for it if another connection holds it."""
+    write lock (``BEGIN IMMEDIATE``), waiting for it if another connection holds it.
+
+    On PostgreSQL its transactions are READ COMMITTED whatever the server's default
+    (``default_transaction_isolation``): the writes' lock order (persistence.lock_order)
+    locks a row, then reads what others committed under it, which needs each statement's
+    own snapshot. A data key's retire counts the values under the key after locking its
+    row, waiting for inserts under way (persistence.vault_key_guard); in REPEATABLE READ
+    the count read the snapshot taken before that wait, missed those inserts, and erased a
+    key cards were still under."""
     async with engine.connect() as conn:
-        await conn.execution_options(**{WRITE_OPTION: True})
+        options: dict[str, Any] = {WRITE_OPTION: True}
+        if conn.dialect.name == "postgresql":
+            options["isolation_level"] = "READ COMMITTED"
+        await conn.execution_options(**options)
         yield conn
 
 

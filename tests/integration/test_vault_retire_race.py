@@ -15,7 +15,8 @@ The steps are forced by hand: the insert waits until the operator has rotated, r
 and retired (SQLite and PostgreSQL); on PostgreSQL, an insert whose transaction is still
 open when the retire counts the key's values makes the retire wait for it, and refuse. A
 payment's own tokens, inserted by its begin, are checked alike: a begin held past the
-retire is refused, and the command admitted again under the newest key.
+retire is refused, and the command admitted again under the newest key; in a batch of
+begins, the others are begun once each, alone.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer.account_intake import AccountIntake, AdmittedPayments
@@ -33,8 +36,11 @@ from consumer.payment_events import PaymentEvents
 from consumer.payment_handler import PaymentCommandHandler
 from domain.accounts import Account, AccountType
 from domain.vaulted import VaultedAccount
-from persistence.group_commit import GroupCommit
+from persistence.attempts import attempt_key_for
+from persistence.group_commit import Bulk, GroupCommit
+from persistence.lock_order import RowLocks
 from persistence.payment_store import PaymentStore
+from persistence.tables import provider_attempts
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import InProcessSandboxProvider
@@ -272,3 +278,146 @@ async def test_a_payments_card_whose_begin_lands_after_its_key_is_retired_still_
 class _NoDecrypter:
     def decrypt(self, account: object) -> Account:
         raise AssertionError("no encrypted account in this command")
+
+
+class _HeldBatch(GroupCommit):
+    """A writer queue whose first ``held`` writes wait for ``release`` and are then queued
+    together; the size of every batch it runs is kept in ``batches``."""
+
+    def __init__(self, engine: AsyncEngine, *, held: int) -> None:
+        super().__init__(engine)
+        self._held = held
+        self._writes = 0
+        # Set when write number i is held.
+        self.holding = [asyncio.Event() for _ in range(held)]
+        self.release = asyncio.Event()
+        self.batches: list[int] = []
+
+    async def run(
+        self,
+        operation: Callable[[AsyncConnection], Awaitable[Any]],
+        bulk: Bulk | None = None,
+        *,
+        locks: RowLocks | None = None,
+    ) -> Any:
+        index, self._writes = self._writes, self._writes + 1
+        if index < self._held:
+            self.holding[index].set()
+            await self.release.wait()
+        return await super().run(operation, bulk, locks=locks)
+
+    async def _flush(self, batch: list[Any], aborts: int = 0) -> None:
+        self.batches.append(len(batch))
+        await super()._flush(batch, aborts)
+
+
+async def test_a_batch_of_begins_one_under_a_retired_key_begins_each_payment_once(
+    engine: AsyncEngine, clock: Clock, provider: InProcessSandboxProvider
+) -> None:
+    # Two payments' begins land in one transaction of the writer queue, run together
+    # (begin_many): the first's tokens sealed under a key retired meanwhile, the second's
+    # under the newest. The retired key refuses the whole batch; each begin is then run
+    # alone: the second begins once, the first is refused and admitted again under the
+    # newest key. Each payment is charged once, under its one attempt key.
+    operator = _vault(VaultRows(engine), clock)
+    old_key = (await operator.rotate()).key_id
+    vault = Vault(
+        VaultRows(engine, GroupCommit(engine)),
+        LocalKeyEncryptionKeys.from_text(KEK_1),
+        ACCOUNT_KEY,
+        clock=clock,
+    )
+    writes = _HeldBatch(engine, held=2)  # the two payments' first begins
+    handler = PaymentCommandHandler(
+        store=PaymentStore(engine, clock, writes=writes),
+        providers=Providers.of(provider),
+        router=Router.catch_all(provider.name),
+        events=PaymentEvents(PaymentMessages.bundled(), "payments.results"),
+        account_key=ACCOUNT_KEY,
+        metrics=Metrics(),
+        clock=clock,
+        vault=vault,
+    )
+    intake = AccountIntake(vault, _NoDecrypter(), accept_clear=True, retention=timedelta(days=1))
+    payments = AdmittedPayments(intake, handler)
+    under_old, under_new = create_payment(), create_payment()
+
+    first = asyncio.ensure_future(payments.handle(under_old))
+    await asyncio.wait_for(writes.holding[0].wait(), 10)  # sealed under old_key, not begun
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    await vault.newest_key_id()  # this process now seals under the new key
+    second = asyncio.ensure_future(payments.handle(under_new))
+    await asyncio.wait_for(writes.holding[1].wait(), 10)
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)
+    await operator.rewrap()  # the rows are not there yet
+    await operator.retire(old_key)
+    writes.release.set()
+
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), 10)) == [
+        Outcome.SUCCEEDED,
+        Outcome.SUCCEEDED,
+    ]
+    # Both begins in one transaction, refused together, then each run alone.
+    assert writes.batches[:3] == [2, 1, 1]
+    charges = await provider.acquirer.charges()
+    assert sorted(c.payment_reference for c in charges) == sorted(
+        [under_old.payment_request_id, under_new.payment_request_id]
+    )
+    async with engine.connect() as conn:
+        attempts = (
+            await conn.execute(
+                select(provider_attempts.c.payment_id, provider_attempts.c.attempt_key)
+            )
+        ).all()
+    assert sorted(attempts) == sorted(
+        [
+            (under_old.payment_request_id, attempt_key_for(under_old.payment_request_id, 1)),
+            (under_new.payment_request_id, attempt_key_for(under_new.payment_request_id, 1)),
+        ]
+    )
+    assert sorted(c.idempotency_key for c in charges) == sorted(key for _, key in attempts)
+    assert [(k.active, k.values) for k in await operator.keys()] == [(False, 0), (True, 4)]
+
+
+async def test_a_retire_counts_an_insert_it_waited_for_whatever_the_servers_isolation(
+    two_engines: list[AsyncEngine],  # noqa: F811
+) -> None:
+    # The retire locks the key's row, waits for an insert under the key holding it, then
+    # counts the key's values: in READ COMMITTED the count is a fresh snapshot and sees the
+    # insert. A server whose default is REPEATABLE READ (default_transaction_isolation, set
+    # by a DBA for the database) gave the retire one snapshot, taken at its lock's
+    # statement before the wait: the count missed the insert, the key was erased and the
+    # card under it never opened again (SQLite: no isolation levels, nothing to play).
+    facade_engine, command_engine = two_engines
+    async with command_engine.begin() as conn:
+        await conn.execute(
+            text(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET "
+                "default_transaction_isolation TO ''repeatable read''', current_database()); "
+                "END $$"
+            )
+        )
+    await facade_engine.dispose()  # new connections take the database's default
+    await command_engine.dispose()
+    async with command_engine.connect() as conn:
+        assert await conn.scalar(text("SHOW default_transaction_isolation")) == ("repeatable read")
+    clock = Clock()
+    operator = _vault(VaultRows(command_engine), clock)
+    old_key = (await operator.rotate()).key_id
+    paused, resume, pause = _pause()
+    facade = _vault(_InsertHeldOpen(facade_engine, GroupCommit(facade_engine), pause), clock)
+
+    saving = asyncio.ensure_future(facade.tokenize(CARD, client_id="acme", saved=True))
+    await asyncio.wait_for(paused.wait(), 10)
+    clock.now += timedelta(seconds=1)
+    await operator.rotate()
+    clock.now += timedelta(seconds=2 * REFRESH_S + 1)
+    retiring = asyncio.ensure_future(operator.retire(old_key))
+    await _until_a_lock_wait(facade_engine, retiring)
+    resume.set()
+    saved = await asyncio.wait_for(saving, 10)
+
+    with pytest.raises(KeyInUseError):
+        await retiring
+    assert await _vault(VaultRows(facade_engine), clock).reveal(saved, client_id="acme") == CARD

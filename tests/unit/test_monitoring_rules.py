@@ -8,12 +8,14 @@ one in which it stays quiet, annotations an operator can act on, and a runbook e
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from domain.webhook_retry import RetryPolicy
 from tests.support.promql import (
     PROMETHEUS_SERIES,
     exported_series_names,
@@ -114,6 +116,20 @@ def test_every_metric_an_alert_reads_is_exported() -> None:
         names = metric_names(rule["expr"])
         assert names, rule["alert"]
         assert names <= exported, f"{rule['alert']}: {sorted(names - exported)}"
+
+
+def test_the_secret_alert_spans_the_longest_wait_between_a_deliverys_retries() -> None:
+    """A delivery that cannot be signed is retried on its back-off, up to hours apart: a
+    window shorter than the longest wait resolves the alert between retries and fires it
+    again at the next (one page per retry, all day). The window must outlast the wait."""
+    (rule,) = [r for r in rules() if r["alert"] == "PaygateWebhookSecretUnavailable"]
+    (window,) = re.findall(r"\[(\d+)([mh])\]", rule["expr"])
+    unit = {"m": "minutes", "h": "hours"}[window[1]]
+    span = timedelta(**{unit: int(window[0])})
+    policy = RetryPolicy()  # the dispatcher's: only its window is a setting
+    longest_wait = policy.cap * (1 + policy.jitter)
+    assert span > longest_wait, (span, longest_wait)
+    assert f"in the last {int(window[0])} hours" in rule["annotations"]["summary"]
 
 
 def test_the_metric_name_reader_sees_through_promql_syntax() -> None:
