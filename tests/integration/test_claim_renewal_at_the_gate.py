@@ -14,6 +14,7 @@ the place is free, the first must not call the provider.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -87,7 +88,9 @@ class Occupier:
     async def queue_behind_this_call(self, gate: CountedGate) -> None:
         """Called inside a call holding the gate's place: the occupier waits for it, so it
         takes the place when that call ends, ahead of the caller's next call."""
-        self.task = asyncio.create_task(self._hold())
+        # A context of its own: a task started inside the caller's place at the gate
+        # (a_place_at) would otherwise take that place for its own.
+        self.task = asyncio.create_task(self._hold(), context=contextvars.Context())
         await gate.waited(1).wait()
 
     async def _hold(self) -> None:
@@ -143,12 +146,13 @@ async def test_a_payment_re_sent_after_a_wait_at_the_gate_is_sent_only_by_its_ho
     second = await handler(Providers.of(provider)).handle(dataclasses.replace(command))
     assert second is Outcome.SUCCEEDED
     occupier.free.set()
-    assert await first is Outcome.OWNED_ELSEWHERE
+    first_outcome = await first
     assert occupier.task is not None
     await occupier.task
 
     assert provider.called("charge") == [key, key]  # the first call, the second worker's
     assert provider.unanswered == {"charge": 1}
+    assert first_outcome is Outcome.OWNED_ELSEWHERE
 
 
 async def test_a_refund_re_sent_after_a_wait_at_the_gate_is_sent_only_by_its_holder(engine):
@@ -203,10 +207,11 @@ async def test_a_refund_re_sent_after_a_wait_at_the_gate_is_sent_only_by_its_hol
     second = await handler(Providers.of(provider)).handle(dataclasses.replace(command))
     assert second is Outcome.SUCCEEDED
     occupier.free.set()
-    assert await first is Outcome.OWNED_ELSEWHERE
+    first_outcome = await first
     assert occupier.task is not None
     await occupier.task
 
     # The refused call, then the second worker's; nothing from the first after its wait.
     assert provider.called("refund") == [command.refund_id] * 2
     assert provider.unanswered == {"refund": 1}
+    assert first_outcome is Outcome.OWNED_ELSEWHERE
