@@ -269,6 +269,7 @@ class FollowUpHandler(ABC, Generic[StoreT]):
             provider = self._providers.get(payment.provider or "")
             answer = await call_with_retries(
                 lambda: call(provider),
+                at=provider,
                 policy=self._retry_policy,
                 still_owner=lambda: self._store.renew(pid, claim),
             )

@@ -59,6 +59,7 @@ from domain.vaulted import AnyAccount, VaultedAccount
 from persistence.group_commit import Bulk
 from persistence.payment_begin import Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt
+from providers.call_gate import a_place_at
 from providers.errors import ProviderError
 from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 from providers.registry import Providers, UnknownProviderError
@@ -566,15 +567,23 @@ class PaymentCommandHandler:
             metadata=command.metadata,
             capture=command.capture,
         )
-        if sent and not await self._store.renew_sending(pid, attempt_key, claim=claim):
-            # The key was sent before: this send is recorded before it goes out, with the
-            # claim renewed in the same write. A first send needs none (its time is the
-            # attempt's creation), so the first-send path gains no round trip.
-            return Outcome.OWNED_ELSEWHERE
-        sent.append(self._clock())
         started = time.perf_counter()
         try:
-            charged = await provider.charge(request)
+            # The place at the provider's call gate first, then the renewal, then the call:
+            # the wait for a place is bounded by no lease, so a claim renewed before it could
+            # run out in it while another worker takes the payment over and charges. No
+            # deadlock: the renewal is a write of its own through the writer queue, which
+            # never waits for a place at the gate, and no transaction is open meanwhile.
+            async with a_place_at(provider):
+                if sent and not await self._store.renew_sending(pid, attempt_key, claim=claim):
+                    # The key was sent before: this send is recorded before it goes out,
+                    # with the claim renewed in the same write. A first send needs none
+                    # (its time is the attempt's creation): the first-send path gains no
+                    # round trip.
+                    return Outcome.OWNED_ELSEWHERE
+                sent.append(self._clock())
+                started = time.perf_counter()
+                charged = await provider.charge(request)
         except ProviderError as exc:
             self._observe(provider_name, started, "unknown" if exc.outcome_unknown else "error")
             if exc.retriable and not exc.outcome_unknown:

@@ -218,6 +218,7 @@ class RefundCommandHandler:
             provider = self._providers.get(refund.provider or "")
             answer = await call_with_retries(
                 lambda: provider.refund(request),
+                at=provider,
                 policy=self._retry_policy,
                 still_owner=lambda: self._store.renew(refund.refund_id, claim),
             )

@@ -6,16 +6,21 @@ waits for real.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
 from domain.retry import RetryPolicy
+from providers.call_gate import a_place_at
 from providers.errors import (
     ProviderRateLimitedError,
     ProviderTimeoutError,
     ProviderUnavailableError,
     UnsupportedOperationError,
 )
+from providers.registry import Providers
+from tests.support.scripted_provider import ScriptedProvider
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +55,11 @@ class Calls:
 
 async def run(calls: Calls, policy: RetryPolicy = POLICY):
     return await call_with_retries(
-        calls, policy=policy, still_owner=calls.still_owner, sleep=calls.sleep
+        calls,
+        at=Providers.of(ScriptedProvider()).gated(1).get("scripted"),
+        policy=policy,
+        still_owner=calls.still_owner,
+        sleep=calls.sleep,
     )
 
 
@@ -118,3 +127,36 @@ async def test_a_refusal_that_may_have_arrived_or_will_not_change_reaches_the_ca
         await run(calls)
 
     assert (calls.made, calls.sleeps) == (1, [])
+
+
+async def test_the_claim_is_checked_once_the_re_send_has_its_place_at_the_provider():
+    """The wait for a place at the provider's call gate is bounded by no lease: the claim is
+    renewed after it, right before the re-send, not before it."""
+    provider = Providers.of(ScriptedProvider()).gated(1).get("scripted")
+    calls = Calls(unavailable(), "answer")
+    free = asyncio.Event()
+    placed = asyncio.Event()
+
+    async def another_call() -> None:
+        async with a_place_at(provider):
+            placed.set()
+            await free.wait()
+
+    async def sleep(seconds: float) -> None:
+        calls.sleeps.append(seconds)
+        occupier.append(asyncio.create_task(another_call()))
+        await placed.wait()
+
+    occupier: list[asyncio.Task[None]] = []
+    retrying = asyncio.create_task(
+        call_with_retries(
+            calls, at=provider, policy=POLICY, still_owner=calls.still_owner, sleep=sleep
+        )
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert (calls.made, calls.ownership_checks) == (1, 0)  # waiting for the place
+    free.set()
+    assert await retrying == "answer"
+    assert (calls.made, calls.ownership_checks) == (2, 1)
+    await occupier[0]
