@@ -15,7 +15,7 @@ together they take longer than the lease.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -39,8 +39,10 @@ from tests.support.clock import Clock
 from tests.support.stray_held_stripe import (
     SETTLE,
     CapturedBeforeTheVoid,
+    Hook,
     a_stray_hold,
     an_older_release_pass,
+    run_first_hook,
 )
 
 pytestmark = pytest.mark.integration
@@ -48,7 +50,6 @@ pytestmark = pytest.mark.integration
 LEASE = timedelta(seconds=30)
 # Each call below takes less than this (a valid configuration: the lease exceeds it).
 PROVIDER_TIMEOUT = timedelta(seconds=20)
-Hook = Callable[[], Awaitable[object]]
 
 
 class Hooked(CapturedBeforeTheVoid):
@@ -66,19 +67,11 @@ class Hooked(CapturedBeforeTheVoid):
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
         call = (method, urlsplit(url).path)
-        await _run_first(self.before, call)
+        await run_first_hook(self.before, call)
         self.received.append(call)
         answer = await super().request_async(method, url, headers, post_data)
-        await _run_first(self.after, call)
+        await run_first_hook(self.after, call)
         return answer
-
-
-async def _run_first(hooks: list[tuple[tuple[str, str], Hook]], call: tuple[str, str]) -> None:
-    for i, ((method, prefix), hook) in enumerate(hooks):
-        if call[0] == method and call[1].startswith(prefix):
-            del hooks[i]
-            await hook()
-            return
 
 
 class ReadTogether(StrayStore):

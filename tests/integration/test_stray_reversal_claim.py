@@ -14,7 +14,7 @@ Each starts from a stray capture whose first reversal Stripe refused before proc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +30,7 @@ from providers.registry import Providers
 from providers.stripe import StripeProvider
 from telemetry.metrics import Metrics
 from tests.support.clock import Clock
-from tests.support.stray_held_stripe import SETTLE, card_payment
+from tests.support.stray_held_stripe import SETTLE, Hook, card_payment, run_first_hook
 from tests.support.stray_setup import charge_under, handler_giving_up_after_two_calls
 from tests.support.stripe_lagging_search import LaggingStripe
 
@@ -39,8 +39,6 @@ pytestmark = pytest.mark.integration
 # Past the store's claim lease (30 s by default), as a dead or hung sweeper's runs out.
 PAST_THE_LEASE = timedelta(minutes=1)
 REFUNDS = ("post", "/v1/refunds")
-
-Hook = Callable[[], Awaitable[object]]
 
 
 class Interleaved(LaggingStripe):
@@ -59,19 +57,11 @@ class Interleaved(LaggingStripe):
         self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
     ) -> tuple[bytes, int, Mapping[str, str]]:
         call = (method, urlsplit(url).path)
-        await _run_first(self.before, call)
+        await run_first_hook(self.before, call)
         self.received.append(call)
         answer = await super().request_async(method, url, headers, post_data)
-        await _run_first(self.after, call)
+        await run_first_hook(self.after, call)
         return answer
-
-
-async def _run_first(hooks: list[tuple[tuple[str, str], Hook]], call: tuple[str, str]) -> None:
-    for i, ((method, prefix), hook) in enumerate(hooks):
-        if call[0] == method and call[1].startswith(prefix):
-            del hooks[i]
-            await hook()
-            return
 
 
 class ReadTogether(StrayStore):

@@ -125,3 +125,16 @@ def a_sweep(
         settle_after=SETTLE,
         clock=clock,
     )
+
+
+Hook = Callable[[], Awaitable[object]]
+
+
+async def run_first_hook(hooks: list[tuple[tuple[str, str], Hook]], call: tuple[str, str]) -> None:
+    """Run, and remove, the first of ``hooks`` whose (method, path prefix) matches ``call``:
+    each hook of an interleaving test runs once, at the request it names."""
+    for i, ((method, prefix), hook) in enumerate(hooks):
+        if call[0] == method and call[1].startswith(prefix):
+            del hooks[i]
+            await hook()
+            return
