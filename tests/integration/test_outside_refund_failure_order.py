@@ -20,7 +20,7 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.money import Money
@@ -37,6 +37,7 @@ from tests.integration.test_outside_refund_failures import (
     _payment_event,
     _state,
 )
+from tests.support.attempt_migrations import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +80,7 @@ async def deliver(stores: ProviderRefundStore, paid: Paid, fact: Reading | Failu
         return
     result, _ = await stores.outside_refund_failed(
         provider="stripe",
-        provider_reference=fact.refund,
+        provider_reference=f"{fact.refund}_{paid.charge}",  # a refund of this charge
         charge_reference=paid.charge,
         amount=Money(fact.minor, "EUR"),
         event=_payment_event,
@@ -99,7 +100,8 @@ async def test_every_order_ends_on_what_stripe_holds_and_retries_change_nothing(
 ):
     stores = ProviderRefundStore(store.writes, clock)
     ended: dict[tuple[object, ...], int] = {}
-    for order in itertools.permutations([FIRST, BOTH, FAILED, AFTER]):
+    facts: list[Reading | Failure] = [FIRST, BOTH, FAILED, AFTER]
+    for order in itertools.permutations(facts):
         paid = await _paid(store)
         failure_recorded = False
         for fact in order:
@@ -161,3 +163,33 @@ async def test_a_later_reading_kept_for_a_failure_takes_paygates_refunds_as_they
     async with engine.connect() as conn:
         (row,) = (await conn.execute(select(outside_refund_failures))).all()
     assert (row.made_unix, row.failed_unix, row.taken_back_minor) == (20, 30, 1_500)
+
+
+async def test_0032_down_and_up_keeps_the_totals_and_nets_an_untimed_failure_from_every_reading(
+    engine: AsyncEngine, store: PaymentStore, clock
+):
+    stores = ProviderRefundStore(store.writes, clock)
+    paid = await _paid(store)
+    await deliver(stores, paid, BOTH)
+    await deliver(stores, paid, FAILED)
+    assert await _state(engine, paid.payment_id) == ("partially_refunded", 3_000, 3_000, 0)
+
+    await migrate(engine, "downgrade", "0031")
+    async with engine.connect() as conn:
+        columns = await conn.run_sync(
+            lambda sync: {
+                table: {c["name"] for c in inspect(sync).get_columns(table)}
+                for table in ("payments", "outside_refund_failures")
+            }
+        )
+    assert not {"provider_refunded_minor", "provider_refunded_unix"} & columns["payments"]
+    assert not {"made_unix", "failed_unix"} & columns["outside_refund_failures"]
+    await migrate(engine, "upgrade", "head")
+    assert await _state(engine, paid.payment_id) == ("partially_refunded", 3_000, 3_000, 0)
+
+    # The failure lost its times: netted from every reading, as before 0032 (the reading
+    # made after it counts 1500 net: less than Stripe holds, never more).
+    await deliver(stores, paid, AFTER)
+    assert await _state(engine, paid.payment_id) == ("partially_refunded", 3_000, 3_000, 0)
+    await deliver(stores, paid, Reading(AFTER.minor + 2_000, AFTER.at + 1))  # 2000 more
+    assert await _state(engine, paid.payment_id) == ("partially_refunded", 3_500, 3_500, 0)
