@@ -5,8 +5,10 @@ The money of such a refund went back to the merchant's balance. paygate had coun
 the payment's ``refunded_outside_minor`` (from ``charge.refunded``) and so refused to
 refund that part; left unread, the payer could not be refunded what is still owed until an
 operator settled it. The store takes back what was counted of it, once, and keeps the
-failure by the provider's refund id, so a replay changes nothing and a later reading of
-the charge's refunded total does not count it again (persistence.outside_refund_failed).
+failure by the provider's refund id and the provider's times of the refund and its
+failure, so a replay changes nothing, a reading of the charge's refunded total made while
+the refund stood does not count it again, and one made after the failure is taken whole
+(persistence.outside_refund_failed, domain.failed_refund_netting).
 
 Answers: ``recorded`` (taken back, with the payment's result event; or noted, nothing of
 it counted yet), ``already`` (a replay), ``ignored`` (the id is one of paygate's own
@@ -62,6 +64,8 @@ class OutsideRefundFailures:
             charge_reference=notice.charge_reference,
             amount=notice.amount,
             event=event,
+            made_at=notice.made_at,
+            failed_at=notice.failed_at,
         )
         about = {
             "provider": notice.provider,

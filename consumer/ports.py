@@ -257,6 +257,7 @@ class ProviderRefundRecords(Protocol):
         provider_reference: str,
         provider_refunded_minor: int,
         event: RiseEventBuilder,
+        reading_at: int | None = None,
     ) -> PaymentView | None: ...
 
     async def outside_refund_failed(
@@ -267,6 +268,8 @@ class ProviderRefundRecords(Protocol):
         charge_reference: str,
         amount: Money,
         event: PaymentEventBuilder,
+        made_at: int | None = None,
+        failed_at: int | None = None,
     ) -> tuple[OutsideFailure, PaymentView | None]: ...
 
 

@@ -235,6 +235,7 @@ class NoticeRecorder:
             provider_reference=payment.provider_reference,
             provider_refunded_minor=total,
             event=event,
+            reading_at=notice.refunded_as_of,
         )
         if stored is None:
             return NoticeResult.ALREADY

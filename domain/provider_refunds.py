@@ -27,10 +27,13 @@ Then the provider's figure counts paygate's own refunds too, some perhaps
 still in flight in paygate's records (reserved), so :func:`absorbed_refunded_total` takes
 from it only what cannot be paygate's: the total rises to the provider's figure less every
 reservation and less the refunds the provider made and failed since, paygate's and those
-made outside it (a late notification may still count them), never falls (a notification
+made outside it that were standing when the provider made its reading
+(domain.failed_refund_netting: a late notification may still count them; one made after
+a failure already leaves it out), never falls (a notification
 sent before a later refund is old news), and stays within what was captured less what is
 reserved. It may count less than was refunded outside while paygate's own refunds are in
-flight, or once one failed at the provider; never more.
+flight, once one of paygate's failed at the provider, or from a reading made in the same
+second as a failure; never more.
 """
 
 from __future__ import annotations
@@ -87,9 +90,27 @@ def absorbed_refunded_total(
     would keep it from the payer). A refund made outside paygate that failed is taken back
     when its failure is recorded (persistence.outside_refund_failed), and a late
     notification that still counts it must not count it again: its amount is in
-    ``failed_at_provider_minor`` too."""
-    candidate = min(
+    ``failed_at_provider_minor`` too, when the provider made the reading while that refund
+    stood (domain.failed_refund_netting), and not when it made it after the failure."""
+    candidate = reading_total(
+        captured_minor, reserved_minor, provider_refunded_minor, failed_at_provider_minor
+    )
+    return candidate if candidate > refunded_minor else None
+
+
+def reading_total(
+    captured_minor: int,
+    reserved_minor: int,
+    provider_refunded_minor: int,
+    failed_at_provider_minor: int,
+) -> int:
+    """The refunded total a reading of the provider's figure stands for (what
+    :func:`absorbed_refunded_total` raises to): the figure less every reservation and less
+    the failed refunds the reading may count, within what was captured less what is
+    reserved. Never more than was refunded, whenever the reading was made: a refund of
+    paygate's in it is reserved, recorded succeeded or failed; a refund made outside it
+    that failed since is netted (domain.failed_refund_netting)."""
+    return min(
         provider_refunded_minor - reserved_minor - failed_at_provider_minor,
         captured_minor - reserved_minor,
     )
-    return candidate if candidate > refunded_minor else None

@@ -4,25 +4,33 @@ money went back to the merchant, so what paygate counted of it in the payment's
 ``refunded_outside_minor`` is taken back, once.
 
 paygate counts outside refunds from the provider's running total of the charge (Stripe's
-``amount_refunded``), not one by one, so it cannot tell whether the failed refund is in
-what it counted: a ``charge.refunded`` that counted it may not have arrived yet, or may have
-been counted less paygate's refunds in flight. So:
+``amount_refunded``), not one by one, so it cannot always tell whether the failed refund is
+in what it counted: a ``charge.refunded`` that counted it may not have arrived yet, or may
+have been counted less paygate's refunds in flight. So:
 
-* the take-back is the refund's amount, bounded by ``refunded_outside_minor`` (at most what
-  was counted outside; never a refund of paygate's: its rows and reservations are not
-  touched, the update is guarded by the outside part itself);
+* the take-back is at most the refund's amount, bounded by ``refunded_outside_minor`` (at
+  most what was counted outside; never a refund of paygate's: its rows and reservations are
+  not touched, the update is guarded by the outside part itself); when a reading of the
+  charge's total with the provider's time is kept (``payments.provider_refunded_minor``,
+  the latest ``charge.refunded``), the total falls no lower than that reading stands for net
+  of the failed refunds it may count, this one included: a reading made after the failure
+  and delivered before it already leaves the refund out, and is counted exactly;
 * the failure is recorded by the provider's refund id (table ``outside_refund_failures``,
-  primary key provider + refund id) with its amount and what was taken back, in the same
-  transaction: a duplicate or replayed notice finds the row and changes nothing;
-* every later reading of the charge's refunded total is taken net of the failed refund's
-  whole amount (persistence.provider_refund_store._failed_at_provider): a reading made
-  before the failure (delivered late, or a ``charge.refunded`` that had not arrived) counts
-  it and must not raise the total for it again; a failed refund the total had not counted
-  yet (taken back 0 or in part) is so never counted later either.
+  primary key provider + refund id) with its amount, what was taken back, and when the
+  provider made the refund and failed it (0032), in the same transaction: a duplicate or
+  replayed notice finds the row and changes nothing;
+* a reading of the charge's refunded total made while the refund stood (made at or after
+  its ``created``, at or before its failure, by the provider's clock) is taken net of the
+  failed refund's whole amount (persistence.refunds_failed_at_provider,
+  domain.failed_refund_netting): such a reading counts it and must not raise the total
+  for it again; a reading made after the failure leaves it out and is taken whole. A
+  failure without times (recorded before 0032, or told without them) is netted from every
+  reading, as before.
 
-The price, as for paygate's own refunds that failed at the provider: a refund made outside
-after the failure is counted less the failed amount (less than was refunded outside, never
-more); a refund through paygate beyond what the provider keeps is refused by the provider.
+The price, as for paygate's own refunds that failed at the provider: a reading made in the
+same second as a failure is netted of it (it may leave it out), so counts less than was
+refunded outside until a later reading; a refund through paygate beyond what the provider
+keeps is refused by the provider.
 
 The payment's row is locked first (the writer queue declares it: persistence.lock_order),
 so paygate's refund writes of the same payment (begin, finish, late failure) and the
@@ -38,18 +46,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.failed_refund_netting import FailedOutsideRefund
 from domain.money import Money
 from domain.payment_view import PaymentView
+from domain.provider_refunds import reading_total
 from domain.status import CAPTURED, HELD, PaymentStatus
 from persistence.follow_up import PaymentEventBuilder
 from persistence.outbox import enqueue_outbox
 from persistence.payment_rows import payment_in, status_with_refunds_of
+from persistence.refunds_failed_at_provider import failed_at_provider
 from persistence.tables import outside_refund_failures, payments, refunds
 
 
@@ -74,6 +85,7 @@ class OutsideFailureRequest:
     amount: Money
     event: PaymentEventBuilder
     now: datetime
+    failed: FailedOutsideRefund  # its amount, and when the provider made and failed it
 
 
 _after: Final = payments.c.refunded_minor - bindparam("taken_back")
@@ -106,7 +118,11 @@ async def record_outside_failure(
                 payments.c.currency,
                 payments.c.amount_minor,
                 payments.c.captured_minor,
+                payments.c.refunded_minor,
+                payments.c.refund_reserved_minor,
                 payments.c.refunded_outside_minor,
+                payments.c.provider_refunded_minor,
+                payments.c.provider_refunded_unix,
             )
             .where(payments.c.id == request.payment_id)
             .with_for_update()
@@ -142,7 +158,7 @@ async def record_outside_failure(
         # payment's charge, a notice that cannot be the provider's word.
         mine = own.payment_id == request.payment_id
         return (OutsideFailure.OWN if mine else OutsideFailure.MISMATCH), None
-    taken_back = min(request.amount.minor_units, row.refunded_outside_minor)
+    taken_back = row.refunded_minor - await _total_after(conn, request, row, captured)
     inserted = await conn.execute(
         _insert_once(conn).values(
             provider=request.provider,
@@ -152,6 +168,8 @@ async def record_outside_failure(
             currency=request.amount.currency,
             taken_back_minor=taken_back,
             recorded_at=request.now,
+            made_unix=request.failed.made_at,
+            failed_unix=request.failed.failed_at,
         )
     )
     if inserted.rowcount != 1:
@@ -168,6 +186,28 @@ async def record_outside_failure(
     assert payment is not None  # locked above
     await enqueue_outbox(conn, request.event(payment), request.now)
     return OutsideFailure.TAKEN_BACK, payment
+
+
+async def _total_after(
+    conn: AsyncConnection, request: OutsideFailureRequest, row: Any, captured: int
+) -> int:
+    """The refunded total once the failure is recorded: less the refund's amount, at most
+    what was counted outside; and, when a reading of the charge's total with a time is
+    kept, at least what that reading stands for net of the failed refunds it may count,
+    this one included (a reading made after the failure, delivered before it, already
+    leaves it out). Never above the total as it is: a failure raises nothing."""
+    lowest = row.refunded_minor - min(request.amount.minor_units, row.refunded_outside_minor)
+    if row.provider_refunded_unix is None:
+        return int(lowest)
+    failed = (await failed_at_provider(conn, request.payment_id)).with_failure(request.failed)
+    reading_at = int(row.provider_refunded_unix)
+    by_reading = reading_total(
+        captured,
+        row.refund_reserved_minor,
+        int(row.provider_refunded_minor),
+        failed.counted_by(reading_at),
+    )
+    return int(max(lowest, min(row.refunded_minor, by_reading)))
 
 
 def _insert_once(conn: AsyncConnection) -> postgresql.Insert | sqlite.Insert:

@@ -13,7 +13,7 @@ are seen, or wait until after. The invariants stay checkable:
   is not touched (the fall is guarded to never reach into it);
 * ``refunded_minor + refund_reserved_minor <= captured``: the total only falls;
 * a failed refund that reached the provider counts in what a later ``charge.refunded`` may
-  not take as refunded outside (provider_refund_store._failed_at_provider): a late event
+  not take as refunded outside (persistence.refunds_failed_at_provider): a late event
   that still counts this refund records none of it.
 
 Conditional on the refund being ``succeeded``, with the provider and the reference the

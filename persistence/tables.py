@@ -91,6 +91,13 @@ payments = Table(
     # When the reconciler may ask about a requires_action payment again (null: at once);
     # ignored in any other status (consumer.payment_reconciler).
     Column("next_check_at", DateTime(timezone=True)),
+    # The latest reading of the charge's refunded total its provider made with a time
+    # (Stripe's ``amount_refunded`` in a ``charge.refunded`` event, and the event's
+    # ``created`` in Unix seconds): a failure of a refund made outside paygate recorded
+    # after it is netted from it by the provider's times (domain.failed_refund_netting;
+    # migration 0032). Null: none read yet.
+    Column("provider_refunded_minor", BigInteger),
+    Column("provider_refunded_unix", BigInteger),
     Index("ix_payments_live_keys", "key_expired", "created_at"),
     Index("ix_payments_client_order", "client_id", "order_id", "created_at"),
     # A provider's notice of a refund made outside paygate names the charge, not the payment
@@ -133,9 +140,10 @@ refunds = Table(
 # Refunds made outside paygate (by hand, in the provider's dashboard) that the provider
 # reported failed, one row per provider refund: its money went back to the merchant, so the
 # part of it counted in ``payments.refunded_outside_minor`` was taken back once
-# (``taken_back_minor``, at most the refund's amount), and a later reading of the charge's
-# refunded total is taken net of ``amount_minor`` (persistence.outside_refund_failed,
-# persistence.provider_refund_store). The key makes a replayed notice change nothing.
+# (``taken_back_minor``, at most the refund's amount), and a reading of the charge's
+# refunded total made while it stood is taken net of ``amount_minor``
+# (persistence.outside_refund_failed, persistence.provider_refund_store). The key makes a
+# replayed notice change nothing.
 outside_refund_failures = Table(
     "outside_refund_failures",
     metadata,
@@ -146,6 +154,12 @@ outside_refund_failures = Table(
     Column("currency", String(3), nullable=False),
     Column("taken_back_minor", BigInteger, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # When the provider made the refund and failed it, in Unix seconds (Stripe's Refund
+    # ``created`` and its ``refund.failed`` event's ``created``): a reading of the total is
+    # netted of it only when made in between (domain.failed_refund_netting; migration
+    # 0032). Null: not known (recorded before 0032): netted from every reading.
+    Column("made_unix", BigInteger),
+    Column("failed_unix", BigInteger),
     CheckConstraint(
         "amount_minor > 0 AND taken_back_minor >= 0 AND taken_back_minor <= amount_minor",
         name="ck_outside_refund_failures_amounts",

@@ -16,12 +16,16 @@ from providers.port import ChargeOutcome, RefundOutcome
 @dataclass(frozen=True, slots=True)
 class ChargeNotice:
     """``attempt_key`` is the key the charge was sent under (Alipay's out_trade_no);
-    ``outcome`` is None for news that finishes nothing (the trade still waits)."""
+    ``outcome`` is None for news that finishes nothing (the trade still waits).
+    ``refunded_as_of``: when the provider made the reading of the refunded total in
+    ``outcome`` (Stripe's event ``created``, Unix seconds by Stripe's clock); None when the
+    provider says no time (domain.failed_refund_netting)."""
 
     provider: str
     attempt_key: str
     outcome: ChargeOutcome | None
     amount: Money
+    refunded_as_of: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +51,17 @@ class OutsideRefundFailedNotice:
     Stripe Refund without paygate's metadata) failed, its money back in the merchant's
     balance. ``provider_reference`` is the provider's id of that refund, ``amount`` what it
     was for, ``charge_reference`` the charge it refunded (Stripe's PaymentIntent), which
-    names the payment."""
+    names the payment. ``made_at`` and ``failed_at``: when the provider made the refund
+    (Stripe's Refund ``created``) and failed it (the ``refund.failed`` event's
+    ``created``), Unix seconds by its clock; None when not said
+    (domain.failed_refund_netting)."""
 
     provider: str
     provider_reference: str
     amount: Money
     charge_reference: str
+    made_at: int | None = None
+    failed_at: int | None = None
 
 
 # What a provider's notification may say: about a charge, or about a refund.

@@ -55,7 +55,10 @@ recorded captured changes nothing the ``payment_intent.*`` events report, and St
 refunds made outside paygate, domain.provider_refunds.absorbed_refunded_total: paygate's own
 refunds, recorded or in flight, are never counted twice; the total never falls). A refund
 made outside paygate that fails later is taken back by its own ``refund.failed`` (below),
-never by reading a fall of that total.
+never by reading a fall of that total. The event's ``created`` goes with the total
+(``refunded_as_of``), and a ``refund.failed``'s with the failure (``failed_at``, beside the
+Refund's own ``created``): a total Stripe made while a failed refund stood is read net of
+it, one it made after the failure is read whole (domain.failed_refund_netting).
 
 Why ``refund.failed``: Stripe can answer paygate's refund ``succeeded`` (or ``pending``) and
 fail it later at the card network (a closed card): the money goes back to the merchant's
@@ -79,7 +82,8 @@ deliver events late and out of order. That is safe here because a notice is reco
 a payment's open attempt, never over a final outcome (consumer.provider_notices): a late
 ``amount_capturable_updated`` for a payment captured since finds it final and changes
 nothing, as does a replay. The one thing recorded over a final outcome, the refunded total
-a ``charge.refunded`` reports, only ever rises: a late or replayed one is old news. A
+a ``charge.refunded`` reports, only ever rises: a late or replayed one is old news, and
+which failed refunds it still counts is told by Stripe's times, not by when it arrives. A
 ``refund.failed`` is recorded once: on a refund already failed it changes nothing, and one
 that arrives while paygate's refund is still open is recorded as the refund's answer under
 its claim, or answered busy (Stripe sends it again) while another worker holds it.
@@ -89,6 +93,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Final
 
@@ -215,10 +220,15 @@ class StripeWebhooks:
             log.info("Stripe event not read: acknowledged", extra=_about(event_id, event_type))
             return None
         data = _field(event, "data")
+        made_at = _unix_time(_field(event, "created"))
         if event_type == REFUNDED_CHARGE_EVENT:
-            return self._refunded_charge(event_id, event_type, _field(data, "object"))
+            notice = self._refunded_charge(event_id, event_type, _field(data, "object"))
+            return None if notice is None else replace(notice, refunded_as_of=made_at)
         if event_type == FAILED_REFUND_EVENT:
-            return self._failed_refund(event_id, event_type, _field(data, "object"))
+            failed = self._failed_refund(event_id, event_type, _field(data, "object"))
+            if isinstance(failed, OutsideRefundFailedNotice):
+                return replace(failed, failed_at=made_at)
+            return failed
         intent = _field(data, "object")
         if not isinstance(intent, stripe.PaymentIntent):
             raise NoticeRefusedError(f"the {event_type} event holds no PaymentIntent")
@@ -315,7 +325,11 @@ class StripeWebhooks:
         if outcome.provider_reference is None:  # never: outcome_from_refund needs the id
             raise NoticeRefusedError(f"unreadable {event_type} event: the Refund has no id")
         return OutsideRefundFailedNotice(
-            self.provider, outcome.provider_reference, amount, intent_id
+            self.provider,
+            outcome.provider_reference,
+            amount,
+            intent_id,
+            made_at=_unix_time(_field(refund, "created")),
         )
 
     def _verified(self, notification: ReceivedNotification) -> Any:
@@ -370,6 +384,15 @@ def _intent_id(refund: stripe.Refund) -> str | None:
     intent = _field(refund, "payment_intent")
     intent_id = _field(intent, "id") if isinstance(intent, stripe.PaymentIntent) else intent
     return intent_id if isinstance(intent_id, str) and intent_id else None
+
+
+def _unix_time(value: object) -> int | None:
+    """A Stripe timestamp (``created``: whole seconds since the epoch), None when it is not
+    one: the fact is then taken as standing at every reading (domain.failed_refund_netting),
+    never refused, since Stripe would resend the event for days."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
 
 
 def _field(obj: object, name: str) -> Any:

@@ -11,12 +11,15 @@ tests.integration.test_stripe_refund_failures), on SQLite and PostgreSQL.
   the first rise, and a reader dropping duplicate ids (what the stable ids are for; the
   webhook fan-out skips a delivery whose id exists) never learnt the payment was refunded
   again: it kept ``succeeded`` while paygate recorded ``partially_refunded``.
-* A failed Dashboard refund is taken net of every later reading of the charge's refunded
-  total, also of those Stripe made after the failure (which no longer count it): paygate
-  then counts less than was refunded outside, and offers to refund more than Stripe keeps.
-  That is safe only because Stripe refuses a refund beyond what is left unrefunded on the
-  charge; the stand-in must refuse it as Stripe does, or a test would pass a refund of
-  more than the payer paid.
+* A failed Dashboard refund is taken net of the readings of the charge's refunded total
+  Stripe made while it stood, and of one made in the same second as its failure (Stripe's
+  ``created`` is whole seconds: such a reading may or may not still count it). Here every
+  event is made in one second (the test clock stands still), so the reading after the
+  failure is netted: paygate counts less than was refunded outside, and offers to refund
+  more than Stripe keeps. That is safe only because Stripe refuses a refund beyond what is
+  left unrefunded on the charge; the stand-in must refuse it as Stripe does, or a test
+  would pass a refund of more than the payer paid. With the readings a second or more
+  apart, the count is exact (tests.integration.test_stripe_outside_refund_failure_times).
 """
 
 from __future__ import annotations
@@ -70,8 +73,9 @@ def as_a_deduplicating_reader_sees_it(events: list[PaymentResult]) -> PaymentSta
 
 async def refunded_again_after_a_take_back(rig: Rig, store: PaymentStore) -> tuple[str, str]:
     """A Dashboard refund of 300, counted, then failed (taken back); then a Dashboard refund
-    of 600: Stripe's reading after the failure says 600 refunded; paygate counts 300 of it
-    (net of the failed 300). The payment's id and its PaymentIntent's."""
+    of 600, all in one second: Stripe's reading after the failure says 600 refunded; paygate
+    counts 300 of it (net of the failed 300: the same second as the failure). The payment's
+    id and its PaymentIntent's."""
     view, intent_id = await paid(rig, store)
     pid = view.payment_request_id
     first = rig.stripe_api.refund_outside(intent_id, 300)
@@ -105,8 +109,8 @@ async def test_a_total_reached_again_after_a_take_back_is_news_with_an_id_of_its
 async def test_a_refund_beyond_what_stripe_keeps_after_a_take_back_is_refused_by_stripe(
     rig: Rig, store: PaymentStore, engine: AsyncEngine
 ):
-    """paygate counts 300 of the 600 refunded outside (the documented price of reading
-    every later total net of the failed refund): it offers 750, Stripe keeps 450. A refund
+    """paygate counts 300 of the 600 refunded outside (the documented price of netting a
+    reading made in the failure's second): it offers 750, Stripe keeps 450. A refund
     of 750 is refused by Stripe (``amount_too_large``), nothing moves; 450 is refunded; the
     charge is never refunded beyond what it took."""
     pid, intent_id = await refunded_again_after_a_take_back(rig, store)

@@ -136,9 +136,14 @@ async def rig(store: PaymentStore, metrics: Metrics, clock: Clock) -> AsyncItera
         await facade.close()
 
 
-async def post(rig: Rig, event_type: str, data_object: dict[str, object]) -> int:
-    """Stripe posts the event; the facade's status (200 acknowledged, else resent)."""
-    body = event(event_type, data_object)
+async def post(
+    rig: Rig, event_type: str, data_object: dict[str, object], *, made_at: int | None = None
+) -> int:
+    """Stripe posts the event it made at ``made_at`` (its ``created``; by default the test
+    clock's time, which a test that does not move it keeps the same for every event); the
+    facade's status (200 acknowledged, else resent)."""
+    created = rig.stripe_api.now_unix() if made_at is None else made_at
+    body = event(event_type, data_object, created=created)
     async with (
         ClientSession() as session,
         session.post(rig.url, data=body, headers=headers(body)) as resp,

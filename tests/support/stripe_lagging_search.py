@@ -37,6 +37,10 @@ A refund (paygate's, or one in the Dashboard) of more than is left unrefunded on
 is refused as Stripe refuses it (``amount_too_large``, or ``charge_already_refunded`` when
 nothing is left): what keeps a refund through paygate from ever going beyond what the payer
 paid when paygate counts less refunded outside than Stripe holds.
+Every Refund has its ``created``, and :meth:`LaggingStripe.now_unix` is the time, on the
+test's clock in Stripe's whole seconds, to stamp an event made of a snapshot taken then
+(an event's ``created``): a test that moves the clock between a refund, its failure and
+the Charge's readings orders them as Stripe's times would.
 """
 
 from __future__ import annotations
@@ -221,9 +225,14 @@ class LaggingStripe(stripe.HTTPClient):
             "currency": intent["currency"],
             "payment_intent": intent["id"],
             "metadata": _metadata(form),
+            "created": self.now_unix(),
         }
         self.refunds[refund_id] = refund
         return refund
+
+    def now_unix(self) -> int:
+        """The test clock's time in Stripe's timestamps (whole seconds since the epoch)."""
+        return int(self._clock().timestamp())
 
     def unrefunded(self, intent_id: str) -> int:
         """What is left to refund of the PaymentIntent's charge: its amount less its
@@ -290,6 +299,7 @@ class LaggingStripe(stripe.HTTPClient):
             "currency": intent["currency"],
             "payment_intent": intent_id,
             "metadata": {},
+            "created": self.now_unix(),
         }
         return refund_id
 

@@ -457,9 +457,41 @@ def test_a_failed_refund_naming_no_payment_intent_names_no_charge():
 
 
 def test_a_failed_refund_paygate_did_not_make_is_the_failure_of_a_refund_made_outside():
-    # Made in the Dashboard: no paygate metadata. Its PaymentIntent names the payment.
-    notice = reader().receive(received(event("refund.failed", failed_refund(None, "re_x"))))
-    assert notice == OutsideRefundFailedNotice("stripe", "re_x", Money(1050, "EUR"), "pi_1")
+    # Made in the Dashboard: no paygate metadata. Its PaymentIntent names the payment; the
+    # Refund's created and the event's are when Stripe made the refund and failed it.
+    dashboard = failed_refund(None, "re_x", created=1_765_000_000)
+    notice = reader().receive(received(event("refund.failed", dashboard, created=1_765_000_090)))
+    assert notice == OutsideRefundFailedNotice(
+        "stripe",
+        "re_x",
+        Money(1050, "EUR"),
+        "pi_1",
+        made_at=1_765_000_000,
+        failed_at=1_765_000_090,
+    )
+
+
+@pytest.mark.parametrize("created", [None, "1765000000", True, 0, -5, 1.5])
+def test_a_time_stripe_does_not_give_as_whole_seconds_is_read_as_not_known(created):
+    """Not refused (Stripe would resend it for days): a fact without a time is netted from
+    every reading (domain.failed_refund_netting)."""
+    dashboard = failed_refund(None, "re_x", created=created)
+    notice = reader().receive(received(event("refund.failed", dashboard, created=created)))
+    assert isinstance(notice, OutsideRefundFailedNotice)
+    assert (notice.made_at, notice.failed_at) == (None, None)
+    charge = read(event("charge.refunded", refunded_charge(), created=created))
+    assert charge is not None
+    assert charge.refunded_as_of is None
+
+
+def test_a_charge_refunded_reading_carries_the_time_stripe_made_it():
+    notice = read(event("charge.refunded", refunded_charge(), created=1_765_000_042))
+    assert notice is not None
+    assert notice.refunded_as_of == 1_765_000_042
+    # A PaymentIntent's event reports no refunded total: no reading's time.
+    intent = read(event("payment_intent.succeeded", payment_intent("pay_1-a1"), created=7))
+    assert intent is not None
+    assert intent.refunded_as_of is None
 
 
 def test_a_refund_paygate_did_not_make_of_no_payment_intent_or_not_failed_is_ignored(caplog):
