@@ -53,6 +53,7 @@ from domain.events import conflict_event_id
 from domain.next_action import NextAction
 from domain.payment_view import PaymentView
 from domain.payments import CreatePayment
+from domain.resend_window import DEFAULT_RESEND_LIMIT, may_resend_again
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from domain.vaulted import AnyAccount, VaultedAccount
@@ -89,10 +90,14 @@ class PaymentCommandHandler:
         abandon_after: timedelta = timedelta(hours=1),
         clock: Callable[[], datetime] = utc_now,
         vault: AccountReveal | None = None,
+        resend_limit: int = DEFAULT_RESEND_LIMIT,
     ) -> None:
         """``vault`` reveals vaulted accounts for the provider call; without it only
-        commands with clear accounts can be charged (tests of the handler alone)."""
+        commands with clear accounts can be charged (tests of the handler alone).
+        ``resend_limit``: how often an in-doubt key may be sent again before it is withheld
+        for an operator (domain.resend_window.may_resend_again)."""
         self._store = store
+        self._resend_limit = resend_limit
         self._vault = vault
         self._providers = providers
         self._router = router
@@ -222,7 +227,9 @@ class PaymentCommandHandler:
         |                        | (error log, resends_withheld metric, alert); failed as  |
         |                        | never received only if it cannot be re-sent (no sealed  |
         |                        | command, or accounts the vault no longer opens) and is  |
-        |                        | older than abandon_after plus the provider's search lag |
+        |                        | older than abandon_after plus the provider's search lag;|
+        |                        | re-sent resend_limit times already: withheld likewise   |
+        |                        | (resend_limit_reached metric, alert)                    |
         | error / not configured | claim released; left pending for a later pass           |
 
         ``command`` is the command as redelivered; without it (the reconciler) the command
@@ -274,6 +281,20 @@ class PaymentCommandHandler:
             command = self._sealer.unseal(claimed.sealed_request, payment.payment_request_id)
         if command is None:
             return await self._unsendable(payment, facts, claimed)
+        if not may_resend_again(
+            claimed.resends,
+            self._resend_limit,
+            self._providers.get(provider_name).idempotency_window,
+        ):
+            # Sent again that often, and the provider still holds nothing under the key:
+            # each re-send was answered with no known outcome, and the next would be too.
+            # Never failed on that either (a call of the key may yet be taken): withheld for
+            # an operator, counted and alerted (PaygateResendLimitReached).
+            self._withheld.limit_reached(
+                "payment", payment.payment_request_id, provider_name, claimed.resends
+            )
+            await self._store.release(payment.payment_request_id, token)
+            return Outcome.PENDING
         if payment.next_retry_at is not None and payment.next_retry_at > self._clock():
             # A retry was scheduled before its worker stopped: keep to its back-off.
             await asyncio.sleep((payment.next_retry_at - self._clock()).total_seconds())

@@ -11,7 +11,8 @@ that asks the provider or records an outcome, and the other side leaves the paym
 | no such payment                                | ``not_found``                          |
 | claim not free (final, or another's now)       | ``not_withheld``; nothing changed      |
 | not pending/processing/requires_action without | claim released; ``not_withheld``       |
-| a stored action, or still re-sendable          |                                        |
+| a stored action, or still re-sendable (inside  |                                        |
+| its window and under PAYGATE_RESEND_LIMIT)     |                                        |
 | the provider's status query fails              | claim released; its code (nothing)     |
 | the provider shows how the charge ended        | recorded as the reconciler records it  |
 |                                                | (PaymentOutcomes: outbox event, hooks) |
@@ -31,6 +32,11 @@ that asks the provider or records an outcome, and the other side leaves the paym
 | passed (operator_settlement.may_fail)          | show yet (domain.search_lag)           |
 | the provider holds nothing, failure asked      | failed ``settled_by_operator`` with    |
 |                                                | the reason; audit line                 |
+| withheld by the bound on re-sends at a         | not before its last send is            |
+| provider that keeps keys for good (Alipay),    | RESEND_MARGIN + lag old; then the      |
+| nothing under the key, failure asked           | provider closes the key (close_charge) |
+|                                                | and, unless that reveals a charge      |
+|                                                | (recorded), failed by the operator     |
 | the claim's lease ran out meanwhile (a worker  | nothing recorded (the store checks the |
 | took it over)                                  | claim); ``not_withheld``               |
 
@@ -63,6 +69,7 @@ from domain.operator_settlement import (
     SWEEP_HOLD,
     Settled,
     check_reason,
+    failable_after_last_send,
     failable_from,
     is_withheld,
     may_fail,
@@ -71,6 +78,7 @@ from domain.operator_settlement import (
     payer_was_shown,
     payment_refusal,
 )
+from domain.resend_window import DEFAULT_RESEND_LIMIT, may_resend_again
 from persistence.payment_claims import ClaimedAttempt
 from providers.errors import ProviderError
 from providers.port import ChargeStatus, PaymentProvider
@@ -95,8 +103,10 @@ class PaymentSettlement:
         events: PaymentEvents,
         strays: SweepHold,
         clock: Callable[[], datetime] = utc_now,
+        resend_limit: int = DEFAULT_RESEND_LIMIT,
     ) -> None:
         self._store = store
+        self._resend_limit = resend_limit
         self._strays = strays
         self._providers = providers
         self._clock = clock
@@ -134,8 +144,13 @@ class PaymentSettlement:
         except UnknownProviderError as exc:
             raise PaygateError(ErrorCode.PROVIDER_UNAVAILABLE, str(exc)) from None
         why = payment_refusal(payment.status, payment.next_action)
-        if why is None and not is_withheld(
-            claimed.started_at, self._clock(), provider.idempotency_window
+        limit_reached = not may_resend_again(
+            claimed.resends, self._resend_limit, provider.idempotency_window
+        )
+        if (
+            why is None
+            and not limit_reached
+            and not is_withheld(claimed.started_at, self._clock(), provider.idempotency_window)
         ):
             why = "its provider still honours its key: the reconciler re-sends it"
         if why is not None:
@@ -173,7 +188,10 @@ class PaymentSettlement:
             await self._store.release(payment_id, token)
             return Settled("payment", payment_id, claimed.provider, "left_withheld")
         window, lag = provider.idempotency_window, provider.status_search_lag
-        assert window is not None, "withheld: its provider prunes keys (is_withheld)"
+        if window is None:
+            # Withheld by the bound on re-sends (a provider that keeps keys for good is never
+            # past a window): ended by closing the key at the provider first.
+            return await self._close_then_fail(claimed, provider, reason)
         # Counted from the window's end, which every re-send precedes (may_resend), and
         # from the key's last send too, should a re-send ever have gone out later.
         sent = claimed.last_sent_at
@@ -203,6 +221,83 @@ class PaymentSettlement:
                 "provider": claimed.provider,
                 "attempt_key": claimed.attempt_key,
                 "attempt_began_at": claimed.started_at.isoformat(),
+                "operator_reason": reason,
+                "outcome": outcome.value,
+            },
+        )
+        await self._hold_the_sweep(claimed.attempt_key)
+        return Settled("payment", payment_id, claimed.provider, "failed_by_operator", outcome.value)
+
+    async def _close_then_fail(
+        self, claimed: ClaimedAttempt, provider: PaymentProvider, reason: str
+    ) -> Settled:
+        """A payment withheld by the bound on re-sends at a provider that keeps its keys for
+        good (Alipay), which holds nothing under the key: failed only once no trade can be
+        paid under it any more.
+
+        1. Its last send must be :data:`RESEND_MARGIN` plus the provider's search lag old
+           (domain.operator_settlement.failable_after_last_send): no call of the key is
+           still on its way, and one that landed shows in the status answer just read.
+        2. The provider is asked to close the key (``close_charge``: Alipay's
+           ``alipay.trade.close``, documented to close an unpaid trade so that it can no
+           longer be paid; a key with no trade answers ``ACQ.TRADE_NOT_EXIST``). A close
+           that fails, or a trade still waiting, changes nothing.
+        3. A charge it reveals (paid meanwhile) is recorded; otherwise the payment is failed
+           ``settled_by_operator`` with the reason, its attempt left unverified so that the
+           stray-charge sweep asks about the key again a day later (SWEEP_HOLD) and reverses
+           any charge that shows then.
+
+        Never "failed while a trade may still be paid": the failure follows the provider's
+        own "no trade" and its close, never a guess."""
+        payment_id = claimed.payment.payment_request_id
+        token = claimed.claim.token
+        now = self._clock()
+        until = failable_after_last_send(claimed.last_sent_at, provider.status_search_lag)
+        if now < until:
+            why = (
+                "its key was sent last at "
+                f"{claimed.last_sent_at.isoformat()}; a call of it may still reach its "
+                f"provider until {until.isoformat()}: run the command again then"
+            )
+            raise not_withheld("payment", payment_id, why)
+        try:
+            closed = await provider.close_charge(claimed.attempt_key)
+        except ProviderError as exc:
+            raise PaygateError(
+                exc.code, f"the provider did not close the payment's key: {exc.message}"
+            ) from None
+        if closed is None or closed.status is ChargeStatus.REQUIRES_ACTION:
+            raise PaygateError(
+                ErrorCode.PROVIDER_UNAVAILABLE,
+                "the provider did not confirm the payment's key closed (it answered "
+                f"{'no trade' if closed is None else closed.status.value}); nothing was "
+                "changed: run the command again",
+            )
+        facts = PaymentFacts.of_stored(claimed.payment)
+        if closed.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED):
+            outcome = await self._recorder.charged(
+                facts, claimed.attempt_key, closed, provider=claimed.provider, claim=token
+            )
+            _recorded_or_refuse(outcome, payment_id)
+            return Settled(
+                "payment", payment_id, claimed.provider, "recorded_provider_answer", outcome.value
+            )
+        outcome = await self._recorder.failed(
+            facts,
+            claimed.attempt_key,
+            operator_failure("payment", reason, closed_at_provider=True),
+            provider=claimed.provider,
+            claim=token,
+        )
+        _recorded_or_refuse(outcome, payment_id)
+        log.warning(
+            "withheld payment's key closed at its provider and failed by an operator: %s",
+            reason,
+            extra={
+                "payment_request_id": payment_id,
+                "provider": claimed.provider,
+                "attempt_key": claimed.attempt_key,
+                "resends": claimed.resends,
                 "operator_reason": reason,
                 "outcome": outcome.value,
             },

@@ -54,6 +54,32 @@ class WithheldReports:
         """One finding of a withheld call: counted; logged at error level if its last line
         is :data:`LOG_EVERY` old or it has none."""
         self._metrics.resends_withheld.labels(provider, operation).inc()
+        self._log(
+            operation,
+            subject_id,
+            "in-doubt %s older than its provider's idempotency window; not re-sent, "
+            "left pending for an operator",
+            {"provider": provider, "attempt_began_at": began_at.isoformat()},
+        )
+
+    def limit_reached(
+        self, operation: Operation, subject_id: str, provider: str, resends: int
+    ) -> None:
+        """One finding of a call whose key was re-sent the most it may be
+        (domain.resend_window.may_resend_again): counted in
+        ``paygate_resend_limit_reached_total``, logged as :meth:`withheld` is."""
+        self._metrics.resend_limit_reached.labels(provider, operation).inc()
+        self._log(
+            operation,
+            subject_id,
+            "in-doubt %s re-sent the most it may be and its provider still holds nothing "
+            "under its key; not re-sent, left pending for an operator",
+            {"provider": provider, "resends": resends},
+        )
+
+    def _log(
+        self, operation: Operation, subject_id: str, message: str, extra: dict[str, object]
+    ) -> None:
         now = self._clock()
         key = (operation, subject_id)
         last = self._logged.get(key)
@@ -63,13 +89,11 @@ class WithheldReports:
         self._forget_lines_before(now - self._every)
         self._logged[key] = (now, 0)
         log.error(
-            "in-doubt %s older than its provider's idempotency window; not re-sent, "
-            "left pending for an operator",
+            message,
             operation,
             extra={
                 _ID_FIELD[operation]: subject_id,
-                "provider": provider,
-                "attempt_began_at": began_at.isoformat(),
+                **extra,
                 # Findings since this one's previous line, which this line stands for too.
                 "withheld_unlogged": 0 if last is None else last[1],
             },

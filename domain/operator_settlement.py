@@ -2,9 +2,13 @@
 
 A payment (or refund) is *withheld* when its call is in doubt (pending, the attempt open, the
 provider silent about its key) and older than its provider honours the key less the margin
-(:func:`domain.resend_window.may_resend` false): paygate will neither send it again nor fail
-it on the provider's silence (docs/runbook.md#paygateresendwithheld). Only such a one may be
-settled by hand; anything else is the reconciler's and is refused with ``not_withheld``.
+(:func:`domain.resend_window.may_resend` false), or whose key was sent again the most it may
+be (:func:`domain.resend_window.may_resend_again` false): paygate will neither send it again
+nor fail it on the provider's silence (docs/runbook.md#paygateresendwithheld). Only such a
+one may be settled by hand; anything else is the reconciler's and is refused with
+``not_withheld``. One withheld by the bound at a provider that keeps its keys for good
+(Alipay) is failed only after its provider closed the key
+(consumer.payment_settlement, :func:`failable_after_last_send`).
 
 A payment waiting for its payer is withheld too when paygate holds no action to show the
 payer (``requires_action`` with no stored action, or in doubt while its provider answers
@@ -142,14 +146,24 @@ def may_fail(
     return now >= failable_from(began_at, window, lag, last_sent_at=last_sent_at)
 
 
-def operator_failure(subject: str, reason: str) -> ErrorInfo:
+def failable_after_last_send(last_sent_at: datetime, lag: timedelta) -> datetime:
+    """From when a call withheld by the bound on re-sends, at a provider that keeps its keys
+    for good, may be failed on its provider's "nothing under the key": no call of the key
+    is still on its way (:data:`RESEND_MARGIN` after its last send, as for a window's end in
+    :func:`failable_from`), and one that landed shows in the status answer (``lag``)."""
+    return no_charge_final_at(last_sent_at + RESEND_MARGIN, lag)
+
+
+def operator_failure(subject: str, reason: str, *, closed_at_provider: bool = False) -> ErrorInfo:
     """The error a payment (``subject`` "payment") or refund failed by hand is stored and
-    published with."""
+    published with. ``closed_at_provider``: the provider closed the key first (a payment
+    withheld by the bound on re-sends, at a provider that keeps its keys for good)."""
     nothing = "charged" if subject == "payment" else "refunded"
+    why = "the provider closed it" if closed_at_provider else "its idempotency window has passed"
     return ErrorInfo(
         ErrorCode.SETTLED_BY_OPERATOR,
         f"failed by an operator: the provider holds nothing under this {subject}'s key and "
-        f"its idempotency window has passed; nothing was {nothing}. Reason: {reason}",
+        f"{why}; nothing was {nothing}. Reason: {reason}",
     )
 
 

@@ -19,6 +19,7 @@ from typing import Final
 
 from domain.account_numbers import check_no_account_number
 from domain.errors import ErrorCode, PaygateError
+from domain.method_limits import check_amount_for_method
 from domain.money import Money
 from domain.text import check_characters, check_text
 from domain.vaulted import AnyAccount
@@ -208,6 +209,7 @@ class CreatePayment:
             ) from None
         if requested_at.tzinfo is None:
             raise ValueError("requested_at must be timezone-aware")
+        check_amount_for_method(method.value, amount)
         return cls(
             idempotency_key=check_idempotency_key(idempotency_key),
             user_id=_identifier(user_id, "userId"),

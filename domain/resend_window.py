@@ -10,6 +10,14 @@ tuning: a key is re-sent only while its call began less than the provider's wind
 
 ``window`` None: the provider honours the key for ever (its key is unique per merchant for
 good, as the sandbox's ledger and Alipay's ``out_trade_no`` are), so any age may be re-sent.
+
+A second bound, on the number of re-sends (:func:`may_resend_again`): a provider that holds
+nothing under the key and answers every re-send with the same answer of unknown outcome
+(Alipay's precreate refused with a sub code paygate cannot read, ``ACQ.SYSTEM_ERROR`` for
+ever) would have it re-sent at every reconciler pass for ever, and, with no window, no
+operator path either. Past ``limit`` re-sends the key is withheld for an operator as one
+past its window is (alert PaygateResendLimitReached, docs/alipay.md "Bounded re-sends").
+Not a money rule (a re-send under a honoured key cannot charge twice): a stall rule.
 """
 
 from __future__ import annotations
@@ -28,3 +36,22 @@ def may_resend(began_at: datetime, now: datetime, window: timedelta | None) -> b
     if window is None:
         return True
     return now - began_at < window - RESEND_MARGIN
+
+
+# Re-sends of one in-doubt key before it is withheld (PAYGATE_RESEND_LIMIT's default). A
+# key is re-sent at most once per reconciler pass (10 s apart by default) plus the retries
+# of calls that certainly did not arrive, and only after its provider answered "no record"
+# (a provider that cannot be reached fails the question first and is not re-sent): 100 is
+# about 17 minutes of a provider that answers, yet never takes the call.
+DEFAULT_RESEND_LIMIT = 100
+
+
+def may_resend_again(resends: int, limit: int, window: timedelta | None) -> bool:
+    """True while a key sent again ``resends`` times may be sent once more.
+
+    Only a provider that honours keys for good (``window`` None) is bounded by count: one
+    with a window is bounded by it (:func:`may_resend`), and counting its re-sends too would
+    withhold, for an operator who may act only once the window is over, payments a partial
+    outage (status questions answered, calls failing) left in doubt for a few minutes and
+    that the next pass after it would have settled."""
+    return window is not None or resends < limit

@@ -67,6 +67,7 @@ def handlers_of(
         abandon_after=timedelta(seconds=settings.abandon_after_s),
         retry_policy=retry_policy,
         vault=vault,
+        resend_limit=settings.resend_limit,
     )
     refund_store = db.refunds
     refunds = RefundCommandHandler(

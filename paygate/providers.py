@@ -5,7 +5,8 @@ sandbox acquirers named in ``PAYGATE_SANDBOX_URLS`` (``sandbox-<suffix>``), or p
 installed plugins (see :mod:`paygate.provider_plugins`). The in-process
 sandbox answers to ``sandbox``, as it always has, so attempts record ``sandbox`` for it.
 Each provider of :func:`build_providers` is wrapped in a
-:class:`providers.circuit_breaker.CircuitBreakerProvider`, which keeps its name.
+:class:`providers.circuit_breaker.CircuitBreakerProvider`, which keeps its name, over a
+:class:`providers.answer_checks.UnverifiedAnswerCounter` when metrics are given.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from paygate.alipay_dev import with_dev_keys
 from paygate.provider_plugins import plugin_names, plugin_provider
 from paygate.settings import Settings
 from providers.alipay import AlipayConfig, AlipayMode, AlipayProvider
+from providers.answer_checks import UnverifiedAnswerCounter
 from providers.circuit_breaker import CircuitBreakerProvider, CircuitObserver, CircuitState
 from providers.port import PaymentProvider
 from providers.registry import Providers
@@ -100,11 +102,22 @@ def build_providers(settings: Settings, metrics: Metrics | None = None) -> Provi
     observer = None if metrics is None else CircuitMetrics(metrics)
     try:
         return Providers(
-            with_circuit_breaker(settings, build_provider(settings, name), observer)
+            with_circuit_breaker(
+                settings, counting_unverified(build_provider(settings, name), metrics), observer
+            )
             for name in settings.provider_names
         )
     except ValueError as exc:  # e.g. sandbox and sandbox-inprocess both answer to "sandbox"
         raise SystemExit(f"providers: {exc}") from exc
+
+
+def counting_unverified(provider: PaymentProvider, metrics: Metrics | None) -> PaymentProvider:
+    """``provider`` with its answers whose signature did not verify counted in ``metrics``
+    (providers.answer_checks); as it is without metrics."""
+    if metrics is None:
+        return provider
+    counter = metrics.provider_answers_unverified
+    return UnverifiedAnswerCounter(provider, lambda name: counter.labels(name).inc())
 
 
 def with_circuit_breaker(

@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from domain.resend_window import DEFAULT_RESEND_LIMIT
 from domain.retry import RetryPolicy
 from paygate.jsonlog import DEFAULT_ACCOUNT_FIELDS
 from persistence.engine import SqliteSynchronous
@@ -376,6 +377,16 @@ class Settings(BaseSettings):
         "provider honours its key (Stripe: 24 h, less a 1 h margin), and one past that is "
         "never failed on silence but left pending for an operator (alert "
         "PaygateResendWithheld).",
+    )
+    resend_limit: int = Field(
+        DEFAULT_RESEND_LIMIT,
+        ge=1,
+        description="How often an in-doubt payment's key may be sent again while its provider "
+        "holds nothing under it; past that it is not re-sent but left pending for an operator "
+        "(alert PaygateResendLimitReached, `paygate reconcile settle`). One re-send per "
+        "reconciler pass at most: the default is about 17 minutes of a provider that answers "
+        "every re-send with no known outcome (an Alipay precreate refused with a sub code "
+        "paygate cannot read).",
     )
     stray_settle_s: float = Field(
         300.0,

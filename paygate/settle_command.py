@@ -63,6 +63,7 @@ async def settle(settings: Settings, subject_id: str, fail_reason: str | None) -
             providers=providers,
             events=PaymentEvents(messages, settings.results_topic),
             strays=db.strays,
+            resend_limit=settings.resend_limit,
         )
         try:
             return await payments.settle(subject_id, fail_reason=fail_reason)

@@ -50,7 +50,9 @@ class ClaimedAttempt:
     ``started_at``: when the attempt was made (and its key first sent): the provider's
     idempotency window counts from it. ``last_sent_at``: when its key was last sent
     (``started_at`` if never re-sent): the provider's silence about the key is final only
-    counted from it (see :func:`stamp_sending`)."""
+    counted from it (see :func:`stamp_sending`). ``resends``: how often its key was sent
+    again so far (re-sends and retries); past ``PAYGATE_RESEND_LIMIT`` it is not re-sent
+    (consumer.payment_handler)."""
 
     claim: Claim
     attempt_key: str
@@ -60,6 +62,7 @@ class ClaimedAttempt:
     generation: int
     payment: PaymentView
     last_sent_at: datetime
+    resends: int = 0
 
 
 async def claim_open_attempt(
@@ -98,6 +101,7 @@ async def claim_open_attempt(
         # behind the one that made the attempt would otherwise count the provider's silence
         # from before the key was first sent.
         max(as_utc(latest.created_at), as_utc(latest.last_sent_at or latest.created_at)),
+        int(latest.resend_count or 0),
     )
 
 
@@ -116,7 +120,9 @@ async def stamp_sending(
     Write-ahead: the stamp is committed before the call goes out, so ``last_sent_at`` is
     never earlier than the key's last send, whoever crashes when. And as every send of a key
     follows a stamp that found its attempt open, under the claim that any closing of it
-    must hold, no call of a closed attempt starts after its ``finished_at``."""
+    must hold, no call of a closed attempt starts after its ``finished_at``. The same write
+    counts the send (``resend_count``), so the bound on re-sends counts every one that may
+    have gone out."""
     renewed = await conn.execute(
         update(payments)
         .where(payments.c.id == payment_id)
@@ -130,7 +136,7 @@ async def stamp_sending(
         .where(provider_attempts.c.attempt_key == attempt_key)
         .where(provider_attempts.c.payment_id == payment_id)
         .where(provider_attempts.c.finished_at.is_(None))
-        .values(last_sent_at=now)
+        .values(last_sent_at=now, resend_count=provider_attempts.c.resend_count + 1)
     )
     return bool(stamped.rowcount)
 

@@ -10,6 +10,12 @@ Exception tree::
     │                                                    blindly)
     └── UnsupportedOperationError      no          no
 
+``answer_unverified`` (class attribute, False unless an adapter's subclass sets it): the
+provider answered, but the answer's signature did not verify (Alipay's RSA2, checked with
+Alipay's public key). It is read as an unknown outcome like a timeout; counted apart
+(providers.answer_checks), because a wrong public key makes *every* answer fail so, which
+would otherwise look like a provider that never answers.
+
 Callers branch on the class attributes ``retriable`` and ``outcome_unknown``, and read
 ``retry_after`` (None unless the provider, or a circuit breaker, gave one) and
 ``held_reference`` (None unless the answer is a hold nobody asked for, below), never on the
@@ -37,6 +43,7 @@ from providers.retry_after import bounded_retry_after
 class ProviderError(Exception):
     retriable: ClassVar[bool] = False
     outcome_unknown: ClassVar[bool] = False
+    answer_unverified: ClassVar[bool] = False  # see the module docstring
     code: ClassVar[ErrorCode] = ErrorCode.PROVIDER_UNAVAILABLE
     _retry_after: float | None = None
     held_reference: str | None = None  # see the module docstring

@@ -265,6 +265,23 @@ class Metrics:
             ["provider", "operation"],
             registry=self.registry,
         )
+        self.resend_limit_reached = Counter(
+            f"{prefix}_resend_limit_reached_total",
+            "In-doubt calls not sent again because their key was already re-sent "
+            "PAYGATE_RESEND_LIMIT times while the provider held nothing under it (every re-send "
+            "answered with no known outcome), by provider and operation: the call stays pending "
+            "for an operator. Counted at every pass that finds one; any alerts.",
+            ["provider", "operation"],
+            registry=self.registry,
+        )
+        self.provider_answers_unverified = Counter(
+            f"{prefix}_provider_answers_unverified_total",
+            "Provider answers whose signature did not verify, by provider: each is read as "
+            "an unknown outcome and asked again, so a wrong provider public key makes every "
+            "call fail this way, silently but for this count; a steady rate alerts.",
+            ["provider"],
+            registry=self.registry,
+        )
         self.stray_unanswered = Counter(
             f"{prefix}_stray_unanswered_total",
             "Questions of the stray-charge sweep that got no answer about an attempt key, by "

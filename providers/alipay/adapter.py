@@ -75,7 +75,10 @@ class AlipayRequestRejectedError(ProviderError):
 
 class AlipayAnswerNotVerifiedError(ProviderTimeoutError):
     """An answer whose signature does not verify: it cannot be believed, and the request
-    may have been acted on, so the outcome is unknown."""
+    may have been acted on, so the outcome is unknown. Counted apart
+    (``answer_unverified``): with a wrong Alipay public key every answer is one."""
+
+    answer_unverified = True
 
 
 @contextlib.contextmanager

@@ -179,25 +179,33 @@ def refund_outcome(answer: Mapping[str, Any], refund_key: str) -> RefundOutcome:
     return RefundOutcome(ProviderRefundStatus.SUCCEEDED, reference)
 
 
-# fastpay.refund.query's refund_status: REFUND_SUCCESS once the refund is made. Absent,
-# Alipay's documentation says the request was not received or the refund failed (a query
-# soon after the refund may also find it not yet made, and made later).
+# fastpay.refund.query's refund_status: REFUND_SUCCESS once the refund is made. Alipay's
+# documentation of alipay.trade.fastpay.refund.query
+# (https://docs.open.alipay.com/api_1/alipay.trade.fastpay.refund.query, and its newer
+# edition): code 10000 only says the query ran; a refund_status other than REFUND_SUCCESS,
+# or none, means the refund was not made (not received, or failed), and the merchant may
+# call alipay.trade.refund again, "with the same out_request_no and amount, so that nothing
+# is refunded twice". A query too soon after the refund (under 10 s) may find it not made
+# yet and made later: the re-send under the same out_request_no is then answered as the
+# repeat it is (fund_change N), never a second refund.
 REFUND_SUCCESS: Final = "REFUND_SUCCESS"
 
 
 def refund_query_outcome(answer: Mapping[str, Any], refund_key: str) -> RefundOutcome | None:
-    """None when Alipay knows no refund under the key (it answers without a refund_amount).
+    """Succeeded on ``REFUND_SUCCESS``; None for anything else: no refund fields (Alipay
+    knows no refund under the key), or a refund without ``REFUND_SUCCESS`` (not made).
 
-    Succeeded only on ``REFUND_SUCCESS``: anything else, an absent status included, is no
-    refund a client may be told of, so it stays pending and is asked about again (a made
-    refund answers ``REFUND_SUCCESS`` on a later query)."""
-    if not answer.get("refund_amount") and not answer.get("out_request_no"):
-        return None
+    None is "the provider holds no refund under the key", which the refund handler settles
+    by sending the refund again under the same ``out_request_no``: Alipay's idempotency for
+    refunds of one trade makes that one refund, whether the first call failed, never
+    arrived, or is made meanwhile. Read as pending instead, such a refund was asked about
+    at every pass and never sent again: its amount stayed reserved for good if it had
+    failed."""
     trade_no = answer.get("trade_no")
     reference = f"{trade_no}:{refund_key}" if isinstance(trade_no, str) else refund_key
     if answer.get("refund_status") == REFUND_SUCCESS:
         return RefundOutcome(ProviderRefundStatus.SUCCEEDED, reference)
-    return RefundOutcome(ProviderRefundStatus.PENDING, reference)
+    return None
 
 
 def refund_failure(answer: Mapping[str, Any]) -> RefundOutcome:

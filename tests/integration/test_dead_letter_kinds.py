@@ -118,6 +118,12 @@ def _poison_kinds() -> list[Poison]:
             "invalid_value:amount",
         ),
         "zero-amount": (invalid(amount=Decimal("0")), "invalid_amount", "invalid_value:amount"),
+        # Above what Alipay takes for one trade (ACQ.TOTAL_FEE_EXCEED): refused at intake.
+        "alipay-above-limit": (
+            invalid(amount=Decimal("100000000.01"), currency="CNY", paymentMethod="alipay"),
+            "invalid_amount",
+            "invalid_value:amount",
+        ),
         "too-many-decimals": (
             invalid(amount=Decimal("1.001")),
             "invalid_amount",

@@ -42,6 +42,7 @@ class FakeAttempt:
     finished_at: datetime | None = None
     provider_reference: str | None = None
     last_sent_at: datetime | None = None
+    resend_count: int = 0
 
 
 @dataclass

@@ -193,6 +193,7 @@ class FakePaymentStore(FakeStore):
             row.generation,
             row.view,
             attempt.last_sent_at or attempt.created_at,
+            attempt.resend_count,
         )
 
     async def renew(self, payment_id: str, claim: str) -> bool:
@@ -208,6 +209,7 @@ class FakePaymentStore(FakeStore):
         if attempt is None or attempt.finished_at is not None:
             return False
         attempt.last_sent_at = self._now()
+        attempt.resend_count += 1
         return True
 
     async def release(self, payment_id: str, claim: str) -> None:

@@ -122,15 +122,16 @@ _REFUND_DATA: dict[str, object] = {
 
 
 def test_a_refund_query_is_a_success_only_when_alipay_says_refund_success():
-    """fastpay.refund.query: ``refund_status`` REFUND_SUCCESS is a refund made; absent, Alipay
-    says the request was not received (yet) or failed, which is no refund a client may be told
-    of: it stays pending and is asked about again."""
+    """fastpay.refund.query: ``refund_status`` REFUND_SUCCESS is a refund made; absent (or
+    anything else), Alipay says the refund was not made (not received, or failed) and may be
+    sent again under the same out_request_no: no refund under the key (None), which the
+    refund handler settles by that re-send, never a refund told to the client as made."""
     made = t.refund_query_outcome({**_REFUND_DATA, "refund_status": "REFUND_SUCCESS"}, "ref_1")
     assert made is not None
     assert made.status is ProviderRefundStatus.SUCCEEDED
-    not_settled = t.refund_query_outcome(_REFUND_DATA, "ref_1")
-    assert not_settled is not None
-    assert not_settled.status is ProviderRefundStatus.PENDING
+    assert t.refund_query_outcome(_REFUND_DATA, "ref_1") is None
+    other = {**_REFUND_DATA, "refund_status": "REFUND_PROCESSING"}
+    assert t.refund_query_outcome(other, "ref_1") is None
     no_refund = {
         k: v for k, v in _REFUND_DATA.items() if k not in ("refund_amount", "out_request_no")
     }
@@ -160,7 +161,8 @@ class _CannedAlipay(AlipayProvider):
 async def test_a_refund_answered_without_fund_change_is_what_the_query_says(alipay_keys):
     """alipay.trade.refund: code 10000 only says the call went through; ``fund_change`` Y is
     a refund made. Another answer is checked with the refund query: a refund Alipay has not
-    made (no REFUND_SUCCESS) is pending, never told to the client as made."""
+    made (no REFUND_SUCCESS) is pending, never told to the client as made (the refund
+    handler's next question finds it not made and sends it again under the same key)."""
     refund = {"code": "10000", "msg": "Success", "trade_no": _REFUND_DATA["trade_no"]}
     request = RefundRequest(
         refund_key="ref_1",

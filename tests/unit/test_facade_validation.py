@@ -660,6 +660,39 @@ async def test_an_account_number_in_metadata_is_refused_and_changes_nothing(
     assert rows.entries != {}
 
 
+ALIPAY_LIMIT_MESSAGE = (
+    "amount must be at most 100000000.00 CNY for paymentMethod alipay "
+    "(the provider's limit for one payment)"
+)
+
+
+async def test_an_alipay_amount_above_alipays_limit_is_refused_and_changes_nothing(
+    make_facade: MakeFacade,
+) -> None:
+    """Alipay opens no trade above 100,000,000.00 yuan (ACQ.TOTAL_FEE_EXCEED): refused at
+    intake, 400 invalid_amount with a stable message, nothing vaulted or published; the
+    Kafka intake refuses the same values with the same error (it dead-letters them)."""
+    rows = FakeVaultRows()
+    facade = await make_facade(vault=memory_vault(ACCOUNT_KEY, rows))
+    body = valid_body(amount="100000000.01", currency="CNY", paymentMethod="alipay")
+    status, answer, _ = await post_payment(facade, body)
+    error = assert_error(status, answer, ErrorCode.INVALID_AMOUNT, param="amount")
+    assert error["message"] == ALIPAY_LIMIT_MESSAGE
+    assert facade.publisher.published == []
+    assert rows.entries == {}
+    kafka = _avro_refusal(body)
+    assert (kafka.code, kafka.param, kafka.message) == (
+        ErrorCode.INVALID_AMOUNT,
+        "amount",
+        ALIPAY_LIMIT_MESSAGE,
+    )
+    # At the limit, and above it by another method, the request is taken.
+    at_limit = valid_body(amount="100000000.00", currency="CNY", paymentMethod="alipay")
+    assert (await post_payment(facade, at_limit))[0] == 202
+    by_card = valid_body(amount="100000000.01", currency="CNY", orderId="order-2")
+    assert (await post_payment(facade, by_card))[0] == 202
+
+
 async def test_ordinary_ids_in_metadata_are_accepted(facade: Facade) -> None:
     ids = {
         "orderRef": "1796538959715",  # 13 digits, not Luhn-valid

@@ -80,3 +80,27 @@ def test_lines_older_than_the_interval_are_forgotten() -> None:
 
     # Only the line of the last hour is remembered: memory does not grow with history.
     assert list(reports._logged) == [("payment", "p-new")]
+
+
+def test_a_key_re_sent_the_most_it_may_be_is_counted_apart_and_logged_hourly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="paygate.consumer")
+    clock, metrics = Clock(), Metrics()
+    reports = WithheldReports(metrics, clock)
+
+    for _ in range(3):
+        reports.limit_reached("payment", "p-1", "alipay", 100)
+        clock.now += timedelta(minutes=1)
+
+    reached = metrics.registry.get_sample_value(
+        "paygate_resend_limit_reached_total", {"provider": "alipay", "operation": "payment"}
+    )
+    assert reached == 3
+    assert metrics.registry.get_sample_value(
+        "paygate_resends_withheld_total", {"provider": "alipay", "operation": "payment"}
+    ) in (None, 0.0)
+    lines = [r for r in caplog.records if "re-sent the most" in r.getMessage()]
+    assert len(lines) == 1
+    assert lines[0].getMessage().startswith("in-doubt payment re-sent the most it may be")
+    assert (lines[0].__dict__["payment_request_id"], lines[0].__dict__["resends"]) == ("p-1", 100)

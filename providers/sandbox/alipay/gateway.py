@@ -12,7 +12,8 @@ as the SDK expects. Methods:
 
 - ``alipay.trade.precreate``: opens the trade (``out_trade_no`` once per app: a resend
   answers the same trade and QR code), answers ``qr_code``; a total above 100,000,000.00
-  yuan opens none (``ACQ.TOTAL_FEE_EXCEED``);
+  yuan opens none (``ACQ.TOTAL_FEE_EXCEED``), and so does a ``precreate_system_error``
+  amount (``ACQ.SYSTEM_ERROR``, every time);
 - ``alipay.trade.page.pay``: a GET (or POST) from the payer's browser; opens the trade and
   answers an HTML cashier page;
 - ``alipay.trade.query``: ``trade_status`` and amounts; ``ACQ.TRADE_NOT_EXIST``;
@@ -20,7 +21,9 @@ as the SDK expects. Methods:
 - ``alipay.trade.refund``: once per ``out_request_no``, within what was paid; the refund
   that returns the rest closes the trade (``TRADE_CLOSED``, its payment date kept), which
   is notified;
-- ``alipay.trade.fastpay.refund.query``: the refund of an ``out_request_no``.
+- ``alipay.trade.fastpay.refund.query``: the refund of an ``out_request_no``; a request
+  received and not made (``refund_not_made_at_first``) without ``refund_status``, as Alipay
+  documents a refund not made, and made by the next call under the same ``out_request_no``.
 
 A trade that is paid or closed is notified: a form POST to the trade's ``notify_url``,
 signed over every parameter but ``sign`` and ``sign_type``, sent again (up to
@@ -47,7 +50,14 @@ from aiohttp import web
 
 from domain.clock import utc_now
 from providers.sandbox.alipay import rsa2
-from providers.sandbox.alipay.trades import Refund, Trade, TradeBehaviour, Trades, TradeStatus
+from providers.sandbox.alipay.trades import (
+    Refund,
+    Trade,
+    TradeBehaviour,
+    Trades,
+    TradeStatus,
+    behaviour_for,
+)
 
 log = logging.getLogger("paygate.sandbox.alipay")
 
@@ -82,6 +92,8 @@ class AlipaySimulator:
     clock: Callable[[], datetime] = utc_now
     trades: Trades = field(default_factory=Trades)
     notifications: list[SentNotification] = field(default_factory=list)
+    # The method of every request whose signature verified, in order (tests count calls).
+    requests: list[str] = field(default_factory=list)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _session: aiohttp.ClientSession | None = None
 
@@ -119,6 +131,7 @@ class AlipaySimulator:
         refused = self._check_request(params)
         if refused is not None:
             return self._answer(response_name, refused)
+        self.requests.append(method)
         try:
             content = json.loads(params.get("biz_content") or "{}")
         except ValueError:
@@ -167,6 +180,8 @@ class AlipaySimulator:
             return _error("40004", "ACQ.INVALID_PARAMETER")
         if fen > MAX_TRADE_FEN and self.trades.find(app_id, out_trade_no, None) is None:
             return _error("40004", "ACQ.TOTAL_FEE_EXCEED")  # no trade is opened
+        if behaviour_for(fen) is TradeBehaviour.PRECREATE_SYSTEM_ERROR:
+            return _error("40004", "ACQ.SYSTEM_ERROR")  # no trade is opened, every time
         now = self.clock()
         trade, made = self.trades.open(
             app_id,
@@ -251,6 +266,15 @@ class AlipaySimulator:
             return _error("40004", "ACQ.SELLER_BALANCE_NOT_ENOUGH")
         if trade.refunded_fen + fen > trade.total_fen:
             return _error("40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL")
+        unmade = trade.unmade_refunds.get(request_no)
+        if unmade is not None and unmade.amount_fen != fen:
+            return _error("40004", "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL")
+        if unmade is None and trade.behaviour is TradeBehaviour.REFUND_NOT_MADE_AT_FIRST:
+            # Received, not made: code 10000 only says the call went through, and without
+            # fund_change Y the refund query tells (here: no refund_status, not made).
+            trade.unmade_refunds[request_no] = Refund(request_no, fen, self.clock())
+            return {**_ok(), **_refund_fields(trade, 0), "fund_change": "N"}
+        trade.unmade_refunds.pop(request_no, None)
         trade.refunds[request_no] = Refund(request_no, fen, self.clock())
         if (
             self.trades.close_refunded(trade)
@@ -265,7 +289,20 @@ class AlipaySimulator:
         trade = self._find(app_id, content)
         if trade is None:
             return _error("40004", "ACQ.TRADE_NOT_EXIST")
-        refund = trade.refunds.get(str(content.get("out_request_no")))
+        request_no = str(content.get("out_request_no"))
+        refund = trade.refunds.get(request_no)
+        unmade = trade.unmade_refunds.get(request_no)
+        if refund is None and unmade is not None:
+            # A request received and not made: its fields without refund_status, which
+            # Alipay documents as "not made; call the refund again with this out_request_no".
+            return {
+                **_ok(),
+                "trade_no": trade.trade_no,
+                "out_trade_no": trade.out_trade_no,
+                "out_request_no": unmade.out_request_no,
+                "total_amount": _yuan(trade.total_fen),
+                "refund_amount": _yuan(unmade.amount_fen),
+            }
         if refund is None:
             # Alipay answers success with no refund fields for a refund it never made.
             return {**_ok(), "trade_no": trade.trade_no, "out_trade_no": trade.out_trade_no}
@@ -297,6 +334,7 @@ class AlipaySimulator:
             TradeBehaviour.NOTIFICATION_LOST,
             TradeBehaviour.NOTIFIED_TWICE,
             TradeBehaviour.REFUND_FAILS,
+            TradeBehaviour.REFUND_NOT_MADE_AT_FIRST,
         ):
             self._spawn(self._pay_later(trade, 0.0))
         elif behaviour is TradeBehaviour.PAYS_AFTER_DELAY:

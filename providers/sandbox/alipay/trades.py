@@ -28,6 +28,13 @@ class TradeBehaviour(StrEnum):
     NOTIFIED_TWICE = "notified_twice"  # pays at once; the notification is sent twice
     CLOSED = "closed"  # Alipay closes the trade unpaid at once (and notifies TRADE_CLOSED)
     REFUND_FAILS = "refund_fails"  # pays at once; every refund is refused
+    # Pays at once; the first refund call under each out_request_no is received but not made
+    # (answered without fund_change Y; the refund query shows it without refund_status); a
+    # call again under the same out_request_no makes it.
+    REFUND_NOT_MADE_AT_FIRST = "refund_not_made_at_first"
+    # precreate answers ACQ.SYSTEM_ERROR every time and opens no trade: the same answer of
+    # unknown outcome for ever (what a sub code paygate does not know reads as, too).
+    PRECREATE_SYSTEM_ERROR = "precreate_system_error"
 
 
 # By the fen of the amount (its last two digits). Unlisted fen: WAITS.
@@ -40,6 +47,8 @@ BEHAVIOURS: Final = MappingProxyType(
         5: TradeBehaviour.NOTIFIED_TWICE,
         6: TradeBehaviour.CLOSED,
         7: TradeBehaviour.REFUND_FAILS,
+        8: TradeBehaviour.REFUND_NOT_MADE_AT_FIRST,
+        9: TradeBehaviour.PRECREATE_SYSTEM_ERROR,
     }
 )
 
@@ -76,6 +85,9 @@ class Trade:
     paid_at: datetime | None = None
     buyer_id: str | None = None
     refunds: dict[str, Refund] = field(default_factory=dict)
+    # Refund requests received and not made, by out_request_no (REFUND_NOT_MADE_AT_FIRST):
+    # the query answers them without refund_status; a call again makes them.
+    unmade_refunds: dict[str, Refund] = field(default_factory=dict)
 
     @property
     def refunded_fen(self) -> int:
