@@ -22,7 +22,7 @@ from consumer.refund_events import RefundEvents
 from consumer.refund_handler import RefundCommandHandler
 from domain.money import Money
 from domain.refunds import RefundPayment, RefundStatus
-from domain.resend_window import RESEND_MARGIN, may_resend
+from domain.resend_window import RESEND_MARGIN, may_resend, may_resend_again
 from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from persistence.attempts import ATTEMPT_UNKNOWN
@@ -61,6 +61,16 @@ def test_the_rule_counts_from_the_call_and_leaves_a_margin_an_unbounded_key_neve
     assert may_resend(began, began + INSIDE, WINDOW)
     assert not may_resend(began, began + PAST, WINDOW)
     assert may_resend(began, began + timedelta(days=3650), None)
+
+
+def test_only_a_key_kept_for_good_is_bounded_by_its_number_of_resends():
+    # Alipay's keys never expire: the count is what ends their re-sends.
+    assert may_resend_again(99, 100, None)
+    assert not may_resend_again(100, 100, None)
+    # Stripe's window bounds its re-sends; a count would withhold, for an operator who can
+    # act only after the window, payments a short partial outage left in doubt.
+    assert may_resend_again(100, 100, WINDOW)
+    assert may_resend_again(10_000, 100, WINDOW)
 
 
 # -- payments --------------------------------------------------------------------------------------
