@@ -166,7 +166,8 @@ class Vault:
         ``along``), instead of a commit of its own before it.
 
         Invariant: the token is not usable until that transaction commits; a caller whose
-        transaction fails has made a token that names nothing. None: the vault's rows are in
+        transaction fails, or whose begin finds its payment already begun (and so runs no
+        write of it), has made a token that names nothing. None: the vault's rows are in
         another database, and the row is already committed here.
 
         The number is held (``recent``) before the row commits: a held number is only ever
