@@ -338,11 +338,12 @@ class Vault:
             raise tampered(what)
         return cipher.decrypt(await self._data_key(key_id), ciphertext, context, what)
 
-    def keys_beside(self, engine: AsyncEngine) -> bool:
-        """Whether this vault's data keys are in ``engine``'s database: a value sealed by
-        :meth:`seal` and written there can then be refused, in its write's transaction,
-        once its key is retired (persistence.vault_key_guard)."""
-        return self._rows.beside(engine)
+    async def keys_beside(self, engine: AsyncEngine) -> bool:
+        """Whether this vault's data keys are in ``engine``'s database (asked of the
+        databases, not their URLs): a value sealed by :meth:`seal` and written there can
+        then be refused, in its write's transaction, once its key is retired
+        (persistence.vault_key_guard)."""
+        return await self._rows.beside(engine)
 
     async def newest_key_id(self) -> str:
         """The data key :meth:`seal` uses now (re-read as :meth:`rewrap` does)."""
