@@ -4,7 +4,9 @@ Every process calls :func:`upgrade_to_head` at start (through
 ``persistence.engine.create_schema``), and operators can run it ahead of a rollout with
 ``paygate db upgrade``. It is safe when several processes start at once: the whole upgrade
 is one transaction that first takes a lock, a PostgreSQL advisory lock or SQLite's write
-lock, so the others wait and then find the schema at head.
+lock, so the others wait and then find the schema at head. On PostgreSQL the lock is the
+session's and the transaction Alembic's own, so that a revision can build an index
+``CONCURRENTLY`` outside it (0030): the revisions before such a step are committed first.
 
 A database made by ``metadata.create_all`` before migrations existed has the tables but no
 ``alembic_version`` table. It is compared with the schemas it can have been made with (the
@@ -18,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from alembic import command
@@ -28,7 +30,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, inspect, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # Imported for their side effect: they add the api_keys, outbox_lease, rate_limit_buckets,
 # vault and webhook tables to ``metadata``.
@@ -58,6 +60,9 @@ SCRIPT_LOCATION = "persistence:migrations"
 BASELINE_REVISION = "0001"
 # pg_advisory_xact_lock key of the upgrade: "paygate" in ASCII, as a 64-bit integer.
 ADVISORY_LOCK_KEY = int.from_bytes(b"paygate", "big")
+# Alembic config attribute (set by env.py): whether the revisions run inside a transaction
+# their caller holds, which a revision cannot step out of (0030's concurrent builds).
+IN_CALLERS_TRANSACTION = "paygate_in_callers_transaction"
 
 
 class UnrecognisedSchemaError(RuntimeError):
@@ -89,10 +94,20 @@ def head_revision() -> str:
 
 async def upgrade_to_head(engine: AsyncEngine) -> None:
     """Bring the database to the newest revision (a no-op when it is there already)."""
+    await upgrade_to(engine, "head")
+
+
+async def upgrade_to(engine: AsyncEngine, revision: str) -> None:
+    """Bring the database up to ``revision``, as every process does to the head at start
+    (tests stop at a revision on the way)."""
     async with engine.connect() as conn:
         # On SQLite, BEGIN then takes the write lock at once: a second process waits there.
         await conn.execution_options(**{WRITE_OPTION: True})
-        await conn.run_sync(_upgrade)
+        if conn.dialect.name != "postgresql":
+            await conn.run_sync(_upgrade, revision)
+            return
+        async with _session_lock(conn):
+            await conn.run_sync(_upgrade_postgresql, revision)
 
 
 async def downgrade_to(engine: AsyncEngine, revision: str) -> None:
@@ -104,7 +119,13 @@ async def downgrade_to(engine: AsyncEngine, revision: str) -> None:
     a database with payments."""
     async with engine.connect() as conn:
         await conn.execution_options(**{WRITE_OPTION: True})
-        await conn.run_sync(_downgrade, revision)
+        if conn.dialect.name != "postgresql":
+            await conn.run_sync(_downgrade, revision)
+            return
+        # The upgrade's lock, waited for as it waits: never inside a statement while an
+        # upgrade builds an index concurrently (see _session_lock).
+        async with _session_lock(conn):
+            await conn.run_sync(_downgrade, revision)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
@@ -117,17 +138,56 @@ def _current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def _upgrade(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     with _sqlite_foreign_keys_off(connection), connection.begin():
-        if connection.dialect.name == "postgresql":
-            # Held until commit: a second process waits here, then sees the new version.
-            connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADVISORY_LOCK_KEY}
-            )
         before = _stamp_if_created_without_migrations(connection)
-        command.upgrade(alembic_config(connection), "head")
+        command.upgrade(alembic_config(connection), revision)
         if before != head_revision():
             _check_foreign_keys(connection)
+
+
+def _upgrade_postgresql(connection: Connection, revision: str) -> None:
+    """The upgrade on PostgreSQL, under :func:`_session_lock`: the revisions run in one
+    transaction that Alembic begins (env.py), not one held around it, so that a revision
+    can step out of it for a statement PostgreSQL runs only outside a transaction (0030's
+    ``CREATE INDEX CONCURRENTLY``, in Alembic's ``autocommit_block``, which commits the
+    revisions before it first)."""
+    with connection.begin():
+        _stamp_if_created_without_migrations(connection)
+    command.upgrade(alembic_config(connection), revision)
+
+
+@contextlib.asynccontextmanager
+async def _session_lock(conn: AsyncConnection) -> AsyncIterator[None]:
+    """The upgrade's lock on PostgreSQL: a session advisory lock, held across the commits
+    of a revision that steps out of the transaction (a transaction's lock would go with the
+    first). A second process waits here, then finds the schema at head; a downgrade's
+    transaction lock on the same key excludes it too.
+
+    Waited for by trying, between tries in no transaction: a session waiting on a lock
+    inside a statement holds a snapshot, which a ``CREATE INDEX CONCURRENTLY`` run by the
+    holder waits to see end, while it waits for the holder: a deadlock."""
+    while not await conn.scalar(_TRY_LOCK, {"key": ADVISORY_LOCK_KEY}):
+        await conn.rollback()
+        await asyncio.sleep(_LOCK_RETRY_S)
+    await conn.commit()
+    try:
+        yield
+    finally:
+        try:
+            await conn.rollback()
+            await conn.execute(_UNLOCK, {"key": ADVISORY_LOCK_KEY})
+            await conn.commit()
+        except Exception:
+            # A session that cannot say unlock is closed: its lock goes with it, rather than
+            # back to the pool holding the lock every later upgrade waits for.
+            log.warning("upgrade lock not released; its connection is closed", exc_info=True)
+            await conn.invalidate()
+
+
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:key)")
+_LOCK_RETRY_S = 0.05
 
 
 def _downgrade(connection: Connection, revision: str) -> None:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from alembic import command
-from sqlalchemy import Column, Connection, Table, inspect, select, text
+from sqlalchemy import Column, Table, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.outcome import Outcome
 from domain.status import PaymentStatus
-from persistence.migrate import alembic_config, downgrade_to
+from persistence.migrate import downgrade_to, upgrade_to
 from persistence.payment_store import PaymentStore
 from persistence.stray_store import StrayCandidate, StrayStore
 from tests.support.builders import create_payment
@@ -21,18 +20,12 @@ from tests.support.clock import Clock
 
 
 async def migrate(engine: AsyncEngine, step: str, revision: str) -> None:
-    """Runs alembic's ``step`` ("upgrade" or "downgrade") to ``revision`` in one transaction;
-    a downgrade as paygate runs one (persistence.migrate.downgrade_to)."""
+    """Runs alembic's ``step`` ("upgrade" or "downgrade") to ``revision`` as paygate runs
+    one (persistence.migrate.upgrade_to, downgrade_to)."""
     if step == "downgrade":
         await downgrade_to(engine, revision)
-        return
-
-    def run(connection: Connection) -> None:
-        with connection.begin():
-            getattr(command, step)(alembic_config(connection), revision)
-
-    async with engine.connect() as conn:
-        await conn.run_sync(run)
+    else:
+        await upgrade_to(engine, revision)
 
 
 async def attempt_columns(engine: AsyncEngine) -> set[str]:

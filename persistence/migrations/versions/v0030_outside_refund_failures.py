@@ -12,14 +12,28 @@ outside), so neither read scans a table while the writer queue waits.
 
 Nothing to backfill: before 0030 such a failure was acknowledged and ignored.
 
+On PostgreSQL the two indexes of existing tables are built ``CONCURRENTLY``: a plain build
+holds a lock that blocks every write to ``payments`` (or ``refunds``) for as long as it
+reads the table, on a large database minutes of a stalled writer queue. A concurrent build
+cannot run in a transaction, so it runs first, in Alembic's ``autocommit_block``, which
+commits the revisions before this one (their schema and version): a build that fails or is
+interrupted leaves the database at 0029, perhaps with an index built, which the next
+upgrade keeps (``IF NOT EXISTS``), or an invalid one, which it drops and builds again. Then
+the table, in a transaction as before. Run inside a transaction its caller holds (a
+downgrade's way back, a test's step), the builds are plain, as on SQLite.
+
 Revision ID: 0030
 Revises: 0029
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 import sqlalchemy as sa
 from alembic import op
+
+from persistence.migrate import IN_CALLERS_TRANSACTION
 
 revision = "0030"
 down_revision: str | None = "0029"
@@ -27,7 +41,15 @@ branch_labels: str | None = None
 depends_on: str | None = None
 
 
+# (index, table): a reference to the provider's charge (refund) on each, for the notices.
+_PROVIDER_REFERENCE_INDEXES: Final = (
+    ("ix_payments_provider_reference", "payments"),
+    ("ix_refunds_provider_reference", "refunds"),
+)
+
+
 def upgrade() -> None:
+    _index_provider_references()
     op.create_table(
         "outside_refund_failures",
         sa.Column("provider", sa.String(32), primary_key=True),
@@ -45,8 +67,36 @@ def upgrade() -> None:
     op.create_index(
         "ix_outside_refund_failures_payment_id", "outside_refund_failures", ["payment_id"]
     )
-    op.create_index("ix_payments_provider_reference", "payments", ["provider_reference"])
-    op.create_index("ix_refunds_provider_reference", "refunds", ["provider_reference"])
+
+
+def _index_provider_references() -> None:
+    context = op.get_context()
+    config = context.config
+    in_callers = config is None or bool(config.attributes.get(IN_CALLERS_TRANSACTION, True))
+    if context.dialect.name != "postgresql" or in_callers:
+        for name, table in _PROVIDER_REFERENCE_INDEXES:
+            op.create_index(name, table, ["provider_reference"])
+        return
+    with context.autocommit_block():
+        for name, table in _PROVIDER_REFERENCE_INDEXES:
+            if _invalid(name):  # left by an interrupted concurrent build: unused, dropped
+                op.drop_index(name, table_name=table, postgresql_concurrently=True)
+            op.create_index(
+                name,
+                table,
+                ["provider_reference"],
+                postgresql_concurrently=True,
+                if_not_exists=True,
+            )
+
+
+def _invalid(index: str) -> bool:
+    return bool(
+        op.get_bind().scalar(
+            sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
+            {"name": index},
+        )
+    )
 
 
 def downgrade() -> None:
