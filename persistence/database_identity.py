@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -73,8 +73,9 @@ async def _sqlite_file(engine: AsyncEngine) -> tuple[int, int] | None:
     if url.database and not url.query.get("uri") and _file_of(url.database) is None:
         return None
     async with engine.connect() as conn:
-        listed = (await conn.exec_driver_sql("PRAGMA database_list")).all()
-    path = next((row[2] for row in listed if row[1] == "main"), "")
+        # (seq, name, file) per attached database; "main" is the engine's own.
+        listed: list[Any] = list(await conn.exec_driver_sql("PRAGMA database_list"))
+    path = next((str(row[2]) for row in listed if row[1] == "main"), "")
     return _file_of(path) if path else None
 
 

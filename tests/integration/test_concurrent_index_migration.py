@@ -111,7 +111,7 @@ async def test_an_index_left_invalid_by_an_interrupted_build_is_built_again(
 async def test_revisions_run_in_a_callers_transaction_build_the_indexes_plainly(
     engine_at_0029: AsyncEngine,
 ) -> None:
-    def upgrade(connection) -> None:  # type: ignore[no-untyped-def]
+    def upgrade(connection) -> None:
         with connection.begin():
             command.upgrade(alembic_config(connection), "0030")
 
