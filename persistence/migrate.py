@@ -176,8 +176,12 @@ async def _session_lock(conn: AsyncConnection) -> AsyncIterator[None]:
     finally:
         try:
             await conn.rollback()
-            await conn.execute(_UNLOCK, {"key": ADVISORY_LOCK_KEY})
+            released = await conn.scalar(_UNLOCK, {"key": ADVISORY_LOCK_KEY})
             await conn.commit()
+            if not released:
+                # Not this session's to release: a pooler in transaction mode between paygate
+                # and PostgreSQL ran the lock on another server session (docs/migrations.md).
+                log.error("the upgrade lock was not held by the upgrade's session")
         except Exception:
             # A session that cannot say unlock is closed: its lock goes with it, rather than
             # back to the pool holding the lock every later upgrade waits for.
