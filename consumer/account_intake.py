@@ -92,7 +92,9 @@ class AccountIntake:
         the vault rows of its clear numbers, which are not written here but returned, for
         the payment's begin to commit with the payment (PaymentStore.begin's ``along``).
         Until then the command's new tokens name nothing, so the command must go to nothing
-        but that begin.
+        but that begin. A begin that finds the payment already begun (a redelivery) writes
+        none of them: its tokens never name anything, and the shred check their writes make
+        is not needed, as no card of the client is stored for it.
 
         Everything that can refuse the command (a clear number where none is accepted, an
         encrypted one that does not open, a token not found) is decided before any write is

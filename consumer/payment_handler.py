@@ -232,8 +232,10 @@ class PaymentCommandHandler:
         |                        | (resend_limit_reached metric, alert)                    |
         | error / not configured | claim released; left pending for a later pass           |
 
-        ``command`` is the command as redelivered; without it (the reconciler) the command
-        sealed into the attempt is used.
+        ``command`` is the command as redelivered (the reconciler has none): the sender
+        asks again. A re-send is made from the command sealed into the attempt (the first
+        delivery's, whose tokens its begin stored), from ``command`` only when the attempt
+        holds none that opens.
         """
         return await self._as_owner(
             payment.payment_request_id,
@@ -277,8 +279,13 @@ class PaymentCommandHandler:
             return await self._recorder.charged(
                 facts, claimed.attempt_key, known, provider=provider_name, claim=token
             )
-        if command is None and claimed.sealed_request is not None:
-            command = self._sealer.unseal(claimed.sealed_request, payment.payment_request_id)
+        if claimed.sealed_request is not None:
+            # The call re-sent is the one sealed into the attempt, a redelivered command's
+            # only where none opens: a re-send repeats the first call, and a redelivery's
+            # accounts may name tokens never stored (its begin found the payment and wrote
+            # none of them: persistence.payment_begin).
+            sealed = self._sealer.unseal(claimed.sealed_request, payment.payment_request_id)
+            command = sealed or command
         if command is None:
             return await self._unsendable(payment, facts, claimed)
         if not may_resend_again(

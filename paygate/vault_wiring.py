@@ -2,7 +2,9 @@
 
 The vault lives in paygate's database unless ``PAYGATE_VAULT_DATABASE_URL`` names another;
 that one gets the same migrations (the vault's tables are part of them), so it is upgraded
-at start like paygate's own.
+at start like paygate's own. A URL that names paygate's own database in other words is
+taken for what it is (persistence.database_identity): the vault then shares paygate's
+engine and writer queue, as when the setting is unset.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from paygate.settings import DEV_ACCOUNT_ENCRYPTION_KEY_FILE, Environment, Settings
+from persistence.database_identity import same_table
 from persistence.engine import create_engine
 from persistence.group_commit import GroupCommit
 from persistence.migrate import create_schema
+from persistence.vault_tables import vault_keys
 from vault.account_key_pair import AccountKeyPair
 from vault.kek import KeyEncryptionKeys, LocalKeyEncryptionKeys
 from vault.recent_numbers import RecentNumbers
@@ -55,11 +59,19 @@ async def open_vault(
     own: AsyncEngine | None = None
     engine = paygate_engine
     if settings.vault_database_url is not None:
-        writes = None  # another database: the vault's rows make their own queue
-        own = engine = create_engine(
+        own = create_engine(
             settings.vault_database_url, sqlite_synchronous=settings.sqlite_synchronous
         )
-        await create_schema(engine)
+        await create_schema(own)
+        if await same_table(own, paygate_engine, vault_keys.name):
+            # paygate's own database under another URL: one engine and one writer queue, as
+            # when unset (on SQLite a second writer of the file would wait in the busy
+            # handler, and the tokens could not ride their payment's begin).
+            await own.dispose()
+            own = None
+        else:
+            writes = None  # another database: the vault's rows make their own queue
+            engine = own
     vault = Vault(VaultRows(engine, writes), keks, settings.account_key, recent=recent)
     return OpenVault(vault, own)
 

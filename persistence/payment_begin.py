@@ -88,8 +88,9 @@ class BeginRequest:
     now: datetime
     claim: Claim
     seal: Callable[[CreatePayment], bytes] | None
-    # Writes that commit with the begin, whatever it decides (the vault rows of the tokens
-    # the command names: persistence.group_commit.run_bulks).
+    # Writes that commit with the begin when it makes a new payment, stored or refused (the
+    # vault rows of the tokens the command names: persistence.group_commit.run_bulks);
+    # not run when the payment already exists.
     along: tuple[Bulk, ...] = ()
     # The caller's trace context, taken here in its task: a refusal event is made in the
     # group commit's, with many begins together (telemetry.trace_context).
@@ -161,12 +162,8 @@ def _new_payment(request: BeginRequest, order: list[OrderPayment], generation: i
 
 
 async def begin_one(conn: AsyncConnection, request: BeginRequest) -> BeginResult:
-    await run_bulks(conn, request.along)
-    return await _begin_decided(conn, request)
-
-
-async def _begin_decided(conn: AsyncConnection, request: BeginRequest) -> BeginResult:
-    """:func:`begin_one` without its ``along`` writes (already run by the caller)."""
+    """Decide, then write: the ``along`` writes run only for a new payment (stored or
+    refused), just before its rows, never for a payment that already exists."""
     command = request.command
     await _lock_orders(conn, [(command.client_id, command.order_id)])
     # One query of the order's payments answers both "does this key stand for a
@@ -174,10 +171,17 @@ async def _begin_decided(conn: AsyncConnection, request: BeginRequest) -> BeginR
     order = await order_payments_in(conn, command.order_id, command.client_id)
     key = resolve_key(order, command.idempotency_key)
     if key.live_payment_id is not None:
+        # A redelivery (or a conflicting reuse) of a payment that began: its command's new
+        # tokens are not stored. They name nothing (the payment names the first delivery's),
+        # and storing them would refuse a shredded client's redelivery (client_shredded)
+        # instead of answering it with where its payment stands.
         existing = await existing_in(conn, key.live_payment_id, request.parameters_hash)
         assert existing is not None
         return existing
     new = _new_payment(request, order, key.next_generation)
+    # Before the payment's rows, in the same transaction: a write refused here (a shredded
+    # client, a retired data key) fails the begin, nothing of it written.
+    await run_bulks(conn, request.along)
     await conn.execute(insert(payments).values(**new.payment))
     if new.attempt is not None:
         await conn.execute(insert(provider_attempts).values(**new.attempt))
@@ -194,15 +198,16 @@ async def begin_many(conn: AsyncConnection, requests: Sequence[BeginRequest]) ->
 
     Only a new payment of an order nobody else in the batch touches is decided here; a
     known key (a replay) or two begins of one order run :func:`begin_one` after the bulk
-    inserts, under the same locks, so each sees what the others wrote.
+    inserts, under the same locks, so each sees what the others wrote. As there, the
+    ``along`` writes run only for the begins that make a new payment.
     """
-    await run_bulks(conn, [bulk for request in requests for bulk in request.along])
     await _lock_orders(conn, [request.order for request in requests])
     orders = await payments_of_orders(conn, {request.command.order_id for request in requests})
     per_order = Counter(request.order for request in requests)
     results: list[BeginResult | None] = [None] * len(requests)
     alone: list[int] = []
     new: list[_NewPayment] = []
+    along: list[Bulk] = []
     for index, request in enumerate(requests):
         order = orders.get(request.order, [])
         key = resolve_key(order, request.command.idempotency_key)
@@ -211,14 +216,16 @@ async def begin_many(conn: AsyncConnection, requests: Sequence[BeginRequest]) ->
             continue
         planned = _new_payment(request, order, key.next_generation)
         new.append(planned)
+        along.extend(request.along)
         results[index] = planned.result
+    await run_bulks(conn, along)
     await insert_rows(conn, payments, [n.payment for n in new])
     await insert_rows(conn, provider_attempts, [n.attempt for n in new if n.attempt is not None])
     await insert_rows(conn, outbox, [n.event for n in new if n.event is not None])
     if new:
         await enqueue_webhooks(conn, [n.webhook for n in new if n.webhook is not None])
     for index in alone:
-        results[index] = await _begin_decided(conn, requests[index])
+        results[index] = await begin_one(conn, requests[index])
     return [_answered(result) for result in results]
 
 

@@ -131,9 +131,14 @@ class PaymentStore:
         ``seal`` seals the command (with its resolved generation) into the attempt, so a
         later owner of the attempt can re-send it.
 
-        ``along``: writes committed in the same transaction, whatever the begin decides
-        (the vault rows of the tokens the command names, so the payment never names a token
-        that is not stored, and the payment costs one trip through the writer queue less).
+        ``along``: writes committed in the same transaction when the begin makes a new
+        payment, stored or refused (the vault rows of the tokens the command names, so the
+        payment never names a token that is not stored, and the payment costs one trip
+        through the writer queue less); a write of them refused (``client_shredded``,
+        ``KeyRetiredError``) fails the begin, nothing written. Not run when the payment
+        exists already (``Existing``): a redelivery's new tokens would name nothing, and a
+        shredded client's redelivery is answered with where its payment stands. Their
+        locks are taken all the same (declared before the begin decides).
         """
         now = self._clock()
         request = BeginRequest(

@@ -82,7 +82,7 @@ class SecretKeys(Protocol):
 
     async def newest_key_id(self) -> str: ...
 
-    def keys_beside(self, engine: AsyncEngine) -> bool: ...
+    async def keys_beside(self, engine: AsyncEngine) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +151,7 @@ class WebhookSecrets:
         sealed and made again (``encryption_key_unknown`` if refused twice). Without the
         check, a write landing after the key's retire left the secret under an erased key.
         """
-        guarded = self._keys.keys_beside(self._engine)
+        guarded = await self._keys.keys_beside(self._engine)
         for _ in range(_SEALS_PER_WRITE):
             key_id, ciphertext = await self.seal(endpoint_id, secret)
             try:

@@ -36,6 +36,7 @@ database.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,7 @@ from typing import Final, Protocol
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from persistence.database_identity import same_table
 from persistence.engine import as_utc, as_utc_or_none
 from persistence.group_commit import Bulk, GroupCommit
 from persistence.lock_order import RowLocks
@@ -195,7 +197,7 @@ class VaultStorage(Protocol):
     """What :class:`vault.vault.Vault` needs from its rows; :class:`VaultRows` is the SQL
     one, tests pass a fake."""
 
-    def beside(self, engine: AsyncEngine) -> bool:
+    async def beside(self, engine: AsyncEngine) -> bool:
         """Whether the data keys' rows are in ``engine``'s database, where a write of a
         value sealed under one can check, in its own transaction, that the key is live
         (persistence.vault_key_guard)."""
@@ -236,9 +238,16 @@ class VaultRows:
         self._writes = writes if writes is not None else GroupCommit(engine)
         self._reads: ReadBatches[EntryRow] = ReadBatches(self._entries)
         self._live_reads: ReadBatches[_Scope] = ReadBatches(self._scopes)
+        self._beside: weakref.WeakKeyDictionary[AsyncEngine, bool] = weakref.WeakKeyDictionary()
 
-    def beside(self, engine: AsyncEngine) -> bool:
-        return engine is self._engine or engine.url == self._engine.url
+    async def beside(self, engine: AsyncEngine) -> bool:
+        # Asked of the databases, once per engine: two URLs whose text differs can name
+        # one database, and one text (in-memory SQLite) two (persistence.database_identity).
+        known = self._beside.get(engine)
+        if known is None:
+            known = await same_table(engine, self._engine, vault_keys.name)
+            self._beside[engine] = known
+        return known
 
     # --- data keys ---------------------------------------------------------------------
 

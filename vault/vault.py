@@ -166,7 +166,8 @@ class Vault:
         ``along``), instead of a commit of its own before it.
 
         Invariant: the token is not usable until that transaction commits; a caller whose
-        transaction fails has made a token that names nothing. None: the vault's rows are in
+        transaction fails, or whose begin finds its payment already begun (and so runs no
+        write of it), has made a token that names nothing. None: the vault's rows are in
         another database, and the row is already committed here.
 
         The number is held (``recent``) before the row commits: a held number is only ever
@@ -337,11 +338,12 @@ class Vault:
             raise tampered(what)
         return cipher.decrypt(await self._data_key(key_id), ciphertext, context, what)
 
-    def keys_beside(self, engine: AsyncEngine) -> bool:
-        """Whether this vault's data keys are in ``engine``'s database: a value sealed by
-        :meth:`seal` and written there can then be refused, in its write's transaction,
-        once its key is retired (persistence.vault_key_guard)."""
-        return self._rows.beside(engine)
+    async def keys_beside(self, engine: AsyncEngine) -> bool:
+        """Whether this vault's data keys are in ``engine``'s database (asked of the
+        databases, not their URLs): a value sealed by :meth:`seal` and written there can
+        then be refused, in its write's transaction, once its key is retired
+        (persistence.vault_key_guard)."""
+        return await self._rows.beside(engine)
 
     async def newest_key_id(self) -> str:
         """The data key :meth:`seal` uses now (re-read as :meth:`rewrap` does)."""

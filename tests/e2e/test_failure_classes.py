@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from paygate.topics import ensure_topics
 from persistence.engine import create_engine
 from persistence.payment_store import PaymentStore
 from schemas.payments import PaymentMessages
+from tests.conftest import _fresh_postgres_database
 from tests.support.acquirer_tap import AcquirerTap
 from tests.support.builders import (
     DECLINED_CARD,
@@ -82,9 +84,15 @@ def stack(
 ) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp(f"failures-{request.param}")
     if request.param == "sqlite":
-        database_url = f"sqlite+aiosqlite:///{work / 'paygate.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres_database_url")
+        yield from _stack_on(f"sqlite+aiosqlite:///{work / 'paygate.db'}", kafka_bootstrap, work)
+        return
+    # A database of its own: the consumer's reconciler (every 0.5 s) takes every in-doubt
+    # payment of its database, and the witnesses count this stack's calls and charges.
+    with _fresh_postgres_database(request.getfixturevalue("postgres_admin_url")) as url:
+        yield from _stack_on(url, kafka_bootstrap, work)
+
+
+def _stack_on(database_url: str, kafka_bootstrap: str, work: Path) -> Iterator[Stack]:
     settings = isolated_settings(
         kafka_bootstrap,
         work,

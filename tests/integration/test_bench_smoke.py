@@ -74,7 +74,7 @@ SCALE = re.compile(r"^scale ([0-9]+): ([0-9.]+) payments/s, ", re.MULTILINE)
 
 
 def test_the_bench_scales_out_over_consumer_processes_on_postgresql(
-    kafka_bootstrap, postgres_database_url
+    kafka_bootstrap, fresh_postgres_database_url
 ):
     proc = subprocess.run(
         [
@@ -88,7 +88,7 @@ def test_the_bench_scales_out_over_consumer_processes_on_postgresql(
             "--scale-out",
             "1,2",
             "--database-url",
-            postgres_database_url,
+            fresh_postgres_database_url,
         ],
         cwd=REPO_ROOT,
         env=child_environment({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}),

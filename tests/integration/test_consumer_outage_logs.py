@@ -37,8 +37,8 @@ CONSUMER_LOGGERS = ("paygate.consumer", "paygate.outbox", "paygate.housekeeping"
 
 
 @pytest.fixture
-async def proxy(postgres_database_url: str) -> AsyncIterator[TcpProxy]:
-    url = make_url(postgres_database_url)
+async def proxy(fresh_postgres_database_url: str) -> AsyncIterator[TcpProxy]:
+    url = make_url(fresh_postgres_database_url)
     forwarder = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     await forwarder.start()
     try:
@@ -48,13 +48,16 @@ async def proxy(postgres_database_url: str) -> AsyncIterator[TcpProxy]:
 
 
 async def test_a_database_outage_under_load_is_logged_when_it_starts_and_ends(
-    topics: Settings, postgres_database_url: str, proxy: TcpProxy, caplog: pytest.LogCaptureFixture
+    topics: Settings,
+    fresh_postgres_database_url: str,
+    proxy: TcpProxy,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    direct = create_engine(postgres_database_url)
+    direct = create_engine(fresh_postgres_database_url)
     await create_schema(direct)
     await direct.dispose()
     via_proxy = (
-        make_url(postgres_database_url)
+        make_url(fresh_postgres_database_url)
         .set(host="127.0.0.1", port=proxy.port)
         .render_as_string(hide_password=False)
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.money import Money
@@ -328,3 +328,30 @@ async def test_0030_down_and_up_keeps_the_payments(engine: AsyncEngine, store: P
     assert await _state(engine, paid.payment_id) == ("partially_refunded", 2_000, 2_000, 0)
     assert await _failed(stores, paid, "re_dash2", 2_000) is OutsideFailure.TAKEN_BACK
     assert await _state(engine, paid.payment_id) == ("succeeded", 0, 0, 0)
+
+
+async def test_0030_finds_the_indexes_an_operator_built_ahead(engine: AsyncEngine):
+    # docs/migrations.md: on a large PostgreSQL database the two indexes are built by hand,
+    # CONCURRENTLY (outside a transaction), before the upgrade; 0030 must then build nothing.
+    await migrate(engine, "downgrade", "0029")
+    ahead = (
+        "CREATE INDEX {how} IF NOT EXISTS ix_{table}_provider_reference"
+        " ON {table} (provider_reference)"
+    )
+    how = "CONCURRENTLY" if engine.dialect.name == "postgresql" else ""
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in ("payments", "refunds"):
+            await conn.execute(text(ahead.format(how=how, table=table)))
+
+    await migrate(engine, "upgrade", "head")
+
+    async with engine.connect() as conn:
+        indexes = await conn.run_sync(
+            lambda sync: {
+                table: {i["name"] for i in inspect(sync).get_indexes(table)}
+                for table in ("payments", "refunds")
+            }
+        )
+    assert "ix_payments_provider_reference" in indexes["payments"]
+    assert "ix_refunds_provider_reference" in indexes["refunds"]

@@ -18,7 +18,7 @@ class FakeVaultRows:
         self.entries: dict[str, EntryRow] = {}
         self.shredded: set[str] = set()
 
-    def beside(self, engine: object) -> bool:
+    async def beside(self, engine: object) -> bool:
         return False  # no database: nothing written elsewhere can check a key here
 
     async def add_key(self, key: KeyRow) -> None:

@@ -45,8 +45,15 @@ def upgrade() -> None:
     op.create_index(
         "ix_outside_refund_failures_payment_id", "outside_refund_failures", ["payment_id"]
     )
-    op.create_index("ix_payments_provider_reference", "payments", ["provider_reference"])
-    op.create_index("ix_refunds_provider_reference", "refunds", ["provider_reference"])
+    # IF NOT EXISTS: on a large PostgreSQL database an operator may have built them ahead,
+    # CONCURRENTLY, so that this transaction does not hold the tables' writers for the
+    # builds (docs/migrations.md, 0030).
+    op.create_index(
+        "ix_payments_provider_reference", "payments", ["provider_reference"], if_not_exists=True
+    )
+    op.create_index(
+        "ix_refunds_provider_reference", "refunds", ["provider_reference"], if_not_exists=True
+    )
 
 
 def downgrade() -> None:
