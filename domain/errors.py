@@ -548,6 +548,22 @@ if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS
 CATALOGUE: Final = MappingProxyType({spec.code: spec for spec in _SPECS})
 
 
+# The longest ``decline_code`` and ``param`` an error keeps. A provider's code is passed
+# through as the provider sent it, and the store keeps both in columns of these widths
+# (persistence.tables): cut here, a code longer than any known today is recorded like any
+# other; kept whole, PostgreSQL refused the outcome's write, and a declined payment (or a
+# refund its provider failed) stayed in flight for ever, asked about and refused at every
+# reconciler pass or notice, its order blocked. SQLite stores any length, so only
+# PostgreSQL showed it.
+MAX_DECLINE_CODE_LENGTH: Final = 64
+MAX_PARAM_LENGTH: Final = 128
+
+
+def bounded_text(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` characters (None stays None)."""
+    return value if value is None or len(value) <= limit else value[:limit]
+
+
 class PaygateError(Exception):
     """A failure with a catalogue code. ``message`` is safe to show: it never holds account data."""
 
@@ -562,8 +578,8 @@ class PaygateError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.param = param
-        self.decline_code = decline_code
+        self.param = bounded_text(param, MAX_PARAM_LENGTH)
+        self.decline_code = bounded_text(decline_code, MAX_DECLINE_CODE_LENGTH)
 
     @property
     def spec(self) -> ErrorSpec:

@@ -1,0 +1,41 @@
+"""A provider's decline code (and an error's param) is cut to the store's column width
+wherever an error is made, so what the store, the result event and REST say is one value
+that every database accepts (tests/integration/test_provider_codes_beyond_columns.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from domain.error_info import ErrorInfo
+from domain.errors import MAX_DECLINE_CODE_LENGTH, MAX_PARAM_LENGTH, ErrorCode, PaygateError
+from persistence.tables import payments, refunds
+
+pytestmark = pytest.mark.unit
+
+LONG = "x" * 300
+
+
+def test_a_paygate_error_cuts_a_long_decline_code_and_param() -> None:
+    error = PaygateError(ErrorCode.PAYMENT_DECLINED, "declined", param=LONG, decline_code=LONG)
+    assert error.decline_code == LONG[:MAX_DECLINE_CODE_LENGTH]
+    assert error.param == LONG[:MAX_PARAM_LENGTH]
+    assert ErrorInfo.from_error(error).decline_code == LONG[:MAX_DECLINE_CODE_LENGTH]
+
+
+def test_error_info_made_directly_is_cut_too() -> None:
+    info = ErrorInfo(ErrorCode.REFUND_FAILED, "failed", param=LONG, decline_code=LONG)
+    assert info.decline_code == LONG[:MAX_DECLINE_CODE_LENGTH]
+    assert info.param == LONG[:MAX_PARAM_LENGTH]
+
+
+def test_short_values_and_none_are_kept() -> None:
+    error = PaygateError(ErrorCode.PAYMENT_DECLINED, "declined", decline_code="generic_decline")
+    assert (error.decline_code, error.param) == ("generic_decline", None)
+    info = ErrorInfo(ErrorCode.PAYMENT_DECLINED, "declined", param="amount")
+    assert (info.param, info.decline_code) == ("amount", None)
+
+
+def test_the_bounds_are_the_columns_widths() -> None:
+    assert payments.c.decline_code.type.length == MAX_DECLINE_CODE_LENGTH
+    assert refunds.c.decline_code.type.length == MAX_DECLINE_CODE_LENGTH
+    assert payments.c.error_param.type.length == MAX_PARAM_LENGTH
