@@ -11,6 +11,7 @@ from domain.errors import (
     ErrorCode,
     PaygateError,
     bounded_text,
+    storable_text,
 )
 
 
@@ -22,7 +23,8 @@ class ErrorInfo:
     decline_code: str | None = None
 
     def __post_init__(self) -> None:
-        # Bounded as PaygateError bounds them, for one made directly (domain.errors).
+        # Storable and bounded as PaygateError's, for one made directly (domain.errors).
+        object.__setattr__(self, "message", storable_text(self.message))
         object.__setattr__(self, "param", bounded_text(self.param, MAX_PARAM_LENGTH))
         object.__setattr__(
             self, "decline_code", bounded_text(self.decline_code, MAX_DECLINE_CODE_LENGTH)

@@ -11,6 +11,7 @@ from the message text, which is for humans and may be reworded.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -548,20 +549,37 @@ if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS
 CATALOGUE: Final = MappingProxyType({spec.code: spec for spec in _SPECS})
 
 
-# The longest ``decline_code`` and ``param`` an error keeps. A provider's code is passed
-# through as the provider sent it, and the store keeps both in columns of these widths
-# (persistence.tables): cut here, a code longer than any known today is recorded like any
-# other; kept whole, PostgreSQL refused the outcome's write, and a declined payment (or a
-# refund its provider failed) stayed in flight for ever, asked about and refused at every
-# reconciler pass or notice, its order blocked. SQLite stores any length, so only
-# PostgreSQL showed it.
+# An error's text is recorded with the outcome it explains (the store, the result event),
+# and a provider's decline code and message are passed through as the provider sent them.
+# Text the store or the codec cannot take made the outcome unrecordable: the write (or the
+# event's encoding) failed, the command was dead-lettered with its payment (or refund)
+# left in flight, and every reconciler pass or provider notice read the same answer and
+# failed the same write, for ever, the order blocked meanwhile. So an error keeps
+#
+# * a ``decline_code`` and a ``param`` of at most the store's column widths
+#   (persistence.tables; Stripe documents codes longer than 64 characters and adds new
+#   ones; PostgreSQL refused them, SQLite stores any length);
+# * text without U+0000 (PostgreSQL refuses it in any text) and without an unpaired
+#   surrogate (no UTF-8, so neither database nor Avro can carry it; a JSON answer's
+#   ``\ud83d`` escape decodes to one): each becomes U+FFFD.
 MAX_DECLINE_CODE_LENGTH: Final = 64
 MAX_PARAM_LENGTH: Final = 128
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """``value`` with every character no store or codec can carry replaced by U+FFFD."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return _UNSTORABLE.sub("\ufffd", value)
 
 
 def bounded_text(value: str | None, limit: int) -> str | None:
-    """``value`` cut to ``limit`` characters (None stays None)."""
-    return value if value is None or len(value) <= limit else value[:limit]
+    """``value`` made storable and cut to ``limit`` characters (None stays None)."""
+    if value is None:
+        return None
+    value = storable_text(value)
+    return value if len(value) <= limit else value[:limit]
 
 
 class PaygateError(Exception):
@@ -575,6 +593,7 @@ class PaygateError(Exception):
         param: str | None = None,
         decline_code: str | None = None,
     ) -> None:
+        message = storable_text(message)
         super().__init__(message)
         self.code = code
         self.message = message

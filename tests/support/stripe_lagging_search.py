@@ -22,9 +22,9 @@ An idempotency key is bound to the endpoint it was first sent to, whatever that 
 (a refused cancel too): another endpoint's request under it is answered 400
 ``idempotency_error``, as Stripe does.
 ``declines_with`` (a ``decline_code``) declines every PaymentIntent created from then on as
-Stripe declines a card: HTTP 402, a ``card_error`` naming the PaymentIntent, left in
-``requires_payment_method`` with that ``last_payment_error`` (the same answer again for its
-key).
+Stripe declines a card: HTTP 402, a ``card_error`` (its message ``decline_message``) naming the
+PaymentIntent, left in ``requires_payment_method`` with that ``last_payment_error`` (the same
+answer again for its key).
 Anything else it is sent is a 404, so a test notices a call it did not expect.
 
 Refunds made in the Dashboard (outside paygate) are :meth:`LaggingStripe.refund_outside`;
@@ -91,6 +91,7 @@ class LaggingStripe(stripe.HTTPClient):
         self.lose_next = 0
         self.holds_captures_at_once = False
         self.declines_with: str | None = None
+        self.decline_message = "Your card was declined."
         self._declined: dict[str, dict[str, Any]] = {}  # by idempotency key
         self.searches_missing_a_charge = 0
         self.hold_refunds = False
@@ -197,7 +198,7 @@ class LaggingStripe(stripe.HTTPClient):
             "type": "card_error",
             "code": "card_declined",
             "decline_code": code,
-            "message": "Your card was declined.",
+            "message": self.decline_message,
         }
         intent = self._create_intent(form)
         intent.update(status="requires_payment_method", last_payment_error=error)

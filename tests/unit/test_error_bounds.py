@@ -1,6 +1,7 @@
-"""A provider's decline code (and an error's param) is cut to the store's column width
-wherever an error is made, so what the store, the result event and REST say is one value
-that every database accepts (tests/integration/test_provider_codes_beyond_columns.py)."""
+"""An error's text is made storable wherever an error is made: a provider's decline code
+(and an error's param) cut to the store's column width, U+0000 and unpaired surrogates
+replaced, so what the store, the result event and REST say is one value every database
+and the codec accept (tests/integration/test_provider_error_text.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 from sqlalchemy import Column, String
 
 from domain.error_info import ErrorInfo
-from domain.errors import MAX_DECLINE_CODE_LENGTH, MAX_PARAM_LENGTH, ErrorCode, PaygateError
+from domain.errors import (
+    MAX_DECLINE_CODE_LENGTH,
+    MAX_PARAM_LENGTH,
+    ErrorCode,
+    PaygateError,
+    storable_text,
+)
 from persistence.tables import payments, refunds
 
 pytestmark = pytest.mark.unit
@@ -47,3 +54,21 @@ def test_the_bounds_are_the_columns_widths() -> None:
     assert _width(payments.c.decline_code) == MAX_DECLINE_CODE_LENGTH
     assert _width(refunds.c.decline_code) == MAX_DECLINE_CODE_LENGTH
     assert _width(payments.c.error_param) == MAX_PARAM_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("text", "storable"),
+    [
+        ("declined", "declined"),
+        ("refusé: carte expirée", "refusé: carte expirée"),
+        ("a \U0001f600 whole emoji", "a \U0001f600 whole emoji"),
+        ("half \ud83d of one", "half \ufffd of one"),
+        ("nul\x00here", "nul\ufffdhere"),
+    ],
+)
+def test_storable_text_replaces_only_what_no_store_can_carry(text: str, storable: str) -> None:
+    assert storable_text(text) == storable
+    error = PaygateError(ErrorCode.PAYMENT_DECLINED, text, decline_code=text)
+    assert (error.message, str(error), error.decline_code) == (storable, storable, storable)
+    info = ErrorInfo(ErrorCode.PAYMENT_DECLINED, text, decline_code=text)
+    assert (info.message, info.decline_code) == (storable, storable)

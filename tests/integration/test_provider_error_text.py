@@ -1,16 +1,23 @@
-"""A provider's code longer than the store's column is recorded cut, never refused: the
-official Stripe SDK against the stateful stand-in (tests.support.stripe_lagging_search), the
-handler, the reconciler and the store on SQLite and PostgreSQL.
+"""A provider's error text the store cannot take as it is sent is recorded made storable,
+never refused: the official Stripe SDK against the stateful stand-in
+(tests.support.stripe_lagging_search), the handler, the reconciler and the store on SQLite and
+PostgreSQL.
 
-Stripe passes its ``decline_code`` (or, without one, its error ``code``) through as it sends
-it, and paygate stores it in ``decline_code`` (64 characters). Stripe documents codes longer
-than that (``payment_method_microdeposit_verification_descriptor_code_mismatch``: 65) and adds
-new ones. Before, PostgreSQL refused the write of the decline (SQLSTATE 22001, SQLite stores
-any length): the command was dead-lettered as ``database_refused`` with its payment left
-``processing``, and every reconciler pass read the same decline from Stripe and failed the
-same write, so the payment never ended and its order refused every other payment
-(``order_already_paid``). The domain now cuts the code to the column's width
-(domain.errors.MAX_DECLINE_CODE_LENGTH), the same in the store, the result event and REST.
+Stripe passes its ``decline_code`` (or, without one, its error ``code``) and its message
+through as it sends them, and paygate records them with the decline. Before:
+
+* a code longer than the ``decline_code`` column (64 characters; Stripe documents
+  ``payment_method_microdeposit_verification_descriptor_code_mismatch``, 65, and adds new
+  ones) was refused by PostgreSQL (SQLSTATE 22001; SQLite stores any length);
+* a message holding U+0000 was refused by PostgreSQL, and one holding an unpaired surrogate
+  (a JSON ``\\ud83d`` escape, half an emoji cut by a truncation) could not be encoded for
+  either database.
+
+Either way the decline could not be recorded: the command was dead-lettered with its payment
+left ``processing``, and every reconciler pass read the same decline from Stripe and failed
+the same write, so the payment never ended and its order refused every other payment
+(``order_already_paid``). The domain now makes an error's text storable
+(domain.errors.storable_text, bounded_text), the same in the store, the result event and REST.
 """
 
 from __future__ import annotations
@@ -90,6 +97,35 @@ async def test_a_decline_code_longer_than_its_column_fails_the_payment_with_it_c
         )
         stripe_api.declines_with = None
         assert await handler.handle(retry) is Outcome.SUCCEEDED
+
+
+@pytest.mark.parametrize(
+    ("message", "stored"),
+    [
+        ("Your card was declined \ud83d", "Your card was declined \ufffd"),
+        ("Your card was declined\x00.", "Your card was declined\ufffd."),
+    ],
+    ids=["unpaired-surrogate", "nul"],
+)
+async def test_a_decline_message_no_store_can_carry_fails_the_payment_made_storable(
+    store: PaymentStore, engine: AsyncEngine, clock: Clock, message: str, stored: str
+) -> None:
+    stripe_api = LaggingStripe(clock, hidden_for=timedelta(0))
+    stripe_api.declines_with = "generic_decline"
+    stripe_api.decline_message = message
+    async with StripeProvider("sk_test_bad_text", http_client=stripe_api) as stripe:
+        handler = handler_giving_up_after_two_calls(store, stripe, clock)
+        command = card_payment()
+        assert await handler.handle(command) is Outcome.FAILED
+
+        payment = await store.get_payment(command.payment_request_id)
+        assert payment is not None
+        assert payment.status is PaymentStatus.FAILED
+        assert payment.error is not None
+        assert (payment.error.message, payment.error.decline_code) == (stored, "generic_decline")
+        (event,) = await payment_events(engine, command.payment_request_id)
+        assert event.error is not None
+        assert event.error.message == stored
 
 
 class DeclineAnswerLost(LaggingStripe):
