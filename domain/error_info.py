@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domain.errors import CATALOGUE, ErrorCode, PaygateError
+from domain.errors import (
+    CATALOGUE,
+    MAX_DECLINE_CODE_LENGTH,
+    MAX_PARAM_LENGTH,
+    ErrorCode,
+    PaygateError,
+    bounded_text,
+    storable_text,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,6 +21,14 @@ class ErrorInfo:
     message: str
     param: str | None = None
     decline_code: str | None = None
+
+    def __post_init__(self) -> None:
+        # Storable and bounded as PaygateError's, for one made directly (domain.errors).
+        object.__setattr__(self, "message", storable_text(self.message))
+        object.__setattr__(self, "param", bounded_text(self.param, MAX_PARAM_LENGTH))
+        object.__setattr__(
+            self, "decline_code", bounded_text(self.decline_code, MAX_DECLINE_CODE_LENGTH)
+        )
 
     @classmethod
     def from_error(cls, error: PaygateError) -> ErrorInfo:

@@ -11,6 +11,7 @@ from the message text, which is for humans and may be reworded.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -548,6 +549,39 @@ if len({spec.code for spec in _SPECS}) != len(_SPECS) or {s.code for s in _SPECS
 CATALOGUE: Final = MappingProxyType({spec.code: spec for spec in _SPECS})
 
 
+# An error's text is recorded with the outcome it explains (the store, the result event),
+# and a provider's decline code and message are passed through as the provider sent them.
+# Text the store or the codec cannot take made the outcome unrecordable: the write (or the
+# event's encoding) failed, the command was dead-lettered with its payment (or refund)
+# left in flight, and every reconciler pass or provider notice read the same answer and
+# failed the same write, for ever, the order blocked meanwhile. So an error keeps
+#
+# * a ``decline_code`` and a ``param`` of at most the store's column widths
+#   (persistence.tables; Stripe documents codes longer than 64 characters and adds new
+#   ones; PostgreSQL refused them, SQLite stores any length);
+# * text without U+0000 (PostgreSQL refuses it in any text) and without an unpaired
+#   surrogate (no UTF-8, so neither database nor Avro can carry it; a JSON answer's
+#   ``\ud83d`` escape decodes to one): each becomes U+FFFD.
+MAX_DECLINE_CODE_LENGTH: Final = 64
+MAX_PARAM_LENGTH: Final = 128
+_UNSTORABLE: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value: str) -> str:
+    """``value`` with every character no store or codec can carry replaced by U+FFFD."""
+    if value.isascii() and "\x00" not in value:
+        return value
+    return _UNSTORABLE.sub("\ufffd", value)
+
+
+def bounded_text(value: str | None, limit: int) -> str | None:
+    """``value`` made storable and cut to ``limit`` characters (None stays None)."""
+    if value is None:
+        return None
+    value = storable_text(value)
+    return value if len(value) <= limit else value[:limit]
+
+
 class PaygateError(Exception):
     """A failure with a catalogue code. ``message`` is safe to show: it never holds account data."""
 
@@ -559,11 +593,12 @@ class PaygateError(Exception):
         param: str | None = None,
         decline_code: str | None = None,
     ) -> None:
+        message = storable_text(message)
         super().__init__(message)
         self.code = code
         self.message = message
-        self.param = param
-        self.decline_code = decline_code
+        self.param = bounded_text(param, MAX_PARAM_LENGTH)
+        self.decline_code = bounded_text(decline_code, MAX_DECLINE_CODE_LENGTH)
 
     @property
     def spec(self) -> ErrorSpec:

@@ -20,6 +20,8 @@ from sqlalchemy import (
     text,
 )
 
+from domain.errors import MAX_DECLINE_CODE_LENGTH, MAX_PARAM_LENGTH
+
 metadata = MetaData()
 
 payments = Table(
@@ -53,8 +55,8 @@ payments = Table(
     Column("provider_reference", String(255)),
     Column("error_code", String(64)),
     Column("error_message", Text),
-    Column("error_param", String(128)),
-    Column("decline_code", String(64)),
+    Column("error_param", String(MAX_PARAM_LENGTH)),
+    Column("decline_code", String(MAX_DECLINE_CODE_LENGTH)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # When a provider that certainly did not charge is to be tried again: kept here so the
@@ -124,7 +126,7 @@ refunds = Table(
     Column("provider_reference", String(255)),
     Column("error_code", String(64)),
     Column("error_message", Text),
-    Column("decline_code", String(64)),
+    Column("decline_code", String(MAX_DECLINE_CODE_LENGTH)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # The claim on the refund's provider work, as on payments.

@@ -42,7 +42,7 @@ from consumer.refund_notices import RefundFailures
 from consumer.refund_reconciler import RefundReconciler
 from consumer.stray_charges import StraySweep
 from domain.accounts import Account, AccountType
-from domain.errors import ErrorCode
+from domain.errors import MAX_DECLINE_CODE_LENGTH, ErrorCode
 from domain.events import RefundResult, refund_event_id
 from domain.money import Money
 from domain.payment_view import PaymentView
@@ -270,6 +270,35 @@ async def test_a_refund_stripe_fails_after_it_succeeded_is_failed_and_refundable
     assert await rig.refunds.handle(refund_of(view, AMOUNT, "own-2")) is Outcome.SUCCEEDED
     assert await totals(store, pid) == (PaymentStatus.REFUNDED, AMOUNT, 0)
     assert await rows_account_for_the_total(engine, pid)
+
+
+async def test_a_failure_reason_longer_than_its_column_is_recorded_cut(
+    rig: Rig, store: PaymentStore, engine: AsyncEngine
+):
+    """Stripe's ``failure_reason`` is stored as the refund's ``decline_code`` (64
+    characters). Before, a longer one (a reason Stripe adds) was refused by PostgreSQL's
+    write: the facade answered Stripe 500 at every delivery, the refund stayed
+    ``succeeded`` and the payer's money was never offered again. It is cut instead, the
+    same in the row and in the event."""
+    view, _ = await paid(rig, store)
+    pid = view.payment_request_id
+    command = refund_of(view, 300, "own-1")
+    assert await rig.refunds.handle(command) is Outcome.SUCCEEDED
+    reason = "charge_for_pending_refund_disputed_" * 3  # longer than any Stripe documents
+    assert len(reason) > MAX_DECLINE_CODE_LENGTH
+
+    failed = rig.stripe_api.fail_refund(stripe_refund_of(rig, command.refund_id), reason)
+    assert await post(rig, "refund.failed", failed) == 200
+
+    assert await totals(store, pid) == (PaymentStatus.SUCCEEDED, 0, AMOUNT)
+    refund = await rig.refund_store.get(command.refund_id)
+    assert refund is not None
+    assert refund.status is RefundStatus.FAILED
+    assert refund.error is not None
+    assert refund.error.decline_code == reason[:MAX_DECLINE_CODE_LENGTH]
+    last = (await refund_events(engine, command.refund_id))[-1]
+    assert last.error is not None
+    assert last.error.decline_code == reason[:MAX_DECLINE_CODE_LENGTH]
 
 
 async def test_two_deliveries_of_one_failure_at_once_take_the_refund_back_once(

@@ -21,6 +21,10 @@ A PaymentIntent is canceled (idempotently) as Stripe documents: only from
 An idempotency key is bound to the endpoint it was first sent to, whatever that answered
 (a refused cancel too): another endpoint's request under it is answered 400
 ``idempotency_error``, as Stripe does.
+``declines_with`` (a ``decline_code``) declines every PaymentIntent created from then on as
+Stripe declines a card: HTTP 402, a ``card_error`` (its message ``decline_message``) naming the
+PaymentIntent, left in ``requires_payment_method`` with that ``last_payment_error`` (the same
+answer again for its key).
 Anything else it is sent is a 404, so a test notices a call it did not expect.
 
 Refunds made in the Dashboard (outside paygate) are :meth:`LaggingStripe.refund_outside`;
@@ -90,6 +94,9 @@ class LaggingStripe(stripe.HTTPClient):
         self.refuse_next = 0
         self.lose_next = 0
         self.holds_captures_at_once = False
+        self.declines_with: str | None = None
+        self.decline_message = "Your card was declined."
+        self._declined: dict[str, dict[str, Any]] = {}  # by idempotency key
         self.searches_missing_a_charge = 0
         self.hold_refunds = False
         self.refunds_answered = "succeeded"
@@ -130,6 +137,12 @@ class LaggingStripe(stripe.HTTPClient):
                     }
                 }
         if (method, path) == ("post", "/v1/payment_intents"):
+            if key is not None and key in self._declined:
+                return 402, self._declined[key]
+            if self.declines_with is not None and (
+                key is None or key not in self._by_idempotency_key
+            ):
+                return 402, self._decline(key, form, self.declines_with)
             return 200, self._once(key, lambda: self._create_intent(form))
         if method == "post" and (cancel := _CANCEL_PATH.match(path)):
             return self._cancel(cancel["id"], key)
@@ -181,6 +194,22 @@ class LaggingStripe(stripe.HTTPClient):
         self.intents[intent_id] = intent
         self.created_at[intent_id] = self._clock()
         return intent
+
+    def _decline(self, key: str | None, form: Mapping[str, str], code: str) -> dict[str, Any]:
+        """Stripe's answer to a declined card: the PaymentIntent it made, waiting for another
+        payment method, inside the card error."""
+        error = {
+            "type": "card_error",
+            "code": "card_declined",
+            "decline_code": code,
+            "message": self.decline_message,
+        }
+        intent = self._create_intent(form)
+        intent.update(status="requires_payment_method", last_payment_error=error)
+        body = {"error": {**error, "payment_intent": intent}}
+        if key is not None:
+            self._declined[key] = body
+        return body
 
     def _cancel(self, intent_id: str, key: str | None) -> tuple[int, dict[str, Any]]:
         if key is not None and key in self._by_idempotency_key:

@@ -186,3 +186,34 @@ async def test_each_waiting_request_names_the_refusal_of_its_own_parameters() ->
     assert world.refusals_awaited[-1] == conflict_event_id(
         refund.refund_id, refund.parameters_fingerprint()
     )
+
+
+async def test_a_crossing_request_without_a_wait_learns_of_the_conflict_by_its_retry() -> None:
+    """Without ``Prefer: wait`` both crossing requests are answered before the consumer
+    decides: each gets the 202 of the one payment id their key names. The one the consumer
+    refused cannot be told then; its ``Location`` shows the other request's payment (its
+    amount, not the one asked for), and its retry with the same key answers 409, never
+    200 with that payment."""
+    world = World()
+    first_status, first = await _pay(world, "10.00", {"Idempotency-Key": "k-1"})
+    first_command = world.last()
+    second_status, second = await _pay(world, "20.00", {"Idempotency-Key": "k-1"})
+    assert (first_status, second_status) == (202, 202)
+    assert first["paymentRequestId"] == second["paymentRequestId"]
+    assert isinstance(first_command, CreatePayment)
+    world.settle_payment(first_command, PaymentStatus.SUCCEEDED)
+
+    client = await world_client(world)
+    try:
+        response = await client.get(
+            f"/v1/payments/{second['paymentRequestId']}",
+            headers={"Authorization": f"Bearer {KEY_1}"},
+        )
+        shown = await response.json()
+    finally:
+        await client.close()
+    # What the 202 pointed at is the first request's charge: its amount tells them apart.
+    assert (shown["status"], shown["amount"]) == ("succeeded", "10.00")
+
+    retry_status, retry = await _pay(world, "20.00", {"Idempotency-Key": "k-1"})
+    assert (retry_status, retry["error"]["code"]) == (409, ErrorCode.IDEMPOTENCY_CONFLICT.value)
