@@ -56,7 +56,9 @@ class CancelCommandHandler(FollowUpHandler[CancelWrites]):
     OTHERWISE = ErrorCode.PAYMENT_ALREADY_CAPTURED
 
     async def handle(self, command: CancelPayment) -> Outcome:
-        return await self._handle(command, await self._store.begin(command, self._refusal_event))
+        written = self._ticks()  # before begin writes the claim (FollowUpHandler._handle)
+        begun = await self._store.begin(command, self._refusal_event)
+        return await self._handle(command, begun, written)
 
     def _provider_call(self, payment: PaymentView) -> ProviderCall:
         request = CancelRequest(

@@ -48,7 +48,9 @@ class CaptureCommandHandler(FollowUpHandler[CaptureWrites]):
     OTHERWISE = ErrorCode.PAYMENT_ALREADY_CANCELED
 
     async def handle(self, command: CapturePayment) -> Outcome:
-        return await self._handle(command, await self._store.begin(command, self._refusal_event))
+        written = self._ticks()  # before begin writes the claim (FollowUpHandler._handle)
+        begun = await self._store.begin(command, self._refusal_event)
+        return await self._handle(command, begun, written)
 
     def _provider_call(self, payment: PaymentView) -> ProviderCall:
         # The amount written with the move to capturing: a re-send asks for it again.

@@ -32,7 +32,11 @@ to ``authorized`` then would be a guess the earlier send may contradict.
 
 One owner per follow-up (see persistence.claims): only the holder of the payment's claim
 asks the provider, sends the call or records its answer; a duplicate that cannot take the
-claim does nothing (``owned_elsewhere``), and the holder renews it before every re-send.
+claim does nothing (``owned_elsewhere``). Every call goes out under the claim as
+consumer.claimed_calls says: its place at the gate held, the claim confirmed after it
+unless a fresh confirmation covers the call (a first send that did not wait long); the
+question before a re-send, the re-send, and the read of the charge after a refusal each
+renew.
 This rule lives here once, for captures and voids alike; a subclass says only what differs:
 its words, its in-flight status, which charge statuses mean done, the provider call and
 how its store records the outcome.
@@ -42,12 +46,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
 
 from consumer.claim_holding import holding_claim
+from consumer.claimed_calls import HeldClaim, unless_taken_over
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents
 from consumer.ports import FollowUpWrites
@@ -110,8 +116,12 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
+        ticks: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``ticks``: the monotonic clock a claim's freshness is measured by
+        (consumer.claimed_calls)."""
         self._store = store
+        self._ticks = ticks
         self._providers = providers
         self._events = events
         self._metrics = metrics
@@ -165,12 +175,13 @@ class FollowUpHandler(ABC, Generic[StoreT]):
     def _event_id(self, payment_request_id: str, what: str, occurred_at: datetime) -> str:
         """The id of an event of a follow-up that changed nothing (refused, or undone)."""
 
-    async def _provider_holds(self, payment: PaymentView) -> ChargeOutcome | None:
+    async def _provider_holds(self, payment: PaymentView, held: HeldClaim) -> ChargeOutcome | None:
         """The charge as the provider holds it now, asked before recording that the
         follow-up was not made; None if the provider does not know it or cannot be asked."""
         try:
             provider = self._providers.get(payment.provider or "")
-            return await provider.charge_by_reference(payment.provider_reference or "")
+            reference = payment.provider_reference or ""
+            return await held.call(provider, lambda: provider.charge_by_reference(reference))
         except (UnknownProviderError, ProviderError) as exc:
             log.warning(
                 f"{self.NOUN} refused, and the charge could not be read: %s",
@@ -181,13 +192,16 @@ class FollowUpHandler(ABC, Generic[StoreT]):
 
     # The skeleton.
 
-    async def _handle(self, command: FollowUpCommand, begun: FollowUpBegin) -> Outcome:
+    async def _handle(
+        self, command: FollowUpCommand, begun: FollowUpBegin, written: float
+    ) -> Outcome:
+        """``written``: the monotonic time read before ``begun`` was written (it wrote the
+        claim of a follow-up started): its first send is covered."""
         if isinstance(begun, FollowUpStarted):
-            outcome = await self._as_owner(
-                begun.payment.payment_request_id,
-                begun.claim.token,
-                self._send(begun.payment, begun.claim.token),
-            )
+            pid, token = begun.payment.payment_request_id, begun.claim.token
+            held = self._held(pid, token)
+            held.confirmed(written)
+            outcome = await self._as_owner(pid, token, self._send(begun.payment, token, held))
         elif isinstance(begun, FollowUpRefused):
             outcome = Outcome.REFUSED
             if begun.payment is None:
@@ -224,14 +238,24 @@ class FollowUpHandler(ABC, Generic[StoreT]):
     async def resolve(self, payment: PaymentView, claim: str) -> Outcome:
         """Settle a payment left in flight whose claim the caller holds: ask the provider
         what the charge is now."""
+        # Taken before this call: unconfirmed here, so the question renews it at the gate.
+        held = self._held(payment.payment_request_id, claim)
         return await self._as_owner(
-            payment.payment_request_id, claim, self._resolve(payment, claim)
+            payment.payment_request_id, claim, self._resolve(payment, claim, held)
         )
 
-    async def _resolve(self, payment: PaymentView, claim: str) -> Outcome:
+    def _held(self, payment_request_id: str, claim: str) -> HeldClaim:
+        return HeldClaim(
+            lambda: self._store.renew(payment_request_id, claim),
+            self._store.claim_lease,
+            ticks=self._ticks,
+        )
+
+    async def _resolve(self, payment: PaymentView, claim: str, held: HeldClaim) -> Outcome:
         try:
             provider = self._providers.get(payment.provider or "")
-            known = await provider.charge_by_reference(payment.provider_reference or "")
+            reference = payment.provider_reference or ""
+            known = await held.call(provider, lambda: provider.charge_by_reference(reference))
         except (UnknownProviderError, ProviderError) as exc:
             log.warning(
                 f"{self.NOUN} not resolved: %s",
@@ -250,13 +274,18 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         # at most once by the provider's own state machine, and charge_by_reference reads
         # the charge itself (no search index to lag), so a key pruned since cannot make
         # a second capture or void.
-        return await self._send(payment, claim, in_doubt=True)
+        return await self._send(payment, claim, held, in_doubt=True)
 
     async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
-        """Run ``work`` holding ``claim`` (see consumer.claim_holding)."""
-        return await holding_claim(work, lambda: self._store.release(payment_id, claim))
+        """Run ``work`` holding ``claim`` (see consumer.claim_holding); ``owned_elsewhere``
+        once a call found the claim taken over (nothing sent, nothing to give up)."""
+        return await holding_claim(
+            unless_taken_over(work), lambda: self._store.release(payment_id, claim)
+        )
 
-    async def _send(self, payment: PaymentView, claim: str, *, in_doubt: bool = False) -> Outcome:
+    async def _send(
+        self, payment: PaymentView, claim: str, held: HeldClaim, *, in_doubt: bool = False
+    ) -> Outcome:
         """Ask the provider, retrying what certainly did not arrive.
 
         ``in_doubt``: the call was sent before; an earlier call may still reach the
@@ -271,7 +300,7 @@ class FollowUpHandler(ABC, Generic[StoreT]):
                 lambda: call(provider),
                 at=provider,
                 policy=self._retry_policy,
-                still_owner=lambda: self._store.renew(pid, claim),
+                claim=held,
             )
         except UnknownProviderError as exc:
             log.error(f"{self.NOUN} not sent: %s", exc, extra={"payment_request_id": pid})
@@ -282,10 +311,10 @@ class FollowUpHandler(ABC, Generic[StoreT]):
                 # Stays in flight; resolve() settles it, under a claim of its own.
                 await self._store.release(pid, claim)
                 return Outcome.PENDING
-            return await self._refused(payment, exc, claim, in_doubt=in_doubt)
+            return await self._refused(payment, exc, claim, held, in_doubt=in_doubt)
         except PaygateError as exc:
             return await self._not_done(
-                payment, ErrorInfo.from_error(exc), claim, in_doubt=in_doubt
+                payment, ErrorInfo.from_error(exc), claim, held, in_doubt=in_doubt
             )
         if isinstance(answer, ClaimLost):
             return Outcome.OWNED_ELSEWHERE  # another worker has the follow-up now
@@ -293,19 +322,29 @@ class FollowUpHandler(ABC, Generic[StoreT]):
             if in_doubt:
                 await self._store.release(pid, claim)
                 return Outcome.PENDING
-            return await self._refused(payment, answer.error, claim)
+            return await self._refused(payment, answer.error, claim, held)
         if answer.status in self.DONE_BY:
             return await self._done(payment, self.DONE_BY[answer.status], claim)
         error = answer.error or PaygateError(
             self.NOT_DONE, f"the provider did not {self.NOUN} the payment"
         )
-        return await self._not_done(payment, ErrorInfo.from_error(error), claim, in_doubt=in_doubt)
+        return await self._not_done(
+            payment, ErrorInfo.from_error(error), claim, held, in_doubt=in_doubt
+        )
 
     async def _refused(
-        self, payment: PaymentView, exc: ProviderError, claim: str, *, in_doubt: bool = False
+        self,
+        payment: PaymentView,
+        exc: ProviderError,
+        claim: str,
+        held: HeldClaim,
+        *,
+        in_doubt: bool = False,
     ) -> Outcome:
         message = f"the provider could not {self.NOUN} the payment: {exc.message}"
-        return await self._not_done(payment, ErrorInfo(exc.code, message), claim, in_doubt=in_doubt)
+        return await self._not_done(
+            payment, ErrorInfo(exc.code, message), claim, held, in_doubt=in_doubt
+        )
 
     async def _done(
         self,
@@ -384,11 +423,17 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         return Outcome.PENDING
 
     async def _not_done(
-        self, payment: PaymentView, error: ErrorInfo, claim: str, *, in_doubt: bool = False
+        self,
+        payment: PaymentView,
+        error: ErrorInfo,
+        claim: str,
+        held: HeldClaim,
+        *,
+        in_doubt: bool = False,
     ) -> Outcome:
         """The provider did not make this call. ``in_doubt``: an earlier send of the
         follow-up's key has no known outcome; then only a charge read settled is recorded."""
-        known = await self._provider_holds(payment)
+        known = await self._provider_holds(payment, held)
         if known is not None and known.status in self.DONE_BY:
             return await self._made(payment, known, claim)
         if known is not None and known.status in self.SETTLED_OTHERWISE:

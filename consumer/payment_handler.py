@@ -35,9 +35,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Protocol
 
 from consumer.claim_holding import holding_claim
+from consumer.claimed_calls import HeldClaim, unless_taken_over
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
@@ -60,7 +62,6 @@ from domain.vaulted import AnyAccount, VaultedAccount
 from persistence.group_commit import Bulk
 from persistence.payment_begin import Existing, Refused, Started
 from persistence.payment_claims import ClaimedAttempt
-from providers.call_gate import a_place_at
 from providers.errors import ProviderError
 from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 from providers.registry import Providers, UnknownProviderError
@@ -91,13 +92,16 @@ class PaymentCommandHandler:
         clock: Callable[[], datetime] = utc_now,
         vault: AccountReveal | None = None,
         resend_limit: int = DEFAULT_RESEND_LIMIT,
+        ticks: Callable[[], float] = time.monotonic,
     ) -> None:
         """``vault`` reveals vaulted accounts for the provider call; without it only
         commands with clear accounts can be charged (tests of the handler alone).
         ``resend_limit``: how often an in-doubt key may be sent again before it is withheld
-        for an operator (domain.resend_window.may_resend_again)."""
+        for an operator (domain.resend_window.may_resend_again). ``ticks``: the monotonic
+        clock a claim's freshness is measured by (consumer.claimed_calls)."""
         self._store = store
         self._resend_limit = resend_limit
+        self._ticks = ticks
         self._vault = vault
         self._providers = providers
         self._router = router
@@ -117,6 +121,8 @@ class PaymentCommandHandler:
         """Handle ``command``; ``along``: writes to commit with its begin (the vault rows of
         tokens the intake made for it: consumer.account_intake.AccountIntake.admit_along)."""
         route = self._router.route(command.payment_method.value, command.amount.currency)
+        # Read before begin writes the claim with the payment: its first charge is covered.
+        written = self._ticks()
         begun = await self._store.begin(
             command,
             provider=route[0],
@@ -136,10 +142,13 @@ class PaymentCommandHandler:
             # A key used again after it expired makes a payment of a later generation.
             command = command.of_generation(begun.generation)
             facts = PaymentFacts.of_command(command, begun.created_at)
+            token = begun.claim.token
+            held = self._held(command.payment_request_id, token)
+            held.confirmed(written)
             outcome = await self._as_owner(
                 command.payment_request_id,
-                begun.claim.token,
-                self._charge(command, facts, begun.attempt_key, route, begun.claim.token),
+                token,
+                self._charge(command, facts, begun.attempt_key, route, token, held),
             )
         elif isinstance(begun, Refused):
             command = command.of_generation(begun.generation)
@@ -237,24 +246,40 @@ class PaymentCommandHandler:
         delivery's, whose tokens its begin stored), from ``command`` only when the attempt
         holds none that opens.
         """
+        # Taken before this call: unconfirmed here, so the question renews it at the gate.
+        held = self._held(payment.payment_request_id, claimed.claim.token)
         return await self._as_owner(
             payment.payment_request_id,
             claimed.claim.token,
-            self._resolve(payment, claimed, command),
+            self._resolve(payment, claimed, command, held),
+        )
+
+    def _held(self, payment_id: str, claim: str) -> HeldClaim:
+        return HeldClaim(
+            lambda: self._store.renew(payment_id, claim), self._store.claim_lease, ticks=self._ticks
         )
 
     async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
-        """Run ``work`` holding ``claim`` (see consumer.claim_holding)."""
-        return await holding_claim(work, lambda: self._store.release(payment_id, claim))
+        """Run ``work`` holding ``claim`` (see consumer.claim_holding); ``owned_elsewhere``
+        once a call found the claim taken over (nothing sent, nothing to give up)."""
+        return await holding_claim(
+            unless_taken_over(work), lambda: self._store.release(payment_id, claim)
+        )
 
     async def _resolve(
-        self, payment: PaymentView, claimed: ClaimedAttempt, command: CreatePayment | None
+        self,
+        payment: PaymentView,
+        claimed: ClaimedAttempt,
+        command: CreatePayment | None,
+        held: HeldClaim,
     ) -> Outcome:
         token = claimed.claim.token
         provider_name = claimed.provider
         facts = PaymentFacts.of_stored(payment)
         try:
-            known = await self._providers.get(provider_name).charge_status(claimed.attempt_key)
+            provider = self._providers.get(provider_name)
+            key = claimed.attempt_key
+            known = await held.call(provider, lambda: provider.charge_status(key))
         except (UnknownProviderError, ProviderError) as exc:
             # Only the attempt's own provider can tell; never guess, never send it elsewhere.
             log.warning(
@@ -272,7 +297,9 @@ class PaymentCommandHandler:
         if action is not None and (waiting or unknown_yet):
             # Also when the provider has no trade yet: the payer has not opened the page
             # the action points to. Re-sending would only make another action.
-            return await self._still_waiting(payment, claimed, known, action, command is not None)
+            return await self._still_waiting(
+                payment, claimed, known, action, command is not None, held
+            )
         if waiting:
             known = None  # waiting, but no action known: re-sent (same key) to learn it
         if known is not None:
@@ -318,6 +345,7 @@ class PaymentCommandHandler:
             claimed.attempt_key,
             [provider_name, *rest],
             token,
+            held,
             in_doubt_since=claimed.started_at,
             last_sent_at=claimed.last_sent_at,
         )
@@ -329,6 +357,7 @@ class PaymentCommandHandler:
         known: ChargeOutcome | None,
         action: NextAction,
         redelivered: bool,
+        held: HeldClaim,
     ) -> Outcome:
         """The provider still waits for the payer (``known``: its answer, None if it has no
         trade yet). Before ``action`` expires that is news only to a payment that did not
@@ -338,9 +367,9 @@ class PaymentCommandHandler:
         facts = PaymentFacts.of_stored(payment)
         if action.expired_at(self._clock()):
             try:
-                closed = await self._providers.get(claimed.provider).close_charge(
-                    claimed.attempt_key
-                )
+                provider = self._providers.get(claimed.provider)
+                key = claimed.attempt_key
+                closed = await held.call(provider, lambda: provider.close_charge(key))
             except (UnknownProviderError, ProviderError) as exc:
                 log.warning(
                     "expired payment not closed: %s",
@@ -427,6 +456,7 @@ class PaymentCommandHandler:
         attempt_key: str,
         route: list[str],
         claim: str,
+        held: HeldClaim,
         *,
         in_doubt_since: datetime | None = None,
         last_sent_at: datetime | None = None,
@@ -446,8 +476,8 @@ class PaymentCommandHandler:
         makes every copy of the call one charge, whoever sends it, whenever it arrives
         (a former owner's call still in flight included). Only failover opens a new key,
         and only for an attempt opened under the caller's own claim (see
-        :meth:`PaymentStore.next_attempt`). The caller holds ``claim`` and has just written
-        it (begin, claim or renew); every later call follows a write that checks it.
+        :meth:`PaymentStore.next_attempt`). The caller holds ``claim``; ``held`` says
+        whether a fresh confirmation of it covers the next call (consumer.claimed_calls).
 
         ``last_sent_at``: when the key was last sent before this (with ``in_doubt_since``).
         Every call of a key but its first (a re-send, a retry) is stamped first
@@ -460,16 +490,19 @@ class PaymentCommandHandler:
         calls = 1
         while True:
             outcome = await self._charge_one(
-                command, facts, attempt_key, provider_name, claim, in_doubt_since, sent
+                command, facts, attempt_key, provider_name, claim, held, in_doubt_since, sent
             )
             if isinstance(outcome, Outcome):
                 return outcome
             error = outcome
             next_key = None
             if rest:
+                opened = held.mark()
                 next_key = await self._store.next_attempt(
                     command.payment_request_id, attempt_key, rest[0], claim=claim
                 )
+                if next_key is not None:
+                    held.confirmed(opened)  # written under the claim: its first send is covered
             if next_key is not None:
                 log.warning(
                     "provider certainly did not charge; failing over: %s",
@@ -535,6 +568,7 @@ class PaymentCommandHandler:
         attempt_key: str,
         provider_name: str,
         claim: str,
+        held: HeldClaim,
         in_doubt_since: datetime | None,
         sent: list[datetime],
     ) -> Outcome | ProviderError:
@@ -596,22 +630,23 @@ class PaymentCommandHandler:
             capture=command.capture,
         )
         started = time.perf_counter()
+
+        async def send() -> ChargeOutcome:
+            nonlocal started
+            sent.append(self._clock())
+            started = time.perf_counter()
+            return await provider.charge(request)
+
+        # The key sent before: this send is stamped before it goes out, the claim renewed
+        # in the same write, once the send has its place at the gate. A first send (its time
+        # is the attempt's creation) renews only if its claim's confirmation is no longer
+        # fresh (consumer.claimed_calls); a claim found taken over ends the work
+        # (owned_elsewhere), nothing sent.
+        stamp: Callable[[], Awaitable[bool]] | None = None
+        if sent:
+            stamp = partial(self._store.renew_sending, pid, attempt_key, claim=claim)
         try:
-            # The place at the provider's call gate first, then the renewal, then the call:
-            # the wait for a place is bounded by no lease, so a claim renewed before it could
-            # run out in it while another worker takes the payment over and charges. No
-            # deadlock: the renewal is a write of its own through the writer queue, which
-            # never waits for a place at the gate, and no transaction is open meanwhile.
-            async with a_place_at(provider):
-                if sent and not await self._store.renew_sending(pid, attempt_key, claim=claim):
-                    # The key was sent before: this send is recorded before it goes out,
-                    # with the claim renewed in the same write. A first send needs none
-                    # (its time is the attempt's creation): the first-send path gains no
-                    # round trip.
-                    return Outcome.OWNED_ELSEWHERE
-                sent.append(self._clock())
-                started = time.perf_counter()
-                charged = await provider.charge(request)
+            charged = await held.call(provider, send, confirm=stamp)
         except ProviderError as exc:
             self._observe(provider_name, started, "unknown" if exc.outcome_unknown else "error")
             if exc.retriable and not exc.outcome_unknown:

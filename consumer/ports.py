@@ -8,7 +8,7 @@ attempt, an open refund) are the persistence layer's, which sits below this one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from domain.cancels import CancelPayment
@@ -72,6 +72,11 @@ class PaymentWrites(Protocol):
 
     async def claim(self, payment_id: str) -> ClaimedAttempt | None: ...
 
+    @property
+    def claim_lease(self) -> timedelta:
+        """How long a claim written or renewed here lasts."""
+        ...
+
     async def renew(self, payment_id: str, claim: str) -> bool: ...
 
     async def renew_sending(self, payment_id: str, attempt_key: str, *, claim: str) -> bool: ...
@@ -103,6 +108,11 @@ class RefundWrites(Protocol):
     async def begin(self, command: RefundPayment, event: RefundEventBuilder) -> RefundBegin: ...
 
     async def claim(self, refund_id: str) -> ClaimedRefund | None: ...
+
+    @property
+    def claim_lease(self) -> timedelta:
+        """How long a claim written or renewed here lasts."""
+        ...
 
     async def renew(self, refund_id: str, claim: str) -> bool: ...
 
@@ -153,6 +163,11 @@ class FollowUpWrites(Protocol):
     queued on their own (persistence.follow_up_store)."""
 
     async def claim(self, payment_request_id: str) -> FollowUpStarted | None: ...
+
+    @property
+    def claim_lease(self) -> timedelta:
+        """How long a claim written or renewed here lasts."""
+        ...
 
     async def renew(self, payment_request_id: str, claim: str) -> bool: ...
 

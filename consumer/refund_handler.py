@@ -15,17 +15,22 @@ an open one is resolved by asking the provider, never by refunding blindly.
 
 One owner per refund (see persistence.claims): only the holder of the refund's claim asks
 the provider about it, sends it or records its answer; a duplicate that cannot take the
-claim does nothing (``owned_elsewhere``), and the holder renews the claim before every
-re-send, so no other worker can have released the reservation meanwhile.
+claim does nothing (``owned_elsewhere``). Every call goes out under the claim as
+consumer.claimed_calls says: its place at the gate held, the claim confirmed after it
+unless a fresh confirmation covers the call (a first send that did not wait long); a
+question and the re-send after it each renew, so no other worker can have taken the refund
+over, sent it and released the reservation meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from consumer.claim_holding import holding_claim
+from consumer.claimed_calls import HeldClaim, unless_taken_over
 from consumer.outcome import Outcome
 from consumer.ports import RefundWrites
 from consumer.refund_events import RefundEvents
@@ -63,8 +68,12 @@ class RefundCommandHandler:
         metrics: Metrics,
         retry_policy: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utc_now,
+        ticks: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``ticks``: the monotonic clock a claim's freshness is measured by
+        (consumer.claimed_calls)."""
         self._store = store
+        self._ticks = ticks
         self._providers = providers
         self._events = events
         self._metrics = metrics
@@ -74,12 +83,17 @@ class RefundCommandHandler:
         self._withheld = WithheldReports(metrics, clock)
 
     async def handle(self, command: RefundPayment) -> Outcome:
+        # Read before begin writes the claim with the refund: its first send is covered.
+        written = self._ticks()
         begun = await self._store.begin(command, self._events.at(self._clock()))
         if isinstance(begun, RefundStarted):
+            token = begun.claim.token
+            held = self._held(begun.refund.refund_id, token)
+            held.confirmed(written)
             outcome = await self._as_owner(
                 begun.refund.refund_id,
-                begun.claim.token,
-                self._send(begun.refund, begun.charge_reference, begun.claim.token),
+                token,
+                self._send(begun.refund, begun.charge_reference, token, held),
             )
         elif isinstance(begun, RefundRefused):
             outcome = Outcome.REFUSED
@@ -162,14 +176,25 @@ class RefundCommandHandler:
         |                      | past that, left pending for an operator              |
         | error                | claim released; left for a later pass                |
         """
+        # Taken before this call: unconfirmed here, so the question renews it at the gate.
+        held = self._held(refund.refund_id, claim)
         return await self._as_owner(
-            refund.refund_id, claim, self._resolve(refund, charge_reference, claim)
+            refund.refund_id, claim, self._resolve(refund, charge_reference, claim, held)
         )
 
-    async def _resolve(self, refund: RefundView, charge_reference: str, claim: str) -> Outcome:
+    def _held(self, refund_id: str, claim: str) -> HeldClaim:
+        return HeldClaim(
+            lambda: self._store.renew(refund_id, claim), self._store.claim_lease, ticks=self._ticks
+        )
+
+    async def _resolve(
+        self, refund: RefundView, charge_reference: str, claim: str, held: HeldClaim
+    ) -> Outcome:
         try:
             provider = self._providers.get(refund.provider or "")
-            known = await provider.refund_status(refund.refund_id, charge_reference)
+            known = await held.call(
+                provider, lambda: provider.refund_status(refund.refund_id, charge_reference)
+            )
         except (UnknownProviderError, ProviderError) as exc:
             # Cannot tell now: a redelivery or the reconciler asks again later.
             log.warning("open refund not resolved: %s", exc, extra={"refund_id": refund.refund_id})
@@ -190,14 +215,23 @@ class RefundCommandHandler:
             release=lambda: self._store.release(refund.refund_id, claim),
         ):
             return Outcome.PENDING
-        return await self._send(refund, charge_reference, claim, in_doubt=True)
+        return await self._send(refund, charge_reference, claim, held, in_doubt=True)
 
     async def _as_owner(self, refund_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
-        """Run ``work`` holding ``claim`` (see consumer.claim_holding)."""
-        return await holding_claim(work, lambda: self._store.release(refund_id, claim))
+        """Run ``work`` holding ``claim`` (see consumer.claim_holding); ``owned_elsewhere``
+        once a call found the claim taken over (nothing sent, nothing to give up)."""
+        return await holding_claim(
+            unless_taken_over(work), lambda: self._store.release(refund_id, claim)
+        )
 
     async def _send(
-        self, refund: RefundView, charge_reference: str, claim: str, *, in_doubt: bool = False
+        self,
+        refund: RefundView,
+        charge_reference: str,
+        claim: str,
+        held: HeldClaim,
+        *,
+        in_doubt: bool = False,
     ) -> Outcome:
         """Call the refund's provider, retrying what certainly did not arrive.
 
@@ -220,7 +254,7 @@ class RefundCommandHandler:
                 lambda: provider.refund(request),
                 at=provider,
                 policy=self._retry_policy,
-                still_owner=lambda: self._store.renew(refund.refund_id, claim),
+                claim=held,
             )
         except UnknownProviderError as exc:
             log.error("refund not sent: %s", exc, extra={"refund_id": refund.refund_id})

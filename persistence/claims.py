@@ -18,8 +18,11 @@ How the database enforces it, without relying on timing:
   retry, renew) carries ``claim_token = :token`` in its ``WHERE``. Once another worker has
   taken the claim, the former owner's writes match nothing: it learns it lost the claim and
   stops, whatever it was doing.
-* **Renewing** before every provider call is such a write, so a call is only ever made
-  right after the database confirmed the caller is the owner.
+* **Renewing** is such a write. Every provider call follows one (a take, the write of the
+  row with its claim, a renewal) that was made after the call's place at the provider's
+  gate was taken, or shortly enough before it to be fresh (consumer.claimed_calls: a third
+  of the lease, one call), so a call is only ever made right after the database confirmed
+  the caller is the owner.
 
 Expiry decides only when a claim may be *taken over* (its owner died or hangs). An owner
 whose lease ran out but whom nobody replaced still writes: nobody else acted meanwhile.

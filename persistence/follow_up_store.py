@@ -141,6 +141,11 @@ class FollowUpStore:
 
         return await self._writes.run(record, locks=RowLocks.of(payments=[payment_request_id]))
 
+    @property
+    def claim_lease(self) -> timedelta:
+        """How long a claim written or renewed by this store lasts (consumer.claimed_calls)."""
+        return self._lease
+
     async def renew(self, payment_request_id: str, claim: str) -> bool:
         return await self._claims.renew(payment_request_id, claim)
 

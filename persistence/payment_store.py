@@ -227,6 +227,11 @@ class PaymentStore:
 
         return await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
 
+    @property
+    def claim_lease(self) -> timedelta:
+        """How long a claim written or renewed by this store lasts (consumer.claimed_calls)."""
+        return self._lease
+
     async def renew(self, payment_id: str, claim: str) -> bool:
         """Extend the holder's claim by a lease; False if ``claim`` is no longer the
         payment's (then the caller must not call the provider)."""

@@ -241,6 +241,11 @@ class RefundStore:
         # other locks, in their order (persistence.lock_order).
         return await self._writes.run(record, locks=RowLocks.of(refunds=[refund_id]))
 
+    @property
+    def claim_lease(self) -> timedelta:
+        """How long a claim written or renewed by this store lasts (consumer.claimed_calls)."""
+        return self._lease
+
     async def renew(self, refund_id: str, claim: str) -> bool:
         """Extend the holder's claim; False if it is no longer the holder's (then it must
         not call the provider)."""

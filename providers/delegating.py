@@ -49,6 +49,11 @@ class DelegatingProvider:
         return await call()
 
     @property
+    def inner(self) -> PaymentProvider:
+        """The provider this wrapper passes its calls to (itself perhaps a wrapper)."""
+        return self._inner
+
+    @property
     def name(self) -> str:
         return self._inner.name
 

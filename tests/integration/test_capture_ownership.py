@@ -307,7 +307,9 @@ async def test_a_capture_taken_over_stays_capturing_while_a_former_call_may_capt
     (payment,) = await authorized(engine, 1, AMOUNT)
     run = await run_schedule(
         engine,
-        (0, *[1] * 11),
+        # Worker 1: its claim, the renewal before its question, the question, then a
+        # renewal, a send and its 503 three times.
+        (0, *[1] * 12),
         payment,
         script=["unavailable"] * 3,
         workers=2,

@@ -14,7 +14,6 @@ the place is free, the first must not call the provider.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -88,9 +87,9 @@ class Occupier:
     async def queue_behind_this_call(self, gate: CountedGate) -> None:
         """Called inside a call holding the gate's place: the occupier waits for it, so it
         takes the place when that call ends, ahead of the caller's next call."""
-        # A context of its own: a task started inside the caller's place at the gate
-        # (a_place_at) would otherwise take that place for its own.
-        self.task = asyncio.create_task(self._hold(), context=contextvars.Context())
+        # Started inside the caller's place at the gate: a place of its own all the same
+        # (providers.call_gate), taken once the caller's call ends.
+        self.task = asyncio.create_task(self._hold())
         await gate.waited(1).wait()
 
     async def _hold(self) -> None:

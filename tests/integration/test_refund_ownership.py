@@ -518,7 +518,9 @@ async def test_a_refund_taken_over_stays_pending_while_a_former_call_may_refund(
     (payment,) = await paid(engine, 1)
     run = await run_schedule(
         engine,
-        (0, *[1] * 11),
+        # Worker 1: its claim, the renewal before its question, the question, then a
+        # renewal, a send and its 503 three times.
+        (0, *[1] * 12),
         payment,
         script=["unavailable"] * 3,
         amounts=[SIXTY],

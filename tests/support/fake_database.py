@@ -146,6 +146,10 @@ class FakeStore:
     def outbox(self) -> list[OutboxMessage]:
         return self.db.outbox
 
+    @property
+    def claim_lease(self) -> timedelta:
+        return self.db.lease
+
     def called(self, method: str) -> list[str]:
         """The row ids ``method`` was called with, in order."""
         return [row_id for name, row_id in self.calls if name == method]

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from domain.accounts import Account, AccountType
-from providers.call_gate import a_place_at
+from providers.call_gate import GatedProvider, a_place_at
 from providers.charge_only import ChargeOnlyProvider
+from providers.circuit_breaker import CircuitBreakerProvider
 from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
 from providers.registry import Providers
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
@@ -141,3 +142,50 @@ async def test_a_place_at_an_ungated_provider_is_nothing_to_wait_for() -> None:
     provider = Providers.of(HeldProvider("one", release, inside)).get("one")
     async with a_place_at(provider):
         assert (await provider.charge(_request(1))).status is ChargeStatus.SUCCEEDED
+
+
+async def test_a_task_started_inside_a_place_waits_for_a_place_of_its_own() -> None:
+    """A task created in the block copies its context, mark of the place included; the place
+    is the block's task's, so the new task's call waits for a place like any other (with a
+    limit of 1: until the block ends), instead of going through beyond the limit."""
+    release = asyncio.Event()
+    release.set()
+    inside = [0, 0]
+    held = HeldProvider("one", release, inside)
+    provider = Providers.of(held).gated(1).get("one")
+
+    async with a_place_at(provider):
+        child = asyncio.create_task(provider.charge(_request(1)))
+        await _settle()
+        assert held.started == 0  # waiting for a place: the block holds the only one
+        assert (await provider.charge(_request(2))).status is ChargeStatus.SUCCEEDED
+    assert (await child).status is ChargeStatus.SUCCEEDED
+    assert held.started == 2
+    assert inside == [0, 1]
+
+
+async def test_a_place_is_taken_at_a_gate_under_another_wrapper() -> None:
+    """The gate is found through any wrappers (here a circuit breaker around the gated
+    provider): the block waits for a place like a call, and its call, through the breaker,
+    takes no second one (with a limit of 1 it would never come)."""
+    release = asyncio.Event()
+    inside = [0, 0]
+    held = HeldProvider("one", release, inside)
+    gated = GatedProvider(held, asyncio.Semaphore(1))
+    wrapped = CircuitBreakerProvider(gated)
+    in_the_block = asyncio.Event()
+
+    async def ahead() -> ChargeOutcome:
+        async with a_place_at(wrapped):
+            in_the_block.set()
+            return await wrapped.charge(_request(1))
+
+    holder = asyncio.create_task(gated.charge(_request(0)))  # the one place, held
+    await _settle()
+    block = asyncio.create_task(ahead())
+    await _settle()
+    assert not in_the_block.is_set()  # waits for the place, as a call does
+    release.set()
+    assert (await holder).status is ChargeStatus.SUCCEEDED
+    assert (await asyncio.wait_for(block, 5)).status is ChargeStatus.SUCCEEDED
+    assert inside == [0, 1]

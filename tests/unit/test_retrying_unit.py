@@ -7,9 +7,11 @@ waits for real.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
+from consumer.claimed_calls import HeldClaim
 from consumer.retrying import ClaimLost, GaveUp, call_with_retries
 from domain.retry import RetryPolicy
 from providers.call_gate import a_place_at
@@ -52,13 +54,19 @@ class Calls:
         self.ownership_checks += 1
         return self.owner
 
+    def claim(self) -> HeldClaim:
+        """The claim as a first send finds it: written just before (fresh)."""
+        held = HeldClaim(self.still_owner, timedelta(seconds=30))
+        held.confirmed(held.mark())
+        return held
+
 
 async def run(calls: Calls, policy: RetryPolicy = POLICY):
     return await call_with_retries(
         calls,
         at=Providers.of(ScriptedProvider()).gated(1).get("scripted"),
         policy=policy,
-        still_owner=calls.still_owner,
+        claim=calls.claim(),
         sleep=calls.sleep,
     )
 
@@ -149,9 +157,7 @@ async def test_the_claim_is_checked_once_the_re_send_has_its_place_at_the_provid
 
     occupier: list[asyncio.Task[None]] = []
     retrying = asyncio.create_task(
-        call_with_retries(
-            calls, at=provider, policy=POLICY, still_owner=calls.still_owner, sleep=sleep
-        )
+        call_with_retries(calls, at=provider, policy=POLICY, claim=calls.claim(), sleep=sleep)
     )
     for _ in range(5):
         await asyncio.sleep(0)
