@@ -2,9 +2,9 @@
 
 The vault lives in paygate's database unless ``PAYGATE_VAULT_DATABASE_URL`` names another;
 that one gets the same migrations (the vault's tables are part of them), so it is upgraded
-at start like paygate's own. A URL that names paygate's own database in other words is
-taken for what it is (persistence.database_identity): the vault then shares paygate's
-engine and writer queue, as when the setting is unset.
+at start like paygate's own. A URL that names paygate's own database in other words, under
+the same role, is taken for what it is (persistence.database_identity): the vault then
+shares paygate's engine and writer queue, as when the setting is unset.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Whether two engines reach one table, whatever their URLs say.
 
 One database can be named by URLs whose text differs: a host name or its address, a Unix
-socket or TCP, a default port written out or left out, another user, other options; a
+socket or TCP, a default port written out or left out, other options; a
 SQLite file by a relative path, through a symbolic or a hard link. And one URL text can
 name two databases (two in-memory SQLite engines). So the question is asked of the
 databases themselves, never of the URLs:
@@ -13,7 +13,12 @@ databases themselves, never of the URLs:
   application name, whatever its role's privileges, so a match is one database of one
   server, and no match is not (another server, or another database of the same one). The
   table's name is then resolved on both (``to_regclass``: a ``search_path`` set by one URL
-  can put another schema's table of that name first).
+  can put another schema's table of that name first), and each session's role read
+  (``current_user``): a URL naming the database under another role is not the same, as
+  its engine's writes are not allowed what the other's are (a vault role that alone may
+  touch the vault's tables, a paygate role without them). Taken for the same, the vault's
+  rows would be written, and its keys' rows locked, with the other URL's role: refused
+  there, or the operator's separation silently dropped.
 - SQLite: the main database file's device and inode (``PRAGMA database_list``). An
   in-memory or temporary database has no file, and is only ever the same as itself.
 
@@ -35,13 +40,13 @@ _MARKED = text(
     "SELECT count(*) FROM pg_stat_activity "
     "WHERE application_name = :mark AND datname = current_database()"
 )
-_TABLE_OID = text("SELECT to_regclass(:table)::oid")
+_TABLE_OID = text("SELECT to_regclass(:table)::oid, current_user")
 
 
 async def same_table(first: AsyncEngine, second: AsyncEngine, table: str) -> bool:
     """Whether ``table``, as each engine's sessions resolve its name, is one table of one
-    database (see the module docstring). On PostgreSQL, False where it exists on neither;
-    on SQLite, one file is one set of tables."""
+    database, reached under one role (see the module docstring). On PostgreSQL, False
+    where it exists on neither; on SQLite, one file is one set of tables."""
     if first is second:
         return True
     dialect = first.dialect.name
@@ -59,11 +64,11 @@ async def _same_postgresql_table(first: AsyncEngine, second: AsyncEngine, table:
     mark = _MARK_PREFIX + secrets.token_hex(16)
     async with first.connect() as marked, marked.begin():
         await marked.execute(_MARK, {"mark": mark})
-        oid = await marked.scalar(_TABLE_OID, {"table": table})
+        oid, role = (await marked.execute(_TABLE_OID, {"table": table})).one()
         async with second.connect() as looking:
             seen = await looking.scalar(_MARKED, {"mark": mark})
-            other_oid = await looking.scalar(_TABLE_OID, {"table": table})
-    return bool(seen) and oid is not None and oid == other_oid
+            other_oid, other_role = (await looking.execute(_TABLE_OID, {"table": table})).one()
+    return bool(seen) and oid is not None and oid == other_oid and role == other_role
 
 
 async def _sqlite_file(engine: AsyncEngine) -> tuple[int, int] | None:

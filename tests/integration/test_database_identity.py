@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from domain.accounts import Account, AccountType
 from paygate.settings import Environment, Settings
 from paygate.vault_wiring import open_vault
 from persistence.database_identity import same_table
@@ -189,3 +190,46 @@ async def test_a_vault_url_naming_paygates_database_otherwise_shares_its_engine(
         assert not await opened.vault.keys_beside(engine)
     finally:
         await opened.close()
+
+
+async def test_a_vault_url_naming_paygates_database_under_another_role_keeps_its_role(
+    fresh_postgres_database_url: str,
+) -> None:
+    """One database, two roles: paygate's without the vault's tables, the vault's URL with
+    them (the separation an operator makes for the vault's credentials). The vault keeps
+    its own URL's engine: taken for paygate's database, its rows were written with
+    paygate's role, and every tokenization was refused (permission denied)."""
+    vault_url = fresh_postgres_database_url
+    admin = create_engine(vault_url)
+    await create_schema(admin)
+    role = f"paygate_app_{os.urandom(4).hex()}"
+    parsed = make_url(vault_url)
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+            await conn.execute(text(f'GRANT CONNECT ON DATABASE "{parsed.database}" TO "{role}"'))
+            await conn.execute(text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
+            await conn.execute(text(f'GRANT SELECT ON webhook_endpoints TO "{role}"'))
+        paygate_engine = create_engine(
+            parsed.set(username=role).render_as_string(hide_password=False)
+        )
+        try:
+            settings = Settings(
+                env=Environment.DEVELOPMENT, vault_database_url=vault_url, vault_kek=KEK_1
+            )
+            opened = await open_vault(settings, paygate_engine)
+            try:
+                assert opened.own_engine is not None
+                assert not await opened.vault.keys_beside(paygate_engine)
+                card = Account(AccountType.CARD, "4242424242424242")
+                vaulted = await opened.vault.tokenize(card, client_id=None)
+                assert await opened.vault.reveal(vaulted, client_id=None) == card
+            finally:
+                await opened.close()
+        finally:
+            await paygate_engine.dispose()
+    finally:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP OWNED BY "{role}"'))
+            await conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        await admin.dispose()
