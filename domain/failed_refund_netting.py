@@ -28,7 +28,9 @@ errs toward counting less, the side the provider guards. So:
   before it was made), so a later total counts exactly what Stripe holds refunded outside;
 * a fact without a time (a failure recorded before its time was kept, a provider that
   sends none, a reading made by paygate's own query) is taken as standing at every
-  reading: netted, as before times were kept (never more counted, maybe less).
+  reading: netted, as before times were kept (never more counted, maybe less); so is a
+  failure whose times contradict each other (its refund made after its failure, by a
+  skew between the provider's clocks).
 
 Compared: reading the charge's list of refunds with their statuses from the provider when a
 notice arrives would be exact where seconds tie, but it is a provider call on every notice
@@ -63,6 +65,12 @@ def counted_in_reading(failed: FailedOutsideRefund, reading_at: int | None) -> b
     ``reading_at`` (Unix seconds; None: not known) may count ``failed``: made while it
     stood, a tie with either bound included."""
     if reading_at is None or failed.failed_at is None:
+        return True
+    if failed.made_at is not None and failed.made_at > failed.failed_at:
+        # Made after it failed: the provider's clocks disagree (a skew between its
+        # servers), so the span says nothing of which readings counted it. Taken as
+        # read, no reading would be netted of it and one made while it stood would keep
+        # it counted for good; netted from every reading, as a failure without times.
         return True
     made_by_then = failed.made_at is None or failed.made_at <= reading_at
     return made_by_then and reading_at <= failed.failed_at

@@ -193,3 +193,25 @@ async def test_0032_down_and_up_keeps_the_totals_and_nets_an_untimed_failure_fro
     assert await _state(engine, paid.payment_id) == ("partially_refunded", 3_000, 3_000, 0)
     await deliver(stores, paid, Reading(AFTER.minor + 2_000, AFTER.at + 1))  # 2000 more
     assert await _state(engine, paid.payment_id) == ("partially_refunded", 3_500, 3_500, 0)
+
+
+@pytest.mark.parametrize("failure_first", [False, True], ids=["reading_first", "failure_first"])
+async def test_a_failure_stamped_before_its_refund_is_netted_from_every_reading(
+    engine: AsyncEngine, store: PaymentStore, clock, failure_first: bool
+):
+    """Stripe's clock is many servers': a Dashboard refund that fails at once can carry a
+    Refund ``created`` a second after its ``refund.failed`` event's. Such a span says
+    nothing of which readings counted it, so the failure is netted from every reading (as
+    one without times): taken as the span it reads, no reading would be netted of it, the
+    reading made while it stood (5000) would keep the failed 2000 counted for good, and the
+    payer could not be refunded it."""
+    stores = ProviderRefundStore(store.writes, clock)
+    paid = await _paid(store)
+    inverted = Failure(FAILED.refund, FAILED.minor, made=BOTH.at, at=BOTH.at - 1)
+    facts: list[Reading | Failure] = [FIRST, BOTH]
+    facts.insert(0 if failure_first else 2, inverted)
+    for fact in facts:
+        await deliver(stores, paid, fact)
+    assert await _state(engine, paid.payment_id) == ("partially_refunded", 3_000, 3_000, 0)
+    await deliver(stores, paid, BOTH)  # again
+    assert await _state(engine, paid.payment_id) == ("partially_refunded", 3_000, 3_000, 0)

@@ -71,3 +71,13 @@ def test_what_a_reading_may_count_adds_the_refunds_standing_then():
 )
 def test_the_reading_kept_is_the_one_made_last(stored, reading, kept):
     assert later_reading(stored, reading) == kept
+
+
+@pytest.mark.parametrize("reading_at", [None, 50, 100, 101, 110, 10**9])
+def test_a_refund_made_after_its_failure_by_the_times_told_is_netted_from_every_reading(
+    reading_at,
+):
+    """Times that contradict each other (a skew between the provider's clocks) say nothing
+    of which readings counted the refund: netted from each, as a failure without times."""
+    inverted = FailedOutsideRefund(200, made_at=101, failed_at=100)
+    assert counted_in_reading(inverted, reading_at) is True
