@@ -403,9 +403,10 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a worker's claim on a payment, a refund or a stray charge's "
         "reversal lasts before another worker (or the reconciler) may take the work over; "
-        "renewed before every provider "
-        "call. Keep it above the provider timeout. Safety never depends on it, only how soon "
-        "a dead worker's payments move on.",
+        "confirmed before every provider call (renewed once the call has its place at the "
+        "provider's gate, unless the write that took or renewed it is younger than a third of "
+        "it and no call used it yet). Keep it above the provider timeout. Safety never "
+        "depends on it, only how soon a dead worker's payments move on.",
     )
 
     idempotency_key_retention_days: float = Field(
