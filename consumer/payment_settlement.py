@@ -54,11 +54,13 @@ provider's own word that it holds nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Protocol
 
 from consumer.claim_holding import holding_claim
+from consumer.claimed_calls import ClaimTakenOver, HeldClaim
 from consumer.outcome import Outcome
 from consumer.payment_events import PaymentEvents, PaymentFacts
 from consumer.payment_outcomes import PaymentOutcomes
@@ -104,8 +106,12 @@ class PaymentSettlement:
         strays: SweepHold,
         clock: Callable[[], datetime] = utc_now,
         resend_limit: int = DEFAULT_RESEND_LIMIT,
+        ticks: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``ticks``: the monotonic clock a claim's freshness is measured by
+        (consumer.claimed_calls)."""
         self._store = store
+        self._ticks = ticks
         self._resend_limit = resend_limit
         self._strays = strays
         self._providers = providers
@@ -120,6 +126,7 @@ class PaymentSettlement:
         payment = await self._store.get_payment(payment_id)
         if payment is None:
             raise PaygateError(ErrorCode.NOT_FOUND, f"no payment {payment_id}", param="id")
+        written = self._ticks()  # before the claim is written: its first call is covered
         claimed = await self._store.claim(payment_id)
         if claimed is None:
             why = (
@@ -130,12 +137,21 @@ class PaymentSettlement:
             raise not_withheld("payment", payment_id, why)
         token = claimed.claim.token
         # A refusal raised under the claim gives it back as it leaves (holding_claim).
+        # Every provider call under the claim as consumer.claimed_calls says: the question
+        # is covered by the claim just taken, a close after it renews the claim first, so a
+        # settlement whose claim was taken over meanwhile sends nothing more.
+        held = HeldClaim(
+            lambda: self._store.renew(payment_id, token), self._store.claim_lease, ticks=self._ticks
+        )
+        held.confirmed(written)
         return await holding_claim(
-            self._settle_claimed(claimed, reason),
+            _unless_taken_over(payment_id, self._settle_claimed(claimed, reason, held)),
             lambda: self._store.release(payment_id, token),
         )
 
-    async def _settle_claimed(self, claimed: ClaimedAttempt, reason: str | None) -> Settled:
+    async def _settle_claimed(
+        self, claimed: ClaimedAttempt, reason: str | None, held: HeldClaim
+    ) -> Settled:
         payment = claimed.payment
         payment_id = payment.payment_request_id
         token = claimed.claim.token
@@ -156,7 +172,8 @@ class PaymentSettlement:
         if why is not None:
             raise not_withheld("payment", payment_id, why)
         try:
-            known = await provider.charge_status(claimed.attempt_key)
+            key = claimed.attempt_key
+            known = await held.call(provider, lambda: provider.charge_status(key))
         except ProviderError as exc:
             raise PaygateError(
                 exc.code, f"no final answer from the provider: {exc.message}"
@@ -166,7 +183,7 @@ class PaymentSettlement:
             if payer_was_shown(payment.next_action, known.next_action):
                 why = "its provider waits for the payer, who was shown an action"
                 raise not_withheld("payment", payment_id, why)
-            return await self._close_unshown(claimed, provider, reason)
+            return await self._close_unshown(claimed, provider, reason, held)
         if known is not None:
             outcome = await self._recorder.charged(
                 facts, claimed.attempt_key, known, provider=claimed.provider, claim=token
@@ -191,7 +208,7 @@ class PaymentSettlement:
         if window is None:
             # Withheld by the bound on re-sends (a provider that keeps keys for good is never
             # past a window): ended by closing the key at the provider first.
-            return await self._close_then_fail(claimed, provider, reason)
+            return await self._close_then_fail(claimed, provider, reason, held)
         # Counted from the window's end, which every re-send precedes (may_resend), and
         # from the key's last send too, should a re-send ever have gone out later.
         sent = claimed.last_sent_at
@@ -229,7 +246,7 @@ class PaymentSettlement:
         return Settled("payment", payment_id, claimed.provider, "failed_by_operator", outcome.value)
 
     async def _close_then_fail(
-        self, claimed: ClaimedAttempt, provider: PaymentProvider, reason: str
+        self, claimed: ClaimedAttempt, provider: PaymentProvider, reason: str, held: HeldClaim
     ) -> Settled:
         """A payment withheld by the bound on re-sends at a provider that keeps its keys for
         good (Alipay), which holds nothing under the key: failed only once no trade can be
@@ -261,7 +278,8 @@ class PaymentSettlement:
             )
             raise not_withheld("payment", payment_id, why)
         try:
-            closed = await provider.close_charge(claimed.attempt_key)
+            key = claimed.attempt_key
+            closed = await held.call(provider, lambda: provider.close_charge(key))
         except ProviderError as exc:
             raise PaygateError(
                 exc.code, f"the provider did not close the payment's key: {exc.message}"
@@ -306,7 +324,11 @@ class PaymentSettlement:
         return Settled("payment", payment_id, claimed.provider, "failed_by_operator", outcome.value)
 
     async def _close_unshown(
-        self, claimed: ClaimedAttempt, provider: PaymentProvider, reason: str | None
+        self,
+        claimed: ClaimedAttempt,
+        provider: PaymentProvider,
+        reason: str | None,
+        held: HeldClaim,
     ) -> Settled:
         """The provider waits for a payer paygate never had an action to show: without a
         failure asked, nothing changes; with one, the provider closes the trade and what it
@@ -317,7 +339,8 @@ class PaymentSettlement:
             await self._store.release(payment_id, token)
             return Settled("payment", payment_id, claimed.provider, "left_withheld")
         try:
-            closed = await provider.close_charge(claimed.attempt_key)
+            key = claimed.attempt_key
+            closed = await held.call(provider, lambda: provider.close_charge(key))
         except ProviderError as exc:
             raise PaygateError(
                 exc.code, f"the provider did not close the payer's trade: {exc.message}"
@@ -371,3 +394,13 @@ def _recorded_or_refuse(outcome: Outcome, payment_id: str) -> None:
         raise not_withheld(
             "payment", payment_id, "another worker took it over while its provider was asked"
         )
+
+
+async def _unless_taken_over(payment_id: str, work: Awaitable[Settled]) -> Settled:
+    """``await work``; refused ``not_withheld`` if a provider call found the claim taken over
+    (consumer.claimed_calls.ClaimTakenOver): nothing more was sent, another worker has it."""
+    try:
+        return await work
+    except ClaimTakenOver:
+        why = "another worker took it over while it was being settled"
+        raise not_withheld("payment", payment_id, why) from None

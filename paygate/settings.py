@@ -24,6 +24,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from consumer.claimed_calls import FRESH_SHARE_OF_LEASE
 from domain.resend_window import DEFAULT_RESEND_LIMIT
 from domain.retry import RetryPolicy
 from paygate.jsonlog import DEFAULT_ACCOUNT_FIELDS
@@ -403,9 +404,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a worker's claim on a payment, a refund or a stray charge's "
         "reversal lasts before another worker (or the reconciler) may take the work over; "
-        "renewed before every provider "
-        "call. Keep it above the provider timeout. Safety never depends on it, only how soon "
-        "a dead worker's payments move on.",
+        "confirmed before every provider call (renewed once the call has its place at the "
+        "provider's gate, unless the write that took or renewed it is younger than a third of "
+        "it and no call used it yet). More than one and a half times the provider "
+        "timeout, so that a call on a claim a third of a lease old ends inside it. Safety never "
+        "depends on it, only how soon a dead worker's payments move on.",
     )
 
     idempotency_key_retention_days: float = Field(
@@ -772,10 +775,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "PAYGATE_RECONCILE_WAITING_MAX_S must be at least PAYGATE_RECONCILE_MIN_AGE_S"
             )
-        if self.claim_lease_s <= self.provider_timeout_s:
-            # Not for safety (the claim's token decides who writes), but a lease shorter than
-            # a call would hand live owners' payments over mid-call, every call.
-            raise ValueError("PAYGATE_CLAIM_LEASE_S must exceed PAYGATE_PROVIDER_TIMEOUT_S")
+        if self.claim_lease_s * (1 - FRESH_SHARE_OF_LEASE) <= self.provider_timeout_s:
+            # A call may go out on a confirmation of the claim up to a third of the lease old
+            # (consumer.claimed_calls) and last up to the provider timeout: both must end
+            # inside the lease, or the row could be taken over, and its call sent again by
+            # another worker, while the first is still in flight.
+            raise ValueError(
+                "PAYGATE_CLAIM_LEASE_S must exceed one and a half times "
+                "PAYGATE_PROVIDER_TIMEOUT_S (a call may start on a claim confirmed a third "
+                "of the lease before, and must end inside the lease)"
+            )
         return self
 
     @model_validator(mode="after")

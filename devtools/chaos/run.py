@@ -106,7 +106,7 @@ def chaos_settings(
         "reconcile_interval_s": 1.0,
         "abandon_after_s": max(60.0, 2 * min_age_s + 10.0),
         "retry_max_delay_s": 5.0,
-        "claim_lease_s": provider_timeout_s + 2.0,
+        "claim_lease_s": 1.5 * provider_timeout_s + 2.0,  # a fresh claim's call ends inside
         "stray_settle_s": 2 * provider_timeout_s + 1.0,
         # The acquirer's holds run out within the run: each pass finds those that did.
         "authorization_check_interval_s": 1.0,
