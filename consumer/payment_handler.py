@@ -596,6 +596,7 @@ class PaymentCommandHandler:
             capture=command.capture,
         )
         started = time.perf_counter()
+        stamped = False  # this call counted in the store (renew_sending)
         try:
             # The place at the provider's call gate first, then the renewal, then the call:
             # the wait for a place is bounded by no lease, so a claim renewed before it could
@@ -609,12 +610,17 @@ class PaymentCommandHandler:
                     # (its time is the attempt's creation): the first-send path gains no
                     # round trip.
                     return Outcome.OWNED_ELSEWHERE
+                stamped = bool(sent)
                 sent.append(self._clock())
                 started = time.perf_counter()
                 charged = await provider.charge(request)
         except ProviderError as exc:
             self._observe(provider_name, started, "unknown" if exc.outcome_unknown else "error")
             if exc.retriable and not exc.outcome_unknown:
+                if stamped:
+                    # Certainly never taken (refused connection, open circuit breaker):
+                    # not one of the re-sends the bound counts (may_resend_again).
+                    await self._store.uncount_unsent(pid, attempt_key)
                 return exc  # certainly not charged: the caller may fail over
             return await self._recorder.provider_error(
                 facts, attempt_key, exc, provider=provider_name, claim=claim
