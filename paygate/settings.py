@@ -382,11 +382,12 @@ class Settings(BaseSettings):
         DEFAULT_RESEND_LIMIT,
         ge=1,
         description="How often an in-doubt payment's key may be sent again while its provider "
-        "holds nothing under it; past that it is not re-sent but left pending for an operator "
-        "(alert PaygateResendLimitReached, `paygate reconcile settle`). One re-send per "
-        "reconciler pass at most: the default is about 17 minutes of a provider that answers "
-        "every re-send with no known outcome (an Alipay precreate refused with a sub code "
-        "paygate cannot read).",
+        "holds nothing under it, at a provider that keeps keys for good (Alipay; Stripe's re-sends "
+        "are bounded by its idempotency window); past that it is not re-sent but left pending"
+        " for an operator (alert PaygateResendLimitReached, `paygate reconcile settle`). One "
+        "re-send per reconciler pass at most: the default is about 17 minutes of a provider "
+        "that answers every re-send with no known outcome (an Alipay precreate refused with a"
+        " sub code paygate cannot read).",
     )
     stray_settle_s: float = Field(
         300.0,
