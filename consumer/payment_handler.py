@@ -645,11 +645,16 @@ class PaymentCommandHandler:
         stamp: Callable[[], Awaitable[bool]] | None = None
         if sent:
             stamp = partial(self._store.renew_sending, pid, attempt_key, claim=claim)
+        stamped = stamp is not None  # this call counted in the store (renew_sending)
         try:
             charged = await held.call(provider, send, confirm=stamp)
         except ProviderError as exc:
             self._observe(provider_name, started, "unknown" if exc.outcome_unknown else "error")
             if exc.retriable and not exc.outcome_unknown:
+                if stamped:
+                    # Certainly never taken (refused connection, open circuit breaker):
+                    # not one of the re-sends the bound counts (may_resend_again).
+                    await self._store.uncount_unsent(pid, attempt_key)
                 return exc  # certainly not charged: the caller may fail over
             return await self._recorder.provider_error(
                 facts, attempt_key, exc, provider=provider_name, claim=claim

@@ -82,7 +82,7 @@ from domain.operator_settlement import (
 )
 from domain.resend_window import DEFAULT_RESEND_LIMIT, may_resend_again
 from persistence.payment_claims import ClaimedAttempt
-from providers.errors import ProviderError
+from providers.errors import ProviderError, UnsupportedOperationError
 from providers.port import ChargeStatus, PaymentProvider
 from providers.registry import Providers, UnknownProviderError
 
@@ -280,19 +280,28 @@ class PaymentSettlement:
         try:
             key = claimed.attempt_key
             closed = await held.call(provider, lambda: provider.close_charge(key))
+        except UnsupportedOperationError:
+            # A provider without payer actions: no charge of it waits to be closed, and
+            # its "nothing under the key", past the margin, is final as it stands.
+            closed = None
         except ProviderError as exc:
             raise PaygateError(
                 exc.code, f"the provider did not close the payment's key: {exc.message}"
             ) from None
-        if closed is None or closed.status is ChargeStatus.REQUIRES_ACTION:
+        if closed is not None and closed.status is ChargeStatus.REQUIRES_ACTION:
             raise PaygateError(
                 ErrorCode.PROVIDER_UNAVAILABLE,
                 "the provider did not confirm the payment's key closed (it answered "
-                f"{'no trade' if closed is None else closed.status.value}); nothing was "
-                "changed: run the command again",
+                f"{closed.status.value}); nothing was changed: run the command again",
             )
+        # None: the provider never received the charge (the port's close_charge), as its
+        # status query said; the sandbox's ledger answers so for a key it never saw. Read
+        # as "not closed", a payment withheld at such a provider could never be ended.
         facts = PaymentFacts.of_stored(claimed.payment)
-        if closed.status in (ChargeStatus.SUCCEEDED, ChargeStatus.AUTHORIZED):
+        if closed is not None and closed.status in (
+            ChargeStatus.SUCCEEDED,
+            ChargeStatus.AUTHORIZED,
+        ):
             outcome = await self._recorder.charged(
                 facts, claimed.attempt_key, closed, provider=claimed.provider, claim=token
             )

@@ -39,8 +39,9 @@ def may_resend(began_at: datetime, now: datetime, window: timedelta | None) -> b
 
 
 # Re-sends of one in-doubt key before it is withheld (PAYGATE_RESEND_LIMIT's default). A
-# key is re-sent at most once per reconciler pass (10 s apart by default) plus the retries
-# of calls that certainly did not arrive, and only after its provider answered "no record"
+# key is re-sent at most once per reconciler pass (10 s apart by default; the retries of
+# calls that certainly did not go out are not counted: consumer.payment_handler takes their
+# count back), and only after its provider answered "no record"
 # (a provider that cannot be reached fails the question first and is not re-sent): 100 is
 # about 17 minutes of a provider that answers, yet never takes the call.
 DEFAULT_RESEND_LIMIT = 100

@@ -141,6 +141,23 @@ async def stamp_sending(
     return bool(stamped.rowcount)
 
 
+async def uncount_unsent(conn: AsyncConnection, payment_id: str, attempt_key: str) -> None:
+    """Take back the count of a stamped send of ``attempt_key`` that certainly never went
+    out (a refused connection, an open circuit breaker): the bound on re-sends
+    (domain.resend_window.may_resend_again) is on calls that may have reached the provider,
+    and a short refusal, its retries failed fast by the breaker, would otherwise spend it
+    in one pass. ``last_sent_at`` stays as stamped: later than the key's last send only
+    makes its silence count from later. Never below zero; the stamp was the caller's own,
+    so the claim need not still be its."""
+    await conn.execute(
+        update(provider_attempts)
+        .where(provider_attempts.c.attempt_key == attempt_key)
+        .where(provider_attempts.c.payment_id == payment_id)
+        .where(provider_attempts.c.resend_count > 0)
+        .values(resend_count=provider_attempts.c.resend_count - 1)
+    )
+
+
 async def schedule_retry(
     conn: AsyncConnection, payment_id: str, at: datetime, claim: str, expires_at: datetime
 ) -> bool:

@@ -57,6 +57,7 @@ from persistence.payment_claims import (
     open_next_attempt,
     schedule_retry,
     stamp_sending,
+    uncount_unsent,
 )
 from persistence.payment_finish import FinishRequest, finish_many, finish_one
 from persistence.payment_replay import enqueue_as_it_is
@@ -249,6 +250,15 @@ class PaymentStore:
             return await stamp_sending(conn, payment_id, attempt_key, claim, now, now + self._lease)
 
         return await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
+
+    async def uncount_unsent(self, payment_id: str, attempt_key: str) -> None:
+        """Take back the count :meth:`renew_sending` made for a send of ``attempt_key`` that
+        certainly never went out (persistence.payment_claims.uncount_unsent)."""
+
+        async def record(conn: AsyncConnection) -> None:
+            await uncount_unsent(conn, payment_id, attempt_key)
+
+        await self._writes.run(record, locks=RowLocks.of(payments=[payment_id]))
 
     async def release(self, payment_id: str, claim: str) -> None:
         """Give the claim up (the holder cannot go on now), so another may take it at once."""

@@ -207,9 +207,11 @@ provider_attempts = Table(
     # once, when the attempt was made (``created_at``). The provider's silence about the key
     # is final only counted from its last send (consumer.payment_handler._abandon_when_old).
     Column("last_sent_at", DateTime(timezone=True)),
-    # How often the key was sent again (re-sends and retries), raised with ``last_sent_at``
-    # before each goes out; past PAYGATE_RESEND_LIMIT an in-doubt key is withheld for an
-    # operator instead (consumer.payment_handler, docs/alipay.md "Bounded re-sends").
+    # How often the key was sent again (re-sends and retries that may have gone out), raised
+    # with ``last_sent_at`` before each goes out, taken back for one that certainly did not
+    # (persistence.payment_claims.uncount_unsent); past PAYGATE_RESEND_LIMIT an in-doubt key
+    # is withheld for an operator instead (consumer.payment_handler, docs/alipay.md "Bounded
+    # re-sends").
     Column("resend_count", Integer, nullable=False, default=0, server_default=text("0")),
 )
 # What the stray-charge sweep reads each pass: only the attempts not verified yet.

@@ -199,7 +199,14 @@ class AlipayProvider:
             # closes only then): Alipay will take no payment under this key.
             return ChargeOutcome(ChargeStatus.EXPIRED, None)
         if answer.get("sub_code") == "ACQ.TRADE_STATUS_ERROR":
-            return await self.charge_status(attempt_key)  # paid (or closed) meanwhile
+            known = await self.charge_status(attempt_key)  # paid (or closed) meanwhile
+            if known is None:
+                # A trade too far on to close, yet no trade: the answers disagree, and None
+                # would say Alipay never received the charge.
+                raise ProviderTimeoutError(
+                    self.name, "close answered a trade status error, the query no trade"
+                )
+            return known
         raise self._unsuccessful(answer, "close")
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:

@@ -35,12 +35,17 @@ from consumer.refund_reconciler import RefundReconciler
 from domain.errors import ErrorCode, PaygateError
 from domain.money import Money
 from domain.refunds import RefundPayment, RefundStatus
+from domain.retry import RetryPolicy
 from domain.status import PaymentStatus
 from paygate.providers import counting_unverified
 from persistence.refund_store import RefundStore
 from persistence.stray_store import StrayStore
 from persistence.tables import provider_attempts
 from providers.alipay import AlipayConfig, AlipayProvider
+from providers.circuit_breaker import CircuitBreakerProvider
+from providers.delegating import DelegatingProvider
+from providers.errors import ProviderTimeoutError, ProviderUnavailableError
+from providers.port import PaymentProvider
 from providers.registry import Providers
 from providers.routing import Router
 from providers.sandbox import SandboxAcquirer, build_sandbox_app
@@ -79,7 +84,33 @@ class Rig:
     refund_store: RefundStore
 
 
-async def _rig(store, metrics, clock, keys, *, alipay_public_pem: str | None = None):
+class Network(DelegatingProvider):
+    """The path to Alipay's gateway for the calls that move money: ``lost`` drops the
+    request on its way (the caller times out, Alipay got nothing), ``refused`` refuses the
+    connection (nothing sent); None lets it through. Status queries always pass."""
+
+    def __init__(self, inner: PaymentProvider) -> None:
+        super().__init__(inner)
+        self.fault: str | None = None
+
+    async def _moving_money(self, call):
+        if self.fault == "lost":
+            raise ProviderTimeoutError(self.name, "no answer in time; outcome unknown")
+        if self.fault == "refused":
+            raise ProviderUnavailableError(self.name, "could not connect")
+        return await call()
+
+
+async def _rig(
+    store,
+    metrics,
+    clock,
+    keys,
+    *,
+    alipay_public_pem: str | None = None,
+    wrap=None,
+    retry_policy: RetryPolicy | None = None,
+):
     app_keys, alipay_keys, _ = keys
     simulator = AlipaySimulator(
         alipay_keys=alipay_keys, apps={APP_ID: app_keys.public_pem}, pay_delay_s=0.0
@@ -98,7 +129,8 @@ async def _rig(store, metrics, clock, keys, *, alipay_public_pem: str | None = N
     )
     await alipay.start()
     # As the consumer builds it: answers that do not verify are counted.
-    providers = Providers.of(counting_unverified(alipay, metrics))
+    provider = counting_unverified(alipay, metrics)
+    providers = Providers.of(provider if wrap is None else wrap(provider))
     events = PaymentEvents(MESSAGES, "payments.results")
     handler = PaymentCommandHandler(
         store=store,
@@ -109,6 +141,7 @@ async def _rig(store, metrics, clock, keys, *, alipay_public_pem: str | None = N
         metrics=metrics,
         clock=clock,
         resend_limit=RESEND_LIMIT,
+        retry_policy=retry_policy or RetryPolicy(),
     )
     reconciler = PaymentReconciler(
         store=store, handler=handler, metrics=metrics, min_age=MIN_AGE, clock=clock
@@ -163,6 +196,42 @@ async def wrong_key_rig(store, metrics, clock, keys) -> AsyncIterator[Rig]:
     )
     try:
         yield made
+    finally:
+        await alipay.stop()
+        await sandbox.close()
+
+
+@dataclass
+class BreakerRig:
+    rig: Rig
+    network: Network
+    breaker_clock: list[float]
+
+
+@pytest.fixture
+async def breaker_rig(store, metrics, clock, keys) -> AsyncIterator[BreakerRig]:
+    """As the consumer builds it, a circuit breaker over the provider (one refused
+    connection opens it; its own clock, turned by hand), with a network path in between
+    whose faults the test sets; retries without real back-off."""
+    paths: list[Network] = []
+    breaker_clock = [0.0]
+
+    def wrap(provider: PaymentProvider) -> PaymentProvider:
+        paths.append(Network(provider))
+        return CircuitBreakerProvider(
+            paths[0], failure_threshold=1, open_s=0.05, clock=lambda: breaker_clock[0]
+        )
+
+    made, alipay, sandbox = await _rig(
+        store,
+        metrics,
+        clock,
+        keys,
+        wrap=wrap,
+        retry_policy=RetryPolicy(max_attempts=4, base_delay_s=0.001, max_delay_s=0.001),
+    )
+    try:
+        yield BreakerRig(made, paths[0], breaker_clock)
     finally:
         await alipay.stop()
         await sandbox.close()
@@ -333,3 +402,49 @@ async def test_answers_that_do_not_verify_are_counted_and_never_re_send_the_paym
     pending = await store.get_payment(command.payment_request_id)
     assert pending is not None
     assert pending.status is PaymentStatus.PENDING
+
+
+async def test_re_sends_that_never_went_out_do_not_count_towards_the_bound(
+    breaker_rig: BreakerRig, store, clock, metrics
+):
+    """The bound is on calls of the key that may have reached Alipay. A re-send refused
+    before it went out (a connection refused, then the open circuit breaker failing its
+    retries fast) reached nobody: counted, one short refusal withheld for an operator a
+    payment whose next re-send opens its trade, and the operator's only way out was to
+    fail it."""
+    rig, network = breaker_rig.rig, breaker_rig.network
+    command = alipay_payment(1000)  # a trade that waits for its payer
+    pid = command.payment_request_id
+    network.fault = "lost"
+    assert await rig.handler.handle(command) is Outcome.PENDING  # in doubt
+    assert _calls(rig, "alipay.trade.precreate") == 0  # the request never got there
+
+    network.fault = "refused"
+    clock.now += MIN_AGE * 2
+    await rig.reconciler.run_once()  # refused, then the open circuit: nothing goes out
+    assert _calls(rig, "alipay.trade.precreate") == 0
+    assert rig.simulator.trades.all() == []
+
+    network.fault = None
+    breaker_clock = breaker_rig.breaker_clock
+    breaker_clock[0] += 1.0  # the circuit's open period is over
+    clock.now += MIN_AGE * 2
+    await rig.reconciler.run_once()
+
+    assert _calls(rig, "alipay.trade.precreate") == 1
+    waiting = await store.get_payment(pid)
+    assert waiting is not None
+    assert waiting.status is PaymentStatus.REQUIRES_ACTION
+    withheld = sample_sum(
+        metrics, "paygate_resend_limit_reached_total", provider="alipay", operation="payment"
+    )
+    assert withheld == 0
+    async with store.engine.connect() as conn:
+        count = (
+            await conn.execute(
+                select(provider_attempts.c.resend_count).where(
+                    provider_attempts.c.payment_id == pid
+                )
+            )
+        ).scalar_one()
+    assert count == 1  # the one re-send that went out

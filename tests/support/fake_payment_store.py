@@ -212,6 +212,13 @@ class FakePaymentStore(FakeStore):
         attempt.resend_count += 1
         return True
 
+    async def uncount_unsent(self, payment_id: str, attempt_key: str) -> None:
+        await self._enter("uncount_unsent", payment_id)
+        row = self.row(payment_id)
+        attempt = next((a for a in row.attempts if a.attempt_key == attempt_key), None)
+        if attempt is not None and attempt.resend_count > 0:
+            attempt.resend_count -= 1
+
     async def release(self, payment_id: str, claim: str) -> None:
         await self._enter("release", payment_id)
         self.row(payment_id).claim.release(claim)
