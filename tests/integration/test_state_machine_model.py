@@ -27,8 +27,25 @@ commit batches them), or against a second process -- another copy, or the reconc
 under a drawn interleaving (tests.support.interleaving) whose steps may each move the clock
 20 s, so that a worker resumes after another took its claim over (a zombie).
 
-After every step the reference model (tests.support.payment_model) must hold, and every
-handler must have returned an Outcome without raising. At the end, with the providers
+Two stray sweeps race (``sweeps_race``): the two processes' sweeps, or one process's pass
+overlapping its next, over a stray charge a provider just made (found by neither yet, or
+found and its reversal's first try left without an answer), switching at the stop points
+of the stray claim (tests.support.model_workers: candidates read; before the record of a
+stray charge found, the claim taken, the re-try stamp, each renewal, the reversal key noted,
+the answer recorded and the claim given up; each provider call sent and answered): one
+sweeper stops at a drawn point, the clock may pass the claim's lease, the other runs to a
+drawn point or its end, then both finish. A watch (tests.support.stray_claim_watch) learns
+each stray claim from the store's answers and the providers' calls, and after every step
+nothing may break it: no claim taken while another's lease runs, no renewal or fenced
+write by a sweeper not holding the claim, no call about a reversal but right after its
+sweeper renewed a live claim. The scripted providers are idempotent by key and a reversal
+keeps its keys, so a broken claim pays out nothing twice here: the watch is what sees it
+(docs/reliability.md, "The model-based test", says which broken claims it caught).
+
+After every step the reference model (tests.support.payment_model) must hold -- stray
+charges included: each reversed at most once at its provider, never a payment's own
+charge, the store's stray rows agreeing with the ledger -- and every handler and sweeper
+must have returned without raising. At the end, with the providers
 healthy, the reconcilers run a few minutes ahead and then with the clock days ahead, until
 everything is final (but what is withheld past a provider's window, for an operator), and
 the store must match the providers' ledger exactly.
@@ -72,7 +89,7 @@ from providers.registry import Providers
 from providers.routing import Router
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 from tests.support.clock import Clock
-from tests.support.interleaving import Gate, Interleaving
+from tests.support.interleaving import Gate, Interleaving, StopSchedule
 from tests.support.model_database import install_status_log, reset, snapshot
 from tests.support.model_scripted_provider import (
     CaptureAnswer,
@@ -83,8 +100,9 @@ from tests.support.model_scripted_provider import (
     Script,
     ScriptedProvider,
 )
-from tests.support.model_workers import STRAY_SETTLE, Worker, build_worker
-from tests.support.payment_model import ReferenceModel, describe
+from tests.support.model_workers import LEASE, STRAY_SETTLE, Worker, build_worker
+from tests.support.payment_model import ReferenceModel, StoredAttempt, describe
+from tests.support.stray_claim_watch import StrayClaimWatch
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +127,35 @@ SETTLING_ROUNDS = 3
 FIRST_SETTLING = timedelta(minutes=5)
 # More checkpoints than any worker passes in one delivery.
 UNTIL_DONE = 60
+# A first try of a stray charge's reversal that leaves it under way, its claim given up: a
+# 503, an answer lost (the refund made), a refund left pending (settling a minute later).
+UNANSWERED_REVERSALS = [
+    RefundAnswer.UNAVAILABLE,
+    RefundAnswer.TIMEOUT_AFTER,
+    RefundAnswer.PENDING_THEN_SUCCEEDS,
+    RefundAnswer.PENDING_THEN_FAILS,
+]
+# After a try without an answer the sweep holds a stray charge back a minute (its first
+# re-try pause, consumer.stray_charges.RECHECK_FIRST): then it is due again.
+REVERSAL_DUE = timedelta(seconds=61)
+# Where a sweeper may be stopped while another runs (tests.support.model_workers): the
+# claim's steps (each a stop before the write), and the provider calls (sent: after the
+# renewal, on its way; answered: back, before what it records).
+READ = "candidates read"  # a sweep pass has read what it will examine, and written nothing
+TO_ITS_END = "(to its end)"  # no stop's label: a StopSchedule phase that runs to the end
+CLAIM_STOPS = [
+    "record_found",
+    "claim_reversal",
+    "reverse_again_at",
+    "renew_reversal",
+    "note_reversal_key",
+    "record_reversal",
+    "release_reversal",
+    "refund sent",
+    "refund answered",
+    "refund_status",
+    "charge_by_reference",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,14 +248,23 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.clock.now = START
         self.gate = Gate()
         self.ledger = ProviderLedger(self.clock)
+        # Who holds each stray charge's reversal claim, as the store answers: the providers
+        # tell it of every call, the stray stores of every claim write.
+        self.claims = StrayClaimWatch(self.clock, LEASE)
         providers = Providers.of(
-            ScriptedProvider("alpha", self.ledger, self.gate, idempotency_window=ALPHA_WINDOW),
-            ScriptedProvider("beta", self.ledger, self.gate),
+            ScriptedProvider(
+                "alpha",
+                self.ledger,
+                self.gate,
+                idempotency_window=ALPHA_WINDOW,
+                on_call=self.claims.calling,
+            ),
+            ScriptedProvider("beta", self.ledger, self.gate, on_call=self.claims.calling),
         )
         router = Router({"*": ["alpha", "beta"]})
         # Two consumer processes (stores of their own, so writer queues of their own).
         self.workers = [
-            build_worker(database.engine, self.clock, providers, router, self.gate)
+            build_worker(database.engine, self.clock, providers, router, self.gate, self.claims)
             for _ in range(2)
         ]
         self.model = ReferenceModel()
@@ -419,11 +475,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         sweep's settling time, so that this pass asks about it (the race above)."""
         if unswept:
             self.clock.now += STRAY_SETTLE + timedelta(seconds=1)
-        closed = sorted(
-            (a for a in self.db.run(snapshot(self.db.engine)).attempts.values() if not a.open),
-            key=lambda a: a.key,
-        )
-        unpaid = [a for a in closed if (a.provider, a.key) not in self.ledger.charges]
+        unpaid = self._closed_unpaid()
         if unswept:
             unpaid = [a for a in unpaid if not a.verified] or unpaid
         if not unpaid:
@@ -469,6 +521,14 @@ class PaymentsMachine(RuleBasedStateMachine):
         found = attempt.key in self.db.run(snapshot(self.db.engine)).strays
         assert answer is NoticeResult.STRAY or found, f"a late charge's notice: {answer}"
 
+    def _closed_unpaid(self) -> list[StoredAttempt]:
+        """The attempts paygate closed that nothing was charged under, by key."""
+        closed = sorted(
+            (a for a in self.db.run(snapshot(self.db.engine)).attempts.values() if not a.open),
+            key=lambda a: a.key,
+        )
+        return [a for a in closed if (a.provider, a.key) not in self.ledger.charges]
+
     @rule(pick=st.integers(0, 63), unseen_minutes=st.sampled_from([10, 30, 90]))
     def charge_late_unseen(self, pick: int, unseen_minutes: int) -> None:
         """A call of a key paygate has just closed as not charged, still in flight, lands
@@ -504,6 +564,111 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.ledger.script = Script()
         self.clock.now += STRAY_SETTLE + timedelta(seconds=1)
         self.db.run(self.workers[1].payment_reconciler.run_once())
+
+    # --- two stray sweeps at once --------------------------------------------------------
+
+    @rule(
+        pick=st.integers(0, 63),
+        first_try=st.sampled_from([None, *UNANSWERED_REVERSALS]),
+        script=scripts,
+        same_process=st.booleans(),
+        # Mostly together: a pass reading after the other's claim does not see the stray
+        # charge at all (held, and stamped for a minute), which a race rarely needs twice.
+        read_together=st.sampled_from([True, True, True, False]),
+        first=st.integers(0, 1),
+        held_at=st.sampled_from(CLAIM_STOPS),
+        lease_runs_out=st.booleans(),
+        other_to=st.sampled_from([*CLAIM_STOPS, TO_ITS_END]),
+        tick_s=st.sampled_from([0.0, 20.0]),
+    )
+    def sweeps_race(
+        self,
+        pick: int,
+        first_try: RefundAnswer | None,
+        script: Script,
+        same_process: bool,
+        read_together: bool,
+        first: int,
+        held_at: str,
+        lease_runs_out: bool,
+        other_to: str,
+        tick_s: float,
+    ) -> None:
+        """Two stray sweeps at once -- the two processes' sweeps, or one process's pass
+        overlapping its next (``same_process``) -- over a stray charge a provider just made
+        (see _stray_to_reverse), switching at the claim's stop points (CLAIM_STOPS: the
+        record of a stray charge found, the claim taken, the re-try stamp, the renewal
+        before each provider call, each call sent and answered, the reversal key noted, the
+        answer recorded, the claim given up; each a stop before the step): the sweeper
+        ``first`` runs until it stops before ``held_at``; the other then runs until it stops
+        before ``other_to`` (or to its end); then the first, then the other, each to its end
+        (tests.support.interleaving.StopSchedule). ``read_together``: each has read its
+        candidates before either runs on, so both hold the same stray charges. The clock
+        moves ``tick_s`` at every resumption and, with ``lease_runs_out``, past the claim's
+        lease (30 s) as the other starts: the first, stopped holding the claim, resumes after
+        the other may have taken it over (a zombie). The providers answer as ``script``
+        draws. Nothing may raise; the model (after the step) checks the ledger and the claim
+        watch (tests.support.stray_claim_watch)."""
+        self._stray_to_reverse(pick, first_try)
+        self.ledger.script = _copy(script)
+        main, other = self.workers
+        rival = main if same_process else other
+        second = 1 - first
+        read = [(0, READ), (1, READ)] if read_together else []
+        stops = [*read, (first, held_at), (second, other_to), (first, TO_ITS_END)]
+        others_turn = len(read) + 1
+
+        def tick() -> None:
+            self.clock.now += timedelta(seconds=tick_s)
+
+        def phase_begins(phase: int) -> None:
+            if lease_runs_out and phase == others_turn:
+                self.clock.now += LEASE + timedelta(seconds=1)
+
+        interleaving = Interleaving(StopSchedule(stops, on_phase=phase_begins), on_step=tick)
+        self.gate.interleaving = interleaving
+        try:
+            results = self.db.run(interleaving.run([main.sweep.run_once, rival.sweep.run_once]))
+        finally:
+            self.gate.interleaving = None
+        for result in results:
+            assert not isinstance(result, BaseException), f"a sweeper raised {result!r}"
+        if any(report.claimed for report in results):
+            self.db.reached.add("stray reversal left to its claim's holder")
+        if self.claims.taken_over:
+            self.db.reached.add("stray claim taken over")
+        if self.claims.refused:
+            self.db.reached.add("stray sweeper refused a write")
+
+    def _stray_to_reverse(self, pick: int, first_try: RefundAnswer | None) -> None:
+        """A provider charges a key paygate closed as not charged (a payment made for it
+        whose first provider answers 503, if there is no such key) and notifies it; then,
+        unless ``first_try`` is None, one pass finds that stray charge and its reversal's
+        first try gets no answer, the clock moving on until it is due again: a stray charge
+        recorded, its claim free, its reversal key noted (with None, one to be found)."""
+        unpaid = self._closed_unpaid()
+        if not unpaid:
+            # A 503 at alpha: the payment fails over to beta, its first key closed.
+            self._create(True, 1000, Script(charge=[ChargeAnswer.UNAVAILABLE]), ALONE)
+            unpaid = self._closed_unpaid()
+        if not unpaid:
+            return
+        attempt = unpaid[pick % len(unpaid)]
+        amount = Money(self.model_amounts[attempt.payment_id], CURRENCY)
+        self.ledger.script = Script()
+        charge = self.ledger.charge_late(
+            attempt.provider, attempt.key, attempt.payment_id, amount.minor_units, CURRENCY
+        )
+        notice = ChargeNotice(attempt.provider, attempt.key, charge.outcome(), amount)
+        main, other = self.workers
+        answer = self.db.run(main.notices.record(notice))
+        assert answer is NoticeResult.STRAY, f"a late charge's notice: {answer}"
+        self.clock.now += STRAY_SETTLE + timedelta(seconds=1)
+        if first_try is None:
+            return
+        self.ledger.script = Script(refund=[first_try])
+        self.db.run(other.sweep.run_once())
+        self.clock.now += REVERSAL_DUE
 
     # --- time and reconciliation ---------------------------------------------------------
 
@@ -542,7 +707,7 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.consistent = False
         self.ledger.settle_due()
         stored = self.db.run(snapshot(self.db.engine))
-        violations = self.model.after_step(stored, self.ledger)
+        violations = self.model.after_step(stored, self.ledger) + self.claims.violations
         assert not violations, "the model does not hold:\n" + describe(violations)
         self.db.reached.update(f"refund {r.status.value}" for r in stored.refunds.values())
         self.db.reached.update(f"payment {p.status.value}" for p in stored.payments.values())
@@ -561,6 +726,7 @@ class PaymentsMachine(RuleBasedStateMachine):
             self.db.run(main.cancel_reconciler.run_once())
         self.ledger.settle_due()
         violations = self.model.at_rest(self.db.run(snapshot(self.db.engine)), self.ledger)
+        violations += self.claims.violations
         assert not violations, "at rest, the store does not match the providers:\n" + describe(
             violations
         )
@@ -733,3 +899,52 @@ def test_a_fixed_walk_reaches_every_state_the_checks_need(database_url: str) -> 
         walk.model_holds()
         walk.teardown()
         assert database.reached >= _REACHED | {"payment refunded"}, database.reached
+
+
+# What the races of stray sweeps must reach for the claim watch to have checked anything.
+_RACES_REACHED = {
+    "stray reversal left to its claim's holder",
+    "stray claim taken over",
+    "stray sweeper refused a write",
+}
+
+
+def test_a_fixed_walk_races_two_stray_sweeps(database_url: str) -> None:
+    """The races of ``sweeps_race`` the search may or may not draw, on both databases in
+    every run: two sweepers read a stray charge together and one claims it (the other
+    leaves it to the holder, sending nothing); and one stopped with its refund on its way
+    past its lease, the other taking the claim over, sending the refund under the same key
+    and stopping before its record, the first answered then (its record refused). The model
+    and the claim watch after each step; the provider refunds each stray charge once."""
+    with model_database(database_url) as database:
+        walk = PaymentsMachine(database)
+        walk.sweeps_race(
+            pick=0,
+            first_try=RefundAnswer.UNAVAILABLE,
+            script=Script(),
+            same_process=False,
+            read_together=True,
+            first=0,
+            held_at="renew_reversal",
+            lease_runs_out=False,
+            other_to=TO_ITS_END,
+            tick_s=0.0,
+        )
+        walk.model_holds()
+        walk.sweeps_race(
+            pick=0,
+            first_try=RefundAnswer.UNAVAILABLE,
+            script=Script(),
+            same_process=True,
+            read_together=True,
+            first=0,
+            held_at="refund sent",
+            lease_runs_out=True,
+            other_to="record_reversal",
+            tick_s=0.0,
+        )
+        walk.model_holds()
+        walk.teardown()
+        assert database.reached >= _RACES_REACHED, database.reached
+        reversals = [key for (_, key) in walk.ledger.refunds if key.endswith("-reversal")]
+        assert len(reversals) == 2, reversals

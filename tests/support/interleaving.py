@@ -9,6 +9,12 @@ produced it.
 
 :func:`bounded_schedules` enumerates every schedule with at most ``switches`` preemptions
 (the CHESS approach: most concurrency bugs need only one or two badly placed switches).
+
+A :class:`StopSchedule` places the switches by where the workers stop instead of by how many
+steps they took: each of its phases runs one worker until it parks at a checkpoint whose
+label names a given stop (the claim taken, its renewal, a call sent, the record), so that a
+search draws the few switches that matter from a handful of stops, whatever else (another
+candidate's checks, say) a worker passes first.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import contextvars
 import itertools
 import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 _worker: contextvars.ContextVar[int | None] = contextvars.ContextVar("worker", default=None)
@@ -30,14 +37,15 @@ class Interleaving:
 
     def __init__(
         self,
-        schedule: Sequence[int],
+        schedule: Sequence[int] | StopSchedule,
         on_step: Callable[[], None] | None = None,
         observe: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._schedule = list(schedule)
+        self._schedule = schedule if isinstance(schedule, StopSchedule) else list(schedule)
         self._on_step = on_step
         self._observe = observe
         self._parked: dict[int, asyncio.Future[None]] = {}
+        self._parked_at: dict[int, str] = {}
         self._changed = asyncio.Event()
         self.trace: list[tuple[int, str]] = []
 
@@ -48,9 +56,14 @@ class Interleaving:
             return
         parked = asyncio.get_running_loop().create_future()
         self._parked[worker] = parked
+        self._parked_at[worker] = label
         self.trace.append((worker, label))
         self._changed.set()
         await parked
+
+    def parked_at(self, worker: int) -> str | None:
+        """The label of the checkpoint ``worker`` is parked at; None if it is not parked."""
+        return self._parked_at.get(worker) if worker in self._parked else None
 
     async def run(self, workers: Sequence[Callable[[], Awaitable[Any]]]) -> list[Any]:
         """Run the workers under the schedule; return their results (or exceptions)."""
@@ -70,7 +83,11 @@ class Interleaving:
         return [task.result() for task in tasks]
 
     async def _follow(self, tasks: list[asyncio.Task[Any]]) -> None:
-        decisions = iter(self._schedule)
+        decisions = (
+            self._schedule.decisions(self)
+            if isinstance(self._schedule, StopSchedule)
+            else iter(self._schedule)
+        )
         while True:
             await self._quiet(tasks)
             if self._observe is not None:
@@ -99,6 +116,29 @@ async def _call(work: Callable[[], Awaitable[Any]]) -> Any:
         return await work()
     except Exception as exc:  # reported to the test, which asserts no worker raised
         return exc
+
+
+@dataclass(frozen=True, slots=True)
+class StopSchedule:
+    """Decisions by stop: each phase ``(worker, stop)`` resumes ``worker`` until it parks at
+    a checkpoint whose label contains ``stop``, or ends (a stop no label contains: it runs
+    to its end); then the next phase. After the last, as after a plain schedule: the lowest
+    parked worker runs to its end, then the next. ``on_phase`` is called with each phase's
+    index as it begins (before its first resumption), e.g. to move a fake clock past a
+    lease while a worker is stopped."""
+
+    phases: Sequence[tuple[int, str]]
+    on_phase: Callable[[int], None] | None = None
+
+    def decisions(self, interleaving: Interleaving) -> Iterator[int]:
+        for index, (worker, stop) in enumerate(self.phases):
+            if self.on_phase is not None:
+                self.on_phase(index)
+            while True:
+                yield worker
+                at = interleaving.parked_at(worker)
+                if at is None or stop in at:
+                    break
 
 
 def bounded_schedules(workers: int, length: int, switches: int) -> Iterator[tuple[int, ...]]:

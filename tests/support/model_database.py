@@ -142,7 +142,15 @@ async def snapshot(engine: AsyncEngine) -> Snapshot:
             for r in attempt_rows
         },
         strays={
-            r.attempt_key: StoredStray(r.attempt_key, r.payment_id, r.status) for r in stray_rows
+            r.attempt_key: StoredStray(
+                r.attempt_key,
+                r.payment_id,
+                r.status,
+                provider=r.provider,
+                provider_reference=r.provider_reference,
+                claim_token=r.claim_token,
+            )
+            for r in stray_rows
         },
         changes=[
             StatusChange(r.seq, r.tbl, r.row_id, r.old_status, r.new_status) for r in log_rows

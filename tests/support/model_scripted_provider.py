@@ -413,7 +413,9 @@ class ScriptedProvider:
     ``idempotency_window``: how long it honours a key (None: for ever), which the ledger
     then forgets keys after. Its status search may miss a charge for :data:`SEARCH_LAG`
     (answers ``TIMEOUT_UNSEEN``, late charges made unseen), and it says so
-    (``status_search_lag``), as the port asks."""
+    (``status_search_lag``), as the port asks. ``on_call``: told of every call as it
+    starts, before anything can stop (what, and the call's idempotency key if it has one),
+    e.g. to check who may make it (tests.support.stray_claim_watch)."""
 
     status_search_lag = SEARCH_LAG
     refund_status_lag = timedelta(0)
@@ -425,10 +427,12 @@ class ScriptedProvider:
         gate: Gate,
         *,
         idempotency_window: timedelta | None = None,
+        on_call: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self._name = name
         self._ledger = ledger
         self._gate = gate
+        self._on_call = on_call
         self.idempotency_window = idempotency_window
         if idempotency_window is not None:
             ledger.windows[name] = idempotency_window
@@ -444,6 +448,7 @@ class ScriptedProvider:
         return None
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        self._called("charge", request.attempt_key)
         # The payer's number was revealed for this call: recorded before anything can stop.
         self._ledger.sent.add(request.payment_request_id)
         await self._gate.checkpoint(f"{self._name}.charge sent")
@@ -462,7 +467,7 @@ class ScriptedProvider:
         return outcome
 
     async def charge_status(self, attempt_key: str) -> ChargeOutcome | None:
-        await self._query("charge_status")
+        await self._query("charge_status", attempt_key)
         found = self._ledger.charge_status(self._name, attempt_key)
         return None if found is None else found.outcome()
 
@@ -470,11 +475,12 @@ class ScriptedProvider:
         raise UnsupportedOperationError(self.name, "no payer actions in this double")
 
     async def charge_by_reference(self, provider_reference: str) -> ChargeOutcome | None:
-        await self._query("charge_by_reference")
+        await self._query("charge_by_reference", None)
         found = self._ledger.charge_by_reference(self._name, provider_reference)
         return None if found is None else found.outcome()
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        self._called("capture", request.capture_key)
         await self._gate.checkpoint(f"{self._name}.capture sent")
         answer = self._ledger.next_capture_answer()
         outcome = None
@@ -486,6 +492,7 @@ class ScriptedProvider:
         return outcome
 
     async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        self._called("cancel", request.cancel_key)
         # Voids answer from the capture script: the same weathers (503, lost answers).
         await self._gate.checkpoint(f"{self._name}.cancel sent")
         answer = self._ledger.next_capture_answer()
@@ -503,6 +510,7 @@ class ScriptedProvider:
         return outcome
 
     async def refund(self, request: RefundRequest) -> RefundOutcome:
+        self._called("refund", request.refund_key)
         await self._gate.checkpoint(f"{self._name}.refund sent")
         answer = self._ledger.next_refund_answer()
         outcome = None
@@ -514,13 +522,18 @@ class ScriptedProvider:
         return outcome
 
     async def refund_status(self, refund_key: str, charge_reference: str) -> RefundOutcome | None:
-        await self._query("refund_status")
+        await self._query("refund_status", refund_key)
         return self._ledger.refund_status(self._name, refund_key)
 
-    async def _query(self, what: str) -> None:
+    async def _query(self, what: str, key: str | None) -> None:
+        self._called(what, key)
         await self._gate.checkpoint(f"{self._name}.{what}")
         if self._ledger.next_query_answer() is QueryAnswer.UNAVAILABLE:
             raise ProviderUnavailableError(self._name, f"503 to {what}")
+
+    def _called(self, what: str, key: str | None) -> None:
+        if self._on_call is not None:
+            self._on_call(f"{self._name}.{what}", key)
 
     def _raise_for(self, answer: ChargeAnswer | RefundAnswer | CaptureAnswer) -> None:
         if answer in _UNAVAILABLE:

@@ -1,6 +1,15 @@
 """Workers for a model-based test: the real handlers and reconcilers over the real stores,
 and the vault, built as one consumer process builds them, with a test clock and every store
-write made a checkpoint of the interleaving under way (see tests.support.interleaving)."""
+write made a checkpoint of the interleaving under way (see tests.support.interleaving).
+
+The stray-charge sweep's writes stop likewise, its claim's steps included: the record of a
+stray charge found (which takes the claim), the claim taken by a later pass, its renewal
+before each provider call, the re-try stamp, the reversal key noted, the answer recorded
+(fenced by the claim's token) and the claim given up; and a pass stops once it has read its
+candidates, before it writes anything (two passes read the same stray charges there). With
+the provider's own stops (a call sent, its answer back), a sweeper can be held at any of
+them while another runs: two sweeps race at every step of the claim. The stray store tells a
+tests.support.stray_claim_watch what its claim writes answered."""
 
 from __future__ import annotations
 
@@ -29,12 +38,12 @@ from persistence.capture_store import CaptureStore
 from persistence.payment_store import PaymentStore
 from persistence.provider_refund_store import ProviderRefundStore
 from persistence.refund_store import RefundStore
-from persistence.stray_store import StrayStore
 from providers.registry import Providers
 from providers.routing import Router
 from schemas.payments import PaymentMessages
 from telemetry.metrics import Metrics
 from tests.support.interleaving import Gate
+from tests.support.stray_claim_watch import StrayClaimWatch, WatchedStrayStore
 from tests.support.vault_keys import KEK_1
 from vault.kek import LocalKeyEncryptionKeys
 from vault.recent_numbers import RecentNumbers
@@ -56,10 +65,17 @@ _WRITES = ("begin", "claim", "renew", "release", "finish", "next_attempt", "sche
 _STRAY_WRITES = (
     "mark_own_charges",
     "mark_verified",
+    "close_unverified",
     "ask_again_at",
     "reopen",
     "record_found",
+    # The reversal's claim: taken, renewed before each call, its fenced writes, given up.
+    "claim_reversal",
+    "renew_reversal",
+    "reverse_again_at",
+    "note_reversal_key",
     "record_reversal",
+    "release_reversal",
 )
 
 S = TypeVar("S")
@@ -74,6 +90,7 @@ class Worker:
     captures: CaptureCommandHandler
     cancels: CancelCommandHandler
     payment_reconciler: PaymentReconciler  # with the stray-charge sweep
+    sweep: StraySweep  # the same sweep, for a pass of its own
     refund_reconciler: RefundReconciler
     capture_reconciler: CaptureReconciler
     cancel_reconciler: CancelReconciler
@@ -89,6 +106,7 @@ def build_worker(
     providers: Providers,
     router: Router,
     gate: Gate,
+    watch: StrayClaimWatch,
 ) -> Worker:
     metrics = Metrics()
     store = _stop_before_writes(PaymentStore(engine, clock, claim_lease=LEASE), gate)
@@ -101,7 +119,15 @@ def build_worker(
     cancel_store = _stop_before_writes(
         CancelStore(engine, store.writes, clock, claim_lease=LEASE), gate
     )
-    stray_store = _stop_before_writes(StrayStore(engine, store.writes, clock), gate, _STRAY_WRITES)
+    stray_store = _stop_before_writes(
+        _stop_after_reads(
+            WatchedStrayStore(engine, store.writes, clock, claim_lease=LEASE, watch=watch),
+            gate,
+            ("candidates",),
+        ),
+        gate,
+        _STRAY_WRITES,
+    )
     vault = Vault(
         VaultRows(engine, store.writes),
         LocalKeyEncryptionKeys.from_text(KEK_1),
@@ -164,6 +190,7 @@ def build_worker(
             sweep=sweep,
             clock=clock,
         ),
+        sweep=sweep,
         refund_reconciler=RefundReconciler(
             store=refund_store, handler=refunds, metrics=metrics, min_age=MIN_AGE, clock=clock
         ),
@@ -182,6 +209,23 @@ def build_worker(
             clock=clock,
         ),
     )
+
+
+def _stop_after_reads(store: S, gate: Gate, names: tuple[str, ...]) -> S:
+    """``store`` with each read method of ``names`` stopping at a checkpoint once it has
+    read (``<store>.<name> read``): where two workers have read the same rows and written
+    nothing yet."""
+    for name in names:
+        method = getattr(store, name)
+        label = f"{type(store).__name__}.{name} read"
+
+        async def stopped(*args: Any, _method: Any = method, _label: str = label, **kw: Any) -> Any:
+            found = await _method(*args, **kw)
+            await gate.checkpoint(_label)
+            return found
+
+        setattr(store, name, stopped)
+    return store
 
 
 def _stop_before_writes(store: S, gate: Gate, names: tuple[str, ...] = _WRITES) -> S:

@@ -29,6 +29,11 @@ After every step (every worker finished):
 * every status change the database saw follows domain.status.ALLOWED_TRANSITIONS (refunds:
   the diagram of domain.refunds), and the log of changes ends at the status stored;
 * no final payment or refund still carries a claim;
+* each stray charge is reversed at most once at its provider (a refund under one of the
+  sweep's reversal keys that returned money or may yet, or the sweep's void), and never a
+  charge a payment stands on; every stray charge the store records is the charge its
+  provider holds under the key, stored ``reversed`` only once the charge keeps nothing,
+  ``failed`` only if no reversal of it returned money, and no longer claimed once either;
 * no provider saw a key re-used with other parameters, nor a key sent again after it had
   forgotten it (past its idempotency window: a second charge or refund under one key);
 * no charge call was sent for a payment whose payer's token was deleted before its first
@@ -54,12 +59,15 @@ from datetime import datetime
 
 from domain.refunds import RefundStatus
 from domain.resend_window import RESEND_MARGIN
-from domain.status import ALLOWED_TRANSITIONS, CAPTURED, PaymentStatus
+from domain.status import ALLOWED_TRANSITIONS, CAPTURED, HELD, PaymentStatus
 from providers.port import ChargeStatus, ProviderRefundStatus
 from tests.support.model_scripted_provider import LedgerCharge, LedgerRefund, ProviderLedger
 
 # consumer.stray_charges reverses a stray charge under "<attempt key>-reversal".
 REVERSAL_SUFFIX = "-reversal"
+# ... and voids a stray authorization under "<attempt key>-void-reversal".
+VOID_SUFFIX = "-void" + REVERSAL_SUFFIX
+STRAY_REVERSING = "reversing"
 STRAY_REVERSED = "reversed"
 STRAY_FAILED = "failed"
 
@@ -127,6 +135,9 @@ class StoredStray:
     attempt_key: str
     payment_id: str
     status: str
+    provider: str = ""
+    provider_reference: str | None = None
+    claim_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +242,7 @@ def step_violations(s: Snapshot, ledger: ProviderLedger) -> list[str]:
     found += _refunds(s, ledger)
     found += _provider_refunds(s, ledger)
     found += _claims_on_final_rows(s)
+    found += _stray_reversals(s, ledger)
     return found
 
 
@@ -514,6 +526,69 @@ def _claims_on_final_rows(s: Snapshot) -> list[str]:
         if r.status.is_final and r.claim_token is not None
     ]
     return found
+
+
+def _stray_reversals(s: Snapshot, ledger: ProviderLedger) -> list[str]:
+    """The stray charges against the ledger (see the module docstring): reversed at most
+    once, never a payment's own charge, and stored as the provider holds them."""
+    owned = {
+        (p.provider, p.provider_reference)
+        for p in s.payments.values()
+        if (p.status in CAPTURED or p.status in HELD) and p.provider_reference is not None
+    }
+    found = []
+    for charge in ledger.charges.values():
+        reversals = _reversals_of(charge, ledger)
+        if len(reversals) > 1:
+            found.append(
+                f"stray charge {charge.key} reversed {len(reversals)} times at "
+                f"{charge.provider}: {reversals}"
+            )
+        if reversals and (charge.provider, charge.reference) in owned:
+            found.append(f"{charge.key}, a payment's own charge, reversed as a stray charge")
+    for key, stray in s.strays.items():
+        recorded = ledger.charges.get((stray.provider, key))
+        if recorded is None or recorded.reference != stray.provider_reference:
+            found.append(f"stray charge {key} recorded; {stray.provider} holds no such charge")
+            continue
+        if stray.status == STRAY_REVERSED and _keeps_money(recorded, ledger):
+            found.append(f"stray charge {key} stored reversed; {stray.provider} still holds it")
+        if stray.status == STRAY_FAILED and _reversals_of(recorded, ledger):
+            found.append(f"stray charge {key} stored not reversed; {stray.provider} reversed it")
+        if stray.status != STRAY_REVERSING and stray.claim_token is not None:
+            found.append(f"final stray charge {key} ({stray.status}) keeps a claim")
+    return found
+
+
+def _reversals_of(charge: LedgerCharge, ledger: ProviderLedger) -> list[str]:
+    """The keys of the sweep's reversals of ``charge`` that returned money or may yet:
+    refunds under its reversal keys not failed (pending included), and its void."""
+    plain = charge.key + REVERSAL_SUFFIX
+    refunds = [
+        key
+        for (provider, key), refund in ledger.refunds.items()
+        if provider == charge.provider
+        and (key == plain or key.startswith(plain + "-"))
+        and refund.status is not ProviderRefundStatus.FAILED
+    ]
+    voided = charge.cancel_key is not None and charge.cancel_key == charge.key + VOID_SUFFIX
+    return refunds + ([charge.key + VOID_SUFFIX] if voided else [])
+
+
+def _keeps_money(charge: LedgerCharge, ledger: ProviderLedger) -> bool:
+    """Whether ``charge`` still holds money: held, or captured and not refunded in full."""
+    if charge.status is ChargeStatus.AUTHORIZED:
+        return True
+    if charge.status is not ChargeStatus.SUCCEEDED:
+        return False
+    refunded = sum(
+        r.amount_minor
+        for (provider, _), r in ledger.refunds.items()
+        if provider == charge.provider
+        and r.charge_reference == charge.reference
+        and r.status is ProviderRefundStatus.SUCCEEDED
+    )
+    return refunded < charge.captured_minor
 
 
 def _ledger_refund(ledger: ProviderLedger, key: str) -> LedgerRefund | None:
