@@ -389,10 +389,15 @@ def _intent_id(refund: stripe.Refund) -> str | None:
 def _unix_time(value: object) -> int | None:
     """A Stripe timestamp (``created``: whole seconds since the epoch), None when it is not
     one: the fact is then taken as standing at every reading (domain.failed_refund_netting),
-    never refused, since Stripe would resend the event for days."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    never refused, since Stripe would resend the event for days. A time past the year 2100
+    is not one either: beyond a BIGINT it would fail the write for good, and below that it
+    would stay the charge's latest reading for ever."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < _YEAR_2100:
         return value
     return None
+
+
+_YEAR_2100 = 4_102_444_800  # 2100-01-01T00:00:00Z in Unix seconds
 
 
 def _field(obj: object, name: str) -> Any:

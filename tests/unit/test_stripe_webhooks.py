@@ -471,7 +471,7 @@ def test_a_failed_refund_paygate_did_not_make_is_the_failure_of_a_refund_made_ou
     )
 
 
-@pytest.mark.parametrize("created", [None, "1765000000", True, 0, -5, 1.5])
+@pytest.mark.parametrize("created", [None, "1765000000", True, 0, -5, 1.5, 4_102_444_800, 2**63])
 def test_a_time_stripe_does_not_give_as_whole_seconds_is_read_as_not_known(created):
     """Not refused (Stripe would resend it for days): a fact without a time is netted from
     every reading (domain.failed_refund_netting)."""
