@@ -220,30 +220,13 @@ class PaymentSettlement:
                 f"{until}: run the command again then"
             )
             raise not_withheld("payment", payment_id, why)
-        outcome = await self._recorder.failed(
-            facts,
-            claimed.attempt_key,
-            operator_failure("payment", reason),
-            provider=claimed.provider,
-            claim=token,
-        )
-        _recorded_or_refuse(outcome, payment_id)
-        # The audit line, as soon as the failure is committed. The reason was checked to
-        # hold no account number (check_reason).
-        log.warning(
-            "withheld payment failed by an operator: %s",
+        return await self._fail(
+            claimed,
             reason,
-            extra={
-                "payment_request_id": payment_id,
-                "provider": claimed.provider,
-                "attempt_key": claimed.attempt_key,
-                "attempt_began_at": claimed.started_at.isoformat(),
-                "operator_reason": reason,
-                "outcome": outcome.value,
-            },
+            closed_at_provider=False,
+            audit="withheld payment failed by an operator: %s",
+            detail={"attempt_began_at": claimed.started_at.isoformat()},
         )
-        await self._hold_the_sweep(claimed.attempt_key)
-        return Settled("payment", payment_id, claimed.provider, "failed_by_operator", outcome.value)
 
     async def _close_then_fail(
         self, claimed: ClaimedAttempt, provider: PaymentProvider, reason: str, held: HeldClaim
@@ -309,22 +292,44 @@ class PaymentSettlement:
             return Settled(
                 "payment", payment_id, claimed.provider, "recorded_provider_answer", outcome.value
             )
+        return await self._fail(
+            claimed,
+            reason,
+            closed_at_provider=True,
+            audit="withheld payment's key closed at its provider and failed by an operator: %s",
+            detail={"resends": claimed.resends},
+        )
+
+    async def _fail(
+        self,
+        claimed: ClaimedAttempt,
+        reason: str,
+        *,
+        closed_at_provider: bool,
+        audit: str,
+        detail: dict[str, object],
+    ) -> Settled:
+        """Fail the withheld payment ``settled_by_operator`` with ``reason``, write the audit
+        line (``audit``, with ``detail`` beside the common fields) as soon as the failure is
+        committed, and hold the stray sweep's first question about its key back. The reason
+        was checked to hold no account number (check_reason)."""
+        payment_id = claimed.payment.payment_request_id
         outcome = await self._recorder.failed(
-            facts,
+            PaymentFacts.of_stored(claimed.payment),
             claimed.attempt_key,
-            operator_failure("payment", reason, closed_at_provider=True),
+            operator_failure("payment", reason, closed_at_provider=closed_at_provider),
             provider=claimed.provider,
-            claim=token,
+            claim=claimed.claim.token,
         )
         _recorded_or_refuse(outcome, payment_id)
         log.warning(
-            "withheld payment's key closed at its provider and failed by an operator: %s",
+            audit,
             reason,
             extra={
                 "payment_request_id": payment_id,
                 "provider": claimed.provider,
                 "attempt_key": claimed.attempt_key,
-                "resends": claimed.resends,
+                **detail,
                 "operator_reason": reason,
                 "outcome": outcome.value,
             },
