@@ -10,7 +10,7 @@ from domain.accounts import Account, AccountType
 from providers.call_gate import GatedProvider, a_place_at
 from providers.charge_only import ChargeOnlyProvider
 from providers.circuit_breaker import CircuitBreakerProvider
-from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus
+from providers.port import ChargeOutcome, ChargeRequest, ChargeStatus, PaymentProvider
 from providers.registry import Providers
 from tests.support.builders import PAYEE_IBAN, SUCCESS_CARD
 from tests.support.builders import create_payment as payment_command
@@ -114,24 +114,8 @@ async def test_a_place_taken_ahead_holds_the_gate_and_its_call_takes_no_other() 
     place is freed when the block ends."""
     release = asyncio.Event()
     inside = [0, 0]
-    gated = Providers.of(HeldProvider("one", release, inside)).gated(1)
-    provider = gated.get("one")
-    in_the_block = asyncio.Event()
-
-    async def ahead() -> ChargeOutcome:
-        async with a_place_at(provider):
-            in_the_block.set()
-            return await provider.charge(_request(1))
-
-    holder = asyncio.create_task(provider.charge(_request(0)))  # the one place, held
-    await _settle()
-    block = asyncio.create_task(ahead())
-    await _settle()
-    assert not in_the_block.is_set()  # waits for the place, as a call does
-    release.set()
-    assert (await holder).status is ChargeStatus.SUCCEEDED
-    assert (await block).status is ChargeStatus.SUCCEEDED
-    assert in_the_block.is_set()
+    provider = Providers.of(HeldProvider("one", release, inside)).gated(1).get("one")
+    await _a_place_ahead_waits_and_its_call_takes_no_other(provider, provider, release)
     assert inside == [0, 1]
     assert (await provider.charge(_request(2))).status is ChargeStatus.SUCCEEDED  # freed
 
@@ -170,17 +154,26 @@ async def test_a_place_is_taken_at_a_gate_under_another_wrapper() -> None:
     takes no second one (with a limit of 1 it would never come)."""
     release = asyncio.Event()
     inside = [0, 0]
-    held = HeldProvider("one", release, inside)
-    gated = GatedProvider(held, asyncio.Semaphore(1))
+    gated = GatedProvider(HeldProvider("one", release, inside), asyncio.Semaphore(1))
     wrapped = CircuitBreakerProvider(gated)
+    await _a_place_ahead_waits_and_its_call_takes_no_other(wrapped, gated, release)
+    assert inside == [0, 1]
+
+
+async def _a_place_ahead_waits_and_its_call_takes_no_other(
+    provider: PaymentProvider, holder_of_the_place: PaymentProvider, release: asyncio.Event
+) -> None:
+    """A call through ``holder_of_the_place`` holds the gate's one place; a block taking a
+    place ahead at ``provider`` waits for it, as a call does; once the place is free the
+    block's call through ``provider`` goes out on it (a second place would never come)."""
     in_the_block = asyncio.Event()
 
     async def ahead() -> ChargeOutcome:
-        async with a_place_at(wrapped):
+        async with a_place_at(provider):
             in_the_block.set()
-            return await wrapped.charge(_request(1))
+            return await provider.charge(_request(1))
 
-    holder = asyncio.create_task(gated.charge(_request(0)))  # the one place, held
+    holder = asyncio.create_task(holder_of_the_place.charge(_request(0)))
     await _settle()
     block = asyncio.create_task(ahead())
     await _settle()
@@ -188,4 +181,4 @@ async def test_a_place_is_taken_at_a_gate_under_another_wrapper() -> None:
     release.set()
     assert (await holder).status is ChargeStatus.SUCCEEDED
     assert (await asyncio.wait_for(block, 5)).status is ChargeStatus.SUCCEEDED
-    assert inside == [0, 1]
+    assert in_the_block.is_set()
