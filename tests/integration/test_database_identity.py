@@ -13,10 +13,8 @@ that database: the vault shares its engine and writer queue (paygate.vault_wirin
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,16 +27,9 @@ from paygate.vault_wiring import open_vault
 from persistence.database_identity import same_table
 from persistence.engine import create_engine
 from persistence.migrate import create_schema
-from persistence.webhook_store import WebhookStore
 from tests.integration.test_webhook_secret_retire_race import (
-    REFRESH_S,
-    URL,
-    _opened,
-    _Operator,
-    _vault,
+    an_endpoint_held_past_its_keys_retire_still_signs,
 )
-from tests.support.clock import Clock
-from tests.support.held_writes import HeldWrites
 from tests.support.vault_keys import KEK_1
 
 pytestmark = pytest.mark.integration
@@ -148,26 +139,7 @@ async def test_a_secret_written_through_another_spelling_after_its_key_is_retire
     # (PAYGATE_VAULT_DATABASE_URL written otherwise): the secret's write is held until its
     # key has been rotated past and retired, then must be refused and sealed again.
     engine, vault_engine = two_spellings
-    clock = Clock()
-    operator = _Operator(engine, clock)
-    old_key = (await operator.vault.rotate()).key_id
-    writes = HeldWrites(engine, held=0)
-    facade = WebhookStore(engine, writes).with_secrets(_vault(vault_engine, clock))
-
-    creating = asyncio.ensure_future(facade.create_endpoint("acme", URL, ["*"], None))
-    await asyncio.wait_for(writes.queued.wait(), 10)  # sealed under old_key, not inserted
-
-    clock.now += timedelta(seconds=1)
-    await operator.vault.rotate()
-    clock.now += timedelta(seconds=2 * REFRESH_S + 1)  # past the retire's time guard
-    assert (await operator.secrets.rewrap()).moved == 0  # the endpoint's row is not there
-    await operator.retire(old_key)
-
-    writes.release.set()
-    created = await asyncio.wait_for(creating, 10)
-
-    assert await _opened(engine, clock, created.endpoint.id) == created.secret
-    assert await operator.secrets.count_under(old_key) == 0
+    await an_endpoint_held_past_its_keys_retire_still_signs(engine, vault_engine)
 
 
 async def test_a_vault_url_naming_paygates_database_otherwise_shares_its_engine(

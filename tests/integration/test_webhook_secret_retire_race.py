@@ -109,11 +109,22 @@ async def _opened(engine: AsyncEngine, clock: Clock, endpoint_id: str) -> str:
 async def test_an_endpoint_whose_insert_lands_after_its_key_is_retired_still_signs(
     engine: AsyncEngine,
 ) -> None:
+    await an_endpoint_held_past_its_keys_retire_still_signs(engine, engine)
+
+
+async def an_endpoint_held_past_its_keys_retire_still_signs(
+    engine: AsyncEngine, vault_engine: AsyncEngine
+) -> None:
+    """A new endpoint's secret sealed under a key, its insert (through ``engine``) held
+    until that key has been rotated past and retired by an operator: the write must be
+    refused and sealed again, so the endpoint signs and nothing stays under the old key.
+    ``vault_engine``: the facade's vault's engine (the same database, maybe spelt
+    otherwise)."""
     clock = Clock()
     operator = _Operator(engine, clock)
     old_key = (await operator.vault.rotate()).key_id
     writes = HeldWrites(engine, held=0)
-    facade = WebhookStore(engine, writes).with_secrets(_vault(engine, clock))
+    facade = WebhookStore(engine, writes).with_secrets(_vault(vault_engine, clock))
 
     creating = asyncio.ensure_future(facade.create_endpoint("acme", URL, ["*"], None))
     await asyncio.wait_for(writes.queued.wait(), 10)  # sealed under old_key, not inserted
