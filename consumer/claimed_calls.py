@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from consumer.outcome import Outcome
 from providers.call_gate import a_place_at
@@ -57,10 +57,33 @@ class ClaimTakenOver(Exception):
     holder must record nothing and stop."""
 
 
+class RenewsClaims(Protocol):
+    """A store of rows claimed by token (payments, refunds, follow-ups): what
+    :meth:`HeldClaim.of_row` renews a claim with."""
+
+    @property
+    def claim_lease(self) -> timedelta: ...
+
+    async def renew(self, row_id: str, claim: str, /) -> bool: ...
+
+
 class HeldClaim:
     """A claim the worker holds, and whether a confirmation of it is fresh (module
     docstring). ``renew`` is the write that confirms it (the store's renew for the row and
     token); ``ticks``, the monotonic clock."""
+
+    @classmethod
+    def of_row(
+        cls,
+        store: RenewsClaims,
+        row_id: str,
+        claim: str,
+        *,
+        ticks: Callable[[], float] = time.monotonic,
+    ) -> HeldClaim:
+        """The claim ``claim`` on ``store``'s row ``row_id``, renewed by the store's renew
+        and lasting its lease."""
+        return cls(lambda: store.renew(row_id, claim), store.claim_lease, ticks=ticks)
 
     def __init__(
         self,

@@ -245,11 +245,7 @@ class FollowUpHandler(ABC, Generic[StoreT]):
         )
 
     def _held(self, payment_request_id: str, claim: str) -> HeldClaim:
-        return HeldClaim(
-            lambda: self._store.renew(payment_request_id, claim),
-            self._store.claim_lease,
-            ticks=self._ticks,
-        )
+        return HeldClaim.of_row(self._store, payment_request_id, claim, ticks=self._ticks)
 
     async def _resolve(self, payment: PaymentView, claim: str, held: HeldClaim) -> Outcome:
         try:

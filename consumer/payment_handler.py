@@ -255,9 +255,7 @@ class PaymentCommandHandler:
         )
 
     def _held(self, payment_id: str, claim: str) -> HeldClaim:
-        return HeldClaim(
-            lambda: self._store.renew(payment_id, claim), self._store.claim_lease, ticks=self._ticks
-        )
+        return HeldClaim.of_row(self._store, payment_id, claim, ticks=self._ticks)
 
     async def _as_owner(self, payment_id: str, claim: str, work: Awaitable[Outcome]) -> Outcome:
         """Run ``work`` holding ``claim`` (see consumer.claim_holding); ``owned_elsewhere``

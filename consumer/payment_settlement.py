@@ -140,9 +140,7 @@ class PaymentSettlement:
         # Every provider call under the claim as consumer.claimed_calls says: the question
         # is covered by the claim just taken, a close after it renews the claim first, so a
         # settlement whose claim was taken over meanwhile sends nothing more.
-        held = HeldClaim(
-            lambda: self._store.renew(payment_id, token), self._store.claim_lease, ticks=self._ticks
-        )
+        held = HeldClaim.of_row(self._store, payment_id, token, ticks=self._ticks)
         held.confirmed(written)
         return await holding_claim(
             _unless_taken_over(payment_id, self._settle_claimed(claimed, reason, held)),

@@ -183,9 +183,7 @@ class RefundCommandHandler:
         )
 
     def _held(self, refund_id: str, claim: str) -> HeldClaim:
-        return HeldClaim(
-            lambda: self._store.renew(refund_id, claim), self._store.claim_lease, ticks=self._ticks
-        )
+        return HeldClaim.of_row(self._store, refund_id, claim, ticks=self._ticks)
 
     async def _resolve(
         self, refund: RefundView, charge_reference: str, claim: str, held: HeldClaim
